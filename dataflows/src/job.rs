@@ -1,0 +1,455 @@
+//! The job file (CONTRACT §3): parsed with unknown keys refused, then checked as a whole so that
+//! every problem is reported at once, one line each, naming the file, the key and the fix.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+use serde::Deserialize;
+use tidings_model::Templates;
+use tidings_model::receiver::ReceiverValidator;
+use tidings_model::template::toml_error_line;
+use tidings_model::time::{NightWindow, parse_hhmm};
+use tidings_sinks::account::AccountConfig;
+
+/// A job file that cannot be used: every line names the file, the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct JobError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+fn default_timezone() -> String {
+    "Asia/Shanghai".into()
+}
+fn default_region() -> String {
+    "CN".into()
+}
+
+/// The job file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// The job's name, e.g. `"demo"`.
+    pub name: String,
+    /// IANA time zone of every local-time rule. Default `"Asia/Shanghai"`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// The templates file, relative to the job file. Example: `"templates.toml"`.
+    pub templates: PathBuf,
+    /// Timely worker threads; `tidings run -w N` overrides. Default: the number of cores.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Checkpoints and parked (night_delay) messages. Default: `state` beside the tracking dir.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Region (ISO 3166) of phone receivers written without a country code. Default `"CN"`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Where requests come from.
+    pub source: SourceConfig,
+    /// The two dedup rules.
+    #[serde(default)]
+    pub dedup: DedupConfig,
+    /// The night window.
+    #[serde(default)]
+    pub shield: ShieldConfig,
+    /// Discarded templates.
+    #[serde(default)]
+    pub discard: DiscardConfig,
+    /// Allowed receivers.
+    #[serde(default)]
+    pub whitelist: WhitelistConfig,
+    /// Tracking output.
+    #[serde(default)]
+    pub tracking: TrackingConfig,
+    /// Sending accounts by name.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountConfig>,
+}
+
+/// `file` or `kafka`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A JSON-lines file (bare requests or kcat `-J` envelopes).
+    File,
+    /// A Kafka topic.
+    Kafka,
+}
+
+fn default_epoch_lines() -> usize {
+    4096
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `file` or `kafka`.
+    pub kind: SourceKind,
+    /// File source: the JSON-lines file, relative to the job file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Kafka: bootstrap servers, e.g. `"127.0.0.1:9092"`.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Kafka: the send topic. Default `"tidings.send"`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Kafka: the consumer group. Default `"tidings"`.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// File source: lines per epoch (the unit of progress, batching and backpressure).
+    /// Default 4096.
+    #[serde(default = "default_epoch_lines")]
+    pub epoch_lines: usize,
+}
+
+/// `{ num = 1, time = 300 }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentRule {
+    /// Sends allowed per window. Default 1.
+    pub num: u32,
+    /// The window, in seconds. Default 300.
+    pub time: u64,
+}
+
+/// `{ num = 5 }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyRule {
+    /// Sends allowed per receiver per channel per local day. Default 5.
+    pub num: u32,
+}
+
+fn default_lateness() -> u64 {
+    3600
+}
+
+/// `[dedup]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// Content rule. Default `{ num = 1, time = 300 }`.
+    #[serde(default = "DedupConfig::default_content")]
+    pub content: ContentRule,
+    /// Frequency rule. Default `{ num = 5 }`.
+    #[serde(default = "DedupConfig::default_frequency")]
+    pub frequency: FrequencyRule,
+    /// How far behind the event-time watermark (seconds) a record may arrive and still see
+    /// the full dedup state; older state is evicted. Default 3600.
+    #[serde(default = "default_lateness")]
+    pub lateness: u64,
+}
+
+impl DedupConfig {
+    fn default_content() -> ContentRule {
+        ContentRule { num: 1, time: 300 }
+    }
+    fn default_frequency() -> FrequencyRule {
+        FrequencyRule { num: 5 }
+    }
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig { content: Self::default_content(), frequency: Self::default_frequency(), lateness: default_lateness() }
+    }
+}
+
+fn default_night() -> String {
+    "00:00-08:00".into()
+}
+fn default_release() -> String {
+    "09:00".into()
+}
+
+/// `[shield]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShieldConfig {
+    /// Local night window, start inclusive, end exclusive. Default `"00:00-08:00"`.
+    #[serde(default = "default_night")]
+    pub night: String,
+    /// Local time night_delay messages are released. Default `"09:00"`.
+    #[serde(default = "default_release")]
+    pub release_at: String,
+}
+
+impl Default for ShieldConfig {
+    fn default() -> Self {
+        ShieldConfig { night: default_night(), release_at: default_release() }
+    }
+}
+
+/// `[discard]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardConfig {
+    /// Template ids whose messages are discarded. Default none.
+    #[serde(default)]
+    pub templates: Vec<i64>,
+}
+
+/// `[whitelist]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhitelistConfig {
+    /// When non-empty, only these receivers are sent to. Default none.
+    #[serde(default)]
+    pub receivers: Vec<String>,
+}
+
+fn default_tracking_dir() -> PathBuf {
+    "var/tracking".into()
+}
+fn default_flush_rows() -> usize {
+    200_000
+}
+fn default_flush_ms() -> u64 {
+    1000
+}
+
+/// `[tracking]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Where the Parquet tables live, relative to the job file. Default `"var/tracking"`.
+    #[serde(default = "default_tracking_dir")]
+    pub dir: PathBuf,
+    /// Redis URL for real-time tracking.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// Rows a worker buffers before writing a Parquet file. Default 200000.
+    #[serde(default = "default_flush_rows")]
+    pub flush_rows: usize,
+    /// Longest time (ms) a row waits in the buffer. Default 1000.
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        TrackingConfig {
+            dir: default_tracking_dir(),
+            redis: None,
+            flush_rows: default_flush_rows(),
+            flush_interval_ms: default_flush_ms(),
+        }
+    }
+}
+
+/// A checked job, paths resolved against the job file's directory.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The job file.
+    pub path: PathBuf,
+    /// The directory relative paths resolve against.
+    pub base: PathBuf,
+    /// As written.
+    pub file: JobFile,
+    /// The time zone.
+    pub tz: Tz,
+    /// The templates.
+    pub templates: Arc<Templates>,
+    /// Receiver validation.
+    pub receivers: ReceiverValidator,
+    /// The night window.
+    pub night: NightWindow,
+    /// The release time.
+    pub release_at: NaiveTime,
+    /// The source file (file source).
+    pub source_path: Option<PathBuf>,
+    /// The tracking directory.
+    pub tracking_dir: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Template id → account name.
+    pub account_of: BTreeMap<i64, String>,
+}
+
+impl Job {
+    /// Reads, parses and checks a job file.
+    pub fn load(path: &Path) -> Result<Job, JobError> {
+        let shown = path.display().to_string();
+        let one = |p: String| JobError { problems: vec![p] };
+        let text = std::fs::read_to_string(path).map_err(|e| one(format!("{shown}: cannot read the job file: {e}")))?;
+        let file: JobFile = toml::from_str(&text).map_err(|e| one(format!("{shown}: {}", toml_error_line(&text, &e))))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Job::check(path, base, file)
+    }
+
+    /// Checks a parsed job file; every problem at once.
+    pub fn check(path: &Path, base: PathBuf, file: JobFile) -> Result<Job, JobError> {
+        let shown = path.display().to_string();
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, msg: String| problems.push(format!("{shown}: {key}: {msg}"));
+        let tz: Tz = file.timezone.parse().unwrap_or_else(|_| {
+            bad("timezone", format!("unknown time zone `{}`; use an IANA name such as \"Asia/Shanghai\"", file.timezone));
+            Tz::UTC
+        });
+        let receivers = ReceiverValidator::new(&file.region).unwrap_or_else(|| {
+            bad("region", format!("unknown region `{}`; use an ISO 3166 code such as \"CN\"", file.region));
+            ReceiverValidator::new("CN").expect("CN is a region")
+        });
+        let night = NightWindow::parse(&file.shield.night).unwrap_or_else(|| {
+            bad("shield.night", format!("`{}` is not HH:MM-HH:MM, e.g. \"00:00-08:00\"", file.shield.night));
+            NightWindow { start: NaiveTime::MIN, end: NaiveTime::MIN }
+        });
+        let release_at = parse_hhmm(&file.shield.release_at).unwrap_or_else(|| {
+            bad("shield.release_at", format!("`{}` is not HH:MM, e.g. \"09:00\"", file.shield.release_at));
+            NaiveTime::MIN
+        });
+        if file.workers == Some(0) {
+            bad("workers", "must be at least 1".into());
+        }
+        if file.dedup.content.num == 0 || file.dedup.content.time == 0 {
+            bad("dedup.content", "num and time must be at least 1, e.g. { num = 1, time = 300 }".into());
+        }
+        if file.dedup.frequency.num == 0 {
+            bad("dedup.frequency.num", "must be at least 1, e.g. { num = 5 }".into());
+        }
+        if file.tracking.redis.is_some() {
+            bad("tracking.redis", "Redis tracking is not available in this build; remove the key (Parquet tracking is always on)".into());
+        }
+        if file.tracking.flush_rows == 0 {
+            bad("tracking.flush_rows", "must be at least 1".into());
+        }
+        let source_path = match file.source.kind {
+            SourceKind::File => match &file.source.path {
+                Some(p) => {
+                    let p = base.join(p);
+                    if !p.is_file() {
+                        bad("source.path", format!("{} is not a readable file", p.display()));
+                    }
+                    Some(p)
+                }
+                None => {
+                    bad("source.path", "the file source needs a path, e.g. path = \"requests.jsonl\"".into());
+                    None
+                }
+            },
+            SourceKind::Kafka => {
+                bad("source.kind", "the kafka source is not available in this build; use kind = \"file\"".into());
+                None
+            }
+        };
+        if file.source.epoch_lines == 0 {
+            bad("source.epoch_lines", "must be at least 1".into());
+        }
+        for (name, account) in &file.accounts {
+            for p in account.validate(&format!("accounts.{name}")) {
+                problems.push(format!("{shown}: {p}"));
+            }
+        }
+        let templates_path = base.join(&file.templates);
+        let templates = match Templates::load(&templates_path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(e.to_string());
+                Templates::default()
+            }
+        };
+        let mut account_of = BTreeMap::new();
+        for t in templates.iter() {
+            let where_ = format!("{}: template {}", templates_path.display(), t.id);
+            match file.accounts.get(&t.account) {
+                None => problems.push(format!(
+                    "{where_}: account `{}` is not defined; add [accounts.{}] to {shown}",
+                    t.account, t.account
+                )),
+                Some(a) if a.channel != t.channel => problems.push(format!(
+                    "{where_}: channel {} but account `{}` sends {}; use an account of the same channel",
+                    t.channel.name(),
+                    t.account,
+                    a.channel.name()
+                )),
+                Some(_) => {
+                    account_of.insert(t.id, t.account.clone());
+                }
+            }
+        }
+        let known: HashSet<i64> = templates.iter().map(|t| t.id).collect();
+        for id in &file.discard.templates {
+            if !known.contains(id) {
+                problems.push(format!("{shown}: discard.templates: template {id} is not in {}", templates_path.display()));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(JobError { problems });
+        }
+        let tracking_dir = base.join(&file.tracking.dir);
+        let state_dir = match &file.state_dir {
+            Some(s) => base.join(s),
+            None => tracking_dir.parent().map(|p| p.join("state")).unwrap_or_else(|| base.join("state")),
+        };
+        Ok(Job {
+            path: path.to_path_buf(),
+            base,
+            tz,
+            templates: Arc::new(templates),
+            receivers,
+            night,
+            release_at,
+            source_path,
+            tracking_dir,
+            state_dir,
+            account_of,
+            file,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const TEMPLATES: &str = "[[template]]\nid = 1\nname = \"x\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"sms-main\"\n";
+
+    #[test]
+    fn the_example_job_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/job.toml");
+        let job = Job::load(&root).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(job.file.name, "demo");
+        assert!(job.templates.len() >= 5);
+    }
+
+    #[test]
+    fn unknown_key_is_one_line_naming_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "t.toml", TEMPLATES);
+        write(dir.path(), "r.jsonl", "");
+        let job = write(dir.path(), "job.toml", "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = { num = 1, time = 3 }\n");
+        let err = Job::load(&job).unwrap_err().to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("job.toml") && err.contains("contnet") && err.contains("line 7"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "t.toml", TEMPLATES);
+        let job = write(
+            dir.path(),
+            "job.toml",
+            "name = \"x\"\ntimezone = \"Mars/Base\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"missing.jsonl\"\n[shield]\nnight = \"late\"\n[accounts.other]\nchannel = \"email\"\nprovider = \"outbox\"\n",
+        );
+        let err = Job::load(&job).unwrap_err();
+        let text = err.to_string();
+        for want in ["timezone", "shield.night", "source.path", "accounts.other.dir", "account `sms-main` is not defined"] {
+            assert!(text.contains(want), "missing {want} in:\n{text}");
+        }
+        assert!(err.problems.iter().all(|p| p.contains(".toml")), "{text}");
+    }
+}

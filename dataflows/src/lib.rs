@@ -1,0 +1,20 @@
+//! The tidings job: the job file, the sources, the timely graph, and the `tidings` binary.
+//!
+//! # Layout
+//!
+//! - [`job`]: the job file (CONTRACT §3), parsed and checked.
+//! - [`source`]: the file source (epochs, backpressure).
+//! - [`send`]: the send stage: timely ↔ tokio, capabilities held until sends finish.
+//! - [`track`]: the tracking stage: capabilities held until rows are durable.
+//! - [`run`]: the graph and the worker loop.
+//!
+//! See `docs/ARCHITECTURE.md` for the graph and its invariants.
+
+pub mod job;
+pub mod run;
+pub mod send;
+pub mod source;
+pub mod track;
+
+pub use job::Job;
+pub use run::{RunOptions, Summary, TrackingTarget, run};

@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: a job in a temporary directory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use tidings_dataflows::{Job, RunOptions, TrackingTarget, run};
+use tidings_model::{DeadLetter, EventRow};
+use tidings_operators::Clock;
+use tidings_sinks::tracking::MemoryTracking;
+
+/// Copies a directory (not its `var/`).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "var" {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The demo job copied into a fresh temporary directory.
+pub fn demo_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo"), dir.path());
+    let job = dir.path().join("job.toml");
+    (dir, job)
+}
+
+/// Runs a job into memory with `workers` and a fixed clock; returns its rows.
+pub fn run_memory(job: &Path, workers: usize, now: i64) -> (Vec<EventRow>, Vec<DeadLetter>, tidings_dataflows::Summary) {
+    let job = Job::load(job).unwrap_or_else(|e| panic!("{e}"));
+    let memory = MemoryTracking::default();
+    let opts = RunOptions {
+        workers,
+        clock: Clock::Fixed(now),
+        tracking: TrackingTarget::Memory(memory.clone()),
+        in_flight: 2,
+    };
+    let summary = run(&job, &opts).unwrap();
+    let c = memory.take();
+    (c.events, c.dead, summary)
+}
+
+/// Writes a small job: templates, requests and job file; returns the job path.
+pub fn write_job(dir: &Path, templates: &str, requests: &str, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("templates.toml"), templates).unwrap();
+    std::fs::write(dir.join("requests.jsonl"), requests).unwrap();
+    let job = format!(
+        "name = \"t\"\ntimezone = \"Asia/Shanghai\"\ntemplates = \"templates.toml\"\n{extra}\n[source]\nkind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 3\n[tracking]\ndir = \"var/tracking\"\n[accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n"
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, job).unwrap();
+    path
+}
+
+/// An SMS template with `content = "hi {$v}"`.
+pub fn sms_template(id: i64, shield: &str, dedup: bool, id_type: &str) -> String {
+    format!(
+        "[[template]]\nid = {id}\nname = \"t{id}\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"{id_type}\"\nshield = \"{shield}\"\naccount = \"out\"\ndedup = {dedup}\n[template.content]\ncontent = \"hi {{$v}}\"\n"
+    )
+}
+
+/// A kcat envelope line of a one-param send request.
+pub fn envelope(ts: i64, template: i64, receivers: &str, v: &str) -> String {
+    let payload = serde_json::json!({"code": "send", "messageTemplateId": template,
+        "messageParam": {"receiver": receivers, "variables": {"v": v}}});
+    serde_json::json!({"ts": ts, "key": "k", "payload": payload.to_string()}).to_string()
+}

@@ -1,0 +1,31 @@
+//! The data of tidings, shared by every other crate.
+//!
+//! # Layout
+//!
+//! - [`request`]: the austin-compatible send request (CONTRACT §1) and the two line forms of the
+//!   file source (bare request, kcat `-J` envelope).
+//! - [`template`]: templates (CONTRACT §2) and their enums (channel, msg_type, id_type, shield).
+//! - [`render`]: `{$name}` placeholder rendering of a template's content model.
+//! - [`receiver`]: splitting a `receiver` list and validating each receiver by `id_type`.
+//! - [`message`]: what flows through the graph: a validated [`message::Message`], one
+//!   [`message::Delivery`] per receiver, tracking rows and dead letters.
+//! - [`state`]: the anchor states and their austin codes (CONTRACT §4).
+//! - [`ids`]: message ids, business ids and the deterministic key hashes used for routing.
+//! - [`schema`]: the Arrow schemas of the Parquet tracking tables (CONTRACT §5).
+//! - [`time`]: event-time helpers: the job's time zone, local dates, the night window.
+//!
+//! Nothing here knows timely, tokio or any service: every function is pure and is tested alone.
+
+pub mod ids;
+pub mod message;
+pub mod receiver;
+pub mod render;
+pub mod request;
+pub mod schema;
+pub mod state;
+pub mod template;
+pub mod time;
+
+pub use message::{DeadLetter, Delivery, EventRow, Message, MessageMeta};
+pub use state::State;
+pub use template::{Channel, IdType, MsgType, Shield, Template, TemplateType, Templates};

@@ -1,0 +1,112 @@
+//! What flows through the graph: messages, deliveries (one per receiver), tracking rows and
+//! dead letters.
+//!
+//! The per-message facts live once in an [`Arc<MessageMeta>`] shared by all of the message's
+//! deliveries and rows: a 100-receiver message clones a pointer, not its content, 100 times.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::State;
+use crate::time::Millis;
+
+/// Where a record came from, and the facts shared by every receiver of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    /// Pure function of (source, partition, offset, param index).
+    pub message_id: String,
+    /// The template it renders.
+    pub template_id: i64,
+    /// austin's businessId (template type, template id, event-time date).
+    pub business_id: i64,
+    /// The producer's own id (`bizId`), if given.
+    pub biz_id: Option<String>,
+    /// The rendered content model, as compact JSON.
+    pub content: String,
+    /// The event time of the record it came from.
+    pub event_time: Millis,
+    /// Position in the source, for a total, worker-independent order: (partition, offset,
+    /// param index) packed as `partition << 96 | offset << 32 | param`.
+    pub seq: u128,
+}
+
+/// A validated message: its shared facts and its receivers (split, trimmed, unique).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Shared facts.
+    pub meta: Arc<MessageMeta>,
+    /// The receivers, in request order.
+    pub receivers: Vec<String>,
+}
+
+/// One receiver of one message on its way through the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The message.
+    pub meta: Arc<MessageMeta>,
+    /// This receiver.
+    pub receiver: String,
+    /// Index of the receiver inside the message (for ordering).
+    pub index: u32,
+    /// The time rules judge by: the record's event time, or the release time after a
+    /// night_delay park.
+    pub event_time: Millis,
+    /// Key of the content dedup rule (template, receiver, rendered content).
+    pub content_key: u128,
+    /// Key of the frequency dedup rule (receiver, channel).
+    pub frequency_key: u128,
+}
+
+impl Delivery {
+    /// The order in which keyed operators judge deliveries within one epoch: event time, then
+    /// the original event time (released parked messages keep their order), then the position
+    /// in the source. Independent of worker count.
+    pub fn order(&self) -> (Millis, Millis, u128, u32) {
+        (self.event_time, self.meta.event_time, self.meta.seq, self.index)
+    }
+}
+
+/// One tracking row: a receiver reached a state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRow {
+    /// Wall-clock time the state was reached (ms, UTC).
+    pub time: Millis,
+    /// The event time the decision used (ms, UTC).
+    pub event_time: Millis,
+    /// The message.
+    pub meta: Arc<MessageMeta>,
+    /// The receiver.
+    pub receiver: String,
+    /// The state reached.
+    pub state: State,
+    /// Why (for rejections and failures).
+    pub reason: Option<String>,
+}
+
+/// A record or message that could not be taken: kept with its payload and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Wall-clock time it was rejected (ms, UTC).
+    pub time: Millis,
+    /// Where it came from: `topic/partition/offset` or `file:line`.
+    pub source: String,
+    /// The payload as received (lossy UTF-8).
+    pub payload: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+impl EventRow {
+    /// The row for a delivery reaching `state` at wall-clock `time`.
+    pub fn of(d: &Delivery, state: State, reason: Option<String>, time: Millis) -> EventRow {
+        EventRow {
+            time,
+            event_time: d.event_time,
+            meta: d.meta.clone(),
+            receiver: d.receiver.clone(),
+            state,
+            reason,
+        }
+    }
+}

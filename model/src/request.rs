@@ -1,0 +1,173 @@
+//! The send request (CONTRACT §1) and the two line forms of the file source.
+//!
+//! Decoding is total: any bytes give either a [`Request`] with its event time or a reason
+//! string for a dead letter. It never panics (a property test feeds it arbitrary bytes).
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::time::Millis;
+
+/// austin's `MessageParam`: one message.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageParam {
+    /// The producer's own id for this message.
+    #[serde(default)]
+    pub biz_id: Option<String>,
+    /// Comma-separated receivers.
+    #[serde(default)]
+    pub receiver: Option<String>,
+    /// Placeholder values.
+    #[serde(default)]
+    pub variables: Option<Map<String, Value>>,
+    /// Channel-specific extras (kept for providers).
+    #[serde(default)]
+    pub extra: Option<Map<String, Value>>,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Send messages.
+    Send,
+    /// Recall sent messages.
+    Recall,
+}
+
+/// A decoded send request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// send | recall.
+    pub code: Code,
+    /// The template.
+    pub template_id: i64,
+    /// One message per param, in order (`messageParam` gives one).
+    pub params: Vec<MessageParam>,
+    /// For recalls: the message ids to recall.
+    pub recall_message_ids: Vec<String>,
+}
+
+/// A template id as producers write it: austin's clients send a number; a numeric string is
+/// accepted too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum IdValue {
+    Int(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Line {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message_template_id: Option<IdValue>,
+    #[serde(default)]
+    message_param: Option<MessageParam>,
+    #[serde(default)]
+    message_param_list: Option<Vec<MessageParam>>,
+    #[serde(default)]
+    recall_message_ids: Option<Vec<String>>,
+    // kcat -J envelope fields.
+    #[serde(default)]
+    ts: Option<i64>,
+    #[serde(default)]
+    payload: Option<Value>,
+}
+
+/// Decodes one line of the file source: a bare request (event time = `read_time`) or a kcat
+/// `-J` envelope (event time = its `ts`).
+pub fn decode_line(bytes: &[u8], read_time: Millis) -> Result<(Millis, Request), String> {
+    let line: Line = serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
+    if line.code.is_none() && line.message_template_id.is_none() {
+        if let Some(payload) = line.payload {
+            let event_time = line.ts.filter(|t| *t > 0).unwrap_or(read_time);
+            let Value::String(text) = payload else {
+                return Err("envelope payload is not a string".into());
+            };
+            return decode_request(text.as_bytes()).map(|r| (event_time, r));
+        }
+    }
+    request_from(line).map(|r| (read_time, r))
+}
+
+/// Decodes a request body (a Kafka record's value, or an envelope's payload).
+pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
+    let line: Line = serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
+    request_from(line)
+}
+
+fn request_from(line: Line) -> Result<Request, String> {
+    let code = match line.code.as_deref() {
+        Some("send") => Code::Send,
+        Some("recall") => Code::Recall,
+        Some(other) => return Err(format!("unknown code `{other}`: expected send or recall")),
+        None => return Err("missing `code`: expected send or recall".into()),
+    };
+    let template_id = match line.message_template_id {
+        Some(IdValue::Int(i)) => i,
+        Some(IdValue::Text(s)) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("messageTemplateId `{s}` is not an integer"))?,
+        None => return Err("missing `messageTemplateId`".into()),
+    };
+    let params = match (line.message_param, line.message_param_list) {
+        (Some(_), Some(_)) => {
+            return Err("both messageParam and messageParamList given: send one of them".into());
+        }
+        (Some(p), None) => vec![p],
+        (None, Some(list)) => list,
+        (None, None) if code == Code::Recall => Vec::new(),
+        (None, None) => return Err("neither messageParam nor messageParamList given".into()),
+    };
+    if code == Code::Send && params.is_empty() {
+        return Err("messageParamList is empty".into());
+    }
+    Ok(Request { code, template_id, params, recall_message_ids: line.recall_message_ids.unwrap_or_default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn bare_and_envelope() {
+        let bare = br#"{"code":"send","messageTemplateId":1,"messageParam":{"bizId":"o-77","receiver":"13800138000","variables":{"code":"4711"}}}"#;
+        let (t, r) = decode_line(bare, 42).unwrap();
+        assert_eq!(t, 42);
+        assert_eq!(r.params[0].biz_id.as_deref(), Some("o-77"));
+        let env = serde_json::json!({"ts": 1763770200000i64, "key": "k1", "payload": String::from_utf8_lossy(bare)});
+        let (t, r2) = decode_line(env.to_string().as_bytes(), 42).unwrap();
+        assert_eq!(t, 1763770200000);
+        assert_eq!(r, r2);
+    }
+
+    #[test]
+    fn record_level_rejections() {
+        let cases: &[(&str, &str)] = &[
+            ("not json", "unparsable"),
+            (r#"{"code":"blast","messageTemplateId":1,"messageParam":{}}"#, "unknown code"),
+            (r#"{"messageTemplateId":1,"messageParam":{}}"#, "missing `code`"),
+            (r#"{"code":"send","messageParam":{}}"#, "missing `messageTemplateId`"),
+            (r#"{"code":"send","messageTemplateId":1,"messageParam":{},"messageParamList":[]}"#, "both"),
+            (r#"{"code":"send","messageTemplateId":1}"#, "neither"),
+            (r#"{"code":"send","messageTemplateId":"x","messageParam":{}}"#, "not an integer"),
+            (r#"{"ts":1,"payload":null}"#, "not a string"),
+        ];
+        for (line, want) in cases {
+            let err = decode_line(line.as_bytes(), 0).unwrap_err();
+            assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_line(&bytes, 0);
+        }
+    }
+}

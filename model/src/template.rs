@@ -1,0 +1,341 @@
+//! Templates (CONTRACT §2): what a message says, on which channel, to which kind of receiver.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A channel tidings can send through. Names are austin's English codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// App push (GeTui).
+    Push,
+    /// SMS.
+    Sms,
+    /// Email over SMTP.
+    Email,
+    /// WeChat official account template message.
+    OfficialAccounts,
+    /// WeChat mini program subscribe message.
+    MiniProgram,
+    /// WeCom app message.
+    EnterpriseWeChat,
+    /// DingTalk custom robot.
+    DingDingRobot,
+    /// DingTalk work notice.
+    DingDingWorkNotice,
+    /// WeCom group robot.
+    EnterpriseWeChatRobot,
+    /// Feishu robot.
+    FeiShuRobot,
+    /// Alipay mini program template message.
+    AlipayMiniProgram,
+    /// A generic JSON webhook (tidings' own).
+    Webhook,
+}
+
+impl Channel {
+    /// Every channel.
+    pub const ALL: [Channel; 12] = [
+        Channel::Push,
+        Channel::Sms,
+        Channel::Email,
+        Channel::OfficialAccounts,
+        Channel::MiniProgram,
+        Channel::EnterpriseWeChat,
+        Channel::DingDingRobot,
+        Channel::DingDingWorkNotice,
+        Channel::EnterpriseWeChatRobot,
+        Channel::FeiShuRobot,
+        Channel::AlipayMiniProgram,
+        Channel::Webhook,
+    ];
+
+    /// The code used in files and tracking.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Push => "push",
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+            Channel::OfficialAccounts => "official_accounts",
+            Channel::MiniProgram => "mini_program",
+            Channel::EnterpriseWeChat => "enterprise_we_chat",
+            Channel::DingDingRobot => "ding_ding_robot",
+            Channel::DingDingWorkNotice => "ding_ding_work_notice",
+            Channel::EnterpriseWeChatRobot => "enterprise_we_chat_robot",
+            Channel::FeiShuRobot => "fei_shu_robot",
+            Channel::AlipayMiniProgram => "alipay_mini_program",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+/// What kind of message a template sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MsgType {
+    /// Notices (order shipped, ...).
+    Notice,
+    /// Marketing.
+    Marketing,
+    /// Verification codes.
+    AuthCode,
+}
+
+impl MsgType {
+    /// The code used in files and tracking.
+    pub fn name(self) -> &'static str {
+        match self {
+            MsgType::Notice => "notice",
+            MsgType::Marketing => "marketing",
+            MsgType::AuthCode => "auth_code",
+        }
+    }
+}
+
+/// What a template's receivers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdType {
+    /// An internal user id.
+    UserId,
+    /// A device id.
+    Did,
+    /// A mobile phone number.
+    Phone,
+    /// A WeChat open id.
+    OpenId,
+    /// An email address.
+    Email,
+    /// A WeCom user id.
+    EnterpriseUserId,
+    /// A DingTalk user id.
+    DingDingUserId,
+    /// A GeTui client id.
+    Cid,
+    /// A Feishu user id.
+    FeiShuUserId,
+}
+
+/// What happens to a message whose event time is inside the night window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Shield {
+    /// Send at any hour.
+    #[default]
+    None,
+    /// Drop night-time messages (NIGHT_SHIELD).
+    NightDrop,
+    /// Park night-time messages until the next release time (NIGHT_SHIELD_NEXT_SEND).
+    NightDelay,
+}
+
+/// austin's template type; part of the businessId.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateType {
+    /// Scheduled (austin code 10).
+    Cron,
+    /// Real time (austin code 20).
+    #[default]
+    Realtime,
+}
+
+impl TemplateType {
+    /// austin's numeric code.
+    pub fn code(self) -> i64 {
+        match self {
+            TemplateType::Cron => 10,
+            TemplateType::Realtime => 20,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One `[[template]]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// The template id producers name in `messageTemplateId`.
+    pub id: i64,
+    /// A human name, e.g. "login code".
+    pub name: String,
+    /// The channel it sends through.
+    pub channel: Channel,
+    /// notice | marketing | auth_code.
+    pub msg_type: MsgType,
+    /// What receivers are; decides how they are validated.
+    pub id_type: IdType,
+    /// Night shield; default `none`.
+    #[serde(default)]
+    pub shield: Shield,
+    /// realtime | cron; default `realtime`.
+    #[serde(default)]
+    pub template_type: TemplateType,
+    /// The job account (`[accounts.NAME]`) that sends it.
+    pub account: String,
+    /// `false` exempts this template from both dedup rules; default `true`.
+    #[serde(default = "yes")]
+    pub dedup: bool,
+    /// The channel's content model; string leaves may hold `{$name}` placeholders.
+    #[serde(default)]
+    pub content: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateFile {
+    #[serde(default)]
+    template: Vec<Template>,
+}
+
+/// Errors loading templates.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// The file could not be read.
+    #[error("{path}: cannot read templates: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid template TOML.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Line, key and what would be accepted.
+        message: String,
+    },
+}
+
+/// All templates of a job, by id. Shared read-only by every worker.
+#[derive(Debug, Clone, Default)]
+pub struct Templates {
+    by_id: BTreeMap<i64, Arc<Template>>,
+}
+
+impl Templates {
+    /// Builds the registry; returns every problem at once (duplicate ids).
+    pub fn new(list: Vec<Template>) -> Result<Templates, Vec<String>> {
+        let mut by_id = BTreeMap::new();
+        let mut problems = Vec::new();
+        for t in list {
+            let id = t.id;
+            if by_id.insert(id, Arc::new(t)).is_some() {
+                problems.push(format!("template id {id} is defined twice; give each template its own id"));
+            }
+        }
+        if problems.is_empty() { Ok(Templates { by_id }) } else { Err(problems) }
+    }
+
+    /// Parses a templates TOML document; `path` names it in errors.
+    pub fn parse(path: &str, text: &str) -> Result<Templates, TemplateError> {
+        let file: TemplateFile = toml::from_str(text).map_err(|e| TemplateError::Parse {
+            path: path.to_string(),
+            message: toml_error_line(text, &e),
+        })?;
+        Templates::new(file.template)
+            .map_err(|p| TemplateError::Parse { path: path.to_string(), message: p.join("; ") })
+    }
+
+    /// Loads a templates file.
+    pub fn load(path: &Path) -> Result<Templates, TemplateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Templates::parse(&path.display().to_string(), &text)
+    }
+
+    /// The template with this id.
+    pub fn get(&self, id: i64) -> Option<&Arc<Template>> {
+        self.by_id.get(&id)
+    }
+
+    /// All templates in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Template>> {
+        self.by_id.values()
+    }
+
+    /// Number of templates.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// Renders a TOML error as one line: `line N: message` (the key is in toml's message).
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let key = text[span.clone()].trim();
+            if key.is_empty() || key.len() > 60 {
+                format!("line {line}: {msg}")
+            } else {
+                format!("line {line}: `{key}`: {msg}")
+            }
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_contract_example() {
+        let t = Templates::parse(
+            "t.toml",
+            r#"
+[[template]]
+id = 1
+name = "login code"
+channel = "sms"
+msg_type = "auth_code"
+id_type = "phone"
+shield = "none"
+template_type = "realtime"
+account = "sms-main"
+dedup = true
+[template.content]
+content = "Your code is {$code}."
+"#,
+        )
+        .unwrap();
+        let t = t.get(1).unwrap();
+        assert_eq!(t.channel, Channel::Sms);
+        assert_eq!(t.content["content"], "Your code is {$code}.");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = Templates::parse(
+            "t.toml",
+            "[[template]]\nid = 1\nname = \"x\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"a\"\ncolour = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("t.toml") && err.contains("colour") && err.contains("line 8"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_ids_rejected() {
+        let one = "[[template]]\nid = 1\nname = \"x\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"a\"\n";
+        let err = Templates::parse("t.toml", &format!("{one}{one}")).unwrap_err().to_string();
+        assert!(err.contains("defined twice"), "{err}");
+    }
+}

@@ -1,0 +1,26 @@
+//! The wall clock, injected: decisions never read it, only the `time` column of tracking rows,
+//! the read time of bare file lines and the end-of-run release of parked messages do.
+
+use tidings_model::time::Millis;
+
+/// A wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// A clock stopped at a fixed instant (replays and tests: `tidings run --now`).
+    Fixed(Millis),
+}
+
+impl Clock {
+    /// Now, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> Millis {
+        match self {
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as Millis)
+                .unwrap_or(0),
+            Clock::Fixed(t) => *t,
+        }
+    }
+}

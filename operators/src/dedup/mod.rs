@@ -1,0 +1,112 @@
+//! Steps 7–8: content and frequency dedup, as windowed keyed state inside the dataflow.
+//!
+//! Both rules share one operator, [`keyed`]: deliveries are exchanged by the rule's key hash
+//! (xxh3, the same on every worker), buffered per epoch until both inputs have passed it, then
+//! judged in [`tidings_model::Delivery::order`]. Before judging epoch `e` the state is evicted
+//! up to the global watermark `W(e)` less the allowed lateness; the wall clock is never read.
+//!
+//! ```ignore
+//! let after_content = keyed(passes, marks.clone(), ContentDedup::new(..), clock);
+//! ```
+
+mod content;
+mod frequency;
+
+pub use content::ContentDedup;
+pub use frequency::FrequencyDedup;
+
+use std::collections::BTreeMap;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange as ExchangePact;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::operator::Operator;
+use tidings_model::time::Millis;
+use tidings_model::{Delivery, EventRow, State, ids};
+
+use crate::watermark::Watermark;
+use crate::{Clock, Epoch, Flow};
+
+/// A keyed rule: a plain state machine over deliveries of one key.
+pub trait KeyedRule: 'static {
+    /// The operator's name.
+    const NAME: &'static str;
+    /// The key a delivery is judged under.
+    fn key(d: &Delivery) -> u128;
+    /// Judges a delivery: `Ok` to pass (the admission is recorded), or the rejecting state and
+    /// reason.
+    fn judge(&mut self, key: u128, d: &Delivery) -> Result<(), (State, String)>;
+    /// Drops state that no delivery within the allowed lateness of `watermark` can see.
+    fn evict(&mut self, watermark: Millis);
+    /// Number of keys held.
+    fn keys(&self) -> usize;
+}
+
+/// Runs a keyed rule over `deliveries` (`Flow::Pass` only) with the epoch `marks`.
+pub fn keyed<'s, R: KeyedRule>(
+    deliveries: StreamVec<'s, Epoch, Flow>,
+    marks: StreamVec<'s, Epoch, Flow>,
+    mut rule: R,
+    clock: Clock,
+) -> StreamVec<'s, Epoch, Flow> {
+    let by_key = ExchangePact::new(|f: &Flow| match f {
+        Flow::Pass(d) => ids::route(R::key(d)),
+        _ => 0,
+    });
+    let by_target = ExchangePact::new(|f: &Flow| match f {
+        Flow::Mark(m) => m.to as u64,
+        _ => 0,
+    });
+    deliveries.binary_frontier::<_, CapacityContainerBuilder<Vec<Flow>>, _, _, _, _>(
+        marks,
+        by_key,
+        by_target,
+        R::NAME,
+        move |_, _| {
+            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<Delivery>)> = BTreeMap::new();
+            let mut watermark = Watermark::default();
+            move |(data, data_frontier), (mark_input, mark_frontier), output| {
+                data.for_each_stamp(|cap, batches| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = pending.entry(epoch).or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new()));
+                    for batch in batches {
+                        entry.1.extend(batch.drain(..).filter_map(|f| match f {
+                            Flow::Pass(d) => Some(d),
+                            _ => None,
+                        }));
+                    }
+                });
+                mark_input.for_each_stamp(|_, batches| {
+                    for batch in batches {
+                        for f in batch.drain(..) {
+                            if let Flow::Mark(m) = f {
+                                watermark.push(&m);
+                            }
+                        }
+                    }
+                });
+                let complete = |e: &Epoch| !data_frontier.less_equal(e) && !mark_frontier.less_equal(e);
+                let mut epochs: Vec<Epoch> =
+                    pending.keys().copied().chain(watermark.pending_epochs()).filter(complete).collect();
+                epochs.sort_unstable();
+                epochs.dedup();
+                for epoch in epochs {
+                    if let Some(w) = watermark.advance_to(epoch) {
+                        rule.evict(w);
+                    }
+                    let Some((cap, mut batch)) = pending.remove(&epoch) else { continue };
+                    batch.sort_by_key(Delivery::order);
+                    let now = clock.now_ms();
+                    let mut session = output.session(&cap);
+                    for d in batch {
+                        match rule.judge(R::key(&d), &d) {
+                            Ok(()) => session.give(Flow::Pass(d)),
+                            Err((state, reason)) => session.give(Flow::Row(EventRow::of(&d, state, Some(reason), now))),
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,178 @@
+//! Steps 2–6 of the pipeline, per receiver: RECEIVE, then the first of RECEIVER_INVALID,
+//! DISCARD, WHITE_LIST, NIGHT_SHIELD / NIGHT_SHIELD_NEXT_SEND that applies, else on to dedup.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tidings_model::receiver::ReceiverValidator;
+use tidings_model::time::{Millis, to_utc};
+use tidings_model::{Delivery, EventRow, Message, State, Templates, ids};
+
+use crate::Flow;
+use crate::shield::{Decision, NightShield};
+
+/// The stateless per-receiver filters of a job.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Templates, for id_type, channel and shield.
+    pub templates: Arc<Templates>,
+    /// Receiver validation by id type.
+    pub receivers: ReceiverValidator,
+    /// Template ids whose messages are discarded.
+    pub discard: HashSet<i64>,
+    /// When non-empty, the only receivers sent to.
+    pub whitelist: HashSet<String>,
+    /// The night rule.
+    pub shield: NightShield,
+}
+
+impl Gate {
+    /// Judges every receiver of a message; pushes rows, passes and parks to `out`.
+    pub fn judge(&self, msg: Message, now: Millis, out: &mut Vec<Flow>) {
+        let meta = msg.meta;
+        let Some(template) = self.templates.get(meta.template_id) else {
+            // The validator only lets known templates through.
+            unreachable!("template {} vanished after validation; this is a bug", meta.template_id)
+        };
+        let decision = self.shield.decide(template.shield, meta.event_time);
+        let channel = template.channel.name();
+        for (index, receiver) in msg.receivers.into_iter().enumerate() {
+            let d = Delivery {
+                content_key: ids::content_key(meta.template_id, &receiver, &meta.content),
+                frequency_key: ids::frequency_key(&receiver, channel),
+                meta: meta.clone(),
+                receiver,
+                index: index as u32,
+                event_time: meta.event_time,
+            };
+            out.push(Flow::Row(EventRow::of(&d, State::Receive, None, now)));
+            let stop = |state: State, reason: String| Flow::Row(EventRow::of(&d, state, Some(reason), now));
+            if let Err(why) = self.receivers.check(template.id_type, &d.receiver) {
+                out.push(stop(State::ReceiverInvalid, why));
+            } else if self.discard.contains(&template.id) {
+                out.push(stop(State::Discard, format!("template {} is on the discard list", template.id)));
+            } else if !self.whitelist.is_empty() && !self.whitelist.contains(&d.receiver) {
+                out.push(stop(State::WhiteList, "receiver is not on the whitelist".into()));
+            } else {
+                match decision {
+                    Decision::Send => out.push(Flow::Pass(d)),
+                    Decision::Drop => out.push(stop(State::NightShield, "night_drop: sent at night".into())),
+                    Decision::DeferUntil(release_at) => {
+                        let reason = format!("night_delay: parked until {}", to_utc(release_at).to_rfc3339());
+                        out.push(stop(State::NightShieldNextSend, reason));
+                        out.push(Flow::Park { release_at, delivery: d });
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveTime;
+    use tidings_model::MessageMeta;
+    use tidings_model::time::NightWindow;
+
+    fn gate(discard: &[i64], whitelist: &[&str]) -> Gate {
+        let templates = Templates::parse(
+            "t.toml",
+            r#"
+[[template]]
+id = 1
+name = "a"
+channel = "sms"
+msg_type = "notice"
+id_type = "phone"
+account = "a"
+[[template]]
+id = 2
+name = "b"
+channel = "email"
+msg_type = "marketing"
+id_type = "email"
+shield = "night_delay"
+account = "a"
+[[template]]
+id = 3
+name = "c"
+channel = "push"
+msg_type = "marketing"
+id_type = "cid"
+shield = "night_drop"
+account = "a"
+"#,
+        )
+        .unwrap();
+        Gate {
+            templates: Arc::new(templates),
+            receivers: ReceiverValidator::new("CN").unwrap(),
+            discard: discard.iter().copied().collect(),
+            whitelist: whitelist.iter().map(|s| s.to_string()).collect(),
+            shield: NightShield {
+                window: NightWindow::parse("00:00-08:00").unwrap(),
+                release_at: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+                tz: chrono_tz::Asia::Shanghai,
+            },
+        }
+    }
+
+    fn msg(template_id: i64, event_time: Millis, receivers: &[&str]) -> Message {
+        Message {
+            meta: Arc::new(MessageMeta {
+                message_id: "m".into(),
+                template_id,
+                business_id: 0,
+                biz_id: None,
+                content: "{}".into(),
+                event_time,
+                seq: 0,
+            }),
+            receivers: receivers.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn states(out: &[Flow]) -> Vec<String> {
+        out.iter()
+            .map(|f| match f {
+                Flow::Row(r) => r.state.name().to_string(),
+                Flow::Pass(_) => "pass".into(),
+                Flow::Park { .. } => "park".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    // 2025-11-22 12:00 and 03:00 in Shanghai.
+    const NOON: Millis = 1_763_784_000_000;
+    const NIGHT: Millis = 1_763_751_600_000;
+
+    #[test]
+    fn table() {
+        let cases: Vec<(Gate, Message, Vec<&str>)> = vec![
+            (gate(&[], &[]), msg(1, NOON, &["13800138000"]), vec!["RECEIVE", "pass"]),
+            (gate(&[], &[]), msg(1, NOON, &["123"]), vec!["RECEIVE", "RECEIVER_INVALID"]),
+            (gate(&[1], &[]), msg(1, NOON, &["123"]), vec!["RECEIVE", "RECEIVER_INVALID"]),
+            (gate(&[1], &[]), msg(1, NOON, &["13800138000"]), vec!["RECEIVE", "DISCARD"]),
+            (gate(&[], &["x@y.cn"]), msg(2, NOON, &["a@y.cn"]), vec!["RECEIVE", "WHITE_LIST"]),
+            (gate(&[], &["x@y.cn"]), msg(2, NOON, &["x@y.cn"]), vec!["RECEIVE", "pass"]),
+            (gate(&[], &[]), msg(2, NIGHT, &["x@y.cn"]), vec!["RECEIVE", "NIGHT_SHIELD_NEXT_SEND", "park"]),
+            (gate(&[], &[]), msg(3, NIGHT, &["cid1", "cid2"]), vec!["RECEIVE", "NIGHT_SHIELD", "RECEIVE", "NIGHT_SHIELD"]),
+            (gate(&[], &[]), msg(3, NOON, &["cid1"]), vec!["RECEIVE", "pass"]),
+        ];
+        for (i, (g, m, want)) in cases.into_iter().enumerate() {
+            let mut out = Vec::new();
+            g.judge(m, 0, &mut out);
+            assert_eq!(states(&out), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn parked_release_is_next_morning() {
+        let mut out = Vec::new();
+        gate(&[], &[]).judge(msg(2, NIGHT, &["x@y.cn"]), 0, &mut out);
+        let Flow::Park { release_at, .. } = &out[2] else { panic!() };
+        assert_eq!(*release_at, NIGHT + 6 * 3_600_000);
+    }
+}

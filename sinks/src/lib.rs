@@ -1,0 +1,35 @@
+//! Where messages and tracking rows leave tidings: channel providers behind accounts, rate
+//! limits, retries, and the tracking writers. Async (tokio); knows nothing of timely.
+//!
+//! # Layout
+//!
+//! - [`account`]: an account of the job (`[accounts.NAME]`): its provider, rate limit,
+//!   concurrency and retry policy; [`account::Accounts`] dispatches a [`SendBatch`] to one.
+//! - [`outbox`]: the `outbox`, `blackhole` and `memory` providers: real sinks for the demo,
+//!   tests and benches.
+//! - [`util`]: machinery every provider shares: typed retry decisions with backoff.
+//! - [`tracking`]: the Parquet writer of the `events` and `dead_letters` tables (CONTRACT §5)
+//!   and an in-memory collector for tests.
+
+pub mod account;
+pub mod outbox;
+pub mod tracking;
+pub mod util;
+
+use std::sync::Arc;
+
+use tidings_model::{Channel, MessageMeta};
+
+/// One call to a provider: one message to some of its receivers.
+#[derive(Debug, Clone)]
+pub struct SendBatch {
+    /// The message.
+    pub meta: Arc<MessageMeta>,
+    /// Its channel.
+    pub channel: Channel,
+    /// The receivers to send to in this call.
+    pub receivers: Vec<String>,
+}
+
+/// The outcome of one receiver: `Ok`, or the provider's reason after retries.
+pub type Outcome = Result<(), String>;

@@ -1,0 +1,263 @@
+//! Tracking writers: the Parquet tables `events` and `dead_letters` (CONTRACT §5), and an
+//! in-memory collector for tests.
+//!
+//! Files are Hive-partitioned by the local date (`events/date=YYYY-MM-DD/`), named
+//! `part-<run>-w<worker>-<seq>.parquet`, and always complete: written to a hidden `.tmp` file,
+//! fsynced, then renamed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::builder::{Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use tidings_model::schema::{dead_letters_schema, events_schema};
+use tidings_model::time::local_date;
+use tidings_model::{DeadLetter, EventRow, Templates};
+
+/// Where tracking rows go.
+pub enum Tracking {
+    /// Parquet files under a directory.
+    Parquet(ParquetTracking),
+    /// A shared in-memory list (tests).
+    Memory(MemoryTracking),
+}
+
+impl Tracking {
+    /// Buffers an event row.
+    pub fn event(&mut self, row: EventRow) {
+        match self {
+            Tracking::Parquet(p) => p.event(row),
+            Tracking::Memory(m) => m.lock().events.push(row),
+        }
+    }
+
+    /// Buffers a dead letter.
+    pub fn dead(&mut self, row: DeadLetter) {
+        match self {
+            Tracking::Parquet(p) => p.dead(row),
+            Tracking::Memory(m) => m.lock().dead.push(row),
+        }
+    }
+
+    /// Rows buffered and not yet durable.
+    pub fn buffered(&self) -> usize {
+        match self {
+            Tracking::Parquet(p) => p.buffered(),
+            Tracking::Memory(_) => 0,
+        }
+    }
+
+    /// Makes every buffered row durable.
+    pub fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Tracking::Parquet(p) => p.flush(),
+            Tracking::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// Rows collected in memory.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Event rows.
+    pub events: Vec<EventRow>,
+    /// Dead letters.
+    pub dead: Vec<DeadLetter>,
+}
+
+/// A shared in-memory collector.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTracking(pub Arc<Mutex<Collected>>);
+
+impl MemoryTracking {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Collected> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes everything collected.
+    pub fn take(&self) -> Collected {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+/// The Parquet writer of one worker.
+pub struct ParquetTracking {
+    dir: PathBuf,
+    tz: Tz,
+    templates: Arc<Templates>,
+    prefix: String,
+    seq: u64,
+    events: BTreeMap<NaiveDate, Vec<EventRow>>,
+    dead: BTreeMap<NaiveDate, Vec<DeadLetter>>,
+    buffered: usize,
+}
+
+impl ParquetTracking {
+    /// A writer under `dir`; `run` and `worker` make file names unique across runs and workers.
+    pub fn new(dir: &Path, tz: Tz, templates: Arc<Templates>, run: &str, worker: usize) -> ParquetTracking {
+        ParquetTracking {
+            dir: dir.to_path_buf(),
+            tz,
+            templates,
+            prefix: format!("part-{run}-w{worker}"),
+            seq: 0,
+            events: BTreeMap::new(),
+            dead: BTreeMap::new(),
+            buffered: 0,
+        }
+    }
+
+    fn event(&mut self, row: EventRow) {
+        self.events.entry(local_date(self.tz, row.event_time)).or_default().push(row);
+        self.buffered += 1;
+    }
+
+    fn dead(&mut self, row: DeadLetter) {
+        self.dead.entry(local_date(self.tz, row.time)).or_default().push(row);
+        self.buffered += 1;
+    }
+
+    fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        for (date, rows) in std::mem::take(&mut self.events) {
+            let batch = self.events_batch(&rows).map_err(io::Error::other)?;
+            self.write("events", date, batch)?;
+        }
+        for (date, rows) in std::mem::take(&mut self.dead) {
+            let batch = dead_batch(&rows).map_err(io::Error::other)?;
+            self.write("dead_letters", date, batch)?;
+        }
+        self.buffered = 0;
+        Ok(())
+    }
+
+    fn write(&mut self, table: &str, date: NaiveDate, batch: RecordBatch) -> io::Result<()> {
+        let dir = self.dir.join(table).join(format!("date={}", date.format("%Y-%m-%d")));
+        std::fs::create_dir_all(&dir)?;
+        self.seq += 1;
+        let name = format!("{}-{:05}.parquet", self.prefix, self.seq);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let file = File::create(&tmp)?;
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(io::Error::other)?;
+        writer.write(&batch).map_err(io::Error::other)?;
+        let file = writer.into_inner().map_err(io::Error::other)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))
+    }
+
+    fn events_batch(&self, rows: &[EventRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let n = rows.len();
+        let mut time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut event_time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut message_id = StringBuilder::with_capacity(n, n * 32);
+        let mut business_id = Int64Builder::with_capacity(n);
+        let mut template_id = Int64Builder::with_capacity(n);
+        let mut channel = StringBuilder::with_capacity(n, n * 8);
+        let mut msg_type = StringBuilder::with_capacity(n, n * 8);
+        let mut receiver = StringBuilder::with_capacity(n, n * 16);
+        let mut state = StringBuilder::with_capacity(n, n * 12);
+        let mut state_code = Int32Builder::with_capacity(n);
+        let mut reason = StringBuilder::new();
+        let mut biz_id = StringBuilder::new();
+        for r in rows {
+            let t = self.templates.get(r.meta.template_id);
+            time.append_value(r.time);
+            event_time.append_value(r.event_time);
+            message_id.append_value(&r.meta.message_id);
+            business_id.append_value(r.meta.business_id);
+            template_id.append_value(r.meta.template_id);
+            channel.append_value(t.map_or("unknown", |t| t.channel.name()));
+            msg_type.append_value(t.map_or("unknown", |t| t.msg_type.name()));
+            receiver.append_value(&r.receiver);
+            state.append_value(r.state.name());
+            state_code.append_value(r.state.code());
+            reason.append_option(r.reason.as_deref());
+            biz_id.append_option(r.meta.biz_id.as_deref());
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(time.finish()),
+            Arc::new(event_time.finish()),
+            Arc::new(message_id.finish()),
+            Arc::new(business_id.finish()),
+            Arc::new(template_id.finish()),
+            Arc::new(channel.finish()),
+            Arc::new(msg_type.finish()),
+            Arc::new(receiver.finish()),
+            Arc::new(state.finish()),
+            Arc::new(state_code.finish()),
+            Arc::new(reason.finish()),
+            Arc::new(biz_id.finish()),
+        ];
+        RecordBatch::try_new(events_schema(), columns)
+    }
+}
+
+fn dead_batch(rows: &[DeadLetter]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let mut time = TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
+    let mut source = StringBuilder::new();
+    let mut payload = StringBuilder::new();
+    let mut reason = StringBuilder::new();
+    for r in rows {
+        time.append_value(r.time);
+        source.append_value(&r.source);
+        payload.append_value(&r.payload);
+        reason.append_value(&r.reason);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(time.finish()),
+        Arc::new(source.finish()),
+        Arc::new(payload.finish()),
+        Arc::new(reason.finish()),
+    ];
+    RecordBatch::try_new(dead_letters_schema(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use tidings_model::{MessageMeta, State};
+
+    #[test]
+    fn writes_partitioned_readable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let mut w = ParquetTracking::new(dir.path(), tz, Arc::new(Templates::default()), "r1", 0);
+        let meta = Arc::new(MessageMeta {
+            message_id: "m".into(),
+            template_id: 1,
+            business_id: 2,
+            biz_id: Some("b".into()),
+            content: "{}".into(),
+            event_time: 0,
+            seq: 0,
+        });
+        for (t, state) in [(1_763_742_600_000, State::Receive), (1_763_742_600_000 - 3_600_000, State::SendSuccess)] {
+            w.event(EventRow { time: t, event_time: t, meta: meta.clone(), receiver: "r".into(), state, reason: None });
+        }
+        w.dead(DeadLetter { time: 1_763_742_600_000, source: "file:x:1".into(), payload: "{".into(), reason: "bad".into() });
+        assert_eq!(w.buffered(), 3);
+        w.flush().unwrap();
+        assert_eq!(w.buffered(), 0);
+        let day1 = dir.path().join("events/date=2025-11-22/part-r1-w0-00002.parquet");
+        let day0 = dir.path().join("events/date=2025-11-21/part-r1-w0-00001.parquet");
+        assert!(day0.exists() && day1.exists(), "{:?}", std::fs::read_dir(dir.path().join("events")).unwrap().collect::<Vec<_>>());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(day1).unwrap()).unwrap().build().unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        assert_eq!(batches[0].num_rows(), 1);
+        assert_eq!(batches[0].schema().fields().len(), 12);
+        assert!(dir.path().join("dead_letters/date=2025-11-22").is_dir());
+    }
+}

@@ -1,0 +1,3 @@
+//! Machinery every sink shares.
+
+pub mod retry;

@@ -1,0 +1,139 @@
+//! Retry decisions come from a typed classification of the error, never from its text
+//! (Vector's `RetryLogic`, Arroyo's `ErrorDomain` + `RetryHint`).
+
+use std::future::Future;
+use std::time::Duration;
+
+/// What went wrong, as far as retrying is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Worth another try after a pause: 429, 5xx, timeouts, connection and I/O errors.
+    Transient(String),
+    /// Trying again cannot help: invalid receiver, auth errors, other 4xx.
+    Permanent(String),
+}
+
+impl SendError {
+    /// The reason text, for SEND_FAIL.
+    pub fn reason(&self) -> &str {
+        match self {
+            SendError::Transient(r) | SendError::Permanent(r) => r,
+        }
+    }
+}
+
+/// Retry budget and backoff.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all (1 = no retry).
+    pub attempts: u32,
+    /// First pause.
+    pub initial: Duration,
+    /// Longest pause.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 4, initial: Duration::from_millis(100), max: Duration::from_secs(5) }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before attempt `n` (1-based retry count): exponential, capped, with ±25%
+    /// jitter so that many failing sends do not retry in lockstep.
+    pub fn backoff(&self, n: u32, jitter_seed: u64) -> Duration {
+        let base = self.initial.saturating_mul(1u32 << n.min(16).saturating_sub(1)).min(self.max);
+        // A cheap deterministic-per-call spread in [0.75, 1.25).
+        let spread = 0.75 + (splitmix(jitter_seed) % 1000) as f64 / 2000.0;
+        base.mul_f64(spread)
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or the budget is spent; the error is
+    /// the last one, with the attempt count when retries were made.
+    pub async fn run<F, Fut>(&self, mut op: F) -> Result<(), SendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), SendError>>,
+    {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(7);
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(()) => return Ok(()),
+                Err(SendError::Transient(r)) if attempt < self.attempts => {
+                    tokio::time::sleep(self.backoff(attempt, seed ^ attempt as u64)).await;
+                    attempt += 1;
+                    let _ = r;
+                }
+                Err(SendError::Transient(r)) if attempt > 1 => {
+                    return Err(SendError::Transient(format!("{r} (after {attempt} attempts)")));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn fast(attempts: u32) -> RetryPolicy {
+        RetryPolicy { attempts, initial: Duration::from_millis(1), max: Duration::from_millis(2) }
+    }
+
+    #[tokio::test]
+    async fn transient_errors_retry_until_the_budget() {
+        let calls = AtomicU32::new(0);
+        let r = fast(3)
+            .run(|| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(SendError::Transient("503".into())) }
+            })
+            .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(r, Err(SendError::Transient("503 (after 3 attempts)".into())));
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_do_not_retry_and_success_stops() {
+        let calls = AtomicU32::new(0);
+        let r = fast(5)
+            .run(|| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(SendError::Permanent("invalid receiver".into())) }
+            })
+            .await;
+        assert_eq!((calls.load(Ordering::SeqCst), r.is_err()), (1, true));
+        let calls = AtomicU32::new(0);
+        let r = fast(5)
+            .run(|| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move { if n < 2 { Err(SendError::Transient("429".into())) } else { Ok(()) } }
+            })
+            .await;
+        assert_eq!((calls.load(Ordering::SeqCst), r), (3, Ok(())));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy { attempts: 10, initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let b1 = p.backoff(1, 1);
+        let b3 = p.backoff(3, 1);
+        assert!(b1 >= Duration::from_millis(75) && b1 < Duration::from_millis(125));
+        assert!(b3 >= Duration::from_millis(300) && b3 < Duration::from_millis(500));
+        assert!(p.backoff(9, 1) <= Duration::from_millis(1250));
+    }
+}
