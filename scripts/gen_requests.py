@@ -20,13 +20,22 @@ import random
 DAY_START = 1763740800000
 HOUR = 3600 * 1000
 
-PHONES = [f"138001380{i:02d}" for i in range(60)]
-EMAILS = [f"user{i}@example.com" for i in range(40)]
-CIDS = [f"cid-{i:03d}" for i in range(30)]
-DING = [f"ding-{i:02d}" for i in range(10)]
-WECOM = [f"wecom-{i:02d}" for i in range(10)]
-FEISHU = [f"fs-{i:02d}" for i in range(10)]
-OPENIDS = [f"oOpen{i:04d}" for i in range(20)]
+PHONES, EMAILS, CIDS, DING, WECOM, FEISHU, OPENIDS = [], [], [], [], [], [], []
+
+
+def pools(scale):
+    """Receiver pools; `scale` multiplies their sizes (the demo uses 1)."""
+    global PHONES, EMAILS, CIDS, DING, WECOM, FEISHU, OPENIDS
+    PHONES = [f"138001380{i:02d}" for i in range(60)] + [f"1390{i:07d}" for i in range(60 * (scale - 1))]
+    EMAILS = [f"user{i}@example.com" for i in range(40 * scale)]
+    CIDS = [f"cid-{i:03d}" for i in range(30 * scale)]
+    DING = [f"ding-{i:02d}" for i in range(10 * scale)]
+    WECOM = [f"wecom-{i:02d}" for i in range(10)] + [f"wecom-x{i}" for i in range(10 * (scale - 1))]
+    FEISHU = [f"fs-{i:02d}" for i in range(10 * scale)]
+    OPENIDS = [f"oOpen{i:04d}" for i in range(20 * scale)]
+
+
+pools(1)
 STRANGERS = ["13900139000", "stranger@example.com", "cid-stranger"]
 
 
@@ -108,7 +117,9 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--hours", type=float, default=12.0, help="event times span this many hours from local midnight")
     ap.add_argument("--no-bad", action="store_true", help="leave out the bad records")
+    ap.add_argument("--scale", type=int, default=1, help="multiply the receiver pools (1 = the demo's)")
     args = ap.parse_args()
+    pools(args.scale)
     rng = random.Random(args.seed)
     span = int(args.hours * HOUR)
     with open(args.out, "w") as f:
