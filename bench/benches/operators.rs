@@ -30,7 +30,9 @@ fn dedup(c: &mut Criterion) {
 
 fn parse(c: &mut Criterion) {
     let line = br#"{"ts":1763740859587,"key":"1","payload":"{\"code\":\"send\",\"messageTemplateId\":3,\"messageParam\":{\"receiver\":\"cid-013\",\"variables\":{\"sale\":\"80%\"}}}"}"#;
-    c.bench_function("decode_envelope_line", |b| b.iter(|| black_box(decode_line(black_box(line), 0))));
+    c.bench_function("decode_envelope_line", |b| {
+        b.iter(|| black_box(decode_line(black_box(line), 0)))
+    });
 }
 
 criterion_group!(benches, dedup, parse);

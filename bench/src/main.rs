@@ -15,6 +15,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Bytes per active key of the content and frequency dedup state, by RSS growth.
+    StateSize {
+        /// Active keys to insert.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+    },
     /// Run a file-source job to the end and measure it.
     Throughput {
         /// The job file.
@@ -27,11 +33,42 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::StateSize { keys } => {
+            use std::sync::Arc;
+            use tidings_operators::dedup::{ContentDedup, FrequencyDedup, KeyedRule};
+            let templates = Arc::new(tidings_model::Templates::default());
+            let t0 = 1_763_740_800_000i64;
+            let before = tidings_bench::rss_bytes().unwrap_or(0);
+            let mut content = ContentDedup::new(1, 300_000, 3_600_000, templates.clone());
+            for k in 0..keys {
+                let key = xxh(k);
+                let _ = content.admit(key, t0 + (k % 300_000) as i64);
+            }
+            let mid = tidings_bench::rss_bytes().unwrap_or(0);
+            let mut frequency =
+                FrequencyDedup::new(5, chrono_tz::Asia::Shanghai, 3_600_000, templates);
+            for k in 0..keys {
+                let _ = frequency.admit(xxh(k) ^ 1, t0 + (k % 300_000) as i64);
+            }
+            let after = tidings_bench::rss_bytes().unwrap_or(0);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "keys": keys,
+                    "content_keys": content.keys(),
+                    "frequency_keys": frequency.keys(),
+                    "content_bytes_per_key": (mid.saturating_sub(before)) as f64 / keys as f64,
+                    "frequency_bytes_per_key": (after.saturating_sub(mid)) as f64 / keys as f64,
+                })
+            );
+            Ok(())
+        }
         Command::Throughput { job, workers } => {
             let job = Job::load(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let lines = std::fs::read(job.source_path.as_ref().expect("file source"))?
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
+            // Counted streaming: reading the file whole would inflate the peak RSS measured.
+            let file = std::fs::File::open(job.source_path.as_ref().expect("file source"))?;
+            let lines = std::io::BufRead::split(std::io::BufReader::new(file), b'\n')
+                .filter(|l| l.as_ref().is_ok_and(|l| !l.is_empty()))
                 .count();
             let mut opts = RunOptions::for_job(&job);
             if let Some(w) = workers {
@@ -56,4 +93,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A well-mixed 128-bit key from a counter (as xxh3 keys are in the graph).
+fn xxh(k: u64) -> u128 {
+    let a = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (k >> 29);
+    let b = a.rotate_left(31).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    ((a as u128) << 64) | b as u128
 }

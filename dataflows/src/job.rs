@@ -158,7 +158,11 @@ impl DedupConfig {
 
 impl Default for DedupConfig {
     fn default() -> Self {
-        DedupConfig { content: Self::default_content(), frequency: Self::default_frequency(), lateness: default_lateness() }
+        DedupConfig {
+            content: Self::default_content(),
+            frequency: Self::default_frequency(),
+            lateness: default_lateness(),
+        }
     }
 }
 
@@ -183,7 +187,10 @@ pub struct ShieldConfig {
 
 impl Default for ShieldConfig {
     fn default() -> Self {
-        ShieldConfig { night: default_night(), release_at: default_release() }
+        ShieldConfig {
+            night: default_night(),
+            release_at: default_release(),
+        }
     }
 }
 
@@ -278,8 +285,10 @@ impl Job {
     pub fn load(path: &Path) -> Result<Job, JobError> {
         let shown = path.display().to_string();
         let one = |p: String| JobError { problems: vec![p] };
-        let text = std::fs::read_to_string(path).map_err(|e| one(format!("{shown}: cannot read the job file: {e}")))?;
-        let file: JobFile = toml::from_str(&text).map_err(|e| one(format!("{shown}: {}", toml_error_line(&text, &e))))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| one(format!("{shown}: cannot read the job file: {e}")))?;
+        let file: JobFile = toml::from_str(&text)
+            .map_err(|e| one(format!("{shown}: {}", toml_error_line(&text, &e))))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Job::check(path, base, file)
     }
@@ -290,29 +299,59 @@ impl Job {
         let mut problems = Vec::new();
         let mut bad = |key: &str, msg: String| problems.push(format!("{shown}: {key}: {msg}"));
         let tz: Tz = file.timezone.parse().unwrap_or_else(|_| {
-            bad("timezone", format!("unknown time zone `{}`; use an IANA name such as \"Asia/Shanghai\"", file.timezone));
+            bad(
+                "timezone",
+                format!(
+                    "unknown time zone `{}`; use an IANA name such as \"Asia/Shanghai\"",
+                    file.timezone
+                ),
+            );
             Tz::UTC
         });
         let receivers = ReceiverValidator::new(&file.region).unwrap_or_else(|| {
-            bad("region", format!("unknown region `{}`; use an ISO 3166 code such as \"CN\"", file.region));
+            bad(
+                "region",
+                format!(
+                    "unknown region `{}`; use an ISO 3166 code such as \"CN\"",
+                    file.region
+                ),
+            );
             ReceiverValidator::new("CN").expect("CN is a region")
         });
         let night = NightWindow::parse(&file.shield.night).unwrap_or_else(|| {
-            bad("shield.night", format!("`{}` is not HH:MM-HH:MM, e.g. \"00:00-08:00\"", file.shield.night));
-            NightWindow { start: NaiveTime::MIN, end: NaiveTime::MIN }
+            bad(
+                "shield.night",
+                format!(
+                    "`{}` is not HH:MM-HH:MM, e.g. \"00:00-08:00\"",
+                    file.shield.night
+                ),
+            );
+            NightWindow {
+                start: NaiveTime::MIN,
+                end: NaiveTime::MIN,
+            }
         });
         let release_at = parse_hhmm(&file.shield.release_at).unwrap_or_else(|| {
-            bad("shield.release_at", format!("`{}` is not HH:MM, e.g. \"09:00\"", file.shield.release_at));
+            bad(
+                "shield.release_at",
+                format!("`{}` is not HH:MM, e.g. \"09:00\"", file.shield.release_at),
+            );
             NaiveTime::MIN
         });
         if file.workers == Some(0) {
             bad("workers", "must be at least 1".into());
         }
         if file.dedup.content.num == 0 || file.dedup.content.time == 0 {
-            bad("dedup.content", "num and time must be at least 1, e.g. { num = 1, time = 300 }".into());
+            bad(
+                "dedup.content",
+                "num and time must be at least 1, e.g. { num = 1, time = 300 }".into(),
+            );
         }
         if file.dedup.frequency.num == 0 {
-            bad("dedup.frequency.num", "must be at least 1, e.g. { num = 5 }".into());
+            bad(
+                "dedup.frequency.num",
+                "must be at least 1, e.g. { num = 5 }".into(),
+            );
         }
         if file.tracking.redis.is_some() {
             bad("tracking.redis", "Redis tracking is not available in this build; remove the key (Parquet tracking is always on)".into());
@@ -325,17 +364,26 @@ impl Job {
                 Some(p) => {
                     let p = base.join(p);
                     if !p.is_file() {
-                        bad("source.path", format!("{} is not a readable file", p.display()));
+                        bad(
+                            "source.path",
+                            format!("{} is not a readable file", p.display()),
+                        );
                     }
                     Some(p)
                 }
                 None => {
-                    bad("source.path", "the file source needs a path, e.g. path = \"requests.jsonl\"".into());
+                    bad(
+                        "source.path",
+                        "the file source needs a path, e.g. path = \"requests.jsonl\"".into(),
+                    );
                     None
                 }
             },
             SourceKind::Kafka => {
-                bad("source.kind", "the kafka source is not available in this build; use kind = \"file\"".into());
+                bad(
+                    "source.kind",
+                    "the kafka source is not available in this build; use kind = \"file\"".into(),
+                );
                 None
             }
         };
@@ -377,7 +425,10 @@ impl Job {
         let known: HashSet<i64> = templates.iter().map(|t| t.id).collect();
         for id in &file.discard.templates {
             if !known.contains(id) {
-                problems.push(format!("{shown}: discard.templates: template {id} is not in {}", templates_path.display()));
+                problems.push(format!(
+                    "{shown}: discard.templates: template {id} is not in {}",
+                    templates_path.display()
+                ));
             }
         }
         if !problems.is_empty() {
@@ -386,7 +437,10 @@ impl Job {
         let tracking_dir = base.join(&file.tracking.dir);
         let state_dir = match &file.state_dir {
             Some(s) => base.join(s),
-            None => tracking_dir.parent().map(|p| p.join("state")).unwrap_or_else(|| base.join("state")),
+            None => tracking_dir
+                .parent()
+                .map(|p| p.join("state"))
+                .unwrap_or_else(|| base.join("state")),
         };
         Ok(Job {
             path: path.to_path_buf(),
@@ -430,10 +484,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "t.toml", TEMPLATES);
         write(dir.path(), "r.jsonl", "");
-        let job = write(dir.path(), "job.toml", "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = { num = 1, time = 3 }\n");
+        let job = write(
+            dir.path(),
+            "job.toml",
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = { num = 1, time = 3 }\n",
+        );
         let err = Job::load(&job).unwrap_err().to_string();
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains("job.toml") && err.contains("contnet") && err.contains("line 7"), "{err}");
+        assert!(
+            err.contains("job.toml") && err.contains("contnet") && err.contains("line 7"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -447,7 +508,13 @@ mod tests {
         );
         let err = Job::load(&job).unwrap_err();
         let text = err.to_string();
-        for want in ["timezone", "shield.night", "source.path", "accounts.other.dir", "account `sms-main` is not defined"] {
+        for want in [
+            "timezone",
+            "shield.night",
+            "source.path",
+            "accounts.other.dir",
+            "account `sms-main` is not defined",
+        ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }
         assert!(err.problems.iter().all(|p| p.contains(".toml")), "{text}");

@@ -9,7 +9,11 @@ use tidings_model::State;
 use tidings_operators::Clock;
 
 #[derive(Parser)]
-#[command(name = "tidings", version, about = "A message-push platform in one timely dataflow")]
+#[command(
+    name = "tidings",
+    version,
+    about = "A message-push platform in one timely dataflow"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,11 +60,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { job, workers, now } => run_job(job, workers, now),
-        Command::Sql { job, dir, format, query } => sql(job, dir, format, &query),
+        Command::Sql {
+            job,
+            dir,
+            format,
+            query,
+        } => sql(job, dir, format, &query),
     }
 }
 
-fn load(path: &PathBuf) -> Result<Job, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Job, ExitCode> {
     Job::load(path).map_err(|e| {
         for p in &e.problems {
             eprintln!("error: {p}");
@@ -75,6 +84,7 @@ fn run_job(path: PathBuf, workers: Option<usize>, now: Option<String>) -> ExitCo
         Err(code) => return code,
     };
     let mut opts = RunOptions::for_job(&job);
+    opts.handle_signals = true;
     if let Some(w) = workers {
         if w == 0 {
             eprintln!("error: -w: use at least 1 worker");
@@ -86,7 +96,9 @@ fn run_job(path: PathBuf, workers: Option<usize>, now: Option<String>) -> ExitCo
         match chrono::DateTime::parse_from_rfc3339(&now) {
             Ok(t) => opts.clock = Clock::Fixed(t.timestamp_millis()),
             Err(e) => {
-                eprintln!("error: --now `{now}`: {e}; use RFC 3339, e.g. 2025-11-22T10:00:00+08:00");
+                eprintln!(
+                    "error: --now `{now}`: {e}; use RFC 3339, e.g. 2025-11-22T10:00:00+08:00"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -104,7 +116,10 @@ fn run_job(path: PathBuf, workers: Option<usize>, now: Option<String>) -> ExitCo
 }
 
 fn print_summary(job: &Job, opts: &RunOptions, s: &Summary) {
-    println!("job `{}` finished in {:.2?} with {} worker(s)", job.file.name, s.elapsed, opts.workers);
+    println!(
+        "job `{}` finished in {:.2?} with {} worker(s)",
+        job.file.name, s.elapsed, opts.workers
+    );
     println!("{:<24} {:>6} {:>10}", "state", "code", "rows");
     println!("{}", "-".repeat(42));
     for state in State::ALL {
@@ -113,11 +128,18 @@ fn print_summary(job: &Job, opts: &RunOptions, s: &Summary) {
         }
     }
     println!("{}", "-".repeat(42));
-    println!("{:<24} {:>6} {:>10}", "dead letters", "", s.counts.dead_letters);
+    println!(
+        "{:<24} {:>6} {:>10}",
+        "dead letters", "", s.counts.dead_letters
+    );
     println!("{:<24} {:>6} {:>10}", "parked at exit", "", s.parked);
     let receive = s.counts.states.get(&State::Receive).copied().unwrap_or(0);
     let secs = s.elapsed.as_secs_f64().max(1e-9);
-    println!("receivers/s: {:.0}   tracking: {}", receive as f64 / secs, job.tracking_dir.display());
+    println!(
+        "receivers/s: {:.0}   tracking: {}",
+        receive as f64 / secs,
+        job.tracking_dir.display()
+    );
 }
 
 fn sql(job: Option<PathBuf>, dir: Option<PathBuf>, format: OutputFormat, query: &str) -> ExitCode {
@@ -137,7 +159,10 @@ fn sql(job: Option<PathBuf>, dir: Option<PathBuf>, format: OutputFormat, query: 
         OutputFormat::Csv => tidings_sql::Format::Csv,
         OutputFormat::Json => tidings_sql::Format::Json,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");

@@ -8,11 +8,10 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use timely::dataflow::ProbeHandle;
-use timely::dataflow::operators::{Concatenate, Probe};
 use tidings_operators::admit::admit;
 use tidings_operators::dedup::{ContentDedup, FrequencyDedup, keyed};
 use tidings_operators::gate::Gate;
@@ -22,6 +21,8 @@ use tidings_operators::validate::Validator;
 use tidings_operators::{Clock, Epoch, split};
 use tidings_sinks::account::Accounts;
 use tidings_sinks::tracking::{MemoryTracking, ParquetTracking, Tracking};
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::{Concatenate, Probe};
 
 use crate::job::Job;
 use crate::send::{SendContext, send};
@@ -48,17 +49,22 @@ pub struct RunOptions {
     pub tracking: TrackingTarget,
     /// Epochs each worker may have between its source and the send stage's frontier.
     pub in_flight: u64,
+    /// Stop gracefully on Ctrl-C / SIGTERM (stop reading, drain, flush).
+    pub handle_signals: bool,
 }
 
 impl RunOptions {
     /// Defaults for a job: its `workers` (or the number of cores), the system clock, Parquet.
     pub fn for_job(job: &Job) -> RunOptions {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         RunOptions {
             workers: job.file.workers.unwrap_or(cores),
             clock: Clock::System,
             tracking: TrackingTarget::Parquet,
             in_flight: 4,
+            handle_signals: false,
         }
     }
 }
@@ -86,7 +92,12 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let account_of: HashMap<i64, usize> = job
         .account_of
         .iter()
-        .map(|(t, a)| (*t, accounts.index(a).expect("job check resolved every account")))
+        .map(|(t, a)| {
+            (
+                *t,
+                accounts.index(a).expect("job check resolved every account"),
+            )
+        })
         .collect();
     let send_ctx = Arc::new(SendContext {
         accounts,
@@ -94,80 +105,143 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         templates: job.templates.clone(),
         runtime: runtime.handle().clone(),
     });
+    let stop = Arc::new(AtomicBool::new(false));
+    if opts.handle_signals {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            let term = async {
+                #[cfg(unix)]
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
+            eprintln!("stopping: draining what was read, flushing tracking");
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
     let counts = Arc::new(Mutex::new(Counts::default()));
     let parked = Arc::new(Mutex::new(0usize));
     let run_id = format!(
         "{}-{}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
         std::process::id()
     );
     let job = Arc::new(job.clone());
     let opts = opts.clone();
-    let (job_w, counts_w, parked_w) = (job.clone(), counts.clone(), parked.clone());
-    let guards = timely::execute(timely::Config::process(opts.workers.max(1)), move |worker| {
-        let job = &job_w;
-        let index = worker.index();
-        let clock = opts.clock;
-        let sent = ProbeHandle::<Epoch>::new();
-        let done = ProbeHandle::<Epoch>::new();
-        let store = if index == 0 {
-            let path = job.state_dir.join("parked.jsonl");
-            Some(ParkStore::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        } else {
-            None
-        };
-        let tracking = match &opts.tracking {
-            TrackingTarget::Parquet => Tracking::Parquet(ParquetTracking::new(
-                &job.tracking_dir,
-                job.tz,
+    let (job_w, counts_w, parked_w, stop_w) =
+        (job.clone(), counts.clone(), parked.clone(), stop.clone());
+    let guards = timely::execute(
+        timely::Config::process(opts.workers.max(1)),
+        move |worker| {
+            let job = &job_w;
+            let index = worker.index();
+            let clock = opts.clock;
+            let sent = ProbeHandle::<Epoch>::new();
+            let done = ProbeHandle::<Epoch>::new();
+            let store = if index == 0 {
+                let path = job.state_dir.join("parked.jsonl");
+                Some(ParkStore::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            } else {
+                None
+            };
+            let tracking = match &opts.tracking {
+                TrackingTarget::Parquet => Tracking::Parquet(ParquetTracking::new(
+                    &job.tracking_dir,
+                    job.tz,
+                    job.templates.clone(),
+                    &run_id,
+                    index,
+                )),
+                TrackingTarget::Memory(m) => Tracking::Memory(m.clone()),
+            };
+            let validator = Validator::new(job.templates.clone(), job.tz);
+            let gate = Gate {
+                templates: job.templates.clone(),
+                receivers: job.receivers.clone(),
+                discard: job.file.discard.templates.iter().copied().collect(),
+                whitelist: job.file.whitelist.receivers.iter().cloned().collect(),
+                shield: NightShield {
+                    window: job.night,
+                    release_at: job.release_at,
+                    tz: job.tz,
+                },
+            };
+            let dedup = job.file.dedup;
+            let lateness = dedup.lateness as i64 * 1000;
+            let content = ContentDedup::new(
+                dedup.content.num,
+                dedup.content.time as i64 * 1000,
+                lateness,
                 job.templates.clone(),
-                &run_id,
-                index,
-            )),
-            TrackingTarget::Memory(m) => Tracking::Memory(m.clone()),
-        };
-        let validator = Validator::new(job.templates.clone(), job.tz);
-        let gate = Gate {
-            templates: job.templates.clone(),
-            receivers: job.receivers.clone(),
-            discard: job.file.discard.templates.iter().copied().collect(),
-            whitelist: job.file.whitelist.receivers.iter().cloned().collect(),
-            shield: NightShield { window: job.night, release_at: job.release_at, tz: job.tz },
-        };
-        let dedup = job.file.dedup;
-        let lateness = dedup.lateness as i64 * 1000;
-        let content = ContentDedup::new(dedup.content.num, dedup.content.time as i64 * 1000, lateness, job.templates.clone());
-        let frequency = FrequencyDedup::new(dedup.frequency.num, job.tz, lateness, job.templates.clone());
-        let path = job.source_path.clone().expect("job check requires a file source path");
-        let name: Arc<str> = format!("file:{}", job.file.source.path.as_deref().unwrap_or(&path).display()).into();
-        let send_ctx = send_ctx.clone();
-        let counts = counts_w.clone();
-        worker.dataflow::<Epoch, _, _>(|scope| {
-            let records = file_source(scope, path, name, job.file.source.epoch_lines, opts.in_flight, sent.clone(), clock);
-            let admitted = split(admit(records, validator, gate, clock));
-            let released = park(admitted.park, admitted.mark.clone(), store, clock);
-            let passes = scope.concatenate([admitted.pass, released]);
-            let after_content = split(keyed(passes, admitted.mark.clone(), content, clock));
-            let after_frequency = split(keyed(after_content.pass, admitted.mark, frequency, clock));
-            let outcomes = send(after_frequency.pass, send_ctx, clock).probe_with(&sent);
-            let rows = scope.concatenate([admitted.track, after_content.track, after_frequency.track, outcomes]);
-            track(
-                rows,
-                tracking,
-                job.file.tracking.flush_rows,
-                Duration::from_millis(job.file.tracking.flush_interval_ms),
-                counts,
+            );
+            let frequency =
+                FrequencyDedup::new(dedup.frequency.num, job.tz, lateness, job.templates.clone());
+            let path = job
+                .source_path
+                .clone()
+                .expect("job check requires a file source path");
+            let name: Arc<str> = format!(
+                "file:{}",
+                job.file.source.path.as_deref().unwrap_or(&path).display()
             )
-            .probe_with(&done);
-        });
-        while !done.done() {
-            worker.step_or_park(Some(Duration::from_millis(1)));
-        }
-        if index == 0 {
-            let left = ParkStore::open(&job.state_dir.join("parked.jsonl")).map(|s| s.len()).unwrap_or(0);
-            *parked_w.lock().unwrap_or_else(|p| p.into_inner()) = left;
-        }
-    })
+            .into();
+            let send_ctx = send_ctx.clone();
+            let counts = counts_w.clone();
+            worker.dataflow::<Epoch, _, _>(|scope| {
+                let records = file_source(
+                    scope,
+                    path,
+                    name,
+                    job.file.source.epoch_lines,
+                    opts.in_flight,
+                    sent.clone(),
+                    clock,
+                    stop_w.clone(),
+                );
+                let admitted = split(admit(records, validator, gate, clock));
+                let released = park(admitted.park, admitted.mark.clone(), store, clock);
+                let passes = scope.concatenate([admitted.pass, released]);
+                let after_content = split(keyed(passes, admitted.mark.clone(), content, clock));
+                let after_frequency =
+                    split(keyed(after_content.pass, admitted.mark, frequency, clock));
+                let outcomes = send(after_frequency.pass, send_ctx, clock).probe_with(&sent);
+                let rows = scope.concatenate([
+                    admitted.track,
+                    after_content.track,
+                    after_frequency.track,
+                    outcomes,
+                ]);
+                track(
+                    rows,
+                    tracking,
+                    job.file.tracking.flush_rows,
+                    Duration::from_millis(job.file.tracking.flush_interval_ms),
+                    counts,
+                )
+                .probe_with(&done);
+            });
+            while !done.done() {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            if index == 0 {
+                let left = ParkStore::open(&job.state_dir.join("parked.jsonl"))
+                    .map(|s| s.len())
+                    .unwrap_or(0);
+                *parked_w.lock().unwrap_or_else(|p| p.into_inner()) = left;
+            }
+        },
+    )
     .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
     for r in guards.join() {
         r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
@@ -175,5 +249,9 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     drop(runtime);
     let counts = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let parked = *parked.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(Summary { counts, parked, elapsed: start.elapsed() })
+    Ok(Summary {
+        counts,
+        parked,
+        elapsed: start.elapsed(),
+    })
 }

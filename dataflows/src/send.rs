@@ -7,15 +7,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use tidings_model::{Delivery, EventRow, State, Templates};
+use tidings_operators::{Clock, Epoch, Flow};
+use tidings_sinks::SendBatch;
+use tidings_sinks::account::Accounts;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
-use tidings_model::{Delivery, EventRow, State, Templates};
-use tidings_operators::{Clock, Epoch, Flow};
-use tidings_sinks::SendBatch;
-use tidings_sinks::account::Accounts;
 
 /// What the send stage needs, shared by all workers.
 pub struct SendContext {
@@ -30,62 +30,87 @@ pub struct SendContext {
 }
 
 /// Sends every `Flow::Pass` delivery; emits `Flow::Row` outcomes.
-pub fn send<'s>(deliveries: StreamVec<'s, Epoch, Flow>, ctx: Arc<SendContext>, clock: Clock) -> StreamVec<'s, Epoch, Flow> {
+pub fn send<'s>(
+    deliveries: StreamVec<'s, Epoch, Flow>,
+    ctx: Arc<SendContext>,
+    clock: Clock,
+) -> StreamVec<'s, Epoch, Flow> {
     let scope = deliveries.scope();
-    deliveries.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(Pipeline, "Send", move |_, info| {
-        let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
-        let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
-        // Per epoch: its capability and the number of provider calls still out.
-        let mut inflight: BTreeMap<Epoch, (Capability<Epoch>, usize)> = BTreeMap::new();
-        move |(input, frontier), output| {
-            input.for_each_stamp(|cap, batches| {
-                let Some(&epoch) = cap.least() else { return };
-                let entry = inflight.entry(epoch).or_insert_with(|| (cap.delayed(&epoch, 0), 0));
-                let mut groups: Vec<(usize, Vec<Delivery>)> = Vec::new();
-                for batch in batches {
-                    for f in batch.drain(..) {
-                        let Flow::Pass(d) = f else { continue };
-                        let account = ctx.account_of[&d.meta.template_id];
-                        match groups.last_mut() {
-                            Some((a, ds)) if *a == account && ds[0].meta.message_id == d.meta.message_id => ds.push(d),
-                            _ => groups.push((account, vec![d])),
+    deliveries.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(
+        Pipeline,
+        "Send",
+        move |_, info| {
+            let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+            let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
+            // Per epoch: its capability and the number of provider calls still out.
+            let mut inflight: BTreeMap<Epoch, (Capability<Epoch>, usize)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, batches| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = inflight
+                        .entry(epoch)
+                        .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
+                    let mut groups: Vec<(usize, Vec<Delivery>)> = Vec::new();
+                    for batch in batches {
+                        for f in batch.drain(..) {
+                            let Flow::Pass(d) = f else { continue };
+                            let account = ctx.account_of[&d.meta.template_id];
+                            match groups.last_mut() {
+                                Some((a, ds))
+                                    if *a == account
+                                        && ds[0].meta.message_id == d.meta.message_id =>
+                                {
+                                    ds.push(d)
+                                }
+                                _ => groups.push((account, vec![d])),
+                            }
                         }
                     }
+                    for (account, ds) in groups {
+                        entry.1 += 1;
+                        let ctx = ctx.clone();
+                        let done = done_tx.clone();
+                        let activator = activator.clone();
+                        ctx.clone().runtime.spawn(async move {
+                            let channel = ctx
+                                .templates
+                                .get(ds[0].meta.template_id)
+                                .map(|t| t.channel)
+                                .expect("validated template");
+                            let batch = SendBatch {
+                                meta: ds[0].meta.clone(),
+                                channel,
+                                receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
+                            };
+                            let outcomes = ctx.accounts.get(account).send(&batch).await;
+                            let now = clock.now_ms();
+                            let rows = ds
+                                .iter()
+                                .zip(outcomes)
+                                .map(|(d, o)| match o {
+                                    Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
+                                    Err(reason) => {
+                                        EventRow::of(d, State::SendFail, Some(reason), now)
+                                    }
+                                })
+                                .collect();
+                            // The worker may have stopped only if the job is being torn down.
+                            let _ = done.send((epoch, rows));
+                            let _ = activator.activate();
+                        });
+                    }
+                });
+                while let Ok((epoch, rows)) = done_rx.try_recv() {
+                    let entry = inflight
+                        .get_mut(&epoch)
+                        .expect("an epoch with sends out keeps its entry");
+                    output
+                        .session(&entry.0)
+                        .give_iterator(rows.into_iter().map(Flow::Row));
+                    entry.1 -= 1;
                 }
-                for (account, ds) in groups {
-                    entry.1 += 1;
-                    let ctx = ctx.clone();
-                    let done = done_tx.clone();
-                    let activator = activator.clone();
-                    ctx.clone().runtime.spawn(async move {
-                        let channel = ctx.templates.get(ds[0].meta.template_id).map(|t| t.channel).expect("validated template");
-                        let batch = SendBatch {
-                            meta: ds[0].meta.clone(),
-                            channel,
-                            receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
-                        };
-                        let outcomes = ctx.accounts.get(account).send(&batch).await;
-                        let now = clock.now_ms();
-                        let rows = ds
-                            .iter()
-                            .zip(outcomes)
-                            .map(|(d, o)| match o {
-                                Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
-                                Err(reason) => EventRow::of(d, State::SendFail, Some(reason), now),
-                            })
-                            .collect();
-                        // The worker may have stopped only if the job is being torn down.
-                        let _ = done.send((epoch, rows));
-                        let _ = activator.activate();
-                    });
-                }
-            });
-            while let Ok((epoch, rows)) = done_rx.try_recv() {
-                let entry = inflight.get_mut(&epoch).expect("an epoch with sends out keeps its entry");
-                output.session(&entry.0).give_iterator(rows.into_iter().map(Flow::Row));
-                entry.1 -= 1;
+                inflight.retain(|epoch, (_, out)| *out > 0 || frontier.less_equal(epoch));
             }
-            inflight.retain(|epoch, (_, out)| *out > 0 || frontier.less_equal(epoch));
-        }
-    })
+        },
+    )
 }

@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tidings_model::State;
+use tidings_operators::{Epoch, Flow};
+use tidings_sinks::tracking::Tracking;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
-use tidings_model::State;
-use tidings_operators::{Epoch, Flow};
-use tidings_sinks::tracking::Tracking;
 
 /// Counts per state and dead letters, summed over workers for the end-of-run table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -44,45 +44,54 @@ pub fn track<'s>(
     counts: Arc<Mutex<Counts>>,
 ) -> StreamVec<'s, Epoch, ()> {
     let scope = rows.scope();
-    rows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Track", move |_, info| {
-        let activator = scope.activator_for(info.address);
-        let mut held: Option<Capability<Epoch>> = None;
-        let mut since = Instant::now();
-        let mut local = Counts::default();
-        move |(input, frontier), _output| {
-            input.for_each_stamp(|cap, batches| {
-                let Some(&epoch) = cap.least() else { return };
-                if held.as_ref().is_none_or(|h| epoch < *h.time()) {
-                    held = Some(cap.delayed(&epoch, 0));
-                }
-                for batch in batches {
-                    for f in batch.drain(..) {
-                        match f {
-                            Flow::Row(r) => {
-                                *local.states.entry(r.state).or_default() += 1;
-                                tracking.event(r);
+    rows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Pipeline,
+        "Track",
+        move |_, info| {
+            let activator = scope.activator_for(info.address);
+            let mut held: Option<Capability<Epoch>> = None;
+            let mut since = Instant::now();
+            let mut local = Counts::default();
+            move |(input, frontier), _output| {
+                input.for_each_stamp(|cap, batches| {
+                    let Some(&epoch) = cap.least() else { return };
+                    if held.as_ref().is_none_or(|h| epoch < *h.time()) {
+                        held = Some(cap.delayed(&epoch, 0));
+                    }
+                    for batch in batches {
+                        for f in batch.drain(..) {
+                            match f {
+                                Flow::Row(r) => {
+                                    *local.states.entry(r.state).or_default() += 1;
+                                    tracking.event(r);
+                                }
+                                Flow::Dead(d) => {
+                                    local.dead_letters += 1;
+                                    tracking.dead(d);
+                                }
+                                _ => {}
                             }
-                            Flow::Dead(d) => {
-                                local.dead_letters += 1;
-                                tracking.dead(d);
-                            }
-                            _ => {}
                         }
                     }
+                });
+                if held.is_none() {
+                    since = Instant::now();
                 }
-            });
-            if held.is_none() {
-                since = Instant::now();
+                let due = tracking.buffered() >= flush_rows
+                    || since.elapsed() >= flush_interval
+                    || frontier.is_empty();
+                if held.is_some() && due {
+                    tracking.flush().unwrap_or_else(|e| panic!("tracking: {e}"));
+                    counts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .merge(&std::mem::take(&mut local));
+                    held = None;
+                    since = Instant::now();
+                } else if held.is_some() {
+                    activator.activate_after(flush_interval.saturating_sub(since.elapsed()));
+                }
             }
-            let due = tracking.buffered() >= flush_rows || since.elapsed() >= flush_interval || frontier.is_empty();
-            if held.is_some() && due {
-                tracking.flush().unwrap_or_else(|e| panic!("tracking: {e}"));
-                counts.lock().unwrap_or_else(|p| p.into_inner()).merge(&std::mem::take(&mut local));
-                held = None;
-                since = Instant::now();
-            } else if held.is_some() {
-                activator.activate_after(flush_interval.saturating_sub(since.elapsed()));
-            }
-        }
-    })
+        },
+    )
 }

@@ -35,17 +35,38 @@ fn bad_records_become_dead_letters_and_the_job_keeps_running() {
     assert_eq!(dead.len(), bad_payloads.len() + 1, "{dead:#?}");
     for (i, (_, reason)) in bad_payloads.iter().enumerate() {
         let line = i + 2;
-        let d = dead.iter().find(|d| d.source.ends_with(&format!(":{line}"))).unwrap_or_else(|| panic!("line {line}"));
-        assert!(d.reason.contains(reason), "line {line}: {} (want {reason})", d.reason);
+        let d = dead
+            .iter()
+            .find(|d| d.source.ends_with(&format!(":{line}")))
+            .unwrap_or_else(|| panic!("line {line}"));
+        assert!(
+            d.reason.contains(reason),
+            "line {line}: {} (want {reason})",
+            d.reason
+        );
         assert!(d.source.starts_with("file:requests.jsonl:"), "{}", d.source);
     }
-    let sibling = dead.iter().find(|d| d.reason.starts_with("messageParamList[1]")).expect("sibling dead letter");
-    assert!(sibling.reason.contains("missing variable"), "{}", sibling.reason);
+    let sibling = dead
+        .iter()
+        .find(|d| d.reason.starts_with("messageParamList[1]"))
+        .expect("sibling dead letter");
+    assert!(
+        sibling.reason.contains("missing variable"),
+        "{}",
+        sibling.reason
+    );
 
-    let sent: Vec<&str> = events.iter().filter(|e| e.state.name() == "SEND_SUCCESS").map(|e| e.receiver.as_str()).collect();
+    let sent: Vec<&str> = events
+        .iter()
+        .filter(|e| e.state.name() == "SEND_SUCCESS")
+        .map(|e| e.receiver.as_str())
+        .collect();
     let mut sent_sorted = sent.clone();
     sent_sorted.sort();
-    assert_eq!(sent_sorted, vec!["13800138000", "13800138001", "13800138003"]);
+    assert_eq!(
+        sent_sorted,
+        vec!["13800138000", "13800138001", "13800138003"]
+    );
     // The bare line's event time is the (fixed) read time.
     let bare = events.iter().find(|e| e.receiver == "13800138001").unwrap();
     assert_eq!(bare.event_time, ts + 1000);

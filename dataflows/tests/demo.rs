@@ -11,13 +11,23 @@ use tidings_dataflows::{Job, RunOptions, run};
 use tidings_operators::Clock;
 
 fn tidings(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidings")).args(args).output().unwrap();
-    assert!(out.status.success(), "tidings {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tidings {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn sql(dir: &Path, query: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let t = tidings_sql::Tracking::open(dir).await.unwrap();
         let batches = t.query(query).await.unwrap();
@@ -30,14 +40,37 @@ fn demo_reaches_every_state_and_reads_back() {
     let (_dir, job) = common::demo_copy();
     let job_s = job.to_str().unwrap();
     let summary = tidings(&["run", job_s, "-w", "2"]);
-    assert!(summary.contains("SEND_SUCCESS") && summary.contains("dead letters"), "{summary}");
+    assert!(
+        summary.contains("SEND_SUCCESS") && summary.contains("dead letters"),
+        "{summary}"
+    );
 
-    let by_state = tidings(&["sql", "--job", job_s, "--format", "csv", "SELECT state, count(*) AS n FROM events GROUP BY state ORDER BY state"]);
+    let by_state = tidings(&[
+        "sql",
+        "--job",
+        job_s,
+        "--format",
+        "csv",
+        "SELECT state, count(*) AS n FROM events GROUP BY state ORDER BY state",
+    ]);
     for state in [
-        "RECEIVE", "RECEIVER_INVALID", "DISCARD", "NIGHT_SHIELD", "NIGHT_SHIELD_NEXT_SEND",
-        "CONTENT_DEDUPLICATION", "RULE_DEDUPLICATION", "WHITE_LIST", "SEND_SUCCESS", "SEND_FAIL",
+        "RECEIVE",
+        "RECEIVER_INVALID",
+        "DISCARD",
+        "NIGHT_SHIELD",
+        "NIGHT_SHIELD_NEXT_SEND",
+        "CONTENT_DEDUPLICATION",
+        "RULE_DEDUPLICATION",
+        "WHITE_LIST",
+        "SEND_SUCCESS",
+        "SEND_FAIL",
     ] {
-        assert!(by_state.lines().any(|l| l.starts_with(&format!("{state},"))), "{state} missing:\n{by_state}");
+        assert!(
+            by_state
+                .lines()
+                .any(|l| l.starts_with(&format!("{state},"))),
+            "{state} missing:\n{by_state}"
+        );
     }
     let tracking = job.parent().unwrap().join("var/tracking");
 
@@ -50,20 +83,41 @@ fn demo_reaches_every_state_and_reads_back() {
            sum(CASE WHEN state_code IN (15, 20, 22, 30, 40, 50, 60, 70) THEN 1 ELSE 0 END) AS terminal \
          FROM events GROUP BY message_id, receiver HAVING received <> 1 OR terminal <> 1)",
     );
-    assert_eq!(bad.trim(), "bad\n0", "receivers without exactly one terminal state");
+    assert_eq!(
+        bad.trim(),
+        "bad\n0",
+        "receivers without exactly one terminal state"
+    );
 
     // Dead letters: every bad-input kind of §4.1, each with its reason.
-    let dead = sql(&tracking, "SELECT count(*) AS n, count(DISTINCT reason) AS reasons FROM dead_letters WHERE reason <> ''");
-    let counts: Vec<i64> = dead.lines().nth(1).unwrap().split(',').map(|x| x.parse().unwrap()).collect();
+    let dead = sql(
+        &tracking,
+        "SELECT count(*) AS n, count(DISTINCT reason) AS reasons FROM dead_letters WHERE reason <> ''",
+    );
+    let counts: Vec<i64> = dead
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert!(counts[0] >= 10 && counts[1] >= 6, "{dead}");
 
     // The outbox holds one line per SEND_SUCCESS.
-    let sent = sql(&tracking, "SELECT count(*) FROM events WHERE state = 'SEND_SUCCESS'");
+    let sent = sql(
+        &tracking,
+        "SELECT count(*) FROM events WHERE state = 'SEND_SUCCESS'",
+    );
     let sent: usize = sent.lines().nth(1).unwrap().parse().unwrap();
     let outbox = job.parent().unwrap().join("var/outbox");
     let lines: usize = std::fs::read_dir(&outbox)
         .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().lines().count())
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .count()
+        })
         .sum();
     assert_eq!(lines, sent);
 
@@ -73,7 +127,11 @@ fn demo_reaches_every_state_and_reads_back() {
         "SELECT DISTINCT e.event_time FROM events e JOIN events p ON e.message_id = p.message_id AND e.receiver = p.receiver \
          WHERE p.state = 'NIGHT_SHIELD_NEXT_SEND' AND e.state_code IN (30, 40, 60, 70)",
     );
-    assert_eq!(released.lines().skip(1).collect::<Vec<_>>(), vec!["2025-11-22T01:00:00Z"], "{released}");
+    assert_eq!(
+        released.lines().skip(1).collect::<Vec<_>>(),
+        vec!["2025-11-22T01:00:00Z"],
+        "{released}"
+    );
 }
 
 /// Rows of a Parquet run, without the wall-clock `time` column, in a canonical order.

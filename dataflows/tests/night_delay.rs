@@ -26,17 +26,36 @@ fn parked_messages_survive_the_run_and_are_released_by_the_next() {
     // Run 1 ends at 03:00 local by the wall clock: nothing is due yet.
     let (events, _, summary) = common::run_memory(&job, 2, TWO_AM + 3_600_000);
     assert_eq!(summary.parked, 4);
-    assert_eq!(events.iter().filter(|e| e.state == State::NightShieldNextSend).count(), 4);
-    assert!(events.iter().all(|e| matches!(e.state, State::Receive | State::NightShieldNextSend)));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.state == State::NightShieldNextSend)
+            .count(),
+        4
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e.state, State::Receive | State::NightShieldNextSend))
+    );
     let parked_file = dir.path().join("var/state/parked.jsonl");
-    assert_eq!(std::fs::read_to_string(&parked_file).unwrap().lines().count(), 4);
+    assert_eq!(
+        std::fs::read_to_string(&parked_file)
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
 
     // Run 2 starts after 09:00 with nothing new to read: the parked ones are released.
     std::fs::write(dir.path().join("requests.jsonl"), "").unwrap();
     let (events, _, summary) = common::run_memory(&job, 2, RELEASE + 60_000);
     assert_eq!(summary.parked, 0);
     assert!(!parked_file.exists());
-    assert!(events.iter().all(|e| e.event_time == RELEASE), "{events:#?}");
+    assert!(
+        events.iter().all(|e| e.event_time == RELEASE),
+        "{events:#?}"
+    );
     let state_of = |receiver: &str, original: i64| {
         events
             .iter()

@@ -7,8 +7,8 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
-use tidings_model::ids::message_id;
 use tidings_model::Shield;
+use tidings_model::ids::message_id;
 use tidings_model::time::{NightWindow, local_day};
 use tidings_operators::shield::{Decision, NightShield};
 
@@ -34,7 +34,12 @@ fn req() -> impl Strategy<Value = Req> {
         proptest::sample::subsequence(vec!["u1", "u2", "u3", "u4"], 1..=3),
         proptest::sample::select(vec!["a", "b"]),
     )
-        .prop_map(|(m, template, receivers, v)| Req { ts: DAY + m * MIN, template, receivers, v })
+        .prop_map(|(m, template, receivers, v)| Req {
+            ts: DAY + m * MIN,
+            template,
+            receivers,
+            v,
+        })
 }
 
 type Row = (String, String, String, i64);
@@ -48,14 +53,23 @@ fn model(reqs: &[Req]) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut content: HashMap<(i64, &str, &str), Vec<i64>> = HashMap::new();
     let mut freq: HashMap<(&str, i32), u32> = HashMap::new();
-    let shield = NightShield { window: night, release_at: chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(), tz };
+    let shield = NightShield {
+        window: night,
+        release_at: chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+        tz,
+    };
     let mut parked: Vec<((i64, i64, i64, usize), String, &str, i64, &str)> = Vec::new();
     let mut released = Vec::new();
     let mut watermark = i64::MIN;
     let last_data = (reqs.len() - 1) / EPOCH_LINES;
     for epoch in 0..=last_data + 1 {
         let mut items = std::mem::take(&mut released);
-        for (i, r) in reqs.iter().enumerate().skip(epoch * EPOCH_LINES).take(EPOCH_LINES) {
+        for (i, r) in reqs
+            .iter()
+            .enumerate()
+            .skip(epoch * EPOCH_LINES)
+            .take(EPOCH_LINES)
+        {
             let line = i as i64 + 1;
             let id = message_id("file:requests.jsonl", 0, line, 0);
             watermark = watermark.max(r.ts);
@@ -66,8 +80,15 @@ fn model(reqs: &[Req]) -> Vec<Row> {
                 if at_night && r.template == 2 {
                     rows.push((id.clone(), rcv.to_string(), "NIGHT_SHIELD".into(), r.ts));
                 } else if at_night && r.template == 3 {
-                    rows.push((id.clone(), rcv.to_string(), "NIGHT_SHIELD_NEXT_SEND".into(), r.ts));
-                    let Decision::DeferUntil(at) = shield.decide(Shield::NightDelay, r.ts) else { unreachable!() };
+                    rows.push((
+                        id.clone(),
+                        rcv.to_string(),
+                        "NIGHT_SHIELD_NEXT_SEND".into(),
+                        r.ts,
+                    ));
+                    let Decision::DeferUntil(at) = shield.decide(Shield::NightDelay, r.ts) else {
+                        unreachable!()
+                    };
                     parked.push(((at, r.ts, line, k), id.clone(), *rcv, r.template, r.v));
                 } else {
                     items.push(((r.ts, r.ts, line, k), id.clone(), *rcv, r.template, r.v));
@@ -95,10 +116,11 @@ fn model(reqs: &[Req]) -> Vec<Row> {
         }
         // The park operator after this epoch: what the watermark reached is released into the
         // next epoch; after the last epoch of data, everything is (the clock is far ahead).
-        let (due, keep): (Vec<_>, Vec<_>) =
-            parked.drain(..).partition(|p| epoch >= last_data || p.0.0 <= watermark);
+        let (due, keep): (Vec<_>, Vec<_>) = parked
+            .drain(..)
+            .partition(|p| epoch >= last_data || p.0.0 <= watermark);
         parked = keep;
-        released = due.into_iter().map(|((at, ts, line, k), id, rcv, template, v)| ((at, ts, line, k), id, rcv, template, v)).collect();
+        released = due.into_iter().collect();
     }
     rows.sort();
     rows
@@ -117,14 +139,22 @@ fn graph(reqs: &[Req], workers: usize) -> Vec<Row> {
         .iter()
         .map(|r| common::envelope(r.ts, r.template, &r.receivers.join(","), r.v) + "\n")
         .collect();
-    let extra = "[dedup]\ncontent = { num = 1, time = 1800 }\nfrequency = { num = 3 }\nlateness = 864000\n";
+    let extra =
+        "[dedup]\ncontent = { num = 1, time = 1800 }\nfrequency = { num = 3 }\nlateness = 864000\n";
     let job = common::write_job(dir.path(), &templates, &lines, extra);
     // The clock is far in the future: whatever is still parked at the end is released.
     let (events, dead, _) = common::run_memory(&job, workers, DAY + 30 * 24 * 60 * MIN);
     assert!(dead.is_empty(), "{dead:?}");
     let mut rows: Vec<Row> = events
         .into_iter()
-        .map(|e| (e.meta.message_id.clone(), e.receiver, e.state.name().to_string(), e.event_time))
+        .map(|e| {
+            (
+                e.meta.message_id.clone(),
+                e.receiver,
+                e.state.name().to_string(),
+                e.event_time,
+            )
+        })
         .collect();
     rows.sort();
     rows

@@ -63,7 +63,12 @@ impl Delivery {
     /// the original event time (released parked messages keep their order), then the position
     /// in the source. Independent of worker count.
     pub fn order(&self) -> (Millis, Millis, u128, u32) {
-        (self.event_time, self.meta.event_time, self.meta.seq, self.index)
+        (
+            self.event_time,
+            self.meta.event_time,
+            self.meta.seq,
+            self.index,
+        )
     }
 }
 

@@ -28,7 +28,11 @@ pub struct ReceiverValidator {
 impl ReceiverValidator {
     /// A validator for phone numbers of `region` (ISO 3166 code such as `CN`).
     pub fn new(region: &str) -> Option<ReceiverValidator> {
-        region.to_ascii_uppercase().parse().ok().map(|region| ReceiverValidator { region })
+        region
+            .to_ascii_uppercase()
+            .parse()
+            .ok()
+            .map(|region| ReceiverValidator { region })
     }
 
     /// `Ok` when `receiver` is valid for `id_type`, else the reason.
@@ -45,7 +49,10 @@ impl ReceiverValidator {
         let number = phonenumber::parse(Some(self.region), receiver)
             .map_err(|e| format!("not a phone number: {e}"))?;
         if !number.is_valid() {
-            return Err(format!("not a valid phone number for region {:?}", self.region));
+            return Err(format!(
+                "not a valid phone number for region {:?}",
+                self.region
+            ));
         }
         match number.number_type(&phonenumber::metadata::DATABASE) {
             phonenumber::Type::Mobile | phonenumber::Type::FixedLineOrMobile => Ok(()),
@@ -58,7 +65,9 @@ impl ReceiverValidator {
 /// spaces, and a domain of dot-separated labels (letters, digits, hyphens) with a TLD.
 pub fn check_email(s: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("not a valid email address: {why}"));
-    let Some((local, domain)) = s.rsplit_once('@') else { return bad("no @") };
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return bad("no @");
+    };
     if local.is_empty() || local.len() > 64 {
         return bad("local part empty or longer than 64");
     }
@@ -78,7 +87,10 @@ pub fn check_email(s: &str) -> Result<(), String> {
             return bad("bad domain label");
         }
     }
-    if labels.last().is_some_and(|tld| tld.len() < 2 || tld.chars().all(|c| c.is_ascii_digit())) {
+    if labels
+        .last()
+        .is_some_and(|tld| tld.len() < 2 || tld.chars().all(|c| c.is_ascii_digit()))
+    {
         return bad("bad top-level domain");
     }
     Ok(())
@@ -111,7 +123,16 @@ mod tests {
         for ok in ["a@example.com", "ann.lee+x@mail.example.org", "b@例子.中国"] {
             assert!(check_email(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "a@b", "@example.com", "a b@example.com", "a@-x.com", "a@x..com", "a@x.1"] {
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@example.com",
+            "a b@example.com",
+            "a@-x.com",
+            "a@x..com",
+            "a@x.1",
+        ] {
             assert!(check_email(bad).is_err(), "{bad}");
         }
     }

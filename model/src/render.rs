@@ -49,7 +49,10 @@ pub fn render_str(s: &str, vars: &Variables) -> Result<String, RenderError> {
 }
 
 /// Renders every string leaf of a content model; returns the rendered model.
-pub fn render(content: &Map<String, Value>, vars: &Variables) -> Result<Map<String, Value>, RenderError> {
+pub fn render(
+    content: &Map<String, Value>,
+    vars: &Variables,
+) -> Result<Map<String, Value>, RenderError> {
     let mut out = Map::new();
     for (k, v) in content {
         out.insert(k.clone(), render_value(v, vars)?);
@@ -60,9 +63,12 @@ pub fn render(content: &Map<String, Value>, vars: &Variables) -> Result<Map<Stri
 fn render_value(v: &Value, vars: &Variables) -> Result<Value, RenderError> {
     Ok(match v {
         Value::String(s) => Value::String(render_str(s, vars)?),
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|i| render_value(i, vars)).collect::<Result<_, _>>()?)
-        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| render_value(i, vars))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(map) => Value::Object(render(map, vars)?),
         other => other.clone(),
     })
@@ -80,7 +86,11 @@ mod tests {
     #[test]
     fn table() {
         let cases: &[(&str, Value, Result<&str, &str>)] = &[
-            ("Your code is {$code}.", json!({"code": "4711"}), Ok("Your code is 4711.")),
+            (
+                "Your code is {$code}.",
+                json!({"code": "4711"}),
+                Ok("Your code is 4711."),
+            ),
             ("{$a}{$b}", json!({"a": 1, "b": true}), Ok("1true")),
             ("no placeholders", json!({}), Ok("no placeholders")),
             ("dangling {$x", json!({}), Ok("dangling {$x")),
@@ -100,6 +110,9 @@ mod tests {
     fn nested_models() {
         let content = json!({"title": "Hi {$n}", "data": {"first": {"value": "{$n}"}}, "n": 3});
         let out = render(content.as_object().unwrap(), &vars(json!({"n": "Ann"}))).unwrap();
-        assert_eq!(Value::Object(out), json!({"title": "Hi Ann", "data": {"first": {"value": "Ann"}}, "n": 3}));
+        assert_eq!(
+            Value::Object(out),
+            json!({"title": "Hi Ann", "data": {"first": {"value": "Ann"}}, "n": 3})
+        );
     }
 }

@@ -73,22 +73,28 @@ struct Line {
     // kcat -J envelope fields.
     #[serde(default)]
     ts: Option<i64>,
-    #[serde(default)]
+    /// `Some(Null)` for `"payload": null` (a kcat tombstone), `None` when absent.
+    #[serde(default, deserialize_with = "present")]
     payload: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// Decodes one line of the file source: a bare request (event time = `read_time`) or a kcat
 /// `-J` envelope (event time = its `ts`).
 pub fn decode_line(bytes: &[u8], read_time: Millis) -> Result<(Millis, Request), String> {
     let line: Line = serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
-    if line.code.is_none() && line.message_template_id.is_none() {
-        if let Some(payload) = line.payload {
-            let event_time = line.ts.filter(|t| *t > 0).unwrap_or(read_time);
-            let Value::String(text) = payload else {
-                return Err("envelope payload is not a string".into());
-            };
-            return decode_request(text.as_bytes()).map(|r| (event_time, r));
-        }
+    if line.code.is_none()
+        && line.message_template_id.is_none()
+        && let Some(payload) = line.payload
+    {
+        let event_time = line.ts.filter(|t| *t > 0).unwrap_or(read_time);
+        let Value::String(text) = payload else {
+            return Err("envelope payload is not a string".into());
+        };
+        return decode_request(text.as_bytes()).map(|r| (event_time, r));
     }
     request_from(line).map(|r| (read_time, r))
 }
@@ -126,7 +132,12 @@ fn request_from(line: Line) -> Result<Request, String> {
     if code == Code::Send && params.is_empty() {
         return Err("messageParamList is empty".into());
     }
-    Ok(Request { code, template_id, params, recall_message_ids: line.recall_message_ids.unwrap_or_default() })
+    Ok(Request {
+        code,
+        template_id,
+        params,
+        recall_message_ids: line.recall_message_ids.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
@@ -150,12 +161,27 @@ mod tests {
     fn record_level_rejections() {
         let cases: &[(&str, &str)] = &[
             ("not json", "unparsable"),
-            (r#"{"code":"blast","messageTemplateId":1,"messageParam":{}}"#, "unknown code"),
-            (r#"{"messageTemplateId":1,"messageParam":{}}"#, "missing `code`"),
-            (r#"{"code":"send","messageParam":{}}"#, "missing `messageTemplateId`"),
-            (r#"{"code":"send","messageTemplateId":1,"messageParam":{},"messageParamList":[]}"#, "both"),
+            (
+                r#"{"code":"blast","messageTemplateId":1,"messageParam":{}}"#,
+                "unknown code",
+            ),
+            (
+                r#"{"messageTemplateId":1,"messageParam":{}}"#,
+                "missing `code`",
+            ),
+            (
+                r#"{"code":"send","messageParam":{}}"#,
+                "missing `messageTemplateId`",
+            ),
+            (
+                r#"{"code":"send","messageTemplateId":1,"messageParam":{},"messageParamList":[]}"#,
+                "both",
+            ),
             (r#"{"code":"send","messageTemplateId":1}"#, "neither"),
-            (r#"{"code":"send","messageTemplateId":"x","messageParam":{}}"#, "not an integer"),
+            (
+                r#"{"code":"send","messageTemplateId":"x","messageParam":{}}"#,
+                "not an integer",
+            ),
             (r#"{"ts":1,"payload":null}"#, "not a string"),
         ];
         for (line, want) in cases {

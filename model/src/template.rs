@@ -229,10 +229,16 @@ impl Templates {
         for t in list {
             let id = t.id;
             if by_id.insert(id, Arc::new(t)).is_some() {
-                problems.push(format!("template id {id} is defined twice; give each template its own id"));
+                problems.push(format!(
+                    "template id {id} is defined twice; give each template its own id"
+                ));
             }
         }
-        if problems.is_empty() { Ok(Templates { by_id }) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(Templates { by_id })
+        } else {
+            Err(problems)
+        }
     }
 
     /// Parses a templates TOML document; `path` names it in errors.
@@ -241,8 +247,10 @@ impl Templates {
             path: path.to_string(),
             message: toml_error_line(text, &e),
         })?;
-        Templates::new(file.template)
-            .map_err(|p| TemplateError::Parse { path: path.to_string(), message: p.join("; ") })
+        Templates::new(file.template).map_err(|p| TemplateError::Parse {
+            path: path.to_string(),
+            message: p.join("; "),
+        })
     }
 
     /// Loads a templates file.
@@ -329,13 +337,18 @@ content = "Your code is {$code}."
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("t.toml") && err.contains("colour") && err.contains("line 8"), "{err}");
+        assert!(
+            err.contains("t.toml") && err.contains("colour") && err.contains("line 8"),
+            "{err}"
+        );
     }
 
     #[test]
     fn duplicate_ids_rejected() {
         let one = "[[template]]\nid = 1\nname = \"x\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"a\"\n";
-        let err = Templates::parse("t.toml", &format!("{one}{one}")).unwrap_err().to_string();
+        let err = Templates::parse("t.toml", &format!("{one}{one}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("defined twice"), "{err}");
     }
 }

@@ -59,7 +59,10 @@ impl NightWindow {
     /// Parses `HH:MM-HH:MM`.
     pub fn parse(s: &str) -> Option<NightWindow> {
         let (a, b) = s.split_once('-')?;
-        Some(NightWindow { start: parse_hhmm(a)?, end: parse_hhmm(b)? })
+        Some(NightWindow {
+            start: parse_hhmm(a)?,
+            end: parse_hhmm(b)?,
+        })
     }
 
     /// Whether a local time of day is inside the window.
@@ -96,9 +99,18 @@ mod tests {
         let tz: Tz = "Asia/Shanghai".parse().unwrap();
         // 2025-11-21T16:30Z is 2025-11-22 00:30 in Shanghai.
         let t = 1_763_742_600_000;
-        assert_eq!(local_date(tz, t), NaiveDate::from_ymd_opt(2025, 11, 22).unwrap());
+        assert_eq!(
+            local_date(tz, t),
+            NaiveDate::from_ymd_opt(2025, 11, 22).unwrap()
+        );
         let end = end_of_local_day(tz, local_day(tz, t));
-        assert_eq!(local_date(tz, end), NaiveDate::from_ymd_opt(2025, 11, 23).unwrap());
-        assert_eq!(local_date(tz, end - 1), NaiveDate::from_ymd_opt(2025, 11, 22).unwrap());
+        assert_eq!(
+            local_date(tz, end),
+            NaiveDate::from_ymd_opt(2025, 11, 23).unwrap()
+        );
+        assert_eq!(
+            local_date(tz, end - 1),
+            NaiveDate::from_ymd_opt(2025, 11, 22).unwrap()
+        );
     }
 }

@@ -9,12 +9,12 @@
 
 use std::collections::BTreeMap;
 
+use tidings_model::time::Millis;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
-use tidings_model::time::Millis;
 
 use crate::gate::Gate;
 use crate::validate::Validator;
@@ -28,39 +28,51 @@ pub fn admit<'s>(
     clock: Clock,
 ) -> StreamVec<'s, Epoch, Flow> {
     let peers = records.scope().peers() as u32;
-    records.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(Pipeline, "Admit", move |_, _| {
-        // Epochs seen and not yet closed: their capability (to send the marks) and max event time.
-        let mut open: BTreeMap<Epoch, (Capability<Epoch>, Option<Millis>)> = BTreeMap::new();
-        let mut buf = Vec::new();
-        move |(input, frontier), output| {
-            input.for_each_stamp(|cap, batches| {
-                let Some(&epoch) = cap.least() else { return };
-                let entry = open.entry(epoch).or_insert_with(|| (cap.delayed(&epoch, 0), None));
-                let now = clock.now_ms();
-                for batch in batches {
-                    for rec in batch.drain(..) {
-                        let v = validator.validate(&rec, now);
-                        buf.extend(v.dead.into_iter().map(Flow::Dead));
-                        for m in v.messages {
-                            entry.1 = Some(entry.1.map_or(m.meta.event_time, |t: Millis| t.max(m.meta.event_time)));
-                            gate.judge(m, now, &mut buf);
+    records.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(
+        Pipeline,
+        "Admit",
+        move |_, _| {
+            // Epochs seen and not yet closed: their capability (to send the marks) and max event time.
+            let mut open: BTreeMap<Epoch, (Capability<Epoch>, Option<Millis>)> = BTreeMap::new();
+            let mut buf = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, batches| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = open
+                        .entry(epoch)
+                        .or_insert_with(|| (cap.delayed(&epoch, 0), None));
+                    let now = clock.now_ms();
+                    for batch in batches {
+                        for rec in batch.drain(..) {
+                            let v = validator.validate(&rec, now);
+                            buf.extend(v.dead.into_iter().map(Flow::Dead));
+                            for m in v.messages {
+                                entry.1 = Some(entry.1.map_or(m.meta.event_time, |t: Millis| {
+                                    t.max(m.meta.event_time)
+                                }));
+                                gate.judge(m, now, &mut buf);
+                            }
+                        }
+                    }
+                    output.session(&cap).give_iterator(buf.drain(..));
+                });
+                while let Some((&epoch, _)) = open.first_key_value() {
+                    if frontier.less_equal(&epoch) {
+                        break;
+                    }
+                    let (cap, max) = open.remove(&epoch).expect("first key exists");
+                    if let Some(max_event_time) = max {
+                        let mut session = output.session(&cap);
+                        for to in 0..peers {
+                            session.give(Flow::Mark(Mark {
+                                to,
+                                max_event_time,
+                                epoch,
+                            }));
                         }
                     }
                 }
-                output.session(&cap).give_iterator(buf.drain(..));
-            });
-            while let Some((&epoch, _)) = open.first_key_value() {
-                if frontier.less_equal(&epoch) {
-                    break;
-                }
-                let (cap, max) = open.remove(&epoch).expect("first key exists");
-                if let Some(max_event_time) = max {
-                    let mut session = output.session(&cap);
-                    for to in 0..peers {
-                        session.give(Flow::Mark(Mark { to, max_event_time, epoch }));
-                    }
-                }
             }
-        }
-    })
+        },
+    )
 }

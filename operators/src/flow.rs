@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use timely::dataflow::StreamVec;
-use timely::dataflow::operators::vec::Partition;
 use tidings_model::time::Millis;
 use tidings_model::{DeadLetter, Delivery, EventRow};
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::vec::Partition;
 
 use crate::Epoch;
 
@@ -121,5 +121,10 @@ pub fn split(stream: StreamVec<'_, Epoch, Flow>) -> Split<'_> {
         })
         .into_iter();
     let mut next = || parts.next().expect("partition gives 4 streams");
-    Split { pass: next(), park: next(), track: next(), mark: next() }
+    Split {
+        pass: next(),
+        park: next(),
+        track: next(),
+        mark: next(),
+    }
 }

@@ -32,7 +32,10 @@ impl Gate {
         let meta = msg.meta;
         let Some(template) = self.templates.get(meta.template_id) else {
             // The validator only lets known templates through.
-            unreachable!("template {} vanished after validation; this is a bug", meta.template_id)
+            unreachable!(
+                "template {} vanished after validation; this is a bug",
+                meta.template_id
+            )
         };
         let decision = self.shield.decide(template.shield, meta.event_time);
         let channel = template.channel.name();
@@ -46,21 +49,37 @@ impl Gate {
                 event_time: meta.event_time,
             };
             out.push(Flow::Row(EventRow::of(&d, State::Receive, None, now)));
-            let stop = |state: State, reason: String| Flow::Row(EventRow::of(&d, state, Some(reason), now));
+            let stop = |state: State, reason: String| {
+                Flow::Row(EventRow::of(&d, state, Some(reason), now))
+            };
             if let Err(why) = self.receivers.check(template.id_type, &d.receiver) {
                 out.push(stop(State::ReceiverInvalid, why));
             } else if self.discard.contains(&template.id) {
-                out.push(stop(State::Discard, format!("template {} is on the discard list", template.id)));
+                out.push(stop(
+                    State::Discard,
+                    format!("template {} is on the discard list", template.id),
+                ));
             } else if !self.whitelist.is_empty() && !self.whitelist.contains(&d.receiver) {
-                out.push(stop(State::WhiteList, "receiver is not on the whitelist".into()));
+                out.push(stop(
+                    State::WhiteList,
+                    "receiver is not on the whitelist".into(),
+                ));
             } else {
                 match decision {
                     Decision::Send => out.push(Flow::Pass(d)),
-                    Decision::Drop => out.push(stop(State::NightShield, "night_drop: sent at night".into())),
+                    Decision::Drop => {
+                        out.push(stop(State::NightShield, "night_drop: sent at night".into()))
+                    }
                     Decision::DeferUntil(release_at) => {
-                        let reason = format!("night_delay: parked until {}", to_utc(release_at).to_rfc3339());
+                        let reason = format!(
+                            "night_delay: parked until {}",
+                            to_utc(release_at).to_rfc3339()
+                        );
                         out.push(stop(State::NightShieldNextSend, reason));
-                        out.push(Flow::Park { release_at, delivery: d });
+                        out.push(Flow::Park {
+                            release_at,
+                            delivery: d,
+                        });
                     }
                 }
             }
@@ -151,15 +170,51 @@ account = "a"
     #[test]
     fn table() {
         let cases: Vec<(Gate, Message, Vec<&str>)> = vec![
-            (gate(&[], &[]), msg(1, NOON, &["13800138000"]), vec!["RECEIVE", "pass"]),
-            (gate(&[], &[]), msg(1, NOON, &["123"]), vec!["RECEIVE", "RECEIVER_INVALID"]),
-            (gate(&[1], &[]), msg(1, NOON, &["123"]), vec!["RECEIVE", "RECEIVER_INVALID"]),
-            (gate(&[1], &[]), msg(1, NOON, &["13800138000"]), vec!["RECEIVE", "DISCARD"]),
-            (gate(&[], &["x@y.cn"]), msg(2, NOON, &["a@y.cn"]), vec!["RECEIVE", "WHITE_LIST"]),
-            (gate(&[], &["x@y.cn"]), msg(2, NOON, &["x@y.cn"]), vec!["RECEIVE", "pass"]),
-            (gate(&[], &[]), msg(2, NIGHT, &["x@y.cn"]), vec!["RECEIVE", "NIGHT_SHIELD_NEXT_SEND", "park"]),
-            (gate(&[], &[]), msg(3, NIGHT, &["cid1", "cid2"]), vec!["RECEIVE", "NIGHT_SHIELD", "RECEIVE", "NIGHT_SHIELD"]),
-            (gate(&[], &[]), msg(3, NOON, &["cid1"]), vec!["RECEIVE", "pass"]),
+            (
+                gate(&[], &[]),
+                msg(1, NOON, &["13800138000"]),
+                vec!["RECEIVE", "pass"],
+            ),
+            (
+                gate(&[], &[]),
+                msg(1, NOON, &["123"]),
+                vec!["RECEIVE", "RECEIVER_INVALID"],
+            ),
+            (
+                gate(&[1], &[]),
+                msg(1, NOON, &["123"]),
+                vec!["RECEIVE", "RECEIVER_INVALID"],
+            ),
+            (
+                gate(&[1], &[]),
+                msg(1, NOON, &["13800138000"]),
+                vec!["RECEIVE", "DISCARD"],
+            ),
+            (
+                gate(&[], &["x@y.cn"]),
+                msg(2, NOON, &["a@y.cn"]),
+                vec!["RECEIVE", "WHITE_LIST"],
+            ),
+            (
+                gate(&[], &["x@y.cn"]),
+                msg(2, NOON, &["x@y.cn"]),
+                vec!["RECEIVE", "pass"],
+            ),
+            (
+                gate(&[], &[]),
+                msg(2, NIGHT, &["x@y.cn"]),
+                vec!["RECEIVE", "NIGHT_SHIELD_NEXT_SEND", "park"],
+            ),
+            (
+                gate(&[], &[]),
+                msg(3, NIGHT, &["cid1", "cid2"]),
+                vec!["RECEIVE", "NIGHT_SHIELD", "RECEIVE", "NIGHT_SHIELD"],
+            ),
+            (
+                gate(&[], &[]),
+                msg(3, NOON, &["cid1"]),
+                vec!["RECEIVE", "pass"],
+            ),
         ];
         for (i, (g, m, want)) in cases.into_iter().enumerate() {
             let mut out = Vec::new();
@@ -172,7 +227,9 @@ account = "a"
     fn parked_release_is_next_morning() {
         let mut out = Vec::new();
         gate(&[], &[]).judge(msg(2, NIGHT, &["x@y.cn"]), 0, &mut out);
-        let Flow::Park { release_at, .. } = &out[2] else { panic!() };
+        let Flow::Park { release_at, .. } = &out[2] else {
+            panic!()
+        };
         assert_eq!(*release_at, NIGHT + 6 * 3_600_000);
     }
 }

@@ -13,12 +13,12 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tidings_model::Delivery;
+use tidings_model::time::Millis;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::generic::operator::Operator;
-use tidings_model::Delivery;
-use tidings_model::time::Millis;
 
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Flow};
@@ -35,7 +35,12 @@ pub struct Parked {
 type ParkKey = (Millis, Millis, u128, u32);
 
 fn park_key(p: &Parked) -> ParkKey {
-    (p.release_at, p.delivery.meta.event_time, p.delivery.meta.seq, p.delivery.index)
+    (
+        p.release_at,
+        p.delivery.meta.event_time,
+        p.delivery.meta.seq,
+        p.delivery.index,
+    )
 }
 
 /// The durable set of parked deliveries.
@@ -57,7 +62,10 @@ impl ParkStore {
                         continue;
                     }
                     let p: Parked = serde_json::from_str(&line).map_err(|e| {
-                        io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), i + 1))
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}:{}: {e}", path.display(), i + 1),
+                        )
                     })?;
                     parked.insert(park_key(&p), p);
                 }
@@ -65,7 +73,10 @@ impl ParkStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        Ok(ParkStore { path: path.to_path_buf(), parked })
+        Ok(ParkStore {
+            path: path.to_path_buf(),
+            parked,
+        })
     }
 
     /// Parks deliveries durably (appended and fsynced before returning).
@@ -76,7 +87,10 @@ impl ParkStore {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut f = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         let mut buf = Vec::new();
         for p in items {
             serde_json::to_writer(&mut buf, &p).map_err(io::Error::other)?;
@@ -90,10 +104,15 @@ impl ParkStore {
     /// Takes every delivery due at or before `t`, in release then event-time order, with the
     /// release time as event time. Call [`ParkStore::persist`] once they are safely on their way.
     pub fn release_until(&mut self, t: Millis) -> Vec<Delivery> {
-        let rest = self.parked.split_off(&(t.saturating_add(1), Millis::MIN, 0, 0));
+        let rest = self
+            .parked
+            .split_off(&(t.saturating_add(1), Millis::MIN, 0, 0));
         let due = std::mem::replace(&mut self.parked, rest);
         due.into_values()
-            .map(|p| Delivery { event_time: p.release_at, ..p.delivery })
+            .map(|p| Delivery {
+                event_time: p.release_at,
+                ..p.delivery
+            })
             .collect()
     }
 
@@ -146,77 +165,101 @@ pub fn park<'s>(
         Flow::Mark(m) => m.to as u64,
         _ => 0,
     });
-    parks.binary_frontier::<_, CapacityContainerBuilder<Vec<Flow>>, _, _, _, _>(marks, to_zero, by_target, "Park", move |cap, _| {
-        // Held at the next epoch to process: released deliveries are sent at `cur + 1`. Workers
-        // other than 0 never park or release, so they let their capability go at once.
-        let mut cap = store.as_ref().map(|_| cap);
-        let mut cur: Epoch = 0;
-        let mut store = store;
-        let mut incoming: BTreeMap<Epoch, Vec<Parked>> = BTreeMap::new();
-        let mut watermark = Watermark::default();
-        let mut started = false;
-        let fail = |e: io::Error| -> ! { panic!("park store: {e}") };
-        move |(parks, parks_frontier), (mark_input, mark_frontier), output| {
-            parks.for_each_stamp(|stamp, batches| {
-                let Some(&epoch) = stamp.least() else { return };
-                let list = incoming.entry(epoch).or_default();
-                for batch in batches {
-                    list.extend(batch.drain(..).filter_map(|f| match f {
-                        Flow::Park { release_at, delivery } => Some(Parked { release_at, delivery }),
-                        _ => None,
-                    }));
-                }
-            });
-            mark_input.for_each_stamp(|_, batches| {
-                for batch in batches {
-                    for f in batch.drain(..) {
-                        if let Flow::Mark(m) = f {
-                            watermark.push(&m);
+    parks.binary_frontier::<_, CapacityContainerBuilder<Vec<Flow>>, _, _, _, _>(
+        marks,
+        to_zero,
+        by_target,
+        "Park",
+        move |cap, _| {
+            // Held at the next epoch to process: released deliveries are sent at `cur + 1`. Workers
+            // other than 0 never park or release, so they let their capability go at once.
+            let mut cap = store.as_ref().map(|_| cap);
+            let mut cur: Epoch = 0;
+            let mut store = store;
+            let mut incoming: BTreeMap<Epoch, Vec<Parked>> = BTreeMap::new();
+            let mut watermark = Watermark::default();
+            let mut started = false;
+            let fail = |e: io::Error| -> ! { panic!("park store: {e}") };
+            move |(parks, parks_frontier), (mark_input, mark_frontier), output| {
+                parks.for_each_stamp(|stamp, batches| {
+                    let Some(&epoch) = stamp.least() else { return };
+                    let list = incoming.entry(epoch).or_default();
+                    for batch in batches {
+                        list.extend(batch.drain(..).filter_map(|f| match f {
+                            Flow::Park {
+                                release_at,
+                                delivery,
+                            } => Some(Parked {
+                                release_at,
+                                delivery,
+                            }),
+                            _ => None,
+                        }));
+                    }
+                });
+                mark_input.for_each_stamp(|_, batches| {
+                    for batch in batches {
+                        for f in batch.drain(..) {
+                            if let Flow::Mark(m) = f {
+                                watermark.push(&m);
+                            }
                         }
                     }
-                }
-            });
-            let (Some(c), Some(store)) = (cap.as_mut(), store.as_mut()) else {
-                // Not worker 0, or finished.
-                return;
-            };
-            if !started {
-                started = true;
-                // Left by an earlier run and already due: released first, in event-time order.
-                let due = store.release_until(clock.now_ms());
-                if !due.is_empty() {
-                    output.session(&*c).give_iterator(due.into_iter().map(Flow::Pass));
-                    store.persist().unwrap_or_else(|e| fail(e));
-                }
-            }
-            let done = parks_frontier.is_empty() && mark_frontier.is_empty();
-            while done || (!parks_frontier.less_equal(&cur) && !mark_frontier.less_equal(&cur)) {
-                if done && incoming.keys().all(|&e| e < cur) && watermark.pending_epochs().all(|e| e < cur) {
-                    break;
-                }
-                store.park(incoming.remove(&cur).unwrap_or_default()).unwrap_or_else(|e| fail(e));
-                let due = match watermark.advance_to(cur) {
-                    Some(w) => store.release_until(w),
-                    None => Vec::new(),
+                });
+                let (Some(c), Some(store)) = (cap.as_mut(), store.as_mut()) else {
+                    // Not worker 0, or finished.
+                    return;
                 };
-                cur += 1;
-                if !due.is_empty() {
-                    output.session(&c.delayed(&cur)).give_iterator(due.into_iter().map(Flow::Pass));
+                if !started {
+                    started = true;
+                    // Left by an earlier run and already due: released first, in event-time order.
+                    let due = store.release_until(clock.now_ms());
+                    if !due.is_empty() {
+                        output
+                            .session(&*c)
+                            .give_iterator(due.into_iter().map(Flow::Pass));
+                        store.persist().unwrap_or_else(|e| fail(e));
+                    }
+                }
+                let done = parks_frontier.is_empty() && mark_frontier.is_empty();
+                while done || (!parks_frontier.less_equal(&cur) && !mark_frontier.less_equal(&cur))
+                {
+                    if done
+                        && incoming.keys().all(|&e| e < cur)
+                        && watermark.pending_epochs().all(|e| e < cur)
+                    {
+                        break;
+                    }
+                    store
+                        .park(incoming.remove(&cur).unwrap_or_default())
+                        .unwrap_or_else(|e| fail(e));
+                    let due = match watermark.advance_to(cur) {
+                        Some(w) => store.release_until(w),
+                        None => Vec::new(),
+                    };
+                    cur += 1;
+                    if !due.is_empty() {
+                        output
+                            .session(&c.delayed(&cur))
+                            .give_iterator(due.into_iter().map(Flow::Pass));
+                        store.persist().unwrap_or_else(|e| fail(e));
+                    }
+                    c.downgrade(&cur);
+                }
+                if done {
+                    let w = watermark.advance_all().unwrap_or(Millis::MIN);
+                    let due = store.release_until(w.max(clock.now_ms()));
+                    if !due.is_empty() {
+                        output
+                            .session(&*c)
+                            .give_iterator(due.into_iter().map(Flow::Pass));
+                    }
                     store.persist().unwrap_or_else(|e| fail(e));
+                    cap = None;
                 }
-                c.downgrade(&cur);
             }
-            if done {
-                let w = watermark.advance_all().unwrap_or(Millis::MIN);
-                let due = store.release_until(w.max(clock.now_ms()));
-                if !due.is_empty() {
-                    output.session(&*c).give_iterator(due.into_iter().map(Flow::Pass));
-                }
-                store.persist().unwrap_or_else(|e| fail(e));
-                cap = None;
-            }
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -237,7 +280,14 @@ mod tests {
         });
         Parked {
             release_at,
-            delivery: Delivery { meta, receiver: "r".into(), index: 0, event_time, content_key: 1, frequency_key: 2 },
+            delivery: Delivery {
+                meta,
+                receiver: "r".into(),
+                index: 0,
+                event_time,
+                content_key: 1,
+                frequency_key: 2,
+            },
         }
     }
 
@@ -247,13 +297,21 @@ mod tests {
         let path = dir.join("parked.jsonl");
         let _ = std::fs::remove_dir_all(&dir);
         let mut s = ParkStore::open(&path).unwrap();
-        s.park(vec![parked(900, 30, 3), parked(900, 10, 1), parked(2000, 5, 9)]).unwrap();
+        s.park(vec![
+            parked(900, 30, 3),
+            parked(900, 10, 1),
+            parked(2000, 5, 9),
+        ])
+        .unwrap();
         drop(s);
         let mut s = ParkStore::open(&path).unwrap();
         assert_eq!(s.len(), 3);
         assert_eq!(s.next_release(), Some(900));
         let due = s.release_until(1000);
-        assert_eq!(due.iter().map(|d| d.meta.seq).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            due.iter().map(|d| d.meta.seq).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert!(due.iter().all(|d| d.event_time == 900));
         s.persist().unwrap();
         let mut s = ParkStore::open(&path).unwrap();

@@ -59,9 +59,14 @@ mod tests {
     use chrono::{NaiveDate, TimeZone};
 
     fn at(tz: Tz, d: u32, h: u32, m: u32) -> Millis {
-        tz.from_local_datetime(&NaiveDate::from_ymd_opt(2025, 11, d).unwrap().and_hms_opt(h, m, 0).unwrap())
-            .unwrap()
-            .timestamp_millis()
+        tz.from_local_datetime(
+            &NaiveDate::from_ymd_opt(2025, 11, d)
+                .unwrap()
+                .and_hms_opt(h, m, 0)
+                .unwrap(),
+        )
+        .unwrap()
+        .timestamp_millis()
     }
 
     #[test]
@@ -72,16 +77,39 @@ mod tests {
             release_at: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
             tz,
         };
-        let wrap = NightShield { window: NightWindow::parse("22:00-06:00").unwrap(), ..day };
+        let wrap = NightShield {
+            window: NightWindow::parse("22:00-06:00").unwrap(),
+            ..day
+        };
         let cases = [
             (day, Shield::None, at(tz, 22, 1, 0), Decision::Send),
             (day, Shield::NightDrop, at(tz, 22, 1, 0), Decision::Drop),
             (day, Shield::NightDrop, at(tz, 22, 8, 0), Decision::Send),
-            (day, Shield::NightDelay, at(tz, 22, 0, 0), Decision::DeferUntil(at(tz, 22, 9, 0))),
-            (day, Shield::NightDelay, at(tz, 22, 7, 59), Decision::DeferUntil(at(tz, 22, 9, 0))),
+            (
+                day,
+                Shield::NightDelay,
+                at(tz, 22, 0, 0),
+                Decision::DeferUntil(at(tz, 22, 9, 0)),
+            ),
+            (
+                day,
+                Shield::NightDelay,
+                at(tz, 22, 7, 59),
+                Decision::DeferUntil(at(tz, 22, 9, 0)),
+            ),
             (day, Shield::NightDelay, at(tz, 22, 12, 0), Decision::Send),
-            (wrap, Shield::NightDelay, at(tz, 22, 23, 0), Decision::DeferUntil(at(tz, 23, 9, 0))),
-            (wrap, Shield::NightDelay, at(tz, 22, 5, 0), Decision::DeferUntil(at(tz, 22, 9, 0))),
+            (
+                wrap,
+                Shield::NightDelay,
+                at(tz, 22, 23, 0),
+                Decision::DeferUntil(at(tz, 23, 9, 0)),
+            ),
+            (
+                wrap,
+                Shield::NightDelay,
+                at(tz, 22, 5, 0),
+                Decision::DeferUntil(at(tz, 22, 9, 0)),
+            ),
             (wrap, Shield::NightDrop, at(tz, 22, 21, 59), Decision::Send),
         ];
         for (i, (rule, shield, t, want)) in cases.into_iter().enumerate() {

@@ -59,7 +59,8 @@ impl Validator {
             }
         };
         let Some(template) = self.templates.get(request.template_id) else {
-            out.dead.push(dead(format!("unknown template {}", request.template_id)));
+            out.dead
+                .push(dead(format!("unknown template {}", request.template_id)));
             return out;
         };
         if request.code == Code::Recall {
@@ -101,7 +102,9 @@ impl Validator {
                 }
             };
             let index = index as u32;
-            let seq = ((rec.partition as u32 as u128) << 96) | ((rec.offset as u64 as u128) << 32) | index as u128;
+            let seq = ((rec.partition as u32 as u128) << 96)
+                | ((rec.offset as u64 as u128) << 32)
+                | index as u128;
             out.messages.push(Message {
                 meta: Arc::new(MessageMeta {
                     message_id: ids::message_id(&rec.source, rec.partition, rec.offset, index),
@@ -177,7 +180,11 @@ content = "code {$code}"
             let out = v().validate(&record(&line), 7);
             assert!(out.messages.is_empty(), "{line}");
             assert_eq!(out.dead.len(), 1, "{line}");
-            assert!(out.dead[0].reason.contains(want), "{line}: {}", out.dead[0].reason);
+            assert!(
+                out.dead[0].reason.contains(want),
+                "{line}: {}",
+                out.dead[0].reason
+            );
             assert_eq!(out.dead[0].source, "file:r.jsonl:3");
             assert_eq!(out.dead[0].payload, line);
         }
@@ -194,12 +201,19 @@ content = "code {$code}"
         let out = v().validate(&record(&line), 7);
         assert_eq!(out.messages.len(), 2);
         assert_eq!(out.dead.len(), 1);
-        assert!(out.dead[0].reason.starts_with("messageParamList[1]: missing variable"));
+        assert!(
+            out.dead[0]
+                .reason
+                .starts_with("messageParamList[1]: missing variable")
+        );
         assert_eq!(out.messages[1].receivers, vec!["13800138002"]);
         assert_eq!(out.messages[1].meta.content, r#"{"content":"code 3"}"#);
         assert_eq!(out.messages[1].meta.biz_id.as_deref(), Some("b"));
         assert_eq!(out.messages[0].meta.business_id, 2000000120251122);
-        assert_ne!(out.messages[0].meta.message_id, out.messages[1].meta.message_id);
+        assert_ne!(
+            out.messages[0].meta.message_id,
+            out.messages[1].meta.message_id
+        );
     }
 
     fn arb_json() -> impl Strategy<Value = serde_json::Value> {
@@ -208,8 +222,13 @@ content = "code {$code}"
             any::<bool>().prop_map(serde_json::Value::from),
             any::<i64>().prop_map(serde_json::Value::from),
             "[a-z0-9 ,{}$@.]{0,12}".prop_map(serde_json::Value::from),
-            prop_oneof![Just("send"), Just("recall"), Just("code"), Just("messageTemplateId")]
-                .prop_map(serde_json::Value::from),
+            prop_oneof![
+                Just("send"),
+                Just("recall"),
+                Just("code"),
+                Just("messageTemplateId")
+            ]
+            .prop_map(serde_json::Value::from),
         ];
         leaf.prop_recursive(4, 40, 6, |inner| {
             prop_oneof![
@@ -237,7 +256,10 @@ content = "code {$code}"
     fn accounted(out: &Validated) -> bool {
         !(out.messages.is_empty() && out.dead.is_empty())
             && out.dead.iter().all(|d| !d.reason.is_empty())
-            && out.messages.iter().all(|m| !m.receivers.is_empty() && m.receivers.len() <= 100)
+            && out
+                .messages
+                .iter()
+                .all(|m| !m.receivers.is_empty() && m.receivers.len() <= 100)
     }
 
     proptest! {

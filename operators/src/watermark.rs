@@ -22,7 +22,10 @@ pub struct Watermark {
 impl Watermark {
     /// Records a mark.
     pub fn push(&mut self, mark: &Mark) {
-        let e = self.pending.entry(mark.epoch).or_insert(mark.max_event_time);
+        let e = self
+            .pending
+            .entry(mark.epoch)
+            .or_insert(mark.max_event_time);
         *e = (*e).max(mark.max_event_time);
     }
 
@@ -62,7 +65,11 @@ mod tests {
     fn folds_in_epoch_order() {
         let mut w = Watermark::default();
         for (epoch, t) in [(2, 50), (0, 10), (1, 5), (0, 30)] {
-            w.push(&Mark { to: 0, max_event_time: t, epoch });
+            w.push(&Mark {
+                to: 0,
+                max_event_time: t,
+                epoch,
+            });
         }
         assert_eq!(w.advance_to(0), Some(30));
         assert_eq!(w.advance_to(1), Some(30));

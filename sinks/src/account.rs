@@ -82,13 +82,17 @@ impl AccountConfig {
     pub fn validate(&self, key: &str) -> Vec<String> {
         let mut p = Vec::new();
         if self.provider == ProviderKind::Outbox && self.dir.is_none() {
-            p.push(format!("{key}.dir: the outbox provider needs a directory, e.g. dir = \"var/outbox\""));
+            p.push(format!(
+                "{key}.dir: the outbox provider needs a directory, e.g. dir = \"var/outbox\""
+            ));
         }
         if self.concurrency == 0 {
             p.push(format!("{key}.concurrency: must be at least 1"));
         }
         if self.rate_limit.is_some_and(|r| r.per_second == 0) {
-            p.push(format!("{key}.rate_limit.per_second: must be at least 1 (omit rate_limit for none)"));
+            p.push(format!(
+                "{key}.rate_limit.per_second: must be at least 1 (omit rate_limit for none)"
+            ));
         }
         if self.attempts == Some(0) {
             p.push(format!("{key}.attempts: must be at least 1"));
@@ -119,11 +123,16 @@ impl Account {
     /// Sends one batch: waits for rate-limit permits and a concurrency slot, then calls the
     /// provider with retries. One outcome per receiver, in order.
     pub async fn send(&self, batch: &SendBatch) -> Vec<Outcome> {
-        let (refused, to_send): (Vec<&String>, Vec<&String>) =
-            batch.receivers.iter().partition(|r| self.reject.contains(r));
+        let (refused, to_send): (Vec<&String>, Vec<&String>) = batch
+            .receivers
+            .iter()
+            .partition(|r| self.reject.contains(r));
         let mut outcome_of = BTreeMap::new();
         for r in refused {
-            outcome_of.insert(r.as_str(), Err(format!("{}: receiver refused by the provider", self.name)));
+            outcome_of.insert(
+                r.as_str(),
+                Err(format!("{}: receiver refused by the provider", self.name)),
+            );
         }
         if !to_send.is_empty() {
             if let Some((limiter, strategy, burst)) = &self.limiter {
@@ -133,11 +142,17 @@ impl Account {
                 };
                 while need > 0 {
                     let n = need.min(burst.get());
-                    let _ = limiter.until_n_ready(NonZeroU32::new(n).expect("n > 0")).await;
+                    let _ = limiter
+                        .until_n_ready(NonZeroU32::new(n).expect("n > 0"))
+                        .await;
                     need -= n;
                 }
             }
-            let _slot = self.slots.acquire().await.expect("semaphore is never closed");
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .expect("semaphore is never closed");
             let receivers: Vec<String> = to_send.iter().map(|r| r.to_string()).collect();
             let result = self
                 .retry
@@ -149,7 +164,12 @@ impl Account {
                 })
                 .await;
             for r in &to_send {
-                outcome_of.insert(r.as_str(), result.clone().map_err(|e: SendError| e.reason().to_string()));
+                outcome_of.insert(
+                    r.as_str(),
+                    result
+                        .clone()
+                        .map_err(|e: SendError| e.reason().to_string()),
+                );
             }
         }
         batch
@@ -167,7 +187,10 @@ pub struct Accounts {
 
 impl Accounts {
     /// Builds accounts from their configs; relative outbox directories resolve against `base`.
-    pub fn build(configs: &BTreeMap<String, AccountConfig>, base: &Path) -> std::io::Result<Accounts> {
+    pub fn build(
+        configs: &BTreeMap<String, AccountConfig>,
+        base: &Path,
+    ) -> std::io::Result<Accounts> {
         let outboxes = Outboxes::default();
         let mut list = Vec::new();
         for (name, c) in configs {
@@ -269,7 +292,13 @@ mod tests {
         let mut ok = 0;
         // 20 burst + 20 more at 20/s: at least ~1 s.
         for _ in 0..4 {
-            ok += accounts.get(0).send(&batch(&["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"])).await.iter().filter(|o| o.is_ok()).count();
+            ok += accounts
+                .get(0)
+                .send(&batch(&["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]))
+                .await
+                .iter()
+                .filter(|o| o.is_ok())
+                .count();
         }
         assert_eq!(ok, 40);
         assert!(start.elapsed().as_millis() >= 900, "{:?}", start.elapsed());
@@ -277,7 +306,8 @@ mod tests {
 
     #[test]
     fn validation_names_keys() {
-        let c: AccountConfig = toml::from_str("channel = \"sms\"\nprovider = \"outbox\"\nconcurrency = 0\n").unwrap();
+        let c: AccountConfig =
+            toml::from_str("channel = \"sms\"\nprovider = \"outbox\"\nconcurrency = 0\n").unwrap();
         let p = c.validate("accounts.x");
         assert_eq!(p.len(), 2);
         assert!(p[0].starts_with("accounts.x.dir"));

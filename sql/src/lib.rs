@@ -51,10 +51,15 @@ impl Tracking {
     /// Registers `events` and `dead_letters` under `dir` (created if missing).
     pub async fn open(dir: &Path) -> Result<Tracking, SqlError> {
         let ctx = SessionContext::new();
-        for (table, schema) in [("events", events_schema()), ("dead_letters", dead_letters_schema())] {
+        for (table, schema) in [
+            ("events", events_schema()),
+            ("dead_letters", dead_letters_schema()),
+        ] {
             let path = dir.join(table);
-            std::fs::create_dir_all(&path)
-                .map_err(|source| SqlError::Io { path: path.display().to_string(), source })?;
+            std::fs::create_dir_all(&path).map_err(|source| SqlError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
             let url = format!("{}/", path.canonicalize().unwrap_or(path.clone()).display());
             let options = ParquetReadOptions::default()
                 .schema(&schema)
@@ -78,11 +83,15 @@ impl Tracking {
 /// Renders batches in a format.
 pub fn format(batches: &[RecordBatch], format: Format) -> Result<String, SqlError> {
     match format {
-        Format::Table => Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
+        Format::Table => {
+            Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string())
+        }
         Format::Csv => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
                 for b in batches {
                     w.write(b)?;
                 }

@@ -29,13 +29,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// The demo job copied into a fresh temporary directory.
 pub fn demo_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo"), dir.path());
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo"),
+        dir.path(),
+    );
     let job = dir.path().join("job.toml");
     (dir, job)
 }
 
 /// Runs a job into memory with `workers` and a fixed clock; returns its rows.
-pub fn run_memory(job: &Path, workers: usize, now: i64) -> (Vec<EventRow>, Vec<DeadLetter>, tidings_dataflows::Summary) {
+pub fn run_memory(
+    job: &Path,
+    workers: usize,
+    now: i64,
+) -> (Vec<EventRow>, Vec<DeadLetter>, tidings_dataflows::Summary) {
     let job = Job::load(job).unwrap_or_else(|e| panic!("{e}"));
     let memory = MemoryTracking::default();
     let opts = RunOptions {
@@ -43,6 +50,7 @@ pub fn run_memory(job: &Path, workers: usize, now: i64) -> (Vec<EventRow>, Vec<D
         clock: Clock::Fixed(now),
         tracking: TrackingTarget::Memory(memory.clone()),
         in_flight: 2,
+        handle_signals: false,
     };
     let summary = run(&job, &opts).unwrap();
     let c = memory.take();

@@ -1,59 +1,114 @@
 //! Content dedup (step 7): at most `num` sends of the same (template, receiver, rendered
 //! content) per sliding window `(t - window, t]` of event time.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tidings_model::time::Millis;
 use tidings_model::{Delivery, State, Templates};
 
-use super::KeyedRule;
+use super::{KeyedRule, Sweep};
+
+/// The admissions of one key. One admission (the common case with `num = 1`) is held inline:
+/// 16 bytes in all, so the map's entry is 32 bytes plus its control byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Admitted {
+    One(Millis),
+    Many(Box<[Millis]>),
+}
+
+impl Admitted {
+    fn times(&self) -> &[Millis] {
+        match self {
+            Admitted::One(t) => std::slice::from_ref(t),
+            Admitted::Many(ts) => ts,
+        }
+    }
+
+    fn insert(&mut self, t: Millis) {
+        let mut ts = self.times().to_vec();
+        let at = ts.partition_point(|&a| a <= t);
+        ts.insert(at, t);
+        *self = Admitted::Many(ts.into_boxed_slice());
+    }
+
+    /// Keeps the admissions still inside a window ending after `horizon`; false when none is.
+    fn retain_alive(&mut self, window: Millis, horizon: Millis) -> bool {
+        let alive: Vec<Millis> = self
+            .times()
+            .iter()
+            .copied()
+            .filter(|&a| a + window > horizon)
+            .collect();
+        match alive.len() {
+            0 => false,
+            1 => {
+                *self = Admitted::One(alive[0]);
+                true
+            }
+            n if n == self.times().len() => true,
+            _ => {
+                *self = Admitted::Many(alive.into_boxed_slice());
+                true
+            }
+        }
+    }
+}
 
 /// The content rule's state: per key, the event times of its admissions.
 #[derive(Debug)]
 pub struct ContentDedup {
     num: usize,
     window: Millis,
-    lateness: Millis,
     templates: Arc<Templates>,
-    /// Admission times per key, ascending. Almost always one or two entries.
-    admitted: HashMap<u128, Vec<Millis>>,
-    /// (expiry, key), lazily deleted: a popped entry whose key still has younger admissions is
-    /// simply dropped, because each admission pushed its own entry.
-    expiry: BinaryHeap<Reverse<(Millis, u128)>>,
+    admitted: HashMap<u128, Admitted>,
+    sweep: Sweep,
 }
 
 impl ContentDedup {
     /// At most `num` admissions per `window` ms; state older than `lateness` ms behind the
     /// watermark is evicted.
-    pub fn new(num: u32, window: Millis, lateness: Millis, templates: Arc<Templates>) -> ContentDedup {
+    pub fn new(
+        num: u32,
+        window: Millis,
+        lateness: Millis,
+        templates: Arc<Templates>,
+    ) -> ContentDedup {
         ContentDedup {
             num: num as usize,
             window,
-            lateness,
             templates,
             admitted: HashMap::new(),
-            expiry: BinaryHeap::new(),
+            sweep: Sweep::new(lateness, window.max(60_000)),
         }
     }
 
-    /// Judges an admission of `key` at event time `t`.
+    /// Judges an admission of `key` at event time `t`; `Err(seen)` when the window is full.
     pub fn admit(&mut self, key: u128, t: Millis) -> Result<(), usize> {
-        let times = self.admitted.entry(key).or_default();
-        let seen = times.iter().filter(|&&a| a > t - self.window && a <= t).count();
-        if seen >= self.num {
-            return Err(seen);
+        match self.admitted.get_mut(&key) {
+            None if self.num > 0 => {
+                self.admitted.insert(key, Admitted::One(t));
+                Ok(())
+            }
+            None => Err(0),
+            Some(a) => {
+                let seen = a
+                    .times()
+                    .iter()
+                    .filter(|&&x| x > t - self.window && x <= t)
+                    .count();
+                if seen >= self.num {
+                    return Err(seen);
+                }
+                a.insert(t);
+                Ok(())
+            }
         }
-        let at = times.partition_point(|&a| a <= t);
-        times.insert(at, t);
-        self.expiry.push(Reverse((t + self.window, key)));
-        Ok(())
     }
 
     /// Admissions held (for sizing).
     pub fn admissions(&self) -> usize {
-        self.admitted.values().map(Vec::len).sum()
+        self.admitted.values().map(|a| a.times().len()).sum()
     }
 }
 
@@ -65,28 +120,26 @@ impl KeyedRule for ContentDedup {
     }
 
     fn judge(&mut self, key: u128, d: &Delivery) -> Result<(), (State, String)> {
-        if self.templates.get(d.meta.template_id).is_some_and(|t| !t.dedup) {
+        if self
+            .templates
+            .get(d.meta.template_id)
+            .is_some_and(|t| !t.dedup)
+        {
             return Ok(());
         }
         let window = self.window / 1000;
         self.admit(key, d.event_time).map_err(|seen| {
-            (State::ContentDeduplication, format!("{seen} send(s) of this content in the last {window}s"))
+            (
+                State::ContentDeduplication,
+                format!("{seen} send(s) of this content in the last {window}s"),
+            )
         })
     }
 
     fn evict(&mut self, watermark: Millis) {
-        let horizon = watermark.saturating_sub(self.lateness);
-        while let Some(Reverse((expiry, key))) = self.expiry.peek().copied() {
-            if expiry > horizon {
-                break;
-            }
-            self.expiry.pop();
-            if let Some(times) = self.admitted.get_mut(&key) {
-                times.retain(|&a| a + self.window > horizon);
-                if times.is_empty() {
-                    self.admitted.remove(&key);
-                }
-            }
+        if let Some(horizon) = self.sweep.due(watermark) {
+            let window = self.window;
+            self.admitted.retain(|_, a| a.retain_alive(window, horizon));
         }
     }
 
@@ -109,6 +162,7 @@ mod tests {
             (1, 300, &[0], 300, true),
             (2, 300, &[0], 100, true),
             (2, 300, &[0, 100], 200, false),
+            (2, 300, &[100, 0], 350, true),
             (1, 300, &[500], 100, true), // a later admission is not in (t - w, t]
         ];
         for (i, (num, window, before, t, pass)) in cases.iter().enumerate() {
@@ -122,15 +176,24 @@ mod tests {
 
     #[test]
     fn eviction_follows_the_watermark() {
-        let mut d = ContentDedup::new(1, 300, 100, Arc::new(Templates::default()));
+        let mut d = ContentDedup::new(2, 60_000, 1000, Arc::new(Templates::default()));
         d.admit(1, 0).unwrap();
-        d.admit(2, 1000).unwrap();
-        d.evict(399);
+        d.admit(2, 100_000).unwrap();
+        d.admit(2, 110_000).unwrap();
+        d.evict(60_999);
         assert_eq!(d.keys(), 2);
-        d.evict(400);
-        assert_eq!(d.keys(), 1);
-        d.evict(10_000);
+        d.evict(170_000);
+        assert_eq!(
+            (d.keys(), d.admissions()),
+            (1, 1),
+            "key 1 gone, key 2 keeps 110000"
+        );
+        d.evict(1_000_000);
         assert_eq!(d.keys(), 0);
-        assert!(d.expiry.is_empty());
+    }
+
+    #[test]
+    fn entries_are_small() {
+        assert_eq!(std::mem::size_of::<Admitted>(), 16);
     }
 }

@@ -1,52 +1,82 @@
 //! Frequency dedup (step 8): at most `num` sends per (receiver, channel) per local calendar day
 //! of event time.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
 use tidings_model::time::{Millis, end_of_local_day, local_day};
 use tidings_model::{Delivery, State, Templates};
 
-use super::KeyedRule;
+use super::{KeyedRule, Sweep};
+
+/// Admissions per local day of one key; one day (the common case) inline, 16 bytes in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Days {
+    One(i32, u32),
+    Many(Box<[(i32, u32)]>),
+}
 
 /// The frequency rule's state: per key, the admissions per local day.
 #[derive(Debug)]
 pub struct FrequencyDedup {
     num: u32,
     tz: Tz,
-    lateness: Millis,
     templates: Arc<Templates>,
-    /// (day, count) per key; one day in the common case.
-    counts: HashMap<u128, Vec<(i32, u32)>>,
-    /// (end of day, key), lazily deleted.
-    expiry: BinaryHeap<Reverse<(Millis, u128)>>,
+    counts: HashMap<u128, Days>,
+    sweep: Sweep,
 }
 
 impl FrequencyDedup {
-    /// At most `num` per day in `tz`.
+    /// At most `num` per day in `tz`; days ending more than `lateness` ms behind the watermark
+    /// are evicted.
     pub fn new(num: u32, tz: Tz, lateness: Millis, templates: Arc<Templates>) -> FrequencyDedup {
-        FrequencyDedup { num, tz, lateness, templates, counts: HashMap::new(), expiry: BinaryHeap::new() }
+        FrequencyDedup {
+            num,
+            tz,
+            templates,
+            counts: HashMap::new(),
+            sweep: Sweep::new(lateness, 3_600_000),
+        }
     }
 
     /// Judges an admission of `key` at event time `t`; `Err(count)` when the day is full.
     pub fn admit(&mut self, key: u128, t: Millis) -> Result<(), u32> {
         let day = local_day(self.tz, t);
-        let days = self.counts.entry(key).or_default();
-        match days.iter_mut().find(|(d, _)| *d == day) {
-            Some((_, n)) if *n >= self.num => Err(*n),
-            Some((_, n)) => {
-                *n += 1;
+        let num = self.num;
+        match self.counts.get_mut(&key) {
+            None if num == 0 => Err(0),
+            None => {
+                self.counts.insert(key, Days::One(day, 1));
                 Ok(())
             }
-            None if self.num == 0 => Err(0),
-            None => {
-                days.push((day, 1));
-                self.expiry.push(Reverse((end_of_local_day(self.tz, day), key)));
-                Ok(())
+            Some(Days::One(d, n)) if *d == day => bump(n, num),
+            Some(entry) => {
+                let mut days: Vec<(i32, u32)> = match entry {
+                    Days::One(d, n) => vec![(*d, *n)],
+                    Days::Many(v) => v.to_vec(),
+                };
+                let result = match days.iter_mut().find(|(d, _)| *d == day) {
+                    Some((_, n)) => bump(n, num),
+                    None if num == 0 => Err(0),
+                    None => {
+                        days.push((day, 1));
+                        Ok(())
+                    }
+                };
+                *entry = Days::Many(days.into_boxed_slice());
+                result
             }
         }
+    }
+}
+
+fn bump(n: &mut u32, num: u32) -> Result<(), u32> {
+    if *n >= num {
+        Err(*n)
+    } else {
+        *n += 1;
+        Ok(())
     }
 }
 
@@ -58,26 +88,38 @@ impl KeyedRule for FrequencyDedup {
     }
 
     fn judge(&mut self, key: u128, d: &Delivery) -> Result<(), (State, String)> {
-        if self.templates.get(d.meta.template_id).is_some_and(|t| !t.dedup) {
+        if self
+            .templates
+            .get(d.meta.template_id)
+            .is_some_and(|t| !t.dedup)
+        {
             return Ok(());
         }
-        self.admit(key, d.event_time)
-            .map_err(|n| (State::RuleDeduplication, format!("{n} send(s) to this receiver on this channel today")))
+        self.admit(key, d.event_time).map_err(|n| {
+            (
+                State::RuleDeduplication,
+                format!("{n} send(s) to this receiver on this channel today"),
+            )
+        })
     }
 
     fn evict(&mut self, watermark: Millis) {
-        let horizon = watermark.saturating_sub(self.lateness);
-        while let Some(Reverse((end, key))) = self.expiry.peek().copied() {
-            if end > horizon {
-                break;
-            }
-            self.expiry.pop();
-            if let Some(days) = self.counts.get_mut(&key) {
-                days.retain(|&(day, _)| end_of_local_day(self.tz, day) > horizon);
-                if days.is_empty() {
-                    self.counts.remove(&key);
+        if let Some(horizon) = self.sweep.due(watermark) {
+            let tz = self.tz;
+            let alive = |day: i32| end_of_local_day(tz, day) > horizon;
+            self.counts.retain(|_, days| match days {
+                Days::One(d, _) => alive(*d),
+                Days::Many(v) => {
+                    let kept: Vec<(i32, u32)> =
+                        v.iter().copied().filter(|(d, _)| alive(*d)).collect();
+                    let keep = !kept.is_empty();
+                    *days = match kept.as_slice() {
+                        [(d, n)] => Days::One(*d, *n),
+                        _ => Days::Many(kept.into_boxed_slice()),
+                    };
+                    keep
                 }
-            }
+            });
         }
     }
 
@@ -102,9 +144,18 @@ mod tests {
         assert!(f.admit(7, t + H).is_ok());
         assert_eq!(f.admit(7, t + 2 * H), Err(2));
         assert!(f.admit(8, t).is_ok(), "other key");
-        assert!(f.admit(7, t - H).is_ok(), "23:30 the day before is another day");
+        assert!(
+            f.admit(7, t - H).is_ok(),
+            "23:30 the day before is another day"
+        );
         assert!(f.admit(7, t + 24 * H).is_ok(), "next day");
+        assert_eq!(f.admit(7, t + 3 * H), Err(2), "the first day is still full");
         f.evict(t + 48 * H);
         assert_eq!(f.keys(), 0);
+    }
+
+    #[test]
+    fn entries_are_small() {
+        assert_eq!(std::mem::size_of::<Days>(), 16);
     }
 }

@@ -17,13 +17,13 @@ pub use frequency::FrequencyDedup;
 
 use std::collections::BTreeMap;
 
+use tidings_model::time::Millis;
+use tidings_model::{Delivery, EventRow, State, ids};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
-use tidings_model::time::Millis;
-use tidings_model::{Delivery, EventRow, State, ids};
 
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Flow};
@@ -69,7 +69,9 @@ pub fn keyed<'s, R: KeyedRule>(
             move |(data, data_frontier), (mark_input, mark_frontier), output| {
                 data.for_each_stamp(|cap, batches| {
                     let Some(&epoch) = cap.least() else { return };
-                    let entry = pending.entry(epoch).or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new()));
+                    let entry = pending
+                        .entry(epoch)
+                        .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new()));
                     for batch in batches {
                         entry.1.extend(batch.drain(..).filter_map(|f| match f {
                             Flow::Pass(d) => Some(d),
@@ -86,27 +88,69 @@ pub fn keyed<'s, R: KeyedRule>(
                         }
                     }
                 });
-                let complete = |e: &Epoch| !data_frontier.less_equal(e) && !mark_frontier.less_equal(e);
-                let mut epochs: Vec<Epoch> =
-                    pending.keys().copied().chain(watermark.pending_epochs()).filter(complete).collect();
+                let complete =
+                    |e: &Epoch| !data_frontier.less_equal(e) && !mark_frontier.less_equal(e);
+                let mut epochs: Vec<Epoch> = pending
+                    .keys()
+                    .copied()
+                    .chain(watermark.pending_epochs())
+                    .filter(complete)
+                    .collect();
                 epochs.sort_unstable();
                 epochs.dedup();
                 for epoch in epochs {
                     if let Some(w) = watermark.advance_to(epoch) {
                         rule.evict(w);
                     }
-                    let Some((cap, mut batch)) = pending.remove(&epoch) else { continue };
+                    let Some((cap, mut batch)) = pending.remove(&epoch) else {
+                        continue;
+                    };
                     batch.sort_by_key(Delivery::order);
                     let now = clock.now_ms();
                     let mut session = output.session(&cap);
                     for d in batch {
                         match rule.judge(R::key(&d), &d) {
                             Ok(()) => session.give(Flow::Pass(d)),
-                            Err((state, reason)) => session.give(Flow::Row(EventRow::of(&d, state, Some(reason), now))),
+                            Err((state, reason)) => {
+                                session.give(Flow::Row(EventRow::of(&d, state, Some(reason), now)))
+                            }
                         }
                     }
                 }
             }
         },
     )
+}
+
+/// When to sweep a rule's state: eviction scans the whole map, so it runs only when the
+/// eviction horizon (`W(e) − lateness`) has moved `every` ms since the last sweep. The horizon
+/// is a function of the global watermark, so sweeps happen at the same epochs on every worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Sweep {
+    lateness: Millis,
+    every: Millis,
+    last: Option<Millis>,
+}
+
+impl Sweep {
+    /// Sweeps `lateness` behind the watermark, at most once per `every` ms of it.
+    pub fn new(lateness: Millis, every: Millis) -> Sweep {
+        Sweep {
+            lateness,
+            every,
+            last: None,
+        }
+    }
+
+    /// The horizon to evict up to, when a sweep is due at `watermark`.
+    pub fn due(&mut self, watermark: Millis) -> Option<Millis> {
+        let horizon = watermark.saturating_sub(self.lateness);
+        match self.last {
+            Some(last) if horizon < last.saturating_add(self.every) => None,
+            _ => {
+                self.last = Some(horizon);
+                Some(horizon)
+            }
+        }
+    }
 }

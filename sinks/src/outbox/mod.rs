@@ -28,7 +28,10 @@ impl Outbox {
     /// An outbox writing under `dir` (created if missing).
     pub fn new(dir: &Path) -> io::Result<Outbox> {
         std::fs::create_dir_all(dir)?;
-        Ok(Outbox { dir: dir.to_path_buf(), files: Mutex::new(HashMap::new()) })
+        Ok(Outbox {
+            dir: dir.to_path_buf(),
+            files: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The file of a channel.
@@ -54,7 +57,8 @@ impl Outbox {
                 files.entry(batch.channel).or_insert(f)
             }
         };
-        file.write_all(&buf).map_err(|e| SendError::Transient(format!("outbox: {e}")))
+        file.write_all(&buf)
+            .map_err(|e| SendError::Transient(format!("outbox: {e}")))
     }
 }
 
@@ -110,10 +114,17 @@ mod tests {
             event_time: 0,
             seq: 0,
         });
-        let batch = SendBatch { meta, channel: Channel::Sms, receivers: vec![] };
+        let batch = SendBatch {
+            meta,
+            channel: Channel::Sms,
+            receivers: vec![],
+        };
         o.send(&batch, &["a".into(), "b".into()]).unwrap();
         let text = std::fs::read_to_string(dir.path().join("sms.jsonl")).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(
             lines[1],

@@ -11,7 +11,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arrow_array::builder::{Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::builder::{
+    Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
 use arrow_array::{ArrayRef, RecordBatch};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -102,7 +104,13 @@ pub struct ParquetTracking {
 
 impl ParquetTracking {
     /// A writer under `dir`; `run` and `worker` make file names unique across runs and workers.
-    pub fn new(dir: &Path, tz: Tz, templates: Arc<Templates>, run: &str, worker: usize) -> ParquetTracking {
+    pub fn new(
+        dir: &Path,
+        tz: Tz,
+        templates: Arc<Templates>,
+        run: &str,
+        worker: usize,
+    ) -> ParquetTracking {
         ParquetTracking {
             dir: dir.to_path_buf(),
             tz,
@@ -116,12 +124,18 @@ impl ParquetTracking {
     }
 
     fn event(&mut self, row: EventRow) {
-        self.events.entry(local_date(self.tz, row.event_time)).or_default().push(row);
+        self.events
+            .entry(local_date(self.tz, row.event_time))
+            .or_default()
+            .push(row);
         self.buffered += 1;
     }
 
     fn dead(&mut self, row: DeadLetter) {
-        self.dead.entry(local_date(self.tz, row.time)).or_default().push(row);
+        self.dead
+            .entry(local_date(self.tz, row.time))
+            .or_default()
+            .push(row);
         self.buffered += 1;
     }
 
@@ -143,14 +157,20 @@ impl ParquetTracking {
     }
 
     fn write(&mut self, table: &str, date: NaiveDate, batch: RecordBatch) -> io::Result<()> {
-        let dir = self.dir.join(table).join(format!("date={}", date.format("%Y-%m-%d")));
+        let dir = self
+            .dir
+            .join(table)
+            .join(format!("date={}", date.format("%Y-%m-%d")));
         std::fs::create_dir_all(&dir)?;
         self.seq += 1;
         let name = format!("{}-{:05}.parquet", self.prefix, self.seq);
         let tmp = dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp)?;
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(io::Error::other)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(io::Error::other)?;
         writer.write(&batch).map_err(io::Error::other)?;
         let file = writer.into_inner().map_err(io::Error::other)?;
         file.sync_all()?;
@@ -244,17 +264,45 @@ mod tests {
             event_time: 0,
             seq: 0,
         });
-        for (t, state) in [(1_763_742_600_000, State::Receive), (1_763_742_600_000 - 3_600_000, State::SendSuccess)] {
-            w.event(EventRow { time: t, event_time: t, meta: meta.clone(), receiver: "r".into(), state, reason: None });
+        for (t, state) in [
+            (1_763_742_600_000, State::Receive),
+            (1_763_742_600_000 - 3_600_000, State::SendSuccess),
+        ] {
+            w.event(EventRow {
+                time: t,
+                event_time: t,
+                meta: meta.clone(),
+                receiver: "r".into(),
+                state,
+                reason: None,
+            });
         }
-        w.dead(DeadLetter { time: 1_763_742_600_000, source: "file:x:1".into(), payload: "{".into(), reason: "bad".into() });
+        w.dead(DeadLetter {
+            time: 1_763_742_600_000,
+            source: "file:x:1".into(),
+            payload: "{".into(),
+            reason: "bad".into(),
+        });
         assert_eq!(w.buffered(), 3);
         w.flush().unwrap();
         assert_eq!(w.buffered(), 0);
-        let day1 = dir.path().join("events/date=2025-11-22/part-r1-w0-00002.parquet");
-        let day0 = dir.path().join("events/date=2025-11-21/part-r1-w0-00001.parquet");
-        assert!(day0.exists() && day1.exists(), "{:?}", std::fs::read_dir(dir.path().join("events")).unwrap().collect::<Vec<_>>());
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(day1).unwrap()).unwrap().build().unwrap();
+        let day1 = dir
+            .path()
+            .join("events/date=2025-11-22/part-r1-w0-00002.parquet");
+        let day0 = dir
+            .path()
+            .join("events/date=2025-11-21/part-r1-w0-00001.parquet");
+        assert!(
+            day0.exists() && day1.exists(),
+            "{:?}",
+            std::fs::read_dir(dir.path().join("events"))
+                .unwrap()
+                .collect::<Vec<_>>()
+        );
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(day1).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
         let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
         assert_eq!(batches[0].num_rows(), 1);
         assert_eq!(batches[0].schema().fields().len(), 12);

@@ -35,7 +35,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 4, initial: Duration::from_millis(100), max: Duration::from_secs(5) }
+        RetryPolicy {
+            attempts: 4,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
     }
 }
 
@@ -43,7 +47,10 @@ impl RetryPolicy {
     /// The pause before attempt `n` (1-based retry count): exponential, capped, with ±25%
     /// jitter so that many failing sends do not retry in lockstep.
     pub fn backoff(&self, n: u32, jitter_seed: u64) -> Duration {
-        let base = self.initial.saturating_mul(1u32 << n.min(16).saturating_sub(1)).min(self.max);
+        let base = self
+            .initial
+            .saturating_mul(1u32 << n.min(16).saturating_sub(1))
+            .min(self.max);
         // A cheap deterministic-per-call spread in [0.75, 1.25).
         let spread = 0.75 + (splitmix(jitter_seed) % 1000) as f64 / 2000.0;
         base.mul_f64(spread)
@@ -70,7 +77,9 @@ impl RetryPolicy {
                     let _ = r;
                 }
                 Err(SendError::Transient(r)) if attempt > 1 => {
-                    return Err(SendError::Transient(format!("{r} (after {attempt} attempts)")));
+                    return Err(SendError::Transient(format!(
+                        "{r} (after {attempt} attempts)"
+                    )));
                 }
                 Err(e) => return Err(e),
             }
@@ -91,7 +100,11 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn fast(attempts: u32) -> RetryPolicy {
-        RetryPolicy { attempts, initial: Duration::from_millis(1), max: Duration::from_millis(2) }
+        RetryPolicy {
+            attempts,
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        }
     }
 
     #[tokio::test]
@@ -104,7 +117,10 @@ mod tests {
             })
             .await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
-        assert_eq!(r, Err(SendError::Transient("503 (after 3 attempts)".into())));
+        assert_eq!(
+            r,
+            Err(SendError::Transient("503 (after 3 attempts)".into()))
+        );
     }
 
     #[tokio::test]
@@ -121,7 +137,13 @@ mod tests {
         let r = fast(5)
             .run(|| {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
-                async move { if n < 2 { Err(SendError::Transient("429".into())) } else { Ok(()) } }
+                async move {
+                    if n < 2 {
+                        Err(SendError::Transient("429".into()))
+                    } else {
+                        Ok(())
+                    }
+                }
             })
             .await;
         assert_eq!((calls.load(Ordering::SeqCst), r), (3, Ok(())));
@@ -129,7 +151,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { attempts: 10, initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let p = RetryPolicy {
+            attempts: 10,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
         let b1 = p.backoff(1, 1);
         let b3 = p.backoff(3, 1);
         assert!(b1 >= Duration::from_millis(75) && b1 < Duration::from_millis(125));
