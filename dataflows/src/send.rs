@@ -100,14 +100,20 @@ pub fn send<'s>(
                         });
                     }
                 });
+                // Completions are gathered per epoch and given in one session each: a session per
+                // completion would ship one nearly empty container per provider call.
+                let mut finished: BTreeMap<Epoch, Vec<EventRow>> = BTreeMap::new();
                 while let Ok((epoch, rows)) = done_rx.try_recv() {
+                    finished.entry(epoch).or_default().extend(rows);
                     let entry = inflight
                         .get_mut(&epoch)
                         .expect("an epoch with sends out keeps its entry");
-                    output
-                        .session(&entry.0)
-                        .give_iterator(rows.into_iter().map(Flow::Row));
                     entry.1 -= 1;
+                }
+                for (epoch, rows) in finished {
+                    output
+                        .session(&inflight[&epoch].0)
+                        .give_iterator(rows.into_iter().map(Flow::Row));
                 }
                 inflight.retain(|epoch, (_, out)| *out > 0 || frontier.less_equal(epoch));
             }
