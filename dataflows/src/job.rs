@@ -14,6 +14,8 @@ use tidings_model::template::toml_error_line;
 use tidings_model::time::{NightWindow, parse_hhmm};
 use tidings_sinks::account::AccountConfig;
 
+use crate::kafka::KafkaSettings;
+
 /// A job file that cannot be used: every line names the file, the key and the fix.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
@@ -94,7 +96,7 @@ pub struct SourceConfig {
     /// File source: the JSON-lines file, relative to the job file.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// Kafka: bootstrap servers, e.g. `"127.0.0.1:9092"`.
+    /// Kafka: bootstrap servers. Default `"127.0.0.1:9092"`.
     #[serde(default)]
     pub brokers: Option<String>,
     /// Kafka: the send topic. Default `"tidings.send"`.
@@ -278,6 +280,8 @@ pub struct Job {
     pub state_dir: PathBuf,
     /// Template id → account name.
     pub account_of: BTreeMap<i64, String>,
+    /// The Kafka source (kafka source).
+    pub kafka: Option<KafkaSettings>,
 }
 
 impl Job {
@@ -379,14 +383,25 @@ impl Job {
                     None
                 }
             },
-            SourceKind::Kafka => {
-                bad(
-                    "source.kind",
-                    "the kafka source is not available in this build; use kind = \"file\"".into(),
-                );
-                None
-            }
+            SourceKind::Kafka => None,
         };
+        let kafka = (file.source.kind == SourceKind::Kafka).then(|| KafkaSettings {
+            brokers: file
+                .source
+                .brokers
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            topic: file
+                .source
+                .topic
+                .clone()
+                .unwrap_or_else(|| "tidings.send".into()),
+            group: file
+                .source
+                .group
+                .clone()
+                .unwrap_or_else(|| "tidings".into()),
+        });
         if file.source.epoch_lines == 0 {
             bad("source.epoch_lines", "must be at least 1".into());
         }
@@ -454,6 +469,7 @@ impl Job {
             tracking_dir,
             state_dir,
             account_of,
+            kafka,
             file,
         })
     }

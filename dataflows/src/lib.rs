@@ -4,6 +4,7 @@
 //!
 //! - [`job`]: the job file (CONTRACT §3), parsed and checked.
 //! - [`source`]: the file source (epochs, backpressure).
+//! - [`kafka`]: the Kafka source (offsets committed behind the done frontier) and the producer.
 //! - [`send`]: the send stage: timely ↔ tokio, capabilities held until sends finish.
 //! - [`track`]: the tracking stage: capabilities held until rows are durable.
 //! - [`run`]: the graph and the worker loop.
@@ -11,6 +12,7 @@
 //! See `docs/ARCHITECTURE.md` for the graph and its invariants.
 
 pub mod job;
+pub mod kafka;
 pub mod run;
 pub mod send;
 pub mod source;

@@ -24,7 +24,10 @@ use tidings_sinks::tracking::{MemoryTracking, ParquetTracking, Tracking};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::{Concatenate, Probe};
 
+use rdkafka::consumer::CommitMode;
+
 use crate::job::Job;
+use crate::kafka::{KafkaReader, kafka_source};
 use crate::send::{SendContext, send};
 use crate::source::file_source;
 use crate::track::{Counts, track};
@@ -51,6 +54,8 @@ pub struct RunOptions {
     pub in_flight: u64,
     /// Stop gracefully on Ctrl-C / SIGTERM (stop reading, drain, flush).
     pub handle_signals: bool,
+    /// Kafka source: end the run once no record has arrived for this long.
+    pub idle_exit: Option<Duration>,
 }
 
 impl RunOptions {
@@ -65,6 +70,7 @@ impl RunOptions {
             tracking: TrackingTarget::Parquet,
             in_flight: 4,
             handle_signals: false,
+            idle_exit: None,
         }
     }
 }
@@ -187,28 +193,42 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             );
             let frequency =
                 FrequencyDedup::new(dedup.frequency.num, job.tz, lateness, job.templates.clone());
-            let path = job
-                .source_path
-                .clone()
-                .expect("job check requires a file source path");
-            let name: Arc<str> = format!(
-                "file:{}",
-                job.file.source.path.as_deref().unwrap_or(&path).display()
-            )
-            .into();
+            let reader = job.kafka.as_ref().map(|k| {
+                KafkaReader::connect(k).unwrap_or_else(|e| panic!("kafka {}: {e}", k.brokers))
+            });
             let send_ctx = send_ctx.clone();
             let counts = counts_w.clone();
             worker.dataflow::<Epoch, _, _>(|scope| {
-                let records = file_source(
-                    scope,
-                    path,
-                    name,
-                    job.file.source.epoch_lines,
-                    opts.in_flight,
-                    sent.clone(),
-                    clock,
-                    stop_w.clone(),
-                );
+                let records = match &reader {
+                    Some(r) => kafka_source(
+                        scope,
+                        r.clone(),
+                        opts.in_flight,
+                        sent.clone(),
+                        clock,
+                        stop_w.clone(),
+                        opts.idle_exit,
+                    ),
+                    None => {
+                        let path = job
+                            .source_path
+                            .clone()
+                            .expect("job check requires a file source path");
+                        let shown = job.file.source.path.as_deref().unwrap_or(&path).display();
+                        let name: Arc<str> = format!("file:{shown}").into();
+                        let lines = job.file.source.epoch_lines;
+                        file_source(
+                            scope,
+                            path,
+                            name,
+                            lines,
+                            opts.in_flight,
+                            sent.clone(),
+                            clock,
+                            stop_w.clone(),
+                        )
+                    }
+                };
                 let admitted = split(admit(records, validator, gate, clock));
                 let released = park(admitted.park, admitted.mark.clone(), store, clock);
                 let passes = scope.concatenate([admitted.pass, released]);
@@ -231,8 +251,20 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                 )
                 .probe_with(&done);
             });
+            // Offsets are committed behind the "done" frontier, never ahead of it.
+            let mut committed_to: Option<Epoch> = Some(0);
             while !done.done() {
                 worker.step_or_park(Some(Duration::from_millis(1)));
+                if let Some(r) = &reader {
+                    let frontier = done.with_frontier(|f| f.first().copied());
+                    if frontier != committed_to {
+                        r.commit_done(frontier, CommitMode::Async);
+                        committed_to = frontier;
+                    }
+                }
+            }
+            if let Some(r) = &reader {
+                r.commit_done(None, CommitMode::Sync);
             }
             if index == 0 {
                 let left = ParkStore::open(&job.state_dir.join("parked.jsonl"))

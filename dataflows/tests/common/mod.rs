@@ -51,6 +51,7 @@ pub fn run_memory(
         tracking: TrackingTarget::Memory(memory.clone()),
         in_flight: 2,
         handle_signals: false,
+        idle_exit: None,
     };
     let summary = run(&job, &opts).unwrap();
     let c = memory.take();

@@ -3,7 +3,7 @@
 //! Both rules share one operator, [`keyed`]: deliveries are exchanged by the rule's key hash
 //! (xxh3, the same on every worker), buffered per epoch until both inputs have passed it, then
 //! judged in [`tidings_model::Delivery::order`]. Before judging epoch `e` the state is evicted
-//! up to the global watermark `W(e)` less the allowed lateness; the wall clock is never read.
+//! up to the global watermark `W(e-1)` less the allowed lateness; the wall clock is never read.
 //!
 //! ```ignore
 //! let after_content = keyed(passes, marks.clone(), ContentDedup::new(..), clock);
@@ -99,7 +99,12 @@ pub fn keyed<'s, R: KeyedRule>(
                 epochs.sort_unstable();
                 epochs.dedup();
                 for epoch in epochs {
-                    if let Some(w) = watermark.advance_to(epoch) {
+                    // Evict by the watermark of the epochs *before* this one: a record of epoch
+                    // `e` is late only relative to what came before it, never to its own epoch.
+                    if let Some(w) = epoch
+                        .checked_sub(1)
+                        .and_then(|prev| watermark.advance_to(prev))
+                    {
                         rule.evict(w);
                     }
                     let Some((cap, mut batch)) = pending.remove(&epoch) else {

@@ -1,0 +1,280 @@
+//! The Kafka source and the producer behind `tidings send`.
+//!
+//! Every worker is one member of the job's consumer group, so the broker spreads the topic's
+//! partitions over the workers. Epochs are 100 ms ticks of the wall clock since the job
+//! started: every worker advances its capability with the clock, so an idle worker never
+//! holds the others back. Decisions follow the records' event time (the Kafka timestamp),
+//! not the epoch.
+//!
+//! **At-least-once.** Offsets are never auto-committed. The source remembers, per epoch, the
+//! highest offset read of each partition; once the "done" probe (after the tracking stage)
+//! has passed an epoch, every receiver of its records is terminal or durably parked and its
+//! rows are on disk, and only then are `offset + 1` committed. A crash replays at most the
+//! records of epochs not yet committed; they get the same message ids (a pure function of
+//! topic, partition, offset and param index).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tidings_operators::{Clock, Epoch, SourceRecord};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+/// Length of one epoch of the Kafka source.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Where to read.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The send topic.
+    pub topic: String,
+    /// The consumer group.
+    pub group: String,
+}
+
+/// Offsets read per epoch and not yet committed; shared by the source operator and the worker
+/// loop, which commits what the "done" probe has passed.
+#[derive(Default)]
+pub struct Commits {
+    pending: BTreeMap<Epoch, HashMap<i32, i64>>,
+}
+
+impl Commits {
+    fn record(&mut self, epoch: Epoch, partition: i32, offset: i64) {
+        let e = self
+            .pending
+            .entry(epoch)
+            .or_default()
+            .entry(partition)
+            .or_insert(offset);
+        *e = (*e).max(offset);
+    }
+
+    /// Removes and returns the next offsets to commit for epochs before `frontier` (all of
+    /// them when `frontier` is `None`: the graph is done).
+    fn take_done(&mut self, frontier: Option<Epoch>) -> HashMap<i32, i64> {
+        let keep = match frontier {
+            Some(f) => self.pending.split_off(&f),
+            None => BTreeMap::new(),
+        };
+        let done = std::mem::replace(&mut self.pending, keep);
+        let mut next = HashMap::new();
+        for offsets in done.into_values() {
+            for (p, o) in offsets {
+                let e = next.entry(p).or_insert(o + 1);
+                *e = (*e).max(o + 1);
+            }
+        }
+        next
+    }
+}
+
+/// A worker's consumer and its uncommitted offsets.
+pub struct KafkaReader {
+    consumer: BaseConsumer,
+    topic: String,
+    commits: RefCell<Commits>,
+}
+
+impl KafkaReader {
+    /// Joins the group and subscribes.
+    pub fn connect(s: &KafkaSettings) -> anyhow::Result<Rc<KafkaReader>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &s.brokers)
+            .set("group.id", &s.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .set("session.timeout.ms", "10000")
+            .create()?;
+        consumer.subscribe(&[&s.topic])?;
+        Ok(Rc::new(KafkaReader {
+            consumer,
+            topic: s.topic.clone(),
+            commits: RefCell::new(Commits::default()),
+        }))
+    }
+
+    /// Commits what the graph has finished: epochs before `frontier`, or everything.
+    pub fn commit_done(&self, frontier: Option<Epoch>, mode: CommitMode) {
+        let next = self.commits.borrow_mut().take_done(frontier);
+        if next.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in next {
+            if tpl
+                .add_partition_offset(&self.topic, p, Offset::Offset(o))
+                .is_err()
+            {
+                continue;
+            }
+        }
+        // A failed commit (e.g. the partition moved in a rebalance) only means a replay of
+        // records already done: duplicates, never losses.
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            eprintln!("warning: offset commit failed (records may be replayed): {e}");
+        }
+    }
+}
+
+/// Reads the topic until `stop`, or until no record has come for `idle_exit`.
+pub fn kafka_source<'s>(
+    scope: Scope<'s, Epoch>,
+    reader: Rc<KafkaReader>,
+    in_flight: u64,
+    progress: ProbeHandle<Epoch>,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    idle_exit: Option<Duration>,
+) -> StreamVec<'s, Epoch, SourceRecord> {
+    let name: Arc<str> = reader.topic.clone().into();
+    source::<_, CapacityContainerBuilder<Vec<SourceRecord>>, _, _>(
+        scope,
+        "KafkaSource",
+        move |cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut cap = Some(cap);
+            let start = Instant::now();
+            let mut last_record = Instant::now();
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                let idle = idle_exit.is_some_and(|d| last_record.elapsed() >= d);
+                if stop.load(Ordering::Relaxed) || idle {
+                    cap = None;
+                    return;
+                }
+                let epoch = (start.elapsed().as_millis() / TICK.as_millis()) as Epoch;
+                if epoch > *c.time() {
+                    c.downgrade(&epoch);
+                }
+                let epoch = *c.time();
+                // Backpressure: the backlog waits in Kafka, not in memory.
+                if epoch >= in_flight && progress.less_than(&(epoch - in_flight)) {
+                    activator.activate_after(Duration::from_millis(5));
+                    return;
+                }
+                let read_time = clock.now_ms();
+                let mut batch = Vec::new();
+                while batch.len() < 4096 {
+                    match reader.consumer.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Err(e)) => {
+                            eprintln!("warning: kafka: {e}");
+                            break;
+                        }
+                        Some(Ok(m)) => {
+                            reader
+                                .commits
+                                .borrow_mut()
+                                .record(epoch, m.partition(), m.offset());
+                            batch.push(SourceRecord {
+                                source: name.clone(),
+                                partition: m.partition(),
+                                offset: m.offset(),
+                                bytes: m.payload().unwrap_or_default().to_vec(),
+                                read_time,
+                                timestamp: Some(
+                                    m.timestamp()
+                                        .to_millis()
+                                        .filter(|t| *t > 0)
+                                        .unwrap_or(read_time),
+                                ),
+                            });
+                        }
+                    }
+                }
+                if batch.is_empty() {
+                    activator.activate_after(Duration::from_millis(5));
+                } else {
+                    last_record = Instant::now();
+                    output.session(&*c).give_iterator(batch.into_iter());
+                    activator.activate();
+                }
+            }
+        },
+    )
+}
+
+/// One record to produce.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The record key.
+    pub key: Option<String>,
+    /// The request JSON.
+    pub payload: String,
+    /// The record timestamp (ms); `None` lets the producer stamp it.
+    pub timestamp: Option<i64>,
+}
+
+/// Produces records to a topic, waiting when the local queue is full; `progress` is called
+/// after each record is queued. Returns once every record is acknowledged.
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = Outgoing>,
+    mut progress: impl FnMut(),
+) -> anyhow::Result<u64> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .create()?;
+    let mut n = 0;
+    for r in records {
+        loop {
+            let mut rec = BaseRecord::<String, String>::to(topic).payload(&r.payload);
+            if let Some(k) = &r.key {
+                rec = rec.key(k);
+            }
+            if let Some(ts) = r.timestamp {
+                rec = rec.timestamp(ts);
+            }
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, _))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        n += 1;
+        progress();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_only_what_is_done() {
+        let mut c = Commits::default();
+        c.record(1, 0, 10);
+        c.record(1, 0, 12);
+        c.record(2, 1, 5);
+        c.record(3, 0, 20);
+        assert_eq!(c.take_done(Some(3)), HashMap::from([(0, 13), (1, 6)]));
+        assert_eq!(c.take_done(Some(3)), HashMap::new());
+        assert_eq!(c.take_done(None), HashMap::from([(0, 21)]));
+    }
+}

