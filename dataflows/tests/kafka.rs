@@ -120,3 +120,45 @@ fn kafka_and_file_reach_the_same_decisions_and_commit_behind_the_frontier() {
         again.0.len()
     );
 }
+
+#[test]
+fn tidings_send_produces_single_requests_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    );
+    std::fs::write(dir.path().join("templates.toml"), common::sms_template(1, "none", true, "phone")).unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"send\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
+             topic = \"send-{unique}\"\ngroup = \"send-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
+            brokers()
+        ),
+    )
+    .unwrap();
+    let ts = 1_763_784_000_000i64;
+    let file = dir.path().join("requests.jsonl");
+    std::fs::write(&file, format!("{}\n{}\n", common::envelope(ts, 1, "13800138001", "a"), "{broken")).unwrap();
+    let tidings = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let j = job.to_str().unwrap();
+    tidings(&["send", "--job", j, "--template", "1", "--to", "13800138000,13800138002", "--var", "v=hello"]);
+    tidings(&["send", "--job", j, "-f", file.to_str().unwrap()]);
+
+    let (rows, dead) = decisions(&job, Some(Duration::from_secs(8)));
+    let sent: Vec<(&str, i64)> =
+        rows.iter().filter(|r| r.3 == "SEND_SUCCESS").map(|r| (r.1.as_str(), r.2)).collect();
+    assert_eq!(sent.len(), 3, "{rows:?}");
+    assert!(sent.contains(&("13800138001", ts)), "the envelope's ts is the record timestamp: {sent:?}");
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].starts_with("unparsable JSON"), "{dead:?}");
+    let outbox = std::fs::read_to_string(dir.path().join("var/outbox/sms.jsonl")).unwrap();
+    assert!(outbox.contains("hi hello"), "{outbox}");
+}
