@@ -105,6 +105,10 @@ pub struct SourceConfig {
     /// Kafka: the consumer group. Default `"tidings"`.
     #[serde(default)]
     pub group: Option<String>,
+    /// Kafka: also produce every dead letter (JSON: time, source, payload, reason) to this
+    /// topic. Default: Parquet only.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
     /// File source: lines per epoch (the unit of progress, batching and backpressure).
     /// Default 4096.
     #[serde(default = "default_epoch_lines")]
@@ -401,7 +405,11 @@ impl Job {
                 .group
                 .clone()
                 .unwrap_or_else(|| "tidings".into()),
+            dead_letter_topic: file.source.dead_letter_topic.clone(),
         });
+        if file.source.dead_letter_topic.is_some() && file.source.kind != SourceKind::Kafka {
+            bad("source.dead_letter_topic", "needs kind = \"kafka\" (the topic lives on its brokers); remove it for a file source".into());
+        }
         if file.source.epoch_lines == 0 {
             bad("source.epoch_lines", "must be at least 1".into());
         }

@@ -42,6 +42,8 @@ pub struct KafkaSettings {
     pub topic: String,
     /// The consumer group.
     pub group: String,
+    /// Where dead letters are produced too, if anywhere.
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Offsets read per epoch and not yet committed; shared by the source operator and the worker
@@ -276,5 +278,52 @@ mod tests {
         assert_eq!(c.take_done(Some(3)), HashMap::from([(0, 13), (1, 6)]));
         assert_eq!(c.take_done(Some(3)), HashMap::new());
         assert_eq!(c.take_done(None), HashMap::from([(0, 21)]));
+    }
+}
+
+/// Produces dead letters to a topic; [`DeadLetterTopic::flush`] waits for every
+/// acknowledgement, and the tracking stage calls it before letting an epoch go.
+pub struct DeadLetterTopic {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl DeadLetterTopic {
+    /// A producer for `topic` on `brokers`.
+    pub fn connect(brokers: &str, topic: &str) -> anyhow::Result<DeadLetterTopic> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "5")
+            .create()?;
+        Ok(DeadLetterTopic {
+            producer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Queues one dead letter (keyed by its source position).
+    pub fn send(&self, d: &tidings_model::DeadLetter) {
+        let body = serde_json::json!({"time": d.time, "source": d.source, "payload": d.payload, "reason": d.reason})
+            .to_string();
+        loop {
+            match self
+                .producer
+                .send(BaseRecord::to(&self.topic).key(&d.source).payload(&body))
+            {
+                Ok(()) => return,
+                Err((e, _))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => panic!("dead-letter topic {}: {e}", self.topic),
+            }
+        }
+    }
+
+    /// Waits until every queued dead letter is acknowledged.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        Ok(self.producer.flush(Duration::from_secs(60))?)
     }
 }

@@ -27,7 +27,7 @@ use timely::dataflow::operators::{Concatenate, Probe};
 use rdkafka::consumer::CommitMode;
 
 use crate::job::Job;
-use crate::kafka::{KafkaReader, kafka_source};
+use crate::kafka::{DeadLetterTopic, KafkaReader, kafka_source};
 use crate::send::{SendContext, send};
 use crate::source::file_source;
 use crate::track::{Counts, track};
@@ -196,6 +196,13 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             let reader = job.kafka.as_ref().map(|k| {
                 KafkaReader::connect(k).unwrap_or_else(|e| panic!("kafka {}: {e}", k.brokers))
             });
+            let dead_letter_topic = job.kafka.as_ref().and_then(|k| {
+                let topic = k.dead_letter_topic.as_ref()?;
+                Some(
+                    DeadLetterTopic::connect(&k.brokers, topic)
+                        .unwrap_or_else(|e| panic!("dead-letter topic {topic}: {e}")),
+                )
+            });
             let send_ctx = send_ctx.clone();
             let counts = counts_w.clone();
             worker.dataflow::<Epoch, _, _>(|scope| {
@@ -248,6 +255,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     job.file.tracking.flush_rows,
                     Duration::from_millis(job.file.tracking.flush_interval_ms),
                     counts,
+                    dead_letter_topic,
                 )
                 .probe_with(&done);
             });

@@ -42,6 +42,7 @@ pub fn track<'s>(
     flush_rows: usize,
     flush_interval: Duration,
     counts: Arc<Mutex<Counts>>,
+    dead_letter_topic: Option<crate::kafka::DeadLetterTopic>,
 ) -> StreamVec<'s, Epoch, ()> {
     let scope = rows.scope();
     rows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -67,6 +68,9 @@ pub fn track<'s>(
                                 }
                                 Flow::Dead(d) => {
                                     local.dead_letters += 1;
+                                    if let Some(t) = &dead_letter_topic {
+                                        t.send(&d);
+                                    }
                                     tracking.dead(d);
                                 }
                                 _ => {}
@@ -82,6 +86,10 @@ pub fn track<'s>(
                     || frontier.is_empty();
                 if held.is_some() && due {
                     tracking.flush().unwrap_or_else(|e| panic!("tracking: {e}"));
+                    if let Some(t) = &dead_letter_topic {
+                        t.flush()
+                            .unwrap_or_else(|e| panic!("dead-letter topic: {e}"));
+                    }
                     counts
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

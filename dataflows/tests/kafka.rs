@@ -127,15 +127,22 @@ fn tidings_send_produces_single_requests_and_files() {
     let unique = format!(
         "{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     );
-    std::fs::write(dir.path().join("templates.toml"), common::sms_template(1, "none", true, "phone")).unwrap();
+    std::fs::write(
+        dir.path().join("templates.toml"),
+        common::sms_template(1, "none", true, "phone"),
+    )
+    .unwrap();
     let job = dir.path().join("job.toml");
     std::fs::write(
         &job,
         format!(
             "name = \"send\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
-             topic = \"send-{unique}\"\ngroup = \"send-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
+             topic = \"send-{unique}\"\ngroup = \"send-{unique}\"\ndead_letter_topic = \"dead-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
              [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
             brokers()
         ),
@@ -143,22 +150,81 @@ fn tidings_send_produces_single_requests_and_files() {
     .unwrap();
     let ts = 1_763_784_000_000i64;
     let file = dir.path().join("requests.jsonl");
-    std::fs::write(&file, format!("{}\n{}\n", common::envelope(ts, 1, "13800138001", "a"), "{broken")).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}\n",
+            common::envelope(ts, 1, "13800138001", "a"),
+            "{broken"
+        ),
+    )
+    .unwrap();
     let tidings = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings")).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let j = job.to_str().unwrap();
-    tidings(&["send", "--job", j, "--template", "1", "--to", "13800138000,13800138002", "--var", "v=hello"]);
+    tidings(&[
+        "send",
+        "--job",
+        j,
+        "--template",
+        "1",
+        "--to",
+        "13800138000,13800138002",
+        "--var",
+        "v=hello",
+    ]);
     tidings(&["send", "--job", j, "-f", file.to_str().unwrap()]);
 
     let (rows, dead) = decisions(&job, Some(Duration::from_secs(8)));
-    let sent: Vec<(&str, i64)> =
-        rows.iter().filter(|r| r.3 == "SEND_SUCCESS").map(|r| (r.1.as_str(), r.2)).collect();
+    let sent: Vec<(&str, i64)> = rows
+        .iter()
+        .filter(|r| r.3 == "SEND_SUCCESS")
+        .map(|r| (r.1.as_str(), r.2))
+        .collect();
     assert_eq!(sent.len(), 3, "{rows:?}");
-    assert!(sent.contains(&("13800138001", ts)), "the envelope's ts is the record timestamp: {sent:?}");
+    assert!(
+        sent.contains(&("13800138001", ts)),
+        "the envelope's ts is the record timestamp: {sent:?}"
+    );
     assert_eq!(dead.len(), 1);
     assert!(dead[0].starts_with("unparsable JSON"), "{dead:?}");
     let outbox = std::fs::read_to_string(dir.path().join("var/outbox/sms.jsonl")).unwrap();
     assert!(outbox.contains("hi hello"), "{outbox}");
+
+    // The dead letter is also on the job's dead-letter topic.
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("check-{unique}"))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&format!("dead-{unique}")]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter on the topic"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            break String::from_utf8(m.unwrap().payload().unwrap().to_vec()).unwrap();
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["reason"].as_str().unwrap().starts_with("unparsable JSON"),
+        "{v}"
+    );
+    assert_eq!(v["payload"], "{broken");
 }
