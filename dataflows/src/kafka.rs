@@ -264,23 +264,6 @@ pub fn produce(
     Ok(n)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commits_only_what_is_done() {
-        let mut c = Commits::default();
-        c.record(1, 0, 10);
-        c.record(1, 0, 12);
-        c.record(2, 1, 5);
-        c.record(3, 0, 20);
-        assert_eq!(c.take_done(Some(3)), HashMap::from([(0, 13), (1, 6)]));
-        assert_eq!(c.take_done(Some(3)), HashMap::new());
-        assert_eq!(c.take_done(None), HashMap::from([(0, 21)]));
-    }
-}
-
 /// Produces dead letters to a topic; [`DeadLetterTopic::flush`] waits for every
 /// acknowledgement, and the tracking stage calls it before letting an epoch go.
 pub struct DeadLetterTopic {
@@ -325,5 +308,22 @@ impl DeadLetterTopic {
     /// Waits until every queued dead letter is acknowledged.
     pub fn flush(&self) -> anyhow::Result<()> {
         Ok(self.producer.flush(Duration::from_secs(60))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_only_what_is_done() {
+        let mut c = Commits::default();
+        c.record(1, 0, 10);
+        c.record(1, 0, 12);
+        c.record(2, 1, 5);
+        c.record(3, 0, 20);
+        assert_eq!(c.take_done(Some(3)), HashMap::from([(0, 13), (1, 6)]));
+        assert_eq!(c.take_done(Some(3)), HashMap::new());
+        assert_eq!(c.take_done(None), HashMap::from([(0, 21)]));
     }
 }
