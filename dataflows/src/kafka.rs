@@ -152,9 +152,15 @@ pub fn kafka_source<'s>(
             let mut cap = Some(cap);
             let start = Instant::now();
             let mut last_record = Instant::now();
+            let mut seen_any = false;
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
-                let idle = idle_exit.is_some_and(|d| last_record.elapsed() >= d);
+                // Before the first record the group may still be (re)balancing (after a crash, the
+                // dead members' session must time out first): wait four times as long then.
+                let idle = idle_exit.is_some_and(|d| {
+                    let limit = if seen_any { d } else { d * 4 };
+                    last_record.elapsed() >= limit
+                });
                 if stop.load(Ordering::Relaxed) || idle {
                     cap = None;
                     return;
@@ -203,6 +209,7 @@ pub fn kafka_source<'s>(
                     activator.activate_after(Duration::from_millis(5));
                 } else {
                     last_record = Instant::now();
+                    seen_any = true;
                     output.session(&*c).give_iterator(batch.into_iter());
                     activator.activate();
                 }

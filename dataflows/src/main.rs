@@ -45,7 +45,8 @@ enum Command {
         /// stamps bare lines' event time, the `time` column and end-of-run releases.
         #[arg(long)]
         now: Option<String>,
-        /// Kafka source: stop gracefully once no record has arrived for this many seconds.
+        /// Kafka source: stop gracefully once no record has arrived for this many seconds
+        /// (four times as long before the first record, while the group may be rebalancing).
         #[arg(long, value_name = "SECS")]
         idle_exit: Option<f64>,
     },

@@ -19,7 +19,7 @@ fn brokers() -> String {
 
 fn start(job: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["run", job.to_str().unwrap(), "--idle-exit", "30"])
+        .args(["run", job.to_str().unwrap(), "--idle-exit", "10"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
