@@ -35,14 +35,7 @@ fn outbox_lines(path: &Path) -> usize {
 #[test]
 fn sigkill_three_times_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let unique = common::unique();
     std::fs::write(
         dir.path().join("templates.toml"),
         common::sms_template(1, "none", false, "user_id"),
@@ -101,24 +94,12 @@ fn sigkill_three_times_loses_nothing() {
     let status = start(&job).wait().unwrap();
     assert!(status.success());
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let result = rt.block_on(async {
-        let t = tidings_sql::Tracking::open(&dir.path().join("var/tracking"))
-            .await
-            .unwrap();
-        let b = t
-            .query(
-                "SELECT count(DISTINCT receiver) AS sent, count(*) AS rows, \
-                   count(*) - count(DISTINCT concat(message_id, '/', receiver)) AS duplicates \
-                 FROM events WHERE state = 'SEND_SUCCESS'",
-            )
-            .await
-            .unwrap();
-        tidings_sql::format(&b, tidings_sql::Format::Csv).unwrap()
-    });
+    let result = common::sql_csv(
+        &dir.path().join("var/tracking"),
+        "SELECT count(DISTINCT receiver) AS sent, count(*) AS rows, \
+           count(*) - count(DISTINCT concat(message_id, '/', receiver)) AS duplicates \
+         FROM events WHERE state = 'SEND_SUCCESS'",
+    );
     let nums: Vec<usize> = result
         .lines()
         .nth(1)

@@ -24,15 +24,7 @@ fn tidings(args: &[&str]) -> String {
 }
 
 fn sql(dir: &Path, query: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let t = tidings_sql::Tracking::open(dir).await.unwrap();
-        let batches = t.query(query).await.unwrap();
-        tidings_sql::format(&batches, tidings_sql::Format::Csv).unwrap()
-    })
+    common::sql_csv(dir, query)
 }
 
 #[test]

@@ -74,14 +74,7 @@ fn kafka_and_file_reach_the_same_decisions_and_commit_behind_the_frontier() {
     let body: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
     std::fs::write(dir.path().join("requests.jsonl"), &body).unwrap();
 
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let unique = common::unique();
     let topic = format!("tidings-test-{unique}");
     let job_text = std::fs::read_to_string(&file_job).unwrap().replace(
         "kind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 256",
@@ -124,14 +117,7 @@ fn kafka_and_file_reach_the_same_decisions_and_commit_behind_the_frontier() {
 #[test]
 fn tidings_send_produces_single_requests_and_files() {
     let dir = tempfile::tempdir().unwrap();
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let unique = common::unique();
     std::fs::write(
         dir.path().join("templates.toml"),
         common::sms_template(1, "none", true, "phone"),

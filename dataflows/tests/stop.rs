@@ -49,18 +49,11 @@ fn sigint_drains_and_flushes() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("stopping"));
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let counts = rt.block_on(async {
-        let t = tidings_sql::Tracking::open(&dir.path().join("var/tracking")).await.unwrap();
-        let b = t
-            .query("SELECT sum(CASE WHEN state = 'RECEIVE' THEN 1 ELSE 0 END), sum(CASE WHEN state = 'SEND_SUCCESS' THEN 1 ELSE 0 END) FROM events")
-            .await
-            .unwrap();
-        tidings_sql::format(&b, tidings_sql::Format::Csv).unwrap()
-    });
+    let counts = common::sql_csv(
+        &dir.path().join("var/tracking"),
+        "SELECT sum(CASE WHEN state = 'RECEIVE' THEN 1 ELSE 0 END), \
+         sum(CASE WHEN state = 'SEND_SUCCESS' THEN 1 ELSE 0 END) FROM events",
+    );
     let nums: Vec<u64> = counts
         .lines()
         .nth(1)

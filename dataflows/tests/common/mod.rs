@@ -83,3 +83,25 @@ pub fn envelope(ts: i64, template: i64, receivers: &str, v: &str) -> String {
         "messageParam": {"receiver": receivers, "variables": {"v": v}}});
     serde_json::json!({"ts": ts, "key": "k", "payload": payload.to_string()}).to_string()
 }
+
+/// A name no other test run uses (topics, groups).
+pub fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// Runs SQL over a tracking directory; the result as CSV with a header.
+pub fn sql_csv(dir: &Path, query: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let t = tidings_sql::Tracking::open(dir).await.unwrap();
+        let batches = t.query(query).await.unwrap();
+        tidings_sql::format(&batches, tidings_sql::Format::Csv).unwrap()
+    })
+}
