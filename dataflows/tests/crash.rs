@@ -100,13 +100,7 @@ fn sigkill_three_times_loses_nothing() {
            count(*) - count(DISTINCT concat(message_id, '/', receiver)) AS duplicates \
          FROM events WHERE state = 'SEND_SUCCESS'",
     );
-    let nums: Vec<usize> = result
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .map(|x| x.parse().unwrap())
-        .collect();
+    let nums: Vec<usize> = common::first_row(&result);
     eprintln!(
         "crash test: {} receivers sent, {} SEND_SUCCESS rows, {} duplicates after {kills} SIGKILLs",
         nums[0], nums[1], nums[2]

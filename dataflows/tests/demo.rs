@@ -86,13 +86,7 @@ fn demo_reaches_every_state_and_reads_back() {
         &tracking,
         "SELECT count(*) AS n, count(DISTINCT reason) AS reasons FROM dead_letters WHERE reason <> ''",
     );
-    let counts: Vec<i64> = dead
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .map(|x| x.parse().unwrap())
-        .collect();
+    let counts: Vec<i64> = common::first_row(&dead);
     assert!(counts[0] >= 10 && counts[1] >= 6, "{dead}");
 
     // The outbox holds one line per SEND_SUCCESS.

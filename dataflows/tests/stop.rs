@@ -54,13 +54,7 @@ fn sigint_drains_and_flushes() {
         "SELECT sum(CASE WHEN state = 'RECEIVE' THEN 1 ELSE 0 END), \
          sum(CASE WHEN state = 'SEND_SUCCESS' THEN 1 ELSE 0 END) FROM events",
     );
-    let nums: Vec<u64> = counts
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .map(|x| x.parse().unwrap())
-        .collect();
+    let nums: Vec<u64> = common::first_row(&counts);
     let sent_lines = std::fs::read_to_string(&outbox).unwrap().lines().count() as u64;
     assert!(nums[0] > 0 && nums[0] < 20_000, "stopped early: {nums:?}");
     assert_eq!(nums[0], nums[1], "every received receiver was sent");

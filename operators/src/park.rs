@@ -199,11 +199,7 @@ pub fn park<'s>(
                 });
                 mark_input.for_each_stamp(|_, batches| {
                     for batch in batches {
-                        for f in batch.drain(..) {
-                            if let Flow::Mark(m) = f {
-                                watermark.push(&m);
-                            }
-                        }
+                        watermark.absorb(batch.drain(..));
                     }
                 });
                 let (Some(c), Some(store)) = (cap.as_mut(), store.as_mut()) else {

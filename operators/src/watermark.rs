@@ -29,6 +29,15 @@ impl Watermark {
         *e = (*e).max(mark.max_event_time);
     }
 
+    /// Records every mark among `flows` (other items are dropped: a marks input carries marks).
+    pub fn absorb(&mut self, flows: impl Iterator<Item = crate::Flow>) {
+        for f in flows {
+            if let crate::Flow::Mark(m) = f {
+                self.push(&m);
+            }
+        }
+    }
+
     /// Folds the marks of all epochs `<= epoch` and returns the watermark (None before any).
     pub fn advance_to(&mut self, epoch: Epoch) -> Option<Millis> {
         while let Some((&e, &m)) = self.pending.first_key_value() {

@@ -105,3 +105,16 @@ pub fn sql_csv(dir: &Path, query: &str) -> String {
         tidings_sql::format(&batches, tidings_sql::Format::Csv).unwrap()
     })
 }
+
+/// The first data row of a CSV result, parsed.
+pub fn first_row<T: std::str::FromStr>(csv: &str) -> Vec<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    csv.lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect()
+}

@@ -81,11 +81,7 @@ pub fn keyed<'s, R: KeyedRule>(
                 });
                 mark_input.for_each_stamp(|_, batches| {
                     for batch in batches {
-                        for f in batch.drain(..) {
-                            if let Flow::Mark(m) = f {
-                                watermark.push(&m);
-                            }
-                        }
+                        watermark.absorb(batch.drain(..));
                     }
                 });
                 let complete =
