@@ -113,6 +113,15 @@ pub struct SourceConfig {
     /// Default 4096.
     #[serde(default = "default_epoch_lines")]
     pub epoch_lines: usize,
+    /// Kafka: milliseconds between checkpoints (dedup windows, parked deliveries and offsets,
+    /// one consistent cut; offsets are committed to the group only with a checkpoint).
+    /// Default 1000.
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_ms: u64,
+}
+
+fn default_checkpoint_ms() -> u64 {
+    1000
 }
 
 /// `{ num = 1, time = 300 }`.
@@ -235,9 +244,13 @@ pub struct TrackingConfig {
     /// Where the Parquet tables live, relative to the job file. Default `"var/tracking"`.
     #[serde(default = "default_tracking_dir")]
     pub dir: PathBuf,
-    /// Redis URL for real-time tracking.
+    /// Redis URL for real-time tracking (`redis://host:port[/db]`). Default: none.
     #[serde(default)]
     pub redis: Option<String>,
+    /// Seconds a receiver's Redis list lives after its last row. Default: until the end of
+    /// the local day.
+    #[serde(default)]
+    pub redis_user_ttl_secs: Option<u64>,
     /// Rows a worker buffers before writing a Parquet file. Default 200000.
     #[serde(default = "default_flush_rows")]
     pub flush_rows: usize,
@@ -251,6 +264,7 @@ impl Default for TrackingConfig {
         TrackingConfig {
             dir: default_tracking_dir(),
             redis: None,
+            redis_user_ttl_secs: None,
             flush_rows: default_flush_rows(),
             flush_interval_ms: default_flush_ms(),
         }
@@ -361,8 +375,17 @@ impl Job {
                 "must be at least 1, e.g. { num = 5 }".into(),
             );
         }
-        if file.tracking.redis.is_some() {
-            bad("tracking.redis", "Redis tracking is not available in this build; remove the key (Parquet tracking is always on)".into());
+        if let Some(url) = &file.tracking.redis
+            && let Err(e) = url
+                .starts_with("redis://")
+                .then_some(())
+                .ok_or_else(|| "the scheme must be redis://".to_string())
+                .and_then(|()| redis::Client::open(url.as_str()).map_err(|e| e.to_string()))
+        {
+            bad(
+                "tracking.redis",
+                format!("{url:?} is not a Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379\""),
+            );
         }
         if file.tracking.flush_rows == 0 {
             bad("tracking.flush_rows", "must be at least 1".into());
@@ -406,7 +429,18 @@ impl Job {
                 .clone()
                 .unwrap_or_else(|| "tidings".into()),
             dead_letter_topic: file.source.dead_letter_topic.clone(),
+            checkpoint_every: (file.source.checkpoint_ms / crate::kafka::TICK.as_millis() as u64)
+                .max(1),
         });
+        if file.source.checkpoint_ms < 100 {
+            bad(
+                "source.checkpoint_ms",
+                format!(
+                    "{} is below 100 ms, the Kafka source's epoch; use 100 or more (default 1000)",
+                    file.source.checkpoint_ms
+                ),
+            );
+        }
         if file.source.dead_letter_topic.is_some() && file.source.kind != SourceKind::Kafka {
             bad("source.dead_letter_topic", "needs kind = \"kafka\" (the topic lives on its brokers); remove it for a file source".into());
         }

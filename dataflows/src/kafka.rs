@@ -6,12 +6,13 @@
 //! holds the others back. Decisions follow the records' event time (the Kafka timestamp),
 //! not the epoch.
 //!
-//! **At-least-once.** Offsets are never auto-committed. The source remembers, per epoch, the
-//! highest offset read of each partition; once the "done" probe (after the tracking stage)
-//! has passed an epoch, every receiver of its records is terminal or durably parked and its
-//! rows are on disk, and only then are `offset + 1` committed. A crash replays at most the
-//! records of epochs not yet committed; they get the same message ids (a pure function of
-//! topic, partition, offset and param index).
+//! **At-least-once.** Offsets are never auto-committed. When the source's epoch passes a
+//! checkpoint epoch it deposits the next offset of each partition it reads into that
+//! checkpoint ([`tidings_operators::checkpoint`]); once the "done" probe (after the tracking
+//! stage) has passed the checkpoint, every receiver of its records is terminal or durably
+//! parked, its rows are on disk and the dedup windows are saved with the offsets; only then
+//! are the offsets committed. A crash replays the records after the newest checkpoint; they
+//! get the same message ids (a pure function of topic, partition, offset and param index).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use tidings_operators::checkpoint::{Checkpoints, FINAL};
 use tidings_operators::{Clock, Epoch, SourceRecord};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
@@ -44,55 +46,28 @@ pub struct KafkaSettings {
     pub group: String,
     /// Where dead letters are produced too, if anywhere.
     pub dead_letter_topic: Option<String>,
-}
-
-/// Offsets read per epoch and not yet committed; shared by the source operator and the worker
-/// loop, which commits what the "done" probe has passed.
-#[derive(Default)]
-pub struct Commits {
-    pending: BTreeMap<Epoch, HashMap<i32, i64>>,
-}
-
-impl Commits {
-    fn record(&mut self, epoch: Epoch, partition: i32, offset: i64) {
-        let e = self
-            .pending
-            .entry(epoch)
-            .or_default()
-            .entry(partition)
-            .or_insert(offset);
-        *e = (*e).max(offset);
-    }
-
-    /// Removes and returns the next offsets to commit for epochs before `frontier` (all of
-    /// them when `frontier` is `None`: the graph is done).
-    fn take_done(&mut self, frontier: Option<Epoch>) -> HashMap<i32, i64> {
-        let keep = match frontier {
-            Some(f) => self.pending.split_off(&f),
-            None => BTreeMap::new(),
-        };
-        let done = std::mem::replace(&mut self.pending, keep);
-        let mut next = HashMap::new();
-        for offsets in done.into_values() {
-            for (p, o) in offsets {
-                let e = next.entry(p).or_insert(o + 1);
-                *e = (*e).max(o + 1);
-            }
-        }
-        next
-    }
+    /// Epochs between checkpoints.
+    pub checkpoint_every: u64,
 }
 
 /// A worker's consumer and its uncommitted offsets.
 pub struct KafkaReader {
     consumer: BaseConsumer,
     topic: String,
-    commits: RefCell<Commits>,
+    worker: usize,
+    /// The next offset to read per partition, as far as this worker has read.
+    next: RefCell<HashMap<i32, i64>>,
+    /// Records below these offsets are already in the restored checkpoint's state.
+    skip_below: BTreeMap<i32, i64>,
 }
 
 impl KafkaReader {
     /// Joins the group and subscribes.
-    pub fn connect(s: &KafkaSettings) -> anyhow::Result<Rc<KafkaReader>> {
+    pub fn connect(
+        s: &KafkaSettings,
+        worker: usize,
+        skip_below: BTreeMap<i32, i64>,
+    ) -> anyhow::Result<Rc<KafkaReader>> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &s.brokers)
             .set("group.id", &s.group)
@@ -106,18 +81,19 @@ impl KafkaReader {
         Ok(Rc::new(KafkaReader {
             consumer,
             topic: s.topic.clone(),
-            commits: RefCell::new(Commits::default()),
+            worker,
+            next: RefCell::new(HashMap::new()),
+            skip_below,
         }))
     }
 
-    /// Commits what the graph has finished: epochs before `frontier`, or everything.
-    pub fn commit_done(&self, frontier: Option<Epoch>, mode: CommitMode) {
-        let next = self.commits.borrow_mut().take_done(frontier);
+    /// Commits next offsets (those of a complete checkpoint) to the group.
+    pub fn commit(&self, next: &HashMap<i32, i64>, mode: CommitMode) {
         if next.is_empty() {
             return;
         }
         let mut tpl = TopicPartitionList::new();
-        for (p, o) in next {
+        for (&p, &o) in next {
             if tpl
                 .add_partition_offset(&self.topic, p, Offset::Offset(o))
                 .is_err()
@@ -131,12 +107,23 @@ impl KafkaReader {
             eprintln!("warning: offset commit failed (records may be replayed): {e}");
         }
     }
+
+    /// Deposits this worker's offsets for every checkpoint epoch in `[from, to)`.
+    fn deposit(&self, checkpoints: &Checkpoints, from: Epoch, to: Epoch) {
+        let next = self.next.borrow();
+        let mut c = checkpoints.next_at_or_after(from);
+        while c < to {
+            checkpoints.deposit_offsets(c, self.worker, &next);
+            c = checkpoints.next_at_or_after(c + 1);
+        }
+    }
 }
 
 /// Reads the topic until `stop`, or until no record has come for `idle_exit`.
 pub fn kafka_source<'s>(
     scope: Scope<'s, Epoch>,
     reader: Rc<KafkaReader>,
+    checkpoints: Checkpoints,
     in_flight: u64,
     progress: ProbeHandle<Epoch>,
     clock: Clock,
@@ -162,11 +149,15 @@ pub fn kafka_source<'s>(
                     last_record.elapsed() >= limit
                 });
                 if stop.load(Ordering::Relaxed) || idle {
+                    checkpoints.deposit_offsets(FINAL, reader.worker, &reader.next.borrow());
                     cap = None;
                     return;
                 }
                 let epoch = (start.elapsed().as_millis() / TICK.as_millis()) as Epoch;
                 if epoch > *c.time() {
+                    // Everything of the epochs left behind has been read: their offsets are
+                    // this worker's share of any checkpoint among them.
+                    reader.deposit(&checkpoints, *c.time(), epoch);
                     c.downgrade(&epoch);
                 }
                 let epoch = *c.time();
@@ -185,10 +176,11 @@ pub fn kafka_source<'s>(
                             break;
                         }
                         Some(Ok(m)) => {
-                            reader
-                                .commits
-                                .borrow_mut()
-                                .record(epoch, m.partition(), m.offset());
+                            let (p, o) = (m.partition(), m.offset());
+                            reader.next.borrow_mut().insert(p, o + 1);
+                            if reader.skip_below.get(&p).is_some_and(|&s| o < s) {
+                                continue;
+                            }
                             batch.push(SourceRecord {
                                 source: name.clone(),
                                 partition: m.partition(),
@@ -315,22 +307,5 @@ impl DeadLetterTopic {
     /// Waits until every queued dead letter is acknowledged.
     pub fn flush(&self) -> anyhow::Result<()> {
         Ok(self.producer.flush(Duration::from_secs(60))?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commits_only_what_is_done() {
-        let mut c = Commits::default();
-        c.record(1, 0, 10);
-        c.record(1, 0, 12);
-        c.record(2, 1, 5);
-        c.record(3, 0, 20);
-        assert_eq!(c.take_done(Some(3)), HashMap::from([(0, 13), (1, 6)]));
-        assert_eq!(c.take_done(Some(3)), HashMap::new());
-        assert_eq!(c.take_done(None), HashMap::from([(0, 21)]));
     }
 }

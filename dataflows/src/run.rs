@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidings_operators::admit::admit;
+use tidings_operators::checkpoint::{Checkpoints, FINAL, write_durably};
 use tidings_operators::dedup::{ContentDedup, FrequencyDedup, keyed};
 use tidings_operators::gate::Gate;
 use tidings_operators::park::{ParkStore, park};
@@ -20,6 +21,7 @@ use tidings_operators::shield::NightShield;
 use tidings_operators::validate::Validator;
 use tidings_operators::{Clock, Epoch, split};
 use tidings_sinks::account::Accounts;
+use tidings_sinks::tracking::redis::{RedisSettings, RedisWriter, UserTtl, WriterStats};
 use tidings_sinks::tracking::{MemoryTracking, ParquetTracking, Tracking};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::{Concatenate, Probe};
@@ -84,6 +86,8 @@ pub struct Summary {
     pub parked: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// What the Redis tracking writer did, when the job tracks to Redis.
+    pub redis: Option<WriterStats>,
 }
 
 /// Runs a job to the end of its source.
@@ -135,18 +139,49 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     }
     let counts = Arc::new(Mutex::new(Counts::default()));
     let parked = Arc::new(Mutex::new(0usize));
-    let run_id = format!(
-        "{}-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0),
-        std::process::id()
-    );
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let run_id = format!("{started_ms}-{}", std::process::id());
+    // A Kafka job resumes from its newest complete checkpoint: the park store is the
+    // checkpoint's (records after the cut are replayed and park again).
+    let checkpoints = match &job.kafka {
+        Some(k) => {
+            let c = Checkpoints::open(&job.state_dir, k.checkpoint_every, started_ms)?;
+            if let Some(dir) = c.restored() {
+                let parked = std::fs::read(dir.join("parked.jsonl")).unwrap_or_default();
+                write_durably(&job.state_dir.join("parked.jsonl"), &parked)?;
+            }
+            Some(c)
+        }
+        None => None,
+    };
     let job = Arc::new(job.clone());
     let opts = opts.clone();
     let (job_w, counts_w, parked_w, stop_w) =
         (job.clone(), counts.clone(), parked.clone(), stop.clone());
+    let checkpoints_w = checkpoints.clone();
+    let redis = match &job.file.tracking.redis {
+        Some(url) => {
+            let (writer, sink) = RedisWriter::start(RedisSettings {
+                url: url.clone(),
+                spool_dir: job.state_dir.join("redis-spool"),
+                max_in_memory: 100_000,
+                drain_timeout: Duration::from_secs(3),
+            })?;
+            let ttl = match job.file.tracking.redis_user_ttl_secs {
+                Some(s) => UserTtl::Seconds(s as i64),
+                None => UserTtl::EndOfDay(job.tz),
+            };
+            Some((writer, sink, ttl))
+        }
+        None => None,
+    };
+    let redis_w = Arc::new(Mutex::new(
+        redis.as_ref().map(|(_, sink, ttl)| (sink.clone(), *ttl)),
+    ));
+    let redis_take = redis_w.clone();
     let guards = timely::execute(
         timely::Config::process(opts.workers.max(1)),
         move |worker| {
@@ -193,8 +228,14 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             );
             let frequency =
                 FrequencyDedup::new(dedup.frequency.num, job.tz, lateness, job.templates.clone());
+            let checkpoints = checkpoints_w.clone();
             let reader = job.kafka.as_ref().map(|k| {
-                KafkaReader::connect(k).unwrap_or_else(|e| panic!("kafka {}: {e}", k.brokers))
+                let skip = checkpoints
+                    .as_ref()
+                    .map(|c| c.restored_offsets())
+                    .unwrap_or_default();
+                KafkaReader::connect(k, index, skip)
+                    .unwrap_or_else(|e| panic!("kafka {}: {e}", k.brokers))
             });
             let dead_letter_topic = job.kafka.as_ref().and_then(|k| {
                 let topic = k.dead_letter_topic.as_ref()?;
@@ -205,11 +246,13 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             });
             let send_ctx = send_ctx.clone();
             let counts = counts_w.clone();
+            let redis = redis_w.lock().unwrap_or_else(|p| p.into_inner()).clone();
             worker.dataflow::<Epoch, _, _>(|scope| {
                 let records = match &reader {
                     Some(r) => kafka_source(
                         scope,
                         r.clone(),
+                        checkpoints.clone().expect("a Kafka job has checkpoints"),
                         opts.in_flight,
                         sent.clone(),
                         clock,
@@ -237,11 +280,28 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     }
                 };
                 let admitted = split(admit(records, validator, gate, clock));
-                let released = park(admitted.park, admitted.mark.clone(), store, clock);
+                let released = park(
+                    admitted.park,
+                    admitted.mark.clone(),
+                    store,
+                    clock,
+                    checkpoints.clone(),
+                );
                 let passes = scope.concatenate([admitted.pass, released]);
-                let after_content = split(keyed(passes, admitted.mark.clone(), content, clock));
-                let after_frequency =
-                    split(keyed(after_content.pass, admitted.mark, frequency, clock));
+                let after_content = split(keyed(
+                    passes,
+                    admitted.mark.clone(),
+                    content,
+                    clock,
+                    checkpoints.clone(),
+                ));
+                let after_frequency = split(keyed(
+                    after_content.pass,
+                    admitted.mark,
+                    frequency,
+                    clock,
+                    checkpoints.clone(),
+                ));
                 let outcomes = send(after_frequency.pass, send_ctx, clock).probe_with(&sent);
                 let rows = scope.concatenate([
                     admitted.track,
@@ -256,23 +316,50 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     Duration::from_millis(job.file.tracking.flush_interval_ms),
                     counts,
                     dead_letter_topic,
+                    redis,
                 )
                 .probe_with(&done);
             });
-            // Offsets are committed behind the "done" frontier, never ahead of it.
-            let mut committed_to: Option<Epoch> = Some(0);
+            // Worker 0 completes each checkpoint the "done" frontier has passed; every worker
+            // then commits its offsets of that checkpoint, never before.
+            let mut seen: Option<Epoch> = Some(0);
+            let mut committed: Option<Epoch> = None;
+            let mut commit_completed = |mode| {
+                if let (Some(c), Some(r)) = (&checkpoints, &reader)
+                    && let Some((e, offsets)) = c.completed(index)
+                    && committed != Some(e)
+                {
+                    r.commit(&offsets, mode);
+                    committed = Some(e);
+                }
+            };
             while !done.done() {
                 worker.step_or_park(Some(Duration::from_millis(1)));
-                if let Some(r) = &reader {
-                    let frontier = done.with_frontier(|f| f.first().copied());
-                    if frontier != committed_to {
-                        r.commit_done(frontier, CommitMode::Async);
-                        committed_to = frontier;
+                let frontier = done.with_frontier(|f| f.first().copied());
+                if index == 0
+                    && frontier != seen
+                    && let (Some(c), Some(f)) = (&checkpoints, frontier)
+                {
+                    c.complete_before(Some(f))
+                        .unwrap_or_else(|e| panic!("checkpoint: {e}"));
+                    seen = frontier;
+                }
+                commit_completed(CommitMode::Async);
+            }
+            if let Some(c) = &checkpoints {
+                if index == 0 {
+                    c.complete_before(None)
+                        .unwrap_or_else(|e| panic!("checkpoint: {e}"));
+                } else {
+                    // Worker 0 writes the final cut once its probe is done too.
+                    let waited = Instant::now();
+                    while c.completed(index).is_none_or(|(e, _)| e != FINAL)
+                        && waited.elapsed() < Duration::from_secs(60)
+                    {
+                        std::thread::sleep(Duration::from_millis(2));
                     }
                 }
-            }
-            if let Some(r) = &reader {
-                r.commit_done(None, CommitMode::Sync);
+                commit_completed(CommitMode::Sync);
             }
             if index == 0 {
                 let left = ParkStore::open(&job.state_dir.join("parked.jsonl"))
@@ -287,11 +374,18 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
     }
     drop(runtime);
+    // Every worker's sink is gone with its worker; the writer drains (or spools) the rest.
+    redis_take.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let redis = redis.map(|(writer, sink, _)| {
+        drop(sink);
+        writer.finish()
+    });
     let counts = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let parked = *parked.lock().unwrap_or_else(|p| p.into_inner());
     Ok(Summary {
         counts,
         parked,
         elapsed: start.elapsed(),
+        redis,
     })
 }

@@ -1,7 +1,8 @@
 //! The tracking stage: writes rows and dead letters, holding the capability of the earliest
 //! buffered epoch until its rows are durable. The frontier after this stage means "done":
 //! every receiver of every epoch before it reached a terminal state (or was durably parked)
-//! and its rows are on disk.
+//! and its rows are on disk. Rows then go on to Redis (if the job tracks there), which the
+//! frontier never waits for.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use tidings_model::State;
 use tidings_operators::{Epoch, Flow};
 use tidings_sinks::tracking::Tracking;
+use tidings_sinks::tracking::redis::{RedisRow, RedisSink, UserTtl};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
@@ -43,6 +45,7 @@ pub fn track<'s>(
     flush_interval: Duration,
     counts: Arc<Mutex<Counts>>,
     dead_letter_topic: Option<crate::kafka::DeadLetterTopic>,
+    redis: Option<(RedisSink, UserTtl)>,
 ) -> StreamVec<'s, Epoch, ()> {
     let scope = rows.scope();
     rows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -53,6 +56,7 @@ pub fn track<'s>(
             let mut held: Option<Capability<Epoch>> = None;
             let mut since = Instant::now();
             let mut local = Counts::default();
+            let mut for_redis: Vec<RedisRow> = Vec::new();
             move |(input, frontier), _output| {
                 input.for_each_stamp(|cap, batches| {
                     let Some(&epoch) = cap.least() else { return };
@@ -64,6 +68,9 @@ pub fn track<'s>(
                             match f {
                                 Flow::Row(r) => {
                                     *local.states.entry(r.state).or_default() += 1;
+                                    if let Some((_, ttl)) = &redis {
+                                        for_redis.push(RedisRow::of(&r, *ttl));
+                                    }
                                     tracking.event(r);
                                 }
                                 Flow::Dead(d) => {
@@ -89,6 +96,10 @@ pub fn track<'s>(
                     if let Some(t) = &dead_letter_topic {
                         t.flush()
                             .unwrap_or_else(|e| panic!("dead-letter topic: {e}"));
+                    }
+                    // Redis is fed only rows already durable in Parquet, and never waited for.
+                    if let Some((sink, _)) = &redis {
+                        sink.send(std::mem::take(&mut for_redis));
                     }
                     counts
                         .lock()

@@ -21,17 +21,25 @@ fn brokers() -> String {
 type Decision = (i64, String, i64, String, Option<String>);
 
 fn decisions(job: &std::path::Path, idle_exit: Option<Duration>) -> (Vec<Decision>, Vec<String>) {
+    decisions_at(job, idle_exit, 1_800_000_000_000).0
+}
+
+fn decisions_at(
+    job: &std::path::Path,
+    idle_exit: Option<Duration>,
+    now: i64,
+) -> ((Vec<Decision>, Vec<String>), usize) {
     let job = Job::load(job).unwrap_or_else(|e| panic!("{e}"));
     let memory = MemoryTracking::default();
     let opts = RunOptions {
         workers: 2,
-        clock: Clock::Fixed(1_800_000_000_000),
+        clock: Clock::Fixed(now),
         tracking: TrackingTarget::Memory(memory.clone()),
         in_flight: 4,
         handle_signals: false,
         idle_exit,
     };
-    run(&job, &opts).unwrap();
+    let summary = run(&job, &opts).unwrap();
     let c = memory.take();
     let mut rows: Vec<Decision> = c
         .events
@@ -49,7 +57,7 @@ fn decisions(job: &std::path::Path, idle_exit: Option<Duration>) -> (Vec<Decisio
     rows.sort();
     let mut dead: Vec<String> = c.dead.into_iter().map(|d| d.reason).collect();
     dead.sort();
-    (rows, dead)
+    ((rows, dead), summary.parked)
 }
 
 #[test]
@@ -111,6 +119,95 @@ fn kafka_and_file_reach_the_same_decisions_and_commit_behind_the_frontier() {
         again.0.is_empty() && again.1.is_empty(),
         "replayed {} rows",
         again.0.len()
+    );
+}
+
+#[test]
+fn dedup_windows_and_parks_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let topic = format!("restart-{unique}");
+    let templates = format!(
+        "{}{}",
+        common::sms_template(1, "none", true, "phone"),
+        common::sms_template(2, "night_delay", true, "phone")
+    );
+    std::fs::write(dir.path().join("templates.toml"), templates).unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"restart\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
+             topic = \"{topic}\"\ngroup = \"g-{unique}\"\ncheckpoint_ms = 200\n\
+             [dedup]\ncontent = {{ num = 1, time = 300 }}\n[shield]\nnight = \"00:00-08:00\"\nrelease_at = \"09:00\"\n\
+             [tracking]\ndir = \"var/tracking\"\n[accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
+            brokers()
+        ),
+    )
+    .unwrap();
+    let request = |ts: i64, template: i64, to: &str| {
+        let line = common::envelope(ts, template, to, "x");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        Outgoing {
+            key: Some("k".into()),
+            payload: v["payload"].as_str().unwrap().to_string(),
+            timestamp: Some(ts),
+        }
+    };
+    // 02:00 and 08:30 in Shanghai: one delivery parks until 09:00, one is sent.
+    let night = 1_763_748_000_000;
+    let morning = 1_763_771_400_000;
+    produce(
+        &brokers(),
+        &topic,
+        [
+            request(night, 2, "13800138005"),
+            request(morning, 1, "13800138006"),
+        ],
+        || {},
+    )
+    .unwrap();
+    // The first run ends at 08:40, before the release.
+    let ((rows, _), parked) = decisions_at(&job, Some(Duration::from_secs(6)), 1_763_772_000_000);
+    let states: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+    assert!(states.contains(&"SEND_SUCCESS"), "{rows:?}");
+    assert!(states.contains(&"NIGHT_SHIELD_NEXT_SEND"), "{rows:?}");
+    assert_eq!(parked, 1);
+    let cuts: Vec<_> = std::fs::read_dir(dir.path().join("state/checkpoints"))
+        .or_else(|_| std::fs::read_dir(dir.path().join("var/state/checkpoints")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    assert!(cuts[0].join("_COMPLETE").is_file(), "{cuts:?}");
+
+    // The twin a minute later, in a new run at 10:00: the restored window rejects it, and the
+    // restored park store releases the night delivery.
+    produce(
+        &brokers(),
+        &topic,
+        [request(morning + 60_000, 1, "13800138006")],
+        || {},
+    )
+    .unwrap();
+    let ((rows, _), parked) = decisions_at(&job, Some(Duration::from_secs(6)), 1_763_776_800_000);
+    let got: Vec<(i64, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.0, r.1.as_str(), r.3.as_str()))
+        .collect();
+    assert!(
+        got.contains(&(1, "13800138006", "CONTENT_DEDUPLICATION")),
+        "{rows:?}"
+    );
+    assert!(
+        got.contains(&(2, "13800138005", "SEND_SUCCESS")),
+        "{rows:?}"
+    );
+    assert_eq!(parked, 0);
+    assert_eq!(
+        rows.iter().filter(|r| r.3 == "RECEIVE").count(),
+        1,
+        "only the new record is read again: {rows:?}"
     );
 }
 

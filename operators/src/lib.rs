@@ -12,6 +12,7 @@
 //! - [`dedup`]: steps 7–8, keyed windowed state ([`dedup::ContentDedup`],
 //!   [`dedup::FrequencyDedup`]) behind one keyed operator.
 //! - [`watermark`]: the global event-time watermark per epoch, built from every worker's marks.
+//! - [`checkpoint`]: consistent cuts of the dedup windows, parked deliveries and offsets.
 //! - [`clock`]: the injected wall clock.
 //!
 //! # Time
@@ -23,6 +24,7 @@
 //! (from the record) drives every time rule; the wall clock is never consulted for decisions.
 
 pub mod admit;
+pub mod checkpoint;
 pub mod clock;
 pub mod dedup;
 pub mod flow;

@@ -20,6 +20,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::generic::operator::Operator;
 
+use crate::checkpoint::{Checkpoints, FINAL};
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Flow};
 
@@ -124,16 +125,17 @@ impl ParkStore {
                 _ => Ok(()),
             };
         }
-        let tmp = self.path.with_extension("jsonl.tmp");
+        self.write_to(&self.path)
+    }
+
+    /// Writes what is parked to `path` (atomically), e.g. a checkpoint's part.
+    pub fn write_to(&self, path: &Path) -> io::Result<()> {
         let mut buf = Vec::new();
         for p in self.parked.values() {
             serde_json::to_writer(&mut buf, p).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
-        let mut f = File::create(&tmp)?;
-        f.write_all(&buf)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, &self.path)
+        crate::checkpoint::write_durably(path, &buf)
     }
 
     /// Number parked.
@@ -159,7 +161,13 @@ pub fn park<'s>(
     marks: StreamVec<'s, Epoch, Flow>,
     store: Option<ParkStore>,
     clock: Clock,
+    checkpoints: Option<Checkpoints>,
 ) -> StreamVec<'s, Epoch, Flow> {
+    // Only worker 0 holds parked deliveries, so only it writes a part of each checkpoint.
+    let checkpoints = checkpoints.filter(|_| store.is_some());
+    if let Some(c) = &checkpoints {
+        c.register();
+    }
     let to_zero = ExchangePact::new(|_: &Flow| 0u64);
     let by_target = ExchangePact::new(|f: &Flow| match f {
         Flow::Mark(m) => m.to as u64,
@@ -174,12 +182,32 @@ pub fn park<'s>(
             // Held at the next epoch to process: released deliveries are sent at `cur + 1`. Workers
             // other than 0 never park or release, so they let their capability go at once.
             let mut cap = store.as_ref().map(|_| cap);
+            let due_at = checkpoints.clone();
+            let is_due = move |e: Epoch| due_at.as_ref().is_some_and(|c| c.is_due(e));
             let mut cur: Epoch = 0;
             let mut store = store;
             let mut incoming: BTreeMap<Epoch, Vec<Parked>> = BTreeMap::new();
             let mut watermark = Watermark::default();
             let mut started = false;
             let fail = |e: io::Error| -> ! { panic!("park store: {e}") };
+            // The last part written and whether the store changed since.
+            let mut last_part: Option<PathBuf> = None;
+            let mut dirty = true;
+            let mut snapshot = move |store: &ParkStore, epoch: Epoch, dirty: &mut bool| {
+                let Some(c) = &checkpoints else { return };
+                let written = c.part_path(epoch, "parked.jsonl").and_then(|path| {
+                    match (&last_part, *dirty) {
+                        // Unchanged: the same file again, as a hard link.
+                        (Some(last), false) if std::fs::hard_link(last, &path).is_ok() => {}
+                        _ => store.write_to(&path)?,
+                    }
+                    last_part = Some(path);
+                    Ok(())
+                });
+                written.unwrap_or_else(|e| fail(e));
+                *dirty = false;
+                c.part_written(epoch);
+            };
             move |(parks, parks_frontier), (mark_input, mark_frontier), output| {
                 parks.for_each_stamp(|stamp, batches| {
                     let Some(&epoch) = stamp.least() else { return };
@@ -226,14 +254,19 @@ pub fn park<'s>(
                     {
                         break;
                     }
-                    store
-                        .park(incoming.remove(&cur).unwrap_or_default())
-                        .unwrap_or_else(|e| fail(e));
+                    let parks = incoming.remove(&cur).unwrap_or_default();
+                    dirty |= !parks.is_empty();
+                    store.park(parks).unwrap_or_else(|e| fail(e));
+                    // The cut: parked through `cur`, before the releases sent at `cur + 1`.
+                    if is_due(cur) {
+                        snapshot(store, cur, &mut dirty);
+                    }
                     let due = match watermark.advance_to(cur) {
                         Some(w) => store.release_until(w),
                         None => Vec::new(),
                     };
                     cur += 1;
+                    dirty |= !due.is_empty();
                     if !due.is_empty() {
                         output
                             .session(&c.delayed(&cur))
@@ -251,6 +284,7 @@ pub fn park<'s>(
                             .give_iterator(due.into_iter().map(Flow::Pass));
                     }
                     store.persist().unwrap_or_else(|e| fail(e));
+                    snapshot(store, FINAL, &mut true);
                     cap = None;
                 }
             }

@@ -146,6 +146,21 @@ impl KeyedRule for ContentDedup {
     fn keys(&self) -> usize {
         self.admitted.len()
     }
+
+    const PART: &'static str = "content";
+
+    fn snapshot(&self) -> Box<dyn Iterator<Item = (u128, Vec<i64>)> + '_> {
+        Box::new(self.admitted.iter().map(|(k, a)| (*k, a.times().to_vec())))
+    }
+
+    fn restore(&mut self, key: u128, values: &[i64]) {
+        let entry = match values {
+            [] => return,
+            [t] => Admitted::One(*t),
+            ts => Admitted::Many(ts.into()),
+        };
+        self.admitted.insert(key, entry);
+    }
 }
 
 #[cfg(test)]

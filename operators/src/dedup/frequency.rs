@@ -126,6 +126,35 @@ impl KeyedRule for FrequencyDedup {
     fn keys(&self) -> usize {
         self.counts.len()
     }
+
+    const PART: &'static str = "frequency";
+
+    /// `[day, count, day, count, ...]`.
+    fn snapshot(&self) -> Box<dyn Iterator<Item = (u128, Vec<i64>)> + '_> {
+        Box::new(self.counts.iter().map(|(k, days)| {
+            let flat = match days {
+                Days::One(d, n) => vec![i64::from(*d), i64::from(*n)],
+                Days::Many(v) => v
+                    .iter()
+                    .flat_map(|&(d, n)| [i64::from(d), i64::from(n)])
+                    .collect(),
+            };
+            (*k, flat)
+        }))
+    }
+
+    fn restore(&mut self, key: u128, values: &[i64]) {
+        let days: Vec<(i32, u32)> = values
+            .chunks_exact(2)
+            .map(|p| (p[0] as i32, p[1] as u32))
+            .collect();
+        let entry = match days.as_slice() {
+            [] => return,
+            [(d, n)] => Days::One(*d, *n),
+            _ => Days::Many(days.into_boxed_slice()),
+        };
+        self.counts.insert(key, entry);
+    }
 }
 
 #[cfg(test)]

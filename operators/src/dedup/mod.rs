@@ -6,7 +6,7 @@
 //! up to the global watermark `W(e-1)` less the allowed lateness; the wall clock is never read.
 //!
 //! ```ignore
-//! let after_content = keyed(passes, marks.clone(), ContentDedup::new(..), clock);
+//! let after_content = keyed(passes, marks.clone(), ContentDedup::new(..), clock, None);
 //! ```
 
 mod content;
@@ -25,6 +25,7 @@ use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 
+use crate::checkpoint::{Checkpoints, FINAL, read_keyed, write_keyed};
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Flow};
 
@@ -41,6 +42,23 @@ pub trait KeyedRule: 'static {
     fn evict(&mut self, watermark: Millis);
     /// Number of keys held.
     fn keys(&self) -> usize;
+    /// The file name prefix of this rule's checkpoint parts.
+    const PART: &'static str;
+    /// Every key's state as integers, for a checkpoint.
+    fn snapshot(&self) -> Box<dyn Iterator<Item = (u128, Vec<i64>)> + '_>;
+    /// Restores one key written by [`KeyedRule::snapshot`].
+    fn restore(&mut self, key: u128, values: &[i64]);
+}
+
+/// Writes `rule`'s part of checkpoint `epoch` and reports it written.
+fn checkpoint<R: KeyedRule>(rule: &R, c: &Checkpoints, epoch: Epoch, index: usize) {
+    let path = c
+        .part_path(epoch, &format!("{}-{index}.parquet", R::PART))
+        .and_then(|path| write_keyed(&path, rule.snapshot()).map(|()| path));
+    match path {
+        Ok(_) => c.part_written(epoch),
+        Err(e) => panic!("{} checkpoint: {e}", R::NAME),
+    }
 }
 
 /// Runs a keyed rule over `deliveries` (`Flow::Pass` only) with the epoch `marks`.
@@ -49,7 +67,22 @@ pub fn keyed<'s, R: KeyedRule>(
     marks: StreamVec<'s, Epoch, Flow>,
     mut rule: R,
     clock: Clock,
+    checkpoints: Option<Checkpoints>,
 ) -> StreamVec<'s, Epoch, Flow> {
+    let index = deliveries.scope().index();
+    let peers = deliveries.scope().peers() as u64;
+    if let Some(c) = &checkpoints {
+        c.register();
+        let parts = c.restored_parts(&format!("{}-", R::PART));
+        for path in parts.unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME)) {
+            read_keyed(
+                &path,
+                |k| ids::route(k) % peers == index as u64,
+                |k, v| rule.restore(k, v),
+            )
+            .unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME));
+        }
+    }
     let by_key = ExchangePact::new(|f: &Flow| match f {
         Flow::Pass(d) => ids::route(R::key(d)),
         _ => 0,
@@ -63,7 +96,13 @@ pub fn keyed<'s, R: KeyedRule>(
         by_key,
         by_target,
         R::NAME,
-        move |_, _| {
+        move |cap, _| {
+            // Held at the next checkpoint epoch until this rule's part of it is written.
+            let mut held = checkpoints.map(|c| {
+                let mut cap = cap;
+                cap.downgrade(&c.next_at_or_after(1));
+                (c, cap)
+            });
             let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<Delivery>)> = BTreeMap::new();
             let mut watermark = Watermark::default();
             move |(data, data_frontier), (mark_input, mark_frontier), output| {
@@ -95,6 +134,9 @@ pub fn keyed<'s, R: KeyedRule>(
                 epochs.sort_unstable();
                 epochs.dedup();
                 for epoch in epochs {
+                    if let Some((c, cap)) = held.as_mut() {
+                        snapshot_before(&rule, c, cap, epoch, index);
+                    }
                     // Evict by the watermark of the epochs *before* this one: a record of epoch
                     // `e` is late only relative to what came before it, never to its own epoch.
                     if let Some(w) = epoch
@@ -118,9 +160,43 @@ pub fn keyed<'s, R: KeyedRule>(
                         }
                     }
                 }
+                if let Some((c, cap)) = held.as_mut() {
+                    if data_frontier.is_empty() && mark_frontier.is_empty() {
+                        checkpoint(&rule, c, FINAL, index);
+                        held = None;
+                    } else {
+                        let limit = data_frontier
+                            .frontier()
+                            .iter()
+                            .chain(mark_frontier.frontier().iter())
+                            .min()
+                            .copied()
+                            .unwrap_or(FINAL);
+                        snapshot_before(&rule, c, cap, limit, index);
+                    }
+                }
             }
         },
     )
+}
+
+/// Writes the last checkpoint before `limit` if the capability still holds it back (the
+/// state is the same at every checkpoint epoch the input skipped, so only the last is written),
+/// then moves the capability to the next checkpoint at or after `limit`.
+fn snapshot_before<R: KeyedRule>(
+    rule: &R,
+    c: &Checkpoints,
+    cap: &mut Capability<Epoch>,
+    limit: Epoch,
+    index: usize,
+) {
+    if *cap.time() >= limit {
+        return;
+    }
+    if let Some(last) = c.last_before(limit) {
+        checkpoint(rule, c, last, index);
+    }
+    cap.downgrade(&c.next_at_or_after(limit));
 }
 
 /// When to sweep a rule's state: eviction scans the whole map, so it runs only when the

@@ -5,6 +5,8 @@
 //! `part-<run>-w<worker>-<seq>.parquet`, and always complete: written to a hidden `.tmp` file,
 //! fsynced, then renamed.
 
+pub mod redis;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;

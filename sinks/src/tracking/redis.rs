@@ -1,0 +1,494 @@
+//! Real-time tracking in Redis (austin's trace views), fed after the Parquet rows are durable.
+//!
+//! Keys, all under `tidings:`:
+//!
+//! | key | type | value | expiry |
+//! |---|---|---|---|
+//! | `tidings:msg:<messageId>` | list | one JSON per state of each receiver | 3 days |
+//! | `tidings:user:<receiver>` | list | one JSON per state of each message | end of the local day (or a set TTL) |
+//! | `tidings:biz:<businessId>` | hash | state name → count (austin's template funnel) | 30 days |
+//!
+//! One writer thread per process owns the connection and writes pipelined batches. Sending
+//! never waits for Redis: while Redis is down the rows queue in memory, spill to
+//! `spool_dir` past a bound, and are backfilled in order once Redis answers again; a run that
+//! ends with Redis still down leaves its rows in the spool for the next run. Parquet is the
+//! record of truth and is never held back by Redis.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use tidings_model::EventRow;
+use tidings_model::time::{Millis, end_of_local_day, local_day};
+
+/// Key prefix of everything tidings writes.
+pub const PREFIX: &str = "tidings:";
+const MESSAGE_TTL_S: i64 = 3 * 24 * 3600;
+const BUSINESS_TTL_S: i64 = 30 * 24 * 3600;
+/// Rows per pipeline round trip.
+const CHUNK: usize = 2_000;
+
+/// One tracking row as Redis holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisRow {
+    /// When the state was reached (ms, UTC).
+    pub time: Millis,
+    /// The message.
+    pub message_id: String,
+    /// The receiver.
+    pub receiver: String,
+    /// The template.
+    pub template_id: i64,
+    /// austin's businessId.
+    pub business_id: i64,
+    /// The state's name.
+    pub state: String,
+    /// The state's code.
+    pub code: i32,
+    /// Why, for rejections and failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the receiver's list expires (Unix seconds).
+    pub user_expire_at: i64,
+}
+
+/// How receiver lists expire.
+#[derive(Debug, Clone, Copy)]
+pub enum UserTtl {
+    /// At the end of the local day of the row's time.
+    EndOfDay(Tz),
+    /// A fixed number of seconds after the row.
+    Seconds(i64),
+}
+
+impl RedisRow {
+    /// The Redis form of an event row.
+    pub fn of(row: &EventRow, ttl: UserTtl) -> RedisRow {
+        let user_expire_at = match ttl {
+            UserTtl::EndOfDay(tz) => end_of_local_day(tz, local_day(tz, row.time)) / 1000,
+            UserTtl::Seconds(s) => row.time / 1000 + s,
+        };
+        RedisRow {
+            time: row.time,
+            message_id: row.meta.message_id.clone(),
+            receiver: row.receiver.clone(),
+            template_id: row.meta.template_id,
+            business_id: row.meta.business_id,
+            state: row.state.name().to_string(),
+            code: row.state.code(),
+            reason: row.reason.clone(),
+            user_expire_at,
+        }
+    }
+}
+
+/// The key of a message's list.
+pub fn message_key(message_id: &str) -> String {
+    format!("{PREFIX}msg:{message_id}")
+}
+
+/// The key of a receiver's list.
+pub fn user_key(receiver: &str) -> String {
+    format!("{PREFIX}user:{receiver}")
+}
+
+/// The key of a businessId's state counts.
+pub fn business_key(business_id: i64) -> String {
+    format!("{PREFIX}biz:{business_id}")
+}
+
+/// Writes one chunk of rows as one pipeline.
+fn write_chunk(con: &mut redis::Connection, rows: &[RedisRow]) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    let mut messages = HashSet::new();
+    let mut users: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut businesses = HashSet::new();
+    for r in rows {
+        let mkey = message_key(&r.message_id);
+        let entry = serde_json::json!({"time": r.time, "receiver": r.receiver, "state": r.state,
+            "code": r.code, "reason": r.reason, "template_id": r.template_id});
+        pipe.rpush(&mkey, entry.to_string()).ignore();
+        messages.insert(mkey);
+        let ukey = user_key(&r.receiver);
+        let entry = serde_json::json!({"time": r.time, "message_id": r.message_id,
+            "template_id": r.template_id, "business_id": r.business_id, "state": r.state,
+            "code": r.code, "reason": r.reason});
+        pipe.rpush(&ukey, entry.to_string()).ignore();
+        let at = users.entry(&r.receiver).or_insert(r.user_expire_at);
+        *at = (*at).max(r.user_expire_at);
+        let bkey = business_key(r.business_id);
+        pipe.hincr(&bkey, &r.state, 1).ignore();
+        businesses.insert(bkey);
+    }
+    for k in messages {
+        pipe.expire(k, MESSAGE_TTL_S).ignore();
+    }
+    for (receiver, at) in users {
+        pipe.expire_at(user_key(receiver), at).ignore();
+    }
+    for k in businesses {
+        pipe.expire(k, BUSINESS_TTL_S).ignore();
+    }
+    pipe.query::<()>(con)
+}
+
+/// Settings of the writer.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Where rows wait on disk while Redis is down.
+    pub spool_dir: PathBuf,
+    /// Rows held in memory before the queue spills to disk.
+    pub max_in_memory: usize,
+    /// How long the end of a run waits for Redis before spooling what is left.
+    pub drain_timeout: Duration,
+}
+
+enum Queued {
+    Rows(Vec<RedisRow>),
+    Spooled(PathBuf),
+}
+
+/// A handle on the writer thread; cheap to clone, one per worker.
+#[derive(Debug, Clone)]
+pub struct RedisSink {
+    tx: Sender<Vec<RedisRow>>,
+}
+
+impl RedisSink {
+    /// Hands rows (already durable in Parquet) to the writer; never blocks.
+    pub fn send(&self, rows: Vec<RedisRow>) {
+        if !rows.is_empty() {
+            // The writer only goes away after every sink is dropped.
+            let _ = self.tx.send(rows);
+        }
+    }
+}
+
+/// The writer thread; [`RedisWriter::finish`] drains (or spools) what is queued.
+#[derive(Debug)]
+pub struct RedisWriter {
+    handle: Option<JoinHandle<WriterStats>>,
+}
+
+/// What the writer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Rows written to Redis.
+    pub written: u64,
+    /// Rows left in the spool when the writer stopped.
+    pub spooled: u64,
+    /// Failed attempts (connection or command errors).
+    pub failures: u64,
+}
+
+impl RedisWriter {
+    /// Starts the writer; rows left in the spool by an earlier run go first.
+    pub fn start(settings: RedisSettings) -> io::Result<(RedisWriter, RedisSink)> {
+        std::fs::create_dir_all(&settings.spool_dir)?;
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("tidings-redis".into())
+            .spawn(move || writer_loop(client, settings, rx))?;
+        Ok((
+            RedisWriter {
+                handle: Some(handle),
+            },
+            RedisSink { tx },
+        ))
+    }
+
+    /// Waits for the writer once every [`RedisSink`] is dropped.
+    pub fn finish(mut self) -> WriterStats {
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+fn spool_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn spool(dir: &Path, rows: &[RedisRow]) -> io::Result<PathBuf> {
+    let name = format!(
+        "{:020}-{}.jsonl",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+        std::process::id()
+    );
+    let path = dir.join(name);
+    write_rows(&path, rows)?;
+    Ok(path)
+}
+
+/// Writes rows as JSON lines to `path`, atomically.
+fn write_rows(path: &Path, rows: &[RedisRow]) -> io::Result<()> {
+    let mut buf = Vec::new();
+    for r in rows {
+        serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
+        buf.push(b'\n');
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&buf)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn read_spool(path: &Path) -> io::Result<Vec<RedisRow>> {
+    let mut rows = Vec::new();
+    for line in BufReader::new(File::open(path)?).lines() {
+        let line = line?;
+        if let Ok(r) = serde_json::from_str(&line) {
+            rows.push(r);
+        }
+    }
+    Ok(rows)
+}
+
+struct Writer {
+    client: redis::Client,
+    con: Option<redis::Connection>,
+    settings: RedisSettings,
+    queue: VecDeque<Queued>,
+    in_memory: usize,
+    retry_at: Instant,
+    backoff: Duration,
+    stats: WriterStats,
+}
+
+impl Writer {
+    fn connection(&mut self) -> redis::RedisResult<&mut redis::Connection> {
+        if self.con.is_none() {
+            let con = self
+                .client
+                .get_connection_with_timeout(Duration::from_secs(2))?;
+            con.set_read_timeout(Some(Duration::from_secs(5)))?;
+            con.set_write_timeout(Some(Duration::from_secs(5)))?;
+            self.con = Some(con);
+        }
+        Ok(self.con.as_mut().expect("just connected"))
+    }
+
+    /// Writes rows chunk by chunk; on failure returns how many were written.
+    fn write(&mut self, rows: &[RedisRow]) -> Result<(), usize> {
+        let mut done = 0;
+        for chunk in rows.chunks(CHUNK) {
+            let result = self.connection().and_then(|con| write_chunk(con, chunk));
+            if let Err(e) = result {
+                self.con = None;
+                self.stats.failures += 1;
+                if self.stats.failures == 1 || self.backoff >= Duration::from_secs(5) {
+                    eprintln!("warning: redis tracking: {e} (rows queue and are backfilled)");
+                }
+                return Err(done);
+            }
+            done += chunk.len();
+            self.stats.written += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the queue front to back until it is empty or Redis fails.
+    fn drain(&mut self) {
+        if Instant::now() < self.retry_at {
+            return;
+        }
+        while let Some(item) = self.queue.pop_front() {
+            let (rows, file) = match item {
+                Queued::Rows(rows) => {
+                    self.in_memory -= rows.len();
+                    (rows, None)
+                }
+                Queued::Spooled(path) => match read_spool(&path) {
+                    Ok(rows) => (rows, Some(path)),
+                    Err(e) => {
+                        eprintln!("warning: redis spool {}: {e}", path.display());
+                        continue;
+                    }
+                },
+            };
+            match self.write(&rows) {
+                Ok(()) => {
+                    if let Some(path) = file {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    self.backoff = Duration::ZERO;
+                }
+                Err(written) => {
+                    let rest = rows[written..].to_vec();
+                    match file {
+                        // A partly written spool file is rewritten with what is left.
+                        Some(path) => {
+                            if written > 0 {
+                                write_rows(&path, &rest).unwrap_or_else(|e| {
+                                    eprintln!("warning: redis spool {}: {e}", path.display())
+                                });
+                            }
+                            self.queue.push_front(Queued::Spooled(path));
+                        }
+                        None => {
+                            self.in_memory += rest.len();
+                            self.queue.push_front(Queued::Rows(rest));
+                        }
+                    }
+                    self.backoff = (self.backoff * 2)
+                        .max(Duration::from_millis(100))
+                        .min(Duration::from_secs(5));
+                    self.retry_at = Instant::now() + self.backoff;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves the rows held in memory to one spool file, keeping the queue's order.
+    fn spill(&mut self) {
+        let mut rows = Vec::new();
+        let mut rest = VecDeque::new();
+        let mut first_rows_at = None;
+        for (i, item) in std::mem::take(&mut self.queue).into_iter().enumerate() {
+            match item {
+                Queued::Rows(r) => {
+                    first_rows_at.get_or_insert(i);
+                    rows.extend(r);
+                }
+                spooled => rest.push_back(spooled),
+            }
+        }
+        self.queue = rest;
+        if rows.is_empty() {
+            return;
+        }
+        match spool(&self.settings.spool_dir, &rows) {
+            Ok(path) => {
+                self.in_memory = 0;
+                let at = first_rows_at.unwrap_or(0).min(self.queue.len());
+                self.queue.insert(at, Queued::Spooled(path));
+            }
+            Err(e) => {
+                eprintln!("warning: redis spool: {e}");
+                self.queue.push_back(Queued::Rows(rows));
+            }
+        }
+    }
+}
+
+fn writer_loop(
+    client: redis::Client,
+    settings: RedisSettings,
+    rx: Receiver<Vec<RedisRow>>,
+) -> WriterStats {
+    let queue = spool_files(&settings.spool_dir)
+        .into_iter()
+        .map(Queued::Spooled)
+        .collect();
+    let mut w = Writer {
+        client,
+        con: None,
+        settings,
+        queue,
+        in_memory: 0,
+        retry_at: Instant::now(),
+        backoff: Duration::ZERO,
+        stats: WriterStats::default(),
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(rows) => {
+                w.in_memory += rows.len();
+                w.queue.push_back(Queued::Rows(rows));
+                while let Ok(more) = rx.try_recv() {
+                    w.in_memory += more.len();
+                    w.queue.push_back(Queued::Rows(more));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        w.drain();
+        if w.in_memory > w.settings.max_in_memory {
+            w.spill();
+        }
+    }
+    // The run is over: a last chance for Redis, then what is left waits on disk.
+    let deadline = Instant::now() + w.settings.drain_timeout;
+    while !w.queue.is_empty() && Instant::now() < deadline {
+        w.drain();
+        if !w.queue.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    w.spill();
+    w.stats.spooled = spool_files(&w.settings.spool_dir)
+        .iter()
+        .map(|p| read_spool(p).map(|r| r.len() as u64).unwrap_or(0))
+        .sum();
+    w.stats
+}
+
+/// Reads what the trace commands show.
+pub struct RedisTrace {
+    con: redis::Connection,
+}
+
+impl RedisTrace {
+    /// Connects to `url`.
+    pub fn connect(url: &str) -> redis::RedisResult<RedisTrace> {
+        let client = redis::Client::open(url)?;
+        Ok(RedisTrace {
+            con: client.get_connection_with_timeout(Duration::from_secs(5))?,
+        })
+    }
+
+    /// The states of a message, oldest first.
+    pub fn message(&mut self, message_id: &str) -> redis::RedisResult<Vec<serde_json::Value>> {
+        self.list(&message_key(message_id))
+    }
+
+    /// The states a receiver's messages reached, oldest first.
+    pub fn user(&mut self, receiver: &str) -> redis::RedisResult<Vec<serde_json::Value>> {
+        self.list(&user_key(receiver))
+    }
+
+    /// State counts of a businessId.
+    pub fn business(&mut self, business_id: i64) -> redis::RedisResult<BTreeMap<String, i64>> {
+        redis::cmd("HGETALL")
+            .arg(business_key(business_id))
+            .query(&mut self.con)
+    }
+
+    fn list(&mut self, key: &str) -> redis::RedisResult<Vec<serde_json::Value>> {
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.con)?;
+        Ok(raw
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+}
