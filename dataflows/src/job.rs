@@ -230,6 +230,9 @@ pub struct WhitelistConfig {
 fn default_tracking_dir() -> PathBuf {
     "var/tracking".into()
 }
+fn default_redis_prefix() -> String {
+    tidings_sinks::tracking::redis::PREFIX.into()
+}
 fn default_flush_rows() -> usize {
     200_000
 }
@@ -251,6 +254,9 @@ pub struct TrackingConfig {
     /// the local day.
     #[serde(default)]
     pub redis_user_ttl_secs: Option<u64>,
+    /// Prefix of every Redis key. Default `"tidings:"`.
+    #[serde(default = "default_redis_prefix")]
+    pub redis_prefix: String,
     /// Rows a worker buffers before writing a Parquet file. Default 200000.
     #[serde(default = "default_flush_rows")]
     pub flush_rows: usize,
@@ -265,6 +271,7 @@ impl Default for TrackingConfig {
             dir: default_tracking_dir(),
             redis: None,
             redis_user_ttl_secs: None,
+            redis_prefix: default_redis_prefix(),
             flush_rows: default_flush_rows(),
             flush_interval_ms: default_flush_ms(),
         }

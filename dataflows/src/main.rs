@@ -69,6 +69,20 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
     },
+    /// Trace a message, a receiver or a template in the job's Redis tracking (real time).
+    Trace {
+        /// The job whose `tracking.redis` to read.
+        #[arg(long, conflicts_with = "redis", required_unless_present = "redis")]
+        job: Option<PathBuf>,
+        /// A Redis URL, instead of a job.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        #[command(subcommand)]
+        what: TraceWhat,
+    },
     /// Run SQL over a job's tracking tables `events` and `dead_letters`.
     Sql {
         /// The job whose tracking directory to read.
@@ -82,6 +96,28 @@ enum Command {
         format: OutputFormat,
         /// The statement.
         query: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TraceWhat {
+    /// Every state every receiver of one message reached.
+    Message {
+        /// The messageId.
+        id: String,
+    },
+    /// Every state a receiver's messages reached (kept until the end of the local day).
+    User {
+        /// The receiver (phone, email, user id...).
+        receiver: String,
+    },
+    /// The template's funnel: receivers per state on one day (austin's businessId view).
+    Template {
+        /// The template id.
+        id: i64,
+        /// The local date, `YYYY-MM-DD`. Default: today in the job's time zone.
+        #[arg(long)]
+        date: Option<String>,
     },
 }
 
@@ -107,6 +143,12 @@ fn main() -> ExitCode {
             format,
             query,
         } => sql(job, dir, format, &query),
+        Command::Trace {
+            job,
+            redis,
+            format,
+            what,
+        } => trace(job, redis, format, what),
     }
 }
 
@@ -180,6 +222,18 @@ fn print_summary(job: &Job, opts: &RunOptions, s: &Summary) {
         "dead letters", "", s.counts.dead_letters
     );
     println!("{:<24} {:>6} {:>10}", "parked at exit", "", s.parked);
+    if let Some(r) = &s.redis {
+        println!(
+            "redis: {} rows written, {} waiting in the spool for Redis{}",
+            r.written,
+            r.spooled,
+            if r.failures > 0 {
+                format!(" ({} failed attempts)", r.failures)
+            } else {
+                String::new()
+            }
+        );
+    }
     let receive = s.counts.states.get(&State::Receive).copied().unwrap_or(0);
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     println!(
@@ -187,6 +241,166 @@ fn print_summary(job: &Job, opts: &RunOptions, s: &Summary) {
         receive as f64 / secs,
         job.tracking_dir.display()
     );
+}
+
+fn trace(
+    job: Option<PathBuf>,
+    redis: Option<String>,
+    format: OutputFormat,
+    what: TraceWhat,
+) -> ExitCode {
+    use tidings_sinks::tracking::redis::RedisTrace;
+    let job = match job.as_deref().map(load).transpose() {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let prefix = job
+        .as_ref()
+        .map(|j| j.file.tracking.redis_prefix.clone())
+        .unwrap_or_else(|| tidings_sinks::tracking::redis::PREFIX.into());
+    let url = match (redis, job.as_ref()) {
+        (Some(url), _) => url,
+        (None, Some(j)) => match &j.file.tracking.redis {
+            Some(url) => url.clone(),
+            None => {
+                eprintln!(
+                    "error: {}: tracking.redis is not set, so nothing is traced in Redis; use `tidings sql` for the Parquet tables",
+                    j.path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => unreachable!("clap requires --job or --redis"),
+    };
+    let mut redis = match RedisTrace::connect(&url, &prefix) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: redis {url}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows: Result<Vec<serde_json::Value>, String> = match what {
+        TraceWhat::Message { id } => redis.message(&id).map_err(|e| e.to_string()),
+        TraceWhat::User { receiver } => redis.user(&receiver).map_err(|e| e.to_string()),
+        TraceWhat::Template { id, date } => {
+            let tz = job
+                .as_ref()
+                .map(|j| j.tz)
+                .unwrap_or(chrono_tz::Asia::Shanghai);
+            let date = match date {
+                Some(d) => match chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d") {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("error: --date {d:?}: {e}; write YYYY-MM-DD");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => chrono::Utc::now().with_timezone(&tz).date_naive(),
+            };
+            // The job knows the template's type; without it, both of austin's types are asked.
+            let types: Vec<i64> = match job.as_ref().and_then(|j| j.templates.get(id)) {
+                Some(t) => vec![t.template_type.code()],
+                None => vec![20, 10],
+            };
+            let mut rows = Vec::new();
+            for ty in types {
+                let business_id = tidings_model::ids::business_id(ty, id, date);
+                match redis.business(business_id) {
+                    Ok(counts) => rows.extend(counts.into_iter().map(|(state, n)| {
+                        serde_json::json!({"business_id": business_id, "state": state,
+                            "code": State::from_name(&state).map(State::code), "receivers": n})
+                    })),
+                    Err(e) => {
+                        eprintln!("error: redis {url}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            rows.sort_by_key(|r| r["code"].as_i64());
+            Ok(rows)
+        }
+    };
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: redis {url}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_json_rows(&rows, format);
+    ExitCode::SUCCESS
+}
+
+/// Prints JSON objects as a table (columns in first-seen order), CSV or JSON lines.
+fn print_json_rows(rows: &[serde_json::Value], format: OutputFormat) {
+    let mut columns: Vec<String> = Vec::new();
+    for r in rows {
+        if let Some(o) = r.as_object() {
+            for k in o.keys() {
+                if !columns.contains(k) {
+                    columns.push(k.clone());
+                }
+            }
+        }
+    }
+    let cell = |r: &serde_json::Value, c: &str| match &r[c] {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    match format {
+        OutputFormat::Json => {
+            for r in rows {
+                println!("{r}");
+            }
+        }
+        OutputFormat::Csv => {
+            println!("{}", columns.join(","));
+            for r in rows {
+                let line: Vec<String> = columns
+                    .iter()
+                    .map(|c| {
+                        let v = cell(r, c);
+                        if v.contains([',', '"', '\n']) {
+                            format!("\"{}\"", v.replace('"', "\"\""))
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                println!("{}", line.join(","));
+            }
+        }
+        OutputFormat::Table => {
+            let widths: Vec<usize> = columns
+                .iter()
+                .map(|c| {
+                    rows.iter()
+                        .map(|r| cell(r, c).chars().count())
+                        .chain([c.len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: Vec<String>| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(v, w)| format!("{v:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            };
+            println!("{}", line(columns.clone()));
+            for r in rows {
+                println!("{}", line(columns.iter().map(|c| cell(r, c)).collect()));
+            }
+            println!(
+                "({} row{})",
+                rows.len(),
+                if rows.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
 }
 
 fn sql(job: Option<PathBuf>, dir: Option<PathBuf>, format: OutputFormat, query: &str) -> ExitCode {

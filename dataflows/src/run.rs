@@ -166,6 +166,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         Some(url) => {
             let (writer, sink) = RedisWriter::start(RedisSettings {
                 url: url.clone(),
+                prefix: job.file.tracking.redis_prefix.clone(),
                 spool_dir: job.state_dir.join("redis-spool"),
                 max_in_memory: 100_000,
                 drain_timeout: Duration::from_secs(3),

@@ -1,6 +1,6 @@
 //! Real-time tracking in Redis (austin's trace views), fed after the Parquet rows are durable.
 //!
-//! Keys, all under `tidings:`:
+//! Keys, all under the prefix `tidings:` (`tracking.redis_prefix`):
 //!
 //! | key | type | value | expiry |
 //! |---|---|---|---|
@@ -89,40 +89,44 @@ impl RedisRow {
 }
 
 /// The key of a message's list.
-pub fn message_key(message_id: &str) -> String {
-    format!("{PREFIX}msg:{message_id}")
+pub fn message_key(prefix: &str, message_id: &str) -> String {
+    format!("{prefix}msg:{message_id}")
 }
 
 /// The key of a receiver's list.
-pub fn user_key(receiver: &str) -> String {
-    format!("{PREFIX}user:{receiver}")
+pub fn user_key(prefix: &str, receiver: &str) -> String {
+    format!("{prefix}user:{receiver}")
 }
 
 /// The key of a businessId's state counts.
-pub fn business_key(business_id: i64) -> String {
-    format!("{PREFIX}biz:{business_id}")
+pub fn business_key(prefix: &str, business_id: i64) -> String {
+    format!("{prefix}biz:{business_id}")
 }
 
 /// Writes one chunk of rows as one pipeline.
-fn write_chunk(con: &mut redis::Connection, rows: &[RedisRow]) -> redis::RedisResult<()> {
+fn write_chunk(
+    con: &mut redis::Connection,
+    prefix: &str,
+    rows: &[RedisRow],
+) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     let mut messages = HashSet::new();
     let mut users: BTreeMap<&str, i64> = BTreeMap::new();
     let mut businesses = HashSet::new();
     for r in rows {
-        let mkey = message_key(&r.message_id);
+        let mkey = message_key(prefix, &r.message_id);
         let entry = serde_json::json!({"time": r.time, "receiver": r.receiver, "state": r.state,
             "code": r.code, "reason": r.reason, "template_id": r.template_id});
         pipe.rpush(&mkey, entry.to_string()).ignore();
         messages.insert(mkey);
-        let ukey = user_key(&r.receiver);
+        let ukey = user_key(prefix, &r.receiver);
         let entry = serde_json::json!({"time": r.time, "message_id": r.message_id,
             "template_id": r.template_id, "business_id": r.business_id, "state": r.state,
             "code": r.code, "reason": r.reason});
         pipe.rpush(&ukey, entry.to_string()).ignore();
         let at = users.entry(&r.receiver).or_insert(r.user_expire_at);
         *at = (*at).max(r.user_expire_at);
-        let bkey = business_key(r.business_id);
+        let bkey = business_key(prefix, r.business_id);
         pipe.hincr(&bkey, &r.state, 1).ignore();
         businesses.insert(bkey);
     }
@@ -130,7 +134,7 @@ fn write_chunk(con: &mut redis::Connection, rows: &[RedisRow]) -> redis::RedisRe
         pipe.expire(k, MESSAGE_TTL_S).ignore();
     }
     for (receiver, at) in users {
-        pipe.expire_at(user_key(receiver), at).ignore();
+        pipe.expire_at(user_key(prefix, receiver), at).ignore();
     }
     for k in businesses {
         pipe.expire(k, BUSINESS_TTL_S).ignore();
@@ -143,6 +147,8 @@ fn write_chunk(con: &mut redis::Connection, rows: &[RedisRow]) -> redis::RedisRe
 pub struct RedisSettings {
     /// `redis://host:port[/db]`.
     pub url: String,
+    /// Prefix of every key, normally [`PREFIX`].
+    pub prefix: String,
     /// Where rows wait on disk while Redis is down.
     pub spool_dir: PathBuf,
     /// Rows held in memory before the queue spills to disk.
@@ -296,11 +302,14 @@ impl Writer {
     fn write(&mut self, rows: &[RedisRow]) -> Result<(), usize> {
         let mut done = 0;
         for chunk in rows.chunks(CHUNK) {
-            let result = self.connection().and_then(|con| write_chunk(con, chunk));
+            let prefix = self.settings.prefix.clone();
+            let result = self
+                .connection()
+                .and_then(|con| write_chunk(con, &prefix, chunk));
             if let Err(e) = result {
                 self.con = None;
                 self.stats.failures += 1;
-                if self.stats.failures == 1 || self.backoff >= Duration::from_secs(5) {
+                if self.stats.failures == 1 || self.backoff >= Duration::from_secs(2) {
                     eprintln!("warning: redis tracking: {e} (rows queue and are backfilled)");
                 }
                 return Err(done);
@@ -356,7 +365,7 @@ impl Writer {
                     }
                     self.backoff = (self.backoff * 2)
                         .max(Duration::from_millis(100))
-                        .min(Duration::from_secs(5));
+                        .min(Duration::from_secs(2));
                     self.retry_at = Instant::now() + self.backoff;
                     return;
                 }
@@ -452,31 +461,33 @@ fn writer_loop(
 /// Reads what the trace commands show.
 pub struct RedisTrace {
     con: redis::Connection,
+    prefix: String,
 }
 
 impl RedisTrace {
-    /// Connects to `url`.
-    pub fn connect(url: &str) -> redis::RedisResult<RedisTrace> {
+    /// Connects to `url`; keys start with `prefix`.
+    pub fn connect(url: &str, prefix: &str) -> redis::RedisResult<RedisTrace> {
         let client = redis::Client::open(url)?;
         Ok(RedisTrace {
             con: client.get_connection_with_timeout(Duration::from_secs(5))?,
+            prefix: prefix.to_string(),
         })
     }
 
     /// The states of a message, oldest first.
     pub fn message(&mut self, message_id: &str) -> redis::RedisResult<Vec<serde_json::Value>> {
-        self.list(&message_key(message_id))
+        self.list(&message_key(&self.prefix.clone(), message_id))
     }
 
     /// The states a receiver's messages reached, oldest first.
     pub fn user(&mut self, receiver: &str) -> redis::RedisResult<Vec<serde_json::Value>> {
-        self.list(&user_key(receiver))
+        self.list(&user_key(&self.prefix.clone(), receiver))
     }
 
     /// State counts of a businessId.
     pub fn business(&mut self, business_id: i64) -> redis::RedisResult<BTreeMap<String, i64>> {
         redis::cmd("HGETALL")
-            .arg(business_key(business_id))
+            .arg(business_key(&self.prefix, business_id))
             .query(&mut self.con)
     }
 

@@ -1,0 +1,292 @@
+//! Redis tracking against a real redis-server (`scripts/services.sh start`; `REDIS_URL`,
+//! default redis://127.0.0.1:16379), a fresh key prefix per test.
+//!
+//! Redis holds what Parquet holds (counted per state), `tidings trace` reads it back, and a
+//! Redis that is down while the job runs delays nothing: the rows are backfilled once it is up.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use tidings_dataflows::kafka::{Outgoing, produce};
+use tidings_dataflows::{Job, RunOptions, run};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
+}
+
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+fn tidings(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tidings {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// State → rows, summed over every businessId hash under `prefix`.
+fn redis_counts(url: &str, prefix: &str) -> BTreeMap<String, i64> {
+    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}biz:*"))
+        .query(&mut con)
+        .unwrap();
+    let mut counts = BTreeMap::new();
+    for k in keys {
+        let h: BTreeMap<String, i64> = redis::cmd("HGETALL").arg(&k).query(&mut con).unwrap();
+        for (state, n) in h {
+            *counts.entry(state).or_default() += n;
+        }
+    }
+    counts
+}
+
+/// State → rows in the Parquet events table.
+fn parquet_counts(tracking: &std::path::Path) -> BTreeMap<String, i64> {
+    let csv = common::sql_csv(
+        tracking,
+        "SELECT state, count(*) FROM events GROUP BY state",
+    );
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let (s, n) = l.split_once(',').unwrap();
+            (s.to_string(), n.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn redis_holds_what_parquet_holds_and_trace_reads_it() {
+    let (dir, job) = common::demo_copy();
+    let prefix = format!("tidings:test-{}:", common::unique());
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "[tracking]\ndir = \"var/tracking\"\n",
+        &format!(
+            "[tracking]\ndir = \"var/tracking\"\nredis = \"{}\"\nredis_prefix = \"{prefix}\"\n",
+            redis_url()
+        ),
+    );
+    assert!(text.contains("redis_prefix"));
+    std::fs::write(&job, text).unwrap();
+    let j = job.to_str().unwrap();
+    let summary = tidings(&["run", j]);
+    assert!(summary.contains("0 waiting in the spool"), "{summary}");
+
+    let tracking = dir.path().join("var/tracking");
+    let parquet = parquet_counts(&tracking);
+    assert!(parquet.len() >= 8, "{parquet:?}");
+    assert_eq!(redis_counts(&redis_url(), &prefix), parquet);
+
+    // One message that reached several states, traced both ways.
+    let csv = common::sql_csv(
+        &tracking,
+        "SELECT message_id, receiver, template_id, business_id FROM events \
+         WHERE state = 'SEND_SUCCESS' ORDER BY message_id LIMIT 1",
+    );
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let (message, receiver, template, business) = (row[0], row[1], row[2], row[3]);
+    // businessId ends with the event's local date, yyyyMMdd.
+    let date = format!(
+        "{}-{}-{}",
+        &business[8..12],
+        &business[12..14],
+        &business[14..16]
+    );
+    let per_message = common::sql_csv(
+        &tracking,
+        &format!("SELECT count(*) FROM events WHERE message_id = '{message}'"),
+    );
+    let per_message: usize = common::first_row(&per_message)[0];
+    let traced = tidings(&["trace", "--job", j, "--format", "json", "message", message]);
+    assert_eq!(traced.lines().count(), per_message, "{traced}");
+    assert!(traced.contains("\"SEND_SUCCESS\""), "{traced}");
+
+    let user = tidings(&["trace", "--job", j, "--format", "json", "user", receiver]);
+    assert!(user.contains(message), "{user}");
+
+    // The template funnel of that day equals the Parquet counts for its businessIds.
+    let funnel = tidings(&[
+        "trace", "--job", j, "--format", "csv", "template", template, "--date", &date,
+    ]);
+    let expected = common::sql_csv(
+        &tracking,
+        &format!(
+            "SELECT state, count(*) AS n FROM events WHERE business_id = {business} GROUP BY state"
+        ),
+    );
+    let expected: BTreeMap<String, String> = expected
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (s, n) = l.split_once(',').unwrap();
+            (s.to_string(), n.to_string())
+        })
+        .collect();
+    let got: BTreeMap<String, String> = funnel
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            // Columns: business_id, code, receivers, state.
+            (c[3].to_string(), c[2].to_string())
+        })
+        .collect();
+    assert_eq!(got, expected, "{funnel}");
+}
+
+/// A redis-server of the test's own on a free port; killed on drop.
+struct OwnRedis(Child);
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn sending_goes_on_while_redis_is_down_and_redis_is_backfilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    std::fs::write(
+        dir.path().join("templates.toml"),
+        common::sms_template(1, "none", false, "phone"),
+    )
+    .unwrap();
+    let job_path = dir.path().join("job.toml");
+    std::fs::write(
+        &job_path,
+        format!(
+            "name = \"outage\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
+             topic = \"outage-{unique}\"\ngroup = \"g-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
+             redis = \"{url}\"\nflush_interval_ms = 100\n\
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
+            brokers()
+        ),
+    )
+    .unwrap();
+    let job = Job::load(&job_path).unwrap_or_else(|e| panic!("{e}"));
+    let batch = |from: u32, n: u32| {
+        (from..from + n).map(|i| Outgoing {
+            key: Some(format!("k{i}")),
+            payload: serde_json::json!({"code": "send", "messageTemplateId": 1,
+                "messageParam": {"receiver": format!("138{:08}", i), "variables": {"v": "x"}}})
+            .to_string(),
+            timestamp: None,
+        })
+    };
+    let topic = format!("outage-{unique}");
+    produce(&brokers(), &topic, batch(0, 100), || {}).unwrap();
+    let runner = {
+        let job = job.clone();
+        std::thread::spawn(move || {
+            let mut opts = RunOptions::for_job(&job);
+            opts.workers = 2;
+            opts.idle_exit = Some(Duration::from_secs(6));
+            run(&job, &opts).unwrap()
+        })
+    };
+
+    // Redis is down: every receiver is still sent and tracked in Parquet.
+    let tracking = dir.path().join("var/tracking");
+    let sent = |tracking: &std::path::Path| -> usize {
+        if !tracking.join("events").exists() {
+            return 0;
+        }
+        let csv = common::sql_csv(
+            tracking,
+            "SELECT count(*) FROM events WHERE state = 'SEND_SUCCESS'",
+        );
+        common::first_row(&csv)[0]
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sent(&tracking) < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "sending stalled while Redis was down"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Redis comes up; more requests come in while the writer catches up.
+    let _redis = OwnRedis(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/services.sh installs it)"),
+    );
+    produce(&brokers(), &topic, batch(100, 50), || {}).unwrap();
+    let summary = runner.join().unwrap();
+    let stats = summary.redis.expect("the job tracks to Redis");
+    assert!(stats.failures > 0, "Redis was down at first: {stats:?}");
+    assert_eq!(stats.spooled, 0, "{stats:?}");
+
+    let parquet = parquet_counts(&tracking);
+    assert_eq!(parquet.get("SEND_SUCCESS"), Some(&150), "{parquet:?}");
+    assert_eq!(redis_counts(&url, "tidings:"), parquet);
+    assert_eq!(stats.written as i64, parquet.values().sum::<i64>());
+}
+
+#[test]
+fn rows_of_a_run_that_never_reached_redis_wait_in_the_spool_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let ts = 1_763_784_000_000i64;
+    let requests: String = (0..20)
+        .map(|i| common::envelope(ts + i, 1, &format!("138{i:08}"), "x") + "\n")
+        .collect();
+    let job = common::write_job(
+        dir.path(),
+        &common::sms_template(1, "none", false, "phone"),
+        &requests,
+        "",
+    );
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("[tracking]\n", &format!("[tracking]\nredis = \"{url}\"\n"));
+    std::fs::write(&job, text).unwrap();
+    let job = Job::load(&job).unwrap_or_else(|e| panic!("{e}"));
+    let once = || run(&job, &RunOptions::for_job(&job)).unwrap();
+
+    let first = once().redis.unwrap();
+    assert_eq!((first.written, first.spooled), (0, 40), "{first:?}");
+    let _redis = OwnRedis(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // The second run reads the same file again: its 40 rows and the first run's 40.
+    let second = once().redis.unwrap();
+    assert_eq!((second.written, second.spooled), (80, 0), "{second:?}");
+    let counts = redis_counts(&url, "tidings:");
+    assert_eq!(counts.get("RECEIVE"), Some(&40), "{counts:?}");
+    assert_eq!(counts.get("SEND_SUCCESS"), Some(&40), "{counts:?}");
+}
