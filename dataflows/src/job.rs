@@ -458,6 +458,11 @@ impl Job {
             for p in account.validate(&format!("accounts.{name}")) {
                 problems.push(format!("{shown}: {p}"));
             }
+            if account.queue == Some(tidings_sinks::account::QueueKind::Kafka)
+                && file.source.kind != SourceKind::Kafka
+            {
+                problems.push(format!("{shown}: accounts.{name}.queue: \"kafka\" needs a Kafka source (the queue is a topic on its brokers); use \"memory\" or omit it"));
+            }
         }
         let templates_path = base.join(&file.templates);
         let templates = match Templates::load(&templates_path) {

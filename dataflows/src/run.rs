@@ -28,9 +28,10 @@ use timely::dataflow::operators::{Concatenate, Probe};
 
 use rdkafka::consumer::CommitMode;
 
+use crate::backlog::{BacklogReader, Queues, backlog_source};
 use crate::job::Job;
 use crate::kafka::{DeadLetterTopic, KafkaReader, kafka_source};
-use crate::send::{SendContext, send};
+use crate::send::{SendContext, SendMode, send};
 use crate::source::file_source;
 use crate::track::{Counts, track};
 
@@ -109,12 +110,19 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             )
         })
         .collect();
+    let queues = Arc::new(Queues::build(
+        &job.file.accounts,
+        job.kafka.as_ref(),
+        &runtime,
+    )?);
     let send_ctx = Arc::new(SendContext {
         accounts,
         account_of,
         templates: job.templates.clone(),
         runtime: runtime.handle().clone(),
+        queues: queues.clone(),
     });
+    let main_done_w = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     if opts.handle_signals {
         let stop = stop.clone();
@@ -148,7 +156,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     // checkpoint's (records after the cut are replayed and park again).
     let checkpoints = match &job.kafka {
         Some(k) => {
-            let c = Checkpoints::open(&job.state_dir, k.checkpoint_every, started_ms)?;
+            let c = Checkpoints::open(&job.state_dir, &k.topic, k.checkpoint_every, started_ms)?;
             if let Some(dir) = c.restored() {
                 let parked = std::fs::read(dir.join("parked.jsonl")).unwrap_or_default();
                 write_durably(&job.state_dir.join("parked.jsonl"), &parked)?;
@@ -247,6 +255,8 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             });
             let send_ctx = send_ctx.clone();
             let counts = counts_w.clone();
+            let main_done = main_done_w.clone();
+            let queues = queues.clone();
             let redis = redis_w.lock().unwrap_or_else(|p| p.into_inner()).clone();
             worker.dataflow::<Epoch, _, _>(|scope| {
                 let records = match &reader {
@@ -303,7 +313,13 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     clock,
                     checkpoints.clone(),
                 ));
-                let outcomes = send(after_frequency.pass, send_ctx, clock).probe_with(&sent);
+                let outcomes = send(
+                    after_frequency.pass,
+                    send_ctx.clone(),
+                    clock,
+                    SendMode::Main,
+                )
+                .probe_with(&sent);
                 let rows = scope.concatenate([
                     admitted.track,
                     after_content.track,
@@ -315,12 +331,56 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     tracking,
                     job.file.tracking.flush_rows,
                     Duration::from_millis(job.file.tracking.flush_interval_ms),
-                    counts,
+                    counts.clone(),
                     dead_letter_topic,
-                    redis,
+                    redis.clone(),
                 )
                 .probe_with(&done);
             });
+            // The account topics: their own dataflow, so their pace never holds the main one.
+            let done_accounts = ProbeHandle::<Epoch>::new();
+            let account_reader = job
+                .kafka
+                .as_ref()
+                .filter(|_| index == 0 && queues.any())
+                .map(|k| {
+                    BacklogReader::connect(k, &queues)
+                        .unwrap_or_else(|e| panic!("account topics on {}: {e}", k.brokers))
+                });
+            if queues.any() {
+                let tracking = match &opts.tracking {
+                    TrackingTarget::Parquet => Tracking::Parquet(ParquetTracking::new(
+                        &job.tracking_dir,
+                        job.tz,
+                        job.templates.clone(),
+                        &format!("{run_id}-accounts"),
+                        index,
+                    )),
+                    TrackingTarget::Memory(m) => Tracking::Memory(m.clone()),
+                };
+                worker.dataflow::<Epoch, _, _>(|scope| {
+                    let read = split(backlog_source(
+                        scope,
+                        account_reader.clone(),
+                        queues.clone(),
+                        clock,
+                        stop_w.clone(),
+                        main_done.clone(),
+                    ));
+                    let outcomes = send(read.pass, send_ctx, clock, SendMode::Accounts);
+                    let rows = scope.concatenate([read.track, outcomes]);
+                    track(
+                        rows,
+                        tracking,
+                        job.file.tracking.flush_rows,
+                        Duration::from_millis(job.file.tracking.flush_interval_ms),
+                        counts,
+                        None,
+                        redis,
+                    )
+                    .probe_with(&done_accounts);
+                });
+            }
             // Worker 0 completes each checkpoint the "done" frontier has passed; every worker
             // then commits its offsets of that checkpoint, never before.
             let mut seen: Option<Epoch> = Some(0);
@@ -334,8 +394,19 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     committed = Some(e);
                 }
             };
-            while !done.done() {
+            let mut accounts_seen: Option<Epoch> = Some(0);
+            while !done.done() || !done_accounts.done() {
                 worker.step_or_park(Some(Duration::from_millis(1)));
+                if done.done() {
+                    main_done.store(true, Ordering::Relaxed);
+                }
+                if let Some(r) = &account_reader {
+                    let f = done_accounts.with_frontier(|f| f.first().copied());
+                    if f != accounts_seen {
+                        r.commit_done(f, CommitMode::Async);
+                        accounts_seen = f;
+                    }
+                }
                 let frontier = done.with_frontier(|f| f.first().copied());
                 if index == 0
                     && frontier != seen
@@ -361,6 +432,9 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     }
                 }
                 commit_completed(CommitMode::Sync);
+            }
+            if let Some(r) = &account_reader {
+                r.commit_done(None, CommitMode::Sync);
             }
             if index == 0 {
                 let left = ParkStore::open(&job.state_dir.join("parked.jsonl"))

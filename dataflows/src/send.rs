@@ -11,6 +11,8 @@ use tidings_model::{Delivery, EventRow, State, Templates};
 use tidings_operators::{Clock, Epoch, Flow};
 use tidings_sinks::SendBatch;
 use tidings_sinks::account::Accounts;
+
+use crate::backlog::Queues;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
@@ -27,6 +29,17 @@ pub struct SendContext {
     pub templates: Arc<Templates>,
     /// The runtime sends run on.
     pub runtime: tokio::runtime::Handle,
+    /// Accounts queued in their own Kafka topic ([`crate::backlog`]).
+    pub queues: Arc<Queues>,
+}
+
+/// Which dataflow a send stage serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMode {
+    /// The main graph: deliveries of `kafka`-queued accounts are handed to their topic.
+    Main,
+    /// The account-topic graph: every delivery is sent, and its room given back.
+    Accounts,
 }
 
 /// Sends every `Flow::Pass` delivery; emits `Flow::Row` outcomes.
@@ -34,6 +47,7 @@ pub fn send<'s>(
     deliveries: StreamVec<'s, Epoch, Flow>,
     ctx: Arc<SendContext>,
     clock: Clock,
+    mode: SendMode,
 ) -> StreamVec<'s, Epoch, Flow> {
     let scope = deliveries.scope();
     deliveries.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(
@@ -72,6 +86,21 @@ pub fn send<'s>(
                         let done = done_tx.clone();
                         let activator = activator.clone();
                         ctx.clone().runtime.spawn(async move {
+                            if mode == SendMode::Main && ctx.queues.in_kafka(account) {
+                                match ctx.queues.hand_off(account, &ds).await {
+                                    // Durable in the account's topic: the epoch may go.
+                                    Ok(()) => {
+                                        let _ = done.send((epoch, Vec::new()));
+                                        let _ = activator.activate();
+                                        return;
+                                    }
+                                    // Never lost: sent from here instead, holding the epoch.
+                                    Err(e) => eprintln!(
+                                        "warning: account topic: {e}; sending {} deliveries directly",
+                                        ds.len()
+                                    ),
+                                }
+                            }
                             let channel = ctx
                                 .templates
                                 .get(ds[0].meta.template_id)
@@ -83,6 +112,9 @@ pub fn send<'s>(
                                 receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
                             };
                             let outcomes = ctx.accounts.get(account).send(&batch).await;
+                            if mode == SendMode::Accounts {
+                                ctx.queues.sent(account, ds.len());
+                            }
                             let now = clock.now_ms();
                             let rows = ds
                                 .iter()

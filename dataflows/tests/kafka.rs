@@ -311,3 +311,73 @@ fn tidings_send_produces_single_requests_and_files() {
     );
     assert_eq!(v["payload"], "{broken");
 }
+
+#[test]
+fn a_rate_limited_backlog_waits_in_kafka_and_does_not_delay_another_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let topic = format!("iso-{unique}");
+    let templates = "[[template]]\nid = 1\nname = \"bulk\"\nchannel = \"sms\"\nmsg_type = \"marketing\"\n\
+        id_type = \"phone\"\naccount = \"slow\"\ndedup = false\n[template.content]\ncontent = \"sale {$v}\"\n\
+        [[template]]\nid = 2\nname = \"notice\"\nchannel = \"email\"\nmsg_type = \"notice\"\n\
+        id_type = \"email\"\naccount = \"fast\"\ndedup = false\n[template.content]\ntitle = \"t\"\ncontent = \"n {$v}\"\n";
+    std::fs::write(dir.path().join("templates.toml"), templates).unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"iso\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
+             topic = \"{topic}\"\ngroup = \"g-{unique}\"\n[tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
+             [accounts.slow]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = {{ per_second = 20 }}\nmax_queued = 20\n\
+             [accounts.fast]\nchannel = \"email\"\nprovider = \"blackhole\"\n",
+            brokers()
+        ),
+    )
+    .unwrap();
+    let request = |template: i64, to: String| Outgoing {
+        key: Some(to.clone()),
+        payload: serde_json::json!({"code": "send", "messageTemplateId": template,
+            "messageParam": {"receiver": to, "variables": {"v": "x"}}})
+        .to_string(),
+        timestamp: None,
+    };
+    // The bulk backlog first (10 s of the slow account's rate), then the notices.
+    let bulk = (0..200).map(|i| request(1, format!("138{i:08}")));
+    produce(&brokers(), &topic, bulk, || {}).unwrap();
+    let notices = (0..20).map(|i| request(2, format!("u{i}@example.com")));
+    produce(&brokers(), &topic, notices, || {}).unwrap();
+
+    let job = Job::load(&job).unwrap_or_else(|e| panic!("{e}"));
+    let memory = MemoryTracking::default();
+    let mut opts = RunOptions::for_job(&job);
+    opts.workers = 2;
+    opts.tracking = TrackingTarget::Memory(memory.clone());
+    opts.idle_exit = Some(Duration::from_secs(4));
+    run(&job, &opts).unwrap();
+    let rows = memory.take().events;
+    let sent = |t: i64| -> Vec<i64> {
+        let mut times: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.meta.template_id == t && r.state.name() == "SEND_SUCCESS")
+            .map(|r| r.time)
+            .collect();
+        times.sort();
+        times
+    };
+    let (slow, fast) = (sent(1), sent(2));
+    assert_eq!(slow.len(), 200, "every bulk receiver is sent exactly once");
+    assert_eq!(fast.len(), 20, "every notice is sent exactly once");
+    // Isolation: the notices, produced after the whole backlog, are all sent before most of it.
+    assert!(
+        fast[19] < slow[100],
+        "notices waited behind the backlog: last notice at {}, median bulk at {}",
+        fast[19] - slow[0],
+        slow[100] - slow[0]
+    );
+
+    // The account topic's offsets were committed: nothing is sent again.
+    let memory = MemoryTracking::default();
+    opts.tracking = TrackingTarget::Memory(memory.clone());
+    run(&job, &opts).unwrap();
+    assert!(memory.take().events.is_empty());
+}

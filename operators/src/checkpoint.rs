@@ -50,6 +50,9 @@ const MANIFEST: &str = "_COMPLETE";
 /// The manifest of a complete checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The source the offsets belong to (e.g. the topic); offsets of another are ignored.
+    #[serde(default)]
+    pub source: String,
     /// Next offset to read, per partition of the source topic.
     pub offsets: BTreeMap<i32, i64>,
 }
@@ -72,6 +75,7 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
     dir: PathBuf,
+    source: String,
     run: String,
     every: Epoch,
     restored: Option<PathBuf>,
@@ -79,9 +83,15 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Checkpoints under `state_dir/checkpoints`, every `every` epochs; finds the newest
-    /// complete one to restore.
-    pub fn open(state_dir: &Path, every: Epoch, run_start_ms: i64) -> io::Result<Checkpoints> {
+    /// Checkpoints of `source` (e.g. the topic) under `state_dir/checkpoints`, every `every`
+    /// epochs; finds the newest complete one to restore. The offsets of a checkpoint taken
+    /// from another source are not restored (its dedup windows and parks are).
+    pub fn open(
+        state_dir: &Path,
+        source: &str,
+        every: Epoch,
+        run_start_ms: i64,
+    ) -> io::Result<Checkpoints> {
         let dir = state_dir.join("checkpoints");
         std::fs::create_dir_all(&dir)?;
         let mut complete: Vec<PathBuf> = Vec::new();
@@ -94,11 +104,19 @@ impl Checkpoints {
         complete.sort();
         let restored = complete.pop();
         let base = match &restored {
-            Some(p) => read_manifest(p)?.offsets,
+            Some(p) => {
+                let m = read_manifest(p)?;
+                if m.source == source {
+                    m.offsets
+                } else {
+                    BTreeMap::new()
+                }
+            }
             None => BTreeMap::new(),
         };
         Ok(Checkpoints {
             dir,
+            source: source.to_string(),
             run: format!("{run_start_ms:013}"),
             every: every.max(1),
             restored,
@@ -209,6 +227,7 @@ impl Checkpoints {
         let dir = self.dir_of(epoch);
         std::fs::create_dir_all(&dir)?;
         let body = serde_json::to_vec(&Manifest {
+            source: self.source.clone(),
             offsets: merged.clone(),
         })
         .map_err(io::Error::other)?;
@@ -382,7 +401,7 @@ mod tests {
     #[test]
     fn newest_complete_cut_wins_and_offsets_merge() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Checkpoints::open(dir.path(), 10, 1000).unwrap();
+        let c = Checkpoints::open(dir.path(), "t", 10, 1000).unwrap();
         assert!(c.restored().is_none());
         c.register();
         c.register();
@@ -405,9 +424,15 @@ mod tests {
         c.part_written(FINAL);
         c.part_written(FINAL);
         assert_eq!(c.complete_before(None).unwrap(), Some(FINAL));
-        let again = Checkpoints::open(dir.path(), 10, 2000).unwrap();
+        let again = Checkpoints::open(dir.path(), "t", 10, 2000).unwrap();
         assert_eq!(again.restored(), Some(c.dir_of(FINAL).as_path()));
         assert_eq!(again.restored_offsets(), BTreeMap::from([(0, 9), (1, 7)]));
+        let other = Checkpoints::open(dir.path(), "another topic", 10, 3000).unwrap();
+        assert!(other.restored().is_some());
+        assert!(
+            other.restored_offsets().is_empty(),
+            "offsets of another topic"
+        );
         assert_eq!(
             std::fs::read_dir(dir.path().join("checkpoints"))
                 .unwrap()

@@ -75,9 +75,48 @@ pub struct AccountConfig {
     /// (local providers only). Default: none.
     #[serde(default)]
     pub reject_receivers: Vec<String>,
+    /// Where deliveries wait for this account: `memory` (in the send stage, holding back the
+    /// epoch they came in) or `kafka` (the account's own topic, read back at the account's
+    /// pace, so a backlog here never delays another account). Default: `kafka` for a
+    /// rate-limited account of a Kafka job, else `memory`.
+    #[serde(default)]
+    pub queue: Option<QueueKind>,
+    /// A `kafka`-queued account's deliveries held in memory at once. Default: two seconds of
+    /// its rate limit, at least 100.
+    #[serde(default)]
+    pub max_queued: Option<usize>,
+}
+
+/// Where an account's deliveries wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    /// In the send stage.
+    Memory,
+    /// In the account's own Kafka topic.
+    Kafka,
 }
 
 impl AccountConfig {
+    /// Whether this account's deliveries wait in its own Kafka topic.
+    pub fn queues_in_kafka(&self, kafka_job: bool) -> bool {
+        match self.queue {
+            Some(QueueKind::Kafka) => true,
+            Some(QueueKind::Memory) => false,
+            None => kafka_job && self.rate_limit.is_some(),
+        }
+    }
+
+    /// Deliveries held in memory at once when queued in Kafka.
+    pub fn queue_capacity(&self) -> usize {
+        self.max_queued.unwrap_or_else(|| {
+            self.rate_limit
+                .map(|r| r.per_second as usize * 2)
+                .unwrap_or(0)
+                .max(100)
+        })
+    }
+
     /// Every problem with this account, each naming `key` (e.g. `accounts.sms-main`).
     pub fn validate(&self, key: &str) -> Vec<String> {
         let mut p = Vec::new();
@@ -96,6 +135,9 @@ impl AccountConfig {
         }
         if self.attempts == Some(0) {
             p.push(format!("{key}.attempts: must be at least 1"));
+        }
+        if self.max_queued == Some(0) {
+            p.push(format!("{key}.max_queued: must be at least 1"));
         }
         p
     }

@@ -1,0 +1,367 @@
+//! Channel isolation: a backlog on one account never delays another.
+//!
+//! In a timely graph every epoch waits for its slowest delivery, so a send stage that held
+//! 1,000,000 deliveries for an account limited to 100/s would hold every later epoch, of
+//! every channel, for hours (austin answers this with one consumer group per channel). Here
+//! each `kafka`-queued account (by default: every rate-limited account of a Kafka job) has its
+//! own topic, `<send topic>.account.<name>`:
+//!
+//! - In the main dataflow the send stage *hands off* such an account's deliveries: it produces
+//!   them to the account's topic and lets the epoch go once the broker has acknowledged them.
+//!   The main graph never waits on a rate limit, and its checkpoint (and source offsets) can
+//!   move on: the deliveries are durable in Kafka.
+//! - A second dataflow reads the account topics ([`backlog_source`], worker 0) and sends. It
+//!   reads an account only while that account has room (`max_queued` deliveries in memory,
+//!   default two seconds of its rate) and leaves its consumer unpolled otherwise, so the
+//!   backlog waits in Kafka, not in RAM, and one slow account never stops another from being
+//!   read. Its
+//!   offsets are committed behind its own "done" frontier (after SEND_SUCCESS/SEND_FAIL rows
+//!   are durable): at-least-once, like the main source.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tidings_model::{DeadLetter, Delivery};
+use tidings_operators::{Clock, Epoch, Flow};
+use tidings_sinks::account::AccountConfig;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::kafka::{KafkaSettings, TICK};
+
+/// The topic of a `kafka`-queued account.
+pub fn topic_of(send_topic: &str, account: &str) -> String {
+    format!("{send_topic}.account.{account}")
+}
+
+/// Per account (by index): whether it queues in Kafka, its topic, its in-memory room and how
+/// many of its deliveries are in memory now. Shared by both dataflows of every worker.
+pub struct Queues {
+    topics: Vec<Option<String>>,
+    capacity: Vec<usize>,
+    queued: Vec<AtomicUsize>,
+    producer: Option<FutureProducer>,
+    /// Deliveries handed to account topics, and read back from them, in this run.
+    handed: AtomicUsize,
+    read: AtomicUsize,
+}
+
+impl Queues {
+    /// Queues for accounts in index order (a `BTreeMap` by name, as [`tidings_sinks::account::Accounts`]
+    /// builds them). With a Kafka source, creates the account topics and a producer.
+    pub fn build(
+        accounts: &BTreeMap<String, AccountConfig>,
+        kafka: Option<&KafkaSettings>,
+        runtime: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Queues> {
+        let topics: Vec<Option<String>> = accounts
+            .iter()
+            .map(|(name, c)| {
+                let k = kafka.filter(|_| c.queues_in_kafka(true))?;
+                Some(topic_of(&k.topic, name))
+            })
+            .collect();
+        let capacity = accounts.values().map(|c| c.queue_capacity()).collect();
+        let queued = accounts.values().map(|_| AtomicUsize::new(0)).collect();
+        let producer = match kafka {
+            Some(k) if topics.iter().any(Option::is_some) => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", &k.brokers)
+                    .create()?;
+                let wanted: Vec<NewTopic> = topics
+                    .iter()
+                    .flatten()
+                    .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+                    .collect();
+                let results =
+                    runtime.block_on(admin.create_topics(&wanted, &AdminOptions::new()))?;
+                for r in results {
+                    if let Err((topic, e)) = r
+                        && e != RDKafkaErrorCode::TopicAlreadyExists
+                    {
+                        anyhow::bail!("cannot create the account topic {topic}: {e}");
+                    }
+                }
+                let producer: FutureProducer = ClientConfig::new()
+                    .set("bootstrap.servers", &k.brokers)
+                    .set("linger.ms", "5")
+                    .set("queue.buffering.max.messages", "1000000")
+                    .create()?;
+                Some(producer)
+            }
+            _ => None,
+        };
+        Ok(Queues {
+            topics,
+            capacity,
+            queued,
+            producer,
+            handed: AtomicUsize::new(0),
+            read: AtomicUsize::new(0),
+        })
+    }
+
+    /// Whether `account`'s deliveries are handed to its topic.
+    pub fn in_kafka(&self, account: usize) -> bool {
+        self.topics[account].is_some()
+    }
+
+    /// Whether any account queues in Kafka.
+    pub fn any(&self) -> bool {
+        self.topics.iter().any(Option::is_some)
+    }
+
+    /// The topic of every `kafka`-queued account, with its index.
+    fn topics(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.topics
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, t.as_deref()?)))
+    }
+
+    /// Room left in memory for `account`.
+    fn room(&self, account: usize) -> usize {
+        self.capacity[account].saturating_sub(self.queued[account].load(Ordering::Relaxed))
+    }
+
+    /// `n` deliveries of `account` have been sent (or failed).
+    pub fn sent(&self, account: usize, n: usize) {
+        self.queued[account].fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Produces deliveries to `account`'s topic; returns once the broker acknowledged each.
+    pub async fn hand_off(&self, account: usize, deliveries: &[Delivery]) -> Result<(), String> {
+        let (Some(topic), Some(producer)) = (&self.topics[account], &self.producer) else {
+            return Err("account is not queued in Kafka".into());
+        };
+        let mut acks = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let body = serde_json::to_vec(d).map_err(|e| e.to_string())?;
+            let mut record = FutureRecord::<str, [u8]>::to(topic)
+                .key(&d.receiver)
+                .payload(&body);
+            loop {
+                match producer.send_result(record) {
+                    Ok(ack) => {
+                        acks.push(ack);
+                        break;
+                    }
+                    Err((e, back))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                    {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => return Err(e.to_string()),
+                }
+            }
+        }
+        for ack in acks {
+            match ack.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e.to_string()),
+                Err(_) => return Err("the producer went away".into()),
+            }
+        }
+        self.handed.fetch_add(deliveries.len(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// One account topic's consumer and its offsets read per epoch, not yet committed.
+struct AccountConsumer {
+    account: usize,
+    topic: String,
+    consumer: BaseConsumer,
+    pending: RefCell<BTreeMap<Epoch, HashMap<i32, i64>>>,
+}
+
+/// Worker 0's consumers of the account topics: one per account, each in its own group, so an
+/// account is paced by simply not polling its consumer while it has no room (librdkafka then
+/// holds at most its small fetch queue). Pausing partitions of one shared consumer would do
+/// too, but librdkafka's destroy then hangs against tansu.
+pub struct BacklogReader {
+    consumers: Vec<AccountConsumer>,
+}
+
+impl BacklogReader {
+    /// Subscribes to every account topic, each from its group's committed offsets.
+    pub fn connect(k: &KafkaSettings, queues: &Queues) -> anyhow::Result<Rc<BacklogReader>> {
+        let mut consumers = Vec::new();
+        for (account, topic) in queues.topics() {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &k.brokers)
+                .set("group.id", format!("{}.{topic}", k.group))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("fetch.wait.max.ms", "10")
+                // What librdkafka fetches ahead is memory too: the backlog belongs in Kafka.
+                .set("queued.min.messages", "1000")
+                .set("queued.max.messages.kbytes", "2048")
+                .set("session.timeout.ms", "10000")
+                // An account without room is not polled; that is not a dead member.
+                .set("max.poll.interval.ms", "86400000")
+                .create()?;
+            consumer.subscribe(&[topic])?;
+            consumers.push(AccountConsumer {
+                account,
+                topic: topic.to_string(),
+                consumer,
+                pending: RefCell::new(BTreeMap::new()),
+            });
+        }
+        Ok(Rc::new(BacklogReader { consumers }))
+    }
+
+    /// Whether every consumer has been given its partitions.
+    fn assigned(&self) -> bool {
+        self.consumers
+            .iter()
+            .all(|c| c.consumer.assignment().is_ok_and(|a| a.count() > 0))
+    }
+
+    /// Commits what the backlog dataflow has finished: epochs before `frontier`, or all.
+    pub fn commit_done(&self, frontier: Option<Epoch>, mode: CommitMode) {
+        for c in &self.consumers {
+            let done = {
+                let mut pending = c.pending.borrow_mut();
+                let keep = match frontier {
+                    Some(f) => pending.split_off(&f),
+                    None => BTreeMap::new(),
+                };
+                std::mem::replace(&mut *pending, keep)
+            };
+            let mut next: HashMap<i32, i64> = HashMap::new();
+            for offsets in done.into_values() {
+                for (p, o) in offsets {
+                    let e = next.entry(p).or_insert(o + 1);
+                    *e = (*e).max(o + 1);
+                }
+            }
+            if next.is_empty() {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in next {
+                let _ = tpl.add_partition_offset(&c.topic, p, Offset::Offset(o));
+            }
+            if let Err(e) = c.consumer.commit(&tpl, mode) {
+                eprintln!(
+                    "warning: {} commit failed (deliveries may be sent again): {e}",
+                    c.topic
+                );
+            }
+        }
+    }
+}
+
+/// Reads the account topics at each account's pace (worker 0; other workers pass `None`).
+/// Ends on `stop`, or once the main dataflow is done, everything it handed off this run has
+/// been read back and sent, and nothing more (e.g. left by an earlier run) has come for two
+/// seconds since the reader got its partitions.
+pub fn backlog_source<'s>(
+    scope: Scope<'s, Epoch>,
+    reader: Option<Rc<BacklogReader>>,
+    queues: Arc<Queues>,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    main_done: Arc<AtomicBool>,
+) -> StreamVec<'s, Epoch, Flow> {
+    source::<_, CapacityContainerBuilder<Vec<Flow>>, _, _>(
+        scope,
+        "AccountTopics",
+        move |cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut cap = reader.as_ref().map(|_| cap);
+            let start = Instant::now();
+            let mut quiet_since = Instant::now();
+            let mut assigned = false;
+            move |output| {
+                let (Some(c), Some(reader)) = (cap.as_mut(), reader.as_ref()) else {
+                    cap = None;
+                    return;
+                };
+                let idle = queues
+                    .topics()
+                    .all(|(a, _)| queues.queued[a].load(Ordering::Relaxed) == 0);
+                if !idle {
+                    quiet_since = Instant::now();
+                }
+                if !assigned && reader.assigned() {
+                    assigned = true;
+                    quiet_since = Instant::now();
+                }
+                let drained = main_done.load(Ordering::Relaxed)
+                    && assigned
+                    && queues.read.load(Ordering::Relaxed) >= queues.handed.load(Ordering::Relaxed)
+                    && quiet_since.elapsed() >= Duration::from_secs(2);
+                if stop.load(Ordering::Relaxed) || drained {
+                    cap = None;
+                    return;
+                }
+                let epoch = (start.elapsed().as_millis() / TICK.as_millis()) as Epoch;
+                if epoch > *c.time() {
+                    c.downgrade(&epoch);
+                }
+                let epoch = *c.time();
+                let mut batch = Vec::new();
+                for c in &reader.consumers {
+                    // Only as many as the account has room for: the rest waits in Kafka.
+                    let mut room = queues.room(c.account).min(4096);
+                    while room > 0 {
+                        let m = match c.consumer.poll(Duration::ZERO) {
+                            None => break,
+                            Some(Err(e)) => {
+                                eprintln!("warning: kafka ({}): {e}", c.topic);
+                                break;
+                            }
+                            Some(Ok(m)) => m,
+                        };
+                        let (p, o) = (m.partition(), m.offset());
+                        c.pending
+                            .borrow_mut()
+                            .entry(epoch)
+                            .or_default()
+                            .insert(p, o);
+                        let payload = m.payload().unwrap_or_default();
+                        match serde_json::from_slice::<Delivery>(payload) {
+                            Ok(d) => {
+                                queues.queued[c.account].fetch_add(1, Ordering::Relaxed);
+                                queues.read.fetch_add(1, Ordering::Relaxed);
+                                batch.push(Flow::Pass(d));
+                                room -= 1;
+                            }
+                            Err(e) => batch.push(Flow::Dead(DeadLetter {
+                                time: clock.now_ms(),
+                                source: format!("{}/{p}/{o}", c.topic),
+                                payload: String::from_utf8_lossy(payload).into_owned(),
+                                reason: format!("not a delivery of an account topic: {e}"),
+                            })),
+                        }
+                    }
+                }
+                if batch.is_empty() {
+                    activator.activate_after(Duration::from_millis(5));
+                } else {
+                    quiet_since = Instant::now();
+                    output.session(&*c).give_iterator(batch.into_iter());
+                    activator.activate();
+                }
+            }
+        },
+    )
+}
