@@ -5,6 +5,8 @@
 //! - `src/main.rs` (`cargo run -p tidings-bench --release -- throughput JOB.toml`): runs a job
 //!   end to end and reports requests/s, receivers/s and peak RSS.
 
+pub mod isolation;
+
 /// Peak resident set size of this process, in bytes (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

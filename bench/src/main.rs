@@ -27,6 +27,28 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         keys: u64,
     },
+    /// A backlog on a rate-limited account next to another channel's notices (needs a broker:
+    /// `KAFKA_BROKERS`, default 127.0.0.1:19092).
+    Isolation {
+        /// Receivers queued for the rate-limited account.
+        #[arg(long, default_value_t = 1_000_000)]
+        backlog: u64,
+        /// The rate limit (receivers per second).
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Notices per second on the other channel.
+        #[arg(long, default_value_t = 200)]
+        notices: u32,
+        /// Seconds of notices.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seconds the job has to read the backlog before the notices start.
+        #[arg(long, default_value_t = 30)]
+        warmup: u64,
+        /// Queue the rate-limited account in memory instead (no isolation).
+        #[arg(long)]
+        baseline: bool,
+    },
     /// Run a file-source job to the end and measure it.
     Throughput {
         /// The job file.
@@ -68,6 +90,29 @@ fn main() -> anyhow::Result<()> {
                 })
             );
             Ok(())
+        }
+        Command::Isolation {
+            backlog,
+            rate,
+            notices,
+            seconds,
+            warmup,
+            baseline,
+        } => {
+            let report = tidings_bench::isolation::Isolation {
+                brokers: std::env::var("KAFKA_BROKERS")
+                    .unwrap_or_else(|_| "127.0.0.1:19092".into()),
+                backlog,
+                rate,
+                notices,
+                seconds,
+                warmup,
+                baseline,
+            }
+            .run()?;
+            println!("{report}");
+            // A baseline run leaves its backlog draining at the rate limit: end here.
+            std::process::exit(0)
         }
         Command::Throughput { job, workers } => {
             let job = Job::load(&job).map_err(|e| anyhow::anyhow!("{e}"))?;

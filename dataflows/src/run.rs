@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub handle_signals: bool,
     /// Kafka source: end the run once no record has arrived for this long.
     pub idle_exit: Option<Duration>,
+    /// Set to stop gracefully, as Ctrl-C does (for embedding and benchmarks).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl RunOptions {
@@ -74,6 +76,7 @@ impl RunOptions {
             in_flight: 4,
             handle_signals: false,
             idle_exit: None,
+            stop: None,
         }
     }
 }
@@ -123,7 +126,10 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         queues: queues.clone(),
     });
     let main_done_w = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = opts
+        .stop
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
     if opts.handle_signals {
         let stop = stop.clone();
         runtime.spawn(async move {

@@ -38,6 +38,7 @@ fn decisions_at(
         in_flight: 4,
         handle_signals: false,
         idle_exit,
+        stop: None,
     };
     let summary = run(&job, &opts).unwrap();
     let c = memory.take();

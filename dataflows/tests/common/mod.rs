@@ -52,6 +52,7 @@ pub fn run_memory(
         in_flight: 2,
         handle_signals: false,
         idle_exit: None,
+        stop: None,
     };
     let summary = run(&job, &opts).unwrap();
     let c = memory.take();

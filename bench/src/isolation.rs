@@ -1,0 +1,254 @@
+//! `tidings-bench isolation`: a backlog on one account must not delay another channel.
+//!
+//! Produces `backlog` receivers (requests of 100 receivers) for an SMS account limited to
+//! `rate`/s, starts the job, and once it has had `warmup` seconds to read that backlog, produces
+//! email notices (another account, no limit) at `notices` per second for `seconds`. Reports the
+//! notices' produce → SEND_SUCCESS latency (the Kafka timestamp to the row's `time`, read back
+//! from the Parquet tracking) and this process's RSS, sampled every 100 ms. `--baseline` runs
+//! the same with the SMS account queued in memory (`queue = "memory"`), the way a single send
+//! stage would hold it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tidings_dataflows::kafka::{Outgoing, produce};
+use tidings_dataflows::{Job, RunOptions, run};
+
+/// What to run.
+pub struct Isolation {
+    pub brokers: String,
+    pub backlog: u64,
+    pub rate: u32,
+    pub notices: u32,
+    pub seconds: u64,
+    pub warmup: u64,
+    pub baseline: bool,
+}
+
+const TEMPLATES: &str = r#"
+[[template]]
+id = 1
+name = "bulk"
+channel = "sms"
+msg_type = "marketing"
+id_type = "phone"
+account = "slow"
+dedup = false
+[template.content]
+content = "Sale ends {$day}."
+
+[[template]]
+id = 2
+name = "notice"
+channel = "email"
+msg_type = "notice"
+id_type = "email"
+account = "fast"
+dedup = false
+[template.content]
+title = "Notice"
+content = "Your order {$order} has shipped."
+"#;
+
+impl Isolation {
+    pub fn run(&self) -> anyhow::Result<serde_json::Value> {
+        let dir = std::env::temp_dir().join(format!("tidings-isolation-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis()
+        );
+        let topic = format!("isolation-{unique}");
+        std::fs::write(dir.join("templates.toml"), TEMPLATES)?;
+        let queue = if self.baseline {
+            "queue = \"memory\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            dir.join("job.toml"),
+            format!(
+                "name = \"isolation\"\ntemplates = \"templates.toml\"\nworkers = 2\n\
+                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\n\
+                 [tracking]\ndir = \"var/tracking\"\n\
+                 [accounts.slow]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = {{ per_second = {} }}\n{queue}\
+                 [accounts.fast]\nchannel = \"email\"\nprovider = \"blackhole\"\n",
+                self.brokers, self.rate
+            ),
+        )?;
+        let job = Job::load(&dir.join("job.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        // The backlog: requests of 100 receivers each.
+        let requests = self.backlog.div_ceil(100);
+        let backlog = (0..requests).map(|i| {
+            let receivers: Vec<String> = (0..100).map(|j| format!("13{:09}", i * 100 + j)).collect();
+            Outgoing {
+                key: Some(i.to_string()),
+                payload: serde_json::json!({"code": "send", "messageTemplateId": 1,
+                    "messageParam": {"receiver": receivers.join(","), "variables": {"day": "Sunday"}}})
+                .to_string(),
+                timestamp: None,
+            }
+        });
+        let t = Instant::now();
+        produce(&self.brokers, &topic, backlog, || {})?;
+        eprintln!(
+            "produced {requests} requests ({} receivers) in {:.1?}",
+            requests * 100,
+            t.elapsed()
+        );
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut opts = RunOptions::for_job(&job);
+        opts.stop = Some(stop.clone());
+        let runner = {
+            let job = job.clone();
+            std::thread::spawn(move || run(&job, &opts))
+        };
+        // RSS every 100 ms.
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            std::thread::spawn(move || {
+                while sampling.load(Ordering::Relaxed) {
+                    let rss = crate::rss_bytes().unwrap_or(0);
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_secs(self.warmup));
+        let rss_after_warmup = crate::rss_bytes().unwrap_or(0);
+
+        // The notices, paced.
+        let total = self.notices as u64 * self.seconds;
+        let start = Instant::now();
+        let notices = (0..total).map(|i| {
+            let due = start + Duration::from_secs_f64(i as f64 / self.notices as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            Outgoing {
+                key: Some(format!("n{i}")),
+                payload: serde_json::json!({"code": "send", "messageTemplateId": 2,
+                    "messageParam": {"receiver": format!("user{i}@example.com"), "variables": {"order": i}}})
+                .to_string(),
+                timestamp: None,
+            }
+        });
+        produce(&self.brokers, &topic, notices, || {})?;
+        // Time for the last notices, then a graceful stop.
+        std::thread::sleep(Duration::from_secs(5));
+        let rss_end = crate::rss_bytes().unwrap_or(0);
+        stop.store(true, Ordering::Relaxed);
+        let finished = if self.baseline {
+            // A memory-queued backlog drains at the rate limit (hours): do not wait for it.
+            std::thread::sleep(Duration::from_secs(3));
+            None
+        } else {
+            Some(
+                runner
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("run panicked"))??,
+            )
+        };
+        sampling.store(false, Ordering::Relaxed);
+        let _ = sampler.join();
+
+        let mut latencies = notice_latencies(&dir.join("var/tracking/events"))?;
+        latencies.sort_unstable();
+        let pct = |p: f64| -> Option<i64> {
+            (!latencies.is_empty())
+                .then(|| latencies[((latencies.len() - 1) as f64 * p).round() as usize])
+        };
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let slow_sent = finished.as_ref().map(|s| {
+            s.counts
+                .states
+                .get(&tidings_model::State::SendSuccess)
+                .copied()
+                .unwrap_or(0)
+        });
+        let report = serde_json::json!({
+            "mode": if self.baseline { "baseline: slow account queued in memory" } else { "isolated: slow account queued in its Kafka topic" },
+            "backlog_receivers": requests * 100,
+            "slow_rate_per_s": self.rate,
+            "notices_offered": total,
+            "notices_per_s": self.notices,
+            "notices_sent": latencies.len(),
+            "latency_ms_p50": pct(0.5),
+            "latency_ms_p99": pct(0.99),
+            "latency_ms_max": latencies.last(),
+            "rss_mib_after_warmup": mib(rss_after_warmup),
+            "rss_mib_end": mib(rss_end),
+            "rss_mib_peak": mib(peak.load(Ordering::Relaxed)),
+            "send_success_rows": slow_sent,
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(report)
+    }
+}
+
+/// SEND_SUCCESS `time - event_time` (ms) of template 2, from every events file.
+fn notice_latencies(events: &Path) -> anyhow::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    let Ok(dates) = std::fs::read_dir(events) else {
+        return Ok(out);
+    };
+    for date in dates {
+        for file in std::fs::read_dir(date?.path())? {
+            let path = file?.path();
+            if path.extension().is_none_or(|x| x != "parquet") {
+                continue;
+            }
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path)?)?.build()?;
+            for batch in reader {
+                let batch = batch?;
+                let col = |name: &str| {
+                    batch
+                        .column_by_name(name)
+                        .ok_or_else(|| anyhow::anyhow!("{}: no column {name}", path.display()))
+                };
+                let time = col("time")?
+                    .as_any()
+                    .downcast_ref::<TimestampMillisecondArray>()
+                    .ok_or_else(|| anyhow::anyhow!("time"))?
+                    .clone();
+                let event_time = col("event_time")?
+                    .as_any()
+                    .downcast_ref::<TimestampMillisecondArray>()
+                    .ok_or_else(|| anyhow::anyhow!("event_time"))?
+                    .clone();
+                let template = col("template_id")?
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| anyhow::anyhow!("template_id"))?
+                    .clone();
+                let state = col("state")?
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| anyhow::anyhow!("state"))?
+                    .clone();
+                for i in 0..batch.num_rows() {
+                    if template.value(i) == 2
+                        && !state.is_null(i)
+                        && state.value(i) == "SEND_SUCCESS"
+                    {
+                        out.push(time.value(i) - event_time.value(i));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
