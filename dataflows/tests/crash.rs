@@ -1,6 +1,8 @@
 //! Crash test: 200,000 requests through Kafka, the job SIGKILLed three times mid-run and
-//! restarted each time. Offsets are committed only behind the done frontier, so nothing is
-//! lost: every request's receiver reaches SEND_SUCCESS. Replays after a kill are counted as
+//! restarted each time. Offsets are committed only with checkpoints behind the done frontier,
+//! so nothing is lost: every request's receiver reaches SEND_SUCCESS. Half the requests go to
+//! an account queued in its own topic, so hand-offs and the account-topic reader are killed
+//! too. Replays after a kill are counted as
 //! duplicate SEND_SUCCESS rows per (message_id, receiver) and printed.
 
 mod common;
@@ -36,9 +38,11 @@ fn outbox_lines(path: &Path) -> usize {
 fn sigkill_three_times_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let unique = common::unique();
+    let queued = common::sms_template(2, "none", false, "user_id")
+        .replace("account = \"out\"", "account = \"queued\"");
     std::fs::write(
         dir.path().join("templates.toml"),
-        common::sms_template(1, "none", false, "user_id"),
+        common::sms_template(1, "none", false, "user_id") + &queued,
     )
     .unwrap();
     let job = dir.path().join("job.toml");
@@ -48,14 +52,15 @@ fn sigkill_three_times_loses_nothing() {
             "name = \"crash\"\ntemplates = \"templates.toml\"\nworkers = 2\n\
              [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"crash-{unique}\"\ngroup = \"crash-{unique}\"\n\
              [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 200\n\
-             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n\
+             [accounts.queued]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\nqueue = \"kafka\"\nmax_queued = 5000\n",
             brokers()
         ),
     )
     .unwrap();
     let t0 = 1_763_784_000_000i64;
     let records = (0..REQUESTS).map(|i| {
-        let payload = serde_json::json!({"code": "send", "messageTemplateId": 1,
+        let payload = serde_json::json!({"code": "send", "messageTemplateId": 1 + i % 2,
             "messageParam": {"receiver": format!("u{i}"), "variables": {"v": i}}});
         Outgoing {
             key: Some(format!("k{}", i % 16)),
