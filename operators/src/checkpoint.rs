@@ -154,7 +154,7 @@ impl Checkpoints {
 
     /// Whether `e` is a checkpoint epoch.
     pub fn is_due(&self, e: Epoch) -> bool {
-        e == FINAL || (e > 0 && e % self.every == 0)
+        e == FINAL || (e > 0 && e.is_multiple_of(self.every))
     }
 
     /// Registers one operator instance that writes a part of every checkpoint. Call while
