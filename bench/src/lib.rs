@@ -4,7 +4,12 @@
 //!   validate, content and frequency dedup, shield).
 //! - `src/main.rs` (`cargo run -p tidings-bench --release -- throughput JOB.toml`): runs a job
 //!   end to end and reports requests/s, receivers/s and peak RSS.
+//! - `e2e`: the job against the broker beside a raw consumer of the same topic ([`e2e`]).
+//! - `austin-dedup`: austin's Redis dedup beside the in-graph state machines ([`austin`]).
+//! - `isolation`: a rate-limited backlog beside another channel's notices ([`isolation`]).
 
+pub mod austin;
+pub mod e2e;
 pub mod isolation;
 
 /// Peak resident set size of this process, in bytes (Linux `VmHWM`), if known.

@@ -49,6 +49,38 @@ enum Command {
         #[arg(long)]
         baseline: bool,
     },
+    /// The job end to end against the broker, beside a raw consumer of the same topic (needs a
+    /// broker; `--redis` also needs Redis).
+    E2e {
+        /// Requests to produce.
+        #[arg(long, default_value_t = 200_000)]
+        requests: u64,
+        /// Receivers per request.
+        #[arg(long, default_value_t = 1)]
+        receivers: u64,
+        /// Also track in Redis (`REDIS_URL`, default redis://127.0.0.1:16379).
+        #[arg(long)]
+        redis: bool,
+        /// Offer requests at this rate instead and report produce → SEND_SUCCESS latency.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Seconds of offered load (with `--rate`).
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// The same dedup decisions austin's way (Redis Lua + MGET/SETEX) and in-graph, side by
+    /// side (needs Redis: `REDIS_URL`, default redis://127.0.0.1:16379).
+    AustinDedup {
+        /// Deliveries to judge.
+        #[arg(long, default_value_t = 200_000)]
+        deliveries: u64,
+        /// Distinct receivers.
+        #[arg(long, default_value_t = 50_000)]
+        receivers: u64,
+        /// Receivers per message.
+        #[arg(long, default_value_t = 10)]
+        per_message: u64,
+    },
     /// Run a file-source job to the end and measure it.
     Throughput {
         /// The job file.
@@ -113,6 +145,43 @@ fn main() -> anyhow::Result<()> {
             println!("{report}");
             // A baseline run leaves its backlog draining at the rate limit: end here.
             std::process::exit(0)
+        }
+        Command::E2e {
+            requests,
+            receivers,
+            redis,
+            rate,
+            seconds,
+        } => {
+            let report = tidings_bench::e2e::E2e {
+                brokers: std::env::var("KAFKA_BROKERS")
+                    .unwrap_or_else(|_| "127.0.0.1:19092".into()),
+                redis: redis.then(|| {
+                    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
+                }),
+                requests,
+                receivers,
+                rate,
+                seconds,
+            }
+            .run()?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::AustinDedup {
+            deliveries,
+            receivers,
+            per_message,
+        } => {
+            let url =
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into());
+            let report = tidings_bench::austin::compare(&url, deliveries, receivers, per_message)?;
+            println!("{report}");
+            anyhow::ensure!(
+                report["decisions_differ"] == 0,
+                "austin's way and tidings decided differently"
+            );
+            Ok(())
         }
         Command::Throughput { job, workers } => {
             let job = Job::load(&job).map_err(|e| anyhow::anyhow!("{e}"))?;

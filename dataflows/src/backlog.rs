@@ -290,6 +290,7 @@ pub fn backlog_source<'s>(
             let start = Instant::now();
             let mut quiet_since = Instant::now();
             let mut assigned = false;
+            let mut main_done_at: Option<Instant> = None;
             move |output| {
                 let (Some(c), Some(reader)) = (cap.as_mut(), reader.as_ref()) else {
                     cap = None;
@@ -305,7 +306,21 @@ pub fn backlog_source<'s>(
                     assigned = true;
                     quiet_since = Instant::now();
                 }
-                let drained = main_done.load(Ordering::Relaxed)
+                let main_over = main_done.load(Ordering::Relaxed);
+                if main_over && main_done_at.is_none() {
+                    main_done_at = Some(Instant::now());
+                }
+                // A group that is never given its partitions (seen with tansu after a graceful
+                // leave) must not keep the run alive: what the topics hold waits for the next run.
+                if !assigned && main_done_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(30))
+                {
+                    eprintln!(
+                        "warning: the account topics' consumers got no partitions; their deliveries wait in Kafka for the next run"
+                    );
+                    cap = None;
+                    return;
+                }
+                let drained = main_over
                     && assigned
                     && queues.read.load(Ordering::Relaxed) >= queues.handed.load(Ordering::Relaxed)
                     && quiet_since.elapsed() >= Duration::from_secs(2);

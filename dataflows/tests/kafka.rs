@@ -114,7 +114,14 @@ fn kafka_and_file_reach_the_same_decisions_and_commit_behind_the_frontier() {
     assert_eq!(from_kafka.0.len(), from_file.0.len(), "row counts differ");
     assert!(from_kafka == from_file, "Kafka and file decisions differ");
 
-    // Offsets were committed behind the done frontier: the group has nothing left to read.
+    // The checkpoint's offsets cover everything read: even a new group (no committed offsets,
+    // reading from the start) takes nothing again.
+    let text = std::fs::read_to_string(&kafka_job).unwrap();
+    std::fs::write(
+        &kafka_job,
+        text.replace(&format!("g-{unique}"), &format!("g2-{unique}")),
+    )
+    .unwrap();
     let again = decisions(&kafka_job, Some(Duration::from_secs(8)));
     assert!(
         again.0.is_empty() && again.1.is_empty(),
@@ -189,6 +196,15 @@ fn dedup_windows_and_parks_survive_a_restart() {
         &topic,
         [request(morning + 60_000, 1, "13800138006")],
         || {},
+    )
+    .unwrap();
+    // A new group: it has no committed offsets, so the restored cut's offsets alone keep the
+    // first run's records from being read again. (The calfkit tansu build also never assigns
+    // partitions to a group whose members all left gracefully, seen in this test.)
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        text.replace(&format!("g-{unique}"), &format!("g2-{unique}")),
     )
     .unwrap();
     let ((rows, _), parked) = decisions_at(&job, Some(Duration::from_secs(6)), 1_763_776_800_000);

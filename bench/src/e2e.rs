@@ -1,0 +1,284 @@
+//! `tidings-bench e2e`: the whole job against the broker, beside the broker's own limit.
+//!
+//! 1. Produces `requests` requests of `receivers` receivers each to a fresh topic.
+//! 2. **Raw**: an rdkafka consumer that does nothing else reads the topic to its end: the rate
+//!    the broker can be consumed at on this machine, measured in the same process.
+//! 3. **Pipeline**: the job (Kafka source, 2 workers, dedup on, a `blackhole` account, Parquet
+//!    tracking, optionally Redis tracking) reads the same topic to its end. Its rate is taken
+//!    over the span of its own tracking rows (first RECEIVE to last terminal row), so group
+//!    joining and the idle tail are not counted. Reports requests/s, receivers/s, the ratio to
+//!    raw, peak RSS and CPU seconds.
+//! 4. With `--rate R`, the job runs while requests are produced at `R`/s for `seconds`, and the
+//!    produce → SEND_SUCCESS latency (Kafka timestamp → row `time`) is reported as p50/p99.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, StringArray, TimestampMillisecondArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tidings_dataflows::kafka::{Outgoing, produce};
+use tidings_dataflows::{Job, RunOptions, run};
+
+/// What to run.
+pub struct E2e {
+    pub brokers: String,
+    pub redis: Option<String>,
+    pub requests: u64,
+    pub receivers: u64,
+    pub rate: Option<u32>,
+    pub seconds: u64,
+}
+
+/// One tracking row, as far as the harness needs it.
+pub struct Row {
+    pub state: String,
+    pub time: i64,
+    pub event_time: i64,
+}
+
+/// Every events row under `events/`.
+pub fn read_events(events: &Path) -> anyhow::Result<Vec<Row>> {
+    let mut out = Vec::new();
+    let Ok(dates) = std::fs::read_dir(events) else {
+        return Ok(out);
+    };
+    for date in dates {
+        for file in std::fs::read_dir(date?.path())? {
+            let path = file?.path();
+            if path.extension().is_none_or(|x| x != "parquet") {
+                continue;
+            }
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path)?)?.build()?;
+            for batch in reader {
+                let batch = batch?;
+                let ts = |name: &str| -> anyhow::Result<TimestampMillisecondArray> {
+                    Ok(batch
+                        .column_by_name(name)
+                        .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+                        .ok_or_else(|| anyhow::anyhow!("{}: column {name}", path.display()))?
+                        .clone())
+                };
+                let (time, event_time) = (ts("time")?, ts("event_time")?);
+                let state = batch
+                    .column_by_name("state")
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                    .ok_or_else(|| anyhow::anyhow!("{}: column state", path.display()))?
+                    .clone();
+                for i in 0..batch.num_rows() {
+                    out.push(Row {
+                        state: if state.is_null(i) {
+                            String::new()
+                        } else {
+                            state.value(i).to_string()
+                        },
+                        time: time.value(i),
+                        event_time: event_time.value(i),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// CPU seconds (user + system) of this process so far.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after the name).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn request(i: u64, receivers: u64) -> Outgoing {
+    let to: Vec<String> = (0..receivers)
+        .map(|j| format!("1{:010}", (i * receivers + j) % 9_999_999_999))
+        .collect();
+    Outgoing {
+        key: Some(i.to_string()),
+        payload: serde_json::json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": to.join(","), "variables": {"code": i % 10_000}}})
+        .to_string(),
+        timestamp: None,
+    }
+}
+
+impl E2e {
+    fn job(&self, dir: &Path, topic: &str, group: &str) -> anyhow::Result<Job> {
+        std::fs::write(
+            dir.join("templates.toml"),
+            "[[template]]\nid = 1\nname = \"code\"\nchannel = \"sms\"\nmsg_type = \"auth_code\"\n\
+             id_type = \"user_id\"\naccount = \"hole\"\n[template.content]\ncontent = \"Your code is {$code}.\"\n",
+        )?;
+        let redis = match &self.redis {
+            Some(url) => format!("redis = \"{url}\"\nredis_prefix = \"tidings-bench:\"\n"),
+            None => String::new(),
+        };
+        std::fs::write(
+            dir.join("job.toml"),
+            format!(
+                "name = \"e2e\"\ntemplates = \"templates.toml\"\nworkers = 2\n\
+                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\n\
+                 [tracking]\ndir = \"var/tracking\"\n{redis}\
+                 [accounts.hole]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
+                self.brokers
+            ),
+        )?;
+        Job::load(&dir.join("job.toml")).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    pub fn run(&self) -> anyhow::Result<serde_json::Value> {
+        let dir: PathBuf = std::env::temp_dir().join(format!("tidings-e2e-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis()
+        );
+        let topic = format!("e2e-{unique}");
+        let job = self.job(&dir, &topic, &format!("e2e-{unique}"))?;
+        let report = match self.rate {
+            None => self.throughput(&job, &topic, &unique)?,
+            Some(rate) => self.latency(&job, &topic, rate)?,
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(report)
+    }
+
+    fn throughput(
+        &self,
+        job: &Job,
+        topic: &str,
+        unique: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let t = Instant::now();
+        produce(
+            &self.brokers,
+            topic,
+            (0..self.requests).map(|i| request(i, self.receivers)),
+            || {},
+        )?;
+        eprintln!("produced {} requests in {:.1?}", self.requests, t.elapsed());
+
+        // Raw: read to the end, nothing else.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("raw-{unique}"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        let mut read = 0u64;
+        let mut bytes = 0u64;
+        let mut first: Option<Instant> = None;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while read < self.requests && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m?;
+                first.get_or_insert_with(Instant::now);
+                read += 1;
+                bytes += rdkafka::Message::payload(&m).map_or(0, |p| p.len() as u64);
+            }
+        }
+        let raw_secs = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
+        drop(consumer);
+        anyhow::ensure!(
+            read == self.requests,
+            "raw consumer read {read} of {}",
+            self.requests
+        );
+
+        // The pipeline.
+        let mut opts = RunOptions::for_job(job);
+        opts.idle_exit = Some(Duration::from_secs(3));
+        let cpu0 = cpu_seconds();
+        let summary = run(job, &opts)?;
+        let cpu = cpu_seconds() - cpu0;
+        let rows = read_events(&job.tracking_dir.join("events"))?;
+        let first_row = rows.iter().map(|r| r.time).min().unwrap_or(0);
+        let last_row = rows.iter().map(|r| r.time).max().unwrap_or(0);
+        let span = ((last_row - first_row) as f64 / 1000.0).max(1e-3);
+        let sent = rows.iter().filter(|r| r.state == "SEND_SUCCESS").count() as u64;
+        let raw_rate = self.requests as f64 / raw_secs;
+        let rate = self.requests as f64 / span;
+        Ok(serde_json::json!({
+            "requests": self.requests,
+            "receivers_per_request": self.receivers,
+            "send_success": sent,
+            "redis_tracking": self.redis.is_some(),
+            "redis_rows_written": summary.redis.map(|r| r.written),
+            "raw_consume_requests_per_s": raw_rate,
+            "raw_consume_mib_per_s": bytes as f64 / raw_secs / (1024.0 * 1024.0),
+            "pipeline_seconds": span,
+            "pipeline_requests_per_s": rate,
+            "pipeline_receivers_per_s": (self.requests * self.receivers) as f64 / span,
+            "pipeline_over_raw": rate / raw_rate,
+            "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
+            "cpu_seconds_whole_run": cpu,
+        }))
+    }
+
+    fn latency(&self, job: &Job, topic: &str, rate: u32) -> anyhow::Result<serde_json::Value> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut opts = RunOptions::for_job(job);
+        opts.stop = Some(stop.clone());
+        let runner = {
+            let job = job.clone();
+            std::thread::spawn(move || run(&job, &opts))
+        };
+        // Let the group assign its partitions first.
+        std::thread::sleep(Duration::from_secs(8));
+        let total = rate as u64 * self.seconds;
+        let start = Instant::now();
+        let receivers = self.receivers;
+        let offered = (0..total).map(|i| {
+            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            request(i, receivers)
+        });
+        produce(&self.brokers, topic, offered, || {})?;
+        let achieved = total as f64 / start.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        runner
+            .join()
+            .map_err(|_| anyhow::anyhow!("run panicked"))??;
+        let mut latencies: Vec<i64> = read_events(&job.tracking_dir.join("events"))?
+            .into_iter()
+            .filter(|r| r.state == "SEND_SUCCESS")
+            .map(|r| r.time - r.event_time)
+            .collect();
+        latencies.sort_unstable();
+        let pct = |p: f64| -> Option<i64> {
+            (!latencies.is_empty())
+                .then(|| latencies[((latencies.len() - 1) as f64 * p).round() as usize])
+        };
+        Ok(serde_json::json!({
+            "offered_requests_per_s": rate,
+            "achieved_produce_per_s": achieved,
+            "receivers_per_request": self.receivers,
+            "seconds": self.seconds,
+            "send_success": latencies.len(),
+            "latency_ms_p50": pct(0.5),
+            "latency_ms_p99": pct(0.99),
+            "latency_ms_max": latencies.last(),
+            "redis_tracking": self.redis.is_some(),
+            "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
+        }))
+    }
+}
