@@ -20,6 +20,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,6 +35,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tidings_model::{DeadLetter, Delivery};
+use tidings_operators::checkpoint::write_durably;
 use tidings_operators::{Clock, Epoch, Flow};
 use tidings_sinks::account::AccountConfig;
 use timely::container::CapacityContainerBuilder;
@@ -187,6 +189,8 @@ struct AccountConsumer {
     topic: String,
     consumer: BaseConsumer,
     pending: RefCell<BTreeMap<Epoch, HashMap<i32, i64>>>,
+    /// Records below these offsets were sent by an earlier run (`account-offsets.json`).
+    skip_below: BTreeMap<i32, i64>,
 }
 
 /// Worker 0's consumers of the account topics: one per account, each in its own group, so an
@@ -195,11 +199,28 @@ struct AccountConsumer {
 /// too, but librdkafka's destroy then hangs against tansu.
 pub struct BacklogReader {
     consumers: Vec<AccountConsumer>,
+    /// `state_dir/account-offsets.json`: the next offset per account topic and partition whose
+    /// earlier records are all sent and tracked. Written before each group commit, so a new
+    /// group (or a group that lost its commits) does not send them again.
+    positions_path: PathBuf,
+    positions: RefCell<BTreeMap<String, BTreeMap<i32, i64>>>,
 }
 
 impl BacklogReader {
-    /// Subscribes to every account topic, each from its group's committed offsets.
-    pub fn connect(k: &KafkaSettings, queues: &Queues) -> anyhow::Result<Rc<BacklogReader>> {
+    /// Subscribes to every account topic, each from its group's committed offsets, skipping
+    /// what `state_dir/account-offsets.json` says is done.
+    pub fn connect(
+        k: &KafkaSettings,
+        queues: &Queues,
+        state_dir: &Path,
+    ) -> anyhow::Result<Rc<BacklogReader>> {
+        let positions_path = state_dir.join("account-offsets.json");
+        let positions: BTreeMap<String, BTreeMap<i32, i64>> = match std::fs::read(&positions_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", positions_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e.into()),
+        };
         let mut consumers = Vec::new();
         for (account, topic) in queues.topics() {
             let consumer: BaseConsumer = ClientConfig::new()
@@ -222,9 +243,14 @@ impl BacklogReader {
                 topic: topic.to_string(),
                 consumer,
                 pending: RefCell::new(BTreeMap::new()),
+                skip_below: positions.get(topic).cloned().unwrap_or_default(),
             });
         }
-        Ok(Rc::new(BacklogReader { consumers }))
+        Ok(Rc::new(BacklogReader {
+            consumers,
+            positions_path,
+            positions: RefCell::new(positions),
+        }))
     }
 
     /// Whether every consumer has been given its partitions.
@@ -236,6 +262,7 @@ impl BacklogReader {
 
     /// Commits what the backlog dataflow has finished: epochs before `frontier`, or all.
     pub fn commit_done(&self, frontier: Option<Epoch>, mode: CommitMode) {
+        let mut commits = Vec::new();
         for c in &self.consumers {
             let done = {
                 let mut pending = c.pending.borrow_mut();
@@ -255,10 +282,26 @@ impl BacklogReader {
             if next.is_empty() {
                 continue;
             }
+            let mut positions = self.positions.borrow_mut();
+            let known = positions.entry(c.topic.clone()).or_default();
             let mut tpl = TopicPartitionList::new();
             for (p, o) in next {
+                let e = known.entry(p).or_insert(o);
+                *e = (*e).max(o);
                 let _ = tpl.add_partition_offset(&c.topic, p, Offset::Offset(o));
             }
+            commits.push((c, tpl));
+        }
+        if commits.is_empty() {
+            return;
+        }
+        // The file first: the group may lag behind it, never run ahead of it.
+        let body = serde_json::to_vec(&*self.positions.borrow()).unwrap_or_default();
+        if let Err(e) = write_durably(&self.positions_path, &body) {
+            eprintln!("warning: {}: {e}", self.positions_path.display());
+            return;
+        }
+        for (c, tpl) in commits {
             if let Err(e) = c.consumer.commit(&tpl, mode) {
                 eprintln!(
                     "warning: {} commit failed (deliveries may be sent again): {e}",
@@ -352,6 +395,9 @@ pub fn backlog_source<'s>(
                             .entry(epoch)
                             .or_default()
                             .insert(p, o);
+                        if c.skip_below.get(&p).is_some_and(|&s| o < s) {
+                            continue;
+                        }
                         let payload = m.payload().unwrap_or_default();
                         match serde_json::from_slice::<Delivery>(payload) {
                             Ok(d) => {

@@ -350,7 +350,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                 .as_ref()
                 .filter(|_| index == 0 && queues.any())
                 .map(|k| {
-                    BacklogReader::connect(k, &queues)
+                    BacklogReader::connect(k, &queues, &job.state_dir)
                         .unwrap_or_else(|e| panic!("account topics on {}: {e}", k.brokers))
                 });
             if queues.any() {
