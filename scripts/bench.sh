@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh            # everything (~10 minutes on 2 cores, after the build)
 #   QUICK=1 scripts/bench.sh    # smaller inputs
+#   OUT=dir scripts/bench.sh    # keep results in dir; rerun only what is missing there
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,9 @@ trap 'scripts/services.sh stop' EXIT
 
 cargo build -q -p tidings-bench --release
 bench=target/release/tidings-bench
-out=$(mktemp -d)
+# OUT=DIR keeps each run's JSON there and skips runs already in it (to redo one, delete it).
+out=${OUT:-$(mktemp -d)}
+mkdir -p "$out"
 
 if [ -n "${QUICK:-}" ]; then
   N=100000; BACKLOG=200000; REQ=200000
@@ -24,6 +27,7 @@ fi
 
 run() { # name, command...
   local name=$1; shift
+  if [ -s "$out/$name.json" ]; then echo "== $name: kept from $out" >&2; return; fi
   echo "== $name: $*" >&2
   "$@" > "$out/$name.json"
   echo "$*" > "$out/$name.cmd"
@@ -85,6 +89,10 @@ print("| what | command (`cargo run -p tidings-bench --release -- ...`) | number
 print("|---|---|---|---|")
 for what, c, numbers, ratio in rows:
     print(f"| {what} | `{c}` | {numbers} | {ratio} |")
+analysis = os.path.join("bench", "ANALYSIS.md")
+if os.path.exists(analysis):
+    print()
+    print(open(analysis).read().strip())
 print("\nRaw JSON of each run:\n")
 for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "austin", "state_1m", "state_10m", "isolation", "isolation_baseline"]:
     print(f"- `{name}`: `{json.dumps(j(name), sort_keys=True)}`")

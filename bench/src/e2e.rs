@@ -232,6 +232,10 @@ impl E2e {
     }
 
     fn latency(&self, job: &Job, topic: &str, rate: u32) -> anyhow::Result<serde_json::Value> {
+        // The topic must exist before the group subscribes (librdkafka looks for a missing
+        // topic again only after `topic.metadata.refresh.interval.ms`): one warm-up request,
+        // left out of the latencies below.
+        produce(&self.brokers, topic, [request(u64::MAX / 2, 1)], || {})?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut opts = RunOptions::for_job(job);
         opts.stop = Some(stop.clone());
@@ -243,6 +247,9 @@ impl E2e {
         std::thread::sleep(Duration::from_secs(8));
         let total = rate as u64 * self.seconds;
         let start = Instant::now();
+        let start_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
         let receivers = self.receivers;
         let offered = (0..total).map(|i| {
             let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
@@ -260,7 +267,7 @@ impl E2e {
             .map_err(|_| anyhow::anyhow!("run panicked"))??;
         let mut latencies: Vec<i64> = read_events(&job.tracking_dir.join("events"))?
             .into_iter()
-            .filter(|r| r.state == "SEND_SUCCESS")
+            .filter(|r| r.state == "SEND_SUCCESS" && r.event_time >= start_ms)
             .map(|r| r.time - r.event_time)
             .collect();
         latencies.sort_unstable();
