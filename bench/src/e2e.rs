@@ -31,6 +31,7 @@ pub struct E2e {
     pub receivers: u64,
     pub rate: Option<u32>,
     pub seconds: u64,
+    pub epoch_ms: u64,
 }
 
 /// One tracking row, as far as the harness needs it.
@@ -127,10 +128,10 @@ impl E2e {
             dir.join("job.toml"),
             format!(
                 "name = \"e2e\"\ntemplates = \"templates.toml\"\nworkers = 2\n\
-                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\n\
+                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nepoch_ms = {}\n\
                  [tracking]\ndir = \"var/tracking\"\n{redis}\
                  [accounts.hole]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
-                self.brokers
+                self.brokers, self.epoch_ms
             ),
         )?;
         Job::load(&dir.join("job.toml")).map_err(|e| anyhow::anyhow!("{e}"))
@@ -285,6 +286,7 @@ impl E2e {
             "latency_ms_p99": pct(0.99),
             "latency_ms_max": latencies.last(),
             "redis_tracking": self.redis.is_some(),
+            "epoch_ms": self.epoch_ms,
             "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
         }))
     }

@@ -67,6 +67,9 @@ enum Command {
         /// Seconds of offered load (with `--rate`).
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// The job's `source.epoch_ms`.
+        #[arg(long, default_value_t = 100)]
+        epoch_ms: u64,
     },
     /// The same dedup decisions austin's way (Redis Lua + MGET/SETEX) and in-graph, side by
     /// side (needs Redis: `REDIS_URL`, default redis://127.0.0.1:16379).
@@ -152,6 +155,7 @@ fn main() -> anyhow::Result<()> {
             redis,
             rate,
             seconds,
+            epoch_ms,
         } => {
             let report = tidings_bench::e2e::E2e {
                 brokers: std::env::var("KAFKA_BROKERS")
@@ -163,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                 receivers,
                 rate,
                 seconds,
+                epoch_ms,
             }
             .run()?;
             println!("{report}");

@@ -42,7 +42,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
-use crate::kafka::{KafkaSettings, TICK};
+use crate::kafka::KafkaSettings;
 
 /// The topic of a `kafka`-queued account.
 pub fn topic_of(send_topic: &str, account: &str) -> String {
@@ -199,6 +199,7 @@ struct AccountConsumer {
 /// too, but librdkafka's destroy then hangs against tansu.
 pub struct BacklogReader {
     consumers: Vec<AccountConsumer>,
+    tick: Duration,
     /// `state_dir/account-offsets.json`: the next offset per account topic and partition whose
     /// earlier records are all sent and tracked. Written before each group commit, so a new
     /// group (or a group that lost its commits) does not send them again.
@@ -248,6 +249,7 @@ impl BacklogReader {
         }
         Ok(Rc::new(BacklogReader {
             consumers,
+            tick: k.tick,
             positions_path,
             positions: RefCell::new(positions),
         }))
@@ -371,7 +373,7 @@ pub fn backlog_source<'s>(
                     cap = None;
                     return;
                 }
-                let epoch = (start.elapsed().as_millis() / TICK.as_millis()) as Epoch;
+                let epoch = (start.elapsed().as_millis() / reader.tick.as_millis().max(1)) as Epoch;
                 if epoch > *c.time() {
                     c.downgrade(&epoch);
                 }

@@ -118,6 +118,15 @@ pub struct SourceConfig {
     /// Default 1000.
     #[serde(default = "default_checkpoint_ms")]
     pub checkpoint_ms: u64,
+    /// Kafka: milliseconds per epoch, the unit of progress. A record is judged once the
+    /// frontier passes its epoch, so this is the latency floor; shorter epochs cost more
+    /// progress messages. Default 100.
+    #[serde(default = "default_epoch_ms")]
+    pub epoch_ms: u64,
+}
+
+fn default_epoch_ms() -> u64 {
+    crate::kafka::TICK.as_millis() as u64
 }
 
 fn default_checkpoint_ms() -> u64 {
@@ -436,15 +445,24 @@ impl Job {
                 .clone()
                 .unwrap_or_else(|| "tidings".into()),
             dead_letter_topic: file.source.dead_letter_topic.clone(),
-            checkpoint_every: (file.source.checkpoint_ms / crate::kafka::TICK.as_millis() as u64)
-                .max(1),
+            checkpoint_every: (file.source.checkpoint_ms / file.source.epoch_ms.max(1)).max(1),
+            tick: std::time::Duration::from_millis(file.source.epoch_ms.max(1)),
         });
-        if file.source.checkpoint_ms < 100 {
+        if !(1..=10_000).contains(&file.source.epoch_ms) {
+            bad(
+                "source.epoch_ms",
+                format!(
+                    "{} is out of range; use 1 to 10000 (default 100)",
+                    file.source.epoch_ms
+                ),
+            );
+        }
+        if file.source.checkpoint_ms < file.source.epoch_ms {
             bad(
                 "source.checkpoint_ms",
                 format!(
-                    "{} is below 100 ms, the Kafka source's epoch; use 100 or more (default 1000)",
-                    file.source.checkpoint_ms
+                    "{} is below source.epoch_ms ({}); use at least one epoch (default 1000)",
+                    file.source.checkpoint_ms, file.source.epoch_ms
                 ),
             );
         }

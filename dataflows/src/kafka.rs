@@ -32,7 +32,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
-/// Length of one epoch of the Kafka source.
+/// Default length of one epoch of the Kafka source (`source.epoch_ms`).
 pub const TICK: Duration = Duration::from_millis(100);
 
 /// Where to read.
@@ -48,12 +48,15 @@ pub struct KafkaSettings {
     pub dead_letter_topic: Option<String>,
     /// Epochs between checkpoints.
     pub checkpoint_every: u64,
+    /// Length of one epoch (wall clock).
+    pub tick: Duration,
 }
 
 /// A worker's consumer and its uncommitted offsets.
 pub struct KafkaReader {
     consumer: BaseConsumer,
     topic: String,
+    tick: Duration,
     worker: usize,
     /// The next offset to read per partition, as far as this worker has read.
     next: RefCell<HashMap<i32, i64>>,
@@ -81,6 +84,7 @@ impl KafkaReader {
         Ok(Rc::new(KafkaReader {
             consumer,
             topic: s.topic.clone(),
+            tick: s.tick,
             worker,
             next: RefCell::new(HashMap::new()),
             skip_below,
@@ -153,7 +157,7 @@ pub fn kafka_source<'s>(
                     cap = None;
                     return;
                 }
-                let epoch = (start.elapsed().as_millis() / TICK.as_millis()) as Epoch;
+                let epoch = (start.elapsed().as_millis() / reader.tick.as_millis().max(1)) as Epoch;
                 if epoch > *c.time() {
                     // Everything of the epochs left behind has been read: their offsets are
                     // this worker's share of any checkpoint among them.
