@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, StringArray, TimestampMillisecondArray};
+use arrow_array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,6 +36,7 @@ pub struct E2e {
 
 /// One tracking row, as far as the harness needs it.
 pub struct Row {
+    pub template_id: i64,
     pub state: String,
     pub time: i64,
     pub event_time: i64,
@@ -65,6 +66,11 @@ pub fn read_events(events: &Path) -> anyhow::Result<Vec<Row>> {
                         .clone())
                 };
                 let (time, event_time) = (ts("time")?, ts("event_time")?);
+                let template = batch
+                    .column_by_name("template_id")
+                    .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                    .ok_or_else(|| anyhow::anyhow!("{}: column template_id", path.display()))?
+                    .clone();
                 let state = batch
                     .column_by_name("state")
                     .and_then(|c| c.as_any().downcast_ref::<StringArray>())
@@ -72,6 +78,7 @@ pub fn read_events(events: &Path) -> anyhow::Result<Vec<Row>> {
                     .clone();
                 for i in 0..batch.num_rows() {
                     out.push(Row {
+                        template_id: template.value(i),
                         state: if state.is_null(i) {
                             String::new()
                         } else {

@@ -8,13 +8,10 @@
 //! the same with the SMS account queued in memory (`queue = "memory"`), the way a single send
 //! stage would hold it.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tidings_dataflows::kafka::{Outgoing, produce};
 use tidings_dataflows::{Job, RunOptions, run};
 
@@ -164,7 +161,11 @@ impl Isolation {
         sampling.store(false, Ordering::Relaxed);
         let _ = sampler.join();
 
-        let mut latencies = notice_latencies(&dir.join("var/tracking/events"))?;
+        let mut latencies: Vec<i64> = crate::e2e::read_events(&dir.join("var/tracking/events"))?
+            .into_iter()
+            .filter(|r| r.template_id == 2 && r.state == "SEND_SUCCESS")
+            .map(|r| r.time - r.event_time)
+            .collect();
         latencies.sort_unstable();
         let pct = |p: f64| -> Option<i64> {
             (!latencies.is_empty())
@@ -196,59 +197,4 @@ impl Isolation {
         let _ = std::fs::remove_dir_all(&dir);
         Ok(report)
     }
-}
-
-/// SEND_SUCCESS `time - event_time` (ms) of template 2, from every events file.
-fn notice_latencies(events: &Path) -> anyhow::Result<Vec<i64>> {
-    let mut out = Vec::new();
-    let Ok(dates) = std::fs::read_dir(events) else {
-        return Ok(out);
-    };
-    for date in dates {
-        for file in std::fs::read_dir(date?.path())? {
-            let path = file?.path();
-            if path.extension().is_none_or(|x| x != "parquet") {
-                continue;
-            }
-            let reader =
-                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path)?)?.build()?;
-            for batch in reader {
-                let batch = batch?;
-                let col = |name: &str| {
-                    batch
-                        .column_by_name(name)
-                        .ok_or_else(|| anyhow::anyhow!("{}: no column {name}", path.display()))
-                };
-                let time = col("time")?
-                    .as_any()
-                    .downcast_ref::<TimestampMillisecondArray>()
-                    .ok_or_else(|| anyhow::anyhow!("time"))?
-                    .clone();
-                let event_time = col("event_time")?
-                    .as_any()
-                    .downcast_ref::<TimestampMillisecondArray>()
-                    .ok_or_else(|| anyhow::anyhow!("event_time"))?
-                    .clone();
-                let template = col("template_id")?
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .ok_or_else(|| anyhow::anyhow!("template_id"))?
-                    .clone();
-                let state = col("state")?
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| anyhow::anyhow!("state"))?
-                    .clone();
-                for i in 0..batch.num_rows() {
-                    if template.value(i) == 2
-                        && !state.is_null(i)
-                        && state.value(i) == "SEND_SUCCESS"
-                    {
-                        out.push(time.value(i) - event_time.value(i));
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
 }

@@ -135,8 +135,7 @@ fn main() -> anyhow::Result<()> {
             baseline,
         } => {
             let report = tidings_bench::isolation::Isolation {
-                brokers: std::env::var("KAFKA_BROKERS")
-                    .unwrap_or_else(|_| "127.0.0.1:19092".into()),
+                brokers: brokers(),
                 backlog,
                 rate,
                 notices,
@@ -158,11 +157,8 @@ fn main() -> anyhow::Result<()> {
             epoch_ms,
         } => {
             let report = tidings_bench::e2e::E2e {
-                brokers: std::env::var("KAFKA_BROKERS")
-                    .unwrap_or_else(|_| "127.0.0.1:19092".into()),
-                redis: redis.then(|| {
-                    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
-                }),
+                brokers: brokers(),
+                redis: redis.then(redis_url),
                 requests,
                 receivers,
                 rate,
@@ -178,9 +174,8 @@ fn main() -> anyhow::Result<()> {
             receivers,
             per_message,
         } => {
-            let url =
-                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into());
-            let report = tidings_bench::austin::compare(&url, deliveries, receivers, per_message)?;
+            let report =
+                tidings_bench::austin::compare(&redis_url(), deliveries, receivers, per_message)?;
             println!("{report}");
             anyhow::ensure!(
                 report["decisions_differ"] == 0,
@@ -218,6 +213,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The broker of `scripts/services.sh` unless `KAFKA_BROKERS` says otherwise.
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// The Redis of `scripts/services.sh` unless `REDIS_URL` says otherwise.
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
 }
 
 /// A well-mixed 128-bit key from a counter (as xxh3 keys are in the graph).

@@ -225,6 +225,29 @@ pub struct Outgoing {
     pub timestamp: Option<i64>,
 }
 
+impl Outgoing {
+    /// A file line as a record: a kcat `-J` envelope gives key, timestamp and payload; any
+    /// other line is the payload itself.
+    pub fn of_line(line: &str) -> Outgoing {
+        let v: Option<serde_json::Value> = serde_json::from_str(line).ok();
+        if let Some(obj) = v.as_ref().and_then(|v| v.as_object())
+            && !obj.contains_key("code")
+            && let Some(payload) = obj.get("payload").and_then(|p| p.as_str())
+        {
+            return Outgoing {
+                key: obj.get("key").and_then(|k| k.as_str()).map(str::to_string),
+                payload: payload.to_string(),
+                timestamp: obj.get("ts").and_then(|t| t.as_i64()),
+            };
+        }
+        Outgoing {
+            key: None,
+            payload: line.to_string(),
+            timestamp: None,
+        }
+    }
+}
+
 /// Produces records to a topic, waiting when the local queue is full; `progress` is called
 /// after each record is queued. Returns once every record is acknowledged.
 pub fn produce(

@@ -483,7 +483,9 @@ fn send(
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let records = lines.into_iter().map(outgoing_of_line);
+            let records = lines
+                .iter()
+                .map(|l| tidings_dataflows::kafka::Outgoing::of_line(l));
             let r = produce(&kafka.brokers, &kafka.topic, records, || bar.inc(1));
             bar.finish();
             r
@@ -523,26 +525,5 @@ fn send(
             eprintln!("error: kafka {}: {e:#}", kafka.brokers);
             ExitCode::FAILURE
         }
-    }
-}
-
-/// A file line as a record: a kcat envelope gives payload, key and timestamp; anything else
-/// (a bare request, or a bad line, which the job will dead-letter) is sent as it is.
-fn outgoing_of_line(line: &str) -> tidings_dataflows::kafka::Outgoing {
-    let v: Option<serde_json::Value> = serde_json::from_str(line).ok();
-    if let Some(obj) = v.as_ref().and_then(|v| v.as_object())
-        && !obj.contains_key("code")
-        && let Some(payload) = obj.get("payload").and_then(|p| p.as_str())
-    {
-        return tidings_dataflows::kafka::Outgoing {
-            key: obj.get("key").and_then(|k| k.as_str()).map(str::to_string),
-            payload: payload.to_string(),
-            timestamp: obj.get("ts").and_then(|t| t.as_i64()),
-        };
-    }
-    tidings_dataflows::kafka::Outgoing {
-        key: None,
-        payload: line.to_string(),
-        timestamp: None,
     }
 }

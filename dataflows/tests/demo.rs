@@ -4,24 +4,12 @@
 
 mod common;
 
+use common::tidings;
+
 use std::path::Path;
-use std::process::Command;
 
 use tidings_dataflows::{Job, RunOptions, run};
 use tidings_operators::Clock;
-
-fn tidings(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tidings {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn sql(dir: &Path, query: &str) -> String {
     common::sql_csv(dir, query)

@@ -97,13 +97,9 @@ fn kafka_and_file_reach_the_same_decisions_and_commit_behind_the_frontier() {
     std::fs::write(&kafka_job, job_text).unwrap();
 
     // One key: one partition, so Kafka keeps the file's order.
-    let records = lines.iter().map(|(ts, l)| {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        Outgoing {
-            key: Some("k".into()),
-            payload: v["payload"].as_str().unwrap().to_string(),
-            timestamp: Some(*ts),
-        }
+    let records = lines.iter().map(|(_, l)| Outgoing {
+        key: Some("k".into()),
+        ..Outgoing::of_line(l)
     });
     let sent = produce(&brokers(), &topic, records, || {}).unwrap();
     assert_eq!(sent as usize, lines.len());
@@ -154,13 +150,7 @@ fn dedup_windows_and_parks_survive_a_restart() {
     )
     .unwrap();
     let request = |ts: i64, template: i64, to: &str| {
-        let line = common::envelope(ts, template, to, "x");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        Outgoing {
-            key: Some("k".into()),
-            payload: v["payload"].as_str().unwrap().to_string(),
-            timestamp: Some(ts),
-        }
+        Outgoing::of_line(&common::envelope(ts, template, to, "x"))
     };
     // 02:00 and 08:30 in Shanghai: one delivery parks until 09:00, one is sent.
     let night = 1_763_748_000_000;
@@ -259,19 +249,8 @@ fn tidings_send_produces_single_requests_and_files() {
         ),
     )
     .unwrap();
-    let tidings = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let j = job.to_str().unwrap();
-    tidings(&[
+    common::tidings(&[
         "send",
         "--job",
         j,
@@ -282,7 +261,7 @@ fn tidings_send_produces_single_requests_and_files() {
         "--var",
         "v=hello",
     ]);
-    tidings(&["send", "--job", j, "-f", file.to_str().unwrap()]);
+    common::tidings(&["send", "--job", j, "-f", file.to_str().unwrap()]);
 
     let (rows, dead) = decisions(&job, Some(Duration::from_secs(8)));
     let sent: Vec<(&str, i64)> = rows

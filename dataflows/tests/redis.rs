@@ -21,19 +21,6 @@ fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
 }
 
-fn tidings(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tidings {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// State → rows, summed over every businessId hash under `prefix`.
 fn redis_counts(url: &str, prefix: &str) -> BTreeMap<String, i64> {
     let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
@@ -80,7 +67,7 @@ fn redis_holds_what_parquet_holds_and_trace_reads_it() {
     assert!(text.contains("redis_prefix"));
     std::fs::write(&job, text).unwrap();
     let j = job.to_str().unwrap();
-    let summary = tidings(&["run", j]);
+    let summary = common::tidings(&["run", j]);
     assert!(summary.contains("0 waiting in the spool"), "{summary}");
 
     let tracking = dir.path().join("var/tracking");
@@ -108,15 +95,15 @@ fn redis_holds_what_parquet_holds_and_trace_reads_it() {
         &format!("SELECT count(*) FROM events WHERE message_id = '{message}'"),
     );
     let per_message: usize = common::first_row(&per_message)[0];
-    let traced = tidings(&["trace", "--job", j, "--format", "json", "message", message]);
+    let traced = common::tidings(&["trace", "--job", j, "--format", "json", "message", message]);
     assert_eq!(traced.lines().count(), per_message, "{traced}");
     assert!(traced.contains("\"SEND_SUCCESS\""), "{traced}");
 
-    let user = tidings(&["trace", "--job", j, "--format", "json", "user", receiver]);
+    let user = common::tidings(&["trace", "--job", j, "--format", "json", "user", receiver]);
     assert!(user.contains(message), "{user}");
 
     // The template funnel of that day equals the Parquet counts for its businessIds.
-    let funnel = tidings(&[
+    let funnel = common::tidings(&[
         "trace", "--job", j, "--format", "csv", "template", template, "--date", &date,
     ]);
     let expected = common::sql_csv(
@@ -147,6 +134,37 @@ fn redis_holds_what_parquet_holds_and_trace_reads_it() {
 
 /// A redis-server of the test's own on a free port; killed on drop.
 struct OwnRedis(Child);
+
+impl OwnRedis {
+    /// Starts `redis-server` on `port` (on PATH: scripts/services.sh installs it).
+    fn start(port: u16) -> OwnRedis {
+        OwnRedis(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH (scripts/services.sh installs it)"),
+        )
+    }
+
+    /// Waits until it answers PING (at most 10 s).
+    fn wait_ready(&self, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = redis::Client::open(url).unwrap();
+        while client
+            .get_connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {url} did not start"
+            );
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+}
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
@@ -230,14 +248,7 @@ fn sending_goes_on_while_redis_is_down_and_redis_is_backfilled() {
     }
 
     // Redis comes up; more requests come in while the writer catches up.
-    let _redis = OwnRedis(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (scripts/services.sh installs it)"),
-    );
+    let _redis = OwnRedis::start(port);
     produce(&brokers(), &topic, batch(100, 50), || {}).unwrap();
     let summary = runner.join().unwrap();
     let stats = summary.redis.expect("the job tracks to Redis");
@@ -274,15 +285,8 @@ fn rows_of_a_run_that_never_reached_redis_wait_in_the_spool_for_the_next() {
 
     let first = once().redis.unwrap();
     assert_eq!((first.written, first.spooled), (0, 40), "{first:?}");
-    let _redis = OwnRedis(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _redis = OwnRedis::start(port);
+    _redis.wait_ready(&url);
     // The second run reads the same file again: its 40 rows and the first run's 40.
     let second = once().redis.unwrap();
     assert_eq!((second.written, second.spooled), (80, 0), "{second:?}");

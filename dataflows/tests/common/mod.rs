@@ -119,3 +119,17 @@ where
         .map(|x| x.parse().unwrap())
         .collect()
 }
+
+/// Runs the `tidings` binary; its stdout, after asserting it succeeded.
+pub fn tidings(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tidings {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
