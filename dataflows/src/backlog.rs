@@ -139,6 +139,24 @@ impl Queues {
         self.capacity[account].saturating_sub(self.queued[account].load(Ordering::Relaxed))
     }
 
+    /// Deliveries of `account` read from its topic and not yet sent.
+    pub fn queued(&self, account: usize) -> usize {
+        self.queued[account].load(Ordering::Relaxed)
+    }
+
+    /// `account`'s topic, when it queues in Kafka.
+    pub fn topic(&self, account: usize) -> Option<&str> {
+        self.topics[account].as_deref()
+    }
+
+    /// Deliveries handed to account topics and read back from them, in this run.
+    pub fn handed_and_read(&self) -> (usize, usize) {
+        (
+            self.handed.load(Ordering::Relaxed),
+            self.read.load(Ordering::Relaxed),
+        )
+    }
+
     /// `n` deliveries of `account` have been sent (or failed).
     pub fn sent(&self, account: usize, n: usize) {
         self.queued[account].fetch_sub(n, Ordering::Relaxed);

@@ -71,6 +71,40 @@ pub struct JobFile {
     /// Sending accounts by name.
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
+    /// The admin HTTP API (live state, `/metrics`). Default: off.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: the running job's HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to listen on. Example: `"127.0.0.1:9464"` (port 0 picks a free one).
+    pub bind: String,
+    /// Bearer token every request must carry; required unless `bind` is a loopback address.
+    /// `"${NAME}"` reads the environment variable NAME.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// An `[admin]` section, checked.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// The address.
+    pub bind: std::net::SocketAddr,
+    /// The token, resolved.
+    pub token: Option<String>,
+}
+
+/// Resolves `"${NAME}"` from the environment; other strings are taken as written.
+pub fn env_value(v: &str) -> Result<String, String> {
+    match v.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+        Some(name) => {
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+        }
+        None => Ok(v.to_string()),
+    }
 }
 
 /// `file` or `kafka`.
@@ -316,6 +350,8 @@ pub struct Job {
     pub account_of: BTreeMap<i64, String>,
     /// The Kafka source (kafka source).
     pub kafka: Option<KafkaSettings>,
+    /// The admin API, when the job has one.
+    pub admin: Option<AdminSettings>,
 }
 
 impl Job {
@@ -472,6 +508,33 @@ impl Job {
         if file.source.epoch_lines == 0 {
             bad("source.epoch_lines", "must be at least 1".into());
         }
+        let admin = file.admin.as_ref().and_then(|a| {
+            let bind: std::net::SocketAddr = match a.bind.parse() {
+                Ok(b) => b,
+                Err(_) => {
+                    bad(
+                        "admin.bind",
+                        format!("`{}` is not an address; write IP:PORT, e.g. \"127.0.0.1:9464\"", a.bind),
+                    );
+                    return None;
+                }
+            };
+            let token = match a.token.as_deref().map(env_value).transpose() {
+                Ok(t) => t.filter(|t| !t.is_empty()),
+                Err(e) => {
+                    bad("admin.token", format!("{e}; export it or write the token"));
+                    return None;
+                }
+            };
+            if !bind.ip().is_loopback() && token.is_none() {
+                bad(
+                    "admin.bind",
+                    format!("{bind} is not a loopback address, so admin.token is required; set token = \"${{ADMIN_TOKEN}}\" or bind 127.0.0.1"),
+                );
+                return None;
+            }
+            Some(AdminSettings { bind, token })
+        });
         for (name, account) in &file.accounts {
             for p in account.validate(&format!("accounts.{name}")) {
                 problems.push(format!("{shown}: {p}"));
@@ -542,6 +605,7 @@ impl Job {
             state_dir,
             account_of,
             kafka,
+            admin,
             file,
         })
     }
@@ -550,6 +614,18 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_references_resolve() {
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(env_value("${PATH}"), Ok(path));
+        assert_eq!(env_value("plain"), Ok("plain".to_string()));
+        assert!(
+            env_value("${TIDINGS_SURELY_UNSET_42}")
+                .unwrap_err()
+                .contains("TIDINGS_SURELY_UNSET_42")
+        );
+    }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);

@@ -21,12 +21,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tidings_operators::checkpoint::{Checkpoints, FINAL};
+use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, SourceRecord};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
@@ -54,7 +57,7 @@ pub struct KafkaSettings {
 
 /// A worker's consumer and its uncommitted offsets.
 pub struct KafkaReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceContext>,
     topic: String,
     tick: Duration,
     worker: usize,
@@ -64,14 +67,44 @@ pub struct KafkaReader {
     skip_below: BTreeMap<i32, i64>,
 }
 
+/// Publishes the partitions' positions and high watermarks from librdkafka's statistics
+/// (every second; the watermarks are the ones the fetch responses carried, no extra request).
+pub struct SourceContext {
+    live: Live,
+    topic: String,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, s: Statistics) {
+        let Some(t) = s.topics.get(&self.topic) else {
+            return;
+        };
+        for (&p, tp) in &t.partitions {
+            // -1 is librdkafka's "unassigned" pseudo-partition; "none" is not ours (any more).
+            if p < 0 || tp.fetch_state == "none" || tp.hi_offset < 0 {
+                continue;
+            }
+            let next = tp
+                .app_offset
+                .max(tp.committed_offset)
+                .max(tp.lo_offset)
+                .max(0);
+            self.live.source().set(p, next, Some(tp.hi_offset));
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 impl KafkaReader {
     /// Joins the group and subscribes.
     pub fn connect(
         s: &KafkaSettings,
         worker: usize,
         skip_below: BTreeMap<i32, i64>,
+        live: Live,
     ) -> anyhow::Result<Rc<KafkaReader>> {
-        let consumer: BaseConsumer = ClientConfig::new()
+        let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
             .set("bootstrap.servers", &s.brokers)
             .set("group.id", &s.group)
             .set("enable.auto.commit", "false")
@@ -79,7 +112,11 @@ impl KafkaReader {
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
             .set("session.timeout.ms", "10000")
-            .create()?;
+            .set("statistics.interval.ms", "1000")
+            .create_with_context(SourceContext {
+                live,
+                topic: s.topic.clone(),
+            })?;
         consumer.subscribe(&[&s.topic])?;
         Ok(Rc::new(KafkaReader {
             consumer,

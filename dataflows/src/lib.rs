@@ -11,6 +11,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the graph and its invariants.
 
+pub mod admin;
 pub mod backlog;
 pub mod job;
 pub mod kafka;

@@ -9,6 +9,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use tidings_dataflows::{Job, RunOptions, Summary, run};
 use tidings_model::State;
@@ -94,9 +96,112 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
-        /// The statement.
-        query: String,
+        /// The statement. Without one, an interactive shell (statements end with `;`).
+        query: Option<String>,
     },
+    /// Run a named report (`sql/queries/NAME.sql`) over a job's tracking tables.
+    Report {
+        /// The report; `--list` shows them.
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+        /// List the reports.
+        #[arg(long)]
+        list: bool,
+        /// The job whose tracking directory to read (and whose time zone to use).
+        #[arg(long, conflicts_with = "dir")]
+        job: Option<PathBuf>,
+        /// A tracking directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Only this local date, `YYYY-MM-DD`.
+        #[arg(long)]
+        date: Option<String>,
+        /// Only this template id.
+        #[arg(long)]
+        template: Option<i64>,
+        /// Only this receiver.
+        #[arg(long)]
+        receiver: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Ask a running job's admin API about its live state.
+    State {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        what: Option<StateWhat>,
+    },
+    /// Per-stage rates and backlogs of a running job, refreshed every second.
+    Top {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many frames.
+        #[arg(long)]
+        frames: Option<u64>,
+    },
+}
+
+/// Which running job to ask.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// The job (its `admin` section, and the address it wrote to its state directory).
+    #[arg(long, required_unless_present = "addr")]
+    job: Option<PathBuf>,
+    /// The admin API's address, HOST:PORT, instead of a job.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Bearer token (default: the job's `admin.token`).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum StateWhat {
+    /// Everything at once (the default).
+    Summary,
+    /// The content dedup window of (template, receiver, rendered content).
+    Content {
+        /// The template id.
+        #[arg(long)]
+        template: i64,
+        /// The receiver.
+        #[arg(long)]
+        receiver: String,
+        /// A placeholder value, `name=value` (repeatable), as in the request.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Judge a delivery at this event time (RFC 3339 or ms). Default: now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// The frequency counters of (receiver, channel).
+    Frequency {
+        /// The receiver.
+        #[arg(long)]
+        receiver: String,
+        /// The channel (e.g. sms); or give --template.
+        #[arg(long, required_unless_present = "template")]
+        channel: Option<String>,
+        /// A template, for its channel.
+        #[arg(long)]
+        template: Option<i64>,
+        /// Judge a delivery at this event time (RFC 3339 or ms). Default: now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Keys, entries, bytes and the oldest entry of each keyed operator.
+    Operators,
+    /// Parked night_delay deliveries.
+    Park,
+    /// Rate limiters and sends per account.
+    Accounts,
+    /// Kafka positions, lag, last checkpoint.
+    Source,
 }
 
 #[derive(Subcommand)]
@@ -142,7 +247,49 @@ fn main() -> ExitCode {
             dir,
             format,
             query,
-        } => sql(job, dir, format, &query),
+        } => sql(job, dir, format, query.as_deref()),
+        Command::Report {
+            name,
+            list,
+            job,
+            dir,
+            date,
+            template,
+            receiver,
+            format,
+        } => report(
+            name,
+            list,
+            job,
+            dir,
+            tidings_sql::reports::Params {
+                date,
+                template,
+                receiver,
+                timezone: None,
+            },
+            format,
+        ),
+        Command::State { target, what } => state(target, what.unwrap_or(StateWhat::Summary)),
+        Command::Top {
+            target,
+            interval,
+            frames,
+        } => match resolve(&target) {
+            Ok((addr, token)) => match cli::top::run(
+                &addr,
+                token.as_deref(),
+                std::time::Duration::from_secs_f64(interval.max(0.1)),
+                frames,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
         Command::Trace {
             job,
             redis,
@@ -403,36 +550,70 @@ fn print_json_rows(rows: &[serde_json::Value], format: OutputFormat) {
     }
 }
 
-fn sql(job: Option<PathBuf>, dir: Option<PathBuf>, format: OutputFormat, query: &str) -> ExitCode {
-    let dir = match (job, dir) {
-        (Some(j), _) => match load(&j) {
-            Ok(job) => job.tracking_dir,
-            Err(code) => return code,
-        },
-        (None, Some(d)) => d,
+/// The tracking directory (and time zone) of `--job` or `--dir`.
+fn tracking_of(
+    job: Option<PathBuf>,
+    dir: Option<PathBuf>,
+) -> Result<(PathBuf, Option<String>), ExitCode> {
+    match (job, dir) {
+        (Some(j), _) => load(&j).map(|job| (job.tracking_dir, Some(job.file.timezone))),
+        (None, Some(d)) => Ok((d, None)),
         (None, None) => {
             eprintln!("error: give --job JOB.toml or --dir TRACKING_DIR");
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
-    };
-    let format = match format {
+    }
+}
+
+fn sql_format(format: OutputFormat) -> tidings_sql::Format {
+    match format {
         OutputFormat::Table => tidings_sql::Format::Table,
         OutputFormat::Csv => tidings_sql::Format::Csv,
         OutputFormat::Json => tidings_sql::Format::Json,
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    }
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn sql(
+    job: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    format: OutputFormat,
+    query: Option<&str>,
+) -> ExitCode {
+    let (dir, _) = match tracking_of(job, dir) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let format = sql_format(format);
+    let rt = match current_thread_runtime() {
         Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let tracking = match rt.block_on(tidings_sql::Tracking::open(&dir)) {
+        Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let Some(query) = query else {
+        return if cli::repl::run(&rt, &tracking, format) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    };
     let result = rt.block_on(async {
-        let t = tidings_sql::Tracking::open(&dir).await?;
-        let batches = t.query(query).await?;
+        let batches = tracking.query(query).await?;
         tidings_sql::format(&batches, format)
     });
     match result {
@@ -442,6 +623,158 @@ fn sql(job: Option<PathBuf>, dir: Option<PathBuf>, format: OutputFormat, query: 
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(
+    name: Option<String>,
+    list: bool,
+    job: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    mut params: tidings_sql::reports::Params,
+    format: OutputFormat,
+) -> ExitCode {
+    use tidings_sql::reports::{REPORTS, Report};
+    if list {
+        for r in REPORTS {
+            println!(
+                "{:<20} {}  [{}]",
+                r.name,
+                r.description(),
+                r.params().join(", ")
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let report = match Report::find(name.as_deref().unwrap_or_default()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (dir, tz) = match tracking_of(job, dir) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    params.timezone = tz;
+    if let Err(e) = report.render(&params) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let rt = match current_thread_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(async {
+        let t = tidings_sql::Tracking::open(&dir).await?;
+        let batches = t.report(&report, &params).await?;
+        tidings_sql::format(&batches, sql_format(format))
+    });
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: report {}: {e}", report.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin address and token of `--addr`/`--job`.
+fn resolve(t: &AdminTarget) -> Result<(String, Option<String>), ExitCode> {
+    let job = t.job.as_deref().map(load).transpose()?;
+    let token = t.token.clone().or_else(|| {
+        job.as_ref()
+            .and_then(|j| j.admin.as_ref())
+            .and_then(|a| a.token.clone())
+    });
+    let addr = match (&t.addr, &job) {
+        (Some(a), _) => a.clone(),
+        (None, Some(j)) => match tidings_dataflows::admin::address_of(j) {
+            Some(a) => a,
+            None => {
+                eprintln!(
+                    "error: {}: the job has no [admin] section; add `[admin]\nbind = \"127.0.0.1:9464\"` and restart it",
+                    j.path.display()
+                );
+                return Err(ExitCode::from(2));
+            }
+        },
+        (None, None) => unreachable!("clap requires --job or --addr"),
+    };
+    Ok((addr, token))
+}
+
+fn state(target: AdminTarget, what: StateWhat) -> ExitCode {
+    use tidings_dataflows::admin::percent_encode as enc;
+    let (addr, token) = match resolve(&target) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let at = |at: &Option<String>| {
+        at.as_deref()
+            .map(|a| format!("&at={}", enc(a)))
+            .unwrap_or_default()
+    };
+    let path = match &what {
+        StateWhat::Summary => "/state".to_string(),
+        StateWhat::Content {
+            template,
+            receiver,
+            vars,
+            at: t,
+        } => {
+            let mut p = format!(
+                "/state/content?template={template}&receiver={}",
+                enc(receiver)
+            );
+            for v in vars {
+                let Some((k, val)) = v.split_once('=') else {
+                    eprintln!("error: --var `{v}`: use NAME=VALUE");
+                    return ExitCode::from(2);
+                };
+                p.push_str(&format!("&var.{}={}", enc(k), enc(val)));
+            }
+            p + &at(t)
+        }
+        StateWhat::Frequency {
+            receiver,
+            channel,
+            template,
+            at: t,
+        } => {
+            let by = match (channel, template) {
+                (Some(c), _) => format!("channel={}", enc(c)),
+                (None, Some(id)) => format!("template={id}"),
+                (None, None) => unreachable!("clap requires --channel or --template"),
+            };
+            format!("/state/frequency?receiver={}&{by}{}", enc(receiver), at(t))
+        }
+        StateWhat::Operators => "/state/operators".into(),
+        StateWhat::Park => "/state/park".into(),
+        StateWhat::Accounts => "/state/accounts".into(),
+        StateWhat::Source => "/state/source".into(),
+    };
+    match tidings_dataflows::admin::get(&addr, &path, token.as_deref()) {
+        Ok((200, body)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(body);
+            println!("{pretty}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("error: http://{addr}{path}: {status} {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: http://{addr}{path}: {e} (is the job running?)");
             ExitCode::FAILURE
         }
     }

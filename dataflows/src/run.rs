@@ -16,6 +16,7 @@ use tidings_operators::admit::admit;
 use tidings_operators::checkpoint::{Checkpoints, FINAL, write_durably};
 use tidings_operators::dedup::{ContentDedup, FrequencyDedup, keyed};
 use tidings_operators::gate::Gate;
+use tidings_operators::live::Live;
 use tidings_operators::park::{ParkStore, park};
 use tidings_operators::shield::NightShield;
 use tidings_operators::validate::Validator;
@@ -28,6 +29,7 @@ use timely::dataflow::operators::{Concatenate, Probe};
 
 use rdkafka::consumer::CommitMode;
 
+use crate::admin::{AdminServer, AdminState};
 use crate::backlog::{BacklogReader, Queues, backlog_source};
 use crate::job::Job;
 use crate::kafka::{DeadLetterTopic, KafkaReader, kafka_source};
@@ -125,6 +127,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         runtime: runtime.handle().clone(),
         queues: queues.clone(),
     });
+    let live = Live::default();
     let main_done_w = Arc::new(AtomicBool::new(false));
     let stop = opts
         .stop
@@ -172,6 +175,21 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         None => None,
     };
     let job = Arc::new(job.clone());
+    let admin = match &job.admin {
+        Some(settings) => Some(AdminServer::start(
+            settings,
+            AdminState {
+                job: job.clone(),
+                live: live.clone(),
+                send: send_ctx.clone(),
+                counts: counts.clone(),
+                clock: opts.clock,
+                started: start,
+            },
+        )?),
+        None => None,
+    };
+    let live_w = live.clone();
     let opts = opts.clone();
     let (job_w, counts_w, parked_w, stop_w) =
         (job.clone(), counts.clone(), parked.clone(), stop.clone());
@@ -201,6 +219,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         timely::Config::process(opts.workers.max(1)),
         move |worker| {
             let job = &job_w;
+            let live = &live_w;
             let index = worker.index();
             let clock = opts.clock;
             let sent = ProbeHandle::<Epoch>::new();
@@ -249,7 +268,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     .as_ref()
                     .map(|c| c.restored_offsets())
                     .unwrap_or_default();
-                KafkaReader::connect(k, index, skip)
+                KafkaReader::connect(k, index, skip, live.clone())
                     .unwrap_or_else(|e| panic!("kafka {}: {e}", k.brokers))
             });
             let dead_letter_topic = job.kafka.as_ref().and_then(|k| {
@@ -303,6 +322,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     store,
                     clock,
                     checkpoints.clone(),
+                    Some(live.clone()),
                 );
                 let passes = scope.concatenate([admitted.pass, released]);
                 let after_content = split(keyed(
@@ -311,6 +331,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     content,
                     clock,
                     checkpoints.clone(),
+                    Some(live.clone()),
                 ));
                 let after_frequency = split(keyed(
                     after_content.pass,
@@ -318,6 +339,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     frequency,
                     clock,
                     checkpoints.clone(),
+                    Some(live.clone()),
                 ));
                 let outcomes = send(
                     after_frequency.pass,
@@ -418,8 +440,12 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     && frontier != seen
                     && let (Some(c), Some(f)) = (&checkpoints, frontier)
                 {
-                    c.complete_before(Some(f))
-                        .unwrap_or_else(|e| panic!("checkpoint: {e}"));
+                    if c.complete_before(Some(f))
+                        .unwrap_or_else(|e| panic!("checkpoint: {e}"))
+                        .is_some()
+                    {
+                        live.checkpoint().completed_at(wall_ms());
+                    }
                     seen = frontier;
                 }
                 commit_completed(CommitMode::Async);
@@ -451,9 +477,12 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         },
     )
     .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
-    for r in guards.join() {
-        r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
+    let joined: Result<Vec<()>, _> = guards.join().into_iter().collect();
+    live.close();
+    if let Some(a) = admin {
+        a.stop();
     }
+    joined.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
     drop(runtime);
     // Every worker's sink is gone with its worker; the writer drains (or spools) the rest.
     redis_take.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -469,4 +498,11 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         elapsed: start.elapsed(),
         redis,
     })
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

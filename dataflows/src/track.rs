@@ -25,6 +25,8 @@ pub struct Counts {
     pub states: BTreeMap<State, u64>,
     /// Dead letters.
     pub dead_letters: u64,
+    /// Rows per (template, state), for `/metrics`.
+    pub per_template: BTreeMap<(i64, State), u64>,
 }
 
 impl Counts {
@@ -34,6 +36,9 @@ impl Counts {
             *self.states.entry(*s).or_default() += n;
         }
         self.dead_letters += other.dead_letters;
+        for (k, n) in &other.per_template {
+            *self.per_template.entry(*k).or_default() += n;
+        }
     }
 }
 
@@ -68,6 +73,10 @@ pub fn track<'s>(
                             match f {
                                 Flow::Row(r) => {
                                     *local.states.entry(r.state).or_default() += 1;
+                                    *local
+                                        .per_template
+                                        .entry((r.meta.template_id, r.state))
+                                        .or_default() += 1;
                                     if let Some((_, ttl)) = &redis {
                                         for_redis.push(RedisRow::of(&r, *ttl));
                                     }

@@ -29,6 +29,7 @@ pub mod clock;
 pub mod dedup;
 pub mod flow;
 pub mod gate;
+pub mod live;
 pub mod park;
 pub mod shield;
 pub mod validate;

@@ -21,6 +21,7 @@ use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::checkpoint::{Checkpoints, FINAL};
+use crate::live::Live;
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Flow};
 
@@ -162,7 +163,9 @@ pub fn park<'s>(
     store: Option<ParkStore>,
     clock: Clock,
     checkpoints: Option<Checkpoints>,
+    live: Option<Live>,
 ) -> StreamVec<'s, Epoch, Flow> {
+    let live = live.filter(|_| store.is_some());
     // Only worker 0 holds parked deliveries, so only it writes a part of each checkpoint.
     let checkpoints = checkpoints.filter(|_| store.is_some());
     if let Some(c) = &checkpoints {
@@ -246,6 +249,12 @@ pub fn park<'s>(
                     }
                 }
                 let done = parks_frontier.is_empty() && mark_frontier.is_empty();
+                let publish = |store: &ParkStore| {
+                    if let Some(l) = &live {
+                        l.park().set(store.len(), store.next_release());
+                    }
+                };
+                publish(store);
                 while done || (!parks_frontier.less_equal(&cur) && !mark_frontier.less_equal(&cur))
                 {
                     if done
@@ -274,6 +283,7 @@ pub fn park<'s>(
                         store.persist().unwrap_or_else(|e| fail(e));
                     }
                     c.downgrade(&cur);
+                    publish(store);
                 }
                 if done {
                     let w = watermark.advance_all().unwrap_or(Millis::MIN);
@@ -284,6 +294,7 @@ pub fn park<'s>(
                             .give_iterator(due.into_iter().map(Flow::Pass));
                     }
                     store.persist().unwrap_or_else(|e| fail(e));
+                    publish(store);
                     snapshot(store, FINAL, &mut true);
                     cap = None;
                 }

@@ -9,12 +9,22 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 use tidings_model::receiver::{MAX_RECEIVERS, split_receivers};
+use tidings_model::render::Variables;
 use tidings_model::render::render;
 use tidings_model::request::{Code, decode_line, decode_request};
 use tidings_model::time::{Millis, local_date};
-use tidings_model::{DeadLetter, Message, MessageMeta, Templates, ids};
+use tidings_model::{DeadLetter, Message, MessageMeta, Template, Templates, ids};
 
 use crate::SourceRecord;
+
+/// A template's content model rendered with `vars`, as the content dedup key and the sinks
+/// see it (compact JSON of the rendered model).
+pub fn rendered_content(
+    template: &Template,
+    vars: &Variables,
+) -> Result<String, tidings_model::render::RenderError> {
+    render(&template.content, vars).map(|c| serde_json::Value::Object(c).to_string())
+}
 
 /// Turns records into messages. Shared read-only state only.
 #[derive(Debug, Clone)]
@@ -94,8 +104,8 @@ impl Validator {
                 continue;
             }
             let vars = param.variables.as_ref().unwrap_or(&empty);
-            let content = match render(&template.content, vars) {
-                Ok(c) => serde_json::Value::Object(c).to_string(),
+            let content = match rendered_content(template, vars) {
+                Ok(c) => c,
                 Err(e) => {
                     out.dead.push(dead(at(e.to_string())));
                     continue;

@@ -5,14 +5,22 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::DefaultClock;
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use serde::Deserialize;
 use tidings_model::Channel;
 use tokio::sync::Semaphore;
 
 use crate::outbox::{Outbox, Outboxes};
 use crate::util::retry::{RetryPolicy, SendError};
+use crate::util::stats::{Raised, SendStats};
+
+/// A direct limiter that reports the permits left after each acquisition.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 use crate::{Outcome, SendBatch};
 
 fn default_concurrency() -> usize {
@@ -155,8 +163,11 @@ pub struct Account {
     /// Its channel.
     pub channel: Channel,
     provider: Provider,
-    limiter: Option<(DefaultDirectRateLimiter, RateStrategy, NonZeroU32)>,
+    limiter: Option<(Limiter, RateStrategy, NonZeroU32)>,
     slots: Semaphore,
+    concurrency: usize,
+    /// Live counters (admin API, `/metrics`).
+    pub stats: SendStats,
     retry: RetryPolicy,
     reject: Vec<String>,
 }
@@ -178,15 +189,20 @@ impl Account {
         }
         if !to_send.is_empty() {
             if let Some((limiter, strategy, burst)) = &self.limiter {
+                let _waiting = Raised::new(&self.stats.waiting);
                 let mut need = match strategy {
                     RateStrategy::Request => 1,
                     RateStrategy::Receivers => to_send.len() as u32,
                 };
                 while need > 0 {
                     let n = need.min(burst.get());
-                    let _ = limiter
+                    if let Ok(state) = limiter
                         .until_n_ready(NonZeroU32::new(n).expect("n > 0"))
-                        .await;
+                        .await
+                    {
+                        self.stats
+                            .tokens_after_acquire(state.remaining_burst_capacity());
+                    }
                     need -= n;
                 }
             }
@@ -195,10 +211,11 @@ impl Account {
                 .acquire()
                 .await
                 .expect("semaphore is never closed");
+            let _in_flight = Raised::new(&self.stats.in_flight);
             let receivers: Vec<String> = to_send.iter().map(|r| r.to_string()).collect();
             let result = self
                 .retry
-                .run(|| async {
+                .run_observed(&self.stats, || async {
                     match &self.provider {
                         Provider::Outbox(o) => o.send(batch, &receivers),
                         Provider::Blackhole => Ok(()),
@@ -214,11 +231,54 @@ impl Account {
                 );
             }
         }
-        batch
+        let outcomes: Vec<Outcome> = batch
             .receivers
             .iter()
             .map(|r| outcome_of.get(r.as_str()).cloned().unwrap_or(Ok(())))
-            .collect()
+            .collect();
+        let failed = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+        self.stats.failed.fetch_add(failed, Ordering::Relaxed);
+        self.stats
+            .sent
+            .fetch_add(outcomes.len() as u64 - failed, Ordering::Relaxed);
+        outcomes
+    }
+
+    /// The provider's kind, for labels.
+    pub fn provider(&self) -> &'static str {
+        match self.provider {
+            Provider::Outbox(_) => "outbox",
+            Provider::Blackhole => "blackhole",
+        }
+    }
+
+    /// The rate limit: (per second, burst), when the account has one.
+    pub fn rate(&self) -> Option<(u32, u32)> {
+        self.limiter
+            .as_ref()
+            .map(|(_, _, per)| (per.get(), per.get()))
+    }
+
+    /// The live view of this account: its limiter and its sends.
+    pub fn live(&self) -> serde_json::Value {
+        let stats = self.stats.snapshot();
+        serde_json::json!({
+            "account": self.name,
+            "channel": self.channel.name(),
+            "provider": self.provider(),
+            "rate_limit": self.rate().map(|(per, burst)| serde_json::json!({
+                "per_second": per,
+                "burst": burst,
+                "tokens": (self.stats.tokens(per, burst) * 10.0).floor() / 10.0,
+                "waiting": stats.waiting,
+            })),
+            "concurrency": self.concurrency,
+            "in_flight": stats.in_flight,
+            "retrying": stats.retrying,
+            "retries": stats.retries,
+            "sent": stats.sent,
+            "failed": stats.failed,
+        })
     }
 }
 
@@ -245,7 +305,9 @@ impl Accounts {
             };
             let limiter = c.rate_limit.and_then(|r| {
                 let per = NonZeroU32::new(r.per_second)?;
-                Some((RateLimiter::direct(Quota::per_second(per)), r.strategy, per))
+                let limiter = RateLimiter::direct(Quota::per_second(per))
+                    .with_middleware::<StateInformationMiddleware>();
+                Some((limiter, r.strategy, per))
             });
             let mut retry = RetryPolicy::default();
             if let Some(a) = c.attempts {
@@ -257,6 +319,8 @@ impl Accounts {
                 provider,
                 limiter,
                 slots: Semaphore::new(c.concurrency.max(1)),
+                concurrency: c.concurrency.max(1),
+                stats: SendStats::default(),
                 retry,
                 reject: c.reject_receivers.clone(),
             });

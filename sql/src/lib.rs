@@ -5,6 +5,8 @@
 //! [`tidings_model::schema`], so a job that has written nothing yet still answers with empty
 //! tables. [`format`] renders results as a table, CSV or JSON lines.
 
+pub mod reports;
+
 use std::path::Path;
 
 use datafusion::arrow::datatypes::DataType;
@@ -72,6 +74,41 @@ impl Tracking {
     /// Runs one statement and collects its result.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
         Ok(self.ctx.sql(sql).await?.collect().await?)
+    }
+
+    /// Runs a report with its parameters.
+    pub async fn report(
+        &self,
+        report: &reports::Report,
+        params: &reports::Params,
+    ) -> Result<Vec<RecordBatch>, SqlError> {
+        let sql = report.render(params).map_err(|e| {
+            SqlError::Query(datafusion::error::DataFusionError::Plan(e.to_string()))
+        })?;
+        self.query(&sql).await
+    }
+
+    /// The registered tables, sorted.
+    pub fn tables(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .ctx
+            .catalog("datafusion")
+            .and_then(|c| c.schema("public"))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// A table's columns: name, type, nullable.
+    pub async fn schema(&self, table: &str) -> Result<Vec<(String, String, bool)>, SqlError> {
+        let df = self.ctx.table(table).await?;
+        Ok(df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
+            .collect())
     }
 
     /// The DataFusion session, for callers that need more.

@@ -8,6 +8,7 @@ use tidings_model::time::Millis;
 use tidings_model::{Delivery, State, Templates};
 
 use super::{KeyedRule, Sweep};
+use crate::live::{self, RuleSummary};
 
 /// The admissions of one key. One admission (the common case with `num = 1`) is held inline:
 /// 16 bytes in all, so the map's entry is 32 bytes plus its control byte.
@@ -160,6 +161,53 @@ impl KeyedRule for ContentDedup {
             ts => Admitted::Many(ts.into()),
         };
         self.admitted.insert(key, entry);
+    }
+
+    fn inspect(&self, key: u128, at: Option<Millis>) -> serde_json::Value {
+        let times: &[Millis] = self.admitted.get(&key).map(|a| a.times()).unwrap_or(&[]);
+        let mut v = serde_json::json!({
+            "rule": "content",
+            "num": self.num,
+            "window_secs": self.window / 1000,
+            "admissions": times.iter().map(|&t| live::iso(t)).collect::<Vec<_>>(),
+            "admissions_ms": times,
+            "count": times.len(),
+            // When the newest admission leaves its window, and the key with it.
+            "expires": times.iter().max().map(|&t| live::iso(t + self.window)),
+        });
+        if let Some(at) = at {
+            let seen = times
+                .iter()
+                .filter(|&&x| x > at - self.window && x <= at)
+                .count();
+            v["at"] = live::iso(at).into();
+            v["in_window"] = seen.into();
+            v["passes"] = (seen < self.num).into();
+        }
+        v
+    }
+
+    fn summary(&self) -> RuleSummary {
+        let spilled: usize = self
+            .admitted
+            .values()
+            .map(|a| match a {
+                Admitted::One(_) => 0,
+                Admitted::Many(ts) => ts.len() * std::mem::size_of::<Millis>(),
+            })
+            .sum();
+        RuleSummary {
+            keys: self.admitted.len() as u64,
+            entries: self.admissions() as u64,
+            bytes: (self.admitted.capacity() * (std::mem::size_of::<(u128, Admitted)>() + 1)
+                + spilled) as u64,
+            oldest: self
+                .admitted
+                .values()
+                .filter_map(|a| a.times().first().copied())
+                .min(),
+            watermark: None,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use tidings_model::time::{Millis, end_of_local_day, local_day};
 use tidings_model::{Delivery, State, Templates};
 
 use super::{KeyedRule, Sweep};
+use crate::live::{self, RuleSummary};
 
 /// Admissions per local day of one key; one day (the common case) inline, 16 bytes in all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +155,71 @@ impl KeyedRule for FrequencyDedup {
             _ => Days::Many(days.into_boxed_slice()),
         };
         self.counts.insert(key, entry);
+    }
+
+    fn inspect(&self, key: u128, at: Option<Millis>) -> serde_json::Value {
+        let days: Vec<(i32, u32)> = match self.counts.get(&key) {
+            None => Vec::new(),
+            Some(Days::One(d, n)) => vec![(*d, *n)],
+            Some(Days::Many(v)) => v.to_vec(),
+        };
+        let date = |d: i32| {
+            chrono::NaiveDate::from_num_days_from_ce_opt(d)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        };
+        let mut v = serde_json::json!({
+            "rule": "frequency",
+            "num": self.num,
+            "timezone": self.tz.name(),
+            "days": days.iter().map(|&(d, n)| serde_json::json!({
+                "date": date(d),
+                "count": n,
+                "expires": live::iso(end_of_local_day(self.tz, d)),
+            })).collect::<Vec<_>>(),
+        });
+        if let Some(at) = at {
+            let day = local_day(self.tz, at);
+            let count = days
+                .iter()
+                .find(|(d, _)| *d == day)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            v["at"] = live::iso(at).into();
+            v["date"] = date(day).into();
+            v["count_that_day"] = count.into();
+            v["passes"] = (count < self.num).into();
+        }
+        v
+    }
+
+    fn summary(&self) -> RuleSummary {
+        let mut spilled = 0usize;
+        let mut entries = 0u64;
+        let mut oldest: Option<i32> = None;
+        for days in self.counts.values() {
+            let first = match days {
+                Days::One(d, _) => {
+                    entries += 1;
+                    *d
+                }
+                Days::Many(v) => {
+                    entries += v.len() as u64;
+                    spilled += v.len() * std::mem::size_of::<(i32, u32)>();
+                    v.iter().map(|(d, _)| *d).min().unwrap_or(i32::MAX)
+                }
+            };
+            oldest = Some(oldest.map_or(first, |o| o.min(first)));
+        }
+        RuleSummary {
+            keys: self.counts.len() as u64,
+            entries,
+            bytes: (self.counts.capacity() * (std::mem::size_of::<(u128, Days)>() + 1) + spilled)
+                as u64,
+            // The start of the oldest day counted.
+            oldest: oldest.map(|d| end_of_local_day(self.tz, d - 1)),
+            watermark: None,
+        }
     }
 }
 

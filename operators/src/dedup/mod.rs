@@ -6,7 +6,7 @@
 //! up to the global watermark `W(e-1)` less the allowed lateness; the wall clock is never read.
 //!
 //! ```ignore
-//! let after_content = keyed(passes, marks.clone(), ContentDedup::new(..), clock, None);
+//! let after_content = keyed(passes, marks.clone(), ContentDedup::new(..), clock, None, None);
 //! ```
 
 mod content;
@@ -26,6 +26,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::checkpoint::{Checkpoints, FINAL, read_keyed, write_keyed};
+use crate::live::{self, Answer, Ask, Live, Question, RuleSummary};
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Flow};
 
@@ -48,6 +49,36 @@ pub trait KeyedRule: 'static {
     fn snapshot(&self) -> Box<dyn Iterator<Item = (u128, Vec<i64>)> + '_>;
     /// Restores one key written by [`KeyedRule::snapshot`].
     fn restore(&mut self, key: u128, values: &[i64]);
+    /// The state of one key for the live-state API; with `at`, whether a delivery of that
+    /// event time would pass now (judged as [`KeyedRule::judge`] would, without recording).
+    fn inspect(&self, key: u128, at: Option<Millis>) -> serde_json::Value;
+    /// Sizes of the state held.
+    fn summary(&self) -> RuleSummary;
+}
+
+/// Answers the questions waiting in `questions` from `rule`'s state.
+fn answer<R: KeyedRule>(
+    rule: &R,
+    questions: &std::sync::mpsc::Receiver<Question>,
+    watermark: Option<Millis>,
+) {
+    while let Ok((ask, reply)) = questions.try_recv() {
+        let answer = match ask {
+            Ask::Key { key, at } => {
+                let mut v = rule.inspect(key, at);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("key".into(), format!("{key:032x}").into());
+                    o.insert("watermark".into(), watermark.map(live::iso).into());
+                }
+                Answer::Key(v)
+            }
+            Ask::Summary => Answer::Summary(RuleSummary {
+                watermark,
+                ..rule.summary()
+            }),
+        };
+        let _ = reply.send(answer);
+    }
 }
 
 /// Writes `rule`'s part of checkpoint `epoch` and reports it written.
@@ -68,9 +99,11 @@ pub fn keyed<'s, R: KeyedRule>(
     mut rule: R,
     clock: Clock,
     checkpoints: Option<Checkpoints>,
+    live: Option<Live>,
 ) -> StreamVec<'s, Epoch, Flow> {
-    let index = deliveries.scope().index();
-    let peers = deliveries.scope().peers() as u64;
+    let scope = deliveries.scope();
+    let index = scope.index();
+    let peers = scope.peers() as u64;
     if let Some(c) = &checkpoints {
         c.register();
         let parts = c.restored_parts(&format!("{}-", R::PART));
@@ -96,7 +129,11 @@ pub fn keyed<'s, R: KeyedRule>(
         by_key,
         by_target,
         R::NAME,
-        move |cap, _| {
+        move |cap, info| {
+            let questions = live.map(|l| {
+                let activator = scope.worker().sync_activator_for(info.address.to_vec());
+                l.register(R::NAME, index, peers as usize, activator)
+            });
             // Held at the next checkpoint epoch until this rule's part of it is written.
             let mut held = checkpoints.map(|c| {
                 let mut cap = cap;
@@ -159,6 +196,9 @@ pub fn keyed<'s, R: KeyedRule>(
                             }
                         }
                     }
+                }
+                if let Some(q) = &questions {
+                    answer(&rule, q, watermark.current());
                 }
                 if let Some((c, cap)) = held.as_mut() {
                     if data_frontier.is_empty() && mark_frontier.is_empty() {

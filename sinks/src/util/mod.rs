@@ -1,3 +1,4 @@
 //! Machinery every sink shares.
 
 pub mod retry;
+pub mod stats;

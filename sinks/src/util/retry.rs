@@ -2,7 +2,10 @@
 //! (Vector's `RetryLogic`, Arroyo's `ErrorDomain` + `RetryHint`).
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::stats::{Raised, SendStats};
 
 /// What went wrong, as far as retrying is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +61,17 @@ impl RetryPolicy {
 
     /// Runs `op` until it succeeds, fails permanently, or the budget is spent; the error is
     /// the last one, with the attempt count when retries were made.
-    pub async fn run<F, Fut>(&self, mut op: F) -> Result<(), SendError>
+    pub async fn run<F, Fut>(&self, op: F) -> Result<(), SendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), SendError>>,
+    {
+        self.run_observed(&SendStats::default(), op).await
+    }
+
+    /// [`RetryPolicy::run`], recording each attempt's latency, the retries, and the pauses
+    /// between tries in `stats`.
+    pub async fn run_observed<F, Fut>(&self, stats: &SendStats, mut op: F) -> Result<(), SendError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), SendError>>,
@@ -69,9 +82,14 @@ impl RetryPolicy {
             .unwrap_or(7);
         let mut attempt = 1;
         loop {
-            match op().await {
+            let started = Instant::now();
+            let result = op().await;
+            stats.latency.observe(started.elapsed());
+            match result {
                 Ok(()) => return Ok(()),
                 Err(SendError::Transient(r)) if attempt < self.attempts => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let _pausing = Raised::new(&stats.retrying);
                     tokio::time::sleep(self.backoff(attempt, seed ^ attempt as u64)).await;
                     attempt += 1;
                     let _ = r;

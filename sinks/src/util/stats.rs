@@ -1,0 +1,200 @@
+//! Live counters of an account's sends, read by the admin API and `/metrics`.
+//!
+//! Everything is an atomic written on the send path (no locks); readers take a consistent
+//! enough [`StatsSnapshot`] at any time.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Upper bounds (seconds) of the send latency histogram's buckets; `+Inf` is implied.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A Prometheus-style cumulative histogram of durations.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= le {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], total count, sum in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        (
+            self.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            self.count.load(Ordering::Relaxed),
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
+}
+
+/// An account's live counters.
+#[derive(Debug)]
+pub struct SendStats {
+    /// Batches waiting for rate-limit permits.
+    pub waiting: AtomicU64,
+    /// Batches holding a concurrency slot (calling the provider, or pausing between tries).
+    pub in_flight: AtomicU64,
+    /// Batches pausing before another try.
+    pub retrying: AtomicU64,
+    /// Retries made.
+    pub retries: AtomicU64,
+    /// Receivers sent successfully.
+    pub sent: AtomicU64,
+    /// Receivers that failed (SEND_FAIL).
+    pub failed: AtomicU64,
+    /// Provider call latency, per attempt.
+    pub latency: Histogram,
+    /// Rate limiter: permits left after the last acquisition, and when (ms since the epoch).
+    tokens_left: AtomicU64,
+    tokens_at: AtomicI64,
+}
+
+impl Default for SendStats {
+    fn default() -> Self {
+        SendStats {
+            waiting: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            latency: Histogram::default(),
+            tokens_left: AtomicU64::new(0),
+            tokens_at: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+/// A gauge held up while a guard lives.
+pub struct Raised<'a>(&'a AtomicU64);
+
+impl<'a> Raised<'a> {
+    /// Adds one to `gauge` until dropped.
+    pub fn new(gauge: &'a AtomicU64) -> Raised<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Raised(gauge)
+    }
+}
+
+impl Drop for Raised<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl SendStats {
+    /// Records the limiter's state after an acquisition: `left` permits remained.
+    pub fn tokens_after_acquire(&self, left: u32) {
+        self.tokens_left.store(u64::from(left), Ordering::Relaxed);
+        self.tokens_at.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Permits available now, derived from the last acquisition and the refill rate
+    /// (`per_second`, capped at `burst`); `burst` when nothing was acquired yet.
+    pub fn tokens(&self, per_second: u32, burst: u32) -> f64 {
+        let at = self.tokens_at.load(Ordering::Relaxed);
+        if at == i64::MIN {
+            return f64::from(burst);
+        }
+        let left = self.tokens_left.load(Ordering::Relaxed) as f64;
+        let refilled = (now_ms() - at).max(0) as f64 / 1000.0 * f64::from(per_second);
+        (left + refilled).min(f64::from(burst))
+    }
+
+    /// A plain copy of the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            waiting: self.waiting.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            retrying: self.retrying.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The counters of [`SendStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Batches waiting for rate-limit permits.
+    pub waiting: u64,
+    /// Batches holding a concurrency slot.
+    pub in_flight: u64,
+    /// Batches pausing before another try.
+    pub retrying: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// Receivers sent.
+    pub sent: u64,
+    /// Receivers failed.
+    pub failed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(1500));
+        h.observe(Duration::from_millis(70));
+        h.observe(Duration::from_secs(60));
+        let (b, n, sum) = h.snapshot();
+        assert_eq!(n, 3);
+        assert_eq!(b[0], 0, "le 1ms");
+        assert_eq!(b[1], 1, "le 2ms");
+        assert_eq!(b[6], 2, "le 100ms");
+        assert_eq!(
+            *b.last().unwrap(),
+            2,
+            "le 30s; the 60 s one is only in +Inf"
+        );
+        assert!((sum - 60.0715).abs() < 1e-6);
+    }
+
+    #[test]
+    fn tokens_refill_up_to_the_burst() {
+        let s = SendStats::default();
+        assert_eq!(s.tokens(10, 10), 10.0);
+        s.tokens_after_acquire(0);
+        let t = s.tokens(10, 10);
+        assert!((0.0..1.0).contains(&t), "{t}");
+        let gauge = AtomicU64::new(0);
+        {
+            let _a = Raised::new(&gauge);
+            let _b = Raised::new(&gauge);
+            assert_eq!(gauge.load(Ordering::Relaxed), 2);
+        }
+        assert_eq!(gauge.load(Ordering::Relaxed), 0);
+    }
+}
