@@ -52,17 +52,38 @@ pub struct Tracking {
 impl Tracking {
     /// Registers `events` and `dead_letters` under `dir` (created if missing).
     pub async fn open(dir: &Path) -> Result<Tracking, SqlError> {
-        let ctx = SessionContext::new();
-        for (table, schema) in [
-            ("events", events_schema()),
-            ("dead_letters", dead_letters_schema()),
-        ] {
+        for table in ["events", "dead_letters"] {
             let path = dir.join(table);
             std::fs::create_dir_all(&path).map_err(|source| SqlError::Io {
                 path: path.display().to_string(),
                 source,
             })?;
-            let url = format!("{}/", path.canonicalize().unwrap_or(path.clone()).display());
+        }
+        let dir = dir.canonicalize().map_err(|source| SqlError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Tracking::open_url(&format!("file://{}", dir.display())).await
+    }
+
+    /// Registers the tables under a tracking location given as an object-store URL
+    /// (`file:///var/tidings/tracking`). Only `file://` stores are registered today; the
+    /// tables are addressed by URL throughout, so another store (S3) needs only its
+    /// registration on the session.
+    pub async fn open_url(location: &str) -> Result<Tracking, SqlError> {
+        if !location.starts_with("file://") {
+            return Err(SqlError::Query(
+                datafusion::error::DataFusionError::Configuration(format!(
+                    "{location}: only local tracking directories (file://) are supported so far"
+                )),
+            ));
+        }
+        let ctx = SessionContext::new();
+        for (table, schema) in [
+            ("events", events_schema()),
+            ("dead_letters", dead_letters_schema()),
+        ] {
+            let url = format!("{}/{table}/", location.trim_end_matches('/'));
             let options = ParquetReadOptions::default()
                 .schema(&schema)
                 .table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
