@@ -16,7 +16,9 @@ use tidings_model::Channel;
 use tokio::sync::Semaphore;
 
 use crate::outbox::{Outbox, Outboxes};
-use crate::util::retry::{RetryPolicy, SendError};
+use crate::provider::{Delivered, Remote, RemoteConfig};
+use crate::util::http;
+use crate::util::retry::RetryPolicy;
 use crate::util::stats::{Raised, SendStats};
 
 /// A direct limiter that reports the permits left after each acquisition.
@@ -35,6 +37,55 @@ pub enum ProviderKind {
     Outbox,
     /// Accepts and forgets (benchmarks).
     Blackhole,
+    /// tidings' signed JSON webhook ([`crate::webhook`]).
+    Webhook,
+    /// DingTalk custom robot ([`crate::dingtalk_robot`]).
+    DingtalkRobot,
+    /// Feishu custom robot ([`crate::feishu_robot`]).
+    FeishuRobot,
+    /// WeCom group robot ([`crate::wecom_robot`]).
+    WecomRobot,
+    /// Tencent Cloud SMS ([`crate::tencent_sms`]).
+    TencentSms,
+    /// Aliyun SMS ([`crate::aliyun_sms`]).
+    AliyunSms,
+}
+
+impl ProviderKind {
+    /// The name used in the job file and in labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Outbox => "outbox",
+            ProviderKind::Blackhole => "blackhole",
+            ProviderKind::Webhook => "webhook",
+            ProviderKind::DingtalkRobot => "dingtalk_robot",
+            ProviderKind::FeishuRobot => "feishu_robot",
+            ProviderKind::WecomRobot => "wecom_robot",
+            ProviderKind::TencentSms => "tencent_sms",
+            ProviderKind::AliyunSms => "aliyun_sms",
+        }
+    }
+
+    /// The provider's own quota, applied when the account sets no `rate_limit`.
+    pub fn default_rate_limit(self) -> Option<RateLimitConfig> {
+        let per_minute = |n| RateLimitConfig {
+            per_second: None,
+            per_minute: Some(n),
+            strategy: RateStrategy::Request,
+        };
+        match self {
+            // DingTalk and WeCom robots: 20 messages per minute each.
+            ProviderKind::DingtalkRobot | ProviderKind::WecomRobot => Some(per_minute(20)),
+            // Feishu robots: 100 per minute (5 per second).
+            ProviderKind::FeishuRobot => Some(per_minute(100)),
+            _ => None,
+        }
+    }
+
+    /// Whether the provider sends over the network (and so takes `settings`).
+    pub fn is_remote(self) -> bool {
+        !matches!(self, ProviderKind::Outbox | ProviderKind::Blackhole)
+    }
 }
 
 /// What a rate-limit permit counts.
@@ -48,12 +99,17 @@ pub enum RateStrategy {
     Receivers,
 }
 
-/// `rate_limit = { per_second = 50, strategy = "request" }`.
+/// `rate_limit = { per_second = 50, strategy = "request" }` or `{ per_minute = 20 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Permits per second (also the burst). Example: `50`.
-    pub per_second: u32,
+    #[serde(default)]
+    pub per_second: Option<u32>,
+    /// Permits per minute (the burst is one minute's worth), instead of `per_second`.
+    /// Example: `20` (a DingTalk robot's quota).
+    #[serde(default)]
+    pub per_minute: Option<u32>,
     /// `request` (default) or `receivers`.
     #[serde(default)]
     pub strategy: RateStrategy,
@@ -65,6 +121,13 @@ pub struct RateLimitConfig {
 pub struct AccountConfig {
     /// The channel the account sends on, e.g. `"sms"`; templates using it must match.
     pub channel: Channel,
+    /// The provider's own settings (credentials, endpoint), per provider; string values
+    /// `"${NAME}"` are read from the environment. Example: `settings = { url = "..." }`.
+    #[serde(default)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Seconds a provider call may take before it counts as a (retried) timeout. Default 10.
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
     /// `outbox` or `blackhole`.
     pub provider: ProviderKind,
     /// Outbox directory (outbox only; relative to the job file). Example: `"var/outbox"`.
@@ -105,21 +168,38 @@ pub enum QueueKind {
     Kafka,
 }
 
+impl RateLimitConfig {
+    /// The sustained rate in permits per second.
+    pub fn permits_per_second(&self) -> f64 {
+        match (self.per_second, self.per_minute) {
+            (Some(n), _) => f64::from(n),
+            (None, Some(n)) => f64::from(n) / 60.0,
+            (None, None) => 0.0,
+        }
+    }
+}
+
 impl AccountConfig {
+    /// The account's rate limit, or its provider's quota when it sets none.
+    pub fn effective_rate_limit(&self) -> Option<RateLimitConfig> {
+        self.rate_limit
+            .or_else(|| self.provider.default_rate_limit())
+    }
+
     /// Whether this account's deliveries wait in its own Kafka topic.
     pub fn queues_in_kafka(&self, kafka_job: bool) -> bool {
         match self.queue {
             Some(QueueKind::Kafka) => true,
             Some(QueueKind::Memory) => false,
-            None => kafka_job && self.rate_limit.is_some(),
+            None => kafka_job && self.effective_rate_limit().is_some(),
         }
     }
 
     /// Deliveries held in memory at once when queued in Kafka.
     pub fn queue_capacity(&self) -> usize {
         self.max_queued.unwrap_or_else(|| {
-            self.rate_limit
-                .map(|r| r.per_second as usize * 2)
+            self.effective_rate_limit()
+                .map(|r| (r.permits_per_second() * 2.0) as usize)
                 .unwrap_or(0)
                 .max(100)
         })
@@ -136,10 +216,27 @@ impl AccountConfig {
         if self.concurrency == 0 {
             p.push(format!("{key}.concurrency: must be at least 1"));
         }
-        if self.rate_limit.is_some_and(|r| r.per_second == 0) {
+        if let Some(r) = self.rate_limit {
+            match (r.per_second, r.per_minute) {
+                (Some(0), _) | (_, Some(0)) => p.push(format!(
+                    "{key}.rate_limit: must allow at least 1 (omit rate_limit for none)"
+                )),
+                (Some(_), Some(_)) | (None, None) => p.push(format!(
+                    "{key}.rate_limit: give exactly one of per_second and per_minute"
+                )),
+                _ => {}
+            }
+        }
+        if !self.provider.is_remote() && !self.settings.is_empty() {
             p.push(format!(
-                "{key}.rate_limit.per_second: must be at least 1 (omit rate_limit for none)"
+                "{key}.settings: the {} provider takes no settings; remove them",
+                self.provider.name()
             ));
+        }
+        if self.provider.is_remote()
+            && let Err(e) = crate::provider::check_settings(self.provider, key, &self.settings)
+        {
+            p.push(e);
         }
         if self.attempts == Some(0) {
             p.push(format!("{key}.attempts: must be at least 1"));
@@ -154,6 +251,7 @@ impl AccountConfig {
 enum Provider {
     Outbox(Arc<Outbox>),
     Blackhole,
+    Remote(ProviderKind, Remote),
 }
 
 /// A built account.
@@ -163,7 +261,7 @@ pub struct Account {
     /// Its channel.
     pub channel: Channel,
     provider: Provider,
-    limiter: Option<(Limiter, RateStrategy, NonZeroU32)>,
+    limiter: Option<(Limiter, RateLimitConfig, NonZeroU32)>,
     slots: Semaphore,
     concurrency: usize,
     /// Live counters (admin API, `/metrics`).
@@ -188,9 +286,9 @@ impl Account {
             );
         }
         if !to_send.is_empty() {
-            if let Some((limiter, strategy, burst)) = &self.limiter {
+            if let Some((limiter, rate, burst)) = &self.limiter {
                 let _waiting = Raised::new(&self.stats.waiting);
-                let mut need = match strategy {
+                let mut need = match rate.strategy {
                     RateStrategy::Request => 1,
                     RateStrategy::Receivers => to_send.len() as u32,
                 };
@@ -213,22 +311,36 @@ impl Account {
                 .expect("semaphore is never closed");
             let _in_flight = Raised::new(&self.stats.in_flight);
             let receivers: Vec<String> = to_send.iter().map(|r| r.to_string()).collect();
+            let answered = std::sync::Mutex::new(None);
             let result = self
                 .retry
                 .run_observed(&self.stats, || async {
                     match &self.provider {
                         Provider::Outbox(o) => o.send(batch, &receivers),
                         Provider::Blackhole => Ok(()),
+                        Provider::Remote(_, r) => {
+                            let d = r.send(batch, &receivers).await?;
+                            *answered.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+                            Ok(())
+                        }
                     }
                 })
                 .await;
-            for r in &to_send {
-                outcome_of.insert(
-                    r.as_str(),
-                    result
-                        .clone()
-                        .map_err(|e: SendError| e.reason().to_string()),
-                );
+            let each = match answered.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                Some(Delivered::Each(v)) => Some(v),
+                _ => None,
+            };
+            for (i, r) in to_send.iter().enumerate() {
+                let outcome = match (&result, &each) {
+                    (Err(e), _) => Err(e.reason().to_string()),
+                    (Ok(()), Some(v)) => match v.get(i) {
+                        Some(Ok(())) => Ok(()),
+                        Some(Err(e)) => Err(e.reason().to_string()),
+                        None => Err(format!("{}: no answer for this receiver", self.name)),
+                    },
+                    (Ok(()), None) => Ok(()),
+                };
+                outcome_of.insert(r.as_str(), outcome);
             }
         }
         let outcomes: Vec<Outcome> = batch
@@ -246,17 +358,18 @@ impl Account {
 
     /// The provider's kind, for labels.
     pub fn provider(&self) -> &'static str {
-        match self.provider {
+        match &self.provider {
             Provider::Outbox(_) => "outbox",
             Provider::Blackhole => "blackhole",
+            Provider::Remote(kind, _) => kind.name(),
         }
     }
 
-    /// The rate limit: (per second, burst), when the account has one.
-    pub fn rate(&self) -> Option<(u32, u32)> {
+    /// The rate limit: (permits per second, burst), when the account has one.
+    pub fn rate(&self) -> Option<(f64, u32)> {
         self.limiter
             .as_ref()
-            .map(|(_, _, per)| (per.get(), per.get()))
+            .map(|(_, r, burst)| (r.permits_per_second(), burst.get()))
     }
 
     /// The live view of this account: its limiter and its sends.
@@ -267,7 +380,8 @@ impl Account {
             "channel": self.channel.name(),
             "provider": self.provider(),
             "rate_limit": self.rate().map(|(per, burst)| serde_json::json!({
-                "per_second": per,
+                "per_second": self.limiter.as_ref().and_then(|(_, r, _)| r.per_second),
+                "per_minute": self.limiter.as_ref().and_then(|(_, r, _)| r.per_minute),
                 "burst": burst,
                 "tokens": (self.stats.tokens(per, burst) * 10.0).floor() / 10.0,
                 "waiting": stats.waiting,
@@ -294,6 +408,8 @@ impl Accounts {
         base: &Path,
     ) -> std::io::Result<Accounts> {
         let outboxes = Outboxes::default();
+        let mut clients: std::collections::HashMap<std::time::Duration, reqwest::Client> =
+            std::collections::HashMap::new();
         let mut list = Vec::new();
         for (name, c) in configs {
             let provider = match c.provider {
@@ -302,12 +418,35 @@ impl Accounts {
                     Provider::Outbox(outboxes.get(&dir)?)
                 }
                 ProviderKind::Blackhole => Provider::Blackhole,
+                kind => {
+                    let config =
+                        RemoteConfig::parse(kind, &format!("accounts.{name}"), &c.settings)
+                            .map_err(std::io::Error::other)?;
+                    let timeout = std::time::Duration::from_secs_f64(
+                        c.timeout_secs.unwrap_or(10.0).max(0.05),
+                    );
+                    let client = clients
+                        .entry(timeout)
+                        .or_insert_with(|| http::client(timeout))
+                        .clone();
+                    Provider::Remote(kind, Remote::new(config, client))
+                }
             };
-            let limiter = c.rate_limit.and_then(|r| {
-                let per = NonZeroU32::new(r.per_second)?;
-                let limiter = RateLimiter::direct(Quota::per_second(per))
-                    .with_middleware::<StateInformationMiddleware>();
-                Some((limiter, r.strategy, per))
+            let limiter = c.effective_rate_limit().and_then(|r| {
+                let (quota, burst) = match (r.per_second, r.per_minute) {
+                    (Some(n), _) => {
+                        let n = NonZeroU32::new(n)?;
+                        (Quota::per_second(n), n)
+                    }
+                    (None, Some(n)) => {
+                        let n = NonZeroU32::new(n)?;
+                        (Quota::per_minute(n), n)
+                    }
+                    (None, None) => return None,
+                };
+                let limiter =
+                    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>();
+                Some((limiter, r, burst))
             });
             let mut retry = RetryPolicy::default();
             if let Some(a) = c.attempts {

@@ -12,9 +12,16 @@
 //!   and an in-memory collector for tests.
 
 pub mod account;
+pub mod aliyun_sms;
+pub mod dingtalk_robot;
+pub mod feishu_robot;
 pub mod outbox;
+pub mod provider;
+pub mod tencent_sms;
 pub mod tracking;
 pub mod util;
+pub mod webhook;
+pub mod wecom_robot;
 
 use std::sync::Arc;
 

@@ -1,4 +1,6 @@
 //! Machinery every sink shares.
 
+pub mod http;
 pub mod retry;
+pub mod sign;
 pub mod stats;

@@ -12,15 +12,18 @@ use super::stats::{Raised, SendStats};
 pub enum SendError {
     /// Worth another try after a pause: 429, 5xx, timeouts, connection and I/O errors.
     Transient(String),
-    /// Trying again cannot help: invalid receiver, auth errors, other 4xx.
+    /// Trying again cannot help: invalid receiver, bad request, other 4xx.
     Permanent(String),
+    /// The provider refused the credentials (401/403, an invalid signature or token): not
+    /// retried as is; a provider holding a token refreshes it and tries once more.
+    Unauthorized(String),
 }
 
 impl SendError {
     /// The reason text, for SEND_FAIL.
     pub fn reason(&self) -> &str {
         match self {
-            SendError::Transient(r) | SendError::Permanent(r) => r,
+            SendError::Transient(r) | SendError::Permanent(r) | SendError::Unauthorized(r) => r,
         }
     }
 }

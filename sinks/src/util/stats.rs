@@ -119,13 +119,13 @@ impl SendStats {
 
     /// Permits available now, derived from the last acquisition and the refill rate
     /// (`per_second`, capped at `burst`); `burst` when nothing was acquired yet.
-    pub fn tokens(&self, per_second: u32, burst: u32) -> f64 {
+    pub fn tokens(&self, per_second: f64, burst: u32) -> f64 {
         let at = self.tokens_at.load(Ordering::Relaxed);
         if at == i64::MIN {
             return f64::from(burst);
         }
         let left = self.tokens_left.load(Ordering::Relaxed) as f64;
-        let refilled = (now_ms() - at).max(0) as f64 / 1000.0 * f64::from(per_second);
+        let refilled = (now_ms() - at).max(0) as f64 / 1000.0 * per_second;
         (left + refilled).min(f64::from(burst))
     }
 
@@ -185,9 +185,9 @@ mod tests {
     #[test]
     fn tokens_refill_up_to_the_burst() {
         let s = SendStats::default();
-        assert_eq!(s.tokens(10, 10), 10.0);
+        assert_eq!(s.tokens(10.0, 10), 10.0);
         s.tokens_after_acquire(0);
-        let t = s.tokens(10, 10);
+        let t = s.tokens(10.0, 10);
         assert!((0.0..1.0).contains(&t), "{t}");
         let gauge = AtomicU64::new(0);
         {

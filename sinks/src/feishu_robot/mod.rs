@@ -1,0 +1,86 @@
+//! Feishu (Lark) custom robot (`fei_shu_robot`): `POST {endpoint}/open-apis/bot/v2/hook/{hook}`
+//! with `timestamp` (s) and `sign = base64(HmacSHA256(key = timestamp + "\n" + secret, ""))`
+//! in the JSON body. Content model: `content` (text). Feishu allows 100 per minute per robot.
+
+use serde::Deserialize;
+
+use crate::SendBatch;
+use crate::provider::{Delivered, content, field, now_ms};
+use crate::util::http;
+use crate::util::retry::SendError;
+use crate::util::sign;
+
+/// `settings` of a `feishu_robot` account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeishuRobotConfig {
+    /// The hook id (the last part of the webhook URL). Example: `"${FEISHU_HOOK}"`.
+    pub hook: String,
+    /// The signing secret. Example: `"${FEISHU_SECRET}"`.
+    pub secret: String,
+    /// Base URL. Default `https://open.feishu.cn`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// A Feishu robot.
+#[derive(Debug)]
+pub struct FeishuRobot {
+    config: FeishuRobotConfig,
+    client: reqwest::Client,
+}
+
+const NAME: &str = "feishu_robot";
+
+impl FeishuRobot {
+    /// A robot sending through `client`.
+    pub fn new(config: FeishuRobotConfig, client: reqwest::Client) -> FeishuRobot {
+        FeishuRobot { config, client }
+    }
+
+    /// The signed JSON body.
+    pub fn body(secret: &str, timestamp_s: i64, batch: &SendBatch) -> serde_json::Value {
+        let model = content(batch);
+        serde_json::json!({
+            "timestamp": timestamp_s.to_string(),
+            "sign": sign::feishu_robot(secret, timestamp_s),
+            "msg_type": "text",
+            "content": {"text": field(&model, "content")},
+        })
+    }
+
+    /// Sends one message to the robot's group.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        _receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        let url = format!(
+            "{}/open-apis/bot/v2/hook/{}",
+            self.config
+                .endpoint
+                .as_deref()
+                .unwrap_or("https://open.feishu.cn")
+                .trim_end_matches('/'),
+            sign::percent(&self.config.hook)
+        );
+        let body = Self::body(&self.config.secret, now_ms() / 1000, batch);
+        let answer = http::call(NAME, self.client.post(url).json(&body)).await?;
+        let v: serde_json::Value = serde_json::from_str(&answer)
+            .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
+        let code = v
+            .get("code")
+            .or_else(|| v.get("StatusCode"))
+            .and_then(|c| c.as_i64())
+            .unwrap_or(0);
+        let msg = v.get("msg").and_then(|m| m.as_str()).unwrap_or("");
+        match code {
+            0 => Ok(Delivered::All),
+            // 9499 / 11232: too many requests.
+            9499 | 11232 => Err(SendError::Transient(format!("{NAME}: {code} {msg}"))),
+            // 19021: signature mismatch; 19024: IP not allowed.
+            19021 | 19024 => Err(SendError::Unauthorized(format!("{NAME}: {code} {msg}"))),
+            _ => Err(SendError::Permanent(format!("{NAME}: {code} {msg}"))),
+        }
+    }
+}

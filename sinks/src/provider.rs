@@ -1,0 +1,183 @@
+//! What every network provider shares: settings parsing (with `${ENV}` secrets), the content
+//! model's fields, and the per-receiver answer of a call.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::SendBatch;
+use crate::util::retry::SendError;
+
+/// What one provider call achieved.
+#[derive(Debug)]
+pub enum Delivered {
+    /// Every receiver of the call was accepted.
+    All,
+    /// One result per receiver, in order (SMS providers answer per number).
+    Each(Vec<Result<(), SendError>>),
+}
+
+/// Replaces `"${NAME}"` string leaves with the environment variable's value.
+pub fn resolve_env(v: &mut Value) -> Result<(), String> {
+    match v {
+        Value::String(s) => {
+            if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                *s = std::env::var(name)
+                    .map_err(|_| format!("environment variable {name} is not set"))?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(resolve_env),
+        Value::Object(map) => map.values_mut().try_for_each(resolve_env),
+        _ => Ok(()),
+    }
+}
+
+/// Parses an account's `settings` table into a provider's config (unknown keys refused).
+pub fn settings<T: DeserializeOwned>(key: &str, raw: &Map<String, Value>) -> Result<T, String> {
+    let mut v = Value::Object(raw.clone());
+    resolve_env(&mut v).map_err(|e| format!("{key}.settings: {e}"))?;
+    serde_json::from_value(v).map_err(|e| format!("{key}.settings: {e}"))
+}
+
+/// The rendered content model of a batch.
+pub fn content(batch: &SendBatch) -> Map<String, Value> {
+    match serde_json::from_str(&batch.meta.content) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// A string field of the content model (`""` when missing).
+pub fn field(model: &Map<String, Value>, name: &str) -> String {
+    match model.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Robots and webhooks name no receiver: `@all` (or no receiver) mentions everyone, other
+/// receivers are mentioned by mobile or user id.
+pub fn mentions(receivers: &[String]) -> (bool, Vec<String>) {
+    let all = receivers.is_empty() || receivers.iter().any(|r| r == "@all");
+    (
+        all,
+        receivers.iter().filter(|r| *r != "@all").cloned().collect(),
+    )
+}
+
+/// The errcode of a `{"errcode": N, "errmsg": ...}` answer (DingTalk, WeCom, WeChat).
+pub fn errcode(body: &str) -> Option<(i64, String)> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    Some((v.get("errcode")?.as_i64()?, field(v.as_object()?, "errmsg")))
+}
+
+use crate::account::ProviderKind;
+use crate::aliyun_sms::{AliyunSms, AliyunSmsConfig};
+use crate::dingtalk_robot::{DingTalkRobot, DingTalkRobotConfig};
+use crate::feishu_robot::{FeishuRobot, FeishuRobotConfig};
+use crate::tencent_sms::{TencentSms, TencentSmsConfig};
+use crate::webhook::{Webhook, WebhookConfig};
+use crate::wecom_robot::{WecomRobot, WecomRobotConfig};
+
+/// A network provider's checked settings.
+#[derive(Debug, Clone)]
+pub enum RemoteConfig {
+    /// `webhook`.
+    Webhook(WebhookConfig),
+    /// `dingtalk_robot`.
+    DingTalkRobot(DingTalkRobotConfig),
+    /// `feishu_robot`.
+    FeishuRobot(FeishuRobotConfig),
+    /// `wecom_robot`.
+    WecomRobot(WecomRobotConfig),
+    /// `tencent_sms`.
+    TencentSms(TencentSmsConfig),
+    /// `aliyun_sms`.
+    AliyunSms(AliyunSmsConfig),
+}
+
+impl RemoteConfig {
+    /// Parses the `settings` of a `kind` account named by `key`.
+    pub fn parse(
+        kind: ProviderKind,
+        key: &str,
+        raw: &Map<String, Value>,
+    ) -> Result<RemoteConfig, String> {
+        Ok(match kind {
+            ProviderKind::Webhook => RemoteConfig::Webhook(settings(key, raw)?),
+            ProviderKind::DingtalkRobot => RemoteConfig::DingTalkRobot(settings(key, raw)?),
+            ProviderKind::FeishuRobot => RemoteConfig::FeishuRobot(settings(key, raw)?),
+            ProviderKind::WecomRobot => RemoteConfig::WecomRobot(settings(key, raw)?),
+            ProviderKind::TencentSms => RemoteConfig::TencentSms(settings(key, raw)?),
+            ProviderKind::AliyunSms => RemoteConfig::AliyunSms(settings(key, raw)?),
+            ProviderKind::Outbox | ProviderKind::Blackhole => {
+                return Err(format!("{key}: {} is not a network provider", kind.name()));
+            }
+        })
+    }
+}
+
+/// Checks a network provider's settings (for the job check).
+pub fn check_settings(
+    kind: ProviderKind,
+    key: &str,
+    raw: &Map<String, Value>,
+) -> Result<(), String> {
+    RemoteConfig::parse(kind, key, raw).map(|_| ())
+}
+
+/// A network provider, built.
+#[derive(Debug)]
+pub enum Remote {
+    /// `webhook`.
+    Webhook(Webhook),
+    /// `dingtalk_robot`.
+    DingTalkRobot(DingTalkRobot),
+    /// `feishu_robot`.
+    FeishuRobot(FeishuRobot),
+    /// `wecom_robot`.
+    WecomRobot(WecomRobot),
+    /// `tencent_sms`.
+    TencentSms(TencentSms),
+    /// `aliyun_sms`.
+    AliyunSms(AliyunSms),
+}
+
+impl Remote {
+    /// Builds the provider over a shared client.
+    pub fn new(config: RemoteConfig, client: reqwest::Client) -> Remote {
+        match config {
+            RemoteConfig::Webhook(c) => Remote::Webhook(Webhook::new(c, client)),
+            RemoteConfig::DingTalkRobot(c) => Remote::DingTalkRobot(DingTalkRobot::new(c, client)),
+            RemoteConfig::FeishuRobot(c) => Remote::FeishuRobot(FeishuRobot::new(c, client)),
+            RemoteConfig::WecomRobot(c) => Remote::WecomRobot(WecomRobot::new(c, client)),
+            RemoteConfig::TencentSms(c) => Remote::TencentSms(TencentSms::new(c, client)),
+            RemoteConfig::AliyunSms(c) => Remote::AliyunSms(AliyunSms::new(c, client)),
+        }
+    }
+
+    /// One provider call.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        match self {
+            Remote::Webhook(p) => p.send(batch, receivers).await,
+            Remote::DingTalkRobot(p) => p.send(batch, receivers).await,
+            Remote::FeishuRobot(p) => p.send(batch, receivers).await,
+            Remote::WecomRobot(p) => p.send(batch, receivers).await,
+            Remote::TencentSms(p) => p.send(batch, receivers).await,
+            Remote::AliyunSms(p) => p.send(batch, receivers).await,
+        }
+    }
+}

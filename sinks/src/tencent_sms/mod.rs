@@ -1,0 +1,176 @@
+//! Tencent Cloud SMS (`SendSms`, API 2021-01-11), signed with TC3-HMAC-SHA256: one call for
+//! up to 200 numbers, one `SendStatusSet` entry per number. austin's content model: the
+//! rendered `content` is the single template parameter unless the model has `params`.
+
+use serde::Deserialize;
+
+use crate::SendBatch;
+use crate::provider::{Delivered, content, field, now_ms};
+use crate::util::http;
+use crate::util::retry::SendError;
+use crate::util::sign::{self, Tc3Request};
+
+/// `settings` of a `tencent_sms` account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TencentSmsConfig {
+    /// API key id. Example: `"${TENCENT_SECRET_ID}"`.
+    pub secret_id: String,
+    /// API key secret. Example: `"${TENCENT_SECRET_KEY}"`.
+    pub secret_key: String,
+    /// The SMS application id. Example: `"1400006666"`.
+    pub sdk_app_id: String,
+    /// The approved signature. Example: `"腾讯云"`.
+    pub sign_name: String,
+    /// The approved template id. Example: `"1110"`.
+    pub template_id: String,
+    /// Region. Default `ap-guangzhou`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Base URL. Default `https://sms.tencentcloudapi.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+fn default_region() -> String {
+    "ap-guangzhou".into()
+}
+
+/// A Tencent Cloud SMS account.
+#[derive(Debug)]
+pub struct TencentSms {
+    config: TencentSmsConfig,
+    client: reqwest::Client,
+}
+
+const NAME: &str = "tencent_sms";
+const HOST: &str = "sms.tencentcloudapi.com";
+
+/// E.164 for mainland numbers written without a country code.
+fn e164(r: &str) -> String {
+    if r.starts_with('+') {
+        r.to_string()
+    } else {
+        format!("+86{r}")
+    }
+}
+
+impl TencentSms {
+    /// An account sending through `client`.
+    pub fn new(config: TencentSmsConfig, client: reqwest::Client) -> TencentSms {
+        TencentSms { config, client }
+    }
+
+    /// The JSON payload.
+    pub fn payload(&self, batch: &SendBatch, receivers: &[String]) -> String {
+        let model = content(batch);
+        let params: Vec<String> = match model.get("params") {
+            Some(serde_json::Value::Array(ps)) => ps
+                .iter()
+                .map(|p| {
+                    p.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| p.to_string())
+                })
+                .collect(),
+            _ => vec![field(&model, "content")],
+        };
+        serde_json::json!({
+            "PhoneNumberSet": receivers.iter().map(|r| e164(r)).collect::<Vec<_>>(),
+            "SmsSdkAppId": self.config.sdk_app_id,
+            "SignName": self.config.sign_name,
+            "TemplateId": self.config.template_id,
+            "TemplateParamSet": params,
+            "SessionContext": batch.meta.message_id,
+        })
+        .to_string()
+    }
+
+    /// Sends one message to its numbers.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        let payload = self.payload(batch, receivers);
+        let timestamp = now_ms() / 1000;
+        let content_type = "application/json; charset=utf-8";
+        let authorization = sign::tc3_authorization(
+            &self.config.secret_id,
+            &self.config.secret_key,
+            &Tc3Request {
+                service: "sms",
+                host: HOST,
+                action: "SendSms",
+                content_type,
+                payload: &payload,
+                timestamp,
+            },
+        );
+        let url = self
+            .config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://{HOST}"));
+        let request = self
+            .client
+            .post(format!("{}/", url.trim_end_matches('/')))
+            .header("Authorization", authorization)
+            .header("Content-Type", content_type)
+            .header("Host", HOST)
+            .header("X-TC-Action", "SendSms")
+            .header("X-TC-Timestamp", timestamp.to_string())
+            .header("X-TC-Version", "2021-01-11")
+            .header("X-TC-Region", &self.config.region)
+            .body(payload);
+        let answer = http::call(NAME, request).await?;
+        Self::judge(&answer, receivers)
+    }
+
+    /// Reads an answer: a request-level `Error`, or one status per number.
+    pub fn judge(answer: &str, receivers: &[String]) -> Result<Delivered, SendError> {
+        let v: serde_json::Value = serde_json::from_str(answer)
+            .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
+        let response = &v["Response"];
+        if let Some(e) = response.get("Error") {
+            let code = e["Code"].as_str().unwrap_or("");
+            let text = format!("{NAME}: {code} {}", e["Message"].as_str().unwrap_or(""));
+            return Err(if code.starts_with("AuthFailure") {
+                SendError::Unauthorized(text)
+            } else if code.starts_with("RequestLimitExceeded")
+                || code.starts_with("InternalError")
+                || code == "LimitExceeded.AppGlobalDailyLimit"
+            {
+                SendError::Transient(text)
+            } else {
+                SendError::Permanent(text)
+            });
+        }
+        let statuses = response["SendStatusSet"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(Delivered::Each(
+            receivers
+                .iter()
+                .map(|r| {
+                    let number = e164(r);
+                    match statuses
+                        .iter()
+                        .find(|s| s["PhoneNumber"] == number.as_str())
+                    {
+                        Some(s) if s["Code"] == "Ok" => Ok(()),
+                        Some(s) => Err(SendError::Permanent(format!(
+                            "{NAME}: {} {}",
+                            s["Code"].as_str().unwrap_or(""),
+                            s["Message"].as_str().unwrap_or("")
+                        ))),
+                        None => Err(SendError::Permanent(format!(
+                            "{NAME}: no status for {number}"
+                        ))),
+                    }
+                })
+                .collect(),
+        ))
+    }
+}

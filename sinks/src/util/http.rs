@@ -1,0 +1,79 @@
+//! The HTTP client every network provider shares, and the typed classification of what a
+//! call returned: transport errors and HTTP statuses become [`SendError`]s here; each
+//! provider then classifies its own error codes inside a 200 answer.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use super::retry::SendError;
+
+/// One client per process (connection pools are per host inside it).
+pub fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("tidings/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client without custom TLS roots always builds")
+}
+
+/// A transport error: timeouts, refused connections and broken bodies are worth another
+/// try; a request that could not even be built is not.
+pub fn transport(provider: &str, e: &reqwest::Error) -> SendError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let text = format!("{provider}: {what}: {e}");
+    if e.is_builder() {
+        SendError::Permanent(text)
+    } else {
+        SendError::Transient(text)
+    }
+}
+
+/// The HTTP status of an answer: 2xx is `Ok`; 408, 429 and 5xx are transient; 401/403 are
+/// authentication failures ([`SendError::Unauthorized`]); other 4xx are permanent.
+pub fn status(provider: &str, code: StatusCode, body: &str) -> Result<(), SendError> {
+    if code.is_success() {
+        return Ok(());
+    }
+    let body: String = body.chars().take(200).collect();
+    let text = format!("{provider}: HTTP {}: {body}", code.as_u16());
+    Err(match code.as_u16() {
+        408 | 429 => SendError::Transient(text),
+        401 | 403 => SendError::Unauthorized(text),
+        500..=599 => SendError::Transient(text),
+        _ => SendError::Permanent(text),
+    })
+}
+
+/// Sends `request`, checks the status, and returns the body.
+pub async fn call(provider: &str, request: reqwest::RequestBuilder) -> Result<String, SendError> {
+    let response = request.send().await.map_err(|e| transport(provider, &e))?;
+    let code = response.status();
+    let body = response.text().await.map_err(|e| transport(provider, &e))?;
+    status(provider, code, &body)?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_classify() {
+        let c = |n: u16| status("p", StatusCode::from_u16(n).unwrap(), "x");
+        assert!(c(200).is_ok());
+        assert!(matches!(c(429), Err(SendError::Transient(_))));
+        assert!(matches!(c(503), Err(SendError::Transient(_))));
+        assert!(matches!(c(401), Err(SendError::Unauthorized(_))));
+        assert!(matches!(c(400), Err(SendError::Permanent(_))));
+        assert_eq!(c(404).unwrap_err().reason(), "p: HTTP 404: x");
+    }
+}

@@ -1,0 +1,70 @@
+//! tidings' generic webhook (`webhook`): `POST url` with the message as JSON,
+//! `X-Tidings-Timestamp` (s) and `X-Tidings-Signature: sha256=hex(HmacSHA256(secret,
+//! timestamp + "." + body))`. Any 2xx accepts every receiver; 429/5xx are retried.
+
+use serde::Deserialize;
+
+use crate::SendBatch;
+use crate::provider::{Delivered, now_ms};
+use crate::util::http;
+use crate::util::retry::SendError;
+use crate::util::sign;
+
+/// `settings` of a `webhook` account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST. Example: `"https://example.com/hooks/tidings"`.
+    pub url: String,
+    /// HMAC secret; without it requests are unsigned. Example: `"${WEBHOOK_SECRET}"`.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A webhook.
+#[derive(Debug)]
+pub struct Webhook {
+    config: WebhookConfig,
+    client: reqwest::Client,
+}
+
+impl Webhook {
+    /// A webhook posting through `client`.
+    pub fn new(config: WebhookConfig, client: reqwest::Client) -> Webhook {
+        Webhook { config, client }
+    }
+
+    /// The JSON body.
+    pub fn body(batch: &SendBatch, receivers: &[String]) -> Vec<u8> {
+        let content: serde_json::Value =
+            serde_json::from_str(&batch.meta.content).unwrap_or(serde_json::Value::Null);
+        serde_json::to_vec(&serde_json::json!({
+            "message_id": batch.meta.message_id,
+            "template_id": batch.meta.template_id,
+            "channel": batch.channel.name(),
+            "receivers": receivers,
+            "content": content,
+        }))
+        .unwrap_or_default()
+    }
+
+    /// Posts one message.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        let body = Self::body(batch, receivers);
+        let ts = now_ms() / 1000;
+        let mut request = self
+            .client
+            .post(&self.config.url)
+            .header("Content-Type", "application/json")
+            .header("X-Tidings-Timestamp", ts.to_string());
+        if let Some(secret) = &self.config.secret {
+            request = request.header("X-Tidings-Signature", sign::webhook(secret, ts, &body));
+        }
+        http::call("webhook", request.body(body)).await?;
+        Ok(Delivered::All)
+    }
+}

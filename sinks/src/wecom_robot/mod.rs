@@ -1,0 +1,87 @@
+//! WeCom group robot (`enterprise_we_chat_robot`): `POST {endpoint}/cgi-bin/webhook/send?key=K`
+//! with `{"msgtype": "text", "text": {"content", "mentioned_mobile_list"}}`. The key is the
+//! credential; WeCom allows 20 messages per minute per robot.
+
+use serde::Deserialize;
+
+use crate::SendBatch;
+use crate::provider::{Delivered, content, errcode, field, mentions};
+use crate::util::http;
+use crate::util::retry::SendError;
+use crate::util::sign;
+
+/// `settings` of a `wecom_robot` account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WecomRobotConfig {
+    /// The robot's webhook key. Example: `"${WECOM_ROBOT_KEY}"`.
+    pub key: String,
+    /// Base URL. Default `https://qyapi.weixin.qq.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// A WeCom robot.
+#[derive(Debug)]
+pub struct WecomRobot {
+    config: WecomRobotConfig,
+    client: reqwest::Client,
+}
+
+const NAME: &str = "wecom_robot";
+
+impl WecomRobot {
+    /// A robot sending through `client`.
+    pub fn new(config: WecomRobotConfig, client: reqwest::Client) -> WecomRobot {
+        WecomRobot { config, client }
+    }
+
+    /// The JSON body.
+    pub fn body(batch: &SendBatch, receivers: &[String]) -> serde_json::Value {
+        let model = content(batch);
+        let (all, mobiles) = mentions(receivers);
+        let mut list = mobiles;
+        if all {
+            list.push("@all".into());
+        }
+        serde_json::json!({"msgtype": "text",
+            "text": {"content": field(&model, "content"), "mentioned_mobile_list": list}})
+    }
+
+    /// Sends one message to the robot's group.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        let url = format!(
+            "{}/cgi-bin/webhook/send?key={}",
+            self.config
+                .endpoint
+                .as_deref()
+                .unwrap_or("https://qyapi.weixin.qq.com")
+                .trim_end_matches('/'),
+            sign::percent(&self.config.key)
+        );
+        let answer = http::call(
+            NAME,
+            self.client.post(url).json(&Self::body(batch, receivers)),
+        )
+        .await?;
+        match errcode(&answer) {
+            Some((0, _)) => Ok(Delivered::All),
+            // 45009: API frequency limit; -1: system busy.
+            Some((code @ (45009 | -1), msg)) => {
+                Err(SendError::Transient(format!("{NAME}: {code} {msg}")))
+            }
+            // 93000: invalid webhook key.
+            Some((code @ 93000, msg)) => {
+                Err(SendError::Unauthorized(format!("{NAME}: {code} {msg}")))
+            }
+            Some((code, msg)) => Err(SendError::Permanent(format!("{NAME}: {code} {msg}"))),
+            None => Err(SendError::Transient(format!(
+                "{NAME}: unreadable answer: {answer}"
+            ))),
+        }
+    }
+}
