@@ -17,6 +17,7 @@ pub mod dingtalk_robot;
 pub mod feishu_robot;
 pub mod outbox;
 pub mod provider;
+pub mod simulator;
 pub mod tencent_sms;
 pub mod tracking;
 pub mod util;

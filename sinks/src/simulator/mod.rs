@@ -1,0 +1,492 @@
+//! A provider simulator owned by the project: HTTP on 127.0.0.1 that checks what each
+//! provider's real API checks — signature, credentials, required fields — records every
+//! request it accepted, and can answer with faults (429, 5xx, slow) to rehearse retries.
+//!
+//! Each provider lives under its own prefix, so an account points at it with
+//! `endpoint = "http://127.0.0.1:PORT/<prefix>"`: `/dingtalk`, `/feishu`, `/wecom`,
+//! `/tencent`, `/aliyun`, `/webhook`. A rejected signature gets the provider's own error
+//! answer (DingTalk 310000, Feishu 19021, Tencent `AuthFailure.SignatureFailure`, Aliyun
+//! `SignatureDoesNotMatch`, webhook HTTP 401).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::sign::{self, Tc3Request};
+
+/// The credentials the simulator expects (the accounts under test must use the same).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// DingTalk robot access token and secret.
+    pub dingtalk: (String, String),
+    /// Feishu hook id and secret.
+    pub feishu: (String, String),
+    /// WeCom robot key.
+    pub wecom_key: String,
+    /// Tencent SecretId and SecretKey.
+    pub tencent: (String, String),
+    /// Aliyun AccessKeyId and AccessKeySecret.
+    pub aliyun: (String, String),
+    /// Webhook HMAC secret.
+    pub webhook_secret: String,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        Credentials {
+            dingtalk: pair("ding-token", "SECding-secret"),
+            feishu: pair("feishu-hook", "feishu-secret"),
+            wecom_key: "wecom-key".into(),
+            tencent: pair("AKIDsimulated", "tencent-secret-key"),
+            aliyun: pair("LTAIsimulated", "aliyun-secret"),
+            webhook_secret: "webhook-secret".into(),
+        }
+    }
+}
+
+/// A fault a provider answers with.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// The provider prefix, e.g. `tencent`.
+    pub provider: String,
+    /// HTTP status to answer (0: answer normally, only late).
+    pub status: u16,
+    /// How many requests get it (`None`: all).
+    pub times: Option<u32>,
+    /// Delay before answering.
+    pub delay: Duration,
+}
+
+impl Fault {
+    /// Parses `PROVIDER=STATUS[xTIMES][@DELAY_MS]`, e.g. `tencent=503x2`, `feishu=0@3000`.
+    pub fn parse(s: &str) -> Result<Fault, String> {
+        let bad =
+            || format!("fault `{s}`: write PROVIDER=STATUS[xTIMES][@DELAY_MS], e.g. tencent=503x2");
+        let (provider, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (rest, delay) = match rest.split_once('@') {
+            Some((r, d)) => (r, d.parse::<u64>().map_err(|_| bad())?),
+            None => (rest, 0),
+        };
+        let (status, times) = match rest.split_once('x') {
+            Some((st, n)) => (st, Some(n.parse::<u32>().map_err(|_| bad())?)),
+            None => (rest, None),
+        };
+        Ok(Fault {
+            provider: provider.to_string(),
+            status: status.parse().map_err(|_| bad())?,
+            times,
+            delay: Duration::from_millis(delay),
+        })
+    }
+}
+
+/// A request the simulator received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The provider prefix.
+    pub provider: String,
+    /// Whether it passed every check.
+    pub valid: bool,
+    /// What failed, when it did not.
+    pub problem: Option<String>,
+    /// The request body as JSON (form fields as an object for Aliyun).
+    pub body: Value,
+    /// Whether it was answered with an injected fault.
+    pub faulted: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    faults: Mutex<Vec<Fault>>,
+}
+
+/// A running simulator.
+pub struct Simulator {
+    server: Arc<tiny_http::Server>,
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl Simulator {
+    /// Listens on `bind` (port 0 picks one) with `faults`.
+    pub fn start(
+        bind: &str,
+        credentials: Credentials,
+        faults: Vec<Fault>,
+    ) -> std::io::Result<Simulator> {
+        let server = tiny_http::Server::http(bind).map_err(std::io::Error::other)?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("not an IP listener"))?;
+        let server = Arc::new(server);
+        let shared = Arc::new(Shared::default());
+        *shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+        let credentials = Arc::new(credentials);
+        let threads = (0..4)
+            .map(|_| {
+                let (server, shared, credentials) =
+                    (server.clone(), shared.clone(), credentials.clone());
+                std::thread::spawn(move || {
+                    while let Ok(request) = server.recv() {
+                        handle(&shared, &credentials, request);
+                    }
+                })
+            })
+            .collect();
+        Ok(Simulator {
+            server,
+            shared,
+            threads,
+            addr,
+        })
+    }
+
+    /// The base URL of a provider's prefix.
+    pub fn endpoint(&self, provider: &str) -> String {
+        format!("http://{}/{provider}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared
+            .received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops the server.
+    pub fn stop(self) {
+        for _ in &self.threads {
+            self.server.unblock();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn query(url: &str) -> BTreeMap<String, String> {
+    let q = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    form(q)
+}
+
+fn form(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+fn header(request: &tiny_http::Request, name: &str) -> String {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// The answer: status, body, and the check result.
+type Checked = (u16, Value, Result<(), String>);
+
+fn check(ok: bool, why: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(why.to_string()) }
+}
+
+fn fresh(ts_ms: i64) -> bool {
+    (crate::provider::now_ms() - ts_ms).abs() < 3_600_000
+}
+
+fn dingtalk(c: &Credentials, url: &str, body: &Value) -> Checked {
+    let q = query(url);
+    let ts: i64 = q.get("timestamp").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let verdict = check(
+        q.get("access_token") == Some(&c.dingtalk.0),
+        "wrong access_token",
+    )
+    .and_then(|()| check(fresh(ts), "timestamp not within an hour"))
+    .and_then(|()| {
+        check(
+            q.get("sign") == Some(&sign::dingtalk_robot(&c.dingtalk.1, ts)),
+            "sign does not match",
+        )
+    })
+    .and_then(|()| check(body["msgtype"].is_string(), "no msgtype"));
+    match &verdict {
+        Ok(()) => (200, json!({"errcode": 0, "errmsg": "ok"}), verdict),
+        Err(e) => (
+            200,
+            json!({"errcode": 310000, "errmsg": format!("sign not match: {e}")}),
+            verdict,
+        ),
+    }
+}
+
+fn feishu(c: &Credentials, url: &str, body: &Value) -> Checked {
+    let path = url.split('?').next().unwrap_or("");
+    let ts: i64 = body["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let verdict = check(
+        path.ends_with(&format!("/open-apis/bot/v2/hook/{}", c.feishu.0)),
+        "unknown hook",
+    )
+    .and_then(|()| check(fresh(ts * 1000), "timestamp not within an hour"))
+    .and_then(|()| {
+        check(
+            body["sign"].as_str() == Some(&sign::feishu_robot(&c.feishu.1, ts)),
+            "sign does not match",
+        )
+    })
+    .and_then(|()| check(body["content"]["text"].is_string(), "no content.text"));
+    match &verdict {
+        Ok(()) => (200, json!({"code": 0, "msg": "success"}), verdict),
+        Err(e) => (
+            200,
+            json!({"code": 19021, "msg": format!("sign match fail or timestamp is not within one hour from current time: {e}")}),
+            verdict,
+        ),
+    }
+}
+
+fn wecom(c: &Credentials, url: &str, body: &Value) -> Checked {
+    let verdict = check(
+        query(url).get("key") == Some(&c.wecom_key),
+        "invalid webhook key",
+    )
+    .and_then(|()| check(body["text"]["content"].is_string(), "no text.content"));
+    match &verdict {
+        Ok(()) => (200, json!({"errcode": 0, "errmsg": "ok"}), verdict),
+        Err(e) => (200, json!({"errcode": 93000, "errmsg": e}), verdict),
+    }
+}
+
+fn tencent(c: &Credentials, request: &tiny_http::Request, raw: &str, body: &Value) -> Checked {
+    let ts: i64 = header(request, "X-TC-Timestamp").parse().unwrap_or(0);
+    let expected = sign::tc3_authorization(
+        &c.tencent.0,
+        &c.tencent.1,
+        &Tc3Request {
+            service: "sms",
+            host: &header(request, "Host"),
+            action: &header(request, "X-TC-Action"),
+            content_type: &header(request, "Content-Type"),
+            payload: raw,
+            timestamp: ts,
+        },
+    );
+    let verdict = check(
+        header(request, "X-TC-Action") == "SendSms",
+        "X-TC-Action is not SendSms",
+    )
+    .and_then(|()| {
+        check(
+            header(request, "X-TC-Version") == "2021-01-11",
+            "X-TC-Version",
+        )
+    })
+    .and_then(|()| check(fresh(ts * 1000), "timestamp expired"))
+    .and_then(|()| {
+        check(
+            header(request, "Authorization") == expected,
+            "signature does not match",
+        )
+    })
+    .and_then(|()| check(body["PhoneNumberSet"].is_array(), "no PhoneNumberSet"));
+    match &verdict {
+        Ok(()) => {
+            // Numbers ending in 0000 are refused, as an unknown number would be.
+            let statuses: Vec<Value> = body["PhoneNumberSet"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str())
+                .map(|n| {
+                    if n.ends_with("0000") {
+                        json!({"PhoneNumber": n, "Code": "InvalidParameterValue.IncorrectPhoneNumber", "Message": "incorrect phone number"})
+                    } else {
+                        json!({"PhoneNumber": n, "Code": "Ok", "Message": "send success", "SerialNo": "sim"})
+                    }
+                })
+                .collect();
+            (
+                200,
+                json!({"Response": {"SendStatusSet": statuses, "RequestId": "sim"}}),
+                verdict,
+            )
+        }
+        Err(e) => (
+            200,
+            json!({"Response": {"Error": {"Code": "AuthFailure.SignatureFailure", "Message": e}, "RequestId": "sim"}}),
+            verdict,
+        ),
+    }
+}
+
+fn aliyun(c: &Credentials, raw: &str) -> Checked {
+    let f = form(raw);
+    let given = f.get("Signature").cloned().unwrap_or_default();
+    let params: Vec<(String, String)> = f
+        .iter()
+        .filter(|(k, _)| *k != "Signature")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let verdict = check(
+        f.get("AccessKeyId") == Some(&c.aliyun.0),
+        "InvalidAccessKeyId.NotFound",
+    )
+    .and_then(|()| {
+        check(
+            f.get("Action").map(String::as_str) == Some("SendSms"),
+            "Action",
+        )
+    })
+    .and_then(|()| {
+        check(
+            given == sign::aliyun_rpc("POST", &c.aliyun.1, &params),
+            "signature does not match",
+        )
+    })
+    .and_then(|()| {
+        check(
+            f.contains_key("PhoneNumbers") && f.contains_key("TemplateCode"),
+            "missing PhoneNumbers or TemplateCode",
+        )
+    });
+    match &verdict {
+        Ok(()) => (
+            200,
+            json!({"Code": "OK", "Message": "OK", "BizId": "sim", "RequestId": "sim"}),
+            verdict,
+        ),
+        Err(e) => (
+            200,
+            json!({"Code": "SignatureDoesNotMatch", "Message": e, "RequestId": "sim"}),
+            verdict,
+        ),
+    }
+}
+
+fn webhook(c: &Credentials, request: &tiny_http::Request, raw: &str) -> Checked {
+    let ts: i64 = header(request, "X-Tidings-Timestamp").parse().unwrap_or(0);
+    let verdict = check(fresh(ts * 1000), "timestamp expired").and_then(|()| {
+        check(
+            header(request, "X-Tidings-Signature")
+                == sign::webhook(&c.webhook_secret, ts, raw.as_bytes()),
+            "signature does not match",
+        )
+    });
+    match &verdict {
+        Ok(()) => (200, json!({"ok": true}), verdict),
+        Err(e) => (401, json!({"error": e}), verdict),
+    }
+}
+
+fn handle(shared: &Shared, c: &Credentials, mut request: tiny_http::Request) {
+    let url = request.url().to_string();
+    let provider = url
+        .trim_start_matches('/')
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let mut raw = String::new();
+    let _ = request.as_reader().read_to_string(&mut raw);
+    let fault = {
+        let mut faults = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = faults
+            .iter_mut()
+            .find(|f| f.provider == provider && f.times != Some(0));
+        hit.map(|f| {
+            if let Some(n) = f.times.as_mut() {
+                *n -= 1;
+            }
+            f.clone()
+        })
+    };
+    if let Some(f) = &fault {
+        std::thread::sleep(f.delay);
+    }
+    let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+    let (status, answer, verdict) = match provider.as_str() {
+        "dingtalk" => dingtalk(c, &url, &body),
+        "feishu" => feishu(c, &url, &body),
+        "wecom" => wecom(c, &url, &body),
+        "tencent" => tencent(c, &request, &raw, &body),
+        "aliyun" => aliyun(c, &raw),
+        "webhook" => webhook(c, &request, &raw),
+        _ => (
+            404,
+            json!({"error": "unknown provider prefix"}),
+            Err("unknown provider".into()),
+        ),
+    };
+    let faulted = fault.as_ref().is_some_and(|f| f.status != 0);
+    let recorded_body = if provider == "aliyun" {
+        Value::Object(
+            form(&raw)
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        )
+    } else {
+        body
+    };
+    shared
+        .received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Received {
+            provider,
+            valid: verdict.is_ok(),
+            problem: verdict.err(),
+            body: recorded_body,
+            faulted,
+        });
+    let (status, answer) = match &fault {
+        Some(f) if f.status != 0 => (f.status, json!({"error": "injected fault"})),
+        _ => (status, answer),
+    };
+    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
+        .expect("static header");
+    let _ = request.respond(
+        tiny_http::Response::from_string(answer.to_string())
+            .with_status_code(status)
+            .with_header(header),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse() {
+        let f = Fault::parse("tencent=503x2@10").unwrap();
+        assert_eq!(
+            (f.provider.as_str(), f.status, f.times, f.delay),
+            ("tencent", 503, Some(2), Duration::from_millis(10))
+        );
+        let f = Fault::parse("aliyun=500").unwrap();
+        assert_eq!(f.times, None);
+        assert!(Fault::parse("nope").is_err());
+    }
+}
