@@ -133,6 +133,17 @@ enum Command {
         #[command(subcommand)]
         what: Option<StateWhat>,
     },
+    /// Run the provider simulator (HTTP): it checks each provider's signature and fields as
+    /// the real API does, and prints what it receives (`examples/simulated/job.toml` uses it).
+    Simulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        bind: String,
+        /// Answer a provider with a fault: `PROVIDER=STATUS[xTIMES][@DELAY_MS]` (repeatable),
+        /// e.g. `tencent=503x2`, `feishu=0@3000` (slow).
+        #[arg(long = "fault")]
+        faults: Vec<String>,
+    },
     /// Per-stage rates and backlogs of a running job, refreshed every second.
     Top {
         #[command(flatten)]
@@ -270,6 +281,7 @@ fn main() -> ExitCode {
             },
             format,
         ),
+        Command::Simulator { bind, faults } => simulator(&bind, &faults),
         Command::State { target, what } => state(target, what.unwrap_or(StateWhat::Summary)),
         Command::Top {
             target,
@@ -682,6 +694,43 @@ fn report(
             eprintln!("error: report {}: {e}", report.name);
             ExitCode::FAILURE
         }
+    }
+}
+
+fn simulator(bind: &str, faults: &[String]) -> ExitCode {
+    use tidings_sinks::simulator::{Credentials, Fault, Simulator};
+    let faults: Result<Vec<Fault>, String> = faults.iter().map(|f| Fault::parse(f)).collect();
+    let faults = match faults {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: --fault: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sim = match Simulator::start(bind, Credentials::default(), faults) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --bind {bind}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "provider simulator on http://{0}/ — endpoints http://{0}/dingtalk, /feishu, /wecom, /tencent, /aliyun, /webhook; Ctrl-C stops",
+        sim.addr
+    );
+    let mut shown = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let got = sim.received();
+        for r in &got[shown..] {
+            let verdict = match (&r.problem, r.faulted) {
+                (_, true) => "FAULT".to_string(),
+                (None, false) => "ok".to_string(),
+                (Some(p), false) => format!("REJECTED: {p}"),
+            };
+            println!("{:<9} {verdict:<10} {}", r.provider, r.body);
+        }
+        shown = got.len();
     }
 }
 

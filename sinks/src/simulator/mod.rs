@@ -130,7 +130,7 @@ impl Simulator {
         let shared = Arc::new(Shared::default());
         *shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
         let credentials = Arc::new(credentials);
-        let threads = (0..4)
+        let threads = (0..8)
             .map(|_| {
                 let (server, shared, credentials) =
                     (server.clone(), shared.clone(), credentials.clone());
