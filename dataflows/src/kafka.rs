@@ -251,6 +251,27 @@ pub fn kafka_source<'s>(
     )
 }
 
+/// Reaches the brokers and reads the topic's metadata (for `tidings check`).
+pub fn reach(brokers: &str, topic: &str) -> Result<String, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    Ok(format!(
+        "{} broker(s); topic {topic}: {partitions} partition(s)",
+        md.brokers().len()
+    ))
+}
+
 /// One record to produce.
 #[derive(Debug, Clone)]
 pub struct Outgoing {

@@ -52,6 +52,13 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         idle_exit: Option<f64>,
     },
+    /// Check a job file and reach everything it names: every account's provider (SMTP
+    /// greets and logs in; HTTP providers are reached, nothing is sent), the Kafka brokers
+    /// and Redis. Secrets are never shown.
+    Check {
+        /// The job file.
+        job: PathBuf,
+    },
     /// Produce send requests to the job's Kafka topic.
     Send {
         /// The job whose topic to produce to.
@@ -282,6 +289,7 @@ fn main() -> ExitCode {
             format,
         ),
         Command::Simulator { bind, faults } => simulator(&bind, &faults),
+        Command::Check { job } => check(&job),
         Command::State { target, what } => state(target, what.unwrap_or(StateWhat::Summary)),
         Command::Top {
             target,
@@ -694,6 +702,64 @@ fn report(
             eprintln!("error: report {}: {e}", report.name);
             ExitCode::FAILURE
         }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let job = match load(path) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    println!("{}: the job file is valid", path.display());
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let accounts = match tidings_sinks::account::Accounts::build(&job.file.accounts, &job.base) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = 0;
+    let mut line = |what: String, r: Result<String, String>| match r {
+        Ok(m) => println!("ok    {what}: {m}"),
+        Err(e) => {
+            failed += 1;
+            println!("FAIL  {what}: {e}");
+        }
+    };
+    for i in 0..accounts.len() {
+        let a = accounts.get(i);
+        let r = rt.block_on(a.check());
+        line(format!("account {} ({})", a.name, a.provider()), r);
+    }
+    if let Some(k) = &job.kafka {
+        let r = tidings_dataflows::kafka::reach(&k.brokers, &k.topic);
+        line(format!("kafka {}", k.brokers), r);
+    }
+    if let Some(url) = &job.file.tracking.redis {
+        let r = tidings_sinks::tracking::redis::RedisTrace::connect(
+            url,
+            &job.file.tracking.redis_prefix,
+        )
+        .map(|_| "connected".to_string())
+        .map_err(|e| e.to_string());
+        line("redis (tracking)".to_string(), r);
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{failed} check(s) failed");
+        ExitCode::FAILURE
     }
 }
 

@@ -55,7 +55,25 @@ fn the_demo_reaches_the_simulated_providers() {
             sim.endpoint("feishu")
         ),
     );
+    // Email through the real SMTP server of scripts/services.sh.
+    let smtp = std::env::var("SMTP_ADDR").unwrap_or_else(|_| "127.0.0.1:12525".into());
+    let (smtp_host, smtp_port) = smtp.rsplit_once(':').unwrap();
+    let text = swap(
+        text,
+        "[accounts.email-main]\nchannel = \"email\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
+        format!(
+            "[accounts.email-main]\nchannel = \"email\"\nprovider = \"smtp\"\nsettings = {{ host = \"{smtp_host}\", port = {smtp_port}, tls = \"none\", from = \"tidings <noreply@example.com>\" }}\n"
+        ),
+    );
     std::fs::write(&job, text).unwrap();
+
+    // `tidings check` reaches every account (SMTP greets, HTTP providers are reached) and
+    // never prints a secret.
+    let checked = common::tidings(&["check", job.to_str().unwrap()]);
+    assert_eq!(checked.matches("ok    account").count(), 7, "{checked}");
+    for secret in [&c.tencent.1, &c.dingtalk.1, &c.feishu.1] {
+        assert!(!checked.contains(secret.as_str()), "{checked}");
+    }
     common::tidings(&[
         "run",
         job.to_str().unwrap(),
@@ -115,6 +133,34 @@ fn the_demo_reaches_the_simulated_providers() {
         reasons.contains("feishu_robot: HTTP 500") && reasons.contains("after 2 attempts"),
         "{reasons}"
     );
+    // Email: every SEND_SUCCESS receiver's message is in the SMTP server's mailbox, read
+    // back by its Message-ID and envelope recipient.
+    let mail_dir =
+        std::env::var("SMTP_DIR").unwrap_or_else(|_| "/tmp/tidings-services/mail".into());
+    let mails: Vec<String> = std::fs::read_dir(&mail_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    let sent = common::sql_csv(
+        &tracking,
+        "SELECT message_id, receiver FROM events WHERE channel = 'email' AND state = 'SEND_SUCCESS'",
+    );
+    let pairs: Vec<(&str, &str)> = sent
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(','))
+        .collect();
+    assert!(pairs.len() > 100, "{}", pairs.len());
+    for (id, to) in &pairs {
+        let found = mails.iter().any(|m| {
+            m.lines().next().is_some_and(|l| l.ends_with(to))
+                && m.contains(&format!("<{id}@tidings>"))
+        });
+        assert!(found, "no mail for {to} of message {id}");
+    }
+    assert_eq!(by("email", "SEND_FAIL"), 0);
     // Nothing stuck: every RECEIVE has exactly one terminal state.
     let bad = common::sql_csv(
         &tracking,
@@ -125,4 +171,16 @@ fn the_demo_reaches_the_simulated_providers() {
     );
     assert_eq!(bad.trim(), "bad\n0");
     sim.stop();
+
+    // With the simulator gone, the check names the accounts it cannot reach and fails.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["check", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL  account sms-main (tencent_sms)"),
+        "{text}"
+    );
 }

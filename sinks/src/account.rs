@@ -49,6 +49,8 @@ pub enum ProviderKind {
     TencentSms,
     /// Aliyun SMS ([`crate::aliyun_sms`]).
     AliyunSms,
+    /// Email over SMTP ([`crate::email`]).
+    Smtp,
 }
 
 impl ProviderKind {
@@ -63,6 +65,7 @@ impl ProviderKind {
             ProviderKind::WecomRobot => "wecom_robot",
             ProviderKind::TencentSms => "tencent_sms",
             ProviderKind::AliyunSms => "aliyun_sms",
+            ProviderKind::Smtp => "smtp",
         }
     }
 
@@ -251,7 +254,7 @@ impl AccountConfig {
 enum Provider {
     Outbox(Arc<Outbox>),
     Blackhole,
-    Remote(ProviderKind, Remote),
+    Remote(ProviderKind, Remote, String),
 }
 
 /// A built account.
@@ -318,7 +321,7 @@ impl Account {
                     match &self.provider {
                         Provider::Outbox(o) => o.send(batch, &receivers),
                         Provider::Blackhole => Ok(()),
-                        Provider::Remote(_, r) => {
+                        Provider::Remote(_, r, _) => {
                             let d = r.send(batch, &receivers).await?;
                             *answered.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
                             Ok(())
@@ -356,12 +359,21 @@ impl Account {
         outcomes
     }
 
+    /// The account's health check: what was reached, or why not. Secrets never appear.
+    pub async fn check(&self) -> Result<String, String> {
+        match &self.provider {
+            Provider::Outbox(o) => Ok(format!("writes to {}", o.dir().display())),
+            Provider::Blackhole => Ok("accepts everything (blackhole)".into()),
+            Provider::Remote(_, r, base) => r.check(base, std::time::Duration::from_secs(5)).await,
+        }
+    }
+
     /// The provider's kind, for labels.
     pub fn provider(&self) -> &'static str {
         match &self.provider {
             Provider::Outbox(_) => "outbox",
             Provider::Blackhole => "blackhole",
-            Provider::Remote(kind, _) => kind.name(),
+            Provider::Remote(kind, _, _) => kind.name(),
         }
     }
 
@@ -429,7 +441,10 @@ impl Accounts {
                         .entry(timeout)
                         .or_insert_with(|| http::client(timeout))
                         .clone();
-                    Provider::Remote(kind, Remote::new(config, client))
+                    let base = config.base_url();
+                    let remote = Remote::new(config, client, timeout)
+                        .map_err(|e| std::io::Error::other(format!("accounts.{name}.{e}")))?;
+                    Provider::Remote(kind, remote, base)
                 }
             };
             let limiter = c.effective_rate_limit().and_then(|r| {

@@ -14,6 +14,7 @@
 pub mod account;
 pub mod aliyun_sms;
 pub mod dingtalk_robot;
+pub mod email;
 pub mod feishu_robot;
 pub mod outbox;
 pub mod provider;

@@ -83,6 +83,7 @@ pub fn errcode(body: &str) -> Option<(i64, String)> {
 use crate::account::ProviderKind;
 use crate::aliyun_sms::{AliyunSms, AliyunSmsConfig};
 use crate::dingtalk_robot::{DingTalkRobot, DingTalkRobotConfig};
+use crate::email::{Email, EmailConfig};
 use crate::feishu_robot::{FeishuRobot, FeishuRobotConfig};
 use crate::tencent_sms::{TencentSms, TencentSmsConfig};
 use crate::webhook::{Webhook, WebhookConfig};
@@ -103,6 +104,8 @@ pub enum RemoteConfig {
     TencentSms(TencentSmsConfig),
     /// `aliyun_sms`.
     AliyunSms(AliyunSmsConfig),
+    /// `smtp`.
+    Email(EmailConfig),
 }
 
 impl RemoteConfig {
@@ -119,10 +122,65 @@ impl RemoteConfig {
             ProviderKind::WecomRobot => RemoteConfig::WecomRobot(settings(key, raw)?),
             ProviderKind::TencentSms => RemoteConfig::TencentSms(settings(key, raw)?),
             ProviderKind::AliyunSms => RemoteConfig::AliyunSms(settings(key, raw)?),
+            ProviderKind::Smtp => {
+                let c: EmailConfig = settings(key, raw)?;
+                c.from.parse::<lettre::message::Mailbox>().map_err(|e| {
+                    format!(
+                        "{key}.settings.from: {:?}: {e}; write \"Name <a@b.c>\" or \"a@b.c\"",
+                        c.from
+                    )
+                })?;
+                RemoteConfig::Email(c)
+            }
             ProviderKind::Outbox | ProviderKind::Blackhole => {
                 return Err(format!("{key}: {} is not a network provider", kind.name()));
             }
         })
+    }
+}
+
+impl RemoteConfig {
+    /// Where the provider is reached: its endpoint's base URL (SMTP: `smtp://host:port`).
+    pub fn base_url(&self) -> String {
+        let or = |e: &Option<String>, d: &str| e.clone().unwrap_or_else(|| d.to_string());
+        match self {
+            RemoteConfig::Webhook(c) => c.url.clone(),
+            RemoteConfig::DingTalkRobot(c) => or(&c.endpoint, "https://oapi.dingtalk.com"),
+            RemoteConfig::FeishuRobot(c) => or(&c.endpoint, "https://open.feishu.cn"),
+            RemoteConfig::WecomRobot(c) => or(&c.endpoint, "https://qyapi.weixin.qq.com"),
+            RemoteConfig::TencentSms(c) => or(&c.endpoint, "https://sms.tencentcloudapi.com"),
+            RemoteConfig::AliyunSms(c) => or(&c.endpoint, "https://dysmsapi.aliyuncs.com"),
+            RemoteConfig::Email(c) => format!(
+                "smtp://{}:{}",
+                c.host,
+                c.port.unwrap_or(match c.tls {
+                    crate::email::TlsMode::Starttls => 587,
+                    crate::email::TlsMode::Tls => 465,
+                    crate::email::TlsMode::None => 25,
+                })
+            ),
+        }
+    }
+}
+
+/// Opens a TCP connection to a URL's host and port: the health check of an HTTP provider
+/// (nothing is sent). Returns the address reached.
+pub async fn reach(url: &str, timeout: std::time::Duration) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("{url}: no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(s)) => Ok(s
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| format!("{host}:{port}"))),
+        Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+        Err(_) => Err(format!("{host}:{port}: no answer within {timeout:?}")),
     }
 }
 
@@ -150,19 +208,41 @@ pub enum Remote {
     TencentSms(TencentSms),
     /// `aliyun_sms`.
     AliyunSms(AliyunSms),
+    /// `smtp`.
+    Email(Email),
 }
 
 impl Remote {
-    /// Builds the provider over a shared client.
-    pub fn new(config: RemoteConfig, client: reqwest::Client) -> Remote {
-        match config {
+    /// The health check: SMTP connects, greets and logs in; HTTP providers are reached by
+    /// TCP (no message is sent).
+    pub async fn check(
+        &self,
+        base_url: &str,
+        timeout: std::time::Duration,
+    ) -> Result<String, String> {
+        match self {
+            Remote::Email(e) => e.check().await.map(|()| format!("{base_url} answered")),
+            _ => reach(base_url, timeout)
+                .await
+                .map(|a| format!("reached {a}")),
+        }
+    }
+
+    /// Builds the provider over a shared client; a call may take `timeout`.
+    pub fn new(
+        config: RemoteConfig,
+        client: reqwest::Client,
+        timeout: std::time::Duration,
+    ) -> Result<Remote, String> {
+        Ok(match config {
+            RemoteConfig::Email(c) => Remote::Email(Email::new(c, timeout)?),
             RemoteConfig::Webhook(c) => Remote::Webhook(Webhook::new(c, client)),
             RemoteConfig::DingTalkRobot(c) => Remote::DingTalkRobot(DingTalkRobot::new(c, client)),
             RemoteConfig::FeishuRobot(c) => Remote::FeishuRobot(FeishuRobot::new(c, client)),
             RemoteConfig::WecomRobot(c) => Remote::WecomRobot(WecomRobot::new(c, client)),
             RemoteConfig::TencentSms(c) => Remote::TencentSms(TencentSms::new(c, client)),
             RemoteConfig::AliyunSms(c) => Remote::AliyunSms(AliyunSms::new(c, client)),
-        }
+        })
     }
 
     /// One provider call.
@@ -178,6 +258,7 @@ impl Remote {
             Remote::WecomRobot(p) => p.send(batch, receivers).await,
             Remote::TencentSms(p) => p.send(batch, receivers).await,
             Remote::AliyunSms(p) => p.send(batch, receivers).await,
+            Remote::Email(p) => p.send(batch, receivers).await,
         }
     }
 }

@@ -34,6 +34,11 @@ impl Outbox {
         })
     }
 
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The file of a channel.
     pub fn path(&self, channel: Channel) -> PathBuf {
         self.dir.join(format!("{}.jsonl", channel.name()))

@@ -1,0 +1,331 @@
+//! Email over SMTP (lettre): one message per receiver (receivers never see each other), HTML
+//! body, attachments fetched by URL. austin's content model: `title`, `content` (HTML),
+//! `url` (attachment URLs, comma-separated).
+//!
+//! Attachments are fetched with SSRF protection (austin mailed `file:///etc/passwd`, its
+//! issue #56): only `http`/`https`; the host is resolved once and every address must be
+//! public unless the account sets `allow_private_attachments`; the request is pinned to the
+//! checked address (no second DNS answer), redirects are not followed, and the body is cut
+//! at `max_attachment_bytes`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+
+use crate::SendBatch;
+use crate::provider::{Delivered, content, field};
+use crate::util::retry::SendError;
+
+const NAME: &str = "email";
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain connection, upgraded with STARTTLS (required). Port 587 by default.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS). Port 465 by default.
+    Tls,
+    /// No TLS (local relays and tests only). Port 25 by default.
+    None,
+}
+
+fn default_max_attachment() -> u64 {
+    10 * 1024 * 1024
+}
+
+/// `settings` of an `smtp` account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// SMTP server host. Example: `"smtp.qq.com"`.
+    pub host: String,
+    /// Port. Default by `tls`: 587, 465 or 25.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none`.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// Login user. Example: `"noreply@example.com"`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Login password. Example: `"${SMTP_PASSWORD}"`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The sender. Example: `"tidings <noreply@example.com>"`.
+    pub from: String,
+    /// Fetch attachments from private, loopback and link-local addresses too. Default false.
+    #[serde(default)]
+    pub allow_private_attachments: bool,
+    /// Largest attachment fetched, in bytes. Default 10 MiB.
+    #[serde(default = "default_max_attachment")]
+    pub max_attachment_bytes: u64,
+}
+
+/// An SMTP account.
+pub struct Email {
+    config: EmailConfig,
+    from: Mailbox,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("host", &self.config.host)
+            .finish()
+    }
+}
+
+/// Whether an address is one an attachment URL may not reach without permission.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+                || a == 0
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link local
+        }
+    }
+}
+
+impl Email {
+    /// An account over `config`; a provider call may take `timeout`.
+    pub fn new(config: EmailConfig, timeout: std::time::Duration) -> Result<Email, String> {
+        let from: Mailbox = config
+            .from
+            .parse()
+            .map_err(|e| format!("settings.from {:?}: {e}", config.from))?;
+        let builder = match config.tls {
+            TlsMode::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
+                .map_err(|e| format!("settings.host: {e}"))?,
+            TlsMode::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
+                .map_err(|e| format!("settings.host: {e}"))?,
+            TlsMode::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+        };
+        let port = config.port.unwrap_or(match config.tls {
+            TlsMode::Starttls => 587,
+            TlsMode::Tls => 465,
+            TlsMode::None => 25,
+        });
+        let mut builder = builder.port(port).timeout(Some(timeout));
+        if let (Some(u), Some(p)) = (&config.username, &config.password) {
+            builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
+        }
+        Ok(Email {
+            from,
+            transport: builder.build(),
+            config,
+            timeout,
+        })
+    }
+
+    /// Whether the server answers (connect, EHLO, TLS, login): the account's health check.
+    pub async fn check(&self) -> Result<(), String> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("{NAME}: {} did not answer", self.config.host)),
+            Err(e) => Err(format!("{NAME}: {}: {e}", self.config.host)),
+        }
+    }
+
+    /// Fetches one attachment, refusing what the account does not allow.
+    pub async fn fetch(&self, url: &str) -> Result<(String, Vec<u8>, String), SendError> {
+        let refuse = |why: String| SendError::Permanent(format!("{NAME}: attachment {url}: {why}"));
+        let parsed = reqwest::Url::parse(url).map_err(|e| refuse(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(refuse(format!(
+                "scheme {} is not allowed (http and https only)",
+                parsed.scheme()
+            )));
+        }
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| refuse("no host".into()))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| SendError::Transient(format!("{NAME}: attachment {url}: {e}")))?
+            .collect();
+        let Some(&first) = addrs.first() else {
+            return Err(refuse("the host does not resolve".into()));
+        };
+        if !self.config.allow_private_attachments
+            && let Some(a) = addrs.iter().find(|a| is_private(a.ip()))
+        {
+            return Err(refuse(format!(
+                "{} is a private or loopback address (allow_private_attachments is off)",
+                a.ip()
+            )));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&host, first)
+            .build()
+            .map_err(|e| refuse(e.to_string()))?;
+        let mut response = client
+            .get(parsed.clone())
+            .send()
+            .await
+            .map_err(|e| crate::util::http::transport(NAME, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = format!("{NAME}: attachment {url}: HTTP {}", status.as_u16());
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                SendError::Transient(text)
+            } else {
+                SendError::Permanent(text)
+            });
+        }
+        let max = self.config.max_attachment_bytes;
+        if response.content_length().is_some_and(|n| n > max) {
+            return Err(refuse(format!("larger than {max} bytes")));
+        }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| crate::util::http::transport(NAME, &e))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > max {
+                return Err(refuse(format!("larger than {max} bytes")));
+            }
+        }
+        let name = parsed
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("attachment")
+            .to_string();
+        Ok((name, body, content_type))
+    }
+
+    /// Sends one message to each receiver.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        let model = content(batch);
+        let subject = field(&model, "title");
+        let html = field(&model, "content");
+        let mut attachments = Vec::new();
+        for url in field(&model, "url")
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        {
+            attachments.push(self.fetch(url).await?);
+        }
+        let mut each = Vec::with_capacity(receivers.len());
+        for r in receivers {
+            each.push(self.send_one(r, &subject, &html, &attachments, batch).await);
+        }
+        // A failure of the connection itself fails the call (and is retried); refusals of
+        // single receivers stay theirs.
+        if each
+            .iter()
+            .all(|e| matches!(e, Err(SendError::Transient(_))))
+            && !each.is_empty()
+        {
+            return Err(each.swap_remove(0).unwrap_err());
+        }
+        Ok(Delivered::Each(each))
+    }
+
+    async fn send_one(
+        &self,
+        to: &str,
+        subject: &str,
+        html: &str,
+        attachments: &[(String, Vec<u8>, String)],
+        batch: &SendBatch,
+    ) -> Result<(), SendError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("{NAME}: receiver {to:?}: {e}")))?;
+        let mut parts = MultiPart::mixed().singlepart(SinglePart::html(html.to_string()));
+        for (name, body, ty) in attachments {
+            let ty = ContentType::parse(ty).unwrap_or(ContentType::TEXT_PLAIN);
+            parts = parts.singlepart(Attachment::new(name.clone()).body(body.clone(), ty));
+        }
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(format!("<{}@tidings>", batch.meta.message_id)))
+            .multipart(parts)
+            .map_err(|e| SendError::Permanent(format!("{NAME}: {e}")))?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let text = format!("{NAME}: {e}");
+                let code = e.status().map(|c| c.to_string());
+                Err(match code.as_deref() {
+                    Some("535") | Some("530") => SendError::Unauthorized(text),
+                    _ if e.is_permanent() => SendError::Permanent(text),
+                    _ => SendError::Transient(text),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Email over a real SMTP server (`scripts/services.sh start`: aiosmtpd on SMTP_ADDR, saving
+//! each message under SMTP_DIR): the message arrives with its subject, HTML body and the
+//! attachment fetched by URL; a receiver the server refuses fails alone with the server's
+//! reply; attachment URLs to private addresses or other schemes are refused (austin #56).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidings_model::{Channel, MessageMeta};
+use tidings_sinks::SendBatch;
+use tidings_sinks::account::{AccountConfig, Accounts};
+
+fn smtp() -> (String, u16, PathBuf) {
+    let addr = std::env::var("SMTP_ADDR").unwrap_or_else(|_| "127.0.0.1:12525".into());
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let dir = std::env::var("SMTP_DIR").unwrap_or_else(|_| "/tmp/tidings-services/mail".into());
+    (host.to_string(), port.parse().unwrap(), dir.into())
+}
+
+fn unique() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{n}", std::process::id())
+}
+
+fn account(allow_private: bool) -> Accounts {
+    let (host, port, _) = smtp();
+    let text = format!(
+        "[mail]\nchannel = \"email\"\nprovider = \"smtp\"\nattempts = 2\n\
+         settings = {{ host = \"{host}\", port = {port}, tls = \"none\", from = \"tidings <noreply@example.com>\", allow_private_attachments = {allow_private} }}\n"
+    );
+    let configs: BTreeMap<String, AccountConfig> = toml::from_str(&text).unwrap();
+    assert!(configs["mail"].validate("accounts.mail").is_empty());
+    Accounts::build(&configs, Path::new("/")).unwrap()
+}
+
+fn batch(url: &str, receivers: &[String]) -> SendBatch {
+    let content = serde_json::json!({"title": "Your order", "content": "<p>Hello <b>Ann</b></p>", "url": url});
+    SendBatch {
+        meta: Arc::new(MessageMeta {
+            message_id: format!("m-{}", unique()),
+            template_id: 2,
+            business_id: 1,
+            biz_id: None,
+            content: content.to_string(),
+            event_time: 0,
+            seq: 0,
+        }),
+        channel: Channel::Email,
+        receivers: receivers.to_vec(),
+    }
+}
+
+fn send(accounts: &Accounts, b: &SendBatch) -> Vec<Result<(), String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(accounts.get(0).send(b))
+}
+
+/// The saved message for `to`, waiting up to `wait` for it to arrive.
+fn mail_for(to: &str, wait: Duration) -> Option<String> {
+    let (_, _, dir) = smtp();
+    let deadline = Instant::now() + wait;
+    loop {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "eml") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if text.lines().next().is_some_and(|l| l.contains(to)) {
+                    return Some(text);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Serves one file on 127.0.0.1; returns its URL.
+fn serve_attachment() -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let addr = server.server_addr().to_ip().unwrap();
+    std::thread::spawn(move || {
+        while let Ok(r) = server.recv() {
+            let _ = r.respond(tiny_http::Response::from_string("attached-text-4711"));
+        }
+    });
+    format!("http://{addr}/report.txt")
+}
+
+#[test]
+fn mail_arrives_with_body_and_attachment_and_refusals_stay_per_receiver() {
+    let url = serve_attachment();
+    let id = unique();
+    let ann = format!("ann-{id}@example.com");
+    let refused = format!("reject-{id}@example.com");
+    let out = send(
+        &account(true),
+        &batch(&url, &[ann.clone(), refused.clone()]),
+    );
+    assert_eq!(out[0], Ok(()), "{out:?}");
+    let reason = out[1].as_ref().unwrap_err();
+    assert!(reason.contains("550"), "{reason}");
+    let mail =
+        mail_for(&ann, Duration::from_secs(10)).expect("the message reached the SMTP server");
+    assert!(mail.contains("Subject: Your order"), "{mail}");
+    assert!(mail.contains("<b>Ann</b>"), "{mail}");
+    assert!(
+        mail.contains("report.txt") && mail.contains("attached-text-4711"),
+        "{mail}"
+    );
+    assert!(mail_for(&refused, Duration::ZERO).is_none());
+}
+
+#[test]
+fn attachments_to_private_addresses_or_other_schemes_are_refused() {
+    let url = serve_attachment();
+    let id = unique();
+    let bob = format!("bob-{id}@example.com");
+    let out = send(&account(false), &batch(&url, std::slice::from_ref(&bob)));
+    assert!(
+        out[0].as_ref().unwrap_err().contains("private or loopback"),
+        "{out:?}"
+    );
+    let out = send(
+        &account(true),
+        &batch("file:///etc/passwd", std::slice::from_ref(&bob)),
+    );
+    assert!(
+        out[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("scheme file is not allowed"),
+        "{out:?}"
+    );
+    let out = send(
+        &account(false),
+        &batch(
+            "http://169.254.169.254/latest/meta-data/",
+            std::slice::from_ref(&bob),
+        ),
+    );
+    assert!(
+        out[0].as_ref().unwrap_err().contains("private or loopback"),
+        "{out:?}"
+    );
+    assert!(mail_for(&bob, Duration::ZERO).is_none(), "nothing was sent");
+}
