@@ -42,7 +42,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
-use crate::kafka::KafkaSettings;
+use crate::kafka::{GroupConsumer, KafkaSettings};
 
 /// The topic of a `kafka`-queued account.
 pub fn topic_of(send_topic: &str, account: &str) -> String {
@@ -205,7 +205,7 @@ impl Queues {
 struct AccountConsumer {
     account: usize,
     topic: String,
-    consumer: BaseConsumer,
+    consumer: GroupConsumer,
     pending: RefCell<BTreeMap<Epoch, HashMap<i32, i64>>>,
     /// Records below these offsets were sent by an earlier run (`account-offsets.json`).
     skip_below: BTreeMap<i32, i64>,
@@ -260,7 +260,7 @@ impl BacklogReader {
             consumers.push(AccountConsumer {
                 account,
                 topic: topic.to_string(),
-                consumer,
+                consumer: GroupConsumer::new(consumer),
                 pending: RefCell::new(BTreeMap::new()),
                 skip_below: positions.get(topic).cloned().unwrap_or_default(),
             });
@@ -322,7 +322,7 @@ impl BacklogReader {
             return;
         }
         for (c, tpl) in commits {
-            if let Err(e) = c.consumer.commit(&tpl, mode) {
+            if let Err(e) = c.consumer.commit_offsets(&tpl, mode) {
                 eprintln!(
                     "warning: {} commit failed (deliveries may be sent again): {e}",
                     c.topic

@@ -16,6 +16,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext,
+};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
@@ -55,9 +58,97 @@ pub struct KafkaSettings {
     pub tick: Duration,
 }
 
+/// How long leaving the group, or a synchronous commit, may take before the job goes on.
+pub const GROUP_LIMIT: Duration = Duration::from_secs(15);
+
+/// A group member whose leaving is bounded. librdkafka's close waits, without a limit of its
+/// own, for the broker to acknowledge that the member left (and `BaseConsumer`'s drop polls
+/// until it has); a broker that never answers would hang the job at its very end. After
+/// [`GROUP_LIMIT`] the consumer is let go unclosed: the broker expires its session.
+pub struct GroupConsumer<C: ConsumerContext + 'static = DefaultConsumerContext>(
+    Option<BaseConsumer<C>>,
+);
+
+impl<C: ConsumerContext + 'static> GroupConsumer<C> {
+    /// Wraps a consumer created with a `group.id`.
+    pub fn new(consumer: BaseConsumer<C>) -> Self {
+        GroupConsumer(Some(consumer))
+    }
+
+    /// Commits `offsets`: `Async` queues the commit; `Sync` waits until the group's committed
+    /// offsets reach them, at most [`GROUP_LIMIT`] (librdkafka's own synchronous commit waits
+    /// forever for an unreachable coordinator).
+    pub fn commit_offsets(
+        &self,
+        offsets: &TopicPartitionList,
+        mode: CommitMode,
+    ) -> Result<(), String> {
+        self.commit(offsets, CommitMode::Async)
+            .map_err(|e| e.to_string())?;
+        if matches!(mode, CommitMode::Async) {
+            return Ok(());
+        }
+        let start = Instant::now();
+        loop {
+            let left = GROUP_LIMIT.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(format!("not acknowledged within {GROUP_LIMIT:?}"));
+            }
+            if let Ok(got) =
+                self.committed_offsets(offsets.clone(), left.min(Duration::from_secs(2)))
+                && reaches(&got, offsets)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Whether every partition of `want` is committed at or beyond its offset in `got`.
+fn reaches(got: &TopicPartitionList, want: &TopicPartitionList) -> bool {
+    want.elements().iter().all(|w| {
+        got.find_partition(w.topic(), w.partition())
+            .is_some_and(|g| match (g.offset(), w.offset()) {
+                (Offset::Offset(g), Offset::Offset(w)) => g >= w,
+                (g, w) => g == w,
+            })
+    })
+}
+
+impl<C: ConsumerContext + 'static> Deref for GroupConsumer<C> {
+    type Target = BaseConsumer<C>;
+    fn deref(&self) -> &BaseConsumer<C> {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<C: ConsumerContext + 'static> Drop for GroupConsumer<C> {
+    fn drop(&mut self) {
+        let Some(c) = self.0.take() else { return };
+        let start = Instant::now();
+        if c.close_queue().is_err() {
+            return;
+        }
+        while !c.closed() {
+            if start.elapsed() >= GROUP_LIMIT {
+                eprintln!(
+                    "warning: kafka: leaving the group was not acknowledged within {GROUP_LIMIT:?}; \
+                     going on (the broker expires the session)"
+                );
+                // Dropping it would poll until the broker answers, which it may never do.
+                std::mem::forget(c);
+                return;
+            }
+            c.poll(Duration::from_millis(100));
+        }
+        // Closed: the consumer's own drop finds nothing left to wait for.
+    }
+}
+
 /// A worker's consumer and its uncommitted offsets.
 pub struct KafkaReader {
-    consumer: BaseConsumer<SourceContext>,
+    consumer: GroupConsumer<SourceContext>,
     topic: String,
     tick: Duration,
     worker: usize,
@@ -119,7 +210,7 @@ impl KafkaReader {
             })?;
         consumer.subscribe(&[&s.topic])?;
         Ok(Rc::new(KafkaReader {
-            consumer,
+            consumer: GroupConsumer::new(consumer),
             topic: s.topic.clone(),
             tick: s.tick,
             worker,
@@ -144,7 +235,7 @@ impl KafkaReader {
         }
         // A failed commit (e.g. the partition moved in a rebalance) only means a replay of
         // records already done: duplicates, never losses.
-        if let Err(e) = self.consumer.commit(&tpl, mode) {
+        if let Err(e) = self.consumer.commit_offsets(&tpl, mode) {
             eprintln!("warning: offset commit failed (records may be replayed): {e}");
         }
     }

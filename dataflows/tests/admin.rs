@@ -354,7 +354,7 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
     assert_eq!(sent_line.split_whitespace().nth(1), Some("2"), "{top}");
 
     stop.store(true, Ordering::Relaxed);
-    let summary = running.join().unwrap();
+    let summary = common::join_within(running, Duration::from_secs(120), "the stopped job");
     assert_eq!(summary.parked, 1);
     // After the run the API is gone.
     assert!(get(&addr, "/state", Some(TOKEN)).is_err());

@@ -90,13 +90,13 @@ fn sigkill_three_times_loses_nothing() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
         }
-        child.wait().unwrap();
+        common::wait_within(&mut child, Duration::from_secs(120), "a killed run");
     }
     assert_eq!(
         kills, 3,
         "the job finished before it could be killed three times"
     );
-    let status = start(&job).wait().unwrap();
+    let status = common::wait_within(&mut start(&job), Duration::from_secs(300), "the final run");
     assert!(status.success());
 
     let result = common::sql_csv(

@@ -18,6 +18,9 @@ fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
 }
 
+/// Far beyond any run here (the longest idles 4 × 8 s before its first record).
+const LIMIT: Duration = Duration::from_secs(180);
+
 type Decision = (i64, String, i64, String, Option<String>);
 
 fn decisions(job: &std::path::Path, idle_exit: Option<Duration>) -> (Vec<Decision>, Vec<String>) {
@@ -40,7 +43,7 @@ fn decisions_at(
         idle_exit,
         stop: None,
     };
-    let summary = run(&job, &opts).unwrap();
+    let summary = common::within(LIMIT, "the Kafka job", move || run(&job, &opts).unwrap());
     let c = memory.take();
     let mut rows: Vec<Decision> = c
         .events
@@ -349,7 +352,12 @@ fn a_rate_limited_backlog_waits_in_kafka_and_does_not_delay_another_account() {
     opts.workers = 2;
     opts.tracking = TrackingTarget::Memory(memory.clone());
     opts.idle_exit = Some(Duration::from_secs(4));
-    run(&job, &opts).unwrap();
+    let job = std::sync::Arc::new(job);
+    let go = |opts: RunOptions| {
+        let job = job.clone();
+        common::within(LIMIT, "the Kafka job", move || run(&job, &opts).unwrap())
+    };
+    go(opts.clone());
     let rows = memory.take().events;
     let sent = |t: i64| -> Vec<i64> {
         let mut times: Vec<i64> = rows
@@ -374,6 +382,6 @@ fn a_rate_limited_backlog_waits_in_kafka_and_does_not_delay_another_account() {
     // The account topic's offsets were committed: nothing is sent again.
     let memory = MemoryTracking::default();
     opts.tracking = TrackingTarget::Memory(memory.clone());
-    run(&job, &opts).unwrap();
+    go(opts);
     assert!(memory.take().events.is_empty());
 }

@@ -250,7 +250,7 @@ fn sending_goes_on_while_redis_is_down_and_redis_is_backfilled() {
     // Redis comes up; more requests come in while the writer catches up.
     let _redis = OwnRedis::start(port);
     produce(&brokers(), &topic, batch(100, 50), || {}).unwrap();
-    let summary = runner.join().unwrap();
+    let summary = common::join_within(runner, Duration::from_secs(180), "the Kafka job");
     let stats = summary.redis.expect("the job tracks to Redis");
     assert!(stats.failures > 0, "Redis was down at first: {stats:?}");
     assert_eq!(stats.spooled, 0, "{stats:?}");
