@@ -30,6 +30,7 @@ use rdkafka::consumer::{
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tidings_operators::checkpoint::{Checkpoints, FINAL};
 use tidings_operators::live::Live;
@@ -156,6 +157,8 @@ pub struct KafkaReader {
     next: RefCell<HashMap<i32, i64>>,
     /// Records below these offsets are already in the restored checkpoint's state.
     skip_below: BTreeMap<i32, i64>,
+    /// Whether "the topic does not exist yet" has been said.
+    told_missing: std::cell::Cell<bool>,
 }
 
 /// Publishes the partitions' positions and high watermarks from librdkafka's statistics
@@ -204,6 +207,8 @@ impl KafkaReader {
             .set("fetch.wait.max.ms", "10")
             .set("session.timeout.ms", "10000")
             .set("statistics.interval.ms", "1000")
+            // A job started before its topic exists finds it within seconds, not minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .create_with_context(SourceContext {
                 live,
                 topic: s.topic.clone(),
@@ -216,6 +221,7 @@ impl KafkaReader {
             worker,
             next: RefCell::new(HashMap::new()),
             skip_below,
+            told_missing: std::cell::Cell::new(false),
         }))
     }
 
@@ -303,6 +309,18 @@ pub fn kafka_source<'s>(
                 while batch.len() < 4096 {
                     match reader.consumer.poll(Duration::ZERO) {
                         None => break,
+                        Some(Err(e))
+                            if e.rdkafka_error_code()
+                                == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+                        {
+                            if reader.worker == 0 && !reader.told_missing.replace(true) {
+                                eprintln!(
+                                    "kafka: topic {} does not exist yet; reading it as soon as it does",
+                                    reader.topic
+                                );
+                            }
+                            break;
+                        }
                         Some(Err(e)) => {
                             eprintln!("warning: kafka: {e}");
                             break;
@@ -422,10 +440,7 @@ pub fn produce(
             }
             match producer.send(rec) {
                 Ok(()) => break,
-                Err((e, _))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     producer.poll(Duration::from_millis(50));
                 }
                 Err((e, _)) => return Err(e.into()),
@@ -469,10 +484,7 @@ impl DeadLetterTopic {
                 .send(BaseRecord::to(&self.topic).key(&d.source).payload(&body))
             {
                 Ok(()) => return,
-                Err((e, _))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
+                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     self.producer.poll(Duration::from_millis(50));
                 }
                 Err((e, _)) => panic!("dead-letter topic {}: {e}", self.topic),

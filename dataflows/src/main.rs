@@ -168,13 +168,13 @@ enum Command {
 #[derive(clap::Args)]
 struct AdminTarget {
     /// The job (its `admin` section, and the address it wrote to its state directory).
-    #[arg(long, required_unless_present = "addr")]
+    #[arg(long, global = true)]
     job: Option<PathBuf>,
     /// The admin API's address, HOST:PORT, instead of a job.
-    #[arg(long)]
+    #[arg(long, global = true)]
     addr: Option<String>,
     /// Bearer token (default: the job's `admin.token`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     token: Option<String>,
 }
 
@@ -820,7 +820,10 @@ fn resolve(t: &AdminTarget) -> Result<(String, Option<String>), ExitCode> {
                 return Err(ExitCode::from(2));
             }
         },
-        (None, None) => unreachable!("clap requires --job or --addr"),
+        (None, None) => {
+            eprintln!("error: name the running job: --job JOB.toml, or --addr HOST:PORT");
+            return Err(ExitCode::from(2));
+        }
     };
     Ok((addr, token))
 }

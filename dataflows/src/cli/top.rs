@@ -42,9 +42,16 @@ pub fn parse(text: &str) -> Sample {
 }
 
 fn sum(s: &Sample, name: &str, filter: impl Fn(&BTreeMap<String, String>) -> bool) -> f64 {
+    // An empty float sum is -0.0, which would print as "-0".
     s.get(name)
-        .map(|v| v.iter().filter(|(l, _)| filter(l)).map(|(_, x)| x).sum())
+        .map(|v| {
+            v.iter()
+                .filter(|(l, _)| filter(l))
+                .map(|(_, x)| x)
+                .sum::<f64>()
+        })
         .unwrap_or(0.0)
+        + 0.0
 }
 
 fn by_state(s: &Sample, states: &[&str]) -> f64 {
