@@ -51,6 +51,18 @@ pub enum ProviderKind {
     AliyunSms,
     /// Email over SMTP ([`crate::email`]).
     Smtp,
+    /// Yunpian SMS ([`crate::yunpian_sms`]).
+    YunpianSms,
+    /// DingTalk work notice ([`crate::dingtalk_work_notice`]).
+    DingtalkWorkNotice,
+    /// WeCom app message ([`crate::wecom_app`]).
+    WecomApp,
+    /// WeChat official account template message ([`crate::wechat_official_account`]).
+    WechatOfficialAccount,
+    /// WeChat mini program subscribe message ([`crate::wechat_mini_program`]).
+    WechatMiniProgram,
+    /// GeTui push ([`crate::getui`]).
+    Getui,
 }
 
 impl ProviderKind {
@@ -66,7 +78,32 @@ impl ProviderKind {
             ProviderKind::TencentSms => "tencent_sms",
             ProviderKind::AliyunSms => "aliyun_sms",
             ProviderKind::Smtp => "smtp",
+            ProviderKind::YunpianSms => "yunpian_sms",
+            ProviderKind::DingtalkWorkNotice => "dingtalk_work_notice",
+            ProviderKind::WecomApp => "wecom_app",
+            ProviderKind::WechatOfficialAccount => "wechat_official_account",
+            ProviderKind::WechatMiniProgram => "wechat_mini_program",
+            ProviderKind::Getui => "getui",
         }
+    }
+
+    /// The channels the provider can send on (`None`: any).
+    pub fn channels(self) -> Option<&'static [Channel]> {
+        Some(match self {
+            ProviderKind::Outbox | ProviderKind::Blackhole | ProviderKind::Webhook => return None,
+            ProviderKind::TencentSms | ProviderKind::AliyunSms | ProviderKind::YunpianSms => {
+                &[Channel::Sms]
+            }
+            ProviderKind::Smtp => &[Channel::Email],
+            ProviderKind::DingtalkRobot => &[Channel::DingDingRobot],
+            ProviderKind::FeishuRobot => &[Channel::FeiShuRobot],
+            ProviderKind::WecomRobot => &[Channel::EnterpriseWeChatRobot],
+            ProviderKind::DingtalkWorkNotice => &[Channel::DingDingWorkNotice],
+            ProviderKind::WecomApp => &[Channel::EnterpriseWeChat],
+            ProviderKind::WechatOfficialAccount => &[Channel::OfficialAccounts],
+            ProviderKind::WechatMiniProgram => &[Channel::MiniProgram],
+            ProviderKind::Getui => &[Channel::Push],
+        })
     }
 
     /// The provider's own quota, applied when the account sets no `rate_limit`.
@@ -240,6 +277,16 @@ impl AccountConfig {
             && let Err(e) = crate::provider::check_settings(self.provider, key, &self.settings)
         {
             p.push(e);
+        }
+        if let Some(channels) = self.provider.channels()
+            && !channels.contains(&self.channel)
+        {
+            p.push(format!(
+                "{key}.provider: {} sends {}, not {}; use a provider of the channel or change the channel",
+                self.provider.name(),
+                channels.iter().map(|c| c.name()).collect::<Vec<_>>().join(" or "),
+                self.channel.name()
+            ));
         }
         if self.attempts == Some(0) {
             p.push(format!("{key}.attempts: must be at least 1"));

@@ -14,8 +14,10 @@
 pub mod account;
 pub mod aliyun_sms;
 pub mod dingtalk_robot;
+pub mod dingtalk_work_notice;
 pub mod email;
 pub mod feishu_robot;
+pub mod getui;
 pub mod outbox;
 pub mod provider;
 pub mod simulator;
@@ -23,7 +25,11 @@ pub mod tencent_sms;
 pub mod tracking;
 pub mod util;
 pub mod webhook;
+pub mod wechat_mini_program;
+pub mod wechat_official_account;
+pub mod wecom_app;
 pub mod wecom_robot;
+pub mod yunpian_sms;
 
 use std::sync::Arc;
 

@@ -83,11 +83,17 @@ pub fn errcode(body: &str) -> Option<(i64, String)> {
 use crate::account::ProviderKind;
 use crate::aliyun_sms::{AliyunSms, AliyunSmsConfig};
 use crate::dingtalk_robot::{DingTalkRobot, DingTalkRobotConfig};
+use crate::dingtalk_work_notice::{DingTalkWorkNotice, DingTalkWorkNoticeConfig};
 use crate::email::{Email, EmailConfig};
 use crate::feishu_robot::{FeishuRobot, FeishuRobotConfig};
+use crate::getui::{Getui, GetuiConfig};
 use crate::tencent_sms::{TencentSms, TencentSmsConfig};
 use crate::webhook::{Webhook, WebhookConfig};
+use crate::wechat_mini_program::WechatMiniProgram;
+use crate::wechat_official_account::{WechatConfig, WechatOfficialAccount};
+use crate::wecom_app::{WecomApp, WecomAppConfig};
 use crate::wecom_robot::{WecomRobot, WecomRobotConfig};
+use crate::yunpian_sms::{YunpianSms, YunpianSmsConfig};
 
 /// A network provider's checked settings.
 #[derive(Debug, Clone)]
@@ -106,6 +112,18 @@ pub enum RemoteConfig {
     AliyunSms(AliyunSmsConfig),
     /// `smtp`.
     Email(EmailConfig),
+    /// `yunpian_sms`.
+    YunpianSms(YunpianSmsConfig),
+    /// `dingtalk_work_notice`.
+    DingTalkWorkNotice(DingTalkWorkNoticeConfig),
+    /// `wecom_app`.
+    WecomApp(WecomAppConfig),
+    /// `wechat_official_account`.
+    WechatOfficialAccount(WechatConfig),
+    /// `wechat_mini_program`.
+    WechatMiniProgram(WechatConfig),
+    /// `getui`.
+    Getui(GetuiConfig),
 }
 
 impl RemoteConfig {
@@ -122,6 +140,16 @@ impl RemoteConfig {
             ProviderKind::WecomRobot => RemoteConfig::WecomRobot(settings(key, raw)?),
             ProviderKind::TencentSms => RemoteConfig::TencentSms(settings(key, raw)?),
             ProviderKind::AliyunSms => RemoteConfig::AliyunSms(settings(key, raw)?),
+            ProviderKind::YunpianSms => RemoteConfig::YunpianSms(settings(key, raw)?),
+            ProviderKind::DingtalkWorkNotice => {
+                RemoteConfig::DingTalkWorkNotice(settings(key, raw)?)
+            }
+            ProviderKind::WecomApp => RemoteConfig::WecomApp(settings(key, raw)?),
+            ProviderKind::WechatOfficialAccount => {
+                RemoteConfig::WechatOfficialAccount(settings(key, raw)?)
+            }
+            ProviderKind::WechatMiniProgram => RemoteConfig::WechatMiniProgram(settings(key, raw)?),
+            ProviderKind::Getui => RemoteConfig::Getui(settings(key, raw)?),
             ProviderKind::Smtp => {
                 let c: EmailConfig = settings(key, raw)?;
                 c.from.parse::<lettre::message::Mailbox>().map_err(|e| {
@@ -150,6 +178,13 @@ impl RemoteConfig {
             RemoteConfig::WecomRobot(c) => or(&c.endpoint, "https://qyapi.weixin.qq.com"),
             RemoteConfig::TencentSms(c) => or(&c.endpoint, "https://sms.tencentcloudapi.com"),
             RemoteConfig::AliyunSms(c) => or(&c.endpoint, "https://dysmsapi.aliyuncs.com"),
+            RemoteConfig::YunpianSms(c) => or(&c.endpoint, "https://sms.yunpian.com"),
+            RemoteConfig::DingTalkWorkNotice(c) => or(&c.endpoint, "https://oapi.dingtalk.com"),
+            RemoteConfig::WecomApp(c) => or(&c.endpoint, "https://qyapi.weixin.qq.com"),
+            RemoteConfig::WechatOfficialAccount(c) | RemoteConfig::WechatMiniProgram(c) => {
+                or(&c.endpoint, "https://api.weixin.qq.com")
+            }
+            RemoteConfig::Getui(c) => or(&c.endpoint, "https://restapi.getui.com"),
             RemoteConfig::Email(c) => format!(
                 "smtp://{}:{}",
                 c.host,
@@ -210,6 +245,18 @@ pub enum Remote {
     AliyunSms(AliyunSms),
     /// `smtp`.
     Email(Email),
+    /// `yunpian_sms`.
+    YunpianSms(YunpianSms),
+    /// `dingtalk_work_notice`.
+    DingTalkWorkNotice(DingTalkWorkNotice),
+    /// `wecom_app`.
+    WecomApp(WecomApp),
+    /// `wechat_official_account`.
+    WechatOfficialAccount(WechatOfficialAccount),
+    /// `wechat_mini_program`.
+    WechatMiniProgram(WechatMiniProgram),
+    /// `getui`.
+    Getui(Getui),
 }
 
 impl Remote {
@@ -242,6 +289,18 @@ impl Remote {
             RemoteConfig::WecomRobot(c) => Remote::WecomRobot(WecomRobot::new(c, client)),
             RemoteConfig::TencentSms(c) => Remote::TencentSms(TencentSms::new(c, client)),
             RemoteConfig::AliyunSms(c) => Remote::AliyunSms(AliyunSms::new(c, client)),
+            RemoteConfig::YunpianSms(c) => Remote::YunpianSms(YunpianSms::new(c, client)),
+            RemoteConfig::DingTalkWorkNotice(c) => {
+                Remote::DingTalkWorkNotice(DingTalkWorkNotice::new(c, client))
+            }
+            RemoteConfig::WecomApp(c) => Remote::WecomApp(WecomApp::new(c, client)),
+            RemoteConfig::WechatOfficialAccount(c) => {
+                Remote::WechatOfficialAccount(WechatOfficialAccount::new(c, client))
+            }
+            RemoteConfig::WechatMiniProgram(c) => {
+                Remote::WechatMiniProgram(WechatMiniProgram::new(c, client))
+            }
+            RemoteConfig::Getui(c) => Remote::Getui(Getui::new(c, client)),
         })
     }
 
@@ -259,6 +318,21 @@ impl Remote {
             Remote::TencentSms(p) => p.send(batch, receivers).await,
             Remote::AliyunSms(p) => p.send(batch, receivers).await,
             Remote::Email(p) => p.send(batch, receivers).await,
+            Remote::YunpianSms(p) => p.send(batch, receivers).await,
+            Remote::DingTalkWorkNotice(p) => p.send(batch, receivers).await,
+            Remote::WecomApp(p) => p.send(batch, receivers).await,
+            Remote::WechatOfficialAccount(p) => p.send(batch, receivers).await,
+            Remote::WechatMiniProgram(p) => p.send(batch, receivers).await,
+            Remote::Getui(p) => p.send(batch, receivers).await,
         }
     }
+}
+
+/// An account's base URL: its `endpoint`, or the provider's own, without a trailing slash.
+pub fn endpoint(configured: &Option<String>, default: &str) -> String {
+    configured
+        .as_deref()
+        .unwrap_or(default)
+        .trim_end_matches('/')
+        .to_string()
 }

@@ -4,7 +4,8 @@
 //!
 //! Each provider lives under its own prefix, so an account points at it with
 //! `endpoint = "http://127.0.0.1:PORT/<prefix>"`: `/dingtalk`, `/feishu`, `/wecom`,
-//! `/tencent`, `/aliyun`, `/webhook`. A rejected signature gets the provider's own error
+//! `/tencent`, `/aliyun`, `/webhook`, and the token-based ones in [`apps`]: `/dingapp`,
+//! `/wecomapp`, `/wechat`, `/getui`, `/yunpian`. A rejected signature gets the provider's own error
 //! answer (DingTalk 310000, Feishu 19021, Tencent `AuthFailure.SignatureFailure`, Aliyun
 //! `SignatureDoesNotMatch`, webhook HTTP 401).
 
@@ -16,6 +17,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::util::sign::{self, Tc3Request};
+
+mod apps;
 
 /// The credentials the simulator expects (the accounts under test must use the same).
 #[derive(Debug, Clone)]
@@ -32,6 +35,16 @@ pub struct Credentials {
     pub aliyun: (String, String),
     /// Webhook HMAC secret.
     pub webhook_secret: String,
+    /// DingTalk app key, secret and agent id (work notice).
+    pub dingapp: (String, String, i64),
+    /// WeCom corp id, app secret and agent id.
+    pub wecomapp: (String, String, i64),
+    /// WeChat app id and secret (official account and mini program).
+    pub wechat: (String, String),
+    /// GeTui app id, app key and master secret.
+    pub getui: (String, String, String),
+    /// Yunpian API key.
+    pub yunpian_apikey: String,
 }
 
 impl Default for Credentials {
@@ -44,6 +57,15 @@ impl Default for Credentials {
             tencent: pair("AKIDsimulated", "tencent-secret-key"),
             aliyun: pair("LTAIsimulated", "aliyun-secret"),
             webhook_secret: "webhook-secret".into(),
+            dingapp: ("ding-app-key".into(), "ding-app-secret".into(), 2_000_001),
+            wecomapp: ("wecom-corp".into(), "wecom-app-secret".into(), 1_000_002),
+            wechat: pair("wx-app-id", "wx-app-secret"),
+            getui: (
+                "getui-app".into(),
+                "getui-key".into(),
+                "getui-master".into(),
+            ),
+            yunpian_apikey: "yunpian-key".into(),
         }
     }
 }
@@ -103,6 +125,7 @@ pub struct Received {
 struct Shared {
     received: Mutex<Vec<Received>>,
     faults: Mutex<Vec<Fault>>,
+    tokens: apps::Tokens,
 }
 
 /// A running simulator.
@@ -161,6 +184,17 @@ impl Simulator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Makes every access token issued so far invalid (as an expiry would): the next send
+    /// with one is refused with the provider's invalid-token answer.
+    pub fn revoke_tokens(&self) {
+        self.shared.tokens.revoke();
+    }
+
+    /// How many access tokens were issued.
+    pub fn tokens_issued(&self) -> u64 {
+        self.shared.tokens.issued()
     }
 
     /// Stops the server.
@@ -433,6 +467,11 @@ fn handle(shared: &Shared, c: &Credentials, mut request: tiny_http::Request) {
         "tencent" => tencent(c, &request, &raw, &body),
         "aliyun" => aliyun(c, &raw),
         "webhook" => webhook(c, &request, &raw),
+        "dingapp" => apps::dingapp(c, &shared.tokens, &url, &body),
+        "wecomapp" => apps::wecomapp(c, &shared.tokens, &url, &body),
+        "wechat" => apps::wechat(c, &shared.tokens, &url, &body),
+        "getui" => apps::getui(c, &shared.tokens, &request, &url, &body),
+        "yunpian" => apps::yunpian(c, &url, &raw),
         _ => (
             404,
             json!({"error": "unknown provider prefix"}),
@@ -440,7 +479,7 @@ fn handle(shared: &Shared, c: &Credentials, mut request: tiny_http::Request) {
         ),
     };
     let faulted = fault.as_ref().is_some_and(|f| f.status != 0);
-    let recorded_body = if provider == "aliyun" {
+    let recorded_body = if provider == "aliyun" || provider == "yunpian" {
         Value::Object(
             form(&raw)
                 .into_iter()

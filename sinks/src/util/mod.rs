@@ -4,3 +4,4 @@ pub mod http;
 pub mod retry;
 pub mod sign;
 pub mod stats;
+pub mod token;

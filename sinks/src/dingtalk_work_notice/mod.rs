@@ -1,0 +1,182 @@
+//! DingTalk work notice (`ding_ding_work_notice`): an app's message to users' work
+//! notifications. `GET {endpoint}/gettoken?appkey=K&appsecret=S` gives an access token (two
+//! hours, cached); `POST {endpoint}/topapi/message/corpconversation/asyncsend_v2
+//! ?access_token=T` with `{"agent_id", "userid_list": "u1,u2", "msg": {...}}` sends to up to
+//! 100 users at once (or `to_all_user` for `@all`) and answers a `task_id`, which
+//! `.../corpconversation/recall` takes back. Content model (austin's): `sendType` `text`
+//! (default) or `markdown` (with `title`), `content`.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::SendBatch;
+use crate::provider::{Delivered, content, endpoint, errcode, field};
+use crate::util::http;
+use crate::util::retry::SendError;
+use crate::util::sign;
+use crate::util::token::{Answer, TokenCache};
+
+/// `settings` of a `dingtalk_work_notice` account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DingTalkWorkNoticeConfig {
+    /// The app's AppKey. Example: `"${DING_APP_KEY}"`.
+    pub app_key: String,
+    /// The app's AppSecret. Example: `"${DING_APP_SECRET}"`.
+    pub app_secret: String,
+    /// The app's AgentId.
+    pub agent_id: i64,
+    /// Base URL. Default `https://oapi.dingtalk.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// A DingTalk app sending work notices.
+#[derive(Debug)]
+pub struct DingTalkWorkNotice {
+    config: DingTalkWorkNoticeConfig,
+    client: reqwest::Client,
+    token: TokenCache,
+}
+
+const NAME: &str = "dingtalk_work_notice";
+/// DingTalk's answers for an invalid or expired access token.
+const TOKEN_CODES: [i64; 3] = [40014, 42001, 88];
+
+impl DingTalkWorkNotice {
+    /// An app sending through `client`.
+    pub fn new(config: DingTalkWorkNoticeConfig, client: reqwest::Client) -> Self {
+        DingTalkWorkNotice {
+            config,
+            client,
+            token: TokenCache::default(),
+        }
+    }
+
+    fn base(&self) -> String {
+        endpoint(&self.config.endpoint, "https://oapi.dingtalk.com")
+    }
+
+    /// How many tokens were fetched.
+    pub fn token_fetches(&self) -> u64 {
+        self.token.fetches()
+    }
+
+    async fn fetch_token(&self) -> Result<(String, std::time::Duration), SendError> {
+        let url = format!(
+            "{}/gettoken?appkey={}&appsecret={}",
+            self.base(),
+            sign::percent(&self.config.app_key),
+            sign::percent(&self.config.app_secret)
+        );
+        token_answer(NAME, &http::call(NAME, self.client.get(url)).await?)
+    }
+
+    /// The `msg` object of austin's content model.
+    pub fn msg(batch: &SendBatch) -> Value {
+        let model = content(batch);
+        match field(&model, "sendType").as_str() {
+            "markdown" => json!({"msgtype": "markdown",
+                "markdown": {"title": field(&model, "title"), "text": field(&model, "content")}}),
+            _ => json!({"msgtype": "text", "text": {"content": field(&model, "content")}}),
+        }
+    }
+
+    /// The asyncsend_v2 body.
+    pub fn body(&self, batch: &SendBatch, receivers: &[String]) -> Value {
+        let mut body = json!({"agent_id": self.config.agent_id, "msg": Self::msg(batch)});
+        if receivers.iter().any(|r| r == "@all") {
+            body["to_all_user"] = json!(true);
+        } else {
+            body["userid_list"] = json!(receivers.join(","));
+        }
+        body
+    }
+
+    /// Sends one work notice to `receivers`; the answer's `task_id` is what recall takes.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        let body = self.body(batch, receivers);
+        self.call("topapi/message/corpconversation/asyncsend_v2", &body)
+            .await
+            .map(|_| Delivered::All)
+    }
+
+    /// Recalls the work notice sent as `task_id`.
+    pub async fn recall(&self, task_id: i64) -> Result<(), SendError> {
+        let body = json!({"agent_id": self.config.agent_id, "msg_task_id": task_id});
+        self.call("topapi/message/corpconversation/recall", &body)
+            .await
+            .map(|_| ())
+    }
+
+    async fn call(&self, path: &str, body: &Value) -> Result<Value, SendError> {
+        self.token
+            .with_token(
+                || self.fetch_token(),
+                |token| async move {
+                    let url = format!(
+                        "{}/{path}?access_token={}",
+                        self.base(),
+                        sign::percent(&token)
+                    );
+                    let answer = http::call(NAME, self.client.post(url).json(body)).await?;
+                    errcode_answer(NAME, &answer, &TOKEN_CODES, &[90018, -1])
+                },
+            )
+            .await
+    }
+}
+
+/// Reads a `{"errcode", "errmsg", "access_token", "expires_in"}` token answer (DingTalk,
+/// WeCom, WeChat).
+pub fn token_answer(
+    provider: &str,
+    answer: &str,
+) -> Result<(String, std::time::Duration), SendError> {
+    let v: Value = serde_json::from_str(answer)
+        .map_err(|_| SendError::Transient(format!("{provider}: unreadable token answer")))?;
+    match (v["access_token"].as_str(), errcode(answer)) {
+        (Some(t), None | Some((0, _))) => Ok((
+            t.to_string(),
+            std::time::Duration::from_secs(v["expires_in"].as_u64().unwrap_or(7200)),
+        )),
+        // -1: system busy.
+        (_, Some((-1, msg))) => Err(SendError::Transient(format!("{provider}: token: -1 {msg}"))),
+        (_, Some((code, msg))) => Err(SendError::Unauthorized(format!(
+            "{provider}: token: {code} {msg}"
+        ))),
+        (None, None) => Err(SendError::Transient(format!(
+            "{provider}: token answer without access_token"
+        ))),
+    }
+}
+
+/// Classifies an `{"errcode", "errmsg"}` answer: 0 is done, `token_codes` reject the
+/// token, `busy_codes` (and -1) are transient, anything else is permanent.
+pub fn errcode_answer(
+    provider: &str,
+    answer: &str,
+    token_codes: &[i64],
+    busy_codes: &[i64],
+) -> Result<Answer<Value>, SendError> {
+    match errcode(answer) {
+        Some((0, _)) => Ok(Answer::Done(
+            serde_json::from_str(answer).unwrap_or(Value::Null),
+        )),
+        Some((code, msg)) if token_codes.contains(&code) => {
+            Ok(Answer::TokenRejected(format!("{provider}: {code} {msg}")))
+        }
+        Some((code, msg)) if code == -1 || busy_codes.contains(&code) => {
+            Err(SendError::Transient(format!("{provider}: {code} {msg}")))
+        }
+        Some((code, msg)) => Err(SendError::Permanent(format!("{provider}: {code} {msg}"))),
+        None => Err(SendError::Transient(format!(
+            "{provider}: unreadable answer: {}",
+            answer.chars().take(200).collect::<String>()
+        ))),
+    }
+}

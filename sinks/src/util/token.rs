@@ -1,0 +1,142 @@
+//! Access tokens of the token-based providers (DingTalk and WeCom apps, WeChat, GeTui):
+//! fetched on first use, cached until shortly before they expire, fetched again when the
+//! provider answers that the token is invalid or expired. One fetch at a time: concurrent
+//! sends wait for it instead of each asking for a token (providers cap token calls per day).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use super::retry::SendError;
+
+/// What a call made with a token came back with.
+#[derive(Debug)]
+pub enum Answer<T> {
+    /// The call's own result.
+    Done(T),
+    /// The provider refused the token (expired, revoked, invalid): fetch another, try again.
+    TokenRejected(String),
+}
+
+/// One cached token.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    cell: Mutex<Option<(String, Instant)>>,
+    fetches: AtomicU64,
+}
+
+impl TokenCache {
+    /// How many times a token was fetched.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The cached token, or a fresh one from `fetch` (which returns the token and its
+    /// lifetime). A token is used until a tenth of its lifetime (at most five minutes) before
+    /// it expires.
+    pub async fn get<F, Fut>(&self, fetch: F) -> Result<String, SendError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(String, Duration), SendError>>,
+    {
+        let mut cell = self.cell.lock().await;
+        if let Some((token, until)) = &*cell
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let (token, lifetime) = fetch().await?;
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let margin = (lifetime / 10).min(Duration::from_secs(300));
+        *cell = Some((
+            token.clone(),
+            Instant::now() + lifetime.saturating_sub(margin),
+        ));
+        Ok(token)
+    }
+
+    /// Forgets `token` if it is still the cached one (another send may have replaced it).
+    pub async fn invalidate(&self, token: &str) {
+        let mut cell = self.cell.lock().await;
+        if cell.as_ref().is_some_and(|(t, _)| t == token) {
+            *cell = None;
+        }
+    }
+
+    /// Runs `call` with a token; when the provider rejects it, fetches a new one and calls
+    /// once more. A second rejection is [`SendError::Unauthorized`].
+    pub async fn with_token<T, F, Fut, C, CFut>(&self, fetch: F, call: C) -> Result<T, SendError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(String, Duration), SendError>>,
+        C: Fn(String) -> CFut,
+        CFut: Future<Output = Result<Answer<T>, SendError>>,
+    {
+        let mut last = String::new();
+        for _ in 0..2 {
+            let token = self.get(&fetch).await?;
+            match call(token.clone()).await? {
+                Answer::Done(t) => return Ok(t),
+                Answer::TokenRejected(why) => {
+                    self.invalidate(&token).await;
+                    last = why;
+                }
+            }
+        }
+        Err(SendError::Unauthorized(last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[tokio::test]
+    async fn cached_until_rejected_then_fetched_once_more() {
+        let cache = TokenCache::default();
+        let issued = AtomicU32::new(0);
+        let fetch = || async {
+            let n = issued.fetch_add(1, Ordering::Relaxed);
+            Ok((format!("t{n}"), Duration::from_secs(7200)))
+        };
+        // t0 is accepted twice; one fetch.
+        for _ in 0..2 {
+            let got = cache
+                .with_token(fetch, |t| async move { Ok(Answer::Done(t)) })
+                .await;
+            assert_eq!(got.unwrap(), "t0");
+        }
+        assert_eq!(cache.fetches(), 1);
+        // The provider rejects t0: t1 is fetched and used.
+        let got = cache
+            .with_token(fetch, |t| async move {
+                Ok(if t == "t0" {
+                    Answer::TokenRejected("40001 invalid credential".into())
+                } else {
+                    Answer::Done(t)
+                })
+            })
+            .await;
+        assert_eq!(got.unwrap(), "t1");
+        // Rejected every time: Unauthorized after one refresh, not a loop.
+        let got: Result<(), _> = cache
+            .with_token(fetch, |_| async {
+                Ok(Answer::TokenRejected("42001 expired".into()))
+            })
+            .await;
+        assert_eq!(got, Err(SendError::Unauthorized("42001 expired".into())));
+        assert_eq!(cache.fetches(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_fetched_again() {
+        let cache = TokenCache::default();
+        let fetch = || async { Ok(("t".to_string(), Duration::ZERO)) };
+        cache.get(fetch).await.unwrap();
+        cache.get(fetch).await.unwrap();
+        assert_eq!(cache.fetches(), 2);
+    }
+}

@@ -1,0 +1,178 @@
+//! WeChat official account template message (`official_accounts`): `POST {endpoint}/cgi-bin/
+//! stable_token` with `{"grant_type": "client_credential", "appid", "secret"}` gives an access
+//! token (two hours, cached; the stable token does not invalidate one in use elsewhere);
+//! `POST {endpoint}/cgi-bin/message/template/send?access_token=T` sends to one openid per
+//! call: `{"touser", "template_id", "url", "miniprogram": {"appid", "pagepath"}, "data":
+//! {"k": {"value": "v"}}}`. Content model (austin's): `templateId`, `url`, `miniProgramId`,
+//! `path`, and the template's fields as `data` (or austin's `map`).
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::SendBatch;
+use crate::dingtalk_work_notice::{errcode_answer, token_answer};
+use crate::provider::{Delivered, content, endpoint, field};
+use crate::util::http;
+use crate::util::retry::SendError;
+use crate::util::sign;
+use crate::util::token::TokenCache;
+
+/// `settings` of a `wechat_official_account` or `wechat_mini_program` account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatConfig {
+    /// The AppID. Example: `"${WECHAT_APP_ID}"`.
+    pub app_id: String,
+    /// The AppSecret. Example: `"${WECHAT_APP_SECRET}"`.
+    pub app_secret: String,
+    /// Base URL. Default `https://api.weixin.qq.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// 40001 invalid credential, 40014 invalid access_token, 42001 expired.
+pub const TOKEN_CODES: [i64; 3] = [40001, 40014, 42001];
+/// 45009 daily quota reached, 45047 too frequent.
+pub const BUSY_CODES: [i64; 2] = [45009, 45047];
+
+/// A WeChat app's token and client, shared by the official account and mini program senders.
+#[derive(Debug)]
+pub struct WechatApi {
+    config: WechatConfig,
+    client: reqwest::Client,
+    token: TokenCache,
+    name: &'static str,
+}
+
+impl WechatApi {
+    /// The API of one app.
+    pub fn new(name: &'static str, config: WechatConfig, client: reqwest::Client) -> Self {
+        WechatApi {
+            config,
+            client,
+            token: TokenCache::default(),
+            name,
+        }
+    }
+
+    fn base(&self) -> String {
+        endpoint(&self.config.endpoint, "https://api.weixin.qq.com")
+    }
+
+    async fn fetch_token(&self) -> Result<(String, std::time::Duration), SendError> {
+        let body = json!({"grant_type": "client_credential", "appid": self.config.app_id,
+            "secret": self.config.app_secret, "force_refresh": false});
+        let url = format!("{}/cgi-bin/stable_token", self.base());
+        token_answer(
+            self.name,
+            &http::call(self.name, self.client.post(url).json(&body)).await?,
+        )
+    }
+
+    /// One call per receiver (WeChat takes one `touser` per message); each answer is that
+    /// receiver's result.
+    pub async fn each(
+        &self,
+        path: &str,
+        receivers: &[String],
+        body_for: impl Fn(&str) -> Value,
+    ) -> Result<Delivered, SendError> {
+        let mut results = Vec::with_capacity(receivers.len());
+        for r in receivers {
+            let body = body_for(r);
+            let answer = self
+                .token
+                .with_token(
+                    || self.fetch_token(),
+                    |token| {
+                        let body = &body;
+                        async move {
+                            let url = format!(
+                                "{}/cgi-bin/{path}?access_token={}",
+                                self.base(),
+                                sign::percent(&token)
+                            );
+                            let answer =
+                                http::call(self.name, self.client.post(url).json(body)).await?;
+                            errcode_answer(self.name, &answer, &TOKEN_CODES, &BUSY_CODES)
+                        }
+                    },
+                )
+                .await;
+            match answer {
+                Ok(_) => results.push(Ok(())),
+                // A receiver's own refusal (not following, refused the subscription).
+                Err(e @ SendError::Permanent(_)) => results.push(Err(e)),
+                // Busy, unreachable or unauthorized: the whole call is retried (receivers
+                // already accepted are sent again: at-least-once).
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Delivered::Each(results))
+    }
+}
+
+/// The template fields `{"k": {"value": "v"}}` from `data` (or austin's `map`).
+pub fn template_data(model: &Map<String, Value>) -> Value {
+    let fields = model
+        .get("data")
+        .or_else(|| model.get("map"))
+        .and_then(|d| d.as_object());
+    Value::Object(
+        fields
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                let value = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                (k.clone(), json!({"value": value}))
+            })
+            .collect(),
+    )
+}
+
+/// A WeChat official account.
+#[derive(Debug)]
+pub struct WechatOfficialAccount {
+    api: WechatApi,
+}
+
+const NAME: &str = "wechat_official_account";
+
+impl WechatOfficialAccount {
+    /// An official account sending through `client`.
+    pub fn new(config: WechatConfig, client: reqwest::Client) -> Self {
+        WechatOfficialAccount {
+            api: WechatApi::new(NAME, config, client),
+        }
+    }
+
+    /// The template/send body for one openid.
+    pub fn body(batch: &SendBatch, openid: &str) -> Value {
+        let model = content(batch);
+        let mut body = json!({"touser": openid, "template_id": field(&model, "templateId"),
+            "data": template_data(&model)});
+        let url = field(&model, "url");
+        if !url.is_empty() {
+            body["url"] = json!(url);
+        }
+        let mini = field(&model, "miniProgramId");
+        if !mini.is_empty() {
+            body["miniprogram"] = json!({"appid": mini, "pagepath": field(&model, "path")});
+        }
+        body
+    }
+
+    /// Sends the template message to each openid.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        self.api
+            .each("message/template/send", receivers, |r| Self::body(batch, r))
+            .await
+    }
+}

@@ -1,0 +1,154 @@
+//! WeCom app message (`enterprise_we_chat`): `GET {endpoint}/cgi-bin/gettoken?corpid=C
+//! &corpsecret=S` gives an access token (two hours, cached); `POST {endpoint}/cgi-bin/message/
+//! send?access_token=T` with `{"touser": "u1|u2", "msgtype", "agentid", ...}` sends to up to
+//! 1000 users (`@all` for everyone) and answers `invaliduser` (those fail alone) and a
+//! `msgid`, which `/cgi-bin/message/recall` takes back. Content model (austin's): `sendType`
+//! `text` (default), `markdown`, or `textcard` (with `title`, `description`, `url`), `content`.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::SendBatch;
+use crate::dingtalk_work_notice::{errcode_answer, token_answer};
+use crate::provider::{Delivered, content, endpoint, field};
+use crate::util::http;
+use crate::util::retry::SendError;
+use crate::util::sign;
+use crate::util::token::TokenCache;
+
+/// `settings` of a `wecom_app` account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WecomAppConfig {
+    /// The corp id. Example: `"${WECOM_CORP_ID}"`.
+    pub corp_id: String,
+    /// The app's secret. Example: `"${WECOM_APP_SECRET}"`.
+    pub corp_secret: String,
+    /// The app's AgentId.
+    pub agent_id: i64,
+    /// Base URL. Default `https://qyapi.weixin.qq.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// A WeCom app.
+#[derive(Debug)]
+pub struct WecomApp {
+    config: WecomAppConfig,
+    client: reqwest::Client,
+    token: TokenCache,
+}
+
+const NAME: &str = "wecom_app";
+/// 40014 invalid access_token, 42001 expired, 40001 invalid credential.
+const TOKEN_CODES: [i64; 3] = [40014, 42001, 40001];
+/// 45009 API frequency limit, 45033 too many concurrent calls.
+const BUSY_CODES: [i64; 2] = [45009, 45033];
+
+impl WecomApp {
+    /// An app sending through `client`.
+    pub fn new(config: WecomAppConfig, client: reqwest::Client) -> Self {
+        WecomApp {
+            config,
+            client,
+            token: TokenCache::default(),
+        }
+    }
+
+    fn base(&self) -> String {
+        endpoint(&self.config.endpoint, "https://qyapi.weixin.qq.com")
+    }
+
+    async fn fetch_token(&self) -> Result<(String, std::time::Duration), SendError> {
+        let url = format!(
+            "{}/cgi-bin/gettoken?corpid={}&corpsecret={}",
+            self.base(),
+            sign::percent(&self.config.corp_id),
+            sign::percent(&self.config.corp_secret)
+        );
+        token_answer(NAME, &http::call(NAME, self.client.get(url)).await?)
+    }
+
+    /// The message/send body.
+    pub fn body(&self, batch: &SendBatch, receivers: &[String]) -> Value {
+        let model = content(batch);
+        let touser = if receivers.iter().any(|r| r == "@all") {
+            "@all".to_string()
+        } else {
+            receivers.join("|")
+        };
+        let mut body = json!({"touser": touser, "agentid": self.config.agent_id});
+        match field(&model, "sendType").as_str() {
+            "markdown" => {
+                body["msgtype"] = json!("markdown");
+                body["markdown"] = json!({"content": field(&model, "content")});
+            }
+            "textcard" => {
+                body["msgtype"] = json!("textcard");
+                body["textcard"] = json!({"title": field(&model, "title"),
+                    "description": field(&model, "description"), "url": field(&model, "url")});
+            }
+            _ => {
+                body["msgtype"] = json!("text");
+                body["text"] = json!({"content": field(&model, "content")});
+            }
+        }
+        body
+    }
+
+    async fn call(&self, path: &str, body: &Value) -> Result<Value, SendError> {
+        self.token
+            .with_token(
+                || self.fetch_token(),
+                |token| async move {
+                    let url = format!(
+                        "{}/cgi-bin/{path}?access_token={}",
+                        self.base(),
+                        sign::percent(&token)
+                    );
+                    let answer = http::call(NAME, self.client.post(url).json(body)).await?;
+                    errcode_answer(NAME, &answer, &TOKEN_CODES, &BUSY_CODES)
+                },
+            )
+            .await
+    }
+
+    /// Sends one message; users named in `invaliduser` fail alone.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        let answer = self
+            .call("message/send", &self.body(batch, receivers))
+            .await?;
+        let invalid: Vec<&str> = answer["invaliduser"]
+            .as_str()
+            .unwrap_or("")
+            .split('|')
+            .filter(|u| !u.is_empty())
+            .collect();
+        if invalid.is_empty() {
+            return Ok(Delivered::All);
+        }
+        Ok(Delivered::Each(
+            receivers
+                .iter()
+                .map(|r| {
+                    if invalid.contains(&r.as_str()) {
+                        Err(SendError::Permanent(format!("{NAME}: invaliduser {r}")))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    /// Recalls the message sent as `msgid` (within 24 hours).
+    pub async fn recall(&self, msgid: &str) -> Result<(), SendError> {
+        self.call("message/recall", &json!({"msgid": msgid}))
+            .await
+            .map(|_| ())
+    }
+}

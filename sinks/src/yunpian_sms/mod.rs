@@ -1,0 +1,175 @@
+//! Yunpian SMS, API v2 (`application/x-www-form-urlencoded`, the `apikey` is the credential):
+//! with a `tpl_id`, `POST {endpoint}/v2/sms/tpl_batch_send.json` with `tpl_value` built
+//! from the content model's `params` (`#name#=value`, each part URL-encoded) or `#content#`;
+//! without one, `POST {endpoint}/v2/sms/batch_send.json` with the rendered `text` (it must
+//! match an approved template, signature included). Up to 1000 numbers per call; the answer
+//! has one `data` entry per number (code 0 is sent).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::SendBatch;
+use crate::provider::{Delivered, content, endpoint, field};
+use crate::util::http;
+use crate::util::retry::SendError;
+use crate::util::sign;
+
+/// `settings` of a `yunpian_sms` account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YunpianSmsConfig {
+    /// The API key. Example: `"${YUNPIAN_APIKEY}"`.
+    pub apikey: String,
+    /// An approved template id; without it the rendered text is sent.
+    #[serde(default)]
+    pub tpl_id: Option<i64>,
+    /// Base URL. Default `https://sms.yunpian.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// A Yunpian account.
+#[derive(Debug)]
+pub struct YunpianSms {
+    config: YunpianSmsConfig,
+    client: reqwest::Client,
+}
+
+const NAME: &str = "yunpian_sms";
+
+/// Per-number codes worth another try: 8/9/17/22/33 are Yunpian's frequency limits.
+fn transient(code: i64) -> bool {
+    matches!(code, 8 | 9 | 17 | 22 | 33) || code < -50
+}
+
+impl YunpianSms {
+    /// An account sending through `client`.
+    pub fn new(config: YunpianSmsConfig, client: reqwest::Client) -> Self {
+        YunpianSms { config, client }
+    }
+
+    /// The form fields of one call.
+    pub fn form(&self, batch: &SendBatch, receivers: &[String]) -> Vec<(String, String)> {
+        let model = content(batch);
+        let mut f = vec![
+            ("apikey".to_string(), self.config.apikey.clone()),
+            ("mobile".to_string(), receivers.join(",")),
+        ];
+        match self.config.tpl_id {
+            Some(id) => {
+                let pairs: Vec<(String, String)> =
+                    match model.get("params").and_then(|p| p.as_object()) {
+                        Some(p) => p
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    v.as_str()
+                                        .map(str::to_string)
+                                        .unwrap_or_else(|| v.to_string()),
+                                )
+                            })
+                            .collect(),
+                        None => vec![("content".into(), field(&model, "content"))],
+                    };
+                let value = pairs
+                    .iter()
+                    .map(|(k, v)| {
+                        format!("{}={}", sign::percent(&format!("#{k}#")), sign::percent(v))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&");
+                f.push(("tpl_id".into(), id.to_string()));
+                f.push(("tpl_value".into(), value));
+            }
+            None => f.push(("text".into(), field(&model, "content"))),
+        }
+        f
+    }
+
+    /// Sends to `receivers`; each number gets its own answer.
+    pub async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> Result<Delivered, SendError> {
+        let path = if self.config.tpl_id.is_some() {
+            "v2/sms/tpl_batch_send.json"
+        } else {
+            "v2/sms/batch_send.json"
+        };
+        let url = format!(
+            "{}/{path}",
+            endpoint(&self.config.endpoint, "https://sms.yunpian.com")
+        );
+        let body = self
+            .form(batch, receivers)
+            .iter()
+            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let response = self
+            .client
+            .post(url)
+            .header(
+                "Content-Type",
+                "application/x-www-form-urlencoded;charset=utf-8",
+            )
+            .header("Accept", "application/json;charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| http::transport(NAME, &e))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| http::transport(NAME, &e))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // A whole-call error: HTTP 400 (or 401/403) with {"code", "msg", "detail"}.
+        if let Some(code) = v["code"].as_i64() {
+            let why = format!(
+                "{NAME}: {code} {} {}",
+                v["msg"].as_str().unwrap_or(""),
+                v["detail"].as_str().unwrap_or("")
+            );
+            return Err(match code {
+                // -1 invalid apikey, -3 key locked or out of credit.
+                -4..=-1 => SendError::Unauthorized(why),
+                c if transient(c) => SendError::Transient(why),
+                _ => SendError::Permanent(why),
+            });
+        }
+        http::status(NAME, status, &text)?;
+        let data = v["data"]
+            .as_array()
+            .ok_or_else(|| SendError::Transient(format!("{NAME}: unreadable answer: {text}")))?;
+        Ok(Delivered::Each(
+            receivers
+                .iter()
+                .map(|r| {
+                    let entry = data.iter().find(|d| {
+                        d["mobile"]
+                            .as_str()
+                            .is_some_and(|m| m.ends_with(r.trim_start_matches('+')))
+                    });
+                    match entry.and_then(|d| d["code"].as_i64()) {
+                        Some(0) => Ok(()),
+                        Some(code) => {
+                            let why = format!(
+                                "{NAME}: {code} {}",
+                                entry.and_then(|d| d["msg"].as_str()).unwrap_or("")
+                            );
+                            Err(if transient(code) {
+                                SendError::Transient(why)
+                            } else {
+                                SendError::Permanent(why)
+                            })
+                        }
+                        None => Err(SendError::Transient(format!("{NAME}: no answer for {r}"))),
+                    }
+                })
+                .collect(),
+        ))
+    }
+}

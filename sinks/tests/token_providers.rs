@@ -1,0 +1,244 @@
+//! The token-based providers (DingTalk work notice, WeCom app, WeChat official account and
+//! mini program, GeTui) and Yunpian SMS against the project's simulator: tokens are fetched
+//! once and reused, fetched again when the provider says they are no longer valid, a wrong
+//! app secret ends in SEND_FAIL without retries, and per-receiver refusals fail alone.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tidings_model::{Channel, MessageMeta};
+use tidings_sinks::SendBatch;
+use tidings_sinks::account::{AccountConfig, Accounts};
+use tidings_sinks::simulator::{Credentials, Simulator};
+
+fn batch(channel: Channel, content: &str, receivers: &[&str]) -> SendBatch {
+    SendBatch {
+        meta: Arc::new(MessageMeta {
+            message_id: "m-token-1".into(),
+            template_id: 9,
+            business_id: 1,
+            biz_id: None,
+            content: content.into(),
+            event_time: 0,
+            seq: 0,
+        }),
+        channel,
+        receivers: receivers.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+fn accounts(sim: &Simulator, secret_suffix: &str) -> Accounts {
+    let c = Credentials::default();
+    let text = format!(
+        r#"
+[ding-app]
+channel = "ding_ding_work_notice"
+provider = "dingtalk_work_notice"
+settings = {{ app_key = "{}", app_secret = "{}{secret_suffix}", agent_id = {}, endpoint = "{}" }}
+[wecom-app]
+channel = "enterprise_we_chat"
+provider = "wecom_app"
+settings = {{ corp_id = "{}", corp_secret = "{}{secret_suffix}", agent_id = {}, endpoint = "{}" }}
+[oa]
+channel = "official_accounts"
+provider = "wechat_official_account"
+settings = {{ app_id = "{}", app_secret = "{}{secret_suffix}", endpoint = "{}" }}
+[mini]
+channel = "mini_program"
+provider = "wechat_mini_program"
+settings = {{ app_id = "{}", app_secret = "{}{secret_suffix}", endpoint = "{}" }}
+[getui]
+channel = "push"
+provider = "getui"
+settings = {{ app_id = "{}", app_key = "{}", master_secret = "{}{secret_suffix}", endpoint = "{}" }}
+[yunpian]
+channel = "sms"
+provider = "yunpian_sms"
+settings = {{ apikey = "{}{secret_suffix}", endpoint = "{}" }}
+[yunpian-tpl]
+channel = "sms"
+provider = "yunpian_sms"
+settings = {{ apikey = "{}{secret_suffix}", tpl_id = 1, endpoint = "{}" }}
+"#,
+        c.dingapp.0,
+        c.dingapp.1,
+        c.dingapp.2,
+        sim.endpoint("dingapp"),
+        c.wecomapp.0,
+        c.wecomapp.1,
+        c.wecomapp.2,
+        sim.endpoint("wecomapp"),
+        c.wechat.0,
+        c.wechat.1,
+        sim.endpoint("wechat"),
+        c.wechat.0,
+        c.wechat.1,
+        sim.endpoint("wechat"),
+        c.getui.0,
+        c.getui.1,
+        c.getui.2,
+        sim.endpoint("getui"),
+        c.yunpian_apikey,
+        sim.endpoint("yunpian"),
+        c.yunpian_apikey,
+        sim.endpoint("yunpian"),
+    );
+    let configs: BTreeMap<String, AccountConfig> = toml::from_str(&text).unwrap();
+    for (name, c) in &configs {
+        let problems = c.validate(&format!("accounts.{name}"));
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+    Accounts::build(&configs, Path::new("/")).unwrap()
+}
+
+fn send(accounts: &Accounts, name: &str, b: &SendBatch) -> Vec<Result<(), String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(accounts.get(accounts.index(name).unwrap()).send(b))
+}
+
+const OA: &str = r#"{"templateId":"TMPL_PAYMENT","url":"https://shop.example.com/o/1","data":{"first":"Paid","keyword1":"o-1"}}"#;
+const MINI: &str =
+    r#"{"templateId":"TMPL_SUB","page":"pages/order?id=1","map":{"thing1":"Order shipped"}}"#;
+
+fn every_channel_once(acc: &Accounts) {
+    let text = r#"{"content":"build 7 done"}"#;
+    let push = r#"{"title":"Sale","content":"20% off","url":"https://shop.example.com/sale"}"#;
+    assert_eq!(
+        send(
+            acc,
+            "ding-app",
+            &batch(Channel::DingDingWorkNotice, text, &["u1", "u2"])
+        ),
+        vec![Ok(()), Ok(())]
+    );
+    let out = send(
+        acc,
+        "wecom-app",
+        &batch(Channel::EnterpriseWeChat, text, &["zhangsan", "bad-lisi"]),
+    );
+    assert_eq!(out[0], Ok(()));
+    assert!(
+        out[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("invaliduser bad-lisi"),
+        "{out:?}"
+    );
+    let out = send(
+        acc,
+        "oa",
+        &batch(Channel::OfficialAccounts, OA, &["openid-1", "unfollowed-2"]),
+    );
+    assert_eq!(out[0], Ok(()));
+    assert!(out[1].as_ref().unwrap_err().contains("43004"), "{out:?}");
+    let out = send(
+        acc,
+        "mini",
+        &batch(Channel::MiniProgram, MINI, &["openid-1", "refused-2"]),
+    );
+    assert_eq!(out[0], Ok(()));
+    assert!(out[1].as_ref().unwrap_err().contains("43101"), "{out:?}");
+    assert_eq!(
+        send(acc, "getui", &batch(Channel::Push, push, &["cid-1"])),
+        vec![Ok(())]
+    );
+    assert_eq!(
+        send(
+            acc,
+            "getui",
+            &batch(Channel::Push, push, &["cid-1", "cid-2", "cid-3"])
+        ),
+        vec![Ok(()), Ok(()), Ok(())]
+    );
+    let sms = batch(
+        Channel::Sms,
+        r#"{"content":"【tidings】code 4711"}"#,
+        &["13800138000", "13900000000"],
+    );
+    for account in ["yunpian", "yunpian-tpl"] {
+        let out = send(acc, account, &sms);
+        assert_eq!(out[0], Ok(()));
+        assert!(
+            out[1].as_ref().unwrap_err().contains("yunpian_sms: 2"),
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
+fn tokens_are_reused_refreshed_when_revoked_and_every_call_is_valid() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let acc = accounts(&sim, "");
+    every_channel_once(&acc);
+    // One token per app (the official account and mini program are separate accounts).
+    assert_eq!(sim.tokens_issued(), 5);
+    every_channel_once(&acc);
+    assert_eq!(sim.tokens_issued(), 5, "cached tokens are reused");
+    // Every token expires at once: each app is refused once, fetches a new token, and sends.
+    sim.revoke_tokens();
+    every_channel_once(&acc);
+    assert_eq!(sim.tokens_issued(), 10);
+
+    let got = sim.received();
+    let refused = got.iter().filter(|r| !r.valid).count();
+    // The five refusals of a revoked token are the only invalid calls.
+    assert_eq!(
+        refused,
+        5,
+        "{:#?}",
+        got.iter().filter(|r| !r.valid).collect::<Vec<_>>()
+    );
+    for r in got.iter().filter(|r| !r.valid) {
+        assert_eq!(
+            r.problem.as_deref().map(|p| p.contains("token")),
+            Some(true),
+            "{r:?}"
+        );
+    }
+    let oa = got
+        .iter()
+        .find(|r| {
+            r.provider == "wechat" && r.body["touser"] == "openid-1" && r.body["url"].is_string()
+        })
+        .unwrap();
+    assert_eq!(oa.body["data"]["keyword1"]["value"], "o-1");
+    let tpl = got
+        .iter()
+        .find(|r| r.provider == "yunpian" && r.body["tpl_id"] == "1")
+        .unwrap();
+    assert_eq!(
+        tpl.body["tpl_value"],
+        "%23content%23=%E3%80%90tidings%E3%80%91code%204711"
+    );
+    sim.stop();
+}
+
+#[test]
+fn a_wrong_app_secret_fails_without_retries() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let acc = accounts(&sim, "-wrong");
+    let text = r#"{"content":"x"}"#;
+    for (name, channel, content) in [
+        ("ding-app", Channel::DingDingWorkNotice, text),
+        ("wecom-app", Channel::EnterpriseWeChat, text),
+        ("oa", Channel::OfficialAccounts, OA),
+        ("getui", Channel::Push, text),
+        ("yunpian", Channel::Sms, text),
+    ] {
+        let before = sim.received().len();
+        let out = send(&acc, name, &batch(channel, content, &["r-1"]));
+        let reason = out[0].as_ref().unwrap_err();
+        assert!(!reason.contains("attempts"), "{name}: retried: {reason}");
+        assert_eq!(
+            sim.received().len(),
+            before + 1,
+            "{name}: one call, no retry"
+        );
+    }
+    assert_eq!(sim.tokens_issued(), 0);
+    sim.stop();
+}
