@@ -71,6 +71,10 @@ pub struct JobFile {
     /// Sending accounts by name.
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
+    /// Account groups by name: a template naming one spreads its messages over the members
+    /// by weight and fails over to the next member (`tidings_sinks::route`).
+    #[serde(default)]
+    pub groups: BTreeMap<String, tidings_sinks::route::GroupConfig>,
     /// The admin HTTP API (live state, `/metrics`). Default: off.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -368,9 +372,40 @@ impl Job {
     }
 
     /// Checks a parsed job file; every problem at once.
-    pub fn check(path: &Path, base: PathBuf, file: JobFile) -> Result<Job, JobError> {
+    pub fn check(path: &Path, base: PathBuf, mut file: JobFile) -> Result<Job, JobError> {
         let shown = path.display().to_string();
         let mut problems = Vec::new();
+        // Group members wait in memory: a failed-over receiver must reach the next member
+        // from the same send, which an account's own Kafka topic would not know of.
+        for (group, g) in &file.groups {
+            if g.accounts.is_empty() {
+                problems.push(format!("{shown}: groups.{group}.accounts: name at least one account, e.g. {{ sms-a = 70, sms-b = 30 }}"));
+            }
+            if file.accounts.contains_key(group) {
+                problems.push(format!(
+                    "{shown}: groups.{group}: an account has the same name; rename the group"
+                ));
+            }
+            if g.accounts.values().all(|w| *w == 0) && !g.accounts.is_empty() {
+                problems.push(format!("{shown}: groups.{group}.accounts: every weight is 0; give at least one a weight above 0"));
+            }
+            for member in g.accounts.keys() {
+                match file.accounts.get_mut(member) {
+                    None => problems.push(format!(
+                        "{shown}: groups.{group}.accounts: account `{member}` is not defined; add [accounts.{member}]"
+                    )),
+                    Some(a) if a.channel != g.channel => problems.push(format!(
+                        "{shown}: groups.{group}.accounts: `{member}` sends {}, the group {}; use accounts of the group's channel",
+                        a.channel.name(),
+                        g.channel.name()
+                    )),
+                    Some(a) if a.queue == Some(tidings_sinks::account::QueueKind::Kafka) => problems.push(format!(
+                        "{shown}: accounts.{member}.queue: a member of group `{group}` queues in memory; remove queue = \"kafka\""
+                    )),
+                    Some(a) => a.queue = Some(tidings_sinks::account::QueueKind::Memory),
+                }
+            }
+        }
         let mut bad = |key: &str, msg: String| problems.push(format!("{shown}: {key}: {msg}"));
         let tz: Tz = file.timezone.parse().unwrap_or_else(|_| {
             bad(
@@ -556,16 +591,21 @@ impl Job {
         let mut account_of = BTreeMap::new();
         for t in templates.iter() {
             let where_ = format!("{}: template {}", templates_path.display(), t.id);
-            match file.accounts.get(&t.account) {
+            let channel = file
+                .accounts
+                .get(&t.account)
+                .map(|a| a.channel)
+                .or_else(|| file.groups.get(&t.account).map(|g| g.channel));
+            match channel {
                 None => problems.push(format!(
-                    "{where_}: account `{}` is not defined; add [accounts.{}] to {shown}",
-                    t.account, t.account
+                    "{where_}: account `{}` is not defined; add [accounts.{}] (or [groups.{}]) to {shown}",
+                    t.account, t.account, t.account
                 )),
-                Some(a) if a.channel != t.channel => problems.push(format!(
+                Some(c) if c != t.channel => problems.push(format!(
                     "{where_}: channel {} but account `{}` sends {}; use an account of the same channel",
                     t.channel.name(),
                     t.account,
-                    a.channel.name()
+                    c.name()
                 )),
                 Some(_) => {
                     account_of.insert(t.id, t.account.clone());

@@ -22,6 +22,7 @@ use tidings_operators::shield::NightShield;
 use tidings_operators::validate::Validator;
 use tidings_operators::{Clock, Epoch, split};
 use tidings_sinks::account::Accounts;
+use tidings_sinks::route::Route;
 use tidings_sinks::tracking::redis::{RedisSettings, RedisWriter, UserTtl, WriterStats};
 use tidings_sinks::tracking::{MemoryTracking, ParquetTracking, Tracking};
 use timely::dataflow::ProbeHandle;
@@ -105,14 +106,21 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         .thread_name("tidings-send")
         .build()?;
     let accounts = Accounts::build(&job.file.accounts, &job.base)?;
-    let account_of: HashMap<i64, usize> = job
+    let route_of: HashMap<i64, Route> = job
         .account_of
         .iter()
         .map(|(t, a)| {
-            (
-                *t,
-                accounts.index(a).expect("job check resolved every account"),
-            )
+            let route = match (accounts.index(a), job.file.groups.get(a)) {
+                (Some(i), _) => Route::single(i),
+                (None, Some(g)) => Route::weighted(g.accounts.iter().map(|(m, w)| {
+                    (
+                        accounts.index(m).expect("job check resolved every member"),
+                        *w,
+                    )
+                })),
+                (None, None) => unreachable!("job check resolved every account"),
+            };
+            (*t, route)
         })
         .collect();
     let queues = Arc::new(Queues::build(
@@ -122,7 +130,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     )?);
     let send_ctx = Arc::new(SendContext {
         accounts,
-        account_of,
+        route_of,
         templates: job.templates.clone(),
         runtime: runtime.handle().clone(),
         queues: queues.clone(),

@@ -11,6 +11,7 @@ use tidings_model::{Delivery, EventRow, State, Templates};
 use tidings_operators::{Clock, Epoch, Flow};
 use tidings_sinks::SendBatch;
 use tidings_sinks::account::Accounts;
+use tidings_sinks::route::Route;
 
 use crate::backlog::Queues;
 use timely::container::CapacityContainerBuilder;
@@ -23,8 +24,8 @@ use timely::dataflow::operators::generic::operator::Operator;
 pub struct SendContext {
     /// The job's accounts.
     pub accounts: Accounts,
-    /// Template id → account index.
-    pub account_of: HashMap<i64, usize>,
+    /// Template id → its account, or its group's accounts.
+    pub route_of: HashMap<i64, Route>,
     /// Templates (for channels).
     pub templates: Arc<Templates>,
     /// The runtime sends run on.
@@ -64,23 +65,24 @@ pub fn send<'s>(
                     let entry = inflight
                         .entry(epoch)
                         .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
-                    let mut groups: Vec<(usize, Vec<Delivery>)> = Vec::new();
+                    let mut groups: Vec<(Vec<usize>, Vec<Delivery>)> = Vec::new();
                     for batch in batches {
                         for f in batch.drain(..) {
                             let Flow::Pass(d) = f else { continue };
-                            let account = ctx.account_of[&d.meta.template_id];
                             match groups.last_mut() {
-                                Some((a, ds))
-                                    if *a == account
-                                        && ds[0].meta.message_id == d.meta.message_id =>
-                                {
+                                Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => {
                                     ds.push(d)
                                 }
-                                _ => groups.push((account, vec![d])),
+                                _ => {
+                                    let order = ctx.route_of[&d.meta.template_id]
+                                        .order(&d.meta.message_id);
+                                    groups.push((order, vec![d]))
+                                }
                             }
                         }
                     }
-                    for (account, ds) in groups {
+                    for (order, ds) in groups {
+                        let account = order[0];
                         entry.1 += 1;
                         let ctx = ctx.clone();
                         let done = done_tx.clone();
@@ -111,7 +113,7 @@ pub fn send<'s>(
                                 channel,
                                 receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
                             };
-                            let outcomes = ctx.accounts.get(account).send(&batch).await;
+                            let outcomes = ctx.accounts.send_routed(&order, &batch).await;
                             if mode == SendMode::Accounts {
                                 ctx.queues.sent(account, ds.len());
                             }

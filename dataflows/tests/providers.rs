@@ -1,9 +1,13 @@
-//! The demo job with its SMS, DingTalk robot and Feishu robot accounts pointed at the
-//! project's provider simulator: every delivery arrives there signed as the provider
-//! documents, a flaky SMS provider is retried, and a provider that keeps failing ends its
-//! receivers in SEND_FAIL with the provider's reason — nothing stuck.
+//! `examples/simulated/job.toml` — the demo with every channel on a real provider API —
+//! pointed at the project's provider simulator and the SMTP server of scripts/services.sh:
+//! every delivery arrives signed and authenticated as the provider documents, a flaky SMS
+//! provider is retried, SMS that picked a failing provider fail over to the other member of
+//! the group, and a provider that keeps failing ends its receivers in SEND_FAIL with the
+//! provider's reason — nothing stuck.
 
 mod common;
+
+use std::path::Path;
 
 use tidings_sinks::simulator::{Credentials, Fault, Simulator};
 
@@ -14,64 +18,42 @@ fn the_demo_reaches_the_simulated_providers() {
         Credentials::default(),
         vec![
             Fault::parse("tencent=503x3").unwrap(),
+            Fault::parse("aliyun=500").unwrap(),
             Fault::parse("feishu=500").unwrap(),
         ],
     )
     .unwrap();
     let c = Credentials::default();
-    let (dir, job) = common::demo_copy();
-    let text = std::fs::read_to_string(&job).unwrap();
-    let swap = |text: String, from: &str, to: String| {
-        assert!(text.contains(from), "demo job changed: {from}");
-        text.replace(from, &to)
-    };
-    let text = swap(
-        text,
-        "[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
-        format!(
-            "[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"tencent_sms\"\nsettings = {{ secret_id = \"{}\", secret_key = \"{}\", sdk_app_id = \"1400006666\", sign_name = \"tidings\", template_id = \"1110\", endpoint = \"{}\" }}\n",
-            c.tencent.0,
-            c.tencent.1,
-            sim.endpoint("tencent")
-        ),
-    );
-    let text = swap(
-        text,
-        "[accounts.ding-robot]\nchannel = \"ding_ding_robot\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
-        format!(
-            "[accounts.ding-robot]\nchannel = \"ding_ding_robot\"\nprovider = \"dingtalk_robot\"\nsettings = {{ access_token = \"{}\", secret = \"{}\", endpoint = \"{}\" }}\n",
-            c.dingtalk.0,
-            c.dingtalk.1,
-            sim.endpoint("dingtalk")
-        ),
-    );
-    let text = swap(
-        text,
-        "[accounts.feishu-robot]\nchannel = \"fei_shu_robot\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
-        format!(
-            "[accounts.feishu-robot]\nchannel = \"fei_shu_robot\"\nprovider = \"feishu_robot\"\nattempts = 2\nrate_limit = {{ per_second = 100 }}\nsettings = {{ hook = \"{}\", secret = \"{}\", endpoint = \"{}\" }}\n",
-            c.feishu.0,
-            c.feishu.1,
-            sim.endpoint("feishu")
-        ),
-    );
-    // Email through the real SMTP server of scripts/services.sh.
+    let root = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    common::copy_dir(&examples.join("demo"), &root.path().join("demo"));
+    common::copy_dir(&examples.join("simulated"), &root.path().join("simulated"));
+    let dir = root.path().join("simulated");
+    let job = dir.join("job.toml");
     let smtp = std::env::var("SMTP_ADDR").unwrap_or_else(|_| "127.0.0.1:12525".into());
     let (smtp_host, smtp_port) = smtp.rsplit_once(':').unwrap();
-    let text = swap(
-        text,
-        "[accounts.email-main]\nchannel = \"email\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
-        format!(
-            "[accounts.email-main]\nchannel = \"email\"\nprovider = \"smtp\"\nsettings = {{ host = \"{smtp_host}\", port = {smtp_port}, tls = \"none\", from = \"tidings <noreply@example.com>\" }}\n"
-        ),
-    );
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("http://127.0.0.1:18080", &format!("http://{}", sim.addr))
+        .replace(
+            "host = \"127.0.0.1\", port = 12525",
+            &format!("host = \"{smtp_host}\", port = {smtp_port}"),
+        );
+    assert!(!text.contains(":18080") && text.contains(smtp_port));
     std::fs::write(&job, text).unwrap();
 
     // `tidings check` reaches every account (SMTP greets, HTTP providers are reached) and
     // never prints a secret.
     let checked = common::tidings(&["check", job.to_str().unwrap()]);
-    assert_eq!(checked.matches("ok    account").count(), 7, "{checked}");
-    for secret in [&c.tencent.1, &c.dingtalk.1, &c.feishu.1] {
+    assert_eq!(checked.matches("ok    account").count(), 8, "{checked}");
+    for secret in [
+        &c.tencent.1,
+        &c.dingtalk.1,
+        &c.feishu.1,
+        &c.aliyun.1,
+        &c.wechat.1,
+        &c.getui.2,
+    ] {
         assert!(!checked.contains(secret.as_str()), "{checked}");
     }
     common::tidings(&[
@@ -81,7 +63,7 @@ fn the_demo_reaches_the_simulated_providers() {
         "2025-11-23T12:00:00+08:00",
     ]);
 
-    let tracking = dir.path().join("var/tracking");
+    let tracking = dir.join("var/tracking");
     let by = |channel: &str, state: &str| -> u64 {
         common::first_row::<u64>(&common::sql_csv(
             &tracking,
@@ -98,10 +80,21 @@ fn the_demo_reaches_the_simulated_providers() {
             r.provider, r.problem, r.body
         );
     }
-    // SMS: every receiver sent despite three 503s (retried), one number per status.
+    // SMS: every receiver sent despite three 503s from Tencent (retried) and an Aliyun that
+    // always fails (its receivers failed over to Tencent).
     let sms_sent = by("sms", "SEND_SUCCESS");
     assert!(sms_sent > 100, "{sms_sent}");
     assert_eq!(by("sms", "SEND_FAIL"), 0);
+    let aliyun_calls = got.iter().filter(|r| r.provider == "aliyun").count();
+    assert!(
+        aliyun_calls > 0,
+        "the group's weights send some messages to Aliyun first"
+    );
+    assert!(
+        got.iter()
+            .filter(|r| r.provider == "aliyun")
+            .all(|r| r.faulted)
+    );
     // Each (message, number) reached the provider; a call whose answer was lost (a timeout)
     // is sent again, so the provider may see a number twice: at-least-once, as documented.
     let delivered: std::collections::BTreeSet<(String, String)> = got
@@ -161,6 +154,38 @@ fn the_demo_reaches_the_simulated_providers() {
         assert!(found, "no mail for {to} of message {id}");
     }
     assert_eq!(by("email", "SEND_FAIL"), 0);
+    // Push (GeTui), WeCom app and the official account: authenticated with their tokens
+    // (one each: cached), every receiver sent.
+    for (channel, provider) in [
+        ("push", "getui"),
+        ("enterprise_we_chat", "wecomapp"),
+        ("official_accounts", "wechat"),
+    ] {
+        assert!(by(channel, "SEND_SUCCESS") > 0, "{channel}");
+        assert_eq!(by(channel, "SEND_FAIL"), 0, "{channel}");
+        assert!(got.iter().any(|r| r.provider == provider), "{provider}");
+    }
+    // One token per app, reused for every call (a token call whose answer was lost to a
+    // client timeout is asked again, so a few more may be issued).
+    let app_calls = got
+        .iter()
+        .filter(|r| ["getui", "wecomapp", "wechat"].contains(&r.provider.as_str()))
+        .count() as u64;
+    let issued = sim.tokens_issued();
+    assert!(
+        (3..=6).contains(&issued) && app_calls > 10 * issued,
+        "{issued} tokens for {app_calls} calls"
+    );
+    let oa = got
+        .iter()
+        .find(|r| r.provider == "wechat" && r.body["template_id"].is_string())
+        .unwrap();
+    assert_eq!(oa.body["template_id"], "TMPL_PAYMENT");
+    assert!(
+        oa.body["data"]["keyword1"]["value"].is_string(),
+        "{}",
+        oa.body
+    );
     // Nothing stuck: every RECEIVE has exactly one terminal state.
     let bad = common::sql_csv(
         &tracking,
@@ -180,7 +205,7 @@ fn the_demo_reaches_the_simulated_providers() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains("FAIL  account sms-main (tencent_sms)"),
+        text.contains("FAIL  account sms-tencent (tencent_sms)"),
         "{text}"
     );
 }

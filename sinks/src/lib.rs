@@ -20,6 +20,7 @@ pub mod feishu_robot;
 pub mod getui;
 pub mod outbox;
 pub mod provider;
+pub mod route;
 pub mod simulator;
 pub mod tencent_sms;
 pub mod tracking;

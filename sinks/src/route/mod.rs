@@ -1,0 +1,146 @@
+//! Account groups: `[groups.NAME]` spreads a template's messages over accounts of one
+//! channel by weight (`accounts = { tencent-sms = 70, aliyun-sms = 30 }`), and a receiver that
+//! one member fails (after that member's own retries) is tried with the next member. The
+//! pick is a function of the message id, so a replayed message goes the same way.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tidings_model::Channel;
+
+use crate::account::Accounts;
+use crate::{Outcome, SendBatch};
+
+/// One `[groups.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// The channel every member sends on.
+    pub channel: Channel,
+    /// Member accounts and their weights. Example: `{ tencent-sms = 70, aliyun-sms = 30 }`.
+    pub accounts: BTreeMap<String, u32>,
+}
+
+/// Where a template's deliveries go: one account, or a group's members by weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// (account index, weight), heaviest first.
+    members: Vec<(usize, u32)>,
+}
+
+/// FNV-1a: a stable hash of the message id (the same in every run and build).
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Route {
+    /// Every delivery to one account.
+    pub fn single(account: usize) -> Route {
+        Route {
+            members: vec![(account, 1)],
+        }
+    }
+
+    /// A group's members (zero weights are left out).
+    pub fn weighted(members: impl IntoIterator<Item = (usize, u32)>) -> Route {
+        let mut members: Vec<(usize, u32)> = members.into_iter().filter(|m| m.1 > 0).collect();
+        members.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Route { members }
+    }
+
+    /// The accounts a message tries, in order: the first picked by weight from the message
+    /// id, then the others, heaviest first.
+    pub fn order(&self, message_id: &str) -> Vec<usize> {
+        if self.members.len() <= 1 {
+            return self.members.iter().map(|m| m.0).collect();
+        }
+        let total: u64 = self.members.iter().map(|m| m.1 as u64).sum();
+        let mut x = stable_hash(message_id) % total;
+        let first = self
+            .members
+            .iter()
+            .position(|m| {
+                if x < m.1 as u64 {
+                    true
+                } else {
+                    x -= m.1 as u64;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        let mut order = vec![self.members[first].0];
+        order.extend(
+            self.members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != first)
+                .map(|(_, m)| m.0),
+        );
+        order
+    }
+}
+
+impl Accounts {
+    /// Sends `batch` through the accounts of `order`: the receivers the first fails go to the
+    /// second, and so on. A receiver every account failed fails with each one's reason.
+    pub async fn send_routed(&self, order: &[usize], batch: &SendBatch) -> Vec<Outcome> {
+        let n = batch.receivers.len();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+        let mut reasons: Vec<Vec<String>> = vec![Vec::new(); n];
+        let mut pending: Vec<usize> = (0..n).collect();
+        for &account in order {
+            if pending.is_empty() {
+                break;
+            }
+            let part = SendBatch {
+                meta: batch.meta.clone(),
+                channel: batch.channel,
+                receivers: pending
+                    .iter()
+                    .map(|&i| batch.receivers[i].clone())
+                    .collect(),
+            };
+            let got = self.get(account).send(&part).await;
+            let mut still = Vec::new();
+            for (&i, outcome) in pending.iter().zip(got) {
+                match outcome {
+                    Ok(()) => outcomes[i] = Some(Ok(())),
+                    Err(why) => {
+                        reasons[i].push(why);
+                        still.push(i);
+                    }
+                }
+            }
+            pending = still;
+        }
+        for i in pending {
+            outcomes[i] = Some(Err(reasons[i].join("; then ")));
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err("no account to send with".into())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_follow_the_weights_and_the_rest_follow_as_failover() {
+        let route = Route::weighted([(0, 70), (1, 30), (2, 0)]);
+        let mut first = [0usize; 3];
+        for i in 0..10_000 {
+            let order = route.order(&format!("m-{i}"));
+            assert_eq!(order.len(), 2, "a zero weight is no member");
+            assert_ne!(order[0], order[1]);
+            first[order[0]] += 1;
+        }
+        assert!((6_600..7_400).contains(&first[0]), "{first:?}");
+        assert_eq!(route.order("m-1"), route.order("m-1"), "stable per message");
+        assert_eq!(Route::single(4).order("x"), vec![4]);
+    }
+}
