@@ -105,7 +105,8 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         .enable_all()
         .thread_name("tidings-send")
         .build()?;
-    let accounts = Accounts::build(&job.file.accounts, &job.base)?;
+    let mut accounts = Accounts::build(&job.file.accounts, &job.base)?;
+    accounts.keep_recall_books(&job.state_dir.join("recall"), wall_ms())?;
     let route_of: HashMap<i64, Route> = job
         .account_of
         .iter()
@@ -349,8 +350,9 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     checkpoints.clone(),
                     Some(live.clone()),
                 ));
+                // Recall requests skip the rules: they go straight to the accounts.
                 let outcomes = send(
-                    after_frequency.pass,
+                    scope.concatenate([after_frequency.pass, admitted.recall]),
                     send_ctx.clone(),
                     clock,
                     SendMode::Main,

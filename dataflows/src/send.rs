@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use tidings_model::MessageMeta;
 use tidings_model::{Delivery, EventRow, State, Templates};
-use tidings_operators::{Clock, Epoch, Flow};
+use tidings_operators::{Clock, Epoch, Flow, RecallOrder};
 use tidings_sinks::SendBatch;
 use tidings_sinks::account::Accounts;
 use tidings_sinks::route::Route;
@@ -66,9 +67,17 @@ pub fn send<'s>(
                         .entry(epoch)
                         .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
                     let mut groups: Vec<(Vec<usize>, Vec<Delivery>)> = Vec::new();
+                    let mut recalls: Vec<RecallOrder> = Vec::new();
                     for batch in batches {
                         for f in batch.drain(..) {
-                            let Flow::Pass(d) = f else { continue };
+                            let d = match f {
+                                Flow::Pass(d) => d,
+                                Flow::Recall(r) => {
+                                    recalls.push(r);
+                                    continue;
+                                }
+                                _ => continue,
+                            };
                             match groups.last_mut() {
                                 Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => {
                                     ds.push(d)
@@ -80,6 +89,17 @@ pub fn send<'s>(
                                 }
                             }
                         }
+                    }
+                    for r in recalls {
+                        entry.1 += 1;
+                        let ctx = ctx.clone();
+                        let done = done_tx.clone();
+                        let activator = activator.clone();
+                        ctx.clone().runtime.spawn(async move {
+                            let rows = recall_rows(&ctx, &r, clock).await;
+                            let _ = done.send((epoch, rows));
+                            let _ = activator.activate();
+                        });
                     }
                     for (order, ds) in groups {
                         let account = order[0];
@@ -153,4 +173,54 @@ pub fn send<'s>(
             }
         },
     )
+}
+
+/// Recalls the messages of one `recall` request through the template's accounts: one
+/// RECALL_SUCCESS or RECALL_FAIL row per receiver the message had reached (one row with an
+/// empty receiver when no account knew the message).
+async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<EventRow> {
+    let Some(route) = ctx.route_of.get(&r.template_id) else {
+        return Vec::new();
+    };
+    let order = route.order("");
+    let recalled = ctx
+        .accounts
+        .recall_routed(
+            &order,
+            r.template_id,
+            &r.message_ids,
+            tidings_sinks::provider::now_ms(),
+        )
+        .await;
+    let now = clock.now_ms();
+    let mut rows = Vec::new();
+    for rec in recalled {
+        let meta = Arc::new(MessageMeta {
+            message_id: rec.message_id,
+            template_id: r.template_id,
+            business_id: rec.business_id,
+            biz_id: None,
+            content: String::new(),
+            event_time: r.event_time,
+            seq: 0,
+        });
+        let (state, reason) = match rec.result {
+            Ok(()) => (State::RecallSuccess, None),
+            Err(why) => (State::RecallFail, Some(why)),
+        };
+        let receivers = if rec.receivers.is_empty() {
+            vec![String::new()]
+        } else {
+            rec.receivers
+        };
+        rows.extend(receivers.into_iter().map(|receiver| EventRow {
+            time: now,
+            event_time: r.event_time,
+            meta: meta.clone(),
+            receiver,
+            state,
+            reason: reason.clone(),
+        }));
+    }
+    rows
 }

@@ -53,6 +53,15 @@ impl Channel {
         Channel::Webhook,
     ];
 
+    /// Whether sent messages can be taken back (`code: "recall"`): DingTalk work notices and
+    /// WeCom app messages.
+    pub fn supports_recall(self) -> bool {
+        matches!(
+            self,
+            Channel::DingDingWorkNotice | Channel::EnterpriseWeChat
+        )
+    }
+
     /// The code used in files and tracking.
     pub fn name(self) -> &'static str {
         match self {

@@ -46,6 +46,7 @@ pub fn admit<'s>(
                         for rec in batch.drain(..) {
                             let v = validator.validate(&rec, now);
                             buf.extend(v.dead.into_iter().map(Flow::Dead));
+                            buf.extend(v.recalls.into_iter().map(Flow::Recall));
                             for m in v.messages {
                                 entry.1 = Some(entry.1.map_or(m.meta.event_time, |t: Millis| {
                                     t.max(m.meta.event_time)

@@ -50,6 +50,19 @@ pub struct Mark {
     pub epoch: Epoch,
 }
 
+/// A valid `recall` request: messages of `template_id` to take back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallOrder {
+    /// The template whose messages are recalled.
+    pub template_id: i64,
+    /// The messages; empty means every message of the template still recallable.
+    pub message_ids: Vec<String>,
+    /// The request's event time.
+    pub event_time: Millis,
+    /// Where the request came from (`file:line` or `topic/partition/offset`).
+    pub source: String,
+}
+
 /// What flows between stages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Flow {
@@ -68,6 +81,8 @@ pub enum Flow {
     Dead(DeadLetter),
     /// An epoch mark.
     Mark(Mark),
+    /// A recall request, straight to the recall stage.
+    Recall(RecallOrder),
 }
 
 /// The kind of a [`Flow`], for [`split`].
@@ -81,6 +96,8 @@ pub enum Kind {
     Track,
     /// `Mark`.
     Mark,
+    /// `Recall`.
+    Recall,
 }
 
 impl Flow {
@@ -91,6 +108,7 @@ impl Flow {
             Flow::Park { .. } => Kind::Park,
             Flow::Row(_) | Flow::Dead(_) => Kind::Track,
             Flow::Mark(_) => Kind::Mark,
+            Flow::Recall(_) => Kind::Recall,
         }
     }
 }
@@ -105,26 +123,30 @@ pub struct Split<'scope> {
     pub track: StreamVec<'scope, Epoch, Flow>,
     /// Epoch marks.
     pub mark: StreamVec<'scope, Epoch, Flow>,
+    /// Recall requests.
+    pub recall: StreamVec<'scope, Epoch, Flow>,
 }
 
 /// Splits a stream of [`Flow`] by kind (a pipeline operator: no data crosses workers).
 pub fn split(stream: StreamVec<'_, Epoch, Flow>) -> Split<'_> {
     let mut parts = stream
-        .partition(4, |f| {
+        .partition(5, |f| {
             let port = match f.kind() {
                 Kind::Pass => 0,
                 Kind::Park => 1,
                 Kind::Track => 2,
                 Kind::Mark => 3,
+                Kind::Recall => 4,
             };
             (port, f)
         })
         .into_iter();
-    let mut next = || parts.next().expect("partition gives 4 streams");
+    let mut next = || parts.next().expect("partition gives 5 streams");
     Split {
         pass: next(),
         park: next(),
         track: next(),
         mark: next(),
+        recall: next(),
     }
 }

@@ -36,7 +36,7 @@ pub mod validate;
 pub mod watermark;
 
 pub use clock::Clock;
-pub use flow::{Flow, Mark, SourceRecord, split};
+pub use flow::{Flow, Mark, RecallOrder, SourceRecord, split};
 
 /// The timely timestamp of the graph: an epoch number.
 pub type Epoch = u64;

@@ -38,6 +38,8 @@ pub struct Validator {
 pub struct Validated {
     /// Messages that go on.
     pub messages: Vec<Message>,
+    /// Recall requests that go on.
+    pub recalls: Vec<crate::flow::RecallOrder>,
     /// Dead letters: the whole record, or single params.
     pub dead: Vec<DeadLetter>,
 }
@@ -74,10 +76,19 @@ impl Validator {
             return out;
         };
         if request.code == Code::Recall {
-            out.dead.push(dead(format!(
-                "recall is not supported on channel {}: nothing was recalled",
-                template.channel.name()
-            )));
+            if template.channel.supports_recall() {
+                out.recalls.push(crate::flow::RecallOrder {
+                    template_id: template.id,
+                    message_ids: request.recall_message_ids.clone(),
+                    event_time,
+                    source: rec.position(),
+                });
+            } else {
+                out.dead.push(dead(format!(
+                    "recall is not supported on channel {} (only ding_ding_work_notice and enterprise_we_chat): nothing was recalled",
+                    template.channel.name()
+                )));
+            }
             return out;
         }
         let date = local_date(self.tz, event_time);

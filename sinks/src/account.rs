@@ -63,6 +63,8 @@ pub enum ProviderKind {
     WechatMiniProgram,
     /// GeTui push ([`crate::getui`]).
     Getui,
+    /// Alipay mini program template message ([`crate::alipay_mini_program`]).
+    AlipayMiniProgram,
 }
 
 impl ProviderKind {
@@ -84,6 +86,7 @@ impl ProviderKind {
             ProviderKind::WechatOfficialAccount => "wechat_official_account",
             ProviderKind::WechatMiniProgram => "wechat_mini_program",
             ProviderKind::Getui => "getui",
+            ProviderKind::AlipayMiniProgram => "alipay_mini_program",
         }
     }
 
@@ -103,6 +106,7 @@ impl ProviderKind {
             ProviderKind::WechatOfficialAccount => &[Channel::OfficialAccounts],
             ProviderKind::WechatMiniProgram => &[Channel::MiniProgram],
             ProviderKind::Getui => &[Channel::Push],
+            ProviderKind::AlipayMiniProgram => &[Channel::AlipayMiniProgram],
         })
     }
 
@@ -301,7 +305,7 @@ impl AccountConfig {
 enum Provider {
     Outbox(Arc<Outbox>),
     Blackhole,
-    Remote(ProviderKind, Remote, String),
+    Remote(ProviderKind, Box<Remote>, String),
 }
 
 /// A built account.
@@ -318,6 +322,8 @@ pub struct Account {
     pub stats: SendStats,
     retry: RetryPolicy,
     reject: Vec<String>,
+    /// What it sent that can be recalled.
+    book: crate::recall::RecallBook,
 }
 
 impl Account {
@@ -376,10 +382,16 @@ impl Account {
                     }
                 })
                 .await;
-            let each = match answered.into_inner().unwrap_or_else(|p| p.into_inner()) {
-                Some(Delivered::Each(v)) => Some(v),
-                _ => None,
+            let (each, reference) = match answered.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                Some(Delivered::Each(v)) => (Some(v), None),
+                Some(Delivered::Tracked { reference, each }) => (each, Some(reference)),
+                _ => (None, None),
             };
+            // The outbox stands in for a recall-capable provider on a recall channel.
+            let reference = reference.or_else(|| {
+                (self.channel.supports_recall() && matches!(self.provider, Provider::Outbox(_)))
+                    .then(|| batch.meta.message_id.clone())
+            });
             for (i, r) in to_send.iter().enumerate() {
                 let outcome = match (&result, &each) {
                     (Err(e), _) => Err(e.reason().to_string()),
@@ -391,6 +403,22 @@ impl Account {
                     (Ok(()), None) => Ok(()),
                 };
                 outcome_of.insert(r.as_str(), outcome);
+            }
+            if let (Ok(()), Some(reference)) = (&result, reference) {
+                let reached: Vec<String> = to_send
+                    .iter()
+                    .filter(|r| outcome_of.get(r.as_str()).is_some_and(|o| o.is_ok()))
+                    .map(|r| r.to_string())
+                    .collect();
+                self.book.record(crate::recall::Entry {
+                    message_id: batch.meta.message_id.clone(),
+                    template_id: batch.meta.template_id,
+                    business_id: batch.meta.business_id,
+                    reference,
+                    receivers: reached,
+                    time: crate::provider::now_ms(),
+                    recalled: false,
+                });
             }
         }
         let outcomes: Vec<Outcome> = batch
@@ -404,6 +432,44 @@ impl Account {
             .sent
             .fetch_add(outcomes.len() as u64 - failed, Ordering::Relaxed);
         outcomes
+    }
+
+    /// Recalls `message_id` if this account sent it within the recall window: each provider
+    /// call of the message (receivers, businessId) with the provider's answer, after retries.
+    /// Empty when the account does not know the message.
+    pub async fn recall(
+        &self,
+        message_id: &str,
+        now: i64,
+    ) -> Vec<(crate::recall::Entry, Result<(), String>)> {
+        let mut out = Vec::new();
+        for entry in self.book.get(message_id, now) {
+            let result = self
+                .retry
+                .run_observed(&self.stats, || async {
+                    match &self.provider {
+                        Provider::Outbox(o) => o.recall(self.channel, message_id),
+                        Provider::Blackhole => Ok(()),
+                        Provider::Remote(_, r, _) => r.recall(&entry.reference).await,
+                    }
+                })
+                .await
+                .map_err(|e| e.reason().to_string());
+            if result.is_ok() {
+                self.book.forget(message_id, &entry.reference);
+            }
+            out.push((entry, result));
+        }
+        out
+    }
+
+    /// The messages of a template this account can still recall.
+    pub fn recallable(&self, template_id: i64, now: i64) -> Vec<String> {
+        self.book
+            .of_template(template_id, now)
+            .into_iter()
+            .map(|e| e.message_id)
+            .collect()
     }
 
     /// The account's health check: what was reached, or why not. Secrets never appear.
@@ -491,7 +557,7 @@ impl Accounts {
                     let base = config.base_url();
                     let remote = Remote::new(config, client, timeout)
                         .map_err(|e| std::io::Error::other(format!("accounts.{name}.{e}")))?;
-                    Provider::Remote(kind, remote, base)
+                    Provider::Remote(kind, Box::new(remote), base)
                 }
             };
             let limiter = c.effective_rate_limit().and_then(|r| {
@@ -524,9 +590,20 @@ impl Accounts {
                 stats: SendStats::default(),
                 retry,
                 reject: c.reject_receivers.clone(),
+                book: crate::recall::RecallBook::default(),
             });
         }
         Ok(Accounts { list })
+    }
+
+    /// Keeps each recall-channel account's recallable messages in `dir/<account>.jsonl`
+    /// (loaded now, so a recall reaches messages sent before a restart). Without it they
+    /// are kept in memory only.
+    pub fn keep_recall_books(&mut self, dir: &Path, now: i64) -> std::io::Result<()> {
+        for a in self.list.iter_mut().filter(|a| a.channel.supports_recall()) {
+            a.book = crate::recall::RecallBook::open(&dir.join(format!("{}.jsonl", a.name)), now)?;
+        }
+        Ok(())
     }
 
     /// The index of an account by name.

@@ -12,6 +12,7 @@
 //!   and an in-memory collector for tests.
 
 pub mod account;
+pub mod alipay_mini_program;
 pub mod aliyun_sms;
 pub mod dingtalk_robot;
 pub mod dingtalk_work_notice;
@@ -20,6 +21,7 @@ pub mod feishu_robot;
 pub mod getui;
 pub mod outbox;
 pub mod provider;
+pub mod recall;
 pub mod route;
 pub mod simulator;
 pub mod tencent_sms;

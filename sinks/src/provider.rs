@@ -14,6 +14,14 @@ pub enum Delivered {
     All,
     /// One result per receiver, in order (SMS providers answer per number).
     Each(Vec<Result<(), SendError>>),
+    /// Accepted, with the provider's reference for a later recall; `each` when the
+    /// provider answered per receiver.
+    Tracked {
+        /// The provider's id of the sent message (`task_id`, `msgid`).
+        reference: String,
+        /// Per receiver, in order, when not all were accepted.
+        each: Option<Vec<Result<(), SendError>>>,
+    },
 }
 
 /// Replaces `"${NAME}"` string leaves with the environment variable's value.
@@ -81,6 +89,7 @@ pub fn errcode(body: &str) -> Option<(i64, String)> {
 }
 
 use crate::account::ProviderKind;
+use crate::alipay_mini_program::{AlipayConfig, AlipayMiniProgram};
 use crate::aliyun_sms::{AliyunSms, AliyunSmsConfig};
 use crate::dingtalk_robot::{DingTalkRobot, DingTalkRobotConfig};
 use crate::dingtalk_work_notice::{DingTalkWorkNotice, DingTalkWorkNoticeConfig};
@@ -124,6 +133,8 @@ pub enum RemoteConfig {
     WechatMiniProgram(WechatConfig),
     /// `getui`.
     Getui(GetuiConfig),
+    /// `alipay_mini_program`.
+    AlipayMiniProgram(AlipayConfig),
 }
 
 impl RemoteConfig {
@@ -150,6 +161,12 @@ impl RemoteConfig {
             }
             ProviderKind::WechatMiniProgram => RemoteConfig::WechatMiniProgram(settings(key, raw)?),
             ProviderKind::Getui => RemoteConfig::Getui(settings(key, raw)?),
+            ProviderKind::AlipayMiniProgram => {
+                let c: AlipayConfig = settings(key, raw)?;
+                crate::util::sign::rsa_key(&c.private_key)
+                    .map_err(|e| format!("{key}.settings.private_key: {e}"))?;
+                RemoteConfig::AlipayMiniProgram(c)
+            }
             ProviderKind::Smtp => {
                 let c: EmailConfig = settings(key, raw)?;
                 c.from.parse::<lettre::message::Mailbox>().map_err(|e| {
@@ -185,6 +202,7 @@ impl RemoteConfig {
                 or(&c.endpoint, "https://api.weixin.qq.com")
             }
             RemoteConfig::Getui(c) => or(&c.endpoint, "https://restapi.getui.com"),
+            RemoteConfig::AlipayMiniProgram(c) => or(&c.endpoint, "https://openapi.alipay.com"),
             RemoteConfig::Email(c) => format!(
                 "smtp://{}:{}",
                 c.host,
@@ -257,6 +275,8 @@ pub enum Remote {
     WechatMiniProgram(WechatMiniProgram),
     /// `getui`.
     Getui(Getui),
+    /// `alipay_mini_program`.
+    AlipayMiniProgram(AlipayMiniProgram),
 }
 
 impl Remote {
@@ -301,7 +321,26 @@ impl Remote {
                 Remote::WechatMiniProgram(WechatMiniProgram::new(c, client))
             }
             RemoteConfig::Getui(c) => Remote::Getui(Getui::new(c, client)),
+            RemoteConfig::AlipayMiniProgram(c) => {
+                Remote::AlipayMiniProgram(AlipayMiniProgram::new(c, client)?)
+            }
         })
+    }
+
+    /// Takes back the message the provider knows as `reference`.
+    pub async fn recall(&self, reference: &str) -> Result<(), SendError> {
+        match self {
+            Remote::DingTalkWorkNotice(p) => match reference.parse::<i64>() {
+                Ok(task_id) => p.recall(task_id).await,
+                Err(_) => Err(SendError::Permanent(format!(
+                    "dingtalk_work_notice: task id {reference:?} is not a number"
+                ))),
+            },
+            Remote::WecomApp(p) => p.recall(reference).await,
+            _ => Err(SendError::Permanent(
+                "this provider cannot recall a message".into(),
+            )),
+        }
     }
 
     /// One provider call.
@@ -324,6 +363,7 @@ impl Remote {
             Remote::WechatOfficialAccount(p) => p.send(batch, receivers).await,
             Remote::WechatMiniProgram(p) => p.send(batch, receivers).await,
             Remote::Getui(p) => p.send(batch, receivers).await,
+            Remote::AlipayMiniProgram(p) => p.send(batch, receivers).await,
         }
     }
 }

@@ -242,3 +242,77 @@ fn a_wrong_app_secret_fails_without_retries() {
     assert_eq!(sim.tokens_issued(), 0);
     sim.stop();
 }
+
+#[test]
+fn alipay_calls_are_rsa2_signed_and_a_wrong_key_is_refused() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let c = Credentials::default();
+    let account = |key: &str| {
+        let text = format!(
+            "[alipay]\nchannel = \"alipay_mini_program\"\nprovider = \"alipay_mini_program\"\n\
+             settings = {{ app_id = \"{}\", private_key = \"\"\"{key}\"\"\", endpoint = \"{}\" }}\n",
+            c.alipay.0,
+            sim.endpoint("alipay")
+        );
+        let configs: BTreeMap<String, AccountConfig> = toml::from_str(&text).unwrap();
+        let problems = configs["alipay"].validate("accounts.alipay");
+        assert!(problems.is_empty(), "{problems:?}");
+        Accounts::build(&configs, Path::new("/")).unwrap()
+    };
+    let model = r#"{"templateId":"TPL_1","page":"pages/index","data":{"keyword1":"Order 1"}}"#;
+    let acc = account(&c.alipay.1);
+    let out = send(
+        &acc,
+        "alipay",
+        &batch(
+            Channel::AlipayMiniProgram,
+            model,
+            &["2088000000000001", "unknown-2"],
+        ),
+    );
+    assert_eq!(out[0], Ok(()));
+    assert!(
+        out[1].as_ref().unwrap_err().contains("USER_NOT_EXIST"),
+        "{out:?}"
+    );
+    let got = sim.received();
+    assert!(got.iter().all(|r| r.valid), "{got:#?}");
+    let biz: serde_json::Value =
+        serde_json::from_str(got[0].body["biz_content"].as_str().unwrap()).unwrap();
+    assert_eq!(biz["user_template_id"], "TPL_1");
+
+    // Another key (a valid one, not the app's): the signature does not verify, no retry.
+    let other = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .unwrap();
+    let other = String::from_utf8(other.stdout).unwrap();
+    let acc = account(&other);
+    let before = sim.received().len();
+    let out = send(
+        &acc,
+        "alipay",
+        &batch(Channel::AlipayMiniProgram, model, &["2088000000000001"]),
+    );
+    let reason = out[0].as_ref().unwrap_err();
+    assert!(
+        reason.contains("invalid-signature") && !reason.contains("attempts"),
+        "{reason}"
+    );
+    assert_eq!(sim.received().len(), before + 1);
+    // A key that is not a key is a job-file error naming the setting.
+    let text = "[a]\nchannel = \"alipay_mini_program\"\nprovider = \"alipay_mini_program\"\nsettings = { app_id = \"x\", private_key = \"bm90IGEga2V5\" }\n";
+    let configs: BTreeMap<String, AccountConfig> = toml::from_str(text).unwrap();
+    let problems = configs["a"].validate("accounts.a");
+    assert!(
+        problems[0].contains("accounts.a.settings.private_key"),
+        "{problems:?}"
+    );
+    sim.stop();
+}

@@ -100,9 +100,16 @@ impl DingTalkWorkNotice {
         receivers: &[String],
     ) -> Result<Delivered, SendError> {
         let body = self.body(batch, receivers);
-        self.call("topapi/message/corpconversation/asyncsend_v2", &body)
-            .await
-            .map(|_| Delivered::All)
+        let answer = self
+            .call("topapi/message/corpconversation/asyncsend_v2", &body)
+            .await?;
+        Ok(match answer["task_id"].as_i64() {
+            Some(task_id) => Delivered::Tracked {
+                reference: task_id.to_string(),
+                each: None,
+            },
+            None => Delivered::All,
+        })
     }
 
     /// Recalls the work notice sent as `task_id`.

@@ -67,6 +67,24 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Records a recall: one line `{"message_id", "recalled": true}` in
+    /// `<channel>.recall.jsonl` (the outbox stands in for the provider's recall API).
+    pub fn recall(&self, channel: Channel, message_id: &str) -> Result<(), SendError> {
+        let path = self.dir.join(format!("{}.recall.jsonl", channel.name()));
+        let line = format!(
+            "{}\n",
+            serde_json::json!({"message_id": message_id, "recalled": true})
+        );
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| SendError::Transient(format!("outbox: {e}")))
+    }
+}
+
 fn write_line(buf: &mut Vec<u8>, batch: &SendBatch, receiver: &str) {
     let json = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
     let m = &batch.meta;

@@ -125,6 +125,68 @@ impl Accounts {
     }
 }
 
+/// What a recall of one message (one provider call of it) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recalled {
+    /// The message.
+    pub message_id: String,
+    /// Its businessId (0 when no account knew the message).
+    pub business_id: i64,
+    /// The receivers it had reached (none when no account knew it).
+    pub receivers: Vec<String>,
+    /// The provider's answer.
+    pub result: Result<(), String>,
+}
+
+impl Accounts {
+    /// Recalls `message_ids` (none: every recallable message of the template) through the
+    /// accounts of `order`: each message with the account that sent it.
+    pub async fn recall_routed(
+        &self,
+        order: &[usize],
+        template_id: i64,
+        message_ids: &[String],
+        now: i64,
+    ) -> Vec<Recalled> {
+        let ids: Vec<String> = if message_ids.is_empty() {
+            let mut all: Vec<String> = order
+                .iter()
+                .flat_map(|&a| self.get(a).recallable(template_id, now))
+                .collect();
+            all.dedup();
+            all
+        } else {
+            message_ids.to_vec()
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        'ids: for id in ids {
+            for &a in order {
+                let calls = self.get(a).recall(&id, now).await;
+                if !calls.is_empty() {
+                    out.extend(calls.into_iter().map(|(entry, result)| Recalled {
+                        message_id: id.clone(),
+                        business_id: entry.business_id,
+                        receivers: entry.receivers,
+                        result,
+                    }));
+                    continue 'ids;
+                }
+            }
+            let names: Vec<&str> = order.iter().map(|&a| self.get(a).name.as_str()).collect();
+            out.push(Recalled {
+                message_id: id.clone(),
+                business_id: 0,
+                receivers: Vec::new(),
+                result: Err(format!(
+                    "message {id} is not recallable by {}: not sent by it, already recalled, or sent more than 24 hours ago",
+                    names.join(", ")
+                )),
+            });
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

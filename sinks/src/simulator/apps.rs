@@ -16,6 +16,8 @@ use super::{Checked, Credentials, check, form, fresh, query};
 pub struct Tokens {
     valid: Mutex<HashSet<String>>,
     issued: Mutex<u64>,
+    /// Ids of sent messages (DingTalk task ids, WeCom msgids) that a recall may name.
+    sent: Mutex<HashSet<String>>,
 }
 
 impl Tokens {
@@ -35,6 +37,21 @@ impl Tokens {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(t)
+    }
+
+    fn sent_id(&self, prefix: &str) -> String {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let id = format!("{prefix}{}", 1000 + sent.len());
+        sent.insert(id.clone());
+        id
+    }
+
+    /// Whether `id` was sent and not recalled yet (a recall takes it).
+    fn recall(&self, id: &str) -> bool {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
     }
 
     /// Every token issued so far stops being valid.
@@ -99,7 +116,14 @@ pub(super) fn dingapp(c: &Credentials, t: &Tokens, url: &str, body: &Value) -> C
         "wrong agent_id",
     );
     if path(url).ends_with("/corpconversation/recall") {
-        let verdict = verdict.and_then(|()| check(body["msg_task_id"].is_i64(), "no msg_task_id"));
+        let verdict = verdict.and_then(|()| {
+            check(
+                body["msg_task_id"]
+                    .as_i64()
+                    .is_some_and(|id| t.recall(&id.to_string())),
+                "msg_task_id was not sent or is recalled already",
+            )
+        });
         return ok_or(
             verdict,
             json!({"errcode": 0, "errmsg": "ok"}),
@@ -120,9 +144,14 @@ pub(super) fn dingapp(c: &Credentials, t: &Tokens, url: &str, body: &Value) -> C
                 "no userid_list",
             )
         });
+    let task_id: i64 = if verdict.is_ok() {
+        t.sent_id("").parse().unwrap_or(0)
+    } else {
+        0
+    };
     ok_or(
         verdict,
-        json!({"errcode": 0, "errmsg": "ok", "task_id": 4711, "request_id": "sim"}),
+        json!({"errcode": 0, "errmsg": "ok", "task_id": task_id, "request_id": "sim"}),
         |e| json!({"errcode": 400002, "errmsg": e}),
     )
 }
@@ -154,7 +183,10 @@ pub(super) fn wecomapp(c: &Credentials, t: &Tokens, url: &str, body: &Value) -> 
         return token_refused(42001);
     }
     if path(url).ends_with("/cgi-bin/message/recall") {
-        let verdict = check(body["msgid"].is_string(), "no msgid");
+        let verdict = check(
+            body["msgid"].as_str().is_some_and(|id| t.recall(id)),
+            "msgid was not sent or is recalled already",
+        );
         return ok_or(
             verdict,
             json!({"errcode": 0, "errmsg": "ok"}),
@@ -183,9 +215,14 @@ pub(super) fn wecomapp(c: &Credentials, t: &Tokens, url: &str, body: &Value) -> 
         .split('|')
         .filter(|u| u.starts_with("bad-"))
         .collect();
+    let msgid = if verdict.is_ok() {
+        t.sent_id("msg-")
+    } else {
+        String::new()
+    };
     ok_or(
         verdict,
-        json!({"errcode": 0, "errmsg": "ok", "invaliduser": invalid.join("|"), "msgid": "sim-msgid"}),
+        json!({"errcode": 0, "errmsg": "ok", "invaliduser": invalid.join("|"), "msgid": msgid}),
         |e| json!({"errcode": 40003, "errmsg": e}),
     )
 }
@@ -425,4 +462,85 @@ pub(super) fn yunpian(c: &Credentials, url: &str, raw: &str) -> Checked {
         json!({"total_count": data.len(), "total_fee": "0.0500", "unit": "RMB", "data": data}),
         Ok(()),
     )
+}
+
+pub(super) fn alipay(c: &Credentials, raw: &str) -> Checked {
+    let f = form(raw);
+    let params: Vec<(String, String)> = f.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let key = crate::util::sign::rsa_key(&c.alipay.1).expect("the simulator's key parses");
+    let ts_ok = chrono::NaiveDateTime::parse_from_str(
+        f.get("timestamp").map(String::as_str).unwrap_or(""),
+        "%Y-%m-%d %H:%M:%S",
+    )
+    .ok()
+    .and_then(|t| t.and_local_timezone(chrono_tz::Asia::Shanghai).single())
+    .is_some_and(|t| fresh(t.timestamp_millis()));
+    let answer = |code: &str, msg: &str, sub: &str| {
+        json!({"alipay_open_app_mini_templatemessage_send_response":
+            {"code": code, "msg": msg, "sub_code": sub, "sub_msg": sub}, "sign": "sim"})
+    };
+    let auth = check(f.get("app_id") == Some(&c.alipay.0), "isv.invalid-app-id")
+        .and_then(|()| {
+            check(
+                f.get("sign_type").map(String::as_str) == Some("RSA2"),
+                "isv.invalid-signature-type",
+            )
+        })
+        .and_then(|()| {
+            check(
+                crate::util::sign::alipay_rsa2_verify(
+                    &key,
+                    &crate::util::sign::alipay_content(&params),
+                    f.get("sign").map(String::as_str).unwrap_or(""),
+                ),
+                "isv.invalid-signature",
+            )
+        })
+        .and_then(|()| check(ts_ok, "isv.invalid-timestamp"));
+    if let Err(e) = auth {
+        return (200, answer("40002", "Invalid Arguments", &e), Err(e));
+    }
+    let biz: Value = serde_json::from_str(f.get("biz_content").map(String::as_str).unwrap_or(""))
+        .unwrap_or(Value::Null);
+    let verdict = check(
+        f.get("method").map(String::as_str) == Some("alipay.open.app.mini.templatemessage.send"),
+        "isv.invalid-method",
+    )
+    .and_then(|()| {
+        check(
+            biz["to_user_id"].as_str().is_some_and(|u| !u.is_empty()),
+            "isv.missing-to-user-id",
+        )
+    })
+    .and_then(|()| {
+        check(
+            biz["user_template_id"]
+                .as_str()
+                .is_some_and(|u| !u.is_empty()),
+            "isv.missing-user-template-id",
+        )
+    })
+    .and_then(|()| {
+        let data: Value =
+            serde_json::from_str(biz["data"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+        check(
+            data.as_object().is_some_and(|d| !d.is_empty()),
+            "isv.invalid-data",
+        )
+    });
+    match verdict {
+        Ok(())
+            if biz["to_user_id"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("unknown")) =>
+        {
+            (
+                200,
+                answer("40004", "Business Failed", "USER_NOT_EXIST"),
+                Ok(()),
+            )
+        }
+        Ok(()) => (200, answer("10000", "Success", ""), Ok(())),
+        Err(e) => (200, answer("40002", "Invalid Arguments", &e), Err(e)),
+    }
 }

@@ -5,7 +5,7 @@
 //! Each provider lives under its own prefix, so an account points at it with
 //! `endpoint = "http://127.0.0.1:PORT/<prefix>"`: `/dingtalk`, `/feishu`, `/wecom`,
 //! `/tencent`, `/aliyun`, `/webhook`, and the token-based ones in [`apps`]: `/dingapp`,
-//! `/wecomapp`, `/wechat`, `/getui`, `/yunpian`. A rejected signature gets the provider's own error
+//! `/wecomapp`, `/wechat`, `/getui`, `/yunpian`, `/alipay`. A rejected signature gets the provider's own error
 //! answer (DingTalk 310000, Feishu 19021, Tencent `AuthFailure.SignatureFailure`, Aliyun
 //! `SignatureDoesNotMatch`, webhook HTTP 401).
 
@@ -45,6 +45,9 @@ pub struct Credentials {
     pub getui: (String, String, String),
     /// Yunpian API key.
     pub yunpian_apikey: String,
+    /// Alipay app id and the app's RSA private key (the simulator checks with its public
+    /// half).
+    pub alipay: (String, String),
 }
 
 impl Default for Credentials {
@@ -66,6 +69,7 @@ impl Default for Credentials {
                 "getui-master".into(),
             ),
             yunpian_apikey: "yunpian-key".into(),
+            alipay: ("2021000000000000".into(), sign::TEST_RSA_KEY.to_string()),
         }
     }
 }
@@ -472,6 +476,7 @@ fn handle(shared: &Shared, c: &Credentials, mut request: tiny_http::Request) {
         "wechat" => apps::wechat(c, &shared.tokens, &url, &body),
         "getui" => apps::getui(c, &shared.tokens, &request, &url, &body),
         "yunpian" => apps::yunpian(c, &url, &raw),
+        "alipay" => apps::alipay(c, &raw),
         _ => (
             404,
             json!({"error": "unknown provider prefix"}),
@@ -479,7 +484,7 @@ fn handle(shared: &Shared, c: &Credentials, mut request: tiny_http::Request) {
         ),
     };
     let faulted = fault.as_ref().is_some_and(|f| f.status != 0);
-    let recorded_body = if provider == "aliyun" || provider == "yunpian" {
+    let recorded_body = if ["aliyun", "yunpian", "alipay"].contains(&provider.as_str()) {
         Value::Object(
             form(&raw)
                 .into_iter()

@@ -141,6 +141,72 @@ pub fn webhook(secret: &str, timestamp_s: i64, body: &[u8]) -> String {
     )
 }
 
+/// Alipay's string to sign: every parameter but `sign` with a non-empty value, sorted by
+/// name, `name=value` joined with `&`, values as they are (not URL-encoded).
+pub fn alipay_content(params: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = params
+        .iter()
+        .filter(|(k, v)| k != "sign" && !v.is_empty())
+        .collect();
+    sorted.sort();
+    sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// An RSA private key as Alipay's key tools give it: PKCS#8 or PKCS#1, PEM or the bare
+/// base64 body.
+pub fn rsa_key(private_key: &str) -> Result<ring::signature::RsaKeyPair, String> {
+    let body: String = private_key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| format!("private key is not base64: {e}"))?;
+    ring::signature::RsaKeyPair::from_pkcs8(&der)
+        .or_else(|_| ring::signature::RsaKeyPair::from_der(&der))
+        .map_err(|e| format!("not an RSA private key (PKCS#8 or PKCS#1): {e}"))
+}
+
+/// Alipay RSA2: `base64(SHA256withRSA(private key, content))` (PKCS#1 v1.5 padding).
+pub fn alipay_rsa2(key: &ring::signature::RsaKeyPair, content: &str) -> Result<String, String> {
+    let mut sig = vec![0u8; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        content.as_bytes(),
+        &mut sig,
+    )
+    .map_err(|e| format!("RSA signing failed: {e}"))?;
+    Ok(b64(&sig))
+}
+
+/// Checks an RSA2 signature with the public key of `key` (the simulator's side).
+pub fn alipay_rsa2_verify(
+    key: &ring::signature::RsaKeyPair,
+    content: &str,
+    sign_b64: &str,
+) -> bool {
+    use ring::signature::KeyPair as _;
+    let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(sign_b64) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        key.public_key().as_ref(),
+    )
+    .verify(content.as_bytes(), &sig)
+    .is_ok()
+}
+
+/// A throwaway 2048-bit RSA key (generated with `openssl genpkey` for tidings' tests and its
+/// provider simulator; it signs nothing anywhere else).
+pub const TEST_RSA_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQDFnLWE4oHY1Evz\nOym6TI99kLZ2528TyIcOoy/Bcr45RHTXaYuyaFa64bSKEEyJFyOqPU8ElFnrXvyl\nmU+x4kjVLLOSZbk61CD3vdRzWwgvfcHYbnVhXQcXotltQzsNmGRzd2CywIa7eM8T\nvAxQfu0RfxmvZaa4kGR8Ta1GIiOKd1lUpiD7cFMg+bbUMEdk6KNFyu7Yu+A8HiZS\nP1z45ghVsYNhLjIx1mDQ3VIxObUXyMtDh/Os/HBCAxQBaOGlfwjUkaF/DYyZK5CJ\nGf/Srfdtx9tjG5Mf7iREtdgOzg22d3hIHNBnCvOGX0htY9w32aFSsXeVKLVoMGys\nB2zpvwSxAgMBAAECggEABwJEioEWWs7hOInWzf5rREIAXfReI1nXkNx9jaziOmza\nZqdRPSoH63ekz0gxNfD0Ngexi6EvlRJov36rmpmC4xnp1S2Wj1OlrX78fLC6a1hl\nQ/LBzVeyMCbGc4jj9kE7TNoe1XA2xyO+vbDL6gRg20ZCboI0Bdp/NrM/Mk90xCaU\nETYG2kUBCA4bnwRKYLdhw1R6OBgXk+Y/JhD05x1lGTLvs0G6PS/4HrPogcC8m9TQ\n6lDnP1b1fjuqrt3NTwskdxEvX9Ryy20orOK9TKkVZh6ntZAXLo2qr8obanceOI34\nvoYrgKFAvOFkS8EKPM8SR4TAducR2WElolYpbQMt7QKBgQDkDJMA71FEib/JJsSC\nnx1Wi8euhlCFt1UWU7fsBIg3Bn1bPPahbYy0K9Fbyn+4fhH17IXTzu23xdJ9qmA4\nKICSg/7hRfRz7rzWzdpRIwj0DixJS7A9zqm/XIgxaFwhf12T1pSvnLkh1TII5nYO\nZTJbsPINVqaMCY6pv1j9ErDo5QKBgQDd1R+aEJNTLOeNFmpgRPyBEPg/vzPa2Oca\nA9ZAL17sSYtnm1Fl1cVFYCN4LnRXrGVHogpOUShLqbqcQvJ2PPOAv7QZqpf76wwp\nSU2MwQO3TF9XRzY1/wIwPvKf0cX5ATgXU16/e1ecNSKzMJdcb1m5BRccWgm/MgoK\nNz9uj1Gr3QKBgB64AuVRV2UgGRGDg10FCfKqiY9c0GPyuidzx4anZaHj4eb0Y1SD\naTyr2lu+/01ezhSOc8iAS01B/ISo+qUV75vM4/x8a91h/1YADLR5P6+AaT7GT0tE\nF2GLmVzubdqlSXmsogK13cpM6ZyBTs3Jm+r1/uUFExIyB2GeQOJ2LhZxAoGAa9Ih\nEBMqaG0VBsB0Z+JgEKOc5e8bVy3B9iUTSBM+Qf7lITCe+a5Tugqmcs2xgsOqXozm\nEXbk7RHMQBNSIiIyAMwsz6TZRnrSaGbWqKlQExGt7ZARS2FtQOH3r7KYVRVAnCXL\nkapzxNsWyJ2/lBATPhi5SPCCeEnsE1cTH7vNaIkCgYAlgAUDBDjfRsxSqkNuEhyi\n0sWnEkxN8utvF5G0vL/anBCluvghT6LcKk9nI7fZQqCqxymVpwVppJb8l4Dc5Ruq\nmm/zalzWmrnKoNSv2SayxnPZ4dskZOoc8WxjViUrHeZSBnyE1qmvuItyICw7KVFP\n6+zkVxPqvYmycO0TQuipAw==\n-----END PRIVATE KEY-----";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +293,38 @@ mod tests {
     #[test]
     fn percent_encoding_is_aliyuns() {
         assert_eq!(percent("a b*c~d/é"), "a%20b%2Ac~d%2F%C3%A9");
+    }
+
+    #[test]
+    fn alipay_rsa2_matches_openssl() {
+        // The same content signed with `openssl dgst -sha256 -sign key.pem | base64`
+        // (PKCS#1 v1.5 is deterministic, so an independent implementation must agree).
+        let params: Vec<(String, String)> = [
+            ("timestamp", "2025-11-23 12:00:00"),
+            ("method", "alipay.open.app.mini.templatemessage.send"),
+            ("app_id", "2021000000000000"),
+            ("sign_type", "RSA2"),
+            ("sign", "ignored"),
+            ("version", "1.0"),
+            ("charset", "utf-8"),
+            ("notify_url", ""),
+            ("biz_content", r#"{"to_user_id":"2088000000000000"}"#),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let content = alipay_content(&params);
+        assert_eq!(
+            content,
+            r#"app_id=2021000000000000&biz_content={"to_user_id":"2088000000000000"}&charset=utf-8&method=alipay.open.app.mini.templatemessage.send&sign_type=RSA2&timestamp=2025-11-23 12:00:00&version=1.0"#
+        );
+        let key = rsa_key(TEST_RSA_KEY).unwrap();
+        let sig = alipay_rsa2(&key, &content).unwrap();
+        assert_eq!(
+            sig,
+            "Lx0ueSvPvLWEsE8bkxFWmQfhwtHosn5+URBcDVbjAWugVTAeQIQq77TWBIAt4rBuS/STH88nOo9QFJGbrOEIJoLVGaAv3JL9F/k7E6x2CmlO5+MxJfpNAIS2ZaripOlUBROk7R9jml0DGllSzb+K0GKjx59kz1fXRLUabD+ebyN9HTAdNZB2DeXIb411+D9I6UnbT63kmbJa0Via7lJ8+dhXnMyrYPmHVI3LH1kZceJdDxFMa2ment73u6icIvoEhbc83+q1m7OQ5IKPteng2duR9exj8wPtdemoTm4JipMoI+f4XtIDAotzrzNZkRZFihhdIenq6x+l0secMMprvA=="
+        );
+        assert!(alipay_rsa2_verify(&key, &content, &sig));
+        assert!(!alipay_rsa2_verify(&key, &format!("{content}x"), &sig));
     }
 }

@@ -128,10 +128,7 @@ impl WecomApp {
             .split('|')
             .filter(|u| !u.is_empty())
             .collect();
-        if invalid.is_empty() {
-            return Ok(Delivered::All);
-        }
-        Ok(Delivered::Each(
+        let each = (!invalid.is_empty()).then(|| {
             receivers
                 .iter()
                 .map(|r| {
@@ -141,8 +138,18 @@ impl WecomApp {
                         Ok(())
                     }
                 })
-                .collect(),
-        ))
+                .collect()
+        });
+        Ok(match answer["msgid"].as_str() {
+            Some(msgid) => Delivered::Tracked {
+                reference: msgid.to_string(),
+                each,
+            },
+            None => match each {
+                Some(each) => Delivered::Each(each),
+                None => Delivered::All,
+            },
+        })
     }
 
     /// Recalls the message sent as `msgid` (within 24 hours).

@@ -1,0 +1,213 @@
+//! Recall: what an account must remember to take a message back. DingTalk recalls a work
+//! notice by the `task_id` its send answered, WeCom an app message by its `msgid`; both
+//! within 24 hours. Each account keeps a [`RecallBook`] of message id → provider references
+//! and the receivers of each (a message's receivers may go out in several calls), in `state_dir/recall/<account>.jsonl` (append-only, loaded at start,
+//! entries older than 24 hours dropped), so a recall works across restarts too.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// How long a sent message can be recalled (DingTalk and WeCom: 24 hours).
+pub const RECALL_WINDOW_MS: i64 = 24 * 3_600_000;
+
+/// One recallable message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// tidings' message id.
+    pub message_id: String,
+    /// Its template.
+    #[serde(default)]
+    pub template_id: i64,
+    /// Its businessId (tracking rows of the recall carry it too).
+    #[serde(default)]
+    pub business_id: i64,
+    /// The provider's reference (`task_id`, `msgid`).
+    #[serde(default)]
+    pub reference: String,
+    /// The receivers it reached.
+    #[serde(default)]
+    pub receivers: Vec<String>,
+    /// When it was sent (wall clock, ms).
+    #[serde(default)]
+    pub time: i64,
+    /// A line that only says the message was recalled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recalled: bool,
+}
+
+/// An account's recallable messages.
+#[derive(Debug, Default)]
+pub struct RecallBook {
+    entries: Mutex<HashMap<String, Vec<Entry>>>,
+    file: Mutex<Option<File>>,
+}
+
+impl RecallBook {
+    /// Loads (and from now on appends to) `path`; entries sent before `now - 24 h` are dropped.
+    pub fn open(path: &Path, now: i64) -> std::io::Result<RecallBook> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut entries = HashMap::new();
+        if let Ok(f) = File::open(path) {
+            for line in BufReader::new(f).lines() {
+                // A torn last line (a crash mid-write) is skipped.
+                let Ok(e) = serde_json::from_str::<Entry>(&line?) else {
+                    continue;
+                };
+                if e.recalled {
+                    remove(&mut entries, &e.message_id, &e.reference);
+                } else if e.time >= now - RECALL_WINDOW_MS {
+                    entries.entry(e.message_id.clone()).or_default().push(e);
+                }
+            }
+        }
+        // Rewrite what is still live, so the file does not grow forever.
+        let mut body = Vec::new();
+        for e in entries.values().flatten() {
+            let _ = serde_json::to_writer(&mut body, e);
+            body.push(b'\n');
+        }
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, &body)?;
+        std::fs::rename(&tmp, path)?;
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(RecallBook {
+            entries: Mutex::new(entries),
+            file: Mutex::new(Some(file)),
+        })
+    }
+
+    fn append(&self, e: &Entry) {
+        if let Some(f) = self.file.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            let mut line = serde_json::to_vec(e).unwrap_or_default();
+            line.push(b'\n');
+            if let Err(err) = f.write_all(&line) {
+                eprintln!("warning: recall book: {err}");
+            }
+        }
+    }
+
+    /// Remembers one provider call of a sent message.
+    pub fn record(&self, e: Entry) {
+        self.append(&e);
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(e.message_id.clone())
+            .or_default()
+            .push(e);
+    }
+
+    /// The calls of a message that can still be recalled at `now`.
+    pub fn get(&self, message_id: &str, now: i64) -> Vec<Entry> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(message_id)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.time >= now - RECALL_WINDOW_MS)
+            .cloned()
+            .collect()
+    }
+
+    /// Every recallable message of a template at `now`, oldest first.
+    pub fn of_template(&self, template_id: i64, now: i64) -> Vec<Entry> {
+        let mut v: Vec<Entry> = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .filter(|e| e.template_id == template_id && e.time >= now - RECALL_WINDOW_MS)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.time, &a.message_id).cmp(&(b.time, &b.message_id)));
+        v.dedup_by(|a, b| a.message_id == b.message_id);
+        v
+    }
+
+    /// Forgets one recalled call of a message.
+    pub fn forget(&self, message_id: &str, reference: &str) {
+        let removed = remove(
+            &mut self.entries.lock().unwrap_or_else(|p| p.into_inner()),
+            message_id,
+            reference,
+        );
+        if removed {
+            self.append(&Entry {
+                message_id: message_id.to_string(),
+                template_id: 0,
+                business_id: 0,
+                reference: reference.to_string(),
+                receivers: Vec::new(),
+                time: 0,
+                recalled: true,
+            });
+        }
+    }
+}
+
+fn remove(entries: &mut HashMap<String, Vec<Entry>>, message_id: &str, reference: &str) -> bool {
+    let Some(calls) = entries.get_mut(message_id) else {
+        return false;
+    };
+    let before = calls.len();
+    calls.retain(|e| e.reference != reference);
+    let removed = calls.len() < before;
+    if calls.is_empty() {
+        entries.remove(message_id);
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, time: i64) -> Entry {
+        Entry {
+            message_id: id.into(),
+            template_id: 6,
+            business_id: 1,
+            reference: format!("ref-{id}"),
+            receivers: vec!["u1".into()],
+            time,
+            recalled: false,
+        }
+    }
+
+    #[test]
+    fn survives_a_restart_forgets_recalled_and_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recall/acc.jsonl");
+        let now = 100 * RECALL_WINDOW_MS;
+        let book = RecallBook::open(&path, now).unwrap();
+        book.record(entry("old", now - RECALL_WINDOW_MS - 1));
+        book.record(entry("a", now - 10));
+        book.record(entry("b", now - 5));
+        let mut b2 = entry("b", now - 4);
+        b2.reference = "ref-b2".into();
+        book.record(b2);
+        book.forget("a", "ref-a");
+        assert_eq!(book.get("old", now), vec![], "older than 24 h");
+        drop(book);
+        let book = RecallBook::open(&path, now).unwrap();
+        assert_eq!(book.get("a", now), vec![], "recalled");
+        let b: Vec<String> = book
+            .get("b", now)
+            .into_iter()
+            .map(|e| e.reference)
+            .collect();
+        assert_eq!(b, ["ref-b", "ref-b2"], "two calls of one message");
+        assert_eq!(book.of_template(6, now).len(), 1);
+        let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(lines.lines().count(), 2, "compacted at open: {lines}");
+    }
+}
