@@ -46,6 +46,10 @@ fn the_demo_reaches_the_simulated_providers() {
     // never prints a secret.
     let checked = common::tidings(&["check", job.to_str().unwrap()]);
     assert_eq!(checked.matches("ok    account").count(), 8, "{checked}");
+    // The token-based accounts proved their credentials by fetching a token.
+    assert_eq!(checked.matches("access token fetched").count(), 3, "{checked}");
+    let checked_tokens = sim.tokens_issued();
+    assert_eq!(checked_tokens, 3);
     for secret in [
         &c.tencent.1,
         &c.dingtalk.1,
@@ -171,7 +175,7 @@ fn the_demo_reaches_the_simulated_providers() {
         .iter()
         .filter(|r| ["getui", "wecomapp", "wechat"].contains(&r.provider.as_str()))
         .count() as u64;
-    let issued = sim.tokens_issued();
+    let issued = sim.tokens_issued() - checked_tokens;
     assert!(
         (3..=6).contains(&issued) && app_calls > 10 * issued,
         "{issued} tokens for {app_calls} calls"

@@ -280,15 +280,25 @@ pub enum Remote {
 }
 
 impl Remote {
-    /// The health check: SMTP connects, greets and logs in; HTTP providers are reached by
+    /// The health check: SMTP connects, greets and logs in; token-based providers fetch an
+    /// access token (so the credentials are checked); other HTTP providers are reached by
     /// TCP (no message is sent).
     pub async fn check(
         &self,
         base_url: &str,
         timeout: std::time::Duration,
     ) -> Result<String, String> {
+        let token = |r: Result<(), SendError>| {
+            r.map(|()| format!("{base_url}: access token fetched"))
+                .map_err(|e| e.reason().to_string())
+        };
         match self {
             Remote::Email(e) => e.check().await.map(|()| format!("{base_url} answered")),
+            Remote::DingTalkWorkNotice(p) => token(p.check().await),
+            Remote::WecomApp(p) => token(p.check().await),
+            Remote::WechatOfficialAccount(p) => token(p.check().await),
+            Remote::WechatMiniProgram(p) => token(p.check().await),
+            Remote::Getui(p) => token(p.check().await),
             _ => reach(base_url, timeout)
                 .await
                 .map(|a| format!("reached {a}")),

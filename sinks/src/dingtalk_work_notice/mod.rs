@@ -72,6 +72,11 @@ impl DingTalkWorkNotice {
         token_answer(NAME, &http::call(NAME, self.client.get(url)).await?)
     }
 
+    /// The health check: fetches an access token with the account's credentials.
+    pub async fn check(&self) -> Result<(), SendError> {
+        self.token.get(|| self.fetch_token()).await.map(|_| ())
+    }
+
     /// The `msg` object of austin's content model.
     pub fn msg(batch: &SendBatch) -> Value {
         let model = content(batch);

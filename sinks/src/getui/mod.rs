@@ -91,6 +91,11 @@ impl Getui {
         }
     }
 
+    /// The health check: fetches an access token with the account's credentials.
+    pub async fn check(&self) -> Result<(), SendError> {
+        self.token.get(|| self.fetch_token()).await.map(|_| ())
+    }
+
     /// The notification of austin's content model.
     pub fn push_message(batch: &SendBatch) -> Value {
         let model = content(batch);

@@ -29,11 +29,28 @@ pub fn transport(provider: &str, e: &reqwest::Error) -> SendError {
     } else {
         "request failed"
     };
-    let text = format!("{provider}: {what}: {e}");
+    let text = format!("{provider}: {what}: {}", redacted(e));
     if e.is_builder() {
         SendError::Permanent(text)
     } else {
         SendError::Transient(text)
+    }
+}
+
+/// The error's text without the query string of its URL: providers take tokens, keys and
+/// secrets as query parameters (DingTalk `access_token`, WeCom `key`, `appsecret`), and the
+/// reason of a SEND_FAIL is written to tracking and logs.
+pub fn redacted(e: &reqwest::Error) -> String {
+    let text = e.to_string();
+    match e.url() {
+        Some(url) => {
+            let mut shown = url.clone();
+            shown.set_query(None);
+            let _ = shown.set_password(None);
+            let _ = shown.set_username("");
+            text.replace(url.as_str(), shown.as_str())
+        }
+        None => text,
     }
 }
 
@@ -65,6 +82,19 @@ pub async fn call(provider: &str, request: reqwest::RequestBuilder) -> Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn transport_errors_never_show_the_query() {
+        // Nothing listens on port 9 of 127.0.0.1 here: connection refused.
+        let e = client(Duration::from_secs(2))
+            .get("http://127.0.0.1:9/gettoken?appkey=k&appsecret=TOP-SECRET")
+            .send()
+            .await
+            .unwrap_err();
+        let reason = transport("p", &e).reason().to_string();
+        assert!(!reason.contains("TOP-SECRET"), "{reason}");
+        assert!(reason.contains("127.0.0.1:9/gettoken"), "{reason}");
+    }
 
     #[test]
     fn statuses_classify() {

@@ -28,6 +28,11 @@ impl WechatMiniProgram {
         }
     }
 
+    /// The health check: fetches an access token.
+    pub async fn check(&self) -> Result<(), SendError> {
+        self.api.check().await
+    }
+
     /// The subscribe/send body for one openid.
     pub fn body(batch: &SendBatch, openid: &str) -> Value {
         let model = content(batch);

@@ -69,6 +69,11 @@ impl WechatApi {
         )
     }
 
+    /// The health check: fetches an access token with the account's credentials.
+    pub async fn check(&self) -> Result<(), SendError> {
+        self.token.get(|| self.fetch_token()).await.map(|_| ())
+    }
+
     /// One call per receiver (WeChat takes one `touser` per message); each answer is that
     /// receiver's result.
     pub async fn each(
@@ -147,6 +152,11 @@ impl WechatOfficialAccount {
         WechatOfficialAccount {
             api: WechatApi::new(NAME, config, client),
         }
+    }
+
+    /// The health check: fetches an access token.
+    pub async fn check(&self) -> Result<(), SendError> {
+        self.api.check().await
     }
 
     /// The template/send body for one openid.

@@ -69,6 +69,11 @@ impl WecomApp {
         token_answer(NAME, &http::call(NAME, self.client.get(url)).await?)
     }
 
+    /// The health check: fetches an access token with the account's credentials.
+    pub async fn check(&self) -> Result<(), SendError> {
+        self.token.get(|| self.fetch_token()).await.map(|_| ())
+    }
+
     /// The message/send body.
     pub fn body(&self, batch: &SendBatch, receivers: &[String]) -> Value {
         let model = content(batch);
