@@ -29,6 +29,7 @@ use tidings_model::render::Variables;
 use tidings_operators::Clock;
 use tidings_operators::live::{Live, iso};
 use tidings_operators::validate::rendered_content;
+use tidings_sinks::util::httpd;
 use tidings_sinks::util::stats::LATENCY_BUCKETS;
 
 use crate::job::{AdminSettings, Job};
@@ -56,8 +57,7 @@ pub struct AdminState {
 
 /// The running server.
 pub struct AdminServer {
-    server: Arc<tiny_http::Server>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    server: httpd::Server,
     /// The bound address (the real port when the job asked for port 0).
     pub addr: SocketAddr,
 }
@@ -66,55 +66,33 @@ impl AdminServer {
     /// Binds and serves until [`AdminServer::stop`]. The bound address is also written to
     /// `state_dir/admin.addr`, where `tidings state` and `tidings top` find it.
     pub fn start(settings: &AdminSettings, state: AdminState) -> anyhow::Result<AdminServer> {
-        let server = tiny_http::Server::http(settings.bind)
-            .map_err(|e| anyhow::anyhow!("admin.bind {}: {e}", settings.bind))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| anyhow::anyhow!("admin.bind {}: not an IP address", settings.bind))?;
-        std::fs::create_dir_all(&state.job.state_dir)?;
-        std::fs::write(state.job.state_dir.join("admin.addr"), addr.to_string())?;
-        let server = Arc::new(server);
         let state = Arc::new(state);
         let token: Option<Arc<str>> = settings.token.as_deref().map(Into::into);
-        let threads = (0..2)
-            .map(|i| {
-                let (server, state, token) = (server.clone(), state.clone(), token.clone());
-                std::thread::Builder::new()
-                    .name(format!("tidings-admin-{i}"))
-                    .spawn(move || {
-                        while let Ok(request) = server.recv() {
-                            serve(&state, token.as_deref(), request);
-                        }
-                    })
-                    .expect("spawn admin thread")
-            })
-            .collect();
+        let server = {
+            let state = state.clone();
+            httpd::Server::start(
+                settings.bind,
+                Arc::new(move |request| serve(&state, token.as_deref(), request)),
+            )
+            .map_err(|e| anyhow::anyhow!("admin.bind {}: {e}", settings.bind))?
+        };
+        let addr = server.addr;
+        std::fs::create_dir_all(&state.job.state_dir)?;
+        std::fs::write(state.job.state_dir.join("admin.addr"), addr.to_string())?;
         eprintln!("admin API on http://{addr}/ (state, metrics)");
-        Ok(AdminServer {
-            server,
-            threads,
-            addr,
-        })
+        Ok(AdminServer { server, addr })
     }
 
-    /// Stops serving and joins the threads.
+    /// Stops serving.
     pub fn stop(self) {
-        self.server.unblock();
-        self.server.unblock();
-        for t in self.threads {
-            let _ = t.join();
-        }
+        self.server.stop();
     }
 }
 
-fn serve(state: &AdminState, token: Option<&str>, request: tiny_http::Request) {
-    let authorized = token.is_none_or(|t| {
-        request.headers().iter().any(|h| {
-            h.field.equiv("Authorization") && h.value.as_str().strip_prefix("Bearer ") == Some(t)
-        })
-    });
-    let url = request.url().to_string();
+fn serve(state: &AdminState, token: Option<&str>, request: httpd::Request) -> httpd::Response {
+    let authorized =
+        token.is_none_or(|t| request.header("Authorization").strip_prefix("Bearer ") == Some(t));
+    let url = request.url.clone();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let params = parse_query(query);
     let (status, content_type, body) = if !authorized {
@@ -124,7 +102,7 @@ fn serve(state: &AdminState, token: Option<&str>, request: tiny_http::Request) {
             json!({"error": "missing or wrong token: send Authorization: Bearer TOKEN (admin.token)"})
                 .to_string(),
         )
-    } else if *request.method() != tiny_http::Method::Get {
+    } else if request.method != "GET" {
         (
             405,
             "application/json",
@@ -138,13 +116,11 @@ fn serve(state: &AdminState, token: Option<&str>, request: tiny_http::Request) {
             Err((code, msg)) => (code, "application/json", json!({"error": msg}).to_string()),
         }
     };
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
-        .expect("static header");
-    let _ = request.respond(
-        tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header),
-    );
+    httpd::Response {
+        status,
+        content_type,
+        body,
+    }
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {

@@ -47,7 +47,11 @@ fn the_demo_reaches_the_simulated_providers() {
     let checked = common::tidings(&["check", job.to_str().unwrap()]);
     assert_eq!(checked.matches("ok    account").count(), 8, "{checked}");
     // The token-based accounts proved their credentials by fetching a token.
-    assert_eq!(checked.matches("access token fetched").count(), 3, "{checked}");
+    assert_eq!(
+        checked.matches("access token fetched").count(),
+        3,
+        "{checked}"
+    );
     let checked_tokens = sim.tokens_issued();
     assert_eq!(checked_tokens, 3);
     for secret in [

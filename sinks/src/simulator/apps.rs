@@ -308,7 +308,7 @@ pub(super) fn wechat(c: &Credentials, t: &Tokens, url: &str, body: &Value) -> Ch
 pub(super) fn getui(
     c: &Credentials,
     t: &Tokens,
-    request: &tiny_http::Request,
+    request: &super::server::Request,
     url: &str,
     body: &Value,
 ) -> Checked {

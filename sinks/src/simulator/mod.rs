@@ -20,6 +20,8 @@ use crate::util::sign::{self, Tc3Request};
 
 mod apps;
 
+use crate::util::httpd as server;
+
 /// The credentials the simulator expects (the accounts under test must use the same).
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -134,9 +136,8 @@ struct Shared {
 
 /// A running simulator.
 pub struct Simulator {
-    server: Arc<tiny_http::Server>,
+    server: server::Server,
     shared: Arc<Shared>,
-    threads: Vec<std::thread::JoinHandle<()>>,
     /// Its address.
     pub addr: SocketAddr,
 }
@@ -148,31 +149,17 @@ impl Simulator {
         credentials: Credentials,
         faults: Vec<Fault>,
     ) -> std::io::Result<Simulator> {
-        let server = tiny_http::Server::http(bind).map_err(std::io::Error::other)?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| std::io::Error::other("not an IP listener"))?;
-        let server = Arc::new(server);
         let shared = Arc::new(Shared::default());
         *shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
-        let credentials = Arc::new(credentials);
-        let threads = (0..8)
-            .map(|_| {
-                let (server, shared, credentials) =
-                    (server.clone(), shared.clone(), credentials.clone());
-                std::thread::spawn(move || {
-                    while let Ok(request) = server.recv() {
-                        handle(&shared, &credentials, request);
-                    }
-                })
-            })
-            .collect();
+        let handler = {
+            let shared = shared.clone();
+            Arc::new(move |request| handle(&shared, &credentials, request))
+        };
+        let server = server::Server::start(bind, handler)?;
         Ok(Simulator {
+            addr: server.addr,
             server,
             shared,
-            threads,
-            addr,
         })
     }
 
@@ -203,12 +190,7 @@ impl Simulator {
 
     /// Stops the server.
     pub fn stop(self) {
-        for _ in &self.threads {
-            self.server.unblock();
-        }
-        for t in self.threads {
-            let _ = t.join();
-        }
+        self.server.stop();
     }
 }
 
@@ -232,13 +214,8 @@ fn form(q: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn header(request: &tiny_http::Request, name: &str) -> String {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str().to_string())
-        .unwrap_or_default()
+fn header(request: &server::Request, name: &str) -> String {
+    request.header(name)
 }
 
 /// The answer: status, body, and the check result.
@@ -317,7 +294,7 @@ fn wecom(c: &Credentials, url: &str, body: &Value) -> Checked {
     }
 }
 
-fn tencent(c: &Credentials, request: &tiny_http::Request, raw: &str, body: &Value) -> Checked {
+fn tencent(c: &Credentials, request: &server::Request, raw: &str, body: &Value) -> Checked {
     let ts: i64 = header(request, "X-TC-Timestamp").parse().unwrap_or(0);
     let expected = sign::tc3_authorization(
         &c.tencent.0,
@@ -423,7 +400,7 @@ fn aliyun(c: &Credentials, raw: &str) -> Checked {
     }
 }
 
-fn webhook(c: &Credentials, request: &tiny_http::Request, raw: &str) -> Checked {
+fn webhook(c: &Credentials, request: &server::Request, raw: &str) -> Checked {
     let ts: i64 = header(request, "X-Tidings-Timestamp").parse().unwrap_or(0);
     let verdict = check(fresh(ts * 1000), "timestamp expired").and_then(|()| {
         check(
@@ -438,16 +415,15 @@ fn webhook(c: &Credentials, request: &tiny_http::Request, raw: &str) -> Checked 
     }
 }
 
-fn handle(shared: &Shared, c: &Credentials, mut request: tiny_http::Request) {
-    let url = request.url().to_string();
+fn handle(shared: &Shared, c: &Credentials, request: server::Request) -> server::Response {
+    let url = request.url.clone();
     let provider = url
         .trim_start_matches('/')
         .split(['/', '?'])
         .next()
         .unwrap_or("")
         .to_string();
-    let mut raw = String::new();
-    let _ = request.as_reader().read_to_string(&mut raw);
+    let raw = request.body.clone();
     let fault = {
         let mut faults = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
         let hit = faults
@@ -509,13 +485,7 @@ fn handle(shared: &Shared, c: &Credentials, mut request: tiny_http::Request) {
         Some(f) if f.status != 0 => (f.status, json!({"error": "injected fault"})),
         _ => (status, answer),
     };
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
-        .expect("static header");
-    let _ = request.respond(
-        tiny_http::Response::from_string(answer.to_string())
-            .with_status_code(status)
-            .with_header(header),
-    );
+    server::Response::json(status, answer.to_string())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Machinery every sink shares.
 
 pub mod http;
+pub mod httpd;
 pub mod retry;
 pub mod sign;
 pub mod stats;
