@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use crate::outbox::{Outbox, Outboxes};
 use crate::provider::{Delivered, Remote, RemoteConfig};
 use crate::util::http;
-use crate::util::retry::RetryPolicy;
+use crate::util::retry::{RetryPolicy, SendError};
 use crate::util::stats::{Raised, SendStats};
 
 /// A direct limiter that reports the permits left after each acquisition.
@@ -367,49 +367,95 @@ impl Account {
                 .expect("semaphore is never closed");
             let _in_flight = Raised::new(&self.stats.in_flight);
             let receivers: Vec<String> = to_send.iter().map(|r| r.to_string()).collect();
-            let answered = std::sync::Mutex::new(None);
+            // Receivers settle one by one: a provider that answers per receiver gets only the
+            // ones still unsettled (a transient refusal) on the next attempt, so those it
+            // accepted are not sent twice.
+            let settled: std::sync::Mutex<BTreeMap<usize, Result<(), SendError>>> =
+                std::sync::Mutex::new(BTreeMap::new());
+            let references: std::sync::Mutex<Vec<(String, Vec<String>)>> =
+                std::sync::Mutex::new(Vec::new());
+            let lock = |m: &std::sync::Mutex<BTreeMap<usize, Result<(), SendError>>>| {
+                m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            };
             let result = self
                 .retry
                 .run_observed(&self.stats, || async {
-                    match &self.provider {
-                        Provider::Outbox(o) => o.send(batch, &receivers),
-                        Provider::Blackhole => Ok(()),
-                        Provider::Remote(_, r, _) => {
-                            let d = r.send(batch, &receivers).await?;
-                            *answered.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
-                            Ok(())
+                    let done = lock(&settled);
+                    let pending: Vec<usize> = (0..receivers.len())
+                        .filter(|i| !done.contains_key(i))
+                        .collect();
+                    let subset: Vec<String> =
+                        pending.iter().map(|&i| receivers[i].clone()).collect();
+                    let answer = match &self.provider {
+                        Provider::Outbox(o) => o.send(batch, &subset).map(|()| Delivered::All),
+                        Provider::Blackhole => Ok(Delivered::All),
+                        Provider::Remote(_, r, _) => r.send(batch, &subset).await,
+                    }?;
+                    let (each, reference) = match answer {
+                        Delivered::All => (None, None),
+                        Delivered::Each(v) => (Some(v), None),
+                        Delivered::Tracked { reference, each } => (each, Some(reference)),
+                    };
+                    let mut settle = settled.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut retry = None;
+                    let mut reached = Vec::new();
+                    for (k, &i) in pending.iter().enumerate() {
+                        let one = match &each {
+                            None => Ok(()),
+                            Some(v) => v.get(k).cloned().unwrap_or_else(|| {
+                                Err(SendError::Permanent(format!(
+                                    "{}: no answer for this receiver",
+                                    self.name
+                                )))
+                            }),
+                        };
+                        match one {
+                            Err(SendError::Transient(why)) => retry = Some(why),
+                            other => {
+                                if other.is_ok() {
+                                    reached.push(receivers[i].clone());
+                                }
+                                settle.insert(i, other);
+                            }
                         }
+                    }
+                    drop(settle);
+                    if let Some(reference) = reference {
+                        references
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((reference, reached));
+                    }
+                    match retry {
+                        Some(why) => Err(SendError::Transient(why)),
+                        None => Ok(()),
                     }
                 })
                 .await;
-            let (each, reference) = match answered.into_inner().unwrap_or_else(|p| p.into_inner()) {
-                Some(Delivered::Each(v)) => (Some(v), None),
-                Some(Delivered::Tracked { reference, each }) => (each, Some(reference)),
-                _ => (None, None),
-            };
-            // The outbox stands in for a recall-capable provider on a recall channel.
-            let reference = reference.or_else(|| {
-                (self.channel.supports_recall() && matches!(self.provider, Provider::Outbox(_)))
-                    .then(|| batch.meta.message_id.clone())
-            });
+            let settled = settled.into_inner().unwrap_or_else(|p| p.into_inner());
             for (i, r) in to_send.iter().enumerate() {
-                let outcome = match (&result, &each) {
-                    (Err(e), _) => Err(e.reason().to_string()),
-                    (Ok(()), Some(v)) => match v.get(i) {
-                        Some(Ok(())) => Ok(()),
-                        Some(Err(e)) => Err(e.reason().to_string()),
-                        None => Err(format!("{}: no answer for this receiver", self.name)),
-                    },
-                    (Ok(()), None) => Ok(()),
+                let outcome = match (settled.get(&i), &result) {
+                    (Some(Ok(())), _) => Ok(()),
+                    (Some(Err(e)), _) => Err(e.reason().to_string()),
+                    (None, Err(e)) => Err(e.reason().to_string()),
+                    (None, Ok(())) => Err(format!("{}: no answer for this receiver", self.name)),
                 };
                 outcome_of.insert(r.as_str(), outcome);
             }
-            if let (Ok(()), Some(reference)) = (&result, reference) {
-                let reached: Vec<String> = to_send
+            let mut references = references.into_inner().unwrap_or_else(|p| p.into_inner());
+            // The outbox stands in for a recall-capable provider on a recall channel.
+            if self.channel.supports_recall() && matches!(self.provider, Provider::Outbox(_)) {
+                let reached = receivers
                     .iter()
                     .filter(|r| outcome_of.get(r.as_str()).is_some_and(|o| o.is_ok()))
-                    .map(|r| r.to_string())
+                    .cloned()
                     .collect();
+                references.push((batch.meta.message_id.clone(), reached));
+            }
+            for (reference, reached) in references {
+                if reached.is_empty() {
+                    continue;
+                }
                 self.book.record(crate::recall::Entry {
                     message_id: batch.meta.message_id.clone(),
                     template_id: batch.meta.template_id,

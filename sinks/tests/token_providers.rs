@@ -316,3 +316,35 @@ fn alipay_calls_are_rsa2_signed_and_a_wrong_key_is_refused() {
     );
     sim.stop();
 }
+
+#[test]
+fn a_transient_refusal_retries_only_the_unsettled_receivers() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let acc = accounts(&sim, "");
+    let out = send(
+        &acc,
+        "oa",
+        &batch(
+            Channel::OfficialAccounts,
+            OA,
+            &["openid-1", "busyonce-2", "openid-3"],
+        ),
+    );
+    assert_eq!(out, vec![Ok(()), Ok(()), Ok(())]);
+    let got = sim.received();
+    let calls = |to: &str| {
+        got.iter()
+            .filter(|r| r.provider == "wechat" && r.body["touser"] == to)
+            .count()
+    };
+    // openid-1 was accepted before busyonce-2 was refused: it is not sent again.
+    assert_eq!(
+        (calls("openid-1"), calls("busyonce-2"), calls("openid-3")),
+        (1, 2, 1)
+    );
+    assert_eq!(
+        acc.get(acc.index("oa").unwrap()).stats.snapshot().retries,
+        1
+    );
+    sim.stop();
+}

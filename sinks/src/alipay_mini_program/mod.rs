@@ -159,6 +159,11 @@ impl AlipayMiniProgram {
             match self.send_one(batch, r).await {
                 Ok(()) => results.push(Ok(())),
                 Err(e @ SendError::Permanent(_)) => results.push(Err(e)),
+                // This user and the ones after it are tried again, only they.
+                Err(e @ SendError::Transient(_)) => {
+                    results.resize(receivers.len(), Err(e));
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }

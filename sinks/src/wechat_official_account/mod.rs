@@ -108,8 +108,12 @@ impl WechatApi {
                 Ok(_) => results.push(Ok(())),
                 // A receiver's own refusal (not following, refused the subscription).
                 Err(e @ SendError::Permanent(_)) => results.push(Err(e)),
-                // Busy, unreachable or unauthorized: the whole call is retried (receivers
-                // already accepted are sent again: at-least-once).
+                // Busy or unreachable: this receiver and the ones after it are tried again
+                // (only they: the account retries the unsettled receivers).
+                Err(e @ SendError::Transient(_)) => {
+                    results.resize(receivers.len(), Err(e));
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }
