@@ -7,10 +7,13 @@
 //! - `e2e`: the job against the broker beside a raw consumer of the same topic ([`e2e`]).
 //! - `austin-dedup`: austin's Redis dedup beside the in-graph state machines ([`austin`]).
 //! - `isolation`: a rate-limited backlog beside another channel's notices ([`isolation`]).
+//! - `providers`: the graph to a blackhole, to a provider over HTTP (the simulator), and
+//!   through a failing group member, side by side ([`providers`]).
 
 pub mod austin;
 pub mod e2e;
 pub mod isolation;
+pub mod providers;
 
 /// Peak resident set size of this process, in bytes (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {

@@ -71,6 +71,16 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         epoch_ms: u64,
     },
+    /// The graph to a blackhole, to Tencent SMS over HTTP (the provider simulator, in this
+    /// process), and through a failing group member to it: receivers/s side by side.
+    Providers {
+        /// Requests (one receiver each).
+        #[arg(long, default_value_t = 20_000)]
+        requests: u64,
+        /// Provider calls in flight per account.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// The same dedup decisions austin's way (Redis Lua + MGET/SETEX) and in-graph, side by
     /// side (needs Redis: `REDIS_URL`, default redis://127.0.0.1:16379).
     AustinDedup {
@@ -181,6 +191,18 @@ fn main() -> anyhow::Result<()> {
                 report["decisions_differ"] == 0,
                 "austin's way and tidings decided differently"
             );
+            Ok(())
+        }
+        Command::Providers {
+            requests,
+            concurrency,
+        } => {
+            let report = tidings_bench::providers::Providers {
+                requests,
+                concurrency,
+            }
+            .run()?;
+            println!("{report}");
             Ok(())
         }
         Command::Throughput { job, workers } => {

@@ -1,0 +1,155 @@
+//! `tidings-bench providers`: what sending over a real provider API costs, in one process.
+//!
+//! The same SMS requests (one receiver each, dedup off) run three times through the whole
+//! graph with in-memory tracking: to a `blackhole` account (the baseline: the graph without a
+//! provider), to a `tencent_sms` account calling the project's provider simulator over HTTP on
+//! 127.0.0.1 (TC3 signing, JSON, the simulator checking every signature), and to a group of
+//! an always-failing Aliyun (weight 100) and that Tencent account, so every message fails over.
+//! Reports receivers/s of each and the ratios to the baseline.
+
+use std::time::Instant;
+
+use tidings_dataflows::{Job, RunOptions, TrackingTarget, run};
+use tidings_model::State;
+use tidings_operators::Clock;
+use tidings_sinks::simulator::{Credentials, Fault, Simulator};
+use tidings_sinks::tracking::MemoryTracking;
+
+/// What to run.
+pub struct Providers {
+    /// Requests (one receiver each).
+    pub requests: u64,
+    /// Provider calls in flight per account.
+    pub concurrency: usize,
+}
+
+const TEMPLATES: &str = r#"
+[[template]]
+id = 1
+name = "code"
+channel = "sms"
+msg_type = "auth_code"
+id_type = "phone"
+account = "sms"
+dedup = false
+[template.content]
+content = "Your code is {$code}."
+"#;
+
+impl Providers {
+    fn once(
+        &self,
+        dir: &std::path::Path,
+        name: &str,
+        accounts: &str,
+    ) -> anyhow::Result<(f64, u64, u64)> {
+        let case = dir.join(name);
+        std::fs::create_dir_all(&case)?;
+        std::fs::write(case.join("templates.toml"), TEMPLATES)?;
+        std::fs::copy(dir.join("requests.jsonl"), case.join("requests.jsonl"))?;
+        std::fs::write(
+            case.join("job.toml"),
+            format!(
+                "name = \"{name}\"\ntemplates = \"templates.toml\"\nworkers = 2\n\
+                 [source]\nkind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 1024\n\
+                 [tracking]\ndir = \"var/tracking\"\n{accounts}"
+            ),
+        )?;
+        let job = Job::load(&case.join("job.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let memory = MemoryTracking::default();
+        let mut opts = RunOptions::for_job(&job);
+        opts.clock = Clock::Fixed(1_763_870_400_000); // 2025-11-23 12:00 Shanghai
+        opts.tracking = TrackingTarget::Memory(memory.clone());
+        let started = Instant::now();
+        let s = run(&job, &opts)?;
+        let secs = started.elapsed().as_secs_f64();
+        let sent = s
+            .counts
+            .states
+            .get(&State::SendSuccess)
+            .copied()
+            .unwrap_or(0);
+        let failed = s.counts.states.get(&State::SendFail).copied().unwrap_or(0);
+        drop(memory.take());
+        Ok((secs, sent, failed))
+    }
+
+    /// Runs the three cases and reports them.
+    pub fn run(&self) -> anyhow::Result<serde_json::Value> {
+        let dir = std::env::temp_dir().join(format!("tidings-providers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut body = String::new();
+        for i in 0..self.requests {
+            let payload = serde_json::json!({"code": "send", "messageTemplateId": 1,
+                "messageParam": {"receiver": format!("139{:08}", (i % 9_999_999) * 10 + 1), "variables": {"code": i % 10_000}}});
+            body.push_str(&serde_json::json!({"ts": 1_763_870_400_000i64 + i as i64, "payload": payload.to_string()}).to_string());
+            body.push('\n');
+        }
+        std::fs::write(dir.join("requests.jsonl"), body)?;
+        let sim = Simulator::start(
+            "127.0.0.1:0",
+            Credentials::default(),
+            vec![Fault::parse("aliyun=500").map_err(anyhow::Error::msg)?],
+        )?;
+        let c = Credentials::default();
+        let tencent = |name: &str| {
+            format!(
+                "[accounts.{name}]\nchannel = \"sms\"\nprovider = \"tencent_sms\"\nconcurrency = {}\n\
+                 settings = {{ secret_id = \"{}\", secret_key = \"{}\", sdk_app_id = \"1400006666\", sign_name = \"tidings\", template_id = \"1110\", endpoint = \"{}\" }}\n",
+                self.concurrency,
+                c.tencent.0,
+                c.tencent.1,
+                sim.endpoint("tencent")
+            )
+        };
+        let baseline = format!(
+            "[accounts.sms]\nchannel = \"sms\"\nprovider = \"blackhole\"\nconcurrency = {}\n",
+            self.concurrency
+        );
+        let group = format!(
+            "[groups.sms]\nchannel = \"sms\"\naccounts = {{ sms-aliyun = 100, sms-tencent = 1 }}\n\
+             [accounts.sms-aliyun]\nchannel = \"sms\"\nprovider = \"aliyun_sms\"\nattempts = 1\nconcurrency = {}\n\
+             settings = {{ access_key_id = \"{}\", access_key_secret = \"{}\", sign_name = \"tidings\", template_code = \"SMS_1\", endpoint = \"{}\" }}\n{}",
+            self.concurrency,
+            c.aliyun.0,
+            c.aliyun.1,
+            sim.endpoint("aliyun"),
+            tencent("sms-tencent")
+        );
+        let (b_secs, b_sent, _) = self.once(&dir, "blackhole", &baseline)?;
+        let (t_secs, t_sent, t_failed) = self.once(&dir, "tencent", &tencent("sms"))?;
+        let (g_secs, g_sent, g_failed) = self.once(&dir, "failover", &group)?;
+        let received = sim.received();
+        let calls = |p: &str| received.iter().filter(|r| r.provider == p).count();
+        let numbers: usize = received
+            .iter()
+            .filter(|r| r.provider == "tencent" && !r.faulted)
+            .map(|r| r.body["PhoneNumberSet"].as_array().map_or(0, |a| a.len()))
+            .sum();
+        let invalid = received.iter().filter(|r| !r.valid).count();
+        sim.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        anyhow::ensure!(
+            invalid == 0,
+            "{invalid} requests failed the simulator's checks"
+        );
+        anyhow::ensure!(
+            b_sent == self.requests && t_sent == self.requests && g_sent == self.requests,
+            "not every receiver was sent: {b_sent} {t_sent} {g_sent} (failed {t_failed} {g_failed})"
+        );
+        let rate = |secs: f64| self.requests as f64 / secs;
+        Ok(serde_json::json!({
+            "requests": self.requests,
+            "concurrency": self.concurrency,
+            "blackhole_receivers_per_s": rate(b_secs),
+            "tencent_http_receivers_per_s": rate(t_secs),
+            "failover_receivers_per_s": rate(g_secs),
+            "tencent_over_blackhole": b_secs / t_secs,
+            "failover_over_blackhole": b_secs / g_secs,
+            "tencent_calls": calls("tencent"),
+            "tencent_numbers": numbers,
+            "aliyun_calls": calls("aliyun"),
+        }))
+    }
+}
