@@ -45,6 +45,7 @@ run state_1m "$bench" state-size --keys 1000000
 run state_10m "$bench" state-size --keys 10000000
 run isolation "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30
 run isolation_baseline "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30 --baseline
+run providers "$bench" providers --requests 100000
 
 python3 - "$out" > bench/RESULTS.md <<'EOF'
 import json, os, subprocess, sys, datetime
@@ -57,6 +58,7 @@ cores = os.cpu_count()
 mem = int(open("/proc/meminfo").read().split()[1]) // (1024 * 1024)
 t, e, er, el, a = j("throughput"), j("e2e"), j("e2e_redis"), j("e2e_latency"), j("austin")
 s1, s10, iso, base = j("state_1m"), j("state_10m"), j("isolation"), j("isolation_baseline")
+pr = j("providers")
 rows = [
     ("File source, 2 workers, Parquet tracking", cmd("throughput"),
      f"{t['requests_per_s']:,.0f} req/s, {t['receivers_per_s']:,.0f} receivers/s, peak RSS {t['peak_rss_mib']:.0f} MiB", ""),
@@ -79,6 +81,9 @@ rows = [
      f"notices {iso['notices_sent']}/{iso['notices_offered']}: p50 {iso['latency_ms_p50']} ms, p99 {iso['latency_ms_p99']} ms; RSS {iso['rss_mib_after_warmup']:.0f} → {iso['rss_mib_end']:.0f} MiB (peak {iso['rss_mib_peak']:.0f})", ""),
     ("… baseline: backlog queued in memory", cmd("isolation_baseline"),
      f"notices {base['notices_sent']}/{base['notices_offered']} sent in the window; RSS {base['rss_mib_after_warmup']:.0f} → {base['rss_mib_end']:.0f} MiB", ""),
+    ("Providers over HTTP vs blackhole", cmd("providers"),
+     f"blackhole {pr['blackhole_receivers_per_s']:,.0f} receivers/s; Tencent SMS over HTTP to the in-process simulator {pr['tencent_http_receivers_per_s']:,.0f}/s; failing group member then Tencent {pr['failover_receivers_per_s']:,.0f}/s",
+     f"HTTP/blackhole = {pr['tencent_over_blackhole']:.2f}, failover/blackhole = {pr['failover_over_blackhole']:.2f}"),
 ]
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 print("# Benchmark results\n")
@@ -94,7 +99,7 @@ if os.path.exists(analysis):
     print()
     print(open(analysis).read().strip())
 print("\nRaw JSON of each run:\n")
-for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "austin", "state_1m", "state_10m", "isolation", "isolation_baseline"]:
+for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "austin", "state_1m", "state_10m", "isolation", "isolation_baseline", "providers"]:
     print(f"- `{name}`: `{json.dumps(j(name), sort_keys=True)}`")
 EOF
 echo "wrote bench/RESULTS.md" >&2
