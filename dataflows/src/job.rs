@@ -471,7 +471,10 @@ impl Job {
         {
             bad(
                 "tracking.redis",
-                format!("{url:?} is not a Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379\""),
+                format!(
+                    "{:?} is not a Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379\"",
+                    tidings_sinks::util::http::shown_url(url)
+                ),
             );
         }
         if file.tracking.flush_rows == 0 {

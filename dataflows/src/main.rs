@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tidings_dataflows::{Job, RunOptions, Summary, run};
 use tidings_model::State;
 use tidings_operators::Clock;
+use tidings_sinks::util::http::shown_url;
 
 #[derive(Parser)]
 #[command(
@@ -442,7 +443,7 @@ fn trace(
     let mut redis = match RedisTrace::connect(&url, &prefix) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: redis {url}: {e}");
+            eprintln!("error: redis {}: {e}", shown_url(&url));
             return ExitCode::FAILURE;
         }
     };
@@ -478,7 +479,7 @@ fn trace(
                             "code": State::from_name(&state).map(State::code), "receivers": n})
                     })),
                     Err(e) => {
-                        eprintln!("error: redis {url}: {e}");
+                        eprintln!("error: redis {}: {e}", shown_url(&url));
                         return ExitCode::FAILURE;
                     }
                 }
@@ -490,7 +491,7 @@ fn trace(
     let rows = match rows {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: redis {url}: {e}");
+            eprintln!("error: redis {}: {e}", shown_url(&url));
             return ExitCode::FAILURE;
         }
     };

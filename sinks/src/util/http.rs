@@ -54,6 +54,15 @@ pub fn redacted(e: &reqwest::Error) -> String {
     }
 }
 
+/// A URL as it may be shown: the credentials of `scheme://user:password@host` become `***`
+/// (a Redis URL carries its password there).
+pub fn shown_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
 /// The HTTP status of an answer: 2xx is `Ok`; 408, 429 and 5xx are transient; 401/403 are
 /// authentication failures ([`SendError::Unauthorized`]); other 4xx are permanent.
 pub fn status(provider: &str, code: StatusCode, body: &str) -> Result<(), SendError> {
@@ -82,6 +91,12 @@ pub async fn call(provider: &str, request: reqwest::RequestBuilder) -> Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_urls_hide_credentials() {
+        assert_eq!(shown_url("redis://:pw@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(shown_url("redis://h:6379"), "redis://h:6379");
+    }
 
     #[tokio::test]
     async fn transport_errors_never_show_the_query() {
