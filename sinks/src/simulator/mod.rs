@@ -5,7 +5,12 @@
 //! Each provider lives under its own prefix, so an account points at it with
 //! `endpoint = "http://127.0.0.1:PORT/<prefix>"`: `/dingtalk`, `/feishu`, `/wecom`,
 //! `/tencent`, `/aliyun`, `/webhook`, and the token-based ones in [`apps`]: `/dingapp`,
-//! `/wecomapp`, `/wechat`, `/getui`, `/yunpian`, `/alipay`. A rejected signature gets the provider's own error
+//! `/wecomapp`, `/wechat`, `/getui`, `/yunpian`, `/alipay`.
+//!
+//! Receivers that rehearse a provider's per-receiver answers: SMS numbers ending in `0000`
+//! (Tencent, Yunpian: incorrect number), WeCom users `bad-*` (`invaliduser`), WeChat openids
+//! `unfollowed*` (43004), `refused*` (43101) and `busyonce*` (45047 the first time, accepted
+//! after), Alipay users `unknown*` (USER_NOT_EXIST). A rejected signature gets the provider's own error
 //! answer (DingTalk 310000, Feishu 19021, Tencent `AuthFailure.SignatureFailure`, Aliyun
 //! `SignatureDoesNotMatch`, webhook HTTP 401).
 
