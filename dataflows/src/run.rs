@@ -34,7 +34,7 @@ use crate::admin::{AdminServer, AdminState};
 use crate::backlog::{BacklogReader, Queues, backlog_source};
 use crate::job::Job;
 use crate::kafka::{DeadLetterTopic, KafkaReader, kafka_source};
-use crate::send::{SendContext, SendMode, send};
+use crate::send::{SendContext, SendMode, recall, send};
 use crate::source::file_source;
 use crate::track::{Counts, track};
 
@@ -350,19 +350,21 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     checkpoints.clone(),
                     Some(live.clone()),
                 ));
-                // Recall requests skip the rules: they go straight to the accounts.
                 let outcomes = send(
-                    scope.concatenate([after_frequency.pass, admitted.recall]),
+                    after_frequency.pass,
                     send_ctx.clone(),
                     clock,
                     SendMode::Main,
                 )
                 .probe_with(&sent);
+                // Recall requests skip the rules; they run once the sends before them are done.
+                let recalled = recall(admitted.recall, send_ctx.clone(), clock, sent.clone());
                 let rows = scope.concatenate([
                     admitted.track,
                     after_content.track,
                     after_frequency.track,
                     outcomes,
+                    recalled,
                 ]);
                 track(
                     rows,

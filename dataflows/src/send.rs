@@ -16,10 +16,10 @@ use tidings_sinks::route::Route;
 
 use crate::backlog::Queues;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 /// What the send stage needs, shared by all workers.
 pub struct SendContext {
@@ -67,17 +67,9 @@ pub fn send<'s>(
                         .entry(epoch)
                         .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
                     let mut groups: Vec<(Vec<usize>, Vec<Delivery>)> = Vec::new();
-                    let mut recalls: Vec<RecallOrder> = Vec::new();
                     for batch in batches {
                         for f in batch.drain(..) {
-                            let d = match f {
-                                Flow::Pass(d) => d,
-                                Flow::Recall(r) => {
-                                    recalls.push(r);
-                                    continue;
-                                }
-                                _ => continue,
-                            };
+                            let Flow::Pass(d) = f else { continue };
                             match groups.last_mut() {
                                 Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => {
                                     ds.push(d)
@@ -89,17 +81,6 @@ pub fn send<'s>(
                                 }
                             }
                         }
-                    }
-                    for r in recalls {
-                        entry.1 += 1;
-                        let ctx = ctx.clone();
-                        let done = done_tx.clone();
-                        let activator = activator.clone();
-                        ctx.clone().runtime.spawn(async move {
-                            let rows = recall_rows(&ctx, &r, clock).await;
-                            let _ = done.send((epoch, rows));
-                            let _ = activator.activate();
-                        });
                     }
                     for (order, ds) in groups {
                         let account = order[0];
@@ -170,6 +151,80 @@ pub fn send<'s>(
                         .give_iterator(rows.into_iter().map(Flow::Row));
                 }
                 inflight.retain(|epoch, (_, out)| *out > 0 || frontier.less_equal(epoch));
+            }
+        },
+    )
+}
+
+/// Runs `recall` requests once every send of their epoch and the ones before it has finished
+/// on every worker (the `sent` probe has passed the epoch), so a recall always finds the
+/// messages sent before it. Emits RECALL_SUCCESS / RECALL_FAIL rows, holding each epoch until
+/// its recalls are done.
+pub fn recall<'s>(
+    orders: StreamVec<'s, Epoch, Flow>,
+    ctx: Arc<SendContext>,
+    clock: Clock,
+    sent: ProbeHandle<Epoch>,
+) -> StreamVec<'s, Epoch, Flow> {
+    let scope = orders.scope();
+    orders.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(
+        Pipeline,
+        "Recall",
+        move |_, info| {
+            let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+            let later = scope.activator_for(info.address.clone());
+            let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
+            // Per epoch: its capability, orders waiting for the sends, recalls still out.
+            let mut epochs: BTreeMap<Epoch, (Capability<Epoch>, Vec<RecallOrder>, usize)> =
+                BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, batches| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = epochs
+                        .entry(epoch)
+                        .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new(), 0));
+                    for batch in batches {
+                        entry.1.extend(batch.drain(..).filter_map(|f| match f {
+                            Flow::Recall(r) => Some(r),
+                            _ => None,
+                        }));
+                    }
+                });
+                let mut waiting = false;
+                for (&epoch, (_, orders, out)) in epochs.iter_mut() {
+                    if orders.is_empty() {
+                        continue;
+                    }
+                    if sent.less_equal(&epoch) {
+                        waiting = true;
+                        continue;
+                    }
+                    for r in orders.drain(..) {
+                        *out += 1;
+                        let (ctx, done, activator) =
+                            (ctx.clone(), done_tx.clone(), activator.clone());
+                        ctx.clone().runtime.spawn(async move {
+                            let rows = recall_rows(&ctx, &r, clock).await;
+                            let _ = done.send((epoch, rows));
+                            let _ = activator.activate();
+                        });
+                    }
+                }
+                while let Ok((epoch, rows)) = done_rx.try_recv() {
+                    if let Some((cap, _, out)) = epochs.get_mut(&epoch) {
+                        *out -= 1;
+                        output
+                            .session(cap)
+                            .give_iterator(rows.into_iter().map(Flow::Row));
+                    }
+                }
+                epochs.retain(|epoch, (_, orders, out)| {
+                    !orders.is_empty() || *out > 0 || frontier.less_equal(epoch)
+                });
+                if waiting {
+                    // The probe moves without telling this operator: look again shortly.
+                    later.activate_after(std::time::Duration::from_millis(5));
+                }
             }
         },
     )

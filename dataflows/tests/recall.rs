@@ -165,3 +165,44 @@ fn recalls_reach_the_provider_and_end_in_recall_states() {
     assert_eq!(ok[0].2, "wangwu");
     sim.stop();
 }
+
+#[test]
+fn a_recall_in_the_same_epoch_runs_after_the_sends_before_it() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let c = Credentials::default();
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = format!(
+        "state_dir = \"var/state\"\n\
+         [accounts.wecom]\nchannel = \"enterprise_we_chat\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n\
+         [accounts.ding]\nchannel = \"ding_ding_work_notice\"\nprovider = \"dingtalk_work_notice\"\n\
+         settings = {{ app_key = \"{}\", app_secret = \"{}\", agent_id = {}, endpoint = \"{}\" }}\n",
+        c.dingapp.0,
+        c.dingapp.1,
+        c.dingapp.2,
+        sim.endpoint("dingapp"),
+    );
+    // Three lines, one epoch: two notices and, right behind them, a recall of the template.
+    let lines = [
+        send(NOW - 3_000, 2, "ding-u1", "a"),
+        send(NOW - 2_000, 2, "ding-u2", "b"),
+        recall(NOW - 1_000, 2, &[]),
+    ]
+    .join("\n");
+    let job = common::write_job(dir.path(), &templates(), &lines, &accounts);
+    for workers in [1, 2] {
+        let _ = std::fs::remove_dir_all(dir.path().join("var"));
+        let (rows, dead, _) = common::run_memory(&job, workers, NOW);
+        assert!(dead.is_empty(), "{dead:?}");
+        let mut recalled: Vec<String> = of(&rows, "RECALL_SUCCESS")
+            .into_iter()
+            .map(|r| r.2)
+            .collect();
+        recalled.sort();
+        assert_eq!(
+            recalled,
+            ["ding-u1", "ding-u2"],
+            "{workers} worker(s): {rows:?}"
+        );
+    }
+    sim.stop();
+}
