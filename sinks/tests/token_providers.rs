@@ -100,6 +100,10 @@ fn send(accounts: &Accounts, name: &str, b: &SendBatch) -> Vec<Result<(), String
     rt.block_on(accounts.get(accounts.index(name).unwrap()).send(b))
 }
 
+/// Another throwaway RSA key (generated with `openssl genpkey` for this test only): valid,
+/// but not the app's.
+const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDZOsJDhWWECS7P\nduBD2iG9Ew3+WmXEcfcDTQYLfFOZe11Jr4HLEzpEBJXP7MBj3IiFGI8M93v162Yo\nlJie3OLaN+UlxJG77PlPFaf54lyut4micsTH6B+nau/v7IbaqeXI5FdlPJ3TcPiY\ntc3NloD4fcql1NLAuQv9RwBfPlKCpOLXYhVPoTZHQo1C4bpWDvEcKmkkOBHHUeSw\n6/2dOhGFTtIzkn58l/QUSYCVvYiQduIXIGQb9WGQfTUUrTqIW9OaB5zWhgDgFZ5w\n58DcNUx/iaHY8b+RfnIupLpZSrRKURNQTHKfLavnLzRkJE8Ba+Jya6wNU7bsHYz8\n1psWJ5ylAgMBAAECggEAAyepk1HSDKpvN0MbmM/8elNiQo7rzpZqiIRZKqYPQikj\nICX5GEJ5faPAoDdo6XmvLbuB7TwGD04zDiem26DZS0zW9OLbth8u9rikwR7xB+tc\nks7mK7PhFq6ZhuUiygAhhE/ZMwHQoVdDNx+zyuEeng38mpo6xsFu06qHR2BohBwo\nW+bSSxUfKKY8GRIYQlEuPa1lLfQiH11MttY4V8mlstcWeZDAkTv/QiaJnjMN3SMv\nswwjUi2B48CYI9iFdKomj26RP8pbcC6xOPAiPTZiNvvFMXUB63qTUkvWSKlsOgWV\nPx1Pz28m1oP0VAecNWYBL03BLY+RIw/8u5CRgaZ50QKBgQDtJqhLeZ1532ZljAbk\nULZGpv+hXlRUODPn2OGAuF3LjvN9a/d3/y/bGlfSqSigO+3s17RiAzMExbMdp9I7\n+aV5cqGLxH2s/0+F0jjNVDJbgCzqxBixy7hZRwRCrCB1EcAqrplFVXcK3cGM1Sad\nblnIv7+01wjGmq7Ljuz/8FytlwKBgQDqfsGqFAIymQUdwDpqAABATgVLJvgRMAna\nbXJQtnxP40t+s5tLLsQooTJKkBEgCNnjPyNiZE/ivp1bUVxl/FGSv0E2OwUS4Rbr\nfN/djyQSZsMy2Ho4oMgmkAJyEc9zkkL9uglYWrD3WzBE6ggnaQhgxYbWR4oboFIL\nRHKCXkFHIwKBgQCNPZDOIshfZWYe5J7WLBvjSGLHQN8IqdCALPNhLmzuZ10tPbhN\nh3aBD9duZ8ECba7ueCm+lhk0pmpfJyxW/ABJrLP6AjS3a/d4xBOAdrznMheOWuw6\nOBK7WUh4TPunvcKtqP8wBA66MgisT+aHrMlcfpc2pTtczZN9OMp+RDFuUQKBgQCx\nJk1cFX2Lh/pLfXsjtRh7e/WXzrq9EVOARgqEWzgSih3we/Mnmw7pus1pcujdEJK6\nkGpE3I9VNrdd01tAWJuvhvjW5UNx/cX45P+iO47+r89rTAsZWK2cJFMUpcvY/XfK\ngo6oxurGE4elqD+8tiZ0JQU2QBlfwX/5rx3qyxX5jQKBgGOaeemFQevfGK8SmYb+\nTCUbaVEWogW/O1gZ9kttdpkljC48/U5XfyX5Yt1e7DyqG4DsMGYHw31VOpn+rend\nFPf5J98gc048gUiw48vJO497/+dP/DJSNiwHmX02RaPZaubfI7ZB0Sd8iltMK4bF\nSkONBZtde0huaCaMMkCO3Oft\n-----END PRIVATE KEY-----";
+
 const OA: &str = r#"{"templateId":"TMPL_PAYMENT","url":"https://shop.example.com/o/1","data":{"first":"Paid","keyword1":"o-1"}}"#;
 const MINI: &str =
     r#"{"templateId":"TMPL_SUB","page":"pages/order?id=1","map":{"thing1":"Order shipped"}}"#;
@@ -282,17 +286,7 @@ fn alipay_calls_are_rsa2_signed_and_a_wrong_key_is_refused() {
     assert_eq!(biz["user_template_id"], "TPL_1");
 
     // Another key (a valid one, not the app's): the signature does not verify, no retry.
-    let other = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .unwrap();
-    let other = String::from_utf8(other.stdout).unwrap();
+    let other = OTHER_KEY.to_string();
     let acc = account(&other);
     let before = sim.received().len();
     let out = send(
