@@ -480,16 +480,19 @@ impl Account {
         outcomes
     }
 
-    /// Recalls `message_id` if this account sent it within the recall window: each provider
+    /// Recalls `message_id` (of `template_id`) if this account sent it within the recall window: each provider
     /// call of the message (receivers, businessId) with the provider's answer, after retries.
     /// Empty when the account does not know the message.
     pub async fn recall(
         &self,
         message_id: &str,
+        template_id: i64,
         now: i64,
     ) -> Vec<(crate::recall::Entry, Result<(), String>)> {
         let mut out = Vec::new();
-        for entry in self.book.get(message_id, now) {
+        let calls = self.book.get(message_id, now);
+        // A recall names its template: a message of another template is not taken back.
+        for entry in calls.into_iter().filter(|e| e.template_id == template_id) {
             let result = self
                 .retry
                 .run_observed(&self.stats, || async {

@@ -164,6 +164,11 @@ impl AlipayMiniProgram {
                     results.resize(receivers.len(), Err(e));
                     break;
                 }
+                // Credentials refused: the receivers already accepted stay accepted.
+                Err(e) if !results.is_empty() => {
+                    results.resize(receivers.len(), Err(e));
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }

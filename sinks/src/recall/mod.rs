@@ -55,9 +55,9 @@ impl RecallBook {
         }
         let mut entries = HashMap::new();
         if let Ok(f) = File::open(path) {
-            for line in BufReader::new(f).lines() {
+            for line in BufReader::new(f).split(b'\n') {
                 // A torn last line (a crash mid-write) is skipped.
-                let Ok(e) = serde_json::from_str::<Entry>(&line?) else {
+                let Ok(e) = serde_json::from_slice::<Entry>(&line?) else {
                     continue;
                 };
                 if e.recalled {
@@ -129,7 +129,8 @@ impl RecallBook {
             .cloned()
             .collect();
         v.sort_by(|a, b| (a.time, &a.message_id).cmp(&(b.time, &b.message_id)));
-        v.dedup_by(|a, b| a.message_id == b.message_id);
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|e| seen.insert(e.message_id.clone()));
         v
     }
 

@@ -148,29 +148,36 @@ impl Accounts {
         message_ids: &[String],
         now: i64,
     ) -> Vec<Recalled> {
+        let mut seen = std::collections::HashSet::new();
         let ids: Vec<String> = if message_ids.is_empty() {
-            let mut all: Vec<String> = order
+            order
                 .iter()
                 .flat_map(|&a| self.get(a).recallable(template_id, now))
-                .collect();
-            all.dedup();
-            all
+                .filter(|id| seen.insert(id.clone()))
+                .collect()
         } else {
-            message_ids.to_vec()
+            message_ids
+                .iter()
+                .filter(|id| seen.insert(id.to_string()))
+                .cloned()
+                .collect()
         };
         let mut out = Vec::with_capacity(ids.len());
-        'ids: for id in ids {
+        for id in ids {
+            // Every member: receivers failed over were sent (and are recalled) by another.
+            let mut known = false;
             for &a in order {
-                let calls = self.get(a).recall(&id, now).await;
-                if !calls.is_empty() {
-                    out.extend(calls.into_iter().map(|(entry, result)| Recalled {
-                        message_id: id.clone(),
-                        business_id: entry.business_id,
-                        receivers: entry.receivers,
-                        result,
-                    }));
-                    continue 'ids;
-                }
+                let calls = self.get(a).recall(&id, template_id, now).await;
+                known |= !calls.is_empty();
+                out.extend(calls.into_iter().map(|(entry, result)| Recalled {
+                    message_id: id.clone(),
+                    business_id: entry.business_id,
+                    receivers: entry.receivers,
+                    result,
+                }));
+            }
+            if known {
+                continue;
             }
             let names: Vec<&str> = order.iter().map(|&a| self.get(a).name.as_str()).collect();
             out.push(Recalled {
@@ -190,6 +197,7 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn picks_follow_the_weights_and_the_rest_follow_as_failover() {
@@ -204,5 +212,53 @@ mod tests {
         assert!((6_600..7_400).contains(&first[0]), "{first:?}");
         assert_eq!(route.order("m-1"), route.order("m-1"), "stable per message");
         assert_eq!(Route::single(4).order("x"), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_over_receiver_is_recalled_through_the_member_that_sent_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let configs: BTreeMap<String, crate::account::AccountConfig> = toml::from_str(&format!(
+            "[a]\nchannel = \"enterprise_we_chat\"\nprovider = \"outbox\"\ndir = {:?}\nreject_receivers = [\"u2\"]\n\
+             [b]\nchannel = \"enterprise_we_chat\"\nprovider = \"outbox\"\ndir = {:?}\n",
+            dir.path().join("a"),
+            dir.path().join("b")
+        ))
+        .unwrap();
+        let accounts = Accounts::build(&configs, dir.path()).unwrap();
+        let order = [accounts.index("a").unwrap(), accounts.index("b").unwrap()];
+        let batch = SendBatch {
+            meta: std::sync::Arc::new(tidings_model::MessageMeta {
+                message_id: "m-1".into(),
+                template_id: 6,
+                business_id: 1,
+                biz_id: None,
+                content: "{}".into(),
+                event_time: 0,
+                seq: 0,
+            }),
+            channel: Channel::EnterpriseWeChat,
+            receivers: vec!["u1".into(), "u2".into()],
+        };
+        // a refuses u2; b sends it.
+        assert_eq!(
+            accounts.send_routed(&order, &batch).await,
+            vec![Ok(()), Ok(())]
+        );
+        let now = crate::provider::now_ms();
+        let recalled = accounts
+            .recall_routed(&order, 6, &["m-1".into()], now)
+            .await;
+        let mut reached: Vec<String> = recalled
+            .iter()
+            .filter(|r| r.result.is_ok())
+            .flat_map(|r| r.receivers.clone())
+            .collect();
+        reached.sort();
+        assert_eq!(reached, ["u1", "u2"], "{recalled:?}");
+        // Another template's recall does not take it back.
+        let other = accounts
+            .recall_routed(&order, 7, &["m-2".into()], now)
+            .await;
+        assert!(other[0].result.is_err());
     }
 }

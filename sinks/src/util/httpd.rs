@@ -36,6 +36,12 @@ impl Request {
 
 /// Connections served at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// The longest request line or header line.
+const MAX_LINE: u64 = 8 * 1024;
+/// The most headers of one request.
+const MAX_HEADERS: usize = 100;
+/// The largest request body; a larger one is answered 413 and the connection closed.
+pub const MAX_BODY: usize = 1024 * 1024;
 
 /// An answer.
 #[derive(Debug, Clone)]
@@ -93,8 +99,9 @@ impl Server {
                 }
                 let (handler, open) = (handler.clone(), open.clone());
                 std::thread::spawn(move || {
+                    // Given back even if the handler panics.
+                    let _slot = Slot(open);
                     let _ = serve(stream, &*handler);
-                    open.fetch_sub(1, Ordering::AcqRel);
                 });
             }
         });
@@ -116,6 +123,25 @@ impl Server {
     }
 }
 
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes; `None` at the end of the stream or when the
+/// line is longer (the connection is then closed).
+fn read_line(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let n = reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf)?;
+    if n == 0 || !buf.ends_with(b"\n") {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -123,6 +149,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        413 => "Payload Too Large",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -137,10 +164,9 @@ fn serve(stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(()); // the client closed the connection
-        }
+        let Some(line) = read_line(&mut reader)? else {
+            return Ok(()); // closed by the client, or a line too long
+        };
         let mut parts = line.split_whitespace();
         let (method, url) = (
             parts.next().unwrap_or("").to_string(),
@@ -148,8 +174,10 @@ fn serve(stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
         );
         let mut headers = Vec::new();
         loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 {
+            let Some(h) = read_line(&mut reader)? else {
+                return Ok(());
+            };
+            if headers.len() >= MAX_HEADERS {
                 return Ok(());
             }
             let h = h.trim_end();
@@ -167,6 +195,12 @@ fn serve(stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
             body: String::new(),
         };
         let length: usize = request.header("Content-Length").parse().unwrap_or(0);
+        if length > MAX_BODY {
+            let _ = writer.write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            return Ok(());
+        }
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body)?;
         request.body = String::from_utf8_lossy(&body).into_owned();
@@ -190,5 +224,69 @@ fn serve(stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
         if close {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The server may close before reading everything (a line too long): not an error here.
+        let _ = s.write_all(raw);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the answer's body is complete or the server closes.
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[test]
+    fn answers_keeps_alive_and_refuses_oversized_requests() {
+        let server = Server::start(
+            "127.0.0.1:0",
+            Arc::new(|r: Request| Response::json(200, format!("{{\"got\":{}}}", r.body.len()))),
+        )
+        .unwrap();
+        let ok = ask(
+            server.addr,
+            b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        assert!(
+            ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("{\"got\":3}"),
+            "{ok}"
+        );
+        // A body far beyond the cap is refused before anything is allocated for it.
+        let big = ask(
+            server.addr,
+            b"POST /x HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n",
+        );
+        assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+        // A header line without an end is cut at the line limit: the connection closes.
+        let mut long = b"GET /x HTTP/1.1\r\nX: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 20_000));
+        assert_eq!(ask(server.addr, &long), "");
+        // Still serving.
+        let again = ask(server.addr, b"GET /y HTTP/1.1\r\n\r\n");
+        assert!(again.starts_with("HTTP/1.1 200 OK"), "{again}");
+        server.stop();
     }
 }

@@ -37,9 +37,11 @@ pub struct YunpianSms {
 
 const NAME: &str = "yunpian_sms";
 
-/// Per-number codes worth another try: 8/9/17/22/33 are Yunpian's frequency limits.
+/// Per-number codes worth another try: only Yunpian's own failures (below -50). Its frequency
+/// limits (8: same content within 30 s, 9: same number 5 times in 5 min, 17: daily cap,
+/// 22: hourly cap, 33: too frequent) do not pass within a retry's backoff, so they are final.
 fn transient(code: i64) -> bool {
-    matches!(code, 8 | 9 | 17 | 22 | 33) || code < -50
+    code < -50
 }
 
 impl YunpianSms {
