@@ -163,34 +163,22 @@ pub fn wait_within(
     limit: std::time::Duration,
     what: &str,
 ) -> std::process::ExitStatus {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() >= limit {
+    use wait_timeout::ChildExt as _;
+    match child.wait_timeout(limit).unwrap() {
+        Some(status) => status,
+        None => {
             let _ = child.kill();
             let _ = child.wait();
             panic!("{what} did not finish within {limit:?}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
 /// Joins a thread at most `limit` after the call; fails the test after that.
-pub fn join_within<T>(
+pub fn join_within<T: Send + 'static>(
     handle: std::thread::JoinHandle<T>,
     limit: std::time::Duration,
     what: &str,
 ) -> T {
-    let start = std::time::Instant::now();
-    while !handle.is_finished() {
-        if start.elapsed() >= limit {
-            panic!("{what} did not finish within {limit:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    handle
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    within(limit, what, move || handle.join()).unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
