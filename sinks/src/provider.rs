@@ -187,22 +187,25 @@ impl RemoteConfig {
 impl RemoteConfig {
     /// Where the provider is reached: its endpoint's base URL (SMTP: `smtp://host:port`).
     pub fn base_url(&self) -> String {
-        let or = |e: &Option<String>, d: &str| e.clone().unwrap_or_else(|| d.to_string());
         match self {
             RemoteConfig::Webhook(c) => c.url.clone(),
-            RemoteConfig::DingTalkRobot(c) => or(&c.endpoint, "https://oapi.dingtalk.com"),
-            RemoteConfig::FeishuRobot(c) => or(&c.endpoint, "https://open.feishu.cn"),
-            RemoteConfig::WecomRobot(c) => or(&c.endpoint, "https://qyapi.weixin.qq.com"),
-            RemoteConfig::TencentSms(c) => or(&c.endpoint, "https://sms.tencentcloudapi.com"),
-            RemoteConfig::AliyunSms(c) => or(&c.endpoint, "https://dysmsapi.aliyuncs.com"),
-            RemoteConfig::YunpianSms(c) => or(&c.endpoint, "https://sms.yunpian.com"),
-            RemoteConfig::DingTalkWorkNotice(c) => or(&c.endpoint, "https://oapi.dingtalk.com"),
-            RemoteConfig::WecomApp(c) => or(&c.endpoint, "https://qyapi.weixin.qq.com"),
-            RemoteConfig::WechatOfficialAccount(c) | RemoteConfig::WechatMiniProgram(c) => {
-                or(&c.endpoint, "https://api.weixin.qq.com")
+            RemoteConfig::DingTalkRobot(c) => endpoint(&c.endpoint, "https://oapi.dingtalk.com"),
+            RemoteConfig::FeishuRobot(c) => endpoint(&c.endpoint, "https://open.feishu.cn"),
+            RemoteConfig::WecomRobot(c) => endpoint(&c.endpoint, "https://qyapi.weixin.qq.com"),
+            RemoteConfig::TencentSms(c) => endpoint(&c.endpoint, "https://sms.tencentcloudapi.com"),
+            RemoteConfig::AliyunSms(c) => endpoint(&c.endpoint, "https://dysmsapi.aliyuncs.com"),
+            RemoteConfig::YunpianSms(c) => endpoint(&c.endpoint, "https://sms.yunpian.com"),
+            RemoteConfig::DingTalkWorkNotice(c) => {
+                endpoint(&c.endpoint, "https://oapi.dingtalk.com")
             }
-            RemoteConfig::Getui(c) => or(&c.endpoint, "https://restapi.getui.com"),
-            RemoteConfig::AlipayMiniProgram(c) => or(&c.endpoint, "https://openapi.alipay.com"),
+            RemoteConfig::WecomApp(c) => endpoint(&c.endpoint, "https://qyapi.weixin.qq.com"),
+            RemoteConfig::WechatOfficialAccount(c) | RemoteConfig::WechatMiniProgram(c) => {
+                endpoint(&c.endpoint, "https://api.weixin.qq.com")
+            }
+            RemoteConfig::Getui(c) => endpoint(&c.endpoint, "https://restapi.getui.com"),
+            RemoteConfig::AlipayMiniProgram(c) => {
+                endpoint(&c.endpoint, "https://openapi.alipay.com")
+            }
             RemoteConfig::Email(c) => format!(
                 "smtp://{}:{}",
                 c.host,

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, field, now_ms};
+use crate::provider::{Delivered, content, endpoint, field, now_ms};
 use crate::util::http;
 use crate::util::retry::SendError;
 use crate::util::sign;
@@ -103,13 +103,7 @@ impl AliyunSms {
             .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
             .collect::<Vec<_>>()
             .join("&");
-        let url = self
-            .config
-            .endpoint
-            .as_deref()
-            .unwrap_or("https://dysmsapi.aliyuncs.com")
-            .trim_end_matches('/')
-            .to_string();
+        let url = endpoint(&self.config.endpoint, "https://dysmsapi.aliyuncs.com");
         let request = self
             .client
             .post(format!("{url}/"))

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, errcode, field, mentions, now_ms};
+use crate::provider::{Delivered, content, endpoint, errcode, field, mentions, now_ms};
 use crate::util::http;
 use crate::util::retry::SendError;
 use crate::util::sign;
@@ -65,11 +65,7 @@ impl DingTalkRobot {
         let ts = now_ms();
         let url = format!(
             "{}/robot/send?access_token={}&timestamp={ts}&sign={}",
-            self.config
-                .endpoint
-                .as_deref()
-                .unwrap_or("https://oapi.dingtalk.com")
-                .trim_end_matches('/'),
+            endpoint(&self.config.endpoint, "https://oapi.dingtalk.com"),
             sign::percent(&self.config.access_token),
             sign::percent(&sign::dingtalk_robot(&self.config.secret, ts))
         );

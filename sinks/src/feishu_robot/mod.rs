@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, field, now_ms};
+use crate::provider::{Delivered, content, endpoint, field, now_ms};
 use crate::util::http;
 use crate::util::retry::SendError;
 use crate::util::sign;
@@ -57,11 +57,7 @@ impl FeishuRobot {
     ) -> Result<Delivered, SendError> {
         let url = format!(
             "{}/open-apis/bot/v2/hook/{}",
-            self.config
-                .endpoint
-                .as_deref()
-                .unwrap_or("https://open.feishu.cn")
-                .trim_end_matches('/'),
+            endpoint(&self.config.endpoint, "https://open.feishu.cn"),
             sign::percent(&self.config.hook)
         );
         let body = Self::body(&self.config.secret, now_ms() / 1000, batch);

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, field, now_ms};
+use crate::provider::{Delivered, content, endpoint, field, now_ms};
 use crate::util::http;
 use crate::util::retry::SendError;
 use crate::util::sign::{self, Tc3Request};
@@ -107,14 +107,10 @@ impl TencentSms {
                 timestamp,
             },
         );
-        let url = self
-            .config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://{HOST}"));
+        let url = endpoint(&self.config.endpoint, &format!("https://{HOST}"));
         let request = self
             .client
-            .post(format!("{}/", url.trim_end_matches('/')))
+            .post(format!("{url}/"))
             .header("Authorization", authorization)
             .header("Content-Type", content_type)
             .header("Host", HOST)

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, errcode, field, mentions};
+use crate::provider::{Delivered, content, endpoint, errcode, field, mentions};
 use crate::util::http;
 use crate::util::retry::SendError;
 use crate::util::sign;
@@ -56,11 +56,7 @@ impl WecomRobot {
     ) -> Result<Delivered, SendError> {
         let url = format!(
             "{}/cgi-bin/webhook/send?key={}",
-            self.config
-                .endpoint
-                .as_deref()
-                .unwrap_or("https://qyapi.weixin.qq.com")
-                .trim_end_matches('/'),
+            endpoint(&self.config.endpoint, "https://qyapi.weixin.qq.com"),
             sign::percent(&self.config.key)
         );
         let answer = http::call(
