@@ -24,6 +24,30 @@ pub enum Delivered {
     },
 }
 
+/// One provider call per receiver (WeChat and Alipay take one user per message), in order:
+/// a receiver's own refusal fails it alone; a transient answer leaves it and the receivers
+/// after it unsettled (the account retries only those); refused credentials after some
+/// receivers were accepted fail the rest but keep those accepted.
+pub async fn one_by_one<F, Fut>(receivers: &[String], mut send: F) -> Result<Delivered, SendError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), SendError>>,
+{
+    let mut results = Vec::with_capacity(receivers.len());
+    for r in receivers {
+        match send(r.clone()).await {
+            Ok(()) => results.push(Ok(())),
+            Err(e @ SendError::Permanent(_)) => results.push(Err(e)),
+            Err(e) if matches!(e, SendError::Transient(_)) || !results.is_empty() => {
+                results.resize(receivers.len(), Err(e));
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Delivered::Each(results))
+}
+
 /// Replaces `"${NAME}"` string leaves with the environment variable's value.
 pub fn resolve_env(v: &mut Value) -> Result<(), String> {
     match v {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, endpoint, field, now_ms};
+use crate::provider::{Delivered, content, endpoint, field, now_ms, one_by_one};
 use crate::util::http;
 use crate::util::retry::SendError;
 use crate::util::sign;
@@ -154,24 +154,6 @@ impl AlipayMiniProgram {
         batch: &SendBatch,
         receivers: &[String],
     ) -> Result<Delivered, SendError> {
-        let mut results = Vec::with_capacity(receivers.len());
-        for r in receivers {
-            match self.send_one(batch, r).await {
-                Ok(()) => results.push(Ok(())),
-                Err(e @ SendError::Permanent(_)) => results.push(Err(e)),
-                // This user and the ones after it are tried again, only they.
-                Err(e @ SendError::Transient(_)) => {
-                    results.resize(receivers.len(), Err(e));
-                    break;
-                }
-                // Credentials refused: the receivers already accepted stay accepted.
-                Err(e) if !results.is_empty() => {
-                    results.resize(receivers.len(), Err(e));
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Delivered::Each(results))
+        one_by_one(receivers, |r| async move { self.send_one(batch, &r).await }).await
     }
 }

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, endpoint, errcode, field};
+use crate::provider::{Delivered, content, endpoint, field};
 use crate::util::http;
 use crate::util::retry::SendError;
 use crate::util::sign;
-use crate::util::token::{Answer, TokenCache};
+use crate::util::token::{TokenCache, token_answer};
 
 /// `settings` of a `dingtalk_work_notice` account.
 #[derive(Debug, Clone, Deserialize)]
@@ -126,69 +126,23 @@ impl DingTalkWorkNotice {
     }
 
     async fn call(&self, path: &str, body: &Value) -> Result<Value, SendError> {
+        let url = |token: &str| {
+            format!(
+                "{}/{path}?access_token={}",
+                self.base(),
+                sign::percent(token)
+            )
+        };
         self.token
-            .with_token(
+            .post_errcode(
+                NAME,
+                &self.client,
                 || self.fetch_token(),
-                |token| async move {
-                    let url = format!(
-                        "{}/{path}?access_token={}",
-                        self.base(),
-                        sign::percent(&token)
-                    );
-                    let answer = http::call(NAME, self.client.post(url).json(body)).await?;
-                    errcode_answer(NAME, &answer, &TOKEN_CODES, &[90018, -1])
-                },
+                url,
+                body,
+                &TOKEN_CODES,
+                &[90018],
             )
             .await
-    }
-}
-
-/// Reads a `{"errcode", "errmsg", "access_token", "expires_in"}` token answer (DingTalk,
-/// WeCom, WeChat).
-pub fn token_answer(
-    provider: &str,
-    answer: &str,
-) -> Result<(String, std::time::Duration), SendError> {
-    let v: Value = serde_json::from_str(answer)
-        .map_err(|_| SendError::Transient(format!("{provider}: unreadable token answer")))?;
-    match (v["access_token"].as_str(), errcode(answer)) {
-        (Some(t), None | Some((0, _))) => Ok((
-            t.to_string(),
-            std::time::Duration::from_secs(v["expires_in"].as_u64().unwrap_or(7200)),
-        )),
-        // -1: system busy.
-        (_, Some((-1, msg))) => Err(SendError::Transient(format!("{provider}: token: -1 {msg}"))),
-        (_, Some((code, msg))) => Err(SendError::Unauthorized(format!(
-            "{provider}: token: {code} {msg}"
-        ))),
-        (None, None) => Err(SendError::Transient(format!(
-            "{provider}: token answer without access_token"
-        ))),
-    }
-}
-
-/// Classifies an `{"errcode", "errmsg"}` answer: 0 is done, `token_codes` reject the
-/// token, `busy_codes` (and -1) are transient, anything else is permanent.
-pub fn errcode_answer(
-    provider: &str,
-    answer: &str,
-    token_codes: &[i64],
-    busy_codes: &[i64],
-) -> Result<Answer<Value>, SendError> {
-    match errcode(answer) {
-        Some((0, _)) => Ok(Answer::Done(
-            serde_json::from_str(answer).unwrap_or(Value::Null),
-        )),
-        Some((code, msg)) if token_codes.contains(&code) => {
-            Ok(Answer::TokenRejected(format!("{provider}: {code} {msg}")))
-        }
-        Some((code, msg)) if code == -1 || busy_codes.contains(&code) => {
-            Err(SendError::Transient(format!("{provider}: {code} {msg}")))
-        }
-        Some((code, msg)) => Err(SendError::Permanent(format!("{provider}: {code} {msg}"))),
-        None => Err(SendError::Transient(format!(
-            "{provider}: unreadable answer: {}",
-            answer.chars().take(200).collect::<String>()
-        ))),
     }
 }

@@ -2,14 +2,17 @@
 //! fetched on first use, cached until shortly before they expire, fetched again when the
 //! provider answers that the token is invalid or expired. One fetch at a time: concurrent
 //! sends wait for it instead of each asking for a token (providers cap token calls per day).
+//! Also the `{"errcode", "errmsg"}` answers of DingTalk, WeCom and WeChat, token or call.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::retry::SendError;
+use crate::provider::errcode;
 
 /// What a call made with a token came back with.
 #[derive(Debug)]
@@ -86,6 +89,86 @@ impl TokenCache {
             }
         }
         Err(SendError::Unauthorized(last))
+    }
+}
+
+/// Reads a `{"errcode", "errmsg", "access_token", "expires_in"}` token answer (DingTalk,
+/// WeCom, WeChat).
+pub fn token_answer(
+    provider: &str,
+    answer: &str,
+) -> Result<(String, std::time::Duration), SendError> {
+    let v: Value = serde_json::from_str(answer)
+        .map_err(|_| SendError::Transient(format!("{provider}: unreadable token answer")))?;
+    match (v["access_token"].as_str(), errcode(answer)) {
+        (Some(t), None | Some((0, _))) => Ok((
+            t.to_string(),
+            std::time::Duration::from_secs(v["expires_in"].as_u64().unwrap_or(7200)),
+        )),
+        // -1: system busy.
+        (_, Some((-1, msg))) => Err(SendError::Transient(format!("{provider}: token: -1 {msg}"))),
+        (_, Some((code, msg))) => Err(SendError::Unauthorized(format!(
+            "{provider}: token: {code} {msg}"
+        ))),
+        (None, None) => Err(SendError::Transient(format!(
+            "{provider}: token answer without access_token"
+        ))),
+    }
+}
+
+/// Classifies an `{"errcode", "errmsg"}` answer: 0 is done, `token_codes` reject the
+/// token, `busy_codes` (and -1) are transient, anything else is permanent.
+pub fn errcode_answer(
+    provider: &str,
+    answer: &str,
+    token_codes: &[i64],
+    busy_codes: &[i64],
+) -> Result<Answer<Value>, SendError> {
+    match errcode(answer) {
+        Some((0, _)) => Ok(Answer::Done(
+            serde_json::from_str(answer).unwrap_or(Value::Null),
+        )),
+        Some((code, msg)) if token_codes.contains(&code) => {
+            Ok(Answer::TokenRejected(format!("{provider}: {code} {msg}")))
+        }
+        Some((code, msg)) if code == -1 || busy_codes.contains(&code) => {
+            Err(SendError::Transient(format!("{provider}: {code} {msg}")))
+        }
+        Some((code, msg)) => Err(SendError::Permanent(format!("{provider}: {code} {msg}"))),
+        None => Err(SendError::Transient(format!(
+            "{provider}: unreadable answer: {}",
+            answer.chars().take(200).collect::<String>()
+        ))),
+    }
+}
+
+impl TokenCache {
+    /// POSTs `body` as JSON to `url(token)` with the cached token, and reads an `{"errcode",
+    /// "errmsg"}` answer (DingTalk, WeCom, WeChat): `token_codes` make it fetch a new token
+    /// and call once more, `busy_codes` (and -1) are transient, other codes permanent.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn post_errcode<F, Fut>(
+        &self,
+        provider: &str,
+        client: &reqwest::Client,
+        fetch: F,
+        url: impl Fn(&str) -> String,
+        body: &Value,
+        token_codes: &[i64],
+        busy_codes: &[i64],
+    ) -> Result<Value, SendError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(String, Duration), SendError>>,
+    {
+        self.with_token(fetch, |token| {
+            let url = url(&token);
+            async move {
+                let answer = super::http::call(provider, client.post(url).json(body)).await?;
+                errcode_answer(provider, &answer, token_codes, busy_codes)
+            }
+        })
+        .await
     }
 }
 

@@ -10,12 +10,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::SendBatch;
-use crate::dingtalk_work_notice::{errcode_answer, token_answer};
-use crate::provider::{Delivered, content, endpoint, field};
+use crate::provider::{Delivered, content, endpoint, field, one_by_one};
 use crate::util::http;
 use crate::util::retry::SendError;
 use crate::util::sign;
-use crate::util::token::TokenCache;
+use crate::util::token::{TokenCache, token_answer};
 
 /// `settings` of a `wechat_official_account` or `wechat_mini_program` account.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,47 +81,31 @@ impl WechatApi {
         receivers: &[String],
         body_for: impl Fn(&str) -> Value,
     ) -> Result<Delivered, SendError> {
-        let mut results = Vec::with_capacity(receivers.len());
-        for r in receivers {
-            let body = body_for(r);
-            let answer = self
-                .token
-                .with_token(
-                    || self.fetch_token(),
-                    |token| {
-                        let body = &body;
-                        async move {
-                            let url = format!(
-                                "{}/cgi-bin/{path}?access_token={}",
-                                self.base(),
-                                sign::percent(&token)
-                            );
-                            let answer =
-                                http::call(self.name, self.client.post(url).json(body)).await?;
-                            errcode_answer(self.name, &answer, &TOKEN_CODES, &BUSY_CODES)
-                        }
-                    },
-                )
-                .await;
-            match answer {
-                Ok(_) => results.push(Ok(())),
-                // A receiver's own refusal (not following, refused the subscription).
-                Err(e @ SendError::Permanent(_)) => results.push(Err(e)),
-                // Busy or unreachable: this receiver and the ones after it are tried again
-                // (only they: the account retries the unsettled receivers).
-                Err(e @ SendError::Transient(_)) => {
-                    results.resize(receivers.len(), Err(e));
-                    break;
-                }
-                // Credentials refused: the receivers already accepted stay accepted.
-                Err(e) if !results.is_empty() => {
-                    results.resize(receivers.len(), Err(e));
-                    break;
-                }
-                Err(e) => return Err(e),
+        let url = |token: &str| {
+            format!(
+                "{}/cgi-bin/{path}?access_token={}",
+                self.base(),
+                sign::percent(token)
+            )
+        };
+        one_by_one(receivers, |r| {
+            let body = body_for(&r);
+            async move {
+                self.token
+                    .post_errcode(
+                        self.name,
+                        &self.client,
+                        || self.fetch_token(),
+                        url,
+                        &body,
+                        &TOKEN_CODES,
+                        &BUSY_CODES,
+                    )
+                    .await
+                    .map(|_| ())
             }
-        }
-        Ok(Delivered::Each(results))
+        })
+        .await
     }
 }
 

@@ -9,12 +9,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SendBatch;
-use crate::dingtalk_work_notice::{errcode_answer, token_answer};
 use crate::provider::{Delivered, content, endpoint, field};
 use crate::util::http;
 use crate::util::retry::SendError;
 use crate::util::sign;
-use crate::util::token::TokenCache;
+use crate::util::token::{TokenCache, token_answer};
 
 /// `settings` of a `wecom_app` account.
 #[derive(Debug, Clone, Deserialize)]
@@ -102,18 +101,22 @@ impl WecomApp {
     }
 
     async fn call(&self, path: &str, body: &Value) -> Result<Value, SendError> {
+        let url = |token: &str| {
+            format!(
+                "{}/cgi-bin/{path}?access_token={}",
+                self.base(),
+                sign::percent(token)
+            )
+        };
         self.token
-            .with_token(
+            .post_errcode(
+                NAME,
+                &self.client,
                 || self.fetch_token(),
-                |token| async move {
-                    let url = format!(
-                        "{}/cgi-bin/{path}?access_token={}",
-                        self.base(),
-                        sign::percent(&token)
-                    );
-                    let answer = http::call(NAME, self.client.post(url).json(body)).await?;
-                    errcode_answer(NAME, &answer, &TOKEN_CODES, &BUSY_CODES)
-                },
+                url,
+                body,
+                &TOKEN_CODES,
+                &BUSY_CODES,
             )
             .await
     }
