@@ -3,13 +3,14 @@
 //! attachment fetched by URL; a receiver the server refuses fails alone with the server's
 //! reply; attachment URLs to private addresses or other schemes are refused (austin #56).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod common;
 
-use tidings_model::{Channel, MessageMeta};
+use std::path::PathBuf;
+
+use common::send;
+use tidings_model::Channel;
 use tidings_sinks::SendBatch;
-use tidings_sinks::account::{AccountConfig, Accounts};
+use tidings_sinks::account::Accounts;
 
 fn smtp() -> (String, u16, PathBuf) {
     let addr = std::env::var("SMTP_ADDR").unwrap_or_else(|_| "127.0.0.1:12525".into());
@@ -32,34 +33,17 @@ fn account(allow_private: bool) -> Accounts {
         "[mail]\nchannel = \"email\"\nprovider = \"smtp\"\nattempts = 2\n\
          settings = {{ host = \"{host}\", port = {port}, tls = \"none\", from = \"tidings <noreply@example.com>\", allow_private_attachments = {allow_private} }}\n"
     );
-    let configs: BTreeMap<String, AccountConfig> = toml::from_str(&text).unwrap();
-    assert!(configs["mail"].validate("accounts.mail").is_empty());
-    Accounts::build(&configs, Path::new("/")).unwrap()
+    common::accounts(&text)
 }
 
 fn batch(url: &str, receivers: &[String]) -> SendBatch {
     let content = serde_json::json!({"title": "Your order", "content": "<p>Hello <b>Ann</b></p>", "url": url});
-    SendBatch {
-        meta: Arc::new(MessageMeta {
-            message_id: format!("m-{}", unique()),
-            template_id: 2,
-            business_id: 1,
-            biz_id: None,
-            content: content.to_string(),
-            event_time: 0,
-            seq: 0,
-        }),
-        channel: Channel::Email,
-        receivers: receivers.to_vec(),
-    }
-}
-
-fn send(accounts: &Accounts, b: &SendBatch) -> Vec<Result<(), String>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(accounts.get(0).send(b))
+    common::batch(
+        &format!("m-{}", unique()),
+        Channel::Email,
+        &content.to_string(),
+        receivers,
+    )
 }
 
 /// The saved message for `to`. The server writes each message before it answers 250, and a
@@ -96,6 +80,7 @@ fn mail_arrives_with_body_and_attachment_and_refusals_stay_per_receiver() {
     let refused = format!("reject-{id}@example.com");
     let out = send(
         &account(true),
+        "mail",
         &batch(&url, &[ann.clone(), refused.clone()]),
     );
     assert_eq!(out[0], Ok(()), "{out:?}");
@@ -116,13 +101,18 @@ fn attachments_to_private_addresses_or_other_schemes_are_refused() {
     let url = serve_attachment();
     let id = unique();
     let bob = format!("bob-{id}@example.com");
-    let out = send(&account(false), &batch(&url, std::slice::from_ref(&bob)));
+    let out = send(
+        &account(false),
+        "mail",
+        &batch(&url, std::slice::from_ref(&bob)),
+    );
     assert!(
         out[0].as_ref().unwrap_err().contains("private or loopback"),
         "{out:?}"
     );
     let out = send(
         &account(true),
+        "mail",
         &batch("file:///etc/passwd", std::slice::from_ref(&bob)),
     );
     assert!(
@@ -134,6 +124,7 @@ fn attachments_to_private_addresses_or_other_schemes_are_refused() {
     );
     let out = send(
         &account(false),
+        "mail",
         &batch(
             "http://169.254.169.254/latest/meta-data/",
             std::slice::from_ref(&bob),

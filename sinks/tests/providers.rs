@@ -2,29 +2,16 @@
 //! arrive signed as documented, faults are retried or end in a failure with the provider's
 //! reason, per-number answers map to receivers, and a wrong secret is not retried.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use tidings_model::{Channel, MessageMeta};
+use common::send;
+use tidings_model::Channel;
 use tidings_sinks::SendBatch;
-use tidings_sinks::account::{AccountConfig, Accounts};
+use tidings_sinks::account::Accounts;
 use tidings_sinks::simulator::{Credentials, Fault, Simulator};
 
 fn batch(channel: Channel, content: &str, receivers: &[&str]) -> SendBatch {
-    SendBatch {
-        meta: Arc::new(MessageMeta {
-            message_id: "m-1".into(),
-            template_id: 9,
-            business_id: 1,
-            biz_id: None,
-            content: content.into(),
-            event_time: 0,
-            seq: 0,
-        }),
-        channel,
-        receivers: receivers.iter().map(|r| r.to_string()).collect(),
-    }
+    common::batch("m-1", channel, content, receivers)
 }
 
 fn accounts(sim: &Simulator, wrong_secret: bool) -> Accounts {
@@ -79,20 +66,7 @@ settings = {{ url = "{}", secret = "{secret}" }}
         sim.endpoint("aliyun"),
         sim.endpoint("webhook"),
     );
-    let configs: BTreeMap<String, AccountConfig> = toml::from_str(&text).unwrap();
-    for (name, c) in &configs {
-        assert!(c.validate(&format!("accounts.{name}")).is_empty(), "{name}");
-    }
-    Accounts::build(&configs, Path::new("/")).unwrap()
-}
-
-fn send(accounts: &Accounts, name: &str, b: &SendBatch) -> Vec<Result<(), String>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let i = accounts.index(name).unwrap();
-    rt.block_on(accounts.get(i).send(b))
+    common::accounts(&text)
 }
 
 #[test]

@@ -3,29 +3,18 @@
 //! once and reused, fetched again when the provider says they are no longer valid, a wrong
 //! app secret ends in SEND_FAIL without retries, and per-receiver refusals fail alone.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use tidings_model::{Channel, MessageMeta};
+use std::collections::BTreeMap;
+
+use common::send;
+use tidings_model::Channel;
 use tidings_sinks::SendBatch;
 use tidings_sinks::account::{AccountConfig, Accounts};
 use tidings_sinks::simulator::{Credentials, Simulator};
 
 fn batch(channel: Channel, content: &str, receivers: &[&str]) -> SendBatch {
-    SendBatch {
-        meta: Arc::new(MessageMeta {
-            message_id: "m-token-1".into(),
-            template_id: 9,
-            business_id: 1,
-            biz_id: None,
-            content: content.into(),
-            event_time: 0,
-            seq: 0,
-        }),
-        channel,
-        receivers: receivers.iter().map(|r| r.to_string()).collect(),
-    }
+    common::batch("m-token-1", channel, content, receivers)
 }
 
 fn accounts(sim: &Simulator, secret_suffix: &str) -> Accounts {
@@ -84,20 +73,7 @@ settings = {{ apikey = "{}{secret_suffix}", tpl_id = 1, endpoint = "{}" }}
         c.yunpian_apikey,
         sim.endpoint("yunpian"),
     );
-    let configs: BTreeMap<String, AccountConfig> = toml::from_str(&text).unwrap();
-    for (name, c) in &configs {
-        let problems = c.validate(&format!("accounts.{name}"));
-        assert!(problems.is_empty(), "{problems:?}");
-    }
-    Accounts::build(&configs, Path::new("/")).unwrap()
-}
-
-fn send(accounts: &Accounts, name: &str, b: &SendBatch) -> Vec<Result<(), String>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(accounts.get(accounts.index(name).unwrap()).send(b))
+    common::accounts(&text)
 }
 
 /// Another throwaway RSA key (generated with `openssl genpkey` for this test only): valid,
@@ -258,10 +234,7 @@ fn alipay_calls_are_rsa2_signed_and_a_wrong_key_is_refused() {
             c.alipay.0,
             sim.endpoint("alipay")
         );
-        let configs: BTreeMap<String, AccountConfig> = toml::from_str(&text).unwrap();
-        let problems = configs["alipay"].validate("accounts.alipay");
-        assert!(problems.is_empty(), "{problems:?}");
-        Accounts::build(&configs, Path::new("/")).unwrap()
+        common::accounts(&text)
     };
     let model = r#"{"templateId":"TPL_1","page":"pages/index","data":{"keyword1":"Order 1"}}"#;
     let acc = account(&c.alipay.1);
