@@ -35,6 +35,19 @@ fn recall(ts: i64, template: i64, ids: &[&str]) -> String {
     serde_json::json!({"ts": ts, "key": "k", "payload": payload.to_string()}).to_string()
 }
 
+/// `[accounts.ding]`: a DingTalk work notice app on the simulator.
+fn ding_account(sim: &Simulator) -> String {
+    let c = Credentials::default();
+    format!(
+        "[accounts.ding]\nchannel = \"ding_ding_work_notice\"\nprovider = \"dingtalk_work_notice\"\n\
+         settings = {{ app_key = \"{}\", app_secret = \"{}\", agent_id = {}, endpoint = \"{}\" }}\n",
+        c.dingapp.0,
+        c.dingapp.1,
+        c.dingapp.2,
+        sim.endpoint("dingapp"),
+    )
+}
+
 fn of(rows: &[EventRow], state: &str) -> Vec<(i64, String, String)> {
     let mut v: Vec<_> = rows
         .iter()
@@ -59,17 +72,12 @@ fn recalls_reach_the_provider_and_end_in_recall_states() {
     let accounts = format!(
         "state_dir = \"var/state\"\n\
          [accounts.wecom]\nchannel = \"enterprise_we_chat\"\nprovider = \"wecom_app\"\n\
-         settings = {{ corp_id = \"{}\", corp_secret = \"{}\", agent_id = {}, endpoint = \"{}\" }}\n\
-         [accounts.ding]\nchannel = \"ding_ding_work_notice\"\nprovider = \"dingtalk_work_notice\"\n\
-         settings = {{ app_key = \"{}\", app_secret = \"{}\", agent_id = {}, endpoint = \"{}\" }}\n",
+         settings = {{ corp_id = \"{}\", corp_secret = \"{}\", agent_id = {}, endpoint = \"{}\" }}\n{}",
         c.wecomapp.0,
         c.wecomapp.1,
         c.wecomapp.2,
         sim.endpoint("wecomapp"),
-        c.dingapp.0,
-        c.dingapp.1,
-        c.dingapp.2,
-        sim.endpoint("dingapp"),
+        ding_account(&sim),
     );
     let first = [
         send(NOW - 60_000, 1, "zhangsan,lisi", "a"),
@@ -169,17 +177,11 @@ fn recalls_reach_the_provider_and_end_in_recall_states() {
 #[test]
 fn a_recall_in_the_same_epoch_runs_after_the_sends_before_it() {
     let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
-    let c = Credentials::default();
     let dir = tempfile::tempdir().unwrap();
     let accounts = format!(
         "state_dir = \"var/state\"\n\
-         [accounts.wecom]\nchannel = \"enterprise_we_chat\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n\
-         [accounts.ding]\nchannel = \"ding_ding_work_notice\"\nprovider = \"dingtalk_work_notice\"\n\
-         settings = {{ app_key = \"{}\", app_secret = \"{}\", agent_id = {}, endpoint = \"{}\" }}\n",
-        c.dingapp.0,
-        c.dingapp.1,
-        c.dingapp.2,
-        sim.endpoint("dingapp"),
+         [accounts.wecom]\nchannel = \"enterprise_we_chat\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n{}",
+        ding_account(&sim),
     );
     // Three lines, one epoch: two notices and, right behind them, a recall of the template.
     let lines = [
