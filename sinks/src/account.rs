@@ -370,26 +370,31 @@ impl Account {
             // Receivers settle one by one: a provider that answers per receiver gets only the
             // ones still unsettled (a transient refusal) on the next attempt, so those it
             // accepted are not sent twice.
-            let settled: std::sync::Mutex<BTreeMap<usize, Result<(), SendError>>> =
-                std::sync::Mutex::new(BTreeMap::new());
+            let settled: std::sync::Mutex<Vec<Option<Result<(), SendError>>>> =
+                std::sync::Mutex::new(vec![None; receivers.len()]);
             let references: std::sync::Mutex<Vec<(String, Vec<String>)>> =
                 std::sync::Mutex::new(Vec::new());
-            let lock = |m: &std::sync::Mutex<BTreeMap<usize, Result<(), SendError>>>| {
-                m.lock().unwrap_or_else(|p| p.into_inner()).clone()
-            };
             let result = self
                 .retry
                 .run_observed(&self.stats, || async {
-                    let done = lock(&settled);
-                    let pending: Vec<usize> = (0..receivers.len())
-                        .filter(|i| !done.contains_key(i))
-                        .collect();
-                    let subset: Vec<String> =
-                        pending.iter().map(|&i| receivers[i].clone()).collect();
+                    let pending: Vec<usize> = {
+                        let done = settled.lock().unwrap_or_else(|p| p.into_inner());
+                        (0..receivers.len())
+                            .filter(|&i| done[i].is_none())
+                            .collect()
+                    };
+                    // The first attempt (and any with nothing settled) sends the batch as is.
+                    let subset: Vec<String>;
+                    let subset: &[String] = if pending.len() == receivers.len() {
+                        &receivers
+                    } else {
+                        subset = pending.iter().map(|&i| receivers[i].clone()).collect();
+                        &subset
+                    };
                     let answer = match &self.provider {
-                        Provider::Outbox(o) => o.send(batch, &subset).map(|()| Delivered::All),
+                        Provider::Outbox(o) => o.send(batch, subset).map(|()| Delivered::All),
                         Provider::Blackhole => Ok(Delivered::All),
-                        Provider::Remote(_, r, _) => r.send(batch, &subset).await,
+                        Provider::Remote(_, r, _) => r.send(batch, subset).await,
                     }?;
                     let (each, reference) = match answer {
                         Delivered::All => (None, None),
@@ -412,10 +417,10 @@ impl Account {
                         match one {
                             Err(SendError::Transient(why)) => retry = Some(why),
                             other => {
-                                if other.is_ok() {
+                                if other.is_ok() && reference.is_some() {
                                     reached.push(receivers[i].clone());
                                 }
-                                settle.insert(i, other);
+                                settle[i] = Some(other);
                             }
                         }
                     }
@@ -434,7 +439,7 @@ impl Account {
                 .await;
             let settled = settled.into_inner().unwrap_or_else(|p| p.into_inner());
             for (i, r) in to_send.iter().enumerate() {
-                let outcome = match (settled.get(&i), &result) {
+                let outcome = match (&settled[i], &result) {
                     (Some(Ok(())), _) => Ok(()),
                     (Some(Err(e)), _) => Err(e.reason().to_string()),
                     (None, Err(e)) => Err(e.reason().to_string()),
