@@ -60,6 +60,9 @@ fn validate(c: &mut Criterion) {
         bytes: payload.to_vec(),
         read_time: 1_763_773_200_000,
         timestamp: Some(1_763_773_200_000),
+        event_time: 1_763_773_200_000,
+        late_by: 0,
+        bad_time: None,
     };
     c.bench_function("parse_and_validate_2_receivers", |b| {
         b.iter(|| black_box(v.validate(black_box(&rec), 1_763_773_200_000)))

@@ -147,20 +147,35 @@ pub struct SourceConfig {
     /// topic. Default: Parquet only.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
-    /// File source: lines per epoch (the unit of progress, batching and backpressure).
-    /// Default 4096.
+    /// File source: lines read per turn of the source (batching). Default 4096.
     #[serde(default = "default_epoch_lines")]
     pub epoch_lines: usize,
-    /// Kafka: milliseconds between checkpoints (dedup windows, parked deliveries and offsets,
-    /// one consistent cut; offsets are committed to the group only with a checkpoint).
-    /// Default 1000.
+    /// Milliseconds of wall time between checkpoints (dedup windows, parked deliveries and
+    /// source positions, one consistent cut; Kafka offsets are committed to the group only
+    /// with a checkpoint). Default 1000.
     #[serde(default = "default_checkpoint_ms")]
     pub checkpoint_ms: u64,
-    /// Kafka: milliseconds per epoch, the unit of progress. A record is judged once the
-    /// frontier passes its epoch, so this is the latency floor; shorter epochs cost more
-    /// progress messages. Default 100.
+    /// Milliseconds of event time per epoch, the unit of progress: a record is judged once the
+    /// frontier passes its epoch. Default 100.
     #[serde(default = "default_epoch_ms")]
     pub epoch_ms: u64,
+    /// How far (ms) a record's event time may be behind the largest event time of its
+    /// partition and still be judged at its own time; a later record is judged at the
+    /// partition's watermark and counted as late. Also the latency floor of a busy
+    /// partition. Default 300000 (5 minutes) for a file, 200 for Kafka.
+    #[serde(default)]
+    pub max_out_of_order_ms: Option<u64>,
+    /// How far (ms) ahead of the wall clock an event time may be; further ahead (or before
+    /// 2000) is a dead letter. Default 86400000 (one day).
+    #[serde(default = "default_max_future_ms")]
+    pub max_future_ms: u64,
+    /// File source: keep reading lines appended to the file (a live source) until stopped.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+fn default_max_future_ms() -> u64 {
+    86_400_000
 }
 
 fn default_epoch_ms() -> u64 {
@@ -356,6 +371,10 @@ pub struct Job {
     pub kafka: Option<KafkaSettings>,
     /// The admin API, when the job has one.
     pub admin: Option<AdminSettings>,
+    /// Epochs and lateness of the source.
+    pub event: tidings_operators::event_time::EventTime,
+    /// Wall time between checkpoints.
+    pub checkpoint: std::time::Duration,
 }
 
 impl Job {
@@ -519,7 +538,7 @@ impl Job {
                 .clone()
                 .unwrap_or_else(|| "tidings".into()),
             dead_letter_topic: file.source.dead_letter_topic.clone(),
-            checkpoint_every: (file.source.checkpoint_ms / file.source.epoch_ms.max(1)).max(1),
+            checkpoint: std::time::Duration::from_millis(file.source.checkpoint_ms.max(1)),
             tick: std::time::Duration::from_millis(file.source.epoch_ms.max(1)),
         });
         if !(1..=10_000).contains(&file.source.epoch_ms) {
@@ -531,13 +550,35 @@ impl Job {
                 ),
             );
         }
-        if file.source.checkpoint_ms < file.source.epoch_ms {
+        if !(10..=3_600_000).contains(&file.source.checkpoint_ms) {
             bad(
                 "source.checkpoint_ms",
                 format!(
-                    "{} is below source.epoch_ms ({}); use at least one epoch (default 1000)",
-                    file.source.checkpoint_ms, file.source.epoch_ms
+                    "{} is out of range; use 10 to 3600000 (default 1000)",
+                    file.source.checkpoint_ms
                 ),
+            );
+        }
+        if file
+            .source
+            .max_out_of_order_ms
+            .is_some_and(|m| m > 7 * 86_400_000)
+        {
+            bad(
+                "source.max_out_of_order_ms",
+                "is over 7 days (604800000); records that far apart in one partition need a re-sort before tidings".into(),
+            );
+        }
+        if file.source.max_future_ms > 365 * 86_400_000 {
+            bad(
+                "source.max_future_ms",
+                "is over a year (31536000000); use at most that (default 86400000)".into(),
+            );
+        }
+        if file.source.follow && file.source.kind != SourceKind::File {
+            bad(
+                "source.follow",
+                "only a file source follows its file; remove it".into(),
             );
         }
         if file.source.dead_letter_topic.is_some() && file.source.kind != SourceKind::Kafka {
@@ -635,9 +676,21 @@ impl Job {
                 .map(|p| p.join("state"))
                 .unwrap_or_else(|| base.join("state")),
         };
+        let default_bound = match file.source.kind {
+            SourceKind::File => 300_000,
+            SourceKind::Kafka => 200,
+        };
+        let event = tidings_operators::event_time::EventTime {
+            epoch_ms: file.source.epoch_ms.max(1) as i64,
+            max_out_of_order_ms: file.source.max_out_of_order_ms.unwrap_or(default_bound) as i64,
+            max_future_ms: file.source.max_future_ms as i64,
+        };
+        let checkpoint = std::time::Duration::from_millis(file.source.checkpoint_ms.max(1));
         Ok(Job {
             path: path.to_path_buf(),
             base,
+            event,
+            checkpoint,
             tz,
             templates: Arc::new(templates),
             receivers,

@@ -1,18 +1,19 @@
 //! The Kafka source and the producer behind `tidings send`.
 //!
-//! Every worker is one member of the job's consumer group, so the broker spreads the topic's
-//! partitions over the workers. Epochs are 100 ms ticks of the wall clock since the job
-//! started: every worker advances its capability with the clock, so an idle worker never
-//! holds the others back. Decisions follow the records' event time (the Kafka timestamp),
-//! not the epoch.
+//! Partition `p` of the topic is read by worker `p % peers` (assigned, not subscribed: no group
+//! rebalance moves a partition, so what a worker reads is a function of the worker count
+//! only). A record's epoch is its event-time bucket (the Kafka timestamp), each partition keeps
+//! its own watermark, and the source's capability is the least of them
+//! ([`crate::source`]); a partition the broker says is at its end moves its watermark with the
+//! wall clock, so a quiet topic never holds the graph (or parked messages) back.
 //!
-//! **At-least-once.** Offsets are never auto-committed. When the source's epoch passes a
-//! checkpoint epoch it deposits the next offset of each partition it reads into that
-//! checkpoint ([`tidings_operators::checkpoint`]); once the "done" probe (after the tracking
-//! stage) has passed the checkpoint, every receiver of its records is terminal or durably
-//! parked, its rows are on disk and the dedup windows are saved with the offsets; only then
-//! are the offsets committed. A crash replays the records after the newest checkpoint; they
-//! get the same message ids (a pure function of topic, partition, offset and param index).
+//! **At-least-once.** Offsets are never auto-committed. As the source's capability passes a
+//! cut it deposits where it would resume each partition into that checkpoint
+//! ([`tidings_operators::checkpoint`]); once the "done" probe (after the tracking stage) has
+//! passed the cut, every receiver of its records is terminal or durably parked, its rows are on
+//! disk and the dedup windows are saved with the positions; only then are the offsets
+//! committed to the group. A crash replays the records after the newest checkpoint; they get
+//! the same message ids (a pure function of topic, partition, offset and param index).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -27,14 +28,18 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use tidings_operators::checkpoint::{Checkpoints, FINAL};
+use tidings_operators::checkpoint::{Checkpoints, Position};
+use tidings_operators::event_time::EventTime;
 use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, SourceRecord};
+
+use crate::source::{InFlight, Partition, give_stamped, too_large};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
@@ -53,9 +58,9 @@ pub struct KafkaSettings {
     pub group: String,
     /// Where dead letters are produced too, if anywhere.
     pub dead_letter_topic: Option<String>,
-    /// Epochs between checkpoints.
-    pub checkpoint_every: u64,
-    /// Length of one epoch (wall clock).
+    /// Wall-clock time between checkpoints.
+    pub checkpoint: Duration,
+    /// Length of one epoch (event time in the main graph; wall clock for the account topics).
     pub tick: Duration,
 }
 
@@ -147,18 +152,22 @@ impl<C: ConsumerContext + 'static> Drop for GroupConsumer<C> {
     }
 }
 
-/// A worker's consumer and its uncommitted offsets.
+/// A worker's consumer: the partitions it owns (`partition % peers == worker`, assigned, not
+/// subscribed, so no group rebalance ever moves one) and their reading state.
 pub struct KafkaReader {
     consumer: GroupConsumer<SourceContext>,
     topic: String,
-    tick: Duration,
+    brokers: String,
     worker: usize,
-    /// The next offset to read per partition, as far as this worker has read.
-    next: RefCell<HashMap<i32, i64>>,
-    /// Records below these offsets are already in the restored checkpoint's state.
-    skip_below: BTreeMap<i32, i64>,
-    /// Whether "the topic does not exist yet" has been said.
-    told_missing: std::cell::Cell<bool>,
+    peers: usize,
+    /// Where the restored checkpoint resumes each partition.
+    restored: BTreeMap<i32, Position>,
+    /// The partitions this worker reads, once assigned.
+    parts: RefCell<Option<BTreeMap<i32, Partition>>>,
+    /// When to try the brokers again, and how long to wait after that.
+    retry: std::cell::Cell<(Instant, Duration)>,
+    /// The last problem said (said again only when it changes).
+    told: RefCell<String>,
 }
 
 /// Publishes the partitions' positions and high watermarks from librdkafka's statistics
@@ -191,11 +200,13 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {}
 
 impl KafkaReader {
-    /// Joins the group and subscribes.
+    /// A consumer for worker `worker` of `peers`, resuming at `restored` (a checkpoint's
+    /// positions). It reaches the brokers on its first turn.
     pub fn connect(
         s: &KafkaSettings,
         worker: usize,
-        skip_below: BTreeMap<i32, i64>,
+        peers: usize,
+        restored: BTreeMap<i32, Position>,
         live: Live,
     ) -> anyhow::Result<Rc<KafkaReader>> {
         let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
@@ -207,31 +218,149 @@ impl KafkaReader {
             .set("fetch.wait.max.ms", "10")
             .set("session.timeout.ms", "10000")
             .set("statistics.interval.ms", "1000")
-            // A job started before its topic exists finds it within seconds, not minutes.
+            // "Caught up" comes from the broker: a partition at its end moves its watermark with
+            // the wall clock.
+            .set("enable.partition.eof", "true")
             .set("topic.metadata.refresh.interval.ms", "5000")
             .create_with_context(SourceContext {
                 live,
                 topic: s.topic.clone(),
             })?;
-        consumer.subscribe(&[&s.topic])?;
         Ok(Rc::new(KafkaReader {
             consumer: GroupConsumer::new(consumer),
             topic: s.topic.clone(),
-            tick: s.tick,
+            brokers: s.brokers.clone(),
             worker,
-            next: RefCell::new(HashMap::new()),
-            skip_below,
-            told_missing: std::cell::Cell::new(false),
+            peers: peers.max(1),
+            restored,
+            parts: RefCell::new(None),
+            retry: std::cell::Cell::new((Instant::now(), Duration::from_millis(500))),
+            told: RefCell::new(String::new()),
         }))
     }
 
-    /// Commits next offsets (those of a complete checkpoint) to the group.
-    pub fn commit(&self, next: &HashMap<i32, i64>, mode: CommitMode) {
-        if next.is_empty() {
-            return;
+    fn tell(&self, what: String) {
+        if self.worker == 0 && *self.told.borrow() != what {
+            eprintln!("{what}");
+            *self.told.borrow_mut() = what;
+        }
+    }
+
+    /// Assigns this worker's partitions once the brokers answer and the topic exists; until
+    /// then says why (once) and tries again with backoff. Returns whether it is assigned.
+    fn assign(&self) -> bool {
+        if self.parts.borrow().is_some() {
+            return true;
+        }
+        let (at, wait) = self.retry.get();
+        if Instant::now() < at {
+            return false;
+        }
+        self.retry.set((
+            Instant::now() + wait,
+            (wait * 2).min(Duration::from_secs(10)),
+        ));
+        let md = match self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(2))
+        {
+            Ok(md) => md,
+            Err(e) => {
+                self.tell(format!(
+                    "kafka: cannot reach the brokers at {} ({e}); retrying",
+                    self.brokers
+                ));
+                return false;
+            }
+        };
+        let count = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if count == 0 {
+            self.tell(format!(
+                "kafka: topic {} does not exist yet; reading it as soon as it does",
+                self.topic
+            ));
+            return false;
+        }
+        let owned: Vec<i32> = (0..count as i32)
+            .filter(|p| *p as usize % self.peers == self.worker)
+            .collect();
+        // Without a checkpoint, start at the group's committed offsets (or the beginning).
+        let mut committed = HashMap::new();
+        let fresh: Vec<i32> = owned
+            .iter()
+            .copied()
+            .filter(|p| !self.restored.contains_key(p))
+            .collect();
+        if !fresh.is_empty() {
+            let mut ask = TopicPartitionList::new();
+            for &p in &fresh {
+                ask.add_partition(&self.topic, p);
+            }
+            if let Ok(got) = self.consumer.committed_offsets(ask, Duration::from_secs(5)) {
+                for e in got.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        committed.insert(e.partition(), o);
+                    }
+                }
+            }
         }
         let mut tpl = TopicPartitionList::new();
+        let mut parts = BTreeMap::new();
+        for p in owned {
+            let part = match self.restored.get(&p) {
+                Some(pos) => Partition::new(p, Some(pos.clone()), pos.offset),
+                None => Partition::new(p, None, committed.get(&p).copied().unwrap_or(0)),
+            };
+            let start = if self.restored.contains_key(&p) || committed.contains_key(&p) {
+                Offset::Offset(part.next)
+            } else {
+                Offset::Beginning
+            };
+            if tpl.add_partition_offset(&self.topic, p, start).is_err() {
+                continue;
+            }
+            parts.insert(p, part);
+        }
+        if let Err(e) = self.consumer.assign(&tpl) {
+            self.tell(format!(
+                "kafka: cannot assign partitions of {}: {e}; retrying",
+                self.topic
+            ));
+            return false;
+        }
+        if !self.told.borrow().is_empty() {
+            self.tell(format!(
+                "kafka: reading {} ({count} partitions)",
+                self.topic
+            ));
+        }
+        *self.parts.borrow_mut() = Some(parts);
+        true
+    }
+
+    /// This worker's positions as of cut `cut`.
+    fn positions(&self, cut: Epoch) -> BTreeMap<i32, Position> {
+        self.parts
+            .borrow()
+            .iter()
+            .flatten()
+            .map(|(&p, part)| (p, part.position(cut)))
+            .collect()
+    }
+
+    /// Commits the offsets of a complete checkpoint for the partitions this worker reads.
+    pub fn commit(&self, next: &BTreeMap<i32, i64>, mode: CommitMode) {
+        let mut tpl = TopicPartitionList::new();
         for (&p, &o) in next {
+            if p as usize % self.peers != self.worker || o < 0 {
+                continue;
+            }
             if tpl
                 .add_partition_offset(&self.topic, p, Offset::Offset(o))
                 .is_err()
@@ -239,121 +368,173 @@ impl KafkaReader {
                 continue;
             }
         }
-        // A failed commit (e.g. the partition moved in a rebalance) only means a replay of
-        // records already done: duplicates, never losses.
-        if let Err(e) = self.consumer.commit_offsets(&tpl, mode) {
-            eprintln!("warning: offset commit failed (records may be replayed): {e}");
+        if tpl.count() == 0 {
+            return;
         }
-    }
-
-    /// Deposits this worker's offsets for every checkpoint epoch in `[from, to)`.
-    fn deposit(&self, checkpoints: &Checkpoints, from: Epoch, to: Epoch) {
-        let next = self.next.borrow();
-        let mut c = checkpoints.next_at_or_after(from);
-        while c < to {
-            checkpoints.deposit_offsets(c, self.worker, &next);
-            c = checkpoints.next_at_or_after(c + 1);
+        // The checkpoint is what the job resumes from; a failed commit only means another
+        // group reading the topic starts further back.
+        if let Err(e) = self.consumer.commit_offsets(&tpl, mode) {
+            eprintln!("warning: offset commit failed (the checkpoint has them): {e}");
         }
     }
 }
 
-/// Reads the topic until `stop`, or until no record has come for `idle_exit`.
+/// Reads this worker's partitions until `stop`, or until no record has come for `idle_exit`.
 pub fn kafka_source<'s>(
     scope: Scope<'s, Epoch>,
     reader: Rc<KafkaReader>,
     checkpoints: Checkpoints,
-    in_flight: u64,
+    in_flight: usize,
+    event: EventTime,
     progress: ProbeHandle<Epoch>,
     clock: Clock,
     stop: Arc<AtomicBool>,
     idle_exit: Option<Duration>,
+    live: Live,
 ) -> StreamVec<'s, Epoch, SourceRecord> {
     let name: Arc<str> = reader.topic.clone().into();
+    checkpoints.register_source();
     source::<_, CapacityContainerBuilder<Vec<SourceRecord>>, _, _>(
         scope,
         "KafkaSource",
         move |cap, info| {
             let activator = scope.activator_for(info.address);
             let mut cap = Some(cap);
-            let start = Instant::now();
             let mut last_record = Instant::now();
-            let mut seen_any = false;
+            let mut flight = InFlight::default();
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
-                // Before the first record the group may still be (re)balancing (after a crash, the
-                // dead members' session must time out first): wait four times as long then.
-                let idle = idle_exit.is_some_and(|d| {
-                    let limit = if seen_any { d } else { d * 4 };
-                    last_record.elapsed() >= limit
-                });
+                let idle = idle_exit.is_some_and(|d| last_record.elapsed() >= d);
                 if stop.load(Ordering::Relaxed) || idle {
-                    checkpoints.deposit_offsets(FINAL, reader.worker, &reader.next.borrow());
+                    checkpoints.source_finished(reader.worker, reader.positions(Epoch::MAX));
                     cap = None;
                     return;
                 }
-                let epoch = (start.elapsed().as_millis() / reader.tick.as_millis().max(1)) as Epoch;
-                if epoch > *c.time() {
-                    // Everything of the epochs left behind has been read: their offsets are
-                    // this worker's share of any checkpoint among them.
-                    reader.deposit(&checkpoints, *c.time(), epoch);
-                    c.downgrade(&epoch);
-                }
-                let epoch = *c.time();
-                // Backpressure: the backlog waits in Kafka, not in memory.
-                if epoch >= in_flight && progress.less_than(&(epoch - in_flight)) {
-                    activator.activate_after(Duration::from_millis(5));
+                let hold = checkpoints.source_turn(reader.worker, *c.time());
+                if !reader.assign() {
+                    activator.activate_after(Duration::from_millis(100));
                     return;
                 }
-                let read_time = clock.now_ms();
-                let mut batch = Vec::new();
-                while batch.len() < 4096 {
-                    match reader.consumer.poll(Duration::ZERO) {
-                        None => break,
-                        Some(Err(e))
-                            if e.rdkafka_error_code()
-                                == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
-                        {
-                            if reader.worker == 0 && !reader.told_missing.replace(true) {
-                                eprintln!(
+                let now = clock.now_ms();
+                let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
+                let mut parts_ref = reader.parts.borrow_mut();
+                let parts = parts_ref.as_mut().expect("assigned");
+                if !flight.full(&progress, *c.time(), in_flight) {
+                    while batch.len() < 4096 {
+                        match reader.consumer.poll(Duration::ZERO) {
+                            None => break,
+                            Some(Err(KafkaError::PartitionEOF(p))) => {
+                                if let Some(part) = parts.get_mut(&p) {
+                                    part.caught_up = true;
+                                }
+                            }
+                            Some(Err(e))
+                                if e.rdkafka_error_code()
+                                    == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+                            {
+                                reader.tell(format!(
                                     "kafka: topic {} does not exist yet; reading it as soon as it does",
                                     reader.topic
-                                );
+                                ));
+                                break;
                             }
-                            break;
-                        }
-                        Some(Err(e)) => {
-                            eprintln!("warning: kafka: {e}");
-                            break;
-                        }
-                        Some(Ok(m)) => {
-                            let (p, o) = (m.partition(), m.offset());
-                            reader.next.borrow_mut().insert(p, o + 1);
-                            if reader.skip_below.get(&p).is_some_and(|&s| o < s) {
-                                continue;
+                            Some(Err(e)) => {
+                                reader.tell(format!("warning: kafka: {e}"));
+                                break;
                             }
-                            batch.push(SourceRecord {
-                                source: name.clone(),
-                                partition: m.partition(),
-                                offset: m.offset(),
-                                bytes: m.payload().unwrap_or_default().to_vec(),
-                                read_time,
-                                timestamp: Some(
-                                    m.timestamp()
-                                        .to_millis()
-                                        .filter(|t| *t > 0)
-                                        .unwrap_or(read_time),
-                                ),
-                            });
+                            Some(Ok(m)) => {
+                                let (p, o) = (m.partition(), m.offset());
+                                let Some(part) = parts.get_mut(&p) else {
+                                    continue;
+                                };
+                                let payload = m.payload().unwrap_or_default();
+                                let ts =
+                                    m.timestamp().to_millis().filter(|t| *t > 0).unwrap_or(now);
+                                let big = too_large(payload.len());
+                                let time = match &big {
+                                    Some(why) => Err(why.clone()),
+                                    None => Ok(ts),
+                                };
+                                let Some(s) = part.stamp(o, 0, time, now, &event, *c.time()) else {
+                                    continue;
+                                };
+                                if s.late_by > 0 {
+                                    live.source().add_late(p, 1);
+                                }
+                                let bytes = match big {
+                                    Some(_) => {
+                                        let keep = &payload[..payload.len().min(4096)];
+                                        let mut t = String::from_utf8_lossy(keep).into_owned();
+                                        t.push_str(&format!(
+                                            "… [record of {} bytes]",
+                                            payload.len()
+                                        ));
+                                        t.into_bytes()
+                                    }
+                                    None => payload.to_vec(),
+                                };
+                                batch.push((
+                                    s.epoch,
+                                    SourceRecord {
+                                        source: name.clone(),
+                                        partition: p,
+                                        offset: o,
+                                        bytes,
+                                        read_time: now,
+                                        timestamp: Some(ts),
+                                        event_time: s.event_time,
+                                        late_by: s.late_by,
+                                        bad_time: s.bad_time,
+                                    },
+                                ));
+                            }
                         }
                     }
                 }
-                if batch.is_empty() {
-                    activator.activate_after(Duration::from_millis(5));
+                // A caught-up partition never holds the frontier: its watermark follows the
+                // wall clock.
+                let floor = now.saturating_sub(event.max_out_of_order_ms);
+                for part in parts.values_mut() {
+                    if part.caught_up {
+                        part.clock.raise(floor);
+                    }
+                    live.source().set_watermark(part.id, part.clock.watermark);
+                }
+                let got = !batch.is_empty();
+                for (e, _) in &batch {
+                    flight.add(*e, 1);
+                }
+                give_stamped(output, c, batch);
+                let mut target = if parts.is_empty() {
+                    Some(event.epoch_of(floor))
                 } else {
+                    parts
+                        .values()
+                        .map(|p| p.watermark_epoch(&event))
+                        .collect::<Option<Vec<Epoch>>>()
+                        .and_then(|w| w.into_iter().min())
+                }
+                .unwrap_or(*c.time());
+                if let Some(h) = hold {
+                    target = target.min(h);
+                }
+                drop(parts_ref);
+                if target > *c.time() {
+                    for cut in checkpoints.cuts_to_deposit(reader.worker, target) {
+                        checkpoints.deposit(cut, reader.worker, reader.positions(cut));
+                    }
+                    c.downgrade(&target);
+                    if let Some(parts) = reader.parts.borrow_mut().as_mut() {
+                        for part in parts.values_mut() {
+                            part.prune(target);
+                        }
+                    }
+                }
+                if got {
                     last_record = Instant::now();
-                    seen_any = true;
-                    output.session(&*c).give_iterator(batch.into_iter());
                     activator.activate();
+                } else {
+                    activator.activate_after(Duration::from_millis(5));
                 }
             }
         },

@@ -49,9 +49,13 @@ enum Command {
         #[arg(long)]
         now: Option<String>,
         /// Kafka source: stop gracefully once no record has arrived for this many seconds
-        /// (four times as long before the first record, while the group may be rebalancing).
+        /// (counted from the start while the brokers cannot be reached).
         #[arg(long, value_name = "SECS")]
         idle_exit: Option<f64>,
+        /// Start without the newest checkpoint: read the source from its start, with fresh
+        /// dedup windows and no parked messages (a deliberate replay; message ids repeat).
+        #[arg(long)]
+        from_start: bool,
     },
     /// Check a job file and reach everything it names: every account's provider (SMTP
     /// greets and logs in; HTTP providers are reached, nothing is sent), the Kafka brokers
@@ -253,7 +257,8 @@ fn main() -> ExitCode {
             workers,
             now,
             idle_exit,
-        } => run_job(job, workers, now, idle_exit),
+            from_start,
+        } => run_job(job, workers, now, idle_exit, from_start),
         Command::Send {
             job,
             template,
@@ -334,6 +339,7 @@ fn run_job(
     workers: Option<usize>,
     now: Option<String>,
     idle_exit: Option<f64>,
+    from_start: bool,
 ) -> ExitCode {
     let job = match load(&path) {
         Ok(j) => j,
@@ -341,6 +347,7 @@ fn run_job(
     };
     let mut opts = RunOptions::for_job(&job);
     opts.handle_signals = true;
+    opts.from_start = from_start;
     opts.idle_exit = idle_exit.map(std::time::Duration::from_secs_f64);
     if let Some(w) = workers {
         if w == 0 {

@@ -35,8 +35,10 @@ use crate::backlog::{BacklogReader, Queues, backlog_source};
 use crate::job::Job;
 use crate::kafka::{DeadLetterTopic, KafkaReader, kafka_source};
 use crate::send::{SendContext, SendMode, recall, send};
-use crate::source::file_source;
+use crate::source::{FileSettings, file_source};
 use crate::track::{Counts, track};
+use tidings_operators::SourceRecord;
+use timely::dataflow::operators::Exchange;
 
 /// Where a run writes its tracking rows.
 #[derive(Debug, Clone)]
@@ -56,8 +58,11 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Tracking target.
     pub tracking: TrackingTarget,
-    /// Epochs each worker may have between its source and the send stage's frontier.
-    pub in_flight: u64,
+    /// Records a source may have given on and not yet seen sent before it waits.
+    pub in_flight: usize,
+    /// Start without the newest checkpoint: read the source from its start with fresh dedup
+    /// windows (a deliberate replay).
+    pub from_start: bool,
     /// Stop gracefully on Ctrl-C / SIGTERM (stop reading, drain, flush).
     pub handle_signals: bool,
     /// Kafka source: end the run once no record has arrived for this long.
@@ -76,7 +81,8 @@ impl RunOptions {
             workers: job.file.workers.unwrap_or(cores),
             clock: Clock::System,
             tracking: TrackingTarget::Parquet,
-            in_flight: 4,
+            in_flight: 10_000,
+            from_start: false,
             handle_signals: false,
             idle_exit: None,
             stop: None,
@@ -170,18 +176,25 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let run_id = format!("{started_ms}-{}", std::process::id());
-    // A Kafka job resumes from its newest complete checkpoint: the park store is the
-    // checkpoint's (records after the cut are replayed and park again).
-    let checkpoints = match &job.kafka {
-        Some(k) => {
-            let c = Checkpoints::open(&job.state_dir, &k.topic, k.checkpoint_every, started_ms)?;
-            if let Some(dir) = c.restored() {
-                let parked = std::fs::read(dir.join("parked.jsonl")).unwrap_or_default();
-                write_durably(&job.state_dir.join("parked.jsonl"), &parked)?;
-            }
-            Some(c)
+    // A job resumes from its newest complete checkpoint: the source at its positions, the park
+    // store the checkpoint's (records after the cut are replayed and park again).
+    let source_name: Arc<str> = match (&job.kafka, &job.source_path) {
+        (Some(k), _) => k.topic.as_str().into(),
+        (None, Some(path)) => {
+            let shown = job.file.source.path.as_deref().unwrap_or(path).display();
+            format!("file:{shown}").into()
         }
-        None => None,
+        (None, None) => anyhow::bail!("the job has no source"),
+    };
+    let checkpoints = {
+        let c = Checkpoints::open(&job.state_dir, &source_name, started_ms, opts.from_start)?;
+        if let Some(dir) = c.restored() {
+            let parked = std::fs::read(dir.join("parked.jsonl")).unwrap_or_default();
+            write_durably(&job.state_dir.join("parked.jsonl"), &parked)?;
+        } else if opts.from_start {
+            write_durably(&job.state_dir.join("parked.jsonl"), b"")?;
+        }
+        Some(c)
     };
     let job = Arc::new(job.clone());
     let admin = match &job.admin {
@@ -203,6 +216,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let (job_w, counts_w, parked_w, stop_w) =
         (job.clone(), counts.clone(), parked.clone(), stop.clone());
     let checkpoints_w = checkpoints.clone();
+    let source_name_w = source_name.clone();
     let redis = match &job.file.tracking.redis {
         Some(url) => {
             let (writer, sink) = RedisWriter::start(RedisSettings {
@@ -272,12 +286,13 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             let frequency =
                 FrequencyDedup::new(dedup.frequency.num, job.tz, lateness, job.templates.clone());
             let checkpoints = checkpoints_w.clone();
+            let peers = worker.peers();
             let reader = job.kafka.as_ref().map(|k| {
-                let skip = checkpoints
+                let restored = checkpoints
                     .as_ref()
-                    .map(|c| c.restored_offsets())
+                    .map(|c| c.restored_positions())
                     .unwrap_or_default();
-                KafkaReader::connect(k, index, skip, live.clone())
+                KafkaReader::connect(k, index, peers, restored, live.clone())
                     .unwrap_or_else(|e| panic!("kafka {}: {e}", k.brokers))
             });
             let dead_letter_topic = job.kafka.as_ref().and_then(|k| {
@@ -293,43 +308,51 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             let queues = queues.clone();
             let redis = redis_w.lock().unwrap_or_else(|p| p.into_inner()).clone();
             worker.dataflow::<Epoch, _, _>(|scope| {
+                let cuts = checkpoints.clone().expect("every job has checkpoints");
                 let records = match &reader {
                     Some(r) => kafka_source(
                         scope,
                         r.clone(),
-                        checkpoints.clone().expect("a Kafka job has checkpoints"),
+                        cuts,
                         opts.in_flight,
+                        job.event,
                         sent.clone(),
                         clock,
                         stop_w.clone(),
                         opts.idle_exit,
+                        live.clone(),
                     ),
                     None => {
                         let path = job
                             .source_path
                             .clone()
                             .expect("job check requires a file source path");
-                        let shown = job.file.source.path.as_deref().unwrap_or(&path).display();
-                        let name: Arc<str> = format!("file:{shown}").into();
-                        let lines = job.file.source.epoch_lines;
+                        // Worker 0 reads the file; its lines are spread over the workers.
                         file_source(
                             scope,
-                            path,
-                            name,
-                            lines,
-                            opts.in_flight,
+                            FileSettings {
+                                path,
+                                name: source_name_w.clone(),
+                                batch_lines: job.file.source.epoch_lines,
+                                in_flight: opts.in_flight,
+                                event: job.event,
+                                follow: job.file.source.follow,
+                            },
                             sent.clone(),
                             clock,
                             stop_w.clone(),
+                            cuts,
+                            live.clone(),
                         )
+                        .exchange(|r: &SourceRecord| r.offset as u64)
                     }
                 };
                 let admitted = split(admit(records, validator, gate, clock));
                 let released = park(
                     admitted.park,
-                    admitted.mark.clone(),
                     store,
                     clock,
+                    job.event,
                     checkpoints.clone(),
                     Some(live.clone()),
                 );
@@ -427,7 +450,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             let mut committed: Option<Epoch> = None;
             let mut commit_completed = |mode| {
                 if let (Some(c), Some(r)) = (&checkpoints, &reader)
-                    && let Some((e, offsets)) = c.completed(index)
+                    && let Some((e, offsets)) = c.completed()
                     && committed != Some(e)
                 {
                     r.commit(&offsets, mode);
@@ -435,8 +458,16 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                 }
             };
             let mut accounts_seen: Option<Epoch> = Some(0);
+            let mut last_cut = Instant::now();
             while !done.done() || !done_accounts.done() {
                 worker.step_or_park(Some(Duration::from_millis(1)));
+                if index == 0
+                    && let Some(c) = &checkpoints
+                    && last_cut.elapsed() >= job.checkpoint
+                {
+                    c.request_cut();
+                    last_cut = Instant::now();
+                }
                 if done.done() {
                     main_done.store(true, Ordering::Relaxed);
                 }
@@ -469,7 +500,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                 } else {
                     // Worker 0 writes the final cut once its probe is done too.
                     let waited = Instant::now();
-                    while c.completed(index).is_none_or(|(e, _)| e != FINAL)
+                    while c.completed().is_none_or(|(e, _)| e != FINAL)
                         && waited.elapsed() < Duration::from_secs(60)
                     {
                         std::thread::sleep(Duration::from_millis(2));

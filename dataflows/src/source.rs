@@ -1,107 +1,670 @@
-//! The file source: every worker reads the file and takes the lines `line % peers == index`.
+//! The sources: event time becomes the graph's time here.
 //!
-//! A line's epoch is `(line - 1) / epoch_lines`, whoever reads it, so epochs (and with them
-//! every decision) are the same for any worker count. Each worker keeps at most `in_flight`
-//! epochs between itself and the send stage's frontier (backpressure: a large file waits on
-//! disk, not in memory). When `stop` is raised (Ctrl-C) the source ends early and the graph
-//! drains what it has read: sends finish, rows are flushed, parks are saved.
+//! A record's epoch is its event-time bucket ([`EventTime::epoch_of`]). Each partition (a Kafka
+//! partition, or the one file) keeps its own [`PartitionClock`]; a record behind its partition's
+//! watermark is judged at the watermark, and a source holds its capability at the least
+//! watermark of its partitions, so a keyed operator judges an epoch only once every record of
+//! it has been read. What a source has read is part of every checkpoint ([`Position`]), so a
+//! restart (after a crash, or a second run of a file job) reads on from the cut.
+//!
+//! The file source is read by worker 0 and its records are exchanged by line to every worker's
+//! admit stage; it remembers the file by the fingerprint of its first line and its byte
+//! position, so re-running a job over the same file reads nothing again, lines appended later
+//! are read by the next run, and `follow = true` tails the file as a live source (a caught-up
+//! file moves its watermark with the wall clock, like a quiet Kafka partition).
 
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tidings_model::time::Millis;
+use tidings_operators::checkpoint::{Checkpoints, Position};
+use tidings_operators::event_time::{EventTime, PartitionClock};
+use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, SourceRecord};
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
-/// Reads `path` as JSON lines.
+/// The largest record a source accepts; a longer line or record becomes a dead letter that
+/// keeps its first bytes and its size.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// How a record is judged, as its source decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamped {
+    /// The record's epoch.
+    pub epoch: Epoch,
+    /// The event time the rules use.
+    pub event_time: Millis,
+    /// How late it came (0: on time).
+    pub late_by: Millis,
+    /// Why its own time cannot be judged.
+    pub bad_time: Option<String>,
+}
+
+/// One partition's reading state: its clock, what to skip when re-reading after a cut, and the
+/// records given on that a future cut may still need to read again.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    /// The partition number.
+    pub id: i32,
+    /// Its event-time clock.
+    pub clock: PartitionClock,
+    /// The next offset to read.
+    pub next: i64,
+    /// The byte position of the next offset (files).
+    pub next_byte: u64,
+    /// Re-reading after a cut: records before this offset were read before it...
+    read_to: i64,
+    /// ...and only these of them are given on again.
+    after: HashSet<i64>,
+    /// Records given on whose epoch may be past a future cut: (offset, byte, epoch, clock
+    /// before the record).
+    inflight: VecDeque<(i64, u64, Epoch, PartitionClock)>,
+    /// Nothing more to read for now (end of file, or the broker said so).
+    pub caught_up: bool,
+}
+
+impl Partition {
+    /// A partition read from `start` (a checkpoint's position) or from `offset`.
+    pub fn new(id: i32, start: Option<Position>, offset: i64) -> Partition {
+        match start {
+            Some(p) => Partition {
+                id,
+                clock: p.clock,
+                next: p.offset,
+                next_byte: p.byte,
+                read_to: p.read_to,
+                after: p.after.into_iter().collect(),
+                inflight: VecDeque::new(),
+                caught_up: false,
+            },
+            None => Partition {
+                id,
+                clock: PartitionClock::default(),
+                next: offset,
+                next_byte: 0,
+                read_to: offset,
+                after: HashSet::new(),
+                inflight: VecDeque::new(),
+                caught_up: false,
+            },
+        }
+    }
+
+    /// Judges the record at `offset` (`len` bytes, event time `time` or why it has none) read
+    /// at wall-clock `now`; `floor` is the source's capability. `None`: the record is inside the
+    /// restored cut and is not given on again.
+    pub fn stamp(
+        &mut self,
+        offset: i64,
+        len: u64,
+        time: Result<Millis, String>,
+        now: Millis,
+        event: &EventTime,
+        floor: Epoch,
+    ) -> Option<Stamped> {
+        let before = self.clock;
+        let byte = self.next_byte;
+        self.next = offset + 1;
+        self.next_byte += len;
+        self.caught_up = false;
+        let time = time.and_then(|t| match event.insane(t, now) {
+            Some(why) => Err(why),
+            None => Ok(t),
+        });
+        let stamped = match time {
+            Ok(t) => {
+                let j = self.clock.judge(t, event.max_out_of_order_ms);
+                Stamped {
+                    epoch: event.epoch_of(j.at).max(floor),
+                    event_time: j.at,
+                    late_by: j.late_by,
+                    bad_time: None,
+                }
+            }
+            // Never a watermark: judged (as a dead letter) at the source's capability.
+            Err(why) => Stamped {
+                epoch: floor,
+                event_time: self.clock.watermark.unwrap_or(now),
+                late_by: 0,
+                bad_time: Some(why),
+            },
+        };
+        if offset < self.read_to && !self.after.remove(&offset) {
+            return None;
+        }
+        self.inflight
+            .push_back((offset, byte, stamped.epoch, before));
+        Some(stamped)
+    }
+
+    /// The epoch this partition lets its source's capability reach (None: it holds it).
+    pub fn watermark_epoch(&self, event: &EventTime) -> Option<Epoch> {
+        self.clock.watermark.map(|w| event.epoch_of(w))
+    }
+
+    /// Where to resume as of cut `cut`: at the first record given on past the cut.
+    pub fn position(&self, cut: Epoch) -> Position {
+        let read_to = self.next.max(self.read_to);
+        let past: Vec<&(i64, u64, Epoch, PartitionClock)> =
+            self.inflight.iter().filter(|r| r.2 > cut).collect();
+        // Records of the restored cut not read again yet are still to be skipped.
+        let mut after: Vec<i64> = past.iter().map(|r| r.0).collect();
+        after.extend(self.after.iter().copied());
+        after.sort_unstable();
+        match past.first() {
+            Some(&&(offset, byte, _, clock)) => Position {
+                offset,
+                byte,
+                clock,
+                read_to,
+                after,
+            },
+            None if self.next < self.read_to => Position {
+                offset: self.next,
+                byte: self.next_byte,
+                clock: self.clock,
+                read_to,
+                after,
+            },
+            None => Position {
+                offset: self.next,
+                byte: self.next_byte,
+                clock: self.clock,
+                read_to: self.next,
+                after: Vec::new(),
+            },
+        }
+    }
+
+    /// Forgets records no cut from `cap` on can need again (their epoch is at or before it).
+    pub fn prune(&mut self, cap: Epoch) {
+        self.inflight.retain(|r| r.2 > cap);
+    }
+}
+
+/// Records per epoch given on and not yet passed by the "sent" probe (backpressure).
+#[derive(Debug, Default)]
+pub struct InFlight {
+    per_epoch: BTreeMap<Epoch, usize>,
+    total: usize,
+}
+
+impl InFlight {
+    /// Counts `n` records given at `epoch`.
+    pub fn add(&mut self, epoch: Epoch, n: usize) {
+        *self.per_epoch.entry(epoch).or_default() += n;
+        self.total += n;
+    }
+
+    /// Whether the source should wait: `max` records are out and the graph can still make
+    /// progress below `cap` (if it cannot, reading on is the only way forward).
+    pub fn full(&mut self, progress: &ProbeHandle<Epoch>, cap: Epoch, max: usize) -> bool {
+        let frontier = progress.with_frontier(|f| f.first().copied());
+        match frontier {
+            None => {
+                self.per_epoch.clear();
+                self.total = 0;
+            }
+            Some(f) => {
+                let rest = self.per_epoch.split_off(&f);
+                let gone: usize = self.per_epoch.values().sum();
+                self.total -= gone;
+                self.per_epoch = rest;
+            }
+        }
+        self.total >= max.max(1) && frontier.is_some_and(|f| f < cap)
+    }
+}
+
+/// The event time of a file line: an envelope's `ts` (ms; 0 or absent: the read time), or the
+/// read time of a bare request. Unparsable lines are judged at the read time (they become dead
+/// letters in the admit stage).
+pub fn line_event_time(bytes: &[u8], read_time: Millis) -> Result<Millis, String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        ts: Option<serde_json::Value>,
+        payload: Option<IgnoredAny>,
+        code: Option<IgnoredAny>,
+        #[serde(rename = "messageTemplateId")]
+        template: Option<IgnoredAny>,
+    }
+    let Ok(p) = serde_json::from_slice::<Probe>(bytes) else {
+        return Ok(read_time);
+    };
+    if p.code.is_some() || p.template.is_some() || p.payload.is_none() {
+        return Ok(read_time);
+    }
+    match p.ts {
+        None | Some(serde_json::Value::Null) => Ok(read_time),
+        Some(serde_json::Value::Number(n)) => match n.as_i64() {
+            Some(t) if t > 0 => Ok(t),
+            Some(_) => Ok(read_time),
+            None => Err(format!(
+                "envelope ts {n} is not a whole number of milliseconds that fits in 64 bits"
+            )),
+        },
+        Some(other) => Err(format!(
+            "envelope ts {other} is not a number of milliseconds"
+        )),
+    }
+}
+
+/// Gives `records` on, each at its epoch.
+pub fn give_stamped(
+    output: &mut OutputBuilderSession<'_, Epoch, CapacityContainerBuilder<Vec<SourceRecord>>>,
+    cap: &Capability<Epoch>,
+    records: Vec<(Epoch, SourceRecord)>,
+) {
+    let mut by_epoch: BTreeMap<Epoch, Vec<SourceRecord>> = BTreeMap::new();
+    for (e, r) in records {
+        by_epoch.entry(e).or_default().push(r);
+    }
+    for (e, rs) in by_epoch {
+        output
+            .session(&cap.delayed(&e.max(*cap.time())))
+            .give_iterator(rs.into_iter());
+    }
+}
+
+/// What the file source needs.
+#[derive(Debug, Clone)]
+pub struct FileSettings {
+    /// The file.
+    pub path: PathBuf,
+    /// `file:<path as written in the job>`.
+    pub name: Arc<str>,
+    /// Lines read per turn.
+    pub batch_lines: usize,
+    /// Records given on and not yet sent before the source waits.
+    pub in_flight: usize,
+    /// Epochs and lateness.
+    pub event: EventTime,
+    /// Keep reading lines appended to the file.
+    pub follow: bool,
+}
+
+/// The fingerprint of a file: a hash of its first line (at most 4 KiB), stable while lines are
+/// appended. `None` while the file has no complete first line.
+pub fn fingerprint(path: &std::path::Path) -> std::io::Result<Option<String>> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    while n < buf.len() {
+        let got = f.read(&mut buf[n..])?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    let head = &buf[..n];
+    let first = match head.iter().position(|&b| b == b'\n') {
+        Some(i) => &head[..i],
+        None if n == buf.len() => head,
+        None => return Ok(None),
+    };
+    Ok(Some(format!(
+        "xxh3:{:016x}",
+        xxhash_rust::xxh3::xxh3_64(first)
+    )))
+}
+
+/// Reads one line of at most `max` bytes into `line` (the rest of a longer line is skipped);
+/// returns the bytes consumed (0 at the end) and the line's full length.
+fn read_line_capped(
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(u64, usize)> {
+    line.clear();
+    let mut consumed = 0u64;
+    let mut full = 0usize;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((consumed, full));
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let room = (max + 1).saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let n = chunk.len();
+        full += n;
+        consumed += n as u64;
+        r.consume(n);
+        if done {
+            return Ok((consumed, full));
+        }
+    }
+}
+
+/// A record too large to judge: kept as a prefix and its size.
+fn oversized(bytes: &[u8], full: usize) -> Vec<u8> {
+    let keep = &bytes[..bytes.len().min(4096)];
+    let mut s = String::from_utf8_lossy(keep).into_owned();
+    s.push_str(&format!(
+        "… [record of {full} bytes, over the {MAX_RECORD_BYTES}-byte limit]"
+    ));
+    s.into_bytes()
+}
+
+/// Why a record is refused for its size, if it is.
+pub fn too_large(full: usize) -> Option<String> {
+    (full > MAX_RECORD_BYTES).then(|| {
+        format!(
+            "record of {full} bytes is over the {MAX_RECORD_BYTES}-byte limit; the dead letter keeps its first 4096 bytes"
+        )
+    })
+}
+
+/// Reads the job's file on worker 0; other workers read nothing (exchange the stream by line).
 pub fn file_source<'s>(
     scope: Scope<'s, Epoch>,
-    path: PathBuf,
-    name: Arc<str>,
-    epoch_lines: usize,
-    in_flight: u64,
+    settings: FileSettings,
     progress: ProbeHandle<Epoch>,
     clock: Clock,
     stop: Arc<AtomicBool>,
+    checkpoints: Checkpoints,
+    live: Live,
 ) -> StreamVec<'s, Epoch, SourceRecord> {
-    let peers = scope.peers() as u64;
-    let index = scope.index() as u64;
+    let reads = scope.index() == 0;
+    if reads {
+        checkpoints.register_source();
+    }
     source::<_, CapacityContainerBuilder<Vec<SourceRecord>>, _, _>(
         scope,
         "FileSource",
         move |cap, info| {
             let activator = scope.activator_for(info.address);
-            let mut cap = Some(cap);
-            let mut reader = match File::open(&path) {
-                Ok(f) => Some(BufReader::with_capacity(1 << 20, f)),
-                Err(e) => panic!("file source {}: {e}", path.display()),
-            };
-            let mut line_no: u64 = 0;
-            let mut epoch: Epoch = 0;
+            let FileSettings {
+                path,
+                name,
+                batch_lines,
+                in_flight,
+                event,
+                follow,
+            } = settings;
+            let mut cap = reads.then_some(cap);
+            let mut reader: Option<BufReader<File>> = None;
+            let mut part = Partition::new(0, None, 1);
+            let mut flight = InFlight::default();
             let mut line = Vec::new();
+            let mut opened = false;
+            let mut fp: Option<String> = None;
             move |output| {
-                let (Some(c), Some(r)) = (cap.as_mut(), reader.as_mut()) else {
-                    return;
+                let Some(c) = cap.as_mut() else { return };
+                if !opened {
+                    opened = true;
+                    match open_at(&path, &checkpoints) {
+                        Ok((r, p, f)) => {
+                            reader = Some(r);
+                            part = p;
+                            fp = f;
+                            checkpoints.set_fingerprint(fp.clone());
+                        }
+                        Err(e) => panic!("file source {}: {e}", path.display()),
+                    }
+                }
+                let finish = |part: &Partition| {
+                    checkpoints
+                        .source_finished(0, BTreeMap::from([(0, part.position(Epoch::MAX))]));
                 };
                 if stop.load(Ordering::Relaxed) {
                     // Ctrl-C / SIGTERM: read no more; what was read drains through the graph.
+                    finish(&part);
                     cap = None;
-                    reader = None;
                     return;
                 }
-                if epoch >= in_flight && progress.less_than(&(epoch - in_flight)) {
-                    activator.activate_after(Duration::from_millis(1));
-                    return;
-                }
-                let read_time = clock.now_ms();
-                let mut batch = Vec::new();
+                let hold = checkpoints.source_turn(0, *c.time());
+                let Some(r) = reader.as_mut() else { return };
+                let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
                 let mut eof = false;
-                for _ in 0..epoch_lines {
-                    line.clear();
-                    match r.read_until(b'\n', &mut line) {
-                        Ok(0) => {
+                if !flight.full(&progress, *c.time(), in_flight) {
+                    let now = clock.now_ms();
+                    for _ in 0..batch_lines.max(1) {
+                        let (n, full) = match read_line_capped(r, &mut line, MAX_RECORD_BYTES) {
+                            Ok(got) => got,
+                            Err(e) => {
+                                panic!("file source {}: line {}: {e}", path.display(), part.next)
+                            }
+                        };
+                        if n == 0 || (follow && line.last() != Some(&b'\n')) {
+                            // The end, or (following) a line still being written: read it
+                            // whole next time.
+                            if n > 0 {
+                                let back = -(n as i64);
+                                let _ = r.seek_relative(back);
+                            }
                             eof = true;
                             break;
                         }
-                        Ok(_) => {}
-                        Err(e) => {
-                            panic!("file source {}: line {}: {e}", path.display(), line_no + 1)
+                        if fp.is_none() && part.next == 1 {
+                            fp = fingerprint(&path).ok().flatten();
+                            checkpoints.set_fingerprint(fp.clone());
+                        }
+                        let offset = part.next;
+                        let big = too_large(full);
+                        let bytes = line.trim_ascii();
+                        if bytes.is_empty() {
+                            part.next += 1;
+                            part.next_byte += n;
+                            continue;
+                        }
+                        let time = match &big {
+                            Some(why) => Err(why.clone()),
+                            None => line_event_time(bytes, now),
+                        };
+                        let Some(s) = part.stamp(offset, n, time, now, &event, *c.time()) else {
+                            continue;
+                        };
+                        if s.late_by > 0 {
+                            live.source().add_late(0, 1);
+                        }
+                        let bytes = match big {
+                            Some(_) => oversized(bytes, full),
+                            None => bytes.to_vec(),
+                        };
+                        batch.push((
+                            s.epoch,
+                            SourceRecord {
+                                source: name.clone(),
+                                partition: 0,
+                                offset,
+                                bytes,
+                                read_time: now,
+                                timestamp: None,
+                                event_time: s.event_time,
+                                late_by: s.late_by,
+                                bad_time: s.bad_time,
+                            },
+                        ));
+                    }
+                    if eof {
+                        part.caught_up = true;
+                        if follow {
+                            // A caught-up file moves its watermark with the wall clock.
+                            part.clock
+                                .raise(now.saturating_sub(event.max_out_of_order_ms));
                         }
                     }
-                    line_no += 1;
-                    if (line_no - 1) % peers != index {
-                        continue;
-                    }
-                    let bytes = line.trim_ascii();
-                    if bytes.is_empty() {
-                        continue;
-                    }
-                    batch.push(SourceRecord {
-                        source: name.clone(),
-                        partition: 0,
-                        offset: line_no as i64,
-                        bytes: bytes.to_vec(),
-                        read_time,
-                        timestamp: None,
-                    });
                 }
-                if !batch.is_empty() {
-                    output.session(&*c).give_iterator(batch.into_iter());
+                for (e, _) in &batch {
+                    flight.add(*e, 1);
+                }
+                give_stamped(output, c, batch);
+                live.source().set(0, part.next, None);
+                live.source().set_watermark(0, part.clock.watermark);
+                if eof && !follow {
+                    finish(&part);
+                    cap = None;
+                    return;
+                }
+                let mut target = part.watermark_epoch(&event).unwrap_or(*c.time());
+                if let Some(h) = hold {
+                    target = target.min(h);
+                }
+                if target > *c.time() {
+                    for cut in checkpoints.cuts_to_deposit(0, target) {
+                        checkpoints.deposit(cut, 0, BTreeMap::from([(0, part.position(cut))]));
+                    }
+                    c.downgrade(&target);
+                    part.prune(target);
                 }
                 if eof {
-                    cap = None;
-                    reader = None;
+                    activator.activate_after(Duration::from_millis(100));
+                } else if flight.full(&progress, *c.time(), in_flight) || hold.is_some() {
+                    activator.activate_after(Duration::from_millis(1));
                 } else {
-                    epoch += 1;
-                    c.downgrade(&epoch);
                     activator.activate();
                 }
             }
         },
     )
+}
+
+/// Opens the file at the restored checkpoint's position when it is the same file (same
+/// fingerprint, not shorter); otherwise from the start, saying why.
+fn open_at(
+    path: &std::path::Path,
+    checkpoints: &Checkpoints,
+) -> std::io::Result<(BufReader<File>, Partition, Option<String>)> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let fp = fingerprint(path)?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let restored = checkpoints.restored_positions().remove(&0);
+    let Some(pos) = restored else {
+        return Ok((reader, Partition::new(0, None, 1), fp));
+    };
+    let same = checkpoints.restored_fingerprint().is_some()
+        && checkpoints.restored_fingerprint() == fp.as_deref();
+    if !same || pos.byte > len {
+        tracing_line(&format!(
+            "file source {}: the file is not the one the checkpoint read ({}); reading it from the start",
+            path.display(),
+            if same {
+                "it is shorter"
+            } else {
+                "its first line differs"
+            }
+        ));
+        checkpoints.forget_positions();
+        return Ok((reader, Partition::new(0, None, 1), fp));
+    }
+    reader.seek(SeekFrom::Start(pos.byte))?;
+    Ok((reader, Partition::new(0, Some(pos), 1), fp))
+}
+
+fn tracing_line(s: &str) {
+    eprintln!("{s}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> EventTime {
+        EventTime {
+            epoch_ms: 100,
+            max_out_of_order_ms: 1_000,
+            max_future_ms: 86_400_000,
+        }
+    }
+
+    const NOW: Millis = 1_763_740_800_000;
+
+    #[test]
+    fn envelope_times() {
+        assert_eq!(
+            line_event_time(br#"{"ts": 1763740800000, "payload": "{}"}"#, 5),
+            Ok(1_763_740_800_000)
+        );
+        assert_eq!(line_event_time(br#"{"code": "send", "ts": 7}"#, 5), Ok(5));
+        assert_eq!(line_event_time(br#"{"ts": 0, "payload": "{}"}"#, 5), Ok(5));
+        assert_eq!(line_event_time(b"{oops", 5), Ok(5));
+        assert!(line_event_time(br#"{"ts": 1e30, "payload": "{}"}"#, 5).is_err());
+        assert!(line_event_time(br#"{"ts": 9223372036854775808, "payload": "{}"}"#, 5).is_err());
+        assert!(line_event_time(br#"{"ts": "x", "payload": "{}"}"#, 5).is_err());
+    }
+
+    #[test]
+    fn a_resumed_partition_skips_what_the_cut_holds_and_judges_the_same() {
+        let e = event();
+        let times = [
+            NOW,
+            NOW + 5_000,
+            NOW + 300,
+            NOW + 9_000,
+            NOW + 8_500,
+            NOW + 20_000,
+        ];
+        let mut a = Partition::new(0, None, 1);
+        let mut stamps = Vec::new();
+        let mut cap = 0;
+        let mut cut_pos = None;
+        for (i, &t) in times.iter().enumerate() {
+            let s = a.stamp(i as i64 + 1, 10, Ok(t), NOW, &e, cap).unwrap();
+            stamps.push(s);
+            if i == 3 {
+                // A cut at the watermark's epoch after four records.
+                let c = a.watermark_epoch(&e).unwrap();
+                cut_pos = Some((c, a.position(c)));
+                cap = c;
+                a.prune(cap);
+            }
+        }
+        let (c, pos) = cut_pos.unwrap();
+        // Replaying from the position gives on exactly the records past the cut, judged as before.
+        let mut b = Partition::new(0, Some(pos.clone()), 1);
+        let mut replayed = Vec::new();
+        for (i, &t) in times.iter().enumerate().skip((pos.offset - 1) as usize) {
+            if let Some(s) = b.stamp(i as i64 + 1, 10, Ok(t), NOW, &e, c) {
+                replayed.push((i, s));
+            }
+        }
+        let expected: Vec<(usize, Stamped)> = stamps
+            .iter()
+            .cloned()
+            .enumerate()
+            .filter(|(i, s)| *i > 3 || s.epoch > c)
+            .collect();
+        assert_eq!(replayed, expected);
+    }
+
+    #[test]
+    fn bad_times_never_move_the_watermark() {
+        let e = event();
+        let mut p = Partition::new(0, None, 1);
+        let s = p.stamp(1, 10, Ok(i64::MAX), NOW, &e, 3).unwrap();
+        assert_eq!(s.epoch, 3);
+        assert!(s.bad_time.unwrap().contains("max_future_ms"));
+        assert_eq!(p.clock.watermark, None);
+        let s = p.stamp(2, 10, Ok(-5), NOW, &e, 3).unwrap();
+        assert!(s.bad_time.is_some());
+    }
+
+    #[test]
+    fn long_lines_are_capped() {
+        let mut text = vec![b'x'; 5000];
+        text.push(b'\n');
+        text.extend_from_slice(b"short\n");
+        let mut r = std::io::Cursor::new(text);
+        let mut line = Vec::new();
+        let (n, full) = read_line_capped(&mut r, &mut line, 100).unwrap();
+        assert_eq!((n, full, line.len()), (5001, 5001, 101));
+        let (n, _) = read_line_capped(&mut r, &mut line, 100).unwrap();
+        assert_eq!((n, line.as_slice()), (6, &b"short\n"[..]));
+    }
 }

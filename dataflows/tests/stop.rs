@@ -19,7 +19,7 @@ fn sigint_drains_and_flushes() {
     let job = dir.path().join("job.toml");
     std::fs::write(
         &job,
-        "name = \"stop\"\ntemplates = \"templates.toml\"\nworkers = 2\n[source]\nkind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 50\n\
+        "name = \"stop\"\ntemplates = \"templates.toml\"\nworkers = 2\n[source]\nkind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 50\nmax_out_of_order_ms = 1000\n\
          [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
          [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\nrate_limit = { per_second = 500 }\n",
     )

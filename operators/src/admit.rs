@@ -19,6 +19,23 @@ use timely::dataflow::operators::generic::operator::Operator;
 use crate::gate::Gate;
 use crate::validate::Validator;
 use crate::{Clock, Epoch, Flow, Mark, SourceRecord};
+use tidings_model::{DeadLetter, State};
+
+/// Says on a late record's RECEIVE rows that it was judged at its partition's watermark.
+fn note_late(flows: &mut [Flow], rec: &SourceRecord) {
+    let own = rec.event_time - rec.late_by;
+    for f in flows {
+        if let Flow::Row(row) = f
+            && row.state == State::Receive
+            && row.reason.is_none()
+        {
+            row.reason = Some(format!(
+                "late: event time {own} came {} ms behind its partition's watermark (source.max_out_of_order_ms); judged at the watermark {}",
+                rec.late_by, rec.event_time
+            ));
+        }
+    }
+}
 
 /// Runs validate + gate over a stream of records.
 pub fn admit<'s>(
@@ -44,6 +61,15 @@ pub fn admit<'s>(
                     let now = clock.now_ms();
                     for batch in batches {
                         for rec in batch.drain(..) {
+                            if let Some(reason) = &rec.bad_time {
+                                buf.push(Flow::Dead(DeadLetter {
+                                    time: now,
+                                    source: rec.position(),
+                                    payload: String::from_utf8_lossy(&rec.bytes).into_owned(),
+                                    reason: reason.clone(),
+                                }));
+                                continue;
+                            }
                             let v = validator.validate(&rec, now);
                             buf.extend(v.dead.into_iter().map(Flow::Dead));
                             buf.extend(v.recalls.into_iter().map(Flow::Recall));
@@ -51,7 +77,11 @@ pub fn admit<'s>(
                                 entry.1 = Some(entry.1.map_or(m.meta.event_time, |t: Millis| {
                                     t.max(m.meta.event_time)
                                 }));
+                                let from = buf.len();
                                 gate.judge(m, now, &mut buf);
+                                if rec.late_by > 0 {
+                                    note_late(&mut buf[from..], &rec);
+                                }
                             }
                         }
                     }

@@ -1,33 +1,37 @@
 //! Checkpoints: one consistent cut of the dedup windows, the parked deliveries and the source
 //! offsets, written to the job's state directory and restored on start.
 //!
-//! The cut is an epoch. Every `every`-th epoch is a *checkpoint epoch* `c`; each stateful
-//! operator holds a capability at the next checkpoint epoch, and once its inputs have passed
-//! `c` (everything of epochs `<= c` judged, nothing later yet) it writes its *part* and only
-//! then lets the capability go. So when the graph's final "done" frontier passes `c`, every
-//! part of `c` is on disk and every delivery of epochs `<= c` is terminal (or parked) with its
-//! rows durable. Worker 0 then writes the manifest `_COMPLETE` (the merged source offsets,
+//! The cut is an epoch `c` the sources agree on. Every `checkpoint_ms` of wall time the driver
+//! asks for a cut; each source, on its next turn, joins with the epoch it holds its capability
+//! at and holds it there; when every source has joined, the cut is the largest of those epochs
+//! (no operator's frontier can have passed it yet) and the sources move on. Each stateful
+//! operator writes its *part* once its inputs have passed `c` and before it judges anything
+//! later; each source, as its capability passes `c`, deposits where it would resume each
+//! partition ([`Position`]: records of epochs after `c` that it read before the cut are read
+//! again, the rest are in the cut). So when the graph's final "done" frontier passes `c` and
+//! every part and position is in, every delivery of epochs `<= c` is terminal (or parked) with
+//! its rows durable. Worker 0 then writes the manifest `_COMPLETE` (the merged positions,
 //! written aside, fsynced, renamed) and only after it do the workers commit those offsets to
 //! Kafka: the group's committed offsets never run ahead of the newest complete checkpoint.
 //!
 //! On start the newest complete checkpoint is restored: each keyed operator keeps the keys that
 //! route to its worker (so the worker count may change), the park store is replaced by the
-//! checkpoint's, and the source skips records below the checkpoint's offsets (the group may lag
-//! behind it by one commit). Records after the cut are replayed and judged against the state
-//! of the cut: at-least-once, and a receiver sent before a crash still dedups its twin.
+//! checkpoint's, and the source resumes every partition at its position. Records after the cut
+//! are replayed and judged against the state of the cut: at-least-once, and a receiver sent
+//! before a crash still dedups its twin.
 //!
 //! ```text
 //! state_dir/checkpoints/1763770200000-000000000010/
 //!     content-0.parquet  content-1.parquet      key FixedSizeBinary(16), values List<Int64>
 //!     frequency-0.parquet frequency-1.parquet
 //!     parked.jsonl                              worker 0's park store
-//!     _COMPLETE                                 {"offsets": {"0": 1234, ...}}
+//!     _COMPLETE                                 {"offsets": {"0": 1234}, "positions": {...}}
 //! ```
 //!
 //! Directory names sort in time order: `<run start ms>-<epoch>`, and `<run start ms>-final` for
 //! the cut taken when a run ends (graceful stop or end of input).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -41,11 +45,36 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::Epoch;
+use crate::event_time::PartitionClock;
 
 /// The epoch of the cut taken when a run ends.
 pub const FINAL: Epoch = Epoch::MAX;
 
 const MANIFEST: &str = "_COMPLETE";
+
+/// Where a source resumes one partition after a cut.
+///
+/// Records are read again from `offset`. Those before `read_to` were read before the cut: they
+/// are judged again by the partition clock (so it evolves exactly as it did) but given on only
+/// if listed in `after` (their epoch was past the cut, so the cut does not hold them). Records
+/// from `read_to` on are new.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The first offset to read again (Kafka offset; 1-based line of a file).
+    pub offset: i64,
+    /// The byte position of that line (files).
+    #[serde(default)]
+    pub byte: u64,
+    /// The partition's clock just before `offset`.
+    #[serde(default)]
+    pub clock: PartitionClock,
+    /// The first offset not read before the cut.
+    #[serde(default)]
+    pub read_to: i64,
+    /// Offsets in `offset..read_to` whose epoch was past the cut.
+    #[serde(default)]
+    pub after: Vec<i64>,
+}
 
 /// The manifest of a complete checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,22 +82,42 @@ pub struct Manifest {
     /// The source the offsets belong to (e.g. the topic); offsets of another are ignored.
     #[serde(default)]
     pub source: String,
-    /// Next offset to read, per partition of the source topic.
+    /// The offset to commit (first to read again), per partition of the source.
     pub offsets: BTreeMap<i32, i64>,
+    /// Where to resume, per partition.
+    #[serde(default)]
+    pub positions: BTreeMap<i32, Position>,
+    /// A file source's fingerprint (of its first line), so a replaced file is read anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     /// Operator instances that write a part of every checkpoint.
     writers: usize,
-    /// Parts written, per checkpoint epoch.
+    /// Source instances that deposit positions for every cut.
+    sources: usize,
+    /// Sources still reading (the others have deposited their final positions).
+    reading: usize,
+    /// A cut was asked for and the sources are agreeing on its epoch.
+    requested: bool,
+    /// The epoch each source holds its capability at while they agree.
+    agreeing: BTreeMap<usize, Epoch>,
+    /// Cut epochs agreed and not yet completed.
+    cuts: BTreeSet<Epoch>,
+    /// Parts written, per cut.
     parts: BTreeMap<Epoch, usize>,
-    /// Source offsets deposited per checkpoint epoch, per worker.
-    offsets: BTreeMap<Epoch, HashMap<usize, HashMap<i32, i64>>>,
-    /// The newest complete checkpoint: its epoch and the offsets each worker deposited.
-    completed: Option<(Epoch, HashMap<usize, HashMap<i32, i64>>)>,
-    /// Offsets of the restored checkpoint (the base every manifest merges into).
-    base: BTreeMap<i32, i64>,
+    /// Source positions deposited per cut, per source.
+    positions: BTreeMap<Epoch, HashMap<usize, BTreeMap<i32, Position>>>,
+    /// Final positions of the sources that finished.
+    finished: HashMap<usize, BTreeMap<i32, Position>>,
+    /// The newest complete cut and its merged positions.
+    completed: Option<(Epoch, BTreeMap<i32, Position>)>,
+    /// Positions of the restored checkpoint (the base every manifest merges into).
+    base: BTreeMap<i32, Position>,
+    /// The file source's fingerprint.
+    fingerprint: Option<String>,
 }
 
 /// The checkpoints of one run, shared by every operator of every worker of the process.
@@ -77,20 +126,21 @@ pub struct Checkpoints {
     dir: PathBuf,
     source: String,
     run: String,
-    every: Epoch,
     restored: Option<PathBuf>,
+    restored_fingerprint: Option<String>,
     shared: Arc<Mutex<Shared>>,
 }
 
 impl Checkpoints {
-    /// Checkpoints of `source` (e.g. the topic) under `state_dir/checkpoints`, every `every`
-    /// epochs; finds the newest complete one to restore. The offsets of a checkpoint taken
-    /// from another source are not restored (its dedup windows and parks are).
+    /// Checkpoints of `source` (a topic or `file:<path>`) under `state_dir/checkpoints`; finds
+    /// the newest complete one to restore. The positions of a checkpoint taken from another
+    /// source are not restored (its dedup windows and parks are). With `fresh`, nothing is
+    /// restored (a deliberate replay).
     pub fn open(
         state_dir: &Path,
         source: &str,
-        every: Epoch,
         run_start_ms: i64,
+        fresh: bool,
     ) -> io::Result<Checkpoints> {
         let dir = state_dir.join("checkpoints");
         std::fs::create_dir_all(&dir)?;
@@ -102,26 +152,36 @@ impl Checkpoints {
             }
         }
         complete.sort();
-        let restored = complete.pop();
-        let base = match &restored {
+        let restored = if fresh { None } else { complete.pop() };
+        let (base, fingerprint) = match &restored {
             Some(p) => {
                 let m = read_manifest(p)?;
                 if m.source == source {
-                    m.offsets
+                    let mut positions = m.positions;
+                    // Manifests written before positions existed: resume at the offsets.
+                    for (p, o) in m.offsets {
+                        positions.entry(p).or_insert(Position {
+                            offset: o,
+                            read_to: o,
+                            ..Position::default()
+                        });
+                    }
+                    (positions, m.fingerprint)
                 } else {
-                    BTreeMap::new()
+                    (BTreeMap::new(), None)
                 }
             }
-            None => BTreeMap::new(),
+            None => (BTreeMap::new(), None),
         };
         Ok(Checkpoints {
             dir,
             source: source.to_string(),
             run: format!("{run_start_ms:013}"),
-            every: every.max(1),
             restored,
+            restored_fingerprint: fingerprint.clone(),
             shared: Arc::new(Mutex::new(Shared {
                 base,
+                fingerprint,
                 ..Shared::default()
             })),
         })
@@ -136,25 +196,33 @@ impl Checkpoints {
         self.restored.as_deref()
     }
 
-    /// The source offsets of the restored checkpoint.
-    pub fn restored_offsets(&self) -> BTreeMap<i32, i64> {
+    /// The source positions of the restored checkpoint.
+    pub fn restored_positions(&self) -> BTreeMap<i32, Position> {
         self.lock().base.clone()
     }
 
-    /// The first checkpoint epoch at or after `e`.
-    pub fn next_at_or_after(&self, e: Epoch) -> Epoch {
-        e.div_ceil(self.every).max(1) * self.every
+    /// The commit offsets of the restored checkpoint.
+    pub fn restored_offsets(&self) -> BTreeMap<i32, i64> {
+        self.lock()
+            .base
+            .iter()
+            .map(|(&p, pos)| (p, pos.offset))
+            .collect()
     }
 
-    /// The last checkpoint epoch before `limit` (exclusive), if any.
-    pub fn last_before(&self, limit: Epoch) -> Option<Epoch> {
-        let c = (limit.checked_sub(1)? / self.every) * self.every;
-        (c > 0).then_some(c)
+    /// The restored file fingerprint.
+    pub fn restored_fingerprint(&self) -> Option<&str> {
+        self.restored_fingerprint.as_deref()
     }
 
-    /// Whether `e` is a checkpoint epoch.
-    pub fn is_due(&self, e: Epoch) -> bool {
-        e == FINAL || (e > 0 && e.is_multiple_of(self.every))
+    /// Sets the file source's fingerprint, written with every manifest.
+    pub fn set_fingerprint(&self, fingerprint: Option<String>) {
+        self.lock().fingerprint = fingerprint;
+    }
+
+    /// Forgets the restored positions (the file changed: it is read from the start).
+    pub fn forget_positions(&self) {
+        self.lock().base.clear();
     }
 
     /// Registers one operator instance that writes a part of every checkpoint. Call while
@@ -163,11 +231,97 @@ impl Checkpoints {
         self.lock().writers += 1;
     }
 
+    /// Registers one source instance that deposits positions for every cut. Call while
+    /// building the dataflow.
+    pub fn register_source(&self) {
+        let mut s = self.lock();
+        s.sources += 1;
+        s.reading += 1;
+    }
+
+    /// Asks for a cut (the driver, every `checkpoint_ms` of wall time). Ignored while one is
+    /// being agreed or has not completed yet.
+    pub fn request_cut(&self) {
+        let mut s = self.lock();
+        if !s.requested && s.cuts.is_empty() && s.reading > 0 {
+            s.requested = true;
+        }
+    }
+
+    /// A source's turn, holding its capability at `cap`: while a cut is being agreed the source
+    /// may not move its capability past the epoch it held when it joined the agreement, and the
+    /// cut is the largest of those epochs, so no operator's frontier can have passed it before
+    /// it is known. Returns the epoch the source may not pass (None: any).
+    pub fn source_turn(&self, worker: usize, cap: Epoch) -> Option<Epoch> {
+        let mut s = self.lock();
+        if !s.requested {
+            return None;
+        }
+        let held = *s.agreeing.entry(worker).or_insert(cap);
+        if s.agreeing.len() >= s.reading {
+            s.agree();
+            return None;
+        }
+        Some(held)
+    }
+
+    /// The cuts agreed before `below` that `worker`'s source has not deposited positions for.
+    pub fn cuts_to_deposit(&self, worker: usize, below: Epoch) -> Vec<Epoch> {
+        let s = self.lock();
+        s.cuts
+            .range(..below)
+            .filter(|c| {
+                s.positions
+                    .get(c)
+                    .is_none_or(|per| !per.contains_key(&worker))
+            })
+            .copied()
+            .collect()
+    }
+
+    /// A source deposits where it resumes as of cut `e`.
+    pub fn deposit(&self, e: Epoch, worker: usize, positions: BTreeMap<i32, Position>) {
+        self.lock()
+            .positions
+            .entry(e)
+            .or_default()
+            .insert(worker, positions);
+    }
+
+    /// A source finished (end of file, stop or idle exit): `positions` are where it resumes,
+    /// for every cut from now on and the final one.
+    pub fn source_finished(&self, worker: usize, positions: BTreeMap<i32, Position>) {
+        let mut s = self.lock();
+        if s.finished.insert(worker, positions).is_none() {
+            s.reading = s.reading.saturating_sub(1);
+        }
+        s.agreeing.remove(&worker);
+        if s.requested && s.agreeing.len() >= s.reading {
+            if s.reading == 0 {
+                s.requested = false;
+                s.agreeing.clear();
+            } else {
+                s.agree();
+            }
+        }
+    }
+
+    /// The cuts agreed after `after` and before `before`, in order: an operator writes its part
+    /// of each before it judges anything past it.
+    pub fn cuts_between(&self, after: Option<Epoch>, before: Epoch) -> Vec<Epoch> {
+        let s = self.lock();
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        if from >= before {
+            return Vec::new();
+        }
+        s.cuts.range(from..before).copied().collect()
+    }
+
     /// The directory of checkpoint `e`.
     pub fn dir_of(&self, e: Epoch) -> PathBuf {
         match e {
             FINAL => self.dir.join(format!("{}-final", self.run)),
-            e => self.dir.join(format!("{}-{e:012}", self.run)),
+            e => self.dir.join(format!("{}-{e:020}", self.run)),
         }
     }
 
@@ -183,52 +337,50 @@ impl Checkpoints {
         *self.lock().parts.entry(e).or_default() += 1;
     }
 
-    /// A source deposits the next offsets it would read as of the end of epoch `e`.
-    pub fn deposit_offsets(&self, e: Epoch, worker: usize, offsets: &HashMap<i32, i64>) {
-        self.lock()
-            .offsets
-            .entry(e)
-            .or_default()
-            .insert(worker, offsets.clone());
-    }
-
     /// Worker 0, once the "done" frontier has passed `before` (`None`: the graph is done):
-    /// completes the newest checkpoint before it that has all its parts, and removes older
-    /// ones. Returns its epoch when one was completed.
+    /// completes the newest cut before it that has all its parts and positions, and removes
+    /// older ones. Returns its epoch when one was completed.
     pub fn complete_before(&self, before: Option<Epoch>) -> io::Result<Option<Epoch>> {
-        let (epoch, offsets, merged) = {
+        let (epoch, merged, fingerprint) = {
             let mut s = self.lock();
             let writers = s.writers;
-            let Some(epoch) = s
+            let candidates: Vec<Epoch> = s
                 .parts
                 .iter()
                 .rev()
-                .find(|&(&e, &n)| before.is_none_or(|b| e < b) && n >= writers)
+                .filter(|&(&e, &n)| before.is_none_or(|b| e < b) && n >= writers)
                 .map(|(&e, _)| e)
-            else {
+                .collect();
+            let Some(epoch) = candidates.into_iter().find(|e| s.has_every_position(*e)) else {
                 return Ok(None);
             };
-            let offsets = s.offsets.get(&epoch).cloned().unwrap_or_default();
             let mut merged = s.base.clone();
-            for per_worker in offsets.values() {
-                for (&p, &o) in per_worker {
-                    let e = merged.entry(p).or_insert(o);
-                    *e = (*e).max(o);
+            let deposits = s.positions.get(&epoch).cloned().unwrap_or_default();
+            let sources = deposits
+                .iter()
+                .chain(s.finished.iter().filter(|(w, _)| !deposits.contains_key(w)));
+            for (_, per_partition) in sources {
+                for (&p, pos) in per_partition {
+                    merged.insert(p, pos.clone());
                 }
             }
             s.parts = s.parts.split_off(&epoch.saturating_add(1));
-            s.offsets = s.offsets.split_off(&epoch.saturating_add(1));
+            s.positions = s.positions.split_off(&epoch.saturating_add(1));
+            s.cuts = s.cuts.split_off(&epoch.saturating_add(1));
             if epoch == FINAL {
                 s.parts.clear();
-                s.offsets.clear();
+                s.positions.clear();
+                s.cuts.clear();
             }
-            (epoch, offsets, merged)
+            (epoch, merged, s.fingerprint.clone())
         };
         let dir = self.dir_of(epoch);
         std::fs::create_dir_all(&dir)?;
         let body = serde_json::to_vec(&Manifest {
             source: self.source.clone(),
-            offsets: merged.clone(),
+            offsets: merged.iter().map(|(&p, pos)| (p, pos.offset)).collect(),
+            positions: merged.clone(),
+            fingerprint,
         })
         .map_err(io::Error::other)?;
         write_durably(&dir.join(MANIFEST), &body)?;
@@ -240,16 +392,19 @@ impl Checkpoints {
             }
         }
         let mut s = self.lock();
-        s.base = merged;
-        s.completed = Some((epoch, offsets));
+        s.base = merged.clone();
+        s.completed = Some((epoch, merged));
         Ok(Some(epoch))
     }
 
-    /// The newest complete checkpoint and the offsets `worker` deposited for it.
-    pub fn completed(&self, worker: usize) -> Option<(Epoch, HashMap<i32, i64>)> {
+    /// The newest complete checkpoint and its commit offsets (every partition's).
+    pub fn completed(&self) -> Option<(Epoch, BTreeMap<i32, i64>)> {
         let s = self.lock();
-        let (e, offsets) = s.completed.as_ref()?;
-        Some((*e, offsets.get(&worker).cloned().unwrap_or_default()))
+        let (e, positions) = s.completed.as_ref()?;
+        Some((
+            *e,
+            positions.iter().map(|(&p, pos)| (p, pos.offset)).collect(),
+        ))
     }
 
     /// The restored checkpoint's files whose names start with `prefix`.
@@ -270,6 +425,30 @@ impl Checkpoints {
         }
         parts.sort();
         Ok(parts)
+    }
+}
+
+impl Shared {
+    /// Every source has joined: the cut is the largest epoch they hold.
+    fn agree(&mut self) {
+        if let Some(&c) = self.agreeing.values().max() {
+            self.cuts.insert(c);
+        }
+        self.requested = false;
+        self.agreeing.clear();
+    }
+
+    /// Whether every source deposited positions for `e` (or finished, for the final cut and
+    /// any cut it did not reach).
+    fn has_every_position(&self, e: Epoch) -> bool {
+        let deposited = self.positions.get(&e);
+        let n = deposited.map_or(0, |d| d.len())
+            + self
+                .finished
+                .keys()
+                .filter(|w| deposited.is_none_or(|d| !d.contains_key(w)))
+                .count();
+        n >= self.sources
     }
 }
 
@@ -399,40 +578,60 @@ mod tests {
     }
 
     #[test]
-    fn newest_complete_cut_wins_and_offsets_merge() {
+    fn sources_agree_on_a_cut_and_the_newest_complete_one_wins() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Checkpoints::open(dir.path(), "t", 10, 1000).unwrap();
+        let c = Checkpoints::open(dir.path(), "t", 1000, false).unwrap();
         assert!(c.restored().is_none());
         c.register();
         c.register();
-        assert_eq!(c.next_at_or_after(0), 10);
-        assert_eq!(c.next_at_or_after(10), 10);
-        assert_eq!(c.next_at_or_after(11), 20);
-        c.deposit_offsets(10, 0, &HashMap::from([(0, 5)]));
-        c.deposit_offsets(10, 1, &HashMap::from([(1, 7)]));
-        c.part_written(10);
+        c.register_source();
+        c.register_source();
+        assert_eq!(c.source_turn(0, 7), None, "no cut asked for");
+        c.request_cut();
+        assert_eq!(
+            c.source_turn(0, 7),
+            Some(7),
+            "held while the other source joins"
+        );
+        assert_eq!(c.source_turn(0, 7), Some(7));
+        assert_eq!(c.source_turn(1, 12), None, "agreed: the larger epoch");
+        assert_eq!(c.cuts_between(None, 100), vec![12]);
+        assert_eq!(c.cuts_between(Some(12), 100), Vec::<Epoch>::new());
+        assert_eq!(c.cuts_to_deposit(0, 12), Vec::<Epoch>::new());
+        assert_eq!(c.cuts_to_deposit(0, 13), vec![12]);
+        let pos = |o| Position {
+            offset: o,
+            read_to: o,
+            ..Position::default()
+        };
+        c.deposit(12, 0, BTreeMap::from([(0, pos(5))]));
+        c.part_written(12);
+        c.part_written(12);
         assert_eq!(
             c.complete_before(Some(20)).unwrap(),
             None,
-            "one part missing"
+            "a source missing"
         );
-        c.part_written(10);
-        assert_eq!(c.complete_before(Some(10)).unwrap(), None, "not done yet");
-        assert_eq!(c.complete_before(Some(11)).unwrap(), Some(10));
-        assert_eq!(c.completed(1), Some((10, HashMap::from([(1, 7)]))));
-        c.deposit_offsets(FINAL, 0, &HashMap::from([(0, 9)]));
+        c.deposit(12, 1, BTreeMap::from([(1, pos(7))]));
+        assert_eq!(c.complete_before(Some(12)).unwrap(), None, "not done yet");
+        assert_eq!(c.complete_before(Some(13)).unwrap(), Some(12));
+        assert_eq!(c.completed(), Some((12, BTreeMap::from([(0, 5), (1, 7)]))));
+        c.source_finished(0, BTreeMap::from([(0, pos(9))]));
+        c.source_finished(1, BTreeMap::from([(1, pos(7))]));
         c.part_written(FINAL);
         c.part_written(FINAL);
         assert_eq!(c.complete_before(None).unwrap(), Some(FINAL));
-        let again = Checkpoints::open(dir.path(), "t", 10, 2000).unwrap();
+        let again = Checkpoints::open(dir.path(), "t", 2000, false).unwrap();
         assert_eq!(again.restored(), Some(c.dir_of(FINAL).as_path()));
         assert_eq!(again.restored_offsets(), BTreeMap::from([(0, 9), (1, 7)]));
-        let other = Checkpoints::open(dir.path(), "another topic", 10, 3000).unwrap();
+        let other = Checkpoints::open(dir.path(), "another topic", 3000, false).unwrap();
         assert!(other.restored().is_some());
         assert!(
             other.restored_offsets().is_empty(),
             "offsets of another topic"
         );
+        let fresh = Checkpoints::open(dir.path(), "t", 4000, true).unwrap();
+        assert!(fresh.restored().is_none());
         assert_eq!(
             std::fs::read_dir(dir.path().join("checkpoints"))
                 .unwrap()
@@ -440,5 +639,18 @@ mod tests {
             1,
             "older cuts removed"
         );
+    }
+
+    #[test]
+    fn a_finished_source_does_not_hold_an_agreement() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", 1000, false).unwrap();
+        c.register_source();
+        c.register_source();
+        c.request_cut();
+        assert_eq!(c.source_turn(0, 3), Some(3));
+        c.source_finished(1, BTreeMap::new());
+        assert_eq!(c.cuts_between(None, 10), vec![3]);
+        assert_eq!(c.source_turn(0, 3), None);
     }
 }

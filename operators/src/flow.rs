@@ -25,6 +25,15 @@ pub struct SourceRecord {
     pub read_time: Millis,
     /// The record's own timestamp (Kafka), if any.
     pub timestamp: Option<Millis>,
+    /// The event time the rules judge it by, chosen by the source: the record's own (envelope
+    /// `ts`, Kafka timestamp, or read time of a bare line), or its partition's watermark when
+    /// it came later than `source.max_out_of_order_ms` ([`crate::event_time`]).
+    pub event_time: Millis,
+    /// How far behind its partition's watermark the record came (0: on time).
+    pub late_by: Millis,
+    /// Why the record's own time cannot be judged (before 2000, or too far in the future): the
+    /// record becomes a dead letter with this reason and never moves a watermark.
+    pub bad_time: Option<String>,
 }
 
 impl SourceRecord {

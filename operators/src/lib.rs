@@ -27,6 +27,7 @@ pub mod admit;
 pub mod checkpoint;
 pub mod clock;
 pub mod dedup;
+pub mod event_time;
 pub mod flow;
 pub mod gate;
 pub mod live;

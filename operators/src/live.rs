@@ -169,9 +169,55 @@ impl CheckpointGauge {
 #[derive(Debug, Default)]
 pub struct SourceGauge {
     partitions: Mutex<BTreeMap<i32, (i64, Option<i64>)>>,
+    /// Per partition: its event-time watermark and the records that came later than it.
+    clocks: Mutex<BTreeMap<i32, (Option<Millis>, u64)>>,
 }
 
 impl SourceGauge {
+    /// Records a partition's event-time watermark.
+    pub fn set_watermark(&self, partition: i32, watermark: Option<Millis>) {
+        self.clocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(partition)
+            .or_default()
+            .0 = watermark;
+    }
+
+    /// Counts `n` records of `partition` that came later than its watermark.
+    pub fn add_late(&self, partition: i32, n: u64) {
+        self.clocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(partition)
+            .or_default()
+            .1 += n;
+    }
+
+    /// Per partition: (event-time watermark, late records).
+    pub fn watermarks(&self) -> Vec<(i32, Option<Millis>, u64)> {
+        self.clocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(&p, &(w, late))| (p, w, late))
+            .collect()
+    }
+
+    /// The source's low watermark: the least over its partitions (None before any).
+    pub fn low_watermark(&self) -> Option<Millis> {
+        let clocks = self.clocks.lock().unwrap_or_else(|p| p.into_inner());
+        if clocks.values().any(|c| c.0.is_none()) {
+            return None;
+        }
+        clocks.values().filter_map(|c| c.0).min()
+    }
+
+    /// Late records over all partitions.
+    pub fn late(&self) -> u64 {
+        self.watermarks().iter().map(|w| w.2).sum()
+    }
+
     /// Records a partition's position and high watermark.
     pub fn set(&self, partition: i32, next: i64, high: Option<i64>) {
         self.partitions

@@ -2,10 +2,10 @@
 //!
 //! All parks go to worker 0 (night-time volume is small). [`ParkStore`] is the plain store: an
 //! append-only JSON-lines file, fsynced before the epoch that parked is let go, rewritten
-//! atomically after a release. The [`park`] operator releases a delivery in the epoch after the
-//! one whose global watermark reached its release time, with the release time as its event
-//! time; at the end of input it releases what is due by the wall clock, and the rest stays on
-//! disk for the next run, which releases anything already due in its first epoch.
+//! atomically after a release. The [`park`] operator gives a delivery on at the epoch of its
+//! release time, with the release time as its event time, once the input frontier has reached
+//! that epoch; at the end of input it releases what is due by the wall clock, and the rest stays
+//! on disk for the next run.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -21,8 +21,8 @@ use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::checkpoint::{Checkpoints, FINAL};
+use crate::event_time::EventTime;
 use crate::live::Live;
-use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Flow};
 
 /// One parked delivery.
@@ -157,11 +157,18 @@ impl ParkStore {
 
 /// Parks `parks` (`Flow::Park`) on worker 0 and emits released deliveries as `Flow::Pass`.
 /// `store` is opened by worker 0 only; other workers pass `None`.
+///
+/// A delivery parked until `r` is given on at the epoch of `r`, with `r` as its event time, as
+/// soon as the input frontier has reached that epoch: the keyed operators then judge it in
+/// event-time order with every record of that epoch, and a record of 10:25 sees the 09:00
+/// releases before it. On a live source the frontier follows the wall clock when the topic is
+/// quiet, so releases are on time without new records. At the end of the input, what is due by
+/// the wall clock is released; the rest stays on disk for the next run.
 pub fn park<'s>(
     parks: StreamVec<'s, Epoch, Flow>,
-    marks: StreamVec<'s, Epoch, Flow>,
     store: Option<ParkStore>,
     clock: Clock,
+    event: EventTime,
     checkpoints: Option<Checkpoints>,
     live: Option<Live>,
 ) -> StreamVec<'s, Epoch, Flow> {
@@ -172,30 +179,21 @@ pub fn park<'s>(
         c.register();
     }
     let to_zero = ExchangePact::new(|_: &Flow| 0u64);
-    let by_target = ExchangePact::new(|f: &Flow| match f {
-        Flow::Mark(m) => m.to as u64,
-        _ => 0,
-    });
-    parks.binary_frontier::<_, CapacityContainerBuilder<Vec<Flow>>, _, _, _, _>(
-        marks,
+    parks.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(
         to_zero,
-        by_target,
         "Park",
         move |cap, _| {
-            // Held at the next epoch to process: released deliveries are sent at `cur + 1`. Workers
-            // other than 0 never park or release, so they let their capability go at once.
+            // Held at the least epoch a release may still be given at. Workers other than 0
+            // never park or release, so they let their capability go at once.
             let mut cap = store.as_ref().map(|_| cap);
-            let due_at = checkpoints.clone();
-            let is_due = move |e: Epoch| due_at.as_ref().is_some_and(|c| c.is_due(e));
-            let mut cur: Epoch = 0;
             let mut store = store;
             let mut incoming: BTreeMap<Epoch, Vec<Parked>> = BTreeMap::new();
-            let mut watermark = Watermark::default();
-            let mut started = false;
             let fail = |e: io::Error| -> ! { panic!("park store: {e}") };
-            // The last part written and whether the store changed since.
+            // The last cut written, the last part's file and whether the store changed since.
+            let mut written: Option<Epoch> = None;
             let mut last_part: Option<PathBuf> = None;
             let mut dirty = true;
+            let cuts = checkpoints.clone();
             let mut snapshot = move |store: &ParkStore, epoch: Epoch, dirty: &mut bool| {
                 let Some(c) = &checkpoints else { return };
                 let written = c.part_path(epoch, "parked.jsonl").and_then(|path| {
@@ -211,7 +209,7 @@ pub fn park<'s>(
                 *dirty = false;
                 c.part_written(epoch);
             };
-            move |(parks, parks_frontier), (mark_input, mark_frontier), output| {
+            move |(parks, frontier), output| {
                 parks.for_each_stamp(|stamp, batches| {
                     let Some(&epoch) = stamp.least() else { return };
                     let list = incoming.entry(epoch).or_default();
@@ -228,75 +226,87 @@ pub fn park<'s>(
                         }));
                     }
                 });
-                mark_input.for_each_stamp(|_, batches| {
-                    for batch in batches {
-                        watermark.absorb(batch.drain(..));
-                    }
-                });
                 let (Some(c), Some(store)) = (cap.as_mut(), store.as_mut()) else {
                     // Not worker 0, or finished.
                     return;
                 };
-                if !started {
-                    started = true;
-                    // Left by an earlier run and already due: released first, in event-time order.
-                    let due = store.release_until(clock.now_ms());
-                    if !due.is_empty() {
-                        output
-                            .session(&*c)
-                            .give_iterator(due.into_iter().map(Flow::Pass));
-                        store.persist().unwrap_or_else(|e| fail(e));
-                    }
-                }
-                let done = parks_frontier.is_empty() && mark_frontier.is_empty();
                 let publish = |store: &ParkStore| {
                     if let Some(l) = &live {
                         l.park().set(store.len(), store.next_release());
                     }
                 };
-                publish(store);
-                while done || (!parks_frontier.less_equal(&cur) && !mark_frontier.less_equal(&cur))
-                {
-                    if done
-                        && incoming.keys().all(|&e| e < cur)
-                        && watermark.pending_epochs().all(|e| e < cur)
-                    {
+                // Everything before `bound` is complete; with the input done, releases follow
+                // the wall clock instead.
+                let done = frontier.is_empty();
+                let bound = frontier.frontier().first().copied().unwrap_or(FINAL);
+                let now = clock.now_ms();
+                loop {
+                    let cur = *c.time();
+                    let next_parks = incoming.keys().next().copied().filter(|&e| e < bound);
+                    let next_release = store
+                        .next_release()
+                        .filter(|&r| {
+                            if done {
+                                r <= now
+                            } else {
+                                event.epoch_of(r) < bound
+                            }
+                        })
+                        .map(|r| event.epoch_of(r).max(cur));
+                    let next_cut = cuts
+                        .as_ref()
+                        .and_then(|k| k.cuts_between(written, bound).first().copied());
+                    let Some(epoch) = [next_parks, next_release, next_cut]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                    else {
                         break;
-                    }
-                    let parks = incoming.remove(&cur).unwrap_or_default();
-                    dirty |= !parks.is_empty();
-                    store.park(parks).unwrap_or_else(|e| fail(e));
-                    // The cut: parked through `cur`, before the releases sent at `cur + 1`.
-                    if is_due(cur) {
-                        snapshot(store, cur, &mut dirty);
-                    }
-                    let due = match watermark.advance_to(cur) {
-                        Some(w) => store.release_until(w),
-                        None => Vec::new(),
                     };
-                    cur += 1;
-                    dirty |= !due.is_empty();
+                    // Parks of this epoch, durably, before anything of it is let go.
+                    if next_parks == Some(epoch) {
+                        let parks = incoming.remove(&epoch).unwrap_or_default();
+                        dirty |= !parks.is_empty();
+                        store.park(parks).unwrap_or_else(|e| fail(e));
+                    }
+                    // Releases due in this epoch, given on at it.
+                    let mut until = event.start_of(epoch.saturating_add(1)).saturating_sub(1);
+                    if done {
+                        until = until.min(now);
+                    }
+                    let due = store.release_until(until);
                     if !due.is_empty() {
+                        dirty = true;
                         output
-                            .session(&c.delayed(&cur))
+                            .session(&c.delayed(&epoch.max(cur)))
                             .give_iterator(due.into_iter().map(Flow::Pass));
                         store.persist().unwrap_or_else(|e| fail(e));
                     }
-                    c.downgrade(&cur);
-                    publish(store);
-                }
-                if done {
-                    let w = watermark.advance_all().unwrap_or(Millis::MIN);
-                    let due = store.release_until(w.max(clock.now_ms()));
-                    if !due.is_empty() {
-                        output
-                            .session(&*c)
-                            .give_iterator(due.into_iter().map(Flow::Pass));
+                    // The cut: parked and released through `epoch`, nothing later.
+                    if let Some(k) = &cuts {
+                        for cut in k.cuts_between(written, epoch.saturating_add(1)) {
+                            snapshot(store, cut, &mut dirty);
+                            written = Some(cut);
+                        }
                     }
+                    if epoch > cur && epoch < bound {
+                        c.downgrade(&epoch);
+                    }
+                }
+                publish(store);
+                if done {
                     store.persist().unwrap_or_else(|e| fail(e));
                     publish(store);
+                    if let Some(k) = &cuts {
+                        for cut in k.cuts_between(written, FINAL) {
+                            snapshot(store, cut, &mut dirty);
+                            written = Some(cut);
+                        }
+                    }
                     snapshot(store, FINAL, &mut true);
                     cap = None;
+                } else if bound > *c.time() {
+                    c.downgrade(&bound);
                 }
             }
         },

@@ -63,8 +63,11 @@ impl Validator {
             None => decode_line(&rec.bytes, rec.read_time),
             Some(ts) => decode_request(&rec.bytes).map(|r| (ts, r)),
         };
-        let (event_time, request) = match decoded {
-            Ok(ok) => ok,
+        // The source chose the event time (the record's own, or its partition's watermark when
+        // it came late): every worker and every replay judge the record at the same time.
+        let event_time = rec.event_time;
+        let request = match decoded {
+            Ok((_, request)) => request,
             Err(reason) => {
                 out.dead.push(dead(reason));
                 return out;
@@ -177,6 +180,9 @@ content = "code {$code}"
             bytes: line.as_bytes().to_vec(),
             read_time: 1_763_770_200_000,
             timestamp: None,
+            event_time: 1_763_770_200_000,
+            late_by: 0,
+            bad_time: None,
         }
     }
 

@@ -49,7 +49,8 @@ pub fn run_memory(
         workers,
         clock: Clock::Fixed(now),
         tracking: TrackingTarget::Memory(memory.clone()),
-        in_flight: 2,
+        in_flight: 20_000,
+        from_start: false,
         handle_signals: false,
         idle_exit: None,
         stop: None,
@@ -57,6 +58,13 @@ pub fn run_memory(
     let summary = run(&job, &opts).unwrap();
     let c = memory.take();
     (c.events, c.dead, summary)
+}
+
+/// Adds `line` (e.g. `max_out_of_order_ms = 1000`) to the `[source]` table of a job file.
+pub fn set_source(job: &Path, line: &str) {
+    let text = std::fs::read_to_string(job).unwrap();
+    let text = text.replacen("[source]\n", &format!("[source]\n{line}\n"), 1);
+    std::fs::write(job, text).unwrap();
 }
 
 /// Writes a small job: templates, requests and job file; returns the job path.

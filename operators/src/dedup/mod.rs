@@ -134,12 +134,11 @@ pub fn keyed<'s, R: KeyedRule>(
                 let activator = scope.worker().sync_activator_for(info.address.to_vec());
                 l.register(R::NAME, index, peers as usize, activator)
             });
-            // Held at the next checkpoint epoch until this rule's part of it is written.
-            let mut held = checkpoints.map(|c| {
-                let mut cap = cap;
-                cap.downgrade(&c.next_at_or_after(1));
-                (c, cap)
-            });
+            // The last cut this rule wrote its part of; the final one once written.
+            let mut written: Option<Epoch> = None;
+            // Held at the input frontier until the final part is written, so the "done"
+            // probe passes a cut only after this rule wrote its part of it.
+            let mut held = checkpoints.as_ref().map(|_| cap);
             let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<Delivery>)> = BTreeMap::new();
             let mut watermark = Watermark::default();
             move |(data, data_frontier), (mark_input, mark_frontier), output| {
@@ -171,8 +170,8 @@ pub fn keyed<'s, R: KeyedRule>(
                 epochs.sort_unstable();
                 epochs.dedup();
                 for epoch in epochs {
-                    if let Some((c, cap)) = held.as_mut() {
-                        snapshot_before(&rule, c, cap, epoch, index);
+                    if let Some(c) = &checkpoints {
+                        write_cuts(&rule, c, &mut written, epoch, index);
                     }
                     // Evict by the watermark of the epochs *before* this one: a record of epoch
                     // `e` is late only relative to what came before it, never to its own epoch.
@@ -200,8 +199,9 @@ pub fn keyed<'s, R: KeyedRule>(
                 if let Some(q) = &questions {
                     answer(&rule, q, watermark.current());
                 }
-                if let Some((c, cap)) = held.as_mut() {
+                if let (Some(c), Some(cap)) = (&checkpoints, held.as_mut()) {
                     if data_frontier.is_empty() && mark_frontier.is_empty() {
+                        write_cuts(&rule, c, &mut written, FINAL, index);
                         checkpoint(&rule, c, FINAL, index);
                         held = None;
                     } else {
@@ -212,7 +212,10 @@ pub fn keyed<'s, R: KeyedRule>(
                             .min()
                             .copied()
                             .unwrap_or(FINAL);
-                        snapshot_before(&rule, c, cap, limit, index);
+                        write_cuts(&rule, c, &mut written, limit, index);
+                        if limit > *cap.time() {
+                            cap.downgrade(&limit);
+                        }
                     }
                 }
             }
@@ -220,23 +223,19 @@ pub fn keyed<'s, R: KeyedRule>(
     )
 }
 
-/// Writes the last checkpoint before `limit` if the capability still holds it back (the
-/// state is the same at every checkpoint epoch the input skipped, so only the last is written),
-/// then moves the capability to the next checkpoint at or after `limit`.
-fn snapshot_before<R: KeyedRule>(
+/// Writes this rule's part of every cut agreed before `limit` (exclusive) and not yet written:
+/// its state has judged every epoch up to the cut and nothing later.
+fn write_cuts<R: KeyedRule>(
     rule: &R,
     c: &Checkpoints,
-    cap: &mut Capability<Epoch>,
+    written: &mut Option<Epoch>,
     limit: Epoch,
     index: usize,
 ) {
-    if *cap.time() >= limit {
-        return;
+    for cut in c.cuts_between(*written, limit) {
+        checkpoint(rule, c, cut, index);
+        *written = Some(cut);
     }
-    if let Some(last) = c.last_before(limit) {
-        checkpoint(rule, c, last, index);
-    }
-    cap.downgrade(&c.next_at_or_after(limit));
 }
 
 /// When to sweep a rule's state: eviction scans the whole map, so it runs only when the
