@@ -345,12 +345,31 @@ fn source(state: &AdminState) -> Value {
         .into_iter()
         .map(|(p, next, high, lag)| json!({"partition": p, "next_offset": next, "high_watermark": high, "lag": lag}))
         .collect();
+    let now = state.clock.now_ms();
+    let clocks: Vec<Value> = state
+        .live
+        .source()
+        .watermarks()
+        .into_iter()
+        .map(|(p, w, late)| {
+            json!({"partition": p, "watermark": w.map(iso),
+                "lag_secs": w.map(|w| now.saturating_sub(w).max(0) as f64 / 1000.0),
+                "late_records": late})
+        })
+        .collect();
     let c = state.live.checkpoint();
     let (handed, read) = state.send.queues.handed_and_read();
     json!({
         "kind": if state.job.kafka.is_some() { "kafka" } else { "file" },
         "topic": state.job.kafka.as_ref().map(|k| k.topic.clone()),
         "partitions": parts,
+        "event_time": {
+            "low_watermark": state.live.source().low_watermark().map(iso),
+            "late_records": state.live.source().late(),
+            "max_out_of_order_ms": state.job.event.max_out_of_order_ms,
+            "epoch_ms": state.job.event.epoch_ms,
+            "partitions": clocks,
+        },
         "lag": state.live.source().lag(),
         "checkpoint": {
             "completed": c.completed(),
@@ -565,6 +584,50 @@ pub fn metrics(state: &AdminState) -> String {
                 "tidings_consumer_lag{{job=\"{job}\",topic=\"{topic}\",partition=\"{p}\"}} {lag}"
             );
         }
+    }
+    family(
+        &mut m,
+        "tidings_source_watermark_seconds",
+        "gauge",
+        "The event-time watermark of the partition (Unix seconds): records before it are late.",
+    );
+    let clocks = state.live.source().watermarks();
+    for (p, w, _) in &clocks {
+        if let Some(w) = w {
+            let _ = writeln!(
+                m,
+                "tidings_source_watermark_seconds{{job=\"{job}\",topic=\"{topic}\",partition=\"{p}\"}} {}",
+                *w as f64 / 1000.0
+            );
+        }
+    }
+    family(
+        &mut m,
+        "tidings_source_watermark_lag_seconds",
+        "gauge",
+        "How far the partition's watermark is behind the wall clock.",
+    );
+    let now = state.clock.now_ms();
+    for (p, w, _) in &clocks {
+        if let Some(w) = w {
+            let _ = writeln!(
+                m,
+                "tidings_source_watermark_lag_seconds{{job=\"{job}\",topic=\"{topic}\",partition=\"{p}\"}} {}",
+                now.saturating_sub(*w).max(0) as f64 / 1000.0
+            );
+        }
+    }
+    family(
+        &mut m,
+        "tidings_source_late_records_total",
+        "counter",
+        "Records that came later than source.max_out_of_order_ms behind their partition's watermark (judged at the watermark).",
+    );
+    for (p, _, late) in &clocks {
+        let _ = writeln!(
+            m,
+            "tidings_source_late_records_total{{job=\"{job}\",topic=\"{topic}\",partition=\"{p}\"}} {late}"
+        );
     }
     family(
         &mut m,

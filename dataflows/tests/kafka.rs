@@ -402,3 +402,64 @@ fn a_rate_limited_backlog_waits_in_kafka_and_does_not_delay_another_account() {
     go(opts);
     assert!(memory.take().events.is_empty());
 }
+
+#[test]
+fn a_burst_over_four_partitions_decides_as_the_file_does_twice() {
+    let (dir, file_job) = common::demo_copy();
+    // The demo's lines are up to 71 s out of order; both sources allow 5 minutes.
+    common::set_source(&file_job, "max_out_of_order_ms = 300000");
+    let text = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
+    let unique = common::unique();
+    // Each run its own topic (rate-limited accounts queue in `<topic>.account.*`), its own
+    // group and state: two independent runs over the same burst.
+    let kafka_job = |n: u32| {
+        let topic = format!("burst{n}-{unique}");
+        let job_text = std::fs::read_to_string(&file_job)
+            .unwrap()
+            .replace(
+                "kind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 256",
+                &format!(
+                    "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"g{n}-{unique}\"",
+                    brokers()
+                ),
+            )
+            .replace("state_dir = \"var/state\"", &format!("state_dir = \"var/state-{n}\""));
+        assert!(job_text.contains("kind = \"kafka\"") && job_text.contains("max_out_of_order_ms"));
+        let path = dir.path().join(format!("kafka-{n}.toml"));
+        std::fs::write(&path, job_text).unwrap();
+        // Every line its own key: the broker spreads them over the topic's 4 partitions, each
+        // in the file's order.
+        let records = text.lines().enumerate().map(|(i, l)| Outgoing {
+            key: Some(format!("k{i}")),
+            ..Outgoing::of_line(l)
+        });
+        produce(&brokers(), &topic, records, || {}).unwrap();
+        path
+    };
+    let from_file = decisions(&file_job, None);
+    assert!(from_file.0.len() > 3000, "{}", from_file.0.len());
+    for n in 1..=2 {
+        let from_kafka = decisions(&kafka_job(n), Some(Duration::from_secs(8)));
+        let first = from_kafka.0.iter().zip(&from_file.0).find(|(a, b)| a != b);
+        let states = |rows: &[Decision]| {
+            let mut m = std::collections::BTreeMap::<String, usize>::new();
+            for r in rows {
+                *m.entry(r.3.clone()).or_default() += 1;
+            }
+            m
+        };
+        assert_eq!(
+            from_kafka.0.len(),
+            from_file.0.len(),
+            "run {n}: row counts differ: {:?} vs {:?}; dead {} vs {}",
+            states(&from_kafka.0),
+            states(&from_file.0),
+            from_kafka.1.len(),
+            from_file.1.len()
+        );
+        assert!(
+            from_kafka == from_file,
+            "run {n}: Kafka and file decisions differ; first: {first:?}"
+        );
+    }
+}

@@ -42,7 +42,10 @@ pub fn local_instant(tz: Tz, date: NaiveDate, time: NaiveTime) -> Millis {
 
 /// Parses `HH:MM`.
 pub fn parse_hhmm(s: &str) -> Option<NaiveTime> {
-    NaiveTime::parse_from_str(s.trim(), "%H:%M").ok()
+    let s = s.trim();
+    NaiveTime::parse_from_str(s, "%H:%M")
+        .or_else(|_| NaiveTime::parse_from_str(s, "%H:%M:%S"))
+        .ok()
 }
 
 /// A local-time window such as `00:00-08:00` (start inclusive, end exclusive); a window whose

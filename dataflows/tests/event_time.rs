@@ -1,0 +1,214 @@
+//! Event time as the graph's time, seen from the outside: a file job resumes where it read
+//! (a second run sends nothing again, appended lines are read, `follow` tails the file), and a
+//! quiet Kafka topic releases a parked message when the wall clock reaches its release time.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Timelike, Utc};
+use tidings_dataflows::kafka::{Outgoing, produce};
+
+fn receive_count(tracking: &Path) -> u64 {
+    let csv = common::sql_csv(
+        tracking,
+        "SELECT count(*) FROM events WHERE state = 'RECEIVE'",
+    );
+    common::first_row::<u64>(&csv)[0]
+}
+
+fn total_rows(tracking: &Path) -> u64 {
+    common::first_row::<u64>(&common::sql_csv(tracking, "SELECT count(*) FROM events"))[0]
+}
+
+/// Lines in `path` (0 when it does not exist yet).
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Waits until `cond` holds, at most `limit`.
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+fn interrupt(mut child: Child, what: &str) -> String {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = common::wait_within(&mut child, Duration::from_secs(60), what);
+    let mut err = String::new();
+    use std::io::Read as _;
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{what}: {err}");
+    err
+}
+
+#[test]
+fn a_file_job_resumes_where_it_read() {
+    let (dir, job) = common::demo_copy();
+    let j = job.to_str().unwrap();
+    let tracking = dir.path().join("var/tracking");
+    let now = "2025-11-23T12:00:00+08:00";
+    common::tidings(&["run", j, "--now", now]);
+    let receives = receive_count(&tracking);
+    let rows = total_rows(&tracking);
+    assert!(receives > 1000, "{receives}");
+
+    // The same file again: nothing is read, nothing is written.
+    common::tidings(&["run", j, "--now", now]);
+    assert_eq!(total_rows(&tracking), rows, "a second run wrote rows");
+
+    // Lines appended later are read by the next run, and only they.
+    let appended: String = (0..3)
+        .map(|i| {
+            let payload = serde_json::json!({"code": "send", "messageTemplateId": 1,
+                "messageParam": {"receiver": format!("1380013800{i}"), "variables": {"code": "77"}}});
+            serde_json::json!({"ts": 1_763_784_000_000i64 + i, "payload": payload.to_string()})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let path = dir.path().join("requests.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&appended);
+    std::fs::write(&path, text).unwrap();
+    common::tidings(&["run", j, "--now", now]);
+    assert_eq!(receive_count(&tracking), receives + 3);
+
+    // `--from-start` replays on purpose.
+    common::tidings(&["run", j, "--now", now, "--from-start"]);
+    assert_eq!(receive_count(&tracking), 2 * (receives + 3));
+}
+
+#[test]
+fn follow_reads_lines_appended_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = |i: u32| {
+        serde_json::json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": format!("u{i}"), "variables": {"v": "x"}}})
+        .to_string()
+            + "\n"
+    };
+    let job = common::write_job(
+        dir.path(),
+        &common::sms_template(1, "none", false, "user_id"),
+        &(request(0) + &request(1)),
+        "",
+    );
+    common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
+    let child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", job.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let outbox = dir.path().join("var/outbox/sms.jsonl");
+    wait_for(Duration::from_secs(30), "the first two sent", || {
+        lines(&outbox) == 2
+    });
+    let mut more = String::new();
+    for i in 2..5 {
+        more.push_str(&request(i));
+    }
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("requests.jsonl"))
+        .unwrap();
+    f.write_all(more.as_bytes()).unwrap();
+    drop(f);
+    wait_for(Duration::from_secs(30), "the appended three sent", || {
+        lines(&outbox) == 5
+    });
+    interrupt(child, "the following job");
+    assert_eq!(receive_count(&dir.path().join("var/tracking")), 5);
+}
+
+#[test]
+fn a_quiet_topic_releases_a_parked_message_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let topic = format!("idle-{unique}");
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    // A night around now (UTC), with the release 20 s ahead.
+    let now = Utc::now();
+    let release = now + chrono::Duration::seconds(20);
+    let hm = |t: chrono::DateTime<Utc>| format!("{:02}:{:02}", t.hour(), t.minute());
+    let night = format!(
+        "{}-{}",
+        hm(now - chrono::Duration::hours(1)),
+        hm(now + chrono::Duration::minutes(2))
+    );
+    let release_at = format!(
+        "{:02}:{:02}:{:02}",
+        release.hour(),
+        release.minute(),
+        release.second()
+    );
+    std::fs::write(
+        dir.path().join("templates.toml"),
+        common::sms_template(1, "night_delay", false, "user_id"),
+    )
+    .unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"idle\"\ntimezone = \"UTC\"\ntemplates = \"templates.toml\"\n\
+             [source]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\n\
+             [shield]\nnight = \"{night}\"\nrelease_at = \"{release_at}\"\n\
+             [tracking]\ndir = \"var/tracking\"\n[accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n"
+        ),
+    )
+    .unwrap();
+    // The topic exists before the job starts; the one record is produced with the time of now.
+    let line = serde_json::json!({"code": "send", "messageTemplateId": 1,
+        "messageParam": {"receiver": "night-owl", "variables": {"v": "x"}}})
+    .to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", job.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    produce(&brokers, &topic, [Outgoing::of_line(&line)], || {}).unwrap();
+    let outbox = dir.path().join("var/outbox/sms.jsonl");
+    let release_ms = Utc
+        .timestamp_millis_opt(release.timestamp_millis())
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap()
+        .timestamp_millis();
+    wait_for(
+        Duration::from_secs(40),
+        "the parked message sent with no other record",
+        || lines(&outbox) == 1,
+    );
+    let sent_at = Utc::now().timestamp_millis();
+    assert!(
+        sent_at >= release_ms,
+        "sent {} ms before its release",
+        release_ms - sent_at
+    );
+    assert!(
+        sent_at <= release_ms + 1_000,
+        "sent {} ms after its release time",
+        sent_at - release_ms
+    );
+    interrupt(child, "the Kafka job");
+}
