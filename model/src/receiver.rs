@@ -1,5 +1,6 @@
 //! Receivers: splitting a `receiver` list and validating each receiver by `id_type`.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use phonenumber::country;
@@ -65,12 +66,16 @@ impl ReceiverValidator {
     /// The form a valid receiver is stored, keyed and sent in, or why it is invalid.
     ///
     /// Phones: see [`ReceiverValidator::phone`]. Other id types are kept as written.
-    pub fn normalise(&self, id_type: IdType, receiver: &str) -> Result<String, String> {
+    pub fn normalise<'r>(
+        &self,
+        id_type: IdType,
+        receiver: &'r str,
+    ) -> Result<Cow<'r, str>, String> {
         match id_type {
-            IdType::Phone => self.phone(receiver),
-            IdType::Email => check_email(receiver).map(|()| receiver.to_string()),
+            IdType::Phone => self.phone(receiver).map(Cow::Owned),
+            IdType::Email => check_email(receiver).map(|()| Cow::Borrowed(receiver)),
             _ if receiver.trim().is_empty() => Err("empty receiver".into()),
-            _ => Ok(receiver.to_string()),
+            _ => Ok(Cow::Borrowed(receiver)),
         }
     }
 
