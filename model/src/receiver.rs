@@ -28,7 +28,7 @@ pub fn split_receivers_at_most(list: &str, max: usize) -> Result<Vec<String>, St
                 return Err(format!(
                     "{listed} receivers listed, more than {max}: at most {max} per message \
                      (read up to the {}th distinct one); split them over several messages",
-                    max + 1
+                    max.saturating_add(1)
                 ));
             }
             out.push(r.to_string());

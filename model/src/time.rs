@@ -10,6 +10,10 @@ pub type Millis = i64;
 /// letter (a zero, negative or seconds-instead-of-milliseconds `ts` is a producer's mistake).
 pub const MIN_EVENT_TIME: Millis = 946_684_800_000;
 
+/// The latest event time a record may carry whatever the wall clock says:
+/// 9999-12-31T23:59:59.999Z (a clock that far out is broken; chrono's dates end soon after).
+pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
+
 /// How far ahead of the wall clock an event time may be by default: one day. A later one is a
 /// dead letter, never a watermark that would evict every dedup window.
 pub const DEFAULT_MAX_FUTURE_MS: Millis = 86_400_000;
@@ -30,6 +34,12 @@ pub fn check_event_time(t: Millis, now: Millis, max_future_ms: Millis) -> Result
              ({}); the bound is {bound} ms (source.max_future_ms)",
             describe(t),
             describe(now)
+        ));
+    }
+    if t > MAX_EVENT_TIME {
+        return Err(format!(
+            "event time {t} ms ({}) is after 9999-12-31T23:59:59.999Z ({MAX_EVENT_TIME} ms)",
+            describe(t)
         ));
     }
     Ok(())
@@ -208,8 +218,11 @@ mod tests {
             let err = check_event_time(t, now, day).unwrap_err();
             assert!(err.contains(want), "{t}: {err}");
         }
-        // A wall clock near the end of time does not overflow the bound.
+        // A wall clock near the end of time does not overflow the bound, and does not let
+        // event times past year 9999 in.
         assert!(check_event_time(now, i64::MAX, i64::MAX).is_ok());
+        let err = check_event_time(MAX_EVENT_TIME + 1, i64::MAX, day).unwrap_err();
+        assert!(err.contains("is after 9999-12-31T23:59:59.999Z"), "{err}");
     }
 
     #[test]
