@@ -10,6 +10,9 @@ use crate::template::IdType;
 /// More receivers than this in one MessageParam rejects the message (CONTRACT §1).
 pub const MAX_RECEIVERS: usize = 100;
 
+/// The longest phone receiver parsed, spaces and dashes included (E.164 has at most 15 digits).
+pub const MAX_PHONE_CHARS: usize = 40;
+
 /// Splits a comma-separated receiver list: entries trimmed, empty ones dropped, repeats
 /// collapsed (first occurrence kept, order preserved). Linear in the list's length.
 pub fn split_receivers(list: &str) -> Vec<String> {
@@ -89,6 +92,12 @@ impl ReceiverValidator {
     /// `+447911123456`), so that one number is one receiver for dedup, whitelist and tracking.
     pub fn phone(&self, receiver: &str) -> Result<String, String> {
         let s = receiver.trim();
+        if s.len() > MAX_PHONE_CHARS {
+            return Err(format!(
+                "not a phone number: {} characters, more than {MAX_PHONE_CHARS}",
+                s.chars().count()
+            ));
+        }
         if let Some((i, c)) = s
             .char_indices()
             .find(|&(i, c)| !(c.is_ascii_digit() || c == ' ' || c == '-' || (c == '+' && i == 0)))
@@ -238,6 +247,7 @@ mod tests {
             ("12345", "not a phone number"),
             ("1380013800", "not a valid phone number for region CN"),
             ("- -", "no digits"),
+            ("1".repeat(41).leak(), "41 characters, more than 40"),
             ("", "no digits"),
         ];
         for (raw, want) in bad {
@@ -251,6 +261,19 @@ mod tests {
             gb.phone("+86 138 0013 8000").as_deref(),
             Ok("+8613800138000")
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever a phone receiver holds, it is judged without a panic, and a valid one is
+        /// its own normal form.
+        #[test]
+        fn any_phone_text_is_judged(s in "[+]?[0-9 +()a-z-]{0,45}") {
+            let v = ReceiverValidator::new("CN").unwrap();
+            if let Ok(n) = v.phone(&s) {
+                let again = v.phone(&n);
+                proptest::prop_assert_eq!(again.as_deref(), Ok(n.as_str()));
+            }
+        }
     }
 
     #[test]
