@@ -267,7 +267,13 @@ fn content(state: &AdminState, params: &[(String, String)]) -> Routed {
                 }
             }
             let rendered = rendered_content(&template, &vars).map_err(|e| bad(e.to_string()))?;
-            ids::content_key(template.id, receiver, &rendered)
+            // Keys hold the receiver as the gate passes it on: normalised.
+            let receiver = state
+                .job
+                .receivers
+                .normalise(template.id_type, receiver)
+                .unwrap_or(receiver.into());
+            ids::content_key(template.id, &receiver, &rendered)
         }
     };
     state
@@ -282,12 +288,22 @@ fn frequency(state: &AdminState, params: &[(String, String)]) -> Routed {
         Some(k) => hex_key(k)?,
         None => {
             let receiver = param(params, "receiver").ok_or_else(|| bad("give receiver=R"))?;
-            let channel = match (param(params, "channel"), template_of(state, params)?) {
+            let template = template_of(state, params)?;
+            let channel = match (param(params, "channel"), &template) {
                 (Some(c), _) => c.to_string(),
                 (None, Some(t)) => t.channel.name().to_string(),
                 (None, None) => return Err(bad("give channel=NAME or template=ID")),
             };
-            ids::frequency_key(receiver, &channel)
+            // Keys hold the receiver as the gate passes it on: normalised (SMS: a phone).
+            let id_type = match &template {
+                Some(t) => Some(t.id_type),
+                None if channel == "sms" => Some(tidings_model::IdType::Phone),
+                None => None,
+            };
+            let receiver = id_type
+                .and_then(|id| state.job.receivers.normalise(id, receiver).ok())
+                .unwrap_or(receiver.into());
+            ids::frequency_key(&receiver, &channel)
         }
     };
     state

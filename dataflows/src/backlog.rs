@@ -426,12 +426,12 @@ pub fn backlog_source<'s>(
                                 batch.push(Flow::Pass(d));
                                 room -= 1;
                             }
-                            Err(e) => batch.push(Flow::Dead(DeadLetter {
-                                time: clock.now_ms(),
-                                source: format!("{}/{p}/{o}", c.topic),
-                                payload: String::from_utf8_lossy(payload).into_owned(),
-                                reason: format!("not a delivery of an account topic: {e}"),
-                            })),
+                            Err(e) => batch.push(Flow::Dead(DeadLetter::of_record(
+                                clock.now_ms(),
+                                format!("{}/{p}/{o}", c.topic),
+                                payload,
+                                format!("not a delivery of an account topic: {e}"),
+                            ))),
                         }
                     }
                 }

@@ -243,6 +243,24 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
         |v| v["count_that_day"] == 2,
     );
     assert_eq!(freq["passes"], false, "{freq}");
+    // Issue 12: `at` at either end of i64 is answered, and the worker that owns the key lives
+    // on (the next question is answered too). A spelled-out phone asks about the same key.
+    for at in [i64::MIN, i64::MAX] {
+        for path in [
+            format!("/state/content?template=1&receiver=13800138000&var.code=4711&at={at}"),
+            format!("/state/frequency?receiver=13800138000&channel=sms&at={at}"),
+        ] {
+            let v = wait_json(&addr, &path, "an extreme at", |_| true);
+            assert!(v["passes"].is_boolean(), "{path}: {v}");
+        }
+    }
+    let spelled = wait_json(
+        &addr,
+        "/state/frequency?receiver=%2B86%20138%200013%208000&channel=sms",
+        "spelled-out phone",
+        |_| true,
+    );
+    assert_eq!(spelled["count_that_day"], 2, "{spelled}");
 
     let park = wait_json(&addr, "/state/park", "parked", |v| v["parked"] == 1);
     assert!(park["next_release_ms"].as_i64().unwrap() > chrono::Utc::now().timestamp_millis());

@@ -4,7 +4,7 @@
 //! tidings, unlike `std`'s `RandomState`, so that all workers agree where a key lives and a
 //! replayed record gets the ids it had the first time.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
 /// The id of one message (one MessageParam): a pure function of where its record came from.
@@ -22,10 +22,15 @@ pub fn message_id(source: &str, partition: i32, offset: i64, param: u32) -> Stri
 }
 
 /// austin's businessId: `templateType * 1_000_000 + templateId` followed by `yyyyMMdd`.
+///
+/// Saturates instead of overflowing: a template id above about 9.2e10 cannot be written in
+/// austin's 64-bit form and gives `i64::MAX` (or `i64::MIN`) rather than a panic.
 pub fn business_id(template_type_code: i64, template_id: i64, date: NaiveDate) -> i64 {
-    let prefix = template_type_code * 1_000_000 + template_id;
-    let day: i64 = date.format("%Y%m%d").to_string().parse().unwrap_or(0);
-    prefix * 100_000_000 + day
+    let prefix = template_type_code
+        .saturating_mul(1_000_000)
+        .saturating_add(template_id);
+    let day = i64::from(date.year()) * 10_000 + i64::from(date.month() * 100 + date.day());
+    prefix.saturating_mul(100_000_000).saturating_add(day)
 }
 
 /// Key of the content dedup rule: (template, receiver, rendered content).
@@ -63,6 +68,10 @@ mod tests {
         let d = NaiveDate::from_ymd_opt(2025, 11, 22).unwrap();
         assert_eq!(business_id(20, 1, d), 2000000120251122);
         assert_eq!(business_id(20, 1, d).to_string().len(), 16);
+        assert_eq!(business_id(20, i64::MAX, d), i64::MAX);
+        assert_eq!(business_id(20, i64::MIN, d), i64::MIN + 20251122);
+        let _ = business_id(20, 1, NaiveDate::MAX);
+        let _ = business_id(20, 1, NaiveDate::MIN);
     }
 
     #[test]

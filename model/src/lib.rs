@@ -10,6 +10,7 @@
 //! - [`message`]: what flows through the graph: a validated [`message::Message`], one
 //!   [`message::Delivery`] per receiver, tracking rows and dead letters.
 //! - [`state`]: the anchor states and their austin codes (CONTRACT §4).
+//! - [`limits`]: providers' content limits per channel; how much of a bad record a dead letter keeps.
 //! - [`ids`]: message ids, business ids and the deterministic key hashes used for routing.
 //! - [`schema`]: the Arrow schemas of the Parquet tracking tables (CONTRACT §5).
 //! - [`time`]: event-time helpers: the job's time zone, local dates, the night window.
@@ -17,6 +18,7 @@
 //! Nothing here knows timely, tokio or any service: every function is pure and is tested alone.
 
 pub mod ids;
+pub mod limits;
 pub mod message;
 pub mod receiver;
 pub mod render;

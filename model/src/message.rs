@@ -102,6 +102,24 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+impl DeadLetter {
+    /// A dead letter of a raw record: keeps at most the first
+    /// [`crate::limits::DEAD_LETTER_PAYLOAD_MAX`] bytes of it (a 100 MB line is not stored
+    /// whole) and, when it was cut, says so and gives the record's size in the reason.
+    pub fn of_record(time: Millis, source: String, bytes: &[u8], reason: String) -> DeadLetter {
+        let (payload, cut) = crate::limits::payload_prefix(bytes);
+        DeadLetter {
+            time,
+            source,
+            payload,
+            reason: match cut {
+                None => reason,
+                Some(note) => format!("{reason} ({note})"),
+            },
+        }
+    }
+}
+
 impl EventRow {
     /// The row for a delivery reaching `state` at wall-clock `time`.
     pub fn of(d: &Delivery, state: State, reason: Option<String>, time: Millis) -> EventRow {

@@ -1,5 +1,8 @@
 //! Receivers: splitting a `receiver` list and validating each receiver by `id_type`.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
 use phonenumber::country;
 
 use crate::template::IdType;
@@ -7,57 +10,127 @@ use crate::template::IdType;
 /// More receivers than this in one MessageParam rejects the message (CONTRACT §1).
 pub const MAX_RECEIVERS: usize = 100;
 
+/// The longest phone receiver parsed, spaces and dashes included (E.164 has at most 15 digits).
+pub const MAX_PHONE_CHARS: usize = 40;
+
 /// Splits a comma-separated receiver list: entries trimmed, empty ones dropped, repeats
-/// collapsed (first occurrence kept, order preserved).
+/// collapsed (first occurrence kept, order preserved). Linear in the list's length.
 pub fn split_receivers(list: &str) -> Vec<String> {
+    split_receivers_at_most(list, usize::MAX).unwrap_or_default()
+}
+
+/// [`split_receivers`] that stops at the first receiver past `max` distinct ones: the rest of
+/// the list is neither copied nor compared, only its entries counted for the reason.
+pub fn split_receivers_at_most(list: &str, max: usize) -> Result<Vec<String>, String> {
+    let mut seen: HashSet<&str> = HashSet::new();
     let mut out: Vec<String> = Vec::new();
     for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-        if !out.iter().any(|seen| seen == r) {
+        if seen.insert(r) {
+            if out.len() == max {
+                let listed = list.split(',').filter(|r| !r.trim().is_empty()).count();
+                return Err(format!(
+                    "{listed} receivers listed, more than {max}: at most {max} per message \
+                     (read up to the {}th distinct one); split them over several messages",
+                    max.saturating_add(1)
+                ));
+            }
             out.push(r.to_string());
         }
     }
-    out
+    Ok(out)
 }
 
 /// Validates receivers by id type. Built once per job; the phone region comes from the job.
 #[derive(Debug, Clone)]
 pub struct ReceiverValidator {
     region: country::Id,
+    /// The region's country calling code (86 for CN).
+    calling_code: u16,
 }
 
 impl ReceiverValidator {
     /// A validator for phone numbers of `region` (ISO 3166 code such as `CN`).
     pub fn new(region: &str) -> Option<ReceiverValidator> {
-        region
-            .to_ascii_uppercase()
-            .parse()
-            .ok()
-            .map(|region| ReceiverValidator { region })
+        let upper = region.to_ascii_uppercase();
+        let calling_code = phonenumber::metadata::DATABASE
+            .by_id(upper.as_str())?
+            .country_code();
+        upper.parse().ok().map(|region| ReceiverValidator {
+            region,
+            calling_code,
+        })
     }
 
     /// `Ok` when `receiver` is valid for `id_type`, else the reason.
     pub fn check(&self, id_type: IdType, receiver: &str) -> Result<(), String> {
+        self.normalise(id_type, receiver).map(|_| ())
+    }
+
+    /// The form a valid receiver is stored, keyed and sent in, or why it is invalid.
+    ///
+    /// Phones: see [`ReceiverValidator::phone`]. Other id types are kept as written.
+    pub fn normalise<'r>(
+        &self,
+        id_type: IdType,
+        receiver: &'r str,
+    ) -> Result<Cow<'r, str>, String> {
         match id_type {
-            IdType::Phone => self.check_phone(receiver),
-            IdType::Email => check_email(receiver),
+            IdType::Phone => self.phone(receiver).map(Cow::Owned),
+            IdType::Email => check_email(receiver).map(|()| Cow::Borrowed(receiver)),
             _ if receiver.trim().is_empty() => Err("empty receiver".into()),
-            _ => Ok(()),
+            _ => Ok(Cow::Borrowed(receiver)),
         }
     }
 
-    fn check_phone(&self, receiver: &str) -> Result<(), String> {
-        let number = phonenumber::parse(Some(self.region), receiver)
-            .map_err(|e| format!("not a phone number: {e}"))?;
-        if !number.is_valid() {
+    /// A phone receiver: digits, with spaces, dashes and one leading `+` allowed (no letters:
+    /// libphonenumber would read them as keypad digits). It must be a mobile number of the
+    /// job's region, or of its own region when written with `+` and a country code.
+    ///
+    /// The normalised form is digits only: a number with the job region's country calling code
+    /// is its national significant number (`+86 138 0013 8000` → `13800138000`, the form austin and Chinese
+    /// SMS providers use), any other region's is E.164 with its `+` (`+44 7911 123456` →
+    /// `+447911123456`), so that one number is one receiver for dedup, whitelist and tracking.
+    pub fn phone(&self, receiver: &str) -> Result<String, String> {
+        let s = receiver.trim();
+        if s.len() > MAX_PHONE_CHARS {
             return Err(format!(
-                "not a valid phone number for region {:?}",
-                self.region
+                "not a phone number: {} characters, more than {MAX_PHONE_CHARS}",
+                s.chars().count()
             ));
         }
-        match number.number_type(&phonenumber::metadata::DATABASE) {
-            phonenumber::Type::Mobile | phonenumber::Type::FixedLineOrMobile => Ok(()),
-            other => Err(format!("not a mobile number ({other:?})")),
+        if let Some((i, c)) = s
+            .char_indices()
+            .find(|&(i, c)| !(c.is_ascii_digit() || c == ' ' || c == '-' || (c == '+' && i == 0)))
+        {
+            return Err(format!(
+                "not a phone number: `{c}` at position {}; write digits only (spaces, dashes and a leading + with the country code are allowed)",
+                s[..i].chars().count() + 1
+            ));
         }
+        if !s.bytes().any(|b| b.is_ascii_digit()) {
+            return Err("not a phone number: no digits".into());
+        }
+        let number = phonenumber::parse(Some(self.region), s)
+            .map_err(|e| format!("not a phone number: {e}"))?;
+        if !number.is_valid() {
+            return Err(if s.starts_with('+') {
+                format!(
+                    "not a valid phone number for country code +{}",
+                    number.code().value()
+                )
+            } else {
+                format!("not a valid phone number for region {:?}", self.region)
+            });
+        }
+        match number.number_type(&phonenumber::metadata::DATABASE) {
+            phonenumber::Type::Mobile | phonenumber::Type::FixedLineOrMobile => {}
+            other => return Err(format!("not a mobile number ({other:?})")),
+        }
+        Ok(if number.code().value() == self.calling_code {
+            number.national().to_string()
+        } else {
+            number.format().mode(phonenumber::Mode::E164).to_string()
+        })
     }
 }
 
@@ -104,6 +177,103 @@ mod tests {
     fn splitting() {
         assert_eq!(split_receivers(" a, b,,a ,c,"), vec!["a", "b", "c"]);
         assert!(split_receivers(" , ,").is_empty());
+    }
+
+    #[test]
+    fn repeats_collapse_in_linear_time() {
+        let list: Vec<String> = (0..200_000).map(|i| format!("u{i}")).collect();
+        let all = split_receivers(&list.join(","));
+        assert_eq!(all.len(), 200_000);
+        assert_eq!(all[199_999], "u199999");
+        let twice = format!("{},{}", list[..50].join(","), list[..50].join(","));
+        assert_eq!(split_receivers_at_most(&twice, 100).unwrap().len(), 50);
+    }
+
+    #[test]
+    fn more_than_the_limit_is_refused_with_the_count() {
+        let list: Vec<String> = (0..200_000).map(|i| format!("1{i:010}")).collect();
+        let err = split_receivers_at_most(&list.join(","), MAX_RECEIVERS).unwrap_err();
+        assert!(
+            err.starts_with("200000 receivers listed, more than 100: at most 100 per message"),
+            "{err}"
+        );
+        let exactly: Vec<String> = list[..100].to_vec();
+        assert_eq!(
+            split_receivers_at_most(&exactly.join(","), MAX_RECEIVERS)
+                .unwrap()
+                .len(),
+            100
+        );
+    }
+
+    /// Issue 11 item 4: digits only, a mobile number, stored in one normalised form.
+    #[test]
+    fn phone_table() {
+        let v = ReceiverValidator::new("CN").unwrap();
+        let ok: &[(&str, &str)] = &[
+            ("13800138000", "13800138000"),
+            ("+86 138 0013 8000", "13800138000"),
+            ("+8613900139000", "13900139000"),
+            ("138-0013-8000", "13800138000"),
+            (" 15912345678 ", "15912345678"),
+            ("86 13800138000", "13800138000"),
+            // Foreign numbers keep their country code, in E.164.
+            ("+44 7911 123456", "+447911123456"),
+            ("+49 1512 3456789", "+4915123456789"),
+            // The US plan does not tell mobile from fixed lines: libphonenumber says
+            // FIXED_LINE_OR_MOBILE, which is accepted.
+            ("+1 650-253-0000", "+16502530000"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(v.phone(raw).as_deref(), Ok(*want), "{raw}");
+            assert_eq!(
+                v.normalise(IdType::Phone, raw).as_deref(),
+                Ok(*want),
+                "{raw}"
+            );
+        }
+        let bad: &[(&str, &str)] = &[
+            ("1380013800a", "`a` at position 11"),
+            ("138OO138000", "`O` at position 4"),
+            ("(010) 12345678", "`(` at position 1"),
+            ("138+0013800", "`+` at position 4"),
+            ("010-12345678", "not a mobile number"),
+            ("+44 20 7946 0000", "not a mobile number"),
+            ("+86 10 1234 5678", "not a mobile number"),
+            (
+                "+44 7911 12345",
+                "not a valid phone number for country code +44",
+            ),
+            ("12345", "not a phone number"),
+            ("1380013800", "not a valid phone number for region CN"),
+            ("- -", "no digits"),
+            ("1".repeat(41).leak(), "41 characters, more than 40"),
+            ("", "no digits"),
+        ];
+        for (raw, want) in bad {
+            let err = v.check(IdType::Phone, raw).unwrap_err();
+            assert!(err.contains(want), "{raw}: {err}");
+        }
+        // Another job region: its own numbers are national, Chinese ones E.164.
+        let gb = ReceiverValidator::new("GB").unwrap();
+        assert_eq!(gb.phone("07911 123456").as_deref(), Ok("7911123456"));
+        assert_eq!(
+            gb.phone("+86 138 0013 8000").as_deref(),
+            Ok("+8613800138000")
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever a phone receiver holds, it is judged without a panic, and a valid one is
+        /// its own normal form.
+        #[test]
+        fn any_phone_text_is_judged(s in "[+]?[0-9 +()a-z-]{0,45}") {
+            let v = ReceiverValidator::new("CN").unwrap();
+            if let Ok(n) = v.phone(&s) {
+                let again = v.phone(&n);
+                proptest::prop_assert_eq!(again.as_deref(), Ok(n.as_str()));
+            }
+        }
     }
 
     #[test]

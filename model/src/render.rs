@@ -8,17 +8,35 @@ pub enum RenderError {
     /// A placeholder has no value in the message's `variables`.
     #[error("missing variable `{0}`")]
     MissingVariable(String),
+    /// A placeholder's value is `null`: it has no value, like a missing one.
+    #[error("missing variable `{0}`: its value is null; give it a string, number or boolean")]
+    NullVariable(String),
+    /// A placeholder's value is an object or an array: there is no one text for it.
+    #[error(
+        "variable `{0}` is {1}: a placeholder takes a string, number or boolean, not an object or array"
+    )]
+    NotText(String, &'static str),
 }
 
-/// The variables of one message, as strings (numbers and booleans are written as JSON writes
-/// them; nested values as compact JSON).
+/// The variables of one message.
+///
+/// How a value fills a placeholder: a string as it is; a number or boolean as JSON writes it
+/// (`4711`, `9.5`, `true`); `null` is no value, like a missing variable (dead letter); an object
+/// or array has no one text and is a dead letter too.
 pub type Variables = Map<String, Value>;
 
-fn value_text(v: &Value) -> String {
+fn value_text<'v>(name: &str, v: &'v Value) -> Result<std::borrow::Cow<'v, str>, RenderError> {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+        Value::String(s) => Ok(std::borrow::Cow::Borrowed(s)),
+        Value::Number(n) => Ok(std::borrow::Cow::Owned(n.to_string())),
+        Value::Bool(b) => Ok(std::borrow::Cow::Borrowed(if *b {
+            "true"
+        } else {
+            "false"
+        })),
+        Value::Null => Err(RenderError::NullVariable(name.to_string())),
+        Value::Array(_) => Err(RenderError::NotText(name.to_string(), "an array")),
+        Value::Object(_) => Err(RenderError::NotText(name.to_string(), "an object")),
     }
 }
 
@@ -33,7 +51,7 @@ pub fn render_str(s: &str, vars: &Variables) -> Result<String, RenderError> {
             Some(end) => {
                 let name = &after[..end];
                 match vars.get(name) {
-                    Some(v) => out.push_str(&value_text(v)),
+                    Some(v) => out.push_str(&value_text(name, v)?),
                     None => return Err(RenderError::MissingVariable(name.to_string())),
                 }
                 rest = &after[end + 1..];
@@ -96,6 +114,8 @@ mod tests {
             ("dangling {$x", json!({}), Ok("dangling {$x")),
             ("{$missing}", json!({}), Err("missing")),
             ("price {$p}", json!({"p": 9.5}), Ok("price 9.5")),
+            ("{$n}", json!({"n": -12}), Ok("-12")),
+            ("{$b}", json!({"b": false}), Ok("false")),
         ];
         for (tpl, v, want) in cases {
             let got = render_str(tpl, &vars(v.clone()));
@@ -104,6 +124,28 @@ mod tests {
                 Err(name) => assert_eq!(got, Err(RenderError::MissingVariable(name.to_string()))),
             }
         }
+    }
+
+    /// `null` is no value (like a missing variable); objects and arrays have no one text.
+    #[test]
+    fn null_and_structured_values_are_refused() {
+        let cases: &[(Value, &str)] = &[
+            (
+                json!({"code": null}),
+                "missing variable `code`: its value is null",
+            ),
+            (json!({"code": {"a": 1}}), "variable `code` is an object"),
+            (json!({"code": [1, 2]}), "variable `code` is an array"),
+        ];
+        for (v, want) in cases {
+            let err = render_str("Your code is {$code}.", &vars(v.clone())).unwrap_err();
+            assert!(err.to_string().contains(want), "{v}: {err}");
+        }
+        // A null that no placeholder uses is harmless.
+        assert_eq!(
+            render_str("hi", &vars(json!({"unused": null}))).as_deref(),
+            Ok("hi")
+        );
     }
 
     #[test]

@@ -83,14 +83,19 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 }
 
 /// Decodes one line of the file source: a bare request (event time = `read_time`) or a kcat
-/// `-J` envelope (event time = its `ts`).
+/// `-J` envelope (event time = its `ts`; an absent `ts`, or kcat's `-1` for a record without a
+/// timestamp, means `read_time`). Any other `ts` is returned as written, however far out: the
+/// validator judges its range (`tidings_model::time::check_event_time`).
 pub fn decode_line(bytes: &[u8], read_time: Millis) -> Result<(Millis, Request), String> {
     let line: Line = serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
     if line.code.is_none()
         && line.message_template_id.is_none()
         && let Some(payload) = line.payload
     {
-        let event_time = line.ts.filter(|t| *t > 0).unwrap_or(read_time);
+        let event_time = match line.ts {
+            None | Some(-1) => read_time,
+            Some(ts) => ts,
+        };
         let Value::String(text) = payload else {
             return Err("envelope payload is not a string".into());
         };
@@ -155,6 +160,23 @@ mod tests {
         let (t, r2) = decode_line(env.to_string().as_bytes(), 42).unwrap();
         assert_eq!(t, 1763770200000);
         assert_eq!(r, r2);
+    }
+
+    #[test]
+    fn envelope_ts_is_kept_as_written_except_kcats_no_timestamp() {
+        let payload = r#"{"code":"send","messageTemplateId":1,"messageParam":{"receiver":"1"}}"#;
+        for (ts, want) in [
+            (serde_json::json!(-1), 42),
+            (serde_json::json!(i64::MAX), i64::MAX),
+            (serde_json::json!(i64::MIN), i64::MIN),
+            (serde_json::json!(0), 0),
+            (serde_json::json!(-5), -5),
+        ] {
+            let line = serde_json::json!({"ts": ts, "payload": payload}).to_string();
+            assert_eq!(decode_line(line.as_bytes(), 42).unwrap().0, want, "{ts}");
+        }
+        let line = serde_json::json!({"payload": payload}).to_string();
+        assert_eq!(decode_line(line.as_bytes(), 42).unwrap().0, 42);
     }
 
     #[test]

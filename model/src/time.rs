@@ -6,6 +6,52 @@ use chrono_tz::Tz;
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 
+/// The earliest event time a record may carry: 2000-01-01T00:00:00Z. An earlier one is a dead
+/// letter (a zero, negative or seconds-instead-of-milliseconds `ts` is a producer's mistake).
+pub const MIN_EVENT_TIME: Millis = 946_684_800_000;
+
+/// The latest event time a record may carry whatever the wall clock says:
+/// 9999-12-31T23:59:59.999Z (a clock that far out is broken; chrono's dates end soon after).
+pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
+
+/// How far ahead of the wall clock an event time may be by default: one day. A later one is a
+/// dead letter, never a watermark that would evict every dedup window.
+pub const DEFAULT_MAX_FUTURE_MS: Millis = 86_400_000;
+
+/// Whether `t` is a sane event time at wall-clock `now`: `Err` names the value and the bound.
+pub fn check_event_time(t: Millis, now: Millis, max_future_ms: Millis) -> Result<(), String> {
+    if t < MIN_EVENT_TIME {
+        return Err(format!(
+            "event time {t} ms ({}) is before 2000-01-01T00:00:00Z ({MIN_EVENT_TIME} ms): \
+             `ts` must be milliseconds since the Unix epoch",
+            describe(t)
+        ));
+    }
+    let bound = now.saturating_add(max_future_ms.max(0));
+    if t > bound {
+        return Err(format!(
+            "event time {t} ms ({}) is more than {max_future_ms} ms ahead of the wall clock \
+             ({}); the bound is {bound} ms (source.max_future_ms)",
+            describe(t),
+            describe(now)
+        ));
+    }
+    if t > MAX_EVENT_TIME {
+        return Err(format!(
+            "event time {t} ms ({}) is after 9999-12-31T23:59:59.999Z ({MAX_EVENT_TIME} ms)",
+            describe(t)
+        ));
+    }
+    Ok(())
+}
+
+/// An instant as RFC 3339, or `out of range` when chrono cannot represent it.
+fn describe(t: Millis) -> String {
+    DateTime::from_timestamp_millis(t)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| "out of range".into())
+}
+
 /// The local date of an instant in `tz`.
 pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
     to_utc(t).with_timezone(&tz).date_naive()
@@ -18,13 +64,25 @@ pub fn local_day(tz: Tz, t: Millis) -> i32 {
 
 /// The instant that ends local day `day` (as returned by [`local_day`]).
 pub fn end_of_local_day(tz: Tz, day: i32) -> Millis {
-    let date = NaiveDate::from_num_days_from_ce_opt(day + 1).unwrap_or(NaiveDate::MAX);
-    local_instant(tz, date, NaiveTime::MIN)
+    match day
+        .checked_add(1)
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+    {
+        Some(date) => local_instant(tz, date, NaiveTime::MIN),
+        None if day < 0 => Millis::MIN,
+        None => Millis::MAX,
+    }
 }
 
-/// An instant as a UTC date-time (saturating outside chrono's range).
+/// An instant as a UTC date-time, clamped to chrono's range less two days at each end so that
+/// its local time exists in every time zone (chrono panics on a local time out of its range).
+/// Event times that far out are dead letters long before they get here; this keeps the admin
+/// API's `at=` and restored state total.
 pub fn to_utc(t: Millis) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(t).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    const MARGIN: Millis = 2 * 86_400_000;
+    let lo = DateTime::<Utc>::MIN_UTC.timestamp_millis() + MARGIN;
+    let hi = DateTime::<Utc>::MAX_UTC.timestamp_millis() - MARGIN;
+    DateTime::from_timestamp_millis(t.clamp(lo, hi)).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
 /// The instant of a local wall-clock time. In a DST gap the first valid instant after it is
@@ -32,7 +90,9 @@ pub fn to_utc(t: Millis) -> DateTime<Utc> {
 pub fn local_instant(tz: Tz, date: NaiveDate, time: NaiveTime) -> Millis {
     let naive = date.and_time(time);
     for step in 0..=120 {
-        let probe = naive + Duration::minutes(step);
+        let Some(probe) = naive.checked_add_signed(Duration::minutes(step)) else {
+            break;
+        };
         if let Some(dt) = tz.from_local_datetime(&probe).earliest() {
             return dt.timestamp_millis();
         }
@@ -95,6 +155,77 @@ mod tests {
         let w = NightWindow::parse("22:00-06:00").unwrap();
         assert!(w.contains(hm(23, 0)) && w.contains(hm(1, 0)) && !w.contains(hm(12, 0)));
         assert!(NightWindow::parse("25:00-01:00").is_none());
+    }
+
+    /// Extreme instants (any `i64`, including what a record's `ts` or an admin `at=` may hold)
+    /// never panic.
+    #[test]
+    fn extremes_never_panic() {
+        let tzs: [Tz; 3] = [
+            "Asia/Shanghai".parse().unwrap(),
+            "America/Los_Angeles".parse().unwrap(),
+            "Pacific/Kiritimati".parse().unwrap(),
+        ];
+        let year_10000 = 253_402_300_800_000;
+        for tz in tzs {
+            for t in [
+                i64::MIN,
+                i64::MIN + 1,
+                -1,
+                0,
+                year_10000,
+                i64::MAX - 1,
+                i64::MAX,
+            ] {
+                let day = local_day(tz, t);
+                let _ = end_of_local_day(tz, day);
+                let _ = end_of_local_day(tz, day - 1);
+                let _ = to_utc(t).with_timezone(&tz).time();
+            }
+            for day in [i32::MIN, i32::MIN + 1, -1, 0, i32::MAX - 1, i32::MAX] {
+                let _ = end_of_local_day(tz, day);
+            }
+            let _ = local_instant(
+                tz,
+                NaiveDate::MAX,
+                NaiveTime::from_hms_opt(23, 59, 0).unwrap(),
+            );
+            let _ = local_instant(tz, NaiveDate::MIN, NaiveTime::MIN);
+        }
+        assert!(to_utc(i64::MAX) > to_utc(0), "saturates upwards");
+        assert!(to_utc(i64::MIN) < to_utc(0), "saturates downwards");
+    }
+
+    #[test]
+    fn event_time_range() {
+        let now = 1_763_784_000_000;
+        let day = DEFAULT_MAX_FUTURE_MS;
+        assert!(check_event_time(now, now, day).is_ok());
+        assert!(check_event_time(MIN_EVENT_TIME, now, day).is_ok());
+        assert!(check_event_time(now + day, now, day).is_ok());
+        let cases: [(Millis, &str); 6] = [
+            (
+                i64::MAX,
+                "9223372036854775807 ms (out of range) is more than 86400000 ms ahead",
+            ),
+            (
+                i64::MIN,
+                "-9223372036854775808 ms (out of range) is before 2000-01-01",
+            ),
+            (-5, "is before 2000-01-01"),
+            (MIN_EVENT_TIME - 1, "1999-12-31T23:59:59.999Z"),
+            (253_402_300_800_000, "+10000-01-01T00:00:00.000Z"),
+            (now + day + 1, "the bound is 1763870400000 ms"),
+        ];
+        for (t, want) in cases {
+            let err = check_event_time(t, now, day).unwrap_err();
+            assert!(err.contains(want), "{t}: {err}");
+        }
+        // A wall clock near the end of time does not overflow the bound, and does not let
+        // event times past year 9999 in.
+        assert!(check_event_time(now, i64::MAX, i64::MAX).is_ok());
+        let err = check_event_time(MAX_EVENT_TIME + 1, i64::MAX, day).unwrap_err();
+        assert!(err.contains("is after 9999-12-31T23:59:59.999Z"), "{err}");
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! Steps 2–6 of the pipeline, per receiver: RECEIVE, then the first of RECEIVER_INVALID,
 //! DISCARD, WHITE_LIST, NIGHT_SHIELD / NIGHT_SHIELD_NEXT_SEND that applies, else on to dedup.
+//!
+//! A valid receiver goes on in its normalised form ([`ReceiverValidator::normalise`]: phones
+//! as digits, national for the job's region, E.164 otherwise), which every row, dedup key and
+//! provider sees; an invalid one is recorded as written. The whitelist matches either form.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use tidings_model::receiver::ReceiverValidator;
 use tidings_model::time::{Millis, to_utc};
-use tidings_model::{Delivery, EventRow, Message, State, Templates, ids};
+use tidings_model::{Delivery, EventRow, IdType, Message, State, Templates, ids};
 
 use crate::Flow;
 use crate::shield::{Decision, NightShield};
@@ -39,7 +44,22 @@ impl Gate {
         };
         let decision = self.shield.decide(template.shield, meta.event_time);
         let channel = template.channel.name();
-        for (index, receiver) in msg.receivers.into_iter().enumerate() {
+        // Phones are normalised, so two spellings of one number may meet here: the second is
+        // collapsed like a repeat in the list (no row).
+        let mut seen: Option<HashSet<String>> =
+            (template.id_type == IdType::Phone && msg.receivers.len() > 1).then(HashSet::new);
+        for (index, raw) in msg.receivers.into_iter().enumerate() {
+            let (receiver, invalid) = match self.receivers.normalise(template.id_type, &raw) {
+                Ok(Cow::Owned(n)) => (n, None),
+                Ok(Cow::Borrowed(_)) => (raw.clone(), None),
+                Err(why) => (raw.clone(), Some(why)),
+            };
+            if invalid.is_none()
+                && let Some(seen) = seen.as_mut()
+                && !seen.insert(receiver.clone())
+            {
+                continue;
+            }
             let d = Delivery {
                 content_key: ids::content_key(meta.template_id, &receiver, &meta.content),
                 frequency_key: ids::frequency_key(&receiver, channel),
@@ -52,14 +72,17 @@ impl Gate {
             let stop = |state: State, reason: String| {
                 Flow::Row(EventRow::of(&d, state, Some(reason), now))
             };
-            if let Err(why) = self.receivers.check(template.id_type, &d.receiver) {
+            if let Some(why) = invalid {
                 out.push(stop(State::ReceiverInvalid, why));
             } else if self.discard.contains(&template.id) {
                 out.push(stop(
                     State::Discard,
                     format!("template {} is on the discard list", template.id),
                 ));
-            } else if !self.whitelist.is_empty() && !self.whitelist.contains(&d.receiver) {
+            } else if !self.whitelist.is_empty()
+                && !self.whitelist.contains(&d.receiver)
+                && !self.whitelist.contains(&raw)
+            {
                 out.push(stop(
                     State::WhiteList,
                     "receiver is not on the whitelist".into(),
@@ -220,6 +243,101 @@ account = "a"
             let mut out = Vec::new();
             g.judge(m, 0, &mut out);
             assert_eq!(states(&out), want, "case {i}");
+        }
+    }
+
+    fn rows(out: &[Flow]) -> Vec<(String, String, Option<String>)> {
+        out.iter()
+            .map(|f| match f {
+                Flow::Row(r) => (
+                    r.state.name().to_string(),
+                    r.receiver.clone(),
+                    r.reason.clone(),
+                ),
+                Flow::Pass(d) => ("pass".into(), d.receiver.clone(), None),
+                other => (format!("{other:?}"), String::new(), None),
+            })
+            .collect()
+    }
+
+    /// Issue 11 item 4: phone receivers are digits, mobile, and go on normalised.
+    #[test]
+    fn phones_are_judged_and_normalised() {
+        let mut out = Vec::new();
+        gate(&[], &[]).judge(
+            msg(
+                1,
+                NOON,
+                &[
+                    "1380013800a",
+                    "+86 138 0013 8000",
+                    "010-12345678",
+                    "+44 7911 123456",
+                ],
+            ),
+            0,
+            &mut out,
+        );
+        let got = rows(&out);
+        let want: Vec<(&str, &str, Option<&str>)> = vec![
+            ("RECEIVE", "1380013800a", None),
+            (
+                "RECEIVER_INVALID",
+                "1380013800a",
+                Some("`a` at position 11"),
+            ),
+            ("RECEIVE", "13800138000", None),
+            ("pass", "13800138000", None),
+            ("RECEIVE", "010-12345678", None),
+            (
+                "RECEIVER_INVALID",
+                "010-12345678",
+                Some("not a mobile number"),
+            ),
+            ("RECEIVE", "+447911123456", None),
+            ("pass", "+447911123456", None),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for ((state, receiver, reason), (ws, wr, wreason)) in got.iter().zip(&want) {
+            assert_eq!((state.as_str(), receiver.as_str()), (*ws, *wr));
+            match wreason {
+                None => assert!(state != "RECEIVER_INVALID"),
+                Some(w) => assert!(reason.as_deref().unwrap_or("").contains(w), "{reason:?}"),
+            }
+        }
+        // The dedup keys are those of the normalised number.
+        let Flow::Pass(d) = &out[3] else { panic!() };
+        assert_eq!(d.frequency_key, ids::frequency_key("13800138000", "sms"));
+    }
+
+    #[test]
+    fn two_spellings_of_one_number_are_one_receiver() {
+        let mut out = Vec::new();
+        gate(&[], &[]).judge(
+            msg(
+                1,
+                NOON,
+                &["13800138000", "+86 138-0013-8000", "86 13800138000"],
+            ),
+            0,
+            &mut out,
+        );
+        assert_eq!(states(&out), vec!["RECEIVE", "pass"]);
+    }
+
+    #[test]
+    fn the_whitelist_matches_the_normalised_or_the_written_form() {
+        for (listed, written) in [
+            ("13800138000", "+86 138 0013 8000"),
+            ("+86 138 0013 8000", "+86 138 0013 8000"),
+        ] {
+            let mut out = Vec::new();
+            gate(&[], &[listed]).judge(msg(1, NOON, &[written]), 0, &mut out);
+            assert_eq!(
+                states(&out),
+                vec!["RECEIVE", "pass"],
+                "{listed} / {written}"
+            );
         }
     }
 

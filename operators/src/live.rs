@@ -232,7 +232,7 @@ impl SourceGauge {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(&p, &(next, high))| (p, next, high, high.map(|h| (h - next).max(0))))
+            .map(|(&p, &(next, high))| (p, next, high, high.map(|h| h.saturating_sub(next).max(0))))
             .collect()
     }
 

@@ -1,7 +1,7 @@
 //! Night shield (CONTRACT §4 step 6): inside the night window, `night_drop` drops and
 //! `night_delay` defers to the next `release_at`.
 
-use chrono::{Duration, NaiveTime};
+use chrono::NaiveTime;
 use chrono_tz::Tz;
 use tidings_model::Shield;
 use tidings_model::time::{Millis, NightWindow, local_instant, to_utc};
@@ -45,7 +45,10 @@ impl NightShield {
                 let date = local.date_naive();
                 let mut release = local_instant(self.tz, date, self.release_at);
                 if release <= t {
-                    release = local_instant(self.tz, date + Duration::days(1), self.release_at);
+                    // The last representable day has no next morning: release at the end of time.
+                    release = date.succ_opt().map_or(Millis::MAX, |next| {
+                        local_instant(self.tz, next, self.release_at)
+                    });
                 }
                 Decision::DeferUntil(release)
             }
@@ -114,6 +117,25 @@ mod tests {
         ];
         for (i, (rule, shield, t, want)) in cases.into_iter().enumerate() {
             assert_eq!(rule.decide(shield, t), want, "case {i}");
+        }
+    }
+
+    /// Issue 12: any instant is decided without a panic.
+    #[test]
+    fn extreme_times_never_panic() {
+        for tz in [chrono_tz::Asia::Shanghai, chrono_tz::America::Los_Angeles] {
+            let rule = NightShield {
+                window: NightWindow::parse("22:00-08:00").unwrap(),
+                release_at: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+                tz,
+            };
+            for t in [i64::MIN, -1, 0, 253_402_300_800_000, i64::MAX] {
+                for shield in [Shield::None, Shield::NightDrop, Shield::NightDelay] {
+                    if let Decision::DeferUntil(r) = rule.decide(shield, t) {
+                        assert!(r > t || t > 253_402_300_800_000, "{t}: {r}");
+                    }
+                }
+            }
         }
     }
 }

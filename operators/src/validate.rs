@@ -1,18 +1,22 @@
 //! Step 1 of the pipeline: a raw record becomes messages, or a dead letter with a reason.
 //!
-//! A record that is unparsable, has an unknown `code` or template, or has both or neither of
-//! `messageParam`/`messageParamList` is one dead letter. Otherwise each param is judged alone:
-//! no receivers, more than 100, or a missing variable makes that message a dead letter and its
-//! siblings go on.
+//! A record that is larger than `max_record_bytes`, unparsable, has an event time outside the
+//! sane range (before 2000, or more than `max_future_ms` ahead of the wall clock), an unknown
+//! `code` or template, or both or neither of `messageParam`/`messageParamList` is one dead
+//! letter. Otherwise each param is judged alone: no receivers, more than 100, a missing (or
+//! `null`, object or array) variable, or rendered content over its channel's limit makes that
+//! message a dead letter and its siblings go on. A dead letter keeps at most the first 4 KiB of
+//! the record.
 
 use std::sync::Arc;
 
 use chrono_tz::Tz;
-use tidings_model::receiver::{MAX_RECEIVERS, split_receivers};
+use tidings_model::limits::check_content;
+use tidings_model::receiver::{MAX_RECEIVERS, split_receivers_at_most};
 use tidings_model::render::Variables;
 use tidings_model::render::render;
 use tidings_model::request::{Code, decode_line, decode_request};
-use tidings_model::time::{Millis, local_date};
+use tidings_model::time::{DEFAULT_MAX_FUTURE_MS, Millis, check_event_time, local_date};
 use tidings_model::{DeadLetter, Message, MessageMeta, Template, Templates, ids};
 
 use crate::SourceRecord;
@@ -26,11 +30,17 @@ pub fn rendered_content(
     render(&template.content, vars).map(|c| serde_json::Value::Object(c).to_string())
 }
 
+/// The largest record the validator parses by default: 1 MiB. A larger one is a dead letter
+/// without being parsed.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+
 /// Turns records into messages. Shared read-only state only.
 #[derive(Debug, Clone)]
 pub struct Validator {
     templates: Arc<Templates>,
     tz: Tz,
+    max_future_ms: Millis,
+    max_record_bytes: usize,
 }
 
 /// The outcome of one record.
@@ -46,19 +56,44 @@ pub struct Validated {
 
 impl Validator {
     /// A validator over the job's templates, dating businessIds in `tz`.
+    ///
+    /// Event times may be up to [`DEFAULT_MAX_FUTURE_MS`] ahead of the wall clock and records
+    /// up to [`DEFAULT_MAX_RECORD_BYTES`] long; see [`Validator::with_max_future_ms`] and
+    /// [`Validator::with_max_record_bytes`].
     pub fn new(templates: Arc<Templates>, tz: Tz) -> Validator {
-        Validator { templates, tz }
+        Validator {
+            templates,
+            tz,
+            max_future_ms: DEFAULT_MAX_FUTURE_MS,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
     }
 
-    /// Judges one record; `now` stamps dead letters.
+    /// How far ahead of the wall clock `now` given to [`Validator::validate`] an event time
+    /// may be (the job's `source.max_future_ms`); a later one is a dead letter.
+    pub fn with_max_future_ms(mut self, ms: Millis) -> Validator {
+        self.max_future_ms = ms.max(0);
+        self
+    }
+
+    /// The largest record parsed; a larger one is a dead letter (with a 4 KiB prefix).
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Validator {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// Judges one record; `now` (the wall clock) stamps dead letters and bounds event times.
     pub fn validate(&self, rec: &SourceRecord, now: Millis) -> Validated {
         let mut out = Validated::default();
-        let dead = |reason: String| DeadLetter {
-            time: now,
-            source: rec.position(),
-            payload: String::from_utf8_lossy(&rec.bytes).into_owned(),
-            reason,
-        };
+        let dead = |reason: String| DeadLetter::of_record(now, rec.position(), &rec.bytes, reason);
+        if rec.bytes.len() > self.max_record_bytes {
+            out.dead.push(dead(format!(
+                "record is {} bytes, more than the limit of {} bytes: not parsed",
+                rec.bytes.len(),
+                self.max_record_bytes
+            )));
+            return out;
+        }
         let decoded = match rec.timestamp {
             None => decode_line(&rec.bytes, rec.read_time),
             Some(ts) => decode_request(&rec.bytes).map(|r| (ts, r)),
@@ -73,6 +108,10 @@ impl Validator {
                 return out;
             }
         };
+        if let Err(reason) = check_event_time(event_time, now, self.max_future_ms) {
+            out.dead.push(dead(reason));
+            return out;
+        }
         let Some(template) = self.templates.get(request.template_id) else {
             out.dead
                 .push(dead(format!("unknown template {}", request.template_id)));
@@ -105,23 +144,28 @@ impl Validator {
                     reason
                 }
             };
-            let receivers = split_receivers(param.receiver.as_deref().unwrap_or(""));
-            if receivers.is_empty() {
-                out.dead.push(dead(at("no receivers".into())));
-                continue;
-            }
-            if receivers.len() > MAX_RECEIVERS {
-                out.dead.push(dead(at(format!(
-                    "{} receivers: at most {MAX_RECEIVERS} per message",
-                    receivers.len()
-                ))));
-                continue;
-            }
+            let receivers = match split_receivers_at_most(
+                param.receiver.as_deref().unwrap_or(""),
+                MAX_RECEIVERS,
+            ) {
+                Ok(r) if r.is_empty() => {
+                    out.dead.push(dead(at("no receivers".into())));
+                    continue;
+                }
+                Ok(r) => r,
+                Err(reason) => {
+                    out.dead.push(dead(at(reason)));
+                    continue;
+                }
+            };
             let vars = param.variables.as_ref().unwrap_or(&empty);
-            let content = match rendered_content(template, vars) {
-                Ok(c) => c,
-                Err(e) => {
-                    out.dead.push(dead(at(e.to_string())));
+            let rendered = render(&template.content, vars)
+                .map_err(|e| e.to_string())
+                .and_then(|c| check_content(template.channel, &c).map(|()| c));
+            let content = match rendered {
+                Ok(c) => serde_json::Value::Object(c).to_string(),
+                Err(reason) => {
+                    out.dead.push(dead(at(reason)));
                     continue;
                 }
             };
@@ -172,13 +216,16 @@ content = "code {$code}"
         )
     }
 
+    /// The wall clock of these tests, and the read time of their records.
+    const NOW: Millis = 1_763_770_200_000;
+
     fn record(line: &str) -> SourceRecord {
         SourceRecord {
             source: "file:r.jsonl".into(),
             partition: 0,
             offset: 3,
             bytes: line.as_bytes().to_vec(),
-            read_time: 1_763_770_200_000,
+            read_time: NOW,
             timestamp: None,
             event_time: 1_763_770_200_000,
             late_by: 0,
@@ -204,7 +251,7 @@ content = "code {$code}"
             (json!({"code": "send", "messageTemplateId": 1, "messageParam": {"receiver": "13800138000"}}).to_string(), "missing variable `code`"),
         ];
         for (line, want) in cases {
-            let out = v().validate(&record(&line), 7);
+            let out = v().validate(&record(&line), NOW);
             assert!(out.messages.is_empty(), "{line}");
             assert_eq!(out.dead.len(), 1, "{line}");
             assert!(
@@ -225,7 +272,7 @@ content = "code {$code}"
             {"receiver": "13800138002,13800138002, ", "variables": {"code": "3"}, "bizId": "b"}
         ]})
         .to_string();
-        let out = v().validate(&record(&line), 7);
+        let out = v().validate(&record(&line), NOW);
         assert_eq!(out.messages.len(), 2);
         assert_eq!(out.dead.len(), 1);
         assert!(
@@ -240,6 +287,203 @@ content = "code {$code}"
         assert_ne!(
             out.messages[0].meta.message_id,
             out.messages[1].meta.message_id
+        );
+    }
+
+    fn envelope(ts: serde_json::Value, payload: &serde_json::Value) -> String {
+        json!({"ts": ts, "payload": payload.to_string()}).to_string()
+    }
+
+    fn send(vars: serde_json::Value) -> serde_json::Value {
+        json!({"code": "send", "messageTemplateId": 1,
+               "messageParam": {"receiver": "13800138000", "variables": vars}})
+    }
+
+    /// Issue 12: a `ts` of i64::MAX (which panicked in content dedup), i64::MIN, a negative one
+    /// or one in year 10000 is one dead letter naming the value and the bound, never a message.
+    #[test]
+    fn event_times_outside_the_sane_range_are_dead_letters() {
+        let ok = send(json!({"code": "1"}));
+        let cases: Vec<(serde_json::Value, &str)> = vec![
+            (
+                json!(i64::MAX),
+                "event time 9223372036854775807 ms (out of range) is more than 86400000 ms ahead of the wall clock",
+            ),
+            (
+                json!(i64::MIN),
+                "event time -9223372036854775808 ms (out of range) is before 2000-01-01T00:00:00Z (946684800000 ms)",
+            ),
+            (
+                json!(-5),
+                "event time -5 ms (1969-12-31T23:59:59.995Z) is before 2000-01-01",
+            ),
+            (json!(0), "is before 2000-01-01"),
+            (json!(1_763_770_200), "event time 1763770200 ms (1970-01-21"),
+            (
+                json!(253_402_300_800_000i64),
+                "(+10000-01-01T00:00:00.000Z) is more than 86400000 ms ahead",
+            ),
+            (
+                json!(NOW + 86_400_001),
+                "the bound is 1763856600000 ms (source.max_future_ms)",
+            ),
+        ];
+        for (ts, want) in cases {
+            let line = envelope(ts.clone(), &ok);
+            let out = v().validate(&record(&line), NOW);
+            assert!(out.messages.is_empty(), "{ts}");
+            assert_eq!(out.dead.len(), 1, "{ts}");
+            assert!(
+                out.dead[0].reason.contains(want),
+                "{ts}: {}",
+                out.dead[0].reason
+            );
+        }
+        // Inside the range: the past back to 2000, and up to a day ahead.
+        for ts in [946_684_800_000i64, NOW - 400 * 86_400_000, NOW + 86_400_000] {
+            let out = v().validate(&record(&envelope(json!(ts), &ok)), NOW);
+            assert_eq!(out.messages.len(), 1, "{ts}: {:?}", out.dead);
+            assert_eq!(out.messages[0].meta.event_time, ts);
+        }
+        // kcat's -1 (no timestamp) is the read time.
+        let out = v().validate(&record(&envelope(json!(-1), &ok)), NOW);
+        assert_eq!(out.messages[0].meta.event_time, NOW);
+        // A Kafka record's own timestamp is judged the same way, and the bound is a setting.
+        let mut rec = record(&ok.to_string());
+        rec.timestamp = Some(i64::MAX);
+        assert!(
+            v().validate(&rec, NOW).dead[0]
+                .reason
+                .contains("ahead of the wall clock")
+        );
+        rec.timestamp = Some(NOW + 2_000);
+        assert_eq!(v().validate(&rec, NOW).messages.len(), 1);
+        let strict = v().with_max_future_ms(1_000);
+        let reason = &strict.validate(&rec, NOW).dead[0].reason;
+        assert!(reason.contains("more than 1000 ms ahead"), "{reason}");
+    }
+
+    /// Issue 12: 200,000 distinct receivers are refused at the 101st, in linear time.
+    #[test]
+    fn two_hundred_thousand_receivers_are_refused_with_the_limit() {
+        let many: Vec<String> = (0..200_000).map(|i| format!("1{i:010}")).collect();
+        let line = json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": many.join(","), "variables": {"code": 1}}})
+        .to_string();
+        // 2.4 MB: past the default record limit, so that limit is raised to reach the list.
+        let out = v()
+            .with_max_record_bytes(16 << 20)
+            .validate(&record(&line), NOW);
+        assert!(out.messages.is_empty());
+        assert_eq!(out.dead.len(), 1);
+        let reason = &out.dead[0].reason;
+        assert!(
+            reason.starts_with("200000 receivers listed, more than 100: at most 100 per message"),
+            "{reason}"
+        );
+        // The dead letter keeps a prefix of the 2.4 MB line and says how long it was.
+        assert!(
+            reason.ends_with(&format!(
+                "(payload cut to its first 4096 of {} bytes)",
+                line.len()
+            )),
+            "{reason}"
+        );
+        assert_eq!(out.dead[0].payload, line[..4096]);
+    }
+
+    /// Issue 12: a huge record is not parsed and not stored whole.
+    #[test]
+    fn huge_records_are_dead_letters_with_a_prefix_and_their_size() {
+        let huge = format!(
+            "{{\"code\":\"send\",\"pad\":\"{}\"}}",
+            "x".repeat(5 * 1024 * 1024)
+        );
+        let out = v().validate(&record(&huge), NOW);
+        assert_eq!(out.dead.len(), 1);
+        let d = &out.dead[0];
+        assert_eq!(
+            d.reason,
+            format!(
+                "record is {} bytes, more than the limit of 1048576 bytes: not parsed (payload cut to its first 4096 of {} bytes)",
+                huge.len(),
+                huge.len()
+            )
+        );
+        assert_eq!(d.payload.len(), 4096);
+        // Under the record limit but over the dead-letter prefix: parsed, then cut.
+        let big = format!("{{oops{}", " ".repeat(10_000));
+        let d = &v().validate(&record(&big), NOW).dead[0];
+        assert!(d.reason.starts_with("unparsable JSON"), "{}", d.reason);
+        assert!(
+            d.reason
+                .ends_with("(payload cut to its first 4096 of 10005 bytes)")
+        );
+        let small = v().with_max_record_bytes(10);
+        assert!(
+            small.validate(&record(&big), NOW).dead[0]
+                .reason
+                .starts_with("record is 10005 bytes")
+        );
+    }
+
+    /// Issue 12: `null` is a missing value; numbers and booleans are their JSON text; objects
+    /// and arrays are refused.
+    #[test]
+    fn variable_values() {
+        let cases: Vec<(serde_json::Value, Result<&str, &str>)> = vec![
+            (
+                json!({"code": null}),
+                Err("missing variable `code`: its value is null"),
+            ),
+            (
+                json!({"code": {"a": 1}}),
+                Err("variable `code` is an object"),
+            ),
+            (json!({"code": ["1"]}), Err("variable `code` is an array")),
+            (json!({}), Err("missing variable `code`")),
+            (json!({"code": 4711}), Ok(r#"{"content":"code 4711"}"#)),
+            (json!({"code": 1.5}), Ok(r#"{"content":"code 1.5"}"#)),
+            (json!({"code": true}), Ok(r#"{"content":"code true"}"#)),
+        ];
+        for (vars, want) in cases {
+            let out = v().validate(&record(&send(vars.clone()).to_string()), NOW);
+            match want {
+                Ok(content) => {
+                    assert!(out.dead.is_empty(), "{vars}: {:?}", out.dead);
+                    assert_eq!(out.messages[0].meta.content, content, "{vars}");
+                }
+                Err(reason) => {
+                    assert!(out.messages.is_empty(), "{vars}");
+                    assert!(
+                        out.dead[0].reason.contains(reason),
+                        "{vars}: {}",
+                        out.dead[0].reason
+                    );
+                }
+            }
+        }
+    }
+
+    /// Issue 12: rendered content over the channel's provider limit is a dead letter.
+    #[test]
+    fn content_over_the_channel_limit_is_a_dead_letter() {
+        let out = v().validate(
+            &record(&send(json!({"code": "9".repeat(495)})).to_string()),
+            NOW,
+        );
+        assert_eq!(out.messages.len(), 1, "500 characters fit: {:?}", out.dead);
+        let out = v().validate(
+            &record(&send(json!({"code": "9".repeat(496)})).to_string()),
+            NOW,
+        );
+        assert!(out.messages.is_empty());
+        assert!(
+            out.dead[0].reason.starts_with(
+                "rendered `content` is 501 characters, more than the sms limit of 500 characters"
+            ),
+            "{}",
+            out.dead[0].reason
         );
     }
 

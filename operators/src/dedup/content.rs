@@ -39,7 +39,7 @@ impl Admitted {
             .times()
             .iter()
             .copied()
-            .filter(|&a| a + window > horizon)
+            .filter(|&a| a.saturating_add(window) > horizon)
             .collect();
         match alive.len() {
             0 => false,
@@ -93,11 +93,8 @@ impl ContentDedup {
             }
             None => Err(0),
             Some(a) => {
-                let seen = a
-                    .times()
-                    .iter()
-                    .filter(|&&x| x > t - self.window && x <= t)
-                    .count();
+                let from = t.saturating_sub(self.window);
+                let seen = a.times().iter().filter(|&&x| x > from && x <= t).count();
                 if seen >= self.num {
                     return Err(seen);
                 }
@@ -173,13 +170,11 @@ impl KeyedRule for ContentDedup {
             "admissions_ms": times,
             "count": times.len(),
             // When the newest admission leaves its window, and the key with it.
-            "expires": times.iter().max().map(|&t| live::iso(t + self.window)),
+            "expires": times.iter().max().map(|&t| live::iso(t.saturating_add(self.window))),
         });
         if let Some(at) = at {
-            let seen = times
-                .iter()
-                .filter(|&&x| x > at - self.window && x <= at)
-                .count();
+            let from = at.saturating_sub(self.window);
+            let seen = times.iter().filter(|&&x| x > from && x <= at).count();
             v["at"] = live::iso(at).into();
             v["in_window"] = seen.into();
             v["passes"] = (seen < self.num).into();
@@ -253,6 +248,32 @@ mod tests {
         );
         d.evict(1_000_000);
         assert_eq!(d.keys(), 0);
+    }
+
+    /// Issue 12: any event time, watermark or admin `at=` (i64::MIN..=i64::MAX) is judged
+    /// without overflow.
+    #[test]
+    fn extreme_times_never_overflow() {
+        let extremes = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+        let mut d = ContentDedup::new(2, 300_000, 60_000, Arc::new(Templates::default()));
+        for &t in &extremes {
+            let _ = d.admit(1, t);
+            let _ = d.admit(2, t);
+        }
+        assert_eq!(d.admit(3, i64::MAX), Ok(()));
+        assert_eq!(d.admit(3, i64::MAX), Ok(()));
+        assert_eq!(d.admit(3, i64::MAX), Err(2), "the window is still counted");
+        for &at in &extremes {
+            let v = d.inspect(1, Some(at));
+            assert!(v["passes"].is_boolean(), "{at}: {v}");
+            let v = d.inspect(99, Some(at));
+            assert_eq!(v["passes"], true, "{at}");
+        }
+        let _ = d.summary();
+        for &w in &extremes {
+            d.evict(w);
+        }
+        d.evict(i64::MAX);
     }
 
     #[test]

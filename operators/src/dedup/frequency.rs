@@ -217,7 +217,7 @@ impl KeyedRule for FrequencyDedup {
             bytes: (self.counts.capacity() * (std::mem::size_of::<(u128, Days)>() + 1) + spilled)
                 as u64,
             // The start of the oldest day counted.
-            oldest: oldest.map(|d| end_of_local_day(self.tz, d - 1)),
+            oldest: oldest.map(|d| end_of_local_day(self.tz, d.saturating_sub(1))),
             watermark: None,
         }
     }
@@ -247,6 +247,33 @@ mod tests {
         assert_eq!(f.admit(7, t + 3 * H), Err(2), "the first day is still full");
         f.evict(t + 48 * H);
         assert_eq!(f.keys(), 0);
+    }
+
+    /// Issue 12: any event time, watermark or admin `at=` (i64::MIN..=i64::MAX) is judged
+    /// without overflow.
+    #[test]
+    fn extreme_times_never_overflow() {
+        let extremes = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+        for tz in [chrono_tz::Asia::Shanghai, chrono_tz::America::Los_Angeles] {
+            let mut f = FrequencyDedup::new(1, tz, 3_600_000, Arc::new(Templates::default()));
+            for &t in &extremes {
+                let _ = f.admit(1, t);
+            }
+            assert_eq!(f.admit(2, i64::MAX), Ok(()));
+            assert_eq!(f.admit(2, i64::MAX), Err(1));
+            for &at in &extremes {
+                assert!(f.inspect(1, Some(at))["passes"].is_boolean(), "{at}");
+                assert_eq!(f.inspect(99, Some(at))["passes"], true, "{at}");
+            }
+            let _ = f.summary();
+            // Restored garbage (a corrupt checkpoint) is held, not a panic.
+            f.restore(3, &[i64::MAX, i64::MAX, i64::MIN, -1]);
+            let _ = f.inspect(3, Some(0));
+            let _ = f.summary();
+            for &w in &extremes {
+                f.evict(w);
+            }
+        }
     }
 
     #[test]
