@@ -263,7 +263,8 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                 )),
                 TrackingTarget::Memory(m) => Tracking::Memory(m.clone()),
             };
-            let validator = Validator::new(job.templates.clone(), job.tz);
+            let validator = Validator::new(job.templates.clone(), job.tz)
+                .with_max_future_ms(job.event.max_future_ms);
             let gate = Gate {
                 templates: job.templates.clone(),
                 receivers: job.receivers.clone(),

@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use tidings_model::time::Millis;
 use tidings_operators::checkpoint::{Checkpoints, Position};
+pub use tidings_operators::event_time::line_event_time;
 use tidings_operators::event_time::{EventTime, PartitionClock};
 use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, SourceRecord};
@@ -224,39 +223,6 @@ impl InFlight {
             }
         }
         self.total >= max.max(1) && frontier.is_some_and(|f| f < cap)
-    }
-}
-
-/// The event time of a file line: an envelope's `ts` (ms; 0 or absent: the read time), or the
-/// read time of a bare request. Unparsable lines are judged at the read time (they become dead
-/// letters in the admit stage).
-pub fn line_event_time(bytes: &[u8], read_time: Millis) -> Result<Millis, String> {
-    #[derive(Deserialize)]
-    struct Probe {
-        ts: Option<serde_json::Value>,
-        payload: Option<IgnoredAny>,
-        code: Option<IgnoredAny>,
-        #[serde(rename = "messageTemplateId")]
-        template: Option<IgnoredAny>,
-    }
-    let Ok(p) = serde_json::from_slice::<Probe>(bytes) else {
-        return Ok(read_time);
-    };
-    if p.code.is_some() || p.template.is_some() || p.payload.is_none() {
-        return Ok(read_time);
-    }
-    match p.ts {
-        None | Some(serde_json::Value::Null) => Ok(read_time),
-        Some(serde_json::Value::Number(n)) => match n.as_i64() {
-            Some(t) if t > 0 => Ok(t),
-            Some(_) => Ok(read_time),
-            None => Err(format!(
-                "envelope ts {n} is not a whole number of milliseconds that fits in 64 bits"
-            )),
-        },
-        Some(other) => Err(format!(
-            "envelope ts {other} is not a number of milliseconds"
-        )),
     }
 }
 
@@ -592,7 +558,8 @@ mod tests {
             Ok(1_763_740_800_000)
         );
         assert_eq!(line_event_time(br#"{"code": "send", "ts": 7}"#, 5), Ok(5));
-        assert_eq!(line_event_time(br#"{"ts": 0, "payload": "{}"}"#, 5), Ok(5));
+        assert_eq!(line_event_time(br#"{"ts": -1, "payload": "{}"}"#, 5), Ok(5));
+        assert_eq!(line_event_time(br#"{"ts": 0, "payload": "{}"}"#, 5), Ok(0));
         assert_eq!(line_event_time(b"{oops", 5), Ok(5));
         assert!(line_event_time(br#"{"ts": 1e30, "payload": "{}"}"#, 5).is_err());
         assert!(line_event_time(br#"{"ts": 9223372036854775808, "payload": "{}"}"#, 5).is_err());

@@ -62,12 +62,12 @@ pub fn admit<'s>(
                     for batch in batches {
                         for rec in batch.drain(..) {
                             if let Some(reason) = &rec.bad_time {
-                                buf.push(Flow::Dead(DeadLetter {
-                                    time: now,
-                                    source: rec.position(),
-                                    payload: String::from_utf8_lossy(&rec.bytes).into_owned(),
-                                    reason: reason.clone(),
-                                }));
+                                buf.push(Flow::Dead(DeadLetter::of_record(
+                                    now,
+                                    rec.position(),
+                                    &rec.bytes,
+                                    reason.clone(),
+                                )));
                                 continue;
                             }
                             let v = validator.validate(&rec, now);

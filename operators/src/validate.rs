@@ -227,7 +227,8 @@ content = "code {$code}"
             bytes: line.as_bytes().to_vec(),
             read_time: NOW,
             timestamp: None,
-            event_time: 1_763_770_200_000,
+            // As the source stamps it: the envelope's `ts`, or the read time.
+            event_time: crate::event_time::line_event_time(line.as_bytes(), NOW).unwrap_or(NOW),
             late_by: 0,
             bad_time: None,
         }
@@ -351,12 +352,14 @@ content = "code {$code}"
         // A Kafka record's own timestamp is judged the same way, and the bound is a setting.
         let mut rec = record(&ok.to_string());
         rec.timestamp = Some(i64::MAX);
+        rec.event_time = i64::MAX;
         assert!(
             v().validate(&rec, NOW).dead[0]
                 .reason
                 .contains("ahead of the wall clock")
         );
         rec.timestamp = Some(NOW + 2_000);
+        rec.event_time = NOW + 2_000;
         assert_eq!(v().validate(&rec, NOW).messages.len(), 1);
         let strict = v().with_max_future_ms(1_000);
         let reason = &strict.validate(&rec, NOW).dead[0].reason;

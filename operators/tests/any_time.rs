@@ -69,6 +69,10 @@ proptest! {
             bytes: bytes.into_bytes(),
             read_time: now,
             timestamp: kafka.then_some(ts),
+            // The source hands its time on; the validator still refuses any it cannot judge.
+            event_time: ts,
+            late_by: 0,
+            bad_time: None,
         };
         let out = validator.validate(&rec, now);
         prop_assert_eq!(out.messages.len() + out.dead.len(), 1);
