@@ -12,16 +12,18 @@
 //! - [`dedup`]: steps 7–8, keyed windowed state ([`dedup::ContentDedup`],
 //!   [`dedup::FrequencyDedup`]) behind one keyed operator.
 //! - [`watermark`]: the global event-time watermark per epoch, built from every worker's marks.
-//! - [`checkpoint`]: consistent cuts of the dedup windows, parked deliveries and offsets.
+//! - [`event_time`]: epochs of event time and the per-partition watermark ([`event_time::PartitionClock`]).
+//! - [`checkpoint`]: consistent cuts of the dedup windows, parked deliveries and source positions.
 //! - [`clock`]: the injected wall clock.
 //!
 //! # Time
 //!
-//! The timely timestamp is an *epoch*: a deterministic function of the record's position in its
-//! source (for a file, `line / epoch_lines`). Keyed operators buffer an epoch until their input
-//! frontier passes it, then judge its deliveries sorted by [`tidings_model::Delivery::order`], so
-//! decisions never depend on the number of workers or on which worker read a line. Event time
-//! (from the record) drives every time rule; the wall clock is never consulted for decisions.
+//! The timely timestamp is an *epoch*: the record's event-time bucket ([`event_time`]). Each
+//! source partition keeps its own watermark and a source holds the least of them, so keyed
+//! operators, which buffer an epoch until their input frontier passes it and then judge its
+//! deliveries sorted by [`tidings_model::Delivery::order`], judge in event-time order whatever
+//! the partitioning, worker count or read order. The wall clock never decides; it only moves
+//! the watermark of a source with nothing more to read.
 
 pub mod admit;
 pub mod checkpoint;
