@@ -152,13 +152,23 @@ pub fn dir_problem(dir: &Path) -> Option<String> {
     None
 }
 
+/// One structural problem: where (the top-level key and, in `accounts`/`groups`, the name)
+/// and the line to show (`dedup: unknown field ...`).
+struct Broken {
+    top: String,
+    name: Option<String>,
+    line: String,
+}
+
 /// Every structural problem of a job file that did not deserialize, section by section
 /// (serde stops at the first): unknown keys, missing keys and wrong types anywhere.
-fn section_problems(table: &toml::Table) -> Vec<String> {
-    fn one<T: serde::de::DeserializeOwned>(key: &str, v: &toml::Value, out: &mut Vec<String>) {
-        if let Err(e) = v.clone().try_into::<T>() {
-            out.push(format!("{key}: {}", e.message().trim().replace('\n', " ")));
-        }
+fn section_problems(table: &toml::Table) -> Vec<Broken> {
+    type Check = fn(&toml::Value) -> Option<String>;
+    fn of<T: serde::de::DeserializeOwned>(v: &toml::Value) -> Option<String> {
+        v.clone()
+            .try_into::<T>()
+            .err()
+            .map(|e| e.message().trim().replace('\n', " "))
     }
     const KEYS: [&str; 15] = [
         "name",
@@ -180,33 +190,69 @@ fn section_problems(table: &toml::Table) -> Vec<String> {
     let mut out = Vec::new();
     for required in ["name", "templates", "source"] {
         if !table.contains_key(required) {
-            out.push(format!("{required}: missing field `{required}`"));
+            out.push(Broken {
+                top: required.into(),
+                name: None,
+                line: format!("{required}: missing field `{required}`"),
+            });
         }
     }
     for (k, v) in table {
-        let per_name = |out: &mut Vec<String>, f: fn(&str, &toml::Value, &mut Vec<String>)| match v
-            .as_table()
-        {
-            Some(t) => t.iter().for_each(|(n, x)| f(&format!("{k}.{n}"), x, out)),
-            None => out.push(format!("{k}: must be a table of [{k}.NAME] sections")),
+        let check: Check = match k.as_str() {
+            "name" | "timezone" | "region" => of::<String>,
+            "templates" | "state_dir" => of::<PathBuf>,
+            "workers" => of::<usize>,
+            "source" => of::<SourceConfig>,
+            "dedup" => of::<DedupConfig>,
+            "shield" => of::<ShieldConfig>,
+            "discard" => of::<DiscardConfig>,
+            "whitelist" => of::<WhitelistConfig>,
+            "tracking" => of::<TrackingConfig>,
+            "admin" => of::<AdminConfig>,
+            "accounts" | "groups" => {
+                let per: Check = if k == "accounts" {
+                    of::<AccountConfig>
+                } else {
+                    of::<tidings_sinks::route::GroupConfig>
+                };
+                match v.as_table() {
+                    Some(t) => {
+                        for (n, x) in t {
+                            if let Some(m) = per(x) {
+                                out.push(Broken {
+                                    top: k.clone(),
+                                    name: Some(n.clone()),
+                                    line: format!("{k}.{n}: {m}"),
+                                });
+                            }
+                        }
+                    }
+                    None => out.push(Broken {
+                        top: k.clone(),
+                        name: None,
+                        line: format!("{k}: must be a table of [{k}.NAME] sections"),
+                    }),
+                }
+                continue;
+            }
+            other => {
+                out.push(Broken {
+                    top: other.into(),
+                    name: None,
+                    line: format!(
+                        "{other}: unknown field `{other}`, expected one of {}",
+                        KEYS.map(|k| format!("`{k}`")).join(", ")
+                    ),
+                });
+                continue;
+            }
         };
-        match k.as_str() {
-            "name" | "timezone" | "region" => one::<String>(k, v, &mut out),
-            "templates" | "state_dir" => one::<PathBuf>(k, v, &mut out),
-            "workers" => one::<usize>(k, v, &mut out),
-            "source" => one::<SourceConfig>(k, v, &mut out),
-            "dedup" => one::<DedupConfig>(k, v, &mut out),
-            "shield" => one::<ShieldConfig>(k, v, &mut out),
-            "discard" => one::<DiscardConfig>(k, v, &mut out),
-            "whitelist" => one::<WhitelistConfig>(k, v, &mut out),
-            "tracking" => one::<TrackingConfig>(k, v, &mut out),
-            "admin" => one::<AdminConfig>(k, v, &mut out),
-            "accounts" => per_name(&mut out, one::<AccountConfig>),
-            "groups" => per_name(&mut out, one::<tidings_sinks::route::GroupConfig>),
-            other => out.push(format!(
-                "{other}: unknown field `{other}`, expected one of {}",
-                KEYS.map(|k| format!("`{k}`")).join(", ")
-            )),
+        if let Some(m) = check(v) {
+            out.push(Broken {
+                top: k.clone(),
+                name: None,
+                line: format!("{k}: {m}"),
+            });
         }
     }
     out
@@ -483,24 +529,52 @@ impl Job {
             ))
         })?;
         let text = strip_bom(&text);
-        let file: JobFile = toml::from_str(text).map_err(|first| {
-            let mut problems = vec![format!("{shown}: {}", toml_error_line(text, &first))];
-            // serde stops at the first problem; the others are found section by section.
-            if let Ok(table) = text.parse::<toml::Table>() {
-                let mut first_seen = false;
-                for p in section_problems(&table) {
-                    let message = p.split_once(": ").map_or(p.as_str(), |(_, m)| m);
-                    if !first_seen && first.message().contains(message) {
-                        first_seen = true;
-                    } else {
-                        problems.push(format!("{shown}: {p}"));
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let first = match toml::from_str::<JobFile>(text) {
+            Ok(file) => return Job::check_as(path, base, file, mode),
+            Err(first) => first,
+        };
+        let mut problems = vec![format!("{shown}: {}", toml_error_line(text, &first))];
+        // serde stops at the first problem; the others are found section by section.
+        let Ok(mut table) = text.parse::<toml::Table>() else {
+            return Err(JobError { problems });
+        };
+        let broken = section_problems(&table);
+        let mut first_seen = false;
+        for b in &broken {
+            let message = b.line.split_once(": ").map_or(b.line.as_str(), |(_, m)| m);
+            if !first_seen && first.message().contains(message) {
+                first_seen = true;
+            } else {
+                problems.push(format!("{shown}: {}", b.line));
+            }
+        }
+        // The rest of the file is checked too: without the broken parts, whose names the
+        // check must then not complain of (`account `x` is not defined`).
+        let mut removed = Vec::new();
+        for b in &broken {
+            match &b.name {
+                Some(n) => {
+                    if let Some(t) = table.get_mut(&b.top).and_then(|t| t.as_table_mut()) {
+                        t.remove(n);
                     }
+                    removed.push(format!("`{n}`"));
+                }
+                None => {
+                    table.remove(&b.top);
                 }
             }
-            JobError { problems }
-        })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Job::check_as(path, base, file, mode)
+        }
+        if let Ok(file) = toml::Value::Table(table).try_into::<JobFile>()
+            && let Err(rest) = Job::check_as(path, base, file, mode)
+        {
+            problems.extend(
+                rest.problems
+                    .into_iter()
+                    .filter(|p| !removed.iter().any(|n| p.contains(n.as_str()))),
+            );
+        }
+        Err(JobError { problems })
     }
 
     /// Checks a parsed job file to run it; every problem at once.
@@ -884,7 +958,7 @@ mod tests {
         let job = write(
             dir.path(),
             "job.toml",
-            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = { num = 1, time = 3 }\n",
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = { num = 1, time = 3 }\n[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
         );
         let err = Job::load(&job).unwrap_err().to_string();
         assert_eq!(err.lines().count(), 1, "{err}");

@@ -964,7 +964,7 @@ fn send(
     file: Option<PathBuf>,
 ) -> ExitCode {
     use tidings_dataflows::kafka::{Outgoing, produce};
-    let job = match load(&path) {
+    let job = match load_for_reading(&path) {
         Ok(j) => j,
         Err(code) => return code,
     };

@@ -340,14 +340,20 @@ fn every_structural_problem_at_once_one_line_each() {
         dir.path(),
         "job.toml",
         &format!(
-            "name = \"x\"\ntemplates = \"t.toml\"\nworkerz = 2\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = {{ num = 1, time = 3 }}\n[tracking]\nflush_rows = \"many\"\n{OUT}[accounts.out.rate_limit]\nper_hour = 5\n"
+            "name = \"x\"\ntemplates = \"t.toml\"\nworkerz = 2\ntimezone = \"Mars/Base\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = {{ num = 1, time = 3 }}\n[tracking]\nflush_rows = \"many\"\n{OUT}[accounts.out.rate_limit]\nper_hour = 5\n"
         ),
     );
     let out = tidings_env(&["check", job.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert_eq!(err.lines().count(), 4, "{err}");
-    for want in ["workerz", "contnet", "tracking: ", "per_hour"] {
+    assert_eq!(err.lines().count(), 5, "{err}");
+    for want in [
+        "workerz",
+        "contnet",
+        "tracking: ",
+        "per_hour",
+        "timezone: unknown time zone",
+    ] {
         assert!(err.contains(want), "{want} missing in:\n{err}");
     }
     assert!(
