@@ -401,3 +401,71 @@ pub fn format(batches: &[RecordBatch], format: Format) -> Result<String, SqlErro
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_and_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/tracking");
+        let e = rt().block_on(Tracking::open(&missing)).err().unwrap();
+        assert!(matches!(e, SqlError::Missing { .. }), "{e}");
+        assert!(e.to_string().contains("no/tracking"), "{e}");
+        assert!(!missing.exists());
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = rt().block_on(Tracking::open(&file)).err().unwrap();
+        assert!(e.to_string().contains("it is a file"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_directory_answers_empty_tables_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let t = rt.block_on(Tracking::open(dir.path())).unwrap();
+        let b = rt
+            .block_on(t.query("SELECT count(*) AS n FROM events, dead_letters"))
+            .unwrap();
+        assert_eq!(format(&b, Format::Csv).unwrap(), "n\n0\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_named_or_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("dead_letters/date=2025-11-22");
+        std::fs::create_dir_all(&part).unwrap();
+        let bad = part.join("torn.parquet");
+        std::fs::write(&bad, b"PAR1 but not really").unwrap();
+        let rt = rt();
+        let t = rt.block_on(Tracking::open(dir.path())).unwrap();
+        let e = rt
+            .block_on(t.query("SELECT count(*) FROM dead_letters"))
+            .unwrap_err();
+        assert!(
+            matches!(&e, SqlError::Corrupt { files, .. } if files == &[bad.display().to_string()]),
+            "{e}"
+        );
+        // A mistake in the statement is still about the statement.
+        let e = rt.block_on(t.query("SELEC 1")).unwrap_err();
+        assert!(matches!(e, SqlError::Query(_)), "{e}");
+        let t = rt
+            .block_on(Tracking::open_with(dir.path(), Corrupt::Skip))
+            .unwrap();
+        assert_eq!(t.skipped().len(), 1);
+        assert_eq!(t.skipped()[0].0, bad);
+        let b = rt
+            .block_on(t.query("SELECT count(*) AS n FROM dead_letters"))
+            .unwrap();
+        assert_eq!(format(&b, Format::Csv).unwrap(), "n\n0\n");
+    }
+}
