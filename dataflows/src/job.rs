@@ -101,14 +101,161 @@ pub struct AdminSettings {
     pub token: Option<String>,
 }
 
-/// Resolves `"${NAME}"` from the environment; other strings are taken as written.
+/// Expands every `${NAME}` in `v` from the environment, whole or inside a longer string
+/// (`"Bearer ${TOKEN}"`); `$${` writes a literal `${`.
 pub fn env_value(v: &str) -> Result<String, String> {
-    match v.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-        Some(name) => {
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+    tidings_sinks::util::secrets::expand(v).map(|(text, _)| text)
+}
+
+/// The most timely workers a job may ask for. Workers are CPU-bound threads and every pair
+/// of them shares channels (n² of them), so more than the machine's cores only costs
+/// memory: 3000 workers took 19 GB. 256 covers the largest machines tidings runs on; the
+/// bound is the same everywhere, so a job file valid on one machine is valid on another.
+pub const MAX_WORKERS: usize = 256;
+
+/// How a job file is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// To run it (or check it, or reach its admin API): everything is checked and every
+    /// `${ENV}` reference is resolved.
+    Run,
+    /// Only to read what it wrote (`tidings sql`, `report`, `trace`): accounts' `settings`,
+    /// `admin` and the source file are not looked at, so no provider secret needs to be in
+    /// the environment and a job copied without its input still answers.
+    Read,
+}
+
+/// The text of a file with a leading UTF-8 byte order mark removed (editors on Windows
+/// write one; TOML and JSON parsers refuse it at "line 1 column 1").
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+/// Why `dir` cannot be a directory (it or one of its parents is a file), or `None`.
+pub fn dir_problem(dir: &Path) -> Option<String> {
+    for a in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        match std::fs::metadata(a) {
+            Ok(m) if m.is_dir() => return None,
+            Ok(_) if a == dir => {
+                return Some(format!("{} is a file, not a directory", dir.display()));
+            }
+            Ok(_) => {
+                return Some(format!(
+                    "{} cannot be a directory: {} is a file",
+                    dir.display(),
+                    a.display()
+                ));
+            }
+            Err(_) => continue,
         }
-        None => Ok(v.to_string()),
     }
+    None
+}
+
+/// One structural problem: where (the top-level key and, in `accounts`/`groups`, the name)
+/// and the line to show (`dedup: unknown field ...`).
+struct Broken {
+    top: String,
+    name: Option<String>,
+    line: String,
+}
+
+/// Every structural problem of a job file that did not deserialize, section by section
+/// (serde stops at the first): unknown keys, missing keys and wrong types anywhere.
+fn section_problems(table: &toml::Table) -> Vec<Broken> {
+    type Check = fn(&toml::Value) -> Option<String>;
+    fn of<T: serde::de::DeserializeOwned>(v: &toml::Value) -> Option<String> {
+        v.clone()
+            .try_into::<T>()
+            .err()
+            .map(|e| e.message().trim().replace('\n', " "))
+    }
+    const KEYS: [&str; 15] = [
+        "name",
+        "timezone",
+        "templates",
+        "workers",
+        "state_dir",
+        "region",
+        "source",
+        "dedup",
+        "shield",
+        "discard",
+        "whitelist",
+        "tracking",
+        "accounts",
+        "groups",
+        "admin",
+    ];
+    let mut out = Vec::new();
+    for required in ["name", "templates", "source"] {
+        if !table.contains_key(required) {
+            out.push(Broken {
+                top: required.into(),
+                name: None,
+                line: format!("{required}: missing field `{required}`"),
+            });
+        }
+    }
+    for (k, v) in table {
+        let check: Check = match k.as_str() {
+            "name" | "timezone" | "region" => of::<String>,
+            "templates" | "state_dir" => of::<PathBuf>,
+            "workers" => of::<usize>,
+            "source" => of::<SourceConfig>,
+            "dedup" => of::<DedupConfig>,
+            "shield" => of::<ShieldConfig>,
+            "discard" => of::<DiscardConfig>,
+            "whitelist" => of::<WhitelistConfig>,
+            "tracking" => of::<TrackingConfig>,
+            "admin" => of::<AdminConfig>,
+            "accounts" | "groups" => {
+                let per: Check = if k == "accounts" {
+                    of::<AccountConfig>
+                } else {
+                    of::<tidings_sinks::route::GroupConfig>
+                };
+                match v.as_table() {
+                    Some(t) => {
+                        for (n, x) in t {
+                            if let Some(m) = per(x) {
+                                out.push(Broken {
+                                    top: k.clone(),
+                                    name: Some(n.clone()),
+                                    line: format!("{k}.{n}: {m}"),
+                                });
+                            }
+                        }
+                    }
+                    None => out.push(Broken {
+                        top: k.clone(),
+                        name: None,
+                        line: format!("{k}: must be a table of [{k}.NAME] sections"),
+                    }),
+                }
+                continue;
+            }
+            other => {
+                out.push(Broken {
+                    top: other.into(),
+                    name: None,
+                    line: format!(
+                        "{other}: unknown field `{other}`, expected one of {}",
+                        KEYS.map(|k| format!("`{k}`")).join(", ")
+                    ),
+                });
+                continue;
+            }
+        };
+        if let Some(m) = check(v) {
+            out.push(Broken {
+                top: k.clone(),
+                name: None,
+                line: format!("{k}: {m}"),
+            });
+        }
+    }
+    out
 }
 
 /// `file` or `kafka`.
@@ -378,20 +525,90 @@ pub struct Job {
 }
 
 impl Job {
-    /// Reads, parses and checks a job file.
+    /// Reads, parses and checks a job file to run it.
     pub fn load(path: &Path) -> Result<Job, JobError> {
-        let shown = path.display().to_string();
-        let one = |p: String| JobError { problems: vec![p] };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| one(format!("{shown}: cannot read the job file: {e}")))?;
-        let file: JobFile = toml::from_str(&text)
-            .map_err(|e| one(format!("{shown}: {}", toml_error_line(&text, &e))))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Job::check(path, base, file)
+        Job::load_as(path, LoadMode::Run)
     }
 
-    /// Checks a parsed job file; every problem at once.
-    pub fn check(path: &Path, base: PathBuf, mut file: JobFile) -> Result<Job, JobError> {
+    /// Reads a job file only to read its tracking: provider secrets need not be set.
+    pub fn load_for_reading(path: &Path) -> Result<Job, JobError> {
+        Job::load_as(path, LoadMode::Read)
+    }
+
+    /// Reads, parses and checks a job file; every problem at once.
+    pub fn load_as(path: &Path, mode: LoadMode) -> Result<Job, JobError> {
+        let shown = path.display().to_string();
+        let one = |p: String| JobError { problems: vec![p] };
+        let bytes = std::fs::read(path)
+            .map_err(|e| one(format!("{shown}: cannot read the job file: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            one(format!(
+                "{shown}: the job file is not UTF-8 (byte {}); save it as UTF-8",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        let text = strip_bom(&text);
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let first = match toml::from_str::<JobFile>(text) {
+            Ok(file) => return Job::check_as(path, base, file, mode),
+            Err(first) => first,
+        };
+        let mut problems = vec![format!("{shown}: {}", toml_error_line(text, &first))];
+        // serde stops at the first problem; the others are found section by section.
+        let Ok(mut table) = text.parse::<toml::Table>() else {
+            return Err(JobError { problems });
+        };
+        let broken = section_problems(&table);
+        let mut first_seen = false;
+        for b in &broken {
+            let message = b.line.split_once(": ").map_or(b.line.as_str(), |(_, m)| m);
+            if !first_seen && first.message().contains(message) {
+                first_seen = true;
+            } else {
+                problems.push(format!("{shown}: {}", b.line));
+            }
+        }
+        // The rest of the file is checked too: without the broken parts, whose names the
+        // check must then not complain of (`account `x` is not defined`).
+        let mut removed = Vec::new();
+        for b in &broken {
+            match &b.name {
+                Some(n) => {
+                    if let Some(t) = table.get_mut(&b.top).and_then(|t| t.as_table_mut()) {
+                        t.remove(n);
+                    }
+                    removed.push(format!("`{n}`"));
+                }
+                None => {
+                    table.remove(&b.top);
+                }
+            }
+        }
+        if let Ok(file) = toml::Value::Table(table).try_into::<JobFile>()
+            && let Err(rest) = Job::check_as(path, base, file, mode)
+        {
+            problems.extend(
+                rest.problems
+                    .into_iter()
+                    .filter(|p| !removed.iter().any(|n| p.contains(n.as_str()))),
+            );
+        }
+        Err(JobError { problems })
+    }
+
+    /// Checks a parsed job file to run it; every problem at once.
+    pub fn check(path: &Path, base: PathBuf, file: JobFile) -> Result<Job, JobError> {
+        Job::check_as(path, base, file, LoadMode::Run)
+    }
+
+    /// Checks a parsed job file for `mode`; every problem at once.
+    pub fn check_as(
+        path: &Path,
+        base: PathBuf,
+        mut file: JobFile,
+        mode: LoadMode,
+    ) -> Result<Job, JobError> {
+        let run = mode == LoadMode::Run;
         let shown = path.display().to_string();
         let mut problems = Vec::new();
         // Group members wait in memory: a failed-over receiver must reach the next member
@@ -466,8 +683,15 @@ impl Job {
             );
             NaiveTime::MIN
         });
-        if file.workers == Some(0) {
-            bad("workers", "must be at least 1".into());
+        match file.workers {
+            Some(0) => bad("workers", "must be at least 1".into()),
+            Some(n) if n > MAX_WORKERS => bad(
+                "workers",
+                format!(
+                    "{n} is more than {MAX_WORKERS}; use at most the number of cores (omit it for that)"
+                ),
+            ),
+            _ => {}
         }
         if file.dedup.content.num == 0 || file.dedup.content.time == 0 {
             bad(
@@ -503,7 +727,7 @@ impl Job {
             SourceKind::File => match &file.source.path {
                 Some(p) => {
                     let p = base.join(p);
-                    if !p.is_file() {
+                    if run && !p.is_file() {
                         bad(
                             "source.path",
                             format!("{} is not a readable file", p.display()),
@@ -587,7 +811,7 @@ impl Job {
         if file.source.epoch_lines == 0 {
             bad("source.epoch_lines", "must be at least 1".into());
         }
-        let admin = file.admin.as_ref().and_then(|a| {
+        let admin = file.admin.as_ref().filter(|_| run).and_then(|a| {
             let bind: std::net::SocketAddr = match a.bind.parse() {
                 Ok(b) => b,
                 Err(_) => {
@@ -615,8 +839,15 @@ impl Job {
             Some(AdminSettings { bind, token })
         });
         for (name, account) in &file.accounts {
-            for p in account.validate(&format!("accounts.{name}")) {
+            for p in account.validate_as(&format!("accounts.{name}"), run) {
                 problems.push(format!("{shown}: {p}"));
+            }
+            if let Some(dir) = &account.dir
+                && let Some(why) = dir_problem(&base.join(dir))
+            {
+                problems.push(format!(
+                    "{shown}: accounts.{name}.dir: {why}; choose a directory"
+                ));
             }
             if account.queue == Some(tidings_sinks::account::QueueKind::Kafka)
                 && file.source.kind != SourceKind::Kafka
@@ -625,12 +856,34 @@ impl Job {
             }
         }
         let templates_path = base.join(&file.templates);
-        let templates = match Templates::load(&templates_path) {
-            Ok(t) => t,
+        let templates = match std::fs::read(&templates_path) {
             Err(e) => {
-                problems.push(e.to_string());
+                problems.push(format!(
+                    "{shown}: templates: cannot read {}: {e}; give the templates file's path relative to the job file",
+                    templates_path.display()
+                ));
                 Templates::default()
             }
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Err(e) => {
+                    problems.push(format!(
+                        "{}: not UTF-8 (byte {}); save it as UTF-8",
+                        templates_path.display(),
+                        e.utf8_error().valid_up_to()
+                    ));
+                    Templates::default()
+                }
+                Ok(text) => {
+                    match Templates::parse(&templates_path.display().to_string(), strip_bom(&text))
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            problems.push(e.to_string());
+                            Templates::default()
+                        }
+                    }
+                }
+            },
         };
         let mut account_of = BTreeMap::new();
         for t in templates.iter() {
@@ -665,9 +918,6 @@ impl Job {
                 ));
             }
         }
-        if !problems.is_empty() {
-            return Err(JobError { problems });
-        }
         let tracking_dir = base.join(&file.tracking.dir);
         let state_dir = match &file.state_dir {
             Some(s) => base.join(s),
@@ -686,6 +936,20 @@ impl Job {
             max_future_ms: file.source.max_future_ms as i64,
         };
         let checkpoint = std::time::Duration::from_millis(file.source.checkpoint_ms.max(1));
+        if let Some(why) = dir_problem(&tracking_dir) {
+            problems.push(format!("{shown}: tracking.dir: {why}; choose a directory"));
+        }
+        if run && let Some(why) = dir_problem(&state_dir) {
+            let key = if file.state_dir.is_some() {
+                "state_dir"
+            } else {
+                "state_dir (default: beside tracking.dir)"
+            };
+            problems.push(format!("{shown}: {key}: {why}; choose a directory"));
+        }
+        if !problems.is_empty() {
+            return Err(JobError { problems });
+        }
         Ok(Job {
             path: path.to_path_buf(),
             base,
@@ -747,7 +1011,7 @@ mod tests {
         let job = write(
             dir.path(),
             "job.toml",
-            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = { num = 1, time = 3 }\n",
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = { num = 1, time = 3 }\n[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
         );
         let err = Job::load(&job).unwrap_err().to_string();
         assert_eq!(err.lines().count(), 1, "{err}");

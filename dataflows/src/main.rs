@@ -9,9 +9,19 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `println!` that ends quietly when the reader of stdout has gone (`tidings sql … | head`)
+/// instead of panicking with "failed printing to stdout: Broken pipe".
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tidings_dataflows::job::{LoadMode, MAX_WORKERS};
 use tidings_dataflows::{Job, RunOptions, Summary, run};
 use tidings_model::State;
 use tidings_operators::Clock;
@@ -108,6 +118,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
+        /// Leave out files of the tables that are not readable Parquet (each is named in a
+        /// warning) instead of failing.
+        #[arg(long)]
+        skip_corrupt: bool,
         /// The statement. Without one, an interactive shell (statements end with `;`).
         query: Option<String>,
     },
@@ -137,6 +151,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
+        /// Leave out files of the tables that are not readable Parquet (each is named in a
+        /// warning) instead of failing.
+        #[arg(long)]
+        skip_corrupt: bool,
     },
     /// Ask a running job's admin API about its live state.
     State {
@@ -270,8 +288,9 @@ fn main() -> ExitCode {
             job,
             dir,
             format,
+            skip_corrupt,
             query,
-        } => sql(job, dir, format, query.as_deref()),
+        } => sql(job, dir, format, corrupt(skip_corrupt), query.as_deref()),
         Command::Report {
             name,
             list,
@@ -281,6 +300,7 @@ fn main() -> ExitCode {
             template,
             receiver,
             format,
+            skip_corrupt,
         } => report(
             name,
             list,
@@ -293,6 +313,7 @@ fn main() -> ExitCode {
                 timezone: None,
             },
             format,
+            corrupt(skip_corrupt),
         ),
         Command::Simulator { bind, faults } => simulator(&bind, &faults),
         Command::Check { job } => check(&job),
@@ -326,7 +347,16 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &std::path::Path) -> Result<Job, ExitCode> {
-    Job::load(path).map_err(|e| {
+    load_as(path, LoadMode::Run)
+}
+
+/// Loads a job only to read its tracking: no provider secret needs to be set.
+fn load_for_reading(path: &std::path::Path) -> Result<Job, ExitCode> {
+    load_as(path, LoadMode::Read)
+}
+
+fn load_as(path: &std::path::Path, mode: LoadMode) -> Result<Job, ExitCode> {
+    Job::load_as(path, mode).map_err(|e| {
         for p in &e.problems {
             eprintln!("error: {p}");
         }
@@ -350,8 +380,10 @@ fn run_job(
     opts.from_start = from_start;
     opts.idle_exit = idle_exit.map(std::time::Duration::from_secs_f64);
     if let Some(w) = workers {
-        if w == 0 {
-            eprintln!("error: -w: use at least 1 worker");
+        if w == 0 || w > MAX_WORKERS {
+            eprintln!(
+                "error: -w {w}: use 1 to {MAX_WORKERS} workers (at most the number of cores pays)"
+            );
             return ExitCode::from(2);
         }
         opts.workers = w;
@@ -425,7 +457,7 @@ fn trace(
     what: TraceWhat,
 ) -> ExitCode {
     use tidings_sinks::tracking::redis::RedisTrace;
-    let job = match job.as_deref().map(load).transpose() {
+    let job = match job.as_deref().map(load_for_reading).transpose() {
         Ok(j) => j,
         Err(code) => return code,
     };
@@ -584,7 +616,7 @@ fn tracking_of(
     dir: Option<PathBuf>,
 ) -> Result<(PathBuf, Option<String>), ExitCode> {
     match (job, dir) {
-        (Some(j), _) => load(&j).map(|job| (job.tracking_dir, Some(job.file.timezone))),
+        (Some(j), _) => load_for_reading(&j).map(|job| (job.tracking_dir, Some(job.file.timezone))),
         (None, Some(d)) => Ok((d, None)),
         (None, None) => {
             eprintln!("error: give --job JOB.toml or --dir TRACKING_DIR");
@@ -611,10 +643,34 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+fn corrupt(skip: bool) -> tidings_sql::Corrupt {
+    if skip {
+        tidings_sql::Corrupt::Skip
+    } else {
+        tidings_sql::Corrupt::Fail
+    }
+}
+
+/// Opens the tracking tables; a skipped file is named in a warning line.
+async fn open_tracking(
+    dir: &std::path::Path,
+    corrupt: tidings_sql::Corrupt,
+) -> Result<tidings_sql::Tracking, tidings_sql::SqlError> {
+    let t = tidings_sql::Tracking::open_with(dir, corrupt).await?;
+    for (file, why) in t.skipped() {
+        eprintln!(
+            "warning: skipped {}: not a readable Parquet file ({why})",
+            file.display()
+        );
+    }
+    Ok(t)
+}
+
 fn sql(
     job: Option<PathBuf>,
     dir: Option<PathBuf>,
     format: OutputFormat,
+    corrupt: tidings_sql::Corrupt,
     query: Option<&str>,
 ) -> ExitCode {
     let (dir, _) = match tracking_of(job, dir) {
@@ -626,7 +682,7 @@ fn sql(
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let tracking = match rt.block_on(tidings_sql::Tracking::open(&dir)) {
+    let tracking = match rt.block_on(open_tracking(&dir, corrupt)) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
@@ -663,6 +719,7 @@ fn report(
     dir: Option<PathBuf>,
     mut params: tidings_sql::reports::Params,
     format: OutputFormat,
+    corrupt: tidings_sql::Corrupt,
 ) -> ExitCode {
     use tidings_sql::reports::{REPORTS, Report};
     if list {
@@ -697,7 +754,7 @@ fn report(
         Err(code) => return code,
     };
     let result = rt.block_on(async {
-        let t = tidings_sql::Tracking::open(&dir).await?;
+        let t = open_tracking(&dir, corrupt).await?;
         let batches = t.report(&report, &params).await?;
         tidings_sql::format(&batches, sql_format(format))
     });
@@ -914,7 +971,7 @@ fn send(
     file: Option<PathBuf>,
 ) -> ExitCode {
     use tidings_dataflows::kafka::{Outgoing, produce};
-    let job = match load(&path) {
+    let job = match load_for_reading(&path) {
         Ok(j) => j,
         Err(code) => return code,
     };

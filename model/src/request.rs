@@ -51,7 +51,10 @@ pub struct Request {
 /// A template id as producers write it: austin's clients send a number; a numeric string is
 /// accepted too.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "messageTemplateId: a template id, a number such as 7 or a numeric string such as \"7\""
+)]
 enum IdValue {
     Int(i64),
     Text(String),
@@ -87,6 +90,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// timestamp, means `read_time`). Any other `ts` is returned as written, however far out: the
 /// validator judges its range (`tidings_model::time::check_event_time`).
 pub fn decode_line(bytes: &[u8], read_time: Millis) -> Result<(Millis, Request), String> {
+    let bytes = strip_bom(bytes);
     let line: Line = serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
     if line.code.is_none()
         && line.message_template_id.is_none()
@@ -104,8 +108,14 @@ pub fn decode_line(bytes: &[u8], read_time: Millis) -> Result<(Millis, Request),
     request_from(line).map(|r| (read_time, r))
 }
 
+/// A UTF-8 byte order mark (an editor's, at the start of a file) is not part of the JSON.
+pub fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
 /// Decodes a request body (a Kafka record's value, or an envelope's payload).
 pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
+    let bytes = strip_bom(bytes);
     let line: Line = serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
     request_from(line)
 }
@@ -149,6 +159,19 @@ fn request_from(line: Line) -> Result<Request, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_byte_order_mark_and_a_bad_template_id_are_explained() {
+        let line = "\u{feff}{\"code\":\"send\",\"messageTemplateId\":1,\"messageParam\":{\"receiver\":\"a\"}}";
+        assert!(decode_line(line.as_bytes(), 5).is_ok());
+        let bad = decode_request(br#"{"code":"send","messageTemplateId":[1],"messageParam":{}}"#)
+            .unwrap_err();
+        assert!(
+            bad.contains("a number such as 7 or a numeric string"),
+            "{bad}"
+        );
+        assert!(!bad.contains("untagged"), "{bad}");
+    }
 
     #[test]
     fn bare_and_envelope() {

@@ -63,6 +63,7 @@ pub fn line_event_time(bytes: &[u8], read_time: Millis) -> Result<Millis, String
         #[serde(rename = "messageTemplateId")]
         template: Option<IgnoredAny>,
     }
+    let bytes = tidings_model::request::strip_bom(bytes);
     let Ok(p) = serde_json::from_slice::<Probe>(bytes) else {
         return Ok(read_time);
     };

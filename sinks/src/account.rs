@@ -19,6 +19,7 @@ use crate::outbox::{Outbox, Outboxes};
 use crate::provider::{Delivered, Remote, RemoteConfig};
 use crate::util::http;
 use crate::util::retry::{RetryPolicy, SendError};
+use crate::util::secrets::Secrets;
 use crate::util::stats::{Raised, SendStats};
 
 /// A direct limiter that reports the permits left after each acquisition.
@@ -251,6 +252,13 @@ impl AccountConfig {
 
     /// Every problem with this account, each naming `key` (e.g. `accounts.sms-main`).
     pub fn validate(&self, key: &str) -> Vec<String> {
+        self.validate_as(key, true)
+    }
+
+    /// Every problem with this account; with `resolve_settings` false the provider's
+    /// `settings` are not read at all (their `${ENV}` secrets need not be set): the check of
+    /// a job loaded only to read its tracking (`tidings sql`, `report`, `trace`).
+    pub fn validate_as(&self, key: &str, resolve_settings: bool) -> Vec<String> {
         let mut p = Vec::new();
         if self.provider == ProviderKind::Outbox && self.dir.is_none() {
             p.push(format!(
@@ -278,6 +286,7 @@ impl AccountConfig {
             ));
         }
         if self.provider.is_remote()
+            && resolve_settings
             && let Err(e) = crate::provider::check_settings(self.provider, key, &self.settings)
         {
             p.push(e);
@@ -324,6 +333,8 @@ pub struct Account {
     reject: Vec<String>,
     /// What it sent that can be recalled.
     book: crate::recall::RecallBook,
+    /// Its settings' secrets: every reason leaving the account is scrubbed of them.
+    secrets: Secrets,
 }
 
 impl Account {
@@ -441,8 +452,8 @@ impl Account {
             for (i, r) in to_send.iter().enumerate() {
                 let outcome = match (&settled[i], &result) {
                     (Some(Ok(())), _) => Ok(()),
-                    (Some(Err(e)), _) => Err(e.reason().to_string()),
-                    (None, Err(e)) => Err(e.reason().to_string()),
+                    (Some(Err(e)), _) => Err(self.secrets.scrub(e.reason())),
+                    (None, Err(e)) => Err(self.secrets.scrub(e.reason())),
                     (None, Ok(())) => Err(format!("{}: no answer for this receiver", self.name)),
                 };
                 outcome_of.insert(r.as_str(), outcome);
@@ -508,7 +519,7 @@ impl Account {
                     }
                 })
                 .await
-                .map_err(|e| e.reason().to_string());
+                .map_err(|e| self.secrets.scrub(e.reason()));
             if result.is_ok() {
                 self.book.forget(message_id, &entry.reference);
             }
@@ -528,11 +539,18 @@ impl Account {
 
     /// The account's health check: what was reached, or why not. Secrets never appear.
     pub async fn check(&self) -> Result<String, String> {
-        match &self.provider {
+        let r = match &self.provider {
             Provider::Outbox(o) => Ok(format!("writes to {}", o.dir().display())),
             Provider::Blackhole => Ok("accepts everything (blackhole)".into()),
             Provider::Remote(_, r, base) => r.check(base, std::time::Duration::from_secs(5)).await,
-        }
+        };
+        r.map(|m| self.secrets.scrub(&m))
+            .map_err(|e| self.secrets.scrub(&e))
+    }
+
+    /// `text` without this account's secrets (for anything else that shows its answers).
+    pub fn scrub(&self, text: &str) -> String {
+        self.secrets.scrub(text)
     }
 
     /// The provider's kind, for labels.
@@ -591,6 +609,8 @@ impl Accounts {
             std::collections::HashMap::new();
         let mut list = Vec::new();
         for (name, c) in configs {
+            let secrets = Secrets::of_settings(&c.settings);
+            let scrubbed = |e: String| std::io::Error::other(secrets.scrub(&e));
             let provider = match c.provider {
                 ProviderKind::Outbox => {
                     let dir = base.join(c.dir.as_deref().unwrap_or(Path::new("var/outbox")));
@@ -600,7 +620,7 @@ impl Accounts {
                 kind => {
                     let config =
                         RemoteConfig::parse(kind, &format!("accounts.{name}"), &c.settings)
-                            .map_err(std::io::Error::other)?;
+                            .map_err(scrubbed)?;
                     let timeout = std::time::Duration::from_secs_f64(
                         c.timeout_secs.unwrap_or(10.0).max(0.05),
                     );
@@ -610,7 +630,7 @@ impl Accounts {
                         .clone();
                     let base = config.base_url();
                     let remote = Remote::new(config, client, timeout)
-                        .map_err(|e| std::io::Error::other(format!("accounts.{name}.{e}")))?;
+                        .map_err(|e| scrubbed(format!("accounts.{name}.{e}")))?;
                     Provider::Remote(kind, Box::new(remote), base)
                 }
             };
@@ -645,6 +665,7 @@ impl Accounts {
                 retry,
                 reject: c.reject_receivers.clone(),
                 book: crate::recall::RecallBook::default(),
+                secrets,
             });
         }
         Ok(Accounts { list })

@@ -48,27 +48,47 @@ where
     Ok(Delivered::Each(results))
 }
 
-/// Replaces `"${NAME}"` string leaves with the environment variable's value.
+/// Expands every `${NAME}` inside string leaves from the environment (whole values and parts
+/// of longer strings, e.g. `"https://hook/${TOKEN}/x"`; `$${` is a literal `${`). An error
+/// names the key under `settings` (`hook`, `headers.auth`) and the variable.
 pub fn resolve_env(v: &mut Value) -> Result<(), String> {
-    match v {
-        Value::String(s) => {
-            if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-                *s = std::env::var(name)
-                    .map_err(|_| format!("environment variable {name} is not set"))?;
+    fn walk(v: &mut Value, at: &str) -> Result<(), String> {
+        match v {
+            Value::String(s) => {
+                if s.contains('$') {
+                    *s = crate::util::secrets::expand(s)
+                        .map_err(|e| format!("{at}: {e}"))?
+                        .0;
+                }
+                Ok(())
             }
-            Ok(())
+            Value::Array(items) => items
+                .iter_mut()
+                .enumerate()
+                .try_for_each(|(i, x)| walk(x, &format!("{at}[{i}]"))),
+            Value::Object(map) => map.iter_mut().try_for_each(|(k, x)| {
+                walk(
+                    x,
+                    &if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    },
+                )
+            }),
+            _ => Ok(()),
         }
-        Value::Array(items) => items.iter_mut().try_for_each(resolve_env),
-        Value::Object(map) => map.values_mut().try_for_each(resolve_env),
-        _ => Ok(()),
     }
+    walk(v, "")
 }
 
 /// Parses an account's `settings` table into a provider's config (unknown keys refused).
+/// Errors never show a secret of the settings.
 pub fn settings<T: DeserializeOwned>(key: &str, raw: &Map<String, Value>) -> Result<T, String> {
+    let secrets = crate::util::secrets::Secrets::of_settings(raw);
     let mut v = Value::Object(raw.clone());
-    resolve_env(&mut v).map_err(|e| format!("{key}.settings: {e}"))?;
-    serde_json::from_value(v).map_err(|e| format!("{key}.settings: {e}"))
+    resolve_env(&mut v).map_err(|e| format!("{key}.settings.{e}"))?;
+    serde_json::from_value(v).map_err(|e| secrets.scrub(&format!("{key}.settings: {e}")))
 }
 
 /// The rendered content model of a batch.

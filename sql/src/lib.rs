@@ -3,11 +3,14 @@
 //! [`Tracking::open`] registers the job's Parquet tables `events` and `dead_letters` (Hive
 //! partitions `date=YYYY-MM-DD` become a `date` column) with their schemas from
 //! [`tidings_model::schema`], so a job that has written nothing yet still answers with empty
-//! tables. [`format`] renders results as a table, CSV or JSON lines.
+//! tables. A tracking directory that does not exist is an error, never 0 rows; a file that is
+//! not Parquet is named in the error, or skipped with a warning ([`Corrupt::Skip`]).
+//! [`format`] renders results as a table, CSV or JSON lines.
 
 pub mod reports;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -31,6 +34,39 @@ pub enum SqlError {
         /// Why.
         source: std::io::Error,
     },
+    /// The tracking directory does not exist (or is not a directory).
+    #[error(
+        "{path}: no such tracking directory ({why}); give the job's tracking.dir (has the job run yet?)"
+    )]
+    Missing {
+        /// The directory.
+        path: String,
+        /// What is there instead.
+        why: String,
+    },
+    /// Files of the tables are not readable Parquet.
+    #[error(
+        "{}: not a readable Parquet file ({why}){}; move it away or pass --skip-corrupt",
+        .files.first().map(String::as_str).unwrap_or("?"),
+        if .files.len() > 1 { format!(" (and {} more: {})", .files.len() - 1, .files[1..].join(", ")) } else { String::new() }
+    )]
+    Corrupt {
+        /// The files, by path.
+        files: Vec<String>,
+        /// Why the first cannot be read.
+        why: String,
+    },
+}
+
+/// What to do with a file of the tables that is not readable Parquet (a torn write, a file
+/// copied in by hand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Corrupt {
+    /// A query that reads it fails, naming it.
+    #[default]
+    Fail,
+    /// Leave it out of every table; [`Tracking::skipped`] names it.
+    Skip,
 }
 
 /// Output formats of `tidings sql`.
@@ -47,23 +83,158 @@ pub enum Format {
 /// A session with the tracking tables registered.
 pub struct Tracking {
     ctx: SessionContext,
+    /// The local directory, to name unreadable files when a query fails.
+    dir: Option<PathBuf>,
+    /// Files left out ([`Corrupt::Skip`]), with why.
+    skipped: Vec<(PathBuf, String)>,
+    /// The mirror of the readable files a skipping session reads (removed on drop).
+    _mirror: Option<tempfile::TempDir>,
+}
+
+const TABLES: [&str; 2] = ["events", "dead_letters"];
+
+/// Every `.parquet` file under `dir`, sorted.
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Why `path` is not a readable Parquet file (its footer and metadata are read), or `None`.
+pub fn unreadable(path: &Path) -> Option<String> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(e.to_string()),
+    };
+    match SerializedFileReader::new(file) {
+        Ok(r) => {
+            let _ = r.metadata().num_row_groups();
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 impl Tracking {
-    /// Registers `events` and `dead_letters` under `dir` (created if missing).
+    /// Registers `events` and `dead_letters` under `dir`, which must exist; a query that
+    /// meets a file that is not Parquet fails naming it.
     pub async fn open(dir: &Path) -> Result<Tracking, SqlError> {
-        for table in ["events", "dead_letters"] {
-            let path = dir.join(table);
-            std::fs::create_dir_all(&path).map_err(|source| SqlError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+        Tracking::open_with(dir, Corrupt::Fail).await
+    }
+
+    /// Registers the tables under `dir`; `corrupt` says what to do with unreadable files
+    /// ([`Corrupt::Skip`] reads every file's footer first).
+    pub async fn open_with(dir: &Path, corrupt: Corrupt) -> Result<Tracking, SqlError> {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(SqlError::Missing {
+                    path: dir.display().to_string(),
+                    why: "it is a file".into(),
+                });
+            }
+            Err(e) => {
+                return Err(SqlError::Missing {
+                    path: dir.display().to_string(),
+                    why: e.to_string(),
+                });
+            }
         }
         let dir = dir.canonicalize().map_err(|source| SqlError::Io {
             path: dir.display().to_string(),
             source,
         })?;
-        Tracking::open_url(&format!("file://{}", dir.display())).await
+        let mut skipped = Vec::new();
+        let mut mirror = None;
+        if corrupt == Corrupt::Skip {
+            for table in TABLES {
+                for f in parquet_files(&dir.join(table)) {
+                    if let Some(why) = unreadable(&f) {
+                        skipped.push((f, why));
+                    }
+                }
+            }
+        }
+        // Tables read the directory itself, or (when files are skipped) a mirror of
+        // symbolic links to the readable ones: the tracking directory is never written.
+        let root = if skipped.is_empty() {
+            dir.clone()
+        } else {
+            let m = tempfile::Builder::new()
+                .prefix("tidings-sql-")
+                .tempdir()
+                .map_err(|source| SqlError::Io {
+                    path: std::env::temp_dir().display().to_string(),
+                    source,
+                })?;
+            for table in TABLES {
+                for f in parquet_files(&dir.join(table)) {
+                    if skipped.iter().any(|(s, _)| *s == f) {
+                        continue;
+                    }
+                    let rel = f.strip_prefix(&dir).expect("listed under dir");
+                    let link = m.path().join(rel);
+                    let io = |source| SqlError::Io {
+                        path: link.display().to_string(),
+                        source,
+                    };
+                    if let Some(parent) = link.parent() {
+                        std::fs::create_dir_all(parent).map_err(io)?;
+                    }
+                    symlink(&f, &link).map_err(io)?;
+                }
+            }
+            let root = m.path().to_path_buf();
+            mirror = Some(m);
+            root
+        };
+        let ctx = SessionContext::new();
+        for (table, schema) in [
+            ("events", events_schema()),
+            ("dead_letters", dead_letters_schema()),
+        ] {
+            if root.join(table).is_dir() {
+                register(&ctx, table, &format!("file://{}", root.display()), &schema).await?;
+            } else {
+                // Nothing written yet: an empty table of the same columns.
+                let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+                fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "date",
+                    DataType::Utf8,
+                    false,
+                )));
+                let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+                let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
+                ctx.register_table(table, Arc::new(empty))?;
+            }
+        }
+        Ok(Tracking {
+            ctx,
+            dir: Some(dir),
+            skipped,
+            _mirror: mirror,
+        })
+    }
+
+    /// The files left out of the tables, with why (empty unless opened with
+    /// [`Corrupt::Skip`]).
+    pub fn skipped(&self) -> &[(PathBuf, String)] {
+        &self.skipped
     }
 
     /// Registers the tables under a tracking location given as an object-store URL
@@ -83,18 +254,54 @@ impl Tracking {
             ("events", events_schema()),
             ("dead_letters", dead_letters_schema()),
         ] {
-            let url = format!("{}/{table}/", location.trim_end_matches('/'));
-            let options = ParquetReadOptions::default()
-                .schema(&schema)
-                .table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
-            ctx.register_parquet(table, &url, options).await?;
+            register(&ctx, table, location, &schema).await?;
         }
-        Ok(Tracking { ctx })
+        Ok(Tracking {
+            ctx,
+            dir: None,
+            skipped: Vec::new(),
+            _mirror: None,
+        })
     }
 
-    /// Runs one statement and collects its result.
+    /// Runs one statement and collects its result. A failure caused by a file that is not
+    /// Parquet names the file.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
-        Ok(self.ctx.sql(sql).await?.collect().await?)
+        let result = async { self.ctx.sql(sql).await?.collect().await }.await;
+        result.map_err(|e| self.name_corrupt(e))
+    }
+
+    /// `e`, or the unreadable files of the tables when there are any (DataFusion's own
+    /// message does not say which file it could not read).
+    fn name_corrupt(&self, e: datafusion::error::DataFusionError) -> SqlError {
+        use datafusion::error::DataFusionError as E;
+        let Some(dir) = &self.dir else {
+            return SqlError::Query(e);
+        };
+        // A mistake in the statement is about the statement, whatever the files hold.
+        if matches!(
+            e.find_root(),
+            E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_)
+        ) {
+            return SqlError::Query(e);
+        }
+        let mut files = Vec::new();
+        let mut why = String::new();
+        for table in TABLES {
+            for f in parquet_files(&dir.join(table)) {
+                if let Some(w) = unreadable(&f) {
+                    if files.is_empty() {
+                        why = w;
+                    }
+                    files.push(f.display().to_string());
+                }
+            }
+        }
+        if files.is_empty() {
+            SqlError::Query(e)
+        } else {
+            SqlError::Corrupt { files, why }
+        }
     }
 
     /// Runs a report with its parameters.
@@ -138,6 +345,31 @@ impl Tracking {
     }
 }
 
+/// Registers one Parquet table under `location` (a `file://` URL of the tracking directory).
+async fn register(
+    ctx: &SessionContext,
+    table: &str,
+    location: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<(), SqlError> {
+    let url = format!("{}/{table}/", location.trim_end_matches('/'));
+    let options = ParquetReadOptions::default()
+        .schema(schema)
+        .table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
+    ctx.register_parquet(table, &url, options).await?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::fs::copy(target, link).map(|_| ())
+}
+
 /// Renders batches in a format.
 pub fn format(batches: &[RecordBatch], format: Format) -> Result<String, SqlError> {
     match format {
@@ -167,5 +399,73 @@ pub fn format(batches: &[RecordBatch], format: Format) -> Result<String, SqlErro
             }
             Ok(String::from_utf8_lossy(&buf).into_owned())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_and_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/tracking");
+        let e = rt().block_on(Tracking::open(&missing)).err().unwrap();
+        assert!(matches!(e, SqlError::Missing { .. }), "{e}");
+        assert!(e.to_string().contains("no/tracking"), "{e}");
+        assert!(!missing.exists());
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = rt().block_on(Tracking::open(&file)).err().unwrap();
+        assert!(e.to_string().contains("it is a file"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_directory_answers_empty_tables_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let t = rt.block_on(Tracking::open(dir.path())).unwrap();
+        let b = rt
+            .block_on(t.query("SELECT count(*) AS n FROM events, dead_letters"))
+            .unwrap();
+        assert_eq!(format(&b, Format::Csv).unwrap(), "n\n0\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_named_or_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("dead_letters/date=2025-11-22");
+        std::fs::create_dir_all(&part).unwrap();
+        let bad = part.join("torn.parquet");
+        std::fs::write(&bad, b"PAR1 but not really").unwrap();
+        let rt = rt();
+        let t = rt.block_on(Tracking::open(dir.path())).unwrap();
+        let e = rt
+            .block_on(t.query("SELECT count(*) FROM dead_letters"))
+            .unwrap_err();
+        assert!(
+            matches!(&e, SqlError::Corrupt { files, .. } if files == &[bad.display().to_string()]),
+            "{e}"
+        );
+        // A mistake in the statement is still about the statement.
+        let e = rt.block_on(t.query("SELEC 1")).unwrap_err();
+        assert!(matches!(e, SqlError::Query(_)), "{e}");
+        let t = rt
+            .block_on(Tracking::open_with(dir.path(), Corrupt::Skip))
+            .unwrap();
+        assert_eq!(t.skipped().len(), 1);
+        assert_eq!(t.skipped()[0].0, bad);
+        let b = rt
+            .block_on(t.query("SELECT count(*) AS n FROM dead_letters"))
+            .unwrap();
+        assert_eq!(format(&b, Format::Csv).unwrap(), "n\n0\n");
     }
 }

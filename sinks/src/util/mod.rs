@@ -3,6 +3,7 @@
 pub mod http;
 pub mod httpd;
 pub mod retry;
+pub mod secrets;
 pub mod sign;
 pub mod stats;
 pub mod token;

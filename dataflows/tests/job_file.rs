@@ -1,0 +1,462 @@
+//! Configuration, secrets and answers (issue 12), through the `tidings` binary as an
+//! operator meets them: secrets stay out of tracking, `${VAR}` expands inside strings,
+//! reading verbs need no provider secret, missing or corrupt tracking is said, and a bad
+//! job file gets every problem at once, each naming file and key.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::demo_copy;
+
+/// Runs the binary with extra environment variables; never hangs past 120 s.
+fn tidings_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let what = format!("tidings {args:?}");
+    common::within(Duration::from_secs(120), &what, move || {
+        child.wait_with_output().unwrap()
+    })
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// An HTTP endpoint answering every request 500 with the request line echoed (as gateways
+/// do); returns its base URL and the request lines it saw.
+fn echo_500() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut length = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            log.lock().unwrap().push(first.trim().to_string());
+            let echo = format!("no route for {}", first.trim());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{echo}",
+                echo.len()
+            );
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+const TEMPLATES: &str = r#"
+[[template]]
+id = 1
+name = "robot"
+channel = "fei_shu_robot"
+msg_type = "notice"
+id_type = "fei_shu_user_id"
+account = "feishu"
+[template.content]
+content = "build {$b} done"
+
+[[template]]
+id = 2
+name = "hook"
+channel = "webhook"
+msg_type = "notice"
+id_type = "user_id"
+account = "hook"
+[template.content]
+content = "build {$b} done"
+"#;
+
+const HOOK: &str = "3c9a7f21-feed-4bee-9d0c-secrethook77";
+const PATH_TOKEN: &str = "T0123456/B0654321/webhookPathSecret";
+
+/// A job with a Feishu robot and a webhook, both failing at `base`, their secrets in the
+/// environment (one inside a longer string).
+fn secret_job(dir: &Path, base: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("templates.toml"), TEMPLATES).unwrap();
+    let line = |t: i64| {
+        format!(
+            r#"{{"code":"send","messageTemplateId":{t},"messageParam":{{"receiver":"u1","variables":{{"b":"42"}}}}}}"#
+        )
+    };
+    std::fs::write(
+        dir.join("requests.jsonl"),
+        format!("{}\n{}\n", line(1), line(2)),
+    )
+    .unwrap();
+    let job = format!(
+        r#"name = "secrets"
+templates = "templates.toml"
+[source]
+kind = "file"
+path = "requests.jsonl"
+[tracking]
+dir = "var/tracking"
+[accounts.feishu]
+channel = "fei_shu_robot"
+provider = "feishu_robot"
+attempts = 1
+settings = {{ hook = "${{T12_FEISHU_HOOK}}", secret = "${{T12_FEISHU_SECRET}}", endpoint = "{base}" }}
+[accounts.hook]
+channel = "webhook"
+provider = "webhook"
+attempts = 1
+settings = {{ url = "{base}/services/${{T12_HOOK_PATH}}?k=1", secret = "${{T12_HOOK_SECRET}}" }}
+"#
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, job).unwrap();
+    path
+}
+
+const SECRET_ENV: [(&str, &str); 4] = [
+    ("T12_FEISHU_HOOK", HOOK),
+    ("T12_FEISHU_SECRET", "feishuSignSecret"),
+    ("T12_HOOK_PATH", PATH_TOKEN),
+    ("T12_HOOK_SECRET", "hookSignSecret"),
+];
+
+#[test]
+fn failed_sends_keep_secrets_out_of_tracking_and_reading_needs_none() {
+    let (base, seen) = echo_500();
+    let dir = tempfile::tempdir().unwrap();
+    let job = secret_job(dir.path(), &base);
+    let job = job.to_str().unwrap();
+    let out = tidings_env(
+        &["run", job, "--now", "2025-11-22T10:00:00+08:00"],
+        &SECRET_ENV,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // `${T12_HOOK_PATH}` expanded inside the URL: the endpoint saw the real path.
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("/services/{PATH_TOKEN}?k=1"))),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|l| l.contains(HOOK)), "{seen:?}");
+    // Read back WITHOUT the secrets in the environment.
+    let out = tidings_env(
+        &[
+            "sql",
+            "--job",
+            job,
+            "--format",
+            "csv",
+            "SELECT reason FROM events WHERE state = 'SEND_FAIL' ORDER BY reason",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reasons = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(reasons.lines().count(), 3, "{reasons}");
+    assert!(reasons.contains("HTTP 500"), "{reasons}");
+    for secret in [
+        HOOK,
+        "T0123456",
+        "B0654321",
+        "webhookPathSecret",
+        "feishuSignSecret",
+        "hookSignSecret",
+    ] {
+        assert!(
+            !reasons.contains(secret),
+            "{secret} in tracking:\n{reasons}"
+        );
+    }
+    assert!(reasons.contains("/open-apis/bot/v2/hook/***"), "{reasons}");
+    // report and trace read the job without its secrets too.
+    let out = tidings_env(&["report", "failure_reasons", "--job", job], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        report.contains("HTTP 500") && !report.contains(HOOK),
+        "{report}"
+    );
+    let out = tidings_env(&["trace", "--job", job, "message", "m"], &[]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("tracking.redis is not set") && !err.contains("T12_"),
+        "{err}"
+    );
+    // Running still needs them, and says which.
+    let out = tidings_env(&["run", job], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("job.toml: accounts.feishu.settings.hook: environment variable T12_FEISHU_HOOK is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unset_variable_inside_a_string_names_file_key_and_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = secret_job(dir.path(), "http://127.0.0.1:9");
+    let env: Vec<_> = SECRET_ENV
+        .into_iter()
+        .filter(|(k, _)| *k != "T12_HOOK_PATH")
+        .collect();
+    let out = tidings_env(&["check", job.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "job.toml: accounts.hook.settings.url: environment variable T12_HOOK_PATH is not set"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_tracking_directory_is_an_error_not_zero_rows() {
+    let out = tidings_env(
+        &[
+            "sql",
+            "--dir",
+            "/nonexistent/tidings",
+            "SELECT count(*) FROM events",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("/nonexistent/tidings") && err.contains("no such tracking directory"),
+        "{err}"
+    );
+    assert!(
+        !Path::new("/nonexistent/tidings").exists(),
+        "sql created it"
+    );
+    // A job that has not run yet: its tracking.dir is named the same way.
+    let (_dir, job) = demo_copy();
+    let out = tidings_env(
+        &["report", "template_funnel", "--job", job.to_str().unwrap()],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("var/tracking"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_corrupt_parquet_file_is_named_and_can_be_skipped() {
+    let (dir, job) = demo_copy();
+    let job = job.to_str().unwrap();
+    common::tidings(&["run", job, "--now", "2025-11-22T10:00:00+08:00"]);
+    let count = "SELECT count(*) AS n FROM events";
+    let good = common::tidings(&["sql", "--job", job, "--format", "csv", count]);
+    let partition = std::fs::read_dir(dir.path().join("var/tracking/events"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bad = partition.join("zz-torn.parquet");
+    std::fs::write(&bad, b"this is not parquet at all, just garbage bytes").unwrap();
+    let out = tidings_env(&["sql", "--job", job, count], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&bad.display().to_string()) && err.contains("--skip-corrupt"),
+        "{err}"
+    );
+    for verb in [
+        vec![
+            "sql",
+            "--job",
+            job,
+            "--format",
+            "csv",
+            "--skip-corrupt",
+            count,
+        ],
+        vec!["report", "template_funnel", "--job", job, "--skip-corrupt"],
+    ] {
+        let out = tidings_env(&verb, &[]);
+        assert!(out.status.success(), "{verb:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("warning: skipped ") && err.contains(&bad.display().to_string()),
+            "{err}"
+        );
+    }
+    let skipped = common::tidings(&[
+        "sql",
+        "--job",
+        job,
+        "--format",
+        "csv",
+        "--skip-corrupt",
+        count,
+    ]);
+    assert_eq!(skipped, good);
+    assert!(bad.exists(), "the tracking directory is never written");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const SMS: &str = "[[template]]\nid = 1\nname = \"x\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"out\"\n";
+const OUT: &str =
+    "[accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n";
+
+#[test]
+fn every_structural_problem_at_once_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "t.toml", SMS);
+    write(dir.path(), "r.jsonl", "");
+    let job = write(
+        dir.path(),
+        "job.toml",
+        &format!(
+            "name = \"x\"\ntemplates = \"t.toml\"\nworkerz = 2\ntimezone = \"Mars/Base\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = {{ num = 1, time = 3 }}\n[tracking]\nflush_rows = \"many\"\n{OUT}[accounts.out.rate_limit]\nper_hour = 5\n"
+        ),
+    );
+    let out = tidings_env(&["check", job.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 5, "{err}");
+    for want in [
+        "workerz",
+        "contnet",
+        "tracking: ",
+        "per_hour",
+        "timezone: unknown time zone",
+    ] {
+        assert!(err.contains(want), "{want} missing in:\n{err}");
+    }
+    assert!(
+        err.lines()
+            .all(|l| l.starts_with("error: ") && l.contains("job.toml: ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_where_a_directory_belongs_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "t.toml", SMS);
+    write(dir.path(), "r.jsonl", "");
+    write(dir.path(), "afile", "x");
+    let job = write(
+        dir.path(),
+        "job.toml",
+        &format!(
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[tracking]\ndir = \"afile/tracking\"\n{OUT}"
+        ),
+    );
+    let out = tidings_env(&["run", job.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("job.toml: tracking.dir: ") && err.contains("afile is a file"),
+        "{err}"
+    );
+    assert!(!err.contains("os error 20"), "{err}");
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_in_the_job_and_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "t.toml", &format!("\u{feff}{SMS}"));
+    write(dir.path(), "r.jsonl", "");
+    let job = write(
+        dir.path(),
+        "job.toml",
+        &format!(
+            "\u{feff}name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n{OUT}"
+        ),
+    );
+    let out = tidings_env(&["check", job.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn workers_are_capped_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "t.toml", SMS);
+    write(dir.path(), "r.jsonl", "");
+    let job = write(
+        dir.path(),
+        "job.toml",
+        &format!(
+            "name = \"x\"\ntemplates = \"t.toml\"\nworkers = 3000\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n{OUT}"
+        ),
+    );
+    let out = tidings_env(&["run", job.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("job.toml: workers: 3000 is more than 256"),
+        "{err}"
+    );
+    let job = write(
+        dir.path(),
+        "job2.toml",
+        &format!(
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n{OUT}"
+        ),
+    );
+    let out = tidings_env(&["run", job.to_str().unwrap(), "-w", "5000"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("-w 5000: use 1 to 256"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let (_dir, job) = demo_copy();
+    let job = job.to_str().unwrap();
+    common::tidings(&["run", job, "--now", "2025-11-22T10:00:00+08:00"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["sql", "--job", job, "SELECT * FROM events"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -0`: the reader is gone before the first row is written.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    common::wait_within(&mut child, Duration::from_secs(60), "tidings sql");
+    assert!(!err.contains("panicked"), "{err}");
+}
