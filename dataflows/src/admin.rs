@@ -379,6 +379,7 @@ fn source(state: &AdminState) -> Value {
         "kind": if state.job.kafka.is_some() { "kafka" } else { "file" },
         "topic": state.job.kafka.as_ref().map(|k| k.topic.clone()),
         "partitions": parts,
+        "status": state.live.source().status(),
         "event_time": {
             "low_watermark": state.live.source().low_watermark().map(iso),
             "late_records": state.live.source().late(),

@@ -272,13 +272,37 @@ fn default_epoch_lines() -> usize {
     4096
 }
 
+/// The partitions of a file source: the file itself, or the files of a directory (one per
+/// partition, in name order; hidden files skipped).
+pub fn partition_files(path: &Path) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && !p
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// `[source]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// `file` or `kafka`.
     pub kind: SourceKind,
-    /// File source: the JSON-lines file, relative to the job file.
+    /// File source: the JSON-lines file, or a directory with one file per partition (read in
+    /// parallel, each with its own watermark), relative to the job file.
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// Kafka: bootstrap servers. Default `"127.0.0.1:9092"`.
@@ -727,10 +751,22 @@ impl Job {
             SourceKind::File => match &file.source.path {
                 Some(p) => {
                     let p = base.join(p);
-                    if run && !p.is_file() {
+                    if run && !p.is_file() && !p.is_dir() {
                         bad(
                             "source.path",
-                            format!("{} is not a readable file", p.display()),
+                            format!(
+                                "{} is not a readable file (or a directory of partition files)",
+                                p.display()
+                            ),
+                        );
+                    }
+                    if run && p.is_dir() && partition_files(&p).is_empty() {
+                        bad(
+                            "source.path",
+                            format!(
+                                "{} is a directory without files; put one JSON-lines file per partition in it",
+                                p.display()
+                            ),
                         );
                     }
                     Some(p)

@@ -168,6 +168,8 @@ pub struct KafkaReader {
     retry: std::cell::Cell<(Instant, Duration)>,
     /// The last problem said (said again only when it changes).
     told: RefCell<String>,
+    /// Where the source's status is shown (`/state/source`).
+    live: Live,
 }
 
 /// Publishes the partitions' positions and high watermarks from librdkafka's statistics
@@ -223,10 +225,11 @@ impl KafkaReader {
             .set("enable.partition.eof", "true")
             .set("topic.metadata.refresh.interval.ms", "5000")
             .create_with_context(SourceContext {
-                live,
+                live: live.clone(),
                 topic: s.topic.clone(),
             })?;
         Ok(Rc::new(KafkaReader {
+            live,
             consumer: GroupConsumer::new(consumer),
             topic: s.topic.clone(),
             brokers: s.brokers.clone(),
@@ -240,6 +243,9 @@ impl KafkaReader {
     }
 
     fn tell(&self, what: String) {
+        if self.worker == 0 {
+            self.live.source().set_status(Some(what.clone()));
+        }
         if self.worker == 0 && *self.told.borrow() != what {
             eprintln!("{what}");
             *self.told.borrow_mut() = what;

@@ -328,12 +328,25 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                             .source_path
                             .clone()
                             .expect("job check requires a file source path");
-                        // Worker 0 reads the file; its lines are spread over the workers.
+                        let paths = crate::job::partition_files(&path);
+                        let names = if path.is_dir() {
+                            paths
+                                .iter()
+                                .map(|p| {
+                                    let file = p.file_name().unwrap_or_default().to_string_lossy();
+                                    Arc::from(format!("{source_name_w}/{file}"))
+                                })
+                                .collect()
+                        } else {
+                            vec![source_name_w.clone()]
+                        };
+                        // Worker `i % peers` reads partition `i`; lines are spread over the
+                        // workers.
                         file_source(
                             scope,
                             FileSettings {
-                                path,
-                                name: source_name_w.clone(),
+                                paths,
+                                names,
                                 batch_lines: job.file.source.epoch_lines,
                                 in_flight: opts.in_flight,
                                 event: job.event,
@@ -345,7 +358,11 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                             cuts,
                             live.clone(),
                         )
-                        .exchange(|r: &SourceRecord| r.offset as u64)
+                        .exchange(|r: &SourceRecord| {
+                            (r.offset as u64)
+                                .wrapping_mul(31)
+                                .wrapping_add(r.partition as u64)
+                        })
                     }
                 };
                 let admitted = split(admit(records, validator, gate, clock));

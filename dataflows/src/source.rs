@@ -71,6 +71,8 @@ pub struct Partition {
     inflight: VecDeque<(i64, u64, Epoch, PartitionClock)>,
     /// Nothing more to read for now (end of file, or the broker said so).
     pub caught_up: bool,
+    /// A file partition's fingerprint, kept with its positions.
+    pub fingerprint: Option<String>,
 }
 
 impl Partition {
@@ -86,6 +88,7 @@ impl Partition {
                 after: p.after.into_iter().collect(),
                 inflight: VecDeque::new(),
                 caught_up: false,
+                fingerprint: p.fingerprint,
             },
             None => Partition {
                 id,
@@ -96,6 +99,7 @@ impl Partition {
                 after: HashSet::new(),
                 inflight: VecDeque::new(),
                 caught_up: false,
+                fingerprint: None,
             },
         }
     }
@@ -168,6 +172,7 @@ impl Partition {
                 clock,
                 read_to,
                 after,
+                fingerprint: self.fingerprint.clone(),
             },
             None if self.next < self.read_to => Position {
                 offset: self.next,
@@ -175,6 +180,7 @@ impl Partition {
                 clock: self.clock,
                 read_to,
                 after,
+                fingerprint: self.fingerprint.clone(),
             },
             None => Position {
                 offset: self.next,
@@ -182,6 +188,7 @@ impl Partition {
                 clock: self.clock,
                 read_to: self.next,
                 after: Vec::new(),
+                fingerprint: self.fingerprint.clone(),
             },
         }
     }
@@ -246,10 +253,10 @@ pub fn give_stamped(
 /// What the file source needs.
 #[derive(Debug, Clone)]
 pub struct FileSettings {
-    /// The file.
-    pub path: PathBuf,
-    /// `file:<path as written in the job>`.
-    pub name: Arc<str>,
+    /// The partitions: partition `i` is `paths[i]`, read by worker `i % peers`.
+    pub paths: Vec<PathBuf>,
+    /// Each partition's name, `file:<path as written in the job>` (message ids derive from it).
+    pub names: Vec<Arc<str>>,
     /// Lines read per turn.
     pub batch_lines: usize,
     /// Records given on and not yet sent before the source waits.
@@ -335,7 +342,18 @@ pub fn too_large(full: usize) -> Option<String> {
     })
 }
 
-/// Reads the job's file on worker 0; other workers read nothing (exchange the stream by line).
+/// One partition file being read.
+struct FilePart {
+    path: PathBuf,
+    name: Arc<str>,
+    reader: BufReader<File>,
+    part: Partition,
+    /// At its end (and not following).
+    done: bool,
+}
+
+/// Reads the job's file partitions: worker `w` reads partitions `i % peers == w`, each with its
+/// own watermark; exchange the stream to spread the lines over every worker.
 pub fn file_source<'s>(
     scope: Scope<'s, Epoch>,
     settings: FileSettings,
@@ -345,7 +363,11 @@ pub fn file_source<'s>(
     checkpoints: Checkpoints,
     live: Live,
 ) -> StreamVec<'s, Epoch, SourceRecord> {
-    let reads = scope.index() == 0;
+    let (index, peers) = (scope.index(), scope.peers());
+    let owned: Vec<usize> = (0..settings.paths.len())
+        .filter(|i| i % peers == index)
+        .collect();
+    let reads = !owned.is_empty();
     if reads {
         checkpoints.register_source();
     }
@@ -355,114 +377,75 @@ pub fn file_source<'s>(
         move |cap, info| {
             let activator = scope.activator_for(info.address);
             let FileSettings {
-                path,
-                name,
+                paths,
+                names,
                 batch_lines,
                 in_flight,
                 event,
                 follow,
             } = settings;
             let mut cap = reads.then_some(cap);
-            let mut reader: Option<BufReader<File>> = None;
-            let mut part = Partition::new(0, None, 1);
+            let mut parts: Vec<FilePart> = Vec::new();
             let mut flight = InFlight::default();
             let mut line = Vec::new();
             let mut opened = false;
-            let mut fp: Option<String> = None;
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
                 if !opened {
                     opened = true;
-                    match open_at(&path, &checkpoints) {
-                        Ok((r, p, f)) => {
-                            reader = Some(r);
-                            part = p;
-                            fp = f;
-                            checkpoints.set_fingerprint(fp.clone());
+                    let restored = checkpoints.restored_positions();
+                    for &i in &owned {
+                        match open_at(&paths[i], i as i32, restored.get(&(i as i32))) {
+                            Ok((reader, part)) => parts.push(FilePart {
+                                path: paths[i].clone(),
+                                name: names[i].clone(),
+                                reader,
+                                part,
+                                done: false,
+                            }),
+                            Err(e) => panic!("file source {}: {e}", paths[i].display()),
                         }
-                        Err(e) => panic!("file source {}: {e}", path.display()),
                     }
                 }
-                let finish = |part: &Partition| {
-                    checkpoints
-                        .source_finished(0, BTreeMap::from([(0, part.position(Epoch::MAX))]));
+                let positions = |parts: &[FilePart], cut: Epoch| -> BTreeMap<i32, Position> {
+                    parts
+                        .iter()
+                        .map(|f| (f.part.id, f.part.position(cut)))
+                        .collect()
                 };
                 if stop.load(Ordering::Relaxed) {
                     // Ctrl-C / SIGTERM: read no more; what was read drains through the graph.
-                    finish(&part);
+                    checkpoints.source_finished(index, positions(&parts, Epoch::MAX));
                     cap = None;
                     return;
                 }
-                let hold = checkpoints.source_turn(0, *c.time());
-                let Some(r) = reader.as_mut() else { return };
+                let hold = checkpoints.source_turn(index, *c.time());
                 let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
-                let mut eof = false;
+                let now = clock.now_ms();
                 if !flight.full(&progress, *c.time(), in_flight) {
-                    let now = clock.now_ms();
-                    for _ in 0..batch_lines.max(1) {
-                        let (n, full) = match read_line_capped(r, &mut line, MAX_RECORD_BYTES) {
-                            Ok(got) => got,
-                            Err(e) => {
-                                panic!("file source {}: line {}: {e}", path.display(), part.next)
+                    let share = (batch_lines.max(1) / parts.len().max(1)).max(1);
+                    for f in parts.iter_mut().filter(|f| !f.done) {
+                        let eof = read_lines(
+                            f,
+                            share,
+                            &mut line,
+                            now,
+                            &event,
+                            *c.time(),
+                            follow,
+                            &live,
+                            &mut batch,
+                        );
+                        if eof {
+                            f.part.caught_up = true;
+                            if follow {
+                                // A caught-up file moves its watermark with the wall clock.
+                                f.part
+                                    .clock
+                                    .raise(now.saturating_sub(event.max_out_of_order_ms));
+                            } else {
+                                f.done = true;
                             }
-                        };
-                        if n == 0 || (follow && line.last() != Some(&b'\n')) {
-                            // The end, or (following) a line still being written: read it
-                            // whole next time.
-                            if n > 0 {
-                                let back = -(n as i64);
-                                let _ = r.seek_relative(back);
-                            }
-                            eof = true;
-                            break;
-                        }
-                        if fp.is_none() && part.next == 1 {
-                            fp = fingerprint(&path).ok().flatten();
-                            checkpoints.set_fingerprint(fp.clone());
-                        }
-                        let offset = part.next;
-                        let big = too_large(full);
-                        let bytes = line.trim_ascii();
-                        if bytes.is_empty() {
-                            part.next += 1;
-                            part.next_byte += n;
-                            continue;
-                        }
-                        let time = match &big {
-                            Some(why) => Err(why.clone()),
-                            None => line_event_time(bytes, now),
-                        };
-                        let Some(s) = part.stamp(offset, n, time, now, &event, *c.time()) else {
-                            continue;
-                        };
-                        if s.late_by > 0 {
-                            live.source().add_late(0, 1);
-                        }
-                        let bytes = match big {
-                            Some(_) => oversized(bytes, full),
-                            None => bytes.to_vec(),
-                        };
-                        batch.push((
-                            s.epoch,
-                            SourceRecord {
-                                source: name.clone(),
-                                partition: 0,
-                                offset,
-                                bytes,
-                                read_time: now,
-                                timestamp: None,
-                                event_time: s.event_time,
-                                late_by: s.late_by,
-                                bad_time: s.bad_time,
-                            },
-                        ));
-                    }
-                    if eof {
-                        part.caught_up = true;
-                        if follow {
-                            // A caught-up file moves its watermark with the wall clock.
-                            part.clock
-                                .raise(now.saturating_sub(event.max_out_of_order_ms));
                         }
                     }
                 }
@@ -470,25 +453,39 @@ pub fn file_source<'s>(
                     flight.add(*e, 1);
                 }
                 give_stamped(output, c, batch);
-                live.source().set(0, part.next, None);
-                live.source().set_watermark(0, part.clock.watermark);
-                if eof && !follow {
-                    finish(&part);
+                for f in &parts {
+                    live.source().set(f.part.id, f.part.next, None);
+                    live.source()
+                        .set_watermark(f.part.id, f.part.clock.watermark);
+                }
+                if parts.iter().all(|f| f.done) {
+                    checkpoints.source_finished(index, positions(&parts, Epoch::MAX));
                     cap = None;
                     return;
                 }
-                let mut target = part.watermark_epoch(&event).unwrap_or(*c.time());
+                // The least watermark of the partitions still being read; one that has none
+                // yet holds the capability where it is.
+                let mut target = parts
+                    .iter()
+                    .filter(|f| !f.done)
+                    .map(|f| f.part.watermark_epoch(&event))
+                    .collect::<Option<Vec<Epoch>>>()
+                    .and_then(|w| w.into_iter().min())
+                    .unwrap_or(*c.time());
                 if let Some(h) = hold {
                     target = target.min(h);
                 }
                 if target > *c.time() {
-                    for cut in checkpoints.cuts_to_deposit(0, target) {
-                        checkpoints.deposit(cut, 0, BTreeMap::from([(0, part.position(cut))]));
+                    for cut in checkpoints.cuts_to_deposit(index, target) {
+                        checkpoints.deposit(cut, index, positions(&parts, cut));
                     }
                     c.downgrade(&target);
-                    part.prune(target);
+                    for f in parts.iter_mut() {
+                        f.part.prune(target);
+                    }
                 }
-                if eof {
+                let waiting = parts.iter().all(|f| f.done || f.part.caught_up);
+                if waiting {
                     activator.activate_after(Duration::from_millis(100));
                 } else if flight.full(&progress, *c.time(), in_flight) || hold.is_some() {
                     activator.activate_after(Duration::from_millis(1));
@@ -500,41 +497,112 @@ pub fn file_source<'s>(
     )
 }
 
-/// Opens the file at the restored checkpoint's position when it is the same file (same
+/// Reads up to `max` lines of one partition into `batch`; returns whether it reached the end
+/// (following: a line still being written waits for its newline).
+#[allow(clippy::too_many_arguments)]
+fn read_lines(
+    f: &mut FilePart,
+    max: usize,
+    line: &mut Vec<u8>,
+    now: Millis,
+    event: &EventTime,
+    floor: Epoch,
+    follow: bool,
+    live: &Live,
+    batch: &mut Vec<(Epoch, SourceRecord)>,
+) -> bool {
+    for _ in 0..max {
+        let (n, full) = match read_line_capped(&mut f.reader, line, MAX_RECORD_BYTES) {
+            Ok(got) => got,
+            Err(e) => panic!(
+                "file source {}: line {}: {e}",
+                f.path.display(),
+                f.part.next
+            ),
+        };
+        if n == 0 || (follow && line.last() != Some(&b'\n')) {
+            if n > 0 {
+                let _ = f.reader.seek_relative(-(n as i64));
+            }
+            return true;
+        }
+        if f.part.fingerprint.is_none() && f.part.next == 1 {
+            f.part.fingerprint = fingerprint(&f.path).ok().flatten();
+        }
+        let offset = f.part.next;
+        let big = too_large(full);
+        let bytes = line.trim_ascii();
+        if bytes.is_empty() {
+            f.part.next += 1;
+            f.part.next_byte += n;
+            continue;
+        }
+        let time = match &big {
+            Some(why) => Err(why.clone()),
+            None => line_event_time(bytes, now),
+        };
+        let Some(s) = f.part.stamp(offset, n, time, now, event, floor) else {
+            continue;
+        };
+        if s.late_by > 0 {
+            live.source().add_late(f.part.id, 1);
+        }
+        let bytes = match big {
+            Some(_) => oversized(bytes, full),
+            None => bytes.to_vec(),
+        };
+        batch.push((
+            s.epoch,
+            SourceRecord {
+                source: f.name.clone(),
+                partition: f.part.id,
+                offset,
+                bytes,
+                read_time: now,
+                timestamp: None,
+                event_time: s.event_time,
+                late_by: s.late_by,
+                bad_time: s.bad_time,
+            },
+        ));
+    }
+    false
+}
+
+/// Opens a partition file at its restored position when it is the same file (same
 /// fingerprint, not shorter); otherwise from the start, saying why.
 fn open_at(
     path: &std::path::Path,
-    checkpoints: &Checkpoints,
-) -> std::io::Result<(BufReader<File>, Partition, Option<String>)> {
+    id: i32,
+    restored: Option<&Position>,
+) -> std::io::Result<(BufReader<File>, Partition)> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     let fp = fingerprint(path)?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let restored = checkpoints.restored_positions().remove(&0);
-    let Some(pos) = restored else {
-        return Ok((reader, Partition::new(0, None, 1), fp));
+    let fresh = |fp| {
+        let mut p = Partition::new(id, None, 1);
+        p.fingerprint = fp;
+        p
     };
-    let same = checkpoints.restored_fingerprint().is_some()
-        && checkpoints.restored_fingerprint() == fp.as_deref();
+    let Some(pos) = restored else {
+        return Ok((reader, fresh(fp)));
+    };
+    let same = pos.fingerprint.is_some() && pos.fingerprint == fp;
     if !same || pos.byte > len {
-        tracing_line(&format!(
-            "file source {}: the file is not the one the checkpoint read ({}); reading it from the start",
+        eprintln!(
+            "file source {}: not the file the checkpoint read ({}); reading it from the start",
             path.display(),
             if same {
                 "it is shorter"
             } else {
                 "its first line differs"
             }
-        ));
-        checkpoints.forget_positions();
-        return Ok((reader, Partition::new(0, None, 1), fp));
+        );
+        return Ok((reader, fresh(fp)));
     }
     reader.seek(SeekFrom::Start(pos.byte))?;
-    Ok((reader, Partition::new(0, Some(pos), 1), fp))
-}
-
-fn tracing_line(s: &str) {
-    eprintln!("{s}");
+    Ok((reader, Partition::new(id, Some(pos.clone()), 1)))
 }
 
 #[cfg(test)]

@@ -212,3 +212,55 @@ fn a_quiet_topic_releases_a_parked_message_on_time() {
     );
     interrupt(child, "the Kafka job");
 }
+
+#[test]
+fn an_unreachable_broker_is_said_within_seconds_and_idle_exit_still_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("templates.toml"),
+        common::sms_template(1, "none", false, "user_id"),
+    )
+    .unwrap();
+    let job = dir.path().join("job.toml");
+    // Port 1 on loopback: nothing listens there.
+    std::fs::write(
+        &job,
+        "name = \"down\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\n\
+         topic = \"nowhere\"\n[tracking]\ndir = \"var/tracking\"\n\
+         [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", job.to_str().unwrap(), "--idle-exit", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut first = None;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if first.is_none() && line.contains("cannot reach the brokers at 127.0.0.1:1") {
+                first = Some(start.elapsed());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        (first, all)
+    });
+    let status = common::wait_within(
+        &mut child,
+        Duration::from_secs(60),
+        "the job with no broker",
+    );
+    let (first, all) = said.join().unwrap();
+    let first = first.unwrap_or_else(|| panic!("never said the brokers are unreachable: {all}"));
+    assert!(first < Duration::from_secs(10), "said after {first:?}");
+    assert!(status.success(), "{all}");
+}

@@ -47,7 +47,21 @@ type Row = (String, String, String, i64);
 /// The sequential model of CONTRACT §4 in event-time order: every delivery judged at its event
 /// time (a parked one at its release time), in (event time, original event time, line,
 /// receiver index) order, whatever the lines' order in the file.
-fn model(reqs: &[Req]) -> Vec<Row> {
+/// Where request `i` is read from: its message id and its place in the source order
+/// (partition, line within the partition).
+fn place(parts: &[usize], i: usize) -> (String, (usize, i64)) {
+    let p = parts[i];
+    let line = parts[..=i].iter().filter(|&&q| q == p).count() as i64;
+    let k = parts.iter().max().copied().unwrap_or(0) + 1;
+    let id = if k == 1 {
+        message_id("file:requests.jsonl", 0, line, 0)
+    } else {
+        message_id(&format!("file:requests/p{p}.jsonl"), p as i32, line, 0)
+    };
+    (id, (p, line))
+}
+
+fn model(reqs: &[Req], parts: &[usize]) -> Vec<Row> {
     let tz = chrono_tz::Asia::Shanghai;
     let night = NightWindow::parse("00:00-08:00").unwrap();
     let mut rows = Vec::new();
@@ -60,8 +74,7 @@ fn model(reqs: &[Req]) -> Vec<Row> {
     };
     let mut items = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
-        let line = i as i64 + 1;
-        let id = message_id("file:requests.jsonl", 0, line, 0);
+        let (id, line) = place(parts, i);
         let local = tidings_model::time::to_utc(r.ts).with_timezone(&tz);
         for (k, rcv) in r.receivers.iter().enumerate() {
             rows.push((id.clone(), rcv.to_string(), "RECEIVE".to_string(), r.ts));
@@ -107,7 +120,7 @@ fn model(reqs: &[Req]) -> Vec<Row> {
     rows
 }
 
-fn graph(reqs: &[Req], workers: usize) -> Vec<Row> {
+fn graph(reqs: &[Req], parts: &[usize], workers: usize) -> Vec<Row> {
     let dir = tempfile::tempdir().unwrap();
     let templates = [
         common::sms_template(1, "none", true, "user_id"),
@@ -123,6 +136,27 @@ fn graph(reqs: &[Req], workers: usize) -> Vec<Row> {
     let extra =
         "[dedup]\ncontent = { num = 1, time = 1800 }\nfrequency = { num = 3 }\nlateness = 864000\n";
     let job = common::write_job(dir.path(), &templates, &lines, extra);
+    let k = parts.iter().max().copied().unwrap_or(0) + 1;
+    if k > 1 {
+        // One file per partition, each in the stream's order; read by `p % workers`.
+        let files = dir.path().join("requests");
+        std::fs::create_dir_all(&files).unwrap();
+        for p in 0..k {
+            let body: String = reqs
+                .iter()
+                .zip(parts)
+                .filter(|(_, q)| **q == p)
+                .map(|(r, _)| {
+                    common::envelope(r.ts, r.template, &r.receivers.join(","), r.v) + "\n"
+                })
+                .collect();
+            std::fs::write(files.join(format!("p{p}.jsonl")), body).unwrap();
+        }
+        let text = std::fs::read_to_string(&job)
+            .unwrap()
+            .replace("path = \"requests.jsonl\"", "path = \"requests\"");
+        std::fs::write(&job, text).unwrap();
+    }
     // Nothing is late: the lines are up to two days apart in any order.
     common::set_source(&job, "max_out_of_order_ms = 259200000");
     // The clock is far in the future: whatever is still parked at the end is released.
@@ -155,11 +189,27 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn dataflow_matches_sequential_model(reqs in proptest::collection::vec(req(), 1..40)) {
-        let want = model(&reqs);
-        let one = graph(&reqs, 1);
+    fn dataflow_matches_sequential_model(
+        (reqs, parts) in (proptest::collection::vec(req(), 1..40), 1usize..=8).prop_flat_map(|(reqs, k)| {
+            let n = reqs.len();
+            (Just(reqs), proptest::collection::vec(0..k, n))
+        })
+    ) {
+        let want = model(&reqs, &parts);
+        let one = graph(&reqs, &parts, 1);
         prop_assert_eq!(&one, &want, "1 worker vs model: {:?} vs {:?}", by_state(&one), by_state(&want));
-        let four = graph(&reqs, 4);
+        let four = graph(&reqs, &parts, 4);
         prop_assert_eq!(&four, &want, "4 workers vs model");
+        // The caps hold whatever the order: per (receiver, local day) at most FREQ_NUM sends
+        // (template 4 is exempt from the rules).
+        let exempt: std::collections::HashSet<String> = (0..reqs.len())
+            .filter(|&i| reqs[i].template == 4)
+            .map(|i| place(&parts, i).0)
+            .collect();
+        let mut sends: HashMap<(&str, i32), u32> = HashMap::new();
+        for r in four.iter().filter(|r| r.2 == "SEND_SUCCESS" && !exempt.contains(&r.0)) {
+            *sends.entry((r.1.as_str(), local_day(chrono_tz::Asia::Shanghai, r.3))).or_default() += 1;
+        }
+        prop_assert!(sends.values().all(|&n| n <= FREQ_NUM), "{:?}", sends);
     }
 }

@@ -74,6 +74,9 @@ pub struct Position {
     /// Offsets in `offset..read_to` whose epoch was past the cut.
     #[serde(default)]
     pub after: Vec<i64>,
+    /// A file partition's fingerprint (of its first line), so a replaced file is read anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// The manifest of a complete checkpoint.
@@ -87,9 +90,6 @@ pub struct Manifest {
     /// Where to resume, per partition.
     #[serde(default)]
     pub positions: BTreeMap<i32, Position>,
-    /// A file source's fingerprint (of its first line), so a replaced file is read anew.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -116,8 +116,6 @@ struct Shared {
     completed: Option<(Epoch, BTreeMap<i32, Position>)>,
     /// Positions of the restored checkpoint (the base every manifest merges into).
     base: BTreeMap<i32, Position>,
-    /// The file source's fingerprint.
-    fingerprint: Option<String>,
 }
 
 /// The checkpoints of one run, shared by every operator of every worker of the process.
@@ -127,7 +125,6 @@ pub struct Checkpoints {
     source: String,
     run: String,
     restored: Option<PathBuf>,
-    restored_fingerprint: Option<String>,
     shared: Arc<Mutex<Shared>>,
 }
 
@@ -153,7 +150,7 @@ impl Checkpoints {
         }
         complete.sort();
         let restored = if fresh { None } else { complete.pop() };
-        let (base, fingerprint) = match &restored {
+        let base = match &restored {
             Some(p) => {
                 let m = read_manifest(p)?;
                 if m.source == source {
@@ -166,22 +163,20 @@ impl Checkpoints {
                             ..Position::default()
                         });
                     }
-                    (positions, m.fingerprint)
+                    positions
                 } else {
-                    (BTreeMap::new(), None)
+                    BTreeMap::new()
                 }
             }
-            None => (BTreeMap::new(), None),
+            None => BTreeMap::new(),
         };
         Ok(Checkpoints {
             dir,
             source: source.to_string(),
             run: format!("{run_start_ms:013}"),
             restored,
-            restored_fingerprint: fingerprint.clone(),
             shared: Arc::new(Mutex::new(Shared {
                 base,
-                fingerprint,
                 ..Shared::default()
             })),
         })
@@ -208,21 +203,6 @@ impl Checkpoints {
             .iter()
             .map(|(&p, pos)| (p, pos.offset))
             .collect()
-    }
-
-    /// The restored file fingerprint.
-    pub fn restored_fingerprint(&self) -> Option<&str> {
-        self.restored_fingerprint.as_deref()
-    }
-
-    /// Sets the file source's fingerprint, written with every manifest.
-    pub fn set_fingerprint(&self, fingerprint: Option<String>) {
-        self.lock().fingerprint = fingerprint;
-    }
-
-    /// Forgets the restored positions (the file changed: it is read from the start).
-    pub fn forget_positions(&self) {
-        self.lock().base.clear();
     }
 
     /// Registers one operator instance that writes a part of every checkpoint. Call while
@@ -341,7 +321,7 @@ impl Checkpoints {
     /// completes the newest cut before it that has all its parts and positions, and removes
     /// older ones. Returns its epoch when one was completed.
     pub fn complete_before(&self, before: Option<Epoch>) -> io::Result<Option<Epoch>> {
-        let (epoch, merged, fingerprint) = {
+        let (epoch, merged) = {
             let mut s = self.lock();
             let writers = s.writers;
             let candidates: Vec<Epoch> = s
@@ -372,7 +352,7 @@ impl Checkpoints {
                 s.positions.clear();
                 s.cuts.clear();
             }
-            (epoch, merged, s.fingerprint.clone())
+            (epoch, merged)
         };
         let dir = self.dir_of(epoch);
         std::fs::create_dir_all(&dir)?;
@@ -380,7 +360,6 @@ impl Checkpoints {
             source: self.source.clone(),
             offsets: merged.iter().map(|(&p, pos)| (p, pos.offset)).collect(),
             positions: merged.clone(),
-            fingerprint,
         })
         .map_err(io::Error::other)?;
         write_durably(&dir.join(MANIFEST), &body)?;

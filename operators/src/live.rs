@@ -171,9 +171,24 @@ pub struct SourceGauge {
     partitions: Mutex<BTreeMap<i32, (i64, Option<i64>)>>,
     /// Per partition: its event-time watermark and the records that came later than it.
     clocks: Mutex<BTreeMap<i32, (Option<Millis>, u64)>>,
+    /// What the source last said about its connection (e.g. brokers unreachable).
+    status: Mutex<Option<String>>,
 }
 
 impl SourceGauge {
+    /// Records what the source says about itself (None: reading normally).
+    pub fn set_status(&self, status: Option<String>) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    /// What the source last said about itself.
+    pub fn status(&self) -> Option<String> {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Records a partition's event-time watermark.
     pub fn set_watermark(&self, partition: i32, watermark: Option<Millis>) {
         self.clocks
