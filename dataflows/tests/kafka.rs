@@ -463,3 +463,79 @@ fn a_burst_over_four_partitions_decides_as_the_file_does_twice() {
         );
     }
 }
+
+/// Distinct decisions of a Parquet tracking directory (message ids aside: they name the source).
+fn distinct_decisions(tracking: &std::path::Path) -> Vec<String> {
+    common::sql_csv(
+        tracking,
+        "SELECT DISTINCT template_id, receiver, event_time, state, coalesce(reason, '') AS reason \
+         FROM events ORDER BY template_id, receiver, event_time, state, reason",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn three_sigkills_leave_the_decisions_of_the_file() {
+    let (dir, file_job) = common::demo_copy();
+    common::set_source(&file_job, "max_out_of_order_ms = 300000");
+    let unique = common::unique();
+    let topic = format!("kill-{unique}");
+    let text = std::fs::read_to_string(&file_job).unwrap();
+    let kafka_text = text
+        .replace(
+            "kind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 256",
+            &format!(
+                "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\ncheckpoint_ms = 100",
+                brokers()
+            ),
+        )
+        .replace("state_dir = \"var/state\"", "state_dir = \"var/state-kafka\"")
+        .replace("dir = \"var/tracking\"", "dir = \"var/tracking-kafka\"");
+    assert!(kafka_text.contains("tracking-kafka") && kafka_text.contains("checkpoint_ms = 100"));
+    let kafka_job = dir.path().join("kafka.toml");
+    std::fs::write(&kafka_job, kafka_text).unwrap();
+    let j = kafka_job.to_str().unwrap();
+    // The demo's lines carry keys 0..999: the burst spreads over the topic's partitions.
+    common::tidings(&[
+        "send",
+        "--job",
+        j,
+        "-f",
+        dir.path().join("requests.jsonl").to_str().unwrap(),
+    ]);
+    common::tidings(&["run", file_job.to_str().unwrap()]);
+    let want = distinct_decisions(&dir.path().join("var/tracking"));
+    assert!(want.len() > 3000, "{}", want.len());
+
+    for (i, after) in [400u64, 900, 1500].into_iter().enumerate() {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["run", j])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(after));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "run {i} was killed");
+    }
+    let mut last = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", j, "--idle-exit", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_within(&mut last, LIMIT, "the run after three SIGKILLs");
+    assert!(status.success());
+    let got = distinct_decisions(&dir.path().join("var/tracking-kafka"));
+    let missing: Vec<&String> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+    let extra: Vec<&String> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+    assert!(
+        got == want,
+        "{} vs {} distinct rows; missing {missing:?}; extra {extra:?}",
+        got.len(),
+        want.len()
+    );
+}
