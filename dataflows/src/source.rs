@@ -602,6 +602,11 @@ fn open_at(
         return Ok((reader, fresh(fp)));
     }
     reader.seek(SeekFrom::Start(pos.byte))?;
+    eprintln!(
+        "file source {}: resuming at line {} (read before; `tidings run --from-start` replays it)",
+        path.display(),
+        pos.read_to.max(pos.offset)
+    );
     Ok((reader, Partition::new(id, Some(pos.clone()), 1)))
 }
 
