@@ -39,6 +39,18 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// `tidings run JOB ARGS` in the background, its stderr piped.
+fn spawn_run(job: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .arg("run")
+        .arg(job)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn interrupt(mut child: Child, what: &str) -> String {
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -111,12 +123,7 @@ fn follow_reads_lines_appended_while_running() {
         "",
     );
     common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
-    let child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["run", job.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&job, &[]);
     let outbox = dir.path().join("var/outbox/sms.jsonl");
     wait_for(Duration::from_secs(30), "the first two sent", || {
         lines(&outbox) == 2
@@ -180,12 +187,7 @@ fn a_quiet_topic_releases_a_parked_message_on_time() {
     let line = serde_json::json!({"code": "send", "messageTemplateId": 1,
         "messageParam": {"receiver": "night-owl", "variables": {"v": "x"}}})
     .to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["run", job.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&job, &[]);
     produce(&brokers, &topic, [Outgoing::of_line(&line)], || {}).unwrap();
     let outbox = dir.path().join("var/outbox/sms.jsonl");
     let release_ms = Utc
@@ -231,12 +233,7 @@ fn an_unreachable_broker_is_said_within_seconds_and_idle_exit_still_ends_the_run
     )
     .unwrap();
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["run", job.to_str().unwrap(), "--idle-exit", "4"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&job, &["--idle-exit", "4"]);
     let stderr = child.stderr.take().unwrap();
     let said = std::thread::spawn(move || {
         use std::io::BufRead as _;
