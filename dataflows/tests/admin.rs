@@ -276,6 +276,15 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
             && v["checkpoint"]["completed"].as_u64() > Some(0)
     });
     assert_eq!(source["lag"], 0, "{source}");
+    // The event-time view: a watermark per partition read, its lag, late records (none here).
+    let clocks = source["event_time"]["partitions"].as_array().unwrap();
+    assert!(!clocks.is_empty(), "{source}");
+    assert!(
+        clocks.iter().all(|c| c["watermark"].is_string()),
+        "{source}"
+    );
+    assert_eq!(source["event_time"]["late_records"], 0, "{source}");
+    assert_eq!(source["event_time"]["max_out_of_order_ms"], 200, "{source}");
 
     // /metrics parses as Prometheus text and counts the tracked rows (once durable: counters
     // move when the tracking stage flushes, at most `flush_interval_ms` after the rows).
@@ -328,6 +337,30 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
         )
     };
     assert_eq!(events("SEND_SUCCESS"), 2.0, "{text}");
+    // Watermarks are recent (the records were produced just now), nothing came late.
+    let watermarks: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "tidings_source_watermark_seconds")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .collect();
+    assert!(!watermarks.is_empty(), "{text}");
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        watermarks.iter().all(|w| now_s - w < 600.0),
+        "{watermarks:?}"
+    );
+    assert_eq!(
+        value("tidings_source_late_records_total", &[]),
+        0.0,
+        "{text}"
+    );
     assert_eq!(events("CONTENT_DEDUPLICATION"), 1.0, "{text}");
     assert_eq!(events("RECEIVE"), 3.0, "{text}");
     assert_eq!(

@@ -261,3 +261,52 @@ fn an_unreachable_broker_is_said_within_seconds_and_idle_exit_still_ends_the_run
     assert!(first < Duration::from_secs(10), "said after {first:?}");
     assert!(status.success(), "{all}");
 }
+
+#[test]
+fn a_record_later_than_the_bound_is_judged_at_the_watermark_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = 1_763_784_000_000; // 2025-11-22 12:00 Shanghai
+    let hour = 3_600_000;
+    let requests = [
+        common::envelope(t, 1, "u1", "a"),
+        common::envelope(t + hour, 1, "u2", "b"),
+        common::envelope(t, 1, "u3", "c"), // an hour behind: later than the 5-minute bound
+        common::envelope(t + hour - 60_000, 1, "u4", "d"), // a minute behind: on time
+    ]
+    .join("\n");
+    let job = common::write_job(
+        dir.path(),
+        &common::sms_template(1, "none", true, "user_id"),
+        &requests,
+        "",
+    );
+    let (events, dead, _) = common::run_memory(&job, 2, t + 2 * hour);
+    assert!(dead.is_empty(), "{dead:?}");
+    let receive = |r: &str| {
+        events
+            .iter()
+            .find(|e| e.receiver == r && e.state == tidings_model::State::Receive)
+            .unwrap_or_else(|| panic!("no RECEIVE for {r}: {events:?}"))
+    };
+    let late = receive("u3");
+    assert_eq!(
+        late.event_time,
+        t + hour - 300_000,
+        "judged at the watermark"
+    );
+    let reason = late.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("late: event time 1763784000000 came 3300000 ms behind"),
+        "{reason}"
+    );
+    let on_time = receive("u4");
+    assert_eq!(on_time.event_time, t + hour - 60_000);
+    assert!(on_time.reason.is_none());
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.state == tidings_model::State::SendSuccess)
+            .count()
+            == 4
+    );
+}
