@@ -408,15 +408,19 @@ pub fn kafka_source<'s>(
             let mut cap = Some(cap);
             let mut last_record = Instant::now();
             let mut flight = InFlight::default();
+            // The largest epoch a record was given at.
+            let mut given_max: Epoch = 0;
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
                 let idle = idle_exit.is_some_and(|d| last_record.elapsed() >= d);
                 if stop.load(Ordering::Relaxed) || idle {
-                    checkpoints.source_finished(reader.worker, reader.positions(Epoch::MAX));
+                    checkpoints
+                        .source_finished(reader.worker, given_max, |cut| reader.positions(cut));
                     cap = None;
                     return;
                 }
-                let hold = checkpoints.source_turn(reader.worker, *c.time());
+                let reads = reader.parts.borrow().as_ref().is_none_or(|p| !p.is_empty());
+                let hold = checkpoints.source_turn(reader.worker, *c.time(), reads);
                 if !reader.assign() {
                     activator.activate_after(Duration::from_millis(100));
                     return;
@@ -509,6 +513,7 @@ pub fn kafka_source<'s>(
                 let got = !batch.is_empty();
                 for (e, _) in &batch {
                     flight.add(*e, 1);
+                    given_max = given_max.max(*e);
                 }
                 give_stamped(output, c, batch);
                 let mut target = if parts.is_empty() {

@@ -293,19 +293,20 @@ pub fn fingerprint(path: &std::path::Path) -> std::io::Result<Option<String>> {
 }
 
 /// Reads one line of at most `max` bytes into `line` (the rest of a longer line is skipped);
-/// returns the bytes consumed (0 at the end) and the line's full length.
+/// returns the bytes consumed (0 at the end), the line's full length and whether its newline
+/// was read (false: the end of the file came first).
 fn read_line_capped(
     r: &mut impl BufRead,
     line: &mut Vec<u8>,
     max: usize,
-) -> std::io::Result<(u64, usize)> {
+) -> std::io::Result<(u64, usize, bool)> {
     line.clear();
     let mut consumed = 0u64;
     let mut full = 0usize;
     loop {
         let buf = r.fill_buf()?;
         if buf.is_empty() {
-            return Ok((consumed, full));
+            return Ok((consumed, full, false));
         }
         let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
             Some(i) => (&buf[..=i], true),
@@ -318,7 +319,7 @@ fn read_line_capped(
         consumed += n as u64;
         r.consume(n);
         if done {
-            return Ok((consumed, full));
+            return Ok((consumed, full, true));
         }
     }
 }
@@ -389,6 +390,8 @@ pub fn file_source<'s>(
             let mut flight = InFlight::default();
             let mut line = Vec::new();
             let mut opened = false;
+            // The largest epoch a record was given at.
+            let mut given_max: Epoch = 0;
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
                 if !opened {
@@ -415,11 +418,11 @@ pub fn file_source<'s>(
                 };
                 if stop.load(Ordering::Relaxed) {
                     // Ctrl-C / SIGTERM: read no more; what was read drains through the graph.
-                    checkpoints.source_finished(index, positions(&parts, Epoch::MAX));
+                    checkpoints.source_finished(index, given_max, |cut| positions(&parts, cut));
                     cap = None;
                     return;
                 }
-                let hold = checkpoints.source_turn(index, *c.time());
+                let hold = checkpoints.source_turn(index, *c.time(), true);
                 let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
                 let now = clock.now_ms();
                 if !flight.full(&progress, *c.time(), in_flight) {
@@ -451,6 +454,7 @@ pub fn file_source<'s>(
                 }
                 for (e, _) in &batch {
                     flight.add(*e, 1);
+                    given_max = given_max.max(*e);
                 }
                 give_stamped(output, c, batch);
                 for f in &parts {
@@ -459,7 +463,7 @@ pub fn file_source<'s>(
                         .set_watermark(f.part.id, f.part.clock.watermark);
                 }
                 if parts.iter().all(|f| f.done) {
-                    checkpoints.source_finished(index, positions(&parts, Epoch::MAX));
+                    checkpoints.source_finished(index, given_max, |cut| positions(&parts, cut));
                     cap = None;
                     return;
                 }
@@ -512,7 +516,7 @@ fn read_lines(
     batch: &mut Vec<(Epoch, SourceRecord)>,
 ) -> bool {
     for _ in 0..max {
-        let (n, full) = match read_line_capped(&mut f.reader, line, MAX_RECORD_BYTES) {
+        let (n, full, ended) = match read_line_capped(&mut f.reader, line, MAX_RECORD_BYTES) {
             Ok(got) => got,
             Err(e) => panic!(
                 "file source {}: line {}: {e}",
@@ -520,7 +524,7 @@ fn read_lines(
                 f.part.next
             ),
         };
-        if n == 0 || (follow && line.last() != Some(&b'\n')) {
+        if n == 0 || (follow && !ended) {
             if n > 0 {
                 let _ = f.reader.seek_relative(-(n as i64));
             }
@@ -702,9 +706,14 @@ mod tests {
         text.extend_from_slice(b"short\n");
         let mut r = std::io::Cursor::new(text);
         let mut line = Vec::new();
-        let (n, full) = read_line_capped(&mut r, &mut line, 100).unwrap();
-        assert_eq!((n, full, line.len()), (5001, 5001, 101));
-        let (n, _) = read_line_capped(&mut r, &mut line, 100).unwrap();
-        assert_eq!((n, line.as_slice()), (6, &b"short\n"[..]));
+        let (n, full, ended) = read_line_capped(&mut r, &mut line, 100).unwrap();
+        assert_eq!((n, full, line.len(), ended), (5001, 5001, 101, true));
+        let (n, _, ended) = read_line_capped(&mut r, &mut line, 100).unwrap();
+        assert_eq!((n, line.as_slice(), ended), (6, &b"short\n"[..], true));
+        let mut r = std::io::Cursor::new(b"partial".to_vec());
+        assert_eq!(
+            read_line_capped(&mut r, &mut line, 100).unwrap(),
+            (7, 7, false)
+        );
     }
 }

@@ -112,6 +112,9 @@ struct Shared {
     positions: BTreeMap<Epoch, HashMap<usize, BTreeMap<i32, Position>>>,
     /// Final positions of the sources that finished.
     finished: HashMap<usize, BTreeMap<i32, Position>>,
+    /// The largest epoch a finished source gave a record at: a cut agreed later is at least
+    /// this, so the finished source's final positions hold for it.
+    finished_max: Epoch,
     /// The newest complete cut and its merged positions.
     completed: Option<(Epoch, BTreeMap<i32, Position>)>,
     /// Positions of the restored checkpoint (the base every manifest merges into).
@@ -231,13 +234,25 @@ impl Checkpoints {
     /// A source's turn, holding its capability at `cap`: while a cut is being agreed the source
     /// may not move its capability past the epoch it held when it joined the agreement, and the
     /// cut is the largest of those epochs, so no operator's frontier can have passed it before
-    /// it is known. Returns the epoch the source may not pass (None: any).
-    pub fn source_turn(&self, worker: usize, cap: Epoch) -> Option<Epoch> {
+    /// it is known. A source that reads nothing (no partitions) joins without raising the cut.
+    /// Returns the epoch the source may not pass (None: any).
+    pub fn source_turn(&self, worker: usize, cap: Epoch, reads: bool) -> Option<Epoch> {
         let mut s = self.lock();
         if !s.requested {
             return None;
         }
-        let held = *s.agreeing.entry(worker).or_insert(cap);
+        // A source without records joins at 0: its capability may run ahead, it has no record
+        // a cut could miss.
+        let held = *s
+            .agreeing
+            .entry(worker)
+            .or_insert(if reads { cap } else { 0 });
+        if !reads {
+            if s.agreeing.len() >= s.reading {
+                s.agree();
+            }
+            return None;
+        }
         if s.agreeing.len() >= s.reading {
             s.agree();
             return None;
@@ -268,10 +283,22 @@ impl Checkpoints {
             .insert(worker, positions);
     }
 
-    /// A source finished (end of file, stop or idle exit): `positions` are where it resumes,
-    /// for every cut from now on and the final one.
-    pub fn source_finished(&self, worker: usize, positions: BTreeMap<i32, Position>) {
+    /// A source finished (end of file, stop or idle exit), having given records at epochs up to
+    /// `given_max`. It deposits `positions_at(c)` for every agreed cut it has not, and
+    /// `positions_at(FINAL)` for every later cut (which is agreed at `given_max` or later, so
+    /// every record it gave is inside those).
+    pub fn source_finished(
+        &self,
+        worker: usize,
+        given_max: Epoch,
+        positions_at: impl Fn(Epoch) -> BTreeMap<i32, Position>,
+    ) {
+        for cut in self.cuts_to_deposit(worker, FINAL) {
+            self.deposit(cut, worker, positions_at(cut));
+        }
+        let positions = positions_at(FINAL);
         let mut s = self.lock();
+        s.finished_max = s.finished_max.max(given_max);
         if s.finished.insert(worker, positions).is_none() {
             s.reading = s.reading.saturating_sub(1);
         }
@@ -411,7 +438,7 @@ impl Shared {
     /// Every source has joined: the cut is the largest epoch they hold.
     fn agree(&mut self) {
         if let Some(&c) = self.agreeing.values().max() {
-            self.cuts.insert(c);
+            self.cuts.insert(c.max(self.finished_max));
         }
         self.requested = false;
         self.agreeing.clear();
@@ -565,15 +592,15 @@ mod tests {
         c.register();
         c.register_source();
         c.register_source();
-        assert_eq!(c.source_turn(0, 7), None, "no cut asked for");
+        assert_eq!(c.source_turn(0, 7, true), None, "no cut asked for");
         c.request_cut();
         assert_eq!(
-            c.source_turn(0, 7),
+            c.source_turn(0, 7, true),
             Some(7),
             "held while the other source joins"
         );
-        assert_eq!(c.source_turn(0, 7), Some(7));
-        assert_eq!(c.source_turn(1, 12), None, "agreed: the larger epoch");
+        assert_eq!(c.source_turn(0, 7, true), Some(7));
+        assert_eq!(c.source_turn(1, 12, true), None, "agreed: the larger epoch");
         assert_eq!(c.cuts_between(None, 100), vec![12]);
         assert_eq!(c.cuts_between(Some(12), 100), Vec::<Epoch>::new());
         assert_eq!(c.cuts_to_deposit(0, 12), Vec::<Epoch>::new());
@@ -595,8 +622,8 @@ mod tests {
         assert_eq!(c.complete_before(Some(12)).unwrap(), None, "not done yet");
         assert_eq!(c.complete_before(Some(13)).unwrap(), Some(12));
         assert_eq!(c.completed(), Some((12, BTreeMap::from([(0, 5), (1, 7)]))));
-        c.source_finished(0, BTreeMap::from([(0, pos(9))]));
-        c.source_finished(1, BTreeMap::from([(1, pos(7))]));
+        c.source_finished(0, 12, |_| BTreeMap::from([(0, pos(9))]));
+        c.source_finished(1, 12, |_| BTreeMap::from([(1, pos(7))]));
         c.part_written(FINAL);
         c.part_written(FINAL);
         assert_eq!(c.complete_before(None).unwrap(), Some(FINAL));
@@ -627,9 +654,45 @@ mod tests {
         c.register_source();
         c.register_source();
         c.request_cut();
-        assert_eq!(c.source_turn(0, 3), Some(3));
-        c.source_finished(1, BTreeMap::new());
-        assert_eq!(c.cuts_between(None, 10), vec![3]);
-        assert_eq!(c.source_turn(0, 3), None);
+        assert_eq!(c.source_turn(0, 3, true), Some(3));
+        c.source_finished(1, 5, |_| BTreeMap::new());
+        assert_eq!(
+            c.cuts_between(None, 10),
+            vec![5],
+            "at least what the finished source gave"
+        );
+        assert_eq!(c.source_turn(0, 3, true), None);
+    }
+
+    #[test]
+    fn a_source_without_partitions_does_not_raise_the_cut_and_a_finisher_deposits() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", 1000, false).unwrap();
+        for _ in 0..3 {
+            c.register_source();
+        }
+        c.request_cut();
+        assert_eq!(c.source_turn(0, 1_000_000, false), None);
+        assert_eq!(c.source_turn(1, 4, true), Some(4));
+        assert_eq!(c.source_turn(2, 6, true), None);
+        assert_eq!(c.cuts_between(None, FINAL), vec![6]);
+        // Source 2 finishes before its capability passed the cut: it deposits for it.
+        let pos = Position {
+            offset: 3,
+            ..Position::default()
+        };
+        c.source_finished(2, 9, |cut| {
+            BTreeMap::from([(
+                2,
+                Position {
+                    offset: cut.min(10) as i64,
+                    ..pos.clone()
+                },
+            )])
+        });
+        assert_eq!(c.cuts_to_deposit(2, FINAL), Vec::<Epoch>::new());
+        let s = c.lock();
+        assert_eq!(s.positions[&6][&2][&2].offset, 6);
+        assert_eq!(s.finished[&2][&2].offset, 10);
     }
 }
