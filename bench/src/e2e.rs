@@ -32,6 +32,8 @@ pub struct E2e {
     pub rate: Option<u32>,
     pub seconds: u64,
     pub epoch_ms: u64,
+    /// `source.max_out_of_order_ms`; `None` leaves the source's default.
+    pub max_out_of_order_ms: Option<u64>,
 }
 
 /// One tracking row, as far as the harness needs it.
@@ -131,11 +133,15 @@ impl E2e {
             Some(url) => format!("redis = \"{url}\"\nredis_prefix = \"tidings-bench:\"\n"),
             None => String::new(),
         };
+        let bound = match self.max_out_of_order_ms {
+            Some(ms) => format!("max_out_of_order_ms = {ms}\n"),
+            None => String::new(),
+        };
         std::fs::write(
             dir.join("job.toml"),
             format!(
                 "name = \"e2e\"\ntemplates = \"templates.toml\"\nworkers = 2\n\
-                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nepoch_ms = {}\n\
+                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nepoch_ms = {}\n{bound}\
                  [tracking]\ndir = \"var/tracking\"\n{redis}\
                  [accounts.hole]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
                 self.brokers, self.epoch_ms
@@ -294,6 +300,7 @@ impl E2e {
             "latency_ms_max": latencies.last(),
             "redis_tracking": self.redis.is_some(),
             "epoch_ms": self.epoch_ms,
+            "max_out_of_order_ms": self.max_out_of_order_ms,
             "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
         }))
     }

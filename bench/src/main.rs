@@ -70,6 +70,9 @@ enum Command {
         /// The job's `source.epoch_ms`.
         #[arg(long, default_value_t = 100)]
         epoch_ms: u64,
+        /// The job's `source.max_out_of_order_ms` (the source's default when not given).
+        #[arg(long)]
+        max_out_of_order_ms: Option<u64>,
     },
     /// The graph to a blackhole, to Tencent SMS over HTTP (the provider simulator, in this
     /// process), and through a failing group member to it: receivers/s side by side.
@@ -165,6 +168,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             epoch_ms,
+            max_out_of_order_ms,
         } => {
             let report = tidings_bench::e2e::E2e {
                 brokers: brokers(),
@@ -174,6 +178,7 @@ fn main() -> anyhow::Result<()> {
                 rate,
                 seconds,
                 epoch_ms,
+                max_out_of_order_ms,
             }
             .run()?;
             println!("{report}");
