@@ -368,7 +368,11 @@ fn tracking(state: &AdminState) -> Value {
         .iter()
         .map(|(s, n)| (s.name().to_string(), json!(n)))
         .collect();
-    json!({"rows": states, "dead_letters": counts.dead_letters})
+    let failing = counts.tracking_failing(now_ms()).map(|(for_ms, error)| {
+        json!({"for_ms": for_ms, "error": error, "workers": counts.tracking_failing_workers})
+    });
+    json!({"rows": states, "dead_letters": counts.dead_letters,
+        "write_failures": counts.tracking_write_failures, "failing": failing})
 }
 
 fn now_ms() -> i64 {
@@ -425,6 +429,28 @@ pub fn metrics(state: &AdminState) -> String {
             m,
             "tidings_dead_letters_total{{job=\"{job}\"}} {}",
             counts.dead_letters
+        );
+        family(
+            &mut m,
+            "tidings_tracking_write_failures_total",
+            "counter",
+            "Failed attempts to write tracking rows (each retried; new sends wait meanwhile).",
+        );
+        let _ = writeln!(
+            m,
+            "tidings_tracking_write_failures_total{{job=\"{job}\"}} {}",
+            counts.tracking_write_failures
+        );
+        family(
+            &mut m,
+            "tidings_tracking_failing",
+            "gauge",
+            "Workers whose tracking writes are failing now (sends are held while above 0).",
+        );
+        let _ = writeln!(
+            m,
+            "tidings_tracking_failing{{job=\"{job}\"}} {}",
+            counts.tracking_failing_workers
         );
     }
 
