@@ -9,16 +9,27 @@
 
 use std::cell::RefCell;
 use std::panic::PanicHookInfo;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// After a halt, how long workers go on stepping once no send is outstanding (their
+/// outcomes reach tracking), and the longest they wait for outstanding sends.
+const SETTLE: Duration = Duration::from_millis(100);
+const SETTLE_MAX: Duration = Duration::from_secs(15);
 
 /// Why a run ends before its graph drained.
 #[derive(Debug, Default)]
 pub struct Health {
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
-    halt: AtomicBool,
+    halt: Arc<AtomicBool>,
     halt_reason: Mutex<Option<String>>,
+    /// Sends handed to the runtime whose outcome has not come back to their worker.
+    outstanding: AtomicUsize,
+    /// Since when a halted run has had no send outstanding.
+    settled_since: Mutex<Option<Instant>>,
+    halted_at: std::sync::OnceLock<Instant>,
     /// Set to stop the sources (the run's `stop` flag), raised on a failure too.
     stop: Option<Arc<AtomicBool>>,
 }
@@ -67,6 +78,7 @@ impl Health {
         if r.is_none() {
             *r = Some(why.into());
         }
+        self.halted_at.get_or_init(Instant::now);
         self.halt.store(true, Ordering::SeqCst);
         if let Some(s) = &self.stop {
             s.store(true, Ordering::SeqCst);
@@ -84,9 +96,47 @@ impl Health {
             .clone()
     }
 
-    /// Whether a worker should leave its step loop now (a peer failed, or a halt).
+    /// Whether the run is ending before its graph drained (a failure or a halt): no new
+    /// send starts.
     pub fn must_leave(&self) -> bool {
         self.failed.load(Ordering::Relaxed) || self.halt.load(Ordering::Relaxed)
+    }
+
+    /// Whether a worker leaves its step loop now: at once after a failure; after a halt once
+    /// the sends already made have come back (their rows are then written as tracking is
+    /// dropped), waiting at most [`SETTLE_MAX`].
+    pub fn may_leave(&self) -> bool {
+        if self.failed.load(Ordering::Relaxed) {
+            return true;
+        }
+        if !self.halt.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut since = self.settled_since.lock().unwrap_or_else(|p| p.into_inner());
+        let halted_at = *self.halted_at.get_or_init(Instant::now);
+        if halted_at.elapsed() >= SETTLE_MAX {
+            return true;
+        }
+        if self.outstanding.load(Ordering::SeqCst) > 0 {
+            *since = None;
+            return false;
+        }
+        since.get_or_insert_with(Instant::now).elapsed() >= SETTLE
+    }
+
+    /// The flag a halt raises (accounts stop waiting for permits on it).
+    pub fn halt_flag(&self) -> Arc<AtomicBool> {
+        self.halt.clone()
+    }
+
+    /// A send was handed to the runtime.
+    pub fn send_started(&self) {
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A send's outcome went back to its worker.
+    pub fn send_returned(&self) {
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Call first thing in a worker: while the returned guard lives, a panic on this thread

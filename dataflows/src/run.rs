@@ -135,7 +135,13 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         .enable_all()
         .thread_name("tidings-send")
         .build()?;
+    let stop = opts
+        .stop
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+    let health = Health::new(stop.clone());
     let mut accounts = Accounts::build(&job.file.accounts, &job.base)?;
+    accounts.halt_with(health.halt_flag());
     accounts.keep_recall_books(&job.state_dir.join("recall"), wall_ms())?;
     let route_of: HashMap<i64, Route> = job
         .account_of
@@ -159,11 +165,6 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         job.kafka.as_ref(),
         &runtime,
     )?);
-    let stop = opts
-        .stop
-        .clone()
-        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
-    let health = Health::new(stop.clone());
     let counts = Arc::new(Mutex::new(Counts::default()));
     let send_ctx = Arc::new(SendContext {
         accounts,
@@ -457,7 +458,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             let mut accounts_seen: Option<Epoch> = Some(0);
             while !done.done() || !done_accounts.done() {
                 worker.step_or_park(Some(Duration::from_millis(1)));
-                if health_w.must_leave() {
+                if health_w.may_leave() {
                     // A peer failed, or a halt: no checkpoint is completed.
                     return crate::health::leave(worker);
                 }

@@ -18,6 +18,28 @@ use tidings_sinks::route::Route;
 use crate::backlog::Queues;
 use crate::health::Health;
 use crate::track::Counts;
+
+/// A send's way back to its worker; the run's count of outstanding sends drops as it goes
+/// (however the task ends).
+struct Returned {
+    tx: mpsc::Sender<(Epoch, Vec<EventRow>)>,
+    health: Arc<Health>,
+}
+
+impl Returned {
+    fn send(
+        &self,
+        v: (Epoch, Vec<EventRow>),
+    ) -> Result<(), mpsc::SendError<(Epoch, Vec<EventRow>)>> {
+        self.tx.send(v)
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        self.health.send_returned();
+    }
+}
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
@@ -113,7 +135,11 @@ pub fn send<'s>(
                             let account = order[0];
                             entry.1 += 1;
                             let ctx = ctx.clone();
-                            let done = done_tx.clone();
+                            let done = Returned {
+                                tx: done_tx.clone(),
+                                health: ctx.health.clone(),
+                            };
+                            ctx.health.send_started();
                             let activator = activator.clone();
                             ctx.clone().runtime.spawn(async move {
                                 if mode == SendMode::Main && ctx.queues.in_kafka(account) {

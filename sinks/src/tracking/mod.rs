@@ -398,4 +398,49 @@ mod tests {
         assert_eq!(batches[0].schema().fields().len(), 12);
         assert!(dir.path().join("dead_letters/date=2025-11-22").is_dir());
     }
+
+    /// A `.tmp` a crashed run left (its pid gone) is removed at start; one of a live writer
+    /// (here: this process) is kept; finished files are never touched.
+    #[test]
+    fn stale_tmp_files_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("events/date=2025-11-22");
+        std::fs::create_dir_all(&day).unwrap();
+        // pid_max is at most 4194304 on Linux: this pid cannot be alive.
+        let dead = day.join(".part-1763784000000-999999999-w0-00001.parquet.tmp");
+        let live = day.join(format!(
+            ".part-1763784000000-{}-w0-00001.parquet.tmp",
+            std::process::id()
+        ));
+        let done = day.join("part-1763784000000-999999999-w0-00002.parquet");
+        for f in [&dead, &live, &done] {
+            std::fs::write(f, "x").unwrap();
+        }
+        assert_eq!(remove_stale_tmp(dir.path()), 1);
+        assert!(!dead.exists() && live.exists() && done.exists());
+    }
+
+    /// A failed write keeps every row buffered (a later flush retries them) and leaves no
+    /// `.tmp` behind; its error names the path.
+    #[test]
+    fn a_failed_flush_keeps_its_rows_for_the_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "a file").unwrap();
+        let mut w = ParquetTracking::new(&plain, tz, Arc::new(Templates::default()), "r1", 0);
+        w.dead(DeadLetter {
+            time: 1_763_742_600_000,
+            source: "file:x:1".into(),
+            payload: "{".into(),
+            reason: "bad".into(),
+        });
+        let e = w.flush().unwrap_err().to_string();
+        assert!(e.starts_with(&plain.display().to_string()), "{e}");
+        assert_eq!(w.buffered(), 1);
+        std::fs::remove_file(&plain).unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.buffered(), 0);
+        assert!(plain.join("dead_letters/date=2025-11-22").is_dir());
+    }
 }
