@@ -313,3 +313,96 @@ fn the_drain_timeout_bounds_a_graceful_stop() {
     let (_, sent) = tracked(dir.path());
     assert_eq!(outbox_lines(dir.path()), sent, "every send is tracked");
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` (the test is skipped, saying so) where mounting is not allowed (not root).
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        }
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Tracking on a full disk (a small tmpfs): sends stop while writes fail with ENOSPC, no
+/// worker panics, no `.tmp` is left; once space is freed the job finishes and every send
+/// has its rows. (It used to send 2,416 and write 790 rows, both workers panicking.)
+#[test]
+fn a_full_disk_holds_sends_until_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3_000;
+    let path = job(
+        dir.path(),
+        n,
+        400,
+        "state_dir = \"var/state\"\n[admin]\nbind = \"127.0.0.1:0\"",
+    );
+    let disk = dir.path().join("var/tracking");
+    let Some(_mounted) = Tmpfs::mount(&disk, "2m") else {
+        return;
+    };
+    // Leave about 200 KiB: the start probe and the first files fit, the rest does not.
+    let filler = disk.join("filler");
+    std::fs::write(&filler, vec![7u8; 2 * 1024 * 1024 - 200 * 1024]).unwrap();
+    let job = Job::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = RunOptions::for_job(&job);
+    opts.tracking_give_up = None;
+    let running = {
+        let job = job.clone();
+        std::thread::spawn(move || run(&job, &opts))
+    };
+    wait_for("the admin API", || {
+        job.state_dir.join("admin.addr").exists()
+    });
+    let addr = std::fs::read_to_string(job.state_dir.join("admin.addr")).unwrap();
+    let failing = || {
+        let (_, body) = tidings_dataflows::admin::get(addr.trim(), "/metrics", None).unwrap();
+        body.lines()
+            .any(|l| l.starts_with("tidings_tracking_failing{") && !l.ends_with(" 0"))
+    };
+    wait_for("tracking to fail on the full disk", failing);
+    let mut last = outbox_lines(dir.path());
+    wait_for("sends to stop", || {
+        std::thread::park_timeout(Duration::from_millis(300));
+        let now = outbox_lines(dir.path());
+        std::mem::replace(&mut last, now) == now
+    });
+    assert!(
+        (last as usize) < n,
+        "everything was sent on a full disk: {last}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let summary = common::join_within(running, LIMIT, "the run after space returned")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(summary.counts.tracking_write_failures > 0);
+    assert_eq!(outbox_lines(dir.path()), n as u64);
+    assert_eq!(tracked(dir.path()), (n as u64, n as u64));
+    let mut tmp = Vec::new();
+    let mut dirs = vec![disk.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else if e.file_name().to_string_lossy().ends_with(".tmp") {
+                tmp.push(e.path());
+            }
+        }
+    }
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
