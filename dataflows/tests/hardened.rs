@@ -248,13 +248,13 @@ fn sighup_drains_and_exits_zero() {
     assert_eq!(outbox_lines(dir.path()), sent);
 }
 
-/// A second signal during a slow drain stops the run at once, non-zero, saying so; what was
-/// sent is tracked.
+/// A slow drain shows its progress; a second signal during it stops the run at once,
+/// non-zero, saying so; what was sent is tracked.
 #[test]
 fn a_second_signal_stops_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    // 20 a second: a drain of the ~160 receivers in flight would take seconds.
-    let path = job(dir.path(), 5_000, 20, "");
+    // 5 a second: a drain of the ~80 receivers in flight would take 16 s.
+    let path = job(dir.path(), 5_000, 5, "");
     let mut child = spawn(&path);
     let err = stderr_lines(&mut child);
     wait_for("a first send", || outbox_lines(dir.path()) > 0);
@@ -264,6 +264,13 @@ fn a_second_signal_stops_at_once() {
             .unwrap()
             .iter()
             .any(|l| l.contains("stopping (SIGTERM)"))
+    });
+    // The drain says how far it is every 5 s.
+    wait_for("the drain's progress line", || {
+        err.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("draining for 5 s of 30 s: ") && l.contains(" in flight"))
     });
     let second = Instant::now();
     kill(&child, "-TERM");
