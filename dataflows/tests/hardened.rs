@@ -47,17 +47,39 @@ fn spawn(job: &Path) -> Child {
         .unwrap()
 }
 
-/// Collects a child's stderr lines on a thread.
-fn stderr_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+/// A child's stderr lines, collected on a thread as they come.
+struct Stderr {
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stderr {
+    fn any(&self, f: impl Fn(&str) -> bool) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| f(l))
+    }
+
+    /// Everything, once the child has exited (the pipe read to its end).
+    fn all(&mut self) -> String {
+        if let Some(r) = self.reader.take() {
+            common::join_within(r, LIMIT, "reading stderr");
+        }
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+fn stderr_lines(child: &mut Child) -> Stderr {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let out = child.stderr.take().unwrap();
     let l = lines.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             l.lock().unwrap().push(line);
         }
     });
-    lines
+    Stderr {
+        lines,
+        reader: Some(reader),
+    }
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
@@ -126,7 +148,7 @@ fn a_second_run_of_the_same_job_is_refused_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let path = job(dir.path(), 5_000, 200, "");
     let mut first = spawn(&path);
-    let first_err = stderr_lines(&mut first);
+    let mut first_err = stderr_lines(&mut first);
     let lock = dir.path().join("var/state/LOCK");
     wait_for("the first run's lock", || {
         std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == first.id().to_string())
@@ -144,7 +166,7 @@ fn a_second_run_of_the_same_job_is_refused_naming_the_holder() {
     );
     kill(&first, "-TERM");
     let status = common::wait_within(&mut first, LIMIT, "the first run");
-    assert!(status.success(), "{:?}", first_err.lock().unwrap());
+    assert!(status.success(), "{}", first_err.all());
 }
 
 /// `tracking.dir` under a regular file: nothing is sent; the run exits non-zero with one line
@@ -235,11 +257,11 @@ fn sighup_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = job(dir.path(), 20_000, 500, "");
     let mut child = spawn(&path);
-    let err = stderr_lines(&mut child);
+    let mut err = stderr_lines(&mut child);
     wait_for("a first send", || outbox_lines(dir.path()) > 0);
     kill(&child, "-HUP");
     let status = common::wait_within(&mut child, LIMIT, "the drain after SIGHUP");
-    let err = err.lock().unwrap().join("\n");
+    let err = err.all();
     assert!(status.success(), "{err}");
     assert!(err.contains("stopping (SIGHUP)"), "{err}");
     let (received, sent) = tracked(dir.path());
@@ -256,27 +278,21 @@ fn a_second_signal_stops_at_once() {
     // 5 a second: a drain of the ~80 receivers in flight would take 16 s.
     let path = job(dir.path(), 5_000, 5, "");
     let mut child = spawn(&path);
-    let err = stderr_lines(&mut child);
+    let mut err = stderr_lines(&mut child);
     wait_for("a first send", || outbox_lines(dir.path()) > 0);
     kill(&child, "-TERM");
     wait_for("the drain to start", || {
-        err.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("stopping (SIGTERM)"))
+        err.any(|l| l.contains("stopping (SIGTERM)"))
     });
     // The drain says how far it is every 5 s.
     wait_for("the drain's progress line", || {
-        err.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.starts_with("draining for 5 s of 30 s: ") && l.contains(" in flight"))
+        err.any(|l| l.starts_with("draining for 5 s of 30 s: ") && l.contains(" in flight"))
     });
     let second = Instant::now();
     kill(&child, "-TERM");
     let status = common::wait_within(&mut child, LIMIT, "the halt after a second signal");
     let took = second.elapsed();
-    let err = err.lock().unwrap().join("\n");
+    let err = err.all();
     assert!(!status.success(), "{err}");
     assert!(took < Duration::from_secs(5), "took {took:?}: {err}");
     let last = err
