@@ -12,7 +12,7 @@ use tidings_model::MessageMeta;
 use tidings_model::{Delivery, EventRow, State, Templates};
 use tidings_operators::{Clock, Epoch, Flow, RecallOrder};
 use tidings_sinks::SendBatch;
-use tidings_sinks::account::Accounts;
+use tidings_sinks::account::{Accounts, NOT_SENT_HALTED};
 use tidings_sinks::route::Route;
 
 use crate::backlog::Queues;
@@ -175,6 +175,10 @@ pub fn send<'s>(
                                 let rows = ds
                                     .iter()
                                     .zip(outcomes)
+                                    // Not sent as the run halted: no row; a new run sends it.
+                                    .filter(|(_, o)| {
+                                        !o.as_ref().is_err_and(|r| r.ends_with(NOT_SENT_HALTED))
+                                    })
                                     .map(|(d, o)| match o {
                                         Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
                                         Err(reason) => {

@@ -305,6 +305,12 @@ fn a_second_signal_stops_at_once() {
     );
     let (_, sent) = tracked(dir.path());
     assert_eq!(outbox_lines(dir.path()), sent, "every send is tracked");
+    // Receivers never sent (their sends gave up waiting for permits) have no terminal row.
+    let failed = common::sql_csv(
+        &dir.path().join("var/tracking"),
+        "SELECT count(*) FROM events WHERE state = 'SEND_FAIL'",
+    );
+    assert_eq!(common::first_row::<u64>(&failed), vec![0]);
 }
 
 /// A drain that cannot finish within its bound is halted, and the run says so.

@@ -329,13 +329,17 @@ pub struct Account {
     book: crate::recall::RecallBook,
 }
 
+/// The end of the outcome of a receiver not sent because the run halted first: no provider
+/// was called, so it has no terminal state (a new run sends it).
+pub const NOT_SENT_HALTED: &str = "not sent: the run was halted";
+
 impl Account {
     /// Every receiver of `batch` failed without a call: the run halted before it.
     fn not_sent(&self, batch: &SendBatch) -> Vec<Outcome> {
         batch
             .receivers
             .iter()
-            .map(|_| Err(format!("{}: not sent: the run was halted", self.name)))
+            .map(|_| Err(format!("{}: {NOT_SENT_HALTED}", self.name)))
             .collect()
     }
 
