@@ -106,6 +106,8 @@ impl Isolation {
         let stop = Arc::new(AtomicBool::new(false));
         let mut opts = RunOptions::for_job(&job);
         opts.stop = Some(stop.clone());
+        // The backlog drains at the account's pace, far longer than the default bound.
+        opts.drain_timeout = None;
         let runner = {
             let job = job.clone();
             std::thread::spawn(move || run(&job, &opts))

@@ -213,21 +213,38 @@ fn route(state: &AdminState, path: &str, params: &[(String, String)]) -> Routed 
 fn at(state: &AdminState, params: &[(String, String)]) -> Result<i64, (u16, String)> {
     match param(params, "at") {
         None | Some("now") => Ok(state.clock.now_ms()),
-        Some(t) => t
-            .parse::<i64>()
-            .ok()
-            .or_else(|| {
-                chrono::DateTime::parse_from_rfc3339(t)
-                    .ok()
-                    .map(|d| d.timestamp_millis())
-            })
-            .ok_or_else(|| {
-                bad(format!(
-                    "at={t}: write RFC 3339 (2025-11-22T10:00:00+08:00) or ms since the epoch"
-                ))
-            }),
+        Some(t) => parse_at(t),
     }
 }
+
+/// An `at` given as ms or RFC 3339, within [`AT_MIN`]..=[`AT_MAX`].
+fn parse_at(t: &str) -> Result<i64, (u16, String)> {
+    let ms = t
+        .parse::<i64>()
+        .ok()
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|d| d.timestamp_millis())
+        })
+        .ok_or_else(|| {
+            bad(format!(
+                "at={t}: write RFC 3339 (2025-11-22T10:00:00+08:00) or ms since the epoch"
+            ))
+        })?;
+    // Operators do arithmetic on it: a time no record can have is refused here.
+    if (AT_MIN..=AT_MAX).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(bad(format!(
+            "at={t}: out of range; give a time between 2000-01-01 and 9999-12-31"
+        )))
+    }
+}
+
+/// The range of `at`: 2000-01-01T00:00:00Z ..= 9999-12-31T23:59:59.999Z, in ms.
+const AT_MIN: i64 = 946_684_800_000;
+const AT_MAX: i64 = 253_402_300_799_999;
 
 fn template_of(
     state: &AdminState,
@@ -404,7 +421,11 @@ fn tracking(state: &AdminState) -> Value {
         .iter()
         .map(|(s, n)| (s.name().to_string(), json!(n)))
         .collect();
-    json!({"rows": states, "dead_letters": counts.dead_letters})
+    let failing = counts.tracking_failing(now_ms()).map(|(for_ms, error)| {
+        json!({"for_ms": for_ms, "error": error, "workers": counts.tracking_failing_workers})
+    });
+    json!({"rows": states, "dead_letters": counts.dead_letters,
+        "write_failures": counts.tracking_write_failures, "failing": failing})
 }
 
 fn now_ms() -> i64 {
@@ -461,6 +482,28 @@ pub fn metrics(state: &AdminState) -> String {
             m,
             "tidings_dead_letters_total{{job=\"{job}\"}} {}",
             counts.dead_letters
+        );
+        family(
+            &mut m,
+            "tidings_tracking_write_failures_total",
+            "counter",
+            "Failed attempts to write tracking rows (each retried; new sends wait meanwhile).",
+        );
+        let _ = writeln!(
+            m,
+            "tidings_tracking_write_failures_total{{job=\"{job}\"}} {}",
+            counts.tracking_write_failures
+        );
+        family(
+            &mut m,
+            "tidings_tracking_failing",
+            "gauge",
+            "Workers whose tracking writes are failing now (sends are held while above 0).",
+        );
+        let _ = writeln!(
+            m,
+            "tidings_tracking_failing{{job=\"{job}\"}} {}",
+            counts.tracking_failing_workers
         );
     }
 
@@ -796,6 +839,24 @@ fn dechunk(mut s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `at=-9223372036854775808` (which made an operator's subtraction overflow and killed a
+    /// worker) and other times out of range are refused with 400 before any operator sees them.
+    #[test]
+    fn at_out_of_range_is_a_bad_request() {
+        for v in [
+            "-9223372036854775808",
+            "9223372036854775807",
+            "0",
+            "1999-12-31T23:59:59Z",
+        ] {
+            let (code, msg) = parse_at(v).unwrap_err();
+            assert!(code == 400 && msg.contains("out of range"), "{v}: {msg}");
+        }
+        assert_eq!(parse_at("1763784000000"), Ok(1_763_784_000_000));
+        assert_eq!(parse_at("2025-11-22T12:00:00+08:00"), Ok(1_763_784_000_000));
+        assert_eq!(parse_at("soon").unwrap_err().0, 400);
+    }
 
     #[test]
     fn query_components_round_trip() {

@@ -8,15 +8,21 @@
 //! - [`send`]: the send stage: timely ↔ tokio, capabilities held until sends finish.
 //! - [`track`]: the tracking stage: capabilities held until rows are durable.
 //! - [`run`]: the graph and the worker loop.
+//! - [`health`]: a worker panic fails the run fast; halts.
+//! - [`lock`]: one runner per job (`state_dir/LOCK`); the writable-directory probe.
+//! - [`signals`]: SIGINT/SIGTERM/SIGHUP drains, a second signal halts, the drain's bound.
 //!
 //! See `docs/ARCHITECTURE.md` for the graph and its invariants.
 
 pub mod admin;
 pub mod backlog;
+pub mod health;
 pub mod job;
 pub mod kafka;
+pub mod lock;
 pub mod run;
 pub mod send;
+pub mod signals;
 pub mod source;
 pub mod track;
 

@@ -66,6 +66,10 @@ enum Command {
         /// dedup windows and no parked messages (a deliberate replay; message ids repeat).
         #[arg(long)]
         from_start: bool,
+        /// A graceful stop (Ctrl-C, SIGTERM, SIGHUP) drains at most this long, then halts: the
+        /// rest is read again from the last checkpoint by the next run. Default 30.
+        #[arg(long, value_name = "SECS")]
+        drain_timeout: Option<f64>,
     },
     /// Check a job file and reach everything it names: every account's provider (SMTP
     /// greets and logs in; HTTP providers are reached, nothing is sent), the Kafka brokers
@@ -276,7 +280,8 @@ fn main() -> ExitCode {
             now,
             idle_exit,
             from_start,
-        } => run_job(job, workers, now, idle_exit, from_start),
+            drain_timeout,
+        } => run_job(job, workers, now, idle_exit, from_start, drain_timeout),
         Command::Send {
             job,
             template,
@@ -370,6 +375,7 @@ fn run_job(
     now: Option<String>,
     idle_exit: Option<f64>,
     from_start: bool,
+    drain_timeout: Option<f64>,
 ) -> ExitCode {
     let job = match load(&path) {
         Ok(j) => j,
@@ -378,6 +384,13 @@ fn run_job(
     let mut opts = RunOptions::for_job(&job);
     opts.handle_signals = true;
     opts.from_start = from_start;
+    if let Some(secs) = drain_timeout {
+        if !(secs.is_finite() && secs > 0.0) {
+            eprintln!("error: --drain-timeout {secs}: give a number of seconds above 0");
+            return ExitCode::FAILURE;
+        }
+        opts.drain_timeout = Some(std::time::Duration::from_secs_f64(secs.min(86_400.0)));
+    }
     opts.idle_exit = idle_exit.map(std::time::Duration::from_secs_f64);
     if let Some(w) = workers {
         if w == 0 || w > MAX_WORKERS {
@@ -806,6 +819,15 @@ fn check(path: &std::path::Path) -> ExitCode {
         let a = accounts.get(i);
         let r = rt.block_on(a.check());
         line(format!("account {} ({})", a.name, a.provider()), r);
+    }
+    for (key, dir) in [
+        ("tracking.dir", &job.tracking_dir),
+        ("state_dir", &job.state_dir),
+    ] {
+        let r = tidings_dataflows::lock::probe_writable(key, dir)
+            .map(|()| "writable".to_string())
+            .map_err(|e| e.to_string());
+        line(format!("{key} {}", dir.display()), r);
     }
     if let Some(k) = &job.kafka {
         let r = tidings_dataflows::kafka::reach(&k.brokers, &k.topic);

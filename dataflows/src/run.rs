@@ -32,9 +32,12 @@ use rdkafka::consumer::CommitMode;
 
 use crate::admin::{AdminServer, AdminState};
 use crate::backlog::{BacklogReader, Queues, backlog_source};
+use crate::health::Health;
 use crate::job::Job;
 use crate::kafka::{DeadLetterTopic, KafkaReader, kafka_source};
+use crate::lock::{RunLock, probe_writable};
 use crate::send::{SendContext, SendMode, recall, send};
+use crate::signals;
 use crate::source::{FileSettings, file_source};
 use crate::track::{Counts, track};
 use tidings_operators::SourceRecord;
@@ -69,6 +72,12 @@ pub struct RunOptions {
     pub idle_exit: Option<Duration>,
     /// Set to stop gracefully, as Ctrl-C does (for embedding and benchmarks).
     pub stop: Option<Arc<AtomicBool>>,
+    /// A graceful stop halts the run this long after it began if the graph has not drained by
+    /// then (`--drain-timeout`); `None` waits as long as the drain takes.
+    pub drain_timeout: Option<Duration>,
+    /// The run fails once tracking has been unwritable this long (`None`: retries for ever,
+    /// holding new sends). Files end; Kafka jobs wait for space to come back.
+    pub tracking_give_up: Option<Duration>,
 }
 
 impl RunOptions {
@@ -86,9 +95,16 @@ impl RunOptions {
             handle_signals: false,
             idle_exit: None,
             stop: None,
+            drain_timeout: Some(DRAIN_TIMEOUT),
+            tracking_give_up: job.kafka.is_none().then_some(TRACKING_GIVE_UP),
         }
     }
 }
+
+/// The default bound of a graceful stop's drain.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a file job waits for its tracking directory to take rows again.
+pub const TRACKING_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -106,12 +122,32 @@ pub struct Summary {
 /// Runs a job to the end of its source.
 pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let start = Instant::now();
+    // One runner per job; a tracking or state directory that takes no file fails the run
+    // before anything is sent.
+    let _lock = RunLock::acquire(&job.state_dir)?;
+    probe_writable("state_dir", &job.state_dir)?;
+    if matches!(opts.tracking, TrackingTarget::Parquet) {
+        probe_writable("tracking.dir", &job.tracking_dir)?;
+        let removed = tidings_sinks::tracking::remove_stale_tmp(&job.tracking_dir);
+        if removed > 0 {
+            eprintln!(
+                "tracking.dir {}: removed {removed} unfinished .tmp file(s) left by an earlier run",
+                job.tracking_dir.display()
+            );
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("tidings-send")
         .build()?;
+    let stop = opts
+        .stop
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+    let health = Health::new(stop.clone());
     let mut accounts = Accounts::build(&job.file.accounts, &job.base)?;
+    accounts.halt_with(health.halt_flag());
     accounts.keep_recall_books(&job.state_dir.join("recall"), wall_ms())?;
     let route_of: HashMap<i64, Route> = job
         .account_of
@@ -135,41 +171,23 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         job.kafka.as_ref(),
         &runtime,
     )?);
+    let counts = Arc::new(Mutex::new(Counts::default()));
     let send_ctx = Arc::new(SendContext {
         accounts,
         route_of,
         templates: job.templates.clone(),
         runtime: runtime.handle().clone(),
         queues: queues.clone(),
+        health: health.clone(),
+        counts: counts.clone(),
     });
     let live = Live::default();
     let main_done_w = Arc::new(AtomicBool::new(false));
-    let stop = opts
-        .stop
-        .clone()
-        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
     if opts.handle_signals {
-        let stop = stop.clone();
-        runtime.spawn(async move {
-            let term = async {
-                #[cfg(unix)]
-                if let Ok(mut s) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    s.recv().await;
-                    return;
-                }
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
-            }
-            eprintln!("stopping: draining what was read, flushing tracking");
-            stop.store(true, Ordering::Relaxed);
-        });
+        signals::handle_signals(&runtime, stop.clone(), health.clone());
     }
-    let counts = Arc::new(Mutex::new(Counts::default()));
+    let finished = Arc::new(AtomicBool::new(false));
+    watch_run(&runtime, job, opts, &stop, &finished, &health, &counts);
     let parked = Arc::new(Mutex::new(0usize));
     let started_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -238,9 +256,12 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         redis.as_ref().map(|(_, sink, ttl)| (sink.clone(), *ttl)),
     ));
     let redis_take = redis_w.clone();
+    let health_w = health.clone();
     let guards = timely::execute(
         timely::Config::process(opts.workers.max(1)),
         move |worker| {
+            // A panic below fails the run: every worker leaves its step loop.
+            let _fails_the_run = health_w.on_panic(worker.index());
             let job = &job_w;
             let live = &live_w;
             let index = worker.index();
@@ -479,6 +500,10 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             let mut last_cut = Instant::now();
             while !done.done() || !done_accounts.done() {
                 worker.step_or_park(Some(Duration::from_millis(1)));
+                if health_w.may_leave() {
+                    // A peer failed, or a halt: no checkpoint is completed.
+                    return crate::health::leave(worker);
+                }
                 if index == 0
                     && let Some(c) = &checkpoints
                     && last_cut.elapsed() >= job.checkpoint
@@ -538,12 +563,12 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         },
     )
     .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
-    let joined: Result<Vec<()>, _> = guards.join().into_iter().collect();
+    let joined = guards.join();
+    finished.store(true, Ordering::SeqCst);
     live.close();
     if let Some(a) = admin {
         a.stop();
     }
-    joined.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
     drop(runtime);
     // Every worker's sink is gone with its worker; the writer drains (or spools) the rest.
     redis_take.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -552,6 +577,11 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         writer.finish()
     });
     let counts = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // A panic is named by the health (the guard saw it); the join only says "Any { .. }".
+    ended_early(&health, &job, &counts)?;
+    if let Some(e) = joined.into_iter().find_map(Result::err) {
+        anyhow::bail!("a worker failed: {e}");
+    }
     let parked = *parked.lock().unwrap_or_else(|p| p.into_inner());
     Ok(Summary {
         counts,
@@ -566,4 +596,77 @@ fn wall_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Watches the run from the side: the drain (progress, `drain_timeout`) and tracking that has
+/// failed for longer than `tracking_give_up`.
+fn watch_run(
+    runtime: &tokio::runtime::Runtime,
+    job: &Job,
+    opts: &RunOptions,
+    stop: &Arc<AtomicBool>,
+    finished: &Arc<AtomicBool>,
+    health: &Arc<Health>,
+    counts: &Arc<Mutex<Counts>>,
+) {
+    let progress: signals::Progress = {
+        let counts = counts.clone();
+        Arc::new(move || counts.lock().unwrap_or_else(|p| p.into_inner()).progress())
+    };
+    signals::watch_drain(
+        runtime,
+        stop.clone(),
+        finished.clone(),
+        health.clone(),
+        opts.drain_timeout,
+        progress,
+    );
+    if let Some(bound) = opts.tracking_give_up {
+        let (finished, health, counts) = (finished.clone(), health.clone(), counts.clone());
+        let dir = job.tracking_dir.clone();
+        runtime.spawn(async move {
+            while !finished.load(Ordering::SeqCst) && !health.must_leave() {
+                let failing = counts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .tracking_failing(wall_ms());
+                if let Some((for_ms, error)) = failing
+                    && for_ms >= bound.as_millis() as i64
+                {
+                    health.fail(format!(
+                        "tracking.dir {}: rows could not be written for {} s ({error}); new sends were held back",
+                        dir.display(),
+                        bound.as_secs()
+                    ));
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+}
+
+/// The error of a run that failed or was halted before its graph drained.
+fn ended_early(health: &Health, job: &Job, counts: &Counts) -> anyhow::Result<()> {
+    let owed = if counts.tracking_owed > 0 {
+        format!(
+            "; {} tracking rows could not be written to tracking.dir {}",
+            counts.tracking_owed,
+            job.tracking_dir.display()
+        )
+    } else {
+        String::new()
+    };
+    if let Some(f) = health.failure() {
+        anyhow::bail!("{f}{owed}");
+    }
+    if let Some(h) = health.halted() {
+        let rest = if job.kafka.is_some() {
+            "the rest waits in Kafka (replayed from the last checkpoint)"
+        } else {
+            "the next run reads the file on from the last checkpoint (what came after it is read again)"
+        };
+        anyhow::bail!("{h}: {rest}{owed}");
+    }
+    Ok(())
 }

@@ -4,17 +4,42 @@
 //! "sent".
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tidings_model::MessageMeta;
 use tidings_model::{Delivery, EventRow, State, Templates};
 use tidings_operators::{Clock, Epoch, Flow, RecallOrder};
 use tidings_sinks::SendBatch;
-use tidings_sinks::account::Accounts;
+use tidings_sinks::account::{Accounts, NOT_SENT_HALTED};
 use tidings_sinks::route::Route;
 
 use crate::backlog::Queues;
+use crate::health::Health;
+use crate::track::Counts;
+
+/// A send's way back to its worker; the run's count of outstanding sends drops as it goes
+/// (however the task ends).
+struct Returned {
+    tx: mpsc::Sender<(Epoch, Vec<EventRow>)>,
+    health: Arc<Health>,
+}
+
+impl Returned {
+    fn send(
+        &self,
+        v: (Epoch, Vec<EventRow>),
+    ) -> Result<(), mpsc::SendError<(Epoch, Vec<EventRow>)>> {
+        self.tx.send(v)
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        self.health.send_returned();
+    }
+}
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
@@ -33,6 +58,23 @@ pub struct SendContext {
     pub runtime: tokio::runtime::Handle,
     /// Accounts queued in their own Kafka topic ([`crate::backlog`]).
     pub queues: Arc<Queues>,
+    /// The run's health: no new send starts once a worker failed or the run is halted.
+    pub health: Arc<Health>,
+    /// Tracking's state: no new send starts while a tracking write is failing.
+    pub counts: Arc<Mutex<Counts>>,
+}
+
+impl SendContext {
+    /// Whether new sends must wait: tracking cannot take their rows, or the run is ending.
+    pub fn hold(&self) -> bool {
+        self.health.must_leave()
+            || self
+                .counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tracking_failing_workers
+                > 0
+    }
 }
 
 /// Which dataflow a send stage serves.
@@ -57,84 +99,100 @@ pub fn send<'s>(
         "Send",
         move |_, info| {
             let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+            let recheck = scope.activator_for(info.address.clone());
             let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
             // Per epoch: its capability and the number of provider calls still out.
             let mut inflight: BTreeMap<Epoch, (Capability<Epoch>, usize)> = BTreeMap::new();
             move |(input, frontier), output| {
-                input.for_each_stamp(|cap, batches| {
-                    let Some(&epoch) = cap.least() else { return };
-                    let entry = inflight
-                        .entry(epoch)
-                        .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
-                    let mut groups: Vec<(Vec<usize>, Vec<Delivery>)> = Vec::new();
-                    for batch in batches {
-                        for f in batch.drain(..) {
-                            let Flow::Pass(d) = f else { continue };
-                            match groups.last_mut() {
-                                Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => {
-                                    ds.push(d)
-                                }
-                                _ => {
-                                    let order = ctx.route_of[&d.meta.template_id]
-                                        .order(&d.meta.message_id);
-                                    groups.push((order, vec![d]))
+                // Held: deliveries stay in the input (their epochs with them, so the source's
+                // backpressure stops reading) until tracking can take rows again.
+                let hold = ctx.hold();
+                if hold {
+                    recheck.activate_after(Duration::from_millis(20));
+                } else {
+                    input.for_each_stamp(|cap, batches| {
+                        let Some(&epoch) = cap.least() else { return };
+                        let entry = inflight
+                            .entry(epoch)
+                            .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
+                        let mut groups: Vec<(Vec<usize>, Vec<Delivery>)> = Vec::new();
+                        for batch in batches {
+                            for f in batch.drain(..) {
+                                let Flow::Pass(d) = f else { continue };
+                                match groups.last_mut() {
+                                    Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => {
+                                        ds.push(d)
+                                    }
+                                    _ => {
+                                        let order = ctx.route_of[&d.meta.template_id]
+                                            .order(&d.meta.message_id);
+                                        groups.push((order, vec![d]))
+                                    }
                                 }
                             }
                         }
-                    }
-                    for (order, ds) in groups {
-                        let account = order[0];
-                        entry.1 += 1;
-                        let ctx = ctx.clone();
-                        let done = done_tx.clone();
-                        let activator = activator.clone();
-                        ctx.clone().runtime.spawn(async move {
-                            if mode == SendMode::Main && ctx.queues.in_kafka(account) {
-                                match ctx.queues.hand_off(account, &ds).await {
-                                    // Durable in the account's topic: the epoch may go.
-                                    Ok(()) => {
-                                        let _ = done.send((epoch, Vec::new()));
-                                        let _ = activator.activate();
-                                        return;
-                                    }
-                                    // Never lost: sent from here instead, holding the epoch.
-                                    Err(e) => eprintln!(
-                                        "warning: account topic: {e}; sending {} deliveries directly",
-                                        ds.len()
-                                    ),
-                                }
-                            }
-                            let channel = ctx
-                                .templates
-                                .get(ds[0].meta.template_id)
-                                .map(|t| t.channel)
-                                .expect("validated template");
-                            let batch = SendBatch {
-                                meta: ds[0].meta.clone(),
-                                channel,
-                                receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
+                        for (order, ds) in groups {
+                            let account = order[0];
+                            entry.1 += 1;
+                            let ctx = ctx.clone();
+                            let done = Returned {
+                                tx: done_tx.clone(),
+                                health: ctx.health.clone(),
                             };
-                            let outcomes = ctx.accounts.send_routed(&order, &batch).await;
-                            if mode == SendMode::Accounts {
-                                ctx.queues.sent(account, ds.len());
-                            }
-                            let now = clock.now_ms();
-                            let rows = ds
-                                .iter()
-                                .zip(outcomes)
-                                .map(|(d, o)| match o {
-                                    Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
-                                    Err(reason) => {
-                                        EventRow::of(d, State::SendFail, Some(reason), now)
+                            ctx.health.send_started();
+                            let activator = activator.clone();
+                            ctx.clone().runtime.spawn(async move {
+                                if mode == SendMode::Main && ctx.queues.in_kafka(account) {
+                                    match ctx.queues.hand_off(account, &ds).await {
+                                        // Durable in the account's topic: the epoch may go.
+                                        Ok(()) => {
+                                            let _ = done.send((epoch, Vec::new()));
+                                            let _ = activator.activate();
+                                            return;
+                                        }
+                                        // Never lost: sent from here instead, holding the epoch.
+                                        Err(e) => eprintln!(
+                                            "warning: account topic: {e}; sending {} deliveries directly",
+                                            ds.len()
+                                        ),
                                     }
-                                })
-                                .collect();
-                            // The worker may have stopped only if the job is being torn down.
-                            let _ = done.send((epoch, rows));
-                            let _ = activator.activate();
-                        });
-                    }
-                });
+                                }
+                                let channel = ctx
+                                    .templates
+                                    .get(ds[0].meta.template_id)
+                                    .map(|t| t.channel)
+                                    .expect("validated template");
+                                let batch = SendBatch {
+                                    meta: ds[0].meta.clone(),
+                                    channel,
+                                    receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
+                                };
+                                let outcomes = ctx.accounts.send_routed(&order, &batch).await;
+                                if mode == SendMode::Accounts {
+                                    ctx.queues.sent(account, ds.len());
+                                }
+                                let now = clock.now_ms();
+                                let rows = ds
+                                    .iter()
+                                    .zip(outcomes)
+                                    // Not sent as the run halted: no row; a new run sends it.
+                                    .filter(|(_, o)| {
+                                        !o.as_ref().is_err_and(|r| r.ends_with(NOT_SENT_HALTED))
+                                    })
+                                    .map(|(d, o)| match o {
+                                        Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
+                                        Err(reason) => {
+                                            EventRow::of(d, State::SendFail, Some(reason), now)
+                                        }
+                                    })
+                                    .collect();
+                                // The worker may have stopped only if the job is being torn down.
+                                let _ = done.send((epoch, rows));
+                                let _ = activator.activate();
+                            });
+                        }
+                    });
+                }
                 // Completions are gathered per epoch and given in one session each: a session per
                 // completion would ship one nearly empty container per provider call.
                 let mut finished: BTreeMap<Epoch, Vec<EventRow>> = BTreeMap::new();

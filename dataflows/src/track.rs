@@ -27,6 +27,14 @@ pub struct Counts {
     pub dead_letters: u64,
     /// Rows per (template, state), for `/metrics`.
     pub per_template: BTreeMap<(i64, State), u64>,
+    /// Failed attempts to make tracking rows durable (each is retried).
+    pub tracking_write_failures: u64,
+    /// Workers whose tracking writes are failing now (new sends are held meanwhile).
+    pub tracking_failing_workers: u32,
+    /// Since when (ms) tracking has been failing, and the last error.
+    pub tracking_failing: Option<(i64, String)>,
+    /// Rows that could not be written when the run ended (named in the run's error).
+    pub tracking_owed: u64,
 }
 
 impl Counts {
@@ -40,12 +48,121 @@ impl Counts {
             *self.per_template.entry(*k).or_default() += n;
         }
     }
+
+    /// How long (ms, at `now`) tracking has been failing and why, while it is.
+    pub fn tracking_failing(&self, now: i64) -> Option<(i64, String)> {
+        if self.tracking_failing_workers == 0 {
+            return None;
+        }
+        self.tracking_failing
+            .as_ref()
+            .map(|(since, e)| (now.saturating_sub(*since), e.clone()))
+    }
+
+    /// A drain's progress: receivers tracked as received and as finished.
+    pub fn progress(&self) -> String {
+        let received = self.states.get(&State::Receive).copied().unwrap_or(0);
+        let finished: u64 = self
+            .states
+            .iter()
+            .filter(|(s, _)| !matches!(s, State::Receive | State::Click))
+            .map(|(_, n)| n)
+            .sum();
+        let mut p = format!(
+            "{received} receivers received, {finished} finished, {} in flight",
+            received.saturating_sub(finished)
+        );
+        if let Some((_, e)) = self.tracking_failing(0) {
+            p.push_str(&format!("; tracking writes failing: {e}"));
+        }
+        p
+    }
 }
 
-/// Writes `rows` (`Flow::Row` and `Flow::Dead`) to `tracking`.
+/// Backoff of tracking retries: from the first to the longest wait.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The writer inside the Track operator: what it still holds is written when the operator is
+/// dropped (a halt, or a failed peer), so rows of sends already made are not lost with it.
+struct Owed {
+    tracking: Tracking,
+    counts: Arc<Mutex<Counts>>,
+    failing: bool,
+}
+
+impl Owed {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a failed write; says so once per kind of error.
+    fn failed(&mut self, e: &std::io::Error, last: &mut Option<String>) {
+        let kind = format!("{:?}", e.kind());
+        if last.as_deref() != Some(&kind) {
+            eprintln!(
+                "error: tracking: {e}; new sends are held back and the write is retried (tidings_tracking_failing in /metrics)"
+            );
+            *last = Some(kind);
+        }
+        let first = !self.failing;
+        self.failing = true;
+        let mut c = self.counts();
+        c.tracking_write_failures += 1;
+        if first {
+            c.tracking_failing_workers += 1;
+        }
+        let since = match &c.tracking_failing {
+            Some((since, _)) if !first || c.tracking_failing_workers > 1 => *since,
+            _ => wall_ms(),
+        };
+        c.tracking_failing = Some((since, e.to_string()));
+    }
+
+    fn recovered(&mut self) {
+        if !self.failing {
+            return;
+        }
+        self.failing = false;
+        eprintln!("tracking: writing again; sends resume");
+        let mut c = self.counts();
+        c.tracking_failing_workers = c.tracking_failing_workers.saturating_sub(1);
+        if c.tracking_failing_workers == 0 {
+            c.tracking_failing = None;
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        let held = self.tracking.buffered();
+        if held == 0 {
+            return;
+        }
+        if let Err(e) = self.tracking.flush() {
+            eprintln!("error: tracking: {e}; {held} rows are not written");
+            self.counts().tracking_owed += held as u64;
+        }
+        if self.failing {
+            self.recovered();
+        }
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes `rows` (`Flow::Row` and `Flow::Dead`) to `tracking`. A write that fails is retried
+/// with backoff, keeping every row and the capability of their epochs: the "done" frontier
+/// waits, and the send stage holds new sends while any worker's tracking is failing
+/// ([`Counts::tracking_failing_workers`]).
 pub fn track<'s>(
     rows: StreamVec<'s, Epoch, Flow>,
-    mut tracking: Tracking,
+    tracking: Tracking,
     flush_rows: usize,
     flush_interval: Duration,
     counts: Arc<Mutex<Counts>>,
@@ -62,7 +179,16 @@ pub fn track<'s>(
             let mut since = Instant::now();
             let mut local = Counts::default();
             let mut for_redis: Vec<RedisRow> = Vec::new();
+            let mut owed = Owed {
+                tracking,
+                counts: counts.clone(),
+                failing: false,
+            };
+            let mut retry = RETRY_FIRST;
+            let mut next_try = Instant::now();
+            let mut last_error: Option<String> = None;
             move |(input, frontier), _output| {
+                let tracking = &mut owed.tracking;
                 input.for_each_stamp(|cap, batches| {
                     let Some(&epoch) = cap.least() else { return };
                     if held.as_ref().is_none_or(|h| epoch < *h.time()) {
@@ -100,12 +226,26 @@ pub fn track<'s>(
                 let due = tracking.buffered() >= flush_rows
                     || since.elapsed() >= flush_interval
                     || frontier.is_empty();
-                if held.is_some() && due {
-                    tracking.flush().unwrap_or_else(|e| panic!("tracking: {e}"));
-                    if let Some(t) = &dead_letter_topic {
-                        t.flush()
-                            .unwrap_or_else(|e| panic!("dead-letter topic: {e}"));
+                if held.is_some() && due && Instant::now() < next_try {
+                    activator.activate_after(next_try - Instant::now());
+                } else if held.is_some() && due {
+                    let written = tracking.flush().and_then(|()| match &dead_letter_topic {
+                        Some(t) => t
+                            .flush()
+                            .map_err(|e| std::io::Error::other(format!("dead-letter topic: {e}"))),
+                        None => Ok(()),
+                    });
+                    if let Err(e) = written {
+                        // Rows and capability stay; sends are held until a write succeeds.
+                        owed.failed(&e, &mut last_error);
+                        next_try = Instant::now() + retry;
+                        activator.activate_after(retry);
+                        retry = (retry * 2).min(RETRY_MAX);
+                        return;
                     }
+                    owed.recovered();
+                    last_error = None;
+                    retry = RETRY_FIRST;
                     // Redis is fed only rows already durable in Parquet, and never waited for.
                     if let Some((sink, _)) = &redis {
                         sink.send(std::mem::take(&mut for_redis));

@@ -131,6 +131,8 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
         handle_signals: false,
         idle_exit: None,
         stop: Some(stop.clone()),
+        drain_timeout: None,
+        tracking_give_up: None,
     };
     let running = {
         let job = job.clone();

@@ -43,6 +43,8 @@ fn decisions_at(
         handle_signals: false,
         idle_exit,
         stop: None,
+        drain_timeout: None,
+        tracking_give_up: None,
     };
     let summary = common::within(LIMIT, "the Kafka job", move || run(&job, &opts).unwrap());
     let c = memory.take();

@@ -8,8 +8,8 @@
 //! on disk for the next run.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::OpenOptions;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -54,31 +54,65 @@ pub struct ParkStore {
 
 impl ParkStore {
     /// Opens (or starts) the store at `path`.
+    ///
+    /// A torn last line (a write cut short: no newline, not JSON) is dropped with a warning and
+    /// the file rewritten without it. A bad line elsewhere is skipped with a warning naming it;
+    /// the file as it was is first kept aside as `parked.jsonl.corrupt-<ms>`, so nothing is
+    /// lost for a person to look at.
     pub fn open(path: &Path) -> io::Result<ParkStore> {
         let mut parked = BTreeMap::new();
-        match File::open(path) {
-            Ok(f) => {
-                for (i, line) in BufReader::new(f).lines().enumerate() {
-                    let line = line?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let p: Parked = serde_json::from_str(&line).map_err(|e| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{}:{}: {e}", path.display(), i + 1),
-                        )
-                    })?;
+        let raw = match std::fs::read(path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        };
+        let mut repair = false;
+        let mut kept_aside = false;
+        let mut lines = raw.split(|b| *b == b'\n').enumerate().peekable();
+        while let Some((i, line)) = lines.next() {
+            let last = lines.peek().is_none();
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            if last {
+                repair = true; // no newline after it: written again whole
+            }
+            match serde_json::from_slice::<Parked>(line) {
+                Ok(p) => {
                     parked.insert(park_key(&p), p);
                 }
+                Err(e) if last => {
+                    eprintln!(
+                        "warning: {}:{}: a torn last line ({} bytes, {e}) is dropped: a write was cut short",
+                        path.display(),
+                        i + 1,
+                        line.len()
+                    );
+                }
+                Err(e) => {
+                    if !kept_aside {
+                        let aside = path.with_extension(format!("jsonl.corrupt-{}", now_ms()));
+                        std::fs::write(&aside, &raw)?;
+                        kept_aside = true;
+                        eprintln!(
+                            "warning: {}: bad lines are skipped; the file as it was is kept as {}",
+                            path.display(),
+                            aside.display()
+                        );
+                    }
+                    eprintln!("warning: {}:{}: skipped: {e}", path.display(), i + 1);
+                    repair = true;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
         }
-        Ok(ParkStore {
+        let store = ParkStore {
             path: path.to_path_buf(),
             parked,
-        })
+        };
+        if repair {
+            store.persist()?;
+        }
+        Ok(store)
     }
 
     /// Parks deliveries durably (appended and fsynced before returning).
@@ -94,13 +128,23 @@ impl ParkStore {
             .append(true)
             .open(&self.path)?;
         let mut buf = Vec::new();
-        for p in items {
-            serde_json::to_writer(&mut buf, &p).map_err(io::Error::other)?;
+        for p in &items {
+            serde_json::to_writer(&mut buf, p).map_err(io::Error::other)?;
             buf.push(b'\n');
+        }
+        // A write cut short (a full disk) is taken back, so no torn line stays in the file.
+        let before = f.metadata()?.len();
+        if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data()) {
+            let _ = f.set_len(before).and_then(|()| f.sync_data());
+            return Err(io::Error::new(
+                e.kind(),
+                format!("{}: {e}", self.path.display()),
+            ));
+        }
+        for p in items {
             self.parked.insert(park_key(&p), p);
         }
-        f.write_all(&buf)?;
-        f.sync_data()
+        Ok(())
     }
 
     /// Takes every delivery due at or before `t`, in release then event-time order, with the
@@ -153,6 +197,13 @@ impl ParkStore {
     pub fn next_release(&self) -> Option<Millis> {
         self.parked.keys().next().map(|k| k.0)
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Parks `parks` (`Flow::Park`) on worker 0 and emits released deliveries as `Flow::Pass`.
@@ -371,5 +422,68 @@ mod tests {
         s.persist().unwrap();
         assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A write cut short leaves `{"release_at":…` without its end: the store opens without it
+    /// (with a warning), repairs the file, and appends after it cleanly.
+    #[test]
+    fn a_torn_last_line_is_dropped_and_the_file_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parked.jsonl");
+        let mut s = ParkStore::open(&path).unwrap();
+        s.park(vec![parked(900, 10, 1), parked(950, 20, 2)])
+            .unwrap();
+        drop(s);
+        let mut raw = std::fs::read(&path).unwrap();
+        let whole = raw.len();
+        let line = serde_json::to_vec(&parked(990, 30, 3)).unwrap();
+        raw.extend_from_slice(&line[..line.len() / 2]);
+        std::fs::write(&path, &raw).unwrap();
+        let mut s = ParkStore::open(&path).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(std::fs::read(&path).unwrap().len(), whole, "repaired");
+        s.park(vec![parked(990, 30, 3)]).unwrap();
+        assert_eq!(ParkStore::open(&path).unwrap().len(), 3);
+        // A whole last record whose newline was lost is kept.
+        let raw = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &raw[..raw.len() - 1]).unwrap();
+        assert_eq!(ParkStore::open(&path).unwrap().len(), 3);
+        assert!(std::fs::read(&path).unwrap().ends_with(b"\n"));
+    }
+
+    /// A bad line inside the file (not a torn tail) is skipped, never blocking the start; the
+    /// file as it was is kept aside.
+    #[test]
+    fn a_bad_inner_line_is_skipped_and_the_original_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parked.jsonl");
+        let mut s = ParkStore::open(&path).unwrap();
+        s.park(vec![parked(900, 10, 1)]).unwrap();
+        drop(s);
+        let mut raw = std::fs::read(&path).unwrap();
+        raw.extend_from_slice(b"{\"release_at\":9\x00\xff\n");
+        raw.extend_from_slice(&serde_json::to_vec(&parked(990, 30, 3)).unwrap());
+        raw.push(b'\n');
+        std::fs::write(&path, &raw).unwrap();
+        let s = ParkStore::open(&path).unwrap();
+        assert_eq!(s.len(), 2);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".jsonl.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read(aside[0].path()).unwrap(), raw);
+        assert_eq!(ParkStore::open(&path).unwrap().len(), 2);
+    }
+
+    /// A state path that cannot be read is an error naming it, not a panic.
+    #[test]
+    fn an_unreadable_store_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parked.jsonl");
+        std::fs::create_dir(&path).unwrap();
+        let e = ParkStore::open(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
     }
 }

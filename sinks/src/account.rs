@@ -331,13 +331,29 @@ pub struct Account {
     pub stats: SendStats,
     retry: RetryPolicy,
     reject: Vec<String>,
+    /// Raised when the run halts: a send still waiting for its permits or slot gives up
+    /// (its receivers are not sent) instead of calling the provider.
+    halt: Arc<std::sync::atomic::AtomicBool>,
     /// What it sent that can be recalled.
     book: crate::recall::RecallBook,
     /// Its settings' secrets: every reason leaving the account is scrubbed of them.
     secrets: Secrets,
 }
 
+/// The end of the outcome of a receiver not sent because the run halted first: no provider
+/// was called, so it has no terminal state (a new run sends it).
+pub const NOT_SENT_HALTED: &str = "not sent: the run was halted";
+
 impl Account {
+    /// Every receiver of `batch` failed without a call: the run halted before it.
+    fn not_sent(&self, batch: &SendBatch) -> Vec<Outcome> {
+        batch
+            .receivers
+            .iter()
+            .map(|_| Err(format!("{}: {NOT_SENT_HALTED}", self.name)))
+            .collect()
+    }
+
     /// Sends one batch: waits for rate-limit permits and a concurrency slot, then calls the
     /// provider with retries. One outcome per receiver, in order.
     pub async fn send(&self, batch: &SendBatch) -> Vec<Outcome> {
@@ -352,7 +368,16 @@ impl Account {
                 Err(format!("{}: receiver refused by the provider", self.name)),
             );
         }
+        if !to_send.is_empty() && self.halt.load(Ordering::Relaxed) {
+            return self.not_sent(batch);
+        }
         if !to_send.is_empty() {
+            let halted = async {
+                while !self.halt.load(Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            };
+            tokio::pin!(halted);
             if let Some((limiter, rate, burst)) = &self.limiter {
                 let _waiting = Raised::new(&self.stats.waiting);
                 let mut need = match rate.strategy {
@@ -361,21 +386,24 @@ impl Account {
                 };
                 while need > 0 {
                     let n = need.min(burst.get());
-                    if let Ok(state) = limiter
-                        .until_n_ready(NonZeroU32::new(n).expect("n > 0"))
-                        .await
-                    {
+                    let ready = tokio::select! {
+                        r = limiter.until_n_ready(NonZeroU32::new(n).expect("n > 0")) => r,
+                        () = &mut halted => return self.not_sent(batch),
+                    };
+                    if let Ok(state) = ready {
                         self.stats
                             .tokens_after_acquire(state.remaining_burst_capacity());
                     }
                     need -= n;
                 }
             }
-            let _slot = self
-                .slots
-                .acquire()
-                .await
-                .expect("semaphore is never closed");
+            let _slot = tokio::select! {
+                s = self.slots.acquire() => s.expect("semaphore is never closed"),
+                () = &mut halted => return self.not_sent(batch),
+            };
+            if self.halt.load(Ordering::Relaxed) {
+                return self.not_sent(batch);
+            }
             let _in_flight = Raised::new(&self.stats.in_flight);
             let receivers: Vec<String> = to_send.iter().map(|r| r.to_string()).collect();
             // Receivers settle one by one: a provider that answers per receiver gets only the
@@ -666,6 +694,7 @@ impl Accounts {
                 reject: c.reject_receivers.clone(),
                 book: crate::recall::RecallBook::default(),
                 secrets,
+                halt: Arc::default(),
             });
         }
         Ok(Accounts { list })
@@ -679,6 +708,14 @@ impl Accounts {
             a.book = crate::recall::RecallBook::open(&dir.join(format!("{}.jsonl", a.name)), now)?;
         }
         Ok(())
+    }
+
+    /// Sends still waiting for permits give up once `halt` is raised (calls already made are
+    /// let finish).
+    pub fn halt_with(&mut self, halt: Arc<std::sync::atomic::AtomicBool>) {
+        for a in &mut self.list {
+            a.halt = halt.clone();
+        }
     }
 
     /// The index of an account by name.

@@ -54,6 +54,8 @@ pub fn run_memory(
         handle_signals: false,
         idle_exit: None,
         stop: None,
+        drain_timeout: None,
+        tracking_give_up: None,
     };
     let summary = run(&job, &opts).unwrap();
     let c = memory.take();

@@ -56,8 +56,17 @@ impl RecallBook {
         let mut entries = HashMap::new();
         if let Ok(f) = File::open(path) {
             for line in BufReader::new(f).split(b'\n') {
-                // A torn last line (a crash mid-write) is skipped.
-                let Ok(e) = serde_json::from_slice::<Entry>(&line?) else {
+                // A torn last line (a crash mid-write) is skipped, and gone once the book is
+                // rewritten below.
+                let line = line?;
+                let Ok(e) = serde_json::from_slice::<Entry>(&line) else {
+                    if !line.trim_ascii().is_empty() {
+                        eprintln!(
+                            "warning: {}: a line that is not a whole record ({} bytes) is dropped",
+                            path.display(),
+                            line.len()
+                        );
+                    }
                     continue;
                 };
                 if e.recalled {
@@ -87,8 +96,14 @@ impl RecallBook {
         if let Some(f) = self.file.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             let mut line = serde_json::to_vec(e).unwrap_or_default();
             line.push(b'\n');
+            // A write cut short (a full disk) is taken back: no torn line for the next append
+            // to run into.
+            let before = f.metadata().map(|m| m.len());
             if let Err(err) = f.write_all(&line) {
                 eprintln!("warning: recall book: {err}");
+                if let Ok(len) = before {
+                    let _ = f.set_len(len);
+                }
             }
         }
     }

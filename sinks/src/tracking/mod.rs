@@ -145,38 +145,68 @@ impl ParquetTracking {
         self.buffered
     }
 
+    /// Writes every buffered row. On an error the rows not yet written stay buffered (each
+    /// date's file is written whole or not at all), so a later call retries them.
     fn flush(&mut self) -> io::Result<()> {
-        for (date, rows) in std::mem::take(&mut self.events) {
-            let batch = self.events_batch(&rows).map_err(io::Error::other)?;
-            self.write("events", date, batch)?;
+        while let Some((date, rows)) = self.events.pop_first() {
+            let written = self
+                .events_batch(&rows)
+                .map_err(io::Error::other)
+                .and_then(|batch| self.write("events", date, batch));
+            if let Err(e) = written {
+                self.events.insert(date, rows);
+                return Err(e);
+            }
+            self.buffered -= rows.len();
         }
-        for (date, rows) in std::mem::take(&mut self.dead) {
-            let batch = dead_batch(&rows).map_err(io::Error::other)?;
-            self.write("dead_letters", date, batch)?;
+        while let Some((date, rows)) = self.dead.pop_first() {
+            let written = dead_batch(&rows)
+                .map_err(io::Error::other)
+                .and_then(|batch| self.write("dead_letters", date, batch));
+            if let Err(e) = written {
+                self.dead.insert(date, rows);
+                return Err(e);
+            }
+            self.buffered -= rows.len();
         }
-        self.buffered = 0;
         Ok(())
     }
 
+    /// Writes one file: aside as `.NAME.tmp`, fsynced, renamed. A failed write leaves no
+    /// `.tmp` behind; the error names the path.
     fn write(&mut self, table: &str, date: NaiveDate, batch: RecordBatch) -> io::Result<()> {
         let dir = self
             .dir
             .join(table)
             .join(format!("date={}", date.format("%Y-%m-%d")));
-        std::fs::create_dir_all(&dir)?;
+        let named = |path: &Path, e: io::Error| {
+            io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| named(&dir, e))?;
         self.seq += 1;
         let name = format!("{}-{:05}.parquet", self.prefix, self.seq);
         let tmp = dir.join(format!(".{name}.tmp"));
-        let file = File::create(&tmp)?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
-        let mut writer =
-            ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(io::Error::other)?;
-        writer.write(&batch).map_err(io::Error::other)?;
-        let file = writer.into_inner().map_err(io::Error::other)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))
+        let written = (|| {
+            let file = File::create(&tmp)?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build();
+            let mut writer =
+                ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_io)?;
+            writer.write(&batch).map_err(parquet_io)?;
+            let file = writer.into_inner().map_err(parquet_io)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, dir.join(&name))
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(named(&tmp, e));
+        }
+        // The rename is durable once the directory is.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     }
 
     fn events_batch(&self, rows: &[EventRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
@@ -224,6 +254,64 @@ impl ParquetTracking {
         ];
         RecordBatch::try_new(events_schema(), columns)
     }
+}
+
+/// A Parquet error as an I/O error, keeping the I/O error's kind (e.g. a full disk) when it
+/// is one.
+fn parquet_io(e: parquet::errors::ParquetError) -> io::Error {
+    match e {
+        parquet::errors::ParquetError::External(inner) => match inner.downcast::<io::Error>() {
+            Ok(io) => *io,
+            Err(other) => io::Error::other(other),
+        },
+        other => io::Error::other(other),
+    }
+}
+
+/// Removes the `.tmp` files a crashed run left under `dir` (`events/date=*/.part-*.tmp` and
+/// the same under `dead_letters`): those of runs whose process is gone, or older than an hour.
+/// Returns how many were removed.
+pub fn remove_stale_tmp(dir: &Path) -> usize {
+    let mut removed = 0;
+    for table in ["events", "dead_letters"] {
+        let Ok(dates) = std::fs::read_dir(dir.join(table)) else {
+            continue;
+        };
+        for date in dates.flatten() {
+            let Ok(files) = std::fs::read_dir(date.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Some(part) = name
+                    .strip_prefix(".part-")
+                    .and_then(|n| n.strip_suffix(".tmp"))
+                else {
+                    continue;
+                };
+                if tmp_is_stale(part, &f) && std::fs::remove_file(f.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+    }
+    removed
+}
+
+/// Whether the writer of `.part-<ms>-<pid>-...` is gone (its pid is not alive, or the file is
+/// an hour old).
+fn tmp_is_stale(part: &str, f: &std::fs::DirEntry) -> bool {
+    let old = f
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+    let pid = part.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+    // Without /proc (not Linux) only age tells.
+    let gone = Path::new("/proc/self").exists()
+        && !pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+    old || gone
 }
 
 fn dead_batch(rows: &[DeadLetter]) -> Result<RecordBatch, arrow_schema::ArrowError> {
@@ -309,5 +397,50 @@ mod tests {
         assert_eq!(batches[0].num_rows(), 1);
         assert_eq!(batches[0].schema().fields().len(), 12);
         assert!(dir.path().join("dead_letters/date=2025-11-22").is_dir());
+    }
+
+    /// A `.tmp` a crashed run left (its pid gone) is removed at start; one of a live writer
+    /// (here: this process) is kept; finished files are never touched.
+    #[test]
+    fn stale_tmp_files_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("events/date=2025-11-22");
+        std::fs::create_dir_all(&day).unwrap();
+        // pid_max is at most 4194304 on Linux: this pid cannot be alive.
+        let dead = day.join(".part-1763784000000-999999999-w0-00001.parquet.tmp");
+        let live = day.join(format!(
+            ".part-1763784000000-{}-w0-00001.parquet.tmp",
+            std::process::id()
+        ));
+        let done = day.join("part-1763784000000-999999999-w0-00002.parquet");
+        for f in [&dead, &live, &done] {
+            std::fs::write(f, "x").unwrap();
+        }
+        assert_eq!(remove_stale_tmp(dir.path()), 1);
+        assert!(!dead.exists() && live.exists() && done.exists());
+    }
+
+    /// A failed write keeps every row buffered (a later flush retries them) and leaves no
+    /// `.tmp` behind; its error names the path.
+    #[test]
+    fn a_failed_flush_keeps_its_rows_for_the_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "a file").unwrap();
+        let mut w = ParquetTracking::new(&plain, tz, Arc::new(Templates::default()), "r1", 0);
+        w.dead(DeadLetter {
+            time: 1_763_742_600_000,
+            source: "file:x:1".into(),
+            payload: "{".into(),
+            reason: "bad".into(),
+        });
+        let e = w.flush().unwrap_err().to_string();
+        assert!(e.starts_with(&plain.display().to_string()), "{e}");
+        assert_eq!(w.buffered(), 1);
+        std::fs::remove_file(&plain).unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.buffered(), 0);
+        assert!(plain.join("dead_letters/date=2025-11-22").is_dir());
     }
 }

@@ -199,6 +199,13 @@ impl RedisWriter {
     /// Starts the writer; rows left in the spool by an earlier run go first.
     pub fn start(settings: RedisSettings) -> io::Result<(RedisWriter, RedisSink)> {
         std::fs::create_dir_all(&settings.spool_dir)?;
+        // A spool file is written aside and renamed: a `.tmp` is one a crash cut short (the
+        // run lock means no other writer is using this directory).
+        for e in std::fs::read_dir(&settings.spool_dir)?.flatten() {
+            if e.path().extension().is_some_and(|x| x == "tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let (tx, rx) = mpsc::channel();

@@ -1,14 +1,21 @@
 //! A small HTTP/1.1 server for the provider simulator and the admin API: a thread per
 //! connection (at most [`MAX_CONNECTIONS`] at once), keep-alive, `Content-Length` bodies.
+//!
+//! Slow or idle clients cannot lock it out: a request's head must arrive within
+//! [`HEAD_TIMEOUT`] of its first byte and its body within [`BODY_TIMEOUT`]; a kept-alive
+//! connection is closed after [`IDLE_TIMEOUT`] without a request; and when every slot is taken
+//! a new connection closes the longest idle one (else the longest in the middle of a head) to
+//! make room, never one whose request is being answered.
 //! (tiny_http's task pool sometimes left a new connection's task queued with no thread to run
 //! it until another connection arrived: a 10 s stall, i.e. a client timeout, then a retried
 //! duplicate. Both servers have few connections, so a thread each is the simple answer.)
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// One request.
 #[derive(Debug, Clone, Default)]
@@ -34,8 +41,16 @@ impl Request {
     }
 }
 
-/// Connections served at once; more are closed at once.
+/// Connections served at once; past it a new one closes the longest idle one.
 pub const MAX_CONNECTIONS: usize = 64;
+/// The longest a request's head may take from its first byte.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a request's body may take after its head.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a kept-alive connection may wait for its next request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest an answer may take to be taken by the client.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest request line or header line.
 const MAX_LINE: u64 = 8 * 1024;
 /// The most headers of one request.
@@ -86,22 +101,21 @@ impl Server {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        let open = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(Mutex::new(Conns::default()));
         let accept = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                    open.fetch_sub(1, Ordering::AcqRel);
-                    continue; // dropped: closed
-                }
-                let (handler, open) = (handler.clone(), open.clone());
+                let Ok(id) = lock(&conns).admit(&stream) else {
+                    continue; // every slot answering a request: dropped, closed
+                };
+                let (handler, conns) = (handler.clone(), conns.clone());
                 std::thread::spawn(move || {
                     // Given back even if the handler panics.
-                    let _slot = Slot(open);
-                    let _ = serve(stream, &*handler);
+                    let slot = Slot { conns, id };
+                    let _ = serve(stream, &*handler, &slot);
                 });
             }
         });
@@ -123,17 +137,95 @@ impl Server {
     }
 }
 
-struct Slot(Arc<AtomicUsize>);
+/// What a connection is doing, for choosing one to close when every slot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request (since).
+    Idle(Instant),
+    /// Reading a request's head or body (since its first byte).
+    Reading(Instant),
+    /// Its request is being answered: never closed to make room.
+    Answering,
+}
+
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    open: HashMap<u64, (TcpStream, Phase)>,
+}
+
+fn lock(c: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Conns {
+    /// Takes a slot for `stream`, closing the longest idle connection (else the one longest
+    /// in the middle of a request) when all are taken; `Err` when every one is answering.
+    fn admit(&mut self, stream: &TcpStream) -> Result<u64, ()> {
+        if self.open.len() >= MAX_CONNECTIONS {
+            let victim = self
+                .open
+                .iter()
+                .filter_map(|(id, (_, phase))| match phase {
+                    Phase::Idle(t) => Some(((0, *t), *id)),
+                    Phase::Reading(t) => Some(((1, *t), *id)),
+                    Phase::Answering => None,
+                })
+                .min()
+                .map(|(_, id)| id)
+                .ok_or(())?;
+            if let Some((s, _)) = self.open.remove(&victim) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        let clone = stream.try_clone().map_err(|_| ())?;
+        self.open.insert(id, (clone, Phase::Idle(Instant::now())));
+        Ok(id)
+    }
+}
+
+struct Slot {
+    conns: Arc<Mutex<Conns>>,
+    id: u64,
+}
+
+impl Slot {
+    fn set(&self, phase: Phase) {
+        if let Some((_, p)) = lock(&self.conns).open.get_mut(&self.id) {
+            *p = phase;
+        }
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        lock(&self.conns).open.remove(&self.id);
+    }
+}
+
+/// A stream whose every read must end by a deadline (a slow client cannot stretch it by
+/// sending a byte at a time).
+struct Timed {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
     }
 }
 
 /// Reads one line of at most [`MAX_LINE`] bytes; `None` at the end of the stream or when the
 /// line is longer (the connection is then closed).
-fn read_line(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<String>> {
+fn read_line(reader: &mut BufReader<Timed>) -> std::io::Result<Option<String>> {
     let mut buf = Vec::new();
     let n = reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf)?;
     if n == 0 || !buf.ends_with(b"\n") {
@@ -158,12 +250,23 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn serve(stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+fn serve(stream: TcpStream, handler: &Handler, slot: &Slot) -> std::io::Result<()> {
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(Timed {
+        stream,
+        deadline: Instant::now() + IDLE_TIMEOUT,
+    });
     loop {
+        slot.set(Phase::Idle(Instant::now()));
+        reader.get_mut().deadline = Instant::now() + IDLE_TIMEOUT;
+        if reader.fill_buf()?.is_empty() {
+            return Ok(()); // closed by the client
+        }
+        let started = Instant::now();
+        slot.set(Phase::Reading(started));
+        reader.get_mut().deadline = started + HEAD_TIMEOUT;
         let Some(line) = read_line(&mut reader)? else {
             return Ok(()); // closed by the client, or a line too long
         };
@@ -202,7 +305,9 @@ fn serve(stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
             return Ok(());
         }
         let mut body = vec![0u8; length];
+        reader.get_mut().deadline = Instant::now() + BODY_TIMEOUT;
         reader.read_exact(&mut body)?;
+        slot.set(Phase::Answering);
         request.body = String::from_utf8_lossy(&body).into_owned();
         let close = request.header("Connection").eq_ignore_ascii_case("close");
         let r = handler(request);
@@ -287,6 +392,52 @@ mod tests {
         // Still serving.
         let again = ask(server.addr, b"GET /y HTTP/1.1\r\n\r\n");
         assert!(again.starts_with("HTTP/1.1 200 OK"), "{again}");
+        server.stop();
+    }
+
+    /// 100 idle connections and 64 slow-loris ones (a byte of a head, then nothing) are held
+    /// open; a request still gets its answer at once, and the slow heads are cut at the head
+    /// timeout.
+    #[test]
+    fn idle_and_slow_connections_do_not_lock_the_server_out() {
+        let server = Server::start(
+            "127.0.0.1:0",
+            Arc::new(|_: Request| Response::json(200, "{}".into())),
+        )
+        .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            held.push(TcpStream::connect(server.addr).unwrap());
+        }
+        let mut slow = Vec::new();
+        for _ in 0..64 {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.write_all(b"G").unwrap();
+            slow.push(s);
+        }
+        let asked = Instant::now();
+        let answer = ask(server.addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "answered in {:?}",
+            asked.elapsed()
+        );
+        // Each slow head is closed by the server within the head timeout (read gives 0 or an
+        // error, never a hang past the bound).
+        let s = &mut slow[63];
+        s.set_read_timeout(Some(HEAD_TIMEOUT + Duration::from_secs(5)))
+            .unwrap();
+        let waited = Instant::now();
+        let mut buf = [0u8; 16];
+        let got = s.read(&mut buf);
+        assert!(
+            matches!(got, Ok(0) | Err(_))
+                && waited.elapsed() < HEAD_TIMEOUT + Duration::from_secs(2),
+            "{got:?} after {:?}",
+            waited.elapsed()
+        );
+        drop((held, slow));
         server.stop();
     }
 }
