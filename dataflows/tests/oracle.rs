@@ -120,8 +120,8 @@ fn model(reqs: &[Req], parts: &[usize]) -> Vec<Row> {
     rows
 }
 
-fn graph(reqs: &[Req], parts: &[usize], workers: usize) -> Vec<Row> {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes the job over `reqs` cut into `parts` (one file, or a directory of partition files).
+fn write_graph_job(dir: &std::path::Path, reqs: &[Req], parts: &[usize]) -> std::path::PathBuf {
     let templates = [
         common::sms_template(1, "none", true, "user_id"),
         common::sms_template(2, "night_drop", true, "user_id"),
@@ -135,11 +135,11 @@ fn graph(reqs: &[Req], parts: &[usize], workers: usize) -> Vec<Row> {
         .collect();
     let extra =
         "[dedup]\ncontent = { num = 1, time = 1800 }\nfrequency = { num = 3 }\nlateness = 864000\n";
-    let job = common::write_job(dir.path(), &templates, &lines, extra);
+    let job = common::write_job(dir, &templates, &lines, extra);
     let k = parts.iter().max().copied().unwrap_or(0) + 1;
     if k > 1 {
         // One file per partition, each in the stream's order; read by `p % workers`.
-        let files = dir.path().join("requests");
+        let files = dir.join("requests");
         std::fs::create_dir_all(&files).unwrap();
         for p in 0..k {
             let body: String = reqs
@@ -159,9 +159,13 @@ fn graph(reqs: &[Req], parts: &[usize], workers: usize) -> Vec<Row> {
     }
     // Nothing is late: the lines are up to two days apart in any order.
     common::set_source(&job, "max_out_of_order_ms = 259200000");
-    // The clock is far in the future: whatever is still parked at the end is released.
-    let (events, dead, _) = common::run_memory(&job, workers, DAY + 30 * 24 * 60 * MIN);
-    assert!(dead.is_empty(), "{dead:?}");
+    job
+}
+
+/// The clock is far in the future: whatever is still parked at the end is released.
+const NOW: i64 = DAY + 30 * 24 * 60 * MIN;
+
+fn rows_of(events: Vec<tidings_model::EventRow>) -> Vec<Row> {
     let mut rows: Vec<Row> = events
         .into_iter()
         .map(|e| {
@@ -175,6 +179,14 @@ fn graph(reqs: &[Req], parts: &[usize], workers: usize) -> Vec<Row> {
         .collect();
     rows.sort();
     rows
+}
+
+fn graph(reqs: &[Req], parts: &[usize], workers: usize) -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_graph_job(dir.path(), reqs, parts);
+    let (events, dead, _) = common::run_memory(&job, workers, NOW);
+    assert!(dead.is_empty(), "{dead:?}");
+    rows_of(events)
 }
 
 fn by_state(rows: &[Row]) -> BTreeMap<&str, usize> {
@@ -193,7 +205,7 @@ proptest! {
         (reqs, parts) in (proptest::collection::vec(req(), 1..40), 1usize..=8).prop_flat_map(|(reqs, k)| {
             let n = reqs.len();
             (Just(reqs), proptest::collection::vec(0..k, n))
-        })
+        }),
     ) {
         let want = model(&reqs, &parts);
         let one = graph(&reqs, &parts, 1);
