@@ -90,7 +90,7 @@ impl RunOptions {
             workers: job.file.workers.unwrap_or(cores),
             clock: Clock::System,
             tracking: TrackingTarget::Parquet,
-            in_flight: 10_000,
+            in_flight: 2_000,
             from_start: false,
             handle_signals: false,
             idle_exit: None,
