@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -328,17 +328,21 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 const SMS: &str = "[[template]]\nid = 1\nname = \"x\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"out\"\n";
+/// Writes `t.toml` (one SMS template), an empty `r.jsonl` and `job.toml` with `body`.
+fn small_job(dir: &Path, body: &str) -> PathBuf {
+    write(dir, "t.toml", SMS);
+    write(dir, "r.jsonl", "");
+    write(dir, "job.toml", body)
+}
+
 const OUT: &str =
     "[accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n";
 
 #[test]
 fn every_structural_problem_at_once_one_line_each() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "t.toml", SMS);
-    write(dir.path(), "r.jsonl", "");
-    let job = write(
+    let job = small_job(
         dir.path(),
-        "job.toml",
         &format!(
             "name = \"x\"\ntemplates = \"t.toml\"\nworkerz = 2\ntimezone = \"Mars/Base\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = {{ num = 1, time = 3 }}\n[tracking]\nflush_rows = \"many\"\n{OUT}[accounts.out.rate_limit]\nper_hour = 5\n"
         ),
@@ -405,11 +409,8 @@ fn a_byte_order_mark_is_accepted_in_the_job_and_templates() {
 #[test]
 fn workers_are_capped_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "t.toml", SMS);
-    write(dir.path(), "r.jsonl", "");
-    let job = write(
+    let job = small_job(
         dir.path(),
-        "job.toml",
         &format!(
             "name = \"x\"\ntemplates = \"t.toml\"\nworkers = 3000\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n{OUT}"
         ),
