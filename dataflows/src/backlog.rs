@@ -30,6 +30,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -209,6 +210,21 @@ struct AccountConsumer {
     pending: RefCell<BTreeMap<Epoch, HashMap<i32, i64>>>,
     /// Records below these offsets were sent by an earlier run (`account-offsets.json`).
     skip_below: BTreeMap<i32, i64>,
+    /// Per partition: whether the broker said it is at its end since the last record.
+    at_end: RefCell<HashMap<i32, bool>>,
+}
+
+impl AccountConsumer {
+    /// Whether every partition it was given is read to its end.
+    fn drained(&self) -> bool {
+        let at_end = self.at_end.borrow();
+        self.consumer.assignment().is_ok_and(|a| {
+            a.count() > 0
+                && a.elements()
+                    .iter()
+                    .all(|e| at_end.get(&e.partition()).copied().unwrap_or(false))
+        })
+    }
 }
 
 /// Worker 0's consumers of the account topics: one per account, each in its own group, so an
@@ -255,6 +271,8 @@ impl BacklogReader {
                 .set("session.timeout.ms", "10000")
                 // An account without room is not polled; that is not a dead member.
                 .set("max.poll.interval.ms", "86400000")
+                // The run ends only once every partition is read to its end.
+                .set("enable.partition.eof", "true")
                 .create()?;
             consumer.subscribe(&[topic])?;
             consumers.push(AccountConsumer {
@@ -263,6 +281,7 @@ impl BacklogReader {
                 consumer: GroupConsumer::new(consumer),
                 pending: RefCell::new(BTreeMap::new()),
                 skip_below: positions.get(topic).cloned().unwrap_or_default(),
+                at_end: RefCell::new(HashMap::new()),
             });
         }
         Ok(Rc::new(BacklogReader {
@@ -383,8 +402,12 @@ pub fn backlog_source<'s>(
                     cap = None;
                     return;
                 }
+                // Done: the main graph is, every partition of every account topic is read to its
+                // end (what earlier runs handed off included), and all of it was sent.
                 let drained = main_over
                     && assigned
+                    && reader.consumers.iter().all(AccountConsumer::drained)
+                    && idle
                     && queues.read.load(Ordering::Relaxed) >= queues.handed.load(Ordering::Relaxed)
                     && quiet_since.elapsed() >= Duration::from_secs(2);
                 if stop.load(Ordering::Relaxed) || drained {
@@ -403,6 +426,10 @@ pub fn backlog_source<'s>(
                     while room > 0 {
                         let m = match c.consumer.poll(Duration::ZERO) {
                             None => break,
+                            Some(Err(KafkaError::PartitionEOF(p))) => {
+                                c.at_end.borrow_mut().insert(p, true);
+                                continue;
+                            }
                             Some(Err(e)) => {
                                 eprintln!("warning: kafka ({}): {e}", c.topic);
                                 break;
@@ -410,6 +437,7 @@ pub fn backlog_source<'s>(
                             Some(Ok(m)) => m,
                         };
                         let (p, o) = (m.partition(), m.offset());
+                        c.at_end.borrow_mut().insert(p, false);
                         c.pending
                             .borrow_mut()
                             .entry(epoch)

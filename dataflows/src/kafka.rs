@@ -412,7 +412,14 @@ pub fn kafka_source<'s>(
             let mut given_max: Epoch = 0;
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
-                let idle = idle_exit.is_some_and(|d| last_record.elapsed() >= d);
+                // Idle: every partition at its end (or none reachable) and nothing read for
+                // `idle_exit`; time spent waiting on backpressure does not count.
+                let drained = reader
+                    .parts
+                    .borrow()
+                    .as_ref()
+                    .is_none_or(|p| p.values().all(|x| x.caught_up));
+                let idle = drained && idle_exit.is_some_and(|d| last_record.elapsed() >= d);
                 if stop.load(Ordering::Relaxed) || idle {
                     checkpoints
                         .source_finished(reader.worker, given_max, |cut| reader.positions(cut));
@@ -429,7 +436,9 @@ pub fn kafka_source<'s>(
                 let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
                 let mut parts_ref = reader.parts.borrow_mut();
                 let parts = parts_ref.as_mut().expect("assigned");
-                if !flight.full(&progress, *c.time(), in_flight) {
+                if flight.full(&progress, *c.time(), in_flight) {
+                    last_record = Instant::now();
+                } else {
                     while batch.len() < 4096 {
                         match reader.consumer.poll(Duration::ZERO) {
                             None => break,

@@ -20,10 +20,16 @@ fn brokers() -> String {
 }
 
 fn start(job: &Path) -> Child {
+    // Each run's stderr is kept beside the job, printed if the test fails.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(job.with_file_name("runs.log"))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_tidings"))
         .args(["run", job.to_str().unwrap(), "--idle-exit", "10"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
@@ -110,5 +116,15 @@ fn sigkill_three_times_loses_nothing() {
         "crash test: {} receivers sent, {} SEND_SUCCESS rows, {} duplicates after {kills} SIGKILLs",
         nums[0], nums[1], nums[2]
     );
-    assert_eq!(nums[0], REQUESTS, "lost: {}", REQUESTS - nums[0]);
+    let log = std::fs::read_to_string(job.with_file_name("runs.log")).unwrap_or_default();
+    let per_template = common::sql_csv(
+        &dir.path().join("var/tracking"),
+        "SELECT template_id, count(DISTINCT receiver) FROM events WHERE state = 'SEND_SUCCESS' GROUP BY template_id ORDER BY template_id",
+    );
+    assert_eq!(
+        nums[0],
+        REQUESTS,
+        "lost: {}; sent per template: {per_template}; the runs said:\n{log}",
+        REQUESTS - nums[0]
+    );
 }
