@@ -58,8 +58,9 @@ enum Command {
         /// stamps bare lines' event time, the `time` column and end-of-run releases.
         #[arg(long)]
         now: Option<String>,
-        /// Kafka source: stop gracefully once no record has arrived for this many seconds
-        /// (counted from the start while the brokers cannot be reached).
+        /// Kafka source: stop gracefully once every partition is read to its end and no record
+        /// has arrived for this many seconds (counted from the start while the brokers cannot
+        /// be reached; time spent held back by backpressure does not count).
         #[arg(long, value_name = "SECS")]
         idle_exit: Option<f64>,
         /// Start without the newest checkpoint: read the source from its start, with fresh
