@@ -23,22 +23,6 @@ fn total_rows(tracking: &Path) -> u64 {
     common::first_row::<u64>(&common::sql_csv(tracking, "SELECT count(*) FROM events"))[0]
 }
 
-/// Lines in `path` (0 when it does not exist yet).
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-}
-
-/// Waits until `cond` holds, at most `limit`.
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
-}
-
 /// `tidings run JOB ARGS` in the background, its stderr piped.
 fn spawn_run(job: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tidings"))
@@ -125,8 +109,8 @@ fn follow_reads_lines_appended_while_running() {
     common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
     let child = spawn_run(&job, &[]);
     let outbox = dir.path().join("var/outbox/sms.jsonl");
-    wait_for(Duration::from_secs(30), "the first two sent", || {
-        lines(&outbox) == 2
+    common::wait_until(Duration::from_secs(30), "the first two sent", || {
+        common::count_lines(&outbox) == 2
     });
     let mut more = String::new();
     for i in 2..5 {
@@ -139,8 +123,8 @@ fn follow_reads_lines_appended_while_running() {
         .unwrap();
     f.write_all(more.as_bytes()).unwrap();
     drop(f);
-    wait_for(Duration::from_secs(30), "the appended three sent", || {
-        lines(&outbox) == 5
+    common::wait_until(Duration::from_secs(30), "the appended three sent", || {
+        common::count_lines(&outbox) == 5
     });
     interrupt(child, "the following job");
     assert_eq!(receive_count(&dir.path().join("var/tracking")), 5);
@@ -196,10 +180,10 @@ fn a_quiet_topic_releases_a_parked_message_on_time() {
         .with_nanosecond(0)
         .unwrap()
         .timestamp_millis();
-    wait_for(
+    common::wait_until(
         Duration::from_secs(40),
         "the parked message sent with no other record",
-        || lines(&outbox) == 1,
+        || common::count_lines(&outbox) == 1,
     );
     let sent_at = Utc::now().timestamp_millis();
     assert!(

@@ -511,14 +511,19 @@ fn three_sigkills_leave_the_decisions_of_the_file() {
     let want = distinct_decisions(&dir.path().join("var/tracking"));
     assert!(want.len() > 3000, "{}", want.len());
 
-    for (i, after) in [400u64, 900, 1500].into_iter().enumerate() {
+    let outbox = dir.path().join("var/outbox");
+    for (i, after) in [100usize, 200, 300].into_iter().enumerate() {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
             .args(["run", j])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(after));
+        // Killed once this run has sent `after` more receivers (or has ended by itself).
+        let target = common::count_lines(&outbox) + after;
+        common::wait_until(LIMIT, "a run sending", || {
+            common::count_lines(&outbox) >= target || child.try_wait().unwrap().is_some()
+        });
         child.kill().unwrap();
         let status = child.wait().unwrap();
         assert!(!status.success(), "run {i} was killed");

@@ -192,3 +192,30 @@ pub fn join_within<T: Send + 'static>(
 ) -> T {
     within(limit, what, move || handle.join()).unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
+
+/// Waits until `cond` holds, polling every 20 ms, at most `limit` (then fails naming `what`).
+#[allow(dead_code)]
+pub fn wait_until(limit: std::time::Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {limit:?}"
+        );
+        std::thread::park_timeout(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Lines of a file (0 while it does not exist), or of every file in a directory.
+#[allow(dead_code)]
+pub fn count_lines(path: &Path) -> usize {
+    let of = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0)
+    };
+    match std::fs::read_dir(path) {
+        Ok(dir) => dir.filter_map(|e| e.ok()).map(|e| of(&e.path())).sum(),
+        Err(_) => of(path),
+    }
+}
