@@ -503,7 +503,6 @@ pub fn file_source<'s>(
 
 /// Reads up to `max` lines of one partition into `batch`; returns whether it reached the end
 /// (following: a line still being written waits for its newline).
-#[allow(clippy::too_many_arguments)]
 fn read_lines(
     f: &mut FilePart,
     max: usize,
