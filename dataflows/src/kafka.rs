@@ -420,14 +420,26 @@ pub fn kafka_source<'s>(
                     .as_ref()
                     .is_none_or(|p| p.values().all(|x| x.caught_up));
                 let idle = drained && idle_exit.is_some_and(|d| last_record.elapsed() >= d);
-                if stop.load(Ordering::Relaxed) || idle {
+                let stopping = stop.load(Ordering::Relaxed);
+                // Never assigned (the brokers unreachable): a stop has nothing to wait for.
+                let unassigned = reader.parts.borrow().is_none();
+                if idle || (stopping && unassigned) {
                     checkpoints
                         .source_finished(reader.worker, given_max, |cut| reader.positions(cut));
                     cap = None;
                     return;
                 }
+                if stopping {
+                    // Stop at the next cut (see `Checkpoints::request_stop`).
+                    checkpoints.request_stop();
+                }
                 let reads = reader.parts.borrow().as_ref().is_none_or(|p| !p.is_empty());
                 let hold = checkpoints.source_turn(reader.worker, *c.time(), reads);
+                let stop_bound = checkpoints.stop_bound();
+                if stop_bound.is_some_and(|b| *c.time() >= b) {
+                    // Stopped at the cut: the capability stays until the run leaves.
+                    return;
+                }
                 if !reader.assign() {
                     activator.activate_after(Duration::from_millis(100));
                     return;
@@ -537,6 +549,9 @@ pub fn kafka_source<'s>(
                 .unwrap_or(*c.time());
                 if let Some(h) = hold {
                     target = target.min(h);
+                }
+                if let Some(b) = stop_bound {
+                    target = target.min(b);
                 }
                 drop(parts_ref);
                 if target > *c.time() {

@@ -331,6 +331,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             let redis = redis_w.lock().unwrap_or_else(|p| p.into_inner()).clone();
             worker.dataflow::<Epoch, _, _>(|scope| {
                 let cuts = checkpoints.clone().expect("every job has checkpoints");
+                let cuts_for_track = cuts.clone();
                 let records = match &reader {
                     Some(r) => kafka_source(
                         scope,
@@ -436,6 +437,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     counts.clone(),
                     dead_letter_topic,
                     redis.clone(),
+                    Some(cuts_for_track),
                 )
                 .probe_with(&done);
             });
@@ -479,6 +481,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                         counts,
                         None,
                         redis,
+                        None,
                     )
                     .probe_with(&done_accounts);
                 });
@@ -535,6 +538,25 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                     seen = frontier;
                 }
                 commit_completed(CommitMode::Async);
+                // A graceful stop ends here once its cut is complete (and the account topics
+                // drained): what was read past the cut is dropped, the next run reads it again.
+                if let Some(c) = &checkpoints
+                    && let Some(cut) = c.stop_cut()
+                    && c.completed().is_some_and(|(e, _)| e == cut)
+                    && done_accounts.done()
+                {
+                    commit_completed(CommitMode::Sync);
+                    if let Some(r) = &account_reader {
+                        r.commit_done(None, CommitMode::Sync);
+                    }
+                    if index == 0 {
+                        *parked_w.lock().unwrap_or_else(|p| p.into_inner()) =
+                            ParkStore::open(&job.state_dir.join("parked.jsonl"))
+                                .map(|s| s.len())
+                                .unwrap_or(0);
+                    }
+                    return crate::health::leave(worker);
+                }
             }
             if let Some(c) = &checkpoints {
                 if index == 0 {

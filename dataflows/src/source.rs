@@ -417,12 +417,16 @@ pub fn file_source<'s>(
                         .collect()
                 };
                 if stop.load(Ordering::Relaxed) {
-                    // Ctrl-C / SIGTERM: read no more; what was read drains through the graph.
-                    checkpoints.source_finished(index, given_max, |cut| positions(&parts, cut));
-                    cap = None;
-                    return;
+                    // Ctrl-C / SIGTERM: stop at the next cut (read on until the watermark
+                    // passes it, then hold there; see `Checkpoints::request_stop`).
+                    checkpoints.request_stop();
                 }
                 let hold = checkpoints.source_turn(index, *c.time(), true);
+                let stop_bound = checkpoints.stop_bound();
+                if stop_bound.is_some_and(|b| *c.time() >= b) {
+                    // Stopped at the cut: the capability stays until the run leaves.
+                    return;
+                }
                 let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
                 let now = clock.now_ms();
                 if !flight.full(&progress, *c.time(), in_flight) {
@@ -478,6 +482,9 @@ pub fn file_source<'s>(
                     .unwrap_or(*c.time());
                 if let Some(h) = hold {
                     target = target.min(h);
+                }
+                if let Some(b) = stop_bound {
+                    target = target.min(b);
                 }
                 if target > *c.time() {
                     for cut in checkpoints.cuts_to_deposit(index, target) {
@@ -591,6 +598,10 @@ fn open_at(
     let Some(pos) = restored else {
         return Ok((reader, fresh(fp)));
     };
+    if fp.is_none() && pos.fingerprint.is_none() && pos.byte == 0 {
+        // Empty (or a first line still being written) then and now: nothing was read.
+        return Ok((reader, fresh(fp)));
+    }
     let same = pos.fingerprint.is_some() && pos.fingerprint == fp;
     if !same || pos.byte > len {
         eprintln!(

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidings_model::State;
+use tidings_operators::checkpoint::Checkpoints;
 use tidings_operators::{Epoch, Flow};
 use tidings_sinks::tracking::Tracking;
 use tidings_sinks::tracking::redis::{RedisRow, RedisSink, UserTtl};
@@ -85,13 +86,58 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The writer inside the Track operator: what it still holds is written when the operator is
 /// dropped (a halt, or a failed peer), so rows of sends already made are not lost with it.
+/// After a graceful stop at a cut, rows of epochs past the cut are not written: the next run
+/// reads their records again.
 struct Owed {
     tracking: Tracking,
     counts: Arc<Mutex<Counts>>,
     failing: bool,
+    /// Rows and dead letters of epochs the input frontier has not passed yet: written once it
+    /// has, so a stop at a cut writes nothing of the epochs after it.
+    pending: BTreeMap<Epoch, Vec<Flow>>,
+    /// Counts of the rows written since the last flush.
+    local: Counts,
+    for_redis: Vec<RedisRow>,
+    dead_letter_topic: Option<crate::kafka::DeadLetterTopic>,
+    redis: Option<(RedisSink, UserTtl)>,
+    stop: Option<Checkpoints>,
 }
 
 impl Owed {
+    /// Hands the rows of epochs before `bound` (all with `None`) to the writer.
+    fn take_through(&mut self, bound: Option<Epoch>) {
+        let later = match bound {
+            Some(b) => self.pending.split_off(&b),
+            None => BTreeMap::new(),
+        };
+        for (_, rows) in std::mem::replace(&mut self.pending, later) {
+            for f in rows {
+                match f {
+                    Flow::Row(r) => {
+                        *self.local.states.entry(r.state).or_default() += 1;
+                        *self
+                            .local
+                            .per_template
+                            .entry((r.meta.template_id, r.state))
+                            .or_default() += 1;
+                        if let Some((_, ttl)) = &self.redis {
+                            self.for_redis.push(RedisRow::of(&r, *ttl));
+                        }
+                        self.tracking.event(r);
+                    }
+                    Flow::Dead(d) => {
+                        self.local.dead_letters += 1;
+                        if let Some(t) = &self.dead_letter_topic {
+                            t.send(&d);
+                        }
+                        self.tracking.dead(d);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -135,6 +181,13 @@ impl Owed {
 
 impl Drop for Owed {
     fn drop(&mut self) {
+        // Stopped at a cut: what came after it is read again by the next run.
+        let bound = self
+            .stop
+            .as_ref()
+            .and_then(|c| c.stop_cut())
+            .map(|c| c.saturating_add(1));
+        self.take_through(bound);
         let held = self.tracking.buffered();
         if held == 0 {
             return;
@@ -156,10 +209,12 @@ fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Writes `rows` (`Flow::Row` and `Flow::Dead`) to `tracking`. A write that fails is retried
-/// with backoff, keeping every row and the capability of their epochs: the "done" frontier
-/// waits, and the send stage holds new sends while any worker's tracking is failing
-/// ([`Counts::tracking_failing_workers`]).
+/// Writes `rows` (`Flow::Row` and `Flow::Dead`) to `tracking` once the input frontier has
+/// passed their epoch. A write that fails is retried with backoff, keeping every row and the
+/// capability of their epochs: the "done" frontier waits, and the send stage holds new sends
+/// while any worker's tracking is failing ([`Counts::tracking_failing_workers`]). `stop` is the
+/// run's checkpoints when a graceful stop at a cut may end it (rows past the cut are dropped).
+#[allow(clippy::too_many_arguments)]
 pub fn track<'s>(
     rows: StreamVec<'s, Epoch, Flow>,
     tracking: Tracking,
@@ -168,6 +223,7 @@ pub fn track<'s>(
     counts: Arc<Mutex<Counts>>,
     dead_letter_topic: Option<crate::kafka::DeadLetterTopic>,
     redis: Option<(RedisSink, UserTtl)>,
+    stop: Option<Checkpoints>,
 ) -> StreamVec<'s, Epoch, ()> {
     let scope = rows.scope();
     rows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -175,66 +231,58 @@ pub fn track<'s>(
         "Track",
         move |_, info| {
             let activator = scope.activator_for(info.address);
+            // Held at the earliest epoch with rows not yet durable (pending or buffered).
             let mut held: Option<Capability<Epoch>> = None;
             let mut since = Instant::now();
-            let mut local = Counts::default();
-            let mut for_redis: Vec<RedisRow> = Vec::new();
             let mut owed = Owed {
                 tracking,
                 counts: counts.clone(),
                 failing: false,
+                pending: BTreeMap::new(),
+                local: Counts::default(),
+                for_redis: Vec::new(),
+                dead_letter_topic,
+                redis,
+                stop,
             };
             let mut retry = RETRY_FIRST;
             let mut next_try = Instant::now();
             let mut last_error: Option<String> = None;
             move |(input, frontier), _output| {
-                let tracking = &mut owed.tracking;
                 input.for_each_stamp(|cap, batches| {
                     let Some(&epoch) = cap.least() else { return };
                     if held.as_ref().is_none_or(|h| epoch < *h.time()) {
                         held = Some(cap.delayed(&epoch, 0));
                     }
+                    let list = owed.pending.entry(epoch).or_default();
                     for batch in batches {
-                        for f in batch.drain(..) {
-                            match f {
-                                Flow::Row(r) => {
-                                    *local.states.entry(r.state).or_default() += 1;
-                                    *local
-                                        .per_template
-                                        .entry((r.meta.template_id, r.state))
-                                        .or_default() += 1;
-                                    if let Some((_, ttl)) = &redis {
-                                        for_redis.push(RedisRow::of(&r, *ttl));
-                                    }
-                                    tracking.event(r);
-                                }
-                                Flow::Dead(d) => {
-                                    local.dead_letters += 1;
-                                    if let Some(t) = &dead_letter_topic {
-                                        t.send(&d);
-                                    }
-                                    tracking.dead(d);
-                                }
-                                _ => {}
-                            }
-                        }
+                        list.append(batch);
                     }
                 });
-                if held.is_none() {
+                let bound = frontier.frontier().first().copied();
+                let buffered_before = owed.tracking.buffered();
+                owed.take_through(bound);
+                if buffered_before == 0 && owed.tracking.buffered() > 0 {
                     since = Instant::now();
                 }
-                let due = tracking.buffered() >= flush_rows
+                let writable = owed.tracking.buffered() > 0 || owed.local != Counts::default();
+                // Nothing buffered yet rows taken: they went straight to memory (tests).
+                let due = owed.tracking.buffered() == 0
+                    || owed.tracking.buffered() >= flush_rows
                     || since.elapsed() >= flush_interval
                     || frontier.is_empty();
-                if held.is_some() && due && Instant::now() < next_try {
+                if writable && due && Instant::now() < next_try {
                     activator.activate_after(next_try - Instant::now());
-                } else if held.is_some() && due {
-                    let written = tracking.flush().and_then(|()| match &dead_letter_topic {
-                        Some(t) => t
+                } else if writable && due {
+                    let written =
+                        owed.tracking
                             .flush()
-                            .map_err(|e| std::io::Error::other(format!("dead-letter topic: {e}"))),
-                        None => Ok(()),
-                    });
+                            .and_then(|()| match &owed.dead_letter_topic {
+                                Some(t) => t.flush().map_err(|e| {
+                                    std::io::Error::other(format!("dead-letter topic: {e}"))
+                                }),
+                                None => Ok(()),
+                            });
                     if let Err(e) = written {
                         // Rows and capability stay; sends are held until a write succeeds.
                         owed.failed(&e, &mut last_error);
@@ -247,17 +295,28 @@ pub fn track<'s>(
                     last_error = None;
                     retry = RETRY_FIRST;
                     // Redis is fed only rows already durable in Parquet, and never waited for.
-                    if let Some((sink, _)) = &redis {
-                        sink.send(std::mem::take(&mut for_redis));
+                    if let Some((sink, _)) = &owed.redis {
+                        sink.send(std::mem::take(&mut owed.for_redis));
                     }
+                    let local = std::mem::take(&mut owed.local);
                     counts
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .merge(&std::mem::take(&mut local));
-                    held = None;
+                        .merge(&local);
                     since = Instant::now();
-                } else if held.is_some() {
+                } else if writable {
                     activator.activate_after(flush_interval.saturating_sub(since.elapsed()));
+                }
+                // The capability follows the earliest epoch not yet durable.
+                let earliest = if owed.tracking.buffered() > 0 || owed.local != Counts::default() {
+                    held.as_ref().map(|h| *h.time())
+                } else {
+                    owed.pending.keys().next().copied()
+                };
+                match (earliest, held.as_mut()) {
+                    (None, _) => held = None,
+                    (Some(e), Some(h)) if e > *h.time() => h.downgrade(&e),
+                    _ => {}
                 }
             }
         },

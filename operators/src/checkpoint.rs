@@ -119,6 +119,10 @@ struct Shared {
     completed: Option<(Epoch, BTreeMap<i32, Position>)>,
     /// Positions of the restored checkpoint (the base every manifest merges into).
     base: BTreeMap<i32, Position>,
+    /// A graceful stop was asked for: the next cut agreed is the run's last.
+    stopping: bool,
+    /// The last cut of a graceful stop, once agreed.
+    stop_at: Option<Epoch>,
 }
 
 /// The checkpoints of one run, shared by every operator of every worker of the process.
@@ -229,6 +233,35 @@ impl Checkpoints {
         if !s.requested && s.cuts.is_empty() && s.reading > 0 {
             s.requested = true;
         }
+    }
+
+    /// Asks for a graceful stop *at a cut*: the sources agree on one more cut `c` (as for any
+    /// cut), then hold their capabilities at `c + 1` and read no more. Everything of epochs
+    /// `<= c` is judged, sent and tracked; nothing later is (those records are read again by
+    /// the next run, from the cut). So a stop decides exactly what the sequential model decides
+    /// for the records before the cut, whatever was read past it. Without a source still
+    /// reading, the run simply ends at the end of its input.
+    pub fn request_stop(&self) {
+        let mut s = self.lock();
+        if s.stopping {
+            return;
+        }
+        s.stopping = true;
+        if s.reading > 0 {
+            // Even with a cut pending: the new one is at least as late.
+            s.requested = true;
+        }
+    }
+
+    /// The last cut of a graceful stop, once the sources agreed on it.
+    pub fn stop_cut(&self) -> Option<Epoch> {
+        self.lock().stop_at
+    }
+
+    /// The epoch a source may hold its capability at, at most, given a stop: `None` without
+    /// one. A source whose capability reached it reads no more.
+    pub fn stop_bound(&self) -> Option<Epoch> {
+        self.stop_cut().map(|c| c.saturating_add(1))
     }
 
     /// A source's turn, holding its capability at `cap`: while a cut is being agreed the source
@@ -438,7 +471,11 @@ impl Shared {
     /// Every source has joined: the cut is the largest epoch they hold.
     fn agree(&mut self) {
         if let Some(&c) = self.agreeing.values().max() {
-            self.cuts.insert(c.max(self.finished_max));
+            let c = c.max(self.finished_max);
+            self.cuts.insert(c);
+            if self.stopping && self.stop_at.is_none() {
+                self.stop_at = Some(c);
+            }
         }
         self.requested = false;
         self.agreeing.clear();
@@ -645,6 +682,37 @@ mod tests {
             1,
             "older cuts removed"
         );
+    }
+
+    #[test]
+    fn a_stop_agrees_one_more_cut_even_with_one_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", 1000, false).unwrap();
+        c.register_source();
+        c.register_source();
+        c.request_cut();
+        assert_eq!(c.source_turn(0, 3, true), Some(3));
+        assert_eq!(c.source_turn(1, 4, true), None);
+        assert_eq!(c.stop_cut(), None, "an ordinary cut");
+        c.request_stop();
+        c.request_stop();
+        assert_eq!(
+            c.source_turn(0, 5, true),
+            Some(5),
+            "a cut pending does not delay it"
+        );
+        assert_eq!(c.stop_bound(), None);
+        assert_eq!(c.source_turn(1, 6, true), None);
+        assert_eq!(c.stop_cut(), Some(6));
+        assert_eq!(c.stop_bound(), Some(7));
+        assert_eq!(c.cuts_between(None, FINAL), vec![4, 6]);
+        // Without a source reading, a stop agrees nothing: the run ends at its input's end.
+        let d = Checkpoints::open(dir.path(), "t", 2000, false).unwrap();
+        d.register_source();
+        d.source_finished(0, 2, |_| BTreeMap::new());
+        d.request_stop();
+        assert_eq!(d.source_turn(0, 9, true), None);
+        assert_eq!(d.stop_cut(), None);
     }
 
     #[test]

@@ -86,6 +86,11 @@ impl MemoryTracking {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Event rows collected so far.
+    pub fn events_len(&self) -> usize {
+        self.lock().events.len()
+    }
+
     /// Takes everything collected.
     pub fn take(&self) -> Collected {
         std::mem::take(&mut *self.lock())
