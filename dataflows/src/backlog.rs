@@ -18,7 +18,7 @@
 //!   offsets are committed behind its own "done" frontier (after SEND_SUCCESS/SEND_FAIL rows
 //!   are durable): at-least-once, like the main source.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -239,10 +239,26 @@ pub struct BacklogReader {
     /// group (or a group that lost its commits) does not send them again.
     positions_path: PathBuf,
     positions: RefCell<BTreeMap<String, BTreeMap<i32, i64>>>,
+    /// When to try assigning the topics' partitions again.
+    retry_at: Cell<Instant>,
 }
 
 impl BacklogReader {
-    /// Subscribes to every account topic, each from its group's committed offsets, skipping
+    /// What `state_dir/account-offsets.json` says is done, per account topic and partition
+    /// (checked before the workers start, so a bad file is one line, not a worker's panic).
+    pub fn done_positions(
+        state_dir: &Path,
+    ) -> anyhow::Result<BTreeMap<String, BTreeMap<i32, i64>>> {
+        let path = state_dir.join("account-offsets.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Reads every account topic (assigned, see [`BacklogReader::assign`]), each from its group's committed offsets, skipping
     /// what `state_dir/account-offsets.json` says is done.
     pub fn connect(
         k: &KafkaSettings,
@@ -250,12 +266,7 @@ impl BacklogReader {
         state_dir: &Path,
     ) -> anyhow::Result<Rc<BacklogReader>> {
         let positions_path = state_dir.join("account-offsets.json");
-        let positions: BTreeMap<String, BTreeMap<i32, i64>> = match std::fs::read(&positions_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", positions_path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e.into()),
-        };
+        let positions = Self::done_positions(state_dir)?;
         let mut consumers = Vec::new();
         for (account, topic) in queues.topics() {
             let consumer: BaseConsumer = ClientConfig::new()
@@ -274,7 +285,6 @@ impl BacklogReader {
                 // The run ends only once every partition is read to its end.
                 .set("enable.partition.eof", "true")
                 .create()?;
-            consumer.subscribe(&[topic])?;
             consumers.push(AccountConsumer {
                 account,
                 topic: topic.to_string(),
@@ -289,14 +299,65 @@ impl BacklogReader {
             tick: k.tick,
             positions_path,
             positions: RefCell::new(positions),
+            retry_at: Cell::new(Instant::now()),
         }))
     }
 
-    /// Whether every consumer has been given its partitions.
-    fn assigned(&self) -> bool {
-        self.consumers
-            .iter()
-            .all(|c| c.consumer.assignment().is_ok_and(|a| a.count() > 0))
+    /// Assigns every partition of each account topic (worker 0 reads them all: no group
+    /// rebalance to wait for, which a broker may not give a group that left gracefully), each
+    /// from the group's committed offset, else the beginning. Returns whether all are assigned.
+    fn assign(&self) -> bool {
+        let mut all = true;
+        for c in &self.consumers {
+            if c.consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                continue;
+            }
+            all = false;
+            if Instant::now() < self.retry_at.get() {
+                continue;
+            }
+            self.retry_at
+                .set(Instant::now() + Duration::from_millis(500));
+            let Ok(md) = c
+                .consumer
+                .fetch_metadata(Some(&c.topic), Duration::from_secs(2))
+            else {
+                continue;
+            };
+            let count = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == c.topic)
+                .filter(|t| t.error().is_none())
+                .map(|t| t.partitions().len() as i32)
+                .unwrap_or(0);
+            if count == 0 {
+                continue;
+            }
+            let mut ask = TopicPartitionList::new();
+            for p in 0..count {
+                ask.add_partition(&c.topic, p);
+            }
+            let mut committed = HashMap::new();
+            if let Ok(got) = c.consumer.committed_offsets(ask, Duration::from_secs(5)) {
+                for e in got.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        committed.insert(e.partition(), o);
+                    }
+                }
+            }
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..count {
+                let at = committed
+                    .get(&p)
+                    .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                let _ = tpl.add_partition_offset(&c.topic, p, at);
+            }
+            if let Err(e) = c.consumer.assign(&tpl) {
+                eprintln!("warning: kafka ({}): cannot assign: {e}", c.topic);
+            }
+        }
+        all
     }
 
     /// Commits what the backlog dataflow has finished: epochs before `frontier`, or all.
@@ -384,7 +445,7 @@ pub fn backlog_source<'s>(
                 if !idle {
                     quiet_since = Instant::now();
                 }
-                if !assigned && reader.assigned() {
+                if !assigned && reader.assign() {
                     assigned = true;
                     quiet_since = Instant::now();
                 }

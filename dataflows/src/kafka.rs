@@ -423,7 +423,7 @@ pub fn kafka_source<'s>(
                 let stopping = stop.load(Ordering::Relaxed);
                 // Never assigned (the brokers unreachable): a stop has nothing to wait for.
                 let unassigned = reader.parts.borrow().is_none();
-                if idle || (stopping && unassigned) {
+                if stopping && unassigned {
                     checkpoints
                         .source_finished(reader.worker, given_max, |cut| reader.positions(cut));
                     cap = None;
@@ -435,11 +435,24 @@ pub fn kafka_source<'s>(
                 }
                 let reads = reader.parts.borrow().as_ref().is_none_or(|p| !p.is_empty());
                 let hold = checkpoints.source_turn(reader.worker, *c.time(), reads);
-                let stop_bound = checkpoints.stop_bound();
-                if stop_bound.is_some_and(|b| *c.time() >= b) {
-                    // Stopped at the cut: the capability stays until the run leaves.
+                if let Some(b) = checkpoints.stop_bound()
+                    && *c.time() >= b
+                {
+                    // Stopped at the cut: the capability stays until the run leaves (a source
+                    // without partitions may be past it: it deposits for the cut).
+                    for cut in checkpoints.cuts_to_deposit(reader.worker, *c.time()) {
+                        checkpoints.deposit(cut, reader.worker, reader.positions(cut));
+                    }
+                    activator.activate_after(Duration::from_millis(100));
                     return;
                 }
+                if idle {
+                    checkpoints
+                        .source_finished(reader.worker, given_max, |cut| reader.positions(cut));
+                    cap = None;
+                    return;
+                }
+                let stop_bound = checkpoints.stop_bound();
                 if !reader.assign() {
                     activator.activate_after(Duration::from_millis(100));
                     return;

@@ -425,6 +425,10 @@ pub fn file_source<'s>(
                 let stop_bound = checkpoints.stop_bound();
                 if stop_bound.is_some_and(|b| *c.time() >= b) {
                     // Stopped at the cut: the capability stays until the run leaves.
+                    for cut in checkpoints.cuts_to_deposit(index, *c.time()) {
+                        checkpoints.deposit(cut, index, positions(&parts, cut));
+                    }
+                    activator.activate_after(Duration::from_millis(100));
                     return;
                 }
                 let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();

@@ -14,10 +14,10 @@ use tidings_operators::{Epoch, Flow};
 use tidings_sinks::tracking::Tracking;
 use tidings_sinks::tracking::redis::{RedisRow, RedisSink, UserTtl};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 /// Counts per state and dead letters, summed over workers for the end-of-run table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -92,8 +92,8 @@ struct Owed {
     tracking: Tracking,
     counts: Arc<Mutex<Counts>>,
     failing: bool,
-    /// Rows and dead letters of epochs the input frontier has not passed yet: written once it
-    /// has, so a stop at a cut writes nothing of the epochs after it.
+    /// Rows and dead letters of epochs the sources have not passed yet ([`HoldBack`]): written
+    /// once they have, so a stop at a cut writes nothing of the epochs after it.
     pending: BTreeMap<Epoch, Vec<Flow>>,
     /// Counts of the rows written since the last flush.
     local: Counts,
@@ -101,6 +101,17 @@ struct Owed {
     dead_letter_topic: Option<crate::kafka::DeadLetterTopic>,
     redis: Option<(RedisSink, UserTtl)>,
     stop: Option<Checkpoints>,
+}
+
+/// Where Track holds rows back: rows of epochs the sources have not passed (records read ahead
+/// of the watermark, not judged yet) wait, so a stop at a cut writes nothing past it. Every
+/// other row (sends, rules, recalls: always below the sources' frontier) is written at once.
+#[derive(Clone)]
+pub struct HoldBack {
+    /// A probe on the sources' output.
+    pub sources: ProbeHandle<Epoch>,
+    /// The run's checkpoints (their stop cut).
+    pub checkpoints: Checkpoints,
 }
 
 impl Owed {
@@ -192,9 +203,24 @@ impl Drop for Owed {
         if held == 0 {
             return;
         }
-        if let Err(e) = self.tracking.flush() {
+        let written = self
+            .tracking
+            .flush()
+            .and_then(|()| match &self.dead_letter_topic {
+                Some(t) => t
+                    .flush()
+                    .map_err(|e| std::io::Error::other(format!("dead-letter topic: {e}"))),
+                None => Ok(()),
+            });
+        if let Err(e) = written {
             eprintln!("error: tracking: {e}; {held} rows are not written");
             self.counts().tracking_owed += held as u64;
+        } else {
+            if let Some((sink, _)) = &self.redis {
+                sink.send(std::mem::take(&mut self.for_redis));
+            }
+            let local = std::mem::take(&mut self.local);
+            self.counts().merge(&local);
         }
         if self.failing {
             self.recovered();
@@ -209,11 +235,10 @@ fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Writes `rows` (`Flow::Row` and `Flow::Dead`) to `tracking` once the input frontier has
-/// passed their epoch. A write that fails is retried with backoff, keeping every row and the
+/// Writes `rows` (`Flow::Row` and `Flow::Dead`) to `tracking` (held back per [`HoldBack`]). A write that fails is retried with backoff, keeping every row and the
 /// capability of their epochs: the "done" frontier waits, and the send stage holds new sends
 /// while any worker's tracking is failing ([`Counts::tracking_failing_workers`]). `stop` is the
-/// run's checkpoints when a graceful stop at a cut may end it (rows past the cut are dropped).
+/// [`HoldBack`] of the main dataflow (rows past a stop's cut are dropped).
 #[allow(clippy::too_many_arguments)]
 pub fn track<'s>(
     rows: StreamVec<'s, Epoch, Flow>,
@@ -223,7 +248,7 @@ pub fn track<'s>(
     counts: Arc<Mutex<Counts>>,
     dead_letter_topic: Option<crate::kafka::DeadLetterTopic>,
     redis: Option<(RedisSink, UserTtl)>,
-    stop: Option<Checkpoints>,
+    hold_back: Option<HoldBack>,
 ) -> StreamVec<'s, Epoch, ()> {
     let scope = rows.scope();
     rows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -243,7 +268,7 @@ pub fn track<'s>(
                 for_redis: Vec::new(),
                 dead_letter_topic,
                 redis,
-                stop,
+                stop: hold_back.as_ref().map(|h| h.checkpoints.clone()),
             };
             let mut retry = RETRY_FIRST;
             let mut next_try = Instant::now();
@@ -259,7 +284,11 @@ pub fn track<'s>(
                         list.append(batch);
                     }
                 });
-                let bound = frontier.frontier().first().copied();
+                // Rows the sources have passed are written; those ahead of them wait.
+                let bound = match &hold_back {
+                    Some(h) => h.sources.with_frontier(|f| f.first().copied()),
+                    None => None,
+                };
                 let buffered_before = owed.tracking.buffered();
                 owed.take_through(bound);
                 if buffered_before == 0 && owed.tracking.buffered() > 0 {
@@ -306,6 +335,9 @@ pub fn track<'s>(
                     since = Instant::now();
                 } else if writable {
                     activator.activate_after(flush_interval.saturating_sub(since.elapsed()));
+                } else if !owed.pending.is_empty() {
+                    // Rows held back: look again when the sources may have moved.
+                    activator.activate_after(flush_interval);
                 }
                 // The capability follows the earliest epoch not yet durable.
                 let earliest = if owed.tracking.buffered() > 0 || owed.local != Counts::default() {

@@ -115,17 +115,18 @@ fn tracked(dir: &Path) -> (u64, u64) {
     (n[0], n[1])
 }
 
-/// A worker that panics (here: worker 0 cannot read its park store, a directory) used to leave
-/// worker 1 spinning on its dead peer for ever. Now the run ends at once, non-zero, with one
+/// A worker that panics (here: a fault injected into worker 0; an unreadable park store, the
+/// first trigger, is now refused before the workers start) used to leave worker 1 spinning on
+/// its dead peer for ever. Now the run ends at once, non-zero, with one
 /// `error:` line naming the panic and no backtrace report.
 #[test]
 fn a_worker_panic_fails_the_run_fast_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = job(dir.path(), 200, 1000, "");
-    std::fs::create_dir_all(dir.path().join("var/state/parked.jsonl")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
         .args(["run", path.to_str().unwrap()])
         .env_remove("RUST_BACKTRACE")
+        .env("TIDINGS_FAIL_WORKER", "0")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -136,7 +137,8 @@ fn a_worker_panic_fails_the_run_fast_with_one_line() {
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(
-        errors[0].contains("worker 0 panicked at ") && errors[0].contains("parked.jsonl"),
+        errors[0].contains("worker 0 panicked at ")
+            && errors[0].contains("injected fault (TIDINGS_FAIL_WORKER=0)"),
         "{err}"
     );
     assert!(!err.contains("RUST_BACKTRACE"), "{err}");
@@ -194,6 +196,27 @@ fn tracking_dir_under_a_file_sends_nothing_and_names_the_key() {
         "{err}"
     );
     assert_eq!(outbox_lines(dir.path()), 0, "nothing is sent untracked");
+}
+
+/// A state file that cannot be read is one line naming it, before any worker starts: no
+/// worker panic, nothing sent.
+#[test]
+fn an_unreadable_park_store_is_one_line_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = job(dir.path(), 200, 1000, "state_dir = \"var/state\"");
+    std::fs::create_dir_all(dir.path().join("var/state/parked.jsonl")).unwrap();
+    let mut child = spawn(&path);
+    let status = common::wait_within(&mut child, LIMIT, "a run with an unreadable park store");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error:") && err.contains("var/state/parked.jsonl"),
+        "{err}"
+    );
+    assert!(!err.contains("panic"), "{err}");
+    assert_eq!(outbox_lines(dir.path()), 0, "nothing is sent");
 }
 
 /// Tracking breaks mid-run (its directory replaced by a file): sends stop, `/metrics` shows the

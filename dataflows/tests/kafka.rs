@@ -466,6 +466,103 @@ fn a_burst_over_four_partitions_decides_as_the_file_does_twice() {
     }
 }
 
+/// A graceful stop of a Kafka job in the middle of a burst (six workers over four partitions:
+/// two read nothing), then a run that reads on: together they decide what the file decides,
+/// each row once.
+#[test]
+fn a_graceful_stop_mid_burst_and_a_restart_decide_as_the_file_does() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (dir, file_job) = common::demo_copy();
+    common::set_source(&file_job, "max_out_of_order_ms = 300000");
+    let text = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
+    let unique = common::unique();
+    let topic = format!("stop-{unique}");
+    let job_text = std::fs::read_to_string(&file_job)
+        .unwrap()
+        .replace(
+            "kind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 256",
+            &format!(
+                "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\ncheckpoint_ms = 50",
+                brokers()
+            ),
+        )
+        .replace("state_dir = \"var/state\"", "state_dir = \"var/state-stop\"");
+    let path = dir.path().join("kafka-stop.toml");
+    std::fs::write(&path, job_text).unwrap();
+    let records = text.lines().enumerate().map(|(i, l)| Outgoing {
+        key: Some(format!("k{i}")),
+        ..Outgoing::of_line(l)
+    });
+    produce(&brokers(), &topic, records, || {}).unwrap();
+    let from_file = decisions_at(&file_job, None, 1_800_000_000_000).0;
+    let memory = MemoryTracking::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = |stop: Option<Arc<AtomicBool>>, idle_exit| RunOptions {
+        workers: 6,
+        // The wall clock: a stop waits for the caught-up watermark to pass its cut.
+        clock: Clock::System,
+        tracking: TrackingTarget::Memory(memory.clone()),
+        in_flight: 200,
+        from_start: false,
+        handle_signals: false,
+        idle_exit,
+        stop,
+        drain_timeout: Some(Duration::from_secs(60)),
+        tracking_give_up: None,
+    };
+    let job = Job::load(&path).unwrap();
+    let first = {
+        let (job, opts) = (job.clone(), opts(Some(stop.clone()), None));
+        std::thread::spawn(move || run(&job, &opts))
+    };
+    common::wait_until(LIMIT, "a third of the rows", || {
+        memory.events_len() >= from_file.0.len() / 3
+    });
+    stop.store(true, Ordering::SeqCst);
+    let summary = first.join().unwrap().unwrap();
+    let tracked_first = memory.events_len();
+    assert!(tracked_first < from_file.0.len(), "stopped before the end");
+    assert!(summary.elapsed < LIMIT);
+    let second = opts(None, Some(Duration::from_secs(8)));
+    common::within(LIMIT, "the run after the stop", move || {
+        run(&job, &second).unwrap()
+    });
+    let c = memory.take();
+    let mut rows: Vec<Decision> = c
+        .events
+        .into_iter()
+        .map(|e| {
+            (
+                e.meta.template_id,
+                e.receiver,
+                e.event_time,
+                e.state.name().to_string(),
+                e.reason,
+            )
+        })
+        .collect();
+    rows.sort();
+    let mut dead: Vec<String> = c.dead.into_iter().map(|d| d.reason).collect();
+    dead.sort();
+    let states = |rows: &[Decision]| {
+        let mut m = std::collections::BTreeMap::<String, usize>::new();
+        for r in rows {
+            *m.entry(r.3.clone()).or_default() += 1;
+        }
+        m
+    };
+    assert_eq!(
+        rows.len(),
+        from_file.0.len(),
+        "each row once: {:?} vs {:?}; first run {tracked_first}",
+        states(&rows),
+        states(&from_file.0)
+    );
+    assert!(rows == from_file.0, "the two runs decide as the file does");
+    assert_eq!(dead, from_file.1);
+}
+
 /// Distinct decisions of a Parquet tracking directory (message ids aside: they name the source).
 fn distinct_decisions(tracking: &std::path::Path) -> Vec<String> {
     common::sql_csv(

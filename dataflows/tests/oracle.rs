@@ -189,11 +189,18 @@ fn graph(reqs: &[Req], parts: &[usize], workers: usize) -> Vec<Row> {
     rows_of(events)
 }
 
-/// Two runs over the same file: the first follows it and is stopped gracefully (as Ctrl-C does)
-/// once it tracked `stop_after` rows, at whatever point it then is; the second reads on from the
+/// Two runs over the same file: the first (following it or not) is stopped gracefully (as
+/// Ctrl-C does) once it tracked `stop_after` rows, at whatever point it then is (a run that does
+/// not follow may end first, or finish its file while stopping); the second reads on from the
 /// stop's cut to the end. Together they must decide exactly what one run decides: nothing lost,
 /// nothing twice.
-fn graph_stopped(reqs: &[Req], parts: &[usize], workers: usize, stop_after: usize) -> Vec<Row> {
+fn graph_stopped(
+    reqs: &[Req],
+    parts: &[usize],
+    workers: usize,
+    stop_after: usize,
+    follow: bool,
+) -> Vec<Row> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use tidings_dataflows::{RunOptions, TrackingTarget};
@@ -202,7 +209,7 @@ fn graph_stopped(reqs: &[Req], parts: &[usize], workers: usize, stop_after: usiz
 
     let dir = tempfile::tempdir().unwrap();
     let job = write_graph_job(dir.path(), reqs, parts);
-    common::set_source(&job, "follow = true\ncheckpoint_ms = 10");
+    common::set_source(&job, &format!("follow = {follow}\ncheckpoint_ms = 10"));
     let memory = MemoryTracking::default();
     let stop = Arc::new(AtomicBool::new(false));
     let opts = RunOptions {
@@ -285,9 +292,10 @@ proptest! {
         }),
         workers in proptest::sample::select(vec![1usize, 3]),
         stop_after in 0usize..120,
+        follow in any::<bool>(),
     ) {
         let want = model(&reqs, &parts);
-        let got = graph_stopped(&reqs, &parts, workers, stop_after.min(want.len()));
-        prop_assert_eq!(&got, &want, "stopped after {} rows, {} workers: {:?} vs {:?}", stop_after, workers, by_state(&got), by_state(&want));
+        let got = graph_stopped(&reqs, &parts, workers, stop_after.min(want.len()), follow);
+        prop_assert_eq!(&got, &want, "stopped after {} rows, {} workers, follow {}: {:?} vs {:?}", stop_after, workers, follow, by_state(&got), by_state(&want));
     }
 }

@@ -336,6 +336,11 @@ impl Checkpoints {
             s.reading = s.reading.saturating_sub(1);
         }
         s.agreeing.remove(&worker);
+        if s.reading == 0 {
+            // Every source finished (end of input): the run ends at its final cut, a stop
+            // agreed before included; nothing is left past a cut to read again.
+            s.stop_at = None;
+        }
         if s.requested && s.agreeing.len() >= s.reading {
             if s.reading == 0 {
                 s.requested = false;

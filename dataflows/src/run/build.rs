@@ -1,0 +1,265 @@
+//! Build: everything a run needs, started and checked *before* the workers start, so that a bad
+//! broker setting, an unwritable directory or an unreadable state file is one line and an exit
+//! code, never a worker's panic. What the workers share is [`Shared`]; what the process keeps
+//! to finish the run is [`Services`].
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidings_operators::checkpoint::{Checkpoints, write_durably};
+use tidings_operators::live::Live;
+use tidings_operators::park::ParkStore;
+use tidings_sinks::account::Accounts;
+use tidings_sinks::route::Route;
+use tidings_sinks::tracking::redis::{RedisSettings, RedisSink, RedisWriter, UserTtl};
+
+use super::{RunOptions, TrackingTarget, wall_ms};
+use crate::admin::{AdminServer, AdminState};
+use crate::backlog::{BacklogReader, Queues};
+use crate::health::Health;
+use crate::job::Job;
+use crate::kafka::{DeadLetterTopic, KafkaReader};
+use crate::lock::{RunLock, probe_writable};
+use crate::send::SendContext;
+use crate::signals;
+use crate::track::Counts;
+
+/// What every worker of the run reads (shared by the worker closures).
+pub(crate) struct Shared {
+    pub job: Arc<Job>,
+    pub opts: RunOptions,
+    pub live: Live,
+    pub send: Arc<SendContext>,
+    pub queues: Arc<Queues>,
+    pub counts: Arc<Mutex<Counts>>,
+    pub health: Arc<Health>,
+    pub stop: Arc<AtomicBool>,
+    pub checkpoints: Checkpoints,
+    /// Makes tracking file names unique per run.
+    pub run_id: String,
+    /// The source's name (the topic, or `file:<path>`).
+    pub source_name: Arc<str>,
+    /// Set once the main dataflow is done (the account topics then read to their end).
+    pub main_done: Arc<AtomicBool>,
+    /// Deliveries still parked when the run ended (worker 0 sets it).
+    pub parked: Arc<Mutex<usize>>,
+    /// Worker 0's park store, opened here and taken by it.
+    pub park_store: Mutex<Option<ParkStore>>,
+    /// The dead-letter topic's producer of each worker, taken by index.
+    pub dead_letters: Mutex<Vec<Option<DeadLetterTopic>>>,
+    /// The Redis tracking sink (taken after the workers end, so the writer can drain).
+    pub redis: Mutex<Option<(RedisSink, UserTtl)>>,
+}
+
+/// What the process holds for the run and tears down after it.
+pub(crate) struct Services {
+    pub _lock: RunLock,
+    pub runtime: tokio::runtime::Runtime,
+    pub admin: Option<AdminServer>,
+    pub redis: Option<RedisWriter>,
+    /// Set when the workers have ended (the side watchers stop).
+    pub finished: Arc<AtomicBool>,
+    pub shared: Arc<Shared>,
+}
+
+impl Services {
+    /// Takes the job's lock, checks its directories and state files, and starts the send
+    /// runtime, the accounts, the account queues, the admin server and the Redis writer.
+    pub fn start(job: &Job, opts: &RunOptions) -> anyhow::Result<Services> {
+        // One runner per job; a tracking or state directory that takes no file fails the run
+        // before anything is sent.
+        let lock = RunLock::acquire(&job.state_dir)?;
+        probe_writable("state_dir", &job.state_dir)?;
+        if matches!(opts.tracking, TrackingTarget::Parquet) {
+            probe_writable("tracking.dir", &job.tracking_dir)?;
+            let removed = tidings_sinks::tracking::remove_stale_tmp(&job.tracking_dir);
+            if removed > 0 {
+                eprintln!(
+                    "tracking.dir {}: removed {removed} unfinished .tmp file(s) left by an earlier run",
+                    job.tracking_dir.display()
+                );
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("tidings-send")
+            .build()?;
+        let stop = opts
+            .stop
+            .clone()
+            .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+        let health = Health::new(stop.clone());
+        let mut accounts = Accounts::build(&job.file.accounts, &job.base)?;
+        accounts.halt_with(health.halt_flag());
+        accounts.keep_recall_books(&job.state_dir.join("recall"), wall_ms())?;
+        let route_of = routes(job, &accounts);
+        let queues = Arc::new(Queues::build(
+            &job.file.accounts,
+            job.kafka.as_ref(),
+            &runtime,
+        )?);
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let send = Arc::new(SendContext {
+            accounts,
+            route_of,
+            templates: job.templates.clone(),
+            runtime: runtime.handle().clone(),
+            queues: queues.clone(),
+            health: health.clone(),
+            counts: counts.clone(),
+        });
+        let live = Live::default();
+        if opts.handle_signals {
+            signals::handle_signals(&runtime, stop.clone(), health.clone());
+        }
+        let finished = Arc::new(AtomicBool::new(false));
+        super::watch_run(&runtime, job, opts, &stop, &finished, &health, &counts);
+        let started_ms = wall_ms();
+        let source_name = source_name(job)?;
+        let checkpoints = restore(job, &source_name, started_ms, opts.from_start)?;
+        let park_store = {
+            let path = job.state_dir.join("parked.jsonl");
+            ParkStore::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        };
+        let dead_letters = dead_letter_producers(job, opts.workers.max(1))?;
+        if let Some(k) = &job.kafka {
+            // The consumer's settings are checked here; each worker makes its own.
+            KafkaReader::connect(k, 0, 1, Default::default(), live.clone())
+                .map_err(|e| anyhow::anyhow!("kafka {}: {e}", k.brokers))?;
+            if queues.any() {
+                BacklogReader::done_positions(&job.state_dir)?;
+            }
+        }
+        let job = Arc::new(job.clone());
+        let admin = match &job.admin {
+            Some(settings) => Some(AdminServer::start(
+                settings,
+                AdminState {
+                    job: job.clone(),
+                    live: live.clone(),
+                    send: send.clone(),
+                    counts: counts.clone(),
+                    clock: opts.clock,
+                    started: std::time::Instant::now(),
+                },
+            )?),
+            None => None,
+        };
+        let (redis, redis_sink) = match &job.file.tracking.redis {
+            Some(url) => {
+                let (writer, sink) = RedisWriter::start(RedisSettings {
+                    url: url.clone(),
+                    prefix: job.file.tracking.redis_prefix.clone(),
+                    spool_dir: job.state_dir.join("redis-spool"),
+                    max_in_memory: 100_000,
+                    drain_timeout: Duration::from_secs(3),
+                })?;
+                let ttl = match job.file.tracking.redis_user_ttl_secs {
+                    Some(s) => UserTtl::Seconds(s as i64),
+                    None => UserTtl::EndOfDay(job.tz),
+                };
+                (Some(writer), Some((sink, ttl)))
+            }
+            None => (None, None),
+        };
+        let shared = Arc::new(Shared {
+            job,
+            opts: opts.clone(),
+            live,
+            send,
+            queues,
+            counts,
+            health,
+            stop,
+            checkpoints,
+            run_id: format!("{started_ms}-{}", std::process::id()),
+            source_name,
+            main_done: Arc::new(AtomicBool::new(false)),
+            parked: Arc::new(Mutex::new(0)),
+            park_store: Mutex::new(Some(park_store)),
+            dead_letters: Mutex::new(dead_letters),
+            redis: Mutex::new(redis_sink),
+        });
+        Ok(Services {
+            _lock: lock,
+            runtime,
+            admin,
+            redis,
+            finished,
+            shared,
+        })
+    }
+}
+
+/// The route of each template: its account, or its group's weighted members.
+fn routes(job: &Job, accounts: &Accounts) -> HashMap<i64, Route> {
+    job.account_of
+        .iter()
+        .map(|(t, a)| {
+            let route = match (accounts.index(a), job.file.groups.get(a)) {
+                (Some(i), _) => Route::single(i),
+                (None, Some(g)) => Route::weighted(g.accounts.iter().map(|(m, w)| {
+                    (
+                        accounts.index(m).expect("job check resolved every member"),
+                        *w,
+                    )
+                })),
+                (None, None) => unreachable!("job check resolved every account"),
+            };
+            (*t, route)
+        })
+        .collect()
+}
+
+/// The name checkpoints keep the source's positions under.
+fn source_name(job: &Job) -> anyhow::Result<Arc<str>> {
+    Ok(match (&job.kafka, &job.source_path) {
+        (Some(k), _) => k.topic.as_str().into(),
+        (None, Some(path)) => {
+            let shown = job.file.source.path.as_deref().unwrap_or(path).display();
+            format!("file:{shown}").into()
+        }
+        (None, None) => anyhow::bail!("the job has no source"),
+    })
+}
+
+/// Opens the job's checkpoints: the newest complete one is restored (its park store replaces
+/// the job's; the source resumes at its positions), unless `fresh`.
+fn restore(
+    job: &Job,
+    source_name: &str,
+    started_ms: i64,
+    fresh: bool,
+) -> anyhow::Result<Checkpoints> {
+    let c = Checkpoints::open(&job.state_dir, source_name, started_ms, fresh)?;
+    let store = job.state_dir.join("parked.jsonl");
+    if let Some(dir) = c.restored() {
+        let parked = std::fs::read(dir.join("parked.jsonl")).unwrap_or_default();
+        write_durably(&store, &parked)?;
+    } else if fresh {
+        write_durably(&store, b"")?;
+    }
+    Ok(c)
+}
+
+/// One dead-letter producer per worker, when the job has a dead-letter topic.
+fn dead_letter_producers(
+    job: &Job,
+    workers: usize,
+) -> anyhow::Result<Vec<Option<DeadLetterTopic>>> {
+    let topic = job
+        .kafka
+        .as_ref()
+        .and_then(|k| Some((k.brokers.as_str(), k.dead_letter_topic.as_ref()?)));
+    (0..workers)
+        .map(|_| match topic {
+            Some((brokers, t)) => DeadLetterTopic::connect(brokers, t)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("dead-letter topic {t}: {e}")),
+            None => Ok(None),
+        })
+        .collect()
+}

@@ -1,0 +1,141 @@
+//! Drive: each worker steps its dataflows until they are done, asking for checkpoint cuts,
+//! completing them (worker 0) once the "done" frontier passed them, and committing the offsets
+//! of completed cuts (never before). It leaves early on a failed peer or a halt, and at its cut
+//! on a graceful stop.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::CommitMode;
+use tidings_operators::Epoch;
+use tidings_operators::checkpoint::FINAL;
+use tidings_operators::park::ParkStore;
+use timely::dataflow::ProbeHandle;
+
+use super::build::Shared;
+use super::graph::MainGraph;
+use super::wall_ms;
+use crate::backlog::BacklogReader;
+use crate::kafka::KafkaReader;
+
+/// Commits the offsets of the newest completed checkpoint, once per checkpoint.
+struct Committer {
+    reader: Option<Rc<KafkaReader>>,
+    committed: Option<Epoch>,
+}
+
+impl Committer {
+    fn commit(&mut self, s: &Shared, mode: CommitMode) {
+        if let Some(r) = &self.reader
+            && let Some((e, offsets)) = s.checkpoints.completed()
+            && self.committed != Some(e)
+        {
+            r.commit(&offsets, mode);
+            self.committed = Some(e);
+        }
+    }
+}
+
+/// Steps this worker until its dataflows are done (or it must leave).
+pub(crate) fn drive_worker(
+    worker: &mut timely::worker::Worker,
+    s: &Shared,
+    main: MainGraph,
+    accounts: (ProbeHandle<Epoch>, Option<Rc<BacklogReader>>),
+) {
+    let index = worker.index();
+    let (done_accounts, account_reader) = accounts;
+    let done = main.done;
+    let mut committer = Committer {
+        reader: main.reader,
+        committed: None,
+    };
+    let mut seen: Option<Epoch> = Some(0);
+    let mut accounts_seen: Option<Epoch> = Some(0);
+    let mut last_cut = Instant::now();
+    while !done.done() || !done_accounts.done() {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+        if s.health.may_leave() {
+            // A peer failed, or a halt: no checkpoint is completed.
+            return crate::health::leave(worker);
+        }
+        if index == 0 && last_cut.elapsed() >= s.job.checkpoint {
+            s.checkpoints.request_cut();
+            last_cut = Instant::now();
+        }
+        if done.done() {
+            s.main_done.store(true, Ordering::Relaxed);
+        }
+        if let Some(r) = &account_reader {
+            let f = done_accounts.with_frontier(|f| f.first().copied());
+            if f != accounts_seen {
+                r.commit_done(f, CommitMode::Async);
+                accounts_seen = f;
+            }
+        }
+        let frontier = done.with_frontier(|f| f.first().copied());
+        // A stop's frontier stays at its cut: a deposit that comes after it is looked for.
+        let stop_owed = s
+            .checkpoints
+            .stop_cut()
+            .is_some_and(|c| s.checkpoints.completed().is_none_or(|(e, _)| e != c));
+        if index == 0
+            && (frontier != seen || stop_owed)
+            && let Some(f) = frontier
+        {
+            match s.checkpoints.complete_before(Some(f)) {
+                Ok(Some(_)) => s.live.checkpoint().completed_at(wall_ms()),
+                Ok(None) => {}
+                Err(e) => {
+                    s.health.fail(format!("checkpoint: {e}"));
+                    return crate::health::leave(worker);
+                }
+            }
+            seen = frontier;
+        }
+        committer.commit(s, CommitMode::Async);
+        // A graceful stop ends here once its cut is complete (and the account topics
+        // drained): what was read past the cut is dropped, the next run reads it again.
+        if let Some(cut) = s.checkpoints.stop_cut()
+            && s.checkpoints.completed().is_some_and(|(e, _)| e == cut)
+            && done_accounts.done()
+        {
+            committer.commit(s, CommitMode::Sync);
+            if let Some(r) = &account_reader {
+                r.commit_done(None, CommitMode::Sync);
+            }
+            count_parked(s, index);
+            return crate::health::leave(worker);
+        }
+    }
+    if index == 0 {
+        if let Err(e) = s.checkpoints.complete_before(None) {
+            s.health.fail(format!("checkpoint: {e}"));
+        }
+    } else {
+        // Worker 0 writes the final cut once its probe is done too.
+        let waited = Instant::now();
+        while s.checkpoints.completed().is_none_or(|(e, _)| e != FINAL)
+            && waited.elapsed() < Duration::from_secs(60)
+            && !s.health.must_leave()
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    committer.commit(s, CommitMode::Sync);
+    if let Some(r) = &account_reader {
+        r.commit_done(None, CommitMode::Sync);
+    }
+    count_parked(s, index);
+}
+
+/// Worker 0 says how many deliveries are still parked.
+fn count_parked(s: &Shared, index: usize) {
+    if index == 0 {
+        let left = ParkStore::open(&s.job.state_dir.join("parked.jsonl"))
+            .map(|p| p.len())
+            .unwrap_or(0);
+        *s.parked.lock().unwrap_or_else(|p| p.into_inner()) = left;
+    }
+}

@@ -1,0 +1,288 @@
+//! The job's two dataflows, built on each worker; each function reads like the graph in
+//! `docs/ARCHITECTURE.md`:
+//!
+//! ```text
+//! Source ─► Admit (validate + gate) ─┬─ pass ─► ContentDedup ─► FrequencyDedup ─► Send ─┐
+//!                                    ├─ park ─► Park (worker 0) ─► (released) ─┘        │
+//!                                    ├─ marks ─► (watermark of every keyed operator)     │
+//!                                    ├─ recall ─► Recall (after the sends before it) ───►│
+//!                                    └─ rows, dead letters ─────────────────────────────►├─► Track ─► done
+//!
+//! AccountTopics ─► Send ─► Track ─► done_accounts        (Kafka jobs with account queues)
+//! ```
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_operators::admit::admit;
+use tidings_operators::dedup::{ContentDedup, FrequencyDedup, keyed};
+use tidings_operators::gate::Gate;
+use tidings_operators::park::park;
+use tidings_operators::shield::NightShield;
+use tidings_operators::validate::Validator;
+use tidings_operators::{Epoch, SourceRecord, split};
+use tidings_sinks::tracking::{MemoryTracking, ParquetTracking, Tracking};
+use timely::dataflow::operators::{Concatenate, Exchange, Probe};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+use super::TrackingTarget;
+use super::build::Shared;
+use crate::backlog::{BacklogReader, backlog_source};
+use crate::job::Job;
+use crate::kafka::{KafkaReader, kafka_source};
+use crate::send::{SendMode, recall, send};
+use crate::source::{FileSettings, file_source};
+use crate::track::{HoldBack, track};
+
+/// The done probe of the main dataflow and the worker's Kafka reader.
+pub(crate) struct MainGraph {
+    /// Passed once every delivery before it is terminal (or parked) with its rows durable.
+    pub done: ProbeHandle<Epoch>,
+    /// The worker's Kafka reader (commits the offsets of completed checkpoints).
+    pub reader: Option<Rc<KafkaReader>>,
+}
+
+/// Builds the main dataflow on this worker.
+pub(crate) fn main_dataflow(worker: &mut timely::worker::Worker, s: &Shared) -> MainGraph {
+    let (index, peers) = (worker.index(), worker.peers());
+    // A fault injected by the tests (a bug's panic in one worker): `TIDINGS_FAIL_WORKER=I`.
+    if std::env::var("TIDINGS_FAIL_WORKER").is_ok_and(|w| w == index.to_string()) {
+        panic!("injected fault (TIDINGS_FAIL_WORKER={index})");
+    }
+    let job = &s.job;
+    let clock = s.opts.clock;
+    let sent = ProbeHandle::<Epoch>::new();
+    let done = ProbeHandle::<Epoch>::new();
+    let reader = job.kafka.as_ref().map(|k| {
+        let restored = s.checkpoints.restored_positions();
+        KafkaReader::connect(k, index, peers, restored, s.live.clone())
+            .unwrap_or_else(|e| panic!("kafka {}: {e}", k.brokers))
+    });
+    let store = if index == 0 {
+        lock(&s.park_store).take()
+    } else {
+        None
+    };
+    let dead_letter_topic = lock(&s.dead_letters).get_mut(index).and_then(Option::take);
+    let redis = lock(&s.redis).clone();
+    let tracking = tracking_of(s, &s.run_id, index);
+    worker.dataflow::<Epoch, _, _>(|scope| {
+        let records = match &reader {
+            Some(r) => kafka_source(
+                scope,
+                r.clone(),
+                s.checkpoints.clone(),
+                s.opts.in_flight,
+                job.event,
+                sent.clone(),
+                clock,
+                s.stop.clone(),
+                s.opts.idle_exit,
+                s.live.clone(),
+            ),
+            None => files(scope, s, sent.clone()),
+        };
+        // Track holds back the rows of records read ahead of the sources' frontier.
+        let sources = ProbeHandle::<Epoch>::new();
+        let records = records.probe_with(&sources);
+        let admitted = split(admit(records, validator(job), gate(job), clock));
+        let released = park(
+            admitted.park,
+            store,
+            clock,
+            job.event,
+            Some(s.checkpoints.clone()),
+            Some(s.live.clone()),
+        );
+        let passes = scope.concatenate([admitted.pass, released]);
+        let (content, frequency) = dedup_rules(job);
+        let after_content = split(keyed(
+            passes,
+            admitted.mark.clone(),
+            content,
+            clock,
+            Some(s.checkpoints.clone()),
+            Some(s.live.clone()),
+        ));
+        let after_frequency = split(keyed(
+            after_content.pass,
+            admitted.mark,
+            frequency,
+            clock,
+            Some(s.checkpoints.clone()),
+            Some(s.live.clone()),
+        ));
+        let outcomes =
+            send(after_frequency.pass, s.send.clone(), clock, SendMode::Main).probe_with(&sent);
+        // Recall requests skip the rules; they run once the sends before them are done.
+        let recalled = recall(admitted.recall, s.send.clone(), clock, sent.clone());
+        let rows = scope.concatenate([
+            admitted.track,
+            after_content.track,
+            after_frequency.track,
+            outcomes,
+            recalled,
+        ]);
+        track(
+            rows,
+            tracking,
+            job.file.tracking.flush_rows,
+            Duration::from_millis(job.file.tracking.flush_interval_ms),
+            s.counts.clone(),
+            dead_letter_topic,
+            redis,
+            Some(HoldBack {
+                sources,
+                checkpoints: s.checkpoints.clone(),
+            }),
+        )
+        .probe_with(&done);
+    });
+    MainGraph { done, reader }
+}
+
+/// Builds the account-topic dataflow (its own, so its pace never holds the main one); worker 0
+/// reads the topics. Returns its "done" probe and worker 0's reader.
+pub(crate) fn accounts_dataflow(
+    worker: &mut timely::worker::Worker,
+    s: &Shared,
+) -> (ProbeHandle<Epoch>, Option<Rc<BacklogReader>>) {
+    let index = worker.index();
+    let done = ProbeHandle::<Epoch>::new();
+    let job = &s.job;
+    let reader = job
+        .kafka
+        .as_ref()
+        .filter(|_| index == 0 && s.queues.any())
+        .map(|k| {
+            BacklogReader::connect(k, &s.queues, &job.state_dir)
+                .unwrap_or_else(|e| panic!("account topics on {}: {e}", k.brokers))
+        });
+    if !s.queues.any() {
+        return (done, reader);
+    }
+    let clock = s.opts.clock;
+    let tracking = tracking_of(s, &format!("{}-accounts", s.run_id), index);
+    let redis = lock(&s.redis).clone();
+    worker.dataflow::<Epoch, _, _>(|scope| {
+        let read = split(backlog_source(
+            scope,
+            reader.clone(),
+            s.queues.clone(),
+            clock,
+            s.stop.clone(),
+            s.main_done.clone(),
+        ));
+        let outcomes = send(read.pass, s.send.clone(), clock, SendMode::Accounts);
+        let rows = scope.concatenate([read.track, outcomes]);
+        track(
+            rows,
+            tracking,
+            job.file.tracking.flush_rows,
+            Duration::from_millis(job.file.tracking.flush_interval_ms),
+            s.counts.clone(),
+            None,
+            redis,
+            None,
+        )
+        .probe_with(&done);
+    });
+    (done, reader)
+}
+
+/// The file source: worker `i % peers` reads partition `i`; lines are spread over the workers.
+fn files<'s>(
+    scope: Scope<'s, Epoch>,
+    s: &Shared,
+    sent: ProbeHandle<Epoch>,
+) -> StreamVec<'s, Epoch, SourceRecord> {
+    let job = &s.job;
+    let path = job
+        .source_path
+        .clone()
+        .expect("job check requires a file source path");
+    let paths = crate::job::partition_files(&path);
+    let names = if path.is_dir() {
+        paths
+            .iter()
+            .map(|p| {
+                let file = p.file_name().unwrap_or_default().to_string_lossy();
+                Arc::from(format!("{}/{file}", s.source_name))
+            })
+            .collect()
+    } else {
+        vec![s.source_name.clone()]
+    };
+    file_source(
+        scope,
+        FileSettings {
+            paths,
+            names,
+            batch_lines: job.file.source.epoch_lines,
+            in_flight: s.opts.in_flight,
+            event: job.event,
+            follow: job.file.source.follow,
+        },
+        sent,
+        s.opts.clock,
+        s.stop.clone(),
+        s.checkpoints.clone(),
+        s.live.clone(),
+    )
+    .exchange(|r: &SourceRecord| {
+        (r.offset as u64)
+            .wrapping_mul(31)
+            .wrapping_add(r.partition as u64)
+    })
+}
+
+fn validator(job: &Job) -> Validator {
+    Validator::new(job.templates.clone(), job.tz).with_max_future_ms(job.event.max_future_ms)
+}
+
+fn gate(job: &Job) -> Gate {
+    Gate {
+        templates: job.templates.clone(),
+        receivers: job.receivers.clone(),
+        discard: job.file.discard.templates.iter().copied().collect(),
+        whitelist: job.file.whitelist.receivers.iter().cloned().collect(),
+        shield: NightShield {
+            window: job.night,
+            release_at: job.release_at,
+            tz: job.tz,
+        },
+    }
+}
+
+fn dedup_rules(job: &Job) -> (ContentDedup, FrequencyDedup) {
+    let dedup = job.file.dedup;
+    let lateness = dedup.lateness as i64 * 1000;
+    let content = ContentDedup::new(
+        dedup.content.num,
+        dedup.content.time as i64 * 1000,
+        lateness,
+        job.templates.clone(),
+    );
+    let frequency =
+        FrequencyDedup::new(dedup.frequency.num, job.tz, lateness, job.templates.clone());
+    (content, frequency)
+}
+
+/// This worker's tracking writer.
+fn tracking_of(s: &Shared, run: &str, index: usize) -> Tracking {
+    match &s.opts.tracking {
+        TrackingTarget::Parquet => Tracking::Parquet(ParquetTracking::new(
+            &s.job.tracking_dir,
+            s.job.tz,
+            s.job.templates.clone(),
+            run,
+            index,
+        )),
+        TrackingTarget::Memory(m) => Tracking::Memory(MemoryTracking::clone(m)),
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

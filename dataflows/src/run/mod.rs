@@ -1,0 +1,244 @@
+//! Runs a job: [`build`] starts and checks everything the run needs (one line and an exit code
+//! on a bad setting, before any worker starts), [`graph`] builds the job's dataflows on each
+//! worker, [`drive`] steps them with checkpoints and offset commits, and [`finish`] tears down
+//! and reports.
+
+mod build;
+mod drive;
+mod graph;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tidings_operators::Clock;
+use tidings_sinks::tracking::MemoryTracking;
+use tidings_sinks::tracking::redis::WriterStats;
+
+use crate::health::Health;
+use crate::job::Job;
+use crate::signals;
+use crate::track::Counts;
+use build::Services;
+
+/// Where a run writes its tracking rows.
+#[derive(Debug, Clone)]
+pub enum TrackingTarget {
+    /// The job's Parquet directory.
+    Parquet,
+    /// A shared memory collector (tests).
+    Memory(MemoryTracking),
+}
+
+/// How to run a job.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Worker threads.
+    pub workers: usize,
+    /// The wall clock.
+    pub clock: Clock,
+    /// Tracking target.
+    pub tracking: TrackingTarget,
+    /// Records a source may have given on and not yet seen sent before it waits.
+    pub in_flight: usize,
+    /// Start without the newest checkpoint: read the source from its start with fresh dedup
+    /// windows (a deliberate replay).
+    pub from_start: bool,
+    /// Stop gracefully on Ctrl-C / SIGTERM (stop reading, drain, flush).
+    pub handle_signals: bool,
+    /// Kafka source: end the run once no record has arrived for this long.
+    pub idle_exit: Option<Duration>,
+    /// Set to stop gracefully, as Ctrl-C does (for embedding and benchmarks).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// A graceful stop halts the run this long after it began if the graph has not drained by
+    /// then (`--drain-timeout`); `None` waits as long as the drain takes.
+    pub drain_timeout: Option<Duration>,
+    /// The run fails once tracking has been unwritable this long (`None`: retries for ever,
+    /// holding new sends). Files end; Kafka jobs wait for space to come back.
+    pub tracking_give_up: Option<Duration>,
+}
+
+impl RunOptions {
+    /// Defaults for a job: its `workers` (or the number of cores), the system clock, Parquet.
+    pub fn for_job(job: &Job) -> RunOptions {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        RunOptions {
+            workers: job.file.workers.unwrap_or(cores),
+            clock: Clock::System,
+            tracking: TrackingTarget::Parquet,
+            in_flight: 2_000,
+            from_start: false,
+            handle_signals: false,
+            idle_exit: None,
+            stop: None,
+            drain_timeout: Some(DRAIN_TIMEOUT),
+            tracking_give_up: job.kafka.is_none().then_some(TRACKING_GIVE_UP),
+        }
+    }
+}
+
+/// The default bound of a graceful stop's drain.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a file job waits for its tracking directory to take rows again.
+pub const TRACKING_GIVE_UP: Duration = Duration::from_secs(60);
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Rows per state and dead letters.
+    pub counts: Counts,
+    /// Deliveries still parked when the run ended.
+    pub parked: usize,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// What the Redis tracking writer did, when the job tracks to Redis.
+    pub redis: Option<WriterStats>,
+}
+
+/// Runs a job to the end of its source (or a graceful stop): build, drive, finish.
+pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
+    let start = Instant::now();
+    let services = Services::start(job, opts)?;
+    let shared = services.shared.clone();
+    let guards = timely::execute(
+        timely::Config::process(opts.workers.max(1)),
+        move |worker| {
+            // A panic below fails the run: every worker leaves its step loop.
+            let _fails_the_run = shared.health.on_panic(worker.index());
+            let main = graph::main_dataflow(worker, &shared);
+            let accounts = graph::accounts_dataflow(worker, &shared);
+            drive::drive_worker(worker, &shared, main, accounts);
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
+    let joined: Vec<Result<(), String>> = guards.join();
+    finish(services, joined, start)
+}
+
+/// Tears the run down (admin server, send runtime, Redis writer) and says how it ended.
+fn finish(
+    services: Services,
+    joined: Vec<Result<(), String>>,
+    start: Instant,
+) -> anyhow::Result<Summary> {
+    let Services {
+        _lock,
+        runtime,
+        admin,
+        redis,
+        finished,
+        shared,
+    } = services;
+    finished.store(true, Ordering::SeqCst);
+    shared.live.close();
+    if let Some(a) = admin {
+        a.stop();
+    }
+    drop(runtime);
+    // Every worker's sink is gone with its worker; the writer drains (or spools) the rest.
+    shared
+        .redis
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let redis = redis.map(|writer| writer.finish());
+    let counts = shared
+        .counts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    // A panic is named by the health (the guard saw it); the join only says "Any { .. }".
+    ended_early(&shared.health, &shared.job, &counts)?;
+    if let Some(e) = joined.into_iter().find_map(Result::err) {
+        anyhow::bail!("a worker failed: {e}");
+    }
+    let parked = *shared.parked.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Summary {
+        counts,
+        parked,
+        elapsed: start.elapsed(),
+        redis,
+    })
+}
+
+pub(crate) fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Watches the run from the side: the drain (progress, `drain_timeout`) and tracking that has
+/// failed for longer than `tracking_give_up`.
+pub(crate) fn watch_run(
+    runtime: &tokio::runtime::Runtime,
+    job: &Job,
+    opts: &RunOptions,
+    stop: &Arc<AtomicBool>,
+    finished: &Arc<AtomicBool>,
+    health: &Arc<Health>,
+    counts: &Arc<Mutex<Counts>>,
+) {
+    let progress: signals::Progress = {
+        let counts = counts.clone();
+        Arc::new(move || counts.lock().unwrap_or_else(|p| p.into_inner()).progress())
+    };
+    signals::watch_drain(
+        runtime,
+        stop.clone(),
+        finished.clone(),
+        health.clone(),
+        opts.drain_timeout,
+        progress,
+    );
+    if let Some(bound) = opts.tracking_give_up {
+        let (finished, health, counts) = (finished.clone(), health.clone(), counts.clone());
+        let dir = job.tracking_dir.clone();
+        runtime.spawn(async move {
+            while !finished.load(Ordering::SeqCst) && !health.must_leave() {
+                let failing = counts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .tracking_failing(wall_ms());
+                if let Some((for_ms, error)) = failing
+                    && for_ms >= bound.as_millis() as i64
+                {
+                    health.fail(format!(
+                        "tracking.dir {}: rows could not be written for {} s ({error}); new sends were held back",
+                        dir.display(),
+                        bound.as_secs()
+                    ));
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+}
+
+/// The error of a run that failed or was halted before its graph drained.
+fn ended_early(health: &Health, job: &Job, counts: &Counts) -> anyhow::Result<()> {
+    let owed = if counts.tracking_owed > 0 {
+        format!(
+            "; {} tracking rows could not be written to tracking.dir {}",
+            counts.tracking_owed,
+            job.tracking_dir.display()
+        )
+    } else {
+        String::new()
+    };
+    if let Some(f) = health.failure() {
+        anyhow::bail!("{f}{owed}");
+    }
+    if let Some(h) = health.halted() {
+        let rest = if job.kafka.is_some() {
+            "the rest waits in Kafka (replayed from the last checkpoint)"
+        } else {
+            "the next run reads the file on from the last checkpoint (what came after it is read again)"
+        };
+        anyhow::bail!("{h}: {rest}{owed}");
+    }
+    Ok(())
+}
