@@ -1,4 +1,4 @@
-//! The job file (CONTRACT §3): parsed with unknown keys refused, then checked as a whole so that
+//! The job file (docs/job-file.md): parsed with unknown keys refused, then checked as a whole so that
 //! every problem is reported at once, one line each, naming the file, the key and the fix.
 
 use std::collections::{BTreeMap, HashSet};
@@ -1010,6 +1010,68 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys a section's structure accepts, from the parser itself (the unknown-key error
+    /// lists them).
+    fn keys_of<T: serde::de::DeserializeOwned>() -> Vec<String> {
+        let err = toml::from_str::<T>("tidings_probe_key = 1\n")
+            .err()
+            .expect("an unknown key is refused");
+        let msg = err.message().to_string();
+        let (_, expected) = msg
+            .split_once("expected")
+            .unwrap_or_else(|| panic!("no key list in {msg:?}"));
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_job_file_reference_names_every_key() {
+        let doc = include_str!("../../docs/job-file.md");
+        let section = |heading: &str| -> &str {
+            let start = doc
+                .find(heading)
+                .unwrap_or_else(|| panic!("docs/job-file.md has no section {heading}"));
+            let rest = &doc[start + heading.len()..];
+            &rest[..rest.find("\n### ").unwrap_or(rest.len())]
+        };
+        let sections = [
+            ("### Top level", keys_of::<JobFile>()),
+            ("### `[source]`", keys_of::<SourceConfig>()),
+            ("### `[dedup]`", keys_of::<DedupConfig>()),
+            ("### `[shield]`", keys_of::<ShieldConfig>()),
+            ("### `[discard]`", keys_of::<DiscardConfig>()),
+            ("### `[whitelist]`", keys_of::<WhitelistConfig>()),
+            ("### `[tracking]`", keys_of::<TrackingConfig>()),
+            ("### `[accounts.NAME]`", keys_of::<AccountConfig>()),
+            (
+                "### `[groups.NAME]`",
+                keys_of::<tidings_sinks::route::GroupConfig>(),
+            ),
+            ("### `[admin]`", keys_of::<AdminConfig>()),
+        ];
+        for (heading, keys) in sections {
+            assert!(!keys.is_empty(), "{heading}: no keys found");
+            let text = section(heading);
+            for k in keys {
+                assert!(
+                    text.contains(&format!("`{k}`")),
+                    "docs/job-file.md, {heading}: the key `{k}` is not documented"
+                );
+            }
+        }
+        // The example at the top is a job file the parser takes.
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("an example job file");
+        toml::from_str::<JobFile>(example).unwrap_or_else(|e| panic!("the example: {e}"));
+    }
 
     #[test]
     fn env_references_resolve() {

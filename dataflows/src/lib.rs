@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`job`]: the job file (CONTRACT §3), parsed and checked.
+//! - [`job`]: the job file (docs/job-file.md), parsed and checked.
 //! - [`source`]: the file source (epochs, backpressure).
 //! - [`kafka`]: the Kafka source (offsets committed behind the done frontier) and the producer.
 //! - [`send`]: the send stage: timely ↔ tokio, capabilities held until sends finish.

@@ -1,4 +1,4 @@
-//! Every bad-input case of CONTRACT §4.1 becomes one dead letter with its reason, and the job
+//! Every bad-input case of docs/states.md becomes one dead letter with its reason, and the job
 //! goes on: the good records around them are sent.
 
 mod common;

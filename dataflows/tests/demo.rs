@@ -1,5 +1,5 @@
 //! End to end on the demo job: the binary runs it into Parquet, DataFusion reads it back, every
-//! state of CONTRACT §4 is reached, every RECEIVE has exactly one terminal state, and 1 and 4
+//! state of docs/states.md is reached, every RECEIVE has exactly one terminal state, and 1 and 4
 //! workers write the same rows.
 
 mod common;

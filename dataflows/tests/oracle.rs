@@ -1,5 +1,5 @@
 //! Oracle test: random request streams (lines in any event-time order) through the real
-//! dataflow with 1 and 4 workers, compared with a short sequential model of CONTRACT §4 steps
+//! dataflow with 1 and 4 workers, compared with a short sequential model of docs/states.md steps
 //! 6–8 (night shield, content and frequency dedup, parking and release) applied in event-time
 //! order.
 
@@ -44,7 +44,7 @@ fn req() -> impl Strategy<Value = Req> {
 
 type Row = (String, String, String, i64);
 
-/// The sequential model of CONTRACT §4 in event-time order: every delivery judged at its event
+/// The sequential model of docs/states.md in event-time order: every delivery judged at its event
 /// time (a parked one at its release time), in (event time, original event time, line,
 /// receiver index) order, whatever the lines' order in the file.
 /// Where request `i` is read from: its message id and its place in the source order

@@ -2,17 +2,17 @@
 //!
 //! # Layout
 //!
-//! - [`request`]: the austin-compatible send request (CONTRACT §1) and the two line forms of the
+//! - [`request`]: the austin-compatible send request (docs/requests.md) and the two line forms of the
 //!   file source (bare request, kcat `-J` envelope).
-//! - [`template`]: templates (CONTRACT §2) and their enums (channel, msg_type, id_type, shield).
+//! - [`template`]: templates (docs/templates.md) and their enums (channel, msg_type, id_type, shield).
 //! - [`render`]: `{$name}` placeholder rendering of a template's content model.
 //! - [`receiver`]: splitting a `receiver` list and validating each receiver by `id_type`.
 //! - [`message`]: what flows through the graph: a validated [`message::Message`], one
 //!   [`message::Delivery`] per receiver, tracking rows and dead letters.
-//! - [`state`]: the anchor states and their austin codes (CONTRACT §4).
+//! - [`state`]: the anchor states and their austin codes (docs/states.md).
 //! - [`limits`]: providers' content limits per channel; how much of a bad record a dead letter keeps.
 //! - [`ids`]: message ids, business ids and the deterministic key hashes used for routing.
-//! - [`schema`]: the Arrow schemas of the Parquet tracking tables (CONTRACT §5).
+//! - [`schema`]: the Arrow schemas of the Parquet tracking tables (docs/tables.md).
 //! - [`time`]: event-time helpers: the job's time zone, local dates, the night window.
 //!
 //! Nothing here knows timely, tokio or any service: every function is pure and is tested alone.

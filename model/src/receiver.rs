@@ -7,7 +7,7 @@ use phonenumber::country;
 
 use crate::template::IdType;
 
-/// More receivers than this in one MessageParam rejects the message (CONTRACT §1).
+/// More receivers than this in one MessageParam rejects the message (docs/requests.md).
 pub const MAX_RECEIVERS: usize = 100;
 
 /// The longest phone receiver parsed, spaces and dashes included (E.164 has at most 15 digits).

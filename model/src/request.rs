@@ -1,4 +1,4 @@
-//! The send request (CONTRACT §1) and the two line forms of the file source.
+//! The send request (docs/requests.md) and the two line forms of the file source.
 //!
 //! Decoding is total: any bytes give either a [`Request`] with its event time or a reason
 //! string for a dead letter. It never panics (a property test feeds it arbitrary bytes).

@@ -1,4 +1,4 @@
-//! The Arrow schemas of the Parquet tracking tables (CONTRACT §5).
+//! The Arrow schemas of the Parquet tracking tables (docs/tables.md).
 
 use std::sync::Arc;
 

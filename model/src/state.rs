@@ -1,4 +1,4 @@
-//! The anchor states a receiver passes through (CONTRACT §4), with austin's codes.
+//! The anchor states a receiver passes through (docs/states.md), with austin's codes.
 
 use serde::{Deserialize, Serialize};
 
@@ -94,7 +94,7 @@ impl State {
         State::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// Whether a receiver's life ends in this state (CONTRACT §4). `NightShieldNextSend` is not
+    /// Whether a receiver's life ends in this state (docs/states.md). `NightShieldNextSend` is not
     /// terminal: the receiver comes back when released.
     pub fn is_terminal(self) -> bool {
         matches!(

@@ -1,4 +1,4 @@
-//! Templates (CONTRACT §2): what a message says, on which channel, to which kind of receiver.
+//! Templates (docs/templates.md): what a message says, on which channel, to which kind of receiver.
 
 use std::collections::BTreeMap;
 use std::path::Path;

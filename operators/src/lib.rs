@@ -1,4 +1,4 @@
-//! The stages of the tidings pipeline (CONTRACT §4), each a plain state machine that knows
+//! The stages of the tidings pipeline (docs/states.md), each a plain state machine that knows
 //! nothing of timely, plus a thin timely wrapper that only moves data and capabilities.
 //!
 //! # Layout

@@ -1,4 +1,4 @@
-//! Parking of `night_delay` deliveries (CONTRACT §4 step 6), durable in the job's state dir.
+//! Parking of `night_delay` deliveries (docs/states.md step 6), durable in the job's state dir.
 //!
 //! All parks go to worker 0 (night-time volume is small). [`ParkStore`] is the plain store: an
 //! append-only JSON-lines file, fsynced before the epoch that parked is let go, rewritten

@@ -1,4 +1,4 @@
-//! Night shield (CONTRACT §4 step 6): inside the night window, `night_drop` drops and
+//! Night shield (docs/states.md step 6): inside the night window, `night_drop` drops and
 //! `night_delay` defers to the next `release_at`.
 
 use chrono::NaiveTime;

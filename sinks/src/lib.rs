@@ -5,11 +5,24 @@
 //!
 //! - [`account`]: an account of the job (`[accounts.NAME]`): its provider, rate limit,
 //!   concurrency and retry policy; [`account::Accounts`] dispatches a [`SendBatch`] to one.
+//! - [`provider`]: the provider list (`ProviderKind` → implementation) and the helpers the
+//!   providers share (payload rendering, answers).
+//! - [`route`]: account groups: a template's deliveries spread over members by weight, with
+//!   failover.
+//! - [`recall`]: the recall books (what was sent where, so a recall can reach it).
 //! - [`outbox`]: the `outbox`, `blackhole` and `memory` providers: real sinks for the demo,
 //!   tests and benches.
-//! - [`util`]: machinery every provider shares: typed retry decisions with backoff.
-//! - [`tracking`]: the Parquet writer of the `events` and `dead_letters` tables (CONTRACT §5)
-//!   and an in-memory collector for tests.
+//! - The network providers, one module each, each building and signing its request as the
+//!   provider documents it: [`webhook`], [`dingtalk_robot`], [`dingtalk_work_notice`],
+//!   [`feishu_robot`], [`wecom_robot`], [`wecom_app`], [`tencent_sms`], [`aliyun_sms`],
+//!   [`yunpian_sms`], [`email`] (SMTP), [`wechat_official_account`], [`wechat_mini_program`],
+//!   [`alipay_mini_program`], [`getui`].
+//! - [`simulator`]: a local server that speaks the providers' APIs and checks what it
+//!   receives (tests, benches, `tidings simulator`).
+//! - [`util`]: machinery every provider shares: typed retry decisions with backoff, request
+//!   signing, the HTTP client, access-token caches, `${ENV}` secrets, call statistics.
+//! - [`tracking`]: the Parquet writer of the `events` and `dead_letters` tables
+//!   (`docs/tables.md`), the Redis writer, and an in-memory collector for tests.
 
 pub mod account;
 pub mod alipay_mini_program;

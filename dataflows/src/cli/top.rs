@@ -7,6 +7,26 @@ use std::time::{Duration, Instant};
 
 use tidings_dataflows::admin;
 
+use super::{AdminTarget, Failure};
+
+#[derive(clap::Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    target: AdminTarget,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+}
+
+pub fn run(args: TopArgs) -> Result<(), Failure> {
+    let (addr, token) = args.target.resolve()?;
+    let every = Duration::from_secs_f64(args.interval.max(0.1));
+    watch(&addr, token.as_deref(), every, args.frames).map_err(Failure::Failed)
+}
+
 /// One sample: metric name → (labels → value).
 type Sample = BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>;
 
@@ -183,8 +203,8 @@ fn median_ms(s: &Sample, account: &str) -> Option<f64> {
         .map(|(le, _)| le * 1000.0)
 }
 
-/// Runs until interrupted, or for `frames` frames.
-pub fn run(
+/// Shows frames until interrupted, or for `frames` frames.
+fn watch(
     addr: &str,
     token: Option<&str>,
     every: Duration,

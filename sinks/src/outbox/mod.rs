@@ -2,7 +2,7 @@
 //! sends nothing; `blackhole` accepts and forgets (benches). Both are real sinks: rate limits,
 //! concurrency, retries and tracking apply to them exactly as to a network provider.
 //!
-//! An outbox line (CONTRACT §3):
+//! An outbox line (docs/job-file.md):
 //! `{"message_id", "template_id", "channel", "receiver", "content": {rendered content model}}`.
 
 use std::collections::HashMap;

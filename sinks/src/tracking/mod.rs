@@ -1,4 +1,4 @@
-//! Tracking writers: the Parquet tables `events` and `dead_letters` (CONTRACT §5), and an
+//! Tracking writers: the Parquet tables `events` and `dead_letters` (docs/tables.md), and an
 //! in-memory collector for tests.
 //!
 //! Files are Hive-partitioned by the local date (`events/date=YYYY-MM-DD/`), named

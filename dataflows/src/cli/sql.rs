@@ -1,0 +1,50 @@
+//! `tidings sql`: SQL over a job's tracking tables, one statement or a shell.
+
+use std::path::PathBuf;
+
+use super::{
+    Failure, OutputFormat, corrupt, current_thread_runtime, open_tracking, sql_format, tracking_of,
+};
+
+#[derive(clap::Args)]
+pub struct SqlArgs {
+    /// The job whose tracking directory to read.
+    #[arg(long, conflicts_with = "dir")]
+    job: Option<PathBuf>,
+    /// A tracking directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: OutputFormat,
+    /// Leave out files of the tables that are not readable Parquet (each is named in a
+    /// warning) instead of failing.
+    #[arg(long)]
+    skip_corrupt: bool,
+    /// The statement. Without one, an interactive shell (statements end with `;`).
+    query: Option<String>,
+}
+
+pub fn run(args: SqlArgs) -> Result<(), Failure> {
+    let (dir, _) = tracking_of(args.job, args.dir)?;
+    let format = sql_format(args.format);
+    let rt = current_thread_runtime()?;
+    let tracking = rt
+        .block_on(open_tracking(&dir, corrupt(args.skip_corrupt)))
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    let Some(query) = args.query else {
+        return if super::repl::run(&rt, &tracking, format) {
+            Ok(())
+        } else {
+            Err(Failure::Silent)
+        };
+    };
+    let text = rt
+        .block_on(async {
+            let batches = tracking.query(&query).await?;
+            tidings_sql::format(&batches, format)
+        })
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    println!("{}", text.trim_end());
+    Ok(())
+}
