@@ -464,76 +464,16 @@ pub fn kafka_source<'s>(
                 if flight.full(&progress, *c.time(), in_flight) {
                     last_record = Instant::now();
                 } else {
-                    while batch.len() < 4096 {
-                        match reader.consumer.poll(Duration::ZERO) {
-                            None => break,
-                            Some(Err(KafkaError::PartitionEOF(p))) => {
-                                if let Some(part) = parts.get_mut(&p) {
-                                    part.caught_up = true;
-                                }
-                            }
-                            Some(Err(e))
-                                if e.rdkafka_error_code()
-                                    == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
-                            {
-                                reader.tell(format!(
-                                    "kafka: topic {} does not exist yet; reading it as soon as it does",
-                                    reader.topic
-                                ));
-                                break;
-                            }
-                            Some(Err(e)) => {
-                                reader.tell(format!("warning: kafka: {e}"));
-                                break;
-                            }
-                            Some(Ok(m)) => {
-                                let (p, o) = (m.partition(), m.offset());
-                                let Some(part) = parts.get_mut(&p) else {
-                                    continue;
-                                };
-                                let payload = m.payload().unwrap_or_default();
-                                let ts =
-                                    m.timestamp().to_millis().filter(|t| *t > 0).unwrap_or(now);
-                                let big = too_large(payload.len());
-                                let time = match &big {
-                                    Some(why) => Err(why.clone()),
-                                    None => Ok(ts),
-                                };
-                                let Some(s) = part.stamp(o, 0, time, now, &event, *c.time()) else {
-                                    continue;
-                                };
-                                if s.late_by > 0 {
-                                    live.source().add_late(p, 1);
-                                }
-                                let bytes = match big {
-                                    Some(_) => {
-                                        let keep = &payload[..payload.len().min(4096)];
-                                        let mut t = String::from_utf8_lossy(keep).into_owned();
-                                        t.push_str(&format!(
-                                            "… [record of {} bytes]",
-                                            payload.len()
-                                        ));
-                                        t.into_bytes()
-                                    }
-                                    None => payload.to_vec(),
-                                };
-                                batch.push((
-                                    s.epoch,
-                                    SourceRecord {
-                                        source: name.clone(),
-                                        partition: p,
-                                        offset: o,
-                                        bytes,
-                                        read_time: now,
-                                        timestamp: Some(ts),
-                                        event_time: s.event_time,
-                                        late_by: s.late_by,
-                                        bad_time: s.bad_time,
-                                    },
-                                ));
-                            }
-                        }
-                    }
+                    poll_batch(
+                        &reader,
+                        parts,
+                        &mut batch,
+                        now,
+                        &event,
+                        *c.time(),
+                        &live,
+                        &name,
+                    );
                 }
                 // A caught-up partition never holds the frontier: its watermark follows the
                 // wall clock.
@@ -587,6 +527,87 @@ pub fn kafka_source<'s>(
             }
         },
     )
+}
+
+/// Polls up to 4,096 records of the worker's partitions into `batch`, each stamped by its
+/// partition's clock (none before `floor`, the source's capability); marks partitions at their
+/// end as caught up.
+#[allow(clippy::too_many_arguments)]
+fn poll_batch(
+    reader: &KafkaReader,
+    parts: &mut BTreeMap<i32, Partition>,
+    batch: &mut Vec<(Epoch, SourceRecord)>,
+    now: i64,
+    event: &EventTime,
+    floor: Epoch,
+    live: &Live,
+    name: &Arc<str>,
+) {
+    while batch.len() < 4096 {
+        match reader.consumer.poll(Duration::ZERO) {
+            None => break,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                if let Some(part) = parts.get_mut(&p) {
+                    part.caught_up = true;
+                }
+            }
+            Some(Err(e))
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+            {
+                reader.tell(format!(
+                    "kafka: topic {} does not exist yet; reading it as soon as it does",
+                    reader.topic
+                ));
+                break;
+            }
+            Some(Err(e)) => {
+                reader.tell(format!("warning: kafka: {e}"));
+                break;
+            }
+            Some(Ok(m)) => {
+                let (p, o) = (m.partition(), m.offset());
+                let Some(part) = parts.get_mut(&p) else {
+                    continue;
+                };
+                let payload = m.payload().unwrap_or_default();
+                let ts = m.timestamp().to_millis().filter(|t| *t > 0).unwrap_or(now);
+                let big = too_large(payload.len());
+                let time = match &big {
+                    Some(why) => Err(why.clone()),
+                    None => Ok(ts),
+                };
+                let Some(s) = part.stamp(o, 0, time, now, event, floor) else {
+                    continue;
+                };
+                if s.late_by > 0 {
+                    live.source().add_late(p, 1);
+                }
+                let bytes = match big {
+                    Some(_) => {
+                        let keep = &payload[..payload.len().min(4096)];
+                        let mut t = String::from_utf8_lossy(keep).into_owned();
+                        t.push_str(&format!("… [record of {} bytes]", payload.len()));
+                        t.into_bytes()
+                    }
+                    None => payload.to_vec(),
+                };
+                batch.push((
+                    s.epoch,
+                    SourceRecord {
+                        source: name.clone(),
+                        partition: p,
+                        offset: o,
+                        bytes,
+                        read_time: now,
+                        timestamp: Some(ts),
+                        event_time: s.event_time,
+                        late_by: s.late_by,
+                        bad_time: s.bad_time,
+                    },
+                ));
+            }
+        }
+    }
 }
 
 /// Reaches the brokers and reads the topic's metadata (for `tidings check`).
