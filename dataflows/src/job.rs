@@ -160,6 +160,335 @@ struct Broken {
     line: String,
 }
 
+/// Reads and parses the templates file; a problem is said and leaves no templates.
+fn read_templates(templates_path: &Path, shown: &str, problems: &mut Vec<String>) -> Templates {
+    match std::fs::read(templates_path) {
+        Err(e) => {
+            problems.push(format!(
+                "{shown}: templates: cannot read {}: {e}; give the templates file's path relative to the job file",
+                templates_path.display()
+            ));
+            Templates::default()
+        }
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Err(e) => {
+                problems.push(format!(
+                    "{}: not UTF-8 (byte {}); save it as UTF-8",
+                    templates_path.display(),
+                    e.utf8_error().valid_up_to()
+                ));
+                Templates::default()
+            }
+            Ok(text) => {
+                match Templates::parse(&templates_path.display().to_string(), strip_bom(&text)) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        problems.push(e.to_string());
+                        Templates::default()
+                    }
+                }
+            }
+        },
+    }
+}
+
+/// Each template's account (or group), checked against the job's accounts and groups; the
+/// discarded templates must exist.
+fn route_templates(
+    file: &JobFile,
+    templates: &Templates,
+    templates_path: &Path,
+    shown: &str,
+    problems: &mut Vec<String>,
+) -> BTreeMap<i64, String> {
+    let mut account_of = BTreeMap::new();
+    for t in templates.iter() {
+        let where_ = format!("{}: template {}", templates_path.display(), t.id);
+        let channel = file
+            .accounts
+            .get(&t.account)
+            .map(|a| a.channel)
+            .or_else(|| file.groups.get(&t.account).map(|g| g.channel));
+        match channel {
+            None => problems.push(format!(
+                "{where_}: account `{}` is not defined; add [accounts.{}] (or [groups.{}]) to {shown}",
+                t.account, t.account, t.account
+            )),
+            Some(c) if c != t.channel => problems.push(format!(
+                "{where_}: channel {} but account `{}` sends {}; use an account of the same channel",
+                t.channel.name(),
+                t.account,
+                c.name()
+            )),
+            Some(_) => {
+                account_of.insert(t.id, t.account.clone());
+            }
+        }
+    }
+    let known: HashSet<i64> = templates.iter().map(|t| t.id).collect();
+    for id in &file.discard.templates {
+        if !known.contains(id) {
+            problems.push(format!(
+                "{shown}: discard.templates: template {id} is not in {}",
+                templates_path.display()
+            ));
+        }
+    }
+    account_of
+}
+
+/// Checks the `[groups.NAME]` sections; every member is set to queue in memory.
+fn check_groups(file: &mut JobFile, shown: &str, problems: &mut Vec<String>) {
+    // Group members wait in memory: a failed-over receiver must reach the next member
+    // from the same send, which an account's own Kafka topic would not know of.
+    for (group, g) in &file.groups {
+        if g.accounts.is_empty() {
+            problems.push(format!("{shown}: groups.{group}.accounts: name at least one account, e.g. {{ sms-a = 70, sms-b = 30 }}"));
+        }
+        if file.accounts.contains_key(group) {
+            problems.push(format!(
+                "{shown}: groups.{group}: an account has the same name; rename the group"
+            ));
+        }
+        if g.accounts.values().all(|w| *w == 0) && !g.accounts.is_empty() {
+            problems.push(format!("{shown}: groups.{group}.accounts: every weight is 0; give at least one a weight above 0"));
+        }
+        for member in g.accounts.keys() {
+            match file.accounts.get_mut(member) {
+                None => problems.push(format!(
+                    "{shown}: groups.{group}.accounts: account `{member}` is not defined; add [accounts.{member}]"
+                )),
+                Some(a) if a.channel != g.channel => problems.push(format!(
+                    "{shown}: groups.{group}.accounts: `{member}` sends {}, the group {}; use accounts of the group's channel",
+                    a.channel.name(),
+                    g.channel.name()
+                )),
+                Some(a) if a.queue == Some(tidings_sinks::account::QueueKind::Kafka) => problems.push(format!(
+                    "{shown}: accounts.{member}.queue: a member of group `{group}` queues in memory; remove queue = \"kafka\""
+                )),
+                Some(a) => a.queue = Some(tidings_sinks::account::QueueKind::Memory),
+            }
+        }
+    }
+}
+
+/// Checks the `[accounts.NAME]` sections (with `run`, their provider settings and secrets).
+fn check_accounts(file: &JobFile, base: &Path, run: bool, shown: &str, problems: &mut Vec<String>) {
+    for (name, account) in &file.accounts {
+        for p in account.validate_as(&format!("accounts.{name}"), run) {
+            problems.push(format!("{shown}: {p}"));
+        }
+        if let Some(dir) = &account.dir
+            && let Some(why) = dir_problem(&base.join(dir))
+        {
+            problems.push(format!(
+                "{shown}: accounts.{name}.dir: {why}; choose a directory"
+            ));
+        }
+        if account.queue == Some(tidings_sinks::account::QueueKind::Kafka)
+            && file.source.kind != SourceKind::Kafka
+        {
+            problems.push(format!("{shown}: accounts.{name}.queue: \"kafka\" needs a Kafka source (the queue is a topic on its brokers); use \"memory\" or omit it"));
+        }
+    }
+}
+
+/// Checks the rules (time zone, region, night window, workers, dedup, tracking); returns the
+/// parsed time zone, receiver validator, night window and release time.
+fn check_rules(
+    file: &JobFile,
+    bad: &mut impl FnMut(&str, String),
+) -> (Tz, ReceiverValidator, NightWindow, NaiveTime) {
+    let tz: Tz = file.timezone.parse().unwrap_or_else(|_| {
+        bad(
+            "timezone",
+            format!(
+                "unknown time zone `{}`; use an IANA name such as \"Asia/Shanghai\"",
+                file.timezone
+            ),
+        );
+        Tz::UTC
+    });
+    let receivers = ReceiverValidator::new(&file.region).unwrap_or_else(|| {
+        bad(
+            "region",
+            format!(
+                "unknown region `{}`; use an ISO 3166 code such as \"CN\"",
+                file.region
+            ),
+        );
+        ReceiverValidator::new("CN").expect("CN is a region")
+    });
+    let night = NightWindow::parse(&file.shield.night).unwrap_or_else(|| {
+        bad(
+            "shield.night",
+            format!(
+                "`{}` is not HH:MM-HH:MM, e.g. \"00:00-08:00\"",
+                file.shield.night
+            ),
+        );
+        NightWindow {
+            start: NaiveTime::MIN,
+            end: NaiveTime::MIN,
+        }
+    });
+    let release_at = parse_hhmm(&file.shield.release_at).unwrap_or_else(|| {
+        bad(
+            "shield.release_at",
+            format!("`{}` is not HH:MM, e.g. \"09:00\"", file.shield.release_at),
+        );
+        NaiveTime::MIN
+    });
+    match file.workers {
+        Some(0) => bad("workers", "must be at least 1".into()),
+        Some(n) if n > MAX_WORKERS => bad(
+            "workers",
+            format!(
+                "{n} is more than {MAX_WORKERS}; use at most the number of cores (omit it for that)"
+            ),
+        ),
+        _ => {}
+    }
+    if file.dedup.content.num == 0 || file.dedup.content.time == 0 {
+        bad(
+            "dedup.content",
+            "num and time must be at least 1, e.g. { num = 1, time = 300 }".into(),
+        );
+    }
+    if file.dedup.frequency.num == 0 {
+        bad(
+            "dedup.frequency.num",
+            "must be at least 1, e.g. { num = 5 }".into(),
+        );
+    }
+    if let Some(url) = &file.tracking.redis
+        && let Err(e) = url
+            .starts_with("redis://")
+            .then_some(())
+            .ok_or_else(|| "the scheme must be redis://".to_string())
+            .and_then(|()| redis::Client::open(url.as_str()).map_err(|e| e.to_string()))
+    {
+        bad(
+            "tracking.redis",
+            format!(
+                "{:?} is not a Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379\"",
+                tidings_sinks::util::http::shown_url(url)
+            ),
+        );
+    }
+    if file.tracking.flush_rows == 0 {
+        bad("tracking.flush_rows", "must be at least 1".into());
+    }
+    (tz, receivers, night, release_at)
+}
+
+/// Checks the `[source]` section; returns the file source's path or the Kafka settings.
+fn check_source(
+    source: &SourceConfig,
+    base: &Path,
+    run: bool,
+    bad: &mut impl FnMut(&str, String),
+) -> (Option<PathBuf>, Option<KafkaSettings>) {
+    let source_path = match source.kind {
+        SourceKind::File => match &source.path {
+            Some(p) => {
+                let p = base.join(p);
+                if run && !p.is_file() && !p.is_dir() {
+                    bad(
+                        "source.path",
+                        format!(
+                            "{} is not a readable file (or a directory of partition files)",
+                            p.display()
+                        ),
+                    );
+                }
+                if run && p.is_dir() && partition_files(&p).is_empty() {
+                    bad(
+                        "source.path",
+                        format!(
+                            "{} is a directory without files; put one JSON-lines file per partition in it",
+                            p.display()
+                        ),
+                    );
+                }
+                Some(p)
+            }
+            None => {
+                bad(
+                    "source.path",
+                    "the file source needs a path, e.g. path = \"requests.jsonl\"".into(),
+                );
+                None
+            }
+        },
+        SourceKind::Kafka => None,
+    };
+    let kafka = (source.kind == SourceKind::Kafka).then(|| KafkaSettings {
+        brokers: source
+            .brokers
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:9092".into()),
+        topic: source
+            .topic
+            .clone()
+            .unwrap_or_else(|| "tidings.send".into()),
+        group: source.group.clone().unwrap_or_else(|| "tidings".into()),
+        dead_letter_topic: source.dead_letter_topic.clone(),
+        checkpoint: std::time::Duration::from_millis(source.checkpoint_ms.max(1)),
+        tick: std::time::Duration::from_millis(source.epoch_ms.max(1)),
+    });
+    if !(1..=10_000).contains(&source.epoch_ms) {
+        bad(
+            "source.epoch_ms",
+            format!(
+                "{} is out of range; use 1 to 10000 (default 100)",
+                source.epoch_ms
+            ),
+        );
+    }
+    if !(10..=3_600_000).contains(&source.checkpoint_ms) {
+        bad(
+            "source.checkpoint_ms",
+            format!(
+                "{} is out of range; use 10 to 3600000 (default 1000)",
+                source.checkpoint_ms
+            ),
+        );
+    }
+    if source
+        .max_out_of_order_ms
+        .is_some_and(|m| m > 7 * 86_400_000)
+    {
+        bad(
+            "source.max_out_of_order_ms",
+            "is over 7 days (604800000); records that far apart in one partition need a re-sort before tidings".into(),
+        );
+    }
+    if source.max_future_ms > 365 * 86_400_000 {
+        bad(
+            "source.max_future_ms",
+            "is over a year (31536000000); use at most that (default 86400000)".into(),
+        );
+    }
+    if source.follow && source.kind != SourceKind::File {
+        bad(
+            "source.follow",
+            "only a file source follows its file; remove it".into(),
+        );
+    }
+    if source.dead_letter_topic.is_some() && source.kind != SourceKind::Kafka {
+        bad(
+            "source.dead_letter_topic",
+            "needs kind = \"kafka\" (the topic lives on its brokers); remove it for a file source"
+                .into(),
+        );
+    }
+    if source.epoch_lines == 0 {
+        bad("source.epoch_lines", "must be at least 1".into());
+    }
+    (source_path, kafka)
+}
+
 /// Every structural problem of a job file that did not deserialize, section by section
 /// (serde stops at the first): unknown keys, missing keys and wrong types anywhere.
 fn section_problems(table: &toml::Table) -> Vec<Broken> {
@@ -635,218 +964,10 @@ impl Job {
         let run = mode == LoadMode::Run;
         let shown = path.display().to_string();
         let mut problems = Vec::new();
-        // Group members wait in memory: a failed-over receiver must reach the next member
-        // from the same send, which an account's own Kafka topic would not know of.
-        for (group, g) in &file.groups {
-            if g.accounts.is_empty() {
-                problems.push(format!("{shown}: groups.{group}.accounts: name at least one account, e.g. {{ sms-a = 70, sms-b = 30 }}"));
-            }
-            if file.accounts.contains_key(group) {
-                problems.push(format!(
-                    "{shown}: groups.{group}: an account has the same name; rename the group"
-                ));
-            }
-            if g.accounts.values().all(|w| *w == 0) && !g.accounts.is_empty() {
-                problems.push(format!("{shown}: groups.{group}.accounts: every weight is 0; give at least one a weight above 0"));
-            }
-            for member in g.accounts.keys() {
-                match file.accounts.get_mut(member) {
-                    None => problems.push(format!(
-                        "{shown}: groups.{group}.accounts: account `{member}` is not defined; add [accounts.{member}]"
-                    )),
-                    Some(a) if a.channel != g.channel => problems.push(format!(
-                        "{shown}: groups.{group}.accounts: `{member}` sends {}, the group {}; use accounts of the group's channel",
-                        a.channel.name(),
-                        g.channel.name()
-                    )),
-                    Some(a) if a.queue == Some(tidings_sinks::account::QueueKind::Kafka) => problems.push(format!(
-                        "{shown}: accounts.{member}.queue: a member of group `{group}` queues in memory; remove queue = \"kafka\""
-                    )),
-                    Some(a) => a.queue = Some(tidings_sinks::account::QueueKind::Memory),
-                }
-            }
-        }
+        check_groups(&mut file, &shown, &mut problems);
         let mut bad = |key: &str, msg: String| problems.push(format!("{shown}: {key}: {msg}"));
-        let tz: Tz = file.timezone.parse().unwrap_or_else(|_| {
-            bad(
-                "timezone",
-                format!(
-                    "unknown time zone `{}`; use an IANA name such as \"Asia/Shanghai\"",
-                    file.timezone
-                ),
-            );
-            Tz::UTC
-        });
-        let receivers = ReceiverValidator::new(&file.region).unwrap_or_else(|| {
-            bad(
-                "region",
-                format!(
-                    "unknown region `{}`; use an ISO 3166 code such as \"CN\"",
-                    file.region
-                ),
-            );
-            ReceiverValidator::new("CN").expect("CN is a region")
-        });
-        let night = NightWindow::parse(&file.shield.night).unwrap_or_else(|| {
-            bad(
-                "shield.night",
-                format!(
-                    "`{}` is not HH:MM-HH:MM, e.g. \"00:00-08:00\"",
-                    file.shield.night
-                ),
-            );
-            NightWindow {
-                start: NaiveTime::MIN,
-                end: NaiveTime::MIN,
-            }
-        });
-        let release_at = parse_hhmm(&file.shield.release_at).unwrap_or_else(|| {
-            bad(
-                "shield.release_at",
-                format!("`{}` is not HH:MM, e.g. \"09:00\"", file.shield.release_at),
-            );
-            NaiveTime::MIN
-        });
-        match file.workers {
-            Some(0) => bad("workers", "must be at least 1".into()),
-            Some(n) if n > MAX_WORKERS => bad(
-                "workers",
-                format!(
-                    "{n} is more than {MAX_WORKERS}; use at most the number of cores (omit it for that)"
-                ),
-            ),
-            _ => {}
-        }
-        if file.dedup.content.num == 0 || file.dedup.content.time == 0 {
-            bad(
-                "dedup.content",
-                "num and time must be at least 1, e.g. { num = 1, time = 300 }".into(),
-            );
-        }
-        if file.dedup.frequency.num == 0 {
-            bad(
-                "dedup.frequency.num",
-                "must be at least 1, e.g. { num = 5 }".into(),
-            );
-        }
-        if let Some(url) = &file.tracking.redis
-            && let Err(e) = url
-                .starts_with("redis://")
-                .then_some(())
-                .ok_or_else(|| "the scheme must be redis://".to_string())
-                .and_then(|()| redis::Client::open(url.as_str()).map_err(|e| e.to_string()))
-        {
-            bad(
-                "tracking.redis",
-                format!(
-                    "{:?} is not a Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379\"",
-                    tidings_sinks::util::http::shown_url(url)
-                ),
-            );
-        }
-        if file.tracking.flush_rows == 0 {
-            bad("tracking.flush_rows", "must be at least 1".into());
-        }
-        let source_path = match file.source.kind {
-            SourceKind::File => match &file.source.path {
-                Some(p) => {
-                    let p = base.join(p);
-                    if run && !p.is_file() && !p.is_dir() {
-                        bad(
-                            "source.path",
-                            format!(
-                                "{} is not a readable file (or a directory of partition files)",
-                                p.display()
-                            ),
-                        );
-                    }
-                    if run && p.is_dir() && partition_files(&p).is_empty() {
-                        bad(
-                            "source.path",
-                            format!(
-                                "{} is a directory without files; put one JSON-lines file per partition in it",
-                                p.display()
-                            ),
-                        );
-                    }
-                    Some(p)
-                }
-                None => {
-                    bad(
-                        "source.path",
-                        "the file source needs a path, e.g. path = \"requests.jsonl\"".into(),
-                    );
-                    None
-                }
-            },
-            SourceKind::Kafka => None,
-        };
-        let kafka = (file.source.kind == SourceKind::Kafka).then(|| KafkaSettings {
-            brokers: file
-                .source
-                .brokers
-                .clone()
-                .unwrap_or_else(|| "127.0.0.1:9092".into()),
-            topic: file
-                .source
-                .topic
-                .clone()
-                .unwrap_or_else(|| "tidings.send".into()),
-            group: file
-                .source
-                .group
-                .clone()
-                .unwrap_or_else(|| "tidings".into()),
-            dead_letter_topic: file.source.dead_letter_topic.clone(),
-            checkpoint: std::time::Duration::from_millis(file.source.checkpoint_ms.max(1)),
-            tick: std::time::Duration::from_millis(file.source.epoch_ms.max(1)),
-        });
-        if !(1..=10_000).contains(&file.source.epoch_ms) {
-            bad(
-                "source.epoch_ms",
-                format!(
-                    "{} is out of range; use 1 to 10000 (default 100)",
-                    file.source.epoch_ms
-                ),
-            );
-        }
-        if !(10..=3_600_000).contains(&file.source.checkpoint_ms) {
-            bad(
-                "source.checkpoint_ms",
-                format!(
-                    "{} is out of range; use 10 to 3600000 (default 1000)",
-                    file.source.checkpoint_ms
-                ),
-            );
-        }
-        if file
-            .source
-            .max_out_of_order_ms
-            .is_some_and(|m| m > 7 * 86_400_000)
-        {
-            bad(
-                "source.max_out_of_order_ms",
-                "is over 7 days (604800000); records that far apart in one partition need a re-sort before tidings".into(),
-            );
-        }
-        if file.source.max_future_ms > 365 * 86_400_000 {
-            bad(
-                "source.max_future_ms",
-                "is over a year (31536000000); use at most that (default 86400000)".into(),
-            );
-        }
-        if file.source.follow && file.source.kind != SourceKind::File {
-            bad(
-                "source.follow",
-                "only a file source follows its file; remove it".into(),
-            );
-        }
-        if file.source.dead_letter_topic.is_some() && file.source.kind != SourceKind::Kafka {
-            bad("source.dead_letter_topic", "needs kind = \"kafka\" (the topic lives on its brokers); remove it for a file source".into());
-        }
-        if file.source.epoch_lines == 0 {
-            bad("source.epoch_lines", "must be at least 1".into());
-        }
+        let (tz, receivers, night, release_at) = check_rules(&file, &mut bad);
+        let (source_path, kafka) = check_source(&file.source, &base, run, &mut bad);
         let admin = file.admin.as_ref().filter(|_| run).and_then(|a| {
             let bind: std::net::SocketAddr = match a.bind.parse() {
                 Ok(b) => b,
@@ -874,86 +995,10 @@ impl Job {
             }
             Some(AdminSettings { bind, token })
         });
-        for (name, account) in &file.accounts {
-            for p in account.validate_as(&format!("accounts.{name}"), run) {
-                problems.push(format!("{shown}: {p}"));
-            }
-            if let Some(dir) = &account.dir
-                && let Some(why) = dir_problem(&base.join(dir))
-            {
-                problems.push(format!(
-                    "{shown}: accounts.{name}.dir: {why}; choose a directory"
-                ));
-            }
-            if account.queue == Some(tidings_sinks::account::QueueKind::Kafka)
-                && file.source.kind != SourceKind::Kafka
-            {
-                problems.push(format!("{shown}: accounts.{name}.queue: \"kafka\" needs a Kafka source (the queue is a topic on its brokers); use \"memory\" or omit it"));
-            }
-        }
+        check_accounts(&file, &base, run, &shown, &mut problems);
         let templates_path = base.join(&file.templates);
-        let templates = match std::fs::read(&templates_path) {
-            Err(e) => {
-                problems.push(format!(
-                    "{shown}: templates: cannot read {}: {e}; give the templates file's path relative to the job file",
-                    templates_path.display()
-                ));
-                Templates::default()
-            }
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Err(e) => {
-                    problems.push(format!(
-                        "{}: not UTF-8 (byte {}); save it as UTF-8",
-                        templates_path.display(),
-                        e.utf8_error().valid_up_to()
-                    ));
-                    Templates::default()
-                }
-                Ok(text) => {
-                    match Templates::parse(&templates_path.display().to_string(), strip_bom(&text))
-                    {
-                        Ok(t) => t,
-                        Err(e) => {
-                            problems.push(e.to_string());
-                            Templates::default()
-                        }
-                    }
-                }
-            },
-        };
-        let mut account_of = BTreeMap::new();
-        for t in templates.iter() {
-            let where_ = format!("{}: template {}", templates_path.display(), t.id);
-            let channel = file
-                .accounts
-                .get(&t.account)
-                .map(|a| a.channel)
-                .or_else(|| file.groups.get(&t.account).map(|g| g.channel));
-            match channel {
-                None => problems.push(format!(
-                    "{where_}: account `{}` is not defined; add [accounts.{}] (or [groups.{}]) to {shown}",
-                    t.account, t.account, t.account
-                )),
-                Some(c) if c != t.channel => problems.push(format!(
-                    "{where_}: channel {} but account `{}` sends {}; use an account of the same channel",
-                    t.channel.name(),
-                    t.account,
-                    c.name()
-                )),
-                Some(_) => {
-                    account_of.insert(t.id, t.account.clone());
-                }
-            }
-        }
-        let known: HashSet<i64> = templates.iter().map(|t| t.id).collect();
-        for id in &file.discard.templates {
-            if !known.contains(id) {
-                problems.push(format!(
-                    "{shown}: discard.templates: template {id} is not in {}",
-                    templates_path.display()
-                ));
-            }
-        }
+        let templates = read_templates(&templates_path, &shown, &mut problems);
+        let account_of = route_templates(&file, &templates, &templates_path, &shown, &mut problems);
         let tracking_dir = base.join(&file.tracking.dir);
         let state_dir = match &file.state_dir {
             Some(s) => base.join(s),
