@@ -302,7 +302,7 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
             &order,
             r.template_id,
             &r.message_ids,
-            tidings_sinks::provider::now_ms(),
+            tidings_sinks::util::kit::now_ms(),
         )
         .await;
     let now = clock.now_ms();

@@ -16,8 +16,9 @@ use tidings_model::Channel;
 use tokio::sync::Semaphore;
 
 use crate::outbox::{Outbox, Outboxes};
-use crate::provider::{Delivered, Remote, RemoteConfig};
+use crate::provider::{Remote, RemoteConfig};
 use crate::util::http;
+use crate::util::kit::Delivered;
 use crate::util::retry::{RetryPolicy, SendError};
 use crate::util::secrets::Secrets;
 use crate::util::stats::{Raised, SendStats};
@@ -506,7 +507,7 @@ impl Account {
                     business_id: batch.meta.business_id,
                     reference,
                     receivers: reached,
-                    time: crate::provider::now_ms(),
+                    time: crate::util::kit::now_ms(),
                     recalled: false,
                 });
             }

@@ -5,8 +5,9 @@
 //!
 //! - [`account`]: an account of the job (`[accounts.NAME]`): its provider, rate limit,
 //!   concurrency and retry policy; [`account::Accounts`] dispatches a [`SendBatch`] to one.
-//! - [`provider`]: the provider list (`ProviderKind` → implementation) and the helpers the
-//!   providers share (payload rendering, answers).
+//! - [`provider`]: the provider registry (`ProviderKind` → settings → implementation) and the
+//!   dispatch of a call. Providers are leaves that import only [`util`] (`util::kit`: settings,
+//!   content fields, endpoints, answers), so the chain runs one way.
 //! - [`route`]: account groups: a template's deliveries spread over members by weight, with
 //!   failover.
 //! - [`recall`]: the recall books (what was sent where, so a recall can reach it).

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, endpoint, field, now_ms, one_by_one};
 use crate::util::http;
+use crate::util::kit::{Delivered, content, endpoint, field, now_ms, one_by_one};
 use crate::util::retry::SendError;
 use crate::util::sign;
 use crate::wechat_official_account::template_data;

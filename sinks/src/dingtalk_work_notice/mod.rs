@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, endpoint, field};
 use crate::util::http;
+use crate::util::kit::{Delivered, content, endpoint, field};
 use crate::util::retry::SendError;
 use crate::util::sign;
 use crate::util::token::{TokenCache, token_answer};

@@ -17,7 +17,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, field};
+use crate::util::kit::{Delivered, content, field};
 use crate::util::retry::SendError;
 
 const NAME: &str = "email";

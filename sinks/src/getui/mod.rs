@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, endpoint, field, now_ms};
 use crate::util::http;
+use crate::util::kit::{Delivered, content, endpoint, field, now_ms};
 use crate::util::retry::SendError;
 use crate::util::token::{Answer, TokenCache};
 

@@ -244,7 +244,7 @@ mod tests {
             accounts.send_routed(&order, &batch).await,
             vec![Ok(()), Ok(())]
         );
-        let now = crate::provider::now_ms();
+        let now = crate::util::kit::now_ms();
         let recalled = accounts
             .recall_routed(&order, 6, &["m-1".into()], now)
             .await;

@@ -353,7 +353,7 @@ pub(super) fn getui(
             });
         return match verdict {
             Ok(()) => {
-                let expire = crate::provider::now_ms() + 86_400_000;
+                let expire = crate::util::kit::now_ms() + 86_400_000;
                 (
                     200,
                     json!({"code": 0, "msg": "success",

@@ -231,7 +231,7 @@ fn check(ok: bool, why: &str) -> Result<(), String> {
 }
 
 fn fresh(ts_ms: i64) -> bool {
-    (crate::provider::now_ms() - ts_ms).abs() < 3_600_000
+    (crate::util::kit::now_ms() - ts_ms).abs() < 3_600_000
 }
 
 fn dingtalk(c: &Credentials, url: &str, body: &Value) -> Checked {

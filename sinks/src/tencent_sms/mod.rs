@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, endpoint, field, now_ms};
 use crate::util::http;
+use crate::util::kit::{Delivered, content, endpoint, field, now_ms};
 use crate::util::retry::SendError;
 use crate::util::sign::{self, Tc3Request};
 

@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod httpd;
+pub mod kit;
 pub mod retry;
 pub mod secrets;
 pub mod sign;

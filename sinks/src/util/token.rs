@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::retry::SendError;
-use crate::provider::errcode;
+use crate::util::kit::errcode;
 
 /// What a call made with a token came back with.
 #[derive(Debug)]

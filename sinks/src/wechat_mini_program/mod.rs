@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, field};
+use crate::util::kit::{Delivered, content, field};
 use crate::util::retry::SendError;
 use crate::wechat_official_account::{WechatApi, WechatConfig, template_data};
 

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use crate::SendBatch;
-use crate::provider::{Delivered, content, endpoint, errcode, field, mentions};
 use crate::util::http;
+use crate::util::kit::{Delivered, content, endpoint, errcode, field, mentions};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
