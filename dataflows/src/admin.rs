@@ -79,7 +79,7 @@ impl AdminServer {
         let addr = server.addr;
         std::fs::create_dir_all(&state.job.state_dir)?;
         std::fs::write(state.job.state_dir.join("admin.addr"), addr.to_string())?;
-        eprintln!("admin API on http://{addr}/ (state, metrics)");
+        tracing::info!("admin API on http://{addr}/ (state, metrics)");
         Ok(AdminServer { server, addr })
     }
 

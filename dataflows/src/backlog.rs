@@ -354,7 +354,7 @@ impl BacklogReader {
                 let _ = tpl.add_partition_offset(&c.topic, p, at);
             }
             if let Err(e) = c.consumer.assign(&tpl) {
-                eprintln!("warning: kafka ({}): cannot assign: {e}", c.topic);
+                tracing::warn!("kafka ({}): cannot assign: {e}", c.topic);
             }
         }
         all
@@ -398,13 +398,13 @@ impl BacklogReader {
         // The file first: the group may lag behind it, never run ahead of it.
         let body = serde_json::to_vec(&*self.positions.borrow()).unwrap_or_default();
         if let Err(e) = write_durably(&self.positions_path, &body) {
-            eprintln!("warning: {}: {e}", self.positions_path.display());
+            tracing::warn!("{}: {e}", self.positions_path.display());
             return;
         }
         for (c, tpl) in commits {
             if let Err(e) = c.consumer.commit_offsets(&tpl, mode) {
-                eprintln!(
-                    "warning: {} commit failed (deliveries may be sent again): {e}",
+                tracing::warn!(
+                    "{} commit failed (deliveries may be sent again): {e}",
                     c.topic
                 );
             }
@@ -457,8 +457,8 @@ pub fn backlog_source<'s>(
                 // leave) must not keep the run alive: what the topics hold waits for the next run.
                 if !assigned && main_done_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(30))
                 {
-                    eprintln!(
-                        "warning: the account topics' consumers got no partitions; their deliveries wait in Kafka for the next run"
+                    tracing::warn!(
+                        "the account topics' consumers got no partitions; their deliveries wait in Kafka for the next run"
                     );
                     cap = None;
                     return;
@@ -492,7 +492,7 @@ pub fn backlog_source<'s>(
                                 continue;
                             }
                             Some(Err(e)) => {
-                                eprintln!("warning: kafka ({}): {e}", c.topic);
+                                tracing::warn!("kafka ({}): {e}", c.topic);
                                 break;
                             }
                             Some(Ok(m)) => m,

@@ -138,8 +138,8 @@ impl<C: ConsumerContext + 'static> Drop for GroupConsumer<C> {
         }
         while !c.closed() {
             if start.elapsed() >= GROUP_LIMIT {
-                eprintln!(
-                    "warning: kafka: leaving the group was not acknowledged within {GROUP_LIMIT:?}; \
+                tracing::warn!(
+                    "kafka: leaving the group was not acknowledged within {GROUP_LIMIT:?}; \
                      going on (the broker expires the session)"
                 );
                 // Dropping it would poll until the broker answers, which it may never do.
@@ -247,7 +247,7 @@ impl KafkaReader {
             self.live.source().set_status(Some(what.clone()));
         }
         if self.worker == 0 && *self.told.borrow() != what {
-            eprintln!("{what}");
+            tracing::info!("{what}");
             *self.told.borrow_mut() = what;
         }
     }
@@ -380,7 +380,7 @@ impl KafkaReader {
         // The checkpoint is what the job resumes from; a failed commit only means another
         // group reading the topic starts further back.
         if let Err(e) = self.consumer.commit_offsets(&tpl, mode) {
-            eprintln!("warning: offset commit failed (the checkpoint has them): {e}");
+            tracing::warn!("offset commit failed (the checkpoint has them): {e}");
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod health;
 pub mod job;
 pub mod kafka;
 pub mod lock;
+pub mod logging;
 pub mod run;
 pub mod send;
 pub mod signals;

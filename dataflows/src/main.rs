@@ -32,8 +32,18 @@ use cli::Failure;
     about = "A message-push platform in one timely dataflow"
 )]
 struct Cli {
+    /// How log lines on stderr are written: `text` (for a person) or `json` (one object per
+    /// line, for a log collector).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -62,7 +72,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let outcome = match Cli::parse().command {
+    let cli = Cli::parse();
+    tidings_dataflows::logging::init(match cli.log_format {
+        LogFormatArg::Text => tidings_dataflows::logging::LogFormat::Text,
+        LogFormatArg::Json => tidings_dataflows::logging::LogFormat::Json,
+    });
+    let outcome = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Send(args) => cli::send::run(args),

@@ -151,8 +151,8 @@ pub fn send<'s>(
                                             return;
                                         }
                                         // Never lost: sent from here instead, holding the epoch.
-                                        Err(e) => eprintln!(
-                                            "warning: account topic: {e}; sending {} deliveries directly",
+                                        Err(e) => tracing::warn!(
+                                            "account topic: {e}; sending {} deliveries directly",
                                             ds.len()
                                         ),
                                     }

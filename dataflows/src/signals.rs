@@ -49,7 +49,7 @@ pub fn handle_signals(
                             }
                         });
                     }
-                    Err(e) => eprintln!("warning: cannot handle {name}: {e}"),
+                    Err(e) => tracing::warn!("cannot handle {name}: {e}"),
                 }
             }
             drop(tx);
@@ -57,17 +57,17 @@ pub fn handle_signals(
             while let Some(name) = rx.recv().await {
                 seen += 1;
                 if seen == 1 && !stop.load(Ordering::SeqCst) {
-                    eprintln!(
+                    tracing::info!(
                         "stopping ({name}): draining what was read, flushing tracking; send it again to stop at once"
                     );
                     stop.store(true, Ordering::SeqCst);
                 } else {
-                    eprintln!("stopping at once ({name}): writing what is owed");
+                    tracing::info!("stopping at once ({name}): writing what is owed");
                     health.halt(format!("stopped at once by a second signal ({name})"));
                     std::thread::spawn(|| {
                         std::thread::sleep(HALT_GRACE);
-                        eprintln!(
-                            "error: the workers did not stop within {} s of the halt; exiting",
+                        tracing::error!(
+                            "the workers did not stop within {} s of the halt; exiting",
                             HALT_GRACE.as_secs()
                         );
                         std::process::exit(1);
@@ -81,7 +81,7 @@ pub fn handle_signals(
             while tokio::signal::ctrl_c().await.is_ok() {
                 seen += 1;
                 if seen == 1 {
-                    eprintln!("stopping: draining what was read, flushing tracking");
+                    tracing::info!("stopping: draining what was read, flushing tracking");
                     stop.store(true, Ordering::SeqCst);
                 } else {
                     health.halt("stopped at once by a second Ctrl-C");
@@ -119,7 +119,7 @@ pub fn watch_drain(
             if let Some(t) = timeout
                 && waited >= t
             {
-                eprintln!(
+                tracing::info!(
                     "stopping at once: the drain timeout ({} s) passed; {}",
                     t.as_secs_f64(),
                     progress()
@@ -134,7 +134,7 @@ pub fn watch_drain(
                 let bound = timeout
                     .map(|t| format!(" of {} s", t.as_secs()))
                     .unwrap_or_default();
-                eprintln!("draining for {} s{bound}: {}", waited.as_secs(), progress());
+                tracing::info!("draining for {} s{bound}: {}", waited.as_secs(), progress());
                 shown = Instant::now();
             }
             tokio::time::sleep(tick).await;

@@ -608,7 +608,7 @@ fn open_at(
     }
     let same = pos.fingerprint.is_some() && pos.fingerprint == fp;
     if !same || pos.byte > len {
-        eprintln!(
+        tracing::info!(
             "file source {}: not the file the checkpoint read ({}); reading it from the start",
             path.display(),
             if same {
@@ -620,7 +620,7 @@ fn open_at(
         return Ok((reader, fresh(fp)));
     }
     reader.seek(SeekFrom::Start(pos.byte))?;
-    eprintln!(
+    tracing::info!(
         "file source {}: resuming at line {} (read before; `tidings run --from-start` replays it)",
         path.display(),
         pos.read_to.max(pos.offset)

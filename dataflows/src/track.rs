@@ -157,8 +157,8 @@ impl Owed {
     fn failed(&mut self, e: &std::io::Error, last: &mut Option<String>) {
         let kind = format!("{:?}", e.kind());
         if last.as_deref() != Some(&kind) {
-            eprintln!(
-                "error: tracking: {e}; new sends are held back and the write is retried (tidings_tracking_failing in /metrics)"
+            tracing::error!(
+                "tracking: {e}; new sends are held back and the write is retried (tidings_tracking_failing in /metrics)"
             );
             *last = Some(kind);
         }
@@ -181,7 +181,7 @@ impl Owed {
             return;
         }
         self.failing = false;
-        eprintln!("tracking: writing again; sends resume");
+        tracing::info!("tracking: writing again; sends resume");
         let mut c = self.counts();
         c.tracking_failing_workers = c.tracking_failing_workers.saturating_sub(1);
         if c.tracking_failing_workers == 0 {
@@ -213,7 +213,7 @@ impl Drop for Owed {
                 None => Ok(()),
             });
         if let Err(e) = written {
-            eprintln!("error: tracking: {e}; {held} rows are not written");
+            tracing::error!("tracking: {e}; {held} rows are not written");
             self.counts().tracking_owed += held as u64;
         } else {
             if let Some((sink, _)) = &self.redis {

@@ -461,3 +461,53 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     common::wait_within(&mut child, Duration::from_secs(60), "tidings sql");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Log lines are plain text for a person by default and JSON objects with `--log-format json`
+/// (here: the second run of a file job says where it resumes).
+#[test]
+fn log_lines_are_text_or_json() {
+    let (_dir, job) = demo_copy();
+    let job = job.to_str().unwrap();
+    let first = tidings_env(
+        &["run", job, "-w", "1", "--now", "2025-11-22T12:00:00+08:00"],
+        &[],
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    let text = tidings_env(
+        &["run", job, "-w", "1", "--now", "2025-11-22T12:00:00+08:00"],
+        &[],
+    );
+    assert!(text.status.success(), "{}", stderr(&text));
+    assert!(
+        stderr(&text)
+            .lines()
+            .any(|l| l.starts_with("file source ") && l.contains("resuming at line")),
+        "{}",
+        stderr(&text)
+    );
+    let json = tidings_env(
+        &[
+            "--log-format",
+            "json",
+            "run",
+            job,
+            "-w",
+            "1",
+            "--now",
+            "2025-11-22T12:00:00+08:00",
+        ],
+        &[],
+    );
+    assert!(json.status.success(), "{}", stderr(&json));
+    let lines: Vec<serde_json::Value> = stderr(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["level"] == "INFO"
+            && v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("resuming at line"))),
+        "{lines:?}"
+    );
+}

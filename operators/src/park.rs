@@ -82,8 +82,8 @@ impl ParkStore {
                     parked.insert(park_key(&p), p);
                 }
                 Err(e) if last => {
-                    eprintln!(
-                        "warning: {}:{}: a torn last line ({} bytes, {e}) is dropped: a write was cut short",
+                    tracing::warn!(
+                        "{}:{}: a torn last line ({} bytes, {e}) is dropped: a write was cut short",
                         path.display(),
                         i + 1,
                         line.len()
@@ -94,13 +94,13 @@ impl ParkStore {
                         let aside = path.with_extension(format!("jsonl.corrupt-{}", now_ms()));
                         std::fs::write(&aside, &raw)?;
                         kept_aside = true;
-                        eprintln!(
-                            "warning: {}: bad lines are skipped; the file as it was is kept as {}",
+                        tracing::warn!(
+                            "{}: bad lines are skipped; the file as it was is kept as {}",
                             path.display(),
                             aside.display()
                         );
                     }
-                    eprintln!("warning: {}:{}: skipped: {e}", path.display(), i + 1);
+                    tracing::warn!("{}:{}: skipped: {e}", path.display(), i + 1);
                     repair = true;
                 }
             }

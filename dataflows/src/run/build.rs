@@ -76,7 +76,7 @@ impl Services {
             probe_writable("tracking.dir", &job.tracking_dir)?;
             let removed = tidings_sinks::tracking::remove_stale_tmp(&job.tracking_dir);
             if removed > 0 {
-                eprintln!(
+                tracing::info!(
                     "tracking.dir {}: removed {removed} unfinished .tmp file(s) left by an earlier run",
                     job.tracking_dir.display()
                 );

@@ -61,8 +61,8 @@ impl RecallBook {
                 let line = line?;
                 let Ok(e) = serde_json::from_slice::<Entry>(&line) else {
                     if !line.trim_ascii().is_empty() {
-                        eprintln!(
-                            "warning: {}: a line that is not a whole record ({} bytes) is dropped",
+                        tracing::warn!(
+                            "{}: a line that is not a whole record ({} bytes) is dropped",
                             path.display(),
                             line.len()
                         );
@@ -100,7 +100,7 @@ impl RecallBook {
             // to run into.
             let before = f.metadata().map(|m| m.len());
             if let Err(err) = f.write_all(&line) {
-                eprintln!("warning: recall book: {err}");
+                tracing::warn!("recall book: {err}");
                 if let Ok(len) = before {
                     let _ = f.set_len(len);
                 }

@@ -317,7 +317,7 @@ impl Writer {
                 self.con = None;
                 self.stats.failures += 1;
                 if self.stats.failures == 1 || self.backoff >= Duration::from_secs(2) {
-                    eprintln!("warning: redis tracking: {e} (rows queue and are backfilled)");
+                    tracing::warn!("redis tracking: {e} (rows queue and are backfilled)");
                 }
                 return Err(done);
             }
@@ -341,7 +341,7 @@ impl Writer {
                 Queued::Spooled(path) => match read_spool(&path) {
                     Ok(rows) => (rows, Some(path)),
                     Err(e) => {
-                        eprintln!("warning: redis spool {}: {e}", path.display());
+                        tracing::warn!("redis spool {}: {e}", path.display());
                         continue;
                     }
                 },
@@ -360,7 +360,7 @@ impl Writer {
                         Some(path) => {
                             if written > 0 {
                                 write_rows(&path, &rest).unwrap_or_else(|e| {
-                                    eprintln!("warning: redis spool {}: {e}", path.display())
+                                    tracing::warn!("redis spool {}: {e}", path.display())
                                 });
                             }
                             self.queue.push_front(Queued::Spooled(path));
@@ -405,7 +405,7 @@ impl Writer {
                 self.queue.insert(at, Queued::Spooled(path));
             }
             Err(e) => {
-                eprintln!("warning: redis spool: {e}");
+                tracing::warn!("redis spool: {e}");
                 self.queue.push_back(Queued::Rows(rows));
             }
         }
