@@ -21,7 +21,8 @@
 //! - [`simulator`]: a local server that speaks the providers' APIs and checks what it
 //!   receives (tests, benches, `tidings simulator`).
 //! - [`util`]: machinery every provider shares: typed retry decisions with backoff, request
-//!   signing, the HTTP client, access-token caches, `${ENV}` secrets, call statistics.
+//!   signing, the HTTP client, access-token caches, `${ENV}` secrets, call statistics; and
+//!   the one HTTP server (`util::server`: axum on hyper) the simulator and the admin API run on.
 //! - [`tracking`]: the Parquet writer of the `events` and `dead_letters` tables
 //!   (`docs/tables.md`), the Redis writer, and an in-memory collector for tests.
 

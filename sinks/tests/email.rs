@@ -60,15 +60,15 @@ fn mail_for(to: &str) -> Option<String> {
         .find(|text| text.lines().next().is_some_and(|l| l.contains(to)))
 }
 
-/// Serves one file on 127.0.0.1; returns its URL.
+/// Serves one file on 127.0.0.1 (for the rest of the test process); returns its URL.
 fn serve_attachment() -> String {
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let addr = server.server_addr().to_ip().unwrap();
-    std::thread::spawn(move || {
-        while let Ok(r) = server.recv() {
-            let _ = r.respond(tiny_http::Response::from_string("attached-text-4711"));
-        }
-    });
+    let router = axum::Router::new().route(
+        "/report.txt",
+        axum::routing::get(|| async { "attached-text-4711" }),
+    );
+    let server = tidings_sinks::util::server::Server::start("127.0.0.1:0", router).unwrap();
+    let addr = server.addr;
+    std::mem::forget(server);
     format!("http://{addr}/report.txt")
 }
 

@@ -9,18 +9,18 @@ mod common;
 
 use tidings_model::Channel;
 
-/// An HTTP server answering every request with 500 and the request's URL and body.
+/// An HTTP server answering every request with 500 and the request's URL and body. It
+/// lives as long as the test process (leaked).
 fn echo_500() -> String {
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let addr = server.server_addr().to_ip().unwrap();
-    std::thread::spawn(move || {
-        for mut r in server.incoming_requests() {
-            let mut body = String::new();
-            let _ = r.as_reader().read_to_string(&mut body);
-            let echo = format!("no route for {} (body {body})", r.url());
-            let _ = r.respond(tiny_http::Response::from_string(echo).with_status_code(500));
-        }
+    let router = axum::Router::new().fallback(|uri: axum::http::Uri, body: String| async move {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("no route for {uri} (body {body})"),
+        )
     });
+    let server = tidings_sinks::util::server::Server::start("127.0.0.1:0", router).unwrap();
+    let addr = server.addr;
+    std::mem::forget(server);
     format!("http://{addr}")
 }
 

@@ -1,7 +1,5 @@
 //! `tidings state`: ask a running job's admin API about its live state.
 
-use tidings_dataflows::admin::percent_encode as enc;
-
 use super::{AdminTarget, Failure, parse_vars};
 
 #[derive(clap::Args)]
@@ -58,8 +56,13 @@ enum StateWhat {
 
 pub fn run(args: StateArgs) -> Result<(), Failure> {
     let (addr, token) = args.target.resolve()?;
-    let path = path_of(&args.what.unwrap_or(StateWhat::Summary))?;
-    match tidings_dataflows::admin::get(&addr, &path, token.as_deref()) {
+    let (path, query) = path_of(&args.what.unwrap_or(StateWhat::Summary))?;
+    let pairs: Vec<(&str, &str)> = query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let shown = format!("http://{addr}{path}");
+    match tidings_dataflows::admin::client::get_query(&addr, path, &pairs, token.as_deref()) {
         Ok((200, body)) => {
             let pretty = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
@@ -68,38 +71,37 @@ pub fn run(args: StateArgs) -> Result<(), Failure> {
             println!("{pretty}");
             Ok(())
         }
-        Ok((status, body)) => Err(Failure::Failed(format!(
-            "http://{addr}{path}: {status} {body}"
-        ))),
+        Ok((status, body)) => Err(Failure::Failed(format!("{shown}: {status} {body}"))),
         Err(e) => Err(Failure::Failed(format!(
-            "http://{addr}{path}: {e} (is the job running?)"
+            "{shown}: {e} (is the job running?)"
         ))),
     }
 }
 
-/// The admin API's path and query for what is asked.
-fn path_of(what: &StateWhat) -> Result<String, Failure> {
-    let at = |at: &Option<String>| {
-        at.as_deref()
-            .map(|a| format!("&at={}", enc(a)))
-            .unwrap_or_default()
+/// The admin API's path and query pairs (encoded by the client) for what is asked.
+fn path_of(what: &StateWhat) -> Result<(&'static str, Vec<(String, String)>), Failure> {
+    let at = |q: &mut Vec<(String, String)>, at: &Option<String>| {
+        if let Some(a) = at {
+            q.push(("at".into(), a.clone()));
+        }
     };
     Ok(match what {
-        StateWhat::Summary => "/state".to_string(),
+        StateWhat::Summary => ("/state", vec![]),
         StateWhat::Content {
             template,
             receiver,
             vars,
             at: t,
         } => {
-            let mut p = format!(
-                "/state/content?template={template}&receiver={}",
-                enc(receiver)
-            );
+            let mut q = vec![
+                ("template".into(), template.to_string()),
+                ("receiver".into(), receiver.clone()),
+            ];
             for (k, val) in parse_vars(vars)? {
-                p.push_str(&format!("&var.{}={}", enc(k), enc(val)));
+                q.push((format!("var.{k}"), val.to_string()));
             }
-            p + &at(t)
+            at(&mut q, t);
+            ("/state/content", q)
         }
         StateWhat::Frequency {
             receiver,
@@ -107,16 +109,18 @@ fn path_of(what: &StateWhat) -> Result<String, Failure> {
             template,
             at: t,
         } => {
-            let by = match (channel, template) {
-                (Some(c), _) => format!("channel={}", enc(c)),
-                (None, Some(id)) => format!("template={id}"),
+            let mut q = vec![("receiver".into(), receiver.clone())];
+            match (channel, template) {
+                (Some(c), _) => q.push(("channel".into(), c.clone())),
+                (None, Some(id)) => q.push(("template".into(), id.to_string())),
                 (None, None) => unreachable!("clap requires --channel or --template"),
-            };
-            format!("/state/frequency?receiver={}&{by}{}", enc(receiver), at(t))
+            }
+            at(&mut q, t);
+            ("/state/frequency", q)
         }
-        StateWhat::Operators => "/state/operators".into(),
-        StateWhat::Park => "/state/park".into(),
-        StateWhat::Accounts => "/state/accounts".into(),
-        StateWhat::Source => "/state/source".into(),
+        StateWhat::Operators => ("/state/operators", vec![]),
+        StateWhat::Park => ("/state/park", vec![]),
+        StateWhat::Accounts => ("/state/accounts", vec![]),
+        StateWhat::Source => ("/state/source", vec![]),
     })
 }

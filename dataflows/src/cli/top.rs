@@ -1,10 +1,10 @@
 //! `tidings top`: per-stage totals and rates and the backlogs of a running job, from its
-//! `/metrics`, refreshed every interval (like `vector top`).
+//! `/state` JSON, refreshed every interval (like `vector top`).
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tidings_dataflows::admin;
 
 use super::{AdminTarget, Failure};
@@ -27,58 +27,32 @@ pub fn run(args: TopArgs) -> Result<(), Failure> {
     watch(&addr, token.as_deref(), every, args.frames).map_err(Failure::Failed)
 }
 
-/// One sample: metric name → (labels → value).
-type Sample = BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>;
+/// One scrape of `/state`.
+type Sample = Value;
 
-/// Parses the Prometheus text format as the job writes it.
-pub fn parse(text: &str) -> Sample {
-    let mut out = Sample::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let labels = labels
-            .split("\",")
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once("=\"")?;
-                Some((k.to_string(), v.trim_end_matches('"').to_string()))
-            })
-            .collect();
-        out.entry(name.to_string())
-            .or_default()
-            .push((labels, value));
-    }
-    out
+/// A number at a JSON pointer (0 when absent).
+fn num(s: &Sample, pointer: &str) -> f64 {
+    s.pointer(pointer).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
-fn sum(s: &Sample, name: &str, filter: impl Fn(&BTreeMap<String, String>) -> bool) -> f64 {
-    // An empty float sum is -0.0, which would print as "-0".
-    s.get(name)
-        .map(|v| {
-            v.iter()
-                .filter(|(l, _)| filter(l))
-                .map(|(_, x)| x)
-                .sum::<f64>()
-        })
-        .unwrap_or(0.0)
-        + 0.0
-}
-
+/// Durable tracking rows of these states.
 fn by_state(s: &Sample, states: &[&str]) -> f64 {
-    sum(s, "tidings_events_total", |l| {
-        l.get("state")
-            .is_some_and(|st| states.contains(&st.as_str()))
-    })
+    states
+        .iter()
+        .map(|st| num(s, &format!("/tracking/rows/{st}")))
+        .sum()
+}
+
+/// The sum of a number over every account.
+fn over_accounts(s: &Sample, pointer: &str) -> f64 {
+    accounts(s).iter().map(|a| num(a, pointer)).sum::<f64>() + 0.0
+}
+
+fn accounts(s: &Sample) -> &[Value] {
+    s["accounts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 const STAGES: &[(&str, &[&str])] = &[
@@ -94,15 +68,11 @@ const STAGES: &[(&str, &[&str])] = &[
     ("send failed", &["SEND_FAIL"]),
 ];
 
-/// Renders one frame from two samples `dt` apart.
+/// Renders one frame from two scrapes of `/state` taken `dt` seconds apart.
 pub fn frame(addr: &str, prev: &Sample, cur: &Sample, dt: f64) -> String {
     let mut f = String::new();
-    let uptime = sum(cur, "tidings_uptime_seconds", |_| true);
-    let job = cur
-        .get("tidings_uptime_seconds")
-        .and_then(|v| v.first())
-        .and_then(|(l, _)| l.get("job").cloned())
-        .unwrap_or_default();
+    let uptime = num(cur, "/uptime_secs");
+    let job = cur["job"].as_str().unwrap_or_default();
     f.push_str(&format!(
         "tidings top — job {job} — http://{addr} — up {uptime:.0}s\n\n"
     ));
@@ -117,90 +87,66 @@ pub fn frame(addr: &str, prev: &Sample, cur: &Sample, dt: f64) -> String {
     for (name, states) in STAGES {
         row(&mut f, name, by_state(cur, states), by_state(prev, states));
     }
-    let dead = |s: &Sample| sum(s, "tidings_dead_letters_total", |_| true);
+    let dead = |s: &Sample| num(s, "/tracking/dead_letters");
     row(&mut f, "dead letters", dead(cur), dead(prev));
     f.push_str(&format!("\n{:<26} {:>12}\n", "BACKLOG", "NOW"));
     let mut gauge = |name: &str, v: f64| f.push_str(&format!("{name:<26} {v:>12.0}\n"));
-    gauge("consumer lag", sum(cur, "tidings_consumer_lag", |_| true));
-    gauge("parked (night delay)", sum(cur, "tidings_parked", |_| true));
+    gauge("consumer lag", num(cur, "/source/lag"));
+    gauge("parked (night delay)", num(cur, "/park/parked"));
     gauge(
         "waiting for rate limit",
-        sum(cur, "tidings_sends_waiting", |_| true),
+        over_accounts(cur, "/rate_limit/waiting"),
     );
-    gauge(
-        "sends in flight",
-        sum(cur, "tidings_sends_in_flight", |_| true),
-    );
-    gauge(
-        "sends retrying",
-        sum(cur, "tidings_sends_retrying", |_| true),
-    );
+    gauge("sends in flight", over_accounts(cur, "/in_flight"));
+    gauge("sends retrying", over_accounts(cur, "/retrying"));
     gauge(
         "account queues (read)",
-        sum(cur, "tidings_account_queue_read_not_sent", |_| true),
+        over_accounts(cur, "/queue/read_not_sent"),
     );
-    gauge("dedup keys", sum(cur, "tidings_dedup_keys", |_| true));
+    let keys: f64 = cur["operators"]
+        .as_object()
+        .map(|ops| ops.values().map(|o| num(o, "/keys")).sum())
+        .unwrap_or(0.0);
+    gauge("dedup keys", keys + 0.0);
     if let Some(age) = cur
-        .get("tidings_checkpoint_age_seconds")
-        .and_then(|v| v.first())
+        .pointer("/source/checkpoint/age_secs")
+        .and_then(Value::as_f64)
     {
-        f.push_str(&format!("{:<26} {:>11.1}s\n", "checkpoint age", age.1));
+        f.push_str(&format!("{:<26} {:>11.1}s\n", "checkpoint age", age));
     }
-    let mut accounts: Vec<String> = cur
-        .get("tidings_sends_in_flight")
-        .map(|v| {
-            v.iter()
-                .filter_map(|(l, _)| l.get("account").cloned())
-                .collect()
-        })
-        .unwrap_or_default();
-    accounts.sort();
-    if !accounts.is_empty() {
+    if !accounts(cur).is_empty() {
         f.push_str(&format!(
             "\n{:<20} {:>10} {:>8} {:>9} {:>8} {:>8} {:>9}\n",
             "ACCOUNT", "SENT/s", "FAILED", "IN FLIGHT", "WAITING", "TOKENS", "p50 ms"
         ));
     }
-    for a in accounts {
-        let of = |s: &Sample, n: &str| sum(s, n, |l| l.get("account") == Some(&a));
-        let sent = of(cur, "tidings_receivers_sent_total");
+    for a in accounts(cur) {
+        let name = a["account"].as_str().unwrap_or_default();
+        let before = accounts(prev)
+            .iter()
+            .find(|b| b["account"] == a["account"])
+            .map_or(0.0, |b| num(b, "/sent"));
         let rate = if dt > 0.0 {
-            (sent - of(prev, "tidings_receivers_sent_total")) / dt
+            (num(a, "/sent") - before) / dt
         } else {
             0.0
         };
-        let tokens = cur
-            .get("tidings_rate_limit_tokens")
-            .and_then(|v| v.iter().find(|(l, _)| l.get("account") == Some(&a)))
-            .map(|(_, v)| format!("{v:.0}"))
-            .unwrap_or_else(|| "-".into());
+        let tokens = a
+            .pointer("/rate_limit/tokens")
+            .and_then(Value::as_f64)
+            .map_or("-".into(), |t| format!("{t:.0}"));
+        let p50 = a
+            .pointer("/latency_ms/p50")
+            .and_then(Value::as_f64)
+            .map_or("-".into(), |m| format!("{m:.1}"));
         f.push_str(&format!(
-            "{a:<20} {rate:>10.1} {:>8.0} {:>9.0} {:>8.0} {tokens:>8} {:>9}\n",
-            of(cur, "tidings_receivers_failed_total"),
-            of(cur, "tidings_sends_in_flight"),
-            of(cur, "tidings_sends_waiting"),
-            median_ms(cur, &a).map_or("-".into(), |m| format!("{m:.1}")),
+            "{name:<20} {rate:>10.1} {:>8.0} {:>9.0} {:>8.0} {tokens:>8} {p50:>9}\n",
+            num(a, "/failed"),
+            num(a, "/in_flight"),
+            num(a, "/rate_limit/waiting"),
         ));
     }
     f
-}
-
-/// The latency histogram's median for an account (upper bound of the bucket holding it).
-fn median_ms(s: &Sample, account: &str) -> Option<f64> {
-    let buckets = s.get("tidings_send_latency_seconds_bucket")?;
-    let mut mine: Vec<(f64, f64)> = buckets
-        .iter()
-        .filter(|(l, _)| l.get("account").map(String::as_str) == Some(account))
-        .filter_map(|(l, v)| Some((l.get("le")?.parse::<f64>().ok()?, *v)))
-        .collect();
-    mine.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = mine.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    mine.iter()
-        .find(|(_, n)| *n >= total / 2.0)
-        .map(|(le, _)| le * 1000.0)
 }
 
 /// Shows frames until interrupted, or for `frames` frames.
@@ -211,11 +157,12 @@ fn watch(
     frames: Option<u64>,
 ) -> Result<(), String> {
     let scrape = || -> Result<Sample, String> {
-        match admin::get(addr, "/metrics", token) {
-            Ok((200, body)) => Ok(parse(&body)),
-            Ok((status, body)) => Err(format!("http://{addr}/metrics: {status} {body}")),
+        match admin::get(addr, "/state", token) {
+            Ok((200, body)) => serde_json::from_str(&body)
+                .map_err(|e| format!("http://{addr}/state: not JSON ({e})")),
+            Ok((status, body)) => Err(format!("http://{addr}/state: {status} {body}")),
             Err(e) => Err(format!(
-                "http://{addr}/metrics: {e} (is the job running with [admin]?)"
+                "http://{addr}/state: {e} (is the job running with [admin]?)"
             )),
         }
     };

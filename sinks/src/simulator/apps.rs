@@ -324,7 +324,7 @@ pub(super) fn wechat(c: &Credentials, t: &Tokens, url: &str, body: &Value) -> Ch
 pub(super) fn getui(
     c: &Credentials,
     t: &Tokens,
-    request: &super::server::Request,
+    request: &super::Request,
     url: &str,
     body: &Value,
 ) -> Checked {

@@ -19,13 +19,34 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::any;
 use serde_json::{Value, json};
 
+use crate::util::server;
 use crate::util::sign::{self, Tc3Request};
 
 mod apps;
 
-use crate::util::httpd as server;
+/// One request as the providers' checks read it.
+pub(crate) struct Request {
+    /// Path and query.
+    url: String,
+    headers: HeaderMap,
+}
+
+impl Request {
+    /// A header's value (`""` when absent or not text); names compare case-insensitively.
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    }
+}
 
 /// The credentials the simulator expects (the accounts under test must use the same).
 #[derive(Debug, Clone)]
@@ -156,11 +177,12 @@ impl Simulator {
     ) -> std::io::Result<Simulator> {
         let shared = Arc::new(Shared::default());
         *shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
-        let handler = {
-            let shared = shared.clone();
-            Arc::new(move |request| handle(&shared, &credentials, request))
-        };
-        let server = server::Server::start(bind, handler)?;
+        let router = Router::new()
+            .route("/{provider}", any(answer))
+            .route("/{provider}/", any(answer))
+            .route("/{provider}/{*rest}", any(answer))
+            .with_state((shared.clone(), Arc::new(credentials)));
+        let server = server::Server::start(bind, router)?;
         Ok(Simulator {
             addr: server.addr,
             server,
@@ -219,7 +241,7 @@ fn form(q: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn header(request: &server::Request, name: &str) -> String {
+fn header(request: &Request, name: &str) -> String {
     request.header(name)
 }
 
@@ -299,7 +321,7 @@ fn wecom(c: &Credentials, url: &str, body: &Value) -> Checked {
     }
 }
 
-fn tencent(c: &Credentials, request: &server::Request, raw: &str, body: &Value) -> Checked {
+fn tencent(c: &Credentials, request: &Request, raw: &str, body: &Value) -> Checked {
     let ts: i64 = header(request, "X-TC-Timestamp").parse().unwrap_or(0);
     let expected = sign::tc3_authorization(
         &c.tencent.0,
@@ -405,7 +427,7 @@ fn aliyun(c: &Credentials, raw: &str) -> Checked {
     }
 }
 
-fn webhook(c: &Credentials, request: &server::Request, raw: &str) -> Checked {
+fn webhook(c: &Credentials, request: &Request, raw: &str) -> Checked {
     let ts: i64 = header(request, "X-Tidings-Timestamp").parse().unwrap_or(0);
     let verdict = check(fresh(ts * 1000), "timestamp expired").and_then(|()| {
         check(
@@ -420,43 +442,67 @@ fn webhook(c: &Credentials, request: &server::Request, raw: &str) -> Checked {
     }
 }
 
-fn handle(shared: &Shared, c: &Credentials, request: server::Request) -> server::Response {
-    let url = request.url.clone();
-    let provider = url
-        .trim_start_matches('/')
-        .split(['/', '?'])
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let raw = request.body.clone();
-    let fault = {
-        let mut faults = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
-        let hit = faults
-            .iter_mut()
-            .find(|f| f.provider == provider && f.times != Some(0));
-        hit.map(|f| {
-            if let Some(n) = f.times.as_mut() {
-                *n -= 1;
-            }
-            f.clone()
-        })
-    };
+/// Answers a request under a provider's prefix: a fault if one is due (after its delay),
+/// else the provider's own check and answer. Every request is recorded.
+async fn answer(
+    State((shared, credentials)): State<(Arc<Shared>, Arc<Credentials>)>,
+    Path(path): Path<BTreeMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, axum::Json<Value>) {
+    let provider = path.get("provider").cloned().unwrap_or_default();
+    let fault = due_fault(&shared, &provider);
     if let Some(f) = &fault {
-        std::thread::sleep(f.delay);
+        tokio::time::sleep(f.delay).await;
     }
+    let request = Request {
+        url: uri.to_string(),
+        headers,
+    };
+    let raw = String::from_utf8_lossy(&body).into_owned();
+    let (status, answer) = judge(&shared, &credentials, &request, provider, fault, raw);
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(answer),
+    )
+}
+
+/// The first fault of `provider` with tries left (one is used up).
+fn due_fault(shared: &Shared, provider: &str) -> Option<Fault> {
+    let mut faults = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+    let hit = faults
+        .iter_mut()
+        .find(|f| f.provider == provider && f.times != Some(0))?;
+    if let Some(n) = hit.times.as_mut() {
+        *n -= 1;
+    }
+    Some(hit.clone())
+}
+
+/// Checks a request as its provider would, records it, and gives the status and answer.
+fn judge(
+    shared: &Shared,
+    c: &Credentials,
+    request: &Request,
+    provider: String,
+    fault: Option<Fault>,
+    raw: String,
+) -> (u16, Value) {
+    let url = &request.url;
     let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
     let (status, answer, verdict) = match provider.as_str() {
-        "dingtalk" => dingtalk(c, &url, &body),
-        "feishu" => feishu(c, &url, &body),
-        "wecom" => wecom(c, &url, &body),
-        "tencent" => tencent(c, &request, &raw, &body),
+        "dingtalk" => dingtalk(c, url, &body),
+        "feishu" => feishu(c, url, &body),
+        "wecom" => wecom(c, url, &body),
+        "tencent" => tencent(c, request, &raw, &body),
         "aliyun" => aliyun(c, &raw),
-        "webhook" => webhook(c, &request, &raw),
-        "dingapp" => apps::dingapp(c, &shared.tokens, &url, &body),
-        "wecomapp" => apps::wecomapp(c, &shared.tokens, &url, &body),
-        "wechat" => apps::wechat(c, &shared.tokens, &url, &body),
-        "getui" => apps::getui(c, &shared.tokens, &request, &url, &body),
-        "yunpian" => apps::yunpian(c, &url, &raw),
+        "webhook" => webhook(c, request, &raw),
+        "dingapp" => apps::dingapp(c, &shared.tokens, url, &body),
+        "wecomapp" => apps::wecomapp(c, &shared.tokens, url, &body),
+        "wechat" => apps::wechat(c, &shared.tokens, url, &body),
+        "getui" => apps::getui(c, &shared.tokens, request, url, &body),
+        "yunpian" => apps::yunpian(c, url, &raw),
         "alipay" => apps::alipay(c, &raw),
         _ => (
             404,
@@ -486,11 +532,10 @@ fn handle(shared: &Shared, c: &Credentials, request: server::Request) -> server:
             body: recorded_body,
             faulted,
         });
-    let (status, answer) = match &fault {
+    match &fault {
         Some(f) if f.status != 0 => (f.status, json!({"error": "injected fault"})),
         _ => (status, answer),
-    };
-    server::Response::json(status, answer.to_string())
+    }
 }
 
 #[cfg(test)]

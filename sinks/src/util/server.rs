@@ -1,0 +1,267 @@
+//! The one HTTP server of tidings: an axum [`Router`] served by hyper on a thread of its own
+//! (with its own small tokio runtime, so a timely worker never runs it). The admin API and the
+//! provider simulator are routers handed to [`Server::start`].
+//!
+//! Slow or idle clients cannot lock it out: a request's head must arrive within
+//! [`HEAD_TIMEOUT`] (hyper's header-read timeout, which also closes a kept-alive connection
+//! that sends nothing for that long), its body within [`BODY_TIMEOUT`], a body over
+//! [`MAX_BODY`] is answered 413 from its `Content-Length` before anything is read, and a head
+//! over [`MAX_HEAD`] is answered 431. Connections are tasks, not threads; past
+//! [`MAX_CONNECTIONS`] a new connection is closed at once (idle ones leave within the head
+//! timeout, so room comes back).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::{Semaphore, oneshot};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+/// The longest a request's head may take, and a kept-alive connection may stay silent.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a request's body may take after its head.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body; a larger one is answered 413.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// The largest request head (request line and headers); a larger one is answered 431.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// A listening server.
+pub struct Server {
+    /// Its address (the real port when bound to port 0).
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `bind` and serves `router` until [`Server::stop`] (or drop).
+    pub fn start(bind: impl std::net::ToSocketAddrs, router: Router) -> std::io::Result<Server> {
+        let listener = std::net::TcpListener::bind(bind)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tidings-http")
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("http {addr}"))
+            .spawn(move || runtime.block_on(accept(listener, router, stopped)))?;
+        Ok(Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops listening and closes every connection.
+    pub fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+/// Accepts connections until `stopped`; each is a task of its own.
+async fn accept(
+    listener: std::net::TcpListener,
+    router: Router,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("http server: {e}");
+            return;
+        }
+    };
+    let router = router
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of descriptors and the like: wait a moment rather than spin.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        connections.spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(slot);
+        });
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    connections.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    use axum::routing::any;
+
+    use super::*;
+
+    fn echo_len() -> Router {
+        Router::new().fallback(any(|body: axum::body::Bytes| async move {
+            format!("{{\"got\":{}}}", body.len())
+        }))
+    }
+
+    /// Sends `raw` and reads the answer until its body is complete or the server closes.
+    fn ask(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The server may close before reading everything (a head too long): not an error.
+        let _ = s.write_all(raw);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_string)
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[test]
+    fn answers_keeps_alive_and_refuses_oversized_requests() {
+        let server = Server::start("127.0.0.1:0", echo_len()).unwrap();
+        let ok = ask(
+            server.addr,
+            b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        assert!(
+            ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("{\"got\":3}"),
+            "{ok}"
+        );
+        // A body far beyond the cap is refused from its length, before it is read.
+        let big = ask(
+            server.addr,
+            b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 999999999999\r\n\r\n",
+        );
+        assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+        // A head without an end is cut at the head limit.
+        let mut long = b"GET /x HTTP/1.1\r\nX: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 40_000));
+        let cut = ask(server.addr, &long);
+        assert!(cut.is_empty() || cut.starts_with("HTTP/1.1 431"), "{cut}");
+        // Still serving.
+        let again = ask(server.addr, b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(again.starts_with("HTTP/1.1 200 OK"), "{again}");
+        server.stop();
+    }
+
+    /// 100 idle connections and 64 slow-loris ones (a byte of a head, then nothing) are held
+    /// open; a request still gets its answer at once, and the slow heads are cut at the head
+    /// timeout.
+    #[test]
+    fn idle_and_slow_connections_do_not_lock_the_server_out() {
+        let server = Server::start("127.0.0.1:0", echo_len()).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            held.push(TcpStream::connect(server.addr).unwrap());
+        }
+        let mut slow = Vec::new();
+        for _ in 0..64 {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.write_all(b"G").unwrap();
+            slow.push(s);
+        }
+        let asked = Instant::now();
+        let answer = ask(server.addr, b"GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "answered in {:?}",
+            asked.elapsed()
+        );
+        // A slow head and an idle connection are each closed by the server within the head
+        // timeout (read gives 0 or an error, never a hang past the bound).
+        for s in [&mut slow[63], &mut held[99]] {
+            s.set_read_timeout(Some(HEAD_TIMEOUT + Duration::from_secs(5)))
+                .unwrap();
+            let waited = Instant::now();
+            let mut buf = [0u8; 256];
+            // Whatever hyper says before closing (perhaps a 408), the connection ends.
+            let closed = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        break !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        );
+                    }
+                }
+            };
+            assert!(
+                closed && waited.elapsed() < HEAD_TIMEOUT + Duration::from_secs(2),
+                "closed: {closed} after {:?}",
+                waited.elapsed()
+            );
+        }
+        drop((held, slow));
+        server.stop();
+    }
+}
