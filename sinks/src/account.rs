@@ -16,7 +16,7 @@ use tidings_model::Channel;
 use tokio::sync::Semaphore;
 
 use crate::outbox::{Outbox, Outboxes};
-use crate::provider::{Remote, RemoteConfig};
+use crate::provider::Remote;
 use crate::util::http;
 use crate::util::kit::Delivered;
 use crate::util::retry::{RetryPolicy, SendError};
@@ -31,108 +31,7 @@ fn default_concurrency() -> usize {
     16
 }
 
-/// Which provider an account uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// Writes each rendered message to `DIR/<channel>.jsonl`, sends nothing.
-    Outbox,
-    /// Accepts and forgets (benchmarks).
-    Blackhole,
-    /// tidings' signed JSON webhook ([`crate::webhook`]).
-    Webhook,
-    /// DingTalk custom robot ([`crate::dingtalk_robot`]).
-    DingtalkRobot,
-    /// Feishu custom robot ([`crate::feishu_robot`]).
-    FeishuRobot,
-    /// WeCom group robot ([`crate::wecom_robot`]).
-    WecomRobot,
-    /// Tencent Cloud SMS ([`crate::tencent_sms`]).
-    TencentSms,
-    /// Aliyun SMS ([`crate::aliyun_sms`]).
-    AliyunSms,
-    /// Email over SMTP ([`crate::email`]).
-    Smtp,
-    /// Yunpian SMS ([`crate::yunpian_sms`]).
-    YunpianSms,
-    /// DingTalk work notice ([`crate::dingtalk_work_notice`]).
-    DingtalkWorkNotice,
-    /// WeCom app message ([`crate::wecom_app`]).
-    WecomApp,
-    /// WeChat official account template message ([`crate::wechat_official_account`]).
-    WechatOfficialAccount,
-    /// WeChat mini program subscribe message ([`crate::wechat_mini_program`]).
-    WechatMiniProgram,
-    /// GeTui push ([`crate::getui`]).
-    Getui,
-    /// Alipay mini program template message ([`crate::alipay_mini_program`]).
-    AlipayMiniProgram,
-}
-
-impl ProviderKind {
-    /// The name used in the job file and in labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProviderKind::Outbox => "outbox",
-            ProviderKind::Blackhole => "blackhole",
-            ProviderKind::Webhook => "webhook",
-            ProviderKind::DingtalkRobot => "dingtalk_robot",
-            ProviderKind::FeishuRobot => "feishu_robot",
-            ProviderKind::WecomRobot => "wecom_robot",
-            ProviderKind::TencentSms => "tencent_sms",
-            ProviderKind::AliyunSms => "aliyun_sms",
-            ProviderKind::Smtp => "smtp",
-            ProviderKind::YunpianSms => "yunpian_sms",
-            ProviderKind::DingtalkWorkNotice => "dingtalk_work_notice",
-            ProviderKind::WecomApp => "wecom_app",
-            ProviderKind::WechatOfficialAccount => "wechat_official_account",
-            ProviderKind::WechatMiniProgram => "wechat_mini_program",
-            ProviderKind::Getui => "getui",
-            ProviderKind::AlipayMiniProgram => "alipay_mini_program",
-        }
-    }
-
-    /// The channels the provider can send on (`None`: any).
-    pub fn channels(self) -> Option<&'static [Channel]> {
-        Some(match self {
-            ProviderKind::Outbox | ProviderKind::Blackhole | ProviderKind::Webhook => return None,
-            ProviderKind::TencentSms | ProviderKind::AliyunSms | ProviderKind::YunpianSms => {
-                &[Channel::Sms]
-            }
-            ProviderKind::Smtp => &[Channel::Email],
-            ProviderKind::DingtalkRobot => &[Channel::DingDingRobot],
-            ProviderKind::FeishuRobot => &[Channel::FeiShuRobot],
-            ProviderKind::WecomRobot => &[Channel::EnterpriseWeChatRobot],
-            ProviderKind::DingtalkWorkNotice => &[Channel::DingDingWorkNotice],
-            ProviderKind::WecomApp => &[Channel::EnterpriseWeChat],
-            ProviderKind::WechatOfficialAccount => &[Channel::OfficialAccounts],
-            ProviderKind::WechatMiniProgram => &[Channel::MiniProgram],
-            ProviderKind::Getui => &[Channel::Push],
-            ProviderKind::AlipayMiniProgram => &[Channel::AlipayMiniProgram],
-        })
-    }
-
-    /// The provider's own quota, applied when the account sets no `rate_limit`.
-    pub fn default_rate_limit(self) -> Option<RateLimitConfig> {
-        let per_minute = |n| RateLimitConfig {
-            per_second: None,
-            per_minute: Some(n),
-            strategy: RateStrategy::Request,
-        };
-        match self {
-            // DingTalk and WeCom robots: 20 messages per minute each.
-            ProviderKind::DingtalkRobot | ProviderKind::WecomRobot => Some(per_minute(20)),
-            // Feishu robots: 100 per minute (5 per second).
-            ProviderKind::FeishuRobot => Some(per_minute(100)),
-            _ => None,
-        }
-    }
-
-    /// Whether the provider sends over the network (and so takes `settings`).
-    pub fn is_remote(self) -> bool {
-        !matches!(self, ProviderKind::Outbox | ProviderKind::Blackhole)
-    }
-}
+pub use crate::provider::ProviderKind;
 
 /// What a rate-limit permit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -174,7 +73,7 @@ pub struct AccountConfig {
     /// Seconds a provider call may take before it counts as a (retried) timeout. Default 10.
     #[serde(default)]
     pub timeout_secs: Option<f64>,
-    /// `outbox` or `blackhole`.
+    /// The provider, e.g. `"outbox"` or `"tencent_sms"` (one of [`ProviderKind::NAMES`]).
     pub provider: ProviderKind,
     /// Outbox directory (outbox only; relative to the job file). Example: `"var/outbox"`.
     #[serde(default)]
@@ -228,8 +127,13 @@ impl RateLimitConfig {
 impl AccountConfig {
     /// The account's rate limit, or its provider's quota when it sets none.
     pub fn effective_rate_limit(&self) -> Option<RateLimitConfig> {
-        self.rate_limit
-            .or_else(|| self.provider.default_rate_limit())
+        self.rate_limit.or_else(|| {
+            self.provider.per_minute().map(|n| RateLimitConfig {
+                per_second: None,
+                per_minute: Some(n),
+                strategy: RateStrategy::Request,
+            })
+        })
     }
 
     /// Whether this account's deliveries wait in its own Kafka topic.
@@ -288,7 +192,7 @@ impl AccountConfig {
         }
         if self.provider.is_remote()
             && resolve_settings
-            && let Err(e) = crate::provider::check_settings(self.provider, key, &self.settings)
+            && let Err(e) = self.provider.check_settings(key, &self.settings)
         {
             p.push(e);
         }
@@ -647,9 +551,6 @@ impl Accounts {
                 }
                 ProviderKind::Blackhole => Provider::Blackhole,
                 kind => {
-                    let config =
-                        RemoteConfig::parse(kind, &format!("accounts.{name}"), &c.settings)
-                            .map_err(scrubbed)?;
                     let timeout = std::time::Duration::from_secs_f64(
                         c.timeout_secs.unwrap_or(10.0).max(0.05),
                     );
@@ -657,9 +558,14 @@ impl Accounts {
                         .entry(timeout)
                         .or_insert_with(|| http::client(timeout))
                         .clone();
-                    let base = config.base_url();
-                    let remote = Remote::new(config, client, timeout)
-                        .map_err(|e| scrubbed(format!("accounts.{name}.{e}")))?;
+                    let (remote, base) = Remote::open(
+                        kind,
+                        &format!("accounts.{name}"),
+                        &c.settings,
+                        client,
+                        timeout,
+                    )
+                    .map_err(scrubbed)?;
                     Provider::Remote(kind, Box::new(remote), base)
                 }
             };
