@@ -5,6 +5,8 @@
 //!
 //! - [`account`]: an account of the job (`[accounts.NAME]`): its provider, rate limit,
 //!   concurrency and retry policy; [`account::Accounts`] dispatches a [`SendBatch`] to one.
+//!   `Account::send` is one step per function (`account/send.rs`); its retries over
+//!   per-receiver answers are a policy of their own ([`account::retry`]).
 //! - [`provider`]: the provider registry: one line per network provider, from which the
 //!   `ProviderKind` names, the settings check, the build and the dispatch of a call are
 //!   generated. Providers are leaves that implement [`util::kit::Provider`] and import only
