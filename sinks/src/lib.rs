@@ -5,9 +5,14 @@
 //!
 //! - [`account`]: an account of the job (`[accounts.NAME]`): its provider, rate limit,
 //!   concurrency and retry policy; [`account::Accounts`] dispatches a [`SendBatch`] to one.
-//! - [`provider`]: the provider registry (`ProviderKind` → settings → implementation) and the
-//!   dispatch of a call. Providers are leaves that import only [`util`] (`util::kit`: settings,
-//!   content fields, endpoints, answers), so the chain runs one way.
+//!   `Account::send` is one step per function (`account/send.rs`); its retries over
+//!   per-receiver answers are a policy of their own ([`account::retry`]).
+//! - [`provider`]: the provider registry: one line per network provider, from which the
+//!   `ProviderKind` names, the settings check, the build and the dispatch of a call are
+//!   generated. Providers are leaves that implement [`util::kit::Provider`] and import only
+//!   [`util`] (`util::kit`: the trait, settings, content fields, endpoints, answers), so the
+//!   chain runs one way. Each has a `tests.rs` of the provider's documented requests and
+//!   answers.
 //! - [`route`]: account groups: a template's deliveries spread over members by weight, with
 //!   failover.
 //! - [`recall`]: the recall books (what was sent where, so a recall can reach it).

@@ -9,10 +9,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, field, now_ms, one_by_one};
+use crate::util::kit::{Delivered, Provider, content, endpoint, field, now_ms, one_by_one};
 use crate::util::retry::SendError;
 use crate::util::sign;
 use crate::wechat_official_account::template_data;
@@ -63,7 +64,7 @@ impl AlipayMiniProgram {
     }
 
     /// The signed form parameters for one user.
-    pub fn params(
+    pub fn payload(
         &self,
         batch: &SendBatch,
         user: &str,
@@ -98,15 +99,12 @@ impl AlipayMiniProgram {
 
     async fn send_one(&self, batch: &SendBatch, user: &str) -> Result<(), SendError> {
         let body = self
-            .params(batch, user, now_ms())?
+            .payload(batch, user, now_ms())?
             .iter()
             .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
             .collect::<Vec<_>>()
             .join("&");
-        let url = format!(
-            "{}/gateway.do",
-            endpoint(&self.config.endpoint, "https://openapi.alipay.com")
-        );
+        let url = format!("{}/gateway.do", Self::base_url(&self.config));
         let answer = http::call(
             NAME,
             self.client
@@ -118,7 +116,13 @@ impl AlipayMiniProgram {
                 .body(body),
         )
         .await?;
-        let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+        Self::judge(&answer)
+    }
+
+    /// Reads the gateway's answer for one user: `code` 10000 is sent, busy answers are
+    /// transient, a refused signature or app id is unauthorized, the rest permanent.
+    pub fn judge(answer: &str) -> Result<(), SendError> {
+        let v: Value = serde_json::from_str(answer).unwrap_or(Value::Null);
         let r = &v["alipay_open_app_mini_templatemessage_send_response"];
         let code = r["code"].as_str().unwrap_or("");
         let sub = r["sub_code"].as_str().unwrap_or("");
@@ -147,13 +151,36 @@ impl AlipayMiniProgram {
             _ => Err(SendError::Permanent(why())),
         }
     }
+}
+
+impl Provider for AlipayMiniProgram {
+    type Settings = AlipayConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::AlipayMiniProgram]);
+
+    fn validate(key: &str, settings: &AlipayConfig) -> Result<(), String> {
+        sign::rsa_key(&settings.private_key)
+            .map(|_| ())
+            .map_err(|e| format!("{key}.settings.private_key: {e}"))
+    }
+
+    fn base_url(settings: &AlipayConfig) -> String {
+        endpoint(&settings.endpoint, "https://openapi.alipay.com")
+    }
+
+    fn build(
+        settings: AlipayConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        AlipayMiniProgram::new(settings, client)
+    }
 
     /// Sends the template message to each user (one call each).
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
         one_by_one(receivers, |r| async move { self.send_one(batch, &r).await }).await
     }
 }
+
+#[cfg(test)]
+mod tests;

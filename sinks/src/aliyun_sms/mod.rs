@@ -3,10 +3,11 @@
 //! for all numbers (comma-separated); the answer is one `Code` for the call.
 
 use serde::Deserialize;
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, field, now_ms};
+use crate::util::kit::{Delivered, Provider, content, endpoint, field, now_ms};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -50,7 +51,7 @@ impl AliyunSms {
     }
 
     /// The signed query parameters of a call at `now_ms` with `nonce`.
-    pub fn params(
+    pub fn payload(
         &self,
         batch: &SendBatch,
         receivers: &[String],
@@ -89,28 +90,9 @@ impl AliyunSms {
         p
     }
 
-    /// Sends one message to its numbers.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
-        let now = now_ms();
-        let nonce = format!("{}-{now}", batch.meta.message_id);
-        let params = self.params(batch, receivers, now, &nonce);
-        let form = params
-            .iter()
-            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let url = endpoint(&self.config.endpoint, "https://dysmsapi.aliyuncs.com");
-        let request = self
-            .client
-            .post(format!("{url}/"))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(form);
-        let answer = http::call(NAME, request).await?;
-        let v: serde_json::Value = serde_json::from_str(&answer)
+    /// Reads the answer: one `Code` for the whole call.
+    pub fn judge(answer: &str) -> Result<Delivered, SendError> {
+        let v: serde_json::Value = serde_json::from_str(answer)
             .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
         let code = v["Code"].as_str().unwrap_or("");
         let text = format!("{NAME}: {code} {}", v["Message"].as_str().unwrap_or(""));
@@ -130,3 +112,45 @@ impl AliyunSms {
         }
     }
 }
+
+impl Provider for AliyunSms {
+    type Settings = AliyunSmsConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::Sms]);
+    // SendSms: at most 1000 numbers per request.
+    const RECEIVERS_PER_CALL: Option<usize> = Some(1000);
+
+    fn base_url(settings: &AliyunSmsConfig) -> String {
+        endpoint(&settings.endpoint, "https://dysmsapi.aliyuncs.com")
+    }
+
+    fn build(
+        settings: AliyunSmsConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(AliyunSms::new(settings, client))
+    }
+
+    /// Sends one message to its numbers.
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+        let now = now_ms();
+        let nonce = format!("{}-{now}", batch.meta.message_id);
+        let params = self.payload(batch, receivers, now, &nonce);
+        let form = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let request = self
+            .client
+            .post(format!("{}/", Self::base_url(&self.config)))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form);
+        let answer = http::call(NAME, request).await?;
+        Self::judge(&answer)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,10 +5,11 @@
 //! per minute per robot: the account's default rate limit.
 
 use serde::Deserialize;
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, errcode, field, mentions, now_ms};
+use crate::util::kit::{Delivered, Provider, content, endpoint, errcode, field, mentions, now_ms};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -41,7 +42,7 @@ impl DingTalkRobot {
     }
 
     /// The JSON body for a batch.
-    pub fn body(batch: &SendBatch, receivers: &[String]) -> serde_json::Value {
+    pub fn payload(batch: &SendBatch, receivers: &[String]) -> serde_json::Value {
         let model = content(batch);
         let (all, mobiles) = mentions(receivers);
         let text = field(&model, "content");
@@ -56,25 +57,9 @@ impl DingTalkRobot {
         body
     }
 
-    /// Sends one message to the robot's group.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
-        let ts = now_ms();
-        let url = format!(
-            "{}/robot/send?access_token={}&timestamp={ts}&sign={}",
-            endpoint(&self.config.endpoint, "https://oapi.dingtalk.com"),
-            sign::percent(&self.config.access_token),
-            sign::percent(&sign::dingtalk_robot(&self.config.secret, ts))
-        );
-        let body = http::call(
-            NAME,
-            self.client.post(url).json(&Self::body(batch, receivers)),
-        )
-        .await?;
-        match errcode(&body) {
+    /// Reads the robot's `{"errcode", "errmsg"}` answer.
+    pub fn judge(body: &str) -> Result<Delivered, SendError> {
+        match errcode(body) {
             Some((0, _)) => Ok(Delivered::All),
             // 130101: sending too fast; -1: system busy.
             Some((code @ (130101 | -1), msg)) => {
@@ -89,6 +74,43 @@ impl DingTalkRobot {
                 "{NAME}: unreadable answer: {body}"
             ))),
         }
+    }
+}
+
+impl Provider for DingTalkRobot {
+    type Settings = DingTalkRobotConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::DingDingRobot]);
+    // DingTalk: 20 messages per minute per robot.
+    const PER_MINUTE: Option<u32> = Some(20);
+
+    fn base_url(settings: &DingTalkRobotConfig) -> String {
+        endpoint(&settings.endpoint, "https://oapi.dingtalk.com")
+    }
+
+    fn build(
+        settings: DingTalkRobotConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(DingTalkRobot::new(settings, client))
+    }
+
+    /// Sends one message to the robot's group.
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+        let ts = now_ms();
+        let url = format!(
+            "{}/robot/send?access_token={}&timestamp={ts}&sign={}",
+            Self::base_url(&self.config),
+            sign::percent(&self.config.access_token),
+            sign::percent(&sign::dingtalk_robot(&self.config.secret, ts))
+        );
+        let body = http::call(
+            NAME,
+            self.client.post(url).json(&Self::payload(batch, receivers)),
+        )
+        .await?;
+        Self::judge(&body)
     }
 }
 

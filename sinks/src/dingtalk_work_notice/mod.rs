@@ -8,10 +8,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, field};
+use crate::util::kit::{Delivered, Provider, content, endpoint, field, token_checked};
 use crate::util::retry::SendError;
 use crate::util::sign;
 use crate::util::token::{TokenCache, token_answer};
@@ -42,6 +43,8 @@ pub struct DingTalkWorkNotice {
 const NAME: &str = "dingtalk_work_notice";
 /// DingTalk's answers for an invalid or expired access token.
 const TOKEN_CODES: [i64; 3] = [40014, 42001, 88];
+/// 90018: too many calls in a short time (the app's frequency limit).
+const BUSY_CODES: [i64; 1] = [90018];
 
 impl DingTalkWorkNotice {
     /// An app sending through `client`.
@@ -54,7 +57,7 @@ impl DingTalkWorkNotice {
     }
 
     fn base(&self) -> String {
-        endpoint(&self.config.endpoint, "https://oapi.dingtalk.com")
+        Self::base_url(&self.config)
     }
 
     /// How many tokens were fetched.
@@ -72,8 +75,8 @@ impl DingTalkWorkNotice {
         token_answer(NAME, &http::call(NAME, self.client.get(url)).await?)
     }
 
-    /// The health check: fetches an access token with the account's credentials.
-    pub async fn check(&self) -> Result<(), SendError> {
+    /// Fetches an access token with the account's credentials (the health check).
+    pub async fn check_token(&self) -> Result<(), SendError> {
         self.token.get(|| self.fetch_token()).await.map(|_| ())
     }
 
@@ -88,7 +91,7 @@ impl DingTalkWorkNotice {
     }
 
     /// The asyncsend_v2 body.
-    pub fn body(&self, batch: &SendBatch, receivers: &[String]) -> Value {
+    pub fn payload(&self, batch: &SendBatch, receivers: &[String]) -> Value {
         let mut body = json!({"agent_id": self.config.agent_id, "msg": Self::msg(batch)});
         if receivers.iter().any(|r| r == "@all") {
             body["to_all_user"] = json!(true);
@@ -98,27 +101,19 @@ impl DingTalkWorkNotice {
         body
     }
 
-    /// Sends one work notice to `receivers`; the answer's `task_id` is what recall takes.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
-        let body = self.body(batch, receivers);
-        let answer = self
-            .call("topapi/message/corpconversation/asyncsend_v2", &body)
-            .await?;
-        Ok(match answer["task_id"].as_i64() {
+    /// What an accepted asyncsend_v2 answer delivered: its `task_id` is what recall takes.
+    pub fn delivered(answer: &Value) -> Delivered {
+        match answer["task_id"].as_i64() {
             Some(task_id) => Delivered::Tracked {
                 reference: task_id.to_string(),
                 each: None,
             },
             None => Delivered::All,
-        })
+        }
     }
 
     /// Recalls the work notice sent as `task_id`.
-    pub async fn recall(&self, task_id: i64) -> Result<(), SendError> {
+    pub async fn recall_task(&self, task_id: i64) -> Result<(), SendError> {
         let body = json!({"agent_id": self.config.agent_id, "msg_task_id": task_id});
         self.call("topapi/message/corpconversation/recall", &body)
             .await
@@ -141,8 +136,53 @@ impl DingTalkWorkNotice {
                 url,
                 body,
                 &TOKEN_CODES,
-                &[90018],
+                &BUSY_CODES,
             )
             .await
     }
 }
+
+impl Provider for DingTalkWorkNotice {
+    type Settings = DingTalkWorkNoticeConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::DingDingWorkNotice]);
+    // asyncsend_v2: at most 100 users per request.
+    const RECEIVERS_PER_CALL: Option<usize> = Some(100);
+
+    fn base_url(settings: &DingTalkWorkNoticeConfig) -> String {
+        endpoint(&settings.endpoint, "https://oapi.dingtalk.com")
+    }
+
+    fn build(
+        settings: DingTalkWorkNoticeConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(DingTalkWorkNotice::new(settings, client))
+    }
+
+    /// Sends one work notice to `receivers`; the answer's `task_id` is what recall takes.
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+        let body = self.payload(batch, receivers);
+        let answer = self
+            .call("topapi/message/corpconversation/asyncsend_v2", &body)
+            .await?;
+        Ok(Self::delivered(&answer))
+    }
+
+    async fn recall(&self, reference: &str) -> Result<(), SendError> {
+        match reference.parse::<i64>() {
+            Ok(task_id) => self.recall_task(task_id).await,
+            Err(_) => Err(SendError::Permanent(format!(
+                "{NAME}: task id {reference:?} is not a number"
+            ))),
+        }
+    }
+
+    async fn check(&self, base_url: &str, _timeout: std::time::Duration) -> Result<String, String> {
+        token_checked(base_url, self.check_token().await)
+    }
+}
+
+#[cfg(test)]
+mod tests;

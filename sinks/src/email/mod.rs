@@ -13,11 +13,13 @@ use std::net::{IpAddr, SocketAddr};
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::response::{Code, Severity};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
+use tidings_model::Channel;
 
 use crate::SendBatch;
-use crate::util::kit::{Delivered, content, field};
+use crate::util::kit::{Delivered, Provider, content, field};
 use crate::util::retry::SendError;
 
 const NAME: &str = "email";
@@ -83,6 +85,15 @@ impl std::fmt::Debug for Email {
     }
 }
 
+/// The account's SMTP port: `port`, or the default of its `tls` mode.
+fn port(config: &EmailConfig) -> u16 {
+    config.port.unwrap_or(match config.tls {
+        TlsMode::Starttls => 587,
+        TlsMode::Tls => 465,
+        TlsMode::None => 25,
+    })
+}
+
 /// Whether an address is one an attachment URL may not reach without permission.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
@@ -125,11 +136,7 @@ impl Email {
                 .map_err(|e| format!("settings.host: {e}"))?,
             TlsMode::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
         };
-        let port = config.port.unwrap_or(match config.tls {
-            TlsMode::Starttls => 587,
-            TlsMode::Tls => 465,
-            TlsMode::None => 25,
-        });
+        let port = port(&config);
         let mut builder = builder.port(port).timeout(Some(timeout));
         if let (Some(u), Some(p)) = (&config.username, &config.password) {
             builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
@@ -143,7 +150,7 @@ impl Email {
     }
 
     /// Whether the server answers (connect, EHLO, TLS, login): the account's health check.
-    pub async fn check(&self) -> Result<(), String> {
+    pub async fn check_server(&self) -> Result<(), String> {
         match self.transport.test_connection().await {
             Ok(true) => Ok(()),
             Ok(false) => Err(format!("{NAME}: {} did not answer", self.config.host)),
@@ -232,12 +239,92 @@ impl Email {
         Ok((name, body, content_type))
     }
 
-    /// Sends one message to each receiver.
-    pub async fn send(
+    /// The message to one receiver: HTML body, attachments, `Message-ID:
+    /// <message_id@tidings>`.
+    pub fn payload(
         &self,
+        to: &str,
+        subject: &str,
+        html: &str,
+        attachments: &[(String, Vec<u8>, String)],
         batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
+    ) -> Result<Message, SendError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("{NAME}: receiver {to:?}: {e}")))?;
+        let mut parts = MultiPart::mixed().singlepart(SinglePart::html(html.to_string()));
+        for (name, body, ty) in attachments {
+            let ty = ContentType::parse(ty).unwrap_or(ContentType::TEXT_PLAIN);
+            parts = parts.singlepart(Attachment::new(name.clone()).body(body.clone(), ty));
+        }
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(format!("<{}@tidings>", batch.meta.message_id)))
+            .multipart(parts)
+            .map_err(|e| SendError::Permanent(format!("{NAME}: {e}")))
+    }
+
+    /// Classifies a failed SMTP send by the server's reply code (`None`: no reply, e.g. the
+    /// connection or TLS failed): 535/530 refuse the login, other 5xx are permanent, 4xx
+    /// and failures without a reply are transient.
+    pub fn judge(code: Option<Code>, text: String) -> SendError {
+        match code {
+            Some(c) if matches!(c.to_string().as_str(), "535" | "530") => {
+                SendError::Unauthorized(text)
+            }
+            Some(c) if matches!(c.severity, Severity::PermanentNegativeCompletion) => {
+                SendError::Permanent(text)
+            }
+            _ => SendError::Transient(text),
+        }
+    }
+
+    async fn send_one(
+        &self,
+        to: &str,
+        subject: &str,
+        html: &str,
+        attachments: &[(String, Vec<u8>, String)],
+        batch: &SendBatch,
+    ) -> Result<(), SendError> {
+        let message = self.payload(to, subject, html, attachments, batch)?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Self::judge(e.status(), format!("{NAME}: {e}"))),
+        }
+    }
+}
+
+impl Provider for Email {
+    type Settings = EmailConfig;
+    const KIND: &'static str = "smtp";
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::Email]);
+
+    fn validate(key: &str, settings: &EmailConfig) -> Result<(), String> {
+        settings.from.parse::<Mailbox>().map(|_| ()).map_err(|e| {
+            format!(
+                "{key}.settings.from: {:?}: {e}; write \"Name <a@b.c>\" or \"a@b.c\"",
+                settings.from
+            )
+        })
+    }
+
+    fn base_url(settings: &EmailConfig) -> String {
+        format!("smtp://{}:{}", settings.host, port(settings))
+    }
+
+    fn build(
+        settings: EmailConfig,
+        _client: reqwest::Client,
+        timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Email::new(settings, timeout)
+    }
+
+    /// Sends one message to each receiver.
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
         let model = content(batch);
         let subject = field(&model, "title");
         let html = field(&model, "content");
@@ -265,67 +352,12 @@ impl Email {
         Ok(Delivered::Each(each))
     }
 
-    async fn send_one(
-        &self,
-        to: &str,
-        subject: &str,
-        html: &str,
-        attachments: &[(String, Vec<u8>, String)],
-        batch: &SendBatch,
-    ) -> Result<(), SendError> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|e| SendError::Permanent(format!("{NAME}: receiver {to:?}: {e}")))?;
-        let mut parts = MultiPart::mixed().singlepart(SinglePart::html(html.to_string()));
-        for (name, body, ty) in attachments {
-            let ty = ContentType::parse(ty).unwrap_or(ContentType::TEXT_PLAIN);
-            parts = parts.singlepart(Attachment::new(name.clone()).body(body.clone(), ty));
-        }
-        let message = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(subject)
-            .message_id(Some(format!("<{}@tidings>", batch.meta.message_id)))
-            .multipart(parts)
-            .map_err(|e| SendError::Permanent(format!("{NAME}: {e}")))?;
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let text = format!("{NAME}: {e}");
-                let code = e.status().map(|c| c.to_string());
-                Err(match code.as_deref() {
-                    Some("535") | Some("530") => SendError::Unauthorized(text),
-                    _ if e.is_permanent() => SendError::Permanent(text),
-                    _ => SendError::Transient(text),
-                })
-            }
-        }
+    async fn check(&self, base_url: &str, _timeout: std::time::Duration) -> Result<String, String> {
+        self.check_server()
+            .await
+            .map(|()| format!("{base_url} answered"))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "172.16.5.5",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_private(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"] {
-            assert!(!is_private(ip.parse().unwrap()), "{ip}");
-        }
-    }
-}
+mod tests;

@@ -3,10 +3,11 @@
 //! in the JSON body. Content model: `content` (text). Feishu allows 100 per minute per robot.
 
 use serde::Deserialize;
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, field, now_ms};
+use crate::util::kit::{Delivered, Provider, content, endpoint, field, now_ms};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -39,7 +40,7 @@ impl FeishuRobot {
     }
 
     /// The signed JSON body.
-    pub fn body(secret: &str, timestamp_s: i64, batch: &SendBatch) -> serde_json::Value {
+    pub fn payload(secret: &str, timestamp_s: i64, batch: &SendBatch) -> serde_json::Value {
         let model = content(batch);
         serde_json::json!({
             "timestamp": timestamp_s.to_string(),
@@ -49,20 +50,9 @@ impl FeishuRobot {
         })
     }
 
-    /// Sends one message to the robot's group.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        _receivers: &[String],
-    ) -> Result<Delivered, SendError> {
-        let url = format!(
-            "{}/open-apis/bot/v2/hook/{}",
-            endpoint(&self.config.endpoint, "https://open.feishu.cn"),
-            sign::percent(&self.config.hook)
-        );
-        let body = Self::body(&self.config.secret, now_ms() / 1000, batch);
-        let answer = http::call(NAME, self.client.post(url).json(&body)).await?;
-        let v: serde_json::Value = serde_json::from_str(&answer)
+    /// Reads the robot's `{"code", "msg"}` answer (older robots answer `StatusCode`).
+    pub fn judge(answer: &str) -> Result<Delivered, SendError> {
+        let v: serde_json::Value = serde_json::from_str(answer)
             .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
         let code = v
             .get("code")
@@ -80,3 +70,38 @@ impl FeishuRobot {
         }
     }
 }
+
+impl Provider for FeishuRobot {
+    type Settings = FeishuRobotConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::FeiShuRobot]);
+    // Feishu: 100 per minute (5 per second) per robot.
+    const PER_MINUTE: Option<u32> = Some(100);
+
+    fn base_url(settings: &FeishuRobotConfig) -> String {
+        endpoint(&settings.endpoint, "https://open.feishu.cn")
+    }
+
+    fn build(
+        settings: FeishuRobotConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(FeishuRobot::new(settings, client))
+    }
+
+    /// Sends one message to the robot's group.
+    async fn send(&self, batch: &SendBatch, _receivers: &[String]) -> Result<Delivered, SendError> {
+        let url = format!(
+            "{}/open-apis/bot/v2/hook/{}",
+            Self::base_url(&self.config),
+            sign::percent(&self.config.hook)
+        );
+        let body = Self::payload(&self.config.secret, now_ms() / 1000, batch);
+        let answer = http::call(NAME, self.client.post(url).json(&body)).await?;
+        Self::judge(&answer)
+    }
+}
+
+#[cfg(test)]
+mod tests;

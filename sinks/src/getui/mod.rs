@@ -9,10 +9,11 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, field, now_ms};
+use crate::util::kit::{Delivered, Provider, content, endpoint, field, now_ms, token_checked};
 use crate::util::retry::SendError;
 use crate::util::token::{Answer, TokenCache};
 
@@ -63,7 +64,7 @@ impl Getui {
     fn url(&self, path: &str) -> String {
         format!(
             "{}/v2/{}/{path}",
-            endpoint(&self.config.endpoint, "https://restapi.getui.com"),
+            Self::base_url(&self.config),
             self.config.app_id
         )
     }
@@ -91,8 +92,8 @@ impl Getui {
         }
     }
 
-    /// The health check: fetches an access token with the account's credentials.
-    pub async fn check(&self) -> Result<(), SendError> {
+    /// Fetches an access token with the account's credentials (the health check).
+    pub async fn check_token(&self) -> Result<(), SendError> {
         self.token.get(|| self.fetch_token()).await.map(|_| ())
     }
 
@@ -116,6 +117,38 @@ impl Getui {
         hex::encode(&digest[..16])
     }
 
+    /// The body of a push to one cid (`push/single/cid`).
+    pub fn single_payload(batch: &SendBatch, cid: &str) -> Value {
+        json!({"request_id": Self::request_id(batch, &[cid.to_string()]),
+            "settings": {"ttl": 86_400_000},
+            "audience": {"cid": [cid]}, "push_message": Self::push_message(batch)})
+    }
+
+    /// The body creating a list message (`push/list/message`) for `receivers`.
+    pub fn list_payload(batch: &SendBatch, receivers: &[String]) -> Value {
+        json!({"request_id": Self::request_id(batch, receivers),
+            "settings": {"ttl": 86_400_000},
+            "push_message": Self::push_message(batch)})
+    }
+
+    /// The body sending list message `taskid` to its cids (`push/list/cid`).
+    pub fn list_cids_payload(taskid: &str, receivers: &[String]) -> Value {
+        json!({"audience": {"cid": receivers}, "taskid": taskid, "is_async": false})
+    }
+
+    /// Reads a `{"code", "msg", "data"}` answer: 0 is done, 10001 rejects the token, other
+    /// codes are permanent.
+    pub fn judge(answer: &str) -> Result<Answer<Value>, SendError> {
+        let v: Value = serde_json::from_str(answer)
+            .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
+        let msg = || format!("{NAME}: {} {}", v["code"], v["msg"].as_str().unwrap_or(""));
+        match v["code"].as_i64() {
+            Some(0) => Ok(Answer::Done(v.clone())),
+            Some(TOKEN_INVALID) => Ok(Answer::TokenRejected(msg())),
+            _ => Err(SendError::Permanent(msg())),
+        }
+    }
+
     async fn call(&self, path: &str, body: &Value) -> Result<Value, SendError> {
         self.token
             .with_token(
@@ -129,41 +162,41 @@ impl Getui {
                             .json(body),
                     )
                     .await?;
-                    let v: Value = serde_json::from_str(&answer).map_err(|_| {
-                        SendError::Transient(format!("{NAME}: unreadable answer: {answer}"))
-                    })?;
-                    let msg =
-                        || format!("{NAME}: {} {}", v["code"], v["msg"].as_str().unwrap_or(""));
-                    match v["code"].as_i64() {
-                        Some(0) => Ok(Answer::Done(v.clone())),
-                        Some(TOKEN_INVALID) => Ok(Answer::TokenRejected(msg())),
-                        _ => Err(SendError::Permanent(msg())),
-                    }
+                    Self::judge(&answer)
                 },
             )
             .await
     }
+}
+
+impl Provider for Getui {
+    type Settings = GetuiConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::Push]);
+    // push/list/cid: at most 1000 cids per request.
+    const RECEIVERS_PER_CALL: Option<usize> = Some(1000);
+
+    fn base_url(settings: &GetuiConfig) -> String {
+        endpoint(&settings.endpoint, "https://restapi.getui.com")
+    }
+
+    fn build(
+        settings: GetuiConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(Getui::new(settings, client))
+    }
 
     /// Pushes to one cid (single) or several (a list message, then its cids).
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
-        let request_id = Self::request_id(batch, receivers);
-        let settings = json!({"ttl": 86_400_000});
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
         if let [cid] = receivers {
-            let body = json!({"request_id": request_id, "settings": settings,
-                "audience": {"cid": [cid]}, "push_message": Self::push_message(batch)});
-            self.call("push/single/cid", &body).await?;
+            self.call("push/single/cid", &Self::single_payload(batch, cid))
+                .await?;
             return Ok(Delivered::All);
         }
         let created = self
-            .call(
-                "push/list/message",
-                &json!({"request_id": request_id, "settings": settings,
-                    "push_message": Self::push_message(batch)}),
-            )
+            .call("push/list/message", &Self::list_payload(batch, receivers))
             .await?;
         let taskid = created["data"]["taskid"]
             .as_str()
@@ -171,23 +204,16 @@ impl Getui {
             .to_string();
         self.call(
             "push/list/cid",
-            &json!({"audience": {"cid": receivers}, "taskid": taskid, "is_async": false}),
+            &Self::list_cids_payload(&taskid, receivers),
         )
         .await?;
         Ok(Delivered::All)
     }
+
+    async fn check(&self, base_url: &str, _timeout: std::time::Duration) -> Result<String, String> {
+        token_checked(base_url, self.check_token().await)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auth_sign_is_sha256_hex_of_key_time_secret() {
-        // sha256("key1700000000000secret"), computed independently with Python's hashlib.
-        assert_eq!(
-            auth_sign("key", 1_700_000_000_000, "secret"),
-            "ee412f504f93d283888979ab4f37e98beb471243575d468a4048c57285abad84"
-        );
-    }
-}
+mod tests;

@@ -3,10 +3,11 @@
 //! rendered `content` is the single template parameter unless the model has `params`.
 
 use serde::Deserialize;
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, field, now_ms};
+use crate::util::kit::{Delivered, Provider, content, endpoint, field, now_ms};
 use crate::util::retry::SendError;
 use crate::util::sign::{self, Tc3Request};
 
@@ -86,43 +87,6 @@ impl TencentSms {
         .to_string()
     }
 
-    /// Sends one message to its numbers.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
-        let payload = self.payload(batch, receivers);
-        let timestamp = now_ms() / 1000;
-        let content_type = "application/json; charset=utf-8";
-        let authorization = sign::tc3_authorization(
-            &self.config.secret_id,
-            &self.config.secret_key,
-            &Tc3Request {
-                service: "sms",
-                host: HOST,
-                action: "SendSms",
-                content_type,
-                payload: &payload,
-                timestamp,
-            },
-        );
-        let url = endpoint(&self.config.endpoint, &format!("https://{HOST}"));
-        let request = self
-            .client
-            .post(format!("{url}/"))
-            .header("Authorization", authorization)
-            .header("Content-Type", content_type)
-            .header("Host", HOST)
-            .header("X-TC-Action", "SendSms")
-            .header("X-TC-Timestamp", timestamp.to_string())
-            .header("X-TC-Version", "2021-01-11")
-            .header("X-TC-Region", &self.config.region)
-            .body(payload);
-        let answer = http::call(NAME, request).await?;
-        Self::judge(&answer, receivers)
-    }
-
     /// Reads an answer: a request-level `Error`, or one status per number.
     pub fn judge(answer: &str, receivers: &[String]) -> Result<Delivered, SendError> {
         let v: serde_json::Value = serde_json::from_str(answer)
@@ -170,3 +134,59 @@ impl TencentSms {
         ))
     }
 }
+
+impl Provider for TencentSms {
+    type Settings = TencentSmsConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::Sms]);
+    // SendSms: at most 200 numbers per request.
+    const RECEIVERS_PER_CALL: Option<usize> = Some(200);
+
+    fn base_url(settings: &TencentSmsConfig) -> String {
+        endpoint(&settings.endpoint, &format!("https://{HOST}"))
+    }
+
+    fn build(
+        settings: TencentSmsConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(TencentSms::new(settings, client))
+    }
+
+    /// Sends one message to its numbers.
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+        let payload = self.payload(batch, receivers);
+        let timestamp = now_ms() / 1000;
+        let content_type = "application/json; charset=utf-8";
+        let authorization = sign::tc3_authorization(
+            &self.config.secret_id,
+            &self.config.secret_key,
+            &Tc3Request {
+                service: "sms",
+                host: HOST,
+                action: "SendSms",
+                content_type,
+                payload: &payload,
+                timestamp,
+            },
+        );
+        let url = Self::base_url(&self.config);
+        let request = self
+            .client
+            .post(format!("{url}/"))
+            .header("Authorization", authorization)
+            .header("Content-Type", content_type)
+            .header("Host", HOST)
+            .header("X-TC-Action", "SendSms")
+            .header("X-TC-Timestamp", timestamp.to_string())
+            .header("X-TC-Version", "2021-01-11")
+            .header("X-TC-Region", &self.config.region)
+            .body(payload);
+        let answer = http::call(NAME, request).await?;
+        Self::judge(&answer, receivers)
+    }
+}
+
+#[cfg(test)]
+mod tests;

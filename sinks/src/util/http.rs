@@ -88,6 +88,27 @@ pub async fn call(provider: &str, request: reqwest::RequestBuilder) -> Result<St
     Ok(body)
 }
 
+/// Opens a TCP connection to a URL's host and port: the health check of an HTTP provider
+/// (nothing is sent). Returns the address reached.
+pub async fn reach(url: &str, timeout: Duration) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("{url}: no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(s)) => Ok(s
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| format!("{host}:{port}"))),
+        Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+        Err(_) => Err(format!("{host}:{port}: no answer within {timeout:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,88 @@
-//! What every network provider shares: settings parsing (with `${ENV}` secrets), the content
-//! model's fields, its endpoint, and the per-receiver answer of a call. Providers import this,
-//! never the registry (`crate::provider`), so the chain runs one way: util ← providers ←
-//! registry ← account.
+//! What every network provider shares: the [`Provider`] trait each one implements, settings
+//! parsing (with `${ENV}` secrets), the content model's fields, its endpoint, and the
+//! per-receiver answer of a call. Providers import this, never the registry
+//! (`crate::provider`), so the chain runs one way: util ← providers ← registry ← account.
+
+use std::future::Future;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::retry::SendError;
+
+/// A network provider: everything the registry (`crate::provider`) needs of one. A provider
+/// module implements it for its sender; the registry's one list of implementations generates
+/// the job file's `provider` names, the settings check, the build and the dispatch.
+pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
+    /// Its `settings` table (unknown keys refused; `"${NAME}"` read from the environment).
+    type Settings: DeserializeOwned;
+    /// Its name in the job file (`provider = "..."`) and in labels.
+    const KIND: &'static str;
+    /// The channels it sends on (`None`: any).
+    const CHANNELS: Option<&'static [Channel]>;
+    /// Its own quota in messages per minute: the account's rate limit when it sets none.
+    const PER_MINUTE: Option<u32> = None;
+    /// The most receivers the provider's API takes in one request, when it takes several
+    /// (`None`: one request per receiver, or none named). A message has at most
+    /// `tidings_model::receiver::MAX_RECEIVERS`, and the registry's tests check that every
+    /// limit is at least that, so one call per message never needs splitting.
+    const RECEIVERS_PER_CALL: Option<usize> = None;
+
+    /// Checks parsed settings beyond their types (a key that must parse, an address); the
+    /// error names `key` (e.g. `accounts.sms-main`).
+    fn validate(_key: &str, _settings: &Self::Settings) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Where it is reached: its endpoint's base URL (SMTP: `smtp://host:port`).
+    fn base_url(settings: &Self::Settings) -> String;
+
+    /// Builds it over the shared HTTP client; a call may take `timeout`.
+    fn build(
+        settings: Self::Settings,
+        client: reqwest::Client,
+        timeout: Duration,
+    ) -> Result<Self, String>;
+
+    /// One call: one message to `receivers`.
+    fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[String],
+    ) -> impl Future<Output = Result<Delivered, SendError>> + Send;
+
+    /// Takes back the message the provider knows as `reference` (its `task_id`, `msgid`).
+    fn recall(&self, _reference: &str) -> impl Future<Output = Result<(), SendError>> + Send {
+        async {
+            Err(SendError::Permanent(
+                "this provider cannot recall a message".into(),
+            ))
+        }
+    }
+
+    /// The health check (nothing is sent): by default a TCP connection to `base_url`.
+    fn check(
+        &self,
+        base_url: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<String, String>> + Send {
+        async move {
+            crate::util::http::reach(base_url, timeout)
+                .await
+                .map(|a| format!("reached {a}"))
+        }
+    }
+}
+
+/// A token-based provider's health check: an access token fetched with the credentials.
+pub fn token_checked(base_url: &str, fetched: Result<(), SendError>) -> Result<String, String> {
+    fetched
+        .map(|()| format!("{base_url}: access token fetched"))
+        .map_err(|e| e.reason().to_string())
+}
 
 /// What one provider call achieved.
 #[derive(Debug)]
@@ -141,4 +216,23 @@ pub fn endpoint(configured: &Option<String>, default: &str) -> String {
         .unwrap_or(default)
         .trim_end_matches('/')
         .to_string()
+}
+
+/// A one-message batch for the providers' tests: message `m1` of template 7, on `channel`,
+/// with the rendered content model `content`.
+#[cfg(test)]
+pub(crate) fn test_batch(channel: Channel, content: &str) -> SendBatch {
+    SendBatch {
+        meta: std::sync::Arc::new(tidings_model::MessageMeta {
+            message_id: "m1".into(),
+            template_id: 7,
+            business_id: 1,
+            biz_id: None,
+            content: content.into(),
+            event_time: 0,
+            seq: 0,
+        }),
+        channel,
+        receivers: vec![],
+    }
 }

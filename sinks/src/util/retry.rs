@@ -1,5 +1,8 @@
 //! Retry decisions come from a typed classification of the error, never from its text
-//! (Vector's `RetryLogic`, Arroyo's `ErrorDomain` + `RetryHint`).
+//! (Vector's `RetryLogic`, Arroyo's `ErrorDomain` + `RetryHint`): an attempt ends in a
+//! [`RetryAction`], and [`RetryPolicy::after`] says whether another attempt follows and after
+//! what pause. [`RetryPolicy::run`] is that loop for a call with one outcome; the account's
+//! loop over per-receiver answers (`account/retry.rs`) uses the same decision.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -24,6 +27,36 @@ impl SendError {
     pub fn reason(&self) -> &str {
         match self {
             SendError::Transient(r) | SendError::Permanent(r) | SendError::Unauthorized(r) => r,
+        }
+    }
+}
+
+/// What one attempt's answer asks of the retry loop (Vector's `RetryAction`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryAction {
+    /// Everything the attempt sent is settled (accepted, or refused for good).
+    Successful,
+    /// The whole call failed transiently: try the same again.
+    Retry(String),
+    /// Some receivers answered transiently: try only those again (indices into the send's
+    /// receivers); `why` is the last of their reasons.
+    RetryPartial {
+        /// The receivers to send to again.
+        receivers: Vec<usize>,
+        /// Why (the last transient answer).
+        why: String,
+    },
+    /// The call failed for good (a permanent error or refused credentials): stop.
+    DontRetry(SendError),
+}
+
+impl RetryAction {
+    /// The action of a call with one outcome: a transient error retries, others stop.
+    pub fn of(result: Result<(), SendError>) -> RetryAction {
+        match result {
+            Ok(()) => RetryAction::Successful,
+            Err(SendError::Transient(why)) => RetryAction::Retry(why),
+            Err(e) => RetryAction::DontRetry(e),
         }
     }
 }
@@ -62,6 +95,36 @@ impl RetryPolicy {
         base.mul_f64(spread)
     }
 
+    /// After attempt `attempt` (1-based) ended in `action`: the pause before the next attempt,
+    /// or `None` when there is none (success, a final error, or the budget spent). `seed`
+    /// spreads the pauses of different calls ([`RetryPolicy::seed`]).
+    pub fn after(&self, attempt: u32, action: &RetryAction, seed: u64) -> Option<Duration> {
+        match action {
+            RetryAction::Retry(_) | RetryAction::RetryPartial { .. } if attempt < self.attempts => {
+                Some(self.backoff(attempt, seed ^ attempt as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// The error that ends a call whose last attempt `attempt` still answered transiently:
+    /// its reason, with the attempt count when retries were made.
+    pub fn spent(why: String, attempt: u32) -> SendError {
+        if attempt > 1 {
+            SendError::Transient(format!("{why} (after {attempt} attempts)"))
+        } else {
+            SendError::Transient(why)
+        }
+    }
+
+    /// A seed for the jitter of one call's pauses.
+    pub fn seed() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(7)
+    }
+
     /// Runs `op` until it succeeds, fails permanently, or the budget is spent; the error is
     /// the last one, with the attempt count when retries were made.
     pub async fn run<F, Fut>(&self, op: F) -> Result<(), SendError>
@@ -79,30 +142,28 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), SendError>>,
     {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(7);
+        let seed = Self::seed();
         let mut attempt = 1;
         loop {
             let started = Instant::now();
-            let result = op().await;
+            let action = RetryAction::of(op().await);
             stats.latency.observe(started.elapsed());
-            match result {
-                Ok(()) => return Ok(()),
-                Err(SendError::Transient(r)) if attempt < self.attempts => {
+            match self.after(attempt, &action, seed) {
+                Some(pause) => {
                     stats.retries.fetch_add(1, Ordering::Relaxed);
                     let _pausing = Raised::new(&stats.retrying);
-                    tokio::time::sleep(self.backoff(attempt, seed ^ attempt as u64)).await;
+                    tokio::time::sleep(pause).await;
                     attempt += 1;
-                    let _ = r;
                 }
-                Err(SendError::Transient(r)) if attempt > 1 => {
-                    return Err(SendError::Transient(format!(
-                        "{r} (after {attempt} attempts)"
-                    )));
+                None => {
+                    return match action {
+                        RetryAction::Successful => Ok(()),
+                        RetryAction::Retry(why) | RetryAction::RetryPartial { why, .. } => {
+                            Err(Self::spent(why, attempt))
+                        }
+                        RetryAction::DontRetry(e) => Err(e),
+                    };
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -182,5 +243,81 @@ mod tests {
         assert!(b1 >= Duration::from_millis(75) && b1 < Duration::from_millis(125));
         assert!(b3 >= Duration::from_millis(300) && b3 < Duration::from_millis(500));
         assert!(p.backoff(9, 1) <= Duration::from_millis(1250));
+    }
+
+    #[test]
+    fn only_transient_actions_retry_and_only_within_the_budget() {
+        let p = RetryPolicy {
+            attempts: 3,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        };
+        let partial = RetryAction::RetryPartial {
+            receivers: vec![1],
+            why: "busy".into(),
+        };
+        assert_eq!(
+            p.after(1, &RetryAction::Retry("503".into()), 9),
+            Some(p.backoff(1, 9 ^ 1))
+        );
+        assert_eq!(p.after(2, &partial, 9), Some(p.backoff(2, 9 ^ 2)));
+        assert_eq!(
+            p.after(3, &partial, 9),
+            None,
+            "the third attempt was the last"
+        );
+        assert_eq!(p.after(1, &RetryAction::Successful, 9), None);
+        let refused = RetryAction::DontRetry(SendError::Unauthorized("401".into()));
+        assert_eq!(p.after(1, &refused, 9), None);
+        assert_eq!(
+            RetryPolicy::spent("busy".into(), 3),
+            SendError::Transient("busy (after 3 attempts)".into())
+        );
+        assert_eq!(
+            RetryPolicy::spent("busy".into(), 1),
+            SendError::Transient("busy".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pauses_between_attempts_are_the_backoff_in_virtual_time() {
+        let p = RetryPolicy {
+            attempts: 3,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        };
+        let stats = SendStats::default();
+        let calls = std::sync::Mutex::new(Vec::new());
+        let start = tokio::time::Instant::now();
+        let r = p
+            .run_observed(&stats, || {
+                calls.lock().unwrap().push(start.elapsed());
+                async { Err(SendError::Transient("503".into())) }
+            })
+            .await;
+        assert_eq!(
+            r,
+            Err(SendError::Transient("503 (after 3 attempts)".into()))
+        );
+        let at = calls.into_inner().unwrap();
+        assert_eq!(at.len(), 3);
+        assert_eq!(at[0], Duration::ZERO);
+        // 100 ms then 200 ms, each within the ±25% jitter (the timer rounds up to 1 ms).
+        let first = at[1] - at[0];
+        let second = at[2] - at[1];
+        assert!(
+            first >= Duration::from_millis(75) && first <= Duration::from_millis(126),
+            "{first:?}"
+        );
+        assert!(
+            second >= Duration::from_millis(150) && second <= Duration::from_millis(251),
+            "{second:?}"
+        );
+        assert_eq!(stats.retries.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            stats.retrying.load(Ordering::Relaxed),
+            0,
+            "no pause is still counted"
+        );
     }
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, now_ms};
+use crate::util::kit::{Delivered, Provider, now_ms};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -28,6 +28,8 @@ pub struct Webhook {
     client: reqwest::Client,
 }
 
+const NAME: &str = "webhook";
+
 impl Webhook {
     /// A webhook posting through `client`.
     pub fn new(config: WebhookConfig, client: reqwest::Client) -> Webhook {
@@ -35,7 +37,7 @@ impl Webhook {
     }
 
     /// The JSON body.
-    pub fn body(batch: &SendBatch, receivers: &[String]) -> Vec<u8> {
+    pub fn payload(batch: &SendBatch, receivers: &[String]) -> Vec<u8> {
         let content: serde_json::Value =
             serde_json::from_str(&batch.meta.content).unwrap_or(serde_json::Value::Null);
         serde_json::to_vec(&serde_json::json!({
@@ -47,14 +49,28 @@ impl Webhook {
         }))
         .unwrap_or_default()
     }
+}
 
-    /// Posts one message.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
-        let body = Self::body(batch, receivers);
+impl Provider for Webhook {
+    type Settings = WebhookConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [tidings_model::Channel]> = None;
+
+    fn base_url(settings: &WebhookConfig) -> String {
+        settings.url.clone()
+    }
+
+    fn build(
+        settings: WebhookConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(Webhook::new(settings, client))
+    }
+
+    /// Posts one message; any 2xx accepts every receiver ([`http::status`] judges the rest).
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+        let body = Self::payload(batch, receivers);
         let ts = now_ms() / 1000;
         let mut request = self
             .client
@@ -64,7 +80,10 @@ impl Webhook {
         if let Some(secret) = &self.config.secret {
             request = request.header("X-Tidings-Signature", sign::webhook(secret, ts, &body));
         }
-        http::call("webhook", request.body(body)).await?;
+        http::call(NAME, request.body(body)).await?;
         Ok(Delivered::All)
     }
 }
+
+#[cfg(test)]
+mod tests;

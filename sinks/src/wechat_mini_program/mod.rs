@@ -6,11 +6,12 @@
 //! A user who did not accept the subscription (43101) fails alone.
 
 use serde_json::{Value, json};
+use tidings_model::Channel;
 
 use crate::SendBatch;
-use crate::util::kit::{Delivered, content, field};
+use crate::util::kit::{Delivered, Provider, content, field, token_checked};
 use crate::util::retry::SendError;
-use crate::wechat_official_account::{WechatApi, WechatConfig, template_data};
+use crate::wechat_official_account::{WechatApi, WechatConfig, base_url, template_data};
 
 /// A WeChat mini program.
 #[derive(Debug)]
@@ -28,13 +29,8 @@ impl WechatMiniProgram {
         }
     }
 
-    /// The health check: fetches an access token.
-    pub async fn check(&self) -> Result<(), SendError> {
-        self.api.check().await
-    }
-
     /// The subscribe/send body for one openid.
-    pub fn body(batch: &SendBatch, openid: &str) -> Value {
+    pub fn payload(batch: &SendBatch, openid: &str) -> Value {
         let model = content(batch);
         let page = match field(&model, "page") {
             p if p.is_empty() => field(&model, "path"),
@@ -47,17 +43,38 @@ impl WechatMiniProgram {
         json!({"touser": openid, "template_id": field(&model, "templateId"), "page": page,
             "data": template_data(&model), "miniprogram_state": state, "lang": "zh_CN"})
     }
+}
+
+impl Provider for WechatMiniProgram {
+    type Settings = WechatConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::MiniProgram]);
+
+    fn base_url(settings: &WechatConfig) -> String {
+        base_url(settings)
+    }
+
+    fn build(
+        settings: WechatConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(WechatMiniProgram::new(settings, client))
+    }
 
     /// Sends the subscribe message to each openid.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
         self.api
             .each("message/subscribe/send", receivers, |r| {
-                Self::body(batch, r)
+                Self::payload(batch, r)
             })
             .await
     }
+
+    async fn check(&self, base_url: &str, _timeout: std::time::Duration) -> Result<String, String> {
+        token_checked(base_url, self.api.check_token().await)
+    }
 }
+
+#[cfg(test)]
+mod tests;

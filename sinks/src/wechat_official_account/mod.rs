@@ -8,10 +8,11 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, field, one_by_one};
+use crate::util::kit::{Delivered, Provider, content, endpoint, field, one_by_one, token_checked};
 use crate::util::retry::SendError;
 use crate::util::sign;
 use crate::util::token::{TokenCache, token_answer};
@@ -34,6 +35,11 @@ pub const TOKEN_CODES: [i64; 3] = [40001, 40014, 42001];
 /// 45009 daily quota reached, 45047 too frequent.
 pub const BUSY_CODES: [i64; 2] = [45009, 45047];
 
+/// A WeChat app's endpoint: its `endpoint`, or WeChat's own.
+pub fn base_url(config: &WechatConfig) -> String {
+    endpoint(&config.endpoint, "https://api.weixin.qq.com")
+}
+
 /// A WeChat app's token and client, shared by the official account and mini program senders.
 #[derive(Debug)]
 pub struct WechatApi {
@@ -55,7 +61,7 @@ impl WechatApi {
     }
 
     fn base(&self) -> String {
-        endpoint(&self.config.endpoint, "https://api.weixin.qq.com")
+        base_url(&self.config)
     }
 
     async fn fetch_token(&self) -> Result<(String, std::time::Duration), SendError> {
@@ -68,8 +74,8 @@ impl WechatApi {
         )
     }
 
-    /// The health check: fetches an access token with the account's credentials.
-    pub async fn check(&self) -> Result<(), SendError> {
+    /// Fetches an access token with the account's credentials (the health check).
+    pub async fn check_token(&self) -> Result<(), SendError> {
         self.token.get(|| self.fetch_token()).await.map(|_| ())
     }
 
@@ -146,13 +152,8 @@ impl WechatOfficialAccount {
         }
     }
 
-    /// The health check: fetches an access token.
-    pub async fn check(&self) -> Result<(), SendError> {
-        self.api.check().await
-    }
-
     /// The template/send body for one openid.
-    pub fn body(batch: &SendBatch, openid: &str) -> Value {
+    pub fn payload(batch: &SendBatch, openid: &str) -> Value {
         let model = content(batch);
         let mut body = json!({"touser": openid, "template_id": field(&model, "templateId"),
             "data": template_data(&model)});
@@ -166,15 +167,38 @@ impl WechatOfficialAccount {
         }
         body
     }
+}
+
+impl Provider for WechatOfficialAccount {
+    type Settings = WechatConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::OfficialAccounts]);
+
+    fn base_url(settings: &WechatConfig) -> String {
+        base_url(settings)
+    }
+
+    fn build(
+        settings: WechatConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(WechatOfficialAccount::new(settings, client))
+    }
 
     /// Sends the template message to each openid.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
         self.api
-            .each("message/template/send", receivers, |r| Self::body(batch, r))
+            .each("message/template/send", receivers, |r| {
+                Self::payload(batch, r)
+            })
             .await
     }
+
+    async fn check(&self, base_url: &str, _timeout: std::time::Duration) -> Result<String, String> {
+        token_checked(base_url, self.api.check_token().await)
+    }
 }
+
+#[cfg(test)]
+mod tests;

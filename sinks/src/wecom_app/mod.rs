@@ -7,10 +7,11 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, field};
+use crate::util::kit::{Delivered, Provider, content, endpoint, field, token_checked};
 use crate::util::retry::SendError;
 use crate::util::sign;
 use crate::util::token::{TokenCache, token_answer};
@@ -55,7 +56,7 @@ impl WecomApp {
     }
 
     fn base(&self) -> String {
-        endpoint(&self.config.endpoint, "https://qyapi.weixin.qq.com")
+        Self::base_url(&self.config)
     }
 
     async fn fetch_token(&self) -> Result<(String, std::time::Duration), SendError> {
@@ -68,13 +69,13 @@ impl WecomApp {
         token_answer(NAME, &http::call(NAME, self.client.get(url)).await?)
     }
 
-    /// The health check: fetches an access token with the account's credentials.
-    pub async fn check(&self) -> Result<(), SendError> {
+    /// Fetches an access token with the account's credentials (the health check).
+    pub async fn check_token(&self) -> Result<(), SendError> {
         self.token.get(|| self.fetch_token()).await.map(|_| ())
     }
 
     /// The message/send body.
-    pub fn body(&self, batch: &SendBatch, receivers: &[String]) -> Value {
+    pub fn payload(&self, batch: &SendBatch, receivers: &[String]) -> Value {
         let model = content(batch);
         let touser = if receivers.iter().any(|r| r == "@all") {
             "@all".to_string()
@@ -121,15 +122,9 @@ impl WecomApp {
             .await
     }
 
-    /// Sends one message; users named in `invaliduser` fail alone.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
-        let answer = self
-            .call("message/send", &self.body(batch, receivers))
-            .await?;
+    /// What an accepted message/send answer delivered: users named in `invaliduser` fail
+    /// alone; its `msgid` is what recall takes.
+    pub fn delivered(answer: &Value, receivers: &[String]) -> Delivered {
         let invalid: Vec<&str> = answer["invaliduser"]
             .as_str()
             .unwrap_or("")
@@ -148,7 +143,7 @@ impl WecomApp {
                 })
                 .collect()
         });
-        Ok(match answer["msgid"].as_str() {
+        match answer["msgid"].as_str() {
             Some(msgid) => Delivered::Tracked {
                 reference: msgid.to_string(),
                 each,
@@ -157,13 +152,48 @@ impl WecomApp {
                 Some(each) => Delivered::Each(each),
                 None => Delivered::All,
             },
-        })
+        }
+    }
+}
+
+impl Provider for WecomApp {
+    type Settings = WecomAppConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::EnterpriseWeChat]);
+    // message/send: at most 1000 users per request.
+    const RECEIVERS_PER_CALL: Option<usize> = Some(1000);
+
+    fn base_url(settings: &WecomAppConfig) -> String {
+        endpoint(&settings.endpoint, "https://qyapi.weixin.qq.com")
+    }
+
+    fn build(
+        settings: WecomAppConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(WecomApp::new(settings, client))
+    }
+
+    /// Sends one message; users named in `invaliduser` fail alone.
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+        let answer = self
+            .call("message/send", &self.payload(batch, receivers))
+            .await?;
+        Ok(Self::delivered(&answer, receivers))
     }
 
     /// Recalls the message sent as `msgid` (within 24 hours).
-    pub async fn recall(&self, msgid: &str) -> Result<(), SendError> {
+    async fn recall(&self, msgid: &str) -> Result<(), SendError> {
         self.call("message/recall", &json!({"msgid": msgid}))
             .await
             .map(|_| ())
     }
+
+    async fn check(&self, base_url: &str, _timeout: std::time::Duration) -> Result<String, String> {
+        token_checked(base_url, self.check_token().await)
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,10 +3,11 @@
 //! credential; WeCom allows 20 messages per minute per robot.
 
 use serde::Deserialize;
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, errcode, field, mentions};
+use crate::util::kit::{Delivered, Provider, content, endpoint, errcode, field, mentions};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -37,7 +38,7 @@ impl WecomRobot {
     }
 
     /// The JSON body.
-    pub fn body(batch: &SendBatch, receivers: &[String]) -> serde_json::Value {
+    pub fn payload(batch: &SendBatch, receivers: &[String]) -> serde_json::Value {
         let model = content(batch);
         let (all, mobiles) = mentions(receivers);
         let mut list = mobiles;
@@ -48,23 +49,9 @@ impl WecomRobot {
             "text": {"content": field(&model, "content"), "mentioned_mobile_list": list}})
     }
 
-    /// Sends one message to the robot's group.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
-        receivers: &[String],
-    ) -> Result<Delivered, SendError> {
-        let url = format!(
-            "{}/cgi-bin/webhook/send?key={}",
-            endpoint(&self.config.endpoint, "https://qyapi.weixin.qq.com"),
-            sign::percent(&self.config.key)
-        );
-        let answer = http::call(
-            NAME,
-            self.client.post(url).json(&Self::body(batch, receivers)),
-        )
-        .await?;
-        match errcode(&answer) {
+    /// Reads the robot's `{"errcode", "errmsg"}` answer.
+    pub fn judge(answer: &str) -> Result<Delivered, SendError> {
+        match errcode(answer) {
             Some((0, _)) => Ok(Delivered::All),
             // 45009: API frequency limit; -1: system busy.
             Some((code @ (45009 | -1), msg)) => {
@@ -81,3 +68,41 @@ impl WecomRobot {
         }
     }
 }
+
+impl Provider for WecomRobot {
+    type Settings = WecomRobotConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::EnterpriseWeChatRobot]);
+    // WeCom: 20 messages per minute per robot.
+    const PER_MINUTE: Option<u32> = Some(20);
+
+    fn base_url(settings: &WecomRobotConfig) -> String {
+        endpoint(&settings.endpoint, "https://qyapi.weixin.qq.com")
+    }
+
+    fn build(
+        settings: WecomRobotConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(WecomRobot::new(settings, client))
+    }
+
+    /// Sends one message to the robot's group.
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+        let url = format!(
+            "{}/cgi-bin/webhook/send?key={}",
+            Self::base_url(&self.config),
+            sign::percent(&self.config.key)
+        );
+        let answer = http::call(
+            NAME,
+            self.client.post(url).json(&Self::payload(batch, receivers)),
+        )
+        .await?;
+        Self::judge(&answer)
+    }
+}
+
+#[cfg(test)]
+mod tests;

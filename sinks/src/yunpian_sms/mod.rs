@@ -7,10 +7,11 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, content, endpoint, field};
+use crate::util::kit::{Delivered, Provider, content, endpoint, field};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -51,7 +52,7 @@ impl YunpianSms {
     }
 
     /// The form fields of one call.
-    pub fn form(&self, batch: &SendBatch, receivers: &[String]) -> Vec<(String, String)> {
+    pub fn payload(&self, batch: &SendBatch, receivers: &[String]) -> Vec<(String, String)> {
         let model = content(batch);
         let mut f = vec![
             ("apikey".to_string(), self.config.apikey.clone()),
@@ -89,45 +90,14 @@ impl YunpianSms {
         f
     }
 
-    /// Sends to `receivers`; each number gets its own answer.
-    pub async fn send(
-        &self,
-        batch: &SendBatch,
+    /// Reads an answer of HTTP `status`: a whole-call error `{"code", "msg", "detail"}`, or
+    /// one `data` entry per number.
+    pub fn judge(
+        status: reqwest::StatusCode,
+        text: &str,
         receivers: &[String],
     ) -> Result<Delivered, SendError> {
-        let path = if self.config.tpl_id.is_some() {
-            "v2/sms/tpl_batch_send.json"
-        } else {
-            "v2/sms/batch_send.json"
-        };
-        let url = format!(
-            "{}/{path}",
-            endpoint(&self.config.endpoint, "https://sms.yunpian.com")
-        );
-        let body = self
-            .form(batch, receivers)
-            .iter()
-            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let response = self
-            .client
-            .post(url)
-            .header(
-                "Content-Type",
-                "application/x-www-form-urlencoded;charset=utf-8",
-            )
-            .header("Accept", "application/json;charset=utf-8")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| http::transport(NAME, &e))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| http::transport(NAME, &e))?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         // A whole-call error: HTTP 400 (or 401/403) with {"code", "msg", "detail"}.
         if let Some(code) = v["code"].as_i64() {
             let why = format!(
@@ -142,7 +112,7 @@ impl YunpianSms {
                 _ => SendError::Permanent(why),
             });
         }
-        http::status(NAME, status, &text)?;
+        http::status(NAME, status, text)?;
         let data = v["data"]
             .as_array()
             .ok_or_else(|| SendError::Transient(format!("{NAME}: unreadable answer: {text}")))?;
@@ -175,3 +145,60 @@ impl YunpianSms {
         ))
     }
 }
+
+impl Provider for YunpianSms {
+    type Settings = YunpianSmsConfig;
+    const KIND: &'static str = NAME;
+    const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::Sms]);
+    // batch_send / tpl_batch_send: at most 1000 numbers per request.
+    const RECEIVERS_PER_CALL: Option<usize> = Some(1000);
+
+    fn base_url(settings: &YunpianSmsConfig) -> String {
+        endpoint(&settings.endpoint, "https://sms.yunpian.com")
+    }
+
+    fn build(
+        settings: YunpianSmsConfig,
+        client: reqwest::Client,
+        _timeout: std::time::Duration,
+    ) -> Result<Self, String> {
+        Ok(YunpianSms::new(settings, client))
+    }
+
+    /// Sends to `receivers`; each number gets its own answer.
+    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+        let path = if self.config.tpl_id.is_some() {
+            "v2/sms/tpl_batch_send.json"
+        } else {
+            "v2/sms/batch_send.json"
+        };
+        let url = format!("{}/{path}", Self::base_url(&self.config));
+        let body = self
+            .payload(batch, receivers)
+            .iter()
+            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let response = self
+            .client
+            .post(url)
+            .header(
+                "Content-Type",
+                "application/x-www-form-urlencoded;charset=utf-8",
+            )
+            .header("Accept", "application/json;charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| http::transport(NAME, &e))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| http::transport(NAME, &e))?;
+        Self::judge(status, &text, receivers)
+    }
+}
+
+#[cfg(test)]
+mod tests;

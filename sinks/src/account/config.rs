@@ -1,0 +1,196 @@
+//! The `[accounts.NAME]` table of a job: its provider, rate limit, concurrency, retries and
+//! queue, and the checks of it (each problem naming its key).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use tidings_model::Channel;
+
+pub use crate::provider::ProviderKind;
+
+fn default_concurrency() -> usize {
+    16
+}
+
+/// What a rate-limit permit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateStrategy {
+    /// One permit per provider call.
+    #[default]
+    Request,
+    /// One permit per receiver.
+    Receivers,
+}
+
+/// `rate_limit = { per_second = 50, strategy = "request" }` or `{ per_minute = 20 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Permits per second (also the burst). Example: `50`.
+    #[serde(default)]
+    pub per_second: Option<u32>,
+    /// Permits per minute (the burst is one minute's worth), instead of `per_second`.
+    /// Example: `20` (a DingTalk robot's quota).
+    #[serde(default)]
+    pub per_minute: Option<u32>,
+    /// `request` (default) or `receivers`.
+    #[serde(default)]
+    pub strategy: RateStrategy,
+}
+
+/// One `[accounts.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The channel the account sends on, e.g. `"sms"`; templates using it must match.
+    pub channel: Channel,
+    /// The provider's own settings (credentials, endpoint), per provider; string values
+    /// `"${NAME}"` are read from the environment. Example: `settings = { url = "..." }`.
+    #[serde(default)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Seconds a provider call may take before it counts as a (retried) timeout. Default 10.
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+    /// The provider, e.g. `"outbox"` or `"tencent_sms"` (one of [`ProviderKind::NAMES`]).
+    pub provider: ProviderKind,
+    /// Outbox directory (outbox only; relative to the job file). Example: `"var/outbox"`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Rate limit; sends wait for a permit, none is dropped. Default: unlimited.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Provider calls in flight at once. Default 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Attempts per call, retries included, for transient errors. Default 4.
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// Receivers the local provider refuses with a permanent error, to rehearse SEND_FAIL
+    /// (local providers only). Default: none.
+    #[serde(default)]
+    pub reject_receivers: Vec<String>,
+    /// Where deliveries wait for this account: `memory` (in the send stage, holding back the
+    /// epoch they came in) or `kafka` (the account's own topic, read back at the account's
+    /// pace, so a backlog here never delays another account). Default: `kafka` for a
+    /// rate-limited account of a Kafka job, else `memory`.
+    #[serde(default)]
+    pub queue: Option<QueueKind>,
+    /// A `kafka`-queued account's deliveries held in memory at once. Default: two seconds of
+    /// its rate limit, at least 100.
+    #[serde(default)]
+    pub max_queued: Option<usize>,
+}
+
+/// Where an account's deliveries wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    /// In the send stage.
+    Memory,
+    /// In the account's own Kafka topic.
+    Kafka,
+}
+
+impl RateLimitConfig {
+    /// The sustained rate in permits per second.
+    pub fn permits_per_second(&self) -> f64 {
+        match (self.per_second, self.per_minute) {
+            (Some(n), _) => f64::from(n),
+            (None, Some(n)) => f64::from(n) / 60.0,
+            (None, None) => 0.0,
+        }
+    }
+}
+
+impl AccountConfig {
+    /// The account's rate limit, or its provider's quota when it sets none.
+    pub fn effective_rate_limit(&self) -> Option<RateLimitConfig> {
+        self.rate_limit.or_else(|| {
+            self.provider.per_minute().map(|n| RateLimitConfig {
+                per_second: None,
+                per_minute: Some(n),
+                strategy: RateStrategy::Request,
+            })
+        })
+    }
+
+    /// Whether this account's deliveries wait in its own Kafka topic.
+    pub fn queues_in_kafka(&self, kafka_job: bool) -> bool {
+        match self.queue {
+            Some(QueueKind::Kafka) => true,
+            Some(QueueKind::Memory) => false,
+            None => kafka_job && self.effective_rate_limit().is_some(),
+        }
+    }
+
+    /// Deliveries held in memory at once when queued in Kafka.
+    pub fn queue_capacity(&self) -> usize {
+        self.max_queued.unwrap_or_else(|| {
+            self.effective_rate_limit()
+                .map(|r| (r.permits_per_second() * 2.0) as usize)
+                .unwrap_or(0)
+                .max(100)
+        })
+    }
+
+    /// Every problem with this account, each naming `key` (e.g. `accounts.sms-main`).
+    pub fn validate(&self, key: &str) -> Vec<String> {
+        self.validate_as(key, true)
+    }
+
+    /// Every problem with this account; with `resolve_settings` false the provider's
+    /// `settings` are not read at all (their `${ENV}` secrets need not be set): the check of
+    /// a job loaded only to read its tracking (`tidings sql`, `report`, `trace`).
+    pub fn validate_as(&self, key: &str, resolve_settings: bool) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.provider == ProviderKind::Outbox && self.dir.is_none() {
+            p.push(format!(
+                "{key}.dir: the outbox provider needs a directory, e.g. dir = \"var/outbox\""
+            ));
+        }
+        if self.concurrency == 0 {
+            p.push(format!("{key}.concurrency: must be at least 1"));
+        }
+        if let Some(r) = self.rate_limit {
+            match (r.per_second, r.per_minute) {
+                (Some(0), _) | (_, Some(0)) => p.push(format!(
+                    "{key}.rate_limit: must allow at least 1 (omit rate_limit for none)"
+                )),
+                (Some(_), Some(_)) | (None, None) => p.push(format!(
+                    "{key}.rate_limit: give exactly one of per_second and per_minute"
+                )),
+                _ => {}
+            }
+        }
+        if !self.provider.is_remote() && !self.settings.is_empty() {
+            p.push(format!(
+                "{key}.settings: the {} provider takes no settings; remove them",
+                self.provider.name()
+            ));
+        }
+        if self.provider.is_remote()
+            && resolve_settings
+            && let Err(e) = self.provider.check_settings(key, &self.settings)
+        {
+            p.push(e);
+        }
+        if let Some(channels) = self.provider.channels()
+            && !channels.contains(&self.channel)
+        {
+            p.push(format!(
+                "{key}.provider: {} sends {}, not {}; use a provider of the channel or change the channel",
+                self.provider.name(),
+                channels.iter().map(|c| c.name()).collect::<Vec<_>>().join(" or "),
+                self.channel.name()
+            ));
+        }
+        if self.attempts == Some(0) {
+            p.push(format!("{key}.attempts: must be at least 1"));
+        }
+        if self.max_queued == Some(0) {
+            p.push(format!("{key}.max_queued: must be at least 1"));
+        }
+        p
+    }
+}

@@ -1,0 +1,427 @@
+//! Accounts (`[accounts.NAME]` in the job): a provider plus the rate limit, concurrency and
+//! retry policy around it. [`Accounts`] is built once per job and shared by every worker.
+//!
+//! - `config.rs`: the account's table and its checks.
+//! - `send.rs`: [`Account::send`], step by step: the reject list, rate-limit permits, a
+//!   concurrency slot, the provider call under the retry policy, the recall book, the stats.
+//! - `retry.rs`: the retry policy over per-receiver answers ([`retry::PartialRetry`]: which
+//!   receivers to try again, after what pause).
+
+mod config;
+pub mod retry;
+mod send;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+
+use governor::clock::DefaultClock;
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tidings_model::Channel;
+use tokio::sync::Semaphore;
+
+pub use config::{AccountConfig, ProviderKind, QueueKind, RateLimitConfig, RateStrategy};
+
+use crate::outbox::{Outbox, Outboxes};
+use crate::provider::Remote;
+use crate::util::http;
+use crate::util::retry::RetryPolicy;
+use crate::util::secrets::Secrets;
+use crate::util::stats::SendStats;
+use crate::{Outcome, SendBatch};
+
+/// A direct limiter that reports the permits left after each acquisition.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// Where an account's calls go: a local provider, or a network provider with its base URL.
+enum Backend {
+    Outbox(Arc<Outbox>),
+    Blackhole,
+    Remote(ProviderKind, Box<Remote>, String),
+}
+
+/// A built account.
+pub struct Account {
+    /// Its name in the job.
+    pub name: String,
+    /// Its channel.
+    pub channel: Channel,
+    backend: Backend,
+    limiter: Option<(Limiter, RateLimitConfig, NonZeroU32)>,
+    slots: Semaphore,
+    concurrency: usize,
+    /// Live counters (admin API, `/metrics`).
+    pub stats: SendStats,
+    retry: RetryPolicy,
+    reject: Vec<String>,
+    /// Raised when the run halts: a send still waiting for its permits or slot gives up
+    /// (its receivers are not sent) instead of calling the provider.
+    halt: Arc<std::sync::atomic::AtomicBool>,
+    /// What it sent that can be recalled.
+    book: crate::recall::RecallBook,
+    /// Its settings' secrets: every reason leaving the account is scrubbed of them.
+    secrets: Secrets,
+}
+
+/// The end of the outcome of a receiver not sent because the run halted first: no provider
+/// was called, so it has no terminal state (a new run sends it).
+pub const NOT_SENT_HALTED: &str = "not sent: the run was halted";
+
+impl Account {
+    /// Every receiver of `batch` failed without a call: the run halted before it.
+    fn not_sent(&self, batch: &SendBatch) -> Vec<Outcome> {
+        batch
+            .receivers
+            .iter()
+            .map(|_| Err(format!("{}: {NOT_SENT_HALTED}", self.name)))
+            .collect()
+    }
+
+    /// Recalls `message_id` (of `template_id`) if this account sent it within the recall window: each provider
+    /// call of the message (receivers, businessId) with the provider's answer, after retries.
+    /// Empty when the account does not know the message.
+    pub async fn recall(
+        &self,
+        message_id: &str,
+        template_id: i64,
+        now: i64,
+    ) -> Vec<(crate::recall::Entry, Result<(), String>)> {
+        let mut out = Vec::new();
+        let calls = self.book.get(message_id, now);
+        // A recall names its template: a message of another template is not taken back.
+        for entry in calls.into_iter().filter(|e| e.template_id == template_id) {
+            let result = self
+                .retry
+                .run_observed(&self.stats, || async {
+                    match &self.backend {
+                        Backend::Outbox(o) => o.recall(self.channel, message_id),
+                        Backend::Blackhole => Ok(()),
+                        Backend::Remote(_, r, _) => r.recall(&entry.reference).await,
+                    }
+                })
+                .await
+                .map_err(|e| self.secrets.scrub(e.reason()));
+            if result.is_ok() {
+                self.book.forget(message_id, &entry.reference);
+            }
+            out.push((entry, result));
+        }
+        out
+    }
+
+    /// The messages of a template this account can still recall.
+    pub fn recallable(&self, template_id: i64, now: i64) -> Vec<String> {
+        self.book
+            .of_template(template_id, now)
+            .into_iter()
+            .map(|e| e.message_id)
+            .collect()
+    }
+
+    /// The account's health check: what was reached, or why not. Secrets never appear.
+    pub async fn check(&self) -> Result<String, String> {
+        let r = match &self.backend {
+            Backend::Outbox(o) => Ok(format!("writes to {}", o.dir().display())),
+            Backend::Blackhole => Ok("accepts everything (blackhole)".into()),
+            Backend::Remote(_, r, base) => r.check(base, std::time::Duration::from_secs(5)).await,
+        };
+        r.map(|m| self.secrets.scrub(&m))
+            .map_err(|e| self.secrets.scrub(&e))
+    }
+
+    /// `text` without this account's secrets (for anything else that shows its answers).
+    pub fn scrub(&self, text: &str) -> String {
+        self.secrets.scrub(text)
+    }
+
+    /// The provider's kind, for labels.
+    pub fn provider(&self) -> &'static str {
+        match &self.backend {
+            Backend::Outbox(_) => "outbox",
+            Backend::Blackhole => "blackhole",
+            Backend::Remote(kind, _, _) => kind.name(),
+        }
+    }
+
+    /// The rate limit: (permits per second, burst), when the account has one.
+    pub fn rate(&self) -> Option<(f64, u32)> {
+        self.limiter
+            .as_ref()
+            .map(|(_, r, burst)| (r.permits_per_second(), burst.get()))
+    }
+
+    /// The live view of this account: its limiter and its sends.
+    pub fn live(&self) -> serde_json::Value {
+        let stats = self.stats.snapshot();
+        serde_json::json!({
+            "account": self.name,
+            "channel": self.channel.name(),
+            "provider": self.provider(),
+            "rate_limit": self.rate().map(|(per, burst)| serde_json::json!({
+                "per_second": self.limiter.as_ref().and_then(|(_, r, _)| r.per_second),
+                "per_minute": self.limiter.as_ref().and_then(|(_, r, _)| r.per_minute),
+                "burst": burst,
+                "tokens": (self.stats.tokens(per, burst) * 10.0).floor() / 10.0,
+                "waiting": stats.waiting,
+            })),
+            "concurrency": self.concurrency,
+            "in_flight": stats.in_flight,
+            "retrying": stats.retrying,
+            "retries": stats.retries,
+            "sent": stats.sent,
+            "failed": stats.failed,
+        })
+    }
+}
+
+/// Every account of a job, by index.
+pub struct Accounts {
+    list: Vec<Account>,
+}
+
+impl Accounts {
+    /// Builds accounts from their configs; relative outbox directories resolve against `base`.
+    pub fn build(
+        configs: &BTreeMap<String, AccountConfig>,
+        base: &Path,
+    ) -> std::io::Result<Accounts> {
+        let outboxes = Outboxes::default();
+        let mut clients: std::collections::HashMap<std::time::Duration, reqwest::Client> =
+            std::collections::HashMap::new();
+        let mut list = Vec::new();
+        for (name, c) in configs {
+            let secrets = Secrets::of_settings(&c.settings);
+            let scrubbed = |e: String| std::io::Error::other(secrets.scrub(&e));
+            let backend = match c.provider {
+                ProviderKind::Outbox => {
+                    let dir = base.join(c.dir.as_deref().unwrap_or(Path::new("var/outbox")));
+                    Backend::Outbox(outboxes.get(&dir)?)
+                }
+                ProviderKind::Blackhole => Backend::Blackhole,
+                kind => {
+                    let timeout = std::time::Duration::from_secs_f64(
+                        c.timeout_secs.unwrap_or(10.0).max(0.05),
+                    );
+                    let client = clients
+                        .entry(timeout)
+                        .or_insert_with(|| http::client(timeout))
+                        .clone();
+                    let (remote, base) = Remote::open(
+                        kind,
+                        &format!("accounts.{name}"),
+                        &c.settings,
+                        client,
+                        timeout,
+                    )
+                    .map_err(scrubbed)?;
+                    Backend::Remote(kind, Box::new(remote), base)
+                }
+            };
+            let limiter = c.effective_rate_limit().and_then(|r| {
+                let (quota, burst) = match (r.per_second, r.per_minute) {
+                    (Some(n), _) => {
+                        let n = NonZeroU32::new(n)?;
+                        (Quota::per_second(n), n)
+                    }
+                    (None, Some(n)) => {
+                        let n = NonZeroU32::new(n)?;
+                        (Quota::per_minute(n), n)
+                    }
+                    (None, None) => return None,
+                };
+                let limiter =
+                    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>();
+                Some((limiter, r, burst))
+            });
+            let mut retry = RetryPolicy::default();
+            if let Some(a) = c.attempts {
+                retry.attempts = a.max(1);
+            }
+            list.push(Account {
+                name: name.clone(),
+                channel: c.channel,
+                backend,
+                limiter,
+                slots: Semaphore::new(c.concurrency.max(1)),
+                concurrency: c.concurrency.max(1),
+                stats: SendStats::default(),
+                retry,
+                reject: c.reject_receivers.clone(),
+                book: crate::recall::RecallBook::default(),
+                secrets,
+                halt: Arc::default(),
+            });
+        }
+        Ok(Accounts { list })
+    }
+
+    /// Keeps each recall-channel account's recallable messages in `dir/<account>.jsonl`
+    /// (loaded now, so a recall reaches messages sent before a restart). Without it they
+    /// are kept in memory only.
+    pub fn keep_recall_books(&mut self, dir: &Path, now: i64) -> std::io::Result<()> {
+        for a in self.list.iter_mut().filter(|a| a.channel.supports_recall()) {
+            a.book = crate::recall::RecallBook::open(&dir.join(format!("{}.jsonl", a.name)), now)?;
+        }
+        Ok(())
+    }
+
+    /// Sends still waiting for permits give up once `halt` is raised (calls already made are
+    /// let finish).
+    pub fn halt_with(&mut self, halt: Arc<std::sync::atomic::AtomicBool>) {
+        for a in &mut self.list {
+            a.halt = halt.clone();
+        }
+    }
+
+    /// The index of an account by name.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.list.iter().position(|a| a.name == name)
+    }
+
+    /// The account at `index`.
+    pub fn get(&self, index: usize) -> &Account {
+        &self.list[index]
+    }
+
+    /// Number of accounts.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use tidings_model::MessageMeta;
+
+    fn batch(receivers: &[&str]) -> SendBatch {
+        SendBatch {
+            meta: Arc::new(MessageMeta {
+                message_id: "m".into(),
+                template_id: 1,
+                business_id: 1,
+                biz_id: None,
+                content: "{}".into(),
+                event_time: 0,
+                seq: 0,
+            }),
+            channel: Channel::Sms,
+            receivers: receivers.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn config(toml_text: &str) -> BTreeMap<String, AccountConfig> {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rejects_some_and_sends_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[a]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = {:?}\nreject_receivers = [\"bad\"]\n",
+            dir.path().display().to_string()
+        );
+        let accounts = Accounts::build(&config(&text), Path::new("/")).unwrap();
+        let out = accounts.get(0).send(&batch(&["ok", "bad", "ok2"])).await;
+        assert!(out[0].is_ok() && out[2].is_ok());
+        assert!(out[1].as_ref().unwrap_err().contains("refused"));
+        let lines = std::fs::read_to_string(dir.path().join("sms.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn rate_limit_waits_and_never_drops() {
+        let text = "[a]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = { per_second = 20, strategy = \"receivers\" }\n";
+        let accounts = Accounts::build(&config(text), Path::new("/")).unwrap();
+        let start = Instant::now();
+        let mut ok = 0;
+        // 20 burst + 20 more at 20/s: at least ~1 s.
+        for _ in 0..4 {
+            ok += accounts
+                .get(0)
+                .send(&batch(&["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]))
+                .await
+                .iter()
+                .filter(|o| o.is_ok())
+                .count();
+        }
+        assert_eq!(ok, 40);
+        assert!(start.elapsed().as_millis() >= 900, "{:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn the_outbox_on_a_recall_channel_books_what_it_reached_and_counts_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[a]\nchannel = \"ding_ding_work_notice\"\nprovider = \"outbox\"\ndir = {:?}\nreject_receivers = [\"gone\"]\n",
+            dir.path().display().to_string()
+        );
+        let accounts = Accounts::build(&config(&text), Path::new("/")).unwrap();
+        let a = accounts.get(0);
+        let mut b = batch(&["u1", "gone", "u2"]);
+        b.channel = Channel::DingDingWorkNotice;
+        let out = a.send(&b).await;
+        assert_eq!(out.iter().filter(|o| o.is_ok()).count(), 2);
+        let now = crate::util::kit::now_ms();
+        assert_eq!(a.recallable(1, now), vec!["m".to_string()]);
+        let recalled = a.recall("m", 1, now).await;
+        assert_eq!(recalled.len(), 1);
+        assert_eq!(
+            recalled[0].0.receivers,
+            vec!["u1", "u2"],
+            "the refused one was not reached"
+        );
+        let stats = a.stats.snapshot();
+        assert_eq!((stats.sent, stats.failed), (2, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_halted_run_sends_nothing_and_counts_nothing() {
+        let text =
+            "[a]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = { per_second = 1 }\n";
+        let mut accounts = Accounts::build(&config(text), Path::new("/")).unwrap();
+        let halt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        accounts.halt_with(halt.clone());
+        let a = accounts.get(0);
+        // The burst's one permit goes to the first send; the second waits for the next.
+        assert!(a.send(&batch(&["1"])).await[0].is_ok());
+        let second = batch(&["2"]);
+        let waiting = a.send(&second);
+        let raise = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            halt.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        let (out, ()) = tokio::join!(waiting, raise);
+        assert!(out[0].as_ref().unwrap_err().ends_with(NOT_SENT_HALTED));
+        assert!(
+            a.send(&batch(&["3"])).await[0]
+                .as_ref()
+                .unwrap_err()
+                .ends_with(NOT_SENT_HALTED)
+        );
+        let stats = a.stats.snapshot();
+        assert_eq!(
+            (stats.sent, stats.failed),
+            (1, 0),
+            "a send given up is not an outcome"
+        );
+    }
+
+    #[test]
+    fn validation_names_keys() {
+        let c: AccountConfig =
+            toml::from_str("channel = \"sms\"\nprovider = \"outbox\"\nconcurrency = 0\n").unwrap();
+        let p = c.validate("accounts.x");
+        assert_eq!(p.len(), 2);
+        assert!(p[0].starts_with("accounts.x.dir"));
+    }
+}

@@ -1,0 +1,195 @@
+//! The account's retry policy over a provider's per-receiver answers (Vector's `RetryLogic`
+//! with `RetryAction::RetryPartial`). [`PartialRetry`] reads each attempt's answer, settles the
+//! receivers it decided (accepted, or refused for good), and says what comes next: nothing,
+//! the same call again, or a call to only the receivers that answered transiently — after
+//! the backoff of [`RetryPolicy::after`]. [`send_with_policy`] is the loop around it, so an
+//! accepted receiver is never sent twice.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::util::kit::Delivered;
+use crate::util::retry::{RetryAction, RetryPolicy, SendError};
+use crate::util::stats::{Raised, SendStats};
+
+/// One send's receivers as its attempts settle them.
+#[derive(Debug)]
+pub struct PartialRetry<'a> {
+    account: &'a str,
+    policy: RetryPolicy,
+    seed: u64,
+    attempt: u32,
+    settled: Vec<Option<Result<(), SendError>>>,
+    /// Provider references (for a recall) with the receivers each call reached.
+    references: Vec<(String, Vec<usize>)>,
+    /// Why the receivers still unsettled at the end failed.
+    end: Option<SendError>,
+}
+
+impl<'a> PartialRetry<'a> {
+    /// The policy of one send of `account` to `receivers` receivers; `seed` spreads its
+    /// pauses ([`RetryPolicy::seed`]).
+    pub fn new(account: &'a str, policy: RetryPolicy, receivers: usize, seed: u64) -> Self {
+        PartialRetry {
+            account,
+            policy,
+            seed,
+            attempt: 1,
+            settled: vec![None; receivers],
+            references: Vec::new(),
+            end: None,
+        }
+    }
+
+    /// The attempt about to be made (or just made), from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The receivers (indices) the next attempt goes to: those not settled yet.
+    pub fn pending(&self) -> Vec<usize> {
+        (0..self.settled.len())
+            .filter(|&i| self.settled[i].is_none())
+            .collect()
+    }
+
+    /// Reads the answer of an attempt to `pending`: settles every receiver it decided and
+    /// records its reference; says whether the call, some receivers, or nothing is retried.
+    pub fn judge(
+        &mut self,
+        pending: &[usize],
+        answer: Result<Delivered, SendError>,
+    ) -> RetryAction {
+        let (each, reference) = match answer {
+            Err(SendError::Transient(why)) => return RetryAction::Retry(why),
+            Err(e) => return RetryAction::DontRetry(e),
+            Ok(Delivered::All) => (None, None),
+            Ok(Delivered::Each(v)) => (Some(v), None),
+            Ok(Delivered::Tracked { reference, each }) => (each, Some(reference)),
+        };
+        let mut retry = Vec::new();
+        let mut why = String::new();
+        let mut reached = Vec::new();
+        for (k, &i) in pending.iter().enumerate() {
+            let one = match &each {
+                None => Ok(()),
+                Some(v) => v.get(k).cloned().unwrap_or_else(|| {
+                    Err(SendError::Permanent(format!(
+                        "{}: no answer for this receiver",
+                        self.account
+                    )))
+                }),
+            };
+            match one {
+                Err(SendError::Transient(w)) => {
+                    retry.push(i);
+                    why = w;
+                }
+                other => {
+                    if other.is_ok() && reference.is_some() {
+                        reached.push(i);
+                    }
+                    self.settled[i] = Some(other);
+                }
+            }
+        }
+        if let Some(reference) = reference {
+            self.references.push((reference, reached));
+        }
+        if retry.is_empty() {
+            RetryAction::Successful
+        } else {
+            RetryAction::RetryPartial {
+                receivers: retry,
+                why,
+            }
+        }
+    }
+
+    /// After the current attempt ended in `action`: the pause before the next one, or `None`
+    /// when the send is over (then the receivers still unsettled fail with the last error,
+    /// with the attempt count when retries were made).
+    pub fn next(&mut self, action: RetryAction) -> Option<Duration> {
+        match self.policy.after(self.attempt, &action, self.seed) {
+            Some(pause) => {
+                self.attempt += 1;
+                Some(pause)
+            }
+            None => {
+                self.end = match action {
+                    RetryAction::Successful => None,
+                    RetryAction::Retry(why) | RetryAction::RetryPartial { why, .. } => {
+                        Some(RetryPolicy::spent(why, self.attempt))
+                    }
+                    RetryAction::DontRetry(e) => Some(e),
+                };
+                None
+            }
+        }
+    }
+
+    /// The outcome of every receiver, in order, and the references with the receivers
+    /// (indices) each reached.
+    pub fn finish(self) -> (Vec<Result<(), SendError>>, Vec<(String, Vec<usize>)>) {
+        let account = self.account;
+        let end = self.end;
+        let outcomes = self
+            .settled
+            .into_iter()
+            .map(|s| match (s, &end) {
+                (Some(r), _) => r,
+                (None, Some(e)) => Err(e.clone()),
+                (None, None) => Err(SendError::Permanent(format!(
+                    "{account}: no answer for this receiver"
+                ))),
+            })
+            .collect();
+        (outcomes, self.references)
+    }
+}
+
+/// One provider call of a send: the account's provider, or a test's script.
+pub trait Attempt {
+    /// Calls the provider for `receivers`.
+    fn attempt(
+        &self,
+        receivers: &[String],
+    ) -> impl Future<Output = Result<Delivered, SendError>> + Send;
+}
+
+/// Sends to `receivers` under `retry`: each attempt goes to the receivers still unsettled
+/// (the first, and any with nothing settled, to the list as is), with the policy's pause
+/// between attempts. Records each attempt's latency, the retries, and the pauses in `stats`.
+pub async fn send_with_policy<'a>(
+    mut retry: PartialRetry<'a>,
+    stats: &SendStats,
+    receivers: &[String],
+    target: &impl Attempt,
+) -> PartialRetry<'a> {
+    loop {
+        let pending = retry.pending();
+        let subset: Vec<String>;
+        let to: &[String] = if pending.len() == receivers.len() {
+            receivers
+        } else {
+            subset = pending.iter().map(|&i| receivers[i].clone()).collect();
+            &subset
+        };
+        let started = Instant::now();
+        let answer = target.attempt(to).await;
+        stats.latency.observe(started.elapsed());
+        let action = retry.judge(&pending, answer);
+        match retry.next(action) {
+            Some(pause) => {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                let _pausing = Raised::new(&stats.retrying);
+                tokio::time::sleep(pause).await;
+            }
+            None => return retry,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

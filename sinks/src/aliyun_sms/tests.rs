@@ -1,0 +1,101 @@
+//! Aliyun SMS `SendSms` (dysmsapi 2017-05-25), against the request parameters and answers of
+//! its API reference (`help.aliyun.com/document_detail/419273.html`). One `Code` answers the
+//! whole call, so a refusal fails every number of it. The signature itself is checked against
+//! Aliyun's published example in `util/sign.rs`.
+
+use super::*;
+use crate::util::kit::test_batch;
+
+fn account() -> AliyunSms {
+    AliyunSms::new(
+        AliyunSmsConfig {
+            access_key_id: "testId".into(),
+            access_key_secret: "testSecret".into(),
+            sign_name: "阿里云短信测试".into(),
+            template_code: "SMS_154950909".into(),
+            region: default_region(),
+            endpoint: None,
+        },
+        reqwest::Client::new(),
+    )
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[test]
+fn the_documented_parameters() {
+    let b = test_batch(Channel::Sms, r#"{"params":{"code":"1234"}}"#);
+    let receivers = ["15900000000".to_string(), "15900000001".to_string()];
+    // 2017-07-12T02:42:19Z, the reference's example time.
+    let p = account().payload(&b, &receivers, 1_499_827_339_000, "45e25e9b-0a6f");
+    assert_eq!(param(&p, "Action"), "SendSms");
+    assert_eq!(param(&p, "Version"), "2017-05-25");
+    assert_eq!(param(&p, "PhoneNumbers"), "15900000000,15900000001");
+    assert_eq!(param(&p, "SignName"), "阿里云短信测试");
+    assert_eq!(param(&p, "TemplateCode"), "SMS_154950909");
+    assert_eq!(param(&p, "TemplateParam"), r#"{"code":"1234"}"#);
+    assert_eq!(param(&p, "Timestamp"), "2017-07-12T02:42:19Z");
+    assert_eq!(param(&p, "SignatureMethod"), "HMAC-SHA1");
+    assert_eq!(param(&p, "SignatureNonce"), "45e25e9b-0a6f");
+    assert_eq!(param(&p, "OutId"), "m1");
+    // The signature covers every other parameter.
+    let unsigned: Vec<(String, String)> = p
+        .iter()
+        .filter(|(k, _)| k != "Signature")
+        .cloned()
+        .collect();
+    assert_eq!(
+        param(&p, "Signature"),
+        sign::aliyun_rpc("POST", "testSecret", &unsigned)
+    );
+    // Without `params`, the rendered content is the template's `content` variable.
+    let b = test_batch(Channel::Sms, r#"{"content":"您的验证码为1234"}"#);
+    let p = account().payload(&b, &receivers, 0, "n");
+    assert_eq!(
+        param(&p, "TemplateParam"),
+        r#"{"content":"您的验证码为1234"}"#
+    );
+}
+
+#[test]
+fn accepted() {
+    let answer = r#"{"Message":"OK","RequestId":"F655A8D5-B967-440B-8683-DAD6FF8DE990","Code":"OK","BizId":"900619746936498440^0"}"#;
+    assert!(matches!(AliyunSms::judge(answer), Ok(Delivered::All)));
+}
+
+#[test]
+fn flow_control_is_retried() {
+    let answer = r#"{"Message":"触发分钟级流控Permits:1","RequestId":"84B1B3B1-9A1A-4C9F-8E8A-0B3C2AFB7C5E","Code":"isv.BUSINESS_LIMIT_CONTROL"}"#;
+    let e = AliyunSms::judge(answer).unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    assert_eq!(
+        e.reason(),
+        "aliyun_sms: isv.BUSINESS_LIMIT_CONTROL 触发分钟级流控Permits:1"
+    );
+}
+
+#[test]
+fn refused_credentials_are_unauthorized() {
+    for answer in [
+        r#"{"RequestId":"7B1E3B4E-0B0C-4C1C-9A0F-5B6A1C2D3E4F","Message":"Specified signature is not matched with our calculation.","Code":"SignatureDoesNotMatch"}"#,
+        r#"{"RequestId":"7B1E3B4E-0B0C-4C1C-9A0F-5B6A1C2D3E4F","Message":"Specified access key is not found.","Code":"InvalidAccessKeyId.NotFound"}"#,
+    ] {
+        let e = AliyunSms::judge(answer).unwrap_err();
+        assert!(matches!(e, SendError::Unauthorized(_)), "{answer}: {e:?}");
+    }
+}
+
+#[test]
+fn a_bad_number_fails_the_whole_call() {
+    let answer = r#"{"Message":"非法手机号","RequestId":"2184201F-BFB3-446B-B1F2-C746B7BF0657","Code":"isv.MOBILE_NUMBER_ILLEGAL"}"#;
+    let e = AliyunSms::judge(answer).unwrap_err();
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    let e = AliyunSms::judge("<html>Service Unavailable</html>").unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+}

@@ -1,0 +1,95 @@
+//! GeTui push (REST API v2), against the requests and answers of GeTui's documentation
+//! (`docs.getui.com/getui/server/rest_v2/`): `{"code", "msg", "data"}`, 0 is accepted, 10001
+//! is an invalid token.
+//!
+//! GeTui sends its 10000-range codes with HTTP 401 and its parameter errors with HTTP 400;
+//! `util::http::call` classifies those statuses before the body is read (401:
+//! unauthorized, 400: permanent), so [`Getui::judge`] sees the codes of 200 answers.
+
+use serde_json::json;
+
+use super::*;
+use crate::util::kit::test_batch;
+
+fn batch() -> SendBatch {
+    test_batch(
+        Channel::Push,
+        r#"{"title":"请填写通知标题","content":"请填写通知内容","url":"https://www.getui.com"}"#,
+    )
+}
+
+#[test]
+fn auth_sign_is_sha256_hex_of_key_time_secret() {
+    // sha256("key1700000000000secret"), computed independently with Python's hashlib.
+    assert_eq!(
+        auth_sign("key", 1_700_000_000_000, "secret"),
+        "ee412f504f93d283888979ab4f37e98beb471243575d468a4048c57285abad84"
+    );
+}
+
+#[test]
+fn the_documented_single_push() {
+    let v = Getui::single_payload(&batch(), "xxx");
+    let request_id = v["request_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        v,
+        json!({"request_id": request_id, "settings": {"ttl": 86_400_000},
+            "audience": {"cid": ["xxx"]},
+            "push_message": {"notification": {"title": "请填写通知标题", "body": "请填写通知内容",
+                "click_type": "url", "url": "https://www.getui.com"}}})
+    );
+    // 10 to 32 characters, and the same for a retried call.
+    assert_eq!(request_id.len(), 32);
+    assert_eq!(
+        Getui::single_payload(&batch(), "xxx")["request_id"],
+        request_id.as_str()
+    );
+    assert_ne!(
+        Getui::single_payload(&batch(), "yyy")["request_id"],
+        request_id.as_str()
+    );
+    // Without a url, a click opens the app.
+    let b = test_batch(Channel::Push, r#"{"title":"t","content":"c"}"#);
+    assert_eq!(
+        Getui::push_message(&b),
+        json!({"notification": {"title": "t", "body": "c", "click_type": "startapp"}})
+    );
+}
+
+#[test]
+fn a_list_push_creates_the_message_then_sends_it_to_its_cids() {
+    let cids = vec!["cid1".to_string(), "cid2".to_string()];
+    let created = Getui::list_payload(&batch(), &cids);
+    assert_eq!(
+        created["request_id"],
+        Getui::request_id(&batch(), &cids).as_str()
+    );
+    assert!(
+        created.get("audience").is_none(),
+        "the audience comes with the second call"
+    );
+    assert_eq!(
+        Getui::list_cids_payload("RASL_0601_5f3d", &cids),
+        json!({"audience": {"cid": ["cid1", "cid2"]}, "taskid": "RASL_0601_5f3d", "is_async": false})
+    );
+}
+
+#[test]
+fn answers() {
+    let ok = r#"{"code":0,"msg":"","data":{"RASS_0929_0c4bd2ec8b8c4a4b8f3c0d5e6a7b8c9d":{"xxx":"successed_online"}}}"#;
+    assert!(matches!(Getui::judge(ok), Ok(Answer::Done(_))));
+    let created = r#"{"code":0,"msg":"","data":{"taskid":"RASL_0601_5f3d"}}"#;
+    let Ok(Answer::Done(v)) = Getui::judge(created) else {
+        panic!("accepted");
+    };
+    assert_eq!(v["data"]["taskid"], "RASL_0601_5f3d");
+    assert!(matches!(
+        Getui::judge(r#"{"code":10001,"msg":"token错误/失效"}"#),
+        Ok(Answer::TokenRejected(_))
+    ));
+    let e = Getui::judge(r#"{"code":20001,"msg":"target user is invalid"}"#).unwrap_err();
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    assert_eq!(e.reason(), "getui: 20001 target user is invalid");
+    let e = Getui::judge("<html>502</html>").unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+}

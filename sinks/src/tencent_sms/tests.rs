@@ -1,0 +1,110 @@
+//! Tencent Cloud SMS `SendSms` (2021-01-11), against the request and answers of its API
+//! documentation (`cloud.tencent.com/document/api/382/55981`): one `SendStatusSet` entry per
+//! number, or a request-level `Error`.
+
+use serde_json::json;
+
+use super::*;
+use crate::util::kit::test_batch;
+
+fn account() -> TencentSms {
+    TencentSms::new(
+        TencentSmsConfig {
+            secret_id: "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE".into(),
+            secret_key: "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE".into(),
+            sdk_app_id: "1400006666".into(),
+            sign_name: "腾讯云".into(),
+            template_id: "1110".into(),
+            region: default_region(),
+            endpoint: None,
+        },
+        reqwest::Client::new(),
+    )
+}
+
+fn numbers(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn the_documented_request() {
+    let b = test_batch(Channel::Sms, r#"{"params":["12345"]}"#);
+    let v: serde_json::Value =
+        serde_json::from_str(&account().payload(&b, &numbers(&["13711112222"]))).unwrap();
+    // A mainland number without a country code becomes E.164; the message id travels as
+    // SessionContext (it comes back in delivery receipts).
+    assert_eq!(
+        v,
+        json!({"PhoneNumberSet": ["+8613711112222"], "SmsSdkAppId": "1400006666",
+            "SignName": "腾讯云", "TemplateId": "1110", "TemplateParamSet": ["12345"],
+            "SessionContext": "m1"})
+    );
+    // Without `params`, the rendered content is the one template parameter.
+    let b = test_batch(Channel::Sms, r#"{"content":"654321"}"#);
+    let v: serde_json::Value =
+        serde_json::from_str(&account().payload(&b, &numbers(&["+85298765432"]))).unwrap();
+    assert_eq!(v["TemplateParamSet"], json!(["654321"]));
+    assert_eq!(v["PhoneNumberSet"], json!(["+85298765432"]));
+}
+
+#[test]
+fn one_status_per_number() {
+    let answer = r#"{"Response": {"SendStatusSet": [
+        {"SerialNo": "5000:1045710669157053657849499619", "PhoneNumber": "+8618511122233",
+         "Fee": 1, "SessionContext": "test", "Code": "Ok", "Message": "send success",
+         "IsoCode": "CN"},
+        {"SerialNo": "", "PhoneNumber": "+8618511122266", "Fee": 0, "SessionContext": "test",
+         "Code": "LimitExceeded.PhoneNumberDailyLimit",
+         "Message": "the number of sms messages sent from a single mobile number every day exceeds the upper limit",
+         "IsoCode": "CN"}],
+        "RequestId": "a0aabda6-cf91-4f3e-a81f-9198114a2279"}}"#;
+    let Delivered::Each(each) = TencentSms::judge(
+        answer,
+        &numbers(&["18511122233", "+8618511122266", "18511122299"]),
+    )
+    .unwrap() else {
+        panic!("SendSms answers per number");
+    };
+    assert_eq!(each[0], Ok(()));
+    // The daily cap of one number fails that number alone, for good.
+    assert!(
+        matches!(&each[1], Err(SendError::Permanent(r)) if r.contains("LimitExceeded.PhoneNumberDailyLimit")),
+        "{:?}",
+        each[1]
+    );
+    // A number the answer does not name is not taken as sent.
+    assert!(
+        matches!(&each[2], Err(SendError::Permanent(r)) if r.contains("no status for +8618511122299"))
+    );
+}
+
+#[test]
+fn request_level_errors() {
+    let error = |code: &str, message: &str| {
+        json!({"Response": {"Error": {"Code": code, "Message": message},
+            "RequestId": "b5b41468-520d-4192-b42f-595cc34b6c1c"}})
+        .to_string()
+    };
+    let judge = |body: String| TencentSms::judge(&body, &numbers(&["13711112222"])).unwrap_err();
+    let e = judge(error(
+        "AuthFailure.SignatureFailure",
+        "The provided credentials could not be validated. Please check your signature is correct.",
+    ));
+    assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+    let e = judge(error(
+        "RequestLimitExceeded",
+        "Your current request times equals to `21` in a second, which exceeds the frequency limit `20` for a second. Please reduce the frequency of calls.",
+    ));
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let e = judge(error("InternalError.Timeout", "request timeout"));
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let e = judge(error(
+        "FailedOperation.TemplateIncorrectOrUnapproved",
+        "template is not approved or request content does not match the approved template content",
+    ));
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    assert!(
+        e.reason()
+            .starts_with("tencent_sms: FailedOperation.TemplateIncorrectOrUnapproved")
+    );
+}

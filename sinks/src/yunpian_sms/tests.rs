@@ -1,0 +1,112 @@
+//! Yunpian SMS v2, against the requests and answers of its API documentation
+//! (`www.yunpian.com/official/document/sms/zh_CN/domestic_batch_send`): one `data` entry per
+//! number on success; a whole-call error is HTTP 400 (401/403) with `code`, `msg`, `detail`.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use super::*;
+use crate::util::kit::test_batch;
+
+fn account(tpl_id: Option<i64>) -> YunpianSms {
+    YunpianSms::new(
+        YunpianSmsConfig {
+            apikey: "9b11127a9701975c734b8aee81ee3526".into(),
+            tpl_id,
+            endpoint: None,
+        },
+        reqwest::Client::new(),
+    )
+}
+
+fn numbers(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn the_documented_template_request() {
+    // tpl_value is `urlencode("#code#") = urlencode("1234") & ...`, as the documentation
+    // builds it; the form is then encoded once more as a whole.
+    let b = test_batch(
+        Channel::Sms,
+        r#"{"params":{"code":"1234","company":"云片网"}}"#,
+    );
+    let form = account(Some(1)).payload(&b, &numbers(&["15205201314", "15205201315"]));
+    assert_eq!(
+        form,
+        vec![
+            (
+                "apikey".to_string(),
+                "9b11127a9701975c734b8aee81ee3526".to_string()
+            ),
+            ("mobile".to_string(), "15205201314,15205201315".to_string()),
+            ("tpl_id".to_string(), "1".to_string()),
+            (
+                "tpl_value".to_string(),
+                "%23code%23=1234&%23company%23=%E4%BA%91%E7%89%87%E7%BD%91".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn without_a_template_the_rendered_text_is_sent() {
+    let b = test_batch(
+        Channel::Sms,
+        r#"{"content":"【云片网】您的订单已经发货，请注意查收"}"#,
+    );
+    let form = account(None).payload(&b, &numbers(&["15205201314"]));
+    assert_eq!(
+        form[2],
+        (
+            "text".to_string(),
+            "【云片网】您的订单已经发货，请注意查收".to_string()
+        )
+    );
+}
+
+#[test]
+fn one_entry_per_number() {
+    let answer = json!({"total_count": 1, "total_fee": "0.0500", "unit": "RMB", "data": [
+        {"code": 0, "count": 1, "fee": 0.05, "mobile": "15205201314", "msg": "发送成功",
+         "sid": 9527, "unit": "RMB"},
+        {"code": 22, "count": 0, "fee": 0, "mobile": "15205201315",
+         "msg": "验证码类短信1小时内同一手机号发送次数不能超过3次", "sid": 0, "unit": "RMB"}]})
+    .to_string();
+    let Delivered::Each(each) = YunpianSms::judge(
+        StatusCode::OK,
+        &answer,
+        &numbers(&["15205201314", "15205201315", "15205201316"]),
+    )
+    .unwrap() else {
+        panic!("Yunpian answers per number");
+    };
+    assert_eq!(each[0], Ok(()));
+    // Its frequency limits do not pass within a backoff: final, for that number alone.
+    assert!(matches!(&each[1], Err(SendError::Permanent(r)) if r.starts_with("yunpian_sms: 22 ")));
+    // No entry for a number: not known to be sent, so tried again.
+    assert!(
+        matches!(&each[2], Err(SendError::Transient(r)) if r.contains("no answer for 15205201316"))
+    );
+}
+
+#[test]
+fn whole_call_errors() {
+    let one = numbers(&["15205201314"]);
+    // An invalid apikey.
+    let answer = json!({"http_status_code": 400, "code": -1, "msg": "非法的apikey",
+        "detail": "请检查的apikey是否正确"})
+    .to_string();
+    let e = YunpianSms::judge(StatusCode::BAD_REQUEST, &answer, &one).unwrap_err();
+    assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+    // A whole-call frequency limit is final as well.
+    let answer = json!({"http_status_code": 400, "code": 33, "msg": "超过频率",
+        "detail": "同一个手机号同一验证码模板每30秒只能发送一条"})
+    .to_string();
+    let e = YunpianSms::judge(StatusCode::BAD_REQUEST, &answer, &one).unwrap_err();
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    // A gateway's error page: classified by its status.
+    let e =
+        YunpianSms::judge(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>", &one).unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+}
