@@ -8,7 +8,8 @@
 //! - [`gate`]: steps 2–6 per receiver: RECEIVE, receiver check, discard, whitelist, night shield
 //!   ([`gate::Gate`]); [`admit`] runs validate + gate as one operator and emits the epoch marks.
 //! - [`shield`]: [`shield::NightShield::decide`] → send, drop or defer.
-//! - [`park`]: durable parking of night_delay deliveries and their release.
+//! - [`park`]: durable parking of night_delay deliveries ([`park::ParkStore`]), their release
+//!   schedule ([`park::Schedule`]) and the operator.
 //! - [`dedup`]: steps 7–8, keyed windowed state ([`dedup::ContentDedup`],
 //!   [`dedup::FrequencyDedup`]) behind one keyed operator.
 //! - [`watermark`]: the global event-time watermark per epoch, built from every worker's marks.
@@ -37,6 +38,9 @@ pub mod park;
 pub mod shield;
 pub mod validate;
 pub mod watermark;
+
+#[cfg(test)]
+mod testkit;
 
 pub use clock::Clock;
 pub use flow::{Flow, Mark, RecallOrder, SourceRecord, split};
