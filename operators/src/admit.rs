@@ -186,3 +186,158 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use timely::dataflow::operators::Capture;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::vec::Map;
+
+    use super::*;
+    use crate::testkit::{at, epoch, gate, record, run, validator};
+
+    fn send(template: i64, receiver: &str, vars: &str) -> String {
+        format!(
+            r#"{{"code":"send","messageTemplateId":{template},"messageParam":{{"receiver":"{receiver}","variables":{vars}}}}}"#
+        )
+    }
+
+    /// Each kind of output comes out on its own stream, at the epoch of its record; each epoch
+    /// with messages ends with one mark per peer carrying its largest event time.
+    #[test]
+    fn every_kind_on_its_own_stream() {
+        let night = at(3, 0);
+        let (noon, later) = (at(12, 0), at(12, 0) + 30_000);
+        let mut late = record(5, later, &send(1, "13800138002", r#"{"code":"5"}"#));
+        late.late_by = 90_000;
+        let mut bad_time = record(6, noon, &send(1, "13800138000", r#"{"code":"6"}"#));
+        bad_time.bad_time = Some("event time before 2000".into());
+        let epochs = vec![
+            (
+                epoch(night),
+                vec![record(1, night, &send(2, "x@y.cn", r#"{"n":"1"}"#))],
+            ),
+            (
+                epoch(noon),
+                vec![
+                    record(2, noon, &send(1, "13800138000", r#"{"code":"2"}"#)),
+                    record(3, noon, &send(1, "123", r#"{"code":"3"}"#)),
+                    record(4, noon, "{oops"),
+                    late,
+                    bad_time,
+                    record(
+                        7,
+                        noon,
+                        r#"{"code":"recall","messageTemplateId":3,"recallMessageIds":["m1"]}"#,
+                    ),
+                ],
+            ),
+        ];
+        let (pass_tx, pass_rx) = mpsc::channel();
+        let (parked_tx, parked_rx) = mpsc::channel();
+        let (marks_tx, marks_rx) = mpsc::channel();
+        let (rows_tx, rows_rx) = mpsc::channel();
+        let (recalls_tx, recalls_rx) = mpsc::channel();
+        run(epochs, move |records| {
+            let a = records.admit(validator(), gate(), Clock::Fixed(at(13, 0)));
+            a.pass
+                .map(|d| (d.receiver, d.event_time))
+                .capture_into(pass_tx);
+            a.parked
+                .map(|p| (p.delivery.receiver, p.delivery.event_time, p.release_at))
+                .capture_into(parked_tx);
+            a.marks
+                .map(|m| (m.to, m.epoch, m.max_event_time))
+                .capture_into(marks_tx);
+            a.rows
+                .map(|t| match t {
+                    Tracked::Row(r) => (
+                        r.state.name().to_string(),
+                        r.receiver,
+                        r.reason.unwrap_or_default(),
+                    ),
+                    Tracked::Dead(d) => ("dead".into(), d.source, d.reason),
+                })
+                .capture_into(rows_tx);
+            a.recalls
+                .map(|r| (r.template_id, r.message_ids, r.source))
+                .capture_into(recalls_tx);
+        });
+        let (e_night, e_noon) = (epoch(night), epoch(noon));
+        assert_eq!(
+            pass_rx.extract(),
+            vec![(
+                e_noon,
+                vec![
+                    ("13800138000".to_string(), noon),
+                    ("13800138002".to_string(), later)
+                ]
+            )]
+        );
+        assert_eq!(
+            parked_rx.extract(),
+            vec![(e_night, vec![("x@y.cn".to_string(), night, at(9, 0))])]
+        );
+        assert_eq!(
+            marks_rx.extract(),
+            vec![
+                (e_night, vec![(0, e_night, night)]),
+                (e_noon, vec![(0, e_noon, later)])
+            ]
+        );
+        let rows = rows_rx.extract();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let states = |i: usize| -> Vec<(&str, &str)> {
+            rows[i]
+                .1
+                .iter()
+                .map(|(s, r, _)| (s.as_str(), r.as_str()))
+                .collect()
+        };
+        assert_eq!(rows[0].0, e_night);
+        assert_eq!(
+            states(0),
+            vec![("NIGHT_SHIELD_NEXT_SEND", "x@y.cn"), ("RECEIVE", "x@y.cn")]
+        );
+        assert_eq!(rows[1].0, e_noon);
+        assert_eq!(
+            states(1),
+            vec![
+                ("RECEIVE", "123"),
+                ("RECEIVE", "13800138000"),
+                ("RECEIVE", "13800138002"),
+                ("RECEIVER_INVALID", "123"),
+                ("dead", "file:t.jsonl:4"),
+                ("dead", "file:t.jsonl:6"),
+            ]
+        );
+        let reason = |receiver: &str| {
+            rows[1]
+                .1
+                .iter()
+                .find(|(s, r, _)| s == "RECEIVE" && r == receiver)
+                .map(|(_, _, why)| why.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(reason("13800138000"), "");
+        assert!(
+            reason("13800138002").starts_with(&format!(
+                "late: event time {} came 90000 ms behind",
+                later - 90_000
+            )),
+            "{}",
+            reason("13800138002")
+        );
+        let dead = &rows[1].1[5];
+        assert_eq!(dead.2, "event time before 2000");
+        assert_eq!(
+            recalls_rx.extract(),
+            vec![(
+                e_noon,
+                vec![(3, vec!["m1".to_string()], "file:t.jsonl:7".to_string())]
+            )]
+        );
+    }
+}

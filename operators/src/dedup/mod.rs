@@ -338,3 +338,142 @@ impl Sweep {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use timely::dataflow::operators::Capture;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::vec::{Input, Map};
+
+    use super::*;
+    use crate::testkit::{TZ, at, delivery, epoch, templates};
+
+    type Rows = Vec<(Epoch, Vec<(u128, String, String)>)>;
+
+    /// Runs `rule` over `epochs` of deliveries (in the order given), with the marks admit would
+    /// send; returns the seqs passed and the rows of the rejected, per epoch.
+    fn judge<R: KeyedRule + Send + Sync>(
+        rule: R,
+        epochs: Vec<(Epoch, Vec<Delivery>)>,
+    ) -> (Vec<(Epoch, Vec<u128>)>, Rows) {
+        let (pass_tx, pass_rx) = mpsc::channel();
+        let (rows_tx, rows_rx) = mpsc::channel();
+        timely::execute_directly(move |worker| {
+            let (mut deliveries, mut marks) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (deliveries_in, deliveries) = scope.new_input::<Delivery>();
+                let (marks_in, marks) = scope.new_input::<Mark>();
+                let judged = deliveries.dedup_by(rule, &marks, Clock::Fixed(0), None, None);
+                judged.pass.map(|d| d.meta.seq).capture_into(pass_tx);
+                judged
+                    .rows
+                    .map(|t| match t {
+                        Tracked::Row(r) => (
+                            r.meta.seq,
+                            r.state.name().to_string(),
+                            r.reason.unwrap_or_default(),
+                        ),
+                        Tracked::Dead(d) => (0, "dead".into(), d.reason),
+                    })
+                    .capture_into(rows_tx);
+                (deliveries_in, marks_in)
+            });
+            for (epoch, batch) in epochs {
+                deliveries.advance_to(epoch);
+                marks.advance_to(epoch);
+                if let Some(max_event_time) = batch.iter().map(|d| d.event_time).max() {
+                    marks.send(Mark {
+                        to: 0,
+                        max_event_time,
+                        epoch,
+                    });
+                }
+                for d in batch {
+                    deliveries.send(d);
+                }
+                worker.step();
+            }
+        });
+        (pass_rx.extract(), rows_rx.extract())
+    }
+
+    /// Content dedup: one send of a content per receiver in 5 minutes; judged in event-time
+    /// order within the epoch, whatever order the deliveries came in.
+    #[test]
+    fn content_dedup_passes_and_rejects_per_epoch() {
+        let noon = at(12, 0);
+        let d = |seq, receiver, t| delivery(seq, 0, receiver, t, "x");
+        let epochs = vec![
+            (
+                epoch(noon),
+                vec![
+                    d(2, "13800138000", noon + 2_000),
+                    d(1, "13800138000", noon + 1_000),
+                    d(3, "13800138001", noon + 500),
+                ],
+            ),
+            (
+                epoch(noon + 301_000),
+                vec![
+                    d(5, "13800138000", noon + 303_000),
+                    d(4, "13800138000", noon + 301_000),
+                ],
+            ),
+        ];
+        let rule = ContentDedup::new(1, 300_000, 3_600_000, templates());
+        let (pass, rows) = judge(rule, epochs);
+        let seen = "1 send(s) of this content in the last 300s".to_string();
+        assert_eq!(
+            pass,
+            vec![(epoch(noon), vec![1, 3]), (epoch(noon + 301_000), vec![4])]
+        );
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    epoch(noon),
+                    vec![(2, "CONTENT_DEDUPLICATION".into(), seen.clone())]
+                ),
+                (
+                    epoch(noon + 301_000),
+                    vec![(5, "CONTENT_DEDUPLICATION".into(), seen)]
+                ),
+            ]
+        );
+    }
+
+    /// Frequency dedup: two sends per receiver and channel per local day, whatever the content.
+    #[test]
+    fn frequency_dedup_counts_per_local_day() {
+        let d = |seq, t| delivery(seq, 0, "13800138000", t, &format!("c{seq}"));
+        let next_morning = at(24 + 9, 0);
+        let epochs = vec![
+            (epoch(at(10, 0)), vec![d(1, at(10, 0))]),
+            (epoch(at(11, 0)), vec![d(2, at(11, 0))]),
+            (epoch(at(23, 59)), vec![d(3, at(23, 59))]),
+            (epoch(next_morning), vec![d(4, next_morning)]),
+        ];
+        let rule = FrequencyDedup::new(2, TZ, 3_600_000, templates());
+        let (pass, rows) = judge(rule, epochs);
+        assert_eq!(
+            pass,
+            vec![
+                (epoch(at(10, 0)), vec![1]),
+                (epoch(at(11, 0)), vec![2]),
+                (epoch(next_morning), vec![4]),
+            ]
+        );
+        assert_eq!(
+            rows,
+            vec![(
+                epoch(at(23, 59)),
+                vec![(
+                    3,
+                    "RULE_DEDUPLICATION".into(),
+                    "2 send(s) to this receiver on this channel today".into()
+                )]
+            )]
+        );
+    }
+}

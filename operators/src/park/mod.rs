@@ -154,3 +154,133 @@ fn snapshot(
     }
     c.part_written(epoch);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use tidings_model::time::Millis;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::vec::{Input, Map};
+    use timely::dataflow::operators::{Capture, Concatenate};
+
+    use super::*;
+    use crate::dedup::{ContentDedup, DedupBy};
+    use crate::testkit::{EVENT, at, delivery, epoch, parked, run, templates};
+    use crate::{Mark, Tracked};
+
+    /// Runs the park over `epochs` of parks with a store at `path` and the wall clock at `now`;
+    /// returns the releases (seq, event time) per epoch.
+    fn released(
+        path: &std::path::Path,
+        now: Millis,
+        epochs: Vec<(Epoch, Vec<Parked>)>,
+    ) -> Vec<(Epoch, Vec<(u128, Millis)>)> {
+        let store = ParkStore::open(path).unwrap();
+        let (tx, rx) = mpsc::channel();
+        run(epochs, move |parks| {
+            parks
+                .park(Some(store), Clock::Fixed(now), EVENT, None, None)
+                .map(|d| (d.meta.seq, d.event_time))
+                .capture_into(tx);
+        });
+        rx.extract()
+    }
+
+    /// Releases come at the epoch of their release time, with it as event time, once the input
+    /// has passed it; what is not due by the end stays in the store for the next run, which
+    /// releases it when its wall clock is past it.
+    #[test]
+    fn releases_at_the_release_epoch_and_keeps_the_rest_for_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parked.jsonl");
+        let nine = at(9, 0);
+        let epochs = vec![
+            (
+                epoch(at(3, 0)),
+                vec![
+                    parked(nine, at(3, 0) + 1, 2, 0),
+                    parked(nine, at(3, 0), 1, 0),
+                ],
+            ),
+            (epoch(at(4, 0)), vec![parked(at(23, 0), at(4, 0), 3, 0)]),
+            (epoch(at(10, 25)), vec![]),
+        ];
+        let got = released(&path, at(12, 0), epochs);
+        assert_eq!(got, vec![(epoch(nine), vec![(1, nine), (2, nine)])]);
+        let left = ParkStore::open(&path).unwrap();
+        assert_eq!((left.len(), left.next_release()), (1, Some(at(23, 0))));
+        // The next run's input ends before 23:00, but its wall clock is past it.
+        let got = released(&path, at(23, 30), vec![(epoch(at(12, 0)), vec![])]);
+        assert_eq!(got, vec![(epoch(at(23, 0)), vec![(3, at(23, 0))])]);
+        assert!(ParkStore::open(&path).unwrap().is_empty());
+    }
+
+    /// A message parked at 03:00 until 09:00 reaches content dedup before a 10:25 record of the
+    /// same content and receiver, though the input jumps from 03:00 to 10:25: the 09:00 release
+    /// passes and the 10:25 record is the duplicate.
+    #[test]
+    fn a_release_is_judged_before_a_later_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ParkStore::open(&dir.path().join("parked.jsonl")).unwrap();
+        let (pass_tx, pass_rx) = mpsc::channel();
+        let (rows_tx, rows_rx) = mpsc::channel();
+        timely::execute_directly(move |worker| {
+            let (mut parks, mut passes, mut marks) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (parks_in, parks) = scope.new_input::<Parked>();
+                let (passes_in, passes) = scope.new_input();
+                let (marks_in, marks) = scope.new_input::<Mark>();
+                let clock = Clock::Fixed(at(11, 0));
+                let released = parks.park(Some(store), clock, EVENT, None, None);
+                let rule = ContentDedup::new(1, 7_200_000, 3_600_000, templates());
+                let content = scope
+                    .concatenate([passes, released])
+                    .dedup_by(rule, &marks, clock, None, None);
+                content
+                    .pass
+                    .map(|d| (d.meta.seq, d.event_time))
+                    .capture_into(pass_tx);
+                content
+                    .rows
+                    .map(|t| match t {
+                        Tracked::Row(r) => (r.meta.seq, r.state.name().to_string()),
+                        Tracked::Dead(d) => (0, d.reason),
+                    })
+                    .capture_into(rows_tx);
+                (parks_in, passes_in, marks_in)
+            });
+            let night = epoch(at(3, 0));
+            parks.advance_to(night);
+            passes.advance_to(night);
+            marks.advance_to(night);
+            parks.send(parked(at(9, 0), at(3, 0), 1, 0));
+            marks.send(Mark {
+                to: 0,
+                max_event_time: at(3, 0),
+                epoch: night,
+            });
+            worker.step();
+            let morning = epoch(at(10, 25));
+            parks.advance_to(morning);
+            passes.advance_to(morning);
+            marks.advance_to(morning);
+            passes.send(delivery(2, 0, "13800138000", at(10, 25), "{}"));
+            marks.send(Mark {
+                to: 0,
+                max_event_time: at(10, 25),
+                epoch: morning,
+            });
+        });
+        assert_eq!(
+            pass_rx.extract(),
+            vec![(epoch(at(9, 0)), vec![(1, at(9, 0))])]
+        );
+        assert_eq!(
+            rows_rx.extract(),
+            vec![(
+                epoch(at(10, 25)),
+                vec![(2, "CONTENT_DEDUPLICATION".to_string())]
+            )]
+        );
+    }
+}
