@@ -37,9 +37,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tidings_model::{DeadLetter, Delivery};
 use tidings_operators::checkpoint::write_durably;
-use tidings_operators::{Clock, Epoch, Flow};
+use tidings_operators::{Clock, Epoch, Tracked};
 use tidings_sinks::account::AccountConfig;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
@@ -412,6 +413,14 @@ impl BacklogReader {
     }
 }
 
+/// What the account topics yield: deliveries to send, and dead letters for what is not one.
+pub struct Backlog<'s> {
+    /// Deliveries read back from the account topics.
+    pub pass: StreamVec<'s, Epoch, Delivery>,
+    /// Dead letters of records that are not deliveries.
+    pub rows: StreamVec<'s, Epoch, Tracked>,
+}
+
 /// Reads the account topics at each account's pace (worker 0; other workers pass `None`).
 /// Ends on `stop`, or once the main dataflow is done, everything it handed off this run has
 /// been read back and sent, and nothing more (e.g. left by an earlier run) has come for two
@@ -423,8 +432,8 @@ pub fn backlog_source<'s>(
     clock: Clock,
     stop: Arc<AtomicBool>,
     main_done: Arc<AtomicBool>,
-) -> StreamVec<'s, Epoch, Flow> {
-    source::<_, CapacityContainerBuilder<Vec<Flow>>, _, _>(
+) -> Backlog<'s> {
+    let read = source::<_, CapacityContainerBuilder<Vec<Result<Delivery, DeadLetter>>>, _, _>(
         scope,
         "AccountTopics",
         move |cap, info| {
@@ -512,10 +521,10 @@ pub fn backlog_source<'s>(
                             Ok(d) => {
                                 queues.queued[c.account].fetch_add(1, Ordering::Relaxed);
                                 queues.read.fetch_add(1, Ordering::Relaxed);
-                                batch.push(Flow::Pass(d));
+                                batch.push(Ok(d));
                                 room -= 1;
                             }
-                            Err(e) => batch.push(Flow::Dead(DeadLetter::of_record(
+                            Err(e) => batch.push(Err(DeadLetter::of_record(
                                 clock.now_ms(),
                                 format!("{}/{p}/{o}", c.topic),
                                 payload,
@@ -533,5 +542,7 @@ pub fn backlog_source<'s>(
                 }
             }
         },
-    )
+    );
+    let (pass, rows) = read.ok_err(|r| r.map_err(Tracked::Dead));
+    Backlog { pass, rows }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tidings_model::MessageMeta;
 use tidings_model::{Delivery, EventRow, State, Templates};
-use tidings_operators::{Clock, Epoch, Flow, RecallOrder};
+use tidings_operators::{Clock, Epoch, RecallOrder, Tracked};
 use tidings_sinks::SendBatch;
 use tidings_sinks::account::{Accounts, NOT_SENT_HALTED};
 use tidings_sinks::route::Route;
@@ -86,15 +86,15 @@ pub enum SendMode {
     Accounts,
 }
 
-/// Sends every `Flow::Pass` delivery; emits `Flow::Row` outcomes.
+/// Sends every delivery; emits its SEND_SUCCESS / SEND_FAIL row.
 pub fn send<'s>(
-    deliveries: StreamVec<'s, Epoch, Flow>,
+    deliveries: StreamVec<'s, Epoch, Delivery>,
     ctx: Arc<SendContext>,
     clock: Clock,
     mode: SendMode,
-) -> StreamVec<'s, Epoch, Flow> {
+) -> StreamVec<'s, Epoch, Tracked> {
     let scope = deliveries.scope();
-    deliveries.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(
+    deliveries.unary_frontier::<CapacityContainerBuilder<Vec<Tracked>>, _, _, _>(
         Pipeline,
         "Send",
         move |_, info| {
@@ -117,8 +117,7 @@ pub fn send<'s>(
                             .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
                         let mut groups: Vec<(Vec<usize>, Vec<Delivery>)> = Vec::new();
                         for batch in batches {
-                            for f in batch.drain(..) {
-                                let Flow::Pass(d) = f else { continue };
+                            for d in batch.drain(..) {
                                 match groups.last_mut() {
                                     Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => {
                                         ds.push(d)
@@ -206,7 +205,7 @@ pub fn send<'s>(
                 for (epoch, rows) in finished {
                     output
                         .session(&inflight[&epoch].0)
-                        .give_iterator(rows.into_iter().map(Flow::Row));
+                        .give_iterator(rows.into_iter().map(Tracked::Row));
                 }
                 inflight.retain(|epoch, (_, out)| *out > 0 || frontier.less_equal(epoch));
             }
@@ -219,13 +218,13 @@ pub fn send<'s>(
 /// messages sent before it. Emits RECALL_SUCCESS / RECALL_FAIL rows, holding each epoch until
 /// its recalls are done.
 pub fn recall<'s>(
-    orders: StreamVec<'s, Epoch, Flow>,
+    orders: StreamVec<'s, Epoch, RecallOrder>,
     ctx: Arc<SendContext>,
     clock: Clock,
     sent: ProbeHandle<Epoch>,
-) -> StreamVec<'s, Epoch, Flow> {
+) -> StreamVec<'s, Epoch, Tracked> {
     let scope = orders.scope();
-    orders.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(
+    orders.unary_frontier::<CapacityContainerBuilder<Vec<Tracked>>, _, _, _>(
         Pipeline,
         "Recall",
         move |_, info| {
@@ -242,10 +241,7 @@ pub fn recall<'s>(
                         .entry(epoch)
                         .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new(), 0));
                     for batch in batches {
-                        entry.1.extend(batch.drain(..).filter_map(|f| match f {
-                            Flow::Recall(r) => Some(r),
-                            _ => None,
-                        }));
+                        entry.1.append(batch);
                     }
                 });
                 let mut waiting = false;
@@ -273,7 +269,7 @@ pub fn recall<'s>(
                         *out -= 1;
                         output
                             .session(cap)
-                            .give_iterator(rows.into_iter().map(Flow::Row));
+                            .give_iterator(rows.into_iter().map(Tracked::Row));
                     }
                 }
                 epochs.retain(|epoch, (_, orders, out)| {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tidings_model::State;
 use tidings_operators::checkpoint::Checkpoints;
-use tidings_operators::{Epoch, Flow};
+use tidings_operators::{Epoch, Tracked};
 use tidings_sinks::tracking::Tracking;
 use tidings_sinks::tracking::redis::{RedisRow, RedisSink, UserTtl};
 use timely::container::CapacityContainerBuilder;
@@ -94,7 +94,7 @@ struct Owed {
     failing: bool,
     /// Rows and dead letters of epochs the sources have not passed yet ([`HoldBack`]): written
     /// once they have, so a stop at a cut writes nothing of the epochs after it.
-    pending: BTreeMap<Epoch, Vec<Flow>>,
+    pending: BTreeMap<Epoch, Vec<Tracked>>,
     /// Counts of the rows written since the last flush.
     local: Counts,
     for_redis: Vec<RedisRow>,
@@ -124,7 +124,7 @@ impl Owed {
         for (_, rows) in std::mem::replace(&mut self.pending, later) {
             for f in rows {
                 match f {
-                    Flow::Row(r) => {
+                    Tracked::Row(r) => {
                         *self.local.states.entry(r.state).or_default() += 1;
                         *self
                             .local
@@ -136,14 +136,13 @@ impl Owed {
                         }
                         self.tracking.event(r);
                     }
-                    Flow::Dead(d) => {
+                    Tracked::Dead(d) => {
                         self.local.dead_letters += 1;
                         if let Some(t) = &self.dead_letter_topic {
                             t.send(&d);
                         }
                         self.tracking.dead(d);
                     }
-                    _ => {}
                 }
             }
         }
@@ -235,13 +234,13 @@ fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Writes `rows` (`Flow::Row` and `Flow::Dead`) to `tracking` (held back per [`HoldBack`]). A write that fails is retried with backoff, keeping every row and the
+/// Writes `rows` (event rows and dead letters) to `tracking` (held back per [`HoldBack`]). A write that fails is retried with backoff, keeping every row and the
 /// capability of their epochs: the "done" frontier waits, and the send stage holds new sends
 /// while any worker's tracking is failing ([`Counts::tracking_failing_workers`]). `stop` is the
 /// [`HoldBack`] of the main dataflow (rows past a stop's cut are dropped).
 #[allow(clippy::too_many_arguments)]
 pub fn track<'s>(
-    rows: StreamVec<'s, Epoch, Flow>,
+    rows: StreamVec<'s, Epoch, Tracked>,
     tracking: Tracking,
     flush_rows: usize,
     flush_interval: Duration,

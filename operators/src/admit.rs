@@ -1,31 +1,54 @@
 //! The admit operator: validate (step 1) and gate (steps 2–6) for each record, on the worker
 //! that read it; at the end of each epoch it sends every peer a [`Mark`] with the epoch's
-//! largest event time.
+//! largest event time. Each kind of output is its own typed stream ([`Admitted`]).
 //!
 //! ```ignore
-//! let flows = admit(records, validator, gate, clock); // StreamVec<Epoch, Flow>
-//! let parts = split(flows);
+//! let admitted = records.admit(validator, gate, clock);
+//! let released = admitted.parked.park(store, clock, event, checkpoints, live);
+//! let content = admitted.pass.dedup_by(rule, &admitted.marks, clock, checkpoints, live);
 //! ```
 
 use std::collections::BTreeMap;
 
 use tidings_model::time::Millis;
+use tidings_model::{DeadLetter, Delivery, State};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use crate::gate::Gate;
+use crate::gate::{Gate, Verdict};
+use crate::park::Parked;
 use crate::validate::Validator;
-use crate::{Clock, Epoch, Flow, Mark, SourceRecord};
-use tidings_model::{DeadLetter, State};
+use crate::{Clock, Epoch, Mark, RecallOrder, SourceRecord, Tracked};
+
+/// The streams the admit stage produces.
+pub struct Admitted<'s> {
+    /// Receivers that go on to dedup.
+    pub pass: StreamVec<'s, Epoch, Delivery>,
+    /// Receivers to park until their release time (`night_delay`).
+    pub parked: StreamVec<'s, Epoch, Parked>,
+    /// Each epoch's largest event time, one mark per peer (`Mark::to`).
+    pub marks: StreamVec<'s, Epoch, Mark>,
+    /// RECEIVE and the rows of steps 2–6, and dead letters.
+    pub rows: StreamVec<'s, Epoch, Tracked>,
+    /// Valid `recall` requests, straight to the recall stage.
+    pub recalls: StreamVec<'s, Epoch, RecallOrder>,
+}
+
+/// Admits a stream of source records: `records.admit(validator, gate, clock)`.
+pub trait Admit<'s> {
+    /// Runs validate + gate over the records (pipeline: on the worker that read them).
+    fn admit(self, validator: Validator, gate: Gate, clock: Clock) -> Admitted<'s>;
+}
 
 /// Says on a late record's RECEIVE rows that it was judged at its partition's watermark.
-fn note_late(flows: &mut [Flow], rec: &SourceRecord) {
+fn note_late(verdicts: &mut [Verdict], rec: &SourceRecord) {
     let own = rec.event_time - rec.late_by;
-    for f in flows {
-        if let Flow::Row(row) = f
+    for v in verdicts {
+        if let Verdict::Row(row) = v
             && row.state == State::Receive
             && row.reason.is_none()
         {
@@ -37,73 +60,284 @@ fn note_late(flows: &mut [Flow], rec: &SourceRecord) {
     }
 }
 
-/// Runs validate + gate over a stream of records.
-pub fn admit<'s>(
-    records: StreamVec<'s, Epoch, SourceRecord>,
-    validator: Validator,
-    gate: Gate,
-    clock: Clock,
-) -> StreamVec<'s, Epoch, Flow> {
-    let peers = records.scope().peers() as u32;
-    records.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(
-        Pipeline,
-        "Admit",
-        move |_, _| {
-            // Epochs seen and not yet closed: their capability (to send the marks) and max event time.
+/// One record's outputs, by kind.
+#[derive(Default)]
+struct Outputs {
+    pass: Vec<Delivery>,
+    parked: Vec<Parked>,
+    rows: Vec<Tracked>,
+    recalls: Vec<RecallOrder>,
+}
+
+impl Outputs {
+    /// Validates and gates one record; returns the largest event time of its messages.
+    fn admit(
+        &mut self,
+        rec: SourceRecord,
+        validator: &Validator,
+        gate: &Gate,
+        now: Millis,
+        verdicts: &mut Vec<Verdict>,
+    ) -> Option<Millis> {
+        if let Some(reason) = &rec.bad_time {
+            self.rows.push(Tracked::Dead(DeadLetter::of_record(
+                now,
+                rec.position(),
+                &rec.bytes,
+                reason.clone(),
+            )));
+            return None;
+        }
+        let v = validator.validate(&rec, now);
+        self.rows.extend(v.dead.into_iter().map(Tracked::Dead));
+        self.recalls.extend(v.recalls);
+        let mut max: Option<Millis> = None;
+        for m in v.messages {
+            max = Some(max.map_or(m.meta.event_time, |t| t.max(m.meta.event_time)));
+            gate.judge(m, now, verdicts);
+            if rec.late_by > 0 {
+                note_late(verdicts, &rec);
+            }
+            for verdict in verdicts.drain(..) {
+                match verdict {
+                    Verdict::Row(row) => self.rows.push(Tracked::Row(row)),
+                    Verdict::Pass(d) => self.pass.push(d),
+                    Verdict::Park(p) => self.parked.push(p),
+                }
+            }
+        }
+        max
+    }
+}
+
+impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
+    fn admit(self, validator: Validator, gate: Gate, clock: Clock) -> Admitted<'s> {
+        let peers = self.scope().peers() as u32;
+        let mut builder = OperatorBuilder::new("Admit".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (pass_out, pass) = builder.new_output();
+        let (parked_out, parked) = builder.new_output();
+        let marks_port = builder.shape().outputs();
+        let (marks_out, marks) = builder.new_output();
+        let (rows_out, rows) = builder.new_output();
+        let (recalls_out, recalls) = builder.new_output();
+        let mut pass_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Delivery>>>::from(pass_out);
+        let mut parked_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Parked>>>::from(parked_out);
+        let mut marks_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Mark>>>::from(marks_out);
+        let mut rows_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Tracked>>>::from(rows_out);
+        let mut recalls_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<RecallOrder>>>::from(recalls_out);
+        builder.build(move |_initial| {
+            // Epochs seen and not yet closed: the capability to send their marks, and their
+            // largest event time.
             let mut open: BTreeMap<Epoch, (Capability<Epoch>, Option<Millis>)> = BTreeMap::new();
-            let mut buf = Vec::new();
-            move |(input, frontier), output| {
+            let mut out = Outputs::default();
+            let mut verdicts = Vec::new();
+            move |frontiers| {
+                let frontier = &frontiers[0];
+                let (mut pass, mut parked, mut rows, mut recalls) = (
+                    pass_out.activate(),
+                    parked_out.activate(),
+                    rows_out.activate(),
+                    recalls_out.activate(),
+                );
                 input.for_each_stamp(|cap, batches| {
                     let Some(&epoch) = cap.least() else { return };
                     let entry = open
                         .entry(epoch)
-                        .or_insert_with(|| (cap.delayed(&epoch, 0), None));
+                        .or_insert_with(|| (cap.delayed(&epoch, marks_port), None));
                     let now = clock.now_ms();
-                    for batch in batches {
-                        for rec in batch.drain(..) {
-                            if let Some(reason) = &rec.bad_time {
-                                buf.push(Flow::Dead(DeadLetter::of_record(
-                                    now,
-                                    rec.position(),
-                                    &rec.bytes,
-                                    reason.clone(),
-                                )));
-                                continue;
-                            }
-                            let v = validator.validate(&rec, now);
-                            buf.extend(v.dead.into_iter().map(Flow::Dead));
-                            buf.extend(v.recalls.into_iter().map(Flow::Recall));
-                            for m in v.messages {
-                                entry.1 = Some(entry.1.map_or(m.meta.event_time, |t: Millis| {
-                                    t.max(m.meta.event_time)
-                                }));
-                                let from = buf.len();
-                                gate.judge(m, now, &mut buf);
-                                if rec.late_by > 0 {
-                                    note_late(&mut buf[from..], &rec);
-                                }
-                            }
+                    for rec in batches.flat_map(|b| b.drain(..)) {
+                        if let Some(t) = out.admit(rec, &validator, &gate, now, &mut verdicts) {
+                            entry.1 = Some(entry.1.map_or(t, |m: Millis| m.max(t)));
                         }
                     }
-                    output.session(&cap).give_iterator(buf.drain(..));
+                    pass.session(&cap).give_iterator(out.pass.drain(..));
+                    parked.session(&cap).give_iterator(out.parked.drain(..));
+                    rows.session(&cap).give_iterator(out.rows.drain(..));
+                    recalls.session(&cap).give_iterator(out.recalls.drain(..));
                 });
+                let mut marks = marks_out.activate();
                 while let Some((&epoch, _)) = open.first_key_value() {
                     if frontier.less_equal(&epoch) {
                         break;
                     }
                     let (cap, max) = open.remove(&epoch).expect("first key exists");
                     if let Some(max_event_time) = max {
-                        let mut session = output.session(&cap);
-                        for to in 0..peers {
-                            session.give(Flow::Mark(Mark {
-                                to,
-                                max_event_time,
-                                epoch,
-                            }));
-                        }
+                        marks.session(&cap).give_iterator((0..peers).map(|to| Mark {
+                            to,
+                            max_event_time,
+                            epoch,
+                        }));
                     }
                 }
             }
-        },
-    )
+        });
+        Admitted {
+            pass,
+            parked,
+            marks,
+            rows,
+            recalls,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use timely::dataflow::operators::Capture;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::vec::Map;
+
+    use super::*;
+    use crate::testkit::{at, epoch, gate, record, run, validator};
+
+    fn send(template: i64, receiver: &str, vars: &str) -> String {
+        format!(
+            r#"{{"code":"send","messageTemplateId":{template},"messageParam":{{"receiver":"{receiver}","variables":{vars}}}}}"#
+        )
+    }
+
+    /// Each kind of output comes out on its own stream, at the epoch of its record; each epoch
+    /// with messages ends with one mark per peer carrying its largest event time.
+    #[test]
+    fn every_kind_on_its_own_stream() {
+        let night = at(3, 0);
+        let (noon, later) = (at(12, 0), at(12, 0) + 30_000);
+        let mut late = record(5, later, &send(1, "13800138002", r#"{"code":"5"}"#));
+        late.late_by = 90_000;
+        let mut bad_time = record(6, noon, &send(1, "13800138000", r#"{"code":"6"}"#));
+        bad_time.bad_time = Some("event time before 2000".into());
+        let epochs = vec![
+            (
+                epoch(night),
+                vec![record(1, night, &send(2, "x@y.cn", r#"{"n":"1"}"#))],
+            ),
+            (
+                epoch(noon),
+                vec![
+                    record(2, noon, &send(1, "13800138000", r#"{"code":"2"}"#)),
+                    record(3, noon, &send(1, "123", r#"{"code":"3"}"#)),
+                    record(4, noon, "{oops"),
+                    late,
+                    bad_time,
+                    record(
+                        7,
+                        noon,
+                        r#"{"code":"recall","messageTemplateId":3,"recallMessageIds":["m1"]}"#,
+                    ),
+                ],
+            ),
+        ];
+        let (pass_tx, pass_rx) = mpsc::channel();
+        let (parked_tx, parked_rx) = mpsc::channel();
+        let (marks_tx, marks_rx) = mpsc::channel();
+        let (rows_tx, rows_rx) = mpsc::channel();
+        let (recalls_tx, recalls_rx) = mpsc::channel();
+        run(epochs, move |records| {
+            let a = records.admit(validator(), gate(), Clock::Fixed(at(13, 0)));
+            a.pass
+                .map(|d| (d.receiver, d.event_time))
+                .capture_into(pass_tx);
+            a.parked
+                .map(|p| (p.delivery.receiver, p.delivery.event_time, p.release_at))
+                .capture_into(parked_tx);
+            a.marks
+                .map(|m| (m.to, m.epoch, m.max_event_time))
+                .capture_into(marks_tx);
+            a.rows
+                .map(|t| match t {
+                    Tracked::Row(r) => (
+                        r.state.name().to_string(),
+                        r.receiver,
+                        r.reason.unwrap_or_default(),
+                    ),
+                    Tracked::Dead(d) => ("dead".into(), d.source, d.reason),
+                })
+                .capture_into(rows_tx);
+            a.recalls
+                .map(|r| (r.template_id, r.message_ids, r.source))
+                .capture_into(recalls_tx);
+        });
+        let (e_night, e_noon) = (epoch(night), epoch(noon));
+        assert_eq!(
+            pass_rx.extract(),
+            vec![(
+                e_noon,
+                vec![
+                    ("13800138000".to_string(), noon),
+                    ("13800138002".to_string(), later)
+                ]
+            )]
+        );
+        assert_eq!(
+            parked_rx.extract(),
+            vec![(e_night, vec![("x@y.cn".to_string(), night, at(9, 0))])]
+        );
+        assert_eq!(
+            marks_rx.extract(),
+            vec![
+                (e_night, vec![(0, e_night, night)]),
+                (e_noon, vec![(0, e_noon, later)])
+            ]
+        );
+        let rows = rows_rx.extract();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let states = |i: usize| -> Vec<(&str, &str)> {
+            rows[i]
+                .1
+                .iter()
+                .map(|(s, r, _)| (s.as_str(), r.as_str()))
+                .collect()
+        };
+        assert_eq!(rows[0].0, e_night);
+        assert_eq!(
+            states(0),
+            vec![("NIGHT_SHIELD_NEXT_SEND", "x@y.cn"), ("RECEIVE", "x@y.cn")]
+        );
+        assert_eq!(rows[1].0, e_noon);
+        assert_eq!(
+            states(1),
+            vec![
+                ("RECEIVE", "123"),
+                ("RECEIVE", "13800138000"),
+                ("RECEIVE", "13800138002"),
+                ("RECEIVER_INVALID", "123"),
+                ("dead", "file:t.jsonl:4"),
+                ("dead", "file:t.jsonl:6"),
+            ]
+        );
+        let reason = |receiver: &str| {
+            rows[1]
+                .1
+                .iter()
+                .find(|(s, r, _)| s == "RECEIVE" && r == receiver)
+                .map(|(_, _, why)| why.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(reason("13800138000"), "");
+        assert!(
+            reason("13800138002").starts_with(&format!(
+                "late: event time {} came 90000 ms behind",
+                later - 90_000
+            )),
+            "{}",
+            reason("13800138002")
+        );
+        let dead = &rows[1].1[5];
+        assert_eq!(dead.2, "event time before 2000");
+        assert_eq!(
+            recalls_rx.extract(),
+            vec![(
+                e_noon,
+                vec![(3, vec!["m1".to_string()], "file:t.jsonl:7".to_string())]
+            )]
+        );
+    }
 }

@@ -1,12 +1,13 @@
-//! The item every stage passes on, and a router that splits a stream by kind.
+//! The items that pass between stages, besides deliveries: source records, epoch marks, recall
+//! orders and what the tracking stage writes ([`Tracked`]). Each stage's outputs are separate
+//! typed streams ([`crate::admit::Admitted`], [`crate::dedup::Deduped`]), so a stream wired
+//! into the wrong stage does not compile.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tidings_model::time::Millis;
-use tidings_model::{DeadLetter, Delivery, EventRow};
-use timely::dataflow::StreamVec;
-use timely::dataflow::operators::vec::Partition;
+use tidings_model::{DeadLetter, EventRow};
 
 use crate::Epoch;
 
@@ -72,90 +73,12 @@ pub struct RecallOrder {
     pub source: String,
 }
 
-/// What flows between stages.
+/// What the tracking stage writes: an event row, or a dead letter. Every stage's row output
+/// carries these, so the rows of all stages can be concatenated into the one tracking input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Flow {
-    /// A receiver that goes on to the next stage.
-    Pass(Delivery),
-    /// A receiver to park until its release time (`night_delay`).
-    Park {
-        /// When to release it (ms, UTC).
-        release_at: Millis,
-        /// The receiver.
-        delivery: Delivery,
-    },
-    /// A tracking row.
+pub enum Tracked {
+    /// A tracking row (RECEIVE, a terminal state, SEND_*, RECALL_*).
     Row(EventRow),
     /// A dead letter.
     Dead(DeadLetter),
-    /// An epoch mark.
-    Mark(Mark),
-    /// A recall request, straight to the recall stage.
-    Recall(RecallOrder),
-}
-
-/// The kind of a [`Flow`], for [`split`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `Pass`.
-    Pass,
-    /// `Park`.
-    Park,
-    /// `Row` and `Dead`: everything tracking writes.
-    Track,
-    /// `Mark`.
-    Mark,
-    /// `Recall`.
-    Recall,
-}
-
-impl Flow {
-    /// The kind.
-    pub fn kind(&self) -> Kind {
-        match self {
-            Flow::Pass(_) => Kind::Pass,
-            Flow::Park { .. } => Kind::Park,
-            Flow::Row(_) | Flow::Dead(_) => Kind::Track,
-            Flow::Mark(_) => Kind::Mark,
-            Flow::Recall(_) => Kind::Recall,
-        }
-    }
-}
-
-/// The streams of one stage's output, by kind.
-pub struct Split<'scope> {
-    /// Receivers going on.
-    pub pass: StreamVec<'scope, Epoch, Flow>,
-    /// Receivers to park.
-    pub park: StreamVec<'scope, Epoch, Flow>,
-    /// Tracking rows and dead letters.
-    pub track: StreamVec<'scope, Epoch, Flow>,
-    /// Epoch marks.
-    pub mark: StreamVec<'scope, Epoch, Flow>,
-    /// Recall requests.
-    pub recall: StreamVec<'scope, Epoch, Flow>,
-}
-
-/// Splits a stream of [`Flow`] by kind (a pipeline operator: no data crosses workers).
-pub fn split(stream: StreamVec<'_, Epoch, Flow>) -> Split<'_> {
-    let mut parts = stream
-        .partition(5, |f| {
-            let port = match f.kind() {
-                Kind::Pass => 0,
-                Kind::Park => 1,
-                Kind::Track => 2,
-                Kind::Mark => 3,
-                Kind::Recall => 4,
-            };
-            (port, f)
-        })
-        .into_iter();
-    let mut next = || parts.next().expect("partition gives 5 streams");
-    Split {
-        pass: next(),
-        park: next(),
-        track: next(),
-        mark: next(),
-        recall: next(),
-    }
 }

@@ -13,8 +13,20 @@ use tidings_model::receiver::ReceiverValidator;
 use tidings_model::time::{Millis, to_utc};
 use tidings_model::{Delivery, EventRow, IdType, Message, State, Templates, ids};
 
-use crate::Flow;
+use crate::park::Parked;
 use crate::shield::{Decision, NightShield};
+
+/// What the gate says of a receiver, in order: its RECEIVE row, then a terminal row, a pass or
+/// a park ([`crate::admit`] sends each kind to its own stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A tracking row: RECEIVE, or the terminal state of steps 2–6.
+    Row(EventRow),
+    /// The receiver goes on to dedup.
+    Pass(Delivery),
+    /// The receiver is parked until its release time (`night_delay`).
+    Park(Parked),
+}
 
 /// The stateless per-receiver filters of a job.
 #[derive(Debug, Clone)]
@@ -33,7 +45,7 @@ pub struct Gate {
 
 impl Gate {
     /// Judges every receiver of a message; pushes rows, passes and parks to `out`.
-    pub fn judge(&self, msg: Message, now: Millis, out: &mut Vec<Flow>) {
+    pub fn judge(&self, msg: Message, now: Millis, out: &mut Vec<Verdict>) {
         let meta = msg.meta;
         let Some(template) = self.templates.get(meta.template_id) else {
             // The validator only lets known templates through.
@@ -68,9 +80,9 @@ impl Gate {
                 index: index as u32,
                 event_time: meta.event_time,
             };
-            out.push(Flow::Row(EventRow::of(&d, State::Receive, None, now)));
+            out.push(Verdict::Row(EventRow::of(&d, State::Receive, None, now)));
             let stop = |state: State, reason: String| {
-                Flow::Row(EventRow::of(&d, state, Some(reason), now))
+                Verdict::Row(EventRow::of(&d, state, Some(reason), now))
             };
             if let Some(why) = invalid {
                 out.push(stop(State::ReceiverInvalid, why));
@@ -89,7 +101,7 @@ impl Gate {
                 ));
             } else {
                 match decision {
-                    Decision::Send => out.push(Flow::Pass(d)),
+                    Decision::Send => out.push(Verdict::Pass(d)),
                     Decision::Drop => {
                         out.push(stop(State::NightShield, "night_drop: sent at night".into()))
                     }
@@ -99,10 +111,10 @@ impl Gate {
                             to_utc(release_at).to_rfc3339()
                         );
                         out.push(stop(State::NightShieldNextSend, reason));
-                        out.push(Flow::Park {
+                        out.push(Verdict::Park(Parked {
                             release_at,
                             delivery: d,
-                        });
+                        }));
                     }
                 }
             }
@@ -175,13 +187,12 @@ account = "a"
         }
     }
 
-    fn states(out: &[Flow]) -> Vec<String> {
+    fn states(out: &[Verdict]) -> Vec<String> {
         out.iter()
             .map(|f| match f {
-                Flow::Row(r) => r.state.name().to_string(),
-                Flow::Pass(_) => "pass".into(),
-                Flow::Park { .. } => "park".into(),
-                other => format!("{other:?}"),
+                Verdict::Row(r) => r.state.name().to_string(),
+                Verdict::Pass(_) => "pass".into(),
+                Verdict::Park(_) => "park".into(),
             })
             .collect()
     }
@@ -246,16 +257,16 @@ account = "a"
         }
     }
 
-    fn rows(out: &[Flow]) -> Vec<(String, String, Option<String>)> {
+    fn rows(out: &[Verdict]) -> Vec<(String, String, Option<String>)> {
         out.iter()
             .map(|f| match f {
-                Flow::Row(r) => (
+                Verdict::Row(r) => (
                     r.state.name().to_string(),
                     r.receiver.clone(),
                     r.reason.clone(),
                 ),
-                Flow::Pass(d) => ("pass".into(), d.receiver.clone(), None),
-                other => (format!("{other:?}"), String::new(), None),
+                Verdict::Pass(d) => ("pass".into(), d.receiver.clone(), None),
+                Verdict::Park(p) => ("park".into(), p.delivery.receiver.clone(), None),
             })
             .collect()
     }
@@ -306,7 +317,7 @@ account = "a"
             }
         }
         // The dedup keys are those of the normalised number.
-        let Flow::Pass(d) = &out[3] else { panic!() };
+        let Verdict::Pass(d) = &out[3] else { panic!() };
         assert_eq!(d.frequency_key, ids::frequency_key("13800138000", "sms"));
     }
 
@@ -345,9 +356,7 @@ account = "a"
     fn parked_release_is_next_morning() {
         let mut out = Vec::new();
         gate(&[], &[]).judge(msg(2, NIGHT, &["x@y.cn"]), 0, &mut out);
-        let Flow::Park { release_at, .. } = &out[2] else {
-            panic!()
-        };
-        assert_eq!(*release_at, NIGHT + 6 * 3_600_000);
+        let Verdict::Park(p) = &out[2] else { panic!() };
+        assert_eq!(p.release_at, NIGHT + 6 * 3_600_000);
     }
 }

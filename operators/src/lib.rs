@@ -3,14 +3,26 @@
 //!
 //! # Layout
 //!
-//! - [`flow`]: [`Flow`], the one item type every stage passes on, and [`split`] to route it.
+//! Each stage's timely wrapper is an extension trait on the stream it reads and returns the
+//! typed streams it produces, so the graph is wired by the compiler:
+//!
+//! ```ignore
+//! let admitted = records.admit(validator, gate, clock);         // admit::Admitted
+//! let released = admitted.parked.park(store, clock, event, ..); // deliveries
+//! let content = passes.dedup_by(content_rule, &admitted.marks, clock, ..); // dedup::Deduped
+//! ```
+//!
+//! - [`flow`]: the items besides deliveries: [`SourceRecord`], [`Mark`], [`RecallOrder`], and
+//!   [`Tracked`] (what the tracking stage writes).
 //! - [`validate`]: step 1, record → messages or dead letters ([`validate::Validator`]).
 //! - [`gate`]: steps 2–6 per receiver: RECEIVE, receiver check, discard, whitelist, night shield
-//!   ([`gate::Gate`]); [`admit`] runs validate + gate as one operator and emits the epoch marks.
+//!   ([`gate::Gate`]); [`admit`] runs validate + gate as one operator ([`admit::Admit`]) and
+//!   emits the epoch marks.
 //! - [`shield`]: [`shield::NightShield::decide`] → send, drop or defer.
-//! - [`park`]: durable parking of night_delay deliveries and their release.
+//! - [`park`]: durable parking of night_delay deliveries ([`park::ParkStore`]), their release
+//!   schedule ([`park::Schedule`]) and the operator ([`park::Park`]).
 //! - [`dedup`]: steps 7–8, keyed windowed state ([`dedup::ContentDedup`],
-//!   [`dedup::FrequencyDedup`]) behind one keyed operator.
+//!   [`dedup::FrequencyDedup`]) behind one keyed operator ([`dedup::DedupBy`]).
 //! - [`watermark`]: the global event-time watermark per epoch, built from every worker's marks.
 //! - [`event_time`]: epochs of event time and the per-partition watermark ([`event_time::PartitionClock`]).
 //! - [`checkpoint`]: consistent cuts of the dedup windows, parked deliveries and source positions.
@@ -38,8 +50,11 @@ pub mod shield;
 pub mod validate;
 pub mod watermark;
 
+#[cfg(test)]
+mod testkit;
+
 pub use clock::Clock;
-pub use flow::{Flow, Mark, RecallOrder, SourceRecord, split};
+pub use flow::{Mark, RecallOrder, SourceRecord, Tracked};
 
 /// The timely timestamp of the graph: an epoch number.
 pub type Epoch = u64;

@@ -29,12 +29,10 @@ impl Watermark {
         *e = (*e).max(mark.max_event_time);
     }
 
-    /// Records every mark among `flows` (other items are dropped: a marks input carries marks).
-    pub fn absorb(&mut self, flows: impl Iterator<Item = crate::Flow>) {
-        for f in flows {
-            if let crate::Flow::Mark(m) = f {
-                self.push(&m);
-            }
+    /// Records every mark of `marks`.
+    pub fn absorb(&mut self, marks: impl Iterator<Item = Mark>) {
+        for m in marks {
+            self.push(&m);
         }
     }
 

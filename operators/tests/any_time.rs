@@ -8,11 +8,11 @@ use proptest::prelude::*;
 use tidings_model::Templates;
 use tidings_model::receiver::ReceiverValidator;
 use tidings_model::time::{MAX_EVENT_TIME, MIN_EVENT_TIME, NightWindow};
+use tidings_operators::SourceRecord;
 use tidings_operators::dedup::{ContentDedup, FrequencyDedup, KeyedRule};
-use tidings_operators::gate::Gate;
+use tidings_operators::gate::{Gate, Verdict};
 use tidings_operators::shield::NightShield;
 use tidings_operators::validate::Validator;
-use tidings_operators::{Flow, SourceRecord};
 
 const TEMPLATES: &str = r#"
 [[template]]
@@ -85,12 +85,12 @@ proptest! {
             gate.judge(m, now, &mut flows);
             for f in flows {
                 let d = match f {
-                    Flow::Pass(d) => d,
-                    Flow::Park { delivery, release_at } => {
-                        prop_assert!(release_at > delivery.event_time);
-                        delivery
+                    Verdict::Pass(d) => d,
+                    Verdict::Park(p) => {
+                        prop_assert!(p.release_at > p.delivery.event_time);
+                        p.delivery
                     }
-                    _ => continue,
+                    Verdict::Row(_) => continue,
                 };
                 let _ = content.judge(ContentDedup::key(&d), &d);
                 let _ = frequency.judge(FrequencyDedup::key(&d), &d);

@@ -2,26 +2,30 @@
 //! `docs/ARCHITECTURE.md`:
 //!
 //! ```text
-//! Source ─► Admit (validate + gate) ─┬─ pass ─► ContentDedup ─► FrequencyDedup ─► Send ─┐
-//!                                    ├─ park ─► Park (worker 0) ─► (released) ─┘        │
-//!                                    ├─ marks ─► (watermark of every keyed operator)     │
-//!                                    ├─ recall ─► Recall (after the sends before it) ───►│
-//!                                    └─ rows, dead letters ─────────────────────────────►├─► Track ─► done
+//! Source ─► Admit (validate + gate) ─┬─ pass ─────────────────────┬─► ContentDedup ─► FrequencyDedup ─► Send ─┐
+//!                                    ├─ parked ─► Park (worker 0) ┘   (and the rows of each) ────────────────►│
+//!                                    ├─ marks ─► (the watermark of every keyed operator)                      │
+//!                                    ├─ recalls ─► Recall (after the sends before it) ───────────────────────►│
+//!                                    └─ rows (and dead letters) ─────────────────────────────────────────────►├─► Track ─► done
 //!
-//! AccountTopics ─► Send ─► Track ─► done_accounts        (Kafka jobs with account queues)
+//! AccountTopics ─┬─ pass ─► Send ─┬─► Track ─► done_accounts   (Kafka jobs with account queues)
+//!                └─ rows ─────────┘
 //! ```
+//!
+//! Each stage is an extension trait on the stream it reads ([`Admit`], [`Park`], [`DedupBy`])
+//! and returns its outputs as typed streams, so the wiring below is checked by the compiler.
 
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_operators::admit::admit;
-use tidings_operators::dedup::{ContentDedup, FrequencyDedup, keyed};
+use tidings_operators::admit::Admit;
+use tidings_operators::dedup::{ContentDedup, DedupBy, FrequencyDedup};
 use tidings_operators::gate::Gate;
-use tidings_operators::park::park;
+use tidings_operators::park::Park;
 use tidings_operators::shield::NightShield;
 use tidings_operators::validate::Validator;
-use tidings_operators::{Epoch, SourceRecord, split};
+use tidings_operators::{Epoch, SourceRecord};
 use tidings_sinks::tracking::{MemoryTracking, ParquetTracking, Tracking};
 use timely::dataflow::operators::{Concatenate, Exchange, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
@@ -86,41 +90,25 @@ pub(crate) fn main_dataflow(worker: &mut timely::worker::Worker, s: &Shared) -> 
         // Track holds back the rows of records read ahead of the sources' frontier.
         let sources = ProbeHandle::<Epoch>::new();
         let records = records.probe_with(&sources);
-        let admitted = split(admit(records, validator(job), gate(job), clock));
-        let released = park(
-            admitted.park,
-            store,
-            clock,
-            job.event,
-            Some(s.checkpoints.clone()),
-            Some(s.live.clone()),
-        );
+        let admitted = records.admit(validator(job), gate(job), clock);
+        let (ckpts, live) = (Some(s.checkpoints.clone()), Some(s.live.clone()));
+        let released = admitted
+            .parked
+            .park(store, clock, job.event, ckpts.clone(), live.clone());
         let passes = scope.concatenate([admitted.pass, released]);
         let (content, frequency) = dedup_rules(job);
-        let after_content = split(keyed(
-            passes,
-            admitted.mark.clone(),
-            content,
-            clock,
-            Some(s.checkpoints.clone()),
-            Some(s.live.clone()),
-        ));
-        let after_frequency = split(keyed(
-            after_content.pass,
-            admitted.mark,
-            frequency,
-            clock,
-            Some(s.checkpoints.clone()),
-            Some(s.live.clone()),
-        ));
+        let content = passes.dedup_by(content, &admitted.marks, clock, ckpts.clone(), live.clone());
+        let frequency = content
+            .pass
+            .dedup_by(frequency, &admitted.marks, clock, ckpts, live);
         let outcomes =
-            send(after_frequency.pass, s.send.clone(), clock, SendMode::Main).probe_with(&sent);
+            send(frequency.pass, s.send.clone(), clock, SendMode::Main).probe_with(&sent);
         // Recall requests skip the rules; they run once the sends before them are done.
-        let recalled = recall(admitted.recall, s.send.clone(), clock, sent.clone());
+        let recalled = recall(admitted.recalls, s.send.clone(), clock, sent.clone());
         let rows = scope.concatenate([
-            admitted.track,
-            after_content.track,
-            after_frequency.track,
+            admitted.rows,
+            content.rows,
+            frequency.rows,
             outcomes,
             recalled,
         ]);
@@ -166,16 +154,16 @@ pub(crate) fn accounts_dataflow(
     let tracking = tracking_of(s, &format!("{}-accounts", s.run_id), index);
     let redis = lock(&s.redis).clone();
     worker.dataflow::<Epoch, _, _>(|scope| {
-        let read = split(backlog_source(
+        let read = backlog_source(
             scope,
             reader.clone(),
             s.queues.clone(),
             clock,
             s.stop.clone(),
             s.main_done.clone(),
-        ));
+        );
         let outcomes = send(read.pass, s.send.clone(), clock, SendMode::Accounts);
-        let rows = scope.concatenate([read.track, outcomes]);
+        let rows = scope.concatenate([read.rows, outcomes]);
         track(
             rows,
             tracking,

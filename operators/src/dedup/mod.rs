@@ -1,12 +1,14 @@
 //! Steps 7–8: content and frequency dedup, as windowed keyed state inside the dataflow.
 //!
-//! Both rules share one operator, [`keyed`]: deliveries are exchanged by the rule's key hash
+//! Both rules share one operator, [`DedupBy::dedup_by`]: deliveries are exchanged by the rule's key hash
 //! (xxh3, the same on every worker), buffered per epoch until both inputs have passed it, then
 //! judged in [`tidings_model::Delivery::order`]. Before judging epoch `e` the state is evicted
 //! up to the global watermark `W(e-1)` less the allowed lateness; the wall clock is never read.
 //!
 //! ```ignore
-//! let after_content = keyed(passes, marks.clone(), ContentDedup::new(..), clock, None, None);
+//! let content = passes.dedup_by(ContentDedup::new(..), &admitted.marks, clock, None, None);
+//! let frequency = content.pass.dedup_by(FrequencyDedup::new(..), &admitted.marks, clock, None, None);
+//! // content.rows, frequency.rows: the rejected receivers' rows, for tracking
 //! ```
 
 mod content;
@@ -23,12 +25,14 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::progress::frontier::MutableAntichain;
 
 use crate::checkpoint::{Checkpoints, FINAL, read_keyed, write_keyed};
 use crate::live::{self, Answer, Ask, Live, Question, RuleSummary};
 use crate::watermark::Watermark;
-use crate::{Clock, Epoch, Flow};
+use crate::{Clock, Epoch, Mark, Tracked};
 
 /// A keyed rule: a plain state machine over deliveries of one key.
 pub trait KeyedRule: 'static {
@@ -92,44 +96,60 @@ fn checkpoint<R: KeyedRule>(rule: &R, c: &Checkpoints, epoch: Epoch, index: usiz
     }
 }
 
-/// Runs a keyed rule over `deliveries` (`Flow::Pass` only) with the epoch `marks`.
-pub fn keyed<'s, R: KeyedRule>(
-    deliveries: StreamVec<'s, Epoch, Flow>,
-    marks: StreamVec<'s, Epoch, Flow>,
-    mut rule: R,
-    clock: Clock,
-    checkpoints: Option<Checkpoints>,
-    live: Option<Live>,
-) -> StreamVec<'s, Epoch, Flow> {
-    let scope = deliveries.scope();
-    let index = scope.index();
-    let peers = scope.peers() as u64;
-    if let Some(c) = &checkpoints {
-        c.register();
-        let parts = c.restored_parts(&format!("{}-", R::PART));
-        for path in parts.unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME)) {
-            read_keyed(
-                &path,
-                |k| ids::route(k) % peers == index as u64,
-                |k, v| rule.restore(k, v),
-            )
-            .unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME));
+/// The streams a keyed rule produces.
+pub struct Deduped<'s> {
+    /// Deliveries the rule let through.
+    pub pass: StreamVec<'s, Epoch, Delivery>,
+    /// The rows of those it rejected (CONTENT_DEDUPLICATION, RULE_DEDUPLICATION).
+    pub rows: StreamVec<'s, Epoch, Tracked>,
+}
+
+/// Runs a keyed rule over a stream of deliveries:
+/// `passes.dedup_by(rule, &marks, clock, checkpoints, live)`.
+pub trait DedupBy<'s> {
+    /// Judges every delivery by `rule` on the worker owning its key, epoch by epoch once both
+    /// the deliveries and the `marks` (every worker's [`crate::admit::Admitted::marks`]) have
+    /// passed it. With `checkpoints`, writes the rule's part of every cut; with `live`,
+    /// answers questions about its keys.
+    fn dedup_by<R: KeyedRule>(
+        self,
+        rule: R,
+        marks: &StreamVec<'s, Epoch, Mark>,
+        clock: Clock,
+        checkpoints: Option<Checkpoints>,
+        live: Option<Live>,
+    ) -> Deduped<'s>;
+}
+
+impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
+    fn dedup_by<R: KeyedRule>(
+        self,
+        mut rule: R,
+        marks: &StreamVec<'s, Epoch, Mark>,
+        clock: Clock,
+        checkpoints: Option<Checkpoints>,
+        live: Option<Live>,
+    ) -> Deduped<'s> {
+        let scope = self.scope();
+        let index = scope.index();
+        let peers = scope.peers() as u64;
+        if let Some(c) = &checkpoints {
+            c.register();
+            restore(&mut rule, c, index, peers);
         }
-    }
-    let by_key = ExchangePact::new(|f: &Flow| match f {
-        Flow::Pass(d) => ids::route(R::key(d)),
-        _ => 0,
-    });
-    let by_target = ExchangePact::new(|f: &Flow| match f {
-        Flow::Mark(m) => m.to as u64,
-        _ => 0,
-    });
-    deliveries.binary_frontier::<_, CapacityContainerBuilder<Vec<Flow>>, _, _, _, _>(
-        marks,
-        by_key,
-        by_target,
-        R::NAME,
-        move |cap, info| {
+        let mut builder = OperatorBuilder::new(R::NAME.to_owned(), scope);
+        let info = builder.operator_info();
+        let by_key = ExchangePact::new(|d: &Delivery| ids::route(R::key(d)));
+        let by_target = ExchangePact::new(|m: &Mark| m.to as u64);
+        let mut data = builder.new_input(self, by_key);
+        let mut mark_input = builder.new_input(marks.clone(), by_target);
+        let (pass_out, pass) = builder.new_output();
+        let (rows_out, rows) = builder.new_output();
+        let mut pass_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Delivery>>>::from(pass_out);
+        let mut rows_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Tracked>>>::from(rows_out);
+        builder.build(move |initial| {
             let questions = live.map(|l| {
                 let activator = scope.worker().sync_activator_for(info.address.to_vec());
                 l.register(R::NAME, index, peers as usize, activator)
@@ -138,20 +158,27 @@ pub fn keyed<'s, R: KeyedRule>(
             let mut written: Option<Epoch> = None;
             // Held at the input frontier until the final part is written, so the "done"
             // probe passes a cut only after this rule wrote its part of it.
-            let mut held = checkpoints.as_ref().map(|_| cap);
-            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<Delivery>)> = BTreeMap::new();
+            let mut held = checkpoints.as_ref().map(|_| initial);
+            // Per epoch: the capabilities of its passes and rows, and its deliveries.
+            let mut pending: BTreeMap<
+                Epoch,
+                (Capability<Epoch>, Capability<Epoch>, Vec<Delivery>),
+            > = BTreeMap::new();
             let mut watermark = Watermark::default();
-            move |(data, data_frontier), (mark_input, mark_frontier), output| {
+            move |frontiers| {
+                let (data_frontier, mark_frontier) = (&frontiers[0], &frontiers[1]);
+                let (mut pass, mut rows) = (pass_out.activate(), rows_out.activate());
                 data.for_each_stamp(|cap, batches| {
                     let Some(&epoch) = cap.least() else { return };
-                    let entry = pending
-                        .entry(epoch)
-                        .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new()));
+                    let entry = pending.entry(epoch).or_insert_with(|| {
+                        (
+                            cap.delayed(&epoch, pass.output_index()),
+                            cap.delayed(&epoch, rows.output_index()),
+                            Vec::new(),
+                        )
+                    });
                     for batch in batches {
-                        entry.1.extend(batch.drain(..).filter_map(|f| match f {
-                            Flow::Pass(d) => Some(d),
-                            _ => None,
-                        }));
+                        entry.2.append(batch);
                     }
                 });
                 mark_input.for_each_stamp(|_, batches| {
@@ -181,46 +208,87 @@ pub fn keyed<'s, R: KeyedRule>(
                     {
                         rule.evict(w);
                     }
-                    let Some((cap, mut batch)) = pending.remove(&epoch) else {
+                    let Some((pass_cap, rows_cap, batch)) = pending.remove(&epoch) else {
                         continue;
                     };
-                    batch.sort_by_key(Delivery::order);
-                    let now = clock.now_ms();
-                    let mut session = output.session(&cap);
-                    for d in batch {
-                        match rule.judge(R::key(&d), &d) {
-                            Ok(()) => session.give(Flow::Pass(d)),
-                            Err((state, reason)) => {
-                                session.give(Flow::Row(EventRow::of(&d, state, Some(reason), now)))
-                            }
-                        }
-                    }
+                    let (passed, rejected) = judge_epoch(&mut rule, batch, clock.now_ms());
+                    pass.session(&pass_cap).give_iterator(passed.into_iter());
+                    rows.session(&rows_cap).give_iterator(rejected.into_iter());
                 }
                 if let Some(q) = &questions {
                     answer(&rule, q, watermark.current());
                 }
-                if let (Some(c), Some(cap)) = (&checkpoints, held.as_mut()) {
-                    if data_frontier.is_empty() && mark_frontier.is_empty() {
-                        write_cuts(&rule, c, &mut written, FINAL, index);
-                        checkpoint(&rule, c, FINAL, index);
-                        held = None;
-                    } else {
-                        let limit = data_frontier
-                            .frontier()
-                            .iter()
-                            .chain(mark_frontier.frontier().iter())
-                            .min()
-                            .copied()
-                            .unwrap_or(FINAL);
-                        write_cuts(&rule, c, &mut written, limit, index);
-                        if limit > *cap.time() {
-                            cap.downgrade(&limit);
-                        }
-                    }
+                if let Some(c) = &checkpoints {
+                    hold(&rule, c, &mut written, &mut held, frontiers, index);
                 }
             }
-        },
-    )
+        });
+        Deduped { pass, rows }
+    }
+}
+
+/// Restores this worker's keys of `rule` from the checkpoint restored on start.
+fn restore<R: KeyedRule>(rule: &mut R, c: &Checkpoints, index: usize, peers: u64) {
+    let parts = c.restored_parts(&format!("{}-", R::PART));
+    for path in parts.unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME)) {
+        read_keyed(
+            &path,
+            |k| ids::route(k) % peers == index as u64,
+            |k, v| rule.restore(k, v),
+        )
+        .unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME));
+    }
+}
+
+/// Judges one epoch's deliveries in [`Delivery::order`]: those that pass, and the rows of
+/// those rejected.
+fn judge_epoch<R: KeyedRule>(
+    rule: &mut R,
+    mut batch: Vec<Delivery>,
+    now: Millis,
+) -> (Vec<Delivery>, Vec<Tracked>) {
+    batch.sort_by_key(Delivery::order);
+    let mut passed = Vec::with_capacity(batch.len());
+    let mut rejected = Vec::new();
+    for d in batch {
+        match rule.judge(R::key(&d), &d) {
+            Ok(()) => passed.push(d),
+            Err((state, reason)) => {
+                rejected.push(Tracked::Row(EventRow::of(&d, state, Some(reason), now)))
+            }
+        }
+    }
+    (passed, rejected)
+}
+
+/// Writes this rule's part of every cut both inputs have passed and holds the outputs at the
+/// inputs' frontier; once both inputs have ended, writes the final part and lets them go.
+fn hold<R: KeyedRule>(
+    rule: &R,
+    c: &Checkpoints,
+    written: &mut Option<Epoch>,
+    held: &mut Option<Vec<Capability<Epoch>>>,
+    frontiers: &[MutableAntichain<Epoch>],
+    index: usize,
+) {
+    let Some(caps) = held.as_mut() else { return };
+    if frontiers.iter().all(|f| f.is_empty()) {
+        write_cuts(rule, c, written, FINAL, index);
+        checkpoint(rule, c, FINAL, index);
+        *held = None;
+        return;
+    }
+    let limit = frontiers
+        .iter()
+        .filter_map(|f| f.frontier().first().copied())
+        .min()
+        .unwrap_or(FINAL);
+    write_cuts(rule, c, written, limit, index);
+    for cap in caps.iter_mut() {
+        if limit > *cap.time() {
+            cap.downgrade(&limit);
+        }
+    }
 }
 
 /// Writes this rule's part of every cut agreed before `limit` (exclusive) and not yet written:
@@ -268,5 +336,144 @@ impl Sweep {
                 Some(horizon)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use timely::dataflow::operators::Capture;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::vec::{Input, Map};
+
+    use super::*;
+    use crate::testkit::{TZ, at, delivery, epoch, templates};
+
+    type Rows = Vec<(Epoch, Vec<(u128, String, String)>)>;
+
+    /// Runs `rule` over `epochs` of deliveries (in the order given), with the marks admit would
+    /// send; returns the seqs passed and the rows of the rejected, per epoch.
+    fn judge<R: KeyedRule + Send + Sync>(
+        rule: R,
+        epochs: Vec<(Epoch, Vec<Delivery>)>,
+    ) -> (Vec<(Epoch, Vec<u128>)>, Rows) {
+        let (pass_tx, pass_rx) = mpsc::channel();
+        let (rows_tx, rows_rx) = mpsc::channel();
+        timely::execute_directly(move |worker| {
+            let (mut deliveries, mut marks) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (deliveries_in, deliveries) = scope.new_input::<Delivery>();
+                let (marks_in, marks) = scope.new_input::<Mark>();
+                let judged = deliveries.dedup_by(rule, &marks, Clock::Fixed(0), None, None);
+                judged.pass.map(|d| d.meta.seq).capture_into(pass_tx);
+                judged
+                    .rows
+                    .map(|t| match t {
+                        Tracked::Row(r) => (
+                            r.meta.seq,
+                            r.state.name().to_string(),
+                            r.reason.unwrap_or_default(),
+                        ),
+                        Tracked::Dead(d) => (0, "dead".into(), d.reason),
+                    })
+                    .capture_into(rows_tx);
+                (deliveries_in, marks_in)
+            });
+            for (epoch, batch) in epochs {
+                deliveries.advance_to(epoch);
+                marks.advance_to(epoch);
+                if let Some(max_event_time) = batch.iter().map(|d| d.event_time).max() {
+                    marks.send(Mark {
+                        to: 0,
+                        max_event_time,
+                        epoch,
+                    });
+                }
+                for d in batch {
+                    deliveries.send(d);
+                }
+                worker.step();
+            }
+        });
+        (pass_rx.extract(), rows_rx.extract())
+    }
+
+    /// Content dedup: one send of a content per receiver in 5 minutes; judged in event-time
+    /// order within the epoch, whatever order the deliveries came in.
+    #[test]
+    fn content_dedup_passes_and_rejects_per_epoch() {
+        let noon = at(12, 0);
+        let d = |seq, receiver, t| delivery(seq, 0, receiver, t, "x");
+        let epochs = vec![
+            (
+                epoch(noon),
+                vec![
+                    d(2, "13800138000", noon + 2_000),
+                    d(1, "13800138000", noon + 1_000),
+                    d(3, "13800138001", noon + 500),
+                ],
+            ),
+            (
+                epoch(noon + 301_000),
+                vec![
+                    d(5, "13800138000", noon + 303_000),
+                    d(4, "13800138000", noon + 301_000),
+                ],
+            ),
+        ];
+        let rule = ContentDedup::new(1, 300_000, 3_600_000, templates());
+        let (pass, rows) = judge(rule, epochs);
+        let seen = "1 send(s) of this content in the last 300s".to_string();
+        assert_eq!(
+            pass,
+            vec![(epoch(noon), vec![1, 3]), (epoch(noon + 301_000), vec![4])]
+        );
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    epoch(noon),
+                    vec![(2, "CONTENT_DEDUPLICATION".into(), seen.clone())]
+                ),
+                (
+                    epoch(noon + 301_000),
+                    vec![(5, "CONTENT_DEDUPLICATION".into(), seen)]
+                ),
+            ]
+        );
+    }
+
+    /// Frequency dedup: two sends per receiver and channel per local day, whatever the content.
+    #[test]
+    fn frequency_dedup_counts_per_local_day() {
+        let d = |seq, t| delivery(seq, 0, "13800138000", t, &format!("c{seq}"));
+        let next_morning = at(24 + 9, 0);
+        let epochs = vec![
+            (epoch(at(10, 0)), vec![d(1, at(10, 0))]),
+            (epoch(at(11, 0)), vec![d(2, at(11, 0))]),
+            (epoch(at(23, 59)), vec![d(3, at(23, 59))]),
+            (epoch(next_morning), vec![d(4, next_morning)]),
+        ];
+        let rule = FrequencyDedup::new(2, TZ, 3_600_000, templates());
+        let (pass, rows) = judge(rule, epochs);
+        assert_eq!(
+            pass,
+            vec![
+                (epoch(at(10, 0)), vec![1]),
+                (epoch(at(11, 0)), vec![2]),
+                (epoch(next_morning), vec![4]),
+            ]
+        );
+        assert_eq!(
+            rows,
+            vec![(
+                epoch(at(23, 59)),
+                vec![(
+                    3,
+                    "RULE_DEDUPLICATION".into(),
+                    "2 send(s) to this receiver on this channel today".into()
+                )]
+            )]
+        );
     }
 }

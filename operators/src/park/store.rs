@@ -1,11 +1,6 @@
-//! Parking of `night_delay` deliveries (docs/states.md step 6), durable in the job's state dir.
-//!
-//! All parks go to worker 0 (night-time volume is small). [`ParkStore`] is the plain store: an
-//! append-only JSON-lines file, fsynced before the epoch that parked is let go, rewritten
-//! atomically after a release. The [`park`] operator gives a delivery on at the epoch of its
-//! release time, with the release time as its event time, once the input frontier has reached
-//! that epoch; at the end of input it releases what is due by the wall clock, and the rest stays
-//! on disk for the next run.
+//! The durable set of parked deliveries: [`Shelf`] holds them in release order in memory, and
+//! [`ParkStore`] keeps a shelf in an append-only JSON-lines file, fsynced before the epoch that
+//! parked is let go, rewritten atomically after a release.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -15,15 +10,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tidings_model::Delivery;
 use tidings_model::time::Millis;
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange as ExchangePact;
-use timely::dataflow::operators::generic::operator::Operator;
-
-use crate::checkpoint::{Checkpoints, FINAL};
-use crate::event_time::EventTime;
-use crate::live::Live;
-use crate::{Clock, Epoch, Flow};
 
 /// One parked delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,11 +31,69 @@ fn park_key(p: &Parked) -> ParkKey {
     )
 }
 
+/// Parked deliveries in release order: release time, then event time, source position and
+/// receiver index (a plain in-memory set; [`ParkStore`] keeps one on disk).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shelf {
+    parked: BTreeMap<ParkKey, Parked>,
+}
+
+impl Shelf {
+    /// A shelf holding `items`.
+    pub fn of(items: impl IntoIterator<Item = Parked>) -> Shelf {
+        let mut shelf = Shelf::default();
+        shelf.put(items);
+        shelf
+    }
+
+    /// Adds deliveries.
+    pub fn put(&mut self, items: impl IntoIterator<Item = Parked>) {
+        for p in items {
+            self.parked.insert(park_key(&p), p);
+        }
+    }
+
+    /// Takes every delivery due at or before `t`, in release order, with the release time as
+    /// event time.
+    pub fn release_until(&mut self, t: Millis) -> Vec<Delivery> {
+        let rest = self
+            .parked
+            .split_off(&(t.saturating_add(1), Millis::MIN, 0, 0));
+        let due = std::mem::replace(&mut self.parked, rest);
+        due.into_values()
+            .map(|p| Delivery {
+                event_time: p.release_at,
+                ..p.delivery
+            })
+            .collect()
+    }
+
+    /// What is parked, in release order.
+    pub fn iter(&self) -> impl Iterator<Item = &Parked> {
+        self.parked.values()
+    }
+
+    /// Number parked.
+    pub fn len(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Whether none is parked.
+    pub fn is_empty(&self) -> bool {
+        self.parked.is_empty()
+    }
+
+    /// The earliest release time.
+    pub fn next_release(&self) -> Option<Millis> {
+        self.parked.keys().next().map(|k| k.0)
+    }
+}
+
 /// The durable set of parked deliveries.
 #[derive(Debug)]
 pub struct ParkStore {
     path: PathBuf,
-    parked: BTreeMap<ParkKey, Parked>,
+    shelf: Shelf,
 }
 
 impl ParkStore {
@@ -60,7 +104,7 @@ impl ParkStore {
     /// the file as it was is first kept aside as `parked.jsonl.corrupt-<ms>`, so nothing is
     /// lost for a person to look at.
     pub fn open(path: &Path) -> io::Result<ParkStore> {
-        let mut parked = BTreeMap::new();
+        let mut parked = Shelf::default();
         let raw = match std::fs::read(path) {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -78,9 +122,7 @@ impl ParkStore {
                 repair = true; // no newline after it: written again whole
             }
             match serde_json::from_slice::<Parked>(line) {
-                Ok(p) => {
-                    parked.insert(park_key(&p), p);
-                }
+                Ok(p) => parked.put([p]),
                 Err(e) if last => {
                     tracing::warn!(
                         "{}:{}: a torn last line ({} bytes, {e}) is dropped: a write was cut short",
@@ -107,7 +149,7 @@ impl ParkStore {
         }
         let store = ParkStore {
             path: path.to_path_buf(),
-            parked,
+            shelf: parked,
         };
         if repair {
             store.persist()?;
@@ -141,30 +183,19 @@ impl ParkStore {
                 format!("{}: {e}", self.path.display()),
             ));
         }
-        for p in items {
-            self.parked.insert(park_key(&p), p);
-        }
+        self.shelf.put(items);
         Ok(())
     }
 
     /// Takes every delivery due at or before `t`, in release then event-time order, with the
     /// release time as event time. Call [`ParkStore::persist`] once they are safely on their way.
     pub fn release_until(&mut self, t: Millis) -> Vec<Delivery> {
-        let rest = self
-            .parked
-            .split_off(&(t.saturating_add(1), Millis::MIN, 0, 0));
-        let due = std::mem::replace(&mut self.parked, rest);
-        due.into_values()
-            .map(|p| Delivery {
-                event_time: p.release_at,
-                ..p.delivery
-            })
-            .collect()
+        self.shelf.release_until(t)
     }
 
     /// Rewrites the file with what is still parked (atomically: written aside, then renamed).
     pub fn persist(&self) -> io::Result<()> {
-        if self.parked.is_empty() {
+        if self.shelf.is_empty() {
             return match std::fs::remove_file(&self.path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
@@ -176,7 +207,7 @@ impl ParkStore {
     /// Writes what is parked to `path` (atomically), e.g. a checkpoint's part.
     pub fn write_to(&self, path: &Path) -> io::Result<()> {
         let mut buf = Vec::new();
-        for p in self.parked.values() {
+        for p in self.shelf.iter() {
             serde_json::to_writer(&mut buf, p).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
@@ -185,17 +216,17 @@ impl ParkStore {
 
     /// Number parked.
     pub fn len(&self) -> usize {
-        self.parked.len()
+        self.shelf.len()
     }
 
     /// Whether none is parked.
     pub fn is_empty(&self) -> bool {
-        self.parked.is_empty()
+        self.shelf.is_empty()
     }
 
     /// The earliest release time.
     pub fn next_release(&self) -> Option<Millis> {
-        self.parked.keys().next().map(|k| k.0)
+        self.shelf.next_release()
     }
 }
 
@@ -204,164 +235,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Parks `parks` (`Flow::Park`) on worker 0 and emits released deliveries as `Flow::Pass`.
-/// `store` is opened by worker 0 only; other workers pass `None`.
-///
-/// A delivery parked until `r` is given on at the epoch of `r`, with `r` as its event time, as
-/// soon as the input frontier has reached that epoch: the keyed operators then judge it in
-/// event-time order with every record of that epoch, and a record of 10:25 sees the 09:00
-/// releases before it. On a live source the frontier follows the wall clock when the topic is
-/// quiet, so releases are on time without new records. At the end of the input, what is due by
-/// the wall clock is released; the rest stays on disk for the next run.
-pub fn park<'s>(
-    parks: StreamVec<'s, Epoch, Flow>,
-    store: Option<ParkStore>,
-    clock: Clock,
-    event: EventTime,
-    checkpoints: Option<Checkpoints>,
-    live: Option<Live>,
-) -> StreamVec<'s, Epoch, Flow> {
-    let live = live.filter(|_| store.is_some());
-    // Only worker 0 holds parked deliveries, so only it writes a part of each checkpoint.
-    let checkpoints = checkpoints.filter(|_| store.is_some());
-    if let Some(c) = &checkpoints {
-        c.register();
-    }
-    let to_zero = ExchangePact::new(|_: &Flow| 0u64);
-    parks.unary_frontier::<CapacityContainerBuilder<Vec<Flow>>, _, _, _>(
-        to_zero,
-        "Park",
-        move |cap, _| {
-            // Held at the least epoch a release may still be given at. Workers other than 0
-            // never park or release, so they let their capability go at once.
-            let mut cap = store.as_ref().map(|_| cap);
-            let mut store = store;
-            let mut incoming: BTreeMap<Epoch, Vec<Parked>> = BTreeMap::new();
-            let fail = |e: io::Error| -> ! { panic!("park store: {e}") };
-            // The last cut written, the last part's file and whether the store changed since.
-            let mut written: Option<Epoch> = None;
-            let mut last_part: Option<PathBuf> = None;
-            let mut dirty = true;
-            let cuts = checkpoints.clone();
-            let mut snapshot = move |store: &ParkStore, epoch: Epoch, dirty: &mut bool| {
-                let Some(c) = &checkpoints else { return };
-                let written = c.part_path(epoch, "parked.jsonl").and_then(|path| {
-                    match (&last_part, *dirty) {
-                        // Unchanged: the same file again, as a hard link.
-                        (Some(last), false) if std::fs::hard_link(last, &path).is_ok() => {}
-                        _ => store.write_to(&path)?,
-                    }
-                    last_part = Some(path);
-                    Ok(())
-                });
-                written.unwrap_or_else(|e| fail(e));
-                *dirty = false;
-                c.part_written(epoch);
-            };
-            move |(parks, frontier), output| {
-                parks.for_each_stamp(|stamp, batches| {
-                    let Some(&epoch) = stamp.least() else { return };
-                    let list = incoming.entry(epoch).or_default();
-                    for batch in batches {
-                        list.extend(batch.drain(..).filter_map(|f| match f {
-                            Flow::Park {
-                                release_at,
-                                delivery,
-                            } => Some(Parked {
-                                release_at,
-                                delivery,
-                            }),
-                            _ => None,
-                        }));
-                    }
-                });
-                let (Some(c), Some(store)) = (cap.as_mut(), store.as_mut()) else {
-                    // Not worker 0, or finished.
-                    return;
-                };
-                let publish = |store: &ParkStore| {
-                    if let Some(l) = &live {
-                        l.park().set(store.len(), store.next_release());
-                    }
-                };
-                // Everything before `bound` is complete; with the input done, releases follow
-                // the wall clock instead.
-                let done = frontier.is_empty();
-                let bound = frontier.frontier().first().copied().unwrap_or(FINAL);
-                let now = clock.now_ms();
-                loop {
-                    let cur = *c.time();
-                    let next_parks = incoming.keys().next().copied().filter(|&e| e < bound);
-                    let next_release = store
-                        .next_release()
-                        .filter(|&r| {
-                            if done {
-                                r <= now
-                            } else {
-                                event.epoch_of(r) < bound
-                            }
-                        })
-                        .map(|r| event.epoch_of(r).max(cur));
-                    let next_cut = cuts
-                        .as_ref()
-                        .and_then(|k| k.cuts_between(written, bound).first().copied());
-                    let Some(epoch) = [next_parks, next_release, next_cut]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                    else {
-                        break;
-                    };
-                    // Parks of this epoch, durably, before anything of it is let go.
-                    if next_parks == Some(epoch) {
-                        let parks = incoming.remove(&epoch).unwrap_or_default();
-                        dirty |= !parks.is_empty();
-                        store.park(parks).unwrap_or_else(|e| fail(e));
-                    }
-                    // Releases due in this epoch, given on at it.
-                    let mut until = event.start_of(epoch.saturating_add(1)).saturating_sub(1);
-                    if done {
-                        until = until.min(now);
-                    }
-                    let due = store.release_until(until);
-                    if !due.is_empty() {
-                        dirty = true;
-                        output
-                            .session(&c.delayed(&epoch.max(cur)))
-                            .give_iterator(due.into_iter().map(Flow::Pass));
-                        store.persist().unwrap_or_else(|e| fail(e));
-                    }
-                    // The cut: parked and released through `epoch`, nothing later.
-                    if let Some(k) = &cuts {
-                        for cut in k.cuts_between(written, epoch.saturating_add(1)) {
-                            snapshot(store, cut, &mut dirty);
-                            written = Some(cut);
-                        }
-                    }
-                    if epoch > cur && epoch < bound {
-                        c.downgrade(&epoch);
-                    }
-                }
-                publish(store);
-                if done {
-                    store.persist().unwrap_or_else(|e| fail(e));
-                    publish(store);
-                    if let Some(k) = &cuts {
-                        for cut in k.cuts_between(written, FINAL) {
-                            snapshot(store, cut, &mut dirty);
-                            written = Some(cut);
-                        }
-                    }
-                    snapshot(store, FINAL, &mut true);
-                    cap = None;
-                } else if bound > *c.time() {
-                    c.downgrade(&bound);
-                }
-            }
-        },
-    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,178 @@
+//! Fixtures of the operators' unit tests: one job's templates and gate, records, deliveries and
+//! parks, and a single-worker dataflow to run an operator in.
+
+use std::sync::Arc;
+
+use chrono::NaiveTime;
+use tidings_model::receiver::ReceiverValidator;
+use tidings_model::time::{Millis, NightWindow};
+use tidings_model::{Delivery, MessageMeta, Templates, ids};
+
+use crate::event_time::EventTime;
+use crate::gate::Gate;
+use crate::park::Parked;
+use crate::shield::NightShield;
+use crate::validate::Validator;
+use crate::{Epoch, SourceRecord};
+
+/// The job's time zone.
+pub const TZ: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+
+/// 2025-11-22 00:00 in Shanghai.
+pub const DAY: Millis = 1_763_740_800_000;
+
+/// `hh:mm` on 2025-11-22 in Shanghai.
+pub fn at(hh: i64, mm: i64) -> Millis {
+    DAY + (hh * 60 + mm) * 60_000
+}
+
+/// Epochs of one minute.
+pub const EVENT: EventTime = EventTime {
+    epoch_ms: 60_000,
+    max_out_of_order_ms: 0,
+    max_future_ms: 86_400_000,
+};
+
+/// The epoch of `t`.
+pub fn epoch(t: Millis) -> Epoch {
+    EVENT.epoch_of(t)
+}
+
+/// Template 1: sms codes; 2: email news, `night_delay`; 3: WeCom tasks (recallable).
+pub fn templates() -> Arc<Templates> {
+    Arc::new(
+        Templates::parse(
+            "t.toml",
+            r#"
+[[template]]
+id = 1
+name = "code"
+channel = "sms"
+msg_type = "notice"
+id_type = "phone"
+account = "a"
+[template.content]
+content = "code {$code}"
+
+[[template]]
+id = 2
+name = "news"
+channel = "email"
+msg_type = "marketing"
+id_type = "email"
+shield = "night_delay"
+account = "a"
+[template.content]
+title = "news"
+content = "news {$n}"
+
+[[template]]
+id = 3
+name = "task"
+channel = "enterprise_we_chat"
+msg_type = "notice"
+id_type = "enterprise_user_id"
+account = "a"
+[template.content]
+sendType = "text"
+content = "task"
+"#,
+        )
+        .expect("test templates parse"),
+    )
+}
+
+/// The validator of the job.
+pub fn validator() -> Validator {
+    Validator::new(templates(), TZ)
+}
+
+/// The gate of the job: nights 00:00–08:00, released at 09:00.
+pub fn gate() -> Gate {
+    Gate {
+        templates: templates(),
+        receivers: ReceiverValidator::new("CN").expect("CN is a region"),
+        discard: Default::default(),
+        whitelist: Default::default(),
+        shield: NightShield {
+            window: NightWindow::parse("00:00-08:00").expect("a night window"),
+            release_at: NaiveTime::from_hms_opt(9, 0, 0).expect("09:00"),
+            tz: TZ,
+        },
+    }
+}
+
+/// A file line at `offset`, judged at `event_time`.
+pub fn record(offset: i64, event_time: Millis, line: &str) -> SourceRecord {
+    SourceRecord {
+        source: "file:t.jsonl".into(),
+        partition: 0,
+        offset,
+        bytes: line.as_bytes().to_vec(),
+        read_time: event_time,
+        timestamp: None,
+        event_time,
+        late_by: 0,
+        bad_time: None,
+    }
+}
+
+/// Receiver `index` of message `seq` of template 1 at `event_time`, with `content`.
+pub fn delivery(
+    seq: u128,
+    index: u32,
+    receiver: &str,
+    event_time: Millis,
+    content: &str,
+) -> Delivery {
+    let meta = Arc::new(MessageMeta {
+        message_id: format!("m{seq}"),
+        template_id: 1,
+        business_id: 1,
+        biz_id: None,
+        content: content.into(),
+        event_time,
+        seq,
+    });
+    Delivery {
+        content_key: ids::content_key(1, receiver, content),
+        frequency_key: ids::frequency_key(receiver, "sms"),
+        meta,
+        receiver: receiver.into(),
+        index,
+        event_time,
+    }
+}
+
+/// Receiver `index` of message `seq` at `event_time`, parked until `release_at`.
+pub fn parked(release_at: Millis, event_time: Millis, seq: u128, index: u32) -> Parked {
+    Parked {
+        release_at,
+        delivery: delivery(seq, index, "13800138000", event_time, "{}"),
+    }
+}
+
+/// Runs a single-worker dataflow built by `build` from one input, fed `epochs` in order (each
+/// epoch's items sent at it, then the input advanced past it); returns when it has finished.
+pub fn run<D, F>(epochs: Vec<(Epoch, Vec<D>)>, build: F)
+where
+    D: Clone + Send + Sync + 'static,
+    F: for<'s> FnOnce(timely::dataflow::StreamVec<'s, Epoch, D>) + Send + Sync + 'static,
+{
+    use timely::dataflow::operators::vec::Input;
+    timely::execute_directly(move |worker| {
+        let mut input = worker.dataflow::<Epoch, _, _>(|scope| {
+            let (input, stream) = scope.new_input::<D>();
+            build(stream);
+            input
+        });
+        for (epoch, items) in epochs {
+            input.advance_to(epoch);
+            for item in items {
+                input.send(item);
+            }
+            input.advance_to(epoch + 1);
+            worker.step();
+        }
+    });
+}
