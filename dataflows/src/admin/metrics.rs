@@ -422,9 +422,7 @@ impl JobMetrics {
                 MetricType::Gauge,
                 "Keys held by a dedup operator.",
             ),
-            summaries
-                .iter()
-                .map(|(n, s)| (operator(n), V::N(s.keys))),
+            summaries.iter().map(|(n, s)| (operator(n), V::N(s.keys))),
         )?;
         write(
             e,
@@ -433,9 +431,7 @@ impl JobMetrics {
                 MetricType::Gauge,
                 "Estimated bytes held by a dedup operator.",
             ),
-            summaries
-                .iter()
-                .map(|(n, s)| (operator(n), V::N(s.bytes))),
+            summaries.iter().map(|(n, s)| (operator(n), V::N(s.bytes))),
         )?;
         write(
             e,
