@@ -51,11 +51,46 @@ title = "Notice"
 content = "Your order {$order} has shipped."
 "#;
 
+/// The peak RSS, sampled every 100 ms on a thread of its own.
+struct PeakRss {
+    peak: Arc<AtomicU64>,
+    sampling: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    fn start() -> PeakRss {
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            std::thread::spawn(move || {
+                while sampling.load(Ordering::Relaxed) {
+                    let rss = crate::rss_bytes().unwrap_or(0);
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        PeakRss {
+            peak,
+            sampling,
+            thread,
+        }
+    }
+
+    /// Stops sampling; the peak seen.
+    fn stop(self) -> u64 {
+        self.sampling.store(false, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 impl Isolation {
-    pub fn run(&self) -> anyhow::Result<serde_json::Value> {
-        let dir = std::env::temp_dir().join(format!("tidings-isolation-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+    /// Writes the job (a rate-limited slow account, a fast one) on a fresh topic; the job
+    /// and its topic.
+    fn write_job(&self, dir: &std::path::Path) -> anyhow::Result<(Job, String)> {
         let unique = format!(
             "{}-{}",
             std::process::id(),
@@ -74,14 +109,22 @@ impl Isolation {
             dir.join("job.toml"),
             format!(
                 "name = \"isolation\"\ntemplates = \"templates.toml\"\nworkers = 2\n\
-                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\n\
-                 [tracking]\ndir = \"var/tracking\"\n\
-                 [accounts.slow]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = {{ per_second = {} }}\n{queue}\
-                 [accounts.fast]\nchannel = \"email\"\nprovider = \"blackhole\"\n",
+             [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\n\
+             [tracking]\ndir = \"var/tracking\"\n\
+             [accounts.slow]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = {{ per_second = {} }}\n{queue}\
+             [accounts.fast]\nchannel = \"email\"\nprovider = \"blackhole\"\n",
                 self.brokers, self.rate
             ),
         )?;
         let job = Job::load(&dir.join("job.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((job, topic))
+    }
+
+    pub fn run(&self) -> anyhow::Result<serde_json::Value> {
+        let dir = std::env::temp_dir().join(format!("tidings-isolation-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let (job, topic) = self.write_job(&dir)?;
 
         // The backlog: requests of 100 receivers each.
         let requests = self.backlog.div_ceil(100);
@@ -112,19 +155,7 @@ impl Isolation {
             let job = job.clone();
             std::thread::spawn(move || run(&job, &opts))
         };
-        // RSS every 100 ms.
-        let peak = Arc::new(AtomicU64::new(0));
-        let sampling = Arc::new(AtomicBool::new(true));
-        let sampler = {
-            let (peak, sampling) = (peak.clone(), sampling.clone());
-            std::thread::spawn(move || {
-                while sampling.load(Ordering::Relaxed) {
-                    let rss = crate::rss_bytes().unwrap_or(0);
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-        };
+        let sampler = PeakRss::start();
         std::thread::sleep(Duration::from_secs(self.warmup));
         let rss_after_warmup = crate::rss_bytes().unwrap_or(0);
 
@@ -160,8 +191,7 @@ impl Isolation {
                     .map_err(|_| anyhow::anyhow!("run panicked"))??,
             )
         };
-        sampling.store(false, Ordering::Relaxed);
-        let _ = sampler.join();
+        let peak = sampler.stop();
 
         let mut latencies: Vec<i64> = crate::e2e::read_events(&dir.join("var/tracking/events"))?
             .into_iter()
@@ -193,7 +223,7 @@ impl Isolation {
             "latency_ms_max": latencies.last(),
             "rss_mib_after_warmup": mib(rss_after_warmup),
             "rss_mib_end": mib(rss_end),
-            "rss_mib_peak": mib(peak.load(Ordering::Relaxed)),
+            "rss_mib_peak": mib(peak),
             "send_success_rows": slow_sent,
         });
         let _ = std::fs::remove_dir_all(&dir);

@@ -109,36 +109,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::StateSize { keys } => {
-            use std::sync::Arc;
-            use tidings_operators::dedup::{ContentDedup, FrequencyDedup, KeyedRule};
-            let templates = Arc::new(tidings_model::Templates::default());
-            let t0 = 1_763_740_800_000i64;
-            let before = tidings_bench::rss_bytes().unwrap_or(0);
-            let mut content = ContentDedup::new(1, 300_000, 3_600_000, templates.clone());
-            for k in 0..keys {
-                let key = xxh(k);
-                let _ = content.admit(key, t0 + (k % 300_000) as i64);
-            }
-            let mid = tidings_bench::rss_bytes().unwrap_or(0);
-            let mut frequency =
-                FrequencyDedup::new(5, chrono_tz::Asia::Shanghai, 3_600_000, templates);
-            for k in 0..keys {
-                let _ = frequency.admit(xxh(k) ^ 1, t0 + (k % 300_000) as i64);
-            }
-            let after = tidings_bench::rss_bytes().unwrap_or(0);
-            println!(
-                "{}",
-                serde_json::json!({
-                    "keys": keys,
-                    "content_keys": content.keys(),
-                    "frequency_keys": frequency.keys(),
-                    "content_bytes_per_key": (mid.saturating_sub(before)) as f64 / keys as f64,
-                    "frequency_bytes_per_key": (after.saturating_sub(mid)) as f64 / keys as f64,
-                })
-            );
-            Ok(())
-        }
+        Command::StateSize { keys } => state_size(keys),
         Command::Isolation {
             backlog,
             rate,
@@ -210,36 +181,70 @@ fn main() -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
-        Command::Throughput { job, workers } => {
-            let job = Job::load(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
-            // Counted streaming: reading the file whole would inflate the peak RSS measured.
-            let file = std::fs::File::open(job.source_path.as_ref().expect("file source"))?;
-            let lines = std::io::BufRead::split(std::io::BufReader::new(file), b'\n')
-                .filter(|l| l.as_ref().is_ok_and(|l| !l.is_empty()))
-                .count();
-            let mut opts = RunOptions::for_job(&job);
-            if let Some(w) = workers {
-                opts.workers = w;
-            }
-            let s = run(&job, &opts)?;
-            let secs = s.elapsed.as_secs_f64();
-            let receivers = s.counts.states.get(&State::Receive).copied().unwrap_or(0);
-            let rss = tidings_bench::peak_rss_bytes().unwrap_or(0);
-            println!(
-                "{}",
-                serde_json::json!({
-                    "requests": lines,
-                    "receivers": receivers,
-                    "workers": opts.workers,
-                    "seconds": secs,
-                    "requests_per_s": lines as f64 / secs,
-                    "receivers_per_s": receivers as f64 / secs,
-                    "peak_rss_mib": rss as f64 / (1024.0 * 1024.0),
-                })
-            );
-            Ok(())
-        }
+        Command::Throughput { job, workers } => throughput(&job, workers),
     }
+}
+
+/// Bytes per active key of both dedup rules at `keys` keys (RSS before and after filling).
+fn state_size(keys: u64) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use tidings_operators::dedup::{ContentDedup, FrequencyDedup, KeyedRule};
+    let templates = Arc::new(tidings_model::Templates::default());
+    let t0 = 1_763_740_800_000i64;
+    let before = tidings_bench::rss_bytes().unwrap_or(0);
+    let mut content = ContentDedup::new(1, 300_000, 3_600_000, templates.clone());
+    for k in 0..keys {
+        let key = xxh(k);
+        let _ = content.admit(key, t0 + (k % 300_000) as i64);
+    }
+    let mid = tidings_bench::rss_bytes().unwrap_or(0);
+    let mut frequency = FrequencyDedup::new(5, chrono_tz::Asia::Shanghai, 3_600_000, templates);
+    for k in 0..keys {
+        let _ = frequency.admit(xxh(k) ^ 1, t0 + (k % 300_000) as i64);
+    }
+    let after = tidings_bench::rss_bytes().unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({
+            "keys": keys,
+            "content_keys": content.keys(),
+            "frequency_keys": frequency.keys(),
+            "content_bytes_per_key": (mid.saturating_sub(before)) as f64 / keys as f64,
+            "frequency_bytes_per_key": (after.saturating_sub(mid)) as f64 / keys as f64,
+        })
+    );
+    Ok(())
+}
+
+/// A file job run to its end: requests and receivers per second, peak RSS.
+fn throughput(job: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
+    let job = Job::load(job).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Counted streaming: reading the file whole would inflate the peak RSS measured.
+    let file = std::fs::File::open(job.source_path.as_ref().expect("file source"))?;
+    let lines = std::io::BufRead::split(std::io::BufReader::new(file), b'\n')
+        .filter(|l| l.as_ref().is_ok_and(|l| !l.is_empty()))
+        .count();
+    let mut opts = RunOptions::for_job(&job);
+    if let Some(w) = workers {
+        opts.workers = w;
+    }
+    let s = run(&job, &opts)?;
+    let secs = s.elapsed.as_secs_f64();
+    let receivers = s.counts.states.get(&State::Receive).copied().unwrap_or(0);
+    let rss = tidings_bench::peak_rss_bytes().unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({
+            "requests": lines,
+            "receivers": receivers,
+            "workers": opts.workers,
+            "seconds": secs,
+            "requests_per_s": lines as f64 / secs,
+            "receivers_per_s": receivers as f64 / secs,
+            "peak_rss_mib": rss as f64 / (1024.0 * 1024.0),
+        })
+    );
+    Ok(())
 }
 
 /// The broker of `scripts/services.sh` unless `KAFKA_BROKERS` says otherwise.

@@ -34,6 +34,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use tidings_model::time::Millis;
 use tidings_operators::checkpoint::{Checkpoints, Position};
 use tidings_operators::event_time::EventTime;
 use tidings_operators::live::Live;
@@ -41,6 +42,7 @@ use tidings_operators::{Clock, Epoch, SourceRecord};
 
 use crate::source::{InFlight, Partition, give_stamped, too_large};
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
@@ -475,31 +477,13 @@ pub fn kafka_source<'s>(
                         &name,
                     );
                 }
-                // A caught-up partition never holds the frontier: its watermark follows the
-                // wall clock.
-                let floor = now.saturating_sub(event.max_out_of_order_ms);
-                for part in parts.values_mut() {
-                    if part.caught_up {
-                        part.clock.raise(floor);
-                    }
-                    live.source().set_watermark(part.id, part.clock.watermark);
-                }
                 let got = !batch.is_empty();
                 for (e, _) in &batch {
                     flight.add(*e, 1);
                     given_max = given_max.max(*e);
                 }
                 give_stamped(output, c, batch);
-                let mut target = if parts.is_empty() {
-                    Some(event.epoch_of(floor))
-                } else {
-                    parts
-                        .values()
-                        .map(|p| p.watermark_epoch(&event))
-                        .collect::<Option<Vec<Epoch>>>()
-                        .and_then(|w| w.into_iter().min())
-                }
-                .unwrap_or(*c.time());
+                let mut target = least_watermark(parts, now, &event, &live).unwrap_or(*c.time());
                 if let Some(h) = hold {
                     target = target.min(h);
                 }
@@ -508,15 +492,7 @@ pub fn kafka_source<'s>(
                 }
                 drop(parts_ref);
                 if target > *c.time() {
-                    for cut in checkpoints.cuts_to_deposit(reader.worker, target) {
-                        checkpoints.deposit(cut, reader.worker, reader.positions(cut));
-                    }
-                    c.downgrade(&target);
-                    if let Some(parts) = reader.parts.borrow_mut().as_mut() {
-                        for part in parts.values_mut() {
-                            part.prune(target);
-                        }
-                    }
+                    reader.advance(&checkpoints, c, target);
                 }
                 if got {
                     last_record = Instant::now();
@@ -527,6 +503,48 @@ pub fn kafka_source<'s>(
             }
         },
     )
+}
+
+impl KafkaReader {
+    /// Moves the source's capability to `target`: deposits the positions of the cuts it
+    /// passes, then forgets what the partitions kept for epochs before it.
+    fn advance(&self, checkpoints: &Checkpoints, c: &mut Capability<Epoch>, target: Epoch) {
+        for cut in checkpoints.cuts_to_deposit(self.worker, target) {
+            checkpoints.deposit(cut, self.worker, self.positions(cut));
+        }
+        c.downgrade(&target);
+        if let Some(parts) = self.parts.borrow_mut().as_mut() {
+            for part in parts.values_mut() {
+                part.prune(target);
+            }
+        }
+    }
+}
+
+/// The least watermark epoch of the worker's partitions (none assigned: the wall clock's),
+/// once the caught-up ones moved with the wall clock (a caught-up partition never holds the
+/// frontier); `None` while a partition has no watermark yet.
+fn least_watermark(
+    parts: &mut BTreeMap<i32, Partition>,
+    now: Millis,
+    event: &EventTime,
+    live: &Live,
+) -> Option<Epoch> {
+    let floor = now.saturating_sub(event.max_out_of_order_ms);
+    for part in parts.values_mut() {
+        if part.caught_up {
+            part.clock.raise(floor);
+        }
+        live.source().set_watermark(part.id, part.clock.watermark);
+    }
+    if parts.is_empty() {
+        return Some(event.epoch_of(floor));
+    }
+    parts
+        .values()
+        .map(|p| p.watermark_epoch(event))
+        .collect::<Option<Vec<Epoch>>>()
+        .and_then(|w| w.into_iter().min())
 }
 
 /// Polls up to 4,096 records of the worker's partitions into `batch`, each stamped by its

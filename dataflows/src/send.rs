@@ -86,6 +86,74 @@ pub enum SendMode {
     Accounts,
 }
 
+/// Groups a stamp's deliveries by message (consecutive receivers of one request), each with
+/// its route's order of accounts.
+fn by_message<'a>(
+    ctx: &SendContext,
+    batches: impl IntoIterator<Item = &'a mut Vec<Delivery>>,
+) -> Vec<(Vec<usize>, Vec<Delivery>)> {
+    let mut groups: Vec<(Vec<usize>, Vec<Delivery>)> = Vec::new();
+    for batch in batches {
+        for d in batch.drain(..) {
+            match groups.last_mut() {
+                Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => ds.push(d),
+                _ => {
+                    let order = ctx.route_of[&d.meta.template_id].order(&d.meta.message_id);
+                    groups.push((order, vec![d]))
+                }
+            }
+        }
+    }
+    groups
+}
+
+/// Sends one message's deliveries through its route (or, on the main graph, hands them to
+/// their account's topic); gives their SEND_SUCCESS / SEND_FAIL rows (none when handed off).
+async fn send_one(
+    ctx: &SendContext,
+    mode: SendMode,
+    clock: Clock,
+    order: &[usize],
+    ds: &[Delivery],
+) -> Vec<EventRow> {
+    let account = order[0];
+    if mode == SendMode::Main && ctx.queues.in_kafka(account) {
+        match ctx.queues.hand_off(account, ds).await {
+            // Durable in the account's topic: the epoch may go.
+            Ok(()) => return Vec::new(),
+            // Never lost: sent from here instead, holding the epoch.
+            Err(e) => tracing::warn!(
+                "account topic: {e}; sending {} deliveries directly",
+                ds.len()
+            ),
+        }
+    }
+    let channel = ctx
+        .templates
+        .get(ds[0].meta.template_id)
+        .map(|t| t.channel)
+        .expect("validated template");
+    let batch = SendBatch {
+        meta: ds[0].meta.clone(),
+        channel,
+        receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
+    };
+    let outcomes = ctx.accounts.send_routed(order, &batch).await;
+    if mode == SendMode::Accounts {
+        ctx.queues.sent(account, ds.len());
+    }
+    let now = clock.now_ms();
+    ds.iter()
+        .zip(outcomes)
+        // Not sent as the run halted: no row; a new run sends it.
+        .filter(|(_, o)| !o.as_ref().is_err_and(|r| r.ends_with(NOT_SENT_HALTED)))
+        .map(|(d, o)| match o {
+            Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
+            Err(reason) => EventRow::of(d, State::SendFail, Some(reason), now),
+        })
+        .collect()
+}
+
 /// Sends every delivery; emits its SEND_SUCCESS / SEND_FAIL row.
 pub fn send<'s>(
     deliveries: StreamVec<'s, Epoch, Delivery>,
@@ -115,23 +183,8 @@ pub fn send<'s>(
                         let entry = inflight
                             .entry(epoch)
                             .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
-                        let mut groups: Vec<(Vec<usize>, Vec<Delivery>)> = Vec::new();
-                        for batch in batches {
-                            for d in batch.drain(..) {
-                                match groups.last_mut() {
-                                    Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => {
-                                        ds.push(d)
-                                    }
-                                    _ => {
-                                        let order = ctx.route_of[&d.meta.template_id]
-                                            .order(&d.meta.message_id);
-                                        groups.push((order, vec![d]))
-                                    }
-                                }
-                            }
-                        }
+                        let groups = by_message(&ctx, batches);
                         for (order, ds) in groups {
-                            let account = order[0];
                             entry.1 += 1;
                             let ctx = ctx.clone();
                             let done = Returned {
@@ -141,50 +194,7 @@ pub fn send<'s>(
                             ctx.health.send_started();
                             let activator = activator.clone();
                             ctx.clone().runtime.spawn(async move {
-                                if mode == SendMode::Main && ctx.queues.in_kafka(account) {
-                                    match ctx.queues.hand_off(account, &ds).await {
-                                        // Durable in the account's topic: the epoch may go.
-                                        Ok(()) => {
-                                            let _ = done.send((epoch, Vec::new()));
-                                            let _ = activator.activate();
-                                            return;
-                                        }
-                                        // Never lost: sent from here instead, holding the epoch.
-                                        Err(e) => tracing::warn!(
-                                            "account topic: {e}; sending {} deliveries directly",
-                                            ds.len()
-                                        ),
-                                    }
-                                }
-                                let channel = ctx
-                                    .templates
-                                    .get(ds[0].meta.template_id)
-                                    .map(|t| t.channel)
-                                    .expect("validated template");
-                                let batch = SendBatch {
-                                    meta: ds[0].meta.clone(),
-                                    channel,
-                                    receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
-                                };
-                                let outcomes = ctx.accounts.send_routed(&order, &batch).await;
-                                if mode == SendMode::Accounts {
-                                    ctx.queues.sent(account, ds.len());
-                                }
-                                let now = clock.now_ms();
-                                let rows = ds
-                                    .iter()
-                                    .zip(outcomes)
-                                    // Not sent as the run halted: no row; a new run sends it.
-                                    .filter(|(_, o)| {
-                                        !o.as_ref().is_err_and(|r| r.ends_with(NOT_SENT_HALTED))
-                                    })
-                                    .map(|(d, o)| match o {
-                                        Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
-                                        Err(reason) => {
-                                            EventRow::of(d, State::SendFail, Some(reason), now)
-                                        }
-                                    })
-                                    .collect();
+                                let rows = send_one(&ctx, mode, clock, &order, &ds).await;
                                 // The worker may have stopped only if the job is being torn down.
                                 let _ = done.send((epoch, rows));
                                 let _ = activator.activate();

@@ -396,19 +396,7 @@ pub fn file_source<'s>(
                 let Some(c) = cap.as_mut() else { return };
                 if !opened {
                     opened = true;
-                    let restored = checkpoints.restored_positions();
-                    for &i in &owned {
-                        match open_at(&paths[i], i as i32, restored.get(&(i as i32))) {
-                            Ok((reader, part)) => parts.push(FilePart {
-                                path: paths[i].clone(),
-                                name: names[i].clone(),
-                                reader,
-                                part,
-                                done: false,
-                            }),
-                            Err(e) => panic!("file source {}: {e}", paths[i].display()),
-                        }
-                    }
+                    parts = open_parts(&owned, &paths, &names, &checkpoints);
                 }
                 let positions = |parts: &[FilePart], cut: Epoch| -> BTreeMap<i32, Position> {
                     parts
@@ -432,33 +420,16 @@ pub fn file_source<'s>(
                     return;
                 }
                 let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
-                let now = clock.now_ms();
                 if !flight.full(&progress, *c.time(), in_flight) {
-                    let share = (batch_lines.max(1) / parts.len().max(1)).max(1);
-                    for f in parts.iter_mut().filter(|f| !f.done) {
-                        let eof = read_lines(
-                            f,
-                            share,
-                            &mut line,
-                            now,
-                            &event,
-                            *c.time(),
-                            follow,
-                            &live,
-                            &mut batch,
-                        );
-                        if eof {
-                            f.part.caught_up = true;
-                            if follow {
-                                // A caught-up file moves its watermark with the wall clock.
-                                f.part
-                                    .clock
-                                    .raise(now.saturating_sub(event.max_out_of_order_ms));
-                            } else {
-                                f.done = true;
-                            }
-                        }
-                    }
+                    let turn = Turn {
+                        lines: batch_lines,
+                        now: clock.now_ms(),
+                        event: &event,
+                        at: *c.time(),
+                        follow,
+                        live: &live,
+                    };
+                    read_turn(&mut parts, &turn, &mut line, &mut batch);
                 }
                 for (e, _) in &batch {
                     flight.add(*e, 1);
@@ -477,13 +448,7 @@ pub fn file_source<'s>(
                 }
                 // The least watermark of the partitions still being read; one that has none
                 // yet holds the capability where it is.
-                let mut target = parts
-                    .iter()
-                    .filter(|f| !f.done)
-                    .map(|f| f.part.watermark_epoch(&event))
-                    .collect::<Option<Vec<Epoch>>>()
-                    .and_then(|w| w.into_iter().min())
-                    .unwrap_or(*c.time());
+                let mut target = least_watermark(&parts, &event).unwrap_or(*c.time());
                 if let Some(h) = hold {
                     target = target.min(h);
                 }
@@ -510,6 +475,90 @@ pub fn file_source<'s>(
             }
         },
     )
+}
+
+/// Opens the partitions this worker owns at their restored positions.
+fn open_parts(
+    owned: &[usize],
+    paths: &[PathBuf],
+    names: &[Arc<str>],
+    checkpoints: &Checkpoints,
+) -> Vec<FilePart> {
+    let restored = checkpoints.restored_positions();
+    owned
+        .iter()
+        .map(
+            |&i| match open_at(&paths[i], i as i32, restored.get(&(i as i32))) {
+                Ok((reader, part)) => FilePart {
+                    path: paths[i].clone(),
+                    name: names[i].clone(),
+                    reader,
+                    part,
+                    done: false,
+                },
+                Err(e) => panic!("file source {}: {e}", paths[i].display()),
+            },
+        )
+        .collect()
+}
+
+/// What one turn of the file source reads with.
+struct Turn<'a> {
+    /// Lines per turn, shared by the partitions.
+    lines: usize,
+    /// The wall clock.
+    now: Millis,
+    event: &'a EventTime,
+    /// The source's capability.
+    at: Epoch,
+    follow: bool,
+    live: &'a Live,
+}
+
+/// Reads a share of the turn's lines from every partition still being read; a partition at
+/// its end is caught up (following: its watermark moves with the wall clock), else done.
+fn read_turn(
+    parts: &mut [FilePart],
+    turn: &Turn,
+    line: &mut Vec<u8>,
+    batch: &mut Vec<(Epoch, SourceRecord)>,
+) {
+    let share = (turn.lines.max(1) / parts.len().max(1)).max(1);
+    for f in parts.iter_mut().filter(|f| !f.done) {
+        let eof = read_lines(
+            f,
+            share,
+            line,
+            turn.now,
+            turn.event,
+            turn.at,
+            turn.follow,
+            turn.live,
+            batch,
+        );
+        if eof {
+            f.part.caught_up = true;
+            if turn.follow {
+                // A caught-up file moves its watermark with the wall clock.
+                f.part
+                    .clock
+                    .raise(turn.now.saturating_sub(turn.event.max_out_of_order_ms));
+            } else {
+                f.done = true;
+            }
+        }
+    }
+}
+
+/// The least watermark epoch of the partitions still being read; `None` while one of them
+/// has none yet (it holds the capability where it is).
+fn least_watermark(parts: &[FilePart], event: &EventTime) -> Option<Epoch> {
+    parts
+        .iter()
+        .filter(|f| !f.done)
+        .map(|f| f.part.watermark_epoch(event))
+        .collect::<Option<Vec<Epoch>>>()
+        .and_then(|w| w.into_iter().min())
 }
 
 /// Reads up to `max` lines of one partition into `batch`; returns whether it reached the end

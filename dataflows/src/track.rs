@@ -18,6 +18,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{ProbeHandle, StreamVec};
+use tidings_model::time::wall_ms;
 
 /// Counts per state and dead letters, summed over workers for the end-of-run table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -227,12 +228,6 @@ impl Drop for Owed {
     }
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Writes `rows` (event rows and dead letters) to `tracking` (held back per [`HoldBack`]). A write that fails is retried with backoff, keeping every row and the
 /// capability of their epochs: the "done" frontier waits, and the send stage holds new sends

@@ -6,6 +6,15 @@ use chrono_tz::Tz;
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 
+/// The wall clock: ms since the Unix epoch (0 if the system clock is before it). Decisions
+/// never read it; it stamps processing times, ages and file names.
+pub fn wall_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
 /// The earliest event time a record may carry: 2000-01-01T00:00:00Z. An earlier one is a dead
 /// letter (a zero, negative or seconds-instead-of-milliseconds `ts` is a producer's mistake).
 pub const MIN_EVENT_TIME: Millis = 946_684_800_000;

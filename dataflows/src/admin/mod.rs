@@ -48,6 +48,7 @@ use crate::send::SendContext;
 use crate::track::Counts;
 
 pub use client::{address_of, get};
+use tidings_model::time::wall_ms as now_ms;
 
 /// How long a question may wait for its operator.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -503,12 +504,6 @@ fn tracking(state: &AdminState) -> Value {
         "write_failures": counts.tracking_write_failures, "failing": failing})
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 #[cfg(test)]
 mod tests {

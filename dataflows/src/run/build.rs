@@ -71,17 +71,7 @@ impl Services {
         // One runner per job; a tracking or state directory that takes no file fails the run
         // before anything is sent.
         let lock = RunLock::acquire(&job.state_dir)?;
-        probe_writable("state_dir", &job.state_dir)?;
-        if matches!(opts.tracking, TrackingTarget::Parquet) {
-            probe_writable("tracking.dir", &job.tracking_dir)?;
-            let removed = tidings_sinks::tracking::remove_stale_tmp(&job.tracking_dir);
-            if removed > 0 {
-                tracing::info!(
-                    "tracking.dir {}: removed {removed} unfinished .tmp file(s) left by an earlier run",
-                    job.tracking_dir.display()
-                );
-            }
-        }
+        check_directories(job, opts)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -148,23 +138,7 @@ impl Services {
             )?),
             None => None,
         };
-        let (redis, redis_sink) = match &job.file.tracking.redis {
-            Some(url) => {
-                let (writer, sink) = RedisWriter::start(RedisSettings {
-                    url: url.clone(),
-                    prefix: job.file.tracking.redis_prefix.clone(),
-                    spool_dir: job.state_dir.join("redis-spool"),
-                    max_in_memory: 100_000,
-                    drain_timeout: Duration::from_secs(3),
-                })?;
-                let ttl = match job.file.tracking.redis_user_ttl_secs {
-                    Some(s) => UserTtl::Seconds(s as i64),
-                    None => UserTtl::EndOfDay(job.tz),
-                };
-                (Some(writer), Some((sink, ttl)))
-            }
-            None => (None, None),
-        };
+        let (redis, redis_sink) = redis_writer(&job)?;
         let shared = Arc::new(Shared {
             job,
             opts: opts.clone(),
@@ -192,6 +166,42 @@ impl Services {
             shared,
         })
     }
+}
+
+/// Checks that `state_dir` and (Parquet tracking) `tracking.dir` take files, and removes the
+/// unfinished `.tmp` files an earlier run left in the tracking directory.
+fn check_directories(job: &Job, opts: &RunOptions) -> anyhow::Result<()> {
+    probe_writable("state_dir", &job.state_dir)?;
+    if matches!(opts.tracking, TrackingTarget::Parquet) {
+        probe_writable("tracking.dir", &job.tracking_dir)?;
+        let removed = tidings_sinks::tracking::remove_stale_tmp(&job.tracking_dir);
+        if removed > 0 {
+            tracing::info!(
+                "tracking.dir {}: removed {removed} unfinished .tmp file(s) left by an earlier run",
+                job.tracking_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The Redis writer of `tracking.redis` (if set) and the sink the tracking stage feeds it by.
+fn redis_writer(job: &Job) -> anyhow::Result<(Option<RedisWriter>, Option<(RedisSink, UserTtl)>)> {
+    let Some(url) = &job.file.tracking.redis else {
+        return Ok((None, None));
+    };
+    let (writer, sink) = RedisWriter::start(RedisSettings {
+        url: url.clone(),
+        prefix: job.file.tracking.redis_prefix.clone(),
+        spool_dir: job.state_dir.join("redis-spool"),
+        max_in_memory: 100_000,
+        drain_timeout: Duration::from_secs(3),
+    })?;
+    let ttl = match job.file.tracking.redis_user_ttl_secs {
+        Some(s) => UserTtl::Seconds(s as i64),
+        None => UserTtl::EndOfDay(job.tz),
+    };
+    Ok((Some(writer), Some((sink, ttl))))
 }
 
 /// The route of each template: its account, or its group's weighted members.

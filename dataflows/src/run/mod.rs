@@ -20,6 +20,7 @@ use crate::job::Job;
 use crate::signals;
 use crate::track::Counts;
 use build::Services;
+pub(crate) use tidings_model::time::wall_ms;
 
 /// Where a run writes its tracking rows.
 #[derive(Debug, Clone)]
@@ -163,12 +164,6 @@ fn finish(
     })
 }
 
-pub(crate) fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Watches the run from the side: the drain (progress, `drain_timeout`) and tracking that has
 /// failed for longer than `tracking_give_up`.

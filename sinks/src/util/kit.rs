@@ -12,6 +12,8 @@ use tidings_model::Channel;
 
 use crate::SendBatch;
 use crate::util::retry::SendError;
+/// The wall clock (ms since the Unix epoch).
+pub use tidings_model::time::wall_ms as now_ms;
 
 /// A network provider: everything the registry (`crate::provider`) needs of one. A provider
 /// module implements it for its sender; the registry's one list of implementations generates
@@ -185,13 +187,6 @@ pub fn field(model: &Map<String, Value>, name: &str) -> String {
     }
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Robots and webhooks name no receiver: `@all` (or no receiver) mentions everyone, other
 /// receivers are mentioned by mobile or user id.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
+use tidings_model::time::wall_ms as now_ms;
 
 /// Upper bounds (seconds) of the send latency histogram's buckets; `+Inf` is implied.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -103,12 +104,6 @@ impl Drop for Raised<'_> {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl SendStats {
     /// Records the limiter's state after an acquisition: `left` permits remained.
