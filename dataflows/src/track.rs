@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidings_model::State;
+use tidings_model::time::wall_ms;
 use tidings_operators::checkpoint::Checkpoints;
 use tidings_operators::{Epoch, Tracked};
 use tidings_sinks::tracking::Tracking;
@@ -18,7 +19,6 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{ProbeHandle, StreamVec};
-use tidings_model::time::wall_ms;
 
 /// Counts per state and dead letters, summed over workers for the end-of-run table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -227,7 +227,6 @@ impl Drop for Owed {
         }
     }
 }
-
 
 /// Writes `rows` (event rows and dead letters) to `tracking` (held back per [`HoldBack`]). A write that fails is retried with backoff, keeping every row and the
 /// capability of their epochs: the "done" frontier waits, and the send stage holds new sends

@@ -17,6 +17,7 @@
 //!
 //! Nothing here knows timely, tokio or any service: every function is pure and is tested alone.
 
+pub mod compaction;
 pub mod ids;
 pub mod limits;
 pub mod message;

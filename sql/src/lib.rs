@@ -7,8 +7,10 @@
 //! not Parquet is named in the error, or skipped with a warning ([`Corrupt::Skip`]).
 //! [`format`] renders results as a table, CSV or JSON lines.
 
+pub mod compacted;
 pub mod reports;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -170,9 +172,10 @@ impl Tracking {
                 }
             }
         }
-        // Tables read the directory itself, or (when files are skipped) a mirror of
-        // symbolic links to the readable ones: the tracking directory is never written.
-        let root = if skipped.is_empty() {
+        let left_out: BTreeSet<PathBuf> = skipped.iter().map(|(f, _)| f.clone()).collect();
+        // Tables read the directory itself, or (when files are left out) a mirror of
+        // symbolic links to the others: the tracking directory is never written.
+        let root = if left_out.is_empty() {
             dir.clone()
         } else {
             let m = tempfile::Builder::new()
@@ -184,7 +187,7 @@ impl Tracking {
                 })?;
             for table in TABLES {
                 for f in parquet_files(&dir.join(table)) {
-                    if skipped.iter().any(|(s, _)| *s == f) {
+                    if left_out.contains(&f) {
                         continue;
                     }
                     let rel = f.strip_prefix(&dir).expect("listed under dir");
@@ -203,7 +206,7 @@ impl Tracking {
             mirror = Some(m);
             root
         };
-        let ctx = SessionContext::new();
+        let ctx = session()?;
         for (table, schema) in [
             ("events", events_schema()),
             ("dead_letters", dead_letters_schema()),
@@ -249,7 +252,7 @@ impl Tracking {
                 )),
             ));
         }
-        let ctx = SessionContext::new();
+        let ctx = session()?;
         for (table, schema) in [
             ("events", events_schema()),
             ("dead_letters", dead_letters_schema()),
@@ -343,6 +346,20 @@ impl Tracking {
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
+}
+
+/// A session whose local files are read through [`compacted::Compacted`]: every listing
+/// leaves out the files a compacted file in the same listing replaces.
+fn session() -> Result<SessionContext, SqlError> {
+    let ctx = SessionContext::new();
+    let local = object_store::local::LocalFileSystem::new();
+    let url = url::Url::parse("file://").map_err(|e| {
+        SqlError::Query(datafusion::error::DataFusionError::Configuration(
+            e.to_string(),
+        ))
+    })?;
+    ctx.register_object_store(&url, Arc::new(compacted::Compacted::new(local)));
+    Ok(ctx)
 }
 
 /// Registers one Parquet table under `location` (a `file://` URL of the tracking directory).

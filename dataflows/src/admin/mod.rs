@@ -504,7 +504,6 @@ fn tracking(state: &AdminState) -> Value {
         "write_failures": counts.tracking_write_failures, "failing": failing})
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -164,7 +164,6 @@ fn finish(
     })
 }
 
-
 /// Watches the run from the side: the drain (progress, `drain_timeout`) and tracking that has
 /// failed for longer than `tracking_give_up`.
 pub(crate) fn watch_run(

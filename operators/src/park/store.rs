@@ -231,7 +231,6 @@ impl ParkStore {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! `part-<run>-w<worker>-<seq>.parquet`, and always complete: written to a hidden `.tmp` file,
 //! fsynced, then renamed.
 
+pub mod compact;
 pub mod redis;
 
 use std::collections::BTreeMap;

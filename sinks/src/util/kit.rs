@@ -187,7 +187,6 @@ pub fn field(model: &Map<String, Value>, name: &str) -> String {
     }
 }
 
-
 /// Robots and webhooks name no receiver: `@all` (or no receiver) mentions everyone, other
 /// receivers are mentioned by mobile or user id.
 pub fn mentions(receivers: &[String]) -> (bool, Vec<String>) {

@@ -104,7 +104,6 @@ impl Drop for Raised<'_> {
     }
 }
 
-
 impl SendStats {
     /// Records the limiter's state after an acquisition: `left` permits remained.
     pub fn tokens_after_acquire(&self, left: u32) {

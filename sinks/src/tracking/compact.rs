@@ -1,0 +1,384 @@
+//! Compaction and retention of the tracking tables. A live job flushes a small file per worker
+//! every `flush_interval_ms`; compaction merges a partition's settled small files into
+//! `compact-<ms>-<n>.parquet` files of up to [`CompactSettings::target_bytes`], published as
+//! `tidings_model::compaction` says (the list first, then the file, each written aside and
+//! renamed), and deletes what a compacted file replaces once the grace period is over. A
+//! reader never sees a row twice or misses one. Retention deletes whole `date=` partitions
+//! older than `tracking.retain_days`.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use chrono::NaiveDate;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use tidings_model::compaction::{self, PREFIX, Replaces};
+
+/// How compaction chooses and keeps files.
+#[derive(Debug, Clone)]
+pub struct CompactSettings {
+    /// A file is compacted only once it is this old (the newest files are left to come).
+    pub settle: Duration,
+    /// A replaced file is deleted only once its compacted file is this old (longer than any
+    /// query that may have listed it).
+    pub grace: Duration,
+    /// Files are merged up to about this many bytes; larger files are left as they are.
+    pub target_bytes: u64,
+}
+
+impl Default for CompactSettings {
+    fn default() -> Self {
+        CompactSettings {
+            settle: Duration::from_secs(30),
+            grace: Duration::from_secs(600),
+            target_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Small files merged.
+    pub merged: usize,
+    /// Compacted files written.
+    pub written: usize,
+    /// Replaced files deleted (their grace period over).
+    pub deleted: usize,
+    /// Partitions deleted by retention.
+    pub expired: usize,
+}
+
+/// One pass over a table (`tracking/events`, `tracking/dead_letters`): every `date=`
+/// partition is compacted; partitions before `keep_from` are deleted.
+pub fn pass(
+    table: &Path,
+    settings: &CompactSettings,
+    keep_from: Option<NaiveDate>,
+) -> io::Result<Pass> {
+    let mut out = Pass::default();
+    let Ok(entries) = std::fs::read_dir(table) else {
+        return Ok(out);
+    };
+    let mut partitions: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    partitions.sort();
+    for dir in partitions {
+        let date = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("date="))
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        if let (Some(date), Some(keep)) = (date, keep_from)
+            && date < keep
+        {
+            std::fs::remove_dir_all(&dir).map_err(|e| named(&dir, e))?;
+            out.expired += 1;
+            continue;
+        }
+        let p = compact_partition(&dir, settings, SystemTime::now())?;
+        out.merged += p.merged;
+        out.written += p.written;
+        out.deleted += p.deleted;
+    }
+    Ok(out)
+}
+
+fn named(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+fn age(path: &Path, now: SystemTime) -> Duration {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| now.duration_since(t).ok())
+        .unwrap_or_default()
+}
+
+/// Compacts one partition directory; deletes replaced files whose grace period is over.
+pub fn compact_partition(
+    dir: &Path,
+    settings: &CompactSettings,
+    now: SystemTime,
+) -> io::Result<Pass> {
+    let mut out = Pass::default();
+    let lists = compaction::lists(dir).map_err(|e| named(dir, e))?;
+    let superseded: BTreeSet<String> = lists.iter().flat_map(|(_, r)| r.files.clone()).collect();
+    // Deletions first: what a compacted file past its grace period replaces (and then its
+    // list, which names nothing present any more).
+    for (parquet, replaces) in &lists {
+        if age(parquet, now) < settings.grace {
+            continue;
+        }
+        for name in &replaces.files {
+            let path = dir.join(name);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| named(&path, e))?;
+                out.deleted += 1;
+            }
+            // A replaced compacted file's own list goes with it.
+            let list = compaction::replaces_path(&path);
+            if name.starts_with(PREFIX) && list.exists() {
+                std::fs::remove_file(&list).map_err(|e| named(&list, e))?;
+            }
+        }
+    }
+    // Candidates: settled, small, not replaced already; oldest first.
+    let mut small: Vec<(String, u64)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| named(dir, e))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".parquet") || superseded.contains(&name) {
+            continue;
+        }
+        let size = entry.metadata()?.len();
+        if size < settings.target_bytes / 2 && age(&entry.path(), now) >= settings.settle {
+            small.push((name, size));
+        }
+    }
+    small.sort();
+    let stamp = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let mut group: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    let mut n = 0;
+    for (name, size) in small {
+        if !group.is_empty() && bytes + size > settings.target_bytes {
+            out.merged += write_compacted(dir, &format!("{PREFIX}{stamp}-{n}"), &group)?;
+            out.written += usize::from(group.len() > 1);
+            n += 1;
+            group.clear();
+            bytes = 0;
+        }
+        bytes += size;
+        group.push(name);
+    }
+    if group.len() > 1 {
+        out.merged += write_compacted(dir, &format!("{PREFIX}{stamp}-{n}"), &group)?;
+        out.written += 1;
+    }
+    Ok(out)
+}
+
+/// Merges `files` into `<stem>.parquet`: the list first, then the file, each durable before
+/// it is renamed into place. A single file is left as it is. Returns the files merged.
+fn write_compacted(dir: &Path, stem: &str, files: &[String]) -> io::Result<usize> {
+    if files.len() < 2 {
+        return Ok(0);
+    }
+    let target = dir.join(format!("{stem}.parquet"));
+    let tmp = dir.join(format!(".{stem}.parquet.tmp"));
+    let written = (|| -> io::Result<()> {
+        let mut writer: Option<ArrowWriter<File>> = None;
+        for name in files {
+            let path = dir.join(name);
+            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)
+                .and_then(|b| b.build())
+                .map_err(|e| named(&path, io::Error::other(e)))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| named(&path, io::Error::other(e)))?;
+                if writer.is_none() {
+                    let props = WriterProperties::builder()
+                        .set_compression(Compression::SNAPPY)
+                        .build();
+                    writer = Some(
+                        ArrowWriter::try_new(File::create(&tmp)?, batch.schema(), Some(props))
+                            .map_err(io::Error::other)?,
+                    );
+                }
+                if let Some(w) = writer.as_mut() {
+                    w.write(&batch).map_err(io::Error::other)?;
+                }
+            }
+        }
+        let Some(writer) = writer else {
+            return Err(io::Error::other("no rows in the files to compact"));
+        };
+        writer.into_inner().map_err(io::Error::other)?.sync_all()?;
+        let list = compaction::replaces_path(&target);
+        let body = serde_json::to_vec(&Replaces {
+            files: files.to_vec(),
+        })
+        .map_err(io::Error::other)?;
+        let list_tmp = dir.join(format!(".{stem}.replaces.tmp"));
+        std::fs::write(&list_tmp, body)?;
+        File::open(&list_tmp)?.sync_all()?;
+        std::fs::rename(&list_tmp, &list)?;
+        std::fs::rename(&tmp, &target)?;
+        // The renames are durable once the directory is.
+        File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(named(&target, e));
+    }
+    Ok(files.len())
+}
+
+/// Removes what a compaction cut short left under `table` (hidden `.compact-*` files, and
+/// lists whose compacted file never appeared). Only while no compaction runs (the job's lock).
+pub fn remove_unfinished(table: &Path) -> usize {
+    let mut removed = 0;
+    let Ok(partitions) = std::fs::read_dir(table) else {
+        return 0;
+    };
+    for dir in partitions
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+    {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let orphan = compaction::compacted_of(&path).is_some_and(|p| !p.exists());
+            if (name.starts_with(".compact-") || orphan) && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracking::ParquetTracking;
+    use tidings_model::{EventRow, MessageMeta, State};
+
+    fn rows(dir: &Path) -> Vec<(String, String)> {
+        // What a reader sees: every present file but the replaced ones.
+        let gone = compaction::superseded(dir).unwrap();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".parquet") || name.starts_with('.') || gone.contains(&name) {
+                continue;
+            }
+            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(e.path()).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
+            for b in reader {
+                let b = b.unwrap();
+                let ids = b
+                    .column_by_name("message_id")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .unwrap()
+                    .clone();
+                let receivers = b
+                    .column_by_name("receiver")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .unwrap()
+                    .clone();
+                for i in 0..b.num_rows() {
+                    out.push((ids.value(i).to_string(), receivers.value(i).to_string()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn compaction_keeps_every_row_once_and_deletes_after_the_grace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let templates = std::sync::Arc::new(tidings_model::Templates::default());
+        let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+        let mut w = ParquetTracking::new(tmp.path(), tz, templates, "r1", 0);
+        // 20 small files of 5 rows on one day.
+        let at = 1_763_784_000_000;
+        for f in 0..20 {
+            let meta = std::sync::Arc::new(MessageMeta {
+                message_id: format!("m{f}"),
+                template_id: 1,
+                business_id: 2,
+                biz_id: None,
+                content: "{}".into(),
+                event_time: at,
+                seq: 0,
+            });
+            for r in 0..5 {
+                w.event(EventRow {
+                    time: at,
+                    event_time: at,
+                    meta: meta.clone(),
+                    receiver: format!("u{r}"),
+                    state: State::Receive,
+                    reason: None,
+                });
+            }
+            w.flush().unwrap();
+        }
+        let day = tmp.path().join("events/date=2025-11-22");
+        let before = rows(&day);
+        assert_eq!(before.len(), 100);
+        let settings = CompactSettings {
+            settle: Duration::ZERO,
+            grace: Duration::from_secs(3600),
+            target_bytes: 64 * 1024 * 1024,
+        };
+        let p = compact_partition(&day, &settings, SystemTime::now()).unwrap();
+        assert_eq!((p.merged, p.written, p.deleted), (20, 1, 0));
+        // Replaced files stay through the grace period, left out by readers.
+        assert_eq!(rows(&day), before);
+        let files = |d: &Path| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+                .count()
+        };
+        assert_eq!(files(&day), 21);
+        // A second pass finds nothing new to merge.
+        let again = compact_partition(&day, &settings, SystemTime::now()).unwrap();
+        assert_eq!((again.merged, again.written), (0, 0));
+        // Past the grace period the replaced files go; the rows stay.
+        let later = SystemTime::now() + Duration::from_secs(7200);
+        let gone = compact_partition(&day, &settings, later).unwrap();
+        assert_eq!(gone.deleted, 20);
+        assert_eq!(files(&day), 1);
+        assert_eq!(rows(&day), before);
+        // Retention: a partition before the first day kept is deleted whole.
+        let kept = pass(
+            &tmp.path().join("events"),
+            &settings,
+            NaiveDate::from_ymd_opt(2025, 11, 23),
+        )
+        .unwrap();
+        assert_eq!(kept.expired, 1);
+        assert!(!day.exists());
+    }
+
+    #[test]
+    fn an_unfinished_compaction_is_removed_and_counts_for_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let day = tmp.path().join("events/date=2025-11-22");
+        std::fs::create_dir_all(&day).unwrap();
+        std::fs::write(day.join(".compact-1-0.parquet.tmp"), b"half").unwrap();
+        std::fs::write(
+            day.join("compact-1-0.replaces.json"),
+            br#"{"files":["part-a.parquet"]}"#,
+        )
+        .unwrap();
+        assert!(compaction::superseded(&day).unwrap().is_empty());
+        assert_eq!(remove_unfinished(&tmp.path().join("events")), 2);
+        assert_eq!(std::fs::read_dir(&day).unwrap().count(), 0);
+    }
+}
