@@ -825,6 +825,19 @@ pub struct TrackingConfig {
     /// Longest time (ms) a row waits in the buffer. Default 1000.
     #[serde(default = "default_flush_ms")]
     pub flush_interval_ms: u64,
+    /// Seconds between compaction passes over the Parquet tables (0: never). Default 600.
+    #[serde(default = "default_compact_every")]
+    pub compact_every_secs: u64,
+    /// Seconds a file replaced by a compacted one stays for queries that listed it. Default 600.
+    #[serde(default = "default_compact_every")]
+    pub compact_grace_secs: u64,
+    /// Days of `date=` partitions kept (the local date; older ones are deleted). Default: all.
+    #[serde(default)]
+    pub retain_days: Option<u32>,
+}
+
+fn default_compact_every() -> u64 {
+    600
 }
 
 impl Default for TrackingConfig {
@@ -836,6 +849,9 @@ impl Default for TrackingConfig {
             redis_prefix: default_redis_prefix(),
             flush_rows: default_flush_rows(),
             flush_interval_ms: default_flush_ms(),
+            compact_every_secs: default_compact_every(),
+            compact_grace_secs: default_compact_every(),
+            retain_days: None,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! far at most once and never loses one it saw before, and after the last pass the partition
 //! holds a handful of files with exactly the rows written.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -59,10 +61,11 @@ fn queries_during_compaction_see_every_row_once() {
             done.store(true, Ordering::SeqCst);
         })
     };
-    // The compactor: a pass every 100 ms; replaced files deleted 500 ms after.
+    // The compactor: a pass every 400 ms; replaced files deleted 1.5 s after (longer than a
+    // query here, even on a loaded machine).
     let settings = CompactSettings {
         settle: Duration::from_millis(50),
-        grace: Duration::from_millis(500),
+        grace: Duration::from_millis(1500),
         target_bytes: 64 * 1024 * 1024,
     };
     let compactor = {
@@ -71,7 +74,7 @@ fn queries_during_compaction_see_every_row_once() {
             let mut merged = 0;
             while !done.load(Ordering::SeqCst) {
                 merged += pass(&root.join("events"), &settings, None).unwrap().merged;
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(400));
             }
             merged
         })
@@ -124,5 +127,114 @@ fn queries_during_compaction_see_every_row_once() {
         merged > 50 && queries > 5,
         "merged {merged}, queries {queries}"
     );
-    assert!(files <= 3, "{files} files left");
+    // ~150 flushed files became one compacted file per pass (and the last pass's).
+    assert!(files <= 12, "{files} files left");
+}
+
+/// A following job flushing every 100 ms with compaction every second while requests keep
+/// coming and a reader queries in a loop: every query sees each RECEIVE row at most once and
+/// never fewer than before; at the end every request has its row once and the partition holds
+/// compacted files instead of a file per flush.
+#[test]
+fn a_running_job_compacts_its_tracking_under_queries() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let request = |i: u32| {
+        serde_json::json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": format!("u{i}"), "variables": {"v": "x"}}})
+        .to_string()
+            + "\n"
+    };
+    let job = common::write_job(
+        dir.path(),
+        &common::sms_template(1, "none", false, "user_id"),
+        &request(0),
+        "workers = 2",
+    );
+    common::set_source(&job, "follow = true\nmax_out_of_order_ms = 0");
+    let text = std::fs::read_to_string(&job).unwrap().replacen(
+        "[tracking]\n",
+        "[tracking]\nflush_interval_ms = 100\ncompact_every_secs = 1\ncompact_grace_secs = 1\n",
+        1,
+    );
+    std::fs::write(&job, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .arg("run")
+        .arg(&job)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tracking = dir.path().join("var/tracking");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let receive = || -> (u64, u64) {
+        rt.block_on(async {
+            let t = tidings_sql::Tracking::open(&tracking).await.unwrap();
+            let b = t
+                .query("SELECT count(*) AS n, count(DISTINCT receiver) AS d FROM events WHERE state = 'RECEIVE'")
+                .await
+                .unwrap();
+            let csv = tidings_sql::format(&b, tidings_sql::Format::Csv).unwrap();
+            let row = csv.lines().nth(1).unwrap().to_string();
+            let (a, d) = row.split_once(',').unwrap();
+            (a.trim().parse().unwrap(), d.trim().parse().unwrap())
+        })
+    };
+    let lines = 120;
+    let mut seen = 0;
+    let mut queries = 0;
+    for i in 1..lines {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("requests.jsonl"))
+            .unwrap();
+        f.write_all(request(i).as_bytes()).unwrap();
+        drop(f);
+        std::thread::sleep(Duration::from_millis(40));
+        if tracking.join("events").is_dir() {
+            let (n, d) = receive();
+            assert_eq!(n, d, "a row seen twice");
+            assert!(
+                n >= seen && n <= u64::from(i) + 1,
+                "{seen} → {n} after {i} lines"
+            );
+            seen = n;
+            queries += 1;
+        }
+    }
+    common::wait_until(Duration::from_secs(30), "every request received", || {
+        receive().0 == u64::from(lines)
+    });
+    // One more compaction pass after the grace period.
+    std::thread::sleep(Duration::from_millis(2500));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = common::wait_within(&mut child, Duration::from_secs(60), "the job");
+    let mut err = String::new();
+    use std::io::Read as _;
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{err}");
+    assert_eq!(receive(), (u64::from(lines), u64::from(lines)));
+    let partition = std::fs::read_dir(tracking.join("events"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let names: Vec<String> = std::fs::read_dir(&partition)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect();
+    assert!(queries > 20, "{queries} queries");
+    assert!(
+        names.iter().any(|n| n.starts_with("compact-")) && names.len() < 15,
+        "{names:?}\n{err}"
+    );
 }

@@ -107,6 +107,9 @@ impl Services {
         }
         let finished = Arc::new(AtomicBool::new(false));
         super::watch_run(&runtime, job, opts, &stop, &finished, &health, &counts);
+        if matches!(opts.tracking, TrackingTarget::Parquet) {
+            super::compact_in_background(job, &finished);
+        }
         let started_ms = wall_ms();
         let source_name = source_name(job)?;
         let checkpoints = restore(job, &source_name, started_ms, opts.from_start)?;

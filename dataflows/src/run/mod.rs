@@ -166,6 +166,68 @@ fn finish(
 
 /// Watches the run from the side: the drain (progress, `drain_timeout`) and tracking that has
 /// failed for longer than `tracking_give_up`.
+/// Compacts the Parquet tables (and applies `tracking.retain_days`) every
+/// `tracking.compact_every_secs` until the run has finished, on a thread of its own; a failed
+/// pass is a warning and the next one tries again. Compaction never changes what a query sees
+/// (`tidings_model::compaction`).
+pub(crate) fn compact_in_background(job: &Job, finished: &Arc<AtomicBool>) {
+    use tidings_sinks::tracking::compact::{self, CompactSettings};
+    let t = &job.file.tracking;
+    if t.compact_every_secs == 0 {
+        return;
+    }
+    let every = std::time::Duration::from_secs(t.compact_every_secs);
+    let settings = CompactSettings {
+        // Files of the last few flushes are left to come.
+        settle: std::time::Duration::from_millis(t.flush_interval_ms.saturating_mul(2)),
+        grace: std::time::Duration::from_secs(t.compact_grace_secs),
+        ..CompactSettings::default()
+    };
+    let (dir, tz, retain, finished) = (
+        job.tracking_dir.clone(),
+        job.tz,
+        t.retain_days,
+        finished.clone(),
+    );
+    let tables = ["events", "dead_letters"].map(|t| dir.join(t));
+    for table in &tables {
+        compact::remove_unfinished(table);
+    }
+    let spawned = std::thread::Builder::new()
+        .name("tidings-compact".into())
+        .spawn(move || {
+            let mut last = std::time::Instant::now();
+            while !finished.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                let keep_from = retain.map(|days| {
+                    tidings_model::time::local_date(tz, wall_ms())
+                        - chrono::Duration::days(i64::from(days))
+                });
+                for table in &tables {
+                    match compact::pass(table, &settings, keep_from) {
+                        Ok(p) if p.merged + p.deleted + p.expired > 0 => tracing::info!(
+                            "{}: compacted {} files into {}, deleted {} replaced files and {} expired partitions",
+                            table.display(),
+                            p.merged,
+                            p.written,
+                            p.deleted,
+                            p.expired
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("compaction of {}: {e}", table.display()),
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("compaction not started: {e}");
+    }
+}
+
 pub(crate) fn watch_run(
     runtime: &tokio::runtime::Runtime,
     job: &Job,

@@ -3,8 +3,10 @@
 //! `compact-<ms>-<n>.parquet` files of up to [`CompactSettings::target_bytes`], published as
 //! `tidings_model::compaction` says (the list first, then the file, each written aside and
 //! renamed), and deletes what a compacted file replaces once the grace period is over. A
-//! reader never sees a row twice or misses one. Retention deletes whole `date=` partitions
-//! older than `tracking.retain_days`.
+//! reader never sees a row twice or misses one. Compacted files are not merged again (a pass
+//! adds at most one file per partition: 144 a day at the default 10 minutes, instead of a file
+//! per worker per flush). Retention deletes whole `date=` partitions older than
+//! `tracking.retain_days`.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -113,8 +115,8 @@ pub fn compact_partition(
     let mut out = Pass::default();
     let lists = compaction::lists(dir).map_err(|e| named(dir, e))?;
     let superseded: BTreeSet<String> = lists.iter().flat_map(|(_, r)| r.files.clone()).collect();
-    // Deletions first: what a compacted file past its grace period replaces (and then its
-    // list, which names nothing present any more).
+    // Deletions first: what a compacted file past its grace period replaces. Lists stay as
+    // long as their compacted file (a reader may read any list it listed).
     for (parquet, replaces) in &lists {
         if age(parquet, now) < settings.grace {
             continue;
@@ -125,11 +127,6 @@ pub fn compact_partition(
                 std::fs::remove_file(&path).map_err(|e| named(&path, e))?;
                 out.deleted += 1;
             }
-            // A replaced compacted file's own list goes with it.
-            let list = compaction::replaces_path(&path);
-            if name.starts_with(PREFIX) && list.exists() {
-                std::fs::remove_file(&list).map_err(|e| named(&list, e))?;
-            }
         }
     }
     // Candidates: settled, small, not replaced already; oldest first.
@@ -137,7 +134,13 @@ pub fn compact_partition(
     for entry in std::fs::read_dir(dir).map_err(|e| named(dir, e))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !name.ends_with(".parquet") || superseded.contains(&name) {
+        // Compacted files are not compacted again: no list ever replaces another's file, so
+        // what a list names stays left out for as long as the list is there.
+        if name.starts_with('.')
+            || name.starts_with(PREFIX)
+            || !name.ends_with(".parquet")
+            || superseded.contains(&name)
+        {
             continue;
         }
         let size = entry.metadata()?.len();
