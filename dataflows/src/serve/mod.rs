@@ -442,14 +442,14 @@ impl Supervisor {
         while !done(&jobs) {
             if Instant::now() >= deadline {
                 for (name, e) in jobs.iter_mut() {
-                    if e.desired == Desired::Stopped || self.stopping.load(Ordering::SeqCst) {
-                        if let Some(c) = &mut e.child {
-                            tracing::warn!(
-                                "job `{name}` did not stop within {} s; killing it",
-                                STOP_BOUND.as_secs()
-                            );
-                            let _ = c.kill();
-                        }
+                    let asked =
+                        e.desired == Desired::Stopped || self.stopping.load(Ordering::SeqCst);
+                    if asked && let Some(c) = &mut e.child {
+                        tracing::warn!(
+                            "job `{name}` did not stop within {} s; killing it",
+                            STOP_BOUND.as_secs()
+                        );
+                        let _ = c.kill();
                     }
                 }
                 drop(jobs);
