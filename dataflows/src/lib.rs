@@ -10,6 +10,7 @@
 //! - [`run`]: the graph and the worker loop.
 //! - [`health`]: a worker panic fails the run fast; halts.
 //! - [`lock`]: one runner per job (`state_dir/LOCK`); the writable-directory probe.
+//! - [`serve`]: `tidings serve`, the job service: supervised `tidings run` children, REST API.
 //! - [`signals`]: SIGINT/SIGTERM/SIGHUP drains, a second signal halts, the drain's bound.
 //!
 //! See `docs/ARCHITECTURE.md` for the graph and its invariants.
@@ -23,6 +24,7 @@ pub mod lock;
 pub mod logging;
 pub mod run;
 pub mod send;
+pub mod serve;
 pub mod signals;
 pub mod source;
 pub mod track;

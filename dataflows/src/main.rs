@@ -69,6 +69,17 @@ enum Command {
     Simulator(cli::simulator::SimulatorArgs),
     /// Per-stage rates and backlogs of a running job, refreshed every second.
     Top(cli::top::TopArgs),
+    /// Run the job service: a REST API that starts, supervises (restarting crashed jobs with
+    /// backoff), stops and lists jobs, each a `tidings run` child; resumes its jobs on restart.
+    Serve(cli::serve::ServeArgs),
+    /// Submit a job file to a running `tidings serve`.
+    Submit(cli::jobs::SubmitArgs),
+    /// List the jobs of a running `tidings serve`.
+    Jobs(cli::jobs::JobsArgs),
+    /// Show one job of a running `tidings serve` (with its live state when it has `[admin]`).
+    Job(cli::jobs::NameArgs),
+    /// Stop a job of a running `tidings serve` gracefully (final checkpoint, offsets committed).
+    Stop(cli::jobs::NameArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +98,11 @@ fn main() -> ExitCode {
         Command::State(args) => cli::state::run(args),
         Command::Simulator(args) => cli::simulator::run(args),
         Command::Top(args) => cli::top::run(args),
+        Command::Serve(args) => cli::serve::run(args),
+        Command::Submit(args) => cli::jobs::submit(args),
+        Command::Jobs(args) => cli::jobs::jobs(args),
+        Command::Job(args) => cli::jobs::job(args),
+        Command::Stop(args) => cli::jobs::stop(args),
     };
     exit_code(outcome)
 }

@@ -144,7 +144,7 @@ pub fn router(state: Arc<AdminState>, token: Option<Arc<str>>) -> Router {
 
 /// An error answer: its status and `{"error": message}`.
 #[derive(Debug, PartialEq)]
-pub struct Problem(StatusCode, String);
+pub struct Problem(pub StatusCode, pub String);
 
 impl Problem {
     fn bad(msg: impl Into<String>) -> Problem {
@@ -162,8 +162,13 @@ impl IntoResponse for Problem {
     }
 }
 
-/// Lets a request through only with `Authorization: Bearer TOKEN` when a token is set.
-async fn bearer(State(token): State<Option<Arc<str>>>, request: Request, next: Next) -> Response {
+/// Lets a request through only with `Authorization: Bearer TOKEN` when a token is set (also
+/// the job service's layer, [`crate::serve::api`]).
+pub(crate) async fn bearer(
+    State(token): State<Option<Arc<str>>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -172,7 +177,7 @@ async fn bearer(State(token): State<Option<Arc<str>>>, request: Request, next: N
     match token {
         Some(t) if !given.is_some_and(|g| same(g.as_bytes(), t.as_bytes())) => Problem(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong token: send Authorization: Bearer TOKEN (admin.token)".into(),
+            "missing or wrong token: send Authorization: Bearer TOKEN (admin.token, or serve --token)".into(),
         )
         .into_response(),
         _ => next.run(request).await,

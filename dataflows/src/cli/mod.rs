@@ -3,10 +3,12 @@
 //! and the output formats.
 
 pub mod check;
+pub mod jobs;
 pub mod repl;
 pub mod report;
 pub mod run;
 pub mod send;
+pub mod serve;
 pub mod simulator;
 pub mod sql;
 pub mod state;

@@ -1,0 +1,129 @@
+//! The job service's clients: `tidings submit`, `tidings jobs`, `tidings job NAME` and
+//! `tidings stop NAME` ([`tidings_dataflows::serve::client`]).
+
+use std::path::PathBuf;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tidings_dataflows::serve::client::{DEFAULT_SERVER, request};
+
+use super::{Failure, OutputFormat, print_json_rows};
+
+/// Which service to ask.
+#[derive(clap::Args)]
+pub struct ServerTarget {
+    /// The service's URL (or HOST:PORT).
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    server: String,
+    /// Bearer token (the service's --token).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// The job file (sent as its absolute path: it must be readable on the service's node).
+    job: PathBuf,
+    #[command(flatten)]
+    target: ServerTarget,
+}
+
+#[derive(clap::Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    target: ServerTarget,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+}
+
+#[derive(clap::Args)]
+pub struct NameArgs {
+    /// The job's name (its job file's `name`).
+    name: String,
+    #[command(flatten)]
+    target: ServerTarget,
+}
+
+/// Asks the service; the answer's JSON, or the failure it stands for.
+fn ask(
+    target: &ServerTarget,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, Failure> {
+    let (status, text) = request(method, &target.server, path, body, target.token.as_deref())
+        .map_err(|e| {
+            Failure::Failed(format!(
+                "cannot reach the job service at {}: {e}; start it with `tidings serve`",
+                target.server
+            ))
+        })?;
+    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if (200..300).contains(&status) {
+        return Ok(answer);
+    }
+    if let Some(problems) = answer["problems"].as_array() {
+        return Err(Failure::Problems(
+            problems
+                .iter()
+                .map(|p| p.as_str().unwrap_or_default().to_string())
+                .collect(),
+        ));
+    }
+    let message = answer["error"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| answer.to_string());
+    Err(Failure::Failed(format!("{status}: {message}")))
+}
+
+fn print_pretty(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
+    let path = std::path::absolute(&args.job)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", args.job.display())))?;
+    let answer = ask(
+        &args.target,
+        Method::POST,
+        "/jobs",
+        Some(&json!({"path": path})),
+    )?;
+    print_pretty(&answer);
+    Ok(())
+}
+
+pub fn jobs(args: JobsArgs) -> Result<(), Failure> {
+    let answer = ask(&args.target, Method::GET, "/jobs", None)?;
+    let rows = answer.as_array().cloned().unwrap_or_default();
+    print_json_rows(&rows, args.format);
+    Ok(())
+}
+
+pub fn job(args: NameArgs) -> Result<(), Failure> {
+    let answer = ask(&args.target, Method::GET, &job_path(&args.name), None)?;
+    print_pretty(&answer);
+    Ok(())
+}
+
+pub fn stop(args: NameArgs) -> Result<(), Failure> {
+    let path = format!("{}/stop", job_path(&args.name));
+    let answer = ask(&args.target, Method::POST, &path, None)?;
+    print_pretty(&answer);
+    Ok(())
+}
+
+/// `/jobs/NAME`, the name percent-encoded as a path segment.
+fn job_path(name: &str) -> String {
+    let mut url = reqwest::Url::parse("http://x/jobs/").expect("a fixed URL");
+    url.path_segments_mut()
+        .expect("an http URL has segments")
+        .pop_if_empty()
+        .push(name);
+    url.path().to_string()
+}

@@ -1,0 +1,95 @@
+//! `tidings serve`: the job service ([`tidings_dataflows::serve`]) until SIGTERM or Ctrl-C,
+//! which stop its jobs gracefully (they resume when the service starts again).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tidings_dataflows::serve::{Supervisor, TICK, api};
+use tidings_sinks::util::server::Server;
+
+use super::Failure;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The REST API's address (HOST:PORT; port 0 picks one, written to STATE_DIR/serve.addr).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    bind: SocketAddr,
+    /// The service's state (`serve.json`) and its jobs' logs (`logs/NAME.log`).
+    #[arg(long, default_value = "tidings-serve")]
+    state_dir: PathBuf,
+    /// Bearer token every request must carry; required unless --bind is a loopback address.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    let token = args.token.filter(|t| !t.is_empty());
+    if !args.bind.ip().is_loopback() && token.is_none() {
+        return Err(Failure::Usage(format!(
+            "--bind {}: not a loopback address, so --token is required",
+            args.bind
+        )));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::Failed(format!("cannot find the tidings binary: {e}")))?;
+    let supervisor = Supervisor::open(&args.state_dir, exe)?;
+    let server = Server::start(
+        args.bind,
+        api::router(supervisor.clone(), token.as_deref().map(Into::into)),
+    )
+    .map_err(|e| Failure::Failed(format!("--bind {}: {e}", args.bind)))?;
+    std::fs::write(args.state_dir.join("serve.addr"), server.addr.to_string())
+        .map_err(|e| Failure::Failed(format!("{}: {e}", args.state_dir.display())))?;
+    tracing::info!(
+        "job service on http://{}/jobs (state in {})",
+        server.addr,
+        args.state_dir.display()
+    );
+
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (supervisor, done) = (supervisor.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    supervisor.tick();
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| Failure::Failed(e.to_string()))?
+    };
+    let signal = super::current_thread_runtime()?.block_on(signalled());
+    tracing::info!("stopping ({signal}): stopping the jobs gracefully");
+    supervisor.shutdown();
+    done.store(true, Ordering::SeqCst);
+    let _ = ticker.join();
+    server.stop();
+    tracing::info!("job service stopped");
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM; its name.
+async fn signalled() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

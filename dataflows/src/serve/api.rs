@@ -1,0 +1,160 @@
+//! The job service's REST API (axum on [`tidings_sinks::util::server::Server`]), JSON in and
+//! out, behind the admin API's bearer-token layer when `serve --token` is set:
+//!
+//! | request | does |
+//! |---|---|
+//! | `POST /jobs` `{"path": "/abs/job.toml"}` | checks the job file as `tidings run` does (400 with its problems, nothing started), starts it; 409 when a job of its name runs |
+//! | `GET /jobs` | every job: state, pid, restarts, last exit, started_at |
+//! | `GET /jobs/{name}` | one job, with its live `/state` when it has `[admin]` and runs |
+//! | `POST /jobs/{name}/stop` | SIGTERM, waits for the exit (final cut, checkpoint, commit) |
+//! | `POST /jobs/{name}/restart` | stop, then start again from its checkpoint |
+//! | `DELETE /jobs/{name}` | stop, and forget the job |
+//!
+//! A stop waits for the child on the blocking pool, never on the server's threads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Refusal, Supervisor};
+use crate::admin::{Problem, bearer};
+
+/// The body of `POST /jobs`.
+#[derive(Debug, Deserialize)]
+pub struct Submit {
+    /// The job file's absolute path on this node.
+    pub path: PathBuf,
+}
+
+/// The routes over `supervisor`, behind the bearer-token layer when `token` is set.
+pub fn router(supervisor: Arc<Supervisor>, token: Option<Arc<str>>) -> Router {
+    Router::new()
+        .route("/", routing::get(index))
+        .route("/jobs", routing::get(list).post(submit))
+        .route("/jobs/{name}", routing::get(one).delete(delete))
+        .route("/jobs/{name}/stop", routing::post(stop))
+        .route("/jobs/{name}/restart", routing::post(restart))
+        .fallback(|uri: axum::http::Uri| async move {
+            Problem(
+                StatusCode::NOT_FOUND,
+                format!("no such path {}; GET / lists them", uri.path()),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            Problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here; GET / lists the routes".into(),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(token, bearer))
+        .with_state(supervisor)
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::BadJob(problems) => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": problems.join("\n"), "problems": problems})),
+            )
+                .into_response(),
+            Refusal::Bad(m) => Problem(StatusCode::BAD_REQUEST, m).into_response(),
+            Refusal::NotFound(m) => Problem(StatusCode::NOT_FOUND, m).into_response(),
+            Refusal::Conflict(m) => Problem(StatusCode::CONFLICT, m).into_response(),
+            Refusal::Failed(m) => Problem(StatusCode::INTERNAL_SERVER_ERROR, m).into_response(),
+        }
+    }
+}
+
+/// Runs a supervisor call that may wait (a stop) on the blocking pool.
+async fn blocking(
+    f: impl FnOnce() -> Result<Value, Refusal> + Send + 'static,
+) -> Result<Json<Value>, Refusal> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
+        .map(Json)
+}
+
+async fn index() -> Json<Value> {
+    Json(json!({
+        "service": "tidings serve",
+        "routes": ["GET /jobs", "POST /jobs {\"path\": \"/abs/job.toml\"}", "GET /jobs/{name}",
+            "POST /jobs/{name}/stop", "POST /jobs/{name}/restart", "DELETE /jobs/{name}"],
+    }))
+}
+
+async fn list(State(s): State<Arc<Supervisor>>) -> Json<Value> {
+    Json(Value::Array(s.list()))
+}
+
+async fn submit(
+    State(s): State<Arc<Supervisor>>,
+    body: Result<Json<Submit>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return Problem(
+                StatusCode::BAD_REQUEST,
+                format!("{}; send {{\"path\": \"/abs/job.toml\"}}", e.body_text()),
+            )
+            .into_response();
+        }
+    };
+    // Loading a job reads its files: the blocking pool.
+    match blocking(move || s.submit(&body.path)).await {
+        Ok(j) => (StatusCode::CREATED, j).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn one(
+    State(s): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Refusal> {
+    blocking(move || {
+        let (mut answer, job) = s.get(&name)?;
+        if let Some(job) = job
+            && let Some(admin) = &job.admin
+            && let Some(addr) = crate::admin::address_of(&job)
+        {
+            answer["live"] = match crate::admin::get(&addr, "/state", admin.token.as_deref()) {
+                Ok((200, body)) => serde_json::from_str(&body).unwrap_or(Value::Null),
+                Ok((status, body)) => json!({"error": format!("{addr}: {status} {body}")}),
+                Err(e) => json!({"error": format!("{addr}: {e}")}),
+            };
+        }
+        Ok(answer)
+    })
+    .await
+}
+
+async fn stop(
+    State(s): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Refusal> {
+    blocking(move || s.stop(&name)).await
+}
+
+async fn restart(
+    State(s): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Refusal> {
+    blocking(move || s.restart(&name)).await
+}
+
+async fn delete(
+    State(s): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Refusal> {
+    blocking(move || s.delete(&name)).await
+}

@@ -1,0 +1,52 @@
+//! The client end of the job service (reqwest, blocking): `tidings submit`, `jobs`, `job`,
+//! `stop` and the tests.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The default address of `tidings serve`.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+fn client() -> &'static reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            // A stop waits for the job's drain (at most `STOP_BOUND`).
+            .timeout(super::STOP_BOUND + Duration::from_secs(15))
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|_| reqwest::blocking::Client::new())
+    })
+}
+
+/// `server` as a base URL: `HOST:PORT` gets `http://`; a trailing `/` goes.
+pub fn base(server: &str) -> String {
+    let s = server.trim_end_matches('/');
+    if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    }
+}
+
+/// A blocking request of `method` to `path` at `server`, with a JSON `body`: the status and
+/// the body of the answer.
+pub fn request(
+    method: reqwest::Method,
+    server: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut r = client().request(method, format!("{}{path}", base(server)));
+    if let Some(b) = body {
+        r = r.json(b);
+    }
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let answer = r.send().map_err(std::io::Error::other)?;
+    let status = answer.status().as_u16();
+    let text = answer.text().map_err(std::io::Error::other)?;
+    Ok((status, text))
+}

@@ -1,0 +1,559 @@
+//! `tidings serve`: a long-running node that supervises jobs. Each job is a child process
+//! `tidings run JOB.toml` of the same binary, in a process group of its own, so a crashed job
+//! cannot take the service down (and a Ctrl-C on the service's terminal reaches only the
+//! service, which then stops its jobs itself).
+//!
+//! - A job is known by its job file's `name`; the file is checked as `tidings run` loads it
+//!   ([`Job::load`]) before anything starts.
+//! - A job's phase is [`Phase`]: `starting` until its child has lived [`RUNNING_AFTER`],
+//!   then `running`; a child that exits non-zero (or by a signal) without a stop request is
+//!   `restarting` and started again after a backoff (1 s, doubling to 60 s; back to 1 s when
+//!   the child had run 60 s), counted in `restarts`; a child that exits 0 on its own (a file
+//!   job that read all its input) is `stopped`; a child that cannot be spawned is `failed`
+//!   (and retried with the same backoff).
+//! - A stop sends SIGTERM (the job drains to a cut, writes its final checkpoint, commits its
+//!   offsets and exits) and waits at most [`STOP_BOUND`], then SIGKILL.
+//! - The service's own state — each job's name, path, desired state and restarts — is
+//!   `STATE_DIR/serve.json`, written aside and renamed (durable across kill -9); on start the
+//!   service resumes every job whose desired state is running (the job resumes from its
+//!   checkpoint, as `tidings run` does). Child output is appended to `STATE_DIR/logs/NAME.log`.
+//!
+//! [`api`] is the REST API over a [`Supervisor`]; [`client`] its other end (the CLI).
+
+pub mod api;
+pub mod client;
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::job::Job;
+
+/// A child alive this long is `running` (before: `starting`).
+pub const RUNNING_AFTER: Duration = Duration::from_secs(1);
+/// The first restart delay; it doubles after each crash.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest restart delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A child that ran this long before crashing is restarted after [`FIRST_BACKOFF`] again.
+pub const BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// How long a stop waits for the child: its drain bound (`tidings run`'s default
+/// `--drain-timeout`) and the halt's grace; then the child is killed.
+pub const STOP_BOUND: Duration = Duration::from_secs(crate::run::DRAIN_TIMEOUT.as_secs() + 15);
+/// How often the supervisor looks at its children.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Where a job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Its child was started less than [`RUNNING_AFTER`] ago.
+    Starting,
+    /// Its child is running.
+    Running,
+    /// Its child crashed; it starts again after the backoff.
+    Restarting,
+    /// Its child could not be spawned; retried after the backoff.
+    Failed,
+    /// Not running: stopped on request, or its input ended.
+    Stopped,
+}
+
+/// What the service wants of a job (kept in `serve.json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    /// Keep it running.
+    Running,
+    /// Leave it stopped.
+    Stopped,
+}
+
+struct Entry {
+    path: PathBuf,
+    desired: Desired,
+    phase: Phase,
+    child: Option<Child>,
+    spawned: Option<Instant>,
+    started_at: Option<String>,
+    restarts: u64,
+    last_exit: Option<String>,
+    backoff: Duration,
+    next_start: Instant,
+    job: Option<Arc<Job>>,
+}
+
+impl Entry {
+    fn new(path: PathBuf, desired: Desired, restarts: u64, job: Option<Arc<Job>>) -> Entry {
+        Entry {
+            path,
+            desired,
+            phase: match desired {
+                Desired::Running => Phase::Starting,
+                Desired::Stopped => Phase::Stopped,
+            },
+            child: None,
+            spawned: None,
+            started_at: None,
+            restarts,
+            last_exit: None,
+            backoff: FIRST_BACKOFF,
+            next_start: Instant::now(),
+            job,
+        }
+    }
+}
+
+/// `serve.json`.
+#[derive(Serialize, Deserialize, Default)]
+struct Saved {
+    jobs: Vec<SavedJob>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedJob {
+    name: String,
+    path: PathBuf,
+    desired: Desired,
+    #[serde(default)]
+    restarts: u64,
+}
+
+/// Why a request about a job was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The job file cannot be used: its problems, one line each (as `tidings run` prints them).
+    BadJob(Vec<String>),
+    /// A bad request (e.g. a relative path).
+    Bad(String),
+    /// No job of that name.
+    NotFound(String),
+    /// A job of that name is already running.
+    Conflict(String),
+    /// The service could not do it (its state file, a signal).
+    Failed(String),
+}
+
+/// The supervised jobs.
+pub struct Supervisor {
+    dir: PathBuf,
+    exe: PathBuf,
+    jobs: Mutex<BTreeMap<String, Entry>>,
+    changed: Condvar,
+    stopping: AtomicBool,
+}
+
+impl Supervisor {
+    /// Opens the service's state directory: reads `serve.json` (if there is one) and marks
+    /// every job whose desired state is running to be started by the next [`Supervisor::tick`].
+    /// `exe` is the `tidings` binary the children run.
+    pub fn open(dir: &Path, exe: PathBuf) -> anyhow::Result<Arc<Supervisor>> {
+        std::fs::create_dir_all(dir.join("logs"))
+            .map_err(|e| anyhow::anyhow!("--state-dir {}: {e}", dir.display()))?;
+        let file = dir.join("serve.json");
+        let saved: Saved = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not the service's state ({e}); move it away to start empty",
+                    file.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+            Err(e) => anyhow::bail!("{}: {e}", file.display()),
+        };
+        let mut jobs = BTreeMap::new();
+        for s in saved.jobs {
+            let job = Job::load(&s.path).ok().map(Arc::new);
+            if s.desired == Desired::Running {
+                tracing::info!("resuming job `{}` ({})", s.name, s.path.display());
+            }
+            jobs.insert(s.name, Entry::new(s.path, s.desired, s.restarts, job));
+        }
+        Ok(Arc::new(Supervisor {
+            dir: dir.to_path_buf(),
+            exe,
+            jobs: Mutex::new(jobs),
+            changed: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        // A panic while holding the lock leaves the map as it was between two steps: usable.
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Submits the job file at `path` (absolute): checked as `tidings run` loads it, then
+    /// started. A job of the same name that is stopped is replaced.
+    pub fn submit(&self, path: &Path) -> Result<Value, Refusal> {
+        if !path.is_absolute() {
+            return Err(Refusal::Bad(format!(
+                "{}: give the job file's absolute path on this node",
+                path.display()
+            )));
+        }
+        let job = Job::load(path).map_err(|e| Refusal::BadJob(e.problems))?;
+        let name = job.file.name.clone();
+        let mut jobs = self.lock();
+        if let Some(e) = jobs.get(&name)
+            && (e.desired == Desired::Running || e.child.is_some())
+        {
+            return Err(Refusal::Conflict(format!(
+                "a job named `{name}` is already running ({}); stop it first",
+                e.path.display()
+            )));
+        }
+        let restarts = jobs.get(&name).map_or(0, |e| e.restarts);
+        jobs.insert(
+            name.clone(),
+            Entry::new(
+                path.to_path_buf(),
+                Desired::Running,
+                restarts,
+                Some(Arc::new(job)),
+            ),
+        );
+        self.persist(&jobs)?;
+        tracing::info!("job `{name}` submitted ({})", path.display());
+        let answer = describe(&name, &jobs[&name]);
+        drop(jobs);
+        self.changed.notify_all();
+        Ok(answer)
+    }
+
+    /// Every job, by name.
+    pub fn list(&self) -> Vec<Value> {
+        let jobs = self.lock();
+        jobs.iter().map(|(n, e)| describe(n, e)).collect()
+    }
+
+    /// One job, and the loaded job (for its admin address) when it is running.
+    pub fn get(&self, name: &str) -> Result<(Value, Option<Arc<Job>>), Refusal> {
+        let jobs = self.lock();
+        let e = jobs.get(name).ok_or_else(|| not_found(name))?;
+        let live = matches!(e.phase, Phase::Running)
+            .then(|| e.job.clone())
+            .flatten();
+        Ok((describe(name, e), live))
+    }
+
+    /// Stops a job gracefully and waits for its child (at most [`STOP_BOUND`], then kills it).
+    pub fn stop(&self, name: &str) -> Result<Value, Refusal> {
+        let mut jobs = self.lock();
+        let e = jobs.get_mut(name).ok_or_else(|| not_found(name))?;
+        e.desired = Desired::Stopped;
+        let pid = e.child.as_ref().map(Child::id);
+        if pid.is_none() {
+            e.phase = Phase::Stopped;
+        }
+        self.persist(&jobs)?;
+        if let Some(pid) = pid {
+            tracing::info!("stopping job `{name}` (SIGTERM to pid {pid})");
+            terminate(pid);
+        }
+        let jobs = self.wait_gone(jobs, |jobs| {
+            jobs.get(name).is_none_or(|e| e.child.is_none())
+        });
+        jobs.get(name)
+            .map(|e| describe(name, e))
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// Stops a job, then starts it again (it resumes from its checkpoint). The job file is
+    /// checked again first.
+    pub fn restart(&self, name: &str) -> Result<Value, Refusal> {
+        let path = {
+            let jobs = self.lock();
+            jobs.get(name).ok_or_else(|| not_found(name))?.path.clone()
+        };
+        let job = Job::load(&path).map_err(|e| Refusal::BadJob(e.problems))?;
+        self.stop(name)?;
+        let mut jobs = self.lock();
+        let e = jobs.get_mut(name).ok_or_else(|| not_found(name))?;
+        e.desired = Desired::Running;
+        e.phase = Phase::Starting;
+        e.backoff = FIRST_BACKOFF;
+        e.next_start = Instant::now();
+        e.job = Some(Arc::new(job));
+        self.persist(&jobs)?;
+        let answer = describe(name, &jobs[name]);
+        drop(jobs);
+        self.changed.notify_all();
+        Ok(answer)
+    }
+
+    /// Stops a job if it runs, and forgets it.
+    pub fn delete(&self, name: &str) -> Result<Value, Refusal> {
+        let answer = self.stop(name)?;
+        let mut jobs = self.lock();
+        jobs.remove(name);
+        self.persist(&jobs)?;
+        Ok(json!({"deleted": name, "last": answer}))
+    }
+
+    /// One look at every job: reaps exited children (restarting crashed ones with backoff)
+    /// and starts the jobs that are due.
+    pub fn tick(&self) {
+        let mut jobs = self.lock();
+        let now = Instant::now();
+        let stopping = self.stopping.load(Ordering::SeqCst);
+        let mut save = false;
+        let mut reaped = false;
+        for (name, e) in jobs.iter_mut() {
+            if let Some(child) = &mut e.child {
+                match child.try_wait() {
+                    Ok(None) => {
+                        if e.phase == Phase::Starting
+                            && e.spawned.is_some_and(|s| s.elapsed() >= RUNNING_AFTER)
+                        {
+                            e.phase = Phase::Running;
+                        }
+                        continue;
+                    }
+                    Ok(Some(status)) => {
+                        reaped = true;
+                        save |= self.exited(name, e, status, stopping);
+                    }
+                    Err(err) => {
+                        tracing::warn!("job `{name}`: cannot wait for its child: {err}");
+                        continue;
+                    }
+                }
+            }
+            if e.child.is_none()
+                && e.desired == Desired::Running
+                && !stopping
+                && e.next_start <= now
+            {
+                self.spawn(name, e);
+            }
+        }
+        if save && let Err(Refusal::Failed(why)) = self.persist(&jobs) {
+            tracing::error!("{why}");
+        }
+        drop(jobs);
+        if reaped {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Records a child's exit; whether `serve.json` changed.
+    fn exited(&self, name: &str, e: &mut Entry, status: ExitStatus, stopping: bool) -> bool {
+        let ran = e.spawned.map_or(Duration::ZERO, |s| s.elapsed());
+        e.child = None;
+        e.last_exit = Some(exit_text(status));
+        if e.desired == Desired::Stopped || stopping {
+            e.phase = Phase::Stopped;
+            tracing::info!("job `{name}` stopped ({})", exit_text(status));
+            false
+        } else if status.success() {
+            e.phase = Phase::Stopped;
+            e.desired = Desired::Stopped;
+            tracing::info!("job `{name}` ended: its input is read");
+            true
+        } else {
+            if ran >= BACKOFF_RESET {
+                e.backoff = FIRST_BACKOFF;
+            }
+            e.phase = Phase::Restarting;
+            e.restarts += 1;
+            e.next_start = Instant::now() + e.backoff;
+            tracing::warn!(
+                "job `{name}` crashed ({}) after {:.1} s; restarting in {} s (see {})",
+                exit_text(status),
+                ran.as_secs_f64(),
+                e.backoff.as_secs(),
+                self.log_path(name).display()
+            );
+            e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
+            true
+        }
+    }
+
+    fn spawn(&self, name: &str, e: &mut Entry) {
+        let log = self.log_path(name);
+        let started = (|| -> std::io::Result<Child> {
+            let mut out = OpenOptions::new().create(true).append(true).open(&log)?;
+            writeln!(
+                out,
+                "--- tidings serve: {} run {} ---",
+                chrono::Utc::now().to_rfc3339(),
+                e.path.display()
+            )?;
+            let err = out.try_clone()?;
+            let mut command = Command::new(&self.exe);
+            command
+                .arg("run")
+                .arg(&e.path)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err);
+            #[cfg(unix)]
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            command.spawn()
+        })();
+        match started {
+            Ok(child) => {
+                tracing::info!("job `{name}` started: pid {}", child.id());
+                e.child = Some(child);
+                e.spawned = Some(Instant::now());
+                e.started_at = Some(chrono::Utc::now().to_rfc3339());
+                e.phase = Phase::Starting;
+            }
+            Err(err) => {
+                tracing::error!("job `{name}`: cannot start `{}`: {err}", self.exe.display());
+                e.phase = Phase::Failed;
+                e.last_exit = Some(format!("cannot start: {err}"));
+                e.next_start = Instant::now() + e.backoff;
+                e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    /// Stops every job gracefully (their desired state stays, so the next `serve` resumes
+    /// them) and waits for them; used when the service itself is stopped.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let jobs = self.lock();
+        for (name, e) in jobs.iter() {
+            if let Some(c) = &e.child {
+                tracing::info!("stopping job `{name}` (SIGTERM to pid {})", c.id());
+                terminate(c.id());
+            }
+        }
+        drop(self.wait_gone(jobs, |jobs| jobs.values().all(|e| e.child.is_none())));
+    }
+
+    /// Waits (ticking) until `done`, at most [`STOP_BOUND`]; then kills what is left.
+    fn wait_gone<'a>(
+        &'a self,
+        mut jobs: MutexGuard<'a, BTreeMap<String, Entry>>,
+        done: impl Fn(&BTreeMap<String, Entry>) -> bool,
+    ) -> MutexGuard<'a, BTreeMap<String, Entry>> {
+        let deadline = Instant::now() + STOP_BOUND;
+        while !done(&jobs) {
+            if Instant::now() >= deadline {
+                for (name, e) in jobs.iter_mut() {
+                    let asked =
+                        e.desired == Desired::Stopped || self.stopping.load(Ordering::SeqCst);
+                    if asked && let Some(c) = &mut e.child {
+                        tracing::warn!(
+                            "job `{name}` did not stop within {} s; killing it",
+                            STOP_BOUND.as_secs()
+                        );
+                        let _ = c.kill();
+                    }
+                }
+                drop(jobs);
+                std::thread::sleep(TICK);
+                self.tick();
+                return self.lock();
+            }
+            // The ticker reaps the child and notifies; tick here too in case it is busy.
+            jobs = self
+                .changed
+                .wait_timeout(jobs, TICK)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            drop(jobs);
+            self.tick();
+            jobs = self.lock();
+        }
+        jobs
+    }
+
+    /// Writes `serve.json` aside and renames it over the old one.
+    fn persist(&self, jobs: &BTreeMap<String, Entry>) -> Result<(), Refusal> {
+        let saved = Saved {
+            jobs: jobs
+                .iter()
+                .map(|(n, e)| SavedJob {
+                    name: n.clone(),
+                    path: e.path.clone(),
+                    desired: e.desired,
+                    restarts: e.restarts,
+                })
+                .collect(),
+        };
+        let file = self.dir.join("serve.json");
+        let aside = self.dir.join("serve.json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&aside)?;
+            f.write_all(&serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+            std::fs::rename(&aside, &file)?;
+            std::fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| Refusal::Failed(format!("{}: {e}", file.display())))
+    }
+
+    /// `STATE_DIR/logs/NAME.log` (characters other than letters, digits, `.`, `_` and `-`
+    /// become `_`).
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join("logs").join(format!("{safe}.log"))
+    }
+}
+
+fn not_found(name: &str) -> Refusal {
+    Refusal::NotFound(format!("no job named `{name}`; GET /jobs lists them"))
+}
+
+fn describe(name: &str, e: &Entry) -> Value {
+    json!({
+        "name": name,
+        "path": e.path,
+        "state": e.phase,
+        "desired": e.desired,
+        "pid": e.child.as_ref().map(Child::id),
+        "restarts": e.restarts,
+        "last_exit": e.last_exit,
+        "started_at": e.started_at,
+    })
+}
+
+/// `exit 0`, `exit 101`, `signal 9`.
+fn exit_text(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return format!("signal {sig}");
+    }
+    match status.code() {
+        Some(c) => format!("exit {c}"),
+        None => status.to_string(),
+    }
+}
+
+/// Asks a child to stop gracefully: SIGTERM, sent by `kill(1)` (the workspace forbids the
+/// `unsafe` a direct kill(2) would need). The child is not reaped yet (its entry holds it), so
+/// the pid cannot have been reused.
+fn terminate(pid: u32) {
+    match Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => tracing::warn!("SIGTERM to pid {pid}: kill {s}"),
+        Err(e) => tracing::warn!("SIGTERM to pid {pid}: cannot run kill: {e}"),
+    }
+}

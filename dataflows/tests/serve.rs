@@ -1,0 +1,368 @@
+//! `tidings serve`, seen from the outside with real processes: submit, status (with the job's
+//! live state), a graceful stop with its final checkpoint, a restart that resumes (sends
+//! nothing again), a bad job file refused with `tidings run`'s own error, a kill -9 of the
+//! service and its job resumed by the next service, a crashing job restarted with backoff, and
+//! the bearer token.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tidings_dataflows::serve::client::request;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A `tidings serve` on a free loopback port; stopped with SIGTERM when dropped.
+struct Serve {
+    child: Option<Child>,
+    addr: String,
+    token: Option<String>,
+}
+
+impl Serve {
+    fn start(state: &Path, token: Option<&str>, env: &[(&str, &str)]) -> Serve {
+        std::fs::create_dir_all(state).unwrap();
+        let _ = std::fs::remove_file(state.join("serve.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.with_extension("stderr"))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(t) = token {
+            command.args(["--token", t]);
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap();
+        let addr_file = state.join("serve.addr");
+        common::wait_until(LIMIT, "serve wrote its address", || {
+            std::fs::read_to_string(&addr_file).is_ok_and(|a| !a.trim().is_empty())
+        });
+        Serve {
+            child: Some(child),
+            addr: std::fs::read_to_string(&addr_file).unwrap().trim().into(),
+            token: token.map(Into::into),
+        }
+    }
+
+    fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, text) = request(
+            method,
+            &self.addr,
+            path,
+            body.as_ref(),
+            self.token.as_deref(),
+        )
+        .unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn job(&self, name: &str) -> Value {
+        let (status, v) = self.call(Method::GET, &format!("/jobs/{name}"), None);
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    fn wait_state(&self, name: &str, state: &str) -> Value {
+        let mut last = Value::Null;
+        common::wait_until(LIMIT, &format!("job `{name}` {state}"), || {
+            last = self.job(name);
+            last["state"] == state
+        });
+        last
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, as a crash of the machine would (the job's child is left to the caller).
+    fn kill9(mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal("-TERM", c.id());
+            common::wait_within(&mut c, LIMIT, "serve after SIGTERM");
+        }
+    }
+}
+
+fn signal(sig: &str, pid: u32) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+fn alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim().starts_with('Z'))
+        })
+}
+
+fn request_line(i: usize) -> String {
+    json!({"code": "send", "messageTemplateId": 1,
+        "messageParam": {"receiver": format!("u{i}"), "variables": {"v": "x"}}})
+    .to_string()
+        + "\n"
+}
+
+/// A file job named `t` reading `lines` requests (and following the file), with an admin API.
+fn follow_job(dir: &Path, lines: std::ops::Range<usize>) -> PathBuf {
+    let requests: String = lines.map(request_line).collect();
+    let job = common::write_job(
+        dir,
+        &common::sms_template(1, "none", false, "user_id"),
+        &requests,
+        "[admin]\nbind = \"127.0.0.1:0\"",
+    );
+    common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
+    job
+}
+
+fn append(dir: &Path, lines: std::ops::Range<usize>) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("requests.jsonl"))
+        .unwrap();
+    f.write_all(lines.map(request_line).collect::<String>().as_bytes())
+        .unwrap();
+}
+
+/// RECEIVE rows and distinct receivers among them.
+fn receives(dir: &Path) -> Vec<u64> {
+    common::first_row(&common::sql_csv(
+        &dir.join("var/tracking"),
+        "SELECT count(*), count(DISTINCT receiver) FROM events WHERE state = 'RECEIVE'",
+    ))
+}
+
+fn submit(serve: &Serve, job: &Path) -> (u16, Value) {
+    serve.call(
+        Method::POST,
+        "/jobs",
+        Some(json!({"path": job.to_str().unwrap()})),
+    )
+}
+
+#[test]
+fn submit_status_stop_restart_resumes_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = follow_job(dir.path(), 0..6);
+    let serve = Serve::start(&dir.path().join("serve"), None, &[]);
+    let (status, v) = submit(&serve, &job);
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["name"], "t");
+    let (status, v) = submit(&serve, &job);
+    assert_eq!(status, 409, "a second job of a running name: {v}");
+
+    let running = serve.wait_state("t", "running");
+    let pid = running["pid"].as_u64().expect("a running job has a pid");
+    assert!(alive(pid));
+    let outbox = dir.path().join("var/outbox/sms.jsonl");
+    common::wait_until(LIMIT, "the six sent", || common::count_lines(&outbox) == 6);
+    // The live state comes from the job's own admin API.
+    common::wait_until(LIMIT, "the live state counts six RECEIVE rows", || {
+        serve.job("t")["live"]["tracking"]["rows"]["RECEIVE"] == 6
+    });
+    let (status, list) = serve.call(Method::GET, "/jobs", None);
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["state"], "running");
+
+    let (status, stopped) = serve.call(Method::POST, "/jobs/t/stop", None);
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["state"], "stopped");
+    assert_eq!(stopped["last_exit"], "exit 0", "a graceful stop exits 0");
+    assert!(stopped["pid"].is_null());
+    assert!(!alive(pid), "the child is gone");
+    let complete = std::fs::read_dir(dir.path().join("var/state/checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.path().join("_COMPLETE").exists());
+    assert!(complete, "a final checkpoint");
+    assert_eq!(receives(dir.path()), vec![6, 6]);
+
+    let (status, v) = serve.call(Method::POST, "/jobs/t/restart", None);
+    assert_eq!(status, 200, "{v}");
+    let again = serve.wait_state("t", "running");
+    assert_ne!(again["pid"].as_u64(), Some(pid));
+    // The file source resumes: nothing is sent again; a line appended now is.
+    append(dir.path(), 6..7);
+    common::wait_until(LIMIT, "the appended one sent", || {
+        common::count_lines(&outbox) == 7
+    });
+    let (status, v) = serve.call(Method::DELETE, "/jobs/t", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(serve.call(Method::GET, "/jobs", None).1, json!([]));
+    assert_eq!(serve.call(Method::GET, "/jobs/t", None).0, 404);
+    assert_eq!(common::count_lines(&outbox), 7);
+    assert_eq!(receives(dir.path()), vec![7, 7]);
+}
+
+#[test]
+fn a_bad_job_file_is_refused_with_the_run_error_and_nothing_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = follow_job(dir.path(), 0..2);
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, text.replace("epoch_lines = 3", "epoch_lines = \"x\"")).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .arg("run")
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let run_error: Vec<String> = String::from_utf8_lossy(&run.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: ").map(str::to_string))
+        .collect();
+    assert_eq!(run_error.len(), 1, "{run_error:?}");
+
+    let serve = Serve::start(&dir.path().join("serve"), None, &[]);
+    let (status, v) = submit(&serve, &job);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"], run_error[0]);
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("job.toml") && error.contains("line 11") && !error.contains('\n'),
+        "one line naming the file and the line: {error}"
+    );
+    // The CLI prints the same line and exits 2, as `tidings run` does.
+    let cli = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["submit", job.to_str().unwrap(), "--server", &serve.addr])
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&cli.stderr).trim(),
+        format!("error: {}", run_error[0])
+    );
+    // A relative path and a body that is not the expected JSON are 400s too.
+    let (status, _) = serve.call(Method::POST, "/jobs", Some(json!({"path": "job.toml"})));
+    assert_eq!(status, 400);
+    let (status, _) = serve.call(Method::POST, "/jobs", Some(json!({"file": 1})));
+    assert_eq!(status, 400);
+    assert_eq!(serve.call(Method::GET, "/jobs", None), (200, json!([])));
+    assert!(!dir.path().join("var/outbox").exists(), "nothing ran");
+}
+
+#[test]
+fn a_killed_service_resumes_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = follow_job(dir.path(), 0..5);
+    let state = dir.path().join("serve");
+    let serve = Serve::start(&state, None, &[]);
+    assert_eq!(submit(&serve, &job).0, 201);
+    let pid = serve.wait_state("t", "running")["pid"].as_u64().unwrap();
+    let outbox = dir.path().join("var/outbox/sms.jsonl");
+    common::wait_until(LIMIT, "the five tracked", || {
+        serve.job("t")["live"]["tracking"]["rows"]["RECEIVE"] == 5
+    });
+    // A checkpoint after the five (every second by default).
+    std::thread::sleep(Duration::from_secs(3));
+    // The machine crashes: the service and its job die at once.
+    let serve_pid = serve.pid();
+    serve.kill9();
+    signal("-KILL", pid as u32);
+    common::wait_until(LIMIT, "the job's child gone", || !alive(pid));
+    assert!(!alive(serve_pid as u64));
+    append(dir.path(), 5..9);
+
+    let serve = Serve::start(&state, None, &[]);
+    let again = serve.wait_state("t", "running");
+    assert_ne!(again["pid"].as_u64(), Some(pid));
+    common::wait_until(LIMIT, "the appended four sent", || {
+        common::count_lines(&outbox) == 9
+    });
+    let (status, v) = serve.call(Method::POST, "/jobs/t/stop", None);
+    assert_eq!((status, &v["state"]), (200, &json!("stopped")), "{v}");
+    assert_eq!(
+        receives(dir.path()),
+        vec![9, 9],
+        "every line's RECEIVE once"
+    );
+}
+
+#[test]
+fn a_crashing_job_is_restarted_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = follow_job(dir.path(), 0..2);
+    // Every child's worker 0 panics (the run fails, exit non-zero).
+    let serve = Serve::start(
+        &dir.path().join("serve"),
+        None,
+        &[("TIDINGS_FAIL_WORKER", "0")],
+    );
+    assert_eq!(submit(&serve, &job).0, 201);
+    let mut seen: Vec<(u64, Instant)> = Vec::new();
+    common::wait_until(LIMIT, "three restarts", || {
+        let j = serve.job("t");
+        let r = j["restarts"].as_u64().unwrap();
+        if r > 0 && seen.last().is_none_or(|(n, _)| *n < r) {
+            seen.push((r, Instant::now()));
+            assert_ne!(j["last_exit"], "exit 0", "{j}");
+            assert!(j["last_exit"].is_string(), "{j}");
+        }
+        r >= 3
+    });
+    // Restart delays of 1 s then 2 s (polling may miss a count, never shorten the gap).
+    let at = |n: u64| seen.iter().find(|(r, _)| *r >= n).unwrap().1;
+    assert!(at(2) - at(1) >= Duration::from_millis(900), "{seen:?}");
+    assert!(at(3) - at(2) >= Duration::from_millis(1900), "{seen:?}");
+    let (status, v) = serve.call(Method::POST, "/jobs/t/stop", None);
+    assert_eq!((status, &v["state"]), (200, &json!("stopped")), "{v}");
+    let restarts = v["restarts"].clone();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = serve.job("t");
+    assert_eq!(after["state"], "stopped");
+    assert_eq!(
+        after["restarts"], restarts,
+        "a stopped job is not restarted"
+    );
+    let log = std::fs::read_to_string(dir.path().join("serve/logs/t.log")).unwrap();
+    assert!(
+        log.contains("injected fault"),
+        "the child's stderr is in its log"
+    );
+}
+
+#[test]
+fn the_token_is_required_when_set_and_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(&dir.path().join("serve"), Some("s3cret"), &[]);
+    assert_eq!(serve.call(Method::GET, "/jobs", None), (200, json!([])));
+    serve.token = Some("wrong".into());
+    assert_eq!(serve.call(Method::GET, "/jobs", None).0, 401);
+    serve.token = None;
+    let (status, v) = serve.call(Method::POST, "/jobs", Some(json!({"path": "/x"})));
+    assert_eq!(status, 401, "{v}");
+    // Off loopback without a token the service does not start.
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["serve", "--bind", "0.0.0.0:0", "--state-dir"])
+        .arg(dir.path().join("open"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token is required"));
+}
