@@ -238,3 +238,70 @@ fn a_running_job_compacts_its_tracking_under_queries() {
         "{names:?}\n{err}"
     );
 }
+
+/// `--skip-corrupt` reads a mirror of the readable files: the compaction lists come along, so a
+/// compacted partition is still read once.
+#[test]
+fn skipping_corrupt_files_still_reads_a_compacted_partition_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+    let mut t = Tracking::Parquet(ParquetTracking::new(
+        dir.path(),
+        tz,
+        Arc::new(Templates::default()),
+        "r1",
+        0,
+    ));
+    let at = 1_763_784_000_000;
+    for f in 0..5 {
+        let meta = Arc::new(MessageMeta {
+            message_id: format!("m{f}"),
+            template_id: 1,
+            business_id: 2,
+            biz_id: None,
+            content: "{}".into(),
+            event_time: at,
+            seq: 0,
+        });
+        for r in 0..10 {
+            t.event(EventRow {
+                time: at,
+                event_time: at,
+                meta: meta.clone(),
+                receiver: format!("u{r}"),
+                state: State::Receive,
+                reason: None,
+            });
+        }
+        t.flush().unwrap();
+    }
+    let settings = CompactSettings {
+        settle: Duration::ZERO,
+        grace: Duration::from_secs(3600),
+        target_bytes: 64 * 1024 * 1024,
+    };
+    assert_eq!(
+        pass(&dir.path().join("events"), &settings, None)
+            .unwrap()
+            .merged,
+        5
+    );
+    std::fs::write(
+        dir.path().join("events/date=2025-11-22/part-bad.parquet"),
+        b"not parquet",
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (count, skipped) = rt.block_on(async {
+        let t = tidings_sql::Tracking::open_with(dir.path(), tidings_sql::Corrupt::Skip)
+            .await
+            .unwrap();
+        let b = t.query("SELECT count(*) AS n FROM events").await.unwrap();
+        let csv = tidings_sql::format(&b, tidings_sql::Format::Csv).unwrap();
+        (
+            csv.lines().nth(1).unwrap().trim().to_string(),
+            t.skipped().len(),
+        )
+    });
+    assert_eq!((count.as_str(), skipped), ("50", 1));
+}

@@ -97,6 +97,20 @@ const TABLES: [&str; 2] = ["events", "dead_letters"];
 
 /// Every `.parquet` file under `dir`, sorted.
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    files_where(dir, |p| p.extension().is_some_and(|x| x == "parquet"))
+}
+
+/// What a mirror of a table holds: its Parquet files and the compaction lists beside them
+/// (without the lists a mirror would show a compacted partition's rows twice).
+fn mirrored_files(dir: &Path) -> Vec<PathBuf> {
+    files_where(dir, |p| {
+        p.extension().is_some_and(|x| x == "parquet")
+            || tidings_model::compaction::compacted_of(p).is_some()
+    })
+}
+
+/// Every file under `dir` that `keep` accepts, sorted.
+fn files_where(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -107,7 +121,7 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
+            } else if keep(&p) {
                 out.push(p);
             }
         }
@@ -186,7 +200,7 @@ impl Tracking {
                     source,
                 })?;
             for table in TABLES {
-                for f in parquet_files(&dir.join(table)) {
+                for f in mirrored_files(&dir.join(table)) {
                     if left_out.contains(&f) {
                         continue;
                     }
