@@ -190,6 +190,29 @@ fn submit_status_stop_restart_resumes_and_delete() {
     assert_eq!(status, 200);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["state"], "running");
+    // The job's own API through the service, and one /metrics for the service and its jobs.
+    let (status, source) = serve.call(Method::GET, "/jobs/t/state/source", None);
+    assert_eq!(status, 200, "{source}");
+    assert_eq!(source["kind"], "file", "{source}");
+    let (status, metrics) = serve.call(Method::GET, "/jobs/t/metrics", None);
+    assert_eq!(status, 200);
+    let job_text = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        job_text.contains("tidings_events_total{job=\"t\""),
+        "{job_text}"
+    );
+    let (status, all) = serve.call(Method::GET, "/metrics", None);
+    assert_eq!(status, 200);
+    let all = all.as_str().unwrap_or_default().to_string();
+    assert!(
+        all.contains("tidings_serve_jobs{state=\"running\"} 1")
+            && all.contains("tidings_events_total{job=\"t\"")
+            && all.ends_with("# EOF\n")
+            && all.matches("# TYPE tidings_events counter").count() == 1,
+        "{all}"
+    );
+    let (status, _) = serve.call(Method::GET, "/jobs/nope/metrics", None);
+    assert_eq!(status, 404);
 
     let (status, stopped) = serve.call(Method::POST, "/jobs/t/stop", None);
     assert_eq!(status, 200, "{stopped}");

@@ -9,6 +9,9 @@
 //! | `POST /jobs/{name}/stop` | SIGTERM, waits for the exit (final cut, checkpoint, commit) |
 //! | `POST /jobs/{name}/restart` | stop, then start again from its checkpoint |
 //! | `DELETE /jobs/{name}` | stop, and forget the job |
+//! | `GET /jobs/{name}/state[/…]` | the running job's admin API `/state[/…]` (query passed on) |
+//! | `GET /jobs/{name}/metrics` | the running job's `/metrics` |
+//! | `GET /metrics` | the service's own families and every running job's, merged ([`super::metrics`]) |
 //!
 //! A stop waits for the child on the blocking pool, never on the server's threads.
 
@@ -42,6 +45,10 @@ pub fn router(supervisor: Arc<Supervisor>, token: Option<Arc<str>>) -> Router {
         .route("/jobs/{name}", routing::get(one).delete(delete))
         .route("/jobs/{name}/stop", routing::post(stop))
         .route("/jobs/{name}/restart", routing::post(restart))
+        .route("/jobs/{name}/state", routing::get(job_api))
+        .route("/jobs/{name}/state/{*what}", routing::get(job_api))
+        .route("/jobs/{name}/metrics", routing::get(job_api))
+        .route("/metrics", routing::get(metrics))
         .fallback(|uri: axum::http::Uri| async move {
             Problem(
                 StatusCode::NOT_FOUND,
@@ -88,7 +95,8 @@ async fn index() -> Json<Value> {
     Json(json!({
         "service": "tidings serve",
         "routes": ["GET /jobs", "POST /jobs {\"path\": \"/abs/job.toml\"}", "GET /jobs/{name}",
-            "POST /jobs/{name}/stop", "POST /jobs/{name}/restart", "DELETE /jobs/{name}"],
+            "POST /jobs/{name}/stop", "POST /jobs/{name}/restart", "DELETE /jobs/{name}",
+            "GET /jobs/{name}/state[/...]", "GET /jobs/{name}/metrics", "GET /metrics"],
     }))
 }
 
@@ -136,6 +144,87 @@ async fn one(
         Ok(answer)
     })
     .await
+}
+
+/// The admin address and token of a running job with `[admin]`.
+fn admin_of(s: &Supervisor, name: &str) -> Result<(String, Option<String>), Refusal> {
+    let (_, job) = s.get(name)?;
+    let job = job.ok_or_else(|| Refusal::Conflict(format!("job `{name}` is not running")))?;
+    let admin = job.admin.as_ref().ok_or_else(|| {
+        Refusal::NotFound(format!(
+            "job `{name}` has no [admin]: it answers no live state"
+        ))
+    })?;
+    let addr = crate::admin::address_of(&job)
+        .ok_or_else(|| Refusal::Failed(format!("job `{name}`: no admin address yet")))?;
+    Ok((addr, admin.token.clone()))
+}
+
+/// `GET /jobs/{name}/state…` and `/jobs/{name}/metrics`: the job's own answer, passed on.
+async fn job_api(
+    State(s): State<Arc<Supervisor>>,
+    Path(params): Path<std::collections::BTreeMap<String, String>>,
+    uri: axum::http::Uri,
+) -> Response {
+    let name = params.get("name").cloned().unwrap_or_default();
+    let prefix = format!("/jobs/{name}");
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or_default()
+        .strip_prefix(&prefix)
+        .unwrap_or("/state")
+        .to_string();
+    let asked = tokio::task::spawn_blocking(move || {
+        let (addr, token) = admin_of(&s, &name)?;
+        crate::admin::get(&addr, &path, token.as_deref())
+            .map_err(|e| Refusal::Failed(format!("{addr}{path}: {e}")))
+    })
+    .await
+    .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())));
+    match asked {
+        Ok((status, body)) => {
+            let kind = if body.starts_with('{') || body.starts_with('[') {
+                "application/json"
+            } else {
+                crate::admin::metrics::CONTENT_TYPE
+            };
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                [(axum::http::header::CONTENT_TYPE, kind)],
+                body,
+            )
+                .into_response()
+        }
+        Err(r) => r.into_response(),
+    }
+}
+
+/// `GET /metrics`: the service's families and every running job's, merged.
+async fn metrics(State(s): State<Arc<Supervisor>>) -> Response {
+    let text = tokio::task::spawn_blocking(move || {
+        let jobs = s.list();
+        let mut texts = vec![super::metrics::own(jobs.clone())];
+        for j in &jobs {
+            let name = j["name"].as_str().unwrap_or_default();
+            if let Ok((addr, token)) = admin_of(&s, name)
+                && let Ok((200, body)) = crate::admin::get(&addr, "/metrics", token.as_deref())
+            {
+                texts.push(body);
+            }
+        }
+        super::metrics::merge(texts.iter().map(String::as_str))
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::admin::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn stop(

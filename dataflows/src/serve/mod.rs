@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod client;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
