@@ -80,6 +80,10 @@ enum Command {
     Job(cli::jobs::NameArgs),
     /// Stop a job of a running `tidings serve` gracefully (final checkpoint, offsets committed).
     Stop(cli::jobs::NameArgs),
+    /// Restart a job of `tidings serve` (a graceful stop, then a start from its checkpoint).
+    Restart(cli::jobs::NameArgs),
+    /// Stop a job of `tidings serve` and forget it.
+    Delete(cli::jobs::NameArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,8 @@ fn main() -> ExitCode {
         Command::Jobs(args) => cli::jobs::jobs(args),
         Command::Job(args) => cli::jobs::job(args),
         Command::Stop(args) => cli::jobs::stop(args),
+        Command::Restart(args) => cli::jobs::restart(args),
+        Command::Delete(args) => cli::jobs::delete(args),
     };
     exit_code(outcome)
 }

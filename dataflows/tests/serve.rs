@@ -389,3 +389,46 @@ fn the_token_is_required_when_set_and_off_loopback() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token is required"));
 }
+
+/// `tidings submit --upload` sends the job file with its templates and requests: the job runs
+/// from the service's `uploads/` directory; a bad template is refused naming the file as sent,
+/// and `tidings restart` / `tidings delete` act on the job.
+#[test]
+fn an_uploaded_job_runs_from_the_service_and_a_bad_upload_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = follow_job(dir.path(), 0..4);
+    let state = dir.path().join("serve");
+    let serve = Serve::start(&state, None, &[]);
+    let server = format!("http://{}", serve.addr);
+    let j = job.to_str().unwrap();
+    common::tidings(&["submit", "--upload", j, "--server", &server]);
+    serve.wait_state("t", "running");
+    let home = state.join("uploads/t");
+    assert!(home.join("job.toml").is_file() && home.join("templates.toml").is_file());
+    common::wait_until(LIMIT, "the four sent from the upload", || {
+        common::count_lines(&home.join("var/outbox/sms.jsonl")) == 4
+    });
+    common::tidings(&["restart", "t", "--server", &server]);
+    serve.wait_state("t", "running");
+    common::tidings(&["delete", "t", "--server", &server]);
+    let (_, list) = serve.call(Method::GET, "/jobs", None);
+    assert_eq!(list, json!([]));
+    // The same upload with a broken template: refused with the problem, nothing started.
+    std::fs::write(
+        dir.path().join("templates.toml"),
+        "[[template]]\nid = \"x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["submit", "--upload", j, "--server", &server])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("templates.toml") && !err.contains(".incoming"),
+        "{err}"
+    );
+    let (_, list) = serve.call(Method::GET, "/jobs", None);
+    assert_eq!(list, json!([]));
+}

@@ -1,5 +1,5 @@
-//! The job service's clients: `tidings submit`, `tidings jobs`, `tidings job NAME` and
-//! `tidings stop NAME` ([`tidings_dataflows::serve::client`]).
+//! The job service's clients: `tidings submit [--upload]`, `tidings jobs`, `tidings job NAME`,
+//! `tidings stop NAME`, `tidings restart NAME` and `tidings delete NAME` ([`tidings_dataflows::serve::client`]).
 
 use std::path::PathBuf;
 
@@ -24,6 +24,10 @@ pub struct ServerTarget {
 pub struct SubmitArgs {
     /// The job file (sent as its absolute path: it must be readable on the service's node).
     job: PathBuf,
+    /// Send the job file and the files it names (its templates, a requests file) in the
+    /// request instead of a path, for a service on another machine.
+    #[arg(long)]
+    upload: bool,
     #[command(flatten)]
     target: ServerTarget,
 }
@@ -86,15 +90,58 @@ fn print_pretty(v: &Value) {
 }
 
 pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
-    let path = std::path::absolute(&args.job)
-        .map_err(|e| Failure::Usage(format!("{}: {e}", args.job.display())))?;
-    let answer = ask(
-        &args.target,
-        Method::POST,
-        "/jobs",
-        Some(&json!({"path": path})),
-    )?;
+    let body = if args.upload {
+        upload_body(&args.job)?
+    } else {
+        let path = std::path::absolute(&args.job)
+            .map_err(|e| Failure::Usage(format!("{}: {e}", args.job.display())))?;
+        json!({"path": path})
+    };
+    let answer = ask(&args.target, Method::POST, "/jobs", Some(&body))?;
     print_pretty(&answer);
+    Ok(())
+}
+
+/// `{"job": TEXT, "files": {...}}`: the job file and the files it names by relative path (its
+/// templates; a requests file that is a file).
+fn upload_body(job: &std::path::Path) -> Result<Value, Failure> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| Failure::Usage(format!("{}: {e}", p.display())))
+    };
+    let text = read(job)?;
+    let parsed: toml::Table =
+        toml::from_str(&text).map_err(|e| Failure::Usage(format!("{}: {e}", job.display())))?;
+    let base = job.parent().unwrap_or(std::path::Path::new("."));
+    let named = [
+        parsed.get("templates").and_then(|v| v.as_str()),
+        parsed
+            .get("source")
+            .and_then(|s| s.get("path"))
+            .and_then(|v| v.as_str()),
+    ];
+    let mut files = serde_json::Map::new();
+    for name in named.into_iter().flatten() {
+        let path = base.join(name);
+        if std::path::Path::new(name).is_relative() && path.is_file() {
+            files.insert(name.to_string(), Value::String(read(&path)?));
+        }
+    }
+    Ok(json!({"job": text, "files": files}))
+}
+
+pub fn restart(args: NameArgs) -> Result<(), Failure> {
+    let path = format!("{}/restart", job_path(&args.name));
+    print_pretty(&ask(&args.target, Method::POST, &path, None)?);
+    Ok(())
+}
+
+pub fn delete(args: NameArgs) -> Result<(), Failure> {
+    print_pretty(&ask(
+        &args.target,
+        Method::DELETE,
+        &job_path(&args.name),
+        None,
+    )?);
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //!
 //! | request | does |
 //! |---|---|
-//! | `POST /jobs` `{"path": "/abs/job.toml"}` | checks the job file as `tidings run` does (400 with its problems, nothing started), starts it; 409 when a job of its name runs |
+//! | `POST /jobs` `{"path": "/abs/job.toml"}` or `{"job": TEXT, "files": {NAME: TEXT}}` | checks the job file as `tidings run` does (400 with its problems, nothing started), starts it; 409 when a job of its name runs; a sent job lives in `uploads/NAME/` |
 //! | `GET /jobs` | every job: state, pid, restarts, last exit, started_at |
 //! | `GET /jobs/{name}` | one job, with its live `/state` when it has `[admin]` and runs |
 //! | `POST /jobs/{name}/stop` | SIGTERM, waits for the exit (final cut, checkpoint, commit) |
@@ -30,11 +30,19 @@ use serde_json::{Value, json};
 use super::{Refusal, Supervisor};
 use crate::admin::{Problem, bearer};
 
-/// The body of `POST /jobs`.
+/// The body of `POST /jobs`: a job file on this node, or one sent with the files it names.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Submit {
     /// The job file's absolute path on this node.
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The job file's text (with `files`: sent in the request).
+    #[serde(default)]
+    pub job: Option<String>,
+    /// The files the job names (templates, a requests file), by path relative to the job file.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 /// The routes over `supervisor`, behind the bearer-token layer when `token` is set.
@@ -119,7 +127,16 @@ async fn submit(
         }
     };
     // Loading a job reads its files: the blocking pool.
-    match blocking(move || s.submit(&body.path)).await {
+    let submitted = blocking(move || {
+        match (&body.path, &body.job) {
+        (Some(path), None) => s.submit(path),
+        (None, Some(job)) => s.submit_upload(job, &body.files),
+        _ => Err(Refusal::Bad(
+            "send {\"path\": \"/abs/job.toml\"} or {\"job\": \"<job.toml>\", \"files\": {\"templates.toml\": \"…\"}}".into(),
+        )),
+    }
+    });
+    match submitted.await {
         Ok(j) => (StatusCode::CREATED, j).into_response(),
         Err(r) => r.into_response(),
     }

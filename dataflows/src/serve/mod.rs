@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::job::Job;
+use tidings_model::time::wall_ms;
 
 /// A child alive this long is `running` (before: `starting`).
 pub const RUNNING_AFTER: Duration = Duration::from_secs(1);
@@ -228,6 +229,78 @@ impl Supervisor {
         drop(jobs);
         self.changed.notify_all();
         Ok(answer)
+    }
+
+    /// Submits a job sent in the request: `job` is the job file's text, `files` the files it
+    /// names (templates, a requests file), by path relative to it. They are checked in a scratch
+    /// directory first (a bad job file is refused as `tidings run` refuses it, nothing kept),
+    /// then written to `uploads/NAME/` (files of an earlier upload of the same name are
+    /// overwritten, its state and tracking directories kept) and the job submitted from there.
+    pub fn submit_upload(
+        &self,
+        job: &str,
+        files: &BTreeMap<String, String>,
+    ) -> Result<Value, Refusal> {
+        for name in files.keys() {
+            let p = Path::new(name);
+            let plain = p
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if name.is_empty() || !plain || name == "job.toml" {
+                return Err(Refusal::Bad(format!(
+                    "files.{name}: give a relative path without `..` (and not job.toml)"
+                )));
+            }
+        }
+        let failed = |e: std::io::Error| Refusal::Failed(e.to_string());
+        let uploads = self.dir.join("uploads");
+        let scratch = uploads.join(format!(".incoming-{}-{}", std::process::id(), wall_ms()));
+        let write_all = |dir: &Path| -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join("job.toml"), job)?;
+            for (name, text) in files {
+                let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(path, text)?;
+            }
+            Ok(())
+        };
+        let checked = write_all(&scratch).map_err(failed).and_then(|()| {
+            // Problems name the files as sent (job.toml, templates.toml), not the scratch.
+            let shown = format!("{}/", scratch.display());
+            Job::load(&scratch.join("job.toml")).map_err(|e| {
+                Refusal::BadJob(e.problems.iter().map(|p| p.replace(&shown, "")).collect())
+            })
+        });
+        let _ = std::fs::remove_dir_all(&scratch);
+        let name = checked?.file.name;
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        {
+            let jobs = self.lock();
+            if let Some(e) = jobs.get(&name)
+                && (e.desired == Desired::Running || e.child.is_some())
+            {
+                return Err(Refusal::Conflict(format!(
+                    "a job named `{name}` is already running ({}); stop it first",
+                    e.path.display()
+                )));
+            }
+        }
+        let home = uploads.join(safe);
+        write_all(&home).map_err(failed)?;
+        let path = home.canonicalize().map_err(failed)?.join("job.toml");
+        self.submit(&path)
     }
 
     /// Every job, by name.
