@@ -43,6 +43,8 @@ pub struct Getui {
 const NAME: &str = "getui";
 /// GeTui's answer for an invalid or expired token.
 const TOKEN_INVALID: i64 = 10001;
+/// Calls over the allowed rate.
+const RATE_LIMITED: i64 = 10005;
 
 /// The auth signature: `hex(sha256(appkey + timestamp + mastersecret))`.
 pub fn auth_sign(app_key: &str, timestamp: i64, master_secret: &str) -> String {
@@ -136,8 +138,8 @@ impl Getui {
         json!({"audience": {"cid": receivers}, "taskid": taskid, "is_async": false})
     }
 
-    /// Reads a `{"code", "msg", "data"}` answer: 0 is done, 10001 rejects the token, other
-    /// codes are permanent.
+    /// Reads a `{"code", "msg", "data"}` answer: 0 is done, 10001 rejects the token, 10005
+    /// (calls over the rate) is transient, other codes are permanent.
     pub fn judge(answer: &str) -> Result<Answer<Value>, SendError> {
         let v: Value = serde_json::from_str(answer)
             .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
@@ -145,8 +147,21 @@ impl Getui {
         match v["code"].as_i64() {
             Some(0) => Ok(Answer::Done(v.clone())),
             Some(TOKEN_INVALID) => Ok(Answer::TokenRejected(msg())),
+            Some(RATE_LIMITED) => Err(SendError::Transient(msg())),
             _ => Err(SendError::Permanent(msg())),
         }
+    }
+
+    /// Reads an answer of any HTTP status: GeTui sends its codes with HTTP 401 (10001, 10005)
+    /// and 400 (parameter errors), so a body with a `code` is judged by the code; one without
+    /// (a proxy's error page) by the status.
+    pub fn read(status: reqwest::StatusCode, answer: &str) -> Result<Answer<Value>, SendError> {
+        let coded =
+            serde_json::from_str::<Value>(answer).is_ok_and(|v| v["code"].as_i64().is_some());
+        if !coded {
+            http::status(NAME, status, answer)?;
+        }
+        Self::judge(answer)
     }
 
     async fn call(&self, path: &str, body: &Value) -> Result<Value, SendError> {
@@ -154,7 +169,7 @@ impl Getui {
             .with_token(
                 || self.fetch_token(),
                 |token| async move {
-                    let answer = http::call(
+                    let (status, answer) = http::call_raw(
                         NAME,
                         self.client
                             .post(self.url(path))
@@ -162,7 +177,7 @@ impl Getui {
                             .json(body),
                     )
                     .await?;
-                    Self::judge(&answer)
+                    Self::read(status, &answer)
                 },
             )
             .await

@@ -2,9 +2,9 @@
 //! (`docs.getui.com/getui/server/rest_v2/`): `{"code", "msg", "data"}`, 0 is accepted, 10001
 //! is an invalid token.
 //!
-//! GeTui sends its 10000-range codes with HTTP 401 and its parameter errors with HTTP 400;
-//! `util::http::call` classifies those statuses before the body is read (401:
-//! unauthorized, 400: permanent), so [`Getui::judge`] sees the codes of 200 answers.
+//! GeTui sends its 10000-range codes with HTTP 401 and its parameter errors with HTTP 400:
+//! [`Getui::read`] judges a coded body by its code whatever the status (so a revoked token is
+//! fetched again and a rate limit is retried), an uncoded one by the status.
 
 use serde_json::json;
 
@@ -92,4 +92,34 @@ fn answers() {
     assert_eq!(e.reason(), "getui: 20001 target user is invalid");
     let e = Getui::judge("<html>502</html>").unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+}
+
+#[test]
+fn coded_answers_of_any_status_are_judged_by_their_code() {
+    use reqwest::StatusCode;
+    assert!(matches!(
+        Getui::read(
+            StatusCode::UNAUTHORIZED,
+            r#"{"code":10001,"msg":"token错误/失效"}"#
+        ),
+        Ok(Answer::TokenRejected(_))
+    ));
+    let e = Getui::read(
+        StatusCode::UNAUTHORIZED,
+        r#"{"code":10005,"msg":"调用频率超限"}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let e = Getui::read(
+        StatusCode::BAD_REQUEST,
+        r#"{"code":20001,"msg":"参数错误"}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    let e = Getui::read(StatusCode::BAD_GATEWAY, "<html>502</html>").unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    assert!(matches!(
+        Getui::read(StatusCode::OK, r#"{"code":0,"msg":"","data":{}}"#),
+        Ok(Answer::Done(_))
+    ));
 }

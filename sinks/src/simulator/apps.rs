@@ -365,8 +365,9 @@ pub(super) fn getui(
         };
     }
     if !t.valid(&super::header(request, "token")) {
+        // As GeTui answers it: HTTP 401 with the code in the body.
         return (
-            200,
+            401,
             json!({"code": 10001, "msg": "token invalid"}),
             Err("invalid token".into()),
         );

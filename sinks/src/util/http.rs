@@ -81,11 +81,21 @@ pub fn status(provider: &str, code: StatusCode, body: &str) -> Result<(), SendEr
 
 /// Sends `request`, checks the status, and returns the body.
 pub async fn call(provider: &str, request: reqwest::RequestBuilder) -> Result<String, SendError> {
+    let (code, body) = call_raw(provider, request).await?;
+    status(provider, code, &body)?;
+    Ok(body)
+}
+
+/// Sends `request` and returns the status and the body, whatever the status (for providers
+/// that put their own codes in the body of non-2xx answers); only transport errors fail.
+pub async fn call_raw(
+    provider: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<(StatusCode, String), SendError> {
     let response = request.send().await.map_err(|e| transport(provider, &e))?;
     let code = response.status();
     let body = response.text().await.map_err(|e| transport(provider, &e))?;
-    status(provider, code, &body)?;
-    Ok(body)
+    Ok((code, body))
 }
 
 /// Opens a TCP connection to a URL's host and port: the health check of an HTTP provider

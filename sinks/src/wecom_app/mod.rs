@@ -135,7 +135,8 @@ impl WecomApp {
             receivers
                 .iter()
                 .map(|r| {
-                    if invalid.contains(&r.as_str()) {
+                    // WeCom answers userids lower-cased; they match whatever case was sent.
+                    if invalid.iter().any(|u| u.eq_ignore_ascii_case(r)) {
                         Err(SendError::Permanent(format!("{NAME}: invaliduser {r}")))
                     } else {
                         Ok(())

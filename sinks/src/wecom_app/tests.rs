@@ -119,3 +119,17 @@ fn the_documented_gettoken_answers() {
     let e = token_answer(NAME, r#"{"errcode":40001,"errmsg":"invalid credential"}"#).unwrap_err();
     assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
 }
+
+#[test]
+fn invaliduser_matches_the_userid_in_any_case() {
+    let v = json!({"errcode": 0, "errmsg": "ok", "invaliduser": "zhangsan", "msgid": "m"});
+    match WecomApp::delivered(&v, &users(&["ZhangSan", "lisi"])) {
+        Delivered::Tracked {
+            each: Some(each), ..
+        } => {
+            assert!(matches!(&each[0], Err(SendError::Permanent(_))), "{each:?}");
+            assert_eq!(each[1], Ok(()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
