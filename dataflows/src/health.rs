@@ -195,6 +195,14 @@ fn message_of(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The first panic of a timely network thread (a cluster peer's connection broke).
+static NETWORK_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why a cluster's connection to a peer broke, if it did.
+pub fn network_failure() -> Option<String> {
+    NETWORK_FAILURE.get().cloned()
+}
+
 fn install_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -216,9 +224,17 @@ fn install_hook() {
                     None => false,
                 }
             });
+            // timely's network threads panic when a peer process's connection breaks; the
+            // workers then fail, and the run names the cause once.
+            let network = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("timely:"));
+            if network {
+                let _ = NETWORK_FAILURE.set(message_of(info.payload()).trim_start_matches(": ").to_string());
+            }
             // A guarded worker's panic is reported once, by the run; with RUST_BACKTRACE set the
             // usual report (and backtrace) is printed too.
-            if !guarded || std::env::var_os("RUST_BACKTRACE").is_some() {
+            if !(guarded || network) || std::env::var_os("RUST_BACKTRACE").is_some() {
                 previous(info);
             }
         }));

@@ -30,4 +30,4 @@ pub mod source;
 pub mod track;
 
 pub use job::Job;
-pub use run::{RunOptions, Summary, TrackingTarget, run};
+pub use run::{Cluster, RunOptions, Summary, TrackingTarget, run};

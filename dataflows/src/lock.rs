@@ -20,9 +20,15 @@ pub struct RunLock {
 impl RunLock {
     /// Takes `state_dir/LOCK`, or says who holds it.
     pub fn acquire(state_dir: &Path) -> anyhow::Result<RunLock> {
+        RunLock::acquire_named(state_dir, "LOCK")
+    }
+
+    /// Takes `state_dir/NAME` (process `p > 0` of a cluster takes `LOCK-p`), or says who
+    /// holds it.
+    pub fn acquire_named(state_dir: &Path, name: &str) -> anyhow::Result<RunLock> {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| anyhow::anyhow!("state dir {}: {e}", state_dir.display()))?;
-        let path = state_dir.join("LOCK");
+        let path = state_dir.join(name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -3,6 +3,7 @@
 //! and the output formats.
 
 pub mod check;
+pub mod cluster;
 pub mod jobs;
 pub mod repl;
 pub mod report;

@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tidings_dataflows::job::MAX_WORKERS;
-use tidings_dataflows::{Job, RunOptions, Summary};
+use tidings_dataflows::{Cluster, Job, RunOptions, Summary};
 use tidings_model::State;
 use tidings_operators::Clock;
 
 use super::{Failure, load};
 
 #[derive(clap::Args)]
+#[command(disable_help_flag = true)]
 pub struct RunArgs {
     /// The job file.
-    job: PathBuf,
+    pub(crate) job: PathBuf,
     /// Timely worker threads (overrides the job's `workers`).
     #[arg(short, long)]
     workers: Option<usize>,
@@ -35,10 +36,32 @@ pub struct RunArgs {
     /// rest is read again from the last checkpoint by the next run. Default 30.
     #[arg(long, value_name = "SECS")]
     drain_timeout: Option<f64>,
+    /// Cluster mode (timely's flags): the number of processes of the job. Every process runs
+    /// `-w` workers; Kafka partitions are spread over all of them.
+    #[arg(short = 'n', long, value_name = "N", requires = "process")]
+    processes: Option<usize>,
+    /// Cluster mode: this process's index, from 0.
+    #[arg(short = 'p', long, value_name = "I", requires = "processes")]
+    pub(crate) process: Option<usize>,
+    /// Cluster mode: a file with one `host:port` per line, one line per process in index
+    /// order (timely's hostfile). Without it, process I listens on localhost:2101+I.
+    #[arg(short = 'h', long, value_name = "FILE", requires = "processes")]
+    hostfile: Option<PathBuf>,
+    /// Start an N-process cluster of this job on this machine (free localhost ports) and
+    /// supervise it: when one process fails, all are stopped and started again from the
+    /// newest complete checkpoint (5 attempts, backoff).
+    #[arg(long, value_name = "N", conflicts_with_all = ["processes", "process", "hostfile"])]
+    pub(crate) local: Option<usize>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let job = load(&args.job)?;
+    if let Some(n) = args.local {
+        return super::cluster::run_local(&job, n);
+    }
     let opts = options(&job, &args)?;
     let summary =
         tidings_dataflows::run(&job, &opts).with_context(|| args.job.display().to_string())?;
@@ -68,6 +91,7 @@ fn options(job: &Job, args: &RunArgs) -> Result<RunOptions, Failure> {
         }
         opts.workers = w;
     }
+    opts.cluster = cluster(args)?;
     if let Some(now) = &args.now {
         let t = chrono::DateTime::parse_from_rfc3339(now).map_err(|e| {
             Failure::Usage(format!(
@@ -79,9 +103,60 @@ fn options(job: &Job, args: &RunArgs) -> Result<RunOptions, Failure> {
     Ok(opts)
 }
 
+/// This process's place in a cluster (`-n`, `-p`, `-h`), checked.
+fn cluster(args: &RunArgs) -> Result<Option<Cluster>, Failure> {
+    let (Some(n), Some(p)) = (args.processes, args.process) else {
+        return Ok(None);
+    };
+    if n == 0 || p >= n {
+        return Err(Failure::Usage(format!(
+            "-n {n} -p {p}: the process index is 0 to {}",
+            n.saturating_sub(1)
+        )));
+    }
+    if n == 1 {
+        return Ok(None);
+    }
+    let addresses: Vec<String> = match &args.hostfile {
+        None => (0..n).map(|i| format!("localhost:{}", 2101 + i)).collect(),
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Failure::Usage(format!("-h {}: {e}", file.display())))?;
+            let lines: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            if lines.len() < n {
+                return Err(Failure::Usage(format!(
+                    "-h {}: {} address(es) for -n {n}; give one `host:port` line per process",
+                    file.display(),
+                    lines.len()
+                )));
+            }
+            if let Some(bad) = lines.iter().take(n).find(|l| l.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err())) {
+                return Err(Failure::Usage(format!(
+                    "-h {}: `{bad}` is not host:port",
+                    file.display()
+                )));
+            }
+            lines.into_iter().take(n).collect()
+        }
+    };
+    Ok(Some(Cluster {
+        process: p,
+        addresses,
+    }))
+}
+
 fn print_summary(job: &Job, opts: &RunOptions, s: &Summary) {
+    let process = match &opts.cluster {
+        Some(c) => format!(" (process {} of {})", c.process, c.processes()),
+        None => String::new(),
+    };
     println!(
-        "job `{}` finished in {:.2?} with {} worker(s)",
+        "job `{}`{process} finished in {:.2?} with {} worker(s)",
         job.file.name, s.elapsed, opts.workers
     );
     println!("{:<24} {:>6} {:>10}", "state", "code", "rows");

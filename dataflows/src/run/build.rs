@@ -70,8 +70,14 @@ impl Services {
     pub fn start(job: &Job, opts: &RunOptions) -> anyhow::Result<Services> {
         // One runner per job; a tracking or state directory that takes no file fails the run
         // before anything is sent.
-        let lock = RunLock::acquire(&job.state_dir)?;
-        check_directories(job, opts)?;
+        // In a cluster, process 0 owns the job's state (park store, compaction, admin API) and
+        // every process takes a lock of its own.
+        let process = opts.cluster.as_ref().map_or(0, |c| c.process);
+        let lock = match process {
+            0 => RunLock::acquire(&job.state_dir)?,
+            p => RunLock::acquire_named(&job.state_dir, &format!("LOCK-{p}"))?,
+        };
+        check_directories(job, opts, process == 0)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -107,15 +113,21 @@ impl Services {
         }
         let finished = Arc::new(AtomicBool::new(false));
         super::watch_run(&runtime, job, opts, &stop, &finished, &health, &counts);
-        if matches!(opts.tracking, TrackingTarget::Parquet) {
+        if matches!(opts.tracking, TrackingTarget::Parquet) && process == 0 {
             super::compact_in_background(job, &finished);
         }
         let started_ms = wall_ms();
         let source_name = source_name(job)?;
-        let checkpoints = restore(job, &source_name, started_ms, opts.from_start)?;
-        let park_store = {
+        let checkpoints = restore(job, &source_name, opts.from_start, process == 0)?;
+        if let Some(c) = &opts.cluster {
+            checkpoints.in_cluster(c.processes(), opts.workers.max(1));
+        }
+        // Worker 0 (process 0) parks.
+        let park_store = if process == 0 {
             let path = job.state_dir.join("parked.jsonl");
-            ParkStore::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            Some(ParkStore::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+        } else {
+            None
         };
         let dead_letters = dead_letter_producers(job, opts.workers.max(1))?;
         if let Some(k) = &job.kafka {
@@ -127,7 +139,7 @@ impl Services {
             }
         }
         let job = Arc::new(job.clone());
-        let admin = match &job.admin {
+        let admin = match job.admin.as_ref().filter(|_| process == 0) {
             Some(settings) => Some(AdminServer::start(
                 settings,
                 AdminState {
@@ -156,7 +168,7 @@ impl Services {
             source_name,
             main_done: Arc::new(AtomicBool::new(false)),
             parked: Arc::new(Mutex::new(0)),
-            park_store: Mutex::new(Some(park_store)),
+            park_store: Mutex::new(park_store),
             dead_letters: Mutex::new(dead_letters),
             redis: Mutex::new(redis_sink),
         });
@@ -173,10 +185,14 @@ impl Services {
 
 /// Checks that `state_dir` and (Parquet tracking) `tracking.dir` take files, and removes the
 /// unfinished `.tmp` files an earlier run left in the tracking directory.
-fn check_directories(job: &Job, opts: &RunOptions) -> anyhow::Result<()> {
+fn check_directories(job: &Job, opts: &RunOptions, first: bool) -> anyhow::Result<()> {
     probe_writable("state_dir", &job.state_dir)?;
     if matches!(opts.tracking, TrackingTarget::Parquet) {
         probe_writable("tracking.dir", &job.tracking_dir)?;
+        if !first {
+            // Process 0 tidies up; another process's files may be being written.
+            return Ok(());
+        }
         let removed = tidings_sinks::tracking::remove_stale_tmp(&job.tracking_dir);
         if removed > 0 {
             tracing::info!(
@@ -240,15 +256,18 @@ fn source_name(job: &Job) -> anyhow::Result<Arc<str>> {
 }
 
 /// Opens the job's checkpoints: the newest complete one is restored (its park store replaces
-/// the job's; the source resumes at its positions), unless `fresh`.
+/// the job's, by the process that parks; the source resumes at its positions), unless `fresh`.
 fn restore(
     job: &Job,
     source_name: &str,
-    started_ms: i64,
     fresh: bool,
+    parks: bool,
 ) -> anyhow::Result<Checkpoints> {
-    let c = Checkpoints::open(&job.state_dir, source_name, started_ms, fresh)?;
+    let c = Checkpoints::open(&job.state_dir, source_name, fresh)?;
     let store = job.state_dir.join("parked.jsonl");
+    if !parks {
+        return Ok(c);
+    }
     if let Some(dir) = c.restored() {
         let parked = std::fs::read(dir.join("parked.jsonl")).unwrap_or_default();
         write_durably(&store, &parked)?;

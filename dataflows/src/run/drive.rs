@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::CommitMode;
 use tidings_operators::Epoch;
 use tidings_operators::checkpoint::FINAL;
+use tidings_operators::checkpoint::control::Control;
 use tidings_operators::park::ParkStore;
 use timely::dataflow::ProbeHandle;
 
@@ -43,6 +44,7 @@ pub(crate) fn drive_worker(
     s: &Shared,
     main: MainGraph,
     accounts: (ProbeHandle<Epoch>, Option<Rc<BacklogReader>>),
+    mut control: Option<Control>,
 ) {
     let index = worker.index();
     let (done_accounts, account_reader) = accounts;
@@ -54,7 +56,13 @@ pub(crate) fn drive_worker(
     let mut seen: Option<Epoch> = Some(0);
     let mut accounts_seen: Option<Epoch> = Some(0);
     let mut last_cut = Instant::now();
+    let pump = |control: &mut Option<Control>| {
+        if let Some(c) = control {
+            c.pump();
+        }
+    };
     while !done.done() || !done_accounts.done() {
+        pump(&mut control);
         worker.step_or_park(Some(Duration::from_millis(1)));
         if s.health.may_leave() {
             // A peer failed, or a halt: no checkpoint is completed.
@@ -80,8 +88,9 @@ pub(crate) fn drive_worker(
             .checkpoints
             .stop_cut()
             .is_some_and(|c| s.checkpoints.completed().is_none_or(|(e, _)| e != c));
+        // In a cluster, parts and positions arrive as messages: look whenever one may have.
         if index == 0
-            && (frontier != seen || stop_owed)
+            && (frontier != seen || stop_owed || control.is_some())
             && let Some(f) = frontier
         {
             match s.checkpoints.complete_before(Some(f)) {
@@ -106,28 +115,53 @@ pub(crate) fn drive_worker(
                 r.commit_done(None, CommitMode::Sync);
             }
             count_parked(s, index);
+            pump(&mut control);
             return crate::health::leave(worker);
         }
     }
-    if index == 0 {
-        if let Err(e) = s.checkpoints.complete_before(None) {
-            s.health.fail(format!("checkpoint: {e}"));
-        }
-    } else {
-        // Worker 0 writes the final cut once its probe is done too.
-        let waited = Instant::now();
-        while s.checkpoints.completed().is_none_or(|(e, _)| e != FINAL)
-            && waited.elapsed() < Duration::from_secs(60)
-            && !s.health.must_leave()
-        {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
+    final_cut(worker, s, &mut control);
+    pump(&mut control);
     committer.commit(s, CommitMode::Sync);
     if let Some(r) = &account_reader {
         r.commit_done(None, CommitMode::Sync);
     }
     count_parked(s, index);
+}
+
+/// Worker 0 writes the final cut once every part and position is in (its probe is done too);
+/// the others wait for it (at most a minute), stepping, so that a cluster's control messages
+/// keep flowing. In one process every part is in by now: worker 0 looks once.
+fn final_cut(worker: &mut timely::worker::Worker, s: &Shared, control: &mut Option<Control>) {
+    let index = worker.index();
+    let complete = |e: Option<(Epoch, _)>| e.is_some_and(|(e, _)| e == FINAL);
+    if index == 0 && control.is_none() {
+        if let Err(e) = s.checkpoints.complete_before(None) {
+            s.health.fail(format!("checkpoint: {e}"));
+        }
+        return;
+    }
+    let waited = Instant::now();
+    while !complete(s.checkpoints.completed()) && !s.health.must_leave() {
+        if index == 0
+            && let Err(e) = s.checkpoints.complete_before(None)
+        {
+            s.health.fail(format!("checkpoint: {e}"));
+            return;
+        }
+        if waited.elapsed() >= Duration::from_secs(60) {
+            if index == 0 {
+                s.health.fail(format!(
+                    "checkpoint: the final cut was not complete within 60 s ({})",
+                    s.checkpoints.waiting_for()
+                ));
+            }
+            return;
+        }
+        if let Some(c) = control.as_mut() {
+            c.pump();
+        }
+        worker.step_or_park(Some(Duration::from_millis(2)));
+    }
 }
 
 /// Worker 0 says how many deliveries are still parked.

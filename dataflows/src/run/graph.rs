@@ -68,7 +68,9 @@ pub(crate) fn main_dataflow(worker: &mut timely::worker::Worker, s: &Shared) -> 
     } else {
         None
     };
-    let dead_letter_topic = lock(&s.dead_letters).get_mut(index).and_then(Option::take);
+    // Producers are per process; a cluster's workers are numbered across processes.
+    let local = index % s.opts.workers.max(1);
+    let dead_letter_topic = lock(&s.dead_letters).get_mut(local).and_then(Option::take);
     let redis = lock(&s.redis).clone();
     let tracking = tracking_of(s, &s.run_id, index);
     worker.dataflow::<Epoch, _, _>(|scope| {

@@ -57,6 +57,25 @@ pub struct RunOptions {
     /// The run fails once tracking has been unwritable this long (`None`: retries for ever,
     /// holding new sends). Files end; Kafka jobs wait for space to come back.
     pub tracking_give_up: Option<Duration>,
+    /// Run as one process of a timely cluster (`-n`, `-p`, `-h`); `None`: one process.
+    pub cluster: Option<Cluster>,
+}
+
+/// This process's place in a cluster run: timely's cluster mode, every process with the same
+/// number of workers (`workers`), exchanging over TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// This process's index (`-p`), from 0.
+    pub process: usize,
+    /// Every process's `host:port`, in index order (the hostfile's lines).
+    pub addresses: Vec<String>,
+}
+
+impl Cluster {
+    /// The number of processes.
+    pub fn processes(&self) -> usize {
+        self.addresses.len()
+    }
 }
 
 impl RunOptions {
@@ -76,6 +95,7 @@ impl RunOptions {
             stop: None,
             drain_timeout: Some(DRAIN_TIMEOUT),
             tracking_give_up: job.kafka.is_none().then_some(TRACKING_GIVE_UP),
+            cluster: None,
         }
     }
 }
@@ -103,19 +123,71 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let start = Instant::now();
     let services = Services::start(job, opts)?;
     let shared = services.shared.clone();
-    let guards = timely::execute(
-        timely::Config::process(opts.workers.max(1)),
-        move |worker| {
-            // A panic below fails the run: every worker leaves its step loop.
-            let _fails_the_run = shared.health.on_panic(worker.index());
-            let main = graph::main_dataflow(worker, &shared);
-            let accounts = graph::accounts_dataflow(worker, &shared);
-            drive::drive_worker(worker, &shared, main, accounts);
-        },
-    )
+    let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let guards = timely::execute(timely_config(opts), move |worker| {
+        // A panic below fails the run: every worker leaves its step loop.
+        let _fails_the_run = shared.health.on_panic(worker.index());
+        let control = shared.opts.cluster.as_ref().map(|c| {
+            tidings_operators::checkpoint::control::Control::build(
+                worker,
+                &shared.checkpoints,
+                c.processes(),
+                shared.opts.workers.max(1),
+            )
+        });
+        let main = graph::main_dataflow(worker, &shared);
+        let accounts = graph::accounts_dataflow(worker, &shared);
+        shared
+            .checkpoints
+            .built(built.fetch_add(1, Ordering::SeqCst) + 1);
+        drive::drive_worker(worker, &shared, main, accounts, control);
+    })
     .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
+    if opts.cluster.is_some() {
+        fail_stop(&guards, &services.shared.health, &services.shared.job);
+    }
     let joined: Vec<Result<(), String>> = guards.join();
     finish(services, joined, start)
+}
+
+/// A cluster is fail-stop: once this process's workers have left on a failure, the process
+/// ends at once (one line, exit 1), without timely's orderly goodbye to its peers, so that
+/// their connections break and they fail too instead of waiting for this process for ever.
+/// The job is then run again from its newest complete cut (by `--local`, `serve` or the
+/// operator's supervisor).
+fn fail_stop(guards: &timely::communication::WorkerGuards<()>, health: &Health, job: &Job) {
+    while !guards.guards().iter().all(|g| g.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(f) = health.failure() {
+        let why = match crate::health::network_failure() {
+            Some(net) => format!("a peer process of the cluster is gone ({net})"),
+            None => f,
+        };
+        eprintln!(
+            "error: {}: {why}; the job runs again from its newest complete checkpoint",
+            job.path.display()
+        );
+        std::process::exit(1);
+    }
+}
+
+/// timely's configuration: one process, or this process of a cluster.
+fn timely_config(opts: &RunOptions) -> timely::Config {
+    let workers = opts.workers.max(1);
+    match &opts.cluster {
+        None => timely::Config::process(workers),
+        Some(c) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: c.process,
+                addresses: c.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+    }
 }
 
 /// Tears the run down (admin server, send runtime, Redis writer) and says how it ended.

@@ -604,7 +604,7 @@ fn describe(name: &str, e: &Entry) -> Value {
 }
 
 /// `exit 0`, `exit 101`, `signal 9`.
-fn exit_text(status: ExitStatus) -> String {
+pub fn exit_text(status: ExitStatus) -> String {
     #[cfg(unix)]
     if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
         return format!("signal {sig}");
@@ -618,7 +618,7 @@ fn exit_text(status: ExitStatus) -> String {
 /// Asks a child to stop gracefully: SIGTERM, sent by `kill(1)` (the workspace forbids the
 /// `unsafe` a direct kill(2) would need). The child is not reaped yet (its entry holds it), so
 /// the pid cannot have been reused.
-fn terminate(pid: u32) {
+pub fn terminate(pid: u32) {
     match Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .stdin(Stdio::null())

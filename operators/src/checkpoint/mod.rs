@@ -31,7 +31,7 @@
 //! Directory names sort in time order: `<run start ms>-<epoch>`, and `<run start ms>-final` for
 //! the cut taken when a run ends (graceful stop or end of input).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +46,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::Epoch;
 use crate::event_time::PartitionClock;
+
+mod agree;
+pub mod control;
+
+pub use agree::Ctl;
+use agree::{Coordinator, Local};
 
 /// The epoch of the cut taken when a run ends.
 pub const FINAL: Epoch = Epoch::MAX;
@@ -93,36 +99,50 @@ pub struct Manifest {
 }
 
 #[derive(Debug, Default)]
-struct Shared {
-    /// Operator instances that write a part of every checkpoint.
-    writers: usize,
-    /// Source instances that deposit positions for every cut.
-    sources: usize,
-    /// Sources still reading (the others have deposited their final positions).
-    reading: usize,
-    /// A cut was asked for and the sources are agreeing on its epoch.
-    requested: bool,
-    /// The epoch each source holds its capability at while they agree.
-    agreeing: BTreeMap<usize, Epoch>,
-    /// Cut epochs agreed and not yet completed.
-    cuts: BTreeSet<Epoch>,
-    /// Parts written, per cut.
-    parts: BTreeMap<Epoch, usize>,
-    /// Source positions deposited per cut, per source.
-    positions: BTreeMap<Epoch, HashMap<usize, BTreeMap<i32, Position>>>,
-    /// Final positions of the sources that finished.
-    finished: HashMap<usize, BTreeMap<i32, Position>>,
-    /// The largest epoch a finished source gave a record at: a cut agreed later is at least
-    /// this, so the finished source's final positions hold for it.
-    finished_max: Epoch,
-    /// The newest complete cut and its merged positions.
-    completed: Option<(Epoch, BTreeMap<i32, Position>)>,
-    /// Positions of the restored checkpoint (the base every manifest merges into).
+struct Inner {
+    /// One process: messages are delivered at once, under this lock. In a cluster they go
+    /// out through [`control::Control`].
+    direct: bool,
+    /// Worker threads per process (where each process's messages are delivered).
+    per_process: usize,
+    local: Local,
+    coord: Coordinator,
+    /// Messages of this process to the coordinator, not yet sent (cluster).
+    out: Vec<Ctl>,
+    /// Positions of the restored checkpoint, then of the newest complete one (the base every
+    /// manifest merges into).
     base: BTreeMap<i32, Position>,
-    /// A graceful stop was asked for: the next cut agreed is the run's last.
-    stopping: bool,
-    /// The last cut of a graceful stop, once agreed.
-    stop_at: Option<Epoch>,
+}
+
+impl Inner {
+    /// Sends `m` to the coordinator: at once in one process, else queued for the control
+    /// dataflow.
+    fn to_coordinator(&mut self, m: Ctl) {
+        if self.direct {
+            self.coord.handle(m);
+            self.deliver_direct();
+        } else {
+            self.out.push(m);
+        }
+    }
+
+    /// In one process: the coordinator's messages reach the process at once.
+    fn deliver_direct(&mut self) {
+        if self.direct {
+            for m in std::mem::take(&mut self.coord.out) {
+                self.local.apply(m);
+            }
+        }
+    }
+
+    fn receive(&mut self, m: Ctl) {
+        if m.to_coordinator() {
+            self.coord.handle(m);
+            self.deliver_direct();
+        } else {
+            self.local.apply(m);
+        }
+    }
 }
 
 /// The checkpoints of one run, shared by every operator of every worker of the process.
@@ -132,7 +152,7 @@ pub struct Checkpoints {
     source: String,
     run: String,
     restored: Option<PathBuf>,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<Inner>>,
 }
 
 impl Checkpoints {
@@ -140,17 +160,20 @@ impl Checkpoints {
     /// the newest complete one to restore. The positions of a checkpoint taken from another
     /// source are not restored (its dedup windows and parks are). With `fresh`, nothing is
     /// restored (a deliberate replay).
-    pub fn open(
-        state_dir: &Path,
-        source: &str,
-        run_start_ms: i64,
-        fresh: bool,
-    ) -> io::Result<Checkpoints> {
+    ///
+    /// The run's checkpoints are named after a generation one above every directory there,
+    /// so every process of a cluster that shares the state directory names them alike.
+    pub fn open(state_dir: &Path, source: &str, fresh: bool) -> io::Result<Checkpoints> {
         let dir = state_dir.join("checkpoints");
         std::fs::create_dir_all(&dir)?;
         let mut complete: Vec<PathBuf> = Vec::new();
+        let mut generation = 0u64;
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(g) = name.split('-').next().and_then(|g| g.parse::<u64>().ok()) {
+                generation = generation.max(g);
+            }
             if path.join(MANIFEST).is_file() {
                 complete.push(path);
             }
@@ -180,16 +203,36 @@ impl Checkpoints {
         Ok(Checkpoints {
             dir,
             source: source.to_string(),
-            run: format!("{run_start_ms:013}"),
+            run: format!("{:013}", generation + 1),
             restored,
-            shared: Arc::new(Mutex::new(Shared {
+            shared: Arc::new(Mutex::new(Inner {
+                direct: true,
+                per_process: 1,
+                coord: Coordinator {
+                    processes: 1,
+                    hellos: 1,
+                    ..Coordinator::default()
+                },
                 base,
-                ..Shared::default()
+                ..Inner::default()
             })),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared> {
+    /// Makes this the checkpoints of one process of a cluster of `processes` processes with
+    /// `per_process` workers each: the cut protocol then runs over a control dataflow
+    /// ([`control::Control`], which every worker builds). Call before building any dataflow.
+    pub fn in_cluster(&self, processes: usize, per_process: usize) {
+        let mut s = self.lock();
+        if processes > 1 {
+            s.direct = false;
+            s.per_process = per_process.max(1);
+            s.coord.processes = processes;
+            s.coord.hellos = 0;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -215,24 +258,31 @@ impl Checkpoints {
     /// Registers one operator instance that writes a part of every checkpoint. Call while
     /// building the dataflow.
     pub fn register(&self) {
-        self.lock().writers += 1;
+        let mut s = self.lock();
+        if s.direct {
+            s.coord.writers += 1;
+        } else {
+            s.local.writers += 1;
+        }
     }
 
     /// Registers one source instance that deposits positions for every cut. Call while
     /// building the dataflow.
     pub fn register_source(&self) {
         let mut s = self.lock();
-        s.sources += 1;
-        s.reading += 1;
+        if s.direct {
+            s.coord.sources += 1;
+        } else {
+            s.local.sources += 1;
+        }
     }
 
-    /// Asks for a cut (the driver, every `checkpoint_ms` of wall time). Ignored while one is
-    /// being agreed or has not completed yet.
+    /// Asks for a cut (worker 0's driver, every `checkpoint_ms` of wall time). Ignored while
+    /// one is being agreed or has not completed yet.
     pub fn request_cut(&self) {
         let mut s = self.lock();
-        if !s.requested && s.cuts.is_empty() && s.reading > 0 {
-            s.requested = true;
-        }
+        s.coord.request_cut();
+        s.deliver_direct();
     }
 
     /// Asks for a graceful stop *at a cut*: the sources agree on one more cut `c` (as for any
@@ -242,20 +292,12 @@ impl Checkpoints {
     /// for the records before the cut, whatever was read past it. Without a source still
     /// reading, the run simply ends at the end of its input.
     pub fn request_stop(&self) {
-        let mut s = self.lock();
-        if s.stopping {
-            return;
-        }
-        s.stopping = true;
-        if s.reading > 0 {
-            // Even with a cut pending: the new one is at least as late.
-            s.requested = true;
-        }
+        self.lock().to_coordinator(Ctl::Stop);
     }
 
     /// The last cut of a graceful stop, once the sources agreed on it.
     pub fn stop_cut(&self) -> Option<Epoch> {
-        self.lock().stop_at
+        self.lock().local.stop_at
     }
 
     /// The epoch a source may hold its capability at, at most, given a stop: `None` without
@@ -271,49 +313,48 @@ impl Checkpoints {
     /// Returns the epoch the source may not pass (None: any).
     pub fn source_turn(&self, worker: usize, cap: Epoch, reads: bool) -> Option<Epoch> {
         let mut s = self.lock();
-        if !s.requested {
+        let round = s.local.round?;
+        if s.local.finished.contains(&worker) {
             return None;
         }
         // A source without records joins at 0: its capability may run ahead, it has no record
         // a cut could miss.
-        let held = *s
-            .agreeing
-            .entry(worker)
-            .or_insert(if reads { cap } else { 0 });
-        if !reads {
-            if s.agreeing.len() >= s.reading {
-                s.agree();
+        let held = match s.local.joined.get(&worker) {
+            Some(&h) => h,
+            None => {
+                let held = if reads { cap } else { 0 };
+                s.local.joined.insert(worker, held);
+                s.to_coordinator(Ctl::Join {
+                    round,
+                    worker,
+                    held,
+                });
+                held
             }
-            return None;
-        }
-        if s.agreeing.len() >= s.reading {
-            s.agree();
-            return None;
-        }
-        Some(held)
+        };
+        (reads && s.local.round == Some(round)).then_some(held)
     }
 
     /// The cuts agreed before `below` that `worker`'s source has not deposited positions for.
     pub fn cuts_to_deposit(&self, worker: usize, below: Epoch) -> Vec<Epoch> {
         let s = self.lock();
-        s.cuts
+        s.local
+            .cuts
             .range(..below)
-            .filter(|c| {
-                s.positions
-                    .get(c)
-                    .is_none_or(|per| !per.contains_key(&worker))
-            })
+            .filter(|&&c| !s.local.deposited.contains(&(c, worker)))
             .copied()
             .collect()
     }
 
     /// A source deposits where it resumes as of cut `e`.
     pub fn deposit(&self, e: Epoch, worker: usize, positions: BTreeMap<i32, Position>) {
-        self.lock()
-            .positions
-            .entry(e)
-            .or_default()
-            .insert(worker, positions);
+        let mut s = self.lock();
+        s.local.deposited.insert((e, worker));
+        s.to_coordinator(Ctl::Deposit {
+            cut: e,
+            worker,
+            positions,
+        });
     }
 
     /// A source finished (end of file, stop or idle exit), having given records at epochs up to
@@ -331,24 +372,15 @@ impl Checkpoints {
         }
         let positions = positions_at(FINAL);
         let mut s = self.lock();
-        s.finished_max = s.finished_max.max(given_max);
-        if s.finished.insert(worker, positions).is_none() {
-            s.reading = s.reading.saturating_sub(1);
+        if !s.local.finished.insert(worker) {
+            return;
         }
-        s.agreeing.remove(&worker);
-        if s.reading == 0 {
-            // Every source finished (end of input): the run ends at its final cut, a stop
-            // agreed before included; nothing is left past a cut to read again.
-            s.stop_at = None;
-        }
-        if s.requested && s.agreeing.len() >= s.reading {
-            if s.reading == 0 {
-                s.requested = false;
-                s.agreeing.clear();
-            } else {
-                s.agree();
-            }
-        }
+        s.local.joined.remove(&worker);
+        s.to_coordinator(Ctl::Finished {
+            worker,
+            given_max,
+            positions,
+        });
     }
 
     /// The cuts agreed after `after` and before `before`, in order: an operator writes its part
@@ -359,7 +391,7 @@ impl Checkpoints {
         if from >= before {
             return Vec::new();
         }
-        s.cuts.range(from..before).copied().collect()
+        s.local.cuts.range(from..before).copied().collect()
     }
 
     /// The directory of checkpoint `e`.
@@ -379,7 +411,7 @@ impl Checkpoints {
 
     /// Records that a registered writer's part of `e` is durably on disk.
     pub fn part_written(&self, e: Epoch) {
-        *self.lock().parts.entry(e).or_default() += 1;
+        self.lock().to_coordinator(Ctl::Part { cut: e });
     }
 
     /// Worker 0, once the "done" frontier has passed `before` (`None`: the graph is done):
@@ -388,42 +420,20 @@ impl Checkpoints {
     pub fn complete_before(&self, before: Option<Epoch>) -> io::Result<Option<Epoch>> {
         let (epoch, merged) = {
             let mut s = self.lock();
-            let writers = s.writers;
-            let candidates: Vec<Epoch> = s
-                .parts
-                .iter()
-                .rev()
-                .filter(|&(&e, &n)| before.is_none_or(|b| e < b) && n >= writers)
-                .map(|(&e, _)| e)
-                .collect();
-            let Some(epoch) = candidates.into_iter().find(|e| s.has_every_position(*e)) else {
+            let Some(epoch) = s.coord.completable(before) else {
                 return Ok(None);
             };
-            let mut merged = s.base.clone();
-            let deposits = s.positions.get(&epoch).cloned().unwrap_or_default();
-            let sources = deposits
-                .iter()
-                .chain(s.finished.iter().filter(|(w, _)| !deposits.contains_key(w)));
-            for (_, per_partition) in sources {
-                for (&p, pos) in per_partition {
-                    merged.insert(p, pos.clone());
-                }
-            }
-            s.parts = s.parts.split_off(&epoch.saturating_add(1));
-            s.positions = s.positions.split_off(&epoch.saturating_add(1));
-            s.cuts = s.cuts.split_off(&epoch.saturating_add(1));
-            if epoch == FINAL {
-                s.parts.clear();
-                s.positions.clear();
-                s.cuts.clear();
-            }
+            let base = std::mem::take(&mut s.base);
+            let merged = s.coord.take_cut(epoch, &base);
+            s.base = base;
             (epoch, merged)
         };
         let dir = self.dir_of(epoch);
         std::fs::create_dir_all(&dir)?;
+        let offsets: BTreeMap<i32, i64> = merged.iter().map(|(&p, pos)| (p, pos.offset)).collect();
         let body = serde_json::to_vec(&Manifest {
             source: self.source.clone(),
-            offsets: merged.iter().map(|(&p, pos)| (p, pos.offset)).collect(),
+            offsets: offsets.clone(),
             positions: merged.clone(),
         })
         .map_err(io::Error::other)?;
@@ -436,19 +446,15 @@ impl Checkpoints {
             }
         }
         let mut s = self.lock();
-        s.base = merged.clone();
-        s.completed = Some((epoch, merged));
+        s.base = merged;
+        s.coord.out.push(Ctl::Completed { epoch, offsets });
+        s.deliver_direct();
         Ok(Some(epoch))
     }
 
     /// The newest complete checkpoint and its commit offsets (every partition's).
     pub fn completed(&self) -> Option<(Epoch, BTreeMap<i32, i64>)> {
-        let s = self.lock();
-        let (e, positions) = s.completed.as_ref()?;
-        Some((
-            *e,
-            positions.iter().map(|(&p, pos)| (p, pos.offset)).collect(),
-        ))
+        self.lock().local.completed.clone()
     }
 
     /// The restored checkpoint's files whose names start with `prefix`.
@@ -470,33 +476,51 @@ impl Checkpoints {
         parts.sort();
         Ok(parts)
     }
-}
 
-impl Shared {
-    /// Every source has joined: the cut is the largest epoch they hold.
-    fn agree(&mut self) {
-        if let Some(&c) = self.agreeing.values().max() {
-            let c = c.max(self.finished_max);
-            self.cuts.insert(c);
-            if self.stopping && self.stop_at.is_none() {
-                self.stop_at = Some(c);
-            }
+    /// A worker built its dataflows: once every worker of the process has, the process's
+    /// registrations go to the coordinator, which asks for no cut before every process's
+    /// have arrived (cluster; nothing to do in one process).
+    pub fn built(&self, workers_built: usize) {
+        let mut s = self.lock();
+        if s.direct || workers_built < s.per_process {
+            return;
         }
-        self.requested = false;
-        self.agreeing.clear();
+        let (writers, sources) = (s.local.writers, s.local.sources);
+        s.out.push(Ctl::Register { writers, sources });
+        s.out.push(Ctl::Hello);
     }
 
-    /// Whether every source deposited positions for `e` (or finished, for the final cut and
-    /// any cut it did not reach).
-    fn has_every_position(&self, e: Epoch) -> bool {
-        let deposited = self.positions.get(&e);
-        let n = deposited.map_or(0, |d| d.len())
-            + self
-                .finished
-                .keys()
-                .filter(|w| deposited.is_none_or(|d| !d.contains_key(w)))
-                .count();
-        n >= self.sources
+    /// The messages to send now, each with the worker it goes to: the coordinator's to the
+    /// first worker of every process, the process's to worker 0.
+    pub fn outgoing(&self, processes: usize) -> Vec<(usize, Ctl)> {
+        let mut s = self.lock();
+        let per = s.per_process;
+        let mut out: Vec<(usize, Ctl)> = s.out.drain(..).map(|m| (0, m)).collect();
+        for m in std::mem::take(&mut s.coord.out) {
+            out.extend((0..processes).map(|p| (p * per, m.clone())));
+        }
+        out
+    }
+
+    /// What the coordinator is waiting for (for the error of a cut that does not complete).
+    pub fn waiting_for(&self) -> String {
+        let s = self.lock();
+        let c = &s.coord;
+        format!(
+            "{} of {} processes ready, {} writers, {} sources ({} finished), parts {:?}, positions {:?}",
+            c.hellos,
+            c.processes,
+            c.writers,
+            c.sources,
+            c.finished.len(),
+            c.parts,
+            c.positions.iter().map(|(e, p)| (*e, p.len())).collect::<Vec<_>>()
+        )
+    }
+
+    /// A message that arrived through the control dataflow.
+    pub fn receive(&self, m: Ctl) {
+        self.lock().receive(m);
     }
 }
 
@@ -628,7 +652,7 @@ mod tests {
     #[test]
     fn sources_agree_on_a_cut_and_the_newest_complete_one_wins() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Checkpoints::open(dir.path(), "t", 1000, false).unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
         assert!(c.restored().is_none());
         c.register();
         c.register();
@@ -669,16 +693,16 @@ mod tests {
         c.part_written(FINAL);
         c.part_written(FINAL);
         assert_eq!(c.complete_before(None).unwrap(), Some(FINAL));
-        let again = Checkpoints::open(dir.path(), "t", 2000, false).unwrap();
+        let again = Checkpoints::open(dir.path(), "t", false).unwrap();
         assert_eq!(again.restored(), Some(c.dir_of(FINAL).as_path()));
         assert_eq!(again.restored_offsets(), BTreeMap::from([(0, 9), (1, 7)]));
-        let other = Checkpoints::open(dir.path(), "another topic", 3000, false).unwrap();
+        let other = Checkpoints::open(dir.path(), "another topic", false).unwrap();
         assert!(other.restored().is_some());
         assert!(
             other.restored_offsets().is_empty(),
             "offsets of another topic"
         );
-        let fresh = Checkpoints::open(dir.path(), "t", 4000, true).unwrap();
+        let fresh = Checkpoints::open(dir.path(), "t", true).unwrap();
         assert!(fresh.restored().is_none());
         assert_eq!(
             std::fs::read_dir(dir.path().join("checkpoints"))
@@ -692,7 +716,7 @@ mod tests {
     #[test]
     fn a_stop_agrees_one_more_cut_even_with_one_pending() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Checkpoints::open(dir.path(), "t", 1000, false).unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
         c.register_source();
         c.register_source();
         c.request_cut();
@@ -712,7 +736,7 @@ mod tests {
         assert_eq!(c.stop_bound(), Some(7));
         assert_eq!(c.cuts_between(None, FINAL), vec![4, 6]);
         // Without a source reading, a stop agrees nothing: the run ends at its input's end.
-        let d = Checkpoints::open(dir.path(), "t", 2000, false).unwrap();
+        let d = Checkpoints::open(dir.path(), "t", false).unwrap();
         d.register_source();
         d.source_finished(0, 2, |_| BTreeMap::new());
         d.request_stop();
@@ -723,7 +747,7 @@ mod tests {
     #[test]
     fn a_finished_source_does_not_hold_an_agreement() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Checkpoints::open(dir.path(), "t", 1000, false).unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
         c.register_source();
         c.register_source();
         c.request_cut();
@@ -740,7 +764,7 @@ mod tests {
     #[test]
     fn a_source_without_partitions_does_not_raise_the_cut_and_a_finisher_deposits() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Checkpoints::open(dir.path(), "t", 1000, false).unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
         for _ in 0..3 {
             c.register_source();
         }
@@ -765,7 +789,7 @@ mod tests {
         });
         assert_eq!(c.cuts_to_deposit(2, FINAL), Vec::<Epoch>::new());
         let s = c.lock();
-        assert_eq!(s.positions[&6][&2][&2].offset, 6);
-        assert_eq!(s.finished[&2][&2].offset, 10);
+        assert_eq!(s.coord.positions[&6][&2][&2].offset, 6);
+        assert_eq!(s.coord.finished[&2][&2].offset, 10);
     }
 }

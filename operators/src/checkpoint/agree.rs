@@ -1,0 +1,351 @@
+//! The cut protocol as messages: what each process knows ([`Local`]: the cuts agreed, what its
+//! sources deposited, the newest complete cut) and what the coordinator on worker 0 decides
+//! ([`Coordinator`]: when to cut, which epoch, when a cut is complete). Every exchange between
+//! the two is a [`Ctl`] message. In one process they are delivered at once, under one lock; in
+//! a cluster they travel through a small control dataflow (`super::control`), so processes
+//! agree with nothing but timely's own channels.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::{FINAL, Position};
+use crate::Epoch;
+
+/// One message of the cut protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ctl {
+    /// → coordinator: a process registered writers (keyed operators, park) and sources.
+    Register { writers: usize, sources: usize },
+    /// → coordinator: a process built its dataflows (every registration sent before it).
+    Hello,
+    /// → coordinator: a source joins round `round`, holding its capability at `held`.
+    Join {
+        round: u64,
+        worker: usize,
+        held: Epoch,
+    },
+    /// → coordinator: where a source resumes as of cut `cut`.
+    Deposit {
+        cut: Epoch,
+        worker: usize,
+        positions: BTreeMap<i32, Position>,
+    },
+    /// → coordinator: a source finished, having given records up to `given_max`.
+    Finished {
+        worker: usize,
+        given_max: Epoch,
+        positions: BTreeMap<i32, Position>,
+    },
+    /// → coordinator: a writer's part of `cut` is durable.
+    Part { cut: Epoch },
+    /// → coordinator: a graceful stop was asked for.
+    Stop,
+    /// ← coordinator: sources join round `round`.
+    Request { round: u64 },
+    /// ← coordinator: round `round` agreed on `cut` (`None`: no source was reading); `stop`
+    /// when it is the graceful stop's last cut.
+    Agreed {
+        round: u64,
+        cut: Option<Epoch>,
+        stop: bool,
+    },
+    /// ← coordinator: every source finished; the run ends at its final cut.
+    Ended,
+    /// ← coordinator: cut `epoch` is complete; its commit offsets.
+    Completed {
+        epoch: Epoch,
+        offsets: BTreeMap<i32, i64>,
+    },
+}
+
+impl Ctl {
+    /// Whether the message goes to the coordinator (else to every process).
+    pub fn to_coordinator(&self) -> bool {
+        matches!(
+            self,
+            Ctl::Register { .. }
+                | Ctl::Hello
+                | Ctl::Join { .. }
+                | Ctl::Deposit { .. }
+                | Ctl::Finished { .. }
+                | Ctl::Part { .. }
+                | Ctl::Stop
+        )
+    }
+}
+
+/// What one process knows of the cuts.
+#[derive(Debug, Default)]
+pub(super) struct Local {
+    /// The round being agreed, if any.
+    pub round: Option<u64>,
+    /// The epoch each of this process's sources joined the round at.
+    pub joined: BTreeMap<usize, Epoch>,
+    /// Cuts agreed and not completed.
+    pub cuts: BTreeSet<Epoch>,
+    /// (cut, source worker) deposits made.
+    pub deposited: BTreeSet<(Epoch, usize)>,
+    /// Sources of this process that finished.
+    pub finished: BTreeSet<usize>,
+    /// The graceful stop's last cut, once agreed.
+    pub stop_at: Option<Epoch>,
+    /// The newest complete cut and its commit offsets.
+    pub completed: Option<(Epoch, BTreeMap<i32, i64>)>,
+    /// Registrations of this process not yet sent (cluster).
+    pub writers: usize,
+    pub sources: usize,
+}
+
+impl Local {
+    /// Applies a message of the coordinator.
+    pub fn apply(&mut self, m: Ctl) {
+        match m {
+            Ctl::Request { round } => {
+                self.round = Some(round);
+                self.joined.clear();
+            }
+            Ctl::Agreed { round, cut, stop } => {
+                if self.round == Some(round) {
+                    self.round = None;
+                    self.joined.clear();
+                }
+                if let Some(c) = cut {
+                    self.cuts.insert(c);
+                    if stop {
+                        self.stop_at = Some(c);
+                    }
+                }
+            }
+            Ctl::Ended => self.stop_at = None,
+            Ctl::Completed { epoch, offsets } => {
+                self.cuts = self.cuts.split_off(&epoch.saturating_add(1));
+                self.deposited.retain(|&(e, _)| e > epoch);
+                if epoch == FINAL {
+                    self.cuts.clear();
+                    self.deposited.clear();
+                }
+                self.completed = Some((epoch, offsets));
+            }
+            other => debug_assert!(false, "not a message for a process: {other:?}"),
+        }
+    }
+}
+
+/// What the coordinator (worker 0) decides.
+#[derive(Debug, Default)]
+pub(super) struct Coordinator {
+    /// Processes of the run, and how many said they built their dataflows.
+    pub processes: usize,
+    pub hellos: usize,
+    /// Operator instances that write a part of every checkpoint.
+    pub writers: usize,
+    /// Source instances that deposit positions for every cut.
+    pub sources: usize,
+    pub round: u64,
+    /// A cut was asked for and the sources are agreeing on its epoch.
+    pub requested: bool,
+    /// The epoch each source holds its capability at while they agree.
+    pub agreeing: BTreeMap<usize, Epoch>,
+    /// Cut epochs agreed and not yet completed.
+    pub cuts: BTreeSet<Epoch>,
+    /// Parts written, per cut.
+    pub parts: BTreeMap<Epoch, usize>,
+    /// Source positions deposited per cut, per source.
+    pub positions: BTreeMap<Epoch, HashMap<usize, BTreeMap<i32, Position>>>,
+    /// Final positions of the sources that finished.
+    pub finished: HashMap<usize, BTreeMap<i32, Position>>,
+    /// The largest epoch a finished source gave a record at: a cut agreed later is at least
+    /// this, so the finished source's final positions hold for it.
+    pub finished_max: Epoch,
+    /// A graceful stop was asked for: the next cut agreed is the run's last.
+    pub stopping: bool,
+    pub stop_at: Option<Epoch>,
+    /// Messages to every process.
+    pub out: Vec<Ctl>,
+}
+
+impl Coordinator {
+    fn reading(&self) -> usize {
+        self.sources.saturating_sub(self.finished.len())
+    }
+
+    fn ready(&self) -> bool {
+        self.hellos >= self.processes
+    }
+
+    /// Handles a message sent to the coordinator.
+    pub fn handle(&mut self, m: Ctl) {
+        match m {
+            Ctl::Register { writers, sources } => {
+                self.writers += writers;
+                self.sources += sources;
+            }
+            Ctl::Hello => {
+                self.hellos += 1;
+                if self.ready() && self.stopping {
+                    self.start_round();
+                }
+            }
+            Ctl::Join { round, worker, held } => {
+                if self.requested && round == self.round {
+                    self.agreeing.entry(worker).or_insert(held);
+                    if self.agreeing.len() >= self.reading() {
+                        self.agree();
+                    }
+                }
+            }
+            Ctl::Deposit {
+                cut,
+                worker,
+                positions,
+            } => {
+                self.positions
+                    .entry(cut)
+                    .or_default()
+                    .insert(worker, positions);
+            }
+            Ctl::Finished {
+                worker,
+                given_max,
+                positions,
+            } => self.finished(worker, given_max, positions),
+            Ctl::Part { cut } => *self.parts.entry(cut).or_default() += 1,
+            Ctl::Stop => self.stop(),
+            other => debug_assert!(false, "not a message for the coordinator: {other:?}"),
+        }
+    }
+
+    /// Asks for a cut (worker 0's driver, every `checkpoint_ms`). Ignored while one is being
+    /// agreed or has not completed yet, and until every process built its dataflows.
+    pub fn request_cut(&mut self) {
+        if !self.requested && self.cuts.is_empty() {
+            self.start_round();
+        }
+    }
+
+    fn start_round(&mut self) {
+        if self.requested || !self.ready() || self.reading() == 0 {
+            return;
+        }
+        self.requested = true;
+        self.round += 1;
+        self.agreeing.clear();
+        self.out.push(Ctl::Request { round: self.round });
+    }
+
+    fn stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        // Even with a cut pending: the new one is at least as late.
+        self.start_round();
+    }
+
+    fn finished(&mut self, worker: usize, given_max: Epoch, positions: BTreeMap<i32, Position>) {
+        self.finished_max = self.finished_max.max(given_max);
+        self.finished.insert(worker, positions);
+        self.agreeing.remove(&worker);
+        if self.reading() == 0 {
+            // Every source finished (end of input): the run ends at its final cut, a stop
+            // agreed before included; nothing is left past a cut to read again.
+            self.stop_at = None;
+            self.out.push(Ctl::Ended);
+        }
+        if self.requested && self.agreeing.len() >= self.reading() {
+            if self.reading() == 0 {
+                self.requested = false;
+                self.agreeing.clear();
+                self.out.push(Ctl::Agreed {
+                    round: self.round,
+                    cut: None,
+                    stop: false,
+                });
+            } else {
+                self.agree();
+            }
+        }
+    }
+
+    /// Every reading source has joined: the cut is the largest epoch they hold.
+    fn agree(&mut self) {
+        let cut = self
+            .agreeing
+            .values()
+            .max()
+            .map(|&c| c.max(self.finished_max));
+        let mut stop = false;
+        if let Some(c) = cut {
+            self.cuts.insert(c);
+            if self.stopping && self.stop_at.is_none() {
+                self.stop_at = Some(c);
+                stop = true;
+            }
+        }
+        self.requested = false;
+        self.agreeing.clear();
+        self.out.push(Ctl::Agreed {
+            round: self.round,
+            cut,
+            stop,
+        });
+    }
+
+    /// Whether every source deposited positions for `e` (or finished, for the final cut and
+    /// any cut it did not reach).
+    pub fn has_every_position(&self, e: Epoch) -> bool {
+        let deposited = self.positions.get(&e);
+        let n = deposited.map_or(0, |d| d.len())
+            + self
+                .finished
+                .keys()
+                .filter(|w| deposited.is_none_or(|d| !d.contains_key(w)))
+                .count();
+        n >= self.sources
+    }
+
+    /// The newest cut before `before` (`None`: any) with every part and position.
+    pub fn completable(&self, before: Option<Epoch>) -> Option<Epoch> {
+        if !self.ready() {
+            // Some process's writers and sources are not counted yet.
+            return None;
+        }
+        self.parts
+            .iter()
+            .rev()
+            .filter(|&(&e, &n)| before.is_none_or(|b| e < b) && n >= self.writers)
+            .map(|(&e, _)| e)
+            .find(|e| self.has_every_position(*e))
+    }
+
+    /// The positions of cut `epoch` merged into `base`, and forgets everything up to it.
+    pub fn take_cut(
+        &mut self,
+        epoch: Epoch,
+        base: &BTreeMap<i32, Position>,
+    ) -> BTreeMap<i32, Position> {
+        let mut merged = base.clone();
+        let deposits = self.positions.get(&epoch).cloned().unwrap_or_default();
+        let sources = deposits.iter().chain(
+            self.finished
+                .iter()
+                .filter(|(w, _)| !deposits.contains_key(w)),
+        );
+        for (_, per_partition) in sources {
+            for (&p, pos) in per_partition {
+                merged.insert(p, pos.clone());
+            }
+        }
+        let after = epoch.saturating_add(1);
+        self.parts = self.parts.split_off(&after);
+        self.positions = self.positions.split_off(&after);
+        self.cuts = self.cuts.split_off(&after);
+        if epoch == FINAL {
+            self.parts.clear();
+            self.positions.clear();
+            self.cuts.clear();
+        }
+        merged
+    }
+}
