@@ -230,7 +230,11 @@ fn install_hook() {
                 .name()
                 .is_some_and(|n| n.starts_with("timely:"));
             if network {
-                let _ = NETWORK_FAILURE.set(message_of(info.payload()).trim_start_matches(": ").to_string());
+                let _ = NETWORK_FAILURE.set(
+                    message_of(info.payload())
+                        .trim_start_matches(": ")
+                        .to_string(),
+                );
             }
             // A guarded worker's panic is reported once, by the run; with RUST_BACKTRACE set the
             // usual report (and backtrace) is printed too.

@@ -133,6 +133,7 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
         stop: Some(stop.clone()),
         drain_timeout: None,
         tracking_give_up: None,
+        cluster: None,
     };
     let running = {
         let job = job.clone();

@@ -45,6 +45,7 @@ fn decisions_at(
         stop: None,
         drain_timeout: None,
         tracking_give_up: None,
+        cluster: None,
     };
     let summary = common::within(LIMIT, "the Kafka job", move || run(&job, &opts).unwrap());
     let c = memory.take();
@@ -510,6 +511,7 @@ fn a_graceful_stop_mid_burst_and_a_restart_decide_as_the_file_does() {
         stop,
         drain_timeout: Some(Duration::from_secs(60)),
         tracking_give_up: None,
+        cluster: None,
     };
     let job = Job::load(&path).unwrap();
     let first = {

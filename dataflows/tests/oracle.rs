@@ -225,6 +225,7 @@ fn graph_stopped(
         // A stop that does not end is a failure, not a hang.
         drain_timeout: Some(std::time::Duration::from_secs(20)),
         tracking_give_up: None,
+        cluster: None,
     };
     let loaded = tidings_dataflows::job::Job::load(&job).unwrap();
     let first = std::thread::spawn(move || tidings_dataflows::run(&loaded, &opts));

@@ -4,8 +4,8 @@
 //! stopped and the cluster starts again from the newest complete checkpoint (5 attempts, with
 //! backoff). A signal to the supervisor is passed to every process (a graceful stop).
 
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

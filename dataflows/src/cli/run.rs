@@ -135,7 +135,10 @@ fn cluster(args: &RunArgs) -> Result<Option<Cluster>, Failure> {
                     lines.len()
                 )));
             }
-            if let Some(bad) = lines.iter().take(n).find(|l| l.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err())) {
+            if let Some(bad) = lines.iter().take(n).find(|l| {
+                l.rsplit_once(':')
+                    .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            }) {
                 return Err(Failure::Usage(format!(
                     "-h {}: `{bad}` is not host:port",
                     file.display()

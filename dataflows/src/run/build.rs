@@ -88,7 +88,7 @@ impl Services {
             .clone()
             .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
         let health = Health::new(stop.clone());
-        let mut accounts = Accounts::build(&job.file.accounts, &job.base)?;
+        let mut accounts = Accounts::build(&share_rates(job, opts), &job.base)?;
         accounts.halt_with(health.halt_flag());
         accounts.keep_recall_books(&job.state_dir.join("recall"), wall_ms())?;
         let route_of = routes(job, &accounts);
@@ -204,6 +204,28 @@ fn check_directories(job: &Job, opts: &RunOptions, first: bool) -> anyhow::Resul
     Ok(())
 }
 
+/// The accounts of this process: in a cluster of N processes each sends at 1/N of an
+/// account's rate (rounded up), so the cluster keeps the account's limit while the sends are
+/// spread evenly over the processes (they are: deliveries go to workers by receiver).
+fn share_rates(
+    job: &Job,
+    opts: &RunOptions,
+) -> std::collections::BTreeMap<String, tidings_sinks::account::AccountConfig> {
+    let mut accounts = job.file.accounts.clone();
+    let n = opts.cluster.as_ref().map_or(1, |c| c.processes()) as u32;
+    if n > 1 {
+        for a in accounts.values_mut() {
+            // A provider's own quota too.
+            a.rate_limit = a.effective_rate_limit();
+            if let Some(r) = a.rate_limit.as_mut() {
+                r.per_second = r.per_second.map(|x| x.div_ceil(n));
+                r.per_minute = r.per_minute.map(|x| x.div_ceil(n));
+            }
+        }
+    }
+    accounts
+}
+
 /// The Redis writer of `tracking.redis` (if set) and the sink the tracking stage feeds it by.
 fn redis_writer(job: &Job) -> anyhow::Result<(Option<RedisWriter>, Option<(RedisSink, UserTtl)>)> {
     let Some(url) = &job.file.tracking.redis else {
@@ -257,12 +279,7 @@ fn source_name(job: &Job) -> anyhow::Result<Arc<str>> {
 
 /// Opens the job's checkpoints: the newest complete one is restored (its park store replaces
 /// the job's, by the process that parks; the source resumes at its positions), unless `fresh`.
-fn restore(
-    job: &Job,
-    source_name: &str,
-    fresh: bool,
-    parks: bool,
-) -> anyhow::Result<Checkpoints> {
+fn restore(job: &Job, source_name: &str, fresh: bool, parks: bool) -> anyhow::Result<Checkpoints> {
     let c = Checkpoints::open(&job.state_dir, source_name, fresh)?;
     let store = job.state_dir.join("parked.jsonl");
     if !parks {

@@ -56,6 +56,7 @@ pub fn run_memory(
         stop: None,
         drain_timeout: None,
         tracking_give_up: None,
+        cluster: None,
     };
     let summary = run(&job, &opts).unwrap();
     let c = memory.take();

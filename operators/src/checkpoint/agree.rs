@@ -187,7 +187,11 @@ impl Coordinator {
                     self.start_round();
                 }
             }
-            Ctl::Join { round, worker, held } => {
+            Ctl::Join {
+                round,
+                worker,
+                held,
+            } => {
                 if self.requested && round == self.round {
                     self.agreeing.entry(worker).or_insert(held);
                     if self.agreeing.len() >= self.reading() {

@@ -40,7 +40,7 @@ impl Control {
         Control {
             input,
             checkpoints: checkpoints.clone(),
-            sends: worker.index() % per_process.max(1) == 0,
+            sends: worker.index().is_multiple_of(per_process.max(1)),
             processes,
         }
     }

@@ -117,7 +117,7 @@ struct Inner {
 impl Inner {
     /// Sends `m` to the coordinator: at once in one process, else queued for the control
     /// dataflow.
-    fn to_coordinator(&mut self, m: Ctl) {
+    fn send_up(&mut self, m: Ctl) {
         if self.direct {
             self.coord.handle(m);
             self.deliver_direct();
@@ -292,7 +292,7 @@ impl Checkpoints {
     /// for the records before the cut, whatever was read past it. Without a source still
     /// reading, the run simply ends at the end of its input.
     pub fn request_stop(&self) {
-        self.lock().to_coordinator(Ctl::Stop);
+        self.lock().send_up(Ctl::Stop);
     }
 
     /// The last cut of a graceful stop, once the sources agreed on it.
@@ -324,7 +324,7 @@ impl Checkpoints {
             None => {
                 let held = if reads { cap } else { 0 };
                 s.local.joined.insert(worker, held);
-                s.to_coordinator(Ctl::Join {
+                s.send_up(Ctl::Join {
                     round,
                     worker,
                     held,
@@ -350,7 +350,7 @@ impl Checkpoints {
     pub fn deposit(&self, e: Epoch, worker: usize, positions: BTreeMap<i32, Position>) {
         let mut s = self.lock();
         s.local.deposited.insert((e, worker));
-        s.to_coordinator(Ctl::Deposit {
+        s.send_up(Ctl::Deposit {
             cut: e,
             worker,
             positions,
@@ -376,7 +376,7 @@ impl Checkpoints {
             return;
         }
         s.local.joined.remove(&worker);
-        s.to_coordinator(Ctl::Finished {
+        s.send_up(Ctl::Finished {
             worker,
             given_max,
             positions,
@@ -411,7 +411,7 @@ impl Checkpoints {
 
     /// Records that a registered writer's part of `e` is durably on disk.
     pub fn part_written(&self, e: Epoch) {
-        self.lock().to_coordinator(Ctl::Part { cut: e });
+        self.lock().send_up(Ctl::Part { cut: e });
     }
 
     /// Worker 0, once the "done" frontier has passed `before` (`None`: the graph is done):
@@ -514,7 +514,10 @@ impl Checkpoints {
             c.sources,
             c.finished.len(),
             c.parts,
-            c.positions.iter().map(|(e, p)| (*e, p.len())).collect::<Vec<_>>()
+            c.positions
+                .iter()
+                .map(|(e, p)| (*e, p.len()))
+                .collect::<Vec<_>>()
         )
     }
 
