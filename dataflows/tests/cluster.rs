@@ -256,3 +256,79 @@ fn complete_cuts(state: &Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// The same burst over a topic of 4 partitions, read by 1 process × 2 workers, 3 × 1 and 2 × 2
+/// (each run its own group, state and tracking): identical rows.
+#[test]
+fn a_kafka_burst_over_four_partitions_decides_alike_on_1x2_3x1_and_2x2() {
+    use tidings_dataflows::kafka::{Outgoing, produce};
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let (dir, file_job) = common::demo_copy();
+    let unique = common::unique();
+    let topic = format!("cluster-{unique}");
+    let text = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
+    // Every line its own key: the broker spreads them over the topic's 4 partitions.
+    let records = text.lines().enumerate().map(|(i, l)| Outgoing {
+        key: Some(format!("k{i}")),
+        ..Outgoing::of_line(l)
+    });
+    produce(&brokers, &topic, records, || {}).unwrap();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (processes, workers) in [(1, 2), (3, 1), (2, 2)] {
+        let name = format!("{processes}x{workers}");
+        let job_text = std::fs::read_to_string(&file_job)
+            .unwrap()
+            .replace(
+                "kind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 256",
+                &format!(
+                    "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"g{name}-{unique}\"\nmax_out_of_order_ms = 300000"
+                ),
+            )
+            .replace("state_dir = \"var/state\"", &format!("state_dir = \"var/state-{name}\""))
+            .replace("dir = \"var/tracking\"", &format!("dir = \"var/tracking-{name}\""))
+            // No rate limits: a rate-limited account of a Kafka job queues in a topic named
+            // after the source topic, which the three runs would share.
+            .lines()
+            .filter(|l| !l.starts_with("rate_limit"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            job_text.contains("kind = \"kafka\"") && job_text.contains(&format!("tracking-{name}"))
+        );
+        let job = dir.path().join(format!("kafka-{name}.toml"));
+        std::fs::write(&job, job_text).unwrap();
+        let mut args = vec![
+            "run".to_string(),
+            job.display().to_string(),
+            "--now".into(),
+            NOW.into(),
+            "-w".into(),
+            workers.to_string(),
+            "--idle-exit".into(),
+            "8".into(),
+        ];
+        if processes > 1 {
+            args.extend(["--local".into(), processes.to_string()]);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = common::wait_within(&mut child, Duration::from_secs(180), &name);
+        assert!(status.success(), "{name}: {status}");
+        let rows = common::sql_csv(&dir.path().join(format!("var/tracking-{name}")), ROWS);
+        seen.push((name, rows));
+    }
+    let (base_name, base) = &seen[0];
+    assert!(base.lines().count() > 3_000, "{}", base.lines().count());
+    for (name, rows) in &seen[1..] {
+        assert!(
+            rows == base,
+            "{name} differs from {base_name}: {} rows against {}",
+            rows.lines().count(),
+            base.lines().count()
+        );
+    }
+}

@@ -81,7 +81,9 @@ pub struct Position {
     #[serde(default)]
     pub after: Vec<i64>,
     /// A file partition's fingerprint (of its first line), so a replaced file is read anew.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (Always written: the cut protocol's messages carry positions in bincode, which cannot
+    /// skip a field.)
+    #[serde(default)]
     pub fingerprint: Option<String>,
 }
 
@@ -637,6 +639,63 @@ pub fn read_keyed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cluster mode sends the cut protocol's messages with timely's serialisation (bincode, not
+    /// self-describing): every message comes back as sent, positions of Kafka partitions (no
+    /// fingerprint) and of files alike.
+    #[test]
+    fn control_messages_survive_timelys_serialisation() {
+        let kafka = Position {
+            offset: 12,
+            read_to: 15,
+            after: vec![13],
+            ..Position::default()
+        };
+        let file = Position {
+            fingerprint: Some("abc".into()),
+            ..kafka.clone()
+        };
+        let messages = vec![
+            Ctl::Register {
+                writers: 3,
+                sources: 1,
+            },
+            Ctl::Hello,
+            Ctl::Join {
+                round: 1,
+                worker: 2,
+                held: 7,
+            },
+            Ctl::Deposit {
+                cut: 7,
+                worker: 2,
+                positions: BTreeMap::from([(0, kafka.clone()), (1, file.clone())]),
+            },
+            Ctl::Finished {
+                worker: 1,
+                given_max: 9,
+                positions: BTreeMap::from([(3, kafka)]),
+            },
+            Ctl::Part { cut: FINAL },
+            Ctl::Stop,
+            Ctl::Request { round: 2 },
+            Ctl::Agreed {
+                round: 2,
+                cut: Some(8),
+                stop: true,
+            },
+            Ctl::Ended,
+            Ctl::Completed {
+                epoch: 8,
+                offsets: BTreeMap::from([(0, 12)]),
+            },
+        ];
+        for m in messages {
+            let bytes = bincode::serialize(&(4usize, m.clone())).unwrap();
+            let back: (usize, Ctl) = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(back, (4, m));
+        }
+    }
 
     #[test]
     fn keyed_round_trip() {
