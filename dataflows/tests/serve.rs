@@ -25,6 +25,16 @@ struct Serve {
 
 impl Serve {
     fn start(state: &Path, token: Option<&str>, env: &[(&str, &str)]) -> Serve {
+        Serve::start_at(state, "127.0.0.1:0", &[], token, env)
+    }
+
+    fn start_at(
+        state: &Path,
+        bind: &str,
+        extra: &[&str],
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Serve {
         std::fs::create_dir_all(state).unwrap();
         let _ = std::fs::remove_file(state.join("serve.addr"));
         let log = std::fs::OpenOptions::new()
@@ -34,8 +44,9 @@ impl Serve {
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
         command
-            .args(["serve", "--bind", "127.0.0.1:0", "--state-dir"])
+            .args(["serve", "--bind", bind, "--state-dir"])
             .arg(state)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(t) = token {
@@ -431,4 +442,75 @@ fn an_uploaded_job_runs_from_the_service_and_a_bad_upload_is_refused() {
     );
     let (_, list) = serve.call(Method::GET, "/jobs", None);
     assert_eq!(list, json!([]));
+}
+
+/// `serve --peers`: a job submitted to one of two nodes runs as one timely cluster over both
+/// (process 0 here, process 1 there), ends as one run does with the same rows, and a delete
+/// asked of one node removes it from both.
+#[test]
+fn a_job_submitted_to_one_peer_runs_as_one_cluster_over_both() {
+    let root = tempfile::tempdir().unwrap();
+    // The same job run by one plain process, for its rows.
+    let (_plain_dir, plain) = common::demo_copy();
+    common::tidings(&["run", plain.to_str().unwrap()]);
+    let query =
+        "SELECT message_id, receiver, state, coalesce(reason, '') FROM events ORDER BY 1, 2, 3, 4";
+    let expected = common::sql_csv(&plain.parent().unwrap().join("var/tracking"), query);
+
+    let (_dir, job) = common::demo_copy();
+    let ports: Vec<u16> = {
+        let held: Vec<std::net::TcpListener> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        held.iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect()
+    };
+    let apis: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let peers = root.path().join("peers");
+    std::fs::write(&peers, apis.join("\n") + "\n").unwrap();
+    let nodes: Vec<Serve> = apis
+        .iter()
+        .enumerate()
+        .map(|(i, api)| {
+            Serve::start_at(
+                &root.path().join(format!("node{i}")),
+                api,
+                &["--peers", peers.to_str().unwrap()],
+                Some("t"),
+                &[],
+            )
+        })
+        .collect();
+    let (status, answer) = nodes[0].call(Method::POST, "/jobs", Some(json!({"path": job})));
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        answer["cluster"].as_array().map(Vec::len),
+        Some(2),
+        "{answer}"
+    );
+    let there = nodes[1].job("demo");
+    assert_eq!(there["cluster"], answer["cluster"], "{there}");
+    for node in &nodes {
+        let done = node.wait_state("demo", "stopped");
+        assert_eq!(done["last_exit"], "exit 0", "{done}");
+    }
+    let got = common::sql_csv(&job.parent().unwrap().join("var/tracking"), query);
+    assert!(
+        got == expected,
+        "{} rows over two nodes against {} of one process",
+        got.lines().count(),
+        expected.lines().count()
+    );
+    let (status, answer) = nodes[0].call(Method::DELETE, "/jobs/demo", None);
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = nodes[1].call(Method::GET, "/jobs/demo", None);
+    assert_eq!(status, 404, "deleted on the other node too");
+    // An upload cannot run over peers (its files would be on one node only).
+    let (status, answer) = nodes[1].call(
+        Method::POST,
+        "/jobs",
+        Some(json!({"job": "name = \"x\"", "files": {}})),
+    );
+    assert_eq!(status, 400, "{answer}");
 }

@@ -22,6 +22,16 @@ pub struct ServeArgs {
     /// Bearer token every request must carry; required unless --bind is a loopback address.
     #[arg(long)]
     token: Option<String>,
+    /// Run submitted jobs as one timely cluster over these service nodes: a file with every
+    /// node's REST address (`host:port`), one per line, in process order (this node is the
+    /// line equal to --bind, or --peer-index). Every node is started with the same file and
+    /// token; jobs are submitted by a path every node reads, their state_dir and tracking.dir
+    /// shared.
+    #[arg(long, value_name = "FILE")]
+    peers: Option<PathBuf>,
+    /// This node's line in --peers, from 0 (when --bind is not written as in the file).
+    #[arg(long, value_name = "I", requires = "peers")]
+    peer_index: Option<usize>,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -35,6 +45,22 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Failed(format!("cannot find the tidings binary: {e}")))?;
     let supervisor = Supervisor::open(&args.state_dir, exe)?;
+    if let Some(file) = &args.peers {
+        let peers = tidings_dataflows::serve::peers::Peers::load(
+            file,
+            &args.bind.to_string(),
+            args.peer_index,
+            token.clone(),
+        )
+        .map_err(Failure::Usage)?;
+        tracing::info!(
+            "node {} of {}: submitted jobs run as a cluster over {}",
+            peers.me,
+            peers.apis.len(),
+            peers.apis.join(", ")
+        );
+        supervisor.set_peers(peers);
+    }
     let server = Server::start(
         args.bind,
         api::router(supervisor.clone(), token.as_deref().map(Into::into)),

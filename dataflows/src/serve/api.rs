@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing;
@@ -43,6 +43,17 @@ pub struct Submit {
     /// The files the job names (templates, a requests file), by path relative to the job file.
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, String>,
+    /// The cluster hostfile another node chose for the job (`serve --peers`): this node runs
+    /// its process of it.
+    #[serde(default)]
+    pub cluster: Option<Vec<String>>,
+}
+
+/// `?forwarded=true`: a stop, restart or delete another node of the cluster passed on.
+#[derive(Debug, Default, Deserialize)]
+pub struct Forwarded {
+    #[serde(default)]
+    forwarded: bool,
 }
 
 /// The routes over `supervisor`, behind the bearer-token layer when `token` is set.
@@ -129,7 +140,10 @@ async fn submit(
     // Loading a job reads its files: the blocking pool.
     let submitted = blocking(move || {
         match (&body.path, &body.job) {
-        (Some(path), None) => s.submit(path),
+        (Some(path), None) => match body.cluster.clone() {
+            Some(hosts) => s.submit_forwarded(path, hosts),
+            None => s.submit(path),
+        },
         (None, Some(job)) => s.submit_upload(job, &body.files),
         _ => Err(Refusal::Bad(
             "send {\"path\": \"/abs/job.toml\"} or {\"job\": \"<job.toml>\", \"files\": {\"templates.toml\": \"…\"}}".into(),
@@ -247,20 +261,23 @@ async fn metrics(State(s): State<Arc<Supervisor>>) -> Response {
 async fn stop(
     State(s): State<Arc<Supervisor>>,
     Path(name): Path<String>,
+    Query(f): Query<Forwarded>,
 ) -> Result<Json<Value>, Refusal> {
-    blocking(move || s.stop(&name)).await
+    blocking(move || s.stop(&name, f.forwarded)).await
 }
 
 async fn restart(
     State(s): State<Arc<Supervisor>>,
     Path(name): Path<String>,
+    Query(f): Query<Forwarded>,
 ) -> Result<Json<Value>, Refusal> {
-    blocking(move || s.restart(&name)).await
+    blocking(move || s.restart(&name, f.forwarded)).await
 }
 
 async fn delete(
     State(s): State<Arc<Supervisor>>,
     Path(name): Path<String>,
+    Query(f): Query<Forwarded>,
 ) -> Result<Json<Value>, Refusal> {
-    blocking(move || s.delete(&name)).await
+    blocking(move || s.delete(&name, f.forwarded)).await
 }

@@ -23,6 +23,7 @@
 pub mod api;
 pub mod client;
 pub mod metrics;
+pub mod peers;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::job::Job;
+use peers::Peers;
 use tidings_model::time::wall_ms;
 
 /// A child alive this long is `running` (before: `starting`).
@@ -91,6 +93,8 @@ struct Entry {
     backoff: Duration,
     next_start: Instant,
     job: Option<Arc<Job>>,
+    /// The job's cluster hostfile lines (`serve --peers`); this node runs process `peers.me`.
+    cluster: Option<Vec<String>>,
 }
 
 impl Entry {
@@ -110,6 +114,7 @@ impl Entry {
             backoff: FIRST_BACKOFF,
             next_start: Instant::now(),
             job,
+            cluster: None,
         }
     }
 }
@@ -127,6 +132,8 @@ struct SavedJob {
     desired: Desired,
     #[serde(default)]
     restarts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster: Option<Vec<String>>,
 }
 
 /// Why a request about a job was refused.
@@ -151,6 +158,8 @@ pub struct Supervisor {
     jobs: Mutex<BTreeMap<String, Entry>>,
     changed: Condvar,
     stopping: AtomicBool,
+    /// The other service nodes a submitted job runs on as one cluster (`--peers`).
+    peers: std::sync::OnceLock<Peers>,
 }
 
 impl Supervisor {
@@ -177,7 +186,9 @@ impl Supervisor {
             if s.desired == Desired::Running {
                 tracing::info!("resuming job `{}` ({})", s.name, s.path.display());
             }
-            jobs.insert(s.name, Entry::new(s.path, s.desired, s.restarts, job));
+            let mut entry = Entry::new(s.path, s.desired, s.restarts, job);
+            entry.cluster = s.cluster;
+            jobs.insert(s.name, entry);
         }
         Ok(Arc::new(Supervisor {
             dir: dir.to_path_buf(),
@@ -185,6 +196,7 @@ impl Supervisor {
             jobs: Mutex::new(jobs),
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
+            peers: std::sync::OnceLock::new(),
         }))
     }
 
@@ -196,6 +208,50 @@ impl Supervisor {
     /// Submits the job file at `path` (absolute): checked as `tidings run` loads it, then
     /// started. A job of the same name that is stopped is replaced.
     pub fn submit(&self, path: &Path) -> Result<Value, Refusal> {
+        let Some(peers) = self.peers.get() else {
+            return self.submit_with(path, None);
+        };
+        // With peers: the job runs as one cluster over every node.
+        let hosts = peers.new_cluster().map_err(Refusal::Failed)?;
+        let answer = self.submit_with(path, Some(hosts.clone()))?;
+        let body = json!({"path": path, "cluster": hosts});
+        if let Err(why) = peers.forward(reqwest::Method::POST, "/jobs", Some(&body)) {
+            let name = answer["name"].as_str().unwrap_or_default().to_string();
+            let _ = self.delete(&name, true);
+            let _ = peers.forward(
+                reqwest::Method::DELETE,
+                &format!("/jobs/{name}?forwarded=true"),
+                None,
+            );
+            return Err(Refusal::Failed(format!(
+                "the job's cluster could not start on every node: {why}"
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// This node's peers, once set (`serve --peers`).
+    pub fn set_peers(&self, peers: Peers) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Submits `path` with the cluster hostfile another node chose (`serve --peers`): this
+    /// node runs its process of the job.
+    pub fn submit_forwarded(&self, path: &Path, cluster: Vec<String>) -> Result<Value, Refusal> {
+        match self.peers.get() {
+            Some(p) if p.apis.len() == cluster.len() => self.submit_with(path, Some(cluster)),
+            Some(p) => Err(Refusal::Bad(format!(
+                "a cluster of {} processes sent to a node of {} peers",
+                cluster.len(),
+                p.apis.len()
+            ))),
+            None => Err(Refusal::Bad(
+                "this node has no --peers: it cannot run a process of a cluster".into(),
+            )),
+        }
+    }
+
+    fn submit_with(&self, path: &Path, cluster: Option<Vec<String>>) -> Result<Value, Refusal> {
         if !path.is_absolute() {
             return Err(Refusal::Bad(format!(
                 "{}: give the job file's absolute path on this node",
@@ -214,15 +270,14 @@ impl Supervisor {
             )));
         }
         let restarts = jobs.get(&name).map_or(0, |e| e.restarts);
-        jobs.insert(
-            name.clone(),
-            Entry::new(
-                path.to_path_buf(),
-                Desired::Running,
-                restarts,
-                Some(Arc::new(job)),
-            ),
+        let mut entry = Entry::new(
+            path.to_path_buf(),
+            Desired::Running,
+            restarts,
+            Some(Arc::new(job)),
         );
+        entry.cluster = cluster;
+        jobs.insert(name.clone(), entry);
         self.persist(&jobs)?;
         tracing::info!("job `{name}` submitted ({})", path.display());
         let answer = describe(&name, &jobs[&name]);
@@ -241,6 +296,11 @@ impl Supervisor {
         job: &str,
         files: &BTreeMap<String, String>,
     ) -> Result<Value, Refusal> {
+        if self.peers.get().is_some() {
+            return Err(Refusal::Bad(
+                "this node runs jobs over --peers: submit the path of a job file every node reads (a shared file system); an upload stays on one node".into(),
+            ));
+        }
         for name in files.keys() {
             let p = Path::new(name);
             let plain = p
@@ -320,7 +380,37 @@ impl Supervisor {
     }
 
     /// Stops a job gracefully and waits for its child (at most [`STOP_BOUND`], then kills it).
-    pub fn stop(&self, name: &str) -> Result<Value, Refusal> {
+    pub fn stop(&self, name: &str, forwarded: bool) -> Result<Value, Refusal> {
+        let answer = self.stop_here(name)?;
+        self.pass_on(name, forwarded, reqwest::Method::POST, "stop")?;
+        Ok(answer)
+    }
+
+    /// A cluster job's stop, restart or delete asked here goes to the other nodes too.
+    fn pass_on(
+        &self,
+        name: &str,
+        forwarded: bool,
+        method: reqwest::Method,
+        what: &str,
+    ) -> Result<(), Refusal> {
+        let Some(peers) = self.peers.get() else {
+            return Ok(());
+        };
+        let clustered = self.lock().get(name).is_none_or(|e| e.cluster.is_some());
+        if forwarded || !clustered {
+            return Ok(());
+        }
+        let path = match what {
+            "" => format!("/jobs/{name}?forwarded=true"),
+            w => format!("/jobs/{name}/{w}?forwarded=true"),
+        };
+        peers
+            .forward(method, &path, None)
+            .map_err(|e| Refusal::Failed(format!("job `{name}` on its other nodes: {e}")))
+    }
+
+    fn stop_here(&self, name: &str) -> Result<Value, Refusal> {
         let mut jobs = self.lock();
         let e = jobs.get_mut(name).ok_or_else(|| not_found(name))?;
         e.desired = Desired::Stopped;
@@ -343,13 +433,19 @@ impl Supervisor {
 
     /// Stops a job, then starts it again (it resumes from its checkpoint). The job file is
     /// checked again first.
-    pub fn restart(&self, name: &str) -> Result<Value, Refusal> {
+    pub fn restart(&self, name: &str, forwarded: bool) -> Result<Value, Refusal> {
+        let answer = self.restart_here(name)?;
+        self.pass_on(name, forwarded, reqwest::Method::POST, "restart")?;
+        Ok(answer)
+    }
+
+    fn restart_here(&self, name: &str) -> Result<Value, Refusal> {
         let path = {
             let jobs = self.lock();
             jobs.get(name).ok_or_else(|| not_found(name))?.path.clone()
         };
         let job = Job::load(&path).map_err(|e| Refusal::BadJob(e.problems))?;
-        self.stop(name)?;
+        self.stop_here(name)?;
         let mut jobs = self.lock();
         let e = jobs.get_mut(name).ok_or_else(|| not_found(name))?;
         e.desired = Desired::Running;
@@ -365,8 +461,9 @@ impl Supervisor {
     }
 
     /// Stops a job if it runs, and forgets it.
-    pub fn delete(&self, name: &str) -> Result<Value, Refusal> {
-        let answer = self.stop(name)?;
+    pub fn delete(&self, name: &str, forwarded: bool) -> Result<Value, Refusal> {
+        let answer = self.stop_here(name)?;
+        self.pass_on(name, forwarded, reqwest::Method::DELETE, "")?;
         let mut jobs = self.lock();
         jobs.remove(name);
         self.persist(&jobs)?;
@@ -464,12 +561,20 @@ impl Supervisor {
             )?;
             let err = out.try_clone()?;
             let mut command = Command::new(&self.exe);
-            command
-                .arg("run")
-                .arg(&e.path)
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err);
+            command.arg("run").arg(&e.path);
+            if let (Some(hosts), Some(peers)) = (&e.cluster, self.peers.get()) {
+                // Process `me` of the job's cluster; every node runs the job's `workers`
+                // (1 when the job file sets none: the processes must agree).
+                let file = self.dir.join("cluster").join(format!("{name}.hosts"));
+                std::fs::create_dir_all(self.dir.join("cluster"))?;
+                std::fs::write(&file, hosts.join("\n") + "\n")?;
+                let workers = e.job.as_ref().and_then(|j| j.file.workers).unwrap_or(1);
+                command
+                    .args(["-w", &workers.to_string(), "-n", &hosts.len().to_string()])
+                    .args(["-p", &peers.me.to_string(), "-h"])
+                    .arg(&file);
+            }
+            command.stdin(Stdio::null()).stdout(out).stderr(err);
             #[cfg(unix)]
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
             command.spawn()
@@ -554,6 +659,7 @@ impl Supervisor {
                     path: e.path.clone(),
                     desired: e.desired,
                     restarts: e.restarts,
+                    cluster: e.cluster.clone(),
                 })
                 .collect(),
         };
@@ -600,6 +706,7 @@ fn describe(name: &str, e: &Entry) -> Value {
         "restarts": e.restarts,
         "last_exit": e.last_exit,
         "started_at": e.started_at,
+        "cluster": e.cluster,
     })
 }
 
