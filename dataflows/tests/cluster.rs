@@ -98,11 +98,12 @@ fn one_process_and_clusters_of_3x1_and_2x2_decide_the_same_rows() {
 
 #[test]
 fn a_process_killed_mid_run_restarts_the_cluster_and_nothing_is_lost() {
-    let (_base_dir, base_job) = partitioned_demo(6);
-    run(&base_job, 1, 1);
+    // Twenty times the demo: long enough that cuts complete well before the end.
+    let (_base_dir, base_job) = partitioned_demo(20);
+    run(&base_job, 2, 1);
     let expected = rows(&base_job);
 
-    let (dir, job) = paced_demo();
+    let (dir, job) = partitioned_demo(20);
     let log = dir.path().join("cluster.log");
 
     let mut supervisor = Command::new(env!("CARGO_BIN_EXE_tidings"))
@@ -123,9 +124,9 @@ fn a_process_killed_mid_run_restarts_the_cluster_and_nothing_is_lost() {
         .unwrap();
     let state = dir.path().join("var/state");
     let outbox = dir.path().join("var/outbox/email.jsonl");
-    // Kill process 1 once some mail went out (the sends are paced: most are still to come).
-    common::wait_until(Duration::from_secs(60), "the first sends", || {
-        common::count_lines(&outbox) > 60
+    // Kill process 1 once a cut is complete and some mail went out.
+    common::wait_until(Duration::from_secs(60), "a cut and the first sends", || {
+        complete_cuts(&state) > 0 && common::count_lines(&outbox) > 60
     });
     let pids = std::fs::read_to_string(state.join("local-cluster/pids")).unwrap();
     let victim: u32 = pids.lines().nth(1).unwrap().parse().unwrap();
@@ -148,6 +149,7 @@ fn a_process_killed_mid_run_restarts_the_cluster_and_nothing_is_lost() {
         said.contains("process 1 failed (signal 9)") && said.contains("attempt 2 of 5"),
         "the supervisor saw the kill and started again:\n{said}"
     );
+    assert!(cuts_at_kill > 0, "the restart resumed from a cut");
     let got = rows(&job);
     let tracking = dir.path().join("var/tracking");
     let distinct = common::sql_csv(
