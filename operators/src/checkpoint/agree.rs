@@ -161,9 +161,6 @@ pub(super) struct Coordinator {
     /// A graceful stop was asked for: the next cut agreed is the run's last.
     pub stopping: bool,
     pub stop_at: Option<Epoch>,
-    /// Cuts never to complete: a source finished past them before it knew them (its final
-    /// positions do not hold for them; a later cut or the final one covers them).
-    pub abandoned: BTreeSet<Epoch>,
     /// Messages to every process.
     pub out: Vec<Ctl>,
 }
@@ -251,17 +248,6 @@ impl Coordinator {
     }
 
     fn finished(&mut self, worker: usize, given_max: Epoch, positions: BTreeMap<i32, Position>) {
-        // A cut agreed while the source's `Agreed` was on its way, below records it gave:
-        // only its positions as of that cut would do, and it never made them.
-        for &c in self.cuts.range(..given_max) {
-            if self
-                .positions
-                .get(&c)
-                .is_none_or(|d| !d.contains_key(&worker))
-            {
-                self.abandoned.insert(c);
-            }
-        }
         self.finished_max = self.finished_max.max(given_max);
         self.finished.insert(worker, positions);
         self.agreeing.remove(&worker);
@@ -332,9 +318,7 @@ impl Coordinator {
         self.parts
             .iter()
             .rev()
-            .filter(|&(&e, &n)| {
-                before.is_none_or(|b| e < b) && n >= self.writers && !self.abandoned.contains(&e)
-            })
+            .filter(|&(&e, &n)| before.is_none_or(|b| e < b) && n >= self.writers)
             .map(|(&e, _)| e)
             .find(|e| self.has_every_position(*e))
     }
@@ -361,61 +345,11 @@ impl Coordinator {
         self.parts = self.parts.split_off(&after);
         self.positions = self.positions.split_off(&after);
         self.cuts = self.cuts.split_off(&after);
-        self.abandoned = self.abandoned.split_off(&after);
         if epoch == FINAL {
             self.parts.clear();
             self.positions.clear();
             self.cuts.clear();
         }
         merged
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// In a cluster a source can finish past a cut before it hears of it: that cut is never
-    /// completed with its final positions; the final cut is.
-    #[test]
-    fn a_cut_a_source_finished_past_unknowingly_is_abandoned() {
-        let mut c = Coordinator {
-            processes: 1,
-            ..Coordinator::default()
-        };
-        c.handle(Ctl::Register {
-            writers: 1,
-            sources: 2,
-        });
-        c.handle(Ctl::Hello);
-        c.request_cut();
-        for (worker, held) in [(0, 3), (1, 5)] {
-            c.handle(Ctl::Join {
-                round: 1,
-                worker,
-                held,
-            });
-        }
-        assert!(c.cuts.contains(&5));
-        c.handle(Ctl::Deposit {
-            cut: 5,
-            worker: 1,
-            positions: BTreeMap::new(),
-        });
-        // Worker 0 read on to epoch 9 and finished before `Agreed(5)` reached it.
-        c.handle(Ctl::Finished {
-            worker: 0,
-            given_max: 9,
-            positions: BTreeMap::new(),
-        });
-        c.handle(Ctl::Part { cut: 5 });
-        assert_eq!(c.completable(Some(10)), None, "cut 5 abandoned");
-        c.handle(Ctl::Finished {
-            worker: 1,
-            given_max: 6,
-            positions: BTreeMap::new(),
-        });
-        c.handle(Ctl::Part { cut: FINAL });
-        assert_eq!(c.completable(None), Some(FINAL));
     }
 }
