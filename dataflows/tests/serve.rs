@@ -313,8 +313,19 @@ fn a_killed_service_resumes_its_job() {
     common::wait_until(LIMIT, "the five tracked", || {
         serve.job("t")["live"]["tracking"]["rows"]["RECEIVE"] == 5
     });
-    // A checkpoint after the five (every second by default).
-    std::thread::sleep(Duration::from_secs(3));
+    // A checkpoint after the five (every second by default): a complete one not there yet.
+    let checkpoints = dir.path().join("var/state/checkpoints");
+    let complete = || -> Vec<PathBuf> {
+        let mut c: Vec<PathBuf> = std::fs::read_dir(&checkpoints)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        c.retain(|p| p.join("_COMPLETE").is_file());
+        c
+    };
+    let before = complete();
+    common::wait_until(LIMIT, "a checkpoint after the five", || {
+        complete().iter().any(|c| !before.contains(c))
+    });
     // The machine crashes: the service and its job die at once.
     let serve_pid = serve.pid();
     serve.kill9();
