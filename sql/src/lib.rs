@@ -229,15 +229,7 @@ impl Tracking {
                 register(&ctx, table, &format!("file://{}", root.display()), &schema).await?;
             } else {
                 // Nothing written yet: an empty table of the same columns.
-                let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
-                fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
-                    "date",
-                    DataType::Utf8,
-                    false,
-                )));
-                let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-                let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
-                ctx.register_table(table, Arc::new(empty))?;
+                ctx.register_table(table, empty_table(&schema)?)?;
             }
         }
         Ok(Tracking {
@@ -255,23 +247,49 @@ impl Tracking {
     }
 
     /// Registers the tables under a tracking location given as an object-store URL
-    /// (`file:///var/tidings/tracking`). Only `file://` stores are registered today; the
-    /// tables are addressed by URL throughout, so another store (S3) needs only its
-    /// registration on the session.
+    /// (`file:///var/tidings/tracking`), read through the local filesystem.
     pub async fn open_url(location: &str) -> Result<Tracking, SqlError> {
         if !location.starts_with("file://") {
             return Err(SqlError::Query(
                 datafusion::error::DataFusionError::Configuration(format!(
-                    "{location}: only local tracking directories (file://) are supported so far"
+                    "{location}: give a file:// URL, or open an object store with open_store"
                 )),
             ));
         }
+        Tracking::registered(session()?, location).await
+    }
+
+    /// Registers the tables under `location` (`s3://bucket/prefix`) of `store`, the store of
+    /// `bucket_url` (`s3://bucket`). Listings hide replaced files as for a local directory; a
+    /// table with no file yet is empty.
+    pub async fn open_store(
+        location: &str,
+        bucket_url: &str,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Result<Tracking, SqlError> {
         let ctx = session()?;
+        let url = url::Url::parse(bucket_url).map_err(|e| {
+            SqlError::Query(datafusion::error::DataFusionError::Configuration(format!(
+                "{bucket_url}: {e}"
+            )))
+        })?;
+        ctx.register_object_store(&url, Arc::new(compacted::Compacted::from_arc(store)));
+        Tracking::registered(ctx, location).await
+    }
+
+    async fn registered(ctx: SessionContext, location: &str) -> Result<Tracking, SqlError> {
         for (table, schema) in [
             ("events", events_schema()),
             ("dead_letters", dead_letters_schema()),
         ] {
-            register(&ctx, table, location, &schema).await?;
+            match register(&ctx, table, location, &schema).await {
+                Ok(()) => {}
+                // Nothing written yet (an object store has no empty directories).
+                Err(_) if !has_files(&ctx, location, table).await? => {
+                    ctx.register_table(table, empty_table(&schema)?)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(Tracking {
             ctx,
@@ -374,6 +392,39 @@ fn session() -> Result<SessionContext, SqlError> {
     })?;
     ctx.register_object_store(&url, Arc::new(compacted::Compacted::new(local)));
     Ok(ctx)
+}
+
+/// An empty table of `schema` and the `date` partition column.
+fn empty_table(
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<Arc<datafusion::datasource::MemTable>, SqlError> {
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+        "date",
+        DataType::Utf8,
+        false,
+    )));
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+        schema,
+        vec![vec![]],
+    )?))
+}
+
+/// Whether `table` under `location` holds any object (through the session's store).
+async fn has_files(ctx: &SessionContext, location: &str, table: &str) -> Result<bool, SqlError> {
+    use futures::StreamExt;
+    let url = datafusion::datasource::listing::ListingTableUrl::parse(format!(
+        "{}/{table}/",
+        location.trim_end_matches('/')
+    ))?;
+    let store = ctx.runtime_env().object_store(&url)?;
+    let first = store.list(Some(url.prefix())).next().await;
+    match first {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(e)) => Err(SqlError::Query(e.into())),
+    }
 }
 
 /// Registers one Parquet table under `location` (a `file://` URL of the tracking directory).

@@ -37,10 +37,18 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         let r = rt.block_on(a.check());
         line(format!("account {} ({})", a.name, a.provider()), r);
     }
+    if let tidings_sinks::tracking::TrackingDir::Object(o) = &job.tracking_dir {
+        let r = o
+            .probe()
+            .map(|()| "writable".to_string())
+            .map_err(|e| e.to_string());
+        line(format!("tracking.dir {}", o.url()), r);
+    }
     for (key, dir) in [
-        ("tracking.dir", &job.tracking_dir),
-        ("state_dir", &job.state_dir),
+        ("tracking.dir", job.tracking_dir.local()),
+        ("state_dir", Some(job.state_dir.as_path())),
     ] {
+        let Some(dir) = dir else { continue };
         let r = tidings_dataflows::lock::probe_writable(key, dir)
             .map(|()| "writable".to_string())
             .map_err(|e| e.to_string());

@@ -17,6 +17,7 @@ pub mod top;
 pub mod trace;
 
 use std::path::{Path, PathBuf};
+use tidings_sinks::tracking::TrackingDir;
 
 use clap::ValueEnum;
 use tidings_dataflows::Job;
@@ -74,11 +75,13 @@ pub fn parse_vars(vars: &[String]) -> Result<Vec<(&str, &str)>, Failure> {
 /// The tracking directory (and time zone) of `--job` or `--dir`.
 pub fn tracking_of(
     job: Option<PathBuf>,
-    dir: Option<PathBuf>,
-) -> Result<(PathBuf, Option<String>), Failure> {
+    dir: Option<String>,
+) -> Result<(TrackingDir, Option<String>), Failure> {
     match (job, dir) {
         (Some(j), _) => load_for_reading(&j).map(|job| (job.tracking_dir, Some(job.file.timezone))),
-        (None, Some(d)) => Ok((d, None)),
+        (None, Some(d)) => TrackingDir::parse(&d, Path::new(""))
+            .map(|d| (d, None))
+            .map_err(|why| Failure::Usage(format!("--dir {why}"))),
         (None, None) => Err(Failure::Usage(
             "give --job JOB.toml or --dir TRACKING_DIR".into(),
         )),
@@ -108,12 +111,18 @@ pub fn corrupt(skip: bool) -> tidings_sql::Corrupt {
     }
 }
 
-/// Opens the tracking tables; a skipped file is named in a warning line.
+/// Opens the tracking tables; a skipped file is named in a warning line. (Tables on an object
+/// store are read as they are: a corrupt object fails the query.)
 pub async fn open_tracking(
-    dir: &Path,
+    dir: &TrackingDir,
     corrupt: tidings_sql::Corrupt,
 ) -> Result<tidings_sql::Tracking, tidings_sql::SqlError> {
-    let t = tidings_sql::Tracking::open_with(dir, corrupt).await?;
+    let t = match dir {
+        TrackingDir::Local(dir) => tidings_sql::Tracking::open_with(dir, corrupt).await?,
+        TrackingDir::Object(o) => {
+            tidings_sql::Tracking::open_store(o.url(), o.bucket_url(), o.store()).await?
+        }
+    };
     for (file, why) in t.skipped() {
         eprintln!(
             "warning: skipped {}: not a readable Parquet file ({why})",

@@ -19,9 +19,10 @@ pub struct ReportArgs {
     /// The job whose tracking directory to read (and whose time zone to use).
     #[arg(long, conflicts_with = "dir")]
     job: Option<PathBuf>,
-    /// A tracking directory.
+    /// A tracking directory, or an object-store prefix (`s3://BUCKET/PREFIX`, configured by
+    /// the `AWS_*` environment variables).
     #[arg(long)]
-    dir: Option<PathBuf>,
+    dir: Option<String>,
     /// Only this local date, `YYYY-MM-DD`.
     #[arg(long)]
     date: Option<String>,

@@ -192,6 +192,6 @@ fn print_summary(job: &Job, opts: &RunOptions, s: &Summary) {
     println!(
         "receivers/s: {:.0}   tracking: {}",
         receive as f64 / secs,
-        job.tracking_dir.display()
+        job.tracking_dir
     );
 }

@@ -11,9 +11,10 @@ pub struct SqlArgs {
     /// The job whose tracking directory to read.
     #[arg(long, conflicts_with = "dir")]
     job: Option<PathBuf>,
-    /// A tracking directory.
+    /// A tracking directory, or an object-store prefix (`s3://BUCKET/PREFIX`, configured by
+    /// the `AWS_*` environment variables).
     #[arg(long)]
-    dir: Option<PathBuf>,
+    dir: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: OutputFormat,

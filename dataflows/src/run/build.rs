@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tidings_sinks::tracking::TrackingDir;
 
 use tidings_operators::checkpoint::{Checkpoints, write_durably};
 use tidings_operators::live::Live;
@@ -187,19 +188,31 @@ impl Services {
 /// unfinished `.tmp` files an earlier run left in the tracking directory.
 fn check_directories(job: &Job, opts: &RunOptions, first: bool) -> anyhow::Result<()> {
     probe_writable("state_dir", &job.state_dir)?;
-    if matches!(opts.tracking, TrackingTarget::Parquet) {
-        probe_writable("tracking.dir", &job.tracking_dir)?;
-        if !first {
-            // Process 0 tidies up; another process's files may be being written.
-            return Ok(());
+    if !matches!(opts.tracking, TrackingTarget::Parquet) {
+        return Ok(());
+    }
+    let dir = match &job.tracking_dir {
+        TrackingDir::Local(dir) => dir,
+        // Objects are whole when written: nothing unfinished to remove.
+        TrackingDir::Object(o) => {
+            return o.probe().map_err(|e| {
+                anyhow::anyhow!(
+                    "tracking.dir {e}; check the bucket and AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_ALLOW_HTTP=true for an http:// endpoint)"
+                )
+            });
         }
-        let removed = tidings_sinks::tracking::remove_stale_tmp(&job.tracking_dir);
-        if removed > 0 {
-            tracing::info!(
-                "tracking.dir {}: removed {removed} unfinished .tmp file(s) left by an earlier run",
-                job.tracking_dir.display()
-            );
-        }
+    };
+    probe_writable("tracking.dir", dir)?;
+    if !first {
+        // Process 0 tidies up; another process's files may be being written.
+        return Ok(());
+    }
+    let removed = tidings_sinks::tracking::remove_stale_tmp(dir);
+    if removed > 0 {
+        tracing::info!(
+            "tracking.dir {}: removed {removed} unfinished .tmp file(s) left by an earlier run",
+            dir.display()
+        );
     }
     Ok(())
 }

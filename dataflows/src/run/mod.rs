@@ -243,6 +243,7 @@ fn finish(
 /// pass is a warning and the next one tries again. Compaction never changes what a query sees
 /// (`tidings_model::compaction`).
 pub(crate) fn compact_in_background(job: &Job, finished: &Arc<AtomicBool>) {
+    use tidings_sinks::tracking::TrackingDir;
     use tidings_sinks::tracking::compact::{self, CompactSettings};
     let t = &job.file.tracking;
     if t.compact_every_secs == 0 {
@@ -261,9 +262,18 @@ pub(crate) fn compact_in_background(job: &Job, finished: &Arc<AtomicBool>) {
         t.retain_days,
         finished.clone(),
     );
-    let tables = ["events", "dead_letters"].map(|t| dir.join(t));
-    for table in &tables {
-        compact::remove_unfinished(table);
+    let tables = ["events", "dead_letters"];
+    for table in tables {
+        match &dir {
+            TrackingDir::Local(d) => {
+                compact::remove_unfinished(&d.join(table));
+            }
+            TrackingDir::Object(o) => {
+                if let Err(e) = compact::remove_unfinished_objects(o, table) {
+                    tracing::warn!("compaction of {dir}/{table}: {e}");
+                }
+            }
+        }
     }
     let spawned = std::thread::Builder::new()
         .name("tidings-compact".into())
@@ -279,18 +289,23 @@ pub(crate) fn compact_in_background(job: &Job, finished: &Arc<AtomicBool>) {
                     tidings_model::time::local_date(tz, wall_ms())
                         - chrono::Duration::days(i64::from(days))
                 });
-                for table in &tables {
-                    match compact::pass(table, &settings, keep_from) {
+                for table in tables {
+                    let passed = match &dir {
+                        TrackingDir::Local(d) => compact::pass(&d.join(table), &settings, keep_from),
+                        TrackingDir::Object(o) => {
+                            compact::pass_objects(o, table, &settings, keep_from)
+                        }
+                    };
+                    match passed {
                         Ok(p) if p.merged + p.deleted + p.expired > 0 => tracing::info!(
-                            "{}: compacted {} files into {}, deleted {} replaced files and {} expired partitions",
-                            table.display(),
+                            "{dir}/{table}: compacted {} files into {}, deleted {} replaced files and {} expired partitions",
                             p.merged,
                             p.written,
                             p.deleted,
                             p.expired
                         ),
                         Ok(_) => {}
-                        Err(e) => tracing::warn!("compaction of {}: {e}", table.display()),
+                        Err(e) => tracing::warn!("compaction of {dir}/{table}: {e}"),
                     }
                 }
             }
@@ -335,7 +350,7 @@ pub(crate) fn watch_run(
                 {
                     health.fail(format!(
                         "tracking.dir {}: rows could not be written for {} s ({error}); new sends were held back",
-                        dir.display(),
+                        dir,
                         bound.as_secs()
                     ));
                     return;
@@ -351,8 +366,7 @@ fn ended_early(health: &Health, job: &Job, counts: &Counts) -> anyhow::Result<()
     let owed = if counts.tracking_owed > 0 {
         format!(
             "; {} tracking rows could not be written to tracking.dir {}",
-            counts.tracking_owed,
-            job.tracking_dir.display()
+            counts.tracking_owed, job.tracking_dir
         )
     } else {
         String::new()

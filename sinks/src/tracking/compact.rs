@@ -14,12 +14,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use arrow_array::RecordBatch;
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use tidings_model::compaction::{self, PREFIX, Replaces};
+
+use super::ObjectDir;
 
 /// How compaction chooses and keeps files.
 #[derive(Debug, Clone)]
@@ -74,36 +77,218 @@ pub fn pass(
         .collect();
     partitions.sort();
     for dir in partitions {
-        let date = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("date="))
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-        if let (Some(date), Some(keep)) = (date, keep_from)
-            && date < keep
-        {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if expired(name, keep_from) {
             std::fs::remove_dir_all(&dir).map_err(|e| named(&dir, e))?;
             out.expired += 1;
             continue;
         }
-        let p = compact_partition(&dir, settings, SystemTime::now())?;
-        out.merged += p.merged;
-        out.written += p.written;
-        out.deleted += p.deleted;
+        out.add(compact_partition(&dir, settings, SystemTime::now())?);
     }
     Ok(out)
+}
+
+/// [`pass`] over a table on an object store (`table` is `events` or `dead_letters` under the
+/// tracking prefix).
+pub fn pass_objects(
+    dir: &ObjectDir,
+    table: &str,
+    settings: &CompactSettings,
+    keep_from: Option<NaiveDate>,
+) -> io::Result<Pass> {
+    let mut out = Pass::default();
+    for (partition, entries) in object_partitions(dir, table)? {
+        if expired(&partition, keep_from) {
+            for e in &entries {
+                dir.delete(&format!("{table}/{partition}/{}", e.name))?;
+            }
+            out.expired += 1;
+            continue;
+        }
+        let mut part = ObjectPartition {
+            dir,
+            prefix: format!("{table}/{partition}"),
+            entries,
+        };
+        out.add(compact(&mut part, settings, SystemTime::now())?);
+    }
+    Ok(out)
+}
+
+/// The partitions of `table` on an object store and their objects (age as listed).
+fn object_partitions(
+    dir: &ObjectDir,
+    table: &str,
+) -> io::Result<std::collections::BTreeMap<String, Vec<Entry>>> {
+    let mut partitions = std::collections::BTreeMap::<String, Vec<Entry>>::new();
+    for o in dir.list(table)? {
+        let mut parts = o.rel.split('/').skip(1);
+        let (Some(partition), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        partitions
+            .entry(partition.to_string())
+            .or_default()
+            .push(Entry {
+                name: name.to_string(),
+                size: o.size,
+                age: o.age,
+            });
+    }
+    Ok(partitions)
+}
+
+/// Whether partition `name` (`date=YYYY-MM-DD`) is before the first day kept.
+fn expired(name: &str, keep_from: Option<NaiveDate>) -> bool {
+    let date = name
+        .strip_prefix("date=")
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    matches!((date, keep_from), (Some(date), Some(keep)) if date < keep)
+}
+
+impl Pass {
+    fn add(&mut self, p: Pass) {
+        self.merged += p.merged;
+        self.written += p.written;
+        self.deleted += p.deleted;
+        self.expired += p.expired;
+    }
 }
 
 fn named(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-fn age(path: &Path, now: SystemTime) -> Duration {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| now.duration_since(t).ok())
-        .unwrap_or_default()
+/// A file of a partition.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    size: u64,
+    /// Age at the listing (for a local file: since its modification time).
+    age: Duration,
+}
+
+/// A partition as compaction sees it: a listing, and whole-file reads, writes and deletes.
+trait Partition {
+    /// Every file of the partition, hidden ones included, with its age at `now`.
+    fn entries(&mut self, now: SystemTime) -> io::Result<Vec<Entry>>;
+    /// The rows of file `name`.
+    fn read(&self, name: &str) -> io::Result<Vec<RecordBatch>>;
+    /// The bytes of file `name` (a list).
+    fn read_raw(&self, name: &str) -> io::Result<Vec<u8>>;
+    /// Makes `body` file `name`, whole and durable, in one step a reader cannot see halfway.
+    fn publish(&self, name: &str, body: Vec<u8>) -> io::Result<()>;
+    /// Deletes file `name`.
+    fn delete(&self, name: &str) -> io::Result<()>;
+    /// `name` with the partition, for errors.
+    fn show(&self, name: &str) -> String;
+}
+
+struct LocalPartition<'a>(&'a Path);
+
+impl Partition for LocalPartition<'_> {
+    fn entries(&mut self, now: SystemTime) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.0).map_err(|e| named(self.0, e))? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            out.push(Entry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                size: meta.len(),
+                age,
+            });
+        }
+        Ok(out)
+    }
+
+    fn read_raw(&self, name: &str) -> io::Result<Vec<u8>> {
+        let path = self.0.join(name);
+        std::fs::read(&path).map_err(|e| named(&path, e))
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<RecordBatch>> {
+        let path = self.0.join(name);
+        let file = File::open(&path).map_err(|e| named(&path, e))?;
+        batches(file).map_err(|e| named(&path, e))
+    }
+
+    fn publish(&self, name: &str, body: Vec<u8>) -> io::Result<()> {
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        let written = (|| {
+            std::fs::write(&tmp, body)?;
+            File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, self.0.join(name))?;
+            // The rename is durable once the directory is.
+            File::open(self.0)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(|e| named(&self.0.join(name), e))
+    }
+
+    fn delete(&self, name: &str) -> io::Result<()> {
+        let path = self.0.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(named(&path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn show(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+struct ObjectPartition<'a> {
+    dir: &'a ObjectDir,
+    prefix: String,
+    /// The listing the pass began with (an object store lists a whole table at once).
+    entries: Vec<Entry>,
+}
+
+impl Partition for ObjectPartition<'_> {
+    fn entries(&mut self, _now: SystemTime) -> io::Result<Vec<Entry>> {
+        Ok(self.entries.clone())
+    }
+
+    fn read_raw(&self, name: &str) -> io::Result<Vec<u8>> {
+        self.dir.get(&format!("{}/{name}", self.prefix))
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<RecordBatch>> {
+        let body = self.read_raw(name)?;
+        batches(bytes::Bytes::from(body))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.show(name))))
+    }
+
+    fn publish(&self, name: &str, body: Vec<u8>) -> io::Result<()> {
+        // A PUT is whole or absent.
+        self.dir.put(&format!("{}/{name}", self.prefix), body)
+    }
+
+    fn delete(&self, name: &str) -> io::Result<()> {
+        self.dir.delete(&format!("{}/{name}", self.prefix))
+    }
+
+    fn show(&self, name: &str) -> String {
+        format!("{}/{}/{name}", self.dir.url(), self.prefix)
+    }
+}
+
+fn batches<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+) -> io::Result<Vec<RecordBatch>> {
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(io::Error::other)?
+        .map(|b| b.map_err(io::Error::other))
+        .collect()
 }
 
 /// Compacts one partition directory; deletes replaced files whose grace period is over.
@@ -112,42 +297,79 @@ pub fn compact_partition(
     settings: &CompactSettings,
     now: SystemTime,
 ) -> io::Result<Pass> {
+    compact(&mut LocalPartition(dir), settings, now)
+}
+
+/// The lists of a listing whose compacted file is present, with what each replaces and the
+/// compacted file's age.
+fn present_lists(
+    part: &impl Partition,
+    entries: &[Entry],
+) -> io::Result<Vec<(Duration, Replaces)>> {
+    let mut out = Vec::new();
+    for e in entries {
+        let Some(parquet) = compaction::compacted_of(Path::new(&e.name)) else {
+            continue;
+        };
+        let parquet = parquet.to_string_lossy();
+        // A compaction cut short before its file was published: its list counts for nothing.
+        let Some(file) = entries.iter().find(|f| f.name == parquet) else {
+            continue;
+        };
+        let body = part.read_raw(&e.name)?;
+        let replaces: Replaces = serde_json::from_slice(&body).map_err(|err| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {err}", part.show(&e.name)),
+            )
+        })?;
+        out.push((file.age, replaces));
+    }
+    Ok(out)
+}
+
+/// Compacts one partition; deletes replaced files whose grace period is over.
+fn compact<P: Partition>(
+    part: &mut P,
+    settings: &CompactSettings,
+    now: SystemTime,
+) -> io::Result<Pass> {
     let mut out = Pass::default();
-    let lists = compaction::lists(dir).map_err(|e| named(dir, e))?;
-    let superseded: BTreeSet<String> = lists.iter().flat_map(|(_, r)| r.files.clone()).collect();
+    let entries = part.entries(now)?;
+    let lists = present_lists(part, &entries)?;
+    let superseded: BTreeSet<&str> = lists
+        .iter()
+        .flat_map(|(_, r)| r.files.iter().map(String::as_str))
+        .collect();
+    let present: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     // Deletions first: what a compacted file past its grace period replaces. Lists stay as
     // long as their compacted file (a reader may read any list it listed).
-    for (parquet, replaces) in &lists {
-        if age(parquet, now) < settings.grace {
+    for (age, replaces) in &lists {
+        if *age < settings.grace {
             continue;
         }
         for name in &replaces.files {
-            let path = dir.join(name);
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(|e| named(&path, e))?;
+            if present.contains(name.as_str()) {
+                part.delete(name)?;
                 out.deleted += 1;
             }
         }
     }
     // Candidates: settled, small, not replaced already; oldest first.
-    let mut small: Vec<(String, u64)> = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| named(dir, e))? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    let mut small: Vec<(String, u64)> = entries
+        .iter()
         // Compacted files are not compacted again: no list ever replaces another's file, so
         // what a list names stays left out for as long as the list is there.
-        if name.starts_with('.')
-            || name.starts_with(PREFIX)
-            || !name.ends_with(".parquet")
-            || superseded.contains(&name)
-        {
-            continue;
-        }
-        let size = entry.metadata()?.len();
-        if size < settings.target_bytes / 2 && age(&entry.path(), now) >= settings.settle {
-            small.push((name, size));
-        }
-    }
+        .filter(|e| {
+            !e.name.starts_with('.')
+                && !e.name.starts_with(PREFIX)
+                && e.name.ends_with(".parquet")
+                && !superseded.contains(e.name.as_str())
+                && e.size < settings.target_bytes / 2
+                && e.age >= settings.settle
+        })
+        .map(|e| (e.name.clone(), e.size))
+        .collect();
     small.sort();
     let stamp = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -158,7 +380,7 @@ pub fn compact_partition(
     let mut n = 0;
     for (name, size) in small {
         if !group.is_empty() && bytes + size > settings.target_bytes {
-            out.merged += write_compacted(dir, &format!("{PREFIX}{stamp}-{n}"), &group)?;
+            out.merged += write_compacted(part, &format!("{PREFIX}{stamp}-{n}"), &group)?;
             out.written += usize::from(group.len() > 1);
             n += 1;
             group.clear();
@@ -168,64 +390,49 @@ pub fn compact_partition(
         group.push(name);
     }
     if group.len() > 1 {
-        out.merged += write_compacted(dir, &format!("{PREFIX}{stamp}-{n}"), &group)?;
+        out.merged += write_compacted(part, &format!("{PREFIX}{stamp}-{n}"), &group)?;
         out.written += 1;
     }
     Ok(out)
 }
 
-/// Merges `files` into `<stem>.parquet`: the list first, then the file, each durable before
-/// it is renamed into place. A single file is left as it is. Returns the files merged.
-fn write_compacted(dir: &Path, stem: &str, files: &[String]) -> io::Result<usize> {
+/// Merges `files` into `<stem>.parquet`: the list first, then the file, each published whole.
+/// A single file is left as it is. Returns the files merged.
+fn write_compacted(part: &impl Partition, stem: &str, files: &[String]) -> io::Result<usize> {
     if files.len() < 2 {
         return Ok(0);
     }
-    let target = dir.join(format!("{stem}.parquet"));
-    let tmp = dir.join(format!(".{stem}.parquet.tmp"));
-    let written = (|| -> io::Result<()> {
-        let mut writer: Option<ArrowWriter<File>> = None;
-        for name in files {
-            let path = dir.join(name);
-            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)
-                .and_then(|b| b.build())
-                .map_err(|e| named(&path, io::Error::other(e)))?;
-            for batch in reader {
-                let batch = batch.map_err(|e| named(&path, io::Error::other(e)))?;
-                if writer.is_none() {
-                    let props = WriterProperties::builder()
-                        .set_compression(Compression::SNAPPY)
-                        .build();
-                    writer = Some(
-                        ArrowWriter::try_new(File::create(&tmp)?, batch.schema(), Some(props))
-                            .map_err(io::Error::other)?,
-                    );
-                }
-                if let Some(w) = writer.as_mut() {
-                    w.write(&batch).map_err(io::Error::other)?;
-                }
+    let target = format!("{stem}.parquet");
+    let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
+    for name in files {
+        for batch in part.read(name)? {
+            if writer.is_none() {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .build();
+                writer = Some(
+                    ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))
+                        .map_err(io::Error::other)?,
+                );
+            }
+            if let Some(w) = writer.as_mut() {
+                w.write(&batch).map_err(io::Error::other)?;
             }
         }
-        let Some(writer) = writer else {
-            return Err(io::Error::other("no rows in the files to compact"));
-        };
-        writer.into_inner().map_err(io::Error::other)?.sync_all()?;
-        let list = compaction::replaces_path(&target);
-        let body = serde_json::to_vec(&Replaces {
-            files: files.to_vec(),
-        })
-        .map_err(io::Error::other)?;
-        let list_tmp = dir.join(format!(".{stem}.replaces.tmp"));
-        std::fs::write(&list_tmp, body)?;
-        File::open(&list_tmp)?.sync_all()?;
-        std::fs::rename(&list_tmp, &list)?;
-        std::fs::rename(&tmp, &target)?;
-        // The renames are durable once the directory is.
-        File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(named(&target, e));
     }
+    let Some(writer) = writer else {
+        return Err(io::Error::other(format!(
+            "{}: no rows in the files to compact",
+            part.show(&target)
+        )));
+    };
+    let body = writer.into_inner().map_err(io::Error::other)?;
+    let list = serde_json::to_vec(&Replaces {
+        files: files.to_vec(),
+    })
+    .map_err(io::Error::other)?;
+    part.publish(&format!("{stem}{}", compaction::REPLACES_SUFFIX), list)?;
+    part.publish(&target, body)?;
     Ok(files.len())
 }
 
@@ -253,6 +460,24 @@ pub fn remove_unfinished(table: &Path) -> usize {
         }
     }
     removed
+}
+
+/// [`remove_unfinished`] on an object store: lists whose compacted file never appeared.
+pub fn remove_unfinished_objects(dir: &ObjectDir, table: &str) -> io::Result<usize> {
+    let mut removed = 0;
+    for (partition, entries) in object_partitions(dir, table)? {
+        for e in &entries {
+            let orphan = compaction::compacted_of(Path::new(&e.name)).is_some_and(|p| {
+                let p = p.to_string_lossy();
+                !entries.iter().any(|f| f.name == p)
+            });
+            if orphan {
+                dir.delete(&format!("{table}/{partition}/{}", e.name))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -6,12 +6,15 @@
 //! fsynced, then renamed.
 
 pub mod compact;
+pub mod object;
 pub mod redis;
+
+pub use object::{ObjectDir, TrackingDir};
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::builder::{
@@ -100,7 +103,7 @@ impl MemoryTracking {
 
 /// The Parquet writer of one worker.
 pub struct ParquetTracking {
-    dir: PathBuf,
+    dir: TrackingDir,
     tz: Tz,
     templates: Arc<Templates>,
     prefix: String,
@@ -111,16 +114,17 @@ pub struct ParquetTracking {
 }
 
 impl ParquetTracking {
-    /// A writer under `dir`; `run` and `worker` make file names unique across runs and workers.
+    /// A writer under `dir` (a local directory or an object-store prefix); `run` and `worker`
+    /// make file names unique across runs and workers.
     pub fn new(
-        dir: &Path,
+        dir: impl Into<TrackingDir>,
         tz: Tz,
         templates: Arc<Templates>,
         run: &str,
         worker: usize,
     ) -> ParquetTracking {
         ParquetTracking {
-            dir: dir.to_path_buf(),
+            dir: dir.into(),
             tz,
             templates,
             prefix: format!("part-{run}-w{worker}"),
@@ -178,29 +182,27 @@ impl ParquetTracking {
         Ok(())
     }
 
-    /// Writes one file: aside as `.NAME.tmp`, fsynced, renamed. A failed write leaves no
-    /// `.tmp` behind; the error names the path.
+    /// Writes one file. Locally: aside as `.NAME.tmp`, fsynced, renamed; a failed write
+    /// leaves no `.tmp` behind. On an object store: one PUT of the whole file. The error names
+    /// the path.
     fn write(&mut self, table: &str, date: NaiveDate, batch: RecordBatch) -> io::Result<()> {
-        let dir = self
-            .dir
-            .join(table)
-            .join(format!("date={}", date.format("%Y-%m-%d")));
+        let partition = format!("{table}/date={}", date.format("%Y-%m-%d"));
+        self.seq += 1;
+        let name = format!("{}-{:05}.parquet", self.prefix, self.seq);
+        let dir = match &self.dir {
+            TrackingDir::Object(o) => {
+                let body = parquet_bytes(Vec::new(), &batch)?;
+                return o.put(&format!("{partition}/{name}"), body);
+            }
+            TrackingDir::Local(d) => d.join(&partition),
+        };
         let named = |path: &Path, e: io::Error| {
             io::Error::new(e.kind(), format!("{}: {e}", path.display()))
         };
         std::fs::create_dir_all(&dir).map_err(|e| named(&dir, e))?;
-        self.seq += 1;
-        let name = format!("{}-{:05}.parquet", self.prefix, self.seq);
         let tmp = dir.join(format!(".{name}.tmp"));
         let written = (|| {
-            let file = File::create(&tmp)?;
-            let props = WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .build();
-            let mut writer =
-                ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_io)?;
-            writer.write(&batch).map_err(parquet_io)?;
-            let file = writer.into_inner().map_err(parquet_io)?;
+            let file = parquet_bytes(File::create(&tmp)?, &batch)?;
             file.sync_all()?;
             std::fs::rename(&tmp, dir.join(&name))
         })();
@@ -260,6 +262,16 @@ impl ParquetTracking {
         ];
         RecordBatch::try_new(events_schema(), columns)
     }
+}
+
+/// `batch` as a whole Parquet file (Snappy) written to `out`; returns `out`.
+pub(crate) fn parquet_bytes<W: io::Write + Send>(out: W, batch: &RecordBatch) -> io::Result<W> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props)).map_err(parquet_io)?;
+    writer.write(batch).map_err(parquet_io)?;
+    writer.into_inner().map_err(parquet_io)
 }
 
 /// A Parquet error as an I/O error, keeping the I/O error's kind (e.g. a full disk) when it

@@ -1,0 +1,230 @@
+//! Tracking on object storage: a 2-process job writes its tables to `s3://` (the S3-compatible
+//! server `scripts/services.sh` starts, configured by the `AWS_*` variables it prints); `tidings
+//! sql` reads them back over `s3://` with the same rows as the job run on a local directory,
+//! pyarrow (a user's tool) reads them too, and compaction on the store keeps every row once.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tidings_sinks::tracking::ObjectDir;
+use tidings_sinks::tracking::compact::{CompactSettings, pass_objects};
+
+const NOW: &str = "2025-11-22T10:00:00+08:00";
+const ROWS: &str = "SELECT message_id, receiver, state, coalesce(reason, '') AS reason \
+                    FROM events ORDER BY 1, 2, 3, 4";
+
+fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").expect(
+        "AWS_ENDPOINT_URL is not set: run the tests as README.md says (scripts/services.sh start)",
+    )
+}
+
+/// A new bucket on the test server.
+fn bucket() -> String {
+    let name = format!("tidings-{}", common::unique()).replace('_', "-");
+    let status = reqwest::blocking::Client::new()
+        .put(format!("{}/{name}", endpoint()))
+        .send()
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "creating bucket {name}: {status}");
+    name
+}
+
+fn run(job: &Path, workers: usize, processes: usize) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    cmd.args(["run", job.to_str().unwrap(), "--now", NOW, "-w"])
+        .arg(workers.to_string());
+    if processes > 1 {
+        cmd.arg("--local").arg(processes.to_string());
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{processes} x {workers}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sql_s3(url: &str, query: &str) -> String {
+    common::tidings(&["sql", "--dir", url, "--format", "csv", query])
+}
+
+/// The demo job (4 partition files) with its tracking at `tracking`.
+fn demo(tracking: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, job) = common::demo_copy();
+    let lines: Vec<String> = std::fs::read_to_string(dir.path().join("requests.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let parts = dir.path().join("requests");
+    std::fs::create_dir_all(&parts).unwrap();
+    let mut files = vec![String::new(); 4];
+    for (i, line) in lines.iter().enumerate() {
+        files[i % 4].push_str(line);
+        files[i % 4].push('\n');
+    }
+    for (i, text) in files.iter().enumerate() {
+        std::fs::write(parts.join(format!("p{i}.jsonl")), text).unwrap();
+    }
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("path = \"requests.jsonl\"", "path = \"requests\"")
+        .replace(
+            "[tracking]\ndir = \"var/tracking\"",
+            &format!("[tracking]\ndir = \"{tracking}\""),
+        );
+    assert!(text.contains(&format!("dir = \"{tracking}\"")));
+    std::fs::write(&job, text).unwrap();
+    (dir, job)
+}
+
+#[test]
+fn a_two_process_job_tracks_to_s3_and_sql_and_pyarrow_read_it_back() {
+    let (_local_dir, local_job) = demo("var/tracking");
+    run(&local_job, 2, 1);
+    let expected = common::sql_csv(&local_job.parent().unwrap().join("var/tracking"), ROWS);
+    assert!(
+        expected.lines().count() > 800,
+        "{}",
+        expected.lines().count()
+    );
+
+    let url = format!("s3://{}/tidings/tracking", bucket());
+    let (_dir, job) = demo(&url);
+    run(&job, 1, 2);
+    let got = sql_s3(&url, ROWS);
+    assert!(
+        got.trim_end() == expected.trim_end(),
+        "s3 rows differ: {} against {} local",
+        got.lines().count(),
+        expected.lines().count()
+    );
+    // Both processes wrote files of their own (`part-<ms>-<pid>-w<worker>-<seq>.parquet`).
+    let dir = ObjectDir::parse(&url).unwrap();
+    let writers: std::collections::BTreeSet<String> = dir
+        .list("events")
+        .unwrap()
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.rel.rsplit('/').next()?.to_string();
+            let mut parts = name.strip_prefix("part-")?.split('-');
+            Some(parts.nth(1)?.to_string())
+        })
+        .collect();
+    assert_eq!(writers.len(), 2, "writer pids: {writers:?}");
+
+    // pyarrow reads the same table (Hive partitions) over S3.
+    let python =
+        std::env::var("TIDINGS_PYTHON").expect("TIDINGS_PYTHON (scripts/services.sh start)");
+    let script = r#"
+import os, sys
+import pyarrow.dataset as ds, pyarrow.fs as fs
+end = os.environ["AWS_ENDPOINT_URL"]
+s3 = fs.S3FileSystem(endpoint_override=end.split("://")[1], scheme="http", region="us-east-1")
+d = ds.dataset(sys.argv[1] + "/events", filesystem=s3, format="parquet", partitioning="hive")
+t = d.to_table(columns=["message_id", "receiver", "state"])
+print(t.num_rows, len(set(zip(*[t.column(c).to_pylist() for c in ["message_id", "receiver", "state"]]))))
+"#;
+    let out = Command::new(python)
+        .args(["-c", script, url.trim_start_matches("s3://")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counted = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let n = expected.lines().count() - 1;
+    let distinct = common::sql_csv(
+        &local_job.parent().unwrap().join("var/tracking"),
+        "SELECT count(*) FROM (SELECT DISTINCT message_id, receiver, state FROM events)",
+    );
+    let distinct: usize = common::first_row(&distinct)[0];
+    assert_eq!(counted, format!("{n} {distinct}"));
+}
+
+#[test]
+fn compaction_on_s3_keeps_every_row_once_and_leaves_few_files() {
+    let url = format!("s3://{}/t", bucket());
+    let (_dir, job) = demo(&url);
+    // Small files: short epochs, a flush every 16 rows.
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("epoch_lines = 256", "epoch_lines = 16")
+        .replace("[tracking]\n", "[tracking]\nflush_rows = 16\n");
+    std::fs::write(&job, text).unwrap();
+    run(&job, 2, 1);
+    let dir = ObjectDir::parse(&url).unwrap();
+    let count = || dir.list("events").unwrap().len();
+    let files_before = count();
+    assert!(files_before > 20, "{files_before} files");
+    // Files per partition: a partition of one file has nothing to merge.
+    let mut per_partition = std::collections::BTreeMap::<String, usize>::new();
+    for o in dir.list("events").unwrap() {
+        *per_partition
+            .entry(o.rel.split('/').nth(1).unwrap().to_string())
+            .or_default() += 1;
+    }
+    let mergeable: usize = per_partition.values().filter(|&&n| n > 1).sum();
+    let after: usize = per_partition
+        .values()
+        .map(|&n| if n > 1 { 2 } else { 1 })
+        .sum();
+    let before = sql_s3(&url, ROWS);
+
+    let settings = CompactSettings {
+        settle: Duration::ZERO,
+        grace: Duration::from_secs(3600),
+        target_bytes: 64 * 1024 * 1024,
+    };
+    let p = pass_objects(&dir, "events", &settings, None).unwrap();
+    assert_eq!(p.merged, mergeable, "{p:?}");
+    // Replaced files stay through the grace period and are left out by readers.
+    assert_eq!(sql_s3(&url, ROWS), before);
+    let immediate = CompactSettings {
+        grace: Duration::ZERO,
+        ..settings
+    };
+    let p = pass_objects(&dir, "events", &immediate, None).unwrap();
+    assert_eq!((p.merged, p.deleted), (0, mergeable), "{p:?}");
+    // One compacted file and its list per partition.
+    assert_eq!(count(), after);
+    let partitions = per_partition.len();
+    assert_eq!(sql_s3(&url, ROWS), before);
+    // Retention on the store deletes whole partitions.
+    let later = chrono::NaiveDate::from_ymd_opt(2100, 1, 1);
+    let p = pass_objects(&dir, "events", &settings, later).unwrap();
+    assert_eq!(p.expired, partitions);
+    assert_eq!(count(), 0);
+}
+
+#[test]
+fn an_unreachable_bucket_is_one_line_naming_the_key_and_nothing_is_sent() {
+    let (dir, job) = demo("s3://no-such-bucket-tidings/x");
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", job.to_str().unwrap(), "--now", NOW])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("tracking.dir"))
+        .unwrap_or_else(|| panic!("no tracking.dir line: {stderr}"));
+    assert!(
+        line.contains("s3://no-such-bucket-tidings/x") && line.contains("AWS_ENDPOINT_URL"),
+        "{line}"
+    );
+    assert_eq!(
+        common::count_lines(&dir.path().join("var/outbox/email.jsonl")),
+        0
+    );
+}
