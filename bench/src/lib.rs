@@ -14,6 +14,7 @@ pub mod austin;
 pub mod e2e;
 pub mod isolation;
 pub mod providers;
+pub mod storage;
 
 /// Peak resident set size of this process, in bytes (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {

@@ -97,6 +97,24 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         per_message: u64,
     },
+    /// Checkpoint parts of both dedup rules holding `keys` active keys each: bytes on disk
+    /// per key, and the time to write and to read them back.
+    Checkpoint {
+        /// Active keys per rule.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+    },
+    /// `SELECT state, count(*) FROM events GROUP BY state` over one day of `rows` tracking rows
+    /// in `files` small files, then after compacting the day.
+    CompactionQuery {
+        /// Rows in the day.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        /// Small files the rows are flushed into (a day at the default flush interval on 2
+        /// workers is ~170,000).
+        #[arg(long, default_value_t = 10_000)]
+        files: u64,
+    },
     /// Run a file-source job to the end and measure it.
     Throughput {
         /// The job file.
@@ -110,6 +128,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::StateSize { keys } => state_size(keys),
+        Command::Checkpoint { keys } => tidings_bench::storage::checkpoint(keys),
+        Command::CompactionQuery { rows, files } => {
+            tidings_bench::storage::compaction_query(rows, files)
+        }
         Command::Isolation {
             backlog,
             rate,

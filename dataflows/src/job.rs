@@ -78,6 +78,9 @@ pub struct JobFile {
     /// The admin HTTP API (live state, `/metrics`). Default: off.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// The HTTP send API (`tidings gateway`, `serve`). Default: loopback, no callers.
+    #[serde(default)]
+    pub gateway: Option<GatewayConfig>,
 }
 
 /// `[admin]`: the running job's HTTP API.
@@ -92,6 +95,55 @@ pub struct AdminConfig {
     pub token: Option<String>,
 }
 
+fn default_gateway_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// `[gateway]`: the austin-compatible HTTP send API (docs/api.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address `tidings gateway` listens on. Default `"127.0.0.1:8080"`.
+    #[serde(default = "default_gateway_bind")]
+    pub bind: String,
+    /// The callers, by name; each request must carry one's token. Required unless `bind` is
+    /// a loopback address.
+    #[serde(default)]
+    pub callers: BTreeMap<String, CallerConfig>,
+}
+
+/// `[gateway.callers.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// SHA-256 of the caller's bearer token, 64 hex digits (`tidings gateway --hash-token`);
+    /// the token itself is never stored.
+    pub token_sha256: String,
+    /// Requests per second the caller may make (answered 429 above it). Default: no limit.
+    #[serde(default)]
+    pub per_second: Option<u32>,
+}
+
+/// A `[gateway]` section, checked.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// The address.
+    pub bind: std::net::SocketAddr,
+    /// The callers (none: anyone on loopback).
+    pub callers: Vec<Caller>,
+}
+
+/// One caller of the send API.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Its name (in logs and metrics).
+    pub name: String,
+    /// SHA-256 of its token.
+    pub token_sha256: [u8; 32],
+    /// Its rate limit.
+    pub per_second: Option<std::num::NonZeroU32>,
+}
+
 /// An `[admin]` section, checked.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
@@ -99,6 +151,73 @@ pub struct AdminSettings {
     pub bind: std::net::SocketAddr,
     /// The token, resolved.
     pub token: Option<String>,
+}
+
+/// Checks `[gateway]` (defaults when absent); each problem goes to `bad(key, message)`.
+fn gateway_settings(
+    config: Option<&GatewayConfig>,
+    bad: &mut impl FnMut(&str, String),
+) -> GatewaySettings {
+    let default = GatewayConfig {
+        bind: default_gateway_bind(),
+        callers: BTreeMap::new(),
+    };
+    let g = config.unwrap_or(&default);
+    let bind = g.bind.parse().unwrap_or_else(|_| {
+        bad(
+            "gateway.bind",
+            format!(
+                "`{}` is not an address; write IP:PORT, e.g. \"127.0.0.1:8080\"",
+                g.bind
+            ),
+        );
+        std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let mut callers = Vec::new();
+    for (name, c) in &g.callers {
+        let key = format!("gateway.callers.{name}");
+        let hex = match env_value(&c.token_sha256) {
+            Ok(h) => h,
+            Err(e) => {
+                bad(&format!("{key}.token_sha256"), format!("{e}; export it"));
+                continue;
+            }
+        };
+        let mut hash = [0u8; 32];
+        if hex.len() != 64 || hex::decode_to_slice(&hex, &mut hash).is_err() {
+            bad(
+                &format!("{key}.token_sha256"),
+                "is not 64 hex digits; write the SHA-256 of the token (`tidings gateway --hash-token` prints it)".into(),
+            );
+            continue;
+        }
+        let per_second = match c.per_second {
+            Some(0) => {
+                bad(
+                    &format!("{key}.per_second"),
+                    "is 0, which refuses every request; give at least 1, or leave it out for no limit".into(),
+                );
+                continue;
+            }
+            n => n.and_then(std::num::NonZeroU32::new),
+        };
+        callers.push(Caller {
+            name: name.clone(),
+            token_sha256: hash,
+            per_second,
+        });
+    }
+    if callers.is_empty() && !g.callers.is_empty() {
+        // Every caller was refused above: the problems say why.
+    } else if callers.is_empty() && !bind.ip().is_loopback() {
+        bad(
+            "gateway.bind",
+            format!(
+                "{bind} is not a loopback address, so [gateway.callers.NAME] with a token_sha256 is required; add a caller or bind 127.0.0.1"
+            ),
+        );
+    }
+    GatewaySettings { bind, callers }
 }
 
 /// Expands every `${NAME}` in `v` from the environment, whole or inside a longer string
@@ -499,7 +618,7 @@ fn section_problems(table: &toml::Table) -> Vec<Broken> {
             .err()
             .map(|e| e.message().trim().replace('\n', " "))
     }
-    const KEYS: [&str; 15] = [
+    const KEYS: [&str; 16] = [
         "name",
         "timezone",
         "templates",
@@ -515,6 +634,7 @@ fn section_problems(table: &toml::Table) -> Vec<Broken> {
         "accounts",
         "groups",
         "admin",
+        "gateway",
     ];
     let mut out = Vec::new();
     for required in ["name", "templates", "source"] {
@@ -538,6 +658,7 @@ fn section_problems(table: &toml::Table) -> Vec<Broken> {
             "whitelist" => of::<WhitelistConfig>,
             "tracking" => of::<TrackingConfig>,
             "admin" => of::<AdminConfig>,
+            "gateway" => of::<GatewayConfig>,
             "accounts" | "groups" => {
                 let per: Check = if k == "accounts" {
                     of::<AccountConfig>
@@ -887,6 +1008,8 @@ pub struct Job {
     pub kafka: Option<KafkaSettings>,
     /// The admin API, when the job has one.
     pub admin: Option<AdminSettings>,
+    /// The send API's settings (defaults when the file has no `[gateway]`).
+    pub gateway: GatewaySettings,
     /// Epochs and lateness of the source.
     pub event: tidings_operators::event_time::EventTime,
     /// Wall time between checkpoints.
@@ -1011,6 +1134,7 @@ impl Job {
             }
             Some(AdminSettings { bind, token })
         });
+        let gateway = gateway_settings(file.gateway.as_ref(), &mut bad);
         check_accounts(&file, &base, run, &shown, &mut problems);
         let templates_path = base.join(&file.templates);
         let templates = read_templates(&templates_path, &shown, &mut problems);
@@ -1070,6 +1194,7 @@ impl Job {
             account_of,
             kafka,
             admin,
+            gateway,
             file,
         })
     }
@@ -1121,6 +1246,7 @@ mod tests {
                 keys_of::<tidings_sinks::route::GroupConfig>(),
             ),
             ("### `[admin]`", keys_of::<AdminConfig>()),
+            ("### `[gateway]`", keys_of::<GatewayConfig>()),
         ];
         for (heading, keys) in sections {
             assert!(!keys.is_empty(), "{heading}: no keys found");

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod backlog;
+pub mod gateway;
 pub mod health;
 pub mod job;
 pub mod kafka;

@@ -72,6 +72,9 @@ enum Command {
     /// Run the job service: a REST API that starts, supervises (restarting crashed jobs with
     /// backoff), stops and lists jobs, each a `tidings run` child; resumes its jobs on restart.
     Serve(cli::serve::ServeArgs),
+    /// Serve a job's austin-compatible HTTP send API (`POST /send`, `/batchSend`, `/recall`),
+    /// producing to its Kafka topic and answering the messageIds.
+    Gateway(cli::gateway::GatewayArgs),
     /// Submit a job file to a running `tidings serve`.
     Submit(cli::jobs::SubmitArgs),
     /// List the jobs of a running `tidings serve`.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Simulator(args) => cli::simulator::run(args),
         Command::Top(args) => cli::top::run(args),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Gateway(args) => cli::gateway::run(args),
         Command::Submit(args) => cli::jobs::submit(args),
         Command::Jobs(args) => cli::jobs::jobs(args),
         Command::Job(args) => cli::jobs::job(args),

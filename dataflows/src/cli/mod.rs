@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod gateway;
 pub mod jobs;
 pub mod repl;
 pub mod report;

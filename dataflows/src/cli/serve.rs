@@ -98,7 +98,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
 }
 
 /// Waits for SIGINT or SIGTERM; its name.
-async fn signalled() -> &'static str {
+pub(super) async fn signalled() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -227,7 +227,7 @@ fn files<'s>(
     })
 }
 
-fn validator(job: &Job) -> Validator {
+pub(crate) fn validator(job: &Job) -> Validator {
     Validator::new(job.templates.clone(), job.tz).with_max_future_ms(job.event.max_future_ms)
 }
 

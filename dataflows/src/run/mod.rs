@@ -20,6 +20,7 @@ use crate::job::Job;
 use crate::signals;
 use crate::track::Counts;
 use build::Services;
+pub(crate) use graph::validator;
 pub(crate) use tidings_model::time::wall_ms;
 
 /// Where a run writes its tracking rows.

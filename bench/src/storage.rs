@@ -1,0 +1,172 @@
+//! Storage figures of issue 14: checkpoint parts per million active keys, and a day's
+//! `GROUP BY state` over small tracking files before and after compaction. Each prints one
+//! JSON object.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidings_model::Templates;
+use tidings_operators::checkpoint::{read_keyed, write_keyed};
+use tidings_operators::dedup::{ContentDedup, FrequencyDedup, KeyedRule};
+
+/// A spread of 128-bit keys (as the dedup keys are hashes).
+fn key(k: u64) -> u128 {
+    let a = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (k >> 29);
+    let b = a.rotate_left(31).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    ((a as u128) << 64) | b as u128
+}
+
+/// Writes and reads back each rule's checkpoint part with `keys` active keys.
+pub fn checkpoint(keys: u64) -> anyhow::Result<()> {
+    let templates = Arc::new(Templates::default());
+    let t0 = 1_763_740_800_000i64;
+    let mut content = ContentDedup::new(1, 300_000, 3_600_000, templates.clone());
+    let mut frequency = FrequencyDedup::new(5, chrono_tz::Asia::Shanghai, 3_600_000, templates);
+    for k in 0..keys {
+        let _ = content.admit(key(k), t0 + (k % 300_000) as i64);
+        let _ = frequency.admit(key(k) ^ 1, t0 + (k % 300_000) as i64);
+    }
+    let dir = tempfile::tempdir()?;
+    let mut out = serde_json::Map::new();
+    out.insert("keys".into(), keys.into());
+    let per_million = |d: Duration| d.as_secs_f64() * 1000.0 * 1_000_000.0 / keys as f64;
+    for (name, snapshot) in [
+        ("content", content.snapshot()),
+        ("frequency", frequency.snapshot()),
+    ] {
+        let path = dir.path().join(format!("{name}.parquet"));
+        let start = Instant::now();
+        write_keyed(&path, snapshot)?;
+        let write = start.elapsed();
+        let bytes = std::fs::metadata(&path)?.len();
+        let start = Instant::now();
+        let mut read = 0u64;
+        read_keyed(&path, |_| true, |_, _| read += 1)?;
+        let read_time = start.elapsed();
+        anyhow::ensure!(read == keys, "{name}: read {read} keys of {keys}");
+        out.insert(
+            name.into(),
+            serde_json::json!({
+                "bytes": bytes,
+                "bytes_per_key": bytes as f64 / keys as f64,
+                "write_ms_per_million_keys": per_million(write),
+                "read_ms_per_million_keys": per_million(read_time),
+            }),
+        );
+    }
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
+
+/// `rows` event rows of one day in `files` files; the query before and after compaction.
+#[cfg(not(feature = "sql"))]
+pub fn compaction_query(_rows: u64, _files: u64) -> anyhow::Result<()> {
+    anyhow::bail!("compaction-query runs DataFusion: build with `--features sql`")
+}
+
+/// `rows` event rows of one day in `files` files; the query before and after compaction.
+#[cfg(feature = "sql")]
+pub fn compaction_query(rows: u64, files: u64) -> anyhow::Result<()> {
+    use std::time::SystemTime;
+    use tidings_model::{EventRow, MessageMeta, State};
+    use tidings_sinks::tracking::compact::{CompactSettings, compact_partition};
+    use tidings_sinks::tracking::{ParquetTracking, Tracking};
+    let dir = tempfile::tempdir()?;
+    let tz: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+    let mut w = Tracking::Parquet(ParquetTracking::new(
+        dir.path(),
+        tz,
+        Arc::new(Templates::default()),
+        "bench",
+        0,
+    ));
+    let at = 1_763_784_000_000i64;
+    let per_file = rows.div_ceil(files.max(1));
+    let states = [
+        State::Receive,
+        State::SendSuccess,
+        State::ContentDeduplication,
+        State::SendFail,
+    ];
+    let started = Instant::now();
+    let mut meta = None;
+    for r in 0..rows {
+        if r % 4 == 0 {
+            meta = Some(Arc::new(MessageMeta {
+                message_id: format!("m{:012}", r / 4),
+                template_id: 1 + (r % 7) as i64,
+                business_id: 2,
+                biz_id: None,
+                content: "{}".into(),
+                event_time: at,
+                seq: 0,
+            }));
+        }
+        w.event(EventRow {
+            time: at + (r % 86_400_000) as i64 / 4,
+            event_time: at,
+            meta: meta.clone().expect("set at r = 0"),
+            receiver: format!("1380{:07}", r % 10_000_000),
+            state: states[(r % 4) as usize],
+            reason: None,
+        });
+        if (r + 1) % per_file == 0 {
+            w.flush()?;
+        }
+    }
+    w.flush()?;
+    let generated = started.elapsed();
+    let day = dir.path().join("events/date=2025-11-22");
+    let count = || std::fs::read_dir(&day).map(|d| d.count()).unwrap_or(0);
+    let files_before = count();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let query = |label: &str| -> anyhow::Result<(Duration, String)> {
+        // Best of three: the first run also warms the page cache.
+        let mut best = Duration::MAX;
+        let mut answer = String::new();
+        for _ in 0..3 {
+            let start = Instant::now();
+            answer = rt.block_on(async {
+                let t = tidings_sql::Tracking::open(dir.path()).await?;
+                let b = t
+                    .query("SELECT state, count(*) AS n FROM events GROUP BY state ORDER BY state")
+                    .await?;
+                tidings_sql::format(&b, tidings_sql::Format::Csv)
+            })?;
+            best = best.min(start.elapsed());
+        }
+        eprintln!("{label}: {best:?}\n{answer}");
+        Ok((best, answer))
+    };
+    let (before, answer_before) = query("before")?;
+    let settings = CompactSettings {
+        settle: Duration::ZERO,
+        grace: Duration::ZERO,
+        target_bytes: 64 * 1024 * 1024,
+    };
+    let start = Instant::now();
+    let pass = compact_partition(&day, &settings, SystemTime::now())?;
+    let compact_time = start.elapsed();
+    // The grace period (zero) is over: the replaced files go.
+    compact_partition(&day, &settings, SystemTime::now() + Duration::from_secs(1))?;
+    let files_after = count();
+    let (after, answer_after) = query("after")?;
+    anyhow::ensure!(answer_before == answer_after, "the answers differ");
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": rows,
+            "files_before": files_before,
+            "files_after": files_after,
+            "generate_s": generated.as_secs_f64(),
+            "compact_s": compact_time.as_secs_f64(),
+            "merged": pass.merged,
+            "query_before_s": before.as_secs_f64(),
+            "query_after_s": after.as_secs_f64(),
+            "before_over_after": before.as_secs_f64() / after.as_secs_f64(),
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Who may call the send API: per-caller bearer tokens, kept only as SHA-256 hashes, and a
+//! rate limit per caller (a token bucket of `per_second` with a burst of one second).
+
+use std::num::NonZeroU32;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+
+use super::{Answer, TOO_MANY, UNAUTHORIZED};
+use crate::job::Caller;
+
+/// The callers of one gateway. With none configured anyone may call (the job file allows
+/// that only on a loopback address).
+pub struct Callers {
+    list: Vec<(Caller, Option<DefaultDirectRateLimiter>)>,
+}
+
+/// The SHA-256 of a token, as `token_sha256` is written.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Callers {
+    /// The callers of a job's `[gateway.callers]`.
+    pub fn new(callers: &[Caller]) -> Callers {
+        Callers {
+            list: callers
+                .iter()
+                .map(|c| {
+                    let limiter = c.per_second.map(|n: NonZeroU32| {
+                        RateLimiter::direct(Quota::per_second(n).allow_burst(n))
+                    });
+                    (c.clone(), limiter)
+                })
+                .collect(),
+        }
+    }
+
+    /// The caller's name when `headers` carry a known token and the caller is within its
+    /// rate; otherwise the 401 or 429 answer.
+    pub fn admit(&self, headers: &HeaderMap) -> Result<Option<&str>, Answer> {
+        if self.list.is_empty() {
+            return Ok(None);
+        }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(given) = given else {
+            return Err(Answer::new(
+                StatusCode::UNAUTHORIZED,
+                UNAUTHORIZED,
+                "missing token: send Authorization: Bearer TOKEN (a [gateway.callers] token)"
+                    .into(),
+            ));
+        };
+        let hash: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        // Every caller is compared, in time independent of which one matches.
+        let mut found = None;
+        for (i, (c, _)) in self.list.iter().enumerate() {
+            let same = c
+                .token_sha256
+                .iter()
+                .zip(&hash)
+                .fold(0u8, |d, (x, y)| d | (x ^ y))
+                == 0;
+            if same {
+                found = Some(i);
+            }
+        }
+        let Some(i) = found else {
+            return Err(Answer::new(
+                StatusCode::UNAUTHORIZED,
+                UNAUTHORIZED,
+                "wrong token: no [gateway.callers] entry has it".into(),
+            ));
+        };
+        let (caller, limiter) = &self.list[i];
+        if let Some(limiter) = limiter
+            && let Err(not_until) = limiter.check()
+        {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let mut answer = Answer::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                TOO_MANY,
+                format!(
+                    "caller {} is over its rate of {} requests/s; retry in {} ms",
+                    caller.name,
+                    caller.per_second.map_or(0, NonZeroU32::get),
+                    wait.as_millis().max(1)
+                ),
+            );
+            answer.retry_after = Some(wait.as_secs().max(1));
+            return Err(answer);
+        }
+        Ok(Some(caller.name.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(token: &str, per_second: Option<u32>) -> Caller {
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(hash_token(token), &mut h).unwrap();
+        Caller {
+            name: "shop".into(),
+            token_sha256: h,
+            per_second: per_second.and_then(NonZeroU32::new),
+        }
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn tokens_are_checked_by_their_hash_and_rates_per_caller() {
+        let callers = Callers::new(&[caller("s3cret", Some(2))]);
+        assert_eq!(callers.admit(&bearer("s3cret")).unwrap(), Some("shop"));
+        let wrong = callers.admit(&bearer("guess")).unwrap_err();
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        let none = callers.admit(&HeaderMap::new()).unwrap_err();
+        assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+        // The burst is one second's worth: the second passes, the third is over.
+        assert!(callers.admit(&bearer("s3cret")).is_ok());
+        let over = callers.admit(&bearer("s3cret")).unwrap_err();
+        assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(over.body["code"], TOO_MANY);
+        assert!(over.retry_after.is_some());
+        // No callers: open (loopback only, by the job file's rule).
+        assert_eq!(Callers::new(&[]).admit(&HeaderMap::new()).unwrap(), None);
+        // A published SHA-256 test vector.
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

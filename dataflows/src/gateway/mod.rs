@@ -1,0 +1,280 @@
+//! The austin-compatible HTTP send API (docs/api.md): `POST /send`, `/batchSend`, `/recall`
+//! with austin's bodies, answered as austin answers, in front of a job's Kafka topic.
+//!
+//! A request is judged at the door by the job's own validator (the function the graph runs
+//! first), so a request the door accepts is one the graph will not turn into a dead letter
+//! for what the door could know (JSON, code, template, 1–100 receivers, variables, content
+//! size). The door is all-or-nothing: one bad param refuses the whole request, and nothing is
+//! produced. An accepted request is produced as sent (an idempotent producer, `acks=all`, the
+//! record's timestamp the time it was accepted) and answered only once the broker has
+//! acknowledged it; each param's `messageId` is then computed from the acknowledgement
+//! (topic, partition, offset, param index) exactly as the graph computes it, so the answer
+//! names the ids the tracking rows will carry.
+
+mod callers;
+pub mod openapi;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use tidings_model::ids;
+use tidings_model::time::{Millis, wall_ms};
+use tidings_operators::SourceRecord;
+use tidings_operators::validate::Validator;
+
+pub use callers::{Callers, hash_token};
+
+use crate::Job;
+
+/// austin's answer codes.
+pub const OK: &str = "00000";
+/// A request the door refuses (austin's CLIENT_BAD_PARAMETERS).
+pub const BAD_REQUEST: &str = "A0100";
+/// A missing or wrong token.
+pub const UNAUTHORIZED: &str = "A0401";
+/// A caller over its rate.
+pub const TOO_MANY: &str = "A0429";
+/// The broker did not take the request (austin's SERVICE_ERROR).
+pub const SERVICE_ERROR: &str = "B0001";
+
+/// How long a produce may wait in the producer's queue and for the broker's acknowledgement.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which route a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /send`: one `messageParam`.
+    Send,
+    /// `POST /batchSend`: a `messageParamList`.
+    BatchSend,
+    /// `POST /recall`: `recallMessageIds`.
+    Recall,
+}
+
+/// The send API of one job.
+pub struct Gateway {
+    topic: String,
+    producer: FutureProducer,
+    validator: Validator,
+    callers: Callers,
+}
+
+/// An answer in austin's shape, with its HTTP status.
+#[derive(Debug)]
+pub struct Answer {
+    status: StatusCode,
+    body: Value,
+    retry_after: Option<u64>,
+}
+
+impl Answer {
+    fn new(status: StatusCode, code: &str, msg: String) -> Answer {
+        Answer {
+            status,
+            body: json!({"code": code, "msg": msg}),
+            retry_after: None,
+        }
+    }
+
+    /// 400, A0100: austin's "客户端参数错误" and why.
+    pub fn bad(why: impl std::fmt::Display) -> Answer {
+        Answer::new(
+            StatusCode::BAD_REQUEST,
+            BAD_REQUEST,
+            format!("客户端参数错误: {why}"),
+        )
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, axum::Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+impl Gateway {
+    /// The API of `job` (its `source.kind` must be kafka), producing through `brokers` (the
+    /// job's own by default).
+    pub fn connect(job: &Job, brokers: Option<&str>) -> anyhow::Result<Gateway> {
+        let Some(kafka) = &job.kafka else {
+            anyhow::bail!(
+                "{}: source.kind is not \"kafka\": the send API produces to the job's topic",
+                job.path.display()
+            );
+        };
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers.unwrap_or(&kafka.brokers))
+            // Answered only after every in-sync replica has the record, and never written
+            // twice by the producer's own retries.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set(
+                "message.timeout.ms",
+                PRODUCE_TIMEOUT.as_millis().to_string(),
+            )
+            .create()?;
+        Ok(Gateway {
+            topic: kafka.topic.clone(),
+            producer,
+            validator: crate::run::validator(job),
+            callers: Callers::new(&job.gateway.callers),
+        })
+    }
+
+    /// The routes: `/send`, `/batchSend`, `/recall`, `/openapi.json`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/send", routing::post(send))
+            .route("/batchSend", routing::post(batch_send))
+            .route("/recall", routing::post(recall))
+            .route(
+                "/openapi.json",
+                routing::get(|| async { axum::Json(openapi::document()) }),
+            )
+            .with_state(self)
+    }
+
+    /// Judges, produces and answers one request.
+    pub async fn handle(&self, route: Route, headers: &HeaderMap, body: &[u8]) -> Answer {
+        if let Err(refused) = self.callers.admit(headers) {
+            return refused;
+        }
+        let now = wall_ms();
+        let ids = match self.check(route, body, now) {
+            Ok(ids) => ids,
+            Err(refused) => return refused,
+        };
+        let record = FutureRecord::<(), [u8]>::to(&self.topic)
+            .payload(body)
+            .timestamp(now);
+        let delivered = match self.producer.send(record, PRODUCE_TIMEOUT).await {
+            Ok(d) => d,
+            Err((e, _)) => {
+                return Answer::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVICE_ERROR,
+                    format!(
+                        "服务执行异常: the broker did not take the request ({e}); nothing was sent, retry it"
+                    ),
+                );
+            }
+        };
+        let data: Vec<Value> = ids
+            .into_iter()
+            .enumerate()
+            .map(|(index, (biz_id, business_id))| {
+                json!({
+                    "bizId": biz_id,
+                    "messageId": ids::message_id(&self.topic, delivered.partition, delivered.offset, index as u32),
+                    "businessId": business_id,
+                })
+            })
+            .collect();
+        Answer {
+            status: StatusCode::OK,
+            body: json!({"code": OK, "msg": "操作成功", "data": data}),
+            retry_after: None,
+        }
+    }
+
+    /// What the door can know about `body` on `route`: each param's `(bizId, businessId)` if
+    /// the whole request is acceptable (none for a recall), or the refusal.
+    fn check(
+        &self,
+        route: Route,
+        body: &[u8],
+        now: Millis,
+    ) -> Result<Vec<(Option<String>, i64)>, Answer> {
+        let value: Value = serde_json::from_slice(tidings_model::request::strip_bom(body))
+            .map_err(|e| Answer::bad(format!("unparsable JSON: {e}")))?;
+        let Some(fields) = value.as_object() else {
+            return Err(Answer::bad("the body is not a JSON object"));
+        };
+        let code = fields.get("code").and_then(Value::as_str);
+        let (want_code, want, other) = match route {
+            Route::Send => ("send", "messageParam", Some("messageParamList")),
+            Route::BatchSend => ("send", "messageParamList", Some("messageParam")),
+            Route::Recall => ("recall", "recallMessageIds", None),
+        };
+        let path = match route {
+            Route::Send => "/send",
+            Route::BatchSend => "/batchSend",
+            Route::Recall => "/recall",
+        };
+        if code != Some(want_code) {
+            return Err(Answer::bad(format!(
+                "{path} takes \"code\": \"{want_code}\", not {}",
+                fields
+                    .get("code")
+                    .map_or("nothing".into(), Value::to_string)
+            )));
+        }
+        if let Some(other) = other
+            && fields.contains_key(other)
+        {
+            let use_path = if route == Route::Send {
+                "/batchSend"
+            } else {
+                "/send"
+            };
+            return Err(Answer::bad(format!(
+                "{path} takes {want}; {other} goes to {use_path}"
+            )));
+        }
+        if !fields.contains_key(want) {
+            return Err(Answer::bad(format!("{path} needs {want}")));
+        }
+        let record = SourceRecord {
+            source: self.topic.as_str().into(),
+            partition: 0,
+            offset: 0,
+            bytes: body.to_vec(),
+            read_time: now,
+            timestamp: Some(now),
+            event_time: now,
+            late_by: 0,
+            bad_time: None,
+        };
+        let judged = self.validator.validate(&record, now);
+        if !judged.dead.is_empty() {
+            let reasons: Vec<&str> = judged.dead.iter().map(|d| d.reason.as_str()).collect();
+            return Err(Answer::bad(reasons.join("; ")));
+        }
+        if route == Route::Recall {
+            return Ok(Vec::new());
+        }
+        Ok(judged
+            .messages
+            .iter()
+            .map(|m| (m.meta.biz_id.clone(), m.meta.business_id))
+            .collect())
+    }
+}
+
+async fn send(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Answer {
+    g.handle(Route::Send, &headers, &body).await
+}
+
+async fn batch_send(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Answer {
+    g.handle(Route::BatchSend, &headers, &body).await
+}
+
+async fn recall(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Answer {
+    g.handle(Route::Recall, &headers, &body).await
+}

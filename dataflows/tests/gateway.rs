@@ -1,0 +1,312 @@
+//! The austin-compatible send API (`tidings gateway`) against the real broker: answers as
+//! austin answers, refuses at the door without producing, and every messageId it answers is
+//! the one the job's tracking rows carry — also for 1,000 concurrent calls.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidings_dataflows::gateway::hash_token;
+use tidings_dataflows::{Job, RunOptions, TrackingTarget, run};
+use tidings_operators::Clock;
+use tidings_sinks::tracking::MemoryTracking;
+
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+struct Gateway {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Kafka job with one SMS template (`hi {$v}`, no shield) and two callers: `bulk` (no
+/// limit) and `slow` (2 requests/s).
+fn job(dir: &std::path::Path) -> std::path::PathBuf {
+    let unique = common::unique();
+    std::fs::write(
+        dir.join("templates.toml"),
+        common::sms_template(1, "none", false, "phone"),
+    )
+    .unwrap();
+    let job = dir.join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"gw\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
+             topic = \"gw-{unique}\"\ngroup = \"gw-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n\
+             [gateway]\nbind = \"127.0.0.1:0\"\n\
+             [gateway.callers.bulk]\ntoken_sha256 = \"{}\"\n\
+             [gateway.callers.slow]\ntoken_sha256 = \"{}\"\nper_second = 2\n",
+            brokers(),
+            hash_token("bulk-token"),
+            hash_token("slow-token"),
+        ),
+    )
+    .unwrap();
+    job
+}
+
+fn start(job: &std::path::Path) -> Gateway {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["gateway", "--job", job.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("http://"), "gateway printed {line:?}");
+    Gateway {
+        child,
+        url: line.trim().to_string(),
+    }
+}
+
+/// Runs the job until the topic is idle; its event rows by message id: (receiver, state).
+fn tracked(job: &std::path::Path) -> BTreeMap<String, Vec<(String, String)>> {
+    let job = Job::load(job).unwrap_or_else(|e| panic!("{e}"));
+    let memory = MemoryTracking::default();
+    let opts = RunOptions {
+        workers: 2,
+        clock: Clock::Fixed(1_800_000_000_000),
+        tracking: TrackingTarget::Memory(memory.clone()),
+        in_flight: 20_000,
+        from_start: false,
+        handle_signals: false,
+        idle_exit: Some(Duration::from_secs(8)),
+        stop: None,
+        drain_timeout: None,
+        tracking_give_up: None,
+        cluster: None,
+    };
+    common::within(Duration::from_secs(180), "the Kafka job", move || {
+        run(&job, &opts).unwrap()
+    });
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for e in memory.take().events {
+        out.entry(e.meta.message_id.clone())
+            .or_default()
+            .push((e.receiver.clone(), e.state.name().to_string()));
+    }
+    out
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let mut req = client.post(url).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn send_body(receivers: &str, v: &str) -> Value {
+    json!({"code": "send", "messageTemplateId": 1,
+        "messageParam": {"bizId": "order-1", "receiver": receivers, "variables": {"v": v}}})
+}
+
+#[test]
+fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    let gw = start(&job);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", gw.url);
+    let bulk = Some("bulk-token");
+
+    let (answered, concurrent) = rt.block_on(async {
+        // /send with 3 receivers: one message, one messageId.
+        let (status, v) = post(
+            &client,
+            &url("/send"),
+            bulk,
+            &send_body("13800138000,13800138001,13800138002", "x"),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["code"], "00000");
+        assert_eq!(v["msg"], "操作成功");
+        let data = v["data"].as_array().unwrap();
+        assert_eq!(data.len(), 1, "{v}");
+        assert_eq!(data[0]["bizId"], "order-1");
+        assert!(data[0]["businessId"].as_i64().unwrap() > 0, "{v}");
+        let three = data[0]["messageId"].as_str().unwrap().to_string();
+        assert_eq!(three.len(), 32);
+
+        // /batchSend with one bad param: the whole request is refused, nothing produced.
+        let batch = json!({"code": "send", "messageTemplateId": 1, "messageParamList": [
+            {"receiver": "13800138003", "variables": {"v": "ok"}},
+            {"receiver": "13800138004", "variables": {}}]});
+        let (status, v) = post(&client, &url("/batchSend"), bulk, &batch).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["code"], "A0100");
+        assert!(
+            v["msg"].as_str().unwrap().contains("missing variable `v`"),
+            "{v}"
+        );
+        // A good batch: one id per param, in order.
+        let batch = json!({"code": "send", "messageTemplateId": 1, "messageParamList": [
+            {"bizId": "b1", "receiver": "13800138005", "variables": {"v": "1"}},
+            {"bizId": "b2", "receiver": "13800138006", "variables": {"v": "2"}}]});
+        let (status, v) = post(&client, &url("/batchSend"), bulk, &batch).await;
+        assert_eq!(status, 200, "{v}");
+        let data = v["data"].as_array().unwrap();
+        assert_eq!(
+            (data[0]["bizId"].as_str(), data[1]["bizId"].as_str()),
+            (Some("b1"), Some("b2"))
+        );
+        let batch_ids: Vec<String> = data
+            .iter()
+            .map(|d| d["messageId"].as_str().unwrap().to_string())
+            .collect();
+
+        // 101 receivers, an unknown template, a list on /send: A0100.
+        let many: Vec<String> = (0..101).map(|i| format!("1380013{i:04}")).collect();
+        let (status, v) = post(
+            &client,
+            &url("/send"),
+            bulk,
+            &send_body(&many.join(","), "x"),
+        )
+        .await;
+        assert_eq!((status, v["code"].as_str()), (400, Some("A0100")), "{v}");
+        let unknown = json!({"code": "send", "messageTemplateId": 99,
+            "messageParam": {"receiver": "13800138000", "variables": {"v": "x"}}});
+        let (status, v) = post(&client, &url("/send"), bulk, &unknown).await;
+        assert_eq!((status, v["code"].as_str()), (400, Some("A0100")), "{v}");
+        assert!(v["msg"].as_str().unwrap().contains("99"), "{v}");
+        let (status, v) = post(
+            &client,
+            &url("/send"),
+            bulk,
+            &json!({"code": "send",
+            "messageTemplateId": 1, "messageParamList": []}),
+        )
+        .await;
+        assert_eq!((status, v["code"].as_str()), (400, Some("A0100")), "{v}");
+        let r = client
+            .post(url("/send"))
+            .bearer_auth("bulk-token")
+            .body("{oops")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+
+        // Tokens: none or a wrong one is 401.
+        let (status, v) = post(&client, &url("/send"), None, &send_body("13800138000", "x")).await;
+        assert_eq!((status, v["code"].as_str()), (401, Some("A0401")), "{v}");
+        let (status, _) = post(
+            &client,
+            &url("/send"),
+            Some("guess"),
+            &send_body("13800138000", "x"),
+        )
+        .await;
+        assert_eq!(status, 401);
+
+        // The slow caller: 2 requests/s with a burst of 2; the third at once is 429.
+        let mut statuses = Vec::new();
+        let mut slow_ids = Vec::new();
+        for i in 0..3 {
+            let (status, v) = post(
+                &client,
+                &url("/send"),
+                Some("slow-token"),
+                &send_body(&format!("1390013900{i}"), "s"),
+            )
+            .await;
+            statuses.push(status);
+            if status == 200 {
+                slow_ids.push(v["data"][0]["messageId"].as_str().unwrap().to_string());
+            } else {
+                assert_eq!(v["code"], "A0429", "{v}");
+            }
+        }
+        assert_eq!(statuses, [200, 200, 429]);
+
+        // The OpenAPI document.
+        let doc: Value = client
+            .get(url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["openapi"], "3.0.3");
+        for p in ["/send", "/batchSend", "/recall"] {
+            assert!(doc["paths"][p]["post"].is_object(), "{p}");
+        }
+
+        // 1,000 concurrent calls: every one answered with an id.
+        let mut tasks = Vec::new();
+        for i in 0..1000 {
+            let (client, u) = (client.clone(), url("/send"));
+            tasks.push(tokio::spawn(async move {
+                let (status, v) = post(
+                    &client,
+                    &u,
+                    Some("bulk-token"),
+                    &send_body(&format!("1370000{i:04}"), &i.to_string()),
+                )
+                .await;
+                assert_eq!(status, 200, "{v}");
+                v["data"][0]["messageId"].as_str().unwrap().to_string()
+            }));
+        }
+        let mut concurrent = Vec::new();
+        for t in tasks {
+            concurrent.push(t.await.unwrap());
+        }
+        let mut answered = vec![three];
+        answered.extend(batch_ids);
+        answered.extend(slow_ids);
+        (answered, concurrent)
+    });
+    drop(gw);
+
+    let rows = tracked(&job);
+    // Exactly the answered messages were produced (nothing from the refused requests).
+    let all: BTreeSet<&String> = answered.iter().chain(&concurrent).collect();
+    assert_eq!(all.len(), 1005, "distinct ids");
+    assert_eq!(rows.keys().collect::<BTreeSet<_>>(), all);
+    // The 3-receiver message: each receiver reached SEND_SUCCESS under the answered id.
+    let three: BTreeSet<&str> = rows[&answered[0]]
+        .iter()
+        .filter(|(_, s)| s == "SEND_SUCCESS")
+        .map(|(r, _)| r.as_str())
+        .collect();
+    assert_eq!(three.len(), 3, "{:?}", rows[&answered[0]]);
+    for n in ["13800138000", "13800138001", "13800138002"] {
+        assert!(three.iter().any(|r| r.ends_with(n)), "{n}: {three:?}");
+    }
+    // Every concurrent call's message reached a terminal state.
+    for id in &concurrent {
+        let states: Vec<&str> = rows[id].iter().map(|(_, s)| s.as_str()).collect();
+        assert!(states.contains(&"SEND_SUCCESS"), "{id}: {states:?}");
+    }
+}
