@@ -525,3 +525,55 @@ fn a_job_submitted_to_one_peer_runs_as_one_cluster_over_both() {
     );
     assert_eq!(status, 400, "{answer}");
 }
+
+#[test]
+fn the_send_api_of_a_served_job_answers_ids_its_tracking_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    std::fs::write(
+        dir.path().join("templates.toml"),
+        common::sms_template(1, "none", false, "user_id"),
+    )
+    .unwrap();
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"sendapi\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\n\
+             brokers = \"{brokers}\"\ntopic = \"serve-send-{unique}\"\ngroup = \"serve-send-{unique}\"\n\
+             [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n"
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&dir.path().join("serve"), Some("svc-token"), &[]);
+    let (status, v) = submit(&serve, &job);
+    assert_eq!(status, 201, "{v}");
+    serve.wait_state("sendapi", "running");
+    let body = json!({"code": "send", "messageTemplateId": 1,
+        "messageParam": {"receiver": "alice,bob", "variables": {"v": "hi"}}});
+    // The job has no [gateway.callers]: the service's token is required.
+    let (status, v) = request(Method::POST, &serve.addr, "/send", Some(&body), None).unwrap();
+    assert_eq!(status, 401, "{v}");
+    // By name, and at the root (the only Kafka job).
+    let mut ids = Vec::new();
+    for path in ["/jobs/sendapi/send", "/send"] {
+        let (status, v) = serve.call(Method::POST, path, Some(body.clone()));
+        assert_eq!(status, 200, "{path}: {v}");
+        assert_eq!(v["code"], "00000");
+        ids.push(v["data"][0]["messageId"].as_str().unwrap().to_string());
+    }
+    let (status, v) = serve.call(Method::POST, "/jobs/nosuch/send", Some(body));
+    assert_eq!((status, v["code"].as_str()), (404, Some("A0100")), "{v}");
+    // Both messages reach SEND_SUCCESS for both receivers under the answered ids.
+    let tracking = dir.path().join("var/tracking");
+    let query = format!(
+        "SELECT count(*) FROM events WHERE state = 'SEND_SUCCESS' AND message_id IN ('{}', '{}')",
+        ids[0], ids[1]
+    );
+    common::wait_until(LIMIT, "the sends tracked", || {
+        tracking.join("events").is_dir()
+            && common::first_row::<u64>(&common::sql_csv(&tracking, &query))[0] == 4
+    });
+}

@@ -185,7 +185,7 @@ pub(crate) async fn bearer(
 }
 
 /// Compares two secrets in time that depends on their length only.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 

@@ -38,6 +38,11 @@ impl Callers {
         }
     }
 
+    /// Whether any caller is configured.
+    pub fn any(&self) -> bool {
+        !self.list.is_empty()
+    }
+
     /// The caller's name when `headers` carry a known token and the caller is within its
     /// rate; otherwise the 401 or 429 answer.
     pub fn admit(&self, headers: &HeaderMap) -> Result<Option<&str>, Answer> {

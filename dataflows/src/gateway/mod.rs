@@ -77,7 +77,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn new(status: StatusCode, code: &str, msg: String) -> Answer {
+    /// An answer with `code` and `msg`.
+    pub fn new(status: StatusCode, code: &str, msg: String) -> Answer {
         Answer {
             status,
             body: json!({"code": code, "msg": msg}),
@@ -135,6 +136,11 @@ impl Gateway {
             validator: crate::run::validator(job),
             callers: Callers::new(&job.gateway.callers),
         })
+    }
+
+    /// Whether callers are configured (then every request must carry one's token).
+    pub fn has_callers(&self) -> bool {
+        self.callers.any()
     }
 
     /// The routes: `/send`, `/batchSend`, `/recall`, `/openapi.json`.

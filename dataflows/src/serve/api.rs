@@ -12,15 +12,19 @@
 //! | `GET /jobs/{name}/state[/…]` | the running job's admin API `/state[/…]` (query passed on) |
 //! | `GET /jobs/{name}/metrics` | the running job's `/metrics` |
 //! | `GET /metrics` | the service's own families and every running job's, merged ([`super::metrics`]) |
+//! | `POST /jobs/{name}/send`, `/batchSend`, `/recall` | the job's send API (docs/api.md): produced to its topic, answered with the messageIds |
+//! | `POST /send`, `/batchSend`, `/recall` | the same, for the only job with a Kafka source |
+//! | `GET /openapi.json` | the send API's OpenAPI document |
 //!
 //! A stop waits for the child on the blocking pool, never on the server's threads.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::{Json, Router};
@@ -80,8 +84,88 @@ pub fn router(supervisor: Arc<Supervisor>, token: Option<Arc<str>>) -> Router {
                 "method not allowed here; GET / lists the routes".into(),
             )
         })
-        .layer(axum::middleware::from_fn_with_state(token, bearer))
-        .with_state(supervisor)
+        .layer(axum::middleware::from_fn_with_state(token.clone(), bearer))
+        .with_state(supervisor.clone())
+        .merge(send_routes(supervisor, token))
+}
+
+/// The send API (docs/api.md) of the service's jobs: `/jobs/{name}/send|batchSend|recall`,
+/// and `/send|batchSend|recall` for the only job with a Kafka source. A job with
+/// `[gateway.callers]` checks its callers' tokens; one without takes the service's token.
+fn send_routes(supervisor: Arc<Supervisor>, token: Option<Arc<str>>) -> Router {
+    use crate::gateway::Route;
+    let state = (supervisor, token);
+    let at = |route: Route| {
+        move |State(s): State<SendState>, headers: HeaderMap, body: Bytes| async move {
+            send_to(s, None, route, headers, body).await
+        }
+    };
+    let named = |route: Route| {
+        move |State(s): State<SendState>,
+              Path(name): Path<String>,
+              headers: HeaderMap,
+              body: Bytes| async move { send_to(s, Some(name), route, headers, body).await }
+    };
+    Router::new()
+        .route("/send", routing::post(at(Route::Send)))
+        .route("/batchSend", routing::post(at(Route::BatchSend)))
+        .route("/recall", routing::post(at(Route::Recall)))
+        .route("/jobs/{name}/send", routing::post(named(Route::Send)))
+        .route(
+            "/jobs/{name}/batchSend",
+            routing::post(named(Route::BatchSend)),
+        )
+        .route("/jobs/{name}/recall", routing::post(named(Route::Recall)))
+        .route(
+            "/openapi.json",
+            routing::get(|| async { Json(crate::gateway::openapi::document()) }),
+        )
+        .with_state(state)
+}
+
+type SendState = (Arc<Supervisor>, Option<Arc<str>>);
+
+async fn send_to(
+    (s, token): SendState,
+    name: Option<String>,
+    route: crate::gateway::Route,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use crate::gateway::{Answer, BAD_REQUEST, UNAUTHORIZED};
+    let found = tokio::task::spawn_blocking(move || s.gateway(name.as_deref()))
+        .await
+        .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())));
+    let gateway = match found {
+        Ok(g) => g,
+        Err(r) => {
+            let (status, msg) = match r {
+                Refusal::NotFound(m) => (StatusCode::NOT_FOUND, m),
+                Refusal::BadJob(p) => (StatusCode::SERVICE_UNAVAILABLE, p.join("; ")),
+                Refusal::Bad(m) | Refusal::Conflict(m) => (StatusCode::BAD_REQUEST, m),
+                Refusal::Failed(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            };
+            return Answer::new(status, BAD_REQUEST, format!("客户端参数错误: {msg}"))
+                .into_response();
+        }
+    };
+    if !gateway.has_callers()
+        && let Some(t) = token
+    {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| crate::admin::same(g.as_bytes(), t.as_bytes())) {
+            return Answer::new(
+                StatusCode::UNAUTHORIZED,
+                UNAUTHORIZED,
+                "missing or wrong token: the job has no [gateway.callers], so the service's token (serve --token) is required".into(),
+            )
+            .into_response();
+        }
+    }
+    gateway.handle(route, &headers, &body).await.into_response()
 }
 
 impl IntoResponse for Refusal {
@@ -113,7 +197,7 @@ async fn blocking(
 async fn index() -> Json<Value> {
     Json(json!({
         "service": "tidings serve",
-        "routes": ["GET /jobs", "POST /jobs {\"path\": \"/abs/job.toml\"}", "GET /jobs/{name}",
+        "routes": ["POST /send, /batchSend, /recall (docs/api.md)", "POST /jobs/{name}/send, /batchSend, /recall", "GET /openapi.json", "GET /jobs", "POST /jobs {\"path\": \"/abs/job.toml\"}", "GET /jobs/{name}",
             "POST /jobs/{name}/stop", "POST /jobs/{name}/restart", "DELETE /jobs/{name}",
             "GET /jobs/{name}/state[/...]", "GET /jobs/{name}/metrics", "GET /metrics"],
     }))

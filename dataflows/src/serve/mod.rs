@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::gateway::Gateway;
 use crate::job::Job;
 use peers::Peers;
 use tidings_model::time::wall_ms;
@@ -160,6 +161,8 @@ pub struct Supervisor {
     stopping: AtomicBool,
     /// The other service nodes a submitted job runs on as one cluster (`--peers`).
     peers: std::sync::OnceLock<Peers>,
+    /// Each job's send API, with the loaded job it was made for (`POST /jobs/{name}/send`).
+    gateways: Mutex<BTreeMap<String, (Arc<Job>, Arc<Gateway>)>>,
 }
 
 impl Supervisor {
@@ -197,6 +200,7 @@ impl Supervisor {
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
             peers: std::sync::OnceLock::new(),
+            gateways: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -377,6 +381,60 @@ impl Supervisor {
             .then(|| e.job.clone())
             .flatten();
         Ok((describe(name, e), live))
+    }
+
+    /// The send API of job `name`, or (`None`) of the only job with a Kafka source. Requests
+    /// are produced to the job's topic whether the job runs or not (it reads them when it
+    /// does).
+    pub fn gateway(&self, name: Option<&str>) -> Result<Arc<Gateway>, Refusal> {
+        let (name, job) = {
+            let jobs = self.lock();
+            let name = match name {
+                Some(n) => n.to_string(),
+                None => {
+                    let kafka: Vec<&String> = jobs
+                        .iter()
+                        .filter(|(_, e)| e.job.as_ref().is_none_or(|j| j.kafka.is_some()))
+                        .map(|(n, _)| n)
+                        .collect();
+                    match kafka.as_slice() {
+                        [one] => (*one).clone(),
+                        [] => {
+                            return Err(Refusal::NotFound(
+                                "no job with a Kafka source runs here: submit one first".into(),
+                            ));
+                        }
+                        many => {
+                            return Err(Refusal::Bad(format!(
+                                "several jobs run here ({}): post to /jobs/NAME/send",
+                                many.iter()
+                                    .map(|n| n.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )));
+                        }
+                    }
+                }
+            };
+            let e = jobs.get(&name).ok_or_else(|| not_found(&name))?;
+            let job = match &e.job {
+                Some(j) => j.clone(),
+                None => Arc::new(Job::load(&e.path).map_err(|e| Refusal::BadJob(e.problems))?),
+            };
+            (name, job)
+        };
+        let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((made_for, g)) = gateways.get(&name)
+            && Arc::ptr_eq(made_for, &job)
+        {
+            return Ok(g.clone());
+        }
+        let g = Arc::new(
+            Gateway::connect(&job, None)
+                .map_err(|e| Refusal::Bad(format!("job `{name}`: {e:#}")))?,
+        );
+        gateways.insert(name, (job, g.clone()));
+        Ok(g)
     }
 
     /// Stops a job gracefully and waits for its child (at most [`STOP_BOUND`], then kills it).
