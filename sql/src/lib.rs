@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::record_batch::RecordBatch;
+pub use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tidings_model::schema::{dead_letters_schema, events_schema};
 
@@ -299,6 +299,61 @@ impl Tracking {
         })
     }
 
+    /// Runs one statement that only reads (no DDL, no DML, no `COPY`, no `SET`): what a
+    /// service lets its users type.
+    pub async fn query_read_only(&self, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
+        let options = datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let result = async {
+            self.ctx
+                .sql_with_options(sql, options)
+                .await?
+                .collect()
+                .await
+        }
+        .await;
+        result.map_err(|e| self.name_corrupt(e))
+    }
+
+    /// A receiver's or a message's event rows, oldest first: `time`, `event_time`,
+    /// `message_id`, `template_id`, `channel`, `receiver`, `state`, `state_code`, `reason`,
+    /// `biz_id`. Values are matched exactly (no SQL is built from them).
+    pub async fn trace(
+        &self,
+        receiver: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<Vec<RecordBatch>, SqlError> {
+        use datafusion::prelude::{col, lit};
+        let mut df = self.ctx.table("events").await?;
+        if let Some(r) = receiver {
+            df = df.filter(col("receiver").eq(lit(r)))?;
+        }
+        if let Some(m) = message_id {
+            df = df.filter(col("message_id").eq(lit(m)))?;
+        }
+        let df = df
+            .select_columns(&[
+                "time",
+                "event_time",
+                "message_id",
+                "template_id",
+                "channel",
+                "receiver",
+                "state",
+                "state_code",
+                "reason",
+                "biz_id",
+            ])?
+            .sort(vec![
+                col("time").sort(true, false),
+                col("state_code").sort(true, false),
+                col("receiver").sort(true, false),
+            ])?;
+        df.collect().await.map_err(|e| self.name_corrupt(e))
+    }
+
     /// Runs one statement and collects its result. A failure caused by a file that is not
     /// Parquet names the file.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
@@ -453,6 +508,39 @@ fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
 }
 
 /// Renders batches in a format.
+/// `batches` as `{"columns": [...], "rows": [[...], ...]}` (timestamps as RFC 3339 text, nulls
+/// as `null`), at most `limit` rows; `"truncated": true` when there were more.
+pub fn json_table(batches: &[RecordBatch], limit: usize) -> Result<serde_json::Value, SqlError> {
+    let columns: Vec<String> = batches
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = format(batches, Format::Json)?;
+    let mut rows = Vec::new();
+    let mut truncated = false;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if rows.len() == limit {
+            truncated = true;
+            break;
+        }
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).unwrap_or_default();
+        rows.push(serde_json::Value::Array(
+            columns
+                .iter()
+                .map(|c| object.get(c).cloned().unwrap_or(serde_json::Value::Null))
+                .collect(),
+        ));
+    }
+    Ok(serde_json::json!({"columns": columns, "rows": rows, "truncated": truncated}))
+}
+
 pub fn format(batches: &[RecordBatch], format: Format) -> Result<String, SqlError> {
     match format {
         Format::Table => {

@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// Bearer token every request must carry; required unless --bind is a loopback address.
     #[arg(long)]
     token: Option<String>,
+    /// A second, read-only token (support staff): it may read jobs, state, traces and run
+    /// read-only SQL in the console, and change nothing.
+    #[arg(long, requires = "token")]
+    read_token: Option<String>,
     /// Run submitted jobs as one timely cluster over these service nodes: a file with every
     /// node's REST address (`host:port`), one per line, in process order (this node is the
     /// line equal to --bind, or --peer-index). Every node is started with the same file and
@@ -63,13 +67,23 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     }
     let server = Server::start(
         args.bind,
-        api::router(supervisor.clone(), token.as_deref().map(Into::into)),
+        api::router(
+            supervisor.clone(),
+            api::Tokens {
+                admin: token.as_deref().map(Into::into),
+                read: args
+                    .read_token
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                    .map(Into::into),
+            },
+        ),
     )
     .map_err(|e| Failure::Failed(format!("--bind {}: {e}", args.bind)))?;
     std::fs::write(args.state_dir.join("serve.addr"), server.addr.to_string())
         .map_err(|e| Failure::Failed(format!("{}: {e}", args.state_dir.display())))?;
     tracing::info!(
-        "job service on http://{}/jobs (state in {})",
+        "job service on http://{}/ (console; REST API under /jobs; state in {})",
         server.addr,
         args.state_dir.display()
     );

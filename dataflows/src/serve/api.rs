@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Refusal, Supervisor};
-use crate::admin::{Problem, bearer};
+use crate::admin::Problem;
 
 /// The body of `POST /jobs`: a job file on this node, or one sent with the files it names.
 #[derive(Debug, Deserialize)]
@@ -60,10 +60,22 @@ pub struct Forwarded {
     forwarded: bool,
 }
 
-/// The routes over `supervisor`, behind the bearer-token layer when `token` is set.
-pub fn router(supervisor: Arc<Supervisor>, token: Option<Arc<str>>) -> Router {
-    Router::new()
-        .route("/", routing::get(index))
+/// Who may do what: the operators' token (everything) and the support staff's read-only one
+/// (reads, and the console's read-only queries). No operators' token: everything is open
+/// (loopback only, by `serve`'s own rule).
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    /// `serve --token`.
+    pub admin: Option<Arc<str>>,
+    /// `serve --read-token`.
+    pub read: Option<Arc<str>>,
+}
+
+/// The routes over `supervisor`, behind the token layer, beside the console's page (public)
+/// and the jobs' send API (its own callers' tokens).
+pub fn router(supervisor: Arc<Supervisor>, tokens: Tokens) -> Router {
+    let api = Router::new()
+        .route("/api", routing::get(index))
         .route("/jobs", routing::get(list).post(submit))
         .route("/jobs/{name}", routing::get(one).delete(delete))
         .route("/jobs/{name}/stop", routing::post(stop))
@@ -71,22 +83,76 @@ pub fn router(supervisor: Arc<Supervisor>, token: Option<Arc<str>>) -> Router {
         .route("/jobs/{name}/state", routing::get(job_api))
         .route("/jobs/{name}/state/{*what}", routing::get(job_api))
         .route("/jobs/{name}/metrics", routing::get(job_api))
-        .route("/metrics", routing::get(metrics))
+        .route("/metrics", routing::get(metrics));
+    #[cfg(feature = "sql")]
+    let api = api.merge(super::console::routes());
+    let api = api
         .fallback(|uri: axum::http::Uri| async move {
             Problem(
                 StatusCode::NOT_FOUND,
-                format!("no such path {}; GET / lists them", uri.path()),
+                format!("no such path {}; GET /api lists them", uri.path()),
             )
         })
         .method_not_allowed_fallback(|| async {
             Problem(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed here; GET / lists the routes".into(),
+                "method not allowed here; GET /api lists the routes".into(),
             )
         })
-        .layer(axum::middleware::from_fn_with_state(token.clone(), bearer))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            authorize,
+        ))
         .with_state(supervisor.clone())
-        .merge(send_routes(supervisor, token))
+        .merge(send_routes(supervisor, tokens.admin));
+    #[cfg(feature = "sql")]
+    let api = api.merge(super::console::assets());
+    api
+}
+
+/// The token layer: the operators' token may do anything; the read-only token may read
+/// (GET, and the console's `POST …/sql` and `…/preview`, which change nothing).
+async fn authorize(
+    State(tokens): State<Tokens>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(admin) = &tokens.admin else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::as_bytes);
+    let is = |t: &Option<Arc<str>>| matches!((given, t), (Some(g), Some(t)) if crate::admin::same(g, t.as_bytes()));
+    if is(&Some(admin.clone())) {
+        return next.run(request).await;
+    }
+    if is(&tokens.read) {
+        let path = request.uri().path();
+        let reads = matches!(
+            *request.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        ) || (request.method() == axum::http::Method::POST
+            && (path.ends_with("/sql") || path.ends_with("/preview")));
+        if reads {
+            return next.run(request).await;
+        }
+        return Problem(
+            StatusCode::FORBIDDEN,
+            "the read-only token (serve --read-token) may only read; use the operators' token"
+                .into(),
+        )
+        .into_response();
+    }
+    Problem(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong token: send Authorization: Bearer TOKEN (serve --token or --read-token)"
+            .into(),
+    )
+    .into_response()
 }
 
 /// The send API (docs/api.md) of the service's jobs: `/jobs/{name}/send|batchSend|recall`,

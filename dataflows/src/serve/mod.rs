@@ -22,6 +22,8 @@
 
 pub mod api;
 pub mod client;
+#[cfg(feature = "sql")]
+pub mod console;
 pub mod metrics;
 pub mod peers;
 
@@ -383,6 +385,13 @@ impl Supervisor {
         Ok((describe(name, e), live))
     }
 
+    /// Job `name` as loaded (from its file when the service has not loaded it yet), running
+    /// or not.
+    pub fn job(&self, name: &str) -> Result<Arc<Job>, Refusal> {
+        let jobs = self.lock();
+        loaded(jobs.get(name).ok_or_else(|| not_found(name))?)
+    }
+
     /// The send API of job `name`, or (`None`) of the only job with a Kafka source. Requests
     /// are produced to the job's topic whether the job runs or not (it reads them when it
     /// does).
@@ -417,11 +426,7 @@ impl Supervisor {
                 }
             };
             let e = jobs.get(&name).ok_or_else(|| not_found(&name))?;
-            let job = match &e.job {
-                Some(j) => j.clone(),
-                None => Arc::new(Job::load(&e.path).map_err(|e| Refusal::BadJob(e.problems))?),
-            };
-            (name, job)
+            (name, loaded(e)?)
         };
         let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((made_for, g)) = gateways.get(&name)
@@ -747,6 +752,15 @@ impl Supervisor {
             })
             .collect();
         self.dir.join("logs").join(format!("{safe}.log"))
+    }
+}
+
+fn loaded(e: &Entry) -> Result<Arc<Job>, Refusal> {
+    match &e.job {
+        Some(j) => Ok(j.clone()),
+        None => Job::load(&e.path)
+            .map(Arc::new)
+            .map_err(|e| Refusal::BadJob(e.problems)),
     }
 }
 

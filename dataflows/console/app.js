@@ -1,0 +1,277 @@
+// The tidings console (docs/console.md): plain JavaScript over the service's REST API.
+// Every value shown is set as text (never as HTML), so nothing from the data can run here.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const main = $("#main");
+let refresh = null;
+
+function token() { return sessionStorage.getItem("tidings-token") || ""; }
+function job() { return sessionStorage.getItem("tidings-job") || ""; }
+
+function showError(msg) {
+  const e = $("#error");
+  e.textContent = msg || "";
+  e.hidden = !msg;
+}
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json" };
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let r;
+  try {
+    r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new Error("the service did not answer: " + e.message);
+  }
+  const text = await r.text();
+  let data;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
+  if (r.status === 401 && path !== "/jobs") { logout(); }
+  if (!r.ok) {
+    const msg = (data && (data.error || data.msg)) || text || r.statusText;
+    const err = new Error(r.status + ": " + msg);
+    err.status = r.status;
+    throw err;
+  }
+  return data;
+}
+
+function el(tag, attrs, ...children) {
+  const n = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "on") for (const [ev, f] of Object.entries(v)) n.addEventListener(ev, f);
+    else if (k === "class") n.className = v;
+    else n.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    n.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return n;
+}
+
+function table(columns, rows, id) {
+  return el("table", { id: id || "" },
+    el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
+    el("tbody", {}, rows.map((r) => el("tr", {}, r.map((v, i) => {
+      const text = v === null || v === undefined ? "" : (typeof v === "object" ? JSON.stringify(v) : String(v));
+      const cls = columns[i] === "state" ? "state-" + text : "";
+      return el("td", { class: cls }, text);
+    })))));
+}
+
+function barChart(rows) {
+  // rows: [label, number]; bars scaled to the largest.
+  const max = Math.max(1, ...rows.map((r) => Number(r[1]) || 0));
+  return el("div", { class: "card", id: "chart" }, rows.map((r) =>
+    el("div", { class: "row" },
+      el("span", { style: "width: 220px" }, String(r[0])),
+      el("div", { class: "bar", style: `width: ${Math.round(((Number(r[1]) || 0) / max) * 600)}px` }),
+      el("span", { class: "muted" }, String(r[1])))));
+}
+
+function pre(value, id) { return el("pre", { id: id || "" }, JSON.stringify(value, null, 2)); }
+
+async function loadJobs() {
+  const jobs = await api("GET", "/jobs");
+  const pick = $("#job");
+  const current = job();
+  pick.replaceChildren(...jobs.map((j) => el("option", { value: j.name }, j.name)));
+  if (jobs.length && !jobs.some((j) => j.name === current)) sessionStorage.setItem("tidings-job", jobs[0].name);
+  pick.value = job();
+  return jobs;
+}
+
+function needJob() {
+  if (!job()) { main.append(el("p", { class: "muted" }, "No job yet: submit one on the Jobs page.")); return false; }
+  return true;
+}
+
+const pages = {
+  async login() {
+    $("#nav").hidden = true; $("#job-pick").hidden = true; $("#logout").hidden = true; $("#role").textContent = "";
+    const input = el("input", { id: "token", type: "password", placeholder: "token (empty on loopback)", size: 40 });
+    const form = el("form", { id: "login", on: { submit: async (e) => {
+      e.preventDefault();
+      sessionStorage.setItem("tidings-token", input.value);
+      try { await api("GET", "/jobs"); location.hash = "#/jobs"; }
+      catch (err) { sessionStorage.removeItem("tidings-token"); showError("sign-in failed: " + err.message); }
+    } } }, el("h1", {}, "Sign in"), el("div", { class: "row" }, input, el("button", { id: "signin", type: "submit" }, "Sign in")),
+      el("p", { class: "muted" }, "The service's --token (operators) or --read-token (support: read-only)."));
+    main.replaceChildren(form);
+  },
+
+  async jobs() {
+    const jobs = await loadJobs();
+    const path = el("input", { id: "submit-path", placeholder: "/abs/path/job.toml", size: 50 });
+    const submit = el("form", { id: "submit-form", on: { submit: async (e) => {
+      e.preventDefault();
+      try { await api("POST", "/jobs", { path: path.value }); showError(""); route(); }
+      catch (err) { showError(err.message); }
+    } } }, el("div", { class: "row" }, path, el("button", { type: "submit", id: "submit-job" }, "Submit job")));
+    const act = (name, what) => async () => {
+      try {
+        if (what === "delete") await api("DELETE", "/jobs/" + encodeURIComponent(name));
+        else await api("POST", `/jobs/${encodeURIComponent(name)}/${what}`);
+        showError(""); route();
+      } catch (err) { showError(err.message); }
+    };
+    const rows = jobs.map((j) => el("tr", { "data-job": j.name },
+      el("td", {}, el("a", { href: "#/job/" + encodeURIComponent(j.name) }, j.name)),
+      el("td", { class: "state-" + j.state }, j.state), el("td", {}, j.pid ?? ""),
+      el("td", {}, j.restarts ?? 0), el("td", {}, j.started_at ?? ""), el("td", {}, j.last_exit ?? ""),
+      el("td", {}, el("button", { class: "plain", on: { click: act(j.name, "stop") } }, "Stop"), " ",
+        el("button", { class: "plain", on: { click: act(j.name, "restart") } }, "Restart"), " ",
+        el("button", { class: "plain", on: { click: act(j.name, "delete") } }, "Delete"))));
+    main.replaceChildren(el("h1", {}, "Jobs"), submit,
+      el("table", { id: "jobs" }, el("thead", {}, el("tr", {}, ["name", "state", "pid", "restarts", "started", "last exit", ""].map((c) => el("th", {}, c)))),
+        el("tbody", {}, rows)));
+    refresh = setTimeout(route, 3000);
+  },
+
+  async job(name) {
+    const j = await api("GET", "/jobs/" + encodeURIComponent(name));
+    const parts = [el("h1", {}, "Job " + name), el("p", {}, "state: ", el("span", { id: "job-state", class: "state-" + j.state }, j.state))];
+    const counts = j.live && j.live.counts;
+    if (counts && typeof counts === "object") {
+      const rows = Object.entries(counts.states || counts).filter(([, v]) => typeof v === "number");
+      if (rows.length) parts.push(el("h2", {}, "Receivers per state"), barChart(rows));
+    }
+    if (j.live && j.live.watermark !== undefined) parts.push(el("p", {}, "watermark: ", String(j.live.watermark)));
+    parts.push(el("h2", {}, "Status"), pre(j, "job-detail"));
+    main.replaceChildren(...parts);
+    refresh = setTimeout(route, 3000);
+  },
+
+  async templates() {
+    await loadJobs();
+    if (!needJob()) return;
+    const data = await api("GET", `/jobs/${encodeURIComponent(job())}/templates`);
+    const list = el("table", { id: "templates" },
+      el("thead", {}, el("tr", {}, ["id", "name", "channel", "msg_type", "shield", "account", "variables", ""].map((c) => el("th", {}, c)))),
+      el("tbody", {}, data.templates.map((t) => el("tr", {},
+        [t.id, t.name, t.channel, t.msg_type, t.shield, t.account, (t.variables || []).join(", ")].map((v) => el("td", {}, String(v ?? ""))),
+        el("td", {}, el("button", { class: "plain", "data-template": t.id, on: { click: () => editor(t) } }, "Preview"))))));
+    const box = el("div", { id: "editor" });
+    main.replaceChildren(el("h1", {}, "Templates of " + data.job), list,
+      el("p", { class: "muted" }, "Templates come from the job's templates file; edit the file and restart the job to change them."), box);
+    function editor(t) {
+      const inputs = Object.fromEntries((t.variables || []).map((v) => [v, el("input", { name: v, placeholder: v })]));
+      const out = el("div", { id: "preview" });
+      const receiver = el("input", { id: "test-receiver", placeholder: "receiver for a test send" });
+      const vars = () => Object.fromEntries(Object.entries(inputs).map(([k, i]) => [k, i.value]));
+      box.replaceChildren(el("h2", {}, `Template ${t.id}: ${t.name}`), pre(t.content, "template-content"),
+        ...Object.entries(inputs).map(([k, i]) => el("div", { class: "row" }, el("label", {}, k + " "), i)),
+        el("div", { class: "row" },
+          el("button", { id: "do-preview", on: { click: async () => {
+            try { const p = await api("POST", `/jobs/${encodeURIComponent(job())}/preview`, { template: t.id, variables: vars() });
+              out.replaceChildren(el("h2", {}, "Rendered"), pre(p.rendered, "rendered"), el("h2", {}, "Rules that apply"), pre(p.rules, "rules")); showError(""); }
+            catch (err) { out.replaceChildren(el("p", { class: "state-failed", id: "render-error" }, err.message)); }
+          } } }, "Preview"),
+          receiver,
+          el("button", { id: "test-send", on: { click: async () => {
+            try { const r = await api("POST", `/jobs/${encodeURIComponent(job())}/send`, { code: "send", messageTemplateId: t.id,
+                messageParam: { receiver: receiver.value, variables: vars() } });
+              out.replaceChildren(el("p", { id: "sent" }, "sent: messageId ", (r.data && r.data[0] && r.data[0].messageId) || "")); showError(""); }
+            catch (err) { showError(err.message); }
+          } } }, "Test send")),
+        out);
+    }
+  },
+
+  async trace() {
+    await loadJobs();
+    if (!needJob()) return;
+    const q = new URLSearchParams(location.hash.split("?")[1] || "");
+    const receiver = el("input", { id: "trace-receiver", placeholder: "receiver", value: q.get("receiver") || "" });
+    const message = el("input", { id: "trace-message", placeholder: "messageId", value: q.get("message") || "" });
+    const out = el("div", { id: "trace-out" });
+    const run = async () => {
+      const params = new URLSearchParams();
+      if (receiver.value) params.set("receiver", receiver.value);
+      if (message.value) params.set("message", message.value);
+      try {
+        const t = await api("GET", `/jobs/${encodeURIComponent(job())}/trace?${params}`);
+        out.replaceChildren(el("p", { class: "muted" }, `${t.rows.length} state(s), oldest first`), table(t.columns, t.rows, "timeline"));
+        showError("");
+      } catch (err) { showError(err.message); }
+    };
+    main.replaceChildren(el("h1", {}, "Why did (or didn't) they get it?"),
+      el("form", { on: { submit: (e) => { e.preventDefault(); run(); } } },
+        el("div", { class: "row" }, receiver, "or", message, el("button", { id: "trace-run", type: "submit" }, "Trace"))), out);
+    if (receiver.value || message.value) run();
+  },
+
+  async sql() {
+    await loadJobs();
+    if (!needJob()) return;
+    const text = el("textarea", { id: "sql-text", rows: 6 });
+    text.value = sessionStorage.getItem("tidings-sql") || "SELECT state, count(*) AS n FROM events GROUP BY state ORDER BY n DESC";
+    const out = el("div", { id: "sql-out" });
+    const run = async () => {
+      sessionStorage.setItem("tidings-sql", text.value);
+      try {
+        const r = await api("POST", `/jobs/${encodeURIComponent(job())}/sql`, { query: text.value });
+        const parts = [table(r.columns, r.rows, "sql-result")];
+        if (r.truncated) parts.unshift(el("p", { class: "muted" }, "first rows only"));
+        if (r.columns.length === 2 && r.rows.length && r.rows.every((x) => typeof x[1] === "number")) parts.push(barChart(r.rows));
+        out.replaceChildren(...parts);
+        showError("");
+      } catch (err) { showError(err.message); }
+    };
+    main.replaceChildren(el("h1", {}, "SQL over events and dead_letters"), text,
+      el("div", { class: "row" }, el("button", { id: "sql-run", on: { click: run } }, "Run"),
+        el("span", { class: "muted" }, "read-only; tables: events, dead_letters (docs/tables.md)")), out);
+  },
+
+  async state() {
+    await loadJobs();
+    if (!needJob()) return;
+    const receiver = el("input", { id: "state-receiver", placeholder: "receiver" });
+    const out = el("div", { id: "state-out" });
+    const show = (path) => async () => {
+      try { out.replaceChildren(pre(await api("GET", `/jobs/${encodeURIComponent(job())}${path}`), "state-json")); showError(""); }
+      catch (err) { showError(err.message); }
+    };
+    const r = () => encodeURIComponent(receiver.value);
+    main.replaceChildren(el("h1", {}, "Live state"),
+      el("div", { class: "row" },
+        el("button", { class: "plain", on: { click: show("/state") } }, "Summary"),
+        el("button", { class: "plain", on: { click: show("/state/park") } }, "Parked"),
+        el("button", { class: "plain", on: { click: show("/state/accounts") } }, "Account queues"),
+        el("button", { class: "plain", on: { click: show("/state/source") } }, "Source")),
+      el("div", { class: "row" }, receiver,
+        el("button", { class: "plain", on: { click: () => show("/state/frequency?receiver=" + r())() } }, "Frequency count"),
+        el("button", { class: "plain", on: { click: () => show("/state/content?receiver=" + r())() } }, "Dedup windows")),
+      out);
+  },
+};
+
+function logout() {
+  sessionStorage.removeItem("tidings-token");
+  if (location.hash !== "#/login") location.hash = "#/login";
+}
+
+async function route() {
+  clearTimeout(refresh);
+  const hash = location.hash || "#/jobs";
+  const [path] = hash.slice(2).split("?");
+  const [page, arg] = path.split("/");
+  if (page !== "login" && sessionStorage.getItem("tidings-token") === null) { location.hash = "#/login"; return; }
+  if (page !== "login") {
+    $("#nav").hidden = false; $("#job-pick").hidden = false; $("#logout").hidden = false;
+    for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === page);
+  }
+  try {
+    await (pages[page] || pages.jobs)(arg && decodeURIComponent(arg));
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+$("#job").addEventListener("change", (e) => { sessionStorage.setItem("tidings-job", e.target.value); route(); });
+$("#logout").addEventListener("click", logout);
+window.addEventListener("hashchange", route);
+route();

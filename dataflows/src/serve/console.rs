@@ -1,0 +1,265 @@
+//! The web console served by `tidings serve` at `/` (docs/console.md): one page of plain
+//! HTML, CSS and JavaScript compiled into the binary (`dataflows/console/`; no CDN, nothing
+//! fetched at run time), over the service's REST API and these data routes:
+//!
+//! | request | answers |
+//! |---|---|
+//! | `GET /jobs/{name}/templates` | the job's templates, with the variables each uses |
+//! | `POST /jobs/{name}/preview` `{"template": ID, "variables": {...}}` | the rendered content and the rules that apply, or why it cannot render |
+//! | `GET /jobs/{name}/trace?receiver=R` or `?message=ID` | the event rows, oldest first (`{"columns", "rows"}`) |
+//! | `POST /jobs/{name}/sql` `{"query": "SELECT …"}` | a read-only statement's result (`{"columns", "rows", "truncated"}`) |
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Refusal, Supervisor};
+use crate::admin::Problem;
+
+/// Rows a console answer holds at most.
+pub const MAX_ROWS: usize = 5_000;
+
+const INDEX: &str = include_str!("../../console/index.html");
+const SCRIPT: &str = include_str!("../../console/app.js");
+const STYLE: &str = include_str!("../../console/app.css");
+
+/// The page and its assets: public (they hold no data; the page asks for a token).
+pub fn assets() -> Router {
+    let asset = |kind: &'static str, body: &'static str| {
+        routing::get(move || async move {
+            (
+                [
+                    (header::CONTENT_TYPE, kind),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                body,
+            )
+        })
+    };
+    Router::new()
+        .route("/", asset("text/html; charset=utf-8", INDEX))
+        .route(
+            "/console/app.js",
+            asset("text/javascript; charset=utf-8", SCRIPT),
+        )
+        .route("/console/app.css", asset("text/css; charset=utf-8", STYLE))
+}
+
+/// The data routes (behind the service's token layer).
+pub fn routes() -> Router<Arc<Supervisor>> {
+    Router::new()
+        .route("/jobs/{name}/templates", routing::get(templates))
+        .route("/jobs/{name}/preview", routing::post(preview))
+        .route("/jobs/{name}/trace", routing::get(trace))
+        .route("/jobs/{name}/sql", routing::post(sql))
+}
+
+fn refused(r: Refusal) -> Response {
+    r.into_response()
+}
+
+async fn job_of(s: Arc<Supervisor>, name: String) -> Result<Arc<crate::Job>, Response> {
+    tokio::task::spawn_blocking(move || s.job(&name))
+        .await
+        .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
+        .map_err(refused)
+}
+
+/// The `{$name}` placeholders of a content model, sorted, each once.
+fn variables(content: &serde_json::Map<String, Value>) -> Vec<String> {
+    fn walk(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Value::String(s) => {
+                let mut rest = s.as_str();
+                while let Some(start) = rest.find("{$") {
+                    let after = &rest[start + 2..];
+                    let Some(end) = after.find('}') else { break };
+                    out.insert(after[..end].to_string());
+                    rest = &after[end + 1..];
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    content.values().for_each(|v| walk(v, &mut out));
+    out.into_iter().collect()
+}
+
+async fn templates(State(s): State<Arc<Supervisor>>, Path(name): Path<String>) -> Response {
+    let job = match job_of(s, name).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let list: Vec<Value> = job
+        .templates
+        .iter()
+        .map(|t| {
+            let mut v = serde_json::to_value(t.as_ref()).unwrap_or(Value::Null);
+            v["variables"] = json!(variables(&t.content));
+            v
+        })
+        .collect();
+    Json(json!({"job": job.file.name, "templates": list})).into_response()
+}
+
+/// `POST /jobs/{name}/preview`.
+#[derive(Debug, Deserialize)]
+struct PreviewBody {
+    template: i64,
+    #[serde(default)]
+    variables: serde_json::Map<String, Value>,
+}
+
+async fn preview(
+    State(s): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+    body: Result<Json<PreviewBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return Problem(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    let job = match job_of(s, name).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let Some(t) = job.templates.get(body.template) else {
+        return Problem(
+            StatusCode::NOT_FOUND,
+            format!("job {} has no template {}", job.file.name, body.template),
+        )
+        .into_response();
+    };
+    let account = job.account_of.get(&t.id).cloned();
+    let rules = json!({
+        "shield": t.shield,
+        "night": format!("{}, released at {}", job.file.shield.night, job.release_at),
+        "content_dedup": t.dedup,
+        "frequency_dedup": t.dedup,
+        "discarded": job.file.discard.templates.contains(&t.id),
+        "whitelist": job.file.whitelist.receivers,
+        "account": account,
+    });
+    match tidings_model::render::render(&t.content, &body.variables) {
+        Ok(content) => {
+            let too_long = tidings_model::limits::check_content(t.channel, &content).err();
+            Json(json!({"rendered": content, "too_long": too_long, "rules": rules})).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string(), "rules": rules})),
+        )
+            .into_response(),
+    }
+}
+
+/// `?receiver=R` or `?message=ID`.
+#[derive(Debug, Deserialize)]
+struct TraceQuery {
+    #[serde(default)]
+    receiver: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+async fn trace(
+    State(s): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+    Query(q): Query<TraceQuery>,
+) -> Response {
+    let receiver = q.receiver.filter(|r| !r.trim().is_empty());
+    let message = q.message.filter(|m| !m.trim().is_empty());
+    if receiver.is_none() && message.is_none() {
+        return Problem(
+            StatusCode::BAD_REQUEST,
+            "give ?receiver=R or ?message=ID".into(),
+        )
+        .into_response();
+    }
+    let job = match job_of(s, name).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    answer(&job, |t| async move {
+        t.trace(
+            receiver.as_deref().map(str::trim),
+            message.as_deref().map(str::trim),
+        )
+        .await
+    })
+    .await
+}
+
+/// `POST /jobs/{name}/sql`.
+#[derive(Debug, Deserialize)]
+struct SqlBody {
+    query: String,
+}
+
+async fn sql(
+    State(s): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+    body: Result<Json<SqlBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return Problem(
+                StatusCode::BAD_REQUEST,
+                format!("{}; send {{\"query\": \"SELECT …\"}}", e.body_text()),
+            )
+            .into_response();
+        }
+    };
+    let job = match job_of(s, name).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    answer(
+        &job,
+        |t| async move { t.query_read_only(&body.query).await },
+    )
+    .await
+}
+
+/// Opens the job's tracking tables, runs `f` on them, and answers its rows as JSON.
+async fn answer<F, Fut>(job: &crate::Job, f: F) -> Response
+where
+    F: FnOnce(Arc<tidings_sql::Tracking>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>,
+{
+    use tidings_sinks::tracking::TrackingDir;
+    let opened = match &job.tracking_dir {
+        TrackingDir::Local(dir) if !dir.is_dir() => {
+            return Problem(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "job {}: no tracking rows yet ({} does not exist)",
+                    job.file.name,
+                    dir.display()
+                ),
+            )
+            .into_response();
+        }
+        TrackingDir::Local(dir) => tidings_sql::Tracking::open(dir).await,
+        TrackingDir::Object(o) => {
+            tidings_sql::Tracking::open_store(o.url(), o.bucket_url(), o.store()).await
+        }
+    };
+    let result = match opened {
+        Ok(t) => f(Arc::new(t)).await,
+        Err(e) => Err(e),
+    };
+    match result.and_then(|b| tidings_sql::json_table(&b, MAX_ROWS)) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}

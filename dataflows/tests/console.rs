@@ -1,0 +1,72 @@
+//! The web console in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, driven by selenium from PyPI: `scripts/console_check.py`) against a real
+//! `tidings serve` signs in, submits a job, traces a receiver, runs SQL, previews a template
+//! and opens the job; the read-only token cannot submit. Screenshots of each page go to
+//! `target/console/`; an error in the page's console fails the test.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_demo, job) = common::demo_copy();
+    let state = dir.path().join("serve");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--token", "op-token"])
+        .args(["--read-token", "support-token", "--state-dir"])
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = state.join("serve.addr");
+    common::wait_until(Duration::from_secs(60), "serve's address", || {
+        std::fs::read_to_string(&addr).is_ok_and(|a| !a.trim().is_empty())
+    });
+    let url = format!("http://{}", std::fs::read_to_string(&addr).unwrap().trim());
+    let python = std::env::var("TIDINGS_PYTHON").expect(
+        "TIDINGS_PYTHON is not set: run the tests as README.md says (scripts/services.sh start)",
+    );
+    let shots = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("console");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/console_check.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([&url, "op-token", "support-token"])
+        .arg(&job)
+        .arg("user4@example.com")
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status();
+    common::wait_within(&mut serve, Duration::from_secs(60), "serve after SIGTERM");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "console check failed:\n{stdout}\n{}\nserve log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+    );
+    for page in [
+        "login",
+        "jobs",
+        "trace",
+        "sql",
+        "templates",
+        "job",
+        "read-only",
+    ] {
+        let png = shots.join(format!("{page}.png"));
+        let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 1000, "{} missing or empty", png.display());
+    }
+}
