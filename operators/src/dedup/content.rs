@@ -1,69 +1,52 @@
 //! Content dedup (step 7): at most `num` sends of the same (template, receiver, rendered
 //! content) per sliding window `(t - window, t]` of event time.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tidings_model::time::Millis;
 use tidings_model::{Delivery, State, Templates};
 
+use std::collections::HashMap;
+
+use super::sharded::ShardedMap;
 use super::{KeyedRule, Sweep};
 use crate::live::{self, RuleSummary};
 
-/// The admissions of one key. One admission (the common case with `num = 1`) is held inline:
-/// 16 bytes in all, so the map's entry is 32 bytes plus its control byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Admitted {
-    One(Millis),
-    Many(Box<[Millis]>),
-}
+/// An admission time as two `u32`: 8 bytes, 4-byte aligned, so a table entry is 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed([u32; 2]);
 
-impl Admitted {
-    fn times(&self) -> &[Millis] {
-        match self {
-            Admitted::One(t) => std::slice::from_ref(t),
-            Admitted::Many(ts) => ts,
-        }
+impl Packed {
+    fn of(t: Millis) -> Packed {
+        let u = t as u64;
+        Packed([(u >> 32) as u32, u as u32])
     }
 
-    fn insert(&mut self, t: Millis) {
-        let mut ts = self.times().to_vec();
-        let at = ts.partition_point(|&a| a <= t);
-        ts.insert(at, t);
-        *self = Admitted::Many(ts.into_boxed_slice());
-    }
-
-    /// Keeps the admissions still inside a window ending after `horizon`; false when none is.
-    fn retain_alive(&mut self, window: Millis, horizon: Millis) -> bool {
-        let alive: Vec<Millis> = self
-            .times()
-            .iter()
-            .copied()
-            .filter(|&a| a.saturating_add(window) > horizon)
-            .collect();
-        match alive.len() {
-            0 => false,
-            1 => {
-                *self = Admitted::One(alive[0]);
-                true
-            }
-            n if n == self.times().len() => true,
-            _ => {
-                *self = Admitted::Many(alive.into_boxed_slice());
-                true
-            }
-        }
+    fn time(self) -> Millis {
+        ((u64::from(self.0[0]) << 32) | u64::from(self.0[1])) as i64
     }
 }
 
-/// The content rule's state: per key, the event times of its admissions.
+/// The content rule's state: per key, the event times of its admissions. One admission (the
+/// common case with `num = 1`) is the key's 8-byte slot; a key with several keeps them, sorted,
+/// in `many` (which then speaks for the key).
 #[derive(Debug)]
 pub struct ContentDedup {
     num: usize,
     window: Millis,
     templates: Arc<Templates>,
-    admitted: HashMap<u128, Admitted>,
+    admitted: ShardedMap<Packed>,
+    many: HashMap<u128, Box<[Millis]>>,
     sweep: Sweep,
+}
+
+/// Keeps the admissions still inside a window ending after `horizon`.
+fn alive(times: &[Millis], window: Millis, horizon: Millis) -> Vec<Millis> {
+    times
+        .iter()
+        .copied()
+        .filter(|&a| a.saturating_add(window) > horizon)
+        .collect()
 }
 
 impl ContentDedup {
@@ -79,34 +62,51 @@ impl ContentDedup {
             num: num as usize,
             window,
             templates,
-            admitted: HashMap::new(),
+            admitted: ShardedMap::default(),
+            many: HashMap::new(),
             sweep: Sweep::new(lateness, window.max(60_000)),
+        }
+    }
+
+    /// The admission times of `key`, sorted.
+    fn times(&self, key: u128) -> Vec<Millis> {
+        match self.many.get(&key) {
+            Some(ts) => ts.to_vec(),
+            None => self
+                .admitted
+                .get(&key)
+                .map(|p| vec![p.time()])
+                .unwrap_or_default(),
         }
     }
 
     /// Judges an admission of `key` at event time `t`; `Err(seen)` when the window is full.
     pub fn admit(&mut self, key: u128, t: Millis) -> Result<(), usize> {
-        match self.admitted.get_mut(&key) {
-            None if self.num > 0 => {
-                self.admitted.insert(key, Admitted::One(t));
-                Ok(())
+        let Some(slot) = self.admitted.get(&key).copied() else {
+            if self.num == 0 {
+                return Err(0);
             }
-            None => Err(0),
-            Some(a) => {
-                let from = t.saturating_sub(self.window);
-                let seen = a.times().iter().filter(|&&x| x > from && x <= t).count();
-                if seen >= self.num {
-                    return Err(seen);
-                }
-                a.insert(t);
-                Ok(())
-            }
+            self.admitted.insert(key, Packed::of(t));
+            return Ok(());
+        };
+        let mut ts = match self.many.get(&key) {
+            Some(ts) => ts.to_vec(),
+            None => vec![slot.time()],
+        };
+        let from = t.saturating_sub(self.window);
+        let seen = ts.iter().filter(|&&x| x > from && x <= t).count();
+        if seen >= self.num {
+            return Err(seen);
         }
+        let at = ts.partition_point(|&a| a <= t);
+        ts.insert(at, t);
+        self.many.insert(key, ts.into_boxed_slice());
+        Ok(())
     }
 
     /// Admissions held (for sizing).
     pub fn admissions(&self) -> usize {
-        self.admitted.values().map(|a| a.times().len()).sum()
+        self.admitted.len() - self.many.len() + self.many.values().map(|ts| ts.len()).sum::<usize>()
     }
 }
 
@@ -137,7 +137,29 @@ impl KeyedRule for ContentDedup {
     fn evict(&mut self, watermark: Millis) {
         if let Some(horizon) = self.sweep.due(watermark) {
             let window = self.window;
-            self.admitted.retain(|_, a| a.retain_alive(window, horizon));
+            let many = &mut self.many;
+            self.admitted.retain(|key, slot| match many.get(&key) {
+                None => slot.time().saturating_add(window) > horizon,
+                Some(ts) => {
+                    let kept = alive(ts, window, horizon);
+                    match kept.len() {
+                        0 => {
+                            many.remove(&key);
+                            false
+                        }
+                        1 => {
+                            many.remove(&key);
+                            *slot = Packed::of(kept[0]);
+                            true
+                        }
+                        n if n == ts.len() => true,
+                        _ => {
+                            many.insert(key, kept.into_boxed_slice());
+                            true
+                        }
+                    }
+                }
+            });
         }
     }
 
@@ -148,20 +170,34 @@ impl KeyedRule for ContentDedup {
     const PART: &'static str = "content";
 
     fn snapshot(&self) -> Box<dyn Iterator<Item = (u128, Vec<i64>)> + '_> {
-        Box::new(self.admitted.iter().map(|(k, a)| (*k, a.times().to_vec())))
+        Box::new(self.admitted.iter().map(|(k, slot)| {
+            let times = match self.many.get(&k) {
+                Some(ts) => ts.to_vec(),
+                None => vec![slot.time()],
+            };
+            (k, times)
+        }))
     }
 
     fn restore(&mut self, key: u128, values: &[i64]) {
-        let entry = match values {
-            [] => return,
-            [t] => Admitted::One(*t),
-            ts => Admitted::Many(ts.into()),
-        };
-        self.admitted.insert(key, entry);
+        match values {
+            [] => {}
+            [t] => {
+                self.many.remove(&key);
+                self.admitted.insert(key, Packed::of(*t));
+            }
+            ts => {
+                let mut ts = ts.to_vec();
+                ts.sort_unstable();
+                self.admitted.insert(key, Packed::of(ts[0]));
+                self.many.insert(key, ts.into_boxed_slice());
+            }
+        }
     }
 
     fn inspect(&self, key: u128, at: Option<Millis>) -> serde_json::Value {
-        let times: &[Millis] = self.admitted.get(&key).map(|a| a.times()).unwrap_or(&[]);
+        let times = self.times(key);
+        let times: &[Millis] = &times;
         let mut v = serde_json::json!({
             "rule": "content",
             "num": self.num,
@@ -184,22 +220,21 @@ impl KeyedRule for ContentDedup {
 
     fn summary(&self) -> RuleSummary {
         let spilled: usize = self
-            .admitted
+            .many
             .values()
-            .map(|a| match a {
-                Admitted::One(_) => 0,
-                Admitted::Many(ts) => ts.len() * std::mem::size_of::<Millis>(),
-            })
+            .map(|ts| ts.len() * std::mem::size_of::<Millis>() + 40)
             .sum();
         RuleSummary {
             keys: self.admitted.len() as u64,
             entries: self.admissions() as u64,
-            bytes: (self.admitted.capacity() * (std::mem::size_of::<(u128, Admitted)>() + 1)
-                + spilled) as u64,
+            bytes: (self.admitted.capacity() * ShardedMap::<Packed>::SLOT_BYTES + spilled) as u64,
             oldest: self
                 .admitted
-                .values()
-                .filter_map(|a| a.times().first().copied())
+                .iter()
+                .map(|(k, slot)| match self.many.get(&k) {
+                    Some(ts) => ts[0],
+                    None => slot.time(),
+                })
                 .min(),
             watermark: None,
         }
@@ -278,6 +313,28 @@ mod tests {
 
     #[test]
     fn entries_are_small() {
-        assert_eq!(std::mem::size_of::<Admitted>(), 16);
+        // 24 bytes and a control byte per slot.
+        assert_eq!(ShardedMap::<Packed>::SLOT_BYTES, 25);
+        for t in [i64::MIN, -1, 0, 1, 1_763_784_000_000, i64::MAX] {
+            assert_eq!(Packed::of(t).time(), t);
+        }
+    }
+
+    #[test]
+    fn several_admissions_snapshot_and_restore() {
+        let mut d = ContentDedup::new(3, 300, 0, Arc::new(Templates::default()));
+        d.admit(7, 10).unwrap();
+        d.admit(7, 5).unwrap();
+        d.admit(9, 1).unwrap();
+        let mut snap: Vec<(u128, Vec<i64>)> = d.snapshot().collect();
+        snap.sort();
+        assert_eq!(snap, vec![(7, vec![5, 10]), (9, vec![1])]);
+        let mut r = ContentDedup::new(3, 300, 0, Arc::new(Templates::default()));
+        for (k, v) in &snap {
+            r.restore(*k, v);
+        }
+        assert_eq!(r.admit(7, 20), Ok(()));
+        assert_eq!(r.admit(7, 21), Err(3));
+        assert_eq!(r.admissions(), 4);
     }
 }

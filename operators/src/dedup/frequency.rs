@@ -1,30 +1,28 @@
 //! Frequency dedup (step 8): at most `num` sends per (receiver, channel) per local calendar day
 //! of event time.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
 use tidings_model::time::{Millis, end_of_local_day, local_day};
 use tidings_model::{Delivery, State, Templates};
 
+use std::collections::HashMap;
+
+use super::sharded::ShardedMap;
 use super::{KeyedRule, Sweep};
 use crate::live::{self, RuleSummary};
 
-/// Admissions per local day of one key; one day (the common case) inline, 16 bytes in all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Days {
-    One(i32, u32),
-    Many(Box<[(i32, u32)]>),
-}
-
-/// The frequency rule's state: per key, the admissions per local day.
+/// The frequency rule's state: per key, the admissions per local day. One day (the common
+/// case) is the key's 8-byte slot `(day, count)`; a key with several days keeps them in `many`
+/// (which then speaks for the key).
 #[derive(Debug)]
 pub struct FrequencyDedup {
     num: u32,
     tz: Tz,
     templates: Arc<Templates>,
-    counts: HashMap<u128, Days>,
+    counts: ShardedMap<(i32, u32)>,
+    many: HashMap<u128, Box<[(i32, u32)]>>,
     sweep: Sweep,
 }
 
@@ -36,8 +34,32 @@ impl FrequencyDedup {
             num,
             tz,
             templates,
-            counts: HashMap::new(),
+            counts: ShardedMap::default(),
+            many: HashMap::new(),
             sweep: Sweep::new(lateness, 3_600_000),
+        }
+    }
+
+    /// The days of `key`.
+    fn days(&self, key: u128) -> Vec<(i32, u32)> {
+        match self.many.get(&key) {
+            Some(v) => v.to_vec(),
+            None => self.counts.get(&key).map(|&d| vec![d]).unwrap_or_default(),
+        }
+    }
+
+    /// Sets the days of `key` (none: forgets it).
+    fn set(&mut self, key: u128, days: Vec<(i32, u32)>) {
+        match days.as_slice() {
+            [] => {}
+            [one] => {
+                self.many.remove(&key);
+                self.counts.insert(key, *one);
+            }
+            [first, ..] => {
+                self.counts.insert(key, *first);
+                self.many.insert(key, days.into_boxed_slice());
+            }
         }
     }
 
@@ -45,30 +67,28 @@ impl FrequencyDedup {
     pub fn admit(&mut self, key: u128, t: Millis) -> Result<(), u32> {
         let day = local_day(self.tz, t);
         let num = self.num;
-        match self.counts.get_mut(&key) {
-            None if num == 0 => Err(0),
-            None => {
-                self.counts.insert(key, Days::One(day, 1));
-                Ok(())
-            }
-            Some(Days::One(d, n)) if *d == day => bump(n, num),
-            Some(entry) => {
-                let mut days: Vec<(i32, u32)> = match entry {
-                    Days::One(d, n) => vec![(*d, *n)],
-                    Days::Many(v) => v.to_vec(),
-                };
-                let result = match days.iter_mut().find(|(d, _)| *d == day) {
-                    Some((_, n)) => bump(n, num),
-                    None if num == 0 => Err(0),
-                    None => {
-                        days.push((day, 1));
-                        Ok(())
-                    }
-                };
-                *entry = Days::Many(days.into_boxed_slice());
-                result
+        if !self.many.contains_key(&key) {
+            match self.counts.get_mut(&key) {
+                None if num == 0 => return Err(0),
+                None => {
+                    self.counts.insert(key, (day, 1));
+                    return Ok(());
+                }
+                Some((d, n)) if *d == day => return bump(n, num),
+                Some(_) => {}
             }
         }
+        let mut days = self.days(key);
+        let result = match days.iter_mut().find(|(d, _)| *d == day) {
+            Some((_, n)) => bump(n, num),
+            None if num == 0 => Err(0),
+            None => {
+                days.push((day, 1));
+                Ok(())
+            }
+        };
+        self.set(key, days);
+        result
     }
 }
 
@@ -108,17 +128,27 @@ impl KeyedRule for FrequencyDedup {
         if let Some(horizon) = self.sweep.due(watermark) {
             let tz = self.tz;
             let alive = |day: i32| end_of_local_day(tz, day) > horizon;
-            self.counts.retain(|_, days| match days {
-                Days::One(d, _) => alive(*d),
-                Days::Many(v) => {
+            let many = &mut self.many;
+            self.counts.retain(|key, slot| match many.get(&key) {
+                None => alive(slot.0),
+                Some(v) => {
                     let kept: Vec<(i32, u32)> =
                         v.iter().copied().filter(|(d, _)| alive(*d)).collect();
-                    let keep = !kept.is_empty();
-                    *days = match kept.as_slice() {
-                        [(d, n)] => Days::One(*d, *n),
-                        _ => Days::Many(kept.into_boxed_slice()),
-                    };
-                    keep
+                    match kept.as_slice() {
+                        [] => {
+                            many.remove(&key);
+                            false
+                        }
+                        [one] => {
+                            many.remove(&key);
+                            *slot = *one;
+                            true
+                        }
+                        _ => {
+                            many.insert(key, kept.into_boxed_slice());
+                            true
+                        }
+                    }
                 }
             });
         }
@@ -132,15 +162,15 @@ impl KeyedRule for FrequencyDedup {
 
     /// `[day, count, day, count, ...]`.
     fn snapshot(&self) -> Box<dyn Iterator<Item = (u128, Vec<i64>)> + '_> {
-        Box::new(self.counts.iter().map(|(k, days)| {
-            let flat = match days {
-                Days::One(d, n) => vec![i64::from(*d), i64::from(*n)],
-                Days::Many(v) => v
+        Box::new(self.counts.iter().map(|(k, &(d, n))| {
+            let flat = match self.many.get(&k) {
+                None => vec![i64::from(d), i64::from(n)],
+                Some(v) => v
                     .iter()
                     .flat_map(|&(d, n)| [i64::from(d), i64::from(n)])
                     .collect(),
             };
-            (*k, flat)
+            (k, flat)
         }))
     }
 
@@ -149,20 +179,11 @@ impl KeyedRule for FrequencyDedup {
             .chunks_exact(2)
             .map(|p| (p[0] as i32, p[1] as u32))
             .collect();
-        let entry = match days.as_slice() {
-            [] => return,
-            [(d, n)] => Days::One(*d, *n),
-            _ => Days::Many(days.into_boxed_slice()),
-        };
-        self.counts.insert(key, entry);
+        self.set(key, days);
     }
 
     fn inspect(&self, key: u128, at: Option<Millis>) -> serde_json::Value {
-        let days: Vec<(i32, u32)> = match self.counts.get(&key) {
-            None => Vec::new(),
-            Some(Days::One(d, n)) => vec![(*d, *n)],
-            Some(Days::Many(v)) => v.to_vec(),
-        };
+        let days = self.days(key);
         let date = |d: i32| {
             chrono::NaiveDate::from_num_days_from_ce_opt(d)
                 .map(|d| d.to_string())
@@ -197,15 +218,15 @@ impl KeyedRule for FrequencyDedup {
         let mut spilled = 0usize;
         let mut entries = 0u64;
         let mut oldest: Option<i32> = None;
-        for days in self.counts.values() {
-            let first = match days {
-                Days::One(d, _) => {
+        for (key, &(day, _)) in self.counts.iter() {
+            let first = match self.many.get(&key) {
+                None => {
                     entries += 1;
-                    *d
+                    day
                 }
-                Days::Many(v) => {
+                Some(v) => {
                     entries += v.len() as u64;
-                    spilled += v.len() * std::mem::size_of::<(i32, u32)>();
+                    spilled += v.len() * std::mem::size_of::<(i32, u32)>() + 40;
                     v.iter().map(|(d, _)| *d).min().unwrap_or(i32::MAX)
                 }
             };
@@ -214,8 +235,7 @@ impl KeyedRule for FrequencyDedup {
         RuleSummary {
             keys: self.counts.len() as u64,
             entries,
-            bytes: (self.counts.capacity() * (std::mem::size_of::<(u128, Days)>() + 1) + spilled)
-                as u64,
+            bytes: (self.counts.capacity() * ShardedMap::<(i32, u32)>::SLOT_BYTES + spilled) as u64,
             // The start of the oldest day counted.
             oldest: oldest.map(|d| end_of_local_day(self.tz, d.saturating_sub(1))),
             watermark: None,
@@ -278,6 +298,6 @@ mod tests {
 
     #[test]
     fn entries_are_small() {
-        assert_eq!(std::mem::size_of::<Days>(), 16);
+        assert_eq!(ShardedMap::<(i32, u32)>::SLOT_BYTES, 25);
     }
 }

@@ -13,6 +13,7 @@
 
 mod content;
 mod frequency;
+pub mod sharded;
 
 pub use content::ContentDedup;
 pub use frequency::FrequencyDedup;

@@ -1,0 +1,129 @@
+//! The dedup rules' key tables: 256 hash maps chosen by the key's top byte, each key held as
+//! two `u64` (8-byte aligned: a `u128` is 16-byte aligned, which would pad a key with an
+//! 8-byte value to 32 bytes).
+//!
+//! With the rules' 8-byte values an entry is 24 bytes and a control byte, so a table between
+//! half and 7/8 full holds a key in 29–50 bytes. One table of 10M keys would double from 8M
+//! to 16M slots in one move, holding both for the moment and stalling the worker for the whole
+//! copy; 256 tables resize one at a time, each moving 1/256 of the keys. The keys are hashes
+//! (xxh3), so their top byte spreads them evenly; each table still hashes its keys with the
+//! standard (randomly seeded) hasher.
+
+use std::collections::HashMap;
+
+const SHARDS: usize = 256;
+
+/// A map of 128-bit hashed keys in [`SHARDS`] tables.
+#[derive(Debug)]
+pub struct ShardedMap<V> {
+    shards: Box<[HashMap<[u64; 2], V>]>,
+    len: usize,
+}
+
+impl<V> Default for ShardedMap<V> {
+    fn default() -> Self {
+        ShardedMap {
+            shards: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            len: 0,
+        }
+    }
+}
+
+fn shard(key: u128) -> usize {
+    (key >> 120) as usize
+}
+
+fn split(key: u128) -> [u64; 2] {
+    [(key >> 64) as u64, key as u64]
+}
+
+fn join(k: &[u64; 2]) -> u128 {
+    (u128::from(k[0]) << 64) | u128::from(k[1])
+}
+
+impl<V> ShardedMap<V> {
+    /// The value of `key`.
+    pub fn get(&self, key: &u128) -> Option<&V> {
+        self.shards[shard(*key)].get(&split(*key))
+    }
+
+    /// The value of `key`, to change.
+    pub fn get_mut(&mut self, key: &u128) -> Option<&mut V> {
+        self.shards[shard(*key)].get_mut(&split(*key))
+    }
+
+    /// Sets `key`'s value; the old one if there was one.
+    pub fn insert(&mut self, key: u128, value: V) -> Option<V> {
+        let old = self.shards[shard(key)].insert(split(key), value);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Keeps the entries `keep` says to keep.
+    pub fn retain(&mut self, mut keep: impl FnMut(u128, &mut V) -> bool) {
+        for s in self.shards.iter_mut() {
+            s.retain(|k, v| keep(join(k), v));
+        }
+        self.len = self.shards.iter().map(HashMap::len).sum();
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Slots allocated, over all tables.
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(HashMap::capacity).sum()
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u128, &V)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(k, v)| (join(k), v)))
+    }
+
+    /// Bytes one slot takes (entry and control byte).
+    pub const SLOT_BYTES: usize = std::mem::size_of::<([u64; 2], V)>() + 1;
+
+    /// Every value, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_is_a_map() {
+        let mut m = ShardedMap::default();
+        for k in 0..10_000u128 {
+            let key = k.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+            assert_eq!(m.insert(key, k), None);
+        }
+        assert_eq!(m.len(), 10_000);
+        let key = 7u128.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        assert_eq!(m.get(&key), Some(&7));
+        assert!(m.iter().any(|(k, v)| k == key && *v == 7));
+        *m.get_mut(&key).unwrap() = 70;
+        assert_eq!(m.insert(key, 71), Some(70));
+        assert_eq!(m.len(), 10_000);
+        m.retain(|_, v| *v % 2 == 0);
+        assert_eq!(m.len(), 5_000);
+        assert_eq!(m.iter().count(), 5_000);
+        assert!(m.values().all(|v| v % 2 == 0));
+        // The keys spread over the tables.
+        assert!(m.shards.iter().filter(|s| !s.is_empty()).count() > 200);
+        assert!(m.capacity() >= 5_000);
+    }
+}
