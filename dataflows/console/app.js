@@ -28,7 +28,9 @@ async function api(method, path, body) {
   const text = await r.text();
   let data;
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
-  if (r.status === 401 && path !== "/jobs") { logout(); }
+  // The service's own token layer answers {"error": …}; a job's send API answers austin's
+  // {"code": …}, whose 401 is about its callers, not this sign-in.
+  if (r.status === 401 && path !== "/jobs" && data && data.error) { logout(); }
   if (!r.ok) {
     const msg = (data && (data.error || data.msg)) || text || r.statusText;
     const err = new Error(r.status + ": " + msg);

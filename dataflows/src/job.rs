@@ -119,7 +119,8 @@ pub struct CallerConfig {
     /// SHA-256 of the caller's bearer token, 64 hex digits (`tidings gateway --hash-token`);
     /// the token itself is never stored.
     pub token_sha256: String,
-    /// Requests per second the caller may make (answered 429 above it). Default: no limit.
+    /// Messages (params) per second the caller may send (answered 429 above it). Default: no
+    /// limit.
     #[serde(default)]
     pub per_second: Option<u32>,
 }

@@ -210,11 +210,23 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
         let r = client
             .post(url("/send"))
             .bearer_auth("bulk-token")
+            .header("Content-Type", "application/json")
             .body("{oops")
             .send()
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 400);
+        // Only JSON is taken: a form or text/plain post (what any web page can make a browser
+        // send) is refused before anything is read.
+        let r = client
+            .post(url("/send"))
+            .bearer_auth("bulk-token")
+            .header("Content-Type", "text/plain")
+            .body(send_body("13800138000", "x").to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 415);
 
         // Tokens: none or a wrong one is 401.
         let (status, v) = post(&client, &url("/send"), None, &send_body("13800138000", "x")).await;

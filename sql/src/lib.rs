@@ -300,21 +300,35 @@ impl Tracking {
     }
 
     /// Runs one statement that only reads (no DDL, no DML, no `COPY`, no `SET`): what a
-    /// service lets its users type.
-    pub async fn query_read_only(&self, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
+    /// service lets its users type. At most `limit` rows are produced (the plan stops there),
+    /// and a statement running longer than `within` is cancelled.
+    pub async fn query_read_only(
+        &self,
+        sql: &str,
+        limit: usize,
+        within: std::time::Duration,
+    ) -> Result<Vec<RecordBatch>, SqlError> {
         let options = datafusion::execution::context::SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let result = async {
+        let run = async {
             self.ctx
                 .sql_with_options(sql, options)
                 .await?
+                .limit(0, Some(limit))?
                 .collect()
                 .await
+        };
+        match tokio::time::timeout(within, run).await {
+            Ok(result) => result.map_err(|e| self.name_corrupt(e)),
+            Err(_) => Err(SqlError::Query(
+                datafusion::error::DataFusionError::Execution(format!(
+                    "the statement ran longer than {} s and was cancelled; narrow it (WHERE date = ..., LIMIT)",
+                    within.as_secs()
+                )),
+            )),
         }
-        .await;
-        result.map_err(|e| self.name_corrupt(e))
     }
 
     /// A receiver's or a message's event rows, oldest first: `time`, `event_time`,

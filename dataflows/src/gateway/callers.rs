@@ -43,9 +43,9 @@ impl Callers {
         !self.list.is_empty()
     }
 
-    /// The caller's name when `headers` carry a known token and the caller is within its
-    /// rate; otherwise the 401 or 429 answer.
-    pub fn admit(&self, headers: &HeaderMap) -> Result<Option<&str>, Answer> {
+    /// Which caller `headers` name by their token (`None` when no callers are configured),
+    /// or the 401 answer.
+    pub fn identify(&self, headers: &HeaderMap) -> Result<Option<usize>, Answer> {
         if self.list.is_empty() {
             return Ok(None);
         }
@@ -75,32 +75,58 @@ impl Callers {
                 found = Some(i);
             }
         }
-        let Some(i) = found else {
-            return Err(Answer::new(
+        match found {
+            Some(i) => Ok(Some(i)),
+            None => Err(Answer::new(
                 StatusCode::UNAUTHORIZED,
                 UNAUTHORIZED,
                 "wrong token: no [gateway.callers] entry has it".into(),
-            ));
-        };
-        let (caller, limiter) = &self.list[i];
-        if let Some(limiter) = limiter
-            && let Err(not_until) = limiter.check()
-        {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let mut answer = Answer::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                TOO_MANY,
-                format!(
-                    "caller {} is over its rate of {} requests/s; retry in {} ms",
-                    caller.name,
-                    caller.per_second.map_or(0, NonZeroU32::get),
-                    wait.as_millis().max(1)
-                ),
-            );
-            answer.retry_after = Some(wait.as_secs().max(1));
-            return Err(answer);
+            )),
         }
-        Ok(Some(caller.name.as_str()))
+    }
+
+    /// Takes `messages` from the caller's rate, or the 429 answer (a request of more messages
+    /// than one second's worth is refused whole).
+    pub fn within_rate(&self, caller: Option<usize>, messages: usize) -> Result<(), Answer> {
+        let Some((caller, Some(limiter))) = caller.and_then(|i| self.list.get(i)) else {
+            return Ok(());
+        };
+        let rate = caller.per_second.map_or(0, NonZeroU32::get);
+        let n =
+            NonZeroU32::new(u32::try_from(messages).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let wait = match limiter.check_n(n) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
+            Err(_) => {
+                return Err(Answer::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    TOO_MANY,
+                    format!(
+                        "caller {} may send {rate} messages/s; this request has {messages}: split it",
+                        caller.name
+                    ),
+                ));
+            }
+        };
+        let mut answer = Answer::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            TOO_MANY,
+            format!(
+                "caller {} is over its rate of {rate} messages/s; retry in {} ms",
+                caller.name,
+                wait.as_millis().max(1)
+            ),
+        );
+        answer.retry_after = Some(wait.as_secs().max(1));
+        Err(answer)
+    }
+
+    /// The caller `headers` name, within its rate for one message (for tests and callers
+    /// that count requests).
+    pub fn admit(&self, headers: &HeaderMap) -> Result<Option<&str>, Answer> {
+        let caller = self.identify(headers)?;
+        self.within_rate(caller, 1)?;
+        Ok(caller.map(|i| self.list[i].0.name.as_str()))
     }
 }
 
@@ -143,6 +169,18 @@ mod tests {
         assert!(over.retry_after.is_some());
         // No callers: open (loopback only, by the job file's rule).
         assert_eq!(Callers::new(&[]).admit(&HeaderMap::new()).unwrap(), None);
+        // A request of more messages than a second's worth is refused whole.
+        let batch = Callers::new(&[caller("b", Some(5))]);
+        let who = batch.identify(&bearer("b")).unwrap();
+        assert!(batch.within_rate(who, 3).is_ok());
+        let over = batch.within_rate(who, 3).unwrap_err();
+        assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
+        let huge = batch.within_rate(who, 6).unwrap_err();
+        assert!(
+            huge.body["msg"].as_str().unwrap().contains("split it"),
+            "{:?}",
+            huge.body
+        );
         // A published SHA-256 test vector.
         assert_eq!(
             hash_token("abc"),

@@ -46,6 +46,10 @@ pub const TOO_MANY: &str = "A0429";
 /// The broker did not take the request (austin's SERVICE_ERROR).
 pub const SERVICE_ERROR: &str = "B0001";
 
+/// The largest body taken: under librdkafka's default `message.max.bytes` (1,000,000) with
+/// room for the record's framing.
+pub const MAX_BODY: usize = 990_000;
+
 /// How long a produce may wait in the producer's queue and for the broker's acknowledgement.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -156,27 +160,67 @@ impl Gateway {
             .with_state(self)
     }
 
-    /// Judges, produces and answers one request.
+    /// Judges, produces and answers one request: the caller's token (401), the body (400,
+    /// 415), the caller's rate in messages (429), then the broker.
     pub async fn handle(&self, route: Route, headers: &HeaderMap, body: &[u8]) -> Answer {
-        if let Err(refused) = self.callers.admit(headers) {
-            return refused;
+        let caller = match self.callers.identify(headers) {
+            Ok(c) => c,
+            Err(refused) => return refused,
+        };
+        // A browser can post text/plain or a form to any address without asking first; only
+        // JSON is taken, so a page cannot make an operator's browser send messages.
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if !json {
+            return Answer::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                BAD_REQUEST,
+                "客户端参数错误: send the body as Content-Type: application/json".into(),
+            );
+        }
+        if body.len() > MAX_BODY {
+            return Answer::bad(format!(
+                "the body is {} bytes, more than {MAX_BODY}",
+                body.len()
+            ));
         }
         let now = wall_ms();
         let ids = match self.check(route, body, now) {
             Ok(ids) => ids,
             Err(refused) => return refused,
         };
+        // A recall counts as one.
+        if let Err(refused) = self.callers.within_rate(caller, ids.len().max(1)) {
+            return refused;
+        }
         let record = FutureRecord::<(), [u8]>::to(&self.topic)
             .payload(body)
             .timestamp(now);
         let delivered = match self.producer.send(record, PRODUCE_TIMEOUT).await {
             Ok(d) => d,
             Err((e, _)) => {
+                use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+                // A timeout leaves the record's fate unknown: it may have been written.
+                let unknown = matches!(
+                    e,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+                );
+                let what = if unknown {
+                    "the request may or may not have been written; look it up by bizId before sending it again"
+                } else {
+                    "nothing was sent; retry it"
+                };
                 return Answer::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     SERVICE_ERROR,
                     format!(
-                        "服务执行异常: the broker did not take the request ({e}); nothing was sent, retry it"
+                        "服务执行异常: the broker did not acknowledge the request ({e}); {what}"
                     ),
                 );
             }

@@ -199,6 +199,20 @@ async fn send_to(
     body: Bytes,
 ) -> Response {
     use crate::gateway::{Answer, BAD_REQUEST, UNAUTHORIZED};
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    // With a service token, a request without any token learns nothing about the jobs.
+    if token.is_some() && given.is_none() {
+        return Answer::new(
+            StatusCode::UNAUTHORIZED,
+            UNAUTHORIZED,
+            "missing token: send Authorization: Bearer TOKEN (a caller's, or the service's)".into(),
+        )
+        .into_response();
+    }
     let found = tokio::task::spawn_blocking(move || s.gateway(name.as_deref()))
         .await
         .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())));
@@ -218,10 +232,6 @@ async fn send_to(
     if !gateway.has_callers()
         && let Some(t) = token
     {
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| crate::admin::same(g.as_bytes(), t.as_bytes())) {
             return Answer::new(
                 StatusCode::UNAUTHORIZED,

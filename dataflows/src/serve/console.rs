@@ -23,6 +23,8 @@ use crate::admin::Problem;
 
 /// Rows a console answer holds at most.
 pub const MAX_ROWS: usize = 5_000;
+/// How long a console statement may run.
+pub const SQL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 const INDEX: &str = include_str!("../../console/index.html");
 const SCRIPT: &str = include_str!("../../console/app.js");
@@ -139,11 +141,13 @@ async fn preview(
         .into_response();
     };
     let account = job.account_of.get(&t.id).cloned();
+    let dedup = &job.file.dedup;
     let rules = json!({
         "shield": t.shield,
         "night": format!("{}, released at {}", job.file.shield.night, job.release_at),
-        "content_dedup": t.dedup,
-        "frequency_dedup": t.dedup,
+        // The template's `dedup` switches both rules; the job sets their limits.
+        "content_dedup": t.dedup.then(|| format!("at most {} of the same content in {} s", dedup.content.num, dedup.content.time)),
+        "frequency_dedup": t.dedup.then(|| format!("at most {} per receiver and channel a day", dedup.frequency.num)),
         "discarded": job.file.discard.templates.contains(&t.id),
         "whitelist": job.file.whitelist.receivers,
         "account": account,
@@ -223,10 +227,10 @@ async fn sql(
         Ok(j) => j,
         Err(r) => return r,
     };
-    answer(
-        &job,
-        |t| async move { t.query_read_only(&body.query).await },
-    )
+    answer(&job, |t| async move {
+        t.query_read_only(&body.query, MAX_ROWS + 1, SQL_TIMEOUT)
+            .await
+    })
     .await
 }
 

@@ -397,17 +397,22 @@ impl Supervisor {
     /// does).
     pub fn gateway(&self, name: Option<&str>) -> Result<Arc<Gateway>, Refusal> {
         let (name, job) = {
-            let jobs = self.lock();
+            let mut jobs = self.lock();
             let name = match name {
                 Some(n) => n.to_string(),
                 None => {
-                    let kafka: Vec<&String> = jobs
-                        .iter()
-                        .filter(|(_, e)| e.job.as_ref().is_none_or(|j| j.kafka.is_some()))
-                        .map(|(n, _)| n)
-                        .collect();
+                    // Jobs the service has not loaded yet are loaded now (and kept), so the
+                    // choice sees every job's source.
+                    let mut kafka = Vec::new();
+                    for (n, e) in jobs.iter_mut() {
+                        if let Ok(job) = load_into(e)
+                            && job.kafka.is_some()
+                        {
+                            kafka.push(n.clone());
+                        }
+                    }
                     match kafka.as_slice() {
-                        [one] => (*one).clone(),
+                        [one] => one.clone(),
                         [] => {
                             return Err(Refusal::NotFound(
                                 "no job with a Kafka source runs here: submit one first".into(),
@@ -416,17 +421,14 @@ impl Supervisor {
                         many => {
                             return Err(Refusal::Bad(format!(
                                 "several jobs run here ({}): post to /jobs/NAME/send",
-                                many.iter()
-                                    .map(|n| n.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                many.join(", ")
                             )));
                         }
                     }
                 }
             };
-            let e = jobs.get(&name).ok_or_else(|| not_found(&name))?;
-            (name, loaded(e)?)
+            let e = jobs.get_mut(&name).ok_or_else(|| not_found(&name))?;
+            (name, load_into(e)?)
         };
         let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((made_for, g)) = gateways.get(&name)
@@ -753,6 +755,14 @@ impl Supervisor {
             .collect();
         self.dir.join("logs").join(format!("{safe}.log"))
     }
+}
+
+/// The entry's job, loaded from its file and kept when the service had not loaded it (so the
+/// same loaded job, and the send API made for it, serve every request).
+fn load_into(e: &mut Entry) -> Result<Arc<Job>, Refusal> {
+    let job = loaded(e)?;
+    e.job = Some(job.clone());
+    Ok(job)
 }
 
 fn loaded(e: &Entry) -> Result<Arc<Job>, Refusal> {
