@@ -231,15 +231,14 @@ async fn send_to(
     };
     if !gateway.has_callers()
         && let Some(t) = token
+        && !given.is_some_and(|g| crate::admin::same(g.as_bytes(), t.as_bytes()))
     {
-        if !given.is_some_and(|g| crate::admin::same(g.as_bytes(), t.as_bytes())) {
-            return Answer::new(
-                StatusCode::UNAUTHORIZED,
-                UNAUTHORIZED,
-                "missing or wrong token: the job has no [gateway.callers], so the service's token (serve --token) is required".into(),
-            )
-            .into_response();
-        }
+        return Answer::new(
+            StatusCode::UNAUTHORIZED,
+            UNAUTHORIZED,
+            "missing or wrong token: the job has no [gateway.callers], so the service's token (serve --token) is required".into(),
+        )
+        .into_response();
     }
     gateway.handle(route, &headers, &body).await.into_response()
 }
