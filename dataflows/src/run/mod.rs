@@ -270,7 +270,7 @@ pub(crate) fn compact_in_background(job: &Job, finished: &Arc<AtomicBool>) {
                 compact::remove_unfinished(&d.join(table));
             }
             TrackingDir::Object(o) => {
-                if let Err(e) = compact::remove_unfinished_objects(o, table) {
+                if let Err(e) = compact::remove_unfinished_objects(o, table, settings.grace) {
                     tracing::warn!("compaction of {dir}/{table}: {e}");
                 }
             }

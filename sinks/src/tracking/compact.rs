@@ -83,7 +83,11 @@ pub fn pass(
             out.expired += 1;
             continue;
         }
-        out.add(compact_partition(&dir, settings, SystemTime::now())?);
+        // One partition's trouble (an unreadable file) does not hold back the others.
+        match compact_partition(&dir, settings, SystemTime::now()) {
+            Ok(p) => out.add(p),
+            Err(e) => tracing::warn!("compaction of {}: {e}", dir.display()),
+        }
     }
     Ok(out)
 }
@@ -97,7 +101,9 @@ pub fn pass_objects(
     keep_from: Option<NaiveDate>,
 ) -> io::Result<Pass> {
     let mut out = Pass::default();
-    for (partition, entries) in object_partitions(dir, table)? {
+    // Ages are measured by the store's clock (its own stamps), not this machine's.
+    let now = dir.server_now()?;
+    for (partition, entries) in object_partitions(dir, table, now)? {
         if expired(&partition, keep_from) {
             for e in &entries {
                 dir.delete(&format!("{table}/{partition}/{}", e.name))?;
@@ -110,7 +116,12 @@ pub fn pass_objects(
             prefix: format!("{table}/{partition}"),
             entries,
         };
-        out.add(compact(&mut part, settings, SystemTime::now())?);
+        let server_now = SystemTime::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(now.timestamp_millis()).unwrap_or(0));
+        match compact(&mut part, settings, server_now) {
+            Ok(p) => out.add(p),
+            Err(e) => tracing::warn!("compaction of {}/{table}/{partition}: {e}", dir.url()),
+        }
     }
     Ok(out)
 }
@@ -119,9 +130,10 @@ pub fn pass_objects(
 fn object_partitions(
     dir: &ObjectDir,
     table: &str,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> io::Result<std::collections::BTreeMap<String, Vec<Entry>>> {
     let mut partitions = std::collections::BTreeMap::<String, Vec<Entry>>::new();
-    for o in dir.list(table)? {
+    for o in dir.list_at(table, now)? {
         let mut parts = o.rel.split('/').skip(1);
         let (Some(partition), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
             continue;
@@ -300,22 +312,19 @@ pub fn compact_partition(
     compact(&mut LocalPartition(dir), settings, now)
 }
 
-/// The lists of a listing whose compacted file is present, with what each replaces and the
-/// compacted file's age.
-fn present_lists(
+/// The lists of a listing, with what each replaces and its compacted file's age (`None`: the
+/// file is not there — a compaction cut short, or one under way elsewhere).
+fn all_lists(
     part: &impl Partition,
     entries: &[Entry],
-) -> io::Result<Vec<(Duration, Replaces)>> {
+) -> io::Result<Vec<(Option<Duration>, Replaces)>> {
     let mut out = Vec::new();
     for e in entries {
         let Some(parquet) = compaction::compacted_of(Path::new(&e.name)) else {
             continue;
         };
         let parquet = parquet.to_string_lossy();
-        // A compaction cut short before its file was published: its list counts for nothing.
-        let Some(file) = entries.iter().find(|f| f.name == parquet) else {
-            continue;
-        };
+        let file = entries.iter().find(|f| f.name == parquet);
         let body = part.read_raw(&e.name)?;
         let replaces: Replaces = serde_json::from_slice(&body).map_err(|err| {
             io::Error::new(
@@ -323,7 +332,7 @@ fn present_lists(
                 format!("{}: {err}", part.show(&e.name)),
             )
         })?;
-        out.push((file.age, replaces));
+        out.push((file.map(|f| f.age), replaces));
     }
     Ok(out)
 }
@@ -336,10 +345,16 @@ fn compact<P: Partition>(
 ) -> io::Result<Pass> {
     let mut out = Pass::default();
     let entries = part.entries(now)?;
-    let lists = present_lists(part, &entries)?;
-    let superseded: BTreeSet<&str> = lists
+    let all = all_lists(part, &entries)?;
+    // A file any list names is never merged again, even when the list's compacted file is
+    // not (yet) there: it may be being written.
+    let superseded: BTreeSet<&str> = all
         .iter()
         .flat_map(|(_, r)| r.files.iter().map(String::as_str))
+        .collect();
+    let lists: Vec<(Duration, &Replaces)> = all
+        .iter()
+        .filter_map(|(age, r)| age.map(|a| (a, r)))
         .collect();
     let present: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     // Deletions first: what a compacted file past its grace period replaces. Lists stay as
@@ -462,15 +477,22 @@ pub fn remove_unfinished(table: &Path) -> usize {
     removed
 }
 
-/// [`remove_unfinished`] on an object store: lists whose compacted file never appeared.
-pub fn remove_unfinished_objects(dir: &ObjectDir, table: &str) -> io::Result<usize> {
+/// [`remove_unfinished`] on an object store: lists whose compacted file never appeared, once
+/// they are older than `grace` (a younger one may belong to a compaction under way).
+pub fn remove_unfinished_objects(
+    dir: &ObjectDir,
+    table: &str,
+    grace: Duration,
+) -> io::Result<usize> {
     let mut removed = 0;
-    for (partition, entries) in object_partitions(dir, table)? {
+    let now = dir.server_now()?;
+    for (partition, entries) in object_partitions(dir, table, now)? {
         for e in &entries {
-            let orphan = compaction::compacted_of(Path::new(&e.name)).is_some_and(|p| {
-                let p = p.to_string_lossy();
-                !entries.iter().any(|f| f.name == p)
-            });
+            let orphan = e.age >= grace
+                && compaction::compacted_of(Path::new(&e.name)).is_some_and(|p| {
+                    let p = p.to_string_lossy();
+                    !entries.iter().any(|f| f.name == p)
+                });
             if orphan {
                 dir.delete(&format!("{table}/{partition}/{}", e.name))?;
                 removed += 1;

@@ -111,6 +111,15 @@ pub struct ParquetTracking {
     events: BTreeMap<NaiveDate, Vec<EventRow>>,
     dead: BTreeMap<NaiveDate, Vec<DeadLetter>>,
     buffered: usize,
+    /// Files encoded for an object store whose PUT has not succeeded yet.
+    unsent: Vec<Unsent>,
+}
+
+/// A file owed to the object store.
+struct Unsent {
+    rel: String,
+    body: bytes::Bytes,
+    rows: usize,
 }
 
 impl ParquetTracking {
@@ -132,6 +141,7 @@ impl ParquetTracking {
             events: BTreeMap::new(),
             dead: BTreeMap::new(),
             buffered: 0,
+            unsent: Vec::new(),
         }
     }
 
@@ -152,17 +162,22 @@ impl ParquetTracking {
     }
 
     fn buffered(&self) -> usize {
-        self.buffered
+        self.buffered + self.unsent.iter().map(|u| u.rows).sum::<usize>()
     }
 
     /// Writes every buffered row. On an error the rows not yet written stay buffered (each
-    /// date's file is written whole or not at all), so a later call retries them.
+    /// date's file is written whole or not at all), so a later call retries them. On an object
+    /// store a file whose PUT failed is retried as it was, under its own name: a PUT that
+    /// reported an error may still have been stored, and a retry under a new name would make
+    /// its rows appear twice.
     fn flush(&mut self) -> io::Result<()> {
+        self.send_unsent()?;
         while let Some((date, rows)) = self.events.pop_first() {
+            let n = rows.len();
             let written = self
                 .events_batch(&rows)
                 .map_err(io::Error::other)
-                .and_then(|batch| self.write("events", date, batch));
+                .and_then(|batch| self.write("events", date, batch, n));
             if let Err(e) = written {
                 self.events.insert(date, rows);
                 return Err(e);
@@ -170,14 +185,27 @@ impl ParquetTracking {
             self.buffered -= rows.len();
         }
         while let Some((date, rows)) = self.dead.pop_first() {
+            let n = rows.len();
             let written = dead_batch(&rows)
                 .map_err(io::Error::other)
-                .and_then(|batch| self.write("dead_letters", date, batch));
+                .and_then(|batch| self.write("dead_letters", date, batch, n));
             if let Err(e) = written {
                 self.dead.insert(date, rows);
                 return Err(e);
             }
             self.buffered -= rows.len();
+        }
+        self.send_unsent()
+    }
+
+    /// PUTs the encoded files not yet stored, oldest first, each under its own name.
+    fn send_unsent(&mut self) -> io::Result<()> {
+        let TrackingDir::Object(o) = &self.dir else {
+            return Ok(());
+        };
+        while let Some(u) = self.unsent.first() {
+            o.put_bytes(&u.rel, u.body.clone())?;
+            self.unsent.remove(0);
         }
         Ok(())
     }
@@ -185,14 +213,26 @@ impl ParquetTracking {
     /// Writes one file. Locally: aside as `.NAME.tmp`, fsynced, renamed; a failed write
     /// leaves no `.tmp` behind. On an object store: one PUT of the whole file. The error names
     /// the path.
-    fn write(&mut self, table: &str, date: NaiveDate, batch: RecordBatch) -> io::Result<()> {
+    fn write(
+        &mut self,
+        table: &str,
+        date: NaiveDate,
+        batch: RecordBatch,
+        rows: usize,
+    ) -> io::Result<()> {
         let partition = format!("{table}/date={}", date.format("%Y-%m-%d"));
         self.seq += 1;
         let name = format!("{}-{:05}.parquet", self.prefix, self.seq);
         let dir = match &self.dir {
-            TrackingDir::Object(o) => {
+            TrackingDir::Object(_) => {
+                // Encoded once; owed (and counted as buffered) until its PUT succeeds.
                 let body = parquet_bytes(Vec::new(), &batch)?;
-                return o.put(&format!("{partition}/{name}"), body);
+                self.unsent.push(Unsent {
+                    rel: format!("{partition}/{name}"),
+                    body: body.into(),
+                    rows,
+                });
+                return Ok(());
             }
             TrackingDir::Local(d) => d.join(&partition),
         };

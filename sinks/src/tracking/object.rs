@@ -17,7 +17,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::ClientConfigKey;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -120,8 +121,23 @@ impl ObjectDir {
             return Err(format!("`{url}`: no bucket; use s3://BUCKET/PREFIX"));
         }
         let prefix = ObjectPath::parse(prefix).map_err(|e| format!("`{url}`: {e}"))?;
+        // A request gives up after 30 s and its retries after 30 s more: a worker writing
+        // tracking waits at most about a minute, then its retry loop (and `tracking_give_up`)
+        // takes over.
         let store = AmazonS3Builder::from_env()
             .with_url(format!("s3://{bucket}"))
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                "30 seconds",
+            )
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "5 seconds",
+            )
+            .with_retry(object_store::RetryConfig {
+                retry_timeout: std::time::Duration::from_secs(30),
+                ..Default::default()
+            })
             .build()
             .map_err(|e| format!("`{url}`: {e}"))?;
         Ok(ObjectDir {
@@ -158,8 +174,24 @@ impl ObjectDir {
 
     /// Writes `body` as object `rel` (whole, in one PUT).
     pub fn put(&self, rel: &str, body: Vec<u8>) -> io::Result<()> {
+        self.put_bytes(rel, body.into())
+    }
+
+    /// [`ObjectDir::put`] of shared bytes.
+    pub fn put_bytes(&self, rel: &str, body: bytes::Bytes) -> io::Result<()> {
         let (store, path) = (self.store.clone(), self.path(rel));
         block_on(async move { store.put(&path, body.into()).await.map(|_| ()) })
+            .map_err(|e| self.error(rel, e))
+    }
+
+    /// The store's clock: the time it stamps on a marker object written now. Ages of objects
+    /// are measured against it, so this machine's clock does not matter.
+    pub fn server_now(&self) -> io::Result<chrono::DateTime<chrono::Utc>> {
+        let rel = ".tidings-clock";
+        self.put(rel, Vec::new())?;
+        let (store, path) = (self.store.clone(), self.path(rel));
+        block_on(async move { store.head(&path).await })
+            .map(|m| m.last_modified)
             .map_err(|e| self.error(rel, e))
     }
 
@@ -182,8 +214,18 @@ impl ObjectDir {
         }
     }
 
-    /// The objects under `rel` (recursively): path relative to the prefix, size, and age.
+    /// The objects under `rel` (recursively): path relative to the prefix, size, and age (by
+    /// this machine's clock; [`ObjectDir::list_at`] measures by another).
     pub fn list(&self, rel: &str) -> io::Result<Vec<Listed>> {
+        self.list_at(rel, chrono::Utc::now())
+    }
+
+    /// [`ObjectDir::list`] with ages measured from `now`.
+    pub fn list_at(
+        &self,
+        rel: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> io::Result<Vec<Listed>> {
         use futures_util::StreamExt;
         let (store, path) = (self.store.clone(), self.path(rel));
         let prefix_parts = self.prefix.parts().count();
@@ -196,7 +238,6 @@ impl ObjectDir {
             Ok::<_, object_store::Error>(out)
         })
         .map_err(|e| self.error(rel, e))?;
-        let now = chrono::Utc::now();
         Ok(metas
             .into_iter()
             .map(|m| Listed {
