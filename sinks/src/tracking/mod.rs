@@ -31,6 +31,8 @@ use tidings_model::time::local_date;
 use tidings_model::{DeadLetter, EventRow, Templates};
 
 /// Where tracking rows go.
+// One per worker: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Tracking {
     /// Parquet files under a directory.
     Parquet(ParquetTracking),
