@@ -228,3 +228,69 @@ fn an_unreachable_bucket_is_one_line_naming_the_key_and_nothing_is_sent() {
         0
     );
 }
+
+/// A PUT that fails keeps its encoded file and its rows owed; the next flush sends that same
+/// file under the same name (a PUT that reported an error may have been stored: a new name
+/// would count its rows twice).
+#[test]
+fn a_failed_put_is_retried_as_the_same_object() {
+    use std::sync::Arc;
+    use tidings_model::{EventRow, MessageMeta, State, Templates};
+    use tidings_sinks::tracking::{ParquetTracking, Tracking, TrackingDir};
+
+    // The bucket does not exist yet: every PUT fails.
+    let name = format!("tidings-late-{}", common::unique()).replace('_', "-");
+    let url = format!("s3://{name}/t");
+    let dir = ObjectDir::parse(&url).unwrap();
+    let mut w = Tracking::Parquet(ParquetTracking::new(
+        TrackingDir::Object(dir.clone()),
+        chrono_tz::Asia::Shanghai,
+        Arc::new(Templates::default()),
+        "r1",
+        0,
+    ));
+    let at = 1_763_784_000_000;
+    let meta = Arc::new(MessageMeta {
+        message_id: "m1".into(),
+        template_id: 1,
+        business_id: 2,
+        biz_id: None,
+        content: "{}".into(),
+        event_time: at,
+        seq: 0,
+    });
+    for r in 0..3 {
+        w.event(EventRow {
+            time: at,
+            event_time: at,
+            meta: meta.clone(),
+            receiver: format!("u{r}"),
+            state: State::Receive,
+            reason: None,
+        });
+    }
+    assert!(w.flush().is_err());
+    assert_eq!(w.buffered(), 3, "the rows stay owed");
+    assert!(w.flush().is_err());
+    // The bucket appears; the same file goes out, once.
+    let status = reqwest::blocking::Client::new()
+        .put(format!("{}/{name}", endpoint()))
+        .send()
+        .unwrap()
+        .status();
+    assert!(status.is_success());
+    w.flush().unwrap();
+    assert_eq!(w.buffered(), 0);
+    let files: Vec<String> = dir
+        .list("events")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.rel)
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].ends_with("part-r1-w0-00001.parquet"), "{files:?}");
+    assert_eq!(
+        sql_s3(&url, "SELECT count(*) FROM events").lines().nth(1),
+        Some("3")
+    );
+}
