@@ -294,6 +294,34 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
         for t in tasks {
             concurrent.push(t.await.unwrap());
         }
+        // The gateway's metrics count every answer by route and code.
+        let metrics = client
+            .get(url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let count = |route: &str, code: &str| -> u64 {
+            let key = format!(
+                "tidings_gateway_requests_total{{job=\"gw\",route=\"{route}\",code=\"{code}\"}} "
+            );
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&key))
+                .unwrap_or_else(|| panic!("no {key} in\n{metrics}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(count("/send", "00000"), 1003);
+        assert_eq!(count("/batchSend", "00000"), 1);
+        assert_eq!(count("/send", "A0429"), 1);
+        assert!(
+            metrics.contains("tidings_gateway_request_seconds_bucket"),
+            "{metrics}"
+        );
         let mut answered = vec![three];
         answered.extend(batch_ids);
         answered.extend(slow_ids);

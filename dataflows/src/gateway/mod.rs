@@ -12,6 +12,7 @@
 //! names the ids the tracking rows will carry.
 
 mod callers;
+pub mod metrics;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -66,6 +67,7 @@ pub enum Route {
 
 /// The send API of one job.
 pub struct Gateway {
+    metrics: metrics::Metrics,
     topic: String,
     producer: FutureProducer,
     validator: Validator,
@@ -135,6 +137,7 @@ impl Gateway {
             )
             .create()?;
         Ok(Gateway {
+            metrics: metrics::Metrics::new(&job.file.name),
             topic: kafka.topic.clone(),
             producer,
             validator: crate::run::validator(job),
@@ -157,12 +160,41 @@ impl Gateway {
                 "/openapi.json",
                 routing::get(|| async { axum::Json(openapi::document()) }),
             )
+            .route(
+                "/metrics",
+                routing::get(|State(g): State<Arc<Gateway>>| async move {
+                    (
+                        [(header::CONTENT_TYPE, crate::admin::metrics::CONTENT_TYPE)],
+                        g.metrics_text(),
+                    )
+                }),
+            )
             .with_state(self)
+    }
+
+    /// The send API's metrics as OpenMetrics text.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.text()
+    }
+
+    /// Judges, produces and answers one request (and counts it).
+    pub async fn handle(&self, route: Route, headers: &HeaderMap, body: &[u8]) -> Answer {
+        let start = std::time::Instant::now();
+        let answer = self.answer(route, headers, body).await;
+        let code = answer.body["code"].as_str().unwrap_or("");
+        let path = match route {
+            Route::Send => "/send",
+            Route::BatchSend => "/batchSend",
+            Route::Recall => "/recall",
+        };
+        self.metrics
+            .answered(path, code, start.elapsed().as_secs_f64());
+        answer
     }
 
     /// Judges, produces and answers one request: the caller's token (401), the body (400,
     /// 415), the caller's rate in messages (429), then the broker.
-    pub async fn handle(&self, route: Route, headers: &HeaderMap, body: &[u8]) -> Answer {
+    async fn answer(&self, route: Route, headers: &HeaderMap, body: &[u8]) -> Answer {
         let caller = match self.callers.identify(headers) {
             Ok(c) => c,
             Err(refused) => return refused,

@@ -395,6 +395,7 @@ async fn metrics(State(s): State<Arc<Supervisor>>) -> Response {
     let text = tokio::task::spawn_blocking(move || {
         let jobs = s.list();
         let mut texts = vec![super::metrics::own(jobs.clone())];
+        texts.extend(s.gateway_metrics());
         for j in &jobs {
             let name = j["name"].as_str().unwrap_or_default();
             if let Ok((addr, token)) = admin_of(&s, name)

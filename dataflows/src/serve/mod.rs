@@ -385,6 +385,12 @@ impl Supervisor {
         Ok((describe(name, e), live))
     }
 
+    /// The send APIs' metrics texts, one per job whose API has been used.
+    pub fn gateway_metrics(&self) -> Vec<String> {
+        let gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
+        gateways.values().map(|(_, g)| g.metrics_text()).collect()
+    }
+
     /// Job `name` as loaded (from its file when the service has not loaded it yet), running
     /// or not.
     pub fn job(&self, name: &str) -> Result<Arc<Job>, Refusal> {
