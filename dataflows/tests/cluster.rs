@@ -16,28 +16,9 @@ const ROWS: &str = "SELECT message_id, receiver, state, coalesce(reason, '') AS 
 /// The demo job (several templates, night shield, both dedup rules, discard list, whitelist)
 /// with its requests `copies` times over, split round-robin into 4 partition files.
 fn partitioned_demo(copies: usize) -> (tempfile::TempDir, PathBuf) {
-    let (dir, job) = common::demo_copy();
-    let lines: Vec<String> = std::fs::read_to_string(dir.path().join("requests.jsonl"))
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let parts = dir.path().join("requests");
-    std::fs::create_dir_all(&parts).unwrap();
-    let mut files = vec![String::new(); 4];
-    for (i, line) in std::iter::repeat_n(lines.iter(), copies)
-        .flatten()
-        .enumerate()
-    {
-        files[i % 4].push_str(line);
-        files[i % 4].push('\n');
-    }
-    for (i, text) in files.iter().enumerate() {
-        std::fs::write(parts.join(format!("p{i}.jsonl")), text).unwrap();
-    }
+    let (dir, job) = common::partitioned_demo_copy(copies);
     let text = std::fs::read_to_string(&job)
         .unwrap()
-        .replace("path = \"requests.jsonl\"", "path = \"requests\"")
         // Checkpoints often, so a kill finds several complete cuts behind it.
         .replace("epoch_lines = 256", "epoch_lines = 64\ncheckpoint_ms = 200");
     std::fs::write(&job, text).unwrap();

@@ -56,29 +56,11 @@ fn sql_s3(url: &str, query: &str) -> String {
 
 /// The demo job (4 partition files) with its tracking at `tracking`.
 fn demo(tracking: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let (dir, job) = common::demo_copy();
-    let lines: Vec<String> = std::fs::read_to_string(dir.path().join("requests.jsonl"))
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let parts = dir.path().join("requests");
-    std::fs::create_dir_all(&parts).unwrap();
-    let mut files = vec![String::new(); 4];
-    for (i, line) in lines.iter().enumerate() {
-        files[i % 4].push_str(line);
-        files[i % 4].push('\n');
-    }
-    for (i, text) in files.iter().enumerate() {
-        std::fs::write(parts.join(format!("p{i}.jsonl")), text).unwrap();
-    }
-    let text = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("path = \"requests.jsonl\"", "path = \"requests\"")
-        .replace(
-            "[tracking]\ndir = \"var/tracking\"",
-            &format!("[tracking]\ndir = \"{tracking}\""),
-        );
+    let (dir, job) = common::partitioned_demo_copy(1);
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "[tracking]\ndir = \"var/tracking\"",
+        &format!("[tracking]\ndir = \"{tracking}\""),
+    );
     assert!(text.contains(&format!("dir = \"{tracking}\"")));
     std::fs::write(&job, text).unwrap();
     (dir, job)

@@ -220,3 +220,32 @@ pub fn count_lines(path: &Path) -> usize {
         Err(_) => of(path),
     }
 }
+
+/// A copy of the demo job whose requests, `copies` times over, are split round-robin into 4
+/// partition files under `requests/` (the job's source path points there).
+pub fn partitioned_demo_copy(copies: usize) -> (tempfile::TempDir, PathBuf) {
+    let (dir, job) = demo_copy();
+    let lines: Vec<String> = std::fs::read_to_string(dir.path().join("requests.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let parts = dir.path().join("requests");
+    std::fs::create_dir_all(&parts).unwrap();
+    let mut files = vec![String::new(); 4];
+    for (i, line) in std::iter::repeat_n(lines.iter(), copies)
+        .flatten()
+        .enumerate()
+    {
+        files[i % 4].push_str(line);
+        files[i % 4].push('\n');
+    }
+    for (i, text) in files.iter().enumerate() {
+        std::fs::write(parts.join(format!("p{i}.jsonl")), text).unwrap();
+    }
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("path = \"requests.jsonl\"", "path = \"requests\"");
+    std::fs::write(&job, text).unwrap();
+    (dir, job)
+}
