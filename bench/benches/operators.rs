@@ -106,6 +106,7 @@ fn rate_limit(c: &mut Criterion) {
 fn delivery(i: u64) -> Delivery {
     Delivery {
         meta: Arc::new(MessageMeta {
+            live: None,
             message_id: format!("m{i}"),
             template_id: 1,
             business_id: 2_000_000_120_251_122,

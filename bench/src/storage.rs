@@ -93,6 +93,7 @@ pub fn compaction_query(rows: u64, files: u64) -> anyhow::Result<()> {
     for r in 0..rows {
         if r % 4 == 0 {
             meta = Some(Arc::new(MessageMeta {
+                live: None,
                 message_id: format!("m{:012}", r / 4),
                 template_id: 1 + (r % 7) as i64,
                 business_id: 2,

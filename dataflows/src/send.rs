@@ -52,6 +52,8 @@ pub struct SendContext {
     pub accounts: Accounts,
     /// Template id → its account, or its group's accounts.
     pub route_of: HashMap<i64, Route>,
+    /// Account or group name → its route (for templates changed while the job runs).
+    pub route_by_name: HashMap<String, Route>,
     /// Templates (for channels).
     pub templates: Arc<Templates>,
     /// The runtime sends run on.
@@ -65,6 +67,22 @@ pub struct SendContext {
 }
 
 impl SendContext {
+    /// The route of a message: its live template's account, else its job-file template's.
+    pub fn route(&self, meta: &MessageMeta) -> &Route {
+        let by_name = meta
+            .live
+            .as_ref()
+            .and_then(|l| self.route_by_name.get(&l.template.account));
+        match by_name.or_else(|| self.route_of.get(&meta.template_id)) {
+            Some(r) => r,
+            // A change names only the job's accounts and groups (checked when applied).
+            None => unreachable!(
+                "template {} has no route; this is a bug",
+                meta.template_id
+            ),
+        }
+    }
+
     /// Whether new sends must wait: tracking cannot take their rows, or the run is ending.
     pub fn hold(&self) -> bool {
         self.health.must_leave()
@@ -98,7 +116,7 @@ fn by_message<'a>(
             match groups.last_mut() {
                 Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => ds.push(d),
                 _ => {
-                    let order = ctx.route_of[&d.meta.template_id].order(&d.meta.message_id);
+                    let order = ctx.route(&d.meta).order(&d.meta.message_id);
                     groups.push((order, vec![d]))
                 }
             }
@@ -128,9 +146,9 @@ async fn send_one(
             ),
         }
     }
-    let channel = ctx
-        .templates
-        .get(ds[0].meta.template_id)
+    let channel = ds[0]
+        .meta
+        .template(&ctx.templates)
         .map(|t| t.channel)
         .expect("validated template");
     let batch = SendBatch {
@@ -315,6 +333,7 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
     let mut rows = Vec::new();
     for rec in recalled {
         let meta = Arc::new(MessageMeta {
+            live: None,
             message_id: rec.message_id,
             template_id: r.template_id,
             business_id: rec.business_id,

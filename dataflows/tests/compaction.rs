@@ -39,6 +39,7 @@ fn queries_during_compaction_see_every_row_once() {
             let mut f = 0;
             while start.elapsed() < Duration::from_secs(3) {
                 let meta = Arc::new(MessageMeta {
+                    live: None,
                     message_id: format!("m{f}"),
                     template_id: 1,
                     business_id: 2,
@@ -260,6 +261,7 @@ fn skipping_corrupt_files_still_reads_a_compacted_partition_once() {
     let at = 1_763_784_000_000;
     for f in 0..5 {
         let meta = Arc::new(MessageMeta {
+            live: None,
             message_id: format!("m{f}"),
             template_id: 1,
             business_id: 2,

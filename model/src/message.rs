@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::state::State;
+use crate::template::{Template, Templates};
 use crate::time::Millis;
 
 /// Where a record came from, and the facts shared by every receiver of one message.
@@ -29,6 +30,56 @@ pub struct MessageMeta {
     /// Position in the source, for a total, worker-independent order: (partition, offset,
     /// param index) packed as `partition << 96 | offset << 32 | param`.
     pub seq: u128,
+    /// The template version it was judged with, when a change record (docs/templates.md
+    /// "Live changes") replaced the job file's template; `None` is version 0, the job file's.
+    /// (Always written: deliveries cross processes in bincode, which cannot skip a field.)
+    #[serde(default)]
+    pub live: Option<Arc<LiveTemplate>>,
+}
+
+/// A template as a change record set it, with its version (1 for the first change of that id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveTemplate {
+    /// The number of changes of this template id up to and including this one.
+    pub version: u32,
+    /// The template (as JSON text on the wire: its content model is free-form JSON, which
+    /// the cluster's binary encoding cannot carry as a tree).
+    #[serde(with = "json_text")]
+    pub template: Template,
+}
+
+/// Serializes a value as its JSON text (a string), for encodings that cannot carry
+/// `serde_json::Value` trees (bincode): `#[serde(with = "json_text")]`.
+pub mod json_text {
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes `v` as a JSON string.
+    pub fn serialize<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(v).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    /// Reads a value written by [`serialize`].
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl MessageMeta {
+    /// The template the message was judged with: its live version, else the job file's.
+    pub fn template<'a>(&'a self, templates: &'a Templates) -> Option<&'a Template> {
+        match &self.live {
+            Some(l) => Some(&l.template),
+            None => templates.get(self.template_id).map(|t| &**t),
+        }
+    }
+
+    /// The template version it was judged with (0: the job file's).
+    pub fn template_version(&self) -> u32 {
+        self.live.as_ref().map_or(0, |l| l.version)
+    }
 }
 
 /// A validated message: its shared facts and its receivers (split, trimmed, unique).

@@ -23,6 +23,8 @@ pub fn events_schema() -> SchemaRef {
         Field::new("state_code", DataType::Int32, false),
         Field::new("reason", DataType::Utf8, true),
         Field::new("biz_id", DataType::Utf8, true),
+        // Added after the first release: files written before it lack the column (read as null).
+        Field::new("template_version", DataType::Int32, true),
     ]))
 }
 

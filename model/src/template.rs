@@ -167,7 +167,7 @@ fn yes() -> bool {
 }
 
 /// One `[[template]]` table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
     /// The template id producers name in `messageTemplateId`.

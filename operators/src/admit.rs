@@ -18,7 +18,10 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::vec::ToStream;
 
+use crate::book::Change;
+use crate::checkpoint::{Checkpoints, FINAL};
 use crate::gate::{Gate, Verdict};
 use crate::park::Parked;
 use crate::validate::Validator;
@@ -40,8 +43,22 @@ pub struct Admitted<'s> {
 
 /// Admits a stream of source records: `records.admit(validator, gate, clock)`.
 pub trait Admit<'s> {
-    /// Runs validate + gate over the records (pipeline: on the worker that read them).
+    /// Runs validate + gate over the records (pipeline: on the worker that read them), with
+    /// the job file's templates only.
     fn admit(self, validator: Validator, gate: Gate, clock: Clock) -> Admitted<'s>;
+
+    /// Runs validate + gate with live template changes: `changes` must carry every change to
+    /// every worker (broadcast). An epoch's records are judged once no change of that epoch or
+    /// before can still come, each with the newest version at or before its event time. With
+    /// `checkpoints`, worker 0 writes the book of changes as its part of every cut.
+    fn admit_with(
+        self,
+        changes: StreamVec<'s, Epoch, Change>,
+        validator: Validator,
+        gate: Gate,
+        clock: Clock,
+        checkpoints: Option<Checkpoints>,
+    ) -> Admitted<'s>;
 }
 
 /// Says on a late record's RECEIVE rows that it was judged at its partition's watermark.
@@ -112,9 +129,27 @@ impl Outputs {
 
 impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
     fn admit(self, validator: Validator, gate: Gate, clock: Clock) -> Admitted<'s> {
-        let peers = self.scope().peers() as u32;
+        let none = Vec::<Change>::new().to_stream(self.scope());
+        self.admit_with(none, validator, gate, clock, None)
+    }
+
+    fn admit_with(
+        self,
+        changes: StreamVec<'s, Epoch, Change>,
+        mut validator: Validator,
+        gate: Gate,
+        clock: Clock,
+        checkpoints: Option<Checkpoints>,
+    ) -> Admitted<'s> {
+        let (index, peers) = (self.scope().index(), self.scope().peers() as u32);
+        // Every worker holds the same book; worker 0 writes it into each checkpoint.
+        let checkpoints = checkpoints.filter(|_| index == 0);
+        if let Some(c) = &checkpoints {
+            c.register();
+        }
         let mut builder = OperatorBuilder::new("Admit".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
+        let mut change_input = builder.new_input(changes, Pipeline);
         let (pass_out, pass) = builder.new_output();
         let (parked_out, parked) = builder.new_output();
         let marks_port = builder.shape().outputs();
@@ -131,26 +166,90 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Tracked>>>::from(rows_out);
         let mut recalls_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<RecallOrder>>>::from(recalls_out);
-        builder.build(move |_initial| {
+        builder.build(move |initial| {
             // Epochs seen and not yet closed: the capability to send their marks, and their
             // largest event time.
             let mut open: BTreeMap<Epoch, (Capability<Epoch>, Option<Millis>)> = BTreeMap::new();
+            // Records of epochs a change may still come for: the capabilities of their outputs
+            // (pass, parked, rows, recalls) and the records.
+            let mut waiting: BTreeMap<Epoch, (Vec<Capability<Epoch>>, Vec<SourceRecord>)> =
+                BTreeMap::new();
+            // Changes not applied yet, by epoch, with the capability of their dead letters.
+            let mut staged: BTreeMap<Epoch, (Capability<Epoch>, Vec<Change>)> = BTreeMap::new();
+            let mut written: Option<Epoch> = None;
+            let mut held = checkpoints.as_ref().map(|_| initial);
             let mut out = Outputs::default();
             let mut verdicts = Vec::new();
             move |frontiers| {
-                let frontier = &frontiers[0];
+                let (frontier, change_frontier) = (&frontiers[0], &frontiers[1]);
                 let (mut pass, mut parked, mut rows, mut recalls) = (
                     pass_out.activate(),
                     parked_out.activate(),
                     rows_out.activate(),
                     recalls_out.activate(),
                 );
+                let ports = [
+                    pass.output_index(),
+                    parked.output_index(),
+                    rows.output_index(),
+                    recalls.output_index(),
+                ];
+                change_input.for_each_stamp(|cap, batches| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = staged
+                        .entry(epoch)
+                        .or_insert_with(|| (cap.delayed(&epoch, ports[2]), Vec::new()));
+                    for batch in batches {
+                        entry.1.append(batch);
+                    }
+                });
+                // No change of an epoch before `bound` can still come.
+                let bound = change_frontier.frontier().first().copied();
+                let settled = |e: Epoch| bound.is_none_or(|b| e < b);
+                let now = clock.now_ms();
+                while let Some((&epoch, _)) = staged.first_key_value() {
+                    if !settled(epoch) {
+                        break;
+                    }
+                    if let Some(c) = &checkpoints {
+                        write_cuts(c, &validator, &mut written, epoch);
+                    }
+                    let (cap, mut list) = staged.remove(&epoch).expect("first key exists");
+                    list.sort_by_key(|c| (c.event_time, c.order));
+                    for change in list {
+                        let applied = validator.book_mut().apply(&change).map(|e| e.version);
+                        if change.origin != index {
+                            continue;
+                        }
+                        match applied {
+                            Ok(version) => tracing::info!(
+                                "template change from {} applied: version {version} from event time {}",
+                                change.source,
+                                crate::live::iso(change.event_time)
+                            ),
+                            Err(reason) => rows.session(&cap).give(Tracked::Dead(
+                                DeadLetter::of_record(now, change.source, &change.bytes, reason),
+                            )),
+                        }
+                    }
+                }
                 input.for_each_stamp(|cap, batches| {
                     let Some(&epoch) = cap.least() else { return };
                     let entry = open
                         .entry(epoch)
                         .or_insert_with(|| (cap.delayed(&epoch, marks_port), None));
-                    let now = clock.now_ms();
+                    if !settled(epoch) {
+                        let wait = waiting.entry(epoch).or_insert_with(|| {
+                            (
+                                ports.iter().map(|&p| cap.delayed(&epoch, p)).collect(),
+                                Vec::new(),
+                            )
+                        });
+                        for batch in batches {
+                            wait.1.append(batch);
+                        }
+                        return;
+                    }
                     for rec in batches.flat_map(|b| b.drain(..)) {
                         if let Some(t) = out.admit(rec, &validator, &gate, now, &mut verdicts) {
                             entry.1 = Some(entry.1.map_or(t, |m: Millis| m.max(t)));
@@ -161,9 +260,28 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                     rows.session(&cap).give_iterator(out.rows.drain(..));
                     recalls.session(&cap).give_iterator(out.recalls.drain(..));
                 });
+                while let Some((&epoch, _)) = waiting.first_key_value() {
+                    if !settled(epoch) {
+                        break;
+                    }
+                    let (caps, records) = waiting.remove(&epoch).expect("first key exists");
+                    let mut max = None;
+                    for rec in records {
+                        if let Some(t) = out.admit(rec, &validator, &gate, now, &mut verdicts) {
+                            max = Some(max.map_or(t, |m: Millis| m.max(t)));
+                        }
+                    }
+                    if let (Some(t), Some(entry)) = (max, open.get_mut(&epoch)) {
+                        entry.1 = Some(entry.1.map_or(t, |m: Millis| m.max(t)));
+                    }
+                    pass.session(&caps[0]).give_iterator(out.pass.drain(..));
+                    parked.session(&caps[1]).give_iterator(out.parked.drain(..));
+                    rows.session(&caps[2]).give_iterator(out.rows.drain(..));
+                    recalls.session(&caps[3]).give_iterator(out.recalls.drain(..));
+                }
                 let mut marks = marks_out.activate();
                 while let Some((&epoch, _)) = open.first_key_value() {
-                    if frontier.less_equal(&epoch) {
+                    if frontier.less_equal(&epoch) || waiting.contains_key(&epoch) {
                         break;
                     }
                     let (cap, max) = open.remove(&epoch).expect("first key exists");
@@ -173,6 +291,25 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                             max_event_time,
                             epoch,
                         }));
+                    }
+                }
+                if let (Some(c), Some(caps)) = (&checkpoints, held.as_mut()) {
+                    if frontiers.iter().all(|f| f.is_empty()) {
+                        write_cuts(c, &validator, &mut written, FINAL);
+                        book_part(c, &validator, FINAL);
+                        held = None;
+                    } else {
+                        let limit = frontiers
+                            .iter()
+                            .filter_map(|f| f.frontier().first().copied())
+                            .min()
+                            .unwrap_or(FINAL);
+                        write_cuts(c, &validator, &mut written, limit);
+                        for cap in caps.iter_mut() {
+                            if limit > *cap.time() {
+                                cap.downgrade(&limit);
+                            }
+                        }
                     }
                 }
             }
@@ -185,6 +322,25 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
             recalls,
         }
     }
+}
+
+/// Writes the book as worker 0's part of every cut before `limit` not written yet: every
+/// change of the epochs up to the cut is applied, and none later.
+fn write_cuts(c: &Checkpoints, v: &Validator, written: &mut Option<Epoch>, limit: Epoch) {
+    for cut in c.cuts_between(*written, limit) {
+        book_part(c, v, cut);
+        *written = Some(cut);
+    }
+}
+
+fn book_part(c: &Checkpoints, v: &Validator, cut: Epoch) {
+    let saved = c
+        .part_path(cut, crate::book::PART)
+        .and_then(|path| v.book().save(&path));
+    if let Err(e) = saved {
+        panic!("template book checkpoint: {e}");
+    }
+    c.part_written(cut);
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ impl Gate {
     /// Judges every receiver of a message; pushes rows, passes and parks to `out`.
     pub fn judge(&self, msg: Message, now: Millis, out: &mut Vec<Verdict>) {
         let meta = msg.meta;
-        let Some(template) = self.templates.get(meta.template_id) else {
+        let Some(template) = meta.template(&self.templates) else {
             // The validator only lets known templates through.
             unreachable!(
                 "template {} vanished after validation; this is a bug",
@@ -175,6 +175,7 @@ account = "a"
     fn msg(template_id: i64, event_time: Millis, receivers: &[&str]) -> Message {
         Message {
             meta: Arc::new(MessageMeta {
+                live: None,
                 message_id: "m".into(),
                 template_id,
                 business_id: 0,

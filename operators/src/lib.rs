@@ -38,6 +38,7 @@
 //! the watermark of a source with nothing more to read.
 
 pub mod admit;
+pub mod book;
 pub mod checkpoint;
 pub mod clock;
 pub mod dedup;

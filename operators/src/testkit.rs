@@ -126,6 +126,7 @@ pub fn delivery(
     content: &str,
 ) -> Delivery {
     let meta = Arc::new(MessageMeta {
+        live: None,
         message_id: format!("m{seq}"),
         template_id: 1,
         business_id: 1,

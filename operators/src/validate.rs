@@ -20,6 +20,7 @@ use tidings_model::time::{DEFAULT_MAX_FUTURE_MS, Millis, check_event_time, local
 use tidings_model::{DeadLetter, Message, MessageMeta, Template, Templates, ids};
 
 use crate::SourceRecord;
+use crate::book::{Book, Found};
 
 /// A template's content model rendered with `vars`, as the content dedup key and the sinks
 /// see it (compact JSON of the rendered model).
@@ -37,7 +38,7 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Turns records into messages. Shared read-only state only.
 #[derive(Debug, Clone)]
 pub struct Validator {
-    templates: Arc<Templates>,
+    book: Book,
     tz: Tz,
     max_future_ms: Millis,
     max_record_bytes: usize,
@@ -62,11 +63,27 @@ impl Validator {
     /// [`Validator::with_max_record_bytes`].
     pub fn new(templates: Arc<Templates>, tz: Tz) -> Validator {
         Validator {
-            templates,
+            book: Book::new(templates, Default::default()),
             tz,
             max_future_ms: DEFAULT_MAX_FUTURE_MS,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
+    }
+
+    /// Judges with `book` (the job file's templates and the changes applied so far).
+    pub fn with_book(mut self, book: Book) -> Validator {
+        self.book = book;
+        self
+    }
+
+    /// The templates and changes it judges with.
+    pub fn book(&self) -> &Book {
+        &self.book
+    }
+
+    /// The book, to apply changes to.
+    pub fn book_mut(&mut self) -> &mut Book {
+        &mut self.book
     }
 
     /// How far ahead of the wall clock `now` given to [`Validator::validate`] an event time
@@ -112,10 +129,27 @@ impl Validator {
             out.dead.push(dead(reason));
             return out;
         }
-        let Some(template) = self.templates.get(request.template_id) else {
-            out.dead
-                .push(dead(format!("unknown template {}", request.template_id)));
-            return out;
+        let found = self.book.at(request.template_id, event_time);
+        let live = match &found {
+            Found::Live(l) => Some((*l).clone()),
+            _ => None,
+        };
+        let template = match found {
+            Found::Base(t) => &**t,
+            Found::Live(l) => &l.template,
+            Found::Disabled { version, at } => {
+                out.dead.push(dead(format!(
+                    "template {} is disabled (version {version}, from event time {})",
+                    request.template_id,
+                    crate::live::iso(at)
+                )));
+                return out;
+            }
+            Found::Unknown => {
+                out.dead
+                    .push(dead(format!("unknown template {}", request.template_id)));
+                return out;
+            }
         };
         if request.code == Code::Recall {
             if template.channel.supports_recall() {
@@ -175,6 +209,7 @@ impl Validator {
                 | index as u128;
             out.messages.push(Message {
                 meta: Arc::new(MessageMeta {
+                    live: live.clone(),
                     message_id: ids::message_id(&rec.source, rec.partition, rec.offset, index),
                     template_id: template.id,
                     business_id,

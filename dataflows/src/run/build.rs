@@ -92,7 +92,7 @@ impl Services {
         let mut accounts = Accounts::build(&share_rates(job, opts), &job.base)?;
         accounts.halt_with(health.halt_flag());
         accounts.keep_recall_books(&job.state_dir.join("recall"), wall_ms())?;
-        let route_of = routes(job, &accounts);
+        let (route_of, route_by_name) = routes(job, &accounts);
         let queues = Arc::new(Queues::build(
             &job.file.accounts,
             job.kafka.as_ref(),
@@ -102,6 +102,7 @@ impl Services {
         let send = Arc::new(SendContext {
             accounts,
             route_of,
+            route_by_name,
             templates: job.templates.clone(),
             runtime: runtime.handle().clone(),
             queues: queues.clone(),
@@ -259,10 +260,13 @@ fn redis_writer(job: &Job) -> anyhow::Result<(Option<RedisWriter>, Option<(Redis
 }
 
 /// The route of each template: its account, or its group's weighted members.
-fn routes(job: &Job, accounts: &Accounts) -> HashMap<i64, Route> {
-    job.account_of
-        .iter()
-        .map(|(t, a)| {
+fn routes(job: &Job, accounts: &Accounts) -> (HashMap<i64, Route>, HashMap<String, Route>) {
+    let by_name: HashMap<String, Route> = job
+        .file
+        .accounts
+        .keys()
+        .chain(job.file.groups.keys())
+        .map(|a| {
             let route = match (accounts.index(a), job.file.groups.get(a)) {
                 (Some(i), _) => Route::single(i),
                 (None, Some(g)) => Route::weighted(g.accounts.iter().map(|(m, w)| {
@@ -271,11 +275,17 @@ fn routes(job: &Job, accounts: &Accounts) -> HashMap<i64, Route> {
                         *w,
                     )
                 })),
-                (None, None) => unreachable!("job check resolved every account"),
+                (None, None) => unreachable!("every account is built"),
             };
-            (*t, route)
+            (a.clone(), route)
         })
-        .collect()
+        .collect();
+    let of = job
+        .account_of
+        .iter()
+        .map(|(t, a)| (*t, by_name[a].clone()))
+        .collect();
+    (of, by_name)
 }
 
 /// The name checkpoints keep the source's positions under.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_operators::admit::Admit;
+use tidings_operators::book::{Book, SplitChanges};
 use tidings_operators::dedup::{ContentDedup, DedupBy, FrequencyDedup};
 use tidings_operators::gate::Gate;
 use tidings_operators::park::Park;
@@ -27,6 +28,7 @@ use tidings_operators::shield::NightShield;
 use tidings_operators::validate::Validator;
 use tidings_operators::{Epoch, SourceRecord};
 use tidings_sinks::tracking::{MemoryTracking, ParquetTracking, Tracking};
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concatenate, Exchange, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
@@ -92,7 +94,20 @@ pub(crate) fn main_dataflow(worker: &mut timely::worker::Worker, s: &Shared) -> 
         // Track holds back the rows of records read ahead of the sources' frontier.
         let sources = ProbeHandle::<Epoch>::new();
         let records = records.probe_with(&sources);
-        let admitted = records.admit(validator(job), gate(job), clock);
+        // Template changes go to every worker; each judges with the same book.
+        let (records, changes) = records.split_changes();
+        let mut validator = validator(job);
+        validator
+            .book_mut()
+            .restore(&s.checkpoints)
+            .unwrap_or_else(|e| panic!("template book restore: {e}"));
+        let admitted = records.admit_with(
+            changes.broadcast(),
+            validator,
+            gate(job),
+            clock,
+            Some(s.checkpoints.clone()),
+        );
         let (ckpts, live) = (Some(s.checkpoints.clone()), Some(s.live.clone()));
         let released = admitted
             .parked
@@ -228,7 +243,16 @@ fn files<'s>(
 }
 
 pub(crate) fn validator(job: &Job) -> Validator {
-    Validator::new(job.templates.clone(), job.tz).with_max_future_ms(job.event.max_future_ms)
+    let accounts = job
+        .file
+        .accounts
+        .iter()
+        .map(|(name, a)| (name.clone(), a.channel))
+        .chain(job.file.groups.iter().map(|(name, g)| (name.clone(), g.channel)))
+        .collect();
+    Validator::new(job.templates.clone(), job.tz)
+        .with_book(Book::new(job.templates.clone(), Arc::new(accounts)))
+        .with_max_future_ms(job.event.max_future_ms)
 }
 
 fn gate(job: &Job) -> Gate {

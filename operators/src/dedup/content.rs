@@ -118,10 +118,7 @@ impl KeyedRule for ContentDedup {
     }
 
     fn judge(&mut self, key: u128, d: &Delivery) -> Result<(), (State, String)> {
-        if self
-            .templates
-            .get(d.meta.template_id)
-            .is_some_and(|t| !t.dedup)
+        if d.meta.template(&self.templates).is_some_and(|t| !t.dedup)
         {
             return Ok(());
         }

@@ -306,6 +306,7 @@ mod tests {
     fn batch(receivers: &[&str]) -> SendBatch {
         SendBatch {
             meta: Arc::new(MessageMeta {
+                live: None,
                 message_id: "m".into(),
                 template_id: 1,
                 business_id: 1,

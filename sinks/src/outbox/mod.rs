@@ -129,6 +129,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = Outbox::new(dir.path()).unwrap();
         let meta = Arc::new(MessageMeta {
+            live: None,
             message_id: "m1".into(),
             template_id: 7,
             business_id: 1,

@@ -228,6 +228,7 @@ mod tests {
         let order = [accounts.index("a").unwrap(), accounts.index("b").unwrap()];
         let batch = SendBatch {
             meta: std::sync::Arc::new(tidings_model::MessageMeta {
+                live: None,
                 message_id: "m-1".into(),
                 template_id: 6,
                 business_id: 1,

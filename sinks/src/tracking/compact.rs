@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arrow_array::RecordBatch;
@@ -411,6 +412,22 @@ fn compact<P: Partition>(
     Ok(out)
 }
 
+/// `batch` with the columns of `schema` (which holds all of its own), null where it has none.
+fn widen(batch: &RecordBatch, schema: &arrow_schema::SchemaRef) -> io::Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => arrow_array::new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns).map_err(io::Error::other)
+}
+
 /// Merges `files` into `<stem>.parquet`: the list first, then the file, each published whole.
 /// A single file is left as it is. Returns the files merged.
 fn write_compacted(part: &impl Partition, stem: &str, files: &[String]) -> io::Result<usize> {
@@ -418,21 +435,35 @@ fn write_compacted(part: &impl Partition, stem: &str, files: &[String]) -> io::R
         return Ok(0);
     }
     let target = format!("{stem}.parquet");
-    let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
+    let mut batches = Vec::new();
     for name in files {
-        for batch in part.read(name)? {
-            if writer.is_none() {
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
-                    .build();
-                writer = Some(
-                    ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))
-                        .map_err(io::Error::other)?,
-                );
+        batches.extend(part.read(name)?);
+    }
+    // Files written before a column was added lack it: the merged file has every column, null
+    // where a file had none.
+    let mut fields: Vec<arrow_schema::FieldRef> = Vec::new();
+    for batch in &batches {
+        for f in batch.schema().fields() {
+            if !fields.iter().any(|g| g.name() == f.name()) {
+                fields.push(f.clone());
             }
-            if let Some(w) = writer.as_mut() {
-                w.write(&batch).map_err(io::Error::other)?;
-            }
+        }
+    }
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
+    for batch in batches {
+        let batch = widen(&batch, &schema)?;
+        if writer.is_none() {
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build();
+            writer = Some(
+                ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
+                    .map_err(io::Error::other)?,
+            );
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(&batch).map_err(io::Error::other)?;
         }
     }
     let Some(writer) = writer else {
@@ -556,6 +587,7 @@ mod tests {
         let at = 1_763_784_000_000;
         for f in 0..20 {
             let meta = std::sync::Arc::new(MessageMeta {
+                live: None,
                 message_id: format!("m{f}"),
                 template_id: 1,
                 business_id: 2,

@@ -273,8 +273,9 @@ impl ParquetTracking {
         let mut state_code = Int32Builder::with_capacity(n);
         let mut reason = StringBuilder::new();
         let mut biz_id = StringBuilder::new();
+        let mut template_version = Int32Builder::with_capacity(n);
         for r in rows {
-            let t = self.templates.get(r.meta.template_id);
+            let t = r.meta.template(&self.templates);
             time.append_value(r.time);
             event_time.append_value(r.event_time);
             message_id.append_value(&r.meta.message_id);
@@ -287,6 +288,7 @@ impl ParquetTracking {
             state_code.append_value(r.state.code());
             reason.append_option(r.reason.as_deref());
             biz_id.append_option(r.meta.biz_id.as_deref());
+            template_version.append_value(r.meta.template_version() as i32);
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(time.finish()),
@@ -301,6 +303,7 @@ impl ParquetTracking {
             Arc::new(state_code.finish()),
             Arc::new(reason.finish()),
             Arc::new(biz_id.finish()),
+            Arc::new(template_version.finish()),
         ];
         RecordBatch::try_new(events_schema(), columns)
     }
@@ -406,6 +409,7 @@ mod tests {
         let tz: Tz = "Asia/Shanghai".parse().unwrap();
         let mut w = ParquetTracking::new(dir.path(), tz, Arc::new(Templates::default()), "r1", 0);
         let meta = Arc::new(MessageMeta {
+            live: None,
             message_id: "m".into(),
             template_id: 1,
             business_id: 2,

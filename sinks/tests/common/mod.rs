@@ -14,6 +14,7 @@ use tidings_sinks::account::{AccountConfig, Accounts};
 pub fn batch<R: ToString>(id: &str, channel: Channel, content: &str, receivers: &[R]) -> SendBatch {
     SendBatch {
         meta: Arc::new(MessageMeta {
+            live: None,
             message_id: id.into(),
             template_id: 9,
             business_id: 1,

@@ -1,0 +1,210 @@
+//! Templates changed while a job runs (docs/templates.md "Live changes"): a change record in
+//! the send stream takes effect at its event time — records before it render the old version
+//! and records at or after it the new one — whatever the worker count, process count or read
+//! order, and identically after a restart from a checkpoint.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tidings_model::State;
+
+/// 2025-11-24 10:00 +08:00 (daytime: no night rule applies).
+const T: i64 = 1_763_949_600_000;
+const NOW: &str = "2025-11-25T12:00:00+08:00";
+
+fn send(ts: i64, receiver: &str, v: &str) -> String {
+    common::envelope(ts, 1, receiver, v)
+}
+
+fn change(ts: i64, body: serde_json::Value) -> String {
+    serde_json::json!({"ts": ts, "payload": body.to_string()}).to_string()
+}
+
+fn put(ts: i64, content: &str) -> String {
+    change(
+        ts,
+        serde_json::json!({"code": "template", "template": {"id": 1, "name": "t1",
+            "channel": "sms", "msg_type": "notice", "id_type": "phone", "account": "out",
+            "dedup": false, "content": {"content": content}}}),
+    )
+}
+
+/// Two partitions; the change is in the first, the records it applies to in both, some read
+/// before it, one exactly at its event time, one after it in the file but earlier in time.
+fn partitions() -> [Vec<String>; 2] {
+    [
+        vec![
+            send(T, "13800138001", "a"),
+            put(T + 5_000, "bye {$v}"),
+            send(T + 10_000, "13800138003", "c"),
+            // Refused: no such account. A dead letter, the book unchanged.
+            change(
+                T + 11_000,
+                serde_json::json!({"code": "template", "template": {"id": 1, "name": "x",
+                    "channel": "sms", "msg_type": "notice", "id_type": "phone",
+                    "account": "nope", "content": {"content": "x"}}}),
+            ),
+            change(
+                T + 20_000,
+                serde_json::json!({"code": "template", "disable": 1}),
+            ),
+        ],
+        vec![
+            send(T + 6_000, "13800138004", "d"),
+            send(T + 4_000, "13800138002", "b"),
+            send(T + 5_000, "13800138005", "e"),
+            send(T + 12_000, "13800138006", "f"),
+            send(T + 21_000, "13800138007", "g"),
+        ],
+    ]
+}
+
+/// A job over `requests/p0.jsonl` and `p1.jsonl` holding `lines`.
+fn job_with(dir: &Path, lines: &[Vec<String>]) -> std::path::PathBuf {
+    let job = common::write_job(dir, &common::sms_template(1, "none", false, "phone"), "", "");
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("path = \"requests.jsonl\"", "path = \"requests\"");
+    std::fs::write(&job, text).unwrap();
+    common::set_source(&job, "max_out_of_order_ms = 60000");
+    write_parts(dir, lines);
+    job
+}
+
+fn write_parts(dir: &Path, lines: &[Vec<String>]) {
+    let parts = dir.join("requests");
+    std::fs::create_dir_all(&parts).unwrap();
+    for (i, p) in lines.iter().enumerate() {
+        let text: String = p.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(parts.join(format!("p{i}.jsonl")), text).unwrap();
+    }
+}
+
+/// Receiver → rendered content, from the outbox.
+fn sent(dir: &Path) -> BTreeMap<String, String> {
+    let path = dir.join("var/outbox/sms.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["receiver"].as_str().unwrap().to_string(),
+                v["content"]["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn expected() -> BTreeMap<String, String> {
+    [
+        ("13800138001", "hi a"),
+        ("13800138002", "hi b"),
+        ("13800138003", "bye c"),
+        ("13800138004", "bye d"),
+        ("13800138005", "bye e"),
+        ("13800138006", "bye f"),
+    ]
+    .into_iter()
+    .map(|(r, c)| (r.to_string(), c.to_string()))
+    .collect()
+}
+
+/// (receiver, state, template version) of every row, and the dead letters' reasons.
+fn rows_of(dir: &Path) -> (Vec<(String, String, i32)>, Vec<String>) {
+    let csv = common::sql_csv(
+        &dir.join("var/tracking"),
+        "SELECT receiver, state, template_version FROM events ORDER BY receiver, state",
+    );
+    let rows = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect();
+    let dead = common::sql_csv(
+        &dir.join("var/tracking"),
+        "SELECT reason FROM dead_letters ORDER BY reason",
+    );
+    (rows, dead.lines().skip(1).map(str::to_string).collect())
+}
+
+#[test]
+fn a_change_applies_from_its_event_time_on_any_worker_count() {
+    let mut runs = Vec::new();
+    for workers in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job_with(dir.path(), &partitions());
+        let (events, dead, _) = common::run_memory(&job, workers, T + 86_400_000);
+        assert_eq!(sent(dir.path()), expected(), "{workers} workers");
+        let mut versions: Vec<(String, u32)> = events
+            .iter()
+            .filter(|r| r.state == State::SendSuccess)
+            .map(|r| (r.receiver.clone(), r.meta.template_version()))
+            .collect();
+        versions.sort();
+        assert_eq!(
+            versions,
+            vec![
+                ("13800138001".to_string(), 0),
+                ("13800138002".to_string(), 0),
+                ("13800138003".to_string(), 1),
+                ("13800138004".to_string(), 1),
+                ("13800138005".to_string(), 1),
+                ("13800138006".to_string(), 1),
+            ]
+        );
+        let mut reasons: Vec<String> = dead.iter().map(|d| d.reason.clone()).collect();
+        reasons.sort();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("template 1 is disabled (version 2"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].contains("account `nope` is not in the job"),
+            "{reasons:?}"
+        );
+        runs.push((sent(dir.path()), versions, reasons));
+    }
+    assert_eq!(runs[0], runs[1]);
+}
+
+#[test]
+fn a_restart_from_the_checkpoint_keeps_the_change_and_a_cluster_agrees() {
+    // One run over everything, on a 2-process cluster (changes and deliveries cross processes).
+    let whole = tempfile::tempdir().unwrap();
+    let job = job_with(whole.path(), &partitions());
+    common::tidings(&[
+        "run",
+        job.to_str().unwrap(),
+        "--local",
+        "2",
+        "-w",
+        "1",
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(sent(whole.path()), expected());
+    let (rows, dead) = rows_of(whole.path());
+
+    // The same lines over two runs: the first ends after the change, the second appends the
+    // rest and resumes from the first's checkpoint (which holds the change, not its record).
+    let split = tempfile::tempdir().unwrap();
+    let [p0, p1] = partitions();
+    let first = [p0[..2].to_vec(), p1[..2].to_vec()];
+    let job = job_with(split.path(), &first);
+    common::tidings(&["run", job.to_str().unwrap(), "--now", NOW]);
+    write_parts(split.path(), &[p0.clone(), p1.clone()]);
+    common::tidings(&["run", job.to_str().unwrap(), "--now", NOW]);
+    assert_eq!(sent(split.path()), expected());
+    assert_eq!(rows_of(split.path()), (rows.clone(), dead));
+    assert!(
+        rows.contains(&("13800138005".into(), "SEND_SUCCESS".into(), 1)),
+        "{rows:?}"
+    );
+}

@@ -1,0 +1,482 @@
+//! Live template changes (docs/templates.md "Live changes"): change records in the send stream,
+//! applied at their event time.
+//!
+//! A record `{"code":"template","template":{…}}` creates or replaces a template;
+//! `{"code":"template","disable":ID}` disables one. [`SplitChanges::split_changes`] takes them
+//! out of the records on the worker that read them; the graph broadcasts them to every worker,
+//! whose [`Book`] applies them in (event time, source position) order once every change of
+//! their epoch has arrived. A message is judged with the newest version whose event time is at
+//! or before its own, so the version a record gets is a function of the records and their
+//! event times only: the same on any worker count, partitioning, read order, replay or restore
+//! (the book is part of every checkpoint).
+//!
+//! ```ignore
+//! let (records, changes) = records.split_changes();
+//! let admitted = records.admit(changes.broadcast(), validator, gate, clock, checkpoints);
+//! ```
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tidings_model::message::LiveTemplate;
+use tidings_model::time::Millis;
+use tidings_model::{Channel, Template, Templates};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+
+use crate::{Epoch, SourceRecord};
+
+/// The file name of the book's checkpoint part.
+pub const PART: &str = "templates.json";
+
+/// What a change record asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Create or replace the template of this id (and enable it).
+    Put(#[serde(with = "tidings_model::message::json_text")] Template),
+    /// Disable the template of this id: its messages become dead letters.
+    Disable(i64),
+    /// A change record that cannot be applied, and why.
+    Bad(String),
+}
+
+/// A change record taken out of the send stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The record's event time (chosen by the source, as for any record).
+    pub event_time: Millis,
+    /// Its position: `partition << 96 | offset << 32` (ties of event time go by it).
+    pub order: u128,
+    /// `file:line` or `topic/partition/offset`.
+    pub source: String,
+    /// The worker that read it: the one that writes its dead letter, if any.
+    pub origin: usize,
+    /// What it asks for.
+    pub op: Op,
+    /// The record (kept for a dead letter; at most 4 KiB are stored).
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    code: Option<String>,
+    payload: Option<serde_json::Value>,
+    template: Option<serde_json::Value>,
+    disable: Option<serde_json::Value>,
+}
+
+/// The change a record asks for, or `None` when it is not a change record (`code` other than
+/// `"template"`; a kcat envelope's payload is looked into).
+pub fn parse_change(bytes: &[u8]) -> Option<Op> {
+    // Cheap test first: a change record spells `template` in lower case.
+    if !bytes.windows(8).any(|w| w == b"template") {
+        return None;
+    }
+    let bytes = tidings_model::request::strip_bom(bytes);
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    match probe.code.as_deref() {
+        Some("template") => Some(op_of(probe)),
+        None => match probe.payload {
+            Some(serde_json::Value::String(inner)) => {
+                let p: Probe = serde_json::from_str(&inner).ok()?;
+                (p.code.as_deref() == Some("template")).then(|| op_of(p))
+            }
+            _ => None,
+        },
+        Some(_) => None,
+    }
+}
+
+fn op_of(p: Probe) -> Op {
+    match (p.template, p.disable) {
+        (Some(t), None) => match serde_json::from_value::<Template>(t) {
+            Ok(t) => Op::Put(t),
+            Err(e) => Op::Bad(format!(
+                "template change: `template` is not a template: {e} (the fields of a [[template]] table, as JSON)"
+            )),
+        },
+        (None, Some(serde_json::Value::Number(n))) if n.as_i64().is_some() => {
+            Op::Disable(n.as_i64().unwrap_or_default())
+        }
+        (None, Some(other)) => Op::Bad(format!(
+            "template change: `disable` must be a template id (a number), not {other}"
+        )),
+        (Some(_), Some(_)) => {
+            Op::Bad("template change: give `template` or `disable`, not both".into())
+        }
+        (None, None) => Op::Bad(
+            "template change: give `template` (the template to put) or `disable` (an id)".into(),
+        ),
+    }
+}
+
+/// One change applied to one template id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The template id.
+    pub id: i64,
+    /// Its event time.
+    pub at: Millis,
+    /// Its position (ties).
+    #[serde(with = "u128_text")]
+    pub order: u128,
+    /// The template's version from it on (1 for the first change of the id).
+    pub version: u32,
+    /// The template from it on; `None`: disabled.
+    pub template: Option<Arc<LiveTemplate>>,
+    /// Where the change came from.
+    pub source: String,
+}
+
+mod u128_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the book says about a template id at an event time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found<'a> {
+    /// The job file's template (version 0).
+    Base(&'a Arc<Template>),
+    /// A version set by a change record.
+    Live(&'a Arc<LiveTemplate>),
+    /// Disabled by a change record.
+    Disabled {
+        /// The version the disabling change made.
+        version: u32,
+        /// Its event time.
+        at: Millis,
+    },
+    /// No such template.
+    Unknown,
+}
+
+impl<'a> Found<'a> {
+    /// The template, if the id names an enabled one.
+    pub fn template(&self) -> Option<&'a Template> {
+        match self {
+            Found::Base(t) => Some(t),
+            Found::Live(l) => Some(&l.template),
+            _ => None,
+        }
+    }
+}
+
+/// The job file's templates and every change applied to them, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Book {
+    base: Arc<Templates>,
+    /// Account (or group) name → its channel: a put must name one of the same channel.
+    accounts: Arc<BTreeMap<String, Channel>>,
+    history: BTreeMap<i64, Vec<Entry>>,
+}
+
+impl Book {
+    /// A book of the job file's templates, checking puts against `accounts`.
+    pub fn new(base: Arc<Templates>, accounts: Arc<BTreeMap<String, Channel>>) -> Book {
+        Book {
+            base,
+            accounts,
+            history: BTreeMap::new(),
+        }
+    }
+
+    /// The job file's templates.
+    pub fn base(&self) -> &Arc<Templates> {
+        &self.base
+    }
+
+    /// What template `id` is at event time `t`: the newest change at or before `t`, else the
+    /// job file's.
+    pub fn at(&self, id: i64, t: Millis) -> Found<'_> {
+        let entries = self.history.get(&id).map_or(&[][..], Vec::as_slice);
+        let n = entries.partition_point(|e| e.at <= t);
+        match n.checked_sub(1).map(|i| &entries[i]) {
+            Some(e) => match &e.template {
+                Some(l) => Found::Live(l),
+                None => Found::Disabled {
+                    version: e.version,
+                    at: e.at,
+                },
+            },
+            None => match self.base.get(id) {
+                Some(b) => Found::Base(b),
+                None => Found::Unknown,
+            },
+        }
+    }
+
+    /// Every template id's newest state: the job file's or the last change's.
+    pub fn latest(&self) -> Vec<(i64, Found<'_>)> {
+        let mut ids: Vec<i64> = self.base.iter().map(|t| t.id).collect();
+        ids.extend(self.history.keys().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().map(|id| (id, self.at(id, Millis::MAX))).collect()
+    }
+
+    /// Why `t` cannot be put, if it cannot: its account must exist and send its channel.
+    pub fn check(&self, t: &Template) -> Result<(), String> {
+        if t.id <= 0 {
+            return Err(format!(
+                "template change: id {} must be a positive number",
+                t.id
+            ));
+        }
+        match self.accounts.get(&t.account) {
+            None => Err(format!(
+                "template change: template {}: account `{}` is not in the job; use one of {}",
+                t.id,
+                t.account,
+                self.accounts
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(&c) if c != t.channel => Err(format!(
+                "template change: template {}: channel {} but account `{}` sends {}; use an account of the same channel",
+                t.id,
+                t.channel.name(),
+                t.account,
+                c.name()
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Applies one change (changes are applied in (event time, position) order); `Err` says why
+    /// it was refused (the book is unchanged).
+    pub fn apply(&mut self, change: &Change) -> Result<&Entry, String> {
+        let (id, template) = match &change.op {
+            Op::Bad(reason) => return Err(reason.clone()),
+            Op::Put(t) => {
+                self.check(t)?;
+                (t.id, Some(t.clone()))
+            }
+            Op::Disable(id) => {
+                if self.at(*id, Millis::MAX) == Found::Unknown {
+                    return Err(format!(
+                        "template change: template {id} does not exist: nothing to disable"
+                    ));
+                }
+                (*id, None)
+            }
+        };
+        let entries = self.history.entry(id).or_default();
+        let version = entries.len() as u32 + 1;
+        let entry = Entry {
+            id,
+            at: change.event_time,
+            order: change.order,
+            version,
+            template: template.map(|template| Arc::new(LiveTemplate { version, template })),
+            source: change.source.clone(),
+        };
+        // Applied in order; a change older than the last (never, by the operator's order) still
+        // lands where lookups expect it.
+        let at = entries.partition_point(|e| (e.at, e.order) <= (entry.at, entry.order));
+        entries.insert(at, entry);
+        Ok(&entries[at])
+    }
+
+    /// Writes every change applied as a checkpoint part (JSON), durably.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let all: Vec<&Entry> = self.history.values().flatten().collect();
+        let body = serde_json::to_vec(&all).map_err(io::Error::other)?;
+        crate::checkpoint::write_durably(path, &body)
+    }
+
+    /// Restores the book of the checkpoint restored on start, if it has one.
+    pub fn restore(&mut self, c: &crate::checkpoint::Checkpoints) -> io::Result<()> {
+        match c.restored_parts(PART)?.first() {
+            Some(path) => self.load(path),
+            None => Ok(()),
+        }
+    }
+
+    /// Restores the changes written by [`Book::save`].
+    pub fn load(&mut self, path: &Path) -> io::Result<()> {
+        let body = std::fs::read(path)?;
+        let all: Vec<Entry> = serde_json::from_slice(&body)
+            .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        self.history.clear();
+        for e in all {
+            self.history.entry(e.id).or_default().push(e);
+        }
+        for entries in self.history.values_mut() {
+            entries.sort_by_key(|e| (e.at, e.order));
+        }
+        Ok(())
+    }
+}
+
+/// Splits the change records out of a stream of source records (on the worker that read them).
+pub trait SplitChanges<'s> {
+    /// `(records, changes)`: every record that is not a change record, and the changes.
+    fn split_changes(
+        self,
+    ) -> (
+        StreamVec<'s, Epoch, SourceRecord>,
+        StreamVec<'s, Epoch, Change>,
+    );
+}
+
+impl<'s> SplitChanges<'s> for StreamVec<'s, Epoch, SourceRecord> {
+    fn split_changes(
+        self,
+    ) -> (
+        StreamVec<'s, Epoch, SourceRecord>,
+        StreamVec<'s, Epoch, Change>,
+    ) {
+        let origin = self.scope().index();
+        let mut builder = OperatorBuilder::new("SplitChanges".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (records_out, records) = builder.new_output();
+        let (changes_out, changes) = builder.new_output();
+        let mut records_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<SourceRecord>>>::from(records_out);
+        let mut changes_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Change>>>::from(changes_out);
+        builder.build(move |_| {
+            let mut found = Vec::new();
+            move |_frontiers| {
+                let (mut records, mut changes) = (records_out.activate(), changes_out.activate());
+                input.for_each_stamp(|cap, batches| {
+                    let mut keep = records.session(&cap);
+                    for batch in batches {
+                        for rec in batch.drain(..) {
+                            match rec.bad_time.is_none().then(|| parse_change(&rec.bytes)) {
+                                Some(Some(op)) => found.push(change_of(rec, op, origin)),
+                                _ => keep.give(rec),
+                            }
+                        }
+                    }
+                    drop(keep);
+                    if !found.is_empty() {
+                        changes.session(&cap).give_iterator(found.drain(..));
+                    }
+                });
+            }
+        });
+        (records, changes)
+    }
+}
+
+fn change_of(rec: SourceRecord, op: Op, origin: usize) -> Change {
+    Change {
+        event_time: rec.event_time,
+        order: ((rec.partition as u32 as u128) << 96) | ((rec.offset as u64 as u128) << 32),
+        source: rec.position(),
+        origin,
+        op,
+        bytes: rec.bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Book {
+        let t = Templates::parse(
+            "t.toml",
+            "[[template]]\nid = 1\nname = \"a\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"out\"\n[template.content]\ncontent = \"A {$v}\"\n",
+        )
+        .unwrap();
+        let accounts = BTreeMap::from([("out".to_string(), Channel::Sms)]);
+        Book::new(Arc::new(t), Arc::new(accounts))
+    }
+
+    fn put(at: Millis, offset: i64, content: &str) -> Change {
+        let line = serde_json::json!({"code": "template", "template": {"id": 1, "name": "a",
+            "channel": "sms", "msg_type": "notice", "id_type": "phone", "account": "out",
+            "content": {"content": content}}})
+        .to_string();
+        Change {
+            event_time: at,
+            order: (offset as u128) << 32,
+            source: format!("f:{offset}"),
+            origin: 0,
+            op: parse_change(line.as_bytes()).unwrap(),
+            bytes: line.into_bytes(),
+        }
+    }
+
+    fn content(f: Found<'_>) -> String {
+        f.template().unwrap().content["content"].to_string()
+    }
+
+    #[test]
+    fn newest_change_at_or_before_the_event_time_wins() {
+        let mut b = base();
+        b.apply(&put(100, 1, "B {$v}")).unwrap();
+        b.apply(&put(200, 2, "C {$v}")).unwrap();
+        assert_eq!(content(b.at(1, 99)), "\"A {$v}\"");
+        assert_eq!(content(b.at(1, 100)), "\"B {$v}\"");
+        assert_eq!(content(b.at(1, 199)), "\"B {$v}\"");
+        assert!(matches!(b.at(1, 200), Found::Live(l) if l.version == 2));
+        assert!(matches!(b.at(1, 0), Found::Base(_)));
+        assert_eq!(b.at(9, 500), Found::Unknown);
+    }
+
+    #[test]
+    fn disable_then_put_again_and_a_saved_book_restores_the_same_answers() {
+        let mut b = base();
+        let line = br#"{"code":"template","disable":1}"#.to_vec();
+        let off = Change {
+            event_time: 50,
+            order: 7 << 32,
+            source: "f:7".into(),
+            origin: 0,
+            op: parse_change(&line).unwrap(),
+            bytes: line,
+        };
+        b.apply(&off).unwrap();
+        b.apply(&put(80, 8, "D {$v}")).unwrap();
+        assert_eq!(b.at(1, 60), Found::Disabled { version: 1, at: 50 });
+        assert_eq!(content(b.at(1, 90)), "\"D {$v}\"");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("templates.json");
+        b.save(&path).unwrap();
+        let mut r = base();
+        r.load(&path).unwrap();
+        for t in [0, 50, 60, 80, 1000] {
+            assert_eq!(r.at(1, t), b.at(1, t), "at {t}");
+        }
+    }
+
+    #[test]
+    fn bad_changes_are_refused_with_a_reason() {
+        let mut b = base();
+        let mut c = put(1, 1, "x");
+        if let Op::Put(t) = &mut c.op {
+            t.account = "nope".into();
+        }
+        assert!(b.apply(&c).unwrap_err().contains("account `nope`"));
+        let op = parse_change(br#"{"code":"template","template":{"id":1}}"#).unwrap();
+        assert!(matches!(op, Op::Bad(r) if r.contains("not a template")));
+        assert!(parse_change(br#"{"code":"send","messageTemplateId":1}"#).is_none());
+        let env = serde_json::json!({"ts": 5, "payload": r#"{"code":"template","disable":1}"#});
+        assert_eq!(
+            parse_change(env.to_string().as_bytes()),
+            Some(Op::Disable(1))
+        );
+        assert!(matches!(b.at(1, 5), Found::Base(_)));
+    }
+}
