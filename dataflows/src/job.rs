@@ -123,6 +123,9 @@ pub struct CallerConfig {
     /// limit.
     #[serde(default)]
     pub per_second: Option<u32>,
+    /// Whether the caller may change templates (`POST /templates`); default false.
+    #[serde(default)]
+    pub templates: bool,
 }
 
 /// A `[gateway]` section, checked.
@@ -143,6 +146,8 @@ pub struct Caller {
     pub token_sha256: [u8; 32],
     /// Its rate limit.
     pub per_second: Option<std::num::NonZeroU32>,
+    /// Whether it may change templates.
+    pub templates: bool,
 }
 
 /// An `[admin]` section, checked.
@@ -206,6 +211,7 @@ fn gateway_settings(
             name: name.clone(),
             token_sha256: hash,
             per_second,
+            templates: c.templates,
         });
     }
     if callers.is_empty() && !g.callers.is_empty() {

@@ -87,6 +87,9 @@ enum Command {
     Restart(cli::jobs::NameArgs),
     /// Stop a job of `tidings serve` and forget it.
     Delete(cli::jobs::NameArgs),
+    /// Change a running job's templates through `tidings serve` (put, disable, list): each
+    /// change takes effect at its event time (docs/templates.md "Live changes").
+    Template(cli::jobs::TemplateArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => cli::jobs::stop(args),
         Command::Restart(args) => cli::jobs::restart(args),
         Command::Delete(args) => cli::jobs::delete(args),
+        Command::Template(args) => cli::jobs::template(args),
     };
     exit_code(outcome)
 }

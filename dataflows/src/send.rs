@@ -76,10 +76,7 @@ impl SendContext {
         match by_name.or_else(|| self.route_of.get(&meta.template_id)) {
             Some(r) => r,
             // A change names only the job's accounts and groups (checked when applied).
-            None => unreachable!(
-                "template {} has no route; this is a bug",
-                meta.template_id
-            ),
+            None => unreachable!("template {} has no route; this is a bug", meta.template_id),
         }
     }
 

@@ -350,3 +350,85 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
         assert!(states.contains(&"SEND_SUCCESS"), "{id}: {states:?}");
     }
 }
+
+/// Templates changed through the door while the job's topic fills: a request before the
+/// change renders the old text, one after it the new, a disabled template is refused at the
+/// door; only a caller with `templates = true` may change them.
+#[test]
+fn templates_change_through_the_door_from_their_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    let mut text = std::fs::read_to_string(&job).unwrap();
+    text.push_str(&format!(
+        "[gateway.callers.ops]\ntoken_sha256 = \"{}\"\ntemplates = true\n",
+        hash_token("ops-token")
+    ));
+    std::fs::write(&job, text).unwrap();
+    let gw = start(&job);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", gw.url);
+    let (bulk, ops) = (Some("bulk-token"), Some("ops-token"));
+    let pause = || std::thread::sleep(Duration::from_millis(30));
+    let template = |content: &str, account: &str| {
+        json!({"id": 1, "name": "t1", "channel": "sms", "msg_type": "notice",
+            "id_type": "phone", "account": account, "dedup": false,
+            "content": {"content": content}})
+    };
+    let id_of = |v: &Value| v["data"][0]["messageId"].as_str().unwrap().to_string();
+
+    let (before, after) = rt.block_on(async {
+        let (s, first) = post(&client, &url("/send"), bulk, &send_body("13800138000", "a")).await;
+        assert_eq!(s, 200, "{first}");
+        pause();
+        // A sender's token may not change templates.
+        let (s, a) = post(&client, &url("/templates"), bulk, &template("x", "out")).await;
+        assert_eq!((s, a["code"].as_str()), (403, Some("A0401")), "{a}");
+        // A template naming an account the job lacks is refused, nothing produced.
+        let (s, a) = post(&client, &url("/templates"), ops, &template("x", "nope")).await;
+        assert_eq!(s, 400, "{a}");
+        assert!(a["msg"].as_str().unwrap().contains("account `nope`"), "{a}");
+        let (s, c) = post(
+            &client,
+            &url("/templates"),
+            ops,
+            &template("bye {$v}", "out"),
+        )
+        .await;
+        assert_eq!((s, c["data"]["version"].as_u64()), (200, Some(1)), "{c}");
+        pause();
+        let (s, b) = post(&client, &url("/send"), bulk, &send_body("13800138001", "b")).await;
+        assert_eq!(s, 200, "{b}");
+        let (s, d) = post(&client, &url("/templates/1/disable"), ops, &json!({})).await;
+        assert_eq!(s, 200, "{d}");
+        let (s, r) = post(&client, &url("/send"), bulk, &send_body("13800138002", "c")).await;
+        assert_eq!(s, 400, "{r}");
+        assert!(r["msg"].as_str().unwrap().contains("disabled"), "{r}");
+        let listed: Value = client
+            .get(url("/templates"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["data"][0]["version"], 2, "{listed}");
+        assert_eq!(listed["data"][0]["enabled"], false, "{listed}");
+        (id_of(&first), id_of(&b))
+    });
+    let rows = tracked(&job);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let outbox = std::fs::read_to_string(dir.path().join("var/outbox/sms.jsonl")).unwrap();
+    let content: BTreeMap<String, String> = outbox
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["message_id"].as_str().unwrap().to_string(),
+                v["content"]["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(content[&before], "hi a");
+    assert_eq!(content[&after], "bye b");
+}

@@ -227,7 +227,9 @@ impl Book {
         ids.extend(self.history.keys().copied());
         ids.sort_unstable();
         ids.dedup();
-        ids.into_iter().map(|id| (id, self.at(id, Millis::MAX))).collect()
+        ids.into_iter()
+            .map(|id| (id, self.at(id, Millis::MAX)))
+            .collect()
     }
 
     /// Why `t` cannot be put, if it cannot: its account must exist and send its channel.
@@ -299,6 +301,9 @@ impl Book {
     pub fn save(&self, path: &Path) -> io::Result<()> {
         let all: Vec<&Entry> = self.history.values().flatten().collect();
         let body = serde_json::to_vec(&all).map_err(io::Error::other)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         crate::checkpoint::write_durably(path, &body)
     }
 

@@ -49,6 +49,79 @@ pub struct NameArgs {
     target: ServerTarget,
 }
 
+#[derive(clap::Args)]
+pub struct TemplateArgs {
+    #[command(subcommand)]
+    what: TemplateCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum TemplateCommand {
+    /// Create or replace templates from now on: a templates TOML file (every `[[template]]`
+    /// in it) or one template as JSON.
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+    /// Disable a template from now on (its messages become dead letters).
+    Disable {
+        /// The template id.
+        id: i64,
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+    /// The job's templates, with the version each has from the changes made through the service.
+    List {
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+}
+
+pub fn template(args: TemplateArgs) -> Result<(), Failure> {
+    match args.what {
+        TemplateCommand::Put { file, job, target } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+            let list: Vec<Value> =
+                if file.extension().is_some_and(|e| e == "toml") {
+                    tidings_model::Templates::parse(&file.display().to_string(), &text)
+                        .map_err(|e| Failure::Usage(e.to_string()))?
+                        .iter()
+                        .map(|t| serde_json::to_value(t.as_ref()).unwrap_or(Value::Null))
+                        .collect()
+                } else {
+                    vec![serde_json::from_str(&text).map_err(|e| {
+                        Failure::Usage(format!("{}: not JSON: {e}", file.display()))
+                    })?]
+                };
+            let path = format!("{}/templates", job_path(&job));
+            for t in &list {
+                print_pretty(&ask(&target, Method::POST, &path, Some(t))?);
+            }
+        }
+        TemplateCommand::Disable { id, job, target } => {
+            let path = format!("{}/templates/{id}/disable", job_path(&job));
+            print_pretty(&ask(&target, Method::POST, &path, None)?);
+        }
+        TemplateCommand::List { job, target } => {
+            let path = format!("{}/templates", job_path(&job));
+            print_pretty(&ask(&target, Method::GET, &path, None)?);
+        }
+    }
+    Ok(())
+}
+
 /// Asks the service; the answer's JSON, or the failure it stands for.
 fn ask(
     target: &ServerTarget,
@@ -77,6 +150,7 @@ fn ask(
     }
     let message = answer["error"]
         .as_str()
+        .or_else(|| answer["msg"].as_str())
         .map(str::to_string)
         .unwrap_or_else(|| answer.to_string());
     Err(Failure::Failed(format!("{status}: {message}")))

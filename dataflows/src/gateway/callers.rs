@@ -38,6 +38,15 @@ impl Callers {
         }
     }
 
+    /// Whether `caller` may change templates: any one when none are configured, else one
+    /// with `templates = true`.
+    pub fn may_change_templates(&self, caller: Option<usize>) -> bool {
+        match caller {
+            None => self.list.is_empty(),
+            Some(i) => self.list.get(i).is_some_and(|(c, _)| c.templates),
+        }
+    }
+
     /// Whether any caller is configured.
     pub fn any(&self) -> bool {
         !self.list.is_empty()
@@ -141,6 +150,7 @@ mod tests {
             name: "shop".into(),
             token_sha256: h,
             per_second: per_second.and_then(NonZeroU32::new),
+            templates: false,
         }
     }
 

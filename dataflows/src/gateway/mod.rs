@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use tidings_model::ids;
 use tidings_model::time::{Millis, wall_ms};
 use tidings_operators::SourceRecord;
+use tidings_operators::book::{Change, Found, Op};
 use tidings_operators::validate::Validator;
 
 pub use callers::{Callers, hash_token};
@@ -70,7 +71,11 @@ pub struct Gateway {
     metrics: metrics::Metrics,
     topic: String,
     producer: FutureProducer,
-    validator: Validator,
+    /// The door's validator; its book learns the template changes made through this door.
+    validator: std::sync::RwLock<Validator>,
+    /// Where the door keeps the changes it made (`state_dir/gateway-templates.json`), so a
+    /// restarted door still knows them.
+    book_path: std::path::PathBuf,
     callers: Callers,
 }
 
@@ -124,6 +129,7 @@ impl Gateway {
                 job.path.display()
             );
         };
+        let book_path = job.state_dir.join(DOOR_BOOK);
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers.unwrap_or(&kafka.brokers))
             // Answered only after every in-sync replica has the record, and never written
@@ -140,9 +146,116 @@ impl Gateway {
             metrics: metrics::Metrics::new(&job.file.name),
             topic: kafka.topic.clone(),
             producer,
-            validator: crate::run::validator(job),
+            validator: std::sync::RwLock::new(door_validator(job, &book_path)?),
+            book_path,
             callers: Callers::new(&job.gateway.callers),
         })
+    }
+
+    /// The templates as the door knows them: the job file's, with the changes made through
+    /// this door (`GET /templates`).
+    pub fn templates(&self) -> Value {
+        let v = self.validator.read().unwrap_or_else(|p| p.into_inner());
+        let list: Vec<Value> = v
+            .book()
+            .latest()
+            .into_iter()
+            .map(|(id, found)| {
+                let (version, template) = match &found {
+                    Found::Base(t) => (0, Some(&***t)),
+                    Found::Live(l) => (l.version, Some(&l.template)),
+                    Found::Disabled { version, .. } => (*version, None),
+                    Found::Unknown => (0, None),
+                };
+                json!({"id": id, "version": version, "enabled": template.is_some(), "template": template})
+            })
+            .collect();
+        json!({"code": OK, "msg": "操作成功", "data": list})
+    }
+
+    /// Creates, replaces or disables a template (docs/templates.md "Live changes"): the change
+    /// is checked, produced to the job's topic like a request (acks=all, timestamp now) and
+    /// answered once acknowledged; the job applies it from that event time on. `headers`
+    /// name the caller (a caller with `templates = true`); `None`: the service that serves
+    /// the door checked its operators' token.
+    pub async fn change_template(&self, headers: Option<&HeaderMap>, op: Op) -> Answer {
+        let caller = match headers {
+            Some(h) => self.callers.identify(h),
+            None => Ok(None),
+        };
+        match caller {
+            Ok(None) if headers.is_none() => {}
+            Ok(caller) if self.callers.may_change_templates(caller) => {}
+            Ok(_) => {
+                return Answer::new(
+                    StatusCode::FORBIDDEN,
+                    UNAUTHORIZED,
+                    "this caller may not change templates: set templates = true in its [gateway.callers.NAME]".into(),
+                );
+            }
+            Err(refused) => return refused,
+        }
+        let (id, body) = {
+            let v = self.validator.read().unwrap_or_else(|p| p.into_inner());
+            match &op {
+                Op::Put(t) => {
+                    if let Err(why) = v.book().check(t) {
+                        return Answer::bad(why);
+                    }
+                    (t.id, json!({"code": "template", "template": t}))
+                }
+                Op::Disable(id) => {
+                    if v.book().at(*id, Millis::MAX).template().is_none() {
+                        return Answer::bad(format!("template {id} is not an enabled template"));
+                    }
+                    (*id, json!({"code": "template", "disable": id}))
+                }
+                Op::Bad(why) => return Answer::bad(why),
+            }
+        };
+        let now = wall_ms();
+        let bytes = body.to_string().into_bytes();
+        let key = id.to_string();
+        let record = FutureRecord::<str, [u8]>::to(&self.topic)
+            .key(&key)
+            .payload(&bytes)
+            .timestamp(now);
+        let delivered = match self.producer.send(record, PRODUCE_TIMEOUT).await {
+            Ok(d) => d,
+            Err((e, _)) => {
+                return Answer::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVICE_ERROR,
+                    format!(
+                        "服务执行异常: the broker did not acknowledge the change ({e}); look at GET /templates before sending it again"
+                    ),
+                );
+            }
+        };
+        let source = format!(
+            "{}/{}/{}",
+            self.topic, delivered.partition, delivered.offset
+        );
+        let change = Change {
+            event_time: now,
+            order: ((delivered.partition as u32 as u128) << 96)
+                | ((delivered.offset as u64 as u128) << 32),
+            source: source.clone(),
+            origin: 0,
+            op,
+            bytes,
+        };
+        let mut v = self.validator.write().unwrap_or_else(|p| p.into_inner());
+        let version = v.book_mut().apply(&change).map(|e| e.version).ok();
+        if let Err(e) = v.book().save(&self.book_path) {
+            tracing::warn!("{}: {e}", self.book_path.display());
+        }
+        Answer {
+            status: StatusCode::OK,
+            body: json!({"code": OK, "msg": "操作成功", "data": {
+                "id": id, "version": version, "eventTime": now, "source": source}}),
+            retry_after: None,
+        }
     }
 
     /// Whether callers are configured (then every request must carry one's token).
@@ -150,9 +263,17 @@ impl Gateway {
         self.callers.any()
     }
 
-    /// The routes: `/send`, `/batchSend`, `/recall`, `/openapi.json`.
+    /// The routes: `/send`, `/batchSend`, `/recall`, `/templates`, `/openapi.json`.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
+            .route(
+                "/templates",
+                routing::get(
+                    |State(g): State<Arc<Gateway>>| async move { axum::Json(g.templates()) },
+                )
+                .post(put_template),
+            )
+            .route("/templates/{id}/disable", routing::post(disable_template))
             .route("/send", routing::post(send))
             .route("/batchSend", routing::post(batch_send))
             .route("/recall", routing::post(recall))
@@ -333,7 +454,11 @@ impl Gateway {
             late_by: 0,
             bad_time: None,
         };
-        let judged = self.validator.validate(&record, now);
+        let judged = self
+            .validator
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .validate(&record, now);
         if !judged.dead.is_empty() {
             let reasons: Vec<&str> = judged.dead.iter().map(|d| d.reason.as_str()).collect();
             return Err(Answer::bad(reasons.join("; ")));
@@ -359,4 +484,40 @@ async fn batch_send(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Byt
 
 async fn recall(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Answer {
     g.handle(Route::Recall, &headers, &body).await
+}
+
+/// The name of the door's book in the job's state directory.
+const DOOR_BOOK: &str = "gateway-templates.json";
+
+/// The job's validator, with the changes a door made before (its book file), if any.
+fn door_validator(job: &Job, book_path: &std::path::Path) -> anyhow::Result<Validator> {
+    let mut v = crate::run::validator(job);
+    if book_path.exists() {
+        v.book_mut()
+            .load(book_path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", book_path.display()))?;
+    }
+    Ok(v)
+}
+
+/// A put body: a template as JSON (the fields of a `[[template]]` table).
+pub fn put_op(body: &[u8]) -> Op {
+    match serde_json::from_slice::<tidings_model::Template>(body) {
+        Ok(t) => Op::Put(t),
+        Err(e) => Op::Bad(format!(
+            "the body is not a template: {e} (the fields of a [[template]] table, as JSON)"
+        )),
+    }
+}
+
+async fn put_template(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Answer {
+    g.change_template(Some(&headers), put_op(&body)).await
+}
+
+async fn disable_template(
+    State(g): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    headers: HeaderMap,
+) -> Answer {
+    g.change_template(Some(&headers), Op::Disable(id)).await
 }

@@ -248,7 +248,12 @@ pub(crate) fn validator(job: &Job) -> Validator {
         .accounts
         .iter()
         .map(|(name, a)| (name.clone(), a.channel))
-        .chain(job.file.groups.iter().map(|(name, g)| (name.clone(), g.channel)))
+        .chain(
+            job.file
+                .groups
+                .iter()
+                .map(|(name, g)| (name.clone(), g.channel)),
+        )
         .collect();
     Validator::new(job.templates.clone(), job.tz)
         .with_book(Book::new(job.templates.clone(), Arc::new(accounts)))

@@ -55,7 +55,14 @@ pub fn assets() -> Router {
 /// The data routes (behind the service's token layer).
 pub fn routes() -> Router<Arc<Supervisor>> {
     Router::new()
-        .route("/jobs/{name}/templates", routing::get(templates))
+        .route(
+            "/jobs/{name}/templates",
+            routing::get(templates).post(put_template),
+        )
+        .route(
+            "/jobs/{name}/templates/{id}/disable",
+            routing::post(disable_template),
+        )
         .route("/jobs/{name}/preview", routing::post(preview))
         .route("/jobs/{name}/trace", routing::get(trace))
         .route("/jobs/{name}/sql", routing::post(sql))
@@ -95,8 +102,56 @@ fn variables(content: &serde_json::Map<String, Value>) -> Vec<String> {
     out.into_iter().collect()
 }
 
+/// The send API's door of job `name` (Kafka jobs), or why there is none.
+async fn door_of(
+    s: Arc<Supervisor>,
+    name: String,
+) -> Result<Arc<crate::gateway::Gateway>, Response> {
+    tokio::task::spawn_blocking(move || s.gateway(Some(&name)))
+        .await
+        .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
+        .map_err(|r| match r {
+            Refusal::Bad(m) if m.contains("source.kind") => Problem(
+                StatusCode::BAD_REQUEST,
+                format!("{m}; a file job takes template changes as lines of its file (docs/templates.md)"),
+            )
+            .into_response(),
+            r => r.into_response(),
+        })
+}
+
+/// `POST /jobs/{name}/templates`: a template (JSON) to create or replace from now on. The
+/// service's operators' token was checked by the service (the read-only token may not).
+async fn put_template(
+    State(s): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    match door_of(s, name).await {
+        Ok(g) => g
+            .change_template(None, crate::gateway::put_op(&body))
+            .await
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /jobs/{name}/templates/{id}/disable`.
+async fn disable_template(
+    State(s): State<Arc<Supervisor>>,
+    Path((name, id)): Path<(String, i64)>,
+) -> Response {
+    match door_of(s, name).await {
+        Ok(g) => g
+            .change_template(None, tidings_operators::book::Op::Disable(id))
+            .await
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
 async fn templates(State(s): State<Arc<Supervisor>>, Path(name): Path<String>) -> Response {
-    let job = match job_of(s, name).await {
+    let job = match job_of(s.clone(), name).await {
         Ok(j) => j,
         Err(r) => return r,
     };
@@ -109,7 +164,15 @@ async fn templates(State(s): State<Arc<Supervisor>>, Path(name): Path<String>) -
             v
         })
         .collect();
-    Json(json!({"job": job.file.name, "templates": list})).into_response()
+    // A Kafka job's door knows the changes made through it: each template's newest version.
+    let live = match job.kafka {
+        Some(_) => door_of(s, job.file.name.clone())
+            .await
+            .ok()
+            .map(|g| g.templates()["data"].clone()),
+        None => None,
+    };
+    Json(json!({"job": job.file.name, "templates": list, "versions": live})).into_response()
 }
 
 /// `POST /jobs/{name}/preview`.

@@ -118,8 +118,7 @@ impl KeyedRule for ContentDedup {
     }
 
     fn judge(&mut self, key: u128, d: &Delivery) -> Result<(), (State, String)> {
-        if d.meta.template(&self.templates).is_some_and(|t| !t.dedup)
-        {
+        if d.meta.template(&self.templates).is_some_and(|t| !t.dedup) {
             return Ok(());
         }
         let window = self.window / 1000;

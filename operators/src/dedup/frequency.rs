@@ -109,8 +109,7 @@ impl KeyedRule for FrequencyDedup {
     }
 
     fn judge(&mut self, key: u128, d: &Delivery) -> Result<(), (State, String)> {
-        if d.meta.template(&self.templates).is_some_and(|t| !t.dedup)
-        {
+        if d.meta.template(&self.templates).is_some_and(|t| !t.dedup) {
             return Ok(());
         }
         self.admit(key, d.event_time).map_err(|n| {
