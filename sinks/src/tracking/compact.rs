@@ -648,6 +648,85 @@ mod tests {
         assert!(!day.exists());
     }
 
+    /// A file written before `template_version` existed is merged with newer ones: the
+    /// compacted file has every column, null where the old file had none.
+    #[test]
+    fn files_of_an_older_schema_are_merged_with_nulls() {
+        let tmp = tempfile::tempdir().unwrap();
+        let templates = std::sync::Arc::new(tidings_model::Templates::default());
+        let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+        let mut w = ParquetTracking::new(tmp.path(), tz, templates, "r1", 0);
+        let at = 1_763_784_000_000;
+        for f in 0..3 {
+            let meta = std::sync::Arc::new(MessageMeta {
+                live: None,
+                message_id: format!("m{f}"),
+                template_id: 1,
+                business_id: 2,
+                biz_id: None,
+                content: "{}".into(),
+                event_time: at,
+                seq: 0,
+            });
+            w.event(EventRow {
+                time: at,
+                event_time: at,
+                meta,
+                receiver: "u".into(),
+                state: State::Receive,
+                reason: None,
+            });
+            w.flush().unwrap();
+        }
+        let day = tmp.path().join("events/date=2025-11-22");
+        // Rewrite the first file without the newest column, as an older version wrote it.
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&day)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&names[0]).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let old = batch
+            .project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())
+            .unwrap();
+        let mut out =
+            ArrowWriter::try_new(File::create(&names[0]).unwrap(), old.schema(), None).unwrap();
+        out.write(&old).unwrap();
+        out.close().unwrap();
+        let settings = CompactSettings {
+            settle: Duration::ZERO,
+            grace: Duration::from_secs(3600),
+            target_bytes: 64 * 1024 * 1024,
+        };
+        let p = compact_partition(&day, &settings, SystemTime::now()).unwrap();
+        assert_eq!((p.merged, p.written), (3, 1));
+        assert_eq!(rows(&day).len(), 3);
+        let merged = std::fs::read_dir(&day)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name().unwrap().to_string_lossy().starts_with(PREFIX)
+                    && p.extension().is_some_and(|e| e == "parquet")
+            })
+            .unwrap();
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(merged).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let version = batches[0].column_by_name("template_version").unwrap();
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+        assert_eq!(version.null_count(), 1);
+    }
+
     #[test]
     fn an_unfinished_compaction_is_removed_and_counts_for_nothing() {
         let tmp = tempfile::tempdir().unwrap();

@@ -459,7 +459,7 @@ mod tests {
             .unwrap();
         let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
         assert_eq!(batches[0].num_rows(), 1);
-        assert_eq!(batches[0].schema().fields().len(), 12);
+        assert_eq!(batches[0].schema().fields().len(), 13);
         assert!(dir.path().join("dead_letters/date=2025-11-22").is_dir());
     }
 
