@@ -5,7 +5,10 @@ rows, traces a receiver, runs a SQL query, previews a template, opens the job, t
 read-only token cannot submit. Writes a screenshot of each page and fails on any error in the
 page's console. Called by dataflows/tests/console.rs.
 
-Usage: console_check.py URL OPERATOR_TOKEN READ_TOKEN JOB_PATH RECEIVER SCREENSHOT_DIR
+Then submits a Kafka job (KAFKA_JOB_PATH, named `live`), edits its template 1 in the editor
+and checks the saved version, and opens its page while it runs (rate and lag charts).
+
+Usage: console_check.py URL OPERATOR_TOKEN READ_TOKEN JOB_PATH RECEIVER SCREENSHOT_DIR KAFKA_JOB_PATH
 """
 import os
 import sys
@@ -13,11 +16,12 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-url, op_token, read_token, job_path, receiver, shots = sys.argv[1:7]
+url, op_token, read_token, job_path, receiver, shots, kafka_job = sys.argv[1:8]
 os.makedirs(shots, exist_ok=True)
 
 options = webdriver.ChromeOptions()
@@ -45,6 +49,12 @@ def shot(name):
 
 
 def text(css):
+    # Pages that refresh replace their elements: read again if it went stale meanwhile.
+    for _ in range(20):
+        try:
+            return driver.find_element(By.CSS_SELECTOR, css).text
+        except StaleElementReferenceException:
+            time.sleep(0.1)
     return driver.find_element(By.CSS_SELECTOR, css).text
 
 
@@ -115,6 +125,65 @@ try:
     check(text("#job-state") == "stopped", f"job state {text('#job-state')}")
     shot("job")
     console_errors("job")
+
+    # A Kafka job: submit it, pick it, edit its template 1 (a change record through its door).
+    driver.get(f"{url}/#/jobs")
+    wait.until(EC.visibility_of_element_located((By.ID, "submit-path"))).send_keys(kafka_job)
+    driver.find_element(By.ID, "submit-job").click()
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#jobs tr[data-job='live']")))
+    driver.execute_script(
+        "sessionStorage.setItem('tidings-job', 'live'); location.hash = '#/templates';")
+    wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "button[data-template='1']"))).click()
+    editor = wait.until(EC.visibility_of_element_located((By.ID, "template-json")))
+    edited = editor.get_attribute("value").replace("hi {$v}", "hello again {$v}")
+    check("hello again" in edited, f"the editor does not hold the template: {editor.get_attribute('value')}")
+    editor.clear()
+    editor.send_keys(edited)
+    driver.find_element(By.ID, "save-template").click()
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#editor #saved")))
+    saved = text("#editor #saved")
+    check("version 1" in saved, f"saved: {saved}")
+    cells = driver.find_elements(By.CSS_SELECTOR, "#templates tr[data-row='1'] td")
+    check(len(cells) > 6 and cells[6].text == "1",
+          f"the list does not show version 1: {[c.text for c in cells]}")
+    # The preview renders the new version.
+    driver.find_element(By.CSS_SELECTOR, "button[data-template='1']").click()
+    wait.until(EC.visibility_of_element_located((By.ID, "do-preview")))
+    for field in driver.find_elements(By.CSS_SELECTOR, "#editor input[name]"):
+        field.send_keys("x")
+    driver.find_element(By.ID, "do-preview").click()
+    wait.until(EC.visibility_of_element_located((By.ID, "rendered")))
+    check("hello again x" in text("#rendered"), f"rendered after the edit: {text('#rendered')}")
+    # A test send through the job's send API answers the messageId.
+    driver.find_element(By.ID, "test-receiver").send_keys("13800138000")
+    driver.find_element(By.ID, "test-send").click()
+    wait.until(EC.visibility_of_element_located((By.ID, "sent")))
+    check("sent: messageId " in text("#sent") and len(text("#sent")) > 20, f"test send: {text('#sent')}")
+    shot("template-edit")
+    console_errors("template edit")
+
+    # The test send's receiver traced live from Redis (fed once its rows are durable).
+    driver.get(f"{url}/#/trace?receiver=13800138000")
+    deadline = time.time() + 60
+    live = ""
+    while time.time() < deadline:
+        found = driver.find_elements(By.ID, "redis-timeline")
+        live = text("#redis-timeline") if found else ""
+        if "SEND_SUCCESS" in live:
+            break
+        time.sleep(1)
+        wait.until(EC.element_to_be_clickable((By.ID, "trace-run"))).click()
+    check("SEND_SUCCESS" in live, f"the Redis trace of the test send: {live!r}")
+    shot("live-trace")
+    console_errors("live trace")
+
+    # The running job's page: watermark, lag, and the rate and lag charts (two refreshes).
+    driver.get(f"{url}/#/job/live")
+    wait.until(EC.presence_of_element_located((By.ID, "rate-chart")))
+    wait.until(lambda d: any(f"{n} samples" in text("#lag-chart") for n in (2, 3, 4)))
+    check(text("#job-state") in ("starting", "running"), f"live job state {text('#job-state')}")
+    shot("live-job")
+    console_errors("live job")
 
     # The read-only token reads but cannot submit (the refusal is expected: its network error
     # in the console is not a page error).

@@ -74,6 +74,26 @@ function barChart(rows) {
       el("span", { class: "muted" }, String(r[1])))));
 }
 
+// Samples of each job's counts, kept while the console is open (for its charts).
+const history = {};
+
+function lineChart(samples, id) {
+  const values = samples.length === 1 ? [samples[0], samples[0]] : samples;
+  // An SVG polyline of `values` (oldest first), scaled to the largest; the last value beside it.
+  const svgNs = "http://www.w3.org/2000/svg";
+  const [w, hgt] = [600, 80];
+  const max = Math.max(1, ...values);
+  const svg = document.createElementNS(svgNs, "svg");
+  svg.setAttribute("width", w); svg.setAttribute("height", hgt); svg.setAttribute("class", "line");
+  const line = document.createElementNS(svgNs, "polyline");
+  const step = values.length > 1 ? w / (values.length - 1) : w;
+  line.setAttribute("points", values.map((v, i) => `${(i * step).toFixed(1)},${(hgt - 4 - (v / max) * (hgt - 8)).toFixed(1)}`).join(" "));
+  svg.append(line);
+  const last = values.length ? values[values.length - 1] : 0;
+  return el("div", { class: "card row", id }, svg,
+    el("span", { class: "muted" }, `now ${Math.round(last)} · max ${Math.round(max)} · ${samples.length} samples`));
+}
+
 function pre(value, id) { return el("pre", { id: id || "" }, JSON.stringify(value, null, 2)); }
 
 async function loadJobs() {
@@ -136,12 +156,22 @@ const pages = {
   async job(name) {
     const j = await api("GET", "/jobs/" + encodeURIComponent(name));
     const parts = [el("h1", {}, "Job " + name), el("p", {}, "state: ", el("span", { id: "job-state", class: "state-" + j.state }, j.state))];
-    const counts = j.live && j.live.counts;
-    if (counts && typeof counts === "object") {
-      const rows = Object.entries(counts.states || counts).filter(([, v]) => typeof v === "number");
+    const live = j.live && !j.live.error ? j.live : null;
+    if (live) {
+      const rows = Object.entries((live.tracking && live.tracking.rows) || {});
+      const total = rows.reduce((n, [, v]) => n + (Number(v) || 0), 0);
+      const source = live.source || {};
+      const lag = Number(source.lag) || 0;
+      // The last 60 samples of this job (one per refresh), for the rate and lag charts.
+      const h = (history[name] = (history[name] || []).concat([{ t: Date.now(), total, lag }]).slice(-60));
+      const rates = h.slice(1).map((x, i) => Math.max(0, (x.total - h[i].total) / Math.max(0.001, (x.t - h[i].t) / 1000)));
+      parts.push(el("p", {}, "watermark: ", el("span", { id: "watermark" }, (source.event_time && source.event_time.low_watermark) || "–"),
+        " · lag: ", el("span", { id: "lag" }, String(lag)), " records · last checkpoint: ",
+        (source.checkpoint && source.checkpoint.last) || "–"));
+      parts.push(el("h2", {}, "Rows per second"), lineChart(rates, "rate-chart"),
+        el("h2", {}, "Lag (records behind the topic's end)"), lineChart(h.map((x) => x.lag), "lag-chart"));
       if (rows.length) parts.push(el("h2", {}, "Receivers per state"), barChart(rows));
     }
-    if (j.live && j.live.watermark !== undefined) parts.push(el("p", {}, "watermark: ", String(j.live.watermark)));
     parts.push(el("h2", {}, "Status"), pre(j, "job-detail"));
     main.replaceChildren(...parts);
     refresh = setTimeout(route, 3000);
@@ -151,19 +181,42 @@ const pages = {
     await loadJobs();
     if (!needJob()) return;
     const data = await api("GET", `/jobs/${encodeURIComponent(job())}/templates`);
+    // A Kafka job's door knows the versions made through the service; a file job has none.
+    const versions = Object.fromEntries((data.versions || []).map((v) => [v.id, v]));
+    const rows = data.templates.map((t) => ({ ...t, version: versions[t.id] ? versions[t.id].version : 0,
+      enabled: versions[t.id] ? versions[t.id].enabled : true }));
+    for (const v of data.versions || []) {
+      if (!rows.some((t) => t.id === v.id) && v.template) rows.push({ ...v.template, version: v.version, enabled: v.enabled });
+    }
     const list = el("table", { id: "templates" },
-      el("thead", {}, el("tr", {}, ["id", "name", "channel", "msg_type", "shield", "account", "variables", ""].map((c) => el("th", {}, c)))),
-      el("tbody", {}, data.templates.map((t) => el("tr", {},
-        [t.id, t.name, t.channel, t.msg_type, t.shield, t.account, (t.variables || []).join(", ")].map((v) => el("td", {}, String(v ?? ""))),
-        el("td", {}, el("button", { class: "plain", "data-template": t.id, on: { click: () => editor(t) } }, "Preview"))))));
+      el("thead", {}, el("tr", {}, ["id", "name", "channel", "msg_type", "shield", "account", "version", "variables", ""].map((c) => el("th", {}, c)))),
+      el("tbody", {}, rows.map((t) => el("tr", { "data-row": t.id },
+        [t.id, t.name, t.channel, t.msg_type, t.shield, t.account, t.enabled ? t.version : t.version + " (disabled)", (t.variables || []).join(", ")]
+          .map((v) => el("td", {}, String(v ?? ""))),
+        el("td", {}, el("button", { class: "plain", "data-template": t.id, on: { click: () => editor(versions[t.id] && versions[t.id].template ? { ...versions[t.id].template, variables: t.variables } : t) } }, "Open"))))));
     const box = el("div", { id: "editor" });
     main.replaceChildren(el("h1", {}, "Templates of " + data.job), list,
-      el("p", { class: "muted" }, "Templates come from the job's templates file; edit the file and restart the job to change them."), box);
+      el("p", { class: "muted" }, data.versions
+        ? "Changes apply to requests accepted after they are saved, in every worker, and survive restarts (docs/templates.md)."
+        : "This job reads a file: a change is a line appended to it (docs/templates.md, Live changes)."), box);
     function editor(t) {
       const inputs = Object.fromEntries((t.variables || []).map((v) => [v, el("input", { name: v, placeholder: v })]));
       const out = el("div", { id: "preview" });
       const receiver = el("input", { id: "test-receiver", placeholder: "receiver for a test send" });
       const vars = () => Object.fromEntries(Object.entries(inputs).map(([k, i]) => [k, i.value]));
+      const editable = { ...t };
+      delete editable.variables; delete editable.version; delete editable.enabled;
+      const source = el("textarea", { id: "template-json", rows: 12 });
+      source.value = JSON.stringify(editable, null, 2);
+      const change = (path, body) => async () => {
+        try {
+          const r = await api("POST", `/jobs/${encodeURIComponent(job())}/templates${path}`, body === undefined ? undefined : body());
+          showError("");
+          await pages.templates();
+          $("#editor").append(el("p", { id: "saved" }, `saved: template ${r.data.id} version ${r.data.version} from ${new Date(r.data.eventTime).toISOString()} (${r.data.source})`));
+        } catch (err) { showError(err.message); }
+      };
+      const parse = () => JSON.parse(source.value);
       box.replaceChildren(el("h2", {}, `Template ${t.id}: ${t.name}`), pre(t.content, "template-content"),
         ...Object.entries(inputs).map(([k, i]) => el("div", { class: "row" }, el("label", {}, k + " "), i)),
         el("div", { class: "row" },
@@ -179,7 +232,14 @@ const pages = {
               out.replaceChildren(el("p", { id: "sent" }, "sent: messageId ", (r.data && r.data[0] && r.data[0].messageId) || "")); showError(""); }
             catch (err) { showError(err.message); }
           } } }, "Test send")),
-        out);
+        out,
+        el("h2", {}, "Edit"), source,
+        el("div", { class: "row" },
+          el("button", { id: "save-template", on: { click: () => {
+            try { parse(); } catch (err) { showError("not JSON: " + err.message); return; }
+            change("", parse)();
+          } } }, "Save (applies from now on)"),
+          el("button", { class: "plain", id: "disable-template", on: { click: change(`/${t.id}/disable`) } }, "Disable")));
     }
   },
 
@@ -196,7 +256,17 @@ const pages = {
       if (message.value) params.set("message", message.value);
       try {
         const t = await api("GET", `/jobs/${encodeURIComponent(job())}/trace?${params}`);
-        out.replaceChildren(el("p", { class: "muted" }, `${t.rows.length} state(s), oldest first`), table(t.columns, t.rows, "timeline"));
+        const parts = [];
+        // Real time from Redis when the job tracks there (Parquet lags by a flush interval).
+        if (t.redis && t.redis.rows) {
+          const cols = [...new Set(t.redis.rows.flatMap((r) => Object.keys(r)))];
+          parts.push(el("h2", {}, "Live (Redis)"), el("p", { class: "muted" }, `${t.redis.rows.length} state(s), oldest first`),
+            table(cols, t.redis.rows.map((r) => cols.map((c) => (c === "time" && typeof r[c] === "number" ? new Date(r[c]).toISOString() : r[c]))), "redis-timeline"));
+        } else if (t.redis && t.redis.error) {
+          parts.push(el("p", { class: "state-failed" }, t.redis.error));
+        }
+        parts.push(el("h2", {}, "History (Parquet)"), el("p", { class: "muted" }, `${t.rows.length} state(s), oldest first`), table(t.columns, t.rows, "timeline"));
+        out.replaceChildren(...parts);
         showError("");
       } catch (err) { showError(err.message); }
     };

@@ -1,7 +1,9 @@
 //! The web console in a real browser: headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, driven by selenium from PyPI: `scripts/console_check.py`) against a real
 //! `tidings serve` signs in, submits a job, traces a receiver, runs SQL, previews a template
-//! and opens the job; the read-only token cannot submit. Screenshots of each page go to
+//! and opens the job; then submits a Kafka job, edits its template while it runs (the preview
+//! renders the new version), test-sends, traces the receiver live from Redis and opens the
+//! job's rate and lag charts; the read-only token cannot submit. Screenshots of each page go to
 //! `target/console/`; an error in the page's console fails the test.
 
 mod common;
@@ -14,6 +16,29 @@ use std::time::Duration;
 fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let (_demo, job) = common::demo_copy();
+    // A Kafka job too, whose template is edited in the console while it runs.
+    let unique = common::unique();
+    let kafka_dir = dir.path().join("kafka-job");
+    std::fs::create_dir_all(&kafka_dir).unwrap();
+    std::fs::write(
+        kafka_dir.join("templates.toml"),
+        common::sms_template(1, "none", false, "phone"),
+    )
+    .unwrap();
+    let kafka_job = kafka_dir.join("job.toml");
+    std::fs::write(
+        &kafka_job,
+        format!(
+            "name = \"live\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
+             topic = \"console-{unique}\"\ngroup = \"console-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
+             redis = \"{}\"\nredis_prefix = \"console-{unique}:\"\n\
+             [admin]\nbind = \"127.0.0.1:0\"\n\
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
+            std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into()),
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into()),
+        ),
+    )
+    .unwrap();
     let state = dir.path().join("serve");
     std::fs::create_dir_all(&state).unwrap();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_tidings"))
@@ -43,6 +68,7 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
         .arg(&job)
         .arg("user4@example.com")
         .arg(&shots)
+        .arg(&kafka_job)
         .output()
         .unwrap();
     let _ = Command::new("kill")
@@ -63,6 +89,9 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
         "sql",
         "templates",
         "job",
+        "template-edit",
+        "live-trace",
+        "live-job",
         "read-only",
     ] {
         let png = shots.join(format!("{page}.png"));

@@ -353,6 +353,7 @@ impl Tracking {
                 "event_time",
                 "message_id",
                 "template_id",
+                "template_version",
                 "channel",
                 "receiver",
                 "state",

@@ -173,6 +173,12 @@ impl Gateway {
         json!({"code": OK, "msg": "操作成功", "data": list})
     }
 
+    /// Template `id` as the door knows it now (`None`: unknown or disabled).
+    pub fn template(&self, id: i64) -> Option<tidings_model::Template> {
+        let v = self.validator.read().unwrap_or_else(|p| p.into_inner());
+        v.book().at(id, Millis::MAX).template().cloned()
+    }
+
     /// Creates, replaces or disables a template (docs/templates.md "Live changes"): the change
     /// is checked, produced to the job's topic like a request (acks=all, timestamp now) and
     /// answered once acknowledged; the job applies it from that event time on. `headers`

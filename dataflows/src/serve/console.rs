@@ -192,18 +192,26 @@ async fn preview(
         Ok(b) => b,
         Err(e) => return Problem(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     };
-    let job = match job_of(s, name).await {
+    let job = match job_of(s.clone(), name).await {
         Ok(j) => j,
         Err(r) => return r,
     };
-    let Some(t) = job.templates.get(body.template) else {
+    // A Kafka job's newest version as its door knows it; else the job file's.
+    let live = match job.kafka {
+        Some(_) => door_of(s, job.file.name.clone())
+            .await
+            .ok()
+            .and_then(|g| g.template(body.template)),
+        None => job.templates.get(body.template).map(|t| (**t).clone()),
+    };
+    let Some(t) = live.as_ref() else {
         return Problem(
             StatusCode::NOT_FOUND,
             format!("job {} has no template {}", job.file.name, body.template),
         )
         .into_response();
     };
-    let account = job.account_of.get(&t.id).cloned();
+    let account = Some(t.account.clone());
     let dedup = &job.file.dedup;
     let rules = json!({
         "shield": t.shield,
@@ -255,14 +263,43 @@ async fn trace(
         Ok(j) => j,
         Err(r) => return r,
     };
-    answer(&job, |t| async move {
-        t.trace(
-            receiver.as_deref().map(str::trim),
-            message.as_deref().map(str::trim),
-        )
-        .await
+    let live = redis_trace(&job, receiver.clone(), message.clone()).await;
+    let (r, m) = (receiver.clone(), message.clone());
+    match query_json(&job, |t| async move {
+        t.trace(r.as_deref().map(str::trim), m.as_deref().map(str::trim))
+            .await
     })
     .await
+    {
+        Ok(mut v) => {
+            v["redis"] = live;
+            Json(v).into_response()
+        }
+        Err(refused) => refused,
+    }
+}
+
+/// The real-time trace from the job's Redis (`tracking.redis`): a message's rows, else a
+/// receiver's (kept until the end of its local day). `null` when the job has no Redis.
+async fn redis_trace(job: &crate::Job, receiver: Option<String>, message: Option<String>) -> Value {
+    let Some(url) = job.file.tracking.redis.clone() else {
+        return Value::Null;
+    };
+    let prefix = job.file.tracking.redis_prefix.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut r = tidings_sinks::tracking::redis::RedisTrace::connect(&url, &prefix)?;
+        match (message, receiver) {
+            (Some(m), _) => r.message(m.trim()),
+            (None, Some(u)) => r.user(u.trim()),
+            (None, None) => Ok(Vec::new()),
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok(rows)) => json!({"rows": rows}),
+        Ok(Err(e)) => json!({"error": format!("redis: {e}")}),
+        Err(e) => json!({"error": e.to_string()}),
+    }
 }
 
 /// `POST /jobs/{name}/sql`.
@@ -303,10 +340,22 @@ where
     F: FnOnce(Arc<tidings_sql::Tracking>) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>,
 {
+    match query_json(job, f).await {
+        Ok(v) => Json(v).into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// Runs `f` over the job's tracking tables; its rows as `{"columns", "rows", "truncated"}`.
+async fn query_json<F, Fut>(job: &crate::Job, f: F) -> Result<Value, Response>
+where
+    F: FnOnce(Arc<tidings_sql::Tracking>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>,
+{
     use tidings_sinks::tracking::TrackingDir;
     let opened = match &job.tracking_dir {
         TrackingDir::Local(dir) if !dir.is_dir() => {
-            return Problem(
+            return Err(Problem(
                 StatusCode::NOT_FOUND,
                 format!(
                     "job {}: no tracking rows yet ({} does not exist)",
@@ -314,7 +363,7 @@ where
                     dir.display()
                 ),
             )
-            .into_response();
+            .into_response());
         }
         TrackingDir::Local(dir) => tidings_sql::Tracking::open(dir).await,
         TrackingDir::Object(o) => {
@@ -325,8 +374,7 @@ where
         Ok(t) => f(Arc::new(t)).await,
         Err(e) => Err(e),
     };
-    match result.and_then(|b| tidings_sql::json_table(&b, MAX_ROWS)) {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    }
+    result
+        .and_then(|b| tidings_sql::json_table(&b, MAX_ROWS))
+        .map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }
