@@ -399,6 +399,27 @@ fn templates_change_through_the_door_from_their_event_time() {
         pause();
         let (s, b) = post(&client, &url("/send"), bulk, &send_body("13800138001", "b")).await;
         assert_eq!(s, 200, "{b}");
+        // The lists change the same way (and a sender may not change them either).
+        let wl = json!({"whitelist": ["13800138001"]});
+        let (s, _) = post(&client, &url("/lists"), bulk, &wl).await;
+        assert_eq!(s, 403);
+        let (s, l) = post(&client, &url("/lists"), ops, &json!({"discard": [99]})).await;
+        assert_eq!(s, 400, "{l}");
+        let (s, l) = post(&client, &url("/lists"), ops, &wl).await;
+        assert_eq!(s, 200, "{l}");
+        let lists: Value = client
+            .get(url("/lists"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            lists["data"]["whitelist"],
+            json!(["13800138001"]),
+            "{lists}"
+        );
         let (s, d) = post(&client, &url("/templates/1/disable"), ops, &json!({})).await;
         assert_eq!(s, 200, "{d}");
         let (s, r) = post(&client, &url("/send"), bulk, &send_body("13800138002", "c")).await;

@@ -213,3 +213,102 @@ fn a_restart_from_the_checkpoint_keeps_the_change_and_a_cluster_agrees() {
         "{rows:?}"
     );
 }
+
+/// The discard list and whitelist change the same way: from the change's event time on, on
+/// any worker count, and after a restart from the checkpoint.
+#[test]
+fn list_changes_apply_from_their_event_time_and_survive_a_restart() {
+    let lists = |ts: i64, body: serde_json::Value| {
+        let mut b = body;
+        b["code"] = "lists".into();
+        change(ts, b)
+    };
+    let first = vec![
+        send(T, "13800138002", "a"),
+        lists(T + 5_000, serde_json::json!({"whitelist": ["13800138001"]})),
+        send(T + 6_000, "13800138002", "b"),
+    ];
+    let rest = vec![
+        send(T + 7_000, "13800138001", "c"),
+        // Refused only by the whitelist of the first run's checkpoint, after a restart.
+        send(T + 7_500, "13800138002", "e"),
+        lists(T + 8_000, serde_json::json!({"discard": [1]})),
+        lists(T + 8_500, serde_json::json!({"discard": [99]})),
+        send(T + 9_000, "13800138001", "d"),
+    ];
+    let all: Vec<String> = first.iter().chain(&rest).cloned().collect();
+    // (receiver, variable, terminal state) of every message.
+    let outcome = |events: &[tidings_model::EventRow]| {
+        let mut v: Vec<(String, String, String)> = events
+            .iter()
+            .filter(|r| r.state != State::Receive)
+            .map(|r| {
+                (
+                    r.receiver.clone(),
+                    r.meta.content.clone(),
+                    r.state.name().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut seen = Vec::new();
+    for workers in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job_with(dir.path(), std::slice::from_ref(&all));
+        let (events, dead, _) = common::run_memory(&job, workers, T + 86_400_000);
+        let reasons: Vec<String> = dead.iter().map(|d| d.reason.clone()).collect();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].contains("template 99 does not exist"),
+            "{reasons:?}"
+        );
+        seen.push(outcome(&events));
+    }
+    assert_eq!(seen[0], seen[1]);
+    let refused: Vec<(String, String, String)> = seen[0]
+        .iter()
+        .filter(|(_, _, s)| s != "SEND_SUCCESS")
+        .map(|(r, c, s)| {
+            let c: serde_json::Value = serde_json::from_str(c).unwrap();
+            (
+                r.clone(),
+                c["content"].as_str().unwrap().to_string(),
+                s.clone(),
+            )
+        })
+        .collect();
+    let row = |r: &str, c: &str, s: &str| (r.to_string(), c.to_string(), s.to_string());
+    assert_eq!(
+        refused,
+        vec![
+            row("13800138001", "hi d", "DISCARD"),
+            row("13800138002", "hi b", "WHITE_LIST"),
+            row("13800138002", "hi e", "WHITE_LIST"),
+        ]
+    );
+
+    // Split over a restart: the second run judges with the lists of the first's checkpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_with(dir.path(), &[first]);
+    common::tidings(&["run", job.to_str().unwrap(), "--now", NOW]);
+    write_parts(dir.path(), &[all]);
+    common::tidings(&["run", job.to_str().unwrap(), "--now", NOW]);
+    let (rows, _) = rows_of(dir.path());
+    let terminal: Vec<(String, String)> = rows
+        .into_iter()
+        .filter(|(_, s, _)| s != "RECEIVE")
+        .map(|(r, s, _)| (r, s))
+        .collect();
+    assert_eq!(
+        terminal,
+        vec![
+            ("13800138001".to_string(), "DISCARD".to_string()),
+            ("13800138001".to_string(), "SEND_SUCCESS".to_string()),
+            ("13800138002".to_string(), "SEND_SUCCESS".to_string()),
+            ("13800138002".to_string(), "WHITE_LIST".to_string()),
+            ("13800138002".to_string(), "WHITE_LIST".to_string()),
+        ]
+    );
+}

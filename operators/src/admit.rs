@@ -20,7 +20,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::ToStream;
 
-use crate::book::Change;
+use crate::book::{Applied, Change};
 use crate::checkpoint::{Checkpoints, FINAL};
 use crate::gate::{Gate, Verdict};
 use crate::park::Parked;
@@ -111,7 +111,8 @@ impl Outputs {
         let mut max: Option<Millis> = None;
         for m in v.messages {
             max = Some(max.map_or(m.meta.event_time, |t| t.max(m.meta.event_time)));
-            gate.judge(m, now, verdicts);
+            let (discard, whitelist) = validator.book().lists_at(m.meta.event_time);
+            gate.judge_with(m, now, verdicts, discard, whitelist);
             if rec.late_by > 0 {
                 note_late(verdicts, &rec);
             }
@@ -217,13 +218,18 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                     let (cap, mut list) = staged.remove(&epoch).expect("first key exists");
                     list.sort_by_key(|c| (c.event_time, c.order));
                     for change in list {
-                        let applied = validator.book_mut().apply(&change).map(|e| e.version);
+                        let applied = validator.book_mut().apply(&change);
                         if change.origin != index {
                             continue;
                         }
                         match applied {
-                            Ok(version) => tracing::info!(
-                                "template change from {} applied: version {version} from event time {}",
+                            Ok(Applied::Template { id, version }) => tracing::info!(
+                                "template change from {} applied: template {id} version {version} from event time {}",
+                                change.source,
+                                crate::live::iso(change.event_time)
+                            ),
+                            Ok(Applied::Lists) => tracing::info!(
+                                "lists change from {} applied from event time {}",
                                 change.source,
                                 crate::live::iso(change.event_time)
                             ),

@@ -15,7 +15,7 @@
 //! let admitted = records.admit(changes.broadcast(), validator, gate, clock, checkpoints);
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +42,13 @@ pub enum Op {
     Put(#[serde(with = "tidings_model::message::json_text")] Template),
     /// Disable the template of this id: its messages become dead letters.
     Disable(i64),
+    /// Replace the discard list, the whitelist, or both (`{"code":"lists",…}`).
+    Lists {
+        /// The new discard list (template ids), if given.
+        discard: Option<Vec<i64>>,
+        /// The new whitelist (receivers; empty: everyone), if given.
+        whitelist: Option<Vec<String>>,
+    },
     /// A change record that cannot be applied, and why.
     Bad(String),
 }
@@ -69,28 +76,62 @@ struct Probe {
     payload: Option<serde_json::Value>,
     template: Option<serde_json::Value>,
     disable: Option<serde_json::Value>,
+    discard: Option<serde_json::Value>,
+    whitelist: Option<serde_json::Value>,
 }
 
 /// The change a record asks for, or `None` when it is not a change record (`code` other than
-/// `"template"`; a kcat envelope's payload is looked into).
+/// `"template"` or `"lists"`; a kcat envelope's payload is looked into).
 pub fn parse_change(bytes: &[u8]) -> Option<Op> {
-    // Cheap test first: a change record spells `template` in lower case.
-    if !bytes.windows(8).any(|w| w == b"template") {
+    // Cheap test first: a change record spells `template` or `lists` in lower case.
+    if !bytes.windows(8).any(|w| w == b"template") && !bytes.windows(5).any(|w| w == b"lists") {
         return None;
     }
     let bytes = tidings_model::request::strip_bom(bytes);
     let probe: Probe = serde_json::from_slice(bytes).ok()?;
     match probe.code.as_deref() {
         Some("template") => Some(op_of(probe)),
+        Some("lists") => Some(lists_of(probe)),
         None => match probe.payload {
             Some(serde_json::Value::String(inner)) => {
                 let p: Probe = serde_json::from_str(&inner).ok()?;
-                (p.code.as_deref() == Some("template")).then(|| op_of(p))
+                match p.code.as_deref() {
+                    Some("template") => Some(op_of(p)),
+                    Some("lists") => Some(lists_of(p)),
+                    _ => None,
+                }
             }
             _ => None,
         },
         Some(_) => None,
     }
+}
+
+fn lists_of(p: Probe) -> Op {
+    let discard = match p.discard.map(serde_json::from_value::<Vec<i64>>) {
+        None => None,
+        Some(Ok(ids)) => Some(ids),
+        Some(Err(e)) => {
+            return Op::Bad(format!(
+                "lists change: `discard` must be a list of template ids: {e}"
+            ));
+        }
+    };
+    let whitelist = match p.whitelist.map(serde_json::from_value::<Vec<String>>) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            return Op::Bad(format!(
+                "lists change: `whitelist` must be a list of receivers (strings): {e}"
+            ));
+        }
+    };
+    if discard.is_none() && whitelist.is_none() {
+        return Op::Bad(
+            "lists change: give `discard` (template ids), `whitelist` (receivers) or both".into(),
+        );
+    }
+    Op::Lists { discard, whitelist }
 }
 
 fn op_of(p: Probe) -> Op {
@@ -148,6 +189,44 @@ mod u128_text {
     }
 }
 
+/// The discard list and whitelist from one change on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListsEntry {
+    /// Its event time.
+    pub at: Millis,
+    /// Its position (ties).
+    #[serde(with = "u128_text")]
+    pub order: u128,
+    /// Template ids discarded.
+    pub discard: Arc<HashSet<i64>>,
+    /// Receivers sent to (empty: everyone).
+    pub whitelist: Arc<HashSet<String>>,
+    /// Where the change came from.
+    pub source: String,
+}
+
+/// Everything a book holds, as written into a checkpoint.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    templates: Vec<Entry>,
+    #[serde(default)]
+    lists: Vec<ListsEntry>,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A template's new version.
+    Template {
+        /// The template id.
+        id: i64,
+        /// Its version from the change on.
+        version: u32,
+    },
+    /// New lists.
+    Lists,
+}
+
 /// What the book says about a template id at an event time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Found<'a> {
@@ -184,6 +263,9 @@ pub struct Book {
     /// Account (or group) name → its channel: a put must name one of the same channel.
     accounts: Arc<BTreeMap<String, Channel>>,
     history: BTreeMap<i64, Vec<Entry>>,
+    /// The job file's discard list and whitelist.
+    base_lists: (Arc<HashSet<i64>>, Arc<HashSet<String>>),
+    lists: Vec<ListsEntry>,
 }
 
 impl Book {
@@ -193,6 +275,24 @@ impl Book {
             base,
             accounts,
             history: BTreeMap::new(),
+            base_lists: Default::default(),
+            lists: Vec::new(),
+        }
+    }
+
+    /// The job file's discard list and whitelist (before any change).
+    pub fn with_lists(mut self, discard: HashSet<i64>, whitelist: HashSet<String>) -> Book {
+        self.base_lists = (Arc::new(discard), Arc::new(whitelist));
+        self
+    }
+
+    /// The discard list and whitelist at event time `t`: the newest change at or before it,
+    /// else the job file's.
+    pub fn lists_at(&self, t: Millis) -> (&HashSet<i64>, &HashSet<String>) {
+        let n = self.lists.partition_point(|e| e.at <= t);
+        match n.checked_sub(1).map(|i| &self.lists[i]) {
+            Some(e) => (&e.discard, &e.whitelist),
+            None => (&self.base_lists.0, &self.base_lists.1),
         }
     }
 
@@ -264,9 +364,42 @@ impl Book {
 
     /// Applies one change (changes are applied in (event time, position) order); `Err` says why
     /// it was refused (the book is unchanged).
-    pub fn apply(&mut self, change: &Change) -> Result<&Entry, String> {
+    pub fn apply(&mut self, change: &Change) -> Result<Applied, String> {
         let (id, template) = match &change.op {
             Op::Bad(reason) => return Err(reason.clone()),
+            Op::Lists { discard, whitelist } => {
+                let (d, w) = self.lists_at(Millis::MAX);
+                let discard = match discard {
+                    Some(ids) => {
+                        if let Some(id) = ids
+                            .iter()
+                            .find(|id| self.at(**id, Millis::MAX) == Found::Unknown)
+                        {
+                            return Err(format!(
+                                "lists change: discard: template {id} does not exist"
+                            ));
+                        }
+                        Arc::new(ids.iter().copied().collect())
+                    }
+                    None => Arc::new(d.clone()),
+                };
+                let whitelist = match whitelist {
+                    Some(r) => Arc::new(r.iter().map(|r| r.trim().to_string()).collect()),
+                    None => Arc::new(w.clone()),
+                };
+                let entry = ListsEntry {
+                    at: change.event_time,
+                    order: change.order,
+                    discard,
+                    whitelist,
+                    source: change.source.clone(),
+                };
+                let at = self
+                    .lists
+                    .partition_point(|e| (e.at, e.order) <= (entry.at, entry.order));
+                self.lists.insert(at, entry);
+                return Ok(Applied::Lists);
+            }
             Op::Put(t) => {
                 self.check(t)?;
                 (t.id, Some(t.clone()))
@@ -294,13 +427,16 @@ impl Book {
         // lands where lookups expect it.
         let at = entries.partition_point(|e| (e.at, e.order) <= (entry.at, entry.order));
         entries.insert(at, entry);
-        Ok(&entries[at])
+        Ok(Applied::Template { id, version })
     }
 
     /// Writes every change applied as a checkpoint part (JSON), durably.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        let all: Vec<&Entry> = self.history.values().flatten().collect();
-        let body = serde_json::to_vec(&all).map_err(io::Error::other)?;
+        let saved = Saved {
+            templates: self.history.values().flatten().cloned().collect(),
+            lists: self.lists.clone(),
+        };
+        let body = serde_json::to_vec(&saved).map_err(io::Error::other)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -318,10 +454,12 @@ impl Book {
     /// Restores the changes written by [`Book::save`].
     pub fn load(&mut self, path: &Path) -> io::Result<()> {
         let body = std::fs::read(path)?;
-        let all: Vec<Entry> = serde_json::from_slice(&body)
+        let saved: Saved = serde_json::from_slice(&body)
             .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
         self.history.clear();
-        for e in all {
+        self.lists = saved.lists;
+        self.lists.sort_by_key(|e| (e.at, e.order));
+        for e in saved.templates {
             self.history.entry(e.id).or_default().push(e);
         }
         for entries in self.history.values_mut() {

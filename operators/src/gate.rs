@@ -46,6 +46,19 @@ pub struct Gate {
 impl Gate {
     /// Judges every receiver of a message; pushes rows, passes and parks to `out`.
     pub fn judge(&self, msg: Message, now: Millis, out: &mut Vec<Verdict>) {
+        self.judge_with(msg, now, out, &self.discard, &self.whitelist)
+    }
+
+    /// [`Gate::judge`] with the discard list and whitelist in force at the message's event
+    /// time (docs/templates.md "Live changes").
+    pub fn judge_with(
+        &self,
+        msg: Message,
+        now: Millis,
+        out: &mut Vec<Verdict>,
+        discard: &HashSet<i64>,
+        whitelist: &HashSet<String>,
+    ) {
         let meta = msg.meta;
         let Some(template) = meta.template(&self.templates) else {
             // The validator only lets known templates through.
@@ -86,14 +99,14 @@ impl Gate {
             };
             if let Some(why) = invalid {
                 out.push(stop(State::ReceiverInvalid, why));
-            } else if self.discard.contains(&template.id) {
+            } else if discard.contains(&template.id) {
                 out.push(stop(
                     State::Discard,
                     format!("template {} is on the discard list", template.id),
                 ));
-            } else if !self.whitelist.is_empty()
-                && !self.whitelist.contains(&d.receiver)
-                && !self.whitelist.contains(&raw)
+            } else if !whitelist.is_empty()
+                && !whitelist.contains(&d.receiver)
+                && !whitelist.contains(&raw)
             {
                 out.push(stop(
                     State::WhiteList,

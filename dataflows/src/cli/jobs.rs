@@ -78,6 +78,20 @@ enum TemplateCommand {
         #[command(flatten)]
         target: ServerTarget,
     },
+    /// Replace the discard list and/or the whitelist from now on; with neither, show them.
+    Lists {
+        /// Template ids to discard, comma-separated (empty: none).
+        #[arg(long)]
+        discard: Option<String>,
+        /// Receivers to send to, comma-separated (empty: everyone).
+        #[arg(long)]
+        whitelist: Option<String>,
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
     /// The job's templates, with the version each has from the changes made through the service.
     List {
         /// The job's name.
@@ -113,6 +127,37 @@ pub fn template(args: TemplateArgs) -> Result<(), Failure> {
         TemplateCommand::Disable { id, job, target } => {
             let path = format!("{}/templates/{id}/disable", job_path(&job));
             print_pretty(&ask(&target, Method::POST, &path, None)?);
+        }
+        TemplateCommand::Lists {
+            discard,
+            whitelist,
+            job,
+            target,
+        } => {
+            let path = format!("{}/lists", job_path(&job));
+            let split = |v: &str| -> Vec<String> {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            };
+            let mut body = json!({});
+            if let Some(d) = &discard {
+                let ids: Result<Vec<i64>, _> = split(d).iter().map(|x| x.parse::<i64>()).collect();
+                body["discard"] = json!(ids.map_err(|e| Failure::Usage(format!(
+                    "--discard {d:?}: {e}; give template ids, e.g. 3,7"
+                )))?);
+            }
+            if let Some(w) = &whitelist {
+                body["whitelist"] = json!(split(w));
+            }
+            let answer = if discard.is_none() && whitelist.is_none() {
+                ask(&target, Method::GET, &path, None)?
+            } else {
+                ask(&target, Method::POST, &path, Some(&body))?
+            };
+            print_pretty(&answer);
         }
         TemplateCommand::List { job, target } => {
             let path = format!("{}/templates", job_path(&job));

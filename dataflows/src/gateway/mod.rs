@@ -152,6 +152,17 @@ impl Gateway {
         })
     }
 
+    /// The discard list and whitelist as the door knows them (`GET /lists`).
+    pub fn lists(&self) -> Value {
+        let v = self.validator.read().unwrap_or_else(|p| p.into_inner());
+        let (discard, whitelist) = v.book().lists_at(Millis::MAX);
+        let mut discard: Vec<i64> = discard.iter().copied().collect();
+        let mut whitelist: Vec<&String> = whitelist.iter().collect();
+        discard.sort_unstable();
+        whitelist.sort_unstable();
+        json!({"code": OK, "msg": "操作成功", "data": {"discard": discard, "whitelist": whitelist}})
+    }
+
     /// The templates as the door knows them: the job file's, with the changes made through
     /// this door (`GET /templates`).
     pub fn templates(&self) -> Value {
@@ -208,20 +219,37 @@ impl Gateway {
                     if let Err(why) = v.book().check(t) {
                         return Answer::bad(why);
                     }
-                    (t.id, json!({"code": "template", "template": t}))
+                    (Some(t.id), json!({"code": "template", "template": t}))
                 }
                 Op::Disable(id) => {
                     if v.book().at(*id, Millis::MAX).template().is_none() {
                         return Answer::bad(format!("template {id} is not an enabled template"));
                     }
-                    (*id, json!({"code": "template", "disable": id}))
+                    (Some(*id), json!({"code": "template", "disable": id}))
+                }
+                Op::Lists { discard, whitelist } => {
+                    let unknown = discard
+                        .iter()
+                        .flatten()
+                        .find(|id| v.book().at(**id, Millis::MAX) == Found::Unknown);
+                    if let Some(id) = unknown {
+                        return Answer::bad(format!("discard: template {id} does not exist"));
+                    }
+                    let mut body = json!({"code": "lists"});
+                    if let Some(d) = discard {
+                        body["discard"] = json!(d);
+                    }
+                    if let Some(w) = whitelist {
+                        body["whitelist"] = json!(w);
+                    }
+                    (None, body)
                 }
                 Op::Bad(why) => return Answer::bad(why),
             }
         };
         let now = wall_ms();
         let bytes = body.to_string().into_bytes();
-        let key = id.to_string();
+        let key = id.map_or_else(|| "lists".to_string(), |id| id.to_string());
         let record = FutureRecord::<str, [u8]>::to(&self.topic)
             .key(&key)
             .payload(&bytes)
@@ -252,7 +280,10 @@ impl Gateway {
             bytes,
         };
         let mut v = self.validator.write().unwrap_or_else(|p| p.into_inner());
-        let version = v.book_mut().apply(&change).map(|e| e.version).ok();
+        let version = match v.book_mut().apply(&change) {
+            Ok(tidings_operators::book::Applied::Template { version, .. }) => Some(version),
+            _ => None,
+        };
         if let Err(e) = v.book().save(&self.book_path) {
             tracing::warn!("{}: {e}", self.book_path.display());
         }
@@ -280,6 +311,11 @@ impl Gateway {
                 .post(put_template),
             )
             .route("/templates/{id}/disable", routing::post(disable_template))
+            .route(
+                "/lists",
+                routing::get(|State(g): State<Arc<Gateway>>| async move { axum::Json(g.lists()) })
+                    .post(put_lists),
+            )
             .route("/send", routing::post(send))
             .route("/batchSend", routing::post(batch_send))
             .route("/recall", routing::post(recall))
@@ -526,4 +562,31 @@ async fn disable_template(
     headers: HeaderMap,
 ) -> Answer {
     g.change_template(Some(&headers), Op::Disable(id)).await
+}
+
+/// A lists body: `{"discard": [ids], "whitelist": [receivers]}` (either or both).
+pub fn lists_op(body: &[u8]) -> Op {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Lists {
+        discard: Option<Vec<i64>>,
+        whitelist: Option<Vec<String>>,
+    }
+    match serde_json::from_slice::<Lists>(body) {
+        Ok(Lists {
+            discard: None,
+            whitelist: None,
+        }) => Op::Bad("give \"discard\" (template ids), \"whitelist\" (receivers) or both".into()),
+        Ok(l) => Op::Lists {
+            discard: l.discard,
+            whitelist: l.whitelist,
+        },
+        Err(e) => Op::Bad(format!(
+            "the body is not {{\"discard\": [ids], \"whitelist\": [receivers]}}: {e}"
+        )),
+    }
+}
+
+async fn put_lists(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Answer {
+    g.change_template(Some(&headers), lists_op(&body)).await
 }

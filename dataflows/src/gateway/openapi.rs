@@ -35,6 +35,13 @@ pub fn document() -> Value {
             "503": {"description": "the broker did not acknowledge (B0001); nothing was sent, retry"}
         })
     };
+    let change = json!({
+        "200": {"description": "the change record was acknowledged: {code, msg, data: {id, version, eventTime, source}}; it applies from eventTime on"},
+        "400": {"description": "refused at the door (A0100): unknown account, channel mismatch, unknown template; nothing was produced"},
+        "401": {"description": "missing or wrong bearer token (A0401)"},
+        "403": {"description": "the caller may not change templates (templates = true)"},
+        "503": {"description": "the broker did not acknowledge (B0001)"}
+    });
     let body = |schema: &str| json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
     json!({
         "openapi": "3.0.3",
@@ -92,7 +99,28 @@ pub fn document() -> Value {
             "/batchSend": {"post": {"summary": "Send several messages of one template (messageParamList)",
                 "requestBody": body("BatchSendRequest"), "responses": responses("accepted: one SimpleTaskInfo per param, in order")}},
             "/recall": {"post": {"summary": "Recall sent messages",
-                "requestBody": body("RecallRequest"), "responses": responses("accepted: data is empty")}}
+                "requestBody": body("RecallRequest"), "responses": responses("accepted: data is empty")}},
+            "/templates": {
+                "get": {"summary": "The templates the door knows, each with its version and whether it is enabled",
+                    "responses": {"200": {"description": "{code, msg, data: [{id, version, enabled, template}]}"}}},
+                "post": {"summary": "Create or replace a template from now on (a caller with templates = true)",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                        "description": "the fields of a [[template]] table (docs/templates.md)",
+                        "required": ["id", "name", "channel", "msg_type", "id_type", "account"]}}}},
+                    "responses": change.clone()}
+            },
+            "/templates/{id}/disable": {"post": {"summary": "Disable a template from now on",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+                "responses": change.clone()}},
+            "/lists": {
+                "get": {"summary": "The discard list and whitelist the door knows",
+                    "responses": {"200": {"description": "{code, msg, data: {discard, whitelist}}"}}},
+                "post": {"summary": "Replace the discard list and/or the whitelist from now on",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                        "properties": {"discard": {"type": "array", "items": {"type": "integer"}},
+                            "whitelist": {"type": "array", "items": {"type": "string"}}}}}}},
+                    "responses": change}
+            }
         }
     })
 }

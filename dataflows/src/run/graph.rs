@@ -255,8 +255,12 @@ pub(crate) fn validator(job: &Job) -> Validator {
                 .map(|(name, g)| (name.clone(), g.channel)),
         )
         .collect();
+    let book = Book::new(job.templates.clone(), Arc::new(accounts)).with_lists(
+        job.file.discard.templates.iter().copied().collect(),
+        job.file.whitelist.receivers.iter().cloned().collect(),
+    );
     Validator::new(job.templates.clone(), job.tz)
-        .with_book(Book::new(job.templates.clone(), Arc::new(accounts)))
+        .with_book(book)
         .with_max_future_ms(job.event.max_future_ms)
 }
 

@@ -63,6 +63,7 @@ pub fn routes() -> Router<Arc<Supervisor>> {
             "/jobs/{name}/templates/{id}/disable",
             routing::post(disable_template),
         )
+        .route("/jobs/{name}/lists", routing::get(lists).post(put_lists))
         .route("/jobs/{name}/preview", routing::post(preview))
         .route("/jobs/{name}/trace", routing::get(trace))
         .route("/jobs/{name}/sql", routing::post(sql))
@@ -130,6 +131,29 @@ async fn put_template(
     match door_of(s, name).await {
         Ok(g) => g
             .change_template(None, crate::gateway::put_op(&body))
+            .await
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /jobs/{name}/lists`: the discard list and whitelist as a Kafka job's door knows them.
+async fn lists(State(s): State<Arc<Supervisor>>, Path(name): Path<String>) -> Response {
+    match door_of(s, name).await {
+        Ok(g) => Json(g.lists()).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /jobs/{name}/lists`: replace the discard list and/or the whitelist from now on.
+async fn put_lists(
+    State(s): State<Arc<Supervisor>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    match door_of(s, name).await {
+        Ok(g) => g
+            .change_template(None, crate::gateway::lists_op(&body))
             .await
             .into_response(),
         Err(r) => r,
