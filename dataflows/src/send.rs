@@ -67,16 +67,13 @@ pub struct SendContext {
 }
 
 impl SendContext {
-    /// The route of a message: its live template's account, else its job-file template's.
-    pub fn route(&self, meta: &MessageMeta) -> &Route {
-        let by_name = meta
-            .live
-            .as_ref()
-            .and_then(|l| self.route_by_name.get(&l.template.account));
-        match by_name.or_else(|| self.route_of.get(&meta.template_id)) {
-            Some(r) => r,
-            // A change names only the job's accounts and groups (checked when applied).
-            None => unreachable!("template {} has no route; this is a bug", meta.template_id),
+    /// The route of a message: its live template's account, else its job-file template's;
+    /// `None` when the job no longer has that account (a parked or queued message judged with
+    /// a version from before a restart whose job file dropped the account).
+    pub fn route(&self, meta: &MessageMeta) -> Option<&Route> {
+        match &meta.live {
+            Some(l) => self.route_by_name.get(&l.template.account),
+            None => self.route_of.get(&meta.template_id),
         }
     }
 
@@ -113,7 +110,10 @@ fn by_message<'a>(
             match groups.last_mut() {
                 Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => ds.push(d),
                 _ => {
-                    let order = ctx.route(&d.meta).order(&d.meta.message_id);
+                    let order = ctx
+                        .route(&d.meta)
+                        .map(|r| r.order(&d.meta.message_id))
+                        .unwrap_or_default();
                     groups.push((order, vec![d]))
                 }
             }
@@ -131,7 +131,22 @@ async fn send_one(
     order: &[usize],
     ds: &[Delivery],
 ) -> Vec<EventRow> {
-    let account = order[0];
+    let Some(&account) = order.first() else {
+        let account = ds[0]
+            .meta
+            .template(&ctx.templates)
+            .map_or("?", |t| t.account.as_str());
+        let reason = format!(
+            "template {} version {} sends through account `{account}`, which the job does not have (any more): not sent",
+            ds[0].meta.template_id,
+            ds[0].meta.template_version()
+        );
+        let now = clock.now_ms();
+        return ds
+            .iter()
+            .map(|d| EventRow::of(d, State::SendFail, Some(reason.clone()), now))
+            .collect();
+    };
     if mode == SendMode::Main && ctx.queues.in_kafka(account) {
         match ctx.queues.hand_off(account, ds).await {
             // Durable in the account's topic: the epoch may go.
@@ -313,7 +328,11 @@ pub fn recall<'s>(
 /// RECALL_SUCCESS or RECALL_FAIL row per receiver the message had reached (one row with an
 /// empty receiver when no account knew the message).
 async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<EventRow> {
-    let Some(route) = ctx.route_of.get(&r.template_id) else {
+    let route = match &r.account {
+        Some(a) => ctx.route_by_name.get(a),
+        None => ctx.route_of.get(&r.template_id),
+    };
+    let Some(route) = route else {
         return Vec::new();
     };
     let order = route.order("");

@@ -407,8 +407,11 @@ fn templates_change_through_the_door_from_their_event_time() {
         assert_eq!(s, 400, "{l}");
         let (s, l) = post(&client, &url("/lists"), ops, &wl).await;
         assert_eq!(s, 200, "{l}");
+        let unread = client.get(url("/lists")).send().await.unwrap().status();
+        assert_eq!(unread, 401, "the whitelist is shown to callers only");
         let lists: Value = client
             .get(url("/lists"))
+            .bearer_auth("bulk-token")
             .send()
             .await
             .unwrap()
@@ -427,6 +430,7 @@ fn templates_change_through_the_door_from_their_event_time() {
         assert!(r["msg"].as_str().unwrap().contains("disabled"), "{r}");
         let listed: Value = client
             .get(url("/templates"))
+            .bearer_auth("ops-token")
             .send()
             .await
             .unwrap()

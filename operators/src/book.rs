@@ -368,6 +368,11 @@ impl Book {
         let (id, template) = match &change.op {
             Op::Bad(reason) => return Err(reason.clone()),
             Op::Lists { discard, whitelist } => {
+                if self.lists.iter().any(|e| {
+                    (e.at, e.order, &e.source) == (change.event_time, change.order, &change.source)
+                }) {
+                    return Ok(Applied::Lists);
+                }
                 let (d, w) = self.lists_at(Millis::MAX);
                 let discard = match discard {
                     Some(ids) => {
@@ -414,6 +419,15 @@ impl Book {
             }
         };
         let entries = self.history.entry(id).or_default();
+        // The same record read again (a restore whose positions were not used) changes nothing.
+        if let Some(same) = entries.iter().find(|e| {
+            (e.at, e.order, &e.source) == (change.event_time, change.order, &change.source)
+        }) {
+            return Ok(Applied::Template {
+                id,
+                version: same.version,
+            });
+        }
         let version = entries.len() as u32 + 1;
         let entry = Entry {
             id,
@@ -471,9 +485,12 @@ impl Book {
 
 /// Splits the change records out of a stream of source records (on the worker that read them).
 pub trait SplitChanges<'s> {
-    /// `(records, changes)`: every record that is not a change record, and the changes.
+    /// `(records, changes)`: every record that is not a change record, and the changes. A
+    /// change stamped at a later epoch than its event time's (a source's floor) applies from
+    /// the start of that epoch: no message of an earlier epoch can have been judged without it.
     fn split_changes(
         self,
+        event: crate::event_time::EventTime,
     ) -> (
         StreamVec<'s, Epoch, SourceRecord>,
         StreamVec<'s, Epoch, Change>,
@@ -483,6 +500,7 @@ pub trait SplitChanges<'s> {
 impl<'s> SplitChanges<'s> for StreamVec<'s, Epoch, SourceRecord> {
     fn split_changes(
         self,
+        event: crate::event_time::EventTime,
     ) -> (
         StreamVec<'s, Epoch, SourceRecord>,
         StreamVec<'s, Epoch, Change>,
@@ -501,11 +519,16 @@ impl<'s> SplitChanges<'s> for StreamVec<'s, Epoch, SourceRecord> {
             move |_frontiers| {
                 let (mut records, mut changes) = (records_out.activate(), changes_out.activate());
                 input.for_each_stamp(|cap, batches| {
+                    let start = cap.least().map_or(0, |&e| event.start_of(e));
                     let mut keep = records.session(&cap);
                     for batch in batches {
                         for rec in batch.drain(..) {
                             match rec.bad_time.is_none().then(|| parse_change(&rec.bytes)) {
-                                Some(Some(op)) => found.push(change_of(rec, op, origin)),
+                                Some(Some(op)) => {
+                                    let mut c = change_of(rec, op, origin);
+                                    c.event_time = c.event_time.max(start);
+                                    found.push(c)
+                                }
                                 _ => keep.give(rec),
                             }
                         }
@@ -602,6 +625,56 @@ mod tests {
         for t in [0, 50, 60, 80, 1000] {
             assert_eq!(r.at(1, t), b.at(1, t), "at {t}");
         }
+    }
+
+    #[test]
+    fn the_same_change_read_again_changes_nothing() {
+        let mut b = base();
+        let c = put(100, 1, "B {$v}");
+        assert_eq!(
+            b.apply(&c).unwrap(),
+            Applied::Template { id: 1, version: 1 }
+        );
+        assert_eq!(
+            b.apply(&c).unwrap(),
+            Applied::Template { id: 1, version: 1 }
+        );
+        assert!(matches!(b.at(1, 200), Found::Live(l) if l.version == 1));
+    }
+
+    /// A version restored from a checkpoint whose account the job file no longer has: its
+    /// messages are dead letters with the reason, never sent through another account.
+    #[test]
+    fn a_restored_version_naming_a_gone_account_is_refused() {
+        let mut b = base();
+        b.apply(&put(100, 1, "B {$v}")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(PART);
+        b.save(&path).unwrap();
+        let mut gone = Book::new(b.base().clone(), Default::default());
+        gone.load(&path).unwrap();
+        let v = crate::validate::Validator::new(b.base().clone(), chrono_tz::Asia::Shanghai)
+            .with_book(gone);
+        let at = 1_763_949_600_000;
+        let rec = SourceRecord {
+            source: "t".into(),
+            partition: 0,
+            offset: 1,
+            bytes: br#"{"code":"send","messageTemplateId":1,"messageParam":{"receiver":"13800138000","variables":{"v":"x"}}}"#.to_vec(),
+            read_time: at,
+            timestamp: Some(at),
+            event_time: at,
+            late_by: 0,
+            bad_time: None,
+        };
+        let out = v.validate(&rec, at);
+        assert!(out.messages.is_empty());
+        assert!(
+            out.dead[0].reason.contains("template 1 version 1")
+                && out.dead[0].reason.contains("account `out`"),
+            "{:?}",
+            out.dead
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub struct RecallOrder {
     pub event_time: Millis,
     /// Where the request came from (`file:line` or `topic/partition/offset`).
     pub source: String,
+    /// The account (or group) of the template version it was judged with, when a change
+    /// record set it (else the job file's template's).
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 /// What the tracking stage writes: an event row, or a dead letter. Every stage's row output

@@ -136,7 +136,18 @@ impl Validator {
         };
         let template = match found {
             Found::Base(t) => &**t,
-            Found::Live(l) => &l.template,
+            Found::Live(l) => {
+                // A version restored from a checkpoint may name an account the job's file no
+                // longer has.
+                if let Err(why) = self.book.check(&l.template) {
+                    out.dead.push(dead(format!(
+                        "template {} version {}: {why}",
+                        request.template_id, l.version
+                    )));
+                    return out;
+                }
+                &l.template
+            }
             Found::Disabled { version, at } => {
                 out.dead.push(dead(format!(
                     "template {} is disabled (version {version}, from event time {})",
@@ -158,6 +169,7 @@ impl Validator {
                     message_ids: request.recall_message_ids.clone(),
                     event_time,
                     source: rec.position(),
+                    account: live.as_ref().map(|l| l.template.account.clone()),
                 });
             } else {
                 out.dead.push(dead(format!(

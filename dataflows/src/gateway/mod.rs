@@ -76,6 +76,8 @@ pub struct Gateway {
     /// Where the door keeps the changes it made (`state_dir/gateway-templates.json`), so a
     /// restarted door still knows them.
     book_path: std::path::PathBuf,
+    /// One change at a time: checked, produced and applied in the order the topic has them.
+    changing: tokio::sync::Mutex<()>,
     callers: Callers,
 }
 
@@ -148,6 +150,7 @@ impl Gateway {
             producer,
             validator: std::sync::RwLock::new(door_validator(job, &book_path)?),
             book_path,
+            changing: tokio::sync::Mutex::new(()),
             callers: Callers::new(&job.gateway.callers),
         })
     }
@@ -212,6 +215,7 @@ impl Gateway {
             }
             Err(refused) => return refused,
         }
+        let _one_at_a_time = self.changing.lock().await;
         let (id, body) = {
             let v = self.validator.read().unwrap_or_else(|p| p.into_inner());
             match &op {
@@ -279,13 +283,24 @@ impl Gateway {
             op,
             bytes,
         };
-        let mut v = self.validator.write().unwrap_or_else(|p| p.into_inner());
-        let version = match v.book_mut().apply(&change) {
-            Ok(tidings_operators::book::Applied::Template { version, .. }) => Some(version),
-            _ => None,
+        let (version, book) = {
+            let mut v = self.validator.write().unwrap_or_else(|p| p.into_inner());
+            let version = match v.book_mut().apply(&change) {
+                Ok(tidings_operators::book::Applied::Template { version, .. }) => Some(version),
+                _ => None,
+            };
+            (version, v.book().clone())
         };
-        if let Err(e) = v.book().save(&self.book_path) {
-            tracing::warn!("{}: {e}", self.book_path.display());
+        // Written outside the lock: requests are judged meanwhile.
+        let path = self.book_path.clone();
+        let saved = tokio::task::spawn_blocking(move || book.save(&path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = saved {
+            tracing::warn!(
+                "{}: {e}: this door forgets the change when it restarts (the job keeps it)",
+                self.book_path.display()
+            );
         }
         Answer {
             status: StatusCode::OK,
@@ -303,19 +318,9 @@ impl Gateway {
     /// The routes: `/send`, `/batchSend`, `/recall`, `/templates`, `/openapi.json`.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
-            .route(
-                "/templates",
-                routing::get(
-                    |State(g): State<Arc<Gateway>>| async move { axum::Json(g.templates()) },
-                )
-                .post(put_template),
-            )
+            .route("/templates", routing::get(get_templates).post(put_template))
             .route("/templates/{id}/disable", routing::post(disable_template))
-            .route(
-                "/lists",
-                routing::get(|State(g): State<Arc<Gateway>>| async move { axum::Json(g.lists()) })
-                    .post(put_lists),
-            )
+            .route("/lists", routing::get(get_lists).post(put_lists))
             .route("/send", routing::post(send))
             .route("/batchSend", routing::post(batch_send))
             .route("/recall", routing::post(recall))
@@ -589,4 +594,21 @@ pub fn lists_op(body: &[u8]) -> Op {
 
 async fn put_lists(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Answer {
     g.change_template(Some(&headers), lists_op(&body)).await
+}
+
+/// Reads by a caller (any, when callers are configured): templates and the whitelist are not
+/// for everyone who can reach the door.
+fn reader(g: &Gateway, headers: &HeaderMap, what: fn(&Gateway) -> Value) -> Response {
+    match g.callers.identify(headers) {
+        Ok(_) => axum::Json(what(g)).into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+async fn get_templates(State(g): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    reader(&g, &headers, Gateway::templates)
+}
+
+async fn get_lists(State(g): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    reader(&g, &headers, Gateway::lists)
 }

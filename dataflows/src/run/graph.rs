@@ -95,7 +95,7 @@ pub(crate) fn main_dataflow(worker: &mut timely::worker::Worker, s: &Shared) -> 
         let sources = ProbeHandle::<Epoch>::new();
         let records = records.probe_with(&sources);
         // Template changes go to every worker; each judges with the same book.
-        let (records, changes) = records.split_changes();
+        let (records, changes) = records.split_changes(job.event);
         let mut validator = validator(job);
         validator
             .book_mut()
