@@ -122,6 +122,11 @@ async fn post(
     (status, r.json().await.unwrap())
 }
 
+async fn get(client: &reqwest::Client, url: &str, token: &str) -> Value {
+    let r = client.get(url).bearer_auth(token).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
 fn send_body(receivers: &str, v: &str) -> Value {
     json!({"code": "send", "messageTemplateId": 1,
         "messageParam": {"bizId": "order-1", "receiver": receivers, "variables": {"v": v}}})
@@ -409,15 +414,7 @@ fn templates_change_through_the_door_from_their_event_time() {
         assert_eq!(s, 200, "{l}");
         let unread = client.get(url("/lists")).send().await.unwrap().status();
         assert_eq!(unread, 401, "the whitelist is shown to callers only");
-        let lists: Value = client
-            .get(url("/lists"))
-            .bearer_auth("bulk-token")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let lists = get(&client, &url("/lists"), "bulk-token").await;
         assert_eq!(
             lists["data"]["whitelist"],
             json!(["13800138001"]),
@@ -428,15 +425,7 @@ fn templates_change_through_the_door_from_their_event_time() {
         let (s, r) = post(&client, &url("/send"), bulk, &send_body("13800138002", "c")).await;
         assert_eq!(s, 400, "{r}");
         assert!(r["msg"].as_str().unwrap().contains("disabled"), "{r}");
-        let listed: Value = client
-            .get(url("/templates"))
-            .bearer_auth("ops-token")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed = get(&client, &url("/templates"), "ops-token").await;
         assert_eq!(listed["data"][0]["version"], 2, "{listed}");
         assert_eq!(listed["data"][0]["enabled"], false, "{listed}");
         (id_of(&first), id_of(&b))

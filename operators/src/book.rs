@@ -107,24 +107,29 @@ pub fn parse_change(bytes: &[u8]) -> Option<Op> {
     }
 }
 
+/// A list field of a lists change: absent, or a list of `T`.
+fn list_field<T: serde::de::DeserializeOwned>(
+    v: Option<serde_json::Value>,
+    name: &str,
+    what: &str,
+) -> Result<Option<Vec<T>>, Op> {
+    v.map(serde_json::from_value::<Vec<T>>)
+        .transpose()
+        .map_err(|e| {
+            Op::Bad(format!(
+                "lists change: `{name}` must be a list of {what}: {e}"
+            ))
+        })
+}
+
 fn lists_of(p: Probe) -> Op {
-    let discard = match p.discard.map(serde_json::from_value::<Vec<i64>>) {
-        None => None,
-        Some(Ok(ids)) => Some(ids),
-        Some(Err(e)) => {
-            return Op::Bad(format!(
-                "lists change: `discard` must be a list of template ids: {e}"
-            ));
-        }
+    let discard = match list_field::<i64>(p.discard, "discard", "template ids") {
+        Ok(d) => d,
+        Err(bad) => return bad,
     };
-    let whitelist = match p.whitelist.map(serde_json::from_value::<Vec<String>>) {
-        None => None,
-        Some(Ok(r)) => Some(r),
-        Some(Err(e)) => {
-            return Op::Bad(format!(
-                "lists change: `whitelist` must be a list of receivers (strings): {e}"
-            ));
-        }
+    let whitelist = match list_field::<String>(p.whitelist, "whitelist", "receivers (strings)") {
+        Ok(w) => w,
+        Err(bad) => return bad,
     };
     if discard.is_none() && whitelist.is_none() {
         return Op::Bad(
@@ -483,28 +488,22 @@ impl Book {
     }
 }
 
+/// The records that are not changes, and the changes.
+pub type Split<'s> = (
+    StreamVec<'s, Epoch, SourceRecord>,
+    StreamVec<'s, Epoch, Change>,
+);
+
 /// Splits the change records out of a stream of source records (on the worker that read them).
 pub trait SplitChanges<'s> {
     /// `(records, changes)`: every record that is not a change record, and the changes. A
     /// change stamped at a later epoch than its event time's (a source's floor) applies from
     /// the start of that epoch: no message of an earlier epoch can have been judged without it.
-    fn split_changes(
-        self,
-        event: crate::event_time::EventTime,
-    ) -> (
-        StreamVec<'s, Epoch, SourceRecord>,
-        StreamVec<'s, Epoch, Change>,
-    );
+    fn split_changes(self, event: crate::event_time::EventTime) -> Split<'s>;
 }
 
 impl<'s> SplitChanges<'s> for StreamVec<'s, Epoch, SourceRecord> {
-    fn split_changes(
-        self,
-        event: crate::event_time::EventTime,
-    ) -> (
-        StreamVec<'s, Epoch, SourceRecord>,
-        StreamVec<'s, Epoch, Change>,
-    ) {
+    fn split_changes(self, event: crate::event_time::EventTime) -> Split<'s> {
         let origin = self.scope().index();
         let mut builder = OperatorBuilder::new("SplitChanges".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);

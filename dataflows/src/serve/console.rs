@@ -128,11 +128,13 @@ async fn put_template(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
+    change(s, name, crate::gateway::put_op(&body)).await
+}
+
+/// Makes a change through job `name`'s door.
+async fn change(s: Arc<Supervisor>, name: String, op: tidings_operators::book::Op) -> Response {
     match door_of(s, name).await {
-        Ok(g) => g
-            .change_template(None, crate::gateway::put_op(&body))
-            .await
-            .into_response(),
+        Ok(g) => g.change_template(None, op).await.into_response(),
         Err(r) => r,
     }
 }
@@ -151,13 +153,7 @@ async fn put_lists(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    match door_of(s, name).await {
-        Ok(g) => g
-            .change_template(None, crate::gateway::lists_op(&body))
-            .await
-            .into_response(),
-        Err(r) => r,
-    }
+    change(s, name, crate::gateway::lists_op(&body)).await
 }
 
 /// `POST /jobs/{name}/templates/{id}/disable`.
@@ -165,13 +161,7 @@ async fn disable_template(
     State(s): State<Arc<Supervisor>>,
     Path((name, id)): Path<(String, i64)>,
 ) -> Response {
-    match door_of(s, name).await {
-        Ok(g) => g
-            .change_template(None, tidings_operators::book::Op::Disable(id))
-            .await
-            .into_response(),
-        Err(r) => r,
-    }
+    change(s, name, tidings_operators::book::Op::Disable(id)).await
 }
 
 async fn templates(State(s): State<Arc<Supervisor>>, Path(name): Path<String>) -> Response {

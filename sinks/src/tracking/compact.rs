@@ -577,15 +577,13 @@ mod tests {
         out
     }
 
-    #[test]
-    fn compaction_keeps_every_row_once_and_deletes_after_the_grace() {
-        let tmp = tempfile::tempdir().unwrap();
+    /// Writes `files` small files of `rows` rows each on 2025-11-22; returns the day's partition.
+    fn small_files(root: &Path, files: usize, rows: usize) -> PathBuf {
         let templates = std::sync::Arc::new(tidings_model::Templates::default());
         let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
-        let mut w = ParquetTracking::new(tmp.path(), tz, templates, "r1", 0);
-        // 20 small files of 5 rows on one day.
+        let mut w = ParquetTracking::new(root, tz, templates, "r1", 0);
         let at = 1_763_784_000_000;
-        for f in 0..20 {
+        for f in 0..files {
             let meta = std::sync::Arc::new(MessageMeta {
                 live: None,
                 message_id: format!("m{f}"),
@@ -596,7 +594,7 @@ mod tests {
                 event_time: at,
                 seq: 0,
             });
-            for r in 0..5 {
+            for r in 0..rows {
                 w.event(EventRow {
                     time: at,
                     event_time: at,
@@ -608,7 +606,14 @@ mod tests {
             }
             w.flush().unwrap();
         }
-        let day = tmp.path().join("events/date=2025-11-22");
+        root.join("events/date=2025-11-22")
+    }
+
+    #[test]
+    fn compaction_keeps_every_row_once_and_deletes_after_the_grace() {
+        let tmp = tempfile::tempdir().unwrap();
+        // 20 small files of 5 rows on one day.
+        let day = small_files(tmp.path(), 20, 5);
         let before = rows(&day);
         assert_eq!(before.len(), 100);
         let settings = CompactSettings {
@@ -653,32 +658,7 @@ mod tests {
     #[test]
     fn files_of_an_older_schema_are_merged_with_nulls() {
         let tmp = tempfile::tempdir().unwrap();
-        let templates = std::sync::Arc::new(tidings_model::Templates::default());
-        let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
-        let mut w = ParquetTracking::new(tmp.path(), tz, templates, "r1", 0);
-        let at = 1_763_784_000_000;
-        for f in 0..3 {
-            let meta = std::sync::Arc::new(MessageMeta {
-                live: None,
-                message_id: format!("m{f}"),
-                template_id: 1,
-                business_id: 2,
-                biz_id: None,
-                content: "{}".into(),
-                event_time: at,
-                seq: 0,
-            });
-            w.event(EventRow {
-                time: at,
-                event_time: at,
-                meta,
-                receiver: "u".into(),
-                state: State::Receive,
-                reason: None,
-            });
-            w.flush().unwrap();
-        }
-        let day = tmp.path().join("events/date=2025-11-22");
+        let day = small_files(tmp.path(), 3, 1);
         // Rewrite the first file without the newest column, as an older version wrote it.
         let mut names: Vec<PathBuf> = std::fs::read_dir(&day)
             .unwrap()
