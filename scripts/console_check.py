@@ -106,6 +106,16 @@ try:
     shot("sql")
     console_errors("sql")
 
+    # Reports: the template funnel of every day, as a table and a chart.
+    driver.get(f"{url}/#/reports")
+    wait.until(EC.element_to_be_clickable((By.ID, "report-run"))).click()
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#report-result tbody tr")))
+    funnel = text("#report-result")
+    check("RECEIVE" in funnel, f"the funnel report: {funnel}")
+    check(len(driver.find_elements(By.ID, "chart")) == 1, "no chart beside the report")
+    shot("reports")
+    console_errors("reports")
+
     # Templates: preview template 1 with its variables.
     driver.get(f"{url}/#/templates")
     wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "button[data-template='1']"))).click()

@@ -276,6 +276,37 @@ const pages = {
     if (receiver.value || message.value) run();
   },
 
+  async reports() {
+    await loadJobs();
+    if (!needJob()) return;
+    const list = await api("GET", "/reports");
+    const pick = el("select", { id: "report-name" }, list.map((r) => el("option", { value: r.name }, `${r.name}: ${r.description}`)));
+    const date = el("input", { id: "report-date", placeholder: "date YYYY-MM-DD (all)", size: 22 });
+    const template = el("input", { id: "report-template", placeholder: "template id (all)", size: 14 });
+    const receiver = el("input", { id: "report-receiver", placeholder: "receiver (all)", size: 18 });
+    const out = el("div", { id: "report-out" });
+    const run = async () => {
+      const body = {};
+      if (date.value.trim()) body.date = date.value.trim();
+      if (template.value.trim()) body.template = Number(template.value.trim());
+      if (receiver.value.trim()) body.receiver = receiver.value.trim();
+      try {
+        const r = await api("POST", `/jobs/${encodeURIComponent(job())}/reports/${encodeURIComponent(pick.value)}`, body);
+        const parts = [table(r.columns, r.rows, "report-result")];
+        // A label and a number: charted too (the last numeric column against the first).
+        const n = r.columns.length;
+        if (n >= 2 && r.rows.length && r.rows.every((x) => typeof x[n - 1] === "number")) {
+          parts.push(barChart(r.rows.map((x) => [x.slice(0, n - 1).join(" · "), x[n - 1]])));
+        }
+        out.replaceChildren(...parts);
+        showError("");
+      } catch (err) { showError(err.message); }
+    };
+    main.replaceChildren(el("h1", {}, "Reports"),
+      el("div", { class: "row" }, pick, date, template, receiver, el("button", { id: "report-run", on: { click: run } }, "Run")),
+      el("p", { class: "muted" }, "The named reports of `tidings report` (sql/queries/), in the job's time zone."), out);
+  },
+
   async sql() {
     await loadJobs();
     if (!needJob()) return;

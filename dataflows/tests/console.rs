@@ -87,6 +87,7 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
         "jobs",
         "trace",
         "sql",
+        "reports",
         "templates",
         "job",
         "template-edit",

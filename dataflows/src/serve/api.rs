@@ -136,7 +136,9 @@ async fn authorize(
             *request.method(),
             axum::http::Method::GET | axum::http::Method::HEAD
         ) || (request.method() == axum::http::Method::POST
-            && (path.ends_with("/sql") || path.ends_with("/preview")));
+            && (path.ends_with("/sql")
+                || path.ends_with("/preview")
+                || path.contains("/reports/")));
         if reads {
             return next.run(request).await;
         }

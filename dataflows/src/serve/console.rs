@@ -64,6 +64,8 @@ pub fn routes() -> Router<Arc<Supervisor>> {
             routing::post(disable_template),
         )
         .route("/jobs/{name}/lists", routing::get(lists).post(put_lists))
+        .route("/reports", routing::get(report_list))
+        .route("/jobs/{name}/reports/{report}", routing::post(report))
         .route("/jobs/{name}/preview", routing::post(preview))
         .route("/jobs/{name}/trace", routing::get(trace))
         .route("/jobs/{name}/sql", routing::post(sql))
@@ -314,6 +316,67 @@ async fn redis_trace(job: &crate::Job, receiver: Option<String>, message: Option
         Ok(Err(e)) => json!({"error": format!("redis: {e}")}),
         Err(e) => json!({"error": e.to_string()}),
     }
+}
+
+/// `GET /reports`: the named reports (`tidings report --list`).
+async fn report_list() -> Json<Value> {
+    let list: Vec<Value> = tidings_sql::reports::REPORTS
+        .iter()
+        .map(|r| json!({"name": r.name, "description": r.description(), "params": r.params()}))
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// The parameters of `POST /jobs/{name}/reports/{report}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportBody {
+    #[serde(default)]
+    date: Option<String>,
+    #[serde(default)]
+    template: Option<i64>,
+    #[serde(default)]
+    receiver: Option<String>,
+}
+
+/// `POST /jobs/{name}/reports/{report}`: a named report over the job's tables, in its time zone.
+async fn report(
+    State(s): State<Arc<Supervisor>>,
+    Path((name, report)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: ReportBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReportBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return Problem(
+                    StatusCode::BAD_REQUEST,
+                    format!("{e}; send {{\"date\": \"YYYY-MM-DD\", \"template\": ID, \"receiver\": \"R\"}}, each optional"),
+                )
+                .into_response();
+            }
+        }
+    };
+    let report = match tidings_sql::reports::Report::find(&report) {
+        Ok(r) => r,
+        Err(e) => return Problem(StatusCode::NOT_FOUND, e.to_string()).into_response(),
+    };
+    let job = match job_of(s, name).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let params = tidings_sql::reports::Params {
+        date: body.date.filter(|d| !d.trim().is_empty()),
+        template: body.template,
+        receiver: body.receiver.filter(|r| !r.trim().is_empty()),
+        timezone: Some(job.file.timezone.clone()),
+    };
+    if let Err(e) = report.render(&params) {
+        return Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response();
+    }
+    answer(&job, |t| async move { t.report(&report, &params).await }).await
 }
 
 /// `POST /jobs/{name}/sql`.
