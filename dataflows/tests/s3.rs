@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tidings_sinks::tracking::ObjectDir;
-use tidings_sinks::tracking::compact::{CompactSettings, pass_objects};
+use tidings_sinks::tracking::compact::{CompactSettings, LEASE, pass_objects};
 
 const NOW: &str = "2025-11-22T10:00:00+08:00";
 const ROWS: &str = "SELECT message_id, receiver, state, coalesce(reason, '') AS reason \
@@ -165,6 +165,7 @@ fn compaction_on_s3_keeps_every_row_once_and_leaves_few_files() {
         settle: Duration::ZERO,
         grace: Duration::from_secs(3600),
         target_bytes: 64 * 1024 * 1024,
+        lease: std::time::Duration::from_secs(600),
     };
     let p = pass_objects(&dir, "events", &settings, None).unwrap();
     assert_eq!(p.merged, mergeable, "{p:?}");
@@ -276,4 +277,46 @@ fn a_failed_put_is_retried_as_the_same_object() {
         sql_s3(&url, "SELECT count(*) FROM events").lines().nth(1),
         Some("3")
     );
+}
+
+/// One compactor per prefix: a lease taken by a conditional PUT. Of eight owners trying at
+/// once exactly one holds it; the holder renews it, another takes it only once it ran out; a
+/// pass over a prefix leased by another compactor does nothing.
+#[test]
+fn one_compactor_per_prefix_holds_the_lease() {
+    let url = format!("s3://{}/lease", bucket());
+    let dir = ObjectDir::parse(&url).unwrap();
+    let minute = Duration::from_secs(60);
+    let tries: Vec<_> = (0..8)
+        .map(|i| {
+            let d = dir.clone();
+            std::thread::spawn(move || d.lease("race", &format!("owner-{i}"), minute).unwrap())
+        })
+        .collect();
+    let won = tries
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|&w| w)
+        .count();
+    assert_eq!(won, 1, "owners holding the lease at once");
+
+    assert!(dir.lease("l", "a", minute).unwrap());
+    assert!(dir.lease("l", "a", minute).unwrap(), "the holder renews");
+    assert!(!dir.lease("l", "b", minute).unwrap(), "another waits");
+    assert!(dir.lease("short", "a", Duration::ZERO).unwrap());
+    assert!(
+        dir.lease("short", "b", minute).unwrap(),
+        "a lease that ran out is taken over"
+    );
+    dir.release("l", "b").unwrap();
+    assert!(
+        !dir.lease("l", "b", minute).unwrap(),
+        "only the holder releases"
+    );
+    dir.release("l", "a").unwrap();
+    assert!(dir.lease("l", "b", minute).unwrap(), "released, it is free");
+
+    assert!(dir.lease(LEASE, "another-machine", minute).unwrap());
+    let p = pass_objects(&dir, "events", &CompactSettings::default(), None).unwrap();
+    assert!(p.leased_elsewhere, "{p:?}");
 }

@@ -255,6 +255,8 @@ pub(crate) fn compact_in_background(job: &Job, finished: &Arc<AtomicBool>) {
         // Files of the last few flushes are left to come.
         settle: std::time::Duration::from_millis(t.flush_interval_ms.saturating_mul(2)),
         grace: std::time::Duration::from_secs(t.compact_grace_secs),
+        // Renewed every pass: it outlives a pass and the wait for the next.
+        lease: std::time::Duration::from_secs(600).max(every * 3),
         ..CompactSettings::default()
     };
     let (dir, tz, retain, finished) = (
@@ -309,6 +311,11 @@ pub(crate) fn compact_in_background(job: &Job, finished: &Arc<AtomicBool>) {
                         Err(e) => tracing::warn!("compaction of {dir}/{table}: {e}"),
                     }
                 }
+            }
+            if let TrackingDir::Object(o) = &dir
+                && let Err(e) = compact::release_lease(o)
+            {
+                tracing::warn!("compaction lease on {dir}: {e}");
             }
         });
     if let Err(e) = spawned {

@@ -35,6 +35,9 @@ pub struct CompactSettings {
     pub grace: Duration,
     /// Files are merged up to about this many bytes; larger files are left as they are.
     pub target_bytes: u64,
+    /// On an object store, how long a pass's lease on the prefix lasts (renewed every pass):
+    /// one compactor per prefix at a time, whoever runs it.
+    pub lease: Duration,
 }
 
 impl Default for CompactSettings {
@@ -43,6 +46,7 @@ impl Default for CompactSettings {
             settle: Duration::from_secs(30),
             grace: Duration::from_secs(600),
             target_bytes: 64 * 1024 * 1024,
+            lease: Duration::from_secs(600),
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct Pass {
     pub deleted: usize,
     /// Partitions deleted by retention.
     pub expired: usize,
+    /// Nothing done: another compactor holds the prefix's lease.
+    pub leased_elsewhere: bool,
 }
 
 /// One pass over a table (`tracking/events`, `tracking/dead_letters`): every `date=`
@@ -102,6 +108,12 @@ pub fn pass_objects(
     keep_from: Option<NaiveDate>,
 ) -> io::Result<Pass> {
     let mut out = Pass::default();
+    // One compactor per prefix: processes of a cluster, or jobs on several machines sharing
+    // the prefix, take turns by a lease object.
+    if !dir.lease(LEASE, &owner(), settings.lease)? {
+        out.leased_elsewhere = true;
+        return Ok(out);
+    }
     // Ages are measured by the store's clock (its own stamps), not this machine's.
     let now = dir.server_now()?;
     for (partition, entries) in object_partitions(dir, table, now)? {
@@ -125,6 +137,29 @@ pub fn pass_objects(
         }
     }
     Ok(out)
+}
+
+/// The lease object of a prefix's compactor (beside the tables, never in them).
+pub const LEASE: &str = "_compaction.lease";
+
+/// Gives up this process's lease on `dir`, if it holds it (at the end of a run).
+pub fn release_lease(dir: &ObjectDir) -> io::Result<()> {
+    dir.release(LEASE, &owner())
+}
+
+/// This process's name as a lease owner: host, process id and start time.
+fn owner() -> String {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER
+        .get_or_init(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+            let start = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            format!("{host}/{}/{start}", std::process::id())
+        })
+        .clone()
 }
 
 /// The partitions of `table` on an object store and their objects (age as listed).
@@ -620,6 +655,7 @@ mod tests {
             settle: Duration::ZERO,
             grace: Duration::from_secs(3600),
             target_bytes: 64 * 1024 * 1024,
+            lease: std::time::Duration::from_secs(600),
         };
         let p = compact_partition(&day, &settings, SystemTime::now()).unwrap();
         assert_eq!((p.merged, p.written, p.deleted), (20, 1, 0));
@@ -683,6 +719,7 @@ mod tests {
             settle: Duration::ZERO,
             grace: Duration::from_secs(3600),
             target_bytes: 64 * 1024 * 1024,
+            lease: std::time::Duration::from_secs(600),
         };
         let p = compact_partition(&day, &settings, SystemTime::now()).unwrap();
         assert_eq!((p.merged, p.written), (3, 1));

@@ -254,6 +254,80 @@ impl ObjectDir {
             .collect())
     }
 
+    /// Takes or renews the lease `rel` for `owner` until `ttl` from now by the store's clock:
+    /// `true` when `owner` holds it now. A lease of another owner that has not run out is
+    /// left alone (`false`). Taking is a conditional PUT (`If-None-Match: *` for a new lease,
+    /// `If-Match` on the ETag read for an old one), so of several owners trying at once
+    /// exactly one wins.
+    pub fn lease(&self, rel: &str, owner: &str, ttl: std::time::Duration) -> io::Result<bool> {
+        use object_store::{PutMode, PutOptions, UpdateVersion};
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Lease {
+            owner: String,
+            until_ms: i64,
+        }
+        let now = self.server_now()?.timestamp_millis();
+        let body = serde_json::to_vec(&Lease {
+            owner: owner.to_string(),
+            until_ms: now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+        })
+        .map_err(io::Error::other)?;
+        let put = |mode: PutMode| {
+            let (store, path, body) = (self.store.clone(), self.path(rel), body.clone());
+            block_on(async move {
+                let opts = PutOptions {
+                    mode,
+                    ..PutOptions::default()
+                };
+                store.put_opts(&path, body.into(), opts).await.map(|_| ())
+            })
+        };
+        let lost = |e: &object_store::Error| {
+            matches!(
+                e,
+                object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+            )
+        };
+        match put(PutMode::Create) {
+            Ok(()) => return Ok(true),
+            Err(e) if lost(&e) => {}
+            Err(e) => return Err(self.error(rel, e)),
+        }
+        let (store, path) = (self.store.clone(), self.path(rel));
+        let (held, e_tag, version) = block_on(async move {
+            let got = store.get(&path).await?;
+            let (e_tag, version) = (got.meta.e_tag.clone(), got.meta.version.clone());
+            Ok::<_, object_store::Error>((got.bytes().await?, e_tag, version))
+        })
+        .map_err(|e| self.error(rel, e))?;
+        // An unreadable lease counts as run out.
+        if let Ok(l) = serde_json::from_slice::<Lease>(&held)
+            && l.owner != owner
+            && l.until_ms > now
+        {
+            return Ok(false);
+        }
+        match put(PutMode::Update(UpdateVersion { e_tag, version })) {
+            Ok(()) => Ok(true),
+            Err(e) if lost(&e) => Ok(false),
+            Err(e) => Err(self.error(rel, e)),
+        }
+    }
+
+    /// Gives up the lease `rel` if `owner` holds it (the next compactor need not wait for it
+    /// to run out).
+    pub fn release(&self, rel: &str, owner: &str) -> io::Result<()> {
+        let held = match self.get(rel) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mine = serde_json::from_slice::<serde_json::Value>(&held)
+            .is_ok_and(|l| l["owner"].as_str() == Some(owner));
+        if mine { self.delete(rel) } else { Ok(()) }
+    }
+
     /// Checks that the store answers and takes writes: a probe object is written and deleted.
     pub fn probe(&self) -> io::Result<()> {
         let rel = format!(".tidings-probe-{}", std::process::id());
