@@ -158,6 +158,8 @@ pub(super) struct Coordinator {
     /// The largest epoch a finished source gave a record at: a cut agreed later is at least
     /// this, so the finished source's final positions hold for it.
     pub finished_max: Epoch,
+    /// Cuts given up: a source finished past them without depositing for them.
+    pub abandoned: BTreeSet<Epoch>,
     /// A graceful stop was asked for: the next cut agreed is the run's last.
     pub stopping: bool,
     pub stop_at: Option<Epoch>,
@@ -214,6 +216,7 @@ impl Coordinator {
                 given_max,
                 positions,
             } => self.finished(worker, given_max, positions),
+            Ctl::Part { cut } if self.abandoned.contains(&cut) => {}
             Ctl::Part { cut } => *self.parts.entry(cut).or_default() += 1,
             Ctl::Stop => self.stop(),
             other => debug_assert!(false, "not a message for the coordinator: {other:?}"),
@@ -248,6 +251,31 @@ impl Coordinator {
     }
 
     fn finished(&mut self, worker: usize, given_max: Epoch, positions: BTreeMap<i32, Position>) {
+        // A cut agreed while this source's process had not heard of it yet: the source gave
+        // records past it and deposited nothing for it, so its final positions would skip
+        // them. The cut is given up; the next one (or the final cut) covers it.
+        let lost: Vec<Epoch> = self
+            .cuts
+            .iter()
+            .copied()
+            .filter(|&c| {
+                c < given_max
+                    && c != FINAL
+                    && !self
+                        .positions
+                        .get(&c)
+                        .is_some_and(|d| d.contains_key(&worker))
+            })
+            .collect();
+        for c in lost {
+            tracing::info!(
+                "checkpoint {c} abandoned: source {worker} finished past it before it knew of it"
+            );
+            self.cuts.remove(&c);
+            self.parts.remove(&c);
+            self.positions.remove(&c);
+            self.abandoned.insert(c);
+        }
         self.finished_max = self.finished_max.max(given_max);
         self.finished.insert(worker, positions);
         self.agreeing.remove(&worker);
@@ -299,6 +327,9 @@ impl Coordinator {
     /// Whether every source deposited positions for `e` (or finished, for the final cut and
     /// any cut it did not reach).
     pub fn has_every_position(&self, e: Epoch) -> bool {
+        if self.abandoned.contains(&e) {
+            return false;
+        }
         let deposited = self.positions.get(&e);
         let n = deposited.map_or(0, |d| d.len())
             + self
@@ -351,5 +382,104 @@ impl Coordinator {
             self.cuts.clear();
         }
         merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that finishes past an agreed cut it never heard of (its process had not
+    /// received `Agreed` yet) makes the cut unusable: it is abandoned, never completed with
+    /// final positions that would skip the records given past it, and the next cut can be
+    /// asked for.
+    #[test]
+    fn a_cut_a_source_finished_past_unknowingly_is_abandoned() {
+        let mut c = Coordinator {
+            processes: 1,
+            hellos: 1,
+            writers: 1,
+            sources: 2,
+            ..Coordinator::default()
+        };
+        c.request_cut();
+        c.handle(Ctl::Join {
+            round: 1,
+            worker: 0,
+            held: 5,
+        });
+        c.handle(Ctl::Join {
+            round: 1,
+            worker: 1,
+            held: 7,
+        });
+        assert_eq!(c.cuts, BTreeSet::from([7]));
+        // Worker 1 gave records up to epoch 9 and finished, without a deposit for 7.
+        c.handle(Ctl::Finished {
+            worker: 1,
+            given_max: 9,
+            positions: BTreeMap::new(),
+        });
+        c.handle(Ctl::Deposit {
+            cut: 7,
+            worker: 0,
+            positions: BTreeMap::new(),
+        });
+        c.handle(Ctl::Part { cut: 7 });
+        assert_eq!(c.completable(None), None, "the abandoned cut completed");
+        assert!(c.cuts.is_empty());
+        // The next cut is asked for and completes.
+        c.out.clear();
+        c.request_cut();
+        assert_eq!(c.out, vec![Ctl::Request { round: 2 }]);
+        c.handle(Ctl::Join {
+            round: 2,
+            worker: 0,
+            held: 12,
+        });
+        assert_eq!(c.cuts, BTreeSet::from([12]));
+        c.handle(Ctl::Deposit {
+            cut: 12,
+            worker: 0,
+            positions: BTreeMap::new(),
+        });
+        c.handle(Ctl::Part { cut: 12 });
+        assert_eq!(c.completable(None), Some(12));
+    }
+
+    /// A source that finishes having given nothing past the cut keeps it usable: its final
+    /// positions hold for it.
+    #[test]
+    fn a_cut_a_source_finished_before_is_kept() {
+        let mut c = Coordinator {
+            processes: 1,
+            hellos: 1,
+            writers: 1,
+            sources: 2,
+            ..Coordinator::default()
+        };
+        c.request_cut();
+        c.handle(Ctl::Join {
+            round: 1,
+            worker: 0,
+            held: 5,
+        });
+        c.handle(Ctl::Join {
+            round: 1,
+            worker: 1,
+            held: 7,
+        });
+        c.handle(Ctl::Finished {
+            worker: 1,
+            given_max: 7,
+            positions: BTreeMap::new(),
+        });
+        c.handle(Ctl::Deposit {
+            cut: 7,
+            worker: 0,
+            positions: BTreeMap::new(),
+        });
+        c.handle(Ctl::Part { cut: 7 });
+        assert_eq!(c.completable(None), Some(7));
     }
 }
