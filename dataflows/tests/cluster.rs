@@ -77,9 +77,11 @@ fn rows(job: &Path) -> String {
 }
 
 #[test]
-fn one_process_and_clusters_of_3x1_and_2x2_decide_the_same_rows() {
+fn one_process_and_clusters_of_3x1_2x2_and_3x2_decide_the_same_rows() {
     let mut seen: Vec<(String, String)> = Vec::new();
-    for (processes, workers) in [(1, 2), (3, 1), (2, 2)] {
+    // 3 x 2 has more workers than the 4 partitions: processes whose sources hold nothing
+    // learn each cut before any source moves past it (acknowledged cuts).
+    for (processes, workers) in [(1, 2), (3, 1), (2, 2), (3, 2)] {
         let (_dir, job) = partitioned_demo(1);
         run(&job, workers, processes);
         seen.push((format!("{processes} x {workers}"), rows(&job)));

@@ -41,6 +41,11 @@ pub enum Ctl {
     Part { cut: Epoch },
     /// → coordinator: a graceful stop was asked for.
     Stop,
+    /// → coordinator: a process knows the cut of round `round` (cluster), so its operators
+    /// will write their parts before judging past it.
+    Ack { round: u64 },
+    /// ← coordinator: every process knows the cut of round `round`: sources move on.
+    Release { round: u64 },
     /// ← coordinator: sources join round `round`.
     Request { round: u64 },
     /// ← coordinator: round `round` agreed on `cut` (`None`: no source was reading); `stop`
@@ -71,6 +76,7 @@ impl Ctl {
                 | Ctl::Finished { .. }
                 | Ctl::Part { .. }
                 | Ctl::Stop
+                | Ctl::Ack { .. }
         )
     }
 }
@@ -98,15 +104,25 @@ pub(super) struct Local {
 }
 
 impl Local {
-    /// Applies a message of the coordinator.
-    pub fn apply(&mut self, m: Ctl) {
+    /// Applies a message of the coordinator; returns the acknowledgement to send, if any. In a
+    /// cluster (`direct` false) a process that learns a cut acknowledges it, and its sources
+    /// keep holding until every process has (`Release`): no process can see the others'
+    /// progress past a cut before it knows the cut, even one whose own sources hold nothing.
+    pub fn apply(&mut self, m: Ctl, direct: bool) -> Option<Ctl> {
         match m {
             Ctl::Request { round } => {
                 self.round = Some(round);
                 self.joined.clear();
             }
-            Ctl::Agreed { round, cut, stop } => {
+            Ctl::Release { round } => {
                 if self.round == Some(round) {
+                    self.round = None;
+                    self.joined.clear();
+                }
+            }
+            Ctl::Agreed { round, cut, stop } => {
+                let ack = !direct && cut.is_some();
+                if self.round == Some(round) && !ack {
                     self.round = None;
                     self.joined.clear();
                 }
@@ -115,6 +131,9 @@ impl Local {
                     if stop {
                         self.stop_at = Some(c);
                     }
+                }
+                if ack {
+                    return Some(Ctl::Ack { round });
                 }
             }
             Ctl::Ended => self.stop_at = None,
@@ -129,6 +148,7 @@ impl Local {
             }
             other => debug_assert!(false, "not a message for a process: {other:?}"),
         }
+        None
     }
 }
 
@@ -158,6 +178,8 @@ pub(super) struct Coordinator {
     /// The largest epoch a finished source gave a record at: a cut agreed later is at least
     /// this, so the finished source's final positions hold for it.
     pub finished_max: Epoch,
+    /// The round whose cut the processes are acknowledging (cluster), and the acks so far.
+    pub acking: Option<(u64, usize)>,
     /// Cuts given up: a source finished past them without depositing for them.
     pub abandoned: BTreeSet<Epoch>,
     /// A graceful stop was asked for: the next cut agreed is the run's last.
@@ -219,6 +241,17 @@ impl Coordinator {
             Ctl::Part { cut } if self.abandoned.contains(&cut) => {}
             Ctl::Part { cut } => *self.parts.entry(cut).or_default() += 1,
             Ctl::Stop => self.stop(),
+            Ctl::Ack { round } => {
+                if let Some((r, n)) = self.acking.as_mut()
+                    && *r == round
+                {
+                    *n += 1;
+                    if *n >= self.processes {
+                        self.acking = None;
+                        self.out.push(Ctl::Release { round });
+                    }
+                }
+            }
             other => debug_assert!(false, "not a message for the coordinator: {other:?}"),
         }
     }
@@ -317,6 +350,10 @@ impl Coordinator {
         }
         self.requested = false;
         self.agreeing.clear();
+        // A cluster's sources hold until every process acknowledged the cut.
+        if cut.is_some() && self.processes > 1 {
+            self.acking = Some((self.round, 0));
+        }
         self.out.push(Ctl::Agreed {
             round: self.round,
             cut,
@@ -445,6 +482,61 @@ mod tests {
         });
         c.handle(Ctl::Part { cut: 12 });
         assert_eq!(c.completable(None), Some(12));
+    }
+
+    /// In a cluster the sources move on only once every process acknowledged the cut.
+    #[test]
+    fn a_cluster_releases_its_sources_once_every_process_knows_the_cut() {
+        let mut c = Coordinator {
+            processes: 2,
+            hellos: 2,
+            writers: 2,
+            sources: 2,
+            ..Coordinator::default()
+        };
+        let mut p = Local::default();
+        c.request_cut();
+        for m in std::mem::take(&mut c.out) {
+            assert_eq!(p.apply(m, false), None);
+        }
+        assert_eq!(p.round, Some(1));
+        c.handle(Ctl::Join {
+            round: 1,
+            worker: 0,
+            held: 5,
+        });
+        c.handle(Ctl::Join {
+            round: 1,
+            worker: 1,
+            held: 7,
+        });
+        let agreed = std::mem::take(&mut c.out);
+        assert_eq!(agreed.len(), 1);
+        let ack = p.apply(agreed[0].clone(), false);
+        assert_eq!(ack, Some(Ctl::Ack { round: 1 }));
+        assert!(p.cuts.contains(&7));
+        assert_eq!(p.round, Some(1), "sources still hold");
+        c.handle(Ctl::Ack { round: 1 });
+        assert!(
+            c.out.is_empty(),
+            "released before the second process knew the cut"
+        );
+        c.handle(Ctl::Ack { round: 1 });
+        assert_eq!(c.out, vec![Ctl::Release { round: 1 }]);
+        assert_eq!(p.apply(Ctl::Release { round: 1 }, false), None);
+        assert_eq!(p.round, None);
+        // One process: released with the agreement, no acks.
+        let mut one = Local {
+            round: Some(1),
+            ..Local::default()
+        };
+        let m = Ctl::Agreed {
+            round: 1,
+            cut: Some(3),
+            stop: false,
+        };
+        assert_eq!(one.apply(m, true), None);
+        assert_eq!(one.round, None);
     }
 
     /// A source that finishes having given nothing past the cut keeps it usable: its final

@@ -132,7 +132,7 @@ impl Inner {
     fn deliver_direct(&mut self) {
         if self.direct {
             for m in std::mem::take(&mut self.coord.out) {
-                self.local.apply(m);
+                self.local.apply(m, true);
             }
         }
     }
@@ -141,8 +141,8 @@ impl Inner {
         if m.to_coordinator() {
             self.coord.handle(m);
             self.deliver_direct();
-        } else {
-            self.local.apply(m);
+        } else if let Some(ack) = self.local.apply(m, self.direct) {
+            self.send_up(ack);
         }
     }
 }
