@@ -307,3 +307,48 @@ fn a_kafka_burst_over_four_partitions_decides_alike_on_1x2_3x1_and_2x2() {
         );
     }
 }
+
+/// A second signal to the `--local` supervisor halts the cluster: every process is ended
+/// (none is left running behind the supervisor), the exit is non-zero with one line.
+#[test]
+fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
+    let (dir, job) = partitioned_demo(1);
+    // Follow the files (the run never ends by itself) and send slowly (a graceful stop would
+    // take minutes: the second signal is what ends it).
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("[source]\n", "[source]\nfollow = true\n")
+        .replace("per_second = 500", "per_second = 2");
+    std::fs::write(&job, text).unwrap();
+    let log = dir.path().join("local.log");
+    let mut child = start_local(&job, 2, &log);
+    let pids_file = dir.path().join("var/state/local-cluster/pids");
+    common::wait_until(Duration::from_secs(60), "the processes' pids", || {
+        std::fs::read_to_string(&pids_file).is_ok_and(|p| p.lines().count() == 2)
+    });
+    let pids: Vec<String> = std::fs::read_to_string(&pids_file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..2 {
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = common::wait_within(&mut child, Duration::from_secs(30), "the supervisor");
+    let alive = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
+    };
+    let left: Vec<&String> = pids.iter().filter(|p| alive(p)).collect();
+    assert!(left.is_empty(), "processes left running: {left:?}");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !status.success() && stderr.contains("stopped at once"),
+        "{status}: {stderr}"
+    );
+}

@@ -36,17 +36,22 @@ pub fn run_local(job: &Job, n: usize) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Failed(format!("local cluster: {e}")))?;
-    tidings_dataflows::signals::handle_signals(
-        &signals,
-        stop.clone(),
-        tidings_dataflows::health::Health::new(stop.clone()),
-    );
+    // A second signal halts: passed on as a second SIGTERM to every process, which are ended
+    // before the supervisor itself gives up on them, so none is left behind.
+    let health = tidings_dataflows::health::Health::new(stop.clone());
+    tidings_dataflows::signals::handle_signals(&signals, stop.clone(), health.clone());
     let mut attempt = 1;
     loop {
         // Restarts resume from the checkpoint: a replay from the start is asked for once.
         let args = child_args(attempt > 1);
         let mut procs = start(&dir, n, &args)?;
-        match supervise(&mut procs, &stop) {
+        let supervised = supervise(&mut procs, &stop, &health);
+        if let Some(why) = health.halted() {
+            return Err(Failure::Failed(format!(
+                "local cluster: {why}; every process was ended (the next run resumes from the newest complete checkpoint)"
+            )));
+        }
+        match supervised {
             Ok(()) => return Ok(()),
             Err((who, status)) if status.code() == Some(2) => {
                 return Err(Failure::Failed(format!(
@@ -134,9 +139,14 @@ fn start(dir: &std::path::Path, n: usize, args: &[String]) -> Result<Vec<Child>,
 
 /// Waits for every process; on the first failure stops the rest (they are failing too: the
 /// cluster lost a peer) and says which failed and how.
-fn supervise(procs: &mut [Child], stop: &AtomicBool) -> Result<(), (usize, ExitStatus)> {
+fn supervise(
+    procs: &mut [Child],
+    stop: &AtomicBool,
+    health: &tidings_dataflows::health::Health,
+) -> Result<(), (usize, ExitStatus)> {
     let mut ended: Vec<Option<ExitStatus>> = vec![None; procs.len()];
     let mut forwarded = false;
+    let mut halted: Option<Instant> = None;
     loop {
         if stop.load(Ordering::SeqCst) && !forwarded {
             for (c, e) in procs.iter().zip(&ended) {
@@ -145,6 +155,19 @@ fn supervise(procs: &mut [Child], stop: &AtomicBool) -> Result<(), (usize, ExitS
                 }
             }
             forwarded = true;
+        }
+        if health.halted().is_some() && halted.is_none() {
+            for (c, e) in procs.iter().zip(&ended) {
+                if e.is_none() {
+                    terminate(c.id());
+                }
+            }
+            halted = Some(Instant::now());
+        }
+        // The supervisor exits HALT_GRACE after a halt: its processes are ended before that.
+        if halted.is_some_and(|h| h.elapsed() > HALTED_PROCESSES_GRACE) {
+            kill_all(procs);
+            return Ok(());
         }
         for (i, c) in procs.iter_mut().enumerate() {
             if ended[i].is_some() {
@@ -171,6 +194,10 @@ fn supervise(procs: &mut [Child], stop: &AtomicBool) -> Result<(), (usize, ExitS
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// How long halted processes may take before the supervisor ends them (under the 10 s after
+/// which a halted supervisor exits).
+const HALTED_PROCESSES_GRACE: Duration = Duration::from_secs(7);
 
 fn kill_all(procs: &mut [Child]) {
     for c in procs.iter_mut() {

@@ -62,6 +62,8 @@ pub(crate) struct Services {
     pub redis: Option<RedisWriter>,
     /// Set when the workers have ended (the side watchers stop).
     pub finished: Arc<AtomicBool>,
+    /// The compaction thread (process 0 with Parquet tracking), joined before the lock goes.
+    pub compactor: Option<std::thread::JoinHandle<()>>,
     pub shared: Arc<Shared>,
 }
 
@@ -115,9 +117,9 @@ impl Services {
         }
         let finished = Arc::new(AtomicBool::new(false));
         super::watch_run(&runtime, job, opts, &stop, &finished, &health, &counts);
-        if matches!(opts.tracking, TrackingTarget::Parquet) && process == 0 {
-            super::compact_in_background(job, &finished);
-        }
+        let compactor = (matches!(opts.tracking, TrackingTarget::Parquet) && process == 0)
+            .then(|| super::compact_in_background(job, &finished))
+            .flatten();
         let started_ms = wall_ms();
         let source_name = source_name(job)?;
         let checkpoints = restore(job, &source_name, opts.from_start, process == 0)?;
@@ -180,6 +182,7 @@ impl Services {
             admin,
             redis,
             finished,
+            compactor,
             shared,
         })
     }

@@ -203,9 +203,16 @@ fn finish(
         admin,
         redis,
         finished,
+        compactor,
         shared,
     } = services;
     finished.store(true, Ordering::SeqCst);
+    // A pass under way ends before the lock goes: the next run's compactor never overlaps it.
+    if let Some(c) = compactor
+        && c.join().is_err()
+    {
+        tracing::warn!("the compaction thread panicked");
+    }
     shared.live.close();
     if let Some(a) = admin {
         a.stop();
@@ -243,12 +250,15 @@ fn finish(
 /// `tracking.compact_every_secs` until the run has finished, on a thread of its own; a failed
 /// pass is a warning and the next one tries again. Compaction never changes what a query sees
 /// (`tidings_model::compaction`).
-pub(crate) fn compact_in_background(job: &Job, finished: &Arc<AtomicBool>) {
+pub(crate) fn compact_in_background(
+    job: &Job,
+    finished: &Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
     use tidings_sinks::tracking::TrackingDir;
     use tidings_sinks::tracking::compact::{self, CompactSettings};
     let t = &job.file.tracking;
     if t.compact_every_secs == 0 {
-        return;
+        return None;
     }
     let every = std::time::Duration::from_secs(t.compact_every_secs);
     let settings = CompactSettings {
@@ -318,8 +328,12 @@ pub(crate) fn compact_in_background(job: &Job, finished: &Arc<AtomicBool>) {
                 tracing::warn!("compaction lease on {dir}: {e}");
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!("compaction not started: {e}");
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("compaction not started: {e}");
+            None
+        }
     }
 }
 
