@@ -331,7 +331,12 @@ fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
         .lines()
         .map(str::to_string)
         .collect();
-    std::thread::sleep(Duration::from_secs(2));
+    // Sending: the processes are past their start (signal handlers installed).
+    let outbox = dir.path().join("var/outbox");
+    common::wait_until(Duration::from_secs(90), "the first sends", || {
+        std::fs::read_dir(&outbox)
+            .is_ok_and(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
+    });
     for _ in 0..2 {
         Command::new("kill")
             .args(["-INT", &child.id().to_string()])
