@@ -426,30 +426,43 @@ impl Coordinator {
 mod tests {
     use super::*;
 
+    /// A coordinator of `processes` processes (all said hello), one writer each, two sources.
+    fn coordinator(processes: usize) -> Coordinator {
+        Coordinator {
+            processes,
+            hellos: processes,
+            writers: processes,
+            sources: 2,
+            ..Coordinator::default()
+        }
+    }
+
+    fn join(round: u64, worker: usize, held: Epoch) -> Ctl {
+        Ctl::Join {
+            round,
+            worker,
+            held,
+        }
+    }
+
+    fn deposit(cut: Epoch, worker: usize) -> Ctl {
+        Ctl::Deposit {
+            cut,
+            worker,
+            positions: BTreeMap::new(),
+        }
+    }
+
     /// A source that finishes past an agreed cut it never heard of (its process had not
     /// received `Agreed` yet) makes the cut unusable: it is abandoned, never completed with
     /// final positions that would skip the records given past it, and the next cut can be
     /// asked for.
     #[test]
     fn a_cut_a_source_finished_past_unknowingly_is_abandoned() {
-        let mut c = Coordinator {
-            processes: 1,
-            hellos: 1,
-            writers: 1,
-            sources: 2,
-            ..Coordinator::default()
-        };
+        let mut c = coordinator(1);
         c.request_cut();
-        c.handle(Ctl::Join {
-            round: 1,
-            worker: 0,
-            held: 5,
-        });
-        c.handle(Ctl::Join {
-            round: 1,
-            worker: 1,
-            held: 7,
-        });
+        c.handle(join(1, 0, 5));
+        c.handle(join(1, 1, 7));
         assert_eq!(c.cuts, BTreeSet::from([7]));
         // Worker 1 gave records up to epoch 9 and finished, without a deposit for 7.
         c.handle(Ctl::Finished {
@@ -457,11 +470,7 @@ mod tests {
             given_max: 9,
             positions: BTreeMap::new(),
         });
-        c.handle(Ctl::Deposit {
-            cut: 7,
-            worker: 0,
-            positions: BTreeMap::new(),
-        });
+        c.handle(deposit(7, 0));
         c.handle(Ctl::Part { cut: 7 });
         assert_eq!(c.completable(None), None, "the abandoned cut completed");
         assert!(c.cuts.is_empty());
@@ -469,17 +478,9 @@ mod tests {
         c.out.clear();
         c.request_cut();
         assert_eq!(c.out, vec![Ctl::Request { round: 2 }]);
-        c.handle(Ctl::Join {
-            round: 2,
-            worker: 0,
-            held: 12,
-        });
+        c.handle(join(2, 0, 12));
         assert_eq!(c.cuts, BTreeSet::from([12]));
-        c.handle(Ctl::Deposit {
-            cut: 12,
-            worker: 0,
-            positions: BTreeMap::new(),
-        });
+        c.handle(deposit(12, 0));
         c.handle(Ctl::Part { cut: 12 });
         assert_eq!(c.completable(None), Some(12));
     }
@@ -487,29 +488,15 @@ mod tests {
     /// In a cluster the sources move on only once every process acknowledged the cut.
     #[test]
     fn a_cluster_releases_its_sources_once_every_process_knows_the_cut() {
-        let mut c = Coordinator {
-            processes: 2,
-            hellos: 2,
-            writers: 2,
-            sources: 2,
-            ..Coordinator::default()
-        };
+        let mut c = coordinator(2);
         let mut p = Local::default();
         c.request_cut();
         for m in std::mem::take(&mut c.out) {
             assert_eq!(p.apply(m, false), None);
         }
         assert_eq!(p.round, Some(1));
-        c.handle(Ctl::Join {
-            round: 1,
-            worker: 0,
-            held: 5,
-        });
-        c.handle(Ctl::Join {
-            round: 1,
-            worker: 1,
-            held: 7,
-        });
+        c.handle(join(1, 0, 5));
+        c.handle(join(1, 1, 7));
         let agreed = std::mem::take(&mut c.out);
         assert_eq!(agreed.len(), 1);
         let ack = p.apply(agreed[0].clone(), false);
@@ -543,34 +530,16 @@ mod tests {
     /// positions hold for it.
     #[test]
     fn a_cut_a_source_finished_before_is_kept() {
-        let mut c = Coordinator {
-            processes: 1,
-            hellos: 1,
-            writers: 1,
-            sources: 2,
-            ..Coordinator::default()
-        };
+        let mut c = coordinator(1);
         c.request_cut();
-        c.handle(Ctl::Join {
-            round: 1,
-            worker: 0,
-            held: 5,
-        });
-        c.handle(Ctl::Join {
-            round: 1,
-            worker: 1,
-            held: 7,
-        });
+        c.handle(join(1, 0, 5));
+        c.handle(join(1, 1, 7));
         c.handle(Ctl::Finished {
             worker: 1,
             given_max: 7,
             positions: BTreeMap::new(),
         });
-        c.handle(Ctl::Deposit {
-            cut: 7,
-            worker: 0,
-            positions: BTreeMap::new(),
-        });
+        c.handle(deposit(7, 0));
         c.handle(Ctl::Part { cut: 7 });
         assert_eq!(c.completable(None), Some(7));
     }
