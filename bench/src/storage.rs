@@ -146,7 +146,7 @@ pub fn compaction_query(rows: u64, files: u64) -> anyhow::Result<()> {
         settle: Duration::ZERO,
         grace: Duration::ZERO,
         target_bytes: 64 * 1024 * 1024,
-        lease: std::time::Duration::from_secs(600),
+        ..CompactSettings::default()
     };
     let start = Instant::now();
     let pass = compact_partition(&day, &settings, SystemTime::now())?;

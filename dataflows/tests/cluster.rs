@@ -337,13 +337,18 @@ fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
         std::fs::read_dir(&outbox)
             .is_ok_and(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
     });
-    for _ in 0..2 {
+    let interrupt = || {
         Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-    }
+            .unwrap()
+    };
+    // The second signal once the supervisor has taken the first (a graceful stop).
+    interrupt();
+    common::wait_until(Duration::from_secs(30), "the first signal taken", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("stopping (SIGINT)"))
+    });
+    interrupt();
     let status = common::wait_within(&mut child, Duration::from_secs(30), "the supervisor");
     let alive = |pid: &str| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -73,7 +73,7 @@ fn queries_during_compaction_see_every_row_once() {
         settle: Duration::from_millis(50),
         grace: Duration::from_millis(1500),
         target_bytes: 64 * 1024 * 1024,
-        lease: std::time::Duration::from_secs(600),
+        ..CompactSettings::default()
     };
     let compactor = {
         let (root, done, settings) = (root.clone(), done.clone(), settings.clone());
@@ -287,7 +287,7 @@ fn skipping_corrupt_files_still_reads_a_compacted_partition_once() {
         settle: Duration::ZERO,
         grace: Duration::from_secs(3600),
         target_bytes: 64 * 1024 * 1024,
-        lease: std::time::Duration::from_secs(600),
+        ..CompactSettings::default()
     };
     assert_eq!(
         pass(&dir.path().join("events"), &settings, None)

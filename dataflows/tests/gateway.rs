@@ -374,7 +374,13 @@ fn templates_change_through_the_door_from_their_event_time() {
     let client = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", gw.url);
     let (bulk, ops) = (Some("bulk-token"), Some("ops-token"));
-    let pause = || std::thread::sleep(Duration::from_millis(30));
+    // Requests stamped apart: the next is accepted once the wall clock has moved past this one.
+    let pause = || {
+        let t = tidings_model::time::wall_ms();
+        common::wait_until(Duration::from_secs(5), "the clock to move on", || {
+            tidings_model::time::wall_ms() > t + 1
+        });
+    };
     let template = |content: &str, account: &str| {
         json!({"id": 1, "name": "t1", "channel": "sms", "msg_type": "notice",
             "id_type": "phone", "account": account, "dedup": false,

@@ -165,7 +165,7 @@ fn compaction_on_s3_keeps_every_row_once_and_leaves_few_files() {
         settle: Duration::ZERO,
         grace: Duration::from_secs(3600),
         target_bytes: 64 * 1024 * 1024,
-        lease: std::time::Duration::from_secs(600),
+        ..CompactSettings::default()
     };
     let p = pass_objects(&dir, "events", &settings, None).unwrap();
     assert_eq!(p.merged, mergeable, "{p:?}");

@@ -84,7 +84,9 @@ struct Probe {
 /// `"template"` or `"lists"`; a kcat envelope's payload is looked into).
 pub fn parse_change(bytes: &[u8]) -> Option<Op> {
     // Cheap test first: a change record spells `template` or `lists` in lower case.
-    if !bytes.windows(8).any(|w| w == b"template") && !bytes.windows(5).any(|w| w == b"lists") {
+    if memchr::memmem::find(bytes, b"template").is_none()
+        && memchr::memmem::find(bytes, b"lists").is_none()
+    {
         return None;
     }
     let bytes = tidings_model::request::strip_bom(bytes);

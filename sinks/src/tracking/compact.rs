@@ -644,6 +644,15 @@ mod tests {
         root.join("events/date=2025-11-22")
     }
 
+    /// Every file settled at once; replaced files kept an hour.
+    fn settled_now() -> CompactSettings {
+        CompactSettings {
+            settle: Duration::ZERO,
+            grace: Duration::from_secs(3600),
+            ..CompactSettings::default()
+        }
+    }
+
     #[test]
     fn compaction_keeps_every_row_once_and_deletes_after_the_grace() {
         let tmp = tempfile::tempdir().unwrap();
@@ -651,12 +660,7 @@ mod tests {
         let day = small_files(tmp.path(), 20, 5);
         let before = rows(&day);
         assert_eq!(before.len(), 100);
-        let settings = CompactSettings {
-            settle: Duration::ZERO,
-            grace: Duration::from_secs(3600),
-            target_bytes: 64 * 1024 * 1024,
-            lease: std::time::Duration::from_secs(600),
-        };
+        let settings = settled_now();
         let p = compact_partition(&day, &settings, SystemTime::now()).unwrap();
         assert_eq!((p.merged, p.written, p.deleted), (20, 1, 0));
         // Replaced files stay through the grace period, left out by readers.
@@ -715,12 +719,7 @@ mod tests {
             ArrowWriter::try_new(File::create(&names[0]).unwrap(), old.schema(), None).unwrap();
         out.write(&old).unwrap();
         out.close().unwrap();
-        let settings = CompactSettings {
-            settle: Duration::ZERO,
-            grace: Duration::from_secs(3600),
-            target_bytes: 64 * 1024 * 1024,
-            lease: std::time::Duration::from_secs(600),
-        };
+        let settings = settled_now();
         let p = compact_partition(&day, &settings, SystemTime::now()).unwrap();
         assert_eq!((p.merged, p.written), (3, 1));
         assert_eq!(rows(&day).len(), 3);
