@@ -107,6 +107,7 @@ fn delivery(i: u64) -> Delivery {
     Delivery {
         meta: Arc::new(MessageMeta {
             live: None,
+            accounts: None,
             message_id: format!("m{i}"),
             template_id: 1,
             business_id: 2_000_000_120_251_122,

@@ -94,6 +94,7 @@ pub fn compaction_query(rows: u64, files: u64) -> anyhow::Result<()> {
         if r % 4 == 0 {
             meta = Some(Arc::new(MessageMeta {
                 live: None,
+                accounts: None,
                 message_id: format!("m{:012}", r / 4),
                 template_id: 1 + (r % 7) as i64,
                 business_id: 2,

@@ -343,6 +343,7 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
             r.template_id,
             &r.message_ids,
             tidings_sinks::util::kit::now_ms(),
+            r.accounts.as_deref(),
         )
         .await;
     let now = clock.now_ms();
@@ -350,6 +351,7 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
     for rec in recalled {
         let meta = Arc::new(MessageMeta {
             live: None,
+            accounts: None,
             message_id: rec.message_id,
             template_id: r.template_id,
             business_id: rec.business_id,

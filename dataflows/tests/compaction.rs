@@ -40,6 +40,7 @@ fn queries_during_compaction_see_every_row_once() {
             while start.elapsed() < Duration::from_secs(3) {
                 let meta = Arc::new(MessageMeta {
                     live: None,
+                    accounts: None,
                     message_id: format!("m{f}"),
                     template_id: 1,
                     business_id: 2,
@@ -263,6 +264,7 @@ fn skipping_corrupt_files_still_reads_a_compacted_partition_once() {
     for f in 0..5 {
         let meta = Arc::new(MessageMeta {
             live: None,
+            accounts: None,
             message_id: format!("m{f}"),
             template_id: 1,
             business_id: 2,

@@ -312,3 +312,170 @@ fn list_changes_apply_from_their_event_time_and_survive_a_restart() {
         ]
     );
 }
+
+/// An account change: `out` writes to `var/outbox2` and refuses one receiver from T+5 s, and
+/// is back to `var/outbox` (rate-limited) from T+20 s; a secret in clear and an unknown
+/// account are refused as dead letters.
+fn account_partitions() -> [Vec<String>; 2] {
+    let account = |ts: i64, name: &str, table: serde_json::Value| {
+        change(
+            ts,
+            serde_json::json!({"code": "account", "name": name, "account": table}),
+        )
+    };
+    [
+        vec![
+            send(T, "13800138001", "a"),
+            account(
+                T + 5_000,
+                "out",
+                serde_json::json!({"channel": "sms", "provider": "outbox",
+                    "dir": "var/outbox2", "reject_receivers": ["13800138005"]}),
+            ),
+            send(T + 10_000, "13800138003", "c"),
+            account(
+                T + 11_000,
+                "out",
+                serde_json::json!({"channel": "sms", "provider": "tencent_sms",
+                    "settings": {"secret_id": "AKIDclear0123456", "secret_key": "${SMS_KEY}"}}),
+            ),
+            account(
+                T + 11_500,
+                "nope",
+                serde_json::json!({"channel": "sms", "provider": "outbox", "dir": "x"}),
+            ),
+            account(
+                T + 20_000,
+                "out",
+                serde_json::json!({"channel": "sms", "provider": "outbox",
+                    "dir": "var/outbox", "rate_limit": {"per_second": 1000}}),
+            ),
+        ],
+        vec![
+            send(T + 6_000, "13800138004", "d"),
+            send(T + 4_000, "13800138002", "b"),
+            send(T + 5_000, "13800138005", "e"),
+            send(T + 12_000, "13800138006", "f"),
+            send(T + 21_000, "13800138007", "g"),
+        ],
+    ]
+}
+
+/// Receivers in each outbox, and (receiver, state) of every terminal row, and the dead
+/// letters' reasons.
+type AccountRun = (Vec<String>, Vec<String>, Vec<(String, String)>, Vec<String>);
+
+fn account_run(dir: &Path) -> AccountRun {
+    let receivers = |sub: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join(sub).join("sms.jsonl")).unwrap_or_default();
+        let mut r: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["receiver"].as_str().unwrap().to_string()
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    let (rows, dead) = rows_of(dir);
+    let terminal = rows
+        .into_iter()
+        .filter(|(_, s, _)| s != "RECEIVE")
+        .map(|(r, s, _)| (r, s))
+        .collect();
+    (
+        receivers("var/outbox"),
+        receivers("var/outbox2"),
+        terminal,
+        dead,
+    )
+}
+
+fn account_expected() -> AccountRun {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let terminal = [
+        ("13800138001", "SEND_SUCCESS"),
+        ("13800138002", "SEND_SUCCESS"),
+        ("13800138003", "SEND_SUCCESS"),
+        ("13800138004", "SEND_SUCCESS"),
+        ("13800138005", "SEND_FAIL"),
+        ("13800138006", "SEND_SUCCESS"),
+        ("13800138007", "SEND_SUCCESS"),
+    ]
+    .iter()
+    .map(|(r, s)| (r.to_string(), s.to_string()))
+    .collect();
+    (
+        s(&["13800138001", "13800138002", "13800138007"]),
+        s(&["13800138003", "13800138004", "13800138006"]),
+        terminal,
+        Vec::new(),
+    )
+}
+
+/// Checks a run against [`account_expected`]; the dead letters by what they say.
+fn check_account_run(run: &AccountRun, what: &str) {
+    let expected = account_expected();
+    assert_eq!(
+        (&run.0, &run.1, &run.2),
+        (&expected.0, &expected.1, &expected.2),
+        "{what}"
+    );
+    assert_eq!(run.3.len(), 2, "{what}: {:?}", run.3);
+    assert!(
+        run.3[0].contains("account `nope`: not an account of the job"),
+        "{what}: {:?}",
+        run.3
+    );
+    assert!(
+        run.3[1].contains("settings.secret_id holds a secret in clear"),
+        "{what}: {:?}",
+        run.3
+    );
+}
+
+/// Account settings change the same way as templates: a message is sent with the account's
+/// version at its event time — on 1 or 3 workers, a 2-process cluster, and over a restart.
+#[test]
+fn account_changes_apply_from_their_event_time_everywhere() {
+    for workers in ["1", "3"] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job_with(dir.path(), &account_partitions());
+        common::tidings(&["run", job.to_str().unwrap(), "-w", workers, "--now", NOW]);
+        let run = account_run(dir.path());
+        check_account_run(&run, &format!("{workers} workers"));
+        let failed = common::sql_csv(
+            &dir.path().join("var/tracking"),
+            "SELECT reason FROM events WHERE state = 'SEND_FAIL'",
+        );
+        assert!(
+            failed.contains("out: receiver refused by the provider"),
+            "{failed}"
+        );
+    }
+
+    let whole = tempfile::tempdir().unwrap();
+    let job = job_with(whole.path(), &account_partitions());
+    common::tidings(&[
+        "run",
+        job.to_str().unwrap(),
+        "--local",
+        "2",
+        "-w",
+        "1",
+        "--now",
+        NOW,
+    ]);
+    check_account_run(&account_run(whole.path()), "2 processes");
+
+    // The first run ends after the first change; the second resumes from its checkpoint,
+    // whose book holds the change (not its record).
+    let split = tempfile::tempdir().unwrap();
+    let [p0, p1] = account_partitions();
+    let job = job_with(split.path(), &[p0[..2].to_vec(), p1[..2].to_vec()]);
+    common::tidings(&["run", job.to_str().unwrap(), "--now", NOW]);
+    write_parts(split.path(), &[p0, p1]);
+    common::tidings(&["run", job.to_str().unwrap(), "--now", NOW]);
+    check_account_run(&account_run(split.path()), "restart");
+}

@@ -235,6 +235,7 @@ fn a_failed_put_is_retried_as_the_same_object() {
     let at = 1_763_784_000_000;
     let meta = Arc::new(MessageMeta {
         live: None,
+        accounts: None,
         message_id: "m1".into(),
         template_id: 1,
         business_id: 2,

@@ -35,6 +35,38 @@ pub struct MessageMeta {
     /// (Always written: deliveries cross processes in bincode, which cannot skip a field.)
     #[serde(default)]
     pub live: Option<Arc<LiveTemplate>>,
+    /// The account settings in force at its event time, when change records
+    /// (`{"code":"account",…}`) replaced some of the job file's; `None`: the job file's. The
+    /// send stage sends through these versions, wherever and whenever it runs.
+    #[serde(default)]
+    pub accounts: Option<Arc<LiveAccounts>>,
+}
+
+/// An account's settings as a change record set them (docs/templates.md "Live changes").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveAccount {
+    /// The account's name in the job.
+    pub name: String,
+    /// The number of changes of this account up to and including this one.
+    pub version: u32,
+    /// The `[accounts.NAME]` table as JSON (secrets as `${ENV}` references only), as JSON
+    /// text on the wire.
+    #[serde(with = "json_text")]
+    pub settings: serde_json::Value,
+}
+
+/// The changed accounts at one event time, each at its newest version then (sorted by name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LiveAccounts(pub Vec<LiveAccount>);
+
+impl LiveAccounts {
+    /// The version of account `name`, if a change set one.
+    pub fn get(&self, name: &str) -> Option<&LiveAccount> {
+        self.0
+            .binary_search_by(|a| a.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.0[i])
+    }
 }
 
 /// A template as a change record set it, with its version (1 for the first change of that id).
@@ -81,6 +113,11 @@ impl MessageMeta {
     /// The template version it was judged with (0: the job file's).
     pub fn template_version(&self) -> u32 {
         self.live.as_ref().map_or(0, |l| l.version)
+    }
+
+    /// The version of account `name` it is sent with (`None`: the job file's).
+    pub fn account(&self, name: &str) -> Option<&LiveAccount> {
+        self.accounts.as_deref().and_then(|a| a.get(name))
     }
 }
 

@@ -228,6 +228,11 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                                 change.source,
                                 crate::live::iso(change.event_time)
                             ),
+                            Ok(Applied::Account { version }) => tracing::info!(
+                                "account change from {} applied: version {version} from event time {}",
+                                change.source,
+                                crate::live::iso(change.event_time)
+                            ),
                             Ok(Applied::Lists) => tracing::info!(
                                 "lists change from {} applied from event time {}",
                                 change.source,

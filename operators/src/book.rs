@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tidings_model::message::LiveTemplate;
+use tidings_model::message::{LiveAccount, LiveAccounts, LiveTemplate};
 use tidings_model::time::Millis;
 use tidings_model::{Channel, Template, Templates};
 use timely::container::CapacityContainerBuilder;
@@ -48,6 +48,15 @@ pub enum Op {
         discard: Option<Vec<i64>>,
         /// The new whitelist (receivers; empty: everyone), if given.
         whitelist: Option<Vec<String>>,
+    },
+    /// Replace an account's settings (`{"code":"account","name":…,"account":{…}}`): the
+    /// `[accounts.NAME]` table as JSON, its secrets as `${ENV}` references.
+    Account {
+        /// The account's name in the job.
+        name: String,
+        /// Its new table.
+        #[serde(with = "tidings_model::message::json_text")]
+        settings: serde_json::Value,
     },
     /// A change record that cannot be applied, and why.
     Bad(String),
@@ -78,34 +87,51 @@ struct Probe {
     disable: Option<serde_json::Value>,
     discard: Option<serde_json::Value>,
     whitelist: Option<serde_json::Value>,
+    name: Option<serde_json::Value>,
+    account: Option<serde_json::Value>,
 }
 
 /// The change a record asks for, or `None` when it is not a change record (`code` other than
-/// `"template"` or `"lists"`; a kcat envelope's payload is looked into).
+/// `"template"`, `"lists"` or `"account"`; a kcat envelope's payload is looked into).
 pub fn parse_change(bytes: &[u8]) -> Option<Op> {
-    // Cheap test first: a change record spells `template` or `lists` in lower case.
+    // Cheap test first: a change record spells `template`, `lists` or `account` in lower case.
     if memchr::memmem::find(bytes, b"template").is_none()
         && memchr::memmem::find(bytes, b"lists").is_none()
+        && memchr::memmem::find(bytes, b"account").is_none()
     {
         return None;
     }
     let bytes = tidings_model::request::strip_bom(bytes);
     let probe: Probe = serde_json::from_slice(bytes).ok()?;
     match probe.code.as_deref() {
-        Some("template") => Some(op_of(probe)),
-        Some("lists") => Some(lists_of(probe)),
         None => match probe.payload {
             Some(serde_json::Value::String(inner)) => {
                 let p: Probe = serde_json::from_str(&inner).ok()?;
-                match p.code.as_deref() {
-                    Some("template") => Some(op_of(p)),
-                    Some("lists") => Some(lists_of(p)),
-                    _ => None,
-                }
+                p.code.is_some().then(|| op_by_code(p)).flatten()
             }
             _ => None,
         },
-        Some(_) => None,
+        Some(_) => op_by_code(probe),
+    }
+}
+
+fn op_by_code(p: Probe) -> Option<Op> {
+    match p.code.as_deref() {
+        Some("template") => Some(op_of(p)),
+        Some("lists") => Some(lists_of(p)),
+        Some("account") => Some(account_of(p)),
+        _ => None,
+    }
+}
+
+fn account_of(p: Probe) -> Op {
+    match (p.name, p.account) {
+        (Some(serde_json::Value::String(name)), Some(settings @ serde_json::Value::Object(_))) => {
+            Op::Account { name, settings }
+        }
+        _ => Op::Bad(
+            "account change: give `name` (the account's name) and `account` (its [accounts.NAME] table, as JSON)".into(),
+        ),
     }
 }
 
@@ -212,12 +238,61 @@ pub struct ListsEntry {
     pub source: String,
 }
 
+/// One account's settings from one change on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountEntry {
+    /// The account's name.
+    pub name: String,
+    /// Its event time.
+    pub at: Millis,
+    /// Its position (ties).
+    #[serde(with = "u128_text")]
+    pub order: u128,
+    /// The account's version from it on (1 for the first change of the name).
+    pub version: u32,
+    /// The `[accounts.NAME]` table, as JSON.
+    pub settings: serde_json::Value,
+    /// Where the change came from.
+    pub source: String,
+}
+
 /// Everything a book holds, as written into a checkpoint.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Saved {
     templates: Vec<Entry>,
     #[serde(default)]
     lists: Vec<ListsEntry>,
+    #[serde(default)]
+    accounts: Vec<AccountEntry>,
+}
+
+/// Why an account change cannot be applied (a pure function of the job file and the change:
+/// every worker must come to the same answer); given by the job, which knows its accounts.
+#[derive(Clone, Default)]
+pub struct AccountCheck(
+    Option<Arc<dyn Fn(&str, &serde_json::Value) -> Result<(), String> + Send + Sync>>,
+);
+
+impl AccountCheck {
+    /// A check of `(name, table)`.
+    pub fn new(
+        f: impl Fn(&str, &serde_json::Value) -> Result<(), String> + Send + Sync + 'static,
+    ) -> AccountCheck {
+        AccountCheck(Some(Arc::new(f)))
+    }
+
+    fn check(&self, name: &str, settings: &serde_json::Value) -> Result<(), String> {
+        match &self.0 {
+            Some(f) => f(name, settings),
+            None => Err("account change: this job takes no account changes".into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for AccountCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccountCheck")
+    }
 }
 
 /// What a change did.
@@ -232,6 +307,11 @@ pub enum Applied {
     },
     /// New lists.
     Lists,
+    /// An account's new version.
+    Account {
+        /// Its version from the change on.
+        version: u32,
+    },
 }
 
 /// What the book says about a template id at an event time.
@@ -273,6 +353,11 @@ pub struct Book {
     /// The job file's discard list and whitelist.
     base_lists: (Arc<HashSet<i64>>, Arc<HashSet<String>>),
     lists: Vec<ListsEntry>,
+    /// Account name → its changes, in (event time, position) order.
+    account_history: BTreeMap<String, Vec<AccountEntry>>,
+    /// After each account change, in order: every changed account's newest version then.
+    account_snapshots: Vec<(Millis, u128, Arc<LiveAccounts>)>,
+    account_check: AccountCheck,
 }
 
 impl Book {
@@ -284,7 +369,58 @@ impl Book {
             history: BTreeMap::new(),
             base_lists: Default::default(),
             lists: Vec::new(),
+            account_history: BTreeMap::new(),
+            account_snapshots: Vec::new(),
+            account_check: AccountCheck::default(),
         }
+    }
+
+    /// Account changes are checked by `check` (without one, every account change is refused).
+    pub fn with_account_check(mut self, check: AccountCheck) -> Book {
+        self.account_check = check;
+        self
+    }
+
+    /// Why an account change cannot be applied, if it cannot.
+    pub fn check_account(&self, name: &str, settings: &serde_json::Value) -> Result<(), String> {
+        self.account_check.check(name, settings)
+    }
+
+    /// The changed accounts' settings at event time `t` (`None`: every account as the job
+    /// file has it).
+    pub fn accounts_at(&self, t: Millis) -> Option<Arc<LiveAccounts>> {
+        let n = self
+            .account_snapshots
+            .partition_point(|(at, _, _)| *at <= t);
+        n.checked_sub(1)
+            .map(|i| self.account_snapshots[i].2.clone())
+    }
+
+    /// Every account's changes, by name.
+    pub fn account_history(&self) -> &BTreeMap<String, Vec<AccountEntry>> {
+        &self.account_history
+    }
+
+    /// Rebuilds the snapshots from the history.
+    fn snapshot_accounts(&mut self) {
+        let mut all: Vec<&AccountEntry> = self.account_history.values().flatten().collect();
+        all.sort_by_key(|e| (e.at, e.order));
+        let mut now: BTreeMap<&str, &AccountEntry> = BTreeMap::new();
+        self.account_snapshots = all
+            .into_iter()
+            .map(|e| {
+                now.insert(&e.name, e);
+                let live = now
+                    .values()
+                    .map(|e| LiveAccount {
+                        name: e.name.clone(),
+                        version: e.version,
+                        settings: e.settings.clone(),
+                    })
+                    .collect();
+                (e.at, e.order, Arc::new(LiveAccounts(live)))
+            })
+            .collect();
     }
 
     /// The job file's discard list and whitelist (before any change).
@@ -374,6 +510,7 @@ impl Book {
     pub fn apply(&mut self, change: &Change) -> Result<Applied, String> {
         let (id, template) = match &change.op {
             Op::Bad(reason) => return Err(reason.clone()),
+            Op::Account { name, settings } => return self.apply_account(change, name, settings),
             Op::Lists { discard, whitelist } => {
                 if self.lists.iter().any(|e| {
                     (e.at, e.order, &e.source) == (change.event_time, change.order, &change.source)
@@ -451,11 +588,42 @@ impl Book {
         Ok(Applied::Template { id, version })
     }
 
+    fn apply_account(
+        &mut self,
+        change: &Change,
+        name: &str,
+        settings: &serde_json::Value,
+    ) -> Result<Applied, String> {
+        self.check_account(name, settings)?;
+        let entries = self.account_history.entry(name.to_string()).or_default();
+        if let Some(same) = entries.iter().find(|e| {
+            (e.at, e.order, &e.source) == (change.event_time, change.order, &change.source)
+        }) {
+            return Ok(Applied::Account {
+                version: same.version,
+            });
+        }
+        let version = entries.len() as u32 + 1;
+        let entry = AccountEntry {
+            name: name.to_string(),
+            at: change.event_time,
+            order: change.order,
+            version,
+            settings: settings.clone(),
+            source: change.source.clone(),
+        };
+        let at = entries.partition_point(|e| (e.at, e.order) <= (entry.at, entry.order));
+        entries.insert(at, entry);
+        self.snapshot_accounts();
+        Ok(Applied::Account { version })
+    }
+
     /// Writes every change applied as a checkpoint part (JSON), durably.
     pub fn save(&self, path: &Path) -> io::Result<()> {
         let saved = Saved {
             templates: self.history.values().flatten().cloned().collect(),
             lists: self.lists.clone(),
+            accounts: self.account_history.values().flatten().cloned().collect(),
         };
         let body = serde_json::to_vec(&saved).map_err(io::Error::other)?;
         if let Some(dir) = path.parent() {
@@ -486,6 +654,17 @@ impl Book {
         for entries in self.history.values_mut() {
             entries.sort_by_key(|e| (e.at, e.order));
         }
+        self.account_history.clear();
+        for e in saved.accounts {
+            self.account_history
+                .entry(e.name.clone())
+                .or_default()
+                .push(e);
+        }
+        for entries in self.account_history.values_mut() {
+            entries.sort_by_key(|e| (e.at, e.order));
+        }
+        self.snapshot_accounts();
         Ok(())
     }
 }
@@ -695,5 +874,86 @@ mod tests {
             Some(Op::Disable(1))
         );
         assert!(matches!(b.at(1, 5), Found::Base(_)));
+    }
+
+    fn account(at: Millis, offset: i64, name: &str, dir: &str) -> Change {
+        let line = serde_json::json!({"code": "account", "name": name,
+            "account": {"channel": "sms", "provider": "outbox", "dir": dir}})
+        .to_string();
+        Change {
+            event_time: at,
+            order: (offset as u128) << 32,
+            source: format!("f:{offset}"),
+            origin: 0,
+            op: parse_change(line.as_bytes()).unwrap(),
+            bytes: line.into_bytes(),
+        }
+    }
+
+    #[test]
+    fn account_versions_by_event_time_survive_a_save_and_bad_ones_are_refused() {
+        let check = AccountCheck::new(|name, table| match name {
+            "out" | "two" if table["dir"] != "bad" => Ok(()),
+            _ => Err(format!("no {name}")),
+        });
+        // Without a check every account change is refused.
+        assert!(base().apply(&account(10, 1, "out", "a")).is_err());
+        let mut b = base().with_account_check(check.clone());
+        assert_eq!(
+            b.apply(&account(100, 1, "out", "a")),
+            Ok(Applied::Account { version: 1 })
+        );
+        assert_eq!(
+            b.apply(&account(150, 2, "two", "t")),
+            Ok(Applied::Account { version: 1 })
+        );
+        assert_eq!(
+            b.apply(&account(200, 3, "out", "b")),
+            Ok(Applied::Account { version: 2 })
+        );
+        // Read again: nothing changes.
+        assert_eq!(
+            b.apply(&account(200, 3, "out", "b")),
+            Ok(Applied::Account { version: 2 })
+        );
+        assert_eq!(
+            b.apply(&account(300, 4, "nope", "c")),
+            Err("no nope".into())
+        );
+        assert_eq!(
+            b.apply(&account(300, 5, "out", "bad")),
+            Err("no out".into())
+        );
+        let at = |b: &Book, t: Millis| -> Vec<(String, u32, String)> {
+            b.accounts_at(t)
+                .map(|a| {
+                    a.0.iter()
+                        .map(|l| (l.name.clone(), l.version, l.settings["dir"].to_string()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let v = |n: &str, ver: u32, d: &str| (n.to_string(), ver, format!("\"{d}\""));
+        assert_eq!(at(&b, 99), vec![]);
+        assert_eq!(at(&b, 100), vec![v("out", 1, "a")]);
+        assert_eq!(at(&b, 199), vec![v("out", 1, "a"), v("two", 1, "t")]);
+        assert_eq!(at(&b, 900), vec![v("out", 2, "b"), v("two", 1, "t")]);
+        assert_eq!(
+            b.accounts_at(900).unwrap().get("out").map(|l| l.version),
+            Some(2)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(PART);
+        b.save(&path).unwrap();
+        let mut restored = base().with_account_check(check);
+        restored.load(&path).unwrap();
+        for t in [99, 100, 150, 199, 200, 900] {
+            assert_eq!(at(&restored, t), at(&b, t), "at {t}");
+        }
+        // A record without a name or table is a bad change.
+        assert!(matches!(
+            parse_change(br#"{"code":"account","name":"out"}"#),
+            Some(Op::Bad(_))
+        ));
     }
 }

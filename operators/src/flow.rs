@@ -75,6 +75,9 @@ pub struct RecallOrder {
     /// record set it (else the job file's template's).
     #[serde(default)]
     pub account: Option<String>,
+    /// The changed accounts' settings at its event time (`None`: the job file's).
+    #[serde(default)]
+    pub accounts: Option<Arc<tidings_model::message::LiveAccounts>>,
 }
 
 /// What the tracking stage writes: an event row, or a dead letter. Every stage's row output

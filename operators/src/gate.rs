@@ -189,6 +189,7 @@ account = "a"
         Message {
             meta: Arc::new(MessageMeta {
                 live: None,
+                accounts: None,
                 message_id: "m".into(),
                 template_id,
                 business_id: 0,

@@ -127,6 +127,7 @@ pub fn delivery(
 ) -> Delivery {
     let meta = Arc::new(MessageMeta {
         live: None,
+        accounts: None,
         message_id: format!("m{seq}"),
         template_id: 1,
         business_id: 1,

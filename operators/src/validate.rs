@@ -170,6 +170,7 @@ impl Validator {
                     event_time,
                     source: rec.position(),
                     account: live.as_ref().map(|l| l.template.account.clone()),
+                    accounts: self.book.accounts_at(event_time),
                 });
             } else {
                 out.dead.push(dead(format!(
@@ -179,6 +180,7 @@ impl Validator {
             }
             return out;
         }
+        let accounts = self.book.accounts_at(event_time);
         let date = local_date(self.tz, event_time);
         let business_id = ids::business_id(template.template_type.code(), template.id, date);
         let empty = serde_json::Map::new();
@@ -222,6 +224,7 @@ impl Validator {
             out.messages.push(Message {
                 meta: Arc::new(MessageMeta {
                     live: live.clone(),
+                    accounts: accounts.clone(),
                     message_id: ids::message_id(&rec.source, rec.partition, rec.offset, index),
                     template_id: template.id,
                     business_id,

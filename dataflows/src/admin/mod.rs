@@ -419,7 +419,7 @@ fn accounts(state: &AdminState) -> Value {
     Value::Array(
         (0..a.len())
             .map(|i| {
-                let mut v = a.get(i).live();
+                let mut v = a.newest(i).live();
                 let (buckets, count, _) = a.get(i).stats.latency.snapshot();
                 v["latency_ms"] = json!({
                     "calls": count,

@@ -92,6 +92,27 @@ enum TemplateCommand {
         #[command(flatten)]
         target: ServerTarget,
     },
+    /// Replace an account's settings from now on: a TOML file with its `[accounts.NAME]`
+    /// table (or the table's keys alone, or JSON); secrets as "${ENV}" references only.
+    Account {
+        /// The account's name in the job.
+        name: String,
+        /// The file.
+        file: PathBuf,
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+    /// The job's accounts, with the version each has from the changes made through the service.
+    Accounts {
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
     /// The job's templates, with the version each has from the changes made through the service.
     List {
         /// The job's name.
@@ -159,12 +180,45 @@ pub fn template(args: TemplateArgs) -> Result<(), Failure> {
             };
             print_pretty(&answer);
         }
+        TemplateCommand::Account {
+            name,
+            file,
+            job,
+            target,
+        } => {
+            let table = account_table(&name, &file)?;
+            let path = format!("{}/accounts/{name}", job_path(&job));
+            print_pretty(&ask(&target, Method::POST, &path, Some(&table))?);
+        }
+        TemplateCommand::Accounts { job, target } => {
+            let path = format!("{}/accounts", job_path(&job));
+            print_pretty(&ask(&target, Method::GET, &path, None)?);
+        }
         TemplateCommand::List { job, target } => {
             let path = format!("{}/templates", job_path(&job));
             print_pretty(&ask(&target, Method::GET, &path, None)?);
         }
     }
     Ok(())
+}
+
+/// An account's table from `file`: TOML (its `[accounts.NAME]` table, or the table's keys
+/// alone) or JSON.
+fn account_table(name: &str, file: &std::path::Path) -> Result<Value, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+    let value: Value = if file.extension().is_some_and(|e| e == "toml") {
+        let t: toml::Value = toml::from_str(&text)
+            .map_err(|e| Failure::Usage(format!("{}: not TOML: {e}", file.display())))?;
+        serde_json::to_value(t).map_err(|e| Failure::Usage(e.to_string()))?
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::Usage(format!("{}: not JSON: {e}", file.display())))?
+    };
+    Ok(match value.pointer(&format!("/accounts/{name}")) {
+        Some(table) => table.clone(),
+        None => value,
+    })
 }
 
 /// Asks the service; the answer's JSON, or the failure it stands for.

@@ -79,6 +79,8 @@ pub struct Gateway {
     /// One change at a time: checked, produced and applied in the order the topic has them.
     changing: tokio::sync::Mutex<()>,
     callers: Callers,
+    /// The job file's accounts (`GET /accounts`).
+    accounts: std::collections::BTreeMap<String, tidings_sinks::account::AccountConfig>,
 }
 
 /// An answer in austin's shape, with its HTTP status.
@@ -151,6 +153,7 @@ impl Gateway {
             validator: std::sync::RwLock::new(door_validator(job, &book_path)?),
             book_path,
             changing: tokio::sync::Mutex::new(()),
+            accounts: job.file.accounts.clone(),
             callers: Callers::new(&job.gateway.callers),
         })
     }
@@ -182,6 +185,26 @@ impl Gateway {
                     Found::Unknown => (0, None),
                 };
                 json!({"id": id, "version": version, "enabled": template.is_some(), "template": template})
+            })
+            .collect();
+        json!({"code": OK, "msg": "操作成功", "data": list})
+    }
+
+    /// The accounts as the door knows them: each with its channel and provider, and the
+    /// version and table the changes made through this door gave it (`GET /accounts`; the
+    /// job file's settings are not shown: they may hold secrets).
+    pub fn accounts(&self) -> Value {
+        let v = self.validator.read().unwrap_or_else(|p| p.into_inner());
+        let history = v.book().account_history();
+        let list: Vec<Value> = self
+            .accounts
+            .iter()
+            .map(|(name, c)| match history.get(name).and_then(|h| h.last()) {
+                Some(e) => json!({"account": name, "version": e.version,
+                    "channel": c.channel.name(), "settings": e.settings,
+                    "eventTime": e.at, "source": e.source}),
+                None => json!({"account": name, "version": 0,
+                    "channel": c.channel.name(), "provider": c.provider.name()}),
             })
             .collect();
         json!({"code": OK, "msg": "操作成功", "data": list})
@@ -219,6 +242,15 @@ impl Gateway {
         let (id, body) = {
             let v = self.validator.read().unwrap_or_else(|p| p.into_inner());
             match &op {
+                Op::Account { name, settings } => {
+                    if let Err(why) = v.book().check_account(name, settings) {
+                        return Answer::bad(why);
+                    }
+                    (
+                        None,
+                        json!({"code": "account", "name": name, "account": settings}),
+                    )
+                }
                 Op::Put(t) => {
                     if let Err(why) = v.book().check(t) {
                         return Answer::bad(why);
@@ -253,7 +285,15 @@ impl Gateway {
         };
         let now = wall_ms();
         let bytes = body.to_string().into_bytes();
-        let key = id.map_or_else(|| "lists".to_string(), |id| id.to_string());
+        let account = match &op {
+            Op::Account { name, .. } => Some(name.clone()),
+            _ => None,
+        };
+        let key = match (&account, id) {
+            (Some(name), _) => format!("account:{name}"),
+            (None, Some(id)) => id.to_string(),
+            (None, None) => "lists".to_string(),
+        };
         let record = FutureRecord::<str, [u8]>::to(&self.topic)
             .key(&key)
             .payload(&bytes)
@@ -286,7 +326,10 @@ impl Gateway {
         let (version, book) = {
             let mut v = self.validator.write().unwrap_or_else(|p| p.into_inner());
             let version = match v.book_mut().apply(&change) {
-                Ok(tidings_operators::book::Applied::Template { version, .. }) => Some(version),
+                Ok(
+                    tidings_operators::book::Applied::Template { version, .. }
+                    | tidings_operators::book::Applied::Account { version },
+                ) => Some(version),
                 _ => None,
             };
             (version, v.book().clone())
@@ -304,8 +347,12 @@ impl Gateway {
         }
         Answer {
             status: StatusCode::OK,
-            body: json!({"code": OK, "msg": "操作成功", "data": {
-                "id": id, "version": version, "eventTime": now, "source": source}}),
+            body: match account {
+                Some(name) => json!({"code": OK, "msg": "操作成功", "data": {
+                    "account": name, "version": version, "eventTime": now, "source": source}}),
+                None => json!({"code": OK, "msg": "操作成功", "data": {
+                    "id": id, "version": version, "eventTime": now, "source": source}}),
+            },
             retry_after: None,
         }
     }
@@ -321,6 +368,8 @@ impl Gateway {
             .route("/templates", routing::get(get_templates).post(put_template))
             .route("/templates/{id}/disable", routing::post(disable_template))
             .route("/lists", routing::get(get_lists).post(put_lists))
+            .route("/accounts", routing::get(get_accounts))
+            .route("/accounts/{name}", routing::post(put_account))
             .route("/send", routing::post(send))
             .route("/batchSend", routing::post(batch_send))
             .route("/recall", routing::post(recall))
@@ -590,6 +639,33 @@ pub fn lists_op(body: &[u8]) -> Op {
             "the body is not {{\"discard\": [ids], \"whitelist\": [receivers]}}: {e}"
         )),
     }
+}
+
+/// An account body: the `[accounts.NAME]` table as JSON, its secrets as `${ENV}` references.
+pub fn account_op(name: String, body: &[u8]) -> Op {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(settings @ Value::Object(_)) => Op::Account { name, settings },
+        Ok(_) => {
+            Op::Bad("the body is not an object: send the [accounts.NAME] table as JSON".into())
+        }
+        Err(e) => Op::Bad(format!(
+            "the body is not JSON: {e} (send the [accounts.NAME] table as JSON)"
+        )),
+    }
+}
+
+async fn put_account(
+    State(g): State<Arc<Gateway>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    g.change_template(Some(&headers), account_op(name, &body))
+        .await
+}
+
+async fn get_accounts(State(g): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    reader(&g, &headers, Gateway::accounts)
 }
 
 async fn put_lists(State(g): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Answer {

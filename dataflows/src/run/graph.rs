@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_operators::admit::Admit;
-use tidings_operators::book::{Book, SplitChanges};
+use tidings_operators::book::{AccountCheck, Book, SplitChanges};
 use tidings_operators::dedup::{ContentDedup, DedupBy, FrequencyDedup};
 use tidings_operators::gate::Gate;
 use tidings_operators::park::Park;
@@ -255,10 +255,15 @@ pub(crate) fn validator(job: &Job) -> Validator {
                 .map(|(name, g)| (name.clone(), g.channel)),
         )
         .collect();
-    let book = Book::new(job.templates.clone(), Arc::new(accounts)).with_lists(
-        job.file.discard.templates.iter().copied().collect(),
-        job.file.whitelist.receivers.iter().cloned().collect(),
-    );
+    let book = Book::new(job.templates.clone(), Arc::new(accounts))
+        .with_lists(
+            job.file.discard.templates.iter().copied().collect(),
+            job.file.whitelist.receivers.iter().cloned().collect(),
+        )
+        .with_account_check(AccountCheck::new(tidings_sinks::account::change_check(
+            &job.file.accounts,
+            job.kafka.is_some(),
+        )));
     Validator::new(job.templates.clone(), job.tz)
         .with_book(book)
         .with_max_future_ms(job.event.max_future_ms)

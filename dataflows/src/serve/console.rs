@@ -64,6 +64,11 @@ pub fn routes() -> Router<Arc<Supervisor>> {
             routing::post(disable_template),
         )
         .route("/jobs/{name}/lists", routing::get(lists).post(put_lists))
+        .route("/jobs/{name}/accounts", routing::get(accounts))
+        .route(
+            "/jobs/{name}/accounts/{account}",
+            routing::post(put_account),
+        )
         .route("/reports", routing::get(report_list))
         .route("/jobs/{name}/reports/{report}", routing::post(report))
         .route("/jobs/{name}/preview", routing::post(preview))
@@ -156,6 +161,23 @@ async fn put_lists(
     body: axum::body::Bytes,
 ) -> Response {
     change(s, name, crate::gateway::lists_op(&body)).await
+}
+
+/// `GET /jobs/{name}/accounts`: the accounts as a Kafka job's door knows them.
+async fn accounts(State(s): State<Arc<Supervisor>>, Path(name): Path<String>) -> Response {
+    match door_of(s, name).await {
+        Ok(g) => Json(g.accounts()).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /jobs/{name}/accounts/{account}`: replace an account's settings from now on.
+async fn put_account(
+    State(s): State<Arc<Supervisor>>,
+    Path((name, account)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    change(s, name, crate::gateway::account_op(account, &body)).await
 }
 
 /// `POST /jobs/{name}/templates/{id}/disable`.

@@ -240,6 +240,7 @@ mod tests {
     fn parked(release_at: Millis, event_time: Millis, seq: u128) -> Parked {
         let meta = Arc::new(MessageMeta {
             live: None,
+            accounts: None,
             message_id: format!("m{seq}"),
             template_id: 1,
             business_id: 1,

@@ -82,6 +82,58 @@ pub struct AccountConfig {
     pub max_queued: Option<usize>,
 }
 
+/// The check of an account change record (`{"code":"account","name":…,"account":{…}}`)
+/// against the job file's accounts, as every worker makes it: a pure function of the job file
+/// and the change (the `${ENV}` references are not read here; a process that cannot read one
+/// fails that version's sends with the reason). The account must be one of the job's (not a
+/// group), keep its channel and its queue, pass the table's checks, and hold its secrets as
+/// `${ENV}` references only.
+pub fn change_check(
+    configs: &std::collections::BTreeMap<String, AccountConfig>,
+    kafka_job: bool,
+) -> impl Fn(&str, &serde_json::Value) -> Result<(), String> + Send + Sync + 'static {
+    let configs = configs.clone();
+    move |name: &str, table: &serde_json::Value| {
+        let why = |e: String| format!("account change: account `{name}`: {e}");
+        let Some(base) = configs.get(name) else {
+            return Err(why(format!(
+                "not an account of the job (accounts are added in the job file); use one of {}",
+                configs
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let c: AccountConfig = serde_json::from_value(table.clone())
+            .map_err(|e| why(format!("not an [accounts.NAME] table: {e}")))?;
+        if c.channel != base.channel {
+            return Err(why(format!(
+                "channel {} but the account sends {}; an account keeps its channel",
+                c.channel.name(),
+                base.channel.name()
+            )));
+        }
+        if c.queues_in_kafka(kafka_job) != base.queues_in_kafka(kafka_job) {
+            return Err(why(
+                "its queue (memory or kafka) would change; that needs the job file and a restart"
+                    .into(),
+            ));
+        }
+        let mut problems = c.validate_as(&format!("accounts.{name}"), false);
+        problems.extend(
+            crate::util::secrets::clear_secrets(&c.settings)
+                .into_iter()
+                .map(|key| format!("settings.{key} holds a secret in clear; write it as a \"${{ENV}}\" reference")),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(why(problems.join("; ")))
+        }
+    }
+}
+
 /// Where an account's deliveries wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

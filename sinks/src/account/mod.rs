@@ -11,19 +11,23 @@ mod config;
 pub mod retry;
 mod send;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use governor::clock::DefaultClock;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tidings_model::Channel;
+use tidings_model::message::LiveAccount;
 use tokio::sync::Semaphore;
 
-pub use config::{AccountConfig, ProviderKind, QueueKind, RateLimitConfig, RateStrategy};
+pub use config::{
+    AccountConfig, ProviderKind, QueueKind, RateLimitConfig, RateStrategy, change_check,
+};
 
 use crate::outbox::{Outbox, Outboxes};
 use crate::provider::Remote;
@@ -53,15 +57,17 @@ pub struct Account {
     limiter: Option<(Limiter, RateLimitConfig, NonZeroU32)>,
     slots: Semaphore,
     concurrency: usize,
-    /// Live counters (admin API, `/metrics`).
-    pub stats: SendStats,
+    /// Live counters (admin API, `/metrics`), shared by the account's versions.
+    pub stats: Arc<SendStats>,
+    /// Its version: 0 as the job file has it, else the change record's.
+    pub version: u32,
     retry: RetryPolicy,
     reject: Vec<String>,
     /// Raised when the run halts: a send still waiting for its permits or slot gives up
     /// (its receivers are not sent) instead of calling the provider.
     halt: Arc<std::sync::atomic::AtomicBool>,
-    /// What it sent that can be recalled.
-    book: crate::recall::RecallBook,
+    /// What it sent that can be recalled (shared by the account's versions).
+    book: Arc<crate::recall::RecallBook>,
     /// Its settings' secrets: every reason leaving the account is scrubbed of them.
     secrets: Secrets,
 }
@@ -158,6 +164,7 @@ impl Account {
         let stats = self.stats.snapshot();
         serde_json::json!({
             "account": self.name,
+            "version": self.version,
             "channel": self.channel.name(),
             "provider": self.provider(),
             "rate_limit": self.rate().map(|(per, burst)| serde_json::json!({
@@ -177,9 +184,110 @@ impl Account {
     }
 }
 
-/// Every account of a job, by index.
+/// Every account of a job, by index, and the versions change records made of them.
 pub struct Accounts {
     list: Vec<Account>,
+    /// What builds a version: the job file's directory, shared outboxes and HTTP clients.
+    maker: Maker,
+    /// Versions built so far, by (account index, version); an error says why one cannot be.
+    versions: Mutex<HashMap<(usize, u32), Result<Arc<Account>, String>>>,
+}
+
+/// What an account is built with.
+#[derive(Default)]
+struct Maker {
+    base: PathBuf,
+    outboxes: Outboxes,
+    clients: Mutex<HashMap<Duration, reqwest::Client>>,
+}
+
+impl Maker {
+    fn build(&self, name: &str, c: &AccountConfig) -> std::io::Result<Account> {
+        let secrets = Secrets::of_settings(&c.settings);
+        let scrubbed = |e: String| std::io::Error::other(secrets.scrub(&e));
+        let backend = match c.provider {
+            ProviderKind::Outbox => {
+                let dir = self
+                    .base
+                    .join(c.dir.as_deref().unwrap_or(Path::new("var/outbox")));
+                Backend::Outbox(self.outboxes.get(&dir)?)
+            }
+            ProviderKind::Blackhole => Backend::Blackhole,
+            kind => {
+                let timeout = Duration::from_secs_f64(c.timeout_secs.unwrap_or(10.0).max(0.05));
+                let client = self
+                    .clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(timeout)
+                    .or_insert_with(|| http::client(timeout))
+                    .clone();
+                let (remote, base) = Remote::open(
+                    kind,
+                    &format!("accounts.{name}"),
+                    &c.settings,
+                    client,
+                    timeout,
+                )
+                .map_err(scrubbed)?;
+                Backend::Remote(kind, Box::new(remote), base)
+            }
+        };
+        let limiter = c.effective_rate_limit().and_then(|r| {
+            let (quota, burst) = match (r.per_second, r.per_minute) {
+                (Some(n), _) => {
+                    let n = NonZeroU32::new(n)?;
+                    (Quota::per_second(n), n)
+                }
+                (None, Some(n)) => {
+                    let n = NonZeroU32::new(n)?;
+                    (Quota::per_minute(n), n)
+                }
+                (None, None) => return None,
+            };
+            let limiter =
+                RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>();
+            Some((limiter, r, burst))
+        });
+        let mut retry = RetryPolicy::default();
+        if let Some(a) = c.attempts {
+            retry.attempts = a.max(1);
+        }
+        Ok(Account {
+            name: name.to_string(),
+            channel: c.channel,
+            backend,
+            limiter,
+            slots: Semaphore::new(c.concurrency.max(1)),
+            concurrency: c.concurrency.max(1),
+            stats: Arc::default(),
+            version: 0,
+            retry,
+            reject: c.reject_receivers.clone(),
+            book: Arc::default(),
+            secrets,
+            halt: Arc::default(),
+        })
+    }
+}
+
+/// An account to send with: as the job file has it, or a version a change record made.
+pub enum Picked<'a> {
+    /// The job file's.
+    Base(&'a Account),
+    /// A change record's.
+    Version(Arc<Account>),
+}
+
+impl std::ops::Deref for Picked<'_> {
+    type Target = Account;
+
+    fn deref(&self) -> &Account {
+        match self {
+            Picked::Base(a) => a,
+            Picked::Version(a) => a,
+        }
+    }
 }
 
 impl Accounts {
@@ -188,74 +296,78 @@ impl Accounts {
         configs: &BTreeMap<String, AccountConfig>,
         base: &Path,
     ) -> std::io::Result<Accounts> {
-        let outboxes = Outboxes::default();
-        let mut clients: std::collections::HashMap<std::time::Duration, reqwest::Client> =
-            std::collections::HashMap::new();
-        let mut list = Vec::new();
-        for (name, c) in configs {
-            let secrets = Secrets::of_settings(&c.settings);
-            let scrubbed = |e: String| std::io::Error::other(secrets.scrub(&e));
-            let backend = match c.provider {
-                ProviderKind::Outbox => {
-                    let dir = base.join(c.dir.as_deref().unwrap_or(Path::new("var/outbox")));
-                    Backend::Outbox(outboxes.get(&dir)?)
-                }
-                ProviderKind::Blackhole => Backend::Blackhole,
-                kind => {
-                    let timeout = std::time::Duration::from_secs_f64(
-                        c.timeout_secs.unwrap_or(10.0).max(0.05),
-                    );
-                    let client = clients
-                        .entry(timeout)
-                        .or_insert_with(|| http::client(timeout))
-                        .clone();
-                    let (remote, base) = Remote::open(
-                        kind,
-                        &format!("accounts.{name}"),
-                        &c.settings,
-                        client,
-                        timeout,
-                    )
-                    .map_err(scrubbed)?;
-                    Backend::Remote(kind, Box::new(remote), base)
-                }
-            };
-            let limiter = c.effective_rate_limit().and_then(|r| {
-                let (quota, burst) = match (r.per_second, r.per_minute) {
-                    (Some(n), _) => {
-                        let n = NonZeroU32::new(n)?;
-                        (Quota::per_second(n), n)
-                    }
-                    (None, Some(n)) => {
-                        let n = NonZeroU32::new(n)?;
-                        (Quota::per_minute(n), n)
-                    }
-                    (None, None) => return None,
-                };
-                let limiter =
-                    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>();
-                Some((limiter, r, burst))
-            });
-            let mut retry = RetryPolicy::default();
-            if let Some(a) = c.attempts {
-                retry.attempts = a.max(1);
-            }
-            list.push(Account {
-                name: name.clone(),
-                channel: c.channel,
-                backend,
-                limiter,
-                slots: Semaphore::new(c.concurrency.max(1)),
-                concurrency: c.concurrency.max(1),
-                stats: SendStats::default(),
-                retry,
-                reject: c.reject_receivers.clone(),
-                book: crate::recall::RecallBook::default(),
-                secrets,
-                halt: Arc::default(),
-            });
+        let maker = Maker {
+            base: base.to_path_buf(),
+            ..Maker::default()
+        };
+        let list = configs
+            .iter()
+            .map(|(name, c)| maker.build(name, c))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Accounts {
+            list,
+            maker,
+            versions: Mutex::default(),
+        })
+    }
+
+    /// The account at `index` as a message must be sent with: the version `live` names for
+    /// it (built on first use: its `${ENV}` references read in this process), else the job
+    /// file's. `Err` says why that version cannot send (its receivers fail with the reason).
+    pub fn pick(&self, index: usize, live: Option<&LiveAccount>) -> Result<Picked<'_>, String> {
+        let base = &self.list[index];
+        let Some(live) = live else {
+            return Ok(Picked::Base(base));
+        };
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let built = versions
+            .entry((index, live.version))
+            .or_insert_with(|| self.build_version(base, live))
+            .clone();
+        built.map(Picked::Version)
+    }
+
+    fn build_version(&self, base: &Account, live: &LiveAccount) -> Result<Arc<Account>, String> {
+        let why = |e: String| {
+            format!(
+                "account `{}` version {} cannot send: {e}",
+                base.name, live.version
+            )
+        };
+        let c: AccountConfig = serde_json::from_value(live.settings.clone())
+            .map_err(|e| why(format!("not an [accounts.NAME] table: {e}")))?;
+        if c.channel != base.channel {
+            return Err(why(format!(
+                "its channel is {}, the job's account sends {}",
+                c.channel.name(),
+                base.channel.name()
+            )));
         }
-        Ok(Accounts { list })
+        let problems = c.validate(&format!("accounts.{}", base.name));
+        if !problems.is_empty() {
+            return Err(why(base.secrets.scrub(&problems.join("; "))));
+        }
+        let mut a = self
+            .maker
+            .build(&base.name, &c)
+            .map_err(|e| why(e.to_string()))?;
+        a.version = live.version;
+        a.stats = base.stats.clone();
+        a.book = base.book.clone();
+        a.halt = base.halt.clone();
+        Ok(Arc::new(a))
+    }
+
+    /// The newest version of the account at `index` built in this process (the job file's
+    /// until a message sent with a changed one).
+    pub fn newest(&self, index: usize) -> Picked<'_> {
+        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        versions
+            .iter()
+            .filter(|((i, _), built)| *i == index && built.is_ok())
+            .max_by_key(|((_, v), _)| *v)
+            .and_then(|(_, built)| built.clone().ok())
+            .map_or(Picked::Base(&self.list[index]), Picked::Version)
     }
 
     /// Keeps each recall-channel account's recallable messages in `dir/<account>.jsonl`
@@ -263,7 +375,10 @@ impl Accounts {
     /// are kept in memory only.
     pub fn keep_recall_books(&mut self, dir: &Path, now: i64) -> std::io::Result<()> {
         for a in self.list.iter_mut().filter(|a| a.channel.supports_recall()) {
-            a.book = crate::recall::RecallBook::open(&dir.join(format!("{}.jsonl", a.name)), now)?;
+            a.book = Arc::new(crate::recall::RecallBook::open(
+                &dir.join(format!("{}.jsonl", a.name)),
+                now,
+            )?);
         }
         Ok(())
     }
@@ -307,6 +422,7 @@ mod tests {
         SendBatch {
             meta: Arc::new(MessageMeta {
                 live: None,
+                accounts: None,
                 message_id: "m".into(),
                 template_id: 1,
                 business_id: 1,

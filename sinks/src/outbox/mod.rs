@@ -130,6 +130,7 @@ mod tests {
         let o = Outbox::new(dir.path()).unwrap();
         let meta = Arc::new(MessageMeta {
             live: None,
+            accounts: None,
             message_id: "m1".into(),
             template_id: 7,
             business_id: 1,

@@ -102,7 +102,13 @@ impl Accounts {
                     .map(|&i| batch.receivers[i].clone())
                     .collect(),
             };
-            let got = self.get(account).send(&part).await;
+            // The account's version at the message's event time (a change record's, or the
+            // job file's).
+            let live = batch.meta.account(&self.get(account).name);
+            let got = match self.pick(account, live) {
+                Ok(a) => a.send(&part).await,
+                Err(why) => part.receivers.iter().map(|_| Err(why.clone())).collect(),
+            };
             let mut still = Vec::new();
             for (&i, outcome) in pending.iter().zip(got) {
                 match outcome {
@@ -147,6 +153,7 @@ impl Accounts {
         template_id: i64,
         message_ids: &[String],
         now: i64,
+        live: Option<&tidings_model::message::LiveAccounts>,
     ) -> Vec<Recalled> {
         let mut seen = std::collections::HashSet::new();
         let ids: Vec<String> = if message_ids.is_empty() {
@@ -167,7 +174,14 @@ impl Accounts {
             // Every member: receivers failed over were sent (and are recalled) by another.
             let mut known = false;
             for &a in order {
-                let calls = self.get(a).recall(&id, template_id, now).await;
+                // The version at the recall's event time; one that cannot be built here
+                // recalls with the job file's (the recall book is the account's, not the
+                // version's).
+                let version = live.and_then(|l| l.get(&self.get(a).name));
+                let account = self
+                    .pick(a, version)
+                    .unwrap_or(crate::account::Picked::Base(self.get(a)));
+                let calls = account.recall(&id, template_id, now).await;
                 known |= !calls.is_empty();
                 out.extend(calls.into_iter().map(|(entry, result)| Recalled {
                     message_id: id.clone(),
@@ -229,6 +243,7 @@ mod tests {
         let batch = SendBatch {
             meta: std::sync::Arc::new(tidings_model::MessageMeta {
                 live: None,
+                accounts: None,
                 message_id: "m-1".into(),
                 template_id: 6,
                 business_id: 1,
@@ -247,7 +262,7 @@ mod tests {
         );
         let now = crate::util::kit::now_ms();
         let recalled = accounts
-            .recall_routed(&order, 6, &["m-1".into()], now)
+            .recall_routed(&order, 6, &["m-1".into()], now, None)
             .await;
         let mut reached: Vec<String> = recalled
             .iter()
@@ -258,7 +273,7 @@ mod tests {
         assert_eq!(reached, ["u1", "u2"], "{recalled:?}");
         // Another template's recall does not take it back.
         let other = accounts
-            .recall_routed(&order, 7, &["m-2".into()], now)
+            .recall_routed(&order, 7, &["m-2".into()], now, None)
             .await;
         assert!(other[0].result.is_err());
     }

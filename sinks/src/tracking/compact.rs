@@ -621,6 +621,7 @@ mod tests {
         for f in 0..files {
             let meta = std::sync::Arc::new(MessageMeta {
                 live: None,
+                accounts: None,
                 message_id: format!("m{f}"),
                 template_id: 1,
                 business_id: 2,

@@ -410,6 +410,7 @@ mod tests {
         let mut w = ParquetTracking::new(dir.path(), tz, Arc::new(Templates::default()), "r1", 0);
         let meta = Arc::new(MessageMeta {
             live: None,
+            accounts: None,
             message_id: "m".into(),
             template_id: 1,
             business_id: 2,

@@ -219,6 +219,7 @@ pub(crate) fn test_batch(channel: Channel, content: &str) -> SendBatch {
     SendBatch {
         meta: std::sync::Arc::new(tidings_model::MessageMeta {
             live: None,
+            accounts: None,
             message_id: "m1".into(),
             template_id: 7,
             business_id: 1,

@@ -80,6 +80,68 @@ fn token_like(segment: &str) -> bool {
     (n >= 6 && segment.chars().any(|c| c.is_ascii_digit())) || n >= 20
 }
 
+/// The keys of `settings` whose values hold a secret written in clear rather than as an
+/// `${ENV}` reference (what the scrubber would hide, once the references are taken out): a
+/// value under a secret-looking key, or a URL's userinfo, query value or token-like path
+/// segment.
+pub fn clear_secrets(settings: &Map<String, Value>) -> Vec<String> {
+    fn walk(key: &str, path: String, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(text) => {
+                let bare = without_references(text);
+                let mut found = Secrets::default();
+                let is_url = reqwest::Url::parse(bare.trim()).is_ok_and(|u| u.has_host());
+                if secret_key(key) && !is_url {
+                    found.add(bare.trim());
+                }
+                found.add_url_parts(&bare);
+                if !found.is_empty() {
+                    out.push(path);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(key, format!("{path}[{i}]"), item, out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    walk(k, format!("{path}.{k}"), item, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (k, v) in settings {
+        walk(k, k.clone(), v, &mut out);
+    }
+    out
+}
+
+/// `text` with every `${NAME}` reference taken out (a `$${` stays a literal).
+fn without_references(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        if at > 0 && rest[..at].ends_with('$') {
+            out.push_str(&rest[..at + 2]);
+            rest = &rest[at + 2..];
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        match rest[at..].find('}') {
+            Some(end) => rest = &rest[at + end + 1..],
+            None => {
+                rest = &rest[at..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Secrets {
     /// The secrets of an account's `settings` (references expanded; one that cannot be is
     /// skipped here: the settings check reports it).
@@ -188,6 +250,27 @@ mod tests {
         assert!(e.contains("TIDINGS_SURELY_UNSET_42"), "{e}");
         assert!(expand("${oops").unwrap_err().contains("closing"));
         assert!(expand("${a b}").unwrap_err().contains("not a variable"));
+    }
+
+    #[test]
+    fn secrets_in_clear_are_found_and_references_pass() {
+        let raw: Map<String, Value> = serde_json::from_str(
+            r#"{"secret_id": "${SMS_ID}", "secret_key": "${SMS_KEY}", "region": "ap-guangzhou",
+                "url": "https://oapi.dingtalk.com/robot/send?access_token=${DT_TOKEN}",
+                "hook": "https://open.feishu.cn/open-apis/bot/v2/hook/${FEISHU_HOOK}",
+                "endpoint": "http://127.0.0.1:8080/open-apis/bot/v2/hook"}"#,
+        )
+        .unwrap();
+        assert_eq!(clear_secrets(&raw), Vec::<String>::new());
+        let raw: Map<String, Value> = serde_json::from_str(
+            r#"{"secret_key": "s3cr3t-value", "nested": {"token": "abcd1234"},
+                "url": "https://oapi.dingtalk.com/robot/send?access_token=deadbeef42",
+                "hook": "https://open.feishu.cn/open-apis/bot/v2/hook/b7e2c1d0-aaaa-bbbb-cccc"}"#,
+        )
+        .unwrap();
+        let mut found = clear_secrets(&raw);
+        found.sort();
+        assert_eq!(found, ["hook", "nested.token", "secret_key", "url"]);
     }
 
     #[test]

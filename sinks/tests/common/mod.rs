@@ -15,6 +15,7 @@ pub fn batch<R: ToString>(id: &str, channel: Channel, content: &str, receivers: 
     SendBatch {
         meta: Arc::new(MessageMeta {
             live: None,
+            accounts: None,
             message_id: id.into(),
             template_id: 9,
             business_id: 1,
