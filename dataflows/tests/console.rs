@@ -71,6 +71,28 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
         .arg(&kafka_job)
         .output()
         .unwrap();
+    // An account of the running Kafka job changed from the CLI (a rate limit added: it stays
+    // memory-queued), then listed with its version.
+    let account = if out.status.success() {
+        let table = kafka_dir.join("account.toml");
+        std::fs::write(
+            &table,
+            "[accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox2\"\nrate_limit = { per_second = 100 }\n",
+        )
+        .unwrap();
+        let cli = |args: &[&str]| {
+            let mut all = vec!["template"];
+            all.extend_from_slice(args);
+            all.extend_from_slice(&["--job", "live", "--server", &url, "--token", "op-token"]);
+            common::tidings(&all)
+        };
+        Some((
+            cli(&["account", "out", table.to_str().unwrap()]),
+            cli(&["accounts"]),
+        ))
+    } else {
+        None
+    };
     let _ = Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])
         .status();
@@ -81,6 +103,12 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
         "console check failed:\n{stdout}\n{}\nserve log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+    );
+    let (changed, listed) = account.unwrap();
+    assert!(changed.contains("\"version\": 1"), "{changed}");
+    assert!(
+        listed.contains("var/outbox2") && listed.contains("\"version\": 1"),
+        "{listed}"
     );
     for page in [
         "login",

@@ -388,7 +388,7 @@ fn templates_change_through_the_door_from_their_event_time() {
     };
     let id_of = |v: &Value| v["data"][0]["messageId"].as_str().unwrap().to_string();
 
-    let (before, after) = rt.block_on(async {
+    let (before, after, moved) = rt.block_on(async {
         let (s, first) = post(&client, &url("/send"), bulk, &send_body("13800138000", "a")).await;
         assert_eq!(s, 200, "{first}");
         pause();
@@ -410,6 +410,29 @@ fn templates_change_through_the_door_from_their_event_time() {
         pause();
         let (s, b) = post(&client, &url("/send"), bulk, &send_body("13800138001", "b")).await;
         assert_eq!(s, 200, "{b}");
+        // Account settings change the same way; a secret only as an ${ENV} reference.
+        let out2 = json!({"channel": "sms", "provider": "outbox", "dir": "var/outbox2"});
+        let (s, _) = post(&client, &url("/accounts/out"), bulk, &out2).await;
+        assert_eq!(s, 403);
+        let clear = json!({"channel": "sms", "provider": "tencent_sms",
+            "settings": {"secret_id": "AKIDclear0123456", "secret_key": "${SMS_KEY}"}});
+        let (s, a) = post(&client, &url("/accounts/out"), ops, &clear).await;
+        assert_eq!(s, 400, "{a}");
+        assert!(a["msg"].as_str().unwrap().contains("in clear"), "{a}");
+        let (s, a) = post(&client, &url("/accounts/out"), ops, &out2).await;
+        assert_eq!((s, a["data"]["version"].as_u64()), (200, Some(1)), "{a}");
+        let accounts = get(&client, &url("/accounts"), "bulk-token").await;
+        assert_eq!(accounts["data"][0]["version"], 1, "{accounts}");
+        assert_eq!(accounts["data"][0]["settings"]["dir"], "var/outbox2");
+        pause();
+        let (s, b2) = post(
+            &client,
+            &url("/send"),
+            bulk,
+            &send_body("13800138001", "b2"),
+        )
+        .await;
+        assert_eq!(s, 200, "{b2}");
         // The lists change the same way (and a sender may not change them either).
         let wl = json!({"whitelist": ["13800138001"]});
         let (s, _) = post(&client, &url("/lists"), bulk, &wl).await;
@@ -434,10 +457,10 @@ fn templates_change_through_the_door_from_their_event_time() {
         let listed = get(&client, &url("/templates"), "ops-token").await;
         assert_eq!(listed["data"][0]["version"], 2, "{listed}");
         assert_eq!(listed["data"][0]["enabled"], false, "{listed}");
-        (id_of(&first), id_of(&b))
+        (id_of(&first), id_of(&b), id_of(&b2))
     });
     let rows = tracked(&job);
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
     let outbox = std::fs::read_to_string(dir.path().join("var/outbox/sms.jsonl")).unwrap();
     let content: BTreeMap<String, String> = outbox
         .lines()
@@ -451,4 +474,10 @@ fn templates_change_through_the_door_from_their_event_time() {
         .collect();
     assert_eq!(content[&before], "hi a");
     assert_eq!(content[&after], "bye b");
+    assert!(!content.contains_key(&moved));
+    let outbox2 = std::fs::read_to_string(dir.path().join("var/outbox2/sms.jsonl")).unwrap();
+    assert!(
+        outbox2.contains(&moved) && outbox2.contains("bye b2"),
+        "{outbox2}"
+    );
 }

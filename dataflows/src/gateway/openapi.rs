@@ -119,8 +119,16 @@ pub fn document() -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
                         "properties": {"discard": {"type": "array", "items": {"type": "integer"}},
                             "whitelist": {"type": "array", "items": {"type": "string"}}}}}}},
-                    "responses": change}
-            }
+                    "responses": change.clone()}
+            },
+            "/accounts": {"get": {"summary": "The job's accounts: channel and provider, and the version and table the changes made through this door gave each",
+                "responses": {"200": {"description": "{code, msg, data: [{account, version, channel, provider | settings, eventTime, source}]}"}}}},
+            "/accounts/{name}": {"post": {"summary": "Replace an account's settings from now on (a caller with templates = true); secrets only as ${ENV} references",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                    "description": "the [accounts.NAME] table as JSON (docs/job-file.md); the channel and queue stay the job file's",
+                    "required": ["channel", "provider"]}}}},
+                "responses": change}}
         }
     })
 }

@@ -86,8 +86,9 @@ pub struct AccountConfig {
 /// against the job file's accounts, as every worker makes it: a pure function of the job file
 /// and the change (the `${ENV}` references are not read here; a process that cannot read one
 /// fails that version's sends with the reason). The account must be one of the job's (not a
-/// group), keep its channel and its queue, pass the table's checks, and hold its secrets as
-/// `${ENV}` references only.
+/// group), keep its channel and its queue (`queue` left out: the job file's; `max_queued`
+/// stays the job file's), pass the table's checks, and hold its secrets as `${ENV}`
+/// references only.
 pub fn change_check(
     configs: &std::collections::BTreeMap<String, AccountConfig>,
     kafka_job: bool,
@@ -114,7 +115,9 @@ pub fn change_check(
                 base.channel.name()
             )));
         }
-        if c.queues_in_kafka(kafka_job) != base.queues_in_kafka(kafka_job) {
+        // Left out, the queue stays the job file's (a rate limit added to a memory-queued
+        // account does not move it to Kafka); given, it must be the same.
+        if c.queue.is_some() && c.queues_in_kafka(kafka_job) != base.queues_in_kafka(kafka_job) {
             return Err(why(
                 "its queue (memory or kafka) would change; that needs the job file and a restart"
                     .into(),
