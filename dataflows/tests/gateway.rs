@@ -419,6 +419,7 @@ fn templates_change_through_the_door_from_their_event_time() {
         let (s, a) = post(&client, &url("/accounts/out"), ops, &clear).await;
         assert_eq!(s, 400, "{a}");
         assert!(a["msg"].as_str().unwrap().contains("in clear"), "{a}");
+        assert!(!a.to_string().contains("AKIDclear"), "{a}");
         let (s, a) = post(&client, &url("/accounts/out"), ops, &out2).await;
         assert_eq!((s, a["data"]["version"].as_u64()), (200, Some(1)), "{a}");
         let accounts = get(&client, &url("/accounts"), "bulk-token").await;

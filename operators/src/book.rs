@@ -656,6 +656,18 @@ impl Book {
         }
         self.account_history.clear();
         for e in saved.accounts {
+            // The job file may have changed since (an account gone, another channel): a
+            // version that no longer fits is dropped, and the job file's table holds.
+            if let Err(why) = self.check_account(&e.name, &e.settings) {
+                tracing::warn!(
+                    "{}: account `{}` version {} from {} no longer fits the job file, dropped: {why}",
+                    path.display(),
+                    e.name,
+                    e.version,
+                    e.source
+                );
+                continue;
+            }
             self.account_history
                 .entry(e.name.clone())
                 .or_default()
@@ -725,13 +737,52 @@ impl<'s> SplitChanges<'s> for StreamVec<'s, Epoch, SourceRecord> {
 }
 
 fn change_of(rec: SourceRecord, op: Op, origin: usize) -> Change {
+    let source = rec.position();
+    let bytes = redacted(&op, rec.bytes);
     Change {
         event_time: rec.event_time,
         order: ((rec.partition as u32 as u128) << 96) | ((rec.offset as u64 as u128) << 32),
-        source: rec.position(),
+        source,
         origin,
         op,
-        bytes: rec.bytes,
+        bytes,
+    }
+}
+
+/// The record as a dead letter may keep it: an account change's provider settings may hold a
+/// secret written in clear (the reason it is refused), so they are not kept.
+fn redacted(op: &Op, bytes: Vec<u8>) -> Vec<u8> {
+    fn mask(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => m.values_mut().for_each(mask),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(mask),
+            leaf => *leaf = "***".into(),
+        }
+    }
+    match op {
+        Op::Account { name, settings } => {
+            let mut table = settings.clone();
+            if let Some(s) = table.get_mut("settings") {
+                mask(s);
+            }
+            serde_json::json!({"code": "account", "name": name, "account": table})
+                .to_string()
+                .into_bytes()
+        }
+        Op::Bad(_) if memchr::memmem::find(&bytes, b"account").is_some() => {
+            let code = |p: &Probe| p.code.as_deref() == Some("account");
+            let is_account = serde_json::from_slice::<Probe>(&bytes).is_ok_and(|p| {
+                code(&p)
+                    || matches!(&p.payload, Some(serde_json::Value::String(inner))
+                        if serde_json::from_str::<Probe>(inner).is_ok_and(|p| code(&p)))
+            });
+            if is_account {
+                br#"{"code":"account","account":"(not kept: it may hold secrets)"}"#.to_vec()
+            } else {
+                bytes
+            }
+        }
+        _ => bytes,
     }
 }
 

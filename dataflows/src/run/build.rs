@@ -91,7 +91,8 @@ impl Services {
             .clone()
             .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
         let health = Health::new(stop.clone());
-        let mut accounts = Accounts::build(&share_rates(job, opts), &job.base)?;
+        let mut accounts =
+            Accounts::build(&share_rates(job, opts), &job.base)?.shared_by(processes(opts));
         accounts.halt_with(health.halt_flag());
         accounts.keep_recall_books(&job.state_dir.join("recall"), wall_ms())?;
         let (route_of, route_by_name) = routes(job, &accounts);
@@ -228,19 +229,17 @@ fn share_rates(
     job: &Job,
     opts: &RunOptions,
 ) -> std::collections::BTreeMap<String, tidings_sinks::account::AccountConfig> {
-    let mut accounts = job.file.accounts.clone();
-    let n = opts.cluster.as_ref().map_or(1, |c| c.processes()) as u32;
-    if n > 1 {
-        for a in accounts.values_mut() {
-            // A provider's own quota too.
-            a.rate_limit = a.effective_rate_limit();
-            if let Some(r) = a.rate_limit.as_mut() {
-                r.per_second = r.per_second.map(|x| x.div_ceil(n));
-                r.per_minute = r.per_minute.map(|x| x.div_ceil(n));
-            }
-        }
-    }
-    accounts
+    let n = processes(opts);
+    job.file
+        .accounts
+        .iter()
+        .map(|(name, a)| (name.clone(), a.shared_by(n)))
+        .collect()
+}
+
+/// The number of processes of the run.
+fn processes(opts: &RunOptions) -> u32 {
+    opts.cluster.as_ref().map_or(1, |c| c.processes()) as u32
 }
 
 /// The Redis writer of `tracking.redis` (if set) and the sink the tracking stage feeds it by.

@@ -127,8 +127,20 @@ pub fn change_check(
         problems.extend(
             crate::util::secrets::clear_secrets(&c.settings)
                 .into_iter()
-                .map(|key| format!("settings.{key} holds a secret in clear; write it as a \"${{ENV}}\" reference")),
+                .map(|key| format!("settings.{key} holds a secret in clear (or a malformed ${{…}}); write it as a \"${{ENV}}\" reference")),
         );
+        // A change names where it writes only inside the job's directory.
+        if let Some(dir) = &c.dir
+            && (dir.is_absolute()
+                || dir
+                    .components()
+                    .any(|p| matches!(p, std::path::Component::ParentDir)))
+        {
+            problems.push(format!(
+                "dir {}: a change writes inside the job's directory only (a relative path without ..)",
+                dir.display()
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -136,6 +148,11 @@ pub fn change_check(
         }
     }
 }
+
+/// The most provider calls an account may have in flight.
+pub const MAX_CONCURRENCY: usize = 100_000;
+/// The longest a provider call may take, in seconds.
+pub const MAX_TIMEOUT_SECS: f64 = 3600.0;
 
 /// Where an account's deliveries wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -159,6 +176,20 @@ impl RateLimitConfig {
 }
 
 impl AccountConfig {
+    /// The account as one of `n` processes sends with it: 1/`n` of its rate (rounded up; its
+    /// provider's own quota too), so the cluster keeps the account's limit.
+    pub fn shared_by(&self, n: u32) -> AccountConfig {
+        let mut a = self.clone();
+        if n > 1 {
+            a.rate_limit = a.effective_rate_limit();
+            if let Some(r) = a.rate_limit.as_mut() {
+                r.per_second = r.per_second.map(|x| x.div_ceil(n));
+                r.per_minute = r.per_minute.map(|x| x.div_ceil(n));
+            }
+        }
+        a
+    }
+
     /// The account's rate limit, or its provider's quota when it sets none.
     pub fn effective_rate_limit(&self) -> Option<RateLimitConfig> {
         self.rate_limit.or_else(|| {
@@ -204,8 +235,17 @@ impl AccountConfig {
                 "{key}.dir: the outbox provider needs a directory, e.g. dir = \"var/outbox\""
             ));
         }
-        if self.concurrency == 0 {
-            p.push(format!("{key}.concurrency: must be at least 1"));
+        if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
+            p.push(format!(
+                "{key}.concurrency: must be between 1 and {MAX_CONCURRENCY}"
+            ));
+        }
+        if let Some(t) = self.timeout_secs
+            && !(t > 0.0 && t <= MAX_TIMEOUT_SECS)
+        {
+            p.push(format!(
+                "{key}.timeout_secs: must be more than 0 and at most {MAX_TIMEOUT_SECS}"
+            ));
         }
         if let Some(r) = self.rate_limit {
             match (r.per_second, r.per_minute) {

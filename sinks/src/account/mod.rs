@@ -54,8 +54,10 @@ pub struct Account {
     /// Its channel.
     pub channel: Channel,
     backend: Backend,
-    limiter: Option<(Limiter, RateLimitConfig, NonZeroU32)>,
-    slots: Semaphore,
+    /// Shared with the account's other versions while they keep its rate limit.
+    limiter: Option<Arc<(Limiter, RateLimitConfig, NonZeroU32)>>,
+    /// Shared with the account's other versions while they keep its concurrency.
+    slots: Arc<Semaphore>,
     concurrency: usize,
     /// Live counters (admin API, `/metrics`), shared by the account's versions.
     pub stats: Arc<SendStats>,
@@ -156,7 +158,7 @@ impl Account {
     pub fn rate(&self) -> Option<(f64, u32)> {
         self.limiter
             .as_ref()
-            .map(|(_, r, burst)| (r.permits_per_second(), burst.get()))
+            .map(|l| (l.1.permits_per_second(), l.2.get()))
     }
 
     /// The live view of this account: its limiter and its sends.
@@ -168,8 +170,8 @@ impl Account {
             "channel": self.channel.name(),
             "provider": self.provider(),
             "rate_limit": self.rate().map(|(per, burst)| serde_json::json!({
-                "per_second": self.limiter.as_ref().and_then(|(_, r, _)| r.per_second),
-                "per_minute": self.limiter.as_ref().and_then(|(_, r, _)| r.per_minute),
+                "per_second": self.limiter.as_ref().and_then(|l| l.1.per_second),
+                "per_minute": self.limiter.as_ref().and_then(|l| l.1.per_minute),
                 "burst": burst,
                 "tokens": (self.stats.tokens(per, burst) * 10.0).floor() / 10.0,
                 "waiting": stats.waiting,
@@ -189,13 +191,16 @@ pub struct Accounts {
     list: Vec<Account>,
     /// What builds a version: the job file's directory, shared outboxes and HTTP clients.
     maker: Maker,
-    /// Versions built so far, by (account index, version); an error says why one cannot be.
-    versions: Mutex<HashMap<(usize, u32), Result<Arc<Account>, String>>>,
+    /// Versions built so far, by account index, version and table (a version number names
+    /// one table within a run; the table guards against a stale one from an older run).
+    versions: Mutex<HashMap<(usize, u32, String), Arc<Account>>>,
 }
 
 /// What an account is built with.
 #[derive(Default)]
 struct Maker {
+    /// The processes of the run: each sends at 1/n of a version's rate, as of the job file's.
+    processes: u32,
     base: PathBuf,
     outboxes: Outboxes,
     clients: Mutex<HashMap<Duration, reqwest::Client>>,
@@ -214,7 +219,12 @@ impl Maker {
             }
             ProviderKind::Blackhole => Backend::Blackhole,
             kind => {
-                let timeout = Duration::from_secs_f64(c.timeout_secs.unwrap_or(10.0).max(0.05));
+                let timeout = Duration::try_from_secs_f64(
+                    c.timeout_secs
+                        .unwrap_or(10.0)
+                        .clamp(0.05, config::MAX_TIMEOUT_SECS),
+                )
+                .unwrap_or(Duration::from_secs(10));
                 let client = self
                     .clients
                     .lock()
@@ -247,7 +257,7 @@ impl Maker {
             };
             let limiter =
                 RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>();
-            Some((limiter, r, burst))
+            Some(Arc::new((limiter, r, burst)))
         });
         let mut retry = RetryPolicy::default();
         if let Some(a) = c.attempts {
@@ -258,8 +268,10 @@ impl Maker {
             channel: c.channel,
             backend,
             limiter,
-            slots: Semaphore::new(c.concurrency.max(1)),
-            concurrency: c.concurrency.max(1),
+            slots: Arc::new(Semaphore::new(
+                c.concurrency.clamp(1, config::MAX_CONCURRENCY),
+            )),
+            concurrency: c.concurrency.clamp(1, config::MAX_CONCURRENCY),
             stats: Arc::default(),
             version: 0,
             retry,
@@ -297,6 +309,7 @@ impl Accounts {
         base: &Path,
     ) -> std::io::Result<Accounts> {
         let maker = Maker {
+            processes: 1,
             base: base.to_path_buf(),
             ..Maker::default()
         };
@@ -311,6 +324,13 @@ impl Accounts {
         })
     }
 
+    /// Versions made by change records send at 1/`n` of their rate, as the job file's
+    /// accounts of a process of an `n`-process cluster do.
+    pub fn shared_by(mut self, n: u32) -> Accounts {
+        self.maker.processes = n.max(1);
+        self
+    }
+
     /// The account at `index` as a message must be sent with: the version `live` names for
     /// it (built on first use: its `${ENV}` references read in this process), else the job
     /// file's. `Err` says why that version cannot send (its receivers fail with the reason).
@@ -319,12 +339,16 @@ impl Accounts {
         let Some(live) = live else {
             return Ok(Picked::Base(base));
         };
+        let key = (index, live.version, live.settings.to_string());
         let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-        let built = versions
-            .entry((index, live.version))
-            .or_insert_with(|| self.build_version(base, live))
-            .clone();
-        built.map(Picked::Version)
+        if let Some(built) = versions.get(&key) {
+            return Ok(Picked::Version(built.clone()));
+        }
+        // Not cached when it fails: a later message tries again (the variable may be set by
+        // then, a directory may be writable again).
+        let built = self.build_version(base, live)?;
+        versions.insert(key, built.clone());
+        Ok(Picked::Version(built))
     }
 
     fn build_version(&self, base: &Account, live: &LiveAccount) -> Result<Arc<Account>, String> {
@@ -336,6 +360,13 @@ impl Accounts {
         };
         let c: AccountConfig = serde_json::from_value(live.settings.clone())
             .map_err(|e| why(format!("not an [accounts.NAME] table: {e}")))?;
+        let c = c.shared_by(self.maker.processes);
+        // Its own secrets and the job file's: neither may leave in a reason.
+        let secrets = {
+            let mut s = Secrets::of_settings(&c.settings);
+            s.extend(&base.secrets);
+            s
+        };
         if c.channel != base.channel {
             return Err(why(format!(
                 "its channel is {}, the job's account sends {}",
@@ -345,13 +376,24 @@ impl Accounts {
         }
         let problems = c.validate(&format!("accounts.{}", base.name));
         if !problems.is_empty() {
-            return Err(why(base.secrets.scrub(&problems.join("; "))));
+            return Err(secrets.scrub(&why(problems.join("; "))));
         }
         let mut a = self
             .maker
             .build(&base.name, &c)
-            .map_err(|e| why(e.to_string()))?;
+            .map_err(|e| secrets.scrub(&why(e.to_string())))?;
         a.version = live.version;
+        a.secrets = secrets;
+        // The same rate limit or concurrency: the same permits, so old and new versions
+        // together keep the account's limits.
+        if let (Some(mine), Some(theirs)) = (&a.limiter, &base.limiter)
+            && mine.1 == theirs.1
+        {
+            a.limiter = Some(theirs.clone());
+        }
+        if a.concurrency == base.concurrency {
+            a.slots = base.slots.clone();
+        }
         a.stats = base.stats.clone();
         a.book = base.book.clone();
         a.halt = base.halt.clone();
@@ -364,9 +406,9 @@ impl Accounts {
         let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         versions
             .iter()
-            .filter(|((i, _), built)| *i == index && built.is_ok())
-            .max_by_key(|((_, v), _)| *v)
-            .and_then(|(_, built)| built.clone().ok())
+            .filter(|((i, _, _), _)| *i == index)
+            .max_by_key(|((_, v, _), _)| *v)
+            .map(|(_, built)| built.clone())
             .map_or(Picked::Base(&self.list[index]), Picked::Version)
     }
 

@@ -103,7 +103,7 @@ impl Account {
         if self.halt.load(Ordering::Relaxed) {
             return false;
         }
-        let Some((limiter, rate, burst)) = &self.limiter else {
+        let Some((limiter, rate, burst)) = self.limiter.as_deref() else {
             return true;
         };
         let _waiting = Raised::new(&self.stats.waiting);

@@ -81,24 +81,33 @@ fn token_like(segment: &str) -> bool {
 }
 
 /// The keys of `settings` whose values hold a secret written in clear rather than as an
-/// `${ENV}` reference (what the scrubber would hide, once the references are taken out): a
-/// value under a secret-looking key, or a URL's userinfo, query value or token-like path
-/// segment.
+/// `${ENV}` reference (what the scrubber would hide, once the references stand for a
+/// placeholder): a value under a secret-looking key (a number too), a URL's userinfo, query
+/// value or token-like path segment, or a malformed reference (`${…}` that is not a variable
+/// name: likely a secret wrapped by mistake).
 pub fn clear_secrets(settings: &Map<String, Value>) -> Vec<String> {
     fn walk(key: &str, path: String, v: &Value, out: &mut Vec<String>) {
         match v {
             Value::String(text) => {
-                let bare = without_references(text);
+                let Some(bare) = with_placeholders(text) else {
+                    out.push(path);
+                    return;
+                };
                 let mut found = Secrets::default();
                 let is_url = reqwest::Url::parse(bare.trim()).is_ok_and(|u| u.has_host());
                 if secret_key(key) && !is_url {
                     found.add(bare.trim());
                 }
                 found.add_url_parts(&bare);
+                // A URL whose base is a reference (`${BASE}/send?token=…`) reads as a path.
+                if !is_url && (bare.contains('/') || bare.contains('?')) {
+                    found.add_url_parts(&format!("http://x/{}", bare.trim()));
+                }
                 if !found.is_empty() {
                     out.push(path);
                 }
             }
+            Value::Number(n) if secret_key(key) && n.to_string().len() >= MIN_LEN => out.push(path),
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     walk(key, format!("{path}[{i}]"), item, out);
@@ -119,27 +128,35 @@ pub fn clear_secrets(settings: &Map<String, Value>) -> Vec<String> {
     out
 }
 
-/// `text` with every `${NAME}` reference taken out (a `$${` stays a literal).
-fn without_references(text: &str) -> String {
+/// `text` with every `${NAME}` reference standing for a placeholder word (`x`: a host, a
+/// path segment or a value that is no secret); `None` when a `${` is not a valid reference.
+fn with_placeholders(text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.find("${") {
-        if at > 0 && rest[..at].ends_with('$') {
-            out.push_str(&rest[..at + 2]);
-            rest = &rest[at + 2..];
-            continue;
-        }
+    while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
-        match rest[at..].find('}') {
-            Some(end) => rest = &rest[at + end + 1..],
-            None => {
-                rest = &rest[at..];
-                break;
+        let after = &rest[at..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail.find('}')?;
+            let name = &tail[..end];
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return None;
             }
+            out.push('x');
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
         }
     }
     out.push_str(rest);
-    out
+    Some(out)
 }
 
 impl Secrets {
@@ -228,6 +245,16 @@ impl Secrets {
         out
     }
 
+    /// Adds every secret of `other`.
+    pub fn extend(&mut self, other: &Secrets) {
+        for v in &other.values {
+            if !self.values.contains(v) {
+                self.values.push(v.clone());
+            }
+        }
+        self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    }
+
     /// Whether there is nothing to scrub.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
@@ -271,6 +298,17 @@ mod tests {
         let mut found = clear_secrets(&raw);
         found.sort();
         assert_eq!(found, ["hook", "nested.token", "secret_key", "url"]);
+        // A reference standing for the host or the base does not hide a token after it; a
+        // secret wrapped in ${…} by mistake and a number under a secret key are in clear too.
+        let raw: Map<String, Value> = serde_json::from_str(
+            r#"{"url": "${DT_BASE}/robot/send?access_token=deadbeef42",
+                "endpoint": "https://${HOST}/hook123456abc", "secret_key": "${kT9+/aZ==}",
+                "password": 12345678, "port": 8080, "base": "https://${HOST}/open-apis/bot"}"#,
+        )
+        .unwrap();
+        let mut found = clear_secrets(&raw);
+        found.sort();
+        assert_eq!(found, ["endpoint", "password", "secret_key", "url"]);
     }
 
     #[test]
