@@ -30,13 +30,14 @@ impl Packed {
 /// The content rule's state: per key, the event times of its admissions. One admission (the
 /// common case with `num = 1`) is the key's 8-byte slot; a key with several keeps them, sorted,
 /// in `many` (which then speaks for the key).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ContentDedup {
     num: usize,
     window: Millis,
     templates: Arc<Templates>,
     admitted: ShardedMap<Packed>,
-    many: HashMap<u128, Box<[Millis]>>,
+    /// Keys with several entries (copy on write, as the tables: see `sharded.rs`).
+    many: Arc<HashMap<u128, Box<[Millis]>>>,
     sweep: Sweep,
 }
 
@@ -63,7 +64,7 @@ impl ContentDedup {
             window,
             templates,
             admitted: ShardedMap::default(),
-            many: HashMap::new(),
+            many: Arc::default(),
             sweep: Sweep::new(lateness, window.max(60_000)),
         }
     }
@@ -100,7 +101,7 @@ impl ContentDedup {
         }
         let at = ts.partition_point(|&a| a <= t);
         ts.insert(at, t);
-        self.many.insert(key, ts.into_boxed_slice());
+        Arc::make_mut(&mut self.many).insert(key, ts.into_boxed_slice());
         Ok(())
     }
 
@@ -133,7 +134,7 @@ impl KeyedRule for ContentDedup {
     fn evict(&mut self, watermark: Millis) {
         if let Some(horizon) = self.sweep.due(watermark) {
             let window = self.window;
-            let many = &mut self.many;
+            let many = Arc::make_mut(&mut self.many);
             self.admitted.retain(|key, slot| match many.get(&key) {
                 None => slot.time().saturating_add(window) > horizon,
                 Some(ts) => {
@@ -179,14 +180,14 @@ impl KeyedRule for ContentDedup {
         match values {
             [] => {}
             [t] => {
-                self.many.remove(&key);
+                Arc::make_mut(&mut self.many).remove(&key);
                 self.admitted.insert(key, Packed::of(*t));
             }
             ts => {
                 let mut ts = ts.to_vec();
                 ts.sort_unstable();
                 self.admitted.insert(key, Packed::of(ts[0]));
-                self.many.insert(key, ts.into_boxed_slice());
+                Arc::make_mut(&mut self.many).insert(key, ts.into_boxed_slice());
             }
         }
     }

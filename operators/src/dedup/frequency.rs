@@ -16,13 +16,14 @@ use crate::live::{self, RuleSummary};
 /// The frequency rule's state: per key, the admissions per local day. One day (the common
 /// case) is the key's 8-byte slot `(day, count)`; a key with several days keeps them in `many`
 /// (which then speaks for the key).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FrequencyDedup {
     num: u32,
     tz: Tz,
     templates: Arc<Templates>,
     counts: ShardedMap<(i32, u32)>,
-    many: HashMap<u128, Box<[(i32, u32)]>>,
+    /// Keys with several entries (copy on write, as the tables: see `sharded.rs`).
+    many: Arc<HashMap<u128, Box<[(i32, u32)]>>>,
     sweep: Sweep,
 }
 
@@ -35,7 +36,7 @@ impl FrequencyDedup {
             tz,
             templates,
             counts: ShardedMap::default(),
-            many: HashMap::new(),
+            many: Arc::default(),
             sweep: Sweep::new(lateness, 3_600_000),
         }
     }
@@ -53,12 +54,12 @@ impl FrequencyDedup {
         match days.as_slice() {
             [] => {}
             [one] => {
-                self.many.remove(&key);
+                Arc::make_mut(&mut self.many).remove(&key);
                 self.counts.insert(key, *one);
             }
             [first, ..] => {
                 self.counts.insert(key, *first);
-                self.many.insert(key, days.into_boxed_slice());
+                Arc::make_mut(&mut self.many).insert(key, days.into_boxed_slice());
             }
         }
     }
@@ -124,7 +125,7 @@ impl KeyedRule for FrequencyDedup {
         if let Some(horizon) = self.sweep.due(watermark) {
             let tz = self.tz;
             let alive = |day: i32| end_of_local_day(tz, day) > horizon;
-            let many = &mut self.many;
+            let many = Arc::make_mut(&mut self.many);
             self.counts.retain(|key, slot| match many.get(&key) {
                 None => alive(slot.0),
                 Some(v) => {

@@ -5,6 +5,12 @@
 //! judged in [`tidings_model::Delivery::order`]. Before judging epoch `e` the state is evicted
 //! up to the global watermark `W(e-1)` less the allowed lateness; the wall clock is never read.
 //!
+//! A cut's part is written off the worker thread: the worker hands a frozen copy of the state
+//! (copy on write: [`sharded`]) to the rule's writer thread, which encodes it, makes it durable
+//! and only then reports the part written — the cut completes, and offsets are committed, only
+//! after that. The final cut's part is written on the worker once the writer has finished. A
+//! write that fails fails the job on the worker's next turn, with the error.
+//!
 //! ```ignore
 //! let content = passes.dedup_by(ContentDedup::new(..), &admitted.marks, clock, None, None);
 //! let frequency = content.pass.dedup_by(FrequencyDedup::new(..), &admitted.marks, clock, None, None);
@@ -35,8 +41,9 @@ use crate::live::{self, Answer, Ask, Live, Question, RuleSummary};
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Mark, Tracked};
 
-/// A keyed rule: a plain state machine over deliveries of one key.
-pub trait KeyedRule: 'static {
+/// A keyed rule: a plain state machine over deliveries of one key. A clone is a frozen copy of
+/// its state, cheap to take (its tables are shared until written).
+pub trait KeyedRule: Clone + Send + 'static {
     /// The operator's name.
     const NAME: &'static str;
     /// The key a delivery is judged under.
@@ -86,14 +93,116 @@ fn answer<R: KeyedRule>(
     }
 }
 
-/// Writes `rule`'s part of checkpoint `epoch` and reports it written.
-fn checkpoint<R: KeyedRule>(rule: &R, c: &Checkpoints, epoch: Epoch, index: usize) {
-    let path = c
-        .part_path(epoch, &format!("{}-{index}.parquet", R::PART))
-        .and_then(|path| write_keyed(&path, rule.snapshot()).map(|()| path));
-    match path {
-        Ok(_) => c.part_written(epoch),
-        Err(e) => panic!("{} checkpoint: {e}", R::NAME),
+/// Writes `rule`'s part of checkpoint `epoch` durably; `Err` says why not.
+fn write_part<R: KeyedRule>(
+    rule: &R,
+    c: &Checkpoints,
+    epoch: Epoch,
+    index: usize,
+) -> Result<(), String> {
+    c.part_path(epoch, &format!("{}-{index}.parquet", R::PART))
+        .and_then(|path| write_keyed(&path, rule.snapshot()))
+        .map_err(|e| format!("{} checkpoint: {e}", R::NAME))
+}
+
+/// Writes `rule`'s part of checkpoint `epoch` and reports it written: on the writer thread
+/// (a frozen copy), or here for the final cut once the writer has finished.
+fn checkpoint<R: KeyedRule>(
+    rule: &R,
+    c: &Checkpoints,
+    epoch: Epoch,
+    index: usize,
+    w: &mut Writer<R>,
+) {
+    if epoch != FINAL && w.hand(epoch, rule) {
+        return;
+    }
+    w.finish();
+    match write_part(rule, c, epoch, index) {
+        Ok(()) => c.part_written(epoch),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A rule's checkpoint writer thread: frozen copies in, parts written, one cut at a time in
+/// order (a cut handed while one is being written waits its turn: at most one waits, then the
+/// worker waits too).
+struct Writer<R: KeyedRule> {
+    tx: Option<std::sync::mpsc::SyncSender<(Epoch, R)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl<R: KeyedRule> Writer<R> {
+    fn start(c: &Checkpoints, index: usize) -> Writer<R> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Epoch, R)>(1);
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (c, failure) = (c.clone(), failed.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-checkpoint-{index}", R::PART))
+            .spawn(move || {
+                for (epoch, frozen) in rx {
+                    let written = write_part(&frozen, &c, epoch, index);
+                    // The frozen tables go before the cut is reported: the worker's next
+                    // writes copy nothing.
+                    drop(frozen);
+                    match written {
+                        Ok(()) => c.part_written(epoch),
+                        Err(e) => {
+                            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        match thread {
+            Ok(t) => Writer {
+                tx: Some(tx),
+                thread: Some(t),
+                failed,
+            },
+            // No thread: every part is written on the worker.
+            Err(e) => {
+                tracing::warn!(
+                    "{} checkpoint writer thread: {e}; writing on the worker",
+                    R::NAME
+                );
+                Writer {
+                    tx: None,
+                    thread: None,
+                    failed,
+                }
+            }
+        }
+    }
+
+    /// Hands a frozen copy of `rule` for cut `epoch` to the thread; `false` when there is no
+    /// thread (write it here).
+    fn hand(&mut self, epoch: Epoch, rule: &R) -> bool {
+        self.check();
+        let Some(tx) = &self.tx else { return false };
+        if tx.send((epoch, rule.clone())).is_err() {
+            self.finish();
+            self.check();
+            panic!("{} checkpoint writer thread ended", R::NAME);
+        }
+        true
+    }
+
+    /// Fails the job (on the worker) if a write failed.
+    fn check(&self) {
+        if let Some(e) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits for every part handed to be written.
+    fn finish(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.check();
     }
 }
 
@@ -166,6 +275,7 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
                 (Capability<Epoch>, Capability<Epoch>, Vec<Delivery>),
             > = BTreeMap::new();
             let mut watermark = Watermark::default();
+            let mut writer = checkpoints.as_ref().map(|c| Writer::<R>::start(c, index));
             move |frontiers| {
                 let (data_frontier, mark_frontier) = (&frontiers[0], &frontiers[1]);
                 let (mut pass, mut rows) = (pass_out.activate(), rows_out.activate());
@@ -197,9 +307,12 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
                     .collect();
                 epochs.sort_unstable();
                 epochs.dedup();
+                if let Some(w) = &writer {
+                    w.check();
+                }
                 for epoch in epochs {
-                    if let Some(c) = &checkpoints {
-                        write_cuts(&rule, c, &mut written, epoch, index);
+                    if let (Some(c), Some(w)) = (&checkpoints, writer.as_mut()) {
+                        write_cuts(&rule, c, &mut written, epoch, index, w);
                     }
                     // Evict by the watermark of the epochs *before* this one: a record of epoch
                     // `e` is late only relative to what came before it, never to its own epoch.
@@ -219,8 +332,8 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
                 if let Some(q) = &questions {
                     answer(&rule, q, watermark.current());
                 }
-                if let Some(c) = &checkpoints {
-                    hold(&rule, c, &mut written, &mut held, frontiers, index);
+                if let (Some(c), Some(w)) = (&checkpoints, writer.as_mut()) {
+                    hold(&rule, c, &mut written, &mut held, frontiers, index, w);
                 }
             }
         });
@@ -271,11 +384,12 @@ fn hold<R: KeyedRule>(
     held: &mut Option<Vec<Capability<Epoch>>>,
     frontiers: &[MutableAntichain<Epoch>],
     index: usize,
+    w: &mut Writer<R>,
 ) {
     let Some(caps) = held.as_mut() else { return };
     if frontiers.iter().all(|f| f.is_empty()) {
-        write_cuts(rule, c, written, FINAL, index);
-        checkpoint(rule, c, FINAL, index);
+        write_cuts(rule, c, written, FINAL, index, w);
+        checkpoint(rule, c, FINAL, index, w);
         *held = None;
         return;
     }
@@ -284,7 +398,7 @@ fn hold<R: KeyedRule>(
         .filter_map(|f| f.frontier().first().copied())
         .min()
         .unwrap_or(FINAL);
-    write_cuts(rule, c, written, limit, index);
+    write_cuts(rule, c, written, limit, index, w);
     for cap in caps.iter_mut() {
         if limit > *cap.time() {
             cap.downgrade(&limit);
@@ -300,9 +414,10 @@ fn write_cuts<R: KeyedRule>(
     written: &mut Option<Epoch>,
     limit: Epoch,
     index: usize,
+    w: &mut Writer<R>,
 ) {
     for cut in c.cuts_between(*written, limit) {
-        checkpoint(rule, c, cut, index);
+        checkpoint(rule, c, cut, index, w);
         *written = Some(cut);
     }
 }
@@ -475,6 +590,47 @@ mod tests {
                     "2 send(s) to this receiver on this channel today".into()
                 )]
             )]
+        );
+    }
+
+    /// Parts go out on the writer thread, complete the cut only once durable, and a write that
+    /// fails fails the worker with the error.
+    #[test]
+    fn parts_are_written_off_the_worker_and_a_failed_write_fails_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
+        c.register();
+        c.register_source();
+        c.request_cut();
+        assert_eq!(c.source_turn(0, 7, true), None);
+        let mut rule = ContentDedup::new(1, 60_000, 0, templates());
+        for k in 0..1_000u128 {
+            rule.admit(k << 100 | k, at(10, 0)).unwrap();
+        }
+        let mut w = Writer::<ContentDedup>::start(&c, 0);
+        assert!(w.hand(7, &rule));
+        // The worker goes on changing its state while the frozen copy is written.
+        rule.admit(5 << 100 | 5_000, at(10, 1)).unwrap();
+        w.finish();
+        let part = c.dir_of(7).join("content-0.parquet");
+        let mut keys = 0;
+        read_keyed(&part, |_| true, |_, _| keys += 1).unwrap();
+        assert_eq!(keys, 1_000, "the state as it was at the cut");
+        c.deposit(7, 0, BTreeMap::new());
+        assert_eq!(c.complete_before(Some(8)).unwrap(), Some(7));
+
+        // A cut whose directory cannot be made (a file is in its way).
+        c.request_cut();
+        assert_eq!(c.source_turn(0, 9, true), None);
+        std::fs::write(c.dir_of(9), b"in the way").unwrap();
+        let mut w = Writer::<ContentDedup>::start(&c, 0);
+        assert!(w.hand(9, &rule));
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.finish()))
+            .expect_err("the failed write fails the worker");
+        let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.starts_with("ContentDedup checkpoint: "),
+            "{message}"
         );
     }
 }
