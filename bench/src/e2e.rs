@@ -8,8 +8,11 @@
 //!    over the span of its own tracking rows (first RECEIVE to last terminal row), so group
 //!    joining and the idle tail are not counted. Reports requests/s, receivers/s, the ratio to
 //!    raw, peak RSS and CPU seconds.
-//! 4. With `--rate R`, the job runs while requests are produced at `R`/s for `seconds`, and the
-//!    produce → SEND_SUCCESS latency (Kafka timestamp → row `time`) is reported as p50/p99.
+//! 4. With `--rate R`, the job runs while requests are produced at `R`/s for `seconds` by
+//!    **another process** (this binary's `produce` command, started as a child), over the
+//!    topic's partitions (the broker creates 4), with a checkpoint every second; the produce →
+//!    SEND_SUCCESS latency (Kafka timestamp → row `time`) is reported as p50/p99/p999/max over
+//!    the run and per 10 s window of event time, so growth over the run is visible.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -141,7 +144,7 @@ impl E2e {
             dir.join("job.toml"),
             format!(
                 "name = \"e2e\"\ntemplates = \"templates.toml\"\nworkers = 2\n\
-                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nepoch_ms = {}\n{bound}\
+                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nepoch_ms = {}\ncheckpoint_ms = 1000\n{bound}\
                  [tracking]\ndir = \"var/tracking\"\n{redis}\
                  [accounts.hole]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
                 self.brokers, self.epoch_ms
@@ -264,46 +267,123 @@ impl E2e {
         let start_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as i64;
-        let receivers = self.receivers;
-        let offered = (0..total).map(|i| {
-            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            request(i, receivers)
-        });
-        produce(&self.brokers, topic, offered, || {})?;
+        // The producer is another process: its CPU and allocations are not the job's.
+        let producer = std::process::Command::new(std::env::current_exe()?)
+            .args(["produce", "--topic", topic])
+            .args(["--rate", &rate.to_string()])
+            .args(["--seconds", &self.seconds.to_string()])
+            .args(["--receivers", &self.receivers.to_string()])
+            .env("KAFKA_BROKERS", &self.brokers)
+            .output()?;
+        anyhow::ensure!(
+            producer.status.success(),
+            "the producer process failed: {}",
+            String::from_utf8_lossy(&producer.stderr)
+        );
         let achieved = total as f64 / start.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_secs(3));
         stop.store(true, Ordering::Relaxed);
         runner
             .join()
             .map_err(|_| anyhow::anyhow!("run panicked"))??;
-        let mut latencies: Vec<i64> = read_events(&local_tracking(job)?.join("events"))?
+        let sent: Vec<(i64, i64)> = read_events(&local_tracking(job)?.join("events"))?
             .into_iter()
             .filter(|r| r.state == "SEND_SUCCESS" && r.event_time >= start_ms)
-            .map(|r| r.time - r.event_time)
+            .map(|r| (r.event_time, r.time - r.event_time))
             .collect();
+        let mut latencies: Vec<i64> = sent.iter().map(|&(_, l)| l).collect();
         latencies.sort_unstable();
-        let pct = |p: f64| -> Option<i64> {
-            (!latencies.is_empty())
-                .then(|| latencies[((latencies.len() - 1) as f64 * p).round() as usize])
-        };
+        let pct = |p: f64| percentile(&latencies, p);
+        // Per 10 s window of event time: growth over the run shows here.
+        let mut windows: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        for &(t, l) in &sent {
+            windows.entry((t - start_ms) / 10_000).or_default().push(l);
+        }
+        let windows: Vec<serde_json::Value> = windows
+            .into_iter()
+            .map(|(w, mut l)| {
+                l.sort_unstable();
+                serde_json::json!({"from_s": w * 10, "sent": l.len(),
+                    "p50": percentile(&l, 0.5), "p99": percentile(&l, 0.99),
+                    "p999": percentile(&l, 0.999), "max": l.last()})
+            })
+            .collect();
         Ok(serde_json::json!({
             "offered_requests_per_s": rate,
             "achieved_produce_per_s": achieved,
+            "producer": "another process (tidings-bench produce)",
+            "partitions": partitions(&self.brokers, topic),
+            "checkpoint_ms": 1000,
             "receivers_per_request": self.receivers,
             "seconds": self.seconds,
             "send_success": latencies.len(),
             "latency_ms_p50": pct(0.5),
             "latency_ms_p99": pct(0.99),
+            "latency_ms_p999": pct(0.999),
             "latency_ms_max": latencies.last(),
+            "windows_10s": windows,
             "redis_tracking": self.redis.is_some(),
             "epoch_ms": self.epoch_ms,
             "max_out_of_order_ms": self.max_out_of_order_ms,
             "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
         }))
     }
+}
+
+/// The `p` quantile of sorted `values`.
+fn percentile(values: &[i64], p: f64) -> Option<i64> {
+    (!values.is_empty()).then(|| values[((values.len() - 1) as f64 * p).round() as usize])
+}
+
+/// The number of partitions of `topic`, as the broker says.
+fn partitions(brokers: &str, topic: &str) -> Option<usize> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .ok()?;
+    let meta = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    meta.topics().first().map(|t| t.partitions().len())
+}
+
+/// Produces `rate` requests a second for `seconds` to `topic` (the latency run's producer
+/// process): each request stamped when it is handed to the client, at most 1 ms lingering.
+pub fn produce_paced(
+    brokers: &str,
+    topic: &str,
+    rate: u32,
+    seconds: u64,
+    receivers: u64,
+) -> anyhow::Result<u64> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let total = rate as u64 * seconds;
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let r = request(i, receivers);
+        let key = r.key.unwrap_or_default();
+        loop {
+            match producer.send(BaseRecord::<String, String>::to(topic).payload(&r.payload).key(&key)) {
+                Ok(()) => break,
+                Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(total)
 }
 
 /// The job's local tracking directory (the benches read their rows back from disk).

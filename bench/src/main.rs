@@ -74,6 +74,21 @@ enum Command {
         #[arg(long)]
         max_out_of_order_ms: Option<u64>,
     },
+    /// Produces requests at a fixed rate (the latency run's producer process).
+    Produce {
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Requests per second.
+        #[arg(long)]
+        rate: u32,
+        /// For this many seconds.
+        #[arg(long)]
+        seconds: u64,
+        /// Receivers per request.
+        #[arg(long, default_value_t = 1)]
+        receivers: u64,
+    },
     /// The graph to a blackhole, to Tencent SMS over HTTP (the provider simulator, in this
     /// process), and through a failing group member to it: receivers/s side by side.
     Providers {
@@ -175,6 +190,17 @@ fn main() -> anyhow::Result<()> {
             }
             .run()?;
             println!("{report}");
+            Ok(())
+        }
+        Command::Produce {
+            topic,
+            rate,
+            seconds,
+            receivers,
+        } => {
+            let n =
+                tidings_bench::e2e::produce_paced(&brokers(), &topic, rate, seconds, receivers)?;
+            println!("{n}");
             Ok(())
         }
         Command::AustinDedup {
