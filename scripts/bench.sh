@@ -40,6 +40,10 @@ run throughput "$bench" throughput bench/jobs/throughput.toml
 run e2e "$bench" e2e --requests "$N"
 run e2e_redis "$bench" e2e --requests "$N" --redis
 run e2e_latency "$bench" e2e --rate 10000 --seconds 30
+# Five minutes at a rate this machine holds with the broker on the same 2 cores, checkpoint
+# parts off the worker (now) and on it (the baseline, same script).
+run e2e_latency_5min "$bench" e2e --rate 2000 --seconds 300
+run e2e_latency_5min_on_worker env TIDINGS_CHECKPOINT_ON_WORKER=1 "$bench" e2e --rate 2000 --seconds 300
 run austin "$bench" austin-dedup --deliveries 200000
 run state_1m "$bench" state-size --keys 1000000
 run state_10m "$bench" state-size --keys 10000000
@@ -59,6 +63,10 @@ mem = int(open("/proc/meminfo").read().split()[1]) // (1024 * 1024)
 t, e, er, el, a = j("throughput"), j("e2e"), j("e2e_redis"), j("e2e_latency"), j("austin")
 s1, s10, iso, base = j("state_1m"), j("state_10m"), j("isolation"), j("isolation_baseline")
 pr = j("providers")
+l5, l5w = j("e2e_latency_5min"), j("e2e_latency_5min_on_worker")
+def last_window(d):
+    w = [x for x in d.get("windows_10s", []) if x["sent"] >= 1000]
+    return w[-1] if w else {"p99": None, "from_s": None}
 rows = [
     ("File source, 2 workers, Parquet tracking", cmd("throughput"),
      f"{t['requests_per_s']:,.0f} req/s, {t['receivers_per_s']:,.0f} receivers/s, peak RSS {t['peak_rss_mib']:.0f} MiB", ""),
@@ -71,6 +79,9 @@ rows = [
     ("Latency at a fixed offered rate", cmd("e2e_latency"),
      f"offered {el['offered_requests_per_s']:,}/s (achieved {el['achieved_produce_per_s']:,.0f}/s): p50 {el['latency_ms_p50']} ms, p99 {el['latency_ms_p99']} ms, max {el['latency_ms_max']} ms",
      "target p99 ≤ 20 ms"),
+    ("Latency, 5 minutes at 2,000/s, checkpoint parts off the worker", cmd("e2e_latency_5min"),
+     f"achieved {l5['achieved_produce_per_s']:,.0f}/s over {l5['partitions']} partitions: p50 {l5['latency_ms_p50']} ms, p99 {l5['latency_ms_p99']} ms, p999 {l5['latency_ms_p999']} ms, max {l5['latency_ms_max']} ms; last full 10 s window p99 {last_window(l5)['p99']} ms",
+     f"baseline (parts on the worker): p99 {l5w['latency_ms_p99']} ms, last window p99 {last_window(l5w)['p99']} ms; target p99 ≤ 20 ms"),
     ("Dedup: in-graph vs austin's Redis way", cmd("austin"),
      f"in-graph {a['in_graph_per_s']:,.0f}/s, austin {a['austin_redis_per_s']:,.0f}/s, decisions differ: {a['decisions_differ']}",
      f"{a['ratio']:,.0f}× (target ≥ 50×)"),
@@ -99,7 +110,7 @@ if os.path.exists(analysis):
     print()
     print(open(analysis).read().strip())
 print("\nRaw JSON of each run:\n")
-for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "austin", "state_1m", "state_10m", "isolation", "isolation_baseline", "providers"]:
+for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "e2e_latency_5min", "e2e_latency_5min_on_worker", "austin", "state_1m", "state_10m", "isolation", "isolation_baseline", "providers"]:
     print(f"- `{name}`: `{json.dumps(j(name), sort_keys=True)}`")
 EOF
 echo "wrote bench/RESULTS.md" >&2

@@ -115,7 +115,12 @@ start() {
 stop() {
   for name in tansu redis smtp s3; do
     if alive "$DIR/$name.pid"; then
-      kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
+      pid=$(cat "$DIR/$name.pid")
+      kill "$pid" 2>/dev/null || true
+      # Gone before returning: a start right after must not find the old one on its port
+      # (and then lose its own to "address in use").
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$DIR/$name.pid"
   done

@@ -54,6 +54,53 @@ pub fn checkpoint(keys: u64) -> anyhow::Result<()> {
             }),
         );
     }
+    // The worker's side of a cut since parts are written off the worker: the frozen copy,
+    // then admitting a batch while the writer thread still reads the copy (each table the
+    // batch touches is copied once), beside the same batch with no write pending and the
+    // synchronous write the worker used to do.
+    let batch = 20_000u64;
+    let start = Instant::now();
+    let frozen = content.clone();
+    let freeze = start.elapsed();
+    let path = dir.path().join("content-frozen.parquet");
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let r = write_keyed(&path, frozen.snapshot());
+        (r, started.elapsed())
+    });
+    let start = Instant::now();
+    for k in keys..keys + batch {
+        let _ = content.admit(key(k), t0 + (k % 300_000) as i64);
+    }
+    let during = start.elapsed();
+    let (written, write_off_worker) = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    written?;
+    let start = Instant::now();
+    for k in keys + batch..keys + 2 * batch {
+        let _ = content.admit(key(k), t0 + (k % 300_000) as i64);
+    }
+    let idle = start.elapsed();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let sync_write = out["content"]["write_ms_per_million_keys"]
+        .as_f64()
+        .unwrap_or(0.0)
+        * keys as f64
+        / 1_000_000.0;
+    let stall = ms(freeze) + (ms(during) - ms(idle)).max(0.0);
+    out.insert(
+        "content_cut_on_the_worker".into(),
+        serde_json::json!({
+            "synchronous_write_ms": sync_write,
+            "freeze_ms": ms(freeze),
+            "admit_20k_while_writing_ms": ms(during),
+            "admit_20k_no_write_pending_ms": ms(idle),
+            "write_on_the_writer_thread_ms": ms(write_off_worker),
+            "worker_cost_ms": stall,
+            "synchronous_over_off_worker": sync_write / stall.max(0.001),
+        }),
+    );
     println!("{}", serde_json::Value::Object(out));
     Ok(())
 }

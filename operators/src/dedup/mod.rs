@@ -124,6 +124,10 @@ fn checkpoint<R: KeyedRule>(
     }
 }
 
+/// Set (to anything), every dedup checkpoint part is written on the worker thread, as before
+/// the writer threads: the baseline of `bench/` latency runs.
+pub const ON_WORKER: &str = "TIDINGS_CHECKPOINT_ON_WORKER";
+
 /// A rule's checkpoint writer thread: frozen copies in, parts written, one cut at a time in
 /// order (a cut handed while one is being written waits its turn: at most one waits, then the
 /// worker waits too).
@@ -135,8 +139,16 @@ struct Writer<R: KeyedRule> {
 
 impl<R: KeyedRule> Writer<R> {
     fn start(c: &Checkpoints, index: usize) -> Writer<R> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Epoch, R)>(1);
         let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        // The way it was, for a benchmark's baseline: every part written on the worker.
+        if std::env::var_os(ON_WORKER).is_some() {
+            return Writer {
+                tx: None,
+                thread: None,
+                failed,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Epoch, R)>(1);
         let (c, failure) = (c.clone(), failed.clone());
         let thread = std::thread::Builder::new()
             .name(format!("{}-checkpoint-{index}", R::PART))

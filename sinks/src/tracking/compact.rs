@@ -35,7 +35,7 @@ pub struct CompactSettings {
     pub grace: Duration,
     /// Files are merged up to about this many bytes; larger files are left as they are.
     pub target_bytes: u64,
-    /// On an object store, how long a pass's lease on the prefix lasts (renewed every pass):
+    /// On an object store, how long a pass's lease on the prefix lasts (renewed before every partition of a pass):
     /// one compactor per prefix at a time, whoever runs it.
     pub lease: Duration,
 }
@@ -117,6 +117,17 @@ pub fn pass_objects(
     // Ages are measured by the store's clock (its own stamps), not this machine's.
     let now = dir.server_now()?;
     for (partition, entries) in object_partitions(dir, table, now)? {
+        // Renewed before each partition: a pass longer than the lease keeps it, and one whose
+        // lease another compactor took meanwhile (this process stalled past it) stops before
+        // touching another partition.
+        if !dir.lease(LEASE, &owner(), settings.lease)? {
+            tracing::warn!(
+                "compaction of {}/{table}: the lease was taken by another compactor during the pass; stopping",
+                dir.url()
+            );
+            out.leased_elsewhere = true;
+            break;
+        }
         if expired(&partition, keep_from) {
             for e in &entries {
                 dir.delete(&format!("{table}/{partition}/{}", e.name))?;
