@@ -374,9 +374,16 @@ pub fn produce_paced(
         let r = request(i, receivers);
         let key = r.key.unwrap_or_default();
         loop {
-            match producer.send(BaseRecord::<String, String>::to(topic).payload(&r.payload).key(&key)) {
+            match producer.send(
+                BaseRecord::<String, String>::to(topic)
+                    .payload(&r.payload)
+                    .key(&key),
+            ) {
                 Ok(()) => break,
-                Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                Err((e, _))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
                     producer.poll(Duration::from_millis(5));
                 }
                 Err((e, _)) => return Err(e.into()),
