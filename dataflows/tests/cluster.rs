@@ -362,3 +362,95 @@ fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
         "{status}: {stderr}"
     );
 }
+
+/// A cluster started by hand (`-n 2 -p I -h HOSTS` each, no supervisor) is fail-stop too: a
+/// process halted by a second signal tells the other, which halts instead of waiting for it;
+/// both exit non-zero with one line saying why.
+#[test]
+fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
+    let (dir, job) = partitioned_demo(1);
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("[source]\n", "[source]\nfollow = true\n")
+        .replace("per_second = 500", "per_second = 2");
+    std::fs::write(&job, text).unwrap();
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let logs: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("p{i}.log")))
+        .collect();
+    /// The processes, killed when the test ends however it ends.
+    struct Procs(Vec<std::process::Child>);
+    impl Drop for Procs {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut procs = Procs(
+        (0..2)
+            .map(|i| {
+                Command::new(env!("CARGO_BIN_EXE_tidings"))
+                    .args(["run", job.to_str().unwrap(), "--now", NOW, "-w", "1"])
+                    .args(["-n", "2", "-p", &i.to_string(), "-h"])
+                    .arg(&hosts)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&logs[i]).unwrap())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let procs = &mut procs.0;
+    let outbox = dir.path().join("var/outbox");
+    common::wait_until(Duration::from_secs(90), "the first sends", || {
+        std::fs::read_dir(&outbox)
+            .is_ok_and(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
+    });
+    let interrupt = |pid: u32| {
+        Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    interrupt(procs[1].id());
+    common::wait_until(Duration::from_secs(30), "the first signal taken", || {
+        std::fs::read_to_string(&logs[1]).is_ok_and(|l| l.contains("stopping (SIGINT)"))
+    });
+    interrupt(procs[1].id());
+    let halted = common::wait_within(&mut procs[1], Duration::from_secs(30), "process 1");
+    let told = common::wait_within(&mut procs[0], Duration::from_secs(30), "process 0");
+    let said: Vec<String> = logs
+        .iter()
+        .map(|l| std::fs::read_to_string(l).unwrap())
+        .collect();
+    assert!(
+        !halted.success() && said[1].contains("stopped at once"),
+        "{halted}: {}",
+        said[1]
+    );
+    assert!(
+        !told.success() && said[0].contains("another process of the cluster ended early"),
+        "{told}: {}",
+        said[0]
+    );
+}

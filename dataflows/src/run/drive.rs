@@ -64,9 +64,10 @@ pub(crate) fn drive_worker(
     while !done.done() || !done_accounts.done() {
         pump(&mut control);
         worker.step_or_park(Some(Duration::from_millis(1)));
+        halt_with_peers(s);
         if s.health.may_leave() {
             // A peer failed, or a halt: no checkpoint is completed.
-            return crate::health::leave(worker);
+            return leave_early(worker, s, &mut control);
         }
         if index == 0 && last_cut.elapsed() >= s.job.checkpoint {
             s.checkpoints.request_cut();
@@ -128,6 +129,37 @@ pub(crate) fn drive_worker(
     count_parked(s, index);
 }
 
+/// A cluster is fail-stop, whoever started its processes: when another process ended before
+/// its graph drained (a halt, a failure), this one halts too.
+fn halt_with_peers(s: &Shared) {
+    if let Some(why) = s.checkpoints.peer_halted()
+        && !s.health.must_leave()
+    {
+        s.health.halt(format!(
+            "another process of the cluster ended early ({why}); this one stops too"
+        ));
+    }
+}
+
+/// Leaves before the graph drained. In a cluster, the other processes are told first (they
+/// halt too) and the message is given a moment to leave.
+fn leave_early(worker: &mut timely::worker::Worker, s: &Shared, control: &mut Option<Control>) {
+    if let Some(c) = control.as_mut() {
+        let why = s
+            .health
+            .failure()
+            .or_else(|| s.health.halted())
+            .unwrap_or_else(|| "it ended early".into());
+        s.checkpoints.announce_halt(&why);
+        let since = Instant::now();
+        while since.elapsed() < Duration::from_millis(300) {
+            c.pump();
+            worker.step_or_park(Some(Duration::from_millis(5)));
+        }
+    }
+    crate::health::leave(worker)
+}
+
 /// Worker 0 writes the final cut once every part and position is in (its probe is done too);
 /// the others wait for it (at most a minute), stepping, so that a cluster's control messages
 /// keep flowing. In one process every part is in by now: worker 0 looks once.
@@ -142,6 +174,7 @@ fn final_cut(worker: &mut timely::worker::Worker, s: &Shared, control: &mut Opti
     }
     let waited = Instant::now();
     while !complete(s.checkpoints.completed()) && !s.health.must_leave() {
+        halt_with_peers(s);
         if index == 0
             && let Err(e) = s.checkpoints.complete_before(None)
         {

@@ -62,6 +62,9 @@ pub enum Ctl {
         epoch: Epoch,
         offsets: BTreeMap<i32, i64>,
     },
+    /// → every process: this process ends before its graph drained (a halt or a failure), and
+    /// why; the others halt too (a cluster is fail-stop, whoever started its processes).
+    Halt { reason: String },
 }
 
 impl Ctl {

@@ -114,6 +114,10 @@ struct Inner {
     /// Positions of the restored checkpoint, then of the newest complete one (the base every
     /// manifest merges into).
     base: BTreeMap<i32, Position>,
+    /// This process's halt, to announce to the others (cluster); once announced, `Some("")`.
+    halt: Option<String>,
+    /// Why another process of the cluster ended early, if one did.
+    peer_halt: Option<String>,
 }
 
 impl Inner {
@@ -138,7 +142,9 @@ impl Inner {
     }
 
     fn receive(&mut self, m: Ctl) {
-        if m.to_coordinator() {
+        if let Ctl::Halt { reason } = m {
+            self.peer_halt.get_or_insert(reason);
+        } else if m.to_coordinator() {
             self.coord.handle(m);
             self.deliver_direct();
         } else if let Some(ack) = self.local.apply(m, self.direct) {
@@ -501,7 +507,27 @@ impl Checkpoints {
         for m in std::mem::take(&mut s.coord.out) {
             out.extend((0..processes).map(|p| (p * per, m.clone())));
         }
+        if let Some(reason) = s.halt.as_mut().filter(|r| !r.is_empty()) {
+            let m = Ctl::Halt {
+                reason: std::mem::take(reason),
+            };
+            out.extend((0..processes).map(|p| (p * per, m.clone())));
+        }
         out
+    }
+
+    /// This process ends before its graph drained, because of `reason`: the other processes
+    /// of the cluster are told (by the next [`Checkpoints::outgoing`]), once.
+    pub fn announce_halt(&self, reason: &str) {
+        let mut s = self.lock();
+        if s.halt.is_none() && !s.direct {
+            s.halt = Some(reason.to_string());
+        }
+    }
+
+    /// Why another process of the cluster ended before its graph drained, if one did.
+    pub fn peer_halted(&self) -> Option<String> {
+        self.lock().peer_halt.clone()
     }
 
     /// What the coordinator is waiting for (for the error of a cut that does not complete).
