@@ -30,14 +30,13 @@ impl Packed {
 /// The content rule's state: per key, the event times of its admissions. One admission (the
 /// common case with `num = 1`) is the key's 8-byte slot; a key with several keeps them, sorted,
 /// in `many` (which then speaks for the key).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ContentDedup {
     num: usize,
     window: Millis,
     templates: Arc<Templates>,
     admitted: ShardedMap<Packed>,
-    /// Keys with several entries (copy on write, as the tables: see `sharded.rs`).
-    many: Arc<HashMap<u128, Box<[Millis]>>>,
+    many: HashMap<u128, Box<[Millis]>>,
     sweep: Sweep,
 }
 
@@ -64,7 +63,7 @@ impl ContentDedup {
             window,
             templates,
             admitted: ShardedMap::default(),
-            many: Arc::default(),
+            many: HashMap::new(),
             sweep: Sweep::new(lateness, window.max(60_000)),
         }
     }
@@ -101,7 +100,7 @@ impl ContentDedup {
         }
         let at = ts.partition_point(|&a| a <= t);
         ts.insert(at, t);
-        Arc::make_mut(&mut self.many).insert(key, ts.into_boxed_slice());
+        self.many.insert(key, ts.into_boxed_slice());
         Ok(())
     }
 
@@ -134,7 +133,7 @@ impl KeyedRule for ContentDedup {
     fn evict(&mut self, watermark: Millis) {
         if let Some(horizon) = self.sweep.due(watermark) {
             let window = self.window;
-            let many = Arc::make_mut(&mut self.many);
+            let many = &mut self.many;
             self.admitted.retain(|key, slot| match many.get(&key) {
                 None => slot.time().saturating_add(window) > horizon,
                 Some(ts) => {
@@ -176,18 +175,34 @@ impl KeyedRule for ContentDedup {
         }))
     }
 
+    fn flatten(&self, f: &mut super::Flat) {
+        f.reserve(self.admitted.len(), self.admissions());
+        if self.many.is_empty() {
+            for (k, slot) in self.admitted.iter() {
+                f.push(k, &[slot.time()]);
+            }
+        } else {
+            for (k, slot) in self.admitted.iter() {
+                match self.many.get(&k) {
+                    Some(ts) => f.push(k, ts),
+                    None => f.push(k, &[slot.time()]),
+                }
+            }
+        }
+    }
+
     fn restore(&mut self, key: u128, values: &[i64]) {
         match values {
             [] => {}
             [t] => {
-                Arc::make_mut(&mut self.many).remove(&key);
+                self.many.remove(&key);
                 self.admitted.insert(key, Packed::of(*t));
             }
             ts => {
                 let mut ts = ts.to_vec();
                 ts.sort_unstable();
                 self.admitted.insert(key, Packed::of(ts[0]));
-                Arc::make_mut(&mut self.many).insert(key, ts.into_boxed_slice());
+                self.many.insert(key, ts.into_boxed_slice());
             }
         }
     }

@@ -16,14 +16,13 @@ use crate::live::{self, RuleSummary};
 /// The frequency rule's state: per key, the admissions per local day. One day (the common
 /// case) is the key's 8-byte slot `(day, count)`; a key with several days keeps them in `many`
 /// (which then speaks for the key).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FrequencyDedup {
     num: u32,
     tz: Tz,
     templates: Arc<Templates>,
     counts: ShardedMap<(i32, u32)>,
-    /// Keys with several entries (copy on write, as the tables: see `sharded.rs`).
-    many: Arc<HashMap<u128, Box<[(i32, u32)]>>>,
+    many: HashMap<u128, Box<[(i32, u32)]>>,
     sweep: Sweep,
 }
 
@@ -36,7 +35,7 @@ impl FrequencyDedup {
             tz,
             templates,
             counts: ShardedMap::default(),
-            many: Arc::default(),
+            many: HashMap::new(),
             sweep: Sweep::new(lateness, 3_600_000),
         }
     }
@@ -54,12 +53,12 @@ impl FrequencyDedup {
         match days.as_slice() {
             [] => {}
             [one] => {
-                Arc::make_mut(&mut self.many).remove(&key);
+                self.many.remove(&key);
                 self.counts.insert(key, *one);
             }
             [first, ..] => {
                 self.counts.insert(key, *first);
-                Arc::make_mut(&mut self.many).insert(key, days.into_boxed_slice());
+                self.many.insert(key, days.into_boxed_slice());
             }
         }
     }
@@ -125,7 +124,7 @@ impl KeyedRule for FrequencyDedup {
         if let Some(horizon) = self.sweep.due(watermark) {
             let tz = self.tz;
             let alive = |day: i32| end_of_local_day(tz, day) > horizon;
-            let many = Arc::make_mut(&mut self.many);
+            let many = &mut self.many;
             self.counts.retain(|key, slot| match many.get(&key) {
                 None => alive(slot.0),
                 Some(v) => {
@@ -169,6 +168,27 @@ impl KeyedRule for FrequencyDedup {
             };
             (k, flat)
         }))
+    }
+
+    fn flatten(&self, f: &mut super::Flat) {
+        f.reserve(self.counts.len(), 2 * self.counts.len());
+        if self.many.is_empty() {
+            for (k, &(d, n)) in self.counts.iter() {
+                f.push(k, &[i64::from(d), i64::from(n)]);
+            }
+            return;
+        }
+        let mut buf: Vec<i64> = Vec::new();
+        for (k, &(d, n)) in self.counts.iter() {
+            match self.many.get(&k) {
+                None => f.push(k, &[i64::from(d), i64::from(n)]),
+                Some(v) => {
+                    buf.clear();
+                    buf.extend(v.iter().flat_map(|&(d, n)| [i64::from(d), i64::from(n)]));
+                    f.push(k, &buf);
+                }
+            }
+        }
     }
 
     fn restore(&mut self, key: u128, values: &[i64]) {

@@ -5,8 +5,9 @@
 //! judged in [`tidings_model::Delivery::order`]. Before judging epoch `e` the state is evicted
 //! up to the global watermark `W(e-1)` less the allowed lateness; the wall clock is never read.
 //!
-//! A cut's part is written off the worker thread: the worker hands a frozen copy of the state
-//! (copy on write: [`sharded`]) to the rule's writer thread, which encodes it, makes it durable
+//! A cut's part is written off the worker thread: the worker flattens its state into one
+//! buffer ([`Flat`]: a pass over its tables, no allocation per key) and hands it to the rule's
+//! writer thread, which encodes it as Parquet, makes it durable
 //! and only then reports the part written — the cut completes, and offsets are committed, only
 //! after that. The final cut's part is written on the worker once the writer has finished. A
 //! write that fails fails the job on the worker's next turn, with the error.
@@ -41,9 +42,8 @@ use crate::live::{self, Answer, Ask, Live, Question, RuleSummary};
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Mark, Tracked};
 
-/// A keyed rule: a plain state machine over deliveries of one key. A clone is a frozen copy of
-/// its state, cheap to take (its tables are shared until written).
-pub trait KeyedRule: Clone + Send + 'static {
+/// A keyed rule: a plain state machine over deliveries of one key.
+pub trait KeyedRule: 'static {
     /// The operator's name.
     const NAME: &'static str;
     /// The key a delivery is judged under.
@@ -59,6 +59,13 @@ pub trait KeyedRule: Clone + Send + 'static {
     const PART: &'static str;
     /// Every key's state as integers, for a checkpoint.
     fn snapshot(&self) -> Box<dyn Iterator<Item = (u128, Vec<i64>)> + '_>;
+    /// The same as [`KeyedRule::snapshot`], into one flat buffer (what the worker hands its
+    /// checkpoint writer thread: no allocation per key).
+    fn flatten(&self, into: &mut Flat) {
+        for (k, v) in self.snapshot() {
+            into.push(k, &v);
+        }
+    }
     /// Restores one key written by [`KeyedRule::snapshot`].
     fn restore(&mut self, key: u128, values: &[i64]);
     /// The state of one key for the live-state API; with `at`, whether a delivery of that
@@ -93,20 +100,72 @@ fn answer<R: KeyedRule>(
     }
 }
 
-/// Writes `rule`'s part of checkpoint `epoch` durably; `Err` says why not.
+/// A keyed state as one checkpoint part holds it: every key with its values, in three flat
+/// buffers. The worker fills one at a cut (a pass over its tables, no allocation per key) and
+/// hands it to its writer thread, which encodes and writes it.
+#[derive(Debug, Default)]
+pub struct Flat {
+    keys: Vec<u128>,
+    ends: Vec<usize>,
+    values: Vec<i64>,
+}
+
+impl Flat {
+    /// Room for `keys` more keys and `values` more values.
+    pub fn reserve(&mut self, keys: usize, values: usize) {
+        self.keys.reserve(keys);
+        self.ends.reserve(keys);
+        self.values.reserve(values);
+    }
+
+    /// Empties it, keeping its memory (the writer gives its buffers back for the next cut:
+    /// memory already paged in).
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.ends.clear();
+        self.values.clear();
+    }
+
+    /// Adds one key and its values.
+    pub fn push(&mut self, key: u128, values: &[i64]) {
+        self.keys.push(key);
+        self.values.extend_from_slice(values);
+        self.ends.push(self.values.len());
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Every key and its values, in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = (u128, Vec<i64>)> + '_ {
+        self.keys.iter().enumerate().map(|(i, &k)| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            (k, self.values[start..self.ends[i]].to_vec())
+        })
+    }
+}
+
+/// Writes a rule's part of checkpoint `epoch` durably; `Err` says why not.
 fn write_part<R: KeyedRule>(
-    rule: &R,
+    flat: &Flat,
     c: &Checkpoints,
     epoch: Epoch,
     index: usize,
 ) -> Result<(), String> {
     c.part_path(epoch, &format!("{}-{index}.parquet", R::PART))
-        .and_then(|path| write_keyed(&path, rule.snapshot()))
+        .and_then(|path| write_keyed(&path, flat.iter()))
         .map_err(|e| format!("{} checkpoint: {e}", R::NAME))
 }
 
-/// Writes `rule`'s part of checkpoint `epoch` and reports it written: on the writer thread
-/// (a frozen copy), or here for the final cut once the writer has finished.
+/// Writes `rule`'s part of checkpoint `epoch` and reports it written: flattened here, written
+/// on the writer thread, or here for the final cut once the writer has finished.
 fn checkpoint<R: KeyedRule>(
     rule: &R,
     c: &Checkpoints,
@@ -114,11 +173,18 @@ fn checkpoint<R: KeyedRule>(
     index: usize,
     w: &mut Writer<R>,
 ) {
-    if epoch != FINAL && w.hand(epoch, rule) {
-        return;
-    }
+    let mut flat = w.buffer();
+    rule.flatten(&mut flat);
+    let flat = if epoch == FINAL {
+        flat
+    } else {
+        match w.hand(epoch, flat) {
+            None => return,
+            Some(flat) => flat,
+        }
+    };
     w.finish();
-    match write_part(rule, c, epoch, index) {
+    match write_part::<R>(&flat, c, epoch, index) {
         Ok(()) => c.part_written(epoch),
         Err(e) => panic!("{e}"),
     }
@@ -128,13 +194,16 @@ fn checkpoint<R: KeyedRule>(
 /// the writer threads: the baseline of `bench/` latency runs.
 pub const ON_WORKER: &str = "TIDINGS_CHECKPOINT_ON_WORKER";
 
-/// A rule's checkpoint writer thread: frozen copies in, parts written, one cut at a time in
+/// A rule's checkpoint writer thread: flattened states in, parts written, one cut at a time in
 /// order (a cut handed while one is being written waits its turn: at most one waits, then the
 /// worker waits too).
 struct Writer<R: KeyedRule> {
-    tx: Option<std::sync::mpsc::SyncSender<(Epoch, R)>>,
+    tx: Option<std::sync::mpsc::SyncSender<(Epoch, Flat)>>,
+    /// Buffers written, given back emptied.
+    spare: Option<std::sync::mpsc::Receiver<Flat>>,
     thread: Option<std::thread::JoinHandle<()>>,
     failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    rule: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<R: KeyedRule> Writer<R> {
@@ -144,20 +213,22 @@ impl<R: KeyedRule> Writer<R> {
         if std::env::var_os(ON_WORKER).is_some() {
             return Writer {
                 tx: None,
+                spare: None,
                 thread: None,
                 failed,
+                rule: std::marker::PhantomData,
             };
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Epoch, R)>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Epoch, Flat)>(1);
+        let (give_back, spare) = std::sync::mpsc::channel::<Flat>();
         let (c, failure) = (c.clone(), failed.clone());
         let thread = std::thread::Builder::new()
             .name(format!("{}-checkpoint-{index}", R::PART))
             .spawn(move || {
-                for (epoch, frozen) in rx {
-                    let written = write_part(&frozen, &c, epoch, index);
-                    // The frozen tables go before the cut is reported: the worker's next
-                    // writes copy nothing.
-                    drop(frozen);
+                for (epoch, mut flat) in rx {
+                    let written = write_part::<R>(&flat, &c, epoch, index);
+                    flat.clear();
+                    let _ = give_back.send(flat);
                     match written {
                         Ok(()) => c.part_written(epoch),
                         Err(e) => {
@@ -170,8 +241,10 @@ impl<R: KeyedRule> Writer<R> {
         match thread {
             Ok(t) => Writer {
                 tx: Some(tx),
+                spare: Some(spare),
                 thread: Some(t),
                 failed,
+                rule: std::marker::PhantomData,
             },
             // No thread: every part is written on the worker.
             Err(e) => {
@@ -181,24 +254,35 @@ impl<R: KeyedRule> Writer<R> {
                 );
                 Writer {
                     tx: None,
+                    spare: None,
                     thread: None,
                     failed,
+                    rule: std::marker::PhantomData,
                 }
             }
         }
     }
 
-    /// Hands a frozen copy of `rule` for cut `epoch` to the thread; `false` when there is no
-    /// thread (write it here).
-    fn hand(&mut self, epoch: Epoch, rule: &R) -> bool {
+    /// A buffer to flatten the next cut into: one the thread gave back, else a new one.
+    fn buffer(&self) -> Flat {
+        self.spare
+            .as_ref()
+            .and_then(|s| s.try_iter().last())
+            .unwrap_or_default()
+    }
+
+    /// Hands the flattened state of cut `epoch` to the thread; back when there is no thread
+    /// (write it here).
+    fn hand(&mut self, epoch: Epoch, flat: Flat) -> Option<Flat> {
         self.check();
-        let Some(tx) = &self.tx else { return false };
-        if tx.send((epoch, rule.clone())).is_err() {
+        let Some(tx) = &self.tx else {
+            return Some(flat);
+        };
+        if tx.send((epoch, flat)).is_err() {
             self.finish();
-            self.check();
             panic!("{} checkpoint writer thread ended", R::NAME);
         }
-        true
+        None
     }
 
     /// Fails the job (on the worker) if a write failed.
@@ -620,8 +704,10 @@ mod tests {
             rule.admit(k << 100 | k, at(10, 0)).unwrap();
         }
         let mut w = Writer::<ContentDedup>::start(&c, 0);
-        assert!(w.hand(7, &rule));
-        // The worker goes on changing its state while the frozen copy is written.
+        let mut flat = w.buffer();
+        rule.flatten(&mut flat);
+        assert!(w.hand(7, flat).is_none());
+        // The worker goes on changing its state while the flattened copy is written.
         rule.admit(5 << 100 | 5_000, at(10, 1)).unwrap();
         w.finish();
         let part = c.dir_of(7).join("content-0.parquet");
@@ -636,7 +722,9 @@ mod tests {
         assert_eq!(c.source_turn(0, 9, true), None);
         std::fs::write(c.dir_of(9), b"in the way").unwrap();
         let mut w = Writer::<ContentDedup>::start(&c, 0);
-        assert!(w.hand(9, &rule));
+        let mut flat = w.buffer();
+        rule.flatten(&mut flat);
+        assert!(w.hand(9, flat).is_none());
         let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.finish()))
             .expect_err("the failed write fails the worker");
         let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();

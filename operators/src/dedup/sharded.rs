@@ -8,37 +8,22 @@
 //! copy; 256 tables resize one at a time, each moving 1/256 of the keys. The keys are hashes
 //! (xxh3), so their top byte spreads them evenly; each table still hashes its keys with the
 //! standard (randomly seeded) hasher.
-//!
-//! Copy on write: each table is behind an `Arc`, so a clone of the map (a checkpoint's frozen
-//! copy, written out on another thread) takes 256 pointer copies, not the keys. A table is
-//! copied only when it is written while a frozen copy still holds it, one table at a time.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 const SHARDS: usize = 256;
 
 /// A map of 128-bit hashed keys in [`SHARDS`] tables.
 #[derive(Debug)]
 pub struct ShardedMap<V> {
-    shards: Box<[Arc<HashMap<[u64; 2], V>>]>,
+    shards: Box<[HashMap<[u64; 2], V>]>,
     len: usize,
-}
-
-impl<V> Clone for ShardedMap<V> {
-    /// A frozen copy: the tables are shared until one side writes one.
-    fn clone(&self) -> Self {
-        ShardedMap {
-            shards: self.shards.clone(),
-            len: self.len,
-        }
-    }
 }
 
 impl<V> Default for ShardedMap<V> {
     fn default() -> Self {
         ShardedMap {
-            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| HashMap::new()).collect(),
             len: 0,
         }
     }
@@ -56,7 +41,7 @@ fn join(k: &[u64; 2]) -> u128 {
     (u128::from(k[0]) << 64) | u128::from(k[1])
 }
 
-impl<V: Clone> ShardedMap<V> {
+impl<V> ShardedMap<V> {
     /// The value of `key`.
     pub fn get(&self, key: &u128) -> Option<&V> {
         self.shards[shard(*key)].get(&split(*key))
@@ -64,12 +49,12 @@ impl<V: Clone> ShardedMap<V> {
 
     /// The value of `key`, to change.
     pub fn get_mut(&mut self, key: &u128) -> Option<&mut V> {
-        Arc::make_mut(&mut self.shards[shard(*key)]).get_mut(&split(*key))
+        self.shards[shard(*key)].get_mut(&split(*key))
     }
 
     /// Sets `key`'s value; the old one if there was one.
     pub fn insert(&mut self, key: u128, value: V) -> Option<V> {
-        let old = Arc::make_mut(&mut self.shards[shard(key)]).insert(split(key), value);
+        let old = self.shards[shard(key)].insert(split(key), value);
         if old.is_none() {
             self.len += 1;
         }
@@ -79,9 +64,9 @@ impl<V: Clone> ShardedMap<V> {
     /// Keeps the entries `keep` says to keep.
     pub fn retain(&mut self, mut keep: impl FnMut(u128, &mut V) -> bool) {
         for s in self.shards.iter_mut() {
-            Arc::make_mut(s).retain(|k, v| keep(join(k), v));
+            s.retain(|k, v| keep(join(k), v));
         }
-        self.len = self.shards.iter().map(|s| s.len()).sum();
+        self.len = self.shards.iter().map(HashMap::len).sum();
     }
 
     /// Number of keys.
@@ -96,7 +81,7 @@ impl<V: Clone> ShardedMap<V> {
 
     /// Slots allocated, over all tables.
     pub fn capacity(&self) -> usize {
-        self.shards.iter().map(|s| s.capacity()).sum()
+        self.shards.iter().map(HashMap::capacity).sum()
     }
 
     /// Every entry, in no particular order.
@@ -140,39 +125,5 @@ mod tests {
         // The keys spread over the tables.
         assert!(m.shards.iter().filter(|s| !s.is_empty()).count() > 200);
         assert!(m.capacity() >= 5_000);
-    }
-
-    #[test]
-    fn a_frozen_copy_keeps_its_keys_while_the_map_changes() {
-        let mut m = ShardedMap::default();
-        let key = |k: u128| k.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-        for k in 0..1_000u128 {
-            m.insert(key(k), k);
-        }
-        let frozen = m.clone();
-        // Shared: no table was copied.
-        assert!(
-            m.shards
-                .iter()
-                .zip(frozen.shards.iter())
-                .all(|(a, b)| Arc::ptr_eq(a, b))
-        );
-        m.insert(key(5), 500);
-        m.insert(key(5_000), 1);
-        m.retain(|_, v| *v != 7);
-        assert_eq!(frozen.get(&key(5)), Some(&5));
-        assert_eq!(frozen.get(&key(7)), Some(&7));
-        assert_eq!(frozen.get(&key(5_000)), None);
-        assert_eq!(frozen.len(), 1_000);
-        assert_eq!(frozen.iter().count(), 1_000);
-        assert_eq!(m.get(&key(5)), Some(&500));
-        assert_eq!(m.get(&key(7)), None);
-        assert_eq!(m.len(), 1_000);
-        // Once the frozen copy is gone, writes copy nothing.
-        drop(frozen);
-        let before: Vec<*const HashMap<[u64; 2], u128>> =
-            m.shards.iter().map(Arc::as_ptr).collect();
-        m.insert(key(9_999), 2);
-        assert!(m.shards.iter().map(Arc::as_ptr).eq(before));
     }
 }
