@@ -308,18 +308,23 @@ fn a_kafka_burst_over_four_partitions_decides_alike_on_1x2_3x1_and_2x2() {
     }
 }
 
-/// A second signal to the `--local` supervisor halts the cluster: every process is ended
-/// (none is left running behind the supervisor), the exit is non-zero with one line.
-#[test]
-fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
+/// The partitioned demo, its files followed (the run never ends by itself) and sent slowly (a
+/// graceful stop would take minutes: a second signal is what ends it).
+fn endless_demo() -> (tempfile::TempDir, PathBuf) {
     let (dir, job) = partitioned_demo(1);
-    // Follow the files (the run never ends by itself) and send slowly (a graceful stop would
-    // take minutes: the second signal is what ends it).
     let text = std::fs::read_to_string(&job)
         .unwrap()
         .replace("[source]\n", "[source]\nfollow = true\n")
         .replace("per_second = 500", "per_second = 2");
     std::fs::write(&job, text).unwrap();
+    (dir, job)
+}
+
+/// A second signal to the `--local` supervisor halts the cluster: every process is ended
+/// (none is left running behind the supervisor), the exit is non-zero with one line.
+#[test]
+fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
+    let (dir, job) = endless_demo();
     let log = dir.path().join("local.log");
     let mut child = start_local(&job, 2, &log);
     let pids_file = dir.path().join("var/state/local-cluster/pids");
@@ -368,12 +373,7 @@ fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
 /// both exit non-zero with one line saying why.
 #[test]
 fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
-    let (dir, job) = partitioned_demo(1);
-    let text = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("[source]\n", "[source]\nfollow = true\n")
-        .replace("per_second = 500", "per_second = 2");
-    std::fs::write(&job, text).unwrap();
+    let (dir, job) = endless_demo();
     let ports: Vec<u16> = (0..2)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")

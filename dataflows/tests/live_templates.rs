@@ -87,6 +87,20 @@ fn write_parts(dir: &Path, lines: &[Vec<String>]) {
     }
 }
 
+/// Runs the job on a 2-process `--local` cluster of one worker each.
+fn run_on_two_processes(job: &Path) {
+    common::tidings(&[
+        "run",
+        job.to_str().unwrap(),
+        "--local",
+        "2",
+        "-w",
+        "1",
+        "--now",
+        NOW,
+    ]);
+}
+
 /// Receiver → rendered content, from the outbox.
 fn sent(dir: &Path) -> BTreeMap<String, String> {
     let path = dir.join("var/outbox/sms.jsonl");
@@ -184,16 +198,7 @@ fn a_restart_from_the_checkpoint_keeps_the_change_and_a_cluster_agrees() {
     // One run over everything, on a 2-process cluster (changes and deliveries cross processes).
     let whole = tempfile::tempdir().unwrap();
     let job = job_with(whole.path(), &partitions());
-    common::tidings(&[
-        "run",
-        job.to_str().unwrap(),
-        "--local",
-        "2",
-        "-w",
-        "1",
-        "--now",
-        NOW,
-    ]);
+    run_on_two_processes(&job);
     assert_eq!(sent(whole.path()), expected());
     let (rows, dead) = rows_of(whole.path());
 
@@ -466,16 +471,7 @@ fn account_changes_apply_from_their_event_time_everywhere() {
 
     let whole = tempfile::tempdir().unwrap();
     let job = job_with(whole.path(), &account_partitions());
-    common::tidings(&[
-        "run",
-        job.to_str().unwrap(),
-        "--local",
-        "2",
-        "-w",
-        "1",
-        "--now",
-        NOW,
-    ]);
+    run_on_two_processes(&job);
     check_account_run(&account_run(whole.path()), "2 processes");
 
     // The first run ends after the first change; the second resumes from its checkpoint,

@@ -800,11 +800,8 @@ mod tests {
         Book::new(Arc::new(t), Arc::new(accounts))
     }
 
-    fn put(at: Millis, offset: i64, content: &str) -> Change {
-        let line = serde_json::json!({"code": "template", "template": {"id": 1, "name": "a",
-            "channel": "sms", "msg_type": "notice", "id_type": "phone", "account": "out",
-            "content": {"content": content}}})
-        .to_string();
+    /// The change record `line`, read at `offset` of a file, at event time `at`.
+    fn change_of_line(at: Millis, offset: i64, line: String) -> Change {
         Change {
             event_time: at,
             order: (offset as u128) << 32,
@@ -813,6 +810,14 @@ mod tests {
             op: parse_change(line.as_bytes()).unwrap(),
             bytes: line.into_bytes(),
         }
+    }
+
+    fn put(at: Millis, offset: i64, content: &str) -> Change {
+        let line = serde_json::json!({"code": "template", "template": {"id": 1, "name": "a",
+            "channel": "sms", "msg_type": "notice", "id_type": "phone", "account": "out",
+            "content": {"content": content}}})
+        .to_string();
+        change_of_line(at, offset, line)
     }
 
     fn content(f: Found<'_>) -> String {
@@ -931,14 +936,7 @@ mod tests {
         let line = serde_json::json!({"code": "account", "name": name,
             "account": {"channel": "sms", "provider": "outbox", "dir": dir}})
         .to_string();
-        Change {
-            event_time: at,
-            order: (offset as u128) << 32,
-            source: format!("f:{offset}"),
-            origin: 0,
-            op: parse_change(line.as_bytes()).unwrap(),
-            bytes: line.into_bytes(),
-        }
+        change_of_line(at, offset, line)
     }
 
     #[test]
@@ -950,23 +948,19 @@ mod tests {
         // Without a check every account change is refused.
         assert!(base().apply(&account(10, 1, "out", "a")).is_err());
         let mut b = base().with_account_check(check.clone());
-        assert_eq!(
-            b.apply(&account(100, 1, "out", "a")),
-            Ok(Applied::Account { version: 1 })
-        );
-        assert_eq!(
-            b.apply(&account(150, 2, "two", "t")),
-            Ok(Applied::Account { version: 1 })
-        );
-        assert_eq!(
-            b.apply(&account(200, 3, "out", "b")),
-            Ok(Applied::Account { version: 2 })
-        );
-        // Read again: nothing changes.
-        assert_eq!(
-            b.apply(&account(200, 3, "out", "b")),
-            Ok(Applied::Account { version: 2 })
-        );
+        // (event time, position, account, dir) → the version it makes; the last one is the
+        // third read again, which changes nothing.
+        for (at, offset, name, dir, version) in [
+            (100, 1, "out", "a", 1),
+            (150, 2, "two", "t", 1),
+            (200, 3, "out", "b", 2),
+            (200, 3, "out", "b", 2),
+        ] {
+            assert_eq!(
+                b.apply(&account(at, offset, name, dir)),
+                Ok(Applied::Account { version })
+            );
+        }
         assert_eq!(
             b.apply(&account(300, 4, "nope", "c")),
             Err("no nope".into())

@@ -24,12 +24,13 @@ pub struct Secrets {
     values: Vec<String>,
 }
 
-/// Expands every `${NAME}` inside `s` from the environment; `$${` writes a literal `${`.
-/// Returns the text and the values the references expanded to. An unset variable or a
+/// Rewrites every `${NAME}` inside `s` by `value(NAME)`; `$${` writes a literal `${`. A
 /// malformed reference is an error naming it.
-pub fn expand(s: &str) -> Result<(String, Vec<String>), String> {
+fn substitute(
+    s: &str,
+    mut value: impl FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
-    let mut used = Vec::new();
     let mut rest = s;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
@@ -52,10 +53,7 @@ pub fn expand(s: &str) -> Result<(String, Vec<String>), String> {
                     "`${{{name}}}` is not a variable reference; a name is letters, digits and _ (write $${{ for a literal ${{)"
                 ));
             }
-            let value = std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set; export it"))?;
-            out.push_str(&value);
-            used.push(value);
+            out.push_str(&value(name)?);
             rest = &tail[end + 1..];
         } else {
             out.push('$');
@@ -63,6 +61,20 @@ pub fn expand(s: &str) -> Result<(String, Vec<String>), String> {
         }
     }
     out.push_str(rest);
+    Ok(out)
+}
+
+/// Expands every `${NAME}` inside `s` from the environment; `$${` writes a literal `${`.
+/// Returns the text and the values the references expanded to. An unset variable or a
+/// malformed reference is an error naming it.
+pub fn expand(s: &str) -> Result<(String, Vec<String>), String> {
+    let mut used = Vec::new();
+    let out = substitute(s, |name| {
+        let value = std::env::var(name)
+            .map_err(|_| format!("environment variable {name} is not set; export it"))?;
+        used.push(value.clone());
+        Ok(value)
+    })?;
     Ok((out, used))
 }
 
@@ -131,32 +143,7 @@ pub fn clear_secrets(settings: &Map<String, Value>) -> Vec<String> {
 /// `text` with every `${NAME}` reference standing for a placeholder word (`x`: a host, a
 /// path segment or a value that is no secret); `None` when a `${` is not a valid reference.
 fn with_placeholders(text: &str) -> Option<String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at..];
-        if let Some(tail) = after.strip_prefix("$${") {
-            out.push_str("${");
-            rest = tail;
-        } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail.find('}')?;
-            let name = &tail[..end];
-            let valid = !name.is_empty()
-                && !name.starts_with(|c: char| c.is_ascii_digit())
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return None;
-            }
-            out.push('x');
-            rest = &tail[end + 1..];
-        } else {
-            out.push('$');
-            rest = &after[1..];
-        }
-    }
-    out.push_str(rest);
-    Some(out)
+    substitute(text, |_| Ok("x".to_string())).ok()
 }
 
 impl Secrets {
