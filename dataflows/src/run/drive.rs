@@ -99,7 +99,7 @@ pub(crate) fn drive_worker(
                 Ok(None) => {}
                 Err(e) => {
                     s.health.fail(format!("checkpoint: {e}"));
-                    return crate::health::leave(worker);
+                    return leave_early(worker, s, &mut control);
                 }
             }
             seen = frontier;
@@ -150,14 +150,21 @@ fn leave_early(worker: &mut timely::worker::Worker, s: &Shared, control: &mut Op
             .failure()
             .or_else(|| s.health.halted())
             .unwrap_or_else(|| "it ended early".into());
-        s.checkpoints.announce_halt(&why);
-        let since = Instant::now();
-        while since.elapsed() < Duration::from_millis(300) {
-            c.pump();
-            worker.step_or_park(Some(Duration::from_millis(5)));
-        }
+        announce(worker, s, c, &why);
     }
     crate::health::leave(worker)
+}
+
+/// Tells the other processes of the cluster that this one ends early, and steps a moment so
+/// the message leaves.
+fn announce(worker: &mut timely::worker::Worker, s: &Shared, c: &mut Control, why: &str) {
+    s.checkpoints.announce_halt(why);
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_millis(300) {
+        c.pump_halt();
+        c.pump();
+        worker.step_or_park(Some(Duration::from_millis(5)));
+    }
 }
 
 /// Worker 0 writes the final cut once every part and position is in (its probe is done too);
@@ -173,8 +180,20 @@ fn final_cut(worker: &mut timely::worker::Worker, s: &Shared, control: &mut Opti
         return;
     }
     let waited = Instant::now();
-    while !complete(s.checkpoints.completed()) && !s.health.must_leave() {
+    while !complete(s.checkpoints.completed()) {
         halt_with_peers(s);
+        if s.health.must_leave() {
+            // Halted or failed while waiting: the others are told, not left to time out.
+            if let Some(c) = control.as_mut() {
+                let why = s
+                    .health
+                    .failure()
+                    .or_else(|| s.health.halted())
+                    .unwrap_or_else(|| "it ended early".into());
+                announce(worker, s, c, &why);
+            }
+            return;
+        }
         if index == 0
             && let Err(e) = s.checkpoints.complete_before(None)
         {

@@ -45,6 +45,19 @@ impl Control {
         }
     }
 
+    /// Sends this process's halt to every process, from whichever worker gets here first.
+    pub fn pump_halt(&mut self) {
+        let out = self.checkpoints.take_halt(self.processes);
+        if out.is_empty() {
+            return;
+        }
+        for m in out {
+            self.input.send(m);
+        }
+        let next = self.input.time() + 1;
+        self.input.advance_to(next);
+    }
+
     /// Sends what the process (and, on worker 0, the coordinator) has to say.
     pub fn pump(&mut self) {
         if !self.sends {

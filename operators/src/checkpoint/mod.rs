@@ -507,20 +507,31 @@ impl Checkpoints {
         for m in std::mem::take(&mut s.coord.out) {
             out.extend((0..processes).map(|p| (p * per, m.clone())));
         }
-        if let Some(reason) = s.halt.as_mut().filter(|r| !r.is_empty()) {
-            let m = Ctl::Halt {
-                reason: std::mem::take(reason),
-            };
-            out.extend((0..processes).map(|p| (p * per, m.clone())));
-        }
         out
     }
 
+    /// The halt this process announces, once, to every process's first worker (any worker
+    /// may send it: the one that sends the process's other messages may be gone).
+    pub fn take_halt(&self, processes: usize) -> Vec<(usize, Ctl)> {
+        let mut s = self.lock();
+        let per = s.per_process;
+        match s.halt.as_mut().filter(|r| !r.is_empty()) {
+            Some(reason) => {
+                let m = Ctl::Halt {
+                    reason: std::mem::take(reason),
+                };
+                (0..processes).map(|p| (p * per, m.clone())).collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// This process ends before its graph drained, because of `reason`: the other processes
-    /// of the cluster are told (by the next [`Checkpoints::outgoing`]), once.
+    /// of the cluster are told (by the next [`Checkpoints::take_halt`]), once. A process
+    /// halted by another's announcement says nothing more (the others were told).
     pub fn announce_halt(&self, reason: &str) {
         let mut s = self.lock();
-        if s.halt.is_none() && !s.direct {
+        if s.halt.is_none() && !s.direct && s.peer_halt.is_none() {
             s.halt = Some(reason.to_string());
         }
     }
@@ -714,6 +725,9 @@ mod tests {
             Ctl::Completed {
                 epoch: 8,
                 offsets: BTreeMap::from([(0, 12)]),
+            },
+            Ctl::Halt {
+                reason: "stopped at once by a second signal (SIGINT)".into(),
             },
         ];
         for m in messages {

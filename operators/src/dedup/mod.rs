@@ -226,7 +226,18 @@ impl<R: KeyedRule> Writer<R> {
             .name(format!("{}-checkpoint-{index}", R::PART))
             .spawn(move || {
                 for (epoch, mut flat) in rx {
-                    let written = write_part::<R>(&flat, &c, epoch, index);
+                    // A panic here (a bug) fails the worker with its message, as a write error.
+                    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        write_part::<R>(&flat, &c, epoch, index)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let why = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Err(format!("{} checkpoint writer panicked: {why}", R::NAME))
+                    });
                     flat.clear();
                     let _ = give_back.send(flat);
                     match written {
@@ -295,8 +306,10 @@ impl<R: KeyedRule> Writer<R> {
     /// Waits for every part handed to be written.
     fn finish(&mut self) {
         self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            panic!("{} checkpoint writer thread panicked", R::NAME);
         }
         self.check();
     }
