@@ -144,21 +144,20 @@ fn halt_with_peers(s: &Shared) {
 /// Leaves before the graph drained. In a cluster, the other processes are told first (they
 /// halt too) and the message is given a moment to leave.
 fn leave_early(worker: &mut timely::worker::Worker, s: &Shared, control: &mut Option<Control>) {
-    if let Some(c) = control.as_mut() {
-        let why = s
-            .health
-            .failure()
-            .or_else(|| s.health.halted())
-            .unwrap_or_else(|| "it ended early".into());
-        announce(worker, s, c, &why);
-    }
+    announce(worker, s, control);
     crate::health::leave(worker)
 }
 
-/// Tells the other processes of the cluster that this one ends early, and steps a moment so
-/// the message leaves.
-fn announce(worker: &mut timely::worker::Worker, s: &Shared, c: &mut Control, why: &str) {
-    s.checkpoints.announce_halt(why);
+/// In a cluster, tells the other processes that this one ends early (its failure or halt),
+/// and steps a moment so the message leaves.
+fn announce(worker: &mut timely::worker::Worker, s: &Shared, control: &mut Option<Control>) {
+    let Some(c) = control.as_mut() else { return };
+    let why = s
+        .health
+        .failure()
+        .or_else(|| s.health.halted())
+        .unwrap_or_else(|| "it ended early".into());
+    s.checkpoints.announce_halt(&why);
     let since = Instant::now();
     while since.elapsed() < Duration::from_millis(300) {
         c.pump_halt();
@@ -184,14 +183,7 @@ fn final_cut(worker: &mut timely::worker::Worker, s: &Shared, control: &mut Opti
         halt_with_peers(s);
         if s.health.must_leave() {
             // Halted or failed while waiting: the others are told, not left to time out.
-            if let Some(c) = control.as_mut() {
-                let why = s
-                    .health
-                    .failure()
-                    .or_else(|| s.health.halted())
-                    .unwrap_or_else(|| "it ended early".into());
-                announce(worker, s, c, &why);
-            }
+            announce(worker, s, control);
             return;
         }
         if index == 0

@@ -48,14 +48,7 @@ impl Control {
     /// Sends this process's halt to every process, from whichever worker gets here first.
     pub fn pump_halt(&mut self) {
         let out = self.checkpoints.take_halt(self.processes);
-        if out.is_empty() {
-            return;
-        }
-        for m in out {
-            self.input.send(m);
-        }
-        let next = self.input.time() + 1;
-        self.input.advance_to(next);
+        self.send(out);
     }
 
     /// Sends what the process (and, on worker 0, the coordinator) has to say.
@@ -64,6 +57,11 @@ impl Control {
             return;
         }
         let out = self.checkpoints.outgoing(self.processes);
+        self.send(out);
+    }
+
+    /// Sends `out`, each message to its worker, at a time of its own.
+    fn send(&mut self, out: Vec<(usize, Ctl)>) {
         if out.is_empty() {
             return;
         }
