@@ -31,6 +31,18 @@ fn put(ts: i64, content: &str) -> String {
     )
 }
 
+/// The second partition of both scenarios: records read out of event-time order, one exactly
+/// at the first change's event time.
+fn second_partition() -> Vec<String> {
+    vec![
+        send(T + 6_000, "13800138004", "d"),
+        send(T + 4_000, "13800138002", "b"),
+        send(T + 5_000, "13800138005", "e"),
+        send(T + 12_000, "13800138006", "f"),
+        send(T + 21_000, "13800138007", "g"),
+    ]
+}
+
 /// Two partitions; the change is in the first, the records it applies to in both, some read
 /// before it, one exactly at its event time, one after it in the file but earlier in time.
 fn partitions() -> [Vec<String>; 2] {
@@ -51,13 +63,7 @@ fn partitions() -> [Vec<String>; 2] {
                 serde_json::json!({"code": "template", "disable": 1}),
             ),
         ],
-        vec![
-            send(T + 6_000, "13800138004", "d"),
-            send(T + 4_000, "13800138002", "b"),
-            send(T + 5_000, "13800138005", "e"),
-            send(T + 12_000, "13800138006", "f"),
-            send(T + 21_000, "13800138007", "g"),
-        ],
+        second_partition(),
     ]
 }
 
@@ -356,13 +362,7 @@ fn account_partitions() -> [Vec<String>; 2] {
                     "dir": "var/outbox", "rate_limit": {"per_second": 1000}}),
             ),
         ],
-        vec![
-            send(T + 6_000, "13800138004", "d"),
-            send(T + 4_000, "13800138002", "b"),
-            send(T + 5_000, "13800138005", "e"),
-            send(T + 12_000, "13800138006", "f"),
-            send(T + 21_000, "13800138007", "g"),
-        ],
+        second_partition(),
     ]
 }
 
