@@ -46,8 +46,15 @@ pub struct JobFile {
     #[serde(default)]
     pub workers: Option<usize>,
     /// Checkpoints and parked (night_delay) messages. Default: `state` beside the tracking dir.
+    /// An object-store prefix (`s3://bucket/prefix`) keeps the checkpoints and the run lock
+    /// there, shared by machines, and the rest in `local_state_dir`.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// With `state_dir` on an object store: this machine's working files (the live park
+    /// store, recall books, Redis spool, the fetched checkpoint). Default: `var/state` beside
+    /// the job file.
+    #[serde(default)]
+    pub local_state_dir: Option<PathBuf>,
     /// Region (ISO 3166) of phone receivers written without a country code. Default `"CN"`.
     #[serde(default = "default_region")]
     pub region: String,
@@ -625,12 +632,13 @@ fn section_problems(table: &toml::Table) -> Vec<Broken> {
             .err()
             .map(|e| e.message().trim().replace('\n', " "))
     }
-    const KEYS: [&str; 16] = [
+    const KEYS: [&str; 17] = [
         "name",
         "timezone",
         "templates",
         "workers",
         "state_dir",
+        "local_state_dir",
         "region",
         "source",
         "dedup",
@@ -656,7 +664,7 @@ fn section_problems(table: &toml::Table) -> Vec<Broken> {
     for (k, v) in table {
         let check: Check = match k.as_str() {
             "name" | "timezone" | "region" => of::<String>,
-            "templates" | "state_dir" => of::<PathBuf>,
+            "templates" | "state_dir" | "local_state_dir" => of::<PathBuf>,
             "workers" => of::<usize>,
             "source" => of::<SourceConfig>,
             "dedup" => of::<DedupConfig>,
@@ -1007,8 +1015,11 @@ pub struct Job {
     pub source_path: Option<PathBuf>,
     /// Where the tracking tables live (a directory, or an `s3://` prefix).
     pub tracking_dir: tidings_sinks::tracking::TrackingDir,
-    /// The state directory.
+    /// The state directory on this machine (`local_state_dir` when `state_dir` is on an
+    /// object store).
     pub state_dir: PathBuf,
+    /// `state_dir` on an object store: where the checkpoints and the run lock are shared.
+    pub state_store: Option<tidings_sinks::tracking::ObjectDir>,
     /// Template id → account name.
     pub account_of: BTreeMap<i64, String>,
     /// The Kafka source (kafka source).
@@ -1128,7 +1139,7 @@ impl Job {
             let token = match a.token.as_deref().map(env_value).transpose() {
                 Ok(t) => t.filter(|t| !t.is_empty()),
                 Err(e) => {
-                    bad("admin.token", format!("{e}; export it or write the token"));
+                    bad("admin.token", format!("{e} or write the token"));
                     return None;
                 }
             };
@@ -1152,7 +1163,39 @@ impl Job {
                 problems.push(format!("{shown}: tracking.dir: {why}"));
                 TrackingDir::Local(base.join("var/tracking"))
             });
-        let state_dir = match (&file.state_dir, &tracking_dir) {
+        let state_store = file
+            .state_dir
+            .as_ref()
+            .map(|s| s.to_string_lossy().to_string())
+            .filter(|s| s.contains("://"))
+            .and_then(
+                |url| match tidings_sinks::tracking::ObjectDir::parse(&url) {
+                    Ok(o) => Some(o),
+                    Err(why) => {
+                        problems.push(format!("{shown}: state_dir: {why}"));
+                        None
+                    }
+                },
+            );
+        let local_named = match (&file.state_dir, &file.local_state_dir) {
+            (Some(s), _) if !s.to_string_lossy().contains("://") => {
+                if file.local_state_dir.is_some() {
+                    problems.push(format!(
+                        "{shown}: local_state_dir: only with state_dir on an object store (s3://…); remove it, or move state_dir there"
+                    ));
+                }
+                Some(s.clone())
+            }
+            (Some(_), l) => Some(l.clone().unwrap_or_else(|| PathBuf::from("var/state"))),
+            (None, Some(_)) => {
+                problems.push(format!(
+                    "{shown}: local_state_dir: only with state_dir on an object store (s3://…); remove it, or set state_dir = \"s3://BUCKET/PREFIX\""
+                ));
+                None
+            }
+            (None, None) => None,
+        };
+        let state_dir = match (&local_named, &tracking_dir) {
             (Some(s), _) => base.join(s),
             (None, TrackingDir::Local(t)) => t
                 .parent()
@@ -1175,7 +1218,9 @@ impl Job {
             problems.push(format!("{shown}: tracking.dir: {why}; choose a directory"));
         }
         if run && let Some(why) = dir_problem(&state_dir) {
-            let key = if file.state_dir.is_some() {
+            let key = if state_store.is_some() {
+                "local_state_dir (default: var/state beside the job file)"
+            } else if file.state_dir.is_some() {
                 "state_dir"
             } else {
                 "state_dir (default: beside tracking.dir)"
@@ -1198,6 +1243,7 @@ impl Job {
             source_path,
             tracking_dir,
             state_dir,
+            state_store,
             account_of,
             kafka,
             admin,
@@ -1341,5 +1387,50 @@ mod tests {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }
         assert!(err.problems.iter().all(|p| p.contains(".toml")), "{text}");
+    }
+
+    #[test]
+    fn state_on_an_object_store_keeps_working_files_local_and_misuse_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "t.toml", TEMPLATES);
+        write(dir.path(), "r.jsonl", "");
+        let job_with = |top: &str| {
+            write(
+                dir.path(),
+                "job.toml",
+                &format!(
+                    "name = \"x\"\ntemplates = \"t.toml\"\n{top}\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"blackhole\"\n"
+                ),
+            )
+        };
+        let job = Job::load(&job_with("state_dir = \"s3://b/jobs/x\"")).unwrap();
+        assert_eq!(
+            job.state_store.as_ref().map(|s| s.url()),
+            Some("s3://b/jobs/x")
+        );
+        assert_eq!(job.state_dir, dir.path().join("var/state"));
+        let job = Job::load(&job_with(
+            "state_dir = \"s3://b/jobs/x\"\nlocal_state_dir = \"here\"",
+        ))
+        .unwrap();
+        assert_eq!(job.state_dir, dir.path().join("here"));
+        for (top, want) in [
+            (
+                "local_state_dir = \"here\"",
+                "local_state_dir: only with state_dir on an object store",
+            ),
+            (
+                "state_dir = \"s\"\nlocal_state_dir = \"here\"",
+                "local_state_dir: only with",
+            ),
+            (
+                "state_dir = \"gs://b/x\"",
+                "state_dir: `gs://b/x`: the gs:// scheme is not supported",
+            ),
+        ] {
+            let err = Job::load(&job_with(top)).unwrap_err().to_string();
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains("job.toml: ") && err.contains(want), "{err}");
+        }
     }
 }

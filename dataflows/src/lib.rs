@@ -28,6 +28,7 @@ pub mod send;
 pub mod serve;
 pub mod signals;
 pub mod source;
+pub mod state_store;
 pub mod track;
 
 pub use job::Job;

@@ -75,6 +75,117 @@ impl Drop for RunLock {
     }
 }
 
+/// The run lock of a job whose `state_dir` is on an object store: a lease object
+/// (`LOCK`, `LOCK-p`) beside the checkpoints, taken by a conditional PUT and renewed every
+/// [`STORE_LOCK_TTL`] / 3 by a thread of its own. Runners on other machines are refused while
+/// it has not run out; a runner on this machine with the same local state directory (which
+/// holds the local lock, so the old runner is gone) takes it over at once, so a restart after
+/// a crash does not wait. Losing it (this runner stalled past the lease and another took the
+/// job) fails the run.
+pub struct StoreLock {
+    dir: tidings_sinks::tracking::ObjectDir,
+    name: String,
+    owner: String,
+    done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What to check when an object store does not answer.
+pub const STORE_HINT: &str = "check the bucket and AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_ALLOW_HTTP=true for an http:// endpoint)";
+
+/// How long a store lock lasts without a renewal.
+pub const STORE_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl StoreLock {
+    /// Takes lease `name` of `dir` for the runner whose local state directory is `local`, or
+    /// says who holds it; `lost` is called (once) if the lease is lost later.
+    pub fn acquire(
+        dir: &tidings_sinks::tracking::ObjectDir,
+        name: &str,
+        local: &Path,
+        lost: impl Fn(String) + Send + 'static,
+    ) -> anyhow::Result<StoreLock> {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".into());
+        let local = std::fs::canonicalize(local).unwrap_or_else(|_| local.to_path_buf());
+        let owner = format!("{host}:{}", local.display());
+        let url = format!("{}/{name}", dir.url());
+        if !dir
+            .lease(name, &owner, STORE_LOCK_TTL)
+            .map_err(|e| anyhow::anyhow!("state_dir {e}; {STORE_HINT}"))?
+        {
+            let holder = dir
+                .get(name)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|l| l["owner"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "another runner".into());
+            anyhow::bail!(
+                "{url}: this job is already running ({holder} holds the lock, renewed every {} s); stop it first, or give this run its own state_dir",
+                STORE_LOCK_TTL.as_secs() / 3
+            );
+        }
+        let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let (d, n, o, flag) = (dir.clone(), name.to_string(), owner.clone(), done.clone());
+        let renewer = std::thread::Builder::new()
+            .name("tidings-lock".into())
+            .spawn(move || {
+                let mut renewed = std::time::Instant::now();
+                loop {
+                    let (m, cv) = &*flag;
+                    let stopped = m.lock().unwrap_or_else(|p| p.into_inner());
+                    let (stopped, _) = cv
+                        .wait_timeout_while(stopped, STORE_LOCK_TTL / 3, |s| !*s)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *stopped {
+                        return;
+                    }
+                    drop(stopped);
+                    match d.lease(&n, &o, STORE_LOCK_TTL) {
+                        Ok(true) => renewed = std::time::Instant::now(),
+                        Ok(false) => {
+                            return lost(format!(
+                                "{url}: the job's lock was taken by another runner (this one could not renew it in time); stopped"
+                            ));
+                        }
+                        Err(e) if renewed.elapsed() >= STORE_LOCK_TTL => {
+                            return lost(format!(
+                                "{url}: the job's lock could not be renewed for {} s ({e}); stopped, another runner may take the job",
+                                STORE_LOCK_TTL.as_secs()
+                            ));
+                        }
+                        Err(e) => tracing::warn!("renewing the job's lock: {e}"),
+                    }
+                }
+            })?;
+        Ok(StoreLock {
+            dir: dir.clone(),
+            name: name.to_string(),
+            owner,
+            done,
+            renewer: Some(renewer),
+        })
+    }
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.done;
+        *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
+        if let Err(e) = self.dir.release(&self.name, &self.owner) {
+            tracing::warn!("releasing the job's lock: {e}");
+        }
+    }
+}
+
 /// Checks that `dir` (created if missing) takes a new file: creates, syncs and removes a probe
 /// file. The error names `key` (e.g. `tracking.dir`) and the path.
 pub fn probe_writable(key: &str, dir: &Path) -> anyhow::Result<()> {

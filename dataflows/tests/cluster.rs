@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{paced_demo, partitioned_demo, start_local};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,18 +14,6 @@ use std::time::{Duration, Instant};
 const NOW: &str = "2025-11-22T10:00:00+08:00";
 const ROWS: &str = "SELECT message_id, receiver, state, coalesce(reason, '') AS reason \
                     FROM events ORDER BY 1, 2, 3, 4";
-
-/// The demo job (several templates, night shield, both dedup rules, discard list, whitelist)
-/// with its requests `copies` times over, split round-robin into 4 partition files.
-fn partitioned_demo(copies: usize) -> (tempfile::TempDir, PathBuf) {
-    let (dir, job) = common::partitioned_demo_copy(copies);
-    let text = std::fs::read_to_string(&job)
-        .unwrap()
-        // Checkpoints often, so a kill finds several complete cuts behind it.
-        .replace("epoch_lines = 256", "epoch_lines = 64\ncheckpoint_ms = 200");
-    std::fs::write(&job, text).unwrap();
-    (dir, job)
-}
 
 /// Runs the job (`-w W`, and `--local N` when N > 1); returns stderr, after asserting success.
 fn run(job: &Path, workers: usize, processes: usize) -> String {
@@ -50,26 +40,6 @@ fn run(job: &Path, workers: usize, processes: usize) -> String {
         out.status
     );
     stderr
-}
-
-/// Starts `tidings run JOB --local N -w 1` in the background, its stderr to `log`.
-fn start_local(job: &Path, processes: usize, log: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args([
-            "run",
-            job.to_str().unwrap(),
-            "--now",
-            NOW,
-            "-w",
-            "1",
-            "--local",
-        ])
-        .arg(processes.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
 }
 
 fn rows(job: &Path) -> String {
@@ -109,7 +79,7 @@ fn a_process_killed_mid_run_restarts_the_cluster_and_nothing_is_lost() {
     let (dir, job) = paced_demo();
     let log = dir.path().join("cluster.log");
 
-    let mut supervisor = start_local(&job, 3, &log);
+    let mut supervisor = start_local(&job, 3, &log, NOW);
     let state = dir.path().join("var/state");
     let outbox = dir.path().join("var/outbox/email.jsonl");
     // Kill process 1 once some mail went out. (A cut completes only once every send before
@@ -169,18 +139,6 @@ fn a_process_killed_mid_run_restarts_the_cluster_and_nothing_is_lost() {
     assert_eq!(common::first_row::<usize>(&terminal), vec![0]);
 }
 
-/// The partitioned demo six times over, its SMS and mail paced at 40 receivers/s, so a run
-/// lasts long enough to be killed or stopped mid-run.
-fn paced_demo() -> (tempfile::TempDir, PathBuf) {
-    let (dir, job) = partitioned_demo(6);
-    let text = std::fs::read_to_string(&job).unwrap().replace(
-        "[accounts.email-main]\nchannel = \"email\"\n",
-        "[accounts.email-main]\nchannel = \"email\"\nrate_limit = { per_second = 40, strategy = \"receivers\" }\n",
-    ).replace("per_second = 500, strategy = \"receivers\"", "per_second = 40, strategy = \"receivers\"");
-    std::fs::write(&job, text).unwrap();
-    (dir, job)
-}
-
 #[test]
 fn a_graceful_stop_of_2_processes_and_a_restart_on_3_write_each_row_once() {
     let (_base_dir, base_job) = partitioned_demo(6);
@@ -189,7 +147,7 @@ fn a_graceful_stop_of_2_processes_and_a_restart_on_3_write_each_row_once() {
 
     let (dir, job) = paced_demo();
     let log = dir.path().join("cluster.log");
-    let mut supervisor = start_local(&job, 2, &log);
+    let mut supervisor = start_local(&job, 2, &log, NOW);
     let outbox = dir.path().join("var/outbox/email.jsonl");
     common::wait_until(Duration::from_secs(60), "the first sends", || {
         common::count_lines(&outbox) > 60
@@ -326,7 +284,7 @@ fn endless_demo() -> (tempfile::TempDir, PathBuf) {
 fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
     let (dir, job) = endless_demo();
     let log = dir.path().join("local.log");
-    let mut child = start_local(&job, 2, &log);
+    let mut child = start_local(&job, 2, &log, NOW);
     let pids_file = dir.path().join("var/state/local-cluster/pids");
     common::wait_until(Duration::from_secs(60), "the processes' pids", || {
         std::fs::read_to_string(&pids_file).is_ok_and(|p| p.lines().count() == 2)

@@ -321,3 +321,103 @@ fn one_compactor_per_prefix_holds_the_lease() {
     let p = pass_objects(&dir, "events", &CompactSettings::default(), None).unwrap();
     assert!(p.leased_elsewhere, "{p:?}");
 }
+
+/// `state_dir` on the object store: a 2-process cluster stops gracefully at a cut, this
+/// machine's state directory is wiped (a new machine), and a 3-process run resumes from the
+/// store alone — every row once, the same rows as one process straight through. While the
+/// cluster runs, a runner of the same job from another local state directory (another
+/// machine) is refused by the store's lock, before it touches anything.
+#[test]
+fn checkpoints_on_s3_resume_a_cluster_on_a_machine_without_its_state() {
+    let (_base_dir, base_job) = common::partitioned_demo(6);
+    run(&base_job, 1, 1);
+    let rows = |job: &Path| common::sql_csv(&job.parent().unwrap().join("var/tracking"), ROWS);
+    let expected = rows(&base_job);
+
+    let state = format!("s3://{}/jobs/demo", bucket());
+    let (dir, job) = common::paced_demo();
+    let text = std::fs::read_to_string(&job).unwrap();
+    assert!(text.contains("state_dir = \"var/state\""));
+    std::fs::write(
+        &job,
+        text.replace(
+            "state_dir = \"var/state\"",
+            &format!("state_dir = \"{state}\""),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("cluster.log");
+    let mut cluster = common::start_local(&job, 2, &log, NOW);
+    let outbox = dir.path().join("var/outbox/email.jsonl");
+    common::wait_until(Duration::from_secs(90), "the first sends", || {
+        common::count_lines(&outbox) > 60
+    });
+
+    // Another machine's runner: its own local state and tracking, the same state_dir.
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&job)
+            .unwrap()
+            .replace(
+                &format!("state_dir = \"{state}\""),
+                &format!("state_dir = \"{state}\"\nlocal_state_dir = \"var/elsewhere\""),
+            )
+            .replace("dir = \"var/tracking\"", "dir = \"var/tracking-elsewhere\""),
+    )
+    .unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", other.to_str().unwrap(), "--now", NOW])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("{state}/LOCK")) && said.contains("already running"),
+        "{said}"
+    );
+    assert!(!dir.path().join("var/tracking-elsewhere").exists());
+
+    assert!(
+        cluster.try_wait().unwrap().is_none(),
+        "ended before the stop"
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &cluster.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = common::wait_within(&mut cluster, Duration::from_secs(120), "the stop");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}\n{said}");
+
+    // The store holds one complete cut with both processes' parts; the locks are released.
+    let store = ObjectDir::parse(&state).unwrap();
+    let objects: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.rel).collect();
+    let cut = objects
+        .iter()
+        .find_map(|o| o.strip_suffix("/_COMPLETE"))
+        .unwrap_or_else(|| panic!("no complete cut: {objects:?}"));
+    for part in ["content-0.parquet", "content-1.parquet", "parked.jsonl"] {
+        assert!(
+            objects.contains(&format!("{cut}/{part}")),
+            "{part} missing: {objects:?}"
+        );
+    }
+    assert!(
+        !objects.iter().any(|o| o.starts_with("LOCK")),
+        "{objects:?}"
+    );
+
+    // A new machine: nothing of the first run's state is here.
+    std::fs::remove_dir_all(dir.path().join("var/state")).unwrap();
+    run(&job, 1, 3);
+    let got = rows(&job);
+    assert!(
+        got == expected,
+        "{} rows against {} of one process run straight through\n{said}",
+        got.lines().count(),
+        expected.lines().count()
+    );
+}

@@ -347,7 +347,8 @@ fn write_cuts(c: &Checkpoints, v: &Validator, written: &mut Option<Epoch>, limit
 fn book_part(c: &Checkpoints, v: &Validator, cut: Epoch) {
     let saved = c
         .part_path(cut, crate::book::PART)
-        .and_then(|path| v.book().save(&path));
+        .and_then(|path| v.book().save(&path))
+        .and_then(|()| c.publish(cut, crate::book::PART));
     if let Err(e) = saved {
         panic!("template book checkpoint: {e}");
     }

@@ -5,7 +5,8 @@
 - every bind-mounted host path exists;
 - Kafka advertises a listener the containers can reach (the service name, not localhost) and
   the live job reads exactly that one, plus one for the host;
-- the live job tracks to the MinIO bucket the compose file creates, and every node can reach it;
+- the live job tracks to (and checkpoints on) the MinIO bucket the compose file creates, and
+  every node can reach it;
 - Prometheus scrapes every tidings node on its container port;
 - every tidings command in the file (and the Dockerfile's CMD) parses with the binary given
   as the first argument (`tidings ARGS --help` exits 0);
@@ -73,6 +74,12 @@ m = re.search(r'^dir\s*=\s*"s3://([^/"]+)', live, re.M)
 init = " ".join(services.get("minio-init", {}).get("entrypoint", []))
 if not m:
     problem("examples/live/job.toml: tracking.dir is not on the compose file's MinIO (s3://BUCKET/...)")
+elif f"local/{m.group(1)}" not in init:
+    problem(f"docker-compose.yml: minio-init does not create bucket {m.group(1)}")
+# Its checkpoints too, so either node can run it.
+m = re.search(r'^state_dir\s*=\s*"s3://([^/"]+)', live, re.M)
+if not m:
+    problem("examples/live/job.toml: state_dir is not on the compose file's MinIO (s3://BUCKET/...)")
 elif f"local/{m.group(1)}" not in init:
     problem(f"docker-compose.yml: minio-init does not create bucket {m.group(1)}")
 for name, svc in services.items():

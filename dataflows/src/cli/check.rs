@@ -37,16 +37,25 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         let r = rt.block_on(a.check());
         line(format!("account {} ({})", a.name, a.provider()), r);
     }
-    if let tidings_sinks::tracking::TrackingDir::Object(o) = &job.tracking_dir {
+    let stores = [
+        ("tracking.dir", job.tracking_dir.object()),
+        ("state_dir", job.state_store.as_ref()),
+    ];
+    for (key, o) in stores {
+        let Some(o) = o else { continue };
         let r = o
             .probe()
             .map(|()| "writable".to_string())
             .map_err(|e| e.to_string());
-        line(format!("tracking.dir {}", o.url()), r);
+        line(format!("{key} {}", o.url()), r);
     }
+    let state_key = match job.state_store {
+        Some(_) => "local_state_dir",
+        None => "state_dir",
+    };
     for (key, dir) in [
         ("tracking.dir", job.tracking_dir.local()),
-        ("state_dir", Some(job.state_dir.as_path())),
+        (state_key, Some(job.state_dir.as_path())),
     ] {
         let Some(dir) = dir else { continue };
         let r = tidings_dataflows::lock::probe_writable(key, dir)

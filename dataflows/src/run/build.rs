@@ -22,7 +22,7 @@ use crate::backlog::{BacklogReader, Queues};
 use crate::health::Health;
 use crate::job::Job;
 use crate::kafka::{DeadLetterTopic, KafkaReader};
-use crate::lock::{RunLock, probe_writable};
+use crate::lock::{RunLock, STORE_HINT, StoreLock, probe_writable};
 use crate::send::SendContext;
 use crate::signals;
 use crate::track::Counts;
@@ -57,6 +57,8 @@ pub(crate) struct Shared {
 /// What the process holds for the run and tears down after it.
 pub(crate) struct Services {
     pub _lock: RunLock,
+    /// The job's lock on the object store, when `state_dir` is there.
+    pub _store_lock: Option<StoreLock>,
     pub runtime: tokio::runtime::Runtime,
     pub admin: Option<AdminServer>,
     pub redis: Option<RedisWriter>,
@@ -80,17 +82,32 @@ impl Services {
             0 => RunLock::acquire(&job.state_dir)?,
             p => RunLock::acquire_named(&job.state_dir, &format!("LOCK-{p}"))?,
         };
+        let stop = opts
+            .stop
+            .clone()
+            .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+        let health = Health::new(stop.clone());
+        // With state on an object store, the job's lock is there too (a lease): runners on
+        // other machines share the checkpoints, so they must not run the job twice. Taken
+        // before anything is tidied or started.
+        let store_lock = match &job.state_store {
+            Some(dir) => {
+                let failing = health.clone();
+                let name = match process {
+                    0 => "LOCK".to_string(),
+                    p => format!("LOCK-{p}"),
+                };
+                let lost = move |why: String| failing.fail(why);
+                Some(StoreLock::acquire(dir, &name, &job.state_dir, lost)?)
+            }
+            None => None,
+        };
         check_directories(job, opts, process == 0)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .thread_name("tidings-send")
             .build()?;
-        let stop = opts
-            .stop
-            .clone()
-            .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
-        let health = Health::new(stop.clone());
         let mut accounts =
             Accounts::build(&share_rates(job, opts), &job.base)?.shared_by(processes(opts));
         accounts.halt_with(health.halt_flag());
@@ -179,6 +196,7 @@ impl Services {
         });
         Ok(Services {
             _lock: lock,
+            _store_lock: store_lock,
             runtime,
             admin,
             redis,
@@ -192,7 +210,15 @@ impl Services {
 /// Checks that `state_dir` and (Parquet tracking) `tracking.dir` take files, and removes the
 /// unfinished `.tmp` files an earlier run left in the tracking directory.
 fn check_directories(job: &Job, opts: &RunOptions, first: bool) -> anyhow::Result<()> {
-    probe_writable("state_dir", &job.state_dir)?;
+    match &job.state_store {
+        Some(store) => {
+            probe_writable("local_state_dir", &job.state_dir)?;
+            store
+                .probe()
+                .map_err(|e| anyhow::anyhow!("state_dir {e}; {STORE_HINT}"))?;
+        }
+        None => probe_writable("state_dir", &job.state_dir)?,
+    }
     if !matches!(opts.tracking, TrackingTarget::Parquet) {
         return Ok(());
     }
@@ -200,11 +226,9 @@ fn check_directories(job: &Job, opts: &RunOptions, first: bool) -> anyhow::Resul
         TrackingDir::Local(dir) => dir,
         // Objects are whole when written: nothing unfinished to remove.
         TrackingDir::Object(o) => {
-            return o.probe().map_err(|e| {
-                anyhow::anyhow!(
-                    "tracking.dir {e}; check the bucket and AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_ALLOW_HTTP=true for an http:// endpoint)"
-                )
-            });
+            return o
+                .probe()
+                .map_err(|e| anyhow::anyhow!("tracking.dir {e}; {STORE_HINT}"));
         }
     };
     probe_writable("tracking.dir", dir)?;
@@ -305,7 +329,17 @@ fn source_name(job: &Job) -> anyhow::Result<Arc<str>> {
 /// Opens the job's checkpoints: the newest complete one is restored (its park store replaces
 /// the job's, by the process that parks; the source resumes at its positions), unless `fresh`.
 fn restore(job: &Job, source_name: &str, fresh: bool, parks: bool) -> anyhow::Result<Checkpoints> {
-    let c = Checkpoints::open(&job.state_dir, source_name, fresh)?;
+    let mirror = job.state_store.clone().map(|dir| {
+        Arc::new(crate::state_store::ObjectMirror::new(dir))
+            as Arc<dyn tidings_operators::checkpoint::Mirror>
+    });
+    let c =
+        Checkpoints::open_mirrored(&job.state_dir, source_name, fresh, mirror).map_err(|e| {
+            match &job.state_store {
+                Some(store) => anyhow::anyhow!("state_dir {}: checkpoints: {e}", store.url()),
+                None => anyhow::anyhow!("{e}"),
+            }
+        })?;
     let store = job.state_dir.join("parked.jsonl");
     if !parks {
         return Ok(c);

@@ -199,6 +199,7 @@ fn finish(
 ) -> anyhow::Result<Summary> {
     let Services {
         _lock,
+        _store_lock,
         runtime,
         admin,
         redis,

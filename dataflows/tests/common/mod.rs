@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use tidings_dataflows::{Job, RunOptions, TrackingTarget, run};
 use tidings_model::{DeadLetter, EventRow};
@@ -248,4 +249,48 @@ pub fn partitioned_demo_copy(copies: usize) -> (tempfile::TempDir, PathBuf) {
         .replace("path = \"requests.jsonl\"", "path = \"requests\"");
     std::fs::write(&job, text).unwrap();
     (dir, job)
+}
+
+/// The demo job (several templates, night shield, both dedup rules, discard list, whitelist)
+/// with its requests `copies` times over, split round-robin into 4 partition files.
+pub fn partitioned_demo(copies: usize) -> (tempfile::TempDir, PathBuf) {
+    let (dir, job) = partitioned_demo_copy(copies);
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        // Checkpoints often, so a kill finds several complete cuts behind it.
+        .replace("epoch_lines = 256", "epoch_lines = 64\ncheckpoint_ms = 200");
+    std::fs::write(&job, text).unwrap();
+    (dir, job)
+}
+
+/// The partitioned demo six times over, its SMS and mail paced at 40 receivers/s, so a run
+/// lasts long enough to be killed or stopped mid-run.
+pub fn paced_demo() -> (tempfile::TempDir, PathBuf) {
+    let (dir, job) = partitioned_demo(6);
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "[accounts.email-main]\nchannel = \"email\"\n",
+        "[accounts.email-main]\nchannel = \"email\"\nrate_limit = { per_second = 40, strategy = \"receivers\" }\n",
+    ).replace("per_second = 500, strategy = \"receivers\"", "per_second = 40, strategy = \"receivers\"");
+    std::fs::write(&job, text).unwrap();
+    (dir, job)
+}
+
+/// Starts `tidings run JOB --local N -w 1 --now NOW` in the background, its stderr to `log`.
+pub fn start_local(job: &Path, processes: usize, log: &Path, now: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "--now",
+            now,
+            "-w",
+            "1",
+            "--local",
+        ])
+        .arg(processes.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
 }

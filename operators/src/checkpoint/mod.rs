@@ -153,6 +153,22 @@ impl Inner {
     }
 }
 
+/// A second home of the checkpoints that processes on other machines share (an object store:
+/// `state_dir = "s3://…"`). Every part is copied there before it counts as written, the
+/// manifest after every part, and a run restores from there (the newest complete cut is
+/// fetched into the local state directory first). Names are `DIR/FILE`, `DIR` the cut's
+/// directory name.
+pub trait Mirror: Send + Sync + std::fmt::Debug {
+    /// Every object of the checkpoints, as `DIR/FILE`.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Copies the local file `from` to `rel` (whole: it appears complete or not at all).
+    fn put(&self, rel: &str, from: &Path) -> io::Result<()>;
+    /// Copies `rel` to the local file `to`.
+    fn get(&self, rel: &str, to: &Path) -> io::Result<()>;
+    /// Deletes `rel` (a missing one is not an error).
+    fn delete(&self, rel: &str) -> io::Result<()>;
+}
+
 /// The checkpoints of one run, shared by every operator of every worker of the process.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
@@ -160,7 +176,106 @@ pub struct Checkpoints {
     source: String,
     run: String,
     restored: Option<PathBuf>,
+    mirror: Option<Arc<dyn Mirror>>,
     shared: Arc<Mutex<Inner>>,
+}
+
+/// The generation (`<run>` part) of a checkpoint directory's name.
+fn generation_of(name: &str) -> Option<u64> {
+    name.split('-').next().and_then(|g| g.parse::<u64>().ok())
+}
+
+/// The local checkpoints: the complete ones, oldest first, and the highest generation.
+fn scan_local(dir: &Path) -> io::Result<(Vec<PathBuf>, u64)> {
+    let mut complete: Vec<PathBuf> = Vec::new();
+    let mut generation = 0u64;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(g) = generation_of(name) {
+            generation = generation.max(g);
+        }
+        if path.join(MANIFEST).is_file() {
+            complete.push(path);
+        }
+    }
+    complete.sort();
+    Ok((complete, generation))
+}
+
+/// The mirror's newest complete checkpoint, fetched into `dir` (the files this machine does not
+/// have; the manifest last), and the mirror's highest generation. Every other local checkpoint
+/// is removed: only the mirror's count, and a part this machine wrote but never copied there
+/// must not be restored.
+fn fetch_newest(
+    dir: &Path,
+    mirror: &dyn Mirror,
+    fresh: bool,
+) -> io::Result<(Option<PathBuf>, u64)> {
+    let mut by_dir: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut generation = 0u64;
+    for rel in mirror.list()? {
+        let Some((d, f)) = rel.split_once('/') else {
+            continue;
+        };
+        if let Some(g) = generation_of(d) {
+            generation = generation.max(g);
+        }
+        by_dir.entry(d.to_string()).or_default().push(f.to_string());
+    }
+    let newest = by_dir
+        .iter()
+        .rev()
+        .find(|(_, files)| files.iter().any(|f| f == MANIFEST))
+        .filter(|_| !fresh);
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if newest.is_none_or(|(d, _)| d != name) {
+            remove_path(&path)?;
+        }
+    }
+    let Some((name, files)) = newest else {
+        return Ok((None, generation));
+    };
+    let local = dir.join(name);
+    std::fs::create_dir_all(&local)?;
+    for entry in std::fs::read_dir(&local)? {
+        let path = entry?.path();
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // (Another process of this machine may be fetching into the same directory.)
+        let fetching = file.starts_with('.') && file.ends_with(".fetch");
+        if !fetching && !files.iter().any(|f| f == file) {
+            remove_path(&path)?;
+        }
+    }
+    let manifest_last = files
+        .iter()
+        .filter(|f| *f != MANIFEST)
+        .chain(files.iter().filter(|f| *f == MANIFEST));
+    for file in manifest_last {
+        let to = local.join(file);
+        if to.exists() {
+            continue;
+        }
+        let tmp = local.join(format!(".{file}.{}.fetch", std::process::id()));
+        mirror.get(&format!("{name}/{file}"), &tmp)?;
+        std::fs::rename(&tmp, &to)?;
+    }
+    Ok((Some(local), generation))
+}
+
+/// Removes a file or a directory with everything in it (gone already is fine).
+fn remove_path(path: &Path) -> io::Result<()> {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match removed {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 impl Checkpoints {
@@ -172,22 +287,27 @@ impl Checkpoints {
     /// The run's checkpoints are named after a generation one above every directory there,
     /// so every process of a cluster that shares the state directory names them alike.
     pub fn open(state_dir: &Path, source: &str, fresh: bool) -> io::Result<Checkpoints> {
+        Checkpoints::open_mirrored(state_dir, source, fresh, None)
+    }
+
+    /// [`Checkpoints::open`] with a [`Mirror`]: the checkpoint restored and the generation
+    /// come from the mirror (what processes on every machine see alike), not from this
+    /// machine's directory.
+    pub fn open_mirrored(
+        state_dir: &Path,
+        source: &str,
+        fresh: bool,
+        mirror: Option<Arc<dyn Mirror>>,
+    ) -> io::Result<Checkpoints> {
         let dir = state_dir.join("checkpoints");
         std::fs::create_dir_all(&dir)?;
-        let mut complete: Vec<PathBuf> = Vec::new();
-        let mut generation = 0u64;
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(g) = name.split('-').next().and_then(|g| g.parse::<u64>().ok()) {
-                generation = generation.max(g);
+        let (restored, generation) = match &mirror {
+            Some(m) => fetch_newest(&dir, m.as_ref(), fresh)?,
+            None => {
+                let (mut complete, generation) = scan_local(&dir)?;
+                (if fresh { None } else { complete.pop() }, generation)
             }
-            if path.join(MANIFEST).is_file() {
-                complete.push(path);
-            }
-        }
-        complete.sort();
-        let restored = if fresh { None } else { complete.pop() };
+        };
         let base = match &restored {
             Some(p) => {
                 let m = read_manifest(p)?;
@@ -213,6 +333,7 @@ impl Checkpoints {
             source: source.to_string(),
             run: format!("{:013}", generation + 1),
             restored,
+            mirror,
             shared: Arc::new(Mutex::new(Inner {
                 direct: true,
                 per_process: 1,
@@ -411,10 +532,44 @@ impl Checkpoints {
     }
 
     /// The path of a part of checkpoint `e` (its directory is created).
+    ///
+    /// With a mirror, the local checkpoints older than the newest complete one are removed
+    /// here (on a process that does not complete cuts, nothing else would).
     pub fn part_path(&self, e: Epoch, part: &str) -> io::Result<PathBuf> {
         let dir = self.dir_of(e);
+        if self.mirror.is_some()
+            && let Some((done, _)) = self.completed()
+        {
+            self.remove_older(&self.dir_of(done))?;
+        }
         std::fs::create_dir_all(&dir)?;
         Ok(dir.join(part))
+    }
+
+    /// Copies part `part` of checkpoint `e`, written, to the mirror (if there is one): call
+    /// before [`Checkpoints::part_written`].
+    pub fn publish(&self, e: Epoch, part: &str) -> io::Result<()> {
+        let Some(m) = &self.mirror else {
+            return Ok(());
+        };
+        m.put(&self.mirror_name(e, part), &self.dir_of(e).join(part))
+    }
+
+    fn mirror_name(&self, e: Epoch, file: &str) -> String {
+        let dir = self.dir_of(e);
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        format!("{name}/{file}")
+    }
+
+    /// Removes the local checkpoints that sort before `dir` (older).
+    fn remove_older(&self, dir: &Path) -> io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.as_path() < dir {
+                remove_path(&path)?;
+            }
+        }
+        Ok(())
     }
 
     /// Records that a registered writer's part of `e` is durably on disk.
@@ -446,13 +601,18 @@ impl Checkpoints {
         })
         .map_err(io::Error::other)?;
         write_durably(&dir.join(MANIFEST), &body)?;
-        // Everything older is superseded (complete or not), including the restored one.
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path < dir {
-                std::fs::remove_dir_all(&path)?;
+        if let Some(m) = &self.mirror {
+            // The mirror's manifest is the one that counts: every part is there already.
+            m.put(&self.mirror_name(epoch, MANIFEST), &dir.join(MANIFEST))?;
+            let name = self.mirror_name(epoch, "");
+            for rel in m.list()? {
+                if rel.as_str() < name.as_str() {
+                    m.delete(&rel)?;
+                }
             }
         }
+        // Everything older is superseded (complete or not), including the restored one.
+        self.remove_older(&dir)?;
         let mut s = self.lock();
         s.base = merged;
         s.coord.out.push(Ctl::Completed { epoch, offsets });
@@ -893,5 +1053,105 @@ mod tests {
         let s = c.lock();
         assert_eq!(s.coord.positions[&6][&2][&2].offset, 6);
         assert_eq!(s.coord.finished[&2][&2].offset, 10);
+    }
+
+    /// A mirror in a directory (the object store's stand-in for this unit test; the run over a
+    /// real S3 server is `dataflows/tests/s3.rs`).
+    #[derive(Debug)]
+    struct DirMirror(PathBuf);
+
+    impl Mirror for DirMirror {
+        fn list(&self) -> io::Result<Vec<String>> {
+            let mut out = Vec::new();
+            for d in std::fs::read_dir(&self.0)? {
+                let d = d?;
+                for f in std::fs::read_dir(d.path())? {
+                    let f = f?;
+                    out.push(format!(
+                        "{}/{}",
+                        d.file_name().to_string_lossy(),
+                        f.file_name().to_string_lossy()
+                    ));
+                }
+            }
+            Ok(out)
+        }
+        fn put(&self, rel: &str, from: &Path) -> io::Result<()> {
+            let to = self.0.join(rel);
+            std::fs::create_dir_all(to.parent().unwrap())?;
+            std::fs::copy(from, to).map(|_| ())
+        }
+        fn get(&self, rel: &str, to: &Path) -> io::Result<()> {
+            std::fs::copy(self.0.join(rel), to).map(|_| ())
+        }
+        fn delete(&self, rel: &str) -> io::Result<()> {
+            let path = self.0.join(rel);
+            std::fs::remove_file(&path)?;
+            let _ = std::fs::remove_dir(path.parent().unwrap());
+            Ok(())
+        }
+    }
+
+    /// One cut by one source and one writer, completed.
+    fn one_cut(c: &Checkpoints, epoch: Epoch, offset: i64) {
+        c.request_cut();
+        assert_eq!(c.source_turn(0, epoch, true), None);
+        let path = c.part_path(epoch, "content-0.parquet").unwrap();
+        write_keyed(&path, [(offset as u128, vec![offset])].into_iter()).unwrap();
+        c.publish(epoch, "content-0.parquet").unwrap();
+        c.part_written(epoch);
+        let at = Position {
+            offset,
+            read_to: offset,
+            ..Position::default()
+        };
+        c.deposit(epoch, 0, BTreeMap::from([(0, at)]));
+        assert_eq!(c.complete_before(Some(epoch + 1)).unwrap(), Some(epoch));
+    }
+
+    #[test]
+    fn a_mirrored_checkpoint_is_restored_on_another_machine_and_only_the_mirror_counts() {
+        let (a, b, shared) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let mirror =
+            || -> Option<Arc<dyn Mirror>> { Some(Arc::new(DirMirror(shared.path().into()))) };
+        let c = Checkpoints::open_mirrored(a.path(), "t", false, mirror()).unwrap();
+        c.register();
+        c.register_source();
+        one_cut(&c, 5, 50);
+        one_cut(&c, 9, 90);
+        let names = DirMirror(shared.path().into()).list().unwrap();
+        assert_eq!(names.len(), 2, "the older cut left the mirror: {names:?}");
+        // Machine B, with a stale cut of its own that never reached the mirror.
+        let stale = b
+            .path()
+            .join("checkpoints/0000000000007-00000000000000000003");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join(MANIFEST), b"{\"offsets\":{}}").unwrap();
+        let on_b = Checkpoints::open_mirrored(b.path(), "t", false, mirror()).unwrap();
+        let restored = on_b
+            .restored()
+            .expect("restored from the mirror")
+            .to_path_buf();
+        assert!(restored.starts_with(b.path()), "{}", restored.display());
+        assert_eq!(on_b.restored_offsets(), BTreeMap::from([(0, 90)]));
+        let mut keys = Vec::new();
+        for part in on_b.restored_parts("content-").unwrap() {
+            read_keyed(&part, |_| true, |k, _| keys.push(k)).unwrap();
+        }
+        assert_eq!(keys, vec![90]);
+        assert!(
+            !stale.exists(),
+            "a local cut the mirror does not have is not kept"
+        );
+        // Both machines name the next run's cuts alike: after the mirror's generation.
+        assert_eq!(on_b.run, "0000000000002");
+        let again_on_a = Checkpoints::open_mirrored(a.path(), "t", false, mirror()).unwrap();
+        assert_eq!(again_on_a.run, on_b.run);
+        let fresh = Checkpoints::open_mirrored(b.path(), "t", true, mirror()).unwrap();
+        assert!(fresh.restored().is_none());
     }
 }

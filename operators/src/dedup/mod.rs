@@ -152,15 +152,17 @@ impl Flat {
     }
 }
 
-/// Writes a rule's part of checkpoint `epoch` durably; `Err` says why not.
+/// Writes a rule's part of checkpoint `epoch` durably (and to the mirror); `Err` says why not.
 fn write_part<R: KeyedRule>(
     flat: &Flat,
     c: &Checkpoints,
     epoch: Epoch,
     index: usize,
 ) -> Result<(), String> {
-    c.part_path(epoch, &format!("{}-{index}.parquet", R::PART))
+    let part = format!("{}-{index}.parquet", R::PART);
+    c.part_path(epoch, &part)
         .and_then(|path| write_keyed(&path, flat.iter()))
+        .and_then(|()| c.publish(epoch, &part))
         .map_err(|e| format!("{} checkpoint: {e}", R::NAME))
 }
 

@@ -147,7 +147,7 @@ fn snapshot(
             _ => store.write_to(&path)?,
         }
         *last_part = Some(path);
-        Ok(())
+        c.publish(epoch, "parked.jsonl")
     });
     if let Err(e) = written {
         panic!("park store: {e}");

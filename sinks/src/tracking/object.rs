@@ -42,6 +42,14 @@ impl TrackingDir {
         }
     }
 
+    /// The object-store prefix, if the tables are there.
+    pub fn object(&self) -> Option<&ObjectDir> {
+        match self {
+            TrackingDir::Local(_) => None,
+            TrackingDir::Object(o) => Some(o),
+        }
+    }
+
     /// The local directory, if the tables are local.
     pub fn local(&self) -> Option<&Path> {
         match self {

@@ -1,0 +1,60 @@
+//! `state_dir = "s3://bucket/prefix"`: the checkpoints kept on an object store, so processes
+//! of a cluster on machines without a shared file system restore from one place. Each part is
+//! written to the local state directory first (as always), then copied to
+//! `prefix/checkpoints/<cut>/<part>` before it counts as written; the manifest follows every
+//! part; a run fetches the newest complete cut from there before it starts. The run lock is a
+//! lease beside them ([`crate::lock::StoreLock`]).
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use tidings_operators::checkpoint::Mirror;
+use tidings_sinks::tracking::ObjectDir;
+
+/// The checkpoints' [`Mirror`] on an object store.
+#[derive(Debug, Clone)]
+pub struct ObjectMirror {
+    dir: ObjectDir,
+}
+
+const CHECKPOINTS: &str = "checkpoints";
+
+impl ObjectMirror {
+    /// The mirror under `dir/checkpoints`.
+    pub fn new(dir: ObjectDir) -> ObjectMirror {
+        ObjectMirror { dir }
+    }
+
+    fn rel(rel: &str) -> String {
+        format!("{CHECKPOINTS}/{rel}")
+    }
+}
+
+impl Mirror for ObjectMirror {
+    fn list(&self) -> io::Result<Vec<String>> {
+        let prefix = format!("{CHECKPOINTS}/");
+        Ok(self
+            .dir
+            .list(CHECKPOINTS)?
+            .into_iter()
+            .filter_map(|o| o.rel.strip_prefix(&prefix).map(str::to_string))
+            .collect())
+    }
+
+    fn put(&self, rel: &str, from: &Path) -> io::Result<()> {
+        let body = std::fs::read(from)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", from.display())))?;
+        self.dir.put(&Self::rel(rel), body)
+    }
+
+    fn get(&self, rel: &str, to: &Path) -> io::Result<()> {
+        let body = self.dir.get(&Self::rel(rel))?;
+        let mut f = std::fs::File::create(to)?;
+        f.write_all(&body)?;
+        f.sync_data()
+    }
+
+    fn delete(&self, rel: &str) -> io::Result<()> {
+        self.dir.delete(&Self::rel(rel))
+    }
+}
