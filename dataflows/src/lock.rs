@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 pub struct RunLock {
     file: File,
     path: PathBuf,
+    /// The job's lock on the object store, when its state is there: given up before the local
+    /// lock, so a runner that takes the local lock next finds the store's free too.
+    store: Option<StoreLock>,
 }
 
 impl RunLock {
@@ -60,7 +63,16 @@ impl RunLock {
         file.seek(SeekFrom::Start(0))?;
         writeln!(file, "{}", std::process::id())?;
         file.sync_data()?;
-        Ok(RunLock { file, path })
+        Ok(RunLock {
+            file,
+            path,
+            store: None,
+        })
+    }
+
+    /// Holds `store` too, given up before this lock.
+    pub fn hold_store(&mut self, store: StoreLock) {
+        self.store = Some(store);
     }
 
     /// The lock file.
@@ -71,23 +83,26 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        drop(self.store.take());
         let _ = self.file.unlock();
     }
 }
 
 /// The run lock of a job whose `state_dir` is on an object store: a lease object
 /// (`LOCK`, `LOCK-p`) beside the checkpoints, taken by a conditional PUT and renewed every
-/// [`STORE_LOCK_TTL`] / 3 by a thread of its own. Runners on other machines are refused while
-/// it has not run out; a runner on this machine with the same local state directory (which
-/// holds the local lock, so the old runner is gone) takes it over at once, so a restart after
-/// a crash does not wait. Losing it (this runner stalled past the lease and another took the
-/// job) fails the run.
+/// [`STORE_LOCK_TTL`] / 3 by a thread of its own. Its owner is the id kept in the local state
+/// directory (`store-lock.id`, made once: random, with the host and path to read): runners
+/// elsewhere are refused while it has not run out; a runner with the same local state
+/// directory (which holds the local lock, so the old runner is gone) takes it over at once,
+/// so a restart after a crash does not wait. Held only while renewed in time: a runner whose
+/// lease may have run out writes no checkpoint ([`LeaseClock`]) and fails.
+#[derive(Debug)]
 pub struct StoreLock {
     dir: tidings_sinks::tracking::ObjectDir,
     name: String,
     owner: String,
-    done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
-    renewer: Option<std::thread::JoinHandle<()>>,
+    clock: LeaseClock,
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
 /// What to check when an object store does not answer.
@@ -95,6 +110,57 @@ pub const STORE_HINT: &str = "check the bucket and AWS_ENDPOINT_URL, AWS_ACCESS_
 
 /// How long a store lock lasts without a renewal.
 pub const STORE_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How much earlier than the store a runner counts its lease as run out (requests take time).
+const STORE_LOCK_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Until when this runner surely holds its store lock: the start of the last renewal that
+/// succeeded plus the lease, less a margin.
+#[derive(Clone, Debug)]
+pub struct LeaseClock(std::sync::Arc<std::sync::Mutex<std::time::Instant>>);
+
+impl LeaseClock {
+    fn renewed(&self, asked: std::time::Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            asked + STORE_LOCK_TTL - STORE_LOCK_MARGIN;
+    }
+
+    /// Whether the lease is surely still this runner's.
+    pub fn held(&self) -> bool {
+        std::time::Instant::now() < *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// This local state directory's owner id for store locks: read from `store-lock.id`, made the
+/// first time.
+fn owner_id(local: &Path) -> anyhow::Result<String> {
+    use std::hash::{BuildHasher, Hasher};
+    let path = local.join("store-lock.id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    let local_shown = std::fs::canonicalize(local).unwrap_or_else(|_| local.to_path_buf());
+    let id = format!("{:016x}@{host}:{}", h.finish(), local_shown.display());
+    tidings_operators::checkpoint::write_durably(&path, id.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(id)
+}
 
 impl StoreLock {
     /// Takes lease `name` of `dir` for the runner whose local state directory is `local`, or
@@ -105,15 +171,9 @@ impl StoreLock {
         local: &Path,
         lost: impl Fn(String) + Send + 'static,
     ) -> anyhow::Result<StoreLock> {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "host".into());
-        let local = std::fs::canonicalize(local).unwrap_or_else(|_| local.to_path_buf());
-        let owner = format!("{host}:{}", local.display());
+        let owner = owner_id(local)?;
         let url = format!("{}/{name}", dir.url());
+        let asked = std::time::Instant::now();
         if !dir
             .lease(name, &owner, STORE_LOCK_TTL)
             .map_err(|e| anyhow::anyhow!("state_dir {e}; {STORE_HINT}"))?
@@ -129,12 +189,21 @@ impl StoreLock {
                 STORE_LOCK_TTL.as_secs() / 3
             );
         }
-        let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-        let (d, n, o, flag) = (dir.clone(), name.to_string(), owner.clone(), done.clone());
-        let renewer = std::thread::Builder::new()
+        let clock = LeaseClock(std::sync::Arc::new(std::sync::Mutex::new(asked)));
+        clock.renewed(asked);
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let (d, n, o, flag, c) = (
+            dir.clone(),
+            name.to_string(),
+            owner.clone(),
+            stop.clone(),
+            clock.clone(),
+        );
+        // Not joined when the lock goes: a renewal stuck on an unreachable store must not hold
+        // up the end of the run. It stops at its next turn.
+        std::thread::Builder::new()
             .name("tidings-lock".into())
             .spawn(move || {
-                let mut renewed = std::time::Instant::now();
                 loop {
                     let (m, cv) = &*flag;
                     let stopped = m.lock().unwrap_or_else(|p| p.into_inner());
@@ -145,17 +214,21 @@ impl StoreLock {
                         return;
                     }
                     drop(stopped);
-                    match d.lease(&n, &o, STORE_LOCK_TTL) {
-                        Ok(true) => renewed = std::time::Instant::now(),
+                    let asked = std::time::Instant::now();
+                    let renewal = d.lease(&n, &o, STORE_LOCK_TTL);
+                    if *flag.0.lock().unwrap_or_else(|p| p.into_inner()) {
+                        return;
+                    }
+                    match renewal {
+                        Ok(true) => c.renewed(asked),
                         Ok(false) => {
                             return lost(format!(
                                 "{url}: the job's lock was taken by another runner (this one could not renew it in time); stopped"
                             ));
                         }
-                        Err(e) if renewed.elapsed() >= STORE_LOCK_TTL => {
+                        Err(e) if !c.held() => {
                             return lost(format!(
-                                "{url}: the job's lock could not be renewed for {} s ({e}); stopped, another runner may take the job",
-                                STORE_LOCK_TTL.as_secs()
+                                "{url}: the job's lock could not be renewed in time ({e}); stopped, another runner may take the job"
                             ));
                         }
                         Err(e) => tracing::warn!("renewing the job's lock: {e}"),
@@ -166,22 +239,39 @@ impl StoreLock {
             dir: dir.clone(),
             name: name.to_string(),
             owner,
-            done,
-            renewer: Some(renewer),
+            clock,
+            stop,
         })
+    }
+
+    /// Until when the lease is surely held (the checkpoints' mirror checks it).
+    pub fn clock(&self) -> LeaseClock {
+        self.clock.clone()
     }
 }
 
 impl Drop for StoreLock {
     fn drop(&mut self) {
-        let (m, cv) = &*self.done;
+        let (m, cv) = &*self.stop;
         *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
         cv.notify_all();
-        if let Some(t) = self.renewer.take() {
-            let _ = t.join();
-        }
-        if let Err(e) = self.dir.release(&self.name, &self.owner) {
-            tracing::warn!("releasing the job's lock: {e}");
+        // Given up for the next runner, waiting at most a few seconds for the store.
+        let (dir, name, owner) = (self.dir.clone(), self.name.clone(), self.owner.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let released = std::thread::Builder::new()
+            .name("tidings-unlock".into())
+            .spawn(move || {
+                let _ = tx.send(dir.release(&name, &owner));
+            });
+        if released.is_ok() {
+            match rx.recv_timeout(std::time::Duration::from_secs(5)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("releasing the job's lock: {e}"),
+                Err(_) => tracing::warn!(
+                    "releasing the job's lock: the store did not answer in 5 s; it runs out in {} s",
+                    STORE_LOCK_TTL.as_secs()
+                ),
+            }
         }
     }
 }

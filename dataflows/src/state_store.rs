@@ -11,18 +11,22 @@ use std::path::Path;
 use tidings_operators::checkpoint::Mirror;
 use tidings_sinks::tracking::ObjectDir;
 
+use crate::lock::LeaseClock;
+
 /// The checkpoints' [`Mirror`] on an object store.
 #[derive(Debug, Clone)]
 pub struct ObjectMirror {
     dir: ObjectDir,
+    /// The job's lock on the store: nothing is written once it may have run out.
+    lease: Option<LeaseClock>,
 }
 
 const CHECKPOINTS: &str = "checkpoints";
 
 impl ObjectMirror {
-    /// The mirror under `dir/checkpoints`.
-    pub fn new(dir: ObjectDir) -> ObjectMirror {
-        ObjectMirror { dir }
+    /// The mirror under `dir/checkpoints`, written while `lease` is held.
+    pub fn new(dir: ObjectDir, lease: Option<LeaseClock>) -> ObjectMirror {
+        ObjectMirror { dir, lease }
     }
 
     fn rel(rel: &str) -> String {
@@ -42,6 +46,12 @@ impl Mirror for ObjectMirror {
     }
 
     fn put(&self, rel: &str, from: &Path) -> io::Result<()> {
+        if self.lease.as_ref().is_some_and(|l| !l.held()) {
+            return Err(io::Error::other(format!(
+                "{}/LOCK: the job's lock on the store may have run out (not renewed in time); no checkpoint is written without it",
+                self.dir.url()
+            )));
+        }
         let body = std::fs::read(from)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", from.display())))?;
         self.dir.put(&Self::rel(rel), body)

@@ -30,7 +30,7 @@ pub struct ServeArgs {
     /// node's REST address (`host:port`), one per line, in process order (this node is the
     /// line equal to --bind, or --peer-index). Every node is started with the same file and
     /// token; jobs are submitted by a path every node reads, their state_dir and tracking.dir
-    /// shared.
+    /// shared (a shared file system, or s3:// prefixes).
     #[arg(long, value_name = "FILE")]
     peers: Option<PathBuf>,
     /// This node's line in --peers, from 0 (when --bind is not written as in the file).

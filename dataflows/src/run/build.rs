@@ -57,8 +57,6 @@ pub(crate) struct Shared {
 /// What the process holds for the run and tears down after it.
 pub(crate) struct Services {
     pub _lock: RunLock,
-    /// The job's lock on the object store, when `state_dir` is there.
-    pub _store_lock: Option<StoreLock>,
     pub runtime: tokio::runtime::Runtime,
     pub admin: Option<AdminServer>,
     pub redis: Option<RedisWriter>,
@@ -90,7 +88,8 @@ impl Services {
         // With state on an object store, the job's lock is there too (a lease): runners on
         // other machines share the checkpoints, so they must not run the job twice. Taken
         // before anything is tidied or started.
-        let store_lock = match &job.state_store {
+        let mut lock = lock;
+        let lease = match &job.state_store {
             Some(dir) => {
                 let failing = health.clone();
                 let name = match process {
@@ -98,7 +97,10 @@ impl Services {
                     p => format!("LOCK-{p}"),
                 };
                 let lost = move |why: String| failing.fail(why);
-                Some(StoreLock::acquire(dir, &name, &job.state_dir, lost)?)
+                let store_lock = StoreLock::acquire(dir, &name, &job.state_dir, lost)?;
+                let clock = store_lock.clock();
+                lock.hold_store(store_lock);
+                Some(clock)
             }
             None => None,
         };
@@ -140,7 +142,7 @@ impl Services {
             .flatten();
         let started_ms = wall_ms();
         let source_name = source_name(job)?;
-        let checkpoints = restore(job, &source_name, opts.from_start, process == 0)?;
+        let checkpoints = restore(job, &source_name, opts.from_start, process == 0, lease)?;
         if let Some(c) = &opts.cluster {
             checkpoints.in_cluster(c.processes(), opts.workers.max(1));
         }
@@ -196,7 +198,6 @@ impl Services {
         });
         Ok(Services {
             _lock: lock,
-            _store_lock: store_lock,
             runtime,
             admin,
             redis,
@@ -328,15 +329,21 @@ fn source_name(job: &Job) -> anyhow::Result<Arc<str>> {
 
 /// Opens the job's checkpoints: the newest complete one is restored (its park store replaces
 /// the job's, by the process that parks; the source resumes at its positions), unless `fresh`.
-fn restore(job: &Job, source_name: &str, fresh: bool, parks: bool) -> anyhow::Result<Checkpoints> {
+fn restore(
+    job: &Job,
+    source_name: &str,
+    fresh: bool,
+    parks: bool,
+    lease: Option<crate::lock::LeaseClock>,
+) -> anyhow::Result<Checkpoints> {
     let mirror = job.state_store.clone().map(|dir| {
-        Arc::new(crate::state_store::ObjectMirror::new(dir))
+        Arc::new(crate::state_store::ObjectMirror::new(dir, lease))
             as Arc<dyn tidings_operators::checkpoint::Mirror>
     });
     let c =
         Checkpoints::open_mirrored(&job.state_dir, source_name, fresh, mirror).map_err(|e| {
             match &job.state_store {
-                Some(store) => anyhow::anyhow!("state_dir {}: checkpoints: {e}", store.url()),
+                Some(_) => anyhow::anyhow!("state_dir (checkpoints): {e}"),
                 None => anyhow::anyhow!("{e}"),
             }
         })?;

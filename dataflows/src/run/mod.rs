@@ -199,7 +199,6 @@ fn finish(
 ) -> anyhow::Result<Summary> {
     let Services {
         _lock,
-        _store_lock,
         runtime,
         admin,
         redis,

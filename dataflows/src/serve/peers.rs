@@ -6,7 +6,7 @@
 //! (a crash anywhere fails the whole cluster, and every node restarts its process with
 //! backoff: timely's connections wait until all are up again). Stops, restarts and deletes
 //! are passed on the same way. The nodes must read the job file at the same path and share
-//! its `state_dir` and `tracking.dir` (a shared file system).
+//! its `state_dir` and `tracking.dir` (a shared file system, or `s3://` prefixes).
 
 use std::path::Path;
 

@@ -15,8 +15,13 @@ use crate::Epoch;
 /// One message of the cut protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ctl {
-    /// → coordinator: a process registered writers (keyed operators, park) and sources.
-    Register { writers: usize, sources: usize },
+    /// → coordinator: a process registered writers (keyed operators, park) and sources, and
+    /// restored the checkpoint named `restored` (`""`: none).
+    Register {
+        writers: usize,
+        sources: usize,
+        restored: String,
+    },
     /// → coordinator: a process built its dataflows (every registration sent before it).
     Hello,
     /// → coordinator: a source joins round `round`, holding its capability at `held`.
@@ -190,6 +195,10 @@ pub(super) struct Coordinator {
     pub stop_at: Option<Epoch>,
     /// Messages to every process.
     pub out: Vec<Ctl>,
+    /// The checkpoint the first registered process restored; and why the run cannot go on
+    /// if another restored a different one.
+    pub restored: Option<String>,
+    pub mismatch: Option<String>,
 }
 
 impl Coordinator {
@@ -204,9 +213,31 @@ impl Coordinator {
     /// Handles a message sent to the coordinator.
     pub fn handle(&mut self, m: Ctl) {
         match m {
-            Ctl::Register { writers, sources } => {
+            Ctl::Register {
+                writers,
+                sources,
+                restored,
+            } => {
                 self.writers += writers;
                 self.sources += sources;
+                match &self.restored {
+                    None => self.restored = Some(restored),
+                    Some(first) if *first != restored => {
+                        let name = |n: &str| {
+                            if n.is_empty() {
+                                "none".to_string()
+                            } else {
+                                n.to_string()
+                            }
+                        };
+                        self.mismatch.get_or_insert(format!(
+                            "the processes restored different checkpoints ({} and {}): the checkpoints changed while they started; start them again",
+                            name(first),
+                            name(&restored)
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
             Ctl::Hello => {
                 self.hellos += 1;
@@ -545,5 +576,21 @@ mod tests {
         c.handle(deposit(7, 0));
         c.handle(Ctl::Part { cut: 7 });
         assert_eq!(c.completable(None), Some(7));
+    }
+
+    #[test]
+    fn processes_that_restored_different_checkpoints_are_refused() {
+        let mut c = Coordinator::default();
+        let register = |restored: &str| Ctl::Register {
+            writers: 1,
+            sources: 1,
+            restored: restored.into(),
+        };
+        c.handle(register("0000000000003-final"));
+        c.handle(register("0000000000003-final"));
+        assert!(c.mismatch.is_none());
+        c.handle(register(""));
+        let why = c.mismatch.clone().expect("refused");
+        assert!(why.contains("0000000000003-final and none"), "{why}");
     }
 }

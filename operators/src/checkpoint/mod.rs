@@ -28,8 +28,16 @@
 //!     _COMPLETE                                 {"offsets": {"0": 1234}, "positions": {...}}
 //! ```
 //!
-//! Directory names sort in time order: `<run start ms>-<epoch>`, and `<run start ms>-final` for
-//! the cut taken when a run ends (graceful stop or end of input).
+//! Directory names sort in time order: `<generation>-<epoch>`, and `<generation>-final` for
+//! the cut taken when a run ends (graceful stop or end of input); a run's generation is one
+//! above every directory there.
+//!
+//! With a [`Mirror`] (`state_dir = "s3://…"`), every part is also copied to the mirror before
+//! it counts as written and the manifest follows every part there; the mirror's newest
+//! complete cut is the one restored (fetched into the local directory first) and its
+//! directories set the generation, so processes on machines without a shared file system
+//! restore the same cut and name their cuts alike (the coordinator refuses processes that
+//! restored different ones).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -177,7 +185,16 @@ pub struct Checkpoints {
     run: String,
     restored: Option<PathBuf>,
     mirror: Option<Arc<dyn Mirror>>,
+    /// Older cuts being deleted from the mirror (on a thread of its own).
+    pruning: Arc<Mutex<Pruning>>,
     shared: Arc<Mutex<Inner>>,
+}
+
+/// The mirror's pruning thread: whether it runs, and the cut it is to prune up to next.
+#[derive(Debug, Default)]
+struct Pruning {
+    running: bool,
+    target: Option<String>,
 }
 
 /// The generation (`<run>` part) of a checkpoint directory's name.
@@ -203,10 +220,38 @@ fn scan_local(dir: &Path) -> io::Result<(Vec<PathBuf>, u64)> {
     Ok((complete, generation))
 }
 
+/// An I/O error naming the local path it happened at.
+fn at(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Copies the local checkpoint `local` to the mirror (the manifest last).
+fn upload(local: &Path, mirror: &dyn Mirror) -> io::Result<()> {
+    let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let mut files: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(local).map_err(at(local))? {
+        let file = entry
+            .map_err(at(local))?
+            .file_name()
+            .to_string_lossy()
+            .to_string();
+        if !file.starts_with('.') && !file.ends_with(".tmp") && file != MANIFEST {
+            files.push(file);
+        }
+    }
+    files.push(MANIFEST.to_string());
+    for file in files {
+        mirror.put(&format!("{name}/{file}"), &local.join(&file))?;
+    }
+    Ok(())
+}
+
 /// The mirror's newest complete checkpoint, fetched into `dir` (the files this machine does not
 /// have; the manifest last), and the mirror's highest generation. Every other local checkpoint
 /// is removed: only the mirror's count, and a part this machine wrote but never copied there
-/// must not be restored.
+/// must not be restored. A mirror without any complete checkpoint is first given this
+/// machine's newest one, if it has one (a job whose state moves to the store keeps its dedup
+/// windows and positions).
 fn fetch_newest(
     dir: &Path,
     mirror: &dyn Mirror,
@@ -228,25 +273,39 @@ fn fetch_newest(
         .rev()
         .find(|(_, files)| files.iter().any(|f| f == MANIFEST))
         .filter(|_| !fresh);
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    if newest.is_none() && !fresh {
+        let (mut complete, local_generation) = scan_local(dir).map_err(at(dir))?;
+        if let Some(local) = complete.pop() {
+            tracing::info!(
+                "the checkpoint store has no checkpoint yet: copying this machine's newest, {}, there",
+                local.display()
+            );
+            upload(&local, mirror)?;
+            for other in complete {
+                remove_path(&other).map_err(at(&other))?;
+            }
+            return Ok((Some(local), generation.max(local_generation)));
+        }
+    }
+    for entry in std::fs::read_dir(dir).map_err(at(dir))? {
+        let path = entry.map_err(at(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if newest.is_none_or(|(d, _)| d != name) {
-            remove_path(&path)?;
+            remove_path(&path).map_err(at(&path))?;
         }
     }
     let Some((name, files)) = newest else {
         return Ok((None, generation));
     };
     let local = dir.join(name);
-    std::fs::create_dir_all(&local)?;
-    for entry in std::fs::read_dir(&local)? {
-        let path = entry?.path();
+    std::fs::create_dir_all(&local).map_err(at(&local))?;
+    for entry in std::fs::read_dir(&local).map_err(at(&local))? {
+        let path = entry.map_err(at(&local))?.path();
         let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         // (Another process of this machine may be fetching into the same directory.)
         let fetching = file.starts_with('.') && file.ends_with(".fetch");
         if !fetching && !files.iter().any(|f| f == file) {
-            remove_path(&path)?;
+            remove_path(&path).map_err(at(&path))?;
         }
     }
     let manifest_last = files
@@ -260,7 +319,7 @@ fn fetch_newest(
         }
         let tmp = local.join(format!(".{file}.{}.fetch", std::process::id()));
         mirror.get(&format!("{name}/{file}"), &tmp)?;
-        std::fs::rename(&tmp, &to)?;
+        std::fs::rename(&tmp, &to).map_err(at(&to))?;
     }
     Ok((Some(local), generation))
 }
@@ -334,6 +393,7 @@ impl Checkpoints {
             run: format!("{:013}", generation + 1),
             restored,
             mirror,
+            pruning: Arc::default(),
             shared: Arc::new(Mutex::new(Inner {
                 direct: true,
                 per_process: 1,
@@ -561,6 +621,68 @@ impl Checkpoints {
         format!("{name}/{file}")
     }
 
+    /// Deletes the mirror's checkpoints older than `epoch`'s, off the worker: one thread at a
+    /// time, which goes on to the newest cut completed meanwhile; a pass that fails is a
+    /// warning (the next completed cut prunes again). After the final cut the run is ending:
+    /// done here, so nothing is left half-deleted.
+    fn prune_mirror(&self, m: &Arc<dyn Mirror>, epoch: Epoch) {
+        fn pass(m: &dyn Mirror, name: &str) {
+            let older = m.list().and_then(|all| {
+                all.into_iter()
+                    .filter(|rel| rel.as_str() < name)
+                    .try_for_each(|rel| m.delete(&rel))
+            });
+            if let Err(e) = older {
+                tracing::warn!("deleting older checkpoints from the store: {e}");
+            }
+        }
+        let name = self.mirror_name(epoch, "");
+        if epoch == FINAL {
+            return pass(m.as_ref(), &name);
+        }
+        fn lock(p: &Mutex<Pruning>) -> MutexGuard<'_, Pruning> {
+            p.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        {
+            let mut p = lock(&self.pruning);
+            p.target = Some(name);
+            if p.running {
+                return;
+            }
+            p.running = true;
+        }
+        let (m, state) = (m.clone(), self.pruning.clone());
+        let work = move || {
+            loop {
+                let next = {
+                    let mut p = lock(&state);
+                    let next = p.target.take();
+                    p.running = next.is_some();
+                    next
+                };
+                match next {
+                    Some(name) => pass(m.as_ref(), &name),
+                    None => return,
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("checkpoint-prune".into())
+            .spawn(work)
+        {
+            tracing::warn!("deleting older checkpoints from the store: {e}");
+            lock(&self.pruning).running = false;
+        }
+    }
+
+    /// Whether older cuts are being deleted from the mirror now.
+    pub fn pruning(&self) -> bool {
+        self.pruning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .running
+    }
+
     /// Removes the local checkpoints that sort before `dir` (older).
     fn remove_older(&self, dir: &Path) -> io::Result<()> {
         for entry in std::fs::read_dir(&self.dir)? {
@@ -583,6 +705,9 @@ impl Checkpoints {
     pub fn complete_before(&self, before: Option<Epoch>) -> io::Result<Option<Epoch>> {
         let (epoch, merged) = {
             let mut s = self.lock();
+            if let Some(why) = &s.coord.mismatch {
+                return Err(io::Error::other(why.clone()));
+            }
             let Some(epoch) = s.coord.completable(before) else {
                 return Ok(None);
             };
@@ -604,12 +729,7 @@ impl Checkpoints {
         if let Some(m) = &self.mirror {
             // The mirror's manifest is the one that counts: every part is there already.
             m.put(&self.mirror_name(epoch, MANIFEST), &dir.join(MANIFEST))?;
-            let name = self.mirror_name(epoch, "");
-            for rel in m.list()? {
-                if rel.as_str() < name.as_str() {
-                    m.delete(&rel)?;
-                }
-            }
+            self.prune_mirror(m, epoch);
         }
         // Everything older is superseded (complete or not), including the restored one.
         self.remove_older(&dir)?;
@@ -654,7 +774,17 @@ impl Checkpoints {
             return;
         }
         let (writers, sources) = (s.local.writers, s.local.sources);
-        s.out.push(Ctl::Register { writers, sources });
+        let restored = self
+            .restored
+            .as_deref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        s.out.push(Ctl::Register {
+            writers,
+            sources,
+            restored,
+        });
         s.out.push(Ctl::Hello);
     }
 
@@ -856,6 +986,7 @@ mod tests {
             Ctl::Register {
                 writers: 3,
                 sources: 1,
+                restored: "0000000000002-final".into(),
             },
             Ctl::Hello,
             Ctl::Join {
@@ -1123,6 +1254,9 @@ mod tests {
         c.register_source();
         one_cut(&c, 5, 50);
         one_cut(&c, 9, 90);
+        while c.pruning() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let names = DirMirror(shared.path().into()).list().unwrap();
         assert_eq!(names.len(), 2, "the older cut left the mirror: {names:?}");
         // Machine B, with a stale cut of its own that never reached the mirror.
@@ -1153,5 +1287,27 @@ mod tests {
         assert_eq!(again_on_a.run, on_b.run);
         let fresh = Checkpoints::open_mirrored(b.path(), "t", true, mirror()).unwrap();
         assert!(fresh.restored().is_none());
+    }
+
+    #[test]
+    fn a_job_moving_its_state_to_a_mirror_brings_its_newest_checkpoint() {
+        let (a, shared) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let c = Checkpoints::open(a.path(), "t", false).unwrap();
+        c.register();
+        c.register_source();
+        one_cut(&c, 4, 40);
+        let mirror: Arc<dyn Mirror> = Arc::new(DirMirror(shared.path().into()));
+        let moved = Checkpoints::open_mirrored(a.path(), "t", false, Some(mirror.clone())).unwrap();
+        assert_eq!(moved.restored_offsets(), BTreeMap::from([(0, 40)]));
+        let mut names = mirror.list().unwrap();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "0000000000001-00000000000000000004/_COMPLETE".to_string(),
+                "0000000000001-00000000000000000004/content-0.parquet".to_string(),
+            ]
+        );
+        assert_eq!(moved.run, "0000000000002");
     }
 }
