@@ -98,7 +98,14 @@ enum Command {
         /// Provider calls in flight per account.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Run the simulator in this process (the way it was measured before), not in a
+        /// process of its own.
+        #[arg(long)]
+        in_process: bool,
     },
+    /// The provider simulator as the `providers` run's other process: prints its address,
+    /// answers until its stdin closes, then prints what it received (JSON).
+    Simulator,
     /// The same dedup decisions austin's way (Redis Lua + MGET/SETEX) and in-graph, side by
     /// side (needs Redis: `REDIS_URL`, default redis://127.0.0.1:16379).
     AustinDedup {
@@ -220,15 +227,18 @@ fn main() -> anyhow::Result<()> {
         Command::Providers {
             requests,
             concurrency,
+            in_process,
         } => {
             let report = tidings_bench::providers::Providers {
                 requests,
                 concurrency,
+                in_process,
             }
             .run()?;
             println!("{report}");
             Ok(())
         }
+        Command::Simulator => tidings_bench::providers::simulator_process(),
         Command::Throughput { job, workers } => throughput(&job, workers),
     }
 }

@@ -1,12 +1,15 @@
-//! `tidings-bench providers`: what sending over a real provider API costs, in one process.
+//! `tidings-bench providers`: what sending over a real provider API costs.
 //!
 //! The same SMS requests (one receiver each, dedup off) run three times through the whole
 //! graph with in-memory tracking: to a `blackhole` account (the baseline: the graph without a
 //! provider), to a `tencent_sms` account calling the project's provider simulator over HTTP on
 //! 127.0.0.1 (TC3 signing, JSON, the simulator checking every signature), and to a group of
 //! an always-failing Aliyun (weight 100) and that Tencent account, so every message fails over.
-//! Reports receivers/s of each and the ratios to the baseline.
+//! The simulator runs in a process of its own (`tidings-bench simulator`, this binary started
+//! again), as a provider would; `--in-process` keeps it in this one. Reports receivers/s of
+//! each and the ratios to the baseline.
 
+use std::io::{BufRead, Read, Write};
 use std::time::Instant;
 
 use tidings_dataflows::{Job, RunOptions, TrackingTarget, run};
@@ -21,6 +24,112 @@ pub struct Providers {
     pub requests: u64,
     /// Provider calls in flight per account.
     pub concurrency: usize,
+    /// The simulator in this process instead of its own.
+    pub in_process: bool,
+}
+
+/// The faults the simulator answers with: every Aliyun call fails (the failover case).
+fn faults() -> anyhow::Result<Vec<Fault>> {
+    Ok(vec![
+        Fault::parse("aliyun=500").map_err(anyhow::Error::msg)?,
+    ])
+}
+
+/// What the simulator received, in short.
+fn summary(received: &[tidings_sinks::simulator::Received]) -> serde_json::Value {
+    let calls = |p: &str| received.iter().filter(|r| r.provider == p).count();
+    let numbers: usize = received
+        .iter()
+        .filter(|r| r.provider == "tencent" && !r.faulted)
+        .map(|r| r.body["PhoneNumberSet"].as_array().map_or(0, |a| a.len()))
+        .sum();
+    serde_json::json!({
+        "tencent_calls": calls("tencent"),
+        "tencent_numbers": numbers,
+        "aliyun_calls": calls("aliyun"),
+        "invalid": received.iter().filter(|r| !r.valid).count(),
+    })
+}
+
+/// `tidings-bench simulator`: the simulator's process. Its first line is its address; when
+/// its stdin closes it prints [`summary`] and ends.
+pub fn simulator_process() -> anyhow::Result<()> {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), faults()?)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", sim.addr)?;
+    out.flush()?;
+    let mut rest = Vec::new();
+    std::io::stdin().read_to_end(&mut rest)?;
+    writeln!(out, "{}", summary(&sim.received()))?;
+    out.flush()?;
+    sim.stop();
+    Ok(())
+}
+
+/// The simulator, here or in its own process.
+enum Sim {
+    Here(Simulator),
+    Child {
+        child: std::process::Child,
+        lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+        addr: String,
+    },
+}
+
+impl Sim {
+    fn start(in_process: bool) -> anyhow::Result<Sim> {
+        if in_process {
+            return Ok(Sim::Here(Simulator::start(
+                "127.0.0.1:0",
+                Credentials::default(),
+                faults()?,
+            )?));
+        }
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .arg("simulator")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the simulator has no stdout"))?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = lines
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the simulator process ended before it listened"))??;
+        Ok(Sim::Child { child, lines, addr })
+    }
+
+    fn endpoint(&self, provider: &str) -> String {
+        match self {
+            Sim::Here(s) => s.endpoint(provider),
+            Sim::Child { addr, .. } => format!("http://{addr}/{provider}"),
+        }
+    }
+
+    /// Stops it; returns [`summary`] of what it received.
+    fn finish(self) -> anyhow::Result<serde_json::Value> {
+        match self {
+            Sim::Here(s) => {
+                let got = summary(&s.received());
+                s.stop();
+                Ok(got)
+            }
+            Sim::Child {
+                mut child,
+                mut lines,
+                ..
+            } => {
+                drop(child.stdin.take());
+                let line = lines.next().ok_or_else(|| {
+                    anyhow::anyhow!("the simulator process ended without a summary")
+                })??;
+                child.wait()?;
+                Ok(serde_json::from_str(&line)?)
+            }
+        }
+    }
 }
 
 const TEMPLATES: &str = r#"
@@ -87,11 +196,7 @@ impl Providers {
             body.push('\n');
         }
         std::fs::write(dir.join("requests.jsonl"), body)?;
-        let sim = Simulator::start(
-            "127.0.0.1:0",
-            Credentials::default(),
-            vec![Fault::parse("aliyun=500").map_err(anyhow::Error::msg)?],
-        )?;
+        let sim = Sim::start(self.in_process)?;
         let c = Credentials::default();
         let tencent = |name: &str| {
             format!(
@@ -120,15 +225,8 @@ impl Providers {
         let (b_secs, b_sent, _) = self.once(&dir, "blackhole", &baseline)?;
         let (t_secs, t_sent, t_failed) = self.once(&dir, "tencent", &tencent("sms"))?;
         let (g_secs, g_sent, g_failed) = self.once(&dir, "failover", &group)?;
-        let received = sim.received();
-        let calls = |p: &str| received.iter().filter(|r| r.provider == p).count();
-        let numbers: usize = received
-            .iter()
-            .filter(|r| r.provider == "tencent" && !r.faulted)
-            .map(|r| r.body["PhoneNumberSet"].as_array().map_or(0, |a| a.len()))
-            .sum();
-        let invalid = received.iter().filter(|r| !r.valid).count();
-        sim.stop();
+        let received = sim.finish()?;
+        let invalid = received["invalid"].as_u64().unwrap_or(u64::MAX);
         let _ = std::fs::remove_dir_all(&dir);
         anyhow::ensure!(
             invalid == 0,
@@ -147,9 +245,10 @@ impl Providers {
             "failover_receivers_per_s": rate(g_secs),
             "tencent_over_blackhole": b_secs / t_secs,
             "failover_over_blackhole": b_secs / g_secs,
-            "tencent_calls": calls("tencent"),
-            "tencent_numbers": numbers,
-            "aliyun_calls": calls("aliyun"),
+            "simulator": if self.in_process { "in this process" } else { "a process of its own" },
+            "tencent_calls": received["tencent_calls"],
+            "tencent_numbers": received["tencent_numbers"],
+            "aliyun_calls": received["aliyun_calls"],
         }))
     }
 }

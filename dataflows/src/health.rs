@@ -23,7 +23,7 @@ const SETTLE_MAX: Duration = Duration::from_secs(15);
 pub struct Health {
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
-    halt: Arc<AtomicBool>,
+    halt: Arc<tidings_sinks::account::Halt>,
     halt_reason: Mutex<Option<String>>,
     /// Sends handed to the runtime whose outcome has not come back to their worker.
     outstanding: AtomicUsize,
@@ -79,7 +79,7 @@ impl Health {
             *r = Some(why.into());
         }
         self.halted_at.get_or_init(Instant::now);
-        self.halt.store(true, Ordering::SeqCst);
+        self.halt.raise();
         if let Some(s) = &self.stop {
             s.store(true, Ordering::SeqCst);
         }
@@ -87,7 +87,7 @@ impl Health {
 
     /// Why the run was halted, if it was.
     pub fn halted(&self) -> Option<String> {
-        if !self.halt.load(Ordering::SeqCst) {
+        if !self.halt.is_raised() {
             return None;
         }
         self.halt_reason
@@ -99,7 +99,7 @@ impl Health {
     /// Whether the run is ending before its graph drained (a failure or a halt): no new
     /// send starts.
     pub fn must_leave(&self) -> bool {
-        self.failed.load(Ordering::Relaxed) || self.halt.load(Ordering::Relaxed)
+        self.failed.load(Ordering::Relaxed) || self.halt.is_raised()
     }
 
     /// Whether a worker leaves its step loop now: at once after a failure; after a halt once
@@ -109,7 +109,7 @@ impl Health {
         if self.failed.load(Ordering::Relaxed) {
             return true;
         }
-        if !self.halt.load(Ordering::Relaxed) {
+        if !self.halt.is_raised() {
             return false;
         }
         let mut since = self.settled_since.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,7 +125,7 @@ impl Health {
     }
 
     /// The flag a halt raises (accounts stop waiting for permits on it).
-    pub fn halt_flag(&self) -> Arc<AtomicBool> {
+    pub fn halt_flag(&self) -> Arc<tidings_sinks::account::Halt> {
         self.halt.clone()
     }
 

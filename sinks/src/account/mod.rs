@@ -47,6 +47,41 @@ enum Backend {
     Remote(ProviderKind, Box<Remote>, String),
 }
 
+/// A run's halt, as the accounts see it: raised once; sends still waiting for a permit or a
+/// slot are woken by it (no timer per waiting send).
+#[derive(Debug, Default)]
+pub struct Halt {
+    raised: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Halt {
+    /// Raises it and wakes every send waiting on it.
+    pub fn raise(&self) {
+        self.raised.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    /// Whether it was raised.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once it is raised.
+    pub async fn raised(&self) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            // Registered before the flag is read: a raise in between still wakes it.
+            woken.as_mut().enable();
+            if self.is_raised() {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
 /// A built account.
 pub struct Account {
     /// Its name in the job.
@@ -67,7 +102,7 @@ pub struct Account {
     reject: Vec<String>,
     /// Raised when the run halts: a send still waiting for its permits or slot gives up
     /// (its receivers are not sent) instead of calling the provider.
-    halt: Arc<std::sync::atomic::AtomicBool>,
+    halt: Arc<Halt>,
     /// What it sent that can be recalled (shared by the account's versions).
     book: Arc<crate::recall::RecallBook>,
     /// Its settings' secrets: every reason leaving the account is scrubbed of them.
@@ -427,7 +462,7 @@ impl Accounts {
 
     /// Sends still waiting for permits give up once `halt` is raised (calls already made are
     /// let finish).
-    pub fn halt_with(&mut self, halt: Arc<std::sync::atomic::AtomicBool>) {
+    pub fn halt_with(&mut self, halt: Arc<Halt>) {
         for a in &mut self.list {
             a.halt = halt.clone();
         }
@@ -548,7 +583,7 @@ mod tests {
         let text =
             "[a]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = { per_second = 1 }\n";
         let mut accounts = Accounts::build(&config(text), Path::new("/")).unwrap();
-        let halt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = Arc::new(Halt::default());
         accounts.halt_with(halt.clone());
         let a = accounts.get(0);
         // The burst's one permit goes to the first send; the second waits for the next.
@@ -557,7 +592,7 @@ mod tests {
         let waiting = a.send(&second);
         let raise = async {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            halt.store(true, std::sync::atomic::Ordering::Relaxed);
+            halt.raise();
         };
         let (out, ()) = tokio::join!(waiting, raise);
         assert!(out[0].as_ref().unwrap_err().ends_with(NOT_SENT_HALTED));

@@ -90,17 +90,15 @@ impl Account {
         (outcome_of, to_send)
     }
 
-    /// Resolves once the run halts (checked every 20 ms).
+    /// Resolves once the run halts.
     async fn halted(&self) {
-        while !self.halt.load(Ordering::Relaxed) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        self.halt.raised().await;
     }
 
     /// Waits for the rate-limit permits of a call to `receivers` receivers (one per call or
     /// one per receiver, at most a burst at a time); `false` when the run halted first.
     async fn permits(&self, receivers: usize) -> bool {
-        if self.halt.load(Ordering::Relaxed) {
+        if self.halt.is_raised() {
             return false;
         }
         let Some((limiter, rate, burst)) = self.limiter.as_deref() else {
@@ -134,7 +132,7 @@ impl Account {
             s = self.slots.acquire() => s.expect("semaphore is never closed"),
             () = self.halted() => return None,
         };
-        (!self.halt.load(Ordering::Relaxed)).then_some(slot)
+        (!self.halt.is_raised()).then_some(slot)
     }
 
     /// The recall book: each provider reference with the receivers its call reached (the
