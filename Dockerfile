@@ -3,7 +3,7 @@
 #             which CI runs too, in the dev profile, so these steps are checked without Docker);
 #   runtime — debian-slim with the binary, CA certificates and the examples; it needs only
 #             libc, libm and libgcc_s (scripts/docker/check-runtime.sh checks that with ldd).
-# A cold release build takes ~37 minutes on 2 cores (DataFusion); BuildKit's cache mounts
+# A cold release build takes ~28 minutes on 2 cores (DataFusion at opt-level 1); BuildKit's cache mounts
 # keep the registry and target directory between builds.
 #
 #   docker build -t tidings .
