@@ -152,18 +152,7 @@ fn a_graceful_stop_of_2_processes_and_a_restart_on_3_write_each_row_once() {
     common::wait_until(Duration::from_secs(60), "the first sends", || {
         common::count_lines(&outbox) > 60
     });
-    assert!(
-        supervisor.try_wait().unwrap().is_none(),
-        "ended before the stop"
-    );
-    let term = Command::new("kill")
-        .args(["-TERM", &supervisor.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = common::wait_within(&mut supervisor, Duration::from_secs(120), "the stop");
-    let said = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "{status}\n{said}");
+    let said = common::stop_gracefully(&mut supervisor, &log);
     let stopped = common::count_lines(&outbox);
     // The rest, on three processes: it resumes at the stop's cut.
     run(&job, 1, 3);

@@ -379,18 +379,7 @@ fn checkpoints_on_s3_resume_a_cluster_on_a_machine_without_its_state() {
     );
     assert!(!dir.path().join("var/tracking-elsewhere").exists());
 
-    assert!(
-        cluster.try_wait().unwrap().is_none(),
-        "ended before the stop"
-    );
-    let term = Command::new("kill")
-        .args(["-TERM", &cluster.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = common::wait_within(&mut cluster, Duration::from_secs(120), "the stop");
-    let said = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "{status}\n{said}");
+    let said = common::stop_gracefully(&mut cluster, &log);
 
     // The store holds one complete cut with both processes' parts; the locks are released.
     let store = ObjectDir::parse(&state).unwrap();

@@ -294,3 +294,18 @@ pub fn start_local(job: &Path, processes: usize, log: &Path, now: &str) -> std::
         .spawn()
         .unwrap()
 }
+
+/// Stops a running `tidings run` (still running: asserted) with SIGTERM and waits up to two
+/// minutes for its successful exit; returns what it logged to `log`.
+pub fn stop_gracefully(child: &mut std::process::Child, log: &Path) -> String {
+    assert!(child.try_wait().unwrap().is_none(), "ended before the stop");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = wait_within(child, std::time::Duration::from_secs(120), "the stop");
+    let said = std::fs::read_to_string(log).unwrap();
+    assert!(status.success(), "{status}\n{said}");
+    said
+}
