@@ -126,6 +126,8 @@ struct Inner {
     halt: Option<String>,
     /// Why another process of the cluster ended early, if one did.
     peer_halt: Option<String>,
+    /// With a mirror: the completed cut the local checkpoints older than it were removed for.
+    pruned_local: Option<Epoch>,
 }
 
 impl Inner {
@@ -597,9 +599,16 @@ impl Checkpoints {
     /// here (on a process that does not complete cuts, nothing else would).
     pub fn part_path(&self, e: Epoch, part: &str) -> io::Result<PathBuf> {
         let dir = self.dir_of(e);
-        if self.mirror.is_some()
-            && let Some((done, _)) = self.completed()
-        {
+        // Once per completed cut, not at every part.
+        let due = self.mirror.as_ref().and_then(|_| {
+            let mut s = self.lock();
+            let done = s.local.completed.as_ref().map(|(done, _)| *done)?;
+            (s.pruned_local != Some(done)).then(|| {
+                s.pruned_local = Some(done);
+                done
+            })
+        });
+        if let Some(done) = due {
             self.remove_older(&self.dir_of(done))?;
         }
         std::fs::create_dir_all(&dir)?;
@@ -1254,8 +1263,10 @@ mod tests {
         c.register_source();
         one_cut(&c, 5, 50);
         one_cut(&c, 9, 90);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while c.pruning() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(std::time::Instant::now() < deadline, "pruning did not end");
+            std::thread::yield_now();
         }
         let names = DirMirror(shared.path().into()).list().unwrap();
         assert_eq!(names.len(), 2, "the older cut left the mirror: {names:?}");
