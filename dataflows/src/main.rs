@@ -103,8 +103,12 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(args),
         Command::Send(args) => cli::send::run(args),
         Command::Trace(args) => cli::trace::run(args),
+        #[cfg(feature = "sql")]
         Command::Sql(args) => cli::sql::run(args),
+        #[cfg(feature = "sql")]
         Command::Report(args) => cli::report::run(args),
+        #[cfg(not(feature = "sql"))]
+        Command::Sql(_) | Command::Report(_) => Err(Failure::Usage(cli::NO_SQL.into())),
         Command::State(args) => cli::state::run(args),
         Command::Simulator(args) => cli::simulator::run(args),
         Command::Top(args) => cli::top::run(args),

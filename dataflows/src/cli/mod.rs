@@ -6,6 +6,7 @@ pub mod check;
 pub mod cluster;
 pub mod gateway;
 pub mod jobs;
+#[cfg(feature = "sql")]
 pub mod repl;
 pub mod report;
 pub mod run;
@@ -18,6 +19,7 @@ pub mod top;
 pub mod trace;
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "sql")]
 use tidings_sinks::tracking::TrackingDir;
 
 use clap::ValueEnum;
@@ -74,6 +76,7 @@ pub fn parse_vars(vars: &[String]) -> Result<Vec<(&str, &str)>, Failure> {
 }
 
 /// The tracking directory (and time zone) of `--job` or `--dir`.
+#[cfg(feature = "sql")]
 pub fn tracking_of(
     job: Option<PathBuf>,
     dir: Option<String>,
@@ -89,6 +92,12 @@ pub fn tracking_of(
     }
 }
 
+/// What `tidings sql` and `tidings report` say in a build without the `sql` feature.
+#[cfg(not(feature = "sql"))]
+pub const NO_SQL: &str = "this tidings was built without SQL (cargo's --no-default-features): \
+     `tidings sql`, `tidings report` and the console need a build with the `sql` feature (the default)";
+
+#[cfg(feature = "sql")]
 pub fn sql_format(format: OutputFormat) -> tidings_sql::Format {
     match format {
         OutputFormat::Table => tidings_sql::Format::Table,
@@ -104,6 +113,7 @@ pub fn current_thread_runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Failed(e.to_string()))
 }
 
+#[cfg(feature = "sql")]
 pub fn corrupt(skip: bool) -> tidings_sql::Corrupt {
     if skip {
         tidings_sql::Corrupt::Skip
@@ -112,6 +122,7 @@ pub fn corrupt(skip: bool) -> tidings_sql::Corrupt {
     }
 }
 
+#[cfg(feature = "sql")]
 /// Opens the tracking tables; a skipped file is named in a warning line. (Tables on an object
 /// store are read as they are: a corrupt object fails the query.)
 pub async fn open_tracking(

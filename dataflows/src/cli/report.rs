@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "sql")]
 use tidings_sql::reports::{Params, REPORTS, Report};
 
-use super::{
-    Failure, OutputFormat, corrupt, current_thread_runtime, open_tracking, sql_format, tracking_of,
-};
+use super::OutputFormat;
+#[cfg(feature = "sql")]
+use super::{Failure, corrupt, current_thread_runtime, open_tracking, sql_format, tracking_of};
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
@@ -41,6 +42,7 @@ pub struct ReportArgs {
     skip_corrupt: bool,
 }
 
+#[cfg(feature = "sql")]
 pub fn run(args: ReportArgs) -> Result<(), Failure> {
     if args.list {
         for r in REPORTS {

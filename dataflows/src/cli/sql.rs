@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::{
-    Failure, OutputFormat, corrupt, current_thread_runtime, open_tracking, sql_format, tracking_of,
-};
+use super::OutputFormat;
+#[cfg(feature = "sql")]
+use super::{Failure, corrupt, current_thread_runtime, open_tracking, sql_format, tracking_of};
 
 #[derive(clap::Args)]
 pub struct SqlArgs {
@@ -26,6 +26,7 @@ pub struct SqlArgs {
     query: Option<String>,
 }
 
+#[cfg(feature = "sql")]
 pub fn run(args: SqlArgs) -> Result<(), Failure> {
     let (dir, _) = tracking_of(args.job, args.dir)?;
     let format = sql_format(args.format);
