@@ -3,13 +3,17 @@
 #             which CI runs too, in the dev profile, so these steps are checked without Docker);
 #   runtime — debian-slim with the binary, CA certificates and the examples; it needs only
 #             libc, libm and libgcc_s (scripts/docker/check-runtime.sh checks that with ldd).
-# A cold release build takes ~28 minutes on 2 cores (DataFusion at opt-level 1); BuildKit's cache mounts
+# A cold release build takes ~28 minutes on 2 cores (DataFusion at opt-level 1; ~9 without SQL,
+# TIDINGS_SQL=0 below); BuildKit's cache mounts
 # keep the registry and target directory between builds.
 #
 #   docker build -t tidings .
 #   docker run --rm tidings --help
 
 FROM rust:1.95-bookworm AS build
+# 0: the job-only binary (`docker build --build-arg TIDINGS_SQL=0`), for machines that only run
+# jobs: no `tidings sql`, `report` or console, and about half the build time.
+ARG TIDINGS_SQL=1
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
