@@ -6,6 +6,8 @@
 #   scripts/bench.sh            # everything (~10 minutes on 2 cores, after the build)
 #   QUICK=1 scripts/bench.sh    # smaller inputs
 #   OUT=dir scripts/bench.sh    # keep results in dir; rerun only what is missing there
+#   BUILD=1 scripts/bench.sh    # also time cold release builds of `tidings` (with and without
+#                               # SQL) into an empty target directory (~37 minutes more)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +47,7 @@ run e2e_latency "$bench" e2e --rate 10000 --seconds 30
 run e2e_latency_5min "$bench" e2e --rate 2000 --seconds 300
 run e2e_latency_5min_on_worker env TIDINGS_CHECKPOINT_ON_WORKER=1 "$bench" e2e --rate 2000 --seconds 300
 run austin "$bench" austin-dedup --deliveries 200000
+run checkpoint "$bench" checkpoint --keys 1000000
 run state_1m "$bench" state-size --keys 1000000
 run state_10m "$bench" state-size --keys 10000000
 run isolation "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30
@@ -52,6 +55,23 @@ run isolation_baseline "$bench" isolation --backlog "$BACKLOG" --warmup 60 --sec
 run providers "$bench" providers --requests 100000
 # The same with the simulator in this process, as it was measured before.
 run providers_in_process "$bench" providers --requests 100000 --in-process
+
+# Cold release builds of the binary users deploy, with SQL (the default) and without.
+build_once() { # name, cargo flags...
+  local name=$1; shift
+  if [ -s "$out/$name.json" ]; then return; fi
+  local target; target=$(mktemp -d)
+  local start; start=$(date +%s)
+  CARGO_TARGET_DIR="$target" cargo build -q --release -p tidings-dataflows --bin tidings "$@"
+  local secs=$(( $(date +%s) - start ))
+  rm -rf "$target"
+  echo "{\"seconds\": $secs}" > "$out/$name.json"
+  echo "cargo build --release -p tidings-dataflows --bin tidings $*" > "$out/$name.cmd"
+}
+if [ -n "${BUILD:-}" ]; then
+  build_once build_full
+  build_once build_job_only --no-default-features
+fi
 
 python3 - "$out" > bench/RESULTS.md <<'EOF'
 import json, os, subprocess, sys, datetime
@@ -65,6 +85,13 @@ mem = int(open("/proc/meminfo").read().split()[1]) // (1024 * 1024)
 t, e, er, el, a = j("throughput"), j("e2e"), j("e2e_redis"), j("e2e_latency"), j("austin")
 s1, s10, iso, base = j("state_1m"), j("state_10m"), j("isolation"), j("isolation_baseline")
 pr = j("providers")
+ck = j("checkpoint")["content_cut_on_the_worker"]
+def opt(name):
+    try:
+        return j(name)
+    except FileNotFoundError:
+        return None
+bf, bj = opt("build_full"), opt("build_job_only")
 pri = j("providers_in_process")
 l5, l5w = j("e2e_latency_5min"), j("e2e_latency_5min_on_worker")
 def last_window(d):
@@ -88,11 +115,17 @@ rows = [
     ("Dedup: in-graph vs austin's Redis way", cmd("austin"),
      f"in-graph {a['in_graph_per_s']:,.0f}/s, austin {a['austin_redis_per_s']:,.0f}/s, decisions differ: {a['decisions_differ']}",
      f"{a['ratio']:,.0f}× (target ≥ 50×)"),
+    ("Checkpoint cut, the worker's share (content rule, 1M keys)", cmd("checkpoint"),
+     f"synchronous write {ck['synchronous_write_ms']:.0f} ms; off the worker: flatten {ck['flatten_ms']:.1f} ms + admissions slowed by {max(ck['admit_20k_while_writing_ms'] - ck['admit_20k_no_write_pending_ms'], 0):.1f} ms while the writer thread writes ({ck['write_on_the_writer_thread_ms']:.0f} ms)",
+     f"{ck['synchronous_over_off_worker']:.0f}× less on the worker (still linear in the keys: target is constant)"),
     ("Dedup state per active key", f"{cmd('state_1m')}; {cmd('state_10m')}",
      f"1M keys: content {s1['content_bytes_per_key']:.0f} B, frequency {s1['frequency_bytes_per_key']:.0f} B; 10M keys: {s10['content_bytes_per_key']:.0f} B, {s10['frequency_bytes_per_key']:.0f} B",
      "target ≤ 64 B"),
     ("Channel isolation", cmd("isolation"),
      f"notices {iso['notices_sent']}/{iso['notices_offered']}: p50 {iso['latency_ms_p50']} ms, p99 {iso['latency_ms_p99']} ms; RSS {iso['rss_mib_after_warmup']:.0f} → {iso['rss_mib_end']:.0f} MiB (peak {iso['rss_mib_peak']:.0f})", ""),
+    ("Peak RSS reading a 1M-receiver burst", f"{cmd('isolation')}; {cmd('e2e')}",
+     f"isolation backlog of {iso['backlog_receivers']:,} receivers: peak {iso['rss_mib_peak']:.0f} MiB; 1M-request Kafka run: peak {e['peak_rss_mib']:.0f} MiB",
+     f"target ≤ 300 MiB: {max(iso['rss_mib_peak'], e['peak_rss_mib']) / 300:.1f}× over"),
     ("… baseline: backlog queued in memory", cmd("isolation_baseline"),
      f"notices {base['notices_sent']}/{base['notices_offered']} sent in the window; RSS {base['rss_mib_after_warmup']:.0f} → {base['rss_mib_end']:.0f} MiB", ""),
     ("Providers over HTTP vs blackhole", cmd("providers"),
@@ -101,6 +134,10 @@ rows = [
     ("… simulator in the same process", cmd("providers_in_process"),
      f"blackhole {pri['blackhole_receivers_per_s']:,.0f} receivers/s; Tencent SMS over HTTP {pri['tencent_http_receivers_per_s']:,.0f}/s; failover {pri['failover_receivers_per_s']:,.0f}/s",
      f"HTTP/blackhole = {pri['tencent_over_blackhole']:.2f}"),
+    ("Cold release build of `tidings` (2 cores, crates downloaded)",
+     f"BUILD=1: {open(os.path.join(out, 'build_full.cmd')).read().strip()}; … --no-default-features" if bf else "BUILD=1 (not run this time)",
+     f"with SQL (default) {bf['seconds'] / 60:.1f} min; job-only (no DataFusion) {bj['seconds'] / 60:.1f} min" if bf and bj else "see bench/MEASURED.md (build)",
+     f"target ≤ 15 min: with SQL {bf['seconds'] / 900:.1f}×, job-only {bj['seconds'] / 900:.2f}×" if bf and bj else "target ≤ 15 min"),
 ]
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 print("# Benchmark results\n")
@@ -111,12 +148,17 @@ print("| what | command (`cargo run -p tidings-bench --release -- ...`) | number
 print("|---|---|---|---|")
 for what, c, numbers, ratio in rows:
     print(f"| {what} | `{c}` | {numbers} | {ratio} |")
-analysis = os.path.join("bench", "ANALYSIS.md")
-if os.path.exists(analysis):
+for extra in ["MEASURED.md", "ANALYSIS.md"]:
+    extra = os.path.join("bench", extra)
+    if not os.path.exists(extra):
+        continue
     print()
-    print(open(analysis).read().strip())
+    text = open(extra).read().strip()
+    if text.startswith("# "):  # a file of its own: one level down inside RESULTS.md
+        text = "#" + text.replace("\n## ", "\n### ")
+    print(text)
 print("\nRaw JSON of each run:\n")
-for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "e2e_latency_5min", "e2e_latency_5min_on_worker", "austin", "state_1m", "state_10m", "isolation", "isolation_baseline", "providers", "providers_in_process"]:
+for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "e2e_latency_5min", "e2e_latency_5min_on_worker", "austin", "checkpoint", "state_1m", "state_10m", "isolation", "isolation_baseline", "providers", "providers_in_process"]:
     print(f"- `{name}`: `{json.dumps(j(name), sort_keys=True)}`")
 EOF
 echo "wrote bench/RESULTS.md" >&2

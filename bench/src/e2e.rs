@@ -256,6 +256,8 @@ impl E2e {
         let stop = Arc::new(AtomicBool::new(false));
         let mut opts = RunOptions::for_job(job);
         opts.stop = Some(stop.clone());
+        // A job behind its producer drains the rest at the stop: those latencies count too.
+        opts.drain_timeout = Some(Duration::from_secs(600));
         let runner = {
             let job = job.clone();
             std::thread::spawn(move || run(&job, &opts))
@@ -283,9 +285,14 @@ impl E2e {
         let achieved = total as f64 / start.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_secs(3));
         stop.store(true, Ordering::Relaxed);
-        runner
-            .join()
-            .map_err(|_| anyhow::anyhow!("run panicked"))??;
+        let stopped = Instant::now();
+        let drain = match runner.join().map_err(|_| anyhow::anyhow!("run panicked"))? {
+            Ok(_) => None,
+            // What was sent is tracked: report it, and that the rest is still in Kafka.
+            Err(e) if e.to_string().contains("drain did not finish") => Some(e.to_string()),
+            Err(e) => return Err(e),
+        };
+        let drain_seconds = stopped.elapsed().as_secs_f64();
         let sent: Vec<(i64, i64)> = read_events(&local_tracking(job)?.join("events"))?
             .into_iter()
             .filter(|r| r.state == "SEND_SUCCESS" && r.event_time >= start_ms)
@@ -322,6 +329,8 @@ impl E2e {
             "latency_ms_p999": pct(0.999),
             "latency_ms_max": latencies.last(),
             "windows_10s": windows,
+            "drain_seconds_after_producer": drain_seconds,
+            "drain_unfinished": drain,
             "redis_tracking": self.redis.is_some(),
             "epoch_ms": self.epoch_ms,
             "max_out_of_order_ms": self.max_out_of_order_ms,

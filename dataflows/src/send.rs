@@ -184,6 +184,32 @@ async fn send_one(
         .collect()
 }
 
+/// Messages one send task carries: a stamp's messages go to the runtime in tasks of at most
+/// this many, each running its sends together (a task per message cost a spawn, a channel
+/// message and a wake-up of the worker each; one task per stamp would keep a burst's sends
+/// on one runtime thread).
+const MESSAGES_PER_TASK: usize = 256;
+
+/// Sends a task's messages together (each waits for its account's permits and slot as
+/// before); their rows, in the order the sends finished.
+async fn send_some(
+    ctx: &SendContext,
+    mode: SendMode,
+    clock: Clock,
+    messages: &[(Vec<usize>, Vec<Delivery>)],
+) -> Vec<EventRow> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut sends: FuturesUnordered<_> = messages
+        .iter()
+        .map(|(order, ds)| send_one(ctx, mode, clock, order, ds))
+        .collect();
+    let mut rows = Vec::new();
+    while let Some(r) = sends.next().await {
+        rows.extend(r);
+    }
+    rows
+}
+
 /// Sends every delivery; emits its SEND_SUCCESS / SEND_FAIL row.
 pub fn send<'s>(
     deliveries: StreamVec<'s, Epoch, Delivery>,
@@ -199,7 +225,7 @@ pub fn send<'s>(
             let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
             let recheck = scope.activator_for(info.address.clone());
             let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
-            // Per epoch: its capability and the number of provider calls still out.
+            // Per epoch: its capability and the number of send tasks still out.
             let mut inflight: BTreeMap<Epoch, (Capability<Epoch>, usize)> = BTreeMap::new();
             move |(input, frontier), output| {
                 // Held: deliveries stay in the input (their epochs with them, so the source's
@@ -213,8 +239,10 @@ pub fn send<'s>(
                         let entry = inflight
                             .entry(epoch)
                             .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
-                        let groups = by_message(&ctx, batches);
-                        for (order, ds) in groups {
+                        let mut groups = by_message(&ctx, batches).into_iter().peekable();
+                        while groups.peek().is_some() {
+                            let messages: Vec<_> =
+                                groups.by_ref().take(MESSAGES_PER_TASK).collect();
                             entry.1 += 1;
                             let ctx = ctx.clone();
                             let done = Returned {
@@ -224,7 +252,7 @@ pub fn send<'s>(
                             ctx.health.send_started();
                             let activator = activator.clone();
                             ctx.clone().runtime.spawn(async move {
-                                let rows = send_one(&ctx, mode, clock, &order, &ds).await;
+                                let rows = send_some(&ctx, mode, clock, &messages).await;
                                 // The worker may have stopped only if the job is being torn down.
                                 let _ = done.send((epoch, rows));
                                 let _ = activator.activate();
