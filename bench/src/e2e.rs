@@ -37,6 +37,8 @@ pub struct E2e {
     pub epoch_ms: u64,
     /// `source.max_out_of_order_ms`; `None` leaves the source's default.
     pub max_out_of_order_ms: Option<u64>,
+    /// `source.in_flight`; `None` leaves the default.
+    pub in_flight: Option<usize>,
 }
 
 /// One tracking row, as far as the harness needs it.
@@ -139,6 +141,10 @@ impl E2e {
         let bound = match self.max_out_of_order_ms {
             Some(ms) => format!("max_out_of_order_ms = {ms}\n"),
             None => String::new(),
+        };
+        let bound = match self.in_flight {
+            Some(n) => format!("{bound}in_flight = {n}\n"),
+            None => bound,
         };
         std::fs::write(
             dir.join("job.toml"),
@@ -256,8 +262,9 @@ impl E2e {
         let stop = Arc::new(AtomicBool::new(false));
         let mut opts = RunOptions::for_job(job);
         opts.stop = Some(stop.clone());
-        // A job behind its producer drains the rest at the stop: those latencies count too.
-        opts.drain_timeout = Some(Duration::from_secs(600));
+        // A job behind its producer drains the rest at the stop: those latencies count too (a
+        // job still 3 minutes behind is reported as such: `drain_unfinished`).
+        opts.drain_timeout = Some(Duration::from_secs(180));
         let runner = {
             let job = job.clone();
             std::thread::spawn(move || run(&job, &opts))
@@ -334,6 +341,7 @@ impl E2e {
             "redis_tracking": self.redis.is_some(),
             "epoch_ms": self.epoch_ms,
             "max_out_of_order_ms": self.max_out_of_order_ms,
+            "in_flight": self.in_flight,
             "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
         }))
     }
@@ -372,6 +380,9 @@ pub fn produce_paced(
         // the same 2 cores) more than the job; the stamp is taken before the linger.
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
+        // A retried batch must not be written twice: an overloaded broker (the 5-minute run
+        // at 2,000/s) timed batches out and the job then sent more requests than were offered.
+        .set("enable.idempotence", "true")
         .create()?;
     let total = rate as u64 * seconds;
     let start = Instant::now();

@@ -73,6 +73,9 @@ enum Command {
         /// The job's `source.max_out_of_order_ms` (the source's default when not given).
         #[arg(long)]
         max_out_of_order_ms: Option<u64>,
+        /// The job's `source.in_flight` (the default when not given).
+        #[arg(long)]
+        in_flight: Option<usize>,
     },
     /// Produces requests at a fixed rate (the latency run's producer process).
     Produce {
@@ -144,6 +147,9 @@ enum Command {
         /// Worker threads.
         #[arg(short, long)]
         workers: Option<usize>,
+        /// Records the source may have out (the job's `source.in_flight` when not given).
+        #[arg(long)]
+        in_flight: Option<usize>,
     },
 }
 
@@ -184,6 +190,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             epoch_ms,
             max_out_of_order_ms,
+            in_flight,
         } => {
             let report = tidings_bench::e2e::E2e {
                 brokers: brokers(),
@@ -194,6 +201,7 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 epoch_ms,
                 max_out_of_order_ms,
+                in_flight,
             }
             .run()?;
             println!("{report}");
@@ -239,7 +247,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Simulator => tidings_bench::providers::simulator_process(),
-        Command::Throughput { job, workers } => throughput(&job, workers),
+        Command::Throughput {
+            job,
+            workers,
+            in_flight,
+        } => throughput(&job, workers, in_flight),
     }
 }
 
@@ -275,7 +287,11 @@ fn state_size(keys: u64) -> anyhow::Result<()> {
 }
 
 /// A file job run to its end: requests and receivers per second, peak RSS.
-fn throughput(job: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
+fn throughput(
+    job: &std::path::Path,
+    workers: Option<usize>,
+    in_flight: Option<usize>,
+) -> anyhow::Result<()> {
     let job = Job::load(job).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Counted streaming: reading the file whole would inflate the peak RSS measured.
     let file = std::fs::File::open(job.source_path.as_ref().expect("file source"))?;
@@ -285,6 +301,9 @@ fn throughput(job: &std::path::Path, workers: Option<usize>) -> anyhow::Result<(
     let mut opts = RunOptions::for_job(&job);
     if let Some(w) = workers {
         opts.workers = w;
+    }
+    if let Some(n) = in_flight {
+        opts.in_flight = n;
     }
     let s = run(&job, &opts)?;
     let secs = s.elapsed.as_secs_f64();
@@ -296,6 +315,7 @@ fn throughput(job: &std::path::Path, workers: Option<usize>) -> anyhow::Result<(
             "requests": lines,
             "receivers": receivers,
             "workers": opts.workers,
+            "in_flight": opts.in_flight,
             "seconds": secs,
             "requests_per_s": lines as f64 / secs,
             "receivers_per_s": receivers as f64 / secs,

@@ -619,6 +619,12 @@ fn check_source(
     if source.epoch_lines == 0 {
         bad("source.epoch_lines", "must be at least 1".into());
     }
+    if source.in_flight.is_some_and(|n| n == 0 || n > 10_000_000) {
+        bad(
+            "source.in_flight",
+            "must be between 1 and 10000000 records (default 2000)".into(),
+        );
+    }
     (source_path, kafka)
 }
 
@@ -808,6 +814,11 @@ pub struct SourceConfig {
     /// File source: keep reading lines appended to the file (a live source) until stopped.
     #[serde(default)]
     pub follow: bool,
+    /// Records a source reader may have given on and not yet seen sent before it waits (the
+    /// graph's memory bound, and how long a stop's drain can take behind a rate-limited
+    /// account). Default [`crate::run::IN_FLIGHT`].
+    #[serde(default)]
+    pub in_flight: Option<usize>,
 }
 
 fn default_max_future_ms() -> u64 {

@@ -3,12 +3,13 @@
 //! its SEND_SUCCESS / SEND_FAIL rows are emitted, so the frontier after this stage means
 //! "sent".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidings_model::MessageMeta;
+use tidings_model::ids::FastMap;
 use tidings_model::{Delivery, EventRow, State, Templates};
 use tidings_operators::{Clock, Epoch, RecallOrder, Tracked};
 use tidings_sinks::SendBatch;
@@ -51,9 +52,9 @@ pub struct SendContext {
     /// The job's accounts.
     pub accounts: Accounts,
     /// Template id → its account, or its group's accounts.
-    pub route_of: HashMap<i64, Route>,
+    pub route_of: FastMap<i64, Route>,
     /// Account or group name → its route (for templates changed while the job runs).
-    pub route_by_name: HashMap<String, Route>,
+    pub route_by_name: FastMap<String, Route>,
     /// Templates (for channels).
     pub templates: Arc<Templates>,
     /// The runtime sends run on.

@@ -54,6 +54,18 @@ pub fn frequency_key(receiver: &str, channel: &str) -> u128 {
     xxh3_128(&buf)
 }
 
+/// The hasher of in-memory maps on the hot path (dedup key tables, receiver sets, routes):
+/// foldhash, seeded at random per process like `std`'s `RandomState` but a few multiplies per
+/// key instead of SipHash-1-3's rounds (SipHash was ~12% of the workers' time, bench/ANALYSIS.md).
+/// Never used for anything that leaves the process or decides where a key lives.
+pub type FastState = foldhash::fast::RandomState;
+
+/// A `HashMap` with [`FastState`].
+pub type FastMap<K, V> = std::collections::HashMap<K, V, FastState>;
+
+/// A `HashSet` with [`FastState`].
+pub type FastSet<T> = std::collections::HashSet<T, FastState>;
+
 /// Routes a 128-bit key to a worker: the low 64 bits, which are as well mixed as the high.
 pub fn route(key: u128) -> u64 {
     key as u64

@@ -1,10 +1,10 @@
 //! Receivers: splitting a `receiver` list and validating each receiver by `id_type`.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use phonenumber::country;
 
+use crate::ids::FastSet;
 use crate::template::IdType;
 
 /// More receivers than this in one MessageParam rejects the message (docs/requests.md).
@@ -22,7 +22,7 @@ pub fn split_receivers(list: &str) -> Vec<String> {
 /// [`split_receivers`] that stops at the first receiver past `max` distinct ones: the rest of
 /// the list is neither copied nor compared, only its entries counted for the reason.
 pub fn split_receivers_at_most(list: &str, max: usize) -> Result<Vec<String>, String> {
-    let mut seen: HashSet<&str> = HashSet::new();
+    let mut seen: FastSet<&str> = FastSet::default();
     let mut out: Vec<String> = Vec::new();
     for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
         if seen.insert(r) {

@@ -3,10 +3,10 @@
 //! code, never a worker's panic. What the workers share is [`Shared`]; what the process keeps
 //! to finish the run is [`Services`].
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tidings_model::ids::FastMap;
 use tidings_sinks::tracking::TrackingDir;
 
 use tidings_operators::checkpoint::{Checkpoints, write_durably};
@@ -287,8 +287,8 @@ fn redis_writer(job: &Job) -> anyhow::Result<(Option<RedisWriter>, Option<(Redis
 }
 
 /// The route of each template: its account, or its group's weighted members.
-fn routes(job: &Job, accounts: &Accounts) -> (HashMap<i64, Route>, HashMap<String, Route>) {
-    let by_name: HashMap<String, Route> = job
+fn routes(job: &Job, accounts: &Accounts) -> (FastMap<i64, Route>, FastMap<String, Route>) {
+    let by_name: FastMap<String, Route> = job
         .file
         .accounts
         .keys()

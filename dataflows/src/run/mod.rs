@@ -89,7 +89,7 @@ impl RunOptions {
             workers: job.file.workers.unwrap_or(cores),
             clock: Clock::System,
             tracking: TrackingTarget::Parquet,
-            in_flight: 2_000,
+            in_flight: job.file.source.in_flight.unwrap_or(IN_FLIGHT),
             from_start: false,
             handle_signals: false,
             idle_exit: None,
@@ -100,6 +100,10 @@ impl RunOptions {
         }
     }
 }
+
+/// Records a source reader may have given on and not yet seen sent, unless the job file's
+/// `source.in_flight` says otherwise.
+pub const IN_FLIGHT: usize = 2_000;
 
 /// The default bound of a graceful stop's drain.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
+use tidings_model::ids::FastMap;
 use tidings_model::time::Millis;
 use tidings_model::{Delivery, State, Templates};
-
-use std::collections::HashMap;
 
 use super::sharded::ShardedMap;
 use super::{KeyedRule, Sweep};
@@ -36,7 +35,7 @@ pub struct ContentDedup {
     window: Millis,
     templates: Arc<Templates>,
     admitted: ShardedMap<Packed>,
-    many: HashMap<u128, Box<[Millis]>>,
+    many: FastMap<u128, Box<[Millis]>>,
     sweep: Sweep,
 }
 
@@ -63,7 +62,7 @@ impl ContentDedup {
             window,
             templates,
             admitted: ShardedMap::default(),
-            many: HashMap::new(),
+            many: FastMap::default(),
             sweep: Sweep::new(lateness, window.max(60_000)),
         }
     }

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use chrono_tz::Tz;
+use tidings_model::ids::FastMap;
 use tidings_model::time::{Millis, end_of_local_day, local_day};
 use tidings_model::{Delivery, State, Templates};
-
-use std::collections::HashMap;
 
 use super::sharded::ShardedMap;
 use super::{KeyedRule, Sweep};
@@ -22,7 +21,7 @@ pub struct FrequencyDedup {
     tz: Tz,
     templates: Arc<Templates>,
     counts: ShardedMap<(i32, u32)>,
-    many: HashMap<u128, Box<[(i32, u32)]>>,
+    many: FastMap<u128, Box<[(i32, u32)]>>,
     sweep: Sweep,
 }
 
@@ -35,7 +34,7 @@ impl FrequencyDedup {
             tz,
             templates,
             counts: ShardedMap::default(),
-            many: HashMap::new(),
+            many: FastMap::default(),
             sweep: Sweep::new(lateness, 3_600_000),
         }
     }

@@ -6,24 +6,26 @@
 //! half and 7/8 full holds a key in 29–50 bytes. One table of 10M keys would double from 8M
 //! to 16M slots in one move, holding both for the moment and stalling the worker for the whole
 //! copy; 256 tables resize one at a time, each moving 1/256 of the keys. The keys are hashes
-//! (xxh3), so their top byte spreads them evenly; each table still hashes its keys with the
-//! standard (randomly seeded) hasher.
+//! (xxh3), so their top byte spreads them evenly; each table still hashes its keys, with
+//! `tidings_model::ids::FastState` (seeded at random per process, as `std`'s, but without SipHash's cost).
 
 use std::collections::HashMap;
+
+use tidings_model::ids::FastMap;
 
 const SHARDS: usize = 256;
 
 /// A map of 128-bit hashed keys in [`SHARDS`] tables.
 #[derive(Debug)]
 pub struct ShardedMap<V> {
-    shards: Box<[HashMap<[u64; 2], V>]>,
+    shards: Box<[FastMap<[u64; 2], V>]>,
     len: usize,
 }
 
 impl<V> Default for ShardedMap<V> {
     fn default() -> Self {
         ShardedMap {
-            shards: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            shards: (0..SHARDS).map(|_| FastMap::default()).collect(),
             len: 0,
         }
     }

@@ -14,7 +14,7 @@
 //! ends with Redis still down leaves its rows in the spool for the next run. Parquet is the
 //! record of truth and is never held back by Redis.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use tidings_model::EventRow;
+use tidings_model::ids::FastSet;
 use tidings_model::time::{Millis, end_of_local_day, local_day};
 
 /// Key prefix of everything tidings writes.
@@ -110,9 +111,9 @@ fn write_chunk(
     rows: &[RedisRow],
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
-    let mut messages = HashSet::new();
+    let mut messages = FastSet::default();
     let mut users: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut businesses = HashSet::new();
+    let mut businesses = FastSet::default();
     for r in rows {
         let mkey = message_key(prefix, &r.message_id);
         let entry = serde_json::json!({"time": r.time, "receiver": r.receiver, "state": r.state,
