@@ -1360,6 +1360,34 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_is_the_run_default_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "t.toml", TEMPLATES);
+        write(dir.path(), "r.jsonl", "");
+        let job = |in_flight: &str| {
+            write(
+                dir.path(),
+                "job.toml",
+                &format!(
+                    "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n{in_flight}\n[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"blackhole\"\n"
+                ),
+            )
+        };
+        let default = Job::load(&job("")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            crate::RunOptions::for_job(&default).in_flight,
+            crate::run::IN_FLIGHT
+        );
+        let set = Job::load(&job("in_flight = 50000")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(crate::RunOptions::for_job(&set).in_flight, 50_000);
+        let err = Job::load(&job("in_flight = 0")).unwrap_err().to_string();
+        assert!(
+            err.contains("source.in_flight") && err.contains("job.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_key_is_one_line_naming_file_and_key() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "t.toml", TEMPLATES);
