@@ -56,7 +56,7 @@ pub fn frequency_key(receiver: &str, channel: &str) -> u128 {
 
 /// The hasher of in-memory maps on the hot path (dedup key tables, receiver sets, routes):
 /// foldhash, seeded at random per process like `std`'s `RandomState` but a few multiplies per
-/// key instead of SipHash-1-3's rounds (SipHash was ~12% of the workers' time, bench/ANALYSIS.md).
+/// key instead of SipHash-1-3's rounds (its gain was not measured apart: bench/ANALYSIS.md).
 /// Never used for anything that leaves the process or decides where a key lives.
 pub type FastState = foldhash::fast::RandomState;
 
