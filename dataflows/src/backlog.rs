@@ -46,6 +46,15 @@ use timely::dataflow::{Scope, StreamVec};
 
 use crate::kafka::{GroupConsumer, KafkaSettings};
 
+/// The hand-off producer's queue, in KiB (librdkafka's default is 1 GiB).
+const HAND_OFF_QUEUE_KIB: &str = "32768";
+
+/// Deliveries out to the hand-off producer at once (all sends of all workers), handed in
+/// chunks of at most [`HAND_OFF_CHUNK`]: each waits for its acknowledgement (a oneshot per
+/// record) before its room is given back. A burst of 1M receivers had them all out at once.
+const HAND_OFF_WINDOW: usize = 20_000;
+const HAND_OFF_CHUNK: usize = 256;
+
 /// The topic of a `kafka`-queued account.
 pub fn topic_of(send_topic: &str, account: &str) -> String {
     format!("{send_topic}.account.{account}")
@@ -58,6 +67,8 @@ pub struct Queues {
     capacity: Vec<usize>,
     queued: Vec<AtomicUsize>,
     producer: Option<FutureProducer>,
+    /// Room for deliveries handed to the producer and not yet acknowledged.
+    hand_off_room: tokio::sync::Semaphore,
     /// Deliveries handed to account topics, and read back from them, in this run.
     handed: AtomicUsize,
     read: AtomicUsize,
@@ -99,10 +110,14 @@ impl Queues {
                         anyhow::bail!("cannot create the account topic {topic}: {e}");
                     }
                 }
+                // The producer's queue is bounded in bytes, not only in messages: a burst handed
+                // off at once (1M receivers of one epoch) otherwise sat in librdkafka's queue
+                // as ~450 B copies (peak RSS 924 MiB). A full queue makes `hand_off` wait.
                 let producer: FutureProducer = ClientConfig::new()
                     .set("bootstrap.servers", &k.brokers)
                     .set("linger.ms", "5")
-                    .set("queue.buffering.max.messages", "1000000")
+                    .set("queue.buffering.max.messages", "100000")
+                    .set("queue.buffering.max.kbytes", HAND_OFF_QUEUE_KIB)
                     .create()?;
                 Some(producer)
             }
@@ -113,6 +128,7 @@ impl Queues {
             capacity,
             queued,
             producer,
+            hand_off_room: tokio::sync::Semaphore::new(HAND_OFF_WINDOW),
             handed: AtomicUsize::new(0),
             read: AtomicUsize::new(0),
         })
@@ -169,33 +185,40 @@ impl Queues {
         let (Some(topic), Some(producer)) = (&self.topics[account], &self.producer) else {
             return Err("account is not queued in Kafka".into());
         };
-        let mut acks = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
-            let body = serde_json::to_vec(d).map_err(|e| e.to_string())?;
-            let mut record = FutureRecord::<str, [u8]>::to(topic)
-                .key(&d.receiver)
-                .payload(&body);
-            loop {
-                match producer.send_result(record) {
-                    Ok(ack) => {
-                        acks.push(ack);
-                        break;
+        for chunk in deliveries.chunks(HAND_OFF_CHUNK) {
+            let _room = self
+                .hand_off_room
+                .acquire_many(chunk.len() as u32)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut acks = Vec::with_capacity(chunk.len());
+            for d in chunk {
+                let body = serde_json::to_vec(d).map_err(|e| e.to_string())?;
+                let mut record = FutureRecord::<str, [u8]>::to(topic)
+                    .key(&d.receiver)
+                    .payload(&body);
+                loop {
+                    match producer.send_result(record) {
+                        Ok(ack) => {
+                            acks.push(ack);
+                            break;
+                        }
+                        Err((e, back))
+                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                        {
+                            record = back;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err((e, _)) => return Err(e.to_string()),
                     }
-                    Err((e, back))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    Err((e, _)) => return Err(e.to_string()),
                 }
             }
-        }
-        for ack in acks {
-            match ack.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.to_string()),
-                Err(_) => return Err("the producer went away".into()),
+            for ack in acks {
+                match ack.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(e.to_string()),
+                    Err(_) => return Err("the producer went away".into()),
+                }
             }
         }
         self.handed.fetch_add(deliveries.len(), Ordering::Relaxed);

@@ -116,35 +116,55 @@ pub struct HoldBack {
 }
 
 impl Owed {
-    /// Hands the rows of epochs before `bound` (all with `None`) to the writer.
-    fn take_through(&mut self, bound: Option<Epoch>) {
-        let later = match bound {
-            Some(b) => self.pending.split_off(&b),
-            None => BTreeMap::new(),
-        };
-        for (_, rows) in std::mem::replace(&mut self.pending, later) {
-            for f in rows {
-                match f {
-                    Tracked::Row(r) => {
-                        *self.local.states.entry(r.state).or_default() += 1;
-                        *self
-                            .local
-                            .per_template
-                            .entry((r.meta.template_id, r.state))
-                            .or_default() += 1;
-                        if let Some((_, ttl)) = &self.redis {
-                            self.for_redis.push(RedisRow::of(&r, *ttl));
-                        }
-                        self.tracking.event(r);
-                    }
-                    Tracked::Dead(d) => {
-                        self.local.dead_letters += 1;
-                        if let Some(t) = &self.dead_letter_topic {
-                            t.send(&d);
-                        }
-                        self.tracking.dead(d);
-                    }
+    /// Hands the rows of epochs before `bound` (all with `None`) to the writer, until it holds
+    /// `limit` rows: the rest stay pending (a burst's epoch is written in parts of
+    /// `flush_rows`, not converted to columns all at once). Returns whether rows before
+    /// `bound` are still pending.
+    fn take_through(&mut self, bound: Option<Epoch>, limit: usize) -> bool {
+        loop {
+            let Some(mut entry) = self.pending.first_entry() else {
+                return false;
+            };
+            if bound.is_some_and(|b| *entry.key() >= b) {
+                return false;
+            }
+            if self.tracking.buffered() >= limit {
+                return true;
+            }
+            let room = limit - self.tracking.buffered();
+            let rows = entry.get_mut();
+            let taken: Vec<Tracked> = if rows.len() <= room {
+                entry.remove()
+            } else {
+                rows.drain(..room).collect()
+            };
+            for f in taken {
+                self.take(f);
+            }
+        }
+    }
+
+    /// Hands one row or dead letter to the writer.
+    fn take(&mut self, f: Tracked) {
+        match f {
+            Tracked::Row(r) => {
+                *self.local.states.entry(r.state).or_default() += 1;
+                *self
+                    .local
+                    .per_template
+                    .entry((r.meta.template_id, r.state))
+                    .or_default() += 1;
+                if let Some((_, ttl)) = &self.redis {
+                    self.for_redis.push(RedisRow::of(&r, *ttl));
                 }
+                self.tracking.event(r);
+            }
+            Tracked::Dead(d) => {
+                self.local.dead_letters += 1;
+                if let Some(t) = &self.dead_letter_topic {
+                    t.send(&d);
+                }
+                self.tracking.dead(d);
             }
         }
     }
@@ -198,7 +218,7 @@ impl Drop for Owed {
             .as_ref()
             .and_then(|c| c.stop_cut())
             .map(|c| c.saturating_add(1));
-        self.take_through(bound);
+        self.take_through(bound, usize::MAX);
         let held = self.tracking.buffered();
         if held == 0 {
             return;
@@ -283,7 +303,7 @@ pub fn track<'s>(
                     None => None,
                 };
                 let buffered_before = owed.tracking.buffered();
-                owed.take_through(bound);
+                let more = owed.take_through(bound, flush_rows);
                 if buffered_before == 0 && owed.tracking.buffered() > 0 {
                     since = Instant::now();
                 }
@@ -326,6 +346,10 @@ pub fn track<'s>(
                         .unwrap_or_else(|p| p.into_inner())
                         .merge(&local);
                     since = Instant::now();
+                    if more {
+                        // The rest of a large epoch: its next part.
+                        activator.activate();
+                    }
                 } else if writable {
                     activator.activate_after(flush_interval.saturating_sub(since.elapsed()));
                 } else if !owed.pending.is_empty() {

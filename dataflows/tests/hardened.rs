@@ -461,3 +461,83 @@ fn a_full_disk_holds_sends_until_space_returns() {
     }
     assert!(tmp.is_empty(), "{tmp:?}");
 }
+
+/// One epoch holding far more rows than `tracking.flush_rows` (a burst whose records share an
+/// event time) is written in parts of that many rows, not turned into columns all at once: the
+/// epoch's rows land in several files, each row exactly once, with one worker or two.
+#[test]
+fn an_epoch_over_flush_rows_is_written_in_parts_each_row_once() {
+    let (records, per_record) = (6u64, 50u64);
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let ts = 1_763_784_000_000;
+        let requests: String = (0..records)
+            .map(|i| {
+                let to: Vec<String> = (0..per_record)
+                    .map(|j| format!("138{:08}", i * per_record + j))
+                    .collect();
+                common::envelope(ts, 1, &to.join(","), &i.to_string()) + "\n"
+            })
+            .collect();
+        let path = common::write_job(
+            dir.path(),
+            &common::sms_template(1, "none", false, "phone"),
+            &requests,
+            "",
+        );
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("[tracking]\n", "[tracking]\nflush_rows = 40\n");
+        std::fs::write(&path, text).unwrap();
+        let job = Job::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut opts = RunOptions::for_job(&job);
+        opts.workers = workers;
+        opts.clock = Clock::Fixed(ts + 1_000);
+        opts.tracking = TrackingTarget::Parquet;
+        let summary = run(&job, &opts).unwrap_or_else(|e| panic!("{e}"));
+        let receivers = records * per_record;
+        assert_eq!(
+            summary
+                .counts
+                .states
+                .get(&tidings_model::State::SendSuccess),
+            Some(&receivers),
+            "{workers} workers"
+        );
+        let tracking = dir.path().join("var/tracking");
+        let csv = common::sql_csv(
+            &tracking,
+            "SELECT count(*), count(DISTINCT message_id || '/' || receiver || '/' || state) \
+             FROM events",
+        );
+        // RECEIVE and SEND_SUCCESS per receiver, none twice.
+        assert_eq!(
+            common::first_row::<u64>(&csv),
+            vec![2 * receivers, 2 * receivers],
+            "{workers} workers"
+        );
+        let files = walk_parquet(&tracking.join("events"));
+        assert!(
+            files as u64 >= 2 * receivers / 40,
+            "{files} files for {} rows written 40 at a time ({workers} workers)",
+            2 * receivers
+        );
+    }
+}
+
+fn walk_parquet(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk_parquet(&p)
+                    } else {
+                        usize::from(p.extension().is_some_and(|x| x == "parquet"))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
