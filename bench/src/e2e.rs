@@ -13,6 +13,9 @@
 //!    topic's partitions (the broker creates 4), with a checkpoint every second; the produce →
 //!    SEND_SUCCESS latency (Kafka timestamp → row `time`) is reported as p50/p99/p999/max over
 //!    the run and per 10 s window of event time, so growth over the run is visible.
+//! 5. With `--rate R --raw`, the same producer process and rate, read by a plain consumer
+//!    with the job's consumer settings and no job: the broker's own produce → consume latency
+//!    per 10 s window, the floor under step 4's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +42,9 @@ pub struct E2e {
     pub max_out_of_order_ms: Option<u64>,
     /// `source.in_flight`; `None` leaves the default.
     pub in_flight: Option<usize>,
+    /// With `rate`: measure a plain consumer of the topic instead of the job (the broker's own
+    /// produce → consume latency, the floor under the job's).
+    pub raw: bool,
 }
 
 /// One tracking row, as far as the harness needs it.
@@ -174,6 +180,7 @@ impl E2e {
         let job = self.job(&dir, &topic, &format!("e2e-{unique}"))?;
         let report = match self.rate {
             None => self.throughput(&job, &topic, &unique)?,
+            Some(rate) if self.raw => self.raw_latency(&topic, rate, &unique)?,
             Some(rate) => self.latency(&job, &topic, rate)?,
         };
         let _ = std::fs::remove_dir_all(&dir);
@@ -254,6 +261,104 @@ impl E2e {
         }))
     }
 
+    /// The producer process of [`E2e::latency`], for `seconds` at `rate`.
+    fn produce_from_child(&self, topic: &str, rate: u32) -> anyhow::Result<()> {
+        let producer = std::process::Command::new(std::env::current_exe()?)
+            .args(["produce", "--topic", topic])
+            .args(["--rate", &rate.to_string()])
+            .args(["--seconds", &self.seconds.to_string()])
+            .args(["--receivers", &self.receivers.to_string()])
+            .env("KAFKA_BROKERS", &self.brokers)
+            .output()?;
+        anyhow::ensure!(
+            producer.status.success(),
+            "the producer process failed: {}",
+            String::from_utf8_lossy(&producer.stderr)
+        );
+        Ok(())
+    }
+
+    /// The broker alone: the same producer process and rate, read by a plain consumer (the
+    /// job's consumer settings, no job): Kafka timestamp → the consumer has the record, per
+    /// 10 s window.
+    fn raw_latency(
+        &self,
+        topic: &str,
+        rate: u32,
+        unique: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        produce(&self.brokers, topic, [request(u64::MAX / 2, 1)], || {})?;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("raw-latency-{unique}"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stop = stop.clone();
+            std::thread::spawn(move || -> anyhow::Result<Vec<(i64, i64)>> {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                        let m = m?;
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)?
+                            .as_millis() as i64;
+                        if let Some(ts) = rdkafka::Message::timestamp(&m).to_millis() {
+                            seen.push((ts, now - ts));
+                        }
+                    }
+                }
+                Ok(seen)
+            })
+        };
+        std::thread::sleep(Duration::from_secs(8));
+        let start = Instant::now();
+        let start_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        self.produce_from_child(topic, rate)?;
+        let achieved = (rate as u64 * self.seconds) as f64 / start.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        let seen: Vec<(i64, i64)> = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??
+            .into_iter()
+            .filter(|&(t, _)| t >= start_ms)
+            .collect();
+        let mut all: Vec<i64> = seen.iter().map(|&(_, l)| l).collect();
+        all.sort_unstable();
+        let mut windows: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        for &(t, l) in &seen {
+            windows.entry((t - start_ms) / 10_000).or_default().push(l);
+        }
+        let windows: Vec<serde_json::Value> = windows
+            .into_iter()
+            .map(|(w, mut l)| {
+                l.sort_unstable();
+                serde_json::json!({"from_s": w * 10, "read": l.len(),
+                    "p50": percentile(&l, 0.5), "p99": percentile(&l, 0.99), "max": l.last()})
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "mode": "raw: a plain consumer, no job",
+            "offered_requests_per_s": rate,
+            "achieved_produce_per_s": achieved,
+            "producer": "another process (tidings-bench produce)",
+            "partitions": partitions(&self.brokers, topic),
+            "seconds": self.seconds,
+            "read": all.len(),
+            "latency_ms_p50": percentile(&all, 0.5),
+            "latency_ms_p99": percentile(&all, 0.99),
+            "latency_ms_max": all.last(),
+            "windows_10s": windows,
+        }))
+    }
+
     fn latency(&self, job: &Job, topic: &str, rate: u32) -> anyhow::Result<serde_json::Value> {
         // The topic must exist before the group subscribes (librdkafka looks for a missing
         // topic again only after `topic.metadata.refresh.interval.ms`): one warm-up request,
@@ -277,18 +382,7 @@ impl E2e {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as i64;
         // The producer is another process: its CPU and allocations are not the job's.
-        let producer = std::process::Command::new(std::env::current_exe()?)
-            .args(["produce", "--topic", topic])
-            .args(["--rate", &rate.to_string()])
-            .args(["--seconds", &self.seconds.to_string()])
-            .args(["--receivers", &self.receivers.to_string()])
-            .env("KAFKA_BROKERS", &self.brokers)
-            .output()?;
-        anyhow::ensure!(
-            producer.status.success(),
-            "the producer process failed: {}",
-            String::from_utf8_lossy(&producer.stderr)
-        );
+        self.produce_from_child(topic, rate)?;
         let achieved = total as f64 / start.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_secs(3));
         stop.store(true, Ordering::Relaxed);

@@ -76,6 +76,9 @@ enum Command {
         /// The job's `source.in_flight` (the default when not given).
         #[arg(long)]
         in_flight: Option<usize>,
+        /// With `--rate`: a plain consumer instead of the job (the broker's own latency).
+        #[arg(long)]
+        raw: bool,
     },
     /// Produces requests at a fixed rate (the latency run's producer process).
     Produce {
@@ -191,6 +194,7 @@ fn main() -> anyhow::Result<()> {
             epoch_ms,
             max_out_of_order_ms,
             in_flight,
+            raw,
         } => {
             let report = tidings_bench::e2e::E2e {
                 brokers: brokers(),
@@ -202,6 +206,7 @@ fn main() -> anyhow::Result<()> {
                 epoch_ms,
                 max_out_of_order_ms,
                 in_flight,
+                raw,
             }
             .run()?;
             println!("{report}");
