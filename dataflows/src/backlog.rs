@@ -181,26 +181,56 @@ impl Queues {
     }
 
     /// Produces deliveries to `account`'s topic; returns once the broker acknowledged each.
-    pub async fn hand_off(&self, account: usize, deliveries: &[Delivery]) -> Result<(), String> {
+    /// On a failure, the positions of the deliveries not acknowledged (the caller sends those
+    /// itself: the ones already in the topic are sent from there, not twice).
+    pub async fn hand_off(
+        &self,
+        account: usize,
+        deliveries: &[Delivery],
+    ) -> Result<(), (Vec<usize>, String)> {
         let (Some(topic), Some(producer)) = (&self.topics[account], &self.producer) else {
-            return Err("account is not queued in Kafka".into());
+            return Err((
+                (0..deliveries.len()).collect(),
+                "account is not queued in Kafka".into(),
+            ));
         };
-        for chunk in deliveries.chunks(HAND_OFF_CHUNK) {
-            let _room = self
-                .hand_off_room
-                .acquire_many(chunk.len() as u32)
-                .await
-                .map_err(|e| e.to_string())?;
+        let mut left: Vec<usize> = Vec::new();
+        let mut reason: Option<String> = None;
+        for (c, chunk) in deliveries.chunks(HAND_OFF_CHUNK).enumerate() {
+            let first = c * HAND_OFF_CHUNK;
+            if reason.is_some() {
+                left.extend(first..first + chunk.len());
+                continue;
+            }
+            let _room = match self.hand_off_room.acquire_many(chunk.len() as u32).await {
+                Ok(room) => room,
+                Err(e) => {
+                    reason = Some(e.to_string());
+                    left.extend(first..first + chunk.len());
+                    continue;
+                }
+            };
             let mut acks = Vec::with_capacity(chunk.len());
-            for d in chunk {
-                let body = serde_json::to_vec(d).map_err(|e| e.to_string())?;
+            for (i, d) in chunk.iter().enumerate() {
+                if reason.is_some() {
+                    left.push(first + i);
+                    continue;
+                }
+                let body = match serde_json::to_vec(d) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        reason = Some(e.to_string());
+                        left.push(first + i);
+                        continue;
+                    }
+                };
                 let mut record = FutureRecord::<str, [u8]>::to(topic)
                     .key(&d.receiver)
                     .payload(&body);
                 loop {
                     match producer.send_result(record) {
                         Ok(ack) => {
-                            acks.push(ack);
+                            acks.push((first + i, ack));
                             break;
                         }
                         Err((e, back))
@@ -209,20 +239,33 @@ impl Queues {
                             record = back;
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
-                        Err((e, _)) => return Err(e.to_string()),
+                        Err((e, _)) => {
+                            reason = Some(e.to_string());
+                            left.push(first + i);
+                            break;
+                        }
                     }
                 }
             }
-            for ack in acks {
-                match ack.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(e.to_string()),
-                    Err(_) => return Err("the producer went away".into()),
-                }
+            for (i, ack) in acks {
+                let failed = match ack.await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err((e, _))) => e.to_string(),
+                    Err(_) => "the producer went away".to_string(),
+                };
+                reason.get_or_insert(failed);
+                left.push(i);
             }
         }
-        self.handed.fetch_add(deliveries.len(), Ordering::Relaxed);
-        Ok(())
+        self.handed
+            .fetch_add(deliveries.len() - left.len(), Ordering::Relaxed);
+        match reason {
+            None => Ok(()),
+            Some(r) => {
+                left.sort_unstable();
+                Err((left, r))
+            }
+        }
     }
 }
 

@@ -148,16 +148,28 @@ async fn send_one(
             .map(|d| EventRow::of(d, State::SendFail, Some(reason.clone()), now))
             .collect();
     };
-    if mode == SendMode::Main && ctx.queues.in_kafka(account) {
+    let rest: Vec<Delivery>;
+    let ds = if mode == SendMode::Main && ctx.queues.in_kafka(account) {
         match ctx.queues.hand_off(account, ds).await {
             // Durable in the account's topic: the epoch may go.
             Ok(()) => return Vec::new(),
-            // Never lost: sent from here instead, holding the epoch.
-            Err(e) => tracing::warn!(
-                "account topic: {e}; sending {} deliveries directly",
-                ds.len()
-            ),
+            // Never lost: those not acknowledged are sent from here instead, holding the epoch
+            // (the others are in the topic and sent from there).
+            Err((left, e)) => {
+                tracing::warn!(
+                    "account topic: {e}; sending {} of {} deliveries directly",
+                    left.len(),
+                    ds.len()
+                );
+                rest = left.into_iter().map(|i| ds[i].clone()).collect();
+                &rest[..]
+            }
         }
+    } else {
+        ds
+    };
+    if ds.is_empty() {
+        return Vec::new();
     }
     let channel = ds[0]
         .meta
