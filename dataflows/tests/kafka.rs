@@ -645,3 +645,66 @@ fn three_sigkills_leave_the_decisions_of_the_file() {
         want.len()
     );
 }
+
+/// A delivery too large for its account's topic (over the producer's 1,000,000-byte message
+/// limit) is sent by the main graph itself, once; the others of the run go through the topic.
+#[test]
+fn a_delivery_too_large_for_its_account_topic_is_sent_directly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let topic = format!("big-{unique}");
+    // The content is the variable twice: a 600 kB record renders a 1.2 MB delivery.
+    let templates = "[[template]]\nid = 1\nname = \"big\"\nchannel = \"email\"\nmsg_type = \"notice\"\n\
+        id_type = \"email\"\naccount = \"slow\"\ndedup = false\n[template.content]\ntitle = \"t\"\ncontent = \"{$v} {$v}\"\n";
+    std::fs::write(dir.path().join("templates.toml"), templates).unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"big\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
+             topic = \"{topic}\"\ngroup = \"g-{unique}\"\n[tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
+             [accounts.slow]\nchannel = \"email\"\nprovider = \"blackhole\"\nrate_limit = {{ per_second = 50 }}\n",
+            brokers()
+        ),
+    )
+    .unwrap();
+    let request = |to: &str, v: String| Outgoing {
+        key: Some(to.to_string()),
+        payload: serde_json::json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": to, "variables": {"v": v}}})
+        .to_string(),
+        timestamp: None,
+    };
+    let mut records: Vec<Outgoing> = (0..5)
+        .map(|i| request(&format!("u{i}@example.com"), "small".into()))
+        .collect();
+    records.insert(2, request("big@example.com", "x".repeat(600_000)));
+    produce(&brokers(), &topic, records, || {}).unwrap();
+
+    let job = Job::load(&job).unwrap_or_else(|e| panic!("{e}"));
+    let memory = MemoryTracking::default();
+    let mut opts = RunOptions::for_job(&job);
+    opts.tracking = TrackingTarget::Memory(memory.clone());
+    opts.idle_exit = Some(Duration::from_secs(4));
+    let summary = common::within(LIMIT, "the Kafka job", move || run(&job, &opts).unwrap());
+    let tracked = memory.take();
+    assert!(tracked.dead.is_empty(), "{:?}", tracked.dead);
+    let sent = |to: &str| {
+        tracked
+            .events
+            .iter()
+            .filter(|r| r.receiver == to && r.state.name() == "SEND_SUCCESS")
+            .count()
+    };
+    assert_eq!(sent("big@example.com"), 1, "the large delivery, sent once");
+    for i in 0..5 {
+        assert_eq!(sent(&format!("u{i}@example.com")), 1, "u{i}");
+    }
+    assert_eq!(
+        summary
+            .counts
+            .states
+            .get(&tidings_model::State::SendSuccess),
+        Some(&6)
+    );
+}
