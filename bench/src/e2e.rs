@@ -203,14 +203,7 @@ impl E2e {
         eprintln!("produced {} requests in {:.1?}", self.requests, t.elapsed());
 
         // Raw: read to the end, nothing else.
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", format!("raw-{unique}"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
-            .create()?;
-        consumer.subscribe(&[topic])?;
+        let consumer = self.raw_consumer(topic, &format!("raw-{unique}"))?;
         let mut read = 0u64;
         let mut bytes = 0u64;
         let mut first: Option<Instant> = None;
@@ -261,6 +254,20 @@ impl E2e {
         }))
     }
 
+    /// A plain consumer of `topic` in group `group`, from the start: no commits, the job's
+    /// fetch wait.
+    fn raw_consumer(&self, topic: &str, group: &str) -> anyhow::Result<BaseConsumer> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        Ok(consumer)
+    }
+
     /// The producer process of [`E2e::latency`], for `seconds` at `rate`.
     fn produce_from_child(&self, topic: &str, rate: u32) -> anyhow::Result<()> {
         let producer = std::process::Command::new(std::env::current_exe()?)
@@ -288,14 +295,7 @@ impl E2e {
         unique: &str,
     ) -> anyhow::Result<serde_json::Value> {
         produce(&self.brokers, topic, [request(u64::MAX / 2, 1)], || {})?;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", format!("raw-latency-{unique}"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
-            .create()?;
-        consumer.subscribe(&[topic])?;
+        let consumer = self.raw_consumer(topic, &format!("raw-latency-{unique}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let stop = stop.clone();
