@@ -13,9 +13,9 @@
 //!    topic's partitions (the broker creates 4), with a checkpoint every second; the produce →
 //!    SEND_SUCCESS latency (Kafka timestamp → row `time`) is reported as p50/p99/p999/max over
 //!    the run and per 10 s window of event time, so growth over the run is visible.
-//! 5. With `--rate R --raw`, the same producer process and rate, read by a plain consumer
-//!    with the job's consumer settings and no job: the broker's own produce → consume latency
-//!    per 10 s window, the floor under step 4's.
+//! 5. With `--rate R --raw`, the same producer process and rate, read by two plain consumers
+//!    (the job's consumer settings and workers, no job): the broker's own produce → consume latency
+//!    per 10 s window, beside step 4's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -295,26 +295,30 @@ impl E2e {
         unique: &str,
     ) -> anyhow::Result<serde_json::Value> {
         produce(&self.brokers, topic, [request(u64::MAX / 2, 1)], || {})?;
-        let consumer = self.raw_consumer(topic, &format!("raw-latency-{unique}"))?;
+        // One group member per job worker (the job runs 2), each on a thread of its own.
         let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
+        let mut readers = Vec::new();
+        for _ in 0..RAW_MEMBERS {
+            let consumer = self.raw_consumer(topic, &format!("raw-latency-{unique}"))?;
             let stop = stop.clone();
-            std::thread::spawn(move || -> anyhow::Result<Vec<(i64, i64)>> {
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-                        let m = m?;
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)?
-                            .as_millis() as i64;
-                        if let Some(ts) = rdkafka::Message::timestamp(&m).to_millis() {
-                            seen.push((ts, now - ts));
+            readers.push(std::thread::spawn(
+                move || -> anyhow::Result<Vec<(i64, i64)>> {
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                            let m = m?;
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)?
+                                .as_millis() as i64;
+                            if let Some(ts) = rdkafka::Message::timestamp(&m).to_millis() {
+                                seen.push((ts, now - ts));
+                            }
                         }
                     }
-                }
-                Ok(seen)
-            })
-        };
+                    Ok(seen)
+                },
+            ));
+        }
         std::thread::sleep(Duration::from_secs(8));
         let start = Instant::now();
         let start_ms = std::time::SystemTime::now()
@@ -324,12 +328,15 @@ impl E2e {
         let achieved = (rate as u64 * self.seconds) as f64 / start.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_secs(3));
         stop.store(true, Ordering::Relaxed);
-        let seen: Vec<(i64, i64)> = reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("reader panicked"))??
-            .into_iter()
-            .filter(|&(t, _)| t >= start_ms)
-            .collect();
+        let mut seen: Vec<(i64, i64)> = Vec::new();
+        for r in readers {
+            seen.extend(
+                r.join()
+                    .map_err(|_| anyhow::anyhow!("reader panicked"))??
+                    .into_iter()
+                    .filter(|&(t, _)| t >= start_ms),
+            );
+        }
         let mut all: Vec<i64> = seen.iter().map(|&(_, l)| l).collect();
         all.sort_unstable();
         let mut windows: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
@@ -345,7 +352,8 @@ impl E2e {
             })
             .collect();
         Ok(serde_json::json!({
-            "mode": "raw: a plain consumer, no job",
+            "mode": "raw: plain consumers, no job",
+            "group_members": RAW_MEMBERS,
             "offered_requests_per_s": rate,
             "achieved_produce_per_s": achieved,
             "producer": "another process (tidings-bench produce)",
@@ -455,6 +463,9 @@ impl E2e {
         }))
     }
 }
+
+/// Group members of the raw latency run: as many as the job's workers.
+const RAW_MEMBERS: usize = 2;
 
 /// The `p` quantile of sorted `values`.
 fn percentile(values: &[i64], p: f64) -> Option<i64> {
