@@ -339,14 +339,9 @@ impl E2e {
         }
         let mut all: Vec<i64> = seen.iter().map(|&(_, l)| l).collect();
         all.sort_unstable();
-        let mut windows: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
-        for &(t, l) in &seen {
-            windows.entry((t - start_ms) / 10_000).or_default().push(l);
-        }
-        let windows: Vec<serde_json::Value> = windows
+        let windows: Vec<serde_json::Value> = by_window(start_ms, &seen)
             .into_iter()
-            .map(|(w, mut l)| {
-                l.sort_unstable();
+            .map(|(w, l)| {
                 serde_json::json!({"from_s": w * 10, "read": l.len(),
                     "p50": percentile(&l, 0.5), "p99": percentile(&l, 0.99), "max": l.last()})
             })
@@ -413,25 +408,14 @@ impl E2e {
         // Kafka timestamp → RECEIVE (the record admitted, once the watermark passed its epoch):
         // the broker's and the watermark's share of the latency, per window beside the whole.
         let received = of("RECEIVE");
-        let mut admitted: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
-        for &(t, l) in &received {
-            admitted.entry((t - start_ms) / 10_000).or_default().push(l);
-        }
-        for l in admitted.values_mut() {
-            l.sort_unstable();
-        }
+        let admitted = by_window(start_ms, &received);
         let mut latencies: Vec<i64> = sent.iter().map(|&(_, l)| l).collect();
         latencies.sort_unstable();
         let pct = |p: f64| percentile(&latencies, p);
         // Per 10 s window of event time: growth over the run shows here.
-        let mut windows: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
-        for &(t, l) in &sent {
-            windows.entry((t - start_ms) / 10_000).or_default().push(l);
-        }
-        let windows: Vec<serde_json::Value> = windows
+        let windows: Vec<serde_json::Value> = by_window(start_ms, &sent)
             .into_iter()
-            .map(|(w, mut l)| {
-                l.sort_unstable();
+            .map(|(w, l)| {
                 let a = admitted.get(&w).map(Vec::as_slice).unwrap_or_default();
                 serde_json::json!({"from_s": w * 10, "sent": l.len(),
                     "p50": percentile(&l, 0.5), "p99": percentile(&l, 0.99),
@@ -466,6 +450,19 @@ impl E2e {
 
 /// Group members of the raw latency run: as many as the job's workers.
 const RAW_MEMBERS: usize = 2;
+
+/// `(event time, latency)` pairs by 10 s window from `start_ms`, each window's latencies
+/// sorted.
+fn by_window(start_ms: i64, pairs: &[(i64, i64)]) -> std::collections::BTreeMap<i64, Vec<i64>> {
+    let mut windows: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for &(t, l) in pairs {
+        windows.entry((t - start_ms) / 10_000).or_default().push(l);
+    }
+    for l in windows.values_mut() {
+        l.sort_unstable();
+    }
+    windows
+}
 
 /// The `p` quantile of sorted `values`.
 fn percentile(values: &[i64], p: f64) -> Option<i64> {
