@@ -23,6 +23,9 @@
 //! ```text
 //! state_dir/checkpoints/1763770200000-000000000010/
 //!     content-0.parquet  content-1.parquet      key FixedSizeBinary(16), values List<Int64>
+//!     content-0.delta-00000000000000000010.parquet   keys worker 0 changed since its last part
+//!                                               (full parts and earlier deltas are hard
+//!                                               links to the previous cut's: each cut is whole)
 //!     frequency-0.parquet frequency-1.parquet
 //!     parked.jsonl                              worker 0's park store
 //!     _COMPLETE                                 {"offsets": {"0": 1234}, "positions": {...}}
@@ -972,6 +975,160 @@ pub fn read_keyed(
     Ok(())
 }
 
+/// The entries of a keyed part written by [`write_keyed`], in file order.
+struct KeyedEntries {
+    path: PathBuf,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    batch: Option<(FixedSizeBinaryArray, ListArray)>,
+    at: usize,
+}
+
+impl KeyedEntries {
+    fn open(path: &Path) -> io::Result<KeyedEntries> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(at(path))?)
+            .and_then(|b| b.build())
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+        Ok(KeyedEntries {
+            path: path.to_path_buf(),
+            reader,
+            batch: None,
+            at: 0,
+        })
+    }
+
+    fn bad(&self, e: &dyn std::fmt::Display) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", self.path.display()),
+        )
+    }
+
+    fn next_entry(&mut self) -> io::Result<Option<(u128, Vec<i64>)>> {
+        loop {
+            if let Some((keys, lists)) = &self.batch
+                && self.at < keys.len()
+            {
+                let i = self.at;
+                self.at += 1;
+                let bytes: [u8; 16] = keys.value(i).try_into().map_err(|e| self.bad(&e))?;
+                let list = lists.value(i);
+                let values = list
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| self.bad(&"values are not Int64"))?;
+                return Ok(Some((u128::from_le_bytes(bytes), values.values().to_vec())));
+            }
+            let Some(batch) = self.reader.next() else {
+                return Ok(None);
+            };
+            let batch = batch.map_err(|e| self.bad(&e))?;
+            let keys = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .ok_or_else(|| self.bad(&"column key is not FixedSizeBinary(16)"))?
+                .clone();
+            let lists = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| self.bad(&"column values is not List<Int64>"))?
+                .clone();
+            self.batch = Some((keys, lists));
+            self.at = 0;
+        }
+    }
+}
+
+/// Writes to `path` (atomically) the keyed parts `older` (oldest first) and then `newest`
+/// merged: each key once, with its newest values; a key whose newest values are none (a
+/// tombstone) is left out. Every input is sorted by key, and so is the output. Streams: holds
+/// one entry per input. Returns the number of keys written.
+pub fn merge_keyed(
+    path: &Path,
+    older: &[PathBuf],
+    newest: impl Iterator<Item = (u128, Vec<i64>)>,
+) -> io::Result<usize> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    let mut files = older
+        .iter()
+        .map(|p| KeyedEntries::open(p))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut newest = newest.peekable();
+    let newest_rank = files.len();
+    let mut failed: Option<io::Error> = None;
+    let mut written = 0usize;
+    // The next entry of every input: the smallest key first, the newest input first among
+    // equal keys.
+    let mut heads: BinaryHeap<(Reverse<u128>, usize)> = BinaryHeap::new();
+    let mut values: Vec<Vec<i64>> = vec![Vec::new(); files.len() + 1];
+    let mut last: Vec<Option<u128>> = vec![None; files.len()];
+    let mut advance = |rank: usize,
+                       heads: &mut BinaryHeap<(Reverse<u128>, usize)>,
+                       values: &mut Vec<Vec<i64>>,
+                       failed: &mut Option<io::Error>| {
+        let next = if rank == newest_rank {
+            Ok(newest.next())
+        } else {
+            files[rank].next_entry().and_then(|e| match e {
+                Some((k, _)) if last[rank].is_some_and(|l| k <= l) => Err(files[rank]
+                    .bad(&"keys are not sorted (a part of an older version cannot be merged)")),
+                e => {
+                    last[rank] = e.as_ref().map(|(k, _)| *k);
+                    Ok(e)
+                }
+            })
+        };
+        match next {
+            Ok(Some((k, v))) => {
+                values[rank] = v;
+                heads.push((Reverse(k), rank));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    };
+    for rank in 0..=newest_rank {
+        advance(rank, &mut heads, &mut values, &mut failed);
+    }
+    let merged = std::iter::from_fn(|| {
+        loop {
+            if failed.is_some() {
+                return None;
+            }
+            let (Reverse(key), rank) = heads.pop()?;
+            let v = std::mem::take(&mut values[rank]);
+            advance(rank, &mut heads, &mut values, &mut failed);
+            // The same key in older inputs: superseded.
+            while let Some(&(Reverse(k), r)) = heads.peek()
+                && k == key
+            {
+                heads.pop();
+                advance(r, &mut heads, &mut values, &mut failed);
+            }
+            if !v.is_empty() {
+                written += 1;
+                return Some((key, v));
+            }
+        }
+    });
+    let result = write_keyed(path, merged);
+    if let Some(e) = failed {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    result.map(|()| written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1035,6 +1192,55 @@ mod tests {
             let back: (usize, Ctl) = bincode::deserialize(&bytes).unwrap();
             assert_eq!(back, (4, m));
         }
+    }
+
+    /// A compaction: the newest values of every key win, tombstones drop their key, the
+    /// output is sorted; a part whose keys are not sorted is refused (nothing is written).
+    #[test]
+    fn merging_keyed_parts_keeps_each_keys_newest_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full.parquet");
+        let delta = dir.path().join("delta.parquet");
+        // 200,000 keys over several record batches; every third key changes, every fifth goes.
+        write_keyed(&full, (0..200_000u128).map(|k| (k << 64, vec![k as i64]))).unwrap();
+        let changes = (0..200_000u128)
+            .filter(|k| k % 3 == 0 || k % 5 == 0)
+            .map(|k| {
+                let v = if k % 5 == 0 {
+                    vec![]
+                } else {
+                    vec![-(k as i64), 1]
+                };
+                (k << 64, v)
+            });
+        write_keyed(&delta, changes).unwrap();
+        // The newest: one key brought back, one new key at the end.
+        let newest = vec![(5u128 << 64, vec![55]), (300_000u128 << 64, vec![3])];
+        let out = dir.path().join("merged.parquet");
+        let n = merge_keyed(&out, &[full.clone(), delta.clone()], newest.into_iter()).unwrap();
+        let mut back = Vec::new();
+        read_keyed(&out, |_| true, |k, v| back.push((k, v.to_vec()))).unwrap();
+        let mut expected: Vec<(u128, Vec<i64>)> = (0..200_000u128)
+            .filter_map(|k| {
+                match k {
+                    5 => Some(vec![55]),
+                    k if k % 5 == 0 => None,
+                    k if k % 3 == 0 => Some(vec![-(k as i64), 1]),
+                    k => Some(vec![k as i64]),
+                }
+                .map(|v| (k << 64, v))
+            })
+            .collect();
+        expected.push((300_000u128 << 64, vec![3]));
+        assert_eq!(n, expected.len());
+        assert_eq!(back, expected);
+
+        let unsorted = dir.path().join("unsorted.parquet");
+        write_keyed(&unsorted, [(2u128, vec![1]), (1u128, vec![1])].into_iter()).unwrap();
+        let refused = dir.path().join("refused.parquet");
+        let e = merge_keyed(&refused, &[unsorted], std::iter::empty()).unwrap_err();
+        assert!(e.to_string().contains("not sorted"), "{e}");
+        assert!(!refused.exists());
     }
 
     #[test]

@@ -129,31 +129,42 @@ impl KeyedRule for ContentDedup {
         })
     }
 
-    fn evict(&mut self, watermark: Millis) {
+    fn evict_noting(&mut self, watermark: Millis, mut changed: Option<&mut Vec<u128>>) {
         if let Some(horizon) = self.sweep.due(watermark) {
             let window = self.window;
             let many = &mut self.many;
-            self.admitted.retain(|key, slot| match many.get(&key) {
-                None => slot.time().saturating_add(window) > horizon,
-                Some(ts) => {
-                    let kept = alive(ts, window, horizon);
-                    match kept.len() {
-                        0 => {
-                            many.remove(&key);
-                            false
+            self.admitted.retain(|key, slot| {
+                let keep = match many.get(&key) {
+                    None => {
+                        if slot.time().saturating_add(window) > horizon {
+                            return true;
                         }
-                        1 => {
-                            many.remove(&key);
-                            *slot = Packed::of(kept[0]);
-                            true
-                        }
-                        n if n == ts.len() => true,
-                        _ => {
-                            many.insert(key, kept.into_boxed_slice());
-                            true
+                        false
+                    }
+                    Some(ts) => {
+                        let kept = alive(ts, window, horizon);
+                        match kept.len() {
+                            0 => {
+                                many.remove(&key);
+                                false
+                            }
+                            1 => {
+                                many.remove(&key);
+                                *slot = Packed::of(kept[0]);
+                                true
+                            }
+                            n if n == ts.len() => return true,
+                            _ => {
+                                many.insert(key, kept.into_boxed_slice());
+                                true
+                            }
                         }
                     }
+                };
+                if let Some(c) = changed.as_deref_mut() {
+                    c.push(key);
                 }
+                keep
             });
         }
     }
@@ -190,9 +201,23 @@ impl KeyedRule for ContentDedup {
         }
     }
 
+    fn flatten_keys(&self, keys: &[u128], f: &mut super::Flat) {
+        f.reserve(keys.len(), keys.len());
+        for &k in keys {
+            match (self.many.get(&k), self.admitted.get(&k)) {
+                (Some(ts), _) => f.push(k, ts),
+                (None, Some(slot)) => f.push(k, &[slot.time()]),
+                (None, None) => f.push(k, &[]),
+            }
+        }
+    }
+
     fn restore(&mut self, key: u128, values: &[i64]) {
         match values {
-            [] => {}
+            [] => {
+                self.many.remove(&key);
+                self.admitted.remove(&key);
+            }
             [t] => {
                 self.many.remove(&key);
                 self.admitted.insert(key, Packed::of(*t));

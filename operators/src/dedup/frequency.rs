@@ -50,7 +50,10 @@ impl FrequencyDedup {
     /// Sets the days of `key` (none: forgets it).
     fn set(&mut self, key: u128, days: Vec<(i32, u32)>) {
         match days.as_slice() {
-            [] => {}
+            [] => {
+                self.many.remove(&key);
+                self.counts.remove(&key);
+            }
             [one] => {
                 self.many.remove(&key);
                 self.counts.insert(key, *one);
@@ -119,32 +122,40 @@ impl KeyedRule for FrequencyDedup {
         })
     }
 
-    fn evict(&mut self, watermark: Millis) {
+    fn evict_noting(&mut self, watermark: Millis, mut changed: Option<&mut Vec<u128>>) {
         if let Some(horizon) = self.sweep.due(watermark) {
             let tz = self.tz;
             let alive = |day: i32| end_of_local_day(tz, day) > horizon;
             let many = &mut self.many;
-            self.counts.retain(|key, slot| match many.get(&key) {
-                None => alive(slot.0),
-                Some(v) => {
-                    let kept: Vec<(i32, u32)> =
-                        v.iter().copied().filter(|(d, _)| alive(*d)).collect();
-                    match kept.as_slice() {
-                        [] => {
-                            many.remove(&key);
-                            false
-                        }
-                        [one] => {
-                            many.remove(&key);
-                            *slot = *one;
-                            true
-                        }
-                        _ => {
-                            many.insert(key, kept.into_boxed_slice());
-                            true
+            self.counts.retain(|key, slot| {
+                let keep = match many.get(&key) {
+                    None if alive(slot.0) => return true,
+                    None => false,
+                    Some(v) => {
+                        let kept: Vec<(i32, u32)> =
+                            v.iter().copied().filter(|(d, _)| alive(*d)).collect();
+                        match kept.as_slice() {
+                            [] => {
+                                many.remove(&key);
+                                false
+                            }
+                            _ if kept.len() == v.len() => return true,
+                            [one] => {
+                                many.remove(&key);
+                                *slot = *one;
+                                true
+                            }
+                            _ => {
+                                many.insert(key, kept.into_boxed_slice());
+                                true
+                            }
                         }
                     }
+                };
+                if let Some(c) = changed.as_deref_mut() {
+                    c.push(key);
                 }
+                keep
             });
         }
     }
@@ -187,6 +198,22 @@ impl KeyedRule for FrequencyDedup {
                     f.push(k, &buf);
                 }
             }
+        }
+    }
+
+    fn flatten_keys(&self, keys: &[u128], f: &mut super::Flat) {
+        f.reserve(keys.len(), 2 * keys.len());
+        let mut buf: Vec<i64> = Vec::new();
+        for &k in keys {
+            buf.clear();
+            match (self.many.get(&k), self.counts.get(&k)) {
+                (Some(v), _) => {
+                    buf.extend(v.iter().flat_map(|&(d, n)| [i64::from(d), i64::from(n)]))
+                }
+                (None, Some(&(d, n))) => buf.extend([i64::from(d), i64::from(n)]),
+                (None, None) => {}
+            }
+            f.push(k, &buf);
         }
     }
 

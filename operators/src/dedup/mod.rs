@@ -5,9 +5,13 @@
 //! judged in [`tidings_model::Delivery::order`]. Before judging epoch `e` the state is evicted
 //! up to the global watermark `W(e-1)` less the allowed lateness; the wall clock is never read.
 //!
-//! A cut's part is written off the worker thread: the worker flattens its state into one
-//! buffer ([`Flat`]: a pass over its tables, no allocation per key) and hands it to the rule's
-//! writer thread, which encodes it as Parquet, makes it durable
+//! A cut's part is written off the worker thread and is incremental: the worker notes the keys
+//! it changes (passes judged, keys an eviction changed or dropped), and at a cut flattens the
+//! state of just those keys ([`Flat`]; a key gone has no values, a tombstone) — the whole state
+//! only on a run's first cut — and hands it to the rule's writer thread. The thread keeps a
+//! chain per cut directory (the full part, sorted by key, and the deltas since, linked from
+//! the previous cut), compacts it into a new full part now and then (a streaming merge,
+//! [`merge_keyed`]), makes each part durable
 //! and only then reports the part written — the cut completes, and offsets are committed, only
 //! after that. The final cut's part is written on the worker once the writer has finished. A
 //! write that fails fails the job on the worker's next turn, with the error.
@@ -26,6 +30,7 @@ pub use content::ContentDedup;
 pub use frequency::FrequencyDedup;
 
 use std::collections::BTreeMap;
+use std::fs::File;
 
 use tidings_model::time::Millis;
 use tidings_model::{Delivery, EventRow, State, ids};
@@ -37,7 +42,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::frontier::MutableAntichain;
 
-use crate::checkpoint::{Checkpoints, FINAL, read_keyed, write_keyed};
+use crate::checkpoint::{Checkpoints, FINAL, merge_keyed, read_keyed, write_keyed};
 use crate::live::{self, Answer, Ask, Live, Question, RuleSummary};
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Mark, Tracked};
@@ -52,7 +57,12 @@ pub trait KeyedRule: 'static {
     /// reason.
     fn judge(&mut self, key: u128, d: &Delivery) -> Result<(), (State, String)>;
     /// Drops state that no delivery within the allowed lateness of `watermark` can see.
-    fn evict(&mut self, watermark: Millis);
+    fn evict(&mut self, watermark: Millis) {
+        self.evict_noting(watermark, None);
+    }
+    /// [`KeyedRule::evict`], noting in `changed` every key whose state it changed or dropped
+    /// (what the next incremental checkpoint part writes).
+    fn evict_noting(&mut self, watermark: Millis, changed: Option<&mut Vec<u128>>);
     /// Number of keys held.
     fn keys(&self) -> usize;
     /// The file name prefix of this rule's checkpoint parts.
@@ -66,7 +76,11 @@ pub trait KeyedRule: 'static {
             into.push(k, &v);
         }
     }
-    /// Restores one key written by [`KeyedRule::snapshot`].
+    /// The state of each of `keys` (sorted, distinct), in that order, as
+    /// [`KeyedRule::flatten`] writes it; a key not held gets no values (a tombstone:
+    /// restoring it forgets the key).
+    fn flatten_keys(&self, keys: &[u128], into: &mut Flat);
+    /// Restores one key written by [`KeyedRule::snapshot`]; no values forgets the key.
     fn restore(&mut self, key: u128, values: &[i64]);
     /// The state of one key for the live-state API; with `at`, whether a delivery of that
     /// event time would pass now (judged as [`KeyedRule::judge`] would, without recording).
@@ -143,31 +157,63 @@ impl Flat {
         self.keys.is_empty()
     }
 
+    /// The values of the `i`th key pushed.
+    fn values_of(&self, i: usize) -> &[i64] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.values[start..self.ends[i]]
+    }
+
     /// Every key and its values, in the order pushed.
     pub fn iter(&self) -> impl Iterator<Item = (u128, Vec<i64>)> + '_ {
-        self.keys.iter().enumerate().map(|(i, &k)| {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            (k, self.values[start..self.ends[i]].to_vec())
+        (0..self.keys.len()).map(|i| (self.keys[i], self.values_of(i).to_vec()))
+    }
+
+    /// Every key and its values, in key order (keys pushed once each).
+    pub fn sorted(&self) -> impl Iterator<Item = (u128, Vec<i64>)> + '_ {
+        let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| self.keys[i as usize]);
+        order.into_iter().map(|i| {
+            let i = i as usize;
+            (self.keys[i], self.values_of(i).to_vec())
         })
     }
 }
 
-/// Writes a rule's part of checkpoint `epoch` durably (and to the mirror); `Err` says why not.
+/// A full part of this rule's state, as written by worker `index`.
+fn full_name<R: KeyedRule>(index: usize) -> String {
+    format!("{}-{index}.parquet", R::PART)
+}
+
+/// The keys worker `index` changed up to cut `epoch` since its previous part.
+fn delta_name<R: KeyedRule>(index: usize, epoch: Epoch) -> String {
+    format!("{}-{index}.delta-{epoch:020}.parquet", R::PART)
+}
+
+/// The cut a delta part was written at (`None`: a full part).
+fn delta_epoch(path: &std::path::Path) -> Option<Epoch> {
+    let name = path.file_name()?.to_str()?;
+    let (_, rest) = name.split_once(".delta-")?;
+    rest.strip_suffix(".parquet")?.parse().ok()
+}
+
+/// Writes a rule's full part of checkpoint `epoch` durably (and to the mirror), on the worker;
+/// `Err` says why not.
 fn write_part<R: KeyedRule>(
     flat: &Flat,
     c: &Checkpoints,
     epoch: Epoch,
     index: usize,
 ) -> Result<(), String> {
-    let part = format!("{}-{index}.parquet", R::PART);
+    let part = full_name::<R>(index);
     c.part_path(epoch, &part)
         .and_then(|path| write_keyed(&path, flat.iter()))
         .and_then(|()| c.publish(epoch, &part))
         .map_err(|e| format!("{} checkpoint: {e}", R::NAME))
 }
 
-/// Writes `rule`'s part of checkpoint `epoch` and reports it written: flattened here, written
-/// on the writer thread, or here for the final cut once the writer has finished.
+/// Writes `rule`'s part of checkpoint `epoch` and reports it written: on the writer thread
+/// (the keys changed since the last cut, or the whole state on a run's first cut), or here,
+/// whole, for the final cut once the writer has finished (or when there is no writer thread).
 fn checkpoint<R: KeyedRule>(
     rule: &R,
     c: &Checkpoints,
@@ -176,15 +222,25 @@ fn checkpoint<R: KeyedRule>(
     w: &mut Writer<R>,
 ) {
     let mut flat = w.buffer();
+    if epoch != FINAL && w.tx.is_some() {
+        let part = match w.dirty.as_mut() {
+            Some(keys) => {
+                keys.sort_unstable();
+                keys.dedup();
+                rule.flatten_keys(keys, &mut flat);
+                keys.clear();
+                Part::Delta(flat)
+            }
+            None => {
+                rule.flatten(&mut flat);
+                w.dirty = Some(Vec::new());
+                Part::Full(flat)
+            }
+        };
+        w.hand(epoch, part);
+        return;
+    }
     rule.flatten(&mut flat);
-    let flat = if epoch == FINAL {
-        flat
-    } else {
-        match w.hand(epoch, flat) {
-            None => return,
-            Some(flat) => flat,
-        }
-    };
     w.finish();
     match write_part::<R>(&flat, c, epoch, index) {
         Ok(()) => c.part_written(epoch),
@@ -192,45 +248,150 @@ fn checkpoint<R: KeyedRule>(
     }
 }
 
-/// Set (to anything), every dedup checkpoint part is written on the worker thread, as before
-/// the writer threads: the baseline of `bench/` latency runs.
+/// Set (to anything), every dedup checkpoint part is written whole on the worker thread, as
+/// before the writer threads: the baseline of `bench/` latency runs.
 pub const ON_WORKER: &str = "TIDINGS_CHECKPOINT_ON_WORKER";
 
-/// A rule's checkpoint writer thread: flattened states in, parts written, one cut at a time in
-/// order (a cut handed while one is being written waits its turn: at most one waits, then the
-/// worker waits too).
+/// Cuts a writer may be behind before the worker waits for it (a compaction takes a while;
+/// the deltas meanwhile are small).
+const PENDING: usize = 16;
+
+/// A chain of more deltas than this is compacted into one full part.
+const MAX_DELTAS: usize = 64;
+
+/// What the worker hands its writer thread for one cut.
+enum Part {
+    /// The whole state (a run's first cut, or after more changes than keys).
+    Full(Flat),
+    /// The keys changed since the previous cut, sorted, each with its state now (none: gone).
+    Delta(Flat),
+}
+
+/// A writer thread's parts: the last full part and the deltas written since, which every cut's
+/// directory holds (linked from the previous cut's), so each cut restores on its own.
+#[derive(Debug, Default)]
+struct Chain {
+    /// The directory of the last cut written.
+    dir: Option<std::path::PathBuf>,
+    /// The full part's and the deltas' file names, oldest first.
+    files: Vec<String>,
+    /// Keys in the full part, and in the deltas since.
+    full_keys: usize,
+    delta_keys: usize,
+}
+
+impl Chain {
+    /// Writes cut `epoch`'s part: a full part is written sorted by key; a delta is written
+    /// beside the chain's files linked into the cut's directory, or, once the chain has more
+    /// than [`MAX_DELTAS`] deltas or more delta keys than full ones, merged with the chain
+    /// into one full part (a compaction: read and written here, off the worker).
+    fn write<R: KeyedRule>(
+        &mut self,
+        c: &Checkpoints,
+        epoch: Epoch,
+        index: usize,
+        part: &Part,
+    ) -> std::io::Result<()> {
+        let full = full_name::<R>(index);
+        match part {
+            Part::Full(flat) => {
+                write_keyed(&c.part_path(epoch, &full)?, flat.sorted())?;
+                self.files = vec![full];
+                (self.full_keys, self.delta_keys) = (flat.len(), 0);
+            }
+            Part::Delta(flat) => {
+                let prev = self
+                    .dir
+                    .clone()
+                    .ok_or_else(|| std::io::Error::other("a delta part before any full part"))?;
+                let deltas = self.files.len().saturating_sub(1);
+                if deltas >= MAX_DELTAS || self.delta_keys + flat.len() > self.full_keys {
+                    let chain: Vec<_> = self.files.iter().map(|f| prev.join(f)).collect();
+                    let keys = merge_keyed(&c.part_path(epoch, &full)?, &chain, flat.iter())?;
+                    self.files = vec![full];
+                    (self.full_keys, self.delta_keys) = (keys, 0);
+                } else {
+                    for f in &self.files {
+                        link(&prev.join(f), &c.part_path(epoch, f)?)?;
+                    }
+                    let name = delta_name::<R>(index, epoch);
+                    write_keyed(&c.part_path(epoch, &name)?, flat.iter())?;
+                    self.files.push(name);
+                    self.delta_keys += flat.len();
+                }
+            }
+        }
+        for f in &self.files {
+            c.publish(epoch, f)?;
+        }
+        self.dir = Some(c.dir_of(epoch));
+        Ok(())
+    }
+}
+
+/// Puts `from` at `to` as a hard link (a copy where links are not possible).
+fn link(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(to)?;
+            link(from, to)
+        }
+        Err(_) => {
+            let tmp = to.with_extension("tmp");
+            std::fs::copy(from, &tmp)?;
+            File::open(&tmp)?.sync_data()?;
+            std::fs::rename(&tmp, to)
+        }
+    }
+}
+
+/// A rule's checkpoint writer thread: parts in, written, one cut at a time in order (up to
+/// [`PENDING`] cuts wait their turn, then the worker waits too).
 struct Writer<R: KeyedRule> {
-    tx: Option<std::sync::mpsc::SyncSender<(Epoch, Flat)>>,
+    tx: Option<std::sync::mpsc::SyncSender<(Epoch, Part)>>,
     /// Buffers written, given back emptied.
     spare: Option<std::sync::mpsc::Receiver<Flat>>,
     thread: Option<std::thread::JoinHandle<()>>,
     failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The keys changed since the last cut handed (judged to pass, or changed by eviction);
+    /// `None` until the first full part is handed, and when the next part is full anyway.
+    dirty: Option<Vec<u128>>,
     rule: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<R: KeyedRule> Writer<R> {
+    /// Writes on the worker: every part whole.
+    fn on_worker(failed: std::sync::Arc<std::sync::Mutex<Option<String>>>) -> Writer<R> {
+        Writer {
+            tx: None,
+            spare: None,
+            thread: None,
+            failed,
+            dirty: None,
+            rule: std::marker::PhantomData,
+        }
+    }
+
     fn start(c: &Checkpoints, index: usize) -> Writer<R> {
         let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
         // The way it was, for a benchmark's baseline: every part written on the worker.
         if std::env::var_os(ON_WORKER).is_some() {
-            return Writer {
-                tx: None,
-                spare: None,
-                thread: None,
-                failed,
-                rule: std::marker::PhantomData,
-            };
+            return Writer::on_worker(failed);
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Epoch, Flat)>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Epoch, Part)>(PENDING);
         let (give_back, spare) = std::sync::mpsc::channel::<Flat>();
         let (c, failure) = (c.clone(), failed.clone());
         let thread = std::thread::Builder::new()
             .name(format!("{}-checkpoint-{index}", R::PART))
             .spawn(move || {
-                for (epoch, mut flat) in rx {
+                let mut chain = Chain::default();
+                for (epoch, part) in rx {
                     // A panic here (a bug) fails the worker with its message, as a write error.
                     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        write_part::<R>(&flat, &c, epoch, index)
+                        chain
+                            .write::<R>(&c, epoch, index, &part)
+                            .map_err(|e| format!("{} checkpoint: {e}", R::NAME))
                     }))
                     .unwrap_or_else(|p| {
                         let why = p
@@ -240,6 +401,7 @@ impl<R: KeyedRule> Writer<R> {
                             .unwrap_or_default();
                         Err(format!("{} checkpoint writer panicked: {why}", R::NAME))
                     });
+                    let (Part::Full(mut flat) | Part::Delta(mut flat)) = part;
                     flat.clear();
                     let _ = give_back.send(flat);
                     match written {
@@ -257,6 +419,7 @@ impl<R: KeyedRule> Writer<R> {
                 spare: Some(spare),
                 thread: Some(t),
                 failed,
+                dirty: None,
                 rule: std::marker::PhantomData,
             },
             // No thread: every part is written on the worker.
@@ -265,14 +428,25 @@ impl<R: KeyedRule> Writer<R> {
                     "{} checkpoint writer thread: {e}; writing on the worker",
                     R::NAME
                 );
-                Writer {
-                    tx: None,
-                    spare: None,
-                    thread: None,
-                    failed,
-                    rule: std::marker::PhantomData,
-                }
+                Writer::on_worker(failed)
             }
+        }
+    }
+
+    /// Where to note the keys a change touches (when the next part is a delta).
+    fn noting(&mut self) -> Option<&mut Vec<u128>> {
+        self.dirty.as_mut()
+    }
+
+    /// Gives up noting keys once more have changed than `keys` are held (the next part is
+    /// then whole): the noted keys never take more memory than the state's own keys.
+    fn bound(&mut self, keys: usize) {
+        if self
+            .dirty
+            .as_ref()
+            .is_some_and(|d| d.len() > keys.max(1 << 16))
+        {
+            self.dirty = None;
         }
     }
 
@@ -284,18 +458,14 @@ impl<R: KeyedRule> Writer<R> {
             .unwrap_or_default()
     }
 
-    /// Hands the flattened state of cut `epoch` to the thread; back when there is no thread
-    /// (write it here).
-    fn hand(&mut self, epoch: Epoch, flat: Flat) -> Option<Flat> {
+    /// Hands cut `epoch`'s part to the thread.
+    fn hand(&mut self, epoch: Epoch, part: Part) {
         self.check();
-        let Some(tx) = &self.tx else {
-            return Some(flat);
-        };
-        if tx.send((epoch, flat)).is_err() {
+        let sent = self.tx.as_ref().map(|tx| tx.send((epoch, part)).is_ok());
+        if sent != Some(true) {
             self.finish();
             panic!("{} checkpoint writer thread ended", R::NAME);
         }
-        None
     }
 
     /// Fails the job (on the worker) if a write failed.
@@ -308,6 +478,7 @@ impl<R: KeyedRule> Writer<R> {
     /// Waits for every part handed to be written.
     fn finish(&mut self) {
         self.tx = None;
+        self.dirty = None;
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {
@@ -427,16 +598,21 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
                     }
                     // Evict by the watermark of the epochs *before* this one: a record of epoch
                     // `e` is late only relative to what came before it, never to its own epoch.
+                    // Keys changed (noted for the next incremental checkpoint part).
+                    let mut noting = writer.as_mut().and_then(Writer::noting);
                     if let Some(w) = epoch
                         .checked_sub(1)
                         .and_then(|prev| watermark.advance_to(prev))
                     {
-                        rule.evict(w);
+                        rule.evict_noting(w, noting.as_deref_mut());
                     }
                     let Some((pass_cap, rows_cap, batch)) = pending.remove(&epoch) else {
                         continue;
                     };
-                    let (passed, rejected) = judge_epoch(&mut rule, batch, clock.now_ms());
+                    let (passed, rejected) = judge_epoch(&mut rule, batch, clock.now_ms(), noting);
+                    if let Some(w) = writer.as_mut() {
+                        w.bound(rule.keys());
+                    }
                     pass.session(&pass_cap).give_iterator(passed.into_iter());
                     rows.session(&rows_cap).give_iterator(rejected.into_iter());
                 }
@@ -452,10 +628,24 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
     }
 }
 
-/// Restores this worker's keys of `rule` from the checkpoint restored on start.
+/// Restores this worker's keys of `rule` from the checkpoint restored on start: the full parts,
+/// then the deltas in cut order (each key's state as of its newest delta; none forgets it).
 fn restore<R: KeyedRule>(rule: &mut R, c: &Checkpoints, index: usize, peers: u64) {
-    let parts = c.restored_parts(&format!("{}-", R::PART));
-    for path in parts.unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME)) {
+    let parts = c
+        .restored_parts(&format!("{}-", R::PART))
+        .unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME));
+    restore_parts(rule, parts, index, peers);
+}
+
+/// Restores the keys of worker `index` of `peers` from a cut's `parts` of `rule`.
+fn restore_parts<R: KeyedRule>(
+    rule: &mut R,
+    mut parts: Vec<std::path::PathBuf>,
+    index: usize,
+    peers: u64,
+) {
+    parts.sort_by_key(|p| delta_epoch(p).map_or((0, 0), |e| (1, e)));
+    for path in parts {
         read_keyed(
             &path,
             |k| ids::route(k) % peers == index as u64,
@@ -467,17 +657,25 @@ fn restore<R: KeyedRule>(rule: &mut R, c: &Checkpoints, index: usize, peers: u64
 
 /// Judges one epoch's deliveries in [`Delivery::order`]: those that pass, and the rows of
 /// those rejected.
+/// The keys of those that pass are noted in `changed`.
 fn judge_epoch<R: KeyedRule>(
     rule: &mut R,
     mut batch: Vec<Delivery>,
     now: Millis,
+    mut changed: Option<&mut Vec<u128>>,
 ) -> (Vec<Delivery>, Vec<Tracked>) {
     batch.sort_by_key(Delivery::order);
     let mut passed = Vec::with_capacity(batch.len());
     let mut rejected = Vec::new();
     for d in batch {
-        match rule.judge(R::key(&d), &d) {
-            Ok(()) => passed.push(d),
+        let key = R::key(&d);
+        match rule.judge(key, &d) {
+            Ok(()) => {
+                if let Some(c) = changed.as_deref_mut() {
+                    c.push(key);
+                }
+                passed.push(d)
+            }
             Err((state, reason)) => {
                 rejected.push(Tracked::Row(EventRow::of(&d, state, Some(reason), now)))
             }
@@ -576,6 +774,7 @@ mod tests {
 
     use super::*;
     use crate::testkit::{TZ, at, delivery, epoch, templates};
+    use tidings_model::time::Millis;
 
     type Rows = Vec<(Epoch, Vec<(u128, String, String)>)>;
 
@@ -704,6 +903,116 @@ mod tests {
         );
     }
 
+    /// Incremental cuts: every cut's directory restores exactly the state the rule had at
+    /// that cut (deltas over a full part, tombstones for evicted keys, compactions), with one
+    /// worker or its keys split over two, for both rules.
+    #[test]
+    fn every_incremental_cut_restores_the_state_at_the_cut() {
+        // Content: two per 60 s, swept every minute: keys come, change and go.
+        chain_restores_every_cut(|| ContentDedup::new(2, 60_000, 0, templates()), 10_000);
+        // Frequency: three per day, two hours apart: days change and are evicted.
+        chain_restores_every_cut(
+            || FrequencyDedup::new(3, TZ, 3_600_000, templates()),
+            2 * 3_600_000,
+        );
+    }
+
+    fn sorted_snapshot<R: KeyedRule>(rule: &R) -> Vec<(u128, Vec<i64>)> {
+        let mut s: Vec<_> = rule.snapshot().collect();
+        s.sort();
+        s
+    }
+
+    fn chain_restores_every_cut<R: KeyedRule>(make: impl Fn() -> R, step: Millis) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
+        c.register();
+        let mut rule = make();
+        let mut w = Writer::<R>::start(&c, 0);
+        let mut expected = Vec::new();
+        // A deterministic spread of receivers and contents.
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let cuts = 2 * MAX_DELTAS as u64 + 20;
+        for cut in 1..=cuts {
+            let t = at(0, 0) + cut as Millis * step;
+            let mut noting = w.noting();
+            rule.evict_noting(t - 1, noting.as_deref_mut());
+            let batch = (0..20)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let receiver = format!("1380013{:04}", x % 150);
+                    let content = format!("c{}", (x >> 20) % 2);
+                    delivery(
+                        u128::from(cut * 100 + i),
+                        0,
+                        &receiver,
+                        t + i as Millis,
+                        &content,
+                    )
+                })
+                .collect();
+            judge_epoch(&mut rule, batch, 0, noting);
+            w.bound(rule.keys());
+            checkpoint(&rule, &c, cut, 0, &mut w);
+            expected.push((cut, sorted_snapshot(&rule)));
+        }
+        w.finish();
+        let parts = |cut: Epoch| -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(c.dir_of(cut))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .starts_with(R::PART)
+                })
+                .collect()
+        };
+        let (mut with_deltas, mut compacted) = (0, 0);
+        for (cut, state) in &expected {
+            let files = parts(*cut);
+            let deltas = files.iter().filter(|p| delta_epoch(p).is_some()).count();
+            assert_eq!(
+                files.len(),
+                deltas + 1,
+                "{}: one full part per cut",
+                R::NAME
+            );
+            if deltas > 0 {
+                with_deltas += 1;
+            } else if *cut > 1 {
+                compacted += 1;
+            }
+            let mut restored = make();
+            restore_parts(&mut restored, files.clone(), 0, 1);
+            assert_eq!(&sorted_snapshot(&restored), state, "{} cut {cut}", R::NAME);
+            // Split over two workers: each keeps its keys, together the whole state.
+            let mut halves = Vec::new();
+            for index in 0..2 {
+                let mut half = make();
+                restore_parts(&mut half, files.clone(), index, 2);
+                halves.extend(sorted_snapshot(&half));
+            }
+            halves.sort();
+            assert_eq!(&halves, state, "{} cut {cut}, two workers", R::NAME);
+        }
+        assert!(
+            with_deltas > cuts / 2,
+            "{}: {with_deltas} cuts with deltas",
+            R::NAME
+        );
+        assert!(compacted >= 2, "{}: {compacted} compactions", R::NAME);
+        assert!(
+            expected.iter().any(|(_, s)| s.len() > 100),
+            "{}: the state grows",
+            R::NAME
+        );
+    }
+
     /// Parts go out on the writer thread, complete the cut only once durable, and a write that
     /// fails fails the worker with the error.
     #[test]
@@ -721,7 +1030,7 @@ mod tests {
         let mut w = Writer::<ContentDedup>::start(&c, 0);
         let mut flat = w.buffer();
         rule.flatten(&mut flat);
-        assert!(w.hand(7, flat).is_none());
+        w.hand(7, Part::Full(flat));
         // The worker goes on changing its state while the flattened copy is written.
         rule.admit(5 << 100 | 5_000, at(10, 1)).unwrap();
         w.finish();
@@ -739,7 +1048,7 @@ mod tests {
         let mut w = Writer::<ContentDedup>::start(&c, 0);
         let mut flat = w.buffer();
         rule.flatten(&mut flat);
-        assert!(w.hand(9, flat).is_none());
+        w.hand(9, Part::Full(flat));
         let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.finish()))
             .expect_err("the failed write fails the worker");
         let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();

@@ -63,6 +63,15 @@ impl<V> ShardedMap<V> {
         old
     }
 
+    /// Removes `key`; its value if it had one.
+    pub fn remove(&mut self, key: &u128) -> Option<V> {
+        let old = self.shards[shard(*key)].remove(&split(*key));
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
     /// Keeps the entries `keep` says to keep.
     pub fn retain(&mut self, mut keep: impl FnMut(u128, &mut V) -> bool) {
         for s in self.shards.iter_mut() {
@@ -120,6 +129,10 @@ mod tests {
         *m.get_mut(&key).unwrap() = 70;
         assert_eq!(m.insert(key, 71), Some(70));
         assert_eq!(m.len(), 10_000);
+        assert_eq!(m.remove(&key), Some(71));
+        assert_eq!(m.remove(&key), None);
+        assert_eq!(m.len(), 9_999);
+        m.insert(key, 7);
         m.retain(|_, v| *v % 2 == 0);
         assert_eq!(m.len(), 5_000);
         assert_eq!(m.iter().count(), 5_000);
