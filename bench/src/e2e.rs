@@ -228,7 +228,10 @@ impl E2e {
         let mut opts = RunOptions::for_job(job);
         opts.idle_exit = Some(Duration::from_secs(3));
         let cpu0 = cpu_seconds();
+        let started = Instant::now();
         let summary = run(job, &opts)?;
+        // Until the job ended: its idle exit, and (with Redis) the writer draining its queue.
+        let job_wall = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
         let rows = read_events(&local_tracking(job)?.join("events"))?;
         let first_row = rows.iter().map(|r| r.time).min().unwrap_or(0);
@@ -243,6 +246,7 @@ impl E2e {
             "send_success": sent,
             "redis_tracking": self.redis.is_some(),
             "redis_rows_written": summary.redis.map(|r| r.written),
+            "job_wall_seconds_incl_idle_exit_and_redis_drain": job_wall,
             "raw_consume_requests_per_s": raw_rate,
             "raw_consume_mib_per_s": bytes as f64 / raw_secs / (1024.0 * 1024.0),
             "pipeline_seconds": span,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use tidings_model::EventRow;
-use tidings_model::ids::FastSet;
+use tidings_model::ids::{FastMap, FastSet};
 use tidings_model::time::{Millis, end_of_local_day, local_day};
 
 /// Key prefix of everything tidings writes.
@@ -104,43 +104,114 @@ pub fn business_key(prefix: &str, business_id: i64) -> String {
     format!("{prefix}biz:{business_id}")
 }
 
-/// Writes one chunk of rows as one pipeline.
+/// An entry of a message's list (fields in the order `serde_json` sorts them).
+#[derive(Serialize)]
+struct MessageEntry<'a> {
+    code: i32,
+    reason: &'a Option<String>,
+    receiver: &'a str,
+    state: &'a str,
+    template_id: i64,
+    time: Millis,
+}
+
+/// An entry of a receiver's list (fields in the order `serde_json` sorts them).
+#[derive(Serialize)]
+struct UserEntry<'a> {
+    business_id: i64,
+    code: i32,
+    message_id: &'a str,
+    reason: &'a Option<String>,
+    state: &'a str,
+    template_id: i64,
+    time: Millis,
+}
+
+/// Entries per key, keys in the order first seen.
+struct Lists<'a> {
+    at: FastMap<&'a str, usize>,
+    lists: Vec<(&'a str, Vec<String>, i64)>,
+}
+
+impl<'a> Lists<'a> {
+    fn new() -> Lists<'a> {
+        Lists {
+            at: FastMap::default(),
+            lists: Vec::new(),
+        }
+    }
+
+    /// Appends `entry` to `key`'s list; the list expires at the latest `expire` given.
+    fn push(&mut self, key: &'a str, entry: String, expire: i64) {
+        let i = *self.at.entry(key).or_insert_with(|| {
+            self.lists.push((key, Vec::new(), expire));
+            self.lists.len() - 1
+        });
+        let list = &mut self.lists[i];
+        list.1.push(entry);
+        list.2 = list.2.max(expire);
+    }
+}
+
+/// Writes one chunk of rows as one pipeline: one `RPUSH` per list with its entries in row
+/// order, one `HINCRBY` per businessId and state with the chunk's count, one expiry per key.
 fn write_chunk(
     con: &mut redis::Connection,
     prefix: &str,
     rows: &[RedisRow],
 ) -> redis::RedisResult<()> {
-    let mut pipe = redis::pipe();
-    let mut messages = FastSet::default();
-    let mut users: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut businesses = FastSet::default();
+    let mut messages = Lists::new();
+    let mut users = Lists::new();
+    let mut counts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
     for r in rows {
-        let mkey = message_key(prefix, &r.message_id);
-        let entry = serde_json::json!({"time": r.time, "receiver": r.receiver, "state": r.state,
-            "code": r.code, "reason": r.reason, "template_id": r.template_id});
-        pipe.rpush(&mkey, entry.to_string()).ignore();
-        messages.insert(mkey);
-        let ukey = user_key(prefix, &r.receiver);
-        let entry = serde_json::json!({"time": r.time, "message_id": r.message_id,
-            "template_id": r.template_id, "business_id": r.business_id, "state": r.state,
-            "code": r.code, "reason": r.reason});
-        pipe.rpush(&ukey, entry.to_string()).ignore();
-        let at = users.entry(&r.receiver).or_insert(r.user_expire_at);
-        *at = (*at).max(r.user_expire_at);
-        let bkey = business_key(prefix, r.business_id);
-        pipe.hincr(&bkey, &r.state, 1).ignore();
-        businesses.insert(bkey);
+        let entry = MessageEntry {
+            code: r.code,
+            reason: &r.reason,
+            receiver: &r.receiver,
+            state: &r.state,
+            template_id: r.template_id,
+            time: r.time,
+        };
+        messages.push(&r.message_id, json(&entry), 0);
+        let entry = UserEntry {
+            business_id: r.business_id,
+            code: r.code,
+            message_id: &r.message_id,
+            reason: &r.reason,
+            state: &r.state,
+            template_id: r.template_id,
+            time: r.time,
+        };
+        users.push(&r.receiver, json(&entry), r.user_expire_at);
+        *counts.entry((r.business_id, &r.state)).or_default() += 1;
     }
-    for k in messages {
-        pipe.expire(k, MESSAGE_TTL_S).ignore();
+    let mut pipe = redis::pipe();
+    for (id, entries, _) in messages.lists {
+        let key = message_key(prefix, id);
+        pipe.rpush(&key, entries).ignore();
+        pipe.expire(&key, MESSAGE_TTL_S).ignore();
     }
-    for (receiver, at) in users {
-        pipe.expire_at(user_key(prefix, receiver), at).ignore();
+    for (receiver, entries, at) in users.lists {
+        let key = user_key(prefix, receiver);
+        pipe.rpush(&key, entries).ignore();
+        pipe.expire_at(&key, at).ignore();
+    }
+    let mut businesses = FastSet::default();
+    for ((business, state), n) in counts {
+        let key = business_key(prefix, business);
+        pipe.hincr(&key, state, n).ignore();
+        businesses.insert(key);
     }
     for k in businesses {
         pipe.expire(k, BUSINESS_TTL_S).ignore();
     }
     pipe.query::<()>(con)
+}
+
+/// A list entry as the JSON text Redis keeps (plain structs of strings and integers:
+/// serialising cannot fail).
+fn json(entry: &impl Serialize) -> String {
+    serde_json::to_string(entry).unwrap_or_default()
 }
 
 /// Settings of the writer.
