@@ -19,8 +19,6 @@ use arrow_array::RecordBatch;
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use tidings_model::compaction::{self, PREFIX, Replaces};
 
 use super::ObjectDir;
@@ -500,9 +498,7 @@ fn write_compacted(part: &impl Partition, stem: &str, files: &[String]) -> io::R
     for batch in batches {
         let batch = widen(&batch, &schema)?;
         if writer.is_none() {
-            let props = WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .build();
+            let props = super::writer_props();
             writer = Some(
                 ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
                     .map_err(io::Error::other)?,

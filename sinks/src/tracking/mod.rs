@@ -26,6 +26,7 @@ use chrono_tz::Tz;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use tidings_model::schema::{dead_letters_schema, events_schema};
 use tidings_model::time::local_date;
 use tidings_model::{DeadLetter, EventRow, Templates};
@@ -309,11 +310,20 @@ impl ParquetTracking {
     }
 }
 
-/// `batch` as a whole Parquet file (Snappy) written to `out`; returns `out`.
+/// How tracking tables are written: Snappy, and no dictionary on the columns whose values
+/// are (nearly) all distinct (a dictionary there is built only to be abandoned: CPU for
+/// nothing); the rest keep theirs.
+pub(crate) fn writer_props() -> WriterProperties {
+    let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+    for unique in ["message_id", "receiver", "payload"] {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    props.build()
+}
+
+/// `batch` as a whole Parquet file written to `out` ([`writer_props`]); returns `out`.
 pub(crate) fn parquet_bytes<W: io::Write + Send>(out: W, batch: &RecordBatch) -> io::Result<W> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
+    let props = writer_props();
     let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props)).map_err(parquet_io)?;
     writer.write(batch).map_err(parquet_io)?;
     writer.into_inner().map_err(parquet_io)
