@@ -256,6 +256,9 @@ pub const ON_WORKER: &str = "TIDINGS_CHECKPOINT_ON_WORKER";
 /// the deltas meanwhile are small).
 const PENDING: usize = 16;
 
+/// Keys of a part that is handed only to an idle writer thread.
+const LARGE: usize = 1 << 16;
+
 /// A chain of more deltas than this is compacted into one full part.
 const MAX_DELTAS: usize = 64;
 
@@ -352,6 +355,9 @@ struct Writer<R: KeyedRule> {
     tx: Option<std::sync::mpsc::SyncSender<(Epoch, Part)>>,
     /// Buffers written, given back emptied.
     spare: Option<std::sync::mpsc::Receiver<Flat>>,
+    /// Parts handed and not yet given back, and the last buffer given back.
+    out: usize,
+    kept: Option<Flat>,
     thread: Option<std::thread::JoinHandle<()>>,
     failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// The keys changed since the last cut handed (judged to pass, or changed by eviction);
@@ -366,6 +372,8 @@ impl<R: KeyedRule> Writer<R> {
         Writer {
             tx: None,
             spare: None,
+            out: 0,
+            kept: None,
             thread: None,
             failed,
             dirty: None,
@@ -417,6 +425,8 @@ impl<R: KeyedRule> Writer<R> {
             Ok(t) => Writer {
                 tx: Some(tx),
                 spare: Some(spare),
+                out: 0,
+                kept: None,
                 thread: Some(t),
                 failed,
                 dirty: None,
@@ -450,22 +460,43 @@ impl<R: KeyedRule> Writer<R> {
         }
     }
 
-    /// A buffer to flatten the next cut into: one the thread gave back, else a new one.
-    fn buffer(&self) -> Flat {
-        self.spare
-            .as_ref()
-            .and_then(|s| s.try_iter().last())
-            .unwrap_or_default()
+    /// Takes the buffers the thread gave back; with `wait`, waits until every part handed
+    /// is written (or the thread ended).
+    fn collect(&mut self, wait: bool) {
+        let Some(spare) = &self.spare else { return };
+        while self.out > 0 {
+            let back = if wait {
+                spare.recv().ok()
+            } else {
+                spare.try_recv().ok()
+            };
+            let Some(flat) = back else { break };
+            self.out -= 1;
+            self.kept = Some(flat);
+        }
     }
 
-    /// Hands cut `epoch`'s part to the thread.
+    /// A buffer to flatten the next cut into: one the thread gave back, else a new one.
+    fn buffer(&mut self) -> Flat {
+        self.collect(false);
+        self.kept.take().unwrap_or_default()
+    }
+
+    /// Hands cut `epoch`'s part to the thread. A part of more than [`LARGE`] keys waits until
+    /// the thread has written every earlier one: at most one large part is in memory beside
+    /// the state, however far behind the thread is (small ones queue up to [`PENDING`]).
     fn hand(&mut self, epoch: Epoch, part: Part) {
+        let (Part::Full(flat) | Part::Delta(flat)) = &part;
+        if flat.len() > LARGE {
+            self.collect(true);
+        }
         self.check();
         let sent = self.tx.as_ref().map(|tx| tx.send((epoch, part)).is_ok());
         if sent != Some(true) {
             self.finish();
             panic!("{} checkpoint writer thread ended", R::NAME);
         }
+        self.out += 1;
     }
 
     /// Fails the job (on the worker) if a write failed.
@@ -1011,6 +1042,46 @@ mod tests {
             "{}: the state grows",
             R::NAME
         );
+    }
+
+    /// Small parts queue for the writer thread; a large one is handed only once the thread
+    /// has written every earlier part (one large part in memory beside the state).
+    #[test]
+    fn a_large_part_waits_for_the_writer_small_ones_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
+        c.register();
+        let mut rule = ContentDedup::new(1, 60_000, 0, templates());
+        let mut w = Writer::<ContentDedup>::start(&c, 0);
+        let mut flat = w.buffer();
+        rule.flatten(&mut flat);
+        w.hand(1, Part::Full(flat));
+        for cut in 2..5u64 {
+            let keys = [u128::from(cut)];
+            let mut flat = Flat::default();
+            rule.flatten_keys(&keys, &mut flat);
+            w.hand(cut, Part::Delta(flat));
+        }
+        assert_eq!(w.out, 4, "small parts do not wait for the writer");
+        let mut flat = Flat::default();
+        for k in 0..=LARGE as u128 {
+            rule.admit(k << 64 | 7, at(10, 0)).unwrap();
+        }
+        rule.flatten(&mut flat);
+        w.hand(5, Part::Full(flat));
+        assert_eq!(
+            w.out, 1,
+            "every earlier part was written before the large one went"
+        );
+        w.finish();
+        let mut keys = 0;
+        read_keyed(
+            &c.dir_of(5).join("content-0.parquet"),
+            |_| true,
+            |_, _| keys += 1,
+        )
+        .unwrap();
+        assert_eq!(keys, LARGE + 1);
     }
 
     /// Parts go out on the writer thread, complete the cut only once durable, and a write that
