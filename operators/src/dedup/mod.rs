@@ -695,24 +695,32 @@ fn judge_epoch<R: KeyedRule>(
     now: Millis,
     mut changed: Option<&mut Vec<u128>>,
 ) -> (Vec<Delivery>, Vec<Tracked>) {
-    batch.sort_by_key(Delivery::order);
-    let mut passed = Vec::with_capacity(batch.len());
+    // In place (a burst's epoch can hold a million deliveries: no scratch buffer for the sort,
+    // no second vector for the passes). `order` is unique per delivery; the rest of the
+    // comparison only makes the order total whatever the input.
+    batch.sort_unstable_by(|a, b| {
+        a.order()
+            .cmp(&b.order())
+            .then_with(|| a.receiver.cmp(&b.receiver))
+            .then_with(|| (a.content_key, a.frequency_key).cmp(&(b.content_key, b.frequency_key)))
+    });
     let mut rejected = Vec::new();
-    for d in batch {
-        let key = R::key(&d);
-        match rule.judge(key, &d) {
+    batch.retain(|d| {
+        let key = R::key(d);
+        match rule.judge(key, d) {
             Ok(()) => {
                 if let Some(c) = changed.as_deref_mut() {
                     c.push(key);
                 }
-                passed.push(d)
+                true
             }
             Err((state, reason)) => {
-                rejected.push(Tracked::Row(EventRow::of(&d, state, Some(reason), now)))
+                rejected.push(Tracked::Row(EventRow::of(d, state, Some(reason), now)));
+                false
             }
         }
-    }
-    (passed, rejected)
+    });
+    (batch, rejected)
 }
 
 /// Writes this rule's part of every cut both inputs have passed and holds the outputs at the
