@@ -34,6 +34,8 @@ const MESSAGE_TTL_S: i64 = 3 * 24 * 3600;
 const BUSINESS_TTL_S: i64 = 30 * 24 * 3600;
 /// Rows per pipeline round trip.
 const CHUNK: usize = 2_000;
+/// Rows per spool file at most (a file is read back whole).
+const SPOOL_ROWS: usize = 20_000;
 
 /// One tracking row as Redis holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,7 +316,7 @@ fn spool_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn spool(dir: &Path, rows: &[RedisRow]) -> io::Result<PathBuf> {
+fn spool<'a>(dir: &Path, rows: impl IntoIterator<Item = &'a RedisRow>) -> io::Result<PathBuf> {
     let name = format!(
         "{:020}-{}.jsonl",
         std::time::SystemTime::now()
@@ -329,16 +331,14 @@ fn spool(dir: &Path, rows: &[RedisRow]) -> io::Result<PathBuf> {
 }
 
 /// Writes rows as JSON lines to `path`, atomically.
-fn write_rows(path: &Path, rows: &[RedisRow]) -> io::Result<()> {
-    let mut buf = Vec::new();
-    for r in rows {
-        serde_json::to_writer(&mut buf, r).map_err(io::Error::other)?;
-        buf.push(b'\n');
-    }
+fn write_rows<'a>(path: &Path, rows: impl IntoIterator<Item = &'a RedisRow>) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&buf)?;
-    f.sync_data()?;
+    let mut f = io::BufWriter::new(File::create(&tmp)?);
+    for r in rows {
+        serde_json::to_writer(&mut f, r).map_err(io::Error::other)?;
+        f.write_all(b"\n")?;
+    }
+    f.into_inner().map_err(|e| e.into_error())?.sync_data()?;
     std::fs::rename(&tmp, path)
 }
 
@@ -401,10 +401,16 @@ impl Writer {
 
     /// Writes the queue front to back until it is empty or Redis fails.
     fn drain(&mut self) {
+        while self.drain_one() {}
+    }
+
+    /// Writes the front of the queue; whether there is more to write now (false once the
+    /// queue is empty or Redis failed).
+    fn drain_one(&mut self) -> bool {
         if Instant::now() < self.retry_at {
-            return;
+            return false;
         }
-        while let Some(item) = self.queue.pop_front() {
+        if let Some(item) = self.queue.pop_front() {
             let (rows, file) = match item {
                 Queued::Rows(rows) => {
                     self.in_memory -= rows.len();
@@ -414,7 +420,7 @@ impl Writer {
                     Ok(rows) => (rows, Some(path)),
                     Err(e) => {
                         tracing::warn!("redis spool {}: {e}", path.display());
-                        continue;
+                        return !self.queue.is_empty();
                     }
                 },
             };
@@ -446,41 +452,97 @@ impl Writer {
                         .max(Duration::from_millis(100))
                         .min(Duration::from_secs(2));
                     self.retry_at = Instant::now() + self.backoff;
-                    return;
+                    return false;
                 }
             }
         }
+        !self.queue.is_empty()
     }
 
-    /// Moves the rows held in memory to one spool file, keeping the queue's order.
+    /// Takes the rows waiting in the channel into the queue (where they count against
+    /// `max_in_memory`); false once every sender is gone and the channel is empty.
+    fn take(&mut self, rx: &Receiver<Vec<RedisRow>>, wait: Duration) -> bool {
+        let first = if wait.is_zero() {
+            match rx.try_recv() {
+                Ok(rows) => Some(rows),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => return false,
+            }
+        } else {
+            match rx.recv_timeout(wait) {
+                Ok(rows) => Some(rows),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        };
+        for rows in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
+            self.in_memory += rows.len();
+            // In pipelines' worth: the writer comes back to the channel after each.
+            if rows.len() <= CHUNK {
+                self.queue.push_back(Queued::Rows(rows));
+                continue;
+            }
+            let mut rows = rows.into_iter();
+            loop {
+                let chunk: Vec<RedisRow> = rows.by_ref().take(CHUNK).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                self.queue.push_back(Queued::Rows(chunk));
+            }
+        }
+        true
+    }
+
+    /// Moves the rows held in memory to spool files of at most [`SPOOL_ROWS`] rows, each
+    /// where its rows were: the queue's order is kept.
     fn spill(&mut self) {
-        let mut rows = Vec::new();
-        let mut rest = VecDeque::new();
-        let mut first_rows_at = None;
-        for (i, item) in std::mem::take(&mut self.queue).into_iter().enumerate() {
+        let mut queue = VecDeque::with_capacity(self.queue.len());
+        let mut run: Vec<Vec<RedisRow>> = Vec::new();
+        let mut run_rows = 0;
+        let dir = self.settings.spool_dir.clone();
+        let flush = |run: &mut Vec<Vec<RedisRow>>,
+                     run_rows: &mut usize,
+                     queue: &mut VecDeque<Queued>,
+                     in_memory: &mut usize| {
+            if run.is_empty() {
+                return;
+            }
+            match spool(&dir, run.iter().flatten()) {
+                Ok(path) => {
+                    *in_memory -= *run_rows;
+                    run.clear();
+                    queue.push_back(Queued::Spooled(path));
+                }
+                Err(e) => {
+                    tracing::warn!("redis spool: {e}");
+                    queue.extend(run.drain(..).map(Queued::Rows));
+                }
+            }
+            *run_rows = 0;
+        };
+        let mut in_memory = self.in_memory;
+        for item in std::mem::take(&mut self.queue) {
             match item {
                 Queued::Rows(r) => {
-                    first_rows_at.get_or_insert(i);
-                    rows.extend(r);
+                    run_rows += r.len();
+                    run.push(r);
+                    if run_rows >= SPOOL_ROWS {
+                        flush(&mut run, &mut run_rows, &mut queue, &mut in_memory);
+                    }
                 }
-                spooled => rest.push_back(spooled),
+                spooled => {
+                    flush(&mut run, &mut run_rows, &mut queue, &mut in_memory);
+                    queue.push_back(spooled);
+                }
             }
         }
-        self.queue = rest;
-        if rows.is_empty() {
-            return;
-        }
-        match spool(&self.settings.spool_dir, &rows) {
-            Ok(path) => {
-                self.in_memory = 0;
-                let at = first_rows_at.unwrap_or(0).min(self.queue.len());
-                self.queue.insert(at, Queued::Spooled(path));
-            }
-            Err(e) => {
-                tracing::warn!("redis spool: {e}");
-                self.queue.push_back(Queued::Rows(rows));
-            }
-        }
+        flush(&mut run, &mut run_rows, &mut queue, &mut in_memory);
+        self.queue = queue;
+        self.in_memory = in_memory;
     }
 }
 
@@ -503,23 +565,22 @@ fn writer_loop(
         backoff: Duration::ZERO,
         stats: WriterStats::default(),
     };
+    // One item written per turn; between turns the channel is emptied into the queue, so rows
+    // waiting for a slow (not only a down) Redis count against the bound and spill past it.
+    let mut more = false;
     loop {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(rows) => {
-                w.in_memory += rows.len();
-                w.queue.push_back(Queued::Rows(rows));
-                while let Ok(more) = rx.try_recv() {
-                    w.in_memory += more.len();
-                    w.queue.push_back(Queued::Rows(more));
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+        let wait = if more {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(50)
+        };
+        if !w.take(&rx, wait) {
+            break;
         }
-        w.drain();
         if w.in_memory > w.settings.max_in_memory {
             w.spill();
         }
+        more = w.drain_one();
     }
     // The run is over: a last chance for Redis, then what is left waits on disk.
     let deadline = Instant::now() + w.settings.drain_timeout;
@@ -580,5 +641,71 @@ impl RedisTrace {
             .iter()
             .filter_map(|s| serde_json::from_str(s).ok())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> RedisRow {
+        RedisRow {
+            time: i as Millis,
+            message_id: format!("m{i}"),
+            receiver: format!("r{}", i % 7),
+            template_id: 1,
+            business_id: 2,
+            state: "RECEIVE".into(),
+            code: 10,
+            reason: None,
+            user_expire_at: 0,
+        }
+    }
+
+    /// Rows waiting for Redis (in the channel too) count against the bound, spill to files of
+    /// at most `SPOOL_ROWS` rows, each where its rows were: the order is kept.
+    #[test]
+    fn rows_over_the_bound_spill_in_order_to_bounded_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer {
+            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
+            con: None,
+            settings: RedisSettings {
+                url: String::new(),
+                prefix: PREFIX.into(),
+                spool_dir: dir.path().to_path_buf(),
+                max_in_memory: 100,
+                drain_timeout: Duration::ZERO,
+            },
+            queue: VecDeque::new(),
+            in_memory: 0,
+            retry_at: Instant::now(),
+            backoff: Duration::ZERO,
+            stats: WriterStats::default(),
+        };
+        let (tx, rx) = mpsc::channel();
+        tx.send((0..3).map(row).collect::<Vec<_>>()).unwrap();
+        assert!(w.take(&rx, Duration::ZERO));
+        // A file already spooled, then a large batch behind it.
+        let earlier = spool(dir.path(), &(3..5).map(row).collect::<Vec<_>>()).unwrap();
+        w.queue.push_back(Queued::Spooled(earlier));
+        tx.send((5..45_005).map(row).collect()).unwrap();
+        assert!(w.take(&rx, Duration::ZERO));
+        assert_eq!(w.in_memory, 45_003);
+        assert!(w.queue.len() > 20, "taken in pipelines' worth");
+        w.spill();
+        assert_eq!(w.in_memory, 0);
+        let mut back = Vec::new();
+        for item in &w.queue {
+            let Queued::Spooled(path) = item else {
+                panic!("rows left in memory")
+            };
+            let rows = read_spool(path).unwrap();
+            assert!(rows.len() <= SPOOL_ROWS, "{} rows in one file", rows.len());
+            back.extend(rows.into_iter().map(|r| r.time));
+        }
+        assert_eq!(back, (0..45_005).map(|i| i as Millis).collect::<Vec<_>>());
+        drop(tx);
+        assert!(!w.take(&rx, Duration::ZERO), "every sender gone");
     }
 }
