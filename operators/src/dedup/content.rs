@@ -8,7 +8,7 @@ use tidings_model::time::Millis;
 use tidings_model::{Delivery, State, Templates};
 
 use super::sharded::ShardedMap;
-use super::{KeyedRule, Sweep};
+use super::{KeyedRule, Sweep, Swept};
 use crate::live::{self, RuleSummary};
 
 /// An admission time as two `u32`: 8 bytes, 4-byte aligned, so a table entry is 24 bytes.
@@ -134,37 +134,30 @@ impl KeyedRule for ContentDedup {
             let window = self.window;
             let many = &mut self.many;
             self.admitted.retain(|key, slot| {
-                let keep = match many.get(&key) {
-                    None => {
-                        if slot.time().saturating_add(window) > horizon {
-                            return true;
-                        }
-                        false
-                    }
+                let swept = match many.get(&key) {
+                    None if slot.time().saturating_add(window) > horizon => Swept::Kept,
+                    None => Swept::Dropped,
                     Some(ts) => {
                         let kept = alive(ts, window, horizon);
                         match kept.len() {
                             0 => {
                                 many.remove(&key);
-                                false
+                                Swept::Dropped
                             }
+                            n if n == ts.len() => Swept::Kept,
                             1 => {
                                 many.remove(&key);
                                 *slot = Packed::of(kept[0]);
-                                true
+                                Swept::Changed
                             }
-                            n if n == ts.len() => return true,
                             _ => {
                                 many.insert(key, kept.into_boxed_slice());
-                                true
+                                Swept::Changed
                             }
                         }
                     }
                 };
-                if let Some(c) = changed.as_deref_mut() {
-                    c.push(key);
-                }
-                keep
+                swept.note(key, &mut changed)
             });
         }
     }

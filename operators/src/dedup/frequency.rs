@@ -9,7 +9,7 @@ use tidings_model::time::{Millis, end_of_local_day, local_day};
 use tidings_model::{Delivery, State, Templates};
 
 use super::sharded::ShardedMap;
-use super::{KeyedRule, Sweep};
+use super::{KeyedRule, Sweep, Swept};
 use crate::live::{self, RuleSummary};
 
 /// The frequency rule's state: per key, the admissions per local day. One day (the common
@@ -128,34 +128,31 @@ impl KeyedRule for FrequencyDedup {
             let alive = |day: i32| end_of_local_day(tz, day) > horizon;
             let many = &mut self.many;
             self.counts.retain(|key, slot| {
-                let keep = match many.get(&key) {
-                    None if alive(slot.0) => return true,
-                    None => false,
+                let swept = match many.get(&key) {
+                    None if alive(slot.0) => Swept::Kept,
+                    None => Swept::Dropped,
                     Some(v) => {
                         let kept: Vec<(i32, u32)> =
                             v.iter().copied().filter(|(d, _)| alive(*d)).collect();
                         match kept.as_slice() {
                             [] => {
                                 many.remove(&key);
-                                false
+                                Swept::Dropped
                             }
-                            _ if kept.len() == v.len() => return true,
+                            _ if kept.len() == v.len() => Swept::Kept,
                             [one] => {
                                 many.remove(&key);
                                 *slot = *one;
-                                true
+                                Swept::Changed
                             }
                             _ => {
                                 many.insert(key, kept.into_boxed_slice());
-                                true
+                                Swept::Changed
                             }
                         }
                     }
                 };
-                if let Some(c) = changed.as_deref_mut() {
-                    c.push(key);
-                }
-                keep
+                swept.note(key, &mut changed)
             });
         }
     }

@@ -454,7 +454,7 @@ impl<R: KeyedRule> Writer<R> {
         if self
             .dirty
             .as_ref()
-            .is_some_and(|d| d.len() > keys.max(1 << 16))
+            .is_some_and(|d| d.len() > keys.max(LARGE))
         {
             self.dirty = None;
         }
@@ -627,10 +627,10 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
                     if let (Some(c), Some(w)) = (&checkpoints, writer.as_mut()) {
                         write_cuts(&rule, c, &mut written, epoch, index, w);
                     }
-                    // Evict by the watermark of the epochs *before* this one: a record of epoch
-                    // `e` is late only relative to what came before it, never to its own epoch.
                     // Keys changed (noted for the next incremental checkpoint part).
                     let mut noting = writer.as_mut().and_then(Writer::noting);
+                    // Evict by the watermark of the epochs *before* this one: a record of epoch
+                    // `e` is late only relative to what came before it, never to its own epoch.
                     if let Some(w) = epoch
                         .checked_sub(1)
                         .and_then(|prev| watermark.advance_to(prev))
@@ -686,9 +686,8 @@ fn restore_parts<R: KeyedRule>(
     }
 }
 
-/// Judges one epoch's deliveries in [`Delivery::order`]: those that pass, and the rows of
-/// those rejected.
-/// The keys of those that pass are noted in `changed`.
+/// Judges one epoch's deliveries in [`Delivery::order`]: those that pass (their keys noted in
+/// `changed`), and the rows of those rejected.
 fn judge_epoch<R: KeyedRule>(
     rule: &mut R,
     mut batch: Vec<Delivery>,
@@ -767,6 +766,29 @@ fn write_cuts<R: KeyedRule>(
     for cut in c.cuts_between(*written, limit) {
         checkpoint(rule, c, cut, index, w);
         *written = Some(cut);
+    }
+}
+
+/// What an eviction sweep did to one key.
+pub(crate) enum Swept {
+    /// Left as it was.
+    Kept,
+    /// Kept with some of its state dropped.
+    Changed,
+    /// Dropped whole.
+    Dropped,
+}
+
+impl Swept {
+    /// Whether the key stays; a key changed or dropped is noted in `changed` (the next
+    /// incremental checkpoint part writes its state, or its tombstone).
+    pub(crate) fn note(self, key: u128, changed: &mut Option<&mut Vec<u128>>) -> bool {
+        if !matches!(self, Swept::Kept)
+            && let Some(c) = changed.as_deref_mut()
+        {
+            c.push(key);
+        }
+        !matches!(self, Swept::Dropped)
     }
 }
 

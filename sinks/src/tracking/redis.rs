@@ -462,18 +462,11 @@ impl Writer {
     /// Takes the rows waiting in the channel into the queue (where they count against
     /// `max_in_memory`); false once every sender is gone and the channel is empty.
     fn take(&mut self, rx: &Receiver<Vec<RedisRow>>, wait: Duration) -> bool {
-        let first = if wait.is_zero() {
-            match rx.try_recv() {
-                Ok(rows) => Some(rows),
-                Err(mpsc::TryRecvError::Empty) => None,
-                Err(mpsc::TryRecvError::Disconnected) => return false,
-            }
-        } else {
-            match rx.recv_timeout(wait) {
-                Ok(rows) => Some(rows),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return false,
-            }
+        // (A zero wait does not block: what is there is taken.)
+        let first = match rx.recv_timeout(wait) {
+            Ok(rows) => Some(rows),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return false,
         };
         for rows in first
             .into_iter()
