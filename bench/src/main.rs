@@ -157,6 +157,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the `tidings` binary does: the figures are the shipped binary's.
+    tidings_dataflows::memory::init();
     match Cli::parse().command {
         Command::StateSize { keys } => state_size(keys),
         Command::Checkpoint { keys } => tidings_bench::storage::checkpoint(keys),

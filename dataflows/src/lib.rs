@@ -11,6 +11,7 @@
 //! - [`health`]: a worker panic fails the run fast; halts.
 //! - [`lock`]: one runner per job (`state_dir/LOCK`); the writable-directory probe.
 //! - [`serve`]: `tidings serve`, the job service: supervised `tidings run` children, REST API.
+//! - [`memory`]: process-wide memory settings (transparent huge pages off).
 //! - [`signals`]: SIGINT/SIGTERM/SIGHUP drains, a second signal halts, the drain's bound.
 //!
 //! See `docs/ARCHITECTURE.md` for the graph and its invariants.
@@ -23,6 +24,7 @@ pub mod job;
 pub mod kafka;
 pub mod lock;
 pub mod logging;
+pub mod memory;
 pub mod run;
 pub mod send;
 pub mod serve;

@@ -93,11 +93,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let huge_pages = tidings_dataflows::memory::init();
     let cli = Cli::parse();
     tidings_dataflows::logging::init(match cli.log_format {
         LogFormatArg::Text => tidings_dataflows::logging::LogFormat::Text,
         LogFormatArg::Json => tidings_dataflows::logging::LogFormat::Json,
     });
+    tracing::debug!(?huge_pages, "transparent huge pages");
     let outcome = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Check(args) => cli::check::run(args),
