@@ -150,7 +150,8 @@ async fn send_one(
     };
     let rest: Vec<Delivery>;
     let ds = if mode == SendMode::Main && ctx.queues.in_kafka(account) {
-        match ctx.queues.hand_off(account, ds).await {
+        // Boxed: only messages of queued accounts carry the hand-off's future.
+        match Box::pin(ctx.queues.hand_off(account, ds)).await {
             // Durable in the account's topic: the epoch may go.
             Ok(()) => return Vec::new(),
             // Never lost: those not acknowledged are sent from here instead, holding the epoch

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 use tidings_model::message::{LiveAccount, LiveAccounts, LiveTemplate};
@@ -95,10 +95,12 @@ struct Probe {
 /// `"template"`, `"lists"` or `"account"`; a kcat envelope's payload is looked into).
 pub fn parse_change(bytes: &[u8]) -> Option<Op> {
     // Cheap test first: a change record spells `template`, `lists` or `account` in lower case.
-    if memchr::memmem::find(bytes, b"template").is_none()
-        && memchr::memmem::find(bytes, b"lists").is_none()
-        && memchr::memmem::find(bytes, b"account").is_none()
-    {
+    // The finders are built once: `memmem::find` builds one per call (1.7% of the end-to-end
+    // run, as every record is probed).
+    static WORDS: LazyLock<[memchr::memmem::Finder<'static>; 3]> = LazyLock::new(|| {
+        [b"template".as_slice(), b"lists", b"account"].map(memchr::memmem::Finder::new)
+    });
+    if WORDS.iter().all(|w| w.find(bytes).is_none()) {
         return None;
     }
     let bytes = tidings_model::request::strip_bom(bytes);

@@ -28,7 +28,13 @@ pub fn rendered_content(
     template: &Template,
     vars: &Variables,
 ) -> Result<String, tidings_model::render::RenderError> {
-    render(&template.content, vars).map(|c| serde_json::Value::Object(c).to_string())
+    render(&template.content, vars).map(|c| content_json(&c))
+}
+
+/// Compact JSON of a rendered content model (keys in order). Serialised straight into a
+/// buffer: `Value`'s `Display` goes through a formatter adapter, 2% of the end-to-end run.
+fn content_json(c: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::to_string(c).expect("a map of JSON values serialises")
 }
 
 /// The largest record the validator parses by default: 1 MiB. A larger one is a dead letter
@@ -211,7 +217,7 @@ impl Validator {
                 .map_err(|e| e.to_string())
                 .and_then(|c| check_content(template.channel, &c).map(|()| c));
             let content = match rendered {
-                Ok(c) => serde_json::Value::Object(c).to_string(),
+                Ok(c) => content_json(&c),
                 Err(reason) => {
                     out.dead.push(dead(at(reason)));
                     continue;

@@ -184,7 +184,8 @@ pub async fn send_with_policy<'a>(
             Some(pause) => {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 let _pausing = Raised::new(&stats.retrying);
-                tokio::time::sleep(pause).await;
+                // Boxed: a timer is large, and only a retried send needs one.
+                Box::pin(tokio::time::sleep(pause)).await;
             }
             None => return retry,
         }

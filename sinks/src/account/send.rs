@@ -2,14 +2,14 @@
 //! concurrency slot, the provider call under the retry policy (`retry.rs`), the recall book,
 //! the stats. A halted run gives up while waiting for permits or a slot (nothing was sent).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::SemaphorePermit;
 
 use super::retry::{Attempt, PartialRetry, send_with_policy};
-use super::{Account, Backend, RateStrategy};
+use super::{Account, Backend, Limiter, RateLimitConfig, RateStrategy};
 use crate::util::kit::Delivered;
 use crate::util::retry::{RetryPolicy, SendError};
 use crate::util::stats::Raised;
@@ -26,7 +26,9 @@ impl Attempt for Call<'_> {
         match self.backend {
             Backend::Outbox(o) => o.send(self.batch, receivers).map(|()| Delivered::All),
             Backend::Blackhole => Ok(Delivered::All),
-            Backend::Remote(_, r, _) => r.send(self.batch, receivers).await,
+            // Boxed: an HTTP call's future is kilobytes, and every send's future (one per
+            // message in flight) would carry that size even for the blackhole and the outbox.
+            Backend::Remote(_, r, _) => Box::pin(r.send(self.batch, receivers)).await,
         }
     }
 }
@@ -34,8 +36,12 @@ impl Attempt for Call<'_> {
 impl Account {
     /// Sends one batch: waits for rate-limit permits and a concurrency slot, then calls the
     /// provider with retries. One outcome per receiver, in order.
+    ///
+    /// Outcomes are kept by receiver index (receivers are unique within a message), and the
+    /// batch's receivers are passed to the provider as they are when none is refused: the hot
+    /// path allocates the outcomes and nothing per receiver.
     pub async fn send(&self, batch: &SendBatch) -> Vec<Outcome> {
-        let (mut outcome_of, to_send) = self.refuse(batch);
+        let (mut outcomes, to_send) = self.refuse(batch);
         if !to_send.is_empty() {
             if !self.permits(to_send.len()).await {
                 return self.not_sent(batch);
@@ -44,7 +50,16 @@ impl Account {
                 return self.not_sent(batch);
             };
             let _in_flight = Raised::new(&self.stats.in_flight);
-            let receivers: Vec<String> = to_send.iter().map(|r| r.to_string()).collect();
+            let receivers: Cow<'_, [String]> = if to_send.len() == batch.receivers.len() {
+                Cow::Borrowed(&batch.receivers)
+            } else {
+                Cow::Owned(
+                    to_send
+                        .iter()
+                        .map(|&i| batch.receivers[i].clone())
+                        .collect(),
+                )
+            };
             let policy =
                 PartialRetry::new(&self.name, self.retry, receivers.len(), RetryPolicy::seed());
             let call = Call {
@@ -54,40 +69,40 @@ impl Account {
             let (settled, references) = send_with_policy(policy, &self.stats, &receivers, &call)
                 .await
                 .finish();
-            for (r, outcome) in to_send.iter().zip(settled) {
-                outcome_of.insert(
-                    r.as_str(),
-                    outcome.map_err(|e| self.secrets.scrub(e.reason())),
-                );
+            let settled: Vec<Outcome> = settled
+                .into_iter()
+                .map(|o| o.map_err(|e| self.secrets.scrub(e.reason())))
+                .collect();
+            self.book(batch, &receivers, references, &settled);
+            for (&i, outcome) in to_send.iter().zip(settled) {
+                outcomes[i] = outcome;
             }
-            self.book(batch, &receivers, references, &outcome_of);
         }
-        let outcomes: Vec<Outcome> = batch
-            .receivers
-            .iter()
-            .map(|r| outcome_of.get(r.as_str()).cloned().unwrap_or(Ok(())))
-            .collect();
         self.count(&outcomes);
         outcomes
     }
 
-    /// The reject list: receivers the account refuses without a call (their outcomes), and
-    /// the receivers to send to.
-    fn refuse<'b>(&self, batch: &'b SendBatch) -> (BTreeMap<&'b str, Outcome>, Vec<&'b String>) {
-        let (refused, to_send): (Vec<&String>, Vec<&String>) = batch
-            .receivers
-            .iter()
-            .partition(|r| self.reject.contains(r));
-        let outcome_of = refused
-            .into_iter()
-            .map(|r| {
-                (
-                    r.as_str(),
-                    Err(format!("{}: receiver refused by the provider", self.name)),
-                )
-            })
-            .collect();
-        (outcome_of, to_send)
+    /// The reject list: every receiver's outcome so far (`Ok` for those to send, the refusal
+    /// for the others), and the indices of the receivers to send to.
+    fn refuse(&self, batch: &SendBatch) -> (Vec<Outcome>, Vec<usize>) {
+        let n = batch.receivers.len();
+        if self.reject.is_empty() {
+            return (vec![Ok(()); n], (0..n).collect());
+        }
+        let mut outcomes = Vec::with_capacity(n);
+        let mut to_send = Vec::with_capacity(n);
+        for (i, r) in batch.receivers.iter().enumerate() {
+            if self.reject.contains(r) {
+                outcomes.push(Err(format!(
+                    "{}: receiver refused by the provider",
+                    self.name
+                )));
+            } else {
+                outcomes.push(Ok(()));
+                to_send.push(i);
+            }
+        }
+        (outcomes, to_send)
     }
 
     /// Resolves once the run halts.
@@ -104,6 +119,18 @@ impl Account {
         let Some((limiter, rate, burst)) = self.limiter.as_deref() else {
             return true;
         };
+        // Boxed, as the provider call: only rate-limited sends carry the limiter's wait.
+        Box::pin(self.wait_for_permits(limiter, rate, *burst, receivers)).await
+    }
+
+    /// [`Self::permits`] for an account with a limiter.
+    async fn wait_for_permits(
+        &self,
+        limiter: &Limiter,
+        rate: &RateLimitConfig,
+        burst: NonZeroU32,
+        receivers: usize,
+    ) -> bool {
         let _waiting = Raised::new(&self.stats.waiting);
         let halted = self.halted();
         tokio::pin!(halted);
@@ -142,7 +169,7 @@ impl Account {
         batch: &SendBatch,
         receivers: &[String],
         references: Vec<(String, Vec<usize>)>,
-        outcome_of: &BTreeMap<&str, Outcome>,
+        settled: &[Outcome],
     ) {
         let mut calls: Vec<(String, Vec<String>)> = references
             .into_iter()
@@ -154,8 +181,9 @@ impl Account {
         if self.channel.supports_recall() && matches!(self.backend, Backend::Outbox(_)) {
             let reached = receivers
                 .iter()
-                .filter(|r| outcome_of.get(r.as_str()).is_some_and(|o| o.is_ok()))
-                .cloned()
+                .zip(settled)
+                .filter(|(_, o)| o.is_ok())
+                .map(|(r, _)| r.clone())
                 .collect();
             calls.push((batch.meta.message_id.clone(), reached));
         }

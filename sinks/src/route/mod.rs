@@ -86,6 +86,15 @@ impl Accounts {
     /// Sends `batch` through the accounts of `order`: the receivers the first fails go to the
     /// second, and so on. A receiver every account failed fails with each one's reason.
     pub async fn send_routed(&self, order: &[usize], batch: &SendBatch) -> Vec<Outcome> {
+        // One account (no failover group): its outcomes as they are, without copying the
+        // receivers for a second member (the same outcomes the loop below gives).
+        if let [account] = *order {
+            let live = batch.meta.account(&self.get(account).name);
+            return match self.pick(account, live) {
+                Ok(a) => a.send(batch).await,
+                Err(why) => batch.receivers.iter().map(|_| Err(why.clone())).collect(),
+            };
+        }
         let n = batch.receivers.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
         let mut reasons: Vec<Vec<String>> = vec![Vec::new(); n];
@@ -106,7 +115,8 @@ impl Accounts {
             // job file's).
             let live = batch.meta.account(&self.get(account).name);
             let got = match self.pick(account, live) {
-                Ok(a) => a.send(&part).await,
+                // Boxed: a failover group's sends do not make every send's future larger.
+                Ok(a) => Box::pin(a.send(&part)).await,
                 Err(why) => part.receivers.iter().map(|_| Err(why.clone())).collect(),
             };
             let mut still = Vec::new();
