@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
@@ -301,15 +301,27 @@ impl E2e {
         produce(&self.brokers, topic, [request(u64::MAX / 2, 1)], || {})?;
         // One group member per job worker (the job runs 2), each on a thread of its own.
         let stop = Arc::new(AtomicBool::new(false));
+        // Each member's assigned partitions, reported until the producer starts: the run
+        // starts once the group has settled (every member holds some, all are held), not
+        // after a fixed wait.
+        let assigned: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..RAW_MEMBERS).map(|_| AtomicUsize::new(0)).collect());
+        let settled = Arc::new(AtomicBool::new(false));
         let mut readers = Vec::new();
-        for _ in 0..RAW_MEMBERS {
+        for member in 0..RAW_MEMBERS {
             let consumer = self.raw_consumer(topic, &format!("raw-latency-{unique}"))?;
             let stop = stop.clone();
+            let (assigned, settled) = (assigned.clone(), settled.clone());
             readers.push(std::thread::spawn(
                 move || -> anyhow::Result<Vec<(i64, i64)>> {
                     let mut seen = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
-                        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                        let m = consumer.poll(Duration::from_millis(100));
+                        if !settled.load(Ordering::Relaxed) {
+                            let n = consumer.assignment().map_or(0, |a| a.count());
+                            assigned[member].store(n, Ordering::Relaxed);
+                        }
+                        if let Some(m) = m {
                             let m = m?;
                             let now = std::time::SystemTime::now()
                                 .duration_since(std::time::UNIX_EPOCH)?
@@ -323,7 +335,21 @@ impl E2e {
                 },
             ));
         }
-        std::thread::sleep(Duration::from_secs(8));
+        let want = partitions(&self.brokers, topic).unwrap_or(1);
+        let waited = Instant::now();
+        loop {
+            let counts: Vec<usize> = assigned.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+            if counts.iter().all(|&n| n > 0) && counts.iter().sum::<usize>() >= want {
+                break;
+            }
+            anyhow::ensure!(
+                waited.elapsed() < Duration::from_secs(60),
+                "the raw consumers' group did not settle in 60 s (assigned: {counts:?} of {want})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        settled.store(true, Ordering::Relaxed);
+        let assignment_wait_s = waited.elapsed().as_secs_f64();
         let start = Instant::now();
         let start_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -353,6 +379,7 @@ impl E2e {
         Ok(serde_json::json!({
             "mode": "raw: plain consumers, no job",
             "group_members": RAW_MEMBERS,
+            "group_settled_after_s": assignment_wait_s,
             "offered_requests_per_s": rate,
             "achieved_produce_per_s": achieved,
             "producer": "another process (tidings-bench produce)",
