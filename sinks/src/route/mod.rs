@@ -89,11 +89,7 @@ impl Accounts {
         // One account (no failover group): its outcomes as they are, without copying the
         // receivers for a second member (the same outcomes the loop below gives).
         if let [account] = *order {
-            let live = batch.meta.account(&self.get(account).name);
-            return match self.pick(account, live) {
-                Ok(a) => a.send(batch).await,
-                Err(why) => batch.receivers.iter().map(|_| Err(why.clone())).collect(),
-            };
+            return self.send_with(account, batch).await;
         }
         let n = batch.receivers.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
@@ -111,14 +107,8 @@ impl Accounts {
                     .map(|&i| batch.receivers[i].clone())
                     .collect(),
             };
-            // The account's version at the message's event time (a change record's, or the
-            // job file's).
-            let live = batch.meta.account(&self.get(account).name);
-            let got = match self.pick(account, live) {
-                // Boxed: a failover group's sends do not make every send's future larger.
-                Ok(a) => Box::pin(a.send(&part)).await,
-                Err(why) => part.receivers.iter().map(|_| Err(why.clone())).collect(),
-            };
+            // Boxed: a failover group's sends do not make every send's future larger.
+            let got = Box::pin(self.send_with(account, &part)).await;
             let mut still = Vec::new();
             for (&i, outcome) in pending.iter().zip(got) {
                 match outcome {
@@ -138,6 +128,19 @@ impl Accounts {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err("no account to send with".into())))
             .collect()
+    }
+}
+
+impl Accounts {
+    /// Sends `batch` with one account, at its version at the message's event time (a change
+    /// record's, or the job file's); every receiver fails with the reason when that version
+    /// cannot be used.
+    async fn send_with(&self, account: usize, batch: &SendBatch) -> Vec<Outcome> {
+        let live = batch.meta.account(&self.get(account).name);
+        match self.pick(account, live) {
+            Ok(a) => a.send(batch).await,
+            Err(why) => batch.receivers.iter().map(|_| Err(why.clone())).collect(),
+        }
     }
 }
 

@@ -495,47 +495,41 @@ impl Writer {
     fn spill(&mut self) {
         let mut queue = VecDeque::with_capacity(self.queue.len());
         let mut run: Vec<Vec<RedisRow>> = Vec::new();
-        let mut run_rows = 0;
-        let dir = self.settings.spool_dir.clone();
-        let flush = |run: &mut Vec<Vec<RedisRow>>,
-                     run_rows: &mut usize,
-                     queue: &mut VecDeque<Queued>,
-                     in_memory: &mut usize| {
-            if run.is_empty() {
-                return;
-            }
-            match spool(&dir, run.iter().flatten()) {
-                Ok(path) => {
-                    *in_memory -= *run_rows;
-                    run.clear();
-                    queue.push_back(Queued::Spooled(path));
-                }
-                Err(e) => {
-                    tracing::warn!("redis spool: {e}");
-                    queue.extend(run.drain(..).map(Queued::Rows));
-                }
-            }
-            *run_rows = 0;
-        };
-        let mut in_memory = self.in_memory;
         for item in std::mem::take(&mut self.queue) {
             match item {
                 Queued::Rows(r) => {
-                    run_rows += r.len();
                     run.push(r);
-                    if run_rows >= SPOOL_ROWS {
-                        flush(&mut run, &mut run_rows, &mut queue, &mut in_memory);
+                    if run.iter().map(Vec::len).sum::<usize>() >= SPOOL_ROWS {
+                        self.spool_run(&mut run, &mut queue);
                     }
                 }
                 spooled => {
-                    flush(&mut run, &mut run_rows, &mut queue, &mut in_memory);
+                    self.spool_run(&mut run, &mut queue);
                     queue.push_back(spooled);
                 }
             }
         }
-        flush(&mut run, &mut run_rows, &mut queue, &mut in_memory);
+        self.spool_run(&mut run, &mut queue);
         self.queue = queue;
-        self.in_memory = in_memory;
+    }
+
+    /// Spools a run of in-memory items as one file at the end of `queue` (or, if the file
+    /// cannot be written, puts them there as they are).
+    fn spool_run(&mut self, run: &mut Vec<Vec<RedisRow>>, queue: &mut VecDeque<Queued>) {
+        if run.is_empty() {
+            return;
+        }
+        match spool(&self.settings.spool_dir, run.iter().flatten()) {
+            Ok(path) => {
+                self.in_memory -= run.iter().map(Vec::len).sum::<usize>();
+                run.clear();
+                queue.push_back(Queued::Spooled(path));
+            }
+            Err(e) => {
+                tracing::warn!("redis spool: {e}");
+                queue.extend(run.drain(..).map(Queued::Rows));
+            }
+        }
     }
 }
 
