@@ -9,16 +9,8 @@ use reqwest::StatusCode;
 use super::retry::SendError;
 
 /// One client per process (connection pools are per host inside it).
-///
-/// HTTP/1.1 with kept-alive connections, one per call in flight, in every build: reqwest
-/// would otherwise offer HTTP/2 over TLS only in builds where another crate turns its `http2`
-/// feature on (the SQL build does, through `object_store`), so the same provider would be
-/// called differently by the two binaries. HTTP/2 was measured against the provider simulator
-/// (16 calls in flight on one connection) and sent 28–30% fewer SMS per second than HTTP/1.1
-/// (bench/MEASURED.md, "HTTP/2 to a provider").
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
-        .http1_only()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(60))
