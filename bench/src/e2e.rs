@@ -18,8 +18,8 @@
 //!    per 10 s window, beside step 4's.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, Int64Array, StringArray, TimestampMillisecondArray};
@@ -304,8 +304,7 @@ impl E2e {
         // Each member's assigned partitions, reported until the producer starts: the run
         // starts once the group has settled (every member holds some, all are held), not
         // after a fixed wait.
-        let assigned: Arc<Vec<AtomicUsize>> =
-            Arc::new((0..RAW_MEMBERS).map(|_| AtomicUsize::new(0)).collect());
+        let assigned = Arc::new((Mutex::new(vec![0usize; RAW_MEMBERS]), Condvar::new()));
         let settled = Arc::new(AtomicBool::new(false));
         let mut readers = Vec::new();
         for member in 0..RAW_MEMBERS {
@@ -319,7 +318,9 @@ impl E2e {
                         let m = consumer.poll(Duration::from_millis(100));
                         if !settled.load(Ordering::Relaxed) {
                             let n = consumer.assignment().map_or(0, |a| a.count());
-                            assigned[member].store(n, Ordering::Relaxed);
+                            let (counts, changed) = &*assigned;
+                            counts.lock().unwrap_or_else(|p| p.into_inner())[member] = n;
+                            changed.notify_all();
                         }
                         if let Some(m) = m {
                             let m = m?;
@@ -337,16 +338,18 @@ impl E2e {
         }
         let want = partitions(&self.brokers, topic).unwrap_or(1);
         let waited = Instant::now();
-        loop {
-            let counts: Vec<usize> = assigned.iter().map(|a| a.load(Ordering::Relaxed)).collect();
-            if counts.iter().all(|&n| n > 0) && counts.iter().sum::<usize>() >= want {
-                break;
-            }
+        {
+            let (counts, changed) = &*assigned;
+            let counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let (counts, timeout) = changed
+                .wait_timeout_while(counts, Duration::from_secs(60), |c| {
+                    !(c.iter().all(|&n| n > 0) && c.iter().sum::<usize>() >= want)
+                })
+                .unwrap_or_else(|p| p.into_inner());
             anyhow::ensure!(
-                waited.elapsed() < Duration::from_secs(60),
+                !timeout.timed_out(),
                 "the raw consumers' group did not settle in 60 s (assigned: {counts:?} of {want})"
             );
-            std::thread::sleep(Duration::from_millis(50));
         }
         settled.store(true, Ordering::Relaxed);
         let assignment_wait_s = waited.elapsed().as_secs_f64();

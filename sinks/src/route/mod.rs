@@ -129,9 +129,7 @@ impl Accounts {
             .map(|o| o.unwrap_or_else(|| Err("no account to send with".into())))
             .collect()
     }
-}
 
-impl Accounts {
     /// Sends `batch` with one account, at its version at the message's event time (a change
     /// record's, or the job file's); every receiver fails with the reason when that version
     /// cannot be used.

@@ -231,6 +231,13 @@ pub struct RedisSettings {
     pub drain_timeout: Duration,
 }
 
+/// In-memory items [`Writer::spill`] puts in one spool file, and their rows.
+#[derive(Default)]
+struct Run {
+    items: Vec<Vec<RedisRow>>,
+    rows: usize,
+}
+
 enum Queued {
     Rows(Vec<RedisRow>),
     Spooled(PathBuf),
@@ -494,12 +501,13 @@ impl Writer {
     /// where its rows were: the queue's order is kept.
     fn spill(&mut self) {
         let mut queue = VecDeque::with_capacity(self.queue.len());
-        let mut run: Vec<Vec<RedisRow>> = Vec::new();
+        let mut run = Run::default();
         for item in std::mem::take(&mut self.queue) {
             match item {
                 Queued::Rows(r) => {
-                    run.push(r);
-                    if run.iter().map(Vec::len).sum::<usize>() >= SPOOL_ROWS {
+                    run.rows += r.len();
+                    run.items.push(r);
+                    if run.rows >= SPOOL_ROWS {
                         self.spool_run(&mut run, &mut queue);
                     }
                 }
@@ -515,19 +523,19 @@ impl Writer {
 
     /// Spools a run of in-memory items as one file at the end of `queue` (or, if the file
     /// cannot be written, puts them there as they are).
-    fn spool_run(&mut self, run: &mut Vec<Vec<RedisRow>>, queue: &mut VecDeque<Queued>) {
-        if run.is_empty() {
+    fn spool_run(&mut self, run: &mut Run, queue: &mut VecDeque<Queued>) {
+        let Run { items, rows } = std::mem::take(run);
+        if items.is_empty() {
             return;
         }
-        match spool(&self.settings.spool_dir, run.iter().flatten()) {
+        match spool(&self.settings.spool_dir, items.iter().flatten()) {
             Ok(path) => {
-                self.in_memory -= run.iter().map(Vec::len).sum::<usize>();
-                run.clear();
+                self.in_memory -= rows;
                 queue.push_back(Queued::Spooled(path));
             }
             Err(e) => {
                 tracing::warn!("redis spool: {e}");
-                queue.extend(run.drain(..).map(Queued::Rows));
+                queue.extend(items.into_iter().map(Queued::Rows));
             }
         }
     }
