@@ -3,7 +3,9 @@
 
 /// mimalloc, not glibc malloc: send futures are allocated on timely worker threads and freed
 /// on tokio threads, and glibc's per-thread arenas then keep growing (measured: peak RSS of the
-/// 1M-request run).
+/// 1M-request run). `--features system-alloc` leaves glibc's malloc in place, for heap
+/// profilers that hook it (`heaptrack`: allocations per request, the heap at its peak).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
