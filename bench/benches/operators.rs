@@ -116,7 +116,7 @@ fn delivery(i: u64) -> Delivery {
             event_time: 1_763_773_200_000,
             seq: i as u128,
         }),
-        receiver: format!("1380013{i:04}"),
+        receiver: format!("1380013{i:04}").into(),
         index: 0,
         event_time: 1_763_773_200_000,
         content_key: i as u128,

@@ -609,6 +609,6 @@ pub fn backlog_source<'s>(
             }
         },
     );
-    let (pass, rows) = read.ok_err(|r| r.map_err(Tracked::Dead));
+    let (pass, rows) = read.ok_err(|r| r.map_err(|d| Tracked::Dead(Box::new(d))));
     Backlog { pass, rows }
 }

@@ -415,7 +415,7 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
             time: now,
             event_time: r.event_time,
             meta: meta.clone(),
-            receiver,
+            receiver: receiver.into(),
             state,
             reason: reason.clone(),
         }));

@@ -164,7 +164,7 @@ impl Owed {
                 if let Some(t) = &self.dead_letter_topic {
                     t.send(&d);
                 }
-                self.tracking.dead(d);
+                self.tracking.dead(*d);
             }
         }
     }

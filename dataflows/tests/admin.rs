@@ -71,14 +71,14 @@ fn wait_rows(
 
 fn state_of<'a>(rows: &'a [EventRow], receiver: &str, nth_message: usize) -> Option<&'a str> {
     let mut ids: Vec<&str> = Vec::new();
-    for r in rows.iter().filter(|r| r.receiver == receiver) {
+    for r in rows.iter().filter(|r| &*r.receiver == receiver) {
         if !ids.contains(&r.meta.message_id.as_str()) {
             ids.push(&r.meta.message_id);
         }
     }
     let id = ids.get(nth_message)?;
     rows.iter()
-        .filter(|r| r.receiver == receiver && r.meta.message_id == *id)
+        .filter(|r| &*r.receiver == receiver && r.meta.message_id == *id)
         .filter(|r| r.state.is_terminal() || r.state.name() == "NIGHT_SHIELD_NEXT_SEND")
         .map(|r| r.state.name())
         .next()

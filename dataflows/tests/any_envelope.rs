@@ -110,7 +110,7 @@ fn check(lines: &[String], workers: usize) -> Result<(), TestCaseError> {
     let mut per: BTreeMap<(&str, &str), (usize, usize, usize)> = BTreeMap::new();
     for e in &events {
         let entry = per
-            .entry((e.meta.message_id.as_str(), e.receiver.as_str()))
+            .entry((e.meta.message_id.as_str(), &*e.receiver))
             .or_default();
         match e.state {
             State::Receive => entry.0 += 1,

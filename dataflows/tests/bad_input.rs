@@ -59,7 +59,7 @@ fn bad_records_become_dead_letters_and_the_job_keeps_running() {
     let sent: Vec<&str> = events
         .iter()
         .filter(|e| e.state.name() == "SEND_SUCCESS")
-        .map(|e| e.receiver.as_str())
+        .map(|e| &*e.receiver)
         .collect();
     let mut sent_sorted = sent.clone();
     sent_sorted.sort();
@@ -68,6 +68,9 @@ fn bad_records_become_dead_letters_and_the_job_keeps_running() {
         vec!["13800138000", "13800138001", "13800138003"]
     );
     // The bare line's event time is the (fixed) read time.
-    let bare = events.iter().find(|e| e.receiver == "13800138001").unwrap();
+    let bare = events
+        .iter()
+        .find(|e| &*e.receiver == "13800138001")
+        .unwrap();
     assert_eq!(bare.event_time, ts + 1000);
 }

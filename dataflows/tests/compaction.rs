@@ -54,7 +54,7 @@ fn queries_during_compaction_see_every_row_once() {
                         time: at,
                         event_time: at,
                         meta: meta.clone(),
-                        receiver: format!("u{r}"),
+                        receiver: format!("u{r}").into(),
                         state: State::Receive,
                         reason: None,
                     });
@@ -278,7 +278,7 @@ fn skipping_corrupt_files_still_reads_a_compacted_partition_once() {
                 time: at,
                 event_time: at,
                 meta: meta.clone(),
-                receiver: format!("u{r}"),
+                receiver: format!("u{r}").into(),
                 state: State::Receive,
                 reason: None,
             });

@@ -269,7 +269,7 @@ fn a_record_later_than_the_bound_is_judged_at_the_watermark_and_says_so() {
     let receive = |r: &str| {
         events
             .iter()
-            .find(|e| e.receiver == r && e.state == tidings_model::State::Receive)
+            .find(|e| &*e.receiver == r && e.state == tidings_model::State::Receive)
             .unwrap_or_else(|| panic!("no RECEIVE for {r}: {events:?}"))
     };
     let late = receive("u3");

@@ -102,7 +102,7 @@ fn tracked(job: &std::path::Path) -> BTreeMap<String, Vec<(String, String)>> {
     for e in memory.take().events {
         out.entry(e.meta.message_id.clone())
             .or_default()
-            .push((e.receiver.clone(), e.state.name().to_string()));
+            .push((e.receiver.to_string(), e.state.name().to_string()));
     }
     out
 }

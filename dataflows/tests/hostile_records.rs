@@ -95,7 +95,7 @@ fn extreme_times_and_hostile_values_are_dead_letters_and_the_job_goes_on() {
     let of = |receiver: &str, state: &str| {
         events
             .iter()
-            .filter(|e| e.receiver == receiver && e.state.name() == state)
+            .filter(|e| &*e.receiver == receiver && e.state.name() == state)
             .count()
     };
     assert_eq!(of("13800138000", "SEND_SUCCESS"), 1);
@@ -104,7 +104,7 @@ fn extreme_times_and_hostile_values_are_dead_letters_and_the_job_goes_on() {
     let invalid: Vec<(&str, &str)> = events
         .iter()
         .filter(|e| e.state.name() == "RECEIVER_INVALID")
-        .map(|e| (e.receiver.as_str(), e.reason.as_deref().unwrap_or("")))
+        .map(|e| (&*e.receiver, e.reason.as_deref().unwrap_or("")))
         .collect();
     assert_eq!(invalid.len(), 2, "{invalid:?}");
     assert!(

@@ -55,7 +55,7 @@ fn decisions_at(
         .map(|e| {
             (
                 e.meta.template_id,
-                e.receiver,
+                e.receiver.to_string(),
                 e.event_time,
                 e.state.name().to_string(),
                 e.reason,
@@ -537,7 +537,7 @@ fn a_graceful_stop_mid_burst_and_a_restart_decide_as_the_file_does() {
         .map(|e| {
             (
                 e.meta.template_id,
-                e.receiver,
+                e.receiver.to_string(),
                 e.event_time,
                 e.state.name().to_string(),
                 e.reason,
@@ -693,7 +693,7 @@ fn a_delivery_too_large_for_its_account_topic_is_sent_directly_once() {
         tracked
             .events
             .iter()
-            .filter(|r| r.receiver == to && r.state.name() == "SEND_SUCCESS")
+            .filter(|r| &*r.receiver == to && r.state.name() == "SEND_SUCCESS")
             .count()
     };
     assert_eq!(sent("big@example.com"), 1, "the large delivery, sent once");

@@ -169,7 +169,7 @@ fn a_change_applies_from_its_event_time_on_any_worker_count() {
         let mut versions: Vec<(String, u32)> = events
             .iter()
             .filter(|r| r.state == State::SendSuccess)
-            .map(|r| (r.receiver.clone(), r.meta.template_version()))
+            .map(|r| (r.receiver.to_string(), r.meta.template_version()))
             .collect();
         versions.sort();
         assert_eq!(
@@ -255,7 +255,7 @@ fn list_changes_apply_from_their_event_time_and_survive_a_restart() {
             .filter(|r| r.state != State::Receive)
             .map(|r| {
                 (
-                    r.receiver.clone(),
+                    r.receiver.to_string(),
                     r.meta.content.clone(),
                     r.state.name().to_string(),
                 )

@@ -61,7 +61,7 @@ fn parked_messages_survive_the_run_and_are_released_by_the_next() {
     let state_of = |receiver: &str, original: i64| {
         events
             .iter()
-            .filter(|e| e.receiver == receiver && e.meta.event_time == original)
+            .filter(|e| &*e.receiver == receiver && e.meta.event_time == original)
             .map(|e| e.state)
             .collect::<Vec<_>>()
     };

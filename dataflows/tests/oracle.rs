@@ -171,7 +171,7 @@ fn rows_of(events: Vec<tidings_model::EventRow>) -> Vec<Row> {
         .map(|e| {
             (
                 e.meta.message_id.clone(),
-                e.receiver,
+                e.receiver.to_string(),
                 e.state.name().to_string(),
                 e.event_time,
             )

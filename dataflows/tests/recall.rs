@@ -56,7 +56,7 @@ fn of(rows: &[EventRow], state: &str) -> Vec<(i64, String, String)> {
             (
                 r.meta.template_id,
                 r.meta.message_id.clone(),
-                r.receiver.clone(),
+                r.receiver.to_string(),
             )
         })
         .collect();

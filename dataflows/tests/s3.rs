@@ -250,7 +250,7 @@ fn a_failed_put_is_retried_as_the_same_object() {
             time: at,
             event_time: at,
             meta: meta.clone(),
-            receiver: format!("u{r}"),
+            receiver: format!("u{r}").into(),
             state: State::Receive,
             reason: None,
         });

@@ -35,23 +35,36 @@ pub fn business_id(template_type_code: i64, template_id: i64, date: NaiveDate) -
 
 /// Key of the content dedup rule: (template, receiver, rendered content).
 pub fn content_key(template_id: i64, receiver: &str, content: &str) -> u128 {
-    let mut buf = Vec::with_capacity(16 + receiver.len() + content.len());
-    buf.extend_from_slice(b"c");
-    buf.extend_from_slice(&template_id.to_le_bytes());
-    buf.extend_from_slice(receiver.as_bytes());
-    buf.push(0);
-    buf.extend_from_slice(content.as_bytes());
-    xxh3_128(&buf)
+    hash_concat(&[
+        b"c",
+        &template_id.to_le_bytes(),
+        receiver.as_bytes(),
+        &[0],
+        content.as_bytes(),
+    ])
 }
 
 /// Key of the frequency dedup rule: (receiver, channel).
 pub fn frequency_key(receiver: &str, channel: &str) -> u128 {
-    let mut buf = Vec::with_capacity(4 + receiver.len() + channel.len());
-    buf.extend_from_slice(b"f");
-    buf.extend_from_slice(receiver.as_bytes());
-    buf.push(0);
-    buf.extend_from_slice(channel.as_bytes());
-    xxh3_128(&buf)
+    hash_concat(&[b"f", receiver.as_bytes(), &[0], channel.as_bytes()])
+}
+
+/// xxh3-128 of the parts laid end to end, concatenated on the stack when they are short (a
+/// key per receiver: no allocation for the common case), else in one heap buffer.
+fn hash_concat(parts: &[&[u8]]) -> u128 {
+    const STACK: usize = 512;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len <= STACK {
+        let mut buf = [0u8; STACK];
+        let mut at = 0;
+        for p in parts {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        xxh3_128(&buf[..len])
+    } else {
+        xxh3_128(&parts.concat())
+    }
 }
 
 /// The hasher of in-memory maps on the hot path (dedup key tables, receiver sets, routes):

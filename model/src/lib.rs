@@ -29,6 +29,6 @@ pub mod state;
 pub mod template;
 pub mod time;
 
-pub use message::{DeadLetter, Delivery, EventRow, Message, MessageMeta};
+pub use message::{DeadLetter, Delivery, EventRow, Message, MessageMeta, Receiver};
 pub use state::State;
 pub use template::{Channel, IdType, MsgType, Shield, Template, TemplateType, Templates};

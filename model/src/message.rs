@@ -121,13 +121,18 @@ impl MessageMeta {
     }
 }
 
+/// One receiver's id (a phone number, an email address, an openId...), shared: the delivery,
+/// each of its tracking rows and the provider call hold the same text, allocated once when
+/// the request's list is split (or once more if the receiver is normalised).
+pub type Receiver = Arc<str>;
+
 /// A validated message: its shared facts and its receivers (split, trimmed, unique).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Shared facts.
     pub meta: Arc<MessageMeta>,
     /// The receivers, in request order.
-    pub receivers: Vec<String>,
+    pub receivers: Vec<Receiver>,
 }
 
 /// One receiver of one message on its way through the pipeline.
@@ -136,7 +141,7 @@ pub struct Delivery {
     /// The message.
     pub meta: Arc<MessageMeta>,
     /// This receiver.
-    pub receiver: String,
+    pub receiver: Receiver,
     /// Index of the receiver inside the message (for ordering).
     pub index: u32,
     /// The time rules judge by: the record's event time, or the release time after a
@@ -172,7 +177,7 @@ pub struct EventRow {
     /// The message.
     pub meta: Arc<MessageMeta>,
     /// The receiver.
-    pub receiver: String,
+    pub receiver: Receiver,
     /// The state reached.
     pub state: State,
     /// Why (for rejections and failures).

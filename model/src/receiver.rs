@@ -21,11 +21,31 @@ pub fn split_receivers(list: &str) -> Vec<String> {
 
 /// [`split_receivers`] that stops at the first receiver past `max` distinct ones: the rest of
 /// the list is neither copied nor compared, only its entries counted for the reason.
-pub fn split_receivers_at_most(list: &str, max: usize) -> Result<Vec<String>, String> {
+pub fn split_receivers_at_most<R: for<'a> From<&'a str>>(
+    list: &str,
+    max: usize,
+) -> Result<Vec<R>, String> {
+    // The first few distinct receivers are compared in place (most requests list one, and a
+    // set would cost an allocation per request); past them, a set keeps the split linear.
+    const FEW: usize = 8;
+    let mut few: [&str; FEW] = [""; FEW];
     let mut seen: FastSet<&str> = FastSet::default();
-    let mut out: Vec<String> = Vec::new();
+    let mut distinct = 0usize;
+    let mut out: Vec<R> = Vec::new();
     for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-        if seen.insert(r) {
+        let new = if distinct < FEW {
+            !few[..distinct].contains(&r)
+        } else {
+            if seen.is_empty() {
+                seen.extend(few);
+            }
+            seen.insert(r)
+        };
+        if new {
+            if distinct < FEW {
+                few[distinct] = r;
+            }
+            distinct += 1;
             if out.len() == max {
                 let listed = list.split(',').filter(|r| !r.trim().is_empty()).count();
                 return Err(format!(
@@ -34,7 +54,7 @@ pub fn split_receivers_at_most(list: &str, max: usize) -> Result<Vec<String>, St
                     max.saturating_add(1)
                 ));
             }
-            out.push(r.to_string());
+            out.push(R::from(r));
         }
     }
     Ok(out)
@@ -75,7 +95,14 @@ impl ReceiverValidator {
         receiver: &'r str,
     ) -> Result<Cow<'r, str>, String> {
         match id_type {
-            IdType::Phone => self.phone(receiver).map(Cow::Owned),
+            // Written in its normal form already (the common case): the caller keeps its own.
+            IdType::Phone => self.phone(receiver).map(|n| {
+                if n == receiver {
+                    Cow::Borrowed(receiver)
+                } else {
+                    Cow::Owned(n)
+                }
+            }),
             IdType::Email => check_email(receiver).map(|()| Cow::Borrowed(receiver)),
             _ if receiver.trim().is_empty() => Err("empty receiver".into()),
             _ => Ok(Cow::Borrowed(receiver)),
@@ -188,6 +215,33 @@ mod tests {
         assert!(split_receivers(" , ,").is_empty());
     }
 
+    /// Repeats are collapsed the same whether they fall among the first few receivers
+    /// (compared in place) or after them (in a set), as a plain first-seen filter would.
+    #[test]
+    fn repeats_collapse_across_the_first_few() {
+        for n in [1usize, 7, 8, 9, 17, 40] {
+            // Each receiver listed twice, the repeats interleaved at varying distances.
+            let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+            let mut list: Vec<&str> = Vec::new();
+            for i in 0..n {
+                list.push(&ids[i]);
+                list.push(&ids[(i * 7) % (i + 1)]);
+            }
+            list.extend(ids.iter().rev().map(String::as_str));
+            let mut want: Vec<&str> = Vec::new();
+            for r in &list {
+                if !want.contains(r) {
+                    want.push(r);
+                }
+            }
+            let got: Vec<String> = split_receivers(&list.join(","));
+            assert_eq!(got, want, "n = {n}");
+            let shared: Vec<crate::Receiver> = split_receivers_at_most(&list.join(","), n).unwrap();
+            assert_eq!(shared.len(), n);
+            assert!(split_receivers_at_most::<String>(&list.join(","), n - 1).is_err());
+        }
+    }
+
     #[test]
     fn repeats_collapse_in_linear_time() {
         let list: Vec<String> = (0..200_000).map(|i| format!("u{i}")).collect();
@@ -195,20 +249,25 @@ mod tests {
         assert_eq!(all.len(), 200_000);
         assert_eq!(all[199_999], "u199999");
         let twice = format!("{},{}", list[..50].join(","), list[..50].join(","));
-        assert_eq!(split_receivers_at_most(&twice, 100).unwrap().len(), 50);
+        assert_eq!(
+            split_receivers_at_most::<String>(&twice, 100)
+                .unwrap()
+                .len(),
+            50
+        );
     }
 
     #[test]
     fn more_than_the_limit_is_refused_with_the_count() {
         let list: Vec<String> = (0..200_000).map(|i| format!("1{i:010}")).collect();
-        let err = split_receivers_at_most(&list.join(","), MAX_RECEIVERS).unwrap_err();
+        let err = split_receivers_at_most::<String>(&list.join(","), MAX_RECEIVERS).unwrap_err();
         assert!(
             err.starts_with("200000 receivers listed, more than 100: at most 100 per message"),
             "{err}"
         );
         let exactly: Vec<String> = list[..100].to_vec();
         assert_eq!(
-            split_receivers_at_most(&exactly.join(","), MAX_RECEIVERS)
+            split_receivers_at_most::<String>(&exactly.join(","), MAX_RECEIVERS)
                 .unwrap()
                 .len(),
             100

@@ -97,16 +97,17 @@ impl Outputs {
         verdicts: &mut Vec<Verdict>,
     ) -> Option<Millis> {
         if let Some(reason) = &rec.bad_time {
-            self.rows.push(Tracked::Dead(DeadLetter::of_record(
+            self.rows.push(Tracked::Dead(Box::new(DeadLetter::of_record(
                 now,
                 rec.position(),
                 &rec.bytes,
                 reason.clone(),
-            )));
+            ))));
             return None;
         }
         let v = validator.validate(&rec, now);
-        self.rows.extend(v.dead.into_iter().map(Tracked::Dead));
+        self.rows
+            .extend(v.dead.into_iter().map(|d| Tracked::Dead(Box::new(d))));
         self.recalls.extend(v.recalls);
         let mut max: Option<Millis> = None;
         for m in v.messages {
@@ -238,9 +239,9 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                                 change.source,
                                 crate::live::iso(change.event_time)
                             ),
-                            Err(reason) => rows.session(&cap).give(Tracked::Dead(
+                            Err(reason) => rows.session(&cap).give(Tracked::Dead(Box::new(
                                 DeadLetter::of_record(now, change.source, &change.bytes, reason),
-                            )),
+                            ))),
                         }
                     }
                 }
@@ -411,10 +412,16 @@ mod tests {
         run(epochs, move |records| {
             let a = records.admit(validator(), gate(), Clock::Fixed(at(13, 0)));
             a.pass
-                .map(|d| (d.receiver, d.event_time))
+                .map(|d| (d.receiver.to_string(), d.event_time))
                 .capture_into(pass_tx);
             a.parked
-                .map(|p| (p.delivery.receiver, p.delivery.event_time, p.release_at))
+                .map(|p| {
+                    (
+                        p.delivery.receiver.to_string(),
+                        p.delivery.event_time,
+                        p.release_at,
+                    )
+                })
                 .capture_into(parked_tx);
             a.marks
                 .map(|m| (m.to, m.epoch, m.max_event_time))
@@ -423,7 +430,7 @@ mod tests {
                 .map(|t| match t {
                     Tracked::Row(r) => (
                         r.state.name().to_string(),
-                        r.receiver,
+                        r.receiver.to_string(),
                         r.reason.unwrap_or_default(),
                     ),
                     Tracked::Dead(d) => ("dead".into(), d.source, d.reason),

@@ -86,6 +86,6 @@ pub struct RecallOrder {
 pub enum Tracked {
     /// A tracking row (RECEIVE, a terminal state, SEND_*, RECALL_*).
     Row(EventRow),
-    /// A dead letter.
-    Dead(DeadLetter),
+    /// A dead letter (boxed: rare, and larger than a row, so a row does not pay its size).
+    Dead(Box<DeadLetter>),
 }

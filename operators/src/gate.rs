@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tidings_model::receiver::ReceiverValidator;
 use tidings_model::time::{Millis, to_utc};
-use tidings_model::{Delivery, EventRow, IdType, Message, State, Templates, ids};
+use tidings_model::{Delivery, EventRow, IdType, Message, Receiver, State, Templates, ids};
 
 use crate::park::Parked;
 use crate::shield::{Decision, NightShield};
@@ -71,14 +71,17 @@ impl Gate {
         let channel = template.channel.name();
         // Phones are normalised, so two spellings of one number may meet here: the second is
         // collapsed like a repeat in the list (no row).
-        let mut seen: Option<HashSet<String>> =
+        let mut seen: Option<HashSet<Receiver>> =
             (template.id_type == IdType::Phone && msg.receivers.len() > 1).then(HashSet::new);
         for (index, raw) in msg.receivers.into_iter().enumerate() {
-            let (receiver, invalid) = match self.receivers.normalise(template.id_type, &raw) {
-                Ok(Cow::Owned(n)) => (n, None),
-                Ok(Cow::Borrowed(_)) => (raw.clone(), None),
-                Err(why) => (raw.clone(), Some(why)),
-            };
+            // Shared, not copied: the delivery and its rows point at the request's text
+            // unless normalising changed it.
+            let (receiver, invalid): (Receiver, _) =
+                match self.receivers.normalise(template.id_type, &raw) {
+                    Ok(Cow::Owned(n)) => (n.into(), None),
+                    Ok(Cow::Borrowed(_)) => (raw.clone(), None),
+                    Err(why) => (raw.clone(), Some(why)),
+                };
             if invalid.is_none()
                 && let Some(seen) = seen.as_mut()
                 && !seen.insert(receiver.clone())
@@ -105,8 +108,8 @@ impl Gate {
                     format!("template {} is on the discard list", template.id),
                 ));
             } else if !whitelist.is_empty()
-                && !whitelist.contains(&d.receiver)
-                && !whitelist.contains(&raw)
+                && !whitelist.contains(&*d.receiver)
+                && !whitelist.contains(&*raw)
             {
                 out.push(stop(
                     State::WhiteList,
@@ -198,7 +201,7 @@ account = "a"
                 event_time,
                 seq: 0,
             }),
-            receivers: receivers.iter().map(|s| s.to_string()).collect(),
+            receivers: receivers.iter().map(|s| Receiver::from(*s)).collect(),
         }
     }
 
@@ -277,11 +280,11 @@ account = "a"
             .map(|f| match f {
                 Verdict::Row(r) => (
                     r.state.name().to_string(),
-                    r.receiver.clone(),
+                    r.receiver.to_string(),
                     r.reason.clone(),
                 ),
-                Verdict::Pass(d) => ("pass".into(), d.receiver.clone(), None),
-                Verdict::Park(p) => ("park".into(), p.delivery.receiver.clone(), None),
+                Verdict::Pass(d) => ("pass".into(), d.receiver.to_string(), None),
+                Verdict::Park(p) => ("park".into(), p.delivery.receiver.to_string(), None),
             })
             .collect()
     }

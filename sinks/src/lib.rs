@@ -56,6 +56,7 @@ pub mod yunpian_sms;
 
 use std::sync::Arc;
 
+pub use tidings_model::Receiver;
 use tidings_model::{Channel, MessageMeta};
 
 /// One call to a provider: one message to some of its receivers.
@@ -66,7 +67,7 @@ pub struct SendBatch {
     /// Its channel.
     pub channel: Channel,
     /// The receivers to send to in this call.
-    pub receivers: Vec<String>,
+    pub receivers: Vec<Receiver>,
 }
 
 /// The outcome of one receiver: `Ok`, or the provider's reason after retries.

@@ -5,6 +5,7 @@
 //! `crate::util`) and one line here. Providers never import this file.
 
 use std::time::Duration;
+use tidings_model::Receiver;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -144,7 +145,7 @@ macro_rules! registry {
             pub async fn send(
                 &self,
                 batch: &SendBatch,
-                receivers: &[String],
+                receivers: &[Receiver],
             ) -> Result<Delivered, SendError> {
                 match self {
                     $(Remote::$variant(p) => p.send(batch, receivers).await,)*

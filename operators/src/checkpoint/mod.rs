@@ -979,7 +979,9 @@ pub fn read_keyed(
 struct KeyedEntries {
     path: PathBuf,
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-    batch: Option<(FixedSizeBinaryArray, ListArray)>,
+    /// The current batch: its keys, its lists' offsets and their values (read in place: a
+    /// `ListArray::value` per key would allocate an array per key).
+    batch: Option<(FixedSizeBinaryArray, ListArray, Int64Array)>,
     at: usize,
 }
 
@@ -1010,18 +1012,19 @@ impl KeyedEntries {
 
     fn next_entry(&mut self) -> io::Result<Option<(u128, Vec<i64>)>> {
         loop {
-            if let Some((keys, lists)) = &self.batch
+            if let Some((keys, lists, values)) = &self.batch
                 && self.at < keys.len()
             {
                 let i = self.at;
                 self.at += 1;
                 let bytes: [u8; 16] = keys.value(i).try_into().map_err(|e| self.bad(&e))?;
-                let list = lists.value(i);
-                let values = list
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .ok_or_else(|| self.bad(&"values are not Int64"))?;
-                return Ok(Some((u128::from_le_bytes(bytes), values.values().to_vec())));
+                let offsets = lists.value_offsets();
+                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                let list = values
+                    .values()
+                    .get(start..end)
+                    .ok_or_else(|| self.bad(&"list offsets past the values"))?;
+                return Ok(Some((u128::from_le_bytes(bytes), list.to_vec())));
             }
             let Some(batch) = self.reader.next() else {
                 return Ok(None);
@@ -1039,7 +1042,13 @@ impl KeyedEntries {
                 .downcast_ref::<ListArray>()
                 .ok_or_else(|| self.bad(&"column values is not List<Int64>"))?
                 .clone();
-            self.batch = Some((keys, lists));
+            let values = lists
+                .values()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| self.bad(&"values are not Int64"))?
+                .clone();
+            self.batch = Some((keys, lists, values));
             self.at = 0;
         }
     }

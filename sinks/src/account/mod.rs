@@ -509,7 +509,7 @@ mod tests {
                 seq: 0,
             }),
             channel: Channel::Sms,
-            receivers: receivers.iter().map(|s| s.to_string()).collect(),
+            receivers: receivers.iter().map(|s| (*s).into()).collect(),
         }
     }
 

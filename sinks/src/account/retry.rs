@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tidings_model::Receiver;
 
 use crate::util::kit::Delivered;
 use crate::util::retry::{RetryAction, RetryPolicy, SendError};
@@ -154,7 +155,7 @@ pub trait Attempt {
     /// Calls the provider for `receivers`.
     fn attempt(
         &self,
-        receivers: &[String],
+        receivers: &[Receiver],
     ) -> impl Future<Output = Result<Delivered, SendError>> + Send;
 }
 
@@ -164,13 +165,13 @@ pub trait Attempt {
 pub async fn send_with_policy<'a>(
     mut retry: PartialRetry<'a>,
     stats: &SendStats,
-    receivers: &[String],
+    receivers: &[Receiver],
     target: &impl Attempt,
 ) -> PartialRetry<'a> {
     loop {
         let pending = retry.pending();
-        let subset: Vec<String>;
-        let to: &[String] = if pending.len() == receivers.len() {
+        let subset: Vec<Receiver>;
+        let to: &[Receiver] = if pending.len() == receivers.len() {
             receivers
         } else {
             subset = pending.iter().map(|&i| receivers[i].clone()).collect();

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
+use tidings_model::Receiver;
 
 use tokio::sync::SemaphorePermit;
 
@@ -22,7 +23,7 @@ struct Call<'a> {
 }
 
 impl Attempt for Call<'_> {
-    async fn attempt(&self, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn attempt(&self, receivers: &[Receiver]) -> Result<Delivered, SendError> {
         match self.backend {
             Backend::Outbox(o) => o.send(self.batch, receivers).map(|()| Delivered::All),
             Backend::Blackhole => Ok(Delivered::All),
@@ -50,7 +51,7 @@ impl Account {
                 return self.not_sent(batch);
             };
             let _in_flight = Raised::new(&self.stats.in_flight);
-            let receivers: Cow<'_, [String]> = if to_send.len() == batch.receivers.len() {
+            let receivers: Cow<'_, [Receiver]> = if to_send.len() == batch.receivers.len() {
                 Cow::Borrowed(&batch.receivers)
             } else {
                 Cow::Owned(
@@ -92,7 +93,7 @@ impl Account {
         let mut outcomes = Vec::with_capacity(n);
         let mut to_send = Vec::with_capacity(n);
         for (i, r) in batch.receivers.iter().enumerate() {
-            if self.reject.contains(r) {
+            if self.reject.iter().any(|x| **x == **r) {
                 outcomes.push(Err(format!(
                     "{}: receiver refused by the provider",
                     self.name
@@ -167,14 +168,17 @@ impl Account {
     fn book(
         &self,
         batch: &SendBatch,
-        receivers: &[String],
+        receivers: &[Receiver],
         references: Vec<(String, Vec<usize>)>,
         settled: &[Outcome],
     ) {
         let mut calls: Vec<(String, Vec<String>)> = references
             .into_iter()
             .map(|(reference, reached)| {
-                let reached = reached.into_iter().map(|i| receivers[i].clone()).collect();
+                let reached = reached
+                    .into_iter()
+                    .map(|i| receivers[i].to_string())
+                    .collect();
                 (reference, reached)
             })
             .collect();
@@ -183,7 +187,7 @@ impl Account {
                 .iter()
                 .zip(settled)
                 .filter(|(_, o)| o.is_ok())
-                .map(|(r, _)| r.clone())
+                .map(|(r, _)| r.to_string())
                 .collect();
             calls.push((batch.meta.message_id.clone(), reached));
         }

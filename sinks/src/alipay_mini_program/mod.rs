@@ -10,6 +10,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -177,7 +178,11 @@ impl Provider for AlipayMiniProgram {
     }
 
     /// Sends the template message to each user (one call each).
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         one_by_one(receivers, |r| async move { self.send_one(batch, &r).await }).await
     }
 }

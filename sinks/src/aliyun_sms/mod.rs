@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -54,7 +55,7 @@ impl AliyunSms {
     pub fn payload(
         &self,
         batch: &SendBatch,
-        receivers: &[String],
+        receivers: &[Receiver],
         now_ms: i64,
         nonce: &str,
     ) -> Vec<(String, String)> {
@@ -133,7 +134,11 @@ impl Provider for AliyunSms {
     }
 
     /// Sends one message to its numbers.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let now = now_ms();
         let nonce = format!("{}-{now}", batch.meta.message_id);
         let params = self.payload(batch, receivers, now, &nonce);

@@ -31,7 +31,7 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
 #[test]
 fn the_documented_parameters() {
     let b = test_batch(Channel::Sms, r#"{"params":{"code":"1234"}}"#);
-    let receivers = ["15900000000".to_string(), "15900000001".to_string()];
+    let receivers: [Receiver; 2] = ["15900000000".into(), "15900000001".into()];
     // 2017-07-12T02:42:19Z, the reference's example time.
     let p = account().payload(&b, &receivers, 1_499_827_339_000, "45e25e9b-0a6f");
     assert_eq!(param(&p, "Action"), "SendSms");

@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -42,7 +43,7 @@ impl DingTalkRobot {
     }
 
     /// The JSON body for a batch.
-    pub fn payload(batch: &SendBatch, receivers: &[String]) -> serde_json::Value {
+    pub fn payload(batch: &SendBatch, receivers: &[Receiver]) -> serde_json::Value {
         let model = content(batch);
         let (all, mobiles) = mentions(receivers);
         let text = field(&model, "content");
@@ -97,7 +98,11 @@ impl Provider for DingTalkRobot {
     }
 
     /// Sends one message to the robot's group.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let ts = now_ms();
         let url = format!(
             "{}/robot/send?access_token={}&timestamp={ts}&sign={}",

@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -91,9 +92,9 @@ impl DingTalkWorkNotice {
     }
 
     /// The asyncsend_v2 body.
-    pub fn payload(&self, batch: &SendBatch, receivers: &[String]) -> Value {
+    pub fn payload(&self, batch: &SendBatch, receivers: &[Receiver]) -> Value {
         let mut body = json!({"agent_id": self.config.agent_id, "msg": Self::msg(batch)});
-        if receivers.iter().any(|r| r == "@all") {
+        if receivers.iter().any(|r| &**r == "@all") {
             body["to_all_user"] = json!(true);
         } else {
             body["userid_list"] = json!(receivers.join(","));
@@ -162,7 +163,11 @@ impl Provider for DingTalkWorkNotice {
     }
 
     /// Sends one work notice to `receivers`; the answer's `task_id` is what recall takes.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let body = self.payload(batch, receivers);
         let answer = self
             .call("topapi/message/corpconversation/asyncsend_v2", &body)

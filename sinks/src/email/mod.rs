@@ -9,6 +9,7 @@
 //! at `max_attachment_bytes`.
 
 use std::net::{IpAddr, SocketAddr};
+use tidings_model::Receiver;
 
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
@@ -324,7 +325,11 @@ impl Provider for Email {
     }
 
     /// Sends one message to each receiver.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let model = content(batch);
         let subject = field(&model, "title");
         let html = field(&model, "content");

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -91,7 +92,11 @@ impl Provider for FeishuRobot {
     }
 
     /// Sends one message to the robot's group.
-    async fn send(&self, batch: &SendBatch, _receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        _receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let url = format!(
             "{}/open-apis/bot/v2/hook/{}",
             Self::base_url(&self.config),

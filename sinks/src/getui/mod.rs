@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -114,27 +115,27 @@ impl Getui {
     }
 
     /// GeTui's `request_id` (10 to 32 characters): the same for a retried call.
-    pub fn request_id(batch: &SendBatch, receivers: &[String]) -> String {
+    pub fn request_id(batch: &SendBatch, receivers: &[Receiver]) -> String {
         let digest = Sha256::digest(format!("{}|{}", batch.meta.message_id, receivers.join(",")));
         hex::encode(&digest[..16])
     }
 
     /// The body of a push to one cid (`push/single/cid`).
     pub fn single_payload(batch: &SendBatch, cid: &str) -> Value {
-        json!({"request_id": Self::request_id(batch, &[cid.to_string()]),
+        json!({"request_id": Self::request_id(batch, &[Receiver::from(cid)]),
             "settings": {"ttl": 86_400_000},
             "audience": {"cid": [cid]}, "push_message": Self::push_message(batch)})
     }
 
     /// The body creating a list message (`push/list/message`) for `receivers`.
-    pub fn list_payload(batch: &SendBatch, receivers: &[String]) -> Value {
+    pub fn list_payload(batch: &SendBatch, receivers: &[Receiver]) -> Value {
         json!({"request_id": Self::request_id(batch, receivers),
             "settings": {"ttl": 86_400_000},
             "push_message": Self::push_message(batch)})
     }
 
     /// The body sending list message `taskid` to its cids (`push/list/cid`).
-    pub fn list_cids_payload(taskid: &str, receivers: &[String]) -> Value {
+    pub fn list_cids_payload(taskid: &str, receivers: &[Receiver]) -> Value {
         json!({"audience": {"cid": receivers}, "taskid": taskid, "is_async": false})
     }
 
@@ -204,7 +205,11 @@ impl Provider for Getui {
     }
 
     /// Pushes to one cid (single) or several (a list message, then its cids).
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         if let [cid] = receivers {
             self.call("push/single/cid", &Self::single_payload(batch, cid))
                 .await?;

@@ -58,7 +58,7 @@ fn the_documented_single_push() {
 
 #[test]
 fn a_list_push_creates_the_message_then_sends_it_to_its_cids() {
-    let cids = vec!["cid1".to_string(), "cid2".to_string()];
+    let cids: Vec<Receiver> = vec!["cid1".into(), "cid2".into()];
     let created = Getui::list_payload(&batch(), &cids);
     assert_eq!(
         created["request_id"],

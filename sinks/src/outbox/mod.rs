@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tidings_model::Receiver;
 
 use tidings_model::Channel;
 
@@ -45,7 +46,7 @@ impl Outbox {
     }
 
     /// Appends one line per receiver.
-    pub fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<(), SendError> {
+    pub fn send(&self, batch: &SendBatch, receivers: &[Receiver]) -> Result<(), SendError> {
         let mut buf = Vec::with_capacity(receivers.len() * (batch.meta.content.len() + 128));
         for r in receivers {
             write_line(&mut buf, batch, r);

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -63,7 +64,7 @@ impl TencentSms {
     }
 
     /// The JSON payload.
-    pub fn payload(&self, batch: &SendBatch, receivers: &[String]) -> String {
+    pub fn payload(&self, batch: &SendBatch, receivers: &[Receiver]) -> String {
         let model = content(batch);
         let params: Vec<String> = match model.get("params") {
             Some(serde_json::Value::Array(ps)) => ps
@@ -88,7 +89,7 @@ impl TencentSms {
     }
 
     /// Reads an answer: a request-level `Error`, or one status per number.
-    pub fn judge(answer: &str, receivers: &[String]) -> Result<Delivered, SendError> {
+    pub fn judge(answer: &str, receivers: &[Receiver]) -> Result<Delivered, SendError> {
         let v: serde_json::Value = serde_json::from_str(answer)
             .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
         let response = &v["Response"];
@@ -155,7 +156,11 @@ impl Provider for TencentSms {
     }
 
     /// Sends one message to its numbers.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let payload = self.payload(batch, receivers);
         let timestamp = now_ms() / 1000;
         let content_type = "application/json; charset=utf-8";

@@ -22,8 +22,8 @@ fn account() -> TencentSms {
     )
 }
 
-fn numbers(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+fn numbers(list: &[&str]) -> Vec<tidings_model::Receiver> {
+    list.iter().map(|s| (*s).into()).collect()
 }
 
 #[test]

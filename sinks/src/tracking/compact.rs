@@ -642,7 +642,7 @@ mod tests {
                     time: at,
                     event_time: at,
                     meta: meta.clone(),
-                    receiver: format!("u{r}"),
+                    receiver: format!("u{r}").into(),
                     state: State::Receive,
                     reason: None,
                 });

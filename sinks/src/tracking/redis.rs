@@ -45,7 +45,7 @@ pub struct RedisRow {
     /// The message.
     pub message_id: String,
     /// The receiver.
-    pub receiver: String,
+    pub receiver: tidings_model::Receiver,
     /// The template.
     pub template_id: i64,
     /// austin's businessId.
@@ -647,7 +647,7 @@ mod tests {
         RedisRow {
             time: i as Millis,
             message_id: format!("m{i}"),
-            receiver: format!("r{}", i % 7),
+            receiver: format!("r{}", i % 7).into(),
             template_id: 1,
             business_id: 2,
             state: "RECEIVE".into(),

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::time::Duration;
+use tidings_model::Receiver;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -53,7 +54,7 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
     fn send(
         &self,
         batch: &SendBatch,
-        receivers: &[String],
+        receivers: &[Receiver],
     ) -> impl Future<Output = Result<Delivered, SendError>> + Send;
 
     /// Takes back the message the provider knows as `reference` (its `task_id`, `msgid`).
@@ -107,14 +108,14 @@ pub enum Delivered {
 /// a receiver's own refusal fails it alone; a transient answer leaves it and the receivers
 /// after it unsettled (the account retries only those); refused credentials after some
 /// receivers were accepted fail the rest but keep those accepted.
-pub async fn one_by_one<F, Fut>(receivers: &[String], mut send: F) -> Result<Delivered, SendError>
+pub async fn one_by_one<F, Fut>(receivers: &[Receiver], mut send: F) -> Result<Delivered, SendError>
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), SendError>>,
 {
     let mut results = Vec::with_capacity(receivers.len());
     for r in receivers {
-        match send(r.clone()).await {
+        match send(r.to_string()).await {
             Ok(()) => results.push(Ok(())),
             Err(e @ SendError::Permanent(_)) => results.push(Err(e)),
             Err(e) if matches!(e, SendError::Transient(_)) || !results.is_empty() => {
@@ -189,11 +190,15 @@ pub fn field(model: &Map<String, Value>, name: &str) -> String {
 
 /// Robots and webhooks name no receiver: `@all` (or no receiver) mentions everyone, other
 /// receivers are mentioned by mobile or user id.
-pub fn mentions(receivers: &[String]) -> (bool, Vec<String>) {
-    let all = receivers.is_empty() || receivers.iter().any(|r| r == "@all");
+pub fn mentions(receivers: &[Receiver]) -> (bool, Vec<String>) {
+    let all = receivers.is_empty() || receivers.iter().any(|r| &**r == "@all");
     (
         all,
-        receivers.iter().filter(|r| *r != "@all").cloned().collect(),
+        receivers
+            .iter()
+            .filter(|r| &***r != "@all")
+            .map(|r| r.to_string())
+            .collect(),
     )
 }
 

@@ -3,6 +3,7 @@
 //! timestamp + "." + body))`. Any 2xx accepts every receiver; 429/5xx are retried.
 
 use serde::Deserialize;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -37,7 +38,7 @@ impl Webhook {
     }
 
     /// The JSON body.
-    pub fn payload(batch: &SendBatch, receivers: &[String]) -> Vec<u8> {
+    pub fn payload(batch: &SendBatch, receivers: &[Receiver]) -> Vec<u8> {
         let content: serde_json::Value =
             serde_json::from_str(&batch.meta.content).unwrap_or(serde_json::Value::Null);
         serde_json::to_vec(&serde_json::json!({
@@ -69,7 +70,11 @@ impl Provider for Webhook {
     }
 
     /// Posts one message; any 2xx accepts every receiver ([`http::status`] judges the rest).
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let body = Self::payload(batch, receivers);
         let ts = now_ms() / 1000;
         let mut request = self

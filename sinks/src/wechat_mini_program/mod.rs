@@ -7,6 +7,7 @@
 
 use serde_json::{Value, json};
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::kit::{Delivered, Provider, content, field, token_checked};
@@ -63,7 +64,11 @@ impl Provider for WechatMiniProgram {
     }
 
     /// Sends the subscribe message to each openid.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         self.api
             .each("message/subscribe/send", receivers, |r| {
                 Self::payload(batch, r)

@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -84,7 +85,7 @@ impl WechatApi {
     pub async fn each(
         &self,
         path: &str,
-        receivers: &[String],
+        receivers: &[Receiver],
         body_for: impl Fn(&str) -> Value,
     ) -> Result<Delivered, SendError> {
         let url = |token: &str| {
@@ -187,7 +188,11 @@ impl Provider for WechatOfficialAccount {
     }
 
     /// Sends the template message to each openid.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         self.api
             .each("message/template/send", receivers, |r| {
                 Self::payload(batch, r)

@@ -15,7 +15,7 @@ fn answer(body: &str) -> Result<Answer<Value>, SendError> {
 /// One call per receiver answered from `bodies` (what WeChat answered each openid), read as
 /// the sender reads them; a refused token counts as refused credentials.
 async fn each(receivers: &[&str], bodies: &[&'static str]) -> Delivered {
-    let receivers: Vec<String> = receivers.iter().map(|s| s.to_string()).collect();
+    let receivers: Vec<Receiver> = receivers.iter().map(|s| (*s).into()).collect();
     let mut bodies = bodies.iter();
     one_by_one(&receivers, |_| {
         let body = bodies.next().expect("an answer per call");

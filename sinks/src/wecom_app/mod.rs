@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -75,9 +76,9 @@ impl WecomApp {
     }
 
     /// The message/send body.
-    pub fn payload(&self, batch: &SendBatch, receivers: &[String]) -> Value {
+    pub fn payload(&self, batch: &SendBatch, receivers: &[Receiver]) -> Value {
         let model = content(batch);
-        let touser = if receivers.iter().any(|r| r == "@all") {
+        let touser = if receivers.iter().any(|r| &**r == "@all") {
             "@all".to_string()
         } else {
             receivers.join("|")
@@ -124,7 +125,7 @@ impl WecomApp {
 
     /// What an accepted message/send answer delivered: users named in `invaliduser` fail
     /// alone; its `msgid` is what recall takes.
-    pub fn delivered(answer: &Value, receivers: &[String]) -> Delivered {
+    pub fn delivered(answer: &Value, receivers: &[Receiver]) -> Delivered {
         let invalid: Vec<&str> = answer["invaliduser"]
             .as_str()
             .unwrap_or("")
@@ -177,7 +178,11 @@ impl Provider for WecomApp {
     }
 
     /// Sends one message; users named in `invaliduser` fail alone.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let answer = self
             .call("message/send", &self.payload(batch, receivers))
             .await?;

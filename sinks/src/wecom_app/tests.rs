@@ -21,8 +21,8 @@ fn app() -> WecomApp {
     )
 }
 
-fn users(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+fn users(list: &[&str]) -> Vec<tidings_model::Receiver> {
+    list.iter().map(|s| (*s).into()).collect()
 }
 
 fn answer(body: &str) -> Result<Answer<Value>, SendError> {

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -38,7 +39,7 @@ impl WecomRobot {
     }
 
     /// The JSON body.
-    pub fn payload(batch: &SendBatch, receivers: &[String]) -> serde_json::Value {
+    pub fn payload(batch: &SendBatch, receivers: &[Receiver]) -> serde_json::Value {
         let model = content(batch);
         let (all, mobiles) = mentions(receivers);
         let mut list = mobiles;
@@ -89,7 +90,11 @@ impl Provider for WecomRobot {
     }
 
     /// Sends one message to the robot's group.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let url = format!(
             "{}/cgi-bin/webhook/send?key={}",
             Self::base_url(&self.config),

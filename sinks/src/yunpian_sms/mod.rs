@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use tidings_model::Channel;
+use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -52,7 +53,7 @@ impl YunpianSms {
     }
 
     /// The form fields of one call.
-    pub fn payload(&self, batch: &SendBatch, receivers: &[String]) -> Vec<(String, String)> {
+    pub fn payload(&self, batch: &SendBatch, receivers: &[Receiver]) -> Vec<(String, String)> {
         let model = content(batch);
         let mut f = vec![
             ("apikey".to_string(), self.config.apikey.clone()),
@@ -95,7 +96,7 @@ impl YunpianSms {
     pub fn judge(
         status: reqwest::StatusCode,
         text: &str,
-        receivers: &[String],
+        receivers: &[Receiver],
     ) -> Result<Delivered, SendError> {
         let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         // A whole-call error: HTTP 400 (or 401/403) with {"code", "msg", "detail"}.
@@ -166,7 +167,11 @@ impl Provider for YunpianSms {
     }
 
     /// Sends to `receivers`; each number gets its own answer.
-    async fn send(&self, batch: &SendBatch, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let path = if self.config.tpl_id.is_some() {
             "v2/sms/tpl_batch_send.json"
         } else {

@@ -19,8 +19,8 @@ fn account(tpl_id: Option<i64>) -> YunpianSms {
     )
 }
 
-fn numbers(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+fn numbers(list: &[&str]) -> Vec<tidings_model::Receiver> {
+    list.iter().map(|s| (*s).into()).collect()
 }
 
 #[test]

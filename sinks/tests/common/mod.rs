@@ -25,7 +25,7 @@ pub fn batch<R: ToString>(id: &str, channel: Channel, content: &str, receivers: 
             seq: 0,
         }),
         channel,
-        receivers: receivers.iter().map(|r| r.to_string()).collect(),
+        receivers: receivers.iter().map(|r| r.to_string().into()).collect(),
     }
 }
 

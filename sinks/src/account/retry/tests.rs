@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use tidings_model::Receiver;
 
 use tokio::time::Instant;
 
@@ -150,7 +151,7 @@ fn a_short_answer_fails_the_receivers_it_does_not_name() {
 /// time since the script was made).
 struct Script {
     answers: Mutex<VecDeque<Result<Delivered, SendError>>>,
-    calls: Mutex<Vec<(Duration, Vec<String>)>>,
+    calls: Mutex<Vec<(Duration, Vec<Receiver>)>>,
     start: Instant,
 }
 
@@ -163,13 +164,13 @@ impl Script {
         }
     }
 
-    fn calls(&self) -> Vec<(Duration, Vec<String>)> {
+    fn calls(&self) -> Vec<(Duration, Vec<Receiver>)> {
         self.calls.lock().unwrap().clone()
     }
 }
 
 impl Attempt for Script {
-    async fn attempt(&self, receivers: &[String]) -> Result<Delivered, SendError> {
+    async fn attempt(&self, receivers: &[Receiver]) -> Result<Delivered, SendError> {
         self.calls
             .lock()
             .unwrap()
@@ -182,8 +183,8 @@ impl Attempt for Script {
     }
 }
 
-fn names(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+fn names(list: &[&str]) -> Vec<tidings_model::Receiver> {
+    list.iter().map(|s| (*s).into()).collect()
 }
 
 /// A pause as tokio's timer waits it: at least the pause, rounded up to the millisecond.
@@ -214,7 +215,7 @@ async fn the_loop_resends_only_the_unsettled_after_the_policys_backoff() {
         vec![Ok(()), Ok(()), refused("bad number"), Ok(())]
     );
     let calls = script.calls();
-    let asked: Vec<&Vec<String>> = calls.iter().map(|(_, r)| r).collect();
+    let asked: Vec<&Vec<Receiver>> = calls.iter().map(|(_, r)| r).collect();
     assert_eq!(asked, vec![&receivers, &names(&["b", "d"]), &names(&["b"])]);
     // Attempt 1 at once; 2 after backoff(1); 3 after backoff(2) more: virtual time.
     let p = policy(4);
