@@ -1,5 +1,8 @@
 //! Rendering `{$name}` placeholders in a template's content model.
 
+use std::cell::Cell;
+
+use serde::ser::{Error as _, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// Errors rendering content.
@@ -92,6 +95,80 @@ fn render_value(v: &Value, vars: &Variables) -> Result<Value, RenderError> {
     })
 }
 
+/// A content model rendered with `vars`, as compact JSON: the same text as
+/// `serde_json::to_string(&render(content, vars)?)`, with the same first error, written in one
+/// pass (no rendered model is built: its keys, strings and nodes were ~5 allocations per
+/// request).
+pub fn render_json(content: &Map<String, Value>, vars: &Variables) -> Result<String, RenderError> {
+    let failed = Cell::new(None);
+    let text = serde_json::to_string(&RenderedMap {
+        map: content,
+        vars,
+        failed: &failed,
+    });
+    match (text, failed.take()) {
+        (_, Some(e)) => Err(e),
+        (Ok(text), None) => Ok(text),
+        // String keys and our own values: the only error is a render error, kept above.
+        (Err(e), None) => unreachable!("a content model always serialises: {e}"),
+    }
+}
+
+/// Serialises a content model's map rendering each string leaf as it goes; the first render
+/// error is kept in `failed` and stops the serialiser.
+struct RenderedMap<'a> {
+    map: &'a Map<String, Value>,
+    vars: &'a Variables,
+    failed: &'a Cell<Option<RenderError>>,
+}
+
+struct RenderedValue<'a> {
+    value: &'a Value,
+    vars: &'a Variables,
+    failed: &'a Cell<Option<RenderError>>,
+}
+
+impl Serialize for RenderedMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.map.iter().map(|(k, value)| {
+            let v = RenderedValue {
+                value,
+                vars: self.vars,
+                failed: self.failed,
+            };
+            (k, v)
+        }))
+    }
+}
+
+impl Serialize for RenderedValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.value {
+            // No placeholder: the text as it is, not copied.
+            Value::String(text) if !text.contains("{$") => s.serialize_str(text),
+            Value::String(text) => match render_str(text, self.vars) {
+                Ok(r) => s.serialize_str(&r),
+                Err(e) => {
+                    self.failed.set(Some(e));
+                    Err(S::Error::custom("render error"))
+                }
+            },
+            Value::Array(items) => s.collect_seq(items.iter().map(|value| RenderedValue {
+                value,
+                vars: self.vars,
+                failed: self.failed,
+            })),
+            Value::Object(map) => RenderedMap {
+                map,
+                vars: self.vars,
+                failed: self.failed,
+            }
+            .serialize(s),
+            other => other.serialize(s),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +232,58 @@ mod tests {
         assert_eq!(
             Value::Object(out),
             json!({"title": "Hi Ann", "data": {"first": {"value": "Ann"}}, "n": 3})
+        );
+    }
+
+    /// A JSON value of a content model or of variables: nested objects and arrays of
+    /// strings with and without placeholders (some of them escaped or non-ASCII), numbers,
+    /// booleans and nulls.
+    fn any_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            (-1e9f64..1e9).prop_map(|f| json!(f)),
+            "[a-c{}$\"\\\\\n é码]{0,12}".prop_map(Value::String),
+            "(x|\\{\\$[a-c]\\}|\\{\\$|\"|码){0,5}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c\"]{1,2}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The one-pass JSON is the rendered model's JSON, and fails with the same error.
+        #[test]
+        fn render_json_is_the_rendered_models_json(
+            content in prop::collection::btree_map("[a-d]{1,3}", any_value(), 0..5),
+            vars in prop::collection::btree_map("[a-c]", any_value(), 0..4),
+        ) {
+            let content: Map<String, Value> = content.into_iter().collect();
+            let vars: Variables = vars.into_iter().collect();
+            let want = render(&content, &vars).map(|m| serde_json::to_string(&m).unwrap());
+            prop_assert_eq!(render_json(&content, &vars), want);
+        }
+    }
+
+    #[test]
+    fn render_json_examples() {
+        let content =
+            json!({"title": "Hi {$n}", "data": {"v": ["{$n}", 1, null, "a\"b"]}, "k": "{$k}"});
+        let content = content.as_object().unwrap();
+        assert_eq!(
+            render_json(content, &vars(json!({"n": "Ann \"A\"", "k": 2.5}))).unwrap(),
+            r#"{"data":{"v":["Ann \"A\"",1,null,"a\"b"]},"k":"2.5","title":"Hi Ann \"A\""}"#
+        );
+        assert_eq!(
+            render_json(content, &vars(json!({"n": "x"}))),
+            Err(RenderError::MissingVariable("k".into()))
         );
     }
 }
