@@ -6,6 +6,8 @@
 //!   link is worse than none.
 //! - [`DEAD_LETTER_PAYLOAD_MAX`]: how much of a rejected record a dead letter keeps.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::template::Channel;
@@ -96,11 +98,21 @@ pub fn within_limits_by_size(channel: Channel, json_len: usize) -> bool {
 /// `Ok` when every field of a rendered content model is within its channel's limits, else the
 /// reason naming the field, its size, the limit and where the limit comes from.
 pub fn check_content(channel: Channel, content: &Map<String, Value>) -> Result<(), String> {
+    check_fields(channel, |name| Ok(content.get(name).map(Cow::Borrowed)))
+}
+
+/// [`check_content`] with the rendered fields given one by one, only those the channel limits
+/// (`field(name)`: the field rendered, `None` when the model has none, or why it cannot be).
+pub fn check_fields<'a>(
+    channel: Channel,
+    mut field: impl FnMut(&str) -> Result<Option<Cow<'a, Value>>, String>,
+) -> Result<(), String> {
     for limit in CONTENT_LIMITS.iter().filter(|l| l.channel == channel) {
-        let text = match content.get(limit.field) {
+        let value = field(limit.field)?;
+        let text = match value.as_deref() {
             None | Some(Value::Null) => continue,
-            Some(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
-            Some(other) => std::borrow::Cow::Owned(other.to_string()),
+            Some(Value::String(s)) => Cow::Borrowed(s.as_str()),
+            Some(other) => Cow::Owned(other.to_string()),
         };
         let (size, unit) = match limit.unit {
             // Bytes first: a text with fewer bytes than the limit has fewer characters too.

@@ -95,6 +95,16 @@ fn render_value(v: &Value, vars: &Variables) -> Result<Value, RenderError> {
     })
 }
 
+/// One top-level field of a content model rendered with `vars` (`None`: the model has no such
+/// field).
+pub fn render_field(
+    content: &Map<String, Value>,
+    name: &str,
+    vars: &Variables,
+) -> Result<Option<Value>, RenderError> {
+    content.get(name).map(|v| render_value(v, vars)).transpose()
+}
+
 /// A content model rendered with `vars`, as compact JSON: the same text as
 /// `serde_json::to_string(&render(content, vars)?)`, with the same first error, written in one
 /// pass (no rendered model is built: its keys, strings and nodes were ~5 allocations per

@@ -8,13 +8,14 @@
 //! message a dead letter and its siblings go on. A dead letter keeps at most the first 4 KiB of
 //! the record.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
-use tidings_model::limits::{check_content, within_limits_by_size};
+use tidings_model::limits::{check_fields, within_limits_by_size};
 use tidings_model::receiver::{MAX_RECEIVERS, split_receivers_at_most};
 use tidings_model::render::Variables;
-use tidings_model::render::{render, render_json};
+use tidings_model::render::{render_field, render_json};
 use tidings_model::request::{Code, decode_line, decode_request};
 use tidings_model::time::{DEFAULT_MAX_FUTURE_MS, Millis, check_event_time, local_date};
 use tidings_model::{DeadLetter, Message, MessageMeta, Template, Templates, ids};
@@ -210,10 +211,14 @@ impl Validator {
             let rendered = render_json(&template.content, vars)
                 .map_err(|e| e.to_string())
                 .and_then(|json| {
-                    // Long content only: its fields are rendered again to be measured.
+                    // Long content only: the fields the channel limits are rendered again to
+                    // be measured.
                     if !within_limits_by_size(template.channel, json.len()) {
-                        let model = render(&template.content, vars).map_err(|e| e.to_string())?;
-                        check_content(template.channel, &model)?;
+                        check_fields(template.channel, |name| {
+                            render_field(&template.content, name, vars)
+                                .map(|v| v.map(Cow::Owned))
+                                .map_err(|e| e.to_string())
+                        })?;
                     }
                     Ok(json)
                 });
