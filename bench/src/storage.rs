@@ -256,7 +256,7 @@ pub fn compaction_query(rows: u64, files: u64) -> anyhow::Result<()> {
             time: at + (r % 86_400_000) as i64 / 4,
             event_time: at,
             meta: meta.clone().expect("set at r = 0"),
-            receiver: format!("1380{:07}", r % 10_000_000),
+            receiver: format!("1380{:07}", r % 10_000_000).into(),
             state: states[(r % 4) as usize],
             reason: None,
         });

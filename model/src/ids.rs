@@ -88,6 +88,56 @@ pub fn route(key: u128) -> u64 {
 mod tests {
     use super::*;
 
+    /// The keys are in checkpoints: they are the hash of the bytes they always hashed, laid
+    /// out in a heap buffer as before, on either side of the stack buffer's size.
+    #[test]
+    fn keys_hash_the_bytes_they_always_hashed() {
+        let old_content = |t: i64, r: &str, c: &str| {
+            let mut buf = Vec::new();
+            buf.extend_from_slice(b"c");
+            buf.extend_from_slice(&t.to_le_bytes());
+            buf.extend_from_slice(r.as_bytes());
+            buf.push(0);
+            buf.extend_from_slice(c.as_bytes());
+            xxh3_128(&buf)
+        };
+        let old_frequency = |r: &str, ch: &str| {
+            let mut buf = Vec::new();
+            buf.extend_from_slice(b"f");
+            buf.extend_from_slice(r.as_bytes());
+            buf.push(0);
+            buf.extend_from_slice(ch.as_bytes());
+            xxh3_128(&buf)
+        };
+        // 1 + 8 + 11 + 1 = 21 bytes before the content.
+        for len in [0, 1, 490, 491, 492, 493, 2000] {
+            let content = "码x".repeat(len / 4) + &"y".repeat(len % 4);
+            assert_eq!(
+                content_key(7, "13800138000", &content),
+                old_content(7, "13800138000", &content),
+                "content of {} bytes",
+                content.len()
+            );
+        }
+        let long = "r".repeat(600);
+        assert_eq!(frequency_key(&long, "sms"), old_frequency(&long, "sms"));
+        assert_eq!(
+            frequency_key("13800138000", "sms"),
+            old_frequency("13800138000", "sms")
+        );
+        assert_eq!(
+            content_key(1, "13800138000", r#"{"content":"4711"}"#),
+            GOLDEN_CONTENT_KEY
+        );
+        assert_eq!(
+            old_content(1, "13800138000", r#"{"content":"4711"}"#),
+            GOLDEN_CONTENT_KEY
+        );
+    }
+
+    /// `content_key(1, "13800138000", {"content":"4711"})` as checkpoints hold it.
+    const GOLDEN_CONTENT_KEY: u128 = 22_531_274_805_924_779_738_660_350_456_073_215_980;
+
     #[test]
     fn business_id_matches_austin() {
         let d = NaiveDate::from_ymd_opt(2025, 11, 22).unwrap();

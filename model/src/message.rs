@@ -121,9 +121,11 @@ impl MessageMeta {
     }
 }
 
-/// One receiver's id (a phone number, an email address, an openId...), shared: the delivery,
-/// each of its tracking rows and the provider call hold the same text, allocated once when
-/// the request's list is split (or once more if the receiver is normalised).
+/// One receiver's id (a phone number, an email address, an openId...), shared: within a
+/// process the delivery, each of its tracking rows and the provider call hold the same text,
+/// allocated once when the request's list is split (or once more if the receiver is
+/// normalised). A delivery decoded from another process or from an account topic gets a copy
+/// of its own; the encoding is a string's, as before.
 pub type Receiver = Arc<str>;
 
 /// A validated message: its shared facts and its receivers (split, trimmed, unique).
