@@ -937,51 +937,77 @@ pub fn read_keyed(
     mut keep: impl FnMut(u128) -> bool,
     mut each: impl FnMut(u128, &[i64]),
 ) -> io::Result<()> {
-    let bad = |e: &dyn std::fmt::Display| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
-        )
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
-        .and_then(|b| b.build())
-        .map_err(|e| bad(&e))?;
-    for batch in reader {
-        let batch = batch.map_err(|e| bad(&e))?;
+    let mut entries = KeyedEntries::open(path)?;
+    while let Some(batch) = entries.next_batch()? {
+        for i in 0..batch.len() {
+            let key = batch.key(i).map_err(|e| entries.bad(&e))?;
+            if keep(key) {
+                each(key, batch.values(i).map_err(|e| entries.bad(&e))?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One record batch of a keyed part: its keys and their lists, read in place (a
+/// `ListArray::value` per key would allocate an array per key).
+struct KeyedBatch {
+    keys: FixedSizeBinaryArray,
+    lists: ListArray,
+    values: Int64Array,
+}
+
+impl KeyedBatch {
+    fn of(batch: &RecordBatch) -> Result<KeyedBatch, String> {
         let keys = batch
             .column(0)
             .as_any()
             .downcast_ref::<FixedSizeBinaryArray>()
-            .ok_or_else(|| bad(&"column key is not FixedSizeBinary(16)"))?;
+            .ok_or("column key is not FixedSizeBinary(16)")?
+            .clone();
         let lists = batch
             .column(1)
             .as_any()
             .downcast_ref::<ListArray>()
-            .ok_or_else(|| bad(&"column values is not List<Int64>"))?;
-        for i in 0..keys.len() {
-            let bytes: [u8; 16] = keys.value(i).try_into().map_err(|e| bad(&e))?;
-            let key = u128::from_le_bytes(bytes);
-            if !keep(key) {
-                continue;
-            }
-            let list = lists.value(i);
-            let values = list
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or_else(|| bad(&"values are not Int64"))?;
-            each(key, values.values());
-        }
+            .ok_or("column values is not List<Int64>")?
+            .clone();
+        let values = lists
+            .values()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or("values are not Int64")?
+            .clone();
+        Ok(KeyedBatch {
+            keys,
+            lists,
+            values,
+        })
     }
-    Ok(())
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn key(&self, i: usize) -> Result<u128, String> {
+        let bytes: [u8; 16] = self.keys.value(i).try_into().map_err(|e| format!("{e}"))?;
+        Ok(u128::from_le_bytes(bytes))
+    }
+
+    fn values(&self, i: usize) -> Result<&[i64], String> {
+        let offsets = self.lists.value_offsets();
+        let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+        self.values
+            .values()
+            .get(start..end)
+            .ok_or_else(|| "list offsets past the values".to_string())
+    }
 }
 
 /// The entries of a keyed part written by [`write_keyed`], in file order.
 struct KeyedEntries {
     path: PathBuf,
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-    /// The current batch: its keys, its lists' offsets and their values (read in place: a
-    /// `ListArray::value` per key would allocate an array per key).
-    batch: Option<(FixedSizeBinaryArray, ListArray, Int64Array)>,
+    batch: Option<KeyedBatch>,
     at: usize,
 }
 
@@ -1010,45 +1036,31 @@ impl KeyedEntries {
         )
     }
 
+    /// The next record batch of the file, if any.
+    fn next_batch(&mut self) -> io::Result<Option<KeyedBatch>> {
+        let Some(batch) = self.reader.next() else {
+            return Ok(None);
+        };
+        let batch = batch.map_err(|e| self.bad(&e))?;
+        KeyedBatch::of(&batch).map(Some).map_err(|e| self.bad(&e))
+    }
+
     fn next_entry(&mut self) -> io::Result<Option<(u128, Vec<i64>)>> {
         loop {
-            if let Some((keys, lists, values)) = &self.batch
-                && self.at < keys.len()
+            if let Some(batch) = &self.batch
+                && self.at < batch.len()
             {
                 let i = self.at;
                 self.at += 1;
-                let bytes: [u8; 16] = keys.value(i).try_into().map_err(|e| self.bad(&e))?;
-                let offsets = lists.value_offsets();
-                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                let list = values
-                    .values()
-                    .get(start..end)
-                    .ok_or_else(|| self.bad(&"list offsets past the values"))?;
-                return Ok(Some((u128::from_le_bytes(bytes), list.to_vec())));
+                let entry = batch
+                    .key(i)
+                    .and_then(|k| batch.values(i).map(|v| (k, v.to_vec())));
+                return entry.map(Some).map_err(|e| self.bad(&e));
             }
-            let Some(batch) = self.reader.next() else {
+            let Some(batch) = self.next_batch()? else {
                 return Ok(None);
             };
-            let batch = batch.map_err(|e| self.bad(&e))?;
-            let keys = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<FixedSizeBinaryArray>()
-                .ok_or_else(|| self.bad(&"column key is not FixedSizeBinary(16)"))?
-                .clone();
-            let lists = batch
-                .column(1)
-                .as_any()
-                .downcast_ref::<ListArray>()
-                .ok_or_else(|| self.bad(&"column values is not List<Int64>"))?
-                .clone();
-            let values = lists
-                .values()
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or_else(|| self.bad(&"values are not Int64"))?
-                .clone();
-            self.batch = Some((keys, lists, values));
+            self.batch = Some(batch);
             self.at = 0;
         }
     }
