@@ -111,8 +111,8 @@ pub fn render_field(
 /// request).
 pub fn render_json(content: &Map<String, Value>, vars: &Variables) -> Result<String, RenderError> {
     let failed = Cell::new(None);
-    let text = serde_json::to_string(&RenderedMap {
-        map: content,
+    let text = serde_json::to_string(&Rendered {
+        node: content,
         vars,
         failed: &failed,
     });
@@ -124,36 +124,34 @@ pub fn render_json(content: &Map<String, Value>, vars: &Variables) -> Result<Str
     }
 }
 
-/// Serialises a content model's map rendering each string leaf as it goes; the first render
-/// error is kept in `failed` and stops the serialiser.
-struct RenderedMap<'a> {
-    map: &'a Map<String, Value>,
+/// A node of a content model (a map or a value) serialised with each string leaf rendered as
+/// it goes; the first render error is kept in `failed` and stops the serialiser.
+struct Rendered<'a, T> {
+    node: &'a T,
     vars: &'a Variables,
     failed: &'a Cell<Option<RenderError>>,
 }
 
-struct RenderedValue<'a> {
-    value: &'a Value,
-    vars: &'a Variables,
-    failed: &'a Cell<Option<RenderError>>,
-}
-
-impl Serialize for RenderedMap<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.map.iter().map(|(k, value)| {
-            let v = RenderedValue {
-                value,
-                vars: self.vars,
-                failed: self.failed,
-            };
-            (k, v)
-        }))
+impl<'a, T> Rendered<'a, T> {
+    /// The same renderer over another node.
+    fn of<U>(&self, node: &'a U) -> Rendered<'a, U> {
+        Rendered {
+            node,
+            vars: self.vars,
+            failed: self.failed,
+        }
     }
 }
 
-impl Serialize for RenderedValue<'_> {
+impl Serialize for Rendered<'_, Map<String, Value>> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.value {
+        s.collect_map(self.node.iter().map(|(k, v)| (k, self.of(v))))
+    }
+}
+
+impl Serialize for Rendered<'_, Value> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.node {
             // No placeholder: the text as it is, not copied.
             Value::String(text) if !text.contains("{$") => s.serialize_str(text),
             Value::String(text) => match render_str(text, self.vars) {
@@ -163,17 +161,8 @@ impl Serialize for RenderedValue<'_> {
                     Err(S::Error::custom("render error"))
                 }
             },
-            Value::Array(items) => s.collect_seq(items.iter().map(|value| RenderedValue {
-                value,
-                vars: self.vars,
-                failed: self.failed,
-            })),
-            Value::Object(map) => RenderedMap {
-                map,
-                vars: self.vars,
-                failed: self.failed,
-            }
-            .serialize(s),
+            Value::Array(items) => s.collect_seq(items.iter().map(|v| self.of(v))),
+            Value::Object(map) => self.of(map).serialize(s),
             other => other.serialize(s),
         }
     }
