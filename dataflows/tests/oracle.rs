@@ -181,9 +181,14 @@ fn rows_of(events: Vec<tidings_model::EventRow>) -> Vec<Row> {
     rows
 }
 
-fn graph(reqs: &[Req], parts: &[usize], workers: usize) -> Vec<Row> {
+/// `epoch_ms`: the event time per epoch (`None`: the default). It changes when a decision is
+/// made, never which (docs/job-file.md).
+fn graph(reqs: &[Req], parts: &[usize], workers: usize, epoch_ms: Option<i64>) -> Vec<Row> {
     let dir = tempfile::tempdir().unwrap();
     let job = write_graph_job(dir.path(), reqs, parts);
+    if let Some(ms) = epoch_ms {
+        common::set_source(&job, &format!("epoch_ms = {ms}"));
+    }
     let (events, dead, _) = common::run_memory(&job, workers, NOW);
     assert!(dead.is_empty(), "{dead:?}");
     rows_of(events)
@@ -264,12 +269,13 @@ proptest! {
             let n = reqs.len();
             (Just(reqs), proptest::collection::vec(0..k, n))
         }),
+        epoch_ms in proptest::sample::select(vec![1i64, 100, 1000, 10_000]),
     ) {
         let want = model(&reqs, &parts);
-        let one = graph(&reqs, &parts, 1);
+        let one = graph(&reqs, &parts, 1, None);
         prop_assert_eq!(&one, &want, "1 worker vs model: {:?} vs {:?}", by_state(&one), by_state(&want));
-        let four = graph(&reqs, &parts, 4);
-        prop_assert_eq!(&four, &want, "4 workers vs model");
+        let four = graph(&reqs, &parts, 4, Some(epoch_ms));
+        prop_assert_eq!(&four, &want, "4 workers, {} ms epochs vs model", epoch_ms);
         // The caps hold whatever the order: per (receiver, local day) at most FREQ_NUM sends
         // (template 4 is exempt from the rules).
         let exempt: std::collections::HashSet<String> = (0..reqs.len())
