@@ -625,6 +625,15 @@ fn check_source(
             "must be between 1 and 10000000 records (default 2000)".into(),
         );
     }
+    if source
+        .in_flight_receivers
+        .is_some_and(|n| n == 0 || n > 100_000_000)
+    {
+        bad(
+            "source.in_flight_receivers",
+            "must be between 1 and 100000000 receivers (default 100000)".into(),
+        );
+    }
     (source_path, kafka)
 }
 
@@ -819,6 +828,11 @@ pub struct SourceConfig {
     /// account). Default [`crate::run::IN_FLIGHT`].
     #[serde(default)]
     pub in_flight: Option<usize>,
+    /// Receivers the admit stage may have given on and not yet seen sent before the next
+    /// epoch waits (a burst's memory bound; an epoch is never split). Default
+    /// [`crate::run::IN_FLIGHT_RECEIVERS`].
+    #[serde(default)]
+    pub in_flight_receivers: Option<usize>,
 }
 
 fn default_max_future_ms() -> u64 {

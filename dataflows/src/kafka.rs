@@ -38,9 +38,9 @@ use tidings_model::time::Millis;
 use tidings_operators::checkpoint::{Checkpoints, Position};
 use tidings_operators::event_time::EventTime;
 use tidings_operators::live::Live;
-use tidings_operators::{Clock, Epoch, SourceRecord};
+use tidings_operators::{Clock, Epoch, InFlight, SourceRecord};
 
-use crate::source::{InFlight, Partition, give_stamped, too_large};
+use crate::source::{Partition, give_stamped, too_large};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source;

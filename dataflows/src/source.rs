@@ -26,7 +26,7 @@ use tidings_operators::checkpoint::{Checkpoints, Position};
 pub use tidings_operators::event_time::line_event_time;
 use tidings_operators::event_time::{EventTime, PartitionClock};
 use tidings_operators::live::Live;
-use tidings_operators::{Clock, Epoch, SourceRecord};
+use tidings_operators::{Clock, Epoch, InFlight, SourceRecord};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilderSession;
@@ -196,40 +196,6 @@ impl Partition {
     /// Forgets records no cut from `cap` on can need again (their epoch is at or before it).
     pub fn prune(&mut self, cap: Epoch) {
         self.inflight.retain(|r| r.2 > cap);
-    }
-}
-
-/// Records per epoch given on and not yet passed by the "sent" probe (backpressure).
-#[derive(Debug, Default)]
-pub struct InFlight {
-    per_epoch: BTreeMap<Epoch, usize>,
-    total: usize,
-}
-
-impl InFlight {
-    /// Counts `n` records given at `epoch`.
-    pub fn add(&mut self, epoch: Epoch, n: usize) {
-        *self.per_epoch.entry(epoch).or_default() += n;
-        self.total += n;
-    }
-
-    /// Whether the source should wait: `max` records are out and the graph can still make
-    /// progress below `cap` (if it cannot, reading on is the only way forward).
-    pub fn full(&mut self, progress: &ProbeHandle<Epoch>, cap: Epoch, max: usize) -> bool {
-        let frontier = progress.with_frontier(|f| f.first().copied());
-        match frontier {
-            None => {
-                self.per_epoch.clear();
-                self.total = 0;
-            }
-            Some(f) => {
-                let rest = self.per_epoch.split_off(&f);
-                let gone: usize = self.per_epoch.values().sum();
-                self.total -= gone;
-                self.per_epoch = rest;
-            }
-        }
-        self.total >= max.max(1) && frontier.is_some_and(|f| f < cap)
     }
 }
 

@@ -133,10 +133,22 @@ impl Owed {
             }
             let room = limit - self.tracking.buffered();
             let rows = entry.get_mut();
-            let taken: Vec<Tracked> = if rows.len() <= room {
+            // Whole items while they fit; a group of RECEIVE rows is split at the limit.
+            let (mut whole, mut n) = (0, 0);
+            while whole < rows.len() && n + rows[whole].len() <= room {
+                n += rows[whole].len();
+                whole += 1;
+            }
+            let taken: Vec<Tracked> = if whole == rows.len() {
                 entry.remove()
             } else {
-                rows.drain(..room).collect()
+                let mut taken: Vec<Tracked> = rows.drain(..whole).collect();
+                if let Tracked::Received(g) = &mut rows[0]
+                    && n < room
+                {
+                    taken.push(Tracked::Received(g.split_front(room - n)));
+                }
+                taken
             };
             for f in taken {
                 self.take(f);
@@ -144,9 +156,14 @@ impl Owed {
         }
     }
 
-    /// Hands one row or dead letter to the writer.
+    /// Hands one row, group of RECEIVE rows or dead letter to the writer.
     fn take(&mut self, f: Tracked) {
         match f {
+            Tracked::Received(g) => {
+                for r in g.into_rows() {
+                    self.take(Tracked::Row(r));
+                }
+            }
             Tracked::Row(r) => {
                 *self.local.states.entry(r.state).or_default() += 1;
                 *self

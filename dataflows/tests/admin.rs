@@ -127,6 +127,7 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
         clock: Clock::System,
         tracking: TrackingTarget::Memory(memory.clone()),
         in_flight: 20_000,
+        in_flight_receivers: 100_000,
         from_start: false,
         handle_signals: false,
         idle_exit: None,

@@ -87,6 +87,7 @@ fn tracked(job: &std::path::Path) -> BTreeMap<String, Vec<(String, String)>> {
         clock: Clock::Fixed(1_800_000_000_000),
         tracking: TrackingTarget::Memory(memory.clone()),
         in_flight: 20_000,
+        in_flight_receivers: 100_000,
         from_start: false,
         handle_signals: false,
         idle_exit: Some(Duration::from_secs(8)),

@@ -181,13 +181,17 @@ fn rows_of(events: Vec<tidings_model::EventRow>) -> Vec<Row> {
     rows
 }
 
-/// `epoch_ms`: the event time per epoch (`None`: the default). It changes when a decision is
-/// made, never which (docs/job-file.md).
-fn graph(reqs: &[Req], parts: &[usize], workers: usize, epoch_ms: Option<i64>) -> Vec<Row> {
+/// `pacing`: the event time per epoch and the receivers the admit stage lets out before the
+/// next epoch waits (`None`: the defaults). They change when a decision is made, never which
+/// (docs/job-file.md).
+fn graph(reqs: &[Req], parts: &[usize], workers: usize, pacing: Option<(i64, usize)>) -> Vec<Row> {
     let dir = tempfile::tempdir().unwrap();
     let job = write_graph_job(dir.path(), reqs, parts);
-    if let Some(ms) = epoch_ms {
-        common::set_source(&job, &format!("epoch_ms = {ms}"));
+    if let Some((ms, receivers)) = pacing {
+        common::set_source(
+            &job,
+            &format!("epoch_ms = {ms}\nin_flight_receivers = {receivers}"),
+        );
     }
     let (events, dead, _) = common::run_memory(&job, workers, NOW);
     assert!(dead.is_empty(), "{dead:?}");
@@ -223,6 +227,7 @@ fn graph_stopped(
         clock: Clock::System,
         tracking: TrackingTarget::Memory(memory.clone()),
         in_flight: 20,
+        in_flight_receivers: 5,
         from_start: false,
         handle_signals: false,
         idle_exit: None,
@@ -270,12 +275,16 @@ proptest! {
             (Just(reqs), proptest::collection::vec(0..k, n))
         }),
         epoch_ms in proptest::sample::select(vec![1i64, 100, 1000, 10_000]),
+        in_flight_receivers in proptest::sample::select(vec![1usize, 3, 100_000]),
     ) {
         let want = model(&reqs, &parts);
         let one = graph(&reqs, &parts, 1, None);
         prop_assert_eq!(&one, &want, "1 worker vs model: {:?} vs {:?}", by_state(&one), by_state(&want));
-        let four = graph(&reqs, &parts, 4, Some(epoch_ms));
-        prop_assert_eq!(&four, &want, "4 workers, {} ms epochs vs model", epoch_ms);
+        let four = graph(&reqs, &parts, 4, Some((epoch_ms, in_flight_receivers)));
+        prop_assert_eq!(
+            &four, &want,
+            "4 workers, {} ms epochs, {} receivers in flight vs model", epoch_ms, in_flight_receivers
+        );
         // The caps hold whatever the order: per (receiver, local day) at most FREQ_NUM sends
         // (template 4 is exempt from the rules).
         let exempt: std::collections::HashSet<String> = (0..reqs.len())

@@ -9,23 +9,24 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tidings_model::time::Millis;
 use tidings_model::{DeadLetter, Delivery, State};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::ToStream;
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 use crate::book::{Applied, Change};
 use crate::checkpoint::{Checkpoints, FINAL};
 use crate::gate::{Gate, Verdict};
 use crate::park::Parked;
 use crate::validate::Validator;
-use crate::{Clock, Epoch, Mark, RecallOrder, SourceRecord, Tracked};
+use crate::{Clock, Epoch, InFlight, Mark, RecallOrder, Received, SourceRecord, Tracked};
 
 /// The streams the admit stage produces.
 pub struct Admitted<'s> {
@@ -51,6 +52,9 @@ pub trait Admit<'s> {
     /// every worker (broadcast). An epoch's records are judged once no change of that epoch or
     /// before can still come, each with the newest version at or before its event time. With
     /// `checkpoints`, worker 0 writes the book of changes as its part of every cut.
+    ///
+    /// With `pace`, an epoch waits before it is judged while the receivers given on and not
+    /// yet past the send stage reach `pace.max` (see [`Pace`]).
     fn admit_with(
         self,
         changes: StreamVec<'s, Epoch, Change>,
@@ -58,8 +62,26 @@ pub trait Admit<'s> {
         gate: Gate,
         clock: Clock,
         checkpoints: Option<Checkpoints>,
+        pace: Option<Pace>,
     ) -> Admitted<'s>;
 }
+
+/// How the admit stage paces the epochs it judges. Records wait here until no change of
+/// their epoch can still come; a burst's records (the sources read an epoch whole) can then be
+/// settled many at once. Judged all at once, each of their receivers would become a delivery
+/// and a row together. So the next epoch waits while `max` receivers given on are not past
+/// `sent` (the send stage's probe) and the graph can still progress below it. An epoch is
+/// never split, and what is decided does not change: only when.
+#[derive(Clone)]
+pub struct Pace {
+    /// The probe after the send stage.
+    pub sent: ProbeHandle<Epoch>,
+    /// Receivers given on (passed or parked) and not yet past `sent`.
+    pub max: usize,
+}
+
+/// How soon a paced admit stage looks at the send stage's probe again.
+const PACE_LOOK: Duration = Duration::from_millis(2);
 
 /// Says on a late record's RECEIVE rows that it was judged at its partition's watermark.
 fn note_late(verdicts: &mut [Verdict], rec: &SourceRecord) {
@@ -117,8 +139,21 @@ impl Outputs {
             if rec.late_by > 0 {
                 note_late(verdicts, &rec);
             }
+            // The message's RECEIVE rows go in one group, where its first one was.
+            let mut group: Option<usize> = None;
             for verdict in verdicts.drain(..) {
                 match verdict {
+                    Verdict::Row(row) if row.state == State::Receive => {
+                        let row = match group.map(|i| &mut self.rows[i]) {
+                            Some(Tracked::Received(g)) => match g.absorb(row) {
+                                Ok(()) => continue,
+                                Err(row) => row,
+                            },
+                            _ => row,
+                        };
+                        group = Some(self.rows.len());
+                        self.rows.push(Tracked::Received(Received::of(row)));
+                    }
                     Verdict::Row(row) => self.rows.push(Tracked::Row(row)),
                     Verdict::Pass(d) => self.pass.push(d),
                     Verdict::Park(p) => self.parked.push(p),
@@ -132,7 +167,7 @@ impl Outputs {
 impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
     fn admit(self, validator: Validator, gate: Gate, clock: Clock) -> Admitted<'s> {
         let none = Vec::<Change>::new().to_stream(self.scope());
-        self.admit_with(none, validator, gate, clock, None)
+        self.admit_with(none, validator, gate, clock, None, None)
     }
 
     fn admit_with(
@@ -142,6 +177,7 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
         gate: Gate,
         clock: Clock,
         checkpoints: Option<Checkpoints>,
+        pace: Option<Pace>,
     ) -> Admitted<'s> {
         let (index, peers) = (self.scope().index(), self.scope().peers() as u32);
         // Every worker holds the same book; worker 0 writes it into each checkpoint.
@@ -149,7 +185,9 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
         if let Some(c) = &checkpoints {
             c.register();
         }
-        let mut builder = OperatorBuilder::new("Admit".to_owned(), self.scope());
+        let scope = self.scope();
+        let mut builder = OperatorBuilder::new("Admit".to_owned(), scope.clone());
+        let activator = scope.activator_for(builder.operator_info().address);
         let mut input = builder.new_input(self, Pipeline);
         let mut change_input = builder.new_input(changes, Pipeline);
         let (pass_out, pass) = builder.new_output();
@@ -182,6 +220,7 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
             let mut held = checkpoints.as_ref().map(|_| initial);
             let mut out = Outputs::default();
             let mut verdicts = Vec::new();
+            let mut flight = InFlight::default();
             move |frontiers| {
                 let (frontier, change_frontier) = (&frontiers[0], &frontiers[1]);
                 let (mut pass, mut parked, mut rows, mut recalls) = (
@@ -276,6 +315,12 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                     if !settled(epoch) {
                         break;
                     }
+                    if let Some(p) = &pace
+                        && flight.full(&p.sent, epoch, p.max)
+                    {
+                        activator.activate_after(PACE_LOOK);
+                        break;
+                    }
                     let (caps, records) = waiting.remove(&epoch).expect("first key exists");
                     let mut max = None;
                     for rec in records {
@@ -285,6 +330,9 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                     }
                     if let (Some(t), Some(entry)) = (max, open.get_mut(&epoch)) {
                         entry.1 = Some(entry.1.map_or(t, |m: Millis| m.max(t)));
+                    }
+                    if pace.is_some() {
+                        flight.add(epoch, out.pass.len() + out.parked.len());
                     }
                     pass.session(&caps[0]).give_iterator(out.pass.drain(..));
                     parked.session(&caps[1]).give_iterator(out.parked.drain(..));
@@ -427,6 +475,7 @@ mod tests {
                 .map(|m| (m.to, m.epoch, m.max_event_time))
                 .capture_into(marks_tx);
             a.rows
+                .flat_map(Tracked::into_rows)
                 .map(|t| match t {
                     Tracked::Row(r) => (
                         r.state.name().to_string(),
@@ -434,6 +483,7 @@ mod tests {
                         r.reason.unwrap_or_default(),
                     ),
                     Tracked::Dead(d) => ("dead".into(), d.source, d.reason),
+                    Tracked::Received(_) => unreachable!("expanded above"),
                 })
                 .capture_into(rows_tx);
             a.recalls

@@ -55,7 +55,7 @@ pub mod watermark;
 mod testkit;
 
 pub use clock::Clock;
-pub use flow::{Mark, RecallOrder, SourceRecord, Tracked};
+pub use flow::{InFlight, Mark, RecallOrder, Received, SourceRecord, Tracked};
 
 /// The timely timestamp of the graph: an epoch number.
 pub type Epoch = u64;

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_operators::admit::Admit;
+use tidings_operators::admit::{Admit, Pace};
 use tidings_operators::book::{AccountCheck, Book, SplitChanges};
 use tidings_operators::dedup::{ContentDedup, DedupBy, FrequencyDedup};
 use tidings_operators::gate::Gate;
@@ -107,6 +107,10 @@ pub(crate) fn main_dataflow(worker: &mut timely::worker::Worker, s: &Shared) -> 
             gate(job),
             clock,
             Some(s.checkpoints.clone()),
+            Some(Pace {
+                sent: sent.clone(),
+                max: s.opts.in_flight_receivers,
+            }),
         );
         let (ckpts, live) = (Some(s.checkpoints.clone()), Some(s.live.clone()));
         let released = admitted

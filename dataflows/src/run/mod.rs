@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub tracking: TrackingTarget,
     /// Records a source may have given on and not yet seen sent before it waits.
     pub in_flight: usize,
+    /// Receivers the admit stage may have given on and not yet seen sent before the next
+    /// epoch waits.
+    pub in_flight_receivers: usize,
     /// Start without the newest checkpoint: read the source from its start with fresh dedup
     /// windows (a deliberate replay).
     pub from_start: bool,
@@ -90,6 +93,11 @@ impl RunOptions {
             clock: Clock::System,
             tracking: TrackingTarget::Parquet,
             in_flight: job.file.source.in_flight.unwrap_or(IN_FLIGHT),
+            in_flight_receivers: job
+                .file
+                .source
+                .in_flight_receivers
+                .unwrap_or(IN_FLIGHT_RECEIVERS),
             from_start: false,
             handle_signals: false,
             idle_exit: None,
@@ -104,6 +112,10 @@ impl RunOptions {
 /// Records a source reader may have given on and not yet seen sent, unless the job file's
 /// `source.in_flight` says otherwise.
 pub const IN_FLIGHT: usize = 2_000;
+
+/// Receivers the admit stage may have given on and not yet seen sent before the next epoch
+/// waits, unless the job file's `source.in_flight_receivers` says otherwise.
+pub const IN_FLIGHT_RECEIVERS: usize = 100_000;
 
 /// The default bound of a graceful stop's drain.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

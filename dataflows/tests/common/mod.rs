@@ -51,6 +51,7 @@ pub fn run_memory(
         clock: Clock::Fixed(now),
         tracking: TrackingTarget::Memory(memory.clone()),
         in_flight: 20_000,
+        in_flight_receivers: 100_000,
         from_start: false,
         handle_signals: false,
         idle_exit: None,

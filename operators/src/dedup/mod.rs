@@ -862,6 +862,7 @@ mod tests {
                             r.reason.unwrap_or_default(),
                         ),
                         Tracked::Dead(d) => (0, "dead".into(), d.reason),
+                        Tracked::Received(_) => unreachable!("dedup makes no RECEIVE rows"),
                     })
                     .capture_into(rows_tx);
                 (deliveries_in, marks_in)

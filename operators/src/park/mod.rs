@@ -245,6 +245,7 @@ mod tests {
                     .map(|t| match t {
                         Tracked::Row(r) => (r.meta.seq, r.state.name().to_string()),
                         Tracked::Dead(d) => (0, d.reason),
+                        Tracked::Received(_) => unreachable!("dedup makes no RECEIVE rows"),
                     })
                     .capture_into(rows_tx);
                 (parks_in, passes_in, marks_in)
