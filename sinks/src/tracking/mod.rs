@@ -21,6 +21,7 @@ use arrow_array::builder::{
     Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use parquet::arrow::ArrowWriter;
@@ -177,10 +178,11 @@ impl ParquetTracking {
         self.send_unsent()?;
         while let Some((date, rows)) = self.events.pop_first() {
             let n = rows.len();
-            let written = self
-                .events_batch(&rows)
-                .map_err(io::Error::other)
-                .and_then(|batch| self.write("events", date, batch, n));
+            let templates = self.templates.clone();
+            let batches = rows
+                .chunks(CHUNK_ROWS)
+                .map(|chunk| events_batch(&templates, chunk));
+            let written = self.write("events", date, events_schema(), batches, n);
             if let Err(e) = written {
                 self.events.insert(date, rows);
                 return Err(e);
@@ -189,9 +191,8 @@ impl ParquetTracking {
         }
         while let Some((date, rows)) = self.dead.pop_first() {
             let n = rows.len();
-            let written = dead_batch(&rows)
-                .map_err(io::Error::other)
-                .and_then(|batch| self.write("dead_letters", date, batch, n));
+            let batches = rows.chunks(CHUNK_ROWS).map(dead_batch);
+            let written = self.write("dead_letters", date, dead_letters_schema(), batches, n);
             if let Err(e) = written {
                 self.dead.insert(date, rows);
                 return Err(e);
@@ -213,14 +214,16 @@ impl ParquetTracking {
         Ok(())
     }
 
-    /// Writes one file. Locally: aside as `.NAME.tmp`, fsynced, renamed; a failed write
+    /// Writes one file of `batches` (encoded one after another, so only one batch's columns
+    /// are held at a time). Locally: aside as `.NAME.tmp`, fsynced, renamed; a failed write
     /// leaves no `.tmp` behind. On an object store: one PUT of the whole file. The error names
     /// the path.
     fn write(
         &mut self,
         table: &str,
         date: NaiveDate,
-        batch: RecordBatch,
+        schema: SchemaRef,
+        batches: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
         rows: usize,
     ) -> io::Result<()> {
         let partition = format!("{table}/date={}", date.format("%Y-%m-%d"));
@@ -229,7 +232,7 @@ impl ParquetTracking {
         let dir = match &self.dir {
             TrackingDir::Object(_) => {
                 // Encoded once; owed (and counted as buffered) until its PUT succeeds.
-                let body = parquet_bytes(Vec::new(), &batch)?;
+                let body = parquet_bytes(Vec::new(), schema, batches)?;
                 self.unsent.push(Unsent {
                     rel: format!("{partition}/{name}"),
                     body: body.into(),
@@ -245,7 +248,7 @@ impl ParquetTracking {
         std::fs::create_dir_all(&dir).map_err(|e| named(&dir, e))?;
         let tmp = dir.join(format!(".{name}.tmp"));
         let written = (|| {
-            let file = parquet_bytes(File::create(&tmp)?, &batch)?;
+            let file = parquet_bytes(File::create(&tmp)?, schema, batches)?;
             file.sync_all()?;
             std::fs::rename(&tmp, dir.join(&name))
         })();
@@ -259,55 +262,59 @@ impl ParquetTracking {
         }
         Ok(())
     }
+}
 
-    fn events_batch(&self, rows: &[EventRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-        let n = rows.len();
-        let mut time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut event_time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut message_id = StringBuilder::with_capacity(n, n * 32);
-        let mut business_id = Int64Builder::with_capacity(n);
-        let mut template_id = Int64Builder::with_capacity(n);
-        let mut channel = StringBuilder::with_capacity(n, n * 8);
-        let mut msg_type = StringBuilder::with_capacity(n, n * 8);
-        let mut receiver = StringBuilder::with_capacity(n, n * 16);
-        let mut state = StringBuilder::with_capacity(n, n * 12);
-        let mut state_code = Int32Builder::with_capacity(n);
-        let mut reason = StringBuilder::new();
-        let mut biz_id = StringBuilder::new();
-        let mut template_version = Int32Builder::with_capacity(n);
-        for r in rows {
-            let t = r.meta.template(&self.templates);
-            time.append_value(r.time);
-            event_time.append_value(r.event_time);
-            message_id.append_value(&r.meta.message_id);
-            business_id.append_value(r.meta.business_id);
-            template_id.append_value(r.meta.template_id);
-            channel.append_value(t.map_or("unknown", |t| t.channel.name()));
-            msg_type.append_value(t.map_or("unknown", |t| t.msg_type.name()));
-            receiver.append_value(&r.receiver);
-            state.append_value(r.state.name());
-            state_code.append_value(r.state.code());
-            reason.append_option(r.reason.as_deref());
-            biz_id.append_option(r.meta.biz_id.as_deref());
-            template_version.append_value(r.meta.template_version() as i32);
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(time.finish()),
-            Arc::new(event_time.finish()),
-            Arc::new(message_id.finish()),
-            Arc::new(business_id.finish()),
-            Arc::new(template_id.finish()),
-            Arc::new(channel.finish()),
-            Arc::new(msg_type.finish()),
-            Arc::new(receiver.finish()),
-            Arc::new(state.finish()),
-            Arc::new(state_code.finish()),
-            Arc::new(reason.finish()),
-            Arc::new(biz_id.finish()),
-            Arc::new(template_version.finish()),
-        ];
-        RecordBatch::try_new(events_schema(), columns)
+/// `rows` as one record batch of the events table.
+fn events_batch(
+    templates: &Templates,
+    rows: &[EventRow],
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let n = rows.len();
+    let mut time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut event_time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut message_id = StringBuilder::with_capacity(n, n * 32);
+    let mut business_id = Int64Builder::with_capacity(n);
+    let mut template_id = Int64Builder::with_capacity(n);
+    let mut channel = StringBuilder::with_capacity(n, n * 8);
+    let mut msg_type = StringBuilder::with_capacity(n, n * 8);
+    let mut receiver = StringBuilder::with_capacity(n, n * 16);
+    let mut state = StringBuilder::with_capacity(n, n * 12);
+    let mut state_code = Int32Builder::with_capacity(n);
+    let mut reason = StringBuilder::new();
+    let mut biz_id = StringBuilder::new();
+    let mut template_version = Int32Builder::with_capacity(n);
+    for r in rows {
+        let t = r.meta.template(templates);
+        time.append_value(r.time);
+        event_time.append_value(r.event_time);
+        message_id.append_value(&r.meta.message_id);
+        business_id.append_value(r.meta.business_id);
+        template_id.append_value(r.meta.template_id);
+        channel.append_value(t.map_or("unknown", |t| t.channel.name()));
+        msg_type.append_value(t.map_or("unknown", |t| t.msg_type.name()));
+        receiver.append_value(&r.receiver);
+        state.append_value(r.state.name());
+        state_code.append_value(r.state.code());
+        reason.append_option(r.reason.as_deref());
+        biz_id.append_option(r.meta.biz_id.as_deref());
+        template_version.append_value(r.meta.template_version() as i32);
     }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(time.finish()),
+        Arc::new(event_time.finish()),
+        Arc::new(message_id.finish()),
+        Arc::new(business_id.finish()),
+        Arc::new(template_id.finish()),
+        Arc::new(channel.finish()),
+        Arc::new(msg_type.finish()),
+        Arc::new(receiver.finish()),
+        Arc::new(state.finish()),
+        Arc::new(state_code.finish()),
+        Arc::new(reason.finish()),
+        Arc::new(biz_id.finish()),
+        Arc::new(template_version.finish()),
+    ];
+    RecordBatch::try_new(events_schema(), columns)
 }
 
 /// How tracking tables are written: Snappy, and no dictionary on the columns whose values
@@ -321,11 +328,24 @@ pub(crate) fn writer_props() -> WriterProperties {
     props.build()
 }
 
-/// `batch` as a whole Parquet file written to `out` ([`writer_props`]); returns `out`.
-pub(crate) fn parquet_bytes<W: io::Write + Send>(out: W, batch: &RecordBatch) -> io::Result<W> {
+/// Rows per record batch when a tracking file is encoded: a file of `flush_rows` rows is turned
+/// into columns this many rows at a time (each batch dropped once encoded), so a flush holds one
+/// batch's columns beside the rows, not the whole file's (bench/MEASURED.md, "A burst, paced").
+pub const CHUNK_ROWS: usize = 16_384;
+
+/// `batches` as one Parquet file written to `out` ([`writer_props`]); returns `out`.
+pub(crate) fn parquet_bytes<W: io::Write + Send>(
+    out: W,
+    schema: SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
+) -> io::Result<W> {
     let props = writer_props();
-    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props)).map_err(parquet_io)?;
-    writer.write(batch).map_err(parquet_io)?;
+    let mut writer = ArrowWriter::try_new(out, schema, Some(props)).map_err(parquet_io)?;
+    for batch in batches {
+        writer
+            .write(&batch.map_err(io::Error::other)?)
+            .map_err(parquet_io)?;
+    }
     writer.into_inner().map_err(parquet_io)
 }
 
