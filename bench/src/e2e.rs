@@ -228,6 +228,10 @@ impl E2e {
         let mut opts = RunOptions::for_job(job);
         opts.idle_exit = Some(Duration::from_secs(3));
         let cpu0 = cpu_seconds();
+        // The process's peak so far is the producer's and the raw consumer's; from here on it
+        // is the job's (on top of what they left resident).
+        let peak_before = crate::peak_rss_bytes().unwrap_or(0);
+        let rss_at_start = crate::reset_peak_rss();
         let started = Instant::now();
         let summary = run(job, &opts)?;
         // Until the job ended: its idle exit, and (with Redis) the writer draining its queue.
@@ -253,7 +257,11 @@ impl E2e {
             "pipeline_requests_per_s": rate,
             "pipeline_receivers_per_s": (self.requests * self.receivers) as f64 / span,
             "pipeline_over_raw": rate / raw_rate,
-            "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
+            "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0).max(peak_before) as f64 / (1024.0 * 1024.0),
+            "rss_mib_at_pipeline_start": rss_at_start.map(|b| b as f64 / (1024.0 * 1024.0)),
+            "peak_rss_mib_pipeline": rss_at_start
+                .and(crate::peak_rss_bytes())
+                .map(|b| b as f64 / (1024.0 * 1024.0)),
             "cpu_seconds_whole_run": cpu,
         }))
     }

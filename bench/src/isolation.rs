@@ -24,6 +24,8 @@ pub struct Isolation {
     pub seconds: u64,
     pub warmup: u64,
     pub baseline: bool,
+    pub epoch_ms: Option<u64>,
+    pub in_flight_receivers: Option<usize>,
 }
 
 const TEMPLATES: &str = r#"
@@ -105,11 +107,18 @@ impl Isolation {
         } else {
             ""
         };
+        let mut source = String::new();
+        if let Some(ms) = self.epoch_ms {
+            source.push_str(&format!("epoch_ms = {ms}\n"));
+        }
+        if let Some(n) = self.in_flight_receivers {
+            source.push_str(&format!("in_flight_receivers = {n}\n"));
+        }
         std::fs::write(
             dir.join("job.toml"),
             format!(
                 "name = \"isolation\"\ntemplates = \"templates.toml\"\nworkers = 2\n\
-             [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\n\
+             [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\n{source}\
              [tracking]\ndir = \"var/tracking\"\n\
              [accounts.slow]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = {{ per_second = {} }}\n{queue}\
              [accounts.fast]\nchannel = \"email\"\nprovider = \"blackhole\"\n",
@@ -215,6 +224,8 @@ impl Isolation {
             "mode": if self.baseline { "baseline: slow account queued in memory" } else { "isolated: slow account queued in its Kafka topic" },
             "backlog_receivers": requests * 100,
             "slow_rate_per_s": self.rate,
+            "epoch_ms": self.epoch_ms,
+            "in_flight_receivers": self.in_flight_receivers,
             "notices_offered": total,
             "notices_per_s": self.notices,
             "notices_sent": latencies.len(),

@@ -24,6 +24,13 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resets this process's peak RSS (`VmHWM`) to its current RSS (Linux: `5` to
+/// `/proc/self/clear_refs`); returns that RSS, or `None` when the reset is not available.
+pub fn reset_peak_rss() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    rss_bytes()
+}
+
 /// Current resident set size of this process, in bytes (Linux `VmRSS`), if known.
 pub fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -50,6 +50,12 @@ enum Command {
         /// Queue the rate-limited account in memory instead (no isolation).
         #[arg(long)]
         baseline: bool,
+        /// The job's `source.epoch_ms` (default: the job file's default, 100).
+        #[arg(long)]
+        epoch_ms: Option<u64>,
+        /// The job's `source.in_flight_receivers` (default: the job file's default).
+        #[arg(long)]
+        in_flight_receivers: Option<usize>,
     },
     /// The job end to end against the broker, beside a raw consumer of the same topic (needs a
     /// broker; `--redis` also needs Redis).
@@ -174,6 +180,8 @@ fn main() -> anyhow::Result<()> {
             seconds,
             warmup,
             baseline,
+            epoch_ms,
+            in_flight_receivers,
         } => {
             let report = tidings_bench::isolation::Isolation {
                 brokers: brokers(),
@@ -183,6 +191,8 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 warmup,
                 baseline,
+                epoch_ms,
+                in_flight_receivers,
             }
             .run()?;
             println!("{report}");

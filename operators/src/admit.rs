@@ -289,7 +289,9 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                     let entry = open
                         .entry(epoch)
                         .or_insert_with(|| (cap.delayed(&epoch, marks_port), None));
-                    if !settled(epoch) {
+                    // Paced, every epoch goes through `waiting` (judged below, in epoch order,
+                    // each counted), even one whose changes are already in.
+                    if !settled(epoch) || pace.is_some() {
                         let wait = waiting.entry(epoch).or_insert_with(|| {
                             (
                                 ports.iter().map(|&p| cap.delayed(&epoch, p)).collect(),
