@@ -50,7 +50,7 @@ enum Command {
         /// Queue the rate-limited account in memory instead (no isolation).
         #[arg(long)]
         baseline: bool,
-        /// The job's `source.epoch_ms` (default: the job file's default, 100).
+        /// The job's `source.epoch_ms` (default: the job file's default for Kafka, 10).
         #[arg(long)]
         epoch_ms: Option<u64>,
         /// The job's `source.in_flight_receivers` (default: the job file's default).

@@ -568,14 +568,14 @@ fn check_source(
         group: source.group.clone().unwrap_or_else(|| "tidings".into()),
         dead_letter_topic: source.dead_letter_topic.clone(),
         checkpoint: std::time::Duration::from_millis(source.checkpoint_ms.max(1)),
-        tick: std::time::Duration::from_millis(source.epoch_ms.max(1)),
+        tick: std::time::Duration::from_millis(source.epoch_ms().max(1)),
     });
-    if !(1..=10_000).contains(&source.epoch_ms) {
+    if !(1..=10_000).contains(&source.epoch_ms()) {
         bad(
             "source.epoch_ms",
             format!(
-                "{} is out of range; use 1 to 10000 (default 100)",
-                source.epoch_ms
+                "{} is out of range; use 1 to 10000 (default 100 for a file, 10 for Kafka)",
+                source.epoch_ms()
             ),
         );
     }
@@ -807,9 +807,10 @@ pub struct SourceConfig {
     #[serde(default = "default_checkpoint_ms")]
     pub checkpoint_ms: u64,
     /// Milliseconds of event time per epoch, the unit of progress: a record is judged once the
-    /// frontier passes its epoch. Default 100.
-    #[serde(default = "default_epoch_ms")]
-    pub epoch_ms: u64,
+    /// frontier passes its epoch. Default 100 for a file, 10 for Kafka
+    /// ([`SourceConfig::epoch_ms`]).
+    #[serde(default)]
+    pub epoch_ms: Option<u64>,
     /// How far (ms) a record's event time may be behind the largest event time of its
     /// partition and still be judged at its own time; a later record is judged at the
     /// partition's watermark and counted as late. Also the latency floor of a busy
@@ -839,8 +840,16 @@ fn default_max_future_ms() -> u64 {
     86_400_000
 }
 
-fn default_epoch_ms() -> u64 {
-    crate::kafka::TICK.as_millis() as u64
+impl SourceConfig {
+    /// The epoch (ms): the job file's, else 100 for a file (a replay runs faster with larger
+    /// epochs) and [`crate::kafka::TICK`] (10) for Kafka (a live source: its latency floor,
+    /// and a burst's memory, follow the epoch; bench/MEASURED.md "A burst, paced").
+    pub fn epoch_ms(&self) -> u64 {
+        self.epoch_ms.unwrap_or(match self.kind {
+            SourceKind::File => 100,
+            SourceKind::Kafka => crate::kafka::TICK.as_millis() as u64,
+        })
+    }
 }
 
 fn default_checkpoint_ms() -> u64 {
@@ -1234,7 +1243,7 @@ impl Job {
             SourceKind::Kafka => 200,
         };
         let event = tidings_operators::event_time::EventTime {
-            epoch_ms: file.source.epoch_ms.max(1) as i64,
+            epoch_ms: file.source.epoch_ms().max(1) as i64,
             max_out_of_order_ms: file.source.max_out_of_order_ms.unwrap_or(default_bound) as i64,
             max_future_ms: file.source.max_future_ms as i64,
         };

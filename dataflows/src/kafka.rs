@@ -47,7 +47,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 /// Default length of one epoch of the Kafka source (`source.epoch_ms`).
-pub const TICK: Duration = Duration::from_millis(100);
+pub const TICK: Duration = Duration::from_millis(10);
 
 /// Where to read.
 #[derive(Debug, Clone)]
