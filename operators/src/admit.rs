@@ -186,7 +186,7 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
             c.register();
         }
         let scope = self.scope();
-        let mut builder = OperatorBuilder::new("Admit".to_owned(), scope.clone());
+        let mut builder = OperatorBuilder::new("Admit".to_owned(), scope);
         let activator = scope.activator_for(builder.operator_info().address);
         let mut input = builder.new_input(self, Pipeline);
         let mut change_input = builder.new_input(changes, Pipeline);
