@@ -210,8 +210,9 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
             // Epochs seen and not yet closed: the capability to send their marks, and their
             // largest event time.
             let mut open: BTreeMap<Epoch, (Capability<Epoch>, Option<Millis>)> = BTreeMap::new();
-            // Records of epochs a change may still come for: the capabilities of their outputs
-            // (pass, parked, rows, recalls) and the records.
+            // Records not judged yet (a change of their epoch may still come, or, paced, no
+            // room yet): the capabilities of their outputs (pass, parked, rows, recalls) and
+            // the records.
             let mut waiting: BTreeMap<Epoch, (Vec<Capability<Epoch>>, Vec<SourceRecord>)> =
                 BTreeMap::new();
             // Changes not applied yet, by epoch, with the capability of their dead letters.
@@ -284,34 +285,21 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                         }
                     }
                 }
+                // Every epoch waits here and is judged below, in epoch order, once no change
+                // of it can still come (and, paced, once there is room).
                 input.for_each_stamp(|cap, batches| {
                     let Some(&epoch) = cap.least() else { return };
-                    let entry = open
-                        .entry(epoch)
+                    open.entry(epoch)
                         .or_insert_with(|| (cap.delayed(&epoch, marks_port), None));
-                    // Paced, every epoch goes through `waiting` (judged below, in epoch order,
-                    // each counted), even one whose changes are already in.
-                    if !settled(epoch) || pace.is_some() {
-                        let wait = waiting.entry(epoch).or_insert_with(|| {
-                            (
-                                ports.iter().map(|&p| cap.delayed(&epoch, p)).collect(),
-                                Vec::new(),
-                            )
-                        });
-                        for batch in batches {
-                            wait.1.append(batch);
-                        }
-                        return;
+                    let wait = waiting.entry(epoch).or_insert_with(|| {
+                        (
+                            ports.iter().map(|&p| cap.delayed(&epoch, p)).collect(),
+                            Vec::new(),
+                        )
+                    });
+                    for batch in batches {
+                        wait.1.append(batch);
                     }
-                    for rec in batches.flat_map(|b| b.drain(..)) {
-                        if let Some(t) = out.admit(rec, &validator, &gate, now, &mut verdicts) {
-                            entry.1 = Some(entry.1.map_or(t, |m: Millis| m.max(t)));
-                        }
-                    }
-                    pass.session(&cap).give_iterator(out.pass.drain(..));
-                    parked.session(&cap).give_iterator(out.parked.drain(..));
-                    rows.session(&cap).give_iterator(out.rows.drain(..));
-                    recalls.session(&cap).give_iterator(out.recalls.drain(..));
                 });
                 while let Some((&epoch, _)) = waiting.first_key_value() {
                     if !settled(epoch) {

@@ -110,8 +110,10 @@ impl Tracked {
         self.len() == 0
     }
 
-    /// Each row it stands for, in order, as [`Tracked::Row`] (a dead letter as itself).
-    pub fn into_rows(self) -> impl Iterator<Item = Tracked> {
+    /// Each row it stands for, in order, as [`Tracked::Row`] (a dead letter as itself); the
+    /// tracking stage expands a group itself, as it writes it.
+    #[cfg(test)]
+    pub(crate) fn into_rows(self) -> impl Iterator<Item = Tracked> {
         let (group, single) = match self {
             Tracked::Received(g) => (Some(g), None),
             other => (None, Some(other)),
