@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use tidings_model::EventRow;
-use tidings_model::ids::{FastMap, FastSet};
+use tidings_model::ids::FastMap;
 use tidings_model::time::{Millis, end_of_local_day, local_day};
 
 /// Key prefix of everything tidings writes.
@@ -34,6 +34,8 @@ const MESSAGE_TTL_S: i64 = 3 * 24 * 3600;
 const BUSINESS_TTL_S: i64 = 30 * 24 * 3600;
 /// Rows per pipeline round trip.
 const CHUNK: usize = 2_000;
+/// Rows one turn of the writer takes from the queue at most (in pipelines of [`CHUNK`]).
+const BATCH_ROWS: usize = 20_000;
 /// Rows per spool file at most (a file is read back whole).
 const SPOOL_ROWS: usize = 20_000;
 
@@ -129,10 +131,18 @@ struct UserEntry<'a> {
     time: Millis,
 }
 
+/// One list's entries, each already a RESP bulk string, and the latest expiry given.
+struct List<'a> {
+    key: &'a str,
+    entries: Vec<u8>,
+    count: usize,
+    expire: i64,
+}
+
 /// Entries per key, keys in the order first seen.
 struct Lists<'a> {
     at: FastMap<&'a str, usize>,
-    lists: Vec<(&'a str, Vec<String>, i64)>,
+    lists: Vec<List<'a>>,
 }
 
 impl<'a> Lists<'a> {
@@ -144,76 +154,154 @@ impl<'a> Lists<'a> {
     }
 
     /// Appends `entry` to `key`'s list; the list expires at the latest `expire` given.
-    fn push(&mut self, key: &'a str, entry: String, expire: i64) {
+    fn push(&mut self, key: &'a str, entry: &[u8], expire: i64) {
         let i = *self.at.entry(key).or_insert_with(|| {
-            self.lists.push((key, Vec::new(), expire));
+            self.lists.push(List {
+                key,
+                entries: Vec::new(),
+                count: 0,
+                expire,
+            });
             self.lists.len() - 1
         });
         let list = &mut self.lists[i];
-        list.1.push(entry);
-        list.2 = list.2.max(expire);
+        bulk(&mut list.entries, &[entry]);
+        list.count += 1;
+        list.expire = list.expire.max(expire);
     }
 }
 
-/// Writes one chunk of rows as one pipeline: one `RPUSH` per list with its entries in row
+/// Appends `parts`, concatenated, as one RESP bulk string.
+fn bulk(buf: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    buf.push(b'$');
+    buf.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Redis commands in RESP, packed into one buffer as `redis::Pipeline` would pack them.
+#[derive(Default)]
+struct Resp {
+    buf: Vec<u8>,
+    /// Commands packed (a reply each).
+    commands: usize,
+}
+
+impl Resp {
+    /// Starts a command of `args` arguments (its name included).
+    fn command(&mut self, name: &str, args: usize) {
+        self.buf.push(b'*');
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(args).as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+        bulk(&mut self.buf, &[name.as_bytes()]);
+        self.commands += 1;
+    }
+
+    fn arg(&mut self, parts: &[&[u8]]) {
+        bulk(&mut self.buf, parts);
+    }
+
+    fn int(&mut self, v: i64) {
+        bulk(&mut self.buf, &[itoa::Buffer::new().format(v).as_bytes()]);
+    }
+}
+
+/// Packs one chunk of rows as one pipeline: one `RPUSH` per list with its entries in row
 /// order, one `HINCRBY` per businessId and state with the chunk's count, one expiry per key.
-fn write_chunk(
-    con: &mut redis::Connection,
-    prefix: &str,
-    rows: &[RedisRow],
-) -> redis::RedisResult<()> {
+/// Entries are written straight into the buffer (no command objects per row).
+fn pack_chunk(prefix: &str, rows: &[RedisRow]) -> Resp {
     let mut messages = Lists::new();
     let mut users = Lists::new();
     let mut counts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+    let mut entry = Vec::with_capacity(256);
     for r in rows {
-        let entry = MessageEntry {
-            code: r.code,
-            reason: &r.reason,
-            receiver: &r.receiver,
-            state: &r.state,
-            template_id: r.template_id,
-            time: r.time,
-        };
-        messages.push(&r.message_id, json(&entry), 0);
-        let entry = UserEntry {
-            business_id: r.business_id,
-            code: r.code,
-            message_id: &r.message_id,
-            reason: &r.reason,
-            state: &r.state,
-            template_id: r.template_id,
-            time: r.time,
-        };
-        users.push(&r.receiver, json(&entry), r.user_expire_at);
+        entry.clear();
+        json_into(
+            &mut entry,
+            &MessageEntry {
+                code: r.code,
+                reason: &r.reason,
+                receiver: &r.receiver,
+                state: &r.state,
+                template_id: r.template_id,
+                time: r.time,
+            },
+        );
+        messages.push(&r.message_id, &entry, 0);
+        entry.clear();
+        json_into(
+            &mut entry,
+            &UserEntry {
+                business_id: r.business_id,
+                code: r.code,
+                message_id: &r.message_id,
+                reason: &r.reason,
+                state: &r.state,
+                template_id: r.template_id,
+                time: r.time,
+            },
+        );
+        users.push(&r.receiver, &entry, r.user_expire_at);
         *counts.entry((r.business_id, &r.state)).or_default() += 1;
     }
-    let mut pipe = redis::pipe();
-    for (id, entries, _) in messages.lists {
-        let key = message_key(prefix, id);
-        pipe.rpush(&key, entries).ignore();
-        pipe.expire(&key, MESSAGE_TTL_S).ignore();
+    let mut out = Resp {
+        buf: Vec::with_capacity(
+            messages
+                .lists
+                .iter()
+                .chain(&users.lists)
+                .map(|l| l.entries.len() + 96)
+                .sum(),
+        ),
+        commands: 0,
+    };
+    let prefix = prefix.as_bytes();
+    for l in &messages.lists {
+        let key: [&[u8]; 3] = [prefix, b"msg:", l.key.as_bytes()];
+        out.command("RPUSH", 2 + l.count);
+        out.arg(&key);
+        out.buf.extend_from_slice(&l.entries);
+        out.command("EXPIRE", 3);
+        out.arg(&key);
+        out.int(MESSAGE_TTL_S);
     }
-    for (receiver, entries, at) in users.lists {
-        let key = user_key(prefix, receiver);
-        pipe.rpush(&key, entries).ignore();
-        pipe.expire_at(&key, at).ignore();
+    for l in &users.lists {
+        let key: [&[u8]; 3] = [prefix, b"user:", l.key.as_bytes()];
+        out.command("RPUSH", 2 + l.count);
+        out.arg(&key);
+        out.buf.extend_from_slice(&l.entries);
+        out.command("EXPIREAT", 3);
+        out.arg(&key);
+        out.int(l.expire);
     }
-    let mut businesses = FastSet::default();
+    let mut businesses = Vec::new();
     for ((business, state), n) in counts {
-        let key = business_key(prefix, business);
-        pipe.hincr(&key, state, n).ignore();
-        businesses.insert(key);
+        let id = itoa::Buffer::new().format(business).to_string();
+        out.command("HINCRBY", 4);
+        out.arg(&[prefix, b"biz:", id.as_bytes()]);
+        out.arg(&[state.as_bytes()]);
+        out.int(n);
+        if businesses.last() != Some(&id) {
+            businesses.push(id);
+        }
     }
-    for k in businesses {
-        pipe.expire(k, BUSINESS_TTL_S).ignore();
+    for id in businesses {
+        out.command("EXPIRE", 3);
+        out.arg(&[prefix, b"biz:", id.as_bytes()]);
+        out.int(BUSINESS_TTL_S);
     }
-    pipe.query::<()>(con)
+    out
 }
 
-/// A list entry as the JSON text Redis keeps (plain structs of strings and integers:
+/// Appends a list entry as the JSON text Redis keeps (plain structs of strings and integers:
 /// serialising cannot fail).
-fn json(entry: &impl Serialize) -> String {
-    serde_json::to_string(entry).unwrap_or_default()
+fn json_into(buf: &mut Vec<u8>, entry: &impl Serialize) {
+    let _ = serde_json::to_writer(buf, entry);
 }
 
 /// Settings of the writer.
@@ -384,14 +472,29 @@ impl Writer {
         Ok(self.con.as_mut().expect("just connected"))
     }
 
-    /// Writes rows chunk by chunk; on failure returns how many were written.
+    /// Writes rows chunk by chunk, each chunk one pipeline; the next chunk is sent before the
+    /// replies of the one before are read, so packing a chunk here and running the one before
+    /// in Redis overlap (one round trip at a time left both sides idle half the time). On
+    /// failure returns how many rows were written: the chunks whose every reply came back.
     fn write(&mut self, rows: &[RedisRow]) -> Result<(), usize> {
+        let prefix = self.settings.prefix.clone();
         let mut done = 0;
-        for chunk in rows.chunks(CHUNK) {
-            let prefix = self.settings.prefix.clone();
-            let result = self
-                .connection()
-                .and_then(|con| write_chunk(con, &prefix, chunk));
+        // The chunk sent and not answered yet: its commands and rows.
+        let mut unanswered: Option<(usize, usize)> = None;
+        let mut chunks = rows.chunks(CHUNK);
+        loop {
+            let next = chunks.next().map(|c| (pack_chunk(&prefix, c), c.len()));
+            let result = self.connection().and_then(|con| {
+                if let Some((resp, _)) = &next {
+                    con.send_packed_command(&resp.buf)?;
+                }
+                if let Some((commands, _)) = unanswered {
+                    for _ in 0..commands {
+                        con.recv_response()?.extract_error()?;
+                    }
+                }
+                Ok(())
+            });
             if let Err(e) = result {
                 self.con = None;
                 self.stats.failures += 1;
@@ -400,10 +503,15 @@ impl Writer {
                 }
                 return Err(done);
             }
-            done += chunk.len();
-            self.stats.written += chunk.len() as u64;
+            if let Some((_, n)) = unanswered.take() {
+                done += n;
+                self.stats.written += n as u64;
+            }
+            match next {
+                Some((resp, n)) => unanswered = Some((resp.commands, n)),
+                None => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// Writes the queue front to back until it is empty or Redis fails.
@@ -419,7 +527,14 @@ impl Writer {
         }
         if let Some(item) = self.queue.pop_front() {
             let (rows, file) = match item {
-                Queued::Rows(rows) => {
+                Queued::Rows(mut rows) => {
+                    // Rows queued behind go in the same write, so its chunks overlap.
+                    while rows.len() < BATCH_ROWS
+                        && let Some(Queued::Rows(more)) = self.queue.front_mut()
+                    {
+                        rows.append(more);
+                        self.queue.pop_front();
+                    }
                     self.in_memory -= rows.len();
                     (rows, None)
                 }
@@ -655,6 +770,75 @@ mod tests {
             reason: None,
             user_expire_at: 0,
         }
+    }
+
+    /// The hand-packed pipeline is byte for byte what `redis::Pipeline` packs for the same
+    /// commands: a message's and a receiver's entries in row order, one expiry per key, the
+    /// counts per businessId and state.
+    #[test]
+    fn a_chunk_packs_as_redis_rs_would() {
+        let mut rows: Vec<RedisRow> = (0..5).map(row).collect();
+        rows[3].message_id = "m1".into();
+        rows[3].state = "SEND_FAIL".into();
+        rows[3].reason = Some("quota \"x\"".into());
+        rows[4].business_id = 1;
+        rows[2].user_expire_at = 99;
+        let packed = pack_chunk("p:", &rows);
+        let mut pipe = redis::pipe();
+        let entry = |r: &RedisRow| {
+            serde_json::to_string(&MessageEntry {
+                code: r.code,
+                reason: &r.reason,
+                receiver: &r.receiver,
+                state: &r.state,
+                template_id: r.template_id,
+                time: r.time,
+            })
+            .unwrap()
+        };
+        let user_entry = |r: &RedisRow| {
+            serde_json::to_string(&UserEntry {
+                business_id: r.business_id,
+                code: r.code,
+                message_id: &r.message_id,
+                reason: &r.reason,
+                state: &r.state,
+                template_id: r.template_id,
+                time: r.time,
+            })
+            .unwrap()
+        };
+        for (id, of) in [
+            ("m0", vec![0]),
+            ("m1", vec![1, 3]),
+            ("m2", vec![2]),
+            ("m4", vec![4]),
+        ] {
+            let entries: Vec<String> = of.iter().map(|&i| entry(&rows[i])).collect();
+            pipe.rpush(format!("p:msg:{id}"), entries).ignore();
+            pipe.expire(format!("p:msg:{id}"), MESSAGE_TTL_S).ignore();
+        }
+        for (r, of, at) in [
+            ("r0", vec![0], 0),
+            ("r1", vec![1], 0),
+            ("r2", vec![2], 99),
+            ("r3", vec![3], 0),
+            ("r4", vec![4], 0),
+        ] {
+            let entries: Vec<String> = of.iter().map(|&i| user_entry(&rows[i])).collect();
+            pipe.rpush(format!("p:user:{r}"), entries).ignore();
+            pipe.expire_at(format!("p:user:{r}"), at).ignore();
+        }
+        pipe.hincr("p:biz:1", "RECEIVE", 1).ignore();
+        pipe.hincr("p:biz:2", "RECEIVE", 3).ignore();
+        pipe.hincr("p:biz:2", "SEND_FAIL", 1).ignore();
+        pipe.expire("p:biz:1", BUSINESS_TTL_S).ignore();
+        pipe.expire("p:biz:2", BUSINESS_TTL_S).ignore();
+        assert_eq!(
+            String::from_utf8_lossy(&packed.buf),
+            String::from_utf8_lossy(&pipe.get_packed_pipeline())
+        );
+        assert_eq!(packed.commands, pipe.len());
     }
 
     /// Rows waiting for Redis (in the channel too) count against the bound, spill to files of
