@@ -244,6 +244,9 @@ impl E2e {
         let sent = rows.iter().filter(|r| r.state == "SEND_SUCCESS").count() as u64;
         let raw_rate = self.requests as f64 / raw_secs;
         let rate = self.requests as f64 / span;
+        // With Redis, the job ends when its writer has drained: every row is in Redis by
+        // `job_wall` (start-up and the idle exit included, so this rate is a floor).
+        let redis_rate = self.redis.as_ref().map(|_| self.requests as f64 / job_wall);
         Ok(serde_json::json!({
             "requests": self.requests,
             "receivers_per_request": self.receivers,
@@ -251,6 +254,8 @@ impl E2e {
             "redis_tracking": self.redis.is_some(),
             "redis_rows_written": summary.redis.map(|r| r.written),
             "job_wall_seconds_incl_idle_exit_and_redis_drain": job_wall,
+            "redis_tracked_requests_per_s": redis_rate,
+            "redis_tracked_over_raw": redis_rate.map(|r| r / raw_rate),
             "raw_consume_requests_per_s": raw_rate,
             "raw_consume_mib_per_s": bytes as f64 / raw_secs / (1024.0 * 1024.0),
             "pipeline_seconds": span,
