@@ -50,6 +50,23 @@ pub struct Stamped {
     pub bad_time: Option<String>,
 }
 
+/// Records given on at consecutive offsets, all at one epoch: where the first starts, and the
+/// partition's clock before it (where a cut between two epochs resumes).
+#[derive(Debug, Clone)]
+struct Run {
+    offset: i64,
+    byte: u64,
+    epoch: Epoch,
+    clock: PartitionClock,
+    len: i64,
+}
+
+impl Run {
+    fn offsets(&self) -> std::ops::Range<i64> {
+        self.offset..self.offset + self.len
+    }
+}
+
 /// One partition's reading state: its clock, what to skip when re-reading after a cut, and the
 /// records given on that a future cut may still need to read again.
 #[derive(Debug, Clone)]
@@ -66,9 +83,9 @@ pub struct Partition {
     read_to: i64,
     /// ...and only these of them are given on again.
     after: HashSet<i64>,
-    /// Records given on whose epoch may be past a future cut: (offset, byte, epoch, clock
-    /// before the record).
-    inflight: VecDeque<(i64, u64, Epoch, PartitionClock)>,
+    /// Records given on whose epoch may be past a future cut, as runs of consecutive offsets
+    /// at one epoch (a burst's records share a few epochs: a run each, not an entry each).
+    inflight: VecDeque<Run>,
     /// Nothing more to read for now (end of file, or the broker said so).
     pub caught_up: bool,
     /// A file partition's fingerprint, kept with its positions.
@@ -146,8 +163,16 @@ impl Partition {
         if offset < self.read_to && !self.after.remove(&offset) {
             return None;
         }
-        self.inflight
-            .push_back((offset, byte, stamped.epoch, before));
+        match self.inflight.back_mut() {
+            Some(run) if run.epoch == stamped.epoch && run.offsets().end == offset => run.len += 1,
+            _ => self.inflight.push_back(Run {
+                offset,
+                byte,
+                epoch: stamped.epoch,
+                clock: before,
+                len: 1,
+            }),
+        }
         Some(stamped)
     }
 
@@ -159,17 +184,16 @@ impl Partition {
     /// Where to resume as of cut `cut`: at the first record given on past the cut.
     pub fn position(&self, cut: Epoch) -> Position {
         let read_to = self.next.max(self.read_to);
-        let past: Vec<&(i64, u64, Epoch, PartitionClock)> =
-            self.inflight.iter().filter(|r| r.2 > cut).collect();
+        let past: Vec<&Run> = self.inflight.iter().filter(|r| r.epoch > cut).collect();
         // Records of the restored cut not read again yet are still to be skipped.
-        let mut after: Vec<i64> = past.iter().map(|r| r.0).collect();
+        let mut after: Vec<i64> = past.iter().flat_map(|r| r.offsets()).collect();
         after.extend(self.after.iter().copied());
         after.sort_unstable();
         match past.first() {
-            Some(&&(offset, byte, _, clock)) => Position {
-                offset,
-                byte,
-                clock,
+            Some(run) => Position {
+                offset: run.offset,
+                byte: run.byte,
+                clock: run.clock,
                 read_to,
                 after,
                 fingerprint: self.fingerprint.clone(),
@@ -195,7 +219,7 @@ impl Partition {
 
     /// Forgets records no cut from `cap` on can need again (their epoch is at or before it).
     pub fn prune(&mut self, cap: Epoch) {
-        self.inflight.retain(|r| r.2 > cap);
+        self.inflight.retain(|r| r.epoch > cap);
     }
 }
 
@@ -714,6 +738,43 @@ mod tests {
             .filter(|(i, s)| *i > 3 || s.epoch > c)
             .collect();
         assert_eq!(replayed, expected);
+    }
+
+    /// Records given on are remembered as runs of consecutive offsets at one epoch; a gap in
+    /// the offsets (Kafka's compaction, transactions' markers) or another epoch starts a run,
+    /// and a cut's position lists exactly the offsets past it.
+    #[test]
+    fn records_given_on_are_kept_as_runs_and_a_cut_lists_each_past_it() {
+        let e = EventTime {
+            max_out_of_order_ms: 0,
+            ..event()
+        };
+        let mut p = Partition::new(0, None, 1);
+        // (offset, event time): epochs of 100 ms; offset 5 is missing.
+        let records = [
+            (1, NOW),
+            (2, NOW + 10),
+            (3, NOW + 120),
+            (4, NOW + 130),
+            (6, NOW + 140),
+            (7, NOW + 150),
+            (8, NOW + 250),
+        ];
+        let mut epochs = Vec::new();
+        for (offset, t) in records {
+            epochs.push(p.stamp(offset, 10, Ok(t), NOW, &e, 0).unwrap().epoch);
+        }
+        assert_eq!(p.inflight.len(), 4, "{:?}", p.inflight);
+        let first = epochs[0];
+        let pos = p.position(first);
+        assert_eq!((pos.offset, pos.byte), (3, 20));
+        assert_eq!(pos.after, vec![3, 4, 6, 7, 8]);
+        assert_eq!(pos.clock.max_seen, Some(NOW + 10));
+        let pos = p.position(epochs[2]);
+        assert_eq!((pos.offset, pos.after), (8, vec![8]));
+        p.prune(epochs[2]);
+        assert_eq!(p.inflight.len(), 1);
+        assert_eq!(p.position(epochs[6]).after, Vec::<i64>::new());
     }
 
     #[test]
