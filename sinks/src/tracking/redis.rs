@@ -477,6 +477,9 @@ impl Writer {
     /// in Redis overlap (one round trip at a time left both sides idle half the time). On
     /// failure returns how many rows were written: the chunks whose every reply came back.
     fn write(&mut self, rows: &[RedisRow]) -> Result<(), usize> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let prefix = self.settings.prefix.clone();
         let mut done = 0;
         // The chunk sent and not answered yet: its commands and rows.
