@@ -131,6 +131,31 @@ struct UserEntry<'a> {
     time: Millis,
 }
 
+impl RedisRow {
+    fn message_entry(&self) -> MessageEntry<'_> {
+        MessageEntry {
+            code: self.code,
+            reason: &self.reason,
+            receiver: &self.receiver,
+            state: &self.state,
+            template_id: self.template_id,
+            time: self.time,
+        }
+    }
+
+    fn user_entry(&self) -> UserEntry<'_> {
+        UserEntry {
+            business_id: self.business_id,
+            code: self.code,
+            message_id: &self.message_id,
+            reason: &self.reason,
+            state: &self.state,
+            template_id: self.template_id,
+            time: self.time,
+        }
+    }
+}
+
 /// One list's entries, each already a RESP bulk string, and the latest expiry given.
 struct List<'a> {
     key: &'a str,
@@ -221,31 +246,10 @@ fn pack_chunk(prefix: &str, rows: &[RedisRow]) -> Resp {
     let mut entry = Vec::with_capacity(256);
     for r in rows {
         entry.clear();
-        json_into(
-            &mut entry,
-            &MessageEntry {
-                code: r.code,
-                reason: &r.reason,
-                receiver: &r.receiver,
-                state: &r.state,
-                template_id: r.template_id,
-                time: r.time,
-            },
-        );
+        json_into(&mut entry, &r.message_entry());
         messages.push(&r.message_id, &entry, 0);
         entry.clear();
-        json_into(
-            &mut entry,
-            &UserEntry {
-                business_id: r.business_id,
-                code: r.code,
-                message_id: &r.message_id,
-                reason: &r.reason,
-                state: &r.state,
-                template_id: r.template_id,
-                time: r.time,
-            },
-        );
+        json_into(&mut entry, &r.user_entry());
         users.push(&r.receiver, &entry, r.user_expire_at);
         *counts.entry((r.business_id, &r.state)).or_default() += 1;
     }
@@ -788,29 +792,8 @@ mod tests {
         rows[2].user_expire_at = 99;
         let packed = pack_chunk("p:", &rows);
         let mut pipe = redis::pipe();
-        let entry = |r: &RedisRow| {
-            serde_json::to_string(&MessageEntry {
-                code: r.code,
-                reason: &r.reason,
-                receiver: &r.receiver,
-                state: &r.state,
-                template_id: r.template_id,
-                time: r.time,
-            })
-            .unwrap()
-        };
-        let user_entry = |r: &RedisRow| {
-            serde_json::to_string(&UserEntry {
-                business_id: r.business_id,
-                code: r.code,
-                message_id: &r.message_id,
-                reason: &r.reason,
-                state: &r.state,
-                template_id: r.template_id,
-                time: r.time,
-            })
-            .unwrap()
-        };
+        let entry = |r: &RedisRow| serde_json::to_string(&r.message_entry()).unwrap();
+        let user_entry = |r: &RedisRow| serde_json::to_string(&r.user_entry()).unwrap();
         for (id, of) in [
             ("m0", vec![0]),
             ("m1", vec![1, 3]),
