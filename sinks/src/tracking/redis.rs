@@ -93,19 +93,24 @@ impl RedisRow {
     }
 }
 
+/// What follows the prefix in each kind of key.
+const MESSAGE: &str = "msg:";
+const USER: &str = "user:";
+const BUSINESS: &str = "biz:";
+
 /// The key of a message's list.
 pub fn message_key(prefix: &str, message_id: &str) -> String {
-    format!("{prefix}msg:{message_id}")
+    format!("{prefix}{MESSAGE}{message_id}")
 }
 
 /// The key of a receiver's list.
 pub fn user_key(prefix: &str, receiver: &str) -> String {
-    format!("{prefix}user:{receiver}")
+    format!("{prefix}{USER}{receiver}")
 }
 
 /// The key of a businessId's state counts.
 pub fn business_key(prefix: &str, business_id: i64) -> String {
-    format!("{prefix}biz:{business_id}")
+    format!("{prefix}{BUSINESS}{business_id}")
 }
 
 /// An entry of a message's list (fields in the order `serde_json` sorts them).
@@ -234,6 +239,17 @@ impl Resp {
     fn int(&mut self, v: i64) {
         bulk(&mut self.buf, &[itoa::Buffer::new().format(v).as_bytes()]);
     }
+
+    /// `RPUSH key` with the list's entries, then `expiry key at` (`EXPIRE` seconds or
+    /// `EXPIREAT` a time).
+    fn list(&mut self, key: &[&[u8]], list: &List, expiry: &str, at: i64) {
+        self.command("RPUSH", 2 + list.count);
+        self.arg(key);
+        self.buf.extend_from_slice(&list.entries);
+        self.command(expiry, 3);
+        self.arg(key);
+        self.int(at);
+    }
 }
 
 /// Packs one chunk of rows as one pipeline: one `RPUSH` per list with its entries in row
@@ -266,28 +282,26 @@ fn pack_chunk(prefix: &str, rows: &[RedisRow]) -> Resp {
     };
     let prefix = prefix.as_bytes();
     for l in &messages.lists {
-        let key: [&[u8]; 3] = [prefix, b"msg:", l.key.as_bytes()];
-        out.command("RPUSH", 2 + l.count);
-        out.arg(&key);
-        out.buf.extend_from_slice(&l.entries);
-        out.command("EXPIRE", 3);
-        out.arg(&key);
-        out.int(MESSAGE_TTL_S);
+        out.list(
+            &[prefix, MESSAGE.as_bytes(), l.key.as_bytes()],
+            l,
+            "EXPIRE",
+            MESSAGE_TTL_S,
+        );
     }
     for l in &users.lists {
-        let key: [&[u8]; 3] = [prefix, b"user:", l.key.as_bytes()];
-        out.command("RPUSH", 2 + l.count);
-        out.arg(&key);
-        out.buf.extend_from_slice(&l.entries);
-        out.command("EXPIREAT", 3);
-        out.arg(&key);
-        out.int(l.expire);
+        out.list(
+            &[prefix, USER.as_bytes(), l.key.as_bytes()],
+            l,
+            "EXPIREAT",
+            l.expire,
+        );
     }
     let mut businesses = Vec::new();
     for ((business, state), n) in counts {
         let id = itoa::Buffer::new().format(business).to_string();
         out.command("HINCRBY", 4);
-        out.arg(&[prefix, b"biz:", id.as_bytes()]);
+        out.arg(&[prefix, BUSINESS.as_bytes(), id.as_bytes()]);
         out.arg(&[state.as_bytes()]);
         out.int(n);
         if businesses.last() != Some(&id) {
@@ -296,7 +310,7 @@ fn pack_chunk(prefix: &str, rows: &[RedisRow]) -> Resp {
     }
     for id in businesses {
         out.command("EXPIRE", 3);
-        out.arg(&[prefix, b"biz:", id.as_bytes()]);
+        out.arg(&[prefix, BUSINESS.as_bytes(), id.as_bytes()]);
         out.int(BUSINESS_TTL_S);
     }
     out
