@@ -112,18 +112,156 @@ pub struct ParquetTracking {
     templates: Arc<Templates>,
     prefix: String,
     seq: u64,
-    events: BTreeMap<NaiveDate, Vec<EventRow>>,
-    dead: BTreeMap<NaiveDate, Vec<DeadLetter>>,
-    buffered: usize,
-    /// Files encoded for an object store whose PUT has not succeeded yet.
+    events: BTreeMap<NaiveDate, Encoding<EventRow>>,
+    dead: BTreeMap<NaiveDate, Encoding<DeadLetter>>,
+    /// Files encoded whole and not stored yet (a write or PUT failed): retried as they are.
     unsent: Vec<Unsent>,
 }
 
-/// A file owed to the object store.
+/// A file encoded whole and owed to its directory or object store.
 struct Unsent {
     rel: String,
     body: bytes::Bytes,
     rows: usize,
+}
+
+/// A file being encoded: each row goes into columns as it comes (while its message's facts
+/// are still in the cache), and every [`CHUNK_ROWS`] rows the columns are encoded into the
+/// file's pages. A worker holds one chunk's columns and the file's encoded pages instead of
+/// every row until the flush, and lets a message's facts go with its last row
+/// (bench/MEASURED.md, "Tracking files encoded as rows come").
+struct Encoding<R: TableRow> {
+    /// The rows not encoded yet, as columns.
+    columns: R::Columns,
+    /// Rows in `columns`.
+    pending: usize,
+    /// The chunks encoded so far.
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    encoded: usize,
+    /// Encoding failed (only a bug gets here: the sink is memory): the rows stay counted as
+    /// not durable and every flush reports the error, so Track holds new sends back instead
+    /// of sending untracked.
+    failed: Option<String>,
+}
+
+/// A table's rows as columns.
+trait TableRow: Sized {
+    const TABLE: &'static str;
+    type Columns;
+    /// Empty columns; `chunk`: sized for a whole chunk (the date is busy).
+    fn columns(chunk: bool) -> Self::Columns;
+    fn push(columns: &mut Self::Columns, templates: &Templates, row: &Self);
+    /// The columns as a record batch (they are left empty).
+    fn batch(columns: Self::Columns) -> Result<RecordBatch, arrow_schema::ArrowError>;
+    fn schema() -> SchemaRef;
+}
+
+impl<R: TableRow> Default for Encoding<R> {
+    fn default() -> Self {
+        Encoding {
+            columns: R::columns(false),
+            pending: 0,
+            writer: None,
+            encoded: 0,
+            failed: None,
+        }
+    }
+}
+
+impl<R: TableRow> Encoding<R> {
+    fn len(&self) -> usize {
+        self.encoded + self.pending
+    }
+
+    fn push(&mut self, row: &R, templates: &Templates) {
+        R::push(&mut self.columns, templates, row);
+        self.pending += 1;
+        if self.pending >= CHUNK_ROWS {
+            self.encode(true);
+        }
+    }
+
+    /// Encodes the columns held into the file's pages; `more`: more rows are coming (the next
+    /// columns are sized for a chunk).
+    fn encode(&mut self, more: bool) {
+        if self.pending == 0 || self.failed.is_some() {
+            return;
+        }
+        let columns = std::mem::replace(&mut self.columns, R::columns(more));
+        let written = (|| {
+            let batch = R::batch(columns).map_err(io::Error::other)?;
+            let writer = match &mut self.writer {
+                Some(w) => w,
+                None => self.writer.insert(
+                    ArrowWriter::try_new(Vec::new(), R::schema(), Some(writer_props()))
+                        .map_err(parquet_io)?,
+                ),
+            };
+            writer.write(&batch).map_err(parquet_io)
+        })();
+        match written {
+            Ok(()) => {
+                self.encoded += self.pending;
+                self.pending = 0;
+            }
+            Err(e) => self.failed = Some(e.to_string()),
+        }
+    }
+
+    /// The whole file's bytes and its row count; on an error the encoding is given back.
+    fn finish(mut self) -> Result<(Vec<u8>, usize), (Self, io::Error)> {
+        self.encode(false);
+        let failed = |mut this: Self, e: String| {
+            let error = io::Error::other(format!("encoding a {} file: {e}", R::TABLE));
+            this.failed = Some(e);
+            Err((this, error))
+        };
+        if let Some(e) = self.failed.clone() {
+            return failed(self, e);
+        }
+        let n = self.encoded;
+        let Some(writer) = self.writer.take() else {
+            return Ok((Vec::new(), 0));
+        };
+        match writer.into_inner() {
+            Ok(body) => Ok((body, n)),
+            Err(e) => failed(self, e.to_string()),
+        }
+    }
+}
+
+impl TableRow for EventRow {
+    const TABLE: &'static str = "events";
+    type Columns = EventColumns;
+    fn columns(chunk: bool) -> EventColumns {
+        EventColumns::with_capacity(if chunk { CHUNK_ROWS } else { 0 })
+    }
+    fn push(c: &mut EventColumns, templates: &Templates, r: &EventRow) {
+        c.push(templates, r);
+    }
+    fn batch(c: EventColumns) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        c.finish()
+    }
+    fn schema() -> SchemaRef {
+        events_schema()
+    }
+}
+
+impl TableRow for DeadLetter {
+    const TABLE: &'static str = "dead_letters";
+    type Columns = DeadColumns;
+    fn columns(_: bool) -> DeadColumns {
+        DeadColumns::default()
+    }
+    fn push(c: &mut DeadColumns, _: &Templates, r: &DeadLetter) {
+        c.push(r);
+    }
+    fn batch(c: DeadColumns) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        c.finish()
+    }
+    fn schema() -> SchemaRef {
+        dead_letters_schema()
+    }
 }
 
 impl ParquetTracking {
@@ -144,7 +282,6 @@ impl ParquetTracking {
             seq: 0,
             events: BTreeMap::new(),
             dead: BTreeMap::new(),
-            buffered: 0,
             unsent: Vec::new(),
         }
     }
@@ -153,168 +290,191 @@ impl ParquetTracking {
         self.events
             .entry(local_date(self.tz, row.event_time))
             .or_default()
-            .push(row);
-        self.buffered += 1;
+            .push(&row, &self.templates);
     }
 
     fn dead(&mut self, row: DeadLetter) {
         self.dead
             .entry(local_date(self.tz, row.time))
             .or_default()
-            .push(row);
-        self.buffered += 1;
+            .push(&row, &self.templates);
     }
 
     fn buffered(&self) -> usize {
-        self.buffered + self.unsent.iter().map(|u| u.rows).sum::<usize>()
+        self.events.values().map(Encoding::len).sum::<usize>()
+            + self.dead.values().map(Encoding::len).sum::<usize>()
+            + self.unsent.iter().map(|u| u.rows).sum::<usize>()
     }
 
-    /// Writes every buffered row. On an error the rows not yet written stay buffered (each
-    /// date's file is written whole or not at all), so a later call retries them. On an object
-    /// store a file whose PUT failed is retried as it was, under its own name: a PUT that
-    /// reported an error may still have been stored, and a retry under a new name would make
-    /// its rows appear twice.
+    /// Writes every buffered row: each date's rows as one file. A file is encoded whole
+    /// before it is written, and kept (under its name) until it is stored, so on an error a
+    /// later call retries it as it was. On an object store that matters: a PUT that reported
+    /// an error may still have been stored, and a retry under a new name would make its rows
+    /// appear twice.
     fn flush(&mut self) -> io::Result<()> {
         self.send_unsent()?;
-        while let Some((date, rows)) = self.events.pop_first() {
-            let n = rows.len();
-            let templates = self.templates.clone();
-            let batches = rows
-                .chunks(CHUNK_ROWS)
-                .map(|chunk| events_batch(&templates, chunk));
-            let written = self.write("events", date, events_schema(), batches, n);
-            if let Err(e) = written {
-                self.events.insert(date, rows);
-                return Err(e);
-            }
-            self.buffered -= rows.len();
-        }
-        while let Some((date, rows)) = self.dead.pop_first() {
-            let n = rows.len();
-            let batches = rows.chunks(CHUNK_ROWS).map(dead_batch);
-            let written = self.write("dead_letters", date, dead_letters_schema(), batches, n);
-            if let Err(e) = written {
-                self.dead.insert(date, rows);
-                return Err(e);
-            }
-            self.buffered -= rows.len();
-        }
+        let mut events = std::mem::take(&mut self.events);
+        let closed = self.close_all(&mut events);
+        self.events = events;
+        closed?;
+        let mut dead = std::mem::take(&mut self.dead);
+        let closed = self.close_all(&mut dead);
+        self.dead = dead;
+        closed?;
         self.send_unsent()
     }
 
-    /// PUTs the encoded files not yet stored, oldest first, each under its own name.
-    fn send_unsent(&mut self) -> io::Result<()> {
-        let TrackingDir::Object(o) = &self.dir else {
-            return Ok(());
-        };
-        while let Some(u) = self.unsent.first() {
-            o.put_bytes(&u.rel, u.body.clone())?;
-            self.unsent.remove(0);
+    /// Finishes each date's file and queues it to be stored; a file whose encoding failed
+    /// stays in `open` with the dates after it.
+    fn close_all<R: TableRow>(
+        &mut self,
+        open: &mut BTreeMap<NaiveDate, Encoding<R>>,
+    ) -> io::Result<()> {
+        while let Some((date, file)) = open.pop_first() {
+            match file.finish() {
+                Ok((_, 0)) => {}
+                Ok((body, rows)) => {
+                    self.seq += 1;
+                    self.unsent.push(Unsent {
+                        rel: format!(
+                            "{}/date={}/{}-{:05}.parquet",
+                            R::TABLE,
+                            date.format("%Y-%m-%d"),
+                            self.prefix,
+                            self.seq
+                        ),
+                        body: body.into(),
+                        rows,
+                    });
+                }
+                Err((file, e)) => {
+                    open.insert(date, file);
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Writes one file of `batches` (encoded one after another, so only one batch's columns
-    /// are held at a time). Locally: aside as `.NAME.tmp`, fsynced, renamed; a failed write
-    /// leaves no `.tmp` behind. On an object store: one PUT of the whole file. The error names
-    /// the path.
-    fn write(
-        &mut self,
-        table: &str,
-        date: NaiveDate,
-        schema: SchemaRef,
-        batches: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
-        rows: usize,
-    ) -> io::Result<()> {
-        let partition = format!("{table}/date={}", date.format("%Y-%m-%d"));
-        self.seq += 1;
-        let name = format!("{}-{:05}.parquet", self.prefix, self.seq);
-        let dir = match &self.dir {
-            TrackingDir::Object(_) => {
-                // Encoded once; owed (and counted as buffered) until its PUT succeeds.
-                let body = parquet_bytes(Vec::new(), schema, batches)?;
-                self.unsent.push(Unsent {
-                    rel: format!("{partition}/{name}"),
-                    body: body.into(),
-                    rows,
-                });
-                return Ok(());
+    /// Stores the encoded files not stored yet, oldest first, each under its own name.
+    fn send_unsent(&mut self) -> io::Result<()> {
+        while let Some(u) = self.unsent.first() {
+            match &self.dir {
+                TrackingDir::Object(o) => o.put_bytes(&u.rel, u.body.clone())?,
+                TrackingDir::Local(d) => write_file(d, &u.rel, &u.body)?,
             }
-            TrackingDir::Local(d) => d.join(&partition),
-        };
-        let named = |path: &Path, e: io::Error| {
-            io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| named(&dir, e))?;
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let written = (|| {
-            let file = parquet_bytes(File::create(&tmp)?, schema, batches)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, dir.join(&name))
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(named(&tmp, e));
-        }
-        // The rename is durable once the directory is.
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
+            self.unsent.remove(0);
         }
         Ok(())
     }
 }
 
-/// `rows` as one record batch of the events table.
-fn events_batch(
-    templates: &Templates,
-    rows: &[EventRow],
-) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let n = rows.len();
-    let mut time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut event_time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut message_id = StringBuilder::with_capacity(n, n * 32);
-    let mut business_id = Int64Builder::with_capacity(n);
-    let mut template_id = Int64Builder::with_capacity(n);
-    let mut channel = StringBuilder::with_capacity(n, n * 8);
-    let mut msg_type = StringBuilder::with_capacity(n, n * 8);
-    let mut receiver = StringBuilder::with_capacity(n, n * 16);
-    let mut state = StringBuilder::with_capacity(n, n * 12);
-    let mut state_code = Int32Builder::with_capacity(n);
-    let mut reason = StringBuilder::new();
-    let mut biz_id = StringBuilder::new();
-    let mut template_version = Int32Builder::with_capacity(n);
-    for r in rows {
-        let t = r.meta.template(templates);
-        time.append_value(r.time);
-        event_time.append_value(r.event_time);
-        message_id.append_value(&r.meta.message_id);
-        business_id.append_value(r.meta.business_id);
-        template_id.append_value(r.meta.template_id);
-        channel.append_value(t.map_or("unknown", |t| t.channel.name()));
-        msg_type.append_value(t.map_or("unknown", |t| t.msg_type.name()));
-        receiver.append_value(&r.receiver);
-        state.append_value(r.state.name());
-        state_code.append_value(r.state.code());
-        reason.append_option(r.reason.as_deref());
-        biz_id.append_option(r.meta.biz_id.as_deref());
-        template_version.append_value(r.meta.template_version() as i32);
+/// Writes `body` as `rel` under `root`: aside as `.NAME.tmp`, fsynced, renamed; a failed
+/// write leaves no `.tmp` behind. The error names the path.
+fn write_file(root: &Path, rel: &str, body: &[u8]) -> io::Result<()> {
+    let path = root.join(rel);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::other(format!(
+            "{}: not a file path",
+            path.display()
+        )));
+    };
+    let named =
+        |path: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    std::fs::create_dir_all(dir).map_err(|e| named(dir, e))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let written = (|| {
+        let mut file = File::create(&tmp)?;
+        io::Write::write_all(&mut file, body)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(named(&tmp, e));
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(time.finish()),
-        Arc::new(event_time.finish()),
-        Arc::new(message_id.finish()),
-        Arc::new(business_id.finish()),
-        Arc::new(template_id.finish()),
-        Arc::new(channel.finish()),
-        Arc::new(msg_type.finish()),
-        Arc::new(receiver.finish()),
-        Arc::new(state.finish()),
-        Arc::new(state_code.finish()),
-        Arc::new(reason.finish()),
-        Arc::new(biz_id.finish()),
-        Arc::new(template_version.finish()),
-    ];
-    RecordBatch::try_new(events_schema(), columns)
+    // The rename is durable once the directory is.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Rows of the events table as columns (docs/tables.md).
+struct EventColumns {
+    time: TimestampMillisecondBuilder,
+    event_time: TimestampMillisecondBuilder,
+    message_id: StringBuilder,
+    business_id: Int64Builder,
+    template_id: Int64Builder,
+    channel: StringBuilder,
+    msg_type: StringBuilder,
+    receiver: StringBuilder,
+    state: StringBuilder,
+    state_code: Int32Builder,
+    reason: StringBuilder,
+    biz_id: StringBuilder,
+    template_version: Int32Builder,
+}
+
+impl EventColumns {
+    fn with_capacity(n: usize) -> EventColumns {
+        EventColumns {
+            time: TimestampMillisecondBuilder::with_capacity(n),
+            event_time: TimestampMillisecondBuilder::with_capacity(n),
+            message_id: StringBuilder::with_capacity(n, n * 32),
+            business_id: Int64Builder::with_capacity(n),
+            template_id: Int64Builder::with_capacity(n),
+            channel: StringBuilder::with_capacity(n, n * 8),
+            msg_type: StringBuilder::with_capacity(n, n * 8),
+            receiver: StringBuilder::with_capacity(n, n * 16),
+            state: StringBuilder::with_capacity(n, n * 12),
+            state_code: Int32Builder::with_capacity(n),
+            reason: StringBuilder::new(),
+            biz_id: StringBuilder::new(),
+            template_version: Int32Builder::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, templates: &Templates, r: &EventRow) {
+        let t = r.meta.template(templates);
+        self.time.append_value(r.time);
+        self.event_time.append_value(r.event_time);
+        self.message_id.append_value(&r.meta.message_id);
+        self.business_id.append_value(r.meta.business_id);
+        self.template_id.append_value(r.meta.template_id);
+        self.channel
+            .append_value(t.map_or("unknown", |t| t.channel.name()));
+        self.msg_type
+            .append_value(t.map_or("unknown", |t| t.msg_type.name()));
+        self.receiver.append_value(&r.receiver);
+        self.state.append_value(r.state.name());
+        self.state_code.append_value(r.state.code());
+        self.reason.append_option(r.reason.as_deref());
+        self.biz_id.append_option(r.meta.biz_id.as_deref());
+        self.template_version
+            .append_value(r.meta.template_version() as i32);
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let utc = |b: &mut TimestampMillisecondBuilder| b.finish().with_timezone("UTC");
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(utc(&mut self.time)),
+            Arc::new(utc(&mut self.event_time)),
+            Arc::new(self.message_id.finish()),
+            Arc::new(self.business_id.finish()),
+            Arc::new(self.template_id.finish()),
+            Arc::new(self.channel.finish()),
+            Arc::new(self.msg_type.finish()),
+            Arc::new(self.receiver.finish()),
+            Arc::new(self.state.finish()),
+            Arc::new(self.state_code.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.biz_id.finish()),
+            Arc::new(self.template_version.finish()),
+        ];
+        RecordBatch::try_new(events_schema(), columns)
+    }
 }
 
 /// How tracking tables are written: Snappy, and no dictionary on the columns whose values
@@ -328,26 +488,11 @@ pub(crate) fn writer_props() -> WriterProperties {
     props.build()
 }
 
-/// Rows per record batch when a tracking file is encoded: a file of `flush_rows` rows is turned
-/// into columns this many rows at a time (each batch dropped once encoded), so a flush holds one
-/// batch's columns beside the rows, not the whole file's (bench/MEASURED.md, "A burst, paced").
+/// Rows per record batch when a tracking file is encoded: rows are turned into columns this
+/// many at a time as they come (each batch dropped once encoded), so a worker holds one batch's
+/// rows and columns beside the file's encoded pages, not the whole file's rows
+/// (bench/MEASURED.md, "A burst, paced" and "Tracking files encoded as rows come").
 pub const CHUNK_ROWS: usize = 16_384;
-
-/// `batches` as one Parquet file written to `out` ([`writer_props`]); returns `out`.
-pub(crate) fn parquet_bytes<W: io::Write + Send>(
-    out: W,
-    schema: SchemaRef,
-    batches: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
-) -> io::Result<W> {
-    let props = writer_props();
-    let mut writer = ArrowWriter::try_new(out, schema, Some(props)).map_err(parquet_io)?;
-    for batch in batches {
-        writer
-            .write(&batch.map_err(io::Error::other)?)
-            .map_err(parquet_io)?;
-    }
-    writer.into_inner().map_err(parquet_io)
-}
 
 /// A Parquet error as an I/O error, keeping the I/O error's kind (e.g. a full disk) when it
 /// is one.
@@ -407,24 +552,32 @@ fn tmp_is_stale(part: &str, f: &std::fs::DirEntry) -> bool {
     old || gone
 }
 
-fn dead_batch(rows: &[DeadLetter]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let mut time = TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
-    let mut source = StringBuilder::new();
-    let mut payload = StringBuilder::new();
-    let mut reason = StringBuilder::new();
-    for r in rows {
-        time.append_value(r.time);
-        source.append_value(&r.source);
-        payload.append_value(&r.payload);
-        reason.append_value(&r.reason);
+/// Dead letters as columns (docs/tables.md).
+#[derive(Default)]
+struct DeadColumns {
+    time: TimestampMillisecondBuilder,
+    source: StringBuilder,
+    payload: StringBuilder,
+    reason: StringBuilder,
+}
+
+impl DeadColumns {
+    fn push(&mut self, r: &DeadLetter) {
+        self.time.append_value(r.time);
+        self.source.append_value(&r.source);
+        self.payload.append_value(&r.payload);
+        self.reason.append_value(&r.reason);
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(time.finish()),
-        Arc::new(source.finish()),
-        Arc::new(payload.finish()),
-        Arc::new(reason.finish()),
-    ];
-    RecordBatch::try_new(dead_letters_schema(), columns)
+
+    fn finish(mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish().with_timezone("UTC")),
+            Arc::new(self.source.finish()),
+            Arc::new(self.payload.finish()),
+            Arc::new(self.reason.finish()),
+        ];
+        RecordBatch::try_new(dead_letters_schema(), columns)
+    }
 }
 
 #[cfg(test)]
@@ -492,6 +645,66 @@ mod tests {
         assert_eq!(batches[0].num_rows(), 1);
         assert_eq!(batches[0].schema().fields().len(), 13);
         assert!(dir.path().join("dead_letters/date=2025-11-22").is_dir());
+    }
+
+    /// A file of more rows than a chunk is encoded as the rows come: every row is counted as
+    /// buffered until the flush, a failed write keeps the encoded file for the retry, and the
+    /// file read back holds every row in the order given.
+    #[test]
+    fn a_file_encoded_chunk_by_chunk_keeps_every_row_through_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "a file").unwrap();
+        let mut w = ParquetTracking::new(&plain, tz, Arc::new(Templates::default()), "r1", 0);
+        let meta = Arc::new(MessageMeta {
+            live: None,
+            accounts: None,
+            message_id: "m".into(),
+            template_id: 1,
+            business_id: 2,
+            biz_id: None,
+            content: "{}".into(),
+            event_time: 0,
+            seq: 0,
+        });
+        let n = 2 * CHUNK_ROWS + 7;
+        let t = 1_763_742_600_000;
+        for i in 0..n {
+            w.event(EventRow {
+                time: t + i as i64,
+                event_time: t,
+                meta: meta.clone(),
+                receiver: i.to_string().into(),
+                state: State::Receive,
+                reason: None,
+            });
+        }
+        assert_eq!(w.buffered(), n);
+        assert!(w.flush().is_err());
+        assert_eq!(w.buffered(), n);
+        std::fs::remove_file(&plain).unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.buffered(), 0);
+        let file = plain.join("events/date=2025-11-22/part-r1-w0-00001.parquet");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut receivers = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col = batch
+                .column_by_name("receiver")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .unwrap()
+                .clone();
+            receivers.extend(col.iter().map(|r| r.unwrap().to_string()));
+        }
+        let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        assert_eq!(receivers, expected);
     }
 
     /// A `.tmp` a crashed run left (its pid gone) is removed at start; one of a live writer
