@@ -213,7 +213,7 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
             // Records not judged yet (a change of their epoch may still come, or, paced, no
             // room yet): the capabilities of their outputs (pass, parked, rows, recalls) and
             // the records.
-            let mut waiting: BTreeMap<Epoch, (Vec<Capability<Epoch>>, Vec<SourceRecord>)> =
+            let mut waiting: BTreeMap<Epoch, (Vec<Capability<Epoch>>, Vec<Vec<SourceRecord>>)> =
                 BTreeMap::new();
             // Changes not applied yet, by epoch, with the capability of their dead letters.
             let mut staged: BTreeMap<Epoch, (Capability<Epoch>, Vec<Change>)> = BTreeMap::new();
@@ -297,9 +297,10 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                             Vec::new(),
                         )
                     });
-                    for batch in batches {
-                        wait.1.append(batch);
-                    }
+                    // Kept as the batches they came in (moved, not copied into one growing
+                    // list: an epoch of a burst holds ~100,000 records).
+                    wait.1
+                        .extend(batches.map(std::mem::take).filter(|b| !b.is_empty()));
                 });
                 while let Some((&epoch, _)) = waiting.first_key_value() {
                     if !settled(epoch) {
@@ -313,7 +314,7 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                     }
                     let (caps, records) = waiting.remove(&epoch).expect("first key exists");
                     let mut max = None;
-                    for rec in records {
+                    for rec in records.into_iter().flatten() {
                         if let Some(t) = out.admit(rec, &validator, &gate, now, &mut verdicts) {
                             max = Some(max.map_or(t, |m: Millis| m.max(t)));
                         }
