@@ -10,7 +10,7 @@
 //!    raw, peak RSS and CPU seconds.
 //! 4. With `--rate R`, the job runs while requests are produced at `R`/s for `seconds` by
 //!    **another process** (this binary's `produce` command, started as a child; 5 ms linger, as the job's producers), over the
-//!    topic's partitions (the broker creates 4), with a checkpoint every second; the produce →
+//!    topic's partitions (4, created by the bench), with a checkpoint every second; the produce →
 //!    SEND_SUCCESS latency (Kafka timestamp → row `time`) is reported as p50/p99/p999/max over
 //!    the run and per 10 s window of event time, so growth over the run is visible.
 //! 5. With `--rate R --raw`, the same producer process and rate, read by two plain consumers
@@ -178,6 +178,7 @@ impl E2e {
         );
         let topic = format!("e2e-{unique}");
         let job = self.job(&dir, &topic, &format!("e2e-{unique}"))?;
+        create_topic(&self.brokers, &topic, PARTITIONS)?;
         let report = match self.rate {
             None => self.throughput(&job, &topic, &unique)?,
             Some(rate) if self.raw => self.raw_latency(&topic, rate, &unique)?,
@@ -514,6 +515,34 @@ fn by_window(start_ms: i64, pairs: &[(i64, i64)]) -> std::collections::BTreeMap<
 /// The `p` quantile of sorted `values`.
 fn percentile(values: &[i64], p: f64) -> Option<i64> {
     (!values.is_empty()).then(|| values[((values.len() - 1) as f64 * p).round() as usize])
+}
+
+/// Partitions of the bench's topic.
+const PARTITIONS: i32 = 4;
+
+/// Creates `topic` with `partitions` (one replica) unless it exists. The memory broker of the
+/// tests makes 4 on first use by itself; a broker that does not create topics on use (tansu's
+/// SQLite engine) needs this.
+fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::error::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let wanted = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in runtime.block_on(admin.create_topics(&wanted, &options))? {
+        if let Err((topic, e)) = r
+            && e != RDKafkaErrorCode::TopicAlreadyExists
+        {
+            anyhow::bail!("cannot create the topic {topic}: {e}");
+        }
+    }
+    Ok(())
 }
 
 /// The number of partitions of `topic`, as the broker says.
