@@ -208,18 +208,14 @@ impl<R: TableRow> Encoding<R> {
         }
     }
 
-    /// The whole file's bytes and its row count; on an error the encoding is given back.
-    fn finish(mut self) -> Result<(Vec<u8>, usize), (Self, io::Error)> {
+    /// The whole file's bytes and its row count, leaving the encoding empty; on an error it
+    /// keeps what it holds and says why.
+    fn finish(&mut self) -> io::Result<(Vec<u8>, usize)> {
         self.encode(false);
-        let failed = |mut this: Self, e: String| {
-            let error = io::Error::other(format!("encoding a {} file: {e}", R::TABLE));
-            this.failed = Some(e);
-            Err((this, error))
-        };
-        if let Some(e) = self.failed.clone() {
-            return failed(self, e);
+        let error = |e: &str| io::Error::other(format!("encoding a {} file: {e}", R::TABLE));
+        if let Some(e) = &self.failed {
+            return Err(error(e));
         }
-        let n = self.encoded;
         let Some(mut writer) = self.writer.take() else {
             return Ok((Vec::new(), 0));
         };
@@ -230,8 +226,13 @@ impl<R: TableRow> Encoding<R> {
             .inner_mut()
             .reserve_exact(estimate + estimate / 8 + 64 * 1024);
         match writer.into_inner() {
-            Ok(body) => Ok((body, n)),
-            Err(e) => failed(self, e.to_string()),
+            Ok(body) => Ok((body, std::mem::take(&mut self.encoded))),
+            Err(e) => {
+                let e = e.to_string();
+                let err = error(&e);
+                self.failed = Some(e);
+                Err(err)
+            }
         }
     }
 }
@@ -336,28 +337,25 @@ impl ParquetTracking {
         &mut self,
         open: &mut BTreeMap<NaiveDate, Encoding<R>>,
     ) -> io::Result<()> {
-        while let Some((date, file)) = open.pop_first() {
-            match file.finish() {
-                Ok((_, 0)) => {}
-                Ok((body, rows)) => {
-                    self.seq += 1;
-                    self.unsent.push(Unsent {
-                        rel: format!(
-                            "{}/date={}/{}-{:05}.parquet",
-                            R::TABLE,
-                            date.format("%Y-%m-%d"),
-                            self.prefix,
-                            self.seq
-                        ),
-                        body: body.into(),
-                        rows,
-                    });
-                }
-                Err((file, e)) => {
-                    open.insert(date, file);
-                    return Err(e);
-                }
+        while let Some(mut entry) = open.first_entry() {
+            let date = *entry.key();
+            let (body, rows) = entry.get_mut().finish()?;
+            entry.remove();
+            if rows == 0 {
+                continue;
             }
+            self.seq += 1;
+            self.unsent.push(Unsent {
+                rel: format!(
+                    "{}/date={}/{}-{:05}.parquet",
+                    R::TABLE,
+                    date.format("%Y-%m-%d"),
+                    self.prefix,
+                    self.seq
+                ),
+                body: body.into(),
+                rows,
+            });
         }
         Ok(())
     }
