@@ -596,23 +596,9 @@ mod tests {
                 .unwrap();
             for b in reader {
                 let b = b.unwrap();
-                let ids = b
-                    .column_by_name("message_id")
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<arrow_array::StringArray>()
-                    .unwrap()
-                    .clone();
-                let receivers = b
-                    .column_by_name("receiver")
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<arrow_array::StringArray>()
-                    .unwrap()
-                    .clone();
-                for i in 0..b.num_rows() {
-                    out.push((ids.value(i).to_string(), receivers.value(i).to_string()));
-                }
+                let ids = crate::tracking::tests::strings(&b, "message_id");
+                let receivers = crate::tracking::tests::strings(&b, "receiver");
+                out.extend(ids.into_iter().zip(receivers));
             }
         }
         out.sort();

@@ -590,22 +590,39 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use tidings_model::{MessageMeta, State};
 
-    #[test]
-    fn writes_partitioned_readable_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let tz: Tz = "Asia/Shanghai".parse().unwrap();
-        let mut w = ParquetTracking::new(dir.path(), tz, Arc::new(Templates::default()), "r1", 0);
-        let meta = Arc::new(MessageMeta {
+    /// A message's facts for test rows.
+    fn meta(biz_id: Option<&str>) -> Arc<MessageMeta> {
+        Arc::new(MessageMeta {
             live: None,
             accounts: None,
             message_id: "m".into(),
             template_id: 1,
             business_id: 2,
-            biz_id: Some("b".into()),
+            biz_id: biz_id.map(Into::into),
             content: "{}".into(),
             event_time: 0,
             seq: 0,
-        });
+        })
+    }
+
+    /// The strings of column `name` of `batch`.
+    pub(crate) fn strings(batch: &RecordBatch, name: &str) -> Vec<String> {
+        let col = batch.column_by_name(name).expect("the column exists");
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .expect("a string column");
+        col.iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn writes_partitioned_readable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let mut w = ParquetTracking::new(dir.path(), tz, Arc::new(Templates::default()), "r1", 0);
+        let meta = meta(Some("b"));
         for (t, state) in [
             (1_763_742_600_000, State::Receive),
             (1_763_742_600_000 - 3_600_000, State::SendSuccess),
@@ -661,17 +678,7 @@ mod tests {
         let plain = dir.path().join("plain");
         std::fs::write(&plain, "a file").unwrap();
         let mut w = ParquetTracking::new(&plain, tz, Arc::new(Templates::default()), "r1", 0);
-        let meta = Arc::new(MessageMeta {
-            live: None,
-            accounts: None,
-            message_id: "m".into(),
-            template_id: 1,
-            business_id: 2,
-            biz_id: None,
-            content: "{}".into(),
-            event_time: 0,
-            seq: 0,
-        });
+        let meta = meta(None);
         let n = 2 * CHUNK_ROWS + 7;
         let t = 1_763_742_600_000;
         for i in 0..n {
@@ -697,15 +704,7 @@ mod tests {
             .unwrap();
         let mut receivers = Vec::new();
         for batch in reader {
-            let batch = batch.unwrap();
-            let col = batch
-                .column_by_name("receiver")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<arrow_array::StringArray>()
-                .unwrap()
-                .clone();
-            receivers.extend(col.iter().map(|r| r.unwrap().to_string()));
+            receivers.extend(strings(&batch.unwrap(), "receiver"));
         }
         let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
         assert_eq!(receivers, expected);
