@@ -112,8 +112,8 @@ pub struct ParquetTracking {
     templates: Arc<Templates>,
     prefix: String,
     seq: u64,
-    events: BTreeMap<NaiveDate, Encoding<EventRow>>,
-    dead: BTreeMap<NaiveDate, Encoding<DeadLetter>>,
+    events: BTreeMap<NaiveDate, Encoding<EventColumns>>,
+    dead: BTreeMap<NaiveDate, Encoding<DeadColumns>>,
     /// Files encoded whole and not stored yet (a write or PUT failed): retried as they are.
     unsent: Vec<Unsent>,
 }
@@ -130,9 +130,9 @@ struct Unsent {
 /// file's pages. A worker holds one chunk's columns and the file's encoded pages instead of
 /// every row until the flush, and lets a message's facts go with its last row
 /// (bench/MEASURED.md, "Tracking files encoded as rows come").
-struct Encoding<R: TableRow> {
+struct Encoding<C: Columns> {
     /// The rows not encoded yet, as columns.
-    columns: R::Columns,
+    columns: C,
     /// Rows in `columns`.
     pending: usize,
     /// The chunks encoded so far.
@@ -144,22 +144,22 @@ struct Encoding<R: TableRow> {
     failed: Option<String>,
 }
 
-/// A table's rows as columns.
-trait TableRow: Sized {
+/// A table's rows as columns, filled a row at a time.
+trait Columns: Sized {
+    type Row;
     const TABLE: &'static str;
-    type Columns;
     /// Empty columns; `chunk`: sized for a whole chunk (the date is busy).
-    fn columns(chunk: bool) -> Self::Columns;
-    fn push(columns: &mut Self::Columns, templates: &Templates, row: &Self);
-    /// The columns as a record batch (they are left empty).
-    fn batch(columns: Self::Columns) -> Result<RecordBatch, arrow_schema::ArrowError>;
+    fn new(chunk: bool) -> Self;
+    fn push(&mut self, templates: &Templates, row: &Self::Row);
+    /// The columns as a record batch.
+    fn finish(self) -> Result<RecordBatch, arrow_schema::ArrowError>;
     fn schema() -> SchemaRef;
 }
 
-impl<R: TableRow> Default for Encoding<R> {
+impl<C: Columns> Default for Encoding<C> {
     fn default() -> Self {
         Encoding {
-            columns: R::columns(false),
+            columns: C::new(false),
             pending: 0,
             writer: None,
             encoded: 0,
@@ -168,13 +168,13 @@ impl<R: TableRow> Default for Encoding<R> {
     }
 }
 
-impl<R: TableRow> Encoding<R> {
+impl<C: Columns> Encoding<C> {
     fn len(&self) -> usize {
         self.encoded + self.pending
     }
 
-    fn push(&mut self, row: &R, templates: &Templates) {
-        R::push(&mut self.columns, templates, row);
+    fn push(&mut self, row: &C::Row, templates: &Templates) {
+        self.columns.push(templates, row);
         self.pending += 1;
         if self.pending >= CHUNK_ROWS {
             self.encode(true);
@@ -187,13 +187,13 @@ impl<R: TableRow> Encoding<R> {
         if self.pending == 0 || self.failed.is_some() {
             return;
         }
-        let columns = std::mem::replace(&mut self.columns, R::columns(more));
+        let columns = std::mem::replace(&mut self.columns, C::new(more));
         let written = (|| {
-            let batch = R::batch(columns).map_err(io::Error::other)?;
+            let batch = columns.finish().map_err(io::Error::other)?;
             let writer = match &mut self.writer {
                 Some(w) => w,
                 None => self.writer.insert(
-                    ArrowWriter::try_new(Vec::new(), R::schema(), Some(writer_props()))
+                    ArrowWriter::try_new(Vec::new(), C::schema(), Some(writer_props()))
                         .map_err(parquet_io)?,
                 ),
             };
@@ -212,7 +212,7 @@ impl<R: TableRow> Encoding<R> {
     /// keeps what it holds and says why.
     fn finish(&mut self) -> io::Result<(Vec<u8>, usize)> {
         self.encode(false);
-        let error = |e: &str| io::Error::other(format!("encoding a {} file: {e}", R::TABLE));
+        let error = |e: &str| io::Error::other(format!("encoding a {} file: {e}", C::TABLE));
         if let Some(e) = &self.failed {
             return Err(error(e));
         }
@@ -234,40 +234,6 @@ impl<R: TableRow> Encoding<R> {
                 Err(err)
             }
         }
-    }
-}
-
-impl TableRow for EventRow {
-    const TABLE: &'static str = "events";
-    type Columns = EventColumns;
-    fn columns(chunk: bool) -> EventColumns {
-        EventColumns::with_capacity(if chunk { CHUNK_ROWS } else { 0 })
-    }
-    fn push(c: &mut EventColumns, templates: &Templates, r: &EventRow) {
-        c.push(templates, r);
-    }
-    fn batch(c: EventColumns) -> Result<RecordBatch, arrow_schema::ArrowError> {
-        c.finish()
-    }
-    fn schema() -> SchemaRef {
-        events_schema()
-    }
-}
-
-impl TableRow for DeadLetter {
-    const TABLE: &'static str = "dead_letters";
-    type Columns = DeadColumns;
-    fn columns(_: bool) -> DeadColumns {
-        DeadColumns::default()
-    }
-    fn push(c: &mut DeadColumns, _: &Templates, r: &DeadLetter) {
-        c.push(r);
-    }
-    fn batch(c: DeadColumns) -> Result<RecordBatch, arrow_schema::ArrowError> {
-        c.finish()
-    }
-    fn schema() -> SchemaRef {
-        dead_letters_schema()
     }
 }
 
@@ -333,9 +299,9 @@ impl ParquetTracking {
 
     /// Finishes each date's file and queues it to be stored; a file whose encoding failed
     /// stays in `open` with the dates after it.
-    fn close_all<R: TableRow>(
+    fn close_all<C: Columns>(
         &mut self,
-        open: &mut BTreeMap<NaiveDate, Encoding<R>>,
+        open: &mut BTreeMap<NaiveDate, Encoding<C>>,
     ) -> io::Result<()> {
         while let Some(mut entry) = open.first_entry() {
             let date = *entry.key();
@@ -348,7 +314,7 @@ impl ParquetTracking {
             self.unsent.push(Unsent {
                 rel: format!(
                     "{}/date={}/{}-{:05}.parquet",
-                    R::TABLE,
+                    C::TABLE,
                     date.format("%Y-%m-%d"),
                     self.prefix,
                     self.seq
@@ -421,8 +387,12 @@ struct EventColumns {
     template_version: Int32Builder,
 }
 
-impl EventColumns {
-    fn with_capacity(n: usize) -> EventColumns {
+impl Columns for EventColumns {
+    type Row = EventRow;
+    const TABLE: &'static str = "events";
+
+    fn new(chunk: bool) -> EventColumns {
+        let n = if chunk { CHUNK_ROWS } else { 0 };
         EventColumns {
             time: TimestampMillisecondBuilder::with_capacity(n),
             event_time: TimestampMillisecondBuilder::with_capacity(n),
@@ -478,6 +448,10 @@ impl EventColumns {
             Arc::new(self.template_version.finish()),
         ];
         RecordBatch::try_new(events_schema(), columns)
+    }
+
+    fn schema() -> SchemaRef {
+        events_schema()
     }
 }
 
@@ -565,8 +539,15 @@ struct DeadColumns {
     reason: StringBuilder,
 }
 
-impl DeadColumns {
-    fn push(&mut self, r: &DeadLetter) {
+impl Columns for DeadColumns {
+    type Row = DeadLetter;
+    const TABLE: &'static str = "dead_letters";
+
+    fn new(_: bool) -> DeadColumns {
+        DeadColumns::default()
+    }
+
+    fn push(&mut self, _: &Templates, r: &DeadLetter) {
         self.time.append_value(r.time);
         self.source.append_value(&r.source);
         self.payload.append_value(&r.payload);
@@ -581,6 +562,10 @@ impl DeadColumns {
             Arc::new(self.reason.finish()),
         ];
         RecordBatch::try_new(dead_letters_schema(), columns)
+    }
+
+    fn schema() -> SchemaRef {
+        dead_letters_schema()
     }
 }
 
