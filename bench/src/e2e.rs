@@ -7,7 +7,10 @@
 //!    tracking, optionally Redis tracking) reads the same topic to its end. Its rate is taken
 //!    over the span of its own tracking rows (first RECEIVE to last terminal row), so group
 //!    joining and the idle tail are not counted. Reports requests/s, receivers/s, the ratio to
-//!    raw, peak RSS and CPU seconds.
+//!    raw, peak RSS and CPU seconds. The job runs in a process of its own (this binary's hidden
+//!    `run-job` command, started as a child), so its peak RSS and CPU time are the job's alone,
+//!    as a deployed `tidings run` would have them; `--in-process` runs it in this process, on
+//!    top of what the producer and the raw consumer left resident.
 //! 4. With `--rate R`, the job runs while requests are produced at `R`/s for `seconds` by
 //!    **another process** (this binary's `produce` command, started as a child; 5 ms linger, as the job's producers), over the
 //!    topic's partitions (4, created by the bench), with a checkpoint every second; the produce →
@@ -45,6 +48,26 @@ pub struct E2e {
     /// With `rate`: measure a plain consumer of the topic instead of the job (the broker's own
     /// produce → consume latency, the floor under the job's).
     pub raw: bool,
+    /// Without `rate`: run the job in this process (as before the tenth session), not in a
+    /// process of its own; its peak RSS then includes what the producer and the raw consumer
+    /// left resident.
+    pub in_process: bool,
+}
+
+/// What the job's own process (`tidings-bench run-job`) reports: its peak RSS and CPU time,
+/// and the rows its Redis writer wrote.
+pub fn run_job(path: &Path, idle_exit: Duration) -> anyhow::Result<serde_json::Value> {
+    let job = Job::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut opts = RunOptions::for_job(&job);
+    opts.idle_exit = Some(idle_exit);
+    let rss_at_start = crate::rss_bytes();
+    let summary = run(&job, &opts)?;
+    Ok(serde_json::json!({
+        "peak_rss_bytes": crate::peak_rss_bytes(),
+        "rss_bytes_at_start": rss_at_start,
+        "cpu_seconds": cpu_seconds(),
+        "redis_rows_written": summary.redis.map(|r| r.written),
+    }))
 }
 
 /// One tracking row, as far as the harness needs it.
@@ -225,19 +248,45 @@ impl E2e {
             self.requests
         );
 
-        // The pipeline.
-        let mut opts = RunOptions::for_job(job);
-        opts.idle_exit = Some(Duration::from_secs(3));
+        // The pipeline: in a process of its own (the producer's and the raw consumer's memory
+        // is not in its peak), or in this one.
+        let idle_exit = Duration::from_secs(3);
         let cpu0 = cpu_seconds();
-        // The process's peak so far is the producer's and the raw consumer's; from here on it
-        // is the job's (on top of what they left resident).
         let peak_before = crate::peak_rss_bytes().unwrap_or(0);
-        let rss_at_start = crate::reset_peak_rss();
         let started = Instant::now();
-        let summary = run(job, &opts)?;
+        let (job_peak, rss_at_start, cpu, written) = if self.in_process {
+            let mut opts = RunOptions::for_job(job);
+            opts.idle_exit = Some(idle_exit);
+            // The process's peak so far is the producer's and the raw consumer's; from here on
+            // it is the job's (on top of what they left resident).
+            let rss_at_start = crate::reset_peak_rss();
+            let summary = run(job, &opts)?;
+            let peak = rss_at_start.and(crate::peak_rss_bytes());
+            let written = summary.redis.map(|r| r.written);
+            (peak, rss_at_start, cpu_seconds() - cpu0, written)
+        } else {
+            let child = std::process::Command::new(std::env::current_exe()?)
+                .arg("run-job")
+                .arg(&job.path)
+                .args(["--idle-exit", &idle_exit.as_secs().to_string()])
+                .stderr(std::process::Stdio::inherit())
+                .output()?;
+            anyhow::ensure!(
+                child.status.success(),
+                "the job's process failed ({})",
+                child.status
+            );
+            let out: serde_json::Value = serde_json::from_slice(&child.stdout)?;
+            let bytes = |k: &str| out[k].as_u64();
+            (
+                bytes("peak_rss_bytes"),
+                bytes("rss_bytes_at_start"),
+                out["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+                bytes("redis_rows_written"),
+            )
+        };
         // Until the job ended: its idle exit, and (with Redis) the writer draining its queue.
         let job_wall = started.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - cpu0;
         let rows = read_events(&local_tracking(job)?.join("events"))?;
         let first_row = rows.iter().map(|r| r.time).min().unwrap_or(0);
         let last_row = rows.iter().map(|r| r.time).max().unwrap_or(0);
@@ -253,7 +302,8 @@ impl E2e {
             "receivers_per_request": self.receivers,
             "send_success": sent,
             "redis_tracking": self.redis.is_some(),
-            "redis_rows_written": summary.redis.map(|r| r.written),
+            "redis_rows_written": written,
+            "job_in_own_process": !self.in_process,
             "job_wall_seconds_incl_idle_exit_and_redis_drain": job_wall,
             "redis_tracked_requests_per_s": redis_rate,
             "redis_tracked_over_raw": redis_rate.map(|r| r / raw_rate),
@@ -263,11 +313,9 @@ impl E2e {
             "pipeline_requests_per_s": rate,
             "pipeline_receivers_per_s": (self.requests * self.receivers) as f64 / span,
             "pipeline_over_raw": rate / raw_rate,
-            "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0).max(peak_before) as f64 / (1024.0 * 1024.0),
+            "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0).max(peak_before).max(job_peak.unwrap_or(0)) as f64 / (1024.0 * 1024.0),
             "rss_mib_at_pipeline_start": rss_at_start.map(|b| b as f64 / (1024.0 * 1024.0)),
-            "peak_rss_mib_pipeline": rss_at_start
-                .and(crate::peak_rss_bytes())
-                .map(|b| b as f64 / (1024.0 * 1024.0)),
+            "peak_rss_mib_pipeline": job_peak.map(|b| b as f64 / (1024.0 * 1024.0)),
             "cpu_seconds_whole_run": cpu,
         }))
     }

@@ -87,6 +87,20 @@ enum Command {
         /// With `--rate`: a plain consumer instead of the job (the broker's own latency).
         #[arg(long)]
         raw: bool,
+        /// Without `--rate`: run the job in this process, not in a process of its own (its
+        /// peak RSS then includes what the producer and the raw consumer left resident).
+        #[arg(long)]
+        in_process: bool,
+    },
+    /// Runs a job file until its Kafka source is idle (the `e2e` run's job process) and prints
+    /// its peak RSS and CPU time (JSON).
+    #[command(hide = true)]
+    RunJob {
+        /// The job file.
+        job: PathBuf,
+        /// Seconds without a record after every partition reached its end.
+        #[arg(long, default_value_t = 3)]
+        idle_exit: u64,
     },
     /// Produces requests at a fixed rate (the latency run's producer process).
     Produce {
@@ -209,6 +223,7 @@ fn main() -> anyhow::Result<()> {
             max_out_of_order_ms,
             in_flight,
             raw,
+            in_process,
         } => {
             let report = tidings_bench::e2e::E2e {
                 brokers: brokers(),
@@ -221,8 +236,15 @@ fn main() -> anyhow::Result<()> {
                 max_out_of_order_ms,
                 in_flight,
                 raw,
+                in_process,
             }
             .run()?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::RunJob { job, idle_exit } => {
+            let report =
+                tidings_bench::e2e::run_job(&job, std::time::Duration::from_secs(idle_exit))?;
             println!("{report}");
             Ok(())
         }
