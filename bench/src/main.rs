@@ -117,8 +117,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         receivers: u64,
     },
-    /// The graph to a blackhole, to Tencent SMS over HTTP (the provider simulator, in this
-    /// process), and through a failing group member to it: receivers/s side by side.
+    /// The graph to a blackhole, to Tencent SMS over HTTP (the provider simulator, in a
+    /// process of its own), through a failing group member to it, and notices to Aliyun SMS
+    /// sharing `SendBatchSms` calls: receivers/s side by side.
     Providers {
         /// Requests (one receiver each).
         #[arg(long, default_value_t = 20_000)]
@@ -133,7 +134,11 @@ enum Command {
     },
     /// The provider simulator as the `providers` run's other process: prints its address,
     /// answers until its stdin closes, then prints what it received (JSON).
-    Simulator,
+    Simulator {
+        /// Answer every call normally (no injected faults).
+        #[arg(long)]
+        no_faults: bool,
+    },
     /// The same dedup decisions austin's way (Redis Lua + MGET/SETEX) and in-graph, side by
     /// side (needs Redis: `REDIS_URL`, default redis://127.0.0.1:16379).
     AustinDedup {
@@ -287,7 +292,7 @@ fn main() -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
-        Command::Simulator => tidings_bench::providers::simulator_process(),
+        Command::Simulator { no_faults } => tidings_bench::providers::simulator_process(!no_faults),
         Command::Throughput {
             job,
             workers,

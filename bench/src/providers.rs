@@ -5,8 +5,11 @@
 //! provider), to a `tencent_sms` account calling the project's provider simulator over HTTP on
 //! 127.0.0.1 (TC3 signing, JSON, the simulator checking every signature), and to a group of
 //! an always-failing Aliyun (weight 100) and that Tencent account, so every message fails over.
-//! The simulator runs in a process of its own (`tidings-bench simulator`, this binary started
-//! again), as a provider would; `--in-process` keeps it in this one. Reports receivers/s of
+//! A fourth run sends the same requests as notices to an `aliyun_sms` account (a second
+//! simulator, without faults): notices may share Aliyun's `SendBatchSms` calls (100 numbers,
+//! each with its own parameters), where verification codes go one `SendSms` call each.
+//! The simulators run in processes of their own (`tidings-bench simulator`, this binary started
+//! again), as a provider would; `--in-process` keeps them in this one. Reports receivers/s of
 //! each and the ratios to the baseline.
 
 use std::io::{BufRead, Read, Write};
@@ -28,8 +31,12 @@ pub struct Providers {
     pub in_process: bool,
 }
 
-/// The faults the simulator answers with: every Aliyun call fails (the failover case).
-fn faults() -> anyhow::Result<Vec<Fault>> {
+/// The faults the simulator answers with: every Aliyun call fails (the failover case), or
+/// none.
+fn faults(faulty: bool) -> anyhow::Result<Vec<Fault>> {
+    if !faulty {
+        return Ok(Vec::new());
+    }
     Ok(vec![
         Fault::parse("aliyun=500").map_err(anyhow::Error::msg)?,
     ])
@@ -43,18 +50,30 @@ fn summary(received: &[tidings_sinks::simulator::Received]) -> serde_json::Value
         .filter(|r| r.provider == "tencent" && !r.faulted)
         .map(|r| r.body["PhoneNumberSet"].as_array().map_or(0, |a| a.len()))
         .sum();
+    let aliyun_batch: Vec<usize> = received
+        .iter()
+        .filter(|r| r.provider == "aliyun" && r.body["Action"] == "SendBatchSms")
+        .map(|r| {
+            r.body["PhoneNumberJson"]
+                .as_str()
+                .and_then(|n| serde_json::from_str::<Vec<String>>(n).ok())
+                .map_or(0, |n| n.len())
+        })
+        .collect();
     serde_json::json!({
         "tencent_calls": calls("tencent"),
         "tencent_numbers": numbers,
         "aliyun_calls": calls("aliyun"),
+        "aliyun_batch_calls": aliyun_batch.len(),
+        "aliyun_batch_numbers": aliyun_batch.iter().sum::<usize>(),
         "invalid": received.iter().filter(|r| !r.valid).count(),
     })
 }
 
 /// `tidings-bench simulator`: the simulator's process. Its first line is its address; when
 /// its stdin closes it prints [`summary`] and ends.
-pub fn simulator_process() -> anyhow::Result<()> {
-    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), faults()?)?;
+pub fn simulator_process(faulty: bool) -> anyhow::Result<()> {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), faults(faulty)?)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", sim.addr)?;
     out.flush()?;
@@ -77,16 +96,17 @@ enum Sim {
 }
 
 impl Sim {
-    fn start(in_process: bool) -> anyhow::Result<Sim> {
+    fn start(in_process: bool, faulty: bool) -> anyhow::Result<Sim> {
         if in_process {
             return Ok(Sim::Here(Simulator::start(
                 "127.0.0.1:0",
                 Credentials::default(),
-                faults()?,
+                faults(faulty)?,
             )?));
         }
         let mut child = std::process::Command::new(std::env::current_exe()?)
             .arg("simulator")
+            .args((!faulty).then_some("--no-faults"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()?;
@@ -151,10 +171,11 @@ impl Providers {
         dir: &std::path::Path,
         name: &str,
         accounts: &str,
+        templates: &str,
     ) -> anyhow::Result<(f64, u64, u64)> {
         let case = dir.join(name);
         std::fs::create_dir_all(&case)?;
-        std::fs::write(case.join("templates.toml"), TEMPLATES)?;
+        std::fs::write(case.join("templates.toml"), templates)?;
         std::fs::copy(dir.join("requests.jsonl"), case.join("requests.jsonl"))?;
         std::fs::write(
             case.join("job.toml"),
@@ -183,7 +204,7 @@ impl Providers {
         Ok((secs, sent, failed))
     }
 
-    /// Runs the three cases and reports them.
+    /// Runs the four cases and reports them.
     pub fn run(&self) -> anyhow::Result<serde_json::Value> {
         let dir = std::env::temp_dir().join(format!("tidings-providers-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -196,7 +217,8 @@ impl Providers {
             body.push('\n');
         }
         std::fs::write(dir.join("requests.jsonl"), body)?;
-        let sim = Sim::start(self.in_process)?;
+        let sim = Sim::start(self.in_process, true)?;
+        let clean = Sim::start(self.in_process, false)?;
         let c = Credentials::default();
         let tencent = |name: &str| {
             format!(
@@ -222,19 +244,34 @@ impl Providers {
             sim.endpoint("aliyun"),
             tencent("sms-tencent")
         );
-        let (b_secs, b_sent, _) = self.once(&dir, "blackhole", &baseline)?;
-        let (t_secs, t_sent, t_failed) = self.once(&dir, "tencent", &tencent("sms"))?;
-        let (g_secs, g_sent, g_failed) = self.once(&dir, "failover", &group)?;
+        let aliyun = format!(
+            "[accounts.sms]\nchannel = \"sms\"\nprovider = \"aliyun_sms\"\nconcurrency = {}\n\
+             settings = {{ access_key_id = \"{}\", access_key_secret = \"{}\", sign_name = \"tidings\", template_code = \"SMS_1\", endpoint = \"{}\" }}\n",
+            self.concurrency,
+            c.aliyun.0,
+            c.aliyun.1,
+            clean.endpoint("aliyun"),
+        );
+        let notices = TEMPLATES.replace("msg_type = \"auth_code\"", "msg_type = \"notice\"");
+        let (b_secs, b_sent, _) = self.once(&dir, "blackhole", &baseline, TEMPLATES)?;
+        let (t_secs, t_sent, t_failed) = self.once(&dir, "tencent", &tencent("sms"), TEMPLATES)?;
+        let (g_secs, g_sent, g_failed) = self.once(&dir, "failover", &group, TEMPLATES)?;
+        let (a_secs, a_sent, a_failed) = self.once(&dir, "aliyun", &aliyun, &notices)?;
         let received = sim.finish()?;
-        let invalid = received["invalid"].as_u64().unwrap_or(u64::MAX);
+        let batched = clean.finish()?;
+        let invalid = received["invalid"].as_u64().unwrap_or(u64::MAX)
+            + batched["invalid"].as_u64().unwrap_or(u64::MAX);
         let _ = std::fs::remove_dir_all(&dir);
         anyhow::ensure!(
             invalid == 0,
             "{invalid} requests failed the simulator's checks"
         );
         anyhow::ensure!(
-            b_sent == self.requests && t_sent == self.requests && g_sent == self.requests,
-            "not every receiver was sent: {b_sent} {t_sent} {g_sent} (failed {t_failed} {g_failed})"
+            b_sent == self.requests
+                && t_sent == self.requests
+                && g_sent == self.requests
+                && a_sent == self.requests,
+            "not every receiver was sent: {b_sent} {t_sent} {g_sent} {a_sent} (failed {t_failed} {g_failed} {a_failed})"
         );
         let rate = |secs: f64| self.requests as f64 / secs;
         Ok(serde_json::json!({
@@ -245,6 +282,11 @@ impl Providers {
             "failover_receivers_per_s": rate(g_secs),
             "tencent_over_blackhole": b_secs / t_secs,
             "failover_over_blackhole": b_secs / g_secs,
+            "aliyun_notices_receivers_per_s": rate(a_secs),
+            "aliyun_notices_over_blackhole": b_secs / a_secs,
+            "aliyun_notices_calls": batched["aliyun_calls"],
+            "aliyun_notices_batch_calls": batched["aliyun_batch_calls"],
+            "aliyun_notices_batch_numbers": batched["aliyun_batch_numbers"],
             "simulator": if self.in_process { "in this process" } else { "a process of its own" },
             "tencent_calls": received["tencent_calls"],
             "tencent_numbers": received["tencent_numbers"],

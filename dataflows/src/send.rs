@@ -172,14 +172,15 @@ async fn send_one(
     if ds.is_empty() {
         return Vec::new();
     }
-    let channel = ds[0]
+    let (channel, msg_type) = ds[0]
         .meta
         .template(&ctx.templates)
-        .map(|t| t.channel)
+        .map(|t| (t.channel, t.msg_type))
         .expect("validated template");
     let batch = SendBatch {
         meta: ds[0].meta.clone(),
         channel,
+        msg_type,
         receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
     };
     let outcomes = ctx.accounts.send_routed(order, &batch).await;

@@ -57,7 +57,7 @@ pub mod yunpian_sms;
 use std::sync::Arc;
 
 pub use tidings_model::Receiver;
-use tidings_model::{Channel, MessageMeta};
+use tidings_model::{Channel, MessageMeta, MsgType};
 
 /// One call to a provider: one message to some of its receivers.
 #[derive(Debug, Clone)]
@@ -66,6 +66,9 @@ pub struct SendBatch {
     pub meta: Arc<MessageMeta>,
     /// Its channel.
     pub channel: Channel,
+    /// Its template's kind: a verification code is never held to share a call with other
+    /// messages (`Provider::MESSAGES_PER_CALL`).
+    pub msg_type: MsgType,
     /// The receivers to send to in this call.
     pub receivers: Vec<Receiver>,
 }

@@ -89,6 +89,15 @@ macro_rules! registry {
                 }
             }
 
+            /// The most receivers one call takes across several messages (`None`: one
+            /// message per call).
+            pub fn messages_per_call(self) -> Option<usize> {
+                match self {
+                    ProviderKind::Outbox | ProviderKind::Blackhole => None,
+                    $(ProviderKind::$variant => <$ty as Provider>::MESSAGES_PER_CALL,)*
+                }
+            }
+
             /// Checks a network provider's settings (for the job check); `key` names the
             /// account.
             pub fn check_settings(self, key: &str, raw: &Map<String, Value>) -> Result<(), String> {
@@ -149,6 +158,16 @@ macro_rules! registry {
             ) -> Result<Delivered, SendError> {
                 match self {
                     $(Remote::$variant(p) => p.send(batch, receivers).await,)*
+                }
+            }
+
+            /// One provider call for several messages.
+            pub async fn send_many(
+                &self,
+                calls: &[(&SendBatch, &[Receiver])],
+            ) -> Result<Delivered, SendError> {
+                match self {
+                    $(Remote::$variant(p) => p.send_many(calls).await,)*
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! - `retry.rs`: the retry policy over per-receiver answers ([`retry::PartialRetry`]: which
 //!   receivers to try again, after what pause).
 
+mod coalesce;
 mod config;
 pub mod retry;
 mod send;
@@ -44,7 +45,7 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformati
 enum Backend {
     Outbox(Arc<Outbox>),
     Blackhole,
-    Remote(ProviderKind, Box<Remote>, String),
+    Remote(ProviderKind, Arc<Remote>, String),
 }
 
 /// A run's halt, as the accounts see it: raised once; sends still waiting for a permit or a
@@ -89,6 +90,8 @@ pub struct Account {
     /// Its channel.
     pub channel: Channel,
     backend: Backend,
+    /// Its calls shared by several messages, when its provider takes that.
+    coalescer: Option<coalesce::Coalescer>,
     /// Shared with the account's other versions while they keep its rate limit.
     limiter: Option<Arc<(Limiter, RateLimitConfig, NonZeroU32)>>,
     /// Shared with the account's other versions while they keep its concurrency.
@@ -275,8 +278,14 @@ impl Maker {
                     timeout,
                 )
                 .map_err(scrubbed)?;
-                Backend::Remote(kind, Box::new(remote), base)
+                Backend::Remote(kind, Arc::new(remote), base)
             }
+        };
+        let coalescer = match &backend {
+            Backend::Remote(kind, remote, _) => {
+                coalesce::Coalescer::new(remote, kind.messages_per_call())
+            }
+            _ => None,
         };
         let limiter = c.effective_rate_limit().and_then(|r| {
             let (quota, burst) = match (r.per_second, r.per_minute) {
@@ -302,6 +311,7 @@ impl Maker {
             name: name.to_string(),
             channel: c.channel,
             backend,
+            coalescer,
             limiter,
             slots: Arc::new(Semaphore::new(
                 c.concurrency.clamp(1, config::MAX_CONCURRENCY),
@@ -509,6 +519,7 @@ mod tests {
                 seq: 0,
             }),
             channel: Channel::Sms,
+            msg_type: tidings_model::MsgType::Notice,
             receivers: receivers.iter().map(|s| (*s).into()).collect(),
         }
     }

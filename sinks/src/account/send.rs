@@ -10,21 +10,36 @@ use tidings_model::Receiver;
 use tokio::sync::SemaphorePermit;
 
 use super::retry::{Attempt, PartialRetry, send_with_policy};
-use super::{Account, Backend, Limiter, RateLimitConfig, RateStrategy};
+use super::{Account, Backend, Limiter, NOT_SENT_HALTED, RateLimitConfig, RateStrategy};
 use crate::util::kit::Delivered;
 use crate::util::retry::{RetryPolicy, SendError};
 use crate::util::stats::Raised;
 use crate::{Outcome, SendBatch};
 
-/// One call of the account's provider for one batch.
+/// One call of the account's provider for one batch (through its coalescer when the batch
+/// may share a call with other messages).
 struct Call<'a> {
-    backend: &'a Backend,
+    account: &'a Account,
     batch: &'a SendBatch,
+    coalesced: bool,
 }
 
 impl Attempt for Call<'_> {
     async fn attempt(&self, receivers: &[Receiver]) -> Result<Delivered, SendError> {
-        match self.backend {
+        match &self.account.backend {
+            Backend::Remote(..) if self.coalesced => {
+                let c = self.account.coalescer.as_ref().expect("coalesced");
+                let a = &self.account;
+                match Box::pin(c.call(&a.slots, &a.halt, self.batch, receivers)).await {
+                    Some(answer) => answer,
+                    // Given back unsent: the receivers not yet settled end as a send waiting
+                    // for its slot does at a halt (no row; a new run sends them).
+                    None => Err(SendError::Permanent(format!(
+                        "{}: {NOT_SENT_HALTED}",
+                        a.name
+                    ))),
+                }
+            }
             Backend::Outbox(o) => o.send(self.batch, receivers).map(|()| Delivered::All),
             Backend::Blackhole => Ok(Delivered::All),
             // Boxed: an HTTP call's future is kilobytes, and every send's future (one per
@@ -47,8 +62,18 @@ impl Account {
             if !self.permits(to_send.len()).await {
                 return self.not_sent(batch);
             }
-            let Some(_slot) = self.slot().await else {
-                return self.not_sent(batch);
+            // A call the coalescer may share takes its slot there, one per call.
+            let coalesced = self
+                .coalescer
+                .as_ref()
+                .is_some_and(|c| c.takes(batch.msg_type, to_send.len()));
+            let _slot = if coalesced {
+                None
+            } else {
+                let Some(slot) = self.slot().await else {
+                    return self.not_sent(batch);
+                };
+                Some(slot)
             };
             let _in_flight = Raised::new(&self.stats.in_flight);
             let receivers: Cow<'_, [Receiver]> = if to_send.len() == batch.receivers.len() {
@@ -64,8 +89,9 @@ impl Account {
             let policy =
                 PartialRetry::new(&self.name, self.retry, receivers.len(), RetryPolicy::seed());
             let call = Call {
-                backend: &self.backend,
+                account: self,
                 batch,
+                coalesced,
             };
             let (settled, references) = send_with_policy(policy, &self.stats, &receivers, &call)
                 .await

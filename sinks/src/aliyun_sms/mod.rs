@@ -1,6 +1,10 @@
-//! Aliyun SMS (`SendSms`, dysmsapi 2017-05-25, RPC style): the query is signed with
-//! HMAC-SHA1 over the sorted, percent-encoded parameters (SignatureVersion 1.0). One call
-//! for all numbers (comma-separated); the answer is one `Code` for the call.
+//! Aliyun SMS (`SendSms` and `SendBatchSms`, dysmsapi 2017-05-25, RPC style): the query is
+//! signed with HMAC-SHA1 over the sorted, percent-encoded parameters (SignatureVersion 1.0).
+//! A message is one `SendSms` call for all its numbers (comma-separated); several messages
+//! of the account (notices and marketing, not verification codes) may share one
+//! `SendBatchSms` call of up to 100 numbers, each number with its own signature and
+//! template parameters (`PhoneNumberJson`, `SignNameJson`, `TemplateParamJson`). Either way
+//! the answer is one `Code` for the call.
 
 use serde::Deserialize;
 use tidings_model::Channel;
@@ -59,14 +63,8 @@ impl AliyunSms {
         now_ms: i64,
         nonce: &str,
     ) -> Vec<(String, String)> {
-        let model = content(batch);
-        let template_param = match model.get("params") {
-            Some(p @ serde_json::Value::Object(_)) => p.to_string(),
-            _ => serde_json::json!({"content": field(&model, "content")}).to_string(),
-        };
-        let timestamp = chrono::DateTime::from_timestamp_millis(now_ms)
-            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-            .unwrap_or_default();
+        let template_param = template_param(batch).to_string();
+        let timestamp = timestamp(now_ms);
         let mut p: Vec<(String, String)> = [
             ("AccessKeyId", self.config.access_key_id.as_str()),
             ("Action", "SendSms"),
@@ -89,6 +87,70 @@ impl AliyunSms {
         let signature = sign::aliyun_rpc("POST", &self.config.access_key_secret, &p);
         p.push(("Signature".into(), signature));
         p
+    }
+
+    /// The signed query parameters of a `SendBatchSms` call for several messages at `now_ms`
+    /// with `nonce`: one entry per number, each with its message's template parameters.
+    pub fn batch_payload(
+        &self,
+        calls: &[(&SendBatch, &[Receiver])],
+        now_ms: i64,
+        nonce: &str,
+    ) -> Vec<(String, String)> {
+        let mut numbers = Vec::new();
+        let mut params = Vec::new();
+        for (batch, receivers) in calls {
+            let param = template_param(batch);
+            for r in receivers.iter() {
+                numbers.push(serde_json::Value::String(r.to_string()));
+                params.push(param.clone());
+            }
+        }
+        let signs = vec![serde_json::Value::String(self.config.sign_name.clone()); numbers.len()];
+        let timestamp = timestamp(now_ms);
+        let mut p: Vec<(String, String)> = [
+            ("AccessKeyId", self.config.access_key_id.as_str()),
+            ("Action", "SendBatchSms"),
+            ("Format", "JSON"),
+            (
+                "PhoneNumberJson",
+                &serde_json::Value::Array(numbers).to_string(),
+            ),
+            ("RegionId", &self.config.region),
+            ("SignNameJson", &serde_json::Value::Array(signs).to_string()),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", nonce),
+            ("SignatureVersion", "1.0"),
+            ("TemplateCode", &self.config.template_code),
+            (
+                "TemplateParamJson",
+                &serde_json::Value::Array(params).to_string(),
+            ),
+            ("Timestamp", &timestamp),
+            ("Version", "2017-05-25"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let signature = sign::aliyun_rpc("POST", &self.config.access_key_secret, &p);
+        p.push(("Signature".into(), signature));
+        p
+    }
+
+    /// Posts signed `params` as a form; the call's answer.
+    async fn post(&self, params: &[(String, String)]) -> Result<Delivered, SendError> {
+        let form = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let request = self
+            .client
+            .post(format!("{}/", Self::base_url(&self.config)))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form);
+        let answer = http::call(NAME, request).await?;
+        Self::judge(&answer)
     }
 
     /// Reads the answer: one `Code` for the whole call.
@@ -120,6 +182,8 @@ impl Provider for AliyunSms {
     const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::Sms]);
     // SendSms: at most 1000 numbers per request.
     const RECEIVERS_PER_CALL: Option<usize> = Some(1000);
+    // SendBatchSms: at most 100 numbers per request, each with its own parameters.
+    const MESSAGES_PER_CALL: Option<usize> = Some(100);
 
     fn base_url(settings: &AliyunSmsConfig) -> String {
         endpoint(&settings.endpoint, "https://dysmsapi.aliyuncs.com")
@@ -142,19 +206,36 @@ impl Provider for AliyunSms {
         let now = now_ms();
         let nonce = format!("{}-{now}", batch.meta.message_id);
         let params = self.payload(batch, receivers, now, &nonce);
-        let form = params
-            .iter()
-            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let request = self
-            .client
-            .post(format!("{}/", Self::base_url(&self.config)))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(form);
-        let answer = http::call(NAME, request).await?;
-        Self::judge(&answer)
+        self.post(&params).await
     }
+
+    /// Sends several messages in one `SendBatchSms` call.
+    async fn send_many(&self, calls: &[(&SendBatch, &[Receiver])]) -> Result<Delivered, SendError> {
+        let now = now_ms();
+        let first = calls
+            .first()
+            .map_or("", |(b, _)| b.meta.message_id.as_str());
+        let nonce = format!("{first}-{}-{now}", calls.len());
+        let params = self.batch_payload(calls, now, &nonce);
+        self.post(&params).await
+    }
+}
+
+/// A message's template parameters: its content model's `params` object, else its text as
+/// `content`.
+fn template_param(batch: &SendBatch) -> serde_json::Value {
+    let model = content(batch);
+    match model.get("params") {
+        Some(p @ serde_json::Value::Object(_)) => p.clone(),
+        _ => serde_json::json!({"content": field(&model, "content")}),
+    }
+}
+
+/// `Timestamp`: UTC, ISO 8601 to the second.
+fn timestamp(now_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(now_ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -99,3 +99,42 @@ fn a_bad_number_fails_the_whole_call() {
     let e = AliyunSms::judge("<html>Service Unavailable</html>").unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
 }
+
+/// `SendBatchSms` (`help.aliyun.com/document_detail/102364.htm`): up to 100 numbers, and the
+/// signature and template parameter arrays as long as the number array, in its order.
+#[test]
+fn several_messages_in_one_batch_call() {
+    let a = test_batch(Channel::Sms, r#"{"params":{"code":"1111"}}"#);
+    let mut b = test_batch(Channel::Sms, r#"{"content":"your parcel is here"}"#);
+    std::sync::Arc::make_mut(&mut b.meta).message_id = "m2".into();
+    let ra: [Receiver; 1] = ["15900000000".into()];
+    let rb: [Receiver; 2] = ["15900000001".into(), "15900000002".into()];
+    let p = account().batch_payload(&[(&a, &ra[..]), (&b, &rb[..])], 1_499_827_339_000, "n");
+    assert_eq!(param(&p, "Action"), "SendBatchSms");
+    assert_eq!(
+        param(&p, "PhoneNumberJson"),
+        r#"["15900000000","15900000001","15900000002"]"#
+    );
+    assert_eq!(
+        param(&p, "SignNameJson"),
+        r#"["阿里云短信测试","阿里云短信测试","阿里云短信测试"]"#
+    );
+    assert_eq!(
+        param(&p, "TemplateParamJson"),
+        r#"[{"code":"1111"},{"content":"your parcel is here"},{"content":"your parcel is here"}]"#
+    );
+    assert_eq!(param(&p, "TemplateCode"), "SMS_154950909");
+    assert!(
+        !p.iter()
+            .any(|(k, _)| k == "PhoneNumbers" || k == "TemplateParam")
+    );
+    let unsigned: Vec<(String, String)> = p
+        .iter()
+        .filter(|(k, _)| k != "Signature")
+        .cloned()
+        .collect();
+    assert_eq!(
+        param(&p, "Signature"),
+        sign::aliyun_rpc("POST", "testSecret", &unsigned)
+    );
+}

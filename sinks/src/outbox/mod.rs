@@ -143,6 +143,7 @@ mod tests {
         let batch = SendBatch {
             meta,
             channel: Channel::Sms,
+            msg_type: tidings_model::MsgType::Notice,
             receivers: vec![],
         };
         o.send(&batch, &["a".into(), "b".into()]).unwrap();

@@ -102,6 +102,7 @@ impl Accounts {
             let part = SendBatch {
                 meta: batch.meta.clone(),
                 channel: batch.channel,
+                msg_type: batch.msg_type,
                 receivers: pending
                     .iter()
                     .map(|&i| batch.receivers[i].clone())
@@ -264,6 +265,7 @@ mod tests {
                 seq: 0,
             }),
             channel: Channel::EnterpriseWeChat,
+            msg_type: tidings_model::MsgType::Notice,
             receivers: vec!["u1".into(), "u2".into()],
         };
         // a refuses u2; b sends it.

@@ -391,16 +391,12 @@ fn aliyun(c: &Credentials, raw: &str) -> Checked {
         .filter(|(k, _)| *k != "Signature")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let action = f.get("Action").map(String::as_str);
     let verdict = check(
         f.get("AccessKeyId") == Some(&c.aliyun.0),
         "InvalidAccessKeyId.NotFound",
     )
-    .and_then(|()| {
-        check(
-            f.get("Action").map(String::as_str) == Some("SendSms"),
-            "Action",
-        )
-    })
+    .and_then(|()| check(matches!(action, Some("SendSms" | "SendBatchSms")), "Action"))
     .and_then(|()| {
         check(
             given == sign::aliyun_rpc("POST", &c.aliyun.1, &params),
@@ -408,15 +404,42 @@ fn aliyun(c: &Credentials, raw: &str) -> Checked {
         )
     })
     .and_then(|()| {
-        check(
-            f.contains_key("PhoneNumbers") && f.contains_key("TemplateCode"),
-            "missing PhoneNumbers or TemplateCode",
-        )
+        if action == Some("SendBatchSms") {
+            aliyun_batch(&f).map(|_| ())
+        } else {
+            check(
+                f.contains_key("PhoneNumbers") && f.contains_key("TemplateCode"),
+                "missing PhoneNumbers or TemplateCode",
+            )
+        }
+    });
+    // A number that is not one (digits, an optional `+`) refuses the whole call, as Aliyun
+    // answers `isv.MOBILE_NUMBER_ILLEGAL`.
+    let numbers: Vec<String> = if action == Some("SendBatchSms") {
+        aliyun_batch(&f).unwrap_or_default()
+    } else {
+        f.get("PhoneNumbers")
+            .map(|n| n.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let illegal = numbers.iter().any(|n| {
+        let d = n.strip_prefix('+').unwrap_or(n);
+        d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit())
     });
     match &verdict {
+        Ok(()) if illegal => (
+            200,
+            json!({"Code": "isv.MOBILE_NUMBER_ILLEGAL", "Message": "非法手机号", "RequestId": "sim"}),
+            verdict,
+        ),
         Ok(()) => (
             200,
             json!({"Code": "OK", "Message": "OK", "BizId": "sim", "RequestId": "sim"}),
+            verdict,
+        ),
+        Err(e) if e.starts_with("SendBatchSms") => (
+            200,
+            json!({"Code": "isv.INVALID_PARAMETERS", "Message": e, "RequestId": "sim"}),
             verdict,
         ),
         Err(e) => (
@@ -425,6 +448,44 @@ fn aliyun(c: &Credentials, raw: &str) -> Checked {
             verdict,
         ),
     }
+}
+
+/// A `SendBatchSms` call's numbers, after checking its arrays: JSON arrays of one length (1 to
+/// 100) for the numbers, the signatures and the template parameters (objects).
+fn aliyun_batch(f: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
+    let array = |k: &str| -> Result<Vec<Value>, String> {
+        match f.get(k).map(|v| serde_json::from_str::<Value>(v)) {
+            Some(Ok(Value::Array(a))) => Ok(a),
+            _ => Err(format!("SendBatchSms: {k} is not a JSON array")),
+        }
+    };
+    let numbers = array("PhoneNumberJson")?;
+    let signs = array("SignNameJson")?;
+    let params = array("TemplateParamJson")?;
+    if numbers.is_empty() || numbers.len() > 100 {
+        return Err(format!(
+            "SendBatchSms: {} numbers (1 to 100)",
+            numbers.len()
+        ));
+    }
+    if signs.len() != numbers.len() || params.len() != numbers.len() {
+        return Err(format!(
+            "SendBatchSms: {} numbers, {} signatures, {} parameter sets",
+            numbers.len(),
+            signs.len(),
+            params.len()
+        ));
+    }
+    if !f.contains_key("TemplateCode") || !params.iter().all(Value::is_object) {
+        return Err("SendBatchSms: missing TemplateCode or a parameter set not an object".into());
+    }
+    numbers
+        .into_iter()
+        .map(|n| match n {
+            Value::String(s) => Ok(s),
+            _ => Err("SendBatchSms: a number is not a string".into()),
+        })
+        .collect()
 }
 
 fn webhook(c: &Credentials, request: &Request, raw: &str) -> Checked {

@@ -33,6 +33,11 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// `tidings_model::receiver::MAX_RECEIVERS`, and the registry's tests check that every
     /// limit is at least that, so one call per message never needs splitting.
     const RECEIVERS_PER_CALL: Option<usize> = None;
+    /// The most receivers one call of [`Provider::send_many`] takes across several messages,
+    /// when the provider's API takes messages of different content in one call (Aliyun's
+    /// `SendBatchSms`: 100 numbers, each with its own template parameters). `None`: one
+    /// message per call.
+    const MESSAGES_PER_CALL: Option<usize> = None;
 
     /// Checks parsed settings beyond their types (a key that must parse, an address); the
     /// error names `key` (e.g. `accounts.sms-main`).
@@ -56,6 +61,21 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
         batch: &SendBatch,
         receivers: &[Receiver],
     ) -> impl Future<Output = Result<Delivered, SendError>> + Send;
+
+    /// One call for several messages, each to its receivers (at most
+    /// [`Provider::MESSAGES_PER_CALL`] receivers in all); the answer covers the whole call,
+    /// receivers in order (the first message's, then the next one's). Only called when
+    /// `MESSAGES_PER_CALL` is set.
+    fn send_many(
+        &self,
+        _calls: &[(&SendBatch, &[Receiver])],
+    ) -> impl Future<Output = Result<Delivered, SendError>> + Send {
+        async {
+            Err(SendError::Permanent(
+                "this provider takes one message per call".into(),
+            ))
+        }
+    }
 
     /// Takes back the message the provider knows as `reference` (its `task_id`, `msgid`).
     fn recall(&self, _reference: &str) -> impl Future<Output = Result<(), SendError>> + Send {
@@ -234,6 +254,7 @@ pub(crate) fn test_batch(channel: Channel, content: &str) -> SendBatch {
             seq: 0,
         }),
         channel,
+        msg_type: tidings_model::MsgType::Notice,
         receivers: vec![],
     }
 }

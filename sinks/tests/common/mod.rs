@@ -25,6 +25,7 @@ pub fn batch<R: ToString>(id: &str, channel: Channel, content: &str, receivers: 
             seq: 0,
         }),
         channel,
+        msg_type: tidings_model::MsgType::Notice,
         receivers: receivers.iter().map(|r| r.to_string().into()).collect(),
     }
 }

@@ -1,0 +1,181 @@
+//! Several messages in one provider call (Aliyun's `SendBatchSms`), against the simulator:
+//! messages sent together share calls of up to 100 numbers, each number with its own
+//! message's parameters; one bad message refuses the shared call and is then the only one to
+//! fail; verification codes always go one message per call (`SendSms`).
+
+mod common;
+
+use tidings_model::{Channel, MsgType};
+use tidings_sinks::SendBatch;
+use tidings_sinks::account::Accounts;
+use tidings_sinks::simulator::{Credentials, Received, Simulator};
+
+fn accounts(sim: &Simulator) -> Accounts {
+    let c = Credentials::default();
+    common::accounts(&format!(
+        r#"
+[aliyun]
+channel = "sms"
+provider = "aliyun_sms"
+concurrency = 2
+settings = {{ access_key_id = "{}", access_key_secret = "{}", sign_name = "tidings", template_code = "SMS_1", endpoint = "{}" }}
+"#,
+        c.aliyun.0,
+        c.aliyun.1,
+        sim.endpoint("aliyun"),
+    ))
+}
+
+/// Message `i` of `kind`, with the code `i`, to `receivers`.
+fn message(i: usize, kind: MsgType, receivers: &[String]) -> SendBatch {
+    let mut b = common::batch(
+        &format!("m-{i}"),
+        Channel::Sms,
+        &format!(r#"{{"params":{{"code":"{i}"}}}}"#),
+        receivers,
+    );
+    b.msg_type = kind;
+    b
+}
+
+/// Sends `messages` through the account together, on one runtime; their outcomes in order.
+fn send_together(acc: &Accounts, messages: &[SendBatch]) -> Vec<Vec<Result<(), String>>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let account = acc.get(acc.index("aliyun").unwrap());
+    rt.block_on(futures_util::future::join_all(
+        messages.iter().map(|m| account.send(m)),
+    ))
+}
+
+fn numbers(i: usize) -> Vec<String> {
+    vec![format!("1380000{i:04}"), format!("1390000{i:04}")]
+}
+
+/// Each number the calls reached, with the code it was sent.
+fn reached(got: &[Received]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for r in got.iter().filter(|r| r.body["Code"].is_null()) {
+        let b = &r.body;
+        match b["Action"].as_str() {
+            Some("SendBatchSms") => {
+                let n: Vec<String> =
+                    serde_json::from_str(b["PhoneNumberJson"].as_str().unwrap()).unwrap();
+                let p: Vec<serde_json::Value> =
+                    serde_json::from_str(b["TemplateParamJson"].as_str().unwrap()).unwrap();
+                for (n, p) in n.into_iter().zip(p) {
+                    out.push((n, p["code"].as_str().unwrap().to_string()));
+                }
+            }
+            _ => {
+                let p: serde_json::Value =
+                    serde_json::from_str(b["TemplateParam"].as_str().unwrap()).unwrap();
+                for n in b["PhoneNumbers"].as_str().unwrap().split(',') {
+                    out.push((n.to_string(), p["code"].as_str().unwrap().to_string()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn actions(got: &[Received]) -> (usize, usize) {
+    let n = |a: &str| got.iter().filter(|r| r.body["Action"] == a).count();
+    (n("SendBatchSms"), n("SendSms"))
+}
+
+#[test]
+fn notices_share_calls_and_each_number_gets_its_own_parameters() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let acc = accounts(&sim);
+    let messages: Vec<SendBatch> = (0..120)
+        .map(|i| message(i, MsgType::Notice, &numbers(i)))
+        .collect();
+    let out = send_together(&acc, &messages);
+    assert!(out.iter().flatten().all(|o| o.is_ok()), "{out:?}");
+    let got = sim.received();
+    assert!(got.iter().all(|r| r.valid), "{got:#?}");
+    let (batch_calls, single_calls) = actions(&got);
+    // 240 numbers: at most 100 a call; fewer calls than messages by far.
+    assert!(batch_calls >= 3, "{batch_calls} SendBatchSms calls");
+    assert!(
+        batch_calls + single_calls < 60,
+        "{batch_calls} + {single_calls} calls"
+    );
+    for r in got.iter().filter(|r| r.body["Action"] == "SendBatchSms") {
+        let n: Vec<String> =
+            serde_json::from_str(r.body["PhoneNumberJson"].as_str().unwrap()).unwrap();
+        assert!(n.len() <= 100);
+    }
+    let mut want: Vec<(String, String)> = (0..120)
+        .flat_map(|i| numbers(i).into_iter().map(move |n| (n, i.to_string())))
+        .collect();
+    want.sort();
+    assert_eq!(
+        reached(&got),
+        want,
+        "every number once, with its message's code"
+    );
+    sim.stop();
+}
+
+#[test]
+fn a_bad_message_fails_alone_and_codes_go_one_by_one() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let acc = accounts(&sim);
+    let mut messages: Vec<SendBatch> = (0..20)
+        .map(|i| message(i, MsgType::Notice, &numbers(i)))
+        .collect();
+    messages.push(message(
+        20,
+        MsgType::Notice,
+        &["138-not-a-number".to_string()],
+    ));
+    let out = send_together(&acc, &messages);
+    for (i, o) in out.iter().enumerate() {
+        if i == 20 {
+            let why = o[0].as_ref().unwrap_err();
+            assert!(why.contains("isv.MOBILE_NUMBER_ILLEGAL"), "{why}");
+        } else {
+            assert!(o.iter().all(|o| o.is_ok()), "message {i}: {o:?}");
+        }
+    }
+    // Every good number was reached (by the calls that were not refused).
+    let got = sim.received();
+    let ok: Vec<Received> = got
+        .iter()
+        .filter(|r| {
+            !r.body["PhoneNumbers"]
+                .as_str()
+                .is_some_and(|n| n.contains("not"))
+        })
+        .filter(|r| {
+            !r.body["PhoneNumberJson"]
+                .as_str()
+                .is_some_and(|n| n.contains("not"))
+        })
+        .cloned()
+        .collect();
+    let mut want: Vec<(String, String)> = (0..20)
+        .flat_map(|i| numbers(i).into_iter().map(move |n| (n, i.to_string())))
+        .collect();
+    want.sort();
+    let mut got_numbers = reached(&ok);
+    got_numbers.dedup();
+    assert_eq!(got_numbers, want);
+
+    // Verification codes: one SendSms per message, never a shared call.
+    let before = actions(&sim.received());
+    let codes: Vec<SendBatch> = (100..110)
+        .map(|i| message(i, MsgType::AuthCode, &numbers(i)))
+        .collect();
+    let out = send_together(&acc, &codes);
+    assert!(out.iter().flatten().all(|o| o.is_ok()), "{out:?}");
+    let after = actions(&sim.received());
+    assert_eq!((after.0 - before.0, after.1 - before.1), (0, 10));
+    sim.stop();
+}
