@@ -219,11 +219,15 @@ rows = [
     ("… baseline: backlog queued in memory", cmd("isolation_baseline"),
      f"notices {base['notices_sent']}/{base['notices_offered']} sent in the window; RSS {base['rss_mib_after_warmup']:.0f} → {base['rss_mib_end']:.0f} MiB", ""),
     ("Providers over HTTP vs blackhole", cmd("providers"),
-     f"blackhole {pr['blackhole_receivers_per_s']:,.0f} receivers/s; Tencent SMS over HTTP to the simulator in {pr['simulator']} {pr['tencent_http_receivers_per_s']:,.0f}/s; failing group member then Tencent {pr['failover_receivers_per_s']:,.0f}/s",
-     f"HTTP/blackhole = {pr['tencent_over_blackhole']:.2f} (target ≥ 0.5), failover/blackhole = {pr['failover_over_blackhole']:.2f}"),
+     f"blackhole {pr['blackhole_receivers_per_s']:,.0f} receivers/s; Tencent SMS over HTTP to the simulator in {pr['simulator']} {pr['tencent_http_receivers_per_s']:,.0f}/s (codes: one call each); failing group member then Tencent {pr['failover_receivers_per_s']:,.0f}/s"
+     + (f"; notices to Aliyun SMS {pr['aliyun_notices_receivers_per_s']:,.0f}/s in {pr['aliyun_notices_calls']:,} calls ({pr['aliyun_notices_batch_calls']:,} `SendBatchSms` carrying {pr['aliyun_notices_batch_numbers']:,} numbers)" if 'aliyun_notices_receivers_per_s' in pr else ""),
+     f"HTTP/blackhole = {pr['tencent_over_blackhole']:.2f} (target ≥ 0.5)"
+     + (f"; Aliyun notices/blackhole = {pr['aliyun_notices_over_blackhole']:.2f}" if 'aliyun_notices_over_blackhole' in pr else "")
+     + f", failover/blackhole = {pr['failover_over_blackhole']:.2f}"),
     ("… simulator in the same process", cmd("providers_in_process"),
-     f"blackhole {pri['blackhole_receivers_per_s']:,.0f} receivers/s; Tencent SMS over HTTP {pri['tencent_http_receivers_per_s']:,.0f}/s; failover {pri['failover_receivers_per_s']:,.0f}/s",
-     f"HTTP/blackhole = {pri['tencent_over_blackhole']:.2f}"),
+     f"blackhole {pri['blackhole_receivers_per_s']:,.0f} receivers/s; Tencent SMS over HTTP {pri['tencent_http_receivers_per_s']:,.0f}/s; failover {pri['failover_receivers_per_s']:,.0f}/s"
+     + (f"; Aliyun notices {pri['aliyun_notices_receivers_per_s']:,.0f}/s" if 'aliyun_notices_receivers_per_s' in pri else ""),
+     f"HTTP/blackhole = {pri['tencent_over_blackhole']:.2f}" + (f"; Aliyun notices/blackhole = {pri['aliyun_notices_over_blackhole']:.2f}" if 'aliyun_notices_over_blackhole' in pri else "")),
     ("Cold release build of `tidings` (2 cores, crates downloaded)",
      f"BUILD=1: {open(os.path.join(out, 'build_full.cmd')).read().strip()}; … --no-default-features" if bf else "BUILD=1 (not run this time)",
      f"with SQL (default) {bf['seconds'] / 60:.1f} min; job-only (no DataFusion) {bj['seconds'] / 60:.1f} min" if bf and bj else "see bench/MEASURED.md (build)",

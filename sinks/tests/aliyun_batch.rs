@@ -7,8 +7,8 @@ mod common;
 
 use tidings_model::{Channel, MsgType};
 use tidings_sinks::SendBatch;
-use tidings_sinks::account::Accounts;
-use tidings_sinks::simulator::{Credentials, Received, Simulator};
+use tidings_sinks::account::{Accounts, Halt, NOT_SENT_HALTED};
+use tidings_sinks::simulator::{Credentials, Fault, Received, Simulator};
 
 fn accounts(sim: &Simulator) -> Accounts {
     let c = Credentials::default();
@@ -177,5 +177,64 @@ fn a_bad_message_fails_alone_and_codes_go_one_by_one() {
     assert!(out.iter().flatten().all(|o| o.is_ok()), "{out:?}");
     let after = actions(&sim.received());
     assert_eq!((after.0 - before.0, after.1 - before.1), (0, 10));
+    sim.stop();
+}
+
+#[test]
+fn a_halt_gives_back_what_waits_for_a_slot() {
+    // Every call answered after 400 ms, one call at a time: the first message's call holds
+    // the slot while the others wait for it in the coalescer.
+    let sim = Simulator::start(
+        "127.0.0.1:0",
+        Credentials::default(),
+        vec![Fault::parse("aliyun=0@400").unwrap()],
+    )
+    .unwrap();
+    let c = Credentials::default();
+    let mut acc = common::accounts(&format!(
+        r#"
+[aliyun]
+channel = "sms"
+provider = "aliyun_sms"
+concurrency = 1
+settings = {{ access_key_id = "{}", access_key_secret = "{}", sign_name = "tidings", template_code = "SMS_1", endpoint = "{}" }}
+"#,
+        c.aliyun.0,
+        c.aliyun.1,
+        sim.endpoint("aliyun"),
+    ));
+    let halt = std::sync::Arc::new(Halt::default());
+    acc.halt_with(halt.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let account = acc.get(acc.index("aliyun").unwrap());
+    let first = message(0, MsgType::Notice, &numbers(0));
+    let later: Vec<SendBatch> = (1..4)
+        .map(|i| message(i, MsgType::Notice, &numbers(i)))
+        .collect();
+    let (first_out, later_out) = rt.block_on(async {
+        let first_send = account.send(&first);
+        let later_sends = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let waiting = futures_util::future::join_all(later.iter().map(|m| account.send(m)));
+            let raise = async {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                halt.raise();
+            };
+            tokio::join!(waiting, raise).0
+        };
+        tokio::join!(first_send, later_sends)
+    });
+    assert!(first_out.iter().all(|o| o.is_ok()), "{first_out:?}");
+    for o in later_out.iter().flatten() {
+        assert!(o.as_ref().unwrap_err().ends_with(NOT_SENT_HALTED), "{o:?}");
+    }
+    // Only the first message reached the provider; the others were not counted.
+    assert_eq!(reached(&sim.received()).len(), 2);
+    let stats = account.stats.snapshot();
+    assert_eq!((stats.sent, stats.failed), (2, 0));
     sim.stop();
 }

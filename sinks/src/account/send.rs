@@ -233,12 +233,18 @@ impl Account {
         }
     }
 
-    /// The stats: the outcomes sent and failed.
+    /// The stats: the outcomes sent and failed (a receiver given back unsent at a halt is
+    /// neither).
     fn count(&self, outcomes: &[Outcome]) {
-        let failed = outcomes.iter().filter(|o| o.is_err()).count() as u64;
+        let (mut sent, mut failed) = (0, 0);
+        for o in outcomes {
+            match o {
+                Ok(()) => sent += 1,
+                Err(why) if why.ends_with(NOT_SENT_HALTED) => {}
+                Err(_) => failed += 1,
+            }
+        }
         self.stats.failed.fetch_add(failed, Ordering::Relaxed);
-        self.stats
-            .sent
-            .fetch_add(outcomes.len() as u64 - failed, Ordering::Relaxed);
+        self.stats.sent.fetch_add(sent, Ordering::Relaxed);
     }
 }
