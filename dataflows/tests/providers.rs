@@ -217,3 +217,135 @@ fn the_demo_reaches_the_simulated_providers() {
         "{text}"
     );
 }
+
+/// Notices to an Aliyun account share `SendBatchSms` calls, codes go one `SendSms` each, and
+/// which messages shared a call never shows in the outcome: the same job with 1 and with 2
+/// workers ends every receiver in the same state with the same reason (a bad number fails
+/// alone), and every good number reached the provider once per run with its own message's
+/// parameters.
+#[test]
+fn shared_provider_calls_do_not_change_any_outcome() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let c = Credentials::default();
+    let template = |id: i64, msg_type: &str| {
+        format!(
+            "[[template]]\nid = {id}\nname = \"t{id}\"\nchannel = \"sms\"\nmsg_type = \"{msg_type}\"\nid_type = \"phone\"\nshield = \"none\"\naccount = \"ali\"\ndedup = false\n[template.content]\ncontent = \"hi {{$v}}\"\n"
+        )
+    };
+    let templates = template(1, "notice") + &template(2, "auth_code");
+    let mut requests = String::new();
+    for i in 0..240i64 {
+        // Every 60th request goes to a number Aliyun refuses (the simulator: one ending in
+        // 0000), and with it the whole call it is in.
+        let to = if i % 60 == 7 {
+            format!("138{i:04}0000")
+        } else {
+            format!("139{i:04}1234")
+        };
+        let template = if i % 8 == 3 { 2 } else { 1 };
+        let line = common::envelope(1_763_870_400_000 + i * 10, template, &to, &format!("v{i}"));
+        requests.push_str(&line);
+        requests.push('\n');
+    }
+    let account = format!(
+        "[accounts.ali]\nchannel = \"sms\"\nprovider = \"aliyun_sms\"\nconcurrency = 2\n\
+         settings = {{ access_key_id = \"{}\", access_key_secret = \"{}\", sign_name = \"tidings\", template_code = \"SMS_1\", endpoint = \"{}\" }}\n",
+        c.aliyun.0,
+        c.aliyun.1,
+        sim.endpoint("aliyun")
+    );
+    let run = |workers: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let job = common::write_job(dir.path(), &templates, &requests, "");
+        // Epochs of 120 requests: a send task carries many messages at once, as under load.
+        let text = std::fs::read_to_string(&job)
+            .unwrap()
+            .replace("epoch_lines = 3", "epoch_lines = 120")
+            + &account;
+        std::fs::write(&job, text).unwrap();
+        let before = sim.received().len();
+        let (rows, dead, _) = common::run_memory(&job, workers, 1_763_870_400_000);
+        assert!(dead.is_empty(), "{dead:?}");
+        let mut outcomes: Vec<(String, String, String, String)> = rows
+            .iter()
+            .filter(|r| r.state.name() != "RECEIVE")
+            .map(|r| {
+                (
+                    r.meta.message_id.clone(),
+                    r.receiver.to_string(),
+                    r.state.name().to_string(),
+                    r.reason.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        outcomes.sort();
+        (outcomes, sim.received()[before..].to_vec())
+    };
+    let (one, calls_one) = run(1);
+    let (two, calls_two) = run(2);
+    assert_eq!(one.len(), 240, "one terminal row per receiver");
+    assert_eq!(one, two, "the same outcomes with 1 and 2 workers");
+    let failed: Vec<_> = one.iter().filter(|o| o.2 == "SEND_FAIL").collect();
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|o| o.1.ends_with("0000") && o.3.contains("isv.MOBILE_NUMBER_ILLEGAL"))
+    );
+    for calls in [&calls_one, &calls_two] {
+        assert!(calls.iter().all(|r| r.valid), "{calls:#?}");
+        let shared = calls
+            .iter()
+            .filter(|r| r.body["Action"] == "SendBatchSms")
+            .count();
+        let single = calls
+            .iter()
+            .filter(|r| r.body["Action"] == "SendSms")
+            .count();
+        // 210 notices in shared calls (a refused one made again in halves down to its bad
+        // message), 30 codes alone: far fewer calls than messages.
+        assert!(
+            shared >= 2 && single < 80,
+            "{shared} shared, {single} single calls"
+        );
+        // Each good number once, with its own message's value.
+        let mut reached: Vec<(String, String)> = Vec::new();
+        for r in calls.iter() {
+            let b = &r.body;
+            let (numbers, params): (Vec<String>, Vec<serde_json::Value>) =
+                if b["Action"] == "SendBatchSms" {
+                    (
+                        serde_json::from_str(b["PhoneNumberJson"].as_str().unwrap()).unwrap(),
+                        serde_json::from_str(b["TemplateParamJson"].as_str().unwrap()).unwrap(),
+                    )
+                } else {
+                    let p: serde_json::Value =
+                        serde_json::from_str(b["TemplateParam"].as_str().unwrap()).unwrap();
+                    let n: Vec<String> = b["PhoneNumbers"]
+                        .as_str()
+                        .unwrap()
+                        .split(',')
+                        .map(String::from)
+                        .collect();
+                    let ps = vec![p; n.len()];
+                    (n, ps)
+                };
+            if numbers.iter().any(|n| n.ends_with("0000")) {
+                continue;
+            }
+            for (n, p) in numbers.into_iter().zip(params) {
+                reached.push((n, p["content"].as_str().unwrap_or_default().to_string()));
+            }
+        }
+        reached.sort();
+        let n = reached.len();
+        reached.dedup();
+        assert_eq!(n, reached.len(), "a number reached twice");
+        assert_eq!(n, 236);
+        assert!(reached.iter().all(|(n, p)| {
+            let i: i64 = n[3..7].parse().unwrap();
+            p == &format!("hi v{i}")
+        }));
+    }
+    sim.stop();
+}

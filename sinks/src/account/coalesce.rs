@@ -9,13 +9,16 @@
 //! every slot is busy the waiting messages pile up, so calls grow with the load.
 //!
 //! A message's outcome never depends on the messages it shared a call with: when a shared call
-//! is refused as permanent (one bad number or parameter refuses the whole call), every message
-//! of it is sent again alone, so each gets the answer it would have had by itself. A transient
+//! is refused as permanent (one bad number or parameter refuses the whole call), it is made
+//! again in halves down to the bad message alone, so each gets the answer it would have had by
+//! itself. A transient
 //! or credentials error is the provider's or the account's, the same for each message: each
 //! gets it, and its own retry policy decides. Verification codes are never held to share a
 //! call (Aliyun asks for them to go by `SendSms`, as batch calls may be delayed).
 
 use std::sync::{Arc, OnceLock};
+
+use futures_util::future::BoxFuture;
 
 use tidings_model::{MsgType, Receiver};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -165,40 +168,41 @@ async fn run(
 }
 
 /// Makes one call for `group` and answers each of its messages.
-async fn answer(remote: &Remote, mut group: Vec<Waiting>) {
-    if group.len() == 1 {
-        let w = group.pop().expect("one");
-        let a = remote.send(&w.batch, &w.batch.receivers).await;
-        let _ = w.answer.send(Reply::Answer(a));
-        return;
-    }
-    let calls: Vec<(&SendBatch, &[Receiver])> = group
-        .iter()
-        .map(|w| (&w.batch, &w.batch.receivers[..]))
-        .collect();
-    let shared = remote.send_many(&calls).await;
-    drop(calls);
-    match shared {
-        // One bad message refuses the whole call: each is sent again alone.
-        Err(SendError::Permanent(_)) => {
-            futures_util::future::join_all(group.into_iter().map(|w| async move {
-                let a = remote.send(&w.batch, &w.batch.receivers).await;
-                let _ = w.answer.send(Reply::Answer(a));
-            }))
-            .await;
+fn answer(remote: &Remote, mut group: Vec<Waiting>) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        if group.len() == 1 {
+            let w = group.pop().expect("one");
+            let a = remote.send(&w.batch, &w.batch.receivers).await;
+            let _ = w.answer.send(Reply::Answer(a));
+            return;
         }
-        Err(e) => {
-            for w in group {
-                let _ = w.answer.send(Reply::Answer(Err(e.clone())));
+        let calls: Vec<(&SendBatch, &[Receiver])> = group
+            .iter()
+            .map(|w| (&w.batch, &w.batch.receivers[..]))
+            .collect();
+        let shared = remote.send_many(&calls).await;
+        drop(calls);
+        match shared {
+            // One bad message refuses the whole call: the call is made again in halves, down
+            // to the bad message alone (a bad one among n costs about 2·log2(n) calls more,
+            // and each message ends with the answer it would have had by itself).
+            Err(SendError::Permanent(_)) => {
+                let second = group.split_off(group.len() / 2);
+                futures_util::future::join(answer(remote, group), answer(remote, second)).await;
+            }
+            Err(e) => {
+                for w in group {
+                    let _ = w.answer.send(Reply::Answer(Err(e.clone())));
+                }
+            }
+            Ok(d) => {
+                let counts: Vec<usize> = group.iter().map(|w| w.batch.receivers.len()).collect();
+                for (w, a) in group.into_iter().zip(split(d, &counts)) {
+                    let _ = w.answer.send(Reply::Answer(Ok(a)));
+                }
             }
         }
-        Ok(d) => {
-            let counts: Vec<usize> = group.iter().map(|w| w.batch.receivers.len()).collect();
-            for (w, a) in group.into_iter().zip(split(d, &counts)) {
-                let _ = w.answer.send(Reply::Answer(Ok(a)));
-            }
-        }
-    }
+    })
 }
 
 /// A shared call's answer, per message (`counts`: each message's receivers, in call order).
