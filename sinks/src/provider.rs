@@ -161,6 +161,27 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether two messages may share one call.
+            pub fn shares_call(&self, a: &SendBatch, b: &SendBatch) -> bool {
+                match self {
+                    $(Remote::$variant(_) => <$ty as Provider>::shares_call(a, b),)*
+                }
+            }
+
+            /// Whether an error of a shared call may be one message's fault.
+            pub fn refuses_one(&self, e: &SendError) -> bool {
+                match self {
+                    $(Remote::$variant(_) => <$ty as Provider>::refuses_one(e),)*
+                }
+            }
+
+            /// A receiver as the provider writes it in a call.
+            pub fn number(&self, r: &Receiver) -> String {
+                match self {
+                    $(Remote::$variant(_) => <$ty as Provider>::number(r),)*
+                }
+            }
+
             /// One provider call for several messages.
             pub async fn send_many(
                 &self,

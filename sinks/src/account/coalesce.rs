@@ -1,22 +1,28 @@
 //! Several messages in one provider call, where the provider's API takes that
 //! (`Provider::MESSAGES_PER_CALL`: Aliyun's `SendBatchSms`, 100 numbers each with its own
-//! template parameters).
+//! template parameters; Tencent's `SendSms` for messages of one content).
 //!
 //! Each message still goes through its account as before (reject list, rate-limit permits,
 //! retry policy, recall book); only its calls are handed to the account's coalescer, one task
 //! that takes what is waiting when a concurrency slot frees (never waiting for more: a message
 //! alone is sent at once, by the provider's one-message call) and makes one call of it. While
-//! every slot is busy the waiting messages pile up, so calls grow with the load.
+//! every slot is busy the waiting messages pile up, so calls grow with the load. Slots count
+//! calls here, not messages.
 //!
-//! A message's outcome never depends on the messages it shared a call with: when a shared call
-//! is refused as permanent (one bad number or parameter refuses the whole call), it is made
-//! again in halves down to the bad message alone, so each gets the answer it would have had by
-//! itself. A transient
-//! or credentials error is the provider's or the account's, the same for each message: each
-//! gets it, and its own retry policy decides. Verification codes are never held to share a
-//! call (Aliyun asks for them to go by `SendSms`, as batch calls may be delayed).
+//! A message's outcome never depends on the messages it shared a call with:
+//! - a refusal the provider says may be one message's (`Provider::refuses_one`: an illegal
+//!   number, a bad parameter, a number's own rate limit) is answered by making the call again
+//!   in halves, one after the other, down to the message at fault alone (about 2·log2(n) calls
+//!   more for one among n, made in the call's slot and without rate-limit permits);
+//! - any other error is the account's or the content's, the same for each message alone: each
+//!   gets it, and its own retry policy decides;
+//! - per-number answers go back to their messages, and a number is never twice in one call.
+//!
+//! Verification codes never wait to share a call (Aliyun asks for them to go by `SendSms`, as
+//! batch calls may be delayed).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 
@@ -42,15 +48,19 @@ enum Reply {
 /// A message's call waiting for the coalescer.
 struct Waiting {
     batch: SendBatch,
+    /// Given back unsent if the run halts first (its first attempt: a retry goes on, as a
+    /// retry holding its slot in the account does).
+    give_back: bool,
     answer: oneshot::Sender<Reply>,
 }
 
-/// An account's coalescer: started on the first call that uses it, on that call's runtime.
+/// An account's coalescer: its task runs on the runtime of the call that started it, and a
+/// new one starts when that runtime is gone.
 pub(super) struct Coalescer {
     remote: Arc<Remote>,
     /// The most receivers one call takes.
     limit: usize,
-    queue: OnceLock<mpsc::UnboundedSender<Waiting>>,
+    queue: Mutex<Option<mpsc::UnboundedSender<Waiting>>>,
 }
 
 impl Coalescer {
@@ -59,7 +69,7 @@ impl Coalescer {
         Some(Coalescer {
             remote: remote.clone(),
             limit: limit.filter(|&l| l > 1)?,
-            queue: OnceLock::new(),
+            queue: Mutex::new(None),
         })
     }
 
@@ -69,15 +79,16 @@ impl Coalescer {
         msg_type != MsgType::AuthCode && receivers < self.limit
     }
 
-    /// One message's call, made alone or with others waiting beside it, each call holding
-    /// one of the account's concurrency `slots`. `None`: the run halted while it waited for a
-    /// slot, and it was not sent.
+    /// One message's call (its attempt `first` or a retry), made alone or with others waiting
+    /// beside it, each call holding one of the account's concurrency `slots`. `None`: the run
+    /// halted while its first attempt waited for a slot, and it was not sent.
     pub(super) async fn call(
         &self,
         slots: &Arc<Semaphore>,
         halt: &Arc<Halt>,
         batch: &SendBatch,
         receivers: &[Receiver],
+        first: bool,
     ) -> Option<Answer> {
         let (answer, answered) = oneshot::channel();
         let waiting = Waiting {
@@ -87,38 +98,52 @@ impl Coalescer {
                 msg_type: batch.msg_type,
                 receivers: receivers.to_vec(),
             },
+            give_back: first,
             answer,
         };
-        if self.queue(slots, halt).send(waiting).is_ok() {
-            match answered.await {
-                Ok(Reply::Answer(a)) => return Some(a),
-                Ok(Reply::Halted) => return None,
-                Err(_) => {}
-            }
+        self.enqueue(slots, halt, waiting);
+        match answered.await {
+            Ok(Reply::Answer(a)) => Some(a),
+            Ok(Reply::Halted) => None,
+            // Its task ended with the message taken (its runtime shut down): it may have been
+            // sent, as after a timeout; the retry policy decides.
+            Err(_) => Some(Err(SendError::Transient(
+                "the call was cut off (its runtime stopped)".into(),
+            ))),
         }
-        // The coalescer's runtime is gone (accounts outlived the runtime that started it):
-        // the call is made here, alone.
-        Some(self.remote.send(batch, receivers).await)
     }
 
-    fn queue(&self, slots: &Arc<Semaphore>, halt: &Arc<Halt>) -> &mpsc::UnboundedSender<Waiting> {
-        self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(
-                self.remote.clone(),
-                self.limit,
-                slots.clone(),
-                halt.clone(),
-                rx,
-            ));
-            tx
-        })
+    /// Hands `w` to the task, starting one on this runtime if there is none or its runtime is
+    /// gone.
+    fn enqueue(&self, slots: &Arc<Semaphore>, halt: &Arc<Halt>, w: Waiting) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let w = match queue.as_ref() {
+            Some(tx) => match tx.send(w) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(w)) => w,
+            },
+            None => w,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(
+            self.remote.clone(),
+            self.limit,
+            slots.clone(),
+            halt.clone(),
+            rx,
+        ));
+        // Just made, its receiver alive: the send cannot fail (if it did, the message's
+        // answer is dropped and it is retried as cut off).
+        let _ = tx.send(w);
+        *queue = Some(tx);
     }
 }
 
-/// The coalescer's task: a slot, then everything waiting that fits one call. Once the run
-/// halts, what still waits for a slot is answered [`Reply::Halted`] (as a message waiting for
-/// its slot in the account gives up).
+/// The coalescer's task: a slot, then the oldest waiting message and every other waiting one
+/// that may share its call (the provider's `shares_call`, no number twice) and fits it; the
+/// rest keep their order for the next slot. Once the run halts, first attempts still waiting
+/// for a slot are answered [`Reply::Halted`] (as a message waiting for its slot in the account
+/// gives up); retries go on.
 async fn run(
     remote: Arc<Remote>,
     limit: usize,
@@ -126,45 +151,94 @@ async fn run(
     halt: Arc<Halt>,
     mut rx: mpsc::UnboundedReceiver<Waiting>,
 ) {
-    let mut next: Option<Waiting> = None;
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
     loop {
-        let first = match next.take() {
-            Some(w) => w,
-            None => match rx.recv().await {
-                Some(w) => w,
+        if waiting.is_empty() {
+            match rx.recv().await {
+                Some(w) => waiting.push_back(w),
                 None => return,
-            },
-        };
-        if halt.is_raised() {
-            let _ = first.answer.send(Reply::Halted);
-            continue;
+            }
         }
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => match s {
+        let slot = if halt.is_raised() {
+            None
+        } else {
+            tokio::select! {
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => Some(s),
+                    Err(_) => return,
+                },
+                () = halt.raised() => None,
+            }
+        };
+        while let Ok(w) = rx.try_recv() {
+            waiting.push_back(w);
+        }
+        if halt.is_raised() {
+            give_back(&mut waiting);
+            if waiting.is_empty() {
+                continue;
+            }
+        }
+        let slot = match slot {
+            Some(s) => s,
+            // Halted: the retries left wait for a slot as the account's own sends do.
+            None => match slots.clone().acquire_owned().await {
                 Ok(s) => s,
                 Err(_) => return,
             },
-            () = halt.raised() => {
-                let _ = first.answer.send(Reply::Halted);
-                continue;
-            }
         };
-        let mut receivers = first.batch.receivers.len();
-        let mut group = vec![first];
-        while let Ok(w) = rx.try_recv() {
-            if receivers + w.batch.receivers.len() > limit {
-                next = Some(w);
-                break;
-            }
-            receivers += w.batch.receivers.len();
-            group.push(w);
-        }
+        let group = take_group(&remote, limit, &mut waiting);
         let remote = remote.clone();
         tokio::spawn(async move {
             let _slot = slot;
             answer(&remote, group).await;
         });
     }
+}
+
+/// Answers [`Reply::Halted`] to the first attempts waiting; keeps the retries.
+fn give_back(waiting: &mut VecDeque<Waiting>) {
+    let mut keep = VecDeque::with_capacity(waiting.len());
+    for w in waiting.drain(..) {
+        if w.give_back {
+            let _ = w.answer.send(Reply::Halted);
+        } else {
+            keep.push_back(w);
+        }
+    }
+    *waiting = keep;
+}
+
+/// The next call's messages: the oldest waiting one, then, in order, every waiting one that
+/// may share its call, has no number already in it (as the provider writes numbers), and fits
+/// `limit` receivers.
+fn take_group(remote: &Remote, limit: usize, waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
+    let first = waiting.pop_front().expect("a message waits");
+    let mut numbers: HashSet<String> = first
+        .batch
+        .receivers
+        .iter()
+        .map(|r| remote.number(r))
+        .collect();
+    let mut group = vec![first];
+    let mut rest = VecDeque::with_capacity(waiting.len());
+    for w in waiting.drain(..) {
+        let fits = numbers.len() + w.batch.receivers.len() <= limit
+            && remote.shares_call(&group[0].batch, &w.batch)
+            && !w
+                .batch
+                .receivers
+                .iter()
+                .any(|r| numbers.contains(&remote.number(r)));
+        if fits {
+            numbers.extend(w.batch.receivers.iter().map(|r| remote.number(r)));
+            group.push(w);
+        } else {
+            rest.push_back(w);
+        }
+    }
+    *waiting = rest;
+    group
 }
 
 /// Makes one call for `group` and answers each of its messages.
@@ -183,12 +257,12 @@ fn answer(remote: &Remote, mut group: Vec<Waiting>) -> BoxFuture<'_, ()> {
         let shared = remote.send_many(&calls).await;
         drop(calls);
         match shared {
-            // One bad message refuses the whole call: the call is made again in halves, down
-            // to the bad message alone (a bad one among n costs about 2·log2(n) calls more,
-            // and each message ends with the answer it would have had by itself).
-            Err(SendError::Permanent(_)) => {
+            // Perhaps one message's fault: the call again in halves, one after the other (in
+            // this call's slot), down to the message at fault alone.
+            Err(e) if remote.refuses_one(&e) => {
                 let second = group.split_off(group.len() / 2);
-                futures_util::future::join(answer(remote, group), answer(remote, second)).await;
+                answer(remote, group).await;
+                answer(remote, second).await;
             }
             Err(e) => {
                 for w in group {

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::num::NonZeroU32;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use tidings_model::Receiver;
 
 use tokio::sync::SemaphorePermit;
@@ -22,6 +22,8 @@ struct Call<'a> {
     account: &'a Account,
     batch: &'a SendBatch,
     coalesced: bool,
+    /// Attempts made so far.
+    attempts: AtomicU32,
 }
 
 impl Attempt for Call<'_> {
@@ -30,7 +32,8 @@ impl Attempt for Call<'_> {
             Backend::Remote(..) if self.coalesced => {
                 let c = self.account.coalescer.as_ref().expect("coalesced");
                 let a = &self.account;
-                match Box::pin(c.call(&a.slots, &a.halt, self.batch, receivers)).await {
+                let first = self.attempts.fetch_add(1, Ordering::Relaxed) == 0;
+                match Box::pin(c.call(&a.slots, &a.halt, self.batch, receivers, first)).await {
                     Some(answer) => answer,
                     // Given back unsent: the receivers not yet settled end as a send waiting
                     // for its slot does at a halt (no row; a new run sends them).
@@ -92,6 +95,7 @@ impl Account {
                 account: self,
                 batch,
                 coalesced,
+                attempts: AtomicU32::new(0),
             };
             let (settled, references) = send_with_policy(policy, &self.stats, &receivers, &call)
                 .await

@@ -99,12 +99,7 @@ impl AlipayMiniProgram {
     }
 
     async fn send_one(&self, batch: &SendBatch, user: &str) -> Result<(), SendError> {
-        let body = self
-            .payload(batch, user, now_ms())?
-            .iter()
-            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let body = sign::form(&self.payload(batch, user, now_ms())?);
         let url = format!("{}/gateway.do", Self::base_url(&self.config));
         let answer = http::call(
             NAME,

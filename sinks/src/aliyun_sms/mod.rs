@@ -139,11 +139,7 @@ impl AliyunSms {
 
     /// Posts signed `params` as a form; the call's answer.
     async fn post(&self, params: &[(String, String)]) -> Result<Delivered, SendError> {
-        let form = params
-            .iter()
-            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let form = sign::form(params);
         let request = self
             .client
             .post(format!("{}/", Self::base_url(&self.config)))
@@ -184,6 +180,26 @@ impl Provider for AliyunSms {
     const RECEIVERS_PER_CALL: Option<usize> = Some(1000);
     // SendBatchSms: at most 100 numbers per request, each with its own parameters.
     const MESSAGES_PER_CALL: Option<usize> = Some(100);
+
+    // One `Code` answers a whole call: these name a number or a parameter of one message
+    // (or one number's rate limit), so a shared call refused with them is made again in
+    // halves; the others (credentials, balance, signature, template) are the account's.
+    fn refuses_one(error: &SendError) -> bool {
+        let code = error.reason().split_whitespace().nth(1).unwrap_or("");
+        [
+            "isv.MOBILE_NUMBER_ILLEGAL",
+            "isv.MOBILE_COUNT_OVER_LIMIT",
+            "isv.INVALID_PARAMETERS",
+            "isv.INVALID_JSON_PARAM",
+            "isv.TEMPLATE_PARAMS_ILLEGAL",
+            "isv.PARAM_LENGTH_LIMIT",
+            "isv.PARAM_NOT_SUPPORT_URL",
+            "isv.BLACK_KEY_CONTROL_LIMIT",
+            "isv.BUSINESS_LIMIT_CONTROL",
+            "isv.DAY_LIMIT_CONTROL",
+        ]
+        .contains(&code)
+    }
 
     fn base_url(settings: &AliyunSmsConfig) -> String {
         endpoint(&settings.endpoint, "https://dysmsapi.aliyuncs.com")

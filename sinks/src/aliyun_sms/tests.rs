@@ -28,6 +28,19 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name}"))
 }
 
+/// The signature covers every other parameter.
+fn assert_signed(p: &[(String, String)]) {
+    let unsigned: Vec<(String, String)> = p
+        .iter()
+        .filter(|(k, _)| k != "Signature")
+        .cloned()
+        .collect();
+    assert_eq!(
+        param(p, "Signature"),
+        sign::aliyun_rpc("POST", "testSecret", &unsigned)
+    );
+}
+
 #[test]
 fn the_documented_parameters() {
     let b = test_batch(Channel::Sms, r#"{"params":{"code":"1234"}}"#);
@@ -44,16 +57,7 @@ fn the_documented_parameters() {
     assert_eq!(param(&p, "SignatureMethod"), "HMAC-SHA1");
     assert_eq!(param(&p, "SignatureNonce"), "45e25e9b-0a6f");
     assert_eq!(param(&p, "OutId"), "m1");
-    // The signature covers every other parameter.
-    let unsigned: Vec<(String, String)> = p
-        .iter()
-        .filter(|(k, _)| k != "Signature")
-        .cloned()
-        .collect();
-    assert_eq!(
-        param(&p, "Signature"),
-        sign::aliyun_rpc("POST", "testSecret", &unsigned)
-    );
+    assert_signed(&p);
     // Without `params`, the rendered content is the template's `content` variable.
     let b = test_batch(Channel::Sms, r#"{"content":"您的验证码为1234"}"#);
     let p = account().payload(&b, &receivers, 0, "n");
@@ -128,13 +132,32 @@ fn several_messages_in_one_batch_call() {
         !p.iter()
             .any(|(k, _)| k == "PhoneNumbers" || k == "TemplateParam")
     );
-    let unsigned: Vec<(String, String)> = p
-        .iter()
-        .filter(|(k, _)| k != "Signature")
-        .cloned()
-        .collect();
-    assert_eq!(
-        param(&p, "Signature"),
-        sign::aliyun_rpc("POST", "testSecret", &unsigned)
-    );
+    assert_signed(&p);
+}
+
+/// A refusal naming a number or parameter may be one message's (a shared call is made again
+/// in halves); credentials, balance and signature refusals are the account's.
+#[test]
+fn which_refusals_may_be_one_messages() {
+    let refusal = |code: &str| {
+        AliyunSms::judge(&format!(
+            r#"{{"Code":"{code}","Message":"m","RequestId":"r"}}"#
+        ))
+        .unwrap_err()
+    };
+    for one in [
+        "isv.MOBILE_NUMBER_ILLEGAL",
+        "isv.BUSINESS_LIMIT_CONTROL",
+        "isv.TEMPLATE_PARAMS_ILLEGAL",
+    ] {
+        assert!(AliyunSms::refuses_one(&refusal(one)), "{one}");
+    }
+    for all in [
+        "isv.AMOUNT_NOT_ENOUGH",
+        "SignatureDoesNotMatch",
+        "isv.SMS_SIGNATURE_ILLEGAL",
+        "isv.SMS_TEMPLATE_ILLEGAL",
+    ] {
+        assert!(!AliyunSms::refuses_one(&refusal(all)), "{all}");
+    }
 }

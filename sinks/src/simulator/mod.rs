@@ -8,7 +8,8 @@
 //! `/wecomapp`, `/wechat`, `/getui`, `/yunpian`, `/alipay`.
 //!
 //! Receivers that rehearse a provider's per-receiver answers: SMS numbers ending in `0000`
-//! (Tencent, Yunpian: incorrect number), WeCom users `bad-*` (`invaliduser`), WeChat openids
+//! (Tencent, Yunpian: incorrect number; Aliyun, which answers one code per call:
+//! `isv.MOBILE_NUMBER_ILLEGAL` for the whole call), WeCom users `bad-*` (`invaliduser`), WeChat openids
 //! `unfollowed*` (43004), `refused*` (43101) and `busyonce*` (45047 the first time, accepted
 //! after), Alipay users `unknown*` (USER_NOT_EXIST). A rejected signature gets the provider's own error
 //! answer (DingTalk 310000, Feishu 19021, Tencent `AuthFailure.SignatureFailure`, Aliyun

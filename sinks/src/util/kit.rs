@@ -62,6 +62,27 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
         receivers: &[Receiver],
     ) -> impl Future<Output = Result<Delivered, SendError>> + Send;
 
+    /// Whether messages `a` and `b` may go in one [`Provider::send_many`] call (by default
+    /// any two: the API takes each number's parameters; Tencent's one parameter set for all
+    /// numbers needs the same content).
+    fn shares_call(_a: &SendBatch, _b: &SendBatch) -> bool {
+        true
+    }
+
+    /// Whether `error`, answered to a call shared by several messages, may be one message's
+    /// fault (a number or parameter of it, a number's own rate limit): the call is then made
+    /// again in halves. By default no: the error is the account's or the content's, the
+    /// same for each message alone.
+    fn refuses_one(_error: &SendError) -> bool {
+        false
+    }
+
+    /// A receiver as the provider writes it in a call (two receivers written alike are one
+    /// number: never twice in one call).
+    fn number(receiver: &Receiver) -> String {
+        receiver.to_string()
+    }
+
     /// One call for several messages, each to its receivers (at most
     /// [`Provider::MESSAGES_PER_CALL`] receivers in all); the answer covers the whole call,
     /// receivers in order (the first message's, then the next one's). Only called when

@@ -43,6 +43,16 @@ pub fn percent(s: &str) -> String {
     utf8_percent_encode(s, RFC3986).to_string()
 }
 
+/// A form body (`application/x-www-form-urlencoded`): `k=v` pairs, each side [`percent`]-
+/// encoded, joined by `&`.
+pub fn form(params: &[(String, String)]) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent(k), percent(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// DingTalk custom robot: `sign = base64(HmacSHA256(secret, timestamp + "\n" + secret))`,
 /// sent URL-encoded as the `sign` query parameter beside `timestamp` (ms).
 pub fn dingtalk_robot(secret: &str, timestamp_ms: i64) -> String {

@@ -178,12 +178,7 @@ impl Provider for YunpianSms {
             "v2/sms/batch_send.json"
         };
         let url = format!("{}/{path}", Self::base_url(&self.config));
-        let body = self
-            .payload(batch, receivers)
-            .iter()
-            .map(|(k, v)| format!("{}={}", sign::percent(k), sign::percent(v)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let body = sign::form(&self.payload(batch, receivers));
         let response = self
             .client
             .post(url)
