@@ -12,28 +12,24 @@ use tidings_sinks::SendBatch;
 use tidings_sinks::account::{Accounts, Halt, NOT_SENT_HALTED};
 use tidings_sinks::simulator::{Credentials, Fault, Received, Simulator};
 
-/// The Aliyun account `aliyun` on the simulator, `concurrency` calls at a time.
+/// Accounts `tencent` and `aliyun` on the simulator, `concurrency` calls at a time each.
 fn accounts(sim: &Simulator, concurrency: usize) -> Accounts {
     let c = Credentials::default();
+    let ((tencent_id, tencent_key), (aliyun_id, aliyun_secret)) = (&c.tencent, &c.aliyun);
+    let (tencent, aliyun) = (sim.endpoint("tencent"), sim.endpoint("aliyun"));
     common::accounts(&format!(
         r#"
 [tencent]
 channel = "sms"
 provider = "tencent_sms"
 concurrency = {concurrency}
-settings = {{ secret_id = "{}", secret_key = "{}", sdk_app_id = "1400006666", sign_name = "tidings", template_id = "1110", endpoint = "{}" }}
+settings = {{ secret_id = "{tencent_id}", secret_key = "{tencent_key}", sdk_app_id = "1400006666", sign_name = "tidings", template_id = "1110", endpoint = "{tencent}" }}
 [aliyun]
 channel = "sms"
 provider = "aliyun_sms"
 concurrency = {concurrency}
-settings = {{ access_key_id = "{}", access_key_secret = "{}", sign_name = "tidings", template_code = "SMS_1", endpoint = "{}" }}
-"#,
-        c.tencent.0,
-        c.tencent.1,
-        sim.endpoint("tencent"),
-        c.aliyun.0,
-        c.aliyun.1,
-        sim.endpoint("aliyun"),
+settings = {{ access_key_id = "{aliyun_id}", access_key_secret = "{aliyun_secret}", sign_name = "tidings", template_code = "SMS_1", endpoint = "{aliyun}" }}
+"#
     ))
 }
 
