@@ -7,7 +7,9 @@
 //! an always-failing Aliyun (weight 100) and that Tencent account, so every message fails over.
 //! A fourth run sends the same requests as notices to an `aliyun_sms` account (a second
 //! simulator, without faults): notices may share Aliyun's `SendBatchSms` calls (100 numbers,
-//! each with its own parameters), where verification codes go one `SendSms` call each.
+//! each with its own parameters), where verification codes go one `SendSms` call each. A
+//! fifth sends them as one text to everyone through Tencent (calls of 200 numbers of one
+//! content).
 //! The simulators run in processes of their own (`tidings-bench simulator`, this binary started
 //! again), as a provider would; `--in-process` keeps them in this one. Reports receivers/s of
 //! each and the ratios to the baseline.
@@ -204,7 +206,7 @@ impl Providers {
         Ok((secs, sent, failed))
     }
 
-    /// Runs the four cases and reports them.
+    /// Runs the five cases and reports them.
     pub fn run(&self) -> anyhow::Result<serde_json::Value> {
         let dir = std::env::temp_dir().join(format!("tidings-providers-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -220,16 +222,14 @@ impl Providers {
         let sim = Sim::start(self.in_process, true)?;
         let clean = Sim::start(self.in_process, false)?;
         let c = Credentials::default();
-        let tencent = |name: &str| {
+        let tencent_at = |name: &str, endpoint: &str| {
             format!(
                 "[accounts.{name}]\nchannel = \"sms\"\nprovider = \"tencent_sms\"\nconcurrency = {}\n\
                  settings = {{ secret_id = \"{}\", secret_key = \"{}\", sdk_app_id = \"1400006666\", sign_name = \"tidings\", template_id = \"1110\", endpoint = \"{}\" }}\n",
-                self.concurrency,
-                c.tencent.0,
-                c.tencent.1,
-                sim.endpoint("tencent")
+                self.concurrency, c.tencent.0, c.tencent.1, endpoint
             )
         };
+        let tencent = |name: &str| tencent_at(name, &sim.endpoint("tencent"));
         let baseline = format!(
             "[accounts.sms]\nchannel = \"sms\"\nprovider = \"blackhole\"\nconcurrency = {}\n",
             self.concurrency
@@ -257,6 +257,16 @@ impl Providers {
         let (t_secs, t_sent, t_failed) = self.once(&dir, "tencent", &tencent("sms"), TEMPLATES)?;
         let (g_secs, g_sent, g_failed) = self.once(&dir, "failover", &group, TEMPLATES)?;
         let (a_secs, a_sent, a_failed) = self.once(&dir, "aliyun", &aliyun, &notices)?;
+        // One text for every message (a maintenance notice to each user): Tencent's calls
+        // take 200 numbers of one content.
+        let one_text =
+            notices.replace("Your code is {$code}.", "Maintenance tonight, 22:00-23:00.");
+        let (s_secs, s_sent, s_failed) = self.once(
+            &dir,
+            "tencent-one-text",
+            &tencent_at("sms", &clean.endpoint("tencent")),
+            &one_text,
+        )?;
         let received = sim.finish()?;
         let batched = clean.finish()?;
         let invalid = received["invalid"].as_u64().unwrap_or(u64::MAX)
@@ -270,8 +280,9 @@ impl Providers {
             b_sent == self.requests
                 && t_sent == self.requests
                 && g_sent == self.requests
-                && a_sent == self.requests,
-            "not every receiver was sent: {b_sent} {t_sent} {g_sent} {a_sent} (failed {t_failed} {g_failed} {a_failed})"
+                && a_sent == self.requests
+                && s_sent == self.requests,
+            "not every receiver was sent: {b_sent} {t_sent} {g_sent} {a_sent} {s_sent} (failed {t_failed} {g_failed} {a_failed} {s_failed})"
         );
         let rate = |secs: f64| self.requests as f64 / secs;
         Ok(serde_json::json!({
@@ -287,6 +298,9 @@ impl Providers {
             "aliyun_notices_calls": batched["aliyun_calls"],
             "aliyun_notices_batch_calls": batched["aliyun_batch_calls"],
             "aliyun_notices_batch_numbers": batched["aliyun_batch_numbers"],
+            "tencent_one_text_receivers_per_s": rate(s_secs),
+            "tencent_one_text_over_blackhole": b_secs / s_secs,
+            "tencent_one_text_calls": batched["tencent_calls"],
             "simulator": if self.in_process { "in this process" } else { "a process of its own" },
             "tencent_calls": received["tencent_calls"],
             "tencent_numbers": received["tencent_numbers"],

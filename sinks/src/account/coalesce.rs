@@ -211,7 +211,8 @@ fn give_back(waiting: &mut VecDeque<Waiting>) {
 
 /// The next call's messages: the oldest waiting one, then, in order, every waiting one that
 /// may share its call, has no number already in it (as the provider writes numbers), and fits
-/// `limit` receivers.
+/// `limit` receivers. The scan stops when the call is full or after [`SCAN`] messages, so a
+/// long queue costs each call a bounded look; those passed over keep their places.
 fn take_group(remote: &Remote, limit: usize, waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
     let first = waiting.pop_front().expect("a message waits");
     let mut numbers: HashSet<String> = first
@@ -221,8 +222,11 @@ fn take_group(remote: &Remote, limit: usize, waiting: &mut VecDeque<Waiting>) ->
         .map(|r| remote.number(r))
         .collect();
     let mut group = vec![first];
-    let mut rest = VecDeque::with_capacity(waiting.len());
-    for w in waiting.drain(..) {
+    let mut passed = Vec::new();
+    let mut looked = 0;
+    while numbers.len() < limit && looked < SCAN {
+        let Some(w) = waiting.pop_front() else { break };
+        looked += 1;
         let fits = numbers.len() + w.batch.receivers.len() <= limit
             && remote.shares_call(&group[0].batch, &w.batch)
             && !w
@@ -234,12 +238,17 @@ fn take_group(remote: &Remote, limit: usize, waiting: &mut VecDeque<Waiting>) ->
             numbers.extend(w.batch.receivers.iter().map(|r| remote.number(r)));
             group.push(w);
         } else {
-            rest.push_back(w);
+            passed.push(w);
         }
     }
-    *waiting = rest;
+    for w in passed.into_iter().rev() {
+        waiting.push_front(w);
+    }
     group
 }
+
+/// The most waiting messages one call looks at.
+const SCAN: usize = 1024;
 
 /// Makes one call for `group` and answers each of its messages.
 fn answer(remote: &Remote, mut group: Vec<Waiting>) -> BoxFuture<'_, ()> {
