@@ -123,6 +123,11 @@ fn notices_share_calls_and_each_number_gets_its_own_parameters() {
         batch_calls + single_calls < 60,
         "{batch_calls} + {single_calls} calls"
     );
+    // The account's counters (the admin API, `/metrics`) say so.
+    let stats = acc.get(acc.index("aliyun").unwrap()).stats.snapshot();
+    assert_eq!(stats.shared_calls as usize, batch_calls);
+    assert_eq!(stats.sent, 240);
+    assert!(stats.shared_call_messages as usize > 100);
     for r in got.iter().filter(|r| r.body["Action"] == "SendBatchSms") {
         let n: Vec<String> =
             serde_json::from_str(r.body["PhoneNumberJson"].as_str().unwrap()).unwrap();

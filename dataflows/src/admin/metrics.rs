@@ -129,7 +129,7 @@ impl Collector for JobMetrics {
 }
 
 /// Per-account statistics written as gauges or counters.
-const ACCOUNT_STATS: [(Family, fn(&StatsSnapshot) -> u64); 6] = [
+const ACCOUNT_STATS: [(Family, fn(&StatsSnapshot) -> u64); 8] = [
     (
         family(
             "tidings_sends_waiting",
@@ -173,6 +173,22 @@ const ACCOUNT_STATS: [(Family, fn(&StatsSnapshot) -> u64); 6] = [
             "Receivers that ended in SEND_FAIL.",
         ),
         |s| s.failed,
+    ),
+    (
+        family(
+            "tidings_shared_calls",
+            MetricType::Counter,
+            "Provider calls that carried several messages.",
+        ),
+        |s| s.shared_calls,
+    ),
+    (
+        family(
+            "tidings_shared_call_messages",
+            MetricType::Counter,
+            "Messages carried by provider calls shared by several messages.",
+        ),
+        |s| s.shared_call_messages,
     ),
 ];
 

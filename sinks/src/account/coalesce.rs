@@ -22,6 +22,7 @@
 //! batch calls may be delayed).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
@@ -34,6 +35,7 @@ use crate::SendBatch;
 use crate::provider::Remote;
 use crate::util::kit::Delivered;
 use crate::util::retry::SendError;
+use crate::util::stats::SendStats;
 
 type Answer = Result<Delivered, SendError>;
 
@@ -86,6 +88,7 @@ impl Coalescer {
         &self,
         slots: &Arc<Semaphore>,
         halt: &Arc<Halt>,
+        stats: &Arc<SendStats>,
         batch: &SendBatch,
         receivers: &[Receiver],
         first: bool,
@@ -101,7 +104,7 @@ impl Coalescer {
             give_back: first,
             answer,
         };
-        self.enqueue(slots, halt, waiting);
+        self.enqueue(slots, halt, stats, waiting);
         match answered.await {
             Ok(Reply::Answer(a)) => Some(a),
             Ok(Reply::Halted) => None,
@@ -115,7 +118,13 @@ impl Coalescer {
 
     /// Hands `w` to the task, starting one on this runtime if there is none or its runtime is
     /// gone.
-    fn enqueue(&self, slots: &Arc<Semaphore>, halt: &Arc<Halt>, w: Waiting) {
+    fn enqueue(
+        &self,
+        slots: &Arc<Semaphore>,
+        halt: &Arc<Halt>,
+        stats: &Arc<SendStats>,
+        w: Waiting,
+    ) {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let w = match queue.as_ref() {
             Some(tx) => match tx.send(w) {
@@ -130,6 +139,7 @@ impl Coalescer {
             self.limit,
             slots.clone(),
             halt.clone(),
+            stats.clone(),
             rx,
         ));
         // Just made, its receiver alive: the send cannot fail (if it did, the message's
@@ -149,6 +159,7 @@ async fn run(
     limit: usize,
     slots: Arc<Semaphore>,
     halt: Arc<Halt>,
+    stats: Arc<SendStats>,
     mut rx: mpsc::UnboundedReceiver<Waiting>,
 ) {
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
@@ -188,10 +199,10 @@ async fn run(
             },
         };
         let group = take_group(&remote, limit, &mut waiting);
-        let remote = remote.clone();
+        let (remote, stats) = (remote.clone(), stats.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            answer(&remote, group).await;
+            answer(&remote, &stats, group).await;
         });
     }
 }
@@ -251,7 +262,11 @@ fn take_group(remote: &Remote, limit: usize, waiting: &mut VecDeque<Waiting>) ->
 const SCAN: usize = 1024;
 
 /// Makes one call for `group` and answers each of its messages.
-fn answer(remote: &Remote, mut group: Vec<Waiting>) -> BoxFuture<'_, ()> {
+fn answer<'a>(
+    remote: &'a Remote,
+    stats: &'a SendStats,
+    mut group: Vec<Waiting>,
+) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         if group.len() == 1 {
             let w = group.pop().expect("one");
@@ -263,6 +278,10 @@ fn answer(remote: &Remote, mut group: Vec<Waiting>) -> BoxFuture<'_, ()> {
             .iter()
             .map(|w| (&w.batch, &w.batch.receivers[..]))
             .collect();
+        stats.shared_calls.fetch_add(1, Ordering::Relaxed);
+        stats
+            .shared_call_messages
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
         let shared = remote.send_many(&calls).await;
         drop(calls);
         match shared {
@@ -270,8 +289,8 @@ fn answer(remote: &Remote, mut group: Vec<Waiting>) -> BoxFuture<'_, ()> {
             // this call's slot), down to the message at fault alone.
             Err(e) if remote.refuses_one(&e) => {
                 let second = group.split_off(group.len() / 2);
-                answer(remote, group).await;
-                answer(remote, second).await;
+                answer(remote, stats, group).await;
+                answer(remote, stats, second).await;
             }
             Err(e) => {
                 for w in group {

@@ -33,7 +33,9 @@ impl Attempt for Call<'_> {
                 let c = self.account.coalescer.as_ref().expect("coalesced");
                 let a = &self.account;
                 let first = self.attempts.fetch_add(1, Ordering::Relaxed) == 0;
-                match Box::pin(c.call(&a.slots, &a.halt, self.batch, receivers, first)).await {
+                match Box::pin(c.call(&a.slots, &a.halt, &a.stats, self.batch, receivers, first))
+                    .await
+                {
                     Some(answer) => answer,
                     // Given back unsent: the receivers not yet settled end as a send waiting
                     // for its slot does at a halt (no row; a new run sends them).

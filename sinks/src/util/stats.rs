@@ -64,6 +64,10 @@ pub struct SendStats {
     pub sent: AtomicU64,
     /// Receivers that failed (SEND_FAIL).
     pub failed: AtomicU64,
+    /// Provider calls that carried several messages (`Provider::MESSAGES_PER_CALL`).
+    pub shared_calls: AtomicU64,
+    /// Messages those calls carried.
+    pub shared_call_messages: AtomicU64,
     /// Provider call latency, per attempt.
     pub latency: Histogram,
     /// Rate limiter: permits left after the last acquisition, and when (ms since the epoch).
@@ -80,6 +84,8 @@ impl Default for SendStats {
             retries: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            shared_calls: AtomicU64::new(0),
+            shared_call_messages: AtomicU64::new(0),
             latency: Histogram::default(),
             tokens_left: AtomicU64::new(0),
             tokens_at: AtomicI64::new(i64::MIN),
@@ -132,6 +138,8 @@ impl SendStats {
             retries: self.retries.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            shared_calls: self.shared_calls.load(Ordering::Relaxed),
+            shared_call_messages: self.shared_call_messages.load(Ordering::Relaxed),
         }
     }
 }
@@ -151,6 +159,10 @@ pub struct StatsSnapshot {
     pub sent: u64,
     /// Receivers failed.
     pub failed: u64,
+    /// Provider calls that carried several messages.
+    pub shared_calls: u64,
+    /// Messages those calls carried.
+    pub shared_call_messages: u64,
 }
 
 #[cfg(test)]
