@@ -58,16 +58,21 @@ pub struct E2e {
 /// and the rows its Redis writer wrote.
 pub fn run_job(path: &Path, idle_exit: Duration) -> anyhow::Result<serde_json::Value> {
     let job = Job::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut opts = RunOptions::for_job(&job);
-    opts.idle_exit = Some(idle_exit);
     let rss_at_start = crate::rss_bytes();
-    let summary = run(&job, &opts)?;
+    let written = run_to_idle(&job, idle_exit)?;
     Ok(serde_json::json!({
         "peak_rss_bytes": crate::peak_rss_bytes(),
         "rss_bytes_at_start": rss_at_start,
         "cpu_seconds": cpu_seconds(),
-        "redis_rows_written": summary.redis.map(|r| r.written),
+        "redis_rows_written": written,
     }))
+}
+
+/// Runs `job` until its source has been idle for `idle_exit`; the rows its Redis writer wrote.
+fn run_to_idle(job: &Job, idle_exit: Duration) -> anyhow::Result<Option<u64>> {
+    let mut opts = RunOptions::for_job(job);
+    opts.idle_exit = Some(idle_exit);
+    Ok(run(job, &opts)?.redis.map(|r| r.written))
 }
 
 /// One tracking row, as far as the harness needs it.
@@ -255,14 +260,11 @@ impl E2e {
         let peak_before = crate::peak_rss_bytes().unwrap_or(0);
         let started = Instant::now();
         let (job_peak, rss_at_start, cpu, written) = if self.in_process {
-            let mut opts = RunOptions::for_job(job);
-            opts.idle_exit = Some(idle_exit);
             // The process's peak so far is the producer's and the raw consumer's; from here on
             // it is the job's (on top of what they left resident).
             let rss_at_start = crate::reset_peak_rss();
-            let summary = run(job, &opts)?;
+            let written = run_to_idle(job, idle_exit)?;
             let peak = rss_at_start.and(crate::peak_rss_bytes());
-            let written = summary.redis.map(|r| r.written);
             (peak, rss_at_start, cpu_seconds() - cpu0, written)
         } else {
             let child = std::process::Command::new(std::env::current_exe()?)

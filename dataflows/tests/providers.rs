@@ -220,7 +220,8 @@ fn the_demo_reaches_the_simulated_providers() {
 
 /// Notices to an Aliyun account share `SendBatchSms` calls, codes go one `SendSms` each, and
 /// which messages shared a call never shows in the outcome: the same job with 1 and with 2
-/// workers ends every receiver in the same state with the same reason (a bad number fails
+/// workers, and with other epochs (so other messages wait together), ends every receiver in
+/// the same state with the same reason (a bad number fails
 /// alone), and every good number reached the provider once per run with its own message's
 /// parameters.
 #[test]
@@ -254,13 +255,13 @@ fn shared_provider_calls_do_not_change_any_outcome() {
         c.aliyun.1,
         sim.endpoint("aliyun")
     );
-    let run = |workers: usize| {
+    let run = |workers: usize, epoch_lines: usize| {
         let dir = tempfile::tempdir().unwrap();
         let job = common::write_job(dir.path(), &templates, &requests, "");
         // Epochs of 120 requests: a send task carries many messages at once, as under load.
         let text = std::fs::read_to_string(&job)
             .unwrap()
-            .replace("epoch_lines = 3", "epoch_lines = 120")
+            .replace("epoch_lines = 3", &format!("epoch_lines = {epoch_lines}"))
             + &account;
         std::fs::write(&job, text).unwrap();
         let before = sim.received().len();
@@ -281,10 +282,14 @@ fn shared_provider_calls_do_not_change_any_outcome() {
         outcomes.sort();
         (outcomes, sim.received()[before..].to_vec())
     };
-    let (one, calls_one) = run(1);
-    let (two, calls_two) = run(2);
+    let (one, calls_one) = run(1, 120);
+    let (two, calls_two) = run(2, 120);
+    // Small epochs: other messages wait together, so other calls are shared.
+    let (small, calls_small) = run(2, 7);
     assert_eq!(one.len(), 240, "one terminal row per receiver");
     assert_eq!(one, two, "the same outcomes with 1 and 2 workers");
+    assert_eq!(one, small, "the same outcomes with epochs of 7 requests");
+    assert!(calls_small.iter().all(|r| r.valid));
     let failed: Vec<_> = one.iter().filter(|o| o.2 == "SEND_FAIL").collect();
     assert_eq!(failed.len(), 4, "{failed:?}");
     assert!(

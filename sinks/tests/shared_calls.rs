@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
+
 use tidings_model::{Channel, MsgType};
 use tidings_sinks::SendBatch;
 use tidings_sinks::account::{Accounts, Halt, NOT_SENT_HALTED};
@@ -52,6 +54,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Resolves once `cond` holds; panics naming `what` if it does not within 10 s.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 10 s for: {what}"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Sends `messages` through the account together, on one runtime; their outcomes in order.
@@ -199,8 +213,8 @@ fn a_bad_message_fails_alone_and_codes_go_one_by_one() {
 
 #[test]
 fn a_halt_gives_back_what_waits_for_a_slot() {
-    // Every call answered after 400 ms, one call at a time: the first message's call holds
-    // the slot while the others wait for it in the coalescer.
+    // Every call answered after 400 ms, one call at a time: once the first message's call has
+    // reached the provider it holds the slot, and the others wait for it in the coalescer.
     let sim = Simulator::start(
         "127.0.0.1:0",
         Credentials::default(),
@@ -219,10 +233,14 @@ fn a_halt_gives_back_what_waits_for_a_slot() {
     let (first_out, later_out) = rt.block_on(async {
         let first_send = account.send(&first);
         let later_sends = async {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            until("the first call reached the provider", || sim.arrived() == 1).await;
             let waiting = futures_util::future::join_all(later.iter().map(|m| account.send(m)));
             let raise = async {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // All four sends past their permits: three of them wait in the coalescer.
+                until("every send in flight", || {
+                    account.stats.in_flight.load(Ordering::SeqCst) == 4
+                })
+                .await;
                 halt.raise();
             };
             tokio::join!(waiting, raise).0

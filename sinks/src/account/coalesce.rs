@@ -30,7 +30,7 @@ use futures_util::future::BoxFuture;
 use tidings_model::{MsgType, Receiver};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::Halt;
+use super::{Account, Halt};
 use crate::SendBatch;
 use crate::provider::Remote;
 use crate::util::kit::Delivered;
@@ -81,14 +81,12 @@ impl Coalescer {
         msg_type != MsgType::AuthCode && receivers < self.limit
     }
 
-    /// One message's call (its attempt `first` or a retry), made alone or with others waiting
-    /// beside it, each call holding one of the account's concurrency `slots`. `None`: the run
-    /// halted while its first attempt waited for a slot, and it was not sent.
+    /// One message's call for `account` (its attempt `first` or a retry), made alone or with
+    /// others waiting beside it, each call holding one of the account's concurrency slots.
+    /// `None`: the run halted while its first attempt waited for a slot, and it was not sent.
     pub(super) async fn call(
         &self,
-        slots: &Arc<Semaphore>,
-        halt: &Arc<Halt>,
-        stats: &Arc<SendStats>,
+        account: &Account,
         batch: &SendBatch,
         receivers: &[Receiver],
         first: bool,
@@ -104,7 +102,7 @@ impl Coalescer {
             give_back: first,
             answer,
         };
-        self.enqueue(slots, halt, stats, waiting);
+        self.enqueue(account, waiting);
         match answered.await {
             Ok(Reply::Answer(a)) => Some(a),
             Ok(Reply::Halted) => None,
@@ -116,15 +114,9 @@ impl Coalescer {
         }
     }
 
-    /// Hands `w` to the task, starting one on this runtime if there is none or its runtime is
-    /// gone.
-    fn enqueue(
-        &self,
-        slots: &Arc<Semaphore>,
-        halt: &Arc<Halt>,
-        stats: &Arc<SendStats>,
-        w: Waiting,
-    ) {
+    /// Hands `w` to the task, starting one on this runtime (with `account`'s slots, halt and
+    /// counters) if there is none or its runtime is gone.
+    fn enqueue(&self, account: &Account, w: Waiting) {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let w = match queue.as_ref() {
             Some(tx) => match tx.send(w) {
@@ -137,9 +129,9 @@ impl Coalescer {
         tokio::spawn(run(
             self.remote.clone(),
             self.limit,
-            slots.clone(),
-            halt.clone(),
-            stats.clone(),
+            account.slots.clone(),
+            account.halt.clone(),
+            account.stats.clone(),
             rx,
         ));
         // Just made, its receiver alive: the send cannot fail (if it did, the message's
@@ -238,18 +230,15 @@ fn take_group(remote: &Remote, limit: usize, waiting: &mut VecDeque<Waiting>) ->
     while numbers.len() < limit && looked < SCAN {
         let Some(w) = waiting.pop_front() else { break };
         looked += 1;
-        let fits = numbers.len() + w.batch.receivers.len() <= limit
-            && remote.shares_call(&group[0].batch, &w.batch)
-            && !w
-                .batch
-                .receivers
-                .iter()
-                .any(|r| numbers.contains(&remote.number(r)));
-        if fits {
-            numbers.extend(w.batch.receivers.iter().map(|r| remote.number(r)));
-            group.push(w);
-        } else {
-            passed.push(w);
+        let keys: Option<Vec<String>> = (numbers.len() + w.batch.receivers.len() <= limit
+            && remote.shares_call(&group[0].batch, &w.batch))
+        .then(|| w.batch.receivers.iter().map(|r| remote.number(r)).collect());
+        match keys {
+            Some(keys) if !keys.iter().any(|k| numbers.contains(k)) => {
+                numbers.extend(keys);
+                group.push(w);
+            }
+            _ => passed.push(w),
         }
     }
     for w in passed.into_iter().rev() {
@@ -332,22 +321,18 @@ fn split(d: Delivered, counts: &[usize]) -> Vec<Delivered> {
             .into_iter()
             .map(Delivered::Each)
             .collect(),
-        Delivered::Tracked { reference, each } => match each {
-            None => counts
-                .iter()
-                .map(|_| Delivered::Tracked {
+        Delivered::Tracked { reference, each } => {
+            let each = match each {
+                Some(each) => per_receiver(each).into_iter().map(Some).collect(),
+                None => vec![None; counts.len()],
+            };
+            each.into_iter()
+                .map(|each| Delivered::Tracked {
                     reference: reference.clone(),
-                    each: None,
+                    each,
                 })
-                .collect(),
-            Some(each) => per_receiver(each)
-                .into_iter()
-                .map(|e| Delivered::Tracked {
-                    reference: reference.clone(),
-                    each: Some(e),
-                })
-                .collect(),
-        },
+                .collect()
+        }
     }
 }
 

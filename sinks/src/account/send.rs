@@ -9,6 +9,7 @@ use tidings_model::Receiver;
 
 use tokio::sync::SemaphorePermit;
 
+use super::coalesce::Coalescer;
 use super::retry::{Attempt, PartialRetry, send_with_policy};
 use super::{Account, Backend, Limiter, NOT_SENT_HALTED, RateLimitConfig, RateStrategy};
 use crate::util::kit::Delivered;
@@ -21,30 +22,27 @@ use crate::{Outcome, SendBatch};
 struct Call<'a> {
     account: &'a Account,
     batch: &'a SendBatch,
-    coalesced: bool,
+    /// The account's coalescer, when this batch goes through it.
+    coalescer: Option<&'a Coalescer>,
     /// Attempts made so far.
     attempts: AtomicU32,
 }
 
 impl Attempt for Call<'_> {
     async fn attempt(&self, receivers: &[Receiver]) -> Result<Delivered, SendError> {
+        if let Some(c) = self.coalescer {
+            let first = self.attempts.fetch_add(1, Ordering::Relaxed) == 0;
+            return match Box::pin(c.call(self.account, self.batch, receivers, first)).await {
+                Some(answer) => answer,
+                // Given back unsent: the receivers not yet settled end as a send waiting for
+                // its slot does at a halt (no row; a new run sends them).
+                None => Err(SendError::Permanent(format!(
+                    "{}: {NOT_SENT_HALTED}",
+                    self.account.name
+                ))),
+            };
+        }
         match &self.account.backend {
-            Backend::Remote(..) if self.coalesced => {
-                let c = self.account.coalescer.as_ref().expect("coalesced");
-                let a = &self.account;
-                let first = self.attempts.fetch_add(1, Ordering::Relaxed) == 0;
-                match Box::pin(c.call(&a.slots, &a.halt, &a.stats, self.batch, receivers, first))
-                    .await
-                {
-                    Some(answer) => answer,
-                    // Given back unsent: the receivers not yet settled end as a send waiting
-                    // for its slot does at a halt (no row; a new run sends them).
-                    None => Err(SendError::Permanent(format!(
-                        "{}: {NOT_SENT_HALTED}",
-                        a.name
-                    ))),
-                }
-            }
             Backend::Outbox(o) => o.send(self.batch, receivers).map(|()| Delivered::All),
             Backend::Blackhole => Ok(Delivered::All),
             // Boxed: an HTTP call's future is kilobytes, and every send's future (one per
@@ -68,11 +66,11 @@ impl Account {
                 return self.not_sent(batch);
             }
             // A call the coalescer may share takes its slot there, one per call.
-            let coalesced = self
+            let coalescer = self
                 .coalescer
                 .as_ref()
-                .is_some_and(|c| c.takes(batch.msg_type, to_send.len()));
-            let _slot = if coalesced {
+                .filter(|c| c.takes(batch.msg_type, to_send.len()));
+            let _slot = if coalescer.is_some() {
                 None
             } else {
                 let Some(slot) = self.slot().await else {
@@ -96,7 +94,7 @@ impl Account {
             let call = Call {
                 account: self,
                 batch,
-                coalesced,
+                coalescer,
                 attempts: AtomicU32::new(0),
             };
             let (settled, references) = send_with_policy(policy, &self.stats, &receivers, &call)

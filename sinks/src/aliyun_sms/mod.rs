@@ -63,30 +63,17 @@ impl AliyunSms {
         now_ms: i64,
         nonce: &str,
     ) -> Vec<(String, String)> {
-        let template_param = template_param(batch).to_string();
-        let timestamp = timestamp(now_ms);
-        let mut p: Vec<(String, String)> = [
-            ("AccessKeyId", self.config.access_key_id.as_str()),
-            ("Action", "SendSms"),
-            ("Format", "JSON"),
-            ("PhoneNumbers", &receivers.join(",")),
-            ("RegionId", &self.config.region),
-            ("SignName", &self.config.sign_name),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureNonce", nonce),
-            ("SignatureVersion", "1.0"),
-            ("TemplateCode", &self.config.template_code),
-            ("TemplateParam", &template_param),
-            ("Timestamp", &timestamp),
-            ("Version", "2017-05-25"),
-            ("OutId", &batch.meta.message_id),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let signature = sign::aliyun_rpc("POST", &self.config.access_key_secret, &p);
-        p.push(("Signature".into(), signature));
-        p
+        self.signed(
+            "SendSms",
+            [
+                ("PhoneNumbers", receivers.join(",")),
+                ("SignName", self.config.sign_name.clone()),
+                ("TemplateParam", template_param(batch).to_string()),
+                ("OutId", batch.meta.message_id.clone()),
+            ],
+            now_ms,
+            nonce,
+        )
     }
 
     /// The signed query parameters of a `SendBatchSms` call for several messages at `now_ms`
@@ -107,31 +94,51 @@ impl AliyunSms {
             }
         }
         let signs = vec![serde_json::Value::String(self.config.sign_name.clone()); numbers.len()];
-        let timestamp = timestamp(now_ms);
-        let mut p: Vec<(String, String)> = [
-            ("AccessKeyId", self.config.access_key_id.as_str()),
-            ("Action", "SendBatchSms"),
-            ("Format", "JSON"),
-            (
-                "PhoneNumberJson",
-                &serde_json::Value::Array(numbers).to_string(),
-            ),
-            ("RegionId", &self.config.region),
-            ("SignNameJson", &serde_json::Value::Array(signs).to_string()),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureNonce", nonce),
-            ("SignatureVersion", "1.0"),
-            ("TemplateCode", &self.config.template_code),
-            (
-                "TemplateParamJson",
-                &serde_json::Value::Array(params).to_string(),
-            ),
-            ("Timestamp", &timestamp),
-            ("Version", "2017-05-25"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        self.signed(
+            "SendBatchSms",
+            [
+                (
+                    "PhoneNumberJson",
+                    serde_json::Value::Array(numbers).to_string(),
+                ),
+                ("SignNameJson", serde_json::Value::Array(signs).to_string()),
+                (
+                    "TemplateParamJson",
+                    serde_json::Value::Array(params).to_string(),
+                ),
+            ],
+            now_ms,
+            nonce,
+        )
+    }
+
+    /// `action`'s own parameters with the common ones (key, format, region, signature
+    /// method and nonce, template code, timestamp, version) and the signature over them all.
+    fn signed<const N: usize>(
+        &self,
+        action: &str,
+        own: [(&str, String); N],
+        now_ms: i64,
+        nonce: &str,
+    ) -> Vec<(String, String)> {
+        let common = [
+            ("AccessKeyId", self.config.access_key_id.clone()),
+            ("Action", action.to_string()),
+            ("Format", "JSON".into()),
+            ("RegionId", self.config.region.clone()),
+            ("SignatureMethod", "HMAC-SHA1".into()),
+            ("SignatureNonce", nonce.to_string()),
+            ("SignatureVersion", "1.0".into()),
+            ("TemplateCode", self.config.template_code.clone()),
+            ("Timestamp", timestamp(now_ms)),
+            ("Version", "2017-05-25".into()),
+        ];
+        let mut p: Vec<(String, String)> = common
+            .into_iter()
+            .chain(own)
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        // The signature sorts the parameters itself.
         let signature = sign::aliyun_rpc("POST", &self.config.access_key_secret, &p);
         p.push(("Signature".into(), signature));
         p

@@ -157,6 +157,8 @@ pub struct Received {
 #[derive(Default)]
 struct Shared {
     received: Mutex<Vec<Received>>,
+    /// Requests that arrived (counted before any fault's delay).
+    arrived: std::sync::atomic::AtomicU64,
     faults: Mutex<Vec<Fault>>,
     tokens: apps::Tokens,
 }
@@ -203,6 +205,14 @@ impl Simulator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// How many requests have arrived, answered or not yet (a delayed answer is counted as
+    /// soon as its request is in).
+    pub fn arrived(&self) -> u64 {
+        self.shared
+            .arrived
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Makes every access token issued so far invalid (as an expiry would): the next send
@@ -510,6 +520,9 @@ async fn answer(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, axum::Json<Value>) {
+    shared
+        .arrived
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let provider = path.get("provider").cloned().unwrap_or_default();
     let fault = due_fault(&shared, &provider);
     if let Some(f) = &fault {
