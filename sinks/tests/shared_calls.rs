@@ -3,7 +3,8 @@
 //! message's parameters; one bad message refuses the shared call and is then the only one to
 //! fail; verification codes always go one message per call (`SendSms`). Tencent (`SendSms`,
 //! one parameter set per call): only messages of the same content share a call, a number is
-//! never twice in one, and each number's own status reaches its message.
+//! never twice in one, and each number's own status reaches its message. Yunpian
+//! (`batch_send`, one text per call) shares calls the same way.
 
 mod common;
 
@@ -14,11 +15,13 @@ use tidings_sinks::SendBatch;
 use tidings_sinks::account::{Accounts, Halt, NOT_SENT_HALTED};
 use tidings_sinks::simulator::{Credentials, Fault, Received, Simulator};
 
-/// Accounts `tencent` and `aliyun` on the simulator, `concurrency` calls at a time each.
+/// Accounts `tencent`, `aliyun` and `yunpian` on the simulator, `concurrency` calls at a
+/// time each.
 fn accounts(sim: &Simulator, concurrency: usize) -> Accounts {
     let c = Credentials::default();
     let ((tencent_id, tencent_key), (aliyun_id, aliyun_secret)) = (&c.tencent, &c.aliyun);
     let (tencent, aliyun) = (sim.endpoint("tencent"), sim.endpoint("aliyun"));
+    let (yunpian, yunpian_key) = (sim.endpoint("yunpian"), &c.yunpian_apikey);
     common::accounts(&format!(
         r#"
 [tencent]
@@ -31,6 +34,11 @@ channel = "sms"
 provider = "aliyun_sms"
 concurrency = {concurrency}
 settings = {{ access_key_id = "{aliyun_id}", access_key_secret = "{aliyun_secret}", sign_name = "tidings", template_code = "SMS_1", endpoint = "{aliyun}" }}
+[yunpian]
+channel = "sms"
+provider = "yunpian_sms"
+concurrency = {concurrency}
+settings = {{ apikey = "{yunpian_key}", endpoint = "{yunpian}" }}
 "#
     ))
 }
@@ -331,6 +339,92 @@ fn tencent_shares_a_call_only_among_messages_of_one_content() {
     want.sort();
     seen.sort();
     assert_eq!(seen, want);
+}
+
+#[test]
+fn yunpian_shares_a_call_only_among_messages_of_one_text() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let acc = accounts(&sim, 2);
+    let notice = |i: usize, text: &str, to: &str| {
+        let mut b = common::batch(
+            &format!("y-{i}"),
+            Channel::Sms,
+            &format!(r#"{{"content":"{text}"}}"#),
+            &[to],
+        );
+        b.msg_type = MsgType::Notice;
+        b
+    };
+    // 300 messages of one text (more than one call's 200 numbers), 40 of another; message
+    // 11 goes to message 10's number written with +86; the simulator refuses numbers ending
+    // in 0000 one by one, as Yunpian answers.
+    let messages: Vec<SendBatch> = (0..340)
+        .map(|i| {
+            let text = if i < 300 {
+                "【tidings】Sale today"
+            } else {
+                "【tidings】Parcel here"
+            };
+            let to = match i {
+                11 => "+8613911101012".to_string(),
+                5 => "13911110000".to_string(),
+                _ => format!("139111{i:03}12"),
+            };
+            notice(i, text, &to)
+        })
+        .collect();
+    let out = send_with(&acc, "yunpian", &messages);
+    for (i, o) in out.iter().enumerate() {
+        if i == 5 {
+            assert!(
+                o[0].as_ref().unwrap_err().contains("yunpian_sms: 2 "),
+                "{o:?}"
+            );
+        } else {
+            assert_eq!(o, &vec![Ok(())], "message {i}");
+        }
+    }
+    let got = sim.received();
+    assert!(got.iter().all(|r| r.valid), "{got:#?}");
+    assert!(got.len() < 100, "{} calls for 340 messages", got.len());
+    let national = |n: &str| n.trim_start_matches("+86").to_string();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for r in &got {
+        let numbers: Vec<String> = r.body["mobile"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .map(national)
+            .collect();
+        assert!(
+            numbers.len() <= 200,
+            "{} numbers in one call",
+            numbers.len()
+        );
+        let mut unique = numbers.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), numbers.len(), "a number twice in one call");
+        let text = r.body["text"].as_str().unwrap().to_string();
+        seen.extend(numbers.into_iter().map(|n| (n, text.clone())));
+    }
+    // Every message's number once, with its own text.
+    let mut want: Vec<(String, String)> = messages
+        .iter()
+        .map(|m| {
+            let content: serde_json::Value = serde_json::from_str(&m.meta.content).unwrap();
+            (
+                national(&m.receivers[0]),
+                content["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    want.sort();
+    seen.sort();
+    assert_eq!(seen, want);
+    let stats = acc.get(acc.index("yunpian").unwrap()).stats.snapshot();
+    assert!(stats.shared_calls > 0, "{stats:?}");
+    sim.stop();
 }
 
 #[test]

@@ -454,6 +454,16 @@ pub(super) fn yunpian(c: &Credentials, url: &str, raw: &str) -> Checked {
             )
         })
     };
+    // Its batch calls take 1 to 1000 numbers.
+    let count = f
+        .get("mobile")
+        .map_or(0, |m| m.split(',').filter(|n| !n.is_empty()).count());
+    let verdict = verdict.and_then(|()| {
+        check(
+            (1..=1000).contains(&count),
+            "mobile takes 1 to 1000 numbers",
+        )
+    });
     if let Err(e) = verdict {
         return (
             400,

@@ -4,6 +4,11 @@
 //! without one, `POST {endpoint}/v2/sms/batch_send.json` with the rendered `text` (it must
 //! match an approved template, signature included). Up to 1000 numbers per call; the answer
 //! has one `data` entry per number (code 0 is sent).
+//!
+//! Both calls take one text for all their numbers, so messages of the same content share a
+//! call (`Provider::send_many`), up to the 200 numbers Yunpian advises per call; verification
+//! codes never do (Yunpian advises against its batch calls for them, as the coalescer does for
+//! every provider).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -45,6 +50,17 @@ const NAME: &str = "yunpian_sms";
 fn transient(code: i64) -> bool {
     code < -50
 }
+
+/// A number as Yunpian answers it: mainland numbers without `+86` (its documentation: "no
+/// +86 prefix needed"), others in E.164.
+fn national(m: &str) -> &str {
+    m.strip_prefix("+86").unwrap_or(m)
+}
+
+/// Whole-call codes that may be one number's: a malformed parameter (a number), or one
+/// number's frequency limit (8: same content in 30 s, 9: 5 times in 5 min, 17: daily cap,
+/// 22: hourly cap, 33: too frequent).
+const ONE_NUMBERS: [i64; 6] = [2, 8, 9, 17, 22, 33];
 
 impl YunpianSms {
     /// An account sending through `client`.
@@ -124,7 +140,7 @@ impl YunpianSms {
                     let entry = data.iter().find(|d| {
                         d["mobile"]
                             .as_str()
-                            .is_some_and(|m| m.ends_with(r.trim_start_matches('+')))
+                            .is_some_and(|m| national(m) == national(r))
                     });
                     match entry.and_then(|d| d["code"].as_i64()) {
                         Some(0) => Ok(()),
@@ -153,6 +169,28 @@ impl Provider for YunpianSms {
     const CHANNELS: Option<&'static [Channel]> = Some(&[Channel::Sms]);
     // batch_send / tpl_batch_send: at most 1000 numbers per request.
     const RECEIVERS_PER_CALL: Option<usize> = Some(1000);
+    // Several messages share a call only when their text is one; Yunpian advises at most 200
+    // numbers per call.
+    const MESSAGES_PER_CALL: Option<usize> = Some(200);
+
+    fn shares_call(a: &SendBatch, b: &SendBatch) -> bool {
+        a.meta.content == b.meta.content
+    }
+
+    // `138…` and `+86138…` are one number to Yunpian.
+    fn number(receiver: &Receiver) -> String {
+        national(receiver).to_string()
+    }
+
+    fn refuses_one(error: &SendError) -> bool {
+        // The reason starts `yunpian_sms: <code> `.
+        error
+            .reason()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| ONE_NUMBERS.contains(&c))
+    }
 
     fn base_url(settings: &YunpianSmsConfig) -> String {
         endpoint(&settings.endpoint, "https://sms.yunpian.com")
@@ -197,6 +235,15 @@ impl Provider for YunpianSms {
             .await
             .map_err(|e| http::transport(NAME, &e))?;
         Self::judge(status, &text, receivers)
+    }
+
+    /// Messages of one text in one call: their numbers together, each answered on its own.
+    async fn send_many(&self, calls: &[(&SendBatch, &[Receiver])]) -> Result<Delivered, SendError> {
+        let Some((first, _)) = calls.first() else {
+            return Ok(Delivered::All);
+        };
+        let all: Vec<Receiver> = calls.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
+        self.send(first, &all).await
     }
 }
 

@@ -110,3 +110,55 @@ fn whole_call_errors() {
         YunpianSms::judge(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>", &one).unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
 }
+
+#[test]
+fn messages_of_one_text_share_a_call_and_number_refusals_are_split() {
+    let a = test_batch(Channel::Sms, r#"{"content":"【云片网】您的订单已经发货"}"#);
+    let mut b = test_batch(Channel::Sms, r#"{"content":"【云片网】您的订单已经发货"}"#);
+    assert!(YunpianSms::shares_call(&a, &b));
+    b = test_batch(Channel::Sms, r#"{"content":"【云片网】明天见"}"#);
+    assert!(!YunpianSms::shares_call(&a, &b));
+    // One number however it is written.
+    assert_eq!(
+        YunpianSms::number(&"+8615205201314".into()),
+        YunpianSms::number(&"15205201314".into())
+    );
+    assert_ne!(
+        YunpianSms::number(&"+12015550123".into()),
+        YunpianSms::number(&"2015550123".into())
+    );
+    // A whole-call refusal that may be one number's is split; the account's is not.
+    let refusal = |code: i64| {
+        let answer = json!({"http_status_code": 400, "code": code, "msg": "m", "detail": "d"});
+        YunpianSms::judge(
+            StatusCode::BAD_REQUEST,
+            &answer.to_string(),
+            &numbers(&["15205201314"]),
+        )
+        .unwrap_err()
+    };
+    assert!(YunpianSms::refuses_one(&refusal(2)));
+    assert!(YunpianSms::refuses_one(&refusal(33)));
+    assert!(!YunpianSms::refuses_one(&refusal(-1)));
+    assert!(!YunpianSms::refuses_one(&refusal(3)));
+}
+
+#[test]
+fn answers_are_matched_to_numbers_however_they_are_written() {
+    let answer = json!({"total_count": 2, "data": [
+        {"code": 0, "msg": "发送成功", "mobile": "15205201314"},
+        {"code": 2, "msg": "请求参数格式错误", "mobile": "+12015550123"}]})
+    .to_string();
+    let Delivered::Each(each) = YunpianSms::judge(
+        StatusCode::OK,
+        &answer,
+        &numbers(&["+8615205201314", "2015550123", "+12015550123"]),
+    )
+    .unwrap() else {
+        panic!("Yunpian answers per number");
+    };
+    assert_eq!(each[0], Ok(()));
+    // Not the US number's answer, though it ends alike.
+    assert!(matches!(&each[1], Err(SendError::Transient(r)) if r.contains("no answer")));
+    assert!(matches!(&each[2], Err(SendError::Permanent(r)) if r.starts_with("yunpian_sms: 2 ")));
+}
