@@ -221,10 +221,12 @@ rows = [
     ("Providers over HTTP vs blackhole", cmd("providers"),
      f"blackhole {pr['blackhole_receivers_per_s']:,.0f} receivers/s; Tencent SMS over HTTP to the simulator in {pr['simulator']} {pr['tencent_http_receivers_per_s']:,.0f}/s (codes: one call each); failing group member then Tencent {pr['failover_receivers_per_s']:,.0f}/s"
      + (f"; notices to Aliyun SMS {pr['aliyun_notices_receivers_per_s']:,.0f}/s in {pr['aliyun_notices_calls']:,} calls ({pr['aliyun_notices_batch_calls']:,} `SendBatchSms` carrying {pr['aliyun_notices_batch_numbers']:,} numbers)" if 'aliyun_notices_receivers_per_s' in pr else "")
-     + (f"; one text to everyone through Tencent {pr['tencent_one_text_receivers_per_s']:,.0f}/s in {pr['tencent_one_text_calls']:,} calls" if 'tencent_one_text_receivers_per_s' in pr else ""),
+     + (f"; one text to everyone through Tencent {pr['tencent_one_text_receivers_per_s']:,.0f}/s in {pr['tencent_one_text_calls']:,} calls" if 'tencent_one_text_receivers_per_s' in pr else "")
+     + (f"; the same through Yunpian {pr['yunpian_one_text_receivers_per_s']:,.0f}/s in {pr['yunpian_one_text_calls']:,} calls" if 'yunpian_one_text_receivers_per_s' in pr else ""),
      f"HTTP/blackhole = {pr['tencent_over_blackhole']:.2f} (target ≥ 0.5)"
      + (f"; Aliyun notices/blackhole = {pr['aliyun_notices_over_blackhole']:.2f}" if 'aliyun_notices_over_blackhole' in pr else "")
      + (f"; Tencent one text/blackhole = {pr['tencent_one_text_over_blackhole']:.2f}" if 'tencent_one_text_over_blackhole' in pr else "")
+     + (f"; Yunpian one text/blackhole = {pr['yunpian_one_text_over_blackhole']:.2f}" if 'yunpian_one_text_over_blackhole' in pr else "")
      + f", failover/blackhole = {pr['failover_over_blackhole']:.2f}"),
     ("… simulator in the same process", cmd("providers_in_process"),
      f"blackhole {pri['blackhole_receivers_per_s']:,.0f} receivers/s; Tencent SMS over HTTP {pri['tencent_http_receivers_per_s']:,.0f}/s; failover {pri['failover_receivers_per_s']:,.0f}/s"

@@ -66,6 +66,12 @@ fn summary(received: &[tidings_sinks::simulator::Received]) -> serde_json::Value
         "tencent_calls": calls("tencent"),
         "tencent_numbers": numbers,
         "aliyun_calls": calls("aliyun"),
+        "yunpian_calls": calls("yunpian"),
+        "yunpian_numbers": received
+            .iter()
+            .filter(|r| r.provider == "yunpian")
+            .map(|r| r.body["mobile"].as_str().map_or(0, |m| m.split(',').count()))
+            .sum::<usize>(),
         "aliyun_batch_calls": aliyun_batch.len(),
         "aliyun_batch_numbers": aliyun_batch.iter().sum::<usize>(),
         "invalid": received.iter().filter(|r| !r.valid).count(),
@@ -206,7 +212,7 @@ impl Providers {
         Ok((secs, sent, failed))
     }
 
-    /// Runs the five cases and reports them.
+    /// Runs the six cases and reports them.
     pub fn run(&self) -> anyhow::Result<serde_json::Value> {
         let dir = std::env::temp_dir().join(format!("tidings-providers-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -267,6 +273,16 @@ impl Providers {
             &tencent_at("sms", &clean.endpoint("tencent")),
             &one_text,
         )?;
+        // The same through Yunpian (`batch_send`: one text, up to 200 numbers a call).
+        let yunpian = format!(
+            "[accounts.sms]\nchannel = \"sms\"\nprovider = \"yunpian_sms\"\nconcurrency = {}\n\
+             settings = {{ apikey = \"{}\", endpoint = \"{}\" }}\n",
+            self.concurrency,
+            c.yunpian_apikey,
+            clean.endpoint("yunpian"),
+        );
+        let (y_secs, y_sent, y_failed) =
+            self.once(&dir, "yunpian-one-text", &yunpian, &one_text)?;
         let received = sim.finish()?;
         let batched = clean.finish()?;
         let invalid = received["invalid"].as_u64().unwrap_or(u64::MAX)
@@ -281,8 +297,9 @@ impl Providers {
                 && t_sent == self.requests
                 && g_sent == self.requests
                 && a_sent == self.requests
-                && s_sent == self.requests,
-            "not every receiver was sent: {b_sent} {t_sent} {g_sent} {a_sent} {s_sent} (failed {t_failed} {g_failed} {a_failed} {s_failed})"
+                && s_sent == self.requests
+                && y_sent == self.requests,
+            "not every receiver was sent: {b_sent} {t_sent} {g_sent} {a_sent} {s_sent} {y_sent} (failed {t_failed} {g_failed} {a_failed} {s_failed} {y_failed})"
         );
         let rate = |secs: f64| self.requests as f64 / secs;
         Ok(serde_json::json!({
@@ -301,6 +318,10 @@ impl Providers {
             "tencent_one_text_receivers_per_s": rate(s_secs),
             "tencent_one_text_over_blackhole": b_secs / s_secs,
             "tencent_one_text_calls": batched["tencent_calls"],
+            "yunpian_one_text_receivers_per_s": rate(y_secs),
+            "yunpian_one_text_over_blackhole": b_secs / y_secs,
+            "yunpian_one_text_calls": batched["yunpian_calls"],
+            "yunpian_one_text_numbers": batched["yunpian_numbers"],
             "simulator": if self.in_process { "in this process" } else { "a process of its own" },
             "tencent_calls": received["tencent_calls"],
             "tencent_numbers": received["tencent_numbers"],
