@@ -45,6 +45,8 @@ pub struct E2e {
     pub max_out_of_order_ms: Option<u64>,
     /// `source.in_flight`; `None` leaves the default.
     pub in_flight: Option<usize>,
+    /// `source.in_flight_receivers`; `None` leaves the default.
+    pub in_flight_receivers: Option<usize>,
     /// With `rate`: measure a plain consumer of the topic instead of the job (the broker's own
     /// produce → consume latency, the floor under the job's).
     pub raw: bool,
@@ -178,6 +180,10 @@ impl E2e {
         };
         let bound = match self.in_flight {
             Some(n) => format!("{bound}in_flight = {n}\n"),
+            None => bound,
+        };
+        let bound = match self.in_flight_receivers {
+            Some(n) => format!("{bound}in_flight_receivers = {n}\n"),
             None => bound,
         };
         std::fs::write(
@@ -541,6 +547,7 @@ impl E2e {
             "epoch_ms": self.epoch_ms,
             "max_out_of_order_ms": self.max_out_of_order_ms,
             "in_flight": self.in_flight,
+            "in_flight_receivers": self.in_flight_receivers,
             "peak_rss_mib": crate::peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
         }))
     }

@@ -84,6 +84,9 @@ enum Command {
         /// The job's `source.in_flight` (the default when not given).
         #[arg(long)]
         in_flight: Option<usize>,
+        /// The job's `source.in_flight_receivers` (the default when not given).
+        #[arg(long)]
+        in_flight_receivers: Option<usize>,
         /// With `--rate`: a plain consumer instead of the job (the broker's own latency).
         #[arg(long)]
         raw: bool,
@@ -227,6 +230,7 @@ fn main() -> anyhow::Result<()> {
             epoch_ms,
             max_out_of_order_ms,
             in_flight,
+            in_flight_receivers,
             raw,
             in_process,
         } => {
@@ -240,6 +244,7 @@ fn main() -> anyhow::Result<()> {
                 epoch_ms,
                 max_out_of_order_ms,
                 in_flight,
+                in_flight_receivers,
                 raw,
                 in_process,
             }

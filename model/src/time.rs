@@ -1,6 +1,8 @@
 //! Event-time helpers: the job's time zone, local dates and the night window.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
+use std::cell::Cell;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// Milliseconds since the Unix epoch, UTC.
@@ -61,9 +63,54 @@ fn describe(t: Millis) -> String {
         .unwrap_or_else(|| "out of range".into())
 }
 
-/// The local date of an instant in `tz`.
+/// The local date of an instant in `tz`. Rows and rules ask this for nearly every message,
+/// mostly of one day: the thread remembers the last day's bounds and answers inside them
+/// without the zone's lookup (a day whose offset changes is never remembered).
 pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
-    to_utc(t).with_timezone(&tz).date_naive()
+    if let Some(d) = LAST_DAY.with(Cell::get)
+        && d.tz == tz
+        && d.start <= t
+        && t < d.end
+    {
+        return d.date;
+    }
+    let date = to_utc(t).with_timezone(&tz).date_naive();
+    if let Some(day) = LocalDay::of(tz, date)
+        && day.start <= t
+        && t < day.end
+    {
+        LAST_DAY.with(|c| c.set(Some(day)));
+    }
+    date
+}
+
+/// A local day and the instants that bound it, `[start, end)`.
+#[derive(Debug, Clone, Copy)]
+struct LocalDay {
+    tz: Tz,
+    start: Millis,
+    end: Millis,
+    date: NaiveDate,
+}
+
+impl LocalDay {
+    /// `date` in `tz`, when its offset is the same from its first instant to its last (every
+    /// instant between then has that date); `None` on a day the offset changes.
+    fn of(tz: Tz, date: NaiveDate) -> Option<LocalDay> {
+        let start = local_instant(tz, date, NaiveTime::MIN);
+        let end = local_instant(tz, date.succ_opt()?, NaiveTime::MIN);
+        let offset = |t: Millis| tz.offset_from_utc_datetime(&to_utc(t).naive_utc()).fix();
+        (start < end && offset(start) == offset(end - 1)).then_some(LocalDay {
+            tz,
+            start,
+            end,
+            date,
+        })
+    }
+}
+
+thread_local! {
+    static LAST_DAY: Cell<Option<LocalDay>> = const { Cell::new(None) };
 }
 
 /// The local calendar day of an instant as a day number (days since 1970-01-01 locally).
@@ -152,6 +199,46 @@ impl NightWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The remembered day answers as the zone's lookup does: across DST changes in both
+    /// directions, a day skipped whole (Apia, 2011-12-30), half-hour offsets, and zones
+    /// taken in turn on one thread.
+    #[test]
+    fn local_dates_from_the_remembered_day_are_the_zones_own() {
+        let zones: [Tz; 9] = [
+            chrono_tz::Asia::Shanghai,
+            chrono_tz::America::New_York,
+            chrono_tz::Europe::London,
+            chrono_tz::America::Sao_Paulo,
+            chrono_tz::Africa::Cairo,
+            chrono_tz::America::Havana,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::Pacific::Apia,
+            chrono_tz::Asia::Kolkata,
+        ];
+        let direct = |tz: Tz, t: Millis| to_utc(t).with_timezone(&tz).date_naive();
+        // 2011-03-01 to 2012-03-01 in steps of 17 minutes, each zone in turn, then one
+        // zone at a time (the remembered day reused).
+        let (from, to, step) = (1_298_937_600_000i64, 1_330_560_000_000i64, 17 * 60_000);
+        let mut t = from;
+        while t < to {
+            for &tz in &zones {
+                assert_eq!(local_date(tz, t), direct(tz, t), "{tz} at {t}");
+            }
+            t += step * 7;
+        }
+        for &tz in &zones {
+            let mut t = from;
+            while t < to {
+                assert_eq!(local_date(tz, t), direct(tz, t), "{tz} at {t}");
+                t += step;
+            }
+        }
+        // Out of chrono's range: answered, not remembered.
+        let tz = chrono_tz::Asia::Shanghai;
+        assert_eq!(local_date(tz, Millis::MAX), direct(tz, Millis::MAX));
+        assert_eq!(local_date(tz, Millis::MIN), direct(tz, Millis::MIN));
+    }
 
     fn hm(h: u32, m: u32) -> NaiveTime {
         NaiveTime::from_hms_opt(h, m, 0).unwrap()

@@ -14,9 +14,11 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A Prometheus-style cumulative histogram of durations.
+/// A Prometheus-style cumulative histogram of durations. Each observation adds to its own
+/// bucket only (three atomic adds, not one per bucket it is under); a snapshot sums them up.
 #[derive(Debug, Default)]
 pub struct Histogram {
+    /// Observations whose bucket is `LATENCY_BUCKETS[i]` (the first bound at or above them).
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     count: AtomicU64,
     sum_us: AtomicU64,
@@ -26,10 +28,9 @@ impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
-            if secs <= le {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
+        let i = LATENCY_BUCKETS.partition_point(|&le| le < secs);
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us
@@ -38,10 +39,14 @@ impl Histogram {
 
     /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], total count, sum in seconds.
     pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        let mut below = 0;
         (
             self.buckets
                 .iter()
-                .map(|b| b.load(Ordering::Relaxed))
+                .map(|b| {
+                    below += b.load(Ordering::Relaxed);
+                    below
+                })
                 .collect(),
             self.count.load(Ordering::Relaxed),
             self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
@@ -186,6 +191,30 @@ mod tests {
             "le 30s; the 60 s one is only in +Inf"
         );
         assert!((sum - 60.0715).abs() < 1e-6);
+    }
+
+    /// Each bucket counts the observations at or below its bound, as Prometheus reads it:
+    /// a bound itself falls in its own bucket, one past the last bound in none but the count.
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        for ms in [0, 1, 2, 3, 10, 700, 40_000] {
+            h.observe(Duration::from_millis(ms));
+        }
+        let (buckets, count, sum) = h.snapshot();
+        assert_eq!(count, 7);
+        assert!((sum - 40.716).abs() < 1e-9, "{sum}");
+        let want: Vec<u64> = LATENCY_BUCKETS
+            .iter()
+            .map(|&le| {
+                [0u64, 1, 2, 3, 10, 700, 40_000]
+                    .iter()
+                    .filter(|&&ms| ms as f64 / 1000.0 <= le)
+                    .count() as u64
+            })
+            .collect();
+        assert_eq!(buckets, want);
+        assert_eq!(&buckets[..4], &[2, 3, 4, 5]);
     }
 
     #[test]
