@@ -64,13 +64,15 @@ fn describe(t: Millis) -> String {
 }
 
 /// The local date of an instant in `tz`. Rows and rules ask this for nearly every message,
-/// mostly of one day: the thread remembers the last day's bounds and answers inside them
-/// without the zone's lookup (a day whose offset changes is never remembered).
+/// mostly of a few days (a replay's event day beside today's): the thread remembers the last
+/// [`REMEMBERED`] days' bounds and answers inside them without the zone's lookup (a day whose
+/// offset changes is never remembered).
 pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
-    if let Some(d) = LAST_DAY.with(Cell::get)
-        && d.tz == tz
-        && d.start <= t
-        && t < d.end
+    let days = LAST_DAYS.with(Cell::get);
+    if let Some(d) = days
+        .iter()
+        .flatten()
+        .find(|d| d.tz == tz && d.start <= t && t < d.end)
     {
         return d.date;
     }
@@ -79,10 +81,16 @@ pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
         && day.start <= t
         && t < day.end
     {
-        LAST_DAY.with(|c| c.set(Some(day)));
+        // The oldest goes: the days are kept newest first.
+        let mut kept = [Some(day); REMEMBERED];
+        kept[1..].copy_from_slice(&days[..REMEMBERED - 1]);
+        LAST_DAYS.with(|c| c.set(kept));
     }
     date
 }
+
+/// Local days a thread remembers for [`local_date`].
+const REMEMBERED: usize = 4;
 
 /// A local day and the instants that bound it, `[start, end)`.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +118,7 @@ impl LocalDay {
 }
 
 thread_local! {
-    static LAST_DAY: Cell<Option<LocalDay>> = const { Cell::new(None) };
+    static LAST_DAYS: Cell<[Option<LocalDay>; REMEMBERED]> = const { Cell::new([None; REMEMBERED]) };
 }
 
 /// The local calendar day of an instant as a day number (days since 1970-01-01 locally).
