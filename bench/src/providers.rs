@@ -9,7 +9,7 @@
 //! simulator, without faults): notices may share Aliyun's `SendBatchSms` calls (100 numbers,
 //! each with its own parameters), where verification codes go one `SendSms` call each. A
 //! fifth sends them as one text to everyone through Tencent (calls of 200 numbers of one
-//! content).
+//! content), a sixth the same through Yunpian (`batch_send`, 200 numbers a call).
 //! The simulators run in processes of their own (`tidings-bench simulator`, this binary started
 //! again), as a provider would; `--in-process` keeps them in this one. Reports receivers/s of
 //! each and the ratios to the baseline.

@@ -65,18 +65,20 @@ fn describe(t: Millis) -> String {
 
 /// The local date of an instant in `tz`. Rows and rules ask this for nearly every message,
 /// mostly of a few days (a replay's event day beside today's): the thread remembers the last
-/// [`REMEMBERED`] days' bounds and answers inside them without the zone's lookup (a day whose
-/// offset changes is never remembered).
+/// [`REMEMBERED`] days' bounds and answers inside them without the zone's lookup (inside a day
+/// whose offset changes, the zone is asked each time).
 pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
+    let direct = || to_utc(t).with_timezone(&tz).date_naive();
     let days = LAST_DAYS.with(Cell::get);
     if let Some(d) = days
         .iter()
         .flatten()
         .find(|d| d.tz == tz && d.start <= t && t < d.end)
     {
-        return d.date;
+        // A day whose offset changes is remembered only so as not to be measured again.
+        return if d.stable { d.date } else { direct() };
     }
-    let date = to_utc(t).with_timezone(&tz).date_naive();
+    let date = direct();
     if let Some(day) = LocalDay::of(tz, date)
         && day.start <= t
         && t < day.end
@@ -99,20 +101,23 @@ struct LocalDay {
     start: Millis,
     end: Millis,
     date: NaiveDate,
+    /// Whether its offset is the same from its first instant to its last (then every instant
+    /// between has `date`); a day the offset changes is answered by the zone each time.
+    stable: bool,
 }
 
 impl LocalDay {
-    /// `date` in `tz`, when its offset is the same from its first instant to its last (every
-    /// instant between then has that date); `None` on a day the offset changes.
+    /// `date` in `tz` (`None` at the end of chrono's dates, or if its bounds are not in order).
     fn of(tz: Tz, date: NaiveDate) -> Option<LocalDay> {
         let start = local_instant(tz, date, NaiveTime::MIN);
         let end = local_instant(tz, date.succ_opt()?, NaiveTime::MIN);
         let offset = |t: Millis| tz.offset_from_utc_datetime(&to_utc(t).naive_utc()).fix();
-        (start < end && offset(start) == offset(end - 1)).then_some(LocalDay {
+        (start < end).then(|| LocalDay {
             tz,
             start,
             end,
             date,
+            stable: offset(start) == offset(end - 1),
         })
     }
 }

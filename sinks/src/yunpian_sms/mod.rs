@@ -57,10 +57,32 @@ fn national(m: &str) -> &str {
     m.strip_prefix("+86").unwrap_or(m)
 }
 
-/// Whole-call codes that may be one number's: a malformed parameter (a number), or one
-/// number's frequency limit (8: same content in 30 s, 9: 5 times in 5 min, 17: daily cap,
-/// 22: hourly cap, 33: too frequent).
-const ONE_NUMBERS: [i64; 6] = [2, 8, 9, 17, 22, 33];
+/// A number's digits, whichever way it is written (`+86…`, `0086…`, `86…` for a mainland
+/// mobile; `+1…` and `001…` alike): two receivers with the same digits never share a call, so
+/// an answer written another way still finds its one number.
+fn digits(m: &str) -> &str {
+    let m = m
+        .strip_prefix('+')
+        .or_else(|| m.strip_prefix("00"))
+        .unwrap_or(m);
+    match m.strip_prefix("86") {
+        Some(rest) if rest.len() == 11 && rest.starts_with('1') => rest,
+        _ => m,
+    }
+}
+
+/// The number an answer's entry is for.
+fn mobile(entry: &Value) -> &str {
+    entry["mobile"].as_str().unwrap_or("")
+}
+
+/// Whether a whole-call refusal names a number: a parameter error (code 2) about `mobile`. The
+/// other whole-call refusals of a shared call are its text's or the account's (its numbers
+/// are answered one by one in `data`), the same for each message alone.
+fn names_a_number(reason: &str) -> bool {
+    let code = reason.split_whitespace().nth(1);
+    code == Some("2") && (reason.contains("mobile") || reason.contains("手机"))
+}
 
 impl YunpianSms {
     /// An account sending through `client`.
@@ -137,11 +159,11 @@ impl YunpianSms {
             receivers
                 .iter()
                 .map(|r| {
-                    let entry = data.iter().find(|d| {
-                        d["mobile"]
-                            .as_str()
-                            .is_some_and(|m| national(m) == national(r))
-                    });
+                    // As written, else by its digits (an answer that writes it otherwise).
+                    let entry = data
+                        .iter()
+                        .find(|d| national(mobile(d)) == national(r))
+                        .or_else(|| data.iter().find(|d| digits(mobile(d)) == digits(r)));
                     match entry.and_then(|d| d["code"].as_i64()) {
                         Some(0) => Ok(()),
                         Some(code) => {
@@ -177,19 +199,13 @@ impl Provider for YunpianSms {
         a.meta.content == b.meta.content
     }
 
-    // `138…` and `+86138…` are one number to Yunpian.
+    // `138…`, `+86138…` and `0086138…` are one number to Yunpian.
     fn number(receiver: &Receiver) -> String {
-        national(receiver).to_string()
+        digits(receiver).to_string()
     }
 
     fn refuses_one(error: &SendError) -> bool {
-        // The reason starts `yunpian_sms: <code> `.
-        error
-            .reason()
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse::<i64>().ok())
-            .is_some_and(|c| ONE_NUMBERS.contains(&c))
+        names_a_number(error.reason())
     }
 
     fn base_url(settings: &YunpianSmsConfig) -> String {

@@ -118,18 +118,16 @@ fn messages_of_one_text_share_a_call_and_number_refusals_are_split() {
     assert!(YunpianSms::shares_call(&a, &b));
     b = test_batch(Channel::Sms, r#"{"content":"【云片网】明天见"}"#);
     assert!(!YunpianSms::shares_call(&a, &b));
-    // One number however it is written.
-    assert_eq!(
-        YunpianSms::number(&"+8615205201314".into()),
-        YunpianSms::number(&"15205201314".into())
-    );
-    assert_ne!(
-        YunpianSms::number(&"+12015550123".into()),
-        YunpianSms::number(&"2015550123".into())
-    );
-    // A whole-call refusal that may be one number's is split; the account's is not.
-    let refusal = |code: i64| {
-        let answer = json!({"http_status_code": 400, "code": code, "msg": "m", "detail": "d"});
+    // One number however it is written; a US number is not the mainland one with its digits.
+    let number = |n: &str| YunpianSms::number(&n.into());
+    assert_eq!(number("+8615205201314"), number("15205201314"));
+    assert_eq!(number("008615205201314"), number("15205201314"));
+    assert_eq!(number("+12015550123"), number("0012015550123"));
+    assert_ne!(number("+12015550123"), number("2015550123"));
+    // A whole-call refusal that names a number is split; one of the shared text or of the
+    // account is not (splitting could not find a message at fault).
+    let refusal = |code: i64, detail: &str| {
+        let answer = json!({"http_status_code": 400, "code": code, "msg": "请求参数格式错误", "detail": detail});
         YunpianSms::judge(
             StatusCode::BAD_REQUEST,
             &answer.to_string(),
@@ -137,22 +135,35 @@ fn messages_of_one_text_share_a_call_and_number_refusals_are_split() {
         )
         .unwrap_err()
     };
-    assert!(YunpianSms::refuses_one(&refusal(2)));
-    assert!(YunpianSms::refuses_one(&refusal(33)));
-    assert!(!YunpianSms::refuses_one(&refusal(-1)));
-    assert!(!YunpianSms::refuses_one(&refusal(3)));
+    assert!(YunpianSms::refuses_one(&refusal(
+        2,
+        "参数 mobile 格式不正确"
+    )));
+    assert!(YunpianSms::refuses_one(&refusal(2, "手机号格式不正确")));
+    assert!(!YunpianSms::refuses_one(&refusal(2, "text is required")));
+    assert!(!YunpianSms::refuses_one(&refusal(33, "超过频率")));
+    assert!(!YunpianSms::refuses_one(&refusal(
+        -1,
+        "请检查的apikey是否正确"
+    )));
 }
 
 #[test]
 fn answers_are_matched_to_numbers_however_they_are_written() {
-    let answer = json!({"total_count": 2, "data": [
+    let answer = json!({"total_count": 3, "data": [
         {"code": 0, "msg": "发送成功", "mobile": "15205201314"},
-        {"code": 2, "msg": "请求参数格式错误", "mobile": "+12015550123"}]})
+        {"code": 2, "msg": "请求参数格式错误", "mobile": "+12015550123"},
+        {"code": 0, "msg": "发送成功", "mobile": "447700900123"}]})
     .to_string();
     let Delivered::Each(each) = YunpianSms::judge(
         StatusCode::OK,
         &answer,
-        &numbers(&["+8615205201314", "2015550123", "+12015550123"]),
+        &numbers(&[
+            "+8615205201314",
+            "2015550123",
+            "+12015550123",
+            "+447700900123",
+        ]),
     )
     .unwrap() else {
         panic!("Yunpian answers per number");
@@ -161,4 +172,6 @@ fn answers_are_matched_to_numbers_however_they_are_written() {
     // Not the US number's answer, though it ends alike.
     assert!(matches!(&each[1], Err(SendError::Transient(r)) if r.contains("no answer")));
     assert!(matches!(&each[2], Err(SendError::Permanent(r)) if r.starts_with("yunpian_sms: 2 ")));
+    // An answer that drops the `+` still finds its number.
+    assert_eq!(each[3], Ok(()));
 }
