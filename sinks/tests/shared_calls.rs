@@ -266,74 +266,69 @@ fn a_halt_gives_back_what_waits_for_a_slot() {
     sim.stop();
 }
 
-#[test]
-fn tencent_shares_a_call_only_among_messages_of_one_content() {
-    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
-    let acc = accounts(&sim, 2);
-    let notice = |i: usize, content: &str, to: &str| {
-        let mut b = common::batch(
-            &format!("t-{i}"),
-            Channel::Sms,
-            &format!(r#"{{"content":"{content}"}}"#),
-            &[to],
-        );
-        b.msg_type = MsgType::Notice;
-        b
-    };
-    // 60 messages of content A, 30 of content B; messages 10 and 11 go to the same number;
-    // the simulator refuses numbers ending in 0000 (number by number, as Tencent answers).
-    let messages: Vec<SendBatch> = (0..90)
+/// `n` notices: the first `split` of text `texts.0`, the rest of `texts.1`; message 11 goes to
+/// message 10's number written as `same_as_10`, message 5 to a number ending in 0000 (which
+/// the simulator refuses number by number, as Tencent and Yunpian answer).
+fn notices(n: usize, split: usize, texts: (&str, &str), same_as_10: &str) -> Vec<SendBatch> {
+    (0..n)
         .map(|i| {
-            let content = if i < 60 { "sale today" } else { "parcel here" };
+            let text = if i < split { texts.0 } else { texts.1 };
             let to = match i {
-                11 => "13911101012".to_string(),
+                11 => same_as_10.to_string(),
                 5 => "13911110000".to_string(),
                 _ => format!("139111{i:03}12"),
             };
-            notice(i, content, &to)
+            let mut b = common::batch(
+                &format!("n-{i}"),
+                Channel::Sms,
+                &format!(r#"{{"content":"{text}"}}"#),
+                &[to],
+            );
+            b.msg_type = MsgType::Notice;
+            b
         })
-        .collect();
-    let out = send_with(&acc, "tencent", &messages);
+        .collect()
+}
+
+/// Message 5 failed with `why` in its reason; every other one was sent.
+fn only_the_refused_number_failed(out: &[Vec<Result<(), String>>], why: &str) {
     for (i, o) in out.iter().enumerate() {
         if i == 5 {
-            assert!(
-                o[0].as_ref().unwrap_err().contains("IncorrectPhoneNumber"),
-                "{o:?}"
-            );
+            assert!(o[0].as_ref().unwrap_err().contains(why), "{o:?}");
         } else {
             assert_eq!(o, &vec![Ok(())], "message {i}");
         }
     }
-    let got = sim.received();
-    assert!(got.iter().all(|r| r.valid), "{got:#?}");
-    assert!(got.len() < 30, "{} calls for 90 messages", got.len());
+}
+
+/// Each call's numbers (as `number` writes them) with the text it carried: no number twice in
+/// a call, at most `most` in one, and every message's number once with its own text.
+fn each_number_once_with_its_text(
+    messages: &[SendBatch],
+    calls: Vec<(Vec<String>, String)>,
+    most: usize,
+    number: impl Fn(&str) -> String,
+) {
     let mut seen: Vec<(String, String)> = Vec::new();
-    for r in &got {
-        let params = r.body["TemplateParamSet"].as_array().unwrap();
-        assert_eq!(params.len(), 1);
-        let numbers: Vec<String> = r.body["PhoneNumberSet"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_str().unwrap().to_string())
-            .collect();
+    for (numbers, text) in calls {
+        let numbers: Vec<String> = numbers.iter().map(|n| number(n)).collect();
+        assert!(
+            numbers.len() <= most,
+            "{} numbers in one call",
+            numbers.len()
+        );
         let mut unique = numbers.clone();
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), numbers.len(), "a number twice in one call");
-        for n in numbers {
-            seen.push((n, params[0].as_str().unwrap().to_string()));
-        }
+        seen.extend(numbers.into_iter().map(|n| (n, text.clone())));
     }
-    // Every message's number once, with its own content.
     let mut want: Vec<(String, String)> = messages
         .iter()
         .map(|m| {
             let content: serde_json::Value = serde_json::from_str(&m.meta.content).unwrap();
-            (
-                format!("+86{}", m.receivers[0]),
-                content["content"].as_str().unwrap().to_string(),
-            )
+            let text = content["content"].as_str().unwrap().to_string();
+            (number(&m.receivers[0]), text)
         })
         .collect();
     want.sort();
@@ -342,86 +337,58 @@ fn tencent_shares_a_call_only_among_messages_of_one_content() {
 }
 
 #[test]
+fn tencent_shares_a_call_only_among_messages_of_one_content() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let acc = accounts(&sim, 2);
+    let messages = notices(90, 60, ("sale today", "parcel here"), "13911101012");
+    only_the_refused_number_failed(
+        &send_with(&acc, "tencent", &messages),
+        "IncorrectPhoneNumber",
+    );
+    let got = sim.received();
+    assert!(got.iter().all(|r| r.valid), "{got:#?}");
+    assert!(got.len() < 30, "{} calls for 90 messages", got.len());
+    let calls = got
+        .iter()
+        .map(|r| {
+            let params = r.body["TemplateParamSet"].as_array().unwrap();
+            assert_eq!(params.len(), 1);
+            let numbers = r.body["PhoneNumberSet"].as_array().unwrap();
+            let numbers = numbers.iter().map(|n| n.as_str().unwrap().to_string());
+            (numbers.collect(), params[0].as_str().unwrap().to_string())
+        })
+        .collect();
+    let e164 = |n: &str| {
+        if n.starts_with('+') {
+            n.to_string()
+        } else {
+            format!("+86{n}")
+        }
+    };
+    each_number_once_with_its_text(&messages, calls, 200, e164);
+}
+
+#[test]
 fn yunpian_shares_a_call_only_among_messages_of_one_text() {
     let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
     let acc = accounts(&sim, 2);
-    let notice = |i: usize, text: &str, to: &str| {
-        let mut b = common::batch(
-            &format!("y-{i}"),
-            Channel::Sms,
-            &format!(r#"{{"content":"{text}"}}"#),
-            &[to],
-        );
-        b.msg_type = MsgType::Notice;
-        b
-    };
-    // 300 messages of one text (more than one call's 200 numbers), 40 of another; message
-    // 11 goes to message 10's number written with +86; the simulator refuses numbers ending
-    // in 0000 one by one, as Yunpian answers.
-    let messages: Vec<SendBatch> = (0..340)
-        .map(|i| {
-            let text = if i < 300 {
-                "【tidings】Sale today"
-            } else {
-                "【tidings】Parcel here"
-            };
-            let to = match i {
-                11 => "+8613911101012".to_string(),
-                5 => "13911110000".to_string(),
-                _ => format!("139111{i:03}12"),
-            };
-            notice(i, text, &to)
-        })
-        .collect();
-    let out = send_with(&acc, "yunpian", &messages);
-    for (i, o) in out.iter().enumerate() {
-        if i == 5 {
-            assert!(
-                o[0].as_ref().unwrap_err().contains("yunpian_sms: 2 "),
-                "{o:?}"
-            );
-        } else {
-            assert_eq!(o, &vec![Ok(())], "message {i}");
-        }
-    }
+    // More of one text than one call's 200 numbers; message 10's number also written +86.
+    let texts = ("【tidings】Sale today", "【tidings】Parcel here");
+    let messages = notices(340, 300, texts, "+8613911101012");
+    only_the_refused_number_failed(&send_with(&acc, "yunpian", &messages), "yunpian_sms: 2 ");
     let got = sim.received();
     assert!(got.iter().all(|r| r.valid), "{got:#?}");
     assert!(got.len() < 100, "{} calls for 340 messages", got.len());
-    let national = |n: &str| n.trim_start_matches("+86").to_string();
-    let mut seen: Vec<(String, String)> = Vec::new();
-    for r in &got {
-        let numbers: Vec<String> = r.body["mobile"]
-            .as_str()
-            .unwrap()
-            .split(',')
-            .map(national)
-            .collect();
-        assert!(
-            numbers.len() <= 200,
-            "{} numbers in one call",
-            numbers.len()
-        );
-        let mut unique = numbers.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(unique.len(), numbers.len(), "a number twice in one call");
-        let text = r.body["text"].as_str().unwrap().to_string();
-        seen.extend(numbers.into_iter().map(|n| (n, text.clone())));
-    }
-    // Every message's number once, with its own text.
-    let mut want: Vec<(String, String)> = messages
+    let calls = got
         .iter()
-        .map(|m| {
-            let content: serde_json::Value = serde_json::from_str(&m.meta.content).unwrap();
-            (
-                national(&m.receivers[0]),
-                content["content"].as_str().unwrap().to_string(),
-            )
+        .map(|r| {
+            let numbers = r.body["mobile"].as_str().unwrap().split(',');
+            let text = r.body["text"].as_str().unwrap().to_string();
+            (numbers.map(String::from).collect(), text)
         })
         .collect();
-    want.sort();
-    seen.sort();
-    assert_eq!(seen, want);
+    let national = |n: &str| n.trim_start_matches("+86").to_string();
+    each_number_once_with_its_text(&messages, calls, 200, national);
     let stats = acc.get(acc.index("yunpian").unwrap()).stats.snapshot();
     assert!(stats.shared_calls > 0, "{stats:?}");
     sim.stop();
