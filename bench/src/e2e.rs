@@ -2,7 +2,8 @@
 //!
 //! 1. Produces `requests` requests of `receivers` receivers each to a fresh topic.
 //! 2. **Raw**: an rdkafka consumer that does nothing else reads the topic to its end: the rate
-//!    the broker can be consumed at on this machine, measured in the same process.
+//!    the broker can be consumed at on this machine, measured in the same process from its
+//!    first record (every partition assigned, as the job assigns its own).
 //! 3. **Pipeline**: the job (Kafka source, 2 workers, dedup on, a `blackhole` account, Parquet
 //!    tracking, optionally Redis tracking) reads the same topic to its end. Its rate is taken
 //!    over the span of its own tracking rows (first RECEIVE to last terminal row), so group
@@ -214,7 +215,7 @@ impl E2e {
         let job = self.job(&dir, &topic, &format!("e2e-{unique}"))?;
         create_topic(&self.brokers, &topic, PARTITIONS)?;
         let report = match self.rate {
-            None => self.throughput(&job, &topic, &unique)?,
+            None => self.throughput(&job, &topic)?,
             Some(rate) if self.raw => self.raw_latency(&topic, rate, &unique)?,
             Some(rate) => self.latency(&job, &topic, rate)?,
         };
@@ -222,12 +223,7 @@ impl E2e {
         Ok(report)
     }
 
-    fn throughput(
-        &self,
-        job: &Job,
-        topic: &str,
-        unique: &str,
-    ) -> anyhow::Result<serde_json::Value> {
+    fn throughput(&self, job: &Job, topic: &str) -> anyhow::Result<serde_json::Value> {
         let t = Instant::now();
         produce(
             &self.brokers,
@@ -237,8 +233,9 @@ impl E2e {
         )?;
         eprintln!("produced {} requests in {:.1?}", self.requests, t.elapsed());
 
-        // Raw: read to the end, nothing else.
-        let consumer = self.raw_consumer(topic, &format!("raw-{unique}"))?;
+        // Raw: read to the end, nothing else; every partition assigned, as the job assigns its
+        // own (no group join to wait for, about 20 s on the tests' broker).
+        let consumer = self.raw_consumer_assigned(topic)?;
         let mut read = 0u64;
         let mut bytes = 0u64;
         let mut first: Option<Instant> = None;
@@ -339,6 +336,25 @@ impl E2e {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         consumer.subscribe(&[topic])?;
+        Ok(consumer)
+    }
+
+    /// A plain consumer of every partition of `topic` from its start, assigned (the job's
+    /// fetch wait, no group).
+    fn raw_consumer_assigned(&self, topic: &str) -> anyhow::Result<BaseConsumer> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", "tidings-bench-raw")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "10")
+            .create()?;
+        let n = partitions(&self.brokers, topic)
+            .ok_or_else(|| anyhow::anyhow!("no metadata for the topic {topic}"))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..n as i32 {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
         Ok(consumer)
     }
 
