@@ -218,6 +218,152 @@ fn the_demo_reaches_the_simulated_providers() {
     );
 }
 
+/// An SMS template of `account` (no shield, no dedup) with `content`.
+fn sms_template(id: i64, msg_type: &str, account: &str, content: &str) -> String {
+    format!(
+        "[[template]]\nid = {id}\nname = \"t{id}\"\nchannel = \"sms\"\nmsg_type = \"{msg_type}\"\nid_type = \"phone\"\nshield = \"none\"\naccount = \"{account}\"\ndedup = false\n[template.content]\ncontent = \"{content}\"\n"
+    )
+}
+
+/// 240 requests 10 ms apart, request `i` of template `template_of(i)` with `v = "v{i}"`, to
+/// `139{i:04}1234`, except every 60th (from the 7th) to `138{i:04}0000`, a number the
+/// simulator refuses.
+fn requests_240(template_of: impl Fn(i64) -> i64) -> String {
+    let mut requests = String::new();
+    for i in 0..240i64 {
+        let to = if i % 60 == 7 {
+            format!("138{i:04}0000")
+        } else {
+            format!("139{i:04}1234")
+        };
+        let at = 1_763_870_400_000 + i * 10;
+        requests.push_str(&common::envelope(at, template_of(i), &to, &format!("v{i}")));
+        requests.push('\n');
+    }
+    requests
+}
+
+/// A receiver's terminal state: message id, receiver, state, reason.
+type Outcome = (String, String, String, String);
+
+/// Runs `requests` through a job of `templates` and `account` with `workers` workers and
+/// epochs of `epoch_lines` requests; every receiver's terminal state (sorted) and the calls
+/// the simulator received in the run.
+fn run_sharing(
+    sim: &Simulator,
+    templates: &str,
+    requests: &str,
+    account: &str,
+    workers: usize,
+    epoch_lines: usize,
+) -> (Vec<Outcome>, Vec<tidings_sinks::simulator::Received>) {
+    let dir = tempfile::tempdir().unwrap();
+    let job = common::write_job(dir.path(), templates, requests, "");
+    // Epochs of 120 requests: a send task carries many messages at once, as under load.
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("epoch_lines = 3", &format!("epoch_lines = {epoch_lines}"))
+        + account;
+    std::fs::write(&job, text).unwrap();
+    let before = sim.received().len();
+    let (rows, dead, _) = common::run_memory(&job, workers, 1_763_870_400_000);
+    assert!(dead.is_empty(), "{dead:?}");
+    let mut outcomes: Vec<Outcome> = rows
+        .iter()
+        .filter(|r| r.state.name() != "RECEIVE")
+        .map(|r| {
+            (
+                r.meta.message_id.clone(),
+                r.receiver.to_string(),
+                r.state.name().to_string(),
+                r.reason.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    outcomes.sort();
+    (outcomes, sim.received()[before..].to_vec())
+}
+
+/// [`run_sharing`] with 1 worker, 2 workers, and 2 workers with epochs of 7 requests (other
+/// messages wait together, so other calls are shared): the outcomes are the same, one per
+/// receiver of the 240 requests; returns them and each run's calls.
+fn same_outcomes_however_run(
+    sim: &Simulator,
+    templates: &str,
+    requests: &str,
+    account: &str,
+) -> (Vec<Outcome>, [Vec<tidings_sinks::simulator::Received>; 3]) {
+    let run =
+        |workers, epoch_lines| run_sharing(sim, templates, requests, account, workers, epoch_lines);
+    let (one, calls_one) = run(1, 120);
+    let (two, calls_two) = run(2, 120);
+    let (small, calls_small) = run(2, 7);
+    assert_eq!(one.len(), 240, "one terminal row per receiver");
+    assert_eq!(one, two, "the same outcomes with 1 and 2 workers");
+    assert_eq!(one, small, "the same outcomes with epochs of 7 requests");
+    (one, [calls_one, calls_two, calls_small])
+}
+
+/// Notices of one text to a Yunpian account share `batch_send` calls, codes go one call each,
+/// and which messages shared a call never shows in the outcome: 1 and 2 workers and small
+/// epochs end every receiver the same (a refused number fails alone), and every good number
+/// reaches Yunpian once per run with its own message's text.
+#[test]
+fn yunpian_shared_calls_do_not_change_any_outcome() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let c = Credentials::default();
+    let templates = sms_template(1, "notice", "yp", "【tidings】Sale today")
+        + &sms_template(3, "marketing", "yp", "【tidings】New arrivals")
+        + &sms_template(2, "auth_code", "yp", "【tidings】Your code is {$v}");
+    // The refused numbers are answered in their own `data` entries, as Yunpian answers.
+    let requests = requests_240(|i| match i % 8 {
+        3 => 2,
+        0 | 4 => 3,
+        _ => 1,
+    });
+    let account = format!(
+        "[accounts.yp]\nchannel = \"sms\"\nprovider = \"yunpian_sms\"\nconcurrency = 2\n\
+         settings = {{ apikey = \"{}\", endpoint = \"{}\" }}\n",
+        c.yunpian_apikey,
+        sim.endpoint("yunpian")
+    );
+    let (one, calls) = same_outcomes_however_run(&sim, &templates, &requests, &account);
+    let failed: Vec<_> = one.iter().filter(|o| o.2 == "SEND_FAIL").collect();
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|o| o.1.ends_with("0000") && o.3.starts_with("yunpian_sms: 2 "))
+    );
+    for calls in &calls {
+        assert!(calls.iter().all(|r| r.valid), "{calls:#?}");
+        let mut reached: Vec<(String, String)> = Vec::new();
+        for r in calls.iter() {
+            let text = r.body["text"].as_str().unwrap().to_string();
+            for n in r.body["mobile"].as_str().unwrap().split(',') {
+                reached.push((n.to_string(), text.clone()));
+            }
+        }
+        // 210 notices of two texts share calls, 30 codes go alone: far fewer calls.
+        assert!(calls.len() < 120, "{} calls for 240 messages", calls.len());
+        let n = reached.len();
+        reached.sort();
+        reached.dedup();
+        assert_eq!(n, reached.len(), "a number reached twice");
+        assert_eq!(n, 240);
+        assert!(reached.iter().all(|(n, text)| {
+            let i: i64 = n[3..7].parse().unwrap();
+            let want = match i % 8 {
+                3 => format!("【tidings】Your code is v{i}"),
+                0 | 4 => "【tidings】New arrivals".to_string(),
+                _ => "【tidings】Sale today".to_string(),
+            };
+            text == &want
+        }));
+    }
+    sim.stop();
+}
+
 /// Notices to an Aliyun account share `SendBatchSms` calls, codes go one `SendSms` each, and
 /// which messages shared a call never shows in the outcome: the same job with 1 and with 2
 /// workers, and with other epochs (so other messages wait together), ends every receiver in
@@ -228,26 +374,10 @@ fn the_demo_reaches_the_simulated_providers() {
 fn shared_provider_calls_do_not_change_any_outcome() {
     let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
     let c = Credentials::default();
-    let template = |id: i64, msg_type: &str| {
-        format!(
-            "[[template]]\nid = {id}\nname = \"t{id}\"\nchannel = \"sms\"\nmsg_type = \"{msg_type}\"\nid_type = \"phone\"\nshield = \"none\"\naccount = \"ali\"\ndedup = false\n[template.content]\ncontent = \"hi {{$v}}\"\n"
-        )
-    };
-    let templates = template(1, "notice") + &template(2, "auth_code");
-    let mut requests = String::new();
-    for i in 0..240i64 {
-        // Every 60th request goes to a number Aliyun refuses (the simulator: one ending in
-        // 0000), and with it the whole call it is in.
-        let to = if i % 60 == 7 {
-            format!("138{i:04}0000")
-        } else {
-            format!("139{i:04}1234")
-        };
-        let template = if i % 8 == 3 { 2 } else { 1 };
-        let line = common::envelope(1_763_870_400_000 + i * 10, template, &to, &format!("v{i}"));
-        requests.push_str(&line);
-        requests.push('\n');
-    }
+    let templates = sms_template(1, "notice", "ali", "hi {$v}")
+        + &sms_template(2, "auth_code", "ali", "hi {$v}");
+    // A refused number refuses the whole Aliyun call it is in.
+    let requests = requests_240(|i| if i % 8 == 3 { 2 } else { 1 });
     let account = format!(
         "[accounts.ali]\nchannel = \"sms\"\nprovider = \"aliyun_sms\"\nconcurrency = 2\n\
          settings = {{ access_key_id = \"{}\", access_key_secret = \"{}\", sign_name = \"tidings\", template_code = \"SMS_1\", endpoint = \"{}\" }}\n",
@@ -255,40 +385,8 @@ fn shared_provider_calls_do_not_change_any_outcome() {
         c.aliyun.1,
         sim.endpoint("aliyun")
     );
-    let run = |workers: usize, epoch_lines: usize| {
-        let dir = tempfile::tempdir().unwrap();
-        let job = common::write_job(dir.path(), &templates, &requests, "");
-        // Epochs of 120 requests: a send task carries many messages at once, as under load.
-        let text = std::fs::read_to_string(&job)
-            .unwrap()
-            .replace("epoch_lines = 3", &format!("epoch_lines = {epoch_lines}"))
-            + &account;
-        std::fs::write(&job, text).unwrap();
-        let before = sim.received().len();
-        let (rows, dead, _) = common::run_memory(&job, workers, 1_763_870_400_000);
-        assert!(dead.is_empty(), "{dead:?}");
-        let mut outcomes: Vec<(String, String, String, String)> = rows
-            .iter()
-            .filter(|r| r.state.name() != "RECEIVE")
-            .map(|r| {
-                (
-                    r.meta.message_id.clone(),
-                    r.receiver.to_string(),
-                    r.state.name().to_string(),
-                    r.reason.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
-        outcomes.sort();
-        (outcomes, sim.received()[before..].to_vec())
-    };
-    let (one, calls_one) = run(1, 120);
-    let (two, calls_two) = run(2, 120);
-    // Small epochs: other messages wait together, so other calls are shared.
-    let (small, calls_small) = run(2, 7);
-    assert_eq!(one.len(), 240, "one terminal row per receiver");
-    assert_eq!(one, two, "the same outcomes with 1 and 2 workers");
-    assert_eq!(one, small, "the same outcomes with epochs of 7 requests");
+    let (one, [calls_one, calls_two, calls_small]) =
+        same_outcomes_however_run(&sim, &templates, &requests, &account);
     assert!(calls_small.iter().all(|r| r.valid));
     let failed: Vec<_> = one.iter().filter(|o| o.2 == "SEND_FAIL").collect();
     assert_eq!(failed.len(), 4, "{failed:?}");
