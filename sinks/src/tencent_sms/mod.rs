@@ -68,16 +68,6 @@ impl TencentSms {
 
     /// The JSON payload.
     pub fn payload(&self, batch: &SendBatch, receivers: &[Receiver]) -> String {
-        self.payload_for(batch, receivers.iter())
-    }
-
-    /// The JSON payload of a call carrying `batch`'s content (and `SessionContext`) to
-    /// `receivers`.
-    fn payload_for<'r>(
-        &self,
-        batch: &SendBatch,
-        receivers: impl Iterator<Item = &'r Receiver>,
-    ) -> String {
         let model = content(batch);
         let params: Vec<String> = match model.get("params") {
             Some(serde_json::Value::Array(ps)) => ps
@@ -91,7 +81,7 @@ impl TencentSms {
             _ => vec![field(&model, "content")],
         };
         serde_json::json!({
-            "PhoneNumberSet": receivers.map(|r| e164(r)).collect::<Vec<_>>(),
+            "PhoneNumberSet": receivers.iter().map(|r| e164(r)).collect::<Vec<_>>(),
             "SmsSdkAppId": self.config.sdk_app_id,
             "SignName": self.config.sign_name,
             "TemplateId": self.config.template_id,
@@ -157,10 +147,7 @@ impl Provider for TencentSms {
     const RECEIVERS_PER_CALL: Option<usize> = Some(200);
     // The same SendSms, for messages of the same content.
     const MESSAGES_PER_CALL: Option<usize> = Some(200);
-
-    fn shares_call(a: &SendBatch, b: &SendBatch) -> bool {
-        a.meta.content == b.meta.content
-    }
+    const ONE_CONTENT_PER_CALL: bool = true;
 
     // Statuses come back per number in E.164: `138…` and `+86138…` are one number.
     fn number(receiver: &Receiver) -> String {
@@ -185,24 +172,7 @@ impl Provider for TencentSms {
         batch: &SendBatch,
         receivers: &[Receiver],
     ) -> Result<Delivered, SendError> {
-        let answer = self.call(self.payload(batch, receivers)).await?;
-        Self::judge(&answer, receivers)
-    }
-
-    /// Sends messages of one content in one call; one status per number.
-    async fn send_many(&self, calls: &[(&SendBatch, &[Receiver])]) -> Result<Delivered, SendError> {
-        let Some((first, _)) = calls.first() else {
-            return Ok(Delivered::All);
-        };
-        let all: Vec<Receiver> = calls.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
-        let answer = self.call(self.payload_for(first, all.iter())).await?;
-        Self::judge(&answer, &all)
-    }
-}
-
-impl TencentSms {
-    /// Signs and posts one `SendSms` payload; the answer's text.
-    async fn call(&self, payload: String) -> Result<String, SendError> {
+        let payload = self.payload(batch, receivers);
         let timestamp = now_ms() / 1000;
         let content_type = "application/json; charset=utf-8";
         let authorization = sign::tc3_authorization(
@@ -229,7 +199,8 @@ impl TencentSms {
             .header("X-TC-Version", "2021-01-11")
             .header("X-TC-Region", &self.config.region)
             .body(payload);
-        http::call(NAME, request).await
+        let answer = http::call(NAME, request).await?;
+        Self::judge(&answer, receivers)
     }
 }
 

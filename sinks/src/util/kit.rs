@@ -38,6 +38,10 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// `SendBatchSms`: 100 numbers, each with its own template parameters). `None`: one
     /// message per call.
     const MESSAGES_PER_CALL: Option<usize> = None;
+    /// Whether a call takes one content for all its numbers (Tencent's one parameter set,
+    /// Yunpian's one text): then only messages of the same content share a call, and a
+    /// shared call is the first message's call to all their receivers.
+    const ONE_CONTENT_PER_CALL: bool = false;
 
     /// Checks parsed settings beyond their types (a key that must parse, an address); the
     /// error names `key` (e.g. `accounts.sms-main`).
@@ -62,11 +66,11 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
         receivers: &[Receiver],
     ) -> impl Future<Output = Result<Delivered, SendError>> + Send;
 
-    /// Whether messages `a` and `b` may go in one [`Provider::send_many`] call (by default
-    /// any two: the API takes each number's parameters; Tencent's one parameter set for all
-    /// numbers needs the same content).
-    fn shares_call(_a: &SendBatch, _b: &SendBatch) -> bool {
-        true
+    /// Whether messages `a` and `b` may go in one [`Provider::send_many`] call: any two when
+    /// the API takes each number's parameters, the same content when
+    /// [`Provider::ONE_CONTENT_PER_CALL`].
+    fn shares_call(a: &SendBatch, b: &SendBatch) -> bool {
+        !Self::ONE_CONTENT_PER_CALL || a.meta.content == b.meta.content
     }
 
     /// Whether `error`, answered to a call shared by several messages, may be one message's
@@ -86,15 +90,24 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
     /// One call for several messages, each to its receivers (at most
     /// [`Provider::MESSAGES_PER_CALL`] receivers in all); the answer covers the whole call,
     /// receivers in order (the first message's, then the next one's). Only called when
-    /// `MESSAGES_PER_CALL` is set.
+    /// `MESSAGES_PER_CALL` is set. By default, with [`Provider::ONE_CONTENT_PER_CALL`], the
+    /// first message's [`Provider::send`] to every receiver.
     fn send_many(
         &self,
-        _calls: &[(&SendBatch, &[Receiver])],
+        calls: &[(&SendBatch, &[Receiver])],
     ) -> impl Future<Output = Result<Delivered, SendError>> + Send {
-        async {
-            Err(SendError::Permanent(
-                "this provider takes one message per call".into(),
-            ))
+        async move {
+            match calls.first() {
+                _ if !Self::ONE_CONTENT_PER_CALL => Err(SendError::Permanent(
+                    "this provider takes one message per call".into(),
+                )),
+                None => Ok(Delivered::All),
+                Some((first, _)) => {
+                    let all: Vec<Receiver> =
+                        calls.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
+                    self.send(first, &all).await
+                }
+            }
         }
     }
 

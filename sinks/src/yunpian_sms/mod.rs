@@ -194,10 +194,7 @@ impl Provider for YunpianSms {
     // Several messages share a call only when their text is one; Yunpian advises at most 200
     // numbers per call.
     const MESSAGES_PER_CALL: Option<usize> = Some(200);
-
-    fn shares_call(a: &SendBatch, b: &SendBatch) -> bool {
-        a.meta.content == b.meta.content
-    }
+    const ONE_CONTENT_PER_CALL: bool = true;
 
     // `138…`, `+86138…` and `0086138…` are one number to Yunpian.
     fn number(receiver: &Receiver) -> String {
@@ -251,15 +248,6 @@ impl Provider for YunpianSms {
             .await
             .map_err(|e| http::transport(NAME, &e))?;
         Self::judge(status, &text, receivers)
-    }
-
-    /// Messages of one text in one call: their numbers together, each answered on its own.
-    async fn send_many(&self, calls: &[(&SendBatch, &[Receiver])]) -> Result<Delivered, SendError> {
-        let Some((first, _)) = calls.first() else {
-            return Ok(Delivered::All);
-        };
-        let all: Vec<Receiver> = calls.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
-        self.send(first, &all).await
     }
 }
 
