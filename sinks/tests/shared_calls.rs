@@ -301,6 +301,14 @@ fn only_the_refused_number_failed(out: &[Vec<Result<(), String>>], why: &str) {
     }
 }
 
+/// The calls the simulator received, each valid, fewer than `most` of them.
+fn calls_made(sim: &Simulator, most: usize) -> Vec<Received> {
+    let got = sim.received();
+    assert!(got.iter().all(|r| r.valid), "{got:#?}");
+    assert!(got.len() < most, "{} calls", got.len());
+    got
+}
+
 /// Each call's numbers (as `number` writes them) with the text it carried: no number twice in
 /// a call, at most `most` in one, and every message's number once with its own text.
 fn each_number_once_with_its_text(
@@ -345,10 +353,7 @@ fn tencent_shares_a_call_only_among_messages_of_one_content() {
         &send_with(&acc, "tencent", &messages),
         "IncorrectPhoneNumber",
     );
-    let got = sim.received();
-    assert!(got.iter().all(|r| r.valid), "{got:#?}");
-    assert!(got.len() < 30, "{} calls for 90 messages", got.len());
-    let calls = got
+    let calls = calls_made(&sim, 30)
         .iter()
         .map(|r| {
             let params = r.body["TemplateParamSet"].as_array().unwrap();
@@ -376,10 +381,7 @@ fn yunpian_shares_a_call_only_among_messages_of_one_text() {
     let texts = ("【tidings】Sale today", "【tidings】Parcel here");
     let messages = notices(340, 300, texts, "+8613911101012");
     only_the_refused_number_failed(&send_with(&acc, "yunpian", &messages), "yunpian_sms: 2 ");
-    let got = sim.received();
-    assert!(got.iter().all(|r| r.valid), "{got:#?}");
-    assert!(got.len() < 100, "{} calls for 340 messages", got.len());
-    let calls = got
+    let calls = calls_made(&sim, 100)
         .iter()
         .map(|r| {
             let numbers = r.body["mobile"].as_str().unwrap().split(',');
