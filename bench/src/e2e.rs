@@ -328,26 +328,26 @@ impl E2e {
     /// A plain consumer of `topic` in group `group`, from the start: no commits, the job's
     /// fetch wait.
     fn raw_consumer(&self, topic: &str, group: &str) -> anyhow::Result<BaseConsumer> {
-        let consumer: BaseConsumer = ClientConfig::new()
+        let consumer = self.plain_consumer(group)?;
+        consumer.subscribe(&[topic])?;
+        Ok(consumer)
+    }
+
+    /// A consumer in `group` that commits nothing, from the start, with the job's fetch wait.
+    fn plain_consumer(&self, group: &str) -> anyhow::Result<BaseConsumer> {
+        Ok(ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
-            .create()?;
-        consumer.subscribe(&[topic])?;
-        Ok(consumer)
+            .create()?)
     }
 
     /// A plain consumer of every partition of `topic` from its start, assigned (the job's
     /// fetch wait, no group).
     fn raw_consumer_assigned(&self, topic: &str) -> anyhow::Result<BaseConsumer> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", "tidings-bench-raw")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "10")
-            .create()?;
+        let consumer = self.plain_consumer("tidings-bench-raw")?;
         let n = partitions(&self.brokers, topic)
             .ok_or_else(|| anyhow::anyhow!("no metadata for the topic {topic}"))?;
         let mut tpl = rdkafka::TopicPartitionList::new();

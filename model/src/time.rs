@@ -107,10 +107,10 @@ struct LocalDay {
 }
 
 impl LocalDay {
-    /// `date` in `tz` (`None` at the end of chrono's dates, or if its bounds are not in order).
+    /// `date` in `tz` (`None` if its bounds are not in order).
     fn of(tz: Tz, date: NaiveDate) -> Option<LocalDay> {
         let start = local_instant(tz, date, NaiveTime::MIN);
-        let end = local_instant(tz, date.succ_opt()?, NaiveTime::MIN);
+        let end = end_of_local_day(tz, date.num_days_from_ce());
         let offset = |t: Millis| tz.offset_from_utc_datetime(&to_utc(t).naive_utc()).fix();
         (start < end).then(|| LocalDay {
             tz,

@@ -269,18 +269,11 @@ impl JobMetrics {
                     ("provider", a.provider().to_string()),
                     ("channel", a.channel.name().to_string()),
                 ];
-                let (cumulative, count, sum) = a.stats.latency.snapshot();
                 // prometheus-client takes counts per bucket and adds them up itself.
-                let mut below = 0;
-                let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-                    .iter()
-                    .zip(&cumulative)
-                    .map(|(le, n)| {
-                        let own = n.saturating_sub(below);
-                        below = below.max(*n);
-                        (*le, own)
-                    })
-                    .collect();
+                let (own, count, sum) = a.stats.latency.per_bucket();
+                let below: u64 = own.iter().sum();
+                let mut buckets: Vec<(f64, u64)> =
+                    LATENCY_BUCKETS.iter().copied().zip(own).collect();
                 buckets.push((f64::MAX, count.saturating_sub(below)));
                 metric
                     .encode_family(&labels)?

@@ -37,20 +37,28 @@ impl Histogram {
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], total count, sum in seconds.
-    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
-        let mut below = 0;
+    /// Counts per bucket of [`LATENCY_BUCKETS`] (each its own, not those below it), total
+    /// count, sum in seconds.
+    pub fn per_bucket(&self) -> (Vec<u64>, u64, f64) {
         (
             self.buckets
                 .iter()
-                .map(|b| {
-                    below += b.load(Ordering::Relaxed);
-                    below
-                })
+                .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
             self.count.load(Ordering::Relaxed),
             self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
         )
+    }
+
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], total count, sum in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        let (mut buckets, count, sum) = self.per_bucket();
+        let mut below = 0;
+        for b in &mut buckets {
+            below += *b;
+            *b = below;
+        }
+        (buckets, count, sum)
     }
 }
 
