@@ -18,7 +18,18 @@ pub fn message_id(source: &str, partition: i32, offset: i64, param: u32) -> Stri
     h.update(&partition.to_le_bytes());
     h.update(&offset.to_le_bytes());
     h.update(&param.to_le_bytes());
-    format!("{:032x}", h.digest128())
+    hex32(h.digest128())
+}
+
+/// `format!("{:032x}", v)`, without the formatter's machinery (once per message on the hot
+/// path: it was a hundredth of a worker's time in the 1M-request bench).
+fn hex32(v: u128) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[(v >> (124 - 4 * i) & 0xf) as usize];
+    }
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// austin's businessId: `templateType * 1_000_000 + templateId` followed by `yyyyMMdd`.
@@ -87,6 +98,21 @@ pub fn route(key: u128) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex32_is_the_formatters_zero_padded_hex() {
+        for v in [
+            0,
+            1,
+            0xf,
+            u128::MAX,
+            1 << 127,
+            0x0123_4567_89ab_cdef << 60,
+            u128::MAX / 3,
+        ] {
+            assert_eq!(hex32(v), format!("{v:032x}"));
+        }
+    }
 
     /// The keys are in checkpoints: they are the hash of the bytes they always hashed, laid
     /// out in a heap buffer as before, on either side of the stack buffer's size.
