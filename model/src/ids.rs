@@ -29,7 +29,8 @@ fn hex32(v: u128) -> String {
     for (i, d) in out.iter_mut().enumerate() {
         *d = DIGITS[(v >> (124 - 4 * i) & 0xf) as usize];
     }
-    out.iter().map(|&b| char::from(b)).collect()
+    // Always ASCII: the check cannot fail, and costs less than pushing 32 chars.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// austin's businessId: `templateType * 1_000_000 + templateId` followed by `yyyyMMdd`.

@@ -498,7 +498,7 @@ fn write_compacted(part: &impl Partition, stem: &str, files: &[String]) -> io::R
     for batch in batches {
         let batch = widen(&batch, &schema)?;
         if writer.is_none() {
-            let props = super::writer_props();
+            let props = super::compact_props();
             writer = Some(
                 ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
                     .map_err(io::Error::other)?,
@@ -667,6 +667,43 @@ mod tests {
                 .count()
         };
         assert_eq!(files(&day), 21);
+        // A worker's small files leave `message_id` uncompressed; the compacted file is Snappy
+        // throughout.
+        let codecs = |compacted: bool| {
+            let e = std::fs::read_dir(&day)
+                .unwrap()
+                .flatten()
+                .find(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.ends_with(".parquet") && name.starts_with(PREFIX) == compacted
+                })
+                .unwrap();
+            let meta =
+                parquet::file::reader::SerializedFileReader::new(File::open(e.path()).unwrap())
+                    .unwrap();
+            let group = parquet::file::reader::FileReader::metadata(&meta)
+                .row_group(0)
+                .clone();
+            group
+                .columns()
+                .iter()
+                .map(|c| (c.column_path().string(), c.compression()))
+                .collect::<Vec<_>>()
+        };
+        use parquet::basic::Compression;
+        for (compacted, id_codec) in [
+            (false, Compression::UNCOMPRESSED),
+            (true, Compression::SNAPPY),
+        ] {
+            for (column, codec) in codecs(compacted) {
+                let want = if column == "message_id" {
+                    id_codec
+                } else {
+                    Compression::SNAPPY
+                };
+                assert_eq!(codec, want, "{column} (compacted: {compacted})");
+            }
+        }
         // A second pass finds nothing new to merge.
         let again = compact_partition(&day, &settings, SystemTime::now()).unwrap();
         assert_eq!((again.merged, again.written), (0, 0));
