@@ -171,9 +171,14 @@ impl Account {
         };
         while need > 0 {
             let n = need.min(burst.get());
-            let ready = tokio::select! {
-                r = limiter.until_n_ready(NonZeroU32::new(n).expect("n > 0")) => r,
-                () = &mut halted => return false,
+            let count = NonZeroU32::new(n).expect("n > 0");
+            // Permits there now: taken without the wait's futures (as `slot` does).
+            let ready = match limiter.check_n(count) {
+                Ok(Ok(state)) => Ok(state),
+                _ => tokio::select! {
+                    r = limiter.until_n_ready(count) => r,
+                    () = &mut halted => return false,
+                },
             };
             if let Ok(state) = ready {
                 self.stats
@@ -186,9 +191,14 @@ impl Account {
 
     /// One of the account's `concurrency` slots; `None` when the run halted first.
     async fn slot(&self) -> Option<SemaphorePermit<'_>> {
-        let slot = tokio::select! {
-            s = self.slots.acquire() => s.expect("semaphore is never closed"),
-            () = self.halted() => return None,
+        // Most sends find a slot free: they build no acquire and halt futures to drop at once
+        // (a permit released while others wait goes to them, so this never jumps the queue).
+        let slot = match self.slots.try_acquire() {
+            Ok(s) => s,
+            Err(_) => tokio::select! {
+                s = self.slots.acquire() => s.expect("semaphore is never closed"),
+                () = self.halted() => return None,
+            },
         };
         (!self.halt.is_raised()).then_some(slot)
     }
