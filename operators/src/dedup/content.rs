@@ -81,12 +81,16 @@ impl ContentDedup {
 
     /// Judges an admission of `key` at event time `t`; `Err(seen)` when the window is full.
     pub fn admit(&mut self, key: u128, t: Millis) -> Result<(), usize> {
-        let Some(slot) = self.admitted.get(&key).copied() else {
-            if self.num == 0 {
-                return Err(0);
+        let slot = if self.num == 0 {
+            match self.admitted.get(&key) {
+                None => return Err(0),
+                Some(slot) => *slot,
             }
-            self.admitted.insert(key, Packed::of(t));
-            return Ok(());
+        } else {
+            match self.admitted.get_mut_or_insert(key, || Packed::of(t)) {
+                None => return Ok(()),
+                Some(slot) => *slot,
+            }
         };
         let mut ts = match self.many.get(&key) {
             Some(ts) => ts.to_vec(),

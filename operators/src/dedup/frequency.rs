@@ -70,14 +70,20 @@ impl FrequencyDedup {
         let day = local_day(self.tz, t);
         let num = self.num;
         if !self.many.contains_key(&key) {
-            match self.counts.get_mut(&key) {
-                None if num == 0 => return Err(0),
-                None => {
-                    self.counts.insert(key, (day, 1));
-                    return Ok(());
+            let slot = if num == 0 {
+                match self.counts.get_mut(&key) {
+                    None => return Err(0),
+                    Some(slot) => slot,
                 }
-                Some((d, n)) if *d == day => return bump(n, num),
-                Some(_) => {}
+            } else {
+                match self.counts.get_mut_or_insert(key, || (day, 1)) {
+                    None => return Ok(()),
+                    Some(slot) => slot,
+                }
+            };
+            let (d, n) = slot;
+            if *d == day {
+                return bump(n, num);
             }
         }
         let mut days = self.days(key);

@@ -64,6 +64,21 @@ impl<V> ShardedMap<V> {
     }
 
     /// Removes `key`; its value if it had one.
+    /// `key`'s value; or, when it has none, `value()` inserted for it and `None`. One lookup
+    /// either way (a get that misses and then an insert look twice: both rules meet every new
+    /// key so).
+    pub fn get_mut_or_insert(&mut self, key: u128, value: impl FnOnce() -> V) -> Option<&mut V> {
+        use std::collections::hash_map::Entry;
+        match self.shards[shard(key)].entry(split(key)) {
+            Entry::Occupied(o) => Some(o.into_mut()),
+            Entry::Vacant(v) => {
+                v.insert(value());
+                self.len += 1;
+                None
+            }
+        }
+    }
+
     pub fn remove(&mut self, key: &u128) -> Option<V> {
         let old = self.shards[shard(*key)].remove(&split(*key));
         if old.is_some() {
@@ -132,7 +147,14 @@ mod tests {
         assert_eq!(m.remove(&key), Some(71));
         assert_eq!(m.remove(&key), None);
         assert_eq!(m.len(), 9_999);
-        m.insert(key, 7);
+        // Absent: inserted, and said so; present: its value, nothing inserted.
+        assert_eq!(m.get_mut_or_insert(key, || 7), None);
+        assert_eq!(m.len(), 10_000);
+        assert_eq!(
+            m.get_mut_or_insert(key, || unreachable!()).copied(),
+            Some(7)
+        );
+        assert_eq!(m.len(), 10_000);
         m.retain(|_, v| *v % 2 == 0);
         assert_eq!(m.len(), 5_000);
         assert_eq!(m.iter().count(), 5_000);
