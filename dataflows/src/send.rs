@@ -220,10 +220,9 @@ async fn send_some(
     // refusal, a halted run) gives its rows without joining the set of sends in progress (a
     // task of its own there, linked, woken and unlinked: a fifth of the send threads' time in
     // the 1M-request bench). The rest wait in the set, polled from then on with its wakers.
-    let mut first = messages.iter();
-    let (mut rows, waiting) = std::future::poll_fn(move |cx| {
+    let (mut rows, waiting) = std::future::poll_fn(|cx| {
         let (mut rows, mut waiting) = (Vec::new(), Vec::new());
-        for (order, ds) in first.by_ref() {
+        for (order, ds) in messages {
             let mut send = Box::pin(send_one(ctx, mode, clock, order, ds));
             match send.as_mut().poll(cx) {
                 Poll::Ready(r) => rows.extend(r),

@@ -697,12 +697,15 @@ fn restore_parts<R: KeyedRule>(
 /// unique per delivery; on a tie the receiver and the keys make the order total whatever the
 /// input.
 fn sort_in_order(batch: &mut [Delivery]) {
-    batch.sort_by(|a, b| {
-        a.order()
-            .cmp(&b.order())
-            .then_with(|| a.receiver.cmp(&b.receiver))
-            .then_with(|| (a.content_key, a.frequency_key).cmp(&(b.content_key, b.frequency_key)))
-    });
+    batch.sort_by(in_order);
+}
+
+/// [`Delivery::order`], made total by the receiver and the keys.
+fn in_order(a: &Delivery, b: &Delivery) -> std::cmp::Ordering {
+    a.order()
+        .cmp(&b.order())
+        .then_with(|| a.receiver.cmp(&b.receiver))
+        .then_with(|| (a.content_key, a.frequency_key).cmp(&(b.content_key, b.frequency_key)))
 }
 
 /// Judges one epoch's deliveries in [`Delivery::order`]: those that pass (their keys noted in
@@ -902,14 +905,6 @@ mod tests {
     /// index, and on a tie the receiver; whatever order they came in.
     #[test]
     fn deliveries_sort_into_order_whatever_came_first() {
-        let full = |a: &Delivery, b: &Delivery| {
-            a.order()
-                .cmp(&b.order())
-                .then_with(|| a.receiver.cmp(&b.receiver))
-                .then_with(|| {
-                    (a.content_key, a.frequency_key).cmp(&(b.content_key, b.frequency_key))
-                })
-        };
         let mut batch = Vec::new();
         for n in 0..300u32 {
             // Positions that differ only above 64 bits, event times that repeat, a parked
@@ -933,7 +928,7 @@ mod tests {
             shuffled.rotate_left(shift);
             shuffled.reverse();
             let mut expected = shuffled.clone();
-            expected.sort_unstable_by(full);
+            expected.sort_unstable_by(in_order);
             sort_in_order(&mut shuffled);
             assert_eq!(
                 shuffled.iter().map(key).collect::<Vec<_>>(),

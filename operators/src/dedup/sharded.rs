@@ -63,7 +63,6 @@ impl<V> ShardedMap<V> {
         old
     }
 
-    /// Removes `key`; its value if it had one.
     /// `key`'s value; or, when it has none, `value()` inserted for it and `None`. One lookup
     /// either way (a get that misses and then an insert look twice: both rules meet every new
     /// key so).
@@ -79,6 +78,7 @@ impl<V> ShardedMap<V> {
         }
     }
 
+    /// Removes `key`; its value if it had one.
     pub fn remove(&mut self, key: &u128) -> Option<V> {
         let old = self.shards[shard(*key)].remove(&split(*key));
         if old.is_some() {

@@ -18,7 +18,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// bucket only (not one add per bucket it is under), in one of a few shards of its own cache
 /// line chosen by the thread: the send threads observing every call no longer pass the same
 /// line between them (a sixth of their time went to the three shared adds in the 1M-request
-/// bench, bench/MEASURED.md "The send threads' shared counters"). A snapshot sums them up.
+/// bench, bench/MEASURED.md "The send latency histogram"). A snapshot sums them up.
 #[derive(Debug, Default)]
 pub struct Histogram {
     shards: [Shard; SHARDS],
