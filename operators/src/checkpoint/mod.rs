@@ -53,6 +53,8 @@ use arrow_array::{Array, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatc
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::Epoch;
@@ -899,12 +901,24 @@ fn keyed_schema() -> Arc<Schema> {
     ]))
 }
 
+fn keyed_props() -> WriterProperties {
+    let key = ColumnPath::from("key");
+    WriterProperties::builder()
+        .set_column_dictionary_enabled(key.clone(), false)
+        .set_column_statistics_enabled(key, EnabledStatistics::None)
+        .build()
+}
+
 /// Writes keyed state (key → values) as Parquet, atomically.
-pub fn write_keyed(path: &Path, entries: impl Iterator<Item = (u128, Vec<i64>)>) -> io::Result<()> {
+pub fn write_keyed<V: AsRef<[i64]>>(
+    path: &Path,
+    entries: impl Iterator<Item = (u128, V)>,
+) -> io::Result<()> {
     let schema = keyed_schema();
     let tmp = path.with_extension("tmp");
     let file = File::create(&tmp)?;
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(io::Error::other)?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(keyed_props()))
+        .map_err(io::Error::other)?;
     let mut entries = entries.peekable();
     while entries.peek().is_some() {
         let mut keys = FixedSizeBinaryBuilder::new(16);
@@ -916,7 +930,7 @@ pub fn write_keyed(path: &Path, entries: impl Iterator<Item = (u128, Vec<i64>)>)
         for (key, vs) in entries.by_ref().take(65_536) {
             keys.append_value(key.to_le_bytes())
                 .map_err(io::Error::other)?;
-            values.values().append_slice(&vs);
+            values.values().append_slice(vs.as_ref());
             values.append(true);
         }
         let batch = RecordBatch::try_new(
@@ -1070,10 +1084,10 @@ impl KeyedEntries {
 /// merged: each key once, with its newest values; a key whose newest values are none (a
 /// tombstone) is left out. Every input is sorted by key, and so is the output. Streams: holds
 /// one entry per input. Returns the number of keys written.
-pub fn merge_keyed(
+pub fn merge_keyed<V: AsRef<[i64]>>(
     path: &Path,
     older: &[PathBuf],
-    newest: impl Iterator<Item = (u128, Vec<i64>)>,
+    newest: impl Iterator<Item = (u128, V)>,
 ) -> io::Result<usize> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
@@ -1082,7 +1096,7 @@ pub fn merge_keyed(
         .iter()
         .map(|p| KeyedEntries::open(p))
         .collect::<io::Result<Vec<_>>>()?;
-    let mut newest = newest.peekable();
+    let mut newest = newest.map(|(k, v)| (k, v.as_ref().to_vec())).peekable();
     let newest_rank = files.len();
     let mut failed: Option<io::Error> = None;
     let mut written = 0usize;
@@ -1259,7 +1273,12 @@ mod tests {
         let unsorted = dir.path().join("unsorted.parquet");
         write_keyed(&unsorted, [(2u128, vec![1]), (1u128, vec![1])].into_iter()).unwrap();
         let refused = dir.path().join("refused.parquet");
-        let e = merge_keyed(&refused, &[unsorted], std::iter::empty()).unwrap_err();
+        let e = merge_keyed(
+            &refused,
+            &[unsorted],
+            std::iter::empty::<(u128, Vec<i64>)>(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("not sorted"), "{e}");
         assert!(!refused.exists());
     }
@@ -1276,6 +1295,19 @@ mod tests {
         read_keyed(&path, |k| k % 2 == 0, |k, v| back.push((k, v.to_vec()))).unwrap();
         let expected: Vec<_> = entries.into_iter().filter(|(k, _)| k % 2 == 0).collect();
         assert_eq!(back, expected);
+        // The keys (distinct hashes) are written plain, without a dictionary or statistics;
+        // the values keep both.
+        let file =
+            parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let meta = parquet::file::reader::FileReader::metadata(&file);
+        for group in meta.row_groups() {
+            let (key, values) = (group.column(0), group.column(1));
+            assert_eq!(key.column_path().string(), "key");
+            assert!(key.dictionary_page_offset().is_none());
+            assert!(key.statistics().is_none());
+            assert!(values.dictionary_page_offset().is_some());
+            assert!(values.statistics().is_some());
+        }
     }
 
     #[test]

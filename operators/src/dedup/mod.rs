@@ -164,17 +164,17 @@ impl Flat {
     }
 
     /// Every key and its values, in the order pushed.
-    pub fn iter(&self) -> impl Iterator<Item = (u128, Vec<i64>)> + '_ {
-        (0..self.keys.len()).map(|i| (self.keys[i], self.values_of(i).to_vec()))
+    pub fn iter(&self) -> impl Iterator<Item = (u128, &[i64])> + '_ {
+        (0..self.keys.len()).map(|i| (self.keys[i], self.values_of(i)))
     }
 
     /// Every key and its values, in key order (keys pushed once each).
-    pub fn sorted(&self) -> impl Iterator<Item = (u128, Vec<i64>)> + '_ {
+    pub fn sorted(&self) -> impl Iterator<Item = (u128, &[i64])> + '_ {
         let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
         order.sort_unstable_by_key(|&i| self.keys[i as usize]);
         order.into_iter().map(|i| {
             let i = i as usize;
-            (self.keys[i], self.values_of(i).to_vec())
+            (self.keys[i], self.values_of(i))
         })
     }
 }
