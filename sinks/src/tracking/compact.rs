@@ -667,8 +667,8 @@ mod tests {
                 .count()
         };
         assert_eq!(files(&day), 21);
-        // A worker's small files leave `message_id` uncompressed; the compacted file is Snappy
-        // throughout.
+        // A worker's small files leave `message_id` uncompressed, and without statistics like
+        // `receiver`; the compacted file is Snappy throughout, with statistics for every column.
         let codecs = |compacted: bool| {
             let e = std::fs::read_dir(&day)
                 .unwrap()
@@ -687,7 +687,10 @@ mod tests {
             group
                 .columns()
                 .iter()
-                .map(|c| (c.column_path().string(), c.compression()))
+                .map(|c| {
+                    let stats = c.statistics().is_some();
+                    (c.column_path().string(), c.compression(), stats)
+                })
                 .collect::<Vec<_>>()
         };
         use parquet::basic::Compression;
@@ -695,13 +698,19 @@ mod tests {
             (false, Compression::UNCOMPRESSED),
             (true, Compression::SNAPPY),
         ] {
-            for (column, codec) in codecs(compacted) {
+            for (column, codec, stats) in codecs(compacted) {
                 let want = if column == "message_id" {
                     id_codec
                 } else {
                     Compression::SNAPPY
                 };
                 assert_eq!(codec, want, "{column} (compacted: {compacted})");
+                let unique = column == "message_id" || column == "receiver";
+                assert_eq!(
+                    stats,
+                    compacted || !unique,
+                    "{column} statistics (compacted: {compacted})"
+                );
             }
         }
         // A second pass finds nothing new to merge.

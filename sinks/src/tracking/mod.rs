@@ -26,7 +26,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use tidings_model::schema::{dead_letters_schema, events_schema};
 use tidings_model::time::local_date;
@@ -466,11 +466,19 @@ pub(crate) fn compact_props() -> WriterProperties {
 /// compressed. Its values are random hex, which Snappy made only 9% smaller, for most of the
 /// Snappy time of the job: 4.7% of the job's CPU in the 1M-request bench, 0.6% without it,
 /// for files 9% larger until compaction merges them into Snappy files again
-/// (bench/MEASURED.md "Message ids uncompressed until compaction").
+/// (bench/MEASURED.md "Message ids uncompressed until compaction"). Nor do `message_id` and
+/// `receiver` get min/max statistics here: over a file of random ids and receivers they prune
+/// nothing, and comparing every value for them was a fifth of the writer's time
+/// (`tidings-bench tracking-encode`; bench/MEASURED.md "Statistics off unique columns").
+/// Compacted files keep theirs.
 fn flush_props() -> WriterProperties {
-    props()
-        .set_column_compression(ColumnPath::from("message_id"), Compression::UNCOMPRESSED)
-        .build()
+    let mut props =
+        props().set_column_compression(ColumnPath::from("message_id"), Compression::UNCOMPRESSED);
+    for unique in ["message_id", "receiver"] {
+        props =
+            props.set_column_statistics_enabled(ColumnPath::from(unique), EnabledStatistics::None);
+    }
+    props.build()
 }
 
 fn props() -> parquet::file::properties::WriterPropertiesBuilder {
