@@ -541,3 +541,61 @@ fn walk_parquet(dir: &Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// `TIDINGS_OPERATOR_TIMES` (the benches' diagnostic) appends a line per operator of each
+/// worker with its scheduled time, and a line per thread with its CPU time; the run's outcome
+/// is the same.
+#[test]
+fn operator_times_are_written_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = job(dir.path(), 200, 100_000, "");
+    let times = dir.path().join("times.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", path.to_str().unwrap()])
+        .env("TIDINGS_OPERATOR_TIMES", &times)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tracked(dir.path()), (200, 200));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&times)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for worker in 0..2 {
+        for stage in ["Admit", "ContentDedup", "FrequencyDedup", "Send", "Track"] {
+            let op = lines
+                .iter()
+                .find(|l| l["worker"] == worker && l["operator"] == stage)
+                .unwrap_or_else(|| panic!("no {stage} of worker {worker} in {lines:?}"));
+            assert!(op["leaf"].as_bool().unwrap(), "{op}");
+            assert!(op["schedules"].as_u64().unwrap() > 0, "{op}");
+            assert!(op["busy_ms"].as_f64().unwrap() > 0.0, "{op}");
+        }
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["thread"].as_str().is_some() && l["cpu_ms"].as_f64().is_some()),
+        "{lines:?}"
+    );
+    // Unset, nothing is written.
+    std::fs::remove_dir_all(dir.path().join("var")).unwrap();
+    std::fs::remove_file(&times).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", path.to_str().unwrap()])
+        .env_remove("TIDINGS_OPERATOR_TIMES")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tracked(dir.path()), (200, 200));
+    assert!(!times.exists());
+}

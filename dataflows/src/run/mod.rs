@@ -6,6 +6,7 @@
 mod build;
 mod drive;
 mod graph;
+pub mod times;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,18 +153,23 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                 shared.opts.workers.max(1),
             )
         });
+        let operator_times = times::register(worker);
         let main = graph::main_dataflow(worker, &shared);
         let accounts = graph::accounts_dataflow(worker, &shared);
         shared
             .checkpoints
             .built(built.fetch_add(1, Ordering::SeqCst) + 1);
         drive::drive_worker(worker, &shared, main, accounts, control);
+        if let Some(t) = operator_times {
+            times::report(worker, &t);
+        }
     })
     .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
     if opts.cluster.is_some() {
         fail_stop(&guards, &services.shared.health, &services.shared.job);
     }
     let joined: Vec<Result<(), String>> = guards.join();
+    times::report_threads();
     finish(services, joined, start)
 }
 
