@@ -162,6 +162,16 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         keys: u64,
     },
+    /// One worker's tracking writer: messages' RECEIVE and SEND_SUCCESS rows into Parquet files
+    /// as the job writes them; time per row and bytes per row.
+    TrackingEncode {
+        /// Messages (two rows each).
+        #[arg(long, default_value_t = 500_000)]
+        messages: u64,
+        /// Rows per file (the job's `tracking.flush_rows`).
+        #[arg(long, default_value_t = 200_000)]
+        flush_rows: usize,
+    },
     /// `SELECT state, count(*) FROM events GROUP BY state` over one day of `rows` tracking rows
     /// in `files` small files, then after compacting the day.
     CompactionQuery {
@@ -192,6 +202,10 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::StateSize { keys } => state_size(keys),
         Command::Checkpoint { keys } => tidings_bench::storage::checkpoint(keys),
+        Command::TrackingEncode {
+            messages,
+            flush_rows,
+        } => tidings_bench::storage::tracking_encode(messages, flush_rows),
         Command::CompactionQuery { rows, files } => {
             tidings_bench::storage::compaction_query(rows, files)
         }

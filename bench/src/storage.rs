@@ -179,7 +179,11 @@ fn incremental(
     }
     let sources: Vec<_> = chain.iter().map(|f| prev.join(f)).collect();
     let start = Instant::now();
-    let merged = merge_keyed(&dir.join("compacted.parquet"), &sources, std::iter::empty())?;
+    let merged = merge_keyed(
+        &dir.join("compacted.parquet"),
+        &sources,
+        std::iter::empty::<(u128, Vec<i64>)>(),
+    )?;
     let compaction = start.elapsed();
     anyhow::ensure!(
         merged == content.keys(),
@@ -320,4 +324,101 @@ pub fn compaction_query(rows: u64, files: u64) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// Encodes `messages` messages' RECEIVE and SEND_SUCCESS rows into one worker's Parquet
+/// tracking files as the job does (a file every `flush_rows` rows, written and fsynced), three
+/// times, and prints the best round's time per row for putting rows into columns and encoding
+/// them, for finishing and storing the files, and the bytes per row. The rows are like the
+/// 1M-request `e2e` run's: distinct message ids and receivers, ~250 rows per millisecond.
+pub fn tracking_encode(messages: u64, flush_rows: usize) -> anyhow::Result<()> {
+    use tidings_model::{Delivery, EventRow, MessageMeta, State};
+    use tidings_sinks::tracking::{ParquetTracking, Tracking};
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/templates.toml");
+    let templates = Arc::new(Templates::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let t0 = 1_763_773_200_000i64;
+    let rows: Vec<EventRow> = (0..messages)
+        .flat_map(|i| {
+            let d = Delivery {
+                meta: Arc::new(MessageMeta {
+                    live: None,
+                    accounts: None,
+                    message_id: format!("{:032x}", key(i)),
+                    template_id: 1,
+                    business_id: 2_000_000_120_251_122,
+                    biz_id: None,
+                    content: r#"{"content":"Your code is 4711."}"#.into(),
+                    event_time: t0 + (i / 250) as i64,
+                    seq: u128::from(i),
+                }),
+                receiver: format!("138{:08}", i % 100_000_000).into(),
+                index: 0,
+                event_time: t0 + (i / 250) as i64,
+                content_key: key(i),
+                frequency_key: key(i) ^ 1,
+            };
+            let at = d.event_time + 5;
+            [
+                EventRow::of(&d, State::Receive, None, at),
+                EventRow::of(&d, State::SendSuccess, None, at + 3),
+            ]
+        })
+        .collect();
+    let mut best: Option<(Duration, Duration, u64)> = None;
+    for _ in 0..3 {
+        let dir = tempfile::tempdir()?;
+        let mut tracking = Tracking::Parquet(ParquetTracking::new(
+            dir.path(),
+            chrono_tz::Asia::Shanghai,
+            templates.clone(),
+            "bench",
+            0,
+        ));
+        let (mut push, mut flush) = (Duration::ZERO, Duration::ZERO);
+        for part in rows.chunks(flush_rows) {
+            let start = Instant::now();
+            for r in part {
+                tracking.event(r.clone());
+            }
+            push += start.elapsed();
+            let start = Instant::now();
+            tracking.flush()?;
+            flush += start.elapsed();
+        }
+        let bytes = dir_bytes(dir.path())?;
+        if best.is_none_or(|(p, f, _)| push + flush < p + f) {
+            best = Some((push, flush, bytes));
+        }
+    }
+    let (push, flush, bytes) = best.unwrap_or_default();
+    let n = rows.len() as f64;
+    let ns = |d: Duration| d.as_secs_f64() * 1e9 / n;
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": rows.len(),
+            "flush_rows": flush_rows,
+            "columns_and_encoding_ns_per_row": ns(push),
+            "finish_and_store_ns_per_row": ns(flush),
+            "total_ns_per_row": ns(push + flush),
+            "bytes_per_row": bytes as f64 / n,
+        })
+    );
+    Ok(())
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
