@@ -95,6 +95,7 @@ sqlite_broker e2e_latency_5min_raw_sqlite "$bench" e2e --rate 10000 --seconds 30
 run austin "$bench" austin-dedup --deliveries 200000
 run checkpoint "$bench" checkpoint --keys 1000000
 run checkpoint_5m "$bench" checkpoint --keys 5000000
+run tracking_encode "$bench" tracking-encode
 run state_1m "$bench" state-size --keys 1000000
 run state_10m "$bench" state-size --keys 10000000
 run isolation "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30
@@ -203,6 +204,9 @@ rows = [
     ("… incremental cuts: 10,000 keys changed per cut", f"{cmd('checkpoint')}; {cmd('checkpoint_5m')}",
      "; ".join(f"{c['keys'] / 1e6:.1f}M keys held: worker {c['worker_ms_median']:.1f} ms (max {c['worker_ms_max']:.1f}), writer thread {c['writer_delta_ms_median']:.1f} ms per delta, compaction {c['compaction_ms']:.0f} ms" for c in [j('checkpoint')['content_incremental_cut'], j('checkpoint_5m')['content_incremental_cut']]),
      f"worker's share at 5M keys / at 1M: {j('checkpoint_5m')['content_incremental_cut']['worker_ms_median'] / j('checkpoint')['content_incremental_cut']['worker_ms_median']:.1f}× for 5× the keys (whole flatten: {j('checkpoint_5m')['content_cut_on_the_worker']['flatten_ms'] / ck['flatten_ms']:.1f}×); target: not growing with the keys"),
+    *([("Tracking writer, one worker (1M RECEIVE and SEND_SUCCESS rows into Parquet files of 200,000)", cmd("tracking_encode"),
+       (lambda te: f"{te['total_ns_per_row']:.0f} ns per row: {te['columns_and_encoding_ns_per_row']:.0f} into columns and encoding, {te['finish_and_store_ns_per_row']:.0f} finishing and storing (written, fsynced); {te['bytes_per_row']:.1f} B per row")(j("tracking_encode")),
+       "a stage of the e2e run (bench/ANALYSIS.md)")] if opt("tracking_encode") else []),
     ("Dedup state per active key", f"{cmd('state_1m')}; {cmd('state_10m')}",
      f"1M keys: content {s1['content_bytes_per_key']:.0f} B, frequency {s1['frequency_bytes_per_key']:.0f} B; 10M keys: {s10['content_bytes_per_key']:.0f} B, {s10['frequency_bytes_per_key']:.0f} B",
      "target ≤ 64 B"),
@@ -266,7 +270,7 @@ for extra in ["MEASURED.md", "ANALYSIS.md"]:
         text = "#" + text.replace("\n## ", "\n### ")
     print(text)
 print("\nRaw JSON of each run:\n")
-for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
+for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "tracking_encode", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
     if opt(name) is not None:
         print(f"- `{name}`: `{json.dumps(j(name), sort_keys=True)}`")
 EOF
