@@ -901,6 +901,9 @@ fn keyed_schema() -> Arc<Schema> {
     ]))
 }
 
+/// How keyed parts are written: the keys are distinct 128-bit hashes, so a dictionary would be
+/// built for every key only to be abandoned, and min/max statistics prune nothing (a part is
+/// always read whole); the values (admission times, days and counts) keep both.
 fn keyed_props() -> WriterProperties {
     let key = ColumnPath::from("key");
     WriterProperties::builder()
