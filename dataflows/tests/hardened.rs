@@ -550,17 +550,22 @@ fn operator_times_are_written_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let path = job(dir.path(), 200, 100_000, "");
     let times = dir.path().join("times.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["run", path.to_str().unwrap()])
-        .env("TIDINGS_OPERATOR_TIMES", &times)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(tracked(dir.path()), (200, 200));
+    // A fresh run (no state, no rows) with or without the variable; all 200 sent and tracked.
+    let run = |with: bool| {
+        let _ = std::fs::remove_dir_all(dir.path().join("var"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        cmd.args(["run", path.to_str().unwrap()]);
+        if with {
+            cmd.env("TIDINGS_OPERATOR_TIMES", &times);
+        } else {
+            cmd.env_remove("TIDINGS_OPERATOR_TIMES");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_eq!(tracked(dir.path()), (200, 200));
+    };
+    run(true);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&times)
         .unwrap()
         .lines()
@@ -584,18 +589,7 @@ fn operator_times_are_written_only_when_asked() {
         "{lines:?}"
     );
     // Unset, nothing is written.
-    std::fs::remove_dir_all(dir.path().join("var")).unwrap();
     std::fs::remove_file(&times).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["run", path.to_str().unwrap()])
-        .env_remove("TIDINGS_OPERATOR_TIMES")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(tracked(dir.path()), (200, 200));
+    run(false);
     assert!(!times.exists());
 }
