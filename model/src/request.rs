@@ -161,6 +161,32 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn template_ids_are_numbers_or_numeric_strings() {
+        let id = |v: &str| {
+            decode_request(
+                format!(
+                    r#"{{"code":"send","messageTemplateId":{v},"messageParam":{{"receiver":"a"}}}}"#
+                )
+                .as_bytes(),
+            )
+            .map(|r| r.template_id)
+        };
+        assert_eq!(id("7"), Ok(7));
+        assert_eq!(id("-3"), Ok(-3));
+        assert_eq!(id(r#"" 42 ""#), Ok(42));
+        assert_eq!(id(r#""9\u0030""#), Ok(90));
+        assert_eq!(id("null"), Err("missing `messageTemplateId`".into()));
+        for bad in ["9223372036854775808", "7.5", "true", "{}", r#""seven""#] {
+            let e = id(bad).unwrap_err();
+            assert!(
+                e.contains("a number such as 7 or a numeric string")
+                    || e.contains("is not an integer"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn a_byte_order_mark_and_a_bad_template_id_are_explained() {
         let line = "\u{feff}{\"code\":\"send\",\"messageTemplateId\":1,\"messageParam\":{\"receiver\":\"a\"}}";
         assert!(decode_line(line.as_bytes(), 5).is_ok());
