@@ -140,15 +140,10 @@ pub fn read_events(events: &Path) -> anyhow::Result<Vec<Row>> {
 
 /// CPU seconds (user + system) of this process so far.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start after ") ".
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after the name).
-    (ticks(11) + ticks(12)) / 100.0
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| tidings_dataflows::run::times::stat_cpu(&stat).map(|(_, s)| s))
+        .unwrap_or(0.0)
 }
 
 fn request(i: u64, receivers: u64) -> Outgoing {

@@ -40,17 +40,19 @@ struct Operator {
     started: Option<Duration>,
 }
 
-/// One worker's operator times, filled by its timely logger.
-#[derive(Default)]
+/// One worker's operator times, filled by its timely logger, and the file they go to.
 pub struct Times {
+    path: PathBuf,
     by_id: BTreeMap<usize, Operator>,
 }
 
 /// Registers the logger on `worker` (before its dataflows are built, so that every operator's
 /// name is seen); `None` when the times are not asked for.
 pub fn register(worker: &mut timely::worker::Worker) -> Option<Rc<RefCell<Times>>> {
-    path()?;
-    let times = Rc::new(RefCell::new(Times::default()));
+    let times = Rc::new(RefCell::new(Times {
+        path: path()?,
+        by_id: BTreeMap::new(),
+    }));
     let into = times.clone();
     let mut registry = worker.log_register()?;
     registry.insert::<TimelyEventBuilder, _>("timely", move |_, events| {
@@ -88,7 +90,6 @@ pub fn report(worker: &mut timely::worker::Worker, times: &Rc<RefCell<Times>>) {
         registry.flush();
         registry.remove("timely");
     }
-    let Some(path) = path() else { return };
     let t = times.borrow();
     let parents: std::collections::BTreeSet<&[usize]> = t
         .by_id
@@ -108,7 +109,22 @@ pub fn report(worker: &mut timely::worker::Worker, times: &Rc<RefCell<Times>>) {
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
-    append(&path, &lines);
+    append(&t.path, &lines);
+}
+
+/// A `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line's command name and CPU time
+/// (user + system) in seconds.
+pub fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (11 and 12 after the name), in clock ticks of
+    // 1/100 s on Linux.
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((
+        stat.get(open + 1..close)?,
+        (ticks(11)? + ticks(12)?) / 100.0,
+    ))
 }
 
 /// Appends one line per thread of this process with its CPU time (Linux only: nothing
@@ -118,28 +134,15 @@ pub fn report_threads() {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return;
     };
-    // Clock ticks per second of /proc's times: 100 on Linux.
-    let tick_ms = 10.0;
     let mut lines = String::new();
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        let Some((thread, cpu)) = stat_cpu(&stat) else {
             continue;
         };
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else {
-            continue;
-        };
-        let (Ok(u), Ok(s)) = (utime.parse::<f64>(), stime.parse::<f64>()) else {
-            continue;
-        };
-        let line = serde_json::json!({
-            "thread": &stat[open + 1..close],
-            "cpu_ms": (u + s) * tick_ms,
-        });
+        let line = serde_json::json!({ "thread": thread, "cpu_ms": cpu * 1000.0 });
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
@@ -154,5 +157,16 @@ fn append(path: &std::path::Path, lines: &str) {
         .and_then(|mut f| f.write_all(lines.as_bytes()));
     if let Err(e) = written {
         tracing::warn!("{OPERATOR_TIMES}: {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The name may hold spaces and parentheses; the times are the fields after it.
+    #[test]
+    fn a_stat_line_gives_its_name_and_cpu_seconds() {
+        let line = "42 (tidings (send) 1) S 1 42 42 0 -1 4194560 10 0 0 0 150 25 0 0 20 0 1 0";
+        assert_eq!(super::stat_cpu(line), Some(("tidings (send) 1", 1.75)));
+        assert_eq!(super::stat_cpu("42 (x) S 1"), None);
     }
 }
