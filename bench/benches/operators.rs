@@ -108,7 +108,7 @@ fn delivery(i: u64) -> Delivery {
         meta: Arc::new(MessageMeta {
             live: None,
             accounts: None,
-            message_id: format!("m{i}"),
+            message_id: format!("m{i}").into(),
             template_id: 1,
             business_id: 2_000_000_120_251_122,
             biz_id: None,

@@ -247,7 +247,7 @@ pub fn compaction_query(rows: u64, files: u64) -> anyhow::Result<()> {
             meta = Some(Arc::new(MessageMeta {
                 live: None,
                 accounts: None,
-                message_id: format!("m{:012}", r / 4),
+                message_id: format!("m{:012}", r / 4).into(),
                 template_id: 1 + (r % 7) as i64,
                 business_id: 2,
                 biz_id: None,
@@ -344,7 +344,7 @@ pub fn tracking_encode(messages: u64, flush_rows: usize) -> anyhow::Result<()> {
                 meta: Arc::new(MessageMeta {
                     live: None,
                     accounts: None,
-                    message_id: format!("{:032x}", key(i)),
+                    message_id: format!("{:032x}", key(i)).into(),
                     template_id: 1,
                     business_id: 2_000_000_120_251_122,
                     biz_id: None,

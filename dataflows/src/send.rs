@@ -409,7 +409,7 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
         let meta = Arc::new(MessageMeta {
             live: None,
             accounts: None,
-            message_id: rec.message_id,
+            message_id: rec.message_id.into(),
             template_id: r.template_id,
             business_id: rec.business_id,
             biz_id: None,

@@ -41,7 +41,7 @@ fn queries_during_compaction_see_every_row_once() {
                 let meta = Arc::new(MessageMeta {
                     live: None,
                     accounts: None,
-                    message_id: format!("m{f}"),
+                    message_id: format!("m{f}").into(),
                     template_id: 1,
                     business_id: 2,
                     biz_id: None,
@@ -265,7 +265,7 @@ fn skipping_corrupt_files_still_reads_a_compacted_partition_once() {
         let meta = Arc::new(MessageMeta {
             live: None,
             accounts: None,
-            message_id: format!("m{f}"),
+            message_id: format!("m{f}").into(),
             template_id: 1,
             business_id: 2,
             biz_id: None,

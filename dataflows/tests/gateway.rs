@@ -101,7 +101,7 @@ fn tracked(job: &std::path::Path) -> BTreeMap<String, Vec<(String, String)>> {
     });
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for e in memory.take().events {
-        out.entry(e.meta.message_id.clone())
+        out.entry(e.meta.message_id.to_string())
             .or_default()
             .push((e.receiver.to_string(), e.state.name().to_string()));
     }

@@ -58,7 +58,7 @@ fn place(parts: &[usize], i: usize) -> (String, (usize, i64)) {
     } else {
         message_id(&format!("file:requests/p{p}.jsonl"), p as i32, line, 0)
     };
-    (id, (p, line))
+    (id.to_string(), (p, line))
 }
 
 fn model(reqs: &[Req], parts: &[usize]) -> Vec<Row> {
@@ -170,7 +170,7 @@ fn rows_of(events: Vec<tidings_model::EventRow>) -> Vec<Row> {
         .into_iter()
         .map(|e| {
             (
-                e.meta.message_id.clone(),
+                e.meta.message_id.to_string(),
                 e.receiver.to_string(),
                 e.state.name().to_string(),
                 e.event_time,

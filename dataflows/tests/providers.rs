@@ -273,7 +273,7 @@ fn run_sharing(
         .filter(|r| r.state.name() != "RECEIVE")
         .map(|r| {
             (
-                r.meta.message_id.clone(),
+                r.meta.message_id.to_string(),
                 r.receiver.to_string(),
                 r.state.name().to_string(),
                 r.reason.clone().unwrap_or_default(),

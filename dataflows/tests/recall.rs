@@ -55,7 +55,7 @@ fn of(rows: &[EventRow], state: &str) -> Vec<(i64, String, String)> {
         .map(|r| {
             (
                 r.meta.template_id,
-                r.meta.message_id.clone(),
+                r.meta.message_id.to_string(),
                 r.receiver.to_string(),
             )
         })

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::ids::MessageId;
 use crate::state::State;
 use crate::template::{Template, Templates};
 use crate::time::Millis;
@@ -16,7 +17,7 @@ use crate::time::Millis;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageMeta {
     /// Pure function of (source, partition, offset, param index).
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The template it renders.
     pub template_id: i64,
     /// austin's businessId (template type, template id, event-time date).

@@ -241,7 +241,7 @@ mod tests {
         let meta = Arc::new(MessageMeta {
             live: None,
             accounts: None,
-            message_id: format!("m{seq}"),
+            message_id: format!("m{seq}").into(),
             template_id: 1,
             business_id: 1,
             biz_id: None,

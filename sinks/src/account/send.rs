@@ -229,14 +229,14 @@ impl Account {
                 .filter(|(_, o)| o.is_ok())
                 .map(|(r, _)| r.to_string())
                 .collect();
-            calls.push((batch.meta.message_id.clone(), reached));
+            calls.push((batch.meta.message_id.to_string(), reached));
         }
         for (reference, reached) in calls {
             if reached.is_empty() {
                 continue;
             }
             self.book.record(crate::recall::Entry {
-                message_id: batch.meta.message_id.clone(),
+                message_id: batch.meta.message_id.to_string(),
                 template_id: batch.meta.template_id,
                 business_id: batch.meta.business_id,
                 reference,

@@ -69,7 +69,7 @@ impl AliyunSms {
                 ("PhoneNumbers", receivers.join(",")),
                 ("SignName", self.config.sign_name.clone()),
                 ("TemplateParam", template_param(batch).to_string()),
-                ("OutId", batch.meta.message_id.clone()),
+                ("OutId", batch.meta.message_id.to_string()),
             ],
             now_ms,
             nonce,

@@ -615,7 +615,7 @@ mod tests {
             let meta = std::sync::Arc::new(MessageMeta {
                 live: None,
                 accounts: None,
-                message_id: format!("m{f}"),
+                message_id: format!("m{f}").into(),
                 template_id: 1,
                 business_id: 2,
                 biz_id: None,

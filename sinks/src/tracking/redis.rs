@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use tidings_model::EventRow;
-use tidings_model::ids::FastMap;
+use tidings_model::ids::{FastMap, MessageId};
 use tidings_model::time::{Millis, end_of_local_day, local_day};
 
 /// Key prefix of everything tidings writes.
@@ -45,7 +45,7 @@ pub struct RedisRow {
     /// When the state was reached (ms, UTC).
     pub time: Millis,
     /// The message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The receiver.
     pub receiver: tidings_model::Receiver,
     /// The template.
@@ -782,7 +782,7 @@ mod tests {
     fn row(i: usize) -> RedisRow {
         RedisRow {
             time: i as Millis,
-            message_id: format!("m{i}"),
+            message_id: format!("m{i}").into(),
             receiver: format!("r{}", i % 7).into(),
             template_id: 1,
             business_id: 2,
