@@ -98,6 +98,9 @@ struct Owed {
     pending: BTreeMap<Epoch, Vec<Tracked>>,
     /// Counts of the rows written since the last flush.
     local: Counts,
+    /// The (template, state) of the rows taken last, and how many in a row: counted here and
+    /// added to `local` when the key changes or a take ends, not a map lookup per row.
+    run: Option<((i64, State), u64)>,
     for_redis: Vec<RedisRow>,
     dead_letter_topic: Option<crate::kafka::DeadLetterTopic>,
     redis: Option<(RedisSink, UserTtl)>,
@@ -121,6 +124,13 @@ impl Owed {
     /// `flush_rows`, not converted to columns all at once). Returns whether rows before
     /// `bound` are still pending.
     fn take_through(&mut self, bound: Option<Epoch>, limit: usize) -> bool {
+        let more = self.take_rows_through(bound, limit);
+        self.end_run();
+        more
+    }
+
+    /// [`Owed::take_through`], leaving the last run of keys uncounted.
+    fn take_rows_through(&mut self, bound: Option<Epoch>, limit: usize) -> bool {
         loop {
             let Some(mut entry) = self.pending.first_entry() else {
                 return false;
@@ -165,12 +175,14 @@ impl Owed {
                 }
             }
             Tracked::Row(r) => {
-                *self.local.states.entry(r.state).or_default() += 1;
-                *self
-                    .local
-                    .per_template
-                    .entry((r.meta.template_id, r.state))
-                    .or_default() += 1;
+                let key = (r.meta.template_id, r.state);
+                match &mut self.run {
+                    Some((k, n)) if *k == key => *n += 1,
+                    _ => {
+                        self.end_run();
+                        self.run = Some((key, 1));
+                    }
+                }
                 if let Some((_, ttl)) = &self.redis {
                     self.for_redis.push(RedisRow::of(&r, *ttl));
                 }
@@ -183,6 +195,18 @@ impl Owed {
                 }
                 self.tracking.dead(*d);
             }
+        }
+    }
+
+    /// Adds the run of rows of one key to `local`.
+    fn end_run(&mut self) {
+        if let Some(((template, state), n)) = self.run.take() {
+            *self.local.states.entry(state).or_default() += n;
+            *self
+                .local
+                .per_template
+                .entry((template, state))
+                .or_default() += n;
         }
     }
 
@@ -295,6 +319,7 @@ pub fn track<'s>(
                 failing: false,
                 pending: BTreeMap::new(),
                 local: Counts::default(),
+                run: None,
                 for_redis: Vec::new(),
                 dead_letter_topic,
                 redis,
