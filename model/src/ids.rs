@@ -5,6 +5,8 @@
 //! replayed record gets the ids it had the first time.
 
 use chrono::{Datelike, NaiveDate};
+
+use crate::text::Text;
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
 /// The id of one message (one MessageParam): a pure function of where its record came from.
@@ -18,211 +20,24 @@ pub fn message_id(source: &str, partition: i32, offset: i64, param: u32) -> Mess
     h.update(&partition.to_le_bytes());
     h.update(&offset.to_le_bytes());
     h.update(&param.to_le_bytes());
-    MessageId::hex(h.digest128())
+    hex32(h.digest128())
 }
 
-/// A message's id, as text. The ids tidings makes ([`message_id`]) are 32 hex digits and are
-/// kept inline, in the message's own facts: no allocation per message, and no second cache
-/// line to fetch wherever a stage reads the id (grouping deliveries for a send, every
-/// tracking row). Any other text (an id from a test, or a longer one decoded from elsewhere)
-/// is kept as it is: inline up to 32 bytes, on the heap beyond. Encoded as a string.
-#[derive(Clone)]
-pub struct MessageId(Repr);
-
-#[derive(Clone)]
-enum Repr {
-    Inline {
-        len: u8,
-        bytes: [u8; MessageId::INLINE],
-    },
-    Heap(Box<str>),
+/// `format!("{:032x}", v)`, without the formatter's machinery (once per message on the hot
+/// path: it was a hundredth of a worker's time in the 1M-request bench), and without
+/// `hex::encode`, which collects 32 `char`s and cost more than the formatter.
+fn hex32(v: u128) -> MessageId {
+    let mut digits = [0u8; 32];
+    // 16 bytes always fit 32 digits.
+    let _ = hex::encode_to_slice(v.to_be_bytes(), &mut digits);
+    MessageId::ascii(digits)
 }
 
-impl MessageId {
-    /// The longest id kept inline.
-    pub const INLINE: usize = 32;
-
-    /// `format!("{:032x}", v)`, without the formatter's machinery (once per message on the
-    /// hot path: it was a hundredth of a worker's time in the 1M-request bench), and without
-    /// `hex::encode`, which collects 32 `char`s and cost more than the formatter.
-    fn hex(v: u128) -> MessageId {
-        let mut bytes = [0u8; MessageId::INLINE];
-        // 16 bytes always fit 32 digits.
-        let _ = hex::encode_to_slice(v.to_be_bytes(), &mut bytes);
-        MessageId(Repr::Inline {
-            len: MessageId::INLINE as u8,
-            bytes,
-        })
-    }
-
-    /// The id's text.
-    pub fn as_str(&self) -> &str {
-        match &self.0 {
-            // Only ever filled from a `&str` of `len` bytes, or with ASCII hex digits.
-            Repr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
-            }
-            Repr::Heap(s) => s,
-        }
-    }
-}
-
-impl From<&str> for MessageId {
-    fn from(s: &str) -> MessageId {
-        if s.len() <= MessageId::INLINE {
-            let mut bytes = [0u8; MessageId::INLINE];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            MessageId(Repr::Inline {
-                len: s.len() as u8,
-                bytes,
-            })
-        } else {
-            MessageId(Repr::Heap(s.into()))
-        }
-    }
-}
-
-impl From<String> for MessageId {
-    fn from(s: String) -> MessageId {
-        if s.len() <= MessageId::INLINE {
-            MessageId::from(s.as_str())
-        } else {
-            MessageId(Repr::Heap(s.into_boxed_str()))
-        }
-    }
-}
-
-impl From<&MessageId> for String {
-    fn from(id: &MessageId) -> String {
-        id.as_str().to_string()
-    }
-}
-
-impl std::ops::Deref for MessageId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for MessageId {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::borrow::Borrow<str> for MessageId {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl PartialEq for MessageId {
-    /// Texts of up to 32 bytes are always inline (zero-filled after `len`) and longer ones
-    /// never: equal texts have equal representations, compared without checking UTF-8.
-    fn eq(&self, other: &MessageId) -> bool {
-        match (&self.0, &other.0) {
-            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => {
-                a == b && x == y
-            }
-            (Repr::Heap(x), Repr::Heap(y)) => x == y,
-            _ => false,
-        }
-    }
-}
-
-impl Eq for MessageId {}
-
-impl PartialEq<str> for MessageId {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for MessageId {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl PartialEq<String> for MessageId {
-    fn eq(&self, other: &String) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<MessageId> for str {
-    fn eq(&self, other: &MessageId) -> bool {
-        self == other.as_str()
-    }
-}
-
-impl PartialEq<MessageId> for &str {
-    fn eq(&self, other: &MessageId) -> bool {
-        *self == other.as_str()
-    }
-}
-
-impl PartialEq<MessageId> for String {
-    fn eq(&self, other: &MessageId) -> bool {
-        self == other.as_str()
-    }
-}
-
-impl std::hash::Hash for MessageId {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h)
-    }
-}
-
-impl PartialOrd for MessageId {
-    fn partial_cmp(&self, other: &MessageId) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for MessageId {
-    fn cmp(&self, other: &MessageId) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl std::fmt::Display for MessageId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Debug for MessageId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl serde::Serialize for MessageId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MessageId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MessageId, D::Error> {
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = MessageId;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a message id (a string)")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<MessageId, E> {
-                Ok(MessageId::from(s))
-            }
-            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<MessageId, E> {
-                Ok(MessageId::from(s))
-            }
-        }
-        d.deserialize_str(Text)
-    }
-}
+/// A message's id, as text: 32 hex digits for the ids tidings makes ([`message_id`]), kept
+/// inline in the message's own facts (no allocation per message, and no second cache line
+/// to fetch wherever a stage reads the id: grouping deliveries for a send, every tracking
+/// row). Encoded as a string.
+pub type MessageId = Text<32>;
 
 /// austin's businessId: `templateType * 1_000_000 + templateId` followed by `yyyyMMdd`.
 ///
@@ -302,39 +117,8 @@ mod tests {
             0x0123_4567_89ab_cdef << 60,
             u128::MAX / 3,
         ] {
-            assert_eq!(MessageId::hex(v).as_str(), format!("{v:032x}"));
+            assert_eq!(hex32(v).as_str(), format!("{v:032x}"));
         }
-    }
-
-    /// Any text is kept as it is, inline or not, and compares, orders, hashes and encodes as
-    /// the string it is.
-    #[test]
-    fn message_ids_are_their_text() {
-        use std::hash::BuildHasher;
-        let state = std::hash::RandomState::new();
-        let long = "x".repeat(33);
-        for text in [
-            "",
-            "m1",
-            "0123456789abcdef0123456789abcdef",
-            "码码",
-            long.as_str(),
-        ] {
-            let id = MessageId::from(text);
-            assert_eq!(id.as_str(), text);
-            assert_eq!(id, MessageId::from(text.to_string()));
-            assert_eq!(id, text);
-            assert_eq!(&*id, text);
-            assert_eq!(id.to_string(), text);
-            assert_eq!(format!("{id:?}"), format!("{text:?}"));
-            assert_eq!(state.hash_one(&id), state.hash_one(text));
-            let json = serde_json::to_string(&id).unwrap();
-            assert_eq!(json, serde_json::to_string(text).unwrap());
-            assert_eq!(serde_json::from_str::<MessageId>(&json).unwrap(), id);
-        }
-        assert!(MessageId::from("a") < MessageId::from("b"));
-        assert!(MessageId::from(long.as_str()) > MessageId::from("x"));
-        assert!(serde_json::from_str::<MessageId>("7").is_err());
     }
 
     /// The keys are in checkpoints: they are the hash of the bytes they always hashed, laid

@@ -13,6 +13,7 @@
 //! - [`limits`]: providers' content limits per channel; how much of a bad record a dead letter keeps.
 //! - [`ids`]: message ids, business ids and the deterministic key hashes used for routing.
 //! - [`schema`]: the Arrow schemas of the Parquet tracking tables (docs/tables.md).
+//! - [`text`]: short text kept inline (message ids, receivers).
 //! - [`time`]: event-time helpers: the job's time zone, local dates, the night window.
 //!
 //! Nothing here knows timely, tokio or any service: every function is pure and is tested alone.
@@ -27,6 +28,7 @@ pub mod request;
 pub mod schema;
 pub mod state;
 pub mod template;
+pub mod text;
 pub mod time;
 
 pub use message::{DeadLetter, Delivery, EventRow, Message, MessageMeta, Receiver};
