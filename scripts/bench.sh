@@ -166,14 +166,18 @@ def sent_of(d):
     total = d['offered_requests_per_s'] * d['seconds']
     n = d['send_success']
     return "" if n >= total else f"; sent {n:,} of {total:,} by the stop (the rest unread in Kafka, not in these figures)"
+def passes(d):
+    # The raw rate is the median of several passes (older runs: one pass).
+    p = d.get('raw_consume_requests_per_s_passes')
+    return f" (median of {len(p)} passes: " + ", ".join(f"{x:,.0f}" for x in p) + ")" if p else ""
 rows = [
     ("File source, 2 workers, Parquet tracking", cmd("throughput"),
      f"{t['requests_per_s']:,.0f} req/s, {t['receivers_per_s']:,.0f} receivers/s, peak RSS {t['peak_rss_mib']:.0f} MiB", ""),
     ("Kafka end to end vs raw consume", cmd("e2e"),
-     f"{e['pipeline_requests_per_s']:,.0f} req/s vs raw {e['raw_consume_requests_per_s']:,.0f}/s, peak RSS {e.get('peak_rss_mib_pipeline') or e['peak_rss_mib']:.0f} MiB, {e['cpu_seconds_whole_run']:.0f} CPU s" + (" (the job's own process)" if e.get('job_in_own_process') else ""),
+     f"{e['pipeline_requests_per_s']:,.0f} req/s vs raw {e['raw_consume_requests_per_s']:,.0f}/s{passes(e)}, peak RSS {e.get('peak_rss_mib_pipeline') or e['peak_rss_mib']:.0f} MiB, {e['cpu_seconds_whole_run']:.0f} CPU s" + (" (the job's own process)" if e.get('job_in_own_process') else ""),
      f"pipeline/raw = {e['pipeline_over_raw']:.2f} (target ≥ 0.5)"),
     ("… with Redis tracking", cmd("e2e_redis"),
-     f"sent {er['pipeline_requests_per_s']:,.0f} req/s; all {er['redis_rows_written']:,} rows in Redis after {er['job_wall_seconds_incl_idle_exit_and_redis_drain']:.1f} s (job start to end, idle exit included): {er['redis_tracked_requests_per_s']:,.0f} req/s; raw {er['raw_consume_requests_per_s']:,.0f}/s",
+     f"sent {er['pipeline_requests_per_s']:,.0f} req/s; all {er['redis_rows_written']:,} rows in Redis after {er['job_wall_seconds_incl_idle_exit_and_redis_drain']:.1f} s (job start to end, idle exit included): {er['redis_tracked_requests_per_s']:,.0f} req/s; raw {er['raw_consume_requests_per_s']:,.0f}/s{passes(er)}",
      f"tracked in Redis/raw = {er['redis_tracked_over_raw']:.3f} (target ≥ 0.3); sent/raw = {er['pipeline_over_raw']:.2f}"),
     ("Latency at a fixed offered rate", cmd("e2e_latency"),
      f"offered {el['offered_requests_per_s']:,}/s (achieved {el['achieved_produce_per_s']:,.0f}/s): p50 {el['latency_ms_p50']} ms, p99 {el['latency_ms_p99']} ms, max {el['latency_ms_max']} ms",
