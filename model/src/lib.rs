@@ -13,7 +13,7 @@
 //! - [`limits`]: providers' content limits per channel; how much of a bad record a dead letter keeps.
 //! - [`ids`]: message ids, business ids and the deterministic key hashes used for routing.
 //! - [`schema`]: the Arrow schemas of the Parquet tracking tables (docs/tables.md).
-//! - [`text`]: short text kept inline (message ids, receivers).
+//! - [`text`]: short text kept inline (message ids).
 //! - [`time`]: event-time helpers: the job's time zone, local dates, the night window.
 //!
 //! Nothing here knows timely, tokio or any service: every function is pure and is tested alone.

@@ -21,8 +21,11 @@ enum Repr<const N: usize> {
 }
 
 impl<const N: usize> Text<N> {
-    /// The longest text kept inline (at most 255 bytes).
-    pub const INLINE: usize = N;
+    /// The longest text kept inline (`N`, which may not exceed 255: the length is one byte).
+    pub const INLINE: usize = {
+        assert!(N <= u8::MAX as usize, "Text<N>: N is at most 255");
+        N
+    };
 
     /// `bytes`, all ASCII, as text (inline when they fit).
     pub(crate) fn ascii<const M: usize>(bytes: [u8; M]) -> Text<N> {
@@ -43,7 +46,7 @@ impl<const N: usize> Text<N> {
 
 impl<const N: usize> From<&str> for Text<N> {
     fn from(s: &str) -> Text<N> {
-        if s.len() <= N.min(u8::MAX as usize) {
+        if s.len() <= Self::INLINE {
             let mut bytes = [0u8; N];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
             Text(Repr::Inline {
@@ -58,7 +61,7 @@ impl<const N: usize> From<&str> for Text<N> {
 
 impl<const N: usize> From<String> for Text<N> {
     fn from(s: String) -> Text<N> {
-        if s.len() <= N.min(u8::MAX as usize) {
+        if s.len() <= Self::INLINE {
             Text::from(s.as_str())
         } else {
             Text(Repr::Shared(s.into()))
@@ -74,7 +77,7 @@ impl<const N: usize> From<&String> for Text<N> {
 
 impl<const N: usize> From<Arc<str>> for Text<N> {
     fn from(s: Arc<str>) -> Text<N> {
-        if s.len() <= N.min(u8::MAX as usize) {
+        if s.len() <= Self::INLINE {
             Text::from(&*s)
         } else {
             Text(Repr::Shared(s))
@@ -244,8 +247,16 @@ mod tests {
             assert_eq!(json, serde_json::to_string(text).unwrap());
             assert_eq!(serde_json::from_str::<Text<32>>(&json).unwrap(), t);
         }
-        assert!(Text::<32>::from("a") < Text::<32>::from("b"));
-        assert!(Text::<32>::from(long.as_str()) > Text::<32>::from("x"));
+        let (a, b, x) = (
+            Text::<32>::from("a"),
+            Text::<32>::from("b"),
+            Text::<32>::from("x"),
+        );
+        assert_eq!(a.cmp(&b), std::cmp::Ordering::Less);
+        assert_eq!(
+            Text::<32>::from(long.as_str()).cmp(&x),
+            std::cmp::Ordering::Greater
+        );
         assert!(serde_json::from_str::<Text<32>>("7").is_err());
         let shared = Text::<22>::from(long.as_str());
         let Repr::Shared(a) = &shared.0 else {
