@@ -5,9 +5,9 @@
 //! replayed record gets the ids it had the first time.
 
 use chrono::{Datelike, NaiveDate};
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
 use crate::text::Text;
-use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
 /// The id of one message (one MessageParam): a pure function of where its record came from.
 ///

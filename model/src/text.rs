@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 /// Text of up to `N` bytes kept inline, longer text behind an [`Arc`] (cloned by a count).
 /// Compares, orders, hashes, prints and encodes (serde: a string) exactly as the `str` it
-/// holds, so it can key maps looked up by `&str`.
+/// holds.
 #[derive(Clone)]
 pub struct Text<const N: usize>(Repr<N>);
 
@@ -98,18 +98,6 @@ impl<const N: usize> AsRef<str> for Text<N> {
     }
 }
 
-impl<const N: usize> AsRef<[u8]> for Text<N> {
-    fn as_ref(&self) -> &[u8] {
-        self.as_str().as_bytes()
-    }
-}
-
-impl<const N: usize> std::borrow::Borrow<str> for Text<N> {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl<const N: usize> PartialEq for Text<N> {
     /// Compares representations (see [`Repr`]), without checking UTF-8.
     fn eq(&self, other: &Text<N>) -> bool {
@@ -140,24 +128,6 @@ impl<const N: usize> PartialEq<&str> for Text<N> {
 impl<const N: usize> PartialEq<String> for Text<N> {
     fn eq(&self, other: &String) -> bool {
         self.as_str() == other
-    }
-}
-
-impl<const N: usize> PartialEq<Text<N>> for str {
-    fn eq(&self, other: &Text<N>) -> bool {
-        self == other.as_str()
-    }
-}
-
-impl<const N: usize> PartialEq<Text<N>> for &str {
-    fn eq(&self, other: &Text<N>) -> bool {
-        *self == other.as_str()
-    }
-}
-
-impl<const N: usize> PartialEq<Text<N>> for String {
-    fn eq(&self, other: &Text<N>) -> bool {
-        self == other.as_str()
     }
 }
 
