@@ -198,6 +198,12 @@ impl Owed {
         }
     }
 
+    /// Whether rows were taken that are not yet written, or whose counts are not yet added:
+    /// rows taken with nothing buffered went straight to memory (tests).
+    fn writable(&self) -> bool {
+        self.tracking.buffered() > 0 || self.local != Counts::default()
+    }
+
     /// Adds the run of rows of one key to `local`.
     fn end_run(&mut self) {
         if let Some(((template, state), n)) = self.run.take() {
@@ -260,12 +266,10 @@ impl Drop for Owed {
             .and_then(|c| c.stop_cut())
             .map(|c| c.saturating_add(1));
         self.take_through(bound, usize::MAX);
-        let held = self.tracking.buffered();
-        // Rows taken with nothing buffered went straight to memory (tests): their counts and
-        // Redis rows are still owed.
-        if held == 0 && self.local == Counts::default() {
+        if !self.writable() {
             return;
         }
+        let held = self.tracking.buffered();
         let written = self
             .tracking
             .flush()
@@ -351,8 +355,8 @@ pub fn track<'s>(
                 if buffered_before == 0 && owed.tracking.buffered() > 0 {
                     since = Instant::now();
                 }
-                let writable = owed.tracking.buffered() > 0 || owed.local != Counts::default();
-                // Nothing buffered yet rows taken: they went straight to memory (tests).
+                let writable = owed.writable();
+                // Nothing buffered yet writable: the rows went straight to memory (tests).
                 let due = owed.tracking.buffered() == 0
                     || owed.tracking.buffered() >= flush_rows
                     || since.elapsed() >= flush_interval
