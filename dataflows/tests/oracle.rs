@@ -193,9 +193,30 @@ fn graph(reqs: &[Req], parts: &[usize], workers: usize, pacing: Option<(i64, usi
             &format!("epoch_ms = {ms}\nin_flight_receivers = {receivers}"),
         );
     }
-    let (events, dead, _) = common::run_memory(&job, workers, NOW);
+    let (events, dead, summary) = common::run_memory(&job, workers, NOW);
     assert!(dead.is_empty(), "{dead:?}");
+    counted_as_tracked(&[summary], &events);
     rows_of(events)
+}
+
+/// The runs' counts per (template, state), behind `/metrics`, are the rows they tracked,
+/// whatever the workers and however the rows came (Track counts them in runs of one key).
+fn counted_as_tracked(runs: &[tidings_dataflows::Summary], events: &[tidings_model::EventRow]) {
+    let mut tracked = BTreeMap::new();
+    for e in events {
+        *tracked.entry((e.meta.template_id, e.state)).or_insert(0u64) += 1;
+    }
+    let mut counted = BTreeMap::new();
+    for run in runs {
+        for (key, n) in &run.counts.per_template {
+            *counted.entry(*key).or_insert(0u64) += n;
+        }
+    }
+    counted.retain(|_, n| *n > 0);
+    assert_eq!(
+        counted, tracked,
+        "counts per (template, state) against the rows tracked"
+    );
 }
 
 /// Two runs over the same file: the first (following it or not) is stopped gracefully (as
@@ -245,15 +266,16 @@ fn graph_stopped(
         || memory.events_len() >= stop_after || first.is_finished(),
     );
     stop.store(true, Ordering::SeqCst);
-    first.join().unwrap().unwrap();
+    let stopped = first.join().unwrap().unwrap();
     let text = std::fs::read_to_string(&job)
         .unwrap()
         .replace("follow = true", "follow = false");
     std::fs::write(&job, text).unwrap();
-    let (events, dead, _) = common::run_memory(&job, workers, NOW);
+    let (events, dead, resumed) = common::run_memory(&job, workers, NOW);
     assert!(dead.is_empty(), "{dead:?}");
     let mut all = memory.take().events;
     all.extend(events);
+    counted_as_tracked(&[stopped, resumed], &all);
     rows_of(all)
 }
 
