@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Instructions per request, by stage: the job's CPU work counted by valgrind (callgrind), not
+# timed. A count repeats within ~0.2% from run to run, where a timed run on this machine
+# varies by ±15%; so a change of a few percent per request can be measured here when an A/B
+# of `tidings-bench e2e` cannot separate it from the noise (bench/MEASURED.md "Instructions
+# per request").
+#
+#   bench/instructions.sh                    # target/release/tidings-bench (build it first)
+#   bench/instructions.sh path/to/tidings-bench
+#   SPREAD_MS=5 bench/instructions.sh        # requests 5 ms of event time apart (a replay
+#                                            # of a quiet day: most epochs hold a few)
+#   KEEP=dir bench/instructions.sh           # keep the callgrind files in dir
+#
+# The job: the file source, 2 workers, one receiver per request, the e2e bench's `code`
+# template to a blackhole account, dedup on, Parquet tracking. Runs it under callgrind at
+# 20,000 and at 60,000 requests and divides the difference by 40,000, so the start-up (the
+# job file, the templates' regexes, the threads) drops out. By default the 60,000 requests
+# span one second of event time, as the e2e bench's burst does. The file source parses each
+# line's kcat envelope for its event time and its payload; a Kafka record's value is the
+# payload itself, so the `read` and `envelope` rows are the file source's own cost.
+# Needs valgrind and python3. Not run by CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(realpath "${1:-target/release/tidings-bench}")
+spread=${SPREAD_MS:-}
+command -v valgrind > /dev/null || { echo "instructions.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+[ -x "$bin" ] || { echo "instructions.sh: no $bin: cargo build --release -p tidings-bench" >&2; exit 1; }
+dir=${KEEP:-$(mktemp -d)}
+mkdir -p "$dir"
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$dir"' EXIT
+
+cat > "$dir/templates.toml" <<'EOF'
+[[template]]
+id = 1
+name = "code"
+channel = "sms"
+msg_type = "auth_code"
+id_type = "user_id"
+account = "hole"
+[template.content]
+content = "Your code is {$code}."
+EOF
+
+for n in 20000 60000; do
+  python3 - "$n" "$dir/requests-$n.jsonl" "$spread" <<'EOF'
+import json, sys
+n, out, spread = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+with open(out, "w") as f:
+    for i in range(n):
+        payload = json.dumps({"code": "send", "messageTemplateId": 1,
+                              "messageParam": {"receiver": "1%010d" % i, "variables": {"code": i % 10000}}},
+                             separators=(",", ":"))
+        ts = 1763740800000 + (i * int(spread) if spread else (i * 1000) // 60000)
+        f.write(json.dumps({"ts": ts, "key": str(i), "payload": payload}) + "\n")
+EOF
+  cat > "$dir/job-$n.toml" <<EOF
+name = "instructions"
+templates = "templates.toml"
+workers = 2
+state_dir = "state-$n"
+[source]
+kind = "file"
+path = "requests-$n.jsonl"
+[tracking]
+dir = "tracking-$n"
+[accounts.hole]
+channel = "sms"
+provider = "blackhole"
+EOF
+  rm -rf "$dir/state-$n" "$dir/tracking-$n"
+  (cd "$dir" && valgrind --tool=callgrind --callgrind-out-file="callgrind-$n.out" "$bin" throughput "job-$n.toml" \
+    > "run-$n.json" 2> "valgrind-$n.log") || { echo "instructions.sh: the run of $n requests failed: $dir/valgrind-$n.log" >&2; exit 1; }
+  grep -q '"requests":'"$n" "$dir/run-$n.json" || { echo "instructions.sh: the run of $n requests did not read them all: $dir/run-$n.json" >&2; exit 1; }
+done
+
+python3 - "$dir" "$(git rev-parse --short HEAD)" "${spread:-one second for 60,000}" <<'EOF'
+import collections, re, subprocess, sys
+d, rev, spread = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def costs(n):
+    """Inclusive instructions per function (the largest entry of a name), and the total."""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100",
+                          f"{d}/callgrind-{n}.out"], capture_output=True, text=True, check=True).stdout
+    f, total = collections.Counter(), 0
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \([\s\d.]+%\)\s+(.*)", line)
+        if not m:
+            continue
+        n_ir = int(m.group(1).replace(",", ""))
+        if "PROGRAM TOTALS" in m.group(2):
+            total = n_ir
+            continue
+        name = re.sub(r" \[.*\]$", "", re.sub(r"^[^:]*:", "", m.group(2), count=1))
+        f[name] = max(f[name], n_ir)
+    return total, f
+
+(t1, a), (t2, b) = costs(20000), costs(60000)
+per = lambda name: (b[name] - a[name]) / 40000
+# Each stage is the inclusive cost of the function that does it (a stage's row includes the
+# rows indented under it).
+stages = [
+    ("read: the file source's turns (envelope's event time included)", "tidings_dataflows::source::read_turn"),
+    ("· envelope: its event time, parsed when read", "tidings_operators::event_time::line_event_time"),
+    ("admit: validate, render, ids (per request)", "tidings_operators::validate::Validator::validate"),
+    ("· decode: the line, envelope and request", "tidings_model::request::decode_line"),
+    ("· · the request's own JSON (a Kafka record's whole decode)", "tidings_model::request::decode_request"),
+    ("· render: the template's content", "tidings_model::render::render_json"),
+    ("· message id", "tidings_model::ids::message_id"),
+    ("gate: whitelist, night, discard", "tidings_operators::gate::Gate::judge_with"),
+    ("dedup: holding epochs, judging", "tidings_operators::dedup::hold"),
+    ("dedup: checkpoint cuts", "tidings_operators::dedup::checkpoint"),
+    ("send: group by message, one send each", "tidings_dataflows::send::send::{{closure}}::{{closure}}::{{closure}}::{{closure}}"),
+    ("· one send (account, retry policy, stats)", "tidings_dataflows::send::send_one::{{closure}}"),
+    ("track: rows into columns and files", "tidings_dataflows::track::Owed::take"),
+    ("· Parquet encoding", "tidings_sinks::tracking::Encoding<C>::encode"),
+    ("timely: progress tracking (ChangeBatch compaction)", "timely::progress::change_batch::ChangeBatch<T,_>::compact"),
+    ("allocator: mi_malloc and mi_free (self, all stages)", None),
+]
+print(f"Instructions per request (callgrind, commit {rev}, event time spread: {spread}):\n")
+print("| stage | instructions per request |")
+print("|---|---|")
+print(f"| **whole process** ((60,000-request run − 20,000-request run) / 40,000) | **{(t2 - t1) / 40000:,.0f}** |")
+self_a = subprocess.run(["callgrind_annotate", "--threshold=100", f"{d}/callgrind-20000.out"], capture_output=True, text=True).stdout
+self_b = subprocess.run(["callgrind_annotate", "--threshold=100", f"{d}/callgrind-60000.out"], capture_output=True, text=True).stdout
+def alloc(text):
+    s = 0
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+) \([\s\d.]+%\)\s+\S*:(\S*mi_\S*|__rust_alloc|__rust_dealloc|__rust_realloc)\s", line)
+        if m:
+            s += int(m.group(1).replace(",", ""))
+    return s
+for label, name in stages:
+    v = (alloc(self_b) - alloc(self_a)) / 40000 if name is None else per(name)
+    print(f"| {label} | {v:,.0f} |")
+EOF
