@@ -25,7 +25,7 @@ use arrow_schema::SchemaRef;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
+use parquet::basic::{Compression, Encoding as ColumnEncoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use tidings_model::schema::{dead_letters_schema, events_schema};
@@ -485,6 +485,11 @@ fn props() -> parquet::file::properties::WriterPropertiesBuilder {
     let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
     for unique in ["message_id", "receiver", "payload"] {
         props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    for time in ["time", "event_time"] {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(time), false)
+            .set_column_encoding(ColumnPath::from(time), ColumnEncoding::DELTA_BINARY_PACKED);
     }
     props
 }
