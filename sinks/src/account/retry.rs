@@ -19,7 +19,9 @@ use crate::util::stats::{Raised, SendStats};
 pub struct PartialRetry<'a> {
     account: &'a str,
     policy: RetryPolicy,
-    seed: u64,
+    /// Spreads the pauses; taken from the clock at the first pause when not given (a send that
+    /// is never retried, nearly all of them, reads no clock for it).
+    seed: Option<u64>,
     attempt: u32,
     settled: Vec<Option<Result<(), SendError>>>,
     /// Provider references (for a recall) with the receivers each call reached.
@@ -32,10 +34,18 @@ impl<'a> PartialRetry<'a> {
     /// The policy of one send of `account` to `receivers` receivers; `seed` spreads its
     /// pauses ([`RetryPolicy::seed`]).
     pub fn new(account: &'a str, policy: RetryPolicy, receivers: usize, seed: u64) -> Self {
+        let mut retry = Self::unseeded(account, policy, receivers);
+        retry.seed = Some(seed);
+        retry
+    }
+
+    /// [`Self::new`] with the seed read from the clock ([`RetryPolicy::seed`]) if and when
+    /// the send pauses.
+    pub fn unseeded(account: &'a str, policy: RetryPolicy, receivers: usize) -> Self {
         PartialRetry {
             account,
             policy,
-            seed,
+            seed: None,
             attempt: 1,
             settled: vec![None; receivers],
             references: Vec::new(),
@@ -112,7 +122,14 @@ impl<'a> PartialRetry<'a> {
     /// when the send is over (then the receivers still unsettled fail with the last error,
     /// with the attempt count when retries were made).
     pub fn next(&mut self, action: RetryAction) -> Option<Duration> {
-        match self.policy.after(self.attempt, &action, self.seed) {
+        let seed = match action {
+            RetryAction::Retry(_) | RetryAction::RetryPartial { .. } => {
+                *self.seed.get_or_insert_with(RetryPolicy::seed)
+            }
+            // No pause follows: the seed is not read.
+            RetryAction::Successful | RetryAction::DontRetry(_) => 0,
+        };
+        match self.policy.after(self.attempt, &action, seed) {
             Some(pause) => {
                 self.attempt += 1;
                 Some(pause)

@@ -13,7 +13,7 @@ use super::coalesce::Coalescer;
 use super::retry::{Attempt, PartialRetry, send_with_policy};
 use super::{Account, Backend, Limiter, NOT_SENT_HALTED, RateLimitConfig, RateStrategy};
 use crate::util::kit::Delivered;
-use crate::util::retry::{RetryPolicy, SendError};
+use crate::util::retry::SendError;
 use crate::util::stats::Raised;
 use crate::{Outcome, SendBatch};
 
@@ -61,15 +61,16 @@ impl Account {
     /// path allocates the outcomes and nothing per receiver.
     pub async fn send(&self, batch: &SendBatch) -> Vec<Outcome> {
         let (mut outcomes, to_send) = self.refuse(batch);
-        if !to_send.is_empty() {
-            if !self.permits(to_send.len()).await {
+        let sending = to_send.as_ref().map_or(batch.receivers.len(), Vec::len);
+        if sending > 0 {
+            if !self.permits(sending).await {
                 return self.not_sent(batch);
             }
             // A call the coalescer may share takes its slot there, one per call.
             let coalescer = self
                 .coalescer
                 .as_ref()
-                .filter(|c| c.takes(batch.msg_type, to_send.len()));
+                .filter(|c| c.takes(batch.msg_type, sending));
             let _slot = if coalescer.is_some() {
                 None
             } else {
@@ -79,18 +80,16 @@ impl Account {
                 Some(slot)
             };
             let _in_flight = Raised::new(&self.stats.in_flight);
-            let receivers: Cow<'_, [Receiver]> = if to_send.len() == batch.receivers.len() {
-                Cow::Borrowed(&batch.receivers)
-            } else {
-                Cow::Owned(
+            let receivers: Cow<'_, [Receiver]> = match &to_send {
+                None => Cow::Borrowed(&batch.receivers),
+                Some(to_send) => Cow::Owned(
                     to_send
                         .iter()
                         .map(|&i| batch.receivers[i].clone())
                         .collect(),
-                )
+                ),
             };
-            let policy =
-                PartialRetry::new(&self.name, self.retry, receivers.len(), RetryPolicy::seed());
+            let policy = PartialRetry::unseeded(&self.name, self.retry, receivers.len());
             let call = Call {
                 account: self,
                 batch,
@@ -105,8 +104,13 @@ impl Account {
                 .map(|o| o.map_err(|e| self.secrets.scrub(e.reason())))
                 .collect();
             self.book(batch, &receivers, references, &settled);
-            for (&i, outcome) in to_send.iter().zip(settled) {
-                outcomes[i] = outcome;
+            match &to_send {
+                None => outcomes = settled,
+                Some(to_send) => {
+                    for (&i, outcome) in to_send.iter().zip(settled) {
+                        outcomes[i] = outcome;
+                    }
+                }
             }
         }
         self.count(&outcomes);
@@ -114,11 +118,13 @@ impl Account {
     }
 
     /// The reject list: every receiver's outcome so far (`Ok` for those to send, the refusal
-    /// for the others), and the indices of the receivers to send to.
-    fn refuse(&self, batch: &SendBatch) -> (Vec<Outcome>, Vec<usize>) {
+    /// for the others), and the indices of the receivers to send to. With no reject list
+    /// (nearly every account) there are no outcomes yet and every receiver is sent to (`None`):
+    /// the send's own outcomes are the outcomes, without a copy.
+    fn refuse(&self, batch: &SendBatch) -> (Vec<Outcome>, Option<Vec<usize>>) {
         let n = batch.receivers.len();
         if self.reject.is_empty() {
-            return (vec![Ok(()); n], (0..n).collect());
+            return (Vec::new(), None);
         }
         let mut outcomes = Vec::with_capacity(n);
         let mut to_send = Vec::with_capacity(n);
@@ -133,7 +139,7 @@ impl Account {
                 to_send.push(i);
             }
         }
-        (outcomes, to_send)
+        (outcomes, Some(to_send))
     }
 
     /// Resolves once the run halts.
@@ -212,6 +218,11 @@ impl Account {
         references: Vec<(String, Vec<usize>)>,
         settled: &[Outcome],
     ) {
+        let outbox_recall =
+            self.channel.supports_recall() && matches!(self.backend, Backend::Outbox(_));
+        if references.is_empty() && !outbox_recall {
+            return;
+        }
         let mut calls: Vec<(String, Vec<String>)> = references
             .into_iter()
             .map(|(reference, reached)| {
@@ -222,7 +233,7 @@ impl Account {
                 (reference, reached)
             })
             .collect();
-        if self.channel.supports_recall() && matches!(self.backend, Backend::Outbox(_)) {
+        if outbox_recall {
             let reached = receivers
                 .iter()
                 .zip(settled)
