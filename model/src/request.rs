@@ -3,6 +3,8 @@
 //! Decoding is total: any bytes give either a [`Request`] with its event time or a reason
 //! string for a dead letter. It never panics (a property test feeds it arbitrary bytes).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -49,22 +51,48 @@ pub struct Request {
 }
 
 /// A template id as producers write it: austin's clients send a number; a numeric string is
-/// accepted too.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "messageTemplateId: a template id, a number such as 7 or a numeric string such as \"7\""
-)]
+/// accepted too. Decoded by a visitor of its own: serde's untagged enum would buffer the value
+/// and try each form in turn.
+#[derive(Debug, Clone)]
 enum IdValue {
     Int(i64),
     Text(String),
 }
 
+/// What a bad `messageTemplateId` is told it should be.
+const TEMPLATE_ID_EXPECTED: &str =
+    "messageTemplateId: a template id, a number such as 7 or a numeric string such as \"7\"";
+
+impl<'de> Deserialize<'de> for IdValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Id;
+        impl serde::de::Visitor<'_> for Id {
+            type Value = IdValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(TEMPLATE_ID_EXPECTED)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<IdValue, E> {
+                Ok(IdValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<IdValue, E> {
+                i64::try_from(v)
+                    .map(IdValue::Int)
+                    .map_err(|_| E::custom(TEMPLATE_ID_EXPECTED))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IdValue, E> {
+                Ok(IdValue::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Id)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Line {
-    #[serde(default)]
-    code: Option<String>,
+struct Line<'a> {
+    /// Borrowed from the record's bytes (copied only when it has an escape).
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
     #[serde(default)]
     message_template_id: Option<IdValue>,
     #[serde(default)]
