@@ -9,6 +9,8 @@
 #   bench/instructions.sh path/to/tidings-bench
 #   SPREAD_MS=5 bench/instructions.sh        # requests 5 ms of event time apart (a replay
 #                                            # of a quiet day: most epochs hold a few)
+#   ID_TYPE=phone bench/instructions.sh      # the template sends to phones (receivers are
+#                                            # Chinese mobiles, checked and normalised)
 #   KEEP=dir bench/instructions.sh           # keep the callgrind files in dir
 #
 # The job: the file source, 2 workers, one receiver per request, the e2e bench's `code`
@@ -23,32 +25,33 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-target/release/tidings-bench}")
 spread=${SPREAD_MS:-}
+id_type=${ID_TYPE:-user_id}
 command -v valgrind > /dev/null || { echo "instructions.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 [ -x "$bin" ] || { echo "instructions.sh: no $bin: cargo build --release -p tidings-bench" >&2; exit 1; }
 dir=${KEEP:-$(mktemp -d)}
 mkdir -p "$dir"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$dir"' EXIT
 
-cat > "$dir/templates.toml" <<'EOF'
+cat > "$dir/templates.toml" <<EOF
 [[template]]
 id = 1
 name = "code"
 channel = "sms"
 msg_type = "auth_code"
-id_type = "user_id"
+id_type = "$id_type"
 account = "hole"
 [template.content]
-content = "Your code is {$code}."
+content = "Your code is {\$code}."
 EOF
 
 for n in 20000 60000; do
-  python3 - "$n" "$dir/requests-$n.jsonl" "$spread" <<'EOF'
+  python3 - "$n" "$dir/requests-$n.jsonl" "$spread" "$id_type" <<'EOF'
 import json, sys
-n, out, spread = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+n, out, spread, id_type = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 with open(out, "w") as f:
     for i in range(n):
         payload = json.dumps({"code": "send", "messageTemplateId": 1,
-                              "messageParam": {"receiver": "1%010d" % i, "variables": {"code": i % 10000}}},
+                              "messageParam": {"receiver": ("139%08d" if id_type == "phone" else "1%010d") % i, "variables": {"code": i % 10000}}},
                              separators=(",", ":"))
         ts = 1763740800000 + (i * int(spread) if spread else (i * 1000) // 60000)
         f.write(json.dumps({"ts": ts, "key": str(i), "payload": payload}) + "\n")
@@ -73,9 +76,9 @@ EOF
   grep -q '"requests":'"$n" "$dir/run-$n.json" || { echo "instructions.sh: the run of $n requests did not read them all: $dir/run-$n.json" >&2; exit 1; }
 done
 
-python3 - "$dir" "$(git rev-parse --short HEAD)" "${spread:-one second for 60,000}" <<'EOF'
+python3 - "$dir" "$(git rev-parse --short HEAD)" "${spread:-one second for 60,000}" "$id_type" <<'EOF'
 import collections, re, subprocess, sys
-d, rev, spread = sys.argv[1], sys.argv[2], sys.argv[3]
+d, rev, spread, id_type = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 def costs(n):
     """Inclusive instructions per function (the largest entry of a name), and the total."""
@@ -106,7 +109,8 @@ stages = [
     ("· · the request's own JSON (a Kafka record's whole decode)", "tidings_model::request::decode_request"),
     ("· render: the template's content", "tidings_model::render::render_json"),
     ("· message id", "tidings_model::ids::message_id"),
-    ("gate: whitelist, night, discard", "tidings_operators::gate::Gate::judge_with"),
+    ("gate: receivers checked, whitelist, night, discard", "tidings_operators::gate::Gate::judge_with"),
+    ("· a phone receiver's check", "tidings_model::receiver::ReceiverValidator::phone"),
     ("dedup: holding epochs, judging", "tidings_operators::dedup::hold"),
     ("dedup: checkpoint cuts", "tidings_operators::dedup::checkpoint"),
     ("send: group by message, one send each", "tidings_dataflows::send::send::{{closure}}::{{closure}}::{{closure}}::{{closure}}"),
@@ -116,7 +120,7 @@ stages = [
     ("timely: progress tracking (ChangeBatch compaction)", "timely::progress::change_batch::ChangeBatch<T,_>::compact"),
     ("allocator: mi_malloc and mi_free (self, all stages)", None),
 ]
-print(f"Instructions per request (callgrind, commit {rev}, event time spread: {spread}):\n")
+print(f"Instructions per request (callgrind, commit {rev}, event time spread: {spread}, id_type {id_type}):\n")
 print("| stage | instructions per request |")
 print("|---|---|")
 print(f"| **whole process** ((60,000-request run − 20,000-request run) / 40,000) | **{(t2 - t1) / 40000:,.0f}** |")

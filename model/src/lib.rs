@@ -22,6 +22,7 @@ pub mod compaction;
 pub mod ids;
 pub mod limits;
 pub mod message;
+mod phone_plan;
 pub mod receiver;
 pub mod render;
 pub mod request;

@@ -142,7 +142,7 @@ impl ReceiverValidator {
         // `is_valid` is `number_type(..) != Unknown` over the same metadata, written out with
         // the national number's leading zeros; without any (every mobile plan) the two agree,
         // so the type is looked up once (phone checks were ~10% of a file job's CPU).
-        let kind = number.number_type(&phonenumber::metadata::DATABASE);
+        let kind = crate::phone_plan::number_type(&number);
         let valid = if number.national().zeros() == 0 {
             kind != phonenumber::Type::Unknown
         } else {
