@@ -132,14 +132,11 @@ pub(crate) fn number_type(number: &PhoneNumber) -> Type {
         return Type::Unknown;
     };
     let plan = PLANS.with(|plans| {
-        let mut plans = plans.borrow_mut();
-        match plans.get(meta.id()) {
-            Some(plan) => plan.clone(),
-            None => plans
-                .entry(meta.id())
-                .or_insert_with(|| Plan::of(meta).map(Rc::new))
-                .clone(),
-        }
+        plans
+            .borrow_mut()
+            .entry(meta.id())
+            .or_insert_with(|| Plan::of(meta).map(Rc::new))
+            .clone()
     });
     match plan {
         // The national number as `phonenumber` types it: written without leading zeros.
