@@ -42,6 +42,35 @@ fn req() -> impl Strategy<Value = Req> {
         })
 }
 
+/// Requests to phones: the same few numbers written in several ways (national, with `+86`,
+/// spaced, dashed), a foreign mobile, and numbers that are not mobiles or not numbers.
+fn phone_req() -> impl Strategy<Value = Req> {
+    let phones = vec![
+        "13800138000",
+        "+86 138 0013 8000",
+        "138-0013-8000",
+        "+8613800138000",
+        "13900139000",
+        "+86 139-0013-9000",
+        "+447911123456",
+        "010 6552 9988",
+        "12345",
+        "1380013800a",
+    ];
+    (
+        0i64..(2 * 24 * 60),
+        1i64..=4,
+        proptest::sample::subsequence(phones, 1..=4),
+        proptest::sample::select(vec!["a", "b"]),
+    )
+        .prop_map(|(m, template, receivers, v)| Req {
+            ts: DAY + m * MIN,
+            template,
+            receivers,
+            v,
+        })
+}
+
 type Row = (String, String, String, i64);
 
 /// The sequential model of docs/states.md in event-time order: every delivery judged at its event
@@ -121,12 +150,17 @@ fn model(reqs: &[Req], parts: &[usize]) -> Vec<Row> {
 }
 
 /// Writes the job over `reqs` cut into `parts` (one file, or a directory of partition files).
-fn write_graph_job(dir: &std::path::Path, reqs: &[Req], parts: &[usize]) -> std::path::PathBuf {
+fn write_graph_job(
+    dir: &std::path::Path,
+    reqs: &[Req],
+    parts: &[usize],
+    id_type: &str,
+) -> std::path::PathBuf {
     let templates = [
-        common::sms_template(1, "none", true, "user_id"),
-        common::sms_template(2, "night_drop", true, "user_id"),
-        common::sms_template(3, "night_delay", true, "user_id"),
-        common::sms_template(4, "none", false, "user_id"),
+        common::sms_template(1, "none", true, id_type),
+        common::sms_template(2, "night_drop", true, id_type),
+        common::sms_template(3, "night_delay", true, id_type),
+        common::sms_template(4, "none", false, id_type),
     ]
     .concat();
     let lines: String = reqs
@@ -185,8 +219,19 @@ fn rows_of(events: Vec<tidings_model::EventRow>) -> Vec<Row> {
 /// next epoch waits (`None`: the defaults). They change when a decision is made, never which
 /// (docs/job-file.md).
 fn graph(reqs: &[Req], parts: &[usize], workers: usize, pacing: Option<(i64, usize)>) -> Vec<Row> {
+    graph_of(reqs, parts, workers, pacing, "user_id")
+}
+
+/// [`graph`] with the templates' receivers of `id_type`.
+fn graph_of(
+    reqs: &[Req],
+    parts: &[usize],
+    workers: usize,
+    pacing: Option<(i64, usize)>,
+    id_type: &str,
+) -> Vec<Row> {
     let dir = tempfile::tempdir().unwrap();
-    let job = write_graph_job(dir.path(), reqs, parts);
+    let job = write_graph_job(dir.path(), reqs, parts, id_type);
     if let Some((ms, receivers)) = pacing {
         common::set_source(
             &job,
@@ -230,6 +275,7 @@ fn graph_stopped(
     workers: usize,
     stop_after: usize,
     follow: bool,
+    id_type: &str,
 ) -> Vec<Row> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,7 +284,7 @@ fn graph_stopped(
     use tidings_sinks::tracking::MemoryTracking;
 
     let dir = tempfile::tempdir().unwrap();
-    let job = write_graph_job(dir.path(), reqs, parts);
+    let job = write_graph_job(dir.path(), reqs, parts, id_type);
     common::set_source(&job, &format!("follow = {follow}\ncheckpoint_ms = 10"));
     let memory = MemoryTracking::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -333,7 +379,36 @@ proptest! {
         follow in any::<bool>(),
     ) {
         let want = model(&reqs, &parts);
-        let got = graph_stopped(&reqs, &parts, workers, stop_after.min(want.len()), follow);
+        let got = graph_stopped(&reqs, &parts, workers, stop_after.min(want.len()), follow, "user_id");
         prop_assert_eq!(&got, &want, "stopped after {} rows, {} workers, follow {}: {:?} vs {:?}", stop_after, workers, follow, by_state(&got), by_state(&want));
+    }
+
+    /// Phone receivers, checked and normalised per worker thread (model/src/phone_plan.rs
+    /// compiles each region's patterns once per thread), decide alike on 1 and 4 workers, with
+    /// any partitioning and pacing, and across a stop and a restart on 3; one number written
+    /// in several ways is one receiver.
+    #[test]
+    fn phone_receivers_decide_alike_whatever_the_workers_and_a_restart(
+        (reqs, parts) in (proptest::collection::vec(phone_req(), 1..30), 1usize..=4).prop_flat_map(|(reqs, k)| {
+            let n = reqs.len();
+            (Just(reqs), proptest::collection::vec(0..k, n))
+        }),
+        epoch_ms in proptest::sample::select(vec![1i64, 100, 10_000]),
+        stop_after in 0usize..60,
+    ) {
+        let one = graph_of(&reqs, &parts, 1, None, "phone");
+        let four = graph_of(&reqs, &parts, 4, Some((epoch_ms, 3)), "phone");
+        prop_assert_eq!(&four, &one, "4 workers, {} ms epochs vs 1 worker", epoch_ms);
+        let stopped = graph_stopped(&reqs, &parts, 3, stop_after.min(one.len()), false, "phone");
+        prop_assert_eq!(&stopped, &one, "stopped after {} rows on 3 workers vs 1 worker", stop_after);
+        // A valid number is tracked in its normal form whatever way it was written (an
+        // invalid one as written, with its reason).
+        for r in &one {
+            prop_assert!(
+                !["+86 138 0013 8000", "138-0013-8000", "+8613800138000", "+86 139-0013-9000"]
+                    .contains(&r.1.as_str()),
+                "a receiver not in its normal form: {:?}", r
+            );
+        }
     }
 }
