@@ -11,12 +11,14 @@
 //! types, so it gives the same answer (tests hold it to `phonenumber` over every region's example
 //! numbers and random numbers of the busiest regions).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::LazyLock;
 
 use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
-use phonenumber::{PhoneNumber, Type};
+use phonenumber::{PhoneNumber, Type, Validation};
 use regex::{Regex, RegexBuilder};
 
 /// One descriptor's pattern and possible lengths.
@@ -25,19 +27,23 @@ struct Matcher {
     pattern: Regex,
 }
 
+/// `pattern` compiled as `phonenumber` compiles its metadata's patterns (the `x` flag), anchored
+/// at the start: the leftmost match starts at 0 exactly when some match does, and then it is
+/// the same match (same end, same groups), so `find(..)` with `start() == 0` is a match of
+/// the anchored pattern without looking further. (The newline ends a comment the pattern may
+/// end with.)
+fn anchored(pattern: &str) -> Option<Regex> {
+    RegexBuilder::new(&format!("^(?:{pattern}\n)"))
+        .ignore_whitespace(true)
+        .build()
+        .ok()
+}
+
 impl Matcher {
     fn of(d: &Descriptor) -> Option<Matcher> {
-        // Anchored at the start: the leftmost match starts at 0 exactly when some match does,
-        // so `is_match` of `^(?:pattern)` is `find(..).start() == 0` without looking further.
-        // (The pattern is read with the `x` flag: the newline ends a comment it may end with.)
-        let anchored = format!("^(?:{}\n)", d.national_number().as_str());
-        let pattern = RegexBuilder::new(&anchored)
-            .ignore_whitespace(true)
-            .build()
-            .ok()?;
         Some(Matcher {
             lengths: d.possible_length().to_vec(),
-            pattern,
+            pattern: anchored(d.national_number().as_str())?,
         })
     }
 
@@ -60,6 +66,22 @@ struct Plan {
     /// The fixed-line and mobile patterns are the same text (then a fixed-line match is
     /// `FixedLineOrMobile`).
     same_pattern: bool,
+    /// What reading a number written in the region takes (`phonenumber`'s parser): its
+    /// country calling code, as a number and as text,
+    code: u16,
+    code_text: String,
+    /// the general descriptor's lengths dialled only locally,
+    local_lengths: Vec<u16>,
+    /// the international dialling prefix (`00`, `011`, ...),
+    idd: Option<Regex>,
+    /// the national prefix (`0`), the pattern of what is stripped as one and the rule that
+    /// rewrites what is left,
+    national_prefix: Option<String>,
+    for_parsing: Option<Regex>,
+    transform: Option<String>,
+    /// and, for a country code shared by several regions, the leading digits that say a
+    /// number is this region's.
+    leading_digits: Option<Regex>,
 }
 
 impl Plan {
@@ -94,7 +116,74 @@ impl Plan {
             mobile: optional(d.mobile())?,
             same_pattern: d.fixed_line().map(|d| d.national_number().as_str())
                 == d.mobile().map(|d| d.national_number().as_str()),
+            code: meta.country_code(),
+            code_text: meta.country_code().to_string(),
+            local_lengths: d.general().possible_local_length().to_vec(),
+            idd: compiled(meta.international_prefix().map(|p| p.as_str()))?,
+            national_prefix: meta.national_prefix().map(str::to_owned),
+            for_parsing: compiled(meta.national_prefix_for_parsing().map(|p| p.as_str()))?,
+            transform: meta.national_prefix_transform_rule().map(str::to_owned),
+            leading_digits: compiled(meta.leading_digits().map(|p| p.as_str()))?,
         })
+    }
+
+    /// `validator::length(meta, number, Type::Unknown)` for a national number of `len` digits.
+    /// (The metadata `phonenumber` 0.3.10 loads gives no region's general descriptor any
+    /// possible lengths, so this is `InvalidLength` throughout; it is kept step for step so
+    /// that metadata which does give them is read alike too.)
+    fn length(&self, len: usize) -> Validation {
+        // `length` takes the general descriptor's possible lengths whatever the type asked
+        // (when the type's own are not empty; for `Unknown` they are the general ones).
+        let possible = &self.general.lengths;
+        let (Some(&min), Some(&max)) = (possible.first(), possible.last()) else {
+            return Validation::InvalidLength;
+        };
+        let len = len as u16;
+        if self.local_lengths.contains(&len) {
+            Validation::IsPossibleLocalOnly
+        } else if len == min {
+            Validation::IsPossible
+        } else if len < min {
+            Validation::TooShort
+        } else if len > max {
+            Validation::TooLong
+        } else if possible.contains(&len) {
+            Validation::IsPossible
+        } else {
+            Validation::InvalidLength
+        }
+    }
+
+    /// `helper::national_number`: the national number once a national prefix (and a carrier
+    /// code) the region's pattern finds at its start is stripped or rewritten. `None` where
+    /// `phonenumber` would fail (a rewrite rule with no first group to take the carrier from).
+    fn national_number<'a>(&self, national: &'a str) -> Option<Cow<'a, str>> {
+        let Some(parsing) = &self.for_parsing else {
+            return Some(Cow::Borrowed(
+                self.national_prefix
+                    .as_deref()
+                    .and_then(|p| national.strip_prefix(p))
+                    .unwrap_or(national),
+            ));
+        };
+        let Some(found) = parsing.captures(national) else {
+            return Some(Cow::Borrowed(national));
+        };
+        let last = found.get(parsing.captures_len() - 1);
+        match (&self.transform, last) {
+            // `phonenumber` checks here that the number is viable and is not (the same
+            // pattern, tested twice): never both.
+            (None, _) | (_, None) => Some(Cow::Borrowed(&national[found.get(0)?.end()..])),
+            (Some(rule), Some(_)) => {
+                found.get(1)?;
+                let rewritten = parsing.replace(national, rule.as_str()).into_owned();
+                if self.general.is_match(national) && !self.general.is_match(&rewritten) {
+                    Some(Cow::Borrowed(national))
+                } else {
+                    Some(Cow::Owned(rewritten))
+                }
+            }
+        }
     }
 
     fn number_type(&self, value: &str) -> Type {
@@ -120,10 +209,27 @@ impl Plan {
     }
 }
 
+/// One of the metadata's optional patterns, compiled (`Some(None)`: the region has none;
+/// `None`: it did not compile here).
+fn compiled(pattern: Option<&str>) -> Option<Option<Regex>> {
+    pattern.map_or(Some(None), |p| anchored(p).map(Some))
+}
+
 thread_local! {
     /// Plans by region id, built on a thread's first number of the region (`None`: a pattern
     /// did not compile here).
     static PLANS: RefCell<HashMap<&'static str, Option<Rc<Plan>>>> = RefCell::new(HashMap::new());
+}
+
+/// The plan of a region (`None`: one of its patterns did not compile here).
+fn plan_of(meta: &'static Metadata) -> Option<Rc<Plan>> {
+    PLANS.with(|plans| {
+        plans
+            .borrow_mut()
+            .entry(meta.id())
+            .or_insert_with(|| Plan::of(meta).map(Rc::new))
+            .clone()
+    })
 }
 
 /// The type of `number`: `PhoneNumber::number_type` over the default metadata.
@@ -131,18 +237,133 @@ pub(crate) fn number_type(number: &PhoneNumber) -> Type {
     let Some(meta) = number.metadata(&DATABASE) else {
         return Type::Unknown;
     };
-    let plan = PLANS.with(|plans| {
-        plans
-            .borrow_mut()
-            .entry(meta.id())
-            .or_insert_with(|| Plan::of(meta).map(Rc::new))
-            .clone()
-    });
-    match plan {
+    match plan_of(meta) {
         // The national number as `phonenumber` types it: written without leading zeros.
         Some(plan) => plan.number_type(&number.national().value().to_string()),
         None => number.number_type(&DATABASE),
     }
+}
+
+/// A phone number read as `phonenumber::parse` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Read<'a> {
+    /// The country calling code.
+    pub code: u16,
+    /// The national significant number: digits, the first not a zero.
+    pub national: Cow<'a, str>,
+    /// Its type (`PhoneNumber::number_type`).
+    pub kind: Type,
+}
+
+/// Country calling codes with a plan (`Database::by_code(..).is_some()`), by code.
+static KNOWN_CODES: LazyLock<Vec<bool>> = LazyLock::new(|| {
+    (0..1000u16)
+        .map(|code| DATABASE.region(&code).is_some())
+        .collect()
+});
+
+/// `text` read as `phonenumber::parse(Some(region), text)` reads it, and typed, when `text` is
+/// ASCII digits after at most one `+` (the way machines write numbers): `phonenumber`'s steps
+/// for such text (its grammar's, the international prefix's, the country code's, the national
+/// prefix's, the region the number belongs to) over the region's patterns compiled once per
+/// thread. `None` for any other text, a national number with a leading zero, a pattern that
+/// did not compile here, and every text `phonenumber` refuses: then `phonenumber` reads it
+/// (and says why it refuses). Tests hold this to `phonenumber` over every region.
+pub(crate) fn read<'a>(region: &str, text: &'a str) -> Option<Read<'a>> {
+    let (plus, mut national) = match text.strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    // Viable (`is_viable`): two digits, or three after a `+`.
+    if national.len() < 2 + usize::from(plus) || !national.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let here = plan_of(DATABASE.by_id(region)?)?;
+    // `helper::international_prefix`: an international prefix at the start is dropped unless a
+    // zero follows it; a `+` or that prefix means the country code comes next.
+    let mut dialled = plus;
+    if let Some(found) = here.idd.as_ref().and_then(|re| re.find(national))
+        && !national[found.end()..].starts_with('0')
+    {
+        national = &national[found.end()..];
+        dialled = true;
+    }
+    // `helper::country_code`.
+    let code = if dialled {
+        if national.len() <= 2 || national.starts_with('0') {
+            return None;
+        }
+        let (code, len) = (1..=3).find_map(|len| {
+            let code: u16 = national[..len].parse().ok()?;
+            KNOWN_CODES[usize::from(code)].then_some((code, len))
+        })?;
+        national = &national[len..];
+        code
+    } else {
+        // The region's code written without a `+`: dropped when what it leaves is the
+        // region's and what it was is not.
+        if national.starts_with(&here.code_text)
+            && (!here.general.is_match(national) || !here.length(national.len()).is_possible())
+        {
+            national = &national[here.code_text.len()..];
+        }
+        here.code
+    };
+    // `parse`: the region's national prefix stripped, kept when what it leaves is too short.
+    let mut stripped = here.national_number(national)?;
+    if let Some(prefix) = here.national_prefix.as_deref()
+        && stripped.starts_with(prefix)
+    {
+        stripped = match stripped {
+            Cow::Borrowed(s) => Cow::Borrowed(&s[prefix.len()..]),
+            Cow::Owned(s) => Cow::Owned(s[prefix.len()..].to_owned()),
+        };
+    }
+    let national = if here.length(stripped.len()) == Validation::TooShort {
+        Cow::Borrowed(national)
+    } else {
+        stripped
+    };
+    if !(2..=17).contains(&national.len())
+        || national.starts_with('0')
+        || national.parse::<u64>().ok()? >= 1 << 56
+    {
+        return None;
+    }
+    // `PhoneNumber::metadata` (`validator::source_for`): the region the number belongs to.
+    let kind = plan_of(region_of(code, &national)?)?.number_type(&national);
+    Some(Read {
+        code,
+        national,
+        kind,
+    })
+}
+
+/// `validator::source_for`: the region a number of country code `code` belongs to (`None`
+/// where `phonenumber` finds none).
+fn region_of(code: u16, national: &str) -> Option<&'static Metadata> {
+    let regions = DATABASE.region(&code)?;
+    if let [only] = regions[..] {
+        return if only == "001" {
+            DATABASE.by_code(&code)?.into_iter().next()
+        } else {
+            only.parse::<phonenumber::country::Id>().ok()?;
+            DATABASE.by_id(only)
+        };
+    }
+    for region in regions {
+        let meta = DATABASE.by_id(region)?;
+        let plan = plan_of(meta)?;
+        let belongs = match &plan.leading_digits {
+            Some(leading) => leading.is_match(national),
+            None => plan.number_type(national) != Type::Unknown,
+        };
+        if belongs {
+            region.parse::<phonenumber::country::Id>().ok()?;
+            return Some(meta);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -203,6 +424,156 @@ mod tests {
             }
         }
         assert!(checked > 1000, "{checked} numbers checked");
+    }
+
+    /// `text` read in `region` by [`read`] as `phonenumber` reads it: whatever `read` reads,
+    /// `phonenumber` reads alike (country code, national number, type); and `read` reads every
+    /// plain text `phonenumber` reads to a number without a leading zero that belongs to a
+    /// region. Returns whether `read` read it.
+    fn read_alike(region: phonenumber::country::Id, text: &str) -> bool {
+        let ours = read(region.as_ref(), text);
+        let theirs = phonenumber::parse(Some(region), text);
+        match (&ours, &theirs) {
+            (Some(r), Ok(n)) => {
+                assert_eq!(
+                    (r.code, r.national.as_ref(), r.kind),
+                    (
+                        n.code().value(),
+                        n.national().to_string().as_str(),
+                        n.number_type(&DATABASE)
+                    ),
+                    "{region:?} {text}"
+                );
+                assert_eq!(n.national().zeros(), 0, "{region:?} {text}");
+            }
+            (Some(r), Err(e)) => panic!("{region:?} {text}: read {r:?}, phonenumber: {e}"),
+            (None, Ok(n)) => {
+                let plain = text.strip_prefix('+').unwrap_or(text);
+                let readable = plain.bytes().all(|b| b.is_ascii_digit())
+                    && n.national().zeros() == 0
+                    && n.metadata(&DATABASE).is_some();
+                assert!(!readable, "{region:?} {text}: not read; phonenumber: {n:?}");
+            }
+            (None, Err(_)) => {}
+        }
+        ours.is_some()
+    }
+
+    /// Every region's example numbers, written nationally, with the national prefix, with the
+    /// country code (after `+`, after the region's international prefix, bare), with a digit
+    /// more or fewer: read by every region with a plan of its own as `phonenumber` reads them.
+    #[test]
+    fn every_regions_examples_read_alike() {
+        let regions: Vec<(phonenumber::country::Id, &Metadata)> = (1..1000u16)
+            .flat_map(|code| DATABASE.by_code(&code).unwrap_or_default())
+            .filter_map(|meta| Some((meta.id().parse().ok()?, meta)))
+            .collect();
+        let (mut read_count, mut tried) = (0, 0);
+        for (region, meta) in &regions {
+            let d = meta.descriptors();
+            let code = meta.country_code();
+            let examples = [Some(d.general()), d.fixed_line(), d.mobile(), d.toll_free()];
+            for e in examples
+                .into_iter()
+                .flatten()
+                .filter_map(Descriptor::example)
+            {
+                let mut texts = vec![
+                    e.to_string(),
+                    format!("{e}0"),
+                    e[1..].to_string(),
+                    format!("+{code}{e}"),
+                    format!("{code}{e}"),
+                    format!("+{e}"),
+                    format!("00{code}{e}"),
+                    format!("011{code}{e}"),
+                ];
+                if let Some(p) = meta.national_prefix() {
+                    texts.push(format!("{p}{e}"));
+                    texts.push(format!("+{code}{p}{e}"));
+                    // Too short once the prefix is stripped: kept whole.
+                    texts.push(format!("{p}{}", &e[..2.min(e.len())]));
+                }
+                if let Some(p) = meta.preferred_international_prefix() {
+                    texts.push(format!("{p}{code}{e}"));
+                }
+                // Read in its own region and in a few others.
+                for (reader, _) in regions.iter().step_by(37).chain([&(*region, *meta)]) {
+                    for t in &texts {
+                        tried += 1;
+                        read_count += usize::from(read_alike(*reader, t));
+                    }
+                }
+            }
+        }
+        eprintln!("{read_count} of {tried} read");
+        assert!(read_count > tried / 3, "{read_count} of {tried} read");
+    }
+
+    /// Numbers that begin with what a region's national-prefix pattern strips (carrier codes,
+    /// prefixes that are rewritten), followed by the region's examples whole or cut short:
+    /// read in that region as `phonenumber` reads them.
+    #[test]
+    fn national_prefixes_read_alike() {
+        use proptest::strategy::{Strategy, ValueTree};
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let (mut read_count, mut skipped) = (0, 0);
+        for meta in (1..1000u16).flat_map(|code| DATABASE.by_code(&code).unwrap_or_default()) {
+            let (Ok(region), Some(parsing)) = (
+                meta.id().parse::<phonenumber::country::Id>(),
+                meta.national_prefix_for_parsing(),
+            ) else {
+                continue;
+            };
+            // The pattern as `phonenumber` compiles it, its `\d` as ASCII digits.
+            // (Some end in `$`: a whole local number given its area code. Proptest cannot
+            // generate from anchors; without it, the text ends with what it generates.)
+            let pattern = parsing.as_str().replace('$', "");
+            let Ok(prefixes) = proptest::string::string_regex(&format!("(?x-u:{pattern}\n)"))
+            else {
+                skipped += 1;
+                continue;
+            };
+            let d = meta.descriptors();
+            let examples: Vec<&str> = [d.general(), d.fixed_line().unwrap_or(d.general())]
+                .into_iter()
+                .chain(d.mobile())
+                .filter_map(Descriptor::example)
+                .collect();
+            for _ in 0..40 {
+                let prefix = prefixes.new_tree(&mut runner).unwrap().current();
+                for e in &examples {
+                    for cut in [e.len(), e.len() - 1, e.len() / 2, 1, 0] {
+                        let text = format!("{prefix}{}", &e[..cut]);
+                        if !text.is_empty() {
+                            read_count += usize::from(read_alike(region, &text));
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("{read_count} read, {skipped} regions' patterns skipped");
+        assert!(
+            read_count > 1000 && skipped == 0,
+            "{read_count} read, {skipped} skipped"
+        );
+    }
+
+    proptest! {
+        /// Random plain digits read in regions of every kind (shared country codes, national
+        /// prefix rules that rewrite, international prefixes of every shape) as `phonenumber`
+        /// reads them.
+        #[test]
+        fn random_digits_read_alike(
+            region in prop::sample::select(vec![
+                "CN", "US", "CA", "GB", "JE", "DE", "IN", "HK", "TW", "JP", "SG", "RU", "KZ",
+                "AR", "MX", "BR", "IT", "AU", "FR", "ID", "CO", "NG", "VA",
+            ]),
+            text in "\\+?(1[3-9][0-9]{9}|0{0,2}[0-9]{1,17}|(86|1|44|7|39|54|52|55)[0-9]{6,12})",
+        ) {
+            read_alike(region.parse().unwrap(), &text);
+        }
     }
 
     proptest! {
