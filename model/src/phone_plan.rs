@@ -246,11 +246,11 @@ pub(crate) fn number_type(number: &PhoneNumber) -> Type {
 
 /// A phone number read as `phonenumber::parse` reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Read<'a> {
+pub(crate) struct Read {
     /// The country calling code.
     pub code: u16,
     /// The national significant number: digits, the first not a zero.
-    pub national: Cow<'a, str>,
+    pub national: String,
     /// Its type (`PhoneNumber::number_type`).
     pub kind: Type,
 }
@@ -263,54 +263,60 @@ static KNOWN_CODES: LazyLock<Vec<bool>> = LazyLock::new(|| {
 });
 
 /// `text` read as `phonenumber::parse(Some(region), text)` reads it, and typed, when `text` is
-/// ASCII digits after at most one `+` (the way machines write numbers): `phonenumber`'s steps
-/// for such text (its grammar's, the international prefix's, the country code's, the national
-/// prefix's, the region the number belongs to) over the region's patterns compiled once per
-/// thread. `None` for any other text, a national number with a leading zero, a pattern that
-/// did not compile here, and every text `phonenumber` refuses: then `phonenumber` reads it
-/// (and says why it refuses). Tests hold this to `phonenumber` over every region.
-pub(crate) fn read<'a>(region: &str, text: &'a str) -> Option<Read<'a>> {
-    let (plus, mut national) = match text.strip_prefix('+') {
+/// ASCII digits, spaces and dashes after at most one `+` (the characters a phone receiver may
+/// hold): `phonenumber`'s steps for such text (its two grammars', the international
+/// prefix's, the country code's, the national prefix's, the region the number belongs to)
+/// over the region's patterns compiled once per thread. `None` for any other text, a national
+/// number with a leading zero, a pattern that did not compile here, and every text
+/// `phonenumber` refuses: then `phonenumber` reads it (and says why it refuses). Tests hold
+/// this to `phonenumber` over every region.
+pub(crate) fn read(region: &str, text: &str) -> Option<Read> {
+    let (plus, body) = match text.strip_prefix('+') {
         Some(rest) => (true, rest),
         None => (false, text),
     };
-    // Viable (`is_viable`): two digits, or three after a `+`.
-    if national.len() < 2 + usize::from(plus) || !national.bytes().all(|b| b.is_ascii_digit()) {
+    if !body
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
+    {
         return None;
     }
     let here = plan_of(DATABASE.by_id(region)?)?;
-    // `helper::international_prefix`: an international prefix at the start is dropped unless a
-    // zero follows it; a `+` or that prefix means the country code comes next.
-    let mut dialled = plus;
-    if let Some(found) = here.idd.as_ref().and_then(|re| re.find(national))
-        && !national[found.end()..].starts_with('0')
+    let plain = !body.contains([' ', '-']);
+    // The RFC 3966 grammar, tried first, takes text without spaces; after a `+`, the digits
+    // up to the first dash are the country code, and no international prefix is looked for.
+    let (code, national) = if plus
+        && !plain
+        && !body.contains(' ')
+        && let Some((given, rest)) = body.split_once('-')
+        && !given.is_empty()
     {
-        national = &national[found.end()..];
-        dialled = true;
-    }
-    // `helper::country_code`.
-    let code = if dialled {
-        if national.len() <= 2 || national.starts_with('0') {
+        let national: String = rest.chars().filter(char::is_ascii_digit).collect();
+        // Viable: three digits (`is_viable`); then more than two (`country_code`).
+        if national.len() < 3 {
             return None;
         }
-        let (code, len) = (1..=3).find_map(|len| {
-            let code: u16 = national[..len].parse().ok()?;
-            KNOWN_CODES[usize::from(code)].then_some((code, len))
-        })?;
-        national = &national[len..];
-        code
-    } else {
-        // The region's code written without a `+`: dropped when what it leaves is the
-        // region's and what it was is not.
-        if national.starts_with(&here.code_text)
-            && (!here.general.is_match(national) || !here.length(national.len()).is_possible())
-        {
-            national = &national[here.code_text.len()..];
+        let code: u16 = given.parse().ok()?;
+        if !KNOWN_CODES.get(usize::from(code)).copied().unwrap_or(false) {
+            return None;
         }
-        here.code
+        (code, Cow::Owned(national))
+    } else {
+        // Otherwise (or without a `+`) the digits alike; plain text needs two digits to be
+        // viable, or three after a `+`; with separators, this takes three.
+        let digits: Cow<str> = if plain {
+            Cow::Borrowed(body)
+        } else {
+            Cow::Owned(body.chars().filter(char::is_ascii_digit).collect())
+        };
+        if digits.len() < if plain && !plus { 2 } else { 3 } {
+            return None;
+        }
+        let (code, national) = country_code(&here, plus, &digits)?;
+        (code, Cow::Owned(national.to_owned()))
     };
     // `parse`: the region's national prefix stripped, kept when what it leaves is too short.
-    let mut stripped = here.national_number(national)?;
+    let mut stripped = here.national_number(&national)?;
     if let Some(prefix) = here.national_prefix.as_deref()
         && stripped.starts_with(prefix)
     {
@@ -320,9 +326,9 @@ pub(crate) fn read<'a>(region: &str, text: &'a str) -> Option<Read<'a>> {
         };
     }
     let national = if here.length(stripped.len()) == Validation::TooShort {
-        Cow::Borrowed(national)
+        national.into_owned()
     } else {
-        stripped
+        stripped.into_owned()
     };
     if !(2..=17).contains(&national.len())
         || national.starts_with('0')
@@ -337,6 +343,39 @@ pub(crate) fn read<'a>(region: &str, text: &'a str) -> Option<Read<'a>> {
         national,
         kind,
     })
+}
+
+/// `helper::international_prefix` and `helper::country_code` for a number's digits: the
+/// country code and what follows it. An international prefix at the start is dropped unless a
+/// zero follows it; after it or a `+`, the country code comes next.
+fn country_code<'a>(here: &Plan, plus: bool, digits: &'a str) -> Option<(u16, &'a str)> {
+    let mut national = digits;
+    let mut dialled = plus;
+    if let Some(found) = here.idd.as_ref().and_then(|re| re.find(national))
+        && !national[found.end()..].starts_with('0')
+    {
+        national = &national[found.end()..];
+        dialled = true;
+    }
+    if dialled {
+        if national.len() <= 2 || national.starts_with('0') {
+            return None;
+        }
+        let (code, len) = (1..=3).find_map(|len| {
+            let code: u16 = national[..len].parse().ok()?;
+            KNOWN_CODES[usize::from(code)].then_some((code, len))
+        })?;
+        Some((code, &national[len..]))
+    } else {
+        // The region's code written without a `+`: dropped when what it leaves is the
+        // region's and what it was is not.
+        if national.starts_with(&here.code_text)
+            && (!here.general.is_match(national) || !here.length(national.len()).is_possible())
+        {
+            national = &national[here.code_text.len()..];
+        }
+        Some((here.code, national))
+    }
 }
 
 /// `validator::source_for`: the region a number of country code `code` belongs to (`None`
@@ -436,7 +475,7 @@ mod tests {
         match (&ours, &theirs) {
             (Some(r), Ok(n)) => {
                 assert_eq!(
-                    (r.code, r.national.as_ref(), r.kind),
+                    (r.code, r.national.as_str(), r.kind),
                     (
                         n.code().value(),
                         n.national().to_string().as_str(),
@@ -448,8 +487,12 @@ mod tests {
             }
             (Some(r), Err(e)) => panic!("{region:?} {text}: read {r:?}, phonenumber: {e}"),
             (None, Ok(n)) => {
-                let plain = text.strip_prefix('+').unwrap_or(text);
-                let readable = plain.bytes().all(|b| b.is_ascii_digit())
+                let body = text.strip_prefix('+').unwrap_or(text);
+                let digits = body.bytes().filter(u8::is_ascii_digit).count();
+                let readable = body
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
+                    && (digits == body.len() || digits >= 3)
                     && n.national().zeros() == 0
                     && n.metadata(&DATABASE).is_some();
                 assert!(!readable, "{region:?} {text}: not read; phonenumber: {n:?}");
@@ -487,6 +530,15 @@ mod tests {
                     format!("+{e}"),
                     format!("00{code}{e}"),
                     format!("011{code}{e}"),
+                    // Spaces and dashes: the RFC 3966 grammar (a `+`, the country code up to
+                    // the first dash) and the natural one.
+                    format!("+{code}-{e}"),
+                    format!("+{code} {e}"),
+                    format!("+0{code}-{}-{}", &e[..1], &e[1..]),
+                    format!("+-{code}{e}"),
+                    format!("{code} {e}"),
+                    format!("{}-{} ", &e[..2.min(e.len())], &e[2.min(e.len())..]),
+                    format!("- {}", &e[..3.min(e.len())]),
                 ];
                 if let Some(p) = meta.national_prefix() {
                     texts.push(format!("{p}{e}"));
@@ -571,8 +623,15 @@ mod tests {
                 "AR", "MX", "BR", "IT", "AU", "FR", "ID", "CO", "NG", "VA",
             ]),
             text in "\\+?(1[3-9][0-9]{9}|0{0,2}[0-9]{1,17}|(86|1|44|7|39|54|52|55)[0-9]{6,12})",
+            dashes in prop::collection::vec((0..20usize, prop::sample::select(vec![" ", "-", " - ", "--"])), 0..3),
         ) {
-            read_alike(region.parse().unwrap(), &text);
+            let mut text = text;
+            for (at, sep) in dashes {
+                // After the `+`, if any, at a character boundary (all ASCII).
+                let at = at.min(text.len()).max(usize::from(text.starts_with('+')));
+                text.insert_str(at.min(text.len()), sep);
+            }
+            read_alike(region.parse().unwrap(), text.trim());
         }
     }
 
