@@ -285,38 +285,34 @@ pub(crate) fn read(region: &str, text: &str) -> Option<Read> {
     let plain = !body.contains([' ', '-']);
     // The RFC 3966 grammar, tried first, takes text without spaces; after a `+`, the digits
     // up to the first dash are the country code, and no international prefix is looked for.
-    let (code, national) = if plus
-        && !plain
-        && !body.contains(' ')
-        && let Some((given, rest)) = body.split_once('-')
-        && !given.is_empty()
-    {
-        let national: String = rest.chars().filter(char::is_ascii_digit).collect();
+    let given = (plus && !plain && !body.contains(' '))
+        .then(|| body.split_once('-'))
+        .flatten()
+        .filter(|(given, _)| !given.is_empty());
+    let digits: Cow<str> = match given.map_or(body, |(_, rest)| rest) {
+        d if d.bytes().all(|b| b.is_ascii_digit()) => Cow::Borrowed(d),
+        d => Cow::Owned(d.chars().filter(char::is_ascii_digit).collect()),
+    };
+    let (code, national) = if let Some((given, _)) = given {
         // Viable: three digits (`is_viable`); then more than two (`country_code`).
-        if national.len() < 3 {
+        if digits.len() < 3 {
             return None;
         }
         let code: u16 = given.parse().ok()?;
         if !KNOWN_CODES.get(usize::from(code)).copied().unwrap_or(false) {
             return None;
         }
-        (code, Cow::Owned(national))
+        (code, digits.as_ref())
     } else {
         // Otherwise (or without a `+`) the digits alike; plain text needs two digits to be
         // viable, or three after a `+`; with separators, this takes three.
-        let digits: Cow<str> = if plain {
-            Cow::Borrowed(body)
-        } else {
-            Cow::Owned(body.chars().filter(char::is_ascii_digit).collect())
-        };
         if digits.len() < if plain && !plus { 2 } else { 3 } {
             return None;
         }
-        let (code, national) = country_code(&here, plus, &digits)?;
-        (code, Cow::Owned(national.to_owned()))
+        country_code(&here, plus, &digits)?
     };
     // `parse`: the region's national prefix stripped, kept when what it leaves is too short.
-    let mut stripped = here.national_number(&national)?;
+    let mut stripped = here.national_number(national)?;
     if let Some(prefix) = here.national_prefix.as_deref()
         && stripped.starts_with(prefix)
     {
@@ -326,7 +322,7 @@ pub(crate) fn read(region: &str, text: &str) -> Option<Read> {
         };
     }
     let national = if here.length(stripped.len()) == Validation::TooShort {
-        national.into_owned()
+        national.to_owned()
     } else {
         stripped.into_owned()
     };
