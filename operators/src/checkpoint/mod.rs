@@ -903,12 +903,18 @@ fn keyed_schema() -> Arc<Schema> {
 
 /// How keyed parts are written: the keys are distinct 128-bit hashes, so a dictionary would be
 /// built for every key only to be abandoned, and min/max statistics prune nothing (a part is
-/// always read whole); the values (admission times, days and counts) keep both.
+/// always read whole); the values (admission times, days and counts) keep both, with a
+/// dictionary of at most 16 KiB: a frequency part's days and counts (a few distinct values)
+/// stay in it, and a content part's admission times, distinct over a day, fall back to plain
+/// values after 2,048 of them instead of interning each into a 1 MiB dictionary first
+/// (`tidings-bench checkpoint --keys 100000` under callgrind: `write_keyed` 498M → 415M
+/// instructions, content 26.0 → 24.0 B/key, frequency 16.5 B/key either way).
 fn keyed_props() -> WriterProperties {
     let key = ColumnPath::from("key");
     WriterProperties::builder()
         .set_column_dictionary_enabled(key.clone(), false)
         .set_column_statistics_enabled(key, EnabledStatistics::None)
+        .set_dictionary_page_size_limit(16 * 1024)
         .build()
 }
 
