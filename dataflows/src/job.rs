@@ -1358,6 +1358,30 @@ mod tests {
         toml::from_str::<JobFile>(example).unwrap_or_else(|e| panic!("the example: {e}"));
     }
 
+    /// A file read whole is a replay (1000 ms epochs), a followed file and Kafka are live
+    /// (100 and 10); the job file's own value wins.
+    #[test]
+    fn epochs_default_by_source() {
+        let epoch = |source: &str| {
+            let text = format!("name = \"e\"\ntemplates = \"t.toml\"\n[source]\n{source}\n");
+            toml::from_str::<JobFile>(&text)
+                .unwrap_or_else(|e| panic!("{source}: {e}"))
+                .source
+                .epoch_ms()
+        };
+        assert_eq!(epoch("kind = \"file\"\npath = \"r.jsonl\""), 1000);
+        assert_eq!(
+            epoch("kind = \"file\"\npath = \"r.jsonl\"\nfollow = true"),
+            100
+        );
+        assert_eq!(epoch("kind = \"kafka\""), 10);
+        assert_eq!(
+            epoch("kind = \"file\"\npath = \"r.jsonl\"\nepoch_ms = 5"),
+            5
+        );
+        assert_eq!(epoch("kind = \"kafka\"\nepoch_ms = 50"), 50);
+    }
+
     #[test]
     fn env_references_resolve() {
         let path = std::env::var("PATH").unwrap();
