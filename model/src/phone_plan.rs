@@ -216,9 +216,11 @@ fn compiled(pattern: Option<&str>) -> Option<Option<Regex>> {
 }
 
 thread_local! {
-    /// Plans by region id, built on a thread's first number of the region (`None`: a pattern
-    /// did not compile here).
-    static PLANS: RefCell<HashMap<&'static str, Option<Rc<Plan>>>> = RefCell::new(HashMap::new());
+    /// Plans by region id and country code (the non-geographic codes, 800, 870, 881 and the
+    /// rest, share the id `001`), built on a thread's first number of the region (`None`: a
+    /// pattern did not compile here).
+    static PLANS: RefCell<HashMap<(&'static str, u16), Option<Rc<Plan>>>> =
+        RefCell::new(HashMap::new());
 }
 
 /// The plan of a region (`None`: one of its patterns did not compile here).
@@ -226,7 +228,7 @@ fn plan_of(meta: &'static Metadata) -> Option<Rc<Plan>> {
     PLANS.with(|plans| {
         plans
             .borrow_mut()
-            .entry(meta.id())
+            .entry((meta.id(), meta.country_code()))
             .or_insert_with(|| Plan::of(meta).map(Rc::new))
             .clone()
     })
@@ -606,6 +608,43 @@ mod tests {
             read_count > 1000 && skipped == 0,
             "{read_count} read, {skipped} skipped"
         );
+    }
+
+    /// The non-geographic codes (800, 808, 870, 881, ...) all have the region id `001`: each
+    /// one's numbers, read one code after another on one thread, are typed by its own plan.
+    #[test]
+    fn non_geographic_codes_each_read_by_their_own_plan() {
+        let mut read_count = 0;
+        for round in 0..2 {
+            for code in 1..1000u16 {
+                for meta in DATABASE.by_code(&code).unwrap_or_default() {
+                    if meta.id() != "001" {
+                        continue;
+                    }
+                    let d = meta.descriptors();
+                    let examples = [Some(d.general()), d.mobile(), d.toll_free(), d.voip()];
+                    for e in examples
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Descriptor::example)
+                    {
+                        for text in [format!("+{code}{e}"), format!("+{code} {e}")] {
+                            read_count += usize::from(read_alike(phonenumber::country::CN, &text));
+                            // And the fallback's typing, through the same per-thread plans.
+                            if let Ok(n) = phonenumber::parse(Some(phonenumber::country::CN), &text)
+                            {
+                                assert_eq!(
+                                    number_type(&n),
+                                    n.number_type(&DATABASE),
+                                    "{text} (round {round})"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(read_count > 10, "{read_count} read");
     }
 
     proptest! {
