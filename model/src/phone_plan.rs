@@ -463,6 +463,26 @@ mod tests {
         assert!(checked > 1000, "{checked} numbers checked");
     }
 
+    /// Every plan in the metadata (the non-geographic ones among them), by country code.
+    fn metas() -> impl Iterator<Item = &'static Metadata> {
+        (1..1000u16).flat_map(|code| DATABASE.by_code(&code).unwrap_or_default())
+    }
+
+    /// A plan's example numbers: general, fixed line, mobile, toll free, VoIP.
+    fn examples(meta: &Metadata) -> impl Iterator<Item = &str> {
+        let d = meta.descriptors();
+        [
+            Some(d.general()),
+            d.fixed_line(),
+            d.mobile(),
+            d.toll_free(),
+            d.voip(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(Descriptor::example)
+    }
+
     /// `text` read in `region` by [`read`] as `phonenumber` reads it: whatever `read` reads,
     /// `phonenumber` reads alike (country code, national number, type); and `read` reads every
     /// plain text `phonenumber` reads to a number without a leading zero that belongs to a
@@ -505,20 +525,13 @@ mod tests {
     /// more or fewer: read by every region with a plan of its own as `phonenumber` reads them.
     #[test]
     fn every_regions_examples_read_alike() {
-        let regions: Vec<(phonenumber::country::Id, &Metadata)> = (1..1000u16)
-            .flat_map(|code| DATABASE.by_code(&code).unwrap_or_default())
+        let regions: Vec<(phonenumber::country::Id, &Metadata)> = metas()
             .filter_map(|meta| Some((meta.id().parse().ok()?, meta)))
             .collect();
         let (mut read_count, mut tried) = (0, 0);
         for (region, meta) in &regions {
-            let d = meta.descriptors();
             let code = meta.country_code();
-            let examples = [Some(d.general()), d.fixed_line(), d.mobile(), d.toll_free()];
-            for e in examples
-                .into_iter()
-                .flatten()
-                .filter_map(Descriptor::example)
-            {
+            for e in examples(meta) {
                 let mut texts = vec![
                     e.to_string(),
                     format!("{e}0"),
@@ -569,7 +582,7 @@ mod tests {
         use proptest::test_runner::TestRunner;
         let mut runner = TestRunner::deterministic();
         let (mut read_count, mut skipped) = (0, 0);
-        for meta in (1..1000u16).flat_map(|code| DATABASE.by_code(&code).unwrap_or_default()) {
+        for meta in metas() {
             let (Ok(region), Some(parsing)) = (
                 meta.id().parse::<phonenumber::country::Id>(),
                 meta.national_prefix_for_parsing(),
@@ -616,29 +629,18 @@ mod tests {
     fn non_geographic_codes_each_read_by_their_own_plan() {
         let mut read_count = 0;
         for round in 0..2 {
-            for code in 1..1000u16 {
-                for meta in DATABASE.by_code(&code).unwrap_or_default() {
-                    if meta.id() != "001" {
-                        continue;
-                    }
-                    let d = meta.descriptors();
-                    let examples = [Some(d.general()), d.mobile(), d.toll_free(), d.voip()];
-                    for e in examples
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Descriptor::example)
-                    {
-                        for text in [format!("+{code}{e}"), format!("+{code} {e}")] {
-                            read_count += usize::from(read_alike(phonenumber::country::CN, &text));
-                            // And the fallback's typing, through the same per-thread plans.
-                            if let Ok(n) = phonenumber::parse(Some(phonenumber::country::CN), &text)
-                            {
-                                assert_eq!(
-                                    number_type(&n),
-                                    n.number_type(&DATABASE),
-                                    "{text} (round {round})"
-                                );
-                            }
+            for meta in metas().filter(|m| m.id() == "001") {
+                let code = meta.country_code();
+                for e in examples(meta) {
+                    for text in [format!("+{code}{e}"), format!("+{code} {e}")] {
+                        read_count += usize::from(read_alike(phonenumber::country::CN, &text));
+                        // And the fallback's typing, through the same per-thread plans.
+                        if let Ok(n) = phonenumber::parse(Some(phonenumber::country::CN), &text) {
+                            assert_eq!(
+                                number_type(&n),
+                                n.number_type(&DATABASE),
+                                "{text} (round {round})"
+                            );
                         }
                     }
                 }
