@@ -18,8 +18,8 @@
 # 20,000 and at 60,000 requests and divides the difference by 40,000, so the start-up (the
 # job file, the templates' regexes, the threads) drops out. By default the 60,000 requests
 # span one second of event time, as the e2e bench's burst does. The file source parses each
-# line's kcat envelope for its event time and its payload; a Kafka record's value is the
-# payload itself, so the `read` and `envelope` rows are the file source's own cost. Cuts are
+# line's kcat envelope once, for its event time and its payload, and passes the payload on as
+# a Kafka record's value; so the `read` and `envelope` rows are the file source's own cost. Cuts are
 # timed by the wall clock, which runs ~50x slower under valgrind: the job takes one cut an
 # hour (`checkpoint_ms`), so the count has the run's last cut only, in which each key is
 # written once, and does not depend on how slow valgrind was.
@@ -106,11 +106,10 @@ per = lambda name: (b[name] - a[name]) / 40000
 # Each stage is the inclusive cost of the function that does it (a stage's row includes the
 # rows indented under it).
 stages = [
-    ("read: the file source's turns (envelope's event time included)", "tidings_dataflows::source::read_turn"),
-    ("· envelope: its event time, parsed when read", "tidings_operators::event_time::line_event_time"),
+    ("read: the file source's turns (the envelope included)", "tidings_dataflows::source::read_turn"),
+    ("· envelope: its event time and payload, parsed once when read", "tidings_operators::event_time::read_line"),
     ("admit: validate, render, ids (per request)", "tidings_operators::validate::Validator::validate"),
-    ("· decode: the line, envelope and request", "tidings_model::request::decode_line"),
-    ("· · the request's own JSON (a Kafka record's whole decode)", "tidings_model::request::decode_request"),
+    ("· decode: the request's own JSON (the payload; a Kafka record's whole decode)", "tidings_model::request::decode_request"),
     ("· render: the template's content", "tidings_model::render::render_json"),
     ("· message id", "tidings_model::ids::message_id"),
     ("gate: receivers checked, whitelist, night, discard", "tidings_operators::gate::Gate::judge_with"),

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use tidings_model::time::Millis;
 use tidings_operators::checkpoint::{Checkpoints, Position};
-pub use tidings_operators::event_time::line_event_time;
 use tidings_operators::event_time::{EventTime, PartitionClock};
+pub use tidings_operators::event_time::{line_event_time, read_line};
 use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, InFlight, SourceRecord};
 use timely::container::CapacityContainerBuilder;
@@ -590,19 +590,27 @@ fn read_lines(
             f.part.next_byte += n;
             continue;
         }
-        let time = match &big {
-            Some(why) => Err(why.clone()),
-            None => line_event_time(bytes, now),
+        // An envelope's payload is taken out here, where its `ts` is read: the record then
+        // goes on as a Kafka record would (the request body and its timestamp), and the line's
+        // JSON is parsed once.
+        let (time, payload) = match &big {
+            Some(why) => (Err(why.clone()), None),
+            None => {
+                let read = read_line(bytes, now);
+                (read.time, read.payload)
+            }
         };
+        let timestamp = payload.as_ref().and(time.as_ref().ok().copied());
         let Some(s) = f.part.stamp(offset, n, time, now, event, floor) else {
             continue;
         };
         if s.late_by > 0 {
             live.source().add_late(f.part.id, 1);
         }
-        let bytes = match big {
-            Some(_) => oversized(bytes, full),
-            None => bytes.to_vec(),
+        let bytes = match (big, payload) {
+            (Some(_), _) => oversized(bytes, full),
+            (None, Some(payload)) => payload,
+            (None, None) => bytes.to_vec(),
         };
         batch.push((
             s.epoch,
@@ -612,7 +620,7 @@ fn read_lines(
                 offset,
                 bytes,
                 read_time: now,
-                timestamp: None,
+                timestamp,
                 event_time: s.event_time,
                 late_by: s.late_by,
                 bad_time: s.bad_time,

@@ -55,22 +55,47 @@ impl EventTime {
 /// read time of a bare request. Unparsable lines are judged at the read time (they become dead
 /// letters in the admit stage).
 pub fn line_event_time(bytes: &[u8], read_time: Millis) -> Result<Millis, String> {
+    read_line(bytes, read_time).time
+}
+
+/// A file line as the source reads it: its event time and, for a kcat `-J` envelope whose
+/// payload is a string, that payload (the request body, unescaped).
+#[derive(Debug, PartialEq, Eq)]
+pub struct LineRead {
+    /// As [`line_event_time`] says.
+    pub time: Result<Millis, String>,
+    /// The envelope's payload, when the line is an envelope with a string payload and a
+    /// usable `ts`: the record a Kafka topic would hold, so admit decodes it as it decodes a
+    /// Kafka record's value and the line's JSON is parsed once.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Reads a file line once: its event time (as [`line_event_time`]) and an envelope's payload.
+pub fn read_line(bytes: &[u8], read_time: Millis) -> LineRead {
     #[derive(Deserialize)]
-    struct Probe {
+    struct Probe<'a> {
         ts: Option<serde_json::Value>,
-        payload: Option<IgnoredAny>,
+        #[serde(borrow)]
+        payload: Option<Payload<'a>>,
         code: Option<IgnoredAny>,
         #[serde(rename = "messageTemplateId")]
         template: Option<IgnoredAny>,
     }
+    let bare = LineRead {
+        time: Ok(read_time),
+        payload: None,
+    };
     let bytes = tidings_model::request::strip_bom(bytes);
     let Ok(p) = serde_json::from_slice::<Probe>(bytes) else {
-        return Ok(read_time);
+        return bare;
     };
-    if p.code.is_some() || p.template.is_some() || p.payload.is_none() {
-        return Ok(read_time);
+    if p.code.is_some() || p.template.is_some() {
+        return bare;
     }
-    match p.ts {
+    let Some(payload) = p.payload else {
+        return bare;
+    };
+    let time = match p.ts {
         None | Some(serde_json::Value::Null) => Ok(read_time),
         Some(serde_json::Value::Number(n)) => match n.as_i64() {
             // kcat's "no timestamp".
@@ -83,6 +108,70 @@ pub fn line_event_time(bytes: &[u8], read_time: Millis) -> Result<Millis, String
         Some(other) => Err(format!(
             "envelope ts {other} is not a number of milliseconds"
         )),
+    };
+    let payload = match (&time, payload) {
+        (Ok(_), Payload::Text(text)) => Some(text.into_owned().into_bytes()),
+        // A payload that is not a string is the admit stage's to refuse, with the line.
+        _ => None,
+    };
+    LineRead { time, payload }
+}
+
+/// An envelope's `payload`: a string (borrowed from the line when it has no escapes), or any
+/// other JSON value, skipped.
+enum Payload<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Payload<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Payload<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Payload<'a>, E> {
+                Ok(Payload::Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Payload<'a>, E> {
+                Ok(Payload::Text(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Payload<'a>, E> {
+                Ok(Payload::Text(std::borrow::Cow::Owned(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Payload<'a>, E> {
+                Ok(Payload::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Payload<'a>, E> {
+                Ok(Payload::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Payload<'a>, E> {
+                Ok(Payload::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Payload<'a>, E> {
+                Ok(Payload::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Payload<'a>, E> {
+                Ok(Payload::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Payload<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Payload::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Payload<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Payload::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -132,6 +221,7 @@ impl PartitionClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
 
     #[test]
     fn late_records_are_judged_at_the_watermark() {
@@ -166,5 +256,94 @@ mod tests {
         assert!(e.insane(i64::MAX, now).unwrap().contains("max_future_ms"));
         assert!(e.insane(-5, now).unwrap().contains("2000"));
         assert!(e.insane(now + 86_400_001, now).is_some());
+    }
+
+    /// What admit decoded from the line before, it decodes from the payload the source takes
+    /// out: the same request, or the same refusal.
+    fn payload_decodes_as_the_line(line: &str) {
+        use tidings_model::request::{decode_line, decode_request};
+        const READ: Millis = 1_763_740_800_000;
+        let read = read_line(line.as_bytes(), READ);
+        assert_eq!(read.time, line_event_time(line.as_bytes(), READ));
+        if let Some(payload) = &read.payload {
+            let time = read
+                .time
+                .clone()
+                .expect("a payload is taken out only with its time");
+            assert_eq!(
+                decode_request(payload).map(|r| (time, r)),
+                decode_line(line.as_bytes(), READ),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_envelopes_payload_is_taken_out_once() {
+        let request = r#"{"code":"send","messageTemplateId":1,"messageParam":{"receiver":"a\"b","variables":{"x":"\u00e9"}}}"#;
+        let envelope = |ts: &str| {
+            format!(
+                r#"{{"topic":"t","key":"k","ts":{ts},"payload":{}}}"#,
+                serde_json::to_string(request).unwrap()
+            )
+        };
+        let read = read_line(envelope("1763740800123").as_bytes(), 5);
+        assert_eq!(read.time, Ok(1_763_740_800_123));
+        assert_eq!(read.payload.as_deref(), Some(request.as_bytes()));
+        // kcat's "no timestamp": the read time, and the payload still taken out.
+        let read = read_line(envelope("-1").as_bytes(), 5);
+        assert_eq!((read.time, read.payload.is_some()), (Ok(5), true));
+        // A `ts` that is not a time: the line goes on whole (it becomes a dead letter).
+        assert_eq!(read_line(envelope("\"x\"").as_bytes(), 5).payload, None);
+        // A bare request, a tombstone, a payload that is not a string, garbage: the line itself.
+        for line in [
+            request,
+            r#"{"ts": 5, "payload": null}"#,
+            r#"{"ts": 5, "payload": {"code": "send"}}"#,
+            r#"{"ts": 5, "payload": [1, "x", {"a": null}]}"#,
+            r#"{"ts": 5, "payload": 7}"#,
+            r#"{"code": "send", "payload": "{}"}"#,
+            "{oops",
+        ] {
+            assert_eq!(read_line(line.as_bytes(), 5).payload, None, "{line}");
+            payload_decodes_as_the_line(line);
+        }
+        // A byte order mark before the envelope, escapes, and a payload that is not a request.
+        payload_decodes_as_the_line(&format!("\u{feff}{}", envelope("7")));
+        payload_decodes_as_the_line(r#"{"ts": 9, "payload": "{\"code\":\"nope\"}"}"#);
+        payload_decodes_as_the_line(r#"{"ts": 9, "payload": "not json"}"#);
+        payload_decodes_as_the_line(r#"{"ts": 9, "payload": "\ufeff{\"code\":\"send\"}"}"#);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_envelope_decodes_as_its_line(
+            receiver in "\\PC{0,12}",
+            variable in "[\"\\\\/a-z\u{e9}\u{1F600} ]{0,12}",
+            ts in proptest::prop_oneof![
+                proptest::strategy::Just(None),
+                proptest::strategy::Just(Some(serde_json::json!(-1))),
+                proptest::strategy::Just(Some(serde_json::json!(null))),
+                proptest::strategy::Just(Some(serde_json::json!("1"))),
+                proptest::strategy::Just(Some(serde_json::json!(1.5))),
+                (0i64..i64::MAX).prop_map(|t| Some(serde_json::json!(t))),
+            ],
+            garbage in proptest::option::of("\\PC{0,20}"),
+            code in proptest::option::of("send|recall|x"),
+        ) {
+            let mut request = serde_json::json!({
+                "messageTemplateId": 1,
+                "messageParam": {"receiver": receiver, "variables": {"v": variable}},
+            });
+            if let Some(code) = &code {
+                request["code"] = serde_json::json!(code);
+            }
+            let payload = garbage.clone().unwrap_or_else(|| request.to_string());
+            let mut envelope = serde_json::json!({"key": "k", "payload": payload});
+            if let Some(ts) = ts {
+                envelope["ts"] = ts;
+            }
+            payload_decodes_as_the_line(&envelope.to_string());
+        }
     }
 }

@@ -23,11 +23,13 @@ pub struct SourceRecord {
     pub partition: i32,
     /// Kafka offset, or the 1-based line number of a file.
     pub offset: i64,
-    /// The record's bytes.
+    /// The record's bytes: a Kafka record's value; a file's line, or the payload of a line
+    /// that is a kcat `-J` envelope (then `timestamp` is its `ts`).
     pub bytes: Vec<u8>,
     /// Wall-clock time it was read (event time of bare file lines).
     pub read_time: Millis,
-    /// The record's own timestamp (Kafka), if any.
+    /// The record's own timestamp (Kafka's, or a file envelope's `ts`), if any: `bytes` is
+    /// then the request body itself.
     pub timestamp: Option<Millis>,
     /// The event time the rules judge it by, chosen by the source: the record's own (envelope
     /// `ts`, Kafka timestamp, or read time of a bare line), or its partition's watermark when
