@@ -73,29 +73,42 @@ pub struct LineRead {
 /// Reads a file line once: its event time (as [`line_event_time`]) and an envelope's payload.
 pub fn read_line(bytes: &[u8], read_time: Millis) -> LineRead {
     #[derive(Deserialize)]
-    struct Probe<'a> {
+    struct Probe<P> {
         ts: Option<serde_json::Value>,
-        #[serde(borrow)]
-        payload: Option<Payload<'a>>,
+        payload: Option<P>,
         code: Option<IgnoredAny>,
         #[serde(rename = "messageTemplateId")]
         template: Option<IgnoredAny>,
+    }
+    impl<P> Probe<P> {
+        /// The line is an envelope: a payload, and neither `code` nor `messageTemplateId`.
+        fn envelope(self) -> Option<(Option<serde_json::Value>, P)> {
+            if self.code.is_some() || self.template.is_some() {
+                return None;
+            }
+            Some((self.ts, self.payload?))
+        }
     }
     let bare = LineRead {
         time: Ok(read_time),
         payload: None,
     };
     let bytes = tidings_model::request::strip_bom(bytes);
-    let Ok(p) = serde_json::from_slice::<Probe>(bytes) else {
+    let envelope = match serde_json::from_slice::<Probe<Payload>>(bytes) {
+        Ok(p) => p.envelope(),
+        // Reading the payload as text failed (invalid UTF-8, a lone surrogate), or the line is
+        // not JSON: skipped unread, as the `ts` alone was probed before, an envelope keeps its
+        // `ts` and goes on whole, for admit to refuse. (A replay judges it at its `ts`, never
+        // at the wall clock, which would move the partition's watermark.)
+        Err(_) => match serde_json::from_slice::<Probe<IgnoredAny>>(bytes) {
+            Ok(p) => p.envelope().map(|(ts, _)| (ts, Payload::Other)),
+            Err(_) => None,
+        },
+    };
+    let Some((ts, payload)) = envelope else {
         return bare;
     };
-    if p.code.is_some() || p.template.is_some() {
-        return bare;
-    }
-    let Some(payload) = p.payload else {
-        return bare;
-    };
-    let time = match p.ts {
+    let time = match ts {
         None | Some(serde_json::Value::Null) => Ok(read_time),
         Some(serde_json::Value::Number(n)) => match n.as_i64() {
             // kcat's "no timestamp".
@@ -308,6 +321,22 @@ mod tests {
             assert_eq!(read_line(line.as_bytes(), 5).payload, None, "{line}");
             payload_decodes_as_the_line(line);
         }
+        // A payload that is not valid text (a GBK byte pair, a lone surrogate's escape): the
+        // envelope keeps its `ts` and goes on whole (the admit stage refuses it), as when only
+        // the `ts` was probed; never the read time, which would move the watermark.
+        let gbk = b"{\"ts\": 1763740800123, \"payload\": \"{\\\"v\\\":\\\"\xC4\xE3\\\"}\"}";
+        let surrogate = br#"{"ts": 1763740800123, "payload": "{\"v\":\"\ud800\"}"}"#;
+        for line in [&gbk[..], &surrogate[..]] {
+            assert_eq!(
+                read_line(line, 5),
+                LineRead {
+                    time: Ok(1_763_740_800_123),
+                    payload: None
+                },
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
         // A byte order mark before the envelope, escapes, and a payload that is not a request.
         payload_decodes_as_the_line(&format!("\u{feff}{}", envelope("7")));
         payload_decodes_as_the_line(r#"{"ts": 9, "payload": "{\"code\":\"nope\"}"}"#);
@@ -344,6 +373,71 @@ mod tests {
                 envelope["ts"] = ts;
             }
             payload_decodes_as_the_line(&envelope.to_string());
+        }
+    }
+
+    /// The probe of the event time before the payload was taken out at the source: `ts` read,
+    /// the payload skipped unread. `read_line` must give every line the same time.
+    fn ts_probe(bytes: &[u8], read_time: Millis) -> Result<Millis, String> {
+        #[derive(Deserialize)]
+        struct Probe {
+            ts: Option<serde_json::Value>,
+            payload: Option<IgnoredAny>,
+            code: Option<IgnoredAny>,
+            #[serde(rename = "messageTemplateId")]
+            template: Option<IgnoredAny>,
+        }
+        let bytes = tidings_model::request::strip_bom(bytes);
+        let Ok(p) = serde_json::from_slice::<Probe>(bytes) else {
+            return Ok(read_time);
+        };
+        if p.code.is_some() || p.template.is_some() || p.payload.is_none() {
+            return Ok(read_time);
+        }
+        match p.ts {
+            None | Some(serde_json::Value::Null) => Ok(read_time),
+            Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                Some(-1) => Ok(read_time),
+                Some(t) => Ok(t),
+                None => Err(String::new()),
+            },
+            Some(_) => Err(String::new()),
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes in an envelope's payload (invalid UTF-8, escapes cut short, lone
+        /// surrogates): the line's time is what the `ts` probe said.
+        #[test]
+        fn any_bytes_in_a_payload_keep_the_envelopes_time(
+            inner in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::num::u8::ANY,
+                    proptest::strategy::Just(b'\\'),
+                    proptest::strategy::Just(b'"'),
+                    proptest::strategy::Just(b'u'),
+                ],
+                0..24,
+            ),
+            surrogate in proptest::option::of("\\\\u[dD][89abAB][0-9a-f]{2}"),
+        ) {
+            let mut line = br#"{"ts": 1763740800123, "key": "k", "payload": "{\"v\":\""#.to_vec();
+            line.extend_from_slice(&inner);
+            if let Some(s) = &surrogate {
+                line.extend_from_slice(s.as_bytes());
+            }
+            line.extend_from_slice(br#"\"}"}"#);
+            let read = read_line(&line, 5);
+            let probed = ts_probe(&line, 5);
+            proptest::prop_assert_eq!(read.time.is_ok(), probed.is_ok());
+            if let Ok(t) = probed {
+                proptest::prop_assert_eq!(read.time, Ok(t));
+            }
+            if let Some(payload) = read.payload {
+                // What was taken out is the string the line holds.
+                let whole: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                proptest::prop_assert_eq!(whole["payload"].as_str().unwrap().as_bytes(), &payload[..]);
+            }
         }
     }
 }
