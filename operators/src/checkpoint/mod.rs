@@ -740,6 +740,9 @@ impl Checkpoints {
         })
         .map_err(io::Error::other)?;
         write_durably(&dir.join(MANIFEST), &body)?;
+        // The cut's own directory entry durable before any older cut is deleted: after a power
+        // loss there is always a complete cut to restore.
+        sync_dir(&self.dir)?;
         if let Some(m) = &self.mirror {
             // The mirror's manifest is the one that counts: every part is there already.
             m.put(&self.mirror_name(epoch, MANIFEST), &dir.join(MANIFEST))?;
@@ -881,13 +884,31 @@ fn read_manifest(dir: &Path) -> io::Result<Manifest> {
     })
 }
 
-/// Writes `bytes` to `path` atomically: aside, fsynced, renamed.
+/// Writes `bytes` to `path` atomically and durably: aside, fsynced, renamed, and the rename
+/// itself made durable (the directory fsynced).
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_data()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    sync_parent(path)
+}
+
+/// Makes the entries of `path`'s directory durable (a rename or a hard link into it): without
+/// this, a power loss may keep a later change (an older cut deleted) and lose the entry (a
+/// cut's manifest or part), on a file system that does not keep metadata changes in order.
+/// About 0.15 ms here (bench/MEASURED.md, "Durable directory entries").
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Fsyncs a directory (its entries).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn keyed_schema() -> Arc<Schema> {
@@ -951,7 +972,9 @@ pub fn write_keyed<V: AsRef<[i64]>>(
     }
     let file = writer.into_inner().map_err(io::Error::other)?;
     file.sync_data()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // The rename, and any part linked into the same cut before it, made durable.
+    sync_parent(path)
 }
 
 /// Reads keyed state written by [`write_keyed`], keeping the keys `keep` accepts.

@@ -318,6 +318,7 @@ impl Chain {
                         link(&prev.join(f), &c.part_path(epoch, f)?)?;
                     }
                     let name = delta_name::<R>(index, epoch);
+                    // Its directory fsync makes the links above durable too.
                     write_keyed(&c.part_path(epoch, &name)?, flat.iter())?;
                     self.files.push(name);
                     self.delta_keys += flat.len();

@@ -143,7 +143,9 @@ fn snapshot(
 ) {
     let written = c.part_path(epoch, "parked.jsonl").and_then(|path| {
         match (last_part.as_ref(), changed) {
-            (Some(last), false) if std::fs::hard_link(last, &path).is_ok() => {}
+            (Some(last), false) if std::fs::hard_link(last, &path).is_ok() => {
+                crate::checkpoint::sync_parent(&path)?
+            }
             _ => store.write_to(&path)?,
         }
         *last_part = Some(path);
