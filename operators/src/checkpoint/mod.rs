@@ -227,6 +227,79 @@ fn scan_local(dir: &Path) -> io::Result<(Vec<PathBuf>, u64)> {
     Ok((complete, generation))
 }
 
+/// The newest of the complete checkpoints `complete` (oldest first) that can be read: a cut
+/// whose manifest, a Parquet part's footer or a JSON part cannot be read (a truncated file, a
+/// disk's damage) is passed over with a warning, and its manifest set aside
+/// (`_COMPLETE.damaged`), for the cut before it: every completion keeps the cut before it for
+/// this. Records after the cut restored are read again (sent again where the damaged cut had
+/// them sent). When no complete cut can be read, an error says so: restoring nothing would
+/// send everything again.
+fn newest_sound(mut complete: Vec<PathBuf>) -> io::Result<Option<PathBuf>> {
+    let mut damaged = Vec::new();
+    while let Some(cut) = complete.pop() {
+        let Some(why) = damage(&cut) else {
+            return Ok(Some(cut));
+        };
+        tracing::warn!(
+            "checkpoint {} cannot be restored ({why}): restoring the one before it, if any",
+            cut.display()
+        );
+        let _ = std::fs::rename(cut.join(MANIFEST), cut.join(format!("{MANIFEST}.damaged")));
+        damaged.push(why);
+    }
+    if damaged.is_empty() {
+        return Ok(None);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "no complete checkpoint can be restored ({}); `tidings run --from-start` reads \
+             the input again from its start",
+            damaged.join("; ")
+        ),
+    ))
+}
+
+/// Why the checkpoint `dir` cannot be restored, if it cannot: its manifest, a Parquet part's
+/// footer or a JSON part unreadable.
+fn damage(dir: &Path) -> Option<String> {
+    if let Err(e) = read_manifest(dir) {
+        return Some(e.to_string());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => return Some(format!("{}: {e}", dir.display())),
+    };
+    for entry in entries {
+        let path = match entry {
+            Ok(entry) => entry.path(),
+            Err(e) => return Some(format!("{}: {e}", dir.display())),
+        };
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let read = if name.ends_with(".parquet") {
+            File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
+                ParquetRecordBatchReaderBuilder::try_new(f)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        } else if name.ends_with(".json") {
+            std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(&b)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+        } else {
+            Ok(())
+        };
+        if let Err(e) = read {
+            return Some(format!("{}: {e}", path.display()));
+        }
+    }
+    None
+}
+
 /// An I/O error naming the local path it happened at.
 fn at(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
@@ -370,8 +443,11 @@ impl Checkpoints {
         let (restored, generation) = match &mirror {
             Some(m) => fetch_newest(&dir, m.as_ref(), fresh)?,
             None => {
-                let (mut complete, generation) = scan_local(&dir)?;
-                (if fresh { None } else { complete.pop() }, generation)
+                let (complete, generation) = scan_local(&dir)?;
+                (
+                    if fresh { None } else { newest_sound(complete)? },
+                    generation,
+                )
             }
         };
         let base = match &restored {
@@ -697,12 +773,21 @@ impl Checkpoints {
             .running
     }
 
-    /// Removes the local checkpoints that sort before `dir` (older).
+    /// Removes the local checkpoints that sort before `dir` (older), but the newest complete
+    /// one among them: a run restores that one when `dir` cannot be read ([`newest_sound`]).
     fn remove_older(&self, dir: &Path) -> io::Result<()> {
+        let mut older = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             if path.as_path() < dir {
-                remove_path(&path)?;
+                older.push(path);
+            }
+        }
+        older.sort();
+        let keep = older.iter().rposition(|p| p.join(MANIFEST).is_file());
+        for (i, path) in older.iter().enumerate() {
+            if Some(i) != keep {
+                remove_path(path)?;
             }
         }
         Ok(())
@@ -1401,8 +1486,70 @@ mod tests {
             std::fs::read_dir(dir.path().join("checkpoints"))
                 .unwrap()
                 .count(),
-            1,
-            "older cuts removed"
+            2,
+            "older cuts removed, but the newest complete one before the last"
+        );
+    }
+
+    #[test]
+    fn a_damaged_cut_is_passed_over_for_the_one_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
+        c.register_source();
+        c.register();
+        let pos = |o| Position {
+            offset: o,
+            read_to: o,
+            ..Position::default()
+        };
+        // Three cuts, each with a keyed part: the oldest is removed, the one before the newest
+        // kept.
+        for (cut, offset) in [(5, 2), (12, 5), (20, 9)] {
+            c.request_cut();
+            // One source: its joining agrees the cut at once.
+            c.source_turn(0, cut, true);
+            assert_eq!(c.cuts_to_deposit(0, cut + 1), vec![cut]);
+            c.deposit(cut, 0, BTreeMap::from([(0, pos(offset))]));
+            let part = c.part_path(cut, "content-0.parquet").unwrap();
+            write_keyed(&part, [(cut as u128, vec![1i64])].into_iter()).unwrap();
+            c.part_written(cut);
+            assert_eq!(c.complete_before(Some(cut + 1)).unwrap(), Some(cut));
+        }
+        let cuts = || {
+            let mut names: Vec<_> = std::fs::read_dir(dir.path().join("checkpoints"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(cuts(), vec![c.dir_of(12), c.dir_of(20)]);
+        let open = || Checkpoints::open(dir.path(), "t", false);
+        assert_eq!(open().unwrap().restored(), Some(c.dir_of(20).as_path()));
+        // The newest cut's part cut short (its footer lost): the cut before it is restored,
+        // with its own positions, and the damaged one is no longer complete.
+        let part = c.dir_of(20).join("content-0.parquet");
+        let bytes = std::fs::read(&part).unwrap();
+        std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
+        let again = open().unwrap();
+        assert_eq!(again.restored(), Some(c.dir_of(12).as_path()));
+        assert_eq!(again.restored_offsets(), BTreeMap::from([(0, 5)]));
+        assert!(!c.dir_of(20).join(MANIFEST).exists());
+        // Every complete cut damaged: an error that says so, not a run that restores nothing.
+        std::fs::write(c.dir_of(12).join(MANIFEST), b"{").unwrap();
+        let err = open().err().expect("no cut can be restored");
+        assert!(
+            err.to_string()
+                .contains("no complete checkpoint can be restored"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--from-start"), "{err}");
+        // A deliberate replay restores nothing and is not stopped by the damage.
+        assert!(
+            Checkpoints::open(dir.path(), "t", true)
+                .unwrap()
+                .restored()
+                .is_none()
         );
     }
 
