@@ -1537,7 +1537,9 @@ mod tests {
         assert!(!c.dir_of(20).join(MANIFEST).exists());
         // Every complete cut damaged: an error that says so, not a run that restores nothing.
         std::fs::write(c.dir_of(12).join(MANIFEST), b"{").unwrap();
-        let err = open().err().expect("no cut can be restored");
+        let Err(err) = open() else {
+            panic!("no cut can be restored")
+        };
         assert!(
             err.to_string()
                 .contains("no complete checkpoint can be restored"),
