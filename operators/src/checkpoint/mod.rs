@@ -14,7 +14,8 @@
 //! written aside, fsynced, renamed) and only after it do the workers commit those offsets to
 //! Kafka: the group's committed offsets never run ahead of the newest complete checkpoint.
 //!
-//! On start the newest complete checkpoint is restored: each keyed operator keeps the keys that
+//! On start the newest complete checkpoint that can be read is restored (a damaged one is passed
+//! over for the one before it, which every completion keeps): each keyed operator keeps the keys that
 //! route to its worker (so the worker count may change), the park store is replaced by the
 //! checkpoint's, and the source resumes every partition at its position. Records after the cut
 //! are replayed and judged against the state of the cut: at-least-once, and a receiver sent
@@ -191,6 +192,9 @@ pub struct Checkpoints {
     source: String,
     run: String,
     restored: Option<PathBuf>,
+    /// Complete cuts newer than the restored one that could not be read: never kept as the
+    /// cut to fall back to (they are removed with the other older cuts).
+    passed_over: Vec<PathBuf>,
     mirror: Option<Arc<dyn Mirror>>,
     /// Older cuts being deleted from the mirror (on a thread of its own).
     pruning: Arc<Mutex<Pruning>>,
@@ -227,28 +231,30 @@ fn scan_local(dir: &Path) -> io::Result<(Vec<PathBuf>, u64)> {
     Ok((complete, generation))
 }
 
-/// The newest of the complete checkpoints `complete` (oldest first) that can be read: a cut
-/// whose manifest, a Parquet part's footer or a JSON part cannot be read (a truncated file, a
-/// disk's damage) is passed over with a warning, and its manifest set aside
-/// (`_COMPLETE.damaged`), for the cut before it: every completion keeps the cut before it for
-/// this. Records after the cut restored are read again (sent again where the damaged cut had
-/// them sent). When no complete cut can be read, an error says so: restoring nothing would
-/// send everything again.
-fn newest_sound(mut complete: Vec<PathBuf>) -> io::Result<Option<PathBuf>> {
+/// The newest of the complete checkpoints `complete` (oldest first) that can be read, and the
+/// newer ones passed over: a cut whose manifest, a Parquet part's footer, a JSON part or a line
+/// of `parked.jsonl` cannot be read (a truncated file, a disk's damage) is passed over with a
+/// warning for the cut before it (every completion keeps the cut before it for this), and left
+/// as it is: a later start judges it again, so a passing read error demotes nothing for good.
+/// Records after the cut restored are read again (sent again where the damaged cut had them
+/// sent). When no complete cut can be read, an error says so, at every start: restoring
+/// nothing would send everything again.
+fn newest_sound(mut complete: Vec<PathBuf>) -> io::Result<(Option<PathBuf>, Vec<PathBuf>)> {
+    let mut passed_over = Vec::new();
     let mut damaged = Vec::new();
     while let Some(cut) = complete.pop() {
         let Some(why) = damage(&cut) else {
-            return Ok(Some(cut));
+            return Ok((Some(cut), passed_over));
         };
         tracing::warn!(
             "checkpoint {} cannot be restored ({why}): restoring the one before it, if any",
             cut.display()
         );
-        let _ = std::fs::rename(cut.join(MANIFEST), cut.join(format!("{MANIFEST}.damaged")));
+        passed_over.push(cut);
         damaged.push(why);
     }
     if damaged.is_empty() {
-        return Ok(None);
+        return Ok((None, passed_over));
     }
     Err(io::Error::new(
         io::ErrorKind::InvalidData,
@@ -258,6 +264,13 @@ fn newest_sound(mut complete: Vec<PathBuf>) -> io::Result<Option<PathBuf>> {
             damaged.join("; ")
         ),
     ))
+}
+
+/// Whether `bytes` are one JSON value.
+fn json_value(bytes: &[u8]) -> Result<(), String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Why the checkpoint `dir` cannot be restored, if it cannot: its manifest, a Parquet part's
@@ -285,10 +298,16 @@ fn damage(dir: &Path) -> Option<String> {
         } else if name.ends_with(".json") {
             std::fs::read(&path)
                 .map_err(|e| e.to_string())
+                .and_then(|b| json_value(&b))
+        } else if name.ends_with(".jsonl") {
+            // Written whole and renamed into the cut: a torn line there is damage, not a crash
+            // in the middle of a write.
+            std::fs::read(&path)
+                .map_err(|e| e.to_string())
                 .and_then(|b| {
-                    serde_json::from_slice::<serde::de::IgnoredAny>(&b)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                    b.split(|&c| c == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .try_for_each(json_value)
                 })
         } else {
             Ok(())
@@ -440,14 +459,19 @@ impl Checkpoints {
     ) -> io::Result<Checkpoints> {
         let dir = state_dir.join("checkpoints");
         std::fs::create_dir_all(&dir)?;
-        let (restored, generation) = match &mirror {
-            Some(m) => fetch_newest(&dir, m.as_ref(), fresh)?,
+        let (restored, generation, passed_over) = match &mirror {
+            Some(m) => {
+                let (restored, generation) = fetch_newest(&dir, m.as_ref(), fresh)?;
+                (restored, generation, Vec::new())
+            }
             None => {
                 let (complete, generation) = scan_local(&dir)?;
-                (
-                    if fresh { None } else { newest_sound(complete)? },
-                    generation,
-                )
+                let (restored, passed_over) = if fresh {
+                    (None, Vec::new())
+                } else {
+                    newest_sound(complete)?
+                };
+                (restored, generation, passed_over)
             }
         };
         let base = match &restored {
@@ -475,6 +499,7 @@ impl Checkpoints {
             source: source.to_string(),
             run: format!("{:013}", generation + 1),
             restored,
+            passed_over,
             mirror,
             pruning: Arc::default(),
             shared: Arc::new(Mutex::new(Inner {
@@ -784,7 +809,9 @@ impl Checkpoints {
             }
         }
         older.sort();
-        let keep = older.iter().rposition(|p| p.join(MANIFEST).is_file());
+        let keep = older
+            .iter()
+            .rposition(|p| p.join(MANIFEST).is_file() && !self.passed_over.contains(p));
         for (i, path) in older.iter().enumerate() {
             if Some(i) != keep {
                 remove_path(path)?;
@@ -833,7 +860,8 @@ impl Checkpoints {
             m.put(&self.mirror_name(epoch, MANIFEST), &dir.join(MANIFEST))?;
             self.prune_mirror(m, epoch);
         }
-        // Everything older is superseded (complete or not), including the restored one.
+        // Everything older is superseded (complete or not), but the newest complete cut before
+        // this one, kept to restore if this one cannot be read.
         self.remove_older(&dir)?;
         let mut s = self.lock();
         s.base = merged;
@@ -1527,25 +1555,45 @@ mod tests {
         let open = || Checkpoints::open(dir.path(), "t", false);
         assert_eq!(open().unwrap().restored(), Some(c.dir_of(20).as_path()));
         // The newest cut's part cut short (its footer lost): the cut before it is restored,
-        // with its own positions, and the damaged one is no longer complete.
+        // with its own positions, at this start and the next (the damaged cut is left as it
+        // is, judged again each time).
         let part = c.dir_of(20).join("content-0.parquet");
         let bytes = std::fs::read(&part).unwrap();
         std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
+        for _ in 0..2 {
+            let again = open().unwrap();
+            assert_eq!(again.restored(), Some(c.dir_of(12).as_path()));
+            assert_eq!(again.restored_offsets(), BTreeMap::from([(0, 5)]));
+        }
+        // The run that restored 12 completes a cut: it keeps 12 to fall back to, not the
+        // damaged 20, which goes with the other older cuts.
         let again = open().unwrap();
-        assert_eq!(again.restored(), Some(c.dir_of(12).as_path()));
-        assert_eq!(again.restored_offsets(), BTreeMap::from([(0, 5)]));
-        assert!(!c.dir_of(20).join(MANIFEST).exists());
-        // Every complete cut damaged: an error that says so, not a run that restores nothing.
-        std::fs::write(c.dir_of(12).join(MANIFEST), b"{").unwrap();
-        let Err(err) = open() else {
-            panic!("no cut can be restored")
-        };
-        assert!(
-            err.to_string()
-                .contains("no complete checkpoint can be restored"),
-            "{err}"
-        );
-        assert!(err.to_string().contains("--from-start"), "{err}");
+        again.register_source();
+        again.register();
+        again.request_cut();
+        again.source_turn(0, 30, true);
+        again.deposit(30, 0, BTreeMap::from([(0, pos(11))]));
+        let part = again.part_path(30, "content-0.parquet").unwrap();
+        write_keyed(&part, [(30u128, vec![1i64])].into_iter()).unwrap();
+        again.part_written(30);
+        assert_eq!(again.complete_before(Some(31)).unwrap(), Some(30));
+        assert_eq!(cuts(), vec![c.dir_of(12), again.dir_of(30)]);
+        std::fs::remove_dir_all(again.dir_of(30)).unwrap();
+        // A torn line in the park store's part is damage too; every complete cut damaged: an
+        // error that says so, at every start, not a run that restores nothing.
+        std::fs::write(c.dir_of(12).join("parked.jsonl"), b"{\"a\": 1}\n{\"b\"").unwrap();
+        for _ in 0..2 {
+            let Err(err) = open() else {
+                panic!("no cut can be restored")
+            };
+            assert!(
+                err.to_string()
+                    .contains("no complete checkpoint can be restored"),
+                "{err}"
+            );
+            assert!(err.to_string().contains("parked.jsonl"), "{err}");
+            assert!(err.to_string().contains("--from-start"), "{err}");
+        }
         // A deliberate replay restores nothing and is not stopped by the damage.
         assert!(
             Checkpoints::open(dir.path(), "t", true)
