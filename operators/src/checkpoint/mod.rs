@@ -1455,6 +1455,15 @@ mod tests {
         }
     }
 
+    /// A partition read up to offset `o`, all of it in the cut.
+    fn pos(o: i64) -> Position {
+        Position {
+            offset: o,
+            read_to: o,
+            ..Position::default()
+        }
+    }
+
     #[test]
     fn sources_agree_on_a_cut_and_the_newest_complete_one_wins() {
         let dir = tempfile::tempdir().unwrap();
@@ -1477,11 +1486,6 @@ mod tests {
         assert_eq!(c.cuts_between(Some(12), 100), Vec::<Epoch>::new());
         assert_eq!(c.cuts_to_deposit(0, 12), Vec::<Epoch>::new());
         assert_eq!(c.cuts_to_deposit(0, 13), vec![12]);
-        let pos = |o| Position {
-            offset: o,
-            read_to: o,
-            ..Position::default()
-        };
         c.deposit(12, 0, BTreeMap::from([(0, pos(5))]));
         c.part_written(12);
         c.part_written(12);
@@ -1525,11 +1529,6 @@ mod tests {
         let c = Checkpoints::open(dir.path(), "t", false).unwrap();
         c.register_source();
         c.register();
-        let pos = |o| Position {
-            offset: o,
-            read_to: o,
-            ..Position::default()
-        };
         // Three cuts, each with a keyed part: the oldest is removed, the one before the newest
         // kept.
         for (cut, offset) in [(5, 2), (12, 5), (20, 9)] {
