@@ -373,15 +373,16 @@ fn fetch_newest(
         .find(|(_, files)| files.iter().any(|f| f == MANIFEST))
         .filter(|_| !fresh);
     if newest.is_none() && !fresh {
-        let (mut complete, local_generation) = scan_local(dir).map_err(at(dir))?;
-        if let Some(local) = complete.pop() {
+        let (complete, local_generation) = scan_local(dir).map_err(at(dir))?;
+        // This machine's newest cut that can be read (a damaged one is not copied there).
+        if let (Some(local), _) = newest_sound(complete.clone())? {
             tracing::info!(
                 "the checkpoint store has no checkpoint yet: copying this machine's newest, {}, there",
                 local.display()
             );
             upload(&local, mirror)?;
-            for other in complete {
-                remove_path(&other).map_err(at(&other))?;
+            for other in complete.iter().filter(|c| **c != local) {
+                remove_path(other).map_err(at(other))?;
             }
             return Ok((Some(local), generation.max(local_generation)));
         }
@@ -1794,6 +1795,9 @@ mod tests {
         c.register();
         c.register_source();
         one_cut(&c, 4, 40);
+        // A newer cut whose part is damaged is not the one brought: the newest readable is.
+        one_cut(&c, 8, 80);
+        std::fs::write(c.dir_of(8).join("content-0.parquet"), b"PAR1").unwrap();
         let mirror: Arc<dyn Mirror> = Arc::new(DirMirror(shared.path().into()));
         let moved = Checkpoints::open_mirrored(a.path(), "t", false, Some(mirror.clone())).unwrap();
         assert_eq!(moved.restored_offsets(), BTreeMap::from([(0, 40)]));
