@@ -460,6 +460,8 @@ impl Checkpoints {
     ) -> io::Result<Checkpoints> {
         let dir = state_dir.join("checkpoints");
         std::fs::create_dir_all(&dir)?;
+        // The directory's own entry durable (a job's first run), as its cuts' are.
+        sync_parent(&dir)?;
         let (restored, generation, passed_over) = match &mirror {
             Some(m) => {
                 let (restored, generation) = fetch_newest(&dir, m.as_ref(), fresh)?;
@@ -1020,9 +1022,21 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Fsyncs a directory (its entries).
+/// Fsyncs a directory (its entries). A file system that cannot fsync a directory at all (some
+/// FUSE and network mounts answer EINVAL or ENOTSUP, as PostgreSQL's `fsync_fname` also
+/// allows) is not an error: there is nothing more to make durable there.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    match File::open(dir)?.sync_all() {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) || e.raw_os_error() == Some(9) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn keyed_schema() -> Arc<Schema> {
