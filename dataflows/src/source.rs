@@ -23,8 +23,9 @@ use std::time::Duration;
 
 use tidings_model::time::Millis;
 use tidings_operators::checkpoint::{Checkpoints, Position};
+pub use tidings_operators::event_time::line_event_time;
+use tidings_operators::event_time::read_line;
 use tidings_operators::event_time::{EventTime, PartitionClock};
-pub use tidings_operators::event_time::{line_event_time, read_line};
 use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, InFlight, SourceRecord};
 use timely::container::CapacityContainerBuilder;

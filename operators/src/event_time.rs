@@ -94,16 +94,18 @@ pub fn read_line(bytes: &[u8], read_time: Millis) -> LineRead {
         payload: None,
     };
     let bytes = tidings_model::request::strip_bom(bytes);
-    let envelope = match serde_json::from_slice::<Probe<Payload>>(bytes) {
-        Ok(p) => p.envelope(),
-        // Reading the payload as text failed (invalid UTF-8, a lone surrogate), or the line is
-        // not JSON: skipped unread, as the `ts` alone was probed before, an envelope keeps its
-        // `ts` and goes on whole, for admit to refuse. (A replay judges it at its `ts`, never
-        // at the wall clock, which would move the partition's watermark.)
-        Err(_) => match serde_json::from_slice::<Probe<IgnoredAny>>(bytes) {
-            Ok(p) => p.envelope().map(|(ts, _)| (ts, Payload::Other)),
-            Err(_) => None,
-        },
+    // The payload as text (a request's JSON in a string always has escapes: never borrowed).
+    let envelope = match serde_json::from_slice::<Probe<String>>(bytes) {
+        Ok(p) => p.envelope().map(|(ts, text)| (ts, Some(text))),
+        // The payload is not a string, or not valid text (invalid UTF-8, a lone surrogate), or
+        // the line is not JSON: probed again with the payload skipped unread, as the `ts` alone
+        // was probed before, an envelope keeps its `ts` and goes on whole, for admit to refuse.
+        // (A replay judges it at its `ts`, never at the wall clock, which would move the
+        // partition's watermark.)
+        Err(_) => serde_json::from_slice::<Probe<IgnoredAny>>(bytes)
+            .ok()
+            .and_then(Probe::envelope)
+            .map(|(ts, _)| (ts, None)),
     };
     let Some((ts, payload)) = envelope else {
         return bare;
@@ -122,70 +124,8 @@ pub fn read_line(bytes: &[u8], read_time: Millis) -> LineRead {
             "envelope ts {other} is not a number of milliseconds"
         )),
     };
-    let payload = match (&time, payload) {
-        (Ok(_), Payload::Text(text)) => Some(text.into_owned().into_bytes()),
-        // A payload that is not a string is the admit stage's to refuse, with the line.
-        _ => None,
-    };
+    let payload = payload.filter(|_| time.is_ok()).map(String::into_bytes);
     LineRead { time, payload }
-}
-
-/// An envelope's `payload`: a string (borrowed from the line when it has no escapes), or any
-/// other JSON value, skipped.
-enum Payload<'a> {
-    Text(std::borrow::Cow<'a, str>),
-    Other,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Payload<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Payload<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Payload<'a>, E> {
-                Ok(Payload::Text(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Payload<'a>, E> {
-                Ok(Payload::Text(std::borrow::Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Payload<'a>, E> {
-                Ok(Payload::Text(std::borrow::Cow::Owned(v)))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Payload<'a>, E> {
-                Ok(Payload::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Payload<'a>, E> {
-                Ok(Payload::Other)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Payload<'a>, E> {
-                Ok(Payload::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Payload<'a>, E> {
-                Ok(Payload::Other)
-            }
-            fn visit_unit<E>(self) -> Result<Payload<'a>, E> {
-                Ok(Payload::Other)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Payload<'a>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Payload::Other)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Payload<'a>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Payload::Other)
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
 }
 
 /// When a record is judged.

@@ -1547,15 +1547,7 @@ mod tests {
         // Three cuts, each with a keyed part: the oldest is removed, the one before the newest
         // kept.
         for (cut, offset) in [(5, 2), (12, 5), (20, 9)] {
-            c.request_cut();
-            // One source: its joining agrees the cut at once.
-            c.source_turn(0, cut, true);
-            assert_eq!(c.cuts_to_deposit(0, cut + 1), vec![cut]);
-            c.deposit(cut, 0, BTreeMap::from([(0, pos(offset))]));
-            let part = c.part_path(cut, "content-0.parquet").unwrap();
-            write_keyed(&part, [(cut as u128, vec![1i64])].into_iter()).unwrap();
-            c.part_written(cut);
-            assert_eq!(c.complete_before(Some(cut + 1)).unwrap(), Some(cut));
+            one_cut(&c, cut, offset);
         }
         let cuts = || {
             let mut names: Vec<_> = std::fs::read_dir(dir.path().join("checkpoints"))
@@ -1584,13 +1576,7 @@ mod tests {
         let again = open().unwrap();
         again.register_source();
         again.register();
-        again.request_cut();
-        again.source_turn(0, 30, true);
-        again.deposit(30, 0, BTreeMap::from([(0, pos(11))]));
-        let part = again.part_path(30, "content-0.parquet").unwrap();
-        write_keyed(&part, [(30u128, vec![1i64])].into_iter()).unwrap();
-        again.part_written(30);
-        assert_eq!(again.complete_before(Some(31)).unwrap(), Some(30));
+        one_cut(&again, 30, 11);
         assert_eq!(cuts(), vec![c.dir_of(12), again.dir_of(30)]);
         std::fs::remove_dir_all(again.dir_of(30)).unwrap();
         // A torn line in the park store's part is damage too; every complete cut damaged: an
@@ -1742,12 +1728,7 @@ mod tests {
         write_keyed(&path, [(offset as u128, vec![offset])].into_iter()).unwrap();
         c.publish(epoch, "content-0.parquet").unwrap();
         c.part_written(epoch);
-        let at = Position {
-            offset,
-            read_to: offset,
-            ..Position::default()
-        };
-        c.deposit(epoch, 0, BTreeMap::from([(0, at)]));
+        c.deposit(epoch, 0, BTreeMap::from([(0, pos(offset))]));
         assert_eq!(c.complete_before(Some(epoch + 1)).unwrap(), Some(epoch));
     }
 
