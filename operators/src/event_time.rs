@@ -21,6 +21,8 @@ use tidings_model::time::Millis;
 
 use crate::Epoch;
 
+mod scan;
+
 /// How event time becomes epochs, and how late a record may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventTime {
@@ -71,7 +73,27 @@ pub struct LineRead {
 }
 
 /// Reads a file line once: its event time (as [`line_event_time`]) and an envelope's payload.
+///
+/// The envelopes kcat writes are read by a scanner of our own ([`scan`]: one pass, the payload
+/// unescaped into a buffer sized once); anything it is not sure of is read by serde, and both
+/// give every line the same reading (`the_scanner_reads_every_line_as_serde_does`).
 pub fn read_line(bytes: &[u8], read_time: Millis) -> LineRead {
+    match scan::scan(tidings_model::request::strip_bom(bytes)) {
+        Some(scan::Scan::Bare) => LineRead {
+            time: Ok(read_time),
+            payload: None,
+        },
+        Some(scan::Scan::Envelope { ts, payload }) => LineRead {
+            // kcat's "no timestamp" is -1.
+            time: Ok(ts.filter(|&t| t != -1).unwrap_or(read_time)),
+            payload: Some(payload),
+        },
+        None => read_line_serde(bytes, read_time),
+    }
+}
+
+/// [`read_line`] by serde alone: every line the scanner leaves, and the scanner's oracle.
+fn read_line_serde(bytes: &[u8], read_time: Millis) -> LineRead {
     #[derive(Deserialize)]
     struct Probe<P> {
         ts: Option<serde_json::Value>,
@@ -378,6 +400,206 @@ mod tests {
                 let whole: serde_json::Value = serde_json::from_slice(&line).unwrap();
                 proptest::prop_assert_eq!(whole["payload"].as_str().unwrap().as_bytes(), &payload[..]);
             }
+        }
+    }
+
+    #[test]
+    fn the_scanner_reads_kcats_envelopes() {
+        use scan::{Scan, scan};
+        let kcat = br#"{"topic":"requests","partition":0,"offset":7,"tstype":"create","ts":1763740800123,"broker":1,"headers":null,"key":"k\"1","payload":"{\"code\":\"send\",\"v\":\"\u00e9\ud83d\ude00\\\\\"}"}"#;
+        assert_eq!(
+            scan(kcat),
+            Some(Scan::Envelope {
+                ts: Some(1_763_740_800_123),
+                payload: "{\"code\":\"send\",\"v\":\"\u{e9}\u{1f600}\\\\\"}".into(),
+            })
+        );
+        assert_eq!(read_line(kcat, 5), read_line_serde(kcat, 5));
+        let ours = b"{\"ts\": -1, \"key\": \"0\", \"payload\": \"{}\"}\n";
+        assert_eq!(
+            read_line(ours, 5),
+            LineRead {
+                time: Ok(5),
+                payload: Some(b"{}".to_vec())
+            }
+        );
+        // A bare request is told at its first field.
+        assert_eq!(
+            scan(br#"{"code":"send","messageParam":[}"#),
+            Some(Scan::Bare)
+        );
+        assert_eq!(scan(b"{}"), Some(Scan::Bare));
+        // Left to serde: escaped keys, fractions, arrays, lone surrogates, raw bytes not text.
+        for line in [
+            &br#"{"t\u0073": 1, "payload": "x"}"#[..],
+            br#"{"ts": 1.0, "payload": "x"}"#,
+            br#"{"ts": 1, "h": [], "payload": "x"}"#,
+            br#"{"ts": 1, "payload": "\ud800"}"#,
+            b"{\"ts\": 1, \"payload\": \"\xC4\xE3\"}",
+            br#"{"ts": 1, "payload": "x", "ts": 2}"#,
+            br#"{"ts": 9223372036854775808, "payload": "x"}"#,
+            // serde reads -0 as a float.
+            br#"{"ts": -0, "payload": "x"}"#,
+            // serde reads a `null` request field as none.
+            br#"{"code": null, "payload": "x"}"#,
+        ] {
+            assert_eq!(scan(line), None, "{}", String::from_utf8_lossy(line));
+        }
+        assert_eq!(
+            scan(br#"{"ts": -9223372036854775808, "payload": ""}"#),
+            Some(Scan::Envelope {
+                ts: Some(i64::MIN),
+                payload: Vec::new()
+            })
+        );
+    }
+
+    /// A line of JSON-ish pieces: keys the probe reads and others, values of every kind and of
+    /// none, whitespace JSON allows and some it does not.
+    fn jsonish_line() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("\"ts\"".to_string()),
+            Just("\"payload\"".to_string()),
+            Just("\"key\"".to_string()),
+            Just("\"code\"".to_string()),
+            Just("\"messageTemplateId\"".to_string()),
+            Just("\"t\\u0073\"".to_string()),
+            Just("\"\u{e9}\"".to_string()),
+            "\\PC{0,4}".prop_map(|k| serde_json::to_string(&k).unwrap()),
+        ];
+        let raw = proptest::collection::vec(
+            prop_oneof![
+                any::<u8>(),
+                Just(b'\\'),
+                Just(b'"'),
+                Just(b'u'),
+                Just(b'd'),
+                Just(b'8'),
+                Just(b'a'),
+            ],
+            0..12,
+        )
+        .prop_map(|mut b| {
+            b.insert(0, b'"');
+            b.push(b'"');
+            b
+        });
+        let value = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+            any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+            prop_oneof![
+                Just("-0"),
+                Just("01"),
+                Just("1.5"),
+                Just("1e3"),
+                Just("-"),
+                Just("-1"),
+                Just("9223372036854775808"),
+                Just("-9223372036854775808"),
+                Just("-9223372036854775809"),
+                Just("null"),
+                Just("true"),
+                Just("false"),
+                Just("nul"),
+                Just("[1, \"x\"]"),
+                Just("{\"a\": null}"),
+                Just("\"\\ud83d\\ude00\\u00e9\\n\""),
+                Just("\"\\ud83d\\u0041\""),
+                Just("\"\\udc00\""),
+                Just("\"\\uD83D\\uDE00\""),
+                Just("\"\\x\""),
+            ]
+            .prop_map(|v| v.as_bytes().to_vec()),
+            "\\PC{0,16}".prop_map(|t| serde_json::to_string(&t).unwrap().into_bytes()),
+            raw,
+        ];
+        let space = prop_oneof![
+            16 => Just(""),
+            8 => Just(" "),
+            2 => Just("\t"),
+            2 => Just("\r\n"),
+            1 => Just("\x0c"),
+        ];
+        // Mostly an envelope's own members, well formed, so that most lines are read by the
+        // scanner (a `ts`, a key and a payload, in any order), and any keys with any values.
+        let ts = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+            Just(b"-1".to_vec()),
+            Just(b"null".to_vec()),
+        ]
+        .prop_map(|v| ("\"ts\"".to_string(), v));
+        let payload = "\\PC{0,40}".prop_map(|t| {
+            (
+                "\"payload\"".to_string(),
+                serde_json::to_string(&t).unwrap().into_bytes(),
+            )
+        });
+        let kafka_key = "[ -~]{0,8}".prop_map(|t| {
+            (
+                "\"key\"".to_string(),
+                serde_json::to_string(&t).unwrap().into_bytes(),
+            )
+        });
+        let members = (
+            proptest::option::weighted(0.9, ts),
+            proptest::option::weighted(0.5, kafka_key),
+            proptest::option::weighted(0.9, payload),
+            proptest::option::weighted(0.4, (key, value)),
+        )
+            .prop_map(|(ts, k, p, any)| [ts, k, p, any].into_iter().flatten().collect::<Vec<_>>())
+            .prop_shuffle();
+        let member_space = (space.clone(), space.clone());
+        (
+            proptest::option::of(Just("\u{feff}")),
+            members,
+            proptest::collection::vec(member_space, 8),
+            space,
+            proptest::option::weighted(
+                0.3,
+                (any::<proptest::sample::Index>(), any::<u8>(), 0..3u8),
+            ),
+        )
+            .prop_map(|(bom, members, spaces, end, edit)| {
+                let mut line = bom.unwrap_or_default().as_bytes().to_vec();
+                line.push(b'{');
+                for (i, ((key, value), (before, after))) in
+                    members.into_iter().zip(spaces).enumerate()
+                {
+                    if i > 0 {
+                        line.push(b',');
+                    }
+                    line.extend_from_slice(key.as_bytes());
+                    line.extend_from_slice(before.as_bytes());
+                    line.push(b':');
+                    line.extend_from_slice(&value);
+                    line.extend_from_slice(after.as_bytes());
+                }
+                line.push(b'}');
+                line.extend_from_slice(end.as_bytes());
+                // One byte put in, taken out or changed anywhere.
+                if let Some((at, byte, how)) = edit {
+                    let at = at.index(line.len() + 1);
+                    match how {
+                        0 => line.insert(at, byte),
+                        1 if at < line.len() => {
+                            line.remove(at);
+                        }
+                        _ if at < line.len() => line[at] = byte,
+                        _ => {}
+                    }
+                }
+                line
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(4096))]
+        /// The scanner reads every line as serde does: same time, same payload, or it leaves
+        /// the line to serde.
+        #[test]
+        fn the_scanner_reads_every_line_as_serde_does(line in jsonish_line()) {
+            proptest::prop_assert_eq!(read_line(&line, 5), read_line_serde(&line, 5));
         }
     }
 }
