@@ -429,6 +429,11 @@ mod tests {
             Some(Scan::Bare)
         );
         assert_eq!(scan(b"{}"), Some(Scan::Bare));
+        // A field twice: serde refuses the line, so it goes on whole.
+        assert_eq!(
+            scan(br#"{"ts": 1, "payload": "x", "ts": 2}"#),
+            Some(Scan::Bare)
+        );
         // Left to serde: escaped keys, fractions, arrays, lone surrogates, raw bytes not text.
         for line in [
             &br#"{"t\u0073": 1, "payload": "x"}"#[..],
@@ -436,7 +441,6 @@ mod tests {
             br#"{"ts": 1, "h": [], "payload": "x"}"#,
             br#"{"ts": 1, "payload": "\ud800"}"#,
             b"{\"ts\": 1, \"payload\": \"\xC4\xE3\"}",
-            br#"{"ts": 1, "payload": "x", "ts": 2}"#,
             br#"{"ts": 9223372036854775808, "payload": "x"}"#,
             // serde reads -0 as a float.
             br#"{"ts": -0, "payload": "x"}"#,
@@ -455,8 +459,9 @@ mod tests {
     }
 
     /// A line of JSON-ish pieces: keys the probe reads and others, values of every kind and of
-    /// none, whitespace JSON allows and some it does not.
-    fn jsonish_line() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    /// none, whitespace JSON allows and some it does not; and whether the line is a well-formed
+    /// envelope the scanner must read itself (not leave to serde).
+    fn jsonish_line() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, bool)> {
         use proptest::prelude::*;
         let key = prop_oneof![
             Just("\"ts\"".to_string()),
@@ -468,115 +473,119 @@ mod tests {
             Just("\"\u{e9}\"".to_string()),
             "\\PC{0,4}".prop_map(|k| serde_json::to_string(&k).unwrap()),
         ];
-        let raw = proptest::collection::vec(
-            prop_oneof![
-                any::<u8>(),
-                Just(b'\\'),
-                Just(b'"'),
-                Just(b'u'),
-                Just(b'd'),
-                Just(b'8'),
-                Just(b'a'),
-            ],
-            0..12,
-        )
-        .prop_map(|mut b| {
-            b.insert(0, b'"');
-            b.push(b'"');
-            b
-        });
+        let edge = prop_oneof![
+            Just("-0"),
+            Just("01"),
+            Just("1.5"),
+            Just("1e3"),
+            Just("-"),
+            Just("-1"),
+            Just("9223372036854775807"),
+            Just("9223372036854775808"),
+            Just("18446744073709551616"),
+            Just("-9223372036854775808"),
+            Just("-9223372036854775809"),
+            Just("null"),
+            Just("nullx"),
+            Just("true"),
+            Just("false"),
+            Just("nul"),
+            Just("[1, \"x\"]"),
+            Just("{\"a\": null}"),
+            Just("\"1\""),
+        ]
+        .prop_map(|v| v.as_bytes().to_vec());
         let value = prop_oneof![
             any::<i64>().prop_map(|n| n.to_string().into_bytes()),
             any::<u64>().prop_map(|n| n.to_string().into_bytes()),
-            prop_oneof![
-                Just("-0"),
-                Just("01"),
-                Just("1.5"),
-                Just("1e3"),
-                Just("-"),
-                Just("-1"),
-                Just("9223372036854775808"),
-                Just("-9223372036854775808"),
-                Just("-9223372036854775809"),
-                Just("null"),
-                Just("true"),
-                Just("false"),
-                Just("nul"),
-                Just("[1, \"x\"]"),
-                Just("{\"a\": null}"),
-                Just("\"\\ud83d\\ude00\\u00e9\\n\""),
-                Just("\"\\ud83d\\u0041\""),
-                Just("\"\\udc00\""),
-                Just("\"\\uD83D\\uDE00\""),
-                Just("\"\\x\""),
-            ]
-            .prop_map(|v| v.as_bytes().to_vec()),
+            edge.clone(),
             "\\PC{0,16}".prop_map(|t| serde_json::to_string(&t).unwrap().into_bytes()),
-            raw,
+            scan::tests::json_string(true),
         ];
         let space = prop_oneof![
-            16 => Just(""),
-            8 => Just(" "),
-            2 => Just("\t"),
-            2 => Just("\r\n"),
+            40 => Just(""),
+            20 => Just(" "),
+            4 => Just("\t"),
+            4 => Just("\r\n"),
             1 => Just("\x0c"),
         ];
-        // Mostly an envelope's own members, well formed, so that most lines are read by the
-        // scanner (a `ts`, a key and a payload, in any order), and any keys with any values.
+        // Mostly an envelope's own members, so that most lines are read by the scanner (a `ts`,
+        // a key and a payload, in any order, as kcat writes them), and any keys with any values.
         let ts = prop_oneof![
-            any::<i64>().prop_map(|n| n.to_string().into_bytes()),
-            Just(b"-1".to_vec()),
-            Just(b"null".to_vec()),
+            6 => any::<i64>().prop_map(|n| (n.to_string().into_bytes(), true)),
+            2 => Just((b"-1".to_vec(), true)),
+            1 => Just((b"null".to_vec(), true)),
+            1 => edge.prop_map(|v| (v, false)),
         ]
-        .prop_map(|v| ("\"ts\"".to_string(), v));
-        let payload = "\\PC{0,40}".prop_map(|t| {
-            (
-                "\"payload\"".to_string(),
-                serde_json::to_string(&t).unwrap().into_bytes(),
-            )
-        });
-        let kafka_key = "[ -~]{0,8}".prop_map(|t| {
-            (
-                "\"key\"".to_string(),
-                serde_json::to_string(&t).unwrap().into_bytes(),
-            )
-        });
+        .prop_map(|(v, fine)| ("\"ts\"".to_string(), v, fine));
+        let payload = prop_oneof![
+            "\\PC{0,40}".prop_map(|t| (serde_json::to_string(&t).unwrap().into_bytes(), true)),
+            scan::tests::json_string(false).prop_map(|t| (t, true)),
+            scan::tests::json_string(true).prop_map(|t| (t, false)),
+        ]
+        .prop_map(|(v, fine)| ("\"payload\"".to_string(), v, fine));
+        let kafka = prop_oneof![
+            "[ -~]{0,8}".prop_map(|t| ("\"key\"", serde_json::to_string(&t).unwrap())),
+            Just(("\"topic\"", "\"requests\"".to_string())),
+            any::<i32>().prop_map(|n| ("\"partition\"", n.to_string())),
+            Just(("\"headers\"", "null".to_string())),
+            Just(("\"tstype\"", "\"create\"".to_string())),
+        ]
+        .prop_map(|(k, v)| (k.to_string(), v.into_bytes(), true));
         let members = (
             proptest::option::weighted(0.9, ts),
-            proptest::option::weighted(0.5, kafka_key),
+            proptest::collection::vec(kafka, 0..3),
             proptest::option::weighted(0.9, payload),
-            proptest::option::weighted(0.4, (key, value)),
+            proptest::option::weighted(0.3, (key, value).prop_map(|(k, v)| (k, v, false))),
         )
-            .prop_map(|(ts, k, p, any)| [ts, k, p, any].into_iter().flatten().collect::<Vec<_>>())
-            .prop_shuffle();
-        let member_space = (space.clone(), space.clone());
+            .prop_map(|(ts, mut kafka, p, any)| {
+                // Whether the scanner must read it: a payload, a `ts` and every other member
+                // as kcat writes them, and no key twice.
+                let fine = p.is_some()
+                    && [&ts, &p].iter().all(|m| m.as_ref().is_none_or(|m| m.2))
+                    && any.is_none()
+                    && kafka
+                        .iter()
+                        .map(|m| &m.0)
+                        .collect::<std::collections::HashSet<_>>()
+                        .len()
+                        == kafka.len();
+                let mut all: Vec<_> = ts.into_iter().chain(p).collect();
+                all.append(&mut kafka);
+                all.extend(any);
+                (all, fine)
+            })
+            .prop_flat_map(|(all, fine)| (Just(all).prop_shuffle(), Just(fine)));
+        let spaces = proptest::collection::vec(space.clone(), 16);
         (
             proptest::option::of(Just("\u{feff}")),
             members,
-            proptest::collection::vec(member_space, 8),
+            spaces,
             space,
             proptest::option::weighted(
-                0.3,
+                0.2,
                 (any::<proptest::sample::Index>(), any::<u8>(), 0..3u8),
             ),
         )
-            .prop_map(|(bom, members, spaces, end, edit)| {
+            .prop_map(|(bom, (members, fine), spaces, end, edit)| {
                 let mut line = bom.unwrap_or_default().as_bytes().to_vec();
                 line.push(b'{');
-                for (i, ((key, value), (before, after))) in
-                    members.into_iter().zip(spaces).enumerate()
-                {
+                let mut space = spaces.iter().cycle();
+                for (i, (key, value, _)) in members.into_iter().enumerate() {
                     if i > 0 {
                         line.push(b',');
                     }
+                    line.extend_from_slice(space.next().unwrap().as_bytes());
                     line.extend_from_slice(key.as_bytes());
-                    line.extend_from_slice(before.as_bytes());
+                    line.extend_from_slice(space.next().unwrap().as_bytes());
                     line.push(b':');
+                    line.extend_from_slice(space.next().unwrap().as_bytes());
                     line.extend_from_slice(&value);
-                    line.extend_from_slice(after.as_bytes());
+                    line.extend_from_slice(space.next().unwrap().as_bytes());
                 }
                 line.push(b'}');
                 line.extend_from_slice(end.as_bytes());
+                let fine = fine && edit.is_none() && !line.contains(&0x0c);
                 // One byte put in, taken out or changed anywhere.
                 if let Some((at, byte, how)) = edit {
                     let at = at.index(line.len() + 1);
@@ -589,7 +598,7 @@ mod tests {
                         _ => {}
                     }
                 }
-                line
+                (line, fine)
             })
     }
 
@@ -598,8 +607,17 @@ mod tests {
         /// The scanner reads every line as serde does: same time, same payload, or it leaves
         /// the line to serde.
         #[test]
-        fn the_scanner_reads_every_line_as_serde_does(line in jsonish_line()) {
+        fn the_scanner_reads_every_line_as_serde_does((line, fine) in jsonish_line()) {
             proptest::prop_assert_eq!(read_line(&line, 5), read_line_serde(&line, 5));
+            if fine {
+                // Well formed as kcat writes it: read by the scanner, not left to serde.
+                let scanned = scan::scan(tidings_model::request::strip_bom(&line));
+                proptest::prop_assert!(
+                    matches!(scanned, Some(scan::Scan::Envelope { .. })),
+                    "left to serde: {}",
+                    String::from_utf8_lossy(&line)
+                );
+            }
         }
     }
 }
