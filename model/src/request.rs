@@ -96,9 +96,9 @@ struct Line<'a> {
     #[serde(default)]
     message_template_id: Option<IdValue>,
     #[serde(default)]
-    message_param: Option<MessageParam>,
+    message_param: Option<Object<MessageParam>>,
     #[serde(default)]
-    message_param_list: Option<Vec<MessageParam>>,
+    message_param_list: Option<Vec<Object<MessageParam>>>,
     #[serde(default)]
     recall_message_ids: Option<Vec<String>>,
     // kcat -J envelope fields.
@@ -107,6 +107,28 @@ struct Line<'a> {
     /// `Some(Null)` for `"payload": null` (a kcat tombstone), `None` when absent.
     #[serde(default, deserialize_with = "present")]
     payload: Option<Value>,
+}
+
+/// `T` read from a JSON object only. serde's derived structs also take an array of their
+/// fields in order, so `["send", 1, {...}]` would be read as a request: no client writes one,
+/// and one that did means a mistake, which gets a dead letter.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Map<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Map<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Map(std::marker::PhantomData)).map(Object)
+    }
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -119,7 +141,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// validator judges its range (`tidings_model::time::check_event_time`).
 pub fn decode_line(bytes: &[u8], read_time: Millis) -> Result<(Millis, Request), String> {
     let bytes = strip_bom(bytes);
-    let line: Line = serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
+    let Object(line): Object<Line> =
+        serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
     if line.code.is_none()
         && line.message_template_id.is_none()
         && let Some(payload) = line.payload
@@ -144,7 +167,8 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
 /// Decodes a request body (a Kafka record's value, or an envelope's payload).
 pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
     let bytes = strip_bom(bytes);
-    let line: Line = serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
+    let Object(line): Object<Line> =
+        serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
     request_from(line)
 }
 
@@ -167,8 +191,8 @@ fn request_from(line: Line) -> Result<Request, String> {
         (Some(_), Some(_)) => {
             return Err("both messageParam and messageParamList given: send one of them".into());
         }
-        (Some(p), None) => vec![p],
-        (None, Some(list)) => list,
+        (Some(p), None) => vec![p.0],
+        (None, Some(list)) => list.into_iter().map(|p| p.0).collect(),
         (None, None) if code == Code::Recall => Vec::new(),
         (None, None) => return Err("neither messageParam nor messageParamList given".into()),
     };
@@ -282,6 +306,23 @@ mod tests {
                 "not an integer",
             ),
             (r#"{"ts":1,"payload":null}"#, "not a string"),
+            // serde's derived structs would take the fields in order from an array.
+            (
+                r#"["send", 1, {"receiver": "13800138000"}]"#,
+                "invalid type: sequence, expected a JSON object",
+            ),
+            (
+                r#"[1, "{\"code\":\"send\",\"messageTemplateId\":1,\"messageParam\":{}}"]"#,
+                "expected a JSON object",
+            ),
+            (
+                r#"{"code":"send","messageTemplateId":1,"messageParam":["13800138000"]}"#,
+                "expected a JSON object",
+            ),
+            (
+                r#"{"code":"send","messageTemplateId":1,"messageParamList":[{}, [null, "x"]]}"#,
+                "expected a JSON object",
+            ),
         ];
         for (line, want) in cases {
             let err = decode_line(line.as_bytes(), 0).unwrap_err();

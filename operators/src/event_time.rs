@@ -117,16 +117,18 @@ fn read_line_serde(bytes: &[u8], read_time: Millis) -> LineRead {
     };
     let bytes = tidings_model::request::strip_bom(bytes);
     // The payload as text (a request's JSON in a string always has escapes: never borrowed).
-    let envelope = match serde_json::from_slice::<Probe<String>>(bytes) {
-        Ok(p) => p.envelope().map(|(ts, text)| (ts, Some(text))),
+    // An object only (serde's derived structs also take an array of their fields in order).
+    use tidings_model::request::Object;
+    let envelope = match serde_json::from_slice::<Object<Probe<String>>>(bytes) {
+        Ok(Object(p)) => p.envelope().map(|(ts, text)| (ts, Some(text))),
         // The payload is not a string, or not valid text (invalid UTF-8, a lone surrogate), or
         // the line is not JSON: probed again with the payload skipped unread, as the `ts` alone
         // was probed before, an envelope keeps its `ts` and goes on whole, for admit to refuse.
         // (A replay judges it at its `ts`, never at the wall clock, which would move the
         // partition's watermark.)
-        Err(_) => serde_json::from_slice::<Probe<IgnoredAny>>(bytes)
+        Err(_) => serde_json::from_slice::<Object<Probe<IgnoredAny>>>(bytes)
             .ok()
-            .and_then(Probe::envelope)
+            .and_then(|Object(p)| p.envelope())
             .map(|(ts, _)| (ts, None)),
     };
     let Some((ts, payload)) = envelope else {
@@ -279,6 +281,8 @@ mod tests {
             r#"{"ts": 5, "payload": 7}"#,
             r#"{"code": "send", "payload": "{}"}"#,
             "{oops",
+            // An array of an envelope's fields in order is not an envelope.
+            r#"[1763740800123, "{}", null, null]"#,
         ] {
             assert_eq!(read_line(line.as_bytes(), 5).payload, None, "{line}");
             payload_decodes_as_the_line(line);
