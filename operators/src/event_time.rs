@@ -284,7 +284,8 @@ mod tests {
             // An array of an envelope's fields in order is not an envelope.
             r#"[1763740800123, "{}", null, null]"#,
         ] {
-            assert_eq!(read_line(line.as_bytes(), 5).payload, None, "{line}");
+            let read = read_line(line.as_bytes(), 5);
+            assert_eq!((read.time, read.payload), (Ok(5), None), "{line}");
             payload_decodes_as_the_line(line);
         }
         // A payload that is not valid text (a GBK byte pair, a lone surrogate's escape): the
