@@ -299,7 +299,7 @@ fn read_line_capped(
         if buf.is_empty() {
             return Ok((consumed, full, false));
         }
-        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
             Some(i) => (&buf[..=i], true),
             None => (buf, false),
         };
