@@ -141,17 +141,12 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// timestamp, means `read_time`). Any other `ts` is returned as written, however far out: the
 /// validator judges its range (`tidings_model::time::check_event_time`).
 pub fn decode_line(bytes: &[u8], read_time: Millis) -> Result<(Millis, Request), String> {
-    let bytes = strip_bom(bytes);
-    let Object(line): Object<Line> =
-        serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
+    let line = parse(bytes)?;
     if line.code.is_none()
         && line.message_template_id.is_none()
         && let Some(payload) = line.payload
     {
-        let event_time = match line.ts {
-            None | Some(-1) => read_time,
-            Some(ts) => ts,
-        };
+        let event_time = envelope_time(line.ts, read_time);
         let Value::String(text) = payload else {
             return Err("envelope payload is not a string".into());
         };
@@ -167,10 +162,24 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
 
 /// Decodes a request body (a Kafka record's value, or an envelope's payload).
 pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
-    let bytes = strip_bom(bytes);
-    let Object(line): Object<Line> =
-        serde_json::from_slice(bytes).map_err(|e| format!("unparsable JSON: {e}"))?;
-    request_from(line)
+    request_from(parse(bytes)?)
+}
+
+/// A request's JSON object (or an envelope's), after a byte order mark.
+#[inline]
+fn parse(bytes: &[u8]) -> Result<Line<'_>, String> {
+    serde_json::from_slice::<Object<Line>>(strip_bom(bytes))
+        .map(|Object(line)| line)
+        .map_err(|e| format!("unparsable JSON: {e}"))
+}
+
+/// The event time of a kcat `-J` envelope whose `ts` is `ts`: that, or `read_time` when it has
+/// none (absent, or kcat's `-1` for a record without a timestamp).
+pub fn envelope_time(ts: Option<i64>, read_time: Millis) -> Millis {
+    match ts {
+        None | Some(-1) => read_time,
+        Some(ts) => ts,
+    }
 }
 
 fn request_from(line: Line) -> Result<Request, String> {

@@ -17,6 +17,7 @@
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use tidings_model::request::envelope_time;
 use tidings_model::time::Millis;
 
 use crate::Epoch;
@@ -84,8 +85,7 @@ pub fn read_line(bytes: &[u8], read_time: Millis) -> LineRead {
             payload: None,
         },
         Some(scan::Scan::Envelope { ts, payload }) => LineRead {
-            // kcat's "no timestamp" is -1.
-            time: Ok(ts.filter(|&t| t != -1).unwrap_or(read_time)),
+            time: Ok(envelope_time(ts, read_time)),
             payload: Some(payload),
         },
         None => read_line_serde(bytes, read_time),
@@ -137,9 +137,7 @@ fn read_line_serde(bytes: &[u8], read_time: Millis) -> LineRead {
     let time = match ts {
         None | Some(serde_json::Value::Null) => Ok(read_time),
         Some(serde_json::Value::Number(n)) => match n.as_i64() {
-            // kcat's "no timestamp".
-            Some(-1) => Ok(read_time),
-            Some(t) => Ok(t),
+            Some(t) => Ok(envelope_time(Some(t), read_time)),
             None => Err(format!(
                 "envelope ts {n} is not a whole number of milliseconds that fits in 64 bits"
             )),

@@ -40,7 +40,7 @@ pub(super) fn scan(bytes: &[u8]) -> Option<Scan> {
                 // A request's own field (serde reads `null` as no field: left to it), at the top
                 // level of what has parsed so far: whatever follows, serde makes the line bare
                 // (it either parses and is not an envelope, or fails both probes).
-                b"code" | b"messageTemplateId" if !c.b[c.i..].starts_with(b"null") => {
+                b"code" | b"messageTemplateId" if !c.at(b"null") => {
                     return Some(Scan::Bare);
                 }
                 b"code" | b"messageTemplateId" => return None,
@@ -91,6 +91,21 @@ fn special_bytes(w: u64) -> u64 {
     control | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))
 }
 
+/// The character a short escape (`\n`, `\"`...) stands for, after its backslash.
+fn short_escape(c: u8) -> Option<u8> {
+    Some(match c {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'/' => b'/',
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        _ => return None,
+    })
+}
+
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
@@ -101,6 +116,20 @@ impl<'a> Cursor<'a> {
         let c = *self.b.get(self.i)?;
         self.i += 1;
         Some(c)
+    }
+
+    /// Whether the literal `word` comes next.
+    fn at(&self, word: &[u8]) -> bool {
+        self.b[self.i..].starts_with(word)
+    }
+
+    /// Takes the literal `word` if it comes next.
+    fn word(&mut self, word: &[u8]) -> bool {
+        let at = self.at(word);
+        if at {
+            self.i += word.len();
+        }
+        at
     }
 
     fn eat(&mut self, want: u8) -> Option<()> {
@@ -132,8 +161,7 @@ impl<'a> Cursor<'a> {
     /// `null`, or a whole number that fits in 64 bits (serde's `as_i64`); anything else (a
     /// fraction, an exponent, a string: refused by serde with its own words) is left to serde.
     fn ts(&mut self) -> Option<Option<i64>> {
-        if self.b[self.i..].starts_with(b"null") {
-            self.i += 4;
+        if self.word(b"null") {
             return Some(None);
         }
         let negative = self.eat(b'-').is_some();
@@ -179,12 +207,7 @@ impl<'a> Cursor<'a> {
                     match self.next()? {
                         b'"' => return Some(()),
                         b'\\' => {
-                            if !matches!(
-                                self.next()?,
-                                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't'
-                            ) {
-                                return None;
-                            }
+                            short_escape(self.next()?)?;
                         }
                         0x20..=0x7e => {}
                         _ => return None,
@@ -195,15 +218,10 @@ impl<'a> Cursor<'a> {
                 self.eat(b'-');
                 self.digits().map(|_| ())
             }
-            _ => {
-                for word in [&b"null"[..], b"true", b"false"] {
-                    if self.b[self.i..].starts_with(word) {
-                        self.i += word.len();
-                        return Some(());
-                    }
-                }
-                None
-            }
+            _ => [&b"null"[..], b"true", b"false"]
+                .into_iter()
+                .any(|w| self.word(w))
+                .then_some(()),
         }
     }
 
@@ -244,26 +262,16 @@ impl<'a> Cursor<'a> {
                 b'\\' => {}
                 _ => return None,
             }
-            let unescaped = match *b.get(i)? {
-                b'"' => b'"',
-                b'\\' => b'\\',
-                b'/' => b'/',
-                b'b' => 0x08,
-                b'f' => 0x0c,
-                b'n' => b'\n',
-                b'r' => b'\r',
-                b't' => b'\t',
-                b'u' => {
-                    self.i = i + 1;
-                    let c = self.code_point()?;
-                    i = self.i;
-                    let utf8 = c.encode_utf8(&mut [0; 4]).len();
-                    c.encode_utf8(out.get_mut(n..n + utf8)?);
-                    n += utf8;
-                    continue;
-                }
-                _ => return None,
-            };
+            let escaped = *b.get(i)?;
+            if escaped == b'u' {
+                self.i = i + 1;
+                let c = self.code_point()?;
+                i = self.i;
+                c.encode_utf8(out.get_mut(n..n + c.len_utf8())?);
+                n += c.len_utf8();
+                continue;
+            }
+            let unescaped = short_escape(escaped)?;
             i += 1;
             *out.get_mut(n)? = unescaped;
             n += 1;
