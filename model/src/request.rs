@@ -141,6 +141,16 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// timestamp, means `read_time`). Any other `ts` is returned as written, however far out: the
 /// validator judges its range (`tidings_model::time::check_event_time`).
 pub fn decode_line(bytes: &[u8], read_time: Millis) -> Result<(Millis, Request), String> {
+    decode_line_by(bytes, read_time, parse)
+}
+
+/// [`decode_line`] with the JSON read by `parse` (the tests' oracle reads it as bytes).
+#[inline]
+fn decode_line_by(
+    bytes: &[u8],
+    read_time: Millis,
+    parse: fn(&[u8]) -> Result<Line<'_>, String>,
+) -> Result<(Millis, Request), String> {
     let line = parse(bytes)?;
     if line.code.is_none()
         && line.message_template_id.is_none()
@@ -150,7 +160,7 @@ pub fn decode_line(bytes: &[u8], read_time: Millis) -> Result<(Millis, Request),
         let Value::String(text) = payload else {
             return Err("envelope payload is not a string".into());
         };
-        return decode_request(text.as_bytes()).map(|r| (event_time, r));
+        return request_from(parse(text.as_bytes())?).map(|r| (event_time, r));
     }
     request_from(line).map(|r| (read_time, r))
 }
@@ -166,11 +176,21 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
 }
 
 /// A request's JSON object (or an envelope's), after a byte order mark.
+///
+/// Bytes that are UTF-8 throughout (all but broken records) are checked once and read as a
+/// `str`: read from bytes, serde_json checks every string it meets on its own, a call each
+/// (~1,000 instructions a request). On a `str` it reads the same values and gives the same
+/// errors at the same places (`str_and_bytes_read_alike`); bytes that are not UTF-8 are read as
+/// bytes, for serde_json's own error.
 #[inline]
 fn parse(bytes: &[u8]) -> Result<Line<'_>, String> {
-    serde_json::from_slice::<Object<Line>>(strip_bom(bytes))
-        .map(|Object(line)| line)
-        .map_err(|e| format!("unparsable JSON: {e}"))
+    let bytes = strip_bom(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str::<Object<Line>>(text),
+        Err(_) => serde_json::from_slice::<Object<Line>>(bytes),
+    }
+    .map(|Object(line)| line)
+    .map_err(|e| format!("unparsable JSON: {e}"))
 }
 
 /// The event time of a kcat `-J` envelope whose `ts` is `ts`: that, or `read_time` when it has
@@ -337,6 +357,140 @@ mod tests {
         for (line, want) in cases {
             let err = decode_line(line.as_bytes(), 0).unwrap_err();
             assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+
+    /// serde_json's reading of bytes, as `parse` read every record before.
+    fn parse_bytes(bytes: &[u8]) -> Result<Line<'_>, String> {
+        serde_json::from_slice::<Object<Line>>(strip_bom(bytes))
+            .map(|Object(line)| line)
+            .map_err(|e| format!("unparsable JSON: {e}"))
+    }
+
+    /// A JSON value that may be a request's, an envelope's or neither: members of every field
+    /// a request or an envelope has, strings with escapes and characters of every width.
+    fn jsonish() -> impl Strategy<Value = String> {
+        let text = prop_oneof![
+            Just("send".to_string()),
+            Just("recall".to_string()),
+            Just("13800138000,13900139000".to_string()),
+            Just(r#"a\"b\\c\u00e9\ud83d\ude00\n"#.to_string()),
+            Just(r"\ud800".to_string()),
+            Just("héllo 世界 😀".to_string()),
+            "[a-z0-9 ,]{0,12}",
+        ]
+        .prop_map(|t| format!("\"{t}\""));
+        let scalar = prop_oneof![
+            text.clone(),
+            Just("7".to_string()),
+            Just("-1".to_string()),
+            Just("1.5e3".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+        ];
+        let leaf = scalar.clone().boxed();
+        let value = leaf.prop_recursive(3, 24, 4, move |inner| {
+            let key = prop_oneof![
+                Just("code"),
+                Just("messageTemplateId"),
+                Just("messageParam"),
+                Just("messageParamList"),
+                Just("receiver"),
+                Just("variables"),
+                Just("extra"),
+                Just("bizId"),
+                Just("recallMessageIds"),
+                Just("ts"),
+                Just("payload"),
+                Just(r"c\u00f6de"),
+                Just("ü"),
+            ];
+            prop_oneof![
+                proptest::collection::vec((key, inner.clone()), 0..5).prop_map(|members| {
+                    let m: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, v)| format!("\"{k}\": {v}"))
+                        .collect();
+                    format!("{{{}}}", m.join(","))
+                }),
+                proptest::collection::vec(inner, 0..3)
+                    .prop_map(|items| format!("[{}]", items.join(", "))),
+            ]
+        });
+        let code = prop_oneof![
+            6 => Just(r#""send""#.to_string()),
+            1 => Just(r#""recall""#.to_string()),
+            1 => text.clone(),
+        ];
+        let id =
+            prop_oneof![4 => Just("7".to_string()), 1 => Just(r#""8""#.to_string()), 1 => scalar];
+        let plain = prop_oneof![
+            3 => "[a-z0-9 ,]{0,12}".prop_map(|t| format!("\"{t}\"")),
+            1 => text,
+        ];
+        let variables =
+            proptest::collection::vec(("[a-z]{1,3}", plain.clone(), value.clone()), 0..4).prop_map(
+                |vars| {
+                    let m: Vec<String> = vars
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (k, s, v))| format!("\"{k}\":{}", if i % 3 == 2 { v } else { s }))
+                        .collect();
+                    format!("{{{}}}", m.join(","))
+                },
+            );
+        let param = prop_oneof![
+            4 => (plain, variables).prop_map(|(r, v)| format!(r#"{{"receiver":{r},"variables":{v}}}"#)),
+            1 => value.clone(),
+        ];
+        let request = (param, code, id).prop_map(|(param, code, id)| {
+            format!(r#"{{"code":{code},"messageTemplateId":{id},"messageParam":{param}}}"#)
+        });
+        prop_oneof![
+            value,
+            request.clone(),
+            request.prop_map(|r| {
+                let payload = serde_json::to_string(&r).unwrap_or_default();
+                format!(r#"{{"ts": 1763740800000, "payload": {payload}}}"#)
+            })
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        /// Read as a `str` once checked, every line decodes as serde_json read it from bytes:
+        /// the same request, or the same error at the same place; bytes that are not UTF-8
+        /// included (one byte inserted, changed or removed anywhere).
+        #[test]
+        fn str_and_bytes_read_alike(
+            line in jsonish(),
+            bom in any::<bool>(),
+            edit in proptest::option::of((any::<proptest::sample::Index>(), 0u8..3, any::<u8>())),
+        ) {
+            let mut bytes = line.into_bytes();
+            if bom {
+                bytes.splice(0..0, *b"\xEF\xBB\xBF");
+            }
+            if let Some((at, kind, byte)) = edit {
+                let i = at.index(bytes.len() + 1);
+                match kind {
+                    0 => bytes.insert(i, byte),
+                    1 if i < bytes.len() => bytes[i] = byte,
+                    _ if i < bytes.len() => drop(bytes.remove(i)),
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(
+                decode_line(&bytes, 5),
+                decode_line_by(&bytes, 5, parse_bytes),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            prop_assert_eq!(
+                decode_request(&bytes),
+                parse_bytes(&bytes).and_then(request_from)
+            );
         }
     }
 
