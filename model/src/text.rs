@@ -6,26 +6,27 @@
 
 use std::sync::Arc;
 
+use arrayvec::ArrayString;
+
 /// Text of up to `N` bytes kept inline, longer text behind an [`Arc`] (cloned by a count).
 /// Compares, orders, hashes, prints and encodes (serde: a string) exactly as the `str` it
 /// holds.
 #[derive(Clone)]
 pub struct Text<const N: usize>(Repr<N>);
 
-/// Text of up to `N` bytes is always inline (zero-filled after `len`) and longer text never:
-/// equal texts have equal representations.
+/// Text of up to `N` bytes is always inline and longer text never: equal texts have equal
+/// representations. Inline text is an `ArrayString`, which is read as a `str` without checking
+/// its UTF-8 again: with the bytes kept by hand, `str::from_utf8` on every read of a message's
+/// id cost ~700 instructions a request (bench/MEASURED.md "A request's JSON read as a str").
 #[derive(Clone)]
 enum Repr<const N: usize> {
-    Inline { len: u8, bytes: [u8; N] },
+    Inline(ArrayString<N>),
     Shared(Arc<str>),
 }
 
 impl<const N: usize> Text<N> {
-    /// The longest text kept inline (`N`, which may not exceed 255: the length is one byte).
-    pub const INLINE: usize = {
-        assert!(N <= u8::MAX as usize, "Text<N>: N is at most 255");
-        N
-    };
+    /// The longest text kept inline (`N`).
+    pub const INLINE: usize = N;
 
     /// `bytes`, all ASCII, as text (inline when they fit).
     pub(crate) fn ascii<const M: usize>(bytes: [u8; M]) -> Text<N> {
@@ -35,10 +36,7 @@ impl<const N: usize> Text<N> {
     /// The text.
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            // Only ever filled from a `&str` of `len` bytes.
-            Repr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
-            }
+            Repr::Inline(s) => s,
             Repr::Shared(s) => s,
         }
     }
@@ -46,15 +44,9 @@ impl<const N: usize> Text<N> {
 
 impl<const N: usize> From<&str> for Text<N> {
     fn from(s: &str) -> Text<N> {
-        if s.len() <= Self::INLINE {
-            let mut bytes = [0u8; N];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Text(Repr::Inline {
-                len: s.len() as u8,
-                bytes,
-            })
-        } else {
-            Text(Repr::Shared(s.into()))
+        match ArrayString::from(s) {
+            Ok(inline) => Text(Repr::Inline(inline)),
+            Err(_) => Text(Repr::Shared(s.into())),
         }
     }
 }
@@ -99,12 +91,10 @@ impl<const N: usize> AsRef<str> for Text<N> {
 }
 
 impl<const N: usize> PartialEq for Text<N> {
-    /// Compares representations (see [`Repr`]), without checking UTF-8.
+    /// Compares representations (see [`Repr`]).
     fn eq(&self, other: &Text<N>) -> bool {
         match (&self.0, &other.0) {
-            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => {
-                a == b && x == y
-            }
+            (Repr::Inline(x), Repr::Inline(y)) => x == y,
             (Repr::Shared(x), Repr::Shared(y)) => x == y,
             _ => false,
         }
@@ -236,6 +226,6 @@ mod tests {
             panic!("inline")
         };
         assert!(Arc::ptr_eq(a, b));
-        assert_eq!(size_of::<Text<22>>(), 24);
+        assert_eq!(size_of::<Text<32>>(), 40);
     }
 }
