@@ -13,6 +13,7 @@
 //! - [`limits`]: providers' content limits per channel; how much of a bad record a dead letter keeps.
 //! - [`ids`]: message ids, business ids and the deterministic key hashes used for routing.
 //! - [`schema`]: the Arrow schemas of the Parquet tracking tables (docs/tables.md).
+//! - [`json`]: a JSON cursor for the hot paths that read JSON by hand (serde_json reads the rest).
 //! - [`text`]: short text kept inline (message ids).
 //! - [`time`]: event-time helpers: the job's time zone, local dates, the night window.
 //!
@@ -20,6 +21,7 @@
 
 pub mod compaction;
 pub mod ids;
+pub mod json;
 pub mod limits;
 pub mod message;
 mod phone_plan;

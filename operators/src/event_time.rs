@@ -503,7 +503,7 @@ mod tests {
             any::<u64>().prop_map(|n| n.to_string().into_bytes()),
             edge.clone(),
             "\\PC{0,16}".prop_map(|t| serde_json::to_string(&t).unwrap().into_bytes()),
-            scan::tests::json_string(true),
+            tidings_model::json::strategies::json_string(true),
         ];
         let space = prop_oneof![
             40 => Just(""),
@@ -523,8 +523,8 @@ mod tests {
         .prop_map(|(v, fine)| ("\"ts\"".to_string(), v, fine));
         let payload = prop_oneof![
             "\\PC{0,40}".prop_map(|t| (serde_json::to_string(&t).unwrap().into_bytes(), true)),
-            scan::tests::json_string(false).prop_map(|t| (t, true)),
-            scan::tests::json_string(true).prop_map(|t| (t, false)),
+            tidings_model::json::strategies::json_string(false).prop_map(|t| (t, true)),
+            tidings_model::json::strategies::json_string(true).prop_map(|t| (t, false)),
         ]
         .prop_map(|(v, fine)| ("\"payload\"".to_string(), v, fine));
         let kafka = prop_oneof![

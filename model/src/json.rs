@@ -1,0 +1,384 @@
+//! A JSON cursor for the two hot paths that read JSON by hand: the file source's kcat envelope
+//! (`tidings_operators::event_time`) and a send request's common shapes ([`crate::request`]).
+//! Each reads what it is sure of and leaves the rest to serde_json, which stays the reference:
+//! their property tests hold every reading to serde's.
+//!
+//! The cursor reads bytes: a string's text is checked as UTF-8 once it is unescaped
+//! ([`Cursor::string`]), or borrowed from a `str` the caller has checked ([`Cursor::plain`]).
+
+/// The bytes a string cannot hold as they are: the quote, the backslash and control characters.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// A high bit set in the lowest byte of `w` that is special (as [`SPECIAL`] says), and perhaps
+/// in bytes above it: a quote, a backslash or a byte below 0x20 (the "has a zero byte" and "has
+/// a byte less than" tricks, exact for the lowest such byte).
+fn special_bytes(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    control | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))
+}
+
+/// The character a short escape (`\n`, `\"`...) stands for, after its backslash.
+fn short_escape(c: u8) -> Option<u8> {
+    Some(match c {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'/' => b'/',
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        _ => return None,
+    })
+}
+
+/// A place in a JSON text.
+pub struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// At byte `i` of `b`.
+    pub fn new(b: &'a [u8], i: usize) -> Cursor<'a> {
+        Cursor { b, i }
+    }
+
+    /// The place: how many bytes are read.
+    pub fn pos(&self) -> usize {
+        self.i
+    }
+
+    /// Whether every byte is read.
+    pub fn at_end(&self) -> bool {
+        self.i == self.b.len()
+    }
+
+    /// The next byte, taken.
+    pub fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+
+    /// Whether the literal `word` comes next.
+    pub fn at(&self, word: &[u8]) -> bool {
+        self.b[self.i..].starts_with(word)
+    }
+
+    /// Takes the literal `word` if it comes next.
+    pub fn word(&mut self, word: &[u8]) -> bool {
+        let at = self.at(word);
+        if at {
+            self.i += word.len();
+        }
+        at
+    }
+
+    pub fn eat(&mut self, want: u8) -> Option<()> {
+        (self.b.get(self.i) == Some(&want)).then(|| self.i += 1)
+    }
+
+    /// JSON's whitespace (not every ASCII space: serde refuses a form feed).
+    pub fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// A key without escapes, of printable ASCII (serde would unescape one with escapes, so
+    /// `"t\u0073"` would be `ts`: left to it).
+    pub fn key(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            match self.next()? {
+                b'"' => return self.b.get(start..self.i - 1),
+                b'\\' => return None,
+                0x20..=0x7e => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// `null`, or a whole number that fits in 64 bits as serde reads it (serde's `as_i64`); anything
+    /// else (a fraction, an exponent, a string: refused by serde with its own words) is `None`.
+    pub fn i64_or_null(&mut self) -> Option<Option<i64>> {
+        if self.word(b"null") {
+            return Some(None);
+        }
+        self.integer()?.as_i64().map(Some)
+    }
+
+    /// A whole number as serde reads it into a `Number`: 0 to 2^64-1, or -2^63 to -1. `-0`,
+    /// fractions, exponents and anything larger serde reads as a float: `None`.
+    pub fn integer(&mut self) -> Option<serde_json::Number> {
+        let negative = self.eat(b'-').is_some();
+        let magnitude = self.digits()?;
+        if negative {
+            (1..=i64::MAX as u64 + 1)
+                .contains(&magnitude)
+                .then(|| (magnitude as i64).wrapping_neg().into())
+        } else {
+            Some(magnitude.into())
+        }
+    }
+
+    /// An integer's digits (no leading zero, as JSON says), not followed by a fraction or an
+    /// exponent.
+    pub fn digits(&mut self) -> Option<u64> {
+        let first = self.next()?;
+        if !first.is_ascii_digit() {
+            return None;
+        }
+        let mut n = u64::from(first - b'0');
+        while let Some(&d) = self.b.get(self.i).filter(|d| d.is_ascii_digit()) {
+            if first == b'0' {
+                return None;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            self.i += 1;
+        }
+        match self.b.get(self.i) {
+            Some(b'.' | b'e' | b'E') => None,
+            _ => Some(n),
+        }
+    }
+
+    /// A field we do not read: a string of printable ASCII with simple escapes, an integer, or
+    /// a literal. Arrays, objects, fractions and `\u` escapes are left to serde.
+    pub fn skip(&mut self) -> Option<()> {
+        match *self.b.get(self.i)? {
+            b'"' => {
+                self.i += 1;
+                loop {
+                    match self.next()? {
+                        b'"' => return Some(()),
+                        b'\\' => {
+                            short_escape(self.next()?)?;
+                        }
+                        0x20..=0x7e => {}
+                        _ => return None,
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                self.eat(b'-');
+                self.digits().map(|_| ())
+            }
+            _ => [&b"null"[..], b"true", b"false"]
+                .into_iter()
+                .any(|w| self.word(w))
+                .then_some(()),
+        }
+    }
+
+    /// A string, unescaped: the text serde would give, or `None` (not a string, a control
+    /// character, a bad or lone-surrogate escape, invalid UTF-8: serde's probes decide).
+    pub fn string(&mut self) -> Option<Vec<u8>> {
+        self.eat(b'"')?;
+        // Written by index into a buffer as long as the rest of the line (unescaping only
+        // shortens), with the position in a local.
+        let b = self.b;
+        let mut i = self.i;
+        let mut out = vec![0; b.len() - i];
+        let mut n = 0;
+        loop {
+            // Eight bytes at a time while none of them needs care (copied whole: a special
+            // byte's place is written again after it).
+            while let Some(chunk) = b.get(i..i + 8) {
+                out.get_mut(n..n + 8)?.copy_from_slice(chunk);
+                let found = special_bytes(u64::from_le_bytes(chunk.try_into().ok()?));
+                if found != 0 {
+                    let clear = (found.trailing_zeros() / 8) as usize;
+                    i += clear;
+                    n += clear;
+                    break;
+                }
+                i += 8;
+                n += 8;
+            }
+            let c = *b.get(i)?;
+            i += 1;
+            if !SPECIAL[usize::from(c)] {
+                *out.get_mut(n)? = c;
+                n += 1;
+                continue;
+            }
+            match c {
+                b'"' => break,
+                b'\\' => {}
+                _ => return None,
+            }
+            let escaped = *b.get(i)?;
+            if escaped == b'u' {
+                self.i = i + 1;
+                let c = self.code_point()?;
+                i = self.i;
+                c.encode_utf8(out.get_mut(n..n + c.len_utf8())?);
+                n += c.len_utf8();
+                continue;
+            }
+            let unescaped = short_escape(escaped)?;
+            i += 1;
+            *out.get_mut(n)? = unescaped;
+            n += 1;
+        }
+        self.i = i;
+        out.truncate(n);
+        std::str::from_utf8(&out).ok()?;
+        Some(out)
+    }
+
+    /// The character of a `\u` escape (after the `u`), a surrogate pair read whole.
+    pub fn code_point(&mut self) -> Option<char> {
+        let high = self.hex4()?;
+        let code = match high {
+            0xd800..=0xdbff => {
+                self.eat(b'\\')?;
+                self.eat(b'u')?;
+                let low = self.hex4()?;
+                if !(0xdc00..=0xdfff).contains(&low) {
+                    return None;
+                }
+                0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00)
+            }
+            0xdc00..=0xdfff => return None,
+            c => c,
+        };
+        char::from_u32(code)
+    }
+
+    pub fn hex4(&mut self) -> Option<u32> {
+        let digits = self.b.get(self.i..self.i + 4)?;
+        let mut n = 0;
+        for &d in digits {
+            n = n * 16 + char::from(d).to_digit(16)?;
+        }
+        self.i += 4;
+        Some(n)
+    }
+}
+
+/// Strategies for the property tests of whatever reads JSON strings (here and in
+/// `tidings_operators::event_time`, through the `testkit` feature).
+#[cfg(any(test, feature = "testkit"))]
+pub mod strategies {
+    /// A JSON string as anyone might write it: raw characters, every short escape, `\u`
+    /// escapes in either case (surrogate pairs for characters past the BMP); and, if `broken`,
+    /// now and then a lone surrogate, a bad escape, a control character or a byte that is not
+    /// UTF-8.
+    pub fn json_string(broken: bool) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let hex = |n: u32, upper: bool| {
+            if upper {
+                format!("\\u{n:04X}")
+            } else {
+                format!("\\u{n:04x}")
+            }
+        };
+        let good = prop_oneof![
+            // Any character written as it is (one that must be escaped: an `x`).
+            8 => any::<char>().prop_map(|c| match c {
+                '"' | '\\' | '\0'..='\x1f' => "x".to_string(),
+                c => c.to_string(),
+            }),
+            4 => "[a-z:{},]{1,12}",
+            2 => prop_oneof![
+                Just("\\\""), Just("\\\\"), Just("\\/"), Just("\\b"), Just("\\f"), Just("\\n"),
+                Just("\\r"), Just("\\t"),
+            ]
+            .prop_map(String::from),
+            2 => (any::<char>(), any::<bool>()).prop_map(move |(c, upper)| {
+                let mut units = [0; 2];
+                c.encode_utf16(&mut units).iter().map(|&u| hex(u32::from(u), upper)).collect()
+            }),
+        ];
+        let bad = prop_oneof![
+            (0xd800..0xe000u32, any::<bool>())
+                .prop_map(move |(u, upper)| hex(u, upper).into_bytes()),
+            Just(b"\\x".to_vec()),
+            Just(b"\\u12".to_vec()),
+            Just(b"\\ud83d\\u0041".to_vec()),
+            (0..0x20u8).prop_map(|c| vec![c]),
+            Just(vec![0xc4]),
+            Just(vec![0xe9, 0x80]),
+            Just(vec![0x7f]),
+        ];
+        let piece = if broken {
+            prop_oneof![8 => good.prop_map(String::into_bytes), 1 => bad].boxed()
+        } else {
+            good.prop_map(String::into_bytes).boxed()
+        };
+        proptest::collection::vec(piece, 0..24).prop_map(|pieces| {
+            let mut s = vec![b'"'];
+            s.extend(pieces.concat());
+            s.push(b'"');
+            s
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strategies::json_string;
+
+    #[test]
+    fn special_bytes_finds_the_first_one() {
+        for at in 0..8 {
+            for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
+                for fill in [b'a', b' ', 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']'] {
+                    let mut bytes = [fill; 8];
+                    bytes[at] = special;
+                    // Anything after it may be flagged too; nothing before it.
+                    let found = special_bytes(u64::from_le_bytes(bytes));
+                    assert_eq!(found.trailing_zeros() / 8, at as u32, "{bytes:?}");
+                }
+            }
+        }
+        for fill in 0x20..=0xffu8 {
+            if fill != b'"' && fill != b'\\' {
+                assert_eq!(special_bytes(u64::from_le_bytes([fill; 8])), 0, "{fill}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any string, well written or not, at every alignment of the eight-byte steps: read
+        /// as serde reads it, or refused where serde refuses it.
+        #[test]
+        fn a_string_is_read_as_serde_reads_it(text in json_string(true), pad in 0..8usize) {
+            let mut line = vec![b' '; pad];
+            line.extend_from_slice(&text);
+            let mut c = Cursor { b: &line, i: pad };
+            let serde = serde_json::from_slice::<String>(&line).ok().map(String::into_bytes);
+            proptest::prop_assert_eq!(c.string(), serde.clone());
+            if serde.is_some() {
+                proptest::prop_assert_eq!(c.i, line.len());
+            }
+        }
+
+        /// What serde writes, read back whole (control characters escaped by serde).
+        #[test]
+        fn a_string_is_read_back(text in "\\PC{0,40}|[\\x00-\\x7f]{0,40}", pad in 0..8usize) {
+            let line = format!("{}{}", " ".repeat(pad), serde_json::to_string(&text).unwrap());
+            let mut c = Cursor { b: line.as_bytes(), i: pad };
+            proptest::prop_assert_eq!(c.string(), Some(text.into_bytes()));
+            proptest::prop_assert_eq!(c.i, line.len());
+        }
+    }
+}
