@@ -68,7 +68,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next byte, taken.
-    pub fn next(&mut self) -> Option<u8> {
+    pub fn byte(&mut self) -> Option<u8> {
         let c = *self.b.get(self.i)?;
         self.i += 1;
         Some(c)
@@ -105,7 +105,7 @@ impl<'a> Cursor<'a> {
         self.eat(b'"')?;
         let start = self.i;
         loop {
-            match self.next()? {
+            match self.byte()? {
                 b'"' => return self.b.get(start..self.i - 1),
                 b'\\' => return None,
                 0x20..=0x7e => {}
@@ -140,7 +140,7 @@ impl<'a> Cursor<'a> {
     /// An integer's digits (no leading zero, as JSON says), not followed by a fraction or an
     /// exponent.
     pub fn digits(&mut self) -> Option<u64> {
-        let first = self.next()?;
+        let first = self.byte()?;
         if !first.is_ascii_digit() {
             return None;
         }
@@ -165,10 +165,10 @@ impl<'a> Cursor<'a> {
             b'"' => {
                 self.i += 1;
                 loop {
-                    match self.next()? {
+                    match self.byte()? {
                         b'"' => return Some(()),
                         b'\\' => {
-                            short_escape(self.next()?)?;
+                            short_escape(self.byte()?)?;
                         }
                         0x20..=0x7e => {}
                         _ => return None,

@@ -49,7 +49,7 @@ pub(super) fn scan(bytes: &[u8]) -> Option<Scan> {
                 _ => c.skip()?,
             }
             c.ws();
-            match c.next()? {
+            match c.byte()? {
                 b',' => continue,
                 b'}' => break,
                 _ => return None,
