@@ -67,6 +67,11 @@ impl<'a> Cursor<'a> {
         self.i == self.b.len()
     }
 
+    /// The next byte, not taken.
+    pub fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
     /// The next byte, taken.
     pub fn byte(&mut self) -> Option<u8> {
         let c = *self.b.get(self.i)?;
@@ -184,6 +189,40 @@ impl<'a> Cursor<'a> {
                 .any(|w| self.word(w))
                 .then_some(()),
         }
+    }
+
+    /// A string without escapes or control characters: the span of its text, inside its quotes
+    /// (the closing quote found eight bytes at a time). `None`, the cursor unmoved, for anything
+    /// else: [`Cursor::string`] reads a string with escapes. The span is bytes: the caller
+    /// reads it from a `str` it has checked, so it is UTF-8 as a whole (quotes are ASCII).
+    pub fn plain(&mut self) -> Option<(usize, usize)> {
+        if self.b.get(self.i) != Some(&b'"') {
+            return None;
+        }
+        let start = self.i + 1;
+        let mut i = start;
+        let found = loop {
+            match self.b.get(i..i + 8) {
+                Some(chunk) => {
+                    let found = special_bytes(u64::from_le_bytes(chunk.try_into().ok()?));
+                    if found != 0 {
+                        break i + (found.trailing_zeros() / 8) as usize;
+                    }
+                    i += 8;
+                }
+                None => {
+                    break i + self
+                        .b
+                        .get(i..)?
+                        .iter()
+                        .position(|&c| SPECIAL[usize::from(c)])?;
+                }
+            }
+        };
+        (self.b[found] == b'"').then(|| {
+            self.i = found + 1;
+            (start, found)
+        })
     }
 
     /// A string, unescaped: the text serde would give, or `None` (not a string, a control
@@ -369,6 +408,29 @@ mod tests {
             proptest::prop_assert_eq!(c.string(), serde.clone());
             if serde.is_some() {
                 proptest::prop_assert_eq!(c.i, line.len());
+            }
+        }
+
+        /// A string without escapes is found whole by `plain`, at every alignment; one with
+        /// an escape or a control character is left to `string`, the cursor unmoved.
+        #[test]
+        fn a_plain_string_is_found_whole(text in json_string(true), pad in 0..8usize) {
+            let mut line = vec![b' '; pad];
+            line.extend_from_slice(&text);
+            line.extend_from_slice(b", 1");
+            let mut c = Cursor { b: &line, i: pad };
+            let inner = &text[1..text.len() - 1];
+            let plain = !inner.iter().any(|&b| b == b'\\' || b < 0x20);
+            match c.plain() {
+                Some((a, b)) => {
+                    proptest::prop_assert!(plain);
+                    proptest::prop_assert_eq!(&line[a..b], inner);
+                    proptest::prop_assert_eq!(c.i, pad + text.len());
+                }
+                None => {
+                    proptest::prop_assert!(!plain);
+                    proptest::prop_assert_eq!(c.i, pad);
+                }
             }
         }
 

@@ -1,0 +1,238 @@
+//! A request's common shapes read by hand: the hot path of [`super::parse`].
+//!
+//! It reads the objects producers write: `code`, `messageTemplateId`, `messageParam` or
+//! `messageParamList` and `recallMessageIds`, each at most once; a `MessageParam`'s `bizId`,
+//! `receiver`, `variables` and `extra`, each at most once; variables of strings, whole numbers,
+//! `true`, `false` and `null`. Anything else (another field, a field given twice, a fraction, a
+//! nested value among the variables, a key with an escape, a broken text) it leaves to serde
+//! (`None`), which reads it as before, with its own words for what is wrong. What it reads, it
+//! reads as serde would: `str_and_bytes_read_alike` holds the two to each other, and
+//! `common_requests_are_read_by_hand` checks that the common shapes do not fall back.
+//!
+//! A string without escapes is copied from the text in one piece (its end found eight bytes at
+//! a time); serde read it byte by byte, and built each value through its visitors.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use super::{IdValue, Line, MessageParam, Object};
+use crate::json::Cursor;
+
+/// `text` as serde reads it into a [`Line`], or `None` where serde must read it.
+pub(super) fn read(text: &str) -> Option<Line<'_>> {
+    let mut r = Reader {
+        text,
+        c: Cursor::new(text.as_bytes(), 0),
+    };
+    let mut line = Line {
+        code: None,
+        message_template_id: None,
+        message_param: None,
+        message_param_list: None,
+        recall_message_ids: None,
+        ts: None,
+        payload: None,
+    };
+    let mut seen = Fields::default();
+    r.object(|r, key| {
+        match key {
+            b"code" => {
+                seen.first(0)?;
+                line.code = r.or_null(Reader::cow)?;
+            }
+            b"messageTemplateId" => {
+                seen.first(1)?;
+                line.message_template_id = r.or_null(Reader::template_id)?;
+            }
+            b"messageParam" => {
+                seen.first(2)?;
+                line.message_param = r.or_null(|r| r.param().map(Object))?;
+            }
+            b"messageParamList" => {
+                seen.first(3)?;
+                line.message_param_list = r.or_null(|r| r.array(|r| r.param().map(Object)))?;
+            }
+            b"recallMessageIds" => {
+                seen.first(4)?;
+                line.recall_message_ids = r.or_null(|r| r.array(Reader::string))?;
+            }
+            _ => return None,
+        }
+        Some(())
+    })?;
+    r.c.ws();
+    r.c.at_end().then_some(line)
+}
+
+/// The fields of an object read so far: serde refuses a field given twice.
+#[derive(Default)]
+struct Fields(u8);
+
+impl Fields {
+    /// `Some` the first time field `i` comes.
+    fn first(&mut self, i: u8) -> Option<()> {
+        let bit = 1 << i;
+        let new = self.0 & bit == 0;
+        self.0 |= bit;
+        new.then_some(())
+    }
+}
+
+struct Reader<'a> {
+    /// The text, checked as UTF-8: a plain string's span is read from it.
+    text: &'a str,
+    c: Cursor<'a>,
+}
+
+impl<'a> Reader<'a> {
+    /// An object of fields without escapes in their names, each given to `member` (which
+    /// reads its value).
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.c.ws();
+        self.c.eat(b'{')?;
+        self.c.ws();
+        if self.c.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.c.ws();
+            // A name with an escape is left to serde (which unescapes it): `plain` refuses it.
+            let (a, b) = self.c.plain()?;
+            let key = self.text.as_bytes().get(a..b)?;
+            self.c.ws();
+            self.c.eat(b':')?;
+            self.c.ws();
+            member(self, key)?;
+            self.c.ws();
+            match self.c.byte()? {
+                b',' => continue,
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array, each item read by `item`.
+    fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        self.c.eat(b'[')?;
+        self.c.ws();
+        let mut items = Vec::new();
+        if self.c.eat(b']').is_some() {
+            return Some(items);
+        }
+        loop {
+            self.c.ws();
+            items.push(item(self)?);
+            self.c.ws();
+            match self.c.byte()? {
+                b',' => continue,
+                b']' => return Some(items),
+                _ => return None,
+            }
+        }
+    }
+
+    /// An `Option`: `null` is `None` (as serde reads it), else `value`.
+    fn or_null<T>(&mut self, value: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.c.word(b"null") {
+            return Some(None);
+        }
+        value(self).map(Some)
+    }
+
+    /// A string: borrowed from the text when it has no escape.
+    fn cow(&mut self) -> Option<Cow<'a, str>> {
+        match self.c.plain() {
+            Some((a, b)) => self.text.get(a..b).map(Cow::Borrowed),
+            None => String::from_utf8(self.c.string()?).ok().map(Cow::Owned),
+        }
+    }
+
+    fn string(&mut self) -> Option<String> {
+        self.cow().map(Cow::into_owned)
+    }
+
+    /// A template id: a whole number that fits in an `i64`, or a string (read by the
+    /// request's own rule afterwards).
+    fn template_id(&mut self) -> Option<IdValue> {
+        if self.c.at(b"\"") {
+            return self.string().map(IdValue::Text);
+        }
+        self.c.integer()?.as_i64().map(IdValue::Int)
+    }
+
+    /// A `MessageParam`.
+    fn param(&mut self) -> Option<MessageParam> {
+        let mut p = MessageParam {
+            biz_id: None,
+            receiver: None,
+            variables: None,
+            extra: None,
+        };
+        let mut seen = Fields::default();
+        self.object(|r, key| {
+            match key {
+                b"bizId" => {
+                    seen.first(0)?;
+                    p.biz_id = r.or_null(Reader::string)?;
+                }
+                b"receiver" => {
+                    seen.first(1)?;
+                    p.receiver = r.or_null(Reader::string)?;
+                }
+                b"variables" => {
+                    seen.first(2)?;
+                    p.variables = r.or_null(Reader::map)?;
+                }
+                b"extra" => {
+                    seen.first(3)?;
+                    p.extra = r.or_null(Reader::map)?;
+                }
+                _ => return None,
+            }
+            Some(())
+        })?;
+        Some(p)
+    }
+
+    /// A map of strings, whole numbers, `true`, `false` and `null`, its keys given once each.
+    fn map(&mut self) -> Option<Map<String, Value>> {
+        self.c.eat(b'{')?;
+        self.c.ws();
+        let mut map = Map::new();
+        if self.c.eat(b'}').is_some() {
+            return Some(map);
+        }
+        loop {
+            self.c.ws();
+            let key = self.string()?;
+            self.c.ws();
+            self.c.eat(b':')?;
+            self.c.ws();
+            let value = self.scalar()?;
+            // Twice: serde keeps the last; left to it.
+            if map.insert(key, value).is_some() {
+                return None;
+            }
+            self.c.ws();
+            match self.c.byte()? {
+                b',' => continue,
+                b'}' => return Some(map),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string, a whole number (as serde reads it into a `Number`), `true`, `false` or `null`.
+    fn scalar(&mut self) -> Option<Value> {
+        Some(match self.c.peek()? {
+            b'"' => Value::String(self.string()?),
+            b'-' | b'0'..=b'9' => Value::Number(self.c.integer()?),
+            _ if self.c.word(b"true") => Value::Bool(true),
+            _ if self.c.word(b"false") => Value::Bool(false),
+            _ if self.c.word(b"null") => Value::Null,
+            _ => return None,
+        })
+    }
+}
