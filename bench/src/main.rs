@@ -388,7 +388,7 @@ fn throughput(
 
 /// The lines of a file that are not empty. Counted a chunk at a time, each newline found by
 /// `memchr`: reading the file whole would inflate the peak RSS measured, and a line at a time
-/// (a `Vec` each) cost ~600 instructions a request, counted by `bench/instructions.sh` as the
+/// (a `Vec` each) cost ~500 instructions a request, counted by `bench/instructions.sh` as the
 /// job's.
 fn count_lines(path: &std::path::Path) -> std::io::Result<usize> {
     count_lines_in(std::fs::File::open(path)?, 1 << 20)

@@ -3,14 +3,15 @@
 //! It reads the objects producers write: `code`, `messageTemplateId`, `messageParam` or
 //! `messageParamList` and `recallMessageIds`, each at most once; a `MessageParam`'s `bizId`,
 //! `receiver`, `variables` and `extra`, each at most once; variables of strings, whole numbers,
-//! `true`, `false` and `null`. Anything else (another field, a field given twice, a fraction, a
-//! nested value among the variables, a key with an escape, a broken text) it leaves to serde
-//! (`None`), which reads it as before, with its own words for what is wrong. What it reads, it
-//! reads as serde would: `str_and_bytes_read_alike` holds the two to each other, and
+//! `true`, `false` and `null`. Anything else (another field, a field given twice, a variable
+//! given twice, a fraction, a nested value among the variables, a field name with an escape) it
+//! leaves to serde (`None`), which reads it as before, with its own words for what is wrong.
+//! What it reads, it reads as serde would: `str_and_bytes_read_alike` holds the two to each other, and
 //! `common_requests_are_read_by_hand` checks that the common shapes do not fall back.
 //!
-//! A string without escapes is copied from the text in one piece (its end found eight bytes at
-//! a time); serde read it byte by byte, and built each value through its visitors.
+//! A string without escapes is taken from the text in one piece (its end found eight bytes at a
+//! time: `code` borrowed, the rest copied); serde read it byte by byte, and built each value
+//! through its visitors.
 
 use std::borrow::Cow;
 
@@ -145,7 +146,7 @@ impl<'a> Reader<'a> {
     fn cow(&mut self) -> Option<Cow<'a, str>> {
         match self.c.plain() {
             Some((a, b)) => self.text.get(a..b).map(Cow::Borrowed),
-            None => String::from_utf8(self.c.string()?).ok().map(Cow::Owned),
+            None => self.c.string().map(Cow::Owned),
         }
     }
 

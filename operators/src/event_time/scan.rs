@@ -35,7 +35,7 @@ pub(super) fn scan(bytes: &[u8]) -> Option<Scan> {
             c.ws();
             match key {
                 b"ts" if ts.is_none() => ts = Some(c.i64_or_null()?),
-                b"payload" if payload.is_none() => payload = Some(c.string()?),
+                b"payload" if payload.is_none() => payload = Some(c.string()?.into_bytes()),
                 // Twice: serde refuses the line ("duplicate field", before reading the value),
                 // and so does its second probe: bare.
                 b"ts" | b"payload" => return Some(Scan::Bare),
