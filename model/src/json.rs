@@ -236,18 +236,19 @@ impl<'a> Cursor<'a> {
         let mut i = self.i;
         let rest = b.len() - i;
         let mut out = vec![0; rest.min(256)];
-        let room = |out: &mut Vec<u8>, need: usize| {
-            if out.len() < need {
-                out.resize(need.max(out.len() * 2).min(rest).max(need), 0);
-            }
+        // Only when a write finds no room (the bound is checked by every write anyway).
+        let grow = |out: &mut Vec<u8>, need: usize| {
+            out.resize(need.max(out.len() * 2).min(rest).max(need), 0);
         };
         let mut n = 0;
         loop {
             // Eight bytes at a time while none of them needs care (copied whole: a special
             // byte's place is written again after it).
             while let Some(chunk) = b.get(i..i + 8) {
-                room(&mut out, n + 8);
-                out.get_mut(n..n + 8)?.copy_from_slice(chunk);
+                if out.len() < n + 8 {
+                    grow(&mut out, n + 8);
+                }
+                out[n..n + 8].copy_from_slice(chunk);
                 let found = special_bytes(u64::from_le_bytes(chunk.try_into().ok()?));
                 if found != 0 {
                     let clear = (found.trailing_zeros() / 8) as usize;
@@ -261,8 +262,13 @@ impl<'a> Cursor<'a> {
             let c = *b.get(i)?;
             i += 1;
             if !SPECIAL[usize::from(c)] {
-                room(&mut out, n + 1);
-                *out.get_mut(n)? = c;
+                match out.get_mut(n) {
+                    Some(o) => *o = c,
+                    None => {
+                        grow(&mut out, n + 1);
+                        out[n] = c;
+                    }
+                }
                 n += 1;
                 continue;
             }
@@ -276,15 +282,22 @@ impl<'a> Cursor<'a> {
                 self.i = i + 1;
                 let c = self.code_point()?;
                 i = self.i;
-                room(&mut out, n + c.len_utf8());
-                c.encode_utf8(out.get_mut(n..n + c.len_utf8())?);
+                if out.len() < n + c.len_utf8() {
+                    grow(&mut out, n + c.len_utf8());
+                }
+                c.encode_utf8(&mut out[n..n + c.len_utf8()]);
                 n += c.len_utf8();
                 continue;
             }
             let unescaped = short_escape(escaped)?;
             i += 1;
-            room(&mut out, n + 1);
-            *out.get_mut(n)? = unescaped;
+            match out.get_mut(n) {
+                Some(o) => *o = unescaped,
+                None => {
+                    grow(&mut out, n + 1);
+                    out[n] = unescaped;
+                }
+            }
             n += 1;
         }
         self.i = i;
