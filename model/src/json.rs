@@ -240,6 +240,13 @@ impl<'a> Cursor<'a> {
         let grow = |out: &mut Vec<u8>, need: usize| {
             out.resize(need.max(out.len() * 2).min(rest).max(need), 0);
         };
+        let put = |out: &mut Vec<u8>, n: usize, c: u8| match out.get_mut(n) {
+            Some(o) => *o = c,
+            None => {
+                grow(out, n + 1);
+                out[n] = c;
+            }
+        };
         let mut n = 0;
         loop {
             // Eight bytes at a time while none of them needs care (copied whole: a special
@@ -262,13 +269,7 @@ impl<'a> Cursor<'a> {
             let c = *b.get(i)?;
             i += 1;
             if !SPECIAL[usize::from(c)] {
-                match out.get_mut(n) {
-                    Some(o) => *o = c,
-                    None => {
-                        grow(&mut out, n + 1);
-                        out[n] = c;
-                    }
-                }
+                put(&mut out, n, c);
                 n += 1;
                 continue;
             }
@@ -291,13 +292,7 @@ impl<'a> Cursor<'a> {
             }
             let unescaped = short_escape(escaped)?;
             i += 1;
-            match out.get_mut(n) {
-                Some(o) => *o = unescaped,
-                None => {
-                    grow(&mut out, n + 1);
-                    out[n] = unescaped;
-                }
-            }
+            put(&mut out, n, unescaped);
             n += 1;
         }
         self.i = i;
@@ -397,6 +392,7 @@ pub mod strategies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{Just, prop_oneof};
     use strategies::json_string;
 
     #[test]
@@ -420,12 +416,19 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Any string, well written or not, at every alignment of the eight-byte steps: read
-        /// as serde reads it, or refused where serde refuses it.
+        /// Any string, well written or not, at every alignment of the eight-byte steps and of
+        /// every length (past the buffer's first 256 bytes too): read as serde reads it, or
+        /// refused where serde refuses it.
         #[test]
-        fn a_string_is_read_as_serde_reads_it(text in json_string(true), pad in 0..8usize) {
+        fn a_string_is_read_as_serde_reads_it(
+            text in json_string(true),
+            pad in 0..8usize,
+            times in prop_oneof![3 => Just(1usize), 1 => 2..40usize],
+        ) {
             let mut line = vec![b' '; pad];
-            line.extend_from_slice(&text);
+            line.push(b'"');
+            line.extend_from_slice(&text[1..text.len() - 1].repeat(times));
+            line.push(b'"');
             let mut c = Cursor { b: &line, i: pad };
             let serde = serde_json::from_slice::<String>(&line).ok();
             proptest::prop_assert_eq!(c.string(), serde.clone());
