@@ -395,6 +395,30 @@ mod tests {
     use proptest::prelude::{Just, prop_oneof};
     use strategies::json_string;
 
+    /// A string cut short anywhere (in a run of plain bytes, after a backslash, inside a `\u`
+    /// escape or between a surrogate pair's halves) is refused, never read past its end.
+    #[test]
+    fn a_string_cut_short_is_refused() {
+        let whole = br#""abcdefghijklmnop\n\u00e9\ud83d\ude00 qrstuvwxyz""#;
+        for end in 0..whole.len() {
+            let mut c = Cursor::new(&whole[..end], 0);
+            assert_eq!(
+                c.string(),
+                None,
+                "{}",
+                String::from_utf8_lossy(&whole[..end])
+            );
+            let mut c = Cursor::new(&whole[..end], 0);
+            assert_eq!(c.plain(), None);
+        }
+        let mut c = Cursor::new(whole, 0);
+        assert_eq!(
+            c.string().as_deref(),
+            Some("abcdefghijklmnop\né😀 qrstuvwxyz")
+        );
+        assert!(c.at_end());
+    }
+
     #[test]
     fn special_bytes_finds_the_first_one() {
         for at in 0..8 {
@@ -416,9 +440,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Any string, well written or not, at every alignment of the eight-byte steps and of
-        /// every length (past the buffer's first 256 bytes too): read as serde reads it, or
-        /// refused where serde refuses it.
+        /// Any string, well written or not, of every length (past the buffer's first 256 bytes
+        /// too; the pieces' lengths move where the eight-byte steps fall), read from the middle
+        /// of a line: read as serde reads it, or refused where serde refuses it.
         #[test]
         fn a_string_is_read_as_serde_reads_it(
             text in json_string(true),
@@ -437,8 +461,8 @@ mod tests {
             }
         }
 
-        /// A string without escapes is found whole by `plain`, at every alignment; one with
-        /// an escape or a control character is left to `string`, the cursor unmoved.
+        /// A string without escapes is found whole by `plain`; one with an escape or a control
+        /// character, or without its closing quote, is left to `string`, the cursor unmoved.
         #[test]
         fn a_plain_string_is_found_whole(
             text in json_string(true),

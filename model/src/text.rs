@@ -17,7 +17,7 @@ pub struct Text<const N: usize>(Repr<N>);
 /// Text of up to `N` bytes is always inline and longer text never: equal texts have equal
 /// representations. Inline text is an `ArrayString`, which is read as a `str` without checking
 /// its UTF-8 again: with the bytes kept by hand, `str::from_utf8` on every read of a message's
-/// id cost ~700 instructions a request (bench/MEASURED.md "A request's JSON read as a str").
+/// id cost ~470 instructions a request net (bench/MEASURED.md "A request's JSON read as a str").
 #[derive(Clone)]
 enum Repr<const N: usize> {
     Inline(ArrayString<N>),

@@ -76,7 +76,7 @@ pub struct LineRead {
 /// Reads a file line once: its event time (as [`line_event_time`]) and an envelope's payload.
 ///
 /// The envelopes kcat writes are read by a scanner of our own ([`scan`]: one pass, the payload
-/// unescaped into a buffer sized once); anything it is not sure of is read by serde, and both
+/// unescaped into one buffer); anything it is not sure of is read by serde, and both
 /// give every line the same reading (`the_scanner_reads_every_line_as_serde_does`).
 pub fn read_line(bytes: &[u8], read_time: Millis) -> LineRead {
     match scan::scan(tidings_model::request::strip_bom(bytes)) {

@@ -10,8 +10,8 @@
 //! `common_requests_are_read_by_hand` checks that the common shapes do not fall back.
 //!
 //! A string without escapes is taken from the text in one piece (its end found eight bytes at a
-//! time: `code` borrowed, the rest copied); serde read it byte by byte, and built each value
-//! through its visitors.
+//! time, as serde finds it too: `code` borrowed, the rest copied); what is saved is serde's
+//! machinery around each value (its visitors, a scratch buffer, a copy per field).
 
 use std::borrow::Cow;
 

@@ -2,7 +2,7 @@
 //!
 //! It reads the shapes kcat and our own tools write (a flat object of strings, integers,
 //! `null`, `true` and `false`, a `ts` that is a whole number, a string `payload`) in one pass,
-//! and unescapes the payload into a buffer sized once. Anything else, or anything it is not sure
+//! and unescapes the payload into one buffer (`tidings_model::json::Cursor::string`). Anything else, or anything it is not sure
 //! of, it leaves to serde (`None`), so a line it reads gets exactly what serde would give it:
 //! `read_line`'s property test holds the two to each other over arbitrary lines.
 
