@@ -412,6 +412,8 @@ pub fn kafka_source<'s>(
             let mut flight = InFlight::default();
             // The largest epoch a record was given at.
             let mut given_max: Epoch = 0;
+            // A poll's records, kept between turns with its room.
+            let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
                 // Idle: every partition at its end (or none reachable) and nothing read for
@@ -460,7 +462,6 @@ pub fn kafka_source<'s>(
                     return;
                 }
                 let now = clock.now_ms();
-                let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
                 let mut parts_ref = reader.parts.borrow_mut();
                 let parts = parts_ref.as_mut().expect("assigned");
                 if flight.full(&progress, *c.time(), in_flight) {
@@ -482,7 +483,7 @@ pub fn kafka_source<'s>(
                     flight.add(*e, 1);
                     given_max = given_max.max(*e);
                 }
-                give_stamped(output, c, batch);
+                give_stamped(output, c, &mut batch);
                 let mut target = least_watermark(parts, now, &event, &live).unwrap_or(*c.time());
                 if let Some(h) = hold {
                     target = target.min(h);

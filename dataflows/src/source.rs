@@ -224,14 +224,25 @@ impl Partition {
     }
 }
 
-/// Gives `records` on, each at its epoch.
+/// Gives `records` on, each at its epoch (`records` is left empty, its room kept). A turn's
+/// records share one epoch most of the time: they are given in one session; else grouped by
+/// epoch, each epoch's in the order they came.
 pub fn give_stamped(
     output: &mut OutputBuilderSession<'_, Epoch, CapacityContainerBuilder<Vec<SourceRecord>>>,
     cap: &Capability<Epoch>,
-    records: Vec<(Epoch, SourceRecord)>,
+    records: &mut Vec<(Epoch, SourceRecord)>,
 ) {
+    let Some(&(first, _)) = records.first() else {
+        return;
+    };
+    if records.iter().all(|(e, _)| *e == first) {
+        output
+            .session(&cap.delayed(&first.max(*cap.time())))
+            .give_iterator(records.drain(..).map(|(_, r)| r));
+        return;
+    }
     let mut by_epoch: BTreeMap<Epoch, Vec<SourceRecord>> = BTreeMap::new();
-    for (e, r) in records {
+    for (e, r) in records.drain(..) {
         by_epoch.entry(e).or_default().push(r);
     }
     for (e, rs) in by_epoch {
@@ -380,6 +391,9 @@ pub fn file_source<'s>(
             let mut parts: Vec<FilePart> = Vec::new();
             let mut flight = InFlight::default();
             let mut line = Vec::new();
+            // A turn's records, kept between turns with its room (a new one each turn grew
+            // by doubling, copying each record twice).
+            let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
             let mut opened = false;
             // The largest epoch a record was given at.
             let mut given_max: Epoch = 0;
@@ -410,7 +424,6 @@ pub fn file_source<'s>(
                     activator.activate_after(Duration::from_millis(100));
                     return;
                 }
-                let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
                 if !flight.full(&progress, *c.time(), in_flight) {
                     let turn = Turn {
                         lines: batch_lines,
@@ -426,7 +439,7 @@ pub fn file_source<'s>(
                     flight.add(*e, 1);
                     given_max = given_max.max(*e);
                 }
-                give_stamped(output, c, batch);
+                give_stamped(output, c, &mut batch);
                 for f in &parts {
                     live.source().set(f.part.id, f.part.next, None);
                     live.source()
