@@ -183,8 +183,8 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
 ///
 /// Bytes that are UTF-8 throughout (all but broken records) are checked once and read as a
 /// `str`: read from bytes, serde_json checks every string it meets on its own, a call each
-/// (~1,000 instructions a request; one check of the whole saved ~520 net). The common shapes of a request are read by hand
-/// ([`fast`]); the rest by serde_json, which on a `str` reads the same values and gives the
+/// (~1,000 instructions a request; one check of the whole saved ~520 net). The common shapes
+/// of a request are read by hand ([`fast`]); the rest by serde_json, which on a `str` reads the same values and gives the
 /// same errors at the same places (`str_and_bytes_read_alike`). Bytes that are not UTF-8 are
 /// read as bytes, for serde_json's own error.
 #[inline]

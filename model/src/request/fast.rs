@@ -35,29 +35,19 @@ pub(super) fn read(text: &str) -> Option<Line<'_>> {
         ts: None,
         payload: None,
     };
-    let mut seen = Fields::default();
-    r.object(|r, key| {
+    r.c.ws();
+    r.fields(FIELDS, |r, key| {
         match key {
-            b"code" => {
-                seen.first(0)?;
-                line.code = r.or_null(Reader::cow)?;
-            }
-            b"messageTemplateId" => {
-                seen.first(1)?;
-                line.message_template_id = r.or_null(Reader::template_id)?;
-            }
-            b"messageParam" => {
-                seen.first(2)?;
-                line.message_param = r.or_null(|r| r.param().map(Object))?;
-            }
+            b"code" => line.code = r.or_null(Reader::cow)?,
+            b"messageTemplateId" => line.message_template_id = r.or_null(Reader::template_id)?,
+            b"messageParam" => line.message_param = r.or_null(|r| r.param().map(Object))?,
             b"messageParamList" => {
-                seen.first(3)?;
-                line.message_param_list = r.or_null(|r| r.array(|r| r.param().map(Object)))?;
+                line.message_param_list = r.or_null(|r| r.array(|r| r.param().map(Object)))?
             }
             b"recallMessageIds" => {
-                seen.first(4)?;
-                line.recall_message_ids = r.or_null(|r| r.array(Reader::string))?;
+                line.recall_message_ids = r.or_null(|r| r.array(Reader::string))?
             }
+            // Not among `FIELDS`: `fields` has left it to serde already.
             _ => return None,
         }
         Some(())
@@ -66,19 +56,17 @@ pub(super) fn read(text: &str) -> Option<Line<'_>> {
     r.c.at_end().then_some(line)
 }
 
-/// The fields of an object read so far: serde refuses a field given twice.
-#[derive(Default)]
-struct Fields(u8);
+/// A request's fields read by hand.
+const FIELDS: &[&[u8]] = &[
+    b"code",
+    b"messageTemplateId",
+    b"messageParam",
+    b"messageParamList",
+    b"recallMessageIds",
+];
 
-impl Fields {
-    /// `Some` the first time field `i` comes.
-    fn first(&mut self, i: u8) -> Option<()> {
-        let bit = 1 << i;
-        let new = self.0 & bit == 0;
-        self.0 |= bit;
-        new.then_some(())
-    }
-}
+/// A MessageParam's fields.
+const PARAM_FIELDS: &[&[u8]] = &[b"bizId", b"receiver", b"variables", b"extra"];
 
 struct Reader<'a> {
     /// The text, checked as UTF-8: a plain string's span is read from it.
@@ -87,51 +75,73 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// An object of fields without escapes in their names, each given to `member` (which
-    /// reads its value).
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+    /// A sequence between `open` and `close`, its items separated by commas, each read by
+    /// `item` (an object's members, an array's values).
+    #[inline]
+    fn seq(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.c.eat(open)?;
         self.c.ws();
-        self.c.eat(b'{')?;
-        self.c.ws();
-        if self.c.eat(b'}').is_some() {
+        if self.c.eat(close).is_some() {
             return Some(());
         }
         loop {
             self.c.ws();
-            // A name with an escape is left to serde (which unescapes it): `plain` refuses it.
-            let (a, b) = self.c.plain()?;
-            let key = self.text.as_bytes().get(a..b)?;
-            self.c.ws();
-            self.c.eat(b':')?;
-            self.c.ws();
-            member(self, key)?;
+            item(self)?;
             self.c.ws();
             match self.c.byte()? {
                 b',' => continue,
-                b'}' => return Some(()),
+                c if c == close => return Some(()),
                 _ => return None,
             }
         }
     }
 
-    /// An array, each item read by `item`.
-    fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
-        self.c.eat(b'[')?;
+    /// The `:` after a member's name.
+    #[inline]
+    fn colon(&mut self) -> Option<()> {
         self.c.ws();
-        let mut items = Vec::new();
-        if self.c.eat(b']').is_some() {
-            return Some(items);
-        }
-        loop {
-            self.c.ws();
-            items.push(item(self)?);
-            self.c.ws();
-            match self.c.byte()? {
-                b',' => continue,
-                b']' => return Some(items),
-                _ => return None,
+        self.c.eat(b':')?;
+        self.c.ws();
+        Some(())
+    }
+
+    /// An object of the fields `names`, each at most once (serde refuses a field given twice),
+    /// each given to `member` (which reads its value). Another field, or a name with an escape
+    /// (`plain` refuses it; serde would unescape it), is left to serde.
+    #[inline]
+    fn fields(
+        &mut self,
+        names: &[&[u8]],
+        mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+    ) -> Option<()> {
+        let mut seen = 0u32;
+        self.seq(b'{', b'}', |r| {
+            let (a, b) = r.c.plain()?;
+            let key = r.text.as_bytes().get(a..b)?;
+            r.colon()?;
+            let bit = 1 << names.iter().position(|&n| n == key)?;
+            if seen & bit != 0 {
+                return None;
             }
-        }
+            seen |= bit;
+            member(r, key)
+        })
+    }
+
+    /// An array, each item read by `item`.
+    #[inline]
+    fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let mut items = Vec::new();
+        self.seq(b'[', b']', |r| {
+            items.push(item(r)?);
+            Some(())
+        })?;
+        Some(items)
     }
 
     /// An `Option`: `null` is `None` (as serde reads it), else `value`.
@@ -171,25 +181,12 @@ impl<'a> Reader<'a> {
             variables: None,
             extra: None,
         };
-        let mut seen = Fields::default();
-        self.object(|r, key| {
+        self.fields(PARAM_FIELDS, |r, key| {
             match key {
-                b"bizId" => {
-                    seen.first(0)?;
-                    p.biz_id = r.or_null(Reader::string)?;
-                }
-                b"receiver" => {
-                    seen.first(1)?;
-                    p.receiver = r.or_null(Reader::string)?;
-                }
-                b"variables" => {
-                    seen.first(2)?;
-                    p.variables = r.or_null(Reader::map)?;
-                }
-                b"extra" => {
-                    seen.first(3)?;
-                    p.extra = r.or_null(Reader::map)?;
-                }
+                b"bizId" => p.biz_id = r.or_null(Reader::string)?,
+                b"receiver" => p.receiver = r.or_null(Reader::string)?,
+                b"variables" => p.variables = r.or_null(Reader::map)?,
+                b"extra" => p.extra = r.or_null(Reader::map)?,
                 _ => return None,
             }
             Some(())
@@ -199,30 +196,15 @@ impl<'a> Reader<'a> {
 
     /// A map of strings, whole numbers, `true`, `false` and `null`, its keys given once each.
     fn map(&mut self) -> Option<Map<String, Value>> {
-        self.c.eat(b'{')?;
-        self.c.ws();
         let mut map = Map::new();
-        if self.c.eat(b'}').is_some() {
-            return Some(map);
-        }
-        loop {
-            self.c.ws();
-            let key = self.string()?;
-            self.c.ws();
-            self.c.eat(b':')?;
-            self.c.ws();
-            let value = self.scalar()?;
+        self.seq(b'{', b'}', |r| {
+            let key = r.string()?;
+            r.colon()?;
+            let value = r.scalar()?;
             // Twice: serde keeps the last; left to it.
-            if map.insert(key, value).is_some() {
-                return None;
-            }
-            self.c.ws();
-            match self.c.byte()? {
-                b',' => continue,
-                b'}' => return Some(map),
-                _ => return None,
-            }
-        }
+            map.insert(key, value).is_none().then_some(())
+        })?;
+        Some(map)
     }
 
     /// A string, a whole number (as serde reads it into a `Number`), `true`, `false` or `null`.
