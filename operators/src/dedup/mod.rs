@@ -13,8 +13,10 @@
 //! the previous cut), compacts it into a new full part now and then (a streaming merge,
 //! [`merge_keyed`]), makes each part durable
 //! and only then reports the part written — the cut completes, and offsets are committed, only
-//! after that. The final cut's part is written on the worker once the writer has finished. A
-//! write that fails fails the job on the worker's next turn, with the error.
+//! after that. The final cut (end of input, a graceful stop) adds the keys changed since the
+//! last cut to the chain too, never compacting, and the worker waits for the writer to finish;
+//! only a run whose first cut is its final one writes its part whole, on the worker. A write
+//! that fails fails the job on the worker's next turn, with the error.
 //!
 //! ```ignore
 //! let content = passes.dedup_by(ContentDedup::new(..), &admitted.marks, clock, None, None);
@@ -213,7 +215,10 @@ fn write_part<R: KeyedRule>(
 
 /// Writes `rule`'s part of checkpoint `epoch` and reports it written: on the writer thread
 /// (the keys changed since the last cut, or the whole state on a run's first cut), or here,
-/// whole, for the final cut once the writer has finished (or when there is no writer thread).
+/// whole, when there is no writer thread. The final cut goes to the writer thread too when it
+/// has a chain to add to (only the keys changed since the last cut are written: a run stops in
+/// a time that depends on what changed, not on the keys held), and the worker then waits for
+/// every part to be written; a run whose first cut is its final one writes it whole, here.
 fn checkpoint<R: KeyedRule>(
     rule: &R,
     c: &Checkpoints,
@@ -222,7 +227,7 @@ fn checkpoint<R: KeyedRule>(
     w: &mut Writer<R>,
 ) {
     let mut flat = w.buffer();
-    if epoch != FINAL && w.tx.is_some() {
+    if w.tx.is_some() && (epoch != FINAL || w.dirty.is_some()) {
         let part = match w.dirty.as_mut() {
             Some(keys) => {
                 keys.sort_unstable();
@@ -238,6 +243,9 @@ fn checkpoint<R: KeyedRule>(
             }
         };
         w.hand(epoch, part);
+        if epoch == FINAL {
+            w.finish();
+        }
         return;
     }
     rule.flatten(&mut flat);
@@ -287,7 +295,8 @@ impl Chain {
     /// Writes cut `epoch`'s part: a full part is written sorted by key; a delta is written
     /// beside the chain's files linked into the cut's directory, or, once the chain has more
     /// than [`MAX_DELTAS`] deltas or more delta keys than full ones, merged with the chain
-    /// into one full part (a compaction: read and written here, off the worker).
+    /// into one full part (a compaction: read and written here, off the worker), except at
+    /// the final cut.
     fn write<R: KeyedRule>(
         &mut self,
         c: &Checkpoints,
@@ -308,7 +317,10 @@ impl Chain {
                     .clone()
                     .ok_or_else(|| std::io::Error::other("a delta part before any full part"))?;
                 let deltas = self.files.len().saturating_sub(1);
-                if deltas >= MAX_DELTAS || self.delta_keys + flat.len() > self.full_keys {
+                // The final cut is never a compaction: a stop waits for it, and the next run
+                // starts its own chain with a full part.
+                let compact = deltas >= MAX_DELTAS || self.delta_keys + flat.len() > self.full_keys;
+                if epoch != FINAL && compact {
                     let chain: Vec<_> = self.files.iter().map(|f| prev.join(f)).collect();
                     let keys = merge_keyed(&c.part_path(epoch, &full)?, &chain, flat.iter())?;
                     self.files = vec![full];
@@ -1070,10 +1082,12 @@ mod tests {
                 .collect();
             judge_epoch(&mut rule, batch, 0, noting);
             w.bound(rule.keys());
+            // The run's last cut is its final one (the end of the input, a graceful stop).
+            let cut = if cut == cuts { FINAL } else { cut };
             checkpoint(&rule, &c, cut, 0, &mut w);
             expected.push((cut, sorted_snapshot(&rule)));
         }
-        w.finish();
+        assert!(w.thread.is_none(), "the final cut waits for the writer");
         let parts = |cut: Epoch| -> Vec<std::path::PathBuf> {
             std::fs::read_dir(c.dir_of(cut))
                 .unwrap()
@@ -1121,11 +1135,56 @@ mod tests {
             R::NAME
         );
         assert!(compacted >= 2, "{}: {compacted} compactions", R::NAME);
+        // The final cut adds the keys changed since the cut before it to the chain (a stop
+        // writes what changed, not every key), and its directory restores on its own.
+        let last = parts(FINAL);
+        assert!(
+            last.iter().any(|p| delta_epoch(p) == Some(FINAL)),
+            "{}: the final cut is a delta: {last:?}",
+            R::NAME
+        );
         assert!(
             expected.iter().any(|(_, s)| s.len() > 100),
             "{}: the state grows",
             R::NAME
         );
+    }
+
+    /// The final cut adds what changed to the chain even where a cut would compact it (more
+    /// changed keys than the full part holds): a stop does not wait for a merge, and the final
+    /// directory restores the state.
+    #[test]
+    fn the_final_cut_is_never_a_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
+        c.register();
+        let mut rule = ContentDedup::new(1, 60_000, 0, templates());
+        let mut w = Writer::<ContentDedup>::start(&c, 0);
+        rule.admit(1 << 64 | 7, at(10, 0)).unwrap();
+        checkpoint(&rule, &c, 1, 0, &mut w);
+        for k in 2..50u128 {
+            rule.admit(k << 64 | 7, at(10, 1)).unwrap();
+            w.noting().unwrap().push(k << 64 | 7);
+        }
+        checkpoint(&rule, &c, FINAL, 0, &mut w);
+        let mut names: Vec<String> = std::fs::read_dir(c.dir_of(FINAL))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("content-"))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "content-0.delta-18446744073709551615.parquet",
+                "content-0.parquet"
+            ]
+        );
+        let parts = names.iter().map(|n| c.dir_of(FINAL).join(n)).collect();
+        let mut restored = ContentDedup::new(1, 60_000, 0, templates());
+        restore_parts(&mut restored, parts, 0, 1);
+        assert_eq!(sorted_snapshot(&restored), sorted_snapshot(&rule));
+        assert_eq!(restored.keys(), 49);
     }
 
     /// Small parts queue for the writer thread; a large one is handed only once the thread
