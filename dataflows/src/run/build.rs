@@ -11,7 +11,7 @@ use tidings_sinks::tracking::TrackingDir;
 
 use tidings_operators::checkpoint::{Checkpoints, write_durably};
 use tidings_operators::live::Live;
-use tidings_operators::park::ParkStore;
+use tidings_operators::park::{self, ParkStore};
 use tidings_sinks::account::Accounts;
 use tidings_sinks::route::Route;
 use tidings_sinks::tracking::redis::{RedisSettings, RedisSink, RedisWriter, UserTtl};
@@ -352,8 +352,9 @@ fn restore(
         return Ok(c);
     }
     if let Some(dir) = c.restored() {
-        let parked = std::fs::read(dir.join("parked.jsonl")).unwrap_or_default();
-        write_durably(&store, &parked)?;
+        // The whole store as some cut wrote it, and the parks and releases of each cut since.
+        let (base, deltas) = park::parts(dir)?;
+        ParkStore::restore(&store, base.as_deref(), &deltas)?;
     } else if fresh {
         write_durably(&store, b"")?;
     }

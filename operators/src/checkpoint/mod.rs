@@ -28,7 +28,8 @@
 //!                                               (full parts and earlier deltas are hard
 //!                                               links to the previous cut's: each cut is whole)
 //!     frequency-0.parquet frequency-1.parquet
-//!     parked.jsonl                              worker 0's park store
+//!     parked.jsonl                              worker 0's park store (as some cut wrote it)
+//!     parked.delta-00000000000000000010.jsonl   its parks and releases since the cut before
 //!     _COMPLETE                                 {"offsets": {"0": 1234}, "positions": {...}}
 //! ```
 //!
@@ -317,6 +318,23 @@ fn damage(dir: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// Puts `from` at `to` as a hard link (a copy where links are not possible).
+pub(crate) fn link(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(to)?;
+            link(from, to)
+        }
+        Err(_) => {
+            let tmp = to.with_extension("tmp");
+            std::fs::copy(from, &tmp)?;
+            File::open(&tmp)?.sync_data()?;
+            std::fs::rename(&tmp, to)
+        }
+    }
 }
 
 /// An I/O error naming the local path it happened at.

@@ -32,7 +32,6 @@ pub use content::ContentDedup;
 pub use frequency::FrequencyDedup;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 
 use tidings_model::time::Millis;
 use tidings_model::{Delivery, EventRow, State, ids};
@@ -44,7 +43,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::frontier::MutableAntichain;
 
-use crate::checkpoint::{Checkpoints, FINAL, merge_keyed, read_keyed, write_keyed};
+use crate::checkpoint::{Checkpoints, FINAL, link, merge_keyed, read_keyed, write_keyed};
 use crate::live::{self, Answer, Ask, Live, Question, RuleSummary};
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Mark, Tracked};
@@ -342,23 +341,6 @@ impl Chain {
         }
         self.dir = Some(c.dir_of(epoch));
         Ok(())
-    }
-}
-
-/// Puts `from` at `to` as a hard link (a copy where links are not possible).
-fn link(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::hard_link(from, to) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(to)?;
-            link(from, to)
-        }
-        Err(_) => {
-            let tmp = to.with_extension("tmp");
-            std::fs::copy(from, &tmp)?;
-            File::open(&tmp)?.sync_data()?;
-            std::fs::rename(&tmp, to)
-        }
     }
 }
 

@@ -7,6 +7,8 @@
 //! its event time, once the input frontier has reached that epoch; at the end of input what is
 //! due by the wall clock is released, and the rest stays on disk for the next run. The
 //! [`Park::park`] operator only moves parks, releases and its capability between the two.
+//! With checkpoints, worker 0 writes its part of each cut as a chain ([`Chain`]): the whole
+//! store now and then, and otherwise the parks and releases since the cut before.
 //!
 //! ```ignore
 //! let released = admitted.parked.park(store, clock, event, checkpoints, live); // deliveries
@@ -18,7 +20,8 @@ mod store;
 pub use schedule::{Event, Parking, Progress, Schedule};
 pub use store::{ParkStore, Parked, Shelf};
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use tidings_model::Delivery;
 use timely::container::CapacityContainerBuilder;
@@ -37,8 +40,9 @@ pub trait Park<'s> {
     /// [`Schedule`]). `store` is opened by worker 0 only; other workers pass `None`.
     ///
     /// On a live source the frontier follows the wall clock when the topic is quiet, so releases
-    /// are on time without new records. With `checkpoints`, worker 0 writes the store as its part
-    /// of every cut; with `live`, it publishes the store's size and next release.
+    /// are on time without new records. With `checkpoints`, worker 0 writes its part of every
+    /// cut (what changed since the cut before; the whole store now and then); with `live`, it
+    /// publishes the store's size and next release.
     fn park(
         self,
         store: Option<ParkStore>,
@@ -72,8 +76,8 @@ impl<'s> Park<'s> for StreamVec<'s, Epoch, Parked> {
                 // Worker 0: its store, its schedule and its capability, held at the schedule's
                 // held epoch until the input ends. Other workers let their capability go at once.
                 let mut state = store.map(|store| (store, Schedule::new(event), cap));
-                // The last part's file, linked again while nothing changed.
-                let mut last_part: Option<PathBuf> = None;
+                // The park parts of the last cut, linked into the next with its changes.
+                let mut chain = Chain::default();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|stamp, batches| {
                         let Some(&epoch) = stamp.least() else { return };
@@ -107,17 +111,17 @@ impl<'s> Park<'s> for StreamVec<'s, Epoch, Parked> {
                             Event::Released { epoch, deliveries } => output
                                 .session(&cap.delayed(&epoch))
                                 .give_iterator(deliveries.into_iter()),
-                            Event::Cut {
-                                epoch,
-                                parked,
-                                changed,
-                            } => {
+                            Event::Cut { epoch, parked, .. } => {
                                 if let Some(c) = &checkpoints {
-                                    snapshot(c, parked, epoch, changed, &mut last_part);
+                                    snapshot(c, parked, epoch, &mut chain);
                                 }
                             }
                         })
                         .unwrap_or_else(|e| panic!("park store: {e}"));
+                    if checkpoints.is_none() {
+                        // No cut takes them: not kept.
+                        store.take_changes();
+                    }
                     if let Some(l) = &live {
                         l.park().set(store.len(), store.next_release());
                     }
@@ -132,26 +136,102 @@ impl<'s> Park<'s> for StreamVec<'s, Epoch, Parked> {
     }
 }
 
-/// Writes the store as worker 0's part of checkpoint `epoch` (a hard link to the last part
-/// when nothing changed since) and reports it written.
-fn snapshot(
-    c: &Checkpoints,
-    store: &ParkStore,
-    epoch: Epoch,
-    changed: bool,
-    last_part: &mut Option<PathBuf>,
-) {
-    let written = c.part_path(epoch, "parked.jsonl").and_then(|path| {
-        match (last_part.as_ref(), changed) {
-            (Some(last), false) if std::fs::hard_link(last, &path).is_ok() => {
-                crate::checkpoint::sync_parent(&path)?
-            }
-            _ => store.write_to(&path)?,
+/// The whole store's part of a cut.
+pub const PART: &str = "parked.jsonl";
+
+/// A cut's delta part: the parks and releases since the cut before it.
+fn delta_name(epoch: Epoch) -> String {
+    format!("parked.delta-{epoch:020}.jsonl")
+}
+
+/// The cut a park part was written at (`None`: the whole store, [`PART`]).
+pub fn delta_epoch(name: &str) -> Option<Epoch> {
+    name.strip_prefix("parked.delta-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+/// The park parts of a cut's directory `dir`: the whole store (if any) and the deltas in cut
+/// order, what [`ParkStore::restore`] folds.
+pub fn parts(dir: &Path) -> io::Result<(Option<PathBuf>, Vec<PathBuf>)> {
+    let mut deltas = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(e) = name.to_str().and_then(delta_epoch) {
+            deltas.push((e, dir.join(&name)));
         }
-        *last_part = Some(path);
-        c.publish(epoch, "parked.jsonl")
-    });
-    if let Err(e) = written {
+    }
+    deltas.sort();
+    let base = dir.join(PART);
+    Ok((
+        base.is_file().then_some(base),
+        deltas.into_iter().map(|(_, p)| p).collect(),
+    ))
+}
+
+/// A cut's deltas after which the next cut writes the whole store again.
+const MAX_DELTAS: usize = 64;
+
+/// Worker 0's park parts: the whole store as written at some cut and the deltas since (each
+/// the parks and releases between two cuts), which every cut's directory holds, linked from
+/// the cut before it. A cut writes the whole store only on a run's first cut, after
+/// [`MAX_DELTAS`] deltas, or once the deltas' bytes outgrow the whole store's: a cut's cost
+/// follows what changed, not what is parked (a night of parks is not written again every cut).
+#[derive(Debug, Default)]
+struct Chain {
+    /// The directory of the last cut written.
+    dir: Option<PathBuf>,
+    /// Its part files, the whole store first.
+    files: Vec<String>,
+    /// Bytes of the whole store's part, and of the deltas since.
+    full_bytes: usize,
+    delta_bytes: usize,
+}
+
+impl Chain {
+    /// Writes cut `epoch`'s part: the chain linked into the cut with `changes` (the parks and
+    /// releases since the last cut) as its delta, or the whole `store`.
+    fn write(
+        &mut self,
+        c: &Checkpoints,
+        store: &ParkStore,
+        epoch: Epoch,
+        changes: &[u8],
+    ) -> io::Result<()> {
+        let grows = self.delta_bytes + changes.len() > self.full_bytes.max(64 * 1024);
+        match self.dir.clone() {
+            Some(prev) if !grows && self.files.len() <= MAX_DELTAS => {
+                for f in &self.files {
+                    crate::checkpoint::link(&prev.join(f), &c.part_path(epoch, f)?)?;
+                }
+                if changes.is_empty() {
+                    crate::checkpoint::sync_parent(&c.part_path(epoch, PART)?)?;
+                } else {
+                    let name = delta_name(epoch);
+                    crate::checkpoint::write_durably(&c.part_path(epoch, &name)?, changes)?;
+                    self.files.push(name);
+                    self.delta_bytes += changes.len();
+                }
+            }
+            _ => {
+                self.full_bytes = store.write_to(&c.part_path(epoch, PART)?)?;
+                self.files = vec![PART.to_string()];
+                self.delta_bytes = 0;
+            }
+        }
+        for f in &self.files {
+            c.publish(epoch, f)?;
+        }
+        self.dir = Some(c.dir_of(epoch));
+        Ok(())
+    }
+}
+
+/// Writes worker 0's park part of checkpoint `epoch` ([`Chain::write`]) and reports it written.
+fn snapshot(c: &Checkpoints, store: &ParkStore, epoch: Epoch, chain: &mut Chain) {
+    let changes = store.take_changes();
+    if let Err(e) = chain.write(c, store, epoch, &changes) {
         panic!("park store: {e}");
     }
     c.part_written(epoch);
@@ -187,6 +267,102 @@ mod tests {
                 .capture_into(tx);
         });
         rx.extract()
+    }
+
+    /// What a store holds, as the tests compare it: each parked delivery's key and receiver.
+    fn held(store: &ParkStore) -> Vec<(Millis, Millis, u128, u32)> {
+        let path = std::env::temp_dir().join(format!("tidings-held-{}", std::process::id()));
+        let bytes = store
+            .write_to(&path)
+            .map(|_| std::fs::read(&path).unwrap())
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut shelf = Shelf::default();
+        shelf.replay(&bytes).unwrap();
+        shelf
+            .iter()
+            .map(|p| {
+                let d = &p.delivery;
+                (p.release_at, d.meta.event_time, d.meta.seq, d.index)
+            })
+            .collect()
+    }
+
+    /// Every cut's park parts restore exactly what was parked at the cut: parks and releases
+    /// replayed in order over the whole store some cut wrote, through compactions; a cut writes
+    /// what changed since the one before (nothing when nothing did), and the whole store only
+    /// now and then.
+    #[test]
+    fn every_cut_restores_what_was_parked_at_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(&dir.path().join("state"), "t", false).unwrap();
+        c.register();
+        let mut store = ParkStore::open(&dir.path().join("parked.jsonl")).unwrap();
+        let mut chain = Chain::default();
+        let mut expected = Vec::new();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut seq, mut released) = (0u128, at(0, 0));
+        let cuts = 2 * MAX_DELTAS as u64 + 40;
+        for cut in 1..=cuts {
+            // Mostly a few parks, now and then a burst (the bytes rule), a release, or nothing.
+            let n = match next() % 10 {
+                0 => 0,
+                1 => 120,
+                _ => next() % 4,
+            };
+            let parks: Vec<Parked> = (0..n)
+                .map(|i| {
+                    seq += 1;
+                    let release = released + 60_000 * (1 + (next() % 120) as Millis);
+                    parked(release, at(1, 0) + seq as Millis, seq, i as u32)
+                })
+                .collect();
+            store.park(parks).unwrap();
+            if next() % 3 == 0 {
+                released += 60_000 * (next() % 40) as Millis;
+                store.release_until(released);
+            }
+            snapshot(&c, &store, cut, &mut chain);
+            expected.push((cut, held(&store)));
+        }
+        let (mut whole, mut unchanged) = (0, 0);
+        for (cut, state) in &expected {
+            let (base, deltas) = parts(&c.dir_of(*cut)).unwrap();
+            assert!(base.is_some(), "cut {cut}: the whole store's part");
+            if deltas.is_empty() {
+                whole += 1;
+            } else if delta_epoch(
+                deltas
+                    .last()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap(),
+            ) != Some(*cut)
+            {
+                unchanged += 1;
+            }
+            let path = dir.path().join(format!("restored-{cut}.jsonl"));
+            ParkStore::restore(&path, base.as_deref(), &deltas).unwrap();
+            let restored = ParkStore::open(&path).unwrap();
+            assert_eq!(&held(&restored), state, "cut {cut}");
+        }
+        assert!(
+            expected.iter().any(|(_, s)| s.len() > 200),
+            "the store grows"
+        );
+        assert!(unchanged > 0, "a cut with nothing changed links the chain");
+        assert!(
+            (3..=cuts as usize / 8).contains(&whole),
+            "{whole} of {cuts} cuts wrote the whole store"
+        );
     }
 
     /// Releases come at the epoch of their release time, with it as event time, once the input

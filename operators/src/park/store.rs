@@ -69,6 +69,26 @@ impl Shelf {
             .collect()
     }
 
+    /// Applies a checkpoint's delta part ([`ParkStore::take_changes`]): its parks and releases,
+    /// in order. `Err` names the line that is neither.
+    pub fn replay(&mut self, changes: &[u8]) -> Result<(), String> {
+        for (i, line) in changes.split(|&b| b == b'\n').enumerate() {
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            // A release is written as `{"released_through":T}`, a park as its `Parked`.
+            let read = if line.starts_with(b"{\"released_through\":") {
+                serde_json::from_slice::<Released>(line).map(|r| {
+                    self.release_until(r.released_through);
+                })
+            } else {
+                serde_json::from_slice::<Parked>(line).map(|p| self.put([p]))
+            };
+            read.map_err(|e| format!("line {}: {e}", i + 1))?;
+        }
+        Ok(())
+    }
+
     /// What is parked, in release order.
     pub fn iter(&self) -> impl Iterator<Item = &Parked> {
         self.parked.values()
@@ -95,6 +115,21 @@ impl Shelf {
 pub struct ParkStore {
     path: PathBuf,
     shelf: Shelf,
+    /// What changed since [`ParkStore::take_changes`] last took it, in order, as JSON lines:
+    /// each park as its line, each release as `{"released_through":T}` (a checkpoint's delta
+    /// part: [`Shelf::replay`] folds it over the part before).
+    changes: std::sync::Mutex<Vec<u8>>,
+}
+
+/// The changes' buffer (a `Mutex` only so that a cut can take it through `&ParkStore`).
+fn changes_of(changes: &mut std::sync::Mutex<Vec<u8>>) -> &mut Vec<u8> {
+    changes.get_mut().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A release in a checkpoint's delta part: every delivery due at or before this time left.
+#[derive(Serialize, Deserialize)]
+struct Released {
+    released_through: Millis,
 }
 
 impl ParkStore {
@@ -151,6 +186,7 @@ impl ParkStore {
         let store = ParkStore {
             path: path.to_path_buf(),
             shelf: parked,
+            changes: Default::default(),
         };
         if repair {
             store.persist()?;
@@ -185,13 +221,55 @@ impl ParkStore {
             ));
         }
         self.shelf.put(items);
+        changes_of(&mut self.changes).extend_from_slice(&buf);
         Ok(())
     }
 
     /// Takes every delivery due at or before `t`, in release then event-time order, with the
     /// release time as event time. Call [`ParkStore::persist`] once they are safely on their way.
     pub fn release_until(&mut self, t: Millis) -> Vec<Delivery> {
-        self.shelf.release_until(t)
+        let due = self.shelf.release_until(t);
+        if !due.is_empty() {
+            let changes = changes_of(&mut self.changes);
+            serde_json::to_writer(
+                &mut *changes,
+                &Released {
+                    released_through: t,
+                },
+            )
+            .expect("a number serializes");
+            changes.push(b'\n');
+        }
+        due
+    }
+
+    /// The parks and releases since it was last taken, as JSON lines in the order they
+    /// happened: what [`Shelf::replay`] folds over the store as it was then.
+    pub fn take_changes(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Restores the store at `path` from a checkpoint's parts: the whole store `base` (none:
+    /// empty), then the `deltas` in order, each folded over it ([`Shelf::replay`]).
+    pub fn restore(path: &Path, base: Option<&Path>, deltas: &[PathBuf]) -> io::Result<()> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        };
+        let whole = match base {
+            Some(base) => read(base)?,
+            None => Vec::new(),
+        };
+        crate::checkpoint::write_durably(path, &whole)?;
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut store = ParkStore::open(path)?;
+        for d in deltas {
+            store.shelf.replay(&read(d)?).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", d.display()))
+            })?;
+        }
+        store.persist()
     }
 
     /// Rewrites the file with what is still parked (atomically: written aside, then renamed).
@@ -202,17 +280,18 @@ impl ParkStore {
                 _ => Ok(()),
             };
         }
-        self.write_to(&self.path)
+        self.write_to(&self.path).map(|_| ())
     }
 
-    /// Writes what is parked to `path` (atomically), e.g. a checkpoint's part.
-    pub fn write_to(&self, path: &Path) -> io::Result<()> {
+    /// Writes what is parked to `path` (atomically), e.g. a checkpoint's part; its size.
+    pub fn write_to(&self, path: &Path) -> io::Result<usize> {
         let mut buf = Vec::new();
         for p in self.shelf.iter() {
             serde_json::to_writer(&mut buf, p).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
-        crate::checkpoint::write_durably(path, &buf)
+        crate::checkpoint::write_durably(path, &buf)?;
+        Ok(buf.len())
     }
 
     /// Number parked.
