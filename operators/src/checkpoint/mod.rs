@@ -234,9 +234,10 @@ fn scan_local(dir: &Path) -> io::Result<(Vec<PathBuf>, u64)> {
 
 /// The newest of the complete checkpoints `complete` (oldest first) that can be read, and the
 /// newer ones passed over: a cut whose manifest, a Parquet part's footer, a JSON part or a line
-/// of `parked.jsonl` cannot be read (a truncated file, a disk's damage) is passed over with a
-/// warning for the cut before it (every completion keeps the cut before it for this), and left
-/// as it is: a later start judges it again, so a passing read error demotes nothing for good.
+/// of the park parts cannot be read (a truncated file, a disk's damage), or whose park deltas
+/// have no store beside them, is passed over with a warning for the cut before it (every
+/// completion keeps the cut before it for this), and left as it is: a later start judges it
+/// again, so a passing read error demotes nothing for good.
 /// Records after the cut restored are read again (sent again where the damaged cut had them
 /// sent). When no complete cut can be read, an error says so, at every start: restoring
 /// nothing would send everything again.
@@ -284,13 +285,24 @@ fn damage(dir: &Path) -> Option<String> {
         Ok(entries) => entries,
         Err(e) => return Some(format!("{}: {e}", dir.display())),
     };
+    // Whether the cut has park deltas (which need the whole store beside them).
+    let mut parks = false;
     for entry in entries {
         let path = match entry {
             Ok(entry) => entry.path(),
             Err(e) => return Some(format!("{}: {e}", dir.display())),
         };
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let read = if name.ends_with(".parquet") {
+        let read = if crate::park::delta_epoch(name).is_some() {
+            // Replayed over the park store on restore: a line it cannot take is damage.
+            std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    crate::park::Shelf::default()
+                        .replay(&b)
+                        .map(|()| parks = true)
+                })
+        } else if name.ends_with(".parquet") {
             File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
                 ParquetRecordBatchReaderBuilder::try_new(f)
                     .map(|_| ())
@@ -316,6 +328,13 @@ fn damage(dir: &Path) -> Option<String> {
         if let Err(e) = read {
             return Some(format!("{}: {e}", path.display()));
         }
+    }
+    if parks && !dir.join(crate::park::PART).is_file() {
+        return Some(format!(
+            "{}: park changes without the park store ({} is missing)",
+            dir.display(),
+            crate::park::PART
+        ));
     }
     None
 }
@@ -1619,6 +1638,31 @@ mod tests {
                 .restored()
                 .is_none()
         );
+    }
+
+    /// A park delta is replayed over the park store on restore: a line that is JSON but neither
+    /// a park nor a release, or deltas without the store beside them, are damage (the cut
+    /// before is restored), not a start that fails.
+    #[test]
+    fn a_park_delta_that_cannot_be_replayed_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
+        c.register_source();
+        c.register();
+        for (cut, offset) in [(5, 2), (12, 5)] {
+            one_cut(&c, cut, offset);
+        }
+        let open = || Checkpoints::open(dir.path(), "t", false).unwrap();
+        let delta = c.dir_of(12).join("parked.delta-00000000000000000012.jsonl");
+        // Sound: a release over the store beside it.
+        std::fs::write(c.dir_of(12).join("parked.jsonl"), b"").unwrap();
+        std::fs::write(&delta, b"{\"released_through\":7}\n").unwrap();
+        assert_eq!(open().restored(), Some(c.dir_of(12).as_path()));
+        std::fs::write(&delta, b"{\"released_through\":7}\n{\"a\":1}\n").unwrap();
+        assert_eq!(open().restored(), Some(c.dir_of(5).as_path()));
+        std::fs::write(&delta, b"{\"released_through\":7}\n").unwrap();
+        std::fs::remove_file(c.dir_of(12).join("parked.jsonl")).unwrap();
+        assert_eq!(open().restored(), Some(c.dir_of(5).as_path()));
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! and only then reports the part written — the cut completes, and offsets are committed, only
 //! after that. The final cut (end of input, a graceful stop) adds the keys changed since the
 //! last cut to the chain too, never compacting, and the worker waits for the writer to finish;
-//! only a run whose first cut is its final one writes its part whole, on the worker. A write
-//! that fails fails the job on the worker's next turn, with the error.
+//! a run with no chain to add to (its first cut is its final one, or more keys changed than it
+//! holds) writes its final part whole, on the worker. A write that fails fails the job on the
+//! worker's next turn, with the error.
 //!
 //! ```ignore
 //! let content = passes.dedup_by(ContentDedup::new(..), &admitted.marks, clock, None, None);
@@ -217,7 +218,8 @@ fn write_part<R: KeyedRule>(
 /// whole, when there is no writer thread. The final cut goes to the writer thread too when it
 /// has a chain to add to (only the keys changed since the last cut are written: a run stops in
 /// a time that depends on what changed, not on the keys held), and the worker then waits for
-/// every part to be written; a run whose first cut is its final one writes it whole, here.
+/// every part to be written; with no chain to add to (a run whose first cut is its final one,
+/// or more keys changed than it holds) the final part is written whole, here.
 fn checkpoint<R: KeyedRule>(
     rule: &R,
     c: &Checkpoints,

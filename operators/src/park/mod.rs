@@ -120,7 +120,7 @@ impl<'s> Park<'s> for StreamVec<'s, Epoch, Parked> {
                         .unwrap_or_else(|e| panic!("park store: {e}"));
                     if checkpoints.is_none() {
                         // No cut takes them: not kept.
-                        store.take_changes();
+                        store.take_changes(0);
                     }
                     if let Some(l) = &live {
                         l.park().set(store.len(), store.next_release());
@@ -175,9 +175,10 @@ const MAX_DELTAS: usize = 64;
 
 /// Worker 0's park parts: the whole store as written at some cut and the deltas since (each
 /// the parks and releases between two cuts), which every cut's directory holds, linked from
-/// the cut before it. A cut writes the whole store only on a run's first cut, after
-/// [`MAX_DELTAS`] deltas, or once the deltas' bytes outgrow the whole store's: a cut's cost
-/// follows what changed, not what is parked (a night of parks is not written again every cut).
+/// the cut before it. A cut writes the whole store only on a run's first cut and its final
+/// one (a graceful stop: a cut older versions can restore), after [`MAX_DELTAS`] deltas, or
+/// once the deltas' bytes outgrow the whole store's (and 64 KiB): a cut's cost follows what
+/// changed, not what is parked (a night of parks is not written again every cut).
 #[derive(Debug, Default)]
 struct Chain {
     /// The directory of the last cut written.
@@ -197,11 +198,17 @@ impl Chain {
         c: &Checkpoints,
         store: &ParkStore,
         epoch: Epoch,
-        changes: &[u8],
+        changes: Option<&[u8]>,
     ) -> io::Result<()> {
-        let grows = self.delta_bytes + changes.len() > self.full_bytes.max(64 * 1024);
-        match self.dir.clone() {
-            Some(prev) if !grows && self.files.len() <= MAX_DELTAS => {
+        let bound = self.bound();
+        match (self.dir.clone(), changes) {
+            // The final cut is written whole: a graceful stop leaves a cut that holds the
+            // store in one file, as versions before the chain wrote it.
+            (Some(prev), Some(changes))
+                if epoch != FINAL
+                    && self.delta_bytes + changes.len() <= bound
+                    && self.files.len() <= MAX_DELTAS =>
+            {
                 for f in &self.files {
                     crate::checkpoint::link(&prev.join(f), &c.part_path(epoch, f)?)?;
                 }
@@ -226,12 +233,18 @@ impl Chain {
         self.dir = Some(c.dir_of(epoch));
         Ok(())
     }
+
+    /// The deltas' bytes past which the next cut writes the whole store.
+    fn bound(&self) -> usize {
+        self.full_bytes.max(64 * 1024)
+    }
 }
 
 /// Writes worker 0's park part of checkpoint `epoch` ([`Chain::write`]) and reports it written.
 fn snapshot(c: &Checkpoints, store: &ParkStore, epoch: Epoch, chain: &mut Chain) {
-    let changes = store.take_changes();
-    if let Err(e) = chain.write(c, store, epoch, &changes) {
+    // Changes past what the next cut could add as a delta are not kept.
+    let changes = store.take_changes(chain.bound().saturating_sub(chain.delta_bytes));
+    if let Err(e) = chain.write(c, store, epoch, changes.as_deref()) {
         panic!("park store: {e}");
     }
     c.part_written(epoch);
@@ -269,29 +282,20 @@ mod tests {
         rx.extract()
     }
 
-    /// What a store holds, as the tests compare it: each parked delivery's key and receiver.
-    fn held(store: &ParkStore) -> Vec<(Millis, Millis, u128, u32)> {
+    /// What a store holds, as the tests compare it: its whole part's bytes (every parked
+    /// delivery, in release order).
+    fn held(store: &ParkStore) -> Vec<u8> {
         let path = std::env::temp_dir().join(format!("tidings-held-{}", std::process::id()));
-        let bytes = store
-            .write_to(&path)
-            .map(|_| std::fs::read(&path).unwrap())
-            .unwrap();
+        store.write_to(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
-        let mut shelf = Shelf::default();
-        shelf.replay(&bytes).unwrap();
-        shelf
-            .iter()
-            .map(|p| {
-                let d = &p.delivery;
-                (p.release_at, d.meta.event_time, d.meta.seq, d.index)
-            })
-            .collect()
+        bytes
     }
 
     /// Every cut's park parts restore exactly what was parked at the cut: parks and releases
     /// replayed in order over the whole store some cut wrote, through compactions; a cut writes
-    /// what changed since the one before (nothing when nothing did), and the whole store only
-    /// now and then.
+    /// what changed since the one before (nothing when nothing did), the whole store only now
+    /// and then, and the final cut whole.
     #[test]
     fn every_cut_restores_what_was_parked_at_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -316,18 +320,40 @@ mod tests {
                 1 => 120,
                 _ => next() % 4,
             };
-            let parks: Vec<Parked> = (0..n)
+            let mut parks: Vec<Parked> = (0..n)
                 .map(|i| {
                     seq += 1;
                     let release = released + 60_000 * (1 + (next() % 120) as Millis);
                     parked(release, at(1, 0) + seq as Millis, seq, i as u32)
                 })
                 .collect();
-            store.park(parks).unwrap();
-            if next() % 3 == 0 {
-                released += 60_000 * (next() % 40) as Millis;
-                store.release_until(released);
+            // A park again of one parked before (a replayed record: the same key, a new
+            // receiver), and a late one (due before the last release).
+            if next() % 5 == 0
+                && let Some(p) = parks.first().cloned()
+            {
+                let mut again = p.clone();
+                again.delivery.receiver = "13900139000".into();
+                parks.push(again);
+                let mut late = p;
+                late.release_at = released - 60_000;
+                late.delivery.index += 1_000;
+                parks.push(late);
             }
+            store.park(parks).unwrap();
+            match next() % 6 {
+                0 | 1 => {
+                    released += 60_000 * (next() % 40) as Millis;
+                    store.release_until(released);
+                }
+                // A release by a clock behind the last (the end of a run's input): the late
+                // parks at most.
+                2 => {
+                    store.release_until(released - 30_000);
+                }
+                _ => {}
+            }
+            let cut = if cut == cuts { FINAL } else { cut };
             snapshot(&c, &store, cut, &mut chain);
             expected.push((cut, held(&store)));
         }
@@ -335,33 +361,52 @@ mod tests {
         for (cut, state) in &expected {
             let (base, deltas) = parts(&c.dir_of(*cut)).unwrap();
             assert!(base.is_some(), "cut {cut}: the whole store's part");
-            if deltas.is_empty() {
-                whole += 1;
-            } else if delta_epoch(
-                deltas
-                    .last()
-                    .unwrap()
-                    .file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap(),
-            ) != Some(*cut)
-            {
-                unchanged += 1;
+            let last = deltas
+                .last()
+                .map(|d| d.file_name().unwrap().to_str().unwrap());
+            match last {
+                None => whole += 1,
+                Some(name) if delta_epoch(name) != Some(*cut) => unchanged += 1,
+                Some(_) => {}
             }
             let path = dir.path().join(format!("restored-{cut}.jsonl"));
             ParkStore::restore(&path, base.as_deref(), &deltas).unwrap();
             let restored = ParkStore::open(&path).unwrap();
-            assert_eq!(&held(&restored), state, "cut {cut}");
+            assert!(&held(&restored) == state, "cut {cut}: restored as it was");
         }
         assert!(
-            expected.iter().any(|(_, s)| s.len() > 200),
+            expected.iter().any(|(_, s)| s.len() > 100_000),
             "the store grows"
         );
         assert!(unchanged > 0, "a cut with nothing changed links the chain");
         assert!(
             (3..=cuts as usize / 8).contains(&whole),
             "{whole} of {cuts} cuts wrote the whole store"
+        );
+        let (_, deltas) = parts(&c.dir_of(FINAL)).unwrap();
+        assert!(deltas.is_empty(), "the final cut is whole: {deltas:?}");
+    }
+
+    /// Changes past the limit a cut set are not kept: the next cut writes the whole store.
+    #[test]
+    fn changes_past_their_limit_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ParkStore::open(&dir.path().join("parked.jsonl")).unwrap();
+        let park = |seq| parked(at(9, 0), at(1, 0), seq, 0);
+        store.park(vec![park(1)]).unwrap();
+        let one = store.take_changes(1_000).unwrap();
+        assert!(one.len() < 500 && one.ends_with(b"\n"), "a park's line");
+        store.park(vec![park(2), park(3)]).unwrap();
+        assert!(
+            store.take_changes(1_000).is_some(),
+            "two parks are under 1,000 bytes"
+        );
+        store.park(vec![park(4), park(5), park(6)]).unwrap();
+        assert_eq!(store.take_changes(1_000), None, "three are over");
+        store.release_until(at(9, 0));
+        assert_eq!(
+            store.take_changes(1_000).as_deref(),
+            Some(format!("{{\"released_through\":{}}}\n", at(9, 0)).as_bytes())
         );
     }
 

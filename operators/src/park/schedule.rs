@@ -98,7 +98,8 @@ pub enum Event<'a, P> {
         epoch: Epoch,
         /// What is parked at the cut.
         parked: &'a P,
-        /// Whether anything was parked or released since the previous cut's part.
+        /// Whether anything was parked or released since the previous cut's part (the park
+        /// operator reads the changes themselves from its store; the tests read this).
         changed: bool,
     },
 }

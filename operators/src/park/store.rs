@@ -115,14 +115,44 @@ impl Shelf {
 pub struct ParkStore {
     path: PathBuf,
     shelf: Shelf,
-    /// What changed since [`ParkStore::take_changes`] last took it, in order, as JSON lines:
-    /// each park as its line, each release as `{"released_through":T}` (a checkpoint's delta
-    /// part: [`Shelf::replay`] folds it over the part before).
-    changes: std::sync::Mutex<Vec<u8>>,
+    /// What changed since [`ParkStore::take_changes`] last took it (a `Mutex` only so that a
+    /// cut can take it through `&ParkStore`).
+    changes: std::sync::Mutex<Changes>,
 }
 
-/// The changes' buffer (a `Mutex` only so that a cut can take it through `&ParkStore`).
-fn changes_of(changes: &mut std::sync::Mutex<Vec<u8>>) -> &mut Vec<u8> {
+/// The parks and releases since a cut last took them, in order, as JSON lines: each park as
+/// its line, each release as `{"released_through":T}` (a checkpoint's delta part:
+/// [`Shelf::replay`] folds it over the part before). Past `limit` bytes they are dropped (the
+/// next cut writes the whole store instead), so they never take more memory than that.
+#[derive(Debug)]
+struct Changes {
+    /// `None`: more than `limit` bytes changed.
+    lines: Option<Vec<u8>>,
+    limit: usize,
+}
+
+impl Default for Changes {
+    fn default() -> Changes {
+        Changes {
+            lines: Some(Vec::new()),
+            limit: 64 * 1024,
+        }
+    }
+}
+
+impl Changes {
+    fn add(&mut self, line: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(lines) = &mut self.lines {
+            line(lines);
+            if lines.len() > self.limit {
+                self.lines = None;
+            }
+        }
+    }
+}
+
+/// The changes' buffer.
+fn changes_of(changes: &mut std::sync::Mutex<Changes>) -> &mut Changes {
     changes.get_mut().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -221,7 +251,7 @@ impl ParkStore {
             ));
         }
         self.shelf.put(items);
-        changes_of(&mut self.changes).extend_from_slice(&buf);
+        changes_of(&mut self.changes).add(|lines| lines.extend_from_slice(&buf));
         Ok(())
     }
 
@@ -230,23 +260,28 @@ impl ParkStore {
     pub fn release_until(&mut self, t: Millis) -> Vec<Delivery> {
         let due = self.shelf.release_until(t);
         if !due.is_empty() {
-            let changes = changes_of(&mut self.changes);
-            serde_json::to_writer(
-                &mut *changes,
-                &Released {
-                    released_through: t,
-                },
-            )
-            .expect("a number serializes");
-            changes.push(b'\n');
+            changes_of(&mut self.changes).add(|lines| {
+                serde_json::to_writer(
+                    &mut *lines,
+                    &Released {
+                        released_through: t,
+                    },
+                )
+                .expect("a number serializes");
+                lines.push(b'\n');
+            });
         }
         due
     }
 
     /// The parks and releases since it was last taken, as JSON lines in the order they
-    /// happened: what [`Shelf::replay`] folds over the store as it was then.
-    pub fn take_changes(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
+    /// happened: what [`Shelf::replay`] folds over the store as it was then; `None` when more
+    /// than `limit` bytes changed (then only the whole store tells what is parked). Later
+    /// changes are kept up to `limit` bytes.
+    pub fn take_changes(&self, limit: usize) -> Option<Vec<u8>> {
+        let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        changes.limit = limit;
+        changes.lines.replace(Vec::new())
     }
 
     /// Restores the store at `path` from a checkpoint's parts: the whole store `base` (none:
@@ -257,7 +292,16 @@ impl ParkStore {
         };
         let whole = match base {
             Some(base) => read(base)?,
-            None => Vec::new(),
+            None if deltas.is_empty() => Vec::new(),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: changes to a park store without the store (parked.jsonl is missing)",
+                        deltas[0].display()
+                    ),
+                ));
+            }
         };
         crate::checkpoint::write_durably(path, &whole)?;
         if deltas.is_empty() {
