@@ -1109,37 +1109,88 @@ pub fn write_keyed<V: AsRef<[i64]>>(
     path: &Path,
     entries: impl Iterator<Item = (u128, V)>,
 ) -> io::Result<()> {
-    let schema = keyed_schema();
-    let tmp = path.with_extension("tmp");
-    let file = File::create(&tmp)?;
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(keyed_props()))
-        .map_err(io::Error::other)?;
-    let mut entries = entries.peekable();
-    while entries.peek().is_some() {
-        let mut keys = FixedSizeBinaryBuilder::new(16);
-        let mut values = ListBuilder::new(Int64Builder::new()).with_field(Field::new(
-            "item",
-            DataType::Int64,
-            false,
-        ));
-        for (key, vs) in entries.by_ref().take(65_536) {
-            keys.append_value(key.to_le_bytes())
-                .map_err(io::Error::other)?;
-            values.values().append_slice(vs.as_ref());
-            values.append(true);
+    let mut out = KeyedWriter::create(path)?;
+    for (key, values) in entries {
+        out.push(key, values.as_ref())?;
+    }
+    out.finish()
+}
+
+/// A keyed part being written ([`write_keyed`], [`merge_keyed`]): entries pushed into the
+/// column builders, encoded 65,536 at a time, the file renamed into place by
+/// [`KeyedWriter::finish`].
+struct KeyedWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    schema: Arc<Schema>,
+    writer: ArrowWriter<File>,
+    keys: FixedSizeBinaryBuilder,
+    values: ListBuilder<Int64Builder>,
+    rows: usize,
+}
+
+impl KeyedWriter {
+    /// Rows per record batch.
+    const BATCH: usize = 65_536;
+
+    fn create(path: &Path) -> io::Result<KeyedWriter> {
+        let schema = keyed_schema();
+        let tmp = path.with_extension("tmp");
+        let file = File::create(&tmp)?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(keyed_props()))
+            .map_err(io::Error::other)?;
+        Ok(KeyedWriter {
+            path: path.to_path_buf(),
+            tmp,
+            schema,
+            writer,
+            keys: FixedSizeBinaryBuilder::new(16),
+            values: ListBuilder::new(Int64Builder::new()).with_field(Field::new(
+                "item",
+                DataType::Int64,
+                false,
+            )),
+            rows: 0,
+        })
+    }
+
+    /// Adds one key (keys in order) and its values.
+    fn push(&mut self, key: u128, values: &[i64]) -> io::Result<()> {
+        self.keys
+            .append_value(key.to_le_bytes())
+            .map_err(io::Error::other)?;
+        self.values.values().append_slice(values);
+        self.values.append(true);
+        self.rows += 1;
+        if self.rows == Self::BATCH {
+            self.encode()?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the rows pushed since the last batch.
+    fn encode(&mut self) -> io::Result<()> {
+        if self.rows == 0 {
+            return Ok(());
         }
         let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(keys.finish()), Arc::new(values.finish())],
+            self.schema.clone(),
+            vec![Arc::new(self.keys.finish()), Arc::new(self.values.finish())],
         )
         .map_err(io::Error::other)?;
-        writer.write(&batch).map_err(io::Error::other)?;
+        self.rows = 0;
+        self.writer.write(&batch).map_err(io::Error::other)
     }
-    let file = writer.into_inner().map_err(io::Error::other)?;
-    file.sync_data()?;
-    std::fs::rename(&tmp, path)?;
-    // The rename, and any part linked into the same cut before it, made durable.
-    sync_parent(path)
+
+    /// Writes the file out, durably, and renames it into place.
+    fn finish(mut self) -> io::Result<()> {
+        self.encode()?;
+        let file = self.writer.into_inner().map_err(io::Error::other)?;
+        file.sync_data()?;
+        std::fs::rename(&self.tmp, &self.path)?;
+        // The rename, and any part linked into the same cut before it, made durable.
+        sync_parent(&self.path)
+    }
 }
 
 /// Reads keyed state written by [`write_keyed`], keeping the keys `keep` accepts.
@@ -1219,7 +1270,10 @@ struct KeyedEntries {
     path: PathBuf,
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
     batch: Option<KeyedBatch>,
+    /// The next entry's index in `batch`.
     at: usize,
+    /// The key of the entry at the head.
+    last: Option<u128>,
 }
 
 impl KeyedEntries {
@@ -1237,6 +1291,7 @@ impl KeyedEntries {
             reader,
             batch: None,
             at: 0,
+            last: None,
         })
     }
 
@@ -1256,17 +1311,22 @@ impl KeyedEntries {
         KeyedBatch::of(&batch).map(Some).map_err(|e| self.bad(&e))
     }
 
-    fn next_entry(&mut self) -> io::Result<Option<(u128, Vec<i64>)>> {
+    /// Moves to the next entry and gives its key (`None` past the last); its values are
+    /// [`KeyedEntries::values`]. A key not above the one before is an error.
+    fn step(&mut self) -> io::Result<Option<u128>> {
         loop {
             if let Some(batch) = &self.batch
                 && self.at < batch.len()
             {
-                let i = self.at;
+                let key = batch.key(self.at).map_err(|e| self.bad(&e))?;
                 self.at += 1;
-                let entry = batch
-                    .key(i)
-                    .and_then(|k| batch.values(i).map(|v| (k, v.to_vec())));
-                return entry.map(Some).map_err(|e| self.bad(&e));
+                if self.last.is_some_and(|l| key <= l) {
+                    return Err(self.bad(
+                        &"keys are not sorted (a part of an older version cannot be merged)",
+                    ));
+                }
+                self.last = Some(key);
+                return Ok(Some(key));
             }
             let Some(batch) = self.next_batch()? else {
                 return Ok(None);
@@ -1275,12 +1335,23 @@ impl KeyedEntries {
             self.at = 0;
         }
     }
+
+    /// The values of the entry [`KeyedEntries::step`] moved to, read in place.
+    fn values(&self) -> io::Result<&[i64]> {
+        let batch = self
+            .batch
+            .as_ref()
+            .filter(|_| self.at > 0)
+            .ok_or_else(|| self.bad(&"no entry"))?;
+        batch.values(self.at - 1).map_err(|e| self.bad(&e))
+    }
 }
 
 /// Writes to `path` (atomically) the keyed parts `older` (oldest first) and then `newest`
 /// merged: each key once, with its newest values; a key whose newest values are none (a
 /// tombstone) is left out. Every input is sorted by key, and so is the output. Streams: holds
-/// one entry per input. Returns the number of keys written.
+/// one entry per input, its values read in place (no copy per entry). Returns the number of
+/// keys written.
 pub fn merge_keyed<V: AsRef<[i64]>>(
     path: &Path,
     older: &[PathBuf],
@@ -1293,72 +1364,62 @@ pub fn merge_keyed<V: AsRef<[i64]>>(
         .iter()
         .map(|p| KeyedEntries::open(p))
         .collect::<io::Result<Vec<_>>>()?;
-    let mut newest = newest.map(|(k, v)| (k, v.as_ref().to_vec())).peekable();
+    let mut newest = newest;
     let newest_rank = files.len();
-    let mut failed: Option<io::Error> = None;
-    let mut written = 0usize;
-    // The next entry of every input: the smallest key first, the newest input first among
+    // The newest input's entry at its head.
+    let mut head: Option<(u128, V)> = None;
+    // The key at every input's head: the smallest key first, the newest input first among
     // equal keys.
     let mut heads: BinaryHeap<(Reverse<u128>, usize)> = BinaryHeap::new();
-    let mut values: Vec<Vec<i64>> = vec![Vec::new(); files.len() + 1];
-    let mut last: Vec<Option<u128>> = vec![None; files.len()];
     let mut advance = |rank: usize,
-                       heads: &mut BinaryHeap<(Reverse<u128>, usize)>,
-                       values: &mut Vec<Vec<i64>>,
-                       failed: &mut Option<io::Error>| {
-        let next = if rank == newest_rank {
-            Ok(newest.next())
+                       files: &mut Vec<KeyedEntries>,
+                       head: &mut Option<(u128, V)>,
+                       heads: &mut BinaryHeap<(Reverse<u128>, usize)>|
+     -> io::Result<()> {
+        let key = if rank == newest_rank {
+            *head = newest.next();
+            head.as_ref().map(|(k, _)| *k)
         } else {
-            files[rank].next_entry().and_then(|e| match e {
-                Some((k, _)) if last[rank].is_some_and(|l| k <= l) => Err(files[rank]
-                    .bad(&"keys are not sorted (a part of an older version cannot be merged)")),
-                e => {
-                    last[rank] = e.as_ref().map(|(k, _)| *k);
-                    Ok(e)
-                }
-            })
+            files[rank].step()?
         };
-        match next {
-            Ok(Some((k, v))) => {
-                values[rank] = v;
-                heads.push((Reverse(k), rank));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
+        if let Some(k) = key {
+            heads.push((Reverse(k), rank));
         }
+        Ok(())
     };
-    for rank in 0..=newest_rank {
-        advance(rank, &mut heads, &mut values, &mut failed);
-    }
-    let merged = std::iter::from_fn(|| {
-        loop {
-            if failed.is_some() {
-                return None;
+    let mut out = KeyedWriter::create(path)?;
+    let mut written = 0usize;
+    let mut merge = || -> io::Result<()> {
+        for rank in 0..=newest_rank {
+            advance(rank, &mut files, &mut head, &mut heads)?;
+        }
+        while let Some((Reverse(key), rank)) = heads.pop() {
+            let values = match &head {
+                Some((_, v)) if rank == newest_rank => v.as_ref(),
+                _ => files[rank].values()?,
+            };
+            if !values.is_empty() {
+                out.push(key, values)?;
+                written += 1;
             }
-            let (Reverse(key), rank) = heads.pop()?;
-            let v = std::mem::take(&mut values[rank]);
-            advance(rank, &mut heads, &mut values, &mut failed);
+            advance(rank, &mut files, &mut head, &mut heads)?;
             // The same key in older inputs: superseded.
             while let Some(&(Reverse(k), r)) = heads.peek()
                 && k == key
             {
                 heads.pop();
-                advance(r, &mut heads, &mut values, &mut failed);
-            }
-            if !v.is_empty() {
-                written += 1;
-                return Some((key, v));
+                advance(r, &mut files, &mut head, &mut heads)?;
             }
         }
-    });
-    let result = write_keyed(path, merged);
-    if let Some(e) = failed {
-        let _ = std::fs::remove_file(path);
-        return Err(e);
+        Ok(())
+    };
+    match merge() {
+        Ok(()) => out.finish().map(|()| written),
+        Err(e) => {
+            let _ = std::fs::remove_file(&out.tmp);
+            Err(e)
+        }
     }
-    result.map(|()| written)
 }
 
 #[cfg(test)]
