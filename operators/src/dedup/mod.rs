@@ -13,11 +13,11 @@
 //! the previous cut), compacts it into a new full part now and then (a streaming merge,
 //! [`merge_keyed`]), makes each part durable
 //! and only then reports the part written — the cut completes, and offsets are committed, only
-//! after that. The final cut (end of input, a graceful stop) adds the keys changed since the
-//! last cut to the chain too, never compacting, and the worker waits for the writer to finish;
-//! a run with no chain to add to (its first cut is its final one, or more keys changed than it
-//! holds) writes its final part whole, on the worker. A write that fails fails the job on the
-//! worker's next turn, with the error.
+//! after that. The final cut (the end of input; a stop ends at an ordinary cut) adds the keys
+//! changed since the last cut to the chain too, never compacting, and the worker waits for the
+//! writer to finish; a run with no chain to add to (its first cut is its final one, or more
+//! keys changed than it holds and at least 65,536) writes its final part whole, on the worker.
+//! A write that fails fails the job on the worker's next turn, with the error.
 //!
 //! ```ignore
 //! let content = passes.dedup_by(ContentDedup::new(..), &admitted.marks, clock, None, None);
@@ -216,10 +216,11 @@ fn write_part<R: KeyedRule>(
 /// Writes `rule`'s part of checkpoint `epoch` and reports it written: on the writer thread
 /// (the keys changed since the last cut, or the whole state on a run's first cut), or here,
 /// whole, when there is no writer thread. The final cut goes to the writer thread too when it
-/// has a chain to add to (only the keys changed since the last cut are written: a run stops in
+/// has a chain to add to (only the keys changed since the last cut are written: a run ends in
 /// a time that depends on what changed, not on the keys held), and the worker then waits for
 /// every part to be written; with no chain to add to (a run whose first cut is its final one,
-/// or more keys changed than it holds) the final part is written whole, here.
+/// or more keys changed than it holds and at least 65,536) the final part is written whole,
+/// here.
 fn checkpoint<R: KeyedRule>(
     rule: &R,
     c: &Checkpoints,
@@ -1066,7 +1067,7 @@ mod tests {
                 .collect();
             judge_epoch(&mut rule, batch, 0, noting);
             w.bound(rule.keys());
-            // The run's last cut is its final one (the end of the input, a graceful stop).
+            // The run's last cut is its final one (the end of the input).
             let cut = if cut == cuts { FINAL } else { cut };
             checkpoint(&rule, &c, cut, 0, &mut w);
             expected.push((cut, sorted_snapshot(&rule)));

@@ -120,7 +120,7 @@ impl<'s> Park<'s> for StreamVec<'s, Epoch, Parked> {
                         .unwrap_or_else(|e| panic!("park store: {e}"));
                     if checkpoints.is_none() {
                         // No cut takes them: not kept.
-                        store.take_changes(0);
+                        store.limit_changes(0);
                     }
                     if let Some(l) = &live {
                         l.park().set(store.len(), store.next_release());
@@ -175,8 +175,9 @@ const MAX_DELTAS: usize = 64;
 
 /// Worker 0's park parts: the whole store as written at some cut and the deltas since (each
 /// the parks and releases between two cuts), which every cut's directory holds, linked from
-/// the cut before it. A cut writes the whole store only on a run's first cut and its final
-/// one (a graceful stop: a cut older versions can restore), after [`MAX_DELTAS`] deltas, or
+/// the cut before it. A cut writes the whole store only on a run's first cut and its last
+/// (the end of input, or the cut a stop agreed: a cut older versions can restore), after
+/// [`MAX_DELTAS`] deltas, or
 /// once the deltas' bytes outgrow the whole store's (and 64 KiB): a cut's cost follows what
 /// changed, not what is parked (a night of parks is not written again every cut).
 #[derive(Debug, Default)]
@@ -201,11 +202,12 @@ impl Chain {
         changes: Option<&[u8]>,
     ) -> io::Result<()> {
         let bound = self.bound();
+        // The last cut of a run (the end of input, or the cut a stop agreed) holds the store
+        // in one file, as versions before the chain wrote it.
+        let last = epoch == FINAL || c.stop_cut() == Some(epoch);
         match (self.dir.clone(), changes) {
-            // The final cut is written whole: a graceful stop leaves a cut that holds the
-            // store in one file, as versions before the chain wrote it.
             (Some(prev), Some(changes))
-                if epoch != FINAL
+                if !last
                     && self.delta_bytes + changes.len() <= bound
                     && self.files.len() <= MAX_DELTAS =>
             {
@@ -242,11 +244,12 @@ impl Chain {
 
 /// Writes worker 0's park part of checkpoint `epoch` ([`Chain::write`]) and reports it written.
 fn snapshot(c: &Checkpoints, store: &ParkStore, epoch: Epoch, chain: &mut Chain) {
-    // Changes past what the next cut could add as a delta are not kept.
-    let changes = store.take_changes(chain.bound().saturating_sub(chain.delta_bytes));
+    let changes = store.take_changes();
     if let Err(e) = chain.write(c, store, epoch, changes.as_deref()) {
         panic!("park store: {e}");
     }
+    // Changes past what the next cut could add as a delta are not kept.
+    store.limit_changes(chain.bound().saturating_sub(chain.delta_bytes));
     c.part_written(epoch);
 }
 
@@ -285,11 +288,10 @@ mod tests {
     /// What a store holds, as the tests compare it: its whole part's bytes (every parked
     /// delivery, in release order).
     fn held(store: &ParkStore) -> Vec<u8> {
-        let path = std::env::temp_dir().join(format!("tidings-held-{}", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held.jsonl");
         store.write_to(&path).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        let _ = std::fs::remove_file(&path);
-        bytes
+        std::fs::read(&path).unwrap()
     }
 
     /// Every cut's park parts restore exactly what was parked at the cut: parks and releases
@@ -394,20 +396,50 @@ mod tests {
         let mut store = ParkStore::open(&dir.path().join("parked.jsonl")).unwrap();
         let park = |seq| parked(at(9, 0), at(1, 0), seq, 0);
         store.park(vec![park(1)]).unwrap();
-        let one = store.take_changes(1_000).unwrap();
-        assert!(one.len() < 500 && one.ends_with(b"\n"), "a park's line");
+        let one = store.take_changes().unwrap().len();
+        assert!(one > 100, "a park's line");
+        store.limit_changes(2 * one);
         store.park(vec![park(2), park(3)]).unwrap();
         assert!(
-            store.take_changes(1_000).is_some(),
-            "two parks are under 1,000 bytes"
+            store.take_changes().is_some(),
+            "two parks are within the limit"
         );
         store.park(vec![park(4), park(5), park(6)]).unwrap();
-        assert_eq!(store.take_changes(1_000), None, "three are over");
+        assert_eq!(store.take_changes(), None, "three are over it");
         store.release_until(at(9, 0));
         assert_eq!(
-            store.take_changes(1_000).as_deref(),
+            store.take_changes().as_deref(),
             Some(format!("{{\"released_through\":{}}}\n", at(9, 0)).as_bytes())
         );
+        // A limit lowered below what is kept drops it.
+        store.park(vec![park(7)]).unwrap();
+        store.limit_changes(one - 1);
+        assert_eq!(store.take_changes(), None);
+    }
+
+    /// The cut a stop agreed writes the whole store, as the final cut does: the last cut of a
+    /// run is one file, which versions before the chain restore too.
+    #[test]
+    fn the_cut_a_stop_agreed_writes_the_whole_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(&dir.path().join("state"), "t", false).unwrap();
+        c.register();
+        c.register_source();
+        let mut store = ParkStore::open(&dir.path().join("parked.jsonl")).unwrap();
+        let mut chain = Chain::default();
+        store.park(vec![parked(at(9, 0), at(1, 0), 1, 0)]).unwrap();
+        snapshot(&c, &store, 1, &mut chain);
+        store.park(vec![parked(at(9, 0), at(1, 0), 2, 0)]).unwrap();
+        snapshot(&c, &store, 2, &mut chain);
+        assert_eq!(parts(&c.dir_of(2)).unwrap().1.len(), 1, "a delta");
+        c.request_stop();
+        c.source_turn(0, 3, true);
+        let stop = c.stop_cut().expect("the stop's cut is agreed");
+        store.park(vec![parked(at(9, 0), at(1, 0), 3, 0)]).unwrap();
+        snapshot(&c, &store, stop, &mut chain);
+        let (base, deltas) = parts(&c.dir_of(stop)).unwrap();
+        assert!(deltas.is_empty(), "{deltas:?}");
+        assert_eq!(std::fs::read(base.unwrap()).unwrap(), held(&store));
     }
 
     /// Releases come at the epoch of their release time, with it as event time, once the input

@@ -276,12 +276,21 @@ impl ParkStore {
 
     /// The parks and releases since it was last taken, as JSON lines in the order they
     /// happened: what [`Shelf::replay`] folds over the store as it was then; `None` when more
-    /// than `limit` bytes changed (then only the whole store tells what is parked). Later
-    /// changes are kept up to `limit` bytes.
-    pub fn take_changes(&self, limit: usize) -> Option<Vec<u8>> {
+    /// than the limit ([`ParkStore::limit_changes`]; 64 KiB at first) changed: then only the
+    /// whole store tells what is parked.
+    pub fn take_changes(&self) -> Option<Vec<u8>> {
+        let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        changes.lines.replace(Vec::new())
+    }
+
+    /// Keeps the changes from now on up to `limit` bytes (past it, none: the next cut writes
+    /// the whole store).
+    pub fn limit_changes(&self, limit: usize) {
         let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         changes.limit = limit;
-        changes.lines.replace(Vec::new())
+        if changes.lines.as_ref().is_some_and(|l| l.len() > limit) {
+            changes.lines = None;
+        }
     }
 
     /// Restores the store at `path` from a checkpoint's parts: the whole store `base` (none:
