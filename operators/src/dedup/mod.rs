@@ -1136,7 +1136,7 @@ mod tests {
     }
 
     /// The final cut adds what changed to the chain even where a cut would compact it (more
-    /// changed keys than the full part holds): a stop does not wait for a merge, and the final
+    /// changed keys than the full part holds): the end of a run waits for no merge, and the final
     /// directory restores the state.
     #[test]
     fn the_final_cut_is_never_a_compaction() {
