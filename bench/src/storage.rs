@@ -119,8 +119,64 @@ pub fn checkpoint(keys: u64) -> anyhow::Result<()> {
         "content_incremental_cut".into(),
         incremental(&mut content, keys, t0, dir.path())?,
     );
+    out.insert("park_cut".into(), park_cut(keys / 10, t0, dir.path())?);
     println!("{}", serde_json::Value::Object(out));
     Ok(())
+}
+
+/// The park's part of a cut with `n` deliveries parked (a night's, one for every ten keys):
+/// what a cut wrote before its parts were a chain (the whole store) and what it writes now
+/// between the whole writes (the parks since the cut before: 1,000 of them, as a delta).
+fn park_cut(n: u64, t0: i64, dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    use tidings_model::{Delivery, MessageMeta};
+    use tidings_operators::park::{ParkStore, Parked};
+    let parked = |i: u64| Parked {
+        release_at: t0 + 9 * 3_600_000,
+        delivery: Delivery {
+            meta: Arc::new(MessageMeta {
+                live: None,
+                accounts: None,
+                message_id: format!("{:032x}", key(i)).into(),
+                template_id: 1,
+                business_id: 2_000_000_120_251_122,
+                biz_id: None,
+                content: r#"{"content":"Tonight's offer: 20% off."}"#.into(),
+                event_time: t0 + i as i64,
+                seq: u128::from(i) << 32,
+            }),
+            receiver: format!("138{:08}", i % 100_000_000).into(),
+            index: 0,
+            event_time: t0 + i as i64,
+            content_key: key(i),
+            frequency_key: key(i) ^ 1,
+        },
+    };
+    let mut store = ParkStore::open(&dir.join("parked.jsonl"))?;
+    let mut i = 0;
+    while i < n {
+        let end = (i + 10_000).min(n);
+        store.park((i..end).map(parked).collect())?;
+        i = end;
+    }
+    store.limit_changes(usize::MAX);
+    let _ = store.take_changes();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let start = Instant::now();
+    let whole_bytes = store.write_to(&dir.join("whole.jsonl"))?;
+    let whole = start.elapsed();
+    store.park((n..n + 1_000).map(parked).collect())?;
+    let start = Instant::now();
+    let changes = store.take_changes().unwrap_or_default();
+    tidings_operators::checkpoint::write_durably(&dir.join("delta.jsonl"), &changes)?;
+    let delta = start.elapsed();
+    Ok(serde_json::json!({
+        "parked": n,
+        "whole_store_bytes": whole_bytes,
+        "whole_store_write_ms": ms(whole),
+        "delta_parks": 1_000,
+        "delta_bytes": changes.len(),
+        "delta_write_ms": ms(delta),
+    }))
 }
 
 /// Incremental cuts of the content rule holding `keys` keys: 20 cuts, each after 10,000
