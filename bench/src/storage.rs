@@ -16,6 +16,29 @@ fn key(k: u64) -> u128 {
     ((a as u128) << 64) | b as u128
 }
 
+/// A delivery of message `i` (its id a hash of `i`, to a phone), its content `content`.
+fn delivery_of(i: u64, event_time: i64, seq: u128, content: &str) -> tidings_model::Delivery {
+    use tidings_model::{Delivery, MessageMeta};
+    Delivery {
+        meta: Arc::new(MessageMeta {
+            live: None,
+            accounts: None,
+            message_id: format!("{:032x}", key(i)).into(),
+            template_id: 1,
+            business_id: 2_000_000_120_251_122,
+            biz_id: None,
+            content: content.into(),
+            event_time,
+            seq,
+        }),
+        receiver: format!("138{:08}", i % 100_000_000).into(),
+        index: 0,
+        event_time,
+        content_key: key(i),
+        frequency_key: key(i) ^ 1,
+    }
+}
+
 /// Writes and reads back each rule's checkpoint part with `keys` active keys.
 pub fn checkpoint(keys: u64) -> anyhow::Result<()> {
     let templates = Arc::new(Templates::default());
@@ -128,28 +151,15 @@ pub fn checkpoint(keys: u64) -> anyhow::Result<()> {
 /// what a cut wrote before its parts were a chain (the whole store) and what it writes now
 /// between the whole writes (the parks since the cut before: 1,000 of them, as a delta).
 fn park_cut(n: u64, t0: i64, dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
-    use tidings_model::{Delivery, MessageMeta};
     use tidings_operators::park::{ParkStore, Parked};
     let parked = |i: u64| Parked {
         release_at: t0 + 9 * 3_600_000,
-        delivery: Delivery {
-            meta: Arc::new(MessageMeta {
-                live: None,
-                accounts: None,
-                message_id: format!("{:032x}", key(i)).into(),
-                template_id: 1,
-                business_id: 2_000_000_120_251_122,
-                biz_id: None,
-                content: r#"{"content":"Tonight's offer: 20% off."}"#.into(),
-                event_time: t0 + i as i64,
-                seq: u128::from(i) << 32,
-            }),
-            receiver: format!("138{:08}", i % 100_000_000).into(),
-            index: 0,
-            event_time: t0 + i as i64,
-            content_key: key(i),
-            frequency_key: key(i) ^ 1,
-        },
+        delivery: delivery_of(
+            i,
+            t0 + i as i64,
+            u128::from(i) << 32,
+            r#"{"content":"Tonight's offer: 20% off."}"#,
+        ),
     };
     let mut store = ParkStore::open(&dir.join("parked.jsonl"))?;
     let mut i = 0;
@@ -388,7 +398,7 @@ pub fn compaction_query(rows: u64, files: u64) -> anyhow::Result<()> {
 /// them, for finishing and storing the files, and the bytes per row. The rows are like the
 /// 1M-request `e2e` run's: distinct message ids and receivers, ~250 rows per millisecond.
 pub fn tracking_encode(messages: u64, flush_rows: usize) -> anyhow::Result<()> {
-    use tidings_model::{Delivery, EventRow, MessageMeta, State};
+    use tidings_model::{EventRow, State};
     use tidings_sinks::tracking::{ParquetTracking, Tracking};
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/templates.toml");
@@ -396,24 +406,12 @@ pub fn tracking_encode(messages: u64, flush_rows: usize) -> anyhow::Result<()> {
     let t0 = 1_763_773_200_000i64;
     let rows: Vec<EventRow> = (0..messages)
         .flat_map(|i| {
-            let d = Delivery {
-                meta: Arc::new(MessageMeta {
-                    live: None,
-                    accounts: None,
-                    message_id: format!("{:032x}", key(i)).into(),
-                    template_id: 1,
-                    business_id: 2_000_000_120_251_122,
-                    biz_id: None,
-                    content: r#"{"content":"Your code is 4711."}"#.into(),
-                    event_time: t0 + (i / 250) as i64,
-                    seq: u128::from(i),
-                }),
-                receiver: format!("138{:08}", i % 100_000_000).into(),
-                index: 0,
-                event_time: t0 + (i / 250) as i64,
-                content_key: key(i),
-                frequency_key: key(i) ^ 1,
-            };
+            let d = delivery_of(
+                i,
+                t0 + (i / 250) as i64,
+                u128::from(i),
+                r#"{"content":"Your code is 4711."}"#,
+            );
             let at = d.event_time + 5;
             [
                 EventRow::of(&d, State::Receive, None, at),

@@ -356,6 +356,12 @@ pub(crate) fn link(from: &std::path::Path, to: &std::path::Path) -> std::io::Res
     }
 }
 
+/// The cut a delta part named `<prefix>.delta-<cut><ext>` was written at (`None`: not a delta).
+pub(crate) fn delta_epoch(name: &str, ext: &str) -> Option<Epoch> {
+    let (_, rest) = name.split_once(".delta-")?;
+    rest.strip_suffix(ext)?.parse().ok()
+}
+
 /// An I/O error naming the local path it happened at.
 fn at(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
@@ -768,6 +774,20 @@ impl Checkpoints {
             return Ok(());
         };
         m.put(&self.mirror_name(e, part), &self.dir_of(e).join(part))
+    }
+
+    /// Links the part `files` of the cut in directory `from` into cut `e`'s directory (a
+    /// chain of parts carried from one cut to the next).
+    pub(crate) fn carry(&self, from: &Path, files: &[String], e: Epoch) -> io::Result<()> {
+        for f in files {
+            link(&from.join(f), &self.part_path(e, f)?)?;
+        }
+        Ok(())
+    }
+
+    /// [`Checkpoints::publish`] of every one of `files`.
+    pub(crate) fn publish_all(&self, e: Epoch, files: &[String]) -> io::Result<()> {
+        files.iter().try_for_each(|f| self.publish(e, f))
     }
 
     fn mirror_name(&self, e: Epoch, file: &str) -> String {
@@ -1355,7 +1375,7 @@ impl KeyedEntries {
 pub fn merge_keyed<V: AsRef<[i64]>>(
     path: &Path,
     older: &[PathBuf],
-    newest: impl Iterator<Item = (u128, V)>,
+    mut newest: impl Iterator<Item = (u128, V)>,
 ) -> io::Result<usize> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
@@ -1364,7 +1384,6 @@ pub fn merge_keyed<V: AsRef<[i64]>>(
         .iter()
         .map(|p| KeyedEntries::open(p))
         .collect::<io::Result<Vec<_>>>()?;
-    let mut newest = newest;
     let newest_rank = files.len();
     // The newest input's entry at its head.
     let mut head: Option<(u128, V)> = None;

@@ -44,7 +44,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::frontier::MutableAntichain;
 
-use crate::checkpoint::{Checkpoints, FINAL, link, merge_keyed, read_keyed, write_keyed};
+use crate::checkpoint::{Checkpoints, FINAL, merge_keyed, read_keyed, write_keyed};
 use crate::live::{self, Answer, Ask, Live, Question, RuleSummary};
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Mark, Tracked};
@@ -193,9 +193,7 @@ fn delta_name<R: KeyedRule>(index: usize, epoch: Epoch) -> String {
 
 /// The cut a delta part was written at (`None`: a full part).
 fn delta_epoch(path: &std::path::Path) -> Option<Epoch> {
-    let name = path.file_name()?.to_str()?;
-    let (_, rest) = name.split_once(".delta-")?;
-    rest.strip_suffix(".parquet")?.parse().ok()
+    crate::checkpoint::delta_epoch(path.file_name()?.to_str()?, ".parquet")
 }
 
 /// Writes a rule's full part of checkpoint `epoch` durably (and to the mirror), on the worker;
@@ -328,9 +326,7 @@ impl Chain {
                     self.files = vec![full];
                     (self.full_keys, self.delta_keys) = (keys, 0);
                 } else {
-                    for f in &self.files {
-                        link(&prev.join(f), &c.part_path(epoch, f)?)?;
-                    }
+                    c.carry(&prev, &self.files, epoch)?;
                     let name = delta_name::<R>(index, epoch);
                     // Its directory fsync makes the links above durable too.
                     write_keyed(&c.part_path(epoch, &name)?, flat.iter())?;
@@ -339,9 +335,7 @@ impl Chain {
                 }
             }
         }
-        for f in &self.files {
-            c.publish(epoch, f)?;
-        }
+        c.publish_all(epoch, &self.files)?;
         self.dir = Some(c.dir_of(epoch));
         Ok(())
     }

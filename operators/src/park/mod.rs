@@ -146,10 +146,7 @@ fn delta_name(epoch: Epoch) -> String {
 
 /// The cut a park part was written at (`None`: the whole store, [`PART`]).
 pub fn delta_epoch(name: &str) -> Option<Epoch> {
-    name.strip_prefix("parked.delta-")?
-        .strip_suffix(".jsonl")?
-        .parse()
-        .ok()
+    crate::checkpoint::delta_epoch(name.strip_prefix("parked")?, ".jsonl")
 }
 
 /// The park parts of a cut's directory `dir`: the whole store (if any) and the deltas in cut
@@ -211,9 +208,7 @@ impl Chain {
                     && self.delta_bytes + changes.len() <= bound
                     && self.files.len() <= MAX_DELTAS =>
             {
-                for f in &self.files {
-                    crate::checkpoint::link(&prev.join(f), &c.part_path(epoch, f)?)?;
-                }
+                c.carry(&prev, &self.files, epoch)?;
                 if changes.is_empty() {
                     crate::checkpoint::sync_parent(&c.part_path(epoch, PART)?)?;
                 } else {
@@ -229,9 +224,7 @@ impl Chain {
                 self.delta_bytes = 0;
             }
         }
-        for f in &self.files {
-            c.publish(epoch, f)?;
-        }
+        c.publish_all(epoch, &self.files)?;
         self.dir = Some(c.dir_of(epoch));
         Ok(())
     }
