@@ -32,6 +32,17 @@ impl ObjectMirror {
     fn rel(rel: &str) -> String {
         format!("{CHECKPOINTS}/{rel}")
     }
+
+    /// Nothing is written once the job's lock on the store may have run out.
+    fn held(&self) -> io::Result<()> {
+        if self.lease.as_ref().is_some_and(|l| !l.held()) {
+            return Err(io::Error::other(format!(
+                "{}/LOCK: the job's lock on the store may have run out (not renewed in time); no checkpoint is written without it",
+                self.dir.url()
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Mirror for ObjectMirror {
@@ -46,12 +57,7 @@ impl Mirror for ObjectMirror {
     }
 
     fn put(&self, rel: &str, from: &Path) -> io::Result<()> {
-        if self.lease.as_ref().is_some_and(|l| !l.held()) {
-            return Err(io::Error::other(format!(
-                "{}/LOCK: the job's lock on the store may have run out (not renewed in time); no checkpoint is written without it",
-                self.dir.url()
-            )));
-        }
+        self.held()?;
         let body = std::fs::read(from)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", from.display())))?;
         self.dir.put(&Self::rel(rel), body)
@@ -66,5 +72,10 @@ impl Mirror for ObjectMirror {
 
     fn delete(&self, rel: &str) -> io::Result<()> {
         self.dir.delete(&Self::rel(rel))
+    }
+
+    fn copy(&self, from: &str, to: &str) -> io::Result<()> {
+        self.held()?;
+        self.dir.copy(&Self::rel(from), &Self::rel(to))
     }
 }

@@ -178,3 +178,94 @@ where
         }
     });
 }
+
+/// A checkpoint mirror in a directory (the object store's stand-in for unit tests; the runs
+/// over a real S3 server are `dataflows/tests/s3.rs`), which records what was put.
+#[derive(Debug)]
+pub struct DirMirror {
+    dir: std::path::PathBuf,
+    /// Every `put`, in order.
+    pub puts: std::sync::Mutex<Vec<String>>,
+}
+
+impl DirMirror {
+    pub fn new(dir: &std::path::Path) -> DirMirror {
+        DirMirror {
+            dir: dir.to_path_buf(),
+            puts: Default::default(),
+        }
+    }
+
+    /// Asserts that the mirror's copy of the local cut directory `local` holds the same
+    /// files, byte for byte, and that every file `put` there was written at that cut: a file
+    /// carried from the cut `before` (the same inode there) was copied on the mirror, not sent
+    /// again.
+    pub fn assert_mirrors(&self, local: &std::path::Path, before: Option<&std::path::Path>) {
+        use std::os::unix::fs::MetadataExt;
+        let name = local.file_name().unwrap().to_str().unwrap();
+        let files = |d: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| {
+                    let p = e.unwrap().path();
+                    let f = p.file_name().unwrap().to_str().unwrap().to_string();
+                    (f, std::fs::read(&p).unwrap())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(
+            files(local) == files(&self.dir.join(name)),
+            "{name}: the mirror holds the cut's files as written"
+        );
+        let puts = self.puts.lock().unwrap();
+        for f in puts
+            .iter()
+            .filter_map(|p| p.strip_prefix(&format!("{name}/")))
+        {
+            let inode = |d: &std::path::Path| std::fs::metadata(d.join(f)).ok().map(|m| m.ino());
+            assert!(
+                before.is_none_or(|b| inode(b) != inode(local)),
+                "{name}/{f}: carried from the cut before, yet sent to the mirror again"
+            );
+        }
+    }
+}
+
+impl crate::checkpoint::Mirror for DirMirror {
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for d in std::fs::read_dir(&self.dir)? {
+            let d = d?;
+            for f in std::fs::read_dir(d.path())? {
+                out.push(format!(
+                    "{}/{}",
+                    d.file_name().to_string_lossy(),
+                    f?.file_name().to_string_lossy()
+                ));
+            }
+        }
+        Ok(out)
+    }
+    fn put(&self, rel: &str, from: &std::path::Path) -> std::io::Result<()> {
+        self.puts.lock().unwrap().push(rel.to_string());
+        let to = self.dir.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap())?;
+        std::fs::copy(from, to).map(|_| ())
+    }
+    fn get(&self, rel: &str, to: &std::path::Path) -> std::io::Result<()> {
+        std::fs::copy(self.dir.join(rel), to).map(|_| ())
+    }
+    fn delete(&self, rel: &str) -> std::io::Result<()> {
+        let path = self.dir.join(rel);
+        std::fs::remove_file(&path)?;
+        let _ = std::fs::remove_dir(path.parent().unwrap());
+        Ok(())
+    }
+    fn copy(&self, from: &str, to: &str) -> std::io::Result<()> {
+        let to = self.dir.join(to);
+        std::fs::create_dir_all(to.parent().unwrap())?;
+        std::fs::copy(self.dir.join(from), to).map(|_| ())
+    }
+}

@@ -184,6 +184,9 @@ pub trait Mirror: Send + Sync + std::fmt::Debug {
     fn get(&self, rel: &str, to: &Path) -> io::Result<()>;
     /// Deletes `rel` (a missing one is not an error).
     fn delete(&self, rel: &str) -> io::Result<()>;
+    /// Copies the mirror's `from` to `to` within the mirror (an object store copies it on its
+    /// side: nothing is sent again).
+    fn copy(&self, from: &str, to: &str) -> io::Result<()>;
 }
 
 /// The checkpoints of one run, shared by every operator of every worker of the process.
@@ -777,17 +780,20 @@ impl Checkpoints {
     }
 
     /// Links the part `files` of the cut in directory `from` into cut `e`'s directory (a
-    /// chain of parts carried from one cut to the next).
+    /// chain of parts carried from one cut to the next), and copies them there on the mirror,
+    /// where the cut in `from` published them: a chain's files are sent to the mirror once,
+    /// when written, not again at every cut that carries them.
     pub(crate) fn carry(&self, from: &Path, files: &[String], e: Epoch) -> io::Result<()> {
         for f in files {
             link(&from.join(f), &self.part_path(e, f)?)?;
         }
+        if let Some(m) = &self.mirror {
+            let dir = from.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            for f in files {
+                m.copy(&format!("{dir}/{f}"), &self.mirror_name(e, f))?;
+            }
+        }
         Ok(())
-    }
-
-    /// [`Checkpoints::publish`] of every one of `files`.
-    pub(crate) fn publish_all(&self, e: Epoch, files: &[String]) -> io::Result<()> {
-        files.iter().try_for_each(|f| self.publish(e, f))
     }
 
     fn mirror_name(&self, e: Epoch, file: &str) -> String {
@@ -1444,6 +1450,7 @@ pub fn merge_keyed<V: AsRef<[i64]>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::DirMirror;
 
     /// Cluster mode sends the cut protocol's messages with timely's serialisation (bincode, not
     /// self-describing): every message comes back as sent, positions of Kafka partitions (no
@@ -1825,43 +1832,6 @@ mod tests {
         assert_eq!(s.coord.finished[&2][&2].offset, 10);
     }
 
-    /// A mirror in a directory (the object store's stand-in for this unit test; the run over a
-    /// real S3 server is `dataflows/tests/s3.rs`).
-    #[derive(Debug)]
-    struct DirMirror(PathBuf);
-
-    impl Mirror for DirMirror {
-        fn list(&self) -> io::Result<Vec<String>> {
-            let mut out = Vec::new();
-            for d in std::fs::read_dir(&self.0)? {
-                let d = d?;
-                for f in std::fs::read_dir(d.path())? {
-                    let f = f?;
-                    out.push(format!(
-                        "{}/{}",
-                        d.file_name().to_string_lossy(),
-                        f.file_name().to_string_lossy()
-                    ));
-                }
-            }
-            Ok(out)
-        }
-        fn put(&self, rel: &str, from: &Path) -> io::Result<()> {
-            let to = self.0.join(rel);
-            std::fs::create_dir_all(to.parent().unwrap())?;
-            std::fs::copy(from, to).map(|_| ())
-        }
-        fn get(&self, rel: &str, to: &Path) -> io::Result<()> {
-            std::fs::copy(self.0.join(rel), to).map(|_| ())
-        }
-        fn delete(&self, rel: &str) -> io::Result<()> {
-            let path = self.0.join(rel);
-            std::fs::remove_file(&path)?;
-            let _ = std::fs::remove_dir(path.parent().unwrap());
-            Ok(())
-        }
-    }
-
     /// One cut by one source and one writer, completed.
     fn one_cut(c: &Checkpoints, epoch: Epoch, offset: i64) {
         c.request_cut();
@@ -1882,7 +1852,7 @@ mod tests {
             tempfile::tempdir().unwrap(),
         );
         let mirror =
-            || -> Option<Arc<dyn Mirror>> { Some(Arc::new(DirMirror(shared.path().into()))) };
+            || -> Option<Arc<dyn Mirror>> { Some(Arc::new(DirMirror::new(shared.path()))) };
         let c = Checkpoints::open_mirrored(a.path(), "t", false, mirror()).unwrap();
         c.register();
         c.register_source();
@@ -1893,7 +1863,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "pruning did not end");
             std::thread::yield_now();
         }
-        let names = DirMirror(shared.path().into()).list().unwrap();
+        let names = DirMirror::new(shared.path()).list().unwrap();
         assert_eq!(names.len(), 2, "the older cut left the mirror: {names:?}");
         // Machine B, with a stale cut of its own that never reached the mirror.
         let stale = b
@@ -1935,7 +1905,7 @@ mod tests {
         // A newer cut whose part is damaged is not the one brought: the newest readable is.
         one_cut(&c, 8, 80);
         std::fs::write(c.dir_of(8).join("content-0.parquet"), b"PAR1").unwrap();
-        let mirror: Arc<dyn Mirror> = Arc::new(DirMirror(shared.path().into()));
+        let mirror: Arc<dyn Mirror> = Arc::new(DirMirror::new(shared.path()));
         let moved = Checkpoints::open_mirrored(a.path(), "t", false, Some(mirror.clone())).unwrap();
         assert_eq!(moved.restored_offsets(), BTreeMap::from([(0, 40)]));
         let mut names = mirror.list().unwrap();

@@ -308,6 +308,7 @@ impl Chain {
         match part {
             Part::Full(flat) => {
                 write_keyed(&c.part_path(epoch, &full)?, flat.sorted())?;
+                c.publish(epoch, &full)?;
                 self.files = vec![full];
                 (self.full_keys, self.delta_keys) = (flat.len(), 0);
             }
@@ -323,6 +324,7 @@ impl Chain {
                 if epoch != FINAL && compact {
                     let chain: Vec<_> = self.files.iter().map(|f| prev.join(f)).collect();
                     let keys = merge_keyed(&c.part_path(epoch, &full)?, &chain, flat.iter())?;
+                    c.publish(epoch, &full)?;
                     self.files = vec![full];
                     (self.full_keys, self.delta_keys) = (keys, 0);
                 } else {
@@ -330,12 +332,12 @@ impl Chain {
                     let name = delta_name::<R>(index, epoch);
                     // Its directory fsync makes the links above durable too.
                     write_keyed(&c.part_path(epoch, &name)?, flat.iter())?;
+                    c.publish(epoch, &name)?;
                     self.files.push(name);
                     self.delta_keys += flat.len();
                 }
             }
         }
-        c.publish_all(epoch, &self.files)?;
         self.dir = Some(c.dir_of(epoch));
         Ok(())
     }
@@ -1030,8 +1032,9 @@ mod tests {
     }
 
     fn chain_restores_every_cut<R: KeyedRule>(make: impl Fn() -> R, step: Millis) {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
+        let (dir, shared) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mirror = std::sync::Arc::new(crate::testkit::DirMirror::new(shared.path()));
+        let c = Checkpoints::open_mirrored(dir.path(), "t", false, Some(mirror.clone())).unwrap();
         c.register();
         let mut rule = make();
         let mut w = Writer::<R>::start(&c, 0);
@@ -1081,7 +1084,11 @@ mod tests {
                 .collect()
         };
         let (mut with_deltas, mut compacted) = (0, 0);
+        let mut before = None;
         for (cut, state) in &expected {
+            // The mirror holds every cut as written, each file sent once.
+            mirror.assert_mirrors(&c.dir_of(*cut), before.as_deref());
+            before = Some(c.dir_of(*cut));
             let files = parts(*cut);
             let deltas = files.iter().filter(|p| delta_epoch(p).is_some()).count();
             assert_eq!(

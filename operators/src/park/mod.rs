@@ -214,17 +214,18 @@ impl Chain {
                 } else {
                     let name = delta_name(epoch);
                     crate::checkpoint::write_durably(&c.part_path(epoch, &name)?, changes)?;
+                    c.publish(epoch, &name)?;
                     self.files.push(name);
                     self.delta_bytes += changes.len();
                 }
             }
             _ => {
                 self.full_bytes = store.write_to(&c.part_path(epoch, PART)?)?;
+                c.publish(epoch, PART)?;
                 self.files = vec![PART.to_string()];
                 self.delta_bytes = 0;
             }
         }
-        c.publish_all(epoch, &self.files)?;
         self.dir = Some(c.dir_of(epoch));
         Ok(())
     }
@@ -293,8 +294,11 @@ mod tests {
     /// and then, and the final cut whole.
     #[test]
     fn every_cut_restores_what_was_parked_at_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Checkpoints::open(&dir.path().join("state"), "t", false).unwrap();
+        let (dir, shared) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mirror = std::sync::Arc::new(crate::testkit::DirMirror::new(shared.path()));
+        let c =
+            Checkpoints::open_mirrored(&dir.path().join("state"), "t", false, Some(mirror.clone()))
+                .unwrap();
         c.register();
         let mut store = ParkStore::open(&dir.path().join("parked.jsonl")).unwrap();
         let mut chain = Chain::default();
@@ -353,7 +357,11 @@ mod tests {
             expected.push((cut, held(&store)));
         }
         let (mut whole, mut unchanged) = (0, 0);
+        let mut before = None;
         for (cut, state) in &expected {
+            // The mirror holds every cut as written, each file sent once.
+            mirror.assert_mirrors(&c.dir_of(*cut), before.as_deref());
+            before = Some(c.dir_of(*cut));
             let (base, deltas) = parts(&c.dir_of(*cut)).unwrap();
             assert!(base.is_some(), "cut {cut}: the whole store's part");
             let last = deltas

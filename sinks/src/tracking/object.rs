@@ -213,6 +213,13 @@ impl ObjectDir {
         .map_err(|e| self.error(rel, e))
     }
 
+    /// Copies object `from` to `to` on the store's side (S3's CopyObject: the body is not sent
+    /// again).
+    pub fn copy(&self, from: &str, to: &str) -> io::Result<()> {
+        let (store, src, dst) = (self.store.clone(), self.path(from), self.path(to));
+        block_on(async move { store.copy(&src, &dst).await }).map_err(|e| self.error(to, e))
+    }
+
     /// Deletes object `rel` (a missing object is not an error).
     pub fn delete(&self, rel: &str) -> io::Result<()> {
         let (store, path) = (self.store.clone(), self.path(rel));
