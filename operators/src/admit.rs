@@ -388,11 +388,11 @@ fn book_part(c: &Checkpoints, v: &Validator, cut: Epoch) {
     let saved = c
         .part_path(cut, crate::book::PART)
         .and_then(|path| v.book().save(&path))
-        .and_then(|()| c.publish(cut, crate::book::PART));
+        .and_then(|()| c.publish(cut, crate::book::PART))
+        .and_then(|()| c.part_written(cut, &[crate::book::PART.to_string()]));
     if let Err(e) = saved {
         panic!("template book checkpoint: {e}");
     }
-    c.part_written(cut);
 }
 
 #[cfg(test)]

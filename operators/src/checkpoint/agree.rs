@@ -42,8 +42,12 @@ pub enum Ctl {
         given_max: Epoch,
         positions: BTreeMap<i32, Position>,
     },
-    /// → coordinator: a writer's part of `cut` is durable.
-    Part { cut: Epoch },
+    /// → coordinator: a writer's part of `cut` is durable: its files in the cut's directory,
+    /// and their bytes (listed in the cut's manifest).
+    Part {
+        cut: Epoch,
+        files: Vec<(String, u64)>,
+    },
     /// → coordinator: a graceful stop was asked for.
     Stop,
     /// → coordinator: a process knows the cut of round `round` (cluster), so its operators
@@ -179,6 +183,8 @@ pub(super) struct Coordinator {
     pub cuts: BTreeSet<Epoch>,
     /// Parts written, per cut.
     pub parts: BTreeMap<Epoch, usize>,
+    /// Their files and bytes, per cut.
+    pub files: BTreeMap<Epoch, BTreeMap<String, u64>>,
     /// Source positions deposited per cut, per source.
     pub positions: BTreeMap<Epoch, HashMap<usize, BTreeMap<i32, Position>>>,
     /// Final positions of the sources that finished.
@@ -272,8 +278,11 @@ impl Coordinator {
                 given_max,
                 positions,
             } => self.finished(worker, given_max, positions),
-            Ctl::Part { cut } if self.abandoned.contains(&cut) => {}
-            Ctl::Part { cut } => *self.parts.entry(cut).or_default() += 1,
+            Ctl::Part { cut, .. } if self.abandoned.contains(&cut) => {}
+            Ctl::Part { cut, files } => {
+                *self.parts.entry(cut).or_default() += 1;
+                self.files.entry(cut).or_default().extend(files);
+            }
             Ctl::Stop => self.stop(),
             Ctl::Ack { round } => {
                 if let Some((r, n)) = self.acking.as_mut()
@@ -340,6 +349,7 @@ impl Coordinator {
             );
             self.cuts.remove(&c);
             self.parts.remove(&c);
+            self.files.remove(&c);
             self.positions.remove(&c);
             self.abandoned.insert(c);
         }
@@ -425,12 +435,14 @@ impl Coordinator {
             .find(|e| self.has_every_position(*e))
     }
 
-    /// The positions of cut `epoch` merged into `base`, and forgets everything up to it.
+    /// The positions of cut `epoch` merged into `base`, and its parts' files; forgets
+    /// everything up to it.
     pub fn take_cut(
         &mut self,
         epoch: Epoch,
         base: &BTreeMap<i32, Position>,
-    ) -> BTreeMap<i32, Position> {
+    ) -> (BTreeMap<i32, Position>, BTreeMap<String, u64>) {
+        let files = self.files.remove(&epoch).unwrap_or_default();
         let mut merged = base.clone();
         let deposits = self.positions.get(&epoch).cloned().unwrap_or_default();
         let sources = deposits.iter().chain(
@@ -445,14 +457,16 @@ impl Coordinator {
         }
         let after = epoch.saturating_add(1);
         self.parts = self.parts.split_off(&after);
+        self.files = self.files.split_off(&after);
         self.positions = self.positions.split_off(&after);
         self.cuts = self.cuts.split_off(&after);
         if epoch == FINAL {
             self.parts.clear();
+            self.files.clear();
             self.positions.clear();
             self.cuts.clear();
         }
-        merged
+        (merged, files)
     }
 }
 
@@ -505,7 +519,10 @@ mod tests {
             positions: BTreeMap::new(),
         });
         c.handle(deposit(7, 0));
-        c.handle(Ctl::Part { cut: 7 });
+        c.handle(Ctl::Part {
+            cut: 7,
+            files: Vec::new(),
+        });
         assert_eq!(c.completable(None), None, "the abandoned cut completed");
         assert!(c.cuts.is_empty());
         // The next cut is asked for and completes.
@@ -515,7 +532,10 @@ mod tests {
         c.handle(join(2, 0, 12));
         assert_eq!(c.cuts, BTreeSet::from([12]));
         c.handle(deposit(12, 0));
-        c.handle(Ctl::Part { cut: 12 });
+        c.handle(Ctl::Part {
+            cut: 12,
+            files: Vec::new(),
+        });
         assert_eq!(c.completable(None), Some(12));
     }
 
@@ -574,7 +594,10 @@ mod tests {
             positions: BTreeMap::new(),
         });
         c.handle(deposit(7, 0));
-        c.handle(Ctl::Part { cut: 7 });
+        c.handle(Ctl::Part {
+            cut: 7,
+            files: Vec::new(),
+        });
         assert_eq!(c.completable(None), Some(7));
     }
 

@@ -30,7 +30,8 @@
 //!     frequency-0.parquet frequency-1.parquet
 //!     parked.jsonl                              worker 0's park store (as some cut wrote it)
 //!     parked.delta-00000000000000000010.jsonl   its parks and releases since the cut before
-//!     _COMPLETE                                 {"offsets": {"0": 1234}, "positions": {...}}
+//!     _COMPLETE                                 {"offsets": {"0": 1234}, "positions": {...},
+//!                                                "parts": {"content-0.parquet": 5120, ...}}
 //! ```
 //!
 //! Directory names sort in time order: `<generation>-<epoch>`, and `<generation>-final` for
@@ -113,6 +114,10 @@ pub struct Manifest {
     /// Where to resume, per partition.
     #[serde(default)]
     pub positions: BTreeMap<i32, Position>,
+    /// Every part file of the cut and its bytes: a restore finds each there at that length,
+    /// or the cut is damaged. (`None`: a manifest written before they were listed.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -237,8 +242,9 @@ fn scan_local(dir: &Path) -> io::Result<(Vec<PathBuf>, u64)> {
 
 /// The newest of the complete checkpoints `complete` (oldest first) that can be read, and the
 /// newer ones passed over: a cut whose manifest, a Parquet part's footer, a JSON part or a line
-/// of the park parts cannot be read (a truncated file, a disk's damage), or whose park deltas
-/// have no store beside them, is passed over with a warning for the cut before it (every
+/// of the park parts cannot be read (a truncated file, a disk's damage), whose park deltas
+/// have no store beside them, or a part its manifest lists is missing or of another length, is
+/// passed over with a warning for the cut before it (every
 /// completion keeps the cut before it for this), and left as it is: a later start judges it
 /// again, so a passing read error demotes nothing for good.
 /// Records after the cut restored are read again (sent again where the damaged cut had them
@@ -279,10 +285,28 @@ fn json_value(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Why the checkpoint `dir` cannot be restored, if it cannot: its manifest, a Parquet part's
-/// footer or a JSON part unreadable.
+/// footer or a JSON part unreadable, or a part its manifest lists missing or of another
+/// length.
 fn damage(dir: &Path) -> Option<String> {
-    if let Err(e) = read_manifest(dir) {
-        return Some(e.to_string());
+    let manifest = match read_manifest(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(e.to_string()),
+    };
+    // Every part the cut wrote, at the length it wrote: a part gone (a delta of a chain
+    // lost, a copy that left one behind) would restore the state without it.
+    for (file, bytes) in manifest.parts.iter().flatten() {
+        let path = dir.join(file);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.len() == *bytes => {}
+            Ok(m) => {
+                return Some(format!(
+                    "{}: {} bytes, where the cut wrote {bytes}",
+                    path.display(),
+                    m.len()
+                ));
+            }
+            Err(e) => return Some(format!("{}: a part of the cut: {e}", path.display())),
+        }
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -511,6 +535,17 @@ impl Checkpoints {
         let (restored, generation, passed_over) = match &mirror {
             Some(m) => {
                 let (restored, generation) = fetch_newest(&dir, m.as_ref(), fresh)?;
+                // The store keeps its newest complete cut alone: one that cannot be restored
+                // is an error that says so, not a run that restores less than the cut held.
+                if let Some(why) = restored.as_deref().and_then(damage) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the checkpoint store's newest checkpoint cannot be restored ({why}); \
+                             `tidings run --from-start` reads the input again from its start"
+                        ),
+                    ));
+                }
                 (restored, generation, Vec::new())
             }
             None => {
@@ -886,16 +921,29 @@ impl Checkpoints {
         Ok(())
     }
 
-    /// Records that a registered writer's part of `e` is durably on disk.
-    pub fn part_written(&self, e: Epoch) {
-        self.lock().send_up(Ctl::Part { cut: e });
+    /// Records that a registered writer's part of `e`, the files `files` of its directory, is
+    /// durably on disk (and on the mirror). Their bytes go into the cut's manifest.
+    pub fn part_written(&self, e: Epoch, files: &[String]) -> io::Result<()> {
+        let dir = self.dir_of(e);
+        let files = files
+            .iter()
+            .map(|f| {
+                let path = dir.join(f);
+                Ok((
+                    f.clone(),
+                    std::fs::metadata(&path).map_err(at(&path))?.len(),
+                ))
+            })
+            .collect::<io::Result<_>>()?;
+        self.lock().send_up(Ctl::Part { cut: e, files });
+        Ok(())
     }
 
     /// Worker 0, once the "done" frontier has passed `before` (`None`: the graph is done):
     /// completes the newest cut before it that has all its parts and positions, and removes
     /// older ones. Returns its epoch when one was completed.
     pub fn complete_before(&self, before: Option<Epoch>) -> io::Result<Option<Epoch>> {
-        let (epoch, merged) = {
+        let (epoch, merged, parts) = {
             let mut s = self.lock();
             if let Some(why) = &s.coord.mismatch {
                 return Err(io::Error::other(why.clone()));
@@ -904,9 +952,9 @@ impl Checkpoints {
                 return Ok(None);
             };
             let base = std::mem::take(&mut s.base);
-            let merged = s.coord.take_cut(epoch, &base);
+            let (merged, parts) = s.coord.take_cut(epoch, &base);
             s.base = base;
-            (epoch, merged)
+            (epoch, merged, parts)
         };
         let dir = self.dir_of(epoch);
         std::fs::create_dir_all(&dir)?;
@@ -915,6 +963,7 @@ impl Checkpoints {
             source: self.source.clone(),
             offsets: offsets.clone(),
             positions: merged.clone(),
+            parts: Some(parts),
         })
         .map_err(io::Error::other)?;
         write_durably(&dir.join(MANIFEST), &body)?;
@@ -1489,7 +1538,13 @@ mod tests {
                 given_max: 9,
                 positions: BTreeMap::from([(3, kafka)]),
             },
-            Ctl::Part { cut: FINAL },
+            Ctl::Part {
+                cut: FINAL,
+                files: vec![(
+                    "content-0.delta-00000000000000000010.parquet".into(),
+                    1 << 40,
+                )],
+            },
             Ctl::Stop,
             Ctl::Request { round: 2 },
             Ctl::Agreed {
@@ -1626,8 +1681,8 @@ mod tests {
         assert_eq!(c.cuts_to_deposit(0, 12), Vec::<Epoch>::new());
         assert_eq!(c.cuts_to_deposit(0, 13), vec![12]);
         c.deposit(12, 0, BTreeMap::from([(0, pos(5))]));
-        c.part_written(12);
-        c.part_written(12);
+        c.part_written(12, &[]).unwrap();
+        c.part_written(12, &[]).unwrap();
         assert_eq!(
             c.complete_before(Some(20)).unwrap(),
             None,
@@ -1639,8 +1694,8 @@ mod tests {
         assert_eq!(c.completed(), Some((12, BTreeMap::from([(0, 5), (1, 7)]))));
         c.source_finished(0, 12, |_| BTreeMap::from([(0, pos(9))]));
         c.source_finished(1, 12, |_| BTreeMap::from([(1, pos(7))]));
-        c.part_written(FINAL);
-        c.part_written(FINAL);
+        c.part_written(FINAL, &[]).unwrap();
+        c.part_written(FINAL, &[]).unwrap();
         assert_eq!(c.complete_before(None).unwrap(), Some(FINAL));
         let again = Checkpoints::open(dir.path(), "t", false).unwrap();
         assert_eq!(again.restored(), Some(c.dir_of(FINAL).as_path()));
@@ -1725,6 +1780,65 @@ mod tests {
                 .restored()
                 .is_none()
         );
+    }
+
+    /// The manifest lists every part file of the cut and its bytes: a part gone or of another
+    /// length makes the cut damaged (the one before is restored), where it would have restored
+    /// the state without it; on a mirror, a start that says so.
+    #[test]
+    fn a_part_the_manifest_lists_is_there_at_its_length_or_the_cut_is_damaged() {
+        let (dir, shared) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mirror = Arc::new(DirMirror::new(shared.path()));
+        let c = Checkpoints::open_mirrored(dir.path(), "t", false, Some(mirror.clone())).unwrap();
+        c.register_source();
+        c.register();
+        one_cut(&c, 5, 2);
+        one_cut(&c, 12, 5);
+        let part = c.dir_of(12).join("content-0.parquet");
+        let len = std::fs::metadata(&part).unwrap().len();
+        let manifest = read_manifest(&c.dir_of(12)).unwrap();
+        assert_eq!(
+            manifest.parts,
+            Some(BTreeMap::from([("content-0.parquet".to_string(), len)]))
+        );
+        assert_eq!(damage(&c.dir_of(12)), None);
+        // On the mirror: a part gone from the store's newest cut fails the start with one line.
+        let on_mirror = shared
+            .path()
+            .join(c.dir_of(12).file_name().unwrap())
+            .join("content-0.parquet");
+        std::fs::remove_file(&on_mirror).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let Err(err) = Checkpoints::open_mirrored(elsewhere.path(), "t", false, Some(mirror))
+        else {
+            panic!("a cut with a part gone restored")
+        };
+        let said = err.to_string();
+        assert!(said.contains("content-0.parquet"), "{said}");
+        assert!(said.contains("--from-start"), "{said}");
+        assert!(!said.contains('\n'), "{said}");
+        // Locally: the part of another length, or gone: the cut before is restored.
+        let open = || Checkpoints::open(dir.path(), "t", false).unwrap();
+        write_keyed(&part, [(1u128, vec![1i64, 2, 3])].into_iter()).unwrap();
+        assert_ne!(std::fs::metadata(&part).unwrap().len(), len);
+        assert!(
+            damage(&c.dir_of(12))
+                .unwrap()
+                .contains("where the cut wrote")
+        );
+        assert_eq!(open().restored(), Some(c.dir_of(5).as_path()));
+        std::fs::remove_file(&part).unwrap();
+        assert_eq!(open().restored(), Some(c.dir_of(5).as_path()));
+        assert_eq!(open().restored_offsets(), BTreeMap::from([(0, 2)]));
+        // A manifest written before parts were listed is trusted as before.
+        let mut old = manifest;
+        old.parts = None;
+        std::fs::write(
+            c.dir_of(12).join(MANIFEST),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(open().restored(), Some(c.dir_of(12).as_path()));
     }
 
     /// A park delta is replayed over the park store on restore: a line that is JSON but neither
@@ -1839,7 +1953,8 @@ mod tests {
         let path = c.part_path(epoch, "content-0.parquet").unwrap();
         write_keyed(&path, [(offset as u128, vec![offset])].into_iter()).unwrap();
         c.publish(epoch, "content-0.parquet").unwrap();
-        c.part_written(epoch);
+        c.part_written(epoch, &["content-0.parquet".into()])
+            .unwrap();
         c.deposit(epoch, 0, BTreeMap::from([(0, pos(offset))]));
         assert_eq!(c.complete_before(Some(epoch + 1)).unwrap(), Some(epoch));
     }

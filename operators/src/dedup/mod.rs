@@ -208,6 +208,7 @@ fn write_part<R: KeyedRule>(
     c.part_path(epoch, &part)
         .and_then(|path| write_keyed(&path, flat.iter()))
         .and_then(|()| c.publish(epoch, &part))
+        .and_then(|()| c.part_written(epoch, &[part]))
         .map_err(|e| format!("{} checkpoint: {e}", R::NAME))
 }
 
@@ -250,9 +251,8 @@ fn checkpoint<R: KeyedRule>(
     }
     rule.flatten(&mut flat);
     w.finish();
-    match write_part::<R>(&flat, c, epoch, index) {
-        Ok(()) => c.part_written(epoch),
-        Err(e) => panic!("{e}"),
+    if let Err(e) = write_part::<R>(&flat, c, epoch, index) {
+        panic!("{e}");
     }
 }
 
@@ -393,6 +393,7 @@ impl<R: KeyedRule> Writer<R> {
                     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         chain
                             .write::<R>(&c, epoch, index, &part)
+                            .and_then(|()| c.part_written(epoch, &chain.files))
                             .map_err(|e| format!("{} checkpoint: {e}", R::NAME))
                     }))
                     .unwrap_or_else(|p| {
@@ -406,12 +407,9 @@ impl<R: KeyedRule> Writer<R> {
                     let (Part::Full(mut flat) | Part::Delta(mut flat)) = part;
                     flat.clear();
                     let _ = give_back.send(flat);
-                    match written {
-                        Ok(()) => c.part_written(epoch),
-                        Err(e) => {
-                            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                            return;
-                        }
+                    if let Err(e) = written {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return;
                     }
                 }
             });

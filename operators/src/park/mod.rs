@@ -239,12 +239,14 @@ impl Chain {
 /// Writes worker 0's park part of checkpoint `epoch` ([`Chain::write`]) and reports it written.
 fn snapshot(c: &Checkpoints, store: &ParkStore, epoch: Epoch, chain: &mut Chain) {
     let changes = store.take_changes();
-    if let Err(e) = chain.write(c, store, epoch, changes.as_deref()) {
+    if let Err(e) = chain
+        .write(c, store, epoch, changes.as_deref())
+        .and_then(|()| c.part_written(epoch, &chain.files))
+    {
         panic!("park store: {e}");
     }
     // Changes past what the next cut could add as a delta are not kept.
     store.limit_changes(chain.bound().saturating_sub(chain.delta_bytes));
-    c.part_written(epoch);
 }
 
 #[cfg(test)]
