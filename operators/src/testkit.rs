@@ -238,7 +238,11 @@ impl crate::checkpoint::Mirror for DirMirror {
         let mut out = Vec::new();
         for d in std::fs::read_dir(&self.dir)? {
             let d = d?;
-            for f in std::fs::read_dir(d.path())? {
+            // (A directory the pruning thread is removing.)
+            let Ok(files) = std::fs::read_dir(d.path()) else {
+                continue;
+            };
+            for f in files {
                 out.push(format!(
                     "{}/{}",
                     d.file_name().to_string_lossy(),
@@ -268,4 +272,24 @@ impl crate::checkpoint::Mirror for DirMirror {
         std::fs::create_dir_all(to.parent().unwrap())?;
         std::fs::copy(self.dir.join(from), to).map(|_| ())
     }
+}
+
+/// Asserts that the parts reported for cut `e` (what its manifest lists) are every file in its
+/// directory, at their lengths (a test's one writer writes them all).
+pub fn assert_reported(c: &crate::checkpoint::Checkpoints, e: Epoch) {
+    let on_disk: std::collections::BTreeMap<String, u64> = std::fs::read_dir(c.dir_of(e))
+        .unwrap()
+        .map(|f| {
+            let f = f.unwrap();
+            (
+                f.file_name().to_str().unwrap().to_string(),
+                f.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        c.reported_parts(e),
+        on_disk,
+        "cut {e}: the parts its manifest lists"
+    );
 }

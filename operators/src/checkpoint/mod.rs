@@ -457,6 +457,36 @@ fn fetch_newest(
             return Ok((Some(local), generation.max(local_generation)));
         }
     }
+    if let Some((name, files)) = newest {
+        // Every part its manifest lists must be on the store, before anything here is removed
+        // for it (this machine's older cut may be the one to go back to).
+        let tmp = dir.join(format!(".{MANIFEST}.{}.fetch", std::process::id()));
+        mirror.get(&format!("{name}/{MANIFEST}"), &tmp)?;
+        let listed = std::fs::read(&tmp).map_err(at(&tmp));
+        remove_path(&tmp).map_err(at(&tmp))?;
+        let manifest: Manifest = serde_json::from_slice(&listed?).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the checkpoint store's {name}/{MANIFEST}: {e}"),
+            )
+        })?;
+        if let Some(file) = manifest
+            .parts
+            .iter()
+            .flatten()
+            .map(|(f, _)| f)
+            .find(|f| !files.contains(f))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the checkpoint store's newest checkpoint cannot be restored: {name}/{file} \
+                     is listed in its {MANIFEST} but not in the store; `tidings run --from-start` \
+                     reads the input again from its start"
+                ),
+            ));
+        }
+    }
     for entry in std::fs::read_dir(dir).map_err(at(dir))? {
         let path = entry.map_err(at(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -937,6 +967,12 @@ impl Checkpoints {
             .collect::<io::Result<_>>()?;
         self.lock().send_up(Ctl::Part { cut: e, files });
         Ok(())
+    }
+
+    /// The part files (and bytes) reported for cut `e` so far, as its manifest would list them.
+    #[cfg(test)]
+    pub(crate) fn reported_parts(&self, e: Epoch) -> BTreeMap<String, u64> {
+        self.lock().coord.files.get(&e).cloned().unwrap_or_default()
     }
 
     /// Worker 0, once the "done" frontier has passed `before` (`None`: the graph is done):
@@ -1794,6 +1830,11 @@ mod tests {
         c.register();
         one_cut(&c, 5, 2);
         one_cut(&c, 12, 5);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while c.pruning() {
+            assert!(std::time::Instant::now() < deadline, "pruning did not end");
+            std::thread::yield_now();
+        }
         let part = c.dir_of(12).join("content-0.parquet");
         let len = std::fs::metadata(&part).unwrap().len();
         let manifest = read_manifest(&c.dir_of(12)).unwrap();
@@ -1809,14 +1850,26 @@ mod tests {
             .join("content-0.parquet");
         std::fs::remove_file(&on_mirror).unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
-        let Err(err) = Checkpoints::open_mirrored(elsewhere.path(), "t", false, Some(mirror))
+        for machine in [elsewhere.path(), dir.path()] {
+            let Err(err) = Checkpoints::open_mirrored(machine, "t", false, Some(mirror.clone()))
+            else {
+                panic!("a cut with a part gone restored")
+            };
+            let said = err.to_string();
+            assert!(said.contains("content-0.parquet"), "{said}");
+            assert!(said.contains("--from-start"), "{said}");
+            assert!(!said.contains('\n'), "{said}");
+        }
+        // Nothing of this machine's was removed for it.
+        assert!(c.dir_of(5).join(MANIFEST).is_file());
+        // The same part on the store at another length: fetched, then judged damaged.
+        std::fs::write(&on_mirror, b"PAR1").unwrap();
+        let Err(err) =
+            Checkpoints::open_mirrored(elsewhere.path(), "t", false, Some(mirror.clone()))
         else {
-            panic!("a cut with a part gone restored")
+            panic!("a cut with a part of another length restored")
         };
-        let said = err.to_string();
-        assert!(said.contains("content-0.parquet"), "{said}");
-        assert!(said.contains("--from-start"), "{said}");
-        assert!(!said.contains('\n'), "{said}");
+        assert!(err.to_string().contains("where the cut wrote"), "{err}");
         // Locally: the part of another length, or gone: the cut before is restored.
         let open = || Checkpoints::open(dir.path(), "t", false).unwrap();
         write_keyed(&part, [(1u128, vec![1i64, 2, 3])].into_iter()).unwrap();

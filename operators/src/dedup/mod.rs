@@ -1086,6 +1086,7 @@ mod tests {
         for (cut, state) in &expected {
             // The mirror holds every cut as written, each file sent once.
             mirror.assert_mirrors(&c.dir_of(*cut), before.as_deref());
+            crate::testkit::assert_reported(&c, *cut);
             before = Some(c.dir_of(*cut));
             let files = parts(*cut);
             let deltas = files.iter().filter(|p| delta_epoch(p).is_some()).count();

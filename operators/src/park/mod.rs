@@ -363,6 +363,7 @@ mod tests {
         for (cut, state) in &expected {
             // The mirror holds every cut as written, each file sent once.
             mirror.assert_mirrors(&c.dir_of(*cut), before.as_deref());
+            crate::testkit::assert_reported(&c, *cut);
             before = Some(c.dir_of(*cut));
             let (base, deltas) = parts(&c.dir_of(*cut)).unwrap();
             assert!(base.is_some(), "cut {cut}: the whole store's part");

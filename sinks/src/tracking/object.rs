@@ -217,7 +217,8 @@ impl ObjectDir {
     /// again).
     pub fn copy(&self, from: &str, to: &str) -> io::Result<()> {
         let (store, src, dst) = (self.store.clone(), self.path(from), self.path(to));
-        block_on(async move { store.copy(&src, &dst).await }).map_err(|e| self.error(to, e))
+        block_on(async move { store.copy(&src, &dst).await })
+            .map_err(|e| self.error(&format!("{to} (a copy of {from})"), e))
     }
 
     /// Deletes object `rel` (a missing object is not an error).
