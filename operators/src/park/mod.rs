@@ -1,8 +1,9 @@
 //! Parking of `night_delay` deliveries (docs/states.md step 6), durable in the job's state dir.
 //!
 //! All parks go to worker 0 (night-time volume is small). [`ParkStore`] is the plain store: an
-//! append-only JSON-lines file, fsynced before the epoch that parked is let go, rewritten
-//! atomically after a release. [`Schedule`] decides what is released when, as a plain state
+//! append-only JSON-lines file, rewritten atomically after a release; with checkpoints, the
+//! cuts hold the parks durably and the file is the run's working copy (no fsync per park),
+//! without, it is fsynced before the epoch that parked is let go. [`Schedule`] decides what is released when, as a plain state
 //! machine: a delivery is given on at the epoch of its release time, with the release time as
 //! its event time, once the input frontier has reached that epoch; at the end of input what is
 //! due by the wall clock is released, and the rest stays on disk for the next run. The
@@ -75,7 +76,12 @@ impl<'s> Park<'s> for StreamVec<'s, Epoch, Parked> {
             move |cap, _| {
                 // Worker 0: its store, its schedule and its capability, held at the schedule's
                 // held epoch until the input ends. Other workers let their capability go at once.
-                let mut state = store.map(|store| (store, Schedule::new(event), cap));
+                let mut state = store.map(|mut store| {
+                    if checkpoints.is_some() {
+                        store.durable_through_cuts();
+                    }
+                    (store, Schedule::new(event), cap)
+                });
                 // The park parts of the last cut, linked into the next with its changes.
                 let mut chain = Chain::default();
                 move |(input, frontier), output| {

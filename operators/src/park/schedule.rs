@@ -27,7 +27,8 @@ use crate::event_time::EventTime;
 
 /// What a schedule releases from: a [`ParkStore`] (durable), or a [`Shelf`] (in memory).
 pub trait Parking {
-    /// Parks deliveries; for a durable store, on disk when it returns.
+    /// Parks deliveries; for a durable store, on disk when it returns (or, in a job with
+    /// checkpoints, held durably by the next cut: [`ParkStore::durable_through_cuts`]).
     fn park(&mut self, items: Vec<Parked>) -> io::Result<()>;
     /// The earliest release time.
     fn next_release(&self) -> Option<Millis>;
@@ -181,11 +182,11 @@ impl Schedule {
             else {
                 break;
             };
-            // Parks of this epoch, durably, before anything of it is let go; with them those of
-            // the later complete epochs through the next cut, in one write (a replayed file
-            // gives a park or two per epoch: a write and a sync each cost the worker more than
-            // the rest of the graph). None of them is due before its own epoch, and the next
-            // cut is to hold them all.
+            // Parks of this epoch, before anything of it is let go; with them those of the
+            // later complete epochs through the next cut, in one write (a replayed file gives a
+            // park or two per epoch: a write and a sync each cost the worker more than the rest
+            // of the graph). None of them is due before its own epoch, and the next cut is to
+            // hold them all (durably: in a job the store's own writes are not synced).
             if next_parks == Some(epoch) {
                 let through = self
                     .cuts_before(cuts, bound)

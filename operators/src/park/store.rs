@@ -1,6 +1,7 @@
 //! The durable set of parked deliveries: [`Shelf`] holds them in release order in memory, and
-//! [`ParkStore`] keeps a shelf in an append-only JSON-lines file, fsynced before the epoch that
-//! parked is let go, rewritten atomically after a release.
+//! [`ParkStore`] keeps a shelf in an append-only JSON-lines file, rewritten atomically after a
+//! release: fsynced before the epoch that parked is let go, or, in a job (whose checkpoint cuts
+//! hold the parks durably), the run's working copy.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -115,6 +116,9 @@ impl Shelf {
 pub struct ParkStore {
     path: PathBuf,
     shelf: Shelf,
+    /// Whether each park and rewrite is fsynced before it returns. Off when checkpoint cuts
+    /// hold the parks ([`ParkStore::durable_through_cuts`]).
+    sync: bool,
     /// What changed since [`ParkStore::take_changes`] last took it (a `Mutex` only so that a
     /// cut can take it through `&ParkStore`).
     changes: std::sync::Mutex<Changes>,
@@ -216,6 +220,7 @@ impl ParkStore {
         let store = ParkStore {
             path: path.to_path_buf(),
             shelf: parked,
+            sync: true,
             changes: Default::default(),
         };
         if repair {
@@ -224,7 +229,17 @@ impl ParkStore {
         Ok(store)
     }
 
-    /// Parks deliveries durably (appended and fsynced before returning).
+    /// The job's checkpoints hold what is parked: each cut writes the parks and releases up
+    /// to it durably (its park part), a restart replaces this file with the cut's store, and
+    /// the records after the cut are read again and parked again. The file is then this run's
+    /// working copy: parks are appended and a release rewrites it (atomically) without an
+    /// fsync each, which cost the worker a sync per epoch that parked.
+    pub fn durable_through_cuts(&mut self) {
+        self.sync = false;
+    }
+
+    /// Parks deliveries (appended; fsynced before returning unless the checkpoints hold
+    /// them, [`ParkStore::durable_through_cuts`]).
     pub fn park(&mut self, items: Vec<Parked>) -> io::Result<()> {
         if items.is_empty() {
             return Ok(());
@@ -243,7 +258,10 @@ impl ParkStore {
         }
         // A write cut short (a full disk) is taken back, so no torn line stays in the file.
         let before = f.metadata()?.len();
-        if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data()) {
+        let written = f
+            .write_all(&buf)
+            .and_then(|()| if self.sync { f.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
             let _ = f.set_len(before).and_then(|()| f.sync_data());
             return Err(io::Error::new(
                 e.kind(),
@@ -325,7 +343,8 @@ impl ParkStore {
         store.persist()
     }
 
-    /// Rewrites the file with what is still parked (atomically: written aside, then renamed).
+    /// Rewrites the file with what is still parked (atomically: written aside, then renamed;
+    /// fsynced unless the checkpoints hold it).
     pub fn persist(&self) -> io::Result<()> {
         if self.shelf.is_empty() {
             return match std::fs::remove_file(&self.path) {
@@ -333,18 +352,31 @@ impl ParkStore {
                 _ => Ok(()),
             };
         }
-        self.write_to(&self.path).map(|_| ())
+        let buf = self.lines()?;
+        if self.sync {
+            return crate::checkpoint::write_durably(&self.path, &buf);
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, &buf)?;
+        std::fs::rename(&tmp, &self.path)
     }
 
-    /// Writes what is parked to `path` (atomically), e.g. a checkpoint's part; its size.
+    /// Writes what is parked to `path` durably (atomically), e.g. a checkpoint's part; its
+    /// size.
     pub fn write_to(&self, path: &Path) -> io::Result<usize> {
+        let buf = self.lines()?;
+        crate::checkpoint::write_durably(path, &buf)?;
+        Ok(buf.len())
+    }
+
+    /// What is parked, as the store's JSON lines.
+    fn lines(&self) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         for p in self.shelf.iter() {
             serde_json::to_writer(&mut buf, p).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
-        crate::checkpoint::write_durably(path, &buf)?;
-        Ok(buf.len())
+        Ok(buf)
     }
 
     /// Number parked.
@@ -392,6 +424,33 @@ mod tests {
                 frequency_key: 2,
             },
         }
+    }
+
+    /// In a job the cuts hold the parks: the file is written as before (read back alike,
+    /// rewritten after a release), only not fsynced per write.
+    #[test]
+    fn the_working_copy_reads_back_as_the_durable_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (synced, working) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        let mut a = ParkStore::open(&synced).unwrap();
+        let mut b = ParkStore::open(&working).unwrap();
+        b.durable_through_cuts();
+        for store in [&mut a, &mut b] {
+            store
+                .park((0..5).map(|i| parked(1_000 * i, 10, i as u128)).collect())
+                .unwrap();
+            store.park(vec![parked(500, 11, 9)]).unwrap();
+            assert_eq!(store.release_until(1_000).len(), 3);
+            store.persist().unwrap();
+        }
+        assert_eq!(
+            std::fs::read(&synced).unwrap(),
+            std::fs::read(&working).unwrap()
+        );
+        let again = ParkStore::open(&working).unwrap();
+        assert_eq!(again.len(), 3);
+        assert_eq!(again.next_release(), Some(2_000));
+        assert!(!working.with_extension("tmp").exists());
     }
 
     #[test]
