@@ -358,7 +358,8 @@ impl E2e {
         Ok(consumer)
     }
 
-    /// A consumer in `group` that commits nothing, from the start, with the job's fetch wait.
+    /// A consumer in `group` that commits nothing, from the start, with the job's fetch wait
+    /// and fetch queue backoff.
     fn plain_consumer(&self, group: &str) -> anyhow::Result<BaseConsumer> {
         Ok(ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
@@ -366,6 +367,7 @@ impl E2e {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
+            .set("fetch.queue.backoff.ms", "10")
             .create()?)
     }
 

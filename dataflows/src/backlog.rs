@@ -346,6 +346,13 @@ impl BacklogReader {
                 // What librdkafka fetches ahead is memory too: the backlog belongs in Kafka.
                 .set("queued.min.messages", "1000")
                 .set("queued.max.messages.kbytes", "2048")
+                // With thresholds this low the default 1 s backoff would pace an account to a
+                // thousand messages a second; an account without room is not polled, and a
+                // fetch is then only looked at again every 10 ms.
+                .set(
+                    "fetch.queue.backoff.ms",
+                    crate::kafka::FETCH_QUEUE_BACKOFF_MS,
+                )
                 .set("session.timeout.ms", "10000")
                 // An account without room is not polled; that is not a dead member.
                 .set("max.poll.interval.ms", "86400000")

@@ -203,6 +203,10 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {}
 
+/// How long librdkafka postpones a partition's next fetch once its prefetched messages pass the
+/// queue thresholds (`fetch.queue.backoff.ms`; librdkafka's default is 1,000 ms).
+pub(crate) const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 impl KafkaReader {
     /// A consumer for worker `worker` of `peers`, resuming at `restored` (a checkpoint's
     /// positions). It reaches the brokers on its first turn.
@@ -220,6 +224,11 @@ impl KafkaReader {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
+            // Once a partition's prefetched messages pass librdkafka's queue thresholds, its
+            // next fetch waits this long (1 s by default): reading a backlog faster than that
+            // queue refills, the job drained it and then sat idle until the fetch (a third of
+            // a 1M-request run, bench/MEASURED.md "The fetch queue's backoff").
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
             .set("session.timeout.ms", "10000")
             .set("statistics.interval.ms", "1000")
             // "Caught up" comes from the broker: a partition at its end moves its watermark with
