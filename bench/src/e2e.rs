@@ -367,7 +367,10 @@ impl E2e {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
-            .set("fetch.queue.backoff.ms", "10")
+            .set(
+                "fetch.queue.backoff.ms",
+                tidings_dataflows::kafka::FETCH_QUEUE_BACKOFF_MS,
+            )
             .create()?)
     }
 

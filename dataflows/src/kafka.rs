@@ -205,7 +205,7 @@ impl ConsumerContext for SourceContext {}
 
 /// How long librdkafka postpones a partition's next fetch once its prefetched messages pass the
 /// queue thresholds (`fetch.queue.backoff.ms`; librdkafka's default is 1,000 ms).
-pub(crate) const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 impl KafkaReader {
     /// A consumer for worker `worker` of `peers`, resuming at `restored` (a checkpoint's

@@ -231,7 +231,9 @@ impl ParkStore {
 
     /// The job's checkpoints hold what is parked: each cut writes the parks and releases up
     /// to it durably (its park part), a restart replaces this file with the cut's store, and
-    /// the records after the cut are read again and parked again. The file is then this run's
+    /// the records after the cut are read again and parked again (with no complete cut yet,
+    /// the file is kept and the input is read again from its start: offsets are committed
+    /// only with a cut). The file is then this run's
     /// working copy: parks are appended and a release rewrites it (atomically) without an
     /// fsync each, which cost the worker a sync per epoch that parked.
     pub fn durable_through_cuts(&mut self) {
