@@ -305,6 +305,13 @@ fn damage(dir: &Path) -> Option<String> {
                     m.len()
                 ));
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Some(format!(
+                    "{}: listed in {MANIFEST} but not there (removed; or, in a cluster, written \
+                     on another machine: its processes need a shared state_dir or an s3:// one)",
+                    path.display()
+                ));
+            }
             Err(e) => return Some(format!("{}: a part of the cut: {e}", path.display())),
         }
     }
@@ -1881,6 +1888,11 @@ mod tests {
         );
         assert_eq!(open().restored(), Some(c.dir_of(5).as_path()));
         std::fs::remove_file(&part).unwrap();
+        assert!(
+            damage(&c.dir_of(12))
+                .unwrap()
+                .contains("listed in _COMPLETE but not there")
+        );
         assert_eq!(open().restored(), Some(c.dir_of(5).as_path()));
         assert_eq!(open().restored_offsets(), BTreeMap::from([(0, 2)]));
         // A manifest written before parts were listed is trusted as before.
