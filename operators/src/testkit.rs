@@ -196,6 +196,21 @@ impl DirMirror {
         }
     }
 
+    /// [`DirMirror::assert_mirrors`] and [`assert_reported`] for each of `cuts` (written in
+    /// that order, each carrying from the one before).
+    pub fn assert_chain(
+        &self,
+        c: &crate::checkpoint::Checkpoints,
+        cuts: impl IntoIterator<Item = Epoch>,
+    ) {
+        let mut before = None;
+        for cut in cuts {
+            self.assert_mirrors(&c.dir_of(cut), before.as_deref());
+            assert_reported(c, cut);
+            before = Some(c.dir_of(cut));
+        }
+    }
+
     /// Asserts that the mirror's copy of the local cut directory `local` holds the same
     /// files, byte for byte, and that every file `put` there was written at that cut: a file
     /// carried from the cut `before` (the same inode there) was copied on the mirror, not sent

@@ -471,12 +471,10 @@ fn fetch_newest(
         mirror.get(&format!("{name}/{MANIFEST}"), &tmp)?;
         let listed = std::fs::read(&tmp).map_err(at(&tmp));
         remove_path(&tmp).map_err(at(&tmp))?;
-        let manifest: Manifest = serde_json::from_slice(&listed?).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("the checkpoint store's {name}/{MANIFEST}: {e}"),
-            )
-        })?;
+        let manifest = parse_manifest(
+            &listed?,
+            &format!("the checkpoint store's {name}/{MANIFEST}"),
+        )?;
         if let Some(file) = manifest
             .parts
             .iter()
@@ -484,14 +482,9 @@ fn fetch_newest(
             .map(|(f, _)| f)
             .find(|f| !files.contains(f))
         {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the checkpoint store's newest checkpoint cannot be restored: {name}/{file} \
-                     is listed in its {MANIFEST} but not in the store; `tidings run --from-start` \
-                     reads the input again from its start"
-                ),
-            ));
+            return Err(unrestorable(&format!(
+                "{name}/{file} is listed in its {MANIFEST} but not in the store"
+            )));
         }
     }
     for entry in std::fs::read_dir(dir).map_err(at(dir))? {
@@ -575,13 +568,7 @@ impl Checkpoints {
                 // The store keeps its newest complete cut alone: one that cannot be restored
                 // is an error that says so, not a run that restores less than the cut held.
                 if let Some(why) = restored.as_deref().and_then(damage) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "the checkpoint store's newest checkpoint cannot be restored ({why}); \
-                             `tidings run --from-start` reads the input again from its start"
-                        ),
-                    ));
+                    return Err(unrestorable(&why));
                 }
                 (restored, generation, Vec::new())
             }
@@ -1146,24 +1133,46 @@ impl Checkpoints {
 
 fn read_manifest(dir: &Path) -> io::Result<Manifest> {
     let path = dir.join(MANIFEST);
-    let bytes = std::fs::read(&path)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
-        )
-    })
+    parse_manifest(&std::fs::read(&path)?, &path.display().to_string())
+}
+
+/// A manifest's bytes read, `what` naming it in the error.
+fn parse_manifest(bytes: &[u8], what: &str) -> io::Result<Manifest> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}")))
+}
+
+/// The error of a start whose store's newest checkpoint cannot be restored, and why.
+fn unrestorable(why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the checkpoint store's newest checkpoint cannot be restored ({why}); \
+             `tidings run --from-start` reads the input again from its start"
+        ),
+    )
 }
 
 /// Writes `bytes` to `path` atomically and durably: aside, fsynced, renamed, and the rename
 /// itself made durable (the directory fsynced).
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically(path, bytes, true)
+}
+
+/// Writes `bytes` to `path` atomically (aside, then renamed); with `sync`, durably too
+/// ([`write_durably`]).
+pub fn write_atomically(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_data()?;
+    if sync {
+        f.sync_data()?;
+    }
     std::fs::rename(&tmp, path)?;
-    sync_parent(path)
+    if sync {
+        sync_parent(path)?;
+    }
+    Ok(())
 }
 
 /// Makes the entries of `path`'s directory durable (a rename or a hard link into it): without
@@ -1837,11 +1846,7 @@ mod tests {
         c.register();
         one_cut(&c, 5, 2);
         one_cut(&c, 12, 5);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while c.pruning() {
-            assert!(std::time::Instant::now() < deadline, "pruning did not end");
-            std::thread::yield_now();
-        }
+        wait_pruned(&c);
         let part = c.dir_of(12).join("content-0.parquet");
         let len = std::fs::metadata(&part).unwrap().len();
         let manifest = read_manifest(&c.dir_of(12)).unwrap();
@@ -2011,6 +2016,15 @@ mod tests {
         assert_eq!(s.coord.finished[&2][&2].offset, 10);
     }
 
+    /// Waits for the mirror's pruning thread to end.
+    fn wait_pruned(c: &Checkpoints) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while c.pruning() {
+            assert!(std::time::Instant::now() < deadline, "pruning did not end");
+            std::thread::yield_now();
+        }
+    }
+
     /// One cut by one source and one writer, completed.
     fn one_cut(c: &Checkpoints, epoch: Epoch, offset: i64) {
         c.request_cut();
@@ -2038,11 +2052,7 @@ mod tests {
         c.register_source();
         one_cut(&c, 5, 50);
         one_cut(&c, 9, 90);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while c.pruning() {
-            assert!(std::time::Instant::now() < deadline, "pruning did not end");
-            std::thread::yield_now();
-        }
+        wait_pruned(&c);
         let names = DirMirror::new(shared.path()).list().unwrap();
         assert_eq!(names.len(), 2, "the older cut left the mirror: {names:?}");
         // Machine B, with a stale cut of its own that never reached the mirror.

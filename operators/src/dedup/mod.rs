@@ -1081,13 +1081,11 @@ mod tests {
                 })
                 .collect()
         };
+        // The mirror holds every cut as written, each file sent once; each cut's manifest lists its
+        // files.
+        mirror.assert_chain(&c, expected.iter().map(|(cut, _)| *cut));
         let (mut with_deltas, mut compacted) = (0, 0);
-        let mut before = None;
         for (cut, state) in &expected {
-            // The mirror holds every cut as written, each file sent once.
-            mirror.assert_mirrors(&c.dir_of(*cut), before.as_deref());
-            crate::testkit::assert_reported(&c, *cut);
-            before = Some(c.dir_of(*cut));
             let files = parts(*cut);
             let deltas = files.iter().filter(|p| delta_epoch(p).is_some()).count();
             assert_eq!(

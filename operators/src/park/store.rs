@@ -354,13 +354,7 @@ impl ParkStore {
                 _ => Ok(()),
             };
         }
-        let buf = self.lines()?;
-        if self.sync {
-            return crate::checkpoint::write_durably(&self.path, &buf);
-        }
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, &buf)?;
-        std::fs::rename(&tmp, &self.path)
+        crate::checkpoint::write_atomically(&self.path, &self.lines()?, self.sync)
     }
 
     /// Writes what is parked to `path` durably (atomically), e.g. a checkpoint's part; its
