@@ -104,8 +104,8 @@ fn rate_limit(c: &mut Criterion) {
 }
 
 fn delivery(i: u64) -> Delivery {
-    Delivery {
-        meta: Arc::new(MessageMeta {
+    Delivery::new(
+        Arc::new(MessageMeta {
             live: None,
             accounts: None,
             message_id: format!("m{i}").into(),
@@ -116,12 +116,11 @@ fn delivery(i: u64) -> Delivery {
             event_time: 1_763_773_200_000,
             seq: i as u128,
         }),
-        receiver: format!("1380013{i:04}").into(),
-        index: 0,
-        event_time: 1_763_773_200_000,
-        content_key: i as u128,
-        frequency_key: i as u128,
-    }
+        format!("1380013{i:04}").into(),
+        0,
+        1_763_773_200_000,
+        (i as u128, i as u128),
+    )
 }
 
 fn tracking(c: &mut Criterion) {

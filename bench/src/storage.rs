@@ -19,8 +19,8 @@ fn key(k: u64) -> u128 {
 /// A delivery of message `i` (its id a hash of `i`, to a phone), its content `content`.
 fn delivery_of(i: u64, event_time: i64, seq: u128, content: &str) -> tidings_model::Delivery {
     use tidings_model::{Delivery, MessageMeta};
-    Delivery {
-        meta: Arc::new(MessageMeta {
+    Delivery::new(
+        Arc::new(MessageMeta {
             live: None,
             accounts: None,
             message_id: format!("{:032x}", key(i)).into(),
@@ -31,12 +31,11 @@ fn delivery_of(i: u64, event_time: i64, seq: u128, content: &str) -> tidings_mod
             event_time,
             seq,
         }),
-        receiver: format!("138{:08}", i % 100_000_000).into(),
-        index: 0,
+        format!("138{:08}", i % 100_000_000).into(),
+        0,
         event_time,
-        content_key: key(i),
-        frequency_key: key(i) ^ 1,
-    }
+        (key(i), key(i) ^ 1),
+    )
 }
 
 /// Writes and reads back each rule's checkpoint part with `keys` active keys.

@@ -139,7 +139,16 @@ pub struct Message {
 }
 
 /// One receiver of one message on its way through the pipeline.
+///
+/// Besides its own facts it carries copies of the few facts of its message that the dedup
+/// rules read for every delivery (the message's event time and source position, for
+/// [`Delivery::order`], and whether its template is deduplicated), so those rules sort and judge
+/// an epoch without reading each message behind its `Arc`: after the exchange that read mostly
+/// misses the cache (bench/MEASURED.md, "The order in the delivery"). Build one with
+/// [`Delivery::new`]; the copies are not written when it is serialized and are taken from the
+/// message again when it is read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "DeliveryWire")]
 pub struct Delivery {
     /// The message.
     pub meta: Arc<MessageMeta>,
@@ -154,19 +163,82 @@ pub struct Delivery {
     pub content_key: u128,
     /// Key of the frequency dedup rule (receiver, channel).
     pub frequency_key: u128,
+    /// Whether the dedup rules judge it: its template's `dedup`, as the template it was made
+    /// with said. `None` (a delivery parked by a binary that did not write it): the rules read
+    /// the template when they judge it.
+    #[serde(default)]
+    pub dedup: Option<bool>,
+    /// `meta.event_time`, copied.
+    #[serde(skip_serializing)]
+    origin: Millis,
+    /// `meta.seq`, copied.
+    #[serde(skip_serializing)]
+    seq: u128,
+}
+
+/// What a [`Delivery`] is serialized as: every field but the copies of its message's facts.
+#[derive(Deserialize)]
+struct DeliveryWire {
+    meta: Arc<MessageMeta>,
+    receiver: Receiver,
+    index: u32,
+    event_time: Millis,
+    content_key: u128,
+    frequency_key: u128,
+    #[serde(default)]
+    dedup: Option<bool>,
+}
+
+impl From<DeliveryWire> for Delivery {
+    fn from(w: DeliveryWire) -> Delivery {
+        Delivery {
+            dedup: w.dedup,
+            ..Delivery::new(
+                w.meta,
+                w.receiver,
+                w.index,
+                w.event_time,
+                (w.content_key, w.frequency_key),
+            )
+        }
+    }
 }
 
 impl Delivery {
+    /// A delivery of `meta` to `receiver` (the `index`th of the message), judged at
+    /// `event_time` under the dedup `keys` (content, frequency); [`Delivery::dedup`] unknown.
+    pub fn new(
+        meta: Arc<MessageMeta>,
+        receiver: Receiver,
+        index: u32,
+        event_time: Millis,
+        keys: (u128, u128),
+    ) -> Delivery {
+        Delivery {
+            origin: meta.event_time,
+            seq: meta.seq,
+            meta,
+            receiver,
+            index,
+            event_time,
+            content_key: keys.0,
+            frequency_key: keys.1,
+            dedup: None,
+        }
+    }
+
     /// The order in which keyed operators judge deliveries within one epoch: event time, then
     /// the original event time (released parked messages keep their order), then the position
     /// in the source. Independent of worker count.
     pub fn order(&self) -> (Millis, Millis, u128, u32) {
-        (
-            self.event_time,
-            self.meta.event_time,
-            self.meta.seq,
-            self.index,
-        )
+        (self.event_time, self.origin, self.seq, self.index)
+    }
+
+    /// Whether the dedup rules judge it: [`Delivery::dedup`], else its template's `dedup`
+    /// (an unknown template is judged).
+    pub fn deduplicated(&self, templates: &Templates) -> bool {
+        self.dedup
+            .unwrap_or_else(|| self.meta.template(templates).is_none_or(|t| t.dedup))
     }
 }
 

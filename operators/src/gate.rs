@@ -88,14 +88,12 @@ impl Gate {
             {
                 continue;
             }
-            let d = Delivery {
-                content_key: ids::content_key(meta.template_id, &receiver, &meta.content),
-                frequency_key: ids::frequency_key(&receiver, channel),
-                meta: meta.clone(),
-                receiver,
-                index: index as u32,
-                event_time: meta.event_time,
-            };
+            let keys = (
+                ids::content_key(meta.template_id, &receiver, &meta.content),
+                ids::frequency_key(&receiver, channel),
+            );
+            let mut d = Delivery::new(meta.clone(), receiver, index as u32, meta.event_time, keys);
+            d.dedup = Some(template.dedup);
             out.push(Verdict::Row(EventRow::of(&d, State::Receive, None, now)));
             let stop = |state: State, reason: String| {
                 Verdict::Row(EventRow::of(&d, state, Some(reason), now))
@@ -172,6 +170,7 @@ msg_type = "marketing"
 id_type = "cid"
 shield = "night_drop"
 account = "a"
+dedup = false
 "#,
         )
         .unwrap();
@@ -275,6 +274,19 @@ account = "a"
         }
     }
 
+    /// What passes says whether the dedup rules judge it, as its template does.
+    #[test]
+    fn a_delivery_passes_with_its_templates_dedup() {
+        for (template, receiver, dedup) in [(1, "13800138000", true), (3, "cid1", false)] {
+            let mut out = Vec::new();
+            gate(&[], &[]).judge(msg(template, NOON, &[receiver]), 0, &mut out);
+            let Some(Verdict::Pass(d)) = out.last() else {
+                panic!("{template}")
+            };
+            assert_eq!(d.dedup, Some(dedup), "template {template}");
+        }
+    }
+
     fn rows(out: &[Verdict]) -> Vec<(String, String, Option<String>)> {
         out.iter()
             .map(|f| match f {
@@ -337,6 +349,8 @@ account = "a"
         // The dedup keys are those of the normalised number.
         let Verdict::Pass(d) = &out[3] else { panic!() };
         assert_eq!(d.frequency_key, ids::frequency_key("13800138000", "sms"));
+        // It says whether the dedup rules judge it: its template's `dedup`.
+        assert_eq!(d.dedup, Some(true));
     }
 
     #[test]

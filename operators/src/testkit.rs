@@ -136,14 +136,11 @@ pub fn delivery(
         event_time,
         seq,
     });
-    Delivery {
-        content_key: ids::content_key(1, receiver, content),
-        frequency_key: ids::frequency_key(receiver, "sms"),
-        meta,
-        receiver: receiver.into(),
-        index,
-        event_time,
-    }
+    let keys = (
+        ids::content_key(1, receiver, content),
+        ids::frequency_key(receiver, "sms"),
+    );
+    Delivery::new(meta, receiver.into(), index, event_time, keys)
 }
 
 /// Receiver `index` of message `seq` at `event_time`, parked until `release_at`.

@@ -117,7 +117,7 @@ impl KeyedRule for FrequencyDedup {
     }
 
     fn judge(&mut self, key: u128, d: &Delivery) -> Result<(), (State, String)> {
-        if d.meta.template(&self.templates).is_some_and(|t| !t.dedup) {
+        if !d.deduplicated(&self.templates) {
             return Ok(());
         }
         self.admit(key, d.event_time).map_err(|n| {

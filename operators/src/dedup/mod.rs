@@ -682,9 +682,9 @@ fn restore_parts<R: KeyedRule>(
 ///
 /// They come as a few runs already in order (each worker gives its deliveries in order: 2 to 8
 /// runs an epoch with 2 workers in the 1M-request bench). The stable sort finds those runs and
-/// merges them, in far fewer comparisons than the unstable sort's partitions; each comparison
-/// reads the message behind two `Arc`s, which mostly misses the cache, so the comparisons are
-/// the sort's cost (2.6× less time, bench/MEASURED.md "The dedup sort"). Its scratch buffer is
+/// merges them, in far fewer comparisons than the unstable sort's partitions (2.6× less time,
+/// bench/MEASURED.md "The dedup sort"); a comparison reads only the two deliveries, which carry
+/// their message's order (MEASURED "The order in the delivery"). Its scratch buffer is
 /// at most 8 MB, or half the epoch's deliveries for an epoch of more than 200,000. `order` is
 /// unique per delivery; on a tie the receiver and the keys make the order total whatever the
 /// input.

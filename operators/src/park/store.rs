@@ -63,9 +63,10 @@ impl Shelf {
             .split_off(&(t.saturating_add(1), Millis::MIN, 0, 0));
         let due = std::mem::replace(&mut self.parked, rest);
         due.into_values()
-            .map(|p| Delivery {
-                event_time: p.release_at,
-                ..p.delivery
+            .map(|p| {
+                let mut d = p.delivery;
+                d.event_time = p.release_at;
+                d
             })
             .collect()
     }
@@ -397,6 +398,25 @@ mod tests {
     use std::sync::Arc;
     use tidings_model::MessageMeta;
 
+    /// A delivery written to a park file (JSON) or sent to another process (bincode) reads back
+    /// equal, its copies of the message's facts taken from the message again; a park line of an
+    /// older binary (no `dedup`) reads with the flag unknown and the same order.
+    #[test]
+    fn a_delivery_reads_back_with_its_message_facts() {
+        let mut d = crate::testkit::delivery(7, 2, "13800138000", 1_000, "c");
+        d.event_time = 5_000; // released from a park
+        d.dedup = Some(false);
+        assert_eq!(d.order(), (5_000, 1_000, 7, 2));
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Delivery>(&json).unwrap(), d);
+        let bytes = bincode::serialize(&d).unwrap();
+        assert_eq!(bincode::deserialize::<Delivery>(&bytes).unwrap(), d);
+        let old = json.replace(",\"dedup\":false", "");
+        assert_ne!(old, json);
+        let back: Delivery = serde_json::from_str(&old).unwrap();
+        assert_eq!((back.dedup, back.order()), (None, d.order()));
+    }
+
     fn parked(release_at: Millis, event_time: Millis, seq: u128) -> Parked {
         let meta = Arc::new(MessageMeta {
             live: None,
@@ -411,14 +431,7 @@ mod tests {
         });
         Parked {
             release_at,
-            delivery: Delivery {
-                meta,
-                receiver: "r".into(),
-                index: 0,
-                event_time,
-                content_key: 1,
-                frequency_key: 2,
-            },
+            delivery: Delivery::new(meta, "r".into(), 0, event_time, (1, 2)),
         }
     }
 
