@@ -69,6 +69,9 @@ pub struct E2e {
     /// process of its own; its peak RSS then includes what the producer and the raw consumer
     /// left resident.
     pub in_process: bool,
+    /// Without `rate`: the requests' Kafka timestamps spread evenly over this many ms ending
+    /// when they are produced (a backlog after downtime); `None`: the producer's clock.
+    pub spread_ms: Option<u64>,
 }
 
 /// What the job's own process (`tidings-bench run-job`) reports: its peak RSS and CPU time,
@@ -234,10 +237,18 @@ impl E2e {
 
     fn throughput(&self, job: &Job, topic: &str) -> anyhow::Result<serde_json::Value> {
         let t = Instant::now();
+        let now = tidings_model::time::wall_ms();
         produce(
             &self.brokers,
             topic,
-            (0..self.requests).map(|i| request(i, self.receivers)),
+            (0..self.requests).map(|i| {
+                let mut r = request(i, self.receivers);
+                r.timestamp = self.spread_ms.map(|spread| {
+                    let at = spread as u128 * i as u128 / self.requests.max(1) as u128;
+                    now - spread as i64 + at as i64
+                });
+                r
+            }),
             || {},
         )?;
         eprintln!("produced {} requests in {:.1?}", self.requests, t.elapsed());
@@ -304,6 +315,8 @@ impl E2e {
         Ok(serde_json::json!({
             "requests": self.requests,
             "receivers_per_request": self.receivers,
+            "spread_ms": self.spread_ms,
+            "epoch_ms": self.epoch_ms,
             "send_success": sent,
             "redis_tracking": self.redis.is_some(),
             "redis_rows_written": written,

@@ -94,6 +94,11 @@ enum Command {
         /// peak RSS then includes what the producer and the raw consumer left resident).
         #[arg(long)]
         in_process: bool,
+        /// Without `--rate`: the requests' Kafka timestamps spread evenly over this many ms
+        /// ending now, as a backlog read after the job was down that long (default: the
+        /// producer's clock, a burst of a second or two).
+        #[arg(long)]
+        spread_ms: Option<u64>,
     },
     /// Runs a job file until its Kafka source is idle (the `e2e` run's job process) and prints
     /// its peak RSS and CPU time (JSON).
@@ -247,6 +252,7 @@ fn main() -> anyhow::Result<()> {
             in_flight_receivers,
             raw,
             in_process,
+            spread_ms,
         } => {
             let report = tidings_bench::e2e::E2e {
                 brokers: brokers(),
@@ -261,6 +267,7 @@ fn main() -> anyhow::Result<()> {
                 in_flight_receivers,
                 raw,
                 in_process,
+                spread_ms,
             }
             .run()?;
             println!("{report}");

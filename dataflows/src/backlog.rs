@@ -37,9 +37,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tidings_model::{DeadLetter, Delivery};
 use tidings_operators::checkpoint::write_durably;
+use tidings_operators::container::Trimming;
 use tidings_operators::{Clock, Epoch, Tracked};
 use tidings_sinks::account::AccountConfig;
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
@@ -506,7 +506,7 @@ pub fn backlog_source<'s>(
     stop: Arc<AtomicBool>,
     main_done: Arc<AtomicBool>,
 ) -> Backlog<'s> {
-    let read = source::<_, CapacityContainerBuilder<Vec<Result<Delivery, DeadLetter>>>, _, _>(
+    let read = source::<_, Trimming<Result<Delivery, DeadLetter>>, _, _>(
         scope,
         "AccountTopics",
         move |cap, info| {
@@ -610,7 +610,9 @@ pub fn backlog_source<'s>(
                     activator.activate_after(Duration::from_millis(5));
                 } else {
                     quiet_since = Instant::now();
-                    output.session(&*c).give_iterator(batch.into_iter());
+                    output
+                        .session_with_builder(&*c)
+                        .give_iterator(batch.into_iter());
                     activator.activate();
                 }
             }

@@ -41,7 +41,7 @@ use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, InFlight, SourceRecord};
 
 use crate::source::{Partition, give_stamped, too_large};
-use timely::container::CapacityContainerBuilder;
+use tidings_operators::container::Trimming;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
@@ -411,108 +411,102 @@ pub fn kafka_source<'s>(
 ) -> StreamVec<'s, Epoch, SourceRecord> {
     let name: Arc<str> = reader.topic.clone().into();
     checkpoints.register_source();
-    source::<_, CapacityContainerBuilder<Vec<SourceRecord>>, _, _>(
-        scope,
-        "KafkaSource",
-        move |cap, info| {
-            let activator = scope.activator_for(info.address);
-            let mut cap = Some(cap);
-            let mut last_record = Instant::now();
-            let mut flight = InFlight::default();
-            // The largest epoch a record was given at.
-            let mut given_max: Epoch = 0;
-            // A poll's records, kept between turns with its room.
-            let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
-            move |output| {
-                let Some(c) = cap.as_mut() else { return };
-                // Idle: every partition at its end (or none reachable) and nothing read for
-                // `idle_exit`; time spent waiting on backpressure does not count.
-                let drained = reader
-                    .parts
-                    .borrow()
-                    .as_ref()
-                    .is_none_or(|p| p.values().all(|x| x.caught_up));
-                let idle = drained && idle_exit.is_some_and(|d| last_record.elapsed() >= d);
-                let stopping = stop.load(Ordering::Relaxed);
-                // Never assigned (the brokers unreachable): a stop has nothing to wait for.
-                let unassigned = reader.parts.borrow().is_none();
-                if stopping && unassigned {
-                    checkpoints
-                        .source_finished(reader.worker, given_max, |cut| reader.positions(cut));
-                    cap = None;
-                    return;
-                }
-                if stopping {
-                    // Stop at the next cut (see `Checkpoints::request_stop`).
-                    checkpoints.request_stop();
-                }
-                let reads = reader.parts.borrow().as_ref().is_none_or(|p| !p.is_empty());
-                let hold = checkpoints.source_turn(reader.worker, *c.time(), reads);
-                if let Some(b) = checkpoints.stop_bound()
-                    && *c.time() >= b
-                {
-                    // Stopped at the cut: the capability stays until the run leaves (a source
-                    // without partitions may be past it: it deposits for the cut).
-                    for cut in checkpoints.cuts_to_deposit(reader.worker, *c.time()) {
-                        checkpoints.deposit(cut, reader.worker, reader.positions(cut));
-                    }
-                    activator.activate_after(Duration::from_millis(100));
-                    return;
-                }
-                if idle {
-                    checkpoints
-                        .source_finished(reader.worker, given_max, |cut| reader.positions(cut));
-                    cap = None;
-                    return;
-                }
-                let stop_bound = checkpoints.stop_bound();
-                if !reader.assign() {
-                    activator.activate_after(Duration::from_millis(100));
-                    return;
-                }
-                let now = clock.now_ms();
-                let mut parts_ref = reader.parts.borrow_mut();
-                let parts = parts_ref.as_mut().expect("assigned");
-                if flight.full(&progress, *c.time(), in_flight) {
-                    last_record = Instant::now();
-                } else {
-                    poll_batch(
-                        &reader,
-                        parts,
-                        &mut batch,
-                        now,
-                        &event,
-                        *c.time(),
-                        &live,
-                        &name,
-                    );
-                }
-                let got = !batch.is_empty();
-                for (e, _) in &batch {
-                    flight.add(*e, 1);
-                    given_max = given_max.max(*e);
-                }
-                give_stamped(output, c, &mut batch);
-                let mut target = least_watermark(parts, now, &event, &live).unwrap_or(*c.time());
-                if let Some(h) = hold {
-                    target = target.min(h);
-                }
-                if let Some(b) = stop_bound {
-                    target = target.min(b);
-                }
-                drop(parts_ref);
-                if target > *c.time() {
-                    reader.advance(&checkpoints, c, target);
-                }
-                if got {
-                    last_record = Instant::now();
-                    activator.activate();
-                } else {
-                    activator.activate_after(Duration::from_millis(5));
-                }
+    source::<_, Trimming<SourceRecord>, _, _>(scope, "KafkaSource", move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(cap);
+        let mut last_record = Instant::now();
+        let mut flight = InFlight::default();
+        // The largest epoch a record was given at.
+        let mut given_max: Epoch = 0;
+        // A poll's records, kept between turns with its room.
+        let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            // Idle: every partition at its end (or none reachable) and nothing read for
+            // `idle_exit`; time spent waiting on backpressure does not count.
+            let drained = reader
+                .parts
+                .borrow()
+                .as_ref()
+                .is_none_or(|p| p.values().all(|x| x.caught_up));
+            let idle = drained && idle_exit.is_some_and(|d| last_record.elapsed() >= d);
+            let stopping = stop.load(Ordering::Relaxed);
+            // Never assigned (the brokers unreachable): a stop has nothing to wait for.
+            let unassigned = reader.parts.borrow().is_none();
+            if stopping && unassigned {
+                checkpoints.source_finished(reader.worker, given_max, |cut| reader.positions(cut));
+                cap = None;
+                return;
             }
-        },
-    )
+            if stopping {
+                // Stop at the next cut (see `Checkpoints::request_stop`).
+                checkpoints.request_stop();
+            }
+            let reads = reader.parts.borrow().as_ref().is_none_or(|p| !p.is_empty());
+            let hold = checkpoints.source_turn(reader.worker, *c.time(), reads);
+            if let Some(b) = checkpoints.stop_bound()
+                && *c.time() >= b
+            {
+                // Stopped at the cut: the capability stays until the run leaves (a source
+                // without partitions may be past it: it deposits for the cut).
+                for cut in checkpoints.cuts_to_deposit(reader.worker, *c.time()) {
+                    checkpoints.deposit(cut, reader.worker, reader.positions(cut));
+                }
+                activator.activate_after(Duration::from_millis(100));
+                return;
+            }
+            if idle {
+                checkpoints.source_finished(reader.worker, given_max, |cut| reader.positions(cut));
+                cap = None;
+                return;
+            }
+            let stop_bound = checkpoints.stop_bound();
+            if !reader.assign() {
+                activator.activate_after(Duration::from_millis(100));
+                return;
+            }
+            let now = clock.now_ms();
+            let mut parts_ref = reader.parts.borrow_mut();
+            let parts = parts_ref.as_mut().expect("assigned");
+            if flight.full(&progress, *c.time(), in_flight) {
+                last_record = Instant::now();
+            } else {
+                poll_batch(
+                    &reader,
+                    parts,
+                    &mut batch,
+                    now,
+                    &event,
+                    *c.time(),
+                    &live,
+                    &name,
+                );
+            }
+            let got = !batch.is_empty();
+            for (e, _) in &batch {
+                flight.add(*e, 1);
+                given_max = given_max.max(*e);
+            }
+            give_stamped(output, c, &mut batch);
+            let mut target = least_watermark(parts, now, &event, &live).unwrap_or(*c.time());
+            if let Some(h) = hold {
+                target = target.min(h);
+            }
+            if let Some(b) = stop_bound {
+                target = target.min(b);
+            }
+            drop(parts_ref);
+            if target > *c.time() {
+                reader.advance(&checkpoints, c, target);
+            }
+            if got {
+                last_record = Instant::now();
+                activator.activate();
+            } else {
+                activator.activate_after(Duration::from_millis(5));
+            }
+        }
+    })
 }
 
 impl KafkaReader {

@@ -41,7 +41,7 @@ impl Drop for Returned {
         self.health.send_returned();
     }
 }
-use timely::container::CapacityContainerBuilder;
+use tidings_operators::container::Trimming;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -247,67 +247,62 @@ pub fn send<'s>(
     mode: SendMode,
 ) -> StreamVec<'s, Epoch, Tracked> {
     let scope = deliveries.scope();
-    deliveries.unary_frontier::<CapacityContainerBuilder<Vec<Tracked>>, _, _, _>(
-        Pipeline,
-        "Send",
-        move |_, info| {
-            let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
-            let recheck = scope.activator_for(info.address.clone());
-            let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
-            // Per epoch: its capability and the number of send tasks still out.
-            let mut inflight: BTreeMap<Epoch, (Capability<Epoch>, usize)> = BTreeMap::new();
-            move |(input, frontier), output| {
-                // Held: deliveries stay in the input (their epochs with them, so the source's
-                // backpressure stops reading) until tracking can take rows again.
-                let hold = ctx.hold();
-                if hold {
-                    recheck.activate_after(Duration::from_millis(20));
-                } else {
-                    input.for_each_stamp(|cap, batches| {
-                        let Some(&epoch) = cap.least() else { return };
-                        let entry = inflight
-                            .entry(epoch)
-                            .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
-                        let mut groups = by_message(&ctx, batches).into_iter().peekable();
-                        while groups.peek().is_some() {
-                            let messages: Vec<_> =
-                                groups.by_ref().take(MESSAGES_PER_TASK).collect();
-                            entry.1 += 1;
-                            let ctx = ctx.clone();
-                            let done = Returned {
-                                tx: done_tx.clone(),
-                                health: ctx.health.clone(),
-                            };
-                            ctx.health.send_started();
-                            let activator = activator.clone();
-                            ctx.clone().runtime.spawn(async move {
-                                let rows = send_some(&ctx, mode, clock, &messages).await;
-                                // The worker may have stopped only if the job is being torn down.
-                                let _ = done.send((epoch, rows));
-                                let _ = activator.activate();
-                            });
-                        }
-                    });
-                }
-                // Completions are gathered per epoch and given in one session each: a session per
-                // completion would ship one nearly empty container per provider call.
-                let mut finished: BTreeMap<Epoch, Vec<EventRow>> = BTreeMap::new();
-                while let Ok((epoch, rows)) = done_rx.try_recv() {
-                    finished.entry(epoch).or_default().extend(rows);
+    deliveries.unary_frontier::<Trimming<Tracked>, _, _, _>(Pipeline, "Send", move |_, info| {
+        let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+        let recheck = scope.activator_for(info.address.clone());
+        let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
+        // Per epoch: its capability and the number of send tasks still out.
+        let mut inflight: BTreeMap<Epoch, (Capability<Epoch>, usize)> = BTreeMap::new();
+        move |(input, frontier), output| {
+            // Held: deliveries stay in the input (their epochs with them, so the source's
+            // backpressure stops reading) until tracking can take rows again.
+            let hold = ctx.hold();
+            if hold {
+                recheck.activate_after(Duration::from_millis(20));
+            } else {
+                input.for_each_stamp(|cap, batches| {
+                    let Some(&epoch) = cap.least() else { return };
                     let entry = inflight
-                        .get_mut(&epoch)
-                        .expect("an epoch with sends out keeps its entry");
-                    entry.1 -= 1;
-                }
-                for (epoch, rows) in finished {
-                    output
-                        .session(&inflight[&epoch].0)
-                        .give_iterator(rows.into_iter().map(Tracked::Row));
-                }
-                inflight.retain(|epoch, (_, out)| *out > 0 || frontier.less_equal(epoch));
+                        .entry(epoch)
+                        .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
+                    let mut groups = by_message(&ctx, batches).into_iter().peekable();
+                    while groups.peek().is_some() {
+                        let messages: Vec<_> = groups.by_ref().take(MESSAGES_PER_TASK).collect();
+                        entry.1 += 1;
+                        let ctx = ctx.clone();
+                        let done = Returned {
+                            tx: done_tx.clone(),
+                            health: ctx.health.clone(),
+                        };
+                        ctx.health.send_started();
+                        let activator = activator.clone();
+                        ctx.clone().runtime.spawn(async move {
+                            let rows = send_some(&ctx, mode, clock, &messages).await;
+                            // The worker may have stopped only if the job is being torn down.
+                            let _ = done.send((epoch, rows));
+                            let _ = activator.activate();
+                        });
+                    }
+                });
             }
-        },
-    )
+            // Completions are gathered per epoch and given in one session each: a session per
+            // completion would ship one nearly empty container per provider call.
+            let mut finished: BTreeMap<Epoch, Vec<EventRow>> = BTreeMap::new();
+            while let Ok((epoch, rows)) = done_rx.try_recv() {
+                finished.entry(epoch).or_default().extend(rows);
+                let entry = inflight
+                    .get_mut(&epoch)
+                    .expect("an epoch with sends out keeps its entry");
+                entry.1 -= 1;
+            }
+            for (epoch, rows) in finished {
+                output
+                    .session_with_builder(&inflight[&epoch].0)
+                    .give_iterator(rows.into_iter().map(Tracked::Row));
+            }
+            inflight.retain(|epoch, (_, out)| *out > 0 || frontier.less_equal(epoch));
+        }
+    })
 }
 
 /// Runs `recall` requests once every send of their epoch and the ones before it has finished
@@ -321,64 +316,59 @@ pub fn recall<'s>(
     sent: ProbeHandle<Epoch>,
 ) -> StreamVec<'s, Epoch, Tracked> {
     let scope = orders.scope();
-    orders.unary_frontier::<CapacityContainerBuilder<Vec<Tracked>>, _, _, _>(
-        Pipeline,
-        "Recall",
-        move |_, info| {
-            let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
-            let later = scope.activator_for(info.address.clone());
-            let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
-            // Per epoch: its capability, orders waiting for the sends, recalls still out.
-            let mut epochs: BTreeMap<Epoch, (Capability<Epoch>, Vec<RecallOrder>, usize)> =
-                BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, batches| {
-                    let Some(&epoch) = cap.least() else { return };
-                    let entry = epochs
-                        .entry(epoch)
-                        .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new(), 0));
-                    for batch in batches {
-                        entry.1.append(batch);
-                    }
-                });
-                let mut waiting = false;
-                for (&epoch, (_, orders, out)) in epochs.iter_mut() {
-                    if orders.is_empty() {
-                        continue;
-                    }
-                    if sent.less_equal(&epoch) {
-                        waiting = true;
-                        continue;
-                    }
-                    for r in orders.drain(..) {
-                        *out += 1;
-                        let (ctx, done, activator) =
-                            (ctx.clone(), done_tx.clone(), activator.clone());
-                        ctx.clone().runtime.spawn(async move {
-                            let rows = recall_rows(&ctx, &r, clock).await;
-                            let _ = done.send((epoch, rows));
-                            let _ = activator.activate();
-                        });
-                    }
+    orders.unary_frontier::<Trimming<Tracked>, _, _, _>(Pipeline, "Recall", move |_, info| {
+        let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+        let later = scope.activator_for(info.address.clone());
+        let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
+        // Per epoch: its capability, orders waiting for the sends, recalls still out.
+        let mut epochs: BTreeMap<Epoch, (Capability<Epoch>, Vec<RecallOrder>, usize)> =
+            BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, batches| {
+                let Some(&epoch) = cap.least() else { return };
+                let entry = epochs
+                    .entry(epoch)
+                    .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new(), 0));
+                for batch in batches {
+                    entry.1.append(batch);
                 }
-                while let Ok((epoch, rows)) = done_rx.try_recv() {
-                    if let Some((cap, _, out)) = epochs.get_mut(&epoch) {
-                        *out -= 1;
-                        output
-                            .session(cap)
-                            .give_iterator(rows.into_iter().map(Tracked::Row));
-                    }
+            });
+            let mut waiting = false;
+            for (&epoch, (_, orders, out)) in epochs.iter_mut() {
+                if orders.is_empty() {
+                    continue;
                 }
-                epochs.retain(|epoch, (_, orders, out)| {
-                    !orders.is_empty() || *out > 0 || frontier.less_equal(epoch)
-                });
-                if waiting {
-                    // The probe moves without telling this operator: look again shortly.
-                    later.activate_after(std::time::Duration::from_millis(5));
+                if sent.less_equal(&epoch) {
+                    waiting = true;
+                    continue;
+                }
+                for r in orders.drain(..) {
+                    *out += 1;
+                    let (ctx, done, activator) = (ctx.clone(), done_tx.clone(), activator.clone());
+                    ctx.clone().runtime.spawn(async move {
+                        let rows = recall_rows(&ctx, &r, clock).await;
+                        let _ = done.send((epoch, rows));
+                        let _ = activator.activate();
+                    });
                 }
             }
-        },
-    )
+            while let Ok((epoch, rows)) = done_rx.try_recv() {
+                if let Some((cap, _, out)) = epochs.get_mut(&epoch) {
+                    *out -= 1;
+                    output
+                        .session_with_builder(cap)
+                        .give_iterator(rows.into_iter().map(Tracked::Row));
+                }
+            }
+            epochs.retain(|epoch, (_, orders, out)| {
+                !orders.is_empty() || *out > 0 || frontier.less_equal(epoch)
+            });
+            if waiting {
+                // The probe moves without telling this operator: look again shortly.
+                later.activate_after(std::time::Duration::from_millis(5));
+            }
+        }
+    })
 }
 
 /// Recalls the messages of one `recall` request through the template's accounts: one

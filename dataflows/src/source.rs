@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use tidings_model::time::Millis;
 use tidings_operators::checkpoint::{Checkpoints, Position};
+use tidings_operators::container::Trimming;
 pub use tidings_operators::event_time::line_event_time;
 use tidings_operators::event_time::read_line;
 use tidings_operators::event_time::{EventTime, PartitionClock};
 use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, InFlight, SourceRecord};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::source;
@@ -228,7 +228,7 @@ impl Partition {
 /// records share one epoch most of the time: they are given in one session; else grouped by
 /// epoch, each epoch's in the order they came.
 pub fn give_stamped(
-    output: &mut OutputBuilderSession<'_, Epoch, CapacityContainerBuilder<Vec<SourceRecord>>>,
+    output: &mut OutputBuilderSession<'_, Epoch, Trimming<SourceRecord>>,
     cap: &Capability<Epoch>,
     records: &mut Vec<(Epoch, SourceRecord)>,
 ) {
@@ -237,7 +237,7 @@ pub fn give_stamped(
     };
     if records.iter().all(|(e, _)| *e == first) {
         output
-            .session(&cap.delayed(&first.max(*cap.time())))
+            .session_with_builder(&cap.delayed(&first.max(*cap.time())))
             .give_iterator(records.drain(..).map(|(_, r)| r));
         return;
     }
@@ -247,7 +247,7 @@ pub fn give_stamped(
     }
     for (e, rs) in by_epoch {
         output
-            .session(&cap.delayed(&e.max(*cap.time())))
+            .session_with_builder(&cap.delayed(&e.max(*cap.time())))
             .give_iterator(rs.into_iter());
     }
 }
@@ -374,111 +374,107 @@ pub fn file_source<'s>(
     if reads {
         checkpoints.register_source();
     }
-    source::<_, CapacityContainerBuilder<Vec<SourceRecord>>, _, _>(
-        scope,
-        "FileSource",
-        move |cap, info| {
-            let activator = scope.activator_for(info.address);
-            let FileSettings {
-                paths,
-                names,
-                batch_lines,
-                in_flight,
-                event,
-                follow,
-            } = settings;
-            let mut cap = reads.then_some(cap);
-            let mut parts: Vec<FilePart> = Vec::new();
-            let mut flight = InFlight::default();
-            let mut line = Vec::new();
-            // A turn's records, kept between turns with its room (a new one each turn grew
-            // by doubling, copying each record twice).
-            let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
-            let mut opened = false;
-            // The largest epoch a record was given at.
-            let mut given_max: Epoch = 0;
-            move |output| {
-                let Some(c) = cap.as_mut() else { return };
-                if !opened {
-                    opened = true;
-                    parts = open_parts(&owned, &paths, &names, &checkpoints);
+    source::<_, Trimming<SourceRecord>, _, _>(scope, "FileSource", move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let FileSettings {
+            paths,
+            names,
+            batch_lines,
+            in_flight,
+            event,
+            follow,
+        } = settings;
+        let mut cap = reads.then_some(cap);
+        let mut parts: Vec<FilePart> = Vec::new();
+        let mut flight = InFlight::default();
+        let mut line = Vec::new();
+        // A turn's records, kept between turns with its room (a new one each turn grew
+        // by doubling, copying each record twice).
+        let mut batch: Vec<(Epoch, SourceRecord)> = Vec::new();
+        let mut opened = false;
+        // The largest epoch a record was given at.
+        let mut given_max: Epoch = 0;
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            if !opened {
+                opened = true;
+                parts = open_parts(&owned, &paths, &names, &checkpoints);
+            }
+            let positions = |parts: &[FilePart], cut: Epoch| -> BTreeMap<i32, Position> {
+                parts
+                    .iter()
+                    .map(|f| (f.part.id, f.part.position(cut)))
+                    .collect()
+            };
+            if stop.load(Ordering::Relaxed) {
+                // Ctrl-C / SIGTERM: stop at the next cut (read on until the watermark
+                // passes it, then hold there; see `Checkpoints::request_stop`).
+                checkpoints.request_stop();
+            }
+            let hold = checkpoints.source_turn(index, *c.time(), true);
+            let stop_bound = checkpoints.stop_bound();
+            if stop_bound.is_some_and(|b| *c.time() >= b) {
+                // Stopped at the cut: the capability stays until the run leaves.
+                for cut in checkpoints.cuts_to_deposit(index, *c.time()) {
+                    checkpoints.deposit(cut, index, positions(&parts, cut));
                 }
-                let positions = |parts: &[FilePart], cut: Epoch| -> BTreeMap<i32, Position> {
-                    parts
-                        .iter()
-                        .map(|f| (f.part.id, f.part.position(cut)))
-                        .collect()
+                activator.activate_after(Duration::from_millis(100));
+                return;
+            }
+            if !flight.full(&progress, *c.time(), in_flight) {
+                let turn = Turn {
+                    lines: batch_lines,
+                    now: clock.now_ms(),
+                    event: &event,
+                    at: *c.time(),
+                    follow,
+                    live: &live,
                 };
-                if stop.load(Ordering::Relaxed) {
-                    // Ctrl-C / SIGTERM: stop at the next cut (read on until the watermark
-                    // passes it, then hold there; see `Checkpoints::request_stop`).
-                    checkpoints.request_stop();
+                read_turn(&mut parts, &turn, &mut line, &mut batch);
+            }
+            for (e, _) in &batch {
+                flight.add(*e, 1);
+                given_max = given_max.max(*e);
+            }
+            give_stamped(output, c, &mut batch);
+            for f in &parts {
+                live.source().set(f.part.id, f.part.next, None);
+                live.source()
+                    .set_watermark(f.part.id, f.part.clock.watermark);
+            }
+            if parts.iter().all(|f| f.done) {
+                checkpoints.source_finished(index, given_max, |cut| positions(&parts, cut));
+                cap = None;
+                return;
+            }
+            // The least watermark of the partitions still being read; one that has none
+            // yet holds the capability where it is.
+            let mut target = least_watermark(&parts, &event).unwrap_or(*c.time());
+            if let Some(h) = hold {
+                target = target.min(h);
+            }
+            if let Some(b) = stop_bound {
+                target = target.min(b);
+            }
+            if target > *c.time() {
+                for cut in checkpoints.cuts_to_deposit(index, target) {
+                    checkpoints.deposit(cut, index, positions(&parts, cut));
                 }
-                let hold = checkpoints.source_turn(index, *c.time(), true);
-                let stop_bound = checkpoints.stop_bound();
-                if stop_bound.is_some_and(|b| *c.time() >= b) {
-                    // Stopped at the cut: the capability stays until the run leaves.
-                    for cut in checkpoints.cuts_to_deposit(index, *c.time()) {
-                        checkpoints.deposit(cut, index, positions(&parts, cut));
-                    }
-                    activator.activate_after(Duration::from_millis(100));
-                    return;
-                }
-                if !flight.full(&progress, *c.time(), in_flight) {
-                    let turn = Turn {
-                        lines: batch_lines,
-                        now: clock.now_ms(),
-                        event: &event,
-                        at: *c.time(),
-                        follow,
-                        live: &live,
-                    };
-                    read_turn(&mut parts, &turn, &mut line, &mut batch);
-                }
-                for (e, _) in &batch {
-                    flight.add(*e, 1);
-                    given_max = given_max.max(*e);
-                }
-                give_stamped(output, c, &mut batch);
-                for f in &parts {
-                    live.source().set(f.part.id, f.part.next, None);
-                    live.source()
-                        .set_watermark(f.part.id, f.part.clock.watermark);
-                }
-                if parts.iter().all(|f| f.done) {
-                    checkpoints.source_finished(index, given_max, |cut| positions(&parts, cut));
-                    cap = None;
-                    return;
-                }
-                // The least watermark of the partitions still being read; one that has none
-                // yet holds the capability where it is.
-                let mut target = least_watermark(&parts, &event).unwrap_or(*c.time());
-                if let Some(h) = hold {
-                    target = target.min(h);
-                }
-                if let Some(b) = stop_bound {
-                    target = target.min(b);
-                }
-                if target > *c.time() {
-                    for cut in checkpoints.cuts_to_deposit(index, target) {
-                        checkpoints.deposit(cut, index, positions(&parts, cut));
-                    }
-                    c.downgrade(&target);
-                    for f in parts.iter_mut() {
-                        f.part.prune(target);
-                    }
-                }
-                let waiting = parts.iter().all(|f| f.done || f.part.caught_up);
-                if waiting {
-                    activator.activate_after(Duration::from_millis(100));
-                } else if flight.full(&progress, *c.time(), in_flight) || hold.is_some() {
-                    activator.activate_after(Duration::from_millis(1));
-                } else {
-                    activator.activate();
+                c.downgrade(&target);
+                for f in parts.iter_mut() {
+                    f.part.prune(target);
                 }
             }
-        },
-    )
+            let waiting = parts.iter().all(|f| f.done || f.part.caught_up);
+            if waiting {
+                activator.activate_after(Duration::from_millis(100));
+            } else if flight.full(&progress, *c.time(), in_flight) || hold.is_some() {
+                activator.activate_after(Duration::from_millis(1));
+            } else {
+                activator.activate();
+            }
+        }
+    })
 }
 
 /// Opens the partitions this worker owns at their restored positions.

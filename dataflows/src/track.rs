@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use tidings_model::State;
 use tidings_model::time::wall_ms;
 use tidings_operators::checkpoint::Checkpoints;
+use tidings_operators::container::Trimming;
 use tidings_operators::{Epoch, Tracked};
 use tidings_sinks::tracking::Tracking;
 use tidings_sinks::tracking::redis::{RedisRow, RedisSink, UserTtl};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -311,111 +311,107 @@ pub fn track<'s>(
     hold_back: Option<HoldBack>,
 ) -> StreamVec<'s, Epoch, ()> {
     let scope = rows.scope();
-    rows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-        Pipeline,
-        "Track",
-        move |_, info| {
-            let activator = scope.activator_for(info.address);
-            // Held at the earliest epoch with rows not yet durable (pending or buffered).
-            let mut held: Option<Capability<Epoch>> = None;
-            let mut since = Instant::now();
-            let mut owed = Owed {
-                tracking,
-                counts: counts.clone(),
-                failing: false,
-                pending: BTreeMap::new(),
-                local: Counts::default(),
-                run: None,
-                for_redis: Vec::new(),
-                dead_letter_topic,
-                redis,
-                stop: hold_back.as_ref().map(|h| h.checkpoints.clone()),
+    rows.unary_frontier::<Trimming<()>, _, _, _>(Pipeline, "Track", move |_, info| {
+        let activator = scope.activator_for(info.address);
+        // Held at the earliest epoch with rows not yet durable (pending or buffered).
+        let mut held: Option<Capability<Epoch>> = None;
+        let mut since = Instant::now();
+        let mut owed = Owed {
+            tracking,
+            counts: counts.clone(),
+            failing: false,
+            pending: BTreeMap::new(),
+            local: Counts::default(),
+            run: None,
+            for_redis: Vec::new(),
+            dead_letter_topic,
+            redis,
+            stop: hold_back.as_ref().map(|h| h.checkpoints.clone()),
+        };
+        let mut retry = RETRY_FIRST;
+        let mut next_try = Instant::now();
+        let mut last_error: Option<String> = None;
+        move |(input, frontier), _output| {
+            input.for_each_stamp(|cap, batches| {
+                let Some(&epoch) = cap.least() else { return };
+                if held.as_ref().is_none_or(|h| epoch < *h.time()) {
+                    held = Some(cap.delayed(&epoch, 0));
+                }
+                let list = owed.pending.entry(epoch).or_default();
+                for batch in batches {
+                    list.append(batch);
+                }
+            });
+            // Rows the sources have passed are written; those ahead of them wait.
+            let bound = match &hold_back {
+                Some(h) => h.sources.with_frontier(|f| f.first().copied()),
+                None => None,
             };
-            let mut retry = RETRY_FIRST;
-            let mut next_try = Instant::now();
-            let mut last_error: Option<String> = None;
-            move |(input, frontier), _output| {
-                input.for_each_stamp(|cap, batches| {
-                    let Some(&epoch) = cap.least() else { return };
-                    if held.as_ref().is_none_or(|h| epoch < *h.time()) {
-                        held = Some(cap.delayed(&epoch, 0));
-                    }
-                    let list = owed.pending.entry(epoch).or_default();
-                    for batch in batches {
-                        list.append(batch);
-                    }
-                });
-                // Rows the sources have passed are written; those ahead of them wait.
-                let bound = match &hold_back {
-                    Some(h) => h.sources.with_frontier(|f| f.first().copied()),
-                    None => None,
-                };
-                let buffered_before = owed.tracking.buffered();
-                let more = owed.take_through(bound, flush_rows);
-                if buffered_before == 0 && owed.tracking.buffered() > 0 {
-                    since = Instant::now();
-                }
-                let writable = owed.writable();
-                // Nothing buffered yet writable: the rows went straight to memory (tests).
-                let due = owed.tracking.buffered() == 0
-                    || owed.tracking.buffered() >= flush_rows
-                    || since.elapsed() >= flush_interval
-                    || frontier.is_empty();
-                if writable && due && Instant::now() < next_try {
-                    activator.activate_after(next_try - Instant::now());
-                } else if writable && due {
-                    let written =
-                        owed.tracking
-                            .flush()
-                            .and_then(|()| match &owed.dead_letter_topic {
-                                Some(t) => t.flush().map_err(|e| {
-                                    std::io::Error::other(format!("dead-letter topic: {e}"))
-                                }),
-                                None => Ok(()),
-                            });
-                    if let Err(e) = written {
-                        // Rows and capability stay; sends are held until a write succeeds.
-                        owed.failed(&e, &mut last_error);
-                        next_try = Instant::now() + retry;
-                        activator.activate_after(retry);
-                        retry = (retry * 2).min(RETRY_MAX);
-                        return;
-                    }
-                    owed.recovered();
-                    last_error = None;
-                    retry = RETRY_FIRST;
-                    // Redis is fed only rows already durable in Parquet, and never waited for.
-                    if let Some((sink, _)) = &owed.redis {
-                        sink.send(std::mem::take(&mut owed.for_redis));
-                    }
-                    let local = std::mem::take(&mut owed.local);
-                    counts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .merge(&local);
-                    since = Instant::now();
-                    if more {
-                        // The rest of a large epoch: its next part.
-                        activator.activate();
-                    }
-                } else if writable {
-                    activator.activate_after(flush_interval.saturating_sub(since.elapsed()));
-                } else if !owed.pending.is_empty() {
-                    // Rows held back: look again when the sources may have moved.
-                    activator.activate_after(flush_interval);
-                }
-                // The capability follows the earliest epoch not yet durable.
-                let earliest = if owed.tracking.buffered() > 0 || owed.local != Counts::default() {
-                    held.as_ref().map(|h| *h.time())
-                } else {
-                    owed.pending.keys().next().copied()
-                };
-                match (earliest, held.as_mut()) {
-                    (None, _) => held = None,
-                    (Some(e), Some(h)) if e > *h.time() => h.downgrade(&e),
-                    _ => {}
-                }
+            let buffered_before = owed.tracking.buffered();
+            let more = owed.take_through(bound, flush_rows);
+            if buffered_before == 0 && owed.tracking.buffered() > 0 {
+                since = Instant::now();
             }
-        },
-    )
+            let writable = owed.writable();
+            // Nothing buffered yet writable: the rows went straight to memory (tests).
+            let due = owed.tracking.buffered() == 0
+                || owed.tracking.buffered() >= flush_rows
+                || since.elapsed() >= flush_interval
+                || frontier.is_empty();
+            if writable && due && Instant::now() < next_try {
+                activator.activate_after(next_try - Instant::now());
+            } else if writable && due {
+                let written = owed
+                    .tracking
+                    .flush()
+                    .and_then(|()| match &owed.dead_letter_topic {
+                        Some(t) => t
+                            .flush()
+                            .map_err(|e| std::io::Error::other(format!("dead-letter topic: {e}"))),
+                        None => Ok(()),
+                    });
+                if let Err(e) = written {
+                    // Rows and capability stay; sends are held until a write succeeds.
+                    owed.failed(&e, &mut last_error);
+                    next_try = Instant::now() + retry;
+                    activator.activate_after(retry);
+                    retry = (retry * 2).min(RETRY_MAX);
+                    return;
+                }
+                owed.recovered();
+                last_error = None;
+                retry = RETRY_FIRST;
+                // Redis is fed only rows already durable in Parquet, and never waited for.
+                if let Some((sink, _)) = &owed.redis {
+                    sink.send(std::mem::take(&mut owed.for_redis));
+                }
+                let local = std::mem::take(&mut owed.local);
+                counts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .merge(&local);
+                since = Instant::now();
+                if more {
+                    // The rest of a large epoch: its next part.
+                    activator.activate();
+                }
+            } else if writable {
+                activator.activate_after(flush_interval.saturating_sub(since.elapsed()));
+            } else if !owed.pending.is_empty() {
+                // Rows held back: look again when the sources may have moved.
+                activator.activate_after(flush_interval);
+            }
+            // The capability follows the earliest epoch not yet durable.
+            let earliest = if owed.tracking.buffered() > 0 || owed.local != Counts::default() {
+                held.as_ref().map(|h| *h.time())
+            } else {
+                owed.pending.keys().next().copied()
+            };
+            match (earliest, held.as_mut()) {
+                (None, _) => held = None,
+                (Some(e), Some(h)) if e > *h.time() => h.downgrade(&e),
+                _ => {}
+            }
+        }
+    })
 }

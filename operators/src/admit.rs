@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::container::Trimming;
 use tidings_model::time::Millis;
 use tidings_model::{DeadLetter, Delivery, State};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -196,16 +196,11 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
         let (marks_out, marks) = builder.new_output();
         let (rows_out, rows) = builder.new_output();
         let (recalls_out, recalls) = builder.new_output();
-        let mut pass_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Delivery>>>::from(pass_out);
-        let mut parked_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Parked>>>::from(parked_out);
-        let mut marks_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Mark>>>::from(marks_out);
-        let mut rows_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Tracked>>>::from(rows_out);
-        let mut recalls_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<RecallOrder>>>::from(recalls_out);
+        let mut pass_out = OutputBuilder::<_, Trimming<Delivery>>::from(pass_out);
+        let mut parked_out = OutputBuilder::<_, Trimming<Parked>>::from(parked_out);
+        let mut marks_out = OutputBuilder::<_, Trimming<Mark>>::from(marks_out);
+        let mut rows_out = OutputBuilder::<_, Trimming<Tracked>>::from(rows_out);
+        let mut recalls_out = OutputBuilder::<_, Trimming<RecallOrder>>::from(recalls_out);
         builder.build(move |initial| {
             // Epochs seen and not yet closed: the capability to send their marks, and their
             // largest event time.
@@ -279,7 +274,7 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                                 change.source,
                                 crate::live::iso(change.event_time)
                             ),
-                            Err(reason) => rows.session(&cap).give(Tracked::Dead(Box::new(
+                            Err(reason) => rows.session_with_builder(&cap).give(Tracked::Dead(Box::new(
                                 DeadLetter::of_record(now, change.source, &change.bytes, reason),
                             ))),
                         }
@@ -325,10 +320,10 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                     if pace.is_some() {
                         flight.add(epoch, out.pass.len() + out.parked.len());
                     }
-                    pass.session(&caps[0]).give_iterator(out.pass.drain(..));
-                    parked.session(&caps[1]).give_iterator(out.parked.drain(..));
-                    rows.session(&caps[2]).give_iterator(out.rows.drain(..));
-                    recalls.session(&caps[3]).give_iterator(out.recalls.drain(..));
+                    pass.session_with_builder(&caps[0]).give_iterator(out.pass.drain(..));
+                    parked.session_with_builder(&caps[1]).give_iterator(out.parked.drain(..));
+                    rows.session_with_builder(&caps[2]).give_iterator(out.rows.drain(..));
+                    recalls.session_with_builder(&caps[3]).give_iterator(out.recalls.drain(..));
                 }
                 let mut marks = marks_out.activate();
                 while let Some((&epoch, _)) = open.first_key_value() {
@@ -337,7 +332,7 @@ impl<'s> Admit<'s> for StreamVec<'s, Epoch, SourceRecord> {
                     }
                     let (cap, max) = open.remove(&epoch).expect("first key exists");
                     if let Some(max_event_time) = max {
-                        marks.session(&cap).give_iterator((0..peers).map(|to| Mark {
+                        marks.session_with_builder(&cap).give_iterator((0..peers).map(|to| Mark {
                             to,
                             max_event_time,
                             epoch,

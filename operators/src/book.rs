@@ -20,11 +20,11 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
+use crate::container::Trimming;
 use serde::{Deserialize, Serialize};
 use tidings_model::message::{LiveAccount, LiveAccounts, LiveTemplate};
 use tidings_model::time::Millis;
 use tidings_model::{Channel, Template, Templates};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -704,17 +704,15 @@ impl<'s> SplitChanges<'s> for StreamVec<'s, Epoch, SourceRecord> {
         let mut input = builder.new_input(self, Pipeline);
         let (records_out, records) = builder.new_output();
         let (changes_out, changes) = builder.new_output();
-        let mut records_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<SourceRecord>>>::from(records_out);
-        let mut changes_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Change>>>::from(changes_out);
+        let mut records_out = OutputBuilder::<_, Trimming<SourceRecord>>::from(records_out);
+        let mut changes_out = OutputBuilder::<_, Trimming<Change>>::from(changes_out);
         builder.build(move |_| {
             let mut found = Vec::new();
             move |_frontiers| {
                 let (mut records, mut changes) = (records_out.activate(), changes_out.activate());
                 input.for_each_stamp(|cap, batches| {
                     let start = cap.least().map_or(0, |&e| event.start_of(e));
-                    let mut keep = records.session(&cap);
+                    let mut keep = records.session_with_builder(&cap);
                     for batch in batches {
                         for rec in batch.drain(..) {
                             match rec.bad_time.is_none().then(|| parse_change(&rec.bytes)) {
@@ -729,7 +727,9 @@ impl<'s> SplitChanges<'s> for StreamVec<'s, Epoch, SourceRecord> {
                     }
                     drop(keep);
                     if !found.is_empty() {
-                        changes.session(&cap).give_iterator(found.drain(..));
+                        changes
+                            .session_with_builder(&cap)
+                            .give_iterator(found.drain(..));
                     }
                 });
             }

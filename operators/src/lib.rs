@@ -41,6 +41,7 @@ pub mod admit;
 pub mod book;
 pub mod checkpoint;
 pub mod clock;
+pub mod container;
 pub mod dedup;
 pub mod event_time;
 pub mod flow;

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tidings_operators::admit::{Admit, Pace};
 use tidings_operators::book::{AccountCheck, Book, SplitChanges};
+use tidings_operators::container::{self, Trimming};
 use tidings_operators::dedup::{ContentDedup, DedupBy, FrequencyDedup};
 use tidings_operators::gate::Gate;
 use tidings_operators::park::Park;
@@ -28,8 +29,9 @@ use tidings_operators::shield::NightShield;
 use tidings_operators::validate::Validator;
 use tidings_operators::{Epoch, SourceRecord};
 use tidings_sinks::tracking::{MemoryTracking, ParquetTracking, Tracking};
+use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Concatenate, Exchange, Probe};
+use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use super::TrackingTarget;
@@ -239,11 +241,21 @@ fn files<'s>(
         s.checkpoints.clone(),
         s.live.clone(),
     )
-    .exchange(|r: &SourceRecord| {
-        (r.offset as u64)
-            .wrapping_mul(31)
-            .wrapping_add(r.partition as u64)
-    })
+    .unary::<Trimming<SourceRecord>, _, _, _>(
+        container::exchange(|r: &SourceRecord| {
+            (r.offset as u64)
+                .wrapping_mul(31)
+                .wrapping_add(r.partition as u64)
+        }),
+        "Exchange",
+        |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    output.session_with_builder(&cap).give_containers(data);
+                });
+            }
+        },
+    )
 }
 
 pub(crate) fn validator(job: &Job) -> Validator {

@@ -34,11 +34,10 @@ pub use frequency::FrequencyDedup;
 
 use std::collections::BTreeMap;
 
+use crate::container::Trimming;
 use tidings_model::time::Millis;
 use tidings_model::{Delivery, EventRow, State, ids};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -554,16 +553,14 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
         }
         let mut builder = OperatorBuilder::new(R::NAME.to_owned(), scope);
         let info = builder.operator_info();
-        let by_key = ExchangePact::new(|d: &Delivery| ids::route(R::key(d)));
-        let by_target = ExchangePact::new(|m: &Mark| m.to as u64);
+        let by_key = crate::container::exchange(|d: &Delivery| ids::route(R::key(d)));
+        let by_target = crate::container::exchange(|m: &Mark| m.to as u64);
         let mut data = builder.new_input(self, by_key);
         let mut mark_input = builder.new_input(marks.clone(), by_target);
         let (pass_out, pass) = builder.new_output();
         let (rows_out, rows) = builder.new_output();
-        let mut pass_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Delivery>>>::from(pass_out);
-        let mut rows_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Tracked>>>::from(rows_out);
+        let mut pass_out = OutputBuilder::<_, Trimming<Delivery>>::from(pass_out);
+        let mut rows_out = OutputBuilder::<_, Trimming<Tracked>>::from(rows_out);
         builder.build(move |initial| {
             let questions = live.map(|l| {
                 let activator = scope.worker().sync_activator_for(info.address.to_vec());
@@ -636,8 +633,10 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
                     if let Some(w) = writer.as_mut() {
                         w.bound(rule.keys());
                     }
-                    pass.session(&pass_cap).give_iterator(passed.into_iter());
-                    rows.session(&rows_cap).give_iterator(rejected.into_iter());
+                    pass.session_with_builder(&pass_cap)
+                        .give_iterator(passed.into_iter());
+                    rows.session_with_builder(&rows_cap)
+                        .give_iterator(rejected.into_iter());
                 }
                 if let Some(q) = &questions {
                     answer(&rule, q, watermark.current());

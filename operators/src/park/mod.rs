@@ -24,10 +24,9 @@ pub use store::{ParkStore, Parked, Shelf};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::container::Trimming;
 use tidings_model::Delivery;
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::checkpoint::{Checkpoints, FINAL};
@@ -69,74 +68,70 @@ impl<'s> Park<'s> for StreamVec<'s, Epoch, Parked> {
         if let Some(c) = &checkpoints {
             c.register();
         }
-        let to_zero = ExchangePact::new(|_: &Parked| 0u64);
-        self.unary_frontier::<CapacityContainerBuilder<Vec<Delivery>>, _, _, _>(
-            to_zero,
-            "Park",
-            move |cap, _| {
-                // Worker 0: its store, its schedule and its capability, held at the schedule's
-                // held epoch until the input ends. Other workers let their capability go at once.
-                let mut state = store.map(|mut store| {
-                    match &checkpoints {
-                        Some(_) => store.durable_through_cuts(),
-                        // No cut takes the changes: not kept.
-                        None => store.limit_changes(0),
-                    }
-                    (store, Schedule::new(event), cap)
-                });
-                // The park parts of the last cut, linked into the next with its changes.
-                let mut chain = Chain::default();
-                move |(input, frontier), output| {
-                    input.for_each_stamp(|stamp, batches| {
-                        let Some(&epoch) = stamp.least() else { return };
-                        // Every park is exchanged to worker 0, which holds `state` until its
-                        // input ends: no other worker (and no later time) receives one.
-                        let Some((_, schedule, _)) = state.as_mut() else {
-                            unreachable!("a park reached a worker without the park store")
-                        };
-                        for batch in batches {
-                            schedule.receive(epoch, batch.drain(..));
-                        }
-                    });
-                    let Some((store, schedule, cap)) = state.as_mut() else {
-                        return;
-                    };
-                    let (progress, bound) = match frontier.frontier().first() {
-                        Some(&bound) => (Progress::Before(bound), bound),
-                        None => (
-                            Progress::Done {
-                                now: clock.now_ms(),
-                            },
-                            FINAL,
-                        ),
-                    };
-                    let cuts = checkpoints
-                        .as_ref()
-                        .map(|c| c.cuts_between(schedule.written(), bound))
-                        .unwrap_or_default();
-                    schedule
-                        .advance(store, progress, &cuts, |e| match e {
-                            Event::Released { epoch, deliveries } => output
-                                .session(&cap.delayed(&epoch))
-                                .give_iterator(deliveries.into_iter()),
-                            Event::Cut { epoch, parked, .. } => {
-                                if let Some(c) = &checkpoints {
-                                    snapshot(c, parked, epoch, &mut chain);
-                                }
-                            }
-                        })
-                        .unwrap_or_else(|e| panic!("park store: {e}"));
-                    if let Some(l) = &live {
-                        l.park().set(store.len(), store.next_release());
-                    }
-                    match schedule.held() {
-                        None => state = None,
-                        Some(held) if held > *cap.time() => cap.downgrade(&held),
-                        Some(_) => {}
-                    }
+        let to_zero = crate::container::exchange(|_: &Parked| 0u64);
+        self.unary_frontier::<Trimming<Delivery>, _, _, _>(to_zero, "Park", move |cap, _| {
+            // Worker 0: its store, its schedule and its capability, held at the schedule's
+            // held epoch until the input ends. Other workers let their capability go at once.
+            let mut state = store.map(|mut store| {
+                match &checkpoints {
+                    Some(_) => store.durable_through_cuts(),
+                    // No cut takes the changes: not kept.
+                    None => store.limit_changes(0),
                 }
-            },
-        )
+                (store, Schedule::new(event), cap)
+            });
+            // The park parts of the last cut, linked into the next with its changes.
+            let mut chain = Chain::default();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|stamp, batches| {
+                    let Some(&epoch) = stamp.least() else { return };
+                    // Every park is exchanged to worker 0, which holds `state` until its
+                    // input ends: no other worker (and no later time) receives one.
+                    let Some((_, schedule, _)) = state.as_mut() else {
+                        unreachable!("a park reached a worker without the park store")
+                    };
+                    for batch in batches {
+                        schedule.receive(epoch, batch.drain(..));
+                    }
+                });
+                let Some((store, schedule, cap)) = state.as_mut() else {
+                    return;
+                };
+                let (progress, bound) = match frontier.frontier().first() {
+                    Some(&bound) => (Progress::Before(bound), bound),
+                    None => (
+                        Progress::Done {
+                            now: clock.now_ms(),
+                        },
+                        FINAL,
+                    ),
+                };
+                let cuts = checkpoints
+                    .as_ref()
+                    .map(|c| c.cuts_between(schedule.written(), bound))
+                    .unwrap_or_default();
+                schedule
+                    .advance(store, progress, &cuts, |e| match e {
+                        Event::Released { epoch, deliveries } => output
+                            .session_with_builder(&cap.delayed(&epoch))
+                            .give_iterator(deliveries.into_iter()),
+                        Event::Cut { epoch, parked, .. } => {
+                            if let Some(c) = &checkpoints {
+                                snapshot(c, parked, epoch, &mut chain);
+                            }
+                        }
+                    })
+                    .unwrap_or_else(|e| panic!("park store: {e}"));
+                if let Some(l) = &live {
+                    l.park().set(store.len(), store.next_release());
+                }
+                match schedule.held() {
+                    None => state = None,
+                    Some(held) if held > *cap.time() => cap.downgrade(&held),
+                    Some(_) => {}
+                }
+            }
+        })
     }
 }
 

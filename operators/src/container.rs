@@ -1,0 +1,137 @@
+//! How the graph's operators and exchanges build the containers they ship.
+//!
+//! Timely's `CapacityContainerBuilder` gives every container room for 8 KB of items the moment
+//! its first item arrives, and ships it at an epoch's end however few items it holds. A dense
+//! epoch fills its containers; a sparse one, as when a backlog of hours is read after the job
+//! was down (a record or two per 10 ms epoch), ships one 8 KB container per item per channel,
+//! and every one of them waits in its channel's queue until the operator after it runs: a
+//! 1-hour backlog of 50,000 requests peaked at 920 MiB, 900 MB of it such containers
+//! (bench/MEASURED.md "A backlog read after downtime").
+//!
+//! [`Trimming`] builds the same containers in the same order, full ones at the same size, but
+//! trims a container it ships part full to what it holds.
+
+use std::collections::VecDeque;
+
+use timely::container::{ContainerBuilder, LengthPreservingContainerBuilder, PushInto};
+use timely::dataflow::channels::pact::ExchangeCore;
+
+/// A container builder for `Vec<T>`: [`timely::container::CapacityContainerBuilder`], except that
+/// a container shipped part full (at the end of a session: an epoch's last items) is trimmed to
+/// its items when they fill less than a quarter of it.
+#[derive(Debug)]
+pub struct Trimming<T> {
+    /// The container being filled.
+    current: Vec<T>,
+    /// An emptied allocation to fill next.
+    empty: Option<Vec<T>>,
+    /// Containers ready to ship, in order.
+    pending: VecDeque<Vec<T>>,
+}
+
+impl<T> Default for Trimming<T> {
+    fn default() -> Self {
+        Trimming {
+            current: Vec::new(),
+            empty: None,
+            pending: VecDeque::new(),
+        }
+    }
+}
+
+/// Items in a full container: timely's buffer size (8 KB) in items.
+fn preferred<T>() -> usize {
+    timely::container::buffer::default_capacity::<T>()
+}
+
+impl<T> PushInto<T> for Trimming<T> {
+    #[inline]
+    fn push_into(&mut self, item: T) {
+        if self.current.capacity() == 0 {
+            self.current = self.empty.take().unwrap_or_default();
+            self.current.clear();
+        }
+        let full = preferred::<T>();
+        if self.current.capacity() < full {
+            self.current.reserve(full - self.current.len());
+        }
+        self.current.push(item);
+        if self.current.len() >= full {
+            self.pending.push_back(std::mem::take(&mut self.current));
+        }
+    }
+}
+
+impl<T: Clone + 'static> ContainerBuilder for Trimming<T> {
+    type Container = Vec<T>;
+
+    #[inline]
+    fn extract(&mut self) -> Option<&mut Vec<T>> {
+        let container = self.pending.pop_front()?;
+        self.empty = Some(container);
+        self.empty.as_mut()
+    }
+
+    #[inline]
+    fn finish(&mut self) -> Option<&mut Vec<T>> {
+        if !self.current.is_empty() {
+            let mut part = std::mem::take(&mut self.current);
+            if part.len() * 4 <= part.capacity() {
+                part.shrink_to_fit();
+            }
+            self.pending.push_back(part);
+        }
+        self.empty = self.pending.pop_front();
+        self.empty.as_mut()
+    }
+}
+
+impl<T: Clone + 'static> LengthPreservingContainerBuilder for Trimming<T> {}
+
+/// An exchange pact whose containers are built by [`Trimming`].
+pub fn exchange<T, F>(route: F) -> ExchangeCore<Trimming<T>, F>
+where
+    T: Clone + 'static,
+    F: FnMut(&T) -> u64 + 'static,
+{
+    ExchangeCore::<Trimming<T>, F>::new_core(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Items come out in order, in full containers of timely's size and a last one part full;
+    /// the part-full one is trimmed when its items fill less than a quarter of it.
+    #[test]
+    fn containers_keep_their_items_in_order_and_part_full_ones_are_trimmed() {
+        let full = preferred::<u64>();
+        for n in [0, 1, full / 4, full - 1, full, full + 1, 3 * full + 7] {
+            let mut b = Trimming::<u64>::default();
+            let mut out: Vec<Vec<u64>> = Vec::new();
+            for i in 0..n as u64 {
+                b.push_into(i);
+                while let Some(c) = b.extract() {
+                    out.push(std::mem::take(c));
+                }
+            }
+            while let Some(c) = b.finish() {
+                out.push(std::mem::take(c));
+            }
+            let items: Vec<u64> = out.iter().flatten().copied().collect();
+            assert_eq!(items, (0..n as u64).collect::<Vec<_>>(), "{n} items");
+            for (i, c) in out.iter().enumerate() {
+                if i + 1 < out.len() || c.len() == full {
+                    assert_eq!(c.len(), full, "{n} items: container {i}");
+                } else if c.len() * 4 <= full {
+                    assert!(
+                        c.capacity() < full,
+                        "{n} items: the last, {} of {}",
+                        c.len(),
+                        c.capacity()
+                    );
+                }
+            }
+        }
+    }
+}
