@@ -84,7 +84,13 @@ fn hash_concat(parts: &[&[u8]]) -> u128 {
         for p in parts {
             b.extend_from_slice(p);
         }
-        xxh3_128(&b)
+        let key = xxh3_128(&b);
+        // A long content (an email's) does not stay held by the thread.
+        if b.capacity() > 4096 {
+            b.clear();
+            b.shrink_to(512);
+        }
+        key
     })
 }
 

@@ -147,6 +147,9 @@ pub struct Message {
 /// misses the cache (bench/MEASURED.md, "The order in the delivery"). Build one with
 /// [`Delivery::new`]; the copies are not written when it is serialized and are taken from the
 /// message again when it is read.
+///
+/// Every field it serializes must be a field of [`DeliveryWire`], in the same order: bincode
+/// (a cluster's exchange) reads them by position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "DeliveryWire")]
 pub struct Delivery {
@@ -166,7 +169,6 @@ pub struct Delivery {
     /// Whether the dedup rules judge it: its template's `dedup`, as the template it was made
     /// with said. `None` (a delivery parked by a binary that did not write it): the rules read
     /// the template when they judge it.
-    #[serde(default)]
     pub dedup: Option<bool>,
     /// `meta.event_time`, copied.
     #[serde(skip_serializing)]
@@ -231,6 +233,11 @@ impl Delivery {
     /// the original event time (released parked messages keep their order), then the position
     /// in the source. Independent of worker count.
     pub fn order(&self) -> (Millis, Millis, u128, u32) {
+        debug_assert_eq!(
+            (self.origin, self.seq),
+            (self.meta.event_time, self.meta.seq),
+            "a delivery's copies of its message's order"
+        );
         (self.event_time, self.origin, self.seq, self.index)
     }
 

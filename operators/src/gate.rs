@@ -162,6 +162,7 @@ msg_type = "marketing"
 id_type = "email"
 shield = "night_delay"
 account = "a"
+dedup = false
 [[template]]
 id = 3
 name = "c"
@@ -274,7 +275,7 @@ dedup = false
         }
     }
 
-    /// What passes says whether the dedup rules judge it, as its template does.
+    /// What passes or parks says whether the dedup rules judge it, as its template does.
     #[test]
     fn a_delivery_passes_with_its_templates_dedup() {
         for (template, receiver, dedup) in [(1, "13800138000", true), (3, "cid1", false)] {
@@ -285,6 +286,13 @@ dedup = false
             };
             assert_eq!(d.dedup, Some(dedup), "template {template}");
         }
+        // A parked one keeps it too (written with it to the park store).
+        let mut out = Vec::new();
+        gate(&[], &[]).judge(msg(2, NIGHT, &["x@y.cn"]), 0, &mut out);
+        let Some(Verdict::Park(p)) = out.last() else {
+            panic!("parked")
+        };
+        assert_eq!(p.delivery.dedup, Some(false));
     }
 
     fn rows(out: &[Verdict]) -> Vec<(String, String, Option<String>)> {

@@ -411,8 +411,12 @@ mod tests {
         assert_eq!(serde_json::from_str::<Delivery>(&json).unwrap(), d);
         let bytes = bincode::serialize(&d).unwrap();
         assert_eq!(bincode::deserialize::<Delivery>(&bytes).unwrap(), d);
-        let old = json.replace(",\"dedup\":false", "");
-        assert_ne!(old, json);
+        // As the binary before the flag wrote it: the same object without `dedup`, wherever
+        // it is written.
+        let old = json
+            .replace(",\"dedup\":false", "")
+            .replace("\"dedup\":false,", "");
+        assert!(!old.contains("dedup"), "{old}");
         let back: Delivery = serde_json::from_str(&old).unwrap();
         assert_eq!((back.dedup, back.order()), (None, d.order()));
     }
