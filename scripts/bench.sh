@@ -54,6 +54,10 @@ fresh e2e
 run e2e "$bench" e2e --requests "$N"
 fresh e2e_redis
 run e2e_redis "$bench" e2e --requests "$N" --redis
+# A backlog after an hour down: the same job reading requests whose timestamps span the hour
+# (a record or two per 10 ms epoch, the Kafka default), beside the raw consumer.
+fresh e2e_backlog
+run e2e_backlog "$bench" e2e --requests 200000 --spread-ms 3600000 --epoch-ms 10
 fresh e2e_latency
 run e2e_latency "$bench" e2e --rate 10000 --seconds 30
 # The same at the Kafka default epoch (10 ms; the bench's own default is 100).
@@ -147,6 +151,7 @@ bf, bj = opt("build_full"), opt("build_job_only")
 pri = j("providers_in_process")
 iso10 = opt("isolation_epoch100")
 el10 = opt("e2e_latency_epoch10")
+bl = opt("e2e_backlog")
 l5, l5w = j("e2e_latency_5min"), j("e2e_latency_5min_on_worker")
 lo = j("e2e_latency_5min_otp")
 lr = opt("e2e_latency_5min_raw")
@@ -179,6 +184,9 @@ rows = [
     ("… with Redis tracking", cmd("e2e_redis"),
      f"sent {er['pipeline_requests_per_s']:,.0f} req/s; all {er['redis_rows_written']:,} rows in Redis after {er['job_wall_seconds_incl_idle_exit_and_redis_drain']:.1f} s (job start to end, idle exit included): {er['redis_tracked_requests_per_s']:,.0f} req/s; raw {er['raw_consume_requests_per_s']:,.0f}/s{passes(er)}",
      f"tracked in Redis/raw = {er['redis_tracked_over_raw']:.3f} (target ≥ 0.3); sent/raw = {er['pipeline_over_raw']:.2f}"),
+    *([("… a backlog read after an hour down (timestamps spread over the hour, 10 ms epochs)", cmd("e2e_backlog"),
+       f"{bl['pipeline_requests_per_s']:,.0f} req/s vs raw {bl['raw_consume_requests_per_s']:,.0f}/s{passes(bl)}, peak RSS {bl.get('peak_rss_mib_pipeline') or bl['peak_rss_mib']:.0f} MiB, {bl['cpu_seconds_whole_run']:.1f} CPU s",
+       f"pipeline/raw = {bl['pipeline_over_raw']:.3f} (target ≥ 0.5): timely's cost per distinct epoch (bench/ANALYSIS.md)")] if bl else []),
     ("Latency at a fixed offered rate", cmd("e2e_latency"),
      f"offered {el['offered_requests_per_s']:,}/s (achieved {el['achieved_produce_per_s']:,.0f}/s): p50 {el['latency_ms_p50']} ms, p99 {el['latency_ms_p99']} ms, max {el['latency_ms_max']} ms",
      "target p99 ≤ 20 ms"),
@@ -279,7 +287,7 @@ for extra in ["MEASURED.md", "ANALYSIS.md"]:
         text = "#" + text.replace("\n## ", "\n### ")
     print(text)
 print("\nRaw JSON of each run:\n")
-for name in ["throughput", "e2e", "e2e_redis", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "tracking_encode", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
+for name in ["throughput", "e2e", "e2e_redis", "e2e_backlog", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "tracking_encode", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
     if opt(name) is not None:
         print(f"- `{name}`: `{json.dumps(j(name), sort_keys=True)}`")
 EOF
