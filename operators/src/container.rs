@@ -18,7 +18,8 @@ use timely::dataflow::channels::pact::ExchangeCore;
 
 /// A container builder for `Vec<T>`: [`timely::container::CapacityContainerBuilder`], except that
 /// a container shipped part full (at the end of a session: an epoch's last items) is trimmed to
-/// its items when they fill less than a quarter of it.
+/// its items when they fill a sixteenth of it or less (a sparse epoch's one or two records; a
+/// burst's last container per epoch is left as it is, not reallocated).
 #[derive(Debug)]
 pub struct Trimming<T> {
     /// The container being filled.
@@ -76,7 +77,7 @@ impl<T: Clone + 'static> ContainerBuilder for Trimming<T> {
     fn finish(&mut self) -> Option<&mut Vec<T>> {
         if !self.current.is_empty() {
             let mut part = std::mem::take(&mut self.current);
-            if part.len() * 4 <= part.capacity() {
+            if part.len() * 16 <= part.capacity() {
                 part.shrink_to_fit();
             }
             self.pending.push_back(part);
@@ -102,11 +103,20 @@ mod tests {
     use super::*;
 
     /// Items come out in order, in full containers of timely's size and a last one part full;
-    /// the part-full one is trimmed when its items fill less than a quarter of it.
+    /// the part-full one is trimmed when its items fill a sixteenth of it or less.
     #[test]
     fn containers_keep_their_items_in_order_and_part_full_ones_are_trimmed() {
         let full = preferred::<u64>();
-        for n in [0, 1, full / 4, full - 1, full, full + 1, 3 * full + 7] {
+        for n in [
+            0,
+            1,
+            full / 16,
+            full / 4,
+            full - 1,
+            full,
+            full + 1,
+            3 * full + 7,
+        ] {
             let mut b = Trimming::<u64>::default();
             let mut out: Vec<Vec<u64>> = Vec::new();
             for i in 0..n as u64 {
@@ -123,7 +133,7 @@ mod tests {
             for (i, c) in out.iter().enumerate() {
                 if i + 1 < out.len() || c.len() == full {
                     assert_eq!(c.len(), full, "{n} items: container {i}");
-                } else if c.len() * 4 <= full {
+                } else if c.len() * 16 <= full {
                     assert!(
                         c.capacity() < full,
                         "{n} items: the last, {} of {}",
