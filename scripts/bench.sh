@@ -55,7 +55,7 @@ run e2e "$bench" e2e --requests "$N"
 fresh e2e_redis
 run e2e_redis "$bench" e2e --requests "$N" --redis
 # A backlog after an hour down: the same job reading requests whose timestamps span the hour
-# (a record or two per 10 ms epoch, the Kafka default), beside the raw consumer.
+# (at most one per 10 ms epoch, the Kafka default), beside the raw consumer.
 fresh e2e_backlog
 run e2e_backlog "$bench" e2e --requests 200000 --spread-ms 3600000 --epoch-ms 10
 fresh e2e_latency

@@ -97,7 +97,7 @@ enum Command {
         /// Without `--rate`: the requests' Kafka timestamps spread evenly over this many ms
         /// ending now, as a backlog read after the job was down that long (default: the
         /// producer's clock, a burst of a second or two).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..=31_536_000_000))]
         spread_ms: Option<u64>,
     },
     /// Runs a job file until its Kafka source is idle (the `e2e` run's job process) and prints

@@ -3,10 +3,11 @@
 //! Timely's `CapacityContainerBuilder` gives every container room for 8 KB of items the moment
 //! its first item arrives, and ships it at an epoch's end however few items it holds. A dense
 //! epoch fills its containers; a sparse one, as when a backlog of hours is read after the job
-//! was down (a record or two per 10 ms epoch), ships one 8 KB container per item per channel,
-//! and every one of them waits in its channel's queue until the operator after it runs: a
-//! 1-hour backlog of 50,000 requests peaked at 920 MiB, 900 MB of it such containers
-//! (bench/MEASURED.md "A backlog read after downtime").
+//! was down (at most a record per 10 ms epoch when its traffic was light), ships one 8 KB
+//! container per item per channel, and every one of them waits in its channel's queue until
+//! the operator after it runs: under heaptrack, a 1-hour backlog of 50,000 requests had a heap
+//! peak of 1.0 GB, 900 MB of it such containers (bench/MEASURED.md "A backlog read after
+//! downtime").
 //!
 //! [`Trimming`] builds the same containers in the same order, full ones at the same size, but
 //! trims a container it ships part full to what it holds.
