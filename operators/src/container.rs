@@ -10,57 +10,30 @@
 //! downtime").
 //!
 //! [`Trimming`] builds the same containers in the same order, full ones at the same size, but
-//! trims a container it ships part full to what it holds.
+//! trims a container it ships a sixteenth full or less to what it holds.
 
-use std::collections::VecDeque;
-
-use timely::container::{ContainerBuilder, LengthPreservingContainerBuilder, PushInto};
+use timely::container::{
+    CapacityContainerBuilder, ContainerBuilder, LengthPreservingContainerBuilder, PushInto,
+};
 use timely::dataflow::channels::pact::ExchangeCore;
 
-/// A container builder for `Vec<T>`: [`timely::container::CapacityContainerBuilder`], except that
-/// a container shipped part full (at the end of a session: an epoch's last items) is trimmed to
-/// its items when they fill a sixteenth of it or less (a sparse epoch's one or two records; a
-/// burst's last container per epoch is left as it is, not reallocated).
+/// A container builder for `Vec<T>`: [`timely::container::CapacityContainerBuilder`] itself,
+/// except that a container it ships part full (at the end of a session: an epoch's last items)
+/// is trimmed to its items when they fill a sixteenth of it or less (a sparse epoch's one or
+/// two records; a burst's last container per epoch is left as it is, not reallocated).
 #[derive(Debug)]
-pub struct Trimming<T> {
-    /// The container being filled.
-    current: Vec<T>,
-    /// An emptied allocation to fill next.
-    empty: Option<Vec<T>>,
-    /// Containers ready to ship, in order.
-    pending: VecDeque<Vec<T>>,
-}
+pub struct Trimming<T>(CapacityContainerBuilder<Vec<T>>);
 
 impl<T> Default for Trimming<T> {
     fn default() -> Self {
-        Trimming {
-            current: Vec::new(),
-            empty: None,
-            pending: VecDeque::new(),
-        }
+        Trimming(CapacityContainerBuilder::default())
     }
-}
-
-/// Items in a full container: timely's buffer size (8 KB) in items.
-fn preferred<T>() -> usize {
-    timely::container::buffer::default_capacity::<T>()
 }
 
 impl<T> PushInto<T> for Trimming<T> {
     #[inline]
     fn push_into(&mut self, item: T) {
-        if self.current.capacity() == 0 {
-            self.current = self.empty.take().unwrap_or_default();
-            self.current.clear();
-        }
-        let full = preferred::<T>();
-        if self.current.capacity() < full {
-            self.current.reserve(full - self.current.len());
-        }
-        self.current.push(item);
-        if self.current.len() >= full {
-            self.pending.push_back(std::mem::take(&mut self.current));
-        }
+        self.0.push_into(item);
     }
 }
 
@@ -69,22 +42,17 @@ impl<T: Clone + 'static> ContainerBuilder for Trimming<T> {
 
     #[inline]
     fn extract(&mut self) -> Option<&mut Vec<T>> {
-        let container = self.pending.pop_front()?;
-        self.empty = Some(container);
-        self.empty.as_mut()
+        self.0.extract()
     }
 
     #[inline]
     fn finish(&mut self) -> Option<&mut Vec<T>> {
-        if !self.current.is_empty() {
-            let mut part = std::mem::take(&mut self.current);
-            if part.len() * 16 <= part.capacity() {
-                part.shrink_to_fit();
-            }
-            self.pending.push_back(part);
+        let container = self.0.finish()?;
+        // Only the part-full one: a full container's items fill it.
+        if container.len() * 16 <= container.capacity() {
+            container.shrink_to_fit();
         }
-        self.empty = self.pending.pop_front();
-        self.empty.as_mut()
+        Some(container)
     }
 }
 
@@ -107,7 +75,7 @@ mod tests {
     /// the part-full one is trimmed when its items fill a sixteenth of it or less.
     #[test]
     fn containers_keep_their_items_in_order_and_part_full_ones_are_trimmed() {
-        let full = preferred::<u64>();
+        let full = timely::container::buffer::default_capacity::<u64>();
         for n in [
             0,
             1,
