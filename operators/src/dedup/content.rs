@@ -278,24 +278,6 @@ impl KeyedRule for ContentDedup {
 mod tests {
     use super::*;
 
-    /// A delivery's own `dedup` decides (the template it was made with), not its template read
-    /// again; unknown (a park line of an older binary), the template is read.
-    #[test]
-    fn a_delivery_says_whether_it_is_deduplicated() {
-        let mut rule = ContentDedup::new(1, 300_000, 0, crate::testkit::templates());
-        let mut d = crate::testkit::delivery(1, 0, "13800138000", 100, "c");
-        assert_eq!(d.dedup, None);
-        assert!(rule.judge(d.content_key, &d).is_ok());
-        assert!(
-            rule.judge(d.content_key, &d).is_err(),
-            "template 1 is deduplicated"
-        );
-        d.dedup = Some(false);
-        assert!(rule.judge(d.content_key, &d).is_ok());
-        d.dedup = Some(true);
-        assert!(rule.judge(d.content_key, &d).is_err());
-    }
-
     #[test]
     fn sliding_window_table() {
         // (num, window, admissions at, probe at, passes?)

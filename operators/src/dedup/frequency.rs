@@ -293,21 +293,6 @@ impl KeyedRule for FrequencyDedup {
 mod tests {
     use super::*;
 
-    /// A delivery's own `dedup` decides, as in the content rule.
-    #[test]
-    fn a_delivery_says_whether_it_is_deduplicated() {
-        let tz = "Asia/Shanghai".parse().unwrap();
-        let mut rule = FrequencyDedup::new(1, tz, 0, crate::testkit::templates());
-        let mut d = crate::testkit::delivery(1, 0, "13800138000", 100, "c");
-        assert!(rule.judge(d.frequency_key, &d).is_ok());
-        assert!(
-            rule.judge(d.frequency_key, &d).is_err(),
-            "template 1 is deduplicated"
-        );
-        d.dedup = Some(false);
-        assert!(rule.judge(d.frequency_key, &d).is_ok());
-    }
-
     const H: Millis = 3_600_000;
 
     #[test]

@@ -844,6 +844,28 @@ mod tests {
 
     type Rows = Vec<(Epoch, Vec<(u128, String, String)>)>;
 
+    /// A delivery's own `dedup` decides (the template it was made with), not its template read
+    /// again; unknown (a park line of an older binary), the template is read. Both rules.
+    #[test]
+    fn a_delivery_says_whether_it_is_deduplicated() {
+        fn check<R: KeyedRule>(mut rule: R) {
+            let mut d = delivery(1, 0, "13800138000", 100, "c");
+            assert_eq!(d.dedup, None);
+            assert!(rule.judge(R::key(&d), &d).is_ok(), "{}", R::NAME);
+            assert!(
+                rule.judge(R::key(&d), &d).is_err(),
+                "{}: template 1 is deduplicated",
+                R::NAME
+            );
+            d.dedup = Some(false);
+            assert!(rule.judge(R::key(&d), &d).is_ok(), "{}", R::NAME);
+            d.dedup = Some(true);
+            assert!(rule.judge(R::key(&d), &d).is_err(), "{}", R::NAME);
+        }
+        check(ContentDedup::new(1, 300_000, 0, templates()));
+        check(FrequencyDedup::new(1, TZ, 0, templates()));
+    }
+
     /// Runs `rule` over `epochs` of deliveries (in the order given), with the marks admit would
     /// send; returns the seqs passed and the rows of the rejected, per epoch.
     fn judge<R: KeyedRule + Send + Sync>(
