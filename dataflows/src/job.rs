@@ -579,6 +579,20 @@ fn check_source(
             ),
         );
     }
+    let (unit, backlog) = (source.epoch_ms(), source.backlog_epoch_ms());
+    if !(1..=3_600_000).contains(&backlog) {
+        bad(
+            "source.backlog_epoch_ms",
+            format!("{backlog} is out of range; use 1 to 3600000 (default 1000)"),
+        );
+    } else if unit > 0 && backlog % unit != 0 {
+        bad(
+            "source.backlog_epoch_ms",
+            format!(
+                "{backlog} is not a multiple of source.epoch_ms ({unit}); use a multiple of it (epoch_ms itself: no coarser epochs for a backlog)"
+            ),
+        );
+    }
     if !(10..=3_600_000).contains(&source.checkpoint_ms) {
         bad(
             "source.checkpoint_ms",
@@ -811,6 +825,12 @@ pub struct SourceConfig {
     /// Kafka ([`SourceConfig::epoch_ms`]).
     #[serde(default)]
     pub epoch_ms: Option<u64>,
+    /// Milliseconds of event time per epoch for records from before the run began (more than
+    /// [`crate::run::BACKLOG_AGE`] before it: a backlog read after downtime, or a replay). A
+    /// multiple of `epoch_ms`; `epoch_ms` itself: no coarser epochs. Default 1000, or the
+    /// first multiple of `epoch_ms` from it ([`SourceConfig::backlog_epoch_ms`]).
+    #[serde(default)]
+    pub backlog_epoch_ms: Option<u64>,
     /// How far (ms) a record's event time may be behind the largest event time of its
     /// partition and still be judged at its own time; a later record is judged at the
     /// partition's watermark and counted as late. Also the latency floor of a busy
@@ -853,6 +873,16 @@ impl SourceConfig {
             SourceKind::File => 1000,
             SourceKind::Kafka => crate::kafka::TICK.as_millis() as u64,
         })
+    }
+
+    /// The epoch (ms) of event times from before the run: the job file's, else 1000 rounded up
+    /// to a multiple of [`SourceConfig::epoch_ms`] (a file read whole: its own epoch). A backlog
+    /// at Kafka's 10 ms leaves a record or two per epoch, and reads ~4x slower than at 1000
+    /// (bench/MEASURED.md, "A backlog's coarser epochs").
+    pub fn backlog_epoch_ms(&self) -> u64 {
+        let unit = self.epoch_ms().max(1);
+        self.backlog_epoch_ms
+            .unwrap_or_else(|| 1000u64.div_ceil(unit) * unit)
     }
 }
 
@@ -1250,7 +1280,10 @@ impl Job {
             epoch_ms: file.source.epoch_ms().max(1) as i64,
             max_out_of_order_ms: file.source.max_out_of_order_ms.unwrap_or(default_bound) as i64,
             max_future_ms: file.source.max_future_ms as i64,
-        };
+            backlog: tidings_operators::event_time::Backlog::NONE,
+        }
+        // Which event times are a backlog is known when a run starts (`run::build`).
+        .with_backlog(i64::MIN, file.source.backlog_epoch_ms() as i64);
         let checkpoint = std::time::Duration::from_millis(file.source.checkpoint_ms.max(1));
         if let Some(why) = tracking_dir.local().and_then(dir_problem) {
             problems.push(format!("{shown}: tracking.dir: {why}; choose a directory"));
@@ -1382,6 +1415,24 @@ mod tests {
         assert_eq!(epoch("kind = \"kafka\"\nepoch_ms = 50"), 50);
     }
 
+    /// A backlog's epochs are 1000 ms, or the first multiple of the job's epoch from it; the job
+    /// file's own value wins.
+    #[test]
+    fn backlog_epochs_default_to_a_second() {
+        let backlog = |source: &str| {
+            let text = format!("name = \"e\"\ntemplates = \"t.toml\"\n[source]\n{source}\n");
+            toml::from_str::<JobFile>(&text)
+                .unwrap_or_else(|e| panic!("{source}: {e}"))
+                .source
+                .backlog_epoch_ms()
+        };
+        assert_eq!(backlog("kind = \"kafka\""), 1000);
+        assert_eq!(backlog("kind = \"file\"\npath = \"r.jsonl\""), 1000);
+        assert_eq!(backlog("kind = \"kafka\"\nepoch_ms = 300"), 1200);
+        assert_eq!(backlog("kind = \"kafka\"\nepoch_ms = 5000"), 5000);
+        assert_eq!(backlog("kind = \"kafka\"\nbacklog_epoch_ms = 60000"), 60000);
+    }
+
     #[test]
     fn env_references_resolve() {
         let path = std::env::var("PATH").unwrap();
@@ -1463,7 +1514,7 @@ mod tests {
         let job = write(
             dir.path(),
             "job.toml",
-            "name = \"x\"\ntimezone = \"Mars/Base\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"missing.jsonl\"\n[shield]\nnight = \"late\"\n[accounts.other]\nchannel = \"email\"\nprovider = \"outbox\"\n",
+            "name = \"x\"\ntimezone = \"Mars/Base\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"missing.jsonl\"\nepoch_ms = 100\nbacklog_epoch_ms = 150\n[shield]\nnight = \"late\"\n[accounts.other]\nchannel = \"email\"\nprovider = \"outbox\"\n",
         );
         let err = Job::load(&job).unwrap_err();
         let text = err.to_string();
@@ -1473,6 +1524,7 @@ mod tests {
             "source.path",
             "accounts.other.dir",
             "account `sms-main` is not defined",
+            "source.backlog_epoch_ms: 150 is not a multiple of source.epoch_ms (100)",
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }

@@ -694,6 +694,7 @@ mod tests {
             epoch_ms: 100,
             max_out_of_order_ms: 1_000,
             max_future_ms: 86_400_000,
+            backlog: tidings_operators::event_time::Backlog::NONE,
         }
     }
 

@@ -135,6 +135,7 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
         drain_timeout: None,
         tracking_give_up: None,
         cluster: None,
+        backlog_before: None,
     };
     let running = {
         let job = job.clone();
@@ -291,6 +292,17 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
     );
     assert_eq!(source["event_time"]["late_records"], 0, "{source}");
     assert_eq!(source["event_time"]["max_out_of_order_ms"], 200, "{source}");
+    // Event times from over a minute (and the out-of-order bound) before the start are a
+    // backlog's, in 1 s epochs.
+    assert_eq!(source["event_time"]["epoch_ms"], 10, "{source}");
+    assert_eq!(source["event_time"]["backlog_epoch_ms"], 1000, "{source}");
+    let before = chrono::DateTime::parse_from_rfc3339(
+        source["event_time"]["backlog_before"].as_str().unwrap(),
+    )
+    .unwrap()
+    .timestamp_millis();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!((now - 600_000..=now - 60_000).contains(&before), "{source}");
 
     // /metrics parses as Prometheus text and counts the tracked rows (once durable: counters
     // move when the tracking stage flushes, at most `flush_interval_ms` after the rows).

@@ -95,6 +95,7 @@ fn tracked(job: &std::path::Path) -> BTreeMap<String, Vec<(String, String)>> {
         drain_timeout: None,
         tracking_give_up: None,
         cluster: None,
+        backlog_before: None,
     };
     common::within(Duration::from_secs(180), "the Kafka job", move || {
         run(&job, &opts).unwrap()

@@ -47,6 +47,7 @@ fn decisions_at(
         drain_timeout: None,
         tracking_give_up: None,
         cluster: None,
+        backlog_before: None,
     };
     let summary = common::within(LIMIT, "the Kafka job", move || run(&job, &opts).unwrap());
     let c = memory.take();
@@ -519,6 +520,7 @@ fn a_graceful_stop_mid_burst_and_a_restart_decide_as_the_file_does() {
         drain_timeout: Some(Duration::from_secs(60)),
         tracking_give_up: None,
         cluster: None,
+        backlog_before: None,
     };
     let job = Job::load(&path).unwrap();
     let first = {

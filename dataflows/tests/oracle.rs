@@ -215,10 +215,63 @@ fn rows_of(events: Vec<tidings_model::EventRow>) -> Vec<Row> {
     rows
 }
 
-/// `pacing`: the event time per epoch and the receivers the admit stage lets out before the
-/// next epoch waits (`None`: the defaults). They change when a decision is made, never which
+/// How a run paces its decisions: the event time per epoch, the receivers the admit stage lets
+/// out before the next epoch waits, and where its backlog's coarser epochs end and how many of
+/// its epochs one of them is. They change when a decision is made, never which
 /// (docs/job-file.md).
-fn graph(reqs: &[Req], parts: &[usize], workers: usize, pacing: Option<(i64, usize)>) -> Vec<Row> {
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    epoch_ms: i64,
+    receivers: usize,
+    /// `backlog_before` (`i64::MIN`: no backlog epochs).
+    backlog_before: i64,
+    /// `backlog_epoch_ms` in epochs.
+    backlog_epochs: i64,
+}
+
+/// Any pacing: epochs of 1 ms to 10 s, backlog epochs of 1 to 360 of them (up to an hour)
+/// before no instant, one inside the requests' two days, or one after them all.
+fn pacing() -> impl Strategy<Value = Pacing> {
+    (
+        proptest::sample::select(vec![1i64, 100, 1000, 10_000]),
+        proptest::sample::select(vec![1usize, 3, 100_000]),
+        prop_oneof![
+            Just(i64::MIN),
+            (0i64..(2 * 24 * 60)).prop_map(|m| DAY + m * MIN),
+            Just(NOW)
+        ],
+        proptest::sample::select(vec![1i64, 7, 360]),
+    )
+        .prop_map(
+            |(epoch_ms, receivers, backlog_before, backlog_epochs)| Pacing {
+                epoch_ms,
+                receivers,
+                backlog_before,
+                backlog_epochs,
+            },
+        )
+}
+
+/// Where two runs' backlog epochs end (`None`: their default) and how long those are.
+fn backlogs() -> impl Strategy<Value = ([Option<i64>; 2], i64)> {
+    let before = || {
+        prop_oneof![
+            Just(None),
+            Just(Some(i64::MIN)),
+            (0i64..(2 * 24 * 60)).prop_map(|m| Some(DAY + m * MIN))
+        ]
+    };
+    (
+        before(),
+        before(),
+        proptest::sample::select(vec![1000i64, 60_000]),
+    )
+        .prop_map(|(a, b, len)| ([a, b], len))
+}
+
+/// `pacing`: as [`Pacing`] says (`None`: the defaults, every request a backlog's as the clock
+/// is a month after them).
+fn graph(reqs: &[Req], parts: &[usize], workers: usize, pacing: Option<Pacing>) -> Vec<Row> {
     graph_of(reqs, parts, workers, pacing, "user_id")
 }
 
@@ -227,18 +280,24 @@ fn graph_of(
     reqs: &[Req],
     parts: &[usize],
     workers: usize,
-    pacing: Option<(i64, usize)>,
+    pacing: Option<Pacing>,
     id_type: &str,
 ) -> Vec<Row> {
     let dir = tempfile::tempdir().unwrap();
     let job = write_graph_job(dir.path(), reqs, parts, id_type);
-    if let Some((ms, receivers)) = pacing {
+    if let Some(p) = pacing {
         common::set_source(
             &job,
-            &format!("epoch_ms = {ms}\nin_flight_receivers = {receivers}"),
+            &format!(
+                "epoch_ms = {}\nin_flight_receivers = {}\nbacklog_epoch_ms = {}",
+                p.epoch_ms,
+                p.receivers,
+                p.epoch_ms * p.backlog_epochs
+            ),
         );
     }
-    let (events, dead, summary) = common::run_memory(&job, workers, NOW);
+    let before = pacing.map(|p| p.backlog_before);
+    let (events, dead, summary) = common::run_memory_backlog(&job, workers, NOW, before);
     assert!(dead.is_empty(), "{dead:?}");
     counted_as_tracked(&[summary], &events);
     rows_of(events)
@@ -269,6 +328,10 @@ fn counted_as_tracked(runs: &[tidings_dataflows::Summary], events: &[tidings_mod
 /// not follow may end first, or finish its file while stopping); the second reads on from the
 /// stop's cut to the end. Together they must decide exactly what one run decides: nothing lost,
 /// nothing twice.
+///
+/// `backlog`: the two runs' `backlog_before` (`None`: the default, before every request; a run
+/// that restores a cut may draw the line elsewhere than the run that took it) and the job's
+/// `backlog_epoch_ms`.
 fn graph_stopped(
     reqs: &[Req],
     parts: &[usize],
@@ -276,6 +339,7 @@ fn graph_stopped(
     stop_after: usize,
     follow: bool,
     id_type: &str,
+    backlog: ([Option<i64>; 2], i64),
 ) -> Vec<Row> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -285,7 +349,13 @@ fn graph_stopped(
 
     let dir = tempfile::tempdir().unwrap();
     let job = write_graph_job(dir.path(), reqs, parts, id_type);
-    common::set_source(&job, &format!("follow = {follow}\ncheckpoint_ms = 10"));
+    common::set_source(
+        &job,
+        &format!(
+            "follow = {follow}\ncheckpoint_ms = 10\nbacklog_epoch_ms = {}",
+            backlog.1
+        ),
+    );
     let memory = MemoryTracking::default();
     let stop = Arc::new(AtomicBool::new(false));
     let opts = RunOptions {
@@ -303,6 +373,7 @@ fn graph_stopped(
         drain_timeout: Some(std::time::Duration::from_secs(20)),
         tracking_give_up: None,
         cluster: None,
+        backlog_before: backlog.0[0],
     };
     let loaded = tidings_dataflows::job::Job::load(&job).unwrap();
     let first = std::thread::spawn(move || tidings_dataflows::run(&loaded, &opts));
@@ -317,7 +388,7 @@ fn graph_stopped(
         .unwrap()
         .replace("follow = true", "follow = false");
     std::fs::write(&job, text).unwrap();
-    let (events, dead, resumed) = common::run_memory(&job, workers, NOW);
+    let (events, dead, resumed) = common::run_memory_backlog(&job, workers, NOW, backlog.0[1]);
     assert!(dead.is_empty(), "{dead:?}");
     let mut all = memory.take().events;
     all.extend(events);
@@ -342,17 +413,13 @@ proptest! {
             let n = reqs.len();
             (Just(reqs), proptest::collection::vec(0..k, n))
         }),
-        epoch_ms in proptest::sample::select(vec![1i64, 100, 1000, 10_000]),
-        in_flight_receivers in proptest::sample::select(vec![1usize, 3, 100_000]),
+        pacing in pacing(),
     ) {
         let want = model(&reqs, &parts);
         let one = graph(&reqs, &parts, 1, None);
         prop_assert_eq!(&one, &want, "1 worker vs model: {:?} vs {:?}", by_state(&one), by_state(&want));
-        let four = graph(&reqs, &parts, 4, Some((epoch_ms, in_flight_receivers)));
-        prop_assert_eq!(
-            &four, &want,
-            "4 workers, {} ms epochs, {} receivers in flight vs model", epoch_ms, in_flight_receivers
-        );
+        let four = graph(&reqs, &parts, 4, Some(pacing));
+        prop_assert_eq!(&four, &want, "4 workers, {:?} vs model", pacing);
         // The caps hold whatever the order: per (receiver, local day) at most FREQ_NUM sends
         // (template 4 is exempt from the rules).
         let exempt: std::collections::HashSet<String> = (0..reqs.len())
@@ -377,10 +444,11 @@ proptest! {
         workers in proptest::sample::select(vec![1usize, 3]),
         stop_after in 0usize..120,
         follow in any::<bool>(),
+        backlog in backlogs(),
     ) {
         let want = model(&reqs, &parts);
-        let got = graph_stopped(&reqs, &parts, workers, stop_after.min(want.len()), follow, "user_id");
-        prop_assert_eq!(&got, &want, "stopped after {} rows, {} workers, follow {}: {:?} vs {:?}", stop_after, workers, follow, by_state(&got), by_state(&want));
+        let got = graph_stopped(&reqs, &parts, workers, stop_after.min(want.len()), follow, "user_id", backlog);
+        prop_assert_eq!(&got, &want, "stopped after {} rows, {} workers, follow {}, backlog {:?}: {:?} vs {:?}", stop_after, workers, follow, backlog, by_state(&got), by_state(&want));
     }
 
     /// Phone receivers, checked and normalised per worker thread (model/src/phone_plan.rs
@@ -393,14 +461,15 @@ proptest! {
             let n = reqs.len();
             (Just(reqs), proptest::collection::vec(0..k, n))
         }),
-        epoch_ms in proptest::sample::select(vec![1i64, 100, 10_000]),
+        pacing in pacing(),
         stop_after in 0usize..60,
+        backlog in backlogs(),
     ) {
         let one = graph_of(&reqs, &parts, 1, None, "phone");
-        let four = graph_of(&reqs, &parts, 4, Some((epoch_ms, 3)), "phone");
-        prop_assert_eq!(&four, &one, "4 workers, {} ms epochs vs 1 worker", epoch_ms);
-        let stopped = graph_stopped(&reqs, &parts, 3, stop_after.min(one.len()), false, "phone");
-        prop_assert_eq!(&stopped, &one, "stopped after {} rows on 3 workers vs 1 worker", stop_after);
+        let four = graph_of(&reqs, &parts, 4, Some(pacing), "phone");
+        prop_assert_eq!(&four, &one, "4 workers, {:?} vs 1 worker", pacing);
+        let stopped = graph_stopped(&reqs, &parts, 3, stop_after.min(one.len()), false, "phone", backlog);
+        prop_assert_eq!(&stopped, &one, "stopped after {} rows on 3 workers, backlog {:?}, vs 1 worker", stop_after, backlog);
         // A valid number is tracked in its normal form whatever way it was written (an
         // invalid one as written, with its reason).
         for r in &one {

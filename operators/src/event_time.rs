@@ -30,21 +30,82 @@ pub struct EventTime {
     /// Length of one epoch in event time (ms, at least 1).
     pub epoch_ms: Millis,
     /// How far behind its partition's largest event time a record may be and still be judged
-    /// at its own event time.
+    /// at its own time.
     pub max_out_of_order_ms: Millis,
     /// How far ahead of the wall clock an event time may be (further is a dead letter).
     pub max_future_ms: Millis,
+    /// The coarser epochs of event times before the run began (a backlog).
+    pub backlog: Backlog,
+}
+
+/// Event times before `before` are in epochs of `epoch_ms` (a multiple of the job's epoch, and
+/// `before` a multiple of it): a backlog read after downtime keeps its records' times, and
+/// light traffic would otherwise leave a record or two per epoch, each costing the graph's
+/// progress tracking as much as a full one (bench/MEASURED.md, "A backlog's coarser epochs").
+///
+/// Epochs stay numbered in units of the job's epoch: a backlog epoch is the number of its first
+/// event time's, and the numbers in between are never used. So epochs are one monotone function
+/// of event time on either side of `before`, and decisions, which follow event time within and
+/// across epochs, are the same whatever `before` is (the oracle test samples it); `before` only
+/// has to be the same for every worker of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// The first event time of the job's own epochs (`Millis::MIN`: no backlog epochs).
+    pub before: Millis,
+    /// The length of a backlog epoch (ms).
+    pub epoch_ms: Millis,
+}
+
+impl Backlog {
+    /// No backlog epochs: every event time in the job's own.
+    pub const NONE: Backlog = Backlog {
+        before: Millis::MIN,
+        epoch_ms: 1,
+    };
 }
 
 impl EventTime {
+    /// Event times before `before` (rounded down to a backlog epoch) in backlog epochs of
+    /// `backlog_ms` (rounded up to a multiple of the job's epoch).
+    pub fn with_backlog(self, before: Millis, backlog_ms: Millis) -> EventTime {
+        let unit = self.epoch_ms.max(1);
+        let len = (backlog_ms.max(unit) as u64).div_ceil(unit as u64) as i64 * unit;
+        EventTime {
+            backlog: Backlog {
+                before: before.max(0) / len * len,
+                epoch_ms: len,
+            },
+            ..self
+        }
+    }
+
     /// The epoch of event time `t`.
     pub fn epoch_of(&self, t: Millis) -> Epoch {
-        (t.max(0) / self.epoch_ms.max(1)) as Epoch
+        let t = t.max(0);
+        let t = if t < self.backlog.before {
+            t - t % self.backlog.epoch_ms.max(1)
+        } else {
+            t
+        };
+        (t / self.epoch_ms.max(1)) as Epoch
     }
 
     /// The first event time of epoch `e`.
     pub fn start_of(&self, e: Epoch) -> Millis {
         (e.min(i64::MAX as u64) as i64).saturating_mul(self.epoch_ms.max(1))
+    }
+
+    /// The last event time of epoch `e`: of the job's epoch, or of the backlog epoch that holds
+    /// its first event time.
+    pub fn end_of(&self, e: Epoch) -> Millis {
+        let start = self.start_of(e);
+        let next = if start < self.backlog.before {
+            let len = self.backlog.epoch_ms.max(1);
+            start - start % len + len
+        } else {
+            start.saturating_add(self.epoch_ms.max(1))
+        };
+        next - 1
     }
 
     /// Why `t` cannot be an event time at wall-clock `now`, if it cannot (before 2000, more
@@ -221,8 +282,10 @@ mod tests {
             epoch_ms: 100,
             max_out_of_order_ms: 0,
             max_future_ms: 86_400_000,
+            backlog: Backlog::NONE,
         };
         assert_eq!(e.epoch_of(1_234), 12);
+        assert_eq!(e.end_of(12), 1_299);
         assert_eq!(e.epoch_of(i64::MIN), 0);
         assert_eq!(e.start_of(12), 1_200);
         assert_eq!(e.start_of(u64::MAX), i64::MAX);
@@ -231,6 +294,62 @@ mod tests {
         assert!(e.insane(i64::MAX, now).unwrap().contains("max_future_ms"));
         assert!(e.insane(-5, now).unwrap().contains("2000"));
         assert!(e.insane(now + 86_400_001, now).is_some());
+    }
+
+    /// Backlog epochs before the boundary, the job's after it: one monotone function of event
+    /// time, each epoch's first and last event time exact, whatever the lengths and boundary.
+    #[test]
+    fn backlog_epochs_are_coarser_before_the_boundary_and_monotone() {
+        let job = EventTime {
+            epoch_ms: 10,
+            max_out_of_order_ms: 0,
+            max_future_ms: 86_400_000,
+            backlog: Backlog::NONE,
+        };
+        let e = job.with_backlog(10_250, 1_000);
+        assert_eq!(
+            e.backlog,
+            Backlog {
+                before: 10_000,
+                epoch_ms: 1_000
+            }
+        );
+        assert_eq!(e.epoch_of(9_999), 900);
+        assert_eq!(e.epoch_of(9_000), 900);
+        assert_eq!(e.epoch_of(8_999), 800);
+        assert_eq!(e.epoch_of(10_000), 1_000);
+        assert_eq!(e.epoch_of(10_011), 1_001);
+        assert_eq!((e.start_of(900), e.end_of(900)), (9_000, 9_999));
+        assert_eq!((e.start_of(1_000), e.end_of(1_000)), (10_000, 10_009));
+        // A number inside a backlog epoch ends with it.
+        assert_eq!(e.end_of(950), 9_999);
+        // Rounded up to a multiple of the job's epoch; a boundary at or before 0: none.
+        assert_eq!(job.with_backlog(5_000, 995).backlog.epoch_ms, 1_000);
+        assert_eq!(job.with_backlog(Millis::MIN, 1_000).epoch_of(999), 99);
+        for (unit, len, before) in [
+            (10, 1_000, 10_250),
+            (7, 100, 3_333),
+            (1, 1, 50),
+            (100, 60_000, 200_000),
+        ] {
+            let e = EventTime {
+                epoch_ms: unit,
+                ..job
+            }
+            .with_backlog(before, len);
+            let mut last = 0;
+            for t in 0..(before + 3 * len) {
+                let epoch = e.epoch_of(t);
+                assert!(epoch >= last, "{unit}/{len}/{before}: {t} went back");
+                assert!(
+                    (e.start_of(epoch)..=e.end_of(epoch)).contains(&t),
+                    "{unit}/{len}/{before}: {t}"
+                );
+                assert_eq!(e.epoch_of(e.start_of(epoch)), epoch);
+                assert_eq!(e.epoch_of(e.end_of(epoch)), epoch);
+                last = epoch;
+            }
+        }
     }
 
     /// What admit decoded from the line before, it decodes from the payload the source takes

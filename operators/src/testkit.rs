@@ -31,6 +31,7 @@ pub const EVENT: EventTime = EventTime {
     epoch_ms: 60_000,
     max_out_of_order_ms: 0,
     max_future_ms: 86_400_000,
+    backlog: crate::event_time::Backlog::NONE,
 };
 
 /// The epoch of `t`.

@@ -469,6 +469,9 @@ fn source(state: &AdminState) -> Value {
             "late_records": state.live.source().late(),
             "max_out_of_order_ms": state.job.event.max_out_of_order_ms,
             "epoch_ms": state.job.event.epoch_ms,
+            // Earlier event times are a backlog's, in epochs of `backlog_epoch_ms`.
+            "backlog_before": Some(state.job.event.backlog.before).filter(|&b| b > 0).map(iso),
+            "backlog_epoch_ms": state.job.event.backlog.epoch_ms,
             "partitions": clocks,
         },
         "lag": state.live.source().lag(),

@@ -43,7 +43,7 @@ pub fn run_local(job: &Job, n: usize) -> Result<(), Failure> {
     let mut attempt = 1;
     loop {
         // Restarts resume from the checkpoint: a replay from the start is asked for once.
-        let args = child_args(attempt > 1);
+        let args = child_args(attempt > 1, job);
         let mut procs = start(&dir, n, &args)?;
         let supervised = supervise(&mut procs, &stop, &health);
         if let Some(why) = health.halted() {
@@ -79,8 +79,10 @@ pub fn run_local(job: &Job, n: usize) -> Result<(), Failure> {
     }
 }
 
-/// This binary's arguments without `--local N` (and, on a restart, without `--from-start`).
-fn child_args(restart: bool) -> Vec<String> {
+/// This binary's arguments without `--local N` (and, on a restart, without `--from-start`),
+/// with one `--backlog-before` for every process (as one process would draw it at this start,
+/// unless given): the processes must agree on which event times are a backlog's.
+fn child_args(restart: bool, job: &Job) -> Vec<String> {
     let mut out = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -90,6 +92,16 @@ fn child_args(restart: bool) -> Vec<String> {
         } else {
             out.push(a);
         }
+    }
+    if !out
+        .iter()
+        .any(|a| a.split('=').next() == Some("--backlog-before"))
+    {
+        let before = chrono::Utc::now()
+            - tidings_dataflows::BACKLOG_AGE
+            - chrono::Duration::milliseconds(job.event.max_out_of_order_ms);
+        out.push("--backlog-before".into());
+        out.push(before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     }
     out
 }

@@ -23,6 +23,11 @@ pub struct RunArgs {
     /// stamps bare lines' event time, the `time` column and end-of-run releases.
     #[arg(long)]
     now: Option<String>,
+    /// Event times before this instant (RFC 3339) are a backlog, read in the job's
+    /// `source.backlog_epoch_ms` epochs. Default: a minute and `max_out_of_order_ms` before the start, in one process;
+    /// in a cluster none unless every process is given the same instant (`--local` gives it).
+    #[arg(long, value_name = "TIME")]
+    backlog_before: Option<String>,
     /// Kafka source: stop gracefully once every partition is read to its end and no record
     /// has arrived for this many seconds (counted from the start while the brokers cannot
     /// be reached; time spent held back by backpressure does not count).
@@ -99,6 +104,14 @@ fn options(job: &Job, args: &RunArgs) -> Result<RunOptions, Failure> {
             ))
         })?;
         opts.clock = Clock::Fixed(t.timestamp_millis());
+    }
+    if let Some(at) = &args.backlog_before {
+        let t = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
+            Failure::Usage(format!(
+                "--backlog-before `{at}`: {e}; use RFC 3339, e.g. 2025-11-22T10:00:00+08:00"
+            ))
+        })?;
+        opts.backlog_before = Some(t.timestamp_millis());
     }
     Ok(opts)
 }

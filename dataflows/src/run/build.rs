@@ -7,9 +7,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tidings_model::ids::FastMap;
+use tidings_model::time::Millis;
 use tidings_sinks::tracking::TrackingDir;
 
 use tidings_operators::checkpoint::{Checkpoints, write_durably};
+use tidings_operators::event_time::EventTime;
 use tidings_operators::live::Live;
 use tidings_operators::park::{self, ParkStore};
 use tidings_sinks::account::Accounts;
@@ -162,7 +164,11 @@ impl Services {
                 BacklogReader::done_positions(&job.state_dir)?;
             }
         }
-        let job = Arc::new(job.clone());
+        let mut job = job.clone();
+        job.event = job
+            .event
+            .with_backlog(backlog_before(opts, &job.event), job.event.backlog.epoch_ms);
+        let job = Arc::new(job);
         let admin = match job.admin.as_ref().filter(|_| process == 0) {
             Some(settings) => Some(AdminServer::start(
                 settings,
@@ -378,4 +384,62 @@ fn dead_letter_producers(
             None => Ok(None),
         })
         .collect()
+}
+
+/// The first event time of the job's own epochs this run: earlier ones are a backlog, read in
+/// `source.backlog_epoch_ms` epochs (`EventTime::with_backlog`). By default
+/// [`super::BACKLOG_AGE`] before the run's start by its clock less the out-of-order bound, so
+/// the watermark of a caught-up partition (the clock less that bound) is never in a backlog
+/// epoch and moves the frontier in the job's own epochs; in one process (every worker reads
+/// the same line), none in a cluster unless given, as every process would have to agree on it.
+fn backlog_before(opts: &RunOptions, event: &EventTime) -> Millis {
+    match (opts.backlog_before, &opts.cluster) {
+        (Some(before), _) => before,
+        (None, Some(_)) => i64::MIN,
+        (None, None) => opts
+            .clock
+            .now_ms()
+            .saturating_sub(event.max_out_of_order_ms)
+            .saturating_sub(super::BACKLOG_AGE.as_millis() as i64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minute before the start by the run's clock, less the out-of-order bound, in one
+    /// process; in a cluster only what the processes were given alike.
+    #[test]
+    fn a_backlog_is_what_came_a_minute_before_the_start() {
+        let mut opts = RunOptions {
+            workers: 1,
+            clock: tidings_operators::Clock::Fixed(1_763_740_800_000),
+            tracking: TrackingTarget::Parquet,
+            in_flight: 1,
+            in_flight_receivers: 1,
+            from_start: false,
+            handle_signals: false,
+            idle_exit: None,
+            stop: None,
+            drain_timeout: None,
+            tracking_give_up: None,
+            cluster: None,
+            backlog_before: None,
+        };
+        let event = EventTime {
+            epoch_ms: 10,
+            max_out_of_order_ms: 200,
+            max_future_ms: 0,
+            backlog: tidings_operators::event_time::Backlog::NONE,
+        };
+        assert_eq!(backlog_before(&opts, &event), 1_763_740_739_800);
+        opts.cluster = Some(super::super::Cluster {
+            process: 0,
+            addresses: vec!["a:1".into(), "b:1".into()],
+        });
+        assert_eq!(backlog_before(&opts, &event), i64::MIN);
+        opts.backlog_before = Some(5);
+        assert_eq!(backlog_before(&opts, &event), 5);
+    }
 }

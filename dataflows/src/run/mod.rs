@@ -64,6 +64,11 @@ pub struct RunOptions {
     pub tracking_give_up: Option<Duration>,
     /// Run as one process of a timely cluster (`-n`, `-p`, `-h`); `None`: one process.
     pub cluster: Option<Cluster>,
+    /// Event times before this are a backlog, in the job's `source.backlog_epoch_ms` epochs
+    /// (it changes when decisions are made, never which). `None`: [`BACKLOG_AGE`] and the
+    /// out-of-order bound before the run's start by `clock` in one process, none in a cluster;
+    /// `Some(i64::MIN)`: none.
+    pub backlog_before: Option<tidings_model::time::Millis>,
 }
 
 /// This process's place in a cluster run: timely's cluster mode, every process with the same
@@ -106,6 +111,7 @@ impl RunOptions {
             drain_timeout: Some(DRAIN_TIMEOUT),
             tracking_give_up: job.kafka.is_none().then_some(TRACKING_GIVE_UP),
             cluster: None,
+            backlog_before: None,
         }
     }
 }
@@ -117,6 +123,11 @@ pub const IN_FLIGHT: usize = 2_000;
 /// Receivers the admit stage may have given on and not yet seen sent before the next epoch
 /// waits, unless the job file's `source.in_flight_receivers` says otherwise.
 pub const IN_FLIGHT_RECEIVERS: usize = 100_000;
+
+/// How long before a run's start, beyond the out-of-order bound, an event time is a backlog's
+/// (read in coarser epochs, `source.backlog_epoch_ms`): a burst produced just before the start
+/// keeps the live epochs, and with them their bound on what an epoch holds.
+pub const BACKLOG_AGE: Duration = Duration::from_secs(60);
 
 /// The default bound of a graceful stop's drain.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -44,6 +44,17 @@ pub fn run_memory(
     workers: usize,
     now: i64,
 ) -> (Vec<EventRow>, Vec<DeadLetter>, tidings_dataflows::Summary) {
+    run_memory_backlog(job, workers, now, None)
+}
+
+/// [`run_memory`] with the run's `backlog_before` (`None`: a minute and the
+/// out-of-order bound before `now`).
+pub fn run_memory_backlog(
+    job: &Path,
+    workers: usize,
+    now: i64,
+    backlog_before: Option<i64>,
+) -> (Vec<EventRow>, Vec<DeadLetter>, tidings_dataflows::Summary) {
     let job = Job::load(job).unwrap_or_else(|e| panic!("{e}"));
     let memory = MemoryTracking::default();
     let opts = RunOptions {
@@ -59,6 +70,7 @@ pub fn run_memory(
         drain_timeout: None,
         tracking_give_up: None,
         cluster: None,
+        backlog_before,
     };
     let summary = run(&job, &opts).unwrap();
     let c = memory.take();

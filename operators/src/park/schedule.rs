@@ -207,7 +207,7 @@ impl Schedule {
                 }
             }
             // Releases due in this epoch, given on at it.
-            let mut until = event.start_of(epoch.saturating_add(1)).saturating_sub(1);
+            let mut until = event.end_of(epoch);
             if let Some(now) = now {
                 until = until.min(now);
             }
