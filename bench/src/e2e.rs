@@ -72,6 +72,8 @@ pub struct E2e {
     /// Without `rate`: the requests' Kafka timestamps spread evenly over this many ms ending
     /// when they are produced (a backlog after downtime); `None`: the producer's clock.
     pub spread_ms: Option<u64>,
+    /// `source.backlog_epoch_ms`; `None` leaves the default.
+    pub backlog_epoch_ms: Option<u64>,
 }
 
 /// What the job's own process (`tidings-bench run-job`) reports: its peak RSS and CPU time,
@@ -199,6 +201,10 @@ impl E2e {
             Some(n) => format!("{bound}in_flight_receivers = {n}\n"),
             None => bound,
         };
+        let bound = match self.backlog_epoch_ms {
+            Some(n) => format!("{bound}backlog_epoch_ms = {n}\n"),
+            None => bound,
+        };
         std::fs::write(
             dir.join("job.toml"),
             format!(
@@ -317,6 +323,7 @@ impl E2e {
             "receivers_per_request": self.receivers,
             "spread_ms": self.spread_ms,
             "epoch_ms": self.epoch_ms,
+            "backlog_epoch_ms": self.backlog_epoch_ms,
             "send_success": sent,
             "redis_tracking": self.redis.is_some(),
             "redis_rows_written": written,

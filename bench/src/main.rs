@@ -99,6 +99,10 @@ enum Command {
         /// producer's clock, a burst of a second or two).
         #[arg(long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..=31_536_000_000))]
         spread_ms: Option<u64>,
+        /// The job's `source.backlog_epoch_ms` (the default when not given; `--epoch-ms`
+        /// itself: no coarser epochs for a backlog).
+        #[arg(long)]
+        backlog_epoch_ms: Option<u64>,
     },
     /// Runs a job file until its Kafka source is idle (the `e2e` run's job process) and prints
     /// its peak RSS and CPU time (JSON).
@@ -253,6 +257,7 @@ fn main() -> anyhow::Result<()> {
             raw,
             in_process,
             spread_ms,
+            backlog_epoch_ms,
         } => {
             let report = tidings_bench::e2e::E2e {
                 brokers: brokers(),
@@ -268,6 +273,7 @@ fn main() -> anyhow::Result<()> {
                 raw,
                 in_process,
                 spread_ms,
+                backlog_epoch_ms,
             }
             .run()?;
             println!("{report}");
