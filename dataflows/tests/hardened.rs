@@ -29,9 +29,10 @@ fn job(dir: &Path, n: usize, per_second: u32, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            // Epochs of 100 ms (a followed file's, not a replay's 1000): the records are 1 ms
-            // apart, so an epoch holds 100 and the in-flight bounds pace them.
-            "name = \"hard\"\ntemplates = \"templates.toml\"\nworkers = 2\n{extra}\n[source]\nkind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 20\nepoch_ms = 100\nmax_out_of_order_ms = 0\n\
+            // Epochs of 100 ms (a followed file's, not a replay's 1000), the backlog's too (the
+            // requests are from 2025): the records are 1 ms apart, so an epoch holds 100 and
+            // the in-flight bounds pace them.
+            "name = \"hard\"\ntemplates = \"templates.toml\"\nworkers = 2\n{extra}\n[source]\nkind = \"file\"\npath = \"requests.jsonl\"\nepoch_lines = 20\nepoch_ms = 100\nbacklog_epoch_ms = 100\nmax_out_of_order_ms = 0\n\
              [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 50\n\
              [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\nrate_limit = {{ per_second = {per_second} }}\n"
         ),
