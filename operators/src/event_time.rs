@@ -1,7 +1,8 @@
 //! Event time as the graph's time: epochs are event-time buckets, and each source partition
 //! keeps its own watermark.
 //!
-//! A record's epoch is `event_time / epoch_ms`. A source holds its capability at the lowest
+//! A record's epoch is `event_time / epoch_ms`, or for a backlog's event time (before the run's
+//! [`Backlog`] line) that of the first event time of its coarser bucket. A source holds its capability at the lowest
 //! watermark of the partitions it reads, so a keyed operator whose frontier has passed epoch `e`
 //! has seen every record of every partition with an event time in `e` or before — except
 //! records *later than the bound*: a partition's watermark is its largest event time so far less
@@ -44,13 +45,15 @@ pub struct EventTime {
 /// progress tracking as much as a full one (bench/MEASURED.md, "A backlog's coarser epochs").
 ///
 /// Epochs stay numbered in units of the job's epoch: a backlog epoch is the number of its first
-/// event time's, and the numbers in between are never used. So epochs are one monotone function
+/// event time's, and no record is given at the numbers in between (a stop's bound may be one). So epochs are one monotone function
 /// of event time on either side of `before`, and decisions, which follow event time within and
 /// across epochs, are the same whatever `before` is (the oracle test samples it); `before` only
 /// has to be the same for every worker of a run.
+/// Built by [`EventTime::with_backlog`], which keeps `before` a multiple of `epoch_ms` and that a
+/// multiple of the job's epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
-    /// The first event time of the job's own epochs (`Millis::MIN`: no backlog epochs).
+    /// The first event time of the job's own epochs (0 or less: no backlog epochs).
     pub before: Millis,
     /// The length of a backlog epoch (ms).
     pub epoch_ms: Millis,
@@ -79,8 +82,27 @@ impl EventTime {
         }
     }
 
+    /// How event times are put in epochs, in words: equal for two `EventTime`s exactly when
+    /// they put every event time in the same epoch (a cluster's processes must).
+    pub fn grid(&self) -> String {
+        let unit = self.epoch_ms.max(1);
+        match self.backlog.before {
+            before if before <= 0 || self.backlog.epoch_ms <= unit => format!("{unit} ms epochs"),
+            before => format!(
+                "{unit} ms epochs, {} ms before {before}",
+                self.backlog.epoch_ms
+            ),
+        }
+    }
+
     /// The epoch of event time `t`.
     pub fn epoch_of(&self, t: Millis) -> Epoch {
+        debug_assert!(
+            self.backlog.before <= 0
+                || (self.backlog.before % self.backlog.epoch_ms == 0
+                    && self.backlog.epoch_ms % self.epoch_ms.max(1) == 0),
+            "a backlog not built by with_backlog: {self:?}"
+        );
         let t = t.max(0);
         let t = if t < self.backlog.before {
             t - t % self.backlog.epoch_ms.max(1)

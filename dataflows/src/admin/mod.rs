@@ -459,6 +459,8 @@ fn source(state: &AdminState) -> Value {
         .collect();
     let c = state.live.checkpoint();
     let (handed, read) = state.send.queues.handed_and_read();
+    let backlog = Some(state.job.event.backlog)
+        .filter(|b| b.before > 0 && b.epoch_ms > state.job.event.epoch_ms);
     json!({
         "kind": if state.job.kafka.is_some() { "kafka" } else { "file" },
         "topic": state.job.kafka.as_ref().map(|k| k.topic.clone()),
@@ -470,8 +472,8 @@ fn source(state: &AdminState) -> Value {
             "max_out_of_order_ms": state.job.event.max_out_of_order_ms,
             "epoch_ms": state.job.event.epoch_ms,
             // Earlier event times are a backlog's, in epochs of `backlog_epoch_ms`.
-            "backlog_before": Some(state.job.event.backlog.before).filter(|&b| b > 0).map(iso),
-            "backlog_epoch_ms": state.job.event.backlog.epoch_ms,
+            "backlog_before": backlog.map(|b| iso(b.before)),
+            "backlog_epoch_ms": backlog.map(|b| b.epoch_ms),
             "partitions": clocks,
         },
         "lag": state.live.source().lag(),

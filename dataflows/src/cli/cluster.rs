@@ -97,7 +97,15 @@ fn child_args(restart: bool, job: &Job) -> Vec<String> {
         .iter()
         .any(|a| a.split('=').next() == Some("--backlog-before"))
     {
-        let before = chrono::Utc::now()
+        // The processes' clock: `--now` when given (each process checks it), else this one.
+        let now = out
+            .iter()
+            .position(|a| a == "--now")
+            .and_then(|i| out.get(i + 1).map(String::as_str))
+            .or_else(|| out.iter().find_map(|a| a.strip_prefix("--now=")))
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
+        let before = now
             - tidings_dataflows::BACKLOG_AGE
             - chrono::Duration::milliseconds(job.event.max_out_of_order_ms);
         out.push("--backlog-before".into());

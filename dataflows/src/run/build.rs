@@ -145,8 +145,11 @@ impl Services {
         let started_ms = wall_ms();
         let source_name = source_name(job)?;
         let checkpoints = restore(job, &source_name, opts.from_start, process == 0, lease)?;
+        let event = job
+            .event
+            .with_backlog(backlog_before(opts, &job.event), job.event.backlog.epoch_ms);
         if let Some(c) = &opts.cluster {
-            checkpoints.in_cluster(c.processes(), opts.workers.max(1));
+            checkpoints.in_cluster(c.processes(), opts.workers.max(1), event.grid());
         }
         // Worker 0 (process 0) parks.
         let park_store = if process == 0 {
@@ -165,9 +168,7 @@ impl Services {
             }
         }
         let mut job = job.clone();
-        job.event = job
-            .event
-            .with_backlog(backlog_before(opts, &job.event), job.event.backlog.epoch_ms);
+        job.event = event;
         let job = Arc::new(job);
         let admin = match job.admin.as_ref().filter(|_| process == 0) {
             Some(settings) => Some(AdminServer::start(
@@ -394,7 +395,18 @@ fn dead_letter_producers(
 /// the same line), none in a cluster unless given, as every process would have to agree on it.
 fn backlog_before(opts: &RunOptions, event: &EventTime) -> Millis {
     match (opts.backlog_before, &opts.cluster) {
-        (Some(before), _) => before,
+        (Some(before), _) => {
+            let caught_up = opts
+                .clock
+                .now_ms()
+                .saturating_sub(event.max_out_of_order_ms);
+            if before > caught_up {
+                tracing::warn!(
+                    "--backlog-before is after the clock less source.max_out_of_order_ms: a caught-up partition's watermark is then in backlog epochs, and cuts, stops and releases wait for them"
+                );
+            }
+            before
+        }
         (None, Some(_)) => i64::MIN,
         (None, None) => opts
             .clock

@@ -15,12 +15,16 @@ use crate::Epoch;
 /// One message of the cut protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ctl {
-    /// → coordinator: a process registered writers (keyed operators, park) and sources, and
-    /// restored the checkpoint named `restored` (`""`: none).
+    /// → coordinator: a process registered writers (keyed operators, park) and sources,
+    /// restored the checkpoint named `restored` (`""`: none), and puts event times in the
+    /// epochs `grid` describes (`EventTime::grid`: every process must, or the same records
+    /// would be judged in different orders).
     Register {
         writers: usize,
         sources: usize,
         restored: String,
+        #[serde(default)]
+        grid: String,
     },
     /// → coordinator: a process built its dataflows (every registration sent before it).
     Hello,
@@ -201,9 +205,10 @@ pub(super) struct Coordinator {
     pub stop_at: Option<Epoch>,
     /// Messages to every process.
     pub out: Vec<Ctl>,
-    /// The checkpoint the first registered process restored; and why the run cannot go on
-    /// if another restored a different one.
+    /// The checkpoint the first registered process restored, and its epochs; and why the
+    /// run cannot go on if another restored a different one or has other epochs.
     pub restored: Option<String>,
+    pub grid: Option<String>,
     pub mismatch: Option<String>,
 }
 
@@ -223,9 +228,19 @@ impl Coordinator {
                 writers,
                 sources,
                 restored,
+                grid,
             } => {
                 self.writers += writers;
                 self.sources += sources;
+                match &self.grid {
+                    None => self.grid = Some(grid),
+                    Some(first) if *first != grid => {
+                        self.mismatch.get_or_insert(format!(
+                            "the processes put event times in different epochs ({first}; and {grid}): start every process with the same job file and the same --backlog-before"
+                        ));
+                    }
+                    Some(_) => {}
+                }
                 match &self.restored {
                     None => self.restored = Some(restored),
                     Some(first) if *first != restored => {
@@ -608,6 +623,7 @@ mod tests {
             writers: 1,
             sources: 1,
             restored: restored.into(),
+            grid: "g".into(),
         };
         c.handle(register("0000000000003-final"));
         c.handle(register("0000000000003-final"));
@@ -615,5 +631,29 @@ mod tests {
         c.handle(register(""));
         let why = c.mismatch.clone().expect("refused");
         assert!(why.contains("0000000000003-final and none"), "{why}");
+    }
+
+    /// Processes that would put the same event time in different epochs (another job file's
+    /// `epoch_ms`, another `--backlog-before`) are refused: they would judge the same records
+    /// in different orders.
+    #[test]
+    fn processes_with_different_epochs_are_refused() {
+        let mut c = Coordinator::default();
+        let register = |grid: &str| Ctl::Register {
+            writers: 1,
+            sources: 1,
+            restored: String::new(),
+            grid: grid.into(),
+        };
+        c.handle(register("10 ms epochs; none"));
+        c.handle(register("10 ms epochs; none"));
+        assert!(c.mismatch.is_none());
+        c.handle(register("10 ms epochs; 1000 ms before 5"));
+        let why = c.mismatch.clone().expect("refused");
+        assert!(
+            why.contains("10 ms epochs; none; and 10 ms epochs; 1000 ms before 5")
+                && why.contains("--backlog-before"),
+            "{why}"
+        );
     }
 }

@@ -127,6 +127,8 @@ struct Inner {
     direct: bool,
     /// Worker threads per process (where each process's messages are delivered).
     per_process: usize,
+    /// How this process puts event times in epochs (cluster: told to the coordinator).
+    grid: String,
     local: Local,
     coord: Coordinator,
     /// Messages of this process to the coordinator, not yet sent (cluster).
@@ -627,10 +629,13 @@ impl Checkpoints {
     /// Makes this the checkpoints of one process of a cluster of `processes` processes with
     /// `per_process` workers each: the cut protocol then runs over a control dataflow
     /// ([`control::Control`], which every worker builds). Call before building any dataflow.
-    pub fn in_cluster(&self, processes: usize, per_process: usize) {
+    /// `grid` describes how this process puts event times in epochs (`EventTime::grid`); the
+    /// coordinator refuses a run whose processes' differ.
+    pub fn in_cluster(&self, processes: usize, per_process: usize, grid: String) {
         let mut s = self.lock();
         if processes > 1 {
             s.direct = false;
+            s.grid = grid;
             s.per_process = per_process.max(1);
             s.coord.processes = processes;
             s.coord.hellos = 0;
@@ -1055,10 +1060,12 @@ impl Checkpoints {
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
+        let grid = s.grid.clone();
         s.out.push(Ctl::Register {
             writers,
             sources,
             restored,
+            grid,
         });
         s.out.push(Ctl::Hello);
     }
@@ -1573,6 +1580,7 @@ mod tests {
                 writers: 3,
                 sources: 1,
                 restored: "0000000000002-final".into(),
+                grid: "10 ms epochs".into(),
             },
             Ctl::Hello,
             Ctl::Join {

@@ -298,8 +298,17 @@ mod tests {
     /// Feeds `inputs` to a schedule over `shelf`; returns what it asked for, the epoch it holds
     /// at the end, and the shelf.
     fn play(shelf: Shelf, inputs: Vec<In>) -> (Vec<Out>, Option<Epoch>, Shelf) {
+        play_with(EVENT, shelf, inputs)
+    }
+
+    /// [`play`] with epochs as `event` puts them.
+    fn play_with(
+        event: EventTime,
+        shelf: Shelf,
+        inputs: Vec<In>,
+    ) -> (Vec<Out>, Option<Epoch>, Shelf) {
         let mut shelf = shelf;
-        let mut schedule = Schedule::new(EVENT);
+        let mut schedule = Schedule::new(event);
         let mut log = Vec::new();
         for input in inputs {
             match input {
@@ -336,6 +345,43 @@ mod tests {
 
     fn before(epoch: Epoch) -> In {
         In::Advance(Progress::Before(epoch), Vec::new())
+    }
+
+    /// Backlog epochs of an hour before 12:00: releases due anywhere in an hour's epoch are
+    /// given at it once the input has passed it (a bound inside the hour is past it), by
+    /// release time; after the line, at the job's own minutes. (With the job's epoch's end for
+    /// the backlog epoch's, the 09:30 release was never due at its epoch: the schedule spun.)
+    #[test]
+    fn releases_in_a_backlog_epoch_are_given_at_it() {
+        let event = EVENT.with_backlog(at(12, 0), 3_600_000);
+        let hour = event.epoch_of(at(9, 0));
+        assert_eq!(event.epoch_of(at(9, 59)), hour);
+        let noon = event.epoch_of(at(12, 1));
+        assert_eq!(noon, e(12, 1));
+        let (log, held, _) = play_with(
+            event,
+            Shelf::default(),
+            vec![
+                In::Park(
+                    event.epoch_of(at(3, 0)),
+                    vec![
+                        parked(at(9, 30), at(3, 0), 2, 0),
+                        parked(at(9, 0), at(3, 0), 1, 0),
+                        parked(at(12, 1), at(3, 0), 3, 0),
+                    ],
+                ),
+                before(hour + 1),
+                before(noon + 1),
+            ],
+        );
+        assert_eq!(
+            log,
+            vec![
+                Out::Release(hour, vec![(1, 0, at(9, 0)), (2, 0, at(9, 30))]),
+                Out::Release(noon, vec![(3, 0, at(12, 1))]),
+            ]
+        );
+        assert_eq!(held, Some(noon + 1));
     }
 
     #[test]
