@@ -315,12 +315,21 @@ fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
     );
 }
 
-/// A cluster started by hand (`-n 2 -p I -h HOSTS` each, no supervisor) is fail-stop too: a
-/// process halted by a second signal tells the other, which halts instead of waiting for it;
-/// both exit non-zero with one line saying why.
-#[test]
-fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
-    let (dir, job) = endless_demo();
+/// The processes of a hand-started cluster, killed when the test ends however it ends.
+struct Procs(Vec<std::process::Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `job` as a 2-process cluster by hand (`-n 2 -p I -h HOSTS` each, no supervisor),
+/// process `I` with `extra[I]` too; returns them and their stderr files.
+fn hand_started(dir: &Path, job: &Path, extra: [&[&str]; 2]) -> (Procs, Vec<PathBuf>) {
     let ports: Vec<u16> = (0..2)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -330,7 +339,7 @@ fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
                 .port()
         })
         .collect();
-    let hosts = dir.path().join("hosts");
+    let hosts = dir.join("hosts");
     std::fs::write(
         &hosts,
         ports
@@ -339,26 +348,15 @@ fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
             .collect::<String>(),
     )
     .unwrap();
-    let logs: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("p{i}.log")))
-        .collect();
-    /// The processes, killed when the test ends however it ends.
-    struct Procs(Vec<std::process::Child>);
-    impl Drop for Procs {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-    let mut procs = Procs(
+    let logs: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("p{i}.log"))).collect();
+    let procs = Procs(
         (0..2)
             .map(|i| {
                 Command::new(env!("CARGO_BIN_EXE_tidings"))
                     .args(["run", job.to_str().unwrap(), "--now", NOW, "-w", "1"])
                     .args(["-n", "2", "-p", &i.to_string(), "-h"])
                     .arg(&hosts)
+                    .args(extra[i])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(std::fs::File::create(&logs[i]).unwrap())
@@ -367,6 +365,40 @@ fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
             })
             .collect(),
     );
+    (procs, logs)
+}
+
+/// Processes that would put event times in different epochs (here one was given a backlog
+/// line and the other not) would judge the same records in different orders: the run is
+/// refused, every process exits non-zero, and the coordinator's says why.
+#[test]
+fn processes_with_different_backlog_lines_are_refused() {
+    let (dir, job) = endless_demo();
+    let (mut procs, logs) = hand_started(
+        dir.path(),
+        &job,
+        [&["--backlog-before", "2025-11-22T10:00:00+08:00"], &[]],
+    );
+    let procs = &mut procs.0;
+    let first = common::wait_within(&mut procs[0], Duration::from_secs(90), "process 0");
+    let second = common::wait_within(&mut procs[1], Duration::from_secs(90), "process 1");
+    let said = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(
+        !first.success() && !second.success(),
+        "{first} {second}: {said}"
+    );
+    assert!(
+        said.contains("different epochs") && said.contains("--backlog-before"),
+        "{said}"
+    );
+}
+
+/// A cluster started by hand is fail-stop too: a process halted by a second signal tells the
+/// other, which halts instead of waiting for it; both exit non-zero with one line saying why.
+#[test]
+fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
+    let (dir, job) = endless_demo();
+    let (mut procs, logs) = hand_started(dir.path(), &job, [&[], &[]]);
     let procs = &mut procs.0;
     let outbox = dir.path().join("var/outbox");
     common::wait_until(Duration::from_secs(90), "the first sends", || {
