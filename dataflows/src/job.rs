@@ -1391,17 +1391,19 @@ mod tests {
         toml::from_str::<JobFile>(example).unwrap_or_else(|e| panic!("the example: {e}"));
     }
 
+    /// The `[source]` of a job file with these lines in it.
+    fn source_of(lines: &str) -> SourceConfig {
+        let text = format!("name = \"e\"\ntemplates = \"t.toml\"\n[source]\n{lines}\n");
+        toml::from_str::<JobFile>(&text)
+            .unwrap_or_else(|e| panic!("{lines}: {e}"))
+            .source
+    }
+
     /// A file read whole is a replay (1000 ms epochs), a followed file and Kafka are live
     /// (100 and 10); the job file's own value wins.
     #[test]
     fn epochs_default_by_source() {
-        let epoch = |source: &str| {
-            let text = format!("name = \"e\"\ntemplates = \"t.toml\"\n[source]\n{source}\n");
-            toml::from_str::<JobFile>(&text)
-                .unwrap_or_else(|e| panic!("{source}: {e}"))
-                .source
-                .epoch_ms()
-        };
+        let epoch = |source: &str| source_of(source).epoch_ms();
         assert_eq!(epoch("kind = \"file\"\npath = \"r.jsonl\""), 1000);
         assert_eq!(
             epoch("kind = \"file\"\npath = \"r.jsonl\"\nfollow = true"),
@@ -1419,13 +1421,7 @@ mod tests {
     /// file's own value wins.
     #[test]
     fn backlog_epochs_default_to_a_second() {
-        let backlog = |source: &str| {
-            let text = format!("name = \"e\"\ntemplates = \"t.toml\"\n[source]\n{source}\n");
-            toml::from_str::<JobFile>(&text)
-                .unwrap_or_else(|e| panic!("{source}: {e}"))
-                .source
-                .backlog_epoch_ms()
-        };
+        let backlog = |source: &str| source_of(source).backlog_epoch_ms();
         assert_eq!(backlog("kind = \"kafka\""), 1000);
         assert_eq!(backlog("kind = \"file\"\npath = \"r.jsonl\""), 1000);
         assert_eq!(backlog("kind = \"kafka\"\nepoch_ms = 300"), 1200);

@@ -394,12 +394,19 @@ fn dead_letter_producers(
 /// epoch and moves the frontier in the job's own epochs; in one process (every worker reads
 /// the same line), none in a cluster unless given, as every process would have to agree on it.
 fn backlog_before(opts: &RunOptions, event: &EventTime) -> Millis {
-    match (opts.backlog_before, &opts.cluster) {
+    line_before(
+        opts.backlog_before,
+        opts.cluster.is_some(),
+        opts.clock.now_ms(),
+        event.max_out_of_order_ms,
+    )
+}
+
+/// [`backlog_before`] of a run given `given`, in a cluster or not, starting at `now`.
+fn line_before(given: Option<Millis>, cluster: bool, now: Millis, out_of_order: Millis) -> Millis {
+    let caught_up = now.saturating_sub(out_of_order);
+    match (given, cluster) {
         (Some(before), _) => {
-            let caught_up = opts
-                .clock
-                .now_ms()
-                .saturating_sub(event.max_out_of_order_ms);
             if before > caught_up {
                 tracing::warn!(
                     "--backlog-before is after the clock less source.max_out_of_order_ms: a caught-up partition's watermark is then in backlog epochs, and cuts, stops and releases wait for them"
@@ -407,12 +414,8 @@ fn backlog_before(opts: &RunOptions, event: &EventTime) -> Millis {
             }
             before
         }
-        (None, Some(_)) => i64::MIN,
-        (None, None) => opts
-            .clock
-            .now_ms()
-            .saturating_sub(event.max_out_of_order_ms)
-            .saturating_sub(super::BACKLOG_AGE.as_millis() as i64),
+        (None, true) => i64::MIN,
+        (None, false) => caught_up.saturating_sub(super::BACKLOG_AGE.as_millis() as i64),
     }
 }
 
@@ -424,34 +427,10 @@ mod tests {
     /// process; in a cluster only what the processes were given alike.
     #[test]
     fn a_backlog_is_what_came_a_minute_before_the_start() {
-        let mut opts = RunOptions {
-            workers: 1,
-            clock: tidings_operators::Clock::Fixed(1_763_740_800_000),
-            tracking: TrackingTarget::Parquet,
-            in_flight: 1,
-            in_flight_receivers: 1,
-            from_start: false,
-            handle_signals: false,
-            idle_exit: None,
-            stop: None,
-            drain_timeout: None,
-            tracking_give_up: None,
-            cluster: None,
-            backlog_before: None,
-        };
-        let event = EventTime {
-            epoch_ms: 10,
-            max_out_of_order_ms: 200,
-            max_future_ms: 0,
-            backlog: tidings_operators::event_time::Backlog::NONE,
-        };
-        assert_eq!(backlog_before(&opts, &event), 1_763_740_739_800);
-        opts.cluster = Some(super::super::Cluster {
-            process: 0,
-            addresses: vec!["a:1".into(), "b:1".into()],
-        });
-        assert_eq!(backlog_before(&opts, &event), i64::MIN);
-        opts.backlog_before = Some(5);
-        assert_eq!(backlog_before(&opts, &event), 5);
+        let now = 1_763_740_800_000;
+        assert_eq!(line_before(None, false, now, 200), 1_763_740_739_800);
+        assert_eq!(line_before(None, true, now, 200), i64::MIN);
+        assert_eq!(line_before(Some(5), true, now, 200), 5);
+        assert_eq!(line_before(Some(5), false, now, 200), 5);
     }
 }

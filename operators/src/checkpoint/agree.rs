@@ -616,15 +616,20 @@ mod tests {
         assert_eq!(c.completable(None), Some(7));
     }
 
-    #[test]
-    fn processes_that_restored_different_checkpoints_are_refused() {
-        let mut c = Coordinator::default();
-        let register = |restored: &str| Ctl::Register {
+    /// A process's registration: one writer, one source.
+    fn register(restored: &str, grid: &str) -> Ctl {
+        Ctl::Register {
             writers: 1,
             sources: 1,
             restored: restored.into(),
-            grid: "g".into(),
-        };
+            grid: grid.into(),
+        }
+    }
+
+    #[test]
+    fn processes_that_restored_different_checkpoints_are_refused() {
+        let mut c = Coordinator::default();
+        let register = |restored: &str| register(restored, "g");
         c.handle(register("0000000000003-final"));
         c.handle(register("0000000000003-final"));
         assert!(c.mismatch.is_none());
@@ -639,12 +644,7 @@ mod tests {
     #[test]
     fn processes_with_different_epochs_are_refused() {
         let mut c = Coordinator::default();
-        let register = |grid: &str| Ctl::Register {
-            writers: 1,
-            sources: 1,
-            restored: String::new(),
-            grid: grid.into(),
-        };
+        let register = |grid: &str| register("", grid);
         c.handle(register("10 ms epochs; none"));
         c.handle(register("10 ms epochs; none"));
         assert!(c.mismatch.is_none());
