@@ -293,7 +293,7 @@ for extra in ["MEASURED.md", "ANALYSIS.md"]:
         text = "#" + text.replace("\n## ", "\n### ")
     print(text)
 print("\nRaw JSON of each run:\n")
-for name in ["throughput", "e2e", "e2e_redis", "e2e_backlog", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "tracking_encode", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
+for name in ["throughput", "e2e", "e2e_redis", "e2e_backlog", "e2e_backlog_fine", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "tracking_encode", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
     if opt(name) is not None:
         print(f"- `{name}`: `{json.dumps(j(name), sort_keys=True)}`")
 EOF

@@ -826,7 +826,8 @@ pub struct SourceConfig {
     #[serde(default)]
     pub epoch_ms: Option<u64>,
     /// Milliseconds of event time per epoch for records from before the run began (more than
-    /// [`crate::run::BACKLOG_AGE`] before it: a backlog read after downtime, or a replay). A
+    /// [`crate::run::BACKLOG_AGE`] and `max_out_of_order_ms` before it: a backlog read after
+    /// downtime, or a replay). A
     /// multiple of `epoch_ms`; `epoch_ms` itself: no coarser epochs. Default 1000, or the
     /// first multiple of `epoch_ms` from it ([`SourceConfig::backlog_epoch_ms`]).
     #[serde(default)]
@@ -877,7 +878,7 @@ impl SourceConfig {
 
     /// The epoch (ms) of event times from before the run: the job file's, else 1000 rounded up
     /// to a multiple of [`SourceConfig::epoch_ms`] (a file read whole: its own epoch). A backlog
-    /// at Kafka's 10 ms leaves a record or two per epoch, and reads ~4x slower than at 1000
+    /// at Kafka's 10 ms leaves a record or two per epoch, and reads ~5x slower than at 1000
     /// (bench/MEASURED.md, "A backlog's coarser epochs").
     pub fn backlog_epoch_ms(&self) -> u64 {
         let unit = self.epoch_ms().max(1);

@@ -270,8 +270,8 @@ fn backlogs() -> impl Strategy<Value = ([Option<i64>; 2], i64)> {
         .prop_map(|(a, b, len)| ([a, b], len))
 }
 
-/// `pacing`: as [`Pacing`] says (`None`: the defaults, every request a backlog's as the clock
-/// is a month after them).
+/// `pacing`: as [`Pacing`] says (`None`: the defaults: the clock is a month after the requests,
+/// so every one is a backlog's, in a file's 1000 ms epochs either way).
 fn graph(reqs: &[Req], parts: &[usize], workers: usize, pacing: Option<Pacing>) -> Vec<Row> {
     graph_of(reqs, parts, workers, pacing, "user_id")
 }
@@ -330,7 +330,7 @@ fn counted_as_tracked(runs: &[tidings_dataflows::Summary], events: &[tidings_mod
 /// stop's cut to the end. Together they must decide exactly what one run decides: nothing lost,
 /// nothing twice.
 ///
-/// `backlog`: the two runs' `backlog_before` (`None`: the default, before every request; a run
+/// `backlog`: the two runs' `backlog_before` (`None`: the default, after every request; a run
 /// that restores a cut may draw the line elsewhere than the run that took it) and the job's
 /// `backlog_epoch_ms`.
 fn graph_stopped(

@@ -105,9 +105,9 @@ fn child_args(restart: bool, job: &Job) -> Vec<String> {
             .or_else(|| out.iter().find_map(|a| a.strip_prefix("--now=")))
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
-        let before = now
-            - tidings_dataflows::BACKLOG_AGE
-            - chrono::Duration::milliseconds(job.event.max_out_of_order_ms);
+        let before =
+            tidings_dataflows::backlog_line(now.timestamp_millis(), job.event.max_out_of_order_ms);
+        let before = chrono::DateTime::from_timestamp_millis(before).unwrap_or(now);
         out.push("--backlog-before".into());
         out.push(before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     }

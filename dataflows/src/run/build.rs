@@ -415,7 +415,7 @@ fn line_before(given: Option<Millis>, cluster: bool, now: Millis, out_of_order: 
             before
         }
         (None, true) => i64::MIN,
-        (None, false) => caught_up.saturating_sub(super::BACKLOG_AGE.as_millis() as i64),
+        (None, false) => super::backlog_line(now, out_of_order),
     }
 }
 

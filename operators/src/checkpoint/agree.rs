@@ -645,13 +645,13 @@ mod tests {
     fn processes_with_different_epochs_are_refused() {
         let mut c = Coordinator::default();
         let register = |grid: &str| register("", grid);
-        c.handle(register("10 ms epochs; none"));
-        c.handle(register("10 ms epochs; none"));
+        c.handle(register("10 ms epochs"));
+        c.handle(register("10 ms epochs"));
         assert!(c.mismatch.is_none());
-        c.handle(register("10 ms epochs; 1000 ms before 5"));
+        c.handle(register("10 ms epochs, 1000 ms before 5000"));
         let why = c.mismatch.clone().expect("refused");
         assert!(
-            why.contains("10 ms epochs; none; and 10 ms epochs; 1000 ms before 5")
+            why.contains("(10 ms epochs; and 10 ms epochs, 1000 ms before 5000)")
                 && why.contains("--backlog-before"),
             "{why}"
         );
