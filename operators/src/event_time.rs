@@ -82,16 +82,19 @@ impl EventTime {
         }
     }
 
+    /// The backlog epochs, when they put any event time in an epoch other than the job's own
+    /// would (a line after 0, and epochs longer than the job's).
+    pub fn active_backlog(&self) -> Option<Backlog> {
+        Some(self.backlog).filter(|b| b.before > 0 && b.epoch_ms > self.epoch_ms.max(1))
+    }
+
     /// How event times are put in epochs, in words: equal for two `EventTime`s exactly when
     /// they put every event time in the same epoch (a cluster's processes must).
     pub fn grid(&self) -> String {
         let unit = self.epoch_ms.max(1);
-        match self.backlog.before {
-            before if before <= 0 || self.backlog.epoch_ms <= unit => format!("{unit} ms epochs"),
-            before => format!(
-                "{unit} ms epochs, {} ms before {before}",
-                self.backlog.epoch_ms
-            ),
+        match self.active_backlog() {
+            None => format!("{unit} ms epochs"),
+            Some(b) => format!("{unit} ms epochs, {} ms before {}", b.epoch_ms, b.before),
         }
     }
 

@@ -459,8 +459,7 @@ fn source(state: &AdminState) -> Value {
         .collect();
     let c = state.live.checkpoint();
     let (handed, read) = state.send.queues.handed_and_read();
-    let backlog = Some(state.job.event.backlog)
-        .filter(|b| b.before > 0 && b.epoch_ms > state.job.event.epoch_ms);
+    let backlog = state.job.event.active_backlog();
     json!({
         "kind": if state.job.kafka.is_some() { "kafka" } else { "file" },
         "topic": state.job.kafka.as_ref().map(|k| k.topic.clone()),

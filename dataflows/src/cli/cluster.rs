@@ -20,7 +20,10 @@ use super::Failure;
 const ATTEMPTS: u32 = 5;
 
 /// Runs the job as an `n`-process cluster here until every process ended well.
-pub fn run_local(job: &Job, n: usize) -> Result<(), Failure> {
+///
+/// With `draw_line`, one backlog line for every process is drawn at each start, by the
+/// processes' clock: `now` (`--now`), else the wall clock (without, the arguments give it).
+pub fn run_local(job: &Job, n: usize, draw_line: bool, now: Option<i64>) -> Result<(), Failure> {
     if !(2..=64).contains(&n) {
         return Err(Failure::Usage(format!(
             "--local {n}: use 2 to 64 processes (one process is a plain run)"
@@ -43,7 +46,11 @@ pub fn run_local(job: &Job, n: usize) -> Result<(), Failure> {
     let mut attempt = 1;
     loop {
         // Restarts resume from the checkpoint: a replay from the start is asked for once.
-        let args = child_args(attempt > 1, job);
+        let before = draw_line.then(|| {
+            let now = now.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            tidings_dataflows::backlog_line(now, job.event.max_out_of_order_ms)
+        });
+        let args = child_args(attempt > 1, before);
         let mut procs = start(&dir, n, &args)?;
         let supervised = supervise(&mut procs, &stop, &health);
         if let Some(why) = health.halted() {
@@ -80,9 +87,9 @@ pub fn run_local(job: &Job, n: usize) -> Result<(), Failure> {
 }
 
 /// This binary's arguments without `--local N` (and, on a restart, without `--from-start`),
-/// with one `--backlog-before` for every process (as one process would draw it at this start,
-/// unless given): the processes must agree on which event times are a backlog's.
-fn child_args(restart: bool, job: &Job) -> Vec<String> {
+/// with `--backlog-before` the line `before` when drawn here: the processes must agree on which
+/// event times are a backlog's.
+fn child_args(restart: bool, before: Option<i64>) -> Vec<String> {
     let mut out = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -93,21 +100,7 @@ fn child_args(restart: bool, job: &Job) -> Vec<String> {
             out.push(a);
         }
     }
-    if !out
-        .iter()
-        .any(|a| a.split('=').next() == Some("--backlog-before"))
-    {
-        // The processes' clock: `--now` when given (each process checks it), else this one.
-        let now = out
-            .iter()
-            .position(|a| a == "--now")
-            .and_then(|i| out.get(i + 1).map(String::as_str))
-            .or_else(|| out.iter().find_map(|a| a.strip_prefix("--now=")))
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
-        let before =
-            tidings_dataflows::backlog_line(now.timestamp_millis(), job.event.max_out_of_order_ms);
-        let before = chrono::DateTime::from_timestamp_millis(before).unwrap_or(now);
+    if let Some(before) = before.and_then(chrono::DateTime::from_timestamp_millis) {
         out.push("--backlog-before".into());
         out.push(before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     }

@@ -65,7 +65,12 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let job = load(&args.job)?;
     if let Some(n) = args.local {
-        return super::cluster::run_local(&job, n);
+        let now = args
+            .now
+            .as_deref()
+            .map(|t| instant("--now", t))
+            .transpose()?;
+        return super::cluster::run_local(&job, n, args.backlog_before.is_none(), now);
     }
     let opts = options(&job, &args)?;
     let summary =
@@ -98,22 +103,23 @@ fn options(job: &Job, args: &RunArgs) -> Result<RunOptions, Failure> {
     }
     opts.cluster = cluster(args)?;
     if let Some(now) = &args.now {
-        let t = chrono::DateTime::parse_from_rfc3339(now).map_err(|e| {
-            Failure::Usage(format!(
-                "--now `{now}`: {e}; use RFC 3339, e.g. 2025-11-22T10:00:00+08:00"
-            ))
-        })?;
-        opts.clock = Clock::Fixed(t.timestamp_millis());
+        opts.clock = Clock::Fixed(instant("--now", now)?);
     }
     if let Some(at) = &args.backlog_before {
-        let t = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
-            Failure::Usage(format!(
-                "--backlog-before `{at}`: {e}; use RFC 3339, e.g. 2025-11-22T10:00:00+08:00"
-            ))
-        })?;
-        opts.backlog_before = Some(t.timestamp_millis());
+        opts.backlog_before = Some(instant("--backlog-before", at)?);
     }
     Ok(opts)
+}
+
+/// The instant (ms) a flag gives in RFC 3339.
+fn instant(flag: &str, value: &str) -> Result<i64, Failure> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            Failure::Usage(format!(
+                "{flag} `{value}`: {e}; use RFC 3339, e.g. 2025-11-22T10:00:00+08:00"
+            ))
+        })
 }
 
 /// This process's place in a cluster (`-n`, `-p`, `-h`), checked.
