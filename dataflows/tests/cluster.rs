@@ -328,7 +328,8 @@ impl Drop for Procs {
 }
 
 /// Starts `job` as a 2-process cluster by hand (`-n 2 -p I -h HOSTS` each, no supervisor),
-/// process `I` with `extra[I]` too; returns them and their stderr files.
+/// process `I` with `extra[I]` too (`--now NOW` unless it gives another); returns them and
+/// their stderr files.
 fn hand_started(dir: &Path, job: &Path, extra: [&[&str]; 2]) -> (Procs, Vec<PathBuf>) {
     let ports: Vec<u16> = (0..2)
         .map(|_| {
@@ -352,8 +353,14 @@ fn hand_started(dir: &Path, job: &Path, extra: [&[&str]; 2]) -> (Procs, Vec<Path
     let procs = Procs(
         (0..2)
             .map(|i| {
+                let now: &[&str] = if extra[i].contains(&"--now") {
+                    &[]
+                } else {
+                    &["--now", NOW]
+                };
                 Command::new(env!("CARGO_BIN_EXE_tidings"))
-                    .args(["run", job.to_str().unwrap(), "--now", NOW, "-w", "1"])
+                    .args(["run", job.to_str().unwrap(), "-w", "1"])
+                    .args(now)
                     .args(["-n", "2", "-p", &i.to_string(), "-h"])
                     .arg(&hosts)
                     .args(extra[i])
@@ -368,9 +375,9 @@ fn hand_started(dir: &Path, job: &Path, extra: [&[&str]; 2]) -> (Procs, Vec<Path
     (procs, logs)
 }
 
-/// Processes that would put event times in different epochs (here one was given a backlog
-/// line and the other not) would judge the same records in different orders: the run is
-/// refused, every process exits non-zero, and the coordinator's says why.
+/// Processes given different backlog lines (here one a line and the other none) would put
+/// event times in different epochs and judge the same records in different orders: the run is
+/// refused, every process exits non-zero, and says why.
 #[test]
 fn processes_with_different_backlog_lines_are_refused() {
     let (dir, job) = endless_demo();
@@ -388,9 +395,50 @@ fn processes_with_different_backlog_lines_are_refused() {
         "{first} {second}: {said}"
     );
     assert!(
-        said.contains("different epochs") && said.contains("--backlog-before"),
+        said.contains(
+            "different --backlog-before (process 0: 2025-11-22T02:00:00.000Z; process 1: none)"
+        ),
         "{said}"
     );
+}
+
+/// Processes whose clocks differ (here by an hour) take process 0's backlog line: both read
+/// the same grid of epochs, and the run goes on.
+#[test]
+fn a_cluster_takes_process_0s_backlog_line() {
+    let (dir, job) = endless_demo();
+    let (_procs, logs) = hand_started(
+        dir.path(),
+        &job,
+        [&[], &["--now", "2025-11-22T11:00:00+08:00"]],
+    );
+    let said = |i: usize| std::fs::read_to_string(&logs[i]).unwrap_or_default();
+    let line = |text: &str| {
+        let at = text.find("event times before ")? + "event times before ".len();
+        let end = at + text[at..].find(' ')?;
+        Some(
+            chrono::DateTime::parse_from_rfc3339(&text[at..end])
+                .ok()?
+                .timestamp_millis(),
+        )
+    };
+    common::wait_until(
+        Duration::from_secs(90),
+        "both processes' backlog lines",
+        || line(&said(0)).is_some() && line(&said(1)).is_some(),
+    );
+    let (first, second) = (line(&said(0)).unwrap(), line(&said(1)).unwrap());
+    let now = chrono::DateTime::parse_from_rfc3339(NOW)
+        .unwrap()
+        .timestamp_millis();
+    // Process 0's clock less a minute and the job's out-of-order bound (5 minutes), in whole
+    // seconds; process 1's own would be an hour later.
+    assert_eq!((first, second), (now - 360_000, now - 360_000));
+    let outbox = dir.path().join("var/outbox");
+    common::wait_until(Duration::from_secs(90), "the first sends", || {
+        std::fs::read_dir(&outbox)
+            .is_ok_and(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
+    });
 }
 
 /// A cluster started by hand is fail-stop too: a process halted by a second signal tells the

@@ -173,9 +173,22 @@ pub struct SourceGauge {
     clocks: Mutex<BTreeMap<i32, (Option<Millis>, u64)>>,
     /// What the source last said about its connection (e.g. brokers unreachable).
     status: Mutex<Option<String>>,
+    /// How the run puts event times in epochs, once known (a cluster agrees its backlog line
+    /// after the process started).
+    event_time: Mutex<Option<crate::event_time::EventTime>>,
 }
 
 impl SourceGauge {
+    /// Records how the run puts event times in epochs.
+    pub fn set_event_time(&self, event: crate::event_time::EventTime) {
+        *self.event_time.lock().unwrap_or_else(|p| p.into_inner()) = Some(event);
+    }
+
+    /// How the run puts event times in epochs, once recorded.
+    pub fn event_time(&self) -> Option<crate::event_time::EventTime> {
+        *self.event_time.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records what the source says about itself (None: reading normally).
     pub fn set_status(&self, status: Option<String>) {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;

@@ -459,7 +459,9 @@ fn source(state: &AdminState) -> Value {
         .collect();
     let c = state.live.checkpoint();
     let (handed, read) = state.send.queues.handed_and_read();
-    let backlog = state.job.event.active_backlog();
+    // A cluster's line is agreed after the start: the run records it once known.
+    let event = state.live.source().event_time().unwrap_or(state.job.event);
+    let backlog = event.active_backlog();
     json!({
         "kind": if state.job.kafka.is_some() { "kafka" } else { "file" },
         "topic": state.job.kafka.as_ref().map(|k| k.topic.clone()),
@@ -468,8 +470,8 @@ fn source(state: &AdminState) -> Value {
         "event_time": {
             "low_watermark": state.live.source().low_watermark().map(iso),
             "late_records": state.live.source().late(),
-            "max_out_of_order_ms": state.job.event.max_out_of_order_ms,
-            "epoch_ms": state.job.event.epoch_ms,
+            "max_out_of_order_ms": event.max_out_of_order_ms,
+            "epoch_ms": event.epoch_ms,
             // Earlier event times are a backlog's, in epochs of `backlog_epoch_ms`.
             "backlog_before": backlog.map(|b| iso(b.before)),
             "backlog_epoch_ms": backlog.map(|b| b.epoch_ms),

@@ -20,10 +20,7 @@ use super::Failure;
 const ATTEMPTS: u32 = 5;
 
 /// Runs the job as an `n`-process cluster here until every process ended well.
-///
-/// With `draw_line`, one backlog line for every process is drawn at each start, by the
-/// processes' clock: `now` (`--now`), else the wall clock (without, the arguments give it).
-pub fn run_local(job: &Job, n: usize, draw_line: bool, now: Option<i64>) -> Result<(), Failure> {
+pub fn run_local(job: &Job, n: usize) -> Result<(), Failure> {
     if !(2..=64).contains(&n) {
         return Err(Failure::Usage(format!(
             "--local {n}: use 2 to 64 processes (one process is a plain run)"
@@ -46,11 +43,7 @@ pub fn run_local(job: &Job, n: usize, draw_line: bool, now: Option<i64>) -> Resu
     let mut attempt = 1;
     loop {
         // Restarts resume from the checkpoint: a replay from the start is asked for once.
-        let before = draw_line.then(|| {
-            let now = now.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-            tidings_dataflows::backlog_line(now, job.event.max_out_of_order_ms)
-        });
-        let args = child_args(attempt > 1, before);
+        let args = child_args(attempt > 1);
         let mut procs = start(&dir, n, &args)?;
         let supervised = supervise(&mut procs, &stop, &health);
         if let Some(why) = health.halted() {
@@ -86,10 +79,9 @@ pub fn run_local(job: &Job, n: usize, draw_line: bool, now: Option<i64>) -> Resu
     }
 }
 
-/// This binary's arguments without `--local N` (and, on a restart, without `--from-start`),
-/// with `--backlog-before` the line `before` when drawn here: the processes must agree on which
-/// event times are a backlog's.
-fn child_args(restart: bool, before: Option<i64>) -> Vec<String> {
+/// This binary's arguments without `--local N` (and, on a restart, without `--from-start`).
+/// The processes agree on one backlog line at each start (process 0's).
+fn child_args(restart: bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -99,10 +91,6 @@ fn child_args(restart: bool, before: Option<i64>) -> Vec<String> {
         } else {
             out.push(a);
         }
-    }
-    if let Some(before) = before.and_then(chrono::DateTime::from_timestamp_millis) {
-        out.push("--backlog-before".into());
-        out.push(before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     }
     out
 }

@@ -24,8 +24,8 @@ pub struct RunArgs {
     #[arg(long)]
     now: Option<String>,
     /// Event times before this instant (RFC 3339) are a backlog, read in the job's
-    /// `source.backlog_epoch_ms` epochs. Default: a minute and `max_out_of_order_ms` before the start, in one process;
-    /// in a cluster none unless every process is given the same instant (`--local` gives it).
+    /// `source.backlog_epoch_ms` epochs. Default: a minute and `max_out_of_order_ms` before the
+    /// start; a cluster's processes take process 0's (give every process the same one, or none).
     #[arg(long, value_name = "TIME")]
     backlog_before: Option<String>,
     /// Kafka source: stop gracefully once every partition is read to its end and no record
@@ -65,12 +65,7 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let job = load(&args.job)?;
     if let Some(n) = args.local {
-        let now = args
-            .now
-            .as_deref()
-            .map(|t| instant("--now", t))
-            .transpose()?;
-        return super::cluster::run_local(&job, n, args.backlog_before.is_none(), now);
+        return super::cluster::run_local(&job, n);
     }
     let opts = options(&job, &args)?;
     let summary =

@@ -11,7 +11,6 @@ use tidings_model::time::Millis;
 use tidings_sinks::tracking::TrackingDir;
 
 use tidings_operators::checkpoint::{Checkpoints, write_durably};
-use tidings_operators::event_time::EventTime;
 use tidings_operators::live::Live;
 use tidings_operators::park::{self, ParkStore};
 use tidings_sinks::account::Accounts;
@@ -145,12 +144,25 @@ impl Services {
         let started_ms = wall_ms();
         let source_name = source_name(job)?;
         let checkpoints = restore(job, &source_name, opts.from_start, process == 0, lease)?;
-        let event = job
-            .event
-            .with_backlog(backlog_before(opts, &job.event), job.event.backlog.epoch_ms);
-        if let Some(c) = &opts.cluster {
-            checkpoints.in_cluster(c.processes(), opts.workers.max(1), event.grid());
-        }
+        let drawn = line_before(
+            opts.backlog_before,
+            opts.clock.now_ms(),
+            job.event.max_out_of_order_ms,
+        );
+        // A cluster's processes agree on one line first (process 0's): the workers wait for it
+        // before building the job's dataflows (`drive::agreed_event`).
+        let event = match &opts.cluster {
+            None => {
+                let event = job.event.with_backlog(drawn, job.event.backlog.epoch_ms);
+                live.source().set_event_time(event);
+                event
+            }
+            Some(c) => {
+                checkpoints.in_cluster(c.processes(), opts.workers.max(1));
+                checkpoints.propose_line(c.process, opts.backlog_before, drawn);
+                job.event
+            }
+        };
         // Worker 0 (process 0) parks.
         let park_store = if process == 0 {
             let path = job.state_dir.join("parked.jsonl");
@@ -387,35 +399,23 @@ fn dead_letter_producers(
         .collect()
 }
 
-/// The first event time of the job's own epochs this run: earlier ones are a backlog, read in
-/// `source.backlog_epoch_ms` epochs (`EventTime::with_backlog`). By default
-/// [`super::BACKLOG_AGE`] before the run's start by its clock less the out-of-order bound, so
-/// the watermark of a caught-up partition (the clock less that bound) is never in a backlog
-/// epoch and moves the frontier in the job's own epochs; in one process (every worker reads
-/// the same line), none in a cluster unless given, as every process would have to agree on it.
-fn backlog_before(opts: &RunOptions, event: &EventTime) -> Millis {
-    line_before(
-        opts.backlog_before,
-        opts.cluster.is_some(),
-        opts.clock.now_ms(),
-        event.max_out_of_order_ms,
-    )
-}
-
-/// [`backlog_before`] of a run given `given`, in a cluster or not, starting at `now`.
-fn line_before(given: Option<Millis>, cluster: bool, now: Millis, out_of_order: Millis) -> Millis {
-    let caught_up = now.saturating_sub(out_of_order);
-    match (given, cluster) {
-        (Some(before), _) => {
-            if before > caught_up {
+/// The first event time of the job's own epochs this run, given `given` (`--backlog-before`)
+/// and starting at `now`: earlier ones are a backlog, read in `source.backlog_epoch_ms` epochs
+/// (`EventTime::with_backlog`). By default [`super::BACKLOG_AGE`] before the start, less the
+/// out-of-order bound, so the watermark of a caught-up partition (the clock less that bound)
+/// is never in a backlog epoch and moves the frontier in the job's own epochs. One process
+/// draws it once for all its workers; a cluster takes process 0's.
+fn line_before(given: Option<Millis>, now: Millis, out_of_order: Millis) -> Millis {
+    match given {
+        Some(before) => {
+            if before > now.saturating_sub(out_of_order) {
                 tracing::warn!(
                     "--backlog-before is after the clock less source.max_out_of_order_ms: a caught-up partition's watermark is then in backlog epochs, and cuts, stops and releases wait for them"
                 );
             }
             before
         }
-        (None, true) => i64::MIN,
-        (None, false) => super::backlog_line(now, out_of_order),
+        None => super::backlog_line(now, out_of_order),
     }
 }
 
@@ -423,14 +423,12 @@ fn line_before(given: Option<Millis>, cluster: bool, now: Millis, out_of_order: 
 mod tests {
     use super::*;
 
-    /// A minute before the start by the run's clock, less the out-of-order bound, in one
-    /// process; in a cluster only what the processes were given alike.
+    /// A minute before the start by the run's clock, less the out-of-order bound, unless
+    /// given.
     #[test]
     fn a_backlog_is_what_came_a_minute_before_the_start() {
         let now = 1_763_740_800_000;
-        assert_eq!(line_before(None, false, now, 200), 1_763_740_739_800);
-        assert_eq!(line_before(None, true, now, 200), i64::MIN);
-        assert_eq!(line_before(Some(5), true, now, 200), 5);
-        assert_eq!(line_before(Some(5), false, now, 200), 5);
+        assert_eq!(line_before(None, now, 200), 1_763_740_739_800);
+        assert_eq!(line_before(Some(5), now, 200), 5);
     }
 }

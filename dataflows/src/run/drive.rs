@@ -11,6 +11,7 @@ use rdkafka::consumer::CommitMode;
 use tidings_operators::Epoch;
 use tidings_operators::checkpoint::FINAL;
 use tidings_operators::checkpoint::control::Control;
+use tidings_operators::event_time::EventTime;
 use tidings_operators::park::ParkStore;
 use timely::dataflow::ProbeHandle;
 
@@ -127,6 +128,51 @@ pub(crate) fn drive_worker(
         r.commit_done(None, CommitMode::Sync);
     }
     count_parked(s, index);
+}
+
+/// How this worker puts event times in epochs. In a cluster that waits, stepping, for the
+/// coordinator to tell the cluster's backlog line (process 0's), proposed by every process as
+/// it started; `None` when the run cannot go on (the processes were given different lines, or
+/// a peer failed): this worker has left, having told the other processes.
+pub(crate) fn agreed_event(
+    worker: &mut timely::worker::Worker,
+    s: &Shared,
+    control: &mut Option<Control>,
+) -> Option<EventTime> {
+    let Some(c) = control.as_mut() else {
+        return Some(s.job.event);
+    };
+    loop {
+        match s.checkpoints.line() {
+            Some(Ok(before)) => {
+                let event = s
+                    .job
+                    .event
+                    .with_backlog(before, s.job.event.backlog.epoch_ms);
+                s.checkpoints.set_grid(event.grid());
+                s.live.source().set_event_time(event);
+                if let Some(b) = event.active_backlog()
+                    && worker.index().is_multiple_of(s.opts.workers.max(1))
+                {
+                    tracing::info!(
+                        "the cluster's backlog line: event times before {} are read in {} ms epochs",
+                        tidings_operators::live::iso(b.before),
+                        b.epoch_ms
+                    );
+                }
+                return Some(event);
+            }
+            Some(Err(why)) => s.health.fail(why),
+            None => {}
+        }
+        c.pump();
+        worker.step_or_park(Some(Duration::from_millis(1)));
+        halt_with_peers(s);
+        if s.health.may_leave() {
+            leave_early(worker, s, control);
+            return None;
+        }
+    }
 }
 
 /// A cluster is fail-stop, whoever started its processes: when another process ended before

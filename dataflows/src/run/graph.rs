@@ -23,6 +23,7 @@ use tidings_operators::admit::{Admit, Pace};
 use tidings_operators::book::{AccountCheck, Book, SplitChanges};
 use tidings_operators::container::{self, Trimming};
 use tidings_operators::dedup::{ContentDedup, DedupBy, FrequencyDedup};
+use tidings_operators::event_time::EventTime;
 use tidings_operators::gate::Gate;
 use tidings_operators::park::Park;
 use tidings_operators::shield::NightShield;
@@ -51,8 +52,13 @@ pub(crate) struct MainGraph {
     pub reader: Option<Rc<KafkaReader>>,
 }
 
-/// Builds the main dataflow on this worker.
-pub(crate) fn main_dataflow(worker: &mut timely::worker::Worker, s: &Shared) -> MainGraph {
+/// Builds the main dataflow on this worker, putting event times in epochs by `event` (the
+/// job's, with this run's backlog line).
+pub(crate) fn main_dataflow(
+    worker: &mut timely::worker::Worker,
+    s: &Shared,
+    event: EventTime,
+) -> MainGraph {
     let (index, peers) = (worker.index(), worker.peers());
     // A fault injected by the tests (a bug's panic in one worker): `TIDINGS_FAIL_WORKER=I`.
     if std::env::var("TIDINGS_FAIL_WORKER").is_ok_and(|w| w == index.to_string()) {
@@ -84,20 +90,20 @@ pub(crate) fn main_dataflow(worker: &mut timely::worker::Worker, s: &Shared) -> 
                 r.clone(),
                 s.checkpoints.clone(),
                 s.opts.in_flight,
-                job.event,
+                event,
                 sent.clone(),
                 clock,
                 s.stop.clone(),
                 s.opts.idle_exit,
                 s.live.clone(),
             ),
-            None => files(scope, s, sent.clone()),
+            None => files(scope, s, sent.clone(), event),
         };
         // Track holds back the rows of records read ahead of the sources' frontier.
         let sources = ProbeHandle::<Epoch>::new();
         let records = records.probe_with(&sources);
         // Template changes go to every worker; each judges with the same book.
-        let (records, changes) = records.split_changes(job.event);
+        let (records, changes) = records.split_changes(event);
         let mut validator = validator(job);
         validator
             .book_mut()
@@ -117,7 +123,7 @@ pub(crate) fn main_dataflow(worker: &mut timely::worker::Worker, s: &Shared) -> 
         let (ckpts, live) = (Some(s.checkpoints.clone()), Some(s.live.clone()));
         let released = admitted
             .parked
-            .park(store, clock, job.event, ckpts.clone(), live.clone());
+            .park(store, clock, event, ckpts.clone(), live.clone());
         let passes = scope.concatenate([admitted.pass, released]);
         let (content, frequency) = dedup_rules(job);
         let content = passes.dedup_by(content, &admitted.marks, clock, ckpts.clone(), live.clone());
@@ -207,6 +213,7 @@ fn files<'s>(
     scope: Scope<'s, Epoch>,
     s: &Shared,
     sent: ProbeHandle<Epoch>,
+    event: EventTime,
 ) -> StreamVec<'s, Epoch, SourceRecord> {
     let job = &s.job;
     let path = job
@@ -232,7 +239,7 @@ fn files<'s>(
             names,
             batch_lines: job.file.source.epoch_lines,
             in_flight: s.opts.in_flight,
-            event: job.event,
+            event,
             follow: job.file.source.follow,
         },
         sent,

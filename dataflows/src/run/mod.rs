@@ -66,8 +66,8 @@ pub struct RunOptions {
     pub cluster: Option<Cluster>,
     /// Event times before this are a backlog, in the job's `source.backlog_epoch_ms` epochs
     /// (it changes when decisions are made, never which). `None`: [`BACKLOG_AGE`] and the
-    /// out-of-order bound before the run's start by `clock` in one process, none in a cluster;
-    /// `Some(i64::MIN)`: none.
+    /// out-of-order bound before the run's start by `clock`; `Some(i64::MIN)`: none. A
+    /// cluster's processes take process 0's (and are refused when given different ones).
     pub backlog_before: Option<tidings_model::time::Millis>,
 }
 
@@ -167,7 +167,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let guards = timely::execute(timely_config(opts), move |worker| {
         // A panic below fails the run: every worker leaves its step loop.
         let _fails_the_run = shared.health.on_panic(worker.index());
-        let control = shared.opts.cluster.as_ref().map(|c| {
+        let mut control = shared.opts.cluster.as_ref().map(|c| {
             tidings_operators::checkpoint::control::Control::build(
                 worker,
                 &shared.checkpoints,
@@ -175,8 +175,11 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
                 shared.opts.workers.max(1),
             )
         });
+        let Some(event) = drive::agreed_event(worker, &shared, &mut control) else {
+            return;
+        };
         let operator_times = times::register(worker);
-        let main = graph::main_dataflow(worker, &shared);
+        let main = graph::main_dataflow(worker, &shared, event);
         let accounts = graph::accounts_dataflow(worker, &shared);
         shared
             .checkpoints

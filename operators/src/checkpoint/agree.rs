@@ -26,6 +26,14 @@ pub enum Ctl {
         #[serde(default)]
         grid: String,
     },
+    /// → coordinator: a process starts: the backlog line it was given (`--backlog-before`)
+    /// and the one it would draw by its own clock (`given` when there is one). Sent before any
+    /// dataflow of the job is built, which waits for the cluster's [`Ctl::Line`].
+    Propose {
+        process: usize,
+        given: Option<i64>,
+        drawn: i64,
+    },
     /// → coordinator: a process built its dataflows (every registration sent before it).
     Hello,
     /// → coordinator: a source joins round `round`, holding its capability at `held`.
@@ -68,6 +76,9 @@ pub enum Ctl {
         cut: Option<Epoch>,
         stop: bool,
     },
+    /// ← coordinator: the run's backlog line, process 0's (every process puts event times in
+    /// epochs by it), or why the processes cannot agree on one.
+    Line { before: Result<i64, String> },
     /// ← coordinator: every source finished; the run ends at its final cut.
     Ended,
     /// ← coordinator: cut `epoch` is complete; its commit offsets.
@@ -86,6 +97,7 @@ impl Ctl {
         matches!(
             self,
             Ctl::Register { .. }
+                | Ctl::Propose { .. }
                 | Ctl::Hello
                 | Ctl::Join { .. }
                 | Ctl::Deposit { .. }
@@ -114,6 +126,8 @@ pub(super) struct Local {
     pub stop_at: Option<Epoch>,
     /// The newest complete cut and its commit offsets.
     pub completed: Option<(Epoch, BTreeMap<i32, i64>)>,
+    /// The cluster's backlog line, once the coordinator told it (or why there is none).
+    pub line: Option<Result<i64, String>>,
     /// Registrations of this process not yet sent (cluster).
     pub writers: usize,
     pub sources: usize,
@@ -152,6 +166,7 @@ impl Local {
                     return Some(Ctl::Ack { round });
                 }
             }
+            Ctl::Line { before } => self.line = Some(before),
             Ctl::Ended => self.stop_at = None,
             Ctl::Completed { epoch, offsets } => {
                 self.cuts = self.cuts.split_off(&epoch.saturating_add(1));
@@ -210,6 +225,28 @@ pub(super) struct Coordinator {
     pub restored: Option<String>,
     pub grid: Option<String>,
     pub mismatch: Option<String>,
+    /// The backlog line each process was given and would draw, by process.
+    pub proposed: BTreeMap<usize, (Option<i64>, i64)>,
+}
+
+/// The cluster's backlog line from what each process was given and would draw: process 0's,
+/// drawn by its clock unless the processes were all given the same one (the processes' clocks
+/// may differ; one line makes one grid of epochs). Processes given different lines (or some
+/// one, some none) are refused.
+pub fn agree_line(proposed: &BTreeMap<usize, (Option<i64>, i64)>) -> Result<i64, String> {
+    let shown = |given: Option<i64>| given.map_or_else(|| "none".to_string(), crate::live::iso);
+    let mut all = proposed.iter();
+    let Some((&p0, &(first, drawn))) = all.next() else {
+        return Err("no process proposed a backlog line".into());
+    };
+    match all.find(|(_, (given, _))| *given != first) {
+        None => Ok(drawn),
+        Some((p, &(other, _))) => Err(format!(
+            "the processes were given different --backlog-before (process {p0}: {}; process {p}: {}): give every process the same one, or none (process 0's clock then draws it)",
+            shown(first),
+            shown(other)
+        )),
+    }
 }
 
 impl Coordinator {
@@ -236,7 +273,7 @@ impl Coordinator {
                     None => self.grid = Some(grid),
                     Some(first) if *first != grid => {
                         self.mismatch.get_or_insert(format!(
-                            "the processes put event times in different epochs ({first}; and {grid}): start every process with the same job file and the same --backlog-before"
+                            "the processes put event times in different epochs ({first}; and {grid}): start every process with the same job file"
                         ));
                     }
                     Some(_) => {}
@@ -258,6 +295,17 @@ impl Coordinator {
                         ));
                     }
                     Some(_) => {}
+                }
+            }
+            Ctl::Propose {
+                process,
+                given,
+                drawn,
+            } => {
+                self.proposed.insert(process, (given, drawn));
+                if self.proposed.len() == self.processes {
+                    let before = agree_line(&self.proposed);
+                    self.out.push(Ctl::Line { before });
                 }
             }
             Ctl::Hello => {
@@ -639,7 +687,7 @@ mod tests {
     }
 
     /// Processes that would put the same event time in different epochs (another job file's
-    /// `epoch_ms`, another `--backlog-before`) are refused: they would judge the same records
+    /// `epoch_ms` or `backlog_epoch_ms`) are refused: they would judge the same records
     /// in different orders.
     #[test]
     fn processes_with_different_epochs_are_refused() {
@@ -652,7 +700,43 @@ mod tests {
         let why = c.mismatch.clone().expect("refused");
         assert!(
             why.contains("(10 ms epochs; and 10 ms epochs, 1000 ms before 5000)")
-                && why.contains("--backlog-before"),
+                && why.contains("the same job file"),
+            "{why}"
+        );
+    }
+
+    /// The cluster's line is process 0's, drawn by its clock, whatever the others' clocks
+    /// drew; told to every process once all proposed. Lines given alike are kept; processes
+    /// given different ones (or one and none) are refused.
+    #[test]
+    fn the_cluster_draws_process_0s_backlog_line() {
+        let mut c = coordinator(3);
+        let propose = |process, given, drawn| Ctl::Propose {
+            process,
+            given,
+            drawn,
+        };
+        c.handle(propose(2, None, 9_000));
+        c.handle(propose(0, None, 5_000));
+        assert!(c.out.is_empty(), "told before every process proposed");
+        c.handle(propose(1, None, 1_000));
+        assert_eq!(c.out, vec![Ctl::Line { before: Ok(5_000) }]);
+        let agreed = |proposed: &[(Option<i64>, i64)]| {
+            agree_line(&proposed.iter().copied().enumerate().collect())
+        };
+        assert_eq!(agreed(&[(Some(7), 7), (Some(7), 7)]), Ok(7));
+        let given = 1_763_776_800_000; // 2025-11-22T02:00:00Z
+        for refused in [
+            agreed(&[(Some(given), given), (None, 3)]),
+            agreed(&[(None, 3), (Some(given), given)]),
+            agreed(&[(Some(given), given), (Some(given), given), (Some(8), 8)]),
+        ] {
+            let why = refused.expect_err("refused");
+            assert!(why.contains("different --backlog-before"), "{why}");
+        }
+        let why = agreed(&[(None, 3), (Some(given), given)]).unwrap_err();
+        assert!(
+            why.contains("(process 0: none; process 1: 2025-11-22T02:00:00.000Z)"),
             "{why}"
         );
     }

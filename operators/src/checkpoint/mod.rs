@@ -629,17 +629,37 @@ impl Checkpoints {
     /// Makes this the checkpoints of one process of a cluster of `processes` processes with
     /// `per_process` workers each: the cut protocol then runs over a control dataflow
     /// ([`control::Control`], which every worker builds). Call before building any dataflow.
-    /// `grid` describes how this process puts event times in epochs (`EventTime::grid`); the
-    /// coordinator refuses a run whose processes' differ.
-    pub fn in_cluster(&self, processes: usize, per_process: usize, grid: String) {
+    pub fn in_cluster(&self, processes: usize, per_process: usize) {
         let mut s = self.lock();
         if processes > 1 {
             s.direct = false;
-            s.grid = grid;
             s.per_process = per_process.max(1);
             s.coord.processes = processes;
             s.coord.hellos = 0;
         }
+    }
+
+    /// Proposes this process's backlog line to the cluster's coordinator (once per process,
+    /// before its job's dataflows are built): the one it was given and the one its clock
+    /// draws. [`Checkpoints::line`] is then the cluster's.
+    pub fn propose_line(&self, process: usize, given: Option<i64>, drawn: i64) {
+        self.lock().out.push(Ctl::Propose {
+            process,
+            given,
+            drawn,
+        });
+    }
+
+    /// The cluster's backlog line once the coordinator told it, or why the processes cannot
+    /// agree on one.
+    pub fn line(&self) -> Option<Result<i64, String>> {
+        self.lock().local.line.clone()
+    }
+
+    /// How this process puts event times in epochs (`EventTime::grid`), told to the
+    /// coordinator when it registers: a run whose processes' differ is refused.
+    pub fn set_grid(&self, grid: String) {
+        self.lock().grid = grid;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
