@@ -61,6 +61,12 @@ run e2e_backlog "$bench" e2e --requests 200000 --spread-ms 3600000 --epoch-ms 10
 # The same backlog in the job's own 10 ms epochs (no coarser epochs for it): the baseline.
 fresh e2e_backlog_fine
 run e2e_backlog_fine "$bench" e2e --requests 200000 --spread-ms 3600000 --epoch-ms 10 --backlog-epoch-ms 10
+# The same backlog on a 2-process cluster (one worker each), whose processes agree on one
+# backlog line, beside it in 10 ms epochs (what a cluster read before they agreed one).
+fresh e2e_backlog_cluster
+run e2e_backlog_cluster "$bench" e2e --requests 200000 --spread-ms 3600000 --epoch-ms 10 --processes 2
+fresh e2e_backlog_cluster_fine
+run e2e_backlog_cluster_fine "$bench" e2e --requests 200000 --spread-ms 3600000 --epoch-ms 10 --processes 2 --backlog-epoch-ms 10
 fresh e2e_latency
 run e2e_latency "$bench" e2e --rate 10000 --seconds 30
 # The same at the Kafka default epoch (10 ms; the bench's own default is 100).
@@ -155,6 +161,7 @@ pri = j("providers_in_process")
 iso10 = opt("isolation_epoch100")
 el10 = opt("e2e_latency_epoch10")
 bl, blf = opt("e2e_backlog"), opt("e2e_backlog_fine")
+blc, blcf = opt("e2e_backlog_cluster"), opt("e2e_backlog_cluster_fine")
 l5, l5w = j("e2e_latency_5min"), j("e2e_latency_5min_on_worker")
 lo = j("e2e_latency_5min_otp")
 lr = opt("e2e_latency_5min_raw")
@@ -193,6 +200,12 @@ rows = [
     *([("… the same backlog in the job's 10 ms epochs (`--backlog-epoch-ms 10`, the baseline)", cmd("e2e_backlog_fine"),
        f"{blf['pipeline_requests_per_s']:,.0f} req/s vs raw {blf['raw_consume_requests_per_s']:,.0f}/s{passes(blf)}, peak RSS {blf.get('peak_rss_mib_pipeline') or blf['peak_rss_mib']:.0f} MiB, {blf['cpu_seconds_whole_run']:.1f} CPU s",
        f"pipeline/raw = {blf['pipeline_over_raw']:.3f}: timely's cost per distinct epoch (bench/ANALYSIS.md)")] if blf else []),
+    *([("… the same backlog on a 2-process cluster (one worker each; the processes agree on process 0's backlog line)", cmd("e2e_backlog_cluster"),
+       f"{blc['pipeline_requests_per_s']:,.0f} req/s vs raw {blc['raw_consume_requests_per_s']:,.0f}/s{passes(blc)}, largest process's peak RSS {blc['peak_rss_mib_pipeline']:.0f} MiB, {blc['cpu_seconds_whole_run']:.1f} CPU s (both processes)",
+       f"pipeline/raw = {blc['pipeline_over_raw']:.3f}" + (f"; {blc['pipeline_requests_per_s'] / blcf['pipeline_requests_per_s']:.1f}× the cluster in 10 ms epochs" if blcf else ""))] if blc else []),
+    *([("… the cluster in 10 ms epochs (`--backlog-epoch-ms 10`: as clusters read a backlog before their processes agreed a line)", cmd("e2e_backlog_cluster_fine"),
+       f"{blcf['pipeline_requests_per_s']:,.0f} req/s vs raw {blcf['raw_consume_requests_per_s']:,.0f}/s{passes(blcf)}, largest process's peak RSS {blcf['peak_rss_mib_pipeline']:.0f} MiB, {blcf['cpu_seconds_whole_run']:.1f} CPU s (both processes)",
+       f"pipeline/raw = {blcf['pipeline_over_raw']:.3f}")] if blcf else []),
     ("Latency at a fixed offered rate", cmd("e2e_latency"),
      f"offered {el['offered_requests_per_s']:,}/s (achieved {el['achieved_produce_per_s']:,.0f}/s): p50 {el['latency_ms_p50']} ms, p99 {el['latency_ms_p99']} ms, max {el['latency_ms_max']} ms",
      "target p99 ≤ 20 ms"),
@@ -293,7 +306,7 @@ for extra in ["MEASURED.md", "ANALYSIS.md"]:
         text = "#" + text.replace("\n## ", "\n### ")
     print(text)
 print("\nRaw JSON of each run:\n")
-for name in ["throughput", "e2e", "e2e_redis", "e2e_backlog", "e2e_backlog_fine", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "tracking_encode", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
+for name in ["throughput", "e2e", "e2e_redis", "e2e_backlog", "e2e_backlog_fine", "e2e_backlog_cluster", "e2e_backlog_cluster_fine", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "tracking_encode", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
     if opt(name) is not None:
         print(f"- `{name}`: `{json.dumps(j(name), sort_keys=True)}`")
 EOF

@@ -31,7 +31,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tidings_dataflows::kafka::{Outgoing, produce};
-use tidings_dataflows::{Job, RunOptions, run};
+use tidings_dataflows::{Cluster, Job, RunOptions, run};
 
 /// Raw passes over the topic before the job reads it; their median is the reference rate.
 const RAW_PASSES: usize = 3;
@@ -74,14 +74,21 @@ pub struct E2e {
     pub spread_ms: Option<u64>,
     /// `source.backlog_epoch_ms`; `None` leaves the default.
     pub backlog_epoch_ms: Option<u64>,
+    /// Without `rate`: the job as a cluster of this many processes (one worker each); 1: one
+    /// process of the job's two workers.
+    pub processes: usize,
 }
 
 /// What the job's own process (`tidings-bench run-job`) reports: its peak RSS and CPU time,
 /// and the rows its Redis writer wrote.
-pub fn run_job(path: &Path, idle_exit: Duration) -> anyhow::Result<serde_json::Value> {
+pub fn run_job(
+    path: &Path,
+    idle_exit: Duration,
+    cluster: Option<Cluster>,
+) -> anyhow::Result<serde_json::Value> {
     let job = Job::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rss_at_start = crate::rss_bytes();
-    let written = run_to_idle(&job, idle_exit)?;
+    let written = run_to_idle(&job, idle_exit, cluster)?;
     Ok(serde_json::json!({
         "peak_rss_bytes": crate::peak_rss_bytes(),
         "rss_bytes_at_start": rss_at_start,
@@ -90,10 +97,19 @@ pub fn run_job(path: &Path, idle_exit: Duration) -> anyhow::Result<serde_json::V
     }))
 }
 
-/// Runs `job` until its source has been idle for `idle_exit`; the rows its Redis writer wrote.
-fn run_to_idle(job: &Job, idle_exit: Duration) -> anyhow::Result<Option<u64>> {
+/// Runs `job` (as a process of `cluster`, one worker) until its source has been idle for
+/// `idle_exit`; the rows its Redis writer wrote.
+fn run_to_idle(
+    job: &Job,
+    idle_exit: Duration,
+    cluster: Option<Cluster>,
+) -> anyhow::Result<Option<u64>> {
     let mut opts = RunOptions::for_job(job);
     opts.idle_exit = Some(idle_exit);
+    if cluster.is_some() {
+        opts.workers = 1;
+    }
+    opts.cluster = cluster;
     Ok(run(job, &opts)?.redis.map(|r| r.written))
 }
 
@@ -283,29 +299,11 @@ impl E2e {
             // The process's peak so far is the producer's and the raw consumer's; from here on
             // it is the job's (on top of what they left resident).
             let rss_at_start = crate::reset_peak_rss();
-            let written = run_to_idle(job, idle_exit)?;
+            let written = run_to_idle(job, idle_exit, None)?;
             let peak = rss_at_start.and(crate::peak_rss_bytes());
             (peak, rss_at_start, cpu_seconds() - cpu0, written)
         } else {
-            let child = std::process::Command::new(std::env::current_exe()?)
-                .arg("run-job")
-                .arg(&job.path)
-                .args(["--idle-exit", &idle_exit.as_secs().to_string()])
-                .stderr(std::process::Stdio::inherit())
-                .output()?;
-            anyhow::ensure!(
-                child.status.success(),
-                "the job's process failed ({})",
-                child.status
-            );
-            let out: serde_json::Value = serde_json::from_slice(&child.stdout)?;
-            let bytes = |k: &str| out[k].as_u64();
-            (
-                bytes("peak_rss_bytes"),
-                bytes("rss_bytes_at_start"),
-                out["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
-                bytes("redis_rows_written"),
-            )
+            self.job_processes(job, idle_exit)?
         };
         // Until the job ended: its idle exit, and (with Redis) the writer draining its queue.
         let job_wall = started.elapsed().as_secs_f64();
@@ -324,6 +322,7 @@ impl E2e {
             "spread_ms": self.spread_ms,
             "epoch_ms": self.epoch_ms,
             "backlog_epoch_ms": self.backlog_epoch_ms,
+            "processes": self.processes.max(1),
             "send_success": sent,
             "redis_tracking": self.redis.is_some(),
             "redis_rows_written": written,
@@ -343,6 +342,70 @@ impl E2e {
             "peak_rss_mib_pipeline": job_peak.map(|b| b as f64 / (1024.0 * 1024.0)),
             "cpu_seconds_whole_run": cpu,
         }))
+    }
+
+    /// Runs the job in processes of its own (`run-job`): one, or a cluster of
+    /// [`E2e::processes`] on free localhost ports. Their largest peak RSS, process 0's RSS at
+    /// its start, their CPU seconds added up, and the rows Redis took.
+    fn job_processes(
+        &self,
+        job: &Job,
+        idle_exit: Duration,
+    ) -> anyhow::Result<(Option<u64>, Option<u64>, f64, Option<u64>)> {
+        let n = self.processes.max(1);
+        let hosts: Vec<String> = if n > 1 {
+            let held = (0..n)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+                .collect::<Result<Vec<_>, _>>()?;
+            held.iter()
+                .map(|l| l.local_addr().map(|a| a.to_string()))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let children = (0..n)
+            .map(|i| {
+                let mut c = std::process::Command::new(std::env::current_exe()?);
+                c.arg("run-job")
+                    .arg(&job.path)
+                    .args(["--idle-exit", &idle_exit.as_secs().to_string()])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::inherit());
+                if n > 1 {
+                    c.args(["--process", &i.to_string(), "--hosts", &hosts.join(",")]);
+                }
+                c.spawn()
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut outs = Vec::new();
+        for child in children {
+            let child = child.wait_with_output()?;
+            anyhow::ensure!(
+                child.status.success(),
+                "the job's process failed ({})",
+                child.status
+            );
+            // The report is the last line (timely's cluster start prints before it).
+            let said = String::from_utf8_lossy(&child.stdout);
+            let last = said
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            outs.push(
+                serde_json::from_str::<serde_json::Value>(last)
+                    .map_err(|e| anyhow::anyhow!("the job's process said `{said}`: {e}"))?,
+            );
+        }
+        let each = |k: &'static str| outs.iter().filter_map(move |o| o[k].as_u64());
+        Ok((
+            each("peak_rss_bytes").max(),
+            outs[0]["rss_bytes_at_start"].as_u64(),
+            outs.iter()
+                .map(|o| o["cpu_seconds"].as_f64().unwrap_or(f64::NAN))
+                .sum(),
+            each("redis_rows_written").reduce(|a, b| a + b),
+        ))
     }
 
     /// One raw pass: a consumer assigned every partition of `topic` reads it to the end and

@@ -103,6 +103,10 @@ enum Command {
         /// itself: no coarser epochs for a backlog).
         #[arg(long)]
         backlog_epoch_ms: Option<u64>,
+        /// Without `--rate`: run the job as a cluster of this many processes on this machine
+        /// (one worker each, `run-job --process I --hosts …`); they agree on one backlog line.
+        #[arg(long, default_value_t = 1, conflicts_with_all = ["rate", "in_process"], value_parser = clap::value_parser!(u64).range(1..=8))]
+        processes: u64,
     },
     /// Runs a job file until its Kafka source is idle (the `e2e` run's job process) and prints
     /// its peak RSS and CPU time (JSON).
@@ -113,6 +117,12 @@ enum Command {
         /// Seconds without a record after every partition reached its end.
         #[arg(long, default_value_t = 3)]
         idle_exit: u64,
+        /// As process I of a cluster (one worker) whose processes listen at `--hosts`.
+        #[arg(long, requires = "hosts")]
+        process: Option<usize>,
+        /// Every process's `host:port`, comma-separated, in index order.
+        #[arg(long, value_delimiter = ',', requires = "process")]
+        hosts: Vec<String>,
     },
     /// Produces requests at a fixed rate (the latency run's producer process).
     Produce {
@@ -258,6 +268,7 @@ fn main() -> anyhow::Result<()> {
             in_process,
             spread_ms,
             backlog_epoch_ms,
+            processes,
         } => {
             let report = tidings_bench::e2e::E2e {
                 brokers: brokers(),
@@ -274,14 +285,27 @@ fn main() -> anyhow::Result<()> {
                 in_process,
                 spread_ms,
                 backlog_epoch_ms,
+                processes: processes as usize,
             }
             .run()?;
             println!("{report}");
             Ok(())
         }
-        Command::RunJob { job, idle_exit } => {
-            let report =
-                tidings_bench::e2e::run_job(&job, std::time::Duration::from_secs(idle_exit))?;
+        Command::RunJob {
+            job,
+            idle_exit,
+            process,
+            hosts,
+        } => {
+            let cluster = process.map(|process| tidings_dataflows::Cluster {
+                process,
+                addresses: hosts,
+            });
+            let report = tidings_bench::e2e::run_job(
+                &job,
+                std::time::Duration::from_secs(idle_exit),
+                cluster,
+            )?;
             println!("{report}");
             Ok(())
         }
