@@ -212,6 +212,15 @@ impl Schedule {
                 until = until.min(now);
             }
             let due = parked.release_until(until);
+            if due.is_empty() && next_release == Some(epoch) && next_parks.is_none_or(|p| p > epoch)
+            {
+                // The release chose this epoch and is not due by its end: the next turn would
+                // choose it again, for ever. Epochs and their ends disagree (a bug): fail.
+                let r = parked.next_release().unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "the release due at {r} is not due by the end of its epoch {epoch} ({until}): epochs and their ends disagree"
+                )));
+            }
             if !due.is_empty() {
                 self.changed = true;
                 emit(Event::Released {
@@ -350,7 +359,8 @@ mod tests {
     /// Backlog epochs of an hour before 12:00: releases due anywhere in an hour's epoch are
     /// given at it once the input has passed it (a bound inside the hour is past it), by
     /// release time; after the line, at the job's own minutes. (With the job's epoch's end for
-    /// the backlog epoch's, the 09:30 release was never due at its epoch: the schedule spun.)
+    /// the backlog epoch's, the 09:30 release was never due at its epoch: the schedule spun,
+    /// and now fails.)
     #[test]
     fn releases_in_a_backlog_epoch_are_given_at_it() {
         let event = EVENT.with_backlog(at(12, 0), 3_600_000);
@@ -617,5 +627,35 @@ mod tests {
         assert_eq!(cuts, vec![(e(3, 2), 3)]);
         // Nothing is released before 09:00.
         assert_eq!(shelf.0.next_release(), Some(nine));
+    }
+
+    /// A release its epoch's end never reaches (epochs and their ends disagreeing, as a wrong
+    /// `EventTime::end_of` would) fails the schedule with one error instead of choosing that
+    /// epoch again for ever.
+    #[test]
+    fn a_release_never_due_at_its_epoch_is_an_error_not_a_spin() {
+        struct Stuck;
+        impl Parking for Stuck {
+            fn park(&mut self, _: Vec<Parked>) -> io::Result<()> {
+                Ok(())
+            }
+            fn next_release(&self) -> Option<Millis> {
+                Some(at(9, 0))
+            }
+            fn release_until(&mut self, _: Millis) -> Vec<Delivery> {
+                Vec::new()
+            }
+            fn persist(&self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut schedule = Schedule::new(EVENT);
+        let why = schedule
+            .advance(&mut Stuck, Progress::Before(e(10, 0)), &[], |_| {})
+            .expect_err("a spin");
+        assert!(
+            why.to_string().contains("not due by the end of its epoch"),
+            "{why}"
+        );
     }
 }
