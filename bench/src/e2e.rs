@@ -378,13 +378,17 @@ impl E2e {
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         let mut outs = Vec::new();
-        for child in children {
+        let mut children = children.into_iter();
+        while let Some(child) = children.next() {
             let child = child.wait_with_output()?;
-            anyhow::ensure!(
-                child.status.success(),
-                "the job's process failed ({})",
-                child.status
-            );
+            if !child.status.success() {
+                // The others would wait for it for ever: end them too.
+                for mut other in children {
+                    let _ = other.kill();
+                    let _ = other.wait();
+                }
+                anyhow::bail!("the job's process failed ({})", child.status);
+            }
             // The report is the last line (timely's cluster start prints before it).
             let said = String::from_utf8_lossy(&child.stdout);
             let last = said

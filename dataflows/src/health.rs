@@ -23,6 +23,9 @@ const SETTLE_MAX: Duration = Duration::from_secs(15);
 pub struct Health {
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// Whether the first failure was a worker's panic (in a cluster, often a broken
+    /// connection to a peer that ended first).
+    panicked_first: AtomicBool,
     halt: Arc<tidings_sinks::account::Halt>,
     halt_reason: Mutex<Option<String>>,
     /// Sends handed to the runtime whose outcome has not come back to their worker.
@@ -45,9 +48,14 @@ impl Health {
 
     /// Records the run's failure (the first one wins) and stops the sources.
     pub fn fail(&self, what: impl Into<String>) {
+        self.record(what.into(), false);
+    }
+
+    fn record(&self, what: String, panic: bool) {
         let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         if f.is_none() {
-            *f = Some(what.into());
+            *f = Some(what);
+            self.panicked_first.store(panic, Ordering::SeqCst);
         }
         self.failed.store(true, Ordering::SeqCst);
         if let Some(s) = &self.stop {
@@ -64,6 +72,11 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether the run's failure is a worker's panic (not a failure the run recorded itself).
+    pub fn failed_by_panic(&self) -> bool {
+        self.panicked_first.load(Ordering::SeqCst)
     }
 
     /// Whether a worker failed.
@@ -165,7 +178,7 @@ impl Drop for PanicGuard {
         if std::thread::panicking() {
             let msg = seen.unwrap_or_else(|| ": (no message)".to_string());
             self.health
-                .fail(format!("worker {} panicked{msg}", self.index));
+                .record(format!("worker {} panicked{msg}", self.index), true);
         }
     }
 }

@@ -30,6 +30,8 @@ use crate::track::Counts;
 
 /// What every worker of the run reads (shared by the worker closures).
 pub(crate) struct Shared {
+    /// The job; in one process its `event` has the run's backlog line, in a cluster none (the
+    /// workers build with the line the processes agree on: `drive::agreed_event`).
     pub job: Arc<Job>,
     pub opts: RunOptions,
     pub live: Live,

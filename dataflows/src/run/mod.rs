@@ -208,9 +208,14 @@ fn fail_stop(guards: &timely::communication::WorkerGuards<()>, health: &Health, 
         std::thread::sleep(Duration::from_millis(20));
     }
     if let Some(f) = health.failure() {
+        // A worker's panic after a peer's connection broke is that peer's going; a failure
+        // this process recorded itself (e.g. a refused backlog line, which every process
+        // records as the other ends) is said as it is.
         let why = match crate::health::network_failure() {
-            Some(net) => format!("a peer process of the cluster is gone ({net})"),
-            None => f,
+            Some(net) if health.failed_by_panic() => {
+                format!("a peer process of the cluster is gone ({net})")
+            }
+            _ => f,
         };
         eprintln!(
             "error: {}: {why}; the job runs again from its newest complete checkpoint",

@@ -26,14 +26,6 @@ pub enum Ctl {
         #[serde(default)]
         grid: String,
     },
-    /// → coordinator: a process starts: the backlog line it was given (`--backlog-before`)
-    /// and the one it would draw by its own clock (`given` when there is one). Sent before any
-    /// dataflow of the job is built, which waits for the cluster's [`Ctl::Line`].
-    Propose {
-        process: usize,
-        given: Option<i64>,
-        drawn: i64,
-    },
     /// → coordinator: a process built its dataflows (every registration sent before it).
     Hello,
     /// → coordinator: a source joins round `round`, holding its capability at `held`.
@@ -76,9 +68,6 @@ pub enum Ctl {
         cut: Option<Epoch>,
         stop: bool,
     },
-    /// ← coordinator: the run's backlog line, process 0's (every process puts event times in
-    /// epochs by it), or why the processes cannot agree on one.
-    Line { before: Result<i64, String> },
     /// ← coordinator: every source finished; the run ends at its final cut.
     Ended,
     /// ← coordinator: cut `epoch` is complete; its commit offsets.
@@ -89,6 +78,18 @@ pub enum Ctl {
     /// → every process: this process ends before its graph drained (a halt or a failure), and
     /// why; the others halt too (a cluster is fail-stop, whoever started its processes).
     Halt { reason: String },
+    // (Added last: the variants before keep their numbers on the wire.)
+    /// → coordinator: a process starts: the backlog line it was given (`--backlog-before`)
+    /// and the one it would draw by its own clock (`given` when there is one). Sent before any
+    /// dataflow of the job is built, which waits for the cluster's [`Ctl::Line`].
+    Propose {
+        process: usize,
+        given: Option<i64>,
+        drawn: i64,
+    },
+    /// ← coordinator: the run's backlog line, process 0's (every process puts event times in
+    /// epochs by it), or why the processes cannot agree on one.
+    Line { before: Result<i64, String> },
 }
 
 impl Ctl {

@@ -1603,6 +1603,17 @@ mod tests {
                 grid: "10 ms epochs".into(),
             },
             Ctl::Hello,
+            Ctl::Propose {
+                process: 1,
+                given: None,
+                drawn: 1_763_776_740_000,
+            },
+            Ctl::Line {
+                before: Ok(1_763_776_740_000),
+            },
+            Ctl::Line {
+                before: Err("given different lines".into()),
+            },
             Ctl::Join {
                 round: 1,
                 worker: 2,
