@@ -53,7 +53,20 @@ fn one_process_and_clusters_of_3x1_2x2_and_3x2_decide_the_same_rows() {
     // learn each cut before any source moves past it (acknowledged cuts).
     for (processes, workers) in [(1, 2), (3, 1), (2, 2), (3, 2)] {
         let (_dir, job) = partitioned_demo(1);
-        run(&job, workers, processes);
+        // Backlog epochs of a minute before the line `--now` draws (09:54 of the requests'
+        // 00:00–12:00), the job's 100 ms after it: every shape agrees on the same line.
+        let text = std::fs::read_to_string(&job).unwrap().replace(
+            "[source]\n",
+            "[source]\nepoch_ms = 100\nbacklog_epoch_ms = 60000\n",
+        );
+        std::fs::write(&job, text).unwrap();
+        let said = run(&job, workers, processes);
+        if processes > 1 {
+            assert!(
+                said.contains("the cluster's backlog line: event times before 2025-11-22T01:54:00.000Z are read in 60000 ms epochs"),
+                "{said}"
+            );
+        }
         seen.push((format!("{processes} x {workers}"), rows(&job)));
     }
     let (base_name, base) = &seen[0];
