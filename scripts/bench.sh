@@ -72,6 +72,12 @@ run e2e_latency "$bench" e2e --rate 10000 --seconds 30
 # The same at the Kafka default epoch (10 ms; the bench's own default is 100).
 fresh e2e_latency_epoch10
 run e2e_latency_epoch10 "$bench" e2e --rate 10000 --seconds 30 --epoch-ms 10
+# The same 30 s with no out-of-order allowance (the Kafka default waits 200 ms for stragglers),
+# beside the broker alone for the same 30 s: what the job adds to the broker's own latency.
+fresh e2e_latency_30s_otp
+run e2e_latency_30s_otp "$bench" e2e --rate 10000 --seconds 30 --epoch-ms 10 --max-out-of-order-ms 0
+fresh e2e_latency_30s_raw
+run e2e_latency_30s_raw "$bench" e2e --rate 10000 --seconds 30 --raw
 # Five minutes at a rate this machine holds with the broker on the same 2 cores, checkpoint
 # parts off the worker (now) and on it (the baseline, same script).
 fresh e2e_latency_5min
@@ -160,6 +166,7 @@ bf, bj = opt("build_full"), opt("build_job_only")
 pri = j("providers_in_process")
 iso10 = opt("isolation_epoch100")
 el10 = opt("e2e_latency_epoch10")
+l30, l30r = opt("e2e_latency_30s_otp"), opt("e2e_latency_30s_raw")
 bl, blf = opt("e2e_backlog"), opt("e2e_backlog_fine")
 blc, blcf = opt("e2e_backlog_cluster"), opt("e2e_backlog_cluster_fine")
 l5, l5w = j("e2e_latency_5min"), j("e2e_latency_5min_on_worker")
@@ -212,6 +219,12 @@ rows = [
     *([("… at the Kafka default of 10 ms epochs", cmd("e2e_latency_epoch10"),
        f"offered {el10['offered_requests_per_s']:,}/s (achieved {el10['achieved_produce_per_s']:,.0f}/s): p50 {el10['latency_ms_p50']} ms, p99 {el10['latency_ms_p99']} ms, max {el10['latency_ms_max']} ms",
        "target p99 ≤ 20 ms")] if el10 else []),
+    *([("… and no out-of-order allowance (`source.max_out_of_order_ms = 0`)", cmd("e2e_latency_30s_otp"),
+       f"offered {l30['offered_requests_per_s']:,}/s (achieved {l30['achieved_produce_per_s']:,.0f}/s): p50 {l30['latency_ms_p50']} ms, p99 {l30['latency_ms_p99']} ms, max {l30['latency_ms_max']} ms; {windows(l30)}",
+       f"target p99 ≤ 20 ms: {l30['latency_ms_p99'] / 20:.1f}× over" if l30['latency_ms_p99'] > 20 else "target p99 ≤ 20 ms: met")] if l30 else []),
+    *([("… the broker alone for the same 30 s (the same producer, two plain consumers, no job)", cmd("e2e_latency_30s_raw"),
+       f"achieved {l30r['achieved_produce_per_s']:,.0f}/s; read {l30r['read']:,}: p50 {l30r['latency_ms_p50']} ms, p99 {l30r['latency_ms_p99']} ms, max {l30r['latency_ms_max']} ms; {raw_windows(l30r)}",
+       "the floor under the job's figure on this machine's broker")] if l30r else []),
     ("Latency, 5 minutes at 2,000/s, checkpoint parts off the worker", cmd("e2e_latency_5min"),
      f"achieved {l5['achieved_produce_per_s']:,.0f}/s over {l5['partitions']} partitions: p50 {l5['latency_ms_p50']} ms, p99 {l5['latency_ms_p99']} ms, p999 {l5['latency_ms_p999']} ms, max {l5['latency_ms_max']} ms; last full 10 s window p99 {last_window(l5)['p99']} ms{sent_of(l5)}",
      f"baseline (parts on the worker): p99 {l5w['latency_ms_p99']} ms, last window p99 {last_window(l5w)['p99']} ms{sent_of(l5w)}; target p99 ≤ 20 ms"),
@@ -306,7 +319,7 @@ for extra in ["MEASURED.md", "ANALYSIS.md"]:
         text = "#" + text.replace("\n## ", "\n### ")
     print(text)
 print("\nRaw JSON of each run:\n")
-for name in ["throughput", "e2e", "e2e_redis", "e2e_backlog", "e2e_backlog_fine", "e2e_backlog_cluster", "e2e_backlog_cluster_fine", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "tracking_encode", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
+for name in ["throughput", "e2e", "e2e_redis", "e2e_backlog", "e2e_backlog_fine", "e2e_backlog_cluster", "e2e_backlog_cluster_fine", "e2e_latency", "e2e_latency_epoch10", "e2e_latency_30s_otp", "e2e_latency_30s_raw", "e2e_latency_5min", "e2e_latency_5min_on_worker", "e2e_latency_5min_otp", "e2e_latency_5min_raw", "e2e_latency_5min_otp_sqlite", "e2e_latency_5min_raw_sqlite", "austin", "checkpoint", "checkpoint_5m", "tracking_encode", "state_1m", "state_10m", "isolation", "isolation_baseline", "isolation_epoch100", "providers", "providers_in_process"]:
     if opt(name) is not None:
         print(f"- `{name}`: `{json.dumps(j(name), sort_keys=True)}`")
 EOF
