@@ -5,6 +5,8 @@
 //! their content is the same (notices and marketing; `SessionContext` is then the first
 //! message's id).
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use tidings_model::Channel;
 use tidings_model::Receiver;
@@ -110,19 +112,23 @@ impl TencentSms {
                 SendError::Permanent(text)
             });
         }
-        let statuses = response["SendStatusSet"]
+        // Each number's first status, looked up once per number (a call carries up to 200:
+        // a search of the set per number was most of a shared call's cost).
+        let mut statuses: HashMap<&str, &serde_json::Value> = HashMap::new();
+        for s in response["SendStatusSet"]
             .as_array()
-            .cloned()
-            .unwrap_or_default();
+            .map_or(&[][..], Vec::as_slice)
+        {
+            if let Some(n) = s["PhoneNumber"].as_str() {
+                statuses.entry(n).or_insert(s);
+            }
+        }
         Ok(Delivered::Each(
             receivers
                 .iter()
                 .map(|r| {
                     let number = e164(r);
-                    match statuses
-                        .iter()
-                        .find(|s| s["PhoneNumber"] == number.as_str())
-                    {
+                    match statuses.get(number.as_str()) {
                         Some(s) if s["Code"] == "Ok" => Ok(()),
                         Some(s) => Err(SendError::Permanent(format!(
                             "{NAME}: {} {}",

@@ -108,3 +108,22 @@ fn request_level_errors() {
             .starts_with("tencent_sms: FailedOperation.TemplateIncorrectOrUnapproved")
     );
 }
+
+/// A call's 200 numbers are each looked up once; a number named twice takes its first status.
+#[test]
+fn a_full_call_is_judged_number_by_number() {
+    let all: Vec<String> = (0..200).map(|i| format!("+86185111{i:05}")).collect();
+    let mut set: Vec<serde_json::Value> = all
+        .iter()
+        .rev()
+        .map(|n| json!({"PhoneNumber": n, "Code": "Ok", "Message": "send success"}))
+        .collect();
+    set.push(json!({"PhoneNumber": all[7], "Code": "FailedOperation", "Message": "later"}));
+    let answer = json!({"Response": {"SendStatusSet": set}}).to_string();
+    let receivers: Vec<&str> = all.iter().map(String::as_str).collect();
+    let Delivered::Each(each) = TencentSms::judge(&answer, &numbers(&receivers)).unwrap() else {
+        panic!("SendSms answers per number");
+    };
+    assert_eq!(each.len(), 200);
+    assert!(each.iter().all(Result::is_ok), "{each:?}");
+}

@@ -10,6 +10,8 @@
 //! codes never do (Yunpian advises against its batch calls for them, as the coalescer does for
 //! every provider).
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 use tidings_model::Channel;
@@ -155,15 +157,29 @@ impl YunpianSms {
         let data = v["data"]
             .as_array()
             .ok_or_else(|| SendError::Transient(format!("{NAME}: unreadable answer: {text}")))?;
+        // Each number's first entry as written, and (built at the first number not found so)
+        // by its digits: looked up once per number, where a search of `data` per number was
+        // most of a shared call's cost (up to 200 numbers).
+        let first_by = |key: fn(&str) -> &str| {
+            let mut by: HashMap<&str, &Value> = HashMap::with_capacity(data.len());
+            for d in data {
+                by.entry(key(mobile(d))).or_insert(d);
+            }
+            by
+        };
+        let as_written = first_by(national);
+        let mut by_digits = None;
         Ok(Delivered::Each(
             receivers
                 .iter()
                 .map(|r| {
                     // As written, else by its digits (an answer that writes it otherwise).
-                    let entry = data
-                        .iter()
-                        .find(|d| national(mobile(d)) == national(r))
-                        .or_else(|| data.iter().find(|d| digits(mobile(d)) == digits(r)));
+                    let entry = as_written.get(national(r)).copied().or_else(|| {
+                        by_digits
+                            .get_or_insert_with(|| first_by(digits))
+                            .get(digits(r))
+                            .copied()
+                    });
                     match entry.and_then(|d| d["code"].as_i64()) {
                         Some(0) => Ok(()),
                         Some(code) => {

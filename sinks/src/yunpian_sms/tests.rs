@@ -175,3 +175,29 @@ fn answers_are_matched_to_numbers_however_they_are_written() {
     // An answer that drops the `+` still finds its number.
     assert_eq!(each[3], Ok(()));
 }
+
+/// A call's numbers are each looked up once, in any order of `data`; a number named twice
+/// takes its first entry, as written before by its digits.
+#[test]
+fn a_full_call_is_judged_number_by_number() {
+    let all: Vec<String> = (0..200).map(|i| format!("152052{i:05}")).collect();
+    let mut data: Vec<serde_json::Value> = all
+        .iter()
+        .rev()
+        .map(|m| json!({"code": 0, "msg": "发送成功", "mobile": m}))
+        .collect();
+    data.push(json!({"code": 22, "msg": "later", "mobile": all[3]}));
+    // Only by its digits: the first such entry.
+    data.push(json!({"code": 0, "msg": "发送成功", "mobile": "+8613900000001"}));
+    data.push(json!({"code": 22, "msg": "later", "mobile": "8613900000001"}));
+    let answer = json!({"total_count": 202, "data": data}).to_string();
+    let mut receivers: Vec<&str> = all.iter().map(String::as_str).collect();
+    receivers.push("008613900000001");
+    let Delivered::Each(each) =
+        YunpianSms::judge(StatusCode::OK, &answer, &numbers(&receivers)).unwrap()
+    else {
+        panic!("Yunpian answers per number");
+    };
+    assert_eq!(each.len(), 201);
+    assert!(each.iter().all(Result::is_ok), "{each:?}");
+}
