@@ -668,7 +668,8 @@ mod tests {
         };
         assert_eq!(files(&day), 21);
         // A worker's small files leave `message_id` uncompressed, and without statistics like
-        // `receiver`; the compacted file is Snappy throughout, with statistics for every column.
+        // `receiver`, and without dictionaries; the compacted file is Snappy throughout, with
+        // statistics for every column and dictionaries for the columns of few values.
         let codecs = |compacted: bool| {
             let e = std::fs::read_dir(&day)
                 .unwrap()
@@ -689,7 +690,8 @@ mod tests {
                 .iter()
                 .map(|c| {
                     let stats = c.statistics().is_some();
-                    (c.column_path().string(), c.compression(), stats)
+                    let dictionary = c.dictionary_page_offset().is_some();
+                    (c.column_path().string(), c.compression(), stats, dictionary)
                 })
                 .collect::<Vec<_>>()
         };
@@ -698,7 +700,16 @@ mod tests {
             (false, Compression::UNCOMPRESSED),
             (true, Compression::SNAPPY),
         ] {
-            for (column, codec, stats) in codecs(compacted) {
+            for (column, codec, stats, dictionary) in codecs(compacted) {
+                // Small files have no dictionaries (Snappy takes repeated values); the
+                // compacted file's columns of few values have.
+                let few = !["message_id", "receiver", "time", "event_time", "payload"]
+                    .contains(&column.as_str());
+                assert_eq!(
+                    dictionary,
+                    compacted && few,
+                    "{column} dictionary (compacted: {compacted})"
+                );
                 let want = if column == "message_id" {
                     id_codec
                 } else {

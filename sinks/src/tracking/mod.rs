@@ -470,10 +470,14 @@ pub(crate) fn compact_props() -> WriterProperties {
 /// `receiver` get min/max statistics here: over a file of random ids and receivers they prune
 /// nothing, and comparing every value for them was a fifth of the writer's time
 /// (`tidings-bench tracking-encode`; bench/MEASURED.md "Statistics off unique columns").
-/// Compacted files keep theirs.
+/// Nor does any column get a dictionary: interning every value of the columns of few values
+/// (state, template, channel…) was a fifth of the encoding, and Snappy takes their repeats
+/// nearly as well (files 7% larger; bench/MEASURED.md "Small tracking files without
+/// dictionaries"). Compacted files keep theirs.
 fn flush_props() -> WriterProperties {
-    let mut props =
-        props().set_column_compression(ColumnPath::from("message_id"), Compression::UNCOMPRESSED);
+    let mut props = props()
+        .set_dictionary_enabled(false)
+        .set_column_compression(ColumnPath::from("message_id"), Compression::UNCOMPRESSED);
     for unique in ["message_id", "receiver"] {
         props =
             props.set_column_statistics_enabled(ColumnPath::from(unique), EnabledStatistics::None);
