@@ -34,4 +34,4 @@ pub mod state_store;
 pub mod track;
 
 pub use job::Job;
-pub use run::{BACKLOG_AGE, Cluster, RunOptions, Summary, TrackingTarget, backlog_line, run};
+pub use run::{BACKLOG_AGE, Cluster, RunOptions, Summary, TrackingTarget, run};

@@ -410,15 +410,23 @@ fn dead_letter_producers(
 fn line_before(given: Option<Millis>, now: Millis, out_of_order: Millis) -> Millis {
     match given {
         Some(before) => {
-            if before > now.saturating_sub(out_of_order) {
+            if past_caught_up(before, now, out_of_order) {
                 tracing::warn!(
                     "--backlog-before is after the clock less source.max_out_of_order_ms: a caught-up partition's watermark is then in backlog epochs, and cuts, stops and releases wait for them"
                 );
             }
             before
         }
-        None => super::backlog_line(now, out_of_order),
+        None => now
+            .saturating_sub(out_of_order)
+            .saturating_sub(super::BACKLOG_AGE.as_millis() as i64),
     }
+}
+
+/// Whether the backlog line `before` is after the watermark of a caught-up partition (the
+/// clock `now` less the out-of-order bound), which then waits a backlog epoch at a time.
+pub(crate) fn past_caught_up(before: Millis, now: Millis, out_of_order: Millis) -> bool {
+    before > now.saturating_sub(out_of_order)
 }
 
 #[cfg(test)]

@@ -159,8 +159,11 @@ pub(crate) fn agreed_event(
                         tidings_operators::live::iso(b.before),
                         b.epoch_ms
                     );
-                    let caught_up = s.opts.clock.now_ms() - event.max_out_of_order_ms;
-                    if b.before > caught_up {
+                    if super::build::past_caught_up(
+                        b.before,
+                        s.opts.clock.now_ms(),
+                        event.max_out_of_order_ms,
+                    ) {
                         tracing::warn!(
                             "this process's clock is behind the cluster's backlog line (process 0's): a caught-up partition's watermark here is in backlog epochs, and cuts, stops and releases wait for them; keep the machines' clocks in step"
                         );

@@ -129,17 +129,6 @@ pub const IN_FLIGHT_RECEIVERS: usize = 100_000;
 /// keeps the live epochs, and with them their bound on what an epoch holds.
 pub const BACKLOG_AGE: Duration = Duration::from_secs(60);
 
-/// The backlog line a run starting at `now` draws by default: [`BACKLOG_AGE`] and the source's
-/// `max_out_of_order_ms` before it (so a caught-up partition's watermark, the clock less that
-/// bound, stays in the job's own epochs).
-pub fn backlog_line(
-    now: tidings_model::time::Millis,
-    max_out_of_order_ms: tidings_model::time::Millis,
-) -> tidings_model::time::Millis {
-    now.saturating_sub(max_out_of_order_ms)
-        .saturating_sub(BACKLOG_AGE.as_millis() as i64)
-}
-
 /// The default bound of a graceful stop's drain.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a file job waits for its tracking directory to take rows again.
