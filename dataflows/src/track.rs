@@ -4,7 +4,7 @@
 //! and its rows are on disk. Rows then go on to Redis (if the job tracks there), which the
 //! frontier never waits for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,8 +94,10 @@ struct Owed {
     counts: Arc<Mutex<Counts>>,
     failing: bool,
     /// Rows and dead letters of epochs the sources have not passed yet ([`HoldBack`]): written
-    /// once they have, so a stop at a cut writes nothing of the epochs after it.
-    pending: BTreeMap<Epoch, Vec<Tracked>>,
+    /// once they have, so a stop at a cut writes nothing of the epochs after it. Kept as the
+    /// batches they came in (moved, not appended to one list that grows by copying: an epoch
+    /// of a burst holds its ~100,000 requests' rows).
+    pending: BTreeMap<Epoch, VecDeque<Vec<Tracked>>>,
     /// Counts of the rows written since the last flush.
     local: Counts,
     /// The (template, state) of the rows taken last, and how many in a row: counted here and
@@ -142,7 +144,10 @@ impl Owed {
                 return true;
             }
             let room = limit - self.tracking.buffered();
-            let rows = entry.get_mut();
+            let Some(rows) = entry.get_mut().front_mut() else {
+                entry.remove();
+                continue;
+            };
             // Whole items while they fit; a group of RECEIVE rows is split at the limit.
             let (mut whole, mut n) = (0, 0);
             while whole < rows.len() && n + rows[whole].len() <= room {
@@ -150,7 +155,12 @@ impl Owed {
                 whole += 1;
             }
             let taken: Vec<Tracked> = if whole == rows.len() {
-                entry.remove()
+                let batch = std::mem::take(rows);
+                entry.get_mut().pop_front();
+                if entry.get().is_empty() {
+                    entry.remove();
+                }
+                batch
             } else {
                 let mut taken: Vec<Tracked> = rows.drain(..whole).collect();
                 if let Tracked::Received(g) = &mut rows[0]
@@ -338,9 +348,7 @@ pub fn track<'s>(
                     held = Some(cap.delayed(&epoch, 0));
                 }
                 let list = owed.pending.entry(epoch).or_default();
-                for batch in batches {
-                    list.append(batch);
-                }
+                list.extend(batches.map(std::mem::take).filter(|b| !b.is_empty()));
             });
             // Rows the sources have passed are written; those ahead of them wait.
             let bound = match &hold_back {
