@@ -188,15 +188,18 @@ async fn send_one(
         ctx.queues.sent(account, ds.len());
     }
     let now = clock.now_ms();
-    ds.iter()
-        .zip(outcomes)
-        // Not sent as the run halted: no row; a new run sends it.
-        .filter(|(_, o)| !o.as_ref().is_err_and(|r| r.ends_with(NOT_SENT_HALTED)))
-        .map(|(d, o)| match o {
+    // Pushed into a list of the rows' size (collected, the outcomes' list was tried in place
+    // first and then grown: a realloc per send).
+    let mut rows = Vec::with_capacity(ds.len());
+    for (d, o) in ds.iter().zip(outcomes) {
+        rows.push(match o {
             Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
+            // Not sent as the run halted: no row; a new run sends it.
+            Err(reason) if reason.ends_with(NOT_SENT_HALTED) => continue,
             Err(reason) => EventRow::of(d, State::SendFail, Some(reason), now),
-        })
-        .collect()
+        });
+    }
+    rows
 }
 
 /// Messages one send task carries: a stamp's messages go to the runtime in tasks of at most
