@@ -27,6 +27,7 @@ pub type Variables = Map<String, Value>;
 
 /// Writes the text of variable `name` (`v`) at the end of `out`: a number straight into it, not
 /// through a `String` of its own (an allocation and a copy per number, ~100 instructions).
+/// [`render_into`] writes a string's text itself (escaped, or not).
 fn push_value(out: &mut String, name: &str, v: &Value) -> Result<(), RenderError> {
     use std::fmt::Write;
     match v {
@@ -61,27 +62,38 @@ fn placeholder(s: &str) -> Option<usize> {
 /// Renders one string: every `{$name}` is replaced by `variables[name]`.
 pub fn render_str(s: &str, vars: &Variables) -> Result<String, RenderError> {
     let mut out = String::with_capacity(s.len());
+    render_into(&mut out, s, vars, String::push_str)?;
+    Ok(out)
+}
+
+/// Renders `s` at the end of `out`, the text between placeholders and a string variable's
+/// value written by `text` (as it is, or escaped for JSON); a number's or a boolean's text
+/// needs no escape.
+fn render_into(
+    out: &mut String,
+    s: &str,
+    vars: &Variables,
+    text: impl Fn(&mut String, &str),
+) -> Result<(), RenderError> {
     let mut rest = s;
     while let Some(start) = placeholder(rest) {
-        out.push_str(&rest[..start]);
+        text(out, &rest[..start]);
         let after = &rest[start + 2..];
-        match after.find('}') {
-            Some(end) => {
-                let name = &after[..end];
-                match vars.get(name) {
-                    Some(v) => push_value(&mut out, name, v)?,
-                    None => return Err(RenderError::MissingVariable(name.to_string())),
-                }
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
+        let Some(end) = after.find('}') else {
+            // No closing brace: the rest is text.
+            text(out, &rest[start..]);
+            return Ok(());
+        };
+        let name = &after[..end];
+        match vars.get(name) {
+            Some(Value::String(v)) => text(out, v),
+            Some(v) => push_value(out, name, v)?,
+            None => return Err(RenderError::MissingVariable(name.to_string())),
         }
+        rest = &after[end + 1..];
     }
-    out.push_str(rest);
-    Ok(out)
+    text(out, rest);
+    Ok(())
 }
 
 /// Renders every string leaf of a content model; returns the rendered model.
@@ -155,7 +167,7 @@ fn json_value(out: &mut String, v: &Value, vars: &Variables) -> Result<(), Rende
     match v {
         Value::String(text) => {
             out.push('"');
-            render_escaped(out, text, vars)?;
+            render_into(out, text, vars, push_escaped)?;
             out.push('"');
         }
         Value::Array(items) => {
@@ -177,31 +189,6 @@ fn json_value(out: &mut String, v: &Value, vars: &Variables) -> Result<(), Rende
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Null => out.push_str("null"),
     }
-    Ok(())
-}
-
-/// `render_str(s, vars)` escaped as a JSON string's inside, at the end of `out`: the text
-/// between placeholders and each variable's text escaped as they are copied in.
-fn render_escaped(out: &mut String, s: &str, vars: &Variables) -> Result<(), RenderError> {
-    let mut rest = s;
-    while let Some(start) = placeholder(rest) {
-        push_escaped(out, &rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            // No closing brace: the rest is text.
-            push_escaped(out, &rest[start..]);
-            return Ok(());
-        };
-        let name = &after[..end];
-        match vars.get(name) {
-            Some(Value::String(v)) => push_escaped(out, v),
-            // A number's or a boolean's text has nothing to escape.
-            Some(v) => push_value(out, name, v)?,
-            None => return Err(RenderError::MissingVariable(name.to_string())),
-        }
-        rest = &after[end + 1..];
-    }
-    push_escaped(out, rest);
     Ok(())
 }
 
