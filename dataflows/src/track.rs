@@ -155,8 +155,7 @@ impl Owed {
                 whole += 1;
             }
             let taken: Vec<Tracked> = if whole == rows.len() {
-                let batch = std::mem::take(rows);
-                entry.get_mut().pop_front();
+                let batch = entry.get_mut().pop_front().unwrap_or_default();
                 if entry.get().is_empty() {
                     entry.remove();
                 }

@@ -25,13 +25,18 @@ pub enum RenderError {
 /// or array has no one text and is a dead letter too.
 pub type Variables = Map<String, Value>;
 
-/// Writes the text of variable `name` (`v`) at the end of `out`: a number straight into it, not
-/// through a `String` of its own (an allocation and a copy per number, ~100 instructions).
-/// [`render_into`] writes a string's text itself (escaped, or not).
-fn push_value(out: &mut String, name: &str, v: &Value) -> Result<(), RenderError> {
+/// Writes the text of variable `name` (`v`) at the end of `out`: a string by `text` (as it is,
+/// or escaped for JSON); a number straight into it, not through a `String` of its own (an
+/// allocation and a copy per number, ~100 instructions), as a boolean, with nothing to escape.
+fn push_value(
+    out: &mut String,
+    name: &str,
+    v: &Value,
+    text: impl Fn(&mut String, &str),
+) -> Result<(), RenderError> {
     use std::fmt::Write;
     match v {
-        Value::String(s) => out.push_str(s),
+        Value::String(s) => text(out, s),
         // Writing into a `String` cannot fail.
         Value::Number(n) => {
             let _ = write!(out, "{n}");
@@ -67,8 +72,7 @@ pub fn render_str(s: &str, vars: &Variables) -> Result<String, RenderError> {
 }
 
 /// Renders `s` at the end of `out`, the text between placeholders and a string variable's
-/// value written by `text` (as it is, or escaped for JSON); a number's or a boolean's text
-/// needs no escape.
+/// value written by `text` (as it is, or escaped for JSON).
 fn render_into(
     out: &mut String,
     s: &str,
@@ -86,8 +90,7 @@ fn render_into(
         };
         let name = &after[..end];
         match vars.get(name) {
-            Some(Value::String(v)) => text(out, v),
-            Some(v) => push_value(out, name, v)?,
+            Some(v) => push_value(out, name, v, &text)?,
             None => return Err(RenderError::MissingVariable(name.to_string())),
         }
         rest = &after[end + 1..];
