@@ -40,6 +40,7 @@ use tidings_operators::event_time::EventTime;
 use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, InFlight, SourceRecord};
 
+use crate::kafka_batch::{BatchQueue, Item};
 use crate::source::{Partition, give_stamped, too_large};
 use tidings_operators::container::Trimming;
 use timely::dataflow::operators::Capability;
@@ -157,6 +158,9 @@ impl<C: ConsumerContext + 'static> Drop for GroupConsumer<C> {
 /// A worker's consumer: the partitions it owns (`partition % peers == worker`, assigned, not
 /// subscribed, so no group rebalance ever moves one) and their reading state.
 pub struct KafkaReader {
+    /// The queue this worker's partitions are forwarded to, read a batch at a time. Declared
+    /// before `consumer`: its handles are released first.
+    batch: RefCell<Option<BatchQueue>>,
     consumer: GroupConsumer<SourceContext>,
     topic: String,
     brokers: String,
@@ -240,6 +244,7 @@ impl KafkaReader {
                 topic: s.topic.clone(),
             })?;
         Ok(Rc::new(KafkaReader {
+            batch: RefCell::new(BatchQueue::new(&consumer)),
             live,
             consumer: GroupConsumer::new(consumer),
             topic: s.topic.clone(),
@@ -341,6 +346,11 @@ impl KafkaReader {
             };
             if tpl.add_partition_offset(&self.topic, p, start).is_err() {
                 continue;
+            }
+            // Before the assignment: all of the partition's messages then go to the batch
+            // queue (one that cannot be forwarded is read from the consumer's queue instead).
+            if let Some(q) = self.batch.borrow_mut().as_mut() {
+                q.forward(&self.consumer, &self.topic, p);
             }
             parts.insert(p, part);
         }
@@ -551,9 +561,10 @@ fn least_watermark(
         .and_then(|w| w.into_iter().min())
 }
 
-/// Polls up to 4,096 records of the worker's partitions into `batch`, each stamped by its
+/// Reads up to 4,096 records of the worker's partitions into `batch`, each stamped by its
 /// partition's clock (none before `floor`, the source's capability); marks partitions at their
-/// end as caught up.
+/// end as caught up. The batch queue first (the partitions' messages), then the consumer's
+/// queue through rdkafka (its events and errors, and any partition not forwarded).
 #[allow(clippy::too_many_arguments)]
 fn poll_batch(
     reader: &KafkaReader,
@@ -565,68 +576,132 @@ fn poll_batch(
     live: &Live,
     name: &Arc<str>,
 ) {
+    let at = Stamping {
+        now,
+        event,
+        floor,
+        live,
+        name,
+    };
+    let mut errors = Vec::new();
+    if let Some(q) = reader.batch.borrow_mut().as_mut() {
+        q.read(4096usize.saturating_sub(batch.len()), |item| match item {
+            Item::Record {
+                partition,
+                offset,
+                payload,
+                timestamp,
+            } => at.take(parts, batch, partition, offset, payload, timestamp),
+            Item::Error { partition, code } => errors.push(match code {
+                RDKafkaErrorCode::PartitionEOF => KafkaError::PartitionEOF(partition),
+                code => KafkaError::MessageConsumption(code),
+            }),
+        });
+    }
+    for e in errors {
+        reader.error(parts, e);
+    }
     while batch.len() < 4096 {
         match reader.consumer.poll(Duration::ZERO) {
             None => break,
-            Some(Err(KafkaError::PartitionEOF(p))) => {
+            Some(Err(e)) => {
+                if !reader.error(parts, e) {
+                    break;
+                }
+            }
+            Some(Ok(m)) => {
+                let ts = m.timestamp().to_millis();
+                let payload = m.payload().unwrap_or_default();
+                at.take(parts, batch, m.partition(), m.offset(), payload, ts);
+            }
+        }
+    }
+}
+
+/// How a poll's records are stamped: at `now`, by `event`'s rules, none before `floor`.
+struct Stamping<'a> {
+    now: Millis,
+    event: &'a EventTime,
+    floor: Epoch,
+    live: &'a Live,
+    name: &'a Arc<str>,
+}
+
+impl Stamping<'_> {
+    /// Stamps record `o` of partition `p` (its Kafka timestamp `ts`, if any) by its
+    /// partition's clock and adds it to `batch`; a partition not the worker's is skipped.
+    fn take(
+        &self,
+        parts: &mut BTreeMap<i32, Partition>,
+        batch: &mut Vec<(Epoch, SourceRecord)>,
+        p: i32,
+        o: i64,
+        payload: &[u8],
+        ts: Option<i64>,
+    ) {
+        let Some(part) = parts.get_mut(&p) else {
+            return;
+        };
+        let now = self.now;
+        let ts = ts.filter(|t| *t > 0).unwrap_or(now);
+        let big = too_large(payload.len());
+        let time = match &big {
+            Some(why) => Err(why.clone()),
+            None => Ok(ts),
+        };
+        let Some(s) = part.stamp(o, 0, time, now, self.event, self.floor) else {
+            return;
+        };
+        if s.late_by > 0 {
+            self.live.source().add_late(p, 1);
+        }
+        let bytes = match big {
+            Some(_) => {
+                let keep = &payload[..payload.len().min(4096)];
+                let mut t = String::from_utf8_lossy(keep).into_owned();
+                t.push_str(&format!("… [record of {} bytes]", payload.len()));
+                t.into_bytes()
+            }
+            None => payload.to_vec(),
+        };
+        batch.push((
+            s.epoch,
+            SourceRecord {
+                source: self.name.clone(),
+                partition: p,
+                offset: o,
+                bytes,
+                read_time: now,
+                timestamp: Some(ts),
+                event_time: s.event_time,
+                late_by: s.late_by,
+                bad_time: s.bad_time,
+            },
+        ));
+    }
+}
+
+impl KafkaReader {
+    /// Takes in an error of a poll: a partition at its end is caught up; anything else is
+    /// said. Whether to read on.
+    fn error(&self, parts: &mut BTreeMap<i32, Partition>, e: KafkaError) -> bool {
+        match e {
+            KafkaError::PartitionEOF(p) => {
                 if let Some(part) = parts.get_mut(&p) {
                     part.caught_up = true;
                 }
+                true
             }
-            Some(Err(e))
-                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
-            {
-                reader.tell(format!(
+            e if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                self.tell(format!(
                     "kafka: topic {} does not exist yet; reading it as soon as it does",
-                    reader.topic
+                    self.topic
                 ));
-                break;
+                false
             }
-            Some(Err(e)) => {
-                reader.tell(format!("warning: kafka: {e}"));
-                break;
-            }
-            Some(Ok(m)) => {
-                let (p, o) = (m.partition(), m.offset());
-                let Some(part) = parts.get_mut(&p) else {
-                    continue;
-                };
-                let payload = m.payload().unwrap_or_default();
-                let ts = m.timestamp().to_millis().filter(|t| *t > 0).unwrap_or(now);
-                let big = too_large(payload.len());
-                let time = match &big {
-                    Some(why) => Err(why.clone()),
-                    None => Ok(ts),
-                };
-                let Some(s) = part.stamp(o, 0, time, now, event, floor) else {
-                    continue;
-                };
-                if s.late_by > 0 {
-                    live.source().add_late(p, 1);
-                }
-                let bytes = match big {
-                    Some(_) => {
-                        let keep = &payload[..payload.len().min(4096)];
-                        let mut t = String::from_utf8_lossy(keep).into_owned();
-                        t.push_str(&format!("… [record of {} bytes]", payload.len()));
-                        t.into_bytes()
-                    }
-                    None => payload.to_vec(),
-                };
-                batch.push((
-                    s.epoch,
-                    SourceRecord {
-                        source: name.clone(),
-                        partition: p,
-                        offset: o,
-                        bytes,
-                        read_time: now,
-                        timestamp: Some(ts),
-                        event_time: s.event_time,
-                        late_by: s.late_by,
-                        bad_time: s.bad_time,
-                    },
-                ));
+            e => {
+                self.tell(format!("warning: kafka: {e}"));
+                false
             }
         }
     }

@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod health;
 pub mod job;
 pub mod kafka;
+mod kafka_batch;
 pub mod lock;
 pub mod logging;
 pub mod memory;
