@@ -12,6 +12,12 @@
 #   ID_TYPE=phone bench/instructions.sh      # the template sends to phones (receivers are
 #                                            # Chinese mobiles, checked and normalised)
 #   KEEP=dir bench/instructions.sh           # keep the callgrind files in dir
+#   SOURCE=kafka bench/instructions.sh       # the Kafka job instead: `tidings-bench e2e
+#                                            # --requests N` (a burst; needs the broker,
+#                                            # scripts/services.sh start), counting the job's
+#                                            # own process (run-job, a child) only; its cuts
+#                                            # and librdkafka's statistics follow the wall
+#                                            # clock, so its whole count varies by ~2%
 #
 # The job: the file source, 2 workers, one receiver per request, the e2e bench's `code`
 # template to a blackhole account, dedup on, Parquet tracking. Runs it under callgrind at
@@ -33,6 +39,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-target/release/tidings-bench}")
 spread=${SPREAD_MS:-}
+source=${SOURCE:-file}
 id_type=${ID_TYPE:-user_id}
 command -v valgrind > /dev/null || { echo "instructions.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 [ -x "$bin" ] || { echo "instructions.sh: no $bin: cargo build --release -p tidings-bench" >&2; exit 1; }
@@ -53,6 +60,16 @@ content = "Your code is {\$code}."
 EOF
 
 for n in 20000 60000; do
+  if [ "$source" = kafka ]; then
+    # The bench produces a fresh topic and runs the job as a child: valgrind follows it, and
+    # the child's file (the later pid) is the job's.
+    rm -rf "$dir/kafka-$n" && mkdir -p "$dir/kafka-$n"
+    (cd "$dir/kafka-$n" && GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=0xffffffffffffffff valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$dir/kafka-$n/callgrind.%p" "$bin" e2e --requests "$n" \
+      > "$dir/run-$n.json" 2> "$dir/valgrind-$n.log") || { echo "instructions.sh: the Kafka run of $n requests failed: $dir/valgrind-$n.log" >&2; exit 1; }
+    grep -q '"send_success":'"$n" "$dir/run-$n.json" || { echo "instructions.sh: the Kafka run of $n requests did not send them all: $dir/run-$n.json" >&2; exit 1; }
+    cp "$(ls "$dir/kafka-$n"/callgrind.* | sort -t. -k2 -n | tail -1)" "$dir/callgrind-$n.out"
+    continue
+  fi
   python3 - "$n" "$dir/requests-$n.jsonl" "$spread" "$id_type" <<'EOF'
 import json, sys
 n, out, spread, id_type = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -85,9 +102,9 @@ EOF
   grep -q '"requests":'"$n" "$dir/run-$n.json" || { echo "instructions.sh: the run of $n requests did not read them all: $dir/run-$n.json" >&2; exit 1; }
 done
 
-python3 - "$dir" "$(git rev-parse --short HEAD)" "${spread:-one second for 60,000}" "$id_type" <<'EOF'
+python3 - "$dir" "$(git rev-parse --short HEAD)" "${spread:-one second for 60,000}" "$id_type" "$source" <<'EOF'
 import collections, re, subprocess, sys
-d, rev, spread, id_type = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+d, rev, spread, id_type, source = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 
 def costs(n):
     """Inclusive instructions per function (the largest entry of a name), and the total."""
@@ -110,9 +127,13 @@ def costs(n):
 per = lambda name: (b[name] - a[name]) / 40000
 # Each stage is the inclusive cost of the function that does it (a stage's row includes the
 # rows indented under it).
-stages = [
+read = [
     ("read: the file source's turns (the envelope included)", "tidings_dataflows::source::read_turn"),
     ("· envelope: its event time and payload, parsed once when read", "tidings_operators::event_time::read_line"),
+] if source == "file" else [
+    ("read: the Kafka source's reads (librdkafka's queue, stamping, the payload's copy)", "tidings_dataflows::kafka::poll_batch"),
+]
+stages = read + [
     ("admit: validate, render, ids (per request)", "tidings_operators::validate::Validator::validate"),
     ("· decode: the request's own JSON (the payload; a Kafka record's whole decode)", "tidings_model::request::decode_request"),
     ("· render: the template's content", "tidings_model::render::render_json"),
@@ -123,7 +144,8 @@ stages = [
         "<tidings_operators::dedup::content::ContentDedup as tidings_operators::dedup::KeyedRule>::judge",
         "<tidings_operators::dedup::frequency::FrequencyDedup as tidings_operators::dedup::KeyedRule>::judge",
         "tidings_operators::dedup::sort_in_order"]),
-    ("dedup: checkpoint cuts (the run's last: each key written once)", "tidings_operators::dedup::checkpoint"),
+    ("dedup: checkpoint cuts (the run's last: each key written once)" if source == "file" else
+     "dedup: checkpoint cuts (every `checkpoint_ms` of the wall clock: as many as valgrind's pace makes)", "tidings_operators::dedup::checkpoint"),
     ("send: group by message, one send each", "tidings_dataflows::send::send::{{closure}}::{{closure}}::{{closure}}::{{closure}}"),
     ("· one send (account, retry policy, stats)", "tidings_dataflows::send::send_one::{{closure}}"),
     ("track: rows into columns and files", "tidings_dataflows::track::Owed::take"),
@@ -131,7 +153,10 @@ stages = [
     ("timely: progress tracking (ChangeBatch compaction)", "timely::progress::change_batch::ChangeBatch<T,_>::compact"),
     ("allocator: mi_malloc and mi_free (self, all stages)", None),
 ]
-print(f"Instructions per request (callgrind, commit {rev}, event time spread: {spread}, id_type {id_type}):\n")
+if source == "kafka":
+    print(f"Instructions per request of the Kafka job's process (callgrind, commit {rev}, `tidings-bench e2e`'s burst):\n")
+else:
+    print(f"Instructions per request (callgrind, commit {rev}, event time spread: {spread}, id_type {id_type}):\n")
 print("| stage | instructions per request |")
 print("|---|---|")
 print(f"| **whole process** ((60,000-request run − 20,000-request run) / 40,000) | **{(t2 - t1) / 40000:,.0f}** |")
