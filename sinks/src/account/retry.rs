@@ -23,7 +23,14 @@ pub struct PartialRetry<'a> {
     /// is never retried, nearly all of them, reads no clock for it).
     seed: Option<u64>,
     attempt: u32,
+    /// The send's receivers.
+    receivers: usize,
+    /// Each receiver's outcome once an answer settled it; empty until one settles any by
+    /// itself (an answer that accepts the whole list, nearly every send's only one, fills no
+    /// list: `all_ok`).
     settled: Vec<Option<Result<(), SendError>>>,
+    /// Every receiver accepted by one answer to the whole list.
+    all_ok: bool,
     /// Provider references (for a recall) with the receivers each call reached.
     references: Vec<(String, Vec<usize>)>,
     /// Why the receivers still unsettled at the end failed.
@@ -47,7 +54,9 @@ impl<'a> PartialRetry<'a> {
             policy,
             seed: None,
             attempt: 1,
-            settled: vec![None; receivers],
+            receivers,
+            settled: Vec::new(),
+            all_ok: false,
             references: Vec::new(),
             end: None,
         }
@@ -60,9 +69,24 @@ impl<'a> PartialRetry<'a> {
 
     /// The receivers (indices) the next attempt goes to: those not settled yet.
     pub fn pending(&self) -> Vec<usize> {
-        (0..self.settled.len())
-            .filter(|&i| self.settled[i].is_none())
-            .collect()
+        self.unsettled()
+            .unwrap_or_else(|| (0..self.receivers).collect())
+    }
+
+    /// [`Self::pending`], or `None` while no receiver is settled (the whole list, without
+    /// a list of its indices).
+    fn unsettled(&self) -> Option<Vec<usize>> {
+        if self.all_ok {
+            return Some(Vec::new());
+        }
+        if self.settled.is_empty() {
+            return None;
+        }
+        Some(
+            (0..self.settled.len())
+                .filter(|&i| self.settled[i].is_none())
+                .collect(),
+        )
     }
 
     /// Reads the answer of an attempt to `pending`: settles every receiver it decided and
@@ -72,6 +96,15 @@ impl<'a> PartialRetry<'a> {
         pending: &[usize],
         answer: Result<Delivered, SendError>,
     ) -> RetryAction {
+        self.judge_at(Some(pending), answer)
+    }
+
+    /// [`Self::judge`] of an attempt to `pending`, `None` being the whole list.
+    fn judge_at(
+        &mut self,
+        pending: Option<&[usize]>,
+        answer: Result<Delivered, SendError>,
+    ) -> RetryAction {
         let (each, reference) = match answer {
             Err(SendError::Transient(why)) => return RetryAction::Retry(why),
             Err(e) => return RetryAction::DontRetry(e),
@@ -79,10 +112,19 @@ impl<'a> PartialRetry<'a> {
             Ok(Delivered::Each(v)) => (Some(v), None),
             Ok(Delivered::Tracked { reference, each }) => (each, Some(reference)),
         };
+        if pending.is_none() && each.is_none() && reference.is_none() {
+            self.all_ok = true;
+            return RetryAction::Successful;
+        }
+        if self.settled.is_empty() {
+            self.settled = vec![None; self.receivers];
+        }
+        let count = pending.map_or(self.receivers, <[usize]>::len);
         let mut retry = Vec::new();
         let mut why = String::new();
         let mut reached = Vec::new();
-        for (k, &i) in pending.iter().enumerate() {
+        for k in 0..count {
+            let i = pending.map_or(k, |p| p[k]);
             let one = match &each {
                 None => Ok(()),
                 Some(v) => v.get(k).cloned().unwrap_or_else(|| {
@@ -150,19 +192,35 @@ impl<'a> PartialRetry<'a> {
     /// The outcome of every receiver, in order, and the references with the receivers
     /// (indices) each reached.
     pub fn finish(self) -> (Vec<Result<(), SendError>>, Vec<(String, Vec<usize>)>) {
+        self.finish_with(|e| e)
+    }
+
+    /// [`Self::finish`] with each error as `error` makes it, in a list of the receivers' size.
+    pub fn finish_with<E>(
+        self,
+        mut error: impl FnMut(SendError) -> E,
+    ) -> (Vec<Result<(), E>>, Vec<(String, Vec<usize>)>) {
         let account = self.account;
         let end = self.end;
-        let outcomes = self
-            .settled
-            .into_iter()
-            .map(|s| match (s, &end) {
-                (Some(r), _) => r,
-                (None, Some(e)) => Err(e.clone()),
-                (None, None) => Err(SendError::Permanent(format!(
-                    "{account}: no answer for this receiver"
-                ))),
-            })
-            .collect();
+        // A receiver no answer settled fails with the last error.
+        let unsettled = || match &end {
+            Some(e) => e.clone(),
+            None => SendError::Permanent(format!("{account}: no answer for this receiver")),
+        };
+        let mut outcomes = Vec::with_capacity(self.receivers);
+        if self.all_ok {
+            outcomes.resize_with(self.receivers, || Ok(()));
+        } else if self.settled.is_empty() {
+            outcomes.resize_with(self.receivers, || Err(error(unsettled())));
+        } else {
+            for s in self.settled {
+                outcomes.push(match s {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(e)) => Err(error(e)),
+                    None => Err(error(unsettled())),
+                });
+            }
+        }
         (outcomes, self.references)
     }
 }
@@ -186,18 +244,19 @@ pub async fn send_with_policy<'a>(
     target: &impl Attempt,
 ) -> PartialRetry<'a> {
     loop {
-        let pending = retry.pending();
+        let pending = retry.unsettled();
         let subset: Vec<Receiver>;
-        let to: &[Receiver] = if pending.len() == receivers.len() {
-            receivers
-        } else {
-            subset = pending.iter().map(|&i| receivers[i].clone()).collect();
-            &subset
+        let to: &[Receiver] = match &pending {
+            Some(p) if p.len() != receivers.len() => {
+                subset = p.iter().map(|&i| receivers[i].clone()).collect();
+                &subset
+            }
+            _ => receivers,
         };
         let started = Instant::now();
         let answer = target.attempt(to).await;
         stats.latency.observe(started.elapsed());
-        let action = retry.judge(&pending, answer);
+        let action = retry.judge_at(pending.as_deref(), answer);
         match retry.next(action) {
             Some(pause) => {
                 stats.retries.fetch_add(1, Ordering::Relaxed);

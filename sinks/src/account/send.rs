@@ -98,11 +98,7 @@ impl Account {
             };
             let (settled, references) = send_with_policy(policy, &self.stats, &receivers, &call)
                 .await
-                .finish();
-            let settled: Vec<Outcome> = settled
-                .into_iter()
-                .map(|o| o.map_err(|e| self.secrets.scrub(e.reason())))
-                .collect();
+                .finish_with(|e| self.secrets.scrub(e.reason()));
             self.book(batch, &receivers, references, &settled);
             match &to_send {
                 None => outcomes = settled,

@@ -292,3 +292,36 @@ async fn the_pauses_grow_to_the_cap_and_the_budget_ends_the_loop() {
     }
     assert_eq!(stats.retries.load(Ordering::Relaxed), 4);
 }
+
+/// The whole list accepted in one answer (nearly every send) settles every receiver without a
+/// list of its own, after a whole-list retry too; a reference from the whole list reaches
+/// every receiver.
+#[tokio::test(start_paused = true)]
+async fn a_whole_list_answer_settles_every_receiver_alike() {
+    let script = Script::new(vec![
+        Err(SendError::Transient("HTTP 503".into())),
+        Ok(Delivered::All),
+    ]);
+    let stats = SendStats::default();
+    let receivers = names(&["a", "b", "c"]);
+    let retry = PartialRetry::new("acct", policy(4), receivers.len(), 42);
+    let (outcomes, references) = send_with_policy(retry, &stats, &receivers, &script)
+        .await
+        .finish_with(|e| e.reason().to_string());
+    assert_eq!(outcomes, vec![Ok(()), Ok(()), Ok(())]);
+    assert!(references.is_empty());
+    let calls = script.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|(_, r)| *r == receivers), "{calls:?}");
+
+    let script = Script::new(vec![Ok(Delivered::Tracked {
+        reference: "task-1".into(),
+        each: None,
+    })]);
+    let retry = PartialRetry::new("acct", policy(4), 2, 42);
+    let (outcomes, references) = send_with_policy(retry, &stats, &names(&["a", "b"]), &script)
+        .await
+        .finish();
+    assert_eq!(outcomes, vec![Ok(()), Ok(())]);
+    assert_eq!(references, vec![("task-1".to_string(), vec![0, 1])]);
+}
