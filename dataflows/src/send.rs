@@ -99,28 +99,56 @@ pub enum SendMode {
     Accounts,
 }
 
-/// Groups a stamp's deliveries by message (consecutive receivers of one request), each with
-/// its route's order of accounts.
+/// A send task's messages: consecutive receivers of one request each, laid end to end.
+struct Messages {
+    deliveries: Vec<Delivery>,
+    /// Where each message's deliveries end in `deliveries`.
+    ends: Vec<usize>,
+}
+
+impl Messages {
+    fn each(&self) -> impl Iterator<Item = &[Delivery]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.deliveries[a..b])
+    }
+}
+
+/// Groups a stamp's deliveries by message (consecutive receivers of one request), in tasks
+/// of at most `per_task` messages (moved, not copied into a list per message).
 fn by_message<'a>(
-    ctx: &SendContext,
     batches: impl IntoIterator<Item = &'a mut Vec<Delivery>>,
-) -> Vec<(Vec<usize>, Vec<Delivery>)> {
-    let mut groups: Vec<(Vec<usize>, Vec<Delivery>)> = Vec::new();
+    per_task: usize,
+) -> Vec<Messages> {
+    let mut tasks: Vec<Messages> = Vec::new();
     for batch in batches {
         for d in batch.drain(..) {
-            match groups.last_mut() {
-                Some((_, ds)) if ds[0].meta.message_id == d.meta.message_id => ds.push(d),
-                _ => {
-                    let order = ctx
-                        .route(&d.meta)
-                        .map(|r| r.order(&d.meta.message_id))
-                        .unwrap_or_default();
-                    groups.push((order, vec![d]))
+            let task = match tasks.last_mut() {
+                Some(t)
+                    if t.deliveries
+                        .last()
+                        .is_some_and(|l| l.meta.message_id == d.meta.message_id) =>
+                {
+                    t
                 }
-            }
+                Some(t) if t.ends.len() < per_task => {
+                    t.ends.push(t.deliveries.len());
+                    t
+                }
+                _ => {
+                    tasks.push(Messages {
+                        deliveries: Vec::new(),
+                        ends: Vec::new(),
+                    });
+                    tasks.last_mut().expect("pushed")
+                }
+            };
+            task.deliveries.push(d);
         }
     }
-    groups
+    for t in &mut tasks {
+        t.ends.push(t.deliveries.len());
+    }
+    tasks
 }
 
 /// Sends one message's deliveries through its route (or, on the main graph, hands them to
@@ -129,9 +157,12 @@ async fn send_one(
     ctx: &SendContext,
     mode: SendMode,
     clock: Clock,
-    order: &[usize],
     ds: &[Delivery],
 ) -> Vec<EventRow> {
+    let order = ctx
+        .route(&ds[0].meta)
+        .map(|r| r.order(&ds[0].meta.message_id))
+        .unwrap_or_default();
     let Some(&account) = order.first() else {
         let account = ds[0]
             .meta
@@ -183,7 +214,7 @@ async fn send_one(
         msg_type,
         receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
     };
-    let outcomes = ctx.accounts.send_routed(order, &batch).await;
+    let outcomes = ctx.accounts.send_routed(&order, &batch).await;
     if mode == SendMode::Accounts {
         ctx.queues.sent(account, ds.len());
     }
@@ -214,7 +245,7 @@ async fn send_some(
     ctx: &SendContext,
     mode: SendMode,
     clock: Clock,
-    messages: &[(Vec<usize>, Vec<Delivery>)],
+    messages: &Messages,
 ) -> Vec<EventRow> {
     use futures_util::stream::{FuturesUnordered, StreamExt};
     use std::future::Future;
@@ -225,8 +256,8 @@ async fn send_some(
     // the 1M-request bench). The rest wait in the set, polled from then on with its wakers.
     let (mut rows, waiting) = std::future::poll_fn(|cx| {
         let (mut rows, mut waiting) = (Vec::new(), Vec::new());
-        for (order, ds) in messages {
-            let mut send = Box::pin(send_one(ctx, mode, clock, order, ds));
+        for ds in messages.each() {
+            let mut send = Box::pin(send_one(ctx, mode, clock, ds));
             match send.as_mut().poll(cx) {
                 Poll::Ready(r) => rows.extend(r),
                 Poll::Pending => waiting.push(send),
@@ -268,9 +299,7 @@ pub fn send<'s>(
                     let entry = inflight
                         .entry(epoch)
                         .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
-                    let mut groups = by_message(&ctx, batches).into_iter().peekable();
-                    while groups.peek().is_some() {
-                        let messages: Vec<_> = groups.by_ref().take(MESSAGES_PER_TASK).collect();
+                    for messages in by_message(batches, MESSAGES_PER_TASK) {
                         entry.1 += 1;
                         let ctx = ctx.clone();
                         let done = Returned {

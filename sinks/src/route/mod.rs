@@ -3,6 +3,7 @@
 //! one member fails (after that member's own retries) is tried with the next member. The
 //! pick is a function of the message id, so a replayed message goes the same way.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -26,6 +27,8 @@ pub struct GroupConfig {
 pub struct Route {
     /// (account index, weight), heaviest first.
     members: Vec<(usize, u32)>,
+    /// The members' accounts, heaviest first: a route of one account's order, lent.
+    accounts: Vec<usize>,
 }
 
 /// FNV-1a: a stable hash of the message id (the same in every run and build).
@@ -38,23 +41,22 @@ fn stable_hash(s: &str) -> u64 {
 impl Route {
     /// Every delivery to one account.
     pub fn single(account: usize) -> Route {
-        Route {
-            members: vec![(account, 1)],
-        }
+        Route::weighted([(account, 1)])
     }
 
     /// A group's members (zero weights are left out).
     pub fn weighted(members: impl IntoIterator<Item = (usize, u32)>) -> Route {
         let mut members: Vec<(usize, u32)> = members.into_iter().filter(|m| m.1 > 0).collect();
         members.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        Route { members }
+        let accounts = members.iter().map(|m| m.0).collect();
+        Route { members, accounts }
     }
 
     /// The accounts a message tries, in order: the first picked by weight from the message
-    /// id, then the others, heaviest first.
-    pub fn order(&self, message_id: &str) -> Vec<usize> {
+    /// id, then the others, heaviest first (a route of one account lends its list).
+    pub fn order(&self, message_id: &str) -> Cow<'_, [usize]> {
         if self.members.len() <= 1 {
-            return self.members.iter().map(|m| m.0).collect();
+            return Cow::Borrowed(&self.accounts);
         }
         let total: u64 = self.members.iter().map(|m| m.1 as u64).sum();
         let mut x = stable_hash(message_id) % total;
@@ -78,7 +80,7 @@ impl Route {
                 .filter(|(i, _)| *i != first)
                 .map(|(_, m)| m.0),
         );
-        order
+        Cow::Owned(order)
     }
 }
 
@@ -237,7 +239,7 @@ mod tests {
         }
         assert!((6_600..7_400).contains(&first[0]), "{first:?}");
         assert_eq!(route.order("m-1"), route.order("m-1"), "stable per message");
-        assert_eq!(Route::single(4).order("x"), vec![4]);
+        assert_eq!(*Route::single(4).order("x"), [4]);
     }
 
     #[tokio::test]
