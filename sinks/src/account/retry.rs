@@ -14,6 +14,28 @@ use crate::util::kit::Delivered;
 use crate::util::retry::{RetryAction, RetryPolicy, SendError};
 use crate::util::stats::{Raised, SendStats};
 
+/// The receivers' outcomes as the answers settle them: a list only once an answer settles
+/// them one by one (an answer accepting the whole list, nearly every send's only one, needs
+/// none). The size of a list (a send's future is boxed per message: the same size as before).
+#[derive(Debug)]
+enum Settled {
+    /// None of this many receivers settled yet.
+    None(usize),
+    /// All of this many accepted by one answer to the whole list.
+    AllOk(usize),
+    /// Each receiver's outcome once an answer settled it.
+    Each(Vec<Option<Result<(), SendError>>>),
+}
+
+impl Settled {
+    fn receivers(&self) -> usize {
+        match self {
+            Settled::None(n) | Settled::AllOk(n) => *n,
+            Settled::Each(v) => v.len(),
+        }
+    }
+}
+
 /// One send's receivers as its attempts settle them.
 #[derive(Debug)]
 pub struct PartialRetry<'a> {
@@ -23,14 +45,7 @@ pub struct PartialRetry<'a> {
     /// is never retried, nearly all of them, reads no clock for it).
     seed: Option<u64>,
     attempt: u32,
-    /// The send's receivers.
-    receivers: usize,
-    /// Each receiver's outcome once an answer settled it; empty until one settles any by
-    /// itself (an answer that accepts the whole list, nearly every send's only one, fills no
-    /// list: `all_ok`).
-    settled: Vec<Option<Result<(), SendError>>>,
-    /// Every receiver accepted by one answer to the whole list.
-    all_ok: bool,
+    settled: Settled,
     /// Provider references (for a recall) with the receivers each call reached.
     references: Vec<(String, Vec<usize>)>,
     /// Why the receivers still unsettled at the end failed.
@@ -54,9 +69,7 @@ impl<'a> PartialRetry<'a> {
             policy,
             seed: None,
             attempt: 1,
-            receivers,
-            settled: Vec::new(),
-            all_ok: false,
+            settled: Settled::None(receivers),
             references: Vec::new(),
             end: None,
         }
@@ -70,23 +83,17 @@ impl<'a> PartialRetry<'a> {
     /// The receivers (indices) the next attempt goes to: those not settled yet.
     pub fn pending(&self) -> Vec<usize> {
         self.unsettled()
-            .unwrap_or_else(|| (0..self.receivers).collect())
+            .unwrap_or_else(|| (0..self.settled.receivers()).collect())
     }
 
     /// [`Self::pending`], or `None` while no receiver is settled (the whole list, without
     /// a list of its indices).
     fn unsettled(&self) -> Option<Vec<usize>> {
-        if self.all_ok {
-            return Some(Vec::new());
+        match &self.settled {
+            Settled::None(_) => None,
+            Settled::AllOk(_) => Some(Vec::new()),
+            Settled::Each(v) => Some((0..v.len()).filter(|&i| v[i].is_none()).collect()),
         }
-        if self.settled.is_empty() {
-            return None;
-        }
-        Some(
-            (0..self.settled.len())
-                .filter(|&i| self.settled[i].is_none())
-                .collect(),
-        )
     }
 
     /// Reads the answer of an attempt to `pending`: settles every receiver it decided and
@@ -112,14 +119,18 @@ impl<'a> PartialRetry<'a> {
             Ok(Delivered::Each(v)) => (Some(v), None),
             Ok(Delivered::Tracked { reference, each }) => (each, Some(reference)),
         };
+        let n = self.settled.receivers();
         if pending.is_none() && each.is_none() && reference.is_none() {
-            self.all_ok = true;
+            self.settled = Settled::AllOk(n);
             return RetryAction::Successful;
         }
-        if self.settled.is_empty() {
-            self.settled = vec![None; self.receivers];
+        if !matches!(self.settled, Settled::Each(_)) {
+            self.settled = Settled::Each(vec![None; n]);
         }
-        let count = pending.map_or(self.receivers, <[usize]>::len);
+        let Settled::Each(settled) = &mut self.settled else {
+            unreachable!("a list was made above")
+        };
+        let count = pending.map_or(n, <[usize]>::len);
         let mut retry = Vec::new();
         let mut why = String::new();
         let mut reached = Vec::new();
@@ -143,7 +154,7 @@ impl<'a> PartialRetry<'a> {
                     if other.is_ok() && reference.is_some() {
                         reached.push(i);
                     }
-                    self.settled[i] = Some(other);
+                    settled[i] = Some(other);
                 }
             }
         }
@@ -207,18 +218,18 @@ impl<'a> PartialRetry<'a> {
             Some(e) => e.clone(),
             None => SendError::Permanent(format!("{account}: no answer for this receiver")),
         };
-        let mut outcomes = Vec::with_capacity(self.receivers);
-        if self.all_ok {
-            outcomes.resize_with(self.receivers, || Ok(()));
-        } else if self.settled.is_empty() {
-            outcomes.resize_with(self.receivers, || Err(error(unsettled())));
-        } else {
-            for s in self.settled {
-                outcomes.push(match s {
-                    Some(Ok(())) => Ok(()),
-                    Some(Err(e)) => Err(error(e)),
-                    None => Err(error(unsettled())),
-                });
+        let mut outcomes = Vec::with_capacity(self.settled.receivers());
+        match self.settled {
+            Settled::AllOk(n) => outcomes.resize_with(n, || Ok(())),
+            Settled::None(n) => outcomes.resize_with(n, || Err(error(unsettled()))),
+            Settled::Each(v) => {
+                for s in v {
+                    outcomes.push(match s {
+                        Some(Ok(())) => Ok(()),
+                        Some(Err(e)) => Err(error(e)),
+                        None => Err(error(unsettled())),
+                    });
+                }
             }
         }
         (outcomes, self.references)
