@@ -583,8 +583,9 @@ fn poll_batch(
         live,
         name,
     };
-    let mut errors = Vec::new();
     if let Some(q) = reader.batch.borrow_mut().as_mut() {
+        // In the queue's order: a partition's end, then a record that came after it, leaves
+        // the partition reading (not caught up).
         q.read(4096usize.saturating_sub(batch.len()), |item| match item {
             Item::Record {
                 partition,
@@ -592,14 +593,16 @@ fn poll_batch(
                 payload,
                 timestamp,
             } => at.take(parts, batch, partition, offset, payload, timestamp),
-            Item::Error { partition, code } => errors.push(match code {
-                RDKafkaErrorCode::PartitionEOF => KafkaError::PartitionEOF(partition),
-                code => KafkaError::MessageConsumption(code),
-            }),
+            Item::Error { partition, code } => {
+                reader.error(
+                    parts,
+                    match code {
+                        RDKafkaErrorCode::PartitionEOF => KafkaError::PartitionEOF(partition),
+                        code => KafkaError::MessageConsumption(code),
+                    },
+                );
+            }
         });
-    }
-    for e in errors {
-        reader.error(parts, e);
     }
     while batch.len() < 4096 {
         match reader.consumer.poll(Duration::ZERO) {
