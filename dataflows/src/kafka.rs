@@ -158,8 +158,8 @@ impl<C: ConsumerContext + 'static> Drop for GroupConsumer<C> {
 /// A worker's consumer: the partitions it owns (`partition % peers == worker`, assigned, not
 /// subscribed, so no group rebalance ever moves one) and their reading state.
 pub struct KafkaReader {
-    /// The queue this worker's partitions are forwarded to, read a batch at a time. Declared
-    /// before `consumer`: its handles are released first.
+    /// The queue this worker's partitions are forwarded to, read a batch at a time (released
+    /// before the consumer: `Drop`).
     batch: RefCell<Option<BatchQueue>>,
     consumer: GroupConsumer<SourceContext>,
     topic: String,
@@ -195,11 +195,14 @@ impl ClientContext for SourceContext {
             if p < 0 || tp.fetch_state == "none" || tp.hi_offset < 0 {
                 continue;
             }
+            // Never past the high watermark: librdkafka's batch read moves the application's
+            // position past a partition's end (the end's own offset + 1).
             let next = tp
                 .app_offset
                 .max(tp.committed_offset)
                 .max(tp.lo_offset)
-                .max(0);
+                .max(0)
+                .min(tp.hi_offset);
             self.live.source().set(p, next, Some(tp.hi_offset));
         }
     }
@@ -210,6 +213,13 @@ impl ConsumerContext for SourceContext {}
 /// How long librdkafka postpones a partition's next fetch once its prefetched messages pass the
 /// queue thresholds (`fetch.queue.backoff.ms`; librdkafka's default is 1,000 ms).
 pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        // The batch queue's handles go before the consumer, whatever the fields' order.
+        self.batch.get_mut().take();
+    }
+}
 
 impl KafkaReader {
     /// A consumer for worker `worker` of `peers`, resuming at `restored` (a checkpoint's
@@ -349,6 +359,8 @@ impl KafkaReader {
             }
             // Before the assignment: all of the partition's messages then go to the batch
             // queue (one that cannot be forwarded is read from the consumer's queue instead).
+            // A reader assigns its partitions once: librdkafka clears the forwarding when a
+            // partition's fetch stops, and would not forward it again on a later assignment.
             if let Some(q) = self.batch.borrow_mut().as_mut() {
                 q.forward(&self.consumer, &self.topic, p);
             }
@@ -604,7 +616,11 @@ fn poll_batch(
             }
         });
     }
-    while batch.len() < 4096 {
+    // The consumer's queue every turn, however full the batch: a backlog fills it from the
+    // batch queue turn after turn, and the statistics and errors would wait for its end.
+    let mut polls = 0;
+    while batch.len() < 4096 || polls < EVENTS_PER_TURN {
+        polls += 1;
         match reader.consumer.poll(Duration::ZERO) {
             None => break,
             Some(Err(e)) => {
@@ -620,6 +636,10 @@ fn poll_batch(
         }
     }
 }
+
+/// Polls of the consumer's queue a turn makes even when the batch queue filled the batch (its
+/// events: librdkafka's statistics every second, errors).
+const EVENTS_PER_TURN: usize = 16;
 
 /// How a poll's records are stamped: at `now`, by `event`'s rules, none before `floor`.
 struct Stamping<'a> {

@@ -14,8 +14,9 @@
 //! any partition that could not be forwarded is read there as before: a partition is read from
 //! one queue only, so its order holds.
 //!
-//! The queue handles are released before the consumer: [`BatchQueue`] is declared before the
-//! consumer in the reader that holds both (fields drop in order).
+//! The queue handles are released before the consumer: the reader that holds both drops its
+//! [`BatchQueue`] first. A partition's error that librdkafka does not return as a message (a
+//! topic deleted while it is read) goes to librdkafka's log instead of the source's status.
 
 #![allow(unsafe_code)]
 
@@ -50,8 +51,8 @@ pub struct BatchQueue {
     queue: NonNull<rd::rd_kafka_queue_t>,
     /// Each forwarded partition's queue handle, released (and unforwarded) on drop.
     parts: BTreeMap<i32, NonNull<rd::rd_kafka_queue_t>>,
-    /// Room for one read's message pointers.
-    got: Vec<*mut rd::rd_kafka_message_t>,
+    /// One read's messages (released when cleared or dropped).
+    got: Vec<Message>,
 }
 
 impl BatchQueue {
@@ -104,17 +105,21 @@ impl BatchQueue {
         }
         self.got.clear();
         self.got.reserve(max);
-        // SAFETY: `got` has room for `max` pointers; librdkafka writes `n` of them, each a
-        // message the caller owns until `rd_kafka_message_destroy`.
+        // SAFETY: `got` has room for `max` messages, each a pointer (`Message` is transparent);
+        // librdkafka writes `n` of them, each a message we own until it is released.
         let n = unsafe {
-            rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, self.got.as_mut_ptr(), max)
+            rd::rd_kafka_consume_batch_queue(
+                self.queue.as_ptr(),
+                0,
+                self.got.as_mut_ptr().cast::<*mut rd::rd_kafka_message_t>(),
+                max,
+            )
         };
         let n = usize::try_from(n).unwrap_or(0).min(max);
-        // SAFETY: librdkafka wrote the first `n` pointers.
+        // SAFETY: librdkafka wrote the first `n`; from here `got` owns them (released as it is
+        // cleared, or dropped if `each` panics).
         unsafe { self.got.set_len(n) };
-        for &m in &self.got {
-            // Released when this iteration ends, even if `each` panics.
-            let m = Message(m);
+        for m in &self.got {
             each(m.item());
         }
         self.got.clear();
@@ -122,6 +127,7 @@ impl BatchQueue {
 }
 
 /// One message taken off the queue, released on drop.
+#[repr(transparent)]
 struct Message(*mut rd::rd_kafka_message_t);
 
 impl Message {
@@ -166,6 +172,7 @@ impl Drop for Message {
 
 impl Drop for BatchQueue {
     fn drop(&mut self) {
+        self.got.clear();
         for part in self.parts.values() {
             // SAFETY: handles from `forward`, released once; unforwarded first so that the
             // partition no longer points at the queue released below.
