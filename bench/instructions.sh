@@ -134,7 +134,7 @@ read = [
     ("read: the Kafka source's reads (librdkafka's queue, stamping, the payload's copy)", "tidings_dataflows::kafka::poll_batch"),
 ]
 stages = read + [
-    ("admit: validate, render, ids (per request)", "tidings_operators::validate::Validator::validate"),
+    ("admit: validate, render, ids (per request)", "tidings_operators::validate::Validator::validate_into"),
     ("· decode: the request's own JSON (the payload; a Kafka record's whole decode)", "tidings_model::request::decode_request"),
     ("· render: the template's content", "tidings_model::render::render_json"),
     ("· message id", "tidings_model::ids::message_id"),

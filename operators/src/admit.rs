@@ -25,7 +25,7 @@ use crate::book::{Applied, Change};
 use crate::checkpoint::{Checkpoints, FINAL};
 use crate::gate::{Gate, Verdict};
 use crate::park::Parked;
-use crate::validate::Validator;
+use crate::validate::{Validated, Validator};
 use crate::{Clock, Epoch, InFlight, Mark, RecallOrder, Received, SourceRecord, Tracked};
 
 /// The streams the admit stage produces.
@@ -106,6 +106,8 @@ struct Outputs {
     parked: Vec<Parked>,
     rows: Vec<Tracked>,
     recalls: Vec<RecallOrder>,
+    /// One record's validation, its lists reused from record to record.
+    validated: Validated,
 }
 
 impl Outputs {
@@ -127,12 +129,13 @@ impl Outputs {
             ))));
             return None;
         }
-        let v = validator.validate(&rec, now);
+        let mut v = std::mem::take(&mut self.validated);
+        validator.validate_into(&rec, now, &mut v);
         self.rows
-            .extend(v.dead.into_iter().map(|d| Tracked::Dead(Box::new(d))));
-        self.recalls.extend(v.recalls);
+            .extend(v.dead.drain(..).map(|d| Tracked::Dead(Box::new(d))));
+        self.recalls.append(&mut v.recalls);
         let mut max: Option<Millis> = None;
-        for m in v.messages {
+        for m in v.messages.drain(..) {
             max = Some(max.map_or(m.meta.event_time, |t| t.max(m.meta.event_time)));
             let (discard, whitelist) = validator.book().lists_at(m.meta.event_time);
             gate.judge_with(m, now, verdicts, discard, whitelist);
@@ -160,6 +163,7 @@ impl Outputs {
                 }
             }
         }
+        self.validated = v;
         max
     }
 }
