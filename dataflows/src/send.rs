@@ -130,7 +130,8 @@ fn by_message<'a>(
                 {
                     t
                 }
-                Some(t) if t.ends.len() < per_task => {
+                // `ends` holds the task's finished messages: the one about to end is the last.
+                Some(t) if t.ends.len() + 1 < per_task => {
                     t.ends.push(t.deliveries.len());
                     t
                 }
@@ -461,4 +462,69 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
         }));
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(seq: u128, index: u32) -> Delivery {
+        let meta = Arc::new(MessageMeta {
+            live: None,
+            accounts: None,
+            message_id: format!("m{seq}").into(),
+            template_id: 1,
+            business_id: 1,
+            biz_id: None,
+            content: "{}".into(),
+            event_time: 0,
+            seq,
+        });
+        Delivery::new(meta, format!("r{index}").as_str().into(), index, 0, (0, 0))
+    }
+
+    /// A stamp's deliveries go in tasks of at most `per_task` messages, each message whole
+    /// (its consecutive receivers, across the stamp's batches), in order.
+    #[test]
+    fn messages_are_grouped_whole_in_tasks_of_at_most_per_task() {
+        // Messages 0..7 with 1, 2, 3, 1, 2, 3, 1 receivers, over three batches that split
+        // message 2 and message 5.
+        let all: Vec<Delivery> = (0..7u128)
+            .flat_map(|m| (0..(m % 3 + 1) as u32).map(move |i| delivery(m, i)))
+            .collect();
+        let mut batches = vec![all[..4].to_vec(), all[4..10].to_vec(), all[10..].to_vec()];
+        for per_task in [1, 2, 3, 256] {
+            let tasks = by_message(batches.clone().iter_mut(), per_task);
+            let messages: Vec<Vec<(String, u32)>> = tasks
+                .iter()
+                .flat_map(|t| {
+                    assert!(t.ends.len() <= per_task, "{} > {per_task}", t.ends.len());
+                    t.each()
+                        .map(|ds| {
+                            ds.iter()
+                                .map(|d| (d.meta.message_id.to_string(), d.index))
+                                .collect()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let want: Vec<Vec<(String, u32)>> = (0..7u128)
+                .map(|m| {
+                    (0..(m % 3 + 1) as u32)
+                        .map(|i| (format!("m{m}"), i))
+                        .collect()
+                })
+                .collect();
+            assert_eq!(messages, want, "per_task {per_task}");
+            assert_eq!(
+                tasks.len(),
+                7usize.div_ceil(per_task),
+                "per_task {per_task}"
+            );
+        }
+        // Drained.
+        let tasks = by_message(batches.iter_mut(), 256);
+        assert_eq!(tasks.len(), 1);
+        assert!(batches.iter().all(Vec::is_empty));
+    }
 }

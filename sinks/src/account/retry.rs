@@ -125,7 +125,10 @@ impl<'a> PartialRetry<'a> {
             return RetryAction::Successful;
         }
         if !matches!(self.settled, Settled::Each(_)) {
-            self.settled = Settled::Each(vec![None; n]);
+            // Those accepted already stay accepted (no loop judges again after that, but a
+            // caller could).
+            let before = matches!(self.settled, Settled::AllOk(_)).then_some(Ok(()));
+            self.settled = Settled::Each(vec![before; n]);
         }
         let Settled::Each(settled) = &mut self.settled else {
             unreachable!("a list was made above")
