@@ -261,6 +261,16 @@ impl<'a> Cursor<'a> {
                     let clear = (found.trailing_zeros() / 8) as usize;
                     i += clear;
                     n += clear;
+                    // A short escape (a payload's `\"` in a kcat envelope: a score of them a
+                    // request) is written here, in the chunk's room, and the steps go on.
+                    if b[i] == b'\\'
+                        && let Some(c) = b.get(i + 1).copied().and_then(short_escape)
+                    {
+                        out[n] = c;
+                        i += 2;
+                        n += 1;
+                        continue;
+                    }
                     break;
                 }
                 i += 8;
