@@ -41,7 +41,7 @@ use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, InFlight, SourceRecord};
 
 use crate::kafka_batch::{BatchQueue, Item};
-use crate::source::{Partition, give_stamped, too_large};
+use crate::source::{Partition, give_stamped, oversized, too_large};
 use tidings_operators::container::Trimming;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source;
@@ -605,14 +605,8 @@ fn poll_batch(
                 payload,
                 timestamp,
             } => at.take(parts, batch, partition, offset, payload, timestamp),
-            Item::Error { partition, code } => {
-                reader.error(
-                    parts,
-                    match code {
-                        RDKafkaErrorCode::PartitionEOF => KafkaError::PartitionEOF(partition),
-                        code => KafkaError::MessageConsumption(code),
-                    },
-                );
+            Item::Error(e) => {
+                reader.error(parts, e);
             }
         });
     }
@@ -679,12 +673,7 @@ impl Stamping<'_> {
             self.live.source().add_late(p, 1);
         }
         let bytes = match big {
-            Some(_) => {
-                let keep = &payload[..payload.len().min(4096)];
-                let mut t = String::from_utf8_lossy(keep).into_owned();
-                t.push_str(&format!("… [record of {} bytes]", payload.len()));
-                t.into_bytes()
-            }
+            Some(_) => oversized(payload, payload.len()),
             None => payload.to_vec(),
         };
         batch.push((

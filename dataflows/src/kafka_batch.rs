@@ -26,6 +26,7 @@ use std::ptr::{self, NonNull};
 
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 /// What one read gives per message: a record, or an error librdkafka put in the partition's
@@ -39,11 +40,8 @@ pub enum Item<'a> {
         /// Its Kafka timestamp, when it has one.
         timestamp: Option<i64>,
     },
-    /// An error for `partition` (`PartitionEOF` at its end).
-    Error {
-        partition: i32,
-        code: RDKafkaErrorCode,
-    },
+    /// An error of a partition (`PartitionEOF` at its end), as rdkafka's poll gives it.
+    Error(KafkaError),
 }
 
 /// A queue of the worker's own that its partitions are forwarded to.
@@ -137,10 +135,10 @@ impl Message {
         unsafe {
             let m = &*self.0;
             if m.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                return Item::Error {
-                    partition: m.partition,
-                    code: m.err.into(),
-                };
+                return Item::Error(match RDKafkaErrorCode::from(m.err) {
+                    RDKafkaErrorCode::PartitionEOF => KafkaError::PartitionEOF(m.partition),
+                    code => KafkaError::MessageConsumption(code),
+                });
             }
             let payload = if m.payload.is_null() {
                 &[][..]
@@ -195,7 +193,7 @@ mod tests {
 
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::types::RDKafkaErrorCode;
+    use rdkafka::error::KafkaError;
     use rdkafka::{Offset, TopicPartitionList};
 
     use super::{BatchQueue, Item};
@@ -262,10 +260,10 @@ mod tests {
                     String::from_utf8(payload.to_vec()).unwrap(),
                     timestamp,
                 )),
-                Item::Error { partition, code } => {
-                    assert_eq!(code, RDKafkaErrorCode::PartitionEOF);
+                Item::Error(KafkaError::PartitionEOF(partition)) => {
                     ended.insert(partition);
                 }
+                Item::Error(e) => panic!("not a partition's end: {e}"),
             });
             // The consumer's queue: events only.
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(10)) {

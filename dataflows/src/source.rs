@@ -327,7 +327,7 @@ fn read_line_capped(
 }
 
 /// A record too large to judge: kept as a prefix and its size.
-fn oversized(bytes: &[u8], full: usize) -> Vec<u8> {
+pub(crate) fn oversized(bytes: &[u8], full: usize) -> Vec<u8> {
     let keep = &bytes[..bytes.len().min(4096)];
     let mut s = String::from_utf8_lossy(keep).into_owned();
     s.push_str(&format!(

@@ -129,13 +129,16 @@ impl Outputs {
             ))));
             return None;
         }
-        let mut v = std::mem::take(&mut self.validated);
-        validator.validate_into(&rec, now, &mut v);
-        self.rows
-            .extend(v.dead.drain(..).map(|d| Tracked::Dead(Box::new(d))));
-        self.recalls.append(&mut v.recalls);
+        validator.validate_into(&rec, now, &mut self.validated);
+        self.rows.extend(
+            self.validated
+                .dead
+                .drain(..)
+                .map(|d| Tracked::Dead(Box::new(d))),
+        );
+        self.recalls.append(&mut self.validated.recalls);
         let mut max: Option<Millis> = None;
-        for m in v.messages.drain(..) {
+        for m in self.validated.messages.drain(..) {
             max = Some(max.map_or(m.meta.event_time, |t| t.max(m.meta.event_time)));
             let (discard, whitelist) = validator.book().lists_at(m.meta.event_time);
             gate.judge_with(m, now, verdicts, discard, whitelist);
@@ -163,7 +166,6 @@ impl Outputs {
                 }
             }
         }
-        self.validated = v;
         max
     }
 }

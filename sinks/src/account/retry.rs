@@ -81,6 +81,7 @@ impl<'a> PartialRetry<'a> {
     }
 
     /// The receivers (indices) the next attempt goes to: those not settled yet.
+    #[cfg(test)]
     pub fn pending(&self) -> Vec<usize> {
         self.unsettled()
             .unwrap_or_else(|| (0..self.settled.receivers()).collect())
@@ -98,6 +99,7 @@ impl<'a> PartialRetry<'a> {
 
     /// Reads the answer of an attempt to `pending`: settles every receiver it decided and
     /// records its reference; says whether the call, some receivers, or nothing is retried.
+    #[cfg(test)]
     pub fn judge(
         &mut self,
         pending: &[usize],
@@ -205,6 +207,7 @@ impl<'a> PartialRetry<'a> {
 
     /// The outcome of every receiver, in order, and the references with the receivers
     /// (indices) each reached.
+    #[cfg(test)]
     pub fn finish(self) -> (Vec<Result<(), SendError>>, Vec<(String, Vec<usize>)>) {
         self.finish_with(|e| e)
     }

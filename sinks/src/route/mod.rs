@@ -25,10 +25,10 @@ pub struct GroupConfig {
 /// Where a template's deliveries go: one account, or a group's members by weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// (account index, weight), heaviest first.
-    members: Vec<(usize, u32)>,
-    /// The members' accounts, heaviest first: a route of one account's order, lent.
+    /// The members' accounts, heaviest first (a route of one account lends this as its order).
     accounts: Vec<usize>,
+    /// Their weights, in the same order.
+    weights: Vec<u32>,
 }
 
 /// FNV-1a: a stable hash of the message id (the same in every run and build).
@@ -48,37 +48,37 @@ impl Route {
     pub fn weighted(members: impl IntoIterator<Item = (usize, u32)>) -> Route {
         let mut members: Vec<(usize, u32)> = members.into_iter().filter(|m| m.1 > 0).collect();
         members.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let accounts = members.iter().map(|m| m.0).collect();
-        Route { members, accounts }
+        let (accounts, weights) = members.into_iter().unzip();
+        Route { accounts, weights }
     }
 
     /// The accounts a message tries, in order: the first picked by weight from the message
     /// id, then the others, heaviest first (a route of one account lends its list).
     pub fn order(&self, message_id: &str) -> Cow<'_, [usize]> {
-        if self.members.len() <= 1 {
+        if self.accounts.len() <= 1 {
             return Cow::Borrowed(&self.accounts);
         }
-        let total: u64 = self.members.iter().map(|m| m.1 as u64).sum();
+        let total: u64 = self.weights.iter().map(|&w| w as u64).sum();
         let mut x = stable_hash(message_id) % total;
         let first = self
-            .members
+            .weights
             .iter()
-            .position(|m| {
-                if x < m.1 as u64 {
+            .position(|&w| {
+                if x < w as u64 {
                     true
                 } else {
-                    x -= m.1 as u64;
+                    x -= w as u64;
                     false
                 }
             })
             .unwrap_or(0);
-        let mut order = vec![self.members[first].0];
+        let mut order = vec![self.accounts[first]];
         order.extend(
-            self.members
+            self.accounts
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| *i != first)
-                .map(|(_, m)| m.0),
+                .map(|(_, &a)| a),
         );
         Cow::Owned(order)
     }
