@@ -56,7 +56,7 @@ pub fn checkpoint(keys: u64) -> anyhow::Result<()> {
         ("content", content.snapshot()),
         ("frequency", frequency.snapshot()),
     ] {
-        let path = dir.path().join(format!("{name}.parquet"));
+        let path = dir.path().join(format!("{name}.keys"));
         let start = Instant::now();
         write_keyed(&path, snapshot)?;
         let write = start.elapsed();
@@ -97,7 +97,7 @@ pub fn checkpoint(keys: u64) -> anyhow::Result<()> {
         "flattened {} keys of {keys}",
         flat.len()
     );
-    let path = dir.path().join("content-flat.parquet");
+    let path = dir.path().join("content-flat.keys");
     let started = Instant::now();
     let writer = std::thread::spawn(move || {
         let r = write_keyed(&path, flat.iter());
@@ -210,9 +210,9 @@ fn incremental(
     let first = dir.join("cut-0");
     std::fs::create_dir_all(&first)?;
     let start = Instant::now();
-    tidings_operators::checkpoint::write_keyed(&first.join("content-0.parquet"), flat.sorted())?;
+    tidings_operators::checkpoint::write_keyed(&first.join("content-0.keys"), flat.sorted())?;
     let full_write = start.elapsed();
-    let mut chain = vec!["content-0.parquet".to_string()];
+    let mut chain = vec!["content-0.keys".to_string()];
     let mut prev = first;
     let (mut worker, mut writer) = (Vec::new(), Vec::new());
     let mut noted: Vec<u128> = Vec::new();
@@ -236,7 +236,7 @@ fn incremental(
         for f in &chain {
             std::fs::hard_link(prev.join(f), here.join(f))?;
         }
-        let name = format!("content-0.delta-{cut:020}.parquet");
+        let name = format!("content-0.delta-{cut:020}.keys");
         write_keyed(&here.join(&name), flat.iter())?;
         writer.push(start.elapsed());
         chain.push(name);
@@ -245,7 +245,7 @@ fn incremental(
     let sources: Vec<_> = chain.iter().map(|f| prev.join(f)).collect();
     let start = Instant::now();
     let merged = merge_keyed(
-        &dir.join("compacted.parquet"),
+        &dir.join("compacted.keys"),
         &sources,
         std::iter::empty::<(u128, Vec<i64>)>(),
     )?;

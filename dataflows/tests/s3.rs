@@ -389,7 +389,7 @@ fn checkpoints_on_s3_resume_a_cluster_on_a_machine_without_its_state() {
         .iter()
         .find_map(|o| o.strip_suffix("/_COMPLETE"))
         .unwrap_or_else(|| panic!("no complete cut: {objects:?}"));
-    for part in ["content-0.parquet", "content-1.parquet", "parked.jsonl"] {
+    for part in ["content-0.keys", "content-1.keys", "parked.jsonl"] {
         assert!(
             objects.contains(&format!("{cut}/{part}")),
             "{part} missing: {objects:?}"

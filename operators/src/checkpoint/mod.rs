@@ -23,15 +23,16 @@
 //!
 //! ```text
 //! state_dir/checkpoints/1763770200000-000000000010/
-//!     content-0.parquet  content-1.parquet      key FixedSizeBinary(16), values List<Int64>
-//!     content-0.delta-00000000000000000010.parquet   keys worker 0 changed since its last part
+//!     content-0.keys  content-1.keys            keyed parts: each key and its values
+//!                                               ([`keyed`]; `*.parquet` of older versions)
+//!     content-0.delta-00000000000000000010.keys keys worker 0 changed since its last part
 //!                                               (full parts and earlier deltas are hard
 //!                                               links to the previous cut's: each cut is whole)
-//!     frequency-0.parquet frequency-1.parquet
+//!     frequency-0.keys frequency-1.keys
 //!     parked.jsonl                              worker 0's park store (as some cut wrote it)
 //!     parked.delta-00000000000000000010.jsonl   its parks and releases since the cut before
 //!     _COMPLETE                                 {"offsets": {"0": 1234}, "positions": {...},
-//!                                                "parts": {"content-0.parquet": 5120, ...}}
+//!                                                "parts": {"content-0.keys": 5120, ...}}
 //! ```
 //!
 //! Directory names sort in time order: `<generation>-<epoch>`, and `<generation>-final` for
@@ -51,13 +52,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use arrow_array::builder::{FixedSizeBinaryBuilder, Int64Builder, ListBuilder};
-use arrow_array::{Array, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::Epoch;
@@ -65,9 +59,11 @@ use crate::event_time::PartitionClock;
 
 mod agree;
 pub mod control;
+pub mod keyed;
 
 pub use agree::Ctl;
 use agree::{Coordinator, Local};
+pub use keyed::{merge_keyed, read_keyed, write_keyed};
 
 /// The epoch of the cut taken when a run ends.
 pub const FINAL: Epoch = Epoch::MAX;
@@ -243,7 +239,8 @@ fn scan_local(dir: &Path) -> io::Result<(Vec<PathBuf>, u64)> {
 }
 
 /// The newest of the complete checkpoints `complete` (oldest first) that can be read, and the
-/// newer ones passed over: a cut whose manifest, a Parquet part's footer, a JSON part or a line
+/// newer ones passed over: a cut whose manifest, a keyed part (any block of it, or an older
+/// version's Parquet part's footer), a JSON part or a line
 /// of the park parts cannot be read (a truncated file, a disk's damage), whose park deltas
 /// have no store beside them, or a part its manifest lists is missing or of another length, is
 /// passed over with a warning for the cut before it (every
@@ -286,8 +283,8 @@ fn json_value(bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Why the checkpoint `dir` cannot be restored, if it cannot: its manifest, a Parquet part's
-/// footer or a JSON part unreadable, or a part its manifest lists missing or of another
+/// Why the checkpoint `dir` cannot be restored, if it cannot: its manifest, a keyed part (read
+/// whole: [`keyed::check`]; an older version's Parquet part: its footer) or a JSON part unreadable, or a part its manifest lists missing or of another
 /// length.
 fn damage(dir: &Path) -> Option<String> {
     let manifest = match read_manifest(dir) {
@@ -338,12 +335,12 @@ fn damage(dir: &Path) -> Option<String> {
                         .replay(&b)
                         .map(|()| parks = true)
                 })
-        } else if name.ends_with(".parquet") {
-            File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
-                ParquetRecordBatchReaderBuilder::try_new(f)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
+        } else if name.ends_with(keyed::EXT) || name.ends_with(keyed::PARQUET_EXT) {
+            // Its errors name the part.
+            if let Err(why) = keyed::check(&path) {
+                return Some(why);
+            }
+            Ok(())
         } else if name.ends_with(".json") {
             std::fs::read(&path)
                 .map_err(|e| e.to_string())
@@ -1230,351 +1227,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-fn keyed_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("key", DataType::FixedSizeBinary(16), false),
-        Field::new(
-            "values",
-            DataType::List(Arc::new(Field::new("item", DataType::Int64, false))),
-            false,
-        ),
-    ]))
-}
-
-/// How keyed parts are written: the keys are distinct 128-bit hashes, so a dictionary would be
-/// built for every key only to be abandoned, and min/max statistics prune nothing (a part is
-/// always read whole); the values (admission times, days and counts) keep both, with a
-/// dictionary of at most 16 KiB: a frequency part's days and counts (a few distinct values)
-/// stay in it, and a content part's admission times, distinct over a day, fall back to plain
-/// values after 2,048 of them instead of interning each into a 1 MiB dictionary first
-/// (`tidings-bench checkpoint --keys 100000` under callgrind: `write_keyed` 498M → 415M
-/// instructions, content 26.0 → 24.0 B/key, frequency 16.5 B/key either way).
-fn keyed_props() -> WriterProperties {
-    let key = ColumnPath::from("key");
-    WriterProperties::builder()
-        .set_column_dictionary_enabled(key.clone(), false)
-        .set_column_statistics_enabled(key, EnabledStatistics::None)
-        .set_dictionary_page_size_limit(16 * 1024)
-        .build()
-}
-
-/// Writes keyed state (key → values) as Parquet, atomically.
-pub fn write_keyed<V: AsRef<[i64]>>(
-    path: &Path,
-    entries: impl Iterator<Item = (u128, V)>,
-) -> io::Result<()> {
-    let mut out = KeyedWriter::create(path)?;
-    for (key, values) in entries {
-        out.push(key, values.as_ref())?;
-    }
-    out.finish()
-}
-
-/// A keyed part being written ([`write_keyed`], [`merge_keyed`]): entries pushed into the
-/// column builders, encoded 65,536 at a time, the file renamed into place by
-/// [`KeyedWriter::finish`].
-struct KeyedWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    schema: Arc<Schema>,
-    writer: ArrowWriter<File>,
-    keys: FixedSizeBinaryBuilder,
-    values: ListBuilder<Int64Builder>,
-    rows: usize,
-}
-
-impl KeyedWriter {
-    /// Rows per record batch.
-    const BATCH: usize = 65_536;
-
-    fn create(path: &Path) -> io::Result<KeyedWriter> {
-        let schema = keyed_schema();
-        let tmp = path.with_extension("tmp");
-        let file = File::create(&tmp)?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(keyed_props()))
-            .map_err(io::Error::other)?;
-        Ok(KeyedWriter {
-            path: path.to_path_buf(),
-            tmp,
-            schema,
-            writer,
-            keys: FixedSizeBinaryBuilder::new(16),
-            values: ListBuilder::new(Int64Builder::new()).with_field(Field::new(
-                "item",
-                DataType::Int64,
-                false,
-            )),
-            rows: 0,
-        })
-    }
-
-    /// Adds one key (keys in order) and its values.
-    fn push(&mut self, key: u128, values: &[i64]) -> io::Result<()> {
-        self.keys
-            .append_value(key.to_le_bytes())
-            .map_err(io::Error::other)?;
-        self.values.values().append_slice(values);
-        self.values.append(true);
-        self.rows += 1;
-        if self.rows == Self::BATCH {
-            self.encode()?;
-        }
-        Ok(())
-    }
-
-    /// Encodes the rows pushed since the last batch.
-    fn encode(&mut self) -> io::Result<()> {
-        if self.rows == 0 {
-            return Ok(());
-        }
-        let batch = RecordBatch::try_new(
-            self.schema.clone(),
-            vec![Arc::new(self.keys.finish()), Arc::new(self.values.finish())],
-        )
-        .map_err(io::Error::other)?;
-        self.rows = 0;
-        self.writer.write(&batch).map_err(io::Error::other)
-    }
-
-    /// Writes the file out, durably, and renames it into place.
-    fn finish(mut self) -> io::Result<()> {
-        self.encode()?;
-        let file = self.writer.into_inner().map_err(io::Error::other)?;
-        file.sync_data()?;
-        std::fs::rename(&self.tmp, &self.path)?;
-        // The rename, and any part linked into the same cut before it, made durable.
-        sync_parent(&self.path)
-    }
-}
-
-/// Reads keyed state written by [`write_keyed`], keeping the keys `keep` accepts.
-pub fn read_keyed(
-    path: &Path,
-    mut keep: impl FnMut(u128) -> bool,
-    mut each: impl FnMut(u128, &[i64]),
-) -> io::Result<()> {
-    let mut entries = KeyedEntries::open(path)?;
-    while let Some(batch) = entries.next_batch()? {
-        for i in 0..batch.len() {
-            let key = batch.key(i).map_err(|e| entries.bad(&e))?;
-            if keep(key) {
-                each(key, batch.values(i).map_err(|e| entries.bad(&e))?);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One record batch of a keyed part: its keys and their lists, read in place (a
-/// `ListArray::value` per key would allocate an array per key).
-struct KeyedBatch {
-    keys: FixedSizeBinaryArray,
-    lists: ListArray,
-    values: Int64Array,
-}
-
-impl KeyedBatch {
-    fn of(batch: &RecordBatch) -> Result<KeyedBatch, String> {
-        let keys = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<FixedSizeBinaryArray>()
-            .ok_or("column key is not FixedSizeBinary(16)")?
-            .clone();
-        let lists = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<ListArray>()
-            .ok_or("column values is not List<Int64>")?
-            .clone();
-        let values = lists
-            .values()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or("values are not Int64")?
-            .clone();
-        Ok(KeyedBatch {
-            keys,
-            lists,
-            values,
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn key(&self, i: usize) -> Result<u128, String> {
-        let bytes: [u8; 16] = self.keys.value(i).try_into().map_err(|e| format!("{e}"))?;
-        Ok(u128::from_le_bytes(bytes))
-    }
-
-    fn values(&self, i: usize) -> Result<&[i64], String> {
-        let offsets = self.lists.value_offsets();
-        let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-        self.values
-            .values()
-            .get(start..end)
-            .ok_or_else(|| "list offsets past the values".to_string())
-    }
-}
-
-/// The entries of a keyed part written by [`write_keyed`], in file order.
-struct KeyedEntries {
-    path: PathBuf,
-    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-    batch: Option<KeyedBatch>,
-    /// The next entry's index in `batch`.
-    at: usize,
-    /// The key of the entry at the head.
-    last: Option<u128>,
-}
-
-impl KeyedEntries {
-    fn open(path: &Path) -> io::Result<KeyedEntries> {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(at(path))?)
-            .and_then(|b| b.build())
-            .map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-        Ok(KeyedEntries {
-            path: path.to_path_buf(),
-            reader,
-            batch: None,
-            at: 0,
-            last: None,
-        })
-    }
-
-    fn bad(&self, e: &dyn std::fmt::Display) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", self.path.display()),
-        )
-    }
-
-    /// The next record batch of the file, if any.
-    fn next_batch(&mut self) -> io::Result<Option<KeyedBatch>> {
-        let Some(batch) = self.reader.next() else {
-            return Ok(None);
-        };
-        let batch = batch.map_err(|e| self.bad(&e))?;
-        KeyedBatch::of(&batch).map(Some).map_err(|e| self.bad(&e))
-    }
-
-    /// Moves to the next entry and gives its key (`None` past the last); its values are
-    /// [`KeyedEntries::values`]. A key not above the one before is an error.
-    fn step(&mut self) -> io::Result<Option<u128>> {
-        loop {
-            if let Some(batch) = &self.batch
-                && self.at < batch.len()
-            {
-                let key = batch.key(self.at).map_err(|e| self.bad(&e))?;
-                self.at += 1;
-                if self.last.is_some_and(|l| key <= l) {
-                    return Err(self.bad(
-                        &"keys are not sorted (a part of an older version cannot be merged)",
-                    ));
-                }
-                self.last = Some(key);
-                return Ok(Some(key));
-            }
-            let Some(batch) = self.next_batch()? else {
-                return Ok(None);
-            };
-            self.batch = Some(batch);
-            self.at = 0;
-        }
-    }
-
-    /// The values of the entry [`KeyedEntries::step`] moved to, read in place.
-    fn values(&self) -> io::Result<&[i64]> {
-        let batch = self
-            .batch
-            .as_ref()
-            .filter(|_| self.at > 0)
-            .ok_or_else(|| self.bad(&"no entry"))?;
-        batch.values(self.at - 1).map_err(|e| self.bad(&e))
-    }
-}
-
-/// Writes to `path` (atomically) the keyed parts `older` (oldest first) and then `newest`
-/// merged: each key once, with its newest values; a key whose newest values are none (a
-/// tombstone) is left out. Every input is sorted by key, and so is the output. Streams: holds
-/// one entry per input, its values read in place (no copy per entry). Returns the number of
-/// keys written.
-pub fn merge_keyed<V: AsRef<[i64]>>(
-    path: &Path,
-    older: &[PathBuf],
-    mut newest: impl Iterator<Item = (u128, V)>,
-) -> io::Result<usize> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-
-    let mut files = older
-        .iter()
-        .map(|p| KeyedEntries::open(p))
-        .collect::<io::Result<Vec<_>>>()?;
-    let newest_rank = files.len();
-    // The newest input's entry at its head.
-    let mut head: Option<(u128, V)> = None;
-    // The key at every input's head: the smallest key first, the newest input first among
-    // equal keys.
-    let mut heads: BinaryHeap<(Reverse<u128>, usize)> = BinaryHeap::new();
-    let mut advance = |rank: usize,
-                       files: &mut Vec<KeyedEntries>,
-                       head: &mut Option<(u128, V)>,
-                       heads: &mut BinaryHeap<(Reverse<u128>, usize)>|
-     -> io::Result<()> {
-        let key = if rank == newest_rank {
-            *head = newest.next();
-            head.as_ref().map(|(k, _)| *k)
-        } else {
-            files[rank].step()?
-        };
-        if let Some(k) = key {
-            heads.push((Reverse(k), rank));
-        }
-        Ok(())
-    };
-    let mut out = KeyedWriter::create(path)?;
-    let mut written = 0usize;
-    let mut merge = || -> io::Result<()> {
-        for rank in 0..=newest_rank {
-            advance(rank, &mut files, &mut head, &mut heads)?;
-        }
-        while let Some((Reverse(key), rank)) = heads.pop() {
-            let values = match &head {
-                Some((_, v)) if rank == newest_rank => v.as_ref(),
-                _ => files[rank].values()?,
-            };
-            if !values.is_empty() {
-                out.push(key, values)?;
-                written += 1;
-            }
-            advance(rank, &mut files, &mut head, &mut heads)?;
-            // The same key in older inputs: superseded.
-            while let Some(&(Reverse(k), r)) = heads.peek()
-                && k == key
-            {
-                heads.pop();
-                advance(r, &mut files, &mut head, &mut heads)?;
-            }
-        }
-        Ok(())
-    };
-    match merge() {
-        Ok(()) => out.finish().map(|()| written),
-        Err(e) => {
-            let _ = std::fs::remove_file(&out.tmp);
-            Err(e)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1631,10 +1283,7 @@ mod tests {
             },
             Ctl::Part {
                 cut: FINAL,
-                files: vec![(
-                    "content-0.delta-00000000000000000010.parquet".into(),
-                    1 << 40,
-                )],
+                files: vec![("content-0.delta-00000000000000000010.keys".into(), 1 << 40)],
             },
             Ctl::Stop,
             Ctl::Request { round: 2 },
@@ -1656,87 +1305,6 @@ mod tests {
             let bytes = bincode::serialize(&(4usize, m.clone())).unwrap();
             let back: (usize, Ctl) = bincode::deserialize(&bytes).unwrap();
             assert_eq!(back, (4, m));
-        }
-    }
-
-    /// A compaction: the newest values of every key win, tombstones drop their key, the
-    /// output is sorted; a part whose keys are not sorted is refused (nothing is written).
-    #[test]
-    fn merging_keyed_parts_keeps_each_keys_newest_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let full = dir.path().join("full.parquet");
-        let delta = dir.path().join("delta.parquet");
-        // 200,000 keys over several record batches; every third key changes, every fifth goes.
-        write_keyed(&full, (0..200_000u128).map(|k| (k << 64, vec![k as i64]))).unwrap();
-        let changes = (0..200_000u128)
-            .filter(|k| k % 3 == 0 || k % 5 == 0)
-            .map(|k| {
-                let v = if k % 5 == 0 {
-                    vec![]
-                } else {
-                    vec![-(k as i64), 1]
-                };
-                (k << 64, v)
-            });
-        write_keyed(&delta, changes).unwrap();
-        // The newest: one key brought back, one new key at the end.
-        let newest = vec![(5u128 << 64, vec![55]), (300_000u128 << 64, vec![3])];
-        let out = dir.path().join("merged.parquet");
-        let n = merge_keyed(&out, &[full.clone(), delta.clone()], newest.into_iter()).unwrap();
-        let mut back = Vec::new();
-        read_keyed(&out, |_| true, |k, v| back.push((k, v.to_vec()))).unwrap();
-        let mut expected: Vec<(u128, Vec<i64>)> = (0..200_000u128)
-            .filter_map(|k| {
-                match k {
-                    5 => Some(vec![55]),
-                    k if k % 5 == 0 => None,
-                    k if k % 3 == 0 => Some(vec![-(k as i64), 1]),
-                    k => Some(vec![k as i64]),
-                }
-                .map(|v| (k << 64, v))
-            })
-            .collect();
-        expected.push((300_000u128 << 64, vec![3]));
-        assert_eq!(n, expected.len());
-        assert_eq!(back, expected);
-
-        let unsorted = dir.path().join("unsorted.parquet");
-        write_keyed(&unsorted, [(2u128, vec![1]), (1u128, vec![1])].into_iter()).unwrap();
-        let refused = dir.path().join("refused.parquet");
-        let e = merge_keyed(
-            &refused,
-            &[unsorted],
-            std::iter::empty::<(u128, Vec<i64>)>(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("not sorted"), "{e}");
-        assert!(!refused.exists());
-    }
-
-    #[test]
-    fn keyed_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("content-0.parquet");
-        let entries: Vec<(u128, Vec<i64>)> = (0..100_000u128)
-            .map(|k| (k << 70 | k, vec![k as i64, -1]))
-            .collect();
-        write_keyed(&path, entries.clone().into_iter()).unwrap();
-        let mut back = Vec::new();
-        read_keyed(&path, |k| k % 2 == 0, |k, v| back.push((k, v.to_vec()))).unwrap();
-        let expected: Vec<_> = entries.into_iter().filter(|(k, _)| k % 2 == 0).collect();
-        assert_eq!(back, expected);
-        // The keys (distinct hashes) are written plain, without a dictionary or statistics;
-        // the values keep both.
-        let file =
-            parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
-        let meta = parquet::file::reader::FileReader::metadata(&file);
-        for group in meta.row_groups() {
-            let (key, values) = (group.column(0), group.column(1));
-            assert_eq!(key.column_path().string(), "key");
-            assert!(key.dictionary_page_offset().is_none());
-            assert!(key.statistics().is_none());
-            assert!(values.dictionary_page_offset().is_some());
-            assert!(values.statistics().is_some());
         }
     }
 
@@ -1833,7 +1401,7 @@ mod tests {
         // The newest cut's part cut short (its footer lost): the cut before it is restored,
         // with its own positions, at this start and the next (the damaged cut is left as it
         // is, judged again each time).
-        let part = c.dir_of(20).join("content-0.parquet");
+        let part = c.dir_of(20).join("content-0.keys");
         let bytes = std::fs::read(&part).unwrap();
         std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
         for _ in 0..2 {
@@ -1886,19 +1454,19 @@ mod tests {
         one_cut(&c, 5, 2);
         one_cut(&c, 12, 5);
         wait_pruned(&c);
-        let part = c.dir_of(12).join("content-0.parquet");
+        let part = c.dir_of(12).join("content-0.keys");
         let len = std::fs::metadata(&part).unwrap().len();
         let manifest = read_manifest(&c.dir_of(12)).unwrap();
         assert_eq!(
             manifest.parts,
-            Some(BTreeMap::from([("content-0.parquet".to_string(), len)]))
+            Some(BTreeMap::from([("content-0.keys".to_string(), len)]))
         );
         assert_eq!(damage(&c.dir_of(12)), None);
         // On the mirror: a part gone from the store's newest cut fails the start with one line.
         let on_mirror = shared
             .path()
             .join(c.dir_of(12).file_name().unwrap())
-            .join("content-0.parquet");
+            .join("content-0.keys");
         std::fs::remove_file(&on_mirror).unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         for machine in [elsewhere.path(), dir.path()] {
@@ -1907,7 +1475,7 @@ mod tests {
                 panic!("a cut with a part gone restored")
             };
             let said = err.to_string();
-            assert!(said.contains("content-0.parquet"), "{said}");
+            assert!(said.contains("content-0.keys"), "{said}");
             assert!(said.contains("--from-start"), "{said}");
             assert!(!said.contains('\n'), "{said}");
         }
@@ -2068,11 +1636,10 @@ mod tests {
     fn one_cut(c: &Checkpoints, epoch: Epoch, offset: i64) {
         c.request_cut();
         assert_eq!(c.source_turn(0, epoch, true), None);
-        let path = c.part_path(epoch, "content-0.parquet").unwrap();
+        let path = c.part_path(epoch, "content-0.keys").unwrap();
         write_keyed(&path, [(offset as u128, vec![offset])].into_iter()).unwrap();
-        c.publish(epoch, "content-0.parquet").unwrap();
-        c.part_written(epoch, &["content-0.parquet".into()])
-            .unwrap();
+        c.publish(epoch, "content-0.keys").unwrap();
+        c.part_written(epoch, &["content-0.keys".into()]).unwrap();
         c.deposit(epoch, 0, BTreeMap::from([(0, pos(offset))]));
         assert_eq!(c.complete_before(Some(epoch + 1)).unwrap(), Some(epoch));
     }
@@ -2133,7 +1700,7 @@ mod tests {
         one_cut(&c, 4, 40);
         // A newer cut whose part is damaged is not the one brought: the newest readable is.
         one_cut(&c, 8, 80);
-        std::fs::write(c.dir_of(8).join("content-0.parquet"), b"PAR1").unwrap();
+        std::fs::write(c.dir_of(8).join("content-0.keys"), b"PAR1").unwrap();
         let mirror: Arc<dyn Mirror> = Arc::new(DirMirror::new(shared.path()));
         let moved = Checkpoints::open_mirrored(a.path(), "t", false, Some(mirror.clone())).unwrap();
         assert_eq!(moved.restored_offsets(), BTreeMap::from([(0, 40)]));
@@ -2143,7 +1710,7 @@ mod tests {
             names,
             vec![
                 "0000000000001-00000000000000000004/_COMPLETE".to_string(),
-                "0000000000001-00000000000000000004/content-0.parquet".to_string(),
+                "0000000000001-00000000000000000004/content-0.keys".to_string(),
             ]
         );
         assert_eq!(moved.run, "0000000000002");

@@ -43,7 +43,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::progress::frontier::MutableAntichain;
 
-use crate::checkpoint::{Checkpoints, FINAL, merge_keyed, read_keyed, write_keyed};
+use crate::checkpoint::{Checkpoints, FINAL, keyed, merge_keyed, read_keyed, write_keyed};
 use crate::live::{self, Answer, Ask, Live, Question, RuleSummary};
 use crate::watermark::Watermark;
 use crate::{Clock, Epoch, Mark, Tracked};
@@ -182,17 +182,21 @@ impl Flat {
 
 /// A full part of this rule's state, as written by worker `index`.
 fn full_name<R: KeyedRule>(index: usize) -> String {
-    format!("{}-{index}.parquet", R::PART)
+    format!("{}-{index}{}", R::PART, keyed::EXT)
 }
 
 /// The keys worker `index` changed up to cut `epoch` since its previous part.
 fn delta_name<R: KeyedRule>(index: usize, epoch: Epoch) -> String {
-    format!("{}-{index}.delta-{epoch:020}.parquet", R::PART)
+    format!("{}-{index}.delta-{epoch:020}{}", R::PART, keyed::EXT)
 }
 
-/// The cut a delta part was written at (`None`: a full part).
+/// The cut a delta part was written at (`None`: a full part), of this version's format or an
+/// older version's (Parquet).
 fn delta_epoch(path: &std::path::Path) -> Option<Epoch> {
-    crate::checkpoint::delta_epoch(path.file_name()?.to_str()?, ".parquet")
+    let name = path.file_name()?.to_str()?;
+    [keyed::EXT, keyed::PARQUET_EXT]
+        .into_iter()
+        .find_map(|ext| crate::checkpoint::delta_epoch(name, ext))
 }
 
 /// Writes a rule's full part of checkpoint `epoch` durably (and to the mirror), on the worker;
@@ -1180,8 +1184,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                "content-0.delta-18446744073709551615.parquet",
-                "content-0.parquet"
+                "content-0.delta-18446744073709551615.keys",
+                "content-0.keys"
             ]
         );
         let parts = names.iter().map(|n| c.dir_of(FINAL).join(n)).collect();
@@ -1189,6 +1193,27 @@ mod tests {
         restore_parts(&mut restored, parts, 0, 1);
         assert_eq!(sorted_snapshot(&restored), sorted_snapshot(&rule));
         assert_eq!(restored.keys(), 49);
+    }
+
+    /// A cut an older version wrote (Parquet parts: the full part and a delta) restores as
+    /// it was written: the delta's cut read from its name, its values over the full part's,
+    /// its tombstone forgetting a key.
+    #[test]
+    fn an_older_versions_parquet_chain_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("content-0.parquet");
+        let delta = dir
+            .path()
+            .join("content-0.delta-00000000000000000010.parquet");
+        let t = 1_763_740_800_000i64;
+        keyed::write_parquet(&full, &[(1, vec![t]), (2, vec![t + 1]), (3, vec![t + 2])]);
+        keyed::write_parquet(&delta, &[(2, vec![]), (3, vec![t + 5])]);
+        let mut restored = ContentDedup::new(1, 60_000, 0, templates());
+        restore_parts(&mut restored, vec![delta, full], 0, 1);
+        assert_eq!(
+            sorted_snapshot(&restored),
+            vec![(1, vec![t]), (3, vec![t + 5])]
+        );
     }
 
     /// Small parts queue for the writer thread; a large one is handed only once the thread
@@ -1223,7 +1248,7 @@ mod tests {
         w.finish();
         let mut keys = 0;
         read_keyed(
-            &c.dir_of(5).join("content-0.parquet"),
+            &c.dir_of(5).join("content-0.keys"),
             |_| true,
             |_, _| keys += 1,
         )
@@ -1252,7 +1277,7 @@ mod tests {
         // The worker goes on changing its state while the flattened copy is written.
         rule.admit(5 << 100 | 5_000, at(10, 1)).unwrap();
         w.finish();
-        let part = c.dir_of(7).join("content-0.parquet");
+        let part = c.dir_of(7).join("content-0.keys");
         let mut keys = 0;
         read_keyed(&part, |_| true, |_, _| keys += 1).unwrap();
         assert_eq!(keys, 1_000, "the state as it was at the cut");
