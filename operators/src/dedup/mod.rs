@@ -238,7 +238,7 @@ fn checkpoint<R: KeyedRule>(
                 keys.dedup();
                 rule.flatten_keys(keys, &mut flat);
                 keys.clear();
-                Part::Delta(flat)
+                Part::Delta(flat, rule.keys())
             }
             None => {
                 rule.flatten(&mut flat);
@@ -277,8 +277,9 @@ const MAX_DELTAS: usize = 64;
 enum Part {
     /// The whole state (a run's first cut, or after more changes than keys).
     Full(Flat),
-    /// The keys changed since the previous cut, sorted, each with its state now (none: gone).
-    Delta(Flat),
+    /// The keys changed since the previous cut, sorted, each with its state now (none: gone),
+    /// and the number of keys the rule holds at the cut.
+    Delta(Flat, usize),
 }
 
 /// A writer thread's parts: the last full part and the deltas written since, which every cut's
@@ -297,9 +298,13 @@ struct Chain {
 impl Chain {
     /// Writes cut `epoch`'s part: a full part is written sorted by key; a delta is written
     /// beside the chain's files linked into the cut's directory, or, once the chain has more
-    /// than [`MAX_DELTAS`] deltas or more delta keys than full ones, merged with the chain
-    /// into one full part (a compaction: read and written here, off the worker), except at
-    /// the final cut.
+    /// than [`MAX_DELTAS`] deltas or would hold more than twice the keys the rule holds (more
+    /// superseded entries and tombstones than keys: what a restore reads and the disk holds
+    /// stays within twice the state), merged with the chain into one full part (a compaction:
+    /// read and written here, off the worker), except at the final cut. A state that only
+    /// grows (a burst of new receivers) is compacted only for the deltas' number: each key
+    /// written once, where compacting whenever the deltas outgrew the full part rewrote it
+    /// ~2 times over (bench/MEASURED.md "Compaction when half the chain is stale").
     fn write<R: KeyedRule>(
         &mut self,
         c: &Checkpoints,
@@ -315,7 +320,7 @@ impl Chain {
                 self.files = vec![full];
                 (self.full_keys, self.delta_keys) = (flat.len(), 0);
             }
-            Part::Delta(flat) => {
+            Part::Delta(flat, held) => {
                 let prev = self
                     .dir
                     .clone()
@@ -323,7 +328,8 @@ impl Chain {
                 let deltas = self.files.len().saturating_sub(1);
                 // The final cut is never a compaction: a stop waits for it, and the next run
                 // starts its own chain with a full part.
-                let compact = deltas >= MAX_DELTAS || self.delta_keys + flat.len() > self.full_keys;
+                let entries = self.full_keys + self.delta_keys + flat.len();
+                let compact = deltas >= MAX_DELTAS || entries > 2 * held;
                 if epoch != FINAL && compact {
                     let chain: Vec<_> = self.files.iter().map(|f| prev.join(f)).collect();
                     let keys = merge_keyed(&c.part_path(epoch, &full)?, &chain, flat.iter())?;
@@ -407,7 +413,7 @@ impl<R: KeyedRule> Writer<R> {
                             .unwrap_or_default();
                         Err(format!("{} checkpoint writer panicked: {why}", R::NAME))
                     });
-                    let (Part::Full(mut flat) | Part::Delta(mut flat)) = part;
+                    let (Part::Full(mut flat) | Part::Delta(mut flat, _)) = part;
                     flat.clear();
                     let _ = give_back.send(flat);
                     if let Err(e) = written {
@@ -481,7 +487,7 @@ impl<R: KeyedRule> Writer<R> {
     /// the thread has written every earlier one: at most one large part is in memory beside
     /// the state, however far behind the thread is (small ones queue up to [`PENDING`]).
     fn hand(&mut self, epoch: Epoch, part: Part) {
-        let (Part::Full(flat) | Part::Delta(flat)) = &part;
+        let (Part::Full(flat) | Part::Delta(flat, _)) = &part;
         if flat.len() > LARGE {
             self.collect(true);
         }
@@ -1216,6 +1222,44 @@ mod tests {
         );
     }
 
+    /// A state that only grows (new keys at every cut, as in a burst of new receivers) is not
+    /// compacted before [`MAX_DELTAS`] deltas: each key is written once. One whose keys keep
+    /// changing is compacted once the chain would hold more than twice its keys.
+    #[test]
+    fn a_chain_is_compacted_when_half_of_it_is_stale_not_while_it_grows() {
+        let compactions = |churn: bool| -> Vec<Epoch> {
+            let dir = tempfile::tempdir().unwrap();
+            let c = Checkpoints::open(dir.path(), "t", false).unwrap();
+            c.register();
+            let mut rule = FrequencyDedup::new(1_000, TZ, 0, templates());
+            let mut w = Writer::<FrequencyDedup>::start(&c, 0);
+            let cuts = 40u64;
+            for cut in 1..=cuts {
+                for i in 0..10u128 {
+                    let k = if churn { i } else { u128::from(cut) * 10 + i };
+                    let key = k << 64 | 7;
+                    rule.admit(key, at(10, 0)).unwrap();
+                    if let Some(noted) = w.noting() {
+                        noted.push(key);
+                    }
+                }
+                checkpoint(&rule, &c, cut, 0, &mut w);
+            }
+            w.finish();
+            (2..=cuts)
+                .filter(|&cut| {
+                    !std::fs::read_dir(c.dir_of(cut))
+                        .unwrap()
+                        .any(|e| delta_epoch(&e.unwrap().path()).is_some())
+                })
+                .collect()
+        };
+        assert_eq!(compactions(false), Vec::<Epoch>::new());
+        // Ten keys, each changed at every cut: the full part and a delta hold twice them; the
+        // next delta would pass that.
+        assert_eq!(compactions(true), (3..=40).step_by(2).collect::<Vec<_>>());
+    }
+
     /// Small parts queue for the writer thread; a large one is handed only once the thread
     /// has written every earlier part (one large part in memory beside the state).
     #[test]
@@ -1232,7 +1276,7 @@ mod tests {
             let keys = [u128::from(cut)];
             let mut flat = Flat::default();
             rule.flatten_keys(&keys, &mut flat);
-            w.hand(cut, Part::Delta(flat));
+            w.hand(cut, Part::Delta(flat, rule.keys()));
         }
         assert_eq!(w.out, 4, "small parts do not wait for the writer");
         let mut flat = Flat::default();
