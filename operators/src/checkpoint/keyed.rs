@@ -25,6 +25,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch};
+use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -49,16 +50,24 @@ const BLOCK: usize = 64 * 1024;
 /// reason to allocate.
 const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 
+/// The most values one key may have: its entry (16 bytes, then at most ten a number) fits in
+/// a block a reader takes, however full the block it ends.
+const MAX_VALUES: usize = (MAX_PAYLOAD - BLOCK) / 10 - 3;
+
 /// Writes keyed state (key → values) as a keyed part, atomically and durably.
 pub fn write_keyed<V: AsRef<[i64]>>(
     path: &Path,
     entries: impl Iterator<Item = (u128, V)>,
 ) -> io::Result<()> {
     let mut out = Writer::create(path)?;
-    for (key, values) in entries {
-        out.push(key, values.as_ref())?;
+    let mut entries = entries;
+    match entries.try_for_each(|(key, values)| out.push(key, values.as_ref())) {
+        Ok(()) => out.finish(),
+        Err(e) => {
+            let _ = std::fs::remove_file(&out.tmp);
+            Err(e)
+        }
     }
-    out.finish()
 }
 
 /// A keyed part being written ([`write_keyed`], [`merge_keyed`]): entries encoded into the
@@ -95,8 +104,19 @@ impl Writer {
         })
     }
 
-    /// Adds one key and its values (none: a tombstone).
+    /// Adds one key and its values (none: a tombstone). An entry too long for a block a reader
+    /// takes ([`MAX_PAYLOAD`]) is an error here, not a part judged damaged at every start.
     fn push(&mut self, key: u128, values: &[i64]) -> io::Result<()> {
+        if values.len() > MAX_VALUES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: a key of {} values, more than a keyed part's block holds",
+                    self.tmp.display(),
+                    values.len()
+                ),
+            ));
+        }
         self.block.extend_from_slice(&key.to_le_bytes());
         put_varint(&mut self.block, values.len() as u64);
         for (i, &v) in values.iter().enumerate() {
@@ -246,10 +266,24 @@ impl Entries {
                 done: false,
             })
         } else if magic[..got].starts_with(b"PAR1") {
-            let reader =
+            let builder =
                 ParquetRecordBatchReaderBuilder::try_new(File::open(path).map_err(at(path))?)
-                    .and_then(|b| b.build())
                     .map_err(|e| bad(&e))?;
+            // The shape a keyed part was written in, judged from the footer: a part of another
+            // shape fails the judging of its cut, not the restore.
+            let fields = builder.schema().fields();
+            let shaped = fields.len() == 2
+                && *fields[0].data_type() == DataType::FixedSizeBinary(16)
+                && matches!(fields[1].data_type(),
+                    DataType::List(item) if *item.data_type() == DataType::Int64);
+            if !shaped {
+                return Err(bad(&format!(
+                    "a Parquet part of columns {:?}, not key FixedSizeBinary(16) and values \
+                     List<Int64>",
+                    fields.iter().map(|f| f.name()).collect::<Vec<_>>()
+                )));
+            }
+            let reader = builder.build().map_err(|e| bad(&e))?;
             Source::Parquet(Box::new(ParquetEntries {
                 reader,
                 batch: None,
@@ -499,6 +533,7 @@ pub fn merge_keyed<V: AsRef<[i64]>>(
     // The key at every input's head: the smallest key first, the newest input first among
     // equal keys.
     let mut heads: BinaryHeap<(Reverse<u128>, usize)> = BinaryHeap::new();
+    let mut newest_last: Option<u128> = None;
     let mut advance = |rank: usize,
                        files: &mut Vec<(Entries, Option<u128>)>,
                        head: &mut Option<(u128, V)>,
@@ -506,7 +541,17 @@ pub fn merge_keyed<V: AsRef<[i64]>>(
      -> io::Result<()> {
         let key = if rank == newest_rank {
             *head = newest.next();
-            head.as_ref().map(|(k, _)| *k)
+            let key = head.as_ref().map(|(k, _)| *k);
+            if let Some(k) = key {
+                if newest_last.is_some_and(|l| k <= l) {
+                    return Err(io::Error::other(format!(
+                        "{}: the cut's keys are not sorted",
+                        path.display()
+                    )));
+                }
+                newest_last = Some(k);
+            }
+            key
         } else {
             let (entries, last) = &mut files[rank];
             let key = entries.next()?;
@@ -710,6 +755,59 @@ mod tests {
         assert!(check(&old).unwrap_err().contains("content-0.parquet"));
         std::fs::write(&old, b"neither").unwrap();
         assert!(check(&old).unwrap_err().contains("not a keyed part"));
+    }
+
+    /// What cannot be written as a keyed part is an error when written, not a part that fails
+    /// later: a key of more values than a block holds, the cut's keys out of order in a merge.
+    /// A Parquet part of another shape fails the judging of its cut.
+    #[test]
+    fn what_a_part_cannot_hold_is_refused_when_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("content-0.keys");
+        let e = write_keyed(&path, [(1u128, vec![0i64; MAX_VALUES + 1])].into_iter()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("more than a keyed part's block holds"),
+            "{e}"
+        );
+        assert!(!path.exists());
+        write_keyed(&path, [(1u128, vec![1i64; MAX_VALUES])].into_iter()).unwrap();
+        let mut back = 0;
+        read_keyed(&path, |_| true, |_, v| back = v.len()).unwrap();
+        assert_eq!(back, MAX_VALUES);
+
+        let merged = dir.path().join("merged.keys");
+        let e = merge_keyed(
+            &merged,
+            std::slice::from_ref(&path),
+            [(3u128, vec![1]), (2u128, vec![1])].into_iter(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not sorted"), "{e}");
+        assert!(!merged.exists());
+
+        let odd = dir.path().join("frequency-0.parquet");
+        let schema =
+            std::sync::Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+                "key",
+                DataType::Int64,
+                false,
+            )]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![std::sync::Arc::new(Int64Array::from(vec![1i64, 2]))],
+        )
+        .unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&odd).unwrap(), schema, None)
+            .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let why = check(&odd).unwrap_err();
+        assert!(
+            why.contains("frequency-0.parquet") && why.contains("not key"),
+            "{why}"
+        );
+        assert!(read_all(&odd).is_err());
     }
 
     /// A compaction: the newest values of every key win, tombstones drop their key, the

@@ -284,8 +284,8 @@ fn json_value(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Why the checkpoint `dir` cannot be restored, if it cannot: its manifest, a keyed part (read
-/// whole: [`keyed::check`]; an older version's Parquet part: its footer) or a JSON part unreadable, or a part its manifest lists missing or of another
-/// length.
+/// whole: [`keyed::check`]; an older version's Parquet part: its footer and shape) or a JSON
+/// part unreadable, or a part its manifest lists missing or of another length.
 fn damage(dir: &Path) -> Option<String> {
     let manifest = match read_manifest(dir) {
         Ok(m) => m,

@@ -299,8 +299,9 @@ impl Chain {
     /// Writes cut `epoch`'s part: a full part is written sorted by key; a delta is written
     /// beside the chain's files linked into the cut's directory, or, once the chain has more
     /// than [`MAX_DELTAS`] deltas or would hold more than twice the keys the rule holds (more
-    /// superseded entries and tombstones than keys: what a restore reads and the disk holds
-    /// stays within twice the state), merged with the chain into one full part (a compaction:
+    /// superseded entries and tombstones than keys: the entries of a cut's chain, which a
+    /// restore reads, stay within twice the keys held, or one delta past it at the final
+    /// cut), merged with the chain into one full part (a compaction:
     /// read and written here, off the worker), except at the final cut. A state that only
     /// grows (a burst of new receivers) is compacted only for the deltas' number: each key
     /// written once, where compacting whenever the deltas outgrew the full part rewrote it
