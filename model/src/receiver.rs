@@ -16,22 +16,25 @@ pub const MAX_PHONE_CHARS: usize = 40;
 /// Splits a comma-separated receiver list: entries trimmed, empty ones dropped, repeats
 /// collapsed (first occurrence kept, order preserved). Linear in the list's length.
 pub fn split_receivers(list: &str) -> Vec<String> {
-    split_receivers_at_most(list, usize::MAX).unwrap_or_default()
+    split_receivers_at_most(list, usize::MAX)
+        .map(smallvec::SmallVec::into_vec)
+        .unwrap_or_default()
 }
 
 /// [`split_receivers`] that stops at the first receiver past `max` distinct ones: the rest of
-/// the list is neither copied nor compared, only its entries counted for the reason.
+/// the list is neither copied nor compared, only its entries counted for the reason. One
+/// receiver is held in place ([`crate::message::Receivers`]).
 pub fn split_receivers_at_most<R: for<'a> From<&'a str>>(
     list: &str,
     max: usize,
-) -> Result<Vec<R>, String> {
+) -> Result<smallvec::SmallVec<[R; 1]>, String> {
     // The first few distinct receivers are compared in place (most requests list one, and a
     // set would cost an allocation per request); past them, a set keeps the split linear.
     const FEW: usize = 8;
     let mut few: [&str; FEW] = [""; FEW];
     let mut seen: FastSet<&str> = FastSet::default();
     let mut distinct = 0usize;
-    let mut out: Vec<R> = Vec::new();
+    let mut out = smallvec::SmallVec::new();
     for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
         let new = if distinct < FEW {
             !few[..distinct].contains(&r)
@@ -256,7 +259,9 @@ mod tests {
             }
             let got: Vec<String> = split_receivers(&list.join(","));
             assert_eq!(got, want, "n = {n}");
-            let shared: Vec<crate::Receiver> = split_receivers_at_most(&list.join(","), n).unwrap();
+            let shared: Vec<crate::Receiver> = split_receivers_at_most(&list.join(","), n)
+                .unwrap()
+                .into_vec();
             assert_eq!(shared.len(), n);
             assert!(split_receivers_at_most::<String>(&list.join(","), n - 1).is_err());
         }

@@ -349,7 +349,10 @@ content = "code {$code}"
                 .reason
                 .starts_with("messageParamList[1]: missing variable")
         );
-        assert_eq!(out.messages[1].receivers, vec!["13800138002".into()]);
+        assert_eq!(
+            out.messages[1].receivers.as_slice(),
+            &["13800138002".into()]
+        );
         assert_eq!(out.messages[1].meta.content, r#"{"content":"code 3"}"#);
         assert_eq!(out.messages[1].meta.biz_id.as_deref(), Some("b"));
         assert_eq!(out.messages[0].meta.business_id, 2000000120251122);
