@@ -369,6 +369,7 @@ fn write_file(root: &Path, rel: &str, body: &[u8]) -> io::Result<()> {
 }
 
 /// Rows of the events table as columns (docs/tables.md).
+///
 /// The numbers of a row, none null, are plain lists made arrays as they are (an arrow
 /// builder's append keeps a validity count beside each value: ~28 instructions a value
 /// against a list's ~5; bench/MEASURED.md "Tracking's numbers as plain lists").
