@@ -482,17 +482,7 @@ mod tests {
     use super::*;
 
     fn delivery(seq: u128, index: u32) -> Delivery {
-        let meta = Arc::new(MessageMeta {
-            live: None,
-            accounts: None,
-            message_id: format!("m{seq}").into(),
-            template_id: 1,
-            business_id: 1,
-            biz_id: None,
-            content: "{}".into(),
-            event_time: 0,
-            seq,
-        });
+        let meta = MessageMeta::sample(seq, 0, "{}");
         Delivery::new(meta, format!("r{index}").as_str().into(), index, 0, (0, 0))
     }
 

@@ -43,6 +43,25 @@ pub struct MessageMeta {
     pub accounts: Option<Arc<LiveAccounts>>,
 }
 
+/// Message `m{seq}` of template 1 (business 1, no `bizId`, the job file's template and
+/// accounts) at `event_time`, with `content`: the message tests build their deliveries of.
+#[cfg(any(test, feature = "testkit"))]
+impl MessageMeta {
+    pub fn sample(seq: u128, event_time: Millis, content: &str) -> Arc<MessageMeta> {
+        Arc::new(MessageMeta {
+            live: None,
+            accounts: None,
+            message_id: format!("m{seq}").into(),
+            template_id: 1,
+            business_id: 1,
+            biz_id: None,
+            content: content.into(),
+            event_time,
+            seq,
+        })
+    }
+}
+
 /// An account's settings as a change record set them (docs/templates.md "Live changes").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveAccount {

@@ -126,17 +126,7 @@ pub fn delivery(
     event_time: Millis,
     content: &str,
 ) -> Delivery {
-    let meta = Arc::new(MessageMeta {
-        live: None,
-        accounts: None,
-        message_id: format!("m{seq}").into(),
-        template_id: 1,
-        business_id: 1,
-        biz_id: None,
-        content: content.into(),
-        event_time,
-        seq,
-    });
+    let meta = MessageMeta::sample(seq, event_time, content);
     let keys = (
         ids::content_key(1, receiver, content),
         ids::frequency_key(receiver, "sms"),

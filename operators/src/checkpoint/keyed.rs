@@ -24,6 +24,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
 use arrow_array::{Array, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch};
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -250,12 +252,7 @@ impl Entries {
         let mut file = File::open(path).map_err(at(path))?;
         let mut magic = [0u8; 8];
         let got = read_up_to(&mut file, &mut magic).map_err(at(path))?;
-        let bad = |e: &dyn std::fmt::Display| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        };
+        let bad = |e: &dyn std::fmt::Display| invalid(path, e);
         let source = if &magic[..got] == MAGIC {
             Source::Keys(Blocks {
                 file: BufReader::with_capacity(HEADER + BLOCK + 1024, file),
@@ -302,10 +299,7 @@ impl Entries {
     }
 
     fn bad(&self, e: &dyn std::fmt::Display) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", self.path.display()),
-        )
+        invalid(&self.path, e)
     }
 
     /// Moves to the next entry and gives its key (`None` past the last).
@@ -321,6 +315,14 @@ impl Entries {
     fn values(&self) -> &[i64] {
         &self.values
     }
+}
+
+/// What is wrong with the keyed part at `path`, as an error naming it.
+fn invalid(path: &Path, e: &dyn std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {e}", path.display()),
+    )
 }
 
 /// Reads into `buf` until it is full or the file ends; the bytes read.
@@ -457,20 +459,17 @@ impl ParquetBatch {
     fn of(batch: &RecordBatch) -> Result<ParquetBatch, String> {
         let keys = batch
             .column(0)
-            .as_any()
-            .downcast_ref::<FixedSizeBinaryArray>()
+            .as_fixed_size_binary_opt()
             .ok_or("column key is not FixedSizeBinary(16)")?
             .clone();
         let lists = batch
             .column(1)
-            .as_any()
-            .downcast_ref::<ListArray>()
+            .as_list_opt::<i32>()
             .ok_or("column values is not List<Int64>")?
             .clone();
         let values = lists
             .values()
-            .as_any()
-            .downcast_ref::<Int64Array>()
+            .as_primitive_opt::<Int64Type>()
             .ok_or("values are not Int64")?
             .clone();
         Ok(ParquetBatch {

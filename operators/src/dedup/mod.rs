@@ -290,9 +290,9 @@ struct Chain {
     dir: Option<std::path::PathBuf>,
     /// The full part's and the deltas' file names, oldest first.
     files: Vec<String>,
-    /// Keys in the full part, and in the deltas since.
-    full_keys: usize,
-    delta_keys: usize,
+    /// Entries in the full part and the deltas since (a key changed in several cuts, or gone,
+    /// counted in each part that has it).
+    entries: usize,
 }
 
 impl Chain {
@@ -301,8 +301,8 @@ impl Chain {
     /// than [`MAX_DELTAS`] deltas or would hold more than twice the keys the rule holds (more
     /// superseded entries and tombstones than keys: the entries of a cut's chain, which a
     /// restore reads, stay within twice the keys held, or one delta past it at the final
-    /// cut), merged with the chain into one full part (a compaction:
-    /// read and written here, off the worker), except at the final cut. A state that only
+    /// cut), merged with the chain into one full part (a compaction: read and written here,
+    /// off the worker), except at the final cut. A state that only
     /// grows (a burst of new receivers) is compacted only for the deltas' number: each key
     /// written once, where compacting whenever the deltas outgrew the full part rewrote it
     /// ~2 times over (bench/MEASURED.md "Compaction when half the chain is stale").
@@ -319,7 +319,7 @@ impl Chain {
                 write_keyed(&c.part_path(epoch, &full)?, flat.sorted())?;
                 c.publish(epoch, &full)?;
                 self.files = vec![full];
-                (self.full_keys, self.delta_keys) = (flat.len(), 0);
+                self.entries = flat.len();
             }
             Part::Delta(flat, held) => {
                 let prev = self
@@ -329,14 +329,13 @@ impl Chain {
                 let deltas = self.files.len().saturating_sub(1);
                 // The final cut is never a compaction: a stop waits for it, and the next run
                 // starts its own chain with a full part.
-                let entries = self.full_keys + self.delta_keys + flat.len();
-                let compact = deltas >= MAX_DELTAS || entries > 2 * held;
+                let compact = deltas >= MAX_DELTAS || self.entries + flat.len() > 2 * held;
                 if epoch != FINAL && compact {
                     let chain: Vec<_> = self.files.iter().map(|f| prev.join(f)).collect();
                     let keys = merge_keyed(&c.part_path(epoch, &full)?, &chain, flat.iter())?;
                     c.publish(epoch, &full)?;
                     self.files = vec![full];
-                    (self.full_keys, self.delta_keys) = (keys, 0);
+                    self.entries = keys;
                 } else {
                     c.carry(&prev, &self.files, epoch)?;
                     let name = delta_name::<R>(index, epoch);
@@ -344,7 +343,7 @@ impl Chain {
                     write_keyed(&c.part_path(epoch, &name)?, flat.iter())?;
                     c.publish(epoch, &name)?;
                     self.files.push(name);
-                    self.delta_keys += flat.len();
+                    self.entries += flat.len();
                 }
             }
         }

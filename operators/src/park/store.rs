@@ -395,7 +395,6 @@ impl ParkStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use tidings_model::MessageMeta;
 
     /// A delivery written to a park file (JSON) or sent to another process (bincode) reads back
@@ -422,17 +421,7 @@ mod tests {
     }
 
     fn parked(release_at: Millis, event_time: Millis, seq: u128) -> Parked {
-        let meta = Arc::new(MessageMeta {
-            live: None,
-            accounts: None,
-            message_id: format!("m{seq}").into(),
-            template_id: 1,
-            business_id: 1,
-            biz_id: None,
-            content: "{}".into(),
-            event_time,
-            seq,
-        });
+        let meta = MessageMeta::sample(seq, event_time, "{}");
         Parked {
             release_at,
             delivery: Delivery::new(meta, "r".into(), 0, event_time, (1, 2)),
