@@ -18,7 +18,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::builder::{StringBuilder, TimestampMillisecondBuilder};
-use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow_array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use arrow_schema::SchemaRef;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -384,8 +386,8 @@ struct EventColumns {
     receiver: StringBuilder,
     state: StringBuilder,
     state_code: Vec<i32>,
-    reason: StringBuilder,
-    biz_id: StringBuilder,
+    reason: MostlyNull,
+    biz_id: MostlyNull,
     template_version: Vec<i32>,
 }
 
@@ -406,8 +408,8 @@ impl Columns for EventColumns {
             receiver: StringBuilder::with_capacity(n, n * 16),
             state: StringBuilder::with_capacity(n, n * 12),
             state_code: Vec::with_capacity(n),
-            reason: StringBuilder::new(),
-            biz_id: StringBuilder::new(),
+            reason: MostlyNull::default(),
+            biz_id: MostlyNull::default(),
             template_version: Vec::with_capacity(n),
         }
     }
@@ -426,8 +428,8 @@ impl Columns for EventColumns {
         self.receiver.append_value(&r.receiver);
         self.state.append_value(r.state.name());
         self.state_code.push(r.state.code());
-        self.reason.append_option(r.reason.as_deref());
-        self.biz_id.append_option(r.meta.biz_id.as_deref());
+        self.reason.push(r.reason.as_deref());
+        self.biz_id.push(r.meta.biz_id.as_deref());
         self.template_version.push(r.meta.template_version() as i32);
     }
 
@@ -456,6 +458,38 @@ impl Columns for EventColumns {
     }
 }
 
+/// A string column most rows leave null (`reason`: only failures and filters have one;
+/// `biz_id`: only producers that set it): nulls are counted until the first value, and a chunk
+/// of nulls only becomes an array of nulls when finished (an arrow builder's null is an offset
+/// and a validity bit written per row: ~80 instructions a request for two columns).
+#[derive(Default)]
+struct MostlyNull {
+    nulls: usize,
+    values: Option<StringBuilder>,
+}
+
+impl MostlyNull {
+    fn push(&mut self, value: Option<&str>) {
+        match (&mut self.values, value) {
+            (Some(b), v) => b.append_option(v),
+            (None, None) => self.nulls += 1,
+            (None, Some(v)) => {
+                let mut b = StringBuilder::new();
+                b.append_nulls(self.nulls);
+                b.append_value(v);
+                self.values = Some(b);
+            }
+        }
+    }
+
+    fn finish(self) -> StringArray {
+        match self.values {
+            Some(mut b) => b.finish(),
+            None => StringArray::new_null(self.nulls),
+        }
+    }
+}
+
 /// How tracking tables are compacted: Snappy, and no dictionary on the columns whose values
 /// are (nearly) all distinct (a dictionary there is built only to be abandoned: CPU for
 /// nothing); the rest keep theirs.
@@ -470,7 +504,12 @@ pub(crate) fn compact_props() -> WriterProperties {
 /// (bench/MEASURED.md "Message ids uncompressed until compaction"). Nor do `message_id` and
 /// `receiver` get min/max statistics here: over a file of random ids and receivers they prune
 /// nothing, and comparing every value for them was a fifth of the writer's time
-/// (`tidings-bench tracking-encode`; bench/MEASURED.md "Statistics off unique columns").
+/// (`tidings-bench tracking-encode`; bench/MEASURED.md "Statistics off unique columns"). Nor
+/// do the strings of few values (`channel`, `msg_type`, `state`, `reason`): a worker's file
+/// holds the rows of all its channels and states as they come, so their ranges prune nothing
+/// either, and comparing each value twice was ~2% of the job's instructions (bench/MEASURED.md
+/// "Statistics off the strings of few values"). Times and numbers keep theirs (a time range
+/// prunes a worker's files).
 /// Nor does any column get a dictionary: interning every value of the columns of few values
 /// (state, template, channel…) was a fifth of the encoding, and Snappy takes their repeats
 /// nearly as well (files 7% larger; bench/MEASURED.md "Small tracking files without
@@ -479,12 +518,23 @@ fn flush_props() -> WriterProperties {
     let mut props = props()
         .set_dictionary_enabled(false)
         .set_column_compression(ColumnPath::from("message_id"), Compression::UNCOMPRESSED);
-    for unique in ["message_id", "receiver"] {
+    for column in FLUSH_UNPRUNED {
         props =
-            props.set_column_statistics_enabled(ColumnPath::from(unique), EnabledStatistics::None);
+            props.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
     }
     props.build()
 }
+
+/// The string columns without statistics in a worker's files ([`flush_props`]).
+const FLUSH_UNPRUNED: [&str; 7] = [
+    "message_id",
+    "receiver",
+    "channel",
+    "msg_type",
+    "state",
+    "reason",
+    "biz_id",
+];
 
 fn props() -> parquet::file::properties::WriterPropertiesBuilder {
     let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
@@ -607,6 +657,26 @@ mod tests {
     use super::*;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use tidings_model::{MessageMeta, State};
+
+    #[test]
+    fn a_mostly_null_column_holds_its_values_where_they_came() {
+        use arrow_array::Array;
+        let column = |rows: &[Option<&str>]| {
+            let mut c = MostlyNull::default();
+            rows.iter().for_each(|r| c.push(*r));
+            c.finish()
+        };
+        for rows in [
+            vec![None, None, Some("a"), None, Some("b")],
+            vec![Some("a"), None],
+            vec![None, None, None],
+            vec![],
+        ] {
+            let got = column(&rows);
+            assert_eq!(got, StringArray::from(rows.clone()), "{rows:?}");
+            assert_eq!(got.null_count(), rows.iter().filter(|r| r.is_none()).count());
+        }
+    }
 
     /// A message's facts for test rows.
     fn meta(biz_id: Option<&str>) -> Arc<MessageMeta> {
