@@ -28,6 +28,18 @@ pub fn split_receivers_at_most<R: for<'a> From<&'a str>>(
     list: &str,
     max: usize,
 ) -> Result<smallvec::SmallVec<[R; 1]>, String> {
+    // One receiver (most requests): no split, no comparisons.
+    if !list.as_bytes().contains(&b',') {
+        let r = list.trim();
+        let mut out = smallvec::SmallVec::new();
+        if !r.is_empty() {
+            if max == 0 {
+                return Err(too_many(list, max));
+            }
+            out.push(R::from(r));
+        }
+        return Ok(out);
+    }
     // The first few distinct receivers are compared in place (most requests list one, and a
     // set would cost an allocation per request); past them, a set keeps the split linear.
     const FEW: usize = 8;
@@ -50,17 +62,22 @@ pub fn split_receivers_at_most<R: for<'a> From<&'a str>>(
             }
             distinct += 1;
             if out.len() == max {
-                let listed = list.split(',').filter(|r| !r.trim().is_empty()).count();
-                return Err(format!(
-                    "{listed} receivers listed, more than {max}: at most {max} per message \
-                     (read up to the {}th distinct one); split them over several messages",
-                    max.saturating_add(1)
-                ));
+                return Err(too_many(list, max));
             }
             out.push(R::from(r));
         }
     }
     Ok(out)
+}
+
+/// Why `list` is refused for holding more than `max` distinct receivers.
+fn too_many(list: &str, max: usize) -> String {
+    let listed = list.split(',').filter(|r| !r.trim().is_empty()).count();
+    format!(
+        "{listed} receivers listed, more than {max}: at most {max} per message \
+         (read up to the {}th distinct one); split them over several messages",
+        max.saturating_add(1)
+    )
 }
 
 /// Validates receivers by id type. Built once per job; the phone region comes from the job.
@@ -236,6 +253,18 @@ mod tests {
     fn splitting() {
         assert_eq!(split_receivers(" a, b,,a ,c,"), vec!["a", "b", "c"]);
         assert!(split_receivers(" , ,").is_empty());
+        // One receiver (no comma) as the split would give it.
+        for (list, want) in [
+            ("a", vec!["a"]),
+            (" a\u{3000}", vec!["a"]),
+            ("a b", vec!["a b"]),
+            ("", vec![]),
+            (" \t", vec![]),
+        ] {
+            assert_eq!(split_receivers(list), want, "{list:?}");
+        }
+        assert!(split_receivers_at_most::<String>("a", 0).is_err());
+        assert!(split_receivers_at_most::<String>(" ", 0).unwrap().is_empty());
     }
 
     /// Repeats are collapsed the same whether they fall among the first few receivers
