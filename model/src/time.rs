@@ -10,11 +10,44 @@ pub type Millis = i64;
 
 /// The wall clock: ms since the Unix epoch (0 if the system clock is before it). Decisions
 /// never read it; it stamps processing times, ages and file names.
+///
+/// Read as the system's seconds and nanoseconds and made ms in plain integers: `SystemTime`'s
+/// checked `duration_since` and `as_millis` in `u128` cost ~120 instructions more, once per
+/// message sent (bench/MEASURED.md "The clocks read as integers").
+#[cfg(unix)]
+pub fn wall_ms() -> Millis {
+    use nix::time::{ClockId, clock_gettime};
+    match clock_gettime(ClockId::CLOCK_REALTIME) {
+        Ok(t) => (t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000).max(0),
+        Err(_) => 0,
+    }
+}
+
+#[cfg(not(unix))]
 pub fn wall_ms() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// A monotonic clock in ns from an arbitrary start (the clock `Instant` reads): the difference
+/// of two readings is the time between them, without `Instant`'s checked subtraction.
+#[cfg(unix)]
+pub fn monotonic_ns() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    // The monotonic clock cannot fail where the system runs (std's `Instant` expects it too).
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(t.tv_nsec() as u64)
+    })
+}
+
+#[cfg(not(unix))]
+pub fn monotonic_ns() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
 }
 
 /// The earliest event time a record may carry: 2000-01-01T00:00:00Z. An earlier one is a dead
@@ -212,6 +245,25 @@ impl NightWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The clocks read as integers agree with `SystemTime` and `Instant`.
+    #[test]
+    fn the_clocks_read_as_std_reads_them() {
+        let std_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as Millis
+        };
+        let (before, ours, after) = (std_ms(), wall_ms(), std_ms());
+        assert!(before <= ours && ours <= after, "{before} {ours} {after}");
+        let (start, std_start) = (monotonic_ns(), std::time::Instant::now());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (ours, std_elapsed) = (monotonic_ns() - start, std_start.elapsed());
+        assert!(ours >= 20_000_000, "{ours}");
+        // Read in the other order, ours holds theirs.
+        assert!(ours as u128 >= std_elapsed.as_nanos() - 1_000_000, "{ours} {std_elapsed:?}");
+    }
 
     /// The remembered day answers as the zone's lookup does: across DST changes in both
     /// directions, a day skipped whole (Apia, 2011-12-30), half-hour offsets, and zones

@@ -16,10 +16,7 @@ impl Clock {
     /// Now, in ms since the Unix epoch.
     pub fn now_ms(&self) -> Millis {
         match self {
-            Clock::System => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as Millis)
-                .unwrap_or(0),
+            Clock::System => tidings_model::time::wall_ms(),
             Clock::Fixed(t) => *t,
         }
     }

@@ -7,7 +7,8 @@
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tidings_model::time::monotonic_ns;
 use tidings_model::Receiver;
 
 use crate::util::kit::Delivered;
@@ -270,9 +271,11 @@ pub async fn send_with_policy<'a>(
             }
             _ => receivers,
         };
-        let started = Instant::now();
+        let started = monotonic_ns();
         let answer = target.attempt(to).await;
-        stats.latency.observe(started.elapsed());
+        stats
+            .latency
+            .observe(Duration::from_nanos(monotonic_ns().saturating_sub(started)));
         let action = retry.judge_at(pending.as_deref(), answer);
         match retry.next(action) {
             Some(pause) => {
