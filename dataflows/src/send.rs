@@ -152,6 +152,10 @@ fn by_message<'a>(
     tasks
 }
 
+/// A message's SEND_SUCCESS / SEND_FAIL rows: one held in place (most messages have one
+/// receiver: no list allocated for it).
+type SendRows = smallvec::SmallVec<[EventRow; 1]>;
+
 /// Sends one message's deliveries through its route (or, on the main graph, hands them to
 /// their account's topic); gives their SEND_SUCCESS / SEND_FAIL rows (none when handed off).
 async fn send_one(
@@ -159,7 +163,7 @@ async fn send_one(
     mode: SendMode,
     clock: Clock,
     ds: &[Delivery],
-) -> Vec<EventRow> {
+) -> SendRows {
     let order = ctx
         .route(&ds[0].meta)
         .map(|r| r.order(&ds[0].meta.message_id))
@@ -185,7 +189,7 @@ async fn send_one(
         // Boxed: only messages of queued accounts carry the hand-off's future.
         match Box::pin(ctx.queues.hand_off(account, ds)).await {
             // Durable in the account's topic: the epoch may go.
-            Ok(()) => return Vec::new(),
+            Ok(()) => return SendRows::new(),
             // Never lost: those not acknowledged are sent from here instead, holding the epoch
             // (the others are in the topic and sent from there).
             Err((left, e)) => {
@@ -202,7 +206,7 @@ async fn send_one(
         ds
     };
     if ds.is_empty() {
-        return Vec::new();
+        return SendRows::new();
     }
     let (channel, msg_type) = ds[0]
         .meta
@@ -221,8 +225,8 @@ async fn send_one(
     }
     let now = clock.now_ms();
     // Pushed into a list of the rows' size (collected, the outcomes' list was tried in place
-    // first and then grown: a realloc per send).
-    let mut rows = Vec::with_capacity(ds.len());
+    // first and then grown: a realloc per send); one row held in place.
+    let mut rows = SendRows::with_capacity(ds.len());
     for (d, o) in ds.iter().zip(outcomes) {
         rows.push(match o {
             Ok(()) => EventRow::of(d, State::SendSuccess, None, now),

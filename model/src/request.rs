@@ -46,8 +46,9 @@ pub struct Request {
     pub code: Code,
     /// The template.
     pub template_id: i64,
-    /// One message per param, in order (`messageParam` gives one).
-    pub params: Vec<MessageParam>,
+    /// One message per param, in order (`messageParam` gives one, held in place: no list
+    /// allocated for it).
+    pub params: smallvec::SmallVec<[MessageParam; 1]>,
     /// For recalls: the message ids to recall.
     pub recall_message_ids: Vec<String>,
 }
@@ -229,9 +230,9 @@ fn request_from(line: Line) -> Result<Request, String> {
         (Some(_), Some(_)) => {
             return Err("both messageParam and messageParamList given: send one of them".into());
         }
-        (Some(p), None) => vec![p.0],
+        (Some(p), None) => smallvec::smallvec![p.0],
         (None, Some(list)) => list.into_iter().map(|p| p.0).collect(),
-        (None, None) if code == Code::Recall => Vec::new(),
+        (None, None) if code == Code::Recall => smallvec::SmallVec::new(),
         (None, None) => return Err("neither messageParam nor messageParamList given".into()),
     };
     if code == Code::Send && params.is_empty() {

@@ -75,3 +75,7 @@ pub struct SendBatch {
 
 /// The outcome of one receiver: `Ok`, or the provider's reason after retries.
 pub type Outcome = Result<(), String>;
+
+/// The outcomes of a send's receivers, in order: one held in place (most messages have one
+/// receiver: no list allocated for it).
+pub type Outcomes = smallvec::SmallVec<[Outcome; 1]>;

@@ -88,6 +88,9 @@ fn send_with(acc: &Accounts, name: &str, messages: &[SendBatch]) -> Vec<Vec<Resu
     rt.block_on(futures_util::future::join_all(
         messages.iter().map(|m| account.send(m)),
     ))
+    .into_iter()
+    .map(|o| o.into_vec())
+    .collect()
 }
 
 fn numbers(i: usize) -> Vec<String> {

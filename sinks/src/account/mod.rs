@@ -36,7 +36,7 @@ use crate::util::http;
 use crate::util::retry::RetryPolicy;
 use crate::util::secrets::Secrets;
 use crate::util::stats::SendStats;
-use crate::{Outcome, SendBatch};
+use crate::{Outcomes, SendBatch};
 
 /// A direct limiter that reports the permits left after each acquisition.
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
@@ -118,7 +118,7 @@ pub const NOT_SENT_HALTED: &str = "not sent: the run was halted";
 
 impl Account {
     /// Every receiver of `batch` failed without a call: the run halted before it.
-    fn not_sent(&self, batch: &SendBatch) -> Vec<Outcome> {
+    fn not_sent(&self, batch: &SendBatch) -> Outcomes {
         batch
             .receivers
             .iter()

@@ -210,14 +210,18 @@ impl<'a> PartialRetry<'a> {
     /// (indices) each reached.
     #[cfg(test)]
     pub fn finish(self) -> (Vec<Result<(), SendError>>, Vec<(String, Vec<usize>)>) {
-        self.finish_with(|e| e)
+        let (outcomes, references) = self.finish_with(|e| e);
+        (outcomes.into_vec(), references)
     }
 
     /// [`Self::finish`] with each error as `error` makes it, in a list of the receivers' size.
     pub fn finish_with<E>(
         self,
         mut error: impl FnMut(SendError) -> E,
-    ) -> (Vec<Result<(), E>>, Vec<(String, Vec<usize>)>) {
+    ) -> (
+        smallvec::SmallVec<[Result<(), E>; 1]>,
+        Vec<(String, Vec<usize>)>,
+    ) {
         let account = self.account;
         let end = self.end;
         // A receiver no answer settled fails with the last error.
@@ -225,7 +229,7 @@ impl<'a> PartialRetry<'a> {
             Some(e) => e.clone(),
             None => SendError::Permanent(format!("{account}: no answer for this receiver")),
         };
-        let mut outcomes = Vec::with_capacity(self.settled.receivers());
+        let mut outcomes = smallvec::SmallVec::with_capacity(self.settled.receivers());
         match self.settled {
             Settled::AllOk(n) => outcomes.resize_with(n, || Ok(())),
             Settled::None(n) => outcomes.resize_with(n, || Err(error(unsettled()))),

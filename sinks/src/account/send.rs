@@ -15,7 +15,7 @@ use super::{Account, Backend, Limiter, NOT_SENT_HALTED, RateLimitConfig, RateStr
 use crate::util::kit::Delivered;
 use crate::util::retry::SendError;
 use crate::util::stats::Raised;
-use crate::{Outcome, SendBatch};
+use crate::{Outcome, Outcomes, SendBatch};
 
 /// One call of the account's provider for one batch (through its coalescer when the batch
 /// may share a call with other messages).
@@ -59,7 +59,7 @@ impl Account {
     /// Outcomes are kept by receiver index (receivers are unique within a message), and the
     /// batch's receivers are passed to the provider as they are when none is refused: the hot
     /// path allocates the outcomes and nothing per receiver.
-    pub async fn send(&self, batch: &SendBatch) -> Vec<Outcome> {
+    pub async fn send(&self, batch: &SendBatch) -> Outcomes {
         let (mut outcomes, to_send) = self.refuse(batch);
         let sending = to_send.as_ref().map_or(batch.receivers.len(), Vec::len);
         if sending > 0 {
@@ -117,12 +117,12 @@ impl Account {
     /// for the others), and the indices of the receivers to send to. With no reject list
     /// (nearly every account) there are no outcomes yet and every receiver is sent to (`None`):
     /// the send's own outcomes are the outcomes, without a copy.
-    fn refuse(&self, batch: &SendBatch) -> (Vec<Outcome>, Option<Vec<usize>>) {
+    fn refuse(&self, batch: &SendBatch) -> (Outcomes, Option<Vec<usize>>) {
         let n = batch.receivers.len();
         if self.reject.is_empty() {
-            return (Vec::new(), None);
+            return (Outcomes::new(), None);
         }
-        let mut outcomes = Vec::with_capacity(n);
+        let mut outcomes = Outcomes::with_capacity(n);
         let mut to_send = Vec::with_capacity(n);
         for (i, r) in batch.receivers.iter().enumerate() {
             if self.reject.iter().any(|x| **x == **r) {

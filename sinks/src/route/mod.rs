@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tidings_model::Channel;
 
 use crate::account::Accounts;
-use crate::{Outcome, SendBatch};
+use crate::{Outcome, Outcomes, SendBatch};
 
 /// One `[groups.NAME]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +87,7 @@ impl Route {
 impl Accounts {
     /// Sends `batch` through the accounts of `order`: the receivers the first fails go to the
     /// second, and so on. A receiver every account failed fails with each one's reason.
-    pub async fn send_routed(&self, order: &[usize], batch: &SendBatch) -> Vec<Outcome> {
+    pub async fn send_routed(&self, order: &[usize], batch: &SendBatch) -> Outcomes {
         // One account (no failover group): its outcomes as they are, without copying the
         // receivers for a second member (the same outcomes the loop below gives).
         if let [account] = *order {
@@ -136,7 +136,7 @@ impl Accounts {
     /// Sends `batch` with one account, at its version at the message's event time (a change
     /// record's, or the job file's); every receiver fails with the reason when that version
     /// cannot be used.
-    async fn send_with(&self, account: usize, batch: &SendBatch) -> Vec<Outcome> {
+    async fn send_with(&self, account: usize, batch: &SendBatch) -> Outcomes {
         let live = batch.meta.account(&self.get(account).name);
         match self.pick(account, live) {
             Ok(a) => a.send(batch).await,
@@ -272,8 +272,8 @@ mod tests {
         };
         // a refuses u2; b sends it.
         assert_eq!(
-            accounts.send_routed(&order, &batch).await,
-            vec![Ok(()), Ok(())]
+            accounts.send_routed(&order, &batch).await[..],
+            [Ok(()), Ok(())]
         );
         let now = crate::util::kit::now_ms();
         let recalled = accounts

@@ -47,4 +47,5 @@ pub fn send(accounts: &Accounts, name: &str, b: &SendBatch) -> Vec<Result<(), St
         .build()
         .unwrap();
     rt.block_on(accounts.get(accounts.index(name).unwrap()).send(b))
+        .into_vec()
 }

@@ -308,7 +308,7 @@ async fn a_whole_list_answer_settles_every_receiver_alike() {
     let (outcomes, references) = send_with_policy(retry, &stats, &receivers, &script)
         .await
         .finish_with(|e| e.reason().to_string());
-    assert_eq!(outcomes, vec![Ok(()), Ok(()), Ok(())]);
+    assert_eq!(outcomes[..], [Ok(()), Ok(()), Ok(())]);
     assert!(references.is_empty());
     let calls = script.calls();
     assert_eq!(calls.len(), 2);
