@@ -70,6 +70,22 @@ pub fn split_receivers_at_most<R: for<'a> From<&'a str>>(
     Ok(out)
 }
 
+/// The receivers of a `receiver` list, as [`split_receivers_at_most`] gives them: a list of
+/// one receiver with nothing to trim (most requests) is shared as it is, not copied.
+pub fn receivers_of(
+    list: &crate::Receiver,
+    max: usize,
+) -> Result<crate::message::Receivers, String> {
+    // Nothing to trim when both ends are printable ASCII (a list ending in other bytes is
+    // split, as any list with a comma).
+    let printable = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+    let bytes = list.as_bytes();
+    if max > 0 && printable(bytes.first()) && printable(bytes.last()) && !bytes.contains(&b',') {
+        return Ok(smallvec::smallvec![list.clone()]);
+    }
+    split_receivers_at_most(list, max)
+}
+
 /// Why `list` is refused for holding more than `max` distinct receivers.
 fn too_many(list: &str, max: usize) -> String {
     let listed = list.split(',').filter(|r| !r.trim().is_empty()).count();
@@ -265,6 +281,27 @@ mod tests {
         }
         assert!(split_receivers_at_most::<String>("a", 0).is_err());
         assert!(split_receivers_at_most::<String>(" ", 0).unwrap().is_empty());
+    }
+
+    /// A list of one receiver with nothing to trim is shared; any other list is split as
+    /// `split_receivers_at_most` splits it.
+    #[test]
+    fn one_plain_receiver_is_shared_the_rest_split() {
+        for list in ["a", " a", "a ", "a,b", "a,a", "", " ", ",", "a b", "a\u{3000}"] {
+            let shared = crate::Receiver::from(list);
+            for max in [0, 1, 2, MAX_RECEIVERS] {
+                let got = receivers_of(&shared, max);
+                let want = split_receivers_at_most::<crate::Receiver>(list, max);
+                assert_eq!(got, want, "{list:?} at most {max}");
+            }
+            let plain = ["a", "a b"].contains(&list);
+            let got = receivers_of(&shared, 1).unwrap_or_default();
+            assert_eq!(
+                got.first().is_some_and(|r| std::sync::Arc::ptr_eq(r, &shared)),
+                plain,
+                "{list:?}"
+            );
+        }
     }
 
     /// Repeats are collapsed the same whether they fall among the first few receivers

@@ -19,9 +19,10 @@ pub struct MessageParam {
     /// The producer's own id for this message.
     #[serde(default)]
     pub biz_id: Option<String>,
-    /// Comma-separated receivers.
+    /// Comma-separated receivers: shared, so that the one receiver most requests name becomes
+    /// the message's without a copy ([`crate::receiver::receivers_of`]).
     #[serde(default)]
-    pub receiver: Option<String>,
+    pub receiver: Option<crate::Receiver>,
     /// Placeholder values.
     #[serde(default)]
     pub variables: Option<Map<String, Value>>,

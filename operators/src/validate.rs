@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 use tidings_model::limits::{check_fields, within_limits_by_size};
-use tidings_model::receiver::{MAX_RECEIVERS, split_receivers_at_most};
+use tidings_model::receiver::{MAX_RECEIVERS, receivers_of};
 use tidings_model::render::Variables;
 use tidings_model::render::{render_field, render_json};
 use tidings_model::request::{Code, decode_line, decode_request};
@@ -200,10 +200,11 @@ impl Validator {
                     reason
                 }
             };
-            let receivers = match split_receivers_at_most(
-                param.receiver.as_deref().unwrap_or(""),
-                MAX_RECEIVERS,
-            ) {
+            let listed = match &param.receiver {
+                Some(list) => receivers_of(list, MAX_RECEIVERS),
+                None => Ok(Default::default()),
+            };
+            let receivers = match listed {
                 Ok(r) if r.is_empty() => {
                     out.dead.push(dead(at("no receivers".into())));
                     continue;

@@ -164,6 +164,11 @@ impl<'a> Reader<'a> {
         self.cow().map(Cow::into_owned)
     }
 
+    /// A string, shared: copied from the text once when it has no escape.
+    fn shared(&mut self) -> Option<crate::Receiver> {
+        self.cow().map(|s| crate::Receiver::from(&*s))
+    }
+
     /// A template id: a whole number that fits in an `i64`, or a string (read by the
     /// request's own rule afterwards).
     fn template_id(&mut self) -> Option<IdValue> {
@@ -184,7 +189,7 @@ impl<'a> Reader<'a> {
         self.fields(PARAM_FIELDS, |r, key| {
             match key {
                 b"bizId" => p.biz_id = r.or_null(Reader::string)?,
-                b"receiver" => p.receiver = r.or_null(Reader::string)?,
+                b"receiver" => p.receiver = r.or_null(Reader::shared)?,
                 b"variables" => p.variables = r.or_null(Reader::map)?,
                 b"extra" => p.extra = r.or_null(Reader::map)?,
                 _ => return None,
