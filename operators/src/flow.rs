@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tidings_model::time::Millis;
-use tidings_model::{DeadLetter, EventRow, MessageMeta, Receiver, State};
+use tidings_model::message::Receivers;
+use tidings_model::{DeadLetter, EventRow, MessageMeta, State};
 
 use timely::dataflow::ProbeHandle;
 
@@ -138,8 +139,9 @@ pub struct Received {
     pub event_time: Millis,
     /// The message.
     pub meta: Arc<MessageMeta>,
-    /// Its receivers, in the order their rows were made.
-    pub receivers: Vec<Receiver>,
+    /// Its receivers, in the order their rows were made (one held in place: most messages
+    /// have one).
+    pub receivers: Receivers,
     /// Why, when there is something to say (a late record).
     pub reason: Option<String>,
 }
@@ -151,7 +153,7 @@ impl Received {
             time: row.time,
             event_time: row.event_time,
             meta: row.meta,
-            receivers: vec![row.receiver],
+            receivers: Receivers::from_buf([row.receiver]),
             reason: row.reason,
         }
     }
