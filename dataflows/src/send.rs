@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tidings_model::MessageMeta;
 use tidings_model::ids::FastMap;
+use tidings_model::message::Receivers;
 use tidings_model::{Delivery, EventRow, State, Templates};
 use tidings_operators::{Clock, Epoch, RecallOrder, Tracked};
 use tidings_sinks::SendBatch;
@@ -158,12 +159,7 @@ type SendRows = smallvec::SmallVec<[EventRow; 1]>;
 
 /// Sends one message's deliveries through its route (or, on the main graph, hands them to
 /// their account's topic); gives their SEND_SUCCESS / SEND_FAIL rows (none when handed off).
-async fn send_one(
-    ctx: &SendContext,
-    mode: SendMode,
-    clock: Clock,
-    ds: &[Delivery],
-) -> SendRows {
+async fn send_one(ctx: &SendContext, mode: SendMode, clock: Clock, ds: &[Delivery]) -> SendRows {
     let order = ctx
         .route(&ds[0].meta)
         .map(|r| r.order(&ds[0].meta.message_id))
@@ -217,7 +213,11 @@ async fn send_one(
         meta: ds[0].meta.clone(),
         channel,
         msg_type,
-        receivers: ds.iter().map(|d| d.receiver.clone()).collect(),
+        // One receiver put in place (collecting into the SmallVec goes through its `extend`).
+        receivers: match ds {
+            [d] => Receivers::from_buf([d.receiver.clone()]),
+            _ => ds.iter().map(|d| d.receiver.clone()).collect(),
+        },
     };
     let outcomes = ctx.accounts.send_routed(&order, &batch).await;
     if mode == SendMode::Accounts {

@@ -280,14 +280,29 @@ mod tests {
             assert_eq!(split_receivers(list), want, "{list:?}");
         }
         assert!(split_receivers_at_most::<String>("a", 0).is_err());
-        assert!(split_receivers_at_most::<String>(" ", 0).unwrap().is_empty());
+        assert!(
+            split_receivers_at_most::<String>(" ", 0)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// A list of one receiver with nothing to trim is shared; any other list is split as
     /// `split_receivers_at_most` splits it.
     #[test]
     fn one_plain_receiver_is_shared_the_rest_split() {
-        for list in ["a", " a", "a ", "a,b", "a,a", "", " ", ",", "a b", "a\u{3000}"] {
+        for list in [
+            "a",
+            " a",
+            "a ",
+            "a,b",
+            "a,a",
+            "",
+            " ",
+            ",",
+            "a b",
+            "a\u{3000}",
+        ] {
             let shared = crate::Receiver::from(list);
             for max in [0, 1, 2, MAX_RECEIVERS] {
                 let got = receivers_of(&shared, max);
@@ -297,7 +312,8 @@ mod tests {
             let plain = ["a", "a b"].contains(&list);
             let got = receivers_of(&shared, 1).unwrap_or_default();
             assert_eq!(
-                got.first().is_some_and(|r| std::sync::Arc::ptr_eq(r, &shared)),
+                got.first()
+                    .is_some_and(|r| std::sync::Arc::ptr_eq(r, &shared)),
                 plain,
                 "{list:?}"
             );

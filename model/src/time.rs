@@ -47,7 +47,10 @@ pub fn monotonic_ns() -> u64 {
 #[cfg(not(unix))]
 pub fn monotonic_ns() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 /// The earliest event time a record may carry: 2000-01-01T00:00:00Z. An earlier one is a dead
@@ -262,7 +265,10 @@ mod tests {
         let (ours, std_elapsed) = (monotonic_ns() - start, std_start.elapsed());
         assert!(ours >= 20_000_000, "{ours}");
         // Read in the other order, ours holds theirs.
-        assert!(ours as u128 >= std_elapsed.as_nanos() - 1_000_000, "{ours} {std_elapsed:?}");
+        assert!(
+            ours as u128 >= std_elapsed.as_nanos() - 1_000_000,
+            "{ours} {std_elapsed:?}"
+        );
     }
 
     /// The remembered day answers as the zone's lookup does: across DST changes in both

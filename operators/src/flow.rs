@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tidings_model::time::Millis;
 use tidings_model::message::Receivers;
+use tidings_model::time::Millis;
 use tidings_model::{DeadLetter, EventRow, MessageMeta, State};
 
 use timely::dataflow::ProbeHandle;

@@ -69,8 +69,8 @@ pub struct SendBatch {
     /// Its template's kind: a verification code is never held to share a call with other
     /// messages (`Provider::MESSAGES_PER_CALL`).
     pub msg_type: MsgType,
-    /// The receivers to send to in this call.
-    pub receivers: Vec<Receiver>,
+    /// The receivers to send to in this call (one held in place: most messages have one).
+    pub receivers: tidings_model::message::Receivers,
 }
 
 /// The outcome of one receiver: `Ok`, or the provider's reason after retries.

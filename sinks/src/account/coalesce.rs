@@ -97,7 +97,7 @@ impl Coalescer {
                 meta: batch.meta.clone(),
                 channel: batch.channel,
                 msg_type: batch.msg_type,
-                receivers: receivers.to_vec(),
+                receivers: receivers.iter().cloned().collect(),
             },
             give_back: first,
             answer,

@@ -8,8 +8,8 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tidings_model::time::monotonic_ns;
 use tidings_model::Receiver;
+use tidings_model::time::monotonic_ns;
 
 use crate::util::kit::Delivered;
 use crate::util::retry::{RetryAction, RetryPolicy, SendError};

@@ -144,7 +144,7 @@ mod tests {
             meta,
             channel: Channel::Sms,
             msg_type: tidings_model::MsgType::Notice,
-            receivers: vec![],
+            receivers: vec![].into(),
         };
         o.send(&batch, &["a".into(), "b".into()]).unwrap();
         let text = std::fs::read_to_string(dir.path().join("sms.jsonl")).unwrap();

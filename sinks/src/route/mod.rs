@@ -268,7 +268,7 @@ mod tests {
             }),
             channel: Channel::EnterpriseWeChat,
             msg_type: tidings_model::MsgType::Notice,
-            receivers: vec!["u1".into(), "u2".into()],
+            receivers: vec!["u1".into(), "u2".into()].into(),
         };
         // a refuses u2; b sends it.
         assert_eq!(

@@ -674,7 +674,10 @@ mod tests {
         ] {
             let got = column(&rows);
             assert_eq!(got, StringArray::from(rows.clone()), "{rows:?}");
-            assert_eq!(got.null_count(), rows.iter().filter(|r| r.is_none()).count());
+            assert_eq!(
+                got.null_count(),
+                rows.iter().filter(|r| r.is_none()).count()
+            );
         }
     }
 

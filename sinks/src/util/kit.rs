@@ -289,6 +289,6 @@ pub(crate) fn test_batch(channel: Channel, content: &str) -> SendBatch {
         }),
         channel,
         msg_type: tidings_model::MsgType::Notice,
-        receivers: vec![],
+        receivers: vec![].into(),
     }
 }
