@@ -505,11 +505,11 @@ pub(crate) fn compact_props() -> WriterProperties {
 /// `receiver` get min/max statistics here: over a file of random ids and receivers they prune
 /// nothing, and comparing every value for them was a fifth of the writer's time
 /// (`tidings-bench tracking-encode`; bench/MEASURED.md "Statistics off unique columns"). Nor
-/// do the strings of few values (`channel`, `msg_type`, `state`, `reason`): a worker's file
-/// holds the rows of all its channels and states as they come, so their ranges prune nothing
-/// either, and comparing each value twice was ~2% of the job's instructions (bench/MEASURED.md
-/// "Statistics off the strings of few values"). Times and numbers keep theirs (a time range
-/// prunes a worker's files).
+/// do the other strings (`channel`, `msg_type`, `state`, `reason`, `biz_id`; a dead letter's
+/// `source` and `payload`): a worker's file holds the rows of all its channels and states as
+/// they come, so their ranges prune nothing either, and comparing each value twice was ~2% of
+/// the job's instructions (bench/MEASURED.md "Statistics off the strings of few values"). Times
+/// and numbers keep theirs (a time range prunes a worker's files).
 /// Nor does any column get a dictionary: interning every value of the columns of few values
 /// (state, template, channel…) was a fifth of the encoding, and Snappy takes their repeats
 /// nearly as well (files 7% larger; bench/MEASURED.md "Small tracking files without
@@ -525,8 +525,9 @@ fn flush_props() -> WriterProperties {
     props.build()
 }
 
-/// The string columns without statistics in a worker's files ([`flush_props`]).
-const FLUSH_UNPRUNED: [&str; 7] = [
+/// The string columns without statistics in a worker's files ([`flush_props`]): all of
+/// `events`' and `dead_letters'`.
+const FLUSH_UNPRUNED: [&str; 9] = [
     "message_id",
     "receiver",
     "channel",
@@ -534,6 +535,8 @@ const FLUSH_UNPRUNED: [&str; 7] = [
     "state",
     "reason",
     "biz_id",
+    "source",
+    "payload",
 ];
 
 fn props() -> parquet::file::properties::WriterPropertiesBuilder {
