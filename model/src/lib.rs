@@ -33,6 +33,7 @@ pub mod state;
 pub mod template;
 pub mod text;
 pub mod time;
+pub mod variables;
 
 pub use message::{DeadLetter, Delivery, EventRow, Message, MessageMeta, Receiver};
 pub use state::State;

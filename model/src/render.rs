@@ -18,12 +18,7 @@ pub enum RenderError {
     NotText(String, &'static str),
 }
 
-/// The variables of one message.
-///
-/// How a value fills a placeholder: a string as it is; a number or boolean as JSON writes it
-/// (`4711`, `9.5`, `true`); `null` is no value, like a missing variable (dead letter); an object
-/// or array has no one text and is a dead letter too.
-pub type Variables = Map<String, Value>;
+pub use crate::variables::Variables;
 
 /// Writes the text of variable `name` (`v`) at the end of `out`: a string by `text` (as it is,
 /// or escaped for JSON); a number straight into it, not through a `String` of its own (an
@@ -252,7 +247,7 @@ mod tests {
     use serde_json::json;
 
     fn vars(v: Value) -> Variables {
-        v.as_object().unwrap().clone()
+        v.as_object().unwrap().clone().into()
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct MessageParam {
     pub receiver: Option<crate::Receiver>,
     /// Placeholder values.
     #[serde(default)]
-    pub variables: Option<Map<String, Value>>,
+    pub variables: Option<crate::variables::Variables>,
     /// Channel-specific extras (kept for providers).
     #[serde(default)]
     pub extra: Option<Map<String, Value>>,

@@ -191,7 +191,7 @@ impl Validator {
         let accounts = self.book.accounts_at(event_time);
         let date = local_date(self.tz, event_time);
         let business_id = ids::business_id(template.template_type.code(), template.id, date);
-        let empty = serde_json::Map::new();
+        let empty = Variables::new();
         for (index, param) in request.params.iter().enumerate() {
             let at = |reason: String| {
                 if request.params.len() > 1 {

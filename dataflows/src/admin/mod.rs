@@ -337,7 +337,7 @@ fn content(state: &AdminState, q: &KeyQuery) -> Result<Value, Problem> {
             let mut vars = Variables::new();
             for (k, v) in &q.rest {
                 if let Some(name) = k.strip_prefix("var.") {
-                    vars.insert(name.to_string(), Value::String(v.clone()));
+                    vars.insert(name, Value::String(v.clone()));
                 }
             }
             let rendered =

@@ -218,7 +218,7 @@ async fn templates(State(s): State<Arc<Supervisor>>, Path(name): Path<String>) -
 struct PreviewBody {
     template: i64,
     #[serde(default)]
-    variables: serde_json::Map<String, Value>,
+    variables: tidings_model::render::Variables,
 }
 
 async fn preview(

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use super::{IdValue, Line, MessageParam, Object};
 use crate::json::Cursor;
+use crate::variables::Variables;
 
 /// `text` as serde reads it into a [`Line`], or `None` where serde must read it.
 pub(super) fn read(text: &str) -> Option<Line<'_>> {
@@ -190,13 +191,26 @@ impl<'a> Reader<'a> {
             match key {
                 b"bizId" => p.biz_id = r.or_null(Reader::string)?,
                 b"receiver" => p.receiver = r.or_null(Reader::shared)?,
-                b"variables" => p.variables = r.or_null(Reader::map)?,
+                b"variables" => p.variables = r.or_null(Reader::variables)?,
                 b"extra" => p.extra = r.or_null(Reader::map)?,
                 _ => return None,
             }
             Some(())
         })?;
         Some(p)
+    }
+
+    /// Variables of strings, whole numbers, `true`, `false` and `null`, each name given once.
+    fn variables(&mut self) -> Option<Variables> {
+        let mut vars = Variables::new();
+        self.seq(b'{', b'}', |r| {
+            let name = r.cow()?;
+            r.colon()?;
+            let value = r.scalar()?;
+            // Twice: serde keeps the last; left to it.
+            vars.insert(&name, value).is_none().then_some(())
+        })?;
+        Some(vars)
     }
 
     /// A map of strings, whole numbers, `true`, `false` and `null`, its keys given once each.

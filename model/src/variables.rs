@@ -1,0 +1,194 @@
+//! [`Variables`]: the values a message's placeholders are filled with.
+
+use serde_json::{Map, Value};
+use smallvec::SmallVec;
+
+use crate::text::Text;
+
+/// A variable's name: short names (`code`, `name`, `amount`…) inline.
+type Name = Text<14>;
+
+/// The variables of one message (`messageParam.variables`): each name once, a name given
+/// twice keeping its last value, as serde's map reads it.
+///
+/// How a value fills a placeholder: a string as it is; a number or boolean as JSON writes it
+/// (`4711`, `9.5`, `true`); `null` is no value, like a missing variable (dead letter); an object
+/// or array has no one text and is a dead letter too.
+///
+/// A request names a few: up to [`Variables::FEW`] are held in a list in the order given and
+/// found by a scan, one in place and short names inline (a tree's node, a `String` per name and
+/// the tree's walk cost ~450 instructions a request: bench/MEASURED.md); more go to a map, so
+/// that a request of thousands is not scanned for each.
+#[derive(Debug, Clone)]
+pub enum Variables {
+    /// At most [`Variables::FEW`], in the order given.
+    Few(SmallVec<[(Name, Value); 1]>),
+    /// More.
+    Many(Map<String, Value>),
+}
+
+impl Default for Variables {
+    fn default() -> Self {
+        Variables::Few(SmallVec::new())
+    }
+}
+
+impl Variables {
+    /// The most variables held in a list.
+    pub const FEW: usize = 16;
+
+    /// No variables.
+    pub fn new() -> Variables {
+        Variables::default()
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        match self {
+            Variables::Few(list) => list
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, v)| v),
+            Variables::Many(map) => map.get(name),
+        }
+    }
+
+    /// Sets `name` to `value`; the value it had, if it had one.
+    pub fn insert(&mut self, name: &str, value: Value) -> Option<Value> {
+        match self {
+            Variables::Few(list) => {
+                if let Some((_, v)) = list.iter_mut().find(|(n, _)| n.as_str() == name) {
+                    return Some(std::mem::replace(v, value));
+                }
+                if list.len() < Self::FEW {
+                    list.push((Name::from(name), value));
+                    return None;
+                }
+                let mut map: Map<String, Value> = list
+                    .drain(..)
+                    .map(|(n, v)| (n.as_str().to_string(), v))
+                    .collect();
+                map.insert(name.to_string(), value);
+                *self = Variables::Many(map);
+                None
+            }
+            Variables::Many(map) => map.insert(name.to_string(), value),
+        }
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        match self {
+            Variables::Few(list) => list.len(),
+            Variables::Many(map) => map.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each name and value (in the order given while few, by name when many).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        let (few, many) = match self {
+            Variables::Few(list) => (Some(list.iter().map(|(n, v)| (n.as_str(), v))), None),
+            Variables::Many(map) => (None, Some(map.iter().map(|(n, v)| (n.as_str(), v)))),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+}
+
+/// The same names with the same values, in whatever order or form they are held.
+impl PartialEq for Variables {
+    fn eq(&self, other: &Variables) -> bool {
+        self.len() == other.len() && self.iter().all(|(n, v)| other.get(n) == Some(v))
+    }
+}
+
+impl<K: AsRef<str>> FromIterator<(K, Value)> for Variables {
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Variables {
+        let mut vars = Variables::new();
+        for (name, value) in iter {
+            vars.insert(name.as_ref(), value);
+        }
+        vars
+    }
+}
+
+impl From<Map<String, Value>> for Variables {
+    fn from(map: Map<String, Value>) -> Variables {
+        map.into_iter().collect()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Variables {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Variables, D::Error> {
+        // As serde's map: a name given twice keeps its last value.
+        Map::<String, Value>::deserialize(d).map(Variables::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Looked up, replaced and counted as a map of the same entries, few or many, short names
+    /// or long.
+    #[test]
+    fn variables_read_as_a_map_reads_them() {
+        for n in [
+            0,
+            1,
+            2,
+            Variables::FEW - 1,
+            Variables::FEW,
+            Variables::FEW + 1,
+            40,
+        ] {
+            let names: Vec<String> = (0..n)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        format!("a-rather-long-variable-name-{i}")
+                    } else {
+                        format!("v{i}")
+                    }
+                })
+                .collect();
+            let mut vars = Variables::new();
+            let mut map = Map::new();
+            for (i, name) in names.iter().enumerate() {
+                assert_eq!(
+                    vars.insert(name, json!(i)),
+                    map.insert(name.clone(), json!(i))
+                );
+            }
+            // Given again: the last value kept.
+            for name in names.iter().step_by(2) {
+                assert_eq!(
+                    vars.insert(name, json!("again")),
+                    map.insert(name.clone(), json!("again"))
+                );
+            }
+            assert_eq!(vars.len(), map.len(), "{n}");
+            for name in &names {
+                assert_eq!(vars.get(name), map.get(name), "{name}");
+            }
+            assert_eq!(vars.get("missing"), None);
+            assert_eq!(vars, Variables::from(map.clone()));
+            let mut listed: Vec<(&str, &Value)> = vars.iter().collect();
+            listed.sort_by_key(|(n, _)| *n);
+            assert_eq!(
+                listed,
+                map.iter().map(|(n, v)| (n.as_str(), v)).collect::<Vec<_>>()
+            );
+            let read: Variables = serde_json::from_value(Value::Object(map)).unwrap();
+            assert_eq!(read, vars);
+        }
+        assert_ne!(
+            Variables::from_iter([("a", json!(1))]),
+            Variables::from_iter([("a", json!(2))])
+        );
+    }
+}
