@@ -26,9 +26,11 @@ pub struct MessageParam {
     /// Placeholder values.
     #[serde(default)]
     pub variables: Option<crate::variables::Variables>,
-    /// Channel-specific extras (kept for providers).
+    /// Channel-specific extras (kept for providers). Boxed: rarely given, and a param is
+    /// moved whole several times while a request is read (under 128 bytes, a move is a few
+    /// vector copies, not a `memcpy` call).
     #[serde(default)]
-    pub extra: Option<Map<String, Value>>,
+    pub extra: Option<Box<Map<String, Value>>>,
 }
 
 /// What a request asks for.
@@ -251,6 +253,18 @@ fn request_from(line: Line) -> Result<Request, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A param stays small enough to be moved in a few vector copies, not a `memcpy` call (it
+    /// is moved whole several times while a request is read).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_param_is_at_most_128_bytes() {
+        assert!(
+            std::mem::size_of::<MessageParam>() <= 128,
+            "{}",
+            std::mem::size_of::<MessageParam>()
+        );
+    }
 
     #[test]
     fn template_ids_are_numbers_or_numeric_strings() {

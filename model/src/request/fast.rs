@@ -192,7 +192,7 @@ impl<'a> Reader<'a> {
                 b"bizId" => p.biz_id = r.or_null(Reader::string)?,
                 b"receiver" => p.receiver = r.or_null(Reader::shared)?,
                 b"variables" => p.variables = r.or_null(Reader::variables)?,
-                b"extra" => p.extra = r.or_null(Reader::map)?,
+                b"extra" => p.extra = r.or_null(|r| r.map().map(Box::new))?,
                 _ => return None,
             }
             Some(())
