@@ -74,7 +74,7 @@ fn render_content(c: &mut Criterion) {
         r#"{"title":"Order {$order}","content":"Hi {$name}, your order {$order} ships {$day}.","url":"https://example.com/o/{$order}"}"#,
     )
     .unwrap();
-    let vars: serde_json::Map<String, serde_json::Value> =
+    let vars: tidings_model::render::Variables =
         serde_json::from_str(r#"{"name":"Ann","order":"A-77","day":"today"}"#).unwrap();
     c.bench_function("render_content_model", |b| {
         b.iter(|| black_box(render(black_box(&content), black_box(&vars))))
