@@ -43,7 +43,7 @@ fn push_value(
 /// A number as serde_json writes it (its `Display` is its JSON): a whole number's digits by
 /// itoa straight into `out`, as serde_json's own `Display` makes them but without the
 /// formatter's machinery around them (~150 instructions a number); a fraction through its
-/// `Display` (ryu). Writing into a `String` cannot fail.
+/// `Display` (serde_json's own float formatting). Writing into a `String` cannot fail.
 fn push_number(out: &mut String, n: &serde_json::Number) {
     if let Some(u) = n.as_u64() {
         out.push_str(itoa::Buffer::new().format(u));

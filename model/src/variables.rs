@@ -118,14 +118,36 @@ impl<K: AsRef<str>> FromIterator<(K, Value)> for Variables {
 
 impl From<Map<String, Value>> for Variables {
     fn from(map: Map<String, Value>) -> Variables {
-        map.into_iter().collect()
+        if map.len() > Self::FEW {
+            Variables::Many(map)
+        } else {
+            map.into_iter().collect()
+        }
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Variables {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Variables, D::Error> {
-        // As serde's map: a name given twice keeps its last value.
-        Map::<String, Value>::deserialize(d).map(Variables::from)
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Variables;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of variables")
+            }
+            // In the order given, as the hand reader keeps them; a name given twice keeps its
+            // last value, as serde's map does.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Variables, A::Error> {
+                let mut vars = Variables::new();
+                while let Some((name, value)) = m.next_entry::<String, Value>()? {
+                    vars.insert(&name, value);
+                }
+                Ok(vars)
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 
@@ -190,5 +212,9 @@ mod tests {
             Variables::from_iter([("a", json!(1))]),
             Variables::from_iter([("a", json!(2))])
         );
+        // Read by serde in the order given, a name given twice keeping its last value.
+        let read: Variables = serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
+        let listed: Vec<(&str, &Value)> = read.iter().collect();
+        assert_eq!(listed, [("b", &json!(3)), ("a", &json!(2))]);
     }
 }

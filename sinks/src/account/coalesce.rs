@@ -97,7 +97,7 @@ impl Coalescer {
                 meta: batch.meta.clone(),
                 channel: batch.channel,
                 msg_type: batch.msg_type,
-                receivers: receivers.iter().cloned().collect(),
+                receivers: receivers.into(),
             },
             give_back: first,
             answer,

@@ -505,11 +505,13 @@ pub(crate) fn compact_props() -> WriterProperties {
 /// `receiver` get min/max statistics here: over a file of random ids and receivers they prune
 /// nothing, and comparing every value for them was a fifth of the writer's time
 /// (`tidings-bench tracking-encode`; bench/MEASURED.md "Statistics off unique columns"). Nor
-/// do the other strings (`channel`, `msg_type`, `state`, `reason`, `biz_id`; a dead letter's
-/// `source` and `payload`): a worker's file holds the rows of all its channels and states as
-/// they come, so their ranges prune nothing either, and comparing each value twice was ~2% of
-/// the job's instructions (bench/MEASURED.md "Statistics off the strings of few values"). Times
-/// and numbers keep theirs (a time range prunes a worker's files).
+/// do `channel`, `msg_type` and `state` (nor a dead letter's `source` and `payload`): a
+/// worker's file holds the rows of all its channels and states as they come, so their ranges
+/// prune nothing either, and comparing each value twice was ~2% of the job's instructions
+/// (bench/MEASURED.md "Statistics off the strings of few values"). Times and numbers keep
+/// theirs (a time range prunes a worker's files), and so do `reason` and `biz_id`: null in
+/// most rows (nothing to compare), their null counts let a lookup by `bizId` pass over the
+/// files of producers that never set one.
 /// Nor does any column get a dictionary: interning every value of the columns of few values
 /// (state, template, channel…) was a fifth of the encoding, and Snappy takes their repeats
 /// nearly as well (files 7% larger; bench/MEASURED.md "Small tracking files without
@@ -525,16 +527,13 @@ fn flush_props() -> WriterProperties {
     props.build()
 }
 
-/// The string columns without statistics in a worker's files ([`flush_props`]): all of
-/// `events`' and `dead_letters'`.
-const FLUSH_UNPRUNED: [&str; 9] = [
+/// The string columns without statistics in a worker's files ([`flush_props`]).
+const FLUSH_UNPRUNED: [&str; 7] = [
     "message_id",
     "receiver",
     "channel",
     "msg_type",
     "state",
-    "reason",
-    "biz_id",
     "source",
     "payload",
 ];
