@@ -28,18 +28,6 @@ pub fn split_receivers_at_most<R: for<'a> From<&'a str>>(
     list: &str,
     max: usize,
 ) -> Result<smallvec::SmallVec<[R; 1]>, String> {
-    // One receiver (most requests): no split, no comparisons.
-    if !list.as_bytes().contains(&b',') {
-        let r = list.trim();
-        let mut out = smallvec::SmallVec::new();
-        if !r.is_empty() {
-            if max == 0 {
-                return Err(too_many(list, max));
-            }
-            out.push(R::from(r));
-        }
-        return Ok(out);
-    }
     // The first few distinct receivers are compared in place (most requests list one, and a
     // set would cost an allocation per request); past them, a set keeps the split linear.
     const FEW: usize = 8;

@@ -90,12 +90,11 @@ impl Variables {
     }
 
     /// Each name and value (in the order given while few, by name when many).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        let (few, many) = match self {
-            Variables::Few(list) => (Some(list.iter().map(|(n, v)| (n.as_str(), v))), None),
-            Variables::Many(map) => (None, Some(map.iter().map(|(n, v)| (n.as_str(), v)))),
-        };
-        few.into_iter().flatten().chain(many.into_iter().flatten())
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &Value)> + '_> {
+        match self {
+            Variables::Few(list) => Box::new(list.iter().map(|(n, v)| (n.as_str(), v))),
+            Variables::Many(map) => Box::new(map.iter().map(|(n, v)| (n.as_str(), v))),
+        }
     }
 }
 
