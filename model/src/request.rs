@@ -178,9 +178,17 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
-/// Decodes a request body (a Kafka record's value, or an envelope's payload).
+/// Decodes a request body (a Kafka record's value, or an envelope's payload): read by hand
+/// into the request where it can be ([`fast::request`]), else as [`parse`] reads it.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
-    request_from(parse(bytes)?)
+    let bytes = strip_bom(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => match fast::request(text) {
+            Some(request) => request,
+            None => request_from(by_serde(serde_json::from_str(text))?),
+        },
+        Err(_) => request_from(by_serde(serde_json::from_slice(bytes))?),
+    }
 }
 
 /// A request's JSON object (or an envelope's), after a byte order mark.
@@ -196,13 +204,17 @@ fn parse(bytes: &[u8]) -> Result<Line<'_>, String> {
     let bytes = strip_bom(bytes);
     match std::str::from_utf8(bytes) {
         Ok(text) => match fast::read(text) {
-            Some(line) => return Ok(line),
-            None => serde_json::from_str::<Object<Line>>(text),
+            Some(line) => Ok(line),
+            None => by_serde(serde_json::from_str(text)),
         },
-        Err(_) => serde_json::from_slice::<Object<Line>>(bytes),
+        Err(_) => by_serde(serde_json::from_slice(bytes)),
     }
-    .map(|Object(line)| line)
-    .map_err(|e| format!("unparsable JSON: {e}"))
+}
+
+/// What serde read, or its error in our words.
+fn by_serde(read: serde_json::Result<Object<Line<'_>>>) -> Result<Line<'_>, String> {
+    read.map(|Object(line)| line)
+        .map_err(|e| format!("unparsable JSON: {e}"))
 }
 
 /// The event time of a kcat `-J` envelope whose `ts` is `ts`: that, or `read_time` when it has
@@ -215,13 +227,32 @@ pub fn envelope_time(ts: Option<i64>, read_time: Millis) -> Millis {
 }
 
 fn request_from(line: Line) -> Result<Request, String> {
-    let code = match line.code.as_deref() {
+    request_of(
+        line.code,
+        line.message_template_id,
+        line.message_param.map(|Object(p)| p),
+        line.message_param_list,
+        line.recall_message_ids,
+    )
+}
+
+/// A request of its fields as read, checked: its code known, its template id an integer, one
+/// of `messageParam` and `messageParamList` (not empty) for a send.
+#[inline(always)]
+fn request_of(
+    code: Option<Cow<'_, str>>,
+    message_template_id: Option<IdValue>,
+    message_param: Option<MessageParam>,
+    message_param_list: Option<Vec<Object<MessageParam>>>,
+    recall_message_ids: Option<Vec<String>>,
+) -> Result<Request, String> {
+    let code = match code.as_deref() {
         Some("send") => Code::Send,
         Some("recall") => Code::Recall,
         Some(other) => return Err(format!("unknown code `{other}`: expected send or recall")),
         None => return Err("missing `code`: expected send or recall".into()),
     };
-    let template_id = match line.message_template_id {
+    let template_id = match message_template_id {
         Some(IdValue::Int(i)) => i,
         Some(IdValue::Text(s)) => s
             .trim()
@@ -229,11 +260,11 @@ fn request_from(line: Line) -> Result<Request, String> {
             .map_err(|_| format!("messageTemplateId `{s}` is not an integer"))?,
         None => return Err("missing `messageTemplateId`".into()),
     };
-    let params = match (line.message_param, line.message_param_list) {
+    let params = match (message_param, message_param_list) {
         (Some(_), Some(_)) => {
             return Err("both messageParam and messageParamList given: send one of them".into());
         }
-        (Some(p), None) => smallvec::smallvec![p.0],
+        (Some(p), None) => smallvec::smallvec![p],
         (None, Some(list)) => list.into_iter().map(|p| p.0).collect(),
         (None, None) if code == Code::Recall => smallvec::SmallVec::new(),
         (None, None) => return Err("neither messageParam nor messageParamList given".into()),
@@ -245,7 +276,7 @@ fn request_from(line: Line) -> Result<Request, String> {
         code,
         template_id,
         params,
-        recall_message_ids: line.recall_message_ids.unwrap_or_default(),
+        recall_message_ids: recall_message_ids.unwrap_or_default(),
     })
 }
 

@@ -119,15 +119,17 @@ impl Validator {
             )));
             return;
         }
+        // A record with a timestamp (Kafka's, an envelope's) is the request's body itself:
+        // decoded straight into the request, not through a pair.
         let decoded = match rec.timestamp {
-            None => decode_line(&rec.bytes, rec.read_time),
-            Some(ts) => decode_request(&rec.bytes).map(|r| (ts, r)),
+            None => decode_line(&rec.bytes, rec.read_time).map(|(_, r)| r),
+            Some(_) => decode_request(&rec.bytes),
         };
         // The source chose the event time (the record's own, or its partition's watermark when
         // it came late): every worker and every replay judge the record at the same time.
         let event_time = rec.event_time;
         let request = match decoded {
-            Ok((_, request)) => request,
+            Ok(request) => request,
             Err(reason) => {
                 out.dead.push(dead(reason));
                 return;
