@@ -229,58 +229,40 @@ impl<'a> Cursor<'a> {
     /// character, a bad or lone-surrogate escape, invalid UTF-8: serde's probes decide).
     pub fn string(&mut self) -> Option<String> {
         self.eat(b'"')?;
-        // Written by index into a buffer that grows as the text does (never past the rest of
-        // the line: unescaping only shortens), with the position in a local. Sized to the rest
-        // of the line at once, a record of many escaped strings zeroed its length for each.
+        // Appended to a list of the string's bytes, eight at a time while none of them needs
+        // care: a chunk is added whole and cut back to its first special byte. A list, not a
+        // buffer written by index: no zeroing, and one check of its room per chunk (an
+        // envelope's payload has a `\"` every few bytes, each ending a chunk).
         let b = self.b;
         let mut i = self.i;
-        let rest = b.len() - i;
-        let mut out = vec![0; rest.min(256)];
-        // Only when a write finds no room (the bound is checked by every write anyway).
-        let grow = |out: &mut Vec<u8>, need: usize| {
-            out.resize(need.max(out.len() * 2).min(rest).max(need), 0);
-        };
-        let put = |out: &mut Vec<u8>, n: usize, c: u8| match out.get_mut(n) {
-            Some(o) => *o = c,
-            None => {
-                grow(out, n + 1);
-                out[n] = c;
-            }
-        };
-        let mut n = 0;
+        let mut out: Vec<u8> = Vec::with_capacity((b.len() - i).min(256));
         loop {
-            // Eight bytes at a time while none of them needs care (copied whole: a special
-            // byte's place is written again after it).
             while let Some(chunk) = b.get(i..i + 8) {
-                if out.len() < n + 8 {
-                    grow(&mut out, n + 8);
+                let chunk: &[u8; 8] = chunk.try_into().ok()?;
+                out.extend_from_slice(chunk);
+                let found = special_bytes(u64::from_le_bytes(*chunk));
+                if found == 0 {
+                    i += 8;
+                    continue;
                 }
-                out[n..n + 8].copy_from_slice(chunk);
-                let found = special_bytes(u64::from_le_bytes(chunk.try_into().ok()?));
-                if found != 0 {
-                    let clear = (found.trailing_zeros() / 8) as usize;
-                    i += clear;
-                    n += clear;
-                    // A short escape (a payload's `\"` in a kcat envelope: a score of them a
-                    // request) is written here, in the chunk's room, and the steps go on.
-                    if b[i] == b'\\'
-                        && let Some(c) = b.get(i + 1).copied().and_then(short_escape)
-                    {
-                        out[n] = c;
-                        i += 2;
-                        n += 1;
-                        continue;
-                    }
-                    break;
+                let clear = (found.trailing_zeros() / 8) as usize;
+                out.truncate(out.len() - 8 + clear);
+                i += clear;
+                // A short escape (a payload's `\"`: a score of them a request) is taken here
+                // and the chunks go on.
+                if b[i] == b'\\'
+                    && let Some(c) = b.get(i + 1).copied().and_then(short_escape)
+                {
+                    out.push(c);
+                    i += 2;
+                    continue;
                 }
-                i += 8;
-                n += 8;
+                break;
             }
             let c = *b.get(i)?;
             i += 1;
             if !SPECIAL[usize::from(c)] {
-                put(&mut out, n, c);
-                n += 1;
+                out.push(c);
                 continue;
             }
             match c {
@@ -293,20 +275,13 @@ impl<'a> Cursor<'a> {
                 self.i = i + 1;
                 let c = self.code_point()?;
                 i = self.i;
-                if out.len() < n + c.len_utf8() {
-                    grow(&mut out, n + c.len_utf8());
-                }
-                c.encode_utf8(&mut out[n..n + c.len_utf8()]);
-                n += c.len_utf8();
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
                 continue;
             }
-            let unescaped = short_escape(escaped)?;
+            out.push(short_escape(escaped)?);
             i += 1;
-            put(&mut out, n, unescaped);
-            n += 1;
         }
         self.i = i;
-        out.truncate(n);
         String::from_utf8(out).ok()
     }
 
