@@ -136,7 +136,7 @@ read = [
 stages = read + [
     ("admit: validate, render, ids (per request)", "tidings_operators::validate::Validator::validate_into"),
     ("· decode: the request's own JSON (the payload; a Kafka record's whole decode)", "tidings_model::request::decode_request"),
-    ("· render: the template's content", "tidings_model::render::render_json"),
+    ("· render: the template's content (from its plan)", "tidings_model::template::Template::render"),
     ("· message id", "tidings_model::ids::message_id"),
     ("gate: receivers checked, whitelist, night, discard", "tidings_operators::gate::Gate::judge_with"),
     ("· a phone receiver's check", "tidings_model::receiver::ReceiverValidator::phone"),

@@ -194,6 +194,43 @@ pub struct Template {
     /// The channel's content model; string leaves may hold `{$name}` placeholders.
     #[serde(default)]
     pub content: serde_json::Map<String, serde_json::Value>,
+    /// `content` laid out for rendering, made at its first render (see [`Template::render`]).
+    #[serde(skip)]
+    plan: ContentPlan,
+}
+
+impl Template {
+    /// The content model rendered with `vars` as compact JSON (the text of
+    /// [`crate::render::render_json`]), from the model's plan, laid out at the first call.
+    pub fn render(
+        &self,
+        vars: &crate::variables::Variables,
+    ) -> Result<String, crate::render::RenderError> {
+        self.plan
+            .0
+            .get_or_init(|| crate::render::JsonPlan::of(&self.content))
+            .render(vars)
+    }
+}
+
+/// A template's [`crate::render::JsonPlan`], made from its content when first needed: not
+/// part of what a template is (two templates of the same content are equal whether or not
+/// either has rendered), and not written out.
+#[derive(Clone, Default)]
+struct ContentPlan(std::sync::OnceLock<crate::render::JsonPlan>);
+
+impl PartialEq for ContentPlan {
+    fn eq(&self, _: &ContentPlan) -> bool {
+        true
+    }
+}
+
+impl Eq for ContentPlan {}
+
+impl std::fmt::Debug for ContentPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentPlan")
+    }
 }
 
 #[derive(Deserialize)]
@@ -312,6 +349,50 @@ pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A template renders its content as `render_json` does, and its plan, made at the first
+    /// render, is not part of it: a rendered template equals its unrendered copy and is written
+    /// out (and read back) the same.
+    #[test]
+    fn a_template_renders_from_its_plan_which_is_not_part_of_it() {
+        let t = Templates::parse(
+            "t.toml",
+            r#"
+[[template]]
+id = 1
+name = "code"
+channel = "sms"
+msg_type = "auth_code"
+id_type = "phone"
+account = "a"
+[template.content]
+content = "Your code is {$code} {$"
+"#,
+        )
+        .unwrap();
+        let t = t.get(1).unwrap();
+        let fresh: Template = serde_json::from_value(serde_json::to_value(&**t).unwrap()).unwrap();
+        let vars: crate::variables::Variables = serde_json::json!({"code": "4\"7"})
+            .as_object()
+            .unwrap()
+            .clone()
+            .into();
+        let want = crate::render::render_json(&t.content, &vars);
+        assert_eq!(t.render(&vars), want);
+        assert_eq!(
+            t.render(&vars).unwrap(),
+            r#"{"content":"Your code is 4\"7 {$"}"#
+        );
+        assert_eq!(**t, fresh);
+        assert_eq!(
+            serde_json::to_value(&**t).unwrap(),
+            serde_json::to_value(&fresh).unwrap()
+        );
+        assert_eq!(
+            t.render(&Default::default()),
+            Err(crate::render::RenderError::MissingVariable("code".into()))
+        );
+    }
 
     #[test]
     fn parses_contract_example() {

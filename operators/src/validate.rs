@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use tidings_model::limits::{check_fields, within_limits_by_size};
 use tidings_model::receiver::{MAX_RECEIVERS, receivers_of};
 use tidings_model::render::Variables;
-use tidings_model::render::{render_field, render_json};
+use tidings_model::render::render_field;
 use tidings_model::request::{Code, decode_line, decode_request};
 use tidings_model::time::{DEFAULT_MAX_FUTURE_MS, Millis, check_event_time, local_date};
 use tidings_model::{DeadLetter, Message, MessageMeta, Template, Templates, ids};
@@ -29,7 +29,7 @@ pub fn rendered_content(
     template: &Template,
     vars: &Variables,
 ) -> Result<String, tidings_model::render::RenderError> {
-    render_json(&template.content, vars)
+    template.render(vars)
 }
 
 /// The largest record the validator parses by default: 1 MiB. A larger one is a dead letter
@@ -218,7 +218,8 @@ impl Validator {
                 }
             };
             let vars = param.variables.as_ref().unwrap_or(&empty);
-            let rendered = render_json(&template.content, vars)
+            let rendered = template
+                .render(vars)
                 .map_err(|e| e.to_string())
                 .and_then(|json| {
                     // Long content only: the fields the channel limits are rendered again to
