@@ -208,16 +208,17 @@ impl Template {
     ) -> Result<String, crate::render::RenderError> {
         self.plan
             .0
-            .get_or_init(|| crate::render::JsonPlan::of(&self.content))
+            .get_or_init(|| Box::new(crate::render::JsonPlan::of(&self.content)))
             .render(vars)
     }
 }
 
 /// A template's [`crate::render::JsonPlan`], made from its content when first needed: not
 /// part of what a template is (two templates of the same content are equal whether or not
-/// either has rendered), and not written out.
+/// either has rendered), and not written out. Boxed: a template (held in change records'
+/// enums) grows by a pointer and the cell's flag, not by the plan.
 #[derive(Clone, Default)]
-struct ContentPlan(std::sync::OnceLock<crate::render::JsonPlan>);
+struct ContentPlan(std::sync::OnceLock<Box<crate::render::JsonPlan>>);
 
 impl PartialEq for ContentPlan {
     fn eq(&self, _: &ContentPlan) -> bool {
