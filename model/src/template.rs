@@ -191,7 +191,9 @@ pub struct Template {
     /// `false` exempts this template from both dedup rules; default `true`.
     #[serde(default = "yes")]
     pub dedup: bool,
-    /// The channel's content model; string leaves may hold `{$name}` placeholders.
+    /// The channel's content model; string leaves may hold `{$name}` placeholders. Not to be
+    /// changed once the template has rendered: [`Template::render`] keeps the plan it made of
+    /// it (a copy starts afresh).
     #[serde(default)]
     pub content: serde_json::Map<String, serde_json::Value>,
     /// `content` laid out for rendering, made at its first render (see [`Template::render`]).
@@ -216,9 +218,16 @@ impl Template {
 /// A template's [`crate::render::JsonPlan`], made from its content when first needed: not
 /// part of what a template is (two templates of the same content are equal whether or not
 /// either has rendered), and not written out. Boxed: a template (held in change records'
-/// enums) grows by a pointer and the cell's flag, not by the plan.
-#[derive(Clone, Default)]
+/// enums) grows by a pointer and the cell's flag, not by the plan. A copy starts without one
+/// (a copy whose content is then changed makes its own).
+#[derive(Default)]
 struct ContentPlan(std::sync::OnceLock<Box<crate::render::JsonPlan>>);
+
+impl Clone for ContentPlan {
+    fn clone(&self) -> ContentPlan {
+        ContentPlan::default()
+    }
+}
 
 impl PartialEq for ContentPlan {
     fn eq(&self, _: &ContentPlan) -> bool {
@@ -393,6 +402,11 @@ content = "Your code is {$code} {$"
             t.render(&Default::default()),
             Err(crate::render::RenderError::MissingVariable("code".into()))
         );
+        // A copy of a rendered template, its content changed, renders its own content.
+        let mut copy = (**t).clone();
+        copy.content
+            .insert("content".into(), serde_json::json!("now {$code}"));
+        assert_eq!(copy.render(&vars).unwrap(), r#"{"content":"now 4\"7"}"#);
     }
 
     #[test]

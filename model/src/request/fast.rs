@@ -1,4 +1,5 @@
-//! A request's common shapes read by hand: the hot path of [`super::parse`].
+//! A request's common shapes read by hand: the hot path of [`super::decode_request`] (read
+//! straight into the request) and of [`super::parse`].
 //!
 //! It reads the objects producers write: `code`, `messageTemplateId`, `messageParam` or
 //! `messageParamList` and `recallMessageIds`, each at most once; a `MessageParam`'s `bizId`,
