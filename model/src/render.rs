@@ -77,6 +77,47 @@ pub fn render_str(s: &str, vars: &Variables) -> Result<String, RenderError> {
     Ok(out)
 }
 
+/// A string leaf's text and placeholders, in order.
+enum Segment<'a> {
+    /// Text as it is (between placeholders; or, from a `{$` without its closing brace, all
+    /// the rest).
+    Text(&'a str),
+    /// The name inside a `{$name}`.
+    Var(&'a str),
+}
+
+/// The segments of `s`: what a render writes for it, read once here for both the one-off
+/// render ([`render_into`]) and a template's plan ([`JsonPlan::of`]).
+fn segments(s: &str) -> impl Iterator<Item = Segment<'_>> {
+    let mut rest = s;
+    let mut next_var = None;
+    std::iter::from_fn(move || {
+        if let Some(name) = next_var.take() {
+            return Some(Segment::Var(name));
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let text = match placeholder(rest) {
+            Some(start) => {
+                let after = &rest[start + 2..];
+                match after.find('}') {
+                    Some(end) => {
+                        next_var = Some(&after[..end]);
+                        let text = &rest[..start];
+                        rest = &after[end + 1..];
+                        text
+                    }
+                    // No closing brace: the rest is text.
+                    None => std::mem::take(&mut rest),
+                }
+            }
+            None => std::mem::take(&mut rest),
+        };
+        Some(Segment::Text(text))
+    })
+}
+
 /// Renders `s` at the end of `out`, the text between placeholders and a string variable's
 /// value written by `text` (as it is, or escaped for JSON).
 fn render_into(
@@ -85,24 +126,26 @@ fn render_into(
     vars: &Variables,
     text: impl Fn(&mut String, &str),
 ) -> Result<(), RenderError> {
-    let mut rest = s;
-    while let Some(start) = placeholder(rest) {
-        text(out, &rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            // No closing brace: the rest is text.
-            text(out, &rest[start..]);
-            return Ok(());
-        };
-        let name = &after[..end];
-        match vars.get(name) {
-            Some(v) => push_value(out, name, v, &text)?,
-            None => return Err(RenderError::MissingVariable(name.to_string())),
+    for segment in segments(s) {
+        match segment {
+            Segment::Text(t) => text(out, t),
+            Segment::Var(name) => push_var(out, name, vars, &text)?,
         }
-        rest = &after[end + 1..];
     }
-    text(out, rest);
     Ok(())
+}
+
+/// The value of variable `name` at the end of `out` (a string's by `text`), or why it has none.
+fn push_var(
+    out: &mut String,
+    name: &str,
+    vars: &Variables,
+    text: impl Fn(&mut String, &str),
+) -> Result<(), RenderError> {
+    match vars.get(name) {
+        Some(v) => push_value(out, name, v, text),
+        None => Err(RenderError::MissingVariable(name.to_string())),
+    }
 }
 
 /// Renders every string leaf of a content model; returns the rendered model.
@@ -142,14 +185,13 @@ pub fn render_field(
 }
 
 /// A content model rendered with `vars`, as compact JSON: the same text as
-/// `serde_json::to_string(&render(content, vars)?)`, with the same first error, written in one
-/// pass straight into the text (no rendered model is built: its keys, strings and nodes were
-/// ~5 allocations per request; nor a rendered string per leaf, escaped again as it was copied
-/// in: serde's way cost ~1,500 instructions a request, bench/instructions.sh).
+/// `serde_json::to_string(&render(content, vars)?)`, with the same first error, written
+/// straight into the text (no rendered model is built: its keys, strings and nodes were ~5
+/// allocations per request; serde's way cost ~1,500 instructions a request,
+/// bench/instructions.sh). Laid out first ([`JsonPlan`]); a template keeps its plan
+/// (`Template::render`), so a message only fills it in.
 pub fn render_json(content: &Map<String, Value>, vars: &Variables) -> Result<String, RenderError> {
-    let mut out = String::with_capacity(64);
-    json_map(&mut out, content, vars)?;
-    Ok(out)
+    JsonPlan::of(content).render(vars)
 }
 
 /// A content model laid out once for [`render_json`]'s text: its JSON cut at its
@@ -201,17 +243,14 @@ impl JsonPlan {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Var(name) => match vars.get(name) {
-                    Some(v) => push_value(&mut out, name, v, push_escaped)?,
-                    None => return Err(RenderError::MissingVariable(name.clone())),
-                },
+                Piece::Var(name) => push_var(&mut out, name, vars, push_escaped)?,
             }
         }
         Ok(out)
     }
 }
 
-/// Lays out a [`JsonPlan`] as [`json_map`] and [`json_value`] write the text.
+/// Lays out a [`JsonPlan`]: a content model's JSON text, cut at its placeholders.
 struct Planner {
     pieces: Vec<Piece>,
     /// The text since the last placeholder.
@@ -244,22 +283,15 @@ impl Planner {
         match v {
             Value::String(s) => {
                 self.text.push('"');
-                // As `render_into` reads it: every `{$name}` a variable; a `{$` without its
-                // closing brace, and all after it, text.
-                let mut rest = s.as_str();
-                while let Some(start) = placeholder(rest) {
-                    push_escaped(&mut self.text, &rest[..start]);
-                    let after = &rest[start + 2..];
-                    let Some(end) = after.find('}') else {
-                        push_escaped(&mut self.text, &rest[start..]);
-                        rest = "";
-                        break;
-                    };
-                    self.flush();
-                    self.pieces.push(Piece::Var(after[..end].to_string()));
-                    rest = &after[end + 1..];
+                for segment in segments(s) {
+                    match segment {
+                        Segment::Text(t) => push_escaped(&mut self.text, t),
+                        Segment::Var(name) => {
+                            self.flush();
+                            self.pieces.push(Piece::Var(name.to_string()));
+                        }
+                    }
                 }
-                push_escaped(&mut self.text, rest);
                 self.text.push('"');
             }
             Value::Array(items) => {
@@ -278,50 +310,6 @@ impl Planner {
             Value::Null => self.text.push_str("null"),
         }
     }
-}
-
-fn json_map(
-    out: &mut String,
-    map: &Map<String, Value>,
-    vars: &Variables,
-) -> Result<(), RenderError> {
-    out.push('{');
-    for (i, (k, v)) in map.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        push_escaped(out, k);
-        out.push_str("\":");
-        json_value(out, v, vars)?;
-    }
-    out.push('}');
-    Ok(())
-}
-
-fn json_value(out: &mut String, v: &Value, vars: &Variables) -> Result<(), RenderError> {
-    match v {
-        Value::String(text) => {
-            out.push('"');
-            render_into(out, text, vars, push_escaped)?;
-            out.push('"');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json_value(out, item, vars)?;
-            }
-            out.push(']');
-        }
-        Value::Object(map) => json_map(out, map, vars)?,
-        Value::Number(n) => push_number(out, n),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Null => out.push_str("null"),
-    }
-    Ok(())
 }
 
 /// What JSON writes for byte `b` inside a string, as serde_json writes it: 0 for the byte
@@ -485,8 +473,8 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// The one-pass JSON, and the JSON from the model's plan, are the rendered model's JSON,
-        /// and fail with the same error.
+        /// The JSON written from the model's plan (`render_json`, and a plan made first) is the
+        /// rendered model's JSON, and fails with the same error.
         #[test]
         fn render_json_is_the_rendered_models_json(
             content in prop::collection::btree_map("[a-d]{1,3}", any_value(), 0..5),
