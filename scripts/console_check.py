@@ -11,7 +11,9 @@ and checks the saved version, and opens its page while it runs (rate and lag cha
 Usage: console_check.py URL OPERATOR_TOKEN READ_TOKEN JOB_PATH RECEIVER SCREENSHOT_DIR KAFKA_JOB_PATH
 """
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 from selenium import webdriver
@@ -26,8 +28,13 @@ os.makedirs(shots, exist_ok=True)
 
 options = webdriver.ChromeOptions()
 options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# A profile of its own, new each run (a default profile left locked or half-written by an
+# earlier Chromium made one CI run's browser exit at start), and no background connections to
+# Google's hosts, which this machine's closed network refuses.
+profile = tempfile.mkdtemp(prefix="tidings-console-chromium-")
 for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--window-size=1280,900"]:
+            "--window-size=1280,900", f"--user-data-dir={profile}", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]:
     options.add_argument(arg)
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(
@@ -216,6 +223,7 @@ except Exception as e:  # a timeout names the page it happened on
     failures.append(f"{type(e).__name__}: {e} (at {driver.current_url})")
 finally:
     driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
 
 for f in failures:
     print(f"FAIL {f}", file=sys.stderr)
