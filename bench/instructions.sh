@@ -12,6 +12,8 @@
 #   ID_TYPE=phone bench/instructions.sh      # the template sends to phones (receivers are
 #                                            # Chinese mobiles, checked and normalised)
 #   KEEP=dir bench/instructions.sh           # keep the callgrind files in dir
+#   TEMPLATES=500 bench/instructions.sh      # the job has this many templates (ids 1..N, all
+#                                            # alike), the requests name the middle one
 #   SOURCE=kafka bench/instructions.sh       # the Kafka job instead: `tidings-bench e2e
 #                                            # --requests N` (a burst; needs the broker,
 #                                            # scripts/services.sh start), counting the job's
@@ -41,16 +43,19 @@ bin=$(realpath "${1:-target/release/tidings-bench}")
 spread=${SPREAD_MS:-}
 source=${SOURCE:-file}
 id_type=${ID_TYPE:-user_id}
+templates=${TEMPLATES:-1}
+used=$(( (templates + 1) / 2 ))
 command -v valgrind > /dev/null || { echo "instructions.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 [ -x "$bin" ] || { echo "instructions.sh: no $bin: cargo build --release -p tidings-bench" >&2; exit 1; }
 dir=${KEEP:-$(mktemp -d)}
 mkdir -p "$dir"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$dir"' EXIT
 
-cat > "$dir/templates.toml" <<EOF
+for id in $(seq 1 "$templates"); do
+  cat <<EOF
 [[template]]
-id = 1
-name = "code"
+id = $id
+name = "code-$id"
 channel = "sms"
 msg_type = "auth_code"
 id_type = "$id_type"
@@ -58,6 +63,7 @@ account = "hole"
 [template.content]
 content = "Your code is {\$code}."
 EOF
+done > "$dir/templates.toml"
 
 for n in 20000 60000; do
   if [ "$source" = kafka ]; then
@@ -70,12 +76,12 @@ for n in 20000 60000; do
     cp "$(ls "$dir/kafka-$n"/callgrind.* | sort -t. -k2 -n | tail -1)" "$dir/callgrind-$n.out"
     continue
   fi
-  python3 - "$n" "$dir/requests-$n.jsonl" "$spread" "$id_type" <<'EOF'
+  python3 - "$n" "$dir/requests-$n.jsonl" "$spread" "$id_type" "$used" <<'EOF'
 import json, sys
-n, out, spread, id_type = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+n, out, spread, id_type, used = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 with open(out, "w") as f:
     for i in range(n):
-        payload = json.dumps({"code": "send", "messageTemplateId": 1,
+        payload = json.dumps({"code": "send", "messageTemplateId": used,
                               "messageParam": {"receiver": ("139%08d" if id_type == "phone" else "1%010d") % i, "variables": {"code": i % 10000}}},
                              separators=(",", ":"))
         ts = 1763740800000 + (i * int(spread) if spread else (i * 1000) // 60000)
@@ -102,9 +108,9 @@ EOF
   grep -q '"requests":'"$n" "$dir/run-$n.json" || { echo "instructions.sh: the run of $n requests did not read them all: $dir/run-$n.json" >&2; exit 1; }
 done
 
-python3 - "$dir" "$(git rev-parse --short HEAD)" "${spread:-one second for 60,000}" "$id_type" "$source" <<'EOF'
+python3 - "$dir" "$(git rev-parse --short HEAD)" "${spread:-one second for 60,000}" "$id_type" "$source" "$templates" <<'EOF'
 import collections, re, subprocess, sys
-d, rev, spread, id_type, source = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+d, rev, spread, id_type, source, templates = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 
 def costs(n):
     """Inclusive instructions per function (the largest entry of a name), and the total."""
@@ -156,7 +162,8 @@ stages = read + [
 if source == "kafka":
     print(f"Instructions per request of the Kafka job's process (callgrind, commit {rev}, `tidings-bench e2e`'s burst):\n")
 else:
-    print(f"Instructions per request (callgrind, commit {rev}, event time spread: {spread}, id_type {id_type}):\n")
+    shown = "" if templates == 1 else f", {templates} templates"
+    print(f"Instructions per request (callgrind, commit {rev}, event time spread: {spread}, id_type {id_type}{shown}):\n")
 print("| stage | instructions per request |")
 print("|---|---|")
 print(f"| **whole process** ((60,000-request run − 20,000-request run) / 40,000) | **{(t2 - t1) / 40000:,.0f}** |")
