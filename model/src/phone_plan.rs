@@ -13,7 +13,6 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::LazyLock;
 
@@ -70,6 +69,9 @@ struct Plan {
     /// country calling code, as a number and as text,
     code: u16,
     code_text: String,
+    /// whether the region is its country code's only one (not a non-geographic `001`
+    /// plan): then every number of the code is the region's (`region_of`),
+    sole: bool,
     /// the general descriptor's lengths dialled only locally,
     local_lengths: Vec<u16>,
     /// the international dialling prefix (`00`, `011`, ...),
@@ -118,6 +120,9 @@ impl Plan {
                 == d.mobile().map(|d| d.national_number().as_str()),
             code: meta.country_code(),
             code_text: meta.country_code().to_string(),
+            sole: DATABASE
+                .region(&meta.country_code())
+                .is_some_and(|r| matches!(r[..], [only] if only == meta.id() && only != "001")),
             local_lengths: d.general().possible_local_length().to_vec(),
             idd: compiled(meta.international_prefix().map(|p| p.as_str()))?,
             national_prefix: meta.national_prefix().map(str::to_owned),
@@ -166,6 +171,12 @@ impl Plan {
                     .unwrap_or(national),
             ));
         };
+        // Most numbers have no national prefix: the pattern is asked first whether it matches
+        // at all, without the search for its groups and their allocation (~700 instructions
+        // a number; bench/MEASURED.md "A phone number's national prefix asked first").
+        if !parsing.is_match(national) {
+            return Some(Cow::Borrowed(national));
+        }
         let Some(found) = parsing.captures(national) else {
             return Some(Cow::Borrowed(national));
         };
@@ -219,8 +230,8 @@ thread_local! {
     /// Plans by region id and country code (the non-geographic codes, 800, 870, 881 and the
     /// rest, share the id `001`), built on a thread's first number of the region (`None`: a
     /// pattern did not compile here).
-    static PLANS: RefCell<HashMap<(&'static str, u16), Option<Rc<Plan>>>> =
-        RefCell::new(HashMap::new());
+    static PLANS: RefCell<crate::ids::FastMap<(&'static str, u16), Option<Rc<Plan>>>> =
+        RefCell::new(crate::ids::FastMap::default());
 }
 
 /// The plan of a region (`None`: one of its patterns did not compile here).
@@ -335,7 +346,15 @@ pub(crate) fn read(region: &str, text: &str) -> Option<Read> {
         return None;
     }
     // `PhoneNumber::metadata` (`validator::source_for`): the region the number belongs to.
-    let kind = plan_of(region_of(code, &national)?)?.number_type(&national);
+    // A number of the job region's own code, where that code is the region's alone, is the
+    // region's: its plan is at hand (`region_of` and a second `plan_of` were ~570
+    // instructions a number).
+    let plan = if code == here.code && here.sole {
+        here
+    } else {
+        plan_of(region_of(code, &national)?)?
+    };
+    let kind = plan.number_type(&national);
     Some(Read {
         code,
         national,
@@ -461,6 +480,22 @@ mod tests {
             }
         }
         assert!(checked > 1000, "{checked} numbers checked");
+    }
+
+    /// A region alone on its code reads its own numbers without looking for their region;
+    /// one that shares its code (NANP's +1, +44's crown dependencies, +7) does not.
+    #[test]
+    fn a_region_alone_on_its_code_is_sole() {
+        let sole = |id: &str| plan_of(DATABASE.by_id(id).unwrap()).unwrap().sole;
+        assert!(sole("CN") && sole("DE") && sole("JP"));
+        assert!(!sole("US") && !sole("CA") && !sole("GB") && !sole("RU"));
+        for meta in metas().filter(|m| m.id() == "001") {
+            assert!(
+                plan_of(meta).is_none_or(|p| !p.sole),
+                "001 +{}",
+                meta.country_code()
+            );
+        }
     }
 
     /// Every plan in the metadata (the non-geographic ones among them), by country code.
