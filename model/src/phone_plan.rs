@@ -24,6 +24,48 @@ use regex::{Regex, RegexBuilder};
 struct Matcher {
     lengths: Vec<u16>,
     pattern: Regex,
+    /// The numbers' first two digits the pattern can match, one bit each (`10 * d0 + d1`):
+    /// a number whose first two are not among them is not asked of the pattern (a pattern's
+    /// search costs ~200 instructions however soon it fails; bench/MEASURED.md "Phone
+    /// patterns asked only of numbers they can match"). `None`: no such list (the pattern can
+    /// start with anything, or with more literals than the extractor lists).
+    leading: Option<u128>,
+}
+
+/// The first two digits of a number `pattern` can match (as [`Matcher::leading`] keeps them),
+/// from regex's own reading of it: the literals one of which every match starts with.
+/// Phone numbers are ASCII digits, so `\d` is read as `[0-9]` here (`phonenumber`'s patterns
+/// are Unicode: on ASCII text the two match alike).
+fn leading_digits(pattern: &str) -> Option<u128> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .ignore_whitespace(true)
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(&format!("(?:{pattern}\n)"))
+        .ok()?;
+    // Two digits are all that is asked: longer literals would only overflow the list.
+    let seq = regex_syntax::hir::literal::Extractor::new()
+        .limit_literal_len(2)
+        .limit_total(200)
+        .extract(&hir);
+    let mut bits = 0u128;
+    for literal in seq.literals()? {
+        let digit = |i: usize| {
+            literal
+                .as_bytes()
+                .get(i)
+                .filter(|b| b.is_ascii_digit())
+                .map(|b| u32::from(b - b'0'))
+        };
+        match (digit(0), literal.as_bytes().len()) {
+            (Some(d0), 1) => bits |= 0x3ff << (10 * d0),
+            (Some(d0), _) => bits |= 1 << (10 * d0 + digit(1)?),
+            // Empty, or not a digit: the pattern can start with anything.
+            (None, _) => return None,
+        }
+    }
+    Some(bits)
 }
 
 /// `pattern` compiled as `phonenumber` compiles its metadata's patterns (the `x` flag), anchored
@@ -43,12 +85,19 @@ impl Matcher {
         Some(Matcher {
             lengths: d.possible_length().to_vec(),
             pattern: anchored(d.national_number().as_str())?,
+            leading: leading_digits(d.national_number().as_str()),
         })
     }
 
     /// `Descriptor::is_match`: a possible length, and the pattern found at the start.
     fn is_match(&self, value: &str) -> bool {
         if !self.lengths.is_empty() && !self.lengths.contains(&(value.len() as u16)) {
+            return false;
+        }
+        if let (Some(bits), [d0 @ b'0'..=b'9', d1 @ b'0'..=b'9', ..]) =
+            (self.leading, value.as_bytes())
+            && bits >> (10 * u32::from(d0 - b'0') + u32::from(d1 - b'0')) & 1 == 0
+        {
             return false;
         }
         self.pattern.is_match(value)
@@ -480,6 +529,62 @@ mod tests {
             }
         }
         assert!(checked > 1000, "{checked} numbers checked");
+    }
+
+    /// A pattern's leading digits admit every number the pattern matches: each example number
+    /// (and a digit more and fewer), and each two-digit start followed by the pattern's own
+    /// example's rest; and most patterns have such a list (else it saves nothing).
+    #[test]
+    fn leading_digits_admit_what_the_pattern_matches() {
+        let (mut listed, mut all, mut checked) = (0, 0, 0);
+        for meta in metas() {
+            let Some(plan) = plan_of(meta) else { continue };
+            let d = meta.descriptors();
+            let mut pairs: Vec<(&Matcher, Option<&Descriptor>)> =
+                vec![(&plan.general, Some(d.general()))];
+            let specials = [
+                (Type::PremiumRate, d.premium_rate()),
+                (Type::TollFree, d.toll_free()),
+                (Type::SharedCost, d.shared_cost()),
+                (Type::Voip, d.voip()),
+                (Type::PersonalNumber, d.personal_number()),
+                (Type::Pager, d.pager()),
+                (Type::Uan, d.uan()),
+                (Type::Voicemail, d.voicemail()),
+            ];
+            for (kind, m) in &plan.special {
+                pairs.push((
+                    m,
+                    specials.iter().find(|(k, _)| k == kind).and_then(|x| x.1),
+                ));
+            }
+            pairs.extend(plan.fixed_line.as_ref().map(|m| (m, d.fixed_line())));
+            pairs.extend(plan.mobile.as_ref().map(|m| (m, d.mobile())));
+            for (m, desc) in pairs {
+                all += 1;
+                listed += usize::from(m.leading.is_some());
+                let Some(e) = desc.and_then(Descriptor::example) else {
+                    continue;
+                };
+                let mut numbers = vec![e.to_string(), format!("{e}0"), e[1..].to_string()];
+                numbers.extend((10..100).map(|start| format!("{start}{}", &e[2.min(e.len())..])));
+                for v in numbers {
+                    let plain = m.lengths.is_empty() || m.lengths.contains(&(v.len() as u16));
+                    assert_eq!(
+                        m.is_match(&v),
+                        plain && m.pattern.is_match(&v),
+                        "{} {v}",
+                        meta.id()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(
+            listed * 2 > all,
+            "{listed} of {all} patterns list their leading digits"
+        );
+        assert!(checked > 10_000, "{checked} numbers checked");
     }
 
     /// A region alone on its code reads its own numbers without looking for their region;
