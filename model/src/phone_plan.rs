@@ -32,6 +32,17 @@ struct Matcher {
     leading: Option<u128>,
 }
 
+/// Whether `value` starts with two digits `leading` (from [`leading_digits`]) lists, or it
+/// lists none, or `value` does not start with two digits.
+fn can_start(leading: Option<u128>, value: &str) -> bool {
+    match (leading, value.as_bytes()) {
+        (Some(bits), [d0 @ b'0'..=b'9', d1 @ b'0'..=b'9', ..]) => {
+            bits >> (10 * u32::from(d0 - b'0') + u32::from(d1 - b'0')) & 1 == 1
+        }
+        _ => true,
+    }
+}
+
 /// The first two digits of a number `pattern` can match (as [`Matcher::leading`] keeps them),
 /// from regex's own reading of it: the literals one of which every match starts with.
 /// Phone numbers are ASCII digits, so `\d` is read as `[0-9]` here (`phonenumber`'s patterns
@@ -94,13 +105,7 @@ impl Matcher {
         if !self.lengths.is_empty() && !self.lengths.contains(&(value.len() as u16)) {
             return false;
         }
-        if let (Some(bits), [d0 @ b'0'..=b'9', d1 @ b'0'..=b'9', ..]) =
-            (self.leading, value.as_bytes())
-            && bits >> (10 * u32::from(d0 - b'0') + u32::from(d1 - b'0')) & 1 == 0
-        {
-            return false;
-        }
-        self.pattern.is_match(value)
+        can_start(self.leading, value) && self.pattern.is_match(value)
     }
 }
 
@@ -125,10 +130,14 @@ struct Plan {
     local_lengths: Vec<u16>,
     /// the international dialling prefix (`00`, `011`, ...),
     idd: Option<Regex>,
+    /// and its first two digits ([`leading_digits`]: most numbers are not searched for it),
+    idd_leading: Option<u128>,
     /// the national prefix (`0`), the pattern of what is stripped as one and the rule that
     /// rewrites what is left,
     national_prefix: Option<String>,
     for_parsing: Option<Regex>,
+    /// (its first two digits, as `idd_leading`),
+    for_parsing_leading: Option<u128>,
     transform: Option<String>,
     /// and, for a country code shared by several regions, the leading digits that say a
     /// number is this region's.
@@ -174,8 +183,14 @@ impl Plan {
                 .is_some_and(|r| matches!(r[..], [only] if only == meta.id() && only != "001")),
             local_lengths: d.general().possible_local_length().to_vec(),
             idd: compiled(meta.international_prefix().map(|p| p.as_str()))?,
+            idd_leading: meta
+                .international_prefix()
+                .and_then(|p| leading_digits(p.as_str())),
             national_prefix: meta.national_prefix().map(str::to_owned),
             for_parsing: compiled(meta.national_prefix_for_parsing().map(|p| p.as_str()))?,
+            for_parsing_leading: meta
+                .national_prefix_for_parsing()
+                .and_then(|p| leading_digits(p.as_str())),
             transform: meta.national_prefix_transform_rule().map(str::to_owned),
             leading_digits: compiled(meta.leading_digits().map(|p| p.as_str()))?,
         })
@@ -223,7 +238,7 @@ impl Plan {
         // Most numbers have no national prefix: the pattern is asked first whether it matches
         // at all, without the search for its groups and their allocation (~700 instructions
         // a number; bench/MEASURED.md "A phone number's national prefix asked first").
-        if !parsing.is_match(national) {
+        if !can_start(self.for_parsing_leading, national) || !parsing.is_match(national) {
             return Some(Cow::Borrowed(national));
         }
         let Some(found) = parsing.captures(national) else {
@@ -417,7 +432,11 @@ pub(crate) fn read(region: &str, text: &str) -> Option<Read> {
 fn country_code<'a>(here: &Plan, plus: bool, digits: &'a str) -> Option<(u16, &'a str)> {
     let mut national = digits;
     let mut dialled = plus;
-    if let Some(found) = here.idd.as_ref().and_then(|re| re.find(national))
+    if let Some(found) = here
+        .idd
+        .as_ref()
+        .filter(|_| can_start(here.idd_leading, national))
+        .and_then(|re| re.find(national))
         && !national[found.end()..].starts_with('0')
     {
         national = &national[found.end()..];
@@ -577,6 +596,26 @@ mod tests {
                         meta.id()
                     );
                     checked += 1;
+                }
+            }
+        }
+        // The international and national prefixes' patterns alike, over every start.
+        for meta in metas() {
+            let Some(plan) = plan_of(meta) else { continue };
+            let prefixes = [
+                (&plan.idd, plan.idd_leading),
+                (&plan.for_parsing, plan.for_parsing_leading),
+            ];
+            for (re, leading) in prefixes {
+                let Some(re) = re else { continue };
+                for start in 0..100 {
+                    for rest in ["", "0", "1234567", "0012345678", "99999999"] {
+                        let v = format!("{start:02}{rest}");
+                        if re.is_match(&v) {
+                            assert!(can_start(leading, &v), "{} {v}", meta.id());
+                        }
+                        checked += 1;
+                    }
                 }
             }
         }
