@@ -23,6 +23,8 @@ use regex::{Regex, RegexBuilder};
 /// One descriptor's pattern and possible lengths.
 struct Matcher {
     lengths: Vec<u16>,
+    /// `lengths` one bit each (`None`: a length past 63, looked for in the list).
+    length_bits: Option<u64>,
     pattern: Regex,
     /// The numbers' first two digits the pattern can match, one bit each (`10 * d0 + d1`):
     /// a number whose first two are not among them is not asked of the pattern (a pattern's
@@ -95,6 +97,10 @@ impl Matcher {
     fn of(d: &Descriptor) -> Option<Matcher> {
         Some(Matcher {
             lengths: d.possible_length().to_vec(),
+            length_bits: d
+                .possible_length()
+                .iter()
+                .try_fold(0u64, |bits, &l| (l < 64).then(|| bits | 1 << l)),
             pattern: anchored(d.national_number().as_str())?,
             leading: leading_digits(d.national_number().as_str()),
         })
@@ -102,7 +108,13 @@ impl Matcher {
 
     /// `Descriptor::is_match`: a possible length, and the pattern found at the start.
     fn is_match(&self, value: &str) -> bool {
-        if !self.lengths.is_empty() && !self.lengths.contains(&(value.len() as u16)) {
+        let possible = match self.length_bits {
+            // No lengths: any.
+            Some(0) => true,
+            Some(bits) => value.len() < 64 && bits >> value.len() & 1 == 1,
+            None => self.lengths.contains(&(value.len() as u16)),
+        };
+        if !possible {
             return false;
         }
         can_start(self.leading, value) && self.pattern.is_match(value)
@@ -403,9 +415,12 @@ pub(crate) fn read(region: &str, text: &str) -> Option<Read> {
     } else {
         stripped.into_owned()
     };
+    // Up to 16 digits are below 2^56 (10^16 < 2^56): only a longer number, or one a rule
+    // rewrote, is read as a number to be sure.
+    let small = national.len() <= 16 && national.bytes().all(|b| b.is_ascii_digit());
     if !(2..=17).contains(&national.len())
         || national.starts_with('0')
-        || national.parse::<u64>().ok()? >= 1 << 56
+        || (!small && national.parse::<u64>().ok()? >= 1 << 56)
     {
         return None;
     }
