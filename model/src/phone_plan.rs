@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::LazyLock;
 
-use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
+use phonenumber::metadata::{DATABASE, Descriptor, Descriptors, Metadata};
 use phonenumber::{PhoneNumber, Type, Validation};
 use regex::{Regex, RegexBuilder};
 
@@ -121,6 +121,21 @@ impl Matcher {
     }
 }
 
+/// A region's special descriptors (premium rate, toll free, shared cost, VoIP, personal
+/// number, pager, UAN, voicemail), in the order `number_type` tries them.
+fn specials(d: &Descriptors) -> [(Type, Option<&Descriptor>); 8] {
+    [
+        (Type::PremiumRate, d.premium_rate()),
+        (Type::TollFree, d.toll_free()),
+        (Type::SharedCost, d.shared_cost()),
+        (Type::Voip, d.voip()),
+        (Type::PersonalNumber, d.personal_number()),
+        (Type::Pager, d.pager()),
+        (Type::Uan, d.uan()),
+        (Type::Voicemail, d.voicemail()),
+    ]
+}
+
 /// A region's descriptors, in the order `number_type` tries them.
 struct Plan {
     general: Matcher,
@@ -165,16 +180,7 @@ impl Plan {
             None => Some(None),
             Some(d) => Matcher::of(d).map(Some),
         };
-        let kinds = [
-            (Type::PremiumRate, d.premium_rate()),
-            (Type::TollFree, d.toll_free()),
-            (Type::SharedCost, d.shared_cost()),
-            (Type::Voip, d.voip()),
-            (Type::PersonalNumber, d.personal_number()),
-            (Type::Pager, d.pager()),
-            (Type::Uan, d.uan()),
-            (Type::Voicemail, d.voicemail()),
-        ];
+        let kinds = specials(d);
         let mut special = Vec::new();
         for (kind, desc) in kinds {
             if let Some(m) = optional(desc)? {
@@ -576,16 +582,7 @@ mod tests {
             let d = meta.descriptors();
             let mut pairs: Vec<(&Matcher, Option<&Descriptor>)> =
                 vec![(&plan.general, Some(d.general()))];
-            let specials = [
-                (Type::PremiumRate, d.premium_rate()),
-                (Type::TollFree, d.toll_free()),
-                (Type::SharedCost, d.shared_cost()),
-                (Type::Voip, d.voip()),
-                (Type::PersonalNumber, d.personal_number()),
-                (Type::Pager, d.pager()),
-                (Type::Uan, d.uan()),
-                (Type::Voicemail, d.voicemail()),
-            ];
+            let specials = specials(d);
             for (kind, m) in &plan.special {
                 pairs.push((
                     m,
