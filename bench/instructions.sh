@@ -44,6 +44,8 @@ spread=${SPREAD_MS:-}
 source=${SOURCE:-file}
 id_type=${ID_TYPE:-user_id}
 templates=${TEMPLATES:-1}
+[[ $templates =~ ^[1-9][0-9]*$ ]] || { echo "instructions.sh: TEMPLATES=$templates: give a number of templates, 1 or more" >&2; exit 1; }
+[ "$source" = file ] || [ "$templates" = 1 ] || { echo "instructions.sh: TEMPLATES is for the file job (the Kafka run's bench makes its own template)" >&2; exit 1; }
 used=$(( (templates + 1) / 2 ))
 command -v valgrind > /dev/null || { echo "instructions.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 [ -x "$bin" ] || { echo "instructions.sh: no $bin: cargo build --release -p tidings-bench" >&2; exit 1; }
@@ -55,7 +57,7 @@ for id in $(seq 1 "$templates"); do
   cat <<EOF
 [[template]]
 id = $id
-name = "code-$id"
+name = "code$([ "$templates" = 1 ] || echo "-$id")"
 channel = "sms"
 msg_type = "auth_code"
 id_type = "$id_type"

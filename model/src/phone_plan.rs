@@ -108,6 +108,8 @@ impl Matcher {
 
     /// `Descriptor::is_match`: a possible length, and the pattern found at the start.
     fn is_match(&self, value: &str) -> bool {
+        // (A length is compared as a `u16`, as `phonenumber` does, only where lengths past 63
+        // are listed; a number is at most 17 digits here.)
         let possible = match self.length_bits {
             // No lengths: any.
             Some(0) => true,
@@ -196,9 +198,11 @@ impl Plan {
                 == d.mobile().map(|d| d.national_number().as_str()),
             code: meta.country_code(),
             code_text: meta.country_code().to_string(),
+            // (`region_of` also requires the id to be one `phonenumber` knows.)
             sole: DATABASE
                 .region(&meta.country_code())
-                .is_some_and(|r| matches!(r[..], [only] if only == meta.id() && only != "001")),
+                .is_some_and(|r| matches!(r[..], [only] if only == meta.id() && only != "001"))
+                && meta.id().parse::<phonenumber::country::Id>().is_ok(),
             local_lengths: d.general().possible_local_length().to_vec(),
             idd: compiled(meta.international_prefix().map(|p| p.as_str()))?,
             idd_leading: meta
@@ -598,7 +602,7 @@ mod tests {
                     continue;
                 };
                 let mut numbers = vec![e.to_string(), format!("{e}0"), e[1..].to_string()];
-                numbers.extend((10..100).map(|start| format!("{start}{}", &e[2.min(e.len())..])));
+                numbers.extend((0..100).map(|start| format!("{start:02}{}", &e[2.min(e.len())..])));
                 for v in numbers {
                     let plain = m.lengths.is_empty() || m.lengths.contains(&(v.len() as u16));
                     assert_eq!(
@@ -621,7 +625,17 @@ mod tests {
             for (re, leading) in prefixes {
                 let Some(re) = re else { continue };
                 for start in 0..100 {
-                    for rest in ["", "0", "1234567", "0012345678", "99999999"] {
+                    for rest in [
+                        "",
+                        "0",
+                        "00",
+                        "1",
+                        "11",
+                        "1234567",
+                        "0012345678",
+                        "99999999",
+                        "86",
+                    ] {
                         let v = format!("{start:02}{rest}");
                         if re.is_match(&v) {
                             assert!(can_start(leading, &v), "{} {v}", meta.id());
@@ -652,6 +666,22 @@ mod tests {
                 meta.country_code()
             );
         }
+        // What the shortcut takes for granted: `region_of` finds a sole region's own plan for
+        // any number of its code.
+        let mut sole_regions = 0;
+        for meta in metas().filter(|m| plan_of(m).is_some_and(|p| p.sole)) {
+            for national in ["1", "123456789", "99999999999"] {
+                let found = region_of(meta.country_code(), national).map(Metadata::id);
+                assert_eq!(
+                    found,
+                    Some(meta.id()),
+                    "+{} {national}",
+                    meta.country_code()
+                );
+            }
+            sole_regions += 1;
+        }
+        assert!(sole_regions > 150, "{sole_regions} sole regions");
     }
 
     /// Every plan in the metadata (the non-geographic ones among them), by country code.
