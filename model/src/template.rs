@@ -275,9 +275,8 @@ pub enum TemplateError {
 ///
 /// A message's template is looked up by id five times on its way (validation, the gate, the
 /// send, its two rows): a hash table answers in the same time however many templates a job
-/// has (a `BTreeMap`'s search grows with them: ~25 instructions with one template, ~3 times
-/// that with hundreds; bench/MEASURED.md "Templates by hash"). The list beside it keeps them in
-/// id order.
+/// has (a `BTreeMap`'s search grows with them: ~25 instructions with one template, ~170 with
+/// 500; bench/MEASURED.md "Templates by hash"). The list beside it keeps them in id order.
 #[derive(Debug, Clone, Default)]
 pub struct Templates {
     by_id: crate::ids::FastMap<i64, Arc<Template>>,
