@@ -91,10 +91,9 @@ pub fn frequency_key(receiver: &str, channel: &str) -> u128 {
 
 /// xxh3-128 of the parts laid end to end. Up to [`SHORT`] bytes (an id from a source name of
 /// up to 175 bytes, the keys of a text message) they are laid in a buffer on the stack, in the
-/// caller: a part of a fixed
-/// length (a separator, an integer's bytes) is copied as such, not by a `memcpy` call (~14 calls
-/// a request through the thread's buffer, bench/MEASURED.md). Longer, in a buffer of the
-/// thread's, reused (an email's content: no allocation per key).
+/// caller: a part of a fixed length (a separator, an integer's bytes) is copied as such, not by
+/// a `memcpy` call (~14 calls a request through the thread's buffer, bench/MEASURED.md).
+/// Longer, in a buffer of the thread's, reused (an email's content: no allocation per key).
 #[inline(always)]
 fn hash_concat<const N: usize>(parts: [&[u8]; N]) -> u128 {
     let len: usize = parts.iter().map(|p| p.len()).sum();

@@ -25,13 +25,39 @@ struct Matcher {
     lengths: Vec<u16>,
     /// `lengths` one bit each (`None`: a length past 63, looked for in the list).
     length_bits: Option<u64>,
-    pattern: Regex,
-    /// The numbers' first two digits the pattern can match, one bit each (`10 * d0 + d1`):
-    /// a number whose first two are not among them is not asked of the pattern (a pattern's
-    /// search costs ~200 instructions however soon it fails; bench/MEASURED.md "Phone
-    /// patterns asked only of numbers they can match"). `None`: no such list (the pattern can
-    /// start with anything, or with more literals than the extractor lists).
+    pattern: Anchored,
+}
+
+/// One of the metadata's patterns, compiled ([`anchored`]), and the first two digits a number
+/// it matches can start with.
+struct Anchored {
+    re: Regex,
+    /// Those digits, one bit each (`10 * d0 + d1`): a number whose first two are not among
+    /// them is not asked of the pattern (a search costs ~200 instructions however soon it
+    /// fails; bench/MEASURED.md "Phone patterns asked only of numbers they can match").
+    /// `None`: no such list (the pattern can start with anything, or with more literals than
+    /// the extractor lists).
     leading: Option<u128>,
+}
+
+impl Anchored {
+    /// `pattern` compiled, or `None` where it does not compile here.
+    fn of(pattern: &str) -> Option<Anchored> {
+        Some(Anchored {
+            re: anchored(pattern)?,
+            leading: leading_digits(pattern),
+        })
+    }
+
+    /// Whether the pattern may match `value`: `false` only where it cannot.
+    fn can_match(&self, value: &str) -> bool {
+        can_start(self.leading, value)
+    }
+
+    /// The pattern found at the start of `value`.
+    fn is_match(&self, value: &str) -> bool {
+        self.can_match(value) && self.re.is_match(value)
+    }
 }
 
 /// Whether `value` starts with two digits `leading` (from [`leading_digits`]) lists, or it
@@ -45,7 +71,7 @@ fn can_start(leading: Option<u128>, value: &str) -> bool {
     }
 }
 
-/// The first two digits of a number `pattern` can match (as [`Matcher::leading`] keeps them),
+/// The first two digits of a number `pattern` can match (as [`Anchored::leading`] keeps them),
 /// from regex's own reading of it: the literals one of which every match starts with.
 /// Phone numbers are ASCII digits, so `\d` is read as `[0-9]` here (`phonenumber`'s patterns
 /// are Unicode: on ASCII text the two match alike).
@@ -101,8 +127,7 @@ impl Matcher {
                 .possible_length()
                 .iter()
                 .try_fold(0u64, |bits, &l| (l < 64).then(|| bits | 1 << l)),
-            pattern: anchored(d.national_number().as_str())?,
-            leading: leading_digits(d.national_number().as_str()),
+            pattern: Anchored::of(d.national_number().as_str())?,
         })
     }
 
@@ -119,7 +144,7 @@ impl Matcher {
         if !possible {
             return false;
         }
-        can_start(self.leading, value) && self.pattern.is_match(value)
+        self.pattern.is_match(value)
     }
 }
 
@@ -158,19 +183,15 @@ struct Plan {
     /// the general descriptor's lengths dialled only locally,
     local_lengths: Vec<u16>,
     /// the international dialling prefix (`00`, `011`, ...),
-    idd: Option<Regex>,
-    /// and its first two digits ([`leading_digits`]: most numbers are not searched for it),
-    idd_leading: Option<u128>,
+    idd: Option<Anchored>,
     /// the national prefix (`0`), the pattern of what is stripped as one and the rule that
     /// rewrites what is left,
     national_prefix: Option<String>,
-    for_parsing: Option<Regex>,
-    /// (its first two digits, as `idd_leading`),
-    for_parsing_leading: Option<u128>,
+    for_parsing: Option<Anchored>,
     transform: Option<String>,
     /// and, for a country code shared by several regions, the leading digits that say a
     /// number is this region's.
-    leading_digits: Option<Regex>,
+    leading_digits: Option<Anchored>,
 }
 
 impl Plan {
@@ -205,14 +226,8 @@ impl Plan {
                 && meta.id().parse::<phonenumber::country::Id>().is_ok(),
             local_lengths: d.general().possible_local_length().to_vec(),
             idd: compiled(meta.international_prefix().map(|p| p.as_str()))?,
-            idd_leading: meta
-                .international_prefix()
-                .and_then(|p| leading_digits(p.as_str())),
             national_prefix: meta.national_prefix().map(str::to_owned),
             for_parsing: compiled(meta.national_prefix_for_parsing().map(|p| p.as_str()))?,
-            for_parsing_leading: meta
-                .national_prefix_for_parsing()
-                .and_then(|p| leading_digits(p.as_str())),
             transform: meta.national_prefix_transform_rule().map(str::to_owned),
             leading_digits: compiled(meta.leading_digits().map(|p| p.as_str()))?,
         })
@@ -260,9 +275,10 @@ impl Plan {
         // Most numbers have no national prefix: the pattern is asked first whether it matches
         // at all, without the search for its groups and their allocation (~700 instructions
         // a number; bench/MEASURED.md "A phone number's national prefix asked first").
-        if !can_start(self.for_parsing_leading, national) || !parsing.is_match(national) {
+        if !parsing.is_match(national) {
             return Some(Cow::Borrowed(national));
         }
+        let parsing = &parsing.re;
         let Some(found) = parsing.captures(national) else {
             return Some(Cow::Borrowed(national));
         };
@@ -308,8 +324,8 @@ impl Plan {
 
 /// One of the metadata's optional patterns, compiled (`Some(None)`: the region has none;
 /// `None`: it did not compile here).
-fn compiled(pattern: Option<&str>) -> Option<Option<Regex>> {
-    pattern.map_or(Some(None), |p| anchored(p).map(Some))
+fn compiled(pattern: Option<&str>) -> Option<Option<Anchored>> {
+    pattern.map_or(Some(None), |p| Anchored::of(p).map(Some))
 }
 
 thread_local! {
@@ -460,8 +476,8 @@ fn country_code<'a>(here: &Plan, plus: bool, digits: &'a str) -> Option<(u16, &'
     if let Some(found) = here
         .idd
         .as_ref()
-        .filter(|_| can_start(here.idd_leading, national))
-        .and_then(|re| re.find(national))
+        .filter(|idd| idd.can_match(national))
+        .and_then(|idd| idd.re.find(national))
         && !national[found.end()..].starts_with('0')
     {
         national = &national[found.end()..];
@@ -597,7 +613,7 @@ mod tests {
             pairs.extend(plan.mobile.as_ref().map(|m| (m, d.mobile())));
             for (m, desc) in pairs {
                 all += 1;
-                listed += usize::from(m.leading.is_some());
+                listed += usize::from(m.pattern.leading.is_some());
                 let Some(e) = desc.and_then(Descriptor::example) else {
                     continue;
                 };
@@ -607,7 +623,7 @@ mod tests {
                     let plain = m.lengths.is_empty() || m.lengths.contains(&(v.len() as u16));
                     assert_eq!(
                         m.is_match(&v),
-                        plain && m.pattern.is_match(&v),
+                        plain && m.pattern.re.is_match(&v),
                         "{} {v}",
                         meta.id()
                     );
@@ -618,12 +634,10 @@ mod tests {
         // The international and national prefixes' patterns alike, over every start.
         for meta in metas() {
             let Some(plan) = plan_of(meta) else { continue };
-            let prefixes = [
-                (&plan.idd, plan.idd_leading),
-                (&plan.for_parsing, plan.for_parsing_leading),
-            ];
-            for (re, leading) in prefixes {
-                let Some(re) = re else { continue };
+            for prefix in [&plan.idd, &plan.for_parsing] {
+                let Some(Anchored { re, leading }) = prefix else {
+                    continue;
+                };
                 for start in 0..100 {
                     for rest in [
                         "",
@@ -638,7 +652,7 @@ mod tests {
                     ] {
                         let v = format!("{start:02}{rest}");
                         if re.is_match(&v) {
-                            assert!(can_start(leading, &v), "{} {v}", meta.id());
+                            assert!(can_start(*leading, &v), "{} {v}", meta.id());
                         }
                         checked += 1;
                     }

@@ -217,24 +217,10 @@ enum Piece {
 impl JsonPlan {
     /// The plan of `content`.
     pub fn of(content: &Map<String, Value>) -> JsonPlan {
-        let mut plan = Planner {
-            pieces: Vec::new(),
-            text: String::new(),
-        };
+        let mut plan = Planner::default();
         plan.map(content);
         plan.flush();
-        let text_len = plan
-            .pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Text(t) => t.len(),
-                Piece::Var(_) => 0,
-            })
-            .sum();
-        JsonPlan {
-            pieces: plan.pieces,
-            text_len,
-        }
+        plan.done
     }
 
     /// The content rendered with `vars`: [`render_json`]'s text, or its first error.
@@ -251,8 +237,9 @@ impl JsonPlan {
 }
 
 /// Lays out a [`JsonPlan`]: a content model's JSON text, cut at its placeholders.
+#[derive(Default)]
 struct Planner {
-    pieces: Vec<Piece>,
+    done: JsonPlan,
     /// The text since the last placeholder.
     text: String,
 }
@@ -260,7 +247,9 @@ struct Planner {
 impl Planner {
     fn flush(&mut self) {
         if !self.text.is_empty() {
-            self.pieces
+            self.done.text_len += self.text.len();
+            self.done
+                .pieces
                 .push(Piece::Text(std::mem::take(&mut self.text)));
         }
     }
@@ -288,7 +277,7 @@ impl Planner {
                         Segment::Text(t) => push_escaped(&mut self.text, t),
                         Segment::Var(name) => {
                             self.flush();
-                            self.pieces.push(Piece::Var(name.to_string()));
+                            self.done.pieces.push(Piece::Var(name.to_string()));
                         }
                     }
                 }

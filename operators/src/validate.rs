@@ -18,19 +18,10 @@ use tidings_model::render::Variables;
 use tidings_model::render::render_field;
 use tidings_model::request::{Code, decode_line, decode_request};
 use tidings_model::time::{DEFAULT_MAX_FUTURE_MS, Millis, check_event_time, local_date};
-use tidings_model::{DeadLetter, Message, MessageMeta, Template, Templates, ids};
+use tidings_model::{DeadLetter, Message, MessageMeta, Templates, ids};
 
 use crate::SourceRecord;
 use crate::book::{Book, Found};
-
-/// A template's content model rendered with `vars`, as the content dedup key and the sinks
-/// see it (compact JSON of the rendered model).
-pub fn rendered_content(
-    template: &Template,
-    vars: &Variables,
-) -> Result<String, tidings_model::render::RenderError> {
-    template.render(vars)
-}
 
 /// The largest record the validator parses by default: 1 MiB. A larger one is a dead letter
 /// without being parsed.

@@ -39,7 +39,6 @@ use tidings_model::ids;
 use tidings_model::render::Variables;
 use tidings_operators::Clock;
 use tidings_operators::live::{Live, iso};
-use tidings_operators::validate::rendered_content;
 use tidings_sinks::util::server::Server;
 use tidings_sinks::util::stats::LATENCY_BUCKETS;
 
@@ -340,8 +339,10 @@ fn content(state: &AdminState, q: &KeyQuery) -> Result<Value, Problem> {
                     vars.insert(name, Value::String(v.clone()));
                 }
             }
-            let rendered =
-                rendered_content(&template, &vars).map_err(|e| Problem::bad(e.to_string()))?;
+            // As the validator renders it: what the content key and the sinks see.
+            let rendered = template
+                .render(&vars)
+                .map_err(|e| Problem::bad(e.to_string()))?;
             // Keys hold the receiver as the gate passes it on: normalised.
             let receiver = state
                 .job
