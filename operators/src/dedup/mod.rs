@@ -581,10 +581,11 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
             // Held at the input frontier until the final part is written, so the "done"
             // probe passes a cut only after this rule wrote its part of it.
             let mut held = checkpoints.as_ref().map(|_| initial);
-            // Per epoch: the capabilities of its passes and rows, and its deliveries.
+            // Per epoch: the capabilities of its passes and rows, and its deliveries as they
+            // came, batch by batch ([`gather`]ed when judged).
             let mut pending: BTreeMap<
                 Epoch,
-                (Capability<Epoch>, Capability<Epoch>, Vec<Delivery>),
+                (Capability<Epoch>, Capability<Epoch>, Vec<Vec<Delivery>>),
             > = BTreeMap::new();
             let mut watermark = Watermark::default();
             let mut writer = checkpoints.as_ref().map(|c| Writer::<R>::start(c, index));
@@ -600,9 +601,9 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
                             Vec::new(),
                         )
                     });
-                    for batch in batches {
-                        entry.2.append(batch);
-                    }
+                    entry
+                        .2
+                        .extend(batches.map(std::mem::take).filter(|b| !b.is_empty()));
                 });
                 mark_input.for_each_stamp(|_, batches| {
                     for batch in batches {
@@ -636,9 +637,10 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
                     {
                         rule.evict_noting(w, noting.as_deref_mut());
                     }
-                    let Some((pass_cap, rows_cap, batch)) = pending.remove(&epoch) else {
+                    let Some((pass_cap, rows_cap, arrived)) = pending.remove(&epoch) else {
                         continue;
                     };
+                    let batch = gather(arrived);
                     let (passed, rejected) = judge_epoch(&mut rule, batch, clock.now_ms(), noting);
                     if let Some(w) = writer.as_mut() {
                         w.bound(rule.keys());
@@ -685,6 +687,21 @@ fn restore_parts<R: KeyedRule>(
         )
         .unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME));
     }
+}
+
+/// An epoch's batches, in the order they came, as one list: each delivery moved once, into room
+/// reserved for all of them (a lone batch is the list). Before, each batch was appended to the
+/// epoch's list as it came, and the list grew by doubling, each delivery copied again per
+/// doubling into memory newly faulted in (bench/MEASURED.md, "Dedup's epochs gathered once").
+fn gather(mut batches: Vec<Vec<Delivery>>) -> Vec<Delivery> {
+    if batches.len() == 1 {
+        return batches.pop().unwrap_or_default();
+    }
+    let mut all = Vec::with_capacity(batches.iter().map(Vec::len).sum());
+    for mut b in batches {
+        all.append(&mut b);
+    }
+    all
 }
 
 /// Sorts one epoch's deliveries into [`Delivery::order`].
@@ -921,6 +938,25 @@ mod tests {
             }
         });
         (pass_rx.extract(), rows_rx.extract())
+    }
+
+    /// An epoch's batches become one list in the order they came, whatever their number and
+    /// sizes (a lone batch is taken as it is; none gives an empty list).
+    #[test]
+    fn an_epochs_batches_are_gathered_in_the_order_they_came() {
+        let d = |seq| delivery(seq, 0, "13800138000", 1_000, "x");
+        let seqs = |v: &[Delivery]| v.iter().map(|d| d.order().2).collect::<Vec<_>>();
+        assert!(gather(Vec::new()).is_empty());
+        assert_eq!(seqs(&gather(vec![vec![d(3), d(1)]])), [3, 1]);
+        let batches = vec![
+            vec![d(5)],
+            vec![d(2), d(9), d(4)],
+            Vec::new(),
+            vec![d(7), d(1)],
+        ];
+        let all = gather(batches);
+        assert_eq!(seqs(&all), [5, 2, 9, 4, 7, 1]);
+        assert_eq!(all.capacity(), 6, "room reserved once for all");
     }
 
     /// The epoch's sort puts deliveries in the order the full comparison gives: event time,
