@@ -44,8 +44,9 @@ pub fn answer(registry: &Registry) -> Response {
     }
 }
 
-/// Escapes a label value (`prometheus-client` writes values as given).
-fn escape(v: &str) -> String {
+/// Escapes a label value (`prometheus-client` writes values as given); the service's own
+/// families (`serve::metrics`) use it too.
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

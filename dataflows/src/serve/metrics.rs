@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+use crate::admin::metrics::escape;
+
 /// The service's own metrics, from `GET /jobs`'s view of every job.
 #[derive(Debug)]
 struct Jobs(Vec<Value>);
@@ -44,12 +46,6 @@ impl Collector for Jobs {
         }
         Ok(())
     }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The service's families for `jobs` (the views of `GET /jobs`), as OpenMetrics text.
