@@ -120,7 +120,11 @@ fn by_message<'a>(
     batches: impl IntoIterator<Item = &'a mut Vec<Delivery>>,
     per_task: usize,
 ) -> Vec<Messages> {
-    let mut tasks: Vec<Messages> = Vec::new();
+    let batches: Vec<&mut Vec<Delivery>> = batches.into_iter().collect();
+    // Deliveries not yet placed: a task's lists get room for as many as it can take of them
+    // (exact when each message has one receiver), not a list grown by doubling.
+    let mut left: usize = batches.iter().map(|b| b.len()).sum();
+    let mut tasks: Vec<Messages> = Vec::with_capacity(left.div_ceil(per_task.max(1)));
     for batch in batches {
         for d in batch.drain(..) {
             let task = match tasks.last_mut() {
@@ -137,14 +141,16 @@ fn by_message<'a>(
                     t
                 }
                 _ => {
+                    let room = left.min(per_task);
                     tasks.push(Messages {
-                        deliveries: Vec::new(),
-                        ends: Vec::new(),
+                        deliveries: Vec::with_capacity(room),
+                        ends: Vec::with_capacity(room),
                     });
                     tasks.last_mut().expect("pushed")
                 }
             };
             task.deliveries.push(d);
+            left -= 1;
         }
     }
     for t in &mut tasks {
