@@ -582,7 +582,8 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
             // probe passes a cut only after this rule wrote its part of it.
             let mut held = checkpoints.as_ref().map(|_| initial);
             // Per epoch: the capabilities of its passes and rows, and its deliveries as they
-            // came, batch by batch ([`gather`]ed when judged).
+            // came, batch by batch ([`gather`]ed when judged; each batch holds its container's
+            // room until then, as the channel gave it).
             let mut pending: BTreeMap<
                 Epoch,
                 (Capability<Epoch>, Capability<Epoch>, Vec<Vec<Delivery>>),
@@ -947,7 +948,11 @@ mod tests {
         let d = |seq| delivery(seq, 0, "13800138000", 1_000, "x");
         let seqs = |v: &[Delivery]| v.iter().map(|d| d.order().2).collect::<Vec<_>>();
         assert!(gather(Vec::new()).is_empty());
-        assert_eq!(seqs(&gather(vec![vec![d(3), d(1)]])), [3, 1]);
+        let mut lone = Vec::with_capacity(8);
+        lone.extend([d(3), d(1)]);
+        let lone = gather(vec![lone]);
+        assert_eq!(seqs(&lone), [3, 1]);
+        assert_eq!(lone.capacity(), 8, "a lone batch is the list, not a copy");
         let batches = vec![
             vec![d(5)],
             vec![d(2), d(9), d(4)],
