@@ -103,7 +103,22 @@ fn describe(t: Millis) -> String {
 /// mostly of a few days (a replay's event day beside today's): the thread remembers the last
 /// [`REMEMBERED`] days' bounds and answers inside them without the zone's lookup (inside a day
 /// whose offset changes, the zone is asked each time).
+#[inline]
 pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
+    // The day answered last, asked first, in the caller: a row's, a rule's and the next
+    // message's instants mostly fall in it (4 asks a request).
+    if let Some(d) = LAST_DAY.with(Cell::get)
+        && d.tz == tz
+        && d.start <= t
+        && t < d.end
+    {
+        return d.date;
+    }
+    remembered_date(tz, t)
+}
+
+/// [`local_date`] from the days the thread remembers, or the zone's lookup.
+fn remembered_date(tz: Tz, t: Millis) -> NaiveDate {
     let direct = || to_utc(t).with_timezone(&tz).date_naive();
     let days = LAST_DAYS.with(Cell::get);
     if let Some(d) = days
@@ -112,7 +127,11 @@ pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
         .find(|d| d.tz == tz && d.start <= t && t < d.end)
     {
         // A day whose offset changes is remembered only so as not to be measured again.
-        return if d.stable { d.date } else { direct() };
+        if !d.stable {
+            return direct();
+        }
+        LAST_DAY.with(|c| c.set(Some(*d)));
+        return d.date;
     }
     let date = direct();
     if let Some(day) = LocalDay::of(tz, date)
@@ -123,6 +142,9 @@ pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
         let mut kept = [Some(day); REMEMBERED];
         kept[1..].copy_from_slice(&days[..REMEMBERED - 1]);
         LAST_DAYS.with(|c| c.set(kept));
+        if day.stable {
+            LAST_DAY.with(|c| c.set(Some(day)));
+        }
     }
     date
 }
@@ -160,6 +182,8 @@ impl LocalDay {
 
 thread_local! {
     static LAST_DAYS: Cell<[Option<LocalDay>; REMEMBERED]> = const { Cell::new([None; REMEMBERED]) };
+    /// The stable day [`local_date`] answered last (one of `LAST_DAYS`).
+    static LAST_DAY: Cell<Option<LocalDay>> = const { Cell::new(None) };
 }
 
 /// The local calendar day of an instant as a day number (days since 1970-01-01 locally).
