@@ -101,13 +101,14 @@ fn describe(t: Millis) -> String {
 
 /// The local date of an instant in `tz`. Rows and rules ask this for nearly every message,
 /// mostly of a few days (a replay's event day beside today's): the thread remembers the last
-/// [`REMEMBERED`] days' bounds and answers inside them without the zone's lookup (inside a day
-/// whose offset changes, the zone is asked each time).
+/// [`REMEMBERED`] days' bounds, the one answered last first, and answers inside them without
+/// the zone's lookup (inside a day whose offset changes, the zone is asked each time).
 #[inline]
 pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
     // The day answered last, asked first, in the caller: a row's, a rule's and the next
     // message's instants mostly fall in it (4 asks a request).
-    if let Some(d) = LAST_DAY.with(Cell::get)
+    if let Some(d) = LAST_DAYS.with(|c| c.as_array_of_cells()[0].get())
+        && d.stable
         && d.tz == tz
         && d.start <= t
         && t < d.end
@@ -120,17 +121,18 @@ pub fn local_date(tz: Tz, t: Millis) -> NaiveDate {
 /// [`local_date`] from the days the thread remembers, or the zone's lookup.
 fn remembered_date(tz: Tz, t: Millis) -> NaiveDate {
     let direct = || to_utc(t).with_timezone(&tz).date_naive();
-    let days = LAST_DAYS.with(Cell::get);
-    if let Some(d) = days
-        .iter()
-        .flatten()
-        .find(|d| d.tz == tz && d.start <= t && t < d.end)
-    {
+    let mut days = LAST_DAYS.with(Cell::get);
+    if let Some((i, d)) = days.iter().enumerate().find_map(|(i, d)| {
+        d.filter(|d| d.tz == tz && d.start <= t && t < d.end)
+            .map(|d| (i, d))
+    }) {
         // A day whose offset changes is remembered only so as not to be measured again.
         if !d.stable {
             return direct();
         }
-        LAST_DAY.with(|c| c.set(Some(*d)));
+        // Answered last: to the front.
+        days[..=i].rotate_right(1);
+        LAST_DAYS.with(|c| c.set(days));
         return d.date;
     }
     let date = direct();
@@ -138,13 +140,10 @@ fn remembered_date(tz: Tz, t: Millis) -> NaiveDate {
         && day.start <= t
         && t < day.end
     {
-        // The oldest goes: the days are kept newest first.
+        // The one answered longest ago goes.
         let mut kept = [Some(day); REMEMBERED];
         kept[1..].copy_from_slice(&days[..REMEMBERED - 1]);
         LAST_DAYS.with(|c| c.set(kept));
-        if day.stable {
-            LAST_DAY.with(|c| c.set(Some(day)));
-        }
     }
     date
 }
@@ -181,9 +180,8 @@ impl LocalDay {
 }
 
 thread_local! {
+    /// The days [`local_date`] remembers, the one answered last first.
     static LAST_DAYS: Cell<[Option<LocalDay>; REMEMBERED]> = const { Cell::new([None; REMEMBERED]) };
-    /// The stable day [`local_date`] answered last (one of `LAST_DAYS`).
-    static LAST_DAY: Cell<Option<LocalDay>> = const { Cell::new(None) };
 }
 
 /// The local calendar day of an instant as a day number (days since 1970-01-01 locally).
