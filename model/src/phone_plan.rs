@@ -45,7 +45,7 @@ impl Anchored {
     fn of(pattern: &str) -> Option<Anchored> {
         Some(Anchored {
             re: anchored(pattern)?,
-            leading: leading_digits(pattern),
+            leading: first_two_digits(pattern),
         })
     }
 
@@ -58,9 +58,14 @@ impl Anchored {
     fn is_match(&self, value: &str) -> bool {
         self.can_match(value) && self.re.is_match(value)
     }
+
+    /// The pattern's match at the start of `value`, if any.
+    fn find<'v>(&self, value: &'v str) -> Option<regex::Match<'v>> {
+        self.can_match(value).then(|| self.re.find(value)).flatten()
+    }
 }
 
-/// Whether `value` starts with two digits `leading` (from [`leading_digits`]) lists, or it
+/// Whether `value` starts with two digits `leading` (from [`first_two_digits`]) lists, or it
 /// lists none, or `value` does not start with two digits.
 fn can_start(leading: Option<u128>, value: &str) -> bool {
     match (leading, value.as_bytes()) {
@@ -75,7 +80,7 @@ fn can_start(leading: Option<u128>, value: &str) -> bool {
 /// from regex's own reading of it: the literals one of which every match starts with.
 /// Phone numbers are ASCII digits, so `\d` is read as `[0-9]` here (`phonenumber`'s patterns
 /// are Unicode: on ASCII text the two match alike).
-fn leading_digits(pattern: &str) -> Option<u128> {
+fn first_two_digits(pattern: &str) -> Option<u128> {
     let hir = regex_syntax::ParserBuilder::new()
         .ignore_whitespace(true)
         .unicode(false)
@@ -90,18 +95,13 @@ fn leading_digits(pattern: &str) -> Option<u128> {
         .extract(&hir);
     let mut bits = 0u128;
     for literal in seq.literals()? {
-        let digit = |i: usize| {
-            literal
-                .as_bytes()
-                .get(i)
-                .filter(|b| b.is_ascii_digit())
-                .map(|b| u32::from(b - b'0'))
-        };
-        match (digit(0), literal.as_bytes().len()) {
-            (Some(d0), 1) => bits |= 0x3ff << (10 * d0),
-            (Some(d0), _) => bits |= 1 << (10 * d0 + digit(1)?),
+        match literal.as_bytes() {
+            [d0 @ b'0'..=b'9'] => bits |= 0x3ff << (10 * u32::from(d0 - b'0')),
+            [d0 @ b'0'..=b'9', d1 @ b'0'..=b'9', ..] => {
+                bits |= 1 << (10 * u32::from(d0 - b'0') + u32::from(d1 - b'0'));
+            }
             // Empty, or not a digit: the pattern can start with anything.
-            (None, _) => return None,
+            _ => return None,
         }
     }
     Some(bits)
@@ -219,11 +219,7 @@ impl Plan {
                 == d.mobile().map(|d| d.national_number().as_str()),
             code: meta.country_code(),
             code_text: meta.country_code().to_string(),
-            // (`region_of` also requires the id to be one `phonenumber` knows.)
-            sole: DATABASE
-                .region(&meta.country_code())
-                .is_some_and(|r| matches!(r[..], [only] if only == meta.id() && only != "001"))
-                && meta.id().parse::<phonenumber::country::Id>().is_ok(),
+            sole: sole_region(meta.country_code()).is_some_and(|m| m.id() == meta.id()),
             local_lengths: d.general().possible_local_length().to_vec(),
             idd: compiled(meta.international_prefix().map(|p| p.as_str()))?,
             national_prefix: meta.national_prefix().map(str::to_owned),
@@ -473,11 +469,7 @@ pub(crate) fn read(region: &str, text: &str) -> Option<Read> {
 fn country_code<'a>(here: &Plan, plus: bool, digits: &'a str) -> Option<(u16, &'a str)> {
     let mut national = digits;
     let mut dialled = plus;
-    if let Some(found) = here
-        .idd
-        .as_ref()
-        .filter(|idd| idd.can_match(national))
-        .and_then(|idd| idd.re.find(national))
+    if let Some(found) = here.idd.as_ref().and_then(|idd| idd.find(national))
         && !national[found.end()..].starts_with('0')
     {
         national = &national[found.end()..];
@@ -504,6 +496,18 @@ fn country_code<'a>(here: &Plan, plus: bool, digits: &'a str) -> Option<(u16, &'
     }
 }
 
+/// The region alone on country code `code` (not `001`, the non-geographic entities), if
+/// `phonenumber` knows its id: every number of the code is that region's ([`region_of`]).
+fn sole_region(code: u16) -> Option<&'static Metadata> {
+    match DATABASE.region(&code)?[..] {
+        [only] if only != "001" => {
+            only.parse::<phonenumber::country::Id>().ok()?;
+            DATABASE.by_id(only)
+        }
+        _ => None,
+    }
+}
+
 /// `validator::source_for`: the region a number of country code `code` belongs to (`None`
 /// where `phonenumber` finds none).
 fn region_of(code: u16, national: &str) -> Option<&'static Metadata> {
@@ -512,8 +516,7 @@ fn region_of(code: u16, national: &str) -> Option<&'static Metadata> {
         return if only == "001" {
             DATABASE.by_code(&code)?.into_iter().next()
         } else {
-            only.parse::<phonenumber::country::Id>().ok()?;
-            DATABASE.by_id(only)
+            sole_region(code)
         };
     }
     for region in regions {
