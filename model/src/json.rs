@@ -20,29 +20,35 @@ static SPECIAL: [bool; 256] = {
 };
 
 /// A high bit set in the lowest byte of `w` that is special (as [`SPECIAL`] says), and perhaps
-/// in bytes above it: a quote, a backslash or a byte below 0x20 (the "has a zero byte" and "has
-/// a byte less than" tricks, exact for the lowest such byte).
+/// in bytes above it: a quote, a backslash or a byte below 0x20 (the "has a byte less than"
+/// trick, exact for the lowest such byte). The quote and the control bytes are one test: XOR
+/// with 0x02 takes the quote (0x22) to 0x20 and every byte below 0x20 to another below it,
+/// and no other byte below 0x21.
 fn special_bytes(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    control | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    below(w ^ (ONES * 0x02), 0x21) | below(w ^ (ONES * u64::from(b'\\')), 1)
 }
+
+/// The character each short escape (`\n`, `\"`...) stands for, by the byte after its
+/// backslash; 0 where that byte makes no short escape.
+static SHORT_ESCAPES: [u8; 256] = {
+    let mut t = [0; 256];
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'/' as usize] = b'/';
+    t[b'b' as usize] = 0x08;
+    t[b'f' as usize] = 0x0c;
+    t[b'n' as usize] = b'\n';
+    t[b'r' as usize] = b'\r';
+    t[b't' as usize] = b'\t';
+    t
+};
 
 /// The character a short escape (`\n`, `\"`...) stands for, after its backslash.
 fn short_escape(c: u8) -> Option<u8> {
-    Some(match c {
-        b'"' => b'"',
-        b'\\' => b'\\',
-        b'/' => b'/',
-        b'b' => 0x08,
-        b'f' => 0x0c,
-        b'n' => b'\n',
-        b'r' => b'\r',
-        b't' => b'\t',
-        _ => return None,
-    })
+    Some(SHORT_ESCAPES[usize::from(c)]).filter(|&e| e != 0)
 }
 
 /// A place in a JSON text.
@@ -229,40 +235,57 @@ impl<'a> Cursor<'a> {
     /// character, a bad or lone-surrogate escape, invalid UTF-8: serde's probes decide).
     pub fn string(&mut self) -> Option<String> {
         self.eat(b'"')?;
-        // Appended to a list of the string's bytes, eight at a time while none of them needs
-        // care: a chunk is added whole and cut back to its first special byte. A list, not a
-        // buffer written by index: no zeroing, and one check of its room per chunk (an
-        // envelope's payload has a `\"` every few bytes, each ending a chunk).
         let b = self.b;
         let mut i = self.i;
-        let mut out: Vec<u8> = Vec::with_capacity((b.len() - i).min(256));
+        // Written by index into a zeroed list, eight bytes at a time while none of them needs
+        // care: a chunk is stored whole and the place moved to its first special byte. By
+        // index, not pushed: no check of the list's room but a bound, and the list's place
+        // held in a register (an envelope's payload has a `\"` every few bytes, each ending a
+        // chunk). The list grows only off this loop, where a chunk no longer fits: never for
+        // a string within its first 256 bytes (what is written trails what is read).
+        let mut out = vec![0u8; (b.len() - i).min(256) + 16];
+        let mut o = 0;
         loop {
-            while let Some(chunk) = b.get(i..i + 8) {
-                let chunk: &[u8; 8] = chunk.try_into().ok()?;
-                out.extend_from_slice(chunk);
-                let found = special_bytes(u64::from_le_bytes(*chunk));
+            // (`first_chunk` after the place: no sum to check for overflow.)
+            while let (Some(chunk), Some(to)) = (
+                b.get(i..).and_then(<[u8]>::first_chunk::<8>),
+                out.get_mut(o..).and_then(<[u8]>::first_chunk_mut::<8>),
+            ) {
+                // Read once, then stored (a store through `to` could be to the same bytes, for
+                // all the compiler knows).
+                let w = u64::from_le_bytes(*chunk);
+                *to = w.to_le_bytes();
+                let found = special_bytes(w);
                 if found == 0 {
                     i += 8;
+                    o += 8;
                     continue;
                 }
                 let clear = (found.trailing_zeros() / 8) as usize;
-                out.truncate(out.len() - 8 + clear);
                 i += clear;
+                o += clear;
                 // A short escape (a payload's `\"`: a score of them a request) is taken here
                 // and the chunks go on.
-                if b[i] == b'\\'
-                    && let Some(c) = b.get(i + 1).copied().and_then(short_escape)
-                {
-                    out.push(c);
-                    i += 2;
-                    continue;
+                let c = match b.get(i..).and_then(<[u8]>::first_chunk::<2>) {
+                    Some(&[b'\\', e]) => SHORT_ESCAPES[usize::from(e)],
+                    _ => 0,
+                };
+                if c == 0 {
+                    break;
                 }
-                break;
+                to[clear] = c;
+                o += 1;
+                i += 2;
+            }
+            if out.len() < o + 12 {
+                // Room for a chunk and the longest escape (four bytes) after it.
+                out.resize(out.len() * 2 + 12, 0);
             }
             let c = *b.get(i)?;
             i += 1;
             if !SPECIAL[usize::from(c)] {
-                out.push(c);
+                out[o] = c;
+                o += 1;
                 continue;
             }
             match c {
@@ -275,13 +298,15 @@ impl<'a> Cursor<'a> {
                 self.i = i + 1;
                 let c = self.code_point()?;
                 i = self.i;
-                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                o += c.encode_utf8(&mut out[o..o + 4]).len();
                 continue;
             }
-            out.push(short_escape(escaped)?);
+            out[o] = short_escape(escaped)?;
+            o += 1;
             i += 1;
         }
         self.i = i;
+        out.truncate(o);
         String::from_utf8(out).ok()
     }
 
@@ -420,6 +445,21 @@ mod tests {
         for fill in 0x20..=0xffu8 {
             if fill != b'"' && fill != b'\\' {
                 assert_eq!(special_bytes(u64::from_le_bytes([fill; 8])), 0, "{fill}");
+            }
+        }
+        // Every byte at every place, among bytes that are not special.
+        for at in 0..8 {
+            for byte in 0..=0xffu8 {
+                for fill in (0..=0xffu8).filter(|&f| !SPECIAL[usize::from(f)]) {
+                    let mut bytes = [fill; 8];
+                    bytes[at] = byte;
+                    let found = special_bytes(u64::from_le_bytes(bytes));
+                    if SPECIAL[usize::from(byte)] {
+                        assert_eq!(found.trailing_zeros() / 8, at as u32, "{bytes:?}");
+                    } else {
+                        assert_eq!(found, 0, "{bytes:?}");
+                    }
+                }
             }
         }
     }
