@@ -208,9 +208,9 @@ impl<'a> Cursor<'a> {
         let start = self.i + 1;
         let mut i = start;
         let found = loop {
-            match self.b.get(i..i + 8) {
+            match self.b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
                 Some(chunk) => {
-                    let found = special_bytes(u64::from_le_bytes(chunk.try_into().ok()?));
+                    let found = special_bytes(u64::from_le_bytes(*chunk));
                     if found != 0 {
                         break i + (found.trailing_zeros() / 8) as usize;
                     }
