@@ -465,6 +465,30 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Digits of any length, leading zeros among them, then something or nothing: read as
+        /// serde reads a whole number (0 to 2^64-1), or refused where serde reads a float or
+        /// refuses the text.
+        #[test]
+        fn a_whole_number_is_read_as_serde_reads_it(
+            digits in "[0-9]{1,24}",
+            small in proptest::prelude::any::<u64>(),
+            use_small in proptest::prelude::any::<bool>(),
+            after in prop_oneof![Just(""), Just(","), Just("}"), Just(" "), Just(".5"), Just("e3"), Just("E1")],
+        ) {
+            let digits = if use_small { small.to_string() } else { digits };
+            let line = format!("{digits}{after}");
+            let mut c = Cursor::new(line.as_bytes(), 0);
+            let ours = c.digits();
+            let serde = serde_json::from_str::<serde_json::Value>(&digits)
+                .ok()
+                .and_then(|v| v.as_u64())
+                .filter(|_| !after.starts_with(['.', 'e', 'E']));
+            proptest::prop_assert_eq!(ours, serde);
+            if ours.is_some() {
+                proptest::prop_assert_eq!(c.pos(), digits.len());
+            }
+        }
+
         /// Any string, well written or not, of every length (past the buffer's first 256 bytes
         /// too; the pieces' lengths move where the eight-byte steps fall), read from the middle
         /// of a line: read as serde reads it, or refused where serde refuses it.
