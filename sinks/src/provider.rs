@@ -309,6 +309,53 @@ mod tests {
         }
     }
 
+    /// The SMS providers post to a URL parsed once from their `endpoint`: one that is not an
+    /// http(s) URL is refused by the job's check, naming the key and showing a good one; a
+    /// good one (a trailing slash or not) passes and builds.
+    #[test]
+    fn an_sms_endpoint_is_checked_as_a_url() {
+        let settings = |kind: ProviderKind, endpoint: &str| -> Map<String, Value> {
+            let mut raw = match kind {
+                ProviderKind::TencentSms => serde_json::json!({"secret_id": "id",
+                    "secret_key": "key", "sdk_app_id": "1400006666", "sign_name": "s",
+                    "template_id": "1110"}),
+                ProviderKind::AliyunSms => serde_json::json!({"access_key_id": "id",
+                    "access_key_secret": "secret", "sign_name": "s", "template_code": "SMS_1"}),
+                _ => serde_json::json!({"apikey": "key"}),
+            };
+            raw["endpoint"] = endpoint.into();
+            raw.as_object().cloned().unwrap()
+        };
+        let kinds = [
+            (ProviderKind::TencentSms, "https://sms.tencentcloudapi.com"),
+            (ProviderKind::AliyunSms, "https://dysmsapi.aliyuncs.com"),
+            (ProviderKind::YunpianSms, "https://sms.yunpian.com"),
+        ];
+        for (kind, default) in kinds {
+            for bad in ["127.0.0.1:9000", "ftp://host/sms", "http//host", "https://"] {
+                let e = kind
+                    .check_settings("accounts.sms", &settings(kind, bad))
+                    .unwrap_err();
+                assert!(
+                    e.starts_with("accounts.sms.settings.endpoint: `")
+                        && e.contains(bad)
+                        && e.ends_with(&format!("write one such as `{default}`")),
+                    "{}: {e}",
+                    kind.name()
+                );
+            }
+            for good in ["http://127.0.0.1:9000", "https://sms.example.com/"] {
+                let raw = settings(kind, good);
+                kind.check_settings("accounts.sms", &raw).unwrap();
+                let client = reqwest::Client::new();
+                let (_, base) =
+                    Remote::open(kind, "accounts.sms", &raw, client, Duration::from_secs(1))
+                        .unwrap();
+                assert_eq!(base, good.trim_end_matches('/'));
+            }
+        }
+    }
+
     #[test]
     fn robots_carry_their_quota_and_sms_providers_their_channel() {
         assert_eq!(ProviderKind::DingtalkRobot.per_minute(), Some(20));

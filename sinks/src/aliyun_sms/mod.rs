@@ -12,7 +12,7 @@ use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, Provider, content, endpoint, field, now_ms};
+use crate::util::kit::{Delivered, Provider, content, endpoint, endpoint_url, field, now_ms};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -45,14 +45,22 @@ fn default_region() -> String {
 pub struct AliyunSms {
     config: AliyunSmsConfig,
     client: reqwest::Client,
+    /// `{endpoint}/`, parsed once.
+    url: reqwest::Url,
 }
 
 const NAME: &str = "aliyun_sms";
+const DEFAULT_ENDPOINT: &str = "https://dysmsapi.aliyuncs.com";
 
 impl AliyunSms {
-    /// An account sending through `client`.
-    pub fn new(config: AliyunSmsConfig, client: reqwest::Client) -> AliyunSms {
-        AliyunSms { config, client }
+    /// An account sending through `client`; an error names its `endpoint`.
+    pub fn new(config: AliyunSmsConfig, client: reqwest::Client) -> Result<AliyunSms, String> {
+        let url = endpoint_url(&config.endpoint, DEFAULT_ENDPOINT, "")?;
+        Ok(AliyunSms {
+            config,
+            client,
+            url,
+        })
     }
 
     /// The signed query parameters of a call at `now_ms` with `nonce`.
@@ -149,7 +157,7 @@ impl AliyunSms {
         let form = sign::form(params);
         let request = self
             .client
-            .post(format!("{}/", Self::base_url(&self.config)))
+            .post(self.url.clone())
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(form);
         let answer = http::call(NAME, request).await?;
@@ -208,8 +216,14 @@ impl Provider for AliyunSms {
         .contains(&code)
     }
 
+    fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
+        endpoint_url(&settings.endpoint, DEFAULT_ENDPOINT, "")
+            .map(|_| ())
+            .map_err(|e| format!("{key}.{e}"))
+    }
+
     fn base_url(settings: &AliyunSmsConfig) -> String {
-        endpoint(&settings.endpoint, "https://dysmsapi.aliyuncs.com")
+        endpoint(&settings.endpoint, DEFAULT_ENDPOINT)
     }
 
     fn build(
@@ -217,7 +231,7 @@ impl Provider for AliyunSms {
         client: reqwest::Client,
         _timeout: std::time::Duration,
     ) -> Result<Self, String> {
-        Ok(AliyunSms::new(settings, client))
+        AliyunSms::new(settings, client)
     }
 
     /// Sends one message to its numbers.

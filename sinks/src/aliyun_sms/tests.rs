@@ -18,6 +18,7 @@ fn account() -> AliyunSms {
         },
         reqwest::Client::new(),
     )
+    .expect("the default endpoint")
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {

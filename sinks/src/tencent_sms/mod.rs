@@ -13,7 +13,7 @@ use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, Provider, content, endpoint, field, now_ms};
+use crate::util::kit::{Delivered, Provider, content, endpoint, endpoint_url, field, now_ms};
 use crate::util::retry::SendError;
 use crate::util::sign::{self, Tc3Request};
 
@@ -48,6 +48,8 @@ fn default_region() -> String {
 pub struct TencentSms {
     config: TencentSmsConfig,
     client: reqwest::Client,
+    /// `{endpoint}/`, parsed once.
+    url: reqwest::Url,
 }
 
 const NAME: &str = "tencent_sms";
@@ -63,9 +65,14 @@ fn e164(r: &str) -> String {
 }
 
 impl TencentSms {
-    /// An account sending through `client`.
-    pub fn new(config: TencentSmsConfig, client: reqwest::Client) -> TencentSms {
-        TencentSms { config, client }
+    /// An account sending through `client`; an error names its `endpoint`.
+    pub fn new(config: TencentSmsConfig, client: reqwest::Client) -> Result<TencentSms, String> {
+        let url = endpoint_url(&config.endpoint, &format!("https://{HOST}"), "")?;
+        Ok(TencentSms {
+            config,
+            client,
+            url,
+        })
     }
 
     /// The JSON payload.
@@ -160,6 +167,12 @@ impl Provider for TencentSms {
         e164(receiver)
     }
 
+    fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
+        endpoint_url(&settings.endpoint, &format!("https://{HOST}"), "")
+            .map(|_| ())
+            .map_err(|e| format!("{key}.{e}"))
+    }
+
     fn base_url(settings: &TencentSmsConfig) -> String {
         endpoint(&settings.endpoint, &format!("https://{HOST}"))
     }
@@ -169,7 +182,7 @@ impl Provider for TencentSms {
         client: reqwest::Client,
         _timeout: std::time::Duration,
     ) -> Result<Self, String> {
-        Ok(TencentSms::new(settings, client))
+        TencentSms::new(settings, client)
     }
 
     /// Sends one message to its numbers.
@@ -193,10 +206,9 @@ impl Provider for TencentSms {
                 timestamp,
             },
         );
-        let url = Self::base_url(&self.config);
         let request = self
             .client
-            .post(format!("{url}/"))
+            .post(self.url.clone())
             .header("Authorization", authorization)
             .header("Content-Type", content_type)
             .header("Host", HOST)

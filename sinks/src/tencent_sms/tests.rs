@@ -20,6 +20,7 @@ fn account() -> TencentSms {
         },
         reqwest::Client::new(),
     )
+    .expect("the default endpoint")
 }
 
 fn numbers(list: &[&str]) -> Vec<tidings_model::Receiver> {

@@ -19,7 +19,7 @@ use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, Provider, content, endpoint, field};
+use crate::util::kit::{Delivered, Provider, content, endpoint, endpoint_url, field};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -42,9 +42,13 @@ pub struct YunpianSmsConfig {
 pub struct YunpianSms {
     config: YunpianSmsConfig,
     client: reqwest::Client,
+    /// Its call's URL (`tpl_batch_send.json` with a `tpl_id`, else `batch_send.json`), parsed
+    /// once.
+    url: reqwest::Url,
 }
 
 const NAME: &str = "yunpian_sms";
+const DEFAULT_ENDPOINT: &str = "https://sms.yunpian.com";
 
 /// Per-number codes worth another try: only Yunpian's own failures (below -50). Its frequency
 /// limits (8: same content within 30 s, 9: same number 5 times in 5 min, 17: daily cap,
@@ -87,9 +91,19 @@ fn names_a_number(reason: &str) -> bool {
 }
 
 impl YunpianSms {
-    /// An account sending through `client`.
-    pub fn new(config: YunpianSmsConfig, client: reqwest::Client) -> Self {
-        YunpianSms { config, client }
+    /// An account sending through `client`; an error names its `endpoint`.
+    pub fn new(config: YunpianSmsConfig, client: reqwest::Client) -> Result<Self, String> {
+        let path = if config.tpl_id.is_some() {
+            "v2/sms/tpl_batch_send.json"
+        } else {
+            "v2/sms/batch_send.json"
+        };
+        let url = endpoint_url(&config.endpoint, DEFAULT_ENDPOINT, path)?;
+        Ok(YunpianSms {
+            config,
+            client,
+            url,
+        })
     }
 
     /// The form fields of one call.
@@ -221,8 +235,14 @@ impl Provider for YunpianSms {
         names_a_number(error.reason())
     }
 
+    fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
+        endpoint_url(&settings.endpoint, DEFAULT_ENDPOINT, "")
+            .map(|_| ())
+            .map_err(|e| format!("{key}.{e}"))
+    }
+
     fn base_url(settings: &YunpianSmsConfig) -> String {
-        endpoint(&settings.endpoint, "https://sms.yunpian.com")
+        endpoint(&settings.endpoint, DEFAULT_ENDPOINT)
     }
 
     fn build(
@@ -230,7 +250,7 @@ impl Provider for YunpianSms {
         client: reqwest::Client,
         _timeout: std::time::Duration,
     ) -> Result<Self, String> {
-        Ok(YunpianSms::new(settings, client))
+        YunpianSms::new(settings, client)
     }
 
     /// Sends to `receivers`; each number gets its own answer.
@@ -239,16 +259,10 @@ impl Provider for YunpianSms {
         batch: &SendBatch,
         receivers: &[Receiver],
     ) -> Result<Delivered, SendError> {
-        let path = if self.config.tpl_id.is_some() {
-            "v2/sms/tpl_batch_send.json"
-        } else {
-            "v2/sms/batch_send.json"
-        };
-        let url = format!("{}/{path}", Self::base_url(&self.config));
         let body = sign::form(&self.payload(batch, receivers));
         let response = self
             .client
-            .post(url)
+            .post(self.url.clone())
             .header(
                 "Content-Type",
                 "application/x-www-form-urlencoded;charset=utf-8",

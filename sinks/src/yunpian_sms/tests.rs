@@ -17,6 +17,7 @@ fn account(tpl_id: Option<i64>) -> YunpianSms {
         },
         reqwest::Client::new(),
     )
+    .expect("the default endpoint")
 }
 
 fn numbers(list: &[&str]) -> Vec<tidings_model::Receiver> {
