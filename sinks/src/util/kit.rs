@@ -282,13 +282,19 @@ pub fn endpoint_url(
     path: &str,
 ) -> Result<reqwest::Url, String> {
     let text = format!("{}/{path}", endpoint(configured, default));
-    match reqwest::Url::parse(&text) {
+    http_url("settings.endpoint", &text, default)
+}
+
+/// `text`, the setting `field`, as an `http` or `https` URL, or an error naming the field and
+/// showing `example`.
+pub fn http_url(field: &str, text: &str, example: &str) -> Result<reqwest::Url, String> {
+    match reqwest::Url::parse(text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
         Ok(_) => Err(format!(
-            "settings.endpoint: `{text}` is not an http or https URL; write one such as `{default}`"
+            "{field}: `{text}` is not an http or https URL; write one such as `{example}`"
         )),
         Err(e) => Err(format!(
-            "settings.endpoint: `{text}` is not a URL ({e}); write one such as `{default}`"
+            "{field}: `{text}` is not a URL ({e}); write one such as `{example}`"
         )),
     }
 }

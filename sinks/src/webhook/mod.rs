@@ -7,7 +7,7 @@ use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, Provider, now_ms};
+use crate::util::kit::{Delivered, Provider, http_url, now_ms};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -27,14 +27,22 @@ pub struct WebhookConfig {
 pub struct Webhook {
     config: WebhookConfig,
     client: reqwest::Client,
+    /// `url`, parsed once.
+    url: reqwest::Url,
 }
 
 const NAME: &str = "webhook";
+const EXAMPLE_URL: &str = "https://example.com/hooks/tidings";
 
 impl Webhook {
-    /// A webhook posting through `client`.
-    pub fn new(config: WebhookConfig, client: reqwest::Client) -> Webhook {
-        Webhook { config, client }
+    /// A webhook posting through `client`; an error names its `url`.
+    pub fn new(config: WebhookConfig, client: reqwest::Client) -> Result<Webhook, String> {
+        let url = http_url("settings.url", &config.url, EXAMPLE_URL)?;
+        Ok(Webhook {
+            config,
+            client,
+            url,
+        })
     }
 
     /// The JSON body.
@@ -57,6 +65,12 @@ impl Provider for Webhook {
     const KIND: &'static str = NAME;
     const CHANNELS: Option<&'static [tidings_model::Channel]> = None;
 
+    fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
+        http_url("settings.url", &settings.url, EXAMPLE_URL)
+            .map(|_| ())
+            .map_err(|e| format!("{key}.{e}"))
+    }
+
     fn base_url(settings: &WebhookConfig) -> String {
         settings.url.clone()
     }
@@ -66,7 +80,7 @@ impl Provider for Webhook {
         client: reqwest::Client,
         _timeout: std::time::Duration,
     ) -> Result<Self, String> {
-        Ok(Webhook::new(settings, client))
+        Webhook::new(settings, client)
     }
 
     /// Posts one message; any 2xx accepts every receiver ([`http::status`] judges the rest).
@@ -79,7 +93,7 @@ impl Provider for Webhook {
         let ts = now_ms() / 1000;
         let mut request = self
             .client
-            .post(&self.config.url)
+            .post(self.url.clone())
             .header("Content-Type", "application/json")
             .header("X-Tidings-Timestamp", ts.to_string());
         if let Some(secret) = &self.config.secret {
