@@ -50,10 +50,15 @@ pub struct TencentSms {
     client: reqwest::Client,
     /// `{endpoint}/`, parsed once.
     url: reqwest::Url,
+    /// The signing key of the day of the last call (TC3's first three HMACs, the same all
+    /// day): made again when the UTC day turns.
+    signing: std::sync::Mutex<Option<std::sync::Arc<sign::Tc3Key>>>,
 }
 
 const NAME: &str = "tencent_sms";
 const HOST: &str = "sms.tencentcloudapi.com";
+/// The service TC3 signs for.
+const SERVICE: &str = "sms";
 
 /// E.164 for mainland numbers written without a country code.
 fn e164(r: &str) -> String {
@@ -72,7 +77,28 @@ impl TencentSms {
             config,
             client,
             url,
+            signing: std::sync::Mutex::default(),
         })
+    }
+
+    /// The signing key of `timestamp`'s UTC day: the one kept, or a new one kept in its place.
+    fn signing_key(&self, timestamp: i64) -> std::sync::Arc<sign::Tc3Key> {
+        let mut kept = self
+            .signing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*kept {
+            Some(key) if key.day == sign::Tc3Key::day_of(timestamp) => key.clone(),
+            _ => {
+                let key = std::sync::Arc::new(sign::Tc3Key::new(
+                    &self.config.secret_key,
+                    SERVICE,
+                    timestamp,
+                ));
+                *kept = Some(key.clone());
+                key
+            }
+        }
     }
 
     /// The JSON payload.
@@ -194,11 +220,11 @@ impl Provider for TencentSms {
         let payload = self.payload(batch, receivers);
         let timestamp = now_ms() / 1000;
         let content_type = "application/json; charset=utf-8";
-        let authorization = sign::tc3_authorization(
+        let authorization = sign::tc3_authorization_with(
             &self.config.secret_id,
-            &self.config.secret_key,
+            &self.signing_key(timestamp),
             &Tc3Request {
-                service: "sms",
+                service: SERVICE,
                 host: HOST,
                 action: "SendSms",
                 content_type,

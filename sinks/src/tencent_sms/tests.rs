@@ -128,3 +128,18 @@ fn a_full_call_is_judged_number_by_number() {
     assert_eq!(each.len(), 200);
     assert!(each.iter().all(Result::is_ok), "{each:?}");
 }
+
+/// TC3's signing key is made once a UTC day and kept: the calls of a day share it, the first
+/// call of the next day makes that day's.
+#[test]
+fn the_signing_key_is_kept_for_its_day() {
+    let a = account();
+    let secret = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
+    let first = a.signing_key(1_551_052_800);
+    let last = a.signing_key(1_551_139_199);
+    assert!(std::sync::Arc::ptr_eq(&first, &last));
+    assert_eq!(*first, sign::Tc3Key::new(secret, "sms", 1_551_100_000));
+    let next = a.signing_key(1_551_139_200);
+    assert_eq!(next.day, first.day + 1);
+    assert_eq!(*next, sign::Tc3Key::new(secret, "sms", 1_551_139_200));
+}
