@@ -241,9 +241,11 @@ impl<'a> Cursor<'a> {
         // care: a chunk is stored whole and the place moved to its first special byte. By
         // index, not pushed: no check of the list's room but a bound, and the list's place
         // held in a register (an envelope's payload has a `\"` every few bytes, each ending a
-        // chunk). The list grows only off this loop, where a chunk no longer fits: never for
-        // a string within its first 256 bytes (what is written trails what is read).
-        let mut out = vec![0u8; (b.len() - i).min(256) + 16];
+        // chunk). The list grows only off this loop, when a character no longer fits: never
+        // for a string within the text's next 256 bytes (what is written trails what is
+        // read). Eight bytes over the text's rest (a chunk's room at its end), no more: the
+        // string keeps this room, and a file record holds its payload in it.
+        let mut out = vec![0u8; (b.len() - i).min(256) + 8];
         let mut o = 0;
         loop {
             // (`first_chunk` after the place: no sum to check for overflow.)
@@ -277,9 +279,9 @@ impl<'a> Cursor<'a> {
                 o += 1;
                 i += 2;
             }
-            if out.len() < o + 12 {
-                // Room for a chunk and the longest escape (four bytes) after it.
-                out.resize(out.len() * 2 + 12, 0);
+            if out.len() < o + 4 {
+                // Room for the longest character an escape writes (four bytes).
+                out.resize(out.len() * 2 + 4, 0);
             }
             let c = *b.get(i)?;
             i += 1;
