@@ -28,9 +28,13 @@ impl<const N: usize> Text<N> {
     /// The longest text kept inline (`N`).
     pub const INLINE: usize = N;
 
-    /// `bytes`, all ASCII, as text (inline when they fit).
-    pub(crate) fn ascii<const M: usize>(bytes: [u8; M]) -> Text<N> {
-        Text::from(std::str::from_utf8(&bytes).unwrap_or_default())
+    /// `bytes`, all ASCII, as text filling the inline room (moved in whole, a fixed-size
+    /// copy, not a copy of a length known only at run time).
+    pub(crate) fn ascii(bytes: [u8; N]) -> Text<N> {
+        match ArrayString::from_byte_string(&bytes) {
+            Ok(inline) => Text(Repr::Inline(inline)),
+            Err(_) => Text::from(""),
+        }
     }
 
     /// The text.
