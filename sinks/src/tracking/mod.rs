@@ -30,7 +30,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use tidings_model::schema::{dead_letters_schema, events_schema};
 use tidings_model::time::local_date;
-use tidings_model::{DeadLetter, EventRow, Templates};
+use tidings_model::{DeadLetter, EventRow, MessageMeta, Templates};
 
 /// Where tracking rows go.
 // One per worker: the variants' sizes do not matter.
@@ -389,6 +389,34 @@ struct EventColumns {
     reason: MostlyNull,
     biz_id: MostlyNull,
     template_version: Vec<i32>,
+    /// The job file's template the last row named (rows of one template come in runs): its
+    /// id and its channel's and type's names, so the next row of it is not looked up again.
+    /// The registry is the writer's for its whole life; a row judged with a live version
+    /// takes that version's names and neither reads nor sets this.
+    last: Option<(i64, &'static str, &'static str)>,
+}
+
+impl EventColumns {
+    /// The channel's and type's names of the template `meta` was judged with (`unknown`
+    /// for a template the registry no longer has).
+    fn names(&mut self, templates: &Templates, meta: &MessageMeta) -> (&'static str, &'static str) {
+        let from_file = meta.live.is_none();
+        if from_file
+            && let Some((id, channel, msg_type)) = self.last
+            && id == meta.template_id
+        {
+            return (channel, msg_type);
+        }
+        let (channel, msg_type) = meta
+            .template(templates)
+            .map_or(("unknown", "unknown"), |t| {
+                (t.channel.name(), t.msg_type.name())
+            });
+        if from_file {
+            self.last = Some((meta.template_id, channel, msg_type));
+        }
+        (channel, msg_type)
+    }
 }
 
 impl Columns for EventColumns {
@@ -411,20 +439,19 @@ impl Columns for EventColumns {
             reason: MostlyNull::default(),
             biz_id: MostlyNull::default(),
             template_version: Vec::with_capacity(n),
+            last: None,
         }
     }
 
     fn push(&mut self, templates: &Templates, r: &EventRow) {
-        let t = r.meta.template(templates);
+        let (channel, msg_type) = self.names(templates, &r.meta);
         self.time.push(r.time);
         self.event_time.push(r.event_time);
         self.message_id.append_value(&r.meta.message_id);
         self.business_id.push(r.meta.business_id);
         self.template_id.push(r.meta.template_id);
-        self.channel
-            .append_value(t.map_or("unknown", |t| t.channel.name()));
-        self.msg_type
-            .append_value(t.map_or("unknown", |t| t.msg_type.name()));
+        self.channel.append_value(channel);
+        self.msg_type.append_value(msg_type);
         self.receiver.append_value(&r.receiver);
         self.state.append_value(r.state.name());
         self.state_code.push(r.state.code());
@@ -696,6 +723,72 @@ mod tests {
             event_time: 0,
             seq: 0,
         })
+    }
+
+    /// A row's channel and type are its template's, whatever the rows before it: runs of one
+    /// template, templates interleaved, a live version (another channel under the same id)
+    /// between rows of the job file's, and an id the registry does not have.
+    #[test]
+    fn each_rows_channel_and_type_are_its_templates() {
+        let templates = Templates::parse(
+            "t.toml",
+            r#"
+[[template]]
+id = 1
+name = "a"
+channel = "sms"
+msg_type = "notice"
+id_type = "phone"
+account = "a"
+[[template]]
+id = 2
+name = "b"
+channel = "email"
+msg_type = "marketing"
+id_type = "email"
+account = "b"
+"#,
+        )
+        .unwrap();
+        let live = Arc::new(tidings_model::message::LiveTemplate {
+            version: 3,
+            template: {
+                let mut t = (**templates.get(2).unwrap()).clone();
+                t.id = 1;
+                t
+            },
+        });
+        let row = |template_id: i64, live: Option<&Arc<tidings_model::message::LiveTemplate>>| {
+            let mut m = (*meta(None)).clone();
+            m.template_id = template_id;
+            m.live = live.cloned();
+            EventRow {
+                time: 0,
+                event_time: 0,
+                meta: Arc::new(m),
+                receiver: "r".into(),
+                state: State::Receive,
+                reason: None,
+            }
+        };
+        let rows = [
+            (row(1, None), "sms", "notice"),
+            (row(1, None), "sms", "notice"),
+            (row(1, Some(&live)), "email", "marketing"),
+            (row(1, None), "sms", "notice"),
+            (row(2, None), "email", "marketing"),
+            (row(99, None), "unknown", "unknown"),
+            (row(2, None), "email", "marketing"),
+            (row(1, None), "sms", "notice"),
+        ];
+        let mut columns = EventColumns::new(false);
+        for (r, _, _) in &rows {
+            columns.push(&templates, r);
+        }
+        let batch = columns.finish().unwrap();
+        let want = |i: usize| rows.iter().map(|r| [r.1, r.2][i]).collect::<Vec<_>>();
+        assert_eq!(strings(&batch, "channel"), want(0));
+        assert_eq!(strings(&batch, "msg_type"), want(1));
     }
 
     /// The strings of column `name` of `batch`.
