@@ -22,8 +22,8 @@ static SPECIAL: [bool; 256] = {
 /// A high bit set in the lowest byte of `w` that is special (as [`SPECIAL`] says), and perhaps
 /// in bytes above it: a quote, a backslash or a byte below 0x20 (the "has a byte less than"
 /// trick, exact for the lowest such byte). The quote and the control bytes are one test: XOR
-/// with 0x02 takes the quote (0x22) to 0x20 and every byte below 0x20 to another below it,
-/// and no other byte below 0x21.
+/// with 0x02 takes the quote (0x22) to 0x20 and every byte below 0x20 to a byte still below
+/// 0x20, and no other byte to 0x20 or below.
 fn special_bytes(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -243,8 +243,9 @@ impl<'a> Cursor<'a> {
         // held in a register (an envelope's payload has a `\"` every few bytes, each ending a
         // chunk). The list grows only off this loop, when a character no longer fits: never
         // for a string within the text's next 256 bytes (what is written trails what is
-        // read). Eight bytes over the text's rest (a chunk's room at its end), no more: the
-        // string keeps this room, and a file record holds its payload in it.
+        // read). Sized the text's rest (up to 256 bytes) and 8 more, so that a chunk can be
+        // stored whole at the text's end; no larger, because the string returned keeps this
+        // room (a file record holds its payload in it).
         let mut out = vec![0u8; (b.len() - i).min(256) + 8];
         let mut o = 0;
         loop {

@@ -340,6 +340,7 @@ mod tests {
         ];
         for (kind, default) in kinds {
             for bad in ["127.0.0.1:9000", "ftp://host/sms", "http//host", "https://"] {
+                // Quoted as written.
                 let e = kind
                     .check_settings("accounts.sms", &settings(kind, bad))
                     .unwrap_err();
@@ -349,12 +350,21 @@ mod tests {
                     "endpoint"
                 };
                 assert!(
-                    e.starts_with(&format!("accounts.sms.settings.{field}: `"))
-                        && e.contains(bad)
+                    e.starts_with(&format!("accounts.sms.settings.{field}: `{bad}`"))
                         && e.ends_with(&format!("write one such as `{default}`")),
                     "{}: {e}",
                     kind.name()
                 );
+            }
+            // The call's path would land in an endpoint's query: refused (a webhook's URL is
+            // posted to as written, its query too).
+            let queried = "https://gw.example.com/sms?token=a";
+            let checked = kind.check_settings("accounts.sms", &settings(kind, queried));
+            if kind == ProviderKind::Webhook {
+                checked.unwrap();
+            } else {
+                let e = checked.unwrap_err();
+                assert!(e.contains("has a query or a fragment"), "{e}");
             }
             for good in ["http://127.0.0.1:9000", "https://sms.example.com/"] {
                 let raw = settings(kind, good);

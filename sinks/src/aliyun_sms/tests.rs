@@ -162,3 +162,13 @@ fn which_refusals_may_be_one_messages() {
         assert!(!AliyunSms::refuses_one(&refusal(all)), "{all}");
     }
 }
+
+/// The call goes to the endpoint's root (`POST /`), the default's or the account's.
+#[test]
+fn the_call_url_is_the_endpoint() {
+    assert_eq!(account().url.as_str(), "https://dysmsapi.aliyuncs.com/");
+    let mut config = account().config;
+    config.endpoint = Some("http://127.0.0.1:9000/aliyun/".into());
+    let a = AliyunSms::new(config, reqwest::Client::new()).unwrap();
+    assert_eq!(a.url.as_str(), "http://127.0.0.1:9000/aliyun/");
+}

@@ -143,3 +143,13 @@ fn the_signing_key_is_kept_for_its_day() {
     assert_eq!(next.day, first.day + 1);
     assert_eq!(*next, sign::Tc3Key::new(secret, "sms", 1_551_139_200));
 }
+
+/// The call goes to the endpoint's root (`POST /`), the default's or the account's.
+#[test]
+fn the_call_url_is_the_endpoint() {
+    assert_eq!(account().url.as_str(), "https://sms.tencentcloudapi.com/");
+    let mut config = account().config;
+    config.endpoint = Some("http://127.0.0.1:9000/tencent".into());
+    let a = TencentSms::new(config, reqwest::Client::new()).unwrap();
+    assert_eq!(a.url.as_str(), "http://127.0.0.1:9000/tencent/");
+}

@@ -274,13 +274,22 @@ pub fn endpoint(configured: &Option<String>, default: &str) -> String {
 /// The URL an account posts its calls to: `path` under its [`endpoint`], parsed once, when
 /// the account is built (each call clones it: a URL string parsed again for every call was
 /// ~8% of the send threads' time in `tidings-bench providers`). An endpoint that is not an
-/// `http` or `https` URL is refused by the job's check (the provider's `validate` asks this
-/// too; its error goes after the account's key), instead of failing every send.
+/// `http` or `https` URL, or that has a query or a fragment (the call's path would land in
+/// it), is refused by the job's check (the provider's `validate` asks this too; its error
+/// goes after the account's key and quotes the endpoint as written), instead of failing
+/// every send.
 pub fn endpoint_url(
     configured: &Option<String>,
     default: &str,
     path: &str,
 ) -> Result<reqwest::Url, String> {
+    let written = configured.as_deref().unwrap_or(default);
+    let base = http_url("settings.endpoint", written, default)?;
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(format!(
+            "settings.endpoint: `{written}` has a query or a fragment; write the base URL alone, such as `{default}`"
+        ));
+    }
     let text = format!("{}/{path}", endpoint(configured, default));
     http_url("settings.endpoint", &text, default)
 }

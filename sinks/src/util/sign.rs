@@ -35,7 +35,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 fn hex32(bytes: &[u8; 32]) -> String {
     let mut out = [0u8; 64];
     hex::encode_to_slice(bytes, &mut out).expect("64 digits for 32 bytes");
-    out.iter().map(|&c| char::from(c)).collect()
+    std::str::from_utf8(&out)
+        .expect("hex digits are ASCII")
+        .to_owned()
 }
 
 /// RFC 3986 unreserved characters stay; everything else is `%XX` (uppercase).
@@ -147,6 +149,7 @@ impl Tc3Key {
 /// [`tc3_authorization`] with the day's signing key made already (`key`, of `r.timestamp`'s
 /// day and `r.service`): the call's own two hashes and one HMAC.
 pub fn tc3_authorization_with(secret_id: &str, key: &Tc3Key, r: &Tc3Request<'_>) -> String {
+    debug_assert_eq!(key.day, Tc3Key::day_of(r.timestamp), "a key of another day");
     let signed_headers = TC3_SIGNED_HEADERS;
     let canonical = tc3_canonical_request(r);
     let date = &key.date;

@@ -93,17 +93,22 @@ fn names_a_number(reason: &str) -> bool {
 impl YunpianSms {
     /// An account sending through `client`; an error names its `endpoint`.
     pub fn new(config: YunpianSmsConfig, client: reqwest::Client) -> Result<Self, String> {
-        let path = if config.tpl_id.is_some() {
-            "v2/sms/tpl_batch_send.json"
-        } else {
-            "v2/sms/batch_send.json"
-        };
-        let url = endpoint_url(&config.endpoint, DEFAULT_ENDPOINT, path)?;
+        let url = Self::call_url(&config)?;
         Ok(YunpianSms {
             config,
             client,
             url,
         })
+    }
+
+    /// Its call's URL: `tpl_batch_send.json` with a `tpl_id`, else `batch_send.json`.
+    fn call_url(config: &YunpianSmsConfig) -> Result<reqwest::Url, String> {
+        let path = if config.tpl_id.is_some() {
+            "v2/sms/tpl_batch_send.json"
+        } else {
+            "v2/sms/batch_send.json"
+        };
+        endpoint_url(&config.endpoint, DEFAULT_ENDPOINT, path)
     }
 
     /// The form fields of one call.
@@ -236,7 +241,7 @@ impl Provider for YunpianSms {
     }
 
     fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
-        endpoint_url(&settings.endpoint, DEFAULT_ENDPOINT, "")
+        Self::call_url(settings)
             .map(|_| ())
             .map_err(|e| format!("{key}.{e}"))
     }

@@ -202,3 +202,35 @@ fn a_full_call_is_judged_number_by_number() {
     assert_eq!(each.len(), 201);
     assert!(each.iter().all(Result::is_ok), "{each:?}");
 }
+
+/// The call goes to the template or the text endpoint under the account's base URL, with or
+/// without a trailing slash on it.
+#[test]
+fn the_call_url_is_the_documented_path_under_the_endpoint() {
+    assert_eq!(
+        account(Some(1)).url.as_str(),
+        "https://sms.yunpian.com/v2/sms/tpl_batch_send.json"
+    );
+    assert_eq!(
+        account(None).url.as_str(),
+        "https://sms.yunpian.com/v2/sms/batch_send.json"
+    );
+    for endpoint in [
+        "http://127.0.0.1:9000/yunpian",
+        "http://127.0.0.1:9000/yunpian/",
+    ] {
+        let a = YunpianSms::new(
+            YunpianSmsConfig {
+                apikey: "k".into(),
+                tpl_id: None,
+                endpoint: Some(endpoint.into()),
+            },
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            a.url.as_str(),
+            "http://127.0.0.1:9000/yunpian/v2/sms/batch_send.json"
+        );
+    }
+}
