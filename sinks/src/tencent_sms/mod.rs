@@ -5,11 +5,13 @@
 //! their content is the same (notices and marketing; `SessionContext` is then the first
 //! message's id).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tidings_model::Channel;
 use tidings_model::Receiver;
+use tidings_model::request::Object;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -115,45 +117,91 @@ impl TencentSms {
                 .collect(),
             _ => vec![field(&model, "content")],
         };
-        serde_json::json!({
-            "PhoneNumberSet": receivers.iter().map(|r| e164(r)).collect::<Vec<_>>(),
-            "SmsSdkAppId": self.config.sdk_app_id,
-            "SignName": self.config.sign_name,
-            "TemplateId": self.config.template_id,
-            "TemplateParamSet": params,
-            "SessionContext": batch.meta.message_id,
+        // Written from a struct of borrowed fields, not built as a `serde_json::Value` (a map
+        // of owned keys and values, then written): the same JSON object.
+        serde_json::to_string(&SendSmsRequest {
+            phone_number_set: receivers.iter().map(|r| e164(r)).collect(),
+            sms_sdk_app_id: &self.config.sdk_app_id,
+            sign_name: &self.config.sign_name,
+            template_id: &self.config.template_id,
+            template_param_set: &params,
+            session_context: batch.meta.message_id.as_str(),
         })
-        .to_string()
+        .expect("strings and lists of strings are written as JSON")
     }
 
     /// Reads an answer: a request-level `Error`, or one status per number.
+    ///
+    /// The documented shape is read into borrowed structs; an answer that is JSON of another
+    /// shape (a field of another type) is read as a `serde_json::Value`, as it always was, so
+    /// every answer is judged alike either way (`both_readings_judge_alike`).
     pub fn judge(answer: &str, receivers: &[Receiver]) -> Result<Delivered, SendError> {
+        match serde_json::from_str::<Object<SendSmsAnswer>>(answer) {
+            Ok(Object(read)) => Self::judge_read(read.response.map(|Object(r)| r), receivers),
+            Err(_) => Self::judge_value(answer, receivers),
+        }
+    }
+
+    /// [`Self::judge`] of an answer of the documented shape.
+    fn judge_read(
+        response: Option<SendSmsResponse>,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
+        let (error, set) = response.map_or((None, Vec::new()), |r| (r.error, r.send_status_set));
+        Self::judge_parts(
+            error.as_ref(),
+            set.iter().map(|Object(s)| {
+                (
+                    s.phone_number.as_deref(),
+                    s.code.as_deref(),
+                    s.message.as_deref(),
+                )
+            }),
+            receivers,
+        )
+    }
+
+    /// [`Self::judge`] of any JSON answer, by `serde_json::Value`.
+    fn judge_value(answer: &str, receivers: &[Receiver]) -> Result<Delivered, SendError> {
         let v: serde_json::Value = serde_json::from_str(answer)
             .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
         let response = &v["Response"];
-        if let Some(e) = response.get("Error") {
-            let code = e["Code"].as_str().unwrap_or("");
-            let text = format!("{NAME}: {code} {}", e["Message"].as_str().unwrap_or(""));
-            return Err(if code.starts_with("AuthFailure") {
-                SendError::Unauthorized(text)
-            } else if code.starts_with("RequestLimitExceeded")
-                || code.starts_with("InternalError")
-                || code == "LimitExceeded.AppGlobalDailyLimit"
-            {
-                SendError::Transient(text)
-            } else {
-                SendError::Permanent(text)
-            });
+        Self::judge_parts(
+            response.get("Error"),
+            response["SendStatusSet"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .map(|s| {
+                    (
+                        s["PhoneNumber"].as_str(),
+                        s["Code"].as_str(),
+                        s["Message"].as_str(),
+                    )
+                }),
+            receivers,
+        )
+    }
+
+    /// An answer's request-level `Error` (when it has one, whatever its value), else its
+    /// statuses (number, code, message: each a string or not there) judged number by number.
+    fn judge_parts<'s>(
+        error: Option<&serde_json::Value>,
+        statuses: impl Iterator<Item = (Option<&'s str>, Option<&'s str>, Option<&'s str>)>,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
+        if let Some(e) = error {
+            return Err(Self::request_error(
+                e["Code"].as_str().unwrap_or(""),
+                e["Message"].as_str().unwrap_or(""),
+            ));
         }
         // Each number's first status, looked up once per number (a call carries up to 200:
         // a search of the set per number was most of a shared call's cost).
-        let mut statuses: HashMap<&str, &serde_json::Value> = HashMap::new();
-        for s in response["SendStatusSet"]
-            .as_array()
-            .map_or(&[][..], Vec::as_slice)
-        {
-            if let Some(n) = s["PhoneNumber"].as_str() {
-                statuses.entry(n).or_insert(s);
+        let mut first: HashMap<&str, (Option<&str>, Option<&str>)> = HashMap::new();
+        for (number, code, message) in statuses {
+            if let Some(n) = number {
+                first.entry(n).or_insert((code, message));
             }
         }
         Ok(Delivered::Each(
@@ -161,12 +209,12 @@ impl TencentSms {
                 .iter()
                 .map(|r| {
                     let number = e164(r);
-                    match statuses.get(number.as_str()) {
-                        Some(s) if s["Code"] == "Ok" => Ok(()),
-                        Some(s) => Err(SendError::Permanent(format!(
+                    match first.get(number.as_str()) {
+                        Some((Some("Ok"), _)) => Ok(()),
+                        Some((code, message)) => Err(SendError::Permanent(format!(
                             "{NAME}: {} {}",
-                            s["Code"].as_str().unwrap_or(""),
-                            s["Message"].as_str().unwrap_or("")
+                            code.unwrap_or(""),
+                            message.unwrap_or("")
                         ))),
                         None => Err(SendError::Permanent(format!(
                             "{NAME}: no status for {number}"
@@ -176,6 +224,71 @@ impl TencentSms {
                 .collect(),
         ))
     }
+
+    /// A request-level `Error`: the whole call's.
+    fn request_error(code: &str, message: &str) -> SendError {
+        let text = format!("{NAME}: {code} {message}");
+        if code.starts_with("AuthFailure") {
+            SendError::Unauthorized(text)
+        } else if code.starts_with("RequestLimitExceeded")
+            || code.starts_with("InternalError")
+            || code == "LimitExceeded.AppGlobalDailyLimit"
+        {
+            SendError::Transient(text)
+        } else {
+            SendError::Permanent(text)
+        }
+    }
+}
+
+/// `SendSms`'s request body (its field names as the API writes them).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SendSmsRequest<'a> {
+    phone_number_set: Vec<String>,
+    sms_sdk_app_id: &'a str,
+    sign_name: &'a str,
+    template_id: &'a str,
+    template_param_set: &'a [String],
+    session_context: &'a str,
+}
+
+/// `SendSms`'s answer, as documented: `{"Response": {"Error": …} | {"SendStatusSet": […]}}`,
+/// its strings borrowed from the answer where they have no escapes. Objects are read as
+/// objects only (`Object`: a derived struct would also take an array of its fields), and a
+/// field of another type fails the reading, so [`TencentSms::judge`] reads that answer as a
+/// `Value` instead.
+#[derive(Deserialize)]
+struct SendSmsAnswer<'a> {
+    #[serde(rename = "Response", default, borrow)]
+    response: Option<Object<SendSmsResponse<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SendSmsResponse<'a> {
+    /// Read whole (rare: a failed call), so that `null` or any other value is judged as the
+    /// `Value` reading judges it.
+    #[serde(default, deserialize_with = "present")]
+    error: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    send_status_set: Vec<Object<SendStatus<'a>>>,
+}
+
+/// A field that is there, whatever its value (`null` too); absent, `None` (by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SendStatus<'a> {
+    #[serde(default, borrow)]
+    phone_number: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
 }
 
 impl Provider for TencentSms {

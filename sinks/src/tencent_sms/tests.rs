@@ -153,3 +153,113 @@ fn the_call_url_is_the_endpoint() {
     let a = TencentSms::new(config, reqwest::Client::new()).unwrap();
     assert_eq!(a.url.as_str(), "http://127.0.0.1:9000/tencent/");
 }
+
+/// The answer's two readings, the borrowed structs of the documented shape and the `Value`
+/// every other answer gets, judge every answer alike: generated around the documented shape
+/// (each field present or not, of its type or of another, `null`, arrays where objects go,
+/// numbers named twice, strings with escapes), whichever reading takes it.
+mod both_readings {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            Just(json!(true)),
+            Just(json!(7)),
+            Just(json!("Ok")),
+            Just(json!("+8613711112222")),
+            Just(json!("+8613711113333")),
+            Just(json!("AuthFailure.SecretIdNotFound")),
+            Just(json!("InternalError.Timeout")),
+            Just(json!("FailedOperation.PhoneNumberInBlacklist")),
+            Just(json!("a \"quoted\" reason\n")),
+            Just(json!([])),
+        ]
+    }
+
+    /// `{name: value}` for each name given a value.
+    fn object(fields: Vec<(&'static str, Option<Value>)>) -> Value {
+        Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
+        )
+    }
+
+    fn status() -> impl Strategy<Value = Value> {
+        let fields = (
+            proptest::option::of(leaf()),
+            proptest::option::of(leaf()),
+            proptest::option::of(leaf()),
+        )
+            .prop_map(|(phone, code, message)| {
+                object(vec![
+                    ("PhoneNumber", phone),
+                    ("Code", code),
+                    ("Message", message),
+                    ("SerialNo", Some(json!("5000:1"))),
+                ])
+            });
+        prop_oneof![4 => fields, 1 => leaf(), 1 => leaf().prop_map(|v| json!([v]))]
+    }
+
+    fn response() -> impl Strategy<Value = Value> {
+        let error = prop_oneof![
+            (leaf(), leaf()).prop_map(|(c, m)| json!({"Code": c, "Message": m})),
+            leaf(),
+        ];
+        let set = prop_oneof![
+            4 => proptest::collection::vec(status(), 0..4).prop_map(Value::Array),
+            1 => leaf(),
+        ];
+        let fields =
+            (proptest::option::of(error), proptest::option::of(set)).prop_map(|(error, set)| {
+                object(vec![
+                    ("Error", error),
+                    ("SendStatusSet", set),
+                    ("RequestId", Some(json!("a0aabda6"))),
+                ])
+            });
+        prop_oneof![4 => fields, 1 => leaf()]
+    }
+
+    fn answer() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => proptest::option::of(response())
+                .prop_map(|r| object(vec![("Response", r)]).to_string()),
+            1 => leaf().prop_map(|v| v.to_string()),
+            1 => response().prop_map(|r| json!([r]).to_string()),
+            1 => Just("{\"Response\": ".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn both_readings_judge_alike(answer in answer()) {
+            let receivers = numbers(&["13711112222", "+8613711113333"]);
+            let by_value = format!("{:?}", TencentSms::judge_value(&answer, &receivers));
+            prop_assert_eq!(&format!("{:?}", TencentSms::judge(&answer, &receivers)), &by_value);
+            if let Ok(Object(read)) = serde_json::from_str::<Object<SendSmsAnswer>>(&answer) {
+                let by_struct = TencentSms::judge_read(read.response.map(|Object(r)| r), &receivers);
+                prop_assert_eq!(format!("{by_struct:?}"), by_value);
+            }
+        }
+    }
+
+    /// The documented answers are read by the structs, not by the `Value` fallback.
+    #[test]
+    fn the_documented_answers_are_read_by_the_structs() {
+        for answer in [
+            r#"{"Response": {"SendStatusSet": [{"SerialNo": "5000:1", "PhoneNumber": "+8618511122233", "Fee": 1, "SessionContext": "test", "Code": "Ok", "Message": "send success", "IsoCode": "CN"}], "RequestId": "a0aabda6"}}"#,
+            r#"{"Response": {"Error": {"Code": "AuthFailure.SignatureFailure", "Message": "The provided credentials could not be validated."}, "RequestId": "b5b41468"}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Object<SendSmsAnswer>>(answer).is_ok(),
+                "{answer}"
+            );
+        }
+    }
+}
