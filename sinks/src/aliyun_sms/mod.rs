@@ -92,27 +92,30 @@ impl AliyunSms {
         now_ms: i64,
         nonce: &str,
     ) -> Vec<(String, String)> {
-        let mut numbers = Vec::new();
-        let mut params = Vec::new();
-        for (batch, receivers) in calls {
-            let param = template_param(batch);
-            for r in receivers.iter() {
-                numbers.push(serde_json::Value::String(r.to_string()));
-                params.push(param.clone());
-            }
-        }
-        let signs = vec![serde_json::Value::String(self.config.sign_name.clone()); numbers.len()];
+        // Each message's parameters made once, each number's entry a reference to them; the
+        // three lists written straight from references (no value cloned per number).
+        let params: Vec<serde_json::Value> = calls.iter().map(|(b, _)| template_param(b)).collect();
+        let numbers: Vec<&str> = calls
+            .iter()
+            .flat_map(|(_, receivers)| receivers.iter().map(|r| &**r))
+            .collect();
+        let each_param: Vec<&serde_json::Value> = calls
+            .iter()
+            .zip(&params)
+            .flat_map(|((_, receivers), p)| std::iter::repeat_n(p, receivers.len()))
+            .collect();
+        let signs = vec![self.config.sign_name.as_str(); numbers.len()];
+        let json = |v: Result<String, serde_json::Error>| {
+            v.expect("lists of strings and JSON values are written as JSON")
+        };
         self.signed(
             "SendBatchSms",
             [
-                (
-                    "PhoneNumberJson",
-                    serde_json::Value::Array(numbers).to_string(),
-                ),
-                ("SignNameJson", serde_json::Value::Array(signs).to_string()),
+                ("PhoneNumberJson", json(serde_json::to_string(&numbers))),
+                ("SignNameJson", json(serde_json::to_string(&signs))),
                 (
                     "TemplateParamJson",
-                    serde_json::Value::Array(params).to_string(),
+                    json(serde_json::to_string(&each_param)),
                 ),
             ],
             now_ms,
