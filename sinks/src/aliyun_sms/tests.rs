@@ -172,3 +172,19 @@ fn the_call_url_is_the_endpoint() {
     let a = AliyunSms::new(config, reqwest::Client::new()).unwrap();
     assert_eq!(a.url.as_str(), "http://127.0.0.1:9000/aliyun/");
 }
+
+/// `Timestamp` is what the format string `%Y-%m-%dT%H:%M:%SZ` writes, from 1970 to 2200 (a
+/// second's milliseconds dropped, not rounded).
+#[test]
+fn the_timestamp_is_iso_8601_to_the_second() {
+    assert_eq!(timestamp(1_499_827_339_999), "2017-07-12T02:42:19Z");
+    let mut ms = 0i64;
+    while ms < 7_258_118_400_000 {
+        let by_format = chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        assert_eq!(timestamp(ms), by_format, "{ms}");
+        ms += 86_399_937;
+    }
+}
