@@ -118,7 +118,8 @@ impl TencentSms {
             _ => vec![field(&model, "content")],
         };
         // Written from a struct of borrowed fields, not built as a `serde_json::Value` (a map
-        // of owned keys and values, then written): the same JSON object.
+        // of owned keys and values, then written): the same JSON object, its keys in the
+        // API's documented order (the `Value` wrote them sorted).
         serde_json::to_string(&SendSmsRequest {
             phone_number_set: receivers.iter().map(|r| e164(r)).collect(),
             sms_sdk_app_id: &self.config.sdk_app_id,
@@ -133,8 +134,12 @@ impl TencentSms {
     /// Reads an answer: a request-level `Error`, or one status per number.
     ///
     /// The documented shape is read into borrowed structs; an answer that is JSON of another
-    /// shape (a field of another type) is read as a `serde_json::Value`, as it always was, so
-    /// every answer is judged alike either way (`both_readings_judge_alike`).
+    /// shape (a field of another type, a key twice) is read as a `serde_json::Value`, as it
+    /// always was, and judged alike either way (`both_readings_judge_alike`). One difference:
+    /// the structs skip the fields they do not name unchecked, so an answer whose other
+    /// fields hold what a `Value` refuses (a lone surrogate escape, a number beyond `f64`,
+    /// nesting deeper than 128) is judged by its statuses, where the `Value` reading called
+    /// it unreadable, to be retried (`unread_fields_are_not_checked`).
     pub fn judge(answer: &str, receivers: &[Receiver]) -> Result<Delivered, SendError> {
         match serde_json::from_str::<Object<SendSmsAnswer>>(answer) {
             Ok(Object(read)) => Self::judge_read(read.response.map(|Object(r)| r), receivers),
@@ -150,13 +155,8 @@ impl TencentSms {
         let (error, set) = response.map_or((None, Vec::new()), |r| (r.error, r.send_status_set));
         Self::judge_parts(
             error.as_ref(),
-            set.iter().map(|Object(s)| {
-                (
-                    s.phone_number.as_deref(),
-                    s.code.as_deref(),
-                    s.message.as_deref(),
-                )
-            }),
+            set.iter()
+                .map(|Object(s)| (text(&s.phone_number), text(&s.code), text(&s.message))),
             receivers,
         )
     }
@@ -254,7 +254,7 @@ struct SendSmsRequest<'a> {
 }
 
 /// `SendSms`'s answer, as documented: `{"Response": {"Error": …} | {"SendStatusSet": […]}}`,
-/// its strings borrowed from the answer where they have no escapes. Objects are read as
+/// its statuses' strings borrowed from the answer where they have no escapes ([`Text`]). Objects are read as
 /// objects only (`Object`: a derived struct would also take an array of its fields), and a
 /// field of another type fails the reading, so [`TencentSms::judge`] reads that answer as a
 /// `Value` instead.
@@ -284,11 +284,22 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
 #[serde(rename_all = "PascalCase")]
 struct SendStatus<'a> {
     #[serde(default, borrow)]
-    phone_number: Option<Cow<'a, str>>,
+    phone_number: Option<Text<'a>>,
     #[serde(default, borrow)]
-    code: Option<Cow<'a, str>>,
+    code: Option<Text<'a>>,
     #[serde(default, borrow)]
-    message: Option<Cow<'a, str>>,
+    message: Option<Text<'a>>,
+}
+
+/// A string of the answer, borrowed where it has no escapes. (serde borrows a `Cow<str>`
+/// only where it is a field's whole type: within an `Option` it would always copy.)
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The text of a string field that is there.
+fn text<'s>(field: &'s Option<Text>) -> Option<&'s str> {
+    field.as_ref().map(|Text(t)| &**t)
 }
 
 impl Provider for TencentSms {

@@ -249,6 +249,67 @@ mod both_readings {
         }
     }
 
+    /// Keys named twice (which `Value::to_string` never writes): the structs refuse the
+    /// answer and the `Value` reading judges it (its last value of a key wins), as before.
+    #[test]
+    fn keys_named_twice_are_judged_as_before() {
+        let receivers = numbers(&["13711112222"]);
+        let ok = r#"{"PhoneNumber": "+8613711112222", "Code": "Ok"}"#;
+        for answer in [
+            format!(r#"{{"Response": {{"Error": {{"Code": "AuthFailure.X"}}}}, "Response": {{"SendStatusSet": [{ok}]}}}}"#),
+            format!(r#"{{"Response": {{"Error": null, "Error": {{"Code": "InternalError"}}, "SendStatusSet": [{ok}]}}}}"#),
+            r#"{"Response": {"SendStatusSet": [{"PhoneNumber": "+8613711112222", "Code": "Ok", "Code": "FailedOperation"}]}}"#.to_string(),
+        ] {
+            assert!(serde_json::from_str::<Object<SendSmsAnswer>>(&answer).is_err(), "{answer}");
+            assert_eq!(
+                format!("{:?}", TencentSms::judge(&answer, &receivers)),
+                format!("{:?}", TencentSms::judge_value(&answer, &receivers)),
+                "{answer}"
+            );
+        }
+    }
+
+    /// The one difference: fields the structs do not name are skipped unchecked, so an answer
+    /// whose other fields hold what a `Value` refuses is judged by its statuses, where the
+    /// `Value` reading called it unreadable (a retry, which could send a code twice).
+    #[test]
+    fn unread_fields_are_not_checked() {
+        let receivers = numbers(&["13711112222"]);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for other in [r#""\ud800""#, "1e400", deep.as_str()] {
+            let answer = format!(
+                r#"{{"Response": {{"SendStatusSet": [{{"PhoneNumber": "+8613711112222", "Code": "Ok", "Fee": {other}}}], "RequestId": "r"}}}}"#
+            );
+            assert!(
+                matches!(
+                    TencentSms::judge_value(&answer, &receivers),
+                    Err(SendError::Transient(_))
+                ),
+                "{answer}"
+            );
+            let Ok(Delivered::Each(each)) = TencentSms::judge(&answer, &receivers) else {
+                panic!("{answer}: judged by its statuses");
+            };
+            assert_eq!(each, vec![Ok(())], "{answer}");
+        }
+    }
+
+    /// A status's strings are borrowed from the answer, escaped ones copied; either reads.
+    #[test]
+    fn escaped_status_strings_are_read() {
+        let answer = r#"{"Response": {"SendStatusSet": [{"PhoneNumber": "+86137\u00311112222", "Code": "Failed\"Operation", "Message": "\u4e2d"}]}}"#;
+        let Ok(Delivered::Each(each)) = TencentSms::judge(answer, &numbers(&["13711112222"]))
+        else {
+            panic!("per number");
+        };
+        assert_eq!(
+            each,
+            vec![Err(SendError::Permanent(
+                "tencent_sms: Failed\"Operation 中".into()
+            ))]
+        );
+    }
+
     /// The documented answers are read by the structs, not by the `Value` fallback.
     #[test]
     fn the_documented_answers_are_read_by_the_structs() {
