@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use reqwest::header::{self, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tidings_model::Channel;
 use tidings_model::Receiver;
@@ -58,6 +59,10 @@ pub struct TencentSms {
 }
 
 const NAME: &str = "tencent_sms";
+const X_TC_ACTION: HeaderName = HeaderName::from_static("x-tc-action");
+const X_TC_TIMESTAMP: HeaderName = HeaderName::from_static("x-tc-timestamp");
+const X_TC_VERSION: HeaderName = HeaderName::from_static("x-tc-version");
+const X_TC_REGION: HeaderName = HeaderName::from_static("x-tc-region");
 const HOST: &str = "sms.tencentcloudapi.com";
 /// The service TC3 signs for.
 const SERVICE: &str = "sms";
@@ -359,13 +364,14 @@ impl Provider for TencentSms {
         let request = self
             .client
             .post(self.url.clone())
-            .header("Authorization", authorization)
-            .header("Content-Type", content_type)
-            .header("Host", HOST)
-            .header("X-TC-Action", "SendSms")
-            .header("X-TC-Timestamp", timestamp.to_string())
-            .header("X-TC-Version", "2021-01-11")
-            .header("X-TC-Region", &self.config.region)
+            // Names (and the fixed values) made once, not parsed from text on every call.
+            .header(header::AUTHORIZATION, authorization)
+            .header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
+            .header(header::HOST, HeaderValue::from_static(HOST))
+            .header(X_TC_ACTION, HeaderValue::from_static("SendSms"))
+            .header(X_TC_TIMESTAMP, timestamp.to_string())
+            .header(X_TC_VERSION, HeaderValue::from_static("2021-01-11"))
+            .header(X_TC_REGION, &self.config.region)
             .body(payload);
         let answer = http::call(NAME, request).await?;
         Self::judge(&answer, receivers)
