@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tidings_model::Channel;
 use tidings_model::Receiver;
+use tidings_model::request::Object;
 
 use crate::SendBatch;
 use crate::util::http;
@@ -75,11 +76,6 @@ fn digits(m: &str) -> &str {
         Some(rest) if rest.len() == 11 && rest.starts_with('1') => rest,
         _ => m,
     }
-}
-
-/// The number an answer's entry is for.
-fn mobile(entry: &Value) -> &str {
-    entry["mobile"].as_str().unwrap_or("")
 }
 
 /// Whether a whole-call refusal names a number: a parameter error (code 2) about `mobile`. The
@@ -152,19 +148,88 @@ impl YunpianSms {
 
     /// Reads an answer of HTTP `status`: a whole-call error `{"code", "msg", "detail"}`, or
     /// one `data` entry per number.
+    ///
+    /// The documented shape is read into borrowed structs; an answer of another shape (a
+    /// field of another type, a key twice) is read as a `Value`, as it always was, and judged
+    /// alike either way (`both_readings_judge_alike`). As with Tencent's answer, the fields
+    /// the structs do not name are skipped unchecked (a lone surrogate there no longer makes
+    /// the whole answer unreadable).
     pub fn judge(
         status: reqwest::StatusCode,
         text: &str,
         receivers: &[Receiver],
     ) -> Result<Delivered, SendError> {
+        match serde_json::from_str::<Object<BatchSendAnswer>>(text) {
+            Ok(Object(read)) => Self::judge_read(status, text, read, receivers),
+            Err(_) => Self::judge_value(status, text, receivers),
+        }
+    }
+
+    /// [`Self::judge`] of an answer of the documented shape.
+    fn judge_read(
+        status: reqwest::StatusCode,
+        text: &str,
+        read: BatchSendAnswer,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
+        let whole = read.code.and_then(|c| c.as_i64()).map(|code| {
+            (
+                code,
+                text_of(&read.msg).unwrap_or(""),
+                text_of(&read.detail).unwrap_or(""),
+            )
+        });
+        let data = read.data.as_ref().map(|data| {
+            data.iter()
+                .map(|Object(d)| Entry {
+                    mobile: text_of(&d.mobile).unwrap_or(""),
+                    code: d.code.as_ref().and_then(serde_json::Number::as_i64),
+                    msg: text_of(&d.msg).unwrap_or(""),
+                })
+                .collect()
+        });
+        Self::judge_parts(status, text, whole, data, receivers)
+    }
+
+    /// [`Self::judge`] of any answer, by `serde_json::Value`.
+    fn judge_value(
+        status: reqwest::StatusCode,
+        text: &str,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
         let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-        // A whole-call error: HTTP 400 (or 401/403) with {"code", "msg", "detail"}.
-        if let Some(code) = v["code"].as_i64() {
-            let why = format!(
-                "{NAME}: {code} {} {}",
+        let whole = v["code"].as_i64().map(|code| {
+            (
+                code,
                 v["msg"].as_str().unwrap_or(""),
-                v["detail"].as_str().unwrap_or("")
-            );
+                v["detail"].as_str().unwrap_or(""),
+            )
+        });
+        let data = v["data"].as_array().map(|data| {
+            data.iter()
+                .map(|d| Entry {
+                    mobile: d["mobile"].as_str().unwrap_or(""),
+                    code: d["code"].as_i64(),
+                    msg: d["msg"].as_str().unwrap_or(""),
+                })
+                .collect()
+        });
+        Self::judge_parts(status, text, whole, data, receivers)
+    }
+
+    /// An answer's whole-call error (a `code` that is a whole number, with its `msg` and
+    /// `detail`), else its HTTP status, else its `data` entries judged number by number
+    /// (`None`: no `data` list, an unreadable answer).
+    fn judge_parts(
+        status: reqwest::StatusCode,
+        text: &str,
+        whole: Option<(i64, &str, &str)>,
+        data: Option<Vec<Entry>>,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
+        // A whole-call error: HTTP 400 (or 401/403) with {"code", "msg", "detail"}.
+        if let Some((code, msg, detail)) = whole {
+            let why = format!("{NAME}: {code} {msg} {detail}");
             return Err(match code {
                 // -1 invalid apikey, -3 key locked or out of credit.
                 -4..=-1 => SendError::Unauthorized(why),
@@ -173,16 +238,15 @@ impl YunpianSms {
             });
         }
         http::status(NAME, status, text)?;
-        let data = v["data"]
-            .as_array()
-            .ok_or_else(|| SendError::Transient(format!("{NAME}: unreadable answer: {text}")))?;
+        let data =
+            data.ok_or_else(|| SendError::Transient(format!("{NAME}: unreadable answer: {text}")))?;
         // Each number's first entry as written, and (built at the first number not found so)
         // by its digits: looked up once per number, where a search of `data` per number was
         // most of a shared call's cost (up to 200 numbers).
         let first_by = |key: fn(&str) -> &str| {
-            let mut by: HashMap<&str, &Value> = HashMap::with_capacity(data.len());
-            for d in data {
-                by.entry(key(mobile(d))).or_insert(d);
+            let mut by: HashMap<&str, &Entry> = HashMap::with_capacity(data.len());
+            for d in &data {
+                by.entry(key(d.mobile)).or_insert(d);
             }
             by
         };
@@ -199,25 +263,67 @@ impl YunpianSms {
                             .get(digits(r))
                             .copied()
                     });
-                    match entry.and_then(|d| d["code"].as_i64()) {
-                        Some(0) => Ok(()),
-                        Some(code) => {
-                            let why = format!(
-                                "{NAME}: {code} {}",
-                                entry.and_then(|d| d["msg"].as_str()).unwrap_or("")
-                            );
+                    match entry.map(|d| (d.code, d.msg)) {
+                        Some((Some(0), _)) => Ok(()),
+                        Some((Some(code), msg)) => {
+                            let why = format!("{NAME}: {code} {msg}");
                             Err(if transient(code) {
                                 SendError::Transient(why)
                             } else {
                                 SendError::Permanent(why)
                             })
                         }
-                        None => Err(SendError::Transient(format!("{NAME}: no answer for {r}"))),
+                        _ => Err(SendError::Transient(format!("{NAME}: no answer for {r}"))),
                     }
                 })
                 .collect(),
         ))
     }
+}
+
+/// One `data` entry as judged: its number as written (`""` if none), its code when a whole
+/// number, its message (`""` if none).
+struct Entry<'s> {
+    mobile: &'s str,
+    code: Option<i64>,
+    msg: &'s str,
+}
+
+/// A `batch_send` answer, as documented: `{"code", "msg", "detail"}` for a whole-call error,
+/// else `{"data": [{"code", "msg", "mobile", …}, …], …}`; its strings borrowed where they
+/// have no escapes. Objects are read as objects only (`Object`), and a field of another type
+/// fails the reading, so [`YunpianSms::judge`] reads that answer as a `Value` instead.
+#[derive(Deserialize)]
+struct BatchSendAnswer<'a> {
+    #[serde(default)]
+    code: Option<serde_json::Number>,
+    #[serde(default, borrow)]
+    msg: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    detail: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    data: Option<Vec<Object<DataEntry<'a>>>>,
+}
+
+#[derive(Deserialize)]
+struct DataEntry<'a> {
+    #[serde(default, borrow)]
+    mobile: Option<Text<'a>>,
+    #[serde(default)]
+    code: Option<serde_json::Number>,
+    #[serde(default, borrow)]
+    msg: Option<Text<'a>>,
+}
+
+/// A string of the answer, borrowed where it has no escapes (serde borrows a `Cow<str>` only
+/// where it is a field's whole type).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+/// The text of a string field that is there.
+fn text_of<'s>(field: &'s Option<Text>) -> Option<&'s str> {
+    field.as_ref().map(|Text(t)| &**t)
 }
 
 impl Provider for YunpianSms {

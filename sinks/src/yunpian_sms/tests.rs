@@ -234,3 +234,133 @@ fn the_call_url_is_the_documented_path_under_the_endpoint() {
         );
     }
 }
+
+/// The answer's two readings, the borrowed structs of the documented shape and the `Value`
+/// every other answer gets, judge every answer alike: generated around the documented shape
+/// (each field there or not, of its type or another, `null`, whole and other numbers, arrays
+/// where objects go, numbers answered twice or written another way), at several HTTP statuses.
+mod both_readings {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            Just(json!(true)),
+            Just(json!(0)),
+            Just(json!(22)),
+            Just(json!(-1)),
+            Just(json!(-51)),
+            Just(json!(2.5)),
+            Just(json!(18_446_744_073_709_551_615u64)),
+            Just(json!("15205201314")),
+            Just(json!("+8615205201315")),
+            Just(json!("008615205201314")),
+            Just(json!("发送成功")),
+            Just(json!("a \"quoted\" reason\n")),
+            Just(json!([])),
+        ]
+    }
+
+    /// `{name: value}` for each name given a value.
+    fn object(fields: Vec<(&'static str, Option<Value>)>) -> Value {
+        Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
+        )
+    }
+
+    fn entry() -> impl Strategy<Value = Value> {
+        let fields = (
+            proptest::option::of(leaf()),
+            proptest::option::of(leaf()),
+            proptest::option::of(leaf()),
+        )
+            .prop_map(|(mobile, code, msg)| {
+                object(vec![
+                    ("mobile", mobile),
+                    ("code", code),
+                    ("msg", msg),
+                    ("sid", Some(json!(9527))),
+                    ("fee", Some(json!(0.05))),
+                ])
+            });
+        prop_oneof![4 => fields, 1 => leaf()]
+    }
+
+    fn answer() -> impl Strategy<Value = String> {
+        let data = prop_oneof![
+            4 => proptest::collection::vec(entry(), 0..4).prop_map(Value::Array),
+            1 => leaf(),
+        ];
+        let fields = (
+            proptest::option::of(leaf()),
+            proptest::option::of(leaf()),
+            proptest::option::of(leaf()),
+            proptest::option::of(data),
+        )
+            .prop_map(|(code, msg, detail, data)| {
+                object(vec![
+                    ("code", code),
+                    ("msg", msg),
+                    ("detail", detail),
+                    ("data", data),
+                    ("total_count", Some(json!(1))),
+                ])
+                .to_string()
+            });
+        prop_oneof![
+            8 => fields,
+            1 => leaf().prop_map(|v| v.to_string()),
+            1 => Just("<html>bad gateway</html>".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn both_readings_judge_alike(
+            answer in answer(),
+            status in prop_oneof![Just(200u16), Just(400), Just(502)],
+        ) {
+            let status = StatusCode::from_u16(status).unwrap();
+            let receivers = numbers(&["15205201314", "+8615205201315", "15205201316"]);
+            let by_value = format!("{:?}", YunpianSms::judge_value(status, &answer, &receivers));
+            prop_assert_eq!(
+                &format!("{:?}", YunpianSms::judge(status, &answer, &receivers)),
+                &by_value
+            );
+            if let Ok(Object(read)) = serde_json::from_str::<Object<BatchSendAnswer>>(&answer) {
+                let by_struct = YunpianSms::judge_read(status, &answer, read, &receivers);
+                prop_assert_eq!(format!("{by_struct:?}"), by_value);
+            }
+        }
+    }
+
+    /// The documented answers are read by the structs, not by the `Value` fallback; keys
+    /// named twice are not, and are judged as before.
+    #[test]
+    fn the_documented_answers_are_read_by_the_structs() {
+        for answer in [
+            r#"{"total_count": 1, "total_fee": "0.0500", "unit": "RMB", "data": [{"code": 0, "count": 1, "fee": 0.05, "mobile": "15205201314", "msg": "发送成功", "sid": 9527, "unit": "RMB"}]}"#,
+            r#"{"http_status_code": 400, "code": -1, "msg": "非法的apikey", "detail": "请检查的apikey是否正确"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Object<BatchSendAnswer>>(answer).is_ok(),
+                "{answer}"
+            );
+        }
+        let receivers = numbers(&["15205201314"]);
+        let twice = r#"{"data": [{"mobile": "15205201314", "code": 0, "code": 22}], "code": null, "code": -1}"#;
+        assert!(serde_json::from_str::<Object<BatchSendAnswer>>(twice).is_err());
+        assert_eq!(
+            format!("{:?}", YunpianSms::judge(StatusCode::OK, twice, &receivers)),
+            format!(
+                "{:?}",
+                YunpianSms::judge_value(StatusCode::OK, twice, &receivers)
+            )
+        );
+    }
+}
