@@ -5,7 +5,6 @@
 //! their content is the same (notices and marketing; `SessionContext` is then the first
 //! message's id).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use reqwest::header::{self, HeaderName, HeaderValue};
@@ -16,7 +15,9 @@ use tidings_model::request::Object;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, Provider, content, endpoint, endpoint_url, field, now_ms};
+use crate::util::kit::{
+    Delivered, Provider, Text, content, endpoint, endpoint_url, field, now_ms, text_of,
+};
 use crate::util::retry::SendError;
 use crate::util::sign::{self, Tc3Request};
 
@@ -160,8 +161,13 @@ impl TencentSms {
         let (error, set) = response.map_or((None, Vec::new()), |r| (r.error, r.send_status_set));
         Self::judge_parts(
             error.as_ref(),
-            set.iter()
-                .map(|Object(s)| (text(&s.phone_number), text(&s.code), text(&s.message))),
+            set.iter().map(|Object(s)| {
+                (
+                    text_of(&s.phone_number),
+                    text_of(&s.code),
+                    text_of(&s.message),
+                )
+            }),
             receivers,
         )
     }
@@ -294,17 +300,6 @@ struct SendStatus<'a> {
     code: Option<Text<'a>>,
     #[serde(default, borrow)]
     message: Option<Text<'a>>,
-}
-
-/// A string of the answer, borrowed where it has no escapes. (serde borrows a `Cow<str>`
-/// only where it is a field's whole type: within an `Option` it would always copy.)
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-
-/// The text of a string field that is there.
-fn text<'s>(field: &'s Option<Text>) -> Option<&'s str> {
-    field.as_ref().map(|Text(t)| &**t)
 }
 
 impl Provider for TencentSms {

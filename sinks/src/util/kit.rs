@@ -329,3 +329,40 @@ pub(crate) fn test_batch(channel: Channel, content: &str) -> SendBatch {
         receivers: vec![].into(),
     }
 }
+
+/// A string of a provider's answer read into a struct, borrowed where it has no escapes.
+/// (serde borrows a `Cow<str>` only where it is a field's whole type: within an `Option` it
+/// would always copy.)
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+/// The text of a string field that is there.
+pub(crate) fn text_of<'s>(field: &'s Option<Text>) -> Option<&'s str> {
+    field.as_ref().map(|Text(t)| &**t)
+}
+
+/// For the providers' property tests: JSON objects with each of `names` there (a value from
+/// `values`) or not, beside the `fixed` fields.
+#[cfg(test)]
+pub(crate) fn objects_of<S>(
+    names: &'static [&'static str],
+    values: S,
+    fixed: Vec<(&'static str, Value)>,
+) -> impl proptest::strategy::Strategy<Value = Value>
+where
+    S: proptest::strategy::Strategy<Value = Value>,
+{
+    use proptest::strategy::Strategy;
+    proptest::collection::vec(proptest::option::of(values), names.len()).prop_map(move |chosen| {
+        let mut object: Map<String, Value> = names
+            .iter()
+            .zip(chosen)
+            .filter_map(|(k, v)| Some((k.to_string(), v?)))
+            .collect();
+        for (k, v) in &fixed {
+            object.insert(k.to_string(), v.clone());
+        }
+        Value::Object(object)
+    })
+}

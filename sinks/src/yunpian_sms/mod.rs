@@ -20,7 +20,9 @@ use tidings_model::request::Object;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, Provider, content, endpoint, endpoint_url, field};
+use crate::util::kit::{
+    Delivered, Provider, Text, content, endpoint, endpoint_url, field, text_of,
+};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -313,17 +315,6 @@ struct DataEntry<'a> {
     code: Option<serde_json::Number>,
     #[serde(default, borrow)]
     msg: Option<Text<'a>>,
-}
-
-/// A string of the answer, borrowed where it has no escapes (serde borrows a `Cow<str>` only
-/// where it is a field's whole type).
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
-
-/// The text of a string field that is there.
-fn text_of<'s>(field: &'s Option<Text>) -> Option<&'s str> {
-    field.as_ref().map(|Text(t)| &**t)
 }
 
 impl Provider for YunpianSms {
