@@ -314,6 +314,14 @@ mod tests {
     /// and showing a good one; a good one (a trailing slash or not) passes and builds.
     #[test]
     fn an_sms_endpoint_or_a_webhook_url_is_checked_as_a_url() {
+        // The setting that holds the URL.
+        let field_of = |kind: ProviderKind| {
+            if kind == ProviderKind::Webhook {
+                "url"
+            } else {
+                "endpoint"
+            }
+        };
         let settings = |kind: ProviderKind, endpoint: &str| -> Map<String, Value> {
             let mut raw = match kind {
                 ProviderKind::TencentSms => serde_json::json!({"secret_id": "id",
@@ -324,12 +332,7 @@ mod tests {
                 ProviderKind::YunpianSms => serde_json::json!({"apikey": "key"}),
                 _ => serde_json::json!({}),
             };
-            let field = if kind == ProviderKind::Webhook {
-                "url"
-            } else {
-                "endpoint"
-            };
-            raw[field] = endpoint.into();
+            raw[field_of(kind)] = endpoint.into();
             raw.as_object().cloned().unwrap()
         };
         let kinds = [
@@ -344,11 +347,7 @@ mod tests {
                 let e = kind
                     .check_settings("accounts.sms", &settings(kind, bad))
                     .unwrap_err();
-                let field = if kind == ProviderKind::Webhook {
-                    "url"
-                } else {
-                    "endpoint"
-                };
+                let field = field_of(kind);
                 assert!(
                     e.starts_with(&format!("accounts.sms.settings.{field}: `{bad}`"))
                         && e.ends_with(&format!("write one such as `{default}`")),

@@ -12,7 +12,9 @@ use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, Provider, content, endpoint, endpoint_url, field, now_ms};
+use crate::util::kit::{
+    Delivered, Provider, content, endpoint, endpoint_url, field, now_ms, url_checked,
+};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -220,9 +222,7 @@ impl Provider for AliyunSms {
     }
 
     fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
-        endpoint_url(&settings.endpoint, DEFAULT_ENDPOINT, "")
-            .map(|_| ())
-            .map_err(|e| format!("{key}.{e}"))
+        url_checked(key, endpoint_url(&settings.endpoint, DEFAULT_ENDPOINT, ""))
     }
 
     fn base_url(settings: &AliyunSmsConfig) -> String {

@@ -16,7 +16,7 @@ use tidings_model::request::Object;
 use crate::SendBatch;
 use crate::util::http;
 use crate::util::kit::{
-    Delivered, Provider, Text, content, endpoint, endpoint_url, field, now_ms, text_of,
+    Delivered, Provider, Text, content, endpoint, endpoint_url, field, now_ms, text_of, url_checked,
 };
 use crate::util::retry::SendError;
 use crate::util::sign::{self, Tc3Request};
@@ -318,9 +318,10 @@ impl Provider for TencentSms {
     }
 
     fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
-        endpoint_url(&settings.endpoint, &format!("https://{HOST}"), "")
-            .map(|_| ())
-            .map_err(|e| format!("{key}.{e}"))
+        url_checked(
+            key,
+            endpoint_url(&settings.endpoint, &format!("https://{HOST}"), ""),
+        )
     }
 
     fn base_url(settings: &TencentSmsConfig) -> String {

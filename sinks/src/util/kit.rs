@@ -294,6 +294,12 @@ pub fn endpoint_url(
     http_url("settings.endpoint", &text, default)
 }
 
+/// A provider's `validate` of a URL it builds from its settings (`built`, its error naming the
+/// setting): the error after the account's `key`, as the job's check reports it.
+pub fn url_checked(key: &str, built: Result<reqwest::Url, String>) -> Result<(), String> {
+    built.map(|_| ()).map_err(|e| format!("{key}.{e}"))
+}
+
 /// `text`, the setting `field`, as an `http` or `https` URL, or an error naming the field and
 /// showing `example`.
 pub fn http_url(field: &str, text: &str, example: &str) -> Result<reqwest::Url, String> {

@@ -7,7 +7,7 @@ use tidings_model::Receiver;
 
 use crate::SendBatch;
 use crate::util::http;
-use crate::util::kit::{Delivered, Provider, http_url, now_ms};
+use crate::util::kit::{Delivered, Provider, http_url, now_ms, url_checked};
 use crate::util::retry::SendError;
 use crate::util::sign;
 
@@ -66,9 +66,7 @@ impl Provider for Webhook {
     const CHANNELS: Option<&'static [tidings_model::Channel]> = None;
 
     fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
-        http_url("settings.url", &settings.url, EXAMPLE_URL)
-            .map(|_| ())
-            .map_err(|e| format!("{key}.{e}"))
+        url_checked(key, http_url("settings.url", &settings.url, EXAMPLE_URL))
     }
 
     fn base_url(settings: &WebhookConfig) -> String {

@@ -21,7 +21,7 @@ use tidings_model::request::Object;
 use crate::SendBatch;
 use crate::util::http;
 use crate::util::kit::{
-    Delivered, Provider, Text, content, endpoint, endpoint_url, field, text_of,
+    Delivered, Provider, Text, content, endpoint, endpoint_url, field, text_of, url_checked,
 };
 use crate::util::retry::SendError;
 use crate::util::sign;
@@ -338,9 +338,7 @@ impl Provider for YunpianSms {
     }
 
     fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
-        Self::call_url(settings)
-            .map(|_| ())
-            .map_err(|e| format!("{key}.{e}"))
+        url_checked(key, Self::call_url(settings))
     }
 
     fn base_url(settings: &YunpianSmsConfig) -> String {
