@@ -89,16 +89,15 @@ impl Account {
                         .collect(),
                 ),
             };
-            let policy = PartialRetry::unseeded(&self.name, self.retry, receivers.len());
+            let mut policy = PartialRetry::unseeded(&self.name, self.retry, receivers.len());
             let call = Call {
                 account: self,
                 batch,
                 coalescer,
                 attempts: AtomicU32::new(0),
             };
-            let (settled, references) = send_with_policy(policy, &self.stats, &receivers, &call)
-                .await
-                .finish_with(|e| self.secrets.scrub(e.reason()));
+            send_with_policy(&mut policy, &self.stats, &receivers, &call).await;
+            let (settled, references) = policy.finish_with(|e| self.secrets.scrub(e.reason()));
             self.book(batch, &receivers, references, &settled);
             match &to_send {
                 None => outcomes = settled,

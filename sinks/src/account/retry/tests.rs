@@ -206,10 +206,9 @@ async fn the_loop_resends_only_the_unsettled_after_the_policys_backoff() {
     ]);
     let stats = SendStats::default();
     let receivers = names(&["a", "b", "c", "d"]);
-    let retry = PartialRetry::new("acct", policy(4), receivers.len(), 42);
-    let (outcomes, _) = send_with_policy(retry, &stats, &receivers, &script)
-        .await
-        .finish();
+    let mut retry = PartialRetry::new("acct", policy(4), receivers.len(), 42);
+    send_with_policy(&mut retry, &stats, &receivers, &script).await;
+    let (outcomes, _) = retry.finish();
     assert_eq!(
         outcomes,
         vec![Ok(()), Ok(()), refused("bad number"), Ok(())]
@@ -242,10 +241,9 @@ async fn a_permanent_answer_ends_the_loop_without_a_pause() {
     let stats = SendStats::default();
     let receivers = names(&["a", "b"]);
     let start = Instant::now();
-    let retry = PartialRetry::new("acct", policy(4), 2, 42);
-    let (outcomes, _) = send_with_policy(retry, &stats, &receivers, &script)
-        .await
-        .finish();
+    let mut retry = PartialRetry::new("acct", policy(4), 2, 42);
+    send_with_policy(&mut retry, &stats, &receivers, &script).await;
+    let (outcomes, _) = retry.finish();
     assert_eq!(outcomes, vec![refused("HTTP 400"), refused("HTTP 400")]);
     assert_eq!(script.calls().len(), 1);
     assert_eq!(
@@ -270,10 +268,9 @@ async fn the_pauses_grow_to_the_cap_and_the_budget_ends_the_loop() {
     );
     let stats = SendStats::default();
     let receivers = names(&["a"]);
-    let retry = PartialRetry::new("acct", p, 1, 9);
-    let (outcomes, _) = send_with_policy(retry, &stats, &receivers, &script)
-        .await
-        .finish();
+    let mut retry = PartialRetry::new("acct", p, 1, 9);
+    send_with_policy(&mut retry, &stats, &receivers, &script).await;
+    let (outcomes, _) = retry.finish();
     assert_eq!(outcomes, vec![busy("HTTP 503 (after 5 attempts)")]);
     let at: Vec<Duration> = script.calls().into_iter().map(|(t, _)| t).collect();
     assert_eq!(at.len(), 5);
@@ -304,10 +301,9 @@ async fn a_whole_list_answer_settles_every_receiver_alike() {
     ]);
     let stats = SendStats::default();
     let receivers = names(&["a", "b", "c"]);
-    let retry = PartialRetry::new("acct", policy(4), receivers.len(), 42);
-    let (outcomes, references) = send_with_policy(retry, &stats, &receivers, &script)
-        .await
-        .finish_with(|e| e.reason().to_string());
+    let mut retry = PartialRetry::new("acct", policy(4), receivers.len(), 42);
+    send_with_policy(&mut retry, &stats, &receivers, &script).await;
+    let (outcomes, references) = retry.finish_with(|e| e.reason().to_string());
     assert_eq!(outcomes[..], [Ok(()), Ok(()), Ok(())]);
     assert!(references.is_empty());
     let calls = script.calls();
@@ -318,10 +314,9 @@ async fn a_whole_list_answer_settles_every_receiver_alike() {
         reference: "task-1".into(),
         each: None,
     })]);
-    let retry = PartialRetry::new("acct", policy(4), 2, 42);
-    let (outcomes, references) = send_with_policy(retry, &stats, &names(&["a", "b"]), &script)
-        .await
-        .finish();
+    let mut retry = PartialRetry::new("acct", policy(4), 2, 42);
+    send_with_policy(&mut retry, &stats, &names(&["a", "b"]), &script).await;
+    let (outcomes, references) = retry.finish();
     assert_eq!(outcomes, vec![Ok(()), Ok(())]);
     assert_eq!(references, vec![("task-1".to_string(), vec![0, 1])]);
 }
