@@ -320,3 +320,26 @@ async fn a_whole_list_answer_settles_every_receiver_alike() {
     assert_eq!(outcomes, vec![Ok(()), Ok(())]);
     assert_eq!(references, vec![("task-1".to_string(), vec![0, 1])]);
 }
+
+/// The loop's shortcut for an answer accepting the whole list leaves what judging it and
+/// asking what comes next leave: first, after a transient whole-call answer, after several.
+#[test]
+fn accepting_the_whole_list_is_judging_it() {
+    for transient_before in 0..3 {
+        let mut judged = PartialRetry::new("acct", policy(4), 3, 7);
+        for _ in 0..transient_before {
+            let action = judged.judge_at(None, Err(SendError::Transient("HTTP 503".into())));
+            assert!(judged.next(action).is_some());
+        }
+        let mut shortcut = PartialRetry::new("acct", policy(4), 3, 7);
+        shortcut.attempt = judged.attempt;
+        shortcut.accept_all();
+        let action = judged.judge_at(None, Ok(Delivered::All));
+        assert!(judged.next(action).is_none());
+        assert_eq!(
+            format!("{shortcut:?}"),
+            format!("{judged:?}"),
+            "after {transient_before} transient answers"
+        );
+    }
+}
