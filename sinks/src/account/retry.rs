@@ -293,7 +293,7 @@ pub async fn send_with_policy(
             .latency
             .observe(Duration::from_nanos(monotonic_ns().saturating_sub(started)));
         // The usual answer, the whole list accepted: settled as `judge_at` and `next` settle
-        // it (all accepted, nothing retried, no error), without their matches (~100
+        // it (all accepted, nothing retried, no error), without their matches (~75
         // instructions a send; bench/MEASURED.md).
         if pending.is_none() && matches!(answer, Ok(Delivered::All)) {
             retry.accept_all();

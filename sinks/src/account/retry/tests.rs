@@ -322,17 +322,20 @@ async fn a_whole_list_answer_settles_every_receiver_alike() {
 }
 
 /// The loop's shortcut for an answer accepting the whole list leaves what judging it and
-/// asking what comes next leave: first, after a transient whole-call answer, after several.
+/// asking what comes next leave: first, after one transient whole-call answer, after two.
 #[test]
 fn accepting_the_whole_list_is_judging_it() {
+    let transient = |p: &mut PartialRetry<'_>| {
+        let action = p.judge_at(None, Err(SendError::Transient("HTTP 503".into())));
+        assert!(p.next(action).is_some());
+    };
     for transient_before in 0..3 {
         let mut judged = PartialRetry::new("acct", policy(4), 3, 7);
-        for _ in 0..transient_before {
-            let action = judged.judge_at(None, Err(SendError::Transient("HTTP 503".into())));
-            assert!(judged.next(action).is_some());
-        }
         let mut shortcut = PartialRetry::new("acct", policy(4), 3, 7);
-        shortcut.attempt = judged.attempt;
+        for _ in 0..transient_before {
+            transient(&mut judged);
+            transient(&mut shortcut);
+        }
         shortcut.accept_all();
         let action = judged.judge_at(None, Ok(Delivered::All));
         assert!(judged.next(action).is_none());
@@ -342,4 +345,27 @@ fn accepting_the_whole_list_is_judging_it() {
             "after {transient_before} transient answers"
         );
     }
+}
+
+/// A whole-list answer to a resend of some receivers settles only those: the receivers a
+/// first answer refused stay refused (the shortcut is for a first answer to the whole list).
+#[tokio::test(start_paused = true)]
+async fn a_whole_list_answer_to_a_resend_keeps_the_earlier_refusals() {
+    let script = Script::new(vec![
+        Ok(Delivered::Each(vec![
+            Ok(()),
+            busy("HTTP 503"),
+            refused("HTTP 400"),
+        ])),
+        Ok(Delivered::All),
+    ]);
+    let stats = SendStats::default();
+    let receivers = names(&["a", "b", "c"]);
+    let mut retry = PartialRetry::new("acct", policy(4), receivers.len(), 42);
+    send_with_policy(&mut retry, &stats, &receivers, &script).await;
+    let (outcomes, _) = retry.finish();
+    assert_eq!(outcomes, vec![Ok(()), Ok(()), refused("HTTP 400")]);
+    let calls = script.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].1, names(&["b"]), "{calls:?}");
 }
