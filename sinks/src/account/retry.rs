@@ -109,11 +109,11 @@ impl<'a> PartialRetry<'a> {
         self.judge_at(Some(pending), answer)
     }
 
-    /// What [`Self::judge_at`] of an answer accepting the whole list (`pending` `None`) and
-    /// then [`Self::next`] of its `Successful` leave: every receiver accepted, no error.
+    /// Every receiver accepted by one answer to the whole list: what [`Self::judge_at`] makes
+    /// of it, and the send loop's shortcut for it (`end` is left as it is: `None` until the
+    /// loop stops).
     fn accept_all(&mut self) {
         self.settled = Settled::AllOk(self.settled.receivers());
-        self.end = None;
     }
 
     /// [`Self::judge`] of an attempt to `pending`, `None` being the whole list.
@@ -129,11 +129,11 @@ impl<'a> PartialRetry<'a> {
             Ok(Delivered::Each(v)) => (Some(v), None),
             Ok(Delivered::Tracked { reference, each }) => (each, Some(reference)),
         };
-        let n = self.settled.receivers();
         if pending.is_none() && each.is_none() && reference.is_none() {
-            self.settled = Settled::AllOk(n);
+            self.accept_all();
             return RetryAction::Successful;
         }
+        let n = self.settled.receivers();
         if !matches!(self.settled, Settled::Each(_)) {
             // Those accepted already stay accepted (no loop judges again after that, but a
             // caller could).

@@ -265,10 +265,10 @@ struct SendSmsRequest<'a> {
 }
 
 /// `SendSms`'s answer, as documented: `{"Response": {"Error": …} | {"SendStatusSet": […]}}`,
-/// its statuses' strings borrowed from the answer where they have no escapes ([`Text`]). Objects are read as
-/// objects only (`Object`: a derived struct would also take an array of its fields), and a
-/// field of another type fails the reading, so [`TencentSms::judge`] reads that answer as a
-/// `Value` instead.
+/// its statuses' strings borrowed from the answer where they have no escapes ([`Text`]).
+/// Objects are read as objects only (`Object`: a derived struct would also take an array of
+/// its fields), and a field of another type fails the reading, so [`TencentSms::judge`] reads
+/// that answer as a `Value` instead.
 #[derive(Deserialize)]
 struct SendSmsAnswer<'a> {
     #[serde(rename = "Response", default, borrow)]
