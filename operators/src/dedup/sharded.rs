@@ -1,13 +1,20 @@
-//! The dedup rules' key tables: 256 hash maps chosen by the key's top byte, each key held as
-//! two `u64` (8-byte aligned: a `u128` is 16-byte aligned, which would pad a key with an
+//! The dedup rules' key tables: 256 hash maps chosen by the key's top 12 bits, each key held
+//! as two `u64` (8-byte aligned: a `u128` is 16-byte aligned, which would pad a key with an
 //! 8-byte value to 32 bytes).
 //!
 //! With the rules' 8-byte values an entry is 24 bytes and a control byte, so a table between
-//! half and 7/8 full holds a key in 29–50 bytes. One table of 10M keys would double from 8M
+//! half and 7/8 full holds a key in 29–57 bytes. One table of 10M keys would double from 8M
 //! to 16M slots in one move, holding both for the moment and stalling the worker for the whole
-//! copy; 256 tables resize one at a time, each moving 1/256 of the keys. The keys are hashes
-//! (xxh3), so their top byte spreads them evenly; each table still hashes its keys, with
-//! `tidings_model::ids::FastState` (seeded at random per process, as `std`'s, but without SipHash's cost).
+//! copy; 256 tables resize one at a time, each moving a 256th or so of the keys.
+//!
+//! The tables take unequal shares of the keys, growing geometrically from one to the next
+//! over an octave (table `i` takes a share in proportion to `2^(i/256)`). Equal shares would
+//! fill them alike and double them all within a few thousand keys of each other, so the
+//! whole state would swing between 29 and 57 bytes a key with the key count (57 at 1M keys,
+//! for one); staggered, each table doubles at its own count and a key costs 38–43 bytes
+//! whatever the count. The keys are hashes (xxh3), so their top bits spread them evenly; each
+//! table still hashes its keys, with `tidings_model::ids::FastState` (seeded at random per
+//! process, as `std`'s, but without SipHash's cost).
 
 use std::collections::HashMap;
 
@@ -15,10 +22,26 @@ use tidings_model::ids::FastMap;
 
 const SHARDS: usize = 256;
 
+/// How finely the top bits of a key choose its table: `CELLS` cells, each a table's.
+const CELL_BITS: u32 = 12;
+const CELLS: usize = 1 << CELL_BITS;
+
+/// The table of each cell: table `i` holds cells from `CELLS · (2^(i/256) − 1)` on, so its
+/// share of the keys is in proportion to `2^(i/256)` (11 to 22 cells; table 0 rounds to 12).
+static TABLE_OF: std::sync::LazyLock<[u8; CELLS]> = std::sync::LazyLock::new(|| {
+    let mut of = [0u8; CELLS];
+    for (cell, t) in of.iter_mut().enumerate() {
+        let i = (SHARDS as f64 * (1.0 + cell as f64 / CELLS as f64).log2()) as usize;
+        *t = i.min(SHARDS - 1) as u8;
+    }
+    of
+});
+
 /// A map of 128-bit hashed keys in [`SHARDS`] tables.
 #[derive(Debug)]
 pub struct ShardedMap<V> {
     shards: Box<[FastMap<[u64; 2], V>]>,
+    table_of: &'static [u8; CELLS],
     len: usize,
 }
 
@@ -26,13 +49,10 @@ impl<V> Default for ShardedMap<V> {
     fn default() -> Self {
         ShardedMap {
             shards: (0..SHARDS).map(|_| FastMap::default()).collect(),
+            table_of: &TABLE_OF,
             len: 0,
         }
     }
-}
-
-fn shard(key: u128) -> usize {
-    (key >> 120) as usize
 }
 
 fn split(key: u128) -> [u64; 2] {
@@ -44,19 +64,24 @@ fn join(k: &[u64; 2]) -> u128 {
 }
 
 impl<V> ShardedMap<V> {
+    /// The table `key` belongs to.
+    fn shard(&self, key: u128) -> usize {
+        usize::from(self.table_of[(key >> (128 - CELL_BITS)) as usize])
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &u128) -> Option<&V> {
-        self.shards[shard(*key)].get(&split(*key))
+        self.shards[self.shard(*key)].get(&split(*key))
     }
 
     /// The value of `key`, to change.
     pub fn get_mut(&mut self, key: &u128) -> Option<&mut V> {
-        self.shards[shard(*key)].get_mut(&split(*key))
+        self.shards[self.shard(*key)].get_mut(&split(*key))
     }
 
     /// Sets `key`'s value; the old one if there was one.
     pub fn insert(&mut self, key: u128, value: V) -> Option<V> {
-        let old = self.shards[shard(key)].insert(split(key), value);
+        let old = self.shards[self.shard(key)].insert(split(key), value);
         if old.is_none() {
             self.len += 1;
         }
@@ -68,7 +93,7 @@ impl<V> ShardedMap<V> {
     /// key so).
     pub fn get_mut_or_insert(&mut self, key: u128, value: impl FnOnce() -> V) -> Option<&mut V> {
         use std::collections::hash_map::Entry;
-        match self.shards[shard(key)].entry(split(key)) {
+        match self.shards[self.shard(key)].entry(split(key)) {
             Entry::Occupied(o) => Some(o.into_mut()),
             Entry::Vacant(v) => {
                 v.insert(value());
@@ -80,7 +105,7 @@ impl<V> ShardedMap<V> {
 
     /// Removes `key`; its value if it had one.
     pub fn remove(&mut self, key: &u128) -> Option<V> {
-        let old = self.shards[shard(*key)].remove(&split(*key));
+        let old = self.shards[self.shard(*key)].remove(&split(*key));
         if old.is_some() {
             self.len -= 1;
         }
@@ -162,5 +187,34 @@ mod tests {
         // The keys spread over the tables.
         assert!(m.shards.iter().filter(|s| !s.is_empty()).count() > 200);
         assert!(m.capacity() >= 5_000);
+    }
+
+    #[test]
+    fn each_table_takes_an_octave_step_more_than_the_last() {
+        let cells = |t: u8| TABLE_OF.iter().filter(|&&x| x == t).count();
+        // Every table has cells, in order, from 11 to 22 of them.
+        assert!(TABLE_OF.windows(2).all(|w| w[0] <= w[1]));
+        assert!((0..=255).all(|t| (11..=22).contains(&cells(t))));
+        assert_eq!((cells(0), cells(255)), (12, 22));
+    }
+
+    #[test]
+    fn the_tables_double_at_staggered_counts() {
+        // With equal shares every table of 256 doubles near 256 · 448 = 114,688 keys (from 512
+        // slots to 1,024), and 120,000 keys would take 55 bytes each; staggered, no count
+        // costs more than 45.
+        let mut m = ShardedMap::default();
+        let mut k = 0u128;
+        for n in (20_000..=160_000).step_by(20_000) {
+            while m.len() < n {
+                k += 1;
+                m.insert(
+                    k.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+                    0u64,
+                );
+            }
+            let per_key = m.capacity() as f64 * 8.0 / 7.0 * 25.0 / n as f64;
+            assert!(per_key < 45.0, "{n} keys: {per_key:.1} bytes a key");
+        }
     }
 }
