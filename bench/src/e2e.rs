@@ -88,7 +88,14 @@ pub fn run_job(
 ) -> anyhow::Result<serde_json::Value> {
     let job = Job::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rss_at_start = crate::rss_bytes();
+    #[cfg(feature = "heap-count")]
+    crate::heap_count::sample_from_env();
     let written = run_to_idle(&job, idle_exit, cluster)?;
+    #[cfg(feature = "heap-count")]
+    eprintln!(
+        "heap peak {:.1} MiB",
+        crate::heap_count::peak() as f64 / (1024.0 * 1024.0)
+    );
     Ok(serde_json::json!({
         "peak_rss_bytes": crate::peak_rss_bytes(),
         "rss_bytes_at_start": rss_at_start,

@@ -12,6 +12,8 @@
 
 pub mod austin;
 pub mod e2e;
+#[cfg(feature = "heap-count")]
+pub mod heap_count;
 pub mod isolation;
 pub mod providers;
 pub mod storage;

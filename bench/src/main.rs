@@ -5,9 +5,15 @@
 /// on tokio threads, and glibc's per-thread arenas then keep growing (measured: peak RSS of the
 /// 1M-request run). `--features system-alloc` leaves glibc's malloc in place, for heap
 /// profilers that hook it (`heaptrack`: allocations per request, the heap at its peak).
-#[cfg(not(feature = "system-alloc"))]
+#[cfg(not(any(feature = "system-alloc", feature = "heap-count")))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `--features heap-count`: mimalloc, with the bytes live counted (`TIDINGS_HEAP_SAMPLE_MS`
+/// prints the live bytes and the RSS to stderr at that period).
+#[cfg(feature = "heap-count")]
+#[global_allocator]
+static ALLOC: tidings_bench::heap_count::Counting = tidings_bench::heap_count::Counting;
 
 use std::path::PathBuf;
 
