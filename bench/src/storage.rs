@@ -227,8 +227,7 @@ fn incremental(
         let start = Instant::now();
         noted.sort_unstable();
         noted.dedup();
-        content.flatten_keys(&noted, &mut flat);
-        noted.clear();
+        flat.take_keys(&mut noted, 1, |k, into| content.values_of(k, into));
         worker.push(start.elapsed());
         let here = dir.join(format!("cut-{cut}"));
         std::fs::create_dir_all(&here)?;
