@@ -227,7 +227,8 @@ fn incremental(
         let start = Instant::now();
         noted.sort_unstable();
         noted.dedup();
-        flat.take_keys(&mut noted, 1, |k, into| content.values_of(k, into));
+        content.flatten_keys(&noted, &mut flat);
+        noted.clear();
         worker.push(start.elapsed());
         let here = dir.join(format!("cut-{cut}"));
         std::fs::create_dir_all(&here)?;

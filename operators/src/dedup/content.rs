@@ -198,13 +198,14 @@ impl KeyedRule for ContentDedup {
         }
     }
 
-    const VALUES_PER_KEY: usize = 1;
-
-    fn values_of(&self, key: u128, into: &mut Vec<i64>) {
-        match (self.many.get(&key), self.admitted.get(&key)) {
-            (Some(ts), _) => into.extend_from_slice(ts),
-            (None, Some(slot)) => into.push(slot.time()),
-            (None, None) => {}
+    fn flatten_keys(&self, keys: &[u128], f: &mut super::Flat) {
+        f.reserve(keys.len(), keys.len());
+        for &k in keys {
+            match (self.many.get(&k), self.admitted.get(&k)) {
+                (Some(ts), _) => f.push(k, ts),
+                (None, Some(slot)) => f.push(k, &[slot.time()]),
+                (None, None) => f.push(k, &[]),
+            }
         }
     }
 

@@ -204,13 +204,19 @@ impl KeyedRule for FrequencyDedup {
         }
     }
 
-    const VALUES_PER_KEY: usize = 2;
-
-    fn values_of(&self, key: u128, into: &mut Vec<i64>) {
-        match (self.many.get(&key), self.counts.get(&key)) {
-            (Some(v), _) => into.extend(v.iter().flat_map(|&(d, n)| [i64::from(d), i64::from(n)])),
-            (None, Some(&(d, n))) => into.extend([i64::from(d), i64::from(n)]),
-            (None, None) => {}
+    fn flatten_keys(&self, keys: &[u128], f: &mut super::Flat) {
+        f.reserve(keys.len(), 2 * keys.len());
+        let mut buf: Vec<i64> = Vec::new();
+        for &k in keys {
+            buf.clear();
+            match (self.many.get(&k), self.counts.get(&k)) {
+                (Some(v), _) => {
+                    buf.extend(v.iter().flat_map(|&(d, n)| [i64::from(d), i64::from(n)]))
+                }
+                (None, Some(&(d, n))) => buf.extend([i64::from(d), i64::from(n)]),
+                (None, None) => {}
+            }
+            f.push(k, &buf);
         }
     }
 

@@ -77,11 +77,10 @@ pub trait KeyedRule: 'static {
             into.push(k, &v);
         }
     }
-    /// Values a key has in the common case (what a part's values are reserved for).
-    const VALUES_PER_KEY: usize;
-    /// The state of `key` as [`KeyedRule::flatten`] writes it, appended to `into`; nothing
-    /// when the key is not held (a tombstone: restoring it forgets the key).
-    fn values_of(&self, key: u128, into: &mut Vec<i64>);
+    /// The state of each of `keys` (sorted, distinct), in that order, as
+    /// [`KeyedRule::flatten`] writes it; a key not held gets no values (a tombstone:
+    /// restoring it forgets the key).
+    fn flatten_keys(&self, keys: &[u128], into: &mut Flat);
     /// Restores one key written by [`KeyedRule::snapshot`]; no values forgets the key.
     fn restore(&mut self, key: u128, values: &[i64]);
     /// The state of one key for the live-state API; with `at`, whether a delivery of that
@@ -140,28 +139,6 @@ impl Flat {
         self.keys.clear();
         self.ends.clear();
         self.values.clear();
-    }
-
-    /// Takes `keys` (sorted, distinct) as its keys, each with the values `values_of` appends
-    /// (`per_key` reserved a key); `keys` gets its old key buffer back, empty, for the next
-    /// cut's keys. The keys noted since the last cut become the part's own list rather than
-    /// being copied into another: a cut after a burst held both, 16 bytes a changed key.
-    pub fn take_keys(
-        &mut self,
-        keys: &mut Vec<u128>,
-        per_key: usize,
-        mut values_of: impl FnMut(u128, &mut Vec<i64>),
-    ) {
-        std::mem::swap(&mut self.keys, keys);
-        keys.clear();
-        self.ends.clear();
-        self.values.clear();
-        self.ends.reserve(self.keys.len());
-        self.values.reserve(self.keys.len() * per_key);
-        for &k in &self.keys {
-            values_of(k, &mut self.values);
-            self.ends.push(self.values.len());
-        }
     }
 
     /// Adds one key and its values.
@@ -259,7 +236,8 @@ fn checkpoint<R: KeyedRule>(
             Some(keys) => {
                 keys.sort_unstable();
                 keys.dedup();
-                flat.take_keys(keys, R::VALUES_PER_KEY, |k, into| rule.values_of(k, into));
+                rule.flatten_keys(keys, &mut flat);
+                keys.clear();
                 Part::Delta(flat, rule.keys())
             }
             None => {
@@ -1336,9 +1314,9 @@ mod tests {
         rule.flatten(&mut flat);
         w.hand(1, Part::Full(flat));
         for cut in 2..5u64 {
-            let mut keys = vec![u128::from(cut)];
+            let keys = [u128::from(cut)];
             let mut flat = Flat::default();
-            flat.take_keys(&mut keys, 1, |k, into| rule.values_of(k, into));
+            rule.flatten_keys(&keys, &mut flat);
             w.hand(cut, Part::Delta(flat, rule.keys()));
         }
         assert_eq!(w.out, 4, "small parts do not wait for the writer");
