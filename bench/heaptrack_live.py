@@ -5,10 +5,12 @@ heaptrack_print reports the heap at its peak and what is left at the end; this r
 recording's event stream (`zstdcat FILE`: `a` allocation infos, `+`/`-` allocations and frees,
 `c` timestamps in ms) to sum the bytes live per call stack at any moment:
 
-    bench/heaptrack_live.py heaptrack.tidings-bench.1234.zst            # total live per 100 ms
+    bench/heaptrack_live.py heaptrack.tidings-bench.1234.zst            # total live per tick (~10 ms)
     bench/heaptrack_live.py heaptrack.tidings-bench.1234.zst 17738      # by site at 17,738 ms
 
-Sites are named by their innermost frames in tidings' crates (and parquet, arrow, librdkafka).
+Sites are named by their innermost frames in tidings' crates (and parquet, arrow, librdkafka),
+by file and line (frames without line tables fall together). Reads heaptrack's file format 3
+(heaptrack 1.2 on; its `v` line).
 """
 import collections
 import subprocess
@@ -32,6 +34,8 @@ def main():
             live += sign * size
             if at is not None:
                 per[trace] += sign * size
+        elif c == b"v" and int(raw.split()[2], 16) < 3:
+            sys.exit(f"{path}: heaptrack file format {raw.split()[2].decode()}, not 3")
         elif c == b"a":
             _, size, trace = raw.split()
             infos.append((int(size, 16), int(trace, 16)))

@@ -18,18 +18,28 @@ fn grew(size: usize) {
     }
 }
 
+/// `ptr` as allocated: `size` bytes counted when it is not null (a failed allocation, as
+/// `try_reserve` may meet, holds nothing).
+fn counted(ptr: *mut u8, size: usize) -> *mut u8 {
+    if !ptr.is_null() {
+        grew(size);
+    }
+    ptr
+}
+
 // SAFETY: every call is passed on to mimalloc unchanged; only counters are added.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
         // SAFETY: the caller's contract is passed on.
-        unsafe { mimalloc::MiMalloc.alloc(layout) }
+        counted(unsafe { mimalloc::MiMalloc.alloc(layout) }, layout.size())
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
         // SAFETY: as above.
-        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        counted(
+            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) },
+            layout.size(),
+        )
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
@@ -37,13 +47,17 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size >= layout.size() {
-            grew(new_size - layout.size());
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
         // SAFETY: as above.
-        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+        let moved = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        // A failed realloc leaves the old block as it was.
+        if !moved.is_null() {
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        moved
     }
 }
 
@@ -57,8 +71,9 @@ pub fn peak() -> usize {
     PEAK.load(Ordering::Relaxed)
 }
 
-/// With `TIDINGS_HEAP_SAMPLE_MS` set, a thread that prints `ms live_mib rss_mib` to stderr at
-/// that period.
+/// With `TIDINGS_HEAP_SAMPLE_MS` set, a thread that prints `heap MS LIVE RSS PEAK` to stderr at
+/// that period: milliseconds since the start, then the bytes live, the resident set and the
+/// most bytes live so far, in MiB.
 pub fn sample_from_env() {
     let Some(ms) = std::env::var("TIDINGS_HEAP_SAMPLE_MS")
         .ok()
