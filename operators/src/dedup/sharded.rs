@@ -11,9 +11,11 @@
 //! over an octave (table `i` takes a share in proportion to `2^(i/256)`). Equal shares would
 //! fill them alike and double them all close together, so the whole state would swing between
 //! 29 and 57 bytes a key with the key count (52 at 1M keys, just past a doubling); staggered,
-//! each table doubles at its own count and a key costs 38–43 bytes whatever the count. The keys are hashes (xxh3), so their top bits spread them evenly; each
-//! table still hashes its keys, with `tidings_model::ids::FastState` (seeded at random per
-//! process, as `std`'s, but without SipHash's cost).
+//! each table doubles at its own count and a key costs 38–43 bytes whatever the count.
+//!
+//! The keys are hashes (xxh3), so their top bits spread them evenly; each table still hashes
+//! its keys, with `tidings_model::ids::FastState` (seeded at random per process, as `std`'s,
+//! but without SipHash's cost).
 
 use std::collections::HashMap;
 
