@@ -29,20 +29,31 @@ const CELLS: usize = 1 << CELL_BITS;
 
 /// The table of each cell: table `i` holds cells from `CELLS · (2^(i/256) − 1)` on, so its
 /// share of the keys is in proportion to `2^(i/256)` (11 to 22 cells; table 0 rounds to 12).
-static TABLE_OF: std::sync::LazyLock<[u8; CELLS]> = std::sync::LazyLock::new(|| {
+/// Built when compiled: each table's first cell from the last one's by a factor of
+/// `2^(1/256)` (no cell lies within 1e-4 of a bound, far beyond the products' rounding).
+static TABLE_OF: [u8; CELLS] = table_of();
+
+const fn table_of() -> [u8; CELLS] {
+    const STEP: f64 = 1.002_711_275_050_202_5; // 2^(1/256)
     let mut of = [0u8; CELLS];
-    for (cell, t) in of.iter_mut().enumerate() {
-        let i = (SHARDS as f64 * (1.0 + cell as f64 / CELLS as f64).log2()) as usize;
-        *t = i.min(SHARDS - 1) as u8;
+    let (mut table, mut next_start) = (0usize, STEP);
+    let mut cell = 0;
+    while cell < CELLS {
+        // Cell `cell` starts at 1 + cell/CELLS on the scale whose table bounds are 2^(i/256).
+        while table + 1 < SHARDS && 1.0 + cell as f64 / CELLS as f64 >= next_start {
+            table += 1;
+            next_start *= STEP;
+        }
+        of[cell] = table as u8;
+        cell += 1;
     }
     of
-});
+}
 
 /// A map of 128-bit hashed keys in [`SHARDS`] tables.
 #[derive(Debug)]
 pub struct ShardedMap<V> {
     shards: Box<[FastMap<[u64; 2], V>]>,
-    table_of: &'static [u8; CELLS],
     len: usize,
 }
 
@@ -50,10 +61,14 @@ impl<V> Default for ShardedMap<V> {
     fn default() -> Self {
         ShardedMap {
             shards: (0..SHARDS).map(|_| FastMap::default()).collect(),
-            table_of: &TABLE_OF,
             len: 0,
         }
     }
+}
+
+/// The table `key` belongs to.
+fn shard(key: u128) -> usize {
+    usize::from(TABLE_OF[(key >> (128 - CELL_BITS)) as usize])
 }
 
 fn split(key: u128) -> [u64; 2] {
@@ -65,24 +80,19 @@ fn join(k: &[u64; 2]) -> u128 {
 }
 
 impl<V> ShardedMap<V> {
-    /// The table `key` belongs to.
-    fn shard(&self, key: u128) -> usize {
-        usize::from(self.table_of[(key >> (128 - CELL_BITS)) as usize])
-    }
-
     /// The value of `key`.
     pub fn get(&self, key: &u128) -> Option<&V> {
-        self.shards[self.shard(*key)].get(&split(*key))
+        self.shards[shard(*key)].get(&split(*key))
     }
 
     /// The value of `key`, to change.
     pub fn get_mut(&mut self, key: &u128) -> Option<&mut V> {
-        self.shards[self.shard(*key)].get_mut(&split(*key))
+        self.shards[shard(*key)].get_mut(&split(*key))
     }
 
     /// Sets `key`'s value; the old one if there was one.
     pub fn insert(&mut self, key: u128, value: V) -> Option<V> {
-        let old = self.shards[self.shard(key)].insert(split(key), value);
+        let old = self.shards[shard(key)].insert(split(key), value);
         if old.is_none() {
             self.len += 1;
         }
@@ -94,7 +104,7 @@ impl<V> ShardedMap<V> {
     /// key so).
     pub fn get_mut_or_insert(&mut self, key: u128, value: impl FnOnce() -> V) -> Option<&mut V> {
         use std::collections::hash_map::Entry;
-        match self.shards[self.shard(key)].entry(split(key)) {
+        match self.shards[shard(key)].entry(split(key)) {
             Entry::Occupied(o) => Some(o.into_mut()),
             Entry::Vacant(v) => {
                 v.insert(value());
@@ -106,7 +116,7 @@ impl<V> ShardedMap<V> {
 
     /// Removes `key`; its value if it had one.
     pub fn remove(&mut self, key: &u128) -> Option<V> {
-        let old = self.shards[self.shard(*key)].remove(&split(*key));
+        let old = self.shards[shard(*key)].remove(&split(*key));
         if old.is_some() {
             self.len -= 1;
         }
@@ -197,6 +207,11 @@ mod tests {
         assert!(TABLE_OF.windows(2).all(|w| w[0] <= w[1]));
         assert!((0..=255).all(|t| (11..=22).contains(&cells(t))));
         assert_eq!((cells(0), cells(255)), (12, 22));
+        // The compiled table is the one `log2` draws.
+        for (cell, &t) in TABLE_OF.iter().enumerate() {
+            let i = (SHARDS as f64 * (1.0 + cell as f64 / CELLS as f64).log2()) as usize;
+            assert_eq!(usize::from(t), i.min(SHARDS - 1), "cell {cell}");
+        }
     }
 
     #[test]
