@@ -402,24 +402,15 @@ fn processes_with_different_backlog_lines_are_refused() {
     let procs = &mut procs.0;
     // A process that does not end shows both processes' logs (a rare hang in a full run).
     let said = || {
-        logs.iter()
+        let logs: Vec<String> = logs
+            .iter()
             .map(|l| std::fs::read_to_string(l).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
+            .collect();
+        format!("; the logs:\n{}", logs.join("\n----\n"))
     };
-    let mut wait = |i: usize| {
-        use wait_timeout::ChildExt as _;
-        let status = procs[i].wait_timeout(Duration::from_secs(90)).unwrap();
-        status.unwrap_or_else(|| {
-            let _ = procs[i].kill();
-            let _ = procs[i].wait();
-            panic!(
-                "process {i} did not finish within 90 s; the logs:\n{}",
-                said()
-            )
-        })
-    };
-    let (first, second) = (wait(0), wait(1));
+    let limit = Duration::from_secs(90);
+    let first = common::wait_within_showing(&mut procs[0], limit, "process 0", said);
+    let second = common::wait_within_showing(&mut procs[1], limit, "process 1", said);
     assert!(!first.success() && !second.success(), "{first} {second}");
     for log in &logs {
         let said = std::fs::read_to_string(log).unwrap();

@@ -188,13 +188,23 @@ pub fn wait_within(
     limit: std::time::Duration,
     what: &str,
 ) -> std::process::ExitStatus {
+    wait_within_showing(child, limit, what, String::new)
+}
+
+/// [`wait_within`], the failure also showing what `shown` says then (the processes' logs).
+pub fn wait_within_showing(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+    shown: impl FnOnce() -> String,
+) -> std::process::ExitStatus {
     use wait_timeout::ChildExt as _;
     match child.wait_timeout(limit).unwrap() {
         Some(status) => status,
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{what} did not finish within {limit:?}");
+            panic!("{what} did not finish within {limit:?}{}", shown());
         }
     }
 }
