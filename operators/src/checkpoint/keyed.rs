@@ -75,6 +75,7 @@ pub fn write_keyed<V: AsRef<[i64]>>(
 /// A keyed part being written ([`write_keyed`], [`merge_keyed`]): entries encoded into the
 /// block, each block written out once it holds [`BLOCK`] bytes, the file renamed into place by
 /// [`Writer::finish`].
+#[derive(Debug)]
 struct Writer {
     path: PathBuf,
     tmp: PathBuf,
@@ -152,17 +153,79 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the last block and the end, makes the file durable and renames it into place.
-    fn finish(mut self) -> io::Result<()> {
+    /// Writes the last block and the end (the file complete, not yet durable).
+    fn end(&mut self) -> io::Result<()> {
         self.write_block()?;
         let mut end = [0u8; HEADER + 8];
         end[8..16].copy_from_slice(&self.total.to_le_bytes());
         end[16..].copy_from_slice(MAGIC);
-        self.file.write_all(&end).map_err(at(&self.tmp))?;
+        self.file.write_all(&end).map_err(at(&self.tmp))
+    }
+
+    /// Writes the last block and the end, makes the file durable and renames it into place.
+    fn finish(mut self) -> io::Result<()> {
+        self.end()?;
         self.file.sync_data().map_err(at(&self.tmp))?;
         std::fs::rename(&self.tmp, &self.path).map_err(at(&self.path))?;
         // The rename, and any part linked into the same cut before it, made durable.
         sync_parent(&self.path)
+    }
+}
+
+/// A keyed part encoded by one thread and finished by another: a dedup worker encodes a large
+/// cut's part into its file as it reads its state ([`PartWriter::create`],
+/// [`PartWriter::push`]: a block in memory at a time, not a copy of every key), and its
+/// writer thread makes it durable ([`PartWriter::finish`]) or merges it into a full part
+/// ([`PartWriter::merge_after`]). Dropped unfinished, its file is removed.
+#[derive(Debug)]
+pub struct PartWriter(Option<Writer>);
+
+impl PartWriter {
+    /// Starts the part to be renamed to `path` when finished.
+    pub fn create(path: &Path) -> io::Result<PartWriter> {
+        Writer::create(path).map(|w| PartWriter(Some(w)))
+    }
+
+    /// Adds one key and its values (none: a tombstone); keys in order.
+    pub fn push(&mut self, key: u128, values: &[i64]) -> io::Result<()> {
+        self.writer()?.push(key, values)
+    }
+
+    /// Ends the part, makes it durable and renames it into place (as [`write_keyed`]).
+    pub fn finish(&mut self) -> io::Result<()> {
+        let w = self.0.take().ok_or_else(Self::gone)?;
+        w.finish()
+    }
+
+    /// Writes to `path` the parts `older` and then this one merged, as [`merge_keyed`]; this
+    /// part is read back and removed, never renamed into place. The number of keys written.
+    pub fn merge_after(&mut self, path: &Path, older: &[PathBuf]) -> io::Result<usize> {
+        let mut w = self.0.take().ok_or_else(Self::gone)?;
+        let tmp = w.tmp.clone();
+        let merged = w.end().and_then(|()| {
+            drop(w);
+            let mut inputs = older.to_vec();
+            inputs.push(tmp.clone());
+            merge_keyed(path, &inputs, std::iter::empty::<(u128, &[i64])>())
+        });
+        let _ = std::fs::remove_file(&tmp);
+        merged
+    }
+
+    fn writer(&mut self) -> io::Result<&mut Writer> {
+        self.0.as_mut().ok_or_else(Self::gone)
+    }
+
+    fn gone() -> io::Error {
+        io::Error::other("a keyed part used after it was finished")
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if let Some(w) = &self.0 {
+            let _ = std::fs::remove_file(&w.tmp);
+        }
     }
 }
 

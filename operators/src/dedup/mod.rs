@@ -8,15 +8,18 @@
 //! A cut's part is written off the worker thread and is incremental: the worker notes the keys
 //! it changes (passes judged, keys an eviction changed or dropped), and at a cut flattens the
 //! state of just those keys ([`Flat`]; a key gone has no values, a tombstone) — the whole state
-//! only on a run's first cut — and hands it to the rule's writer thread. The thread keeps a
+//! only on the first cut of a run that restored a state — and hands it to the rule's writer
+//! thread; a cut of more than [`LARGE`] noted keys it encodes into the part's file itself, a
+//! chunk at a time ([`encode`]), and hands the thread the file to finish. The thread keeps a
 //! chain per cut directory (the full part, sorted by key, and the deltas since, linked from
 //! the previous cut), compacts it into a new full part now and then (a streaming merge,
 //! [`merge_keyed`]), makes each part durable
 //! and only then reports the part written — the cut completes, and offsets are committed, only
 //! after that. The final cut (the end of input; a stop ends at an ordinary cut) adds the keys
 //! changed since the last cut to the chain too, never compacting, and the worker waits for the
-//! writer to finish; a run with no chain to add to (its first cut is its final one, or more
-//! keys changed than it holds and at least 65,536) writes its final part whole, on the worker.
+//! writer to finish; a run with no chain to add to (it restored a state and its first cut is
+//! its final one, or more keys changed than it holds and at least 65,536) writes its final
+//! part whole, on the worker.
 //! A write that fails fails the job on the worker's next turn, with the error.
 //!
 //! ```ignore
@@ -216,13 +219,14 @@ fn write_part<R: KeyedRule>(
 }
 
 /// Writes `rule`'s part of checkpoint `epoch` and reports it written: on the writer thread
-/// (the keys changed since the last cut, or the whole state on a run's first cut), or here,
+/// (the keys changed since the last cut, or the whole state on the first cut of a run that
+/// restored one; more than [`LARGE`] changed keys encoded into the file here first), or here,
 /// whole, when there is no writer thread. The final cut goes to the writer thread too when it
-/// has a chain to add to (only the keys changed since the last cut are written: a run ends in
-/// a time that depends on what changed, not on the keys held), and the worker then waits for
-/// every part to be written; with no chain to add to (a run whose first cut is its final one,
-/// or more keys changed than it holds and at least 65,536) the final part is written whole,
-/// here.
+/// has a chain to add to or noted every key (only the keys changed since the last cut are
+/// written: a run ends in a time that depends on what changed, not on the keys held), and the
+/// worker then waits for every part to be written; otherwise (a run that restored a state and
+/// whose first cut is its final one, or more keys changed than it holds and at least 65,536)
+/// the final part is written whole, here.
 fn checkpoint<R: KeyedRule>(
     rule: &R,
     c: &Checkpoints,
@@ -232,13 +236,36 @@ fn checkpoint<R: KeyedRule>(
 ) {
     let mut flat = w.buffer();
     if w.tx.is_some() && (epoch != FINAL || w.dirty.is_some()) {
+        // Noted keys make a full part when no full part has been handed yet (a run that
+        // started with no state: every key it holds was noted).
+        let full = !w.chained;
         let part = match w.dirty.as_mut() {
             Some(keys) => {
                 keys.sort_unstable();
                 keys.dedup();
-                rule.flatten_keys(keys, &mut flat);
+                let held = (!full).then(|| rule.keys());
+                let part = if keys.len() > LARGE {
+                    let name = match held {
+                        Some(_) => delta_name::<R>(index, epoch),
+                        None => full_name::<R>(index),
+                    };
+                    let encoded = c
+                        .part_path(epoch, &name)
+                        .and_then(|path| encode(rule, keys, &mut flat, &path))
+                        .unwrap_or_else(|e| panic!("{} checkpoint: {e}", R::NAME));
+                    w.kept = Some(flat);
+                    Part::Encoded(encoded, keys.len(), held)
+                } else {
+                    rule.flatten_keys(keys, &mut flat);
+                    match held {
+                        Some(held) => Part::Delta(flat, held),
+                        None => Part::Full(flat),
+                    }
+                };
                 keys.clear();
-                Part::Delta(flat, rule.keys())
+                // A burst's list is not kept at rest (it grows again by doubling).
+                keys.shrink_to(LARGE);
+                part
             }
             None => {
                 rule.flatten(&mut flat);
@@ -246,6 +273,7 @@ fn checkpoint<R: KeyedRule>(
                 Part::Full(flat)
             }
         };
+        w.chained = true;
         w.hand(epoch, part);
         if epoch == FINAL {
             w.finish();
@@ -259,6 +287,31 @@ fn checkpoint<R: KeyedRule>(
     }
 }
 
+/// Encodes the state of `keys` (sorted, distinct) into the keyed part at `path` on the worker,
+/// [`CHUNK`] keys at a time through `flat`: a large part's keys are read from the tables
+/// straight into its file's blocks, never all copied at once (bench/MEASURED.md "A large
+/// part encoded on the worker"). The writer thread makes the file durable, or merges it.
+fn encode<R: KeyedRule>(
+    rule: &R,
+    keys: &[u128],
+    flat: &mut Flat,
+    path: &std::path::Path,
+) -> std::io::Result<keyed::PartWriter> {
+    let mut part = keyed::PartWriter::create(path)?;
+    for chunk in keys.chunks(CHUNK) {
+        flat.clear();
+        rule.flatten_keys(chunk, flat);
+        for (key, values) in flat.iter() {
+            part.push(key, values)?;
+        }
+    }
+    flat.clear();
+    Ok(part)
+}
+
+/// Keys flattened at a time into a part encoded on the worker.
+const CHUNK: usize = 4096;
+
 /// Set (to anything), every dedup checkpoint part is written whole on the worker thread, as
 /// before the writer threads: the baseline of `bench/` latency runs.
 pub const ON_WORKER: &str = "TIDINGS_CHECKPOINT_ON_WORKER";
@@ -267,7 +320,8 @@ pub const ON_WORKER: &str = "TIDINGS_CHECKPOINT_ON_WORKER";
 /// the deltas meanwhile are small).
 const PENDING: usize = 16;
 
-/// Keys of a part that is handed only to an idle writer thread.
+/// Keys of a part that is handed only to an idle writer thread, or, noted keys, that the
+/// worker encodes into its file itself ([`encode`]).
 const LARGE: usize = 1 << 16;
 
 /// A chain of more deltas than this is compacted into one full part.
@@ -280,6 +334,35 @@ enum Part {
     /// The keys changed since the previous cut, sorted, each with its state now (none: gone),
     /// and the number of keys the rule holds at the cut.
     Delta(Flat, usize),
+    /// A part of more than [`LARGE`] noted keys, encoded by the worker into its file, sorted
+    /// (not yet durable); its entries, and for a delta the number of keys held (`None`: a full
+    /// part).
+    Encoded(keyed::PartWriter, usize, Option<usize>),
+}
+
+impl Part {
+    /// Writes the part durably at `path`: a whole state's buffer sorted first; a part the
+    /// worker encoded (already at `path`, not yet durable) finished.
+    fn write_at(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        match self {
+            Part::Full(flat) => write_keyed(path, flat.sorted()),
+            Part::Delta(flat, _) => write_keyed(path, flat.iter()),
+            Part::Encoded(encoded, ..) => encoded.finish(),
+        }
+    }
+
+    /// Merges the part after the `chain` it adds to into a full part at `path`
+    /// ([`merge_keyed`]); the number of keys written.
+    fn merge_after(
+        &mut self,
+        path: &std::path::Path,
+        chain: &[std::path::PathBuf],
+    ) -> std::io::Result<usize> {
+        match self {
+            Part::Full(flat) | Part::Delta(flat, _) => merge_keyed(path, chain, flat.iter()),
+            Part::Encoded(encoded, ..) => encoded.merge_after(path, chain),
+        }
+    }
 }
 
 /// A writer thread's parts: the last full part and the deltas written since, which every cut's
@@ -311,17 +394,22 @@ impl Chain {
         c: &Checkpoints,
         epoch: Epoch,
         index: usize,
-        part: &Part,
+        part: &mut Part,
     ) -> std::io::Result<()> {
         let full = full_name::<R>(index);
-        match part {
-            Part::Full(flat) => {
-                write_keyed(&c.part_path(epoch, &full)?, flat.sorted())?;
+        let (entries, held) = match part {
+            Part::Full(flat) => (flat.len(), None),
+            Part::Delta(flat, held) => (flat.len(), Some(*held)),
+            Part::Encoded(_, entries, held) => (*entries, *held),
+        };
+        match held {
+            None => {
+                part.write_at(&c.part_path(epoch, &full)?)?;
                 c.publish(epoch, &full)?;
                 self.files = vec![full];
-                self.entries = flat.len();
+                self.entries = entries;
             }
-            Part::Delta(flat, held) => {
+            Some(held) => {
                 let prev = self
                     .dir
                     .clone()
@@ -329,10 +417,10 @@ impl Chain {
                 let deltas = self.files.len().saturating_sub(1);
                 // The final cut is never a compaction: a stop waits for it, and the next run
                 // starts its own chain with a full part.
-                let compact = deltas >= MAX_DELTAS || self.entries + flat.len() > 2 * held;
+                let compact = deltas >= MAX_DELTAS || self.entries + entries > 2 * held;
                 if epoch != FINAL && compact {
                     let chain: Vec<_> = self.files.iter().map(|f| prev.join(f)).collect();
-                    let keys = merge_keyed(&c.part_path(epoch, &full)?, &chain, flat.iter())?;
+                    let keys = part.merge_after(&c.part_path(epoch, &full)?, &chain)?;
                     c.publish(epoch, &full)?;
                     self.files = vec![full];
                     self.entries = keys;
@@ -340,10 +428,10 @@ impl Chain {
                     c.carry(&prev, &self.files, epoch)?;
                     let name = delta_name::<R>(index, epoch);
                     // Its directory fsync makes the links above durable too.
-                    write_keyed(&c.part_path(epoch, &name)?, flat.iter())?;
+                    part.write_at(&c.part_path(epoch, &name)?)?;
                     c.publish(epoch, &name)?;
                     self.files.push(name);
-                    self.entries += flat.len();
+                    self.entries += entries;
                 }
             }
         }
@@ -356,16 +444,19 @@ impl Chain {
 /// [`PENDING`] cuts wait their turn, then the worker waits too).
 struct Writer<R: KeyedRule> {
     tx: Option<std::sync::mpsc::SyncSender<(Epoch, Part)>>,
-    /// Buffers written, given back emptied.
-    spare: Option<std::sync::mpsc::Receiver<Flat>>,
+    /// Buffers written, given back emptied (`None` for a part the worker encoded).
+    spare: Option<std::sync::mpsc::Receiver<Option<Flat>>>,
     /// Parts handed and not yet given back, and the last buffer given back.
     out: usize,
     kept: Option<Flat>,
     thread: Option<std::thread::JoinHandle<()>>,
     failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// The keys changed since the last cut handed (judged to pass, or changed by eviction);
-    /// `None` until the first full part is handed, and when the next part is full anyway.
+    /// `None` until the first full part is handed (unless the run started with no state), and
+    /// when the next part is full anyway.
     dirty: Option<Vec<u128>>,
+    /// Whether a part has been handed: until then, noted keys make a full part.
+    chained: bool,
     rule: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -380,6 +471,7 @@ impl<R: KeyedRule> Writer<R> {
             thread: None,
             failed,
             dirty: None,
+            chained: false,
             rule: std::marker::PhantomData,
         }
     }
@@ -391,17 +483,17 @@ impl<R: KeyedRule> Writer<R> {
             return Writer::on_worker(failed);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Epoch, Part)>(PENDING);
-        let (give_back, spare) = std::sync::mpsc::channel::<Flat>();
+        let (give_back, spare) = std::sync::mpsc::channel::<Option<Flat>>();
         let (c, failure) = (c.clone(), failed.clone());
         let thread = std::thread::Builder::new()
             .name(format!("{}-checkpoint-{index}", R::PART))
             .spawn(move || {
                 let mut chain = Chain::default();
-                for (epoch, part) in rx {
+                for (epoch, mut part) in rx {
                     // A panic here (a bug) fails the worker with its message, as a write error.
                     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         chain
-                            .write::<R>(&c, epoch, index, &part)
+                            .write::<R>(&c, epoch, index, &mut part)
                             .and_then(|()| c.part_written(epoch, &chain.files))
                             .map_err(|e| format!("{} checkpoint: {e}", R::NAME))
                     }))
@@ -413,9 +505,13 @@ impl<R: KeyedRule> Writer<R> {
                             .unwrap_or_default();
                         Err(format!("{} checkpoint writer panicked: {why}", R::NAME))
                     });
-                    let (Part::Full(mut flat) | Part::Delta(mut flat, _)) = part;
-                    flat.clear();
-                    let _ = give_back.send(flat);
+                    let _ = give_back.send(match part {
+                        Part::Full(mut flat) | Part::Delta(mut flat, _) => {
+                            flat.clear();
+                            Some(flat)
+                        }
+                        Part::Encoded(..) => None,
+                    });
                     if let Err(e) = written {
                         *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                         return;
@@ -431,6 +527,7 @@ impl<R: KeyedRule> Writer<R> {
                 thread: Some(t),
                 failed,
                 dirty: None,
+                chained: false,
                 rule: std::marker::PhantomData,
             },
             // No thread: every part is written on the worker.
@@ -441,6 +538,15 @@ impl<R: KeyedRule> Writer<R> {
                 );
                 Writer::on_worker(failed)
             }
+        }
+    }
+
+    /// Notes the keys changed from the run's start, for a rule that starts with no state: its
+    /// first part is then made of the noted keys, sorted, as a delta is (a large one encoded
+    /// on the worker, never all copied at once), not of the whole state flattened.
+    fn note_from_start(&mut self) {
+        if self.tx.is_some() && !self.chained {
+            self.dirty.get_or_insert_with(Vec::new);
         }
     }
 
@@ -473,7 +579,9 @@ impl<R: KeyedRule> Writer<R> {
             };
             let Some(flat) = back else { break };
             self.out -= 1;
-            self.kept = Some(flat);
+            if flat.is_some() {
+                self.kept = flat;
+            }
         }
     }
 
@@ -487,8 +595,9 @@ impl<R: KeyedRule> Writer<R> {
     /// the thread has written every earlier one: at most one large part is in memory beside
     /// the state, however far behind the thread is (small ones queue up to [`PENDING`]).
     fn hand(&mut self, epoch: Epoch, part: Part) {
-        let (Part::Full(flat) | Part::Delta(flat, _)) = &part;
-        if flat.len() > LARGE {
+        if let Part::Full(flat) | Part::Delta(flat, _) = &part
+            && flat.len() > LARGE
+        {
             self.collect(true);
         }
         self.check();
@@ -589,7 +698,13 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
                 (Capability<Epoch>, Capability<Epoch>, Vec<Vec<Delivery>>),
             > = BTreeMap::new();
             let mut watermark = Watermark::default();
-            let mut writer = checkpoints.as_ref().map(|c| Writer::<R>::start(c, index));
+            let mut writer = checkpoints.as_ref().map(|c| {
+                let mut w = Writer::<R>::start(c, index);
+                if rule.keys() == 0 {
+                    w.note_from_start();
+                }
+                w
+            });
             move |frontiers| {
                 let (data_frontier, mark_frontier) = (&frontiers[0], &frontiers[1]);
                 let (mut pass, mut rows) = (pass_out.activate(), rows_out.activate());
@@ -1086,12 +1201,20 @@ mod tests {
     /// worker or its keys split over two, for both rules.
     #[test]
     fn every_incremental_cut_restores_the_state_at_the_cut() {
-        // Content: two per 60 s, swept every minute: keys come, change and go.
-        chain_restores_every_cut(|| ContentDedup::new(2, 60_000, 0, templates()), 10_000);
+        // Content: two per 60 s, swept every minute: keys come, change and go. Noting from
+        // the start (a run with no state: its first part is made of the noted keys) or not.
+        for from_start in [false, true] {
+            chain_restores_every_cut(
+                || ContentDedup::new(2, 60_000, 0, templates()),
+                10_000,
+                from_start,
+            );
+        }
         // Frequency: three per day, two hours apart: days change and are evicted.
         chain_restores_every_cut(
             || FrequencyDedup::new(3, TZ, 3_600_000, templates()),
             2 * 3_600_000,
+            true,
         );
     }
 
@@ -1101,13 +1224,20 @@ mod tests {
         s
     }
 
-    fn chain_restores_every_cut<R: KeyedRule>(make: impl Fn() -> R, step: Millis) {
+    fn chain_restores_every_cut<R: KeyedRule>(
+        make: impl Fn() -> R,
+        step: Millis,
+        from_start: bool,
+    ) {
         let (dir, shared) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mirror = std::sync::Arc::new(crate::testkit::DirMirror::new(shared.path()));
         let c = Checkpoints::open_mirrored(dir.path(), "t", false, Some(mirror.clone())).unwrap();
         c.register();
         let mut rule = make();
         let mut w = Writer::<R>::start(&c, 0);
+        if from_start {
+            w.note_from_start();
+        }
         let mut expected = Vec::new();
         // A deterministic spread of receivers and contents.
         let mut x = 0x2545_F491_4F6C_DD1Du64;
@@ -1384,5 +1514,94 @@ mod tests {
             message.starts_with("ContentDedup checkpoint: "),
             "{message}"
         );
+    }
+
+    /// A cut of more than [`LARGE`] noted keys is encoded on the worker into its file, a chunk
+    /// at a time (the worker's buffer never holds them all), and the writer thread makes it
+    /// durable or merges it: a run that started empty writes its first part so, as a full
+    /// part; later ones as deltas, a compaction among them, and the final cut. Every cut's
+    /// directory restores the state at the cut, and no unfinished file is left behind.
+    #[test]
+    fn a_large_cut_is_encoded_on_the_worker_and_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path(), "t", false).unwrap();
+        c.register();
+        let mut rule = ContentDedup::new(1, 60_000, 0, templates());
+        let mut w = Writer::<ContentDedup>::start(&c, 0);
+        w.note_from_start();
+        let n = LARGE as u128 + 10;
+        let admit = |rule: &mut ContentDedup, w: &mut Writer<ContentDedup>, from: u128| {
+            for k in from..from + n {
+                // Keys out of order: the part is written sorted.
+                let key = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) << 32 | k;
+                rule.admit(key, at(10, 0) + (k % 1000) as Millis).unwrap();
+                w.noting().unwrap().push(key);
+            }
+        };
+        let files = |cut: Epoch| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(c.dir_of(cut))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with("content-"))
+                .collect();
+            names.sort();
+            names
+        };
+        let restores = |cut: Epoch, rule: &ContentDedup| {
+            let parts = files(cut).iter().map(|f| c.dir_of(cut).join(f)).collect();
+            let mut restored = ContentDedup::new(1, 60_000, 0, templates());
+            restore_parts(&mut restored, parts, 0, 1);
+            let (got, want) = (sorted_snapshot(&restored), sorted_snapshot(rule));
+            assert!(got == want, "cut {cut}: {} keys restored of {}", got.len(), want.len());
+        };
+        let delta = |cut: Epoch| format!("content-0.delta-{cut:020}.keys");
+        // The first cut: the noted keys make the full part.
+        admit(&mut rule, &mut w, 0);
+        checkpoint(&rule, &c, 1, 0, &mut w);
+        // Grown: a delta of new keys.
+        admit(&mut rule, &mut w, n);
+        checkpoint(&rule, &c, 2, 0, &mut w);
+        w.collect(true);
+        let kept = w.kept.as_ref().map_or(0, |f| f.keys.capacity());
+        assert!(kept <= CHUNK, "the worker's buffer held {kept} keys");
+        assert_eq!(files(1), ["content-0.keys"]);
+        assert_eq!(files(2), [delta(2), "content-0.keys".into()]);
+        restores(1, &{
+            let mut first = ContentDedup::new(1, 60_000, 0, templates());
+            for (k, v) in sorted_snapshot(&rule) {
+                if (k as u32 as u128) < n {
+                    first.restore(k, &v);
+                }
+            }
+            first
+        });
+        restores(2, &rule);
+        // Every key evicted: tombstones, more than twice the keys held, merged.
+        rule.evict_noting(at(12, 0), w.noting());
+        assert_eq!(rule.keys(), 0);
+        admit(&mut rule, &mut w, 4 * n);
+        checkpoint(&rule, &c, 3, 0, &mut w);
+        // The final cut adds a large delta to the chain.
+        admit(&mut rule, &mut w, 8 * n);
+        checkpoint(&rule, &c, FINAL, 0, &mut w);
+        assert!(w.thread.is_none(), "the final cut waits for the writer");
+        assert_eq!(files(3), ["content-0.keys"], "compacted");
+        restores(3, &{
+            let mut third = ContentDedup::new(1, 60_000, 0, templates());
+            for (k, v) in sorted_snapshot(&rule) {
+                if (k as u32 as u128) < 5 * n {
+                    third.restore(k, &v);
+                }
+            }
+            third
+        });
+        assert_eq!(files(FINAL), [delta(FINAL), "content-0.keys".into()]);
+        restores(FINAL, &rule);
+        for cut in [1, 2, 3, FINAL] {
+            let names = std::fs::read_dir(c.dir_of(cut)).unwrap();
+            for name in names.map(|e| e.unwrap().file_name().into_string().unwrap()) {
+                assert!(!name.ends_with(".tmp"), "cut {cut}: {name} left behind");
+            }
+        }
     }
 }
