@@ -165,6 +165,8 @@ impl Isolation {
             std::thread::spawn(move || run(&job, &opts))
         };
         let sampler = PeakRss::start();
+        #[cfg(feature = "heap-count")]
+        crate::heap_count::sample_from_env();
         std::thread::sleep(Duration::from_secs(self.warmup));
         let rss_after_warmup = crate::rss_bytes().unwrap_or(0);
 
