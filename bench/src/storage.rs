@@ -141,9 +141,79 @@ pub fn checkpoint(keys: u64) -> anyhow::Result<()> {
         "content_incremental_cut".into(),
         incremental(&mut content, keys, t0, dir.path())?,
     );
+    out.insert(
+        "content_burst_cut".into(),
+        burst_cut(&mut content, keys / 2, t0, dir.path())?,
+    );
     out.insert("park_cut".into(), park_cut(keys / 10, t0, dir.path())?);
     println!("{}", serde_json::Value::Object(out));
     Ok(())
+}
+
+/// A cut after a burst of `n` new keys (more than 65,536: the worker encodes the part into
+/// its file itself). The worker's share as it was (the noted keys' state flattened into one
+/// buffer, which the writer thread then encodes) and as it is (flattened 4,096 keys at a time
+/// and encoded into the file's blocks), and the memory each holds at once.
+fn burst_cut(
+    content: &mut ContentDedup,
+    n: u64,
+    t0: i64,
+    dir: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
+    use tidings_operators::checkpoint::keyed::PartWriter;
+    use tidings_operators::dedup::Flat;
+    anyhow::ensure!(n > 65_536, "a burst of {n} keys is not a large cut");
+    let base = 100 * n;
+    let mut noted: Vec<u128> = (base..base + n)
+        .map(key)
+        .filter(|&k| content.admit(k, t0 + 600_000).is_ok())
+        .collect();
+    noted.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // As it was: one buffer of every noted key, written on the writer thread.
+    let mut whole = Flat::default();
+    let start = Instant::now();
+    content.flatten_keys(&noted, &mut whole);
+    let flatten = start.elapsed();
+    let start = Instant::now();
+    write_keyed(&dir.join("burst-flat.keys"), whole.iter())?;
+    let flat_write = start.elapsed();
+    // As it is: through a buffer of 4,096 keys into the file, made durable on the writer.
+    let mut chunk = Flat::default();
+    let start = Instant::now();
+    let mut part = PartWriter::create(&dir.join("burst.keys"))?;
+    for keys in noted.chunks(4096) {
+        chunk.clear();
+        content.flatten_keys(keys, &mut chunk);
+        for (k, v) in chunk.iter() {
+            part.push(k, v)?;
+        }
+    }
+    let encode = start.elapsed();
+    let held = chunk.bytes() + part.bytes();
+    let start = Instant::now();
+    part.finish(&dir.join("burst.keys"))?;
+    let finish = start.elapsed();
+    let mut keys = 0u64;
+    read_keyed(&dir.join("burst.keys"), |_| true, |_, _| keys += 1)?;
+    anyhow::ensure!(
+        keys == noted.len() as u64,
+        "{keys} keys written of {}",
+        noted.len()
+    );
+    anyhow::ensure!(
+        std::fs::read(dir.join("burst.keys"))? == std::fs::read(dir.join("burst-flat.keys"))?,
+        "the two ways wrote different parts"
+    );
+    Ok(serde_json::json!({
+        "burst_keys": noted.len(),
+        "worker_flatten_whole_ms": ms(flatten),
+        "writer_encode_whole_ms": ms(flat_write),
+        "whole_buffer_bytes": whole.bytes(),
+        "worker_encode_chunked_ms": ms(encode),
+        "writer_finish_ms": ms(finish),
+        "chunk_buffer_bytes": held,
+    }))
 }
 
 /// The park's part of a cut with `n` deliveries parked (a night's, one for every ten keys):

@@ -191,10 +191,27 @@ impl PartWriter {
         self.writer()?.push(key, values)
     }
 
-    /// Ends the part, makes it durable and renames it into place (as [`write_keyed`]).
-    pub fn finish(&mut self) -> io::Result<()> {
+    /// Ends the part, makes it durable and renames it into place (as [`write_keyed`]); `path`
+    /// is where it was begun for. On an error its file is removed.
+    pub fn finish(&mut self, path: &Path) -> io::Result<()> {
+        let w = self.writer()?;
+        if w.path != path {
+            return Err(io::Error::other(format!(
+                "a keyed part begun for {} finished as {}",
+                w.path.display(),
+                path.display()
+            )));
+        }
         let w = self.0.take().ok_or_else(Self::gone)?;
-        w.finish()
+        let tmp = w.tmp.clone();
+        w.finish().inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+
+    /// Bytes its buffer takes (one block).
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |w| w.block.capacity())
     }
 
     /// Writes to `path` the parts `older` and then this one merged, as [`merge_keyed`]; this

@@ -5,7 +5,7 @@
 //! judged in [`tidings_model::Delivery::order`]. Before judging epoch `e` the state is evicted
 //! up to the global watermark `W(e-1)` less the allowed lateness; the wall clock is never read.
 //!
-//! A cut's part is written off the worker thread and is incremental: the worker notes the keys
+//! A cut's part is made durable off the worker thread and is incremental: the worker notes the keys
 //! it changes (passes judged, keys an eviction changed or dropped), and at a cut flattens the
 //! state of just those keys ([`Flat`]; a key gone has no values, a tombstone) — the whole state
 //! only on the first cut of a run that restored a state — and hands it to the rule's writer
@@ -161,6 +161,13 @@ impl Flat {
         self.keys.is_empty()
     }
 
+    /// Bytes its buffers take (their room, not only what they hold).
+    pub fn bytes(&self) -> usize {
+        self.keys.capacity() * size_of::<u128>()
+            + self.ends.capacity() * size_of::<usize>()
+            + self.values.capacity() * size_of::<i64>()
+    }
+
     /// The values of the `i`th key pushed.
     fn values_of(&self, i: usize) -> &[i64] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
@@ -249,9 +256,11 @@ fn checkpoint<R: KeyedRule>(
                         Some(_) => delta_name::<R>(index, epoch),
                         None => full_name::<R>(index),
                     };
-                    let encoded = c
-                        .part_path(epoch, &name)
-                        .and_then(|path| encode(rule, keys, &mut flat, &path))
+                    // The cut's directory made here (`part_path` would also prune older cuts
+                    // on the worker; the writer thread does that).
+                    let dir = c.dir_of(epoch);
+                    let encoded = std::fs::create_dir_all(&dir)
+                        .and_then(|()| encode(rule, keys, &mut flat, &dir.join(&name)))
                         .unwrap_or_else(|e| panic!("{} checkpoint: {e}", R::NAME));
                     w.kept = Some(flat);
                     Part::Encoded(encoded, keys.len(), held)
@@ -290,7 +299,7 @@ fn checkpoint<R: KeyedRule>(
 /// Encodes the state of `keys` (sorted, distinct) into the keyed part at `path` on the worker,
 /// [`CHUNK`] keys at a time through `flat`: a large part's keys are read from the tables
 /// straight into its file's blocks, never all copied at once (bench/MEASURED.md "A large
-/// part encoded on the worker"). The writer thread makes the file durable, or merges it.
+/// cut encoded on the worker"). The writer thread makes the file durable, or merges it.
 fn encode<R: KeyedRule>(
     rule: &R,
     keys: &[u128],
@@ -329,7 +338,9 @@ const MAX_DELTAS: usize = 64;
 
 /// What the worker hands its writer thread for one cut.
 enum Part {
-    /// The whole state (a run's first cut, or after more changes than keys).
+    /// The whole state (the first cut of a run that restored a state, or after more changes
+    /// than keys), or, a run that started with no state, its first cut's noted keys, sorted
+    /// (a tombstone for those gone since).
     Full(Flat),
     /// The keys changed since the previous cut, sorted, each with its state now (none: gone),
     /// and the number of keys the rule holds at the cut.
@@ -347,7 +358,7 @@ impl Part {
         match self {
             Part::Full(flat) => write_keyed(path, flat.sorted()),
             Part::Delta(flat, _) => write_keyed(path, flat.iter()),
-            Part::Encoded(encoded, ..) => encoded.finish(),
+            Part::Encoded(encoded, ..) => encoded.finish(path),
         }
     }
 
@@ -591,11 +602,12 @@ impl<R: KeyedRule> Writer<R> {
         self.kept.take().unwrap_or_default()
     }
 
-    /// Hands cut `epoch`'s part to the thread. A part of more than [`LARGE`] keys waits until
-    /// the thread has written every earlier one: at most one large part is in memory beside
-    /// the state, however far behind the thread is (small ones queue up to [`PENDING`]).
+    /// Hands cut `epoch`'s part to the thread. A whole state's buffer of more than [`LARGE`]
+    /// keys waits until the thread has written every earlier one: at most one large buffer is
+    /// in memory beside the state, however far behind the thread is (small ones queue up to
+    /// [`PENDING`]; noted keys are never a large buffer: [`encode`]).
     fn hand(&mut self, epoch: Epoch, part: Part) {
-        if let Part::Full(flat) | Part::Delta(flat, _) = &part
+        if let Part::Full(flat) = &part
             && flat.len() > LARGE
         {
             self.collect(true);
@@ -781,9 +793,15 @@ impl<'s> DedupBy<'s> for StreamVec<'s, Epoch, Delivery> {
 /// Restores this worker's keys of `rule` from the checkpoint restored on start: the full parts,
 /// then the deltas in cut order (each key's state as of its newest delta; none forgets it).
 fn restore<R: KeyedRule>(rule: &mut R, c: &Checkpoints, index: usize, peers: u64) {
-    let parts = c
+    let mut parts = c
         .restored_parts(&format!("{}-", R::PART))
         .unwrap_or_else(|e| panic!("{} restore: {e}", R::NAME));
+    // Parts only: not a temporary file a failed write or merge could not remove.
+    parts.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(keyed::EXT) || n.ends_with(keyed::PARQUET_EXT))
+    });
     restore_parts(rule, parts, index, peers);
 }
 
@@ -1526,20 +1544,64 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpoints::open(dir.path(), "t", false).unwrap();
         c.register();
-        let mut rule = ContentDedup::new(1, 60_000, 0, templates());
+        // Two a minute: a key's state changes with its second admission and again when its
+        // first is evicted, without the key going.
+        let make = || ContentDedup::new(2, 60_000, 0, templates());
+        let mut rule = make();
         let mut w = Writer::<ContentDedup>::start(&c, 0);
         w.note_from_start();
-        let n = LARGE as u128 + 10;
-        let admit = |rule: &mut ContentDedup, w: &mut Writer<ContentDedup>, from: u128| {
-            for k in from..from + n {
-                // Keys out of order: the part is written sorted.
-                let key = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) << 32 | k;
-                rule.admit(key, at(10, 0) + (k % 1000) as Millis).unwrap();
+        let n = LARGE as u64 + 10;
+        // Keys `from..from + count` admitted (out of order: a part is written sorted) at `t`,
+        // noted as the operator notes them, and the cut written.
+        let mut expected = Vec::new();
+        let mut cut = |rule: &mut ContentDedup,
+                       w: &mut Writer<ContentDedup>,
+                       evict: Option<Millis>,
+                       (from, count): (u64, u64),
+                       t: Millis,
+                       epoch: Epoch| {
+            if let Some(at) = evict {
+                rule.evict_noting(at, w.noting());
+            }
+            for k in from..from + count {
+                let key = u128::from(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)) << 64 | u128::from(k);
+                rule.admit(key, t + (k % 1000) as Millis).unwrap();
                 w.noting().unwrap().push(key);
             }
+            w.bound(rule.keys());
+            assert!(w.noting().is_some(), "cut {epoch}: the keys noted still");
+            checkpoint(rule, &c, epoch, 0, w);
+            expected.push((epoch, sorted_snapshot(rule)));
         };
-        let files = |cut: Epoch| -> Vec<String> {
-            let mut names: Vec<String> = std::fs::read_dir(c.dir_of(cut))
+        // The first cut: the noted keys make the full part.
+        cut(&mut rule, &mut w, None, (0, 2 * n), at(10, 0), 1);
+        // Every key admitted a second time: a delta.
+        cut(&mut rule, &mut w, None, (0, 2 * n), at(10, 0) + 30_000, 2);
+        w.collect(true);
+        let kept = w.kept.as_ref().map_or(0, |f| f.keys.capacity());
+        assert!(kept <= CHUNK, "the worker's buffer held {kept} keys");
+        // Every key's first admission evicted: the chain (the full part, a delta, this one)
+        // would hold 6n entries for 2n keys, so the cut merges it.
+        cut(
+            &mut rule,
+            &mut w,
+            Some(at(10, 1) + 2_000),
+            (0, 0),
+            at(10, 0),
+            3,
+        );
+        // The final cut adds a large delta of new keys to the chain.
+        cut(
+            &mut rule,
+            &mut w,
+            None,
+            (2 * n, n),
+            at(10, 0) + 40_000,
+            FINAL,
+        );
+        assert!(w.thread.is_none(), "the final cut waits for the writer");
+        let files = |epoch: Epoch| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(c.dir_of(epoch))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
                 .filter(|n| n.starts_with("content-"))
@@ -1547,60 +1609,31 @@ mod tests {
             names.sort();
             names
         };
-        let restores = |cut: Epoch, rule: &ContentDedup| {
-            let parts = files(cut).iter().map(|f| c.dir_of(cut).join(f)).collect();
-            let mut restored = ContentDedup::new(1, 60_000, 0, templates());
+        let delta = |epoch: Epoch| format!("content-0.delta-{epoch:020}.keys");
+        let full = || "content-0.keys".to_string();
+        assert_eq!(files(1), [full()]);
+        assert_eq!(files(2), [delta(2), full()]);
+        assert_eq!(files(3), [full()], "compacted");
+        assert_eq!(files(FINAL), [delta(FINAL), full()]);
+        for (epoch, state) in &expected {
+            let parts = files(*epoch)
+                .iter()
+                .map(|f| c.dir_of(*epoch).join(f))
+                .collect();
+            let mut restored = make();
             restore_parts(&mut restored, parts, 0, 1);
-            let (got, want) = (sorted_snapshot(&restored), sorted_snapshot(rule));
-            assert!(got == want, "cut {cut}: {} keys restored of {}", got.len(), want.len());
-        };
-        let delta = |cut: Epoch| format!("content-0.delta-{cut:020}.keys");
-        // The first cut: the noted keys make the full part.
-        admit(&mut rule, &mut w, 0);
-        checkpoint(&rule, &c, 1, 0, &mut w);
-        // Grown: a delta of new keys.
-        admit(&mut rule, &mut w, n);
-        checkpoint(&rule, &c, 2, 0, &mut w);
-        w.collect(true);
-        let kept = w.kept.as_ref().map_or(0, |f| f.keys.capacity());
-        assert!(kept <= CHUNK, "the worker's buffer held {kept} keys");
-        assert_eq!(files(1), ["content-0.keys"]);
-        assert_eq!(files(2), [delta(2), "content-0.keys".into()]);
-        restores(1, &{
-            let mut first = ContentDedup::new(1, 60_000, 0, templates());
-            for (k, v) in sorted_snapshot(&rule) {
-                if (k as u32 as u128) < n {
-                    first.restore(k, &v);
-                }
-            }
-            first
-        });
-        restores(2, &rule);
-        // Every key evicted: tombstones, more than twice the keys held, merged.
-        rule.evict_noting(at(12, 0), w.noting());
-        assert_eq!(rule.keys(), 0);
-        admit(&mut rule, &mut w, 4 * n);
-        checkpoint(&rule, &c, 3, 0, &mut w);
-        // The final cut adds a large delta to the chain.
-        admit(&mut rule, &mut w, 8 * n);
-        checkpoint(&rule, &c, FINAL, 0, &mut w);
-        assert!(w.thread.is_none(), "the final cut waits for the writer");
-        assert_eq!(files(3), ["content-0.keys"], "compacted");
-        restores(3, &{
-            let mut third = ContentDedup::new(1, 60_000, 0, templates());
-            for (k, v) in sorted_snapshot(&rule) {
-                if (k as u32 as u128) < 5 * n {
-                    third.restore(k, &v);
-                }
-            }
-            third
-        });
-        assert_eq!(files(FINAL), [delta(FINAL), "content-0.keys".into()]);
-        restores(FINAL, &rule);
-        for cut in [1, 2, 3, FINAL] {
-            let names = std::fs::read_dir(c.dir_of(cut)).unwrap();
-            for name in names.map(|e| e.unwrap().file_name().into_string().unwrap()) {
-                assert!(!name.ends_with(".tmp"), "cut {cut}: {name} left behind");
+            let got = sorted_snapshot(&restored);
+            assert!(
+                &got == state,
+                "cut {epoch}: {} keys restored of {}",
+                got.len(),
+                state.len()
+            );
+        }
+        for (epoch, _) in &expected {
+            for entry in std::fs::read_dir(c.dir_of(*epoch)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                assert!(!name.ends_with(".tmp"), "cut {epoch}: {name} left behind");
             }
         }
     }
