@@ -67,6 +67,19 @@ fn one_process_and_clusters_of_3x1_2x2_and_3x2_decide_the_same_rows() {
                 "{said}"
             );
         }
+        // Each process keeps its recall books apart (the demo's WeCom app account recalls).
+        let recall = job.parent().unwrap().join("var/state/recall");
+        for p in 0..processes {
+            let book = match p {
+                0 => recall.join("wecom-app.jsonl"),
+                p => recall.join(format!("p{p}/wecom-app.jsonl")),
+            };
+            assert!(
+                book.is_file(),
+                "{processes} x {workers}: no {}",
+                book.display()
+            );
+        }
         seen.push((format!("{processes} x {workers}"), rows(&job)));
     }
     let (base_name, base) = &seen[0];

@@ -116,7 +116,15 @@ impl Services {
         let mut accounts =
             Accounts::build(&share_rates(job, opts), &job.base)?.shared_by(processes(opts));
         accounts.halt_with(health.halt_flag());
-        accounts.keep_recall_books(&job.state_dir.join("recall"), wall_ms())?;
+        // Each process of a cluster keeps books of its own: processes on one machine share the
+        // state directory, and one book rewritten by two at their start failed one's start
+        // (its rename found the other's file gone) or lost one's appends (to a file the
+        // other's rename replaced). A recall finds the calls its own process made.
+        let recall = match process {
+            0 => job.state_dir.join("recall"),
+            p => job.state_dir.join("recall").join(format!("p{p}")),
+        };
+        accounts.keep_recall_books(&recall, wall_ms())?;
         let (route_of, route_by_name) = routes(job, &accounts);
         let queues = Arc::new(Queues::build(
             &job.file.accounts,
