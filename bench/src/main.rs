@@ -306,6 +306,7 @@ fn main() -> anyhow::Result<()> {
             let cluster = process.map(|process| tidings_dataflows::Cluster {
                 process,
                 addresses: hosts,
+                connect_timeout: tidings_dataflows::Cluster::CONNECT_TIMEOUT,
             });
             let report = tidings_bench::e2e::run_job(
                 &job,

@@ -436,6 +436,67 @@ fn processes_with_different_backlog_lines_are_refused() {
     }
 }
 
+/// A process whose peers never connect (one failed at its start, or was never started) fails
+/// after its connect timeout with one line naming the addresses, instead of waiting for ever.
+#[test]
+fn a_cluster_that_does_not_form_fails_after_its_connect_timeout() {
+    let (dir, job) = endless_demo();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Process 1's address takes no connection: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1:{port}\n127.0.0.1:{closed}\n")).unwrap();
+    let log = dir.path().join("p0.log");
+    let mut alone = Procs(vec![
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["run", job.to_str().unwrap(), "-w", "1", "--now", NOW])
+            .args(["-n", "2", "-p", "0", "-h"])
+            .arg(&hosts)
+            .args(["--connect-timeout", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    ]);
+    let status = common::wait_within(&mut alone.0[0], Duration::from_secs(60), "process 0");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{status}: {said}");
+    assert!(
+        said.contains(&format!(
+            "the cluster did not form within 2 s: process 0 of 2 waited for the others to \
+             connect (127.0.0.1:{port}, 127.0.0.1:{closed})"
+        )),
+        "{said}"
+    );
+    // A timeout of no time is refused before anything starts.
+    let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "-n",
+            "2",
+            "-p",
+            "0",
+            "--connect-timeout=0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--connect-timeout 0: give a positive number"),
+        "{stderr}"
+    );
+}
+
 /// Processes whose clocks differ (here by an hour) take process 0's backlog line: both read
 /// the same grid of epochs, and the run goes on.
 #[test]

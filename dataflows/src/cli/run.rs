@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// order (timely's hostfile). Without it, process I listens on localhost:2101+I.
     #[arg(short = 'h', long, value_name = "FILE", requires = "processes")]
     hostfile: Option<PathBuf>,
+    /// Cluster mode: fail (exit 1, one line) if not every process has connected within this
+    /// many seconds, instead of waiting for ever. Default 600.
+    #[arg(long, value_name = "SECS", requires = "processes")]
+    connect_timeout: Option<f64>,
     /// Start an N-process cluster of this job on this machine (free localhost ports) and
     /// supervise it: when one process fails, all are stopped and started again from the
     /// newest complete checkpoint (5 attempts, backoff).
@@ -161,9 +165,19 @@ fn cluster(args: &RunArgs) -> Result<Option<Cluster>, Failure> {
             lines.into_iter().take(n).collect()
         }
     };
+    let connect_timeout = match args.connect_timeout {
+        None => Cluster::CONNECT_TIMEOUT,
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
+        Some(s) => {
+            return Err(Failure::Usage(format!(
+                "--connect-timeout {s}: give a positive number of seconds"
+            )));
+        }
+    };
     Ok(Some(Cluster {
         process: p,
         addresses,
+        connect_timeout,
     }))
 }
 

@@ -79,9 +79,15 @@ pub struct Cluster {
     pub process: usize,
     /// Every process's `host:port`, in index order (the hostfile's lines).
     pub addresses: Vec<String>,
+    /// How long this process waits for every process to connect before it fails (one line,
+    /// exit 1) instead of waiting for ever: [`Cluster::CONNECT_TIMEOUT`] unless given.
+    pub connect_timeout: Duration,
 }
 
 impl Cluster {
+    /// How long a process waits for the others to connect by default (`--connect-timeout`).
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
+
     /// The number of processes.
     pub fn processes(&self) -> usize {
         self.addresses.len()
@@ -153,7 +159,13 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let services = Services::start(job, opts)?;
     let shared = services.shared.clone();
     let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let formed = Arc::new(AtomicBool::new(false));
+    if let Some(c) = &opts.cluster {
+        watch_formation(c, formed.clone(), job);
+    }
     let guards = timely::execute(timely_config(opts), move |worker| {
+        // timely calls this once every process has connected.
+        formed.store(true, Ordering::Relaxed);
         // A panic below fails the run: every worker leaves its step loop.
         let _fails_the_run = shared.health.on_panic(worker.index());
         let mut control = shared.opts.cluster.as_ref().map(|c| {
@@ -185,6 +197,32 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let joined: Vec<Result<(), String>> = guards.join();
     times::report_threads();
     finish(services, joined, start)
+}
+
+/// Fails the process (one line, exit 1) if the cluster has not formed within its connect
+/// timeout: timely waits for every process to connect with no limit of its own, so a peer
+/// that failed at its start, or was never started, would leave this one waiting for ever.
+fn watch_formation(c: &Cluster, formed: Arc<AtomicBool>, job: &Job) {
+    let (timeout, process, addresses) = (c.connect_timeout, c.process, c.addresses.clone());
+    let path = job.path.clone();
+    std::thread::spawn(move || {
+        let since = Instant::now();
+        while !formed.load(Ordering::Relaxed) {
+            if since.elapsed() >= timeout {
+                eprintln!(
+                    "error: {}: the cluster did not form within {} s: process {process} of {} \
+                     waited for the others to connect ({}); start every process with the same \
+                     job file, -n, -w and hostfile (--connect-timeout sets the wait)",
+                    path.display(),
+                    timeout.as_secs_f64(),
+                    addresses.len(),
+                    addresses.join(", ")
+                );
+                std::process::exit(1);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
 }
 
 /// A cluster is fail-stop: once this process's workers have left on a failure, the process
