@@ -159,13 +159,15 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let services = Services::start(job, opts)?;
     let shared = services.shared.clone();
     let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Set once the cluster formed, or timely gave up forming it (its error is the run's).
     let formed = Arc::new(AtomicBool::new(false));
     if let Some(c) = &opts.cluster {
         watch_formation(c, formed.clone(), job);
     }
+    let formed_in_worker = formed.clone();
     let guards = timely::execute(timely_config(opts), move |worker| {
         // timely calls this once every process has connected.
-        formed.store(true, Ordering::Relaxed);
+        formed_in_worker.store(true, Ordering::Relaxed);
         // A panic below fails the run: every worker leaves its step loop.
         let _fails_the_run = shared.health.on_panic(worker.index());
         let mut control = shared.opts.cluster.as_ref().map(|c| {
@@ -189,8 +191,9 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
         if let Some(t) = operator_times {
             times::report(worker, &t);
         }
-    })
-    .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
+    });
+    formed.store(true, Ordering::Relaxed);
+    let guards = guards.map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
     if opts.cluster.is_some() {
         fail_stop(&guards, &services.shared.health, &services.shared.job);
     }
