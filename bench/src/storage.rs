@@ -160,8 +160,7 @@ fn burst_cut(
     t0: i64,
     dir: &std::path::Path,
 ) -> anyhow::Result<serde_json::Value> {
-    use tidings_operators::checkpoint::keyed::PartWriter;
-    use tidings_operators::dedup::Flat;
+    use tidings_operators::dedup::{Flat, encode};
     anyhow::ensure!(n > 65_536, "a burst of {n} keys is not a large cut");
     let base = 100 * n;
     let mut noted: Vec<u128> = (base..base + n)
@@ -178,18 +177,12 @@ fn burst_cut(
     let start = Instant::now();
     write_keyed(&dir.join("burst-flat.keys"), whole.iter())?;
     let flat_write = start.elapsed();
-    // As it is: through a buffer of 4,096 keys into the file, made durable on the writer.
+    // As it is: through a buffer of 4,096 keys into the file (the worker's own `encode`),
+    // made durable on the writer.
     let mut chunk = Flat::default();
     let start = Instant::now();
-    let mut part = PartWriter::create(&dir.join("burst.keys"))?;
-    for keys in noted.chunks(4096) {
-        chunk.clear();
-        content.flatten_keys(keys, &mut chunk);
-        for (k, v) in chunk.iter() {
-            part.push(k, v)?;
-        }
-    }
-    let encode = start.elapsed();
+    let mut part = encode(&*content, &noted, &mut chunk, &dir.join("burst.keys"))?;
+    let encoded = start.elapsed();
     let held = chunk.bytes() + part.bytes();
     let start = Instant::now();
     part.finish(&dir.join("burst.keys"))?;
@@ -210,7 +203,7 @@ fn burst_cut(
         "worker_flatten_whole_ms": ms(flatten),
         "writer_encode_whole_ms": ms(flat_write),
         "whole_buffer_bytes": whole.bytes(),
-        "worker_encode_chunked_ms": ms(encode),
+        "worker_encode_chunked_ms": ms(encoded),
         "writer_finish_ms": ms(finish),
         "chunk_buffer_bytes": held,
     }))

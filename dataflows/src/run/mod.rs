@@ -160,14 +160,14 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let shared = services.shared.clone();
     let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Set once the cluster formed, or timely gave up forming it (its error is the run's).
-    let formed = Arc::new(AtomicBool::new(false));
+    let formed = Arc::new(Formed::default());
     if let Some(c) = &opts.cluster {
         watch_formation(c, formed.clone(), job);
     }
     let formed_in_worker = formed.clone();
     let guards = timely::execute(timely_config(opts), move |worker| {
         // timely calls this once every process has connected.
-        formed_in_worker.store(true, Ordering::Relaxed);
+        formed_in_worker.set();
         // A panic below fails the run: every worker leaves its step loop.
         let _fails_the_run = shared.health.on_panic(worker.index());
         let mut control = shared.opts.cluster.as_ref().map(|c| {
@@ -192,7 +192,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
             times::report(worker, &t);
         }
     });
-    formed.store(true, Ordering::Relaxed);
+    formed.set();
     let guards = guards.map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
     if opts.cluster.is_some() {
         fail_stop(&guards, &services.shared.health, &services.shared.job);
@@ -205,27 +205,43 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
 /// Fails the process (one line, exit 1) if the cluster has not formed within its connect
 /// timeout: timely waits for every process to connect with no limit of its own, so a peer
 /// that failed at its start, or was never started, would leave this one waiting for ever.
-fn watch_formation(c: &Cluster, formed: Arc<AtomicBool>, job: &Job) {
+fn watch_formation(c: &Cluster, formed: Arc<Formed>, job: &Job) {
     let (timeout, process, addresses) = (c.connect_timeout, c.process, c.addresses.clone());
     let path = job.path.clone();
     std::thread::spawn(move || {
-        let since = Instant::now();
-        while !formed.load(Ordering::Relaxed) {
-            if since.elapsed() >= timeout {
-                eprintln!(
-                    "error: {}: the cluster did not form within {} s: process {process} of {} \
+        let done = formed.done.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, _) = formed
+            .changed
+            .wait_timeout_while(done, timeout, |done| !*done)
+            .unwrap_or_else(|p| p.into_inner());
+        if !*done {
+            eprintln!(
+                "error: {}: the cluster did not form within {} s: process {process} of {} \
                      waited for the others to connect ({}); start every process with the same \
                      job file, -n, -w and hostfile (--connect-timeout sets the wait)",
-                    path.display(),
-                    timeout.as_secs_f64(),
-                    addresses.len(),
-                    addresses.join(", ")
-                );
-                std::process::exit(1);
-            }
-            std::thread::sleep(Duration::from_millis(100));
+                path.display(),
+                timeout.as_secs_f64(),
+                addresses.len(),
+                addresses.join(", ")
+            );
+            std::process::exit(1);
         }
     });
+}
+
+/// Whether the cluster has formed (or timely gave up forming it), waited on by
+/// [`watch_formation`].
+#[derive(Default)]
+struct Formed {
+    done: Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl Formed {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.changed.notify_all();
+    }
 }
 
 /// A cluster is fail-stop: once this process's workers have left on a failure, the process

@@ -209,6 +209,13 @@ impl PartWriter {
         })
     }
 
+    /// Entries pushed.
+    pub fn entries(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |w| w.total as usize + w.entries as usize)
+    }
+
     /// Bytes its buffer takes (one block).
     pub fn bytes(&self) -> usize {
         self.0.as_ref().map_or(0, |w| w.block.capacity())

@@ -263,7 +263,7 @@ fn checkpoint<R: KeyedRule>(
                         .and_then(|()| encode(rule, keys, &mut flat, &dir.join(&name)))
                         .unwrap_or_else(|e| panic!("{} checkpoint: {e}", R::NAME));
                     w.kept = Some(flat);
-                    Part::Encoded(encoded, keys.len(), held)
+                    Part::Encoded(encoded, held)
                 } else {
                     rule.flatten_keys(keys, &mut flat);
                     match held {
@@ -300,7 +300,7 @@ fn checkpoint<R: KeyedRule>(
 /// [`CHUNK`] keys at a time through `flat`: a large part's keys are read from the tables
 /// straight into its file's blocks, never all copied at once (bench/MEASURED.md "A large
 /// cut encoded on the worker"). The writer thread makes the file durable, or merges it.
-fn encode<R: KeyedRule>(
+pub fn encode<R: KeyedRule>(
     rule: &R,
     keys: &[u128],
     flat: &mut Flat,
@@ -346,9 +346,8 @@ enum Part {
     /// and the number of keys the rule holds at the cut.
     Delta(Flat, usize),
     /// A part of more than [`LARGE`] noted keys, encoded by the worker into its file, sorted
-    /// (not yet durable); its entries, and for a delta the number of keys held (`None`: a full
-    /// part).
-    Encoded(keyed::PartWriter, usize, Option<usize>),
+    /// (not yet durable), and for a delta the number of keys held (`None`: a full part).
+    Encoded(keyed::PartWriter, Option<usize>),
 }
 
 impl Part {
@@ -411,7 +410,7 @@ impl Chain {
         let (entries, held) = match part {
             Part::Full(flat) => (flat.len(), None),
             Part::Delta(flat, held) => (flat.len(), Some(*held)),
-            Part::Encoded(_, entries, held) => (*entries, *held),
+            Part::Encoded(encoded, held) => (encoded.entries(), *held),
         };
         match held {
             None => {
@@ -1616,12 +1615,12 @@ mod tests {
         assert_eq!(files(3), [full()], "compacted");
         assert_eq!(files(FINAL), [delta(FINAL), full()]);
         for (epoch, state) in &expected {
-            let parts = files(*epoch)
+            let parts: Vec<_> = files(*epoch)
                 .iter()
                 .map(|f| c.dir_of(*epoch).join(f))
                 .collect();
             let mut restored = make();
-            restore_parts(&mut restored, parts, 0, 1);
+            restore_parts(&mut restored, parts.clone(), 0, 1);
             let got = sorted_snapshot(&restored);
             assert!(
                 &got == state,
@@ -1629,6 +1628,17 @@ mod tests {
                 got.len(),
                 state.len()
             );
+            // Restarted on two or three workers: each keeps its keys, together the state.
+            for peers in [2, 3] {
+                let mut parted = Vec::new();
+                for index in 0..peers {
+                    let mut part = make();
+                    restore_parts(&mut part, parts.clone(), index, peers as u64);
+                    parted.extend(sorted_snapshot(&part));
+                }
+                parted.sort();
+                assert!(&parted == state, "cut {epoch}, {peers} workers");
+            }
         }
         for (epoch, _) in &expected {
             for entry in std::fs::read_dir(c.dir_of(*epoch)).unwrap() {
