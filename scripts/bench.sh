@@ -3,9 +3,12 @@
 # (scripts/services.sh), runs every harness and writes one table of commands, machine and
 # numbers. Not run by CI (CI only compiles the benches).
 #
-#   scripts/bench.sh            # everything (~10 minutes on 2 cores, after the build)
+#   scripts/bench.sh            # everything (~50 minutes on 2 cores after the build: four
+#                               # 5-minute latency rows, three runs of each noisy row)
 #   QUICK=1 scripts/bench.sh    # smaller inputs
 #   OUT=dir scripts/bench.sh    # keep results in dir; rerun only what is missing there
+#   RUNS=5 scripts/bench.sh     # runs of each noisy row (the Kafka bursts, the backlog, the
+#                               # isolation bursts), reported as medians (default 3)
 #   BUILD=1 scripts/bench.sh    # also time cold release builds of `tidings` (with and without
 #                               # SQL) into an empty target directory (~37 minutes more)
 set -euo pipefail
@@ -36,6 +39,47 @@ run() { # name, command...
   git rev-parse --short HEAD > "$out/$name.rev"
 }
 
+# Rows whose figures vary from run to run by more than a change is worth (the Kafka runs' rate
+# ±15%, a burst's peak ±15 MiB) run RUNS times (3 by default): each run's JSON is kept as
+# NAME.K.json, and NAME.json holds the median of every number over the runs, with each run's
+# figures beside them (`runs_of`), so a target's verdict does not rest on one run.
+RUNS=${RUNS:-3}
+median() { # name: writes NAME.json from NAME.1.json .. NAME.$RUNS.json
+  python3 - "$out" "$1" "$RUNS" <<'PY'
+import json, os, statistics, sys
+out, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+runs = [json.load(open(os.path.join(out, f"{name}.{k}.json"))) for k in range(1, n + 1)]
+merged = dict(runs[0])
+runs_of = {}
+for key, value in runs[0].items():
+    values = [r.get(key) for r in runs]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        merged[key] = statistics.median(values)
+        runs_of[key] = values
+merged["runs"] = n
+merged["runs_of"] = runs_of
+json.dump(merged, open(os.path.join(out, f"{name}.json"), "w"), sort_keys=True)
+PY
+}
+runs() { # name, restart the services before each run (yes/no), command...
+  local name=$1 restart=$2; shift 2
+  if [ -s "$out/$name.json" ]; then echo "== $name: kept from $out" >&2; return; fi
+  local k
+  for k in $(seq 1 "$RUNS"); do
+    [ -s "$out/$name.$k.json" ] && continue
+    if [ "$restart" = yes ]; then
+      scripts/services.sh stop > /dev/null
+      eval "$(scripts/services.sh start)"
+    fi
+    echo "== $name (run $k of $RUNS): $*" >&2
+    "$@" > "$out/$name.$k.json"
+  done
+  median "$name"
+  echo "$*" > "$out/$name.cmd"
+  git rev-parse --short HEAD > "$out/$name.rev"
+}
+
 mkdir -p target/bench
 [ -f target/bench/requests.jsonl ] ||
   python3 scripts/gen_requests.py --count "$REQ" --scale 1000 --out target/bench/requests.jsonl
@@ -50,14 +94,11 @@ fresh() { # name: restart the services unless that run is kept
   scripts/services.sh stop > /dev/null
   eval "$(scripts/services.sh start)"
 }
-fresh e2e
-run e2e "$bench" e2e --requests "$N"
-fresh e2e_redis
-run e2e_redis "$bench" e2e --requests "$N" --redis
+runs e2e yes "$bench" e2e --requests "$N"
+runs e2e_redis yes "$bench" e2e --requests "$N" --redis
 # A backlog after an hour down: the same job reading requests whose timestamps span the hour
 # (at most one per 10 ms epoch, the Kafka default), beside the raw consumer.
-fresh e2e_backlog
-run e2e_backlog "$bench" e2e --requests 200000 --spread-ms 3600000 --epoch-ms 10
+runs e2e_backlog yes "$bench" e2e --requests 200000 --spread-ms 3600000 --epoch-ms 10
 # The same backlog in the job's own 10 ms epochs (no coarser epochs for it): the baseline.
 fresh e2e_backlog_fine
 run e2e_backlog_fine "$bench" e2e --requests 200000 --spread-ms 3600000 --epoch-ms 10 --backlog-epoch-ms 10
@@ -117,12 +158,12 @@ run checkpoint_5m "$bench" checkpoint --keys 5000000
 run tracking_encode "$bench" tracking-encode
 run state_1m "$bench" state-size --keys 1000000
 run state_10m "$bench" state-size --keys 10000000
-run isolation "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30
+runs isolation no "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30
 run isolation_baseline "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30 --baseline
 # The same burst with 100 ms epochs (the Kafka default before 10 ms): the admit stage gives
 # ready epochs on a bounded number of receivers at a time, so the burst's peak follows the
 # epoch size.
-run isolation_epoch100 "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30 --epoch-ms 100
+runs isolation_epoch100 no "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30 --epoch-ms 100
 run providers "$bench" providers --requests 100000
 # The same with the simulator in this process, as it was measured before.
 run providers_in_process "$bench" providers --requests 100000 --in-process
@@ -188,22 +229,29 @@ def sent_of(d):
     total = d['offered_requests_per_s'] * d['seconds']
     n = d['send_success']
     return "" if n >= total else f"; sent {n:,} of {total:,} by the stop (the rest unread in Kafka, not in these figures)"
+def each(d, key, fmt="{:,.0f}"):
+    # A row run several times (`runs`) shows its median, then each run's figure.
+    r = d.get("runs_of", {}).get(key)
+    return f" (median of {len(r)} runs: " + " / ".join(fmt.format(x) for x in r) + ")" if r else ""
 def passes(d):
-    # The raw rate is the median of several passes (older runs: one pass).
+    # The raw rate is the median of several passes (older runs: one pass); a row run several
+    # times gives the median of its runs' raw rates.
+    if d.get("runs_of", {}).get('raw_consume_requests_per_s'):
+        return each(d, 'raw_consume_requests_per_s') + ", each run's the median of its own passes"
     p = d.get('raw_consume_requests_per_s_passes')
     return f" (median of {len(p)} passes: " + ", ".join(f"{x:,.0f}" for x in p) + ")" if p else ""
 rows = [
     ("File source, 2 workers, Parquet tracking", cmd("throughput"),
      f"{t['requests_per_s']:,.0f} req/s, {t['receivers_per_s']:,.0f} receivers/s, peak RSS {t['peak_rss_mib']:.0f} MiB", ""),
     ("Kafka end to end vs raw consume", cmd("e2e"),
-     f"{e['pipeline_requests_per_s']:,.0f} req/s vs raw {e['raw_consume_requests_per_s']:,.0f}/s{passes(e)}, peak RSS {e.get('peak_rss_mib_pipeline') or e['peak_rss_mib']:.0f} MiB, {e['cpu_seconds_whole_run']:.0f} CPU s" + (" (the job's own process)" if e.get('job_in_own_process') else ""),
-     f"pipeline/raw = {e['pipeline_over_raw']:.2f} (target ≥ 0.5)"),
+     f"{e['pipeline_requests_per_s']:,.0f} req/s{each(e, 'pipeline_requests_per_s')} vs raw {e['raw_consume_requests_per_s']:,.0f}/s{passes(e)}, peak RSS {e.get('peak_rss_mib_pipeline') or e['peak_rss_mib']:.0f} MiB{each(e, 'peak_rss_mib_pipeline')}, {e['cpu_seconds_whole_run']:.1f} CPU s{each(e, 'cpu_seconds_whole_run', '{:.2f}')}" + (" (the job's own process)" if e.get('job_in_own_process') else ""),
+     f"pipeline/raw = {e['pipeline_over_raw']:.2f}{each(e, 'pipeline_over_raw', '{:.2f}')} (target ≥ 0.5)"),
     ("… with Redis tracking", cmd("e2e_redis"),
-     f"sent {er['pipeline_requests_per_s']:,.0f} req/s; all {er['redis_rows_written']:,} rows in Redis after {er['job_wall_seconds_incl_idle_exit_and_redis_drain']:.1f} s (job start to end, idle exit included): {er['redis_tracked_requests_per_s']:,.0f} req/s; raw {er['raw_consume_requests_per_s']:,.0f}/s{passes(er)}",
-     f"tracked in Redis/raw = {er['redis_tracked_over_raw']:.3f} (target ≥ 0.3); sent/raw = {er['pipeline_over_raw']:.2f}"),
+     f"sent {er['pipeline_requests_per_s']:,.0f} req/s{each(er, 'pipeline_requests_per_s')}; all {er['redis_rows_written']:,.0f} rows in Redis after {er['job_wall_seconds_incl_idle_exit_and_redis_drain']:.1f} s (job start to end, idle exit included): {er['redis_tracked_requests_per_s']:,.0f} req/s{each(er, 'redis_tracked_requests_per_s')}; raw {er['raw_consume_requests_per_s']:,.0f}/s{passes(er)}",
+     f"tracked in Redis/raw = {er['redis_tracked_over_raw']:.3f}{each(er, 'redis_tracked_over_raw', '{:.3f}')} (target ≥ 0.3); sent/raw = {er['pipeline_over_raw']:.2f}"),
     *([("… a backlog read after an hour down (timestamps spread over the hour; 10 ms epochs, the backlog's 1,000 ms)", cmd("e2e_backlog"),
-       f"{bl['pipeline_requests_per_s']:,.0f} req/s vs raw {bl['raw_consume_requests_per_s']:,.0f}/s{passes(bl)}, peak RSS {bl.get('peak_rss_mib_pipeline') or bl['peak_rss_mib']:.0f} MiB, {bl['cpu_seconds_whole_run']:.1f} CPU s",
-       f"pipeline/raw = {bl['pipeline_over_raw']:.3f} (target ≥ 0.5)" + (f"; {bl['pipeline_requests_per_s'] / blf['pipeline_requests_per_s']:.1f}× the same backlog in 10 ms epochs" if blf else ""))] if bl else []),
+       f"{bl['pipeline_requests_per_s']:,.0f} req/s{each(bl, 'pipeline_requests_per_s')} vs raw {bl['raw_consume_requests_per_s']:,.0f}/s{passes(bl)}, peak RSS {bl.get('peak_rss_mib_pipeline') or bl['peak_rss_mib']:.0f} MiB{each(bl, 'peak_rss_mib_pipeline')}, {bl['cpu_seconds_whole_run']:.1f} CPU s",
+       f"pipeline/raw = {bl['pipeline_over_raw']:.3f}{each(bl, 'pipeline_over_raw', '{:.3f}')} (target ≥ 0.5)" + (f"; {bl['pipeline_requests_per_s'] / blf['pipeline_requests_per_s']:.1f}× the same backlog in 10 ms epochs" if blf else ""))] if bl else []),
     *([("… the same backlog in the job's 10 ms epochs (`--backlog-epoch-ms 10`, the baseline)", cmd("e2e_backlog_fine"),
        f"{blf['pipeline_requests_per_s']:,.0f} req/s vs raw {blf['raw_consume_requests_per_s']:,.0f}/s{passes(blf)}, peak RSS {blf.get('peak_rss_mib_pipeline') or blf['peak_rss_mib']:.0f} MiB, {blf['cpu_seconds_whole_run']:.1f} CPU s",
        f"pipeline/raw = {blf['pipeline_over_raw']:.3f}: timely's cost per distinct epoch (bench/ANALYSIS.md)")] if blf else []),
@@ -264,14 +312,14 @@ rows = [
      f"1M keys: content {s1['content_bytes_per_key']:.0f} B, frequency {s1['frequency_bytes_per_key']:.0f} B; 10M keys: {s10['content_bytes_per_key']:.0f} B, {s10['frequency_bytes_per_key']:.0f} B",
      "target ≤ 64 B"),
     ("Channel isolation", cmd("isolation"),
-     f"notices {iso['notices_sent']}/{iso['notices_offered']}: p50 {iso['latency_ms_p50']} ms, p99 {iso['latency_ms_p99']} ms; RSS {iso['rss_mib_after_warmup']:.0f} → {iso['rss_mib_end']:.0f} MiB (peak {iso['rss_mib_peak']:.0f})", ""),
+     f"notices {iso['notices_sent']:,.0f}/{iso['notices_offered']:,.0f}: p50 {iso['latency_ms_p50']:.0f} ms, p99 {iso['latency_ms_p99']:.0f} ms{each(iso, 'latency_ms_p99')}; RSS {iso['rss_mib_after_warmup']:.0f} → {iso['rss_mib_end']:.0f} MiB (peak {iso['rss_mib_peak']:.0f})", ""),
     ("Peak RSS reading a 1M-receiver burst", f"{cmd('isolation')}; {cmd('e2e')}",
-     f"isolation backlog of {iso['backlog_receivers']:,} receivers: peak {iso['rss_mib_peak']:.0f} MiB; 1M-request Kafka run: "
-     + (f"peak {e['peak_rss_mib_pipeline']:.0f} MiB for the job's own process reading the 1M requests (from {e['rss_mib_at_pipeline_start']:.0f} at its start)" if e.get('job_in_own_process')
+     f"isolation backlog of {iso['backlog_receivers']:,.0f} receivers: peak {iso['rss_mib_peak']:.0f} MiB{each(iso, 'rss_mib_peak')}; 1M-request Kafka run: "
+     + (f"peak {e['peak_rss_mib_pipeline']:.0f} MiB{each(e, 'peak_rss_mib_pipeline')} for the job's own process reading the 1M requests (from {e['rss_mib_at_pipeline_start']:.0f} at its start)" if e.get('job_in_own_process')
         else f"peak {e['peak_rss_mib']:.0f} MiB for the whole process" + (f" (its producer and raw consumer included), {e['peak_rss_mib_pipeline']:.0f} MiB while the job read the 1M requests (from {e['rss_mib_at_pipeline_start']:.0f} at its start)" if e.get('peak_rss_mib_pipeline') else "")),
      (lambda r: f"target ≤ 300 MiB: {r:.2f}× ({'met' if r <= 1 else 'not met'})")(max(iso['rss_mib_peak'], e.get('peak_rss_mib_pipeline') or e['peak_rss_mib']) / 300)),
     *([("… the same burst, 100 ms epochs", cmd("isolation_epoch100"),
-       f"peak {iso10['rss_mib_peak']:.0f} MiB, {iso10['rss_mib_after_warmup']:.0f} after the warm-up; notices {iso10['notices_sent']}/{iso10['notices_offered']}, p99 {iso10['latency_ms_p99']} ms",
+       f"peak {iso10['rss_mib_peak']:.0f} MiB{each(iso10, 'rss_mib_peak')}, {iso10['rss_mib_after_warmup']:.0f} after the warm-up; notices {iso10['notices_sent']:,.0f}/{iso10['notices_offered']:,.0f}, p99 {iso10['latency_ms_p99']:.0f} ms",
        (lambda r: f"target ≤ 300 MiB: {r:.2f}× ({'met' if r <= 1 else 'not met'})")(iso10['rss_mib_peak'] / 300))] if iso10 else []),
     ("… baseline: backlog queued in memory", cmd("isolation_baseline"),
      f"notices {base['notices_sent']}/{base['notices_offered']} sent in the window; RSS {base['rss_mib_after_warmup']:.0f} → {base['rss_mib_end']:.0f} MiB", ""),
