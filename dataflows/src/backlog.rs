@@ -44,7 +44,7 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
-use crate::kafka::{GroupConsumer, KafkaSettings};
+use crate::kafka::{GroupConsumer, KafkaSettings, WithProperties};
 
 /// The hand-off producer's queue, in KiB (librdkafka's default is 1 GiB).
 const HAND_OFF_QUEUE_KIB: &str = "32768";
@@ -95,6 +95,7 @@ impl Queues {
             Some(k) if topics.iter().any(Option::is_some) => {
                 let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
                     .set("bootstrap.servers", &k.brokers)
+                    .with_properties(&k.properties)
                     .create()?;
                 let wanted: Vec<NewTopic> = topics
                     .iter()
@@ -118,6 +119,7 @@ impl Queues {
                     .set("linger.ms", "5")
                     .set("queue.buffering.max.messages", "100000")
                     .set("queue.buffering.max.kbytes", HAND_OFF_QUEUE_KIB)
+                    .with_properties(&k.properties)
                     .create()?;
                 Some(producer)
             }
@@ -358,6 +360,7 @@ impl BacklogReader {
                 .set("max.poll.interval.ms", "86400000")
                 // The run ends only once every partition is read to its end.
                 .set("enable.partition.eof", "true")
+                .with_properties(&k.properties)
                 .create()?;
             consumers.push(AccountConsumer {
                 account,

@@ -556,6 +556,7 @@ fn check_source(
         },
         SourceKind::Kafka => None,
     };
+    let properties = kafka_properties(source, run, bad);
     let kafka = (source.kind == SourceKind::Kafka).then(|| KafkaSettings {
         brokers: source
             .brokers
@@ -569,6 +570,7 @@ fn check_source(
         dead_letter_topic: source.dead_letter_topic.clone(),
         checkpoint: std::time::Duration::from_millis(source.checkpoint_ms.max(1)),
         tick: std::time::Duration::from_millis(source.epoch_ms().max(1)),
+        properties,
     });
     if !(1..=10_000).contains(&source.epoch_ms()) {
         bad(
@@ -649,6 +651,43 @@ fn check_source(
         );
     }
     (source_path, kafka)
+}
+
+/// `source.properties` as librdkafka's text, each checked ([`crate::kafka::check_property`]);
+/// to run, a `${NAME}` in a value is read from the environment first (a SASL password).
+fn kafka_properties(
+    source: &SourceConfig,
+    run: bool,
+    bad: &mut impl FnMut(&str, String),
+) -> Vec<(String, String)> {
+    if source.kind != SourceKind::Kafka {
+        if !source.properties.is_empty() {
+            bad(
+                "source.properties",
+                "are librdkafka's, for kind = \"kafka\"; remove them for a file source".into(),
+            );
+        }
+        return Vec::new();
+    }
+    let mut properties = Vec::new();
+    for (key, value) in &source.properties {
+        let at = format!("source.properties.\"{key}\"");
+        let value = match value {
+            PropertyValue::Text(t) if run => match env_value(t) {
+                Ok(v) => v,
+                Err(why) => {
+                    bad(&at, why);
+                    continue;
+                }
+            },
+            v => v.to_string(),
+        };
+        match crate::kafka::check_property(key, &value) {
+            Ok(()) => properties.push((key.clone(), value)),
+            Err(why) => bad(&at, why),
+        }
+    }
+    properties
 }
 
 /// Every structural problem of a job file that did not deserialize, section by section
@@ -789,6 +828,29 @@ pub fn partition_files(path: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A value of `source.properties`: librdkafka takes text, and a number or a switch is written
+/// as TOML's own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    /// `"SASL_PLAINTEXT"`.
+    Text(String),
+    /// `2097152`.
+    Number(i64),
+    /// `true`.
+    Switch(bool),
+}
+
+impl std::fmt::Display for PropertyValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PropertyValue::Text(t) => f.write_str(t),
+            PropertyValue::Number(n) => write!(f, "{n}"),
+            PropertyValue::Switch(b) => write!(f, "{b}"),
+        }
+    }
+}
+
 /// `[source]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -812,6 +874,12 @@ pub struct SourceConfig {
     /// topic. Default: Parquet only.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// Kafka: librdkafka client properties for every client the job makes to its brokers
+    /// (SASL, timeouts, fetch sizes: docs/job-file.md "Kafka client properties"), applied
+    /// after the job's own settings; those tidings needs to lose nothing are refused
+    /// ([`crate::kafka::RESERVED_PROPERTIES`]).
+    #[serde(default)]
+    pub properties: BTreeMap<String, PropertyValue>,
     /// File source: lines read per turn of the source (batching). Default 4096.
     #[serde(default = "default_epoch_lines")]
     pub epoch_lines: usize,
@@ -1482,6 +1550,90 @@ mod tests {
         let err = Job::load(&job("in_flight = 0")).unwrap_err().to_string();
         assert!(
             err.contains("source.in_flight") && err.contains("job.toml"),
+            "{err}"
+        );
+    }
+
+    /// `source.properties` reach every Kafka client as librdkafka text (numbers and switches
+    /// written as TOML's own); a property tidings sets itself, one librdkafka does not know or
+    /// a value it refuses, and properties on a file source are each one line naming the file,
+    /// the key and the fix.
+    #[test]
+    fn kafka_properties_are_checked_and_kept_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "t.toml", TEMPLATES);
+        write(dir.path(), "r.jsonl", "");
+        let job = |source: &str, properties: &str| {
+            write(
+                dir.path(),
+                "job.toml",
+                &format!(
+                    "name = \"x\"\ntemplates = \"t.toml\"\n[source]\n{source}\n[source.properties]\n{properties}\n[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"blackhole\"\n"
+                ),
+            )
+        };
+        let kafka = "kind = \"kafka\"";
+        let ok = Job::load(&job(
+            kafka,
+            "\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"tidings\"\n\"sasl.password\" = \"${HOME}\"\n\"fetch.max.bytes\" = 2097152\n\"check.crcs\" = true",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let props = &ok.kafka.as_ref().expect("a Kafka job").properties;
+        assert!(
+            props.contains(&("fetch.max.bytes".into(), "2097152".into())),
+            "{props:?}"
+        );
+        assert!(
+            props.contains(&("check.crcs".into(), "true".into())),
+            "{props:?}"
+        );
+        assert!(
+            props.contains(&("sasl.mechanism".into(), "PLAIN".into())),
+            "{props:?}"
+        );
+        // A `${NAME}` is read from the environment.
+        let home = std::env::var("HOME").expect("HOME is set");
+        assert!(props.contains(&("sasl.password".into(), home)), "{props:?}");
+        assert_eq!(props.len(), 6);
+        for (properties, want) in [
+            ("\"group.id\" = \"other\"", "set source.group instead"),
+            ("\"enable.auto.commit\" = true", "only with a checkpoint"),
+            (
+                "\"auto.offset.reset\" = \"latest\"",
+                "reads its topic from the start",
+            ),
+            (
+                "\"bootstrap.servers\" = \"b:9092\"",
+                "set source.brokers instead",
+            ),
+            ("\"fetch.max.byte\" = 1", "No such configuration property"),
+            (
+                "\"fetch.wait.max.ms\" = \"soon\"",
+                "librdkafka refuses \"soon\"",
+            ),
+            (
+                "\"sasl.password\" = \"${TIDINGS_SURELY_UNSET_42}\"",
+                "TIDINGS_SURELY_UNSET_42",
+            ),
+        ] {
+            let err = Job::load(&job(kafka, properties)).unwrap_err().to_string();
+            assert_eq!(err.lines().count(), 1, "{err}");
+            let key = properties.split('"').nth(1).unwrap();
+            assert!(
+                err.contains("job.toml")
+                    && err.contains(&format!("source.properties.\"{key}\""))
+                    && err.contains(want),
+                "{properties}: {err}"
+            );
+        }
+        let err = Job::load(&job(
+            "kind = \"file\"\npath = \"r.jsonl\"",
+            "\"client.id\" = \"x\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("source.properties") && err.contains("kind = \"kafka\""),
             "{err}"
         );
     }

@@ -65,6 +65,76 @@ pub struct KafkaSettings {
     pub checkpoint: Duration,
     /// Length of one epoch (event time in the main graph; wall clock for the account topics).
     pub tick: Duration,
+    /// The job file's `source.properties`: librdkafka properties for every client made to
+    /// these brokers, applied after the job's own ([`WithProperties`]).
+    pub properties: Vec<(String, String)>,
+}
+
+/// librdkafka properties the job sets itself and a job file may not: each with what to do
+/// instead. Offsets are committed only with a checkpoint, a new group reads from the start,
+/// end-of-partition events move the watermark of a caught-up partition, and the send API's
+/// producer is answered only once every in-sync replica has a record, written once.
+pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set source.brokers instead"),
+    ("metadata.broker.list", "set source.brokers instead"),
+    ("group.id", "set source.group instead"),
+    (
+        "enable.auto.commit",
+        "tidings commits offsets only with a checkpoint, so nothing read is lost; remove it",
+    ),
+    (
+        "enable.auto.offset.store",
+        "tidings stores offsets only with a checkpoint, so nothing read is lost; remove it",
+    ),
+    (
+        "auto.offset.reset",
+        "a new group reads its topic from the start, so nothing produced before it is lost; remove it",
+    ),
+    (
+        "enable.partition.eof",
+        "a caught-up partition's watermark follows its end-of-partition events; remove it",
+    ),
+    (
+        "enable.idempotence",
+        "the send API's producer writes each record once; remove it",
+    ),
+    (
+        "acks",
+        "the send API answers once every in-sync replica has the record (acks=all); remove it",
+    ),
+];
+
+/// Whether a job file may give librdkafka `key = value`: not one of
+/// [`RESERVED_PROPERTIES`], and a property librdkafka knows with a value it takes (its
+/// own message otherwise, e.g. a misspelt name or SSL in a build without it).
+pub fn check_property(key: &str, value: &str) -> Result<(), String> {
+    if let Some((_, instead)) = RESERVED_PROPERTIES.iter().find(|(k, _)| *k == key) {
+        return Err(format!("is set by tidings: {instead}"));
+    }
+    ClientConfig::new()
+        .set(key, value)
+        .create_native_config()
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "librdkafka refuses {value:?}: {e} (its properties: https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md)"
+            )
+        })
+}
+
+/// The job file's `source.properties` applied to a client's config, after its own settings.
+pub trait WithProperties {
+    /// Sets every property of `properties` ([`KafkaSettings::properties`]) on this config.
+    fn with_properties(&mut self, properties: &[(String, String)]) -> &mut Self;
+}
+
+impl WithProperties for ClientConfig {
+    fn with_properties(&mut self, properties: &[(String, String)]) -> &mut Self {
+        for (key, value) in properties {
+            self.set(key, value);
+        }
+        self
+    }
 }
 
 /// How long leaving the group, or a synchronous commit, may take before the job goes on.
@@ -259,6 +329,7 @@ impl KafkaReader {
             // the wall clock.
             .set("enable.partition.eof", "true")
             .set("topic.metadata.refresh.interval.ms", "5000")
+            .with_properties(&s.properties)
             .create_with_context(SourceContext {
                 live: live.clone(),
                 topic: s.topic.clone(),
@@ -730,9 +801,11 @@ impl KafkaReader {
 }
 
 /// Reaches the brokers and reads the topic's metadata (for `tidings check`).
-pub fn reach(brokers: &str, topic: &str) -> Result<String, String> {
+pub fn reach(k: &KafkaSettings) -> Result<String, String> {
+    let topic = &k.topic;
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+        .set("bootstrap.servers", &k.brokers)
+        .with_properties(&k.properties)
         .create()
         .map_err(|e| e.to_string())?;
     let md = consumer
@@ -790,12 +863,24 @@ pub fn produce(
     brokers: &str,
     topic: &str,
     records: impl IntoIterator<Item = Outgoing>,
+    progress: impl FnMut(),
+) -> anyhow::Result<u64> {
+    produce_with(brokers, &[], topic, records, progress)
+}
+
+/// [`produce`] with a job's client properties ([`KafkaSettings::properties`]).
+pub fn produce_with(
+    brokers: &str,
+    properties: &[(String, String)],
+    topic: &str,
+    records: impl IntoIterator<Item = Outgoing>,
     mut progress: impl FnMut(),
 ) -> anyhow::Result<u64> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "200000")
+        .with_properties(properties)
         .create()?;
     let mut n = 0;
     for r in records {
@@ -831,11 +916,12 @@ pub struct DeadLetterTopic {
 }
 
 impl DeadLetterTopic {
-    /// A producer for `topic` on `brokers`.
-    pub fn connect(brokers: &str, topic: &str) -> anyhow::Result<DeadLetterTopic> {
+    /// A producer for `topic` on the job's brokers.
+    pub fn connect(k: &KafkaSettings, topic: &str) -> anyhow::Result<DeadLetterTopic> {
         let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+            .set("bootstrap.servers", &k.brokers)
             .set("linger.ms", "5")
+            .with_properties(&k.properties)
             .create()?;
         Ok(DeadLetterTopic {
             producer,

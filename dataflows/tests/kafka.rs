@@ -261,12 +261,37 @@ fn tidings_send_produces_single_requests_and_files() {
         &job,
         format!(
             "name = \"send\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
-             topic = \"send-{unique}\"\ngroup = \"send-{unique}\"\ndead_letter_topic = \"dead-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
+             topic = \"send-{unique}\"\ngroup = \"send-{unique}\"\ndead_letter_topic = \"dead-{unique}\"\n\
+             [source.properties]\n\"client.id\" = \"send-{unique}\"\n\"message.max.bytes\" = 1000\n\
+             [tracking]\ndir = \"var/tracking\"\n\
              [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
             brokers()
         ),
     )
     .unwrap();
+    // The job's client properties reach `tidings send`'s producer: librdkafka refuses a
+    // record over the job's `message.max.bytes` (the job's consumer and dead-letter producer
+    // run with them below).
+    let long = "x".repeat(1_200);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "send",
+            "--job",
+            job.to_str().unwrap(),
+            "--template",
+            "1",
+            "--to",
+            "13800138009",
+        ])
+        .args(["--var", &format!("v={long}")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a record over message.max.bytes was sent: {err}"
+    );
+    assert!(err.to_lowercase().contains("too large"), "{err}");
     let ts = 1_763_784_000_000i64;
     let file = dir.path().join("requests.jsonl");
     std::fs::write(

@@ -64,7 +64,7 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         line(format!("{key} {}", dir.display()), r);
     }
     if let Some(k) = &job.kafka {
-        let r = tidings_dataflows::kafka::reach(&k.brokers, &k.topic);
+        let r = tidings_dataflows::kafka::reach(k);
         line(format!("kafka {}", k.brokers), r);
     }
     if let Some(url) = &job.file.tracking.redis {

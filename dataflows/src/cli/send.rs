@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tidings_dataflows::kafka::{Outgoing, produce};
+use tidings_dataflows::kafka::{Outgoing, produce_with};
 
 use super::{Failure, load_for_reading, parse_vars};
 
@@ -41,15 +41,20 @@ pub fn run(args: SendArgs) -> Result<(), Failure> {
     let brokers = args.brokers.as_ref().unwrap_or(&kafka.brokers);
     let topic = &kafka.topic;
     let n = match &args.file {
-        Some(file) => send_file(file, brokers, topic)?,
-        None => send_one(&args, brokers, topic)?,
+        Some(file) => send_file(file, brokers, &kafka.properties, topic)?,
+        None => send_one(&args, brokers, &kafka.properties, topic)?,
     };
     eprintln!("sent {n} request(s) to {topic} on {brokers}");
     Ok(())
 }
 
 /// Produces the request of `--template`, `--to` and `--var`.
-fn send_one(args: &SendArgs, brokers: &str, topic: &str) -> Result<u64, Failure> {
+fn send_one(
+    args: &SendArgs,
+    brokers: &str,
+    properties: &[(String, String)],
+    topic: &str,
+) -> Result<u64, Failure> {
     let mut variables = serde_json::Map::new();
     for (k, val) in parse_vars(&args.vars)? {
         variables.insert(k.to_string(), serde_json::Value::String(val.to_string()));
@@ -62,11 +67,16 @@ fn send_one(args: &SendArgs, brokers: &str, topic: &str) -> Result<u64, Failure>
         payload: request.to_string(),
         timestamp: None,
     };
-    produce(brokers, topic, [record], || {}).map_err(|e| kafka_failed(brokers, e))
+    produce_with(brokers, properties, topic, [record], || {}).map_err(|e| kafka_failed(brokers, e))
 }
 
 /// Produces every non-blank line of a JSON-lines file, with a progress bar.
-fn send_file(file: &Path, brokers: &str, topic: &str) -> Result<u64, Failure> {
+fn send_file(
+    file: &Path,
+    brokers: &str,
+    properties: &[(String, String)],
+    topic: &str,
+) -> Result<u64, Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::Failed(format!("{}: {e}", file.display())))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -78,7 +88,7 @@ fn send_file(file: &Path, brokers: &str, topic: &str) -> Result<u64, Failure> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let records = lines.iter().map(|l| Outgoing::of_line(l));
-    let r = produce(brokers, topic, records, || bar.inc(1));
+    let r = produce_with(brokers, properties, topic, records, || bar.inc(1));
     bar.finish();
     r.map_err(|e| kafka_failed(brokers, e))
 }

@@ -25,6 +25,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use rdkafka::ClientConfig;
+
+use crate::kafka::WithProperties;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use tidings_model::ids;
@@ -145,6 +147,7 @@ impl Gateway {
                 "message.timeout.ms",
                 PRODUCE_TIMEOUT.as_millis().to_string(),
             )
+            .with_properties(&kafka.properties)
             .create()?;
         Ok(Gateway {
             metrics: metrics::Metrics::new(&job.file.name),

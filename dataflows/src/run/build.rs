@@ -398,10 +398,10 @@ fn dead_letter_producers(
     let topic = job
         .kafka
         .as_ref()
-        .and_then(|k| Some((k.brokers.as_str(), k.dead_letter_topic.as_ref()?)));
+        .and_then(|k| Some((k, k.dead_letter_topic.as_ref()?)));
     (0..workers)
         .map(|_| match topic {
-            Some((brokers, t)) => DeadLetterTopic::connect(brokers, t)
+            Some((k, t)) => DeadLetterTopic::connect(k, t)
                 .map(Some)
                 .map_err(|e| anyhow::anyhow!("dead-letter topic {t}: {e}")),
             None => Ok(None),
