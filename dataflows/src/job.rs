@@ -653,8 +653,10 @@ fn check_source(
     (source_path, kafka)
 }
 
-/// `source.properties` as librdkafka's text, each checked ([`crate::kafka::check_property`]);
-/// to run, a `${NAME}` in a value is read from the environment first (a SASL password).
+/// `source.properties` as librdkafka's text, each checked ([`crate::kafka::check_property`])
+/// and named as librdkafka names it. A `${NAME}` in a value is read from the environment;
+/// only to read what a job wrote (`tidings sql`), an unset one is let be and its property
+/// not checked.
 fn kafka_properties(
     source: &SourceConfig,
     run: bool,
@@ -669,21 +671,34 @@ fn kafka_properties(
         }
         return Vec::new();
     }
-    let mut properties = Vec::new();
+    let mut properties: Vec<(String, String)> = Vec::new();
+    let mut named: BTreeMap<String, &str> = BTreeMap::new();
     for (key, value) in &source.properties {
         let at = format!("source.properties.\"{key}\"");
         let value = match value {
-            PropertyValue::Text(t) if run => match env_value(t) {
+            PropertyValue::Text(t) => match env_value(t) {
                 Ok(v) => v,
-                Err(why) => {
+                Err(why) if run => {
                     bad(&at, why);
+                    continue;
+                }
+                Err(_) => {
+                    properties.push((crate::kafka::canonical(key).to_string(), t.clone()));
                     continue;
                 }
             },
             v => v.to_string(),
         };
         match crate::kafka::check_property(key, &value) {
-            Ok(()) => properties.push((key.clone(), value)),
+            Ok(own) => match named.insert(own.clone(), key) {
+                Some(first) => bad(
+                    &at,
+                    format!(
+                        "sets the property {first:?} sets too (librdkafka's {own:?}); keep one"
+                    ),
+                ),
+                None => properties.push((own, value)),
+            },
             Err(why) => bad(&at, why),
         }
     }
@@ -837,6 +852,8 @@ pub enum PropertyValue {
     Text(String),
     /// `2097152`.
     Number(i64),
+    /// `0.5`.
+    Decimal(f64),
     /// `true`.
     Switch(bool),
 }
@@ -846,6 +863,7 @@ impl std::fmt::Display for PropertyValue {
         match self {
             PropertyValue::Text(t) => f.write_str(t),
             PropertyValue::Number(n) => write!(f, "{n}"),
+            PropertyValue::Decimal(d) => write!(f, "{d}"),
             PropertyValue::Switch(b) => write!(f, "{b}"),
         }
     }
@@ -1554,10 +1572,11 @@ mod tests {
         );
     }
 
-    /// `source.properties` reach every Kafka client as librdkafka text (numbers and switches
-    /// written as TOML's own); a property tidings sets itself, one librdkafka does not know or
-    /// a value it refuses, and properties on a file source are each one line naming the file,
-    /// the key and the fix.
+    /// `source.properties` reach every Kafka client as librdkafka text under librdkafka's own
+    /// names (numbers, decimals and switches written as TOML's own; a `${NAME}` read from the
+    /// environment); a property tidings sets itself (under any of its names), one librdkafka
+    /// does not know, a value it refuses (a secret never shown), one property given twice and
+    /// properties on a file source are each one line naming the file, the key and the fix.
     #[test]
     fn kafka_properties_are_checked_and_kept_as_text() {
         let dir = tempfile::tempdir().unwrap();
@@ -1575,50 +1594,79 @@ mod tests {
         let kafka = "kind = \"kafka\"";
         let ok = Job::load(&job(
             kafka,
-            "\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"tidings\"\n\"sasl.password\" = \"${HOME}\"\n\"fetch.max.bytes\" = 2097152\n\"check.crcs\" = true",
+            "\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = \"tidings\"\n\"sasl.password\" = \"${HOME}\"\n\"fetch.max.bytes\" = 2097152\n\"check.crcs\" = true\n\"linger.ms\" = 0.5\n\"topic.message.timeout.ms\" = 9000",
         ))
         .unwrap_or_else(|e| panic!("{e}"));
         let props = &ok.kafka.as_ref().expect("a Kafka job").properties;
-        assert!(
-            props.contains(&("fetch.max.bytes".into(), "2097152".into())),
-            "{props:?}"
-        );
-        assert!(
-            props.contains(&("check.crcs".into(), "true".into())),
-            "{props:?}"
-        );
-        assert!(
-            props.contains(&("sasl.mechanism".into(), "PLAIN".into())),
-            "{props:?}"
-        );
-        // A `${NAME}` is read from the environment.
         let home = std::env::var("HOME").expect("HOME is set");
-        assert!(props.contains(&("sasl.password".into(), home)), "{props:?}");
-        assert_eq!(props.len(), 6);
+        for (key, value) in [
+            ("fetch.max.bytes", "2097152"),
+            ("check.crcs", "true"),
+            // librdkafka's own names: an alias's property, a topic's without its prefix.
+            ("sasl.mechanisms", "PLAIN"),
+            ("queue.buffering.max.ms", "0.5"),
+            ("message.timeout.ms", "9000"),
+            ("sasl.password", home.as_str()),
+        ] {
+            assert!(
+                props.contains(&(key.to_string(), value.to_string())),
+                "{key}: {props:?}"
+            );
+        }
+        assert_eq!(props.len(), 8);
+        // Applied after a client's own settings, a property replaces the client's own under
+        // another of its names.
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("linger.ms", "5");
+        crate::kafka::WithProperties::with_properties(&mut config, props);
+        assert_eq!(config.get("linger.ms"), None);
+        assert_eq!(config.get("queue.buffering.max.ms"), Some("0.5"));
         for (properties, want) in [
             ("\"group.id\" = \"other\"", "set source.group instead"),
             ("\"enable.auto.commit\" = true", "only with a checkpoint"),
             (
+                "\"topic.enable.auto.commit\" = true",
+                "only with a checkpoint",
+            ),
+            (
                 "\"auto.offset.reset\" = \"latest\"",
+                "reads its topic from the start",
+            ),
+            (
+                "\"topic.auto.offset.reset\" = \"latest\"",
                 "reads its topic from the start",
             ),
             (
                 "\"bootstrap.servers\" = \"b:9092\"",
                 "set source.brokers instead",
             ),
-            ("\"fetch.max.byte\" = 1", "No such configuration property"),
+            ("\"acks\" = 0", "acks=all"),
+            ("\"request.required.acks\" = 1", "acks=all"),
             (
-                "\"fetch.wait.max.ms\" = \"soon\"",
-                "librdkafka refuses \"soon\"",
+                "\"isolation.level\" = \"read_uncommitted\"",
+                "only committed records",
             ),
+            ("\"plugin.library.paths\" = \"x.so\"", "no library"),
+            ("\"fetch.max.byte\" = 1", "librdkafka has no such property"),
+            ("\"fetch.wait.max.ms\" = \"soon\"", "librdkafka refuses it"),
             (
                 "\"sasl.password\" = \"${TIDINGS_SURELY_UNSET_42}\"",
                 "TIDINGS_SURELY_UNSET_42",
             ),
+            (
+                "\"linger.ms\" = 5\n\"queue.buffering.max.ms\" = 6",
+                "keep one",
+            ),
         ] {
             let err = Job::load(&job(kafka, properties)).unwrap_err().to_string();
             assert_eq!(err.lines().count(), 1, "{err}");
-            let key = properties.split('"').nth(1).unwrap();
+            let key = properties
+                .rsplit("\n")
+                .next()
+                .unwrap()
+                .split('"')
+                .nth(1)
+                .unwrap();
             assert!(
                 err.contains("job.toml")
                     && err.contains(&format!("source.properties.\"{key}\""))
@@ -1626,14 +1674,41 @@ mod tests {
                 "{properties}: {err}"
             );
         }
+        // A secret's value is never in the error: SSL's key password is refused by this build.
+        let err = Job::load(&job(
+            kafka,
+            "\"ssl.key.password\" = \"hunter2-very-secret\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("ssl.key.password") && !err.contains("hunter2"),
+            "{err}"
+        );
+        // Only to read what the job wrote, an unset variable is let be.
+        let read = Job::load_for_reading(&job(
+            kafka,
+            "\"sasl.password\" = \"${TIDINGS_SURELY_UNSET_42}\"",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read.kafka.expect("a Kafka job").properties,
+            [(
+                "sasl.password".to_string(),
+                "${TIDINGS_SURELY_UNSET_42}".to_string()
+            )]
+        );
         let err = Job::load(&job(
             "kind = \"file\"\npath = \"r.jsonl\"",
             "\"client.id\" = \"x\"",
         ))
         .unwrap_err()
         .to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
-            err.contains("source.properties") && err.contains("kind = \"kafka\""),
+            err.contains("job.toml")
+                && err.contains("source.properties")
+                && err.contains("kind = \"kafka\""),
             "{err}"
         );
     }

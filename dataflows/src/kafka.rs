@@ -32,7 +32,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaConfRes, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use tidings_model::time::Millis;
 use tidings_operators::checkpoint::{Checkpoints, Position};
@@ -70,16 +70,21 @@ pub struct KafkaSettings {
     pub properties: Vec<(String, String)>,
 }
 
-/// librdkafka properties the job sets itself and a job file may not: each with what to do
-/// instead. Offsets are committed only with a checkpoint, a new group reads from the start,
-/// end-of-partition events move the watermark of a caught-up partition, and the send API's
-/// producer is answered only once every in-sync replica has a record, written once.
+/// librdkafka properties a job file may not set, by librdkafka's own name ([`canonical`]):
+/// each with what to do instead. Offsets are committed only with a checkpoint, a new group
+/// reads from the start, only committed records are read, end-of-partition events move the
+/// watermark of a caught-up partition, the live state's lag comes from librdkafka's
+/// statistics, the send API's producer is answered only once every in-sync replica has a
+/// record, written once, and no library is loaded into the job.
 pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
-    ("bootstrap.servers", "set source.brokers instead"),
     ("metadata.broker.list", "set source.brokers instead"),
     ("group.id", "set source.group instead"),
     (
         "enable.auto.commit",
+        "tidings commits offsets only with a checkpoint, so nothing read is lost; remove it",
+    ),
+    (
+        "auto.commit.enable",
         "tidings commits offsets only with a checkpoint, so nothing read is lost; remove it",
     ),
     (
@@ -91,46 +96,124 @@ pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
         "a new group reads its topic from the start, so nothing produced before it is lost; remove it",
     ),
     (
+        "isolation.level",
+        "tidings reads only committed records (an aborted transaction's are never sent); remove it",
+    ),
+    (
         "enable.partition.eof",
         "a caught-up partition's watermark follows its end-of-partition events; remove it",
+    ),
+    (
+        "statistics.interval.ms",
+        "the live state's lag comes from librdkafka's statistics every second; remove it",
     ),
     (
         "enable.idempotence",
         "the send API's producer writes each record once; remove it",
     ),
     (
-        "acks",
+        "request.required.acks",
         "the send API answers once every in-sync replica has the record (acks=all); remove it",
+    ),
+    (
+        "transactional.id",
+        "tidings' producers are not transactional; remove it",
+    ),
+    (
+        "plugin.library.paths",
+        "tidings loads no library into the job; remove it",
     ),
 ];
 
-/// Whether a job file may give librdkafka `key = value`: not one of
-/// [`RESERVED_PROPERTIES`], and a property librdkafka knows with a value it takes (its
-/// own message otherwise, e.g. a misspelt name or SSL in a build without it).
-pub fn check_property(key: &str, value: &str) -> Result<(), String> {
-    if let Some((_, instead)) = RESERVED_PROPERTIES.iter().find(|(k, _)| *k == key) {
+/// librdkafka's aliases: a property two names set, by the name that is not librdkafka's own
+/// (its `rdkafka_conf.c`).
+const ALIASES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "metadata.broker.list"),
+    ("max.in.flight", "max.in.flight.requests.per.connection"),
+    ("sasl.mechanism", "sasl.mechanisms"),
+    (
+        "sasl.oauthbearer.client.credentials.client.id",
+        "sasl.oauthbearer.client.id",
+    ),
+    (
+        "sasl.oauthbearer.client.credentials.client.secret",
+        "sasl.oauthbearer.client.secret",
+    ),
+    ("max.partition.fetch.bytes", "fetch.message.max.bytes"),
+    ("linger.ms", "queue.buffering.max.ms"),
+    ("retries", "message.send.max.retries"),
+    ("compression.type", "compression.codec"),
+    ("acks", "request.required.acks"),
+    ("delivery.timeout.ms", "message.timeout.ms"),
+];
+
+/// librdkafka's own name of a property: without the `topic.` prefix it takes for a topic's
+/// properties (not the global `topic.metadata.*` and `topic.blacklist`), and an alias as the
+/// property it stands for. A property is set under this name, so two names of one property
+/// never race in a client's config.
+pub fn canonical(key: &str) -> &str {
+    let key = match key.strip_prefix("topic.") {
+        Some(rest) if !rest.starts_with("metadata.") && rest != "blacklist" => rest,
+        _ => key,
+    };
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == key)
+        .map_or(key, |(_, own)| own)
+}
+
+/// Whether a property's value is a secret (a password, a key): an error never shows it.
+fn secret(key: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "sasl.oauthbearer.config",
+        "jaas",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// Checks that a job file may give librdkafka `key = value`: not one of
+/// [`RESERVED_PROPERTIES`] under any of its names, and a property librdkafka knows with a
+/// value it takes (its own reason otherwise, e.g. a misspelt name, or SSL in a build without
+/// it). Returns the name to set it under ([`canonical`]).
+pub fn check_property(key: &str, value: &str) -> Result<String, String> {
+    let own = canonical(key);
+    if let Some((_, instead)) = RESERVED_PROPERTIES.iter().find(|(k, _)| *k == own) {
         return Err(format!("is set by tidings: {instead}"));
     }
-    ClientConfig::new()
-        .set(key, value)
-        .create_native_config()
-        .map(drop)
-        .map_err(|e| {
-            format!(
-                "librdkafka refuses {value:?}: {e} (its properties: https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md)"
-            )
-        })
+    const LIST: &str = "https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md";
+    match ClientConfig::new().set(own, value).create_native_config() {
+        Ok(_) => Ok(own.to_string()),
+        Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) => Err(format!(
+            "librdkafka has no such property (its properties: {LIST})"
+        )),
+        Err(KafkaError::ClientConfig(_, desc, ..)) if secret(own) => Err(format!(
+            "librdkafka refuses its value: {} (its properties: {LIST})",
+            desc.replace(value, "***")
+        )),
+        Err(KafkaError::ClientConfig(_, desc, ..)) => Err(format!(
+            "librdkafka refuses it: {desc} (its properties: {LIST})"
+        )),
+        Err(e) => Err(format!("librdkafka refuses it: {e}")),
+    }
 }
 
 /// The job file's `source.properties` applied to a client's config, after its own settings.
 pub trait WithProperties {
-    /// Sets every property of `properties` ([`KafkaSettings::properties`]) on this config.
+    /// Sets every property of `properties` ([`KafkaSettings::properties`], by librdkafka's
+    /// own names), replacing the client's own setting of it under any other name.
     fn with_properties(&mut self, properties: &[(String, String)]) -> &mut Self;
 }
 
 impl WithProperties for ClientConfig {
     fn with_properties(&mut self, properties: &[(String, String)]) -> &mut Self {
         for (key, value) in properties {
+            for (alias, _) in ALIASES.iter().filter(|(_, own)| own == key) {
+                self.remove(alias);
+            }
             self.set(key, value);
         }
         self
