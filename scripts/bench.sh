@@ -42,7 +42,10 @@ run() { # name, command...
 # Rows whose figures vary from run to run by more than a change is worth (the Kafka runs' rate
 # ±15%, a burst's peak ±15 MiB) run RUNS times (3 by default): each run's JSON is kept as
 # NAME.K.json, and NAME.json holds the median of every number over the runs, with each run's
-# figures beside them (`runs_of`), so a target's verdict does not rest on one run.
+# figures beside them (`runs_of`), so a target's verdict does not rest on one run. Each
+# figure is the median of its own runs: a ratio is the median of the runs' ratios, not the
+# median rate over the median raw rate. Every run starts on a fresh broker (tansu's memory
+# engine slows as it holds more).
 RUNS=${RUNS:-3}
 median() { # name: writes NAME.json from NAME.1.json .. NAME.$RUNS.json
   python3 - "$out" "$1" "$RUNS" <<'PY'
@@ -158,12 +161,12 @@ run checkpoint_5m "$bench" checkpoint --keys 5000000
 run tracking_encode "$bench" tracking-encode
 run state_1m "$bench" state-size --keys 1000000
 run state_10m "$bench" state-size --keys 10000000
-runs isolation no "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30
+runs isolation yes "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30
 run isolation_baseline "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30 --baseline
 # The same burst with 100 ms epochs (the Kafka default before 10 ms): the admit stage gives
 # ready epochs on a bounded number of receivers at a time, so the burst's peak follows the
 # epoch size.
-runs isolation_epoch100 no "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30 --epoch-ms 100
+runs isolation_epoch100 yes "$bench" isolation --backlog "$BACKLOG" --warmup 60 --seconds 30 --epoch-ms 100
 run providers "$bench" providers --requests 100000
 # The same with the simulator in this process, as it was measured before.
 run providers_in_process "$bench" providers --requests 100000 --in-process
@@ -312,14 +315,14 @@ rows = [
      f"1M keys: content {s1['content_bytes_per_key']:.0f} B, frequency {s1['frequency_bytes_per_key']:.0f} B; 10M keys: {s10['content_bytes_per_key']:.0f} B, {s10['frequency_bytes_per_key']:.0f} B",
      "target ≤ 64 B"),
     ("Channel isolation", cmd("isolation"),
-     f"notices {iso['notices_sent']:,.0f}/{iso['notices_offered']:,.0f}: p50 {iso['latency_ms_p50']:.0f} ms, p99 {iso['latency_ms_p99']:.0f} ms{each(iso, 'latency_ms_p99')}; RSS {iso['rss_mib_after_warmup']:.0f} → {iso['rss_mib_end']:.0f} MiB (peak {iso['rss_mib_peak']:.0f})", ""),
+     f"notices {iso['notices_sent']:,.0f}/{iso['notices_offered']:,.0f}: p50 {iso['latency_ms_p50']} ms, p99 {iso['latency_ms_p99']} ms{each(iso, 'latency_ms_p99')}; RSS {iso['rss_mib_after_warmup']:.0f} → {iso['rss_mib_end']:.0f} MiB (peak {iso['rss_mib_peak']:.0f})", ""),
     ("Peak RSS reading a 1M-receiver burst", f"{cmd('isolation')}; {cmd('e2e')}",
      f"isolation backlog of {iso['backlog_receivers']:,.0f} receivers: peak {iso['rss_mib_peak']:.0f} MiB{each(iso, 'rss_mib_peak')}; 1M-request Kafka run: "
      + (f"peak {e['peak_rss_mib_pipeline']:.0f} MiB{each(e, 'peak_rss_mib_pipeline')} for the job's own process reading the 1M requests (from {e['rss_mib_at_pipeline_start']:.0f} at its start)" if e.get('job_in_own_process')
         else f"peak {e['peak_rss_mib']:.0f} MiB for the whole process" + (f" (its producer and raw consumer included), {e['peak_rss_mib_pipeline']:.0f} MiB while the job read the 1M requests (from {e['rss_mib_at_pipeline_start']:.0f} at its start)" if e.get('peak_rss_mib_pipeline') else "")),
      (lambda r: f"target ≤ 300 MiB: {r:.2f}× ({'met' if r <= 1 else 'not met'})")(max(iso['rss_mib_peak'], e.get('peak_rss_mib_pipeline') or e['peak_rss_mib']) / 300)),
     *([("… the same burst, 100 ms epochs", cmd("isolation_epoch100"),
-       f"peak {iso10['rss_mib_peak']:.0f} MiB{each(iso10, 'rss_mib_peak')}, {iso10['rss_mib_after_warmup']:.0f} after the warm-up; notices {iso10['notices_sent']:,.0f}/{iso10['notices_offered']:,.0f}, p99 {iso10['latency_ms_p99']:.0f} ms",
+       f"peak {iso10['rss_mib_peak']:.0f} MiB{each(iso10, 'rss_mib_peak')}, {iso10['rss_mib_after_warmup']:.0f} after the warm-up; notices {iso10['notices_sent']:,.0f}/{iso10['notices_offered']:,.0f}, p99 {iso10['latency_ms_p99']} ms",
        (lambda r: f"target ≤ 300 MiB: {r:.2f}× ({'met' if r <= 1 else 'not met'})")(iso10['rss_mib_peak'] / 300))] if iso10 else []),
     ("… baseline: backlog queued in memory", cmd("isolation_baseline"),
      f"notices {base['notices_sent']}/{base['notices_offered']} sent in the window; RSS {base['rss_mib_after_warmup']:.0f} → {base['rss_mib_end']:.0f} MiB", ""),
@@ -350,7 +353,8 @@ def run_rev(name):
         return "an earlier commit"
 kept = {}
 for f in sorted(os.listdir(out)):
-    if f.endswith(".json") and run_rev(f[:-5]) != rev:
+    # A row's single runs (NAME.K.json) are in its NAME.json.
+    if f.endswith(".json") and not f[:-5].rsplit(".", 1)[-1].isdigit() and run_rev(f[:-5]) != rev:
         kept.setdefault(run_rev(f[:-5]), []).append(f[:-5])
 print("# Benchmark results\n")
 print(f"Regenerated by `scripts/bench.sh` on {datetime.date.today()} at commit `{rev}`: "
