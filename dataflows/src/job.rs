@@ -683,7 +683,12 @@ fn kafka_properties(
                     continue;
                 }
                 Err(_) => {
-                    properties.push((crate::kafka::canonical(key).to_string(), t.clone()));
+                    match crate::kafka::refused(key) {
+                        Some(why) => bad(&at, why),
+                        None => {
+                            properties.push((crate::kafka::canonical(key).to_string(), t.clone()))
+                        }
+                    }
                     continue;
                 }
             },
@@ -845,8 +850,7 @@ pub fn partition_files(path: &Path) -> Vec<PathBuf> {
 
 /// A value of `source.properties`: librdkafka takes text, and a number or a switch is written
 /// as TOML's own.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum PropertyValue {
     /// `"SASL_PLAINTEXT"`.
     Text(String),
@@ -856,6 +860,34 @@ pub enum PropertyValue {
     Decimal(f64),
     /// `true`.
     Switch(bool),
+}
+
+impl<'de> Deserialize<'de> for PropertyValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Value;
+        impl serde::de::Visitor<'_> for Value {
+            type Value = PropertyValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a librdkafka property's value: text, a number or true/false")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PropertyValue, E> {
+                Ok(PropertyValue::Text(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PropertyValue, E> {
+                Ok(PropertyValue::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PropertyValue, E> {
+                Ok(PropertyValue::Text(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<PropertyValue, E> {
+                Ok(PropertyValue::Decimal(v))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<PropertyValue, E> {
+                Ok(PropertyValue::Switch(v))
+            }
+        }
+        d.deserialize_any(Value)
+    }
 }
 
 impl std::fmt::Display for PropertyValue {
@@ -1674,6 +1706,17 @@ mod tests {
                 "{properties}: {err}"
             );
         }
+        // A value that is neither text, a number nor a switch is one line naming its line.
+        let err = Job::load(&job(kafka, "\"client.id\" = [1, 2]"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("job.toml")
+                && err.contains("line 6")
+                && err.contains("text, a number or true/false"),
+            "{err}"
+        );
         // A secret's value is never in the error: SSL's key password is refused by this build.
         let err = Job::load(&job(
             kafka,
@@ -1685,7 +1728,8 @@ mod tests {
             err.contains("ssl.key.password") && !err.contains("hunter2"),
             "{err}"
         );
-        // Only to read what the job wrote, an unset variable is let be.
+        // Only to read what the job wrote, an unset variable is let be (a reserved property
+        // is refused all the same).
         let read = Job::load_for_reading(&job(
             kafka,
             "\"sasl.password\" = \"${TIDINGS_SURELY_UNSET_42}\"",
@@ -1698,6 +1742,11 @@ mod tests {
                 "${TIDINGS_SURELY_UNSET_42}".to_string()
             )]
         );
+        let err =
+            Job::load_for_reading(&job(kafka, "\"group.id\" = \"${TIDINGS_SURELY_UNSET_42}\""))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("set source.group instead"), "{err}");
         let err = Job::load(&job(
             "kind = \"file\"\npath = \"r.jsonl\"",
             "\"client.id\" = \"x\"",

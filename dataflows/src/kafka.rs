@@ -162,6 +162,16 @@ pub fn canonical(key: &str) -> &str {
         .map_or(key, |(_, own)| own)
 }
 
+/// Why a job file may not set `key` (one of [`RESERVED_PROPERTIES`] under any of its names),
+/// whatever its value.
+pub fn refused(key: &str) -> Option<String> {
+    let own = canonical(key);
+    RESERVED_PROPERTIES
+        .iter()
+        .find(|(k, _)| *k == own)
+        .map(|(_, instead)| format!("is set by tidings: {instead}"))
+}
+
 /// Whether a property's value is a secret (a password, a key): an error never shows it.
 fn secret(key: &str) -> bool {
     [
@@ -180,10 +190,10 @@ fn secret(key: &str) -> bool {
 /// value it takes (its own reason otherwise, e.g. a misspelt name, or SSL in a build without
 /// it). Returns the name to set it under ([`canonical`]).
 pub fn check_property(key: &str, value: &str) -> Result<String, String> {
-    let own = canonical(key);
-    if let Some((_, instead)) = RESERVED_PROPERTIES.iter().find(|(k, _)| *k == own) {
-        return Err(format!("is set by tidings: {instead}"));
+    if let Some(why) = refused(key) {
+        return Err(why);
     }
+    let own = canonical(key);
     const LIST: &str = "https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md";
     match ClientConfig::new().set(own, value).create_native_config() {
         Ok(_) => Ok(own.to_string()),
