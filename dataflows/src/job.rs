@@ -556,7 +556,7 @@ fn check_source(
         },
         SourceKind::Kafka => None,
     };
-    let properties = kafka_properties(source, run, bad);
+    let (properties, unresolved) = kafka_properties(source, run, bad);
     let kafka = (source.kind == SourceKind::Kafka).then(|| KafkaSettings {
         brokers: source
             .brokers
@@ -571,6 +571,7 @@ fn check_source(
         checkpoint: std::time::Duration::from_millis(source.checkpoint_ms.max(1)),
         tick: std::time::Duration::from_millis(source.epoch_ms().max(1)),
         properties,
+        unresolved,
     });
     if !(1..=10_000).contains(&source.epoch_ms()) {
         bad(
@@ -654,14 +655,15 @@ fn check_source(
 }
 
 /// `source.properties` as librdkafka's text, each checked ([`crate::kafka::check_property`])
-/// and named as librdkafka names it. A `${NAME}` in a value is read from the environment;
-/// only to read what a job wrote (`tidings sql`), an unset one is let be and its property
-/// not checked.
+/// and named as librdkafka names it. A `${NAME}` in a value is read from the environment.
+/// Only to read what a job wrote, an unset one is let be: the property is kept in
+/// [`KafkaSettings::unresolved`] instead, and a command that makes a client from it
+/// (`tidings send`, `gateway`) refuses to start ([`KafkaSettings::ready`]).
 fn kafka_properties(
     source: &SourceConfig,
     run: bool,
     bad: &mut impl FnMut(&str, String),
-) -> Vec<(String, String)> {
+) -> (Vec<(String, String)>, Vec<String>) {
     if source.kind != SourceKind::Kafka {
         if !source.properties.is_empty() {
             bad(
@@ -669,45 +671,62 @@ fn kafka_properties(
                 "are librdkafka's, for kind = \"kafka\"; remove them for a file source".into(),
             );
         }
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let mut properties: Vec<(String, String)> = Vec::new();
+    let mut unresolved = Vec::new();
     let mut named: BTreeMap<String, &str> = BTreeMap::new();
     for (key, value) in &source.properties {
         let at = format!("source.properties.\"{key}\"");
+        if let Some(why) = crate::kafka::refused(key) {
+            bad(&at, why);
+            continue;
+        }
+        let own = crate::kafka::canonical(key).to_string();
+        if let Some(first) = named.insert(own.clone(), key) {
+            bad(
+                &at,
+                format!("sets the property {first:?} sets too (librdkafka's {own:?}); keep one"),
+            );
+            continue;
+        }
         let value = match value {
             PropertyValue::Text(t) => match env_value(t) {
                 Ok(v) => v,
-                Err(why) if run => {
-                    bad(&at, why);
-                    continue;
-                }
-                Err(_) => {
-                    match crate::kafka::refused(key) {
-                        Some(why) => bad(&at, why),
-                        None => {
-                            properties.push((crate::kafka::canonical(key).to_string(), t.clone()))
-                        }
+                Err(why) => {
+                    // A malformed reference's error quotes the value: never a secret's (an
+                    // unset variable's names only the variable).
+                    let why = if crate::kafka::secret(key) && why.starts_with('`') {
+                        "has a malformed ${…} reference (not shown: a secret); write ${NAME}, or $${ for a literal ${".to_string()
+                    } else {
+                        why
+                    };
+                    if run {
+                        bad(&at, why);
+                    } else {
+                        unresolved.push(format!("{at}: {why}"));
                     }
                     continue;
                 }
             },
+            PropertyValue::Decimal(d)
+                if !d.is_finite() || (d.fract() != 0.0 && own != "queue.buffering.max.ms") =>
+            {
+                bad(
+                    &at,
+                    "is a whole number here (only linger.ms, queue.buffering.max.ms, takes a fraction)"
+                        .into(),
+                );
+                continue;
+            }
             v => v.to_string(),
         };
         match crate::kafka::check_property(key, &value) {
-            Ok(own) => match named.insert(own.clone(), key) {
-                Some(first) => bad(
-                    &at,
-                    format!(
-                        "sets the property {first:?} sets too (librdkafka's {own:?}); keep one"
-                    ),
-                ),
-                None => properties.push((own, value)),
-            },
+            Ok(own) => properties.push((own, value)),
             Err(why) => bad(&at, why),
         }
     }
-    properties
+    (properties, unresolved)
 }
 
 /// Every structural problem of a job file that did not deserialize, section by section
@@ -1685,6 +1704,9 @@ mod tests {
                 "\"sasl.password\" = \"${TIDINGS_SURELY_UNSET_42}\"",
                 "TIDINGS_SURELY_UNSET_42",
             ),
+            ("\"sasl.password\" = \"pa${ss\"", "not shown: a secret"),
+            ("\"fetch.wait.max.ms\" = 10.5", "is a whole number here"),
+            ("\"linger.ms\" = nan", "is a whole number here"),
             (
                 "\"linger.ms\" = 5\n\"queue.buffering.max.ms\" = 6",
                 "keep one",
@@ -1717,7 +1739,12 @@ mod tests {
                 && err.contains("text, a number or true/false"),
             "{err}"
         );
-        // A secret's value is never in the error: SSL's key password is refused by this build.
+        // A secret's value is never in the error: SSL's key password is refused by this build,
+        // and a malformed reference in a password is not quoted.
+        let err = Job::load(&job(kafka, "\"sasl.password\" = \"pa${ss\""))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("${ss"), "{err}");
         let err = Job::load(&job(
             kafka,
             "\"ssl.key.password\" = \"hunter2-very-secret\"",
@@ -1735,12 +1762,14 @@ mod tests {
             "\"sasl.password\" = \"${TIDINGS_SURELY_UNSET_42}\"",
         ))
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            read.kafka.expect("a Kafka job").properties,
-            [(
-                "sasl.password".to_string(),
-                "${TIDINGS_SURELY_UNSET_42}".to_string()
-            )]
+        // Left out, and a client cannot be made from the job (`tidings send`, `gateway`).
+        let read = read.kafka.expect("a Kafka job");
+        assert!(read.properties.is_empty(), "{:?}", read.properties);
+        let why = read.ready().unwrap_err();
+        assert!(
+            why.contains("source.properties.\"sasl.password\"")
+                && why.contains("TIDINGS_SURELY_UNSET_42"),
+            "{why}"
         );
         let err =
             Job::load_for_reading(&job(kafka, "\"group.id\" = \"${TIDINGS_SURELY_UNSET_42}\""))

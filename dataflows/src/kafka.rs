@@ -68,6 +68,17 @@ pub struct KafkaSettings {
     /// The job file's `source.properties`: librdkafka properties for every client made to
     /// these brokers, applied after the job's own ([`WithProperties`]).
     pub properties: Vec<(String, String)>,
+    /// Properties left out because a `${NAME}` in their value is not set (a job loaded only
+    /// to read what it wrote), each as `source.properties."KEY": why`.
+    pub unresolved: Vec<String>,
+}
+
+impl KafkaSettings {
+    /// Whether a client can be made with every property of the job file: the first property
+    /// left out otherwise (an unset `${NAME}`).
+    pub fn ready(&self) -> Result<(), String> {
+        self.unresolved.first().map_or(Ok(()), |u| Err(u.clone()))
+    }
 }
 
 /// librdkafka properties a job file may not set, by librdkafka's own name ([`canonical`]):
@@ -172,17 +183,27 @@ pub fn refused(key: &str) -> Option<String> {
         .map(|(_, instead)| format!("is set by tidings: {instead}"))
 }
 
-/// Whether a property's value is a secret (a password, a key): an error never shows it.
-fn secret(key: &str) -> bool {
-    [
-        "password",
-        "secret",
-        "key.pem",
-        "sasl.oauthbearer.config",
-        "jaas",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
+/// The properties librdkafka itself keeps secret (`_RK_SENSITIVE` in its `rdkafka_conf.c`):
+/// an error never shows their values.
+const SECRETS: &[&str] = &[
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.ca.pem",
+    "ssl.keystore.password",
+    "sasl.username",
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.assertion.private.key.file",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+];
+
+/// Whether `key`'s value is a secret (by any of its names).
+pub fn secret(key: &str) -> bool {
+    SECRETS.contains(&canonical(key))
 }
 
 /// Checks that a job file may give librdkafka `key = value`: not one of
@@ -200,10 +221,13 @@ pub fn check_property(key: &str, value: &str) -> Result<String, String> {
         Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) => Err(format!(
             "librdkafka has no such property (its properties: {LIST})"
         )),
-        Err(KafkaError::ClientConfig(_, desc, ..)) if secret(own) => Err(format!(
-            "librdkafka refuses its value: {} (its properties: {LIST})",
-            desc.replace(value, "***")
-        )),
+        Err(KafkaError::ClientConfig(_, desc, ..))
+            if secret(own) && !value.is_empty() && desc.contains(value.trim()) =>
+        {
+            Err(format!(
+                "librdkafka refuses it (its reason would show the secret value) (its properties: {LIST})"
+            ))
+        }
         Err(KafkaError::ClientConfig(_, desc, ..)) => Err(format!(
             "librdkafka refuses it: {desc} (its properties: {LIST})"
         )),

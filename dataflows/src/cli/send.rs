@@ -38,6 +38,9 @@ pub fn run(args: SendArgs) -> Result<(), Failure> {
             args.job.display()
         )));
     };
+    kafka
+        .ready()
+        .map_err(|why| Failure::Usage(format!("{}: {why}", args.job.display())))?;
     let brokers = args.brokers.as_ref().unwrap_or(&kafka.brokers);
     let topic = &kafka.topic;
     let n = match &args.file {

@@ -135,6 +135,9 @@ impl Gateway {
                 job.path.display()
             );
         };
+        kafka
+            .ready()
+            .map_err(|why| anyhow::anyhow!("{}: {why}", job.path.display()))?;
         let book_path = job.state_dir.join(DOOR_BOOK);
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers.unwrap_or(&kafka.brokers))
