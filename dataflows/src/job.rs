@@ -654,7 +654,8 @@ fn check_source(
     (source_path, kafka)
 }
 
-/// `source.properties` as librdkafka's text, each checked ([`crate::kafka::check_property`])
+/// `source.properties` as librdkafka's text, each checked ([`crate::kafka::refused`],
+/// [`crate::kafka::check_value`])
 /// and named as librdkafka names it. A `${NAME}` in a value is read from the environment.
 /// Only to read what a job wrote, an unset one is let be: the property is kept in
 /// [`KafkaSettings::unresolved`] instead, and a command that makes a client from it
@@ -696,7 +697,7 @@ fn kafka_properties(
                 Err(why) => {
                     // A malformed reference's error quotes the value: never a secret's (an
                     // unset variable's names only the variable).
-                    let why = if crate::kafka::secret(key) && why.starts_with('`') {
+                    let why = if crate::kafka::secret(&own) && why.starts_with('`') {
                         "has a malformed ${…} reference (not shown: a secret); write ${NAME}, or $${ for a literal ${".to_string()
                     } else {
                         why
@@ -721,8 +722,8 @@ fn kafka_properties(
             }
             v => v.to_string(),
         };
-        match crate::kafka::check_property(key, &value) {
-            Ok(own) => properties.push((own, value)),
+        match crate::kafka::check_value(&own, &value) {
+            Ok(()) => properties.push((own, value)),
             Err(why) => bad(&at, why),
         }
     }

@@ -201,23 +201,18 @@ const SECRETS: &[&str] = &[
     "sasl.oauthbearer.assertion.private.key.pem",
 ];
 
-/// Whether `key`'s value is a secret (by any of its names).
-pub fn secret(key: &str) -> bool {
-    SECRETS.contains(&canonical(key))
+/// Whether the value of the property librdkafka names `own` ([`canonical`]) is a secret.
+pub fn secret(own: &str) -> bool {
+    SECRETS.contains(&own)
 }
 
-/// Checks that a job file may give librdkafka `key = value`: not one of
-/// [`RESERVED_PROPERTIES`] under any of its names, and a property librdkafka knows with a
-/// value it takes (its own reason otherwise, e.g. a misspelt name, or SSL in a build without
-/// it). Returns the name to set it under ([`canonical`]).
-pub fn check_property(key: &str, value: &str) -> Result<String, String> {
-    if let Some(why) = refused(key) {
-        return Err(why);
-    }
-    let own = canonical(key);
+/// Checks that librdkafka takes `value` for the property it names `own` ([`canonical`]; not
+/// one of [`RESERVED_PROPERTIES`]: [`refused`]), or says why not in its own words (a
+/// misspelt name, SSL in a build without it), never quoting a secret.
+pub fn check_value(own: &str, value: &str) -> Result<(), String> {
     const LIST: &str = "https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md";
     match ClientConfig::new().set(own, value).create_native_config() {
-        Ok(_) => Ok(own.to_string()),
+        Ok(_) => Ok(()),
         Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) => Err(format!(
             "librdkafka has no such property (its properties: {LIST})"
         )),

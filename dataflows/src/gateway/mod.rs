@@ -25,8 +25,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use rdkafka::ClientConfig;
-
-use crate::kafka::WithProperties;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use tidings_model::ids;
@@ -38,6 +36,7 @@ use tidings_operators::validate::Validator;
 pub use callers::{Callers, hash_token};
 
 use crate::Job;
+use crate::kafka::WithProperties;
 
 /// austin's answer codes.
 pub const OK: &str = "00000";
