@@ -41,7 +41,7 @@ use tidings_operators::live::Live;
 use tidings_operators::{Clock, Epoch, InFlight, SourceRecord};
 
 use crate::kafka_batch::{BatchQueue, Item};
-use crate::source::{Partition, give_stamped, oversized, too_large};
+use crate::source::{Partition, Stamped, give_stamped, oversized, too_large};
 use tidings_operators::container::Trimming;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source;
@@ -440,6 +440,9 @@ impl KafkaReader {
             // "Caught up" comes from the broker: a partition at its end moves its watermark with
             // the wall clock.
             .set("enable.partition.eof", "true")
+            // A batch damaged on its way or on disk is a dead letter, not records read from
+            // whatever its bytes now say (librdkafka does not check by default).
+            .set("check.crcs", "true")
             .set("topic.metadata.refresh.interval.ms", "5000")
             .with_properties(&s.properties)
             .create_with_context(SourceContext {
@@ -789,6 +792,8 @@ fn poll_batch(
         name,
     };
     if let Some(q) = reader.batch.borrow_mut().as_mut() {
+        // Partitions at an unreadable batch, and the offset to read each from next.
+        let mut skips: Vec<(i32, i64)> = Vec::new();
         // In the queue's order: a partition's end, then a record that came after it, leaves
         // the partition reading (not caught up).
         q.read(4096usize.saturating_sub(batch.len()), |item| match item {
@@ -798,10 +803,28 @@ fn poll_batch(
                 payload,
                 timestamp,
             } => at.take(parts, batch, partition, offset, payload, timestamp),
+            Item::Unreadable {
+                partition,
+                offset,
+                reason,
+            } => {
+                // Taken off the queue before this read's seek: repeats of one failed fetch.
+                if !skips.iter().any(|(p, _)| *p == partition)
+                    && let Some(next) = at.unreadable(parts, batch, partition, offset, &reason)
+                {
+                    skips.push((partition, next));
+                }
+            }
             Item::Error(e) => {
                 reader.error(parts, e);
             }
         });
+        for (p, next) in skips {
+            // Unless librdkafka moved past it by itself (a record of the partition came after).
+            if parts.get(&p).is_some_and(|part| part.next == next) {
+                reader.skip_to(p, next);
+            }
+        }
     }
     // The consumer's queue every turn, however full the batch: a backlog fills it from the
     // batch queue turn after turn, and the statistics and errors would wait for its end.
@@ -869,24 +892,73 @@ impl Stamping<'_> {
             Some(_) => oversized(payload, payload.len()),
             None => payload.to_vec(),
         };
-        batch.push((
-            s.epoch,
-            SourceRecord {
-                source: self.name.clone(),
-                partition: p,
-                offset: o,
-                bytes,
-                read_time: now,
-                timestamp: Some(ts),
-                event_time: s.event_time,
-                late_by: s.late_by,
-                bad_time: s.bad_time,
-            },
-        ));
+        batch.push((s.epoch, self.record(p, o, bytes, Some(ts), s)));
+    }
+
+    /// Takes in librdkafka's report that partition `p`'s batch at `first` cannot be read: the
+    /// offset it stands for (`first`, or the partition's next when that is further in the
+    /// batch) becomes a dead letter with `reason`, judged as a record without a time is.
+    /// The offset to read the partition from next, or `None` if it is not the worker's.
+    ///
+    /// librdkafka fetches such a batch again and again, and its records cannot be counted,
+    /// so the source steps over it one offset a fetch: each of its offsets is one dead letter,
+    /// at the same offsets however the topic is read (a restart, another worker count).
+    fn unreadable(
+        &self,
+        parts: &mut BTreeMap<i32, Partition>,
+        batch: &mut Vec<(Epoch, SourceRecord)>,
+        p: i32,
+        first: i64,
+        reason: &str,
+    ) -> Option<i64> {
+        let part = parts.get_mut(&p)?;
+        let o = first.max(part.next);
+        let why = format!(
+            "Kafka record batch from offset {first} cannot be read ({reason}); offset {o} skipped"
+        );
+        if let Some(s) = part.stamp(o, 0, Err(why), self.now, self.event, self.floor) {
+            batch.push((s.epoch, self.record(p, o, Vec::new(), None, s)));
+        }
+        Some(o + 1)
+    }
+
+    fn record(
+        &self,
+        p: i32,
+        o: i64,
+        bytes: Vec<u8>,
+        timestamp: Option<Millis>,
+        s: Stamped,
+    ) -> SourceRecord {
+        SourceRecord {
+            source: self.name.clone(),
+            partition: p,
+            offset: o,
+            bytes,
+            read_time: self.now,
+            timestamp,
+            event_time: s.event_time,
+            late_by: s.late_by,
+            bad_time: s.bad_time,
+        }
     }
 }
 
 impl KafkaReader {
+    /// Reads partition `p` from `offset` on, past a batch librdkafka cannot read. Without
+    /// waiting: the messages of the partition already fetched are dropped by librdkafka (the
+    /// seek outdates them), and a failed seek is fetched and reported again.
+    fn skip_to(&self, p: i32, offset: i64) {
+        if let Err(e) = self
+            .consumer
+            .seek(&self.topic, p, Offset::Offset(offset), Duration::ZERO)
+        {
+            self.tell(format!(
+                "warning: kafka: partition {p}: cannot skip to offset {offset}: {e}"
+            ));
+        }
+    }
+
     /// Takes in an error of a poll: a partition at its end is caught up; anything else is
     /// said. Whether to read on.
     fn error(&self, parts: &mut BTreeMap<i32, Partition>, e: KafkaError) -> bool {

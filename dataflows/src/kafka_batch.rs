@@ -40,6 +40,15 @@ pub enum Item<'a> {
         /// Its Kafka timestamp, when it has one.
         timestamp: Option<i64>,
     },
+    /// A batch of records at `offset` (its first) librdkafka cannot read: it could not
+    /// decompress it, or it failed its CRC check. librdkafka fetches it again and again and
+    /// never moves past it by itself.
+    Unreadable {
+        partition: i32,
+        offset: i64,
+        /// librdkafka's words for it.
+        reason: String,
+    },
     /// An error of a partition (`PartitionEOF` at its end), as rdkafka's poll gives it.
     Error(KafkaError),
 }
@@ -135,10 +144,30 @@ impl Message {
         unsafe {
             let m = &*self.0;
             if m.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                return Item::Error(match RDKafkaErrorCode::from(m.err) {
-                    RDKafkaErrorCode::PartitionEOF => KafkaError::PartitionEOF(m.partition),
-                    code => KafkaError::MessageConsumption(code),
-                });
+                return match RDKafkaErrorCode::from(m.err) {
+                    RDKafkaErrorCode::PartitionEOF => {
+                        Item::Error(KafkaError::PartitionEOF(m.partition))
+                    }
+                    // A bad codec's data, a failed CRC (`check.crcs`), a codec this build
+                    // lacks: the same bytes fail the same way however often they are fetched.
+                    code @ (RDKafkaErrorCode::BadCompression
+                    | RDKafkaErrorCode::BadMessage
+                    | RDKafkaErrorCode::NotImplemented) => {
+                        let text = rd::rd_kafka_message_errstr(self.0);
+                        Item::Unreadable {
+                            partition: m.partition,
+                            offset: m.offset,
+                            reason: if text.is_null() {
+                                code.to_string()
+                            } else {
+                                std::ffi::CStr::from_ptr(text)
+                                    .to_string_lossy()
+                                    .into_owned()
+                            },
+                        }
+                    }
+                    code => Item::Error(KafkaError::MessageConsumption(code)),
+                };
             }
             let payload = if m.payload.is_null() {
                 &[][..]
@@ -264,6 +293,7 @@ mod tests {
                     ended.insert(partition);
                 }
                 Item::Error(e) => panic!("not a partition's end: {e}"),
+                Item::Unreadable { reason, .. } => panic!("an unreadable batch: {reason}"),
             });
             // The consumer's queue: events only.
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(10)) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tidings_dataflows::kafka::{Outgoing, produce};
 use tidings_dataflows::{Job, RunOptions, TrackingTarget, run};
 use tidings_operators::Clock;
-use tidings_sinks::tracking::MemoryTracking;
+use tidings_sinks::tracking::{Collected, MemoryTracking};
 
 fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
@@ -32,6 +32,29 @@ fn decisions_at(
     idle_exit: Option<Duration>,
     now: i64,
 ) -> ((Vec<Decision>, Vec<String>), usize) {
+    let (c, parked) = collect_at(job, idle_exit, now);
+    let mut rows: Vec<Decision> = c
+        .events
+        .into_iter()
+        .map(|e| {
+            (
+                e.meta.template_id,
+                e.receiver.to_string(),
+                e.event_time,
+                e.state.name().to_string(),
+                e.reason,
+            )
+        })
+        .collect();
+    rows.sort();
+    let mut dead: Vec<String> = c.dead.into_iter().map(|d| d.reason).collect();
+    dead.sort();
+    ((rows, dead), parked)
+}
+
+/// Runs `job` (two workers, the clock at `now`) into memory: its rows, dead letters and
+/// how many deliveries it left parked.
+fn collect_at(job: &std::path::Path, idle_exit: Option<Duration>, now: i64) -> (Collected, usize) {
     let job = Job::load(job).unwrap_or_else(|e| panic!("{e}"));
     let memory = MemoryTracking::default();
     let opts = RunOptions {
@@ -50,24 +73,7 @@ fn decisions_at(
         backlog_before: None,
     };
     let summary = common::within(LIMIT, "the Kafka job", move || run(&job, &opts).unwrap());
-    let c = memory.take();
-    let mut rows: Vec<Decision> = c
-        .events
-        .into_iter()
-        .map(|e| {
-            (
-                e.meta.template_id,
-                e.receiver.to_string(),
-                e.event_time,
-                e.state.name().to_string(),
-                e.reason,
-            )
-        })
-        .collect();
-    rows.sort();
-    let mut dead: Vec<String> = c.dead.into_iter().map(|d| d.reason).collect();
-    dead.sort();
-    ((rows, dead), summary.parked)
+    (memory.take(), summary.parked)
 }
 
 #[test]
@@ -413,6 +419,235 @@ fn records_compressed_by_each_codec_are_read() {
     let want: Vec<String> = (0..12).map(|n| format!("1380013{n:04}")).collect();
     assert_eq!(sent, want, "{rows:?}");
     assert!(dead.is_empty(), "{dead:?}");
+}
+
+/// How a hand-written record batch is damaged.
+#[derive(Clone, Copy, PartialEq)]
+enum Damage {
+    None,
+    /// Marked gzip, its records bytes that do not decompress.
+    Compression,
+    /// Plain records under a CRC that does not match them.
+    Crc,
+}
+
+/// A Kafka record batch (format v2) of `values`, timestamped `ts`, as a producer writes it;
+/// `damage` as a broken producer or disk would leave it.
+fn record_batch(values: &[String], ts: i64, damage: Damage) -> Vec<u8> {
+    fn varint(n: i64, out: &mut Vec<u8>) {
+        let mut z = ((n << 1) ^ (n >> 63)) as u64;
+        loop {
+            let b = (z & 0x7f) as u8;
+            z >>= 7;
+            if z == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = vec![0u8]; // attributes
+        varint(0, &mut r); // timestamp delta
+        varint(i as i64, &mut r); // offset delta
+        varint(-1, &mut r); // no key
+        varint(v.len() as i64, &mut r);
+        r.extend_from_slice(v.as_bytes());
+        varint(0, &mut r); // no headers
+        varint(r.len() as i64, &mut records);
+        records.extend_from_slice(&r);
+    }
+    let (codec, records) = match damage {
+        Damage::Compression => (1i16, b"\x1f\x8bnot gzip at all, not gzip at all".to_vec()),
+        _ => (0, records),
+    };
+    let mut tail = Vec::new(); // from the attributes on: what the CRC covers
+    tail.extend_from_slice(&codec.to_be_bytes());
+    tail.extend_from_slice(&(values.len() as i32 - 1).to_be_bytes()); // last offset delta
+    tail.extend_from_slice(&ts.to_be_bytes());
+    tail.extend_from_slice(&ts.to_be_bytes());
+    tail.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    tail.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    tail.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    tail.extend_from_slice(&(values.len() as i32).to_be_bytes());
+    tail.extend_from_slice(&records);
+    let crc = match damage {
+        Damage::Crc => crc32c(&tail) ^ 1,
+        _ => crc32c(&tail),
+    };
+    let mut batch = 0i64.to_be_bytes().to_vec(); // base offset (the broker's to set)
+    batch.extend_from_slice(&(4 + 1 + 4 + tail.len() as i32).to_be_bytes());
+    batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
+    batch.push(2); // magic
+    batch.extend_from_slice(&crc.to_be_bytes());
+    batch.extend_from_slice(&tail);
+    batch
+}
+
+/// CRC-32C (Castagnoli), as a record batch's checksum.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for b in bytes {
+        c ^= u32::from(*b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// Writes `batch` to `partition` of `topic` as it is, with a Produce request (v3) of its own:
+/// rdkafka's producer would never write a damaged one.
+fn produce_raw(topic: &str, partition: i32, batch: &[u8]) {
+    use std::io::{Read, Write};
+    let mut body = Vec::new();
+    body.extend_from_slice(&0i16.to_be_bytes()); // Produce
+    body.extend_from_slice(&3i16.to_be_bytes()); // v3
+    body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    body.extend_from_slice(&4i16.to_be_bytes());
+    body.extend_from_slice(b"test");
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // no transaction
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // acks = all
+    body.extend_from_slice(&10_000i32.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&partition.to_be_bytes());
+    body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+    body.extend_from_slice(batch);
+    let mut conn = std::net::TcpStream::connect(brokers()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
+    conn.write_all(&body).unwrap();
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).unwrap();
+    let mut reply = vec![0u8; i32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut reply).unwrap();
+    // correlation id, one topic (count, name), one partition (count, index), its error code.
+    let at = 4 + 4 + 2 + topic.len() + 4 + 4;
+    let error = i16::from_be_bytes([reply[at], reply[at + 1]]);
+    assert_eq!(
+        error, 0,
+        "the broker refused the batch for {topic}/{partition}"
+    );
+}
+
+/// A record batch librdkafka cannot read (one that does not decompress, one that fails its
+/// CRC) does not stop its partition: each of its offsets is a dead letter naming it, the
+/// records after it are sent, and a second run of the group reads none of them again.
+#[test]
+fn an_unreadable_batch_is_a_dead_letter_per_offset_and_its_partition_reads_on() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let topic = format!("unreadable-{unique}");
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let wanted = [NewTopic::new(&topic, 2, TopicReplication::Fixed(1))];
+    for r in runtime
+        .block_on(admin.create_topics(&wanted, &AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap_or_else(|(t, e)| panic!("cannot create {t}: {e}"));
+    }
+    std::fs::write(
+        dir.path().join("templates.toml"),
+        common::sms_template(1, "none", false, "phone"),
+    )
+    .unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"unreadable\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
+             topic = \"{topic}\"\ngroup = \"g-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
+            brokers()
+        ),
+    )
+    .unwrap();
+    let ts = 1_763_784_000_000i64;
+    let request = |n: i64| {
+        vec![
+            serde_json::json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": format!("1380013{n:04}"), "variables": {"v": "x"}}})
+            .to_string(),
+        ]
+    };
+    let three = |n: i64| [request(n), request(n + 1), request(n + 2)].concat();
+    // Partition 0: offset 0, a batch of three that does not decompress (1–3), offset 4.
+    produce_raw(&topic, 0, &record_batch(&request(0), ts, Damage::None));
+    produce_raw(
+        &topic,
+        0,
+        &record_batch(&three(1), ts + 1, Damage::Compression),
+    );
+    produce_raw(&topic, 0, &record_batch(&request(4), ts + 2, Damage::None));
+    // Partition 1: offset 0, a batch of two under a wrong CRC (1–2), offsets 3–5 in one batch.
+    produce_raw(&topic, 1, &record_batch(&request(10), ts, Damage::None));
+    let two = [request(11), request(12)].concat();
+    produce_raw(&topic, 1, &record_batch(&two, ts + 1, Damage::Crc));
+    produce_raw(&topic, 1, &record_batch(&three(13), ts + 2, Damage::None));
+
+    let (c, _) = collect_at(&job, Some(Duration::from_secs(8)), 1_800_000_000_000);
+    let mut sent: Vec<String> = c
+        .events
+        .iter()
+        .filter(|e| e.state.name() == "SEND_SUCCESS")
+        .map(|e| e.receiver.to_string())
+        .collect();
+    sent.sort();
+    let want: Vec<String> = [0, 4, 10, 13, 14, 15]
+        .iter()
+        .map(|n| format!("1380013{n:04}"))
+        .collect();
+    assert_eq!(sent, want, "{:?}", c.events);
+    let mut dead: Vec<(String, String)> =
+        c.dead.into_iter().map(|d| (d.source, d.reason)).collect();
+    dead.sort();
+    let at: Vec<&str> = dead.iter().map(|(s, _)| s.as_str()).collect();
+    let want: Vec<String> = ["0/1", "0/2", "0/3", "1/1", "1/2"]
+        .iter()
+        .map(|p| format!("{topic}/{p}"))
+        .collect();
+    assert_eq!(at, want, "{dead:?}");
+    for (source, reason) in &dead[..3] {
+        let offset = source.rsplit('/').next().unwrap();
+        assert!(
+            reason.starts_with("Kafka record batch from offset 1 cannot be read (Decompression")
+                && reason.ends_with(&format!("; offset {offset} skipped")),
+            "{source}: {reason}"
+        );
+    }
+    for (source, reason) in &dead[3..] {
+        assert!(
+            reason.starts_with("Kafka record batch from offset 1 cannot be read")
+                && reason.contains("CRC"),
+            "{source}: {reason}"
+        );
+    }
+    // Committed past them: the group's second run reads nothing again.
+    let (again, _) = collect_at(&job, Some(Duration::from_secs(8)), 1_800_000_000_000);
+    assert!(
+        again.events.is_empty() && again.dead.is_empty(),
+        "{:?} {:?}",
+        again.events,
+        again.dead
+    );
 }
 
 #[test]
