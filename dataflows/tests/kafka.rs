@@ -650,6 +650,77 @@ fn an_unreadable_batch_is_a_dead_letter_per_offset_and_its_partition_reads_on() 
     );
 }
 
+/// A broker reached only over TLS (scripts/services.sh: `KAFKA_TLS_BROKERS`, its CA's PEM in
+/// `KAFKA_TLS_CA`), with `[source.properties]`: `tidings send`'s producer writes to it and the
+/// job reads from it, each verifying the broker's certificate by that CA; `tidings check`
+/// without the CA cannot reach it, and says why.
+#[test]
+fn a_broker_over_tls_is_reached_with_its_ca_and_refused_without() {
+    let brokers = std::env::var("KAFKA_TLS_BROKERS").unwrap_or_else(|_| "127.0.0.1:19093".into());
+    let ca =
+        std::env::var("KAFKA_TLS_CA").unwrap_or_else(|_| "/tmp/tidings-services/tls/ca.pem".into());
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let topic = format!("tls-{unique}");
+    std::fs::write(
+        dir.path().join("templates.toml"),
+        common::sms_template(1, "none", false, "phone"),
+    )
+    .unwrap();
+    let job_file = |name: &str, properties: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"tls\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\n\
+                 topic = \"{topic}\"\ngroup = \"g-{unique}\"\n[source.properties]\n{properties}\n\
+                 [tracking]\ndir = \"var/tracking\"\n[accounts.out]\nchannel = \"sms\"\nprovider = \"blackhole\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let with_ca = job_file(
+        "job.toml",
+        &format!("\"security.protocol\" = \"ssl\"\n\"ssl.ca.location\" = \"{ca}\""),
+    );
+    let without_ca = job_file("no-ca.toml", "\"security.protocol\" = \"ssl\"");
+
+    let settings = |path: &std::path::Path| {
+        Job::load(path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .kafka
+            .unwrap()
+    };
+    let refused = tidings_dataflows::kafka::reach(&settings(&without_ca));
+    let why = refused.expect_err("reached a TLS broker without its CA");
+    assert!(why.contains("certificate verify failed"), "{why}");
+
+    let k = settings(&with_ca);
+    let ts = 1_763_784_000_000i64;
+    let records = (0..3)
+        .map(|n| Outgoing::of_line(&common::envelope(ts + n, 1, &format!("1380013{n:04}"), "x")));
+    tidings_dataflows::kafka::produce_with(&k.brokers, &k.properties, &topic, records, || {})
+        .unwrap();
+    let reached = tidings_dataflows::kafka::reach(&k).unwrap();
+    assert!(
+        reached.contains(&format!("topic {topic}: 4 partition(s)")),
+        "{reached}"
+    );
+    let (rows, dead) = decisions(&with_ca, Some(Duration::from_secs(8)));
+    let sent: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.3 == "SEND_SUCCESS")
+        .map(|r| r.1.as_str())
+        .collect();
+    assert_eq!(
+        sent,
+        ["13800130000", "13800130001", "13800130002"],
+        "{rows:?}"
+    );
+    assert!(dead.is_empty(), "{dead:?}");
+}
+
 #[test]
 fn a_rate_limited_backlog_waits_in_kafka_and_does_not_delay_another_account() {
     let dir = tempfile::tempdir().unwrap();
