@@ -134,14 +134,18 @@ start() {
 tls_broker() {
   local tls=$DIR/tls
   if [ ! -s "$tls/server.pem" ]; then
+    # A socat still serving an older certificate would not match the new CA.
+    stop_one socat
     mkdir -p "$tls"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidings test CA" \
-      -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-      -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/ext.cnf"
-    openssl x509 -req -days 3650 -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
-      -CAcreateserial -extfile "$tls/ext.cnf" -out "$tls/server.pem" 2>/dev/null
+    {
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidings test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.pem"
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$tls/server.key" -out "$tls/server.csr"
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/ext.cnf"
+      openssl x509 -req -days 3650 -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+        -CAcreateserial -extfile "$tls/ext.cnf" -out "$tls/server.pem"
+    } >"$DIR/tls.log" 2>&1 || { echo "services: cannot make the TLS certificates (see $DIR/tls.log)" >&2; rm -f "$tls/server.pem"; return 1; }
   fi
   if ! alive "$DIR/tansu-tls.pid"; then
     ( exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_TLS_BACKEND_PORT" \
@@ -158,17 +162,23 @@ tls_broker() {
   wait_port "$KAFKA_TLS_PORT"
 }
 
+# Stops the service whose pid file is $DIR/NAME.pid, if it runs.
+stop_one() {
+  local name=$1
+  if alive "$DIR/$name.pid"; then
+    pid=$(cat "$DIR/$name.pid")
+    kill "$pid" 2>/dev/null || true
+    # Gone before returning: a start right after must not find the old one on its port
+    # (and then lose its own to "address in use").
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$DIR/$name.pid"
+}
+
 stop() {
   for name in tansu redis smtp s3 tansu-tls socat; do
-    if alive "$DIR/$name.pid"; then
-      pid=$(cat "$DIR/$name.pid")
-      kill "$pid" 2>/dev/null || true
-      # Gone before returning: a start right after must not find the old one on its port
-      # (and then lose its own to "address in use").
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$DIR/$name.pid"
+    stop_one "$name"
   done
 }
 

@@ -371,8 +371,7 @@ pub struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!("kafka: {error}: {reason}");
-        self.heard.hear(&error, reason);
+        self.heard.error(error, reason);
     }
 
     fn stats(&self, s: Statistics) {
@@ -502,15 +501,11 @@ impl KafkaReader {
         {
             Ok(md) => md,
             Err(e) => {
-                // The request's own error says only "transport failure"; why is in librdkafka's
-                // error events (a failed TLS handshake, a refused connection), served by a poll
-                // (the worker has nothing to read until the brokers answer).
-                let _ = self.consumer.poll(Duration::from_millis(100));
-                let why = self.consumer.context().heard.last();
+                // (The worker has nothing to read until the brokers answer.)
+                let why = failed(&self.consumer, &e);
                 self.tell(format!(
-                    "kafka: cannot reach the brokers at {} ({e}{}); retrying",
-                    self.brokers,
-                    why.map(|w| format!(": {w}")).unwrap_or_default()
+                    "kafka: cannot reach the brokers at {} ({why}); retrying",
+                    self.brokers
                 ));
                 return false;
             }
@@ -807,10 +802,18 @@ fn poll_batch(
     };
     if let Some(q) = reader.batch.borrow_mut().as_mut() {
         // Partitions at an unreadable batch, and the offset to read each from next.
+        // Partitions at an unreadable batch, and the offset each is read from next: the
+        // rest of this read's items of such a partition are dropped (the seek below has
+        // librdkafka fetch them again). So each fetch of a damaged batch is one dead letter,
+        // however the broker cut its responses: librdkafka reads on past a batch that fails
+        // its CRC when more batches came in the same response, and stops at one it cannot
+        // decompress.
         let mut skips: Vec<(i32, i64)> = Vec::new();
+        let skipping = |skips: &[(i32, i64)], p: i32| skips.iter().any(|(s, _)| *s == p);
         // In the queue's order: a partition's end, then a record that came after it, leaves
         // the partition reading (not caught up).
         q.read(4096usize.saturating_sub(batch.len()), |item| match item {
+            Item::Record { partition, .. } if skipping(&skips, partition) => {}
             Item::Record {
                 partition,
                 offset,
@@ -822,22 +825,19 @@ fn poll_batch(
                 offset,
                 reason,
             } => {
-                // Taken off the queue before this read's seek: repeats of one failed fetch.
-                if !skips.iter().any(|(p, _)| *p == partition)
+                if !skipping(&skips, partition)
                     && let Some(next) = at.unreadable(parts, batch, partition, offset, &reason)
                 {
                     skips.push((partition, next));
                 }
             }
+            Item::Error(KafkaError::PartitionEOF(p)) if skipping(&skips, p) => {}
             Item::Error(e) => {
                 reader.error(parts, e);
             }
         });
         for (p, next) in skips {
-            // Unless librdkafka moved past it by itself (a record of the partition came after).
-            if parts.get(&p).is_some_and(|part| part.next == next) {
-                reader.skip_to(p, next);
-            }
+            reader.skip_to(p, next);
         }
     }
     // The consumer's queue every turn, however full the batch: a backlog fills it from the
@@ -1008,15 +1008,7 @@ pub fn reach(k: &KafkaSettings) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .map_err(|e| {
-            // The request's own error says only "transport failure"; why is in librdkafka's
-            // error events (a failed TLS handshake, a refused connection), served by a poll.
-            let _ = consumer.poll(Duration::from_millis(100));
-            match consumer.context().last() {
-                Some(why) => format!("{e}: {why}"),
-                None => e.to_string(),
-            }
-        })?;
+        .map_err(|e| failed(&consumer, &e))?;
     let partitions = md
         .topics()
         .iter()
@@ -1029,13 +1021,41 @@ pub fn reach(k: &KafkaSettings) -> Result<String, String> {
     ))
 }
 
-/// A client's context that keeps the last error librdkafka reported.
+/// `e`, a request of `consumer`'s that failed, with why: the request's own error says only
+/// "transport failure", and why is in librdkafka's error events (a failed TLS handshake, a
+/// refused connection), served by a poll (at most 100 ms).
+fn failed<C: ConsumerContext + Hears>(consumer: &BaseConsumer<C>, e: &KafkaError) -> String {
+    let _ = consumer.poll(Duration::from_millis(100));
+    match consumer.context().heard().take() {
+        Some(why) => format!("{e}: {why}"),
+        None => e.to_string(),
+    }
+}
+
+/// A client context with a [`Heard`].
+trait Hears {
+    fn heard(&self) -> &Heard;
+}
+
+impl Hears for Heard {
+    fn heard(&self) -> &Heard {
+        self
+    }
+}
+
+impl Hears for SourceContext {
+    fn heard(&self) -> &Heard {
+        &self.heard
+    }
+}
+
+/// A client's context that keeps the last error librdkafka reported (until it is said).
 #[derive(Default)]
 struct Heard(std::sync::Mutex<Option<String>>);
 
 impl Heard {
-    fn last(&self) -> Option<String> {
-        self.0.lock().ok()?.clone()
+    fn take(&self) -> Option<String> {
+        self.0.lock().ok()?.take()
     }
 
     /// Keeps `reason` unless it only counts the brokers down (the reason why they are is
@@ -1051,6 +1071,7 @@ impl Heard {
 }
 
 impl ClientContext for Heard {
+    /// Kept, not logged again: librdkafka's log line of it is in the job's log already.
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!("kafka: {error}: {reason}");
         self.hear(&error, reason);

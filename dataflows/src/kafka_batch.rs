@@ -41,8 +41,10 @@ pub enum Item<'a> {
         timestamp: Option<i64>,
     },
     /// A batch of records at `offset` (its first) librdkafka cannot read: it could not
-    /// decompress it, or it failed its CRC check. librdkafka fetches it again and again and
-    /// never moves past it by itself.
+    /// decompress it (or its codec is not built in), or it failed its CRC check. librdkafka
+    /// fetches one it cannot decompress again and again, and one that failed its CRC too when
+    /// it was the last of a fetch's response (otherwise it reads on past it, its records
+    /// neither given nor counted).
     Unreadable {
         partition: i32,
         offset: i64,
@@ -150,9 +152,14 @@ impl Message {
                     }
                     // A bad codec's data, a failed CRC (`check.crcs`), a codec this build
                     // lacks: the same bytes fail the same way however often they are fetched.
+                    // Only a batch's report has its offset (others, such as a failed offset
+                    // lookup, have none).
                     code @ (RDKafkaErrorCode::BadCompression
                     | RDKafkaErrorCode::BadMessage
-                    | RDKafkaErrorCode::NotImplemented) => {
+                    | RDKafkaErrorCode::NotImplemented)
+                        if m.offset >= 0 =>
+                    {
+                        // The report's own words (its payload), or the code's name.
                         let text = rd::rd_kafka_message_errstr(self.0);
                         Item::Unreadable {
                             partition: m.partition,

@@ -55,10 +55,20 @@ fn decisions_at(
 /// Runs `job` (two workers, the clock at `now`) into memory: its rows, dead letters and
 /// how many deliveries it left parked.
 fn collect_at(job: &std::path::Path, idle_exit: Option<Duration>, now: i64) -> (Collected, usize) {
+    collect_with(job, idle_exit, now, 2)
+}
+
+/// [`collect_at`] with `workers` workers.
+fn collect_with(
+    job: &std::path::Path,
+    idle_exit: Option<Duration>,
+    now: i64,
+    workers: usize,
+) -> (Collected, usize) {
     let job = Job::load(job).unwrap_or_else(|e| panic!("{e}"));
     let memory = MemoryTracking::default();
     let opts = RunOptions {
-        workers: 2,
+        workers,
         clock: Clock::Fixed(now),
         tracking: TrackingTarget::Memory(memory.clone()),
         in_flight: 20_000,
@@ -502,7 +512,9 @@ fn crc32c(bytes: &[u8]) -> u32 {
 }
 
 /// Writes `batch` to `partition` of `topic` as it is, with a Produce request (v3) of its own:
-/// rdkafka's producer would never write a damaged one.
+/// rdkafka's producer would never write a damaged one. (A Kafka broker checks a batch's CRC
+/// and decompresses it when it is produced, and refuses these; the test's broker stores what
+/// it is sent, as a damaged disk or link would leave a batch for a consumer.)
 fn produce_raw(topic: &str, partition: i32, batch: &[u8]) {
     use std::io::{Read, Write};
     let mut body = Vec::new();
@@ -541,7 +553,9 @@ fn produce_raw(topic: &str, partition: i32, batch: &[u8]) {
 
 /// A record batch librdkafka cannot read (one that does not decompress, one that fails its
 /// CRC) does not stop its partition: each of its offsets is a dead letter naming it, the
-/// records after it are sent, and a second run of the group reads none of them again.
+/// records after it are sent, and a second run of the group reads none of them again. (The
+/// test's broker answers a fetch with one batch; the source's handling does not depend on
+/// how many a response holds: `kafka::poll_batch`.)
 #[test]
 fn an_unreadable_batch_is_a_dead_letter_per_offset_and_its_partition_reads_on() {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -603,22 +617,27 @@ fn an_unreadable_batch_is_a_dead_letter_per_offset_and_its_partition_reads_on() 
     produce_raw(&topic, 1, &record_batch(&two, ts + 1, Damage::Crc));
     produce_raw(&topic, 1, &record_batch(&three(13), ts + 2, Damage::None));
 
+    // Sent receivers and (where, why) of each dead letter, sorted.
+    let outcome = |c: Collected| {
+        let mut sent: Vec<String> = c
+            .events
+            .iter()
+            .filter(|e| e.state.name() == "SEND_SUCCESS")
+            .map(|e| e.receiver.to_string())
+            .collect();
+        sent.sort();
+        let mut dead: Vec<(String, String)> =
+            c.dead.into_iter().map(|d| (d.source, d.reason)).collect();
+        dead.sort();
+        (sent, dead)
+    };
     let (c, _) = collect_at(&job, Some(Duration::from_secs(8)), 1_800_000_000_000);
-    let mut sent: Vec<String> = c
-        .events
-        .iter()
-        .filter(|e| e.state.name() == "SEND_SUCCESS")
-        .map(|e| e.receiver.to_string())
-        .collect();
-    sent.sort();
+    let (sent, dead) = outcome(c);
     let want: Vec<String> = [0, 4, 10, 13, 14, 15]
         .iter()
         .map(|n| format!("1380013{n:04}"))
         .collect();
-    assert_eq!(sent, want, "{:?}", c.events);
-    let mut dead: Vec<(String, String)> =
-        c.dead.into_iter().map(|d| (d.source, d.reason)).collect();
-    dead.sort();
+    assert_eq!(sent, want);
     let at: Vec<&str> = dead.iter().map(|(s, _)| s.as_str()).collect();
     let want: Vec<String> = ["0/1", "0/2", "0/3", "1/1", "1/2"]
         .iter()
@@ -648,6 +667,19 @@ fn an_unreadable_batch_is_a_dead_letter_per_offset_and_its_partition_reads_on() 
         again.events,
         again.dead
     );
+    // A new group (and state) read by one worker: the same sends and the same dead letters.
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("group = \"g-", "group = \"other-")
+        .replace(
+            "name = \"unreadable\"\n",
+            "name = \"unreadable\"\nstate_dir = \"var/other\"\n",
+        );
+    assert!(text.contains("other-") && text.contains("var/other"));
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, text).unwrap();
+    let (c, _) = collect_with(&other, Some(Duration::from_secs(8)), 1_800_000_000_000, 1);
+    assert_eq!(outcome(c), (sent, dead));
 }
 
 /// A broker reached only over TLS (scripts/services.sh: `KAFKA_TLS_BROKERS`, its CA's PEM in
