@@ -379,6 +379,36 @@ fn tidings_send_produces_single_requests_and_files() {
     assert_eq!(v["payload"], "{broken");
 }
 
+/// Writes `NAME.toml` in `dir`: a Kafka job reading `topic` of `brokers` as `group` (state
+/// in `var/NAME`), with `[source.properties]` `properties` (TOML lines, or none), and one SMS
+/// template (id 1, to phones, `hi {$v}`) sent to a blackhole account; its path.
+fn sms_job(
+    dir: &std::path::Path,
+    name: &str,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    properties: &str,
+) -> std::path::PathBuf {
+    std::fs::write(
+        dir.join("templates.toml"),
+        common::sms_template(1, "none", false, "phone"),
+    )
+    .unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\ntemplates = \"templates.toml\"\nstate_dir = \"var/{name}\"\n[source]\n\
+             kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\n\
+             [source.properties]\n{properties}\n[tracking]\ndir = \"var/tracking\"\n\
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"blackhole\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// Records written by producers that compress (each of Kafka's codecs: gzip, Snappy, LZ4,
 /// zstd) are read and sent like any other; none is skipped as an unreadable batch.
 #[test]
@@ -386,22 +416,14 @@ fn records_compressed_by_each_codec_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let unique = common::unique();
     let topic = format!("codecs-{unique}");
-    std::fs::write(
-        dir.path().join("templates.toml"),
-        common::sms_template(1, "none", false, "phone"),
-    )
-    .unwrap();
-    let job = dir.path().join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "name = \"codecs\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
-             topic = \"{topic}\"\ngroup = \"g-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
-             [accounts.out]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
-            brokers()
-        ),
-    )
-    .unwrap();
+    let job = sms_job(
+        dir.path(),
+        "codecs",
+        &brokers(),
+        &topic,
+        &format!("g-{unique}"),
+        "",
+    );
     let ts = 1_763_784_000_000i64;
     let codecs = ["gzip", "snappy", "lz4", "zstd"];
     for (c, codec) in codecs.iter().enumerate() {
@@ -578,22 +600,8 @@ fn an_unreadable_batch_is_a_dead_letter_per_offset_and_its_partition_reads_on() 
     {
         r.unwrap_or_else(|(t, e)| panic!("cannot create {t}: {e}"));
     }
-    std::fs::write(
-        dir.path().join("templates.toml"),
-        common::sms_template(1, "none", false, "phone"),
-    )
-    .unwrap();
-    let job = dir.path().join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "name = \"unreadable\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{}\"\n\
-             topic = \"{topic}\"\ngroup = \"g-{unique}\"\n[tracking]\ndir = \"var/tracking\"\n\
-             [accounts.out]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
-            brokers()
-        ),
-    )
-    .unwrap();
+    let group = format!("g-{unique}");
+    let job = sms_job(dir.path(), "unreadable", &brokers(), &topic, &group, "");
     let ts = 1_763_784_000_000i64;
     let request = |n: i64| {
         vec![
@@ -668,16 +676,14 @@ fn an_unreadable_batch_is_a_dead_letter_per_offset_and_its_partition_reads_on() 
         again.dead
     );
     // A new group (and state) read by one worker: the same sends and the same dead letters.
-    let text = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("group = \"g-", "group = \"other-")
-        .replace(
-            "name = \"unreadable\"\n",
-            "name = \"unreadable\"\nstate_dir = \"var/other\"\n",
-        );
-    assert!(text.contains("other-") && text.contains("var/other"));
-    let other = dir.path().join("other.toml");
-    std::fs::write(&other, text).unwrap();
+    let other = sms_job(
+        dir.path(),
+        "other",
+        &brokers(),
+        &topic,
+        &format!("other-{unique}"),
+        "",
+    );
     let (c, _) = collect_with(&other, Some(Duration::from_secs(8)), 1_800_000_000_000, 1);
     assert_eq!(outcome(c), (sent, dead));
 }
@@ -694,29 +700,15 @@ fn a_broker_over_tls_is_reached_with_its_ca_and_refused_without() {
     let dir = tempfile::tempdir().unwrap();
     let unique = common::unique();
     let topic = format!("tls-{unique}");
-    std::fs::write(
-        dir.path().join("templates.toml"),
-        common::sms_template(1, "none", false, "phone"),
-    )
-    .unwrap();
+    let group = format!("g-{unique}");
     let job_file = |name: &str, properties: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(
-            &path,
-            format!(
-                "name = \"tls\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\n\
-                 topic = \"{topic}\"\ngroup = \"g-{unique}\"\n[source.properties]\n{properties}\n\
-                 [tracking]\ndir = \"var/tracking\"\n[accounts.out]\nchannel = \"sms\"\nprovider = \"blackhole\"\n"
-            ),
-        )
-        .unwrap();
-        path
+        sms_job(dir.path(), name, &brokers, &topic, &group, properties)
     };
     let with_ca = job_file(
-        "job.toml",
+        "tls",
         &format!("\"security.protocol\" = \"ssl\"\n\"ssl.ca.location\" = \"{ca}\""),
     );
-    let without_ca = job_file("no-ca.toml", "\"security.protocol\" = \"ssl\"");
+    let without_ca = job_file("no-ca", "\"security.protocol\" = \"ssl\"");
 
     let settings = |path: &std::path::Path| {
         Job::load(path)
