@@ -575,7 +575,9 @@ fn produce_raw(topic: &str, partition: i32, batch: &[u8]) {
 
 /// A record batch librdkafka cannot read (one that does not decompress, one that fails its
 /// CRC) does not stop its partition: each of its offsets is a dead letter naming it, the
-/// records after it are sent, and a second run of the group reads none of them again. (The
+/// records after it are sent, and a second run of the group reads none of them again. Read
+/// again by a new group with one worker, and resumed from inside the batches, the same
+/// offsets are the same dead letters. (The
 /// test's broker answers a fetch with one batch; the source's handling does not depend on
 /// how many a response holds: `kafka::poll_batch`.)
 #[test]
@@ -685,7 +687,37 @@ fn an_unreadable_batch_is_a_dead_letter_per_offset_and_its_partition_reads_on() 
         "",
     );
     let (c, _) = collect_with(&other, Some(Duration::from_secs(8)), 1_800_000_000_000, 1);
-    assert_eq!(outcome(c), (sent, dead));
+    assert_eq!(outcome(c), (sent.clone(), dead.clone()));
+
+    // A group whose committed offsets are inside the damaged batches (offset 2 of each
+    // partition), as a job's are after a cut taken between two of their dead letters: it
+    // resumes with the batches' remaining offsets, and the same dead letters for them.
+    let resumed = format!("resumed-{unique}");
+    {
+        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", &resumed)
+            .create()
+            .unwrap();
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        for p in 0..2 {
+            offsets
+                .add_partition_offset(&topic, p, rdkafka::Offset::Offset(2))
+                .unwrap();
+        }
+        consumer.commit(&offsets, CommitMode::Sync).unwrap();
+    }
+    let job = sms_job(dir.path(), "resumed", &brokers(), &topic, &resumed, "");
+    let (c, _) = collect_at(&job, Some(Duration::from_secs(8)), 1_800_000_000_000);
+    let past = |p: &str| p.ends_with("/0/1") || p.ends_with("/1/1");
+    let want_dead: Vec<(String, String)> = dead.into_iter().filter(|(p, _)| !past(p)).collect();
+    let want_sent: Vec<String> = sent
+        .into_iter()
+        .filter(|r| !r.ends_with("0000") && !r.ends_with("0010"))
+        .collect();
+    assert_eq!(want_dead.len(), 3);
+    assert_eq!(outcome(c), (want_sent, want_dead));
 }
 
 /// A broker reached only over TLS (scripts/services.sh: `KAFKA_TLS_BROKERS`, its CA's PEM in
