@@ -499,7 +499,10 @@ impl KafkaReader {
             .consumer
             .fetch_metadata(Some(&self.topic), Duration::from_secs(2))
         {
-            Ok(md) => md,
+            Ok(md) => {
+                self.consumer.context().heard.clear();
+                md
+            }
             Err(e) => {
                 // (The worker has nothing to read until the brokers answer.)
                 let why = failed(&self.consumer, &e);
@@ -801,38 +804,11 @@ fn poll_batch(
         name,
     };
     if let Some(q) = reader.batch.borrow_mut().as_mut() {
-        // Partitions at an unreadable batch, and the offset to read each from next.
-        // Partitions at an unreadable batch, and the offset each is read from next: the
-        // rest of this read's items of such a partition are dropped (the seek below has
-        // librdkafka fetch them again). So each fetch of a damaged batch is one dead letter,
-        // however the broker cut its responses: librdkafka reads on past a batch that fails
-        // its CRC when more batches came in the same response, and stops at one it cannot
-        // decompress.
         let mut skips: Vec<(i32, i64)> = Vec::new();
-        let skipping = |skips: &[(i32, i64)], p: i32| skips.iter().any(|(s, _)| *s == p);
         // In the queue's order: a partition's end, then a record that came after it, leaves
         // the partition reading (not caught up).
-        q.read(4096usize.saturating_sub(batch.len()), |item| match item {
-            Item::Record { partition, .. } if skipping(&skips, partition) => {}
-            Item::Record {
-                partition,
-                offset,
-                payload,
-                timestamp,
-            } => at.take(parts, batch, partition, offset, payload, timestamp),
-            Item::Unreadable {
-                partition,
-                offset,
-                reason,
-            } => {
-                if !skipping(&skips, partition)
-                    && let Some(next) = at.unreadable(parts, batch, partition, offset, &reason)
-                {
-                    skips.push((partition, next));
-                }
-            }
-            Item::Error(KafkaError::PartitionEOF(p)) if skipping(&skips, p) => {}
-            Item::Error(e) => {
+        q.read(4096usize.saturating_sub(batch.len()), |item| {
+            if let Some(e) = at.route(parts, batch, &mut skips, item) {
                 reader.error(parts, e);
             }
         });
@@ -909,6 +885,47 @@ impl Stamping<'_> {
         batch.push((s.epoch, self.record(p, o, bytes, Some(ts), s)));
     }
 
+    /// Takes one item of a read of the batch queue: a record into `batch`, an unreadable
+    /// batch's report as a dead letter (and its partition into `skips`, with the offset to
+    /// read it from next); an error to say is given back.
+    ///
+    /// After a report, the rest of the read's items of that partition are dropped: the seek
+    /// to the `skips` offset has librdkafka fetch them again. So each fetch of a damaged batch
+    /// is one dead letter however the broker cut its responses: librdkafka reads on past a
+    /// batch that fails its CRC when more batches came in the same response (its records
+    /// never given), and stops at one it cannot decompress.
+    fn route(
+        &self,
+        parts: &mut BTreeMap<i32, Partition>,
+        batch: &mut Vec<(Epoch, SourceRecord)>,
+        skips: &mut Vec<(i32, i64)>,
+        item: Item<'_>,
+    ) -> Option<KafkaError> {
+        let skipping = |p: i32| skips.iter().any(|(s, _)| *s == p);
+        match item {
+            Item::Record { partition, .. } if skipping(partition) => {}
+            Item::Record {
+                partition,
+                offset,
+                payload,
+                timestamp,
+            } => self.take(parts, batch, partition, offset, payload, timestamp),
+            Item::Unreadable { partition, .. } if skipping(partition) => {}
+            Item::Unreadable {
+                partition,
+                offset,
+                reason,
+            } => {
+                if let Some(next) = self.unreadable(parts, batch, partition, offset, &reason) {
+                    skips.push((partition, next));
+                }
+            }
+            Item::Error(KafkaError::PartitionEOF(p)) if skipping(p) => {}
+            Item::Error(e) => return Some(e),
+        }
+        None
+    }
+
     /// Takes in librdkafka's report that partition `p`'s batch at `first` cannot be read: the
     /// offset it stands for (`first`, or the partition's next when that is further in the
     /// batch) becomes a dead letter with `reason`, judged as a record without a time is.
@@ -961,7 +978,8 @@ impl Stamping<'_> {
 impl KafkaReader {
     /// Reads partition `p` from `offset` on, past a batch librdkafka cannot read. Without
     /// waiting: the messages of the partition already fetched are dropped by librdkafka (the
-    /// seek outdates them), and a failed seek is fetched and reported again.
+    /// seek outdates them). A seek librdkafka refuses (a partition no longer the consumer's)
+    /// is said.
     fn skip_to(&self, p: i32, offset: i64) {
         if let Err(e) = self
             .consumer
@@ -1026,7 +1044,7 @@ pub fn reach(k: &KafkaSettings) -> Result<String, String> {
 /// refused connection), served by a poll (at most 100 ms).
 fn failed<C: ConsumerContext + Hears>(consumer: &BaseConsumer<C>, e: &KafkaError) -> String {
     let _ = consumer.poll(Duration::from_millis(100));
-    match consumer.context().heard().take() {
+    match consumer.context().heard().last() {
         Some(why) => format!("{e}: {why}"),
         None => e.to_string(),
     }
@@ -1049,13 +1067,21 @@ impl Hears for SourceContext {
     }
 }
 
-/// A client's context that keeps the last error librdkafka reported (until it is said).
+/// A client's context that keeps the last error librdkafka reported (until the brokers
+/// answer: librdkafka reports an identical broker error once in 30 s, so a retry in between
+/// hears nothing new).
 #[derive(Default)]
 struct Heard(std::sync::Mutex<Option<String>>);
 
 impl Heard {
-    fn take(&self) -> Option<String> {
-        self.0.lock().ok()?.take()
+    fn last(&self) -> Option<String> {
+        self.0.lock().ok()?.clone()
+    }
+
+    fn clear(&self) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = None;
+        }
     }
 
     /// Keeps `reason` unless it only counts the brokers down (the reason why they are is
@@ -1071,9 +1097,15 @@ impl Heard {
 }
 
 impl ClientContext for Heard {
-    /// Kept, not logged again: librdkafka's log line of it is in the job's log already.
+    /// Kept; logged only when librdkafka logs no line of its own for it (the brokers all
+    /// down, a fatal error): a broker's failure is in the log as librdkafka's `FAIL` line.
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!("kafka: {error}: {reason}");
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::Fatal) => {
+                tracing::warn!("kafka: {error}: {reason}")
+            }
+            _ => tracing::debug!("kafka: {error}: {reason}"),
+        }
         self.hear(&error, reason);
     }
 }
@@ -1213,6 +1245,91 @@ impl DeadLetterTopic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read's items as the batch queue gives them when a fetch response held a batch that
+    /// failed its CRC and more after it (librdkafka then reads on past it): the report is a
+    /// dead letter, the partition's later items in that read are dropped and it is sought one
+    /// past; another partition's items are taken. The report again from the fetch after the
+    /// seek stands for the next offset.
+    #[test]
+    fn a_report_makes_one_dead_letter_and_drops_the_rest_of_its_partition() {
+        let event = EventTime {
+            epoch_ms: 10,
+            max_out_of_order_ms: 200,
+            max_future_ms: 86_400_000,
+            backlog: tidings_operators::event_time::Backlog::NONE,
+        };
+        let now = 1_763_740_800_000;
+        let (live, name): (Live, Arc<str>) = (Live::default(), "t".into());
+        let at = Stamping {
+            now,
+            event: &event,
+            floor: 0,
+            live: &live,
+            name: &name,
+        };
+        let mut parts: BTreeMap<i32, Partition> =
+            (0..2).map(|p| (p, Partition::new(p, None, 0))).collect();
+        let mut batch = Vec::new();
+        let mut skips = Vec::new();
+        let record = |partition, offset| Item::Record {
+            partition,
+            offset,
+            payload: b"{}",
+            timestamp: Some(now),
+        };
+        let report = || Item::Unreadable {
+            partition: 0,
+            offset: 1,
+            reason: "failed CRC32C check".into(),
+        };
+        let read = [
+            record(0, 0),
+            report(),
+            record(0, 3),
+            record(1, 0),
+            Item::Error(KafkaError::PartitionEOF(0)),
+            report(),
+            Item::Error(KafkaError::PartitionEOF(1)),
+        ];
+        let mut said = Vec::new();
+        for item in read {
+            said.extend(at.route(&mut parts, &mut batch, &mut skips, item));
+        }
+        let given: Vec<(i32, i64, Option<String>)> = batch
+            .drain(..)
+            .map(|(_, r)| (r.partition, r.offset, r.bad_time))
+            .collect();
+        let why = "Kafka record batch from offset 1 cannot be read (failed CRC32C check)";
+        assert_eq!(
+            given,
+            [
+                (0, 0, None),
+                (0, 1, Some(format!("{why}; offset 1 skipped"))),
+                (1, 0, None),
+            ]
+        );
+        assert_eq!(skips, [(0, 2)]);
+        assert!(
+            matches!(said[..], [KafkaError::PartitionEOF(1)]),
+            "{said:?}"
+        );
+        // Partition 0's end was dropped with the rest (it comes again after the seek).
+        assert!(!parts[&0].caught_up);
+        assert_eq!(parts[&0].next, 2);
+
+        // The fetch from offset 2 brings the same batch, reported at its first offset again.
+        skips.clear();
+        assert!(
+            at.route(&mut parts, &mut batch, &mut skips, report())
+                .is_none()
+        );
+        assert_eq!(
+            batch[0].1.bad_time,
+            Some(format!("{why}; offset 2 skipped"))
+        );
+        assert_eq!(skips, [(0, 3)]);
+    }
 
     /// librdkafka is built with TLS and SCRAM (rdkafka's `ssl` feature): clients for a
     /// `SASL_SSL` broker with each mechanism the docs name are made (no broker is needed to

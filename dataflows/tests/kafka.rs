@@ -716,7 +716,6 @@ fn an_unreadable_batch_is_a_dead_letter_per_offset_and_its_partition_reads_on() 
         .into_iter()
         .filter(|r| !r.ends_with("0000") && !r.ends_with("0010"))
         .collect();
-    assert_eq!(want_dead.len(), 3);
     assert_eq!(outcome(c), (want_sent, want_dead));
 }
 
