@@ -86,15 +86,22 @@ install() {
   fi
 }
 
+# Starts a tansu (memory storage) as NAME listening on PORT and advertising ADVERTISED, unless
+# it runs; waits for its port.
+start_tansu() {
+  local name=$1 port=$2 advertised=$3
+  if ! alive "$DIR/$name.pid"; then
+    ( exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$advertised" \
+        --storage-engine memory://tansu/ ) >"$DIR/$name.log" 2>&1 </dev/null &
+    echo $! >"$DIR/$name.pid"
+  fi
+  wait_port "$port"
+}
+
 start() {
   install
-  if ! alive "$DIR/tansu.pid"; then
-    ( exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine memory://tansu/ ) >"$DIR/tansu.log" 2>&1 </dev/null &
-    echo $! >"$DIR/tansu.pid"
-  fi
-  wait_port "$KAFKA_PORT"
+  start_tansu tansu "$KAFKA_PORT" "$KAFKA_PORT"
   if ! alive "$DIR/redis.pid"; then
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --daemonize yes \
       --pidfile "$DIR/redis.pid" --logfile "$DIR/redis.log" --dir "$DIR"
@@ -147,13 +154,7 @@ tls_broker() {
         -CAcreateserial -extfile "$tls/ext.cnf" -out "$tls/server.pem"
     } >"$DIR/tls.log" 2>&1 || { echo "services: cannot make the TLS certificates (see $DIR/tls.log)" >&2; rm -f "$tls/server.pem"; return 1; }
   fi
-  if ! alive "$DIR/tansu-tls.pid"; then
-    ( exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_TLS_BACKEND_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_TLS_PORT" \
-        --storage-engine memory://tansu/ ) >"$DIR/tansu-tls.log" 2>&1 </dev/null &
-    echo $! >"$DIR/tansu-tls.pid"
-  fi
-  wait_port "$KAFKA_TLS_BACKEND_PORT"
+  start_tansu tansu-tls "$KAFKA_TLS_BACKEND_PORT" "$KAFKA_TLS_PORT"
   if ! alive "$DIR/socat.pid"; then
     ( exec socat "OPENSSL-LISTEN:$KAFKA_TLS_PORT,bind=127.0.0.1,reuseaddr,fork,cert=$tls/server.pem,key=$tls/server.key,verify=0" \
         "TCP:127.0.0.1:$KAFKA_TLS_BACKEND_PORT" ) >"$DIR/socat.log" 2>&1 </dev/null &

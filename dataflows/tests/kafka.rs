@@ -33,6 +33,11 @@ fn decisions_at(
     now: i64,
 ) -> ((Vec<Decision>, Vec<String>), usize) {
     let (c, parked) = collect_at(job, idle_exit, now);
+    (decisions_of(c), parked)
+}
+
+/// A run's rows as decisions and its dead letters' reasons, each sorted.
+fn decisions_of(c: Collected) -> (Vec<Decision>, Vec<String>) {
     let mut rows: Vec<Decision> = c
         .events
         .into_iter()
@@ -49,7 +54,7 @@ fn decisions_at(
     rows.sort();
     let mut dead: Vec<String> = c.dead.into_iter().map(|d| d.reason).collect();
     dead.sort();
-    ((rows, dead), parked)
+    (rows, dead)
 }
 
 /// Runs `job` (two workers, the clock at `now`) into memory: its rows, dead letters and
@@ -977,23 +982,7 @@ fn a_graceful_stop_mid_burst_and_a_restart_decide_as_the_file_does() {
     common::within(LIMIT, "the run after the stop", move || {
         run(&job, &second).unwrap()
     });
-    let c = memory.take();
-    let mut rows: Vec<Decision> = c
-        .events
-        .into_iter()
-        .map(|e| {
-            (
-                e.meta.template_id,
-                e.receiver.to_string(),
-                e.event_time,
-                e.state.name().to_string(),
-                e.reason,
-            )
-        })
-        .collect();
-    rows.sort();
-    let mut dead: Vec<String> = c.dead.into_iter().map(|d| d.reason).collect();
-    dead.sort();
+    let (rows, dead) = decisions_of(memory.take());
     let states = |rows: &[Decision]| {
         let mut m = std::collections::BTreeMap::<String, usize>::new();
         for r in rows {
