@@ -77,9 +77,9 @@ install() {
   if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
     apt_install pkg-config libssl-dev
   fi
-  if ! command -v socat >/dev/null || ! command -v openssl >/dev/null; then
-    apt_install socat openssl
-  fi
+  for tool in socat openssl; do
+    command -v "$tool" >/dev/null || apt_install "$tool"
+  done
   # The SIGINT test signals the job with the kill program (procps), not the shell builtin.
   if ! [ -x /bin/kill ] && ! [ -x /usr/bin/kill ]; then
     apt_install procps
