@@ -948,6 +948,7 @@ impl Stamping<'_> {
             "Kafka record batch from offset {first} cannot be read ({reason}); offset {o} skipped"
         );
         if let Some(s) = part.stamp(o, 0, Err(why), self.now, self.event, self.floor) {
+            self.live.source().add_unreadable(p, 1);
             batch.push((s.epoch, self.record(p, o, Vec::new(), None, s)));
         }
         Some(o + 1)
@@ -1329,6 +1330,14 @@ mod tests {
             Some(format!("{why}; offset 2 skipped"))
         );
         assert_eq!(skips, [(0, 3)]);
+        // Counted for /state/source and /metrics.
+        let counted: Vec<(i32, u64)> = live
+            .source()
+            .watermarks()
+            .iter()
+            .map(|w| (w.0, w.3))
+            .collect();
+        assert_eq!(counted, [(0, 2)]);
     }
 
     /// librdkafka is built with TLS and SCRAM (rdkafka's `ssl` feature): clients for a

@@ -291,6 +291,10 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
         "{source}"
     );
     assert_eq!(source["event_time"]["late_records"], 0, "{source}");
+    assert!(
+        clocks.iter().all(|c| c["unreadable_offsets"] == 0),
+        "{source}"
+    );
     assert_eq!(source["event_time"]["max_out_of_order_ms"], 200, "{source}");
     // Event times from over a minute (and the out-of-order bound) before the start are a
     // backlog's, in 1 s epochs.
@@ -377,6 +381,20 @@ fn live_state_agrees_with_the_decisions_and_metrics_parse() {
     assert_eq!(
         value("tidings_source_late_records_total", &[]),
         0.0,
+        "{text}"
+    );
+    // Exported per partition read, none here.
+    let unreadable: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "tidings_source_unreadable_offsets_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => -1.0,
+        })
+        .collect();
+    assert!(
+        !unreadable.is_empty() && unreadable.iter().all(|v| *v == 0.0),
         "{text}"
     );
     assert_eq!(events("CONTENT_DEDUPLICATION"), 1.0, "{text}");

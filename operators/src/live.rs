@@ -169,8 +169,9 @@ impl CheckpointGauge {
 #[derive(Debug, Default)]
 pub struct SourceGauge {
     partitions: Mutex<BTreeMap<i32, (i64, Option<i64>)>>,
-    /// Per partition: its event-time watermark and the records that came later than it.
-    clocks: Mutex<BTreeMap<i32, (Option<Millis>, u64)>>,
+    /// Per partition: its event-time watermark, the records that came later than it, and
+    /// the offsets of record batches the source could not read (each a dead letter).
+    clocks: Mutex<BTreeMap<i32, (Option<Millis>, u64, u64)>>,
     /// What the source last said about its connection (e.g. brokers unreachable).
     status: Mutex<Option<String>>,
     /// How the run puts event times in epochs, once known (a cluster agrees its backlog line
@@ -222,13 +223,23 @@ impl SourceGauge {
             .1 += n;
     }
 
-    /// Per partition: (event-time watermark, late records).
-    pub fn watermarks(&self) -> Vec<(i32, Option<Millis>, u64)> {
+    /// Counts `n` offsets of `partition` in record batches the source could not read.
+    pub fn add_unreadable(&self, partition: i32, n: u64) {
+        self.clocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(partition)
+            .or_default()
+            .2 += n;
+    }
+
+    /// Per partition: (event-time watermark, late records, unreadable offsets).
+    pub fn watermarks(&self) -> Vec<(i32, Option<Millis>, u64, u64)> {
         self.clocks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(&p, &(w, late))| (p, w, late))
+            .map(|(&p, &(w, late, unreadable))| (p, w, late, unreadable))
             .collect()
     }
 

@@ -348,7 +348,7 @@ impl JobMetrics {
             ),
             clocks
                 .iter()
-                .filter_map(|(p, w, _)| Some((at(p), V::F((*w)? as f64 / 1000.0)))),
+                .filter_map(|(p, w, _, _)| Some((at(p), V::F((*w)? as f64 / 1000.0)))),
         )?;
         let now = state.clock.now_ms();
         write(
@@ -358,7 +358,7 @@ impl JobMetrics {
                 MetricType::Gauge,
                 "How far the partition's watermark is behind the wall clock.",
             ),
-            clocks.iter().filter_map(|(p, w, _)| {
+            clocks.iter().filter_map(|(p, w, _, _)| {
                 let lag = now.saturating_sub((*w)?).max(0) as f64 / 1000.0;
                 Some((at(p), V::F(lag)))
             }),
@@ -370,7 +370,16 @@ impl JobMetrics {
                 MetricType::Counter,
                 "Records that came later than source.max_out_of_order_ms behind their partition's watermark (judged at the watermark).",
             ),
-            clocks.iter().map(|(p, _, late)| (at(p), V::N(*late))),
+            clocks.iter().map(|(p, _, late, _)| (at(p), V::N(*late))),
+        )?;
+        write(
+            e,
+            &family(
+                "tidings_source_unreadable_offsets",
+                MetricType::Counter,
+                "Offsets of record batches the source could not read (not decompressed, a failed CRC): each a dead letter.",
+            ),
+            clocks.iter().map(|(p, _, _, n)| (at(p), V::N(*n))),
         )?;
         write(
             e,

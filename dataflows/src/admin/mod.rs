@@ -452,10 +452,10 @@ fn source(state: &AdminState) -> Value {
         .source()
         .watermarks()
         .into_iter()
-        .map(|(p, w, late)| {
+        .map(|(p, w, late, unreadable)| {
             json!({"partition": p, "watermark": w.map(iso),
                 "lag_secs": w.map(|w| now.saturating_sub(w).max(0) as f64 / 1000.0),
-                "late_records": late})
+                "late_records": late, "unreadable_offsets": unreadable})
         })
         .collect();
     let c = state.live.checkpoint();
