@@ -804,17 +804,15 @@ fn poll_batch(
         name,
     };
     if let Some(q) = reader.batch.borrow_mut().as_mut() {
-        let mut skips: Vec<(i32, i64)> = Vec::new();
+        let mut skips: Vec<i32> = Vec::new();
+        let mut seek = |p, next| reader.skip_to(p, next);
         // In the queue's order: a partition's end, then a record that came after it, leaves
         // the partition reading (not caught up).
         q.read(4096usize.saturating_sub(batch.len()), |item| {
-            if let Some(e) = at.route(parts, batch, &mut skips, item) {
+            if let Some(e) = at.route(parts, batch, &mut skips, &mut seek, item) {
                 reader.error(parts, e);
             }
         });
-        for (p, next) in skips {
-            reader.skip_to(p, next);
-        }
     }
     // The consumer's queue every turn, however full the batch: a backlog fills it from the
     // batch queue turn after turn, and the statistics and errors would wait for its end.
@@ -886,22 +884,24 @@ impl Stamping<'_> {
     }
 
     /// Takes one item of a read of the batch queue: a record into `batch`, an unreadable
-    /// batch's report as a dead letter (and its partition into `skips`, with the offset to
-    /// read it from next); an error to say is given back.
+    /// batch's report as a dead letter, its partition sought one past it with `seek`; an
+    /// error to say is given back.
     ///
-    /// After a report, the rest of the read's items of that partition are dropped: the seek
-    /// to the `skips` offset has librdkafka fetch them again. So each fetch of a damaged batch
-    /// is one dead letter however the broker cut its responses: librdkafka reads on past a
-    /// batch that fails its CRC when more batches came in the same response (its records
-    /// never given), and stops at one it cannot decompress.
+    /// Once a partition is sought, the rest of the read's items of it are dropped (it is put
+    /// in `skips`): the seek has librdkafka fetch them again. So each fetch of a damaged
+    /// batch is one dead letter however the broker cut its responses: librdkafka reads on
+    /// past a batch that fails its CRC when more batches came in the same response (its
+    /// records never given), and stops at one it cannot decompress. A seek that fails drops
+    /// nothing: what librdkafka gives after the report is read on.
     fn route(
         &self,
         parts: &mut BTreeMap<i32, Partition>,
         batch: &mut Vec<(Epoch, SourceRecord)>,
-        skips: &mut Vec<(i32, i64)>,
+        skips: &mut Vec<i32>,
+        seek: &mut impl FnMut(i32, i64) -> bool,
         item: Item<'_>,
     ) -> Option<KafkaError> {
-        let skipping = |p: i32| skips.iter().any(|(s, _)| *s == p);
+        let skipping = |p: i32| skips.contains(&p);
         match item {
             Item::Record { partition, .. } if skipping(partition) => {}
             Item::Record {
@@ -916,8 +916,10 @@ impl Stamping<'_> {
                 offset,
                 reason,
             } => {
-                if let Some(next) = self.unreadable(parts, batch, partition, offset, &reason) {
-                    skips.push((partition, next));
+                if let Some(next) = self.unreadable(parts, batch, partition, offset, &reason)
+                    && seek(partition, next)
+                {
+                    skips.push(partition);
                 }
             }
             Item::Error(KafkaError::PartitionEOF(p)) if skipping(p) => {}
@@ -980,15 +982,19 @@ impl KafkaReader {
     /// Reads partition `p` from `offset` on, past a batch librdkafka cannot read. Without
     /// waiting: the messages of the partition already fetched are dropped by librdkafka (the
     /// seek outdates them). A seek librdkafka refuses (a partition no longer the consumer's)
-    /// is said.
-    fn skip_to(&self, p: i32, offset: i64) {
-        if let Err(e) = self
+    /// is said. Whether it was made.
+    fn skip_to(&self, p: i32, offset: i64) -> bool {
+        match self
             .consumer
             .seek(&self.topic, p, Offset::Offset(offset), Duration::ZERO)
         {
-            self.tell(format!(
-                "warning: kafka: partition {p}: cannot skip to offset {offset}: {e}"
-            ));
+            Ok(()) => true,
+            Err(e) => {
+                self.tell(format!(
+                    "warning: kafka: partition {p}: cannot skip to offset {offset}: {e}"
+                ));
+                false
+            }
         }
     }
 
@@ -1251,7 +1257,7 @@ mod tests {
     /// failed its CRC and more after it (librdkafka then reads on past it): the report is a
     /// dead letter, the partition's later items in that read are dropped and it is sought one
     /// past; another partition's items are taken. The report again from the fetch after the
-    /// seek stands for the next offset.
+    /// seek stands for the next offset. A refused seek drops nothing.
     #[test]
     fn a_report_makes_one_dead_letter_and_drops_the_rest_of_its_partition() {
         let event = EventTime {
@@ -1294,8 +1300,13 @@ mod tests {
             Item::Error(KafkaError::PartitionEOF(1)),
         ];
         let mut said = Vec::new();
+        let mut sought = Vec::new();
+        let mut seek = |p, next| {
+            sought.push((p, next));
+            true
+        };
         for item in read {
-            said.extend(at.route(&mut parts, &mut batch, &mut skips, item));
+            said.extend(at.route(&mut parts, &mut batch, &mut skips, &mut seek, item));
         }
         let given: Vec<(i32, i64, Option<String>)> = batch
             .drain(..)
@@ -1310,7 +1321,7 @@ mod tests {
                 (1, 0, None),
             ]
         );
-        assert_eq!(skips, [(0, 2)]);
+        assert_eq!((&sought[..], &skips[..]), (&[(0, 2)][..], &[0][..]));
         assert!(
             matches!(said[..], [KafkaError::PartitionEOF(1)]),
             "{said:?}"
@@ -1321,15 +1332,30 @@ mod tests {
 
         // The fetch from offset 2 brings the same batch, reported at its first offset again.
         skips.clear();
+        sought.clear();
+        let mut seek = |p, next| {
+            sought.push((p, next));
+            true
+        };
         assert!(
-            at.route(&mut parts, &mut batch, &mut skips, report())
+            at.route(&mut parts, &mut batch, &mut skips, &mut seek, report())
                 .is_none()
         );
         assert_eq!(
-            batch[0].1.bad_time,
+            batch.pop().unwrap().1.bad_time,
             Some(format!("{why}; offset 2 skipped"))
         );
-        assert_eq!(skips, [(0, 3)]);
+        assert_eq!(sought, [(0, 3)]);
+
+        // A seek librdkafka refuses drops nothing: the records it gave after the report
+        // (it read on past the batch) are taken.
+        skips.clear();
+        let mut refused = |_, _| false;
+        for item in [report(), record(0, 5)] {
+            at.route(&mut parts, &mut batch, &mut skips, &mut refused, item);
+        }
+        let given: Vec<i64> = batch.drain(..).map(|(_, r)| r.offset).collect();
+        assert_eq!((given, skips.len()), (vec![3, 5], 0));
         // Counted for /state/source and /metrics.
         let counted: Vec<(i32, u64)> = live
             .source()
@@ -1337,7 +1363,7 @@ mod tests {
             .iter()
             .map(|w| (w.0, w.3))
             .collect();
-        assert_eq!(counted, [(0, 2)]);
+        assert_eq!(counted, [(0, 3)]);
     }
 
     /// librdkafka is built with TLS and SCRAM (rdkafka's `ssl` feature): clients for a
