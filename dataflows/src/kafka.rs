@@ -981,8 +981,8 @@ impl Stamping<'_> {
 impl KafkaReader {
     /// Reads partition `p` from `offset` on, past a batch librdkafka cannot read. Without
     /// waiting: the messages of the partition already fetched are dropped by librdkafka (the
-    /// seek outdates them). A seek librdkafka refuses (a partition no longer the consumer's)
-    /// is said. Whether it was made.
+    /// seek outdates them). A seek librdkafka refuses at once (it has no state for the
+    /// partition) is said. Whether it was queued.
     fn skip_to(&self, p: i32, offset: i64) -> bool {
         match self
             .consumer
