@@ -505,7 +505,7 @@ impl KafkaReader {
             }
             Err(e) => {
                 // (The worker has nothing to read until the brokers answer.)
-                let why = failed(&self.consumer, &e);
+                let why = failed(&self.consumer, |c| &c.heard, &e);
                 self.tell(format!(
                     "kafka: cannot reach the brokers at {} ({why}); retrying",
                     self.brokers
@@ -901,16 +901,16 @@ impl Stamping<'_> {
         seek: &mut impl FnMut(i32, i64) -> bool,
         item: Item<'_>,
     ) -> Option<KafkaError> {
-        let skipping = |p: i32| skips.contains(&p);
+        if item.partition().is_some_and(|p| skips.contains(&p)) {
+            return None;
+        }
         match item {
-            Item::Record { partition, .. } if skipping(partition) => {}
             Item::Record {
                 partition,
                 offset,
                 payload,
                 timestamp,
             } => self.take(parts, batch, partition, offset, payload, timestamp),
-            Item::Unreadable { partition, .. } if skipping(partition) => {}
             Item::Unreadable {
                 partition,
                 offset,
@@ -922,7 +922,6 @@ impl Stamping<'_> {
                     skips.push(partition);
                 }
             }
-            Item::Error(KafkaError::PartitionEOF(p)) if skipping(p) => {}
             Item::Error(e) => return Some(e),
         }
         None
@@ -1033,7 +1032,7 @@ pub fn reach(k: &KafkaSettings) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .map_err(|e| failed(&consumer, &e))?;
+        .map_err(|e| failed(&consumer, |c| c, &e))?;
     let partitions = md
         .topics()
         .iter()
@@ -1049,28 +1048,16 @@ pub fn reach(k: &KafkaSettings) -> Result<String, String> {
 /// `e`, a request of `consumer`'s that failed, with why: the request's own error says only
 /// "transport failure", and why is in librdkafka's error events (a failed TLS handshake, a
 /// refused connection), served by a poll (at most 100 ms).
-fn failed<C: ConsumerContext + Hears>(consumer: &BaseConsumer<C>, e: &KafkaError) -> String {
+/// `heard` finds the consumer's [`Heard`] in its context.
+fn failed<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    heard: fn(&C) -> &Heard,
+    e: &KafkaError,
+) -> String {
     let _ = consumer.poll(Duration::from_millis(100));
-    match consumer.context().heard().last() {
+    match heard(consumer.context()).last() {
         Some(why) => format!("{e}: {why}"),
         None => e.to_string(),
-    }
-}
-
-/// A client context with a [`Heard`].
-trait Hears {
-    fn heard(&self) -> &Heard;
-}
-
-impl Hears for Heard {
-    fn heard(&self) -> &Heard {
-        self
-    }
-}
-
-impl Hears for SourceContext {
-    fn heard(&self) -> &Heard {
-        &self.heard
     }
 }
 

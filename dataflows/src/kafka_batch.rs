@@ -55,6 +55,17 @@ pub enum Item<'a> {
     Error(KafkaError),
 }
 
+impl Item<'_> {
+    /// The partition the item is of (an error other than a partition's end is of none).
+    pub fn partition(&self) -> Option<i32> {
+        match self {
+            Item::Record { partition, .. } | Item::Unreadable { partition, .. } => Some(*partition),
+            Item::Error(KafkaError::PartitionEOF(p)) => Some(*p),
+            Item::Error(_) => None,
+        }
+    }
+}
+
 /// A queue of the worker's own that its partitions are forwarded to.
 pub struct BatchQueue {
     queue: NonNull<rd::rd_kafka_queue_t>,

@@ -203,34 +203,29 @@ impl SourceGauge {
             .clone()
     }
 
-    /// Records a partition's event-time watermark.
-    pub fn set_watermark(&self, partition: i32, watermark: Option<Millis>) {
-        self.clocks
+    /// Changes `partition`'s entry of `clocks` with `f`.
+    fn clock(&self, partition: i32, f: impl FnOnce(&mut (Option<Millis>, u64, u64))) {
+        f(self
+            .clocks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(partition)
-            .or_default()
-            .0 = watermark;
+            .or_default())
+    }
+
+    /// Records a partition's event-time watermark.
+    pub fn set_watermark(&self, partition: i32, watermark: Option<Millis>) {
+        self.clock(partition, |c| c.0 = watermark);
     }
 
     /// Counts `n` records of `partition` that came later than its watermark.
     pub fn add_late(&self, partition: i32, n: u64) {
-        self.clocks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(partition)
-            .or_default()
-            .1 += n;
+        self.clock(partition, |c| c.1 += n);
     }
 
     /// Counts `n` offsets of `partition` in record batches the source could not read.
     pub fn add_unreadable(&self, partition: i32, n: u64) {
-        self.clocks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(partition)
-            .or_default()
-            .2 += n;
+        self.clock(partition, |c| c.2 += n);
     }
 
     /// Per partition: (event-time watermark, late records, unreadable offsets).
