@@ -97,6 +97,7 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
         Some((
             cli(&["account", "out", table.to_str().unwrap()]),
             cli(&["accounts"]),
+            refusals(&url),
         ))
     } else {
         None
@@ -112,7 +113,19 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
     );
-    let (changed, listed) = account.unwrap();
+    let (changed, listed, refused) = account.unwrap();
+    assert_eq!(
+        refused,
+        [
+            (403, true),
+            (403, true),
+            (403, true),
+            (403, true),
+            (200, false)
+        ],
+        "read-only test send, read-only stop of a job named `reports`, a cross-site stop, a \
+         cross-site template change, a pass-through by a percent-encoded name"
+    );
     assert!(changed.contains("\"version\": 1"), "{changed}");
     assert!(
         listed.contains("var/outbox2") && listed.contains("\"version\": 1"),
@@ -135,4 +148,56 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
         let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "{} missing or empty", png.display());
     }
+}
+
+/// What the service answers (status, and whether the body says why) to requests it must
+/// refuse or pass on: not asserted here, so a failure cannot leave serve running.
+fn refusals(url: &str) -> Vec<(u16, bool)> {
+    let client = reqwest::blocking::Client::new();
+    let ask = |request: reqwest::blocking::RequestBuilder, why: &str| match request.send() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().unwrap_or_default().contains(why))
+        }
+        Err(_) => (0, false),
+    };
+    let send = r#"{"code":"send","messageTemplateId":1,"messageParam":{"receiver":"13800138000","variables":{"v":"x"}}}"#;
+    vec![
+        ask(
+            client
+                .post(format!("{url}/jobs/live/send"))
+                .bearer_auth("support-token")
+                .header("Content-Type", "application/json")
+                .body(send),
+            "read-only",
+        ),
+        ask(
+            client
+                .post(format!("{url}/jobs/reports/stop"))
+                .bearer_auth("support-token"),
+            "read-only",
+        ),
+        ask(
+            client
+                .post(format!("{url}/jobs/live/stop"))
+                .bearer_auth("op-token")
+                .header("Origin", "http://evil.example"),
+            "another site",
+        ),
+        ask(
+            client
+                .post(format!("{url}/jobs/live/templates/1/disable"))
+                .bearer_auth("op-token")
+                .header("Sec-Fetch-Site", "cross-site"),
+            "another site",
+        ),
+        // The name percent-encoded (`l%69ve` is `live`): the path after it is what the job's
+        // own API is asked (`/state/source`, not the whole `/state` with its uptime).
+        ask(
+            client
+                .get(format!("{url}/jobs/l%69ve/state/source"))
+                .bearer_auth("support-token"),
+            "uptime_secs",
+        ),
+    ]
 }

@@ -93,6 +93,12 @@ pub enum LiveError {
     /// The worker did not answer in time (stopped, or stuck in a long step).
     #[error("operator `{0}` on worker {1} did not answer within {2:?}")]
     Timeout(String, usize, Duration),
+    /// The key is held by a worker of another process of the cluster.
+    #[error(
+        "the key is held by worker {0}, in another process of the cluster: only this process's \
+         workers answer here"
+    )]
+    Elsewhere(usize),
 }
 
 /// The night_delay park's gauges, written by the park operator.
@@ -377,17 +383,42 @@ impl Live {
     ) -> Result<serde_json::Value, LiveError> {
         let peers = self.inner.peers.load(Ordering::Relaxed).max(1);
         let worker = (ids::route(key) % peers) as usize;
+        let (here, _) = self.workers(name);
+        if !here.is_empty() && !here.contains(&worker) {
+            return Err(LiveError::Elsewhere(worker));
+        }
         match self.ask(name, worker, Ask::Key { key, at }, timeout)? {
             Answer::Key(v) => Ok(v),
             Answer::Summary(_) => unreachable!("a key question gets a key answer"),
         }
     }
 
-    /// Every worker's part of operator `name`, summed.
-    pub fn summary(&self, name: &str, timeout: Duration) -> Result<RuleSummary, LiveError> {
+    /// The workers of this process that run operator `name`, and the job's workers in all
+    /// (a cluster's other processes run the rest).
+    pub fn workers(&self, name: &str) -> (Vec<usize>, usize) {
         let peers = self.inner.peers.load(Ordering::Relaxed).max(1) as usize;
+        let boxes = self
+            .inner
+            .mailboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let here = boxes
+            .keys()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, w)| *w)
+            .collect();
+        (here, peers)
+    }
+
+    /// The parts of operator `name` this process's workers hold, summed ([`Live::workers`]:
+    /// all of them but in a cluster).
+    pub fn summary(&self, name: &str, timeout: Duration) -> Result<RuleSummary, LiveError> {
+        let (here, _) = self.workers(name);
+        if here.is_empty() {
+            return Err(LiveError::Unknown(name.to_string()));
+        }
         let mut total = RuleSummary::default();
-        for worker in 0..peers {
+        for worker in here {
             match self.ask(name, worker, Ask::Summary, timeout)? {
                 Answer::Summary(s) => total.merge(&s),
                 Answer::Key(_) => unreachable!("a summary question gets a summary"),

@@ -401,6 +401,12 @@ fn operators(state: &AdminState) -> Result<Value, Problem> {
         let mut v = serde_json::to_value(s).unwrap_or_default();
         v["oldest_time"] = s.oldest.map(iso).into();
         v["watermark_time"] = s.watermark.map(iso).into();
+        // A cluster's process 0 answers for its own workers only.
+        let (here, peers) = state.live.workers(name);
+        if here.len() < peers {
+            v["workers"] = here.len().into();
+            v["of_workers"] = peers.into();
+        }
         out.insert(name.to_string(), v);
     }
     Ok(Value::Object(out))

@@ -104,7 +104,7 @@ pub fn router(supervisor: Arc<Supervisor>, tokens: Tokens) -> Router {
             authorize,
         ))
         .with_state(supervisor.clone())
-        .merge(send_routes(supervisor, tokens.admin));
+        .merge(send_routes(supervisor, tokens));
     #[cfg(feature = "sql")]
     let api = api.merge(super::console::assets());
     api
@@ -131,14 +131,11 @@ async fn authorize(
         return next.run(request).await;
     }
     if is(&tokens.read) {
-        let path = request.uri().path();
         let reads = matches!(
             *request.method(),
             axum::http::Method::GET | axum::http::Method::HEAD
         ) || (request.method() == axum::http::Method::POST
-            && (path.ends_with("/sql")
-                || path.ends_with("/preview")
-                || path.contains("/reports/")));
+            && reads_only(request.uri().path()));
         if reads {
             return next.run(request).await;
         }
@@ -157,12 +154,24 @@ async fn authorize(
     .into_response()
 }
 
+/// Whether a POST to `path` is one of the console's read-only queries, by the route's exact
+/// shape: `/jobs/{name}/sql`, `/jobs/{name}/preview`, `/jobs/{name}/reports/{report}` (a job
+/// named `reports` or `sql` gives the read-only token nothing more).
+fn reads_only(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        ["", "jobs", name, "sql" | "preview"] => !name.is_empty(),
+        ["", "jobs", name, "reports", report] => !name.is_empty() && !report.is_empty(),
+        _ => false,
+    }
+}
+
 /// The send API (docs/api.md) of the service's jobs: `/jobs/{name}/send|batchSend|recall`,
 /// and `/send|batchSend|recall` for the only job with a Kafka source. A job with
 /// `[gateway.callers]` checks its callers' tokens; one without takes the service's token.
-fn send_routes(supervisor: Arc<Supervisor>, token: Option<Arc<str>>) -> Router {
+fn send_routes(supervisor: Arc<Supervisor>, tokens: Tokens) -> Router {
     use crate::gateway::Route;
-    let state = (supervisor, token);
+    let state = (supervisor, tokens);
     let at = |route: Route| {
         move |State(s): State<SendState>, headers: HeaderMap, body: Bytes| async move {
             send_to(s, None, route, headers, body).await
@@ -191,10 +200,10 @@ fn send_routes(supervisor: Arc<Supervisor>, token: Option<Arc<str>>) -> Router {
         .with_state(state)
 }
 
-type SendState = (Arc<Supervisor>, Option<Arc<str>>);
+type SendState = (Arc<Supervisor>, Tokens);
 
 async fn send_to(
-    (s, token): SendState,
+    (s, tokens): SendState,
     name: Option<String>,
     route: crate::gateway::Route,
     headers: HeaderMap,
@@ -206,6 +215,7 @@ async fn send_to(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
+    let token = tokens.admin;
     // With a service token, a request without any token learns nothing about the jobs.
     if token.is_some() && given.is_none() {
         return Answer::new(
@@ -231,10 +241,27 @@ async fn send_to(
                 .into_response();
         }
     };
+    let read_only = |g: &str| {
+        tokens
+            .read
+            .as_ref()
+            .is_some_and(|r| crate::admin::same(g.as_bytes(), r.as_bytes()))
+    };
     if !gateway.has_callers()
         && let Some(t) = token
-        && !given.is_some_and(|g| crate::admin::same(g.as_bytes(), t.as_bytes()))
+        && !given
+            .as_deref()
+            .is_some_and(|g| crate::admin::same(g.as_bytes(), t.as_bytes()))
     {
+        if given.as_deref().is_some_and(read_only) {
+            return Answer::new(
+                StatusCode::FORBIDDEN,
+                UNAUTHORIZED,
+                "the read-only token (serve --read-token) may not send; use the operators' token"
+                    .into(),
+            )
+            .into_response();
+        }
         return Answer::new(
             StatusCode::UNAUTHORIZED,
             UNAUTHORIZED,
@@ -352,6 +379,16 @@ fn admin_of(s: &Supervisor, name: &str) -> Result<(String, Option<String>), Refu
     Ok((addr, admin.token.clone()))
 }
 
+/// The path and query a job's own admin API is asked for `GET /jobs/{name}/REST?QUERY`:
+/// `/REST?QUERY`, cut from the path as sent (the name may be percent-encoded there).
+fn passed_on(uri: &axum::http::Uri) -> String {
+    let rest = uri.path().splitn(4, '/').nth(3).unwrap_or("state");
+    match uri.query() {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    }
+}
+
 /// `GET /jobs/{name}/state…` and `/jobs/{name}/metrics`: the job's own answer, passed on.
 async fn job_api(
     State(s): State<Arc<Supervisor>>,
@@ -359,14 +396,7 @@ async fn job_api(
     uri: axum::http::Uri,
 ) -> Response {
     let name = params.get("name").cloned().unwrap_or_default();
-    let prefix = format!("/jobs/{name}");
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or_default()
-        .strip_prefix(&prefix)
-        .unwrap_or("/state")
-        .to_string();
+    let path = passed_on(&uri);
     let asked = tokio::task::spawn_blocking(move || {
         let (addr, token) = admin_of(&s, &name)?;
         crate::admin::get(&addr, &path, token.as_deref())
@@ -442,4 +472,41 @@ async fn delete(
     Query(f): Query<Forwarded>,
 ) -> Result<Json<Value>, Refusal> {
     blocking(move || s.delete(&name, f.forwarded)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_only_token_may_post_only_the_consoles_queries() {
+        assert!(reads_only("/jobs/shop/sql"));
+        assert!(reads_only("/jobs/shop/preview"));
+        assert!(reads_only("/jobs/shop/reports/template-day"));
+        // A job or an account named like a query route gives nothing more.
+        assert!(!reads_only("/jobs/reports/stop"));
+        assert!(!reads_only("/jobs/reports/restart"));
+        assert!(!reads_only("/jobs/reports/templates"));
+        assert!(!reads_only("/jobs/sql/lists"));
+        assert!(!reads_only("/jobs/shop/accounts/sql"));
+        assert!(!reads_only("/jobs/shop/accounts/preview"));
+        assert!(!reads_only("/jobs/shop/templates/1/disable"));
+        assert!(!reads_only("/jobs//sql"));
+        assert!(!reads_only("/jobs"));
+    }
+
+    #[test]
+    fn a_jobs_admin_path_is_passed_on_with_its_query_whatever_the_name() {
+        let on = |u: &str| passed_on(&u.parse::<axum::http::Uri>().unwrap());
+        assert_eq!(on("/jobs/shop/state"), "/state");
+        assert_eq!(
+            on("/jobs/shop/state/frequency?receiver=13800138000"),
+            "/state/frequency?receiver=13800138000"
+        );
+        assert_eq!(
+            on("/jobs/%E8%AE%A2%E5%8D%95/state/source?partition=1"),
+            "/state/source?partition=1"
+        );
+        assert_eq!(on("/jobs/shop%20orders/metrics"), "/metrics");
+    }
 }

@@ -342,16 +342,6 @@ impl Supervisor {
         });
         let _ = std::fs::remove_dir_all(&scratch);
         let name = checked?.file.name;
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         {
             let jobs = self.lock();
             if let Some(e) = jobs.get(&name)
@@ -363,7 +353,7 @@ impl Supervisor {
                 )));
             }
         }
-        let home = uploads.join(safe);
+        let home = uploads.join(file_name(&name));
         write_all(&home).map_err(failed)?;
         let path = home.canonicalize().map_err(failed)?.join("job.toml");
         self.submit(&path)
@@ -442,9 +432,15 @@ impl Supervisor {
         {
             return Ok(g.clone());
         }
+        // A file job has no send API (the caller's mistake); a Kafka job's that cannot be
+        // made (its door book unreadable, a client librdkafka refuses) is the service's.
+        let refusal = if job.kafka.is_some() {
+            Refusal::Failed
+        } else {
+            Refusal::Bad
+        };
         let g = Arc::new(
-            Gateway::connect(&job, None)
-                .map_err(|e| Refusal::Bad(format!("job `{name}`: {e:#}")))?,
+            Gateway::connect(&job, None).map_err(|e| refusal(format!("job `{name}`: {e:#}")))?,
         );
         gateways.insert(name, (job, g.clone()));
         Ok(g)
@@ -746,20 +742,11 @@ impl Supervisor {
         write().map_err(|e| Refusal::Failed(format!("{}: {e}", file.display())))
     }
 
-    /// `STATE_DIR/logs/NAME.log` (characters other than letters, digits, `.`, `_` and `-`
-    /// become `_`).
+    /// `STATE_DIR/logs/NAME.log`, NAME as [`file_name`] writes it.
     pub fn log_path(&self, name: &str) -> PathBuf {
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join("logs").join(format!("{safe}.log"))
+        self.dir
+            .join("logs")
+            .join(format!("{}.log", file_name(name)))
     }
 }
 
@@ -824,5 +811,57 @@ pub fn terminate(pid: u32) {
         Ok(s) if s.success() => {}
         Ok(s) => tracing::warn!("SIGTERM to pid {pid}: kill {s}"),
         Err(e) => tracing::warn!("SIGTERM to pid {pid}: cannot run kill: {e}"),
+    }
+}
+
+/// A job's name as a file or directory name of its own (its upload's directory, its log): the
+/// name itself when it is letters, digits, `.`, `_` and `-` only (not `.` or `..`); otherwise
+/// those characters with `_` for the rest and a hash of the whole name, so two names never
+/// share one (`订单通知` and `短信通知` are both `____` before the hash).
+pub fn file_name(name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.chars().all(plain) && !matches!(name, "" | "." | "..") {
+        return name.to_string();
+    }
+    let safe: String = name
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .collect();
+    format!(
+        "{safe}-{:08x}",
+        xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as u32
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name;
+
+    #[test]
+    fn two_job_names_never_share_a_directory() {
+        assert_eq!(file_name("sms-notices_2.v1"), "sms-notices_2.v1");
+        let names = [
+            "订单通知",
+            "短信通知",
+            "____",
+            "a b",
+            "a/b",
+            "a_b",
+            ".",
+            "..",
+            "",
+        ];
+        let files: Vec<String> = names.iter().map(|n| file_name(n)).collect();
+        let distinct: std::collections::BTreeSet<&String> = files.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{files:?}");
+        for f in &files {
+            assert!(!matches!(f.as_str(), "" | "." | ".."), "{files:?}");
+            assert!(
+                f.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+                "{f}"
+            );
+        }
+        assert_eq!(file_name("订单通知"), file_name("订单通知"));
     }
 }

@@ -31,6 +31,9 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// How long a stop waits for the requests being answered (the send API's answer from the
+/// broker takes at most 10 s, and as long again to queue the record).
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// A listening server.
 pub struct Server {
@@ -62,7 +65,8 @@ impl Server {
         })
     }
 
-    /// Stops listening and closes every connection.
+    /// Stops listening, lets the requests being answered finish (at most [`STOP_GRACE`]) and
+    /// closes every connection.
     pub fn stop(mut self) {
         self.shut();
     }
@@ -83,6 +87,50 @@ impl Drop for Server {
     }
 }
 
+/// Refuses (403) a request that changes something when a browser says a page of another site
+/// made it: a form or a `fetch` without CORS can post to any address, and the operators'
+/// routes take no token on loopback by default. Browsers name the page's site in
+/// `Sec-Fetch-Site` (or, older ones, its origin in `Origin`); clients that are not browsers
+/// (curl, the CLI, producers) send neither and are let through, as is the console's own page.
+async fn same_site_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let safe = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe && let Some(site) = cross_site(request.headers()) {
+        let why = format!(
+            "refused: a page of another site ({site}) made this browser send it; send it from \
+             the console's own page, curl or the tidings CLI"
+        );
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({"error": why})),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The other site a browser says a request came from, if it did.
+fn cross_site(headers: &axum::http::HeaderMap) -> Option<String> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match get("sec-fetch-site") {
+        Some("same-origin" | "none") => return None,
+        Some(other) => return Some(format!("Sec-Fetch-Site: {other}")),
+        None => {}
+    }
+    let origin = get("origin")?;
+    let from = origin.split_once("://").map(|(_, host)| host);
+    match (from, get("host")) {
+        (Some(from), Some(host)) if from.eq_ignore_ascii_case(host) => None,
+        _ => Some(format!("Origin: {origin}")),
+    }
+}
+
 /// Accepts connections until `stopped`; each is a task of its own.
 async fn accept(
     listener: std::net::TcpListener,
@@ -97,9 +145,11 @@ async fn accept(
         }
     };
     let router = router
+        .layer(axum::middleware::from_fn(same_site_only))
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(MAX_BODY));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -120,18 +170,32 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
+        let mut stop_seen = stop_seen.clone();
         connections.spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                // Stopping: an idle connection closes now, a request being answered first.
+                _ = stop_seen.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
             drop(slot);
         });
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
     }
+    // Requests being answered finish (a send API caller gets the broker's answer to a record
+    // already produced, rather than a reset it would retry), for at most STOP_GRACE.
+    let _ = stopping.send(true);
+    let finished = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(STOP_GRACE, finished).await;
     connections.abort_all();
 }
 
@@ -209,6 +273,77 @@ mod tests {
         let again = ask(server.addr, b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n");
         assert!(again.starts_with("HTTP/1.1 200 OK"), "{again}");
         server.stop();
+    }
+
+    /// A change a page of another site made a browser send is refused; the same request
+    /// from the page's own site, or from a client that is not a browser, is served, and so
+    /// is a read.
+    #[test]
+    fn a_change_another_sites_page_sends_is_refused() {
+        let server = Server::start("127.0.0.1:0", echo_len()).unwrap();
+        let post = |headers: &str| {
+            ask(
+                server.addr,
+                format!("POST /jobs/a/stop HTTP/1.1\r\nHost: 127.0.0.1:7070\r\n{headers}Content-Length: 2\r\n\r\nab")
+                    .as_bytes(),
+            )
+        };
+        for refused in [
+            "Sec-Fetch-Site: cross-site\r\n",
+            "Sec-Fetch-Site: same-site\r\nOrigin: http://127.0.0.1:7070\r\n",
+            "Origin: http://evil.example\r\n",
+            "Origin: null\r\n",
+            "Origin: http://127.0.0.1:8080\r\n",
+        ] {
+            let answer = post(refused);
+            assert!(
+                answer.starts_with("HTTP/1.1 403") && answer.contains("another site"),
+                "{refused}: {answer}"
+            );
+        }
+        for served in [
+            "",
+            "Sec-Fetch-Site: same-origin\r\n",
+            "Sec-Fetch-Site: none\r\n",
+            "Origin: http://127.0.0.1:7070\r\n",
+        ] {
+            let answer = post(served);
+            assert!(answer.starts_with("HTTP/1.1 200 OK"), "{served}: {answer}");
+        }
+        let read = ask(
+            server.addr,
+            b"GET /jobs HTTP/1.1\r\nHost: h\r\nSec-Fetch-Site: cross-site\r\n\r\n",
+        );
+        assert!(read.starts_with("HTTP/1.1 200 OK"), "{read}");
+        server.stop();
+    }
+
+    /// A request being answered when the server stops gets its answer; the stop then ends.
+    #[test]
+    fn a_stop_lets_the_request_being_answered_finish() {
+        let (started, start_seen) = std::sync::mpsc::channel::<()>();
+        let started = Arc::new(std::sync::Mutex::new(started));
+        let router = Router::new().fallback(any(move || {
+            let started = started.clone();
+            async move {
+                let _ = started.lock().unwrap().send(());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }
+        }));
+        let server = Server::start("127.0.0.1:0", router).unwrap();
+        let addr = server.addr;
+        let idle = TcpStream::connect(addr).unwrap();
+        let asking =
+            std::thread::spawn(move || ask(addr, b"POST /send HTTP/1.1\r\nHost: h\r\n\r\n"));
+        start_seen.recv_timeout(Duration::from_secs(5)).unwrap();
+        server.stop();
+        let answer = asking.join().unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("done"),
+            "{answer:?}"
+        );
+        drop(idle);
     }
 
     /// 100 idle connections and 64 slow-loris ones (a byte of a head, then nothing) are held
