@@ -30,8 +30,8 @@ pub struct RateLimitConfig {
     /// Permits per second (also the burst). Example: `50`.
     #[serde(default)]
     pub per_second: Option<u32>,
-    /// Permits per minute (the burst is one minute's worth), instead of `per_second`.
-    /// Example: `20` (a DingTalk robot's quota).
+    /// Permits per minute, instead of `per_second`: one every 60/N seconds (no burst), so no
+    /// minute ever holds more than N. Example: `20` (a DingTalk robot's quota).
     #[serde(default)]
     pub per_minute: Option<u32>,
     /// `request` (default) or `receivers`.

@@ -165,8 +165,21 @@ impl AliyunSms {
             .post(self.url.clone())
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(form);
-        let answer = http::call(NAME, request).await?;
-        Self::judge(&answer)
+        let (status, answer) = http::call_raw(NAME, request).await?;
+        Self::read(status, &answer)
+    }
+
+    /// Reads an answer of any HTTP status: Aliyun's gateway sends its codes with HTTP 400
+    /// and 404 (`Throttling.User`, `SignatureDoesNotMatch`, `InvalidAccessKeyId.NotFound`),
+    /// so a body with a `Code` is judged by it; one without (a proxy's error page) by the
+    /// status.
+    pub fn read(status: reqwest::StatusCode, answer: &str) -> Result<Delivered, SendError> {
+        let coded =
+            serde_json::from_str::<serde_json::Value>(answer).is_ok_and(|v| v["Code"].is_string());
+        if !coded {
+            http::status(NAME, status, answer)?;
+        }
+        Self::judge(answer)
     }
 
     /// Reads the answer: one `Code` for the whole call.
@@ -179,6 +192,8 @@ impl AliyunSms {
             "OK" => Ok(Delivered::All),
             "isv.BUSINESS_LIMIT_CONTROL"
             | "Throttling.User"
+            // A nonce seen before (a retry is signed with a new one).
+            | "SignatureNonceUsed"
             | "isp.SYSTEM_ERROR"
             | "ServiceUnavailable" => Err(SendError::Transient(text)),
             c if c.starts_with("InvalidAccessKeyId")
@@ -244,7 +259,7 @@ impl Provider for AliyunSms {
         receivers: &[Receiver],
     ) -> Result<Delivered, SendError> {
         let now = now_ms();
-        let nonce = format!("{}-{now}", batch.meta.message_id);
+        let nonce = nonce(batch.meta.message_id.as_str(), now);
         let params = self.payload(batch, receivers, now, &nonce);
         self.post(&params).await
     }
@@ -255,10 +270,29 @@ impl Provider for AliyunSms {
         let first = calls
             .first()
             .map_or("", |(b, _)| b.meta.message_id.as_str());
-        let nonce = format!("{first}-{}-{now}", calls.len());
+        let nonce = nonce(first, now);
         let params = self.batch_payload(calls, now, &nonce);
         self.post(&params).await
     }
+}
+
+/// A `SignatureNonce` no other call of the account makes (Aliyun refuses a repeated one with
+/// `SignatureNonceUsed`): one message's receivers are sent from several workers and
+/// processes at once, and a call is made again on a retry, so the message and the
+/// millisecond are not enough; a number this process drew at random and a count of its calls
+/// are added.
+fn nonce(message_id: &str, now_ms: i64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROCESS: LazyLock<u64> = LazyLock::new(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    format!("{message_id}-{now_ms}-{:016x}-{call}", *PROCESS)
 }
 
 /// A message's template parameters: its content model's `params` object, else its text as

@@ -188,3 +188,34 @@ fn the_timestamp_is_iso_8601_to_the_second() {
         ms += 86_399_937;
     }
 }
+
+/// Aliyun's gateway answers throttling and credential errors with HTTP 400 or 404 and its
+/// `Code` in the body: the code decides (retried, or the account's credentials), not the
+/// status; a body without one is judged by the status.
+#[test]
+fn an_answers_code_decides_whatever_its_status() {
+    use reqwest::StatusCode;
+    let throttled = r#"{"RequestId":"A1","Message":"Request was denied due to user flow control.","Code":"Throttling.User"}"#;
+    let e = AliyunSms::read(StatusCode::BAD_REQUEST, throttled).unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let signature = r#"{"RequestId":"A2","Message":"Specified signature is not matched with our calculation.","Code":"SignatureDoesNotMatch"}"#;
+    let e = AliyunSms::read(StatusCode::BAD_REQUEST, signature).unwrap_err();
+    assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+    let key = r#"{"RequestId":"A3","Message":"Specified access key is not found.","Code":"InvalidAccessKeyId.NotFound"}"#;
+    let e = AliyunSms::read(StatusCode::NOT_FOUND, key).unwrap_err();
+    assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+    let e = AliyunSms::read(StatusCode::SERVICE_UNAVAILABLE, "<html>busy</html>").unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let e = AliyunSms::read(StatusCode::BAD_REQUEST, "<html>bad</html>").unwrap_err();
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+}
+
+/// Two calls for one message in one millisecond (its receivers on two workers, or a retry)
+/// never sign with the same `SignatureNonce`.
+#[test]
+fn every_call_has_a_nonce_of_its_own() {
+    let a = nonce("m1", 1_700_000_000_000);
+    let b = nonce("m1", 1_700_000_000_000);
+    assert_ne!(a, b);
+    assert!(a.starts_with("m1-1700000000000-"), "{a}");
+}

@@ -51,15 +51,31 @@ impl FeishuRobot {
         })
     }
 
-    /// Reads the robot's `{"code", "msg"}` answer (older robots answer `StatusCode`).
-    pub fn judge(answer: &str) -> Result<Delivered, SendError> {
-        let v: serde_json::Value = serde_json::from_str(answer)
-            .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
-        let code = v
-            .get("code")
+    /// The robot's own code in an answer: `code`, or `StatusCode` for older robots.
+    fn code_of(v: &serde_json::Value) -> Option<i64> {
+        v.get("code")
             .or_else(|| v.get("StatusCode"))
             .and_then(|c| c.as_i64())
-            .unwrap_or(0);
+    }
+
+    /// Reads an answer of any HTTP status: Feishu sends some codes with HTTP 400 (9499, too
+    /// many requests), so a body with a code is judged by it; one without (a proxy's error
+    /// page) by the status.
+    pub fn read(status: reqwest::StatusCode, answer: &str) -> Result<Delivered, SendError> {
+        let coded = serde_json::from_str::<serde_json::Value>(answer)
+            .is_ok_and(|v| Self::code_of(&v).is_some());
+        if !coded {
+            http::status(NAME, status, answer)?;
+        }
+        Self::judge(answer)
+    }
+
+    /// Reads the robot's `{"code", "msg"}` answer (older robots answer `StatusCode`); one
+    /// without a code is not taken as sent.
+    pub fn judge(answer: &str) -> Result<Delivered, SendError> {
+        let unreadable = || SendError::Transient(format!("{NAME}: unreadable answer: {answer}"));
+        let v: serde_json::Value = serde_json::from_str(answer).map_err(|_| unreadable())?;
+        let code = Self::code_of(&v).ok_or_else(unreadable)?;
         let msg = v.get("msg").and_then(|m| m.as_str()).unwrap_or("");
         match code {
             0 => Ok(Delivered::All),
@@ -103,8 +119,8 @@ impl Provider for FeishuRobot {
             sign::percent(&self.config.hook)
         );
         let body = Self::payload(&self.config.secret, now_ms() / 1000, batch);
-        let answer = http::call(NAME, self.client.post(url).json(&body)).await?;
-        Self::judge(&answer)
+        let (status, answer) = http::call_raw(NAME, self.client.post(url).json(&body)).await?;
+        Self::read(status, &answer)
     }
 }
 

@@ -65,3 +65,31 @@ fn other_codes_fail_for_good_and_an_unreadable_answer_is_retried() {
     let e = FeishuRobot::judge("upstream connect error").unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
 }
+
+/// Feishu sends its rate limit with HTTP 400: the body's code decides, not the status; a
+/// body without a code is judged by the status, and a 200 without a code is not sent.
+#[test]
+fn an_answers_code_decides_whatever_its_status() {
+    use reqwest::StatusCode;
+    let limited = r#"{"code":9499,"msg":"too many request","data":{}}"#;
+    let e = FeishuRobot::read(StatusCode::BAD_REQUEST, limited).unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let e = FeishuRobot::read(
+        StatusCode::BAD_REQUEST,
+        r#"{"code":19021,"msg":"sign match fail or timestamp is not within one hour from current time"}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+    let e = FeishuRobot::read(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>").unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let e = FeishuRobot::read(StatusCode::NOT_FOUND, "no such hook").unwrap_err();
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    for no_code in ["{}", "null", r#"{"error":"x"}"#, r#"{"code":"19021"}"#] {
+        let e = FeishuRobot::read(StatusCode::OK, no_code).unwrap_err();
+        assert!(matches!(e, SendError::Transient(_)), "{no_code}: {e:?}");
+    }
+    assert!(matches!(
+        FeishuRobot::read(StatusCode::OK, r#"{"code":0,"data":{},"msg":"success"}"#),
+        Ok(Delivered::All)
+    ));
+}

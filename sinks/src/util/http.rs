@@ -92,11 +92,28 @@ pub async fn call_raw(
     provider: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<(StatusCode, String), SendError> {
-    let response = request.send().await.map_err(|e| transport(provider, &e))?;
+    let mut response = request.send().await.map_err(|e| transport(provider, &e))?;
     let code = response.status();
-    let body = response.text().await.map_err(|e| transport(provider, &e))?;
-    Ok((code, body))
+    // At most MAX_ANSWER bytes are kept (the largest answer, a shared call's 200 numbers,
+    // is tens of KB): an endpoint that streams more cannot fill the memory; the rest is not
+    // read and the connection is dropped.
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport(provider, &e))?
+    {
+        let room = MAX_ANSWER - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() >= room {
+            break;
+        }
+    }
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// The most of an answer's body a provider's call keeps.
+pub const MAX_ANSWER: usize = 1024 * 1024;
 
 /// Opens a TCP connection to a URL's host and port: the health check of an HTTP provider
 /// (nothing is sent). Returns the address reached.

@@ -53,11 +53,13 @@ pub struct YunpianSms {
 const NAME: &str = "yunpian_sms";
 const DEFAULT_ENDPOINT: &str = "https://sms.yunpian.com";
 
-/// Per-number codes worth another try: only Yunpian's own failures (below -50). Its frequency
-/// limits (8: same content within 30 s, 9: same number 5 times in 5 min, 17: daily cap,
-/// 22: hourly cap, 33: too frequent) do not pass within a retry's backoff, so they are final.
+/// Codes worth another try: the call rate over the account's (-5, 访问频率超限) and Yunpian's
+/// own failures (-50 unknown, -51 busy, -52, -53 submitting failed). Its per-number
+/// frequency limits (8: same content within 30 s, 9: same number 5 times in 5 min, 17: daily
+/// cap, 22: hourly cap, 33: too frequent) do not pass within a retry's backoff, so they are
+/// final, as are the calls over the account's quota (-4) and its settings (-54 and below).
 fn transient(code: i64) -> bool {
-    code < -50
+    matches!(code, -5 | -53..=-50)
 }
 
 /// A number as Yunpian answers it: mainland numbers without `+86` (its documentation: "no
@@ -233,8 +235,8 @@ impl YunpianSms {
         if let Some((code, msg, detail)) = whole {
             let why = format!("{NAME}: {code} {msg} {detail}");
             return Err(match code {
-                // -1 invalid apikey, -3 key locked or out of credit.
-                -4..=-1 => SendError::Unauthorized(why),
+                // -1 invalid apikey, -2 the API not allowed for it, -3 the IP not allowed.
+                -3..=-1 => SendError::Unauthorized(why),
                 c if transient(c) => SendError::Transient(why),
                 _ => SendError::Permanent(why),
             });
@@ -360,7 +362,7 @@ impl Provider for YunpianSms {
         receivers: &[Receiver],
     ) -> Result<Delivered, SendError> {
         let body = sign::form(&self.payload(batch, receivers));
-        let response = self
+        let request = self
             .client
             .post(self.url.clone())
             .header(
@@ -368,15 +370,8 @@ impl Provider for YunpianSms {
                 "application/x-www-form-urlencoded;charset=utf-8",
             )
             .header("Accept", "application/json;charset=utf-8")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| http::transport(NAME, &e))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| http::transport(NAME, &e))?;
+            .body(body);
+        let (status, text) = http::call_raw(NAME, request).await?;
         Self::judge(status, &text, receivers)
     }
 }

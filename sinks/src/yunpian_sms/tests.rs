@@ -106,6 +106,31 @@ fn whole_call_errors() {
     .to_string();
     let e = YunpianSms::judge(StatusCode::BAD_REQUEST, &answer, &one).unwrap_err();
     assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    // Yunpian's whole-call codes: the IP not allowed is the account's; the call rate over the
+    // account's and Yunpian's own failures are retried; the call quota and the settings are
+    // final.
+    for (code, transient, unauthorized) in [
+        (-3, false, true),
+        (-4, false, false),
+        (-5, true, false),
+        (-50, true, false),
+        (-51, true, false),
+        (-53, true, false),
+        (-54, false, false),
+        (-57, false, false),
+    ] {
+        let answer =
+            json!({"http_status_code": 400, "code": code, "msg": "m", "detail": "d"}).to_string();
+        let e = YunpianSms::judge(StatusCode::BAD_REQUEST, &answer, &one).unwrap_err();
+        assert_eq!(
+            (
+                matches!(e, SendError::Transient(_)),
+                matches!(e, SendError::Unauthorized(_))
+            ),
+            (transient, unauthorized),
+            "{code}: {e:?}"
+        );
+    }
     // A gateway's error page: classified by its status.
     let e =
         YunpianSms::judge(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>", &one).unwrap_err();
