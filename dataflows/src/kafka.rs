@@ -864,7 +864,10 @@ impl Stamping<'_> {
             return;
         };
         let now = self.now;
-        let ts = ts.filter(|t| *t > 0).unwrap_or(now);
+        // No timestamp (librdkafka's -1, a v0 record): the read time, as a file line without
+        // `ts`; any other is the record's own, so 0 is a dead letter (before 2000) as a
+        // line's `"ts": 0` is.
+        let ts = ts.unwrap_or(now);
         let big = too_large(payload.len());
         let time = match &big {
             Some(why) => Err(why.clone()),
@@ -1351,6 +1354,46 @@ mod tests {
             .map(|w| (w.0, w.3))
             .collect();
         assert_eq!(counted, [(0, 3)]);
+    }
+
+    /// A record's timestamp is its event time as a file line's `ts` is: none (librdkafka's
+    /// -1) is the read time, and 0 is a dead letter (before 2000), as `"ts": 0` is in a file.
+    #[test]
+    fn a_records_timestamp_is_read_as_a_lines_ts() {
+        let event = EventTime {
+            epoch_ms: 10,
+            max_out_of_order_ms: 200,
+            max_future_ms: 86_400_000,
+            backlog: tidings_operators::event_time::Backlog::NONE,
+        };
+        let now = 1_763_740_800_000;
+        let (live, name): (Live, Arc<str>) = (Live::default(), "t".into());
+        let at = Stamping {
+            now,
+            event: &event,
+            floor: 0,
+            live: &live,
+            name: &name,
+        };
+        let mut parts: BTreeMap<i32, Partition> = [(0, Partition::new(0, None, 0))].into();
+        let (mut batch, mut skips) = (Vec::new(), Vec::new());
+        let mut seek = |_, _| true;
+        for (offset, timestamp) in [(0, None), (1, Some(0))] {
+            let item = Item::Record {
+                partition: 0,
+                offset,
+                payload: b"{}",
+                timestamp,
+            };
+            let said = at.route(&mut parts, &mut batch, &mut skips, &mut seek, item);
+            assert!(said.is_none());
+        }
+        let [(_, none), (_, zero)] = &batch[..] else {
+            panic!("two records: {}", batch.len());
+        };
+        assert_eq!((none.event_time, &none.bad_time), (now, &None));
+        let line = tidings_model::time::check_event_time(0, now, 86_400_000).unwrap_err();
+        assert_eq!(zero.bad_time.as_deref(), Some(line.as_str()));
     }
 
     /// librdkafka is built with TLS and SCRAM (rdkafka's `ssl` feature): clients for a

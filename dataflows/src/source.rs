@@ -685,6 +685,45 @@ fn open_at(
     Ok((reader, Partition::new(id, Some(pos.clone()), 1)))
 }
 
+/// Refuses to resume a directory source whose files moved: a directory's files are its
+/// partitions in name order, and a partition's number is in its records' message ids, so a
+/// file the checkpoint read that now stands at another place (a file added or removed before
+/// it) would be read again from its start under new ids and sent again.
+pub fn files_in_place(
+    dir: &std::path::Path,
+    paths: &[PathBuf],
+    restored: &BTreeMap<i32, Position>,
+) -> Result<(), String> {
+    let prints: Vec<Option<String>> = paths
+        .iter()
+        .map(|p| fingerprint(p).ok().flatten())
+        .collect();
+    for (&was, pos) in restored {
+        let Some(fp) = pos.fingerprint.as_ref() else {
+            continue;
+        };
+        let here = usize::try_from(was)
+            .ok()
+            .and_then(|i| prints.get(i))
+            .cloned()
+            .flatten();
+        if here.as_ref() == Some(fp) {
+            continue;
+        }
+        if let Some(now) = prints.iter().position(|p| p.as_ref() == Some(fp)) {
+            let name = paths[now].file_name().unwrap_or_default().to_string_lossy();
+            return Err(format!(
+                "source.path {}: {name} was partition {was} at the last checkpoint and is partition \
+                 {now} now (a file was added or removed before it): a directory's files are its \
+                 partitions in name order, so add files whose names sort after the others (or \
+                 put the old file back); `tidings run --from-start` reads them all again",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

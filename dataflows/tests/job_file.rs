@@ -511,3 +511,54 @@ fn log_lines_are_text_or_json() {
         "{lines:?}"
     );
 }
+
+/// A directory's files are its partitions in name order: a file added before the one a
+/// checkpoint read would renumber it, and its lines would be read again under new message ids
+/// and sent twice. The next run is refused with one line naming the file and the fix; nothing
+/// more is sent. Added after it, a file is read and the first file resumes where it was.
+#[test]
+fn a_file_added_before_a_read_one_is_refused_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = common::write_job(
+        dir.path(),
+        &common::sms_template(1, "none", false, "phone"),
+        "",
+        "",
+    );
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("path = \"requests.jsonl\"", "path = \"requests\"");
+    std::fs::write(&job, text).unwrap();
+    let parts = dir.path().join("requests");
+    std::fs::create_dir_all(&parts).unwrap();
+    let t = 1_763_949_600_000; // 2025-11-24 10:00 +08:00
+    let line = |i: i64| common::envelope(t + i * 1000, 1, &format!("1380013{i:04}"), "x") + "\n";
+    std::fs::write(parts.join("m.jsonl"), line(1) + &line(2)).unwrap();
+    let job = job.to_str().unwrap();
+    let run = || tidings_env(&["run", job, "--now", "2025-11-25T12:00:00+08:00"], &[]);
+    let sent = || common::count_lines(&dir.path().join("var/outbox/sms.jsonl"));
+    assert!(run().status.success());
+    assert_eq!(sent(), 2);
+
+    std::fs::write(parts.join("a.jsonl"), line(3)).unwrap();
+    let out = run();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("m.jsonl was partition 0 at the last checkpoint and is partition 1 now")
+            && err.contains("--from-start"),
+        "{err}"
+    );
+    assert_eq!(sent(), 2, "nothing was sent again");
+
+    std::fs::rename(parts.join("a.jsonl"), parts.join("z.jsonl")).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(parts.join("m.jsonl"))
+        .unwrap()
+        .write_all(line(4).as_bytes())
+        .unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sent(), 4, "m.jsonl's new line and z.jsonl's, once each");
+}

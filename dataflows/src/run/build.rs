@@ -376,6 +376,11 @@ fn restore(
                 None => anyhow::anyhow!("{e}"),
             }
         })?;
+    if let Some(dir) = job.source_path.as_deref().filter(|p| p.is_dir()) {
+        let paths = crate::job::partition_files(dir);
+        crate::source::files_in_place(dir, &paths, &c.restored_positions())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let store = job.state_dir.join("parked.jsonl");
     if !parks {
         return Ok(c);
