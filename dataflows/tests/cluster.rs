@@ -172,13 +172,35 @@ fn a_graceful_stop_of_2_processes_and_a_restart_on_3_write_each_row_once() {
     let expected = rows(&base_job);
 
     let (dir, job) = paced_demo();
+    // Process 0 serves the live state, for its own workers.
+    let mut text = std::fs::read_to_string(&job).unwrap();
+    text.push_str("\n[admin]\nbind = \"127.0.0.1:0\"\n");
+    std::fs::write(&job, text).unwrap();
     let log = dir.path().join("cluster.log");
     let mut supervisor = start_local(&job, 2, &log, NOW);
     let outbox = dir.path().join("var/outbox/email.jsonl");
     common::wait_until(Duration::from_secs(60), "the first sends", || {
         common::count_lines(&outbox) > 60
     });
+    let addr = std::fs::read_to_string(dir.path().join("var/state/admin.addr")).unwrap();
+    let ask = |path: &str| {
+        let r = reqwest::blocking::get(format!("http://{}{path}", addr.trim()));
+        r.map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
+            .unwrap_or((0, String::new()))
+    };
+    let (operators, state) = (ask("/state/operators"), ask("/state"));
     let said = common::stop_gracefully(&mut supervisor, &log);
+    let summed = serde_json::from_str::<serde_json::Value>(&operators.1).unwrap_or_default();
+    assert_eq!(operators.0, 200, "{operators:?}");
+    assert_eq!(
+        (
+            &summed["ContentDedup"]["workers"],
+            &summed["ContentDedup"]["of_workers"]
+        ),
+        (&serde_json::json!(1), &serde_json::json!(2)),
+        "{summed}"
+    );
+    assert_eq!(state.0, 200, "{state:?}");
     let stopped = common::count_lines(&outbox);
     // The rest, on three processes: it resumes at the stop's cut.
     run(&job, 1, 3);

@@ -146,6 +146,23 @@ mod tests {
         assert_eq!(shown_url("redis://h:6379"), "redis://h:6379");
     }
 
+    /// An endpoint that answers 3 MiB: the call keeps the first MAX_ANSWER bytes and is
+    /// judged on them.
+    #[tokio::test]
+    async fn an_answer_is_read_to_at_most_its_cap() {
+        let big = axum::Router::new()
+            .fallback(axum::routing::any(|| async { "x".repeat(3 * MAX_ANSWER) }));
+        let server = crate::util::server::Server::start("127.0.0.1:0", big).unwrap();
+        let url = format!("http://{}/", server.addr);
+        let (code, body) = call_raw("p", client(Duration::from_secs(10)).get(url))
+            .await
+            .unwrap();
+        assert_eq!((code.as_u16(), body.len()), (200, MAX_ANSWER));
+        tokio::task::spawn_blocking(move || server.stop())
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn transport_errors_never_show_the_query() {
         // Nothing listens on port 9 of 127.0.0.1 here: connection refused.
