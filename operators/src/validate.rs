@@ -78,8 +78,8 @@ impl Validator {
         &mut self.book
     }
 
-    /// How far ahead of the wall clock `now` given to [`Validator::validate`] an event time
-    /// may be (the job's `source.max_future_ms`); a later one is a dead letter.
+    /// How far ahead of the wall clock at a record's read (`read_time`) an event time may be
+    /// (the job's `source.max_future_ms`); a later one is a dead letter.
     pub fn with_max_future_ms(mut self, ms: Millis) -> Validator {
         self.max_future_ms = ms.max(0);
         self
@@ -91,7 +91,8 @@ impl Validator {
         self
     }
 
-    /// Judges one record; `now` (the wall clock) stamps dead letters and bounds event times.
+    /// Judges one record; `now` (the wall clock) stamps dead letters; event times are bounded
+    /// by the wall clock at the record's read (`read_time`), as its source bounded them.
     pub fn validate(&self, rec: &SourceRecord, now: Millis) -> Validated {
         let mut out = Validated::default();
         self.validate_into(rec, now, &mut out);
@@ -126,7 +127,9 @@ impl Validator {
                 return;
             }
         };
-        if let Err(reason) = check_event_time(event_time, now, self.max_future_ms) {
+        // Against the wall clock at the record's read, as its source checked it: the worker
+        // that judges it may be in another process, whose clock is another.
+        if let Err(reason) = check_event_time(event_time, rec.read_time, self.max_future_ms) {
             out.dead.push(dead(reason));
             return;
         }
@@ -326,6 +329,27 @@ content = "code {$code}"
             assert_eq!(out.dead[0].source, "file:r.jsonl:3");
             assert_eq!(out.dead[0].payload, line);
         }
+    }
+
+    /// An event time is bounded by the wall clock at the record's read, as the source bounded
+    /// it: a worker of another process, whose clock is behind, judges it alike.
+    #[test]
+    fn the_future_bound_is_the_reads_not_the_judging_workers() {
+        let day = crate::validate::DEFAULT_MAX_FUTURE_MS;
+        let send = |ts: Millis| {
+            json!({"ts": ts, "payload": json!({"code": "send", "messageTemplateId": 1,
+                "messageParam": {"receiver": "13800138000", "variables": {"code": 1}}}).to_string()})
+            .to_string()
+        };
+        let near = v().validate(&record(&send(NOW + day - 1)), NOW - 10_000);
+        assert_eq!((near.messages.len(), near.dead.len()), (1, 0));
+        let far = v().validate(&record(&send(NOW + day + 1)), NOW + 10_000);
+        assert_eq!((far.messages.len(), far.dead.len()), (0, 1));
+        assert!(
+            far.dead[0].reason.contains("max_future_ms"),
+            "{}",
+            far.dead[0].reason
+        );
     }
 
     #[test]
