@@ -488,6 +488,26 @@ fn check_rules(
             "num and time must be at least 1, e.g. { num = 1, time = 300 }".into(),
         );
     }
+    // Seconds held as milliseconds in an i64: a year bounds them far below its overflow.
+    const YEAR_SECS: u64 = 366 * 86_400;
+    if file.dedup.content.time > YEAR_SECS {
+        bad(
+            "dedup.content.time",
+            format!(
+                "{} seconds is over a year ({YEAR_SECS}); use at most that (default 300)",
+                file.dedup.content.time
+            ),
+        );
+    }
+    if file.dedup.lateness > YEAR_SECS {
+        bad(
+            "dedup.lateness",
+            format!(
+                "{} seconds is over a year ({YEAR_SECS}); use at most that (default 3600)",
+                file.dedup.lateness
+            ),
+        );
+    }
     if file.dedup.frequency.num == 0 {
         bad(
             "dedup.frequency.num",
@@ -507,6 +527,20 @@ fn check_rules(
                 "{:?} is not a Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379\"",
                 tidings_sinks::util::http::shown_url(url)
             ),
+        );
+    }
+    if file.tracking.compact_every_secs > 366 * 86_400 {
+        bad(
+            "tracking.compact_every_secs",
+            "is over a year (31622400); use at most that, or 0 to never compact (default 600)"
+                .into(),
+        );
+    }
+    if file.tracking.retain_days.is_some_and(|d| d > 36_600) {
+        bad(
+            "tracking.retain_days",
+            "is over 100 years (36600 days); use at most that, or omit it to keep everything"
+                .into(),
         );
     }
     if file.tracking.flush_rows == 0 {
@@ -625,6 +659,28 @@ fn check_source(
             "source.follow",
             "only a file source follows its file; remove it".into(),
         );
+    }
+    // A key of the other kind of source would be ignored: a Kafka job that names a file
+    // would read its topic and never the file.
+    if source.kind == SourceKind::Kafka && source.path.is_some() {
+        bad(
+            "source.path",
+            "only a file source reads a path; remove it, or set kind = \"file\"".into(),
+        );
+    }
+    if source.kind == SourceKind::File {
+        for (key, set) in [
+            ("brokers", source.brokers.is_some()),
+            ("topic", source.topic.is_some()),
+            ("group", source.group.is_some()),
+        ] {
+            if set {
+                bad(
+                    &format!("source.{key}"),
+                    "only a Kafka source reads it; remove it, or set kind = \"kafka\"".into(),
+                );
+            }
+        }
     }
     if source.dead_letter_topic.is_some() && source.kind != SourceKind::Kafka {
         bad(

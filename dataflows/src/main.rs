@@ -133,17 +133,17 @@ fn exit_code(outcome: Result<(), Failure>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
-            eprintln!("error: {message}");
+            tracing::error!("{message}");
             ExitCode::from(2)
         }
         Err(Failure::Problems(problems)) => {
             for p in problems {
-                eprintln!("error: {p}");
+                tracing::error!("{p}");
             }
             ExitCode::from(2)
         }
         Err(Failure::Failed(message)) => {
-            eprintln!("error: {message}");
+            tracing::error!("{message}");
             ExitCode::FAILURE
         }
         Err(Failure::Silent) => ExitCode::FAILURE,

@@ -562,3 +562,102 @@ fn a_file_added_before_a_read_one_is_refused_not_sent_again() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(sent(), 4, "m.jsonl's new line and z.jsonl's, once each");
 }
+
+/// Keys and flags that would be ignored, or numbers that would overflow, are refused with one
+/// line each naming the key or flag (exit 2), before anything runs; the final error is a JSON
+/// line under `--log-format json` as every other line is.
+#[test]
+fn ignored_keys_and_flags_and_overflowing_numbers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = small_job(
+        dir.path(),
+        &format!(
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\ntopic = \"orders\"\n\
+             [dedup]\nlateness = 10000000000000000\ncontent = {{ num = 1, time = 10000000000000000 }}\n\
+             [tracking]\nretain_days = 100000000\ncompact_every_secs = 7000000000000000000\n{OUT}"
+        ),
+    );
+    let job = job.to_str().unwrap();
+    let out = tidings_env(&["check", job], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for key in [
+        "source.topic: only a Kafka source reads it",
+        "dedup.lateness: ",
+        "dedup.content.time: ",
+        "tracking.retain_days: ",
+        "tracking.compact_every_secs: ",
+    ] {
+        assert!(err.contains(&format!("job.toml: {key}")), "{key}:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+
+    let kafka = write(
+        dir.path(),
+        "kafka.toml",
+        &format!(
+            "name = \"k\"\ntemplates = \"t.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\npath = \"r.jsonl\"\n{OUT}"
+        ),
+    );
+    let out = tidings_env(&["check", kafka.to_str().unwrap()], &[]);
+    assert!(
+        stderr(&out).contains("kafka.toml: source.path: only a file source reads a path"),
+        "{}",
+        stderr(&out)
+    );
+    let fine = write(
+        dir.path(),
+        "fine.toml",
+        &format!(
+            "name = \"f\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n{OUT}"
+        ),
+    );
+    let fine = fine.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["run", fine, "--idle-exit", "5"],
+            "--idle-exit 5: only a Kafka source",
+        ),
+        (
+            vec!["run", fine, "--drain-timeout", "0"],
+            "--drain-timeout 0",
+        ),
+        (
+            vec!["top", "--job", fine, "--interval", "inf"],
+            "--interval inf",
+        ),
+        (
+            vec![
+                "sql",
+                "--dir",
+                "s3://bucket/t",
+                "--skip-corrupt",
+                "SELECT 1",
+            ],
+            "--skip-corrupt: s3://bucket/t is on an object store",
+        ),
+        (
+            vec!["send", "--job", fine, "-f", "r.jsonl", "--var", "a=1"],
+            "--var",
+        ),
+        (vec!["send", "--job", fine, "--template", "1"], "--to"),
+    ] {
+        let out = tidings_env(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+    let json = tidings_env(
+        &["--log-format", "json", "run", fine, "--idle-exit", "nan"],
+        &[],
+    );
+    assert_eq!(json.status.code(), Some(2));
+    let line: serde_json::Value = serde_json::from_str(stderr(&json).trim())
+        .unwrap_or_else(|e| panic!("not one JSON line ({e}): {}", stderr(&json)));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert!(
+        line["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--idle-exit")),
+        "{line}"
+    );
+}

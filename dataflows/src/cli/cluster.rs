@@ -67,7 +67,7 @@ pub fn run_local(job: &Job, n: usize) -> Result<(), Failure> {
                     )));
                 }
                 let backoff = Duration::from_secs(1 << (attempt - 1).min(4));
-                eprintln!(
+                tracing::warn!(
                     "local cluster: process {who} failed ({}); every process stopped; starting all {n} again from the newest complete checkpoint in {backoff:?} (attempt {} of {ATTEMPTS})",
                     exit_text(status),
                     attempt + 1

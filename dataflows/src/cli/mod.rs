@@ -113,12 +113,18 @@ pub fn current_thread_runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Failed(e.to_string()))
 }
 
+/// `--skip-corrupt` over `dir`: local files only (an object store's tables are read as they
+/// are, and a corrupt object fails the query), so it is refused for `s3://`.
 #[cfg(feature = "sql")]
-pub fn corrupt(skip: bool) -> tidings_sql::Corrupt {
-    if skip {
-        tidings_sql::Corrupt::Skip
-    } else {
-        tidings_sql::Corrupt::Fail
+pub fn corrupt(dir: &TrackingDir, skip: bool) -> Result<tidings_sql::Corrupt, Failure> {
+    match (skip, dir) {
+        (false, _) => Ok(tidings_sql::Corrupt::Fail),
+        (true, TrackingDir::Local(_)) => Ok(tidings_sql::Corrupt::Skip),
+        (true, TrackingDir::Object(o)) => Err(Failure::Usage(format!(
+            "--skip-corrupt: {} is on an object store, whose files are read as they are (a \
+             corrupt one fails the query); copy the day's files to a local directory to skip them",
+            o.url()
+        ))),
     }
 }
 
@@ -136,8 +142,8 @@ pub async fn open_tracking(
         }
     };
     for (file, why) in t.skipped() {
-        eprintln!(
-            "warning: skipped {}: not a readable Parquet file ({why})",
+        tracing::warn!(
+            "skipped {}: not a readable Parquet file ({why})",
             file.display()
         );
     }

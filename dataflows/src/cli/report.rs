@@ -68,7 +68,7 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
         .render(&params)
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let rt = current_thread_runtime()?;
-    let (format, on_corrupt) = (sql_format(args.format), corrupt(args.skip_corrupt));
+    let (format, on_corrupt) = (sql_format(args.format), corrupt(&dir, args.skip_corrupt)?);
     let text = rt
         .block_on(async {
             let t = open_tracking(&dir, on_corrupt).await?;

@@ -68,6 +68,8 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let job = load(&args.job)?;
+    // Checked before a local cluster starts: its processes would each refuse it.
+    idle_exit(&job, args.idle_exit)?;
     if let Some(n) = args.local {
         return super::cluster::run_local(&job, n);
     }
@@ -78,6 +80,24 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--idle-exit SECS`: a number of seconds from 0 up to a year, for a Kafka source (a file
+/// source ends at its end, or follows its file for ever).
+fn idle_exit(job: &Job, secs: Option<f64>) -> Result<Option<Duration>, Failure> {
+    let Some(secs) = secs else { return Ok(None) };
+    if job.kafka.is_none() {
+        return Err(Failure::Usage(format!(
+            "--idle-exit {secs}: only a Kafka source is read until idle; a file source stops at \
+             its end (without follow = true)"
+        )));
+    }
+    if !(secs.is_finite() && (0.0..=366.0 * 86_400.0).contains(&secs)) {
+        return Err(Failure::Usage(format!(
+            "--idle-exit {secs}: give a number of seconds from 0 to 31622400"
+        )));
+    }
+    Ok(Some(Duration::from_secs_f64(secs)))
+}
+
 /// The run's options: the job's, with the flags applied.
 fn options(job: &Job, args: &RunArgs) -> Result<RunOptions, Failure> {
     let mut opts = RunOptions::for_job(job);
@@ -85,13 +105,13 @@ fn options(job: &Job, args: &RunArgs) -> Result<RunOptions, Failure> {
     opts.from_start = args.from_start;
     if let Some(secs) = args.drain_timeout {
         if !(secs.is_finite() && secs > 0.0) {
-            return Err(Failure::Failed(format!(
+            return Err(Failure::Usage(format!(
                 "--drain-timeout {secs}: give a number of seconds above 0"
             )));
         }
         opts.drain_timeout = Some(Duration::from_secs_f64(secs.min(86_400.0)));
     }
-    opts.idle_exit = args.idle_exit.map(Duration::from_secs_f64);
+    opts.idle_exit = idle_exit(job, args.idle_exit)?;
     if let Some(w) = args.workers {
         if w == 0 || w > MAX_WORKERS {
             return Err(Failure::Usage(format!(

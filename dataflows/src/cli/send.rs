@@ -15,10 +15,15 @@ pub struct SendArgs {
     #[arg(long, required_unless_present = "file", conflicts_with = "file")]
     template: Option<i64>,
     /// Receivers of a single request, comma-separated.
-    #[arg(long, requires = "template")]
+    #[arg(long, requires = "template", required_unless_present = "file")]
     to: Option<String>,
     /// A placeholder value of a single request, `name=value` (repeatable).
-    #[arg(long = "var", value_name = "NAME=VALUE")]
+    #[arg(
+        long = "var",
+        value_name = "NAME=VALUE",
+        requires = "template",
+        conflicts_with = "file"
+    )]
     vars: Vec<String>,
     /// A JSON-lines file of bare requests or kcat `-J` envelopes (`ts` becomes the record
     /// timestamp, `key` the record key).

@@ -30,9 +30,10 @@ pub struct SqlArgs {
 pub fn run(args: SqlArgs) -> Result<(), Failure> {
     let (dir, _) = tracking_of(args.job, args.dir)?;
     let format = sql_format(args.format);
+    let on_corrupt = corrupt(&dir, args.skip_corrupt)?;
     let rt = current_thread_runtime()?;
     let tracking = rt
-        .block_on(open_tracking(&dir, corrupt(args.skip_corrupt)))
+        .block_on(open_tracking(&dir, on_corrupt))
         .map_err(|e| Failure::Failed(e.to_string()))?;
     let Some(query) = args.query else {
         return if super::repl::run(&rt, &tracking, format) {

@@ -22,8 +22,17 @@ pub struct TopArgs {
 }
 
 pub fn run(args: TopArgs) -> Result<(), Failure> {
+    if !(args.interval.is_finite() && (0.1..=3600.0).contains(&args.interval)) {
+        return Err(Failure::Usage(format!(
+            "--interval {}: give 0.1 to 3600 seconds",
+            args.interval
+        )));
+    }
+    if args.frames == Some(0) {
+        return Err(Failure::Usage("--frames 0: give at least 1".into()));
+    }
     let (addr, token) = args.target.resolve()?;
-    let every = Duration::from_secs_f64(args.interval.max(0.1));
+    let every = Duration::from_secs_f64(args.interval);
     watch(&addr, token.as_deref(), every, args.frames).map_err(Failure::Failed)
 }
 
