@@ -295,3 +295,60 @@ fn rows_of_a_run_that_never_reached_redis_wait_in_the_spool_for_the_next() {
     assert_eq!(counts.get("RECEIVE"), Some(&20), "{counts:?}");
     assert_eq!(counts.get("SEND_SUCCESS"), Some(&20), "{counts:?}");
 }
+
+/// The same on a 2-process cluster: each process spools its own rows and backfills them
+/// once, so Redis counts each row once (a spool the processes shared was read back by both,
+/// each row counted twice); the user lists hold one entry per row.
+#[test]
+fn a_clusters_spooled_rows_are_backfilled_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let ts = 1_763_784_000_000i64;
+    let requests: String = (0..20)
+        .map(|i| common::envelope(ts + i, 1, &format!("138{i:08}"), "x") + "\n")
+        .collect();
+    let job = common::write_job(
+        dir.path(),
+        &common::sms_template(1, "none", false, "phone"),
+        &requests,
+        "",
+    );
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("[tracking]\n", &format!("[tracking]\nredis = \"{url}\"\n"));
+    std::fs::write(&job, text).unwrap();
+    let j = job.to_str().unwrap();
+    let cluster = || common::tidings(&["run", j, "--local", "2", "-w", "1"]);
+    cluster();
+    let state = dir.path().join("var/state");
+    let spooled = |d: &str| {
+        std::fs::read_dir(state.join(d))
+            .map(|e| e.count())
+            .unwrap_or(0)
+    };
+    assert!(
+        spooled("redis-spool") + spooled("redis-spool-p1") > 0,
+        "nothing spooled"
+    );
+    let redis = OwnRedis::start(port);
+    redis.wait_ready(&url);
+    cluster();
+    let counts = redis_counts(&url, "tidings:");
+    assert_eq!(counts.get("RECEIVE"), Some(&20), "{counts:?}");
+    assert_eq!(counts.get("SEND_SUCCESS"), Some(&20), "{counts:?}");
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let entries: usize = (0..20)
+        .map(|i| {
+            redis::cmd("LLEN")
+                .arg(format!("tidings:user:138{i:08}"))
+                .query::<usize>(&mut con)
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(entries, 40, "two rows (RECEIVE, SEND_SUCCESS) per receiver");
+    assert_eq!(spooled("redis-spool") + spooled("redis-spool-p1"), 0);
+}

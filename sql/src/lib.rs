@@ -453,7 +453,15 @@ impl Tracking {
 /// A session whose local files are read through [`compacted::Compacted`]: every listing
 /// leaves out the files a compacted file in the same listing replaces.
 fn session() -> Result<SessionContext, SqlError> {
-    let ctx = SessionContext::new();
+    // Every query lists the files anew (DataFusion keeps a listing for good by default): a
+    // shell's later queries see the files written since, and none a compaction has removed.
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        )
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
     let local = object_store::local::LocalFileSystem::new();
     let url = url::Url::parse("file://").map_err(|e| {
         SqlError::Query(datafusion::error::DataFusionError::Configuration(
@@ -622,6 +630,30 @@ mod tests {
             .unwrap();
         assert_eq!(format(&b, Format::Csv).unwrap(), "n\n0\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A session lists the files at every query: a file written after the first query is
+    /// read by the next (here a torn one, which the next query names).
+    #[test]
+    fn every_query_lists_the_files_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("dead_letters/date=2025-11-22");
+        std::fs::create_dir_all(&part).unwrap();
+        let rt = rt();
+        let t = rt.block_on(Tracking::open(dir.path())).unwrap();
+        let b = rt
+            .block_on(t.query("SELECT count(*) AS n FROM dead_letters"))
+            .unwrap();
+        assert_eq!(format(&b, Format::Csv).unwrap(), "n\n0\n");
+        let later = part.join("later.parquet");
+        std::fs::write(&later, b"PAR1 but not really").unwrap();
+        let e = rt
+            .block_on(t.query("SELECT count(*) FROM dead_letters"))
+            .unwrap_err();
+        assert!(
+            matches!(&e, SqlError::Corrupt { files, .. } if files == &[later.display().to_string()]),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! code, never a worker's panic. What the workers share is [`Shared`]; what the process keeps
 //! to finish the run is [`Services`].
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -206,7 +207,7 @@ impl Services {
             )?),
             None => None,
         };
-        let (redis, redis_sink) = redis_writer(&job)?;
+        let (redis, redis_sink) = redis_writer(&job, process, processes(opts) as usize)?;
         let shared = Arc::new(Shared {
             job,
             opts: opts.clone(),
@@ -296,15 +297,39 @@ fn processes(opts: &RunOptions) -> u32 {
     opts.cluster.as_ref().map_or(1, |c| c.processes()) as u32
 }
 
-/// The Redis writer of `tracking.redis` (if set) and the sink the tracking stage feeds it by.
-fn redis_writer(job: &Job) -> anyhow::Result<(Option<RedisWriter>, Option<(RedisSink, UserTtl)>)> {
+/// The spool directory of process `p`: each process of a cluster spools its own rows, and
+/// backfills them once (a shared one was read back by every process).
+fn spool_dir(state_dir: &Path, p: usize) -> PathBuf {
+    match p {
+        0 => state_dir.join("redis-spool"),
+        p => state_dir.join(format!("redis-spool-p{p}")),
+    }
+}
+
+/// The Redis writer of `tracking.redis` (if set) and the sink the tracking stage feeds it by:
+/// process `process` of `processes`; process 0 also backfills the spools of processes the
+/// cluster no longer has.
+fn redis_writer(
+    job: &Job,
+    process: usize,
+    processes: usize,
+) -> anyhow::Result<(Option<RedisWriter>, Option<(RedisSink, UserTtl)>)> {
     let Some(url) = &job.file.tracking.redis else {
         return Ok((None, None));
+    };
+    let adopt = if process == 0 {
+        (processes..)
+            .map(|p| spool_dir(&job.state_dir, p))
+            .take_while(|d| d.is_dir())
+            .collect()
+    } else {
+        Vec::new()
     };
     let (writer, sink) = RedisWriter::start(RedisSettings {
         url: url.clone(),
         prefix: job.file.tracking.redis_prefix.clone(),
-        spool_dir: job.state_dir.join("redis-spool"),
+        spool_dir: spool_dir(&job.state_dir, process),
+        adopt,
         max_in_memory: 100_000,
         drain_timeout: Duration::from_secs(3),
     })?;
@@ -389,8 +414,11 @@ fn restore(
         // The whole store as some cut wrote it, and the parks and releases of each cut since.
         let (base, deltas) = park::parts(dir)?;
         ParkStore::restore(&store, base.as_deref(), &deltas)?;
-    } else if fresh {
-        write_durably(&store, b"")?;
+    } else {
+        // No complete cut: the input is read again from its start and parks again what it
+        // parked; a message parked at another event time (a bare line's read time) would
+        // otherwise be parked, and sent, twice.
+        write_durably(&store, b"").map_err(|e| anyhow::anyhow!("{}: {e}", store.display()))?;
     }
     Ok(c)
 }

@@ -248,7 +248,12 @@ impl Partition for LocalPartition<'_> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(self.0).map_err(|e| named(self.0, e))? {
             let entry = entry?;
-            let meta = entry.metadata()?;
+            // A worker's file renamed (or a replaced one deleted) since the listing: gone.
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let age = meta
                 .modified()
                 .ok()

@@ -240,15 +240,30 @@ impl Resp {
         bulk(&mut self.buf, &[itoa::Buffer::new().format(v).as_bytes()]);
     }
 
-    /// `RPUSH key` with the list's entries, then `expiry key at` (`EXPIRE` seconds or
-    /// `EXPIREAT` a time).
-    fn list(&mut self, key: &[&[u8]], list: &List, expiry: &str, at: i64) {
+    /// `RPUSH key` with the list's entries, then `EXPIRE key seconds`.
+    fn list(&mut self, key: &[&[u8]], list: &List, seconds: i64) {
         self.command("RPUSH", 2 + list.count);
         self.arg(key);
         self.buf.extend_from_slice(&list.entries);
-        self.command(expiry, 3);
+        self.command("EXPIRE", 3);
         self.arg(key);
-        self.int(at);
+        self.int(seconds);
+    }
+
+    /// `RPUSH key` with the list's entries, then its expiry moved to `at` unless it is later
+    /// already (`EXPIREAT … NX` for a new list, `EXPIREAT … GT` for one that has one): rows
+    /// of an earlier day that reach Redis after a later day's (another worker's flush, a
+    /// spool read back) never expire the later ones with them.
+    fn list_until(&mut self, key: &[&[u8]], list: &List, at: i64) {
+        self.command("RPUSH", 2 + list.count);
+        self.arg(key);
+        self.buf.extend_from_slice(&list.entries);
+        for only in ["NX", "GT"] {
+            self.command("EXPIREAT", 4);
+            self.arg(key);
+            self.int(at);
+            self.arg(&[only.as_bytes()]);
+        }
     }
 }
 
@@ -285,17 +300,11 @@ fn pack_chunk(prefix: &str, rows: &[RedisRow]) -> Resp {
         out.list(
             &[prefix, MESSAGE.as_bytes(), l.key.as_bytes()],
             l,
-            "EXPIRE",
             MESSAGE_TTL_S,
         );
     }
     for l in &users.lists {
-        out.list(
-            &[prefix, USER.as_bytes(), l.key.as_bytes()],
-            l,
-            "EXPIREAT",
-            l.expire,
-        );
+        out.list_until(&[prefix, USER.as_bytes(), l.key.as_bytes()], l, l.expire);
     }
     let mut businesses = Vec::new();
     for ((business, state), n) in counts {
@@ -329,8 +338,11 @@ pub struct RedisSettings {
     pub url: String,
     /// Prefix of every key, normally [`PREFIX`].
     pub prefix: String,
-    /// Where rows wait on disk while Redis is down.
+    /// Where rows wait on disk while Redis is down: this process's own directory.
     pub spool_dir: PathBuf,
+    /// Spool directories no process writes any more (a cluster's processes beyond its
+    /// count now), whose rows this writer backfills first, each file once.
+    pub adopt: Vec<PathBuf>,
     /// Rows held in memory before the queue spills to disk.
     pub max_in_memory: usize,
     /// How long the end of a run waits for Redis before spooling what is left.
@@ -682,8 +694,11 @@ fn writer_loop(
     settings: RedisSettings,
     rx: Receiver<Vec<RedisRow>>,
 ) -> WriterStats {
-    let queue = spool_files(&settings.spool_dir)
-        .into_iter()
+    let queue = settings
+        .adopt
+        .iter()
+        .chain([&settings.spool_dir])
+        .flat_map(|dir| spool_files(dir))
         .map(Queued::Spooled)
         .collect();
     let mut w = Writer {
@@ -739,8 +754,13 @@ impl RedisTrace {
     /// Connects to `url`; keys start with `prefix`.
     pub fn connect(url: &str, prefix: &str) -> redis::RedisResult<RedisTrace> {
         let client = redis::Client::open(url)?;
+        let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        // A Redis that takes the connection and then answers nothing fails the read, as the
+        // writer's does, instead of holding `tidings trace` (or the console's) for ever.
+        con.set_read_timeout(Some(Duration::from_secs(5)))?;
+        con.set_write_timeout(Some(Duration::from_secs(5)))?;
         Ok(RedisTrace {
-            con: client.get_connection_with_timeout(Duration::from_secs(5))?,
+            con,
             prefix: prefix.to_string(),
         })
     }
@@ -827,7 +847,13 @@ mod tests {
         ] {
             let entries: Vec<String> = of.iter().map(|&i| user_entry(&rows[i])).collect();
             pipe.rpush(format!("p:user:{r}"), entries).ignore();
-            pipe.expire_at(format!("p:user:{r}"), at).ignore();
+            for only in ["NX", "GT"] {
+                pipe.cmd("EXPIREAT")
+                    .arg(format!("p:user:{r}"))
+                    .arg(at)
+                    .arg(only)
+                    .ignore();
+            }
         }
         pipe.hincr("p:biz:1", "RECEIVE", 1).ignore();
         pipe.hincr("p:biz:2", "RECEIVE", 3).ignore();
@@ -853,6 +879,7 @@ mod tests {
                 url: String::new(),
                 prefix: PREFIX.into(),
                 spool_dir: dir.path().to_path_buf(),
+                adopt: Vec::new(),
                 max_in_memory: 100,
                 drain_timeout: Duration::ZERO,
             },
