@@ -1243,6 +1243,41 @@ impl DeadLetterTopic {
 mod tests {
     use super::*;
 
+    /// The wall clock of the stamping tests.
+    const NOW: Millis = 1_763_740_800_000;
+
+    /// What a test's [`Stamping`] borrows: 10 ms epochs, 200 ms out of order, a day ahead.
+    struct Fixture {
+        event: EventTime,
+        live: Live,
+        name: Arc<str>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                event: EventTime {
+                    epoch_ms: 10,
+                    max_out_of_order_ms: 200,
+                    max_future_ms: 86_400_000,
+                    backlog: tidings_operators::event_time::Backlog::NONE,
+                },
+                live: Live::default(),
+                name: "t".into(),
+            }
+        }
+
+        fn at(&self) -> Stamping<'_> {
+            Stamping {
+                now: NOW,
+                event: &self.event,
+                floor: 0,
+                live: &self.live,
+                name: &self.name,
+            }
+        }
+    }
+
     /// A read's items as the batch queue gives them when a fetch response held a batch that
     /// failed its CRC and more after it (librdkafka then reads on past it): the report is a
     /// dead letter, the partition's later items in that read are dropped and it is sought one
@@ -1250,21 +1285,8 @@ mod tests {
     /// seek stands for the next offset. A refused seek drops nothing.
     #[test]
     fn a_report_makes_one_dead_letter_and_drops_the_rest_of_its_partition() {
-        let event = EventTime {
-            epoch_ms: 10,
-            max_out_of_order_ms: 200,
-            max_future_ms: 86_400_000,
-            backlog: tidings_operators::event_time::Backlog::NONE,
-        };
-        let now = 1_763_740_800_000;
-        let (live, name): (Live, Arc<str>) = (Live::default(), "t".into());
-        let at = Stamping {
-            now,
-            event: &event,
-            floor: 0,
-            live: &live,
-            name: &name,
-        };
+        let fixture = Fixture::new();
+        let (at, now, live) = (fixture.at(), NOW, &fixture.live);
         let mut parts: BTreeMap<i32, Partition> =
             (0..2).map(|p| (p, Partition::new(p, None, 0))).collect();
         let mut batch = Vec::new();
@@ -1360,21 +1382,8 @@ mod tests {
     /// -1) is the read time, and 0 is a dead letter (before 2000), as `"ts": 0` is in a file.
     #[test]
     fn a_records_timestamp_is_read_as_a_lines_ts() {
-        let event = EventTime {
-            epoch_ms: 10,
-            max_out_of_order_ms: 200,
-            max_future_ms: 86_400_000,
-            backlog: tidings_operators::event_time::Backlog::NONE,
-        };
-        let now = 1_763_740_800_000;
-        let (live, name): (Live, Arc<str>) = (Live::default(), "t".into());
-        let at = Stamping {
-            now,
-            event: &event,
-            floor: 0,
-            live: &live,
-            name: &name,
-        };
+        let fixture = Fixture::new();
+        let (at, now) = (fixture.at(), NOW);
         let mut parts: BTreeMap<i32, Partition> = [(0, Partition::new(0, None, 0))].into();
         let (mut batch, mut skips) = (Vec::new(), Vec::new());
         let mut seek = |_, _| true;

@@ -261,17 +261,14 @@ fn sending_goes_on_while_redis_is_down_and_redis_is_backfilled() {
     assert_eq!(stats.written as i64, parquet.values().sum::<i64>());
 }
 
-#[test]
-fn rows_of_a_run_that_never_reached_redis_wait_in_the_spool_for_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}");
+/// A job of 20 requests, one receiver each, tracked to the Redis of `url`.
+fn spooling_job(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     let ts = 1_763_784_000_000i64;
     let requests: String = (0..20)
         .map(|i| common::envelope(ts + i, 1, &format!("138{i:08}"), "x") + "\n")
         .collect();
     let job = common::write_job(
-        dir.path(),
+        dir,
         &common::sms_template(1, "none", false, "phone"),
         &requests,
         "",
@@ -280,6 +277,15 @@ fn rows_of_a_run_that_never_reached_redis_wait_in_the_spool_for_the_next() {
         .unwrap()
         .replace("[tracking]\n", &format!("[tracking]\nredis = \"{url}\"\n"));
     std::fs::write(&job, text).unwrap();
+    job
+}
+
+#[test]
+fn rows_of_a_run_that_never_reached_redis_wait_in_the_spool_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let job = spooling_job(dir.path(), &url);
     let job = Job::load(&job).unwrap_or_else(|e| panic!("{e}"));
     let once = || run(&job, &RunOptions::for_job(&job)).unwrap();
 
@@ -304,20 +310,7 @@ fn a_clusters_spooled_rows_are_backfilled_once() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let ts = 1_763_784_000_000i64;
-    let requests: String = (0..20)
-        .map(|i| common::envelope(ts + i, 1, &format!("138{i:08}"), "x") + "\n")
-        .collect();
-    let job = common::write_job(
-        dir.path(),
-        &common::sms_template(1, "none", false, "phone"),
-        &requests,
-        "",
-    );
-    let text = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("[tracking]\n", &format!("[tracking]\nredis = \"{url}\"\n"));
-    std::fs::write(&job, text).unwrap();
+    let job = spooling_job(dir.path(), &url);
     let j = job.to_str().unwrap();
     let cluster = || common::tidings(&["run", j, "--local", "2", "-w", "1"]);
     cluster();
