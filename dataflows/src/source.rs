@@ -710,7 +710,13 @@ pub fn files_in_place(
         if here.as_ref() == Some(fp) {
             continue;
         }
-        if let Some(now) = prints.iter().position(|p| p.as_ref() == Some(fp)) {
+        // Moved only when exactly one file now has its first line (two files may begin
+        // alike; then, as with none, the file at its place is read as a replaced one).
+        let mut same = prints
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.as_ref() == Some(fp));
+        if let (Some((now, _)), None) = (same.next(), same.next()) {
             let name = paths[now].file_name().unwrap_or_default().to_string_lossy();
             return Err(format!(
                 "source.path {}: {name} was partition {was} at the last checkpoint and is partition \

@@ -95,8 +95,9 @@ pub enum LiveError {
     Timeout(String, usize, Duration),
     /// The key is held by a worker of another process of the cluster.
     #[error(
-        "the key is held by worker {0}, in another process of the cluster: only this process's \
-         workers answer here"
+        "the key is held by worker {0}, which is not in this process (another process of the \
+         cluster, whose keys only it holds, or a worker still starting): ask again, or see \
+         docs/cli.md on clusters"
     )]
     Elsewhere(usize),
 }

@@ -111,7 +111,8 @@ pub fn router(supervisor: Arc<Supervisor>, tokens: Tokens) -> Router {
 }
 
 /// The token layer: the operators' token may do anything; the read-only token may read
-/// (GET, and the console's `POST …/sql` and `…/preview`, which change nothing).
+/// (GET, and the console's `POST …/sql`, `…/preview` and `…/reports/NAME`, which change
+/// nothing: [`reads_only`]).
 async fn authorize(
     State(tokens): State<Tokens>,
     request: axum::extract::Request,

@@ -342,7 +342,7 @@ impl Supervisor {
         });
         let _ = std::fs::remove_dir_all(&scratch);
         let name = checked?.file.name;
-        {
+        let earlier = {
             let jobs = self.lock();
             if let Some(e) = jobs.get(&name)
                 && (e.desired == Desired::Running || e.child.is_some())
@@ -352,8 +352,13 @@ impl Supervisor {
                     e.path.display()
                 )));
             }
-        }
-        let home = uploads.join(file_name(&name));
+            // An upload of this name made before: its directory, and with it its state
+            // (an upload before names were hashed lives where its name was written plainly).
+            jobs.get(&name)
+                .and_then(|e| e.path.parent().map(Path::to_path_buf))
+                .filter(|dir| dir.parent() == uploads.canonicalize().ok().as_deref())
+        };
+        let home = earlier.unwrap_or_else(|| uploads.join(file_name(&name)));
         write_all(&home).map_err(failed)?;
         let path = home.canonicalize().map_err(failed)?.join("job.toml");
         self.submit(&path)

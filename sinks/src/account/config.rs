@@ -31,7 +31,8 @@ pub struct RateLimitConfig {
     #[serde(default)]
     pub per_second: Option<u32>,
     /// Permits per minute, instead of `per_second`: one every 60/N seconds (no burst), so no
-    /// minute ever holds more than N. Example: `20` (a DingTalk robot's quota).
+    /// minute holds more than N first calls (a retry takes none). Example: `20` (a DingTalk
+    /// robot's quota).
     #[serde(default)]
     pub per_minute: Option<u32>,
     /// `request` (default) or `receivers`.

@@ -179,7 +179,15 @@ impl AliyunSms {
         if !coded {
             http::status(NAME, status, answer)?;
         }
-        Self::judge(answer)
+        let judged = Self::judge(answer);
+        // A code this reader does not know is final, unless the status says to try again
+        // (a 5xx or 429 with a code of its own: an internal error, a throttle).
+        if let Err(SendError::Permanent(_)) = judged
+            && let Err(again @ SendError::Transient(_)) = http::status(NAME, status, answer)
+        {
+            return Err(again);
+        }
+        judged
     }
 
     /// Reads the answer: one `Code` for the whole call.

@@ -204,6 +204,10 @@ fn an_answers_code_decides_whatever_its_status() {
     let key = r#"{"RequestId":"A3","Message":"Specified access key is not found.","Code":"InvalidAccessKeyId.NotFound"}"#;
     let e = AliyunSms::read(StatusCode::NOT_FOUND, key).unwrap_err();
     assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+    // An internal error with a code of its own: the status says to try again.
+    let internal = r#"{"RequestId":"A4","Message":"The request processing has failed due to some unknown error.","Code":"InternalError"}"#;
+    let e = AliyunSms::read(StatusCode::INTERNAL_SERVER_ERROR, internal).unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
     let e = AliyunSms::read(StatusCode::SERVICE_UNAVAILABLE, "<html>busy</html>").unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
     let e = AliyunSms::read(StatusCode::BAD_REQUEST, "<html>bad</html>").unwrap_err();

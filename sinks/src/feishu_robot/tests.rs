@@ -80,6 +80,18 @@ fn an_answers_code_decides_whatever_its_status() {
     )
     .unwrap_err();
     assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+    let e = FeishuRobot::read(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        r#"{"code":99991,"msg":"x"}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let e = FeishuRobot::read(
+        StatusCode::BAD_REQUEST,
+        r#"{"code":19001,"msg":"param invalid"}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
     let e = FeishuRobot::read(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>").unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
     let e = FeishuRobot::read(StatusCode::NOT_FOUND, "no such hook").unwrap_err();

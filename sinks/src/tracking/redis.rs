@@ -254,10 +254,17 @@ impl Resp {
     /// already (`EXPIREAT … NX` for a new list, `EXPIREAT … GT` for one that has one): rows
     /// of an earlier day that reach Redis after a later day's (another worker's flush, a
     /// spool read back) never expire the later ones with them.
-    fn list_until(&mut self, key: &[&[u8]], list: &List, at: i64) {
+    /// Redis before 7 has no such options: `EXPIREAT key at` alone (the last chunk's time).
+    fn list_until(&mut self, key: &[&[u8]], list: &List, at: i64, only_later: bool) {
         self.command("RPUSH", 2 + list.count);
         self.arg(key);
         self.buf.extend_from_slice(&list.entries);
+        if !only_later {
+            self.command("EXPIREAT", 3);
+            self.arg(key);
+            self.int(at);
+            return;
+        }
         for only in ["NX", "GT"] {
             self.command("EXPIREAT", 4);
             self.arg(key);
@@ -270,7 +277,7 @@ impl Resp {
 /// Packs one chunk of rows as one pipeline: one `RPUSH` per list with its entries in row
 /// order, one `HINCRBY` per businessId and state with the chunk's count, one expiry per key.
 /// Entries are written straight into the buffer (no command objects per row).
-fn pack_chunk(prefix: &str, rows: &[RedisRow]) -> Resp {
+fn pack_chunk(prefix: &str, rows: &[RedisRow], only_later: bool) -> Resp {
     let mut messages = Lists::new();
     let mut users = Lists::new();
     let mut counts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
@@ -304,7 +311,12 @@ fn pack_chunk(prefix: &str, rows: &[RedisRow]) -> Resp {
         );
     }
     for l in &users.lists {
-        out.list_until(&[prefix, USER.as_bytes(), l.key.as_bytes()], l, l.expire);
+        out.list_until(
+            &[prefix, USER.as_bytes(), l.key.as_bytes()],
+            l,
+            l.expire,
+            only_later,
+        );
     }
     let mut businesses = Vec::new();
     for ((business, state), n) in counts {
@@ -487,6 +499,16 @@ struct Writer {
     retry_at: Instant,
     backoff: Duration,
     stats: WriterStats,
+    /// The server takes `EXPIREAT … NX|GT` (Redis 7 and later).
+    only_later: bool,
+}
+
+/// The major version in an `INFO server` answer (0 when it names none).
+fn redis_major(info: &str) -> u32 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Writer {
@@ -497,6 +519,9 @@ impl Writer {
                 .get_connection_with_timeout(Duration::from_secs(2))?;
             con.set_read_timeout(Some(Duration::from_secs(5)))?;
             con.set_write_timeout(Some(Duration::from_secs(5)))?;
+            let mut con = con;
+            let info: String = redis::cmd("INFO").arg("server").query(&mut con)?;
+            self.only_later = redis_major(&info) >= 7;
             self.con = Some(con);
         }
         Ok(self.con.as_mut().expect("just connected"))
@@ -516,7 +541,10 @@ impl Writer {
         let mut unanswered: Option<(usize, usize)> = None;
         let mut chunks = rows.chunks(CHUNK);
         loop {
-            let next = chunks.next().map(|c| (pack_chunk(&prefix, c), c.len()));
+            let only_later = self.only_later;
+            let next = chunks
+                .next()
+                .map(|c| (pack_chunk(&prefix, c, only_later), c.len()));
             let result = self.connection().and_then(|con| {
                 if let Some((resp, _)) = &next {
                     con.send_packed_command(&resp.buf)?;
@@ -710,6 +738,8 @@ fn writer_loop(
         retry_at: Instant::now(),
         backoff: Duration::ZERO,
         stats: WriterStats::default(),
+        // Until the first connection says which server it is: the form every Redis takes.
+        only_later: false,
     };
     // One item written per turn; between turns the channel is emptied into the queue, so rows
     // waiting for a slow (not only a down) Redis count against the bound and spill past it.
@@ -824,7 +854,7 @@ mod tests {
         rows[3].reason = Some("quota \"x\"".into());
         rows[4].business_id = 1;
         rows[2].user_expire_at = 99;
-        let packed = pack_chunk("p:", &rows);
+        let packed = pack_chunk("p:", &rows, true);
         let mut pipe = redis::pipe();
         let entry = |r: &RedisRow| serde_json::to_string(&r.message_entry()).unwrap();
         let user_entry = |r: &RedisRow| serde_json::to_string(&r.user_entry()).unwrap();
@@ -869,6 +899,22 @@ mod tests {
 
     /// Rows waiting for Redis (in the channel too) count against the bound, spill to files of
     /// at most `SPOOL_ROWS` rows, each where its rows were: the order is kept.
+    /// Redis 7 and later take `EXPIREAT … NX|GT`; an older one, or an answer without a
+    /// version, gets the plain form.
+    #[test]
+    fn the_servers_major_version_is_read_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(redis_major(info), 7);
+        assert_eq!(redis_major("redis_version:6.2.14\r\n"), 6);
+        assert_eq!(redis_major("# Server\r\n"), 0);
+        let rows: Vec<RedisRow> = (0..2).map(row).collect();
+        let plain = String::from_utf8_lossy(&pack_chunk("p:", &rows, false).buf).into_owned();
+        assert!(
+            plain.contains("EXPIREAT") && !plain.contains("\r\nNX\r\n"),
+            "{plain}"
+        );
+    }
+
     #[test]
     fn rows_over_the_bound_spill_in_order_to_bounded_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -888,6 +934,7 @@ mod tests {
             retry_at: Instant::now(),
             backoff: Duration::ZERO,
             stats: WriterStats::default(),
+            only_later: false,
         };
         let (tx, rx) = mpsc::channel();
         tx.send((0..3).map(row).collect::<Vec<_>>()).unwrap();
