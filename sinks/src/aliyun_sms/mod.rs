@@ -176,18 +176,7 @@ impl AliyunSms {
     pub fn read(status: reqwest::StatusCode, answer: &str) -> Result<Delivered, SendError> {
         let coded =
             serde_json::from_str::<serde_json::Value>(answer).is_ok_and(|v| v["Code"].is_string());
-        if !coded {
-            http::status(NAME, status, answer)?;
-        }
-        let judged = Self::judge(answer);
-        // A code this reader does not know is final, unless the status says to try again
-        // (a 5xx or 429 with a code of its own: an internal error, a throttle).
-        if let Err(SendError::Permanent(_)) = judged
-            && let Err(again @ SendError::Transient(_)) = http::status(NAME, status, answer)
-        {
-            return Err(again);
-        }
-        judged
+        http::judged(NAME, status, answer, coded, Self::judge)
     }
 
     /// Reads the answer: one `Code` for the whole call.

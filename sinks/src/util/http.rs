@@ -79,6 +79,29 @@ pub fn status(provider: &str, code: StatusCode, body: &str) -> Result<(), SendEr
     })
 }
 
+/// An answer of any HTTP status, for a provider that puts its own codes in the body of
+/// non-2xx answers: judged by `judge` when the body carries a code (`coded`), else by the
+/// status; a code `judge` calls final yields to a status that says to try again (a 5xx or
+/// 429 with a code of its own: an internal error, a throttle).
+pub fn judged<T>(
+    provider: &str,
+    code: StatusCode,
+    body: &str,
+    coded: bool,
+    judge: impl FnOnce(&str) -> Result<T, SendError>,
+) -> Result<T, SendError> {
+    if !coded {
+        status(provider, code, body)?;
+    }
+    let judged = judge(body);
+    if let Err(SendError::Permanent(_)) = judged
+        && let Err(again @ SendError::Transient(_)) = status(provider, code, body)
+    {
+        return Err(again);
+    }
+    judged
+}
+
 /// Sends `request`, checks the status, and returns the body.
 pub async fn call(provider: &str, request: reqwest::RequestBuilder) -> Result<String, SendError> {
     let (code, body) = call_raw(provider, request).await?;
