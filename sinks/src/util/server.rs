@@ -345,24 +345,39 @@ mod tests {
     fn a_stop_lets_the_request_being_answered_finish() {
         let (started, start_seen) = std::sync::mpsc::channel::<()>();
         let started = Arc::new(std::sync::Mutex::new(started));
+        // The request is answered once the test releases it: after the stop has begun.
+        let release = Arc::new(tokio::sync::Notify::new());
+        let held = release.clone();
         let router = Router::new().fallback(any(move || {
-            let started = started.clone();
+            let (started, held) = (started.clone(), held.clone());
             async move {
                 let _ = started.lock().unwrap().send(());
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                held.notified().await;
                 "done"
             }
         }));
         let server = Server::start("127.0.0.1:0", router).unwrap();
         let addr = server.addr;
-        let idle = TcpStream::connect(addr).unwrap();
+        let mut idle = TcpStream::connect(addr).unwrap();
         let asking =
             std::thread::spawn(move || ask(addr, b"POST /send HTTP/1.1\r\nHost: h\r\n\r\n"));
         start_seen.recv_timeout(Duration::from_secs(5)).unwrap();
         let stopping = Instant::now();
-        server.stop();
+        let stopper = std::thread::spawn(move || server.stop());
+        // The stop has begun when it closes the idle connection (at once, not at the head
+        // timeout): then the request being answered is let finish.
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let closed = match idle.read(&mut [0u8; 16]) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        release.notify_one();
+        stopper.join().unwrap();
         assert!(
-            stopping.elapsed() < Duration::from_secs(3),
+            closed && stopping.elapsed() < Duration::from_secs(3),
             "{:?}",
             stopping.elapsed()
         );
@@ -371,7 +386,6 @@ mod tests {
             answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("done"),
             "{answer:?}"
         );
-        drop(idle);
     }
 
     /// 100 idle connections and 64 slow-loris ones (a byte of a head, then nothing) are held
