@@ -154,12 +154,13 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
 /// refuse or pass on: not asserted here, so a failure cannot leave serve running.
 fn refusals(url: &str) -> Vec<(u16, bool)> {
     let client = reqwest::blocking::Client::new();
-    let ask = |request: reqwest::blocking::RequestBuilder, why: &str| match request.send() {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.text().unwrap_or_default().contains(why))
-        }
-        Err(_) => (0, false),
+    let answer = |request: reqwest::blocking::RequestBuilder| match request.send() {
+        Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    };
+    let ask = |request, why: &str| {
+        let (status, body) = answer(request);
+        (status, body.contains(why))
     };
     let send = r#"{"code":"send","messageTemplateId":1,"messageParam":{"receiver":"13800138000","variables":{"v":"x"}}}"#;
     vec![
@@ -193,20 +194,17 @@ fn refusals(url: &str) -> Vec<(u16, bool)> {
         ),
         // The name percent-encoded (`l%69ve` is `live`): the path after it is what the job's
         // own API is asked (`/state/source`, its `kind` at the top, not the whole `/state`).
-        match client
-            .get(format!("{url}/jobs/l%69ve/state/source"))
-            .bearer_auth("support-token")
-            .send()
         {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let v: serde_json::Value = r.json().unwrap_or_default();
-                (
-                    status,
-                    v["kind"] == "kafka" && v.get("uptime_secs").is_none(),
-                )
-            }
-            Err(_) => (0, false),
+            let (status, body) = answer(
+                client
+                    .get(format!("{url}/jobs/l%69ve/state/source"))
+                    .bearer_auth("support-token"),
+            );
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            (
+                status,
+                v["kind"] == "kafka" && v.get("uptime_secs").is_none(),
+            )
         },
     ]
 }

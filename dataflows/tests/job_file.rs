@@ -519,16 +519,7 @@ fn log_lines_are_text_or_json() {
 #[test]
 fn a_file_added_before_a_read_one_is_refused_not_sent_again() {
     let dir = tempfile::tempdir().unwrap();
-    let job = common::write_job(
-        dir.path(),
-        &common::sms_template(1, "none", false, "phone"),
-        "",
-        "",
-    );
-    let text = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("path = \"requests.jsonl\"", "path = \"requests\"");
-    std::fs::write(&job, text).unwrap();
+    let job = common::directory_job(dir.path());
     let parts = dir.path().join("requests");
     std::fs::create_dir_all(&parts).unwrap();
     let t = 1_763_949_600_000; // 2025-11-24 10:00 +08:00

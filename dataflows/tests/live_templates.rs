@@ -69,16 +69,7 @@ fn partitions() -> [Vec<String>; 2] {
 
 /// A job over `requests/p0.jsonl` and `p1.jsonl` holding `lines`.
 fn job_with(dir: &Path, lines: &[Vec<String>]) -> std::path::PathBuf {
-    let job = common::write_job(
-        dir,
-        &common::sms_template(1, "none", false, "phone"),
-        "",
-        "",
-    );
-    let text = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("path = \"requests.jsonl\"", "path = \"requests\"");
-    std::fs::write(&job, text).unwrap();
+    let job = common::directory_job(dir);
     common::set_source(&job, "max_out_of_order_ms = 60000");
     write_parts(dir, lines);
     job

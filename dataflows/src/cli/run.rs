@@ -68,9 +68,9 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let job = load(&args.job)?;
-    // Checked before a local cluster starts: its processes would each refuse it.
-    idle_exit(&job, args.idle_exit)?;
     if let Some(n) = args.local {
+        // Checked before a local cluster starts: its processes would each refuse it.
+        idle_exit(&job, args.idle_exit)?;
         return super::cluster::run_local(&job, n);
     }
     let opts = options(&job, &args)?;

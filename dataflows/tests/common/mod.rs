@@ -96,6 +96,17 @@ pub fn write_job(dir: &Path, templates: &str, requests: &str, extra: &str) -> Pa
     path
 }
 
+/// [`write_job`] of one SMS template ([`sms_template`] 1) whose file source is the directory
+/// `requests/` (one file per partition, written by the caller).
+pub fn directory_job(dir: &Path) -> PathBuf {
+    let job = write_job(dir, &sms_template(1, "none", false, "phone"), "", "");
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("path = \"requests.jsonl\"", "path = \"requests\"");
+    std::fs::write(&job, text).unwrap();
+    job
+}
+
 /// An SMS template with `content = "hi {$v}"`.
 pub fn sms_template(id: i64, shield: &str, dedup: bool, id_type: &str) -> String {
     format!(
