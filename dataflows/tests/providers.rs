@@ -453,3 +453,93 @@ fn shared_provider_calls_do_not_change_any_outcome() {
     }
     sim.stop();
 }
+
+/// A job of region `HK` holds its own numbers nationally (`+852 9123 4568` is `91234568`,
+/// one receiver however written); each SMS provider dials them with +852, as its API takes
+/// numbers, never as mainland ones, and a mainland number still goes as one.
+#[test]
+fn a_job_regions_numbers_are_dialled_with_its_country_code() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let c = Credentials::default();
+    let templates = sms_template(1, "notice", "tc", "hi {$v}")
+        + &sms_template(2, "notice", "ali", "hi {$v}")
+        + &sms_template(3, "notice", "yp", "【tidings】hi {$v}");
+    let receivers = "9123 4567,+852 9123 4568,+8613912341234";
+    let requests: String = (1..=3)
+        .map(|t| common::envelope(1_763_870_400_000 + t * 10, t, receivers, "x") + "\n")
+        .collect();
+    let accounts = format!(
+        "[accounts.tc]\nchannel = \"sms\"\nprovider = \"tencent_sms\"\n\
+         settings = {{ secret_id = \"{}\", secret_key = \"{}\", sdk_app_id = \"1400006666\", sign_name = \"tidings\", template_id = \"1110\", endpoint = \"{}\" }}\n\
+         [accounts.ali]\nchannel = \"sms\"\nprovider = \"aliyun_sms\"\n\
+         settings = {{ access_key_id = \"{}\", access_key_secret = \"{}\", sign_name = \"tidings\", template_code = \"SMS_1\", endpoint = \"{}\" }}\n\
+         [accounts.yp]\nchannel = \"sms\"\nprovider = \"yunpian_sms\"\n\
+         settings = {{ apikey = \"{}\", endpoint = \"{}\" }}\n",
+        c.tencent.0,
+        c.tencent.1,
+        sim.endpoint("tencent"),
+        c.aliyun.0,
+        c.aliyun.1,
+        sim.endpoint("aliyun"),
+        c.yunpian_apikey,
+        sim.endpoint("yunpian"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let job = common::write_job(dir.path(), &templates, &requests, "region = \"HK\"");
+    let text = std::fs::read_to_string(&job).unwrap() + &accounts;
+    std::fs::write(&job, text).unwrap();
+    let (rows, dead, _) = common::run_memory(&job, 1, 1_763_870_400_000);
+    assert!(dead.is_empty(), "{dead:?}");
+    // Tracked as the job holds them; every one sent.
+    let mut sent: Vec<(i64, String)> = rows
+        .iter()
+        .filter(|r| r.state.name() == "SEND_SUCCESS")
+        .map(|r| (r.meta.template_id, r.receiver.to_string()))
+        .collect();
+    sent.sort();
+    let want = |t: i64| {
+        [
+            (t, "+8613912341234".to_string()),
+            (t, "91234567".to_string()),
+            (t, "91234568".to_string()),
+        ]
+    };
+    assert_eq!(sent, [want(1), want(2), want(3)].concat());
+    // Dialled as each API takes them.
+    let got = sim.received();
+    assert!(got.iter().all(|r| r.valid), "{got:#?}");
+    let numbers = |provider: &str| -> Vec<String> {
+        let mut n: Vec<String> = got
+            .iter()
+            .filter(|r| r.provider == provider)
+            .flat_map(|r| match provider {
+                "tencent" => r.body["PhoneNumberSet"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>(),
+                "aliyun" => split(&r.body["PhoneNumbers"]),
+                _ => split(&r.body["mobile"]),
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    fn split(v: &serde_json::Value) -> Vec<String> {
+        v.as_str().unwrap().split(',').map(String::from).collect()
+    }
+    assert_eq!(
+        numbers("tencent"),
+        ["+85291234567", "+85291234568", "+8613912341234"]
+    );
+    assert_eq!(
+        numbers("aliyun"),
+        ["85291234567", "85291234568", "8613912341234"]
+    );
+    assert_eq!(
+        numbers("yunpian"),
+        ["+85291234567", "+85291234568", "+8613912341234"]
+    );
+    sim.stop();
+}

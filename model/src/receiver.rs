@@ -105,6 +105,12 @@ impl ReceiverValidator {
         })
     }
 
+    /// The region's country calling code (86 for CN): what a phone receiver written in its
+    /// national form (the normalised form of the job region's numbers) is dialled with.
+    pub fn calling_code(&self) -> u16 {
+        self.calling_code
+    }
+
     /// `Ok` when `receiver` is valid for `id_type`, else the reason.
     pub fn check(&self, id_type: IdType, receiver: &str) -> Result<(), String> {
         self.normalise(id_type, receiver).map(|_| ())

@@ -28,10 +28,12 @@ fn open<P: Provider>(
     raw: &Map<String, Value>,
     client: reqwest::Client,
     timeout: Duration,
+    calling_code: u16,
 ) -> Result<(P, String), String> {
     let s = parse::<P>(key, raw)?;
     let base = P::base_url(&s);
-    let p = P::build(s, client, timeout).map_err(|e| format!("{key}.{e}"))?;
+    let mut p = P::build(s, client, timeout).map_err(|e| format!("{key}.{e}"))?;
+    p.dial_with(calling_code);
     Ok((p, base))
 }
 
@@ -118,20 +120,21 @@ macro_rules! registry {
 
         impl Remote {
             /// Parses the `settings` of a `kind` account named by `key` and builds the
-            /// provider over a shared client (a call may take `timeout`); returns it with its
-            /// base URL.
+            /// provider over a shared client (a call may take `timeout`; national phone
+            /// numbers are dialled with `calling_code`); returns it with its base URL.
             pub fn open(
                 kind: ProviderKind,
                 key: &str,
                 raw: &Map<String, Value>,
                 client: reqwest::Client,
                 timeout: Duration,
+                calling_code: u16,
             ) -> Result<(Remote, String), String> {
                 match kind {
                     ProviderKind::Outbox | ProviderKind::Blackhole => {
                         Err(format!("{key}: {} is not a network provider", kind.name()))
                     }
-                    $(ProviderKind::$variant => open::<$ty>(key, raw, client, timeout)
+                    $(ProviderKind::$variant => open::<$ty>(key, raw, client, timeout, calling_code)
                         .map(|(p, base)| (Remote::$variant(p), base)),)*
                 }
             }
@@ -369,9 +372,15 @@ mod tests {
                 let raw = settings(kind, good);
                 kind.check_settings("accounts.sms", &raw).unwrap();
                 let client = reqwest::Client::new();
-                let (_, base) =
-                    Remote::open(kind, "accounts.sms", &raw, client, Duration::from_secs(1))
-                        .unwrap();
+                let (_, base) = Remote::open(
+                    kind,
+                    "accounts.sms",
+                    &raw,
+                    client,
+                    Duration::from_secs(1),
+                    86,
+                )
+                .unwrap();
                 if kind != ProviderKind::Webhook {
                     assert_eq!(base, good.trim_end_matches('/'));
                 }

@@ -22,7 +22,7 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Failed(e.to_string()))?;
-    let accounts = Accounts::build(&job.file.accounts, &job.base)
+    let accounts = Accounts::build(&job.file.accounts, &job.base, job.receivers.calling_code())
         .map_err(|e| Failure::Failed(format!("{}: {e}", path.display())))?;
     let mut failed = 0;
     let mut line = |what: String, r: Result<String, String>| match r {

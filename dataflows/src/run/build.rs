@@ -114,8 +114,12 @@ impl Services {
             .enable_all()
             .thread_name("tidings-send")
             .build()?;
-        let mut accounts =
-            Accounts::build(&share_rates(job, opts), &job.base)?.shared_by(processes(opts));
+        let mut accounts = Accounts::build(
+            &share_rates(job, opts),
+            &job.base,
+            job.receivers.calling_code(),
+        )?
+        .shared_by(processes(opts));
         accounts.halt_with(health.halt_flag());
         // Each process of a cluster keeps books of its own: processes on one machine share the
         // state directory, and one book rewritten by two at their start failed one's start

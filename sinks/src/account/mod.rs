@@ -240,6 +240,8 @@ struct Maker {
     /// The processes of the run: each sends at 1/n of a version's rate, as of the job file's.
     processes: u32,
     base: PathBuf,
+    /// The job region's country calling code: national phone numbers are dialled with it.
+    calling_code: u16,
     outboxes: Outboxes,
     clients: Mutex<HashMap<Duration, reqwest::Client>>,
 }
@@ -276,6 +278,7 @@ impl Maker {
                     &c.settings,
                     client,
                     timeout,
+                    self.calling_code,
                 )
                 .map_err(scrubbed)?;
                 Backend::Remote(kind, Arc::new(remote), base)
@@ -352,14 +355,18 @@ impl std::ops::Deref for Picked<'_> {
 }
 
 impl Accounts {
-    /// Builds accounts from their configs; relative outbox directories resolve against `base`.
+    /// Builds accounts from their configs; relative outbox directories resolve against `base`;
+    /// phone numbers written nationally (the job region's) are dialled with `calling_code`
+    /// (`ReceiverValidator::calling_code`).
     pub fn build(
         configs: &BTreeMap<String, AccountConfig>,
         base: &Path,
+        calling_code: u16,
     ) -> std::io::Result<Accounts> {
         let maker = Maker {
             processes: 1,
             base: base.to_path_buf(),
+            calling_code,
             ..Maker::default()
         };
         let list = configs
@@ -539,7 +546,7 @@ mod tests {
         // outbox send does not carry kilobytes of them (release build: 2,816 -> 632 bytes for
         // `Account::send`, 3,040 -> 728 for `send_routed`; bench/MEASURED.md).
         let text = "[a]\nchannel = \"sms\"\nprovider = \"blackhole\"\n";
-        let accounts = Accounts::build(&config(text), Path::new("/")).unwrap();
+        let accounts = Accounts::build(&config(text), Path::new("/"), 86).unwrap();
         let b = batch(&["1"]);
         let one = std::mem::size_of_val(&accounts.get(0).send(&b));
         let routed = std::mem::size_of_val(&accounts.send_routed(&[0], &b));
@@ -554,7 +561,7 @@ mod tests {
             "[a]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = {:?}\nreject_receivers = [\"bad\"]\n",
             dir.path().display().to_string()
         );
-        let accounts = Accounts::build(&config(&text), Path::new("/")).unwrap();
+        let accounts = Accounts::build(&config(&text), Path::new("/"), 86).unwrap();
         let out = accounts.get(0).send(&batch(&["ok", "bad", "ok2"])).await;
         assert!(out[0].is_ok() && out[2].is_ok());
         assert!(out[1].as_ref().unwrap_err().contains("refused"));
@@ -565,7 +572,7 @@ mod tests {
     #[tokio::test]
     async fn rate_limit_waits_and_never_drops() {
         let text = "[a]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = { per_second = 20, strategy = \"receivers\" }\n";
-        let accounts = Accounts::build(&config(text), Path::new("/")).unwrap();
+        let accounts = Accounts::build(&config(text), Path::new("/"), 86).unwrap();
         let start = Instant::now();
         let mut ok = 0;
         // 20 burst + 20 more at 20/s: at least ~1 s.
@@ -588,7 +595,7 @@ mod tests {
     async fn a_minutes_quota_is_spaced_evenly() {
         let text =
             "[a]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = { per_minute = 600 }\n";
-        let accounts = Accounts::build(&config(text), Path::new("/")).unwrap();
+        let accounts = Accounts::build(&config(text), Path::new("/"), 86).unwrap();
         assert_eq!(accounts.get(0).rate(), Some((10.0, 1)));
         let start = Instant::now();
         for _ in 0..4 {
@@ -604,7 +611,7 @@ mod tests {
             "[a]\nchannel = \"ding_ding_work_notice\"\nprovider = \"outbox\"\ndir = {:?}\nreject_receivers = [\"gone\"]\n",
             dir.path().display().to_string()
         );
-        let accounts = Accounts::build(&config(&text), Path::new("/")).unwrap();
+        let accounts = Accounts::build(&config(&text), Path::new("/"), 86).unwrap();
         let a = accounts.get(0);
         let mut b = batch(&["u1", "gone", "u2"]);
         b.channel = Channel::DingDingWorkNotice;
@@ -627,7 +634,7 @@ mod tests {
     async fn a_halted_run_sends_nothing_and_counts_nothing() {
         let text =
             "[a]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = { per_second = 1 }\n";
-        let mut accounts = Accounts::build(&config(text), Path::new("/")).unwrap();
+        let mut accounts = Accounts::build(&config(text), Path::new("/"), 86).unwrap();
         let halt = Arc::new(Halt::default());
         accounts.halt_with(halt.clone());
         let a = accounts.get(0);

@@ -6,6 +6,8 @@
 //! template parameters (`PhoneNumberJson`, `SignNameJson`, `TemplateParamJson`). Either way
 //! the answer is one `Code` for the call.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use tidings_model::Channel;
 use tidings_model::Receiver;
@@ -13,7 +15,7 @@ use tidings_model::Receiver;
 use crate::SendBatch;
 use crate::util::http;
 use crate::util::kit::{
-    Delivered, Provider, content, endpoint, endpoint_url, field, now_ms, url_checked,
+    Delivered, Dial, Provider, content, dialled, endpoint, endpoint_url, field, now_ms, url_checked,
 };
 use crate::util::retry::SendError;
 use crate::util::sign;
@@ -49,6 +51,8 @@ pub struct AliyunSms {
     client: reqwest::Client,
     /// `{endpoint}/`, parsed once.
     url: reqwest::Url,
+    /// The job region's country calling code (86 unless told: [`Provider::dial_with`]).
+    calling_code: u16,
 }
 
 const NAME: &str = "aliyun_sms";
@@ -62,7 +66,16 @@ impl AliyunSms {
             config,
             client,
             url,
+            calling_code: 86,
         })
+    }
+
+    /// `receivers` as Aliyun takes them: mainland numbers national, others their country
+    /// code and number without `+` (its documentation's `8521245567****`).
+    fn numbers<'r>(&self, receivers: &'r [Receiver]) -> impl Iterator<Item = Cow<'r, str>> {
+        receivers
+            .iter()
+            .map(|r| dialled(r, self.calling_code, Dial::MainlandNationalElseDigits))
     }
 
     /// The signed query parameters of a call at `now_ms` with `nonce`.
@@ -76,7 +89,10 @@ impl AliyunSms {
         self.signed(
             "SendSms",
             [
-                ("PhoneNumbers", receivers.join(",")),
+                (
+                    "PhoneNumbers",
+                    self.numbers(receivers).collect::<Vec<_>>().join(","),
+                ),
                 ("SignName", self.config.sign_name.clone()),
                 ("TemplateParam", template_param(batch).to_string()),
                 ("OutId", batch.meta.message_id.to_string()),
@@ -97,9 +113,9 @@ impl AliyunSms {
         // Each message's parameters made once, each number's entry a reference to them; the
         // three lists written straight from references (no value cloned per number).
         let params: Vec<serde_json::Value> = calls.iter().map(|(b, _)| template_param(b)).collect();
-        let numbers: Vec<&str> = calls
+        let numbers: Vec<Cow<str>> = calls
             .iter()
-            .flat_map(|(_, receivers)| receivers.iter().map(|r| &**r))
+            .flat_map(|(_, receivers)| self.numbers(receivers))
             .collect();
         let each_param: Vec<&serde_json::Value> = calls
             .iter()
@@ -247,6 +263,10 @@ impl Provider for AliyunSms {
         _timeout: std::time::Duration,
     ) -> Result<Self, String> {
         AliyunSms::new(settings, client)
+    }
+
+    fn dial_with(&mut self, calling_code: u16) {
+        self.calling_code = calling_code;
     }
 
     /// Sends one message to its numbers.

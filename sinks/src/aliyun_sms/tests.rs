@@ -136,6 +136,28 @@ fn several_messages_in_one_batch_call() {
     assert_signed(&p);
 }
 
+/// Numbers as the reference writes them: mainland ones national, others their country code and
+/// number (`8521245567****`, no `+`); a job of another region dials its national numbers
+/// with its own code, never as mainland ones.
+#[test]
+fn numbers_are_dialled_with_their_country_code() {
+    let b = test_batch(Channel::Sms, r#"{"params":{"code":"1234"}}"#);
+    let receivers: [Receiver; 2] = ["15900000000".into(), "+85212455670".into()];
+    let p = account().payload(&b, &receivers, 1_499_827_339_000, "n");
+    assert_eq!(param(&p, "PhoneNumbers"), "15900000000,85212455670");
+    let mut hk = account();
+    hk.dial_with(852);
+    let receivers: [Receiver; 2] = ["12455670".into(), "+8615900000000".into()];
+    let p = hk.payload(&b, &receivers, 1_499_827_339_000, "n");
+    assert_eq!(param(&p, "PhoneNumbers"), "85212455670,8615900000000");
+    let p = hk.batch_payload(&[(&b, &receivers[..])], 1_499_827_339_000, "n");
+    assert_eq!(
+        param(&p, "PhoneNumberJson"),
+        r#"["85212455670","8615900000000"]"#
+    );
+    assert_signed(&p);
+}
+
 /// A refusal naming a number or parameter may be one message's (a shared call is made again
 /// in halves); credentials, balance and signature refusals are the account's.
 #[test]

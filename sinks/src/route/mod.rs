@@ -252,7 +252,7 @@ mod tests {
             dir.path().join("b")
         ))
         .unwrap();
-        let accounts = Accounts::build(&configs, dir.path()).unwrap();
+        let accounts = Accounts::build(&configs, dir.path(), 86).unwrap();
         let order = [accounts.index("a").unwrap(), accounts.index("b").unwrap()];
         let batch = SendBatch {
             meta: std::sync::Arc::new(tidings_model::MessageMeta {

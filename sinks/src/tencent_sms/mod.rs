@@ -16,7 +16,8 @@ use tidings_model::request::Object;
 use crate::SendBatch;
 use crate::util::http;
 use crate::util::kit::{
-    Delivered, Provider, Text, content, endpoint, endpoint_url, field, now_ms, text_of, url_checked,
+    Delivered, Dial, Provider, Text, content, dialled, endpoint, endpoint_url, field, now_ms,
+    text_of, url_checked,
 };
 use crate::util::retry::SendError;
 use crate::util::sign::{self, Tc3Request};
@@ -57,6 +58,8 @@ pub struct TencentSms {
     /// The signing key of the day of the last call (TC3's first three HMACs, the same all
     /// day): made again when the UTC day turns.
     signing: std::sync::Mutex<Option<std::sync::Arc<sign::Tc3Key>>>,
+    /// The job region's country calling code (86 unless told: [`Provider::dial_with`]).
+    calling_code: u16,
 }
 
 const NAME: &str = "tencent_sms";
@@ -68,13 +71,10 @@ const HOST: &str = "sms.tencentcloudapi.com";
 /// The service TC3 signs for.
 const SERVICE: &str = "sms";
 
-/// E.164 for mainland numbers written without a country code.
-fn e164(r: &str) -> String {
-    if r.starts_with('+') {
-        r.to_string()
-    } else {
-        format!("+86{r}")
-    }
+/// E.164 for a number written nationally (a number of the job region, whose country calling
+/// code is `calling_code`) or already so.
+fn e164(r: &str, calling_code: u16) -> String {
+    dialled(r, calling_code, Dial::E164).into_owned()
 }
 
 impl TencentSms {
@@ -86,6 +86,7 @@ impl TencentSms {
             client,
             url,
             signing: std::sync::Mutex::default(),
+            calling_code: 86,
         })
     }
 
@@ -127,7 +128,10 @@ impl TencentSms {
         // of owned keys and values, then written): the same JSON object, its keys in the
         // API's documented order (the `Value` wrote them sorted).
         serde_json::to_string(&SendSmsRequest {
-            phone_number_set: receivers.iter().map(|r| e164(r)).collect(),
+            phone_number_set: receivers
+                .iter()
+                .map(|r| e164(r, self.calling_code))
+                .collect(),
             sms_sdk_app_id: &self.config.sdk_app_id,
             sign_name: &self.config.sign_name,
             template_id: &self.config.template_id,
@@ -146,10 +150,17 @@ impl TencentSms {
     /// fields hold what a `Value` refuses (a lone surrogate escape, a number beyond `f64`,
     /// nesting deeper than 128) is judged by its statuses, where the `Value` reading called
     /// it unreadable, to be retried (`unread_fields_are_not_checked`).
-    pub fn judge(answer: &str, receivers: &[Receiver]) -> Result<Delivered, SendError> {
+    /// Numbers written nationally are of the region of `calling_code`.
+    pub fn judge(
+        answer: &str,
+        receivers: &[Receiver],
+        calling_code: u16,
+    ) -> Result<Delivered, SendError> {
         match serde_json::from_str::<Object<SendSmsAnswer>>(answer) {
-            Ok(Object(read)) => Self::judge_read(read.response.map(|Object(r)| r), receivers),
-            Err(_) => Self::judge_value(answer, receivers),
+            Ok(Object(read)) => {
+                Self::judge_read(read.response.map(|Object(r)| r), receivers, calling_code)
+            }
+            Err(_) => Self::judge_value(answer, receivers, calling_code),
         }
     }
 
@@ -157,6 +168,7 @@ impl TencentSms {
     fn judge_read(
         response: Option<SendSmsResponse>,
         receivers: &[Receiver],
+        calling_code: u16,
     ) -> Result<Delivered, SendError> {
         let (error, set) = response.map_or((None, Vec::new()), |r| (r.error, r.send_status_set));
         Self::judge_parts(
@@ -169,11 +181,16 @@ impl TencentSms {
                 )
             }),
             receivers,
+            calling_code,
         )
     }
 
     /// [`Self::judge`] of any JSON answer, by `serde_json::Value`.
-    fn judge_value(answer: &str, receivers: &[Receiver]) -> Result<Delivered, SendError> {
+    fn judge_value(
+        answer: &str,
+        receivers: &[Receiver],
+        calling_code: u16,
+    ) -> Result<Delivered, SendError> {
         let v: serde_json::Value = serde_json::from_str(answer)
             .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
         let response = &v["Response"];
@@ -191,6 +208,7 @@ impl TencentSms {
                     )
                 }),
             receivers,
+            calling_code,
         )
     }
 
@@ -200,6 +218,7 @@ impl TencentSms {
         error: Option<&serde_json::Value>,
         statuses: impl Iterator<Item = (Option<&'s str>, Option<&'s str>, Option<&'s str>)>,
         receivers: &[Receiver],
+        calling_code: u16,
     ) -> Result<Delivered, SendError> {
         if let Some(e) = error {
             return Err(Self::request_error(
@@ -219,7 +238,7 @@ impl TencentSms {
             receivers
                 .iter()
                 .map(|r| {
-                    let number = e164(r);
+                    let number = e164(r, calling_code);
                     match first.get(number.as_str()) {
                         Some((Some("Ok"), _)) => Ok(()),
                         Some((code, message)) => Err(SendError::Permanent(format!(
@@ -312,9 +331,15 @@ impl Provider for TencentSms {
     const MESSAGES_PER_CALL: Option<usize> = Some(200);
     const ONE_CONTENT_PER_CALL: bool = true;
 
-    // Statuses come back per number in E.164: `138…` and `+86138…` are one number.
+    // Statuses come back per number in E.164: `138…` and `+86138…` are one number. (A key
+    // within a call: the job region's numbers are all written nationally, so 86 or the
+    // region's own code tells the same numbers apart.)
     fn number(receiver: &Receiver) -> String {
-        e164(receiver)
+        e164(receiver, 86)
+    }
+
+    fn dial_with(&mut self, calling_code: u16) {
+        self.calling_code = calling_code;
     }
 
     fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
@@ -370,7 +395,7 @@ impl Provider for TencentSms {
             .header(X_TC_REGION, &self.config.region)
             .body(payload);
         let answer = http::call(NAME, request).await?;
-        Self::judge(&answer, receivers)
+        Self::judge(&answer, receivers, self.calling_code)
     }
 }
 

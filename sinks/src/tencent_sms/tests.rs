@@ -49,6 +49,35 @@ fn the_documented_request() {
 }
 
 #[test]
+fn national_numbers_are_dialled_with_the_job_regions_code() {
+    // A job of region HK holds `+852 9876 5432` as `98765432`: dialled as +852, not +86, and
+    // its status (answered in E.164) found again; a mainland number stays +86.
+    let mut a = account();
+    a.dial_with(852);
+    let receivers = numbers(&["98765432", "+8613711112222"]);
+    let b = test_batch(Channel::Sms, r#"{"params":["12345"]}"#);
+    let v: serde_json::Value = serde_json::from_str(&a.payload(&b, &receivers)).unwrap();
+    assert_eq!(
+        v["PhoneNumberSet"],
+        json!(["+85298765432", "+8613711112222"])
+    );
+    let answer = json!({"Response": {"SendStatusSet": [
+        {"PhoneNumber": "+85298765432", "Code": "Ok", "Message": "send success"},
+        {"PhoneNumber": "+8613711112222", "Code": "Ok", "Message": "send success"}],
+        "RequestId": "r"}})
+    .to_string();
+    let Delivered::Each(each) = TencentSms::judge(&answer, &receivers, 852).unwrap() else {
+        panic!("SendSms answers per number");
+    };
+    assert_eq!(each, vec![Ok(()), Ok(())]);
+    // Read as a mainland number it would have no status of its own.
+    let Delivered::Each(each) = TencentSms::judge(&answer, &receivers, 86).unwrap() else {
+        panic!("SendSms answers per number");
+    };
+    assert!(each[0].is_err());
+}
+
+#[test]
 fn one_status_per_number() {
     let answer = r#"{"Response": {"SendStatusSet": [
         {"SerialNo": "5000:1045710669157053657849499619", "PhoneNumber": "+8618511122233",
@@ -62,6 +91,7 @@ fn one_status_per_number() {
     let Delivered::Each(each) = TencentSms::judge(
         answer,
         &numbers(&["18511122233", "+8618511122266", "18511122299"]),
+        86,
     )
     .unwrap() else {
         panic!("SendSms answers per number");
@@ -86,7 +116,8 @@ fn request_level_errors() {
             "RequestId": "b5b41468-520d-4192-b42f-595cc34b6c1c"}})
         .to_string()
     };
-    let judge = |body: String| TencentSms::judge(&body, &numbers(&["13711112222"])).unwrap_err();
+    let judge =
+        |body: String| TencentSms::judge(&body, &numbers(&["13711112222"]), 86).unwrap_err();
     let e = judge(error(
         "AuthFailure.SignatureFailure",
         "The provided credentials could not be validated. Please check your signature is correct.",
@@ -122,7 +153,8 @@ fn a_full_call_is_judged_number_by_number() {
     set.push(json!({"PhoneNumber": all[7], "Code": "FailedOperation", "Message": "later"}));
     let answer = json!({"Response": {"SendStatusSet": set}}).to_string();
     let receivers: Vec<&str> = all.iter().map(String::as_str).collect();
-    let Delivered::Each(each) = TencentSms::judge(&answer, &numbers(&receivers)).unwrap() else {
+    let Delivered::Each(each) = TencentSms::judge(&answer, &numbers(&receivers), 86).unwrap()
+    else {
         panic!("SendSms answers per number");
     };
     assert_eq!(each.len(), 200);
@@ -228,10 +260,10 @@ mod both_readings {
         #[test]
         fn both_readings_judge_alike(answer in answer()) {
             let receivers = numbers(&["13711112222", "+8613711113333"]);
-            let by_value = format!("{:?}", TencentSms::judge_value(&answer, &receivers));
-            prop_assert_eq!(&format!("{:?}", TencentSms::judge(&answer, &receivers)), &by_value);
+            let by_value = format!("{:?}", TencentSms::judge_value(&answer, &receivers, 86));
+            prop_assert_eq!(&format!("{:?}", TencentSms::judge(&answer, &receivers, 86)), &by_value);
             if let Ok(Object(read)) = serde_json::from_str::<Object<SendSmsAnswer>>(&answer) {
-                let by_struct = TencentSms::judge_read(read.response.map(|Object(r)| r), &receivers);
+                let by_struct = TencentSms::judge_read(read.response.map(|Object(r)| r), &receivers, 86);
                 prop_assert_eq!(format!("{by_struct:?}"), by_value);
             }
         }
@@ -250,8 +282,8 @@ mod both_readings {
         ] {
             assert!(serde_json::from_str::<Object<SendSmsAnswer>>(&answer).is_err(), "{answer}");
             assert_eq!(
-                format!("{:?}", TencentSms::judge(&answer, &receivers)),
-                format!("{:?}", TencentSms::judge_value(&answer, &receivers)),
+                format!("{:?}", TencentSms::judge(&answer, &receivers, 86)),
+                format!("{:?}", TencentSms::judge_value(&answer, &receivers, 86)),
                 "{answer}"
             );
         }
@@ -270,12 +302,12 @@ mod both_readings {
             );
             assert!(
                 matches!(
-                    TencentSms::judge_value(&answer, &receivers),
+                    TencentSms::judge_value(&answer, &receivers, 86),
                     Err(SendError::Transient(_))
                 ),
                 "{answer}"
             );
-            let Ok(Delivered::Each(each)) = TencentSms::judge(&answer, &receivers) else {
+            let Ok(Delivered::Each(each)) = TencentSms::judge(&answer, &receivers, 86) else {
                 panic!("{answer}: judged by its statuses");
             };
             assert_eq!(each, vec![Ok(())], "{answer}");
@@ -286,7 +318,7 @@ mod both_readings {
     #[test]
     fn escaped_status_strings_are_read() {
         let answer = r#"{"Response": {"SendStatusSet": [{"PhoneNumber": "+86137\u00311112222", "Code": "Failed\"Operation", "Message": "\u4e2d"}]}}"#;
-        let Ok(Delivered::Each(each)) = TencentSms::judge(answer, &numbers(&["13711112222"]))
+        let Ok(Delivered::Each(each)) = TencentSms::judge(answer, &numbers(&["13711112222"]), 86)
         else {
             panic!("per number");
         };

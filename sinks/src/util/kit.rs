@@ -59,6 +59,11 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
         timeout: Duration,
     ) -> Result<Self, String>;
 
+    /// Told the job region's country calling code (86 for CN). A phone provider dials a
+    /// receiver written in its national form, as the job region's numbers are normalised,
+    /// with it ([`dialled`]); the others ignore it.
+    fn dial_with(&mut self, _calling_code: u16) {}
+
     /// One call: one message to `receivers`.
     fn send(
         &self,
@@ -371,4 +376,33 @@ where
         }
         Value::Object(object)
     })
+}
+
+/// How an SMS API wants a number written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dial {
+    /// E.164 with its `+` (`+8613800138000`, `+85291234567`).
+    E164,
+    /// Mainland numbers national (`13800138000`), others E.164 with its `+`.
+    MainlandNational,
+    /// Mainland numbers national, others their country code and number, no `+`
+    /// (`85291234567`).
+    MainlandNationalElseDigits,
+}
+
+/// `receiver` (a normalised phone receiver: national when of the job region, whose country
+/// calling code is `calling_code`, else E.164 with its `+`) as `dial` writes it: borrowed
+/// when already so. A job of region `HK` normalises `+852 9123 4567` to `91234567`, which
+/// must not go out as a mainland number.
+pub fn dialled(receiver: &str, calling_code: u16, dial: Dial) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    match (receiver.strip_prefix('+'), dial) {
+        (Some(digits), Dial::MainlandNationalElseDigits) => Cow::Borrowed(digits),
+        (Some(_), _) => Cow::Borrowed(receiver),
+        (None, Dial::MainlandNational | Dial::MainlandNationalElseDigits) if calling_code == 86 => {
+            Cow::Borrowed(receiver)
+        }
+        (None, Dial::MainlandNationalElseDigits) => Cow::Owned(format!("{calling_code}{receiver}")),
+        (None, _) => Cow::Owned(format!("+{calling_code}{receiver}")),
+    }
 }

@@ -10,6 +10,7 @@
 //! codes never do (Yunpian advises against its batch calls for them, as the coalescer does for
 //! every provider).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Deserialize;
@@ -21,7 +22,8 @@ use tidings_model::request::Object;
 use crate::SendBatch;
 use crate::util::http;
 use crate::util::kit::{
-    Delivered, Provider, Text, content, endpoint, endpoint_url, field, text_of, url_checked,
+    Delivered, Dial, Provider, Text, content, dialled, endpoint, endpoint_url, field, text_of,
+    url_checked,
 };
 use crate::util::retry::SendError;
 use crate::util::sign;
@@ -48,6 +50,8 @@ pub struct YunpianSms {
     /// Its call's URL (`tpl_batch_send.json` with a `tpl_id`, else `batch_send.json`), parsed
     /// once.
     url: reqwest::Url,
+    /// The job region's country calling code (86 unless told: [`Provider::dial_with`]).
+    calling_code: u16,
 }
 
 const NAME: &str = "yunpian_sms";
@@ -91,6 +95,23 @@ fn names_a_number(reason: &str) -> bool {
 }
 
 impl YunpianSms {
+    /// `receivers` as Yunpian takes them (mainland numbers national, others E.164 with `+`):
+    /// a job region's national numbers get its code unless it is the mainland's.
+    pub fn dialled<'r>(&self, receivers: &'r [Receiver]) -> Cow<'r, [Receiver]> {
+        if self.calling_code == 86 || receivers.iter().all(|r| r.starts_with('+')) {
+            return Cow::Borrowed(receivers);
+        }
+        receivers
+            .iter()
+            .map(
+                |r| match dialled(r, self.calling_code, Dial::MainlandNational) {
+                    Cow::Borrowed(_) => r.clone(),
+                    Cow::Owned(d) => d.into(),
+                },
+            )
+            .collect()
+    }
+
     /// An account sending through `client`; an error names its `endpoint`.
     pub fn new(config: YunpianSmsConfig, client: reqwest::Client) -> Result<Self, String> {
         let url = Self::call_url(&config)?;
@@ -98,6 +119,7 @@ impl YunpianSms {
             config,
             client,
             url,
+            calling_code: 86,
         })
     }
 
@@ -355,12 +377,17 @@ impl Provider for YunpianSms {
         YunpianSms::new(settings, client)
     }
 
+    fn dial_with(&mut self, calling_code: u16) {
+        self.calling_code = calling_code;
+    }
+
     /// Sends to `receivers`; each number gets its own answer.
     async fn send(
         &self,
         batch: &SendBatch,
         receivers: &[Receiver],
     ) -> Result<Delivered, SendError> {
+        let receivers = &*self.dialled(receivers);
         let body = sign::form(&self.payload(batch, receivers));
         let request = self
             .client

@@ -175,6 +175,34 @@ fn messages_of_one_text_share_a_call_and_number_refusals_are_split() {
 }
 
 #[test]
+fn a_job_regions_national_numbers_are_dialled_with_its_code() {
+    // A mainland job's numbers go as written; a job of region HK holds `+852 9123 4567` as
+    // `91234567`, which goes out in E.164 (not as a mainland number) and finds its answer.
+    let receivers = numbers(&["15205201314", "+447700900123"]);
+    assert!(matches!(
+        account(None).dialled(&receivers),
+        Cow::Borrowed(_)
+    ));
+    let mut hk = account(None);
+    hk.dial_with(852);
+    let receivers = numbers(&["91234567", "+8615205201314"]);
+    let dialled = hk.dialled(&receivers);
+    assert_eq!(&*dialled, &numbers(&["+85291234567", "+8615205201314"])[..]);
+    let b = test_batch(Channel::Sms, r#"{"content":"【云片网】您的验证码是1234"}"#);
+    let p = hk.payload(&b, &dialled);
+    assert!(p.contains(&("mobile".into(), "+85291234567,+8615205201314".into())));
+    let answer = json!({"total_count": 2, "data": [
+        {"code": 0, "msg": "发送成功", "mobile": "+85291234567"},
+        {"code": 0, "msg": "发送成功", "mobile": "15205201314"}]})
+    .to_string();
+    let Delivered::Each(each) = YunpianSms::judge(StatusCode::OK, &answer, &dialled).unwrap()
+    else {
+        panic!("Yunpian answers per number");
+    };
+    assert_eq!(each, vec![Ok(()), Ok(())]);
+}
+
+#[test]
 fn answers_are_matched_to_numbers_however_they_are_written() {
     let answer = json!({"total_count": 3, "data": [
         {"code": 0, "msg": "发送成功", "mobile": "15205201314"},

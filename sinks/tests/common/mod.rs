@@ -37,7 +37,7 @@ pub fn accounts(toml_text: &str) -> Accounts {
         let problems = c.validate(&format!("accounts.{name}"));
         assert!(problems.is_empty(), "{problems:?}");
     }
-    Accounts::build(&configs, Path::new("/")).unwrap()
+    Accounts::build(&configs, Path::new("/"), 86).unwrap()
 }
 
 /// Sends one batch through account `name` on a fresh runtime.
