@@ -219,6 +219,7 @@ async fn send_one(ctx: &SendContext, mode: SendMode, clock: Clock, ds: &[Deliver
         meta: ds[0].meta.clone(),
         channel,
         msg_type,
+        event_time: ds[0].event_time,
         // One receiver put in place (collecting into the SmallVec goes through its `extend`).
         receivers: match ds {
             [d] => Receivers::from_buf([d.receiver.clone()]),
@@ -449,6 +450,7 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
             r.template_id,
             &r.message_ids,
             tidings_sinks::util::kit::now_ms(),
+            r.event_time,
             r.accounts.as_deref(),
         )
         .await;

@@ -208,3 +208,50 @@ fn a_recall_in_the_same_epoch_runs_after_the_sends_before_it() {
     }
     sim.stop();
 }
+
+/// A recall of a whole template takes back what was sent at or before its event time, and
+/// nothing sent after it: not the sends later in its own epoch (which it waits for), nor
+/// those of later epochs that ran ahead of it. The same messages on 1 and 2 workers and in
+/// epochs of 1 s and 10 ms.
+#[test]
+fn a_template_recall_takes_back_only_what_was_sent_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = "state_dir = \"var/state\"\n\
+         [accounts.wecom]\nchannel = \"enterprise_we_chat\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n\
+         [accounts.ding]\nchannel = \"ding_ding_work_notice\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n";
+    let mut lines = vec![
+        send(NOW - 10_000, 1, "u-before-1", "a"),
+        send(NOW - 4_900, 1, "u-before-2", "b"),
+        recall(NOW - 4_900, 1, &[]),
+    ];
+    for i in 0..30 {
+        // The first ones in the recall's 1 s epoch, the rest in later ones.
+        lines.push(send(NOW - 4_800 + i * 100, 1, &format!("u-after-{i}"), "c"));
+    }
+    let job = common::write_job(dir.path(), &templates(), &lines.join("\n"), accounts);
+    let base = std::fs::read_to_string(&job).unwrap();
+    let mut seen = Vec::new();
+    for (workers, epoch) in [(1, ""), (2, ""), (2, "epoch_ms = 10\n")] {
+        let _ = std::fs::remove_dir_all(dir.path().join("var"));
+        std::fs::write(
+            &job,
+            base.replace("[source]\n", &format!("[source]\n{epoch}")),
+        )
+        .unwrap();
+        let (rows, dead, _) = common::run_memory(&job, workers, NOW);
+        assert!(dead.is_empty(), "{dead:?}");
+        assert_eq!(of(&rows, "SEND_SUCCESS").len(), 32);
+        let mut recalled: Vec<String> = of(&rows, "RECALL_SUCCESS")
+            .into_iter()
+            .map(|r| r.2)
+            .collect();
+        recalled.sort();
+        assert_eq!(
+            recalled,
+            ["u-before-1", "u-before-2"],
+            "{workers} worker(s), {epoch:?}"
+        );
+        seen.push(recalled);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]));
+}

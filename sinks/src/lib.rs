@@ -71,6 +71,10 @@ pub struct SendBatch {
     pub msg_type: MsgType,
     /// The receivers to send to in this call (one held in place: most messages have one).
     pub receivers: tidings_model::message::Receivers,
+    /// The event time the send was judged at (its deliveries': the record's, or the release
+    /// time after a night park). A recall reaches the sends at or before its own event time,
+    /// whatever else has been sent by the time it runs.
+    pub event_time: tidings_model::time::Millis,
 }
 
 /// The outcome of one receiver: `Ok`, or the provider's reason after retries.

@@ -97,6 +97,7 @@ impl Coalescer {
                 meta: batch.meta.clone(),
                 channel: batch.channel,
                 msg_type: batch.msg_type,
+                event_time: batch.event_time,
                 receivers: receivers.into(),
             },
             give_back: first,

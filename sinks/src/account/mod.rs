@@ -126,17 +126,19 @@ impl Account {
             .collect()
     }
 
-    /// Recalls `message_id` (of `template_id`) if this account sent it within the recall window: each provider
-    /// call of the message (receivers, businessId) with the provider's answer, after retries.
-    /// Empty when the account does not know the message.
+    /// Recalls `message_id` (of `template_id`) if this account sent it within the recall window
+    /// at or before event time `up_to` (the recall's): each provider call of the message
+    /// (receivers, businessId) with the provider's answer, after retries. Empty when the
+    /// account does not know the message.
     pub async fn recall(
         &self,
         message_id: &str,
         template_id: i64,
         now: i64,
+        up_to: i64,
     ) -> Vec<(crate::recall::Entry, Result<(), String>)> {
         let mut out = Vec::new();
-        let calls = self.book.get(message_id, now);
+        let calls = self.book.get(message_id, now, up_to);
         // A recall names its template: a message of another template is not taken back.
         for entry in calls.into_iter().filter(|e| e.template_id == template_id) {
             let result = self
@@ -158,10 +160,11 @@ impl Account {
         out
     }
 
-    /// The messages of a template this account can still recall.
-    pub fn recallable(&self, template_id: i64, now: i64) -> Vec<String> {
+    /// The messages of a template this account can still recall, sent at or before event time
+    /// `up_to`.
+    pub fn recallable(&self, template_id: i64, now: i64, up_to: i64) -> Vec<String> {
         self.book
-            .of_template(template_id, now)
+            .of_template(template_id, now, up_to)
             .into_iter()
             .map(|e| e.message_id)
             .collect()
@@ -531,6 +534,7 @@ mod tests {
             }),
             channel: Channel::Sms,
             msg_type: tidings_model::MsgType::Notice,
+            event_time: 0,
             receivers: receivers.iter().map(|s| (*s).into()).collect(),
         }
     }
@@ -618,8 +622,9 @@ mod tests {
         let out = a.send(&b).await;
         assert_eq!(out.iter().filter(|o| o.is_ok()).count(), 2);
         let now = crate::util::kit::now_ms();
-        assert_eq!(a.recallable(1, now), vec!["m".to_string()]);
-        let recalled = a.recall("m", 1, now).await;
+        assert_eq!(a.recallable(1, now, 0), vec!["m".to_string()]);
+        assert_eq!(a.recallable(1, now, -1), Vec::<String>::new(), "sent at 0");
+        let recalled = a.recall("m", 1, now, 0).await;
         assert_eq!(recalled.len(), 1);
         assert_eq!(
             recalled[0].0.receivers,

@@ -248,6 +248,7 @@ impl Account {
                 reference,
                 receivers: reached,
                 time: crate::util::kit::now_ms(),
+                event_time: batch.event_time,
                 recalled: false,
             });
         }

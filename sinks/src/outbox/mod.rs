@@ -144,6 +144,7 @@ mod tests {
             meta,
             channel: Channel::Sms,
             msg_type: tidings_model::MsgType::Notice,
+            event_time: 0,
             receivers: vec![].into(),
         };
         o.send(&batch, &["a".into(), "b".into()]).unwrap();

@@ -35,6 +35,10 @@ pub struct Entry {
     /// When it was sent (wall clock, ms).
     #[serde(default)]
     pub time: i64,
+    /// The event time its send was judged at ([`crate::SendBatch::event_time`]): a recall
+    /// reaches it only from that event time on. (0 in a book written before it was kept.)
+    #[serde(default)]
+    pub event_time: i64,
     /// A line that only says the message was recalled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recalled: bool,
@@ -119,28 +123,33 @@ impl RecallBook {
             .push(e);
     }
 
-    /// The calls of a message that can still be recalled at `now`.
-    pub fn get(&self, message_id: &str, now: i64) -> Vec<Entry> {
+    /// The calls of a message that a recall of event time `up_to` can take back at `now`:
+    /// sent within the provider's window, and judged at or before `up_to` (a call sent for a
+    /// later event time, which may or may not have been made by the time the recall runs,
+    /// is never taken back: the same recall reaches the same calls however fast the sends
+    /// ran ahead).
+    pub fn get(&self, message_id: &str, now: i64, up_to: i64) -> Vec<Entry> {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(message_id)
             .into_iter()
             .flatten()
-            .filter(|e| e.time >= now - RECALL_WINDOW_MS)
+            .filter(|e| reachable(e, now, up_to))
             .cloned()
             .collect()
     }
 
-    /// Every recallable message of a template at `now`, oldest first.
-    pub fn of_template(&self, template_id: i64, now: i64) -> Vec<Entry> {
+    /// Every message of a template a recall of event time `up_to` can take back at `now`
+    /// (as [`RecallBook::get`]), oldest first.
+    pub fn of_template(&self, template_id: i64, now: i64, up_to: i64) -> Vec<Entry> {
         let mut v: Vec<Entry> = self
             .entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .flatten()
-            .filter(|e| e.template_id == template_id && e.time >= now - RECALL_WINDOW_MS)
+            .filter(|e| e.template_id == template_id && reachable(e, now, up_to))
             .cloned()
             .collect();
         v.sort_by(|a, b| (a.time, &a.message_id).cmp(&(b.time, &b.message_id)));
@@ -164,10 +173,16 @@ impl RecallBook {
                 reference: reference.to_string(),
                 receivers: Vec::new(),
                 time: 0,
+                event_time: 0,
                 recalled: true,
             });
         }
     }
+}
+
+/// Whether a recall of event time `up_to` at wall-clock `now` can take back `e`.
+fn reachable(e: &Entry, now: i64, up_to: i64) -> bool {
+    e.time >= now - RECALL_WINDOW_MS && e.event_time <= up_to
 }
 
 fn remove(entries: &mut HashMap<String, Vec<Entry>>, message_id: &str, reference: &str) -> bool {
@@ -195,6 +210,7 @@ mod tests {
             reference: format!("ref-{id}"),
             receivers: vec!["u1".into()],
             time,
+            event_time: 0,
             recalled: false,
         }
     }
@@ -212,18 +228,61 @@ mod tests {
         b2.reference = "ref-b2".into();
         book.record(b2);
         book.forget("a", "ref-a");
-        assert_eq!(book.get("old", now), vec![], "older than 24 h");
+        assert_eq!(book.get("old", now, 0), vec![], "older than 24 h");
         drop(book);
         let book = RecallBook::open(&path, now).unwrap();
-        assert_eq!(book.get("a", now), vec![], "recalled");
+        assert_eq!(book.get("a", now, 0), vec![], "recalled");
         let b: Vec<String> = book
-            .get("b", now)
+            .get("b", now, 0)
             .into_iter()
             .map(|e| e.reference)
             .collect();
         assert_eq!(b, ["ref-b", "ref-b2"], "two calls of one message");
-        assert_eq!(book.of_template(6, now).len(), 1);
+        assert_eq!(book.of_template(6, now, 0).len(), 1);
         let lines = std::fs::read_to_string(&path).unwrap();
         assert_eq!(lines.lines().count(), 2, "compacted at open: {lines}");
+    }
+
+    /// A recall reaches the sends judged at or before its own event time, however far the
+    /// sends of later event times had run by the time it ran; and a book's event times
+    /// survive a restart (a book written before them reads as 0: reachable).
+    #[test]
+    fn a_recall_reaches_only_sends_at_or_before_its_event_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recall/acc.jsonl");
+        let now = 100 * RECALL_WINDOW_MS;
+        let book = RecallBook::open(&path, now).unwrap();
+        for (id, at) in [("before", 1_000), ("same", 2_000), ("after", 2_001)] {
+            let mut e = entry(id, now - 1);
+            e.event_time = at;
+            book.record(e);
+        }
+        let ids = |b: &RecallBook, up_to| -> Vec<String> {
+            let mut v: Vec<String> = b
+                .of_template(6, now, up_to)
+                .into_iter()
+                .map(|e| e.message_id)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(&book, 2_000), ["before", "same"]);
+        assert_eq!(
+            book.get("after", now, 2_000),
+            vec![],
+            "sent after the recall"
+        );
+        assert_eq!(book.get("after", now, 2_001).len(), 1);
+        drop(book);
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path).unwrap()
+                + r#"{"message_id":"old-book","template_id":6,"reference":"r","time":"#
+                + &(now - 1).to_string()
+                + "}\n",
+        )
+        .unwrap();
+        let book = RecallBook::open(&path, now).unwrap();
+        assert_eq!(ids(&book, 2_000), ["before", "old-book", "same"]);
     }
 }

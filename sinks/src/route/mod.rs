@@ -105,6 +105,7 @@ impl Accounts {
                 meta: batch.meta.clone(),
                 channel: batch.channel,
                 msg_type: batch.msg_type,
+                event_time: batch.event_time,
                 receivers: pending
                     .iter()
                     .map(|&i| batch.receivers[i].clone())
@@ -160,20 +161,23 @@ pub struct Recalled {
 
 impl Accounts {
     /// Recalls `message_ids` (none: every recallable message of the template) through the
-    /// accounts of `order`: each message with the account that sent it.
+    /// accounts of `order`: each message with the account that sent it, as sent at or before
+    /// the recall's event time `up_to`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn recall_routed(
         &self,
         order: &[usize],
         template_id: i64,
         message_ids: &[String],
         now: i64,
+        up_to: i64,
         live: Option<&tidings_model::message::LiveAccounts>,
     ) -> Vec<Recalled> {
         let mut seen = std::collections::HashSet::new();
         let ids: Vec<String> = if message_ids.is_empty() {
             order
                 .iter()
-                .flat_map(|&a| self.get(a).recallable(template_id, now))
+                .flat_map(|&a| self.get(a).recallable(template_id, now, up_to))
                 .filter(|id| seen.insert(id.clone()))
                 .collect()
         } else {
@@ -195,7 +199,7 @@ impl Accounts {
                 let account = self
                     .pick(a, version)
                     .unwrap_or(crate::account::Picked::Base(self.get(a)));
-                let calls = account.recall(&id, template_id, now).await;
+                let calls = account.recall(&id, template_id, now, up_to).await;
                 known |= !calls.is_empty();
                 out.extend(calls.into_iter().map(|(entry, result)| Recalled {
                     message_id: id.clone(),
@@ -213,7 +217,7 @@ impl Accounts {
                 business_id: 0,
                 receivers: Vec::new(),
                 result: Err(format!(
-                    "message {id} is not recallable by {}: not sent by it, already recalled, or sent more than 24 hours ago",
+                    "message {id} is not recallable by {}: not sent by it before the recall's event time, already recalled, or sent more than 24 hours ago",
                     names.join(", ")
                 )),
             });
@@ -268,6 +272,7 @@ mod tests {
             }),
             channel: Channel::EnterpriseWeChat,
             msg_type: tidings_model::MsgType::Notice,
+            event_time: 0,
             receivers: vec!["u1".into(), "u2".into()].into(),
         };
         // a refuses u2; b sends it.
@@ -277,7 +282,7 @@ mod tests {
         );
         let now = crate::util::kit::now_ms();
         let recalled = accounts
-            .recall_routed(&order, 6, &["m-1".into()], now, None)
+            .recall_routed(&order, 6, &["m-1".into()], now, 0, None)
             .await;
         let mut reached: Vec<String> = recalled
             .iter()
@@ -288,7 +293,7 @@ mod tests {
         assert_eq!(reached, ["u1", "u2"], "{recalled:?}");
         // Another template's recall does not take it back.
         let other = accounts
-            .recall_routed(&order, 7, &["m-2".into()], now, None)
+            .recall_routed(&order, 7, &["m-2".into()], now, 0, None)
             .await;
         assert!(other[0].result.is_err());
     }

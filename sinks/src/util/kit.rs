@@ -337,6 +337,7 @@ pub(crate) fn test_batch(channel: Channel, content: &str) -> SendBatch {
         }),
         channel,
         msg_type: tidings_model::MsgType::Notice,
+        event_time: 0,
         receivers: vec![].into(),
     }
 }

@@ -26,6 +26,7 @@ pub fn batch<R: ToString>(id: &str, channel: Channel, content: &str, receivers: 
         }),
         channel,
         msg_type: tidings_model::MsgType::Notice,
+        event_time: 0,
         receivers: receivers.iter().map(|r| r.to_string().into()).collect(),
     }
 }
