@@ -155,14 +155,12 @@ impl Getui {
 
     /// Reads an answer of any HTTP status: GeTui sends its codes with HTTP 401 (10001, 10005)
     /// and 400 (parameter errors), so a body with a `code` is judged by the code; one without
-    /// (a proxy's error page) by the status.
+    /// (a proxy's error page) by the status; a code it calls final yields to a 5xx or 429
+    /// (an internal error or a throttle with a code of its own is tried again: `http::judged`).
     pub fn read(status: reqwest::StatusCode, answer: &str) -> Result<Answer<Value>, SendError> {
         let coded =
             serde_json::from_str::<Value>(answer).is_ok_and(|v| v["code"].as_i64().is_some());
-        if !coded {
-            http::status(NAME, status, answer)?;
-        }
-        Self::judge(answer)
+        http::judged(NAME, status, answer, coded, Self::judge)
     }
 
     async fn call(&self, path: &str, body: &Value) -> Result<Value, SendError> {

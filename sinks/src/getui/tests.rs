@@ -118,6 +118,13 @@ fn coded_answers_of_any_status_are_judged_by_their_code() {
     assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
     let e = Getui::read(StatusCode::BAD_GATEWAY, "<html>502</html>").unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    // A code of its own on a 5xx (an internal error) is tried again, not taken as final.
+    let e = Getui::read(
+        StatusCode::SERVICE_UNAVAILABLE,
+        r#"{"code":50000,"msg":"系统繁忙"}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
     assert!(matches!(
         Getui::read(StatusCode::OK, r#"{"code":0,"msg":"","data":{}}"#),
         Ok(Answer::Done(_))
