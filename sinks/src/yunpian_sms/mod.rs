@@ -260,7 +260,11 @@ impl YunpianSms {
                 // -1 invalid apikey, -2 the API not allowed for it, -3 the IP not allowed.
                 -3..=-1 => SendError::Unauthorized(why),
                 c if transient(c) => SendError::Transient(why),
-                _ => SendError::Permanent(why),
+                // A code it calls final yields to a 5xx or 429 (as `http::judged`).
+                _ => match http::status(NAME, status, text) {
+                    Err(again @ SendError::Transient(_)) => again,
+                    _ => SendError::Permanent(why),
+                },
             });
         }
         http::status(NAME, status, text)?;

@@ -166,6 +166,14 @@ fn messages_of_one_text_share_a_call_and_number_refusals_are_split() {
         "参数 mobile 格式不正确"
     )));
     assert!(YunpianSms::refuses_one(&refusal(2, "手机号格式不正确")));
+    // A code it calls final on a 5xx (an internal error with a code) is tried again.
+    let e = YunpianSms::judge(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &json!({"http_status_code": 500, "code": 1, "msg": "系统错误"}).to_string(),
+        &numbers(&["15205201314"]),
+    )
+    .unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
     assert!(!YunpianSms::refuses_one(&refusal(2, "text is required")));
     assert!(!YunpianSms::refuses_one(&refusal(33, "超过频率")));
     assert!(!YunpianSms::refuses_one(&refusal(
