@@ -598,3 +598,47 @@ fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
         said[0]
     );
 }
+
+/// A process of a cluster that fails because a peer is gone leaves the rows it had not yet
+/// written to Redis (durable in Parquet, queued in memory while Redis is down) in its spool
+/// for the next run: the restart replays only what follows its checkpoint, so they would
+/// never reach Redis otherwise.
+#[test]
+fn a_fail_stopped_process_spools_what_it_owed_redis() {
+    let (dir, job) = endless_demo();
+    // A Redis that answers nothing: every row waits in the writer's memory.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "[tracking]\n",
+        &format!("[tracking]\nredis = \"redis://127.0.0.1:{closed}\"\n"),
+    );
+    std::fs::write(&job, text).unwrap();
+    let (mut procs, logs) = hand_started(dir.path(), &job, [&[], &[]]);
+    let procs = &mut procs.0;
+    // Rows durable in Parquet: the writer has been handed some.
+    let events = dir.path().join("var/tracking/events");
+    common::wait_until(Duration::from_secs(90), "the first tracking files", || {
+        common::parquet_files(&events) > 0
+    });
+    procs[1].kill().unwrap();
+    let _ = procs[1].wait();
+    let failed = common::wait_within(&mut procs[0], Duration::from_secs(60), "process 0");
+    let said = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(!failed.success(), "{said}");
+    assert!(
+        said.contains("Redis rows spooled for the next run"),
+        "{said}"
+    );
+    let spool = dir.path().join("var/state/redis-spool");
+    let rows: usize = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
+        .sum();
+    assert!(rows > 0, "nothing spooled in {}: {said}", spool.display());
+}

@@ -519,30 +519,13 @@ fn an_epoch_over_flush_rows_is_written_in_parts_each_row_once() {
             vec![2 * receivers, 2 * receivers],
             "{workers} workers"
         );
-        let files = walk_parquet(&tracking.join("events"));
+        let files = common::parquet_files(&tracking.join("events"));
         assert!(
             files as u64 >= 2 * receivers / 40,
             "{files} files for {} rows written 40 at a time ({workers} workers)",
             2 * receivers
         );
     }
-}
-
-fn walk_parquet(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk_parquet(&p)
-                    } else {
-                        usize::from(p.extension().is_some_and(|x| x == "parquet"))
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// `TIDINGS_OPERATOR_TIMES` (the benches' diagnostic) appends a line per operator of each

@@ -156,7 +156,7 @@ pub struct Summary {
 /// Runs a job to the end of its source (or a graceful stop): build, drive, finish.
 pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let start = Instant::now();
-    let services = Services::start(job, opts)?;
+    let mut services = Services::start(job, opts)?;
     let shared = services.shared.clone();
     let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Set once the cluster formed, or timely gave up forming it (its error is the run's).
@@ -195,7 +195,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     formed.set();
     let guards = guards.map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
     if opts.cluster.is_some() {
-        fail_stop(&guards, &services.shared.health, &services.shared.job);
+        fail_stop(&guards, &mut services);
     }
     let joined: Vec<Result<(), String>> = guards.join();
     times::report_threads();
@@ -249,11 +249,39 @@ impl Formed {
 /// their connections break and they fail too instead of waiting for this process for ever.
 /// The job is then run again from its newest complete cut (by `--local`, `serve` or the
 /// operator's supervisor).
-fn fail_stop(guards: &timely::communication::WorkerGuards<()>, health: &Health, job: &Job) {
+///
+/// Rows already durable in Parquet but not yet in Redis are handed to the Redis writer's spool
+/// first (at most [`SPOOL_GRACE`]): the restart replays only what follows its checkpoint, so
+/// rows of before it that were still queued in memory would never reach Redis.
+fn fail_stop(guards: &timely::communication::WorkerGuards<()>, services: &mut Services) {
     while !guards.guards().iter().all(|g| g.is_finished()) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let (health, job) = (&services.shared.health, &services.shared.job);
     if let Some(f) = health.failure() {
+        if let Some(writer) = services.redis.take() {
+            // The workers' sinks went with them; the writer ends once this one is gone too.
+            services
+                .shared
+                .redis
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(writer.finish());
+            });
+            match rx.recv_timeout(SPOOL_GRACE) {
+                Ok(stats) if stats.spooled > 0 => {
+                    tracing::warn!("{} Redis rows spooled for the next run", stats.spooled)
+                }
+                Ok(_) => {}
+                Err(_) => tracing::warn!(
+                    "the Redis writer did not finish within {} s; rows it held are in Parquet only",
+                    SPOOL_GRACE.as_secs()
+                ),
+            }
+        }
         // A worker's panic after a peer's connection broke is that peer's going; a failure
         // this process recorded itself (e.g. a refused backlog line, which every process
         // records as the other ends) is said as it is.
@@ -270,6 +298,9 @@ fn fail_stop(guards: &timely::communication::WorkerGuards<()>, health: &Health, 
         std::process::exit(1);
     }
 }
+
+/// How long a failing process of a cluster waits for its Redis writer to spool what it holds.
+const SPOOL_GRACE: Duration = Duration::from_secs(10);
 
 /// timely's configuration: one process, or this process of a cluster.
 fn timely_config(opts: &RunOptions) -> timely::Config {

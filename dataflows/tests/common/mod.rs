@@ -343,3 +343,21 @@ pub fn stop_gracefully(child: &mut std::process::Child, log: &Path) -> String {
     assert!(status.success(), "{status}\n{said}");
     said
 }
+
+/// The Parquet files under `dir`, at any depth.
+pub fn parquet_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        parquet_files(&p)
+                    } else {
+                        usize::from(p.extension().is_some_and(|x| x == "parquet"))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
