@@ -411,10 +411,13 @@ impl RedisWriter {
     pub fn start(settings: RedisSettings) -> io::Result<(RedisWriter, RedisSink)> {
         std::fs::create_dir_all(&settings.spool_dir)?;
         // A spool file is written aside and renamed: a `.tmp` is one a crash cut short (the
-        // run lock means no other writer is using this directory).
-        for e in std::fs::read_dir(&settings.spool_dir)?.flatten() {
-            if e.path().extension().is_some_and(|x| x == "tmp") {
-                let _ = std::fs::remove_file(e.path());
+        // run lock means no other writer is using this directory, nor the adopted ones: their
+        // processes are not in the run).
+        for dir in settings.adopt.iter().chain([&settings.spool_dir]) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.path().extension().is_some_and(|x| x == "tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         let client = redis::Client::open(settings.url.as_str())
@@ -913,6 +916,32 @@ mod tests {
             plain.contains("EXPIREAT") && !plain.contains("\r\nNX\r\n"),
             "{plain}"
         );
+    }
+
+    /// Files a crash cut short (`.tmp`) are cleared from the writer's own spool and from the
+    /// spools it adopts; the whole files of both wait for Redis (here down: they stay).
+    #[test]
+    fn a_start_clears_cut_short_files_of_its_own_and_adopted_spools() {
+        let (own, adopted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for d in [own.path(), adopted.path()] {
+            std::fs::write(d.join("cut.jsonl.tmp"), "{\"torn").unwrap();
+        }
+        let whole = spool(adopted.path(), &(0..2).map(row).collect::<Vec<_>>()).unwrap();
+        let (writer, sink) = RedisWriter::start(RedisSettings {
+            url: "redis://127.0.0.1:1".into(),
+            prefix: PREFIX.into(),
+            spool_dir: own.path().to_path_buf(),
+            adopt: vec![adopted.path().to_path_buf()],
+            max_in_memory: 100,
+            drain_timeout: Duration::ZERO,
+        })
+        .unwrap();
+        drop(sink);
+        writer.finish();
+        for d in [own.path(), adopted.path()] {
+            assert!(!d.join("cut.jsonl.tmp").exists(), "{}", d.display());
+        }
+        assert_eq!(read_spool(&whole).unwrap().len(), 2);
     }
 
     #[test]
