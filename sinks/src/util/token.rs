@@ -6,7 +6,10 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock (std's outside a paused test runtime): the tests move it.
+use tokio::time::Instant;
 
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -26,9 +29,21 @@ pub enum Answer<T> {
 /// One cached token.
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    cell: Mutex<Option<(String, Instant)>>,
+    cell: Mutex<Cell>,
     fetches: AtomicU64,
 }
+
+/// A token and until when it is used, or the last fetch's failure and when it came.
+#[derive(Debug, Default)]
+struct Cell {
+    token: Option<(String, Instant)>,
+    failed: Option<(SendError, Instant)>,
+}
+
+/// How long a failed token fetch answers for every send that asks in the meantime: the sends
+/// queued behind a failed fetch share its answer instead of each fetching again (a throttled
+/// token endpoint is not asked once per waiting send, each charged to the daily quota).
+const FAILED_FOR: Duration = Duration::from_secs(1);
 
 impl TokenCache {
     /// How many times a token was fetched.
@@ -45,26 +60,40 @@ impl TokenCache {
         Fut: Future<Output = Result<(String, Duration), SendError>>,
     {
         let mut cell = self.cell.lock().await;
-        if let Some((token, until)) = &*cell
+        if let Some((token, until)) = &cell.token
             && Instant::now() < *until
         {
             return Ok(token.clone());
         }
-        let (token, lifetime) = fetch().await?;
+        if let Some((e, at)) = &cell.failed
+            && at.elapsed() < FAILED_FOR
+        {
+            return Err(e.clone());
+        }
+        let (token, lifetime) = match fetch().await {
+            Ok(t) => t,
+            Err(e) => {
+                cell.failed = Some((e.clone(), Instant::now()));
+                return Err(e);
+            }
+        };
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let margin = (lifetime / 10).min(Duration::from_secs(300));
-        *cell = Some((
-            token.clone(),
-            Instant::now() + lifetime.saturating_sub(margin),
-        ));
+        *cell = Cell {
+            token: Some((
+                token.clone(),
+                Instant::now() + lifetime.saturating_sub(margin),
+            )),
+            failed: None,
+        };
         Ok(token)
     }
 
     /// Forgets `token` if it is still the cached one (another send may have replaced it).
     pub async fn invalidate(&self, token: &str) {
         let mut cell = self.cell.lock().await;
-        if cell.as_ref().is_some_and(|(t, _)| t == token) {
-            *cell = None;
+        if cell.token.as_ref().is_some_and(|(t, _)| t == token) {
+            cell.token = None;
         }
     }
 
@@ -105,8 +134,13 @@ pub fn token_answer(
             t.to_string(),
             std::time::Duration::from_secs(v["expires_in"].as_u64().unwrap_or(7200)),
         )),
-        // -1: system busy.
-        (_, Some((-1, msg))) => Err(SendError::Transient(format!("{provider}: token: -1 {msg}"))),
+        // -1: system busy; over the token endpoint's rate (WeChat 45009 "reach max api daily
+        // quota limit" and 45011 "api minute-quota reach limit, must slower", WeCom 45009 "api
+        // freq out of limit" and 45033 "api concurrent out of limit", DingTalk 90018): tried
+        // again, not taken as bad credentials.
+        (_, Some((code @ (-1 | 45009 | 45011 | 45033 | 90018), msg))) => Err(SendError::Transient(
+            format!("{provider}: token: {code} {msg}"),
+        )),
         (_, Some((code, msg))) => Err(SendError::Unauthorized(format!(
             "{provider}: token: {code} {msg}"
         ))),
@@ -221,5 +255,51 @@ mod tests {
         cache.get(fetch).await.unwrap();
         cache.get(fetch).await.unwrap();
         assert_eq!(cache.fetches(), 2);
+    }
+
+    /// A failed fetch answers the sends that ask within [`FAILED_FOR`] (one call to a
+    /// throttled endpoint, not one per waiting send); after it the next send fetches again.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_fetch_is_shared_for_a_moment() {
+        let cache = TokenCache::default();
+        let calls = AtomicU32::new(0);
+        let fetch = || async {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            if n == 0 {
+                token_answer(
+                    "wechat",
+                    r#"{"errcode":45011,"errmsg":"api minute-quota reach limit, must slower, retry next minute"}"#,
+                )
+            } else {
+                Ok(("t".to_string(), Duration::from_secs(7200)))
+            }
+        };
+        for _ in 0..3 {
+            let e = cache.get(fetch).await.unwrap_err();
+            assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        tokio::time::advance(FAILED_FOR).await;
+        assert_eq!(cache.get(fetch).await.unwrap(), "t");
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    /// The token endpoints' throttles are tried again; bad credentials are not.
+    #[test]
+    fn a_throttled_token_endpoint_is_transient() {
+        for busy in [
+            r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#,
+            r#"{"errcode":45033,"errmsg":"api concurrent out of limit"}"#,
+            r#"{"errcode":-1,"errmsg":"system busy"}"#,
+        ] {
+            let e = token_answer("wecom_app", busy).unwrap_err();
+            assert!(matches!(e, SendError::Transient(_)), "{busy}: {e:?}");
+        }
+        let e = token_answer(
+            "wecom_app",
+            r#"{"errcode":40001,"errmsg":"invalid credential"}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
     }
 }
