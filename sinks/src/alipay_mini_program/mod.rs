@@ -116,10 +116,15 @@ impl AlipayMiniProgram {
     }
 
     /// Reads the gateway's answer for one user: `code` 10000 is sent, busy answers are
-    /// transient, a refused signature or app id is unauthorized, the rest permanent.
+    /// transient, a refused signature or app id is unauthorized, the rest permanent. The
+    /// gateway answers under the method's key, or under `error_response` when it refuses the
+    /// call before the method (a wrong app id, a bad signature; as Alipay's SDK reads it).
     pub fn judge(answer: &str) -> Result<(), SendError> {
         let v: Value = serde_json::from_str(answer).unwrap_or(Value::Null);
-        let r = &v["alipay_open_app_mini_templatemessage_send_response"];
+        let r = v
+            .get("alipay_open_app_mini_templatemessage_send_response")
+            .or_else(|| v.get("error_response"))
+            .unwrap_or(&Value::Null);
         let code = r["code"].as_str().unwrap_or("");
         let sub = r["sub_code"].as_str().unwrap_or("");
         let why = || {

@@ -107,6 +107,12 @@ fn answers() {
     ))
     .unwrap_err();
     assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+    // The gateway's own refusal comes under `error_response` (its documented sample).
+    let e = AlipayMiniProgram::judge(
+        r#"{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-app-id","sub_msg":"无效的AppID参数"},"sign":"x"}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
     // A business refusal of one user fails that user alone.
     let e = AlipayMiniProgram::judge(&answer(
         "40004",

@@ -525,7 +525,10 @@ pub(super) fn alipay(c: &Credentials, raw: &str) -> Checked {
         })
         .and_then(|()| check(ts_ok, "isv.invalid-timestamp"));
     if let Err(e) = auth {
-        return (200, answer("40002", "Invalid Arguments", &e), Err(e));
+        // The gateway refuses the call before the method: under `error_response`.
+        let refused = json!({"error_response":
+            {"code": "40002", "msg": "Invalid Arguments", "sub_code": e, "sub_msg": e}});
+        return (200, refused, Err(e));
     }
     let biz: Value = serde_json::from_str(f.get("biz_content").map(String::as_str).unwrap_or(""))
         .unwrap_or(Value::Null);

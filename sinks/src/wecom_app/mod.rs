@@ -123,24 +123,31 @@ impl WecomApp {
             .await
     }
 
-    /// What an accepted message/send answer delivered: users named in `invaliduser` fail
-    /// alone; its `msgid` is what recall takes.
+    /// What an accepted message/send answer delivered: users named in `invaliduser` (no such
+    /// user, or not in the app's range) or `unlicenseduser` (no license for the app: WeCom
+    /// sends the rest and does not reach them) fail alone; its `msgid` is what recall takes.
     pub fn delivered(answer: &Value, receivers: &[Receiver]) -> Delivered {
-        let invalid: Vec<&str> = answer["invaliduser"]
-            .as_str()
-            .unwrap_or("")
-            .split('|')
-            .filter(|u| !u.is_empty())
+        let named = |field: &'static str| {
+            answer[field]
+                .as_str()
+                .unwrap_or("")
+                .split('|')
+                .filter(|u| !u.is_empty())
+                .map(move |u| (field, u))
+        };
+        let refused: Vec<(&str, &str)> = named("invaliduser")
+            .chain(named("unlicenseduser"))
             .collect();
-        let each = (!invalid.is_empty()).then(|| {
+        let each = (!refused.is_empty()).then(|| {
             receivers
                 .iter()
                 .map(|r| {
                     // WeCom answers userids lower-cased; they match whatever case was sent.
-                    if invalid.iter().any(|u| u.eq_ignore_ascii_case(r)) {
-                        Err(SendError::Permanent(format!("{NAME}: invaliduser {r}")))
-                    } else {
-                        Ok(())
+                    match refused.iter().find(|(_, u)| u.eq_ignore_ascii_case(r)) {
+                        Some((field, _)) => {
+                            Err(SendError::Permanent(format!("{NAME}: {field} {r}")))
+                        }
+                        None => Ok(()),
                     }
                 })
                 .collect()

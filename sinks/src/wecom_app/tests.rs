@@ -52,6 +52,27 @@ fn the_documented_message_bodies() {
     );
 }
 
+/// Users without a license for the app are not reached: they fail alone too, and are not
+/// booked as reached for a recall.
+#[test]
+fn unlicensed_users_fail_alone() {
+    let body = r#"{"errcode":0,"errmsg":"ok","invaliduser":"","invalidparty":"","invalidtag":"","unlicenseduser":"userid3|UserId4","msgid":"m","response_code":"x"}"#;
+    let Ok(Answer::Done(v)) = answer(body) else {
+        panic!("accepted");
+    };
+    let Delivered::Tracked {
+        each: Some(each), ..
+    } = WecomApp::delivered(&v, &users(&["userid1", "userid3", "userid4"]))
+    else {
+        panic!("per user");
+    };
+    assert_eq!(each[0], Ok(()));
+    assert!(
+        matches!(&each[1], Err(SendError::Permanent(r)) if r == "wecom_app: unlicenseduser userid3")
+    );
+    assert!(matches!(&each[2], Err(SendError::Permanent(_))));
+}
+
 #[test]
 fn invalid_users_fail_alone_and_the_msgid_is_kept() {
     let body = r#"{"errcode":0,"errmsg":"ok","invaliduser":"userid1|userid2","invalidparty":"","invalidtag":"","unlicenseduser":"","msgid":"xxxx","response_code":"xyzxyz"}"#;
