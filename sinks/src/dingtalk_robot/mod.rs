@@ -62,12 +62,14 @@ impl DingTalkRobot {
     pub fn judge(body: &str) -> Result<Delivered, SendError> {
         match errcode(body) {
             Some((0, _)) => Ok(Delivered::All),
-            // 130101: sending too fast; -1: system busy.
-            Some((code @ (130101 | -1), msg)) => {
+            // 130101 and 410100 (the current table's "发送速度太快而限流"): sending too fast;
+            // -1: system busy.
+            Some((code @ (130101 | 410100 | -1), msg)) => {
                 Err(SendError::Transient(format!("{NAME}: {code} {msg}")))
             }
-            // 310000: signature, keyword or IP check failed; 300001: bad token.
-            Some((code @ (310000 | 300001 | 400102), msg)) => {
+            // 310000: signature, keyword or IP check failed; 300001 and 400101: no such
+            // access_token; 400102: the robot is stopped.
+            Some((code @ (310000 | 300001 | 400101 | 400102), msg)) => {
                 Err(SendError::Unauthorized(format!("{NAME}: {code} {msg}")))
             }
             Some((code, msg)) => Err(SendError::Permanent(format!("{NAME}: {code} {msg}"))),

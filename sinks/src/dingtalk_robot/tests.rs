@@ -79,6 +79,10 @@ fn too_fast_is_retried() {
     );
     let e = DingTalkRobot::judge(r#"{"errcode":-1,"errmsg":"系统繁忙"}"#).unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    // The current error table's code for the same limit.
+    let e =
+        DingTalkRobot::judge(r#"{"errcode":410100,"errmsg":"发送速度太快而限流"}"#).unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
 }
 
 #[test]
@@ -87,6 +91,7 @@ fn a_refused_signature_keyword_or_token_is_unauthorized() {
         r#"{"errcode":310000,"errmsg":"sign not match"}"#,
         r#"{"errcode":310000,"errmsg":"keywords not in content"}"#,
         r#"{"errcode":300001,"errmsg":"token is not exist"}"#,
+        r#"{"errcode":400101,"errmsg":"access_token不存在"}"#,
     ] {
         let e = DingTalkRobot::judge(body).unwrap_err();
         assert!(matches!(e, SendError::Unauthorized(_)), "{body}: {e:?}");

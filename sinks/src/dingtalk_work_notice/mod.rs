@@ -42,7 +42,8 @@ pub struct DingTalkWorkNotice {
 }
 
 const NAME: &str = "dingtalk_work_notice";
-/// DingTalk's answers for an invalid or expired access token.
+/// DingTalk's answers for an invalid or expired access token (88 without a `sub_code`:
+/// one with is judged by it, `errcode_answer`).
 const TOKEN_CODES: [i64; 3] = [40014, 42001, 88];
 /// 90018: too many calls in a short time (the app's frequency limit).
 const BUSY_CODES: [i64; 1] = [90018];

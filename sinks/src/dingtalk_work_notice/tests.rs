@@ -69,12 +69,20 @@ fn an_invalid_token_is_fetched_again() {
         r#"{"errcode":88,"errmsg":"ding talk error"}"#,
         r#"{"errcode":40014,"errmsg":"不合法的access_token"}"#,
         r#"{"errcode":42001,"errmsg":"access_token超时"}"#,
+        r#"{"errcode":88,"sub_code":"40014","sub_msg":"不合法的access_token","errmsg":"ding talk error[subcode=40014]"}"#,
     ] {
         assert!(
             matches!(answer(body), Ok(Answer::TokenRejected(_))),
             "{body}"
         );
     }
+    // 88 with another sub_code (its documented example): a new token would not help.
+    let e = answer(r#"{"errcode":88,"sub_code":"60011","sub_msg":"没有调用该接口的权限","errmsg":"ding talk error[subcode=60011,submsg=没有调用该接口的权限]","request_id":"5imjny7u9xwa"}"#)
+        .unwrap_err();
+    assert!(
+        matches!(e, SendError::Permanent(ref r) if r.contains("60011")),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -76,10 +76,15 @@ impl FeishuRobot {
         let msg = v.get("msg").and_then(|m| m.as_str()).unwrap_or("");
         match code {
             0 => Ok(Delivered::All),
-            // 9499 / 11232: too many requests.
-            9499 | 11232 => Err(SendError::Transient(format!("{NAME}: {code} {msg}"))),
-            // 19021: signature mismatch; 19024: IP not allowed.
-            19021 | 19024 => Err(SendError::Unauthorized(format!("{NAME}: {code} {msg}"))),
+            // 11232: frequency limited; 9499: "too many request" (9499 is also its "Bad
+            // Request" of a body it cannot take, which would fail the same way again).
+            11232 => Err(SendError::Transient(format!("{NAME}: {code} {msg}"))),
+            9499 if msg.to_ascii_lowercase().contains("too many") => {
+                Err(SendError::Transient(format!("{NAME}: {code} {msg}")))
+            }
+            // 19021: signature mismatch; 19022: IP not allowed ("Ip Not Allowed"). 19024, "Key
+            // Words Not Found", is the content's: permanent.
+            19021 | 19022 => Err(SendError::Unauthorized(format!("{NAME}: {code} {msg}"))),
             _ => Err(SendError::Permanent(format!("{NAME}: {code} {msg}"))),
         }
     }

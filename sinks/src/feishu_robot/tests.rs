@@ -62,6 +62,14 @@ fn frequency_limits_are_retried() {
 fn other_codes_fail_for_good_and_an_unreadable_answer_is_retried() {
     let e = FeishuRobot::judge(r#"{"code":19001,"data":{},"msg":"param invalid"}"#).unwrap_err();
     assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    // Its guide's other answers: a body it cannot take, a missing keyword (the content's
+    // fault), an address off the IP list (the account's).
+    let e = FeishuRobot::judge(r#"{"code":9499,"msg":"Bad Request","data":{}}"#).unwrap_err();
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    let e = FeishuRobot::judge(r#"{"code":19024,"msg":"Key Words Not Found"}"#).unwrap_err();
+    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+    let e = FeishuRobot::judge(r#"{"code":19022,"msg":"Ip Not Allowed"}"#).unwrap_err();
+    assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
     let e = FeishuRobot::judge("upstream connect error").unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
 }

@@ -151,14 +151,28 @@ pub fn token_answer(
 }
 
 /// Classifies an `{"errcode", "errmsg"}` answer: 0 is done, `token_codes` reject the
-/// token, `busy_codes` (and -1) are transient, anything else is permanent.
+/// token, `busy_codes` (and -1) are transient, anything else is permanent. DingTalk's 88
+/// ("see `sub_code`") is judged by its `sub_code` when it has one: an invalid or expired
+/// token (40014, 42001) or another refusal (60011: no permission for the API), which a new
+/// token would not change.
 pub fn errcode_answer(
     provider: &str,
     answer: &str,
     token_codes: &[i64],
     busy_codes: &[i64],
 ) -> Result<Answer<Value>, SendError> {
-    match errcode(answer) {
+    let sub_code = || {
+        let v: Value = serde_json::from_str(answer).ok()?;
+        match &v["sub_code"] {
+            Value::String(s) => s.trim().parse().ok(),
+            n => n.as_i64(),
+        }
+    };
+    let code = errcode(answer).map(|(code, msg)| match code {
+        88 => (sub_code().unwrap_or(88), msg),
+        _ => (code, msg),
+    });
+    match code {
         Some((0, _)) => Ok(Answer::Done(
             serde_json::from_str(answer).unwrap_or(Value::Null),
         )),
