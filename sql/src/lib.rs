@@ -221,12 +221,17 @@ impl Tracking {
             root
         };
         let ctx = session()?;
+        // As a URL of its own (a `#` or `?` in the path is escaped, not a fragment or a query
+        // that would cut the path short and list nothing: 0 rows, no error).
+        let location = url::Url::from_directory_path(&root)
+            .map(String::from)
+            .unwrap_or_else(|()| format!("file://{}", root.display()));
         for (table, schema) in [
             ("events", events_schema()),
             ("dead_letters", dead_letters_schema()),
         ] {
             if root.join(table).is_dir() {
-                register(&ctx, table, &format!("file://{}", root.display()), &schema).await?;
+                register(&ctx, table, &location, &schema).await?;
             } else {
                 // Nothing written yet: an empty table of the same columns.
                 ctx.register_table(table, empty_table(&schema)?)?;
@@ -652,6 +657,27 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(&e, SqlError::Corrupt { files, .. } if files == &[later.display().to_string()]),
+            "{e}"
+        );
+    }
+
+    /// A `#` in the directory's path is part of the path: the tables read its files (here a
+    /// torn one, named), not those of the path cut at the `#` (none: 0 rows, no error).
+    #[test]
+    fn a_hash_in_the_path_is_part_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracking = dir.path().join("job#2/tracking");
+        let part = tracking.join("dead_letters/date=2025-11-22");
+        std::fs::create_dir_all(&part).unwrap();
+        let bad = part.join("torn.parquet");
+        std::fs::write(&bad, b"PAR1 but not really").unwrap();
+        let rt = rt();
+        let t = rt.block_on(Tracking::open(&tracking)).unwrap();
+        let e = rt
+            .block_on(t.query("SELECT count(*) FROM dead_letters"))
+            .unwrap_err();
+        assert!(
+            matches!(&e, SqlError::Corrupt { files, .. } if files == &[bad.display().to_string()]),
             "{e}"
         );
     }
