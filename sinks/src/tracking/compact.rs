@@ -484,10 +484,27 @@ fn write_compacted(part: &impl Partition, stem: &str, files: &[String]) -> io::R
         return Ok(0);
     }
     let target = format!("{stem}.parquet");
+    // A file that cannot be read (torn, not Parquet, or not fetched this time) is left as it
+    // is, outside the merge: the others are merged (one bad file held its partition's small
+    // files back at every pass), and queries still see it, and name it.
     let mut batches = Vec::new();
+    let mut merged: Vec<String> = Vec::with_capacity(files.len());
     for name in files {
-        batches.extend(part.read(name)?);
+        match part.read(name) {
+            Ok(b) => {
+                batches.extend(b);
+                merged.push(name.clone());
+            }
+            Err(e) => tracing::warn!(
+                "compaction: {} is left out of the merge: {e}",
+                part.show(name)
+            ),
+        }
     }
+    if merged.len() < 2 {
+        return Ok(0);
+    }
+    let files = &merged[..];
     // Files written before a column was added lack it: the merged file has every column, null
     // where a file had none.
     let mut fields: Vec<arrow_schema::FieldRef> = Vec::new();
@@ -762,6 +779,25 @@ mod tests {
 
     /// A file written before `template_version` existed is merged with newer ones: the
     /// compacted file has every column, null where the old file had none.
+    /// A file that cannot be read is left out of the merge, as it is; the others are merged.
+    #[test]
+    fn an_unreadable_file_is_left_out_and_the_rest_merged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let day = small_files(tmp.path(), 4, 5);
+        let torn = day.join("torn.parquet");
+        std::fs::write(&torn, b"PAR1 but not really").unwrap();
+        let p = compact_partition(&day, &settled_now(), SystemTime::now()).unwrap();
+        assert_eq!((p.merged, p.written), (4, 1));
+        assert!(torn.exists());
+        assert!(
+            !compaction::superseded(&day)
+                .unwrap()
+                .contains("torn.parquet")
+        );
+        std::fs::remove_file(&torn).unwrap();
+        assert_eq!(rows(&day).len(), 20);
+    }
+
     #[test]
     fn files_of_an_older_schema_are_merged_with_nulls() {
         let tmp = tempfile::tempdir().unwrap();
