@@ -321,8 +321,8 @@ impl Tracking {
             self.ctx
                 .sql_with_options(sql, options)
                 .await?
-                .limit(0, Some(limit))?
-                .collect()
+                .limit(0, Some(limit))
+                .map(collected)?
                 .await
         };
         match tokio::time::timeout(within, run).await {
@@ -371,13 +371,13 @@ impl Tracking {
                 col("state_code").sort(true, false),
                 col("receiver").sort(true, false),
             ])?;
-        df.collect().await.map_err(|e| self.name_corrupt(e))
+        collected(df).await.map_err(|e| self.name_corrupt(e))
     }
 
     /// Runs one statement and collects its result. A failure caused by a file that is not
     /// Parquet names the file.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
-        let result = async { self.ctx.sql(sql).await?.collect().await }.await;
+        let result = async { collected(self.ctx.sql(sql).await?).await }.await;
         result.map_err(|e| self.name_corrupt(e))
     }
 
@@ -573,6 +573,20 @@ pub fn json_table(batches: &[RecordBatch], limit: usize) -> Result<serde_json::V
     Ok(serde_json::json!({"columns": columns, "rows": rows, "truncated": truncated}))
 }
 
+/// Collects `df`; a result without rows is one empty batch of its columns (DataFusion may
+/// give none), so it keeps its header: in CSV, in a table, in the console's `columns`.
+async fn collected(
+    df: datafusion::dataframe::DataFrame,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let schema = df.schema().inner().clone();
+    let batches = df.collect().await?;
+    Ok(if batches.is_empty() {
+        vec![RecordBatch::new_empty(schema)]
+    } else {
+        batches
+    })
+}
+
 pub fn format(batches: &[RecordBatch], format: Format) -> Result<String, SqlError> {
     match format {
         Format::Table => {
@@ -638,6 +652,20 @@ mod tests {
             .block_on(t.query("SELECT count(*) AS n FROM events, dead_letters"))
             .unwrap();
         assert_eq!(format(&b, Format::Csv).unwrap(), "n\n0\n");
+        // A result without rows keeps its columns.
+        let b = rt
+            .block_on(t.query("SELECT message_id, state FROM events WHERE state = 'x'"))
+            .unwrap();
+        assert_eq!(format(&b, Format::Csv).unwrap(), "message_id,state\n");
+        assert!(
+            format(&b, Format::Table)
+                .unwrap()
+                .contains("| message_id | state |")
+        );
+        assert_eq!(
+            json_table(&b, 10).unwrap()["columns"],
+            serde_json::json!(["message_id", "state"])
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
