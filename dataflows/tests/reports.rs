@@ -62,6 +62,43 @@ fn reports_match_their_golden_files_on_the_demo() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
+    // `--dir` reads days and hours in `--timezone` (the job's zone: the same report; another
+    // zone: other hours); a zone that is not one is refused, naming the flag.
+    let tracking = job.parent().unwrap().join("var/tracking");
+    let by_dir = |tz: &str| {
+        tidings(&[
+            "report",
+            "hourly_volume",
+            "--dir",
+            tracking.to_str().unwrap(),
+            "--timezone",
+            tz,
+            "--format",
+            "csv",
+        ])
+    };
+    let golden = std::fs::read_to_string(golden_dir.join("hourly_volume.csv")).unwrap();
+    if !bless {
+        assert_eq!(by_dir("Asia/Shanghai"), golden);
+        assert_ne!(by_dir("UTC"), golden);
+    }
+    let refused = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "report",
+            "hourly_volume",
+            "--dir",
+            "x",
+            "--timezone",
+            "Mars/Base",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("--timezone") && said.contains("Mars/Base"),
+        "{said}"
+    );
+
     // Parameters narrow a report: one template's funnel is a part of the whole day's.
     let all = tidings(&[
         "report",

@@ -65,6 +65,13 @@ pub fn load_as(path: &Path, mode: LoadMode) -> Result<Job, Failure> {
     Job::load_as(path, mode).map_err(|e| Failure::Problems(e.problems))
 }
 
+/// A `--timezone` flag: an IANA name (`Europe/Berlin`), as a job file's `timezone`.
+pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse().map_err(|_| {
+        format!("unknown time zone `{name}`; use an IANA name such as \"Asia/Shanghai\"")
+    })
+}
+
 /// The `NAME=VALUE` pairs of `--var` flags.
 pub fn parse_vars(vars: &[String]) -> Result<Vec<(&str, &str)>, Failure> {
     vars.iter()

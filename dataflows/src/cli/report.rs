@@ -24,6 +24,10 @@ pub struct ReportArgs {
     /// the `AWS_*` environment variables).
     #[arg(long)]
     dir: Option<String>,
+    /// The time zone of `--dir`'s days and hours (a job's own with `--job`). Default
+    /// Asia/Shanghai, a job file's default.
+    #[arg(long, conflicts_with = "job", value_parser = super::parse_timezone)]
+    timezone: Option<chrono_tz::Tz>,
     /// Only this local date, `YYYY-MM-DD`.
     #[arg(long)]
     date: Option<String>,
@@ -62,7 +66,7 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
         date: args.date,
         template: args.template,
         receiver: args.receiver,
-        timezone,
+        timezone: timezone.or_else(|| args.timezone.map(|tz| tz.name().to_string())),
     };
     report
         .render(&params)

@@ -17,6 +17,12 @@ pub struct TraceArgs {
     /// A Redis URL, instead of a job.
     #[arg(long)]
     redis: Option<String>,
+    /// With `--redis`: the keys' prefix (a job's `tracking.redis_prefix`).
+    #[arg(long, requires = "redis", default_value = tidings_sinks::tracking::redis::PREFIX)]
+    prefix: String,
+    /// With `--redis`: the time zone of a template's day (a job's `timezone`).
+    #[arg(long, requires = "redis", default_value = "Asia/Shanghai", value_parser = super::parse_timezone)]
+    timezone: chrono_tz::Tz,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: OutputFormat,
@@ -50,8 +56,7 @@ pub fn run(args: TraceArgs) -> Result<(), Failure> {
     let job = args.job.as_deref().map(load_for_reading).transpose()?;
     let prefix = job
         .as_ref()
-        .map(|j| j.file.tracking.redis_prefix.clone())
-        .unwrap_or_else(|| tidings_sinks::tracking::redis::PREFIX.into());
+        .map_or(args.prefix, |j| j.file.tracking.redis_prefix.clone());
     let url = match (args.redis, job.as_ref()) {
         (Some(url), _) => url,
         (None, Some(j)) => j.file.tracking.redis.clone().ok_or_else(|| {
@@ -68,7 +73,8 @@ pub fn run(args: TraceArgs) -> Result<(), Failure> {
         TraceWhat::Message { id } => redis.message(&id).map_err(failed)?,
         TraceWhat::User { receiver } => redis.user(&receiver).map_err(failed)?,
         TraceWhat::Template { id, date } => {
-            let date = local_date(job.as_ref(), date)?;
+            let tz = job.as_ref().map_or(args.timezone, |j| j.tz);
+            let date = local_date(tz, date)?;
             funnel(&mut redis, job.as_ref(), id, date).map_err(failed)?
         }
     };
@@ -76,9 +82,8 @@ pub fn run(args: TraceArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `--date`, or today in the job's time zone (Shanghai without a job).
-fn local_date(job: Option<&Job>, date: Option<String>) -> Result<chrono::NaiveDate, Failure> {
-    let tz = job.map(|j| j.tz).unwrap_or(chrono_tz::Asia::Shanghai);
+/// `--date`, or today in `tz` (the job's, or `--timezone`).
+fn local_date(tz: chrono_tz::Tz, date: Option<String>) -> Result<chrono::NaiveDate, Failure> {
     match date {
         Some(d) => chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
             .map_err(|e| Failure::Usage(format!("--date {d:?}: {e}; write YYYY-MM-DD"))),
