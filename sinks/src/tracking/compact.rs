@@ -4,8 +4,8 @@
 //! `tidings_model::compaction` says (the list first, then the file, each written aside and
 //! renamed), and deletes what a compacted file replaces once the grace period is over. A
 //! reader never sees a row twice or misses one. Compacted files are not merged again (a pass
-//! adds at most one file per partition: 144 a day at the default 10 minutes, instead of a file
-//! per worker per flush). Retention deletes whole `date=` partitions older than
+//! adds one file per partition and 64 MiB of small files: usually 144 a day at the default
+//! 10 minutes, instead of a file per worker per flush). Retention deletes whole `date=` partitions older than
 //! `tracking.retain_days`.
 
 use std::collections::BTreeSet;
