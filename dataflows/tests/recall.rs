@@ -64,6 +64,16 @@ fn of(rows: &[EventRow], state: &str) -> Vec<(i64, String, String)> {
     v
 }
 
+/// The receivers of the RECALL_SUCCESS rows, sorted.
+fn recalled(rows: &[EventRow]) -> Vec<String> {
+    let mut v: Vec<String> = of(rows, "RECALL_SUCCESS")
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn recalls_reach_the_provider_and_end_in_recall_states() {
     let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
@@ -195,13 +205,8 @@ fn a_recall_in_the_same_epoch_runs_after_the_sends_before_it() {
         let _ = std::fs::remove_dir_all(dir.path().join("var"));
         let (rows, dead, _) = common::run_memory(&job, workers, NOW);
         assert!(dead.is_empty(), "{dead:?}");
-        let mut recalled: Vec<String> = of(&rows, "RECALL_SUCCESS")
-            .into_iter()
-            .map(|r| r.2)
-            .collect();
-        recalled.sort();
         assert_eq!(
-            recalled,
+            recalled(&rows),
             ["ding-u1", "ding-u2"],
             "{workers} worker(s): {rows:?}"
         );
@@ -241,11 +246,7 @@ fn a_template_recall_takes_back_only_what_was_sent_before_it() {
         let (rows, dead, _) = common::run_memory(&job, workers, NOW);
         assert!(dead.is_empty(), "{dead:?}");
         assert_eq!(of(&rows, "SEND_SUCCESS").len(), 32);
-        let mut recalled: Vec<String> = of(&rows, "RECALL_SUCCESS")
-            .into_iter()
-            .map(|r| r.2)
-            .collect();
-        recalled.sort();
+        let recalled = recalled(&rows);
         assert_eq!(
             recalled,
             ["u-before-1", "u-before-2"],
