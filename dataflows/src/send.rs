@@ -449,7 +449,6 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
             &order,
             r.template_id,
             &r.message_ids,
-            tidings_sinks::util::kit::now_ms(),
             r.event_time,
             r.accounts.as_deref(),
         )

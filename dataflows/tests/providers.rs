@@ -488,58 +488,65 @@ fn a_job_regions_numbers_are_dialled_with_its_country_code() {
     let job = common::write_job(dir.path(), &templates, &requests, "region = \"HK\"");
     let text = std::fs::read_to_string(&job).unwrap() + &accounts;
     std::fs::write(&job, text).unwrap();
-    let (rows, dead, _) = common::run_memory(&job, 1, 1_763_870_400_000);
-    assert!(dead.is_empty(), "{dead:?}");
-    // Tracked as the job holds them; every one sent.
-    let mut sent: Vec<(i64, String)> = rows
-        .iter()
-        .filter(|r| r.state.name() == "SEND_SUCCESS")
-        .map(|r| (r.meta.template_id, r.receiver.to_string()))
-        .collect();
-    sent.sort();
-    let want = |t: i64| {
-        [
-            (t, "+8613912341234".to_string()),
-            (t, "91234567".to_string()),
-            (t, "91234568".to_string()),
-        ]
-    };
-    assert_eq!(sent, [want(1), want(2), want(3)].concat());
-    // Dialled as each API takes them.
-    let got = sim.received();
-    assert!(got.iter().all(|r| r.valid), "{got:#?}");
-    let numbers = |provider: &str| -> Vec<String> {
-        let mut n: Vec<String> = got
+    // The same numbers on 1 and 2 workers (a pure function of the receiver and the region).
+    for workers in [1, 2] {
+        let _ = std::fs::remove_dir_all(dir.path().join("var"));
+        let before = sim.received().len();
+        let (rows, dead, _) = common::run_memory(&job, workers, 1_763_870_400_000);
+        assert!(dead.is_empty(), "{dead:?}");
+        // Tracked as the job holds them; every one sent.
+        let mut sent: Vec<(i64, String)> = rows
             .iter()
-            .filter(|r| r.provider == provider)
-            .flat_map(|r| match provider {
-                "tencent" => r.body["PhoneNumberSet"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|n| n.as_str().unwrap().to_string())
-                    .collect::<Vec<_>>(),
-                "aliyun" => split(&r.body["PhoneNumbers"]),
-                _ => split(&r.body["mobile"]),
-            })
+            .filter(|r| r.state.name() == "SEND_SUCCESS")
+            .map(|r| (r.meta.template_id, r.receiver.to_string()))
             .collect();
-        n.sort();
-        n
-    };
-    fn split(v: &serde_json::Value) -> Vec<String> {
-        v.as_str().unwrap().split(',').map(String::from).collect()
+        sent.sort();
+        let want = |t: i64| {
+            [
+                (t, "+8613912341234".to_string()),
+                (t, "91234567".to_string()),
+                (t, "91234568".to_string()),
+            ]
+        };
+        assert_eq!(sent, [want(1), want(2), want(3)].concat());
+        // Dialled as each API takes them.
+        let got = sim.received()[before..].to_vec();
+        assert!(got.iter().all(|r| r.valid), "{got:#?}");
+        let numbers = |provider: &str| -> Vec<String> {
+            let mut n: Vec<String> = got
+                .iter()
+                .filter(|r| r.provider == provider)
+                .flat_map(|r| match provider {
+                    "tencent" => r.body["PhoneNumberSet"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|n| n.as_str().unwrap().to_string())
+                        .collect::<Vec<_>>(),
+                    "aliyun" => split(&r.body["PhoneNumbers"]),
+                    _ => split(&r.body["mobile"]),
+                })
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(
+            numbers("tencent"),
+            ["+85291234567", "+85291234568", "+8613912341234"]
+        );
+        assert_eq!(
+            numbers("aliyun"),
+            ["85291234567", "85291234568", "8613912341234"]
+        );
+        assert_eq!(
+            numbers("yunpian"),
+            ["+85291234567", "+85291234568", "+8613912341234"]
+        );
     }
-    assert_eq!(
-        numbers("tencent"),
-        ["+85291234567", "+85291234568", "+8613912341234"]
-    );
-    assert_eq!(
-        numbers("aliyun"),
-        ["85291234567", "85291234568", "8613912341234"]
-    );
-    assert_eq!(
-        numbers("yunpian"),
-        ["+85291234567", "+85291234568", "+8613912341234"]
-    );
     sim.stop();
+}
+
+/// A comma-separated list of numbers in a call's field.
+fn split(v: &serde_json::Value) -> Vec<String> {
+    v.as_str().unwrap().split(',').map(String::from).collect()
 }

@@ -162,17 +162,16 @@ pub struct Recalled {
 impl Accounts {
     /// Recalls `message_ids` (none: every recallable message of the template) through the
     /// accounts of `order`: each message with the account that sent it, as sent at or before
-    /// the recall's event time `up_to`.
-    #[allow(clippy::too_many_arguments)]
+    /// the recall's event time `up_to` and within the provider's window (by the wall clock).
     pub async fn recall_routed(
         &self,
         order: &[usize],
         template_id: i64,
         message_ids: &[String],
-        now: i64,
         up_to: i64,
         live: Option<&tidings_model::message::LiveAccounts>,
     ) -> Vec<Recalled> {
+        let now = crate::util::kit::now_ms();
         let mut seen = std::collections::HashSet::new();
         let ids: Vec<String> = if message_ids.is_empty() {
             order
@@ -280,9 +279,8 @@ mod tests {
             accounts.send_routed(&order, &batch).await[..],
             [Ok(()), Ok(())]
         );
-        let now = crate::util::kit::now_ms();
         let recalled = accounts
-            .recall_routed(&order, 6, &["m-1".into()], now, 0, None)
+            .recall_routed(&order, 6, &["m-1".into()], 0, None)
             .await;
         let mut reached: Vec<String> = recalled
             .iter()
@@ -293,7 +291,7 @@ mod tests {
         assert_eq!(reached, ["u1", "u2"], "{recalled:?}");
         // Another template's recall does not take it back.
         let other = accounts
-            .recall_routed(&order, 7, &["m-2".into()], now, 0, None)
+            .recall_routed(&order, 7, &["m-2".into()], 0, None)
             .await;
         assert!(other[0].result.is_err());
     }
