@@ -17,6 +17,9 @@
 //!   read. Its
 //!   offsets are committed behind its own "done" frontier (after SEND_SUCCESS/SEND_FAIL rows
 //!   are durable): at-least-once, like the main source.
+//! - A recall for such an account goes through its topic too ([`Queues::hand_off_recall`]),
+//!   behind the deliveries handed off before it, and runs once the second dataflow has sent
+//!   them: in the main graph it would find nothing of what still waits in the topic.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -38,7 +41,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tidings_model::{DeadLetter, Delivery};
 use tidings_operators::checkpoint::write_durably;
 use tidings_operators::container::Trimming;
-use tidings_operators::{Clock, Epoch, Tracked};
+use tidings_operators::{Clock, Epoch, RecallOrder, Tracked};
 use tidings_sinks::account::AccountConfig;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::operator::source;
@@ -64,6 +67,9 @@ pub fn topic_of(send_topic: &str, account: &str) -> String {
 /// many of its deliveries are in memory now. Shared by both dataflows of every worker.
 pub struct Queues {
     topics: Vec<Option<String>>,
+    /// Accounts on a recall channel: their deliveries and recall orders all go to partition 0
+    /// of their topic, so a recall is read after every delivery handed off before it.
+    in_order: Vec<bool>,
     capacity: Vec<usize>,
     queued: Vec<AtomicUsize>,
     producer: Option<FutureProducer>,
@@ -88,6 +94,10 @@ impl Queues {
                 let k = kafka.filter(|_| c.queues_in_kafka(true))?;
                 Some(topic_of(&k.topic, name))
             })
+            .collect();
+        let in_order = accounts
+            .values()
+            .map(|c| c.channel.supports_recall())
             .collect();
         let capacity = accounts.values().map(|c| c.queue_capacity()).collect();
         let queued = accounts.values().map(|_| AtomicUsize::new(0)).collect();
@@ -127,6 +137,7 @@ impl Queues {
         };
         Ok(Queues {
             topics,
+            in_order,
             capacity,
             queued,
             producer,
@@ -229,6 +240,9 @@ impl Queues {
                 let mut record = FutureRecord::<str, [u8]>::to(topic)
                     .key(&d.receiver)
                     .payload(&body);
+                if self.in_order[account] {
+                    record = record.partition(0);
+                }
                 loop {
                     match producer.send_result(record) {
                         Ok(ack) => {
@@ -269,7 +283,40 @@ impl Queues {
             }
         }
     }
+
+    /// Produces a recall order to `account`'s topic, behind the deliveries handed off before
+    /// it (partition 0, as theirs: [`Queues::in_order`]); returns once the broker acknowledged
+    /// it. The account-topic dataflow runs it once it has sent what it read before it.
+    pub async fn hand_off_recall(&self, account: usize, order: &RecallOrder) -> Result<(), String> {
+        let (Some(topic), Some(producer)) = (&self.topics[account], &self.producer) else {
+            return Err("account is not queued in Kafka".into());
+        };
+        let body = serde_json::to_vec(order).map_err(|e| e.to_string())?;
+        let mut record = FutureRecord::<str, [u8]>::to(topic)
+            .key(RECALL_KEY)
+            .partition(0)
+            .payload(&body);
+        let ack = loop {
+            match producer.send_result(record) {
+                Ok(ack) => break ack,
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        };
+        match ack.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(e.to_string()),
+            Err(_) => Err("the producer went away".to_string()),
+        }
+    }
 }
+
+/// The key of a recall order in an account topic (deliveries are keyed by their receiver; a
+/// record of this key that is not a recall order is read as a delivery).
+const RECALL_KEY: &str = "\u{0}tidings-recall";
 
 /// One account topic's consumer and its offsets read per epoch, not yet committed.
 struct AccountConsumer {
@@ -489,12 +536,28 @@ impl BacklogReader {
     }
 }
 
-/// What the account topics yield: deliveries to send, and dead letters for what is not one.
+/// What the account topics yield: deliveries to send, recall orders to run after the sends
+/// read before them, and dead letters for what is neither.
 pub struct Backlog<'s> {
     /// Deliveries read back from the account topics.
     pub pass: StreamVec<'s, Epoch, Delivery>,
-    /// Dead letters of records that are not deliveries.
+    /// Recall orders handed off behind an account's deliveries ([`Queues::hand_off_recall`]).
+    pub recalls: StreamVec<'s, Epoch, RecallOrder>,
+    /// Dead letters of records that are neither.
     pub rows: StreamVec<'s, Epoch, Tracked>,
+}
+
+/// One record of an account topic, read.
+type Read = Result<Delivery, Result<RecallOrder, DeadLetter>>;
+
+/// Reads one record of an account topic: a recall order (by its key) or a delivery.
+fn read_record(key: Option<&[u8]>, payload: &[u8]) -> Result<Read, serde_json::Error> {
+    if key == Some(RECALL_KEY.as_bytes())
+        && let Ok(order) = serde_json::from_slice::<RecallOrder>(payload)
+    {
+        return Ok(Err(Ok(order)));
+    }
+    serde_json::from_slice::<Delivery>(payload).map(Ok)
 }
 
 /// Reads the account topics at each account's pace (worker 0; other workers pass `None`).
@@ -509,118 +572,156 @@ pub fn backlog_source<'s>(
     stop: Arc<AtomicBool>,
     main_done: Arc<AtomicBool>,
 ) -> Backlog<'s> {
-    let read = source::<_, Trimming<Result<Delivery, DeadLetter>>, _, _>(
-        scope,
-        "AccountTopics",
-        move |cap, info| {
-            let activator = scope.activator_for(info.address);
-            let mut cap = reader.as_ref().map(|_| cap);
-            let start = Instant::now();
-            let mut quiet_since = Instant::now();
-            let mut assigned = false;
-            let mut main_done_at: Option<Instant> = None;
-            move |output| {
-                let (Some(c), Some(reader)) = (cap.as_mut(), reader.as_ref()) else {
-                    cap = None;
-                    return;
-                };
-                let idle = queues
-                    .topics()
-                    .all(|(a, _)| queues.queued[a].load(Ordering::Relaxed) == 0);
-                if !idle {
-                    quiet_since = Instant::now();
-                }
-                if !assigned && reader.assign() {
-                    assigned = true;
-                    quiet_since = Instant::now();
-                }
-                let main_over = main_done.load(Ordering::Relaxed);
-                if main_over && main_done_at.is_none() {
-                    main_done_at = Some(Instant::now());
-                }
-                // A group that is never given its partitions (seen with tansu after a graceful
-                // leave) must not keep the run alive: what the topics hold waits for the next run.
-                if !assigned && main_done_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(30))
-                {
-                    tracing::warn!(
-                        "the account topics' consumers got no partitions; their deliveries wait in Kafka for the next run"
-                    );
-                    cap = None;
-                    return;
-                }
-                // Done: the main graph is, every partition of every account topic is read to its
-                // end (what earlier runs handed off included), and all of it was sent.
-                let drained = main_over
-                    && assigned
-                    && reader.consumers.iter().all(AccountConsumer::drained)
-                    && idle
-                    && queues.read.load(Ordering::Relaxed) >= queues.handed.load(Ordering::Relaxed)
-                    && quiet_since.elapsed() >= Duration::from_secs(2);
-                if stop.load(Ordering::Relaxed) || drained {
-                    cap = None;
-                    return;
-                }
-                let epoch = (start.elapsed().as_millis() / reader.tick.as_millis().max(1)) as Epoch;
-                if epoch > *c.time() {
-                    c.downgrade(&epoch);
-                }
-                let epoch = *c.time();
-                let mut batch = Vec::new();
-                for c in &reader.consumers {
-                    // Only as many as the account has room for: the rest waits in Kafka.
-                    let mut room = queues.room(c.account).min(4096);
-                    while room > 0 {
-                        let m = match c.consumer.poll(Duration::ZERO) {
-                            None => break,
-                            Some(Err(KafkaError::PartitionEOF(p))) => {
-                                c.at_end.borrow_mut().insert(p, true);
-                                continue;
-                            }
-                            Some(Err(e)) => {
-                                tracing::warn!("kafka ({}): {e}", c.topic);
-                                break;
-                            }
-                            Some(Ok(m)) => m,
-                        };
-                        let (p, o) = (m.partition(), m.offset());
-                        c.at_end.borrow_mut().insert(p, false);
-                        c.pending
-                            .borrow_mut()
-                            .entry(epoch)
-                            .or_default()
-                            .insert(p, o);
-                        if c.skip_below.get(&p).is_some_and(|&s| o < s) {
+    let read = source::<_, Trimming<Read>, _, _>(scope, "AccountTopics", move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = reader.as_ref().map(|_| cap);
+        let start = Instant::now();
+        let mut quiet_since = Instant::now();
+        let mut assigned = false;
+        let mut main_done_at: Option<Instant> = None;
+        move |output| {
+            let (Some(c), Some(reader)) = (cap.as_mut(), reader.as_ref()) else {
+                cap = None;
+                return;
+            };
+            let idle = queues
+                .topics()
+                .all(|(a, _)| queues.queued[a].load(Ordering::Relaxed) == 0);
+            if !idle {
+                quiet_since = Instant::now();
+            }
+            if !assigned && reader.assign() {
+                assigned = true;
+                quiet_since = Instant::now();
+            }
+            let main_over = main_done.load(Ordering::Relaxed);
+            if main_over && main_done_at.is_none() {
+                main_done_at = Some(Instant::now());
+            }
+            // A group that is never given its partitions (seen with tansu after a graceful
+            // leave) must not keep the run alive: what the topics hold waits for the next run.
+            if !assigned && main_done_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(30)) {
+                tracing::warn!(
+                    "the account topics' consumers got no partitions; their deliveries wait in Kafka for the next run"
+                );
+                cap = None;
+                return;
+            }
+            // Done: the main graph is, every partition of every account topic is read to its
+            // end (what earlier runs handed off included), and all of it was sent.
+            let drained = main_over
+                && assigned
+                && reader.consumers.iter().all(AccountConsumer::drained)
+                && idle
+                && queues.read.load(Ordering::Relaxed) >= queues.handed.load(Ordering::Relaxed)
+                && quiet_since.elapsed() >= Duration::from_secs(2);
+            if stop.load(Ordering::Relaxed) || drained {
+                cap = None;
+                return;
+            }
+            let epoch = (start.elapsed().as_millis() / reader.tick.as_millis().max(1)) as Epoch;
+            if epoch > *c.time() {
+                c.downgrade(&epoch);
+            }
+            let epoch = *c.time();
+            let mut batch = Vec::new();
+            for c in &reader.consumers {
+                // Only as many as the account has room for: the rest waits in Kafka.
+                let mut room = queues.room(c.account).min(4096);
+                while room > 0 {
+                    let m = match c.consumer.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Err(KafkaError::PartitionEOF(p))) => {
+                            c.at_end.borrow_mut().insert(p, true);
                             continue;
                         }
-                        let payload = m.payload().unwrap_or_default();
-                        match serde_json::from_slice::<Delivery>(payload) {
-                            Ok(d) => {
-                                queues.queued[c.account].fetch_add(1, Ordering::Relaxed);
-                                queues.read.fetch_add(1, Ordering::Relaxed);
-                                batch.push(Ok(d));
-                                room -= 1;
-                            }
-                            Err(e) => batch.push(Err(DeadLetter::of_record(
-                                clock.now_ms(),
-                                format!("{}/{p}/{o}", c.topic),
-                                payload,
-                                format!("not a delivery of an account topic: {e}"),
-                            ))),
+                        Some(Err(e)) => {
+                            tracing::warn!("kafka ({}): {e}", c.topic);
+                            break;
                         }
+                        Some(Ok(m)) => m,
+                    };
+                    let (p, o) = (m.partition(), m.offset());
+                    c.at_end.borrow_mut().insert(p, false);
+                    c.pending
+                        .borrow_mut()
+                        .entry(epoch)
+                        .or_default()
+                        .insert(p, o);
+                    if c.skip_below.get(&p).is_some_and(|&s| o < s) {
+                        continue;
+                    }
+                    let payload = m.payload().unwrap_or_default();
+                    match read_record(m.key(), payload) {
+                        Ok(Ok(d)) => {
+                            queues.queued[c.account].fetch_add(1, Ordering::Relaxed);
+                            queues.read.fetch_add(1, Ordering::Relaxed);
+                            batch.push(Ok(d));
+                            room -= 1;
+                        }
+                        Ok(recall) => batch.push(recall),
+                        Err(e) => batch.push(Err(Err(DeadLetter::of_record(
+                            clock.now_ms(),
+                            format!("{}/{p}/{o}", c.topic),
+                            payload,
+                            format!("not a delivery of an account topic: {e}"),
+                        )))),
                     }
                 }
-                if batch.is_empty() {
-                    activator.activate_after(Duration::from_millis(5));
-                } else {
-                    quiet_since = Instant::now();
-                    output
-                        .session_with_builder(&*c)
-                        .give_iterator(batch.into_iter());
-                    activator.activate();
-                }
             }
-        },
-    );
-    let (pass, rows) = read.ok_err(|r| r.map_err(|d| Tracked::Dead(Box::new(d))));
-    Backlog { pass, rows }
+            if batch.is_empty() {
+                activator.activate_after(Duration::from_millis(5));
+            } else {
+                quiet_since = Instant::now();
+                output
+                    .session_with_builder(&*c)
+                    .give_iterator(batch.into_iter());
+                activator.activate();
+            }
+        }
+    });
+    let (pass, rest): (_, StreamVec<'s, Epoch, Result<RecallOrder, DeadLetter>>) =
+        read.ok_err(|r| r);
+    let (recalls, rows) = rest.ok_err(|r| r.map_err(|d| Tracked::Dead(Box::new(d))));
+    Backlog {
+        pass,
+        recalls,
+        rows,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_model::MessageMeta;
+
+    /// A recall order is read by its key; a delivery to a receiver spelled like that key is
+    /// still a delivery, and a record that is neither is an error (a dead letter).
+    #[test]
+    fn recall_orders_and_deliveries_are_told_apart() {
+        let order = RecallOrder {
+            template_id: 7,
+            message_ids: vec!["m-1".into()],
+            event_time: 1_000,
+            source: "t/0/3".into(),
+            account: None,
+            accounts: None,
+        };
+        let body = serde_json::to_vec(&order).unwrap();
+        let key = Some(RECALL_KEY.as_bytes());
+        assert!(matches!(read_record(key, &body), Ok(Err(Ok(o))) if o == order));
+        let delivery = Delivery::new(
+            MessageMeta::sample(1, 0, "{}"),
+            RECALL_KEY.into(),
+            0,
+            0,
+            (0, 0),
+        );
+        let body = serde_json::to_vec(&delivery).unwrap();
+        for key in [key, None] {
+            assert!(matches!(read_record(key, &body), Ok(Ok(d)) if d == delivery));
+        }
+        assert!(read_record(None, &serde_json::to_vec(&order).unwrap()).is_err());
+        assert!(read_record(key, b"{").is_err());
+    }
 }

@@ -369,11 +369,16 @@ pub fn send<'s>(
 /// on every worker (the `sent` probe has passed the epoch), so a recall always finds the
 /// messages sent before it. Emits RECALL_SUCCESS / RECALL_FAIL rows, holding each epoch until
 /// its recalls are done.
+///
+/// In the main graph a recall for a `kafka`-queued account is handed to the account's topic
+/// instead, behind the deliveries handed off before it (which may not be sent yet): the
+/// account-topic dataflow runs it (`SendMode::Accounts`) once it has sent them.
 pub fn recall<'s>(
     orders: StreamVec<'s, Epoch, RecallOrder>,
     ctx: Arc<SendContext>,
     clock: Clock,
     sent: ProbeHandle<Epoch>,
+    mode: SendMode,
 ) -> StreamVec<'s, Epoch, Tracked> {
     let scope = orders.scope();
     orders.unary_frontier::<Trimming<Tracked>, _, _, _>(Pipeline, "Recall", move |_, info| {
@@ -406,7 +411,7 @@ pub fn recall<'s>(
                     *out += 1;
                     let (ctx, done, activator) = (ctx.clone(), done_tx.clone(), activator.clone());
                     ctx.clone().runtime.spawn(async move {
-                        let rows = recall_rows(&ctx, &r, clock).await;
+                        let rows = recall_rows(&ctx, &r, clock, mode).await;
                         let _ = done.send((epoch, rows));
                         let _ = activator.activate();
                     });
@@ -434,7 +439,12 @@ pub fn recall<'s>(
 /// Recalls the messages of one `recall` request through the template's accounts: one
 /// RECALL_SUCCESS or RECALL_FAIL row per receiver the message had reached (one row with an
 /// empty receiver when no account knew the message).
-async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<EventRow> {
+async fn recall_rows(
+    ctx: &SendContext,
+    r: &RecallOrder,
+    clock: Clock,
+    mode: SendMode,
+) -> Vec<EventRow> {
     let route = match &r.account {
         Some(a) => ctx.route_by_name.get(a),
         None => ctx.route_of.get(&r.template_id),
@@ -443,6 +453,18 @@ async fn recall_rows(ctx: &SendContext, r: &RecallOrder, clock: Clock) -> Vec<Ev
         return Vec::new();
     };
     let order = route.order("");
+    // A queued account's sends may still wait in its topic: the recall goes behind them.
+    if let (&[account], SendMode::Main) = (&*order, mode)
+        && ctx.queues.in_kafka(account)
+    {
+        match ctx.queues.hand_off_recall(account, r).await {
+            Ok(()) => return Vec::new(),
+            Err(e) => tracing::warn!(
+                "account topic: {e}; recalling {} directly (deliveries still queued there are not reached)",
+                r.source
+            ),
+        }
+    }
     let recalled = ctx
         .accounts
         .recall_routed(

@@ -1144,3 +1144,87 @@ fn a_delivery_too_large_for_its_account_topic_is_sent_directly_once() {
         Some(&6)
     );
 }
+
+/// A recall of a `kafka`-queued account (rate-limited: its deliveries wait in its own topic)
+/// takes back what was requested before it, though most of it was still in the topic when the
+/// main graph read the recall: the recall is handed off behind those deliveries and runs
+/// once they are sent. What came after it is sent and not recalled. The same on 1 and 2
+/// workers.
+#[test]
+fn a_recall_reaches_deliveries_still_queued_in_an_account_topic() {
+    let templates = "[[template]]\nid = 1\nname = \"task\"\nchannel = \"enterprise_we_chat\"\nmsg_type = \"notice\"\n\
+        id_type = \"enterprise_user_id\"\naccount = \"slow\"\ndedup = false\n[template.content]\ncontent = \"task {$v}\"\n";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let record = |ts: i64, payload: serde_json::Value| Outgoing {
+        key: Some("k".into()),
+        payload: payload.to_string(),
+        timestamp: Some(ts),
+    };
+    let send = |i: i64, to: String| {
+        record(
+            now - 60_000 + i,
+            serde_json::json!({"code": "send", "messageTemplateId": 1,
+                "messageParam": {"receiver": to, "variables": {"v": "x"}}}),
+        )
+    };
+    let mut records: Vec<Outgoing> = (0..40).map(|i| send(i, format!("before-{i:02}"))).collect();
+    records.push(record(
+        now - 60_000 + 100,
+        serde_json::json!({"code": "recall", "messageTemplateId": 1, "recallMessageIds": []}),
+    ));
+    records.extend((0..5).map(|i| send(200 + i, format!("after-{i}"))));
+    let mut seen = Vec::new();
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let unique = common::unique();
+        let topic = format!("recall-{unique}");
+        std::fs::write(dir.path().join("templates.toml"), templates).unwrap();
+        let job = dir.path().join("job.toml");
+        std::fs::write(
+            &job,
+            format!(
+                "name = \"recall\"\ntemplates = \"templates.toml\"\nstate_dir = \"var/state\"\n\
+                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\n\
+                 [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
+                 [accounts.slow]\nchannel = \"enterprise_we_chat\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n\
+                 rate_limit = {{ per_second = 20 }}\nmax_queued = 20\n",
+                brokers()
+            ),
+        )
+        .unwrap();
+        produce(&brokers(), &topic, records.clone(), || {}).unwrap();
+        let job = Job::load(&job).unwrap_or_else(|e| panic!("{e}"));
+        let memory = MemoryTracking::default();
+        let mut opts = RunOptions::for_job(&job);
+        opts.workers = workers;
+        opts.tracking = TrackingTarget::Memory(memory.clone());
+        opts.idle_exit = Some(Duration::from_secs(4));
+        common::within(LIMIT, "the Kafka job", move || run(&job, &opts).unwrap());
+        let tracked = memory.take();
+        assert!(tracked.dead.is_empty(), "{:?}", tracked.dead);
+        let with = |state: &str| -> Vec<String> {
+            let mut v: Vec<String> = tracked
+                .events
+                .iter()
+                .filter(|r| r.state.name() == state)
+                .map(|r| format!("{} {}", r.receiver, r.reason.as_deref().unwrap_or("")))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(with("SEND_SUCCESS").len(), 45, "{workers} worker(s)");
+        assert_eq!(
+            with("RECALL_FAIL"),
+            Vec::<String>::new(),
+            "{workers} worker(s)"
+        );
+        let recalled = with("RECALL_SUCCESS");
+        let expected: Vec<String> = (0..40).map(|i| format!("before-{i:02} ")).collect();
+        assert_eq!(recalled, expected, "{workers} worker(s)");
+        seen.push(recalled);
+    }
+    assert_eq!(seen[0], seen[1]);
+}

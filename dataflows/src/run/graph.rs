@@ -133,7 +133,13 @@ pub(crate) fn main_dataflow(
         let outcomes =
             send(frequency.pass, s.send.clone(), clock, SendMode::Main).probe_with(&sent);
         // Recall requests skip the rules; they run once the sends before them are done.
-        let recalled = recall(admitted.recalls, s.send.clone(), clock, sent.clone());
+        let recalled = recall(
+            admitted.recalls,
+            s.send.clone(),
+            clock,
+            sent.clone(),
+            SendMode::Main,
+        );
         let rows = scope.concatenate([
             admitted.rows,
             content.rows,
@@ -191,8 +197,17 @@ pub(crate) fn accounts_dataflow(
             s.stop.clone(),
             s.main_done.clone(),
         );
-        let outcomes = send(read.pass, s.send.clone(), clock, SendMode::Accounts);
-        let rows = scope.concatenate([read.rows, outcomes]);
+        let sent = ProbeHandle::<Epoch>::new();
+        let outcomes = send(read.pass, s.send.clone(), clock, SendMode::Accounts).probe_with(&sent);
+        // Recalls handed off behind an account's deliveries run once those are sent.
+        let recalled = recall(
+            read.recalls,
+            s.send.clone(),
+            clock,
+            sent,
+            SendMode::Accounts,
+        );
+        let rows = scope.concatenate([read.rows, outcomes, recalled]);
         track(
             rows,
             tracking,
