@@ -821,16 +821,37 @@ impl RedisTrace {
             .arg(0)
             .arg(-1)
             .query(&mut self.con)?;
-        Ok(raw
-            .iter()
-            .filter_map(|s| serde_json::from_str(s).ok())
-            .collect())
+        Ok(oldest_first(
+            raw.iter()
+                .filter_map(|s| serde_json::from_str(s).ok())
+                .collect(),
+        ))
     }
+}
+
+/// A list's entries by their row's `time`, then its state's `code` (RECEIVE before SEND_*):
+/// a list holds them in the order they reached Redis, which is not the rows' when several
+/// workers or processes write, or a spool is backfilled after newer rows.
+fn oldest_first(mut entries: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    let at = |e: &serde_json::Value, field: &str| e.get(field).and_then(|v| v.as_i64());
+    entries.sort_by_key(|e| (at(e, "time"), at(e, "code")));
+    entries
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Entries written out of order (another worker's, a backfilled spool's) are read by
+    /// time, then state code; entries equal in both keep their list order.
+    #[test]
+    fn a_list_is_read_oldest_first() {
+        let e =
+            |time: i64, code: i64, n: i64| serde_json::json!({"time": time, "code": code, "n": n});
+        let read = oldest_first(vec![e(5, 30, 0), e(1, 20, 1), e(5, 10, 2), e(1, 20, 3)]);
+        let order: Vec<i64> = read.iter().map(|v| v["n"].as_i64().unwrap()).collect();
+        assert_eq!(order, [1, 3, 2, 0]);
+    }
 
     fn row(i: usize) -> RedisRow {
         RedisRow {
