@@ -543,6 +543,7 @@ fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
 /// `batches` as `{"columns": [...], "rows": [[...], ...]}` (timestamps as RFC 3339 text, nulls
 /// as `null`), at most `limit` rows; `"truncated": true` when there were more.
 pub fn json_table(batches: &[RecordBatch], limit: usize) -> Result<serde_json::Value, SqlError> {
+    let batches = &unique_names(batches)?;
     let columns: Vec<String> = batches
         .first()
         .map(|b| {
@@ -608,7 +609,7 @@ pub fn format(batches: &[RecordBatch], format: Format) -> Result<String, SqlErro
             let mut buf = Vec::new();
             {
                 let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-                for b in batches {
+                for b in &unique_names(batches)? {
                     w.write(b)?;
                 }
                 w.finish()?;
@@ -618,9 +619,61 @@ pub fn format(batches: &[RecordBatch], format: Format) -> Result<String, SqlErro
     }
 }
 
+/// `batches` with each column name that repeats an earlier one (`SELECT a.x, b.x` over a
+/// join: both named `x`) made unique as `x_2`, `x_3`, ...: a JSON object keeps only one of
+/// equal keys, so the other column's values were lost.
+fn unique_names(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, SqlError> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let schema = first.schema();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut renamed = false;
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut name = f.name().clone();
+            let mut n = 1;
+            while !taken.insert(name.clone()) {
+                n += 1;
+                name = format!("{}_{n}", f.name());
+                renamed = true;
+            }
+            f.as_ref().clone().with_name(name)
+        })
+        .collect();
+    if !renamed {
+        return Ok(batches.to_vec());
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    batches
+        .iter()
+        .map(|b| Ok(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two columns of one name keep their own values in JSON, as `x` and `x_2`.
+    #[test]
+    fn columns_of_one_name_keep_their_values_in_json() {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let field = |n: &str| Field::new(n, DataType::Int64, false);
+        let schema = Schema::new(vec![field("x"), field("x"), field("x_2")]);
+        let column = |v: i64| Arc::new(Int64Array::from(vec![v])) as _;
+        let batch =
+            RecordBatch::try_new(Arc::new(schema), vec![column(1), column(2), column(3)]).unwrap();
+        let table = json_table(std::slice::from_ref(&batch), 10).unwrap();
+        assert_eq!(table["columns"], serde_json::json!(["x", "x_2", "x_2_2"]));
+        assert_eq!(table["rows"], serde_json::json!([[1, 2, 3]]));
+        let lines = format(&[batch], Format::Json).unwrap();
+        assert_eq!(lines.trim(), r#"{"x":1,"x_2":2,"x_2_2":3}"#);
+    }
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
