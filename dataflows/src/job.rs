@@ -370,6 +370,69 @@ fn route_templates(
     account_of
 }
 
+/// The templates' campaigns (`cron` and `crowd`), checked: both given, on a `cron`
+/// template of a Kafka job, the expression readable and the crowd's header naming its
+/// receivers.
+fn campaigns_of(
+    templates: &Templates,
+    templates_path: &Path,
+    kafka: bool,
+    problems: &mut Vec<String>,
+) -> Vec<crate::campaign::Campaign> {
+    use tidings_model::TemplateType;
+    let mut campaigns = Vec::new();
+    for t in templates.iter() {
+        let where_ = format!("{}: template {}", templates_path.display(), t.id);
+        let (expr, crowd) = match (&t.cron, &t.crowd) {
+            (None, None) => continue,
+            (Some(e), Some(c)) => (e, c),
+            (Some(_), None) => {
+                problems.push(format!("{where_}: cron without crowd; add crowd = \"crowds/NAME.csv\" (a CSV with a userId column)"));
+                continue;
+            }
+            (None, Some(_)) => {
+                problems.push(format!(
+                    "{where_}: crowd without cron; add cron = \"0 0 10 * * ?\" (when it is sent)"
+                ));
+                continue;
+            }
+        };
+        if t.template_type != TemplateType::Cron {
+            problems.push(format!(
+                "{where_}: cron is for template_type = \"cron\"; set it"
+            ));
+            continue;
+        }
+        if !kafka {
+            problems.push(format!("{where_}: cron: a campaign is sent to the job's Kafka topic; this job reads a file (source.kind = \"kafka\", or remove cron)"));
+            continue;
+        }
+        let cron = match crate::campaign::Cron::parse(expr) {
+            Ok(c) => c,
+            Err(why) => {
+                problems.push(format!("{where_}: cron: {why}"));
+                continue;
+            }
+        };
+        let crowd = templates_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(crowd);
+        if let Err(why) = crate::campaign::check_crowd(&crowd) {
+            problems.push(format!("{where_}: crowd: {why}"));
+            continue;
+        }
+        campaigns.push(crate::campaign::Campaign {
+            template_id: t.id,
+            name: t.name.clone(),
+            expr: expr.clone(),
+            cron,
+            crowd,
+        });
+    }
+    campaigns
+}
+
 /// Checks the `[groups.NAME]` sections; every member is set to queue in memory.
 fn check_groups(file: &mut JobFile, shown: &str, problems: &mut Vec<String>) {
     // Group members wait in memory: a failed-over receiver must reach the next member
@@ -1295,6 +1358,8 @@ pub struct Job {
     pub event: tidings_operators::event_time::EventTime,
     /// Wall time between checkpoints.
     pub checkpoint: std::time::Duration,
+    /// The templates' campaigns (`cron` templates with a crowd).
+    pub campaigns: Vec<crate::campaign::Campaign>,
 }
 
 impl Job {
@@ -1420,6 +1485,12 @@ impl Job {
         let templates_path = base.join(&file.templates);
         let templates = read_templates(&templates_path, &shown, &mut problems);
         let account_of = route_templates(&file, &templates, &templates_path, &shown, &mut problems);
+        let campaigns = campaigns_of(
+            &templates,
+            &templates_path,
+            file.source.kind == SourceKind::Kafka,
+            &mut problems,
+        );
         use tidings_sinks::tracking::TrackingDir;
         let tracking_dir = TrackingDir::parse(&file.tracking.dir.to_string_lossy(), &base)
             .unwrap_or_else(|why| {
@@ -1501,6 +1572,7 @@ impl Job {
             base,
             event,
             checkpoint,
+            campaigns,
             tz,
             templates: Arc::new(templates),
             receivers,

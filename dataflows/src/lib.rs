@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod backlog;
+pub mod campaign;
 pub mod gateway;
 pub mod health;
 pub mod job;

@@ -652,3 +652,80 @@ fn ignored_keys_and_flags_and_overflowing_numbers_are_refused() {
         "{line}"
     );
 }
+
+#[test]
+fn a_campaigns_problems_name_the_template_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = |id: i64, kind: &str, extra: &str| {
+        format!(
+            "[[template]]\nid = {id}\nname = \"c{id}\"\nchannel = \"sms\"\nmsg_type = \"marketing\"\nid_type = \"phone\"\naccount = \"out\"\ntemplate_type = \"{kind}\"\n{extra}"
+        )
+    };
+    write(dir.path(), "crowd.csv", "userId,name\n13800138000,Li\n");
+    write(dir.path(), "phones.csv", "phone,name\n13800138000,Li\n");
+    let templates = [
+        t(1, "cron", "cron = \"0 0 10 * * ?\"\n"),
+        t(2, "cron", "crowd = \"crowd.csv\"\n"),
+        t(
+            3,
+            "realtime",
+            "cron = \"0 0 10 * * ?\"\ncrowd = \"crowd.csv\"\n",
+        ),
+        t(
+            4,
+            "cron",
+            "cron = \"0 0 25 * * ?\"\ncrowd = \"crowd.csv\"\n",
+        ),
+        t(
+            5,
+            "cron",
+            "cron = \"0 0 10 * * ?\"\ncrowd = \"phones.csv\"\n",
+        ),
+        t(
+            6,
+            "cron",
+            "cron = \"0 0 10 * * ?\"\ncrowd = \"crowd.csv\"\n",
+        ),
+    ];
+    write(dir.path(), "t.toml", &templates.join("\n"));
+    let kafka = write(
+        dir.path(),
+        "kafka.toml",
+        &format!(
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\ngroup = \"g\"\n{OUT}"
+        ),
+    );
+    let problems = tidings_dataflows::Job::load(&kafka).unwrap_err().problems;
+    let want = [
+        "template 1: cron without crowd; add crowd = ",
+        "template 2: crowd without cron; add cron = ",
+        "template 3: cron is for template_type = \"cron\"; set it",
+        "template 4: cron: hour `25`: `25` is outside 0-23",
+        "template 5: crowd: ",
+    ];
+    assert_eq!(problems.len(), want.len(), "{problems:#?}");
+    for (p, w) in problems.iter().zip(want) {
+        assert!(p.contains("t.toml: ") && p.contains(w), "{p}");
+    }
+    assert!(problems[4].contains("name the receivers' column userId"));
+
+    // The same campaign in a job that reads a file has nowhere to send its crowd.
+    write(dir.path(), "t.toml", &templates[5]);
+    write(dir.path(), "r.jsonl", "");
+    let file = write(
+        dir.path(),
+        "file.toml",
+        &format!(
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n{OUT}"
+        ),
+    );
+    let problems = tidings_dataflows::Job::load(&file).unwrap_err().problems;
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].contains("template 6: cron: a campaign is sent to the job's Kafka topic"),
+        "{problems:?}"
+    );
+    let job = tidings_dataflows::Job::load(&kafka).unwrap();
+    assert_eq!(job.campaigns.len(), 1);
+    assert_eq!(job.campaigns[0].crowd, dir.path().join("crowd.csv"));
+}

@@ -1228,3 +1228,79 @@ fn a_recall_reaches_deliveries_still_queued_in_an_account_topic() {
     }
     assert_eq!(seen[0], seen[1]);
 }
+
+/// A campaign (a `cron` template with a crowd) due when the job starts is sent to its crowd,
+/// each request stamped with the scheduled time: the rows' event time is 10:00:00 whenever
+/// the job ran. A restart does not send it again; the next day's time is sent the next day.
+/// The same decisions on 1 and 2 workers.
+#[test]
+fn a_campaign_is_sent_to_its_crowd_at_its_scheduled_event_time_once() {
+    use chrono::TimeZone;
+    let tz = chrono_tz::Asia::Shanghai;
+    let ten = tz
+        .with_ymd_and_hms(2027, 1, 15, 10, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let templates = "[[template]]\nid = 9\nname = \"daily\"\nchannel = \"email\"\nmsg_type = \"marketing\"\n\
+        id_type = \"email\"\naccount = \"out\"\ntemplate_type = \"cron\"\ncron = \"0 0 10 * * ?\"\ncrowd = \"crowd.csv\"\n\
+        [template.content]\ntitle = \"Hello {$name}\"\ncontent = \"{$offer}\"\n";
+    let crowd = "userId,name,offer\na@example.com,Li,10% off\nb@example.com,\"Wang, Jr\",20% off\nc@example.com,Zhao,30% off\n";
+    let mut seen = Vec::new();
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let unique = common::unique();
+        std::fs::write(dir.path().join("templates.toml"), templates).unwrap();
+        std::fs::write(dir.path().join("crowd.csv"), crowd).unwrap();
+        let job = dir.path().join("job.toml");
+        std::fs::write(
+            &job,
+            format!(
+                "name = \"campaign\"\ntemplates = \"templates.toml\"\nstate_dir = \"var/state\"\n\
+                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"campaign-{unique}\"\ngroup = \"g-{unique}\"\n\
+                 [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
+                 [accounts.out]\nchannel = \"email\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
+                brokers()
+            ),
+        )
+        .unwrap();
+        // Started 30 s after ten: the time is due and sent at once.
+        let (rows, dead) =
+            decisions_of(collect_with(&job, Some(Duration::from_secs(4)), ten + 30_000, workers).0);
+        assert!(dead.is_empty(), "{dead:?}");
+        let sent: Vec<&Decision> = rows.iter().filter(|r| r.3 == "SEND_SUCCESS").collect();
+        assert_eq!(sent.len(), 3, "{workers} worker(s): {rows:?}");
+        assert!(sent.iter().all(|r| r.2 == ten), "{sent:?}");
+        let outbox = std::fs::read_dir(dir.path().join("var/outbox"))
+            .unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+            .collect::<String>();
+        assert!(
+            outbox.contains("Hello Wang, Jr") && outbox.contains("30% off"),
+            "{outbox}"
+        );
+        // Restarted five minutes later: nothing is due again.
+        let (again, _) = decisions_of(
+            collect_with(&job, Some(Duration::from_secs(4)), ten + 300_000, workers).0,
+        );
+        assert!(again.is_empty(), "{again:?}");
+        // The next day, 20 s after ten: the next day's time.
+        let day = 86_400_000;
+        let (next, _) = decisions_of(
+            collect_with(
+                &job,
+                Some(Duration::from_secs(4)),
+                ten + day + 20_000,
+                workers,
+            )
+            .0,
+        );
+        let sent: Vec<i64> = next
+            .iter()
+            .filter(|r| r.3 == "SEND_SUCCESS")
+            .map(|r| r.2)
+            .collect();
+        assert_eq!(sent, [ten + day; 3]);
+        seen.push(rows);
+    }
+    assert_eq!(seen[0], seen[1]);
+}

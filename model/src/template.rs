@@ -186,6 +186,14 @@ pub struct Template {
     /// realtime | cron; default `realtime`.
     #[serde(default)]
     pub template_type: TemplateType,
+    /// When a `cron` template is sent to its crowd (austin's `expectPushTime`), e.g.
+    /// `"0 0 10 * * ?"`; read from the job file's templates (docs/templates.md "Campaigns").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// The crowd of a `cron` template: a CSV of receivers and variables (austin's
+    /// `cronCrowdPath`), relative to the templates file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowd: Option<String>,
     /// The job account (`[accounts.NAME]`) that sends it.
     pub account: String,
     /// `false` exempts this template from both dedup rules; default `true`.

@@ -39,7 +39,7 @@ pub const PART: &str = "templates.json";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// Create or replace the template of this id (and enable it).
-    Put(#[serde(with = "tidings_model::message::json_text")] Template),
+    Put(#[serde(with = "tidings_model::message::json_text")] Box<Template>),
     /// Disable the template of this id: its messages become dead letters.
     Disable(i64),
     /// Replace the discard list, the whitelist, or both (`{"code":"lists",…}`).
@@ -177,7 +177,7 @@ fn lists_of(p: Probe) -> Op {
 fn op_of(p: Probe) -> Op {
     match (p.template, p.disable) {
         (Some(t), None) => match serde_json::from_value::<Template>(t) {
-            Ok(t) => Op::Put(t),
+            Ok(t) => Op::Put(Box::new(t)),
             Err(e) => Op::Bad(format!(
                 "template change: `template` is not a template: {e} (the fields of a [[template]] table, as JSON)"
             )),
@@ -585,7 +585,12 @@ impl Book {
             at: change.event_time,
             order: change.order,
             version,
-            template: template.map(|template| Arc::new(LiveTemplate { version, template })),
+            template: template.map(|template| {
+                Arc::new(LiveTemplate {
+                    version,
+                    template: *template,
+                })
+            }),
             source: change.source.clone(),
         };
         // Applied in order; a change older than the last (never, by the operator's order) still

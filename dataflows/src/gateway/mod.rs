@@ -607,7 +607,7 @@ fn door_validator(job: &Job, book_path: &std::path::Path) -> anyhow::Result<Vali
 /// A put body: a template as JSON (the fields of a `[[template]]` table).
 pub fn put_op(body: &[u8]) -> Op {
     match serde_json::from_slice::<tidings_model::Template>(body) {
-        Ok(t) => Op::Put(t),
+        Ok(t) => Op::Put(Box::new(t)),
         Err(e) => Op::Bad(format!(
             "the body is not a template: {e} (the fields of a [[template]] table, as JSON)"
         )),

@@ -68,6 +68,8 @@ pub(crate) struct Services {
     pub finished: Arc<AtomicBool>,
     /// The compaction thread (process 0 with Parquet tracking), joined before the lock goes.
     pub compactor: Option<std::thread::JoinHandle<()>>,
+    /// The campaigns' scheduler (process 0 of a job with campaigns), joined at the end.
+    pub campaigns: Option<std::thread::JoinHandle<()>>,
     pub shared: Arc<Shared>,
 }
 
@@ -212,6 +214,21 @@ impl Services {
             None => None,
         };
         let (redis, redis_sink) = redis_writer(&job, process, processes(opts) as usize)?;
+        // Process 0 sends the campaigns due now before the workers read, then each next time.
+        let campaigns = match &job.kafka {
+            Some(k) if process == 0 && !job.campaigns.is_empty() => {
+                Some(crate::campaign::schedule(
+                    job.campaigns.clone(),
+                    job.tz,
+                    k.clone(),
+                    &job.state_dir,
+                    opts.clock,
+                    finished.clone(),
+                    stop.clone(),
+                )?)
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             job,
             opts: opts.clone(),
@@ -237,6 +254,7 @@ impl Services {
             redis,
             finished,
             compactor,
+            campaigns,
             shared,
         })
     }

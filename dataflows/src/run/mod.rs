@@ -333,9 +333,15 @@ fn finish(
         redis,
         finished,
         compactor,
+        campaigns,
         shared,
     } = services;
     finished.store(true, Ordering::SeqCst);
+    if let Some(c) = campaigns
+        && c.join().is_err()
+    {
+        tracing::warn!("the campaigns' thread panicked");
+    }
     // A pass under way ends before the lock goes: the next run's compactor never overlaps it.
     if let Some(c) = compactor
         && c.join().is_err()

@@ -1,0 +1,374 @@
+//! Campaigns: a `cron` template sent to its crowd on a schedule (austin's 定时任务 with a
+//! crowd file, run by xxl-job there).
+//!
+//! A template with `template_type = "cron"`, a `cron` expression and a `crowd` CSV is a
+//! campaign. At each time the expression names (in the job's time zone), process 0 of the
+//! running job reads the crowd and produces its requests to the job's own topic, **stamped
+//! with that time**: the requests' event time is the scheduled time, not the moment they
+//! were produced, so a campaign is decided (dedup windows, night shield, business id) the
+//! same however late its requests are read, and a replay decides it the same again.
+//!
+//! What was fired is remembered in `state_dir/campaigns.json` (written once every request
+//! was acknowledged), so a restart does not fire a time again; a time missed while the job
+//! was down is fired at its start if it is at most [`MISFIRE_MS`] old, and otherwise
+//! skipped with a warning. A fire interrupted before it was recorded is fired again whole
+//! (at least once: the template's content dedup takes the repeats within its window).
+
+pub mod cron;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::TimeZone;
+use chrono_tz::Tz;
+use tidings_operators::Clock;
+use tidings_operators::checkpoint::write_durably;
+
+pub use cron::Cron;
+
+use crate::kafka::{KafkaSettings, Outgoing, produce_with};
+
+/// How old a missed time may be and still be fired at the job's start.
+pub const MISFIRE_MS: i64 = 10 * 60 * 1000;
+
+/// MessageParams per request: austin's batch of a crowd.
+const PER_REQUEST: usize = 100;
+
+/// One campaign of a job.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    /// The template sent.
+    pub template_id: i64,
+    /// The template's name.
+    pub name: String,
+    /// The expression as written.
+    pub expr: String,
+    /// The expression parsed.
+    pub cron: Cron,
+    /// The crowd file.
+    pub crowd: PathBuf,
+}
+
+/// One receiver of a crowd and its variables.
+pub type Member = (String, serde_json::Map<String, serde_json::Value>);
+
+/// Reads a crowd CSV: a header row naming a `userId` (austin's) or `receiver` column, whose
+/// cells are the receivers; every other column is a variable of that name. A row without a
+/// receiver is an error naming its line.
+pub fn read_crowd(path: &Path) -> Result<Vec<Member>, String> {
+    let shown = path.display();
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let header = reader
+        .headers()
+        .map_err(|e| format!("{shown}: {e}"))?
+        .clone();
+    let at = receiver_column(&header).ok_or_else(|| {
+        format!("{shown}: no `userId` or `receiver` column in the header row; name the receivers' column userId")
+    })?;
+    let mut members = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let row = row.map_err(|e| format!("{shown}: {e}"))?;
+        let receiver = row.get(at).unwrap_or_default();
+        if receiver.is_empty() {
+            // The header is line 1.
+            return Err(format!(
+                "{shown}: line {}: no receiver in column `{}`",
+                i + 2,
+                &header[at]
+            ));
+        }
+        let variables = header
+            .iter()
+            .zip(row.iter())
+            .enumerate()
+            .filter(|(c, _)| *c != at)
+            .map(|(_, (name, value))| (name.to_string(), serde_json::Value::from(value)))
+            .collect();
+        members.push((receiver.to_string(), variables));
+    }
+    Ok(members)
+}
+
+fn receiver_column(header: &csv::StringRecord) -> Option<usize> {
+    let header: Vec<String> = header
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    ["userid", "receiver"]
+        .iter()
+        .find_map(|name| header.iter().position(|h| h == name))
+}
+
+/// Checks a crowd file's header (at load: the rows are read when the campaign fires).
+pub fn check_crowd(path: &Path) -> Result<(), String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .from_path(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let header = reader
+        .headers()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    receiver_column(header).map(|_| ()).ok_or_else(|| {
+        format!(
+            "{}: no `userId` or `receiver` column in the header row; name the receivers' column userId",
+            path.display()
+        )
+    })
+}
+
+/// The requests of a campaign fired at `at_ms`: its crowd in requests of up to 100
+/// MessageParams (`messageParamList`), each stamped `at_ms`.
+pub fn requests(template_id: i64, members: &[Member], at_ms: i64) -> Vec<Outgoing> {
+    members
+        .chunks(PER_REQUEST)
+        .map(|chunk| {
+            let list: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|(receiver, variables)| {
+                    serde_json::json!({"receiver": receiver, "variables": variables})
+                })
+                .collect();
+            Outgoing {
+                key: Some(format!("campaign-{template_id}")),
+                payload: serde_json::json!({"code": "send", "messageTemplateId": template_id,
+                    "messageParamList": list})
+                .to_string(),
+                timestamp: Some(at_ms),
+            }
+        })
+        .collect()
+}
+
+/// Sends a campaign's crowd to the job's topic as fired at `at_ms`; returns the receivers.
+pub fn fire(kafka: &KafkaSettings, c: &Campaign, at_ms: i64) -> anyhow::Result<usize> {
+    let members = read_crowd(&c.crowd).map_err(anyhow::Error::msg)?;
+    let records = requests(c.template_id, &members, at_ms);
+    produce_with(
+        &kafka.brokers,
+        &kafka.properties,
+        &kafka.topic,
+        records,
+        || {},
+    )?;
+    Ok(members.len())
+}
+
+/// `state_dir/campaigns.json`: the last time fired, per template.
+pub struct Fired {
+    path: PathBuf,
+    last: BTreeMap<i64, i64>,
+}
+
+impl Fired {
+    /// Reads the file (none yet: nothing fired).
+    pub fn open(state_dir: &Path) -> anyhow::Result<Fired> {
+        let path = state_dir.join("campaigns.json");
+        let last = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e}; delete it to fire each campaign's next time only",
+                    path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        };
+        Ok(Fired { path, last })
+    }
+
+    /// The last time `template_id` was fired.
+    pub fn last(&self, template_id: i64) -> Option<i64> {
+        self.last.get(&template_id).copied()
+    }
+
+    fn record(&mut self, template_id: i64, at_ms: i64) -> std::io::Result<()> {
+        self.last.insert(template_id, at_ms);
+        let body = serde_json::to_vec_pretty(&self.last).unwrap_or_default();
+        write_durably(&self.path, &body)
+    }
+}
+
+/// The time `c` is due at, `now_ms` (after its last fire, at most [`MISFIRE_MS`] ago).
+pub fn due(c: &Campaign, tz: Tz, last: Option<i64>, now_ms: i64) -> Option<i64> {
+    let from = last.unwrap_or(i64::MIN).max(now_ms - MISFIRE_MS - 1);
+    c.cron.last_in(tz, from, now_ms)
+}
+
+/// Fires every campaign due at `now_ms` and records each one sent. One that cannot be
+/// read or sent is logged (one line naming it) and not recorded, so it is tried again while
+/// its time is due; returns whether any failed.
+pub fn fire_due(
+    campaigns: &[Campaign],
+    tz: Tz,
+    kafka: &KafkaSettings,
+    fired: &mut Fired,
+    now_ms: i64,
+) -> bool {
+    let mut failed = false;
+    for c in campaigns {
+        let last = fired.last(c.template_id);
+        let Some(at) = due(c, tz, last, now_ms) else {
+            continue;
+        };
+        let what = format!(
+            "campaign of template {} ({}) at {}",
+            c.template_id,
+            c.name,
+            shown(tz, at)
+        );
+        if let Some(missed) = last.and_then(|l| c.cron.last_in(tz, l, at - 1)) {
+            tracing::warn!(
+                "{what}: the time before it, {}, was missed while the job was down; not sent",
+                shown(tz, missed)
+            );
+        }
+        match fire(kafka, c, at) {
+            Ok(n) => {
+                tracing::info!("{what}: {n} receiver(s) sent to {}", kafka.topic);
+                if let Err(e) = fired.record(c.template_id, at) {
+                    tracing::error!(
+                        "{}: {e} (the campaign may be sent again)",
+                        fired.path.display()
+                    );
+                }
+            }
+            Err(e) => {
+                failed = true;
+                tracing::error!("{what}: not sent: {e:#}; tried again in 10 s while it is due");
+            }
+        }
+    }
+    failed
+}
+
+/// A time as the job's zone writes it.
+pub fn shown(tz: Tz, ms: i64) -> String {
+    tz.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Fires what is due now, then starts a thread that fires each next time until `finished`
+/// or `stop` is set (process 0 of a job whose templates have campaigns).
+pub fn schedule(
+    campaigns: Vec<Campaign>,
+    tz: Tz,
+    kafka: KafkaSettings,
+    state_dir: &Path,
+    clock: Clock,
+    finished: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let mut fired = Fired::open(state_dir)?;
+    let mut not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock.now_ms()) {
+        true => clock.now_ms() + RETRY_MS,
+        false => i64::MIN,
+    };
+    let thread = std::thread::Builder::new()
+        .name("campaigns".into())
+        .spawn(move || {
+            // Looked at every 200 ms: a stop is seen at once, a time within 200 ms of it.
+            while !finished.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                let now = clock.now_ms();
+                let any_due = campaigns
+                    .iter()
+                    .any(|c| due(c, tz, fired.last(c.template_id), now).is_some());
+                if any_due && now >= not_before {
+                    not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, now) {
+                        true => now + RETRY_MS,
+                        false => i64::MIN,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })?;
+    Ok(thread)
+}
+
+/// How long a campaign that could not be sent waits before it is tried again.
+const RETRY_MS: i64 = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crowd_is_read_into_receivers_and_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crowd.csv");
+        std::fs::write(
+            &path,
+            "\u{feff}userId,name,amount\n13800138000, Li ,12\n13900139000,\"Wang, Jr\",\n",
+        )
+        .unwrap();
+        let members = read_crowd(&path).unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].0, "13800138000");
+        assert_eq!(members[0].1["name"], "Li");
+        assert_eq!(members[1].1["name"], "Wang, Jr");
+        assert_eq!(members[1].1["amount"], "");
+        check_crowd(&path).unwrap();
+
+        let requests = requests(7, &members, 1_000);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].timestamp, Some(1_000));
+        let r: serde_json::Value = serde_json::from_str(&requests[0].payload).unwrap();
+        assert_eq!(r["messageTemplateId"], 7);
+        assert_eq!(r["messageParamList"][1]["receiver"], "13900139000");
+        assert_eq!(r["messageParamList"][0]["variables"]["amount"], "12");
+        let many: Vec<Member> = (0..250)
+            .map(|i| (format!("u{i}"), Default::default()))
+            .collect();
+        assert_eq!(super::requests(7, &many, 0).len(), 3);
+    }
+
+    #[test]
+    fn a_bad_crowd_names_the_file_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crowd.csv");
+        std::fs::write(&path, "phone,name\n1,a\n").unwrap();
+        let e = check_crowd(&path).unwrap_err();
+        assert!(
+            e.contains("crowd.csv") && e.contains("name the receivers' column userId"),
+            "{e}"
+        );
+        std::fs::write(&path, "receiver,name\n1,a\n,b\n").unwrap();
+        let e = read_crowd(&path).unwrap_err();
+        assert!(e.contains("line 3: no receiver"), "{e}");
+        std::fs::write(&path, "receiver,name\n1,a,extra\n").unwrap();
+        assert!(read_crowd(&path).is_err());
+        let e = check_crowd(&dir.path().join("none.csv")).unwrap_err();
+        assert!(e.contains("none.csv"), "{e}");
+    }
+
+    #[test]
+    fn a_time_is_due_once_and_not_when_missed_long_ago() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let ten = tz
+            .with_ymd_and_hms(2026, 12, 7, 10, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let c = Campaign {
+            template_id: 1,
+            name: "daily".into(),
+            expr: "0 0 10 * * ?".into(),
+            cron: Cron::parse("0 0 10 * * ?").unwrap(),
+            crowd: PathBuf::new(),
+        };
+        assert_eq!(due(&c, tz, None, ten - 1), None);
+        assert_eq!(due(&c, tz, None, ten), Some(ten));
+        assert_eq!(due(&c, tz, None, ten + MISFIRE_MS), Some(ten));
+        assert_eq!(due(&c, tz, None, ten + MISFIRE_MS + 1), None);
+        assert_eq!(due(&c, tz, Some(ten), ten + 60_000), None);
+        // The day after, yesterday's fire recorded: today's.
+        let day = 86_400_000;
+        assert_eq!(due(&c, tz, Some(ten), ten + day + 5), Some(ten + day));
+    }
+}
