@@ -56,6 +56,8 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Produce send requests to the job's Kafka topic.
     Send(cli::send::SendArgs),
+    /// A job's campaigns (`cron` templates with a crowd): list them, or send one by hand.
+    Campaign(cli::campaign::CampaignArgs),
     /// Trace a message, a receiver or a template in the job's Redis tracking (real time).
     Trace(cli::trace::TraceArgs),
     /// Run SQL over a job's tracking tables `events` and `dead_letters`.
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Send(args) => cli::send::run(args),
+        Command::Campaign(args) => cli::campaign::run(args),
         Command::Trace(args) => cli::trace::run(args),
         #[cfg(feature = "sql")]
         Command::Sql(args) => cli::sql::run(args),

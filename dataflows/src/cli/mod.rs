@@ -2,6 +2,7 @@
 //! subcommand fails ([`Failure`]), loading the job, the tracking directory, the admin target
 //! and the output formats.
 
+pub mod campaign;
 pub mod check;
 pub mod cluster;
 pub mod gateway;
