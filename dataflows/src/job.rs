@@ -371,12 +371,13 @@ fn route_templates(
 }
 
 /// The templates' campaigns (`cron` and `crowd`), checked: both given, on a `cron`
-/// template of a Kafka job, the expression readable and the crowd's header naming its
-/// receivers.
+/// template of a Kafka job, the expression readable and (to run) the crowd's header naming
+/// its receivers.
 fn campaigns_of(
     templates: &Templates,
     templates_path: &Path,
     kafka: bool,
+    run: bool,
     problems: &mut Vec<String>,
 ) -> Vec<crate::campaign::Campaign> {
     use tidings_model::TemplateType;
@@ -418,7 +419,8 @@ fn campaigns_of(
             .parent()
             .unwrap_or(Path::new("."))
             .join(crowd);
-        if let Err(why) = crate::campaign::check_crowd(&crowd) {
+        // Reading verbs (sql, trace, campaign list) need no crowd file.
+        if run && let Err(why) = crate::campaign::check_crowd(&crowd) {
             problems.push(format!("{where_}: crowd: {why}"));
             continue;
         }
@@ -1489,6 +1491,7 @@ impl Job {
             &templates,
             &templates_path,
             file.source.kind == SourceKind::Kafka,
+            run,
             &mut problems,
         );
         use tidings_sinks::tracking::TrackingDir;
