@@ -307,7 +307,11 @@ impl Queues {
             }
         };
         match ack.await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                // Counted as a delivery: the reader runs until it has read it back.
+                self.handed.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             Ok(Err((e, _))) => Err(e.to_string()),
             Err(_) => Err("the producer went away".to_string()),
         }
@@ -659,7 +663,10 @@ pub fn backlog_source<'s>(
                             batch.push(Ok(d));
                             room -= 1;
                         }
-                        Ok(recall) => batch.push(recall),
+                        Ok(recall) => {
+                            queues.read.fetch_add(1, Ordering::Relaxed);
+                            batch.push(recall);
+                        }
                         Err(e) => batch.push(Err(Err(DeadLetter::of_record(
                             clock.now_ms(),
                             format!("{}/{p}/{o}", c.topic),

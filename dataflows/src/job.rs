@@ -378,6 +378,7 @@ fn campaigns_of(
     templates_path: &Path,
     kafka: bool,
     run: bool,
+    tz: Tz,
     problems: &mut Vec<String>,
 ) -> Vec<crate::campaign::Campaign> {
     use tidings_model::TemplateType;
@@ -415,6 +416,13 @@ fn campaigns_of(
                 continue;
             }
         };
+        if cron
+            .next_after(tz, tidings_model::time::wall_ms())
+            .is_none()
+        {
+            problems.push(format!("{where_}: cron: `{expr}` names no time in the next five years; check its day, month and year"));
+            continue;
+        }
         let crowd = templates_path
             .parent()
             .unwrap_or(Path::new("."))
@@ -1492,6 +1500,7 @@ impl Job {
             &templates_path,
             file.source.kind == SourceKind::Kafka,
             run,
+            tz,
             &mut problems,
         );
         use tidings_sinks::tracking::TrackingDir;

@@ -1162,12 +1162,12 @@ pub fn produce_with(
     records: impl IntoIterator<Item = Outgoing>,
     mut progress: impl FnMut(),
 ) -> anyhow::Result<u64> {
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<Undelivered> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "200000")
         .with_properties(properties)
-        .create()?;
+        .create_with_context(Undelivered::default())?;
     let mut n = 0;
     for r in records {
         loop {
@@ -1191,7 +1191,43 @@ pub fn produce_with(
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60))?;
-    Ok(n)
+    let failed = producer.context();
+    match failed
+        .first
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        None => Ok(n),
+        Some(e) => anyhow::bail!(
+            "{} of {n} record(s) not delivered: {e}",
+            failed.count.load(Ordering::Relaxed)
+        ),
+    }
+}
+
+/// Counts the records the broker did not take (librdkafka reports each once, after its
+/// retries), so [`produce_with`] fails instead of saying they were sent.
+#[derive(Default)]
+struct Undelivered {
+    count: std::sync::atomic::AtomicU64,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for Undelivered {}
+
+impl rdkafka::producer::ProducerContext for Undelivered {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            self.first
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| e.to_string());
+        }
+    }
 }
 
 /// Produces dead letters to a topic; [`DeadLetterTopic::flush`] waits for every

@@ -686,6 +686,11 @@ fn a_campaigns_problems_name_the_template_key_and_fix() {
             "cron",
             "cron = \"0 0 10 * * ?\"\ncrowd = \"crowd.csv\"\n",
         ),
+        t(
+            7,
+            "cron",
+            "cron = \"0 0 0 31 2 ?\"\ncrowd = \"crowd.csv\"\n",
+        ),
     ];
     write(dir.path(), "t.toml", &templates.join("\n"));
     let kafka = write(
@@ -702,6 +707,7 @@ fn a_campaigns_problems_name_the_template_key_and_fix() {
         "template 3: cron is for template_type = \"cron\"; set it",
         "template 4: cron: hour `25`: `25` is outside 0-23",
         "template 5: crowd: ",
+        "template 7: cron: `0 0 0 31 2 ?` names no time in the next five years",
     ];
     assert_eq!(problems.len(), want.len(), "{problems:#?}");
     for (p, w) in problems.iter().zip(want) {

@@ -628,6 +628,8 @@ fn unique_names(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, SqlError> {
         return Ok(Vec::new());
     };
     let schema = first.schema();
+    // A generated name is never one the result already has (`x, x, x_2` → `x, x_3, x_2`).
+    let named: BTreeSet<&String> = schema.fields().iter().map(|f| f.name()).collect();
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut renamed = false;
     let fields: Vec<Field> = schema
@@ -636,11 +638,12 @@ fn unique_names(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, SqlError> {
         .map(|f| {
             let mut name = f.name().clone();
             let mut n = 1;
-            while !taken.insert(name.clone()) {
+            while taken.contains(&name) || (n > 1 && named.contains(&name)) {
                 n += 1;
                 name = format!("{}_{n}", f.name());
                 renamed = true;
             }
+            taken.insert(name.clone());
             f.as_ref().clone().with_name(name)
         })
         .collect();
@@ -658,7 +661,8 @@ fn unique_names(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, SqlError> {
 mod tests {
     use super::*;
 
-    /// Two columns of one name keep their own values in JSON, as `x` and `x_2`.
+    /// Two columns of one name keep their own values in JSON, as `x` and `x_3` (the result
+    /// has an `x_2` of its own).
     #[test]
     fn columns_of_one_name_keep_their_values_in_json() {
         use datafusion::arrow::array::Int64Array;
@@ -669,10 +673,10 @@ mod tests {
         let batch =
             RecordBatch::try_new(Arc::new(schema), vec![column(1), column(2), column(3)]).unwrap();
         let table = json_table(std::slice::from_ref(&batch), 10).unwrap();
-        assert_eq!(table["columns"], serde_json::json!(["x", "x_2", "x_2_2"]));
+        assert_eq!(table["columns"], serde_json::json!(["x", "x_3", "x_2"]));
         assert_eq!(table["rows"], serde_json::json!([[1, 2, 3]]));
         let lines = format(&[batch], Format::Json).unwrap();
-        assert_eq!(lines.trim(), r#"{"x":1,"x_2":2,"x_2_2":3}"#);
+        assert_eq!(lines.trim(), r#"{"x":1,"x_3":2,"x_2":3}"#);
     }
 
     fn rt() -> tokio::runtime::Runtime {

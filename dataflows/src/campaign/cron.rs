@@ -68,7 +68,9 @@ impl Cron {
             Some(y) if is_any(y) => Vec::new(),
             Some(y) => years_of(y).map_err(|why| format!("year `{y}`: {why}"))?,
         };
-        let restricted = |s: &str| !is_any(s);
+        // As Vixie cron: a field that starts with `*` (or `?`), `*/2` too, restricts nothing
+        // of the other.
+        let restricted = |s: &str| !s.starts_with(['*', '?']);
         Ok(Cron {
             seconds,
             minutes,
@@ -146,13 +148,13 @@ fn is_any(s: &str) -> bool {
 fn years_of(s: &str) -> Result<Vec<i32>, String> {
     let mut years = Vec::new();
     for item in s.split(',') {
-        let (range, step) = split_step(item)?;
+        let (range, step, stepped) = split_step(item)?;
         let (lo, hi) = match range.split_once('-') {
             Some((a, b)) => (number(a, &[], 0)?, number(b, &[], 0)?),
             None if range == "*" => (1970, 2099),
             None => {
                 let y = number(range, &[], 0)?;
-                (y, if step > 1 { 2099 } else { y })
+                (y, if stepped { 2099 } else { y })
             }
         };
         if !(1970..=2099).contains(&lo) || !(1970..=2099).contains(&hi) || lo > hi {
@@ -173,14 +175,14 @@ fn bits(s: &str, lo: u32, hi: u32, names: &[&str], shift: u32) -> Result<u64, St
         if item.is_empty() {
             return Err("an empty item in the list".into());
         }
-        let (range, step) = split_step(item)?;
+        let (range, step, stepped) = split_step(item)?;
         let (a, b) = if is_any(range) {
             (lo, hi)
         } else if let Some((a, b)) = range.split_once('-') {
             (number(a, names, shift)?, number(b, names, shift)?)
         } else {
             let a = number(range, names, shift)?;
-            (a, if step > 1 { hi } else { a })
+            (a, if stepped { hi } else { a })
         };
         if a < lo || b > hi {
             return Err(format!("`{item}` is outside {lo}-{hi}"));
@@ -197,11 +199,12 @@ fn bits(s: &str, lo: u32, hi: u32, names: &[&str], shift: u32) -> Result<u64, St
     Ok(set)
 }
 
-fn split_step(item: &str) -> Result<(&str, u32), String> {
+/// An item's range and its step; `a/n` (a step after a single value) runs to the field's end.
+fn split_step(item: &str) -> Result<(&str, u32, bool), String> {
     match item.split_once('/') {
-        None => Ok((item, 1)),
+        None => Ok((item, 1, false)),
         Some((range, step)) => match step.parse::<u32>() {
-            Ok(n) if n > 0 => Ok((range, n)),
+            Ok(n) if n > 0 => Ok((range, n, true)),
             _ => Err(format!(
                 "`{item}`: the step after / must be a positive number"
             )),
@@ -292,6 +295,24 @@ mod tests {
         assert_eq!(
             next("0 0 12 11 11 ? 2027", s, "2026-12-01 00:00:00"),
             "2027-11-11 12:00:00 Thu"
+        );
+        // `a/1` runs to the field's end (cronmaker's "every day at 12"), every minute from 0.
+        assert_eq!(
+            next("0 0 12 1/1 * ? *", s, "2026-12-07 13:00:00"),
+            "2026-12-08 12:00:00 Tue"
+        );
+        assert_eq!(
+            next("0 0/1 * * * ?", s, "2026-12-07 13:00:00"),
+            "2026-12-07 13:01:00 Mon"
+        );
+        assert_eq!(
+            next("0 0 12 * * ? 2026/1", s, "2026-12-31 13:00:00"),
+            "2027-01-01 12:00:00 Fri"
+        );
+        // A day field of `*/2` restricts nothing of the weekday: odd days that are Mondays.
+        assert_eq!(
+            next("0 9 */2 * 1", s, "2026-12-07 10:00:00"),
+            "2026-12-21 09:00:00 Mon"
         );
         // Both day and weekday restricted: either one.
         assert_eq!(

@@ -3,10 +3,10 @@
 //!
 //! A template with `template_type = "cron"`, a `cron` expression and a `crowd` CSV is a
 //! campaign. At each time the expression names (in the job's time zone), process 0 of the
-//! running job reads the crowd and produces its requests to the job's own topic, **stamped
-//! with that time**: the requests' event time is the scheduled time, not the moment they
-//! were produced, so a campaign is decided (dedup windows, night shield, business id) the
-//! same however late its requests are read, and a replay decides it the same again.
+//! running job reads the crowd and produces its requests to the job's own topic, stamped as
+//! they are produced, like any request: the graph judges them at that event time, so a
+//! replay of the topic decides the campaign as it was decided (a request stamped with the
+//! scheduled time instead would be read after the watermark passed it, and be judged late).
 //!
 //! What was fired is remembered in `state_dir/campaigns.json` (written once every request
 //! was acknowledged), so a restart does not fire a time again; a time missed while the job
@@ -122,9 +122,9 @@ pub fn check_crowd(path: &Path) -> Result<(), String> {
     })
 }
 
-/// The requests of a campaign fired at `at_ms`: its crowd in requests of up to 100
-/// MessageParams (`messageParamList`), each stamped `at_ms`.
-pub fn requests(template_id: i64, members: &[Member], at_ms: i64) -> Vec<Outgoing> {
+/// The requests of a campaign: its crowd in requests of up to 100 MessageParams
+/// (`messageParamList`), each stamped `stamp` (`None`: the moment it is produced).
+pub fn requests(template_id: i64, members: &[Member], stamp: Option<i64>) -> Vec<Outgoing> {
     members
         .chunks(PER_REQUEST)
         .map(|chunk| {
@@ -139,16 +139,17 @@ pub fn requests(template_id: i64, members: &[Member], at_ms: i64) -> Vec<Outgoin
                 payload: serde_json::json!({"code": "send", "messageTemplateId": template_id,
                     "messageParamList": list})
                 .to_string(),
-                timestamp: Some(at_ms),
+                timestamp: stamp,
             }
         })
         .collect()
 }
 
-/// Sends a campaign's crowd to the job's topic as fired at `at_ms`; returns the receivers.
-pub fn fire(kafka: &KafkaSettings, c: &Campaign, at_ms: i64) -> anyhow::Result<usize> {
+/// Sends a campaign's crowd to the job's topic, its requests stamped `stamp` (`None`: each
+/// when it is produced); returns the receivers once every request was acknowledged.
+pub fn fire(kafka: &KafkaSettings, c: &Campaign, stamp: Option<i64>) -> anyhow::Result<usize> {
     let members = read_crowd(&c.crowd).map_err(anyhow::Error::msg)?;
-    let records = requests(c.template_id, &members, at_ms);
+    let records = requests(c.template_id, &members, stamp);
     produce_with(
         &kafka.brokers,
         &kafka.properties,
@@ -188,7 +189,8 @@ impl Fired {
     }
 
     fn record(&mut self, template_id: i64, at_ms: i64) -> std::io::Result<()> {
-        self.last.insert(template_id, at_ms);
+        let last = self.last.entry(template_id).or_insert(at_ms);
+        *last = (*last).max(at_ms);
         let body = serde_json::to_vec_pretty(&self.last).unwrap_or_default();
         write_durably(&self.path, &body)
     }
@@ -208,8 +210,15 @@ pub fn fire_due(
     tz: Tz,
     kafka: &KafkaSettings,
     fired: &mut Fired,
-    now_ms: i64,
+    clock: Clock,
 ) -> bool {
+    let now_ms = clock.now_ms();
+    // Stamped as produced (the system clock: librdkafka's time), as any request is: a
+    // request stamped with the scheduled time would be late by the time it is read.
+    let stamp = match clock {
+        Clock::Fixed(t) => Some(t),
+        Clock::System => None,
+    };
     let mut failed = false;
     for c in campaigns {
         let last = fired.last(c.template_id);
@@ -222,13 +231,17 @@ pub fn fire_due(
             c.name,
             shown(tz, at)
         );
-        if let Some(missed) = last.and_then(|l| c.cron.last_in(tz, l, at - 1)) {
+        if let Some(missed) = last
+            .and_then(|l| c.cron.next_after(tz, l))
+            .filter(|&n| n < at)
+        {
             tracing::warn!(
-                "{what}: the time before it, {}, was missed while the job was down; not sent",
-                shown(tz, missed)
+                "{what}: earlier times from {} on were missed (the job was down, or they could not be sent within {} minutes); not sent",
+                shown(tz, missed),
+                MISFIRE_MS / 60_000
             );
         }
-        match fire(kafka, c, at) {
+        match fire(kafka, c, stamp) {
             Ok(n) => {
                 tracing::info!("{what}: {n} receiver(s) sent to {}", kafka.topic);
                 if let Err(e) = fired.record(c.template_id, at) {
@@ -267,7 +280,7 @@ pub fn schedule(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let mut fired = Fired::open(state_dir)?;
-    let mut not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock.now_ms()) {
+    let mut not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock) {
         true => clock.now_ms() + RETRY_MS,
         false => i64::MIN,
     };
@@ -281,7 +294,7 @@ pub fn schedule(
                     .iter()
                     .any(|c| due(c, tz, fired.last(c.template_id), now).is_some());
                 if any_due && now >= not_before {
-                    not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, now) {
+                    not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock) {
                         true => now + RETRY_MS,
                         false => i64::MIN,
                     };
@@ -316,7 +329,7 @@ mod tests {
         assert_eq!(members[1].1["amount"], "");
         check_crowd(&path).unwrap();
 
-        let requests = requests(7, &members, 1_000);
+        let requests = requests(7, &members, Some(1_000));
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].timestamp, Some(1_000));
         let r: serde_json::Value = serde_json::from_str(&requests[0].payload).unwrap();
@@ -326,7 +339,7 @@ mod tests {
         let many: Vec<Member> = (0..250)
             .map(|i| (format!("u{i}"), Default::default()))
             .collect();
-        assert_eq!(super::requests(7, &many, 0).len(), 3);
+        assert_eq!(super::requests(7, &many, None).len(), 3);
     }
 
     #[test]

@@ -109,6 +109,9 @@ fn send(
             path.display()
         )));
     };
+    kafka
+        .ready()
+        .map_err(|why| Failure::Usage(format!("{}: {why}", path.display())))?;
     if let Some(b) = brokers {
         kafka.brokers = b;
     }
@@ -125,7 +128,8 @@ fn send(
                 ))
             })?,
     };
-    let n = campaign::fire(&kafka, c, at_ms).map_err(|e| Failure::Failed(format!("{e:#}")))?;
+    let n =
+        campaign::fire(&kafka, c, Some(at_ms)).map_err(|e| Failure::Failed(format!("{e:#}")))?;
     eprintln!(
         "sent the crowd of template {template} ({n} receiver(s)) to {} as at {}",
         kafka.topic,

@@ -157,6 +157,8 @@ pub struct Summary {
 pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let start = Instant::now();
     let mut services = Services::start(job, opts)?;
+    // However the run returns, the side threads (the campaigns' scheduler) see it ended.
+    let _ended = Ended(services.finished.clone());
     let shared = services.shared.clone();
     let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Set once the cluster formed, or timely gave up forming it (its error is the run's).
@@ -200,6 +202,15 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     let joined: Vec<Result<(), String>> = guards.join();
     times::report_threads();
     finish(services, joined, start)
+}
+
+/// Sets the run's `finished` flag when dropped.
+struct Ended(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Fails the process (one line, exit 1) if the cluster has not formed within its connect
