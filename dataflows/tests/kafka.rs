@@ -1229,6 +1229,27 @@ fn a_recall_reaches_deliveries_still_queued_in_an_account_topic() {
     assert_eq!(seen[0], seen[1]);
 }
 
+/// A Kafka job (a topic and group of its own) of `templates`, with the crowd file `crowd`
+/// beside it and an email outbox account `out`.
+fn campaign_job(dir: &std::path::Path, templates: &str, crowd: (&str, &str)) -> std::path::PathBuf {
+    let unique = common::unique();
+    std::fs::write(dir.join("templates.toml"), templates).unwrap();
+    std::fs::write(dir.join(crowd.0), crowd.1).unwrap();
+    let job = dir.join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"campaign\"\ntemplates = \"templates.toml\"\nstate_dir = \"var/state\"\n\
+             [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"campaign-{unique}\"\ngroup = \"g-{unique}\"\n\
+             [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
+             [accounts.out]\nchannel = \"email\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
+            brokers()
+        ),
+    )
+    .unwrap();
+    job
+}
+
 /// A campaign (a `cron` template with a crowd) due when the job starts is sent to its crowd,
 /// each request stamped when it is produced (the job's clock, fixed here 30 s after the
 /// time). A restart does not send it again; the next day's time is sent the next day. The
@@ -1248,21 +1269,7 @@ fn a_campaign_is_sent_to_its_crowd_once_per_scheduled_time() {
     let mut seen = Vec::new();
     for workers in [1, 2] {
         let dir = tempfile::tempdir().unwrap();
-        let unique = common::unique();
-        std::fs::write(dir.path().join("templates.toml"), templates).unwrap();
-        std::fs::write(dir.path().join("crowd.csv"), crowd).unwrap();
-        let job = dir.path().join("job.toml");
-        std::fs::write(
-            &job,
-            format!(
-                "name = \"campaign\"\ntemplates = \"templates.toml\"\nstate_dir = \"var/state\"\n\
-                 [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"campaign-{unique}\"\ngroup = \"g-{unique}\"\n\
-                 [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
-                 [accounts.out]\nchannel = \"email\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
-                brokers()
-            ),
-        )
-        .unwrap();
+        let job = campaign_job(dir.path(), templates, ("crowd.csv", crowd));
         // Started 30 s after ten: the time is due and sent at once.
         let (rows, dead) =
             decisions_of(collect_with(&job, Some(Duration::from_secs(4)), ten + 30_000, workers).0);
@@ -1316,46 +1323,16 @@ fn a_campaign_is_listed_and_sent_by_hand_as_at_a_time() {
         .unwrap()
         .timestamp_millis();
     let dir = tempfile::tempdir().unwrap();
-    let unique = common::unique();
-    std::fs::write(
-        dir.path().join("templates.toml"),
+    let job = campaign_job(
+        dir.path(),
         "[[template]]\nid = 4\nname = \"weekly\"\nchannel = \"email\"\nmsg_type = \"notice\"\n\
          id_type = \"email\"\naccount = \"out\"\ntemplate_type = \"cron\"\ncron = \"0 0 9 ? * MON\"\ncrowd = \"c.csv\"\n\
          [template.content]\ntitle = \"t\"\ncontent = \"hi {$name}\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("c.csv"),
-        "receiver,name\nx@example.com,X\ny@example.com,Y\n",
-    )
-    .unwrap();
-    let job = dir.path().join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "name = \"c\"\ntemplates = \"templates.toml\"\nstate_dir = \"var/state\"\n\
-             [source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"hand-{unique}\"\ngroup = \"g-{unique}\"\n\
-             [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
-             [accounts.out]\nchannel = \"email\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n",
-            brokers()
-        ),
-    )
-    .unwrap();
-    let tidings = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+        ("c.csv", "receiver,name\nx@example.com,X\ny@example.com,Y\n"),
+    );
     let job_arg = job.to_str().unwrap();
     let listed: serde_json::Value = serde_json::from_str(
-        tidings(&["campaign", "list", "--job", job_arg, "--format", "json"]).trim(),
+        common::tidings(&["campaign", "list", "--job", job_arg, "--format", "json"]).trim(),
     )
     .unwrap();
     assert_eq!(listed["template"], 4);
@@ -1366,7 +1343,7 @@ fn a_campaign_is_listed_and_sent_by_hand_as_at_a_time() {
         listed["next"].as_str().unwrap().contains(" 09:00:00 "),
         "{listed}"
     );
-    tidings(&[
+    common::tidings(&[
         "campaign",
         "send",
         "--job",
