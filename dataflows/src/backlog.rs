@@ -35,7 +35,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tidings_model::{DeadLetter, Delivery};
@@ -243,34 +243,19 @@ impl Queues {
                 if self.in_order[account] {
                     record = record.partition(0);
                 }
-                loop {
-                    match producer.send_result(record) {
-                        Ok(ack) => {
-                            acks.push((first + i, ack));
-                            break;
-                        }
-                        Err((e, back))
-                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                        {
-                            record = back;
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        Err((e, _)) => {
-                            reason = Some(e.to_string());
-                            left.push(first + i);
-                            break;
-                        }
+                match enqueue(producer, record).await {
+                    Ok(ack) => acks.push((first + i, ack)),
+                    Err(e) => {
+                        reason = Some(e.to_string());
+                        left.push(first + i);
                     }
                 }
             }
             for (i, ack) in acks {
-                let failed = match ack.await {
-                    Ok(Ok(_)) => continue,
-                    Ok(Err((e, _))) => e.to_string(),
-                    Err(_) => "the producer went away".to_string(),
-                };
-                reason.get_or_insert(failed);
-                left.push(i);
+                if let Err(failed) = acked(ack).await {
+                    reason.get_or_insert(failed);
+                    left.push(i);
+                }
             }
         }
         self.handed
@@ -292,29 +277,41 @@ impl Queues {
             return Err("account is not queued in Kafka".into());
         };
         let body = serde_json::to_vec(order).map_err(|e| e.to_string())?;
-        let mut record = FutureRecord::<str, [u8]>::to(topic)
+        let record = FutureRecord::<str, [u8]>::to(topic)
             .key(RECALL_KEY)
             .partition(0)
             .payload(&body);
-        let ack = loop {
-            match producer.send_result(record) {
-                Ok(ack) => break ack,
-                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => return Err(e.to_string()),
+        let ack = enqueue(producer, record).await.map_err(|e| e.to_string())?;
+        acked(ack).await?;
+        // Counted as a delivery: the reader runs until it has read it back.
+        self.handed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Queues `record` on `producer`, waiting while the producer's queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, str, [u8]>,
+) -> Result<DeliveryFuture, KafkaError> {
+    loop {
+        match producer.send_result(record) {
+            Ok(ack) => return Ok(ack),
+            Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-        };
-        match ack.await {
-            Ok(Ok(_)) => {
-                // Counted as a delivery: the reader runs until it has read it back.
-                self.handed.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Ok(Err((e, _))) => Err(e.to_string()),
-            Err(_) => Err("the producer went away".to_string()),
+            Err((e, _)) => return Err(e),
         }
+    }
+}
+
+/// Waits for a queued record's acknowledgement.
+async fn acked(ack: DeliveryFuture) -> Result<(), String> {
+    match ack.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e.to_string()),
+        Err(_) => Err("the producer went away".to_string()),
     }
 }
 

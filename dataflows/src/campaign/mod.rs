@@ -60,18 +60,7 @@ pub type Member = (String, serde_json::Map<String, serde_json::Value>);
 /// receiver is an error naming its line.
 pub fn read_crowd(path: &Path) -> Result<Vec<Member>, String> {
     let shown = path.display();
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let header = reader
-        .headers()
-        .map_err(|e| format!("{shown}: {e}"))?
-        .clone();
-    let at = receiver_column(&header).ok_or_else(|| {
-        format!("{shown}: no `userId` or `receiver` column in the header row; name the receivers' column userId")
-    })?;
+    let (mut reader, header, at) = open_crowd(path)?;
     let mut members = Vec::new();
     for (i, row) in reader.records().enumerate() {
         let row = row.map_err(|e| format!("{shown}: {e}"))?;
@@ -96,30 +85,36 @@ pub fn read_crowd(path: &Path) -> Result<Vec<Member>, String> {
     Ok(members)
 }
 
-fn receiver_column(header: &csv::StringRecord) -> Option<usize> {
-    let header: Vec<String> = header
+/// Checks a crowd file's header (at load: the rows are read when the campaign fires).
+pub fn check_crowd(path: &Path) -> Result<(), String> {
+    open_crowd(path).map(|_| ())
+}
+
+/// A crowd file's reader, its header and the receivers' column.
+fn open_crowd(
+    path: &Path,
+) -> Result<(csv::Reader<std::fs::File>, csv::StringRecord, usize), String> {
+    let shown = path.display();
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let header = reader
+        .headers()
+        .map_err(|e| format!("{shown}: {e}"))?
+        .clone();
+    let lower: Vec<String> = header
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
-    ["userid", "receiver"]
+    let at = ["userid", "receiver"]
         .iter()
-        .find_map(|name| header.iter().position(|h| h == name))
-}
-
-/// Checks a crowd file's header (at load: the rows are read when the campaign fires).
-pub fn check_crowd(path: &Path) -> Result<(), String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .from_path(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let header = reader
-        .headers()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    receiver_column(header).map(|_| ()).ok_or_else(|| {
-        format!(
-            "{}: no `userId` or `receiver` column in the header row; name the receivers' column userId",
-            path.display()
-        )
-    })
+        .find_map(|name| lower.iter().position(|h| h == name))
+        .ok_or_else(|| {
+            format!("{shown}: no `userId` or `receiver` column in the header row; name the receivers' column userId")
+        })?;
+    Ok((reader, header, at))
 }
 
 /// The requests of a campaign: its crowd in requests of up to 100 MessageParams
