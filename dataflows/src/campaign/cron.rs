@@ -6,7 +6,12 @@
 //! ranges `a-b`, steps `*/n`, `a/n`, `a-b/n` and lists of those. Weekdays count from Sunday:
 //! Quartz's 1–7, crontab's 0–6 (and 7). When both day and weekday are restricted, a day
 //! matching either one is a match (crontab's rule; Quartz asks for a `?` in one of them).
-//! Quartz's `L`, `W` and `#` are refused with the reason.
+//!
+//! Quartz's month-relative days work in both forms: in the day field `L` (the month's last
+//! day), `L-3` (three days before it), `15W` (the weekday nearest the 15th, within the
+//! month), `LW` (the month's last weekday); in the weekday field `6L` or `FRIL` (the month's
+//! last Friday, Quartz numbering), `6#3` or `FRI#3` (its third Friday) and `L` alone
+//! (Saturday). They mix with plain items in a list.
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
@@ -23,8 +28,68 @@ pub struct Cron {
     weekdays: u64,
     /// Years from 1970, as a list (empty: every year).
     years: Vec<i32>,
+    /// Month-relative days (`L`, `L-n`, `nW`, `LW`), matched besides `days`.
+    day_rules: Vec<Relative>,
+    /// Month-relative weekdays (`dL`, `d#k`), matched besides `weekdays`.
+    weekday_rules: Vec<Relative>,
     /// Whether day and weekday were both restricted (then either matches).
     either_day: bool,
+}
+
+/// A day named relative to its month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relative {
+    /// `L`, `L-n`: the month's last day, or the day `n` days before it.
+    LastDay(u32),
+    /// `nW`: the weekday (Monday to Friday) nearest day `n`, within its month.
+    NearestWeekday(u32),
+    /// `LW`: the month's last weekday (Monday to Friday).
+    LastWeekday,
+    /// `dL`: the month's last weekday `d` (Sunday 0).
+    LastOf(u32),
+    /// `d#k`: the month's `k`-th weekday `d` (Sunday 0).
+    Nth(u32, u32),
+}
+
+impl Relative {
+    fn matches(self, d: NaiveDate) -> bool {
+        let last = month_len(d);
+        let weekday = d.weekday().num_days_from_sunday();
+        match self {
+            Relative::LastDay(n) => n < last && d.day() == last - n,
+            Relative::NearestWeekday(n) => n <= last && d.day() == nearest_weekday(d, n, last),
+            Relative::LastWeekday => d.day() == nearest_weekday(d, last, last),
+            Relative::LastOf(w) => weekday == w && d.day() + 7 > last,
+            Relative::Nth(w, k) => weekday == w && (d.day() - 1) / 7 + 1 == k,
+        }
+    }
+}
+
+/// The number of days in `d`'s month.
+fn month_len(d: NaiveDate) -> u32 {
+    let (y, m) = if d.month() == 12 {
+        (d.year() + 1, 1)
+    } else {
+        (d.year(), d.month() + 1)
+    };
+    NaiveDate::from_ymd_opt(y, m, 1)
+        .and_then(|first| first.pred_opt())
+        .map_or(31, |l| l.day())
+}
+
+/// The day of `d`'s month that is the weekday nearest day `n` (Quartz: a Saturday moves to
+/// Friday, a Sunday to Monday, never out of the month).
+fn nearest_weekday(d: NaiveDate, n: u32, last: u32) -> u32 {
+    let Some(target) = d.with_day(n) else {
+        return 0;
+    };
+    match target.weekday().num_days_from_sunday() {
+        6 if n == 1 => 3,
+        6 => n - 1,
+        0 if n == last => n - 2,
+        0 => n + 1,
+        _ => n,
+    }
 }
 
 const MONTHS: [&str; 12] = [
@@ -54,13 +119,22 @@ impl Cron {
         let seconds = field(0, "second", 0, 59, &[], 0)?;
         let minutes = field(1, "minute", 0, 59, &[], 0)?;
         let hours = field(2, "hour", 0, 23, &[], 0)?;
-        let days = field(3, "day of month", 1, 31, &[], 0)?;
+        let (day_items, day_rules) =
+            day_relatives(f[3]).map_err(|why| format!("day of month `{}`: {why}", f[3]))?;
+        let days = or_none(&day_items, |s| bits(s, 1, 31, &[], 0))
+            .map_err(|why| format!("day of month `{}`: {why}", f[3]))?;
         let months = field(4, "month", 1, 12, &MONTHS, 1)?;
         // Quartz counts weekdays 1 (Sunday) to 7; crontab 0 (Sunday) to 6, and 7 for Sunday.
+        let (lo, shift) = if quartz { (1, 1) } else { (0, 0) };
+        let weekday_of = |n: u32| if quartz { n - 1 } else { n % 7 };
+        let in_weekday = |why| format!("weekday `{}`: {why}", f[5]);
+        let (weekday_items, weekday_rules) =
+            weekday_relatives(f[5], quartz, lo, shift, weekday_of).map_err(in_weekday)?;
+        let w =
+            or_none(&weekday_items, |s| bits(s, lo, 7, &WEEKDAYS, shift)).map_err(in_weekday)?;
         let weekdays = if quartz {
-            field(5, "weekday", 1, 7, &WEEKDAYS, 1)? >> 1
+            w >> 1
         } else {
-            let w = field(5, "weekday", 0, 7, &WEEKDAYS, 0)?;
             (w | (w >> 7)) & 0x7f
         };
         let years = match f.get(6) {
@@ -79,13 +153,16 @@ impl Cron {
             months,
             weekdays,
             years,
+            day_rules,
+            weekday_rules,
             either_day: restricted(f[3]) && restricted(f[5]),
         })
     }
 
     fn day_matches(&self, d: NaiveDate) -> bool {
-        let day = self.days & (1 << d.day()) != 0;
-        let weekday = self.weekdays & (1 << d.weekday().num_days_from_sunday()) != 0;
+        let day = self.days & (1 << d.day()) != 0 || self.day_rules.iter().any(|r| r.matches(d));
+        let weekday = self.weekdays & (1 << d.weekday().num_days_from_sunday()) != 0
+            || self.weekday_rules.iter().any(|r| r.matches(d));
         let year = self.years.is_empty() || self.years.contains(&d.year());
         year && self.months & (1 << d.month()) != 0
             && if self.either_day {
@@ -140,6 +217,79 @@ impl Cron {
     }
 }
 
+/// A day field's month-relative items (`L`, `L-n`, `nW`, `LW`), and the rest as a list.
+fn day_relatives(s: &str) -> Result<(String, Vec<Relative>), String> {
+    let mut rest = Vec::new();
+    let mut rules = Vec::new();
+    for item in s.split(',') {
+        let upper = item.to_ascii_uppercase();
+        let rule = if upper == "L" {
+            Relative::LastDay(0)
+        } else if upper == "LW" {
+            Relative::LastWeekday
+        } else if let Some(n) = upper.strip_prefix("L-") {
+            match n.parse::<u32>() {
+                Ok(n) if n <= 30 => Relative::LastDay(n),
+                _ => return Err(format!("`{item}`: L-n needs n from 0 to 30")),
+            }
+        } else if let Some(n) = upper.strip_suffix('W') {
+            match n.parse::<u32>() {
+                Ok(n) if (1..=31).contains(&n) => Relative::NearestWeekday(n),
+                _ => return Err(format!("`{item}`: nW needs a day from 1 to 31, e.g. 15W")),
+            }
+        } else if upper.contains(['L', 'W', '#']) {
+            return Err(format!(
+                "`{item}`: a day takes L, L-n, nW or LW (# belongs to the weekday field)"
+            ));
+        } else {
+            rest.push(item);
+            continue;
+        };
+        rules.push(rule);
+    }
+    Ok((rest.join(","), rules))
+}
+
+/// A weekday field's month-relative items (`dL`, `d#k`), and the rest as a list (`L` alone
+/// is Saturday, as in Quartz).
+fn weekday_relatives(
+    s: &str,
+    quartz: bool,
+    lo: u32,
+    shift: u32,
+    weekday_of: impl Fn(u32) -> u32,
+) -> Result<(String, Vec<Relative>), String> {
+    let mut rest = Vec::new();
+    let mut rules = Vec::new();
+    let day = |d: &str| match number(d, &WEEKDAYS, shift)? {
+        n if (lo..=7).contains(&n) => Ok(weekday_of(n)),
+        n => Err(format!("`{n}` is outside {lo}-7")),
+    };
+    for item in s.split(',') {
+        let upper = item.to_ascii_uppercase();
+        if upper == "L" {
+            rest.push(if quartz { "7" } else { "6" });
+        } else if let Some((d, k)) = upper.split_once('#') {
+            match k.parse::<u32>() {
+                Ok(k) if (1..=5).contains(&k) => rules.push(Relative::Nth(day(d)?, k)),
+                _ => return Err(format!("`{item}`: d#k needs k from 1 to 5, e.g. 6#3")),
+            }
+        } else if let Some(d) = upper.strip_suffix('L').filter(|d| !d.is_empty()) {
+            rules.push(Relative::LastOf(day(d)?));
+        } else if upper.contains('W') && !upper.contains("WED") {
+            return Err(format!("`{item}`: W belongs to the day field (e.g. 15W)"));
+        } else {
+            rest.push(item);
+        }
+    }
+    Ok((rest.join(","), rules))
+}
+
+/// `parse(list)`, or no values when every item was month-relative.
+fn or_none(list: &str, parse: impl Fn(&str) -> Result<u64, String>) -> Result<u64, String> {
+    if list.is_empty() { Ok(0) } else { parse(list) }
+}
+
 fn is_any(s: &str) -> bool {
     s == "*" || s == "?"
 }
@@ -168,7 +318,7 @@ fn years_of(s: &str) -> Result<Vec<i32>, String> {
 /// The values one field allows, as a bit set (bit `v` for value `v`).
 fn bits(s: &str, lo: u32, hi: u32, names: &[&str], shift: u32) -> Result<u64, String> {
     if s.contains(['L', 'W', '#']) && !names.iter().any(|n| s.to_ascii_uppercase().contains(n)) {
-        return Err("L, W and # are not supported; name the days, e.g. 1,15 or MON-FRI".into());
+        return Err("L, W and # name days only in the day and weekday fields".into());
     }
     let mut set = 0u64;
     for item in s.split(',') {
@@ -329,6 +479,101 @@ mod tests {
     }
 
     #[test]
+    fn days_relative_to_the_month_are_quartz_s() {
+        let s = SHANGHAI;
+        for (expr, after, then) in [
+            // The last day, three days before it, the last weekday (31 Jan 2027 is a Sunday).
+            (
+                "0 0 10 L * ?",
+                "2026-12-07 00:00:00",
+                "2026-12-31 10:00:00 Thu",
+            ),
+            (
+                "0 0 10 L-3 * ?",
+                "2026-12-07 00:00:00",
+                "2026-12-28 10:00:00 Mon",
+            ),
+            (
+                "0 0 10 LW * ?",
+                "2027-01-01 00:00:00",
+                "2027-01-29 10:00:00 Fri",
+            ),
+            // Nearest weekday: Sunday 15 Nov moves to Monday; Saturday 1 Aug stays in August.
+            (
+                "0 0 10 15W * ?",
+                "2026-11-01 00:00:00",
+                "2026-11-16 10:00:00 Mon",
+            ),
+            (
+                "0 0 10 1W * ?",
+                "2026-07-31 00:00:00",
+                "2026-08-03 10:00:00 Mon",
+            ),
+            // 31W in a 30-day month does not fire.
+            (
+                "0 0 10 31W * ?",
+                "2026-11-01 00:00:00",
+                "2026-12-31 10:00:00 Thu",
+            ),
+            // The last Friday and the third Friday, in Quartz and crontab numbering and by name.
+            (
+                "0 0 10 ? * 6L",
+                "2026-12-01 00:00:00",
+                "2026-12-25 10:00:00 Fri",
+            ),
+            (
+                "0 0 10 ? * FRIL",
+                "2026-12-01 00:00:00",
+                "2026-12-25 10:00:00 Fri",
+            ),
+            (
+                "0 10 * * 5L",
+                "2026-12-01 00:00:00",
+                "2026-12-25 10:00:00 Fri",
+            ),
+            (
+                "0 0 10 ? * 6#3",
+                "2026-12-01 00:00:00",
+                "2026-12-18 10:00:00 Fri",
+            ),
+            (
+                "0 10 * * FRI#3",
+                "2026-12-01 00:00:00",
+                "2026-12-18 10:00:00 Fri",
+            ),
+            // A fifth Monday comes only in some months.
+            (
+                "0 0 10 ? * 2#5",
+                "2026-12-01 00:00:00",
+                "2027-03-29 10:00:00 Mon",
+            ),
+            // `L` alone as a weekday is Saturday; relative items mix with plain ones.
+            (
+                "0 0 10 ? * L",
+                "2026-12-07 00:00:00",
+                "2026-12-12 10:00:00 Sat",
+            ),
+            (
+                "0 0 10 1,L * ?",
+                "2026-12-07 00:00:00",
+                "2026-12-31 10:00:00 Thu",
+            ),
+            (
+                "0 0 10 1,L * ?",
+                "2026-12-31 10:00:00",
+                "2027-01-01 10:00:00 Fri",
+            ),
+            (
+                "0 0 10 ? * 2,6#3",
+                "2026-12-15 00:00:00",
+                "2026-12-18 10:00:00 Fri",
+            ),
+        ] {
+            assert_eq!(next(expr, s, after), then, "{expr}");
+        }
+    }
+
+    #[test]
     fn a_clock_change_skips_or_repeats_local_times() {
         let ny: Tz = chrono_tz::America::New_York;
         // 2026-03-08 02:30 does not exist in New York; the next 02:30 is the day after.
@@ -369,13 +614,18 @@ mod tests {
             ("0 0 10 * * ? * 1", "has 8 fields"),
             ("0 0 25 * * ?", "hour `25`: `25` is outside 0-23"),
             (
-                "0 0 10 L * ?",
-                "day of month `L`: L, W and # are not supported",
+                "0 0 10 L-31 * ?",
+                "day of month `L-31`: `L-31`: L-n needs n from 0 to 30",
             ),
+            ("0 0 10 32W * ?", "nW needs a day from 1 to 31"),
+            ("0 0 10 2#1 * ?", "# belongs to the weekday field"),
             (
-                "0 0 10 ? * 2#1",
-                "weekday `2#1`: L, W and # are not supported",
+                "0 0 10 ? * 2#6",
+                "weekday `2#6`: `2#6`: d#k needs k from 1 to 5",
             ),
+            ("0 0 10 ? * 8L", "`8` is outside 1-7"),
+            ("0 0 10 ? * 2W", "W belongs to the day field"),
+            ("0 0 L * * ?", "hour `L`: L, W and # name days only"),
             (
                 "0 0 10 * FOO ?",
                 "month `FOO`: `FOO` is not a number nor a name (JAN-DEC)",
