@@ -381,64 +381,28 @@ fn campaigns_of(
     tz: Tz,
     problems: &mut Vec<String>,
 ) -> Vec<crate::campaign::Campaign> {
-    use tidings_model::TemplateType;
+    let dir = templates_path.parent().unwrap_or(Path::new("."));
     let mut campaigns = Vec::new();
     for t in templates.iter() {
         let where_ = format!("{}: template {}", templates_path.display(), t.id);
-        let (expr, crowd) = match (&t.cron, &t.crowd) {
-            (None, None) => continue,
-            (Some(e), Some(c)) => (e, c),
-            (Some(_), None) => {
-                problems.push(format!("{where_}: cron without crowd; add crowd = \"crowds/NAME.csv\" (a CSV with a userId column)"));
-                continue;
-            }
-            (None, Some(_)) => {
-                problems.push(format!(
-                    "{where_}: crowd without cron; add cron = \"0 0 10 * * ?\" (when it is sent)"
-                ));
-                continue;
-            }
-        };
-        if t.template_type != TemplateType::Cron {
-            problems.push(format!(
-                "{where_}: cron is for template_type = \"cron\"; set it"
-            ));
-            continue;
-        }
-        if !kafka {
-            problems.push(format!("{where_}: cron: a campaign is sent to the job's Kafka topic; this job reads a file (source.kind = \"kafka\", or remove cron)"));
-            continue;
-        }
-        let cron = match crate::campaign::Cron::parse(expr) {
-            Ok(c) => c,
+        let c = match crate::campaign::of_template(t, kafka, dir) {
+            Ok(None) => continue,
+            Ok(Some(c)) => c,
             Err(why) => {
-                problems.push(format!("{where_}: cron: {why}"));
+                problems.push(format!("{where_}: {why}"));
                 continue;
             }
         };
-        if cron
-            .next_after(tz, tidings_model::time::wall_ms())
-            .is_none()
-        {
-            problems.push(format!("{where_}: cron: `{expr}` names no time in the next five years; check its day, month and year"));
+        if let Err(why) = crate::campaign::fires(&c, tz) {
+            problems.push(format!("{where_}: {why}"));
             continue;
         }
-        let crowd = templates_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(crowd);
         // Reading verbs (sql, trace, campaign list) need no crowd file.
-        if run && let Err(why) = crate::campaign::check_crowd(&crowd) {
+        if run && let Err(why) = crate::campaign::check_crowd(&c.crowd) {
             problems.push(format!("{where_}: crowd: {why}"));
             continue;
         }
-        campaigns.push(crate::campaign::Campaign {
-            template_id: t.id,
-            name: t.name.clone(),
-            expr: expr.clone(),
-            cron,
-            crowd,
-        });
+        campaigns.push(c);
     }
     campaigns
 }
@@ -1370,6 +1334,8 @@ pub struct Job {
     pub checkpoint: std::time::Duration,
     /// The templates' campaigns (`cron` templates with a crowd).
     pub campaigns: Vec<crate::campaign::Campaign>,
+    /// The folder a template's `crowd` is read from: the templates file's.
+    pub crowd_dir: PathBuf,
 }
 
 impl Job {
@@ -1585,6 +1551,10 @@ impl Job {
             event,
             checkpoint,
             campaigns,
+            crowd_dir: templates_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
             tz,
             templates: Arc::new(templates),
             receivers,

@@ -401,6 +401,21 @@ fn templates_change_through_the_door_from_their_event_time() {
         let (s, a) = post(&client, &url("/templates"), ops, &template("x", "nope")).await;
         assert_eq!(s, 400, "{a}");
         assert!(a["msg"].as_str().unwrap().contains("account `nope`"), "{a}");
+        // A campaign is checked as the job file's: a crowd that is not there, a time that
+        // never comes, an expression that does not read.
+        let mut campaign = template("x", "out");
+        campaign["template_type"] = json!("cron");
+        campaign["crowd"] = json!("crowds/none.csv");
+        for (cron, why) in [
+            ("0 0 10 * * ?", "crowd: "),
+            ("0 0 0 31 2 ?", "names no time in the next five years"),
+            ("0 0 25 * * ?", "cron: hour `25`"),
+        ] {
+            campaign["cron"] = json!(cron);
+            let (s, a) = post(&client, &url("/templates"), ops, &campaign).await;
+            assert_eq!(s, 400, "{a}");
+            assert!(a["msg"].as_str().unwrap().contains(why), "{cron}: {a}");
+        }
         let (s, c) = post(
             &client,
             &url("/templates"),

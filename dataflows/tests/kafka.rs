@@ -1312,6 +1312,87 @@ fn a_campaign_is_sent_to_its_crowd_once_per_scheduled_time() {
     assert_eq!(seen[0], seen[1]);
 }
 
+/// A campaign made by a live template change (a record in the topic) is scheduled once the
+/// graph applies it, without a restart: its time, due within the misfire window, is sent. A
+/// restart keeps it (the checkpoint's book): the next day's time is sent. A live disable
+/// removes it, and a restart keeps it removed. The same decisions on 1 and 2 workers.
+#[test]
+fn a_live_template_change_makes_and_removes_a_campaign() {
+    use chrono::TimeZone;
+    let ten = chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(2027, 1, 15, 10, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let templates = "[[template]]\nid = 9\nname = \"daily\"\nchannel = \"email\"\nmsg_type = \"marketing\"\n\
+        id_type = \"email\"\naccount = \"out\"\ntemplate_type = \"cron\"\n\
+        [template.content]\ntitle = \"Hello {$name}\"\ncontent = \"hi\"\n";
+    let change = |ts: i64, body: serde_json::Value| Outgoing {
+        key: None,
+        payload: body.to_string(),
+        timestamp: Some(ts),
+    };
+    let put = change(
+        ten + 20_000,
+        serde_json::json!({"code": "template", "template": {"id": 9, "name": "daily",
+            "channel": "email", "msg_type": "marketing", "id_type": "email", "account": "out",
+            "template_type": "cron", "cron": "0 0 10 * * ?", "crowd": "crowd.csv",
+            "content": {"title": "Hello {$name}", "content": "hi"}}}),
+    );
+    let day = 86_400_000;
+    let disable = change(
+        ten + day + 60_000,
+        serde_json::json!({"code": "template", "disable": 9}),
+    );
+    let crowd = (
+        "crowd.csv",
+        "userId,name\na@example.com,Li\nb@example.com,Wang\n",
+    );
+    let mut seen = Vec::new();
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = campaign_job(dir.path(), templates, crowd);
+        let topic = Job::load(&job).unwrap().kafka.unwrap().topic;
+        let run_at = |now: i64| {
+            decisions_of(collect_with(&job, Some(Duration::from_secs(4)), now, workers).0)
+        };
+        produce(&brokers(), &topic, vec![put.clone()], || {}).unwrap();
+        let (rows, dead) = run_at(ten + 30_000);
+        assert!(dead.is_empty(), "{dead:?}");
+        let sent: Vec<&Decision> = rows.iter().filter(|r| r.3 == "SEND_SUCCESS").collect();
+        assert_eq!(sent.len(), 2, "{workers} worker(s): {rows:?}");
+        assert!(sent.iter().all(|r| r.2 == ten + 30_000), "{sent:?}");
+        // `campaign list` reads the checkpoint's book: the live campaign is listed.
+        let list = || {
+            common::tidings(&[
+                "campaign",
+                "list",
+                "--job",
+                job.to_str().unwrap(),
+                "--format",
+                "json",
+            ])
+        };
+        let listed: serde_json::Value = serde_json::from_str(list().trim()).unwrap();
+        assert_eq!(listed["cron"], "0 0 10 * * ?", "{listed}");
+        let (next_day, _) = run_at(ten + day + 20_000);
+        let sent: Vec<i64> = next_day
+            .iter()
+            .filter(|r| r.3 == "SEND_SUCCESS")
+            .map(|r| r.2)
+            .collect();
+        assert_eq!(sent, [ten + day + 20_000; 2], "{next_day:?}");
+        // Disabled live a minute later; nothing is sent then, nor the day after.
+        produce(&brokers(), &topic, vec![disable.clone()], || {}).unwrap();
+        let (later, dead) = run_at(ten + day + 120_000);
+        assert!(later.is_empty() && dead.is_empty(), "{later:?} {dead:?}");
+        assert_eq!(list().trim(), "", "a disabled campaign is not listed");
+        let (after, dead) = run_at(ten + 2 * day + 20_000);
+        assert!(after.is_empty() && dead.is_empty(), "{after:?} {dead:?}");
+        seen.push(rows);
+    }
+    assert_eq!(seen[0], seen[1]);
+}
+
 /// `tidings campaign list` shows a campaign's schedule and crowd; `tidings campaign send`
 /// sends its crowd by hand, stamped with `--at`, without moving its schedule.
 #[test]

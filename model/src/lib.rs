@@ -20,6 +20,7 @@
 //! Nothing here knows timely, tokio or any service: every function is pure and is tested alone.
 
 pub mod compaction;
+pub mod cron;
 pub mod ids;
 pub mod json;
 pub mod limits;

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use crate::container::Trimming;
 use serde::{Deserialize, Serialize};
@@ -365,6 +365,32 @@ pub struct Book {
     /// After each account change, in order: every changed account's newest version then.
     account_snapshots: Vec<(Millis, u128, Arc<LiveAccounts>)>,
     account_check: AccountCheck,
+    /// Whether a put may make a campaign (`cron` and `crowd`): the job has a topic to send to.
+    campaigns: bool,
+    /// Told the newest campaign templates after each template change (worker 0's book).
+    watch: Option<CampaignWatch>,
+}
+
+/// The enabled templates that make campaigns (those with a `cron`), newest versions, as one
+/// book holds them: published when the book is first watched (after its restore) and after
+/// every template change it applies, for a reader outside the graph, the campaign scheduler,
+/// which so follows live changes of a campaign.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignWatch(Arc<Mutex<Option<Arc<Vec<Template>>>>>);
+
+impl CampaignWatch {
+    fn publish(&self, book: &Book) {
+        let now = book.campaign_templates();
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(now));
+    }
+
+    /// The campaign templates last published (`None`: the book is not watched yet).
+    pub fn get(&self) -> Option<Arc<Vec<Template>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl Book {
@@ -379,7 +405,32 @@ impl Book {
             account_history: BTreeMap::new(),
             account_snapshots: Vec::new(),
             account_check: AccountCheck::default(),
+            campaigns: false,
+            watch: None,
         }
+    }
+
+    /// The newest enabled templates that have a `cron` (campaigns), by id.
+    pub fn campaign_templates(&self) -> Vec<Template> {
+        self.latest()
+            .iter()
+            .filter_map(|(_, found)| found.template())
+            .filter(|t| t.cron.is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Publishes the book's campaign templates to `watch` now and after every template change.
+    pub fn watched_by(&mut self, watch: CampaignWatch) {
+        watch.publish(self);
+        self.watch = Some(watch);
+    }
+
+    /// Puts may make campaigns (a job with a Kafka source); without it a put with `cron` is
+    /// refused.
+    pub fn with_campaigns(mut self, allowed: bool) -> Book {
+        self.campaigns = allowed;
+        self
     }
 
     /// Account changes are checked by `check` (without one, every account change is refused).
@@ -490,6 +541,8 @@ impl Book {
                 t.id
             ));
         }
+        tidings_model::cron::campaign_cron(t, self.campaigns)
+            .map_err(|why| format!("template change: template {}: {why}", t.id))?;
         match self.accounts.get(&t.account) {
             None => Err(format!(
                 "template change: template {}: account `{}` is not in the job; use one of {}",
@@ -597,6 +650,9 @@ impl Book {
         // lands where lookups expect it.
         let at = entries.partition_point(|e| (e.at, e.order) <= (entry.at, entry.order));
         entries.insert(at, entry);
+        if let Some(w) = &self.watch {
+            w.publish(self);
+        }
         Ok(Applied::Template { id, version })
     }
 
@@ -834,6 +890,58 @@ mod tests {
 
     fn content(f: Found<'_>) -> String {
         f.template().unwrap().content["content"].to_string()
+    }
+
+    /// A put of template 1 as a campaign with `cron`.
+    fn campaign(at: Millis, offset: i64, cron: &str) -> Change {
+        let line = serde_json::json!({"code": "template", "template": {"id": 1, "name": "a",
+            "channel": "sms", "msg_type": "notice", "id_type": "phone", "account": "out",
+            "template_type": "cron", "cron": cron, "crowd": "c.csv",
+            "content": {"content": "A"}}})
+        .to_string();
+        change_of_line(at, offset, line)
+    }
+
+    #[test]
+    fn a_campaign_put_is_checked_and_its_watch_follows_the_book() {
+        // A job without a topic refuses campaigns; a bad expression is refused with its field.
+        let refused = base().apply(&campaign(10, 1, "0 0 10 * * ?")).unwrap_err();
+        assert!(
+            refused.contains("a campaign is sent to the job's Kafka topic"),
+            "{refused}"
+        );
+        let mut b = base().with_campaigns(true);
+        let bad = b.apply(&campaign(10, 1, "0 0 25 * * ?")).unwrap_err();
+        assert!(bad.contains("template 1: cron: hour `25`"), "{bad}");
+        let watch = CampaignWatch::default();
+        assert!(watch.get().is_none());
+        b.watched_by(watch.clone());
+        assert!(
+            watch.get().unwrap().is_empty(),
+            "the job file's template is no campaign"
+        );
+        b.apply(&campaign(20, 2, "0 0 10 * * ?")).unwrap();
+        let now = watch.get().unwrap();
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].cron.as_deref(), Some("0 0 10 * * ?"));
+        // Replaced by a template without cron, the campaign is gone from the watch.
+        b.apply(&put(30, 3, "B")).unwrap();
+        assert!(watch.get().unwrap().is_empty());
+        b.apply(&campaign(40, 4, "0 30 9 ? * MON")).unwrap();
+        let line = br#"{"code":"template","disable":1}"#.to_vec();
+        b.apply(&Change {
+            event_time: 50,
+            order: 5 << 32,
+            source: "f:5".into(),
+            origin: 0,
+            op: parse_change(&line).unwrap(),
+            bytes: line,
+        })
+        .unwrap();
+        assert!(
+            watch.get().unwrap().is_empty(),
+            "a disabled campaign is gone"
+        );
     }
 
     #[test]

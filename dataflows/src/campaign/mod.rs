@@ -14,7 +14,7 @@
 //! skipped with a warning. A fire interrupted before it was recorded is fired again whole
 //! (at least once: the template's content dedup takes the repeats within its window).
 
-pub mod cron;
+pub use tidings_model::cron;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use chrono_tz::Tz;
+use tidings_model::Template;
 use tidings_operators::Clock;
+use tidings_operators::book::CampaignWatch;
 use tidings_operators::checkpoint::write_durably;
 
 pub use cron::Cron;
@@ -50,6 +52,63 @@ pub struct Campaign {
     pub cron: Cron,
     /// The crowd file.
     pub crowd: PathBuf,
+}
+
+/// The campaign of template `t`, if it is one (`cron::campaign_cron`), its crowd under `dir`
+/// (the templates file's folder).
+pub fn of_template(t: &Template, kafka: bool, dir: &Path) -> Result<Option<Campaign>, String> {
+    let (Some(cron), Some(expr), Some(crowd)) = (cron::campaign_cron(t, kafka)?, &t.cron, &t.crowd)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Campaign {
+        template_id: t.id,
+        name: t.name.clone(),
+        expr: expr.clone(),
+        cron,
+        crowd: dir.join(crowd),
+    }))
+}
+
+/// Refuses a campaign whose expression names no time in the next five years (from the wall
+/// clock: a check at the door, never a judgement of the graph).
+pub fn fires(c: &Campaign, tz: Tz) -> Result<(), String> {
+    match c.cron.next_after(tz, tidings_model::time::wall_ms()) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "cron: `{}` names no time in the next five years; check its day, month and year",
+            c.expr
+        )),
+    }
+}
+
+/// The campaigns of `job` as the book restored from `checkpoints` has them (live template
+/// changes outlive restarts).
+pub fn restored(
+    job: &crate::Job,
+    checkpoints: &tidings_operators::checkpoint::Checkpoints,
+) -> anyhow::Result<Vec<Campaign>> {
+    let mut validator = crate::run::validator(job);
+    validator.book_mut().restore(checkpoints)?;
+    let templates = validator.book().campaign_templates();
+    Ok(templates
+        .iter()
+        .filter_map(|t| of_template(t, true, &job.crowd_dir).ok().flatten())
+        .collect())
+}
+
+/// The campaigns of `job` as its newest checkpoint has them, for reading verbs (the job file's
+/// when it has none).
+pub fn current(job: &crate::Job) -> anyhow::Result<Vec<Campaign>> {
+    let Some(kafka) = job.kafka.as_ref() else {
+        return Ok(job.campaigns.clone());
+    };
+    if !job.state_dir.join("checkpoints").is_dir() {
+        return Ok(job.campaigns.clone());
+    }
+    let checkpoints =
+        tidings_operators::checkpoint::Checkpoints::open(&job.state_dir, &kafka.topic, false)?;
+    restored(job, &checkpoints)
 }
 
 /// One receiver of a crowd and its variables.
@@ -264,9 +323,13 @@ pub fn shown(tz: Tz, ms: i64) -> String {
 }
 
 /// Fires what is due now, then starts a thread that fires each next time until `finished`
-/// or `stop` is set (process 0 of a job whose templates have campaigns).
+/// or `stop` is set (process 0 of a Kafka job). `campaigns` are the restored book's; from the
+/// graph's first publication on, `watch` says what they are (live template changes), crowds
+/// read under `crowd_dir`.
 pub fn schedule(
-    campaigns: Vec<Campaign>,
+    mut campaigns: Vec<Campaign>,
+    watch: CampaignWatch,
+    crowd_dir: PathBuf,
     tz: Tz,
     kafka: KafkaSettings,
     state_dir: &Path,
@@ -282,9 +345,17 @@ pub fn schedule(
     let thread = std::thread::Builder::new()
         .name("campaigns".into())
         .spawn(move || {
+            let mut seen: Option<Arc<Vec<Template>>> = None;
             // Looked at every 200 ms: a stop is seen at once, a time within 200 ms of it.
             while !finished.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                 let now = clock.now_ms();
+                if let Some(templates) = watch
+                    .get()
+                    .filter(|t| !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, t)))
+                {
+                    campaigns = follow(&campaigns, &templates, &crowd_dir, tz, now);
+                    seen = Some(templates);
+                }
                 let any_due = campaigns
                     .iter()
                     .any(|c| due(c, tz, fired.last(c.template_id), now).is_some());
@@ -298,6 +369,54 @@ pub fn schedule(
             }
         })?;
     Ok(thread)
+}
+
+/// The campaigns `templates` make now (the book's newest versions), saying which of `was`
+/// were added, changed or removed. A campaign added or changed live is due as at a start: a
+/// time at most [`MISFIRE_MS`] old that it has not sent is sent.
+pub fn follow(
+    was: &[Campaign],
+    templates: &[Template],
+    crowd_dir: &Path,
+    tz: Tz,
+    now_ms: i64,
+) -> Vec<Campaign> {
+    let mut next = Vec::new();
+    for t in templates {
+        let c = match of_template(t, true, crowd_dir) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(why) => {
+                tracing::warn!("template {} ({}): not scheduled: {why}", t.id, t.name);
+                continue;
+            }
+        };
+        let old = was.iter().find(|o| o.template_id == c.template_id);
+        if old.is_none_or(|o| (&o.expr, &o.crowd) != (&c.expr, &c.crowd)) {
+            let after = c.cron.next_after(tz, now_ms);
+            tracing::info!(
+                "campaign of template {} ({}) {}: `{}` to {}, next {}",
+                c.template_id,
+                c.name,
+                if old.is_some() { "changed" } else { "added" },
+                c.expr,
+                c.crowd.display(),
+                after.map_or("never (no time in five years)".into(), |n| shown(tz, n))
+            );
+        }
+        next.push(c);
+    }
+    for o in was
+        .iter()
+        .filter(|o| !next.iter().any(|c| c.template_id == o.template_id))
+    {
+        tracing::info!(
+            "campaign of template {} ({}) is no longer scheduled: the template was disabled or lost its cron",
+            o.template_id,
+            o.name
+        );
+    }
+    next
 }
 
 /// How long a campaign that could not be sent waits before it is tried again.

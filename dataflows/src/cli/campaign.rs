@@ -59,8 +59,7 @@ fn list(path: PathBuf, format: OutputFormat) -> Result<(), Failure> {
     let job = load_for_reading(&path)?;
     let fired = Fired::open(&job.state_dir).map_err(|e| Failure::Failed(format!("{e:#}")))?;
     let now = tidings_model::time::wall_ms();
-    let rows: Vec<serde_json::Value> = job
-        .campaigns
+    let rows: Vec<serde_json::Value> = current(&job)?
         .iter()
         .map(|c| {
             let receivers = match campaign::read_crowd(&c.crowd) {
@@ -89,6 +88,12 @@ fn list(path: PathBuf, format: OutputFormat) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The job's campaigns as its newest checkpoint has them (live changes included).
+fn current(job: &tidings_dataflows::Job) -> Result<Vec<campaign::Campaign>, Failure> {
+    campaign::current(job)
+        .map_err(|e| Failure::Failed(format!("{}: checkpoints: {e:#}", job.state_dir.display())))
+}
+
 fn send(
     path: PathBuf,
     template: i64,
@@ -96,7 +101,8 @@ fn send(
     brokers: Option<String>,
 ) -> Result<(), Failure> {
     let job = load_for_reading(&path)?;
-    let Some(c) = job.campaigns.iter().find(|c| c.template_id == template) else {
+    let campaigns = current(&job)?;
+    let Some(c) = campaigns.iter().find(|c| c.template_id == template) else {
         return Err(Failure::Usage(format!(
             "{}: template {template} is no campaign; `tidings campaign list --job {}` lists them",
             path.display(),

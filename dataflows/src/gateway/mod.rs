@@ -80,6 +80,10 @@ pub struct Gateway {
     /// One change at a time: checked, produced and applied in the order the topic has them.
     changing: tokio::sync::Mutex<()>,
     callers: Callers,
+    /// Where a campaign's crowd is read from, and the job's zone (a campaign put is checked
+    /// as the job file's are).
+    crowd_dir: std::path::PathBuf,
+    tz: chrono_tz::Tz,
     /// The job file's accounts (`GET /accounts`).
     accounts: std::collections::BTreeMap<String, tidings_sinks::account::AccountConfig>,
 }
@@ -163,7 +167,26 @@ impl Gateway {
             changing: tokio::sync::Mutex::new(()),
             accounts: job.file.accounts.clone(),
             callers: Callers::new(&job.gateway.callers),
+            crowd_dir: job.crowd_dir.clone(),
+            tz: job.tz,
         })
+    }
+
+    /// A campaign put checked as the job file's are, beyond the book's check: its expression
+    /// names a time in the next five years and its crowd's header names its receivers.
+    fn check_campaign(&self, t: &tidings_model::Template) -> Result<(), String> {
+        let Ok(Some(c)) = crate::campaign::of_template(t, true, &self.crowd_dir) else {
+            return Ok(());
+        };
+        let why = crate::campaign::fires(&c, self.tz).err().or_else(|| {
+            crate::campaign::check_crowd(&c.crowd)
+                .err()
+                .map(|w| format!("crowd: {w}"))
+        });
+        match why {
+            Some(why) => Err(format!("template change: template {}: {why}", t.id)),
+            None => Ok(()),
+        }
     }
 
     /// The discard list and whitelist as the door knows them (`GET /lists`).
@@ -260,7 +283,7 @@ impl Gateway {
                     )
                 }
                 Op::Put(t) => {
-                    if let Err(why) = v.book().check(t) {
+                    if let Err(why) = v.book().check(t).and_then(|()| self.check_campaign(t)) {
                         return Answer::bad(why);
                     }
                     (Some(t.id), json!({"code": "template", "template": t}))

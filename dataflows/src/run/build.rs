@@ -28,6 +28,7 @@ use crate::lock::{RunLock, STORE_HINT, StoreLock, probe_writable};
 use crate::send::SendContext;
 use crate::signals;
 use crate::track::Counts;
+use tidings_operators::book::CampaignWatch;
 
 /// What every worker of the run reads (shared by the worker closures).
 pub(crate) struct Shared {
@@ -56,6 +57,8 @@ pub(crate) struct Shared {
     pub dead_letters: Mutex<Vec<Option<DeadLetterTopic>>>,
     /// The Redis tracking sink (taken after the workers end, so the writer can drain).
     pub redis: Mutex<Option<(RedisSink, UserTtl)>>,
+    /// Worker 0's book publishes its campaign templates here for the scheduler.
+    pub campaign_watch: CampaignWatch,
 }
 
 /// What the process holds for the run and tears down after it.
@@ -68,7 +71,7 @@ pub(crate) struct Services {
     pub finished: Arc<AtomicBool>,
     /// The compaction thread (process 0 with Parquet tracking), joined before the lock goes.
     pub compactor: Option<std::thread::JoinHandle<()>>,
-    /// The campaigns' scheduler (process 0 of a job with campaigns), joined at the end.
+    /// The campaigns' scheduler (process 0 of a Kafka job), joined at the end.
     pub campaigns: Option<std::thread::JoinHandle<()>>,
     pub shared: Arc<Shared>,
 }
@@ -214,11 +217,16 @@ impl Services {
             None => None,
         };
         let (redis, redis_sink) = redis_writer(&job, process, processes(opts) as usize)?;
-        // Process 0 sends the campaigns due now before the workers read, then each next time.
+        // Process 0 sends the campaigns due now before the workers read (as the restored book
+        // has them: live changes outlive restarts), then each next time, following the book.
+        let campaign_watch = CampaignWatch::default();
         let campaigns = match &job.kafka {
-            Some(k) if process == 0 && !job.campaigns.is_empty() => {
+            Some(k) if process == 0 => {
+                let now = crate::campaign::restored(&job, &checkpoints)?;
                 Some(crate::campaign::schedule(
-                    job.campaigns.clone(),
+                    now,
+                    campaign_watch.clone(),
+                    job.crowd_dir.clone(),
                     job.tz,
                     k.clone(),
                     &job.state_dir,
@@ -246,6 +254,7 @@ impl Services {
             park_store: Mutex::new(park_store),
             dead_letters: Mutex::new(dead_letters),
             redis: Mutex::new(redis_sink),
+            campaign_watch,
         });
         Ok(Services {
             _lock: lock,

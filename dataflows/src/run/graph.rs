@@ -109,6 +109,10 @@ pub(crate) fn main_dataflow(
             .book_mut()
             .restore(&s.checkpoints)
             .unwrap_or_else(|e| panic!("template book restore: {e}"));
+        if index == 0 {
+            // The campaign scheduler follows worker 0's book (process 0's).
+            validator.book_mut().watched_by(s.campaign_watch.clone());
+        }
         let admitted = records.admit_with(
             changes.broadcast(),
             validator,
@@ -301,7 +305,8 @@ pub(crate) fn validator(job: &Job) -> Validator {
         .with_account_check(AccountCheck::new(tidings_sinks::account::change_check(
             &job.file.accounts,
             job.kafka.is_some(),
-        )));
+        )))
+        .with_campaigns(job.kafka.is_some());
     Validator::new(job.templates.clone(), job.tz)
         .with_book(book)
         .with_max_future_ms(job.event.max_future_ms)

@@ -16,6 +16,37 @@
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 
+use crate::template::{Template, TemplateType};
+
+/// A template's campaign, checked as far as the template alone tells: `cron` and `crowd`
+/// together, on a `template_type = "cron"` template of a job with a topic to send to
+/// (`kafka`), an expression that reads. `Ok(None)`: the template is no campaign. A pure
+/// function of the template, so a live change is judged the same on every replay.
+pub fn campaign_cron(t: &Template, kafka: bool) -> Result<Option<Cron>, String> {
+    let expr = match (&t.cron, &t.crowd) {
+        (None, None) => return Ok(None),
+        (Some(e), Some(_)) => e,
+        (Some(_), None) => {
+            return Err(
+                "cron without crowd; add crowd = \"crowds/NAME.csv\" (a CSV with a userId column)"
+                    .into(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err("crowd without cron; add cron = \"0 0 10 * * ?\" (when it is sent)".into());
+        }
+    };
+    if t.template_type != TemplateType::Cron {
+        return Err("cron is for template_type = \"cron\"; set it".into());
+    }
+    if !kafka {
+        return Err("cron: a campaign is sent to the job's Kafka topic; this job reads a file (source.kind = \"kafka\", or remove cron)".into());
+    }
+    Cron::parse(expr)
+        .map(Some)
+        .map_err(|why| format!("cron: {why}"))
+}
+
 /// A parsed cron expression: the allowed values of each field, as bit sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cron {
