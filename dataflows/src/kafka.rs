@@ -1160,8 +1160,23 @@ pub fn produce_with(
     properties: &[(String, String)],
     topic: &str,
     records: impl IntoIterator<Item = Outgoing>,
-    mut progress: impl FnMut(),
+    progress: impl FnMut(),
 ) -> anyhow::Result<u64> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    produce_until(brokers, properties, topic, records, progress, &never)
+}
+
+/// [`produce_with`] that gives up as soon as `stop` is set (a Ctrl-C), failing: records
+/// produced by then may or may not have been delivered.
+pub fn produce_until(
+    brokers: &str,
+    properties: &[(String, String)],
+    topic: &str,
+    records: impl IntoIterator<Item = Outgoing>,
+    mut progress: impl FnMut(),
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<u64> {
+    let stopped = || anyhow::anyhow!("stopped before the broker acknowledged every record");
     let producer: BaseProducer<Undelivered> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -1171,6 +1186,9 @@ pub fn produce_with(
     let mut n = 0;
     for r in records {
         loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(stopped());
+            }
             let mut rec = BaseRecord::<String, String>::to(topic).payload(&r.payload);
             if let Some(k) = &r.key {
                 rec = rec.key(k);
@@ -1190,7 +1208,16 @@ pub fn produce_with(
         progress();
         producer.poll(Duration::ZERO);
     }
-    producer.flush(Duration::from_secs(60))?;
+    // Flushed a slice at a time, so a stop is seen within 200 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while let Err(e) = producer.flush(Duration::from_millis(200)) {
+        if stop.load(Ordering::Relaxed) {
+            return Err(stopped());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(e.into());
+        }
+    }
     let failed = producer.context();
     match failed
         .first

@@ -31,7 +31,7 @@ use tidings_operators::checkpoint::write_durably;
 
 pub use cron::Cron;
 
-use crate::kafka::{KafkaSettings, Outgoing, produce_with};
+use crate::kafka::{KafkaSettings, Outgoing, produce_until};
 
 /// How old a missed time may be and still be fired at the job's start.
 pub const MISFIRE_MS: i64 = 10 * 60 * 1000;
@@ -201,15 +201,21 @@ pub fn requests(template_id: i64, members: &[Member], stamp: Option<i64>) -> Vec
 
 /// Sends a campaign's crowd to the job's topic, its requests stamped `stamp` (`None`: each
 /// when it is produced); returns the receivers once every request was acknowledged.
-pub fn fire(kafka: &KafkaSettings, c: &Campaign, stamp: Option<i64>) -> anyhow::Result<usize> {
+pub fn fire(
+    kafka: &KafkaSettings,
+    c: &Campaign,
+    stamp: Option<i64>,
+    stop: &AtomicBool,
+) -> anyhow::Result<usize> {
     let members = read_crowd(&c.crowd).map_err(anyhow::Error::msg)?;
     let records = requests(c.template_id, &members, stamp);
-    produce_with(
+    produce_until(
         &kafka.brokers,
         &kafka.properties,
         &kafka.topic,
         records,
         || {},
+        stop,
     )?;
     Ok(members.len())
 }
@@ -258,13 +264,15 @@ pub fn due(c: &Campaign, tz: Tz, last: Option<i64>, now_ms: i64) -> Option<i64> 
 
 /// Fires every campaign due at `now_ms` and records each one sent. One that cannot be
 /// read or sent is logged (one line naming it) and not recorded, so it is tried again while
-/// its time is due; returns whether any failed.
+/// its time is due; returns whether any failed. A stop (Ctrl-C) ends a send at once,
+/// unrecorded.
 pub fn fire_due(
     campaigns: &[Campaign],
     tz: Tz,
     kafka: &KafkaSettings,
     fired: &mut Fired,
     clock: Clock,
+    stop: &AtomicBool,
 ) -> bool {
     let now_ms = clock.now_ms();
     // Stamped as produced (the system clock: librdkafka's time), as any request is: a
@@ -295,7 +303,7 @@ pub fn fire_due(
                 MISFIRE_MS / 60_000
             );
         }
-        match fire(kafka, c, stamp) {
+        match fire(kafka, c, stamp, stop) {
             Ok(n) => {
                 tracing::info!("{what}: {n} receiver(s) sent to {}", kafka.topic);
                 if let Err(e) = fired.record(c.template_id, at) {
@@ -304,6 +312,12 @@ pub fn fire_due(
                         fired.path.display()
                     );
                 }
+            }
+            Err(e) if stop.load(Ordering::Relaxed) => {
+                tracing::warn!(
+                    "{what}: not sent whole: {e:#}; sent again at the next start if it is still due then"
+                );
+                return true;
             }
             Err(e) => {
                 failed = true;
@@ -338,7 +352,7 @@ pub fn schedule(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let mut fired = Fired::open(state_dir)?;
-    let mut not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock) {
+    let mut not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock, &stop) {
         true => clock.now_ms() + RETRY_MS,
         false => i64::MIN,
     };
@@ -360,7 +374,7 @@ pub fn schedule(
                     .iter()
                     .any(|c| due(c, tz, fired.last(c.template_id), now).is_some());
                 if any_due && now >= not_before {
-                    not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock) {
+                    not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock, &stop) {
                         true => now + RETRY_MS,
                         false => i64::MIN,
                     };
@@ -473,6 +487,50 @@ mod tests {
         assert!(read_crowd(&path).is_err());
         let e = check_crowd(&dir.path().join("none.csv")).unwrap_err();
         assert!(e.contains("none.csv"), "{e}");
+    }
+
+    #[test]
+    fn a_stop_ends_a_send_at_once_unrecorded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.csv"), "userId\na@example.com\n").unwrap();
+        let c = Campaign {
+            template_id: 1,
+            name: "daily".into(),
+            expr: "* * * * * ?".into(),
+            cron: Cron::parse("* * * * * ?").unwrap(),
+            crowd: dir.path().join("c.csv"),
+        };
+        // No broker listens there: without the stop this would wait its 60 s.
+        let kafka = KafkaSettings {
+            brokers: "127.0.0.1:9".into(),
+            topic: "t".into(),
+            group: "g".into(),
+            dead_letter_topic: None,
+            checkpoint: Duration::from_secs(1),
+            tick: Duration::from_millis(100),
+            properties: Vec::new(),
+            unresolved: Vec::new(),
+        };
+        // Set while the records wait for the broker's acknowledgement (the flush).
+        let stop = AtomicBool::new(false);
+        let records = requests(1, &read_crowd(&c.crowd).unwrap(), Some(0));
+        let set = || stop.store(true, Ordering::Relaxed);
+        let e = produce_until(&kafka.brokers, &[], "t", records, set, &stop).unwrap_err();
+        assert!(e.to_string().contains("stopped"), "{e:#}");
+        // Set before the send.
+        let e = fire(&kafka, &c, Some(0), &stop).unwrap_err();
+        assert!(e.to_string().contains("stopped"), "{e:#}");
+        let mut fired = Fired::open(dir.path()).unwrap();
+        let now = Clock::Fixed(1_000);
+        assert!(fire_due(
+            &[c],
+            chrono_tz::UTC,
+            &kafka,
+            &mut fired,
+            now,
+            &stop
+        ));
+        assert_eq!(fired.last(1), None);
     }
 
     #[test]
