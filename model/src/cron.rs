@@ -25,7 +25,20 @@ use crate::template::{Template, TemplateType};
 pub fn campaign_cron(t: &Template, kafka: bool) -> Result<Option<Cron>, String> {
     let expr = match (&t.cron, &t.crowd) {
         (None, None) => return Ok(None),
-        (Some(e), Some(_)) => e,
+        (Some(e), Some(crowd)) => {
+            let inside = std::path::Path::new(crowd).components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            });
+            if !inside || crowd.is_empty() {
+                return Err(format!(
+                    "crowd: `{crowd}` must name a file under the templates file's folder (relative, without ..), e.g. crowds/NAME.csv"
+                ));
+            }
+            e
+        }
         (Some(_), None) => {
             return Err(
                 "cron without crowd; add crowd = \"crowds/NAME.csv\" (a CSV with a userId column)"
@@ -253,6 +266,9 @@ fn day_relatives(s: &str) -> Result<(String, Vec<Relative>), String> {
     let mut rest = Vec::new();
     let mut rules = Vec::new();
     for item in s.split(',') {
+        if item.is_empty() {
+            return Err("an empty item in the list".into());
+        }
         let upper = item.to_ascii_uppercase();
         let rule = if upper == "L" {
             Relative::LastDay(0)
@@ -297,6 +313,9 @@ fn weekday_relatives(
         n => Err(format!("`{n}` is outside {lo}-7")),
     };
     for item in s.split(',') {
+        if item.is_empty() {
+            return Err("an empty item in the list".into());
+        }
         let upper = item.to_ascii_uppercase();
         if upper == "L" {
             rest.push(if quartz { "7" } else { "6" });
@@ -657,6 +676,8 @@ mod tests {
             ("0 0 10 ? * 8L", "`8` is outside 1-7"),
             ("0 0 10 ? * 2W", "W belongs to the day field"),
             ("0 0 L * * ?", "hour `L`: L, W and # name days only"),
+            ("0 0 10 L, * ?", "day of month `L,`: an empty item"),
+            ("0 0 10 ? * ,6L", "weekday `,6L`: an empty item"),
             (
                 "0 0 10 * FOO ?",
                 "month `FOO`: `FOO` is not a number nor a name (JAN-DEC)",

@@ -913,6 +913,19 @@ mod tests {
         let mut b = base().with_campaigns(true);
         let bad = b.apply(&campaign(10, 1, "0 0 25 * * ?")).unwrap_err();
         assert!(bad.contains("template 1: cron: hour `25`"), "{bad}");
+        // A crowd outside the templates file's folder is refused.
+        for crowd in ["/etc/crowd.csv", "../crowd.csv", "a/../../crowd.csv"] {
+            let line = serde_json::json!({"code": "template", "template": {"id": 1,
+                "name": "a", "channel": "sms", "msg_type": "notice", "id_type": "phone",
+                "account": "out", "template_type": "cron", "cron": "0 0 10 * * ?",
+                "crowd": crowd, "content": {"content": "A"}}})
+            .to_string();
+            let why = b.apply(&change_of_line(10, 1, line)).unwrap_err();
+            assert!(
+                why.contains("under the templates file's folder"),
+                "{crowd}: {why}"
+            );
+        }
         let watch = CampaignWatch::default();
         assert!(watch.get().is_none());
         b.watched_by(watch.clone());

@@ -28,6 +28,7 @@ use tidings_model::Template;
 use tidings_operators::Clock;
 use tidings_operators::book::CampaignWatch;
 use tidings_operators::checkpoint::write_durably;
+use tidings_operators::live::Live;
 
 pub use cron::Cron;
 
@@ -87,14 +88,10 @@ pub fn fires(c: &Campaign, tz: Tz) -> Result<(), String> {
 pub fn restored(
     job: &crate::Job,
     checkpoints: &tidings_operators::checkpoint::Checkpoints,
-) -> anyhow::Result<Vec<Campaign>> {
+) -> anyhow::Result<Vec<Template>> {
     let mut validator = crate::run::validator(job);
     validator.book_mut().restore(checkpoints)?;
-    let templates = validator.book().campaign_templates();
-    Ok(templates
-        .iter()
-        .filter_map(|t| of_template(t, true, &job.crowd_dir).ok().flatten())
-        .collect())
+    Ok(validator.book().campaign_templates())
 }
 
 /// The campaigns of `job` as its newest checkpoint has them, for reading verbs (the job file's
@@ -106,9 +103,22 @@ pub fn current(job: &crate::Job) -> anyhow::Result<Vec<Campaign>> {
     if !job.state_dir.join("checkpoints").is_dir() {
         return Ok(job.campaigns.clone());
     }
-    let checkpoints =
-        tidings_operators::checkpoint::Checkpoints::open(&job.state_dir, &kafka.topic, false)?;
-    restored(job, &checkpoints)
+    // A running job deletes its older cuts as it goes: one read while it went is read again.
+    let mut tries = 0;
+    let templates = loop {
+        let read =
+            tidings_operators::checkpoint::Checkpoints::open(&job.state_dir, &kafka.topic, false)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| restored(job, &c));
+        match read {
+            Err(_) if tries < 3 => tries += 1,
+            read => break read?,
+        }
+    };
+    Ok(templates
+        .iter()
+        .filter_map(|t| of_template(t, true, &job.crowd_dir).ok().flatten())
+        .collect())
 }
 
 /// One receiver of a crowd and its variables.
@@ -337,12 +347,15 @@ pub fn shown(tz: Tz, ms: i64) -> String {
 }
 
 /// Fires what is due now, then starts a thread that fires each next time until `finished`
-/// or `stop` is set (process 0 of a Kafka job). `campaigns` are the restored book's; from the
-/// graph's first publication on, `watch` says what they are (live template changes), crowds
-/// read under `crowd_dir`.
+/// or `stop` is set (process 0 of a Kafka job). `campaigns` are the restored book's; `watch`
+/// then says what they are (live template changes), crowds read under `crowd_dir`. It is
+/// followed only while the source is current (the source's low watermark in `live` within `current_ms`
+/// of the clock): while a backlog or a replay is read, the book passes through versions a
+/// later change replaced, and one of those must not send a time.
 pub fn schedule(
     mut campaigns: Vec<Campaign>,
     watch: CampaignWatch,
+    (live, current_ms): (Live, i64),
     crowd_dir: PathBuf,
     tz: Tz,
     kafka: KafkaSettings,
@@ -363,9 +376,13 @@ pub fn schedule(
             // Looked at every 200 ms: a stop is seen at once, a time within 200 ms of it.
             while !finished.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                 let now = clock.now_ms();
+                let current = live
+                    .source()
+                    .low_watermark()
+                    .is_some_and(|w| w >= now.saturating_sub(current_ms));
                 if let Some(templates) = watch
                     .get()
-                    .filter(|t| !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, t)))
+                    .filter(|t| current && !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, t)))
                 {
                     campaigns = follow(&campaigns, &templates, &crowd_dir, tz, now);
                     seen = Some(templates);

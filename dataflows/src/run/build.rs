@@ -222,10 +222,19 @@ impl Services {
         let campaign_watch = CampaignWatch::default();
         let campaigns = match &job.kafka {
             Some(k) if process == 0 => {
-                let now = crate::campaign::restored(&job, &checkpoints)?;
+                // Said at the start: how the restored book's campaigns differ from the file's.
+                let now = crate::campaign::follow(
+                    &job.campaigns,
+                    &crate::campaign::restored(&job, &checkpoints)?,
+                    &job.crowd_dir,
+                    job.tz,
+                    opts.clock.now_ms(),
+                );
+                let current_ms = job.event.max_out_of_order_ms + crate::campaign::MISFIRE_MS;
                 Some(crate::campaign::schedule(
                     now,
                     campaign_watch.clone(),
+                    (live.clone(), current_ms),
                     job.crowd_dir.clone(),
                     job.tz,
                     k.clone(),
