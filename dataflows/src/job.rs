@@ -384,25 +384,16 @@ fn campaigns_of(
     let dir = templates_path.parent().unwrap_or(Path::new("."));
     let mut campaigns = Vec::new();
     for t in templates.iter() {
-        let where_ = format!("{}: template {}", templates_path.display(), t.id);
-        let c = match crate::campaign::of_template(t, kafka, dir) {
-            Ok(None) => continue,
-            Ok(Some(c)) => c,
-            Err(why) => {
-                problems.push(format!("{where_}: {why}"));
-                continue;
-            }
-        };
-        if let Err(why) = crate::campaign::fires(&c, tz) {
-            problems.push(format!("{where_}: {why}"));
-            continue;
-        }
         // Reading verbs (sql, trace, campaign list) need no crowd file.
-        if run && let Err(why) = crate::campaign::check_crowd(&c.crowd) {
-            problems.push(format!("{where_}: crowd: {why}"));
-            continue;
+        match crate::campaign::checked(t, kafka, dir, tz, run) {
+            Ok(Some(c)) => campaigns.push(c),
+            Ok(None) => {}
+            Err(why) => problems.push(format!(
+                "{}: template {}: {why}",
+                templates_path.display(),
+                t.id
+            )),
         }
-        campaigns.push(c);
     }
     campaigns
 }

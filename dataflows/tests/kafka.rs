@@ -1229,6 +1229,15 @@ fn a_recall_reaches_deliveries_still_queued_in_an_account_topic() {
     assert_eq!(seen[0], seen[1]);
 }
 
+/// A local time of the campaign jobs' zone (Asia/Shanghai, the default), as epoch ms.
+fn shanghai_ms(year: i32, month: u32, day: u32, hour: u32, minute: u32) -> i64 {
+    use chrono::TimeZone;
+    chrono_tz::Asia::Shanghai
+        .with_ymd_and_hms(year, month, day, hour, minute, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
 /// A Kafka job (a topic and group of its own) of `templates`, with the crowd file `crowd`
 /// beside it and an email outbox account `out`.
 fn campaign_job(dir: &std::path::Path, templates: &str, crowd: (&str, &str)) -> std::path::PathBuf {
@@ -1256,12 +1265,7 @@ fn campaign_job(dir: &std::path::Path, templates: &str, crowd: (&str, &str)) -> 
 /// same decisions on 1 and 2 workers.
 #[test]
 fn a_campaign_is_sent_to_its_crowd_once_per_scheduled_time() {
-    use chrono::TimeZone;
-    let tz = chrono_tz::Asia::Shanghai;
-    let ten = tz
-        .with_ymd_and_hms(2027, 1, 15, 10, 0, 0)
-        .unwrap()
-        .timestamp_millis();
+    let ten = shanghai_ms(2027, 1, 15, 10, 0);
     let templates = "[[template]]\nid = 9\nname = \"daily\"\nchannel = \"email\"\nmsg_type = \"marketing\"\n\
         id_type = \"email\"\naccount = \"out\"\ntemplate_type = \"cron\"\ncron = \"0 0 10 * * ?\"\ncrowd = \"crowd.csv\"\n\
         [template.content]\ntitle = \"Hello {$name}\"\ncontent = \"{$offer}\"\n";
@@ -1318,11 +1322,7 @@ fn a_campaign_is_sent_to_its_crowd_once_per_scheduled_time() {
 /// removes it, and a restart keeps it removed. The same decisions on 1 and 2 workers.
 #[test]
 fn a_live_template_change_makes_and_removes_a_campaign() {
-    use chrono::TimeZone;
-    let ten = chrono_tz::Asia::Shanghai
-        .with_ymd_and_hms(2027, 1, 15, 10, 0, 0)
-        .unwrap()
-        .timestamp_millis();
+    let ten = shanghai_ms(2027, 1, 15, 10, 0);
     let templates = "[[template]]\nid = 9\nname = \"daily\"\nchannel = \"email\"\nmsg_type = \"marketing\"\n\
         id_type = \"email\"\naccount = \"out\"\ntemplate_type = \"cron\"\n\
         [template.content]\ntitle = \"Hello {$name}\"\ncontent = \"hi\"\n";
@@ -1397,12 +1397,7 @@ fn a_live_template_change_makes_and_removes_a_campaign() {
 /// sends its crowd by hand, stamped with `--at`, without moving its schedule.
 #[test]
 fn a_campaign_is_listed_and_sent_by_hand_as_at_a_time() {
-    use chrono::TimeZone;
-    let tz = chrono_tz::Asia::Shanghai;
-    let at = tz
-        .with_ymd_and_hms(2027, 3, 1, 8, 30, 0)
-        .unwrap()
-        .timestamp_millis();
+    let at = shanghai_ms(2027, 3, 1, 8, 30);
     let dir = tempfile::tempdir().unwrap();
     let job = campaign_job(
         dir.path(),

@@ -83,6 +83,25 @@ pub fn fires(c: &Campaign, tz: Tz) -> Result<(), String> {
     }
 }
 
+/// A template's campaign checked as a job file's is: [`of_template`], [`fires`] and, with
+/// `read_crowd`, the crowd's header. `Ok(None)`: the template is no campaign.
+pub fn checked(
+    t: &Template,
+    kafka: bool,
+    dir: &Path,
+    tz: Tz,
+    read_crowd: bool,
+) -> Result<Option<Campaign>, String> {
+    let Some(c) = of_template(t, kafka, dir)? else {
+        return Ok(None);
+    };
+    fires(&c, tz)?;
+    if read_crowd {
+        check_crowd(&c.crowd).map_err(|why| format!("crowd: {why}"))?;
+    }
+    Ok(Some(c))
+}
+
 /// The campaigns of `job` as the book restored from `checkpoints` has them (live template
 /// changes outlive restarts).
 pub fn restored(

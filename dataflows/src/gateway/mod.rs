@@ -175,18 +175,9 @@ impl Gateway {
     /// A campaign put checked as the job file's are, beyond the book's check: its expression
     /// names a time in the next five years and its crowd's header names its receivers.
     fn check_campaign(&self, t: &tidings_model::Template) -> Result<(), String> {
-        let Ok(Some(c)) = crate::campaign::of_template(t, true, &self.crowd_dir) else {
-            return Ok(());
-        };
-        let why = crate::campaign::fires(&c, self.tz).err().or_else(|| {
-            crate::campaign::check_crowd(&c.crowd)
-                .err()
-                .map(|w| format!("crowd: {w}"))
-        });
-        match why {
-            Some(why) => Err(format!("template change: template {}: {why}", t.id)),
-            None => Ok(()),
-        }
+        crate::campaign::checked(t, true, &self.crowd_dir, self.tz, true)
+            .map(|_| ())
+            .map_err(|why| format!("template change: template {}: {why}", t.id))
     }
 
     /// The discard list and whitelist as the door knows them (`GET /lists`).
