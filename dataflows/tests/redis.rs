@@ -345,3 +345,148 @@ fn a_clusters_spooled_rows_are_backfilled_once() {
     assert_eq!(entries, 40, "two rows (RECEIVE, SEND_SUCCESS) per receiver");
     assert_eq!(spooled("redis-spool") + spooled("redis-spool-p1"), 0);
 }
+
+/// The length of the first whole RESP2 answer in `buf` and whether it is an array (`None`
+/// until it has all come).
+fn first_answer(buf: &[u8]) -> Option<(usize, bool)> {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let head = std::str::from_utf8(&buf[1..line_end]).ok()?;
+    let after_line = line_end + 2;
+    match buf.first()? {
+        b'$' => {
+            let n: i64 = head.parse().ok()?;
+            let end = if n < 0 {
+                after_line
+            } else {
+                after_line + n as usize + 2
+            };
+            (buf.len() >= end).then_some((end, false))
+        }
+        b'*' => {
+            let n: i64 = head.parse().ok()?;
+            let mut end = after_line;
+            for _ in 0..n.max(0) {
+                end += first_answer(&buf[end..])?.0;
+            }
+            Some((end, true))
+        }
+        _ => Some((after_line, false)),
+    }
+}
+
+/// A TCP proxy to Redis whose first connection is cut right after Redis ran the first
+/// transaction: `EXEC`'s answer (the first array) never reaches the client, nor anything
+/// after it. Later connections pass through.
+fn answer_losing_proxy(redis: &str) -> (String, std::sync::mpsc::Receiver<()>) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let target = redis
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let (cut_tx, cut_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (i, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { return };
+            let mut server = TcpStream::connect(&target).unwrap();
+            let (mut up_from, mut up_to) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut up_from, &mut up_to));
+            if i > 0 {
+                std::thread::spawn(move || std::io::copy(&mut server, &mut client));
+                continue;
+            }
+            let cut_tx = cut_tx.clone();
+            std::thread::spawn(move || {
+                let (mut buf, mut chunk) = (Vec::new(), [0u8; 65536]);
+                loop {
+                    let Ok(n) = server.read(&mut chunk) else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some((len, array)) = first_answer(&buf) {
+                        if array {
+                            let _ = cut_tx.send(());
+                            let _ = client.shutdown(Shutdown::Both);
+                            let _ = server.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        client.write_all(&buf[..len]).unwrap();
+                        buf.drain(..len);
+                    }
+                }
+            });
+        }
+    });
+    (url, cut_rx)
+}
+
+/// A batch Redis ran but whose answer was lost (the connection cut just after `EXEC`) is
+/// not sent again: its key says it ran. Every count counts each row once and no list holds
+/// an entry twice (before, the batches in flight were sent again and counted twice).
+#[test]
+fn a_batch_whose_answer_was_lost_is_not_counted_twice() {
+    use tidings_sinks::tracking::redis::{RedisRow, RedisSettings, RedisWriter};
+    let (proxy, cut) = answer_losing_proxy(&redis_url());
+    let prefix = format!("tidings:test-{}:", common::unique());
+    let spool = tempfile::tempdir().unwrap();
+    let (writer, sink) = RedisWriter::start(RedisSettings {
+        url: proxy,
+        prefix: prefix.clone(),
+        spool_dir: spool.path().to_path_buf(),
+        adopt: Vec::new(),
+        max_in_memory: 100_000,
+        drain_timeout: Duration::from_secs(30),
+    })
+    .unwrap();
+    // Three batches of 2,000 rows at most: the first two are in flight at the cut.
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 3600;
+    let rows: Vec<RedisRow> = (0..5_000)
+        .map(|i| RedisRow {
+            time: i,
+            message_id: format!("m{}", i % 50).into(),
+            receiver: format!("r{i}").into(),
+            template_id: 1,
+            business_id: 7,
+            state: "RECEIVE".into(),
+            code: 10,
+            reason: None,
+            user_expire_at: in_an_hour,
+        })
+        .collect();
+    sink.send(rows);
+    drop(sink);
+    let stats = writer.finish();
+    cut.try_recv().expect("the proxy cut the first connection");
+    assert!(stats.failures >= 1, "{stats:?}");
+    assert_eq!((stats.written, stats.spooled), (5_000, 0), "{stats:?}");
+    assert_eq!(
+        redis_counts(&redis_url(), &prefix),
+        BTreeMap::from([("RECEIVE".to_string(), 5_000)])
+    );
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for m in 0..50 {
+        let entries: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("{prefix}msg:m{m}"))
+            .arg(0)
+            .arg(-1)
+            .query(&mut con)
+            .unwrap();
+        let distinct: std::collections::BTreeSet<&String> = entries.iter().collect();
+        assert_eq!((entries.len(), distinct.len()), (100, 100), "m{m}");
+    }
+}

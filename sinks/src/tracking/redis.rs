@@ -7,6 +7,11 @@
 //! | `tidings:msg:<messageId>` | list | one JSON per state of each receiver | 3 days |
 //! | `tidings:user:<receiver>` | list | one JSON per state of each message | end of the local day (or a set TTL) |
 //! | `tidings:biz:<businessId>` | hash | state name → count (austin's template funnel) | 30 days |
+//! | `tidings:batch:<writer>:<n>` | string | `1`: this batch ran | 1 hour |
+//!
+//! Each batch is one `MULTI … EXEC` transaction that also sets its own `batch:` key, so a
+//! batch whose answer was lost (a connection cut after Redis ran it) is looked up, not sent
+//! again: lists get no entry twice and counts count each row once.
 //!
 //! One writer thread per process owns the connection and writes pipelined batches. Sending
 //! never waits for Redis: while Redis is down the rows queue in memory, spill to
@@ -97,6 +102,9 @@ impl RedisRow {
 const MESSAGE: &str = "msg:";
 const USER: &str = "user:";
 const BUSINESS: &str = "biz:";
+const BATCH: &str = "batch:";
+/// How long a batch's key says it ran: long enough for the writer that sent it to look.
+const BATCH_TTL_S: i64 = 3600;
 
 /// The key of a message's list.
 pub fn message_key(prefix: &str, message_id: &str) -> String {
@@ -274,10 +282,12 @@ impl Resp {
     }
 }
 
-/// Packs one chunk of rows as one pipeline: one `RPUSH` per list with its entries in row
-/// order, one `HINCRBY` per businessId and state with the chunk's count, one expiry per key.
-/// Entries are written straight into the buffer (no command objects per row).
-fn pack_chunk(prefix: &str, rows: &[RedisRow], only_later: bool) -> Resp {
+/// Packs one chunk of rows as one transaction (`MULTI`, `SETEX batch`, the commands,
+/// `EXEC`) sent as one pipeline: one `RPUSH` per list with its entries in row order, one
+/// `HINCRBY` per businessId and state with the chunk's count, one expiry per key. `batch` is
+/// the key that says the transaction ran. Entries are written straight into the buffer (no
+/// command objects per row).
+fn pack_chunk(prefix: &str, rows: &[RedisRow], only_later: bool, batch: &str) -> Resp {
     let mut messages = Lists::new();
     let mut users = Lists::new();
     let mut counts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
@@ -302,6 +312,11 @@ fn pack_chunk(prefix: &str, rows: &[RedisRow], only_later: bool) -> Resp {
         ),
         commands: 0,
     };
+    out.command("MULTI", 1);
+    out.command("SETEX", 4);
+    out.arg(&[batch.as_bytes()]);
+    out.int(BATCH_TTL_S);
+    out.arg(&[b"1"]);
     let prefix = prefix.as_bytes();
     for l in &messages.lists {
         out.list(
@@ -334,7 +349,40 @@ fn pack_chunk(prefix: &str, rows: &[RedisRow], only_later: bool) -> Resp {
         out.arg(&[prefix, BUSINESS.as_bytes(), id.as_bytes()]);
         out.int(BUSINESS_TTL_S);
     }
+    out.command("EXEC", 1);
     out
+}
+
+/// Reads the answers to a chunk of `commands` packed by [`pack_chunk`]. The last is `EXEC`'s:
+/// once it came, the transaction ran whole, and a command of it that Redis refused (a key of
+/// another type under the prefix) is warned of, not sent again: it would be refused again.
+fn read_chunk(con: &mut redis::Connection, commands: usize) -> redis::RedisResult<()> {
+    for _ in 1..commands {
+        con.recv_response()?.extract_error()?;
+    }
+    match con.recv_response()? {
+        redis::Value::Array(answers) => {
+            let refused: Vec<String> = answers
+                .into_iter()
+                .filter_map(|a| a.extract_error().err())
+                .map(|e| e.to_string())
+                .collect();
+            if let Some(first) = refused.first() {
+                tracing::warn!(
+                    "redis tracking: Redis refused {} command(s) of a batch: {first}",
+                    refused.len()
+                );
+            }
+            Ok(())
+        }
+        other => other.extract_error().and_then(|_| {
+            Err((
+                redis::ErrorKind::UnexpectedReturnType,
+                "EXEC did not run the batch",
+            )
+                .into())
+        }),
+    }
 }
 
 /// Appends a list entry as the JSON text Redis keeps (plain structs of strings and integers:
@@ -504,6 +552,13 @@ struct Writer {
     stats: WriterStats,
     /// The server takes `EXPIREAT … NX|GT` (Redis 7 and later).
     only_later: bool,
+    /// This writer's part of its batches' keys (the process and its start), and the number
+    /// of the next batch.
+    writer_id: String,
+    batches: u64,
+    /// Batches sent whose answer did not come back, oldest first, each its key and rows: the
+    /// first rows of the queue's front. Redis may or may not have run them.
+    in_doubt: Vec<(String, usize)>,
 }
 
 /// The major version in an `INFO server` answer (0 when it names none).
@@ -515,6 +570,37 @@ fn redis_major(info: &str) -> u32 {
 }
 
 impl Writer {
+    fn new(client: redis::Client, settings: RedisSettings, queue: VecDeque<Queued>) -> Writer {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Writer {
+            client,
+            con: None,
+            settings,
+            queue,
+            in_memory: 0,
+            retry_at: Instant::now(),
+            backoff: Duration::ZERO,
+            stats: WriterStats::default(),
+            // Until the first connection says which server it is: the form every Redis takes.
+            only_later: false,
+            writer_id: format!("{}-{started:x}", std::process::id()),
+            batches: 0,
+            in_doubt: Vec::new(),
+        }
+    }
+
+    /// The key of the next batch.
+    fn batch_key(&mut self) -> String {
+        self.batches += 1;
+        format!(
+            "{}{BATCH}{}:{}",
+            self.settings.prefix, self.writer_id, self.batches
+        )
+    }
+
     fn connection(&mut self) -> redis::RedisResult<&mut redis::Connection> {
         if self.con.is_none() {
             let con = self
@@ -533,29 +619,31 @@ impl Writer {
     /// Writes rows chunk by chunk, each chunk one pipeline; the next chunk is sent before the
     /// replies of the one before are read, so packing a chunk here and running the one before
     /// in Redis overlap (one round trip at a time left both sides idle half the time). On
-    /// failure returns how many rows were written: the chunks whose every reply came back.
+    /// failure returns how many rows were written: the chunks whose every reply came back;
+    /// the chunks sent after them are left [`Writer::in_doubt`].
     fn write(&mut self, rows: &[RedisRow]) -> Result<(), usize> {
         if rows.is_empty() {
             return Ok(());
         }
         let prefix = self.settings.prefix.clone();
         let mut done = 0;
-        // The chunk sent and not answered yet: its commands and rows.
-        let mut unanswered: Option<(usize, usize)> = None;
+        // The chunk sent and not answered yet: its commands, rows and batch key.
+        let mut unanswered: Option<(usize, usize, String)> = None;
         let mut chunks = rows.chunks(CHUNK);
         loop {
             let only_later = self.only_later;
-            let next = chunks
-                .next()
-                .map(|c| (pack_chunk(&prefix, c, only_later), c.len()));
+            let next = chunks.next().map(|c| {
+                let batch = self.batch_key();
+                (pack_chunk(&prefix, c, only_later, &batch), c.len(), batch)
+            });
+            let mut sent = false;
             let result = self.connection().and_then(|con| {
-                if let Some((resp, _)) = &next {
+                if let Some((resp, ..)) = &next {
+                    sent = true;
                     con.send_packed_command(&resp.buf)?;
                 }
-                if let Some((commands, _)) = unanswered {
-                    for _ in 0..commands {
-                        con.recv_response()?.extract_error()?;
-                    }
+                if let Some((commands, ..)) = unanswered {
+                    read_chunk(con, commands)?;
                 }
                 Ok(())
             });
@@ -565,17 +653,100 @@ impl Writer {
                 if self.stats.failures == 1 || self.backoff >= Duration::from_secs(2) {
                     tracing::warn!("redis tracking: {e} (rows queue and are backfilled)");
                 }
+                // A chunk's bytes may have reached Redis whole even when sending failed.
+                let next = next.filter(|_| sent).map(|(_, n, batch)| (0, n, batch));
+                self.in_doubt = unanswered
+                    .into_iter()
+                    .chain(next)
+                    .map(|(_, n, batch)| (batch, n))
+                    .collect();
                 return Err(done);
             }
-            if let Some((_, n)) = unanswered.take() {
+            if let Some((_, n, _)) = unanswered.take() {
                 done += n;
                 self.stats.written += n as u64;
             }
             match next {
-                Some((resp, n)) => unanswered = Some((resp.commands, n)),
+                Some((resp, n, batch)) => unanswered = Some((resp.commands, n, batch)),
                 None => return Ok(()),
             }
         }
+    }
+
+    /// Settles the batches left in doubt by a failure: the keys of those Redis ran say so
+    /// (a batch and its key are one transaction), and their rows leave the queue's front as
+    /// written; the others stay to be sent again. False while Redis cannot say.
+    fn settle(&mut self) -> bool {
+        let keys: Vec<String> = self.in_doubt.iter().map(|(k, _)| k.clone()).collect();
+        let ran = self.connection().and_then(|con| {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.exists(k);
+            }
+            pipe.query::<Vec<bool>>(con)
+        });
+        let ran = match ran {
+            Ok(ran) => ran,
+            Err(e) => {
+                self.con = None;
+                self.stats.failures += 1;
+                tracing::debug!("redis tracking: {e} (settling the batches in doubt)");
+                return false;
+            }
+        };
+        // One connection runs its batches in order: those that ran are the first ones.
+        let skip: usize = self
+            .in_doubt
+            .drain(..)
+            .zip(ran)
+            .take_while(|(_, ran)| *ran)
+            .map(|((_, n), _)| n)
+            .sum();
+        if skip > 0 {
+            self.drop_front(skip);
+        }
+        true
+    }
+
+    /// Takes the first `n` rows off the queue's front item (the rows of the batches in
+    /// doubt that ran), as written.
+    fn drop_front(&mut self, n: usize) {
+        self.stats.written += n as u64;
+        match self.queue.front_mut() {
+            Some(Queued::Rows(rows)) => {
+                let n = n.min(rows.len());
+                rows.drain(..n);
+                self.in_memory -= n;
+                if rows.is_empty() {
+                    self.queue.pop_front();
+                }
+            }
+            Some(Queued::Spooled(path)) => {
+                let path = path.clone();
+                let kept =
+                    read_spool(&path).map(|rows| rows.into_iter().skip(n).collect::<Vec<_>>());
+                let result = match kept {
+                    Ok(rows) if rows.is_empty() => {
+                        self.queue.pop_front();
+                        std::fs::remove_file(&path)
+                    }
+                    Ok(rows) => write_rows(&path, &rows),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    tracing::warn!("redis spool {}: {e}", path.display());
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Waits longer before the next try: 100 ms, doubling up to 2 s.
+    fn back_off(&mut self) {
+        self.backoff = (self.backoff * 2)
+            .max(Duration::from_millis(100))
+            .min(Duration::from_secs(2));
+        self.retry_at = Instant::now() + self.backoff;
     }
 
     /// Writes the queue front to back until it is empty or Redis fails.
@@ -587,6 +758,10 @@ impl Writer {
     /// queue is empty or Redis failed).
     fn drain_one(&mut self) -> bool {
         if Instant::now() < self.retry_at {
+            return false;
+        }
+        if !self.in_doubt.is_empty() && !self.settle() {
+            self.back_off();
             return false;
         }
         if let Some(item) = self.queue.pop_front() {
@@ -634,10 +809,7 @@ impl Writer {
                             self.queue.push_front(Queued::Rows(rest));
                         }
                     }
-                    self.backoff = (self.backoff * 2)
-                        .max(Duration::from_millis(100))
-                        .min(Duration::from_secs(2));
-                    self.retry_at = Instant::now() + self.backoff;
+                    self.back_off();
                     return false;
                 }
             }
@@ -732,18 +904,7 @@ fn writer_loop(
         .flat_map(|dir| spool_files(dir))
         .map(Queued::Spooled)
         .collect();
-    let mut w = Writer {
-        client,
-        con: None,
-        settings,
-        queue,
-        in_memory: 0,
-        retry_at: Instant::now(),
-        backoff: Duration::ZERO,
-        stats: WriterStats::default(),
-        // Until the first connection says which server it is: the form every Redis takes.
-        only_later: false,
-    };
+    let mut w = Writer::new(client, settings, queue);
     // One item written per turn; between turns the channel is emptied into the queue, so rows
     // waiting for a slow (not only a down) Redis count against the bound and spill past it.
     let mut more = false;
@@ -878,8 +1039,10 @@ mod tests {
         rows[3].reason = Some("quota \"x\"".into());
         rows[4].business_id = 1;
         rows[2].user_expire_at = 99;
-        let packed = pack_chunk("p:", &rows, true);
+        let packed = pack_chunk("p:", &rows, true, "p:batch:w:1");
         let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.set_ex("p:batch:w:1", 1, BATCH_TTL_S as u64).ignore();
         let entry = |r: &RedisRow| serde_json::to_string(&r.message_entry()).unwrap();
         let user_entry = |r: &RedisRow| serde_json::to_string(&r.user_entry()).unwrap();
         for (id, of) in [
@@ -918,7 +1081,8 @@ mod tests {
             String::from_utf8_lossy(&packed.buf),
             String::from_utf8_lossy(&pipe.get_packed_pipeline())
         );
-        assert_eq!(packed.commands, pipe.len());
+        // Answers: `MULTI`'s, one per command, `EXEC`'s.
+        assert_eq!(packed.commands, pipe.len() + 2);
     }
 
     /// Rows waiting for Redis (in the channel too) count against the bound, spill to files of
@@ -932,7 +1096,8 @@ mod tests {
         assert_eq!(redis_major("redis_version:6.2.14\r\n"), 6);
         assert_eq!(redis_major("# Server\r\n"), 0);
         let rows: Vec<RedisRow> = (0..2).map(row).collect();
-        let plain = String::from_utf8_lossy(&pack_chunk("p:", &rows, false).buf).into_owned();
+        let plain = String::from_utf8_lossy(&pack_chunk("p:", &rows, false, "p:batch:w:1").buf)
+            .into_owned();
         assert!(
             plain.contains("EXPIREAT") && !plain.contains("\r\nNX\r\n"),
             "{plain}"
@@ -968,10 +1133,9 @@ mod tests {
     #[test]
     fn rows_over_the_bound_spill_in_order_to_bounded_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = Writer {
-            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
-            con: None,
-            settings: RedisSettings {
+        let mut w = Writer::new(
+            redis::Client::open("redis://127.0.0.1:1").unwrap(),
+            RedisSettings {
                 url: String::new(),
                 prefix: PREFIX.into(),
                 spool_dir: dir.path().to_path_buf(),
@@ -979,13 +1143,8 @@ mod tests {
                 max_in_memory: 100,
                 drain_timeout: Duration::ZERO,
             },
-            queue: VecDeque::new(),
-            in_memory: 0,
-            retry_at: Instant::now(),
-            backoff: Duration::ZERO,
-            stats: WriterStats::default(),
-            only_later: false,
-        };
+            VecDeque::new(),
+        );
         let (tx, rx) = mpsc::channel();
         tx.send((0..3).map(row).collect::<Vec<_>>()).unwrap();
         assert!(w.take(&rx, Duration::ZERO));
