@@ -257,7 +257,8 @@ pub fn give_stamped(
 pub struct FileSettings {
     /// The partitions: partition `i` is `paths[i]`, read by worker `i % peers`.
     pub paths: Vec<PathBuf>,
-    /// Each partition's name, `file:<path as written in the job>` (message ids derive from it).
+    /// Each partition's name, `file:<path as written in the job>`; its records carry it with
+    /// the file's fingerprint ([`printed_name`]).
     pub names: Vec<Arc<str>>,
     /// Lines read per turn.
     pub batch_lines: usize,
@@ -267,6 +268,18 @@ pub struct FileSettings {
     pub event: EventTime,
     /// Keep reading lines appended to the file.
     pub follow: bool,
+}
+
+/// The source name a file's records carry (message ids derive from it and the line):
+/// `file:<path>#` and the first 8 hex digits of the file's [`fingerprint`]. A file that
+/// replaced another at the same path gives its lines other ids than the old file's (the same
+/// ids would mix two messages in the tracking and the recall book), and a replay of the same
+/// file gives the ids it gave before. `base` alone until the file has a first line.
+pub fn printed_name(base: &str, fingerprint: Option<&str>) -> Arc<str> {
+    match fingerprint.and_then(|f| f.strip_prefix("xxh3:")) {
+        Some(hex) => format!("{base}#{}", &hex[..hex.len().min(8)]).into(),
+        None => base.into(),
+    }
 }
 
 /// The fingerprint of a file: a hash of its first line (at most 4 KiB), stable while lines are
@@ -288,10 +301,13 @@ pub fn fingerprint(path: &std::path::Path) -> std::io::Result<Option<String>> {
         None if n == buf.len() => head,
         None => return Ok(None),
     };
-    Ok(Some(format!(
-        "xxh3:{:016x}",
-        xxhash_rust::xxh3::xxh3_64(first)
-    )))
+    Ok(Some(line_print(first)))
+}
+
+/// The fingerprint of a file whose first line (its first 4 KiB at most, without the newline)
+/// is `first`.
+pub fn line_print(first: &[u8]) -> String {
+    format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(first))
 }
 
 /// Reads one line of at most `max` bytes into `line` (the rest of a longer line is skipped);
@@ -348,6 +364,9 @@ pub fn too_large(full: usize) -> Option<String> {
 /// One partition file being read.
 struct FilePart {
     path: PathBuf,
+    /// The partition's name in the job (`file:<path>`), and with the file's fingerprint
+    /// ([`printed_name`]): the source its records carry.
+    base: Arc<str>,
     name: Arc<str>,
     reader: BufReader<File>,
     part: Partition,
@@ -491,7 +510,8 @@ fn open_parts(
             |&i| match open_at(&paths[i], i as i32, restored.get(&(i as i32))) {
                 Ok((reader, part)) => FilePart {
                     path: paths[i].clone(),
-                    name: names[i].clone(),
+                    base: names[i].clone(),
+                    name: printed_name(&names[i], part.fingerprint.as_deref()),
                     reader,
                     part,
                     done: false,
@@ -591,6 +611,7 @@ fn read_lines(
         }
         if f.part.fingerprint.is_none() && f.part.next == 1 {
             f.part.fingerprint = fingerprint(&f.path).ok().flatten();
+            f.name = printed_name(&f.base, f.part.fingerprint.as_deref());
         }
         let offset = f.part.next;
         let big = too_large(full);

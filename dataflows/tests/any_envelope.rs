@@ -7,6 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
+use tidings_dataflows::source::{fingerprint, printed_name};
 use tidings_model::State;
 use tidings_model::ids::message_id;
 
@@ -92,14 +93,15 @@ fn check(lines: &[String], workers: usize) -> Result<(), TestCaseError> {
     let (events, dead, summary) =
         common::run_memory(&job, workers, DAY + 3 * 86_400_000 + 12 * 3_600_000);
     let ids: BTreeSet<&str> = events.iter().map(|e| e.meta.message_id.as_str()).collect();
+    let print = fingerprint(&dir.path().join("requests.jsonl")).unwrap();
+    let source = printed_name("file:requests.jsonl", print.as_deref());
     for (i, l) in lines.iter().enumerate() {
         if l.trim().is_empty() {
             continue;
         }
         let n = i as i64 + 1;
         let has_dead = dead.iter().any(|d| d.source.ends_with(&format!(":{n}")));
-        let has_messages =
-            (0..2).any(|k| ids.contains(message_id("file:requests.jsonl", 0, n, k).as_str()));
+        let has_messages = (0..2).any(|k| ids.contains(message_id(&source, 0, n, k).as_str()));
         let recall = l.contains("recall");
         prop_assert!(
             has_dead || has_messages || recall,

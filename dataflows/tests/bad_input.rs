@@ -44,7 +44,14 @@ fn bad_records_become_dead_letters_and_the_job_keeps_running() {
             "line {line}: {} (want {reason})",
             d.reason
         );
-        assert!(d.source.starts_with("file:requests.jsonl:"), "{}", d.source);
+        // The file's name and its fingerprint's first 8 hex digits, then the line.
+        assert!(d.source.starts_with("file:requests.jsonl#"), "{}", d.source);
+        assert_eq!(
+            d.source.split(['#', ':']).nth(2).map(str::len),
+            Some(8),
+            "{}",
+            d.source
+        );
     }
     let sibling = dead
         .iter()

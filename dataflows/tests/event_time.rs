@@ -86,9 +86,42 @@ fn a_file_job_resumes_where_it_read() {
     common::tidings(&["run", j, "--now", now]);
     assert_eq!(receive_count(&tracking), receives + 3);
 
-    // `--from-start` replays on purpose.
+    // `--from-start` replays on purpose, under the same message ids.
+    let ids = distinct_ids(&tracking);
     common::tidings(&["run", j, "--now", now, "--from-start"]);
     assert_eq!(receive_count(&tracking), 2 * (receives + 3));
+    assert_eq!(
+        distinct_ids(&tracking),
+        ids,
+        "a replay gives the ids it gave"
+    );
+
+    // Another file at the same path is read from its start, under ids of its own: its lines
+    // 1 to 3 are not the old file's.
+    let other: String = (0..3)
+        .map(|i| {
+            let payload = serde_json::json!({"code": "send", "messageTemplateId": 1,
+                "messageParam": {"receiver": format!("1390013900{i}"), "variables": {"code": "78"}}});
+            serde_json::json!({"ts": 1_763_784_100_000i64 + i, "payload": payload.to_string()})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&path, other).unwrap();
+    common::tidings(&["run", j, "--now", now]);
+    assert_eq!(receive_count(&tracking), 2 * (receives + 3) + 3);
+    assert_eq!(
+        distinct_ids(&tracking),
+        ids + 3,
+        "the new file's ids are new"
+    );
+}
+
+fn distinct_ids(tracking: &Path) -> u64 {
+    common::first_row::<u64>(&common::sql_csv(
+        tracking,
+        "SELECT count(DISTINCT message_id) FROM events",
+    ))[0]
 }
 
 #[test]

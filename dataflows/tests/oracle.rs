@@ -8,6 +8,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
+use tidings_dataflows::source::{line_print, printed_name};
 use tidings_model::Shield;
 use tidings_model::ids::message_id;
 use tidings_model::time::{NightWindow, local_day};
@@ -78,15 +79,31 @@ type Row = (String, String, String, i64);
 /// receiver index) order, whatever the lines' order in the file.
 /// Where request `i` is read from: its message id and its place in the source order
 /// (partition, line within the partition).
-fn place(parts: &[usize], i: usize) -> (String, (usize, i64)) {
+fn place(reqs: &[Req], parts: &[usize], i: usize) -> (String, (usize, i64)) {
     let p = parts[i];
     let line = parts[..=i].iter().filter(|&&q| q == p).count() as i64;
     let k = parts.iter().max().copied().unwrap_or(0) + 1;
-    let id = if k == 1 {
-        message_id("file:requests.jsonl", 0, line, 0)
+    // The partition's file begins with its first request (write_graph_job).
+    let first = parts
+        .iter()
+        .position(|&q| q == p)
+        .map(|j| &reqs[j])
+        .unwrap();
+    let print = line_print(
+        common::envelope(
+            first.ts,
+            first.template,
+            &first.receivers.join(","),
+            first.v,
+        )
+        .as_bytes(),
+    );
+    let base = if k == 1 {
+        "file:requests.jsonl".to_string()
     } else {
-        message_id(&format!("file:requests/p{p}.jsonl"), p as i32, line, 0)
+        format!("file:requests/p{p}.jsonl")
     };
+    let id = message_id(&printed_name(&base, Some(&print)), p as i32, line, 0);
     (id.to_string(), (p, line))
 }
 
@@ -103,7 +120,7 @@ fn model(reqs: &[Req], parts: &[usize]) -> Vec<Row> {
     };
     let mut items = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
-        let (id, line) = place(parts, i);
+        let (id, line) = place(reqs, parts, i);
         let local = tidings_model::time::to_utc(r.ts).with_timezone(&tz);
         for (k, rcv) in r.receivers.iter().enumerate() {
             rows.push((id.clone(), rcv.to_string(), "RECEIVE".to_string(), r.ts));
@@ -425,7 +442,7 @@ proptest! {
         // (template 4 is exempt from the rules).
         let exempt: std::collections::HashSet<String> = (0..reqs.len())
             .filter(|&i| reqs[i].template == 4)
-            .map(|i| place(&parts, i).0)
+            .map(|i| place(&reqs, &parts, i).0)
             .collect();
         let mut sends: HashMap<(&str, i32), u32> = HashMap::new();
         for r in four.iter().filter(|r| r.2 == "SEND_SUCCESS" && !exempt.contains(&r.0)) {
