@@ -67,15 +67,7 @@ fn a_file_job_resumes_where_it_read() {
     assert_eq!(total_rows(&tracking), rows, "a second run wrote rows");
 
     // Lines appended later are read by the next run, and only they.
-    let appended: String = (0..3)
-        .map(|i| {
-            let payload = serde_json::json!({"code": "send", "messageTemplateId": 1,
-                "messageParam": {"receiver": format!("1380013800{i}"), "variables": {"code": "77"}}});
-            serde_json::json!({"ts": 1_763_784_000_000i64 + i, "payload": payload.to_string()})
-                .to_string()
-                + "\n"
-        })
-        .collect();
+    let appended = three_codes("1380013800", "77", 1_763_784_000_000);
     let path = dir.path().join("requests.jsonl");
     let mut text = std::fs::read_to_string(&path).unwrap();
     if !text.ends_with('\n') {
@@ -98,16 +90,7 @@ fn a_file_job_resumes_where_it_read() {
 
     // Another file at the same path is read from its start, under ids of its own: its lines
     // 1 to 3 are not the old file's.
-    let other: String = (0..3)
-        .map(|i| {
-            let payload = serde_json::json!({"code": "send", "messageTemplateId": 1,
-                "messageParam": {"receiver": format!("1390013900{i}"), "variables": {"code": "78"}}});
-            serde_json::json!({"ts": 1_763_784_100_000i64 + i, "payload": payload.to_string()})
-                .to_string()
-                + "\n"
-        })
-        .collect();
-    std::fs::write(&path, other).unwrap();
+    std::fs::write(&path, three_codes("1390013900", "78", 1_763_784_100_000)).unwrap();
     common::tidings(&["run", j, "--now", now]);
     assert_eq!(receive_count(&tracking), 2 * (receives + 3) + 3);
     assert_eq!(
@@ -115,6 +98,17 @@ fn a_file_job_resumes_where_it_read() {
         ids + 3,
         "the new file's ids are new"
     );
+}
+
+/// Three envelope lines of template 1: code `code` to `<phone>0`..`<phone>2`, at `ts`, +1, +2.
+fn three_codes(phone: &str, code: &str, ts: i64) -> String {
+    (0..3)
+        .map(|i| {
+            let payload = serde_json::json!({"code": "send", "messageTemplateId": 1,
+                "messageParam": {"receiver": format!("{phone}{i}"), "variables": {"code": code}}});
+            serde_json::json!({"ts": ts + i, "payload": payload.to_string()}).to_string() + "\n"
+        })
+        .collect()
 }
 
 fn distinct_ids(tracking: &Path) -> u64 {
