@@ -304,6 +304,13 @@ pub fn fingerprint(path: &std::path::Path) -> std::io::Result<Option<String>> {
     Ok(Some(line_print(first)))
 }
 
+/// The fingerprint of a file from its first line as read (its newline, if any, included):
+/// what [`fingerprint`] gives the file (its first 4 KiB at most, without the newline).
+fn first_line_print(line: &[u8]) -> String {
+    let first = line.strip_suffix(b"\n").unwrap_or(line);
+    line_print(&first[..first.len().min(4096)])
+}
+
 /// The fingerprint of a file whose first line (its first 4 KiB at most, without the newline)
 /// is `first`.
 pub fn line_print(first: &[u8]) -> String {
@@ -610,7 +617,9 @@ fn read_lines(
             return true;
         }
         if f.part.fingerprint.is_none() && f.part.next == 1 {
-            f.part.fingerprint = fingerprint(&f.path).ok().flatten();
+            // Of the line just read, not of the path again: the file there may have been
+            // replaced since it was opened, and a last line without its newline counts too.
+            f.part.fingerprint = Some(first_line_print(line));
             f.name = printed_name(&f.base, f.part.fingerprint.as_deref());
         }
         let offset = f.part.next;
@@ -779,6 +788,27 @@ mod tests {
         assert!(line_event_time(br#"{"ts": 1e30, "payload": "{}"}"#, 5).is_err());
         assert!(line_event_time(br#"{"ts": 9223372036854775808, "payload": "{}"}"#, 5).is_err());
         assert!(line_event_time(br#"{"ts": "x", "payload": "{}"}"#, 5).is_err());
+    }
+
+    /// The fingerprint taken from the first line as the source reads it is the file's own:
+    /// a short line, one ending in CR LF, one longer than the 4 KiB hashed.
+    #[test]
+    fn the_first_line_read_gives_the_files_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "x".repeat(5000);
+        for first in ["{\"a\":1}", "{\"a\":1}\r", long.as_str()] {
+            let path = dir.path().join("f.jsonl");
+            std::fs::write(&path, format!("{first}\nsecond\n")).unwrap();
+            let mut line = Vec::new();
+            let mut r = BufReader::new(File::open(&path).unwrap());
+            read_line_capped(&mut r, &mut line, MAX_RECORD_BYTES).unwrap();
+            assert_eq!(
+                Some(first_line_print(&line)),
+                fingerprint(&path).unwrap(),
+                "{}",
+                &first[..first.len().min(20)]
+            );
+        }
     }
 
     #[test]

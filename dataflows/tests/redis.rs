@@ -376,8 +376,8 @@ fn first_answer(buf: &[u8]) -> Option<(usize, bool)> {
 
 /// A TCP proxy to Redis whose first connection is cut right after Redis ran the first
 /// transaction: `EXEC`'s answer (the first array) never reaches the client, nor anything
-/// after it. Later connections pass through.
-fn answer_losing_proxy(redis: &str) -> (String, std::sync::mpsc::Receiver<()>) {
+/// after it. Later connections pass through, or (`then_down`) are closed at once.
+fn answer_losing_proxy(redis: &str, then_down: bool) -> (String, std::sync::mpsc::Receiver<()>) {
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     let target = redis
@@ -392,6 +392,9 @@ fn answer_losing_proxy(redis: &str) -> (String, std::sync::mpsc::Receiver<()>) {
     std::thread::spawn(move || {
         for (i, client) in listener.incoming().enumerate() {
             let Ok(mut client) = client else { return };
+            if i > 0 && then_down {
+                continue;
+            }
             let mut server = TcpStream::connect(&target).unwrap();
             let (mut up_from, mut up_to) =
                 (client.try_clone().unwrap(), server.try_clone().unwrap());
@@ -433,26 +436,93 @@ fn answer_losing_proxy(redis: &str) -> (String, std::sync::mpsc::Receiver<()>) {
 /// an entry twice (before, the batches in flight were sent again and counted twice).
 #[test]
 fn a_batch_whose_answer_was_lost_is_not_counted_twice() {
-    use tidings_sinks::tracking::redis::{RedisRow, RedisSettings, RedisWriter};
-    let (proxy, cut) = answer_losing_proxy(&redis_url());
+    let (prefix, _spool, stats) = a_run_cut_after_exec(false, Duration::from_secs(30));
+    assert!(stats.failures >= 1, "{stats:?}");
+    assert_eq!((stats.written, stats.spooled), (5_000, 0), "{stats:?}");
+    each_row_once(&prefix);
+}
+
+/// A run that ends with batches in doubt and Redis out of reach leaves them beside its spool;
+/// the next run settles them before it sends the spool: each row once.
+#[test]
+fn batches_in_doubt_at_the_end_of_a_run_are_settled_by_the_next() {
+    let (prefix, spool, first) = a_run_cut_after_exec(true, Duration::from_millis(500));
+    assert_eq!((first.written, first.spooled), (0, 5_000), "{first:?}");
+    let doubts = || {
+        std::fs::read_dir(spool.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "doubt")
+            })
+            .count()
+    };
+    assert_eq!(
+        doubts(),
+        1,
+        "the batches in doubt are kept beside the spool"
+    );
+    // The next run sends nothing new: only the spool.
+    let next = write_through(
+        &redis_url(),
+        &prefix,
+        spool.path(),
+        Duration::from_secs(30),
+        0,
+    );
+    assert_eq!((next.written, next.spooled), (5_000, 0), "{next:?}");
+    assert_eq!(doubts(), 0);
+    each_row_once(&prefix);
+}
+
+/// A writer's run of 5,000 rows through [`answer_losing_proxy`] (`then_down`: Redis out of
+/// reach after the cut), under a prefix of its own: the prefix, the spool and what it did.
+fn a_run_cut_after_exec(
+    then_down: bool,
+    drain_timeout: Duration,
+) -> (
+    String,
+    tempfile::TempDir,
+    tidings_sinks::tracking::redis::WriterStats,
+) {
+    let (proxy, cut) = answer_losing_proxy(&redis_url(), then_down);
     let prefix = format!("tidings:test-{}:", common::unique());
     let spool = tempfile::tempdir().unwrap();
+    let stats = write_through(&proxy, &prefix, spool.path(), drain_timeout, 5_000);
+    cut.try_recv().expect("the proxy cut the first connection");
+    (prefix, spool, stats)
+}
+
+/// Starts a writer to `url` and hands it the first `rows` of 5,000 rows of 50 messages (three
+/// batches of 2,000 rows at most: the first two are in flight together); what it did once it
+/// finished.
+fn write_through(
+    url: &str,
+    prefix: &str,
+    spool: &std::path::Path,
+    drain_timeout: Duration,
+    rows: usize,
+) -> tidings_sinks::tracking::redis::WriterStats {
+    use tidings_sinks::tracking::redis::{RedisRow, RedisSettings, RedisWriter};
     let (writer, sink) = RedisWriter::start(RedisSettings {
-        url: proxy,
-        prefix: prefix.clone(),
-        spool_dir: spool.path().to_path_buf(),
+        url: url.to_string(),
+        prefix: prefix.to_string(),
+        spool_dir: spool.to_path_buf(),
         adopt: Vec::new(),
         max_in_memory: 100_000,
-        drain_timeout: Duration::from_secs(30),
+        drain_timeout,
     })
     .unwrap();
-    // Three batches of 2,000 rows at most: the first two are in flight at the cut.
     let in_an_hour = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
         + 3600;
     let rows: Vec<RedisRow> = (0..5_000)
+        .take(rows)
         .map(|i| RedisRow {
             time: i,
             message_id: format!("m{}", i % 50).into(),
@@ -467,12 +537,14 @@ fn a_batch_whose_answer_was_lost_is_not_counted_twice() {
         .collect();
     sink.send(rows);
     drop(sink);
-    let stats = writer.finish();
-    cut.try_recv().expect("the proxy cut the first connection");
-    assert!(stats.failures >= 1, "{stats:?}");
-    assert_eq!((stats.written, stats.spooled), (5_000, 0), "{stats:?}");
+    writer.finish()
+}
+
+/// Redis holds the 5,000 rows of [`write_through`] under `prefix` once each: the count, and
+/// every message's list (100 distinct entries).
+fn each_row_once(prefix: &str) {
     assert_eq!(
-        redis_counts(&redis_url(), &prefix),
+        redis_counts(&redis_url(), prefix),
         BTreeMap::from([("RECEIVE".to_string(), 5_000)])
     );
     let mut con = redis::Client::open(redis_url())

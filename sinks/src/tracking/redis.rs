@@ -7,7 +7,7 @@
 //! | `tidings:msg:<messageId>` | list | one JSON per state of each receiver | 3 days |
 //! | `tidings:user:<receiver>` | list | one JSON per state of each message | end of the local day (or a set TTL) |
 //! | `tidings:biz:<businessId>` | hash | state name → count (austin's template funnel) | 30 days |
-//! | `tidings:batch:<writer>:<n>` | string | `1`: this batch ran | 1 hour |
+//! | `tidings:batch:<writer>:<n>` | string | `1`: this batch ran | 1 day |
 //!
 //! Each batch is one `MULTI … EXEC` transaction that also sets its own `batch:` key, so a
 //! batch whose answer was lost (a connection cut after Redis ran it) is looked up, not sent
@@ -103,8 +103,9 @@ const MESSAGE: &str = "msg:";
 const USER: &str = "user:";
 const BUSINESS: &str = "biz:";
 const BATCH: &str = "batch:";
-/// How long a batch's key says it ran: long enough for the writer that sent it to look.
-const BATCH_TTL_S: i64 = 3600;
+/// How long a batch's key says it ran: long enough for the writer that sent it to look (a
+/// day of Redis out of reach, or until the next run that reads the spool).
+const BATCH_TTL_S: i64 = 24 * 3600;
 
 /// The key of a message's list.
 pub fn message_key(prefix: &str, message_id: &str) -> String {
@@ -460,11 +461,17 @@ impl RedisWriter {
         std::fs::create_dir_all(&settings.spool_dir)?;
         // A spool file is written aside and renamed: a `.tmp` is one a crash cut short (the
         // run lock means no other writer is using this directory, nor the adopted ones: their
-        // processes are not in the run).
+        // processes are not in the run). A `.doubt` whose spool file is gone is stale.
         for dir in settings.adopt.iter().chain([&settings.spool_dir]) {
             for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if e.path().extension().is_some_and(|x| x == "tmp") {
-                    let _ = std::fs::remove_file(e.path());
+                let path = e.path();
+                let stale = match path.extension().and_then(|x| x.to_str()) {
+                    Some("tmp") => true,
+                    Some("doubt") => !path.with_extension("jsonl").exists(),
+                    _ => false,
+                };
+                if stale {
+                    let _ = std::fs::remove_file(path);
                 }
             }
         }
@@ -559,6 +566,29 @@ struct Writer {
     /// Batches sent whose answer did not come back, oldest first, each its key and rows: the
     /// first rows of the queue's front. Redis may or may not have run them.
     in_doubt: Vec<(String, usize)>,
+    /// Redis' id of the connection (`CLIENT ID`; `None` where the server does not say), and
+    /// of the one the batches in doubt were sent on.
+    con_id: Option<i64>,
+    in_doubt_on: Option<i64>,
+    /// The file the batches in doubt were read from (a run that ended with them in doubt),
+    /// removed once they are settled.
+    doubt_file: Option<PathBuf>,
+}
+
+/// Where a spool file's batches in doubt are kept when a run ends before they are settled.
+fn doubt_path(spool_file: &Path) -> PathBuf {
+    spool_file.with_extension("doubt")
+}
+
+/// The rows left once the batches that ran are taken out: `batches` are those of the first
+/// rows, in order, each its rows and whether it ran.
+fn without_ran<T>(rows: Vec<T>, batches: &[(usize, bool)]) -> Vec<T> {
+    let mut ran = batches
+        .iter()
+        .flat_map(|&(n, ran)| std::iter::repeat_n(ran, n));
+    rows.into_iter()
+        .filter(|_| !ran.next().unwrap_or(false))
+        .collect()
 }
 
 /// The major version in an `INFO server` answer (0 when it names none).
@@ -589,6 +619,9 @@ impl Writer {
             writer_id: format!("{}-{started:x}", std::process::id()),
             batches: 0,
             in_doubt: Vec::new(),
+            con_id: None,
+            in_doubt_on: None,
+            doubt_file: None,
         }
     }
 
@@ -611,6 +644,8 @@ impl Writer {
             let mut con = con;
             let info: String = redis::cmd("INFO").arg("server").query(&mut con)?;
             self.only_later = redis_major(&info) >= 7;
+            // Redis 5 and later; a server (or an ACL) that refuses it leaves it unknown.
+            self.con_id = redis::cmd("CLIENT").arg("ID").query(&mut con).ok();
             self.con = Some(con);
         }
         Ok(self.con.as_mut().expect("just connected"))
@@ -660,6 +695,7 @@ impl Writer {
                     .chain(next)
                     .map(|(_, n, batch)| (batch, n))
                     .collect();
+                self.in_doubt_on = self.con_id;
                 return Err(done);
             }
             if let Some((_, n, _)) = unanswered.take() {
@@ -673,12 +709,23 @@ impl Writer {
         }
     }
 
-    /// Settles the batches left in doubt by a failure: the keys of those Redis ran say so
-    /// (a batch and its key are one transaction), and their rows leave the queue's front as
-    /// written; the others stay to be sent again. False while Redis cannot say.
+    /// Settles the batches left in doubt by a failure. The connection they were sent on is
+    /// killed first (`CLIENT KILL ID`: what Redis still held of it, read but not run, would
+    /// otherwise run after the look), then the keys of those Redis ran say so (a batch and
+    /// its key are one transaction): their rows leave the queue's front as written, the
+    /// others stay to be sent again. False while Redis cannot say.
     fn settle(&mut self) -> bool {
         let keys: Vec<String> = self.in_doubt.iter().map(|(k, _)| k.clone()).collect();
+        let old = self.in_doubt_on;
         let ran = self.connection().and_then(|con| {
+            if let Some(id) = old {
+                // Refused (an ACL, a server before 5) or gone already: the look goes on.
+                let _ = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("ID")
+                    .arg(id)
+                    .query::<i64>(con);
+            }
             let mut pipe = redis::pipe();
             for k in &keys {
                 pipe.exists(k);
@@ -694,50 +741,97 @@ impl Writer {
                 return false;
             }
         };
-        // One connection runs its batches in order: those that ran are the first ones.
-        let skip: usize = self
+        let batches: Vec<(usize, bool)> = self
             .in_doubt
             .drain(..)
             .zip(ran)
-            .take_while(|(_, ran)| *ran)
-            .map(|((_, n), _)| n)
-            .sum();
-        if skip > 0 {
-            self.drop_front(skip);
+            .map(|((_, n), ran)| (n, ran))
+            .collect();
+        self.in_doubt_on = None;
+        if batches.iter().any(|&(_, ran)| ran) {
+            self.drop_ran(&batches);
+        }
+        if let Some(file) = self.doubt_file.take() {
+            let _ = std::fs::remove_file(file);
         }
         true
     }
 
-    /// Takes the first `n` rows off the queue's front item (the rows of the batches in
-    /// doubt that ran), as written.
-    fn drop_front(&mut self, n: usize) {
-        self.stats.written += n as u64;
+    /// Takes the rows of the batches that ran off the queue's front item, as written.
+    fn drop_ran(&mut self, batches: &[(usize, bool)]) {
         match self.queue.front_mut() {
             Some(Queued::Rows(rows)) => {
-                let n = n.min(rows.len());
-                rows.drain(..n);
-                self.in_memory -= n;
+                let before = rows.len();
+                *rows = without_ran(std::mem::take(rows), batches);
+                let gone = before - rows.len();
+                self.in_memory -= gone;
+                self.stats.written += gone as u64;
                 if rows.is_empty() {
                     self.queue.pop_front();
                 }
             }
             Some(Queued::Spooled(path)) => {
                 let path = path.clone();
-                let kept =
-                    read_spool(&path).map(|rows| rows.into_iter().skip(n).collect::<Vec<_>>());
-                let result = match kept {
-                    Ok(rows) if rows.is_empty() => {
+                let result = read_spool(&path).and_then(|rows| {
+                    let before = rows.len();
+                    let kept = without_ran(rows, batches);
+                    if kept.is_empty() {
+                        std::fs::remove_file(&path)?;
                         self.queue.pop_front();
-                        std::fs::remove_file(&path)
+                    } else {
+                        write_rows(&path, &kept)?;
                     }
-                    Ok(rows) => write_rows(&path, &rows),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
-                    tracing::warn!("redis spool {}: {e}", path.display());
+                    Ok(before - kept.len())
+                });
+                match result {
+                    Ok(gone) => self.stats.written += gone as u64,
+                    // Left as it was: its rows are sent again (twice, never lost).
+                    Err(e) => tracing::warn!("redis spool {}: {e}", path.display()),
                 }
             }
             None => {}
+        }
+    }
+
+    /// A run that ended with batches in doubt left them beside the spool file they head:
+    /// taken up when that file comes to the front.
+    fn take_up_doubt(&mut self) {
+        if !self.in_doubt.is_empty() {
+            return;
+        }
+        let Some(Queued::Spooled(path)) = self.queue.front() else {
+            return;
+        };
+        let file = doubt_path(path);
+        let Ok(body) = std::fs::read(&file) else {
+            return;
+        };
+        match serde_json::from_slice(&body) {
+            Ok(batches) => {
+                self.in_doubt = batches;
+                self.doubt_file = Some(file);
+            }
+            Err(e) => {
+                tracing::warn!("redis spool {}: {e}", file.display());
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+
+    /// At the end of a run, with Redis out of reach: the batches still in doubt are kept
+    /// beside the spool file they head, for the next run to settle.
+    fn keep_doubt(&mut self) {
+        if self.in_doubt.is_empty() {
+            return;
+        }
+        let Some(Queued::Spooled(path)) = self.queue.front() else {
+            return;
+        };
+        let file = doubt_path(path);
+        let tmp = file.with_extension("doubt.tmp");
+        let body = serde_json::to_vec(&self.in_doubt).unwrap_or_default();
+        if let Err(e) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &file)) {
+            tracing::warn!("redis spool {}: {e}", file.display());
         }
     }
 
@@ -760,6 +854,7 @@ impl Writer {
         if Instant::now() < self.retry_at {
             return false;
         }
+        self.take_up_doubt();
         if !self.in_doubt.is_empty() && !self.settle() {
             self.back_off();
             return false;
@@ -931,6 +1026,7 @@ fn writer_loop(
         }
     }
     w.spill();
+    w.keep_doubt();
     w.stats.spooled = spool_files(&w.settings.spool_dir)
         .iter()
         .map(|p| read_spool(p).map(|r| r.len() as u64).unwrap_or(0))
@@ -1005,6 +1101,21 @@ mod tests {
 
     /// Entries written out of order (another worker's, a backfilled spool's) are read by
     /// time, then state code; entries equal in both keep their list order.
+    /// The batches in doubt that ran leave the rows, wherever they are among the first rows.
+    #[test]
+    fn the_rows_of_batches_that_ran_are_taken_out() {
+        let rows: Vec<i32> = (0..10).collect();
+        assert_eq!(
+            without_ran(rows.clone(), &[(3, false), (4, true)]),
+            [0, 1, 2, 7, 8, 9]
+        );
+        assert_eq!(
+            without_ran(rows.clone(), &[(3, true), (4, true)]),
+            [7, 8, 9]
+        );
+        assert_eq!(without_ran(rows.clone(), &[(3, false)]), rows);
+    }
+
     #[test]
     fn a_list_is_read_oldest_first() {
         let e =
