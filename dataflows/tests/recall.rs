@@ -117,11 +117,12 @@ fn recalls_reach_the_provider_and_end_in_recall_states() {
     std::fs::write(dir.path().join("requests.jsonl"), second).unwrap();
     let (rows, dead, _) = common::run_memory(&job, 2, NOW + 10_000);
     let ok = of(&rows, "RECALL_SUCCESS");
-    let ding: Vec<_> = ok
+    let mut ding: Vec<_> = ok
         .iter()
         .filter(|r| r.0 == 2)
         .map(|r| r.2.as_str())
         .collect();
+    ding.sort();
     assert_eq!(ding, ["ding-u1", "ding-u2"], "{ok:?}");
     let wecom: Vec<_> = ok.iter().filter(|r| r.0 == 1).collect();
     assert_eq!(
