@@ -455,172 +455,89 @@ mod tests {
             .to_string()
     }
 
+    /// Checks each `expression | after | next time` line of `table` in `tz` (`//` lines are
+    /// comments).
+    fn check_table(tz: Tz, table: &str) {
+        for line in table.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with("//") {
+                continue;
+            }
+            let [expr, after, then] = line.split('|').map(str::trim).collect::<Vec<_>>()[..] else {
+                panic!("not `expression | after | next`: {line}")
+            };
+            assert_eq!(next(expr, tz, after), then, "{expr}");
+        }
+    }
+
     #[test]
     fn quartz_and_crontab_expressions_name_the_times_they_say() {
-        let s = SHANGHAI;
-        // austin's daily 10 o'clock, in the job's zone.
-        assert_eq!(
-            next("0 0 10 * * ?", s, "2026-12-07 09:59:59"),
-            "2026-12-07 10:00:00 Mon"
-        );
-        assert_eq!(
-            next("0 0 10 * * ?", s, "2026-12-07 10:00:00"),
-            "2026-12-08 10:00:00 Tue"
-        );
-        // Weekdays: Quartz 2-6 and crontab 1-5 are Monday to Friday; names too.
-        for e in ["0 30 9 ? * 2-6", "30 9 * * 1-5", "0 30 9 ? * MON-FRI"] {
-            assert_eq!(
-                next(e, s, "2026-12-11 10:00:00"),
-                "2026-12-14 09:30:00 Mon",
-                "{e}"
-            );
-        }
-        // Sunday is 1 in Quartz, 0 and 7 in crontab.
-        for e in ["0 0 8 ? * 1", "0 8 * * 0", "0 8 * * 7", "0 0 8 ? * SUN"] {
-            assert_eq!(
-                next(e, s, "2026-12-07 00:00:00"),
-                "2026-12-13 08:00:00 Sun",
-                "{e}"
-            );
-        }
-        // Steps, lists, months by name, a year.
-        assert_eq!(
-            next("*/15 * * * * ?", s, "2026-12-07 10:00:16"),
-            "2026-12-07 10:00:30 Mon"
-        );
-        assert_eq!(
-            next("0 0 0 1,15 JAN,JUL ?", s, "2026-02-01 00:00:00"),
-            "2026-07-01 00:00:00 Wed"
-        );
-        assert_eq!(
-            next("0 0 12 11 11 ? 2027", s, "2026-12-01 00:00:00"),
-            "2027-11-11 12:00:00 Thu"
-        );
-        // `a/1` runs to the field's end (cronmaker's "every day at 12"), every minute from 0.
-        assert_eq!(
-            next("0 0 12 1/1 * ? *", s, "2026-12-07 13:00:00"),
-            "2026-12-08 12:00:00 Tue"
-        );
-        assert_eq!(
-            next("0 0/1 * * * ?", s, "2026-12-07 13:00:00"),
-            "2026-12-07 13:01:00 Mon"
-        );
-        assert_eq!(
-            next("0 0 12 * * ? 2026/1", s, "2026-12-31 13:00:00"),
-            "2027-01-01 12:00:00 Fri"
-        );
-        // A day field of `*/2` restricts nothing of the weekday: odd days that are Mondays.
-        assert_eq!(
-            next("0 9 */2 * 1", s, "2026-12-07 10:00:00"),
-            "2026-12-21 09:00:00 Mon"
-        );
-        // Both day and weekday restricted: either one.
-        assert_eq!(
-            next("0 9 13 * 1", s, "2026-12-08 00:00:00"),
-            "2026-12-13 09:00:00 Sun"
+        check_table(
+            SHANGHAI,
+            "
+            // austin's daily 10 o'clock, in the job's zone.
+            0 0 10 * * ?          | 2026-12-07 09:59:59 | 2026-12-07 10:00:00 Mon
+            0 0 10 * * ?          | 2026-12-07 10:00:00 | 2026-12-08 10:00:00 Tue
+            // Weekdays: Quartz 2-6 and crontab 1-5 are Monday to Friday; names too.
+            0 30 9 ? * 2-6        | 2026-12-11 10:00:00 | 2026-12-14 09:30:00 Mon
+            30 9 * * 1-5          | 2026-12-11 10:00:00 | 2026-12-14 09:30:00 Mon
+            0 30 9 ? * MON-FRI    | 2026-12-11 10:00:00 | 2026-12-14 09:30:00 Mon
+            // Sunday is 1 in Quartz, 0 and 7 in crontab.
+            0 0 8 ? * 1           | 2026-12-07 00:00:00 | 2026-12-13 08:00:00 Sun
+            0 8 * * 0             | 2026-12-07 00:00:00 | 2026-12-13 08:00:00 Sun
+            0 8 * * 7             | 2026-12-07 00:00:00 | 2026-12-13 08:00:00 Sun
+            0 0 8 ? * SUN         | 2026-12-07 00:00:00 | 2026-12-13 08:00:00 Sun
+            // Steps, lists, months by name, a year.
+            */15 * * * * ?        | 2026-12-07 10:00:16 | 2026-12-07 10:00:30 Mon
+            0 0 0 1,15 JAN,JUL ?  | 2026-02-01 00:00:00 | 2026-07-01 00:00:00 Wed
+            0 0 12 11 11 ? 2027   | 2026-12-01 00:00:00 | 2027-11-11 12:00:00 Thu
+            // `a/1` runs to the field's end (cronmaker's \"every day at 12\"), every minute from 0.
+            0 0 12 1/1 * ? *      | 2026-12-07 13:00:00 | 2026-12-08 12:00:00 Tue
+            0 0/1 * * * ?         | 2026-12-07 13:00:00 | 2026-12-07 13:01:00 Mon
+            0 0 12 * * ? 2026/1   | 2026-12-31 13:00:00 | 2027-01-01 12:00:00 Fri
+            // A day field of `*/2` restricts nothing of the weekday: odd days that are Mondays.
+            0 9 */2 * 1           | 2026-12-07 10:00:00 | 2026-12-21 09:00:00 Mon
+            // Both day and weekday restricted: either one.
+            0 9 13 * 1            | 2026-12-08 00:00:00 | 2026-12-13 09:00:00 Sun
+            ",
         );
         // 31 February never comes.
         assert!(
             Cron::parse("0 0 0 31 2 ?")
                 .unwrap()
-                .next_after(s, 0)
+                .next_after(SHANGHAI, 0)
                 .is_none()
         );
     }
 
     #[test]
     fn days_relative_to_the_month_are_quartz_s() {
-        let s = SHANGHAI;
-        for (expr, after, then) in [
+        check_table(
+            SHANGHAI,
+            "
             // The last day, three days before it, the last weekday (31 Jan 2027 is a Sunday).
-            (
-                "0 0 10 L * ?",
-                "2026-12-07 00:00:00",
-                "2026-12-31 10:00:00 Thu",
-            ),
-            (
-                "0 0 10 L-3 * ?",
-                "2026-12-07 00:00:00",
-                "2026-12-28 10:00:00 Mon",
-            ),
-            (
-                "0 0 10 LW * ?",
-                "2027-01-01 00:00:00",
-                "2027-01-29 10:00:00 Fri",
-            ),
+            0 0 10 L * ?          | 2026-12-07 00:00:00 | 2026-12-31 10:00:00 Thu
+            0 0 10 L-3 * ?        | 2026-12-07 00:00:00 | 2026-12-28 10:00:00 Mon
+            0 0 10 LW * ?         | 2027-01-01 00:00:00 | 2027-01-29 10:00:00 Fri
             // Nearest weekday: Sunday 15 Nov moves to Monday; Saturday 1 Aug stays in August.
-            (
-                "0 0 10 15W * ?",
-                "2026-11-01 00:00:00",
-                "2026-11-16 10:00:00 Mon",
-            ),
-            (
-                "0 0 10 1W * ?",
-                "2026-07-31 00:00:00",
-                "2026-08-03 10:00:00 Mon",
-            ),
+            0 0 10 15W * ?        | 2026-11-01 00:00:00 | 2026-11-16 10:00:00 Mon
+            0 0 10 1W * ?         | 2026-07-31 00:00:00 | 2026-08-03 10:00:00 Mon
             // 31W in a 30-day month does not fire.
-            (
-                "0 0 10 31W * ?",
-                "2026-11-01 00:00:00",
-                "2026-12-31 10:00:00 Thu",
-            ),
+            0 0 10 31W * ?        | 2026-11-01 00:00:00 | 2026-12-31 10:00:00 Thu
             // The last Friday and the third Friday, in Quartz and crontab numbering and by name.
-            (
-                "0 0 10 ? * 6L",
-                "2026-12-01 00:00:00",
-                "2026-12-25 10:00:00 Fri",
-            ),
-            (
-                "0 0 10 ? * FRIL",
-                "2026-12-01 00:00:00",
-                "2026-12-25 10:00:00 Fri",
-            ),
-            (
-                "0 10 * * 5L",
-                "2026-12-01 00:00:00",
-                "2026-12-25 10:00:00 Fri",
-            ),
-            (
-                "0 0 10 ? * 6#3",
-                "2026-12-01 00:00:00",
-                "2026-12-18 10:00:00 Fri",
-            ),
-            (
-                "0 10 * * FRI#3",
-                "2026-12-01 00:00:00",
-                "2026-12-18 10:00:00 Fri",
-            ),
+            0 0 10 ? * 6L         | 2026-12-01 00:00:00 | 2026-12-25 10:00:00 Fri
+            0 0 10 ? * FRIL       | 2026-12-01 00:00:00 | 2026-12-25 10:00:00 Fri
+            0 10 * * 5L           | 2026-12-01 00:00:00 | 2026-12-25 10:00:00 Fri
+            0 0 10 ? * 6#3        | 2026-12-01 00:00:00 | 2026-12-18 10:00:00 Fri
+            0 10 * * FRI#3        | 2026-12-01 00:00:00 | 2026-12-18 10:00:00 Fri
             // A fifth Monday comes only in some months.
-            (
-                "0 0 10 ? * 2#5",
-                "2026-12-01 00:00:00",
-                "2027-03-29 10:00:00 Mon",
-            ),
+            0 0 10 ? * 2#5        | 2026-12-01 00:00:00 | 2027-03-29 10:00:00 Mon
             // `L` alone as a weekday is Saturday; relative items mix with plain ones.
-            (
-                "0 0 10 ? * L",
-                "2026-12-07 00:00:00",
-                "2026-12-12 10:00:00 Sat",
-            ),
-            (
-                "0 0 10 1,L * ?",
-                "2026-12-07 00:00:00",
-                "2026-12-31 10:00:00 Thu",
-            ),
-            (
-                "0 0 10 1,L * ?",
-                "2026-12-31 10:00:00",
-                "2027-01-01 10:00:00 Fri",
-            ),
-            (
-                "0 0 10 ? * 2,6#3",
-                "2026-12-15 00:00:00",
-                "2026-12-18 10:00:00 Fri",
-            ),
-        ] {
-            assert_eq!(next(expr, s, after), then, "{expr}");
-        }
+            0 0 10 ? * L          | 2026-12-07 00:00:00 | 2026-12-12 10:00:00 Sat
+            0 0 10 1,L * ?        | 2026-12-07 00:00:00 | 2026-12-31 10:00:00 Thu
+            0 0 10 1,L * ?        | 2026-12-31 10:00:00 | 2027-01-01 10:00:00 Fri
+            0 0 10 ? * 2,6#3      | 2026-12-15 00:00:00 | 2026-12-18 10:00:00 Fri
+            ",
+        );
     }
 
     #[test]
