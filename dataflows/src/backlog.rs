@@ -366,13 +366,7 @@ impl BacklogReader {
     pub fn done_positions(
         state_dir: &Path,
     ) -> anyhow::Result<BTreeMap<String, BTreeMap<i32, i64>>> {
-        let path = state_dir.join("account-offsets.json");
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
-        }
+        crate::read_json_or_default(&state_dir.join("account-offsets.json"), "")
     }
 
     /// Reads every account topic (assigned, see [`BacklogReader::assign`]), each from its group's committed offsets, skipping

@@ -37,3 +37,18 @@ pub mod track;
 
 pub use job::Job;
 pub use run::{BACKLOG_AGE, Cluster, RunOptions, Summary, TrackingTarget, run};
+
+/// Reads a JSON file of the state directory (written with `write_durably`); the default when
+/// there is none. An error names the file, and for one that cannot be read as `T`, `if_bad`
+/// (what to do about it).
+pub(crate) fn read_json_or_default<T: serde::de::DeserializeOwned + Default>(
+    path: &std::path::Path,
+    if_bad: &str,
+) -> anyhow::Result<T> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}{if_bad}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}

@@ -259,16 +259,10 @@ impl Fired {
     /// Reads the file (none yet: nothing fired).
     pub fn open(state_dir: &Path) -> anyhow::Result<Fired> {
         let path = state_dir.join("campaigns.json");
-        let last = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: {e}; delete it to fire each campaign's next time only",
-                    path.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => anyhow::bail!("{}: {e}", path.display()),
-        };
+        let last = crate::read_json_or_default(
+            &path,
+            "; delete it to fire each campaign's next time only",
+        )?;
         Ok(Fired { path, last })
     }
 

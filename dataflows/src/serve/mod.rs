@@ -175,16 +175,10 @@ impl Supervisor {
         std::fs::create_dir_all(dir.join("logs"))
             .map_err(|e| anyhow::anyhow!("--state-dir {}: {e}", dir.display()))?;
         let file = dir.join("serve.json");
-        let saved: Saved = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: not the service's state ({e}); move it away to start empty",
-                    file.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
-            Err(e) => anyhow::bail!("{}: {e}", file.display()),
-        };
+        let saved: Saved = crate::read_json_or_default(
+            &file,
+            " (not the service's state); move it away to start empty",
+        )?;
         let mut jobs = BTreeMap::new();
         for s in saved.jobs {
             let job = Job::load(&s.path).ok().map(Arc::new);
