@@ -693,12 +693,17 @@ fn a_campaigns_problems_name_the_template_key_and_fix() {
         ),
     ];
     write(dir.path(), "t.toml", &templates.join("\n"));
-    let kafka = write(
-        dir.path(),
+    // A job over t.toml reading `source`.
+    let job_of = |name: &str, source: &str| {
+        write(
+            dir.path(),
+            name,
+            &format!("name = \"x\"\ntemplates = \"t.toml\"\n[source]\n{source}\n{OUT}"),
+        )
+    };
+    let kafka = job_of(
         "kafka.toml",
-        &format!(
-            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\ngroup = \"g\"\n{OUT}"
-        ),
+        "kind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\ngroup = \"g\"",
     );
     let problems = tidings_dataflows::Job::load(&kafka).unwrap_err().problems;
     let want = [
@@ -718,13 +723,7 @@ fn a_campaigns_problems_name_the_template_key_and_fix() {
     // The same campaign in a job that reads a file has nowhere to send its crowd.
     write(dir.path(), "t.toml", &templates[5]);
     write(dir.path(), "r.jsonl", "");
-    let file = write(
-        dir.path(),
-        "file.toml",
-        &format!(
-            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n{OUT}"
-        ),
-    );
+    let file = job_of("file.toml", "kind = \"file\"\npath = \"r.jsonl\"");
     let problems = tidings_dataflows::Job::load(&file).unwrap_err().problems;
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(
