@@ -198,6 +198,7 @@ impl Partition {
                 read_to,
                 after,
                 fingerprint: self.fingerprint.clone(),
+                tail: None,
             },
             None if self.next < self.read_to => Position {
                 offset: self.next,
@@ -206,6 +207,7 @@ impl Partition {
                 read_to,
                 after,
                 fingerprint: self.fingerprint.clone(),
+                tail: None,
             },
             None => Position {
                 offset: self.next,
@@ -214,6 +216,7 @@ impl Partition {
                 read_to: self.next,
                 after: Vec::new(),
                 fingerprint: self.fingerprint.clone(),
+                tail: None,
             },
         }
     }
@@ -379,6 +382,65 @@ struct FilePart {
     part: Partition,
     /// At its end (and not following).
     done: bool,
+    /// Following: when another file (or a truncated one) was first seen at the path while this
+    /// one was at its end; it is read on until it has been idle for [`SWITCH_AFTER_MS`].
+    replaced_at: Option<Millis>,
+}
+
+/// How long a followed file replaced at its path (a rotation) must have been at its end before
+/// the new file is read: the writer may append to the old one until it reopens the path.
+const SWITCH_AFTER_MS: Millis = 1_000;
+
+impl FilePart {
+    /// Where to resume as of cut `cut`, with the print of the bytes before that place.
+    fn position(&self, cut: Epoch) -> Position {
+        let mut p = self.part.position(cut);
+        p.tail = tail_print(self.reader.get_ref(), p.byte);
+        p
+    }
+
+    /// Following a file at its end: why another file stands at its path now (rotated away, or
+    /// truncated in place), if it does. A path with no file yet (between a rotation's rename
+    /// and its new file) is not a replacement yet.
+    fn replaced(&self) -> Option<&'static str> {
+        let now = std::fs::metadata(&self.path).ok()?;
+        let open = self.reader.get_ref().metadata().ok()?;
+        use std::os::unix::fs::MetadataExt;
+        if (now.dev(), now.ino()) != (open.dev(), open.ino()) {
+            return Some("another file is at its path");
+        }
+        (now.len() < self.part.next_byte).then_some("it was truncated")
+    }
+
+    /// Reads the file now at the path from its start: a partition of its own lines (their ids
+    /// carry its fingerprint), the watermark kept. Only once no record of the old file can be
+    /// past a future cut, so every cut holds the old file whole or points into the new one.
+    fn switch(&mut self, why: &str) -> std::io::Result<()> {
+        let file = File::open(&self.path)?;
+        tracing::info!(
+            "file source {}: {why}; reading the new file from its start",
+            self.path.display()
+        );
+        self.reader = BufReader::with_capacity(1 << 20, file);
+        let clock = self.part.clock;
+        self.part = Partition::new(self.part.id, None, 1);
+        self.part.clock = clock;
+        self.name = self.base.clone();
+        self.replaced_at = None;
+        Ok(())
+    }
+}
+
+/// The print of the (at most 4 KiB) bytes of `file` before `byte`; `None` at the start, or
+/// when they cannot be read.
+fn tail_print(file: &File, byte: u64) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let from = byte.saturating_sub(4096);
+    let mut buf = vec![0u8; (byte - from) as usize];
+    if buf.is_empty() || file.read_exact_at(&mut buf, from).is_err() {
+        return None;
+    }
+    Some(line_print(&buf))
 }
 
 /// Reads the job's file partitions: worker `w` reads partitions `i % peers == w`, each with its
@@ -427,10 +489,7 @@ pub fn file_source<'s>(
                 parts = open_parts(&owned, &paths, &names, &checkpoints);
             }
             let positions = |parts: &[FilePart], cut: Epoch| -> BTreeMap<i32, Position> {
-                parts
-                    .iter()
-                    .map(|f| (f.part.id, f.part.position(cut)))
-                    .collect()
+                parts.iter().map(|f| (f.part.id, f.position(cut))).collect()
             };
             if stop.load(Ordering::Relaxed) {
                 // Ctrl-C / SIGTERM: stop at the next cut (read on until the watermark
@@ -522,6 +581,7 @@ fn open_parts(
                     reader,
                     part,
                     done: false,
+                    replaced_at: None,
                 },
                 Err(e) => panic!("file source {}: {e}", paths[i].display()),
             },
@@ -552,6 +612,7 @@ fn read_turn(
 ) {
     let share = (turn.lines.max(1) / parts.len().max(1)).max(1);
     for f in parts.iter_mut().filter(|f| !f.done) {
+        let at = f.part.next_byte;
         let eof = read_lines(
             f,
             share,
@@ -566,6 +627,7 @@ fn read_turn(
         if eof {
             f.part.caught_up = true;
             if turn.follow {
+                follow_rotation(f, f.part.next_byte != at, turn.now);
                 // A caught-up file moves its watermark with the wall clock.
                 f.part
                     .clock
@@ -574,6 +636,27 @@ fn read_turn(
                 f.done = true;
             }
         }
+    }
+}
+
+/// A followed file at its end that another has replaced at its path is read on until it has
+/// been idle for [`SWITCH_AFTER_MS`] (`read`: this turn read lines of it) and no record of it
+/// can be past a future cut; then the new file is read.
+fn follow_rotation(f: &mut FilePart, read: bool, now: Millis) {
+    let Some(why) = f.replaced() else {
+        f.replaced_at = None;
+        return;
+    };
+    let since = match f.replaced_at {
+        Some(t) if !read => t,
+        _ => *f.replaced_at.insert(now),
+    };
+    if now.saturating_sub(since) < SWITCH_AFTER_MS || !f.part.inflight.is_empty() {
+        return;
+    }
+    if let Err(e) = f.switch(why) {
+        // Gone again between the look and the open: looked at again next turn.
+        tracing::warn!("file source {}: {e}", f.path.display());
     }
 }
 
@@ -671,7 +754,8 @@ fn read_lines(
 }
 
 /// Opens a partition file at its restored position when it is the same file (same
-/// fingerprint, not shorter); otherwise from the start, saying why.
+/// fingerprint, not shorter, the same bytes before that position); otherwise from the start,
+/// saying why.
 fn open_at(
     path: &std::path::Path,
     id: i32,
@@ -693,16 +777,19 @@ fn open_at(
         // Empty (or a first line still being written) then and now: nothing was read.
         return Ok((reader, fresh(fp)));
     }
-    let same = pos.fingerprint.is_some() && pos.fingerprint == fp;
-    if !same || pos.byte > len {
+    let why = if pos.fingerprint.is_none() || pos.fingerprint != fp {
+        Some("its first line differs")
+    } else if pos.byte > len {
+        Some("it is shorter")
+    } else if pos.tail.is_some() && tail_print(reader.get_ref(), pos.byte) != pos.tail {
+        Some("the lines before the place it was read to differ")
+    } else {
+        None
+    };
+    if let Some(why) = why {
         tracing::info!(
-            "file source {}: not the file the checkpoint read ({}); reading it from the start",
+            "file source {}: not the file the checkpoint read ({why}); reading it from the start",
             path.display(),
-            if same {
-                "it is shorter"
-            } else {
-                "its first line differs"
-            }
         );
         return Ok((reader, fresh(fp)));
     }

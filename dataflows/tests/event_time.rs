@@ -98,6 +98,20 @@ fn a_file_job_resumes_where_it_read() {
         ids + 3,
         "the new file's ids are new"
     );
+
+    // Another file again, beginning with the same line as the last: its first line cannot
+    // tell it apart, the bytes before the place the last run read to can. It is read from its
+    // start, none of its lines skipped (its line n shares line n's id of the last file).
+    let first = std::fs::read_to_string(&path).unwrap();
+    let first = first.lines().next().unwrap().to_string() + "\n";
+    let receives = receive_count(&tracking);
+    std::fs::write(
+        &path,
+        first + &three_codes("1400014000", "79", 1_763_784_200_000),
+    )
+    .unwrap();
+    common::tidings(&["run", j, "--now", now]);
+    assert_eq!(receive_count(&tracking), receives + 4);
 }
 
 /// Three envelope lines of template 1: code `code` to `<phone>0`..`<phone>2`, at `ts`, +1, +2.
@@ -118,19 +132,26 @@ fn distinct_ids(tracking: &Path) -> u64 {
     ))[0]
 }
 
+/// Requests `from..to` of template 1 to receivers `u<i>`, a line each (no event time: read
+/// time stands for it).
+fn requests(from: u32, to: u32) -> String {
+    (from..to)
+        .map(|i| {
+            serde_json::json!({"code": "send", "messageTemplateId": 1,
+                "messageParam": {"receiver": format!("u{i}"), "variables": {"v": "x"}}})
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
 #[test]
 fn follow_reads_lines_appended_while_running() {
     let dir = tempfile::tempdir().unwrap();
-    let request = |i: u32| {
-        serde_json::json!({"code": "send", "messageTemplateId": 1,
-            "messageParam": {"receiver": format!("u{i}"), "variables": {"v": "x"}}})
-        .to_string()
-            + "\n"
-    };
     let job = common::write_job(
         dir.path(),
         &common::sms_template(1, "none", false, "user_id"),
-        &(request(0) + &request(1)),
+        &requests(0, 2),
         "",
     );
     common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
@@ -139,10 +160,7 @@ fn follow_reads_lines_appended_while_running() {
     common::wait_until(Duration::from_secs(30), "the first two sent", || {
         common::count_lines(&outbox) == 2
     });
-    let mut more = String::new();
-    for i in 2..5 {
-        more.push_str(&request(i));
-    }
+    let more = requests(2, 5);
     use std::io::Write as _;
     let mut f = std::fs::OpenOptions::new()
         .append(true)
@@ -155,6 +173,66 @@ fn follow_reads_lines_appended_while_running() {
     });
     interrupt(child, "the following job");
     assert_eq!(receive_count(&dir.path().join("var/tracking")), 5);
+}
+
+/// A followed file rotated away (renamed, a new file made at its path), then truncated in place
+/// and written again: each new file is read from its start, no line of an old one again, and a
+/// later run reads nothing again.
+#[test]
+fn follow_reads_a_rotated_or_truncated_file_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = common::write_job(
+        dir.path(),
+        &common::sms_template(1, "none", false, "user_id"),
+        &requests(0, 2),
+        "",
+    );
+    common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
+    let child = spawn_run(&job, &[]);
+    let outbox = dir.path().join("var/outbox/sms.jsonl");
+    let path = dir.path().join("requests.jsonl");
+    common::wait_until(Duration::from_secs(30), "the first two sent", || {
+        common::count_lines(&outbox) == 2
+    });
+    std::fs::rename(&path, dir.path().join("requests.jsonl.1")).unwrap();
+    std::fs::write(&path, requests(2, 5)).unwrap();
+    common::wait_until(
+        Duration::from_secs(30),
+        "the rotated file's three sent",
+        || common::count_lines(&outbox) == 5,
+    );
+    // Shorter than what was read of it: a truncation.
+    std::fs::write(&path, requests(5, 6)).unwrap();
+    common::wait_until(
+        Duration::from_secs(30),
+        "the truncated file's one sent",
+        || common::count_lines(&outbox) == 6,
+    );
+    interrupt(child, "the following job");
+    let sent = std::fs::read_to_string(&outbox).unwrap();
+    for i in 0..6 {
+        assert_eq!(
+            sent.matches(&format!("\"u{i}\"")).count(),
+            1,
+            "u{i}: {sent}"
+        );
+    }
+    let tracking = dir.path().join("var/tracking");
+    assert_eq!(receive_count(&tracking), 6);
+    assert_eq!(
+        distinct_ids(&tracking),
+        6,
+        "each file's lines have ids of their own"
+    );
+
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, text.replace("follow = true", "follow = false")).unwrap();
+    common::tidings(&["run", job.to_str().unwrap()]);
+    assert_eq!(
+        receive_count(&tracking),
+        6,
+        "the next run read a line again"
+    );
 }
 
 #[test]

@@ -97,6 +97,10 @@ pub struct Position {
     /// skip a field.)
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// A file partition's print of the bytes just before `byte` (at most 4 KiB), so a file
+    /// that begins as the old one did but is another is read anew too.
+    #[serde(default)]
+    pub tail: Option<String>,
 }
 
 /// The manifest of a complete checkpoint.
@@ -1245,6 +1249,7 @@ mod tests {
         };
         let file = Position {
             fingerprint: Some("abc".into()),
+            tail: Some("def".into()),
             ..kafka.clone()
         };
         let messages = vec![
