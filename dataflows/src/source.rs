@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +91,8 @@ pub struct Partition {
     pub caught_up: bool,
     /// A file partition's fingerprint, kept with its positions.
     pub fingerprint: Option<String>,
+    /// The largest epoch a record was given on at.
+    given_max: Option<Epoch>,
 }
 
 impl Partition {
@@ -107,6 +109,7 @@ impl Partition {
                 inflight: VecDeque::new(),
                 caught_up: false,
                 fingerprint: p.fingerprint,
+                given_max: None,
             },
             None => Partition {
                 id,
@@ -118,6 +121,7 @@ impl Partition {
                 inflight: VecDeque::new(),
                 caught_up: false,
                 fingerprint: None,
+                given_max: None,
             },
         }
     }
@@ -164,6 +168,7 @@ impl Partition {
         if offset < self.read_to && !self.after.remove(&offset) {
             return None;
         }
+        self.given_max = self.given_max.max(Some(stamped.epoch));
         match self.inflight.back_mut() {
             Some(run) if run.epoch == stamped.epoch && run.offsets().end == offset => run.len += 1,
             _ => self.inflight.push_back(Run {
@@ -271,6 +276,8 @@ pub struct FileSettings {
     pub event: EventTime,
     /// Keep reading lines appended to the file.
     pub follow: bool,
+    /// The partitions are a directory's files.
+    pub directory: bool,
 }
 
 /// The source name a file's records carry (message ids derive from it and the line):
@@ -288,11 +295,16 @@ pub fn printed_name(base: &str, fingerprint: Option<&str>) -> Arc<str> {
 /// The fingerprint of a file: a hash of its first line (at most 4 KiB), stable while lines are
 /// appended. `None` while the file has no complete first line.
 pub fn fingerprint(path: &std::path::Path) -> std::io::Result<Option<String>> {
-    let mut f = File::open(path)?;
+    file_fingerprint(&File::open(path)?)
+}
+
+/// [`fingerprint`] of an open file (read from its start, whatever its reader's place).
+fn file_fingerprint(f: &File) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 4096];
     let mut n = 0;
     while n < buf.len() {
-        let got = f.read(&mut buf[n..])?;
+        let got = f.read_at(&mut buf[n..], n as u64)?;
         if got == 0 {
             break;
         }
@@ -382,51 +394,98 @@ struct FilePart {
     part: Partition,
     /// At its end (and not following).
     done: bool,
-    /// Following: when another file (or a truncated one) was first seen at the path while this
-    /// one was at its end; it is read on until it has been idle for [`SWITCH_AFTER_MS`].
-    replaced_at: Option<Millis>,
+    /// Following, at its end: another file (or this one truncated) is at the path.
+    rotation: Rotation,
 }
 
-/// How long a followed file replaced at its path (a rotation) must have been at its end before
-/// the new file is read: the writer may append to the old one until it reopens the path.
+/// A followed file at its end that another file replaced at its path (a rotation), or that was
+/// truncated below what was read of it.
+#[derive(Debug, Default)]
+struct Rotation {
+    /// Why, while it is so.
+    why: Option<&'static str>,
+    /// Since when the old file has been idle (read to its end, its length unchanged): it is
+    /// read on until that lasts [`SWITCH_AFTER_MS`] (its writer may append to it until it
+    /// reopens the path).
+    idle_since: Millis,
+    /// The old file's length at the last look.
+    len: u64,
+    /// Idle long enough: a last line without its newline is read as a line.
+    draining: bool,
+}
+
+/// How long a followed file replaced at its path must have been idle before the new one is read.
 const SWITCH_AFTER_MS: Millis = 1_000;
+
+const TRUNCATED: &str = "it was truncated";
+
+/// The `tail` of a position whose bytes are not the ones read (the file was truncated under
+/// the reader): no file matches it, so a restart reads the path from its start.
+const NOT_READ: &str = "xxh3:not-read";
 
 impl FilePart {
     /// Where to resume as of cut `cut`, with the print of the bytes before that place.
     fn position(&self, cut: Epoch) -> Position {
         let mut p = self.part.position(cut);
-        p.tail = tail_print(self.reader.get_ref(), p.byte);
+        if p.byte > 0 {
+            let print = match self.rotation.why {
+                Some(TRUNCATED) => None,
+                _ => tail_print(self.reader.get_ref(), p.byte),
+            };
+            p.tail = Some(print.unwrap_or_else(|| NOT_READ.into()));
+        }
         p
     }
 
     /// Following a file at its end: why another file stands at its path now (rotated away, or
-    /// truncated in place), if it does. A path with no file yet (between a rotation's rename
-    /// and its new file) is not a replacement yet.
-    fn replaced(&self) -> Option<&'static str> {
-        let now = std::fs::metadata(&self.path).ok()?;
-        let open = self.reader.get_ref().metadata().ok()?;
+    /// truncated in place), if it does, and the length of the file being read. A path with no
+    /// file yet (between a rotation's rename and its new file) is not a replacement yet; nor,
+    /// in a directory source, is a file still linked (renamed: the next run's listing has it,
+    /// and `files_in_place` says what to do).
+    fn replaced(&self, directory: bool) -> Option<(&'static str, u64)> {
         use std::os::unix::fs::MetadataExt;
+        let open = self.reader.get_ref().metadata().ok()?;
+        let now = std::fs::metadata(&self.path).ok()?;
         if (now.dev(), now.ino()) != (open.dev(), open.ino()) {
-            return Some("another file is at its path");
+            if directory && open.nlink() > 0 {
+                return None;
+            }
+            return Some(("another file is at its path", open.len()));
         }
-        (now.len() < self.part.next_byte).then_some("it was truncated")
+        (now.len() < self.part.next_byte).then_some((TRUNCATED, open.len()))
     }
 
-    /// Reads the file now at the path from its start: a partition of its own lines (their ids
-    /// carry its fingerprint), the watermark kept. Only once no record of the old file can be
-    /// past a future cut, so every cut holds the old file whole or points into the new one.
+    /// Reads the file now at the path: on from where the old one was read to when it begins
+    /// with the same bytes (a copy with lines added, moved over the path), else from its start
+    /// as a partition of its own lines (their ids carry its fingerprint), the watermark kept.
     fn switch(&mut self, why: &str) -> std::io::Result<()> {
         let file = File::open(&self.path)?;
-        tracing::info!(
-            "file source {}: {why}; reading the new file from its start",
-            self.path.display()
-        );
-        self.reader = BufReader::with_capacity(1 << 20, file);
-        let clock = self.part.clock;
-        self.part = Partition::new(self.part.id, None, 1);
-        self.part.clock = clock;
-        self.name = self.base.clone();
-        self.replaced_at = None;
+        let at = self.part.next_byte;
+        let same = at > 0
+            && file.metadata()?.len() >= at
+            && file_fingerprint(&file)? == self.part.fingerprint
+            && tail_print(&file, at) == tail_print(self.reader.get_ref(), at);
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        if same {
+            reader.seek(SeekFrom::Start(at))?;
+            tracing::info!(
+                "file source {}: {why}, beginning with what was read of the old one; reading on \
+                 at line {}",
+                self.path.display(),
+                self.part.next
+            );
+        } else {
+            tracing::info!(
+                "file source {}: {why}; reading the new file from its start",
+                self.path.display()
+            );
+            let clock = self.part.clock;
+            self.part = Partition::new(self.part.id, None, 1);
+            self.part.clock = clock;
+            self.name = self.base.clone();
+        }
+        self.reader = reader;
+        self.rotation = Rotation::default();
         Ok(())
     }
 }
@@ -471,6 +530,7 @@ pub fn file_source<'s>(
             in_flight,
             event,
             follow,
+            directory,
         } = settings;
         let mut cap = reads.then_some(cap);
         let mut parts: Vec<FilePart> = Vec::new();
@@ -513,6 +573,7 @@ pub fn file_source<'s>(
                     event: &event,
                     at: *c.time(),
                     follow,
+                    directory,
                     live: &live,
                 };
                 read_turn(&mut parts, &turn, &mut line, &mut batch);
@@ -581,7 +642,7 @@ fn open_parts(
                     reader,
                     part,
                     done: false,
-                    replaced_at: None,
+                    rotation: Rotation::default(),
                 },
                 Err(e) => panic!("file source {}: {e}", paths[i].display()),
             },
@@ -599,6 +660,8 @@ struct Turn<'a> {
     /// The source's capability.
     at: Epoch,
     follow: bool,
+    /// The partitions are a directory's files.
+    directory: bool,
     live: &'a Live,
 }
 
@@ -620,14 +683,14 @@ fn read_turn(
             turn.now,
             turn.event,
             turn.at,
-            turn.follow,
+            turn.follow && !f.rotation.draining,
             turn.live,
             batch,
         );
         if eof {
             f.part.caught_up = true;
             if turn.follow {
-                follow_rotation(f, f.part.next_byte != at, turn.now);
+                follow_rotation(f, f.part.next_byte != at, turn);
                 // A caught-up file moves its watermark with the wall clock.
                 f.part
                     .clock
@@ -639,19 +702,31 @@ fn read_turn(
     }
 }
 
-/// A followed file at its end that another has replaced at its path is read on until it has
-/// been idle for [`SWITCH_AFTER_MS`] (`read`: this turn read lines of it) and no record of it
-/// can be past a future cut; then the new file is read.
-fn follow_rotation(f: &mut FilePart, read: bool, now: Millis) {
-    let Some(why) = f.replaced() else {
-        f.replaced_at = None;
+/// A followed file at its end that another replaced at its path (or that was truncated) is
+/// read on until it has been idle for [`SWITCH_AFTER_MS`] (`moved`: this turn read some of
+/// it), then once more for a last line without its newline; the file at the path is read once
+/// no record of the old one can be past a future cut (none in flight, the capability past the
+/// last one's epoch: the new file's records come after every old one's).
+fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
+    let Some((why, len)) = f.replaced(turn.directory) else {
+        if !f.rotation.draining {
+            f.rotation = Rotation::default();
+        }
         return;
     };
-    let since = match f.replaced_at {
-        Some(t) if !read => t,
-        _ => *f.replaced_at.insert(now),
-    };
-    if now.saturating_sub(since) < SWITCH_AFTER_MS || !f.part.inflight.is_empty() {
+    let r = &mut f.rotation;
+    if r.why.is_none() || moved || len != r.len {
+        (r.why, r.idle_since, r.len) = (Some(why), turn.now, len);
+    }
+    if turn.now.saturating_sub(r.idle_since) < SWITCH_AFTER_MS {
+        return;
+    }
+    if !r.draining {
+        r.draining = true;
+        return;
+    }
+    let past = f.part.given_max.is_none_or(|e| e < turn.at);
+    if !f.part.inflight.is_empty() || !past {
         return;
     }
     if let Err(e) = f.switch(why) {

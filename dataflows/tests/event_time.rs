@@ -175,9 +175,11 @@ fn follow_reads_lines_appended_while_running() {
     assert_eq!(receive_count(&dir.path().join("var/tracking")), 5);
 }
 
-/// A followed file rotated away (renamed, a new file made at its path), then truncated in place
-/// and written again: each new file is read from its start, no line of an old one again, and a
-/// later run reads nothing again.
+/// A followed file rotated away (renamed, a new file made at its path) while its writer still
+/// appends to it, then truncated in place and written again, then replaced by a copy of itself
+/// with a line added: each new file is read from its start (the copy on from where the old one
+/// was read to), the old file to its end (a last line without its newline too), no line twice,
+/// and a later run reads nothing again.
 #[test]
 fn follow_reads_a_rotated_or_truncated_file_anew() {
     let dir = tempfile::tempdir().unwrap();
@@ -191,37 +193,45 @@ fn follow_reads_a_rotated_or_truncated_file_anew() {
     let child = spawn_run(&job, &[]);
     let outbox = dir.path().join("var/outbox/sms.jsonl");
     let path = dir.path().join("requests.jsonl");
-    common::wait_until(Duration::from_secs(30), "the first two sent", || {
-        common::count_lines(&outbox) == 2
-    });
-    std::fs::rename(&path, dir.path().join("requests.jsonl.1")).unwrap();
+    let sent = |n: usize, what: &str| {
+        common::wait_until(Duration::from_secs(30), what, || {
+            common::count_lines(&outbox) == n
+        })
+    };
+    sent(2, "the first two");
+    let rotated = dir.path().join("requests.jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
     std::fs::write(&path, requests(2, 5)).unwrap();
-    common::wait_until(
-        Duration::from_secs(30),
-        "the rotated file's three sent",
-        || common::count_lines(&outbox) == 5,
-    );
+    // The writer has not reopened the path yet: two more lines to the old file, the last
+    // without its newline.
+    use std::io::Write as _;
+    let last = requests(5, 7);
+    let mut old = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&rotated)
+        .unwrap();
+    old.write_all(last.trim_end().as_bytes()).unwrap();
+    drop(old);
+    sent(7, "the rotated file's three and the old file's last two");
     // Shorter than what was read of it: a truncation.
-    std::fs::write(&path, requests(5, 6)).unwrap();
-    common::wait_until(
-        Duration::from_secs(30),
-        "the truncated file's one sent",
-        || common::count_lines(&outbox) == 6,
-    );
+    std::fs::write(&path, requests(7, 8)).unwrap();
+    sent(8, "the truncated file's one");
+    // A copy of it with a line added, moved over it.
+    let copy = dir.path().join("requests.jsonl.new");
+    let text = std::fs::read_to_string(&path).unwrap() + &requests(8, 9);
+    std::fs::write(&copy, text).unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    sent(9, "the copy's added line");
     interrupt(child, "the following job");
-    let sent = std::fs::read_to_string(&outbox).unwrap();
-    for i in 0..6 {
-        assert_eq!(
-            sent.matches(&format!("\"u{i}\"")).count(),
-            1,
-            "u{i}: {sent}"
-        );
+    let out = std::fs::read_to_string(&outbox).unwrap();
+    for i in 0..9 {
+        assert_eq!(out.matches(&format!("\"u{i}\"")).count(), 1, "u{i}: {out}");
     }
     let tracking = dir.path().join("var/tracking");
-    assert_eq!(receive_count(&tracking), 6);
+    assert_eq!(receive_count(&tracking), 9);
     assert_eq!(
         distinct_ids(&tracking),
-        6,
+        9,
         "each file's lines have ids of their own"
     );
 
@@ -230,7 +240,7 @@ fn follow_reads_a_rotated_or_truncated_file_anew() {
     common::tidings(&["run", job.to_str().unwrap()]);
     assert_eq!(
         receive_count(&tracking),
-        6,
+        9,
         "the next run read a line again"
     );
 }

@@ -260,6 +260,7 @@ fn files<'s>(
             in_flight: s.opts.in_flight,
             event,
             follow: job.file.source.follow,
+            directory: path.is_dir(),
         },
         sent,
         s.opts.clock,
