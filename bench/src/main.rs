@@ -208,6 +208,21 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         files: u64,
     },
+    /// Lists `days` days of tracking files on an object store answering each read after
+    /// `latency_ms` (S3's round trip), each day holding `per_day` compacted files and their lists
+    /// of replaced files: the lists read one after the other (the baseline), many at once, and
+    /// kept from the listing before.
+    ReplacesListing {
+        /// Days listed.
+        #[arg(long, default_value_t = 30)]
+        days: usize,
+        /// Compacted files a day (a day at the default compaction settings has ~144).
+        #[arg(long, default_value_t = 144)]
+        per_day: usize,
+        /// Milliseconds before the store answers a read.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+    },
     /// Run a file-source job to the end and measure it.
     Throughput {
         /// The job file.
@@ -234,6 +249,11 @@ fn main() -> anyhow::Result<()> {
         Command::CompactionQuery { rows, files } => {
             tidings_bench::storage::compaction_query(rows, files)
         }
+        Command::ReplacesListing {
+            days,
+            per_day,
+            latency_ms,
+        } => tidings_bench::storage::replaces_listing(days, per_day, latency_ms),
         Command::Isolation {
             backlog,
             rate,

@@ -338,6 +338,90 @@ fn incremental(
     }))
 }
 
+/// Lists `days` days of `per_day` compacted files with their lists on a store answering each
+/// read after `latency_ms`: lists read one at a time, [`tidings_sql::compacted::FETCHES`] at a
+/// time, and kept from the listing before.
+#[cfg(not(feature = "sql"))]
+pub fn replaces_listing(_days: usize, _per_day: usize, _latency_ms: u64) -> anyhow::Result<()> {
+    anyhow::bail!("replaces-listing reads through tidings-sql: build with `--features sql`")
+}
+
+/// Lists `days` days of `per_day` compacted files with their lists on a store answering each
+/// read after `latency_ms`: lists read one at a time, [`tidings_sql::compacted::FETCHES`] at a
+/// time, and kept from the listing before.
+#[cfg(feature = "sql")]
+pub fn replaces_listing(days: usize, per_day: usize, latency_ms: u64) -> anyhow::Result<()> {
+    use futures::TryStreamExt as _;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+    use tidings_model::compaction::{PREFIX, REPLACES_SUFFIX, Replaces};
+    use tidings_sql::compacted::{Compacted, FETCHES};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let memory = InMemory::new();
+        for d in 0..days {
+            let day = Path::from(format!(
+                "events/date=2025-{:02}-{:02}",
+                1 + d / 28,
+                1 + d % 28
+            ));
+            for i in 0..per_day {
+                let small = format!("part-{i}.parquet");
+                let list = serde_json::to_vec(&Replaces {
+                    files: vec![small.clone()],
+                })?;
+                for (name, body) in [
+                    (small, b"x".to_vec()),
+                    (format!("{PREFIX}{i}.parquet"), b"x".to_vec()),
+                    (format!("{PREFIX}{i}{REPLACES_SUFFIX}"), list),
+                ] {
+                    memory
+                        .put(&day.clone().join(name), PutPayload::from(body))
+                        .await?;
+                }
+            }
+        }
+        let config = ThrottleConfig {
+            wait_get_per_call: Duration::from_millis(latency_ms),
+            ..ThrottleConfig::default()
+        };
+        let store = Arc::new(ThrottledStore::new(memory, config));
+        let prefix = Path::from("events");
+        let listed = |c: &Compacted<ThrottledStore<InMemory>>| {
+            let started = Instant::now();
+            let names = c.list(Some(&prefix));
+            async move {
+                let n = names.try_collect::<Vec<_>>().await?.len();
+                anyhow::ensure!(n == days * per_day * 2, "listed {n}");
+                Ok::<_, anyhow::Error>(started.elapsed())
+            }
+        };
+        let one = listed(&Compacted::from_arc(store.clone()).with_fetches(1)).await?;
+        let many = Compacted::from_arc(store.clone());
+        let first = listed(&many).await?;
+        let again = listed(&many).await?;
+        let s = |d: Duration| d.as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({
+                "lists": days * per_day,
+                "latency_ms": latency_ms,
+                "one_at_a_time_s": s(one),
+                "fetches": FETCHES,
+                "at_once_s": s(first),
+                "kept_s": s(again),
+                "one_over_at_once": s(one) / s(first),
+                "one_over_kept": s(one) / s(again),
+            })
+        );
+        Ok(())
+    })
+}
+
 /// `rows` event rows of one day in `files` files; the query before and after compaction.
 #[cfg(not(feature = "sql"))]
 pub fn compaction_query(_rows: u64, _files: u64) -> anyhow::Result<()> {

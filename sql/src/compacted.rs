@@ -3,14 +3,18 @@
 //! the same listing* replaces, so every query (each lists anew) sees the small files or the
 //! compacted one, never both, and never neither (a replaced file is deleted only after the
 //! grace period). Everything else is the wrapped store's.
+//!
+//! A listing reads the lists it has not read before, [`FETCHES`] at a time (an object store
+//! answers each in a round trip: a month of a day's 144 lists read one after the other is
+//! minutes on S3), and keeps them for the next listings of the same session.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -18,25 +22,43 @@ use object_store::{
 };
 use tidings_model::compaction::{PREFIX, REPLACES_SUFFIX, Replaces};
 
+/// Lists of replaced files read at once by a listing.
+pub const FETCHES: usize = 32;
+
 /// A store whose listings hide replaced tracking files.
 #[derive(Debug)]
 pub struct Compacted<S: ?Sized> {
     inner: Arc<S>,
+    lists: Arc<Lists>,
+    fetches: usize,
 }
+
+/// The lists read, by location, with the size and time they had then (a list is written once,
+/// beside its compacted file; one written again under its name is read again).
+type Lists = Mutex<HashMap<Path, (u64, i64, Arc<Replaces>)>>;
 
 impl<S> Compacted<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Compacted<S> {
-        Compacted {
-            inner: Arc::new(inner),
-        }
+        Compacted::from_arc(Arc::new(inner))
     }
 }
 
 impl<S: ?Sized> Compacted<S> {
     /// Wraps a shared `inner`.
     pub fn from_arc(inner: Arc<S>) -> Compacted<S> {
-        Compacted { inner }
+        Compacted {
+            inner,
+            lists: Arc::default(),
+            fetches: FETCHES,
+        }
+    }
+
+    /// Reads at most `n` lists at once (1: one after the other, as before [`FETCHES`]; the
+    /// benchmark's baseline).
+    pub fn with_fetches(mut self, n: usize) -> Compacted<S> {
+        self.fetches = n.max(1);
+        self
     }
 }
 
@@ -46,45 +68,80 @@ impl<S: fmt::Display + ?Sized> fmt::Display for Compacted<S> {
     }
 }
 
-/// The names a compacted file of this listing replaces (its list read from `store`). Lists
-/// beside no compacted file of the listing count for nothing.
+/// The names a compacted file of this listing replaces (its list read from `store`, or kept
+/// in `lists` from an earlier listing). Lists beside no compacted file of the listing count for
+/// nothing.
 async fn replaced<S: ObjectStore + ?Sized>(
     store: &S,
+    lists: &Lists,
+    fetches: usize,
     listing: &[ObjectMeta],
 ) -> Result<BTreeSet<Path>> {
     let present: BTreeSet<&Path> = listing.iter().map(|m| &m.location).collect();
-    let mut out = BTreeSet::new();
-    for meta in listing {
-        let Some(name) = meta.location.filename() else {
-            continue;
-        };
-        let Some(stem) = name.strip_suffix(REPLACES_SUFFIX) else {
-            continue;
-        };
-        if !name.starts_with(PREFIX) {
-            continue;
-        }
-        let dir: Path = meta
-            .location
-            .parts()
-            .take(meta.location.parts().count() - 1)
-            .collect();
-        if !present.contains(&dir.clone().join(format!("{stem}.parquet"))) {
-            continue;
-        }
-        let body = store
-            .get_opts(&meta.location, GetOptions::default())
-            .await?
-            .bytes()
-            .await?;
-        let list: Replaces =
+    let wanted: Vec<(ObjectMeta, Path)> = listing
+        .iter()
+        .filter_map(|meta| {
+            let name = meta.location.filename()?;
+            let stem = name.strip_suffix(REPLACES_SUFFIX)?;
+            if !name.starts_with(PREFIX) {
+                return None;
+            }
+            let dir: Path = meta
+                .location
+                .parts()
+                .take(meta.location.parts().count() - 1)
+                .collect();
+            present
+                .contains(&dir.clone().join(format!("{stem}.parquet")))
+                .then(|| (meta.clone(), dir))
+        })
+        .collect();
+    let read: Vec<(Path, Arc<Replaces>)> = futures::stream::iter(wanted)
+        .map(|(meta, dir)| async move { list_of(store, lists, &meta).await.map(|l| (dir, l)) })
+        .buffer_unordered(fetches)
+        .try_collect()
+        .await?;
+    Ok(read
+        .into_iter()
+        .flat_map(|(dir, list)| {
+            list.files
+                .iter()
+                .map(|f| dir.clone().join(f.as_str()))
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// The list at `meta`: as kept when it was read before at this size and time, else read now.
+async fn list_of<S: ObjectStore + ?Sized>(
+    store: &S,
+    lists: &Lists,
+    meta: &ObjectMeta,
+) -> Result<Arc<Replaces>> {
+    let seen = (
+        meta.size,
+        meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+    );
+    let lock = || lists.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((size, time, list)) = lock().get(&meta.location)
+        && (*size, *time) == seen
+    {
+        return Ok(list.clone());
+    }
+    let body = store
+        .get_opts(&meta.location, GetOptions::default())
+        .await?
+        .bytes()
+        .await?;
+    let list: Arc<Replaces> =
+        Arc::new(
             serde_json::from_slice(&body).map_err(|e| object_store::Error::Generic {
                 store: "tidings compaction",
                 source: Box::new(e),
-            })?;
-        out.extend(list.files.into_iter().map(|f| dir.clone().join(f)));
-    }
-    Ok(out)
+            })?,
+        );
+    lock().insert(meta.location.clone(), (seen.0, seen.1, list.clone()));
+    Ok(list)
 }
 
 fn keep(listing: Vec<ObjectMeta>, gone: &BTreeSet<Path>) -> Vec<ObjectMeta> {
@@ -126,6 +183,7 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = self.inner.clone();
+        let (lists, fetches) = (self.lists.clone(), self.fetches);
         let prefix = prefix.cloned();
         futures::stream::once(async move {
             let listing: Vec<ObjectMeta> = inner
@@ -134,7 +192,7 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
                 .await
                 .into_iter()
                 .collect::<Result<_>>()?;
-            let gone = replaced(inner.as_ref(), &listing).await?;
+            let gone = replaced(inner.as_ref(), &lists, fetches, &listing).await?;
             Ok::<_, object_store::Error>(keep(listing, &gone))
         })
         .flat_map(|r| match r {
@@ -146,12 +204,155 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let mut listed = self.inner.list_with_delimiter(prefix).await?;
-        let gone = replaced(self.inner.as_ref(), &listed.objects).await?;
+        let gone = replaced(
+            self.inner.as_ref(),
+            &self.lists,
+            self.fetches,
+            &listed.objects,
+        )
+        .await?;
         listed.objects = keep(listed.objects, &gone);
         Ok(listed)
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store counting its reads, and how many of them were under way at once.
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: InMemory,
+        gets: AtomicUsize,
+        under_way: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl fmt::Display for Counting {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Counting")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Counting {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            let now = self.under_way.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            // A round trip: the listing may start its other reads meanwhile.
+            tokio::task::yield_now().await;
+            let got = self.inner.get_opts(location, options).await;
+            self.under_way.fetch_sub(1, Ordering::SeqCst);
+            got
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A small file `part-<i>` and the compacted file `compact-<i>` that replaces it.
+    async fn compacted_pair(store: &Counting, day: &Path, i: usize) {
+        let put = |name: String, body: Vec<u8>| async move {
+            store
+                .put(&day.clone().join(name), PutPayload::from(body))
+                .await
+                .unwrap();
+        };
+        put(format!("part-{i}.parquet"), b"x".to_vec()).await;
+        put(format!("{PREFIX}{i}.parquet"), b"x".to_vec()).await;
+        let list = Replaces {
+            files: vec![format!("part-{i}.parquet")],
+        };
+        put(
+            format!("{PREFIX}{i}{REPLACES_SUFFIX}"),
+            serde_json::to_vec(&list).unwrap(),
+        )
+        .await;
+    }
+
+    async fn names(store: &Compacted<Counting>, day: &Path) -> BTreeSet<String> {
+        store
+            .list(Some(day))
+            .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    /// A listing reads the lists it has not read yet, many at once; the next listing of the same
+    /// store reads only a new one, and hides what each replaces all the same.
+    #[tokio::test]
+    async fn lists_are_read_at_once_and_once() {
+        let inner = Arc::new(Counting::default());
+        let day = Path::from("events/date=2025-11-22");
+        for i in 0..40 {
+            compacted_pair(&inner, &day, i).await;
+        }
+        let store = Compacted::from_arc(inner.clone());
+        assert_eq!(store.fetches, FETCHES);
+        let first = names(&store, &day).await;
+        assert_eq!(first.len(), 80, "{first:?}");
+        assert!(!first.iter().any(|n| n.starts_with("part-")), "{first:?}");
+        assert_eq!(inner.gets.load(Ordering::SeqCst), 40);
+        let most = inner.most.load(Ordering::SeqCst);
+        assert!(
+            most > 1,
+            "the lists were read one after the other ({most} at once)"
+        );
+
+        assert_eq!(names(&store, &day).await, first);
+        assert_eq!(
+            inner.gets.load(Ordering::SeqCst),
+            40,
+            "a list was read again"
+        );
+
+        compacted_pair(&inner, &day, 40).await;
+        let third = names(&store, &day).await;
+        assert_eq!(third.len(), 82);
+        assert!(!third.contains("part-40.parquet"), "{third:?}");
+        assert_eq!(inner.gets.load(Ordering::SeqCst), 41);
     }
 }
