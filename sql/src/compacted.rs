@@ -2,7 +2,8 @@
 //! (`tidings_model::compaction`): each listing leaves out the files that a compacted file *in
 //! the same listing* replaces, so every query (each lists anew) sees the small files or the
 //! compacted one, never both, and never neither (a replaced file is deleted only after the
-//! grace period). Everything else is the wrapped store's.
+//! grace period). It also leaves out the files a reader was told to (unreadable ones,
+//! `--skip-corrupt`). Everything else is the wrapped store's.
 //!
 //! A listing reads the lists it has not read before, [`FETCHES`] at a time (an object store
 //! answers each in a round trip: a month of a day's 144 lists read one after the other is
@@ -31,6 +32,7 @@ pub struct Compacted<S: ?Sized> {
     inner: Arc<S>,
     lists: Arc<Lists>,
     fetches: usize,
+    left_out: Arc<BTreeSet<Path>>,
 }
 
 /// The lists read, by location, with the size and time they had then (a list is written once,
@@ -51,7 +53,14 @@ impl<S: ?Sized> Compacted<S> {
             inner,
             lists: Arc::default(),
             fetches: FETCHES,
+            left_out: Arc::default(),
         }
+    }
+
+    /// Leaves `files` out of every listing too.
+    pub fn leaving_out(mut self, files: BTreeSet<Path>) -> Compacted<S> {
+        self.left_out = Arc::new(files);
+        self
     }
 
     /// Reads at most `n` lists at once (1: one after the other, as before [`FETCHES`]; the
@@ -144,10 +153,15 @@ async fn list_of<S: ObjectStore + ?Sized>(
     Ok(list)
 }
 
-fn keep(listing: Vec<ObjectMeta>, gone: &BTreeSet<Path>) -> Vec<ObjectMeta> {
+/// The listing without the files replaced (`gone`) or left out.
+fn keep(
+    listing: Vec<ObjectMeta>,
+    gone: &BTreeSet<Path>,
+    left_out: &BTreeSet<Path>,
+) -> Vec<ObjectMeta> {
     listing
         .into_iter()
-        .filter(|m| !gone.contains(&m.location))
+        .filter(|m| !gone.contains(&m.location) && !left_out.contains(&m.location))
         .collect()
 }
 
@@ -183,7 +197,7 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = self.inner.clone();
-        let (lists, fetches) = (self.lists.clone(), self.fetches);
+        let (lists, fetches, left_out) = (self.lists.clone(), self.fetches, self.left_out.clone());
         let prefix = prefix.cloned();
         futures::stream::once(async move {
             let listing: Vec<ObjectMeta> = inner
@@ -193,7 +207,7 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
                 .into_iter()
                 .collect::<Result<_>>()?;
             let gone = replaced(inner.as_ref(), &lists, fetches, &listing).await?;
-            Ok::<_, object_store::Error>(keep(listing, &gone))
+            Ok::<_, object_store::Error>(keep(listing, &gone, &left_out))
         })
         .flat_map(|r| match r {
             Ok(v) => futures::stream::iter(v.into_iter().map(Ok)).boxed(),
@@ -211,7 +225,7 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
             &listed.objects,
         )
         .await?;
-        listed.objects = keep(listed.objects, &gone);
+        listed.objects = keep(listed.objects, &gone, &self.left_out);
         Ok(listed)
     }
 

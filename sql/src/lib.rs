@@ -89,8 +89,6 @@ pub struct Tracking {
     dir: Option<PathBuf>,
     /// Files left out ([`Corrupt::Skip`]), with why.
     skipped: Vec<(PathBuf, String)>,
-    /// The mirror of the readable files a skipping session reads (removed on drop).
-    _mirror: Option<tempfile::TempDir>,
 }
 
 const TABLES: [&str; 2] = ["events", "dead_letters"];
@@ -98,15 +96,6 @@ const TABLES: [&str; 2] = ["events", "dead_letters"];
 /// Every `.parquet` file under `dir`, sorted.
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     files_where(dir, |p| p.extension().is_some_and(|x| x == "parquet"))
-}
-
-/// What a mirror of a table holds: its Parquet files and the compaction lists beside them
-/// (without the lists a mirror would show a compacted partition's rows twice).
-fn mirrored_files(dir: &Path) -> Vec<PathBuf> {
-    files_where(dir, |p| {
-        p.extension().is_some_and(|x| x == "parquet")
-            || tidings_model::compaction::compacted_of(p).is_some()
-    })
 }
 
 /// Every file under `dir` that `keep` accepts, sorted.
@@ -176,7 +165,6 @@ impl Tracking {
             source,
         })?;
         let mut skipped = Vec::new();
-        let mut mirror = None;
         if corrupt == Corrupt::Skip {
             for table in TABLES {
                 for f in parquet_files(&dir.join(table)) {
@@ -186,51 +174,28 @@ impl Tracking {
                 }
             }
         }
-        let left_out: BTreeSet<PathBuf> = skipped.iter().map(|(f, _)| f.clone()).collect();
-        // Tables read the directory itself, or (when files are left out) a mirror of
-        // symbolic links to the others: the tracking directory is never written.
-        let root = if left_out.is_empty() {
-            dir.clone()
-        } else {
-            let m = tempfile::Builder::new()
-                .prefix("tidings-sql-")
-                .tempdir()
-                .map_err(|source| SqlError::Io {
-                    path: std::env::temp_dir().display().to_string(),
-                    source,
-                })?;
-            for table in TABLES {
-                for f in mirrored_files(&dir.join(table)) {
-                    if left_out.contains(&f) {
-                        continue;
-                    }
-                    let rel = f.strip_prefix(&dir).expect("listed under dir");
-                    let link = m.path().join(rel);
-                    let io = |source| SqlError::Io {
-                        path: link.display().to_string(),
-                        source,
-                    };
-                    if let Some(parent) = link.parent() {
-                        std::fs::create_dir_all(parent).map_err(io)?;
-                    }
-                    symlink(&f, &link).map_err(io)?;
-                }
-            }
-            let root = m.path().to_path_buf();
-            mirror = Some(m);
-            root
-        };
-        let ctx = session()?;
+        // Left out by every listing of the session: files written since are read, and a file
+        // the compactor deletes is gone from the listing (the tracking directory is never
+        // written).
+        let mut left_out = BTreeSet::new();
+        for (f, _) in &skipped {
+            let p = object_store::path::Path::from_absolute_path(f).map_err(|e| SqlError::Io {
+                path: f.display().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            left_out.insert(p);
+        }
+        let ctx = session_leaving_out(left_out)?;
         // As a URL of its own (a `#` or `?` in the path is escaped, not a fragment or a query
         // that would cut the path short and list nothing: 0 rows, no error).
-        let location = url::Url::from_directory_path(&root)
+        let location = url::Url::from_directory_path(&dir)
             .map(String::from)
-            .unwrap_or_else(|()| format!("file://{}", root.display()));
+            .unwrap_or_else(|()| format!("file://{}", dir.display()));
         for (table, schema) in [
             ("events", events_schema()),
             ("dead_letters", dead_letters_schema()),
         ] {
-            if root.join(table).is_dir() {
+            if dir.join(table).is_dir() {
                 register(&ctx, table, &location, &schema).await?;
             } else {
                 // Nothing written yet: an empty table of the same columns.
@@ -241,7 +206,6 @@ impl Tracking {
             ctx,
             dir: Some(dir),
             skipped,
-            _mirror: mirror,
         })
     }
 
@@ -300,7 +264,6 @@ impl Tracking {
             ctx,
             dir: None,
             skipped: Vec::new(),
-            _mirror: None,
         })
     }
 
@@ -462,6 +425,13 @@ impl Tracking {
 /// A session whose local files are read through [`compacted::Compacted`]: every listing
 /// leaves out the files a compacted file in the same listing replaces.
 fn session() -> Result<SessionContext, SqlError> {
+    session_leaving_out(BTreeSet::new())
+}
+
+/// [`session`], its listings of local files leaving `left_out` out too.
+fn session_leaving_out(
+    left_out: BTreeSet<object_store::path::Path>,
+) -> Result<SessionContext, SqlError> {
     // Every query lists the files anew (DataFusion keeps a listing for good by default): a
     // shell's later queries see the files written since, and none a compaction has removed.
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
@@ -477,7 +447,8 @@ fn session() -> Result<SessionContext, SqlError> {
             e.to_string(),
         ))
     })?;
-    ctx.register_object_store(&url, Arc::new(compacted::Compacted::new(local)));
+    let local = compacted::Compacted::new(local).leaving_out(left_out);
+    ctx.register_object_store(&url, Arc::new(local));
     Ok(ctx)
 }
 
@@ -527,16 +498,6 @@ async fn register(
         .table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
     ctx.register_parquet(table, &url, options).await?;
     Ok(())
-}
-
-#[cfg(unix)]
-fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::symlink(target, link)
-}
-
-#[cfg(not(unix))]
-fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
-    std::fs::copy(target, link).map(|_| ())
 }
 
 /// Renders batches in a format.
@@ -797,5 +758,33 @@ mod tests {
             .block_on(t.query("SELECT CAST('x' AS BIGINT)"))
             .unwrap_err();
         assert!(matches!(e, SqlError::Query(_)), "{e}");
+        // The same session reads a file written since, and still leaves the bad one out.
+        dead_letter_file(&part.join("later.parquet"));
+        let b = rt
+            .block_on(t.query("SELECT count(*) AS n FROM dead_letters"))
+            .unwrap();
+        assert_eq!(format(&b, Format::Csv).unwrap(), "n\n1\n");
+    }
+
+    /// A readable `dead_letters` file of one row.
+    fn dead_letter_file(path: &Path) {
+        use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray};
+        let text = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+        let time = TimestampMillisecondArray::from(vec![1_763_784_000_000]).with_timezone("UTC");
+        let batch = RecordBatch::try_new(
+            dead_letters_schema(),
+            vec![
+                Arc::new(time),
+                text("file:r.jsonl:1"),
+                text("{"),
+                text("not JSON"),
+            ],
+        )
+        .unwrap();
+        let file = std::fs::File::create(path).unwrap();
+        let mut w =
+            datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
     }
 }
