@@ -247,8 +247,8 @@ fn a_running_job_compacts_its_tracking_under_queries() {
     );
 }
 
-/// `--skip-corrupt` reads a mirror of the readable files: the compaction lists come along, so a
-/// compacted partition is still read once.
+/// `--skip-corrupt` leaves the unreadable files out of every listing and applies the compaction
+/// lists as ever, so a compacted partition is still read once.
 #[test]
 fn skipping_corrupt_files_still_reads_a_compacted_partition_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -466,13 +466,13 @@ fn account_changes_apply_from_their_event_time_everywhere() {
     check_account_run(&account_run(whole.path()), "2 processes");
 
     // The first run ends after the first change; the second resumes from its checkpoint,
-    // whose book holds the change: its line is overwritten (same length, not a record) before
-    // the second run, which would make a dead letter of it if it were read again.
+    // whose book holds the change (its line is not read again: that would send its
+    // partition's first messages twice; and a line overwritten makes another file, read from
+    // its start).
     let split = tempfile::tempdir().unwrap();
-    let [mut p0, p1] = account_partitions();
+    let [p0, p1] = account_partitions();
     let job = job_with(split.path(), &[p0[..2].to_vec(), p1[..2].to_vec()]);
     common::tidings(&["run", job.to_str().unwrap(), "--now", NOW]);
-    p0[1] = "#".repeat(p0[1].len());
     write_parts(split.path(), &[p0, p1]);
     common::tidings(&["run", job.to_str().unwrap(), "--now", NOW]);
     check_account_run(&account_run(split.path()), "restart");

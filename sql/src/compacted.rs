@@ -36,7 +36,8 @@ pub struct Compacted<S: ?Sized> {
 }
 
 /// The lists read, by location, with the size and time they had then (a list is written once,
-/// beside its compacted file; one written again under its name is read again).
+/// beside its compacted file under a name never used again; one written again under its name
+/// with another size or time is read again).
 type Lists = Mutex<HashMap<Path, (u64, i64, Arc<Replaces>)>>;
 
 impl<S> Compacted<S> {
@@ -153,16 +154,25 @@ async fn list_of<S: ObjectStore + ?Sized>(
     Ok(list)
 }
 
-/// The listing without the files replaced (`gone`) or left out.
-fn keep(
-    listing: Vec<ObjectMeta>,
-    gone: &BTreeSet<Path>,
+/// The listing as readers see it: without the files left out, then without those a compacted
+/// file still in it replaces (a compacted file left out replaces nothing: the files it
+/// replaced are read).
+async fn visible<S: ObjectStore + ?Sized>(
+    store: &S,
+    lists: &Lists,
+    fetches: usize,
     left_out: &BTreeSet<Path>,
-) -> Vec<ObjectMeta> {
-    listing
+    listing: Vec<ObjectMeta>,
+) -> Result<Vec<ObjectMeta>> {
+    let listing: Vec<ObjectMeta> = listing
         .into_iter()
-        .filter(|m| !gone.contains(&m.location) && !left_out.contains(&m.location))
-        .collect()
+        .filter(|m| !left_out.contains(&m.location))
+        .collect();
+    let gone = replaced(store, lists, fetches, &listing).await?;
+    Ok(listing
+        .into_iter()
+        .filter(|m| !gone.contains(&m.location))
+        .collect())
 }
 
 #[async_trait]
@@ -206,8 +216,7 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
                 .await
                 .into_iter()
                 .collect::<Result<_>>()?;
-            let gone = replaced(inner.as_ref(), &lists, fetches, &listing).await?;
-            Ok::<_, object_store::Error>(keep(listing, &gone, &left_out))
+            visible(inner.as_ref(), &lists, fetches, &left_out, listing).await
         })
         .flat_map(|r| match r {
             Ok(v) => futures::stream::iter(v.into_iter().map(Ok)).boxed(),
@@ -218,14 +227,9 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let mut listed = self.inner.list_with_delimiter(prefix).await?;
-        let gone = replaced(
-            self.inner.as_ref(),
-            &self.lists,
-            self.fetches,
-            &listed.objects,
-        )
-        .await?;
-        listed.objects = keep(listed.objects, &gone, &self.left_out);
+        let objects = std::mem::take(&mut listed.objects);
+        let (lists, fetches, left_out) = (&self.lists, self.fetches, &self.left_out);
+        listed.objects = visible(self.inner.as_ref(), lists, fetches, left_out, objects).await?;
         Ok(listed)
     }
 

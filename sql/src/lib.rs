@@ -48,15 +48,18 @@ pub enum SqlError {
     },
     /// Files of the tables are not readable Parquet.
     #[error(
-        "{}: not a readable Parquet file ({why}){}; move it away or pass --skip-corrupt",
+        "{}: not a readable Parquet file ({why}){}; {}",
         .files.first().map(String::as_str).unwrap_or("?"),
-        if .files.len() > 1 { format!(" (and {} more: {})", .files.len() - 1, .files[1..].join(", ")) } else { String::new() }
+        if .files.len() > 1 { format!(" (and {} more: {})", .files.len() - 1, .files[1..].join(", ")) } else { String::new() },
+        if *.skipping { "written since the tables were opened with --skip-corrupt: open them again to leave it out" } else { "move it away or pass --skip-corrupt" }
     )]
     Corrupt {
         /// The files, by path.
         files: Vec<String>,
         /// Why the first cannot be read.
         why: String,
+        /// The tables were opened with [`Corrupt::Skip`] (the files came after).
+        skipping: bool,
     },
 }
 
@@ -89,6 +92,8 @@ pub struct Tracking {
     dir: Option<PathBuf>,
     /// Files left out ([`Corrupt::Skip`]), with why.
     skipped: Vec<(PathBuf, String)>,
+    /// Opened with [`Corrupt::Skip`].
+    skipping: bool,
 }
 
 const TABLES: [&str; 2] = ["events", "dead_letters"];
@@ -206,6 +211,7 @@ impl Tracking {
             ctx,
             dir: Some(dir),
             skipped,
+            skipping: corrupt == Corrupt::Skip,
         })
     }
 
@@ -264,6 +270,7 @@ impl Tracking {
             ctx,
             dir: None,
             skipped: Vec::new(),
+            skipping: false,
         })
     }
 
@@ -377,7 +384,11 @@ impl Tracking {
         if files.is_empty() {
             SqlError::Query(e)
         } else {
-            SqlError::Corrupt { files, why }
+            SqlError::Corrupt {
+                files,
+                why,
+                skipping: self.skipping,
+            }
         }
     }
 
@@ -760,10 +771,37 @@ mod tests {
         assert!(matches!(e, SqlError::Query(_)), "{e}");
         // The same session reads a file written since, and still leaves the bad one out.
         dead_letter_file(&part.join("later.parquet"));
-        let b = rt
-            .block_on(t.query("SELECT count(*) AS n FROM dead_letters"))
+        let count = |t: &Tracking| {
+            let b = rt
+                .block_on(t.query("SELECT count(*) AS n FROM dead_letters"))
+                .unwrap();
+            format(&b, Format::Csv).unwrap()
+        };
+        assert_eq!(count(&t), "n\n1\n");
+        // A bad file written since is named, and said to need the tables opened again.
+        let worse = part.join("worse.parquet");
+        std::fs::write(&worse, b"PAR1 torn too").unwrap();
+        let e = rt
+            .block_on(t.query("SELECT count(*) FROM dead_letters"))
+            .unwrap_err();
+        let said = e.to_string();
+        assert!(
+            said.contains("worse.parquet") && said.contains("open them again"),
+            "{said}"
+        );
+        std::fs::remove_file(&worse).unwrap();
+        // A compacted file left out replaces nothing: the rows of the files it lists are read.
+        std::fs::write(part.join("compact-1-0.parquet"), b"PAR1 torn").unwrap();
+        std::fs::write(
+            part.join("compact-1-0.replaces.json"),
+            br#"{"files": ["later.parquet"]}"#,
+        )
+        .unwrap();
+        let t = rt
+            .block_on(Tracking::open_with(dir.path(), Corrupt::Skip))
             .unwrap();
-        assert_eq!(format(&b, Format::Csv).unwrap(), "n\n1\n");
+        assert_eq!(t.skipped().len(), 2);
+        assert_eq!(count(&t), "n\n1\n");
     }
 
     /// A readable `dead_letters` file of one row.
