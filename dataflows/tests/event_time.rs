@@ -145,32 +145,40 @@ fn requests(from: u32, to: u32) -> String {
         .collect()
 }
 
-#[test]
-fn follow_reads_lines_appended_while_running() {
-    let dir = tempfile::tempdir().unwrap();
+/// A job following a file of two requests, once it has sent them: its job file, the job and
+/// a wait for its outbox to hold `n` lines.
+fn following(dir: &Path) -> (std::path::PathBuf, Child, impl Fn(usize, &str)) {
     let job = common::write_job(
-        dir.path(),
+        dir,
         &common::sms_template(1, "none", false, "user_id"),
         &requests(0, 2),
         "",
     );
     common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
     let child = spawn_run(&job, &[]);
-    let outbox = dir.path().join("var/outbox/sms.jsonl");
-    common::wait_until(Duration::from_secs(30), "the first two sent", || {
-        common::count_lines(&outbox) == 2
-    });
-    let more = requests(2, 5);
+    let outbox = dir.join("var/outbox/sms.jsonl");
+    let sent = move |n: usize, what: &str| {
+        common::wait_until(Duration::from_secs(30), what, || {
+            common::count_lines(&outbox) == n
+        })
+    };
+    sent(2, "the first two");
+    (job, child, sent)
+}
+
+/// Appends `text` to the file at `path`.
+fn append(path: &Path, text: &str) {
     use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.path().join("requests.jsonl"))
-        .unwrap();
-    f.write_all(more.as_bytes()).unwrap();
-    drop(f);
-    common::wait_until(Duration::from_secs(30), "the appended three sent", || {
-        common::count_lines(&outbox) == 5
-    });
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn follow_reads_lines_appended_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, child, sent) = following(dir.path());
+    append(&dir.path().join("requests.jsonl"), &requests(2, 5));
+    sent(5, "the appended three");
     interrupt(child, "the following job");
     assert_eq!(receive_count(&dir.path().join("var/tracking")), 5);
 }
@@ -183,35 +191,15 @@ fn follow_reads_lines_appended_while_running() {
 #[test]
 fn follow_reads_a_rotated_or_truncated_file_anew() {
     let dir = tempfile::tempdir().unwrap();
-    let job = common::write_job(
-        dir.path(),
-        &common::sms_template(1, "none", false, "user_id"),
-        &requests(0, 2),
-        "",
-    );
-    common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
-    let child = spawn_run(&job, &[]);
+    let (job, child, sent) = following(dir.path());
     let outbox = dir.path().join("var/outbox/sms.jsonl");
     let path = dir.path().join("requests.jsonl");
-    let sent = |n: usize, what: &str| {
-        common::wait_until(Duration::from_secs(30), what, || {
-            common::count_lines(&outbox) == n
-        })
-    };
-    sent(2, "the first two");
     let rotated = dir.path().join("requests.jsonl.1");
     std::fs::rename(&path, &rotated).unwrap();
     std::fs::write(&path, requests(2, 5)).unwrap();
     // The writer has not reopened the path yet: two more lines to the old file, the last
     // without its newline.
-    use std::io::Write as _;
-    let last = requests(5, 7);
-    let mut old = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&rotated)
-        .unwrap();
-    old.write_all(last.trim_end().as_bytes()).unwrap();
-    drop(old);
+    append(&rotated, requests(5, 7).trim_end());
     sent(7, "the rotated file's three and the old file's last two");
     // Shorter than what was read of it: a truncation.
     std::fs::write(&path, requests(7, 8)).unwrap();
