@@ -30,7 +30,15 @@ pub const FETCHES: usize = 32;
 #[derive(Debug)]
 pub struct Compacted<S: ?Sized> {
     inner: Arc<S>,
+    reading: Reading,
+}
+
+/// How listings are read: each listing (and the stream `list` gives, which outlives the call)
+/// shares it.
+#[derive(Debug, Clone)]
+struct Reading {
     lists: Arc<Lists>,
+    /// Lists read at once.
     fetches: usize,
     left_out: Arc<BTreeSet<Path>>,
 }
@@ -50,24 +58,24 @@ impl<S> Compacted<S> {
 impl<S: ?Sized> Compacted<S> {
     /// Wraps a shared `inner`.
     pub fn from_arc(inner: Arc<S>) -> Compacted<S> {
-        Compacted {
-            inner,
+        let reading = Reading {
             lists: Arc::default(),
             fetches: FETCHES,
             left_out: Arc::default(),
-        }
+        };
+        Compacted { inner, reading }
     }
 
     /// Leaves `files` out of every listing too.
     pub fn leaving_out(mut self, files: BTreeSet<Path>) -> Compacted<S> {
-        self.left_out = Arc::new(files);
+        self.reading.left_out = Arc::new(files);
         self
     }
 
     /// Reads at most `n` lists at once (1: one after the other, as before [`FETCHES`]; the
     /// benchmark's baseline).
     pub fn with_fetches(mut self, n: usize) -> Compacted<S> {
-        self.fetches = n.max(1);
+        self.reading.fetches = n.max(1);
         self
     }
 }
@@ -78,101 +86,100 @@ impl<S: fmt::Display + ?Sized> fmt::Display for Compacted<S> {
     }
 }
 
-/// The names a compacted file of this listing replaces (its list read from `store`, or kept
-/// in `lists` from an earlier listing). Lists beside no compacted file of the listing count for
-/// nothing.
-async fn replaced<S: ObjectStore + ?Sized>(
-    store: &S,
-    lists: &Lists,
-    fetches: usize,
-    listing: &[ObjectMeta],
-) -> Result<BTreeSet<Path>> {
-    let present: BTreeSet<&Path> = listing.iter().map(|m| &m.location).collect();
-    let wanted: Vec<(ObjectMeta, Path)> = listing
-        .iter()
-        .filter_map(|meta| {
-            let name = meta.location.filename()?;
-            let stem = name.strip_suffix(REPLACES_SUFFIX)?;
-            if !name.starts_with(PREFIX) {
-                return None;
-            }
-            let dir: Path = meta
-                .location
-                .parts()
-                .take(meta.location.parts().count() - 1)
-                .collect();
-            present
-                .contains(&dir.clone().join(format!("{stem}.parquet")))
-                .then(|| (meta.clone(), dir))
-        })
-        .collect();
-    let read: Vec<(Path, Arc<Replaces>)> = futures::stream::iter(wanted)
-        .map(|(meta, dir)| async move { list_of(store, lists, &meta).await.map(|l| (dir, l)) })
-        .buffer_unordered(fetches)
-        .try_collect()
-        .await?;
-    Ok(read
-        .into_iter()
-        .flat_map(|(dir, list)| {
-            list.files
-                .iter()
-                .map(|f| dir.clone().join(f.as_str()))
-                .collect::<Vec<_>>()
-        })
-        .collect())
-}
-
-/// The list at `meta`: as kept when it was read before at this size and time, else read now.
-async fn list_of<S: ObjectStore + ?Sized>(
-    store: &S,
-    lists: &Lists,
-    meta: &ObjectMeta,
-) -> Result<Arc<Replaces>> {
-    let seen = (
-        meta.size,
-        meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
-    );
-    let lock = || lists.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((size, time, list)) = lock().get(&meta.location)
-        && (*size, *time) == seen
-    {
-        return Ok(list.clone());
+impl Reading {
+    /// The names a compacted file of this listing replaces (its list read from `store`, or kept
+    /// in `lists` from an earlier listing). Lists beside no compacted file of the listing count for
+    /// nothing.
+    async fn replaced<S: ObjectStore + ?Sized>(
+        &self,
+        store: &S,
+        listing: &[ObjectMeta],
+    ) -> Result<BTreeSet<Path>> {
+        let present: BTreeSet<&Path> = listing.iter().map(|m| &m.location).collect();
+        let wanted: Vec<(ObjectMeta, Path)> = listing
+            .iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?;
+                let stem = name.strip_suffix(REPLACES_SUFFIX)?;
+                if !name.starts_with(PREFIX) {
+                    return None;
+                }
+                let dir: Path = meta
+                    .location
+                    .parts()
+                    .take(meta.location.parts().count() - 1)
+                    .collect();
+                present
+                    .contains(&dir.clone().join(format!("{stem}.parquet")))
+                    .then(|| (meta.clone(), dir))
+            })
+            .collect();
+        let read: Vec<(Path, Arc<Replaces>)> = futures::stream::iter(wanted)
+            .map(|(meta, dir)| async move { self.list_of(store, &meta).await.map(|l| (dir, l)) })
+            .buffer_unordered(self.fetches)
+            .try_collect()
+            .await?;
+        Ok(read
+            .into_iter()
+            .flat_map(|(dir, list)| {
+                list.files
+                    .iter()
+                    .map(|f| dir.clone().join(f.as_str()))
+                    .collect::<Vec<_>>()
+            })
+            .collect())
     }
-    let body = store
-        .get_opts(&meta.location, GetOptions::default())
-        .await?
-        .bytes()
-        .await?;
-    let list: Arc<Replaces> =
-        Arc::new(
-            serde_json::from_slice(&body).map_err(|e| object_store::Error::Generic {
-                store: "tidings compaction",
-                source: Box::new(e),
-            })?,
-        );
-    lock().insert(meta.location.clone(), (seen.0, seen.1, list.clone()));
-    Ok(list)
-}
 
-/// The listing as readers see it: without the files left out, then without those a compacted
-/// file still in it replaces (a compacted file left out replaces nothing: the files it
-/// replaced are read).
-async fn visible<S: ObjectStore + ?Sized>(
-    store: &S,
-    lists: &Lists,
-    fetches: usize,
-    left_out: &BTreeSet<Path>,
-    listing: Vec<ObjectMeta>,
-) -> Result<Vec<ObjectMeta>> {
-    let listing: Vec<ObjectMeta> = listing
-        .into_iter()
-        .filter(|m| !left_out.contains(&m.location))
-        .collect();
-    let gone = replaced(store, lists, fetches, &listing).await?;
-    Ok(listing
-        .into_iter()
-        .filter(|m| !gone.contains(&m.location))
-        .collect())
+    /// The list at `meta`: as kept when it was read before at this size and time, else read now.
+    async fn list_of<S: ObjectStore + ?Sized>(
+        &self,
+        store: &S,
+        meta: &ObjectMeta,
+    ) -> Result<Arc<Replaces>> {
+        let seen = (
+            meta.size,
+            meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+        );
+        let lock = || self.lists.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((size, time, list)) = lock().get(&meta.location)
+            && (*size, *time) == seen
+        {
+            return Ok(list.clone());
+        }
+        let body = store
+            .get_opts(&meta.location, GetOptions::default())
+            .await?
+            .bytes()
+            .await?;
+        let list: Arc<Replaces> =
+            Arc::new(
+                serde_json::from_slice(&body).map_err(|e| object_store::Error::Generic {
+                    store: "tidings compaction",
+                    source: Box::new(e),
+                })?,
+            );
+        lock().insert(meta.location.clone(), (seen.0, seen.1, list.clone()));
+        Ok(list)
+    }
+
+    /// The listing as readers see it: without the files left out, then without those a compacted
+    /// file still in it replaces (a compacted file left out replaces nothing: the files it
+    /// replaced are read).
+    async fn visible<S: ObjectStore + ?Sized>(
+        &self,
+        store: &S,
+        listing: Vec<ObjectMeta>,
+    ) -> Result<Vec<ObjectMeta>> {
+        let listing: Vec<ObjectMeta> = listing
+            .into_iter()
+            .filter(|m| !self.left_out.contains(&m.location))
+            .collect();
+        let gone = self.replaced(store, &listing).await?;
+        Ok(listing
+            .into_iter()
+            .filter(|m| !gone.contains(&m.location))
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -207,7 +214,7 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = self.inner.clone();
-        let (lists, fetches, left_out) = (self.lists.clone(), self.fetches, self.left_out.clone());
+        let reading = self.reading.clone();
         let prefix = prefix.cloned();
         futures::stream::once(async move {
             let listing: Vec<ObjectMeta> = inner
@@ -216,7 +223,7 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
                 .await
                 .into_iter()
                 .collect::<Result<_>>()?;
-            visible(inner.as_ref(), &lists, fetches, &left_out, listing).await
+            reading.visible(inner.as_ref(), listing).await
         })
         .flat_map(|r| match r {
             Ok(v) => futures::stream::iter(v.into_iter().map(Ok)).boxed(),
@@ -228,8 +235,7 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let mut listed = self.inner.list_with_delimiter(prefix).await?;
         let objects = std::mem::take(&mut listed.objects);
-        let (lists, fetches, left_out) = (&self.lists, self.fetches, &self.left_out);
-        listed.objects = visible(self.inner.as_ref(), lists, fetches, left_out, objects).await?;
+        listed.objects = self.reading.visible(self.inner.as_ref(), objects).await?;
         Ok(listed)
     }
 
@@ -349,7 +355,7 @@ mod tests {
             compacted_pair(&inner, &day, i).await;
         }
         let store = Compacted::from_arc(inner.clone());
-        assert_eq!(store.fetches, FETCHES);
+        assert_eq!(store.reading.fetches, FETCHES);
         let first = names(&store, &day).await;
         assert_eq!(first.len(), 80, "{first:?}");
         assert!(!first.iter().any(|n| n.starts_with("part-")), "{first:?}");

@@ -100,11 +100,7 @@ const TABLES: [&str; 2] = ["events", "dead_letters"];
 
 /// Every `.parquet` file under `dir`, sorted.
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    files_where(dir, |p| p.extension().is_some_and(|x| x == "parquet"))
-}
-
-/// Every file under `dir` that `keep` accepts, sorted.
-fn files_where(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let keep = |p: &Path| p.extension().is_some_and(|x| x == "parquet");
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
