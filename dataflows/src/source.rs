@@ -402,8 +402,8 @@ struct FilePart {
 /// truncated below what was read of it.
 #[derive(Debug, Default)]
 struct Rotation {
-    /// Why, while it is so.
-    why: Option<&'static str>,
+    /// What happened, while it is so.
+    seen: Option<Replaced>,
     /// Since when the old file has been idle (read to its end, its length unchanged): it is
     /// read on until that lasts [`SWITCH_AFTER_MS`] (its writer may append to it until it
     /// reopens the path).
@@ -417,7 +417,23 @@ struct Rotation {
 /// How long a followed file replaced at its path must have been idle before the new one is read.
 const SWITCH_AFTER_MS: Millis = 1_000;
 
-const TRUNCATED: &str = "it was truncated";
+/// What stands at a followed file's path now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replaced {
+    /// Another file (a rotation).
+    Another,
+    /// This one, truncated below what was read of it.
+    Truncated,
+}
+
+impl Replaced {
+    fn why(self) -> &'static str {
+        match self {
+            Replaced::Another => "another file is at its path",
+            Replaced::Truncated => "it was truncated",
+        }
+    }
+}
 
 /// The `tail` of a position whose bytes are not the ones read (the file was truncated under
 /// the reader): no file matches it, so a restart reads the path from its start.
@@ -428,8 +444,8 @@ impl FilePart {
     fn position(&self, cut: Epoch) -> Position {
         let mut p = self.part.position(cut);
         if p.byte > 0 {
-            let print = match self.rotation.why {
-                Some(TRUNCATED) => None,
+            let print = match self.rotation.seen {
+                Some(Replaced::Truncated) => None,
                 _ => tail_print(self.reader.get_ref(), p.byte),
             };
             p.tail = Some(print.unwrap_or_else(|| NOT_READ.into()));
@@ -442,7 +458,7 @@ impl FilePart {
     /// file yet (between a rotation's rename and its new file) is not a replacement yet; nor,
     /// in a directory source, is a file still linked (renamed: the next run's listing has it,
     /// and `files_in_place` says what to do).
-    fn replaced(&self, directory: bool) -> Option<(&'static str, u64)> {
+    fn replaced(&self, directory: bool) -> Option<(Replaced, u64)> {
         use std::os::unix::fs::MetadataExt;
         let open = self.reader.get_ref().metadata().ok()?;
         let now = std::fs::metadata(&self.path).ok()?;
@@ -450,9 +466,9 @@ impl FilePart {
             if directory && open.nlink() > 0 {
                 return None;
             }
-            return Some(("another file is at its path", open.len()));
+            return Some((Replaced::Another, open.len()));
         }
-        (now.len() < self.part.next_byte).then_some((TRUNCATED, open.len()))
+        (now.len() < self.part.next_byte).then_some((Replaced::Truncated, open.len()))
     }
 
     /// Reads the file now at the path: on from where the old one was read to when it begins
@@ -708,15 +724,15 @@ fn read_turn(
 /// no record of the old one can be past a future cut (none in flight, the capability past the
 /// last one's epoch: the new file's records come after every old one's).
 fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
-    let Some((why, len)) = f.replaced(turn.directory) else {
+    let Some((seen, len)) = f.replaced(turn.directory) else {
         if !f.rotation.draining {
             f.rotation = Rotation::default();
         }
         return;
     };
     let r = &mut f.rotation;
-    if r.why.is_none() || moved || len != r.len {
-        (r.why, r.idle_since, r.len) = (Some(why), turn.now, len);
+    if r.seen.is_none() || moved || len != r.len {
+        (r.seen, r.idle_since, r.len) = (Some(seen), turn.now, len);
     }
     if turn.now.saturating_sub(r.idle_since) < SWITCH_AFTER_MS {
         return;
@@ -725,11 +741,12 @@ fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
         r.draining = true;
         return;
     }
-    let past = f.part.given_max.is_none_or(|e| e < turn.at);
-    if !f.part.inflight.is_empty() || !past {
+    // Every record is given at or past the capability of its time and forgotten (`prune`) once
+    // the capability passes it: past the last one, none is in flight either.
+    if f.part.given_max.is_some_and(|e| e >= turn.at) {
         return;
     }
-    if let Err(e) = f.switch(why) {
+    if let Err(e) = f.switch(seen.why()) {
         // Gone again between the look and the open: looked at again next turn.
         tracing::warn!("file source {}: {e}", f.path.display());
     }
