@@ -312,11 +312,11 @@ fn file_fingerprint(f: &File) -> std::io::Result<Option<String>> {
     }
     let head = &buf[..n];
     let first = match head.iter().position(|&b| b == b'\n') {
-        Some(i) => &head[..i],
+        Some(i) => &head[..=i],
         None if n == buf.len() => head,
         None => return Ok(None),
     };
-    Ok(Some(line_print(first)))
+    Ok(Some(first_line_print(first)))
 }
 
 /// The fingerprint of a file from its first line as read (its newline, if any, included):

@@ -689,11 +689,11 @@ impl Writer {
                     tracing::warn!("redis tracking: {e} (rows queue and are backfilled)");
                 }
                 // A chunk's bytes may have reached Redis whole even when sending failed.
-                let next = next.filter(|_| sent).map(|(_, n, batch)| (0, n, batch));
+                let next = next.filter(|_| sent).map(|(_, n, batch)| (batch, n));
                 self.in_doubt = unanswered
+                    .map(|(_, n, batch)| (batch, n))
                     .into_iter()
                     .chain(next)
-                    .map(|(_, n, batch)| (batch, n))
                     .collect();
                 self.in_doubt_on = self.con_id;
                 return Err(done);
@@ -828,10 +828,12 @@ impl Writer {
             return;
         };
         let file = doubt_path(path);
-        let tmp = file.with_extension("doubt.tmp");
+        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+            return;
+        };
         let body = serde_json::to_vec(&self.in_doubt).unwrap_or_default();
-        if let Err(e) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &file)) {
-            tracing::warn!("redis spool {}: {e}", file.display());
+        if let Err(e) = super::write_file(dir, &name.to_string_lossy(), &body) {
+            tracing::warn!("redis spool: {e}");
         }
     }
 
@@ -1099,8 +1101,6 @@ fn oldest_first(mut entries: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
 mod tests {
     use super::*;
 
-    /// Entries written out of order (another worker's, a backfilled spool's) are read by
-    /// time, then state code; entries equal in both keep their list order.
     /// The batches in doubt that ran leave the rows, wherever they are among the first rows.
     #[test]
     fn the_rows_of_batches_that_ran_are_taken_out() {
@@ -1116,6 +1116,8 @@ mod tests {
         assert_eq!(without_ran(rows.clone(), &[(3, false)]), rows);
     }
 
+    /// Entries written out of order (another worker's, a backfilled spool's) are read by
+    /// time, then state code; entries equal in both keep their list order.
     #[test]
     fn a_list_is_read_oldest_first() {
         let e =
