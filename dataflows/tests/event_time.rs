@@ -147,7 +147,10 @@ fn requests(from: u32, to: u32) -> String {
 
 /// A job following a file of two requests, once it has sent them: its job file, the job and
 /// a wait for its outbox to hold `n` lines.
-fn following(dir: &Path) -> (std::path::PathBuf, Child, impl Fn(usize, &str)) {
+fn following(
+    dir: &Path,
+    args: &[&str],
+) -> (std::path::PathBuf, Child, impl Fn(usize, &str) + use<>) {
     let job = common::write_job(
         dir,
         &common::sms_template(1, "none", false, "user_id"),
@@ -155,7 +158,7 @@ fn following(dir: &Path) -> (std::path::PathBuf, Child, impl Fn(usize, &str)) {
         "",
     );
     common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
-    let child = spawn_run(&job, &[]);
+    let child = spawn_run(&job, args);
     let outbox = dir.join("var/outbox/sms.jsonl");
     let sent = move |n: usize, what: &str| {
         common::wait_until(Duration::from_secs(30), what, || {
@@ -176,7 +179,7 @@ fn append(path: &Path, text: &str) {
 #[test]
 fn follow_reads_lines_appended_while_running() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, child, sent) = following(dir.path());
+    let (_, child, sent) = following(dir.path(), &[]);
     append(&dir.path().join("requests.jsonl"), &requests(2, 5));
     sent(5, "the appended three");
     interrupt(child, "the following job");
@@ -190,8 +193,17 @@ fn follow_reads_lines_appended_while_running() {
 /// and a later run reads nothing again.
 #[test]
 fn follow_reads_a_rotated_or_truncated_file_anew() {
+    // On 1 worker and on 3, the later run on the other count: the same message ids.
+    let one = rotated_run("1", "3");
+    let three = rotated_run("3", "1");
+    assert_eq!(one, three, "the ids depend on the worker count");
+}
+
+/// [`follow_reads_a_rotated_or_truncated_file_anew`] on `workers`, the later run on `then`:
+/// the message ids of the run.
+fn rotated_run(workers: &str, then: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let (job, child, sent) = following(dir.path());
+    let (job, child, sent) = following(dir.path(), &["-w", workers]);
     let outbox = dir.path().join("var/outbox/sms.jsonl");
     let path = dir.path().join("requests.jsonl");
     let rotated = dir.path().join("requests.jsonl.1");
@@ -225,12 +237,16 @@ fn follow_reads_a_rotated_or_truncated_file_anew() {
 
     let text = std::fs::read_to_string(&job).unwrap();
     std::fs::write(&job, text.replace("follow = true", "follow = false")).unwrap();
-    common::tidings(&["run", job.to_str().unwrap()]);
+    common::tidings(&["run", job.to_str().unwrap(), "-w", then]);
     assert_eq!(
         receive_count(&tracking),
         9,
         "the next run read a line again"
     );
+    common::sql_csv(
+        &tracking,
+        "SELECT DISTINCT message_id FROM events ORDER BY message_id",
+    )
 }
 
 #[test]
