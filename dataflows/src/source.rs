@@ -562,7 +562,7 @@ pub fn file_source<'s>(
             let Some(c) = cap.as_mut() else { return };
             if !opened {
                 opened = true;
-                parts = open_parts(&owned, &paths, &names, &checkpoints);
+                parts = open_parts(&owned, &paths, &names, &checkpoints, follow, directory);
             }
             let positions = |parts: &[FilePart], cut: Epoch| -> BTreeMap<i32, Position> {
                 parts.iter().map(|f| (f.part.id, f.position(cut))).collect()
@@ -645,12 +645,20 @@ fn open_parts(
     paths: &[PathBuf],
     names: &[Arc<str>],
     checkpoints: &Checkpoints,
+    follow: bool,
+    directory: bool,
 ) -> Vec<FilePart> {
     let restored = checkpoints.restored_positions();
     owned
         .iter()
-        .map(
-            |&i| match open_at(&paths[i], i as i32, restored.get(&(i as i32))) {
+        .map(|&i| {
+            match open_at(
+                &paths[i],
+                i as i32,
+                restored.get(&(i as i32)),
+                follow,
+                directory,
+            ) {
                 Ok((reader, part)) => FilePart {
                     path: paths[i].clone(),
                     base: names[i].clone(),
@@ -661,8 +669,8 @@ fn open_parts(
                     rotation: Rotation::default(),
                 },
                 Err(e) => panic!("file source {}: {e}", paths[i].display()),
-            },
-        )
+            }
+        })
         .collect()
 }
 
@@ -847,11 +855,17 @@ fn read_lines(
 
 /// Opens a partition file at its restored position when it is the same file (same
 /// fingerprint, not shorter, the same bytes before that position); otherwise from the start,
-/// saying why.
+/// saying why. When another file is at the path and the one the checkpoint read is beside it
+/// under another name (rotated while the job was down: [`rotated_away`]), a followed file
+/// (`follow`) is that one, read on from the position: once it is idle the file at the path is
+/// read from its start (`follow_rotation`), as when the rotation happens while it runs. (A
+/// directory's renamed file is its listing's business: `files_in_place`.)
 fn open_at(
     path: &std::path::Path,
     id: i32,
     restored: Option<&Position>,
+    follow: bool,
+    directory: bool,
 ) -> std::io::Result<(BufReader<File>, Partition)> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
@@ -879,11 +893,40 @@ fn open_at(
         None
     };
     if let Some(why) = why {
-        tracing::info!(
-            "file source {}: not the file the checkpoint read ({why}); reading it from the start",
-            path.display(),
-        );
-        return Ok((reader, fresh(fp)));
+        match (!directory).then(|| rotated_away(path, pos)).flatten() {
+            Some((old, file)) if follow => {
+                tracing::info!(
+                    "file source {}: not the file the checkpoint read ({why}); that file is {} \
+                     now (rotated): reading it on, then the file at the path from its start",
+                    path.display(),
+                    old.display()
+                );
+                reader = BufReader::with_capacity(1 << 20, file);
+            }
+            Some((old, file)) => {
+                let unread = file
+                    .metadata()
+                    .map_or(0, |m| m.len())
+                    .saturating_sub(pos.byte);
+                tracing::warn!(
+                    "file source {}: not the file the checkpoint read ({why}); reading it from \
+                     the start. The file the checkpoint read is {} now (rotated), {unread} bytes \
+                     of it unread: a job that follows the path (`source.follow = true`) reads \
+                     them first",
+                    path.display(),
+                    old.display()
+                );
+                return Ok((reader, fresh(fp)));
+            }
+            None => {
+                tracing::info!(
+                    "file source {}: not the file the checkpoint read ({why}); reading it from \
+                     the start",
+                    path.display(),
+                );
+                return Ok((reader, fresh(fp)));
+            }
+        }
     }
     reader.seek(SeekFrom::Start(pos.byte))?;
     tracing::info!(
@@ -892,6 +935,46 @@ fn open_at(
         pos.read_to.max(pos.offset)
     );
     Ok((reader, Partition::new(id, Some(pos.clone()), 1)))
+}
+
+/// The file a checkpoint read, found beside `path` under another name: a file of `path`'s
+/// directory, not `path`, that begins with the checkpoint's first line and has its bytes before
+/// the place it read to (a rotation while the job was down: `app.log` renamed `app.log.1`).
+/// Of two such (copies), the longer; of two as long, the first by name.
+fn rotated_away(path: &std::path::Path, pos: &Position) -> Option<(PathBuf, File)> {
+    let tail = pos
+        .tail
+        .as_deref()
+        .filter(|t| *t != NOT_READ && pos.byte > 0)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let name = path.file_name()?;
+    let mut found: Option<(u64, PathBuf, File)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        if entry.file_name() == name {
+            continue;
+        }
+        let candidate = entry.path();
+        let Ok(file) = File::open(&candidate) else {
+            continue;
+        };
+        let len = match file.metadata() {
+            Ok(m) if m.is_file() && m.len() >= pos.byte => m.len(),
+            _ => continue,
+        };
+        let same = file_fingerprint(&file).ok().flatten() == pos.fingerprint
+            && tail_print(&file, pos.byte).as_deref() == Some(tail);
+        let better = match &found {
+            None => true,
+            Some((l, p, _)) => len > *l || (len == *l && candidate < *p),
+        };
+        if same && better {
+            found = Some((len, candidate, file));
+        }
+    }
+    found.map(|(_, p, f)| (p, f))
 }
 
 /// Refuses to resume a directory source whose files moved: a directory's files are its

@@ -249,6 +249,61 @@ fn rotated_run(workers: &str, then: &str) -> String {
     )
 }
 
+/// A followed file rotated while its job was down (lines appended, renamed, a new file made at
+/// its path): the next run reads the old file on from where the last one read to, then the
+/// new one; a run that does not follow reads the new one and says where the old one's unread
+/// lines are.
+#[test]
+fn a_file_rotated_while_its_job_was_down_is_read_on_under_its_new_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job, child, _) = following(dir.path(), &[]);
+    interrupt(child, "the following job");
+    let path = dir.path().join("requests.jsonl");
+    append(&path, &requests(2, 4));
+    std::fs::rename(&path, dir.path().join("requests.jsonl.1")).unwrap();
+    // An older rotation beside it, and a copy of the old file as it was read: neither is the
+    // file the checkpoint read on from.
+    std::fs::write(dir.path().join("requests.jsonl.2"), requests(20, 22)).unwrap();
+    std::fs::write(dir.path().join("requests.jsonl.bak"), requests(0, 2)).unwrap();
+    std::fs::write(&path, requests(4, 6)).unwrap();
+
+    // On another worker count: the ids are the files' and lines', not the workers'.
+    let child = spawn_run(&job, &["-w", "2"]);
+    let outbox = dir.path().join("var/outbox/sms.jsonl");
+    common::wait_until(
+        Duration::from_secs(30),
+        "the old file's two and the new file's two",
+        || common::count_lines(&outbox) == 6,
+    );
+    let err = interrupt(child, "the following job again");
+    assert!(err.contains("requests.jsonl.1 now (rotated)"), "{err}");
+    let out = std::fs::read_to_string(&outbox).unwrap();
+    for i in 0..6 {
+        assert_eq!(out.matches(&format!("\"u{i}\"")).count(), 1, "u{i}: {out}");
+    }
+    let tracking = dir.path().join("var/tracking");
+    assert_eq!(distinct_ids(&tracking), 6);
+
+    // Not following: the new file is read (from where the last run read it to), and the
+    // old file's lines left unread are named.
+    append(&path, &requests(6, 7));
+    std::fs::rename(&path, dir.path().join("requests.jsonl.1")).unwrap();
+    std::fs::write(&path, requests(7, 8)).unwrap();
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, text.replace("follow = true", "follow = false")).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("requests.jsonl.1 now (rotated), 93 bytes of it unread"),
+        "{err}"
+    );
+    assert_eq!(receive_count(&tracking), 7);
+}
+
 #[test]
 fn a_quiet_topic_releases_a_parked_message_on_time() {
     let dir = tempfile::tempdir().unwrap();
