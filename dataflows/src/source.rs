@@ -396,6 +396,10 @@ struct FilePart {
     done: bool,
     /// Following, at its end: another file (or this one truncated) is at the path.
     rotation: Rotation,
+    /// Following: the byte it was last at its end at, and the print of the (at most 4 KiB)
+    /// bytes before it. Grown past it with other bytes there, it was truncated and written
+    /// again ([`FilePart::rewritten`]): not appended to.
+    end: Option<(u64, String)>,
 }
 
 /// A followed file at its end that another file replaced at its path (a rotation), or that was
@@ -468,7 +472,31 @@ impl FilePart {
             }
             return Some((Replaced::Another, open.len()));
         }
-        (now.len() < self.part.next_byte).then_some((Replaced::Truncated, open.len()))
+        (now.len() < self.part.next_byte || self.rewritten())
+            .then_some((Replaced::Truncated, open.len()))
+    }
+
+    /// Following: the file has grown past where it was last at its end, and the bytes before
+    /// that place are not the ones read (truncated and written again, longer than what was
+    /// read: what follows them is not the rest of a line read).
+    fn rewritten(&self) -> bool {
+        let Some((byte, print)) = &self.end else {
+            return false;
+        };
+        let file = self.reader.get_ref();
+        *byte == self.part.next_byte
+            && file.metadata().is_ok_and(|m| m.len() > *byte)
+            && tail_print(file, *byte).as_ref() != Some(print)
+    }
+
+    /// Following, at its end: keeps the print of the bytes before it for [`Self::rewritten`]
+    /// (taken again only when the end moved).
+    fn mark_end(&mut self) {
+        let byte = self.part.next_byte;
+        if self.end.as_ref().is_some_and(|(b, _)| *b == byte) {
+            return;
+        }
+        self.end = tail_print(self.reader.get_ref(), byte).map(|print| (byte, print));
     }
 
     /// Reads the file now at the path: on from where the old one was read to when it begins
@@ -502,6 +530,7 @@ impl FilePart {
         }
         self.reader = reader;
         self.rotation = Rotation::default();
+        self.end = None;
         Ok(())
     }
 }
@@ -667,6 +696,7 @@ fn open_parts(
                     part,
                     done: false,
                     rotation: Rotation::default(),
+                    end: None,
                 },
                 Err(e) => panic!("file source {}: {e}", paths[i].display()),
             }
@@ -700,20 +730,23 @@ fn read_turn(
     let share = (turn.lines.max(1) / parts.len().max(1)).max(1);
     for f in parts.iter_mut().filter(|f| !f.done) {
         let at = f.part.next_byte;
-        let eof = read_lines(
-            f,
-            share,
-            line,
-            turn.now,
-            turn.event,
-            turn.at,
-            turn.follow && !f.rotation.draining,
-            turn.live,
-            batch,
-        );
+        // A followed file written again over what was read has nothing more of it to read.
+        let eof = (turn.follow && f.rewritten())
+            || read_lines(
+                f,
+                share,
+                line,
+                turn.now,
+                turn.event,
+                turn.at,
+                turn.follow && !f.rotation.draining,
+                turn.live,
+                batch,
+            );
         if eof {
             f.part.caught_up = true;
             if turn.follow {
+                f.mark_end();
                 follow_rotation(f, f.part.next_byte != at, turn);
                 // A caught-up file moves its watermark with the wall clock.
                 f.part
@@ -726,9 +759,10 @@ fn read_turn(
     }
 }
 
-/// A followed file at its end that another replaced at its path (or that was truncated) is
-/// read on until it has been idle for [`SWITCH_AFTER_MS`] (`moved`: this turn read some of
-/// it), then once more for a last line without its newline; the file at the path is read once
+/// A followed file at its end that another replaced at its path is read on until it has been
+/// idle for [`SWITCH_AFTER_MS`] (`moved`: this turn read some of it), then once more for a last
+/// line without its newline (a truncated one has nothing more to read); the file at the path
+/// is read once
 /// no record of the old one can be past a future cut (none in flight, the capability past the
 /// last one's epoch: the new file's records come after every old one's).
 fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
@@ -742,12 +776,16 @@ fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
     if r.seen.is_none() || moved || len != r.len {
         (r.seen, r.idle_since, r.len) = (Some(seen), turn.now, len);
     }
-    if turn.now.saturating_sub(r.idle_since) < SWITCH_AFTER_MS {
-        return;
-    }
-    if !r.draining {
-        r.draining = true;
-        return;
+    // A truncated file has no more of its old lines to read (its writer's appends after the
+    // truncation are the new content's): only a rotated one is waited for.
+    if seen == Replaced::Another {
+        if turn.now.saturating_sub(r.idle_since) < SWITCH_AFTER_MS {
+            return;
+        }
+        if !r.draining {
+            r.draining = true;
+            return;
+        }
     }
     // Every record is given at or past the capability of its time and forgotten (`prune`) once
     // the capability passes it: past the last one, none is in flight either.

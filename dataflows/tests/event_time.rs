@@ -188,7 +188,8 @@ fn follow_reads_lines_appended_while_running() {
 
 /// A followed file rotated away (renamed, a new file made at its path) while its writer still
 /// appends to it, then truncated in place and written again, then replaced by a copy of itself
-/// with a line added: each new file is read from its start (the copy on from where the old one
+/// with a line added, then written over in place with more bytes than were read of it: each
+/// new file is read from its start (the copy on from where the old one
 /// was read to), the old file to its end (a last line without its newline too), no line twice,
 /// and a later run reads nothing again.
 #[test]
@@ -222,16 +223,24 @@ fn rotated_run(workers: &str, then: &str) -> String {
     std::fs::write(&copy, text).unwrap();
     std::fs::rename(&copy, &path).unwrap();
     sent(9, "the copy's added line");
+    // Written over in place, longer than what was read of it (never shorter at any moment):
+    // not lines appended.
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(requests(9, 12).as_bytes()).unwrap();
+    }
+    sent(12, "the overwritten file's three");
     interrupt(child, "the following job");
     let out = std::fs::read_to_string(&outbox).unwrap();
-    for i in 0..9 {
+    for i in 0..12 {
         assert_eq!(out.matches(&format!("\"u{i}\"")).count(), 1, "u{i}: {out}");
     }
     let tracking = dir.path().join("var/tracking");
-    assert_eq!(receive_count(&tracking), 9);
+    assert_eq!(receive_count(&tracking), 12);
     assert_eq!(
         distinct_ids(&tracking),
-        9,
+        12,
         "each file's lines have ids of their own"
     );
 
@@ -240,7 +249,7 @@ fn rotated_run(workers: &str, then: &str) -> String {
     common::tidings(&["run", job.to_str().unwrap(), "-w", then]);
     assert_eq!(
         receive_count(&tracking),
-        9,
+        12,
         "the next run read a line again"
     );
     common::sql_csv(
