@@ -45,8 +45,34 @@ struct Reading {
 
 /// The lists read, by location, with the size and time they had then (a list is written once,
 /// beside its compacted file under a name never used again; one written again under its name
-/// with another size or time is read again).
+/// with another size or time is read again). A list a listing should have and has not (deleted
+/// by retention, or compacted again) is forgotten: a long-lived shell keeps no more than the
+/// store holds.
 type Lists = Mutex<HashMap<Path, (u64, i64, Arc<Replaces>)>>;
+
+/// What a listing covers: every object under a prefix (`list`), or those directly in it
+/// (`list_with_delimiter`).
+#[derive(Debug, Clone)]
+enum Listed {
+    Under(Option<Path>),
+    In(Option<Path>),
+}
+
+impl Listed {
+    fn covers(&self, p: &Path) -> bool {
+        match self {
+            Listed::Under(prefix) => prefix.as_ref().is_none_or(|d| p.prefix_matches(d)),
+            Listed::In(prefix) => &folder(p) == prefix.as_ref().unwrap_or(&Path::default()),
+        }
+    }
+}
+
+/// The folder `p` is in.
+fn folder(p: &Path) -> Path {
+    p.parts()
+        .take(p.parts().count().saturating_sub(1))
+        .collect()
+}
 
 impl<S> Compacted<S> {
     /// Wraps `inner`.
@@ -94,8 +120,13 @@ impl Reading {
         &self,
         store: &S,
         listing: &[ObjectMeta],
+        listed: &Listed,
     ) -> Result<BTreeSet<Path>> {
         let present: BTreeSet<&Path> = listing.iter().map(|m| &m.location).collect();
+        self.lists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|at, _| !listed.covers(at) || present.contains(at));
         let wanted: Vec<(ObjectMeta, Path)> = listing
             .iter()
             .filter_map(|meta| {
@@ -104,11 +135,7 @@ impl Reading {
                 if !name.starts_with(PREFIX) {
                     return None;
                 }
-                let dir: Path = meta
-                    .location
-                    .parts()
-                    .take(meta.location.parts().count() - 1)
-                    .collect();
+                let dir = folder(&meta.location);
                 present
                     .contains(&dir.clone().join(format!("{stem}.parquet")))
                     .then(|| (meta.clone(), dir))
@@ -169,12 +196,13 @@ impl Reading {
         &self,
         store: &S,
         listing: Vec<ObjectMeta>,
+        listed: Listed,
     ) -> Result<Vec<ObjectMeta>> {
         let listing: Vec<ObjectMeta> = listing
             .into_iter()
             .filter(|m| !self.left_out.contains(&m.location))
             .collect();
-        let gone = self.replaced(store, &listing).await?;
+        let gone = self.replaced(store, &listing, &listed).await?;
         Ok(listing
             .into_iter()
             .filter(|m| !gone.contains(&m.location))
@@ -223,7 +251,9 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
                 .await
                 .into_iter()
                 .collect::<Result<_>>()?;
-            reading.visible(inner.as_ref(), listing).await
+            reading
+                .visible(inner.as_ref(), listing, Listed::Under(prefix))
+                .await
         })
         .flat_map(|r| match r {
             Ok(v) => futures::stream::iter(v.into_iter().map(Ok)).boxed(),
@@ -235,7 +265,10 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Compacted<S> {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let mut listed = self.inner.list_with_delimiter(prefix).await?;
         let objects = std::mem::take(&mut listed.objects);
-        listed.objects = self.reading.visible(self.inner.as_ref(), objects).await?;
+        listed.objects = self
+            .reading
+            .visible(self.inner.as_ref(), objects, Listed::In(prefix.cloned()))
+            .await?;
         Ok(listed)
     }
 
@@ -378,5 +411,33 @@ mod tests {
         assert_eq!(third.len(), 82);
         assert!(!third.contains("part-40.parquet"), "{third:?}");
         assert_eq!(inner.gets.load(Ordering::SeqCst), 41);
+
+        // A list deleted (retention) is forgotten by the next listing that covers it, and only
+        // by one that does: another day's listing, or one of the folder above, keeps it.
+        let kept = || store.reading.lists.lock().unwrap().len();
+        assert_eq!(kept(), 41);
+        let other = Path::from("events/date=2025-11-23");
+        compacted_pair(&inner, &other, 0).await;
+        names(&store, &other).await;
+        assert_eq!(kept(), 42);
+        inner
+            .delete(&day.clone().join(format!("{PREFIX}0{REPLACES_SUFFIX}")))
+            .await
+            .unwrap();
+        store
+            .list_with_delimiter(Some(&Path::from("events")))
+            .await
+            .unwrap();
+        assert_eq!(
+            kept(),
+            42,
+            "a listing of the folder above forgot a list below it"
+        );
+        names(&store, &other).await;
+        assert_eq!(kept(), 42, "another day's listing forgot a list");
+        assert!(names(&store, &day).await.contains("part-0.parquet"));
+        assert_eq!(kept(), 41, "a deleted list is kept");
+        store.list_with_delimiter(Some(&day)).await.unwrap();
+        assert_eq!(kept(), 41);
     }
 }
