@@ -563,16 +563,22 @@ struct Writer {
     /// of the next batch.
     writer_id: String,
     batches: u64,
-    /// Batches sent whose answer did not come back, oldest first, each its key and rows: the
-    /// first rows of the queue's front. Redis may or may not have run them.
-    in_doubt: Vec<(String, usize)>,
-    /// Redis' id of the connection (`CLIENT ID`; `None` where the server does not say), and
-    /// of the one the batches in doubt were sent on.
+    /// Redis' id of the connection (`CLIENT ID`; `None` where the server does not say).
     con_id: Option<i64>,
-    in_doubt_on: Option<i64>,
-    /// The file the batches in doubt were read from (a run that ended with them in doubt),
-    /// removed once they are settled.
-    doubt_file: Option<PathBuf>,
+    /// Batches a failure left in doubt, until they are settled.
+    in_doubt: Option<InDoubt>,
+}
+
+/// Batches sent whose answer did not come back: Redis may or may not have run them.
+#[derive(Debug)]
+struct InDoubt {
+    /// Oldest first, each its key and rows: the first rows of the queue's front.
+    batches: Vec<(String, usize)>,
+    /// Redis' id of the connection they were sent on.
+    on: Option<i64>,
+    /// The file they were read from (a run that ended with them in doubt), removed once they
+    /// are settled.
+    file: Option<PathBuf>,
 }
 
 /// Where a spool file's batches in doubt are kept when a run ends before they are settled.
@@ -618,10 +624,8 @@ impl Writer {
             only_later: false,
             writer_id: format!("{}-{started:x}", std::process::id()),
             batches: 0,
-            in_doubt: Vec::new(),
             con_id: None,
-            in_doubt_on: None,
-            doubt_file: None,
+            in_doubt: None,
         }
     }
 
@@ -690,12 +694,16 @@ impl Writer {
                 }
                 // A chunk's bytes may have reached Redis whole even when sending failed.
                 let next = next.filter(|_| sent).map(|(_, n, batch)| (batch, n));
-                self.in_doubt = unanswered
+                let batches: Vec<(String, usize)> = unanswered
                     .map(|(_, n, batch)| (batch, n))
                     .into_iter()
                     .chain(next)
                     .collect();
-                self.in_doubt_on = self.con_id;
+                self.in_doubt = (!batches.is_empty()).then_some(InDoubt {
+                    batches,
+                    on: self.con_id,
+                    file: None,
+                });
                 return Err(done);
             }
             if let Some((_, n, _)) = unanswered.take() {
@@ -715,8 +723,10 @@ impl Writer {
     /// its key are one transaction): their rows leave the queue's front as written, the
     /// others stay to be sent again. False while Redis cannot say.
     fn settle(&mut self) -> bool {
-        let keys: Vec<String> = self.in_doubt.iter().map(|(k, _)| k.clone()).collect();
-        let old = self.in_doubt_on;
+        let Some(doubt) = self.in_doubt.take() else {
+            return true;
+        };
+        let old = doubt.on;
         let ran = self.connection().and_then(|con| {
             if let Some(id) = old {
                 // Refused (an ACL, a server before 5) or gone already: the look goes on.
@@ -727,7 +737,7 @@ impl Writer {
                     .query::<i64>(con);
             }
             let mut pipe = redis::pipe();
-            for k in &keys {
+            for (k, _) in &doubt.batches {
                 pipe.exists(k);
             }
             pipe.query::<Vec<bool>>(con)
@@ -738,20 +748,20 @@ impl Writer {
                 self.con = None;
                 self.stats.failures += 1;
                 tracing::debug!("redis tracking: {e} (settling the batches in doubt)");
+                self.in_doubt = Some(doubt);
                 return false;
             }
         };
-        let batches: Vec<(usize, bool)> = self
-            .in_doubt
-            .drain(..)
+        let batches: Vec<(usize, bool)> = doubt
+            .batches
+            .iter()
             .zip(ran)
-            .map(|((_, n), ran)| (n, ran))
+            .map(|(&(_, n), ran)| (n, ran))
             .collect();
-        self.in_doubt_on = None;
         if batches.iter().any(|&(_, ran)| ran) {
             self.drop_ran(&batches);
         }
-        if let Some(file) = self.doubt_file.take() {
+        if let Some(file) = doubt.file {
             let _ = std::fs::remove_file(file);
         }
         true
@@ -796,7 +806,7 @@ impl Writer {
     /// A run that ended with batches in doubt left them beside the spool file they head:
     /// taken up when that file comes to the front.
     fn take_up_doubt(&mut self) {
-        if !self.in_doubt.is_empty() {
+        if self.in_doubt.is_some() {
             return;
         }
         let Some(Queued::Spooled(path)) = self.queue.front() else {
@@ -806,10 +816,16 @@ impl Writer {
         let Ok(body) = std::fs::read(&file) else {
             return;
         };
-        match serde_json::from_slice(&body) {
-            Ok(batches) => {
-                self.in_doubt = batches;
-                self.doubt_file = Some(file);
+        match serde_json::from_slice::<Vec<(String, usize)>>(&body) {
+            Ok(batches) if !batches.is_empty() => {
+                self.in_doubt = Some(InDoubt {
+                    batches,
+                    on: None,
+                    file: Some(file),
+                });
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(file);
             }
             Err(e) => {
                 tracing::warn!("redis spool {}: {e}", file.display());
@@ -821,17 +837,15 @@ impl Writer {
     /// At the end of a run, with Redis out of reach: the batches still in doubt are kept
     /// beside the spool file they head, for the next run to settle.
     fn keep_doubt(&mut self) {
-        if self.in_doubt.is_empty() {
-            return;
-        }
-        let Some(Queued::Spooled(path)) = self.queue.front() else {
+        let (Some(doubt), Some(Queued::Spooled(path))) = (&self.in_doubt, self.queue.front())
+        else {
             return;
         };
         let file = doubt_path(path);
         let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
             return;
         };
-        let body = serde_json::to_vec(&self.in_doubt).unwrap_or_default();
+        let body = serde_json::to_vec(&doubt.batches).unwrap_or_default();
         if let Err(e) = super::write_file(dir, &name.to_string_lossy(), &body) {
             tracing::warn!("redis spool: {e}");
         }
@@ -857,7 +871,7 @@ impl Writer {
             return false;
         }
         self.take_up_doubt();
-        if !self.in_doubt.is_empty() && !self.settle() {
+        if !self.settle() {
             self.back_off();
             return false;
         }
