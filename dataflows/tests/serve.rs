@@ -237,15 +237,36 @@ fn submit_status_stop_restart_resumes_and_delete() {
         .any(|e| e.path().join("_COMPLETE").exists());
     assert!(complete, "a final checkpoint");
     assert_eq!(receives(dir.path()), vec![6, 6]);
+    // The console's SQL; the tables it opened are kept for the next request, which still sees
+    // what was written since (below), and a table that had no file then once it has one.
+    let count = |table: &str| {
+        let query = format!("SELECT count(*) FROM {table}");
+        let (status, v) = serve.call(Method::POST, "/jobs/t/sql", Some(json!({"query": query})));
+        assert_eq!(status, 200, "{v}");
+        v["rows"][0][0].as_u64().unwrap()
+    };
+    assert_eq!((count("events"), count("dead_letters")), (12, 0));
 
     let (status, v) = serve.call(Method::POST, "/jobs/t/restart", None);
     assert_eq!(status, 200, "{v}");
     let again = serve.wait_state("t", "running");
     assert_ne!(again["pid"].as_u64(), Some(pid));
-    // The file source resumes: nothing is sent again; a line appended now is.
+    // The file source resumes: nothing is sent again; a line appended now is, and a
+    // malformed one is a dead letter.
     append(dir.path(), 6..7);
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("requests.jsonl"))
+            .unwrap();
+        f.write_all(b"{not json\n").unwrap();
+    }
     common::wait_until(LIMIT, "the appended one sent", || {
         common::count_lines(&outbox) == 7
+    });
+    common::wait_until(LIMIT, "the console's tables show the new rows", || {
+        count("events") == 14 && count("dead_letters") == 1
     });
     let (status, v) = serve.call(Method::DELETE, "/jobs/t", None);
     assert_eq!(status, 200, "{v}");

@@ -94,6 +94,9 @@ pub struct Tracking {
     skipped: Vec<(PathBuf, String)>,
     /// Opened with [`Corrupt::Skip`].
     skipping: bool,
+    /// The tables that had no file when opened (empty for good), and where their files go.
+    placeholders: Vec<&'static str>,
+    location: String,
 }
 
 const TABLES: [&str; 2] = ["events", "dead_letters"];
@@ -187,6 +190,7 @@ impl Tracking {
             left_out.insert(p);
         }
         let ctx = session_leaving_out(left_out)?;
+        let mut placeholders = Vec::new();
         // As a URL of its own (a `#` or `?` in the path is escaped, not a fragment or a query
         // that would cut the path short and list nothing: 0 rows, no error).
         let location = url::Url::from_directory_path(&dir)
@@ -201,6 +205,7 @@ impl Tracking {
             } else {
                 // Nothing written yet: an empty table of the same columns.
                 ctx.register_table(table, empty_table(&schema)?)?;
+                placeholders.push(table);
             }
         }
         Ok(Tracking {
@@ -208,7 +213,27 @@ impl Tracking {
             dir: Some(dir),
             skipped,
             skipping: corrupt == Corrupt::Skip,
+            placeholders,
+            location,
         })
+    }
+
+    /// Whether a query now would miss files: a table that had no file when the tables were
+    /// opened (it stays empty) has one now; open them again. (Every query lists the files of
+    /// the others anew.)
+    pub async fn stale(&self) -> bool {
+        for table in &self.placeholders {
+            let now = match &self.dir {
+                Some(dir) => dir.join(table).is_dir(),
+                None => has_files(&self.ctx, &self.location, table)
+                    .await
+                    .unwrap_or(true),
+            };
+            if now {
+                return true;
+            }
+        }
+        false
     }
 
     /// The files left out of the tables, with why (empty unless opened with
@@ -249,6 +274,7 @@ impl Tracking {
     }
 
     async fn registered(ctx: SessionContext, location: &str) -> Result<Tracking, SqlError> {
+        let mut placeholders = Vec::new();
         for (table, schema) in [
             ("events", events_schema()),
             ("dead_letters", dead_letters_schema()),
@@ -258,6 +284,7 @@ impl Tracking {
                 // Nothing written yet (an object store has no empty directories).
                 Err(_) if !has_files(&ctx, location, table).await? => {
                     ctx.register_table(table, empty_table(&schema)?)?;
+                    placeholders.push(table);
                 }
                 Err(e) => return Err(e),
             }
@@ -267,6 +294,8 @@ impl Tracking {
             dir: None,
             skipped: Vec::new(),
             skipping: false,
+            placeholders,
+            location: location.to_string(),
         })
     }
 

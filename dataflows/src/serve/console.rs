@@ -80,7 +80,8 @@ fn refused(r: Refusal) -> Response {
     r.into_response()
 }
 
-async fn job_of(s: Arc<Supervisor>, name: String) -> Result<Arc<crate::Job>, Response> {
+async fn job_of(s: &Arc<Supervisor>, name: String) -> Result<Arc<crate::Job>, Response> {
+    let s = s.clone();
     tokio::task::spawn_blocking(move || s.job(&name))
         .await
         .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
@@ -189,7 +190,7 @@ async fn disable_template(
 }
 
 async fn templates(State(s): State<Arc<Supervisor>>, Path(name): Path<String>) -> Response {
-    let job = match job_of(s.clone(), name).await {
+    let job = match job_of(&s, name).await {
         Ok(j) => j,
         Err(r) => return r,
     };
@@ -230,7 +231,7 @@ async fn preview(
         Ok(b) => b,
         Err(e) => return Problem(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     };
-    let job = match job_of(s.clone(), name).await {
+    let job = match job_of(&s, name).await {
         Ok(j) => j,
         Err(r) => return r,
     };
@@ -297,13 +298,13 @@ async fn trace(
         )
         .into_response();
     }
-    let job = match job_of(s, name).await {
+    let job = match job_of(&s, name).await {
         Ok(j) => j,
         Err(r) => return r,
     };
     let live = redis_trace(&job, receiver.clone(), message.clone()).await;
     let (r, m) = (receiver.clone(), message.clone());
-    match query_json(&job, |t| async move {
+    match query_json(&s, &job, |t| async move {
         t.trace(r.as_deref().map(str::trim), m.as_deref().map(str::trim))
             .await
     })
@@ -385,7 +386,7 @@ async fn report(
         Ok(r) => r,
         Err(e) => return Problem(StatusCode::NOT_FOUND, e.to_string()).into_response(),
     };
-    let job = match job_of(s, name).await {
+    let job = match job_of(&s, name).await {
         Ok(j) => j,
         Err(r) => return r,
     };
@@ -398,7 +399,12 @@ async fn report(
     if let Err(e) = report.render(&params) {
         return Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response();
     }
-    answer(&job, |t| async move { t.report(&report, &params).await }).await
+    answer(
+        &s,
+        &job,
+        |t| async move { t.report(&report, &params).await },
+    )
+    .await
 }
 
 /// `POST /jobs/{name}/sql`.
@@ -422,11 +428,11 @@ async fn sql(
             .into_response();
         }
     };
-    let job = match job_of(s, name).await {
+    let job = match job_of(&s, name).await {
         Ok(j) => j,
         Err(r) => return r,
     };
-    answer(&job, |t| async move {
+    answer(&s, &job, |t| async move {
         t.query_read_only(&body.query, MAX_ROWS + 1, SQL_TIMEOUT)
             .await
     })
@@ -434,23 +440,49 @@ async fn sql(
 }
 
 /// Opens the job's tracking tables, runs `f` on them, and answers its rows as JSON.
-async fn answer<F, Fut>(job: &crate::Job, f: F) -> Response
+async fn answer<F, Fut>(s: &Supervisor, job: &Arc<crate::Job>, f: F) -> Response
 where
     F: FnOnce(Arc<tidings_sql::Tracking>) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>,
 {
-    match query_json(job, f).await {
+    match query_json(s, job, f).await {
         Ok(v) => Json(v).into_response(),
         Err(refused) => refused,
     }
 }
 
-/// Runs `f` over the job's tracking tables; its rows as `{"columns", "rows", "truncated"}`.
-async fn query_json<F, Fut>(job: &crate::Job, f: F) -> Result<Value, Response>
-where
-    F: FnOnce(Arc<tidings_sql::Tracking>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>,
-{
+/// Each job's tracking tables as opened for the console, with the loaded job they were opened
+/// for: a session's queries list the files anew, so one opened once serves every later request
+/// (opening them again read every compaction list again: on an object store, a round trip
+/// each).
+pub(super) type Tables = std::sync::Mutex<
+    std::collections::BTreeMap<String, (Arc<crate::Job>, Arc<tidings_sql::Tracking>)>,
+>;
+
+/// Job `job`'s tracking tables: as opened for an earlier request of the same loaded job (unless
+/// a table that had no file then has one now), or opened now.
+async fn tables(
+    s: &Supervisor,
+    job: &Arc<crate::Job>,
+) -> Result<Arc<tidings_sql::Tracking>, Response> {
+    let name = &job.file.name;
+    let lock = || s.tables.lock().unwrap_or_else(|p| p.into_inner());
+    let kept = lock()
+        .get(name)
+        .filter(|(opened_for, _)| Arc::ptr_eq(opened_for, job))
+        .map(|(_, t)| t.clone());
+    if let Some(t) = kept
+        && !t.stale().await
+    {
+        return Ok(t);
+    }
+    let t = Arc::new(open_tables(job).await?);
+    lock().insert(name.clone(), (job.clone(), t.clone()));
+    Ok(t)
+}
+
+/// Opens job `job`'s tracking tables.
+async fn open_tables(job: &crate::Job) -> Result<tidings_sql::Tracking, Response> {
     use tidings_sinks::tracking::TrackingDir;
     let opened = match &job.tracking_dir {
         TrackingDir::Local(dir) if !dir.is_dir() => {
@@ -469,11 +501,17 @@ where
             tidings_sql::Tracking::open_store(o.url(), o.bucket_url(), o.store()).await
         }
     };
-    let result = match opened {
-        Ok(t) => f(Arc::new(t)).await,
-        Err(e) => Err(e),
-    };
-    result
+    opened.map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response())
+}
+
+/// Runs `f` over the job's tracking tables; its rows as `{"columns", "rows", "truncated"}`.
+async fn query_json<F, Fut>(s: &Supervisor, job: &Arc<crate::Job>, f: F) -> Result<Value, Response>
+where
+    F: FnOnce(Arc<tidings_sql::Tracking>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>,
+{
+    let t = tables(s, job).await?;
+    f(t).await
         .and_then(|b| tidings_sql::json_table(&b, MAX_ROWS))
         .map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }

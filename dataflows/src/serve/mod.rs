@@ -165,6 +165,9 @@ pub struct Supervisor {
     peers: std::sync::OnceLock<Peers>,
     /// Each job's send API, with the loaded job it was made for (`POST /jobs/{name}/send`).
     gateways: Mutex<BTreeMap<String, (Arc<Job>, Arc<Gateway>)>>,
+    /// Each job's tracking tables as the console opened them (`console::tables`).
+    #[cfg(feature = "sql")]
+    tables: console::Tables,
 }
 
 impl Supervisor {
@@ -197,6 +200,8 @@ impl Supervisor {
             stopping: AtomicBool::new(false),
             peers: std::sync::OnceLock::new(),
             gateways: Mutex::new(BTreeMap::new()),
+            #[cfg(feature = "sql")]
+            tables: Default::default(),
         }))
     }
 
