@@ -97,7 +97,7 @@ enum Relative {
 
 impl Relative {
     fn matches(self, d: NaiveDate) -> bool {
-        let last = month_len(d);
+        let last = u32::from(d.num_days_in_month());
         let weekday = d.weekday().num_days_from_sunday();
         match self {
             Relative::LastDay(n) => n < last && d.day() == last - n,
@@ -107,18 +107,6 @@ impl Relative {
             Relative::Nth(w, k) => weekday == w && (d.day() - 1) / 7 + 1 == k,
         }
     }
-}
-
-/// The number of days in `d`'s month.
-fn month_len(d: NaiveDate) -> u32 {
-    let (y, m) = if d.month() == 12 {
-        (d.year() + 1, 1)
-    } else {
-        (d.year(), d.month() + 1)
-    };
-    NaiveDate::from_ymd_opt(y, m, 1)
-        .and_then(|first| first.pred_opt())
-        .map_or(31, |l| l.day())
 }
 
 /// The day of `d`'s month that is the weekday nearest day `n` (Quartz: a Saturday moves to
