@@ -502,10 +502,13 @@ impl FilePart {
     /// Reads the file now at the path: on from where the old one was read to when it begins
     /// with the same bytes (a copy with lines added, moved over the path), else from its start
     /// as a partition of its own lines (their ids carry its fingerprint), the watermark kept.
-    fn switch(&mut self, why: &str) -> std::io::Result<()> {
+    fn switch(&mut self, seen: Replaced) -> std::io::Result<()> {
+        let why = seen.why();
         let file = File::open(&self.path)?;
         let at = self.part.next_byte;
-        let same = at > 0
+        // A truncated file is the one being read: its bytes are no print of what was read.
+        let same = seen == Replaced::Another
+            && at > 0
             && file.metadata()?.len() >= at
             && file_fingerprint(&file)? == self.part.fingerprint
             && tail_print(&file, at) == tail_print(self.reader.get_ref(), at);
@@ -730,8 +733,9 @@ fn read_turn(
     let share = (turn.lines.max(1) / parts.len().max(1)).max(1);
     for f in parts.iter_mut().filter(|f| !f.done) {
         let at = f.part.next_byte;
-        // A followed file written again over what was read has nothing more of it to read.
-        let eof = (turn.follow && f.rewritten())
+        // A followed file truncated, or written again over what was read, has nothing more of
+        // it to read.
+        let eof = (turn.follow && (f.rotation.seen == Some(Replaced::Truncated) || f.rewritten()))
             || read_lines(
                 f,
                 share,
@@ -766,7 +770,10 @@ fn read_turn(
 /// no record of the old one can be past a future cut (none in flight, the capability past the
 /// last one's epoch: the new file's records come after every old one's).
 fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
-    let Some((seen, len)) = f.replaced(turn.directory) else {
+    // A truncation stays seen until the switch, written past what was read since or not.
+    let truncated =
+        (f.rotation.seen == Some(Replaced::Truncated)).then_some((Replaced::Truncated, 0));
+    let Some((seen, len)) = truncated.or_else(|| f.replaced(turn.directory)) else {
         if !f.rotation.draining {
             f.rotation = Rotation::default();
         }
@@ -792,7 +799,7 @@ fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
     if f.part.given_max.is_some_and(|e| e >= turn.at) {
         return;
     }
-    if let Err(e) = f.switch(seen.why()) {
+    if let Err(e) = f.switch(seen) {
         // Gone again between the look and the open: looked at again next turn.
         tracing::warn!("file source {}: {e}", f.path.display());
     }
@@ -995,12 +1002,13 @@ fn rotated_away(path: &std::path::Path, pos: &Position) -> Option<(PathBuf, File
             continue;
         }
         let candidate = entry.path();
-        let Ok(file) = File::open(&candidate) else {
-            continue;
-        };
-        let len = match file.metadata() {
+        // Looked at before it is opened: opening a FIFO waits for a writer.
+        let len = match std::fs::metadata(&candidate) {
             Ok(m) if m.is_file() && m.len() >= pos.byte => m.len(),
             _ => continue,
+        };
+        let Ok(file) = File::open(&candidate) else {
+            continue;
         };
         let same = file_fingerprint(&file).ok().flatten() == pos.fingerprint
             && tail_print(&file, pos.byte).as_deref() == Some(tail);

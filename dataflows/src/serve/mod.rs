@@ -385,11 +385,11 @@ impl Supervisor {
         gateways.values().map(|(_, g)| g.metrics_text()).collect()
     }
 
-    /// Job `name` as loaded (from its file when the service has not loaded it yet), running
-    /// or not.
+    /// Job `name` as loaded (from its file when the service has not loaded it yet, and kept:
+    /// what is made for a loaded job, its console tables, is kept with it), running or not.
     pub fn job(&self, name: &str) -> Result<Arc<Job>, Refusal> {
-        let jobs = self.lock();
-        loaded(jobs.get(name).ok_or_else(|| not_found(name))?)
+        let mut jobs = self.lock();
+        load_into(jobs.get_mut(name).ok_or_else(|| not_found(name))?)
     }
 
     /// The send API of job `name`, or (`None`) of the only job with a Kafka source. Requests
@@ -537,6 +537,11 @@ impl Supervisor {
         self.pass_on(name, forwarded, reqwest::Method::DELETE, "")?;
         let mut jobs = self.lock();
         jobs.remove(name);
+        #[cfg(feature = "sql")]
+        self.tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         self.persist(&jobs)?;
         Ok(json!({"deleted": name, "last": answer}))
     }
