@@ -472,8 +472,7 @@ impl FilePart {
             }
             return Some((Replaced::Another, open.len()));
         }
-        (now.len() < self.part.next_byte || self.rewritten())
-            .then_some((Replaced::Truncated, open.len()))
+        (now.len() < self.part.next_byte).then_some((Replaced::Truncated, open.len()))
     }
 
     /// Following: the file has grown past where it was last at its end, and the bytes before
@@ -733,9 +732,12 @@ fn read_turn(
     let share = (turn.lines.max(1) / parts.len().max(1)).max(1);
     for f in parts.iter_mut().filter(|f| !f.done) {
         let at = f.part.next_byte;
-        // A followed file truncated, or written again over what was read, has nothing more of
-        // it to read.
-        let eof = (turn.follow && (f.rotation.seen == Some(Replaced::Truncated) || f.rewritten()))
+        // A followed file written again over what was read is a truncated one; a truncated
+        // file has nothing more of it to read.
+        if turn.follow && f.rewritten() {
+            f.rotation.seen = Some(Replaced::Truncated);
+        }
+        let eof = f.rotation.seen == Some(Replaced::Truncated)
             || read_lines(
                 f,
                 share,
@@ -766,9 +768,8 @@ fn read_turn(
 /// A followed file at its end that another replaced at its path is read on until it has been
 /// idle for [`SWITCH_AFTER_MS`] (`moved`: this turn read some of it), then once more for a last
 /// line without its newline (a truncated one has nothing more to read); the file at the path
-/// is read once
-/// no record of the old one can be past a future cut (none in flight, the capability past the
-/// last one's epoch: the new file's records come after every old one's).
+/// is read once no record of the old one can be past a future cut (none in flight, the
+/// capability past the last one's epoch: the new file's records come after every old one's).
 fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
     // A truncation stays seen until the switch, written past what was read since or not.
     let truncated =
@@ -938,37 +939,32 @@ fn open_at(
         None
     };
     if let Some(why) = why {
+        let not_it = format!(
+            "file source {}: not the file the checkpoint read ({why})",
+            path.display()
+        );
         match (!directory).then(|| rotated_away(path, pos)).flatten() {
             Some((old, file)) if follow => {
                 tracing::info!(
-                    "file source {}: not the file the checkpoint read ({why}); that file is {} \
-                     now (rotated): reading it on, then the file at the path from its start",
-                    path.display(),
+                    "{not_it}; that file is {} now (rotated): reading it on, then the file at \
+                     the path from its start",
                     old.display()
                 );
                 reader = BufReader::with_capacity(1 << 20, file);
             }
-            Some((old, file)) => {
-                let unread = file
-                    .metadata()
-                    .map_or(0, |m| m.len())
-                    .saturating_sub(pos.byte);
-                tracing::warn!(
-                    "file source {}: not the file the checkpoint read ({why}); reading it from \
-                     the start. The file the checkpoint read is {} now (rotated), {unread} bytes \
-                     of it unread: a job that follows the path (`source.follow = true`) reads \
-                     them first",
-                    path.display(),
-                    old.display()
-                );
-                return Ok((reader, fresh(fp)));
-            }
-            None => {
-                tracing::info!(
-                    "file source {}: not the file the checkpoint read ({why}); reading it from \
-                     the start",
-                    path.display(),
-                );
+            old => {
+                match old {
+                    Some((old, file)) => tracing::warn!(
+                        "{not_it}; reading it from the start. The file the checkpoint read is {} \
+                         now (rotated), {} bytes of it unread: a job that follows the path \
+                         (`source.follow = true`) reads them first",
+                        old.display(),
+                        file.metadata()
+                            .map_or(0, |m| m.len())
+                            .saturating_sub(pos.byte)
+                    ),
+                    None => tracing::info!("{not_it}; reading it from the start"),
+                }
                 return Ok((reader, fresh(fp)));
             }
         }
