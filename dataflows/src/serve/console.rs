@@ -451,26 +451,17 @@ where
     }
 }
 
-/// Each job's tracking tables as opened for the console, with the loaded job they were opened
-/// for: a session's queries list the files anew, so one opened once serves every later request
-/// (opening them again read every compaction list again: on an object store, a round trip
-/// each).
-pub(super) type Tables = std::sync::Mutex<
-    std::collections::BTreeMap<String, (Arc<crate::Job>, Arc<tidings_sql::Tracking>)>,
->;
-
 /// Job `job`'s tracking tables: as opened for an earlier request of the same loaded job (unless
-/// a table that had no file then has one now), or opened now.
+/// a table that had no file then has one now), or opened now. A session's queries list the
+/// files anew, so one opened once serves every later request (opening them again read every
+/// compaction list again: on an object store, a round trip each).
 async fn tables(
     s: &Supervisor,
     job: &Arc<crate::Job>,
 ) -> Result<Arc<tidings_sql::Tracking>, Response> {
     let name = &job.file.name;
     let lock = || s.tables.lock().unwrap_or_else(|p| p.into_inner());
-    let kept = lock()
-        .get(name)
-        .filter(|(opened_for, _)| Arc::ptr_eq(opened_for, job))
-        .map(|(_, t)| t.clone());
+    let kept = super::made_for(&lock(), name, job);
     if let Some(t) = kept
         && !t.stale().await
     {

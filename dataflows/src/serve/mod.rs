@@ -163,11 +163,22 @@ pub struct Supervisor {
     stopping: AtomicBool,
     /// The other service nodes a submitted job runs on as one cluster (`--peers`).
     peers: std::sync::OnceLock<Peers>,
-    /// Each job's send API, with the loaded job it was made for (`POST /jobs/{name}/send`).
-    gateways: Mutex<BTreeMap<String, (Arc<Job>, Arc<Gateway>)>>,
+    /// Each job's send API (`POST /jobs/{name}/send`).
+    gateways: Mutex<Made<Gateway>>,
     /// Each job's tracking tables as the console opened them (`console::tables`).
     #[cfg(feature = "sql")]
-    tables: console::Tables,
+    tables: Mutex<Made<tidings_sql::Tracking>>,
+}
+
+/// What the service makes for a job (its send API, its console tables), by job name, with the
+/// loaded job it was made for: a job loaded again (submitted anew) gets another.
+type Made<T> = BTreeMap<String, (Arc<Job>, Arc<T>)>;
+
+/// What `made` keeps for `job`, loaded as job `name`.
+fn made_for<T>(made: &Made<T>, name: &str, job: &Arc<Job>) -> Option<Arc<T>> {
+    made.get(name)
+        .filter(|(made_for, _)| Arc::ptr_eq(made_for, job))
+        .map(|(_, t)| t.clone())
 }
 
 impl Supervisor {
@@ -431,10 +442,8 @@ impl Supervisor {
             (name, load_into(e)?)
         };
         let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((made_for, g)) = gateways.get(&name)
-            && Arc::ptr_eq(made_for, &job)
-        {
-            return Ok(g.clone());
+        if let Some(g) = made_for(&gateways, &name, &job) {
+            return Ok(g);
         }
         // A file job has no send API (the caller's mistake); a Kafka job's that cannot be
         // made (its door book unreadable, a client librdkafka refuses) is the service's.
