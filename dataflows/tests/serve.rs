@@ -597,4 +597,16 @@ fn the_send_api_of_a_served_job_answers_ids_its_tracking_carries() {
         tracking.join("events").is_dir()
             && common::first_row::<u64>(&common::sql_csv(&tracking, &query))[0] == 4
     });
+    // The service's /metrics carries the job's send API until the job is deleted.
+    let api_metrics = |serve: &Serve| {
+        let (status, text) = serve.call(Method::GET, "/metrics", None);
+        assert_eq!(status, 200, "{text}");
+        text.as_str().unwrap().contains(
+            r#"tidings_gateway_requests_total{job="sendapi",route="/send",code="00000"} 2"#,
+        )
+    };
+    assert!(api_metrics(&serve));
+    let (status, v) = serve.call(Method::DELETE, "/jobs/sendapi", None);
+    assert_eq!(status, 200, "{v}");
+    assert!(!api_metrics(&serve), "a deleted job's send API is gone");
 }

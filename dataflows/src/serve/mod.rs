@@ -546,6 +546,11 @@ impl Supervisor {
         self.pass_on(name, forwarded, reqwest::Method::DELETE, "")?;
         let mut jobs = self.lock();
         jobs.remove(name);
+        // What was made for it goes with it: its send API (and the API's metrics), its tables.
+        self.gateways
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         #[cfg(feature = "sql")]
         self.tables
             .lock()
