@@ -588,11 +588,18 @@ fn check_source(
         SourceKind::File => match &source.path {
             Some(p) => {
                 let p = base.join(p);
-                if run && !p.is_file() && !p.is_dir() {
+                // A followed file may be made after the job starts (as `tail -F` waits).
+                let awaited = source.follow && !p.exists() && p.parent().is_some_and(Path::is_dir);
+                if run && !awaited && !p.is_file() && !p.is_dir() {
+                    let hint = if source.follow {
+                        "; a followed file may be made later, but its directory must exist"
+                    } else {
+                        ""
+                    };
                     bad(
                         "source.path",
                         format!(
-                            "{} is not a readable file (or a directory of partition files)",
+                            "{} is not a readable file (or a directory of partition files){hint}",
                             p.display()
                         ),
                     );

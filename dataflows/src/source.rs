@@ -428,6 +428,8 @@ enum Replaced {
     Another,
     /// This one, truncated below what was read of it.
     Truncated,
+    /// A file, where there was none when the source began ([`no_file_yet`]).
+    Made,
 }
 
 impl Replaced {
@@ -435,6 +437,7 @@ impl Replaced {
         match self {
             Replaced::Another => "another file is at its path",
             Replaced::Truncated => "it was truncated",
+            Replaced::Made => "a file is at its path now",
         }
     }
 }
@@ -466,6 +469,9 @@ impl FilePart {
         use std::os::unix::fs::MetadataExt;
         let open = self.reader.get_ref().metadata().ok()?;
         let now = std::fs::metadata(&self.path).ok()?;
+        if !open.is_file() {
+            return Some((Replaced::Made, 0));
+        }
         if (now.dev(), now.ino()) != (open.dev(), open.ino()) {
             if directory && open.nlink() > 0 {
                 return None;
@@ -905,7 +911,8 @@ fn read_lines(
 /// under another name (rotated while the job was down: [`rotated_away`]), a followed file
 /// (`follow`) is that one, read on from the position: once it is idle the file at the path is
 /// read from its start (`follow_rotation`), as when the rotation happens while it runs. (A
-/// directory's renamed file is its listing's business: `files_in_place`.)
+/// directory's renamed file is its listing's business: `files_in_place`.) A followed path with
+/// no file at it yet is [`no_file_yet`]'s.
 fn open_at(
     path: &std::path::Path,
     id: i32,
@@ -913,10 +920,15 @@ fn open_at(
     follow: bool,
     directory: bool,
 ) -> std::io::Result<(BufReader<File>, Partition)> {
-    let file = File::open(path)?;
+    let file = match File::open(path) {
+        Err(e) if follow && e.kind() == std::io::ErrorKind::NotFound => {
+            return no_file_yet(path, id, restored, directory);
+        }
+        file => file?,
+    };
     let len = file.metadata()?.len();
     let fp = fingerprint(path)?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let reader = BufReader::with_capacity(1 << 20, file);
     let fresh = |fp| {
         let mut p = Partition::new(id, None, 1);
         p.fingerprint = fp;
@@ -950,7 +962,7 @@ fn open_at(
                      the path from its start",
                     old.display()
                 );
-                reader = BufReader::with_capacity(1 << 20, file);
+                return resume(BufReader::with_capacity(1 << 20, file), path, id, pos);
             }
             old => {
                 match old {
@@ -969,6 +981,16 @@ fn open_at(
             }
         }
     }
+    resume(reader, path, id, pos)
+}
+
+/// Reads on from restored position `pos`.
+fn resume(
+    mut reader: BufReader<File>,
+    path: &std::path::Path,
+    id: i32,
+    pos: &Position,
+) -> std::io::Result<(BufReader<File>, Partition)> {
     reader.seek(SeekFrom::Start(pos.byte))?;
     tracing::info!(
         "file source {}: resuming at line {} (read before; `tidings run --from-start` replays it)",
@@ -976,6 +998,44 @@ fn open_at(
         pos.read_to.max(pos.offset)
     );
     Ok((reader, Partition::new(id, Some(pos.clone()), 1)))
+}
+
+/// A followed path with no file at it (its writer has not begun, or a rotation renamed it and
+/// has not made the new one yet). The file the checkpoint read, when it is beside it under
+/// another name ([`rotated_away`]), is read on; else nothing is read until a file is there: the
+/// partition reads an empty stand-in (`/dev/null`, always at its end) until
+/// [`FilePart::replaced`] sees one (`Made`), then that file from its start.
+fn no_file_yet(
+    path: &std::path::Path,
+    id: i32,
+    restored: Option<&Position>,
+    directory: bool,
+) -> std::io::Result<(BufReader<File>, Partition)> {
+    let shown = path.display();
+    let old = restored
+        .filter(|_| !directory)
+        .and_then(|pos| Some((pos, rotated_away(path, pos)?)));
+    if let Some((pos, (old, file))) = old {
+        tracing::info!(
+            "file source {shown}: no file at the path; the file the checkpoint read is {} now \
+             (rotated): reading it on, then the file made at the path from its start",
+            old.display()
+        );
+        return resume(BufReader::with_capacity(1 << 20, file), path, id, pos);
+    }
+    if restored.is_some_and(|pos| pos.byte > 0) {
+        tracing::warn!(
+            "file source {shown}: no file at the path, and the file the checkpoint read is not \
+             beside it under another name: its lines not read yet are not read; reading the \
+             file made at the path from its start"
+        );
+    } else {
+        tracing::info!(
+            "file source {shown}: no file at the path yet; reading it once one is there"
+        );
+    }
+    let stand_in = File::open("/dev/null")?;
+    Ok((BufReader::new(stand_in), Partition::new(id, None, 1)))
 }
 
 /// The file a checkpoint read, found beside `path` under another name: a file of `path`'s

@@ -323,6 +323,64 @@ fn a_file_rotated_while_its_job_was_down_is_read_on_under_its_new_name() {
     assert_eq!(receive_count(&tracking), 7);
 }
 
+/// A followed path with no file at it (a rotation renamed it while the job was down and has
+/// not made the new one; a writer that has not begun) is waited for, not refused: the file the
+/// checkpoint read is read on under its new name, then the file made at the path.
+#[test]
+fn a_followed_path_with_no_file_yet_is_read_once_one_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job, child, sent) = following(dir.path(), &[]);
+    interrupt(child, "the following job");
+    let path = dir.path().join("requests.jsonl");
+    append(&path, &requests(2, 4));
+    std::fs::rename(&path, dir.path().join("requests.jsonl.1")).unwrap();
+    let child = spawn_run(&job, &["-w", "2"]);
+    sent(4, "the old file's two, read on under its new name");
+    std::fs::write(&path, requests(4, 6)).unwrap();
+    sent(6, "the new file's two");
+    let err = interrupt(child, "the following job again");
+    assert!(err.contains("requests.jsonl.1 now (rotated)"), "{err}");
+    let out = std::fs::read_to_string(dir.path().join("var/outbox/sms.jsonl")).unwrap();
+    for i in 0..6 {
+        assert_eq!(out.matches(&format!("\"u{i}\"")).count(), 1, "u{i}: {out}");
+    }
+    assert_eq!(distinct_ids(&dir.path().join("var/tracking")), 6);
+
+    // A job whose file is not there yet: it starts, and reads the file once it is made.
+    let fresh = tempfile::tempdir().unwrap();
+    let job = common::write_job(
+        fresh.path(),
+        &common::sms_template(1, "none", false, "user_id"),
+        "",
+        "",
+    );
+    common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
+    let path = fresh.path().join("requests.jsonl");
+    std::fs::remove_file(&path).unwrap();
+    let child = spawn_run(&job, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&path, requests(0, 3)).unwrap();
+    let outbox = fresh.path().join("var/outbox/sms.jsonl");
+    common::wait_until(Duration::from_secs(30), "the made file's three", || {
+        common::count_lines(&outbox) == 3
+    });
+    let err = interrupt(child, "the job waiting for its file");
+    assert!(err.contains("no file at the path yet"), "{err}");
+    assert!(err.contains("a file is at its path now"), "{err}");
+
+    // Not following, a missing file is still the job file's error.
+    std::fs::remove_file(&path).unwrap();
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, text.replace("follow = true", "follow = false")).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(err.contains("is not a readable file"), "{err}");
+}
+
 #[test]
 fn a_quiet_topic_releases_a_parked_message_on_time() {
     let dir = tempfile::tempdir().unwrap();
