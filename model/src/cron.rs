@@ -9,7 +9,8 @@
 //!
 //! Quartz's month-relative days work in both forms: in the day field `L` (the month's last
 //! day), `L-3` (three days before it), `15W` (the weekday nearest the 15th, within the
-//! month), `LW` (the month's last weekday); in the weekday field `6L` or `FRIL` (the month's
+//! month), `LW` (the month's last weekday), `L-3W` (the weekday nearest the day three before
+//! the last); in the weekday field `6L` or `FRIL` (the month's
 //! last Friday, Quartz numbering), `6#3` or `FRI#3` (its third Friday) and `L` alone
 //! (Saturday). They mix with plain items in a list.
 
@@ -87,8 +88,9 @@ enum Relative {
     LastDay(u32),
     /// `nW`: the weekday (Monday to Friday) nearest day `n`, within its month.
     NearestWeekday(u32),
-    /// `LW`: the month's last weekday (Monday to Friday).
-    LastWeekday,
+    /// `LW`, `L-nW`: the weekday (Monday to Friday) nearest the month's last day, or the day
+    /// `n` days before it.
+    LastWeekday(u32),
     /// `dL`: the month's last weekday `d` (Sunday 0).
     LastOf(u32),
     /// `d#k`: the month's `k`-th weekday `d` (Sunday 0).
@@ -102,7 +104,7 @@ impl Relative {
         match self {
             Relative::LastDay(n) => n < last && d.day() == last - n,
             Relative::NearestWeekday(n) => n <= last && d.day() == nearest_weekday(d, n, last),
-            Relative::LastWeekday => d.day() == nearest_weekday(d, last, last),
+            Relative::LastWeekday(n) => n < last && d.day() == nearest_weekday(d, last - n, last),
             Relative::LastOf(w) => weekday == w && d.day() + 7 > last,
             Relative::Nth(w, k) => weekday == w && (d.day() - 1) / 7 + 1 == k,
         }
@@ -249,7 +251,7 @@ impl Cron {
     }
 }
 
-/// A day field's month-relative items (`L`, `L-n`, `nW`, `LW`), and the rest as a list.
+/// A day field's month-relative items (`L`, `L-n`, `nW`, `LW`, `L-nW`), and the rest as a list.
 fn day_relatives(s: &str) -> Result<(String, Vec<Relative>), String> {
     let mut rest = Vec::new();
     let mut rules = Vec::new();
@@ -261,11 +263,16 @@ fn day_relatives(s: &str) -> Result<(String, Vec<Relative>), String> {
         let rule = if upper == "L" {
             Relative::LastDay(0)
         } else if upper == "LW" {
-            Relative::LastWeekday
+            Relative::LastWeekday(0)
         } else if let Some(n) = upper.strip_prefix("L-") {
+            let (n, weekday) = match n.strip_suffix('W') {
+                Some(n) => (n, true),
+                None => (n, false),
+            };
             match n.parse::<u32>() {
+                Ok(n) if n <= 30 && weekday => Relative::LastWeekday(n),
                 Ok(n) if n <= 30 => Relative::LastDay(n),
-                _ => return Err(format!("`{item}`: L-n needs n from 0 to 30")),
+                _ => return Err(format!("`{item}`: L-n and L-nW need n from 0 to 30")),
             }
         } else if let Some(n) = upper.strip_suffix('W') {
             match n.parse::<u32>() {
@@ -274,7 +281,7 @@ fn day_relatives(s: &str) -> Result<(String, Vec<Relative>), String> {
             }
         } else if upper.contains(['L', 'W', '#']) {
             return Err(format!(
-                "`{item}`: a day takes L, L-n, nW or LW (# belongs to the weekday field)"
+                "`{item}`: a day takes L, L-n, nW, LW or L-nW (# belongs to the weekday field)"
             ));
         } else {
             rest.push(item);
@@ -506,6 +513,10 @@ mod tests {
             0 0 10 L * ?          | 2026-12-07 00:00:00 | 2026-12-31 10:00:00 Thu
             0 0 10 L-3 * ?        | 2026-12-07 00:00:00 | 2026-12-28 10:00:00 Mon
             0 0 10 LW * ?         | 2027-01-01 00:00:00 | 2027-01-29 10:00:00 Fri
+            // The weekday nearest the day before the last (Saturday 27 Feb 2027), and the
+            // fourth before it (Sunday 27 Dec 2026).
+            0 0 10 L-1W * ?       | 2027-02-01 00:00:00 | 2027-02-26 10:00:00 Fri
+            0 0 10 L-4W * ?       | 2026-12-01 00:00:00 | 2026-12-28 10:00:00 Mon
             // Nearest weekday: Sunday 15 Nov moves to Monday; Saturday 1 Aug stays in August.
             0 0 10 15W * ?        | 2026-11-01 00:00:00 | 2026-11-16 10:00:00 Mon
             0 0 10 1W * ?         | 2026-07-31 00:00:00 | 2026-08-03 10:00:00 Mon
@@ -570,7 +581,7 @@ mod tests {
             ("0 0 25 * * ?", "hour `25`: `25` is outside 0-23"),
             (
                 "0 0 10 L-31 * ?",
-                "day of month `L-31`: `L-31`: L-n needs n from 0 to 30",
+                "day of month `L-31`: `L-31`: L-n and L-nW need n from 0 to 30",
             ),
             ("0 0 10 32W * ?", "nW needs a day from 1 to 31"),
             ("0 0 10 2#1 * ?", "# belongs to the weekday field"),
