@@ -589,7 +589,10 @@ fn check_source(
             Some(p) => {
                 let p = base.join(p);
                 // A followed file may be made after the job starts (as `tail -F` waits).
-                let awaited = source.follow && !p.exists() && p.parent().is_some_and(Path::is_dir);
+                let awaited = source.follow
+                    && matches!(p.try_exists(), Ok(false))
+                    && p.parent()
+                        .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir());
                 if run && !awaited && !p.is_file() && !p.is_dir() {
                     let hint = if source.follow {
                         "; a followed file may be made later, but its directory must exist"

@@ -400,6 +400,13 @@ struct FilePart {
     /// bytes before it. Grown past it with other bytes there, it was truncated and written
     /// again ([`FilePart::rewritten`]): not appended to.
     end: Option<(u64, String)>,
+    /// Following: rotations of the path made after the file being read and before the one at
+    /// the path (a job down over several rotations, [`rotated_between`]), read in turn, each
+    /// from its start, before the path's file.
+    then: std::collections::VecDeque<PathBuf>,
+    /// Following a path with no file at it ([`no_file_yet`]): the position restored, kept
+    /// for the file made there (the one the checkpoint read, come back, is read on).
+    awaits: Option<Position>,
 }
 
 /// A followed file at its end that another file replaced at its path (a rotation), or that was
@@ -447,12 +454,29 @@ impl Replaced {
 const NOT_READ: &str = "xxh3:not-read";
 
 impl FilePart {
+    /// The partition of the file at `path`, opened.
+    fn new(path: PathBuf, base: Arc<str>, o: Opened) -> FilePart {
+        FilePart {
+            path,
+            name: printed_name(&base, o.part.fingerprint.as_deref()),
+            base,
+            reader: o.reader,
+            part: o.part,
+            done: false,
+            rotation: Rotation::default(),
+            end: None,
+            then: o.then.into(),
+            awaits: o.awaits,
+        }
+    }
+
     /// Where to resume as of cut `cut`, with the print of the bytes before that place.
     fn position(&self, cut: Epoch) -> Position {
         let mut p = self.part.position(cut);
         if p.byte > 0 {
-            let print = match self.rotation.seen {
-                Some(Replaced::Truncated) => None,
+            let print = match (&self.awaits, self.rotation.seen) {
+                (Some(restored), _) => restored.tail.clone(),
+                (_, Some(Replaced::Truncated)) => None,
                 _ => tail_print(self.reader.get_ref(), p.byte),
             };
             p.tail = Some(print.unwrap_or_else(|| NOT_READ.into()));
@@ -468,7 +492,15 @@ impl FilePart {
     fn replaced(&self, directory: bool) -> Option<(Replaced, u64)> {
         use std::os::unix::fs::MetadataExt;
         let open = self.reader.get_ref().metadata().ok()?;
+        if !self.then.is_empty() {
+            return Some((Replaced::Another, open.len()));
+        }
         let now = std::fs::metadata(&self.path).ok()?;
+        // A FIFO or a directory made at the path is no file to read (opening a FIFO waits
+        // for a writer): the file being read is read on.
+        if !now.is_file() {
+            return None;
+        }
         if !open.is_file() {
             return Some((Replaced::Made, 0));
         }
@@ -507,9 +539,27 @@ impl FilePart {
     /// Reads the file now at the path: on from where the old one was read to when it begins
     /// with the same bytes (a copy with lines added, moved over the path), else from its start
     /// as a partition of its own lines (their ids carry its fingerprint), the watermark kept.
-    fn switch(&mut self, seen: Replaced) -> std::io::Result<()> {
+    /// A rotation between the two ([`FilePart::then`]) is read first, the same way.
+    fn switch(&mut self, seen: Replaced, directory: bool) -> std::io::Result<()> {
         let why = seen.why();
-        let file = File::open(&self.path)?;
+        let clock = self.part.clock;
+        if seen == Replaced::Made {
+            // As at the start, with the position restored then: the file the checkpoint read,
+            // come back, is read on.
+            tracing::info!("file source {}: {why}", self.path.display());
+            let opened = open_at(
+                &self.path,
+                self.part.id,
+                self.awaits.as_ref(),
+                true,
+                directory,
+            )?;
+            *self = FilePart::new(self.path.clone(), self.base.clone(), opened);
+            self.part.clock = clock;
+            return Ok(());
+        }
+        let between = self.then.pop_front();
+        let file = File::open(between.as_ref().unwrap_or(&self.path))?;
         let at = self.part.next_byte;
         // A truncated file is the one being read: its bytes are no print of what was read.
         let same = seen == Replaced::Another
@@ -527,11 +577,18 @@ impl FilePart {
                 self.part.next
             );
         } else {
-            tracing::info!(
-                "file source {}: {why}; reading the new file from its start",
-                self.path.display()
-            );
-            let clock = self.part.clock;
+            match &between {
+                Some(b) => tracing::info!(
+                    "file source {}: reading {} from its start, rotated after the file read \
+                     before it",
+                    self.path.display(),
+                    b.display()
+                ),
+                None => tracing::info!(
+                    "file source {}: {why}; reading the new file from its start",
+                    self.path.display()
+                ),
+            }
             self.part = Partition::new(self.part.id, None, 1);
             self.part.clock = clock;
             self.name = self.base.clone();
@@ -696,16 +753,7 @@ fn open_parts(
                 follow,
                 directory,
             ) {
-                Ok((reader, part)) => FilePart {
-                    path: paths[i].clone(),
-                    base: names[i].clone(),
-                    name: printed_name(&names[i], part.fingerprint.as_deref()),
-                    reader,
-                    part,
-                    done: false,
-                    rotation: Rotation::default(),
-                    end: None,
-                },
+                Ok(opened) => FilePart::new(paths[i].clone(), names[i].clone(), opened),
                 Err(e) => panic!("file source {}: {e}", paths[i].display()),
             }
         })
@@ -806,7 +854,7 @@ fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
     if f.part.given_max.is_some_and(|e| e >= turn.at) {
         return;
     }
-    if let Err(e) = f.switch(seen) {
+    if let Err(e) = f.switch(seen, turn.directory) {
         // Gone again between the look and the open: looked at again next turn.
         tracing::warn!("file source {}: {e}", f.path.display());
     }
@@ -919,7 +967,7 @@ fn open_at(
     restored: Option<&Position>,
     follow: bool,
     directory: bool,
-) -> std::io::Result<(BufReader<File>, Partition)> {
+) -> std::io::Result<Opened> {
     let file = match File::open(path) {
         Err(e) if follow && e.kind() == std::io::ErrorKind::NotFound => {
             return no_file_yet(path, id, restored, directory);
@@ -927,7 +975,7 @@ fn open_at(
         file => file?,
     };
     let len = file.metadata()?.len();
-    let fp = fingerprint(path)?;
+    let fp = file_fingerprint(&file)?;
     let reader = BufReader::with_capacity(1 << 20, file);
     let fresh = |fp| {
         let mut p = Partition::new(id, None, 1);
@@ -935,11 +983,11 @@ fn open_at(
         p
     };
     let Some(pos) = restored else {
-        return Ok((reader, fresh(fp)));
+        return Ok(Opened::at(reader, fresh(fp)));
     };
-    if fp.is_none() && pos.fingerprint.is_none() && pos.byte == 0 {
-        // Empty (or a first line still being written) then and now: nothing was read.
-        return Ok((reader, fresh(fp)));
+    if pos.byte == 0 {
+        // Nothing was read (an empty file, a first line still being written, no file yet).
+        return Ok(Opened::at(reader, fresh(fp)));
     }
     let why = if pos.fingerprint.is_none() || pos.fingerprint != fp {
         Some("its first line differs")
@@ -957,31 +1005,58 @@ fn open_at(
         );
         match (!directory).then(|| rotated_away(path, pos)).flatten() {
             Some((old, file)) if follow => {
+                let then = rotated_between(path, &old, &file, pos);
                 tracing::info!(
-                    "{not_it}; that file is {} now (rotated): reading it on, then the file at \
+                    "{not_it}; that file is {} now (rotated): reading it on, then{} the file at \
                      the path from its start",
-                    old.display()
+                    old.display(),
+                    listed(&then)
                 );
-                return resume(BufReader::with_capacity(1 << 20, file), path, id, pos);
+                return resume(BufReader::with_capacity(1 << 20, file), path, id, pos, then);
             }
             old => {
                 match old {
                     Some((old, file)) => tracing::warn!(
                         "{not_it}; reading it from the start. The file the checkpoint read is {} \
-                         now (rotated), {} bytes of it unread: a job that follows the path \
+                         now (rotated), {} bytes of it unread{}: a job that follows the path \
                          (`source.follow = true`) reads them first",
                         old.display(),
                         file.metadata()
                             .map_or(0, |m| m.len())
-                            .saturating_sub(pos.byte)
+                            .saturating_sub(pos.byte),
+                        match rotated_between(path, &old, &file, pos).as_slice() {
+                            [] => String::new(),
+                            then => format!(", and after it{} unread", listed(then)),
+                        }
                     ),
                     None => tracing::info!("{not_it}; reading it from the start"),
                 }
-                return Ok((reader, fresh(fp)));
+                return Ok(Opened::at(reader, fresh(fp)));
             }
         }
     }
-    resume(reader, path, id, pos)
+    resume(reader, path, id, pos, Vec::new())
+}
+
+/// A partition file opened where its run resumes.
+struct Opened {
+    reader: BufReader<File>,
+    part: Partition,
+    /// [`FilePart::then`].
+    then: Vec<PathBuf>,
+    /// [`FilePart::awaits`].
+    awaits: Option<Position>,
+}
+
+impl Opened {
+    fn at(reader: BufReader<File>, part: Partition) -> Opened {
+        Opened {
+            reader,
+            part,
+            then: Vec::new(),
+            awaits: None,
+        }
+    }
 }
 
 /// Reads on from restored position `pos`.
@@ -990,14 +1065,23 @@ fn resume(
     path: &std::path::Path,
     id: i32,
     pos: &Position,
-) -> std::io::Result<(BufReader<File>, Partition)> {
+    then: Vec<PathBuf>,
+) -> std::io::Result<Opened> {
     reader.seek(SeekFrom::Start(pos.byte))?;
     tracing::info!(
         "file source {}: resuming at line {} (read before; `tidings run --from-start` replays it)",
         path.display(),
         pos.read_to.max(pos.offset)
     );
-    Ok((reader, Partition::new(id, Some(pos.clone()), 1)))
+    Ok(Opened {
+        then,
+        ..Opened::at(reader, Partition::new(id, Some(pos.clone()), 1))
+    })
+}
+
+/// " a, b," : the files of a list, for a message.
+fn listed(files: &[PathBuf]) -> String {
+    files.iter().map(|f| format!(" {},", f.display())).collect()
 }
 
 /// A followed path with no file at it (its writer has not begun, or a rotation renamed it and
@@ -1010,32 +1094,37 @@ fn no_file_yet(
     id: i32,
     restored: Option<&Position>,
     directory: bool,
-) -> std::io::Result<(BufReader<File>, Partition)> {
+) -> std::io::Result<Opened> {
     let shown = path.display();
     let old = restored
         .filter(|_| !directory)
         .and_then(|pos| Some((pos, rotated_away(path, pos)?)));
     if let Some((pos, (old, file))) = old {
+        let then = rotated_between(path, &old, &file, pos);
         tracing::info!(
             "file source {shown}: no file at the path; the file the checkpoint read is {} now \
-             (rotated): reading it on, then the file made at the path from its start",
-            old.display()
+             (rotated): reading it on, then{} the file made at the path from its start",
+            old.display(),
+            listed(&then)
         );
-        return resume(BufReader::with_capacity(1 << 20, file), path, id, pos);
+        return resume(BufReader::with_capacity(1 << 20, file), path, id, pos, then);
     }
-    if restored.is_some_and(|pos| pos.byte > 0) {
-        tracing::warn!(
+    let restored = restored.filter(|pos| pos.byte > 0);
+    match restored {
+        Some(_) => tracing::warn!(
             "file source {shown}: no file at the path, and the file the checkpoint read is not \
-             beside it under another name: its lines not read yet are not read; reading the \
-             file made at the path from its start"
-        );
-    } else {
-        tracing::info!(
+             beside it under another name; reading the file made at the path (on from the \
+             checkpoint if it is that file)"
+        ),
+        None => tracing::info!(
             "file source {shown}: no file at the path yet; reading it once one is there"
-        );
+        ),
     }
-    let stand_in = File::open("/dev/null")?;
-    Ok((BufReader::new(stand_in), Partition::new(id, None, 1)))
+    let part = Partition::new(id, restored.cloned(), 1);
+    Ok(Opened {
+        awaits: restored.cloned(),
+        ..Opened::at(BufReader::new(File::open("/dev/null")?), part)
+    })
 }
 
 /// The file a checkpoint read, found beside `path` under another name: a file of `path`'s
@@ -1077,6 +1166,62 @@ fn rotated_away(path: &std::path::Path, pos: &Position) -> Option<(PathBuf, File
         }
     }
     found.map(|(_, p, f)| (p, f))
+}
+
+/// The rotations of `path` made after `old` (the file the checkpoint read, found under its
+/// rotated name) and before the file at the path: a job down over several rotations
+/// (`app.log.2` read on, then `app.log.1`, then `app.log`). They are the files of the
+/// directory named after the path (`app.log` + a suffix, not a compressed one) last written
+/// after `old`, in the order they were last written, without copies (a file beginning with
+/// the first line of `old`, of the path's file, or of one listed before it).
+fn rotated_between(
+    path: &std::path::Path,
+    old: &std::path::Path,
+    file: &File,
+    pos: &Position,
+) -> Vec<PathBuf> {
+    const PACKED: [&str; 6] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip"];
+    let (Some(dir), Some(name), Ok(since)) = (
+        path.parent(),
+        path.file_name().and_then(|n| n.to_str()),
+        file.metadata().and_then(|m| m.modified()),
+    ) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let candidate = entry.path();
+        let Some(other) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let rotation = other.len() > name.len()
+            && other.starts_with(name)
+            && !PACKED.iter().any(|p| other.ends_with(p));
+        if !rotation || candidate == old {
+            continue;
+        }
+        // Looked at before it is opened: opening a FIFO waits for a writer.
+        match std::fs::metadata(&candidate).and_then(|m| Ok((m.is_file(), m.modified()?))) {
+            Ok((true, written)) if written > since => found.push((written, candidate)),
+            _ => {}
+        }
+    }
+    found.sort();
+    let mut seen = vec![pos.fingerprint.clone(), fingerprint(path).ok().flatten()];
+    let mut between = Vec::new();
+    for (_, candidate) in found {
+        let print = fingerprint(&candidate).ok().flatten();
+        if print.is_some() && !seen.contains(&print) {
+            seen.push(print);
+            between.push(candidate);
+        }
+    }
+    between
 }
 
 /// Refuses to resume a directory source whose files moved: a directory's files are its

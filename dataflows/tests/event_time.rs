@@ -268,10 +268,10 @@ fn rotated_run(workers: &str, then: &str) -> String {
     )
 }
 
-/// A followed file rotated while its job was down (lines appended, renamed, a new file made at
-/// its path): the next run reads the old file on from where the last one read to, then the
-/// new one; a run that does not follow reads the new one and says where the old one's unread
-/// lines are.
+/// A followed file rotated twice while its job was down (lines appended, renamed, a new file
+/// made at its path, and again): the next run reads the old file on from where the last one
+/// read to, then the one rotated after it, then the new one; a run that does not follow reads
+/// the new one and says where the old one's unread lines are.
 #[test]
 fn a_file_rotated_while_its_job_was_down_is_read_on_under_its_new_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -279,35 +279,50 @@ fn a_file_rotated_while_its_job_was_down_is_read_on_under_its_new_name() {
     interrupt(child, "the following job");
     let path = dir.path().join("requests.jsonl");
     append(&path, &requests(2, 4));
-    std::fs::rename(&path, dir.path().join("requests.jsonl.1")).unwrap();
-    // An older rotation beside it, and a copy of the old file as it was read: neither is the
-    // file the checkpoint read on from.
-    std::fs::write(dir.path().join("requests.jsonl.2"), requests(20, 22)).unwrap();
-    std::fs::write(dir.path().join("requests.jsonl.bak"), requests(0, 2)).unwrap();
+    let rotated = |n: u32| dir.path().join(format!("requests.jsonl.{n}"));
+    std::fs::rename(&path, rotated(1)).unwrap();
+    // Written after it (files are ordered by when they were last written, in clock ticks).
+    std::thread::sleep(Duration::from_millis(50));
     std::fs::write(&path, requests(4, 6)).unwrap();
+    std::fs::rename(rotated(1), rotated(2)).unwrap();
+    std::fs::rename(&path, rotated(1)).unwrap();
+    std::fs::write(&path, requests(6, 8)).unwrap();
+    // An older rotation beside them (last written before the file read), a copy of the old
+    // file as it was read, a compressed rotation: none is read.
+    let older = std::fs::File::create(rotated(3)).unwrap();
+    std::io::Write::write_all(&mut &older, requests(20, 22).as_bytes()).unwrap();
+    older
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    std::fs::write(dir.path().join("requests.jsonl.bak"), requests(0, 2)).unwrap();
+    std::fs::write(dir.path().join("requests.jsonl.1.gz"), requests(30, 32)).unwrap();
 
     // On another worker count: the ids are the files' and lines', not the workers'.
     let child = spawn_run(&job, &["-w", "2"]);
     let outbox = dir.path().join("var/outbox/sms.jsonl");
     common::wait_until(
         Duration::from_secs(30),
-        "the old file's two and the new file's two",
-        || common::count_lines(&outbox) == 6,
+        "the old file's two, the middle file's two and the new file's two",
+        || common::count_lines(&outbox) == 8,
     );
     let err = interrupt(child, "the following job again");
-    assert!(err.contains("requests.jsonl.1 now (rotated)"), "{err}");
+    assert!(
+        err.contains("requests.jsonl.2 now (rotated): reading it on, then")
+            && err.contains("requests.jsonl.1, the file at the path"),
+        "{err}"
+    );
     let out = std::fs::read_to_string(&outbox).unwrap();
-    for i in 0..6 {
+    for i in 0..8 {
         assert_eq!(out.matches(&format!("\"u{i}\"")).count(), 1, "u{i}: {out}");
     }
     let tracking = dir.path().join("var/tracking");
-    assert_eq!(distinct_ids(&tracking), 6);
+    assert_eq!(distinct_ids(&tracking), 8);
 
     // Not following: the new file is read (from where the last run read it to), and the
     // old file's lines left unread are named.
-    append(&path, &requests(6, 7));
-    std::fs::rename(&path, dir.path().join("requests.jsonl.1")).unwrap();
-    std::fs::write(&path, requests(7, 8)).unwrap();
+    append(&path, &requests(8, 9));
+    std::fs::rename(&path, rotated(1)).unwrap();
+    std::fs::write(&path, requests(9, 10)).unwrap();
     let text = std::fs::read_to_string(&job).unwrap();
     std::fs::write(&job, text.replace("follow = true", "follow = false")).unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_tidings"))
@@ -320,7 +335,7 @@ fn a_file_rotated_while_its_job_was_down_is_read_on_under_its_new_name() {
         err.contains("requests.jsonl.1 now (rotated), 93 bytes of it unread"),
         "{err}"
     );
-    assert_eq!(receive_count(&tracking), 7);
+    assert_eq!(receive_count(&tracking), 9);
 }
 
 /// A followed path with no file at it (a rotation renamed it while the job was down and has
@@ -359,7 +374,8 @@ fn a_followed_path_with_no_file_yet_is_read_once_one_is_made() {
     }
     assert_eq!(distinct_ids(&dir.path().join("var/tracking")), 6);
 
-    // A job whose file is not there yet: it starts, and reads the file once it is made.
+    // A job whose file is not there yet (its path relative to where it runs): it starts, and
+    // reads the file once it is made.
     let fresh = tempfile::tempdir().unwrap();
     let job = common::write_job(
         fresh.path(),
@@ -370,16 +386,46 @@ fn a_followed_path_with_no_file_yet_is_read_once_one_is_made() {
     common::set_source(&job, "follow = true\nmax_out_of_order_ms = 200");
     let path = fresh.path().join("requests.jsonl");
     std::fs::remove_file(&path).unwrap();
-    let child = spawn_run(&job, &[]);
+    let run_here = || {
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["run", "job.toml"])
+            .current_dir(fresh.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = run_here();
     std::thread::sleep(Duration::from_millis(500));
     std::fs::write(&path, requests(0, 3)).unwrap();
     let outbox = fresh.path().join("var/outbox/sms.jsonl");
-    common::wait_until(Duration::from_secs(30), "the made file's three", || {
-        common::count_lines(&outbox) == 3
-    });
+    let sent = |n: usize, what: &str| {
+        common::wait_until(Duration::from_secs(30), what, || {
+            common::count_lines(&outbox) == n
+        })
+    };
+    sent(3, "the made file's three");
     let err = interrupt(child, "the job waiting for its file");
     assert!(err.contains("no file at the path yet"), "{err}");
     assert!(err.contains("a file is at its path now"), "{err}");
+
+    // Its file moved away (not beside the path) while the job was down, a line added, and
+    // moved back after the job started: read on from the checkpoint, no line again.
+    let away = fresh.path().join("away");
+    std::fs::create_dir(&away).unwrap();
+    std::fs::rename(&path, away.join("requests.jsonl")).unwrap();
+    append(&away.join("requests.jsonl"), &requests(3, 4));
+    let child = run_here();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::rename(away.join("requests.jsonl"), &path).unwrap();
+    sent(4, "the line added while it was away");
+    let err = interrupt(child, "the job whose file came back");
+    assert!(err.contains("resuming at line 4"), "{err}");
+    let out = std::fs::read_to_string(&outbox).unwrap();
+    for i in 0..4 {
+        assert_eq!(out.matches(&format!("\"u{i}\"")).count(), 1, "u{i}: {out}");
+    }
+    assert_eq!(distinct_ids(&fresh.path().join("var/tracking")), 4);
 
     // Not following, a missing file is still the job file's error.
     std::fs::remove_file(&path).unwrap();

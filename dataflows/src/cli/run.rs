@@ -68,12 +68,11 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let job = load(&args.job)?;
+    // Checked before a local cluster starts too: its processes would each refuse a bad flag.
+    let opts = options(&job, &args)?;
     if let Some(n) = args.local {
-        // Checked before a local cluster starts: its processes would each refuse it.
-        idle_exit(&job, args.idle_exit)?;
         return super::cluster::run_local(&job, n);
     }
-    let opts = options(&job, &args)?;
     let summary =
         tidings_dataflows::run(&job, &opts).with_context(|| args.job.display().to_string())?;
     print_summary(&job, &opts, &summary);

@@ -407,8 +407,9 @@ impl Supervisor {
     /// are produced to the job's topic whether the job runs or not (it reads them when it
     /// does).
     pub fn gateway(&self, name: Option<&str>) -> Result<Arc<Gateway>, Refusal> {
+        // Held until the gateway is kept: a job deleted meanwhile would get it back.
+        let mut jobs = self.lock();
         let (name, job) = {
-            let mut jobs = self.lock();
             let name = match name {
                 Some(n) => n.to_string(),
                 None => {
