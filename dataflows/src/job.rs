@@ -436,6 +436,15 @@ fn check_groups(file: &mut JobFile, shown: &str, problems: &mut Vec<String>) {
 /// Checks the `[accounts.NAME]` sections (with `run`, their provider settings and secrets).
 fn check_accounts(file: &JobFile, base: &Path, run: bool, shown: &str, problems: &mut Vec<String>) {
     for (name, account) in &file.accounts {
+        // A name is a file's name (a recall book) and part of a topic's (a Kafka queue).
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if name.is_empty() || name.len() > 100 || !name.chars().all(plain) || name.starts_with('.')
+        {
+            problems.push(format!(
+                "{shown}: accounts.{name:?}: name it with up to 100 letters, digits, '.', '_' and \
+                 '-' (not beginning with '.'), e.g. [accounts.sms-main]"
+            ));
+        }
         for p in account.validate_as(&format!("accounts.{name}"), run) {
             problems.push(format!("{shown}: {p}"));
         }
@@ -493,6 +502,17 @@ fn check_rules(
             end: NaiveTime::MIN,
         }
     });
+    if NightWindow::parse(&file.shield.night).is_some_and(|n| n.start == n.end) {
+        bad(
+            "shield.night",
+            format!(
+                "`{}` is an empty window (it ends where it starts), which shields nothing; give \
+                 one such as \"00:00-08:00\" (a template that is never shielded has shield = \
+                 \"none\")",
+                file.shield.night
+            ),
+        );
+    }
     let release_at = parse_hhmm(&file.shield.release_at).unwrap_or_else(|| {
         bad(
             "shield.release_at",
@@ -573,6 +593,32 @@ fn check_rules(
     }
     if file.tracking.flush_rows == 0 {
         bad("tracking.flush_rows", "must be at least 1".into());
+    }
+    if file.tracking.retain_days.is_some() && file.tracking.compact_every_secs == 0 {
+        bad(
+            "tracking.retain_days",
+            "is applied by the compaction passes, which compact_every_secs = 0 turns off; give \
+             compact_every_secs a number of seconds (default 600), or remove retain_days"
+                .into(),
+        );
+    }
+    if !(1..=3_600_000).contains(&file.tracking.flush_interval_ms) {
+        bad(
+            "tracking.flush_interval_ms",
+            "is out of range; use 1 to 3600000 (an hour; default 1000)".into(),
+        );
+    }
+    if file
+        .tracking
+        .redis_user_ttl_secs
+        .is_some_and(|s| !(1..=366 * 86_400).contains(&s))
+    {
+        bad(
+            "tracking.redis_user_ttl_secs",
+            "is out of range; use 1 to 31622400 (a year), or omit it to keep a receiver's list \
+             until the end of its last row's day"
+                .into(),
+        );
     }
     (tz, receivers, night, release_at)
 }

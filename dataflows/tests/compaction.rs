@@ -316,3 +316,39 @@ fn skipping_corrupt_files_still_reads_a_compacted_partition_once() {
     });
     assert_eq!((count.as_str(), skipped), ("50", 1));
 }
+
+/// `retain_days` deletes the partitions older than it also in a run shorter than
+/// `compact_every_secs` (its first pass is at once); a partition inside it stays.
+#[test]
+fn a_short_run_deletes_the_partitions_past_its_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = common::write_job(
+        dir.path(),
+        &common::sms_template(1, "none", false, "user_id"),
+        &(serde_json::json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": "u0", "variables": {"v": "x"}}})
+        .to_string()
+            + "\n"),
+        "",
+    );
+    let text = std::fs::read_to_string(&job).unwrap().replacen(
+        "[tracking]\n",
+        "[tracking]\nretain_days = 30\n",
+        1,
+    );
+    std::fs::write(&job, text).unwrap();
+    let events = dir.path().join("var/tracking/events");
+    let old = events.join("date=2020-01-01");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("part-0.parquet"), b"old").unwrap();
+    let today = events.join(format!(
+        "date={}",
+        chrono::Utc::now()
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+            .date_naive()
+            .format("%Y-%m-%d")
+    ));
+    common::tidings(&["run", job.to_str().unwrap()]);
+    assert!(!old.exists(), "the partition past retention is deleted");
+    assert!(today.is_dir(), "today's partition stays");
+}

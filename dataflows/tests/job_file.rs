@@ -583,6 +583,34 @@ fn ignored_keys_and_flags_and_overflowing_numbers_are_refused() {
     }
     assert_eq!(err.lines().count(), 5, "{err}");
 
+    // Values that would be ignored, or that break what they configure.
+    let limits = write(
+        dir.path(),
+        "limits.toml",
+        &format!(
+            "name = \"l\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n\
+             [shield]\nnight = \"08:00-08:00\"\n\
+             [tracking]\nretain_days = 7\ncompact_every_secs = 0\nflush_interval_ms = 0\nredis_user_ttl_secs = 0\n\
+             [accounts.\"../x\"]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/x\"\n{OUT}"
+        ),
+    );
+    let out = tidings_env(&["check", limits.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for key in [
+        "shield.night: `08:00-08:00` is an empty window",
+        "tracking.retain_days: is applied by the compaction passes",
+        "tracking.flush_interval_ms: ",
+        "tracking.redis_user_ttl_secs: ",
+        "accounts.\"../x\": name it with",
+    ] {
+        assert!(
+            err.contains(&format!("limits.toml: {key}")),
+            "{key}:\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+
     let kafka = write(
         dir.path(),
         "kafka.toml",
@@ -611,6 +639,11 @@ fn ignored_keys_and_flags_and_overflowing_numbers_are_refused() {
         ),
         (
             vec!["run", fine, "--drain-timeout", "0"],
+            "--drain-timeout 0",
+        ),
+        // Before a local cluster starts (its processes would each refuse it).
+        (
+            vec!["run", fine, "--local", "2", "--drain-timeout", "0"],
             "--drain-timeout 0",
         ),
         (

@@ -437,13 +437,17 @@ pub(crate) fn compact_in_background(
     let spawned = std::thread::Builder::new()
         .name("tidings-compact".into())
         .spawn(move || {
-            let mut last = std::time::Instant::now();
-            while !finished.load(Ordering::SeqCst) {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                if last.elapsed() < every {
-                    continue;
+            // With retention the first pass is at once: a run shorter than `every` (a file
+            // job run each day) deletes expired partitions too.
+            let mut last = retain.is_none().then(std::time::Instant::now);
+            while last.is_none() || !finished.load(Ordering::SeqCst) {
+                if let Some(l) = last {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    if l.elapsed() < every {
+                        continue;
+                    }
                 }
-                last = std::time::Instant::now();
+                last = Some(std::time::Instant::now());
                 let keep_from = retain.map(|days| {
                     tidings_model::time::local_date(tz, wall_ms())
                         - chrono::Duration::days(i64::from(days))
