@@ -455,9 +455,15 @@ fn check_accounts(file: &JobFile, base: &Path, run: bool, shown: &str, problems:
                 "{shown}: accounts.{name}.dir: {why}; choose a directory"
             ));
         }
-        if account.queue == Some(tidings_sinks::account::QueueKind::Kafka)
-            && file.source.kind != SourceKind::Kafka
-        {
+        let kafka_job = file.source.kind == SourceKind::Kafka;
+        if account.max_queued.is_some() && !account.queues_in_kafka(kafka_job) {
+            problems.push(format!(
+                "{shown}: accounts.{name}.max_queued: only an account queued in Kafka holds its \
+                 deliveries by it (this one waits in the send stage, bounded by in_flight); \
+                 remove it"
+            ));
+        }
+        if account.queue == Some(tidings_sinks::account::QueueKind::Kafka) && !kafka_job {
             problems.push(format!("{shown}: accounts.{name}.queue: \"kafka\" needs a Kafka source (the queue is a topic on its brokers); use \"memory\" or omit it"));
         }
     }

@@ -591,7 +591,9 @@ fn ignored_keys_and_flags_and_overflowing_numbers_are_refused() {
             "name = \"l\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n\
              [shield]\nnight = \"08:00-08:00\"\n\
              [tracking]\nretain_days = 7\ncompact_every_secs = 0\nflush_interval_ms = 0\nredis_user_ttl_secs = 0\n\
-             [accounts.\"../x\"]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/x\"\n{OUT}"
+             [accounts.\"../x\"]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/x\"\n\
+             [accounts.hole]\nchannel = \"sms\"\nprovider = \"blackhole\"\ndir = \"var/x\"\n\
+             attempts = 1000\ntimeout_secs = 0.01\nmax_queued = 10\n{OUT}"
         ),
     );
     let out = tidings_env(&["check", limits.to_str().unwrap()], &[]);
@@ -603,13 +605,17 @@ fn ignored_keys_and_flags_and_overflowing_numbers_are_refused() {
         "tracking.flush_interval_ms: ",
         "tracking.redis_user_ttl_secs: ",
         "accounts.\"../x\": name it with",
+        "accounts.hole.dir: only the outbox provider",
+        "accounts.hole.attempts: must be from 1 to 100",
+        "accounts.hole.timeout_secs: must be from 0.05",
+        "accounts.hole.max_queued: only an account queued in Kafka",
     ] {
         assert!(
             err.contains(&format!("limits.toml: {key}")),
             "{key}:\n{err}"
         );
     }
-    assert_eq!(err.lines().count(), 5, "{err}");
+    assert_eq!(err.lines().count(), 9, "{err}");
 
     let kafka = write(
         dir.path(),

@@ -154,6 +154,10 @@ pub fn change_check(
 pub const MAX_CONCURRENCY: usize = 100_000;
 /// The longest a provider call may take, in seconds.
 pub const MAX_TIMEOUT_SECS: f64 = 3600.0;
+/// The shortest, in seconds.
+pub const MIN_TIMEOUT_SECS: f64 = 0.05;
+/// The most attempts of a call (its retries back off up to 5 s apart: 100 is minutes).
+pub const MAX_ATTEMPTS: u32 = 100;
 
 /// Where an account's deliveries wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -236,16 +240,28 @@ impl AccountConfig {
                 "{key}.dir: the outbox provider needs a directory, e.g. dir = \"var/outbox\""
             ));
         }
+        if self.provider != ProviderKind::Outbox && self.dir.is_some() {
+            p.push(format!(
+                "{key}.dir: only the outbox provider writes to a directory; remove dir"
+            ));
+        }
+        if self.provider.is_remote() && !self.reject_receivers.is_empty() {
+            p.push(format!(
+                "{key}.reject_receivers: only a local provider (outbox, blackhole) rehearses \
+                 refusals; remove it (the {} provider would fail those receivers for real)",
+                self.provider.name()
+            ));
+        }
         if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
             p.push(format!(
                 "{key}.concurrency: must be between 1 and {MAX_CONCURRENCY}"
             ));
         }
         if let Some(t) = self.timeout_secs
-            && !(t > 0.0 && t <= MAX_TIMEOUT_SECS)
+            && !(MIN_TIMEOUT_SECS..=MAX_TIMEOUT_SECS).contains(&t)
         {
             p.push(format!(
-                "{key}.timeout_secs: must be more than 0 and at most {MAX_TIMEOUT_SECS}"
+                "{key}.timeout_secs: must be from {MIN_TIMEOUT_SECS} to {MAX_TIMEOUT_SECS}"
             ));
         }
         if let Some(r) = self.rate_limit {
@@ -281,8 +297,11 @@ impl AccountConfig {
                 self.channel.name()
             ));
         }
-        if self.attempts == Some(0) {
-            p.push(format!("{key}.attempts: must be at least 1"));
+        if self
+            .attempts
+            .is_some_and(|a| !(1..=MAX_ATTEMPTS).contains(&a))
+        {
+            p.push(format!("{key}.attempts: must be from 1 to {MAX_ATTEMPTS}"));
         }
         if self.max_queued == Some(0) {
             p.push(format!("{key}.max_queued: must be at least 1"));

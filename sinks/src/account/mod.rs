@@ -265,7 +265,7 @@ impl Maker {
                 let timeout = Duration::try_from_secs_f64(
                     c.timeout_secs
                         .unwrap_or(10.0)
-                        .clamp(0.05, config::MAX_TIMEOUT_SECS),
+                        .clamp(config::MIN_TIMEOUT_SECS, config::MAX_TIMEOUT_SECS),
                 )
                 .unwrap_or(Duration::from_secs(10));
                 let client = self
