@@ -671,6 +671,21 @@ fn ignored_keys_and_flags_and_overflowing_numbers_are_refused() {
             "--var",
         ),
         (vec!["send", "--job", fine, "--template", "1"], "--to"),
+        (
+            vec![
+                "state",
+                "--job",
+                fine,
+                "frequency",
+                "--receiver",
+                "a",
+                "--channel",
+                "sms",
+                "--template",
+                "1",
+            ],
+            "'--channel <CHANNEL>' cannot be used with '--template <TEMPLATE>'",
+        ),
     ] {
         let out = tidings_env(&args, &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

@@ -24,8 +24,9 @@ pub struct ReportArgs {
     /// the `AWS_*` environment variables).
     #[arg(long)]
     dir: Option<String>,
-    /// The time zone of `--dir`'s days and hours (a job's own with `--job`). Default
-    /// Asia/Shanghai, a job file's default.
+    /// The time zone `hourly_volume` counts `--dir`'s hours in (a job's own with `--job`).
+    /// Default Asia/Shanghai, a job file's default. (`--date` is the tables' `date` column:
+    /// the local day of the job that wrote them.)
     #[arg(long, conflicts_with = "job", value_parser = super::parse_timezone)]
     timezone: Option<chrono_tz::Tz>,
     /// Only this local date, `YYYY-MM-DD`.

@@ -35,7 +35,11 @@ enum StateWhat {
         #[arg(long)]
         receiver: String,
         /// The channel (e.g. sms); or give --template.
-        #[arg(long, required_unless_present = "template")]
+        #[arg(
+            long,
+            required_unless_present = "template",
+            conflicts_with = "template"
+        )]
         channel: Option<String>,
         /// A template, for its channel.
         #[arg(long)]
@@ -111,9 +115,9 @@ fn path_of(what: &StateWhat) -> Result<(&'static str, Vec<(String, String)>), Fa
         } => {
             let mut q = vec![("receiver".into(), receiver.clone())];
             match (channel, template) {
-                (Some(c), _) => q.push(("channel".into(), c.clone())),
+                (Some(c), None) => q.push(("channel".into(), c.clone())),
                 (None, Some(id)) => q.push(("template".into(), id.to_string())),
-                (None, None) => unreachable!("clap requires --channel or --template"),
+                _ => unreachable!("clap requires one of --channel and --template"),
             }
             at(&mut q, t);
             ("/state/frequency", q)
