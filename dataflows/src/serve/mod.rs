@@ -351,7 +351,7 @@ impl Supervisor {
             })
         });
         let _ = std::fs::remove_dir_all(&scratch);
-        let name = checked?.file.name;
+        let name = outside_upload(&checked?.file)?;
         let earlier = {
             let jobs = self.lock();
             if let Some(e) = jobs.get(&name)
@@ -888,4 +888,39 @@ mod tests {
         }
         assert_eq!(file_name("订单通知"), file_name("订单通知"));
     }
+}
+
+/// The name of an uploaded job whose paths stay inside its upload: a relative path without
+/// `..` (an object-store prefix too). An upload reaches no other file of the server (its
+/// `source.path = "/etc/…"` would be read into dead letters a query shows); a job file
+/// submitted by its path on the server may.
+fn outside_upload(f: &crate::job::JobFile) -> Result<String, Refusal> {
+    let mut paths = vec![
+        ("templates".to_string(), Some(&f.templates)),
+        ("tracking.dir".into(), Some(&f.tracking.dir)),
+        ("source.path".into(), f.source.path.as_ref()),
+        ("state_dir".into(), f.state_dir.as_ref()),
+        ("local_state_dir".into(), f.local_state_dir.as_ref()),
+    ];
+    for (name, a) in &f.accounts {
+        paths.push((format!("accounts.{name}.dir"), a.dir.as_ref()));
+    }
+    for (key, path) in paths {
+        let Some(path) = path else { continue };
+        let remote = path.to_str().is_some_and(|p| p.contains("://"));
+        let inside = path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+        if !remote && !inside {
+            return Err(Refusal::Bad(format!(
+                "{key} {}: an uploaded job keeps its files inside its upload (a relative path \
+                 without ..); submit a job file by its path on the server to reach others",
+                path.display()
+            )));
+        }
+    }
+    Ok(f.name.clone())
 }
