@@ -779,8 +779,16 @@ fn check_source(
                 .into(),
         );
     }
-    if source.epoch_lines == 0 {
+    if source.epoch_lines == Some(0) {
         bad("source.epoch_lines", "must be at least 1".into());
+    }
+    if source.kind == SourceKind::Kafka && source.epoch_lines.is_some() {
+        bad(
+            "source.epoch_lines",
+            "only a file source reads lines in turns of it (a Kafka source's batches are its \
+             epochs); remove it"
+                .into(),
+        );
     }
     if source.in_flight.is_some_and(|n| n == 0 || n > 10_000_000) {
         bad(
@@ -987,9 +995,8 @@ pub enum SourceKind {
     Kafka,
 }
 
-fn default_epoch_lines() -> usize {
-    4096
-}
+/// `source.epoch_lines` left out.
+pub const DEFAULT_EPOCH_LINES: usize = 4096;
 
 /// The partitions of a file source: the file itself, or the files of a directory (one per
 /// partition, in name order; hidden files skipped).
@@ -1096,9 +1103,10 @@ pub struct SourceConfig {
     /// ([`crate::kafka::RESERVED_PROPERTIES`]).
     #[serde(default)]
     pub properties: BTreeMap<String, PropertyValue>,
-    /// File source: lines read per turn of the source (batching). Default 4096.
-    #[serde(default = "default_epoch_lines")]
-    pub epoch_lines: usize,
+    /// File source: lines read per turn of the source (batching). Default
+    /// [`DEFAULT_EPOCH_LINES`].
+    #[serde(default)]
+    pub epoch_lines: Option<usize>,
     /// Milliseconds of wall time between checkpoints (dedup windows, parked deliveries and
     /// source positions, one consistent cut; Kafka offsets are committed to the group only
     /// with a checkpoint). Default 1000.

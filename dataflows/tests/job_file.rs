@@ -621,15 +621,16 @@ fn ignored_keys_and_flags_and_overflowing_numbers_are_refused() {
         dir.path(),
         "kafka.toml",
         &format!(
-            "name = \"k\"\ntemplates = \"t.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\npath = \"r.jsonl\"\n{OUT}"
+            "name = \"k\"\ntemplates = \"t.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\npath = \"r.jsonl\"\nepoch_lines = 10\n{OUT}"
         ),
     );
     let out = tidings_env(&["check", kafka.to_str().unwrap()], &[]);
-    assert!(
-        stderr(&out).contains("kafka.toml: source.path: only a file source reads a path"),
-        "{}",
-        stderr(&out)
-    );
+    for key in [
+        "kafka.toml: source.path: only a file source reads a path",
+        "kafka.toml: source.epoch_lines: only a file source",
+    ] {
+        assert!(stderr(&out).contains(key), "{key}: {}", stderr(&out));
+    }
     let fine = write(
         dir.path(),
         "fine.toml",

@@ -256,7 +256,11 @@ fn files<'s>(
         FileSettings {
             paths,
             names,
-            batch_lines: job.file.source.epoch_lines,
+            batch_lines: job
+                .file
+                .source
+                .epoch_lines
+                .unwrap_or(crate::job::DEFAULT_EPOCH_LINES),
             in_flight: s.opts.in_flight,
             event,
             follow: job.file.source.follow,
