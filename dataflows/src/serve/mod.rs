@@ -857,39 +857,6 @@ pub fn file_name(name: &str) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::file_name;
-
-    #[test]
-    fn two_job_names_never_share_a_directory() {
-        assert_eq!(file_name("sms-notices_2.v1"), "sms-notices_2.v1");
-        let names = [
-            "订单通知",
-            "短信通知",
-            "____",
-            "a b",
-            "a/b",
-            "a_b",
-            ".",
-            "..",
-            "",
-        ];
-        let files: Vec<String> = names.iter().map(|n| file_name(n)).collect();
-        let distinct: std::collections::BTreeSet<&String> = files.iter().collect();
-        assert_eq!(distinct.len(), names.len(), "{files:?}");
-        for f in &files {
-            assert!(!matches!(f.as_str(), "" | "." | ".."), "{files:?}");
-            assert!(
-                f.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
-                "{f}"
-            );
-        }
-        assert_eq!(file_name("订单通知"), file_name("订单通知"));
-    }
-}
-
 /// The name of an uploaded job whose paths stay inside its upload: a relative path without
 /// `..` (an object-store prefix too). An upload reaches no other file of the server (its
 /// `source.path = "/etc/…"` would be read into dead letters a query shows); a job file
@@ -923,4 +890,37 @@ fn outside_upload(f: &crate::job::JobFile) -> Result<String, Refusal> {
         }
     }
     Ok(f.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name;
+
+    #[test]
+    fn two_job_names_never_share_a_directory() {
+        assert_eq!(file_name("sms-notices_2.v1"), "sms-notices_2.v1");
+        let names = [
+            "订单通知",
+            "短信通知",
+            "____",
+            "a b",
+            "a/b",
+            "a_b",
+            ".",
+            "..",
+            "",
+        ];
+        let files: Vec<String> = names.iter().map(|n| file_name(n)).collect();
+        let distinct: std::collections::BTreeSet<&String> = files.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{files:?}");
+        for f in &files {
+            assert!(!matches!(f.as_str(), "" | "." | ".."), "{files:?}");
+            assert!(
+                f.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+                "{f}"
+            );
+        }
+        assert_eq!(file_name("订单通知"), file_name("订单通知"));
+    }
 }
