@@ -416,9 +416,10 @@ struct Rotation {
     /// What happened, while it is so.
     seen: Option<Replaced>,
     /// Since when the old file has been idle (read to its end, its length unchanged): it is
-    /// read on until that lasts [`SWITCH_AFTER_MS`] (its writer may append to it until it
-    /// reopens the path).
-    idle_since: Millis,
+    /// read on until that lasts [`SWITCH_AFTER`] (its writer may append to it until it
+    /// reopens the path). Real time, not the run's clock: a fixed `--now` does not stop the
+    /// writer.
+    idle_since: Option<std::time::Instant>,
     /// The old file's length at the last look.
     len: u64,
     /// Idle long enough: a last line without its newline is read as a line.
@@ -426,7 +427,7 @@ struct Rotation {
 }
 
 /// How long a followed file replaced at its path must have been idle before the new one is read.
-const SWITCH_AFTER_MS: Millis = 1_000;
+const SWITCH_AFTER: Duration = Duration::from_secs(1);
 
 /// What stands at a followed file's path now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -820,7 +821,7 @@ fn read_turn(
 }
 
 /// A followed file at its end that another replaced at its path is read on until it has been
-/// idle for [`SWITCH_AFTER_MS`] (`moved`: this turn read some of it), then once more for a last
+/// idle for [`SWITCH_AFTER`] (`moved`: this turn read some of it), then once more for a last
 /// line without its newline (a truncated one has nothing more to read); the file at the path
 /// is read once no record of the old one can be past a future cut (none in flight, the
 /// capability past the last one's epoch: the new file's records come after every old one's).
@@ -836,12 +837,12 @@ fn follow_rotation(f: &mut FilePart, moved: bool, turn: &Turn) {
     };
     let r = &mut f.rotation;
     if r.seen.is_none() || moved || len != r.len {
-        (r.seen, r.idle_since, r.len) = (Some(seen), turn.now, len);
+        (r.seen, r.idle_since, r.len) = (Some(seen), Some(std::time::Instant::now()), len);
     }
     // A truncated file has no more of its old lines to read (its writer's appends after the
     // truncation are the new content's): only a rotated one is waited for.
     if seen == Replaced::Another {
-        if turn.now.saturating_sub(r.idle_since) < SWITCH_AFTER_MS {
+        if r.idle_since.is_some_and(|t| t.elapsed() < SWITCH_AFTER) {
             return;
         }
         if !r.draining {

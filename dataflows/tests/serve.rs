@@ -487,6 +487,20 @@ fn an_uploaded_job_runs_from_the_service_and_a_bad_upload_is_refused() {
             .contains("source.path /etc/hostname: an uploaded job keeps its files inside"),
         "{v}"
     );
+    // Nor by a path that only looks like an object store's.
+    let outside = text.replace("dir = \"var/outbox\"", "dir = \"x://../../../x\"");
+    let (status, v) = serve.call(
+        Method::POST,
+        "/jobs",
+        Some(json!({"job": outside, "files": {"templates.toml":
+            common::sms_template(1, "none", false, "user_id")}})),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v.to_string()
+            .contains("accounts.out.dir x://../../../x: an uploaded job keeps"),
+        "{v}"
+    );
     let (_, list) = serve.call(Method::GET, "/jobs", None);
     assert_eq!(list, json!([]));
 }

@@ -121,14 +121,6 @@ fn options(job: &Job, args: &RunArgs) -> Result<RunOptions, Failure> {
     }
     opts.cluster = cluster(args)?;
     if let Some(now) = &args.now {
-        if job.file.source.follow {
-            // A followed file at its end moves its watermark (and a rotation's wait) with
-            // the clock: a fixed one would hold every line read from then on.
-            return Err(Failure::Usage(format!(
-                "--now {now}: a followed file (`source.follow = true`) is read live, on the \
-                 clock; drop --now, or set follow = false to replay the file"
-            )));
-        }
         opts.clock = Clock::Fixed(instant("--now", now)?);
     }
     if let Some(at) = &args.backlog_before {

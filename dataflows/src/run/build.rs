@@ -158,9 +158,6 @@ impl Services {
         }
         let finished = Arc::new(AtomicBool::new(false));
         super::watch_run(&runtime, job, opts, &stop, &finished, &health, &counts);
-        let compactor = (matches!(opts.tracking, TrackingTarget::Parquet) && process == 0)
-            .then(|| super::compact_in_background(job, &finished))
-            .flatten();
         let started_ms = wall_ms();
         let source_name = source_name(job)?;
         let checkpoints = restore(job, &source_name, opts.from_start, process == 0, lease)?;
@@ -265,6 +262,11 @@ impl Services {
             redis: Mutex::new(redis_sink),
             campaign_watch,
         });
+        // Started once nothing above can fail: a run that fails to start leaves no compactor
+        // behind (its first pass is at once with retention, and holds an object store's lease).
+        let compactor = (matches!(opts.tracking, TrackingTarget::Parquet) && process == 0)
+            .then(|| super::compact_in_background(&shared.job, &finished))
+            .flatten();
         Ok(Services {
             _lock: lock,
             runtime,

@@ -862,19 +862,20 @@ pub fn file_name(name: &str) -> String {
 /// `source.path = "/etc/…"` would be read into dead letters a query shows); a job file
 /// submitted by its path on the server may.
 fn outside_upload(f: &crate::job::JobFile) -> Result<String, Refusal> {
+    // (key, path, whether it may be an object-store prefix)
     let mut paths = vec![
-        ("templates".to_string(), Some(&f.templates)),
-        ("tracking.dir".into(), Some(&f.tracking.dir)),
-        ("source.path".into(), f.source.path.as_ref()),
-        ("state_dir".into(), f.state_dir.as_ref()),
-        ("local_state_dir".into(), f.local_state_dir.as_ref()),
+        ("templates".to_string(), Some(&f.templates), false),
+        ("tracking.dir".into(), Some(&f.tracking.dir), true),
+        ("source.path".into(), f.source.path.as_ref(), false),
+        ("state_dir".into(), f.state_dir.as_ref(), true),
+        ("local_state_dir".into(), f.local_state_dir.as_ref(), false),
     ];
     for (name, a) in &f.accounts {
-        paths.push((format!("accounts.{name}.dir"), a.dir.as_ref()));
+        paths.push((format!("accounts.{name}.dir"), a.dir.as_ref(), false));
     }
-    for (key, path) in paths {
+    for (key, path, store) in paths {
         let Some(path) = path else { continue };
-        let remote = path.to_str().is_some_and(|p| p.contains("://"));
+        let remote = store && path.to_str().is_some_and(|p| p.starts_with("s3://"));
         let inside = path.components().all(|c| {
             matches!(
                 c,
