@@ -281,9 +281,13 @@ fn a_file_rotated_while_its_job_was_down_is_read_on_under_its_new_name() {
     append(&path, &requests(2, 4));
     let rotated = |n: u32| dir.path().join(format!("requests.jsonl.{n}"));
     std::fs::rename(&path, rotated(1)).unwrap();
-    // Written after it (files are ordered by when they were last written, in clock ticks).
-    std::thread::sleep(Duration::from_millis(50));
     std::fs::write(&path, requests(4, 6)).unwrap();
+    // Last written after the file read (files are ordered by when they were last written, and
+    // two writes may fall in one clock tick).
+    let later = std::fs::File::options().write(true).open(&path).unwrap();
+    later
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(1))
+        .unwrap();
     std::fs::rename(rotated(1), rotated(2)).unwrap();
     std::fs::rename(&path, rotated(1)).unwrap();
     std::fs::write(&path, requests(6, 8)).unwrap();
@@ -382,8 +386,16 @@ fn a_followed_path_with_no_file_yet_is_read_once_one_is_made() {
             .spawn()
             .unwrap()
     };
-    let child = run_here();
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the job has begun waiting for it.
+    let waiting = |child: &mut Child, what: &str| {
+        let said = common::stderr_lines(child);
+        common::wait_until(Duration::from_secs(30), what, || {
+            said.any(|l| l.contains("no file at the path"))
+        });
+        said
+    };
+    let mut child = run_here();
+    let mut said = waiting(&mut child, "the job waiting for its file");
     std::fs::write(&path, requests(0, 3)).unwrap();
     let outbox = fresh.path().join("var/outbox/sms.jsonl");
     let sent = |n: usize, what: &str| {
@@ -392,7 +404,8 @@ fn a_followed_path_with_no_file_yet_is_read_once_one_is_made() {
         })
     };
     sent(3, "the made file's three");
-    let err = interrupt(child, "the job waiting for its file");
+    interrupt(child, "the job waiting for its file");
+    let err = said.all();
     assert!(err.contains("no file at the path yet"), "{err}");
     assert!(err.contains("a file is at its path now"), "{err}");
 
@@ -402,11 +415,12 @@ fn a_followed_path_with_no_file_yet_is_read_once_one_is_made() {
     std::fs::create_dir(&away).unwrap();
     std::fs::rename(&path, away.join("requests.jsonl")).unwrap();
     append(&away.join("requests.jsonl"), &requests(3, 4));
-    let child = run_here();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut child = run_here();
+    let mut said = waiting(&mut child, "the job waiting for its file to come back");
     std::fs::rename(away.join("requests.jsonl"), &path).unwrap();
     sent(4, "the line added while it was away");
-    let err = interrupt(child, "the job whose file came back");
+    interrupt(child, "the job whose file came back");
+    let err = said.all();
     assert!(err.contains("resuming at line 4"), "{err}");
     let out = std::fs::read_to_string(&outbox).unwrap();
     for i in 0..4 {

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tidings_dataflows::{Job, RunOptions, TrackingTarget, run};
@@ -48,41 +47,6 @@ fn spawn(job: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// A child's stderr lines, collected on a thread as they come.
-struct Stderr {
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Stderr {
-    fn any(&self, f: impl Fn(&str) -> bool) -> bool {
-        self.lines.lock().unwrap().iter().any(|l| f(l))
-    }
-
-    /// Everything, once the child has exited (the pipe read to its end).
-    fn all(&mut self) -> String {
-        if let Some(r) = self.reader.take() {
-            common::join_within(r, LIMIT, "reading stderr");
-        }
-        self.lines.lock().unwrap().join("\n")
-    }
-}
-
-fn stderr_lines(child: &mut Child) -> Stderr {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = child.stderr.take().unwrap();
-    let l = lines.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            l.lock().unwrap().push(line);
-        }
-    });
-    Stderr {
-        lines,
-        reader: Some(reader),
-    }
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
@@ -153,7 +117,7 @@ fn a_second_run_of_the_same_job_is_refused_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let path = job(dir.path(), 5_000, 200, "");
     let mut first = spawn(&path);
-    let mut first_err = stderr_lines(&mut first);
+    let mut first_err = common::stderr_lines(&mut first);
     let lock = dir.path().join("var/state/LOCK");
     wait_for("the first run's lock", || {
         std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == first.id().to_string())
@@ -283,7 +247,7 @@ fn sighup_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = job(dir.path(), 20_000, 500, "");
     let mut child = spawn(&path);
-    let mut err = stderr_lines(&mut child);
+    let mut err = common::stderr_lines(&mut child);
     wait_for("a first send", || outbox_lines(dir.path()) > 0);
     kill(&child, "-HUP");
     let status = common::wait_within(&mut child, LIMIT, "the drain after SIGHUP");
@@ -304,7 +268,7 @@ fn a_second_signal_stops_at_once() {
     // 5 a second: a drain of the ~80 receivers in flight would take 16 s.
     let path = job(dir.path(), 5_000, 5, "");
     let mut child = spawn(&path);
-    let mut err = stderr_lines(&mut child);
+    let mut err = common::stderr_lines(&mut child);
     wait_for("a first send", || outbox_lines(dir.path()) > 0);
     kill(&child, "-TERM");
     wait_for("the drain to start", || {

@@ -361,3 +361,38 @@ pub fn parquet_files(dir: &Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// A child's stderr lines, collected on a thread as they come.
+pub struct Stderr {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stderr {
+    pub fn any(&self, f: impl Fn(&str) -> bool) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| f(l))
+    }
+
+    /// Everything, once the child has exited (the pipe read to its end).
+    pub fn all(&mut self) -> String {
+        if let Some(r) = self.reader.take() {
+            join_within(r, std::time::Duration::from_secs(60), "reading stderr");
+        }
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+pub fn stderr_lines(child: &mut std::process::Child) -> Stderr {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = child.stderr.take().unwrap();
+    let l = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    Stderr {
+        lines,
+        reader: Some(reader),
+    }
+}
