@@ -1004,37 +1004,27 @@ fn open_at(
             "file source {}: not the file the checkpoint read ({why})",
             path.display()
         );
-        match (!directory).then(|| rotated_away(path, pos)).flatten() {
-            Some((old, file)) if follow => {
-                let then = rotated_between(path, &old, &file, pos);
-                tracing::info!(
-                    "{not_it}; that file is {} now (rotated): reading it on, then{} the file at \
-                     the path from its start",
-                    old.display(),
-                    listed(&then)
-                );
-                return resume(BufReader::with_capacity(1 << 20, file), path, id, pos, then);
-            }
-            old => {
-                match old {
-                    Some((old, file)) => tracing::warn!(
-                        "{not_it}; reading it from the start. The file the checkpoint read is {} \
-                         now (rotated), {} bytes of it unread{}: a job that follows the path \
-                         (`source.follow = true`) reads them first",
-                        old.display(),
-                        file.metadata()
-                            .map_or(0, |m| m.len())
-                            .saturating_sub(pos.byte),
-                        match rotated_between(path, &old, &file, pos).as_slice() {
-                            [] => String::new(),
-                            then => format!(", and after it{} unread", listed(then)),
-                        }
-                    ),
-                    None => tracing::info!("{not_it}; reading it from the start"),
+        match (!directory)
+            .then(|| rotated_away(path, pos, fp.clone()))
+            .flatten()
+        {
+            Some(r) if follow => return read_rotated(r, path, id, pos, &not_it),
+            Some((old, file, then)) => tracing::warn!(
+                "{not_it}; reading it from the start. The file the checkpoint read is {} now \
+                 (rotated), {} bytes of it unread{}: a job that follows the path \
+                 (`source.follow = true`) reads them first",
+                old.display(),
+                file.metadata()
+                    .map_or(0, |m| m.len())
+                    .saturating_sub(pos.byte),
+                match then.as_slice() {
+                    [] => String::new(),
+                    then => format!(", and after it{} unread", listed(then)),
                 }
-                return Ok(Opened::at(reader, fresh(fp)));
-            }
+            ),
+            None => tracing::info!("{not_it}; reading it from the start"),
         }
+        return Ok(Opened::at(reader, fresh(fp)));
     }
     resume(reader, path, id, pos, Vec::new())
 }
@@ -1080,6 +1070,24 @@ fn resume(
     })
 }
 
+/// Reads the file the checkpoint read on under its rotated name, then the ones rotated after
+/// it (`lead`: what is at the path, for the message).
+fn read_rotated(
+    (old, file, then): Rotated,
+    path: &std::path::Path,
+    id: i32,
+    pos: &Position,
+    lead: &str,
+) -> std::io::Result<Opened> {
+    tracing::info!(
+        "{lead}; the file the checkpoint read is {} now (rotated): reading it on, then{} the \
+         file at the path from its start",
+        old.display(),
+        listed(&then)
+    );
+    resume(BufReader::with_capacity(1 << 20, file), path, id, pos, then)
+}
+
 /// " a, b," : the files of a list, for a message.
 fn listed(files: &[PathBuf]) -> String {
     files.iter().map(|f| format!(" {},", f.display())).collect()
@@ -1097,18 +1105,11 @@ fn no_file_yet(
     directory: bool,
 ) -> std::io::Result<Opened> {
     let shown = path.display();
-    let old = restored
-        .filter(|_| !directory)
-        .and_then(|pos| Some((pos, rotated_away(path, pos)?)));
-    if let Some((pos, (old, file))) = old {
-        let then = rotated_between(path, &old, &file, pos);
-        tracing::info!(
-            "file source {shown}: no file at the path; the file the checkpoint read is {} now \
-             (rotated): reading it on, then{} the file made at the path from its start",
-            old.display(),
-            listed(&then)
-        );
-        return resume(BufReader::with_capacity(1 << 20, file), path, id, pos, then);
+    if let Some(pos) = restored.filter(|_| !directory)
+        && let Some(r) = rotated_away(path, pos, None)
+    {
+        let lead = format!("file source {shown}: no file at the path");
+        return read_rotated(r, path, id, pos, &lead);
     }
     let restored = restored.filter(|pos| pos.byte > 0);
     match restored {
@@ -1128,98 +1129,97 @@ fn no_file_yet(
     })
 }
 
+/// The file a checkpoint read, found beside the path under another name (its name, the file),
+/// and the rotations made after it ([`rotated_between`]).
+type Rotated = (PathBuf, File, Vec<PathBuf>);
+
 /// The file a checkpoint read, found beside `path` under another name: a file of `path`'s
 /// directory, not `path`, that begins with the checkpoint's first line and has its bytes before
 /// the place it read to (a rotation while the job was down: `app.log` renamed `app.log.1`).
-/// Of two such (copies), the longer; of two as long, the first by name.
-fn rotated_away(path: &std::path::Path, pos: &Position) -> Option<(PathBuf, File)> {
+/// Of two such (copies), the longer; of two as long, the first by name. `at_path`: the first
+/// line print of the file at the path, if there is one.
+fn rotated_away(
+    path: &std::path::Path,
+    pos: &Position,
+    at_path: Option<String>,
+) -> Option<Rotated> {
     let tail = pos
         .tail
         .as_deref()
         .filter(|t| *t != NOT_READ && pos.byte > 0)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let name = path.file_name()?;
-    let mut found: Option<(u64, PathBuf, File)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        if entry.file_name() == name {
-            continue;
-        }
-        let candidate = entry.path();
-        // Looked at before it is opened: opening a FIFO waits for a writer.
-        let len = match std::fs::metadata(&candidate) {
-            Ok(m) if m.is_file() && m.len() >= pos.byte => m.len(),
-            _ => continue,
-        };
-        let Ok(file) = File::open(&candidate) else {
+    // The directory's regular files but the path's, looked at before they are opened
+    // (opening a FIFO waits for a writer).
+    let beside: Vec<(PathBuf, std::fs::Metadata)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name() != name)
+        .filter_map(|e| {
+            let m = std::fs::metadata(e.path()).ok().filter(|m| m.is_file())?;
+            Some((e.path(), m))
+        })
+        .collect();
+    let mut found: Option<(u64, &PathBuf, File)> = None;
+    for (candidate, m) in beside.iter().filter(|(_, m)| m.len() >= pos.byte) {
+        let Ok(file) = File::open(candidate) else {
             continue;
         };
         let same = file_fingerprint(&file).ok().flatten() == pos.fingerprint
             && tail_print(&file, pos.byte).as_deref() == Some(tail);
         let better = match &found {
             None => true,
-            Some((l, p, _)) => len > *l || (len == *l && candidate < *p),
+            Some((l, p, _)) => m.len() > *l || (m.len() == *l && candidate < *p),
         };
         if same && better {
-            found = Some((len, candidate, file));
+            found = Some((m.len(), candidate, file));
         }
     }
-    found.map(|(_, p, f)| (p, f))
+    let (_, old, file) = found?;
+    let mut seen = vec![pos.fingerprint.clone(), at_path];
+    let then = rotated_between(name, old, &file, &beside, &mut seen);
+    Some((old.clone(), file, then))
 }
 
-/// The rotations of `path` made after `old` (the file the checkpoint read, found under its
-/// rotated name) and before the file at the path: a job down over several rotations
-/// (`app.log.2` read on, then `app.log.1`, then `app.log`). They are the files of the
-/// directory named after the path (`app.log` + a suffix, not a compressed one) last written
-/// after `old`, in the order they were last written, without copies (a file beginning with
-/// the first line of `old`, of the path's file, or of one listed before it).
+/// The rotations of the path (file name `name`) made after `old` (the file the checkpoint
+/// read, found under its rotated name) and before the file at the path: a job down over several
+/// rotations (`app.log.2` read on, then `app.log.1`, then `app.log`). They are the files
+/// `beside` it named after the path (`app.log` + a suffix, not a compressed one) last written
+/// after `old`, in the order they were last written, without copies (a file beginning with a
+/// first line `seen`: of `old`, of the path's file, or of one listed before it).
 fn rotated_between(
-    path: &std::path::Path,
+    name: &std::ffi::OsStr,
     old: &std::path::Path,
     file: &File,
-    pos: &Position,
+    beside: &[(PathBuf, std::fs::Metadata)],
+    seen: &mut Vec<Option<String>>,
 ) -> Vec<PathBuf> {
     const PACKED: [&str; 6] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip"];
-    let (Some(dir), Some(name), Ok(since)) = (
-        path.parent(),
-        path.file_name().and_then(|n| n.to_str()),
-        file.metadata().and_then(|m| m.modified()),
-    ) else {
+    let (Some(name), Ok(since)) = (name.to_str(), file.metadata().and_then(|m| m.modified()))
+    else {
         return Vec::new();
     };
-    let dir = if dir.as_os_str().is_empty() {
-        std::path::Path::new(".")
-    } else {
-        dir
-    };
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let candidate = entry.path();
-        let Some(other) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        let rotation = other.len() > name.len()
-            && other.starts_with(name)
-            && !PACKED.iter().any(|p| other.ends_with(p));
-        if !rotation || candidate == old {
-            continue;
-        }
-        // Looked at before it is opened: opening a FIFO waits for a writer.
-        match std::fs::metadata(&candidate).and_then(|m| Ok((m.is_file(), m.modified()?))) {
-            Ok((true, written)) if written > since => found.push((written, candidate)),
-            _ => {}
-        }
-    }
+    let mut found: Vec<(std::time::SystemTime, &PathBuf)> = beside
+        .iter()
+        .filter(|(candidate, _)| {
+            let other = candidate.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            other.len() > name.len()
+                && other.starts_with(name)
+                && !PACKED.iter().any(|p| other.ends_with(p))
+                && candidate != old
+        })
+        .filter_map(|(candidate, m)| Some((m.modified().ok().filter(|w| *w > since)?, candidate)))
+        .collect();
     found.sort();
-    let mut seen = vec![pos.fingerprint.clone(), fingerprint(path).ok().flatten()];
     let mut between = Vec::new();
     for (_, candidate) in found {
-        let print = fingerprint(&candidate).ok().flatten();
+        let print = fingerprint(candidate).ok().flatten();
         if print.is_some() && !seen.contains(&print) {
             seen.push(print);
-            between.push(candidate);
+            between.push(candidate.clone());
         }
     }
     between

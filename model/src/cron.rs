@@ -265,10 +265,7 @@ fn day_relatives(s: &str) -> Result<(String, Vec<Relative>), String> {
         } else if upper == "LW" {
             Relative::LastWeekday(0)
         } else if let Some(n) = upper.strip_prefix("L-") {
-            let (n, weekday) = match n.strip_suffix('W') {
-                Some(n) => (n, true),
-                None => (n, false),
-            };
+            let (n, weekday) = n.strip_suffix('W').map_or((n, false), |n| (n, true));
             match n.parse::<u32>() {
                 Ok(n) if n <= 30 && weekday => Relative::LastWeekday(n),
                 Ok(n) if n <= 30 => Relative::LastDay(n),

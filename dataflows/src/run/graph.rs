@@ -240,7 +240,8 @@ fn files<'s>(
         .clone()
         .expect("job check requires a file source path");
     let paths = crate::job::partition_files(&path);
-    let names = if path.is_dir() {
+    let directory = path.is_dir();
+    let names = if directory {
         paths
             .iter()
             .map(|p| {
@@ -264,7 +265,7 @@ fn files<'s>(
             in_flight: s.opts.in_flight,
             event,
             follow: job.file.source.follow,
-            directory: path.is_dir(),
+            directory,
         },
         sent,
         s.opts.clock,
