@@ -1189,7 +1189,8 @@ fn rotated_away(
 /// rotations (`app.log.2` read on, then `app.log.1`, then `app.log`). They are the files
 /// `beside` it named after the path (`app.log` + a suffix, not a compressed one) last written
 /// after `old`, in the order they were last written, without copies (a file beginning with a
-/// first line `seen`: of `old`, of the path's file, or of one listed before it).
+/// first line `seen`: of `old`, of the path's file, or of one listed before it). Two last
+/// written in one clock tick are ordered by their suffixes ([`rotation_age`]).
 fn rotated_between(
     name: &std::ffi::OsStr,
     old: &std::path::Path,
@@ -1202,16 +1203,20 @@ fn rotated_between(
     else {
         return Vec::new();
     };
-    let mut found: Vec<(std::time::SystemTime, &PathBuf)> = beside
+    let suffix = |p: &std::path::Path| {
+        let other = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        other.strip_prefix(name).map(str::to_owned)
+    };
+    let old_age = (since, rotation_age(suffix(old).unwrap_or_default()));
+    let mut found: Vec<(_, &PathBuf)> = beside
         .iter()
-        .filter(|(candidate, _)| {
-            let other = candidate.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            other.len() > name.len()
-                && other.starts_with(name)
-                && !PACKED.iter().any(|p| other.ends_with(p))
-                && candidate != old
+        .filter(|(candidate, _)| candidate != old)
+        .filter_map(|(candidate, m)| {
+            let suffix = suffix(candidate)
+                .filter(|s| !s.is_empty() && !PACKED.iter().any(|p| s.ends_with(p)))?;
+            let age = (m.modified().ok()?, rotation_age(suffix));
+            Some((age, candidate)).filter(|(age, _)| *age > old_age)
         })
-        .filter_map(|(candidate, m)| Some((m.modified().ok().filter(|w| *w > since)?, candidate)))
         .collect();
     found.sort();
     let mut between = Vec::new();
@@ -1223,6 +1228,16 @@ fn rotated_between(
         }
     }
     between
+}
+
+/// How two rotations of a path last written in one clock tick are ordered, the older first:
+/// numbered ones (`app.log.2`, then `app.log.1`: logrotate's numbers count back) by their
+/// numbers, the greater first; others (`app.log-20261207`) by name.
+fn rotation_age(suffix: String) -> (bool, std::cmp::Reverse<u64>, String) {
+    match suffix.strip_prefix('.').and_then(|n| n.parse::<u64>().ok()) {
+        Some(n) => (false, std::cmp::Reverse(n), String::new()),
+        None => (true, std::cmp::Reverse(0), suffix),
+    }
 }
 
 /// Refuses to resume a directory source whose files moved: a directory's files are its

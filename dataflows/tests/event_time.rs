@@ -282,22 +282,18 @@ fn a_file_rotated_while_its_job_was_down_is_read_on_under_its_new_name() {
     let rotated = |n: u32| dir.path().join(format!("requests.jsonl.{n}"));
     std::fs::rename(&path, rotated(1)).unwrap();
     std::fs::write(&path, requests(4, 6)).unwrap();
-    // Last written after the file read (files are ordered by when they were last written, and
-    // two writes may fall in one clock tick).
+    // Last written in the same clock tick as the file read: their numbers order them.
+    let read = std::fs::metadata(rotated(1)).unwrap().modified().unwrap();
     let later = std::fs::File::options().write(true).open(&path).unwrap();
-    later
-        .set_modified(std::time::SystemTime::now() + Duration::from_secs(1))
-        .unwrap();
+    later.set_modified(read).unwrap();
     std::fs::rename(rotated(1), rotated(2)).unwrap();
     std::fs::rename(&path, rotated(1)).unwrap();
     std::fs::write(&path, requests(6, 8)).unwrap();
-    // An older rotation beside them (last written before the file read), a copy of the old
-    // file as it was read, a compressed rotation: none is read.
+    // An older rotation beside them (numbered before the file read, written in its tick), a
+    // copy of the old file as it was read, a compressed rotation: none is read.
     let older = std::fs::File::create(rotated(3)).unwrap();
     std::io::Write::write_all(&mut &older, requests(20, 22).as_bytes()).unwrap();
-    older
-        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
-        .unwrap();
+    older.set_modified(read).unwrap();
     std::fs::write(dir.path().join("requests.jsonl.bak"), requests(0, 2)).unwrap();
     std::fs::write(dir.path().join("requests.jsonl.1.gz"), requests(30, 32)).unwrap();
 
