@@ -169,3 +169,67 @@ fn a_wrong_secret_is_refused_and_not_retried() {
     assert!(!got[0].valid);
     sim.stop();
 }
+
+/// A webhook whose URL answers with a redirect fails with that status: a client following it
+/// would send a GET without the message (301–303 turn a POST into one) and count the 200
+/// there as delivered.
+#[test]
+fn a_redirect_fails_the_call_and_is_not_followed() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for stream in listener.incoming() {
+            let mut reader = BufReader::new(stream.unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            if first.starts_with("QUIT") {
+                return seen;
+            }
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            std::io::Read::read_exact(&mut reader, &mut vec![0; length]).unwrap();
+            let answer = if first.contains("/hook ") {
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: /moved\r\n"
+            } else {
+                "HTTP/1.1 200 OK\r\n"
+            };
+            let mut stream = reader.into_inner();
+            write!(
+                stream,
+                "{answer}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            seen.push(first.trim().to_string());
+        }
+        seen
+    });
+    let acc = common::accounts(&format!(
+        r#"
+[hook]
+channel = "webhook"
+provider = "webhook"
+settings = {{ url = "http://{addr}/hook", secret = "s" }}
+"#
+    ));
+    let out = send(
+        &acc,
+        "hook",
+        &batch(Channel::Webhook, r#"{"content":"x"}"#, &["svc"]),
+    );
+    write!(std::net::TcpStream::connect(addr).unwrap(), "QUIT\r\n").unwrap();
+    let seen = server.join().unwrap();
+    assert_eq!(seen, ["POST /hook HTTP/1.1"]);
+    let reason = out[0].as_ref().unwrap_err();
+    assert!(reason.contains("HTTP 301"), "{reason}");
+}

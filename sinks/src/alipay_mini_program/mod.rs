@@ -146,9 +146,7 @@ impl AlipayMiniProgram {
             _ if sub.contains("invalid-signature") || sub.contains("invalid-app-id") => {
                 Err(SendError::Unauthorized(why()))
             }
-            "" => Err(SendError::Transient(format!(
-                "{NAME}: unreadable answer: {answer}"
-            ))),
+            "" => Err(http::unreadable(NAME, answer)),
             _ => Err(SendError::Permanent(why())),
         }
     }

@@ -197,8 +197,8 @@ impl AliyunSms {
 
     /// Reads the answer: one `Code` for the whole call.
     pub fn judge(answer: &str) -> Result<Delivered, SendError> {
-        let v: serde_json::Value = serde_json::from_str(answer)
-            .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(answer).map_err(|_| http::unreadable(NAME, answer))?;
         let code = v["Code"].as_str().unwrap_or("");
         let text = format!("{NAME}: {code} {}", v["Message"].as_str().unwrap_or(""));
         match code {

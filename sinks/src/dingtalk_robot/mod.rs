@@ -73,9 +73,7 @@ impl DingTalkRobot {
                 Err(SendError::Unauthorized(format!("{NAME}: {code} {msg}")))
             }
             Some((code, msg)) => Err(SendError::Permanent(format!("{NAME}: {code} {msg}"))),
-            None => Err(SendError::Transient(format!(
-                "{NAME}: unreadable answer: {body}"
-            ))),
+            None => Err(http::unreadable(NAME, body)),
         }
     }
 }

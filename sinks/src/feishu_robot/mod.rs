@@ -70,7 +70,7 @@ impl FeishuRobot {
     /// Reads the robot's `{"code", "msg"}` answer (older robots answer `StatusCode`); one
     /// without a code is not taken as sent.
     pub fn judge(answer: &str) -> Result<Delivered, SendError> {
-        let unreadable = || SendError::Transient(format!("{NAME}: unreadable answer: {answer}"));
+        let unreadable = || http::unreadable(NAME, answer);
         let v: serde_json::Value = serde_json::from_str(answer).map_err(|_| unreadable())?;
         let code = Self::code_of(&v).ok_or_else(unreadable)?;
         let msg = v.get("msg").and_then(|m| m.as_str()).unwrap_or("");

@@ -76,22 +76,38 @@ impl Getui {
         let ts = now_ms();
         let body = json!({"sign": auth_sign(&self.config.app_key, ts, &self.config.master_secret),
             "timestamp": ts.to_string(), "appkey": self.config.app_key});
-        let answer = http::call(NAME, self.client.post(self.url("auth")).json(&body)).await?;
-        let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
-        match (v["code"].as_i64(), v["data"]["token"].as_str()) {
-            (Some(0), Some(token)) => {
-                let expires = v["data"]["expire_time"]
-                    .as_str()
-                    .and_then(|e| e.parse::<i64>().ok())
-                    .unwrap_or(ts + 86_400_000);
-                let left = (expires - now_ms()).max(0) as u64;
-                Ok((token.to_string(), std::time::Duration::from_millis(left)))
-            }
-            _ => Err(SendError::Unauthorized(format!(
+        let (status, answer) =
+            http::call_raw(NAME, self.client.post(self.url("auth")).json(&body)).await?;
+        let coded =
+            serde_json::from_str::<Value>(&answer).is_ok_and(|v| v["code"].as_i64().is_some());
+        http::judged(NAME, status, &answer, coded, Self::auth_answer)
+    }
+
+    /// Reads an auth answer: code 0 and a token is the token (until its `expire_time`); over
+    /// the rate (10005) or not an answer (an error page) is tried again; other codes are
+    /// refused credentials.
+    pub fn auth_answer(answer: &str) -> Result<(String, std::time::Duration), SendError> {
+        let v: Value = serde_json::from_str(answer).map_err(|_| http::unreadable(NAME, answer))?;
+        let why = || {
+            format!(
                 "{NAME}: auth: {} {}",
                 v["code"],
                 v["msg"].as_str().unwrap_or("")
-            ))),
+            )
+        };
+        match (v["code"].as_i64(), v["data"]["token"].as_str()) {
+            (Some(0), Some(token)) => {
+                let now = now_ms();
+                let expires = v["data"]["expire_time"]
+                    .as_str()
+                    .and_then(|e| e.parse::<i64>().ok())
+                    .unwrap_or(now + 86_400_000);
+                let left = expires.saturating_sub(now).max(0) as u64;
+                Ok((token.to_string(), std::time::Duration::from_millis(left)))
+            }
+            (Some(RATE_LIMITED), _) => Err(SendError::Transient(why())),
+            (None, _) => Err(http::unreadable(NAME, answer)),
+            _ => Err(SendError::Unauthorized(why())),
         }
     }
 
@@ -142,8 +158,7 @@ impl Getui {
     /// Reads a `{"code", "msg", "data"}` answer: 0 is done, 10001 rejects the token, 10005
     /// (calls over the rate) is transient, other codes are permanent.
     pub fn judge(answer: &str) -> Result<Answer<Value>, SendError> {
-        let v: Value = serde_json::from_str(answer)
-            .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
+        let v: Value = serde_json::from_str(answer).map_err(|_| http::unreadable(NAME, answer))?;
         let msg = || format!("{NAME}: {} {}", v["code"], v["msg"].as_str().unwrap_or(""));
         match v["code"].as_i64() {
             Some(0) => Ok(Answer::Done(v.clone())),
@@ -218,7 +233,7 @@ impl Provider for Getui {
             .await?;
         let taskid = created["data"]["taskid"]
             .as_str()
-            .ok_or_else(|| SendError::Transient(format!("{NAME}: no taskid in {created}")))?
+            .ok_or_else(|| http::unreadable(NAME, &created.to_string()))?
             .to_string();
         self.call(
             "push/list/cid",

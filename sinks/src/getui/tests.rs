@@ -130,3 +130,25 @@ fn coded_answers_of_any_status_are_judged_by_their_code() {
         Ok(Answer::Done(_))
     ));
 }
+
+/// The auth answer: a token; over the rate or not an answer (an error page), tried again with
+/// the page's first characters as the reason; other codes are refused credentials.
+#[test]
+fn auth_answers_are_told_apart() {
+    let (token, lifetime) = Getui::auth_answer(
+        r#"{"code":0,"msg":"success","data":{"expire_time":"99999999999999","token":"T"}}"#,
+    )
+    .unwrap();
+    assert_eq!(token, "T");
+    assert!(lifetime > std::time::Duration::from_secs(86_400));
+    let e = Getui::auth_answer(r#"{"code":10005,"msg":"调用频率超限"}"#).unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let page = format!("<html>{}</html>", "x".repeat(100_000));
+    for unread in ["", page.as_str()] {
+        let e = Getui::auth_answer(unread).unwrap_err();
+        assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+        assert!(e.reason().len() < 300, "{}", e.reason().len());
+    }
+    let e = Getui::auth_answer(r#"{"code":10002,"msg":"appkey错误"}"#).unwrap_err();
+    assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+}

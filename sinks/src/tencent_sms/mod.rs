@@ -191,8 +191,8 @@ impl TencentSms {
         receivers: &[Receiver],
         calling_code: u16,
     ) -> Result<Delivered, SendError> {
-        let v: serde_json::Value = serde_json::from_str(answer)
-            .map_err(|_| SendError::Transient(format!("{NAME}: unreadable answer: {answer}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(answer).map_err(|_| http::unreadable(NAME, answer))?;
         let response = &v["Response"];
         Self::judge_parts(
             response.get("Error"),

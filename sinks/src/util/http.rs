@@ -8,9 +8,12 @@ use reqwest::StatusCode;
 
 use super::retry::SendError;
 
-/// One client per process (connection pools are per host inside it).
+/// One client per process (connection pools are per host inside it). Redirects are not
+/// followed: a 301/302/303 to a POST would be followed as a GET without its body, and a 200
+/// there taken for a delivery; the 3xx fails the call with its status.
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(60))
@@ -69,14 +72,28 @@ pub fn status(provider: &str, code: StatusCode, body: &str) -> Result<(), SendEr
     if code.is_success() {
         return Ok(());
     }
-    let body: String = body.chars().take(200).collect();
-    let text = format!("{provider}: HTTP {}: {body}", code.as_u16());
+    let text = format!("{provider}: HTTP {}: {}", code.as_u16(), excerpt(body));
     Err(match code.as_u16() {
         408 | 429 => SendError::Transient(text),
         401 | 403 => SendError::Unauthorized(text),
         500..=599 => SendError::Transient(text),
         _ => SendError::Permanent(text),
     })
+}
+
+/// The first 200 characters of an answer, as a failure reason shows it: a reason is copied
+/// into every receiver's SEND_FAIL row, and an error page can be a megabyte.
+pub fn excerpt(answer: &str) -> String {
+    answer.chars().take(200).collect()
+}
+
+/// An answer that is not what the provider documents (an error page, an empty body): tried
+/// again, with its first characters as the reason.
+pub fn unreadable(provider: &str, answer: &str) -> SendError {
+    SendError::Transient(format!(
+        "{provider}: unreadable answer: {}",
+        excerpt(answer)
+    ))
 }
 
 /// An answer of any HTTP status, for a provider that puts its own codes in the body of

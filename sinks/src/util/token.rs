@@ -45,6 +45,9 @@ struct Cell {
 /// token endpoint is not asked once per waiting send, each charged to the daily quota).
 const FAILED_FOR: Duration = Duration::from_secs(1);
 
+/// The longest a token is kept, whatever lifetime its endpoint gave it.
+const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
+
 impl TokenCache {
     /// How many times a token was fetched.
     pub fn fetches(&self) -> u64 {
@@ -78,6 +81,9 @@ impl TokenCache {
             }
         };
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        // An endpoint's lifetime is believed up to a day (a larger one, up to u64's seconds,
+        // would overflow the instant it ends at).
+        let lifetime = lifetime.min(MAX_LIFETIME);
         let margin = (lifetime / 10).min(Duration::from_secs(300));
         *cell = Cell {
             token: Some((
@@ -183,10 +189,7 @@ pub fn errcode_answer(
             Err(SendError::Transient(format!("{provider}: {code} {msg}")))
         }
         Some((code, msg)) => Err(SendError::Permanent(format!("{provider}: {code} {msg}"))),
-        None => Err(SendError::Transient(format!(
-            "{provider}: unreadable answer: {}",
-            answer.chars().take(200).collect::<String>()
-        ))),
+        None => Err(super::http::unreadable(provider, answer)),
     }
 }
 
@@ -269,6 +272,13 @@ mod tests {
         cache.get(fetch).await.unwrap();
         cache.get(fetch).await.unwrap();
         assert_eq!(cache.fetches(), 2);
+        // A lifetime past any instant (a broken endpoint's u64::MAX seconds) is kept a day.
+        let answer = r#"{"access_token":"T","expires_in":18446744073709551615}"#;
+        let cache = TokenCache::default();
+        let fetch = || async { token_answer("wechat", answer) };
+        assert_eq!(cache.get(fetch).await.unwrap(), "T");
+        assert_eq!(cache.get(fetch).await.unwrap(), "T");
+        assert_eq!(cache.fetches(), 1);
     }
 
     /// A failed fetch answers the sends that ask within [`FAILED_FOR`] (one call to a

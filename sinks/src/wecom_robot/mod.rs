@@ -63,9 +63,7 @@ impl WecomRobot {
                 Err(SendError::Unauthorized(format!("{NAME}: {code} {msg}")))
             }
             Some((code, msg)) => Err(SendError::Permanent(format!("{NAME}: {code} {msg}"))),
-            None => Err(SendError::Transient(format!(
-                "{NAME}: unreadable answer: {answer}"
-            ))),
+            None => Err(http::unreadable(NAME, answer)),
         }
     }
 }

@@ -268,8 +268,7 @@ impl YunpianSms {
             });
         }
         http::status(NAME, status, text)?;
-        let data =
-            data.ok_or_else(|| SendError::Transient(format!("{NAME}: unreadable answer: {text}")))?;
+        let data = data.ok_or_else(|| http::unreadable(NAME, text))?;
         // Each number's first entry as written, and (built at the first number not found so)
         // by its digits: looked up once per number, where a search of `data` per number was
         // most of a shared call's cost (up to 200 numbers).
