@@ -135,10 +135,25 @@ fn every_provider_arrives_signed_and_faults_end_right() {
     );
     let stats = acc.get(acc.index("tencent").unwrap()).stats.snapshot();
     assert_eq!(stats.retries, 2);
+    // Mainland and other numbers, which Tencent refuses in one call: a call each, both sent,
+    // each answer to its numbers.
+    let mixed = batch(
+        Channel::Sms,
+        r#"{"content":"code 4711"}"#,
+        &["+85291234567", "13800138000", "+85291230000"],
+    );
+    let out = send(&acc, "tencent", &mixed);
+    assert_eq!(out[..2], [Ok(()), Ok(())], "{out:?}");
+    assert!(
+        out[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("IncorrectPhoneNumber")
+    );
 
     let got = sim.received();
     let count = |p: &str| got.iter().filter(|r| r.provider == p).count();
-    assert_eq!((count("tencent"), count("aliyun")), (3, 3), "{got:#?}");
+    assert_eq!((count("tencent"), count("aliyun")), (5, 3), "{got:#?}");
     for r in &got {
         assert!(
             r.valid,

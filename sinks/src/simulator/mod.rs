@@ -364,7 +364,16 @@ fn tencent(c: &Credentials, request: &Request, raw: &str, body: &Value) -> Check
         )
     })
     .and_then(|()| check(body["PhoneNumberSet"].is_array(), "no PhoneNumberSet"));
+    let numbers = || body["PhoneNumberSet"].as_array().into_iter().flatten();
+    let mainland = numbers().filter(|n| n.as_str().is_some_and(|n| n.starts_with("+86")));
+    let mixed = (1..numbers().count()).contains(&mainland.count());
     match &verdict {
+        // As Tencent: one call is the mainland's numbers or the others', not both.
+        Ok(()) if mixed => (
+            200,
+            json!({"Response": {"Error": {"Code": "UnsupportedOperation.ContainDomesticAndInternationalPhoneNumber", "Message": "both mainland and international numbers"}, "RequestId": "sim"}}),
+            verdict,
+        ),
         Ok(()) => {
             // Numbers ending in 0000 are refused, as an unknown number would be.
             let statuses: Vec<Value> = body["PhoneNumberSet"]

@@ -361,8 +361,45 @@ impl Provider for TencentSms {
         TencentSms::new(settings, client)
     }
 
-    /// Sends one message to its numbers.
+    /// Sends one message to its numbers: the mainland's (+86) and the others' in calls of
+    /// their own, as Tencent refuses a call with both as a whole
+    /// (`UnsupportedOperation.ContainDomesticAndInternationalPhoneNumber`), which would fail
+    /// every number of the call, also those of other messages sharing it.
     async fn send(
+        &self,
+        batch: &SendBatch,
+        receivers: &[Receiver],
+    ) -> Result<Delivered, SendError> {
+        let mainland = |r: &Receiver| e164(r, self.calling_code).starts_with("+86");
+        let home = receivers.iter().filter(|r| mainland(r)).count();
+        if home == 0 || home == receivers.len() {
+            return self.send_sms(batch, receivers).await;
+        }
+        let (home, abroad): (Vec<Receiver>, Vec<Receiver>) =
+            receivers.iter().cloned().partition(|r| mainland(r));
+        let (a, b) = tokio::join!(self.send_sms(batch, &home), self.send_sms(batch, &abroad));
+        let mut each = [(a, home.len()), (b, abroad.len())].map(|(d, n)| match d {
+            Ok(Delivered::Each(each)) => each.into_iter(),
+            Ok(_) => vec![Ok(()); n].into_iter(),
+            Err(e) => vec![Err(e); n].into_iter(),
+        });
+        Ok(Delivered::Each(
+            receivers
+                .iter()
+                .map(|r| {
+                    let half = if mainland(r) { 0 } else { 1 };
+                    each[half].next().unwrap_or_else(|| {
+                        Err(SendError::Transient(format!("{NAME}: no status for {r}")))
+                    })
+                })
+                .collect(),
+        ))
+    }
+}
+
+impl TencentSms {
+    /// One `SendSms` call: one message to its numbers.
+    async fn send_sms(
         &self,
         batch: &SendBatch,
         receivers: &[Receiver],
