@@ -349,8 +349,13 @@ fn years_of(s: &str) -> Result<Vec<i32>, String> {
                 (y, if stepped { 2099 } else { y })
             }
         };
-        if !(1970..=2099).contains(&lo) || !(1970..=2099).contains(&hi) || lo > hi {
+        if !(1970..=2099).contains(&lo) || !(1970..=2099).contains(&hi) {
             return Err(format!("`{item}` is not within 1970-2099"));
+        }
+        if lo > hi {
+            return Err(format!(
+                "`{item}` runs backwards; write the earlier year first"
+            ));
         }
         years.extend((lo..=hi).step_by(step as usize).map(|y| y as i32));
     }
@@ -379,13 +384,12 @@ fn bits(s: &str, lo: u32, hi: u32, names: &[&str], shift: u32) -> Result<u64, St
         if a < lo || b > hi {
             return Err(format!("`{item}` is outside {lo}-{hi}"));
         }
-        if a > b {
-            return Err(format!(
-                "`{item}` runs backwards; write the smaller value first"
-            ));
-        }
-        for v in (a..=b).step_by(step as usize) {
-            set |= 1 << v;
+        // As Quartz: a range whose end is below its start runs past the field's end and on
+        // from its start (hours `22-2`, weekdays `FRI-MON`).
+        let span = hi - lo + 1;
+        let end = if a > b { b + span } else { b };
+        for v in (a..=end).step_by(step as usize) {
+            set |= 1 << (lo + (v - lo) % span);
         }
     }
     Ok(set)
@@ -490,6 +494,18 @@ mod tests {
             0 9 */2 * 1           | 2026-12-07 10:00:00 | 2026-12-21 09:00:00 Mon
             // Both day and weekday restricted: either one.
             0 9 13 * 1            | 2026-12-08 00:00:00 | 2026-12-13 09:00:00 Sun
+            // A range past the field's end wraps, as in Quartz: hours 22 to 2, Friday to
+            // Monday (also crontab's 5-1), the 30th to the 2nd, every other hour from 22 to 3.
+            0 0 22-2 * * ?        | 2026-12-07 02:00:00 | 2026-12-07 22:00:00 Mon
+            0 0 22-2 * * ?        | 2026-12-07 23:00:00 | 2026-12-08 00:00:00 Tue
+            0 0 9 ? * FRI-MON     | 2026-12-08 10:00:00 | 2026-12-11 09:00:00 Fri
+            0 0 9 ? * 6-2         | 2026-12-13 10:00:00 | 2026-12-14 09:00:00 Mon
+            0 9 * * 5-1           | 2026-12-13 10:00:00 | 2026-12-14 09:00:00 Mon
+            0 0 9 30-2 * ?        | 2026-12-03 00:00:00 | 2026-12-30 09:00:00 Wed
+            0 0 9 30-2 * ?        | 2026-12-31 10:00:00 | 2027-01-01 09:00:00 Fri
+            0 0 22-3/2 * * ?      | 2026-12-07 22:30:00 | 2026-12-08 00:00:00 Tue
+            0 0 22-3/2 * * ?      | 2026-12-08 00:30:00 | 2026-12-08 02:00:00 Tue
+            0 0 22-3/2 * * ?      | 2026-12-08 02:30:00 | 2026-12-08 22:00:00 Tue
             ",
         );
         // 31 February never comes.
@@ -600,7 +616,10 @@ mod tests {
                 "0 0 */0 * * ?",
                 "the step after / must be a positive number",
             ),
-            ("0 0 10 5-1 * ?", "runs backwards"),
+            (
+                "0 0 10 * * ? 2030-2027",
+                "year `2030-2027`: `2030-2027` runs backwards",
+            ),
             ("10 * * *", "has 4 fields"),
         ] {
             let e = Cron::parse(expr).err().unwrap_or_default();
