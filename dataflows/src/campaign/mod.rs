@@ -150,14 +150,14 @@ pub fn read_crowd(path: &Path) -> Result<Vec<Member>, String> {
     let shown = path.display();
     let (mut reader, header, at) = open_crowd(path)?;
     let mut members = Vec::new();
-    for (i, row) in reader.records().enumerate() {
+    for row in reader.records() {
         let row = row.map_err(|e| format!("{shown}: {e}"))?;
         let receiver = row.get(at).unwrap_or_default();
         if receiver.is_empty() {
-            // The header is line 1.
+            // The line the row begins on (blank lines and quoted line breaks before it count).
+            let line = row.position().map_or(0, |p| p.line());
             return Err(format!(
-                "{shown}: line {}: no receiver in column `{}`",
-                i + 2,
+                "{shown}: line {line}: no receiver in column `{}`",
                 &header[at]
             ));
         }
@@ -513,6 +513,10 @@ mod tests {
         std::fs::write(&path, "receiver,name\n1,a\n,b\n").unwrap();
         let e = read_crowd(&path).unwrap_err();
         assert!(e.contains("line 3: no receiver"), "{e}");
+        // A blank line and a quoted line break before it: the line the row is on.
+        std::fs::write(&path, "receiver,name\n\n1,\"a\nb\"\n,c\n").unwrap();
+        let e = read_crowd(&path).unwrap_err();
+        assert!(e.contains("line 5: no receiver"), "{e}");
         std::fs::write(&path, "receiver,name\n1,a,extra\n").unwrap();
         assert!(read_crowd(&path).is_err());
         let e = check_crowd(&dir.path().join("none.csv")).unwrap_err();
