@@ -285,6 +285,26 @@ pub fn due(c: &Campaign, tz: Tz, last: Option<i64>, now_ms: i64) -> Option<i64> 
     c.cron.last_in(tz, from, now_ms)
 }
 
+/// The campaigns whose next time after the last one fired passed more than [`MISFIRE_MS`]
+/// before `now_ms` and that are not due (no later time to fire): a start after a long
+/// stop, which says so (a due one says it when it fires). With the first time missed.
+pub fn missed<'c>(
+    campaigns: &'c [Campaign],
+    tz: Tz,
+    fired: &Fired,
+    now_ms: i64,
+) -> Vec<(&'c Campaign, i64)> {
+    campaigns
+        .iter()
+        .filter_map(|c| {
+            let last = fired.last(c.template_id)?;
+            let next = c.cron.next_after(tz, last)?;
+            let due = due(c, tz, Some(last), now_ms);
+            (next < now_ms - MISFIRE_MS && due.is_none()).then_some((c, next))
+        })
+        .collect()
+}
+
 /// Fires every campaign due at `now_ms` and records each one sent. One that cannot be
 /// read or sent is logged (one line naming it) and not recorded, so it is tried again while
 /// its time is due; returns whether any failed. A stop (Ctrl-C) ends a send at once,
@@ -378,6 +398,15 @@ pub fn schedule(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let mut fired = Fired::open(state_dir)?;
+    for (c, missed) in missed(&campaigns, tz, &fired, clock.now_ms()) {
+        tracing::warn!(
+            "campaign of template {} ({}): its times from {} on were missed while the job was down (more than {} minutes ago); not sent",
+            c.template_id,
+            c.name,
+            shown(tz, missed),
+            MISFIRE_MS / 60_000
+        );
+    }
     let mut not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock, &stop) {
         true => clock.now_ms() + RETRY_MS,
         false => i64::MIN,
@@ -589,5 +618,18 @@ mod tests {
         // The day after, yesterday's fire recorded: today's.
         let day = 86_400_000;
         assert_eq!(due(&c, tz, Some(ten), ten + day + 5), Some(ten + day));
+
+        // Started 20 minutes after the next day's time, yesterday's recorded: that time is
+        // missed, and said so at the start; within its 10 minutes it is due, not missed.
+        let dir = tempfile::tempdir().unwrap();
+        let mut fired = Fired::open(dir.path()).unwrap();
+        let campaigns = [c];
+        assert!(missed(&campaigns, tz, &fired, ten + day + 20 * 60_000).is_empty());
+        fired.record(1, ten).unwrap();
+        let late = missed(&campaigns, tz, &fired, ten + day + 20 * 60_000);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].1, ten + day);
+        assert!(missed(&campaigns, tz, &fired, ten + day + 5).is_empty());
+        assert!(missed(&campaigns, tz, &fired, ten + 60_000).is_empty());
     }
 }
