@@ -35,6 +35,8 @@ enum CampaignCommand {
         #[arg(long)]
         template: i64,
         /// The event time to stamp, `YYYY-MM-DD HH:MM:SS` in the job's time zone (default: now).
+        /// A job reading them after its watermark passed it judges them late; for a replay or
+        /// a test topic.
         #[arg(long)]
         at: Option<String>,
         /// Produce through these brokers instead of the job's `source.brokers`.
