@@ -205,6 +205,17 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
         let (status, v) = post(&client, &url("/send"), bulk, &unknown).await;
         assert_eq!((status, v["code"].as_str()), (400, Some("A0100")), "{v}");
         assert!(v["msg"].as_str().unwrap().contains("99"), "{v}");
+        // A field given as null is not given, and a recall needs no recallMessageIds (every
+        // message of the template): both judged on, here refused for the unknown template.
+        let recall_all = json!({"code": "recall", "messageTemplateId": 99});
+        let mut null_list = unknown.clone();
+        null_list["messageParamList"] = Value::Null;
+        for (path, body) in [("/send", null_list), ("/recall", recall_all)] {
+            let (status, v) = post(&client, &url(path), bulk, &body).await;
+            assert_eq!(status, 400, "{v}");
+            let msg = v["msg"].as_str().unwrap();
+            assert!(msg.contains("99") && !msg.contains("goes to"), "{path}: {v}");
+        }
         let (status, v) = post(
             &client,
             &url("/send"),

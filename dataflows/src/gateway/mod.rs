@@ -242,8 +242,24 @@ impl Gateway {
     /// is checked, produced to the job's topic like a request (acks=all, timestamp now) and
     /// answered once acknowledged; the job applies it from that event time on. `headers`
     /// name the caller (a caller with `templates = true`); `None`: the service that serves
-    /// the door checked its operators' token.
-    pub async fn change_template(&self, headers: Option<&HeaderMap>, op: Op) -> Answer {
+    /// the door checked its operators' token. It runs as a task of its own: a caller who hangs
+    /// up does not cancel it between the broker's acknowledgement and the door's book (the job
+    /// would apply the change and the door judge requests without it).
+    pub async fn change_template(self: &Arc<Self>, headers: Option<&HeaderMap>, op: Op) -> Answer {
+        let door = Arc::clone(self);
+        let headers = headers.cloned();
+        tokio::spawn(async move { door.change(headers.as_ref(), op).await })
+            .await
+            .unwrap_or_else(|e| {
+                Answer::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    SERVICE_ERROR,
+                    format!("服务执行异常: the change failed: {e}; look at GET /templates"),
+                )
+            })
+    }
+
+    async fn change(&self, headers: Option<&HeaderMap>, op: Op) -> Answer {
         let caller = match headers {
             Some(h) => self.callers.identify(h),
             None => Ok(None),
@@ -528,10 +544,14 @@ impl Gateway {
             return Err(Answer::bad("the body is not a JSON object"));
         };
         let code = fields.get("code").and_then(Value::as_str);
+        // A field given as null is not given (requests.md), as clients that write every
+        // field write it.
+        let given = |k: &str| fields.get(k).is_some_and(|v| !v.is_null());
+        // A recall without recallMessageIds takes back every message of the template.
         let (want_code, want, other) = match route {
-            Route::Send => ("send", "messageParam", Some("messageParamList")),
-            Route::BatchSend => ("send", "messageParamList", Some("messageParam")),
-            Route::Recall => ("recall", "recallMessageIds", None),
+            Route::Send => ("send", Some("messageParam"), Some("messageParamList")),
+            Route::BatchSend => ("send", Some("messageParamList"), Some("messageParam")),
+            Route::Recall => ("recall", None, None),
         };
         let path = match route {
             Route::Send => "/send",
@@ -547,7 +567,7 @@ impl Gateway {
             )));
         }
         if let Some(other) = other
-            && fields.contains_key(other)
+            && given(other)
         {
             let use_path = if route == Route::Send {
                 "/batchSend"
@@ -555,10 +575,13 @@ impl Gateway {
                 "/send"
             };
             return Err(Answer::bad(format!(
-                "{path} takes {want}; {other} goes to {use_path}"
+                "{path} takes {}; {other} goes to {use_path}",
+                want.unwrap_or_default()
             )));
         }
-        if !fields.contains_key(want) {
+        if let Some(want) = want
+            && !given(want)
+        {
             return Err(Answer::bad(format!("{path} needs {want}")));
         }
         let record = SourceRecord {

@@ -79,7 +79,7 @@ pub fn document() -> Value {
                         "messageTemplateId": {"type": "integer", "format": "int64"},
                         "recallMessageIds": {"type": "array", "items": {"type": "string"}}
                     },
-                    "required": ["code", "messageTemplateId", "recallMessageIds"]
+                    "required": ["code", "messageTemplateId"]
                 },
                 "SimpleTaskInfo": {
                     "type": "object",
