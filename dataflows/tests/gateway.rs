@@ -214,7 +214,10 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
             let (status, v) = post(&client, &url(path), bulk, &body).await;
             assert_eq!(status, 400, "{v}");
             let msg = v["msg"].as_str().unwrap();
-            assert!(msg.contains("99") && !msg.contains("goes to"), "{path}: {v}");
+            assert!(
+                msg.contains("99") && !msg.contains("goes to"),
+                "{path}: {v}"
+            );
         }
         let (status, v) = post(
             &client,

@@ -612,8 +612,20 @@ fn the_send_api_of_a_served_job_answers_ids_its_tracking_carries() {
         assert_eq!(v["code"], "00000");
         ids.push(v["data"][0]["messageId"].as_str().unwrap().to_string());
     }
-    let (status, v) = serve.call(Method::POST, "/jobs/nosuch/send", Some(body));
+    let (status, v) = serve.call(Method::POST, "/jobs/nosuch/send", Some(body.clone()));
     assert_eq!((status, v["code"].as_str()), (404, Some("A0100")), "{v}");
+    // A token that is not the service's learns nothing of which jobs exist.
+    let nosuch = "/jobs/nosuch/send";
+    let (status, v) = request(
+        Method::POST,
+        &serve.addr,
+        nosuch,
+        Some(&body),
+        Some("guess"),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&v).unwrap();
+    assert_eq!((status, v["code"].as_str()), (401, Some("A0401")), "{v}");
     // Both messages reach SEND_SUCCESS for both receivers under the answered ids.
     let tracking = dir.path().join("var/tracking");
     let query = format!(

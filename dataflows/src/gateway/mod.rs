@@ -55,6 +55,10 @@ pub const MAX_BODY: usize = 990_000;
 
 /// How long a produce may wait in the producer's queue and for the broker's acknowledgement.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a record waits for room in the producer's queue: none, so that the answer comes
+/// within [`PRODUCE_TIMEOUT`] as docs/api.md says (a full queue is refused at once: nothing
+/// was sent, retry).
+const QUEUE_TIMEOUT: Duration = Duration::ZERO;
 
 /// Which route a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,7 +340,7 @@ impl Gateway {
             .key(&key)
             .payload(&bytes)
             .timestamp(now);
-        let delivered = match self.producer.send(record, PRODUCE_TIMEOUT).await {
+        let delivered = match self.producer.send(record, QUEUE_TIMEOUT).await {
             Ok(d) => d,
             Err((e, _)) => {
                 return Answer::new(
@@ -489,7 +493,7 @@ impl Gateway {
         let record = FutureRecord::<(), [u8]>::to(&self.topic)
             .payload(body)
             .timestamp(now);
-        let delivered = match self.producer.send(record, PRODUCE_TIMEOUT).await {
+        let delivered = match self.producer.send(record, QUEUE_TIMEOUT).await {
             Ok(d) => d,
             Err((e, _)) => {
                 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
