@@ -499,8 +499,24 @@ fn an_uploaded_job_runs_from_the_service_and_a_bad_upload_is_refused() {
         let want = format!("{said}: an uploaded job keeps its files inside");
         assert!(v.to_string().contains(&want), "{v}");
     }
+    // A file of an upload (one sent beside its job file, say) is not submitted by its path:
+    // it would not have been checked as the upload's job.
+    let uploaded = home.canonicalize().unwrap().join("job.toml");
+    let (status, v) = serve.call(Method::POST, "/jobs", Some(json!({"path": uploaded})));
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("submitted by uploading it"), "{v}");
     let (_, list) = serve.call(Method::GET, "/jobs", None);
     assert_eq!(list, json!([]));
+    // A job whose file was renamed since it was submitted is not restarted under its old
+    // name (it would run twice once submitted under the new one).
+    let templates = common::sms_template(1, "none", false, "user_id");
+    std::fs::write(dir.path().join("templates.toml"), templates).unwrap();
+    let (status, v) = serve.call(Method::POST, "/jobs", Some(json!({"path": job})));
+    assert_eq!(status, 201, "{v}");
+    std::fs::write(&job, text.replace("name = \"t\"", "name = \"t2\"")).unwrap();
+    let (status, v) = serve.call(Method::POST, "/jobs/t/restart", None);
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("now names job `t2`"), "{v}");
 }
 
 /// `serve --peers`: a job submitted to one of two nodes runs as one timely cluster over both

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tidings_dataflows::serve::client::{DEFAULT_SERVER, request};
+use tidings_dataflows::serve::client::{DEFAULT_SERVER, job_path, request};
 
 use super::{Failure, OutputFormat, print_json_rows};
 
@@ -336,14 +336,4 @@ pub fn stop(args: NameArgs) -> Result<(), Failure> {
     let answer = ask(&args.target, Method::POST, &path, None)?;
     print_pretty(&answer);
     Ok(())
-}
-
-/// `/jobs/NAME`, the name percent-encoded as a path segment.
-fn job_path(name: &str) -> String {
-    let mut url = reqwest::Url::parse("http://x/jobs/").expect("a fixed URL");
-    url.path_segments_mut()
-        .expect("an http URL has segments")
-        .pop_if_empty()
-        .push(name);
-    url.path().to_string()
 }

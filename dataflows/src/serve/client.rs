@@ -50,3 +50,23 @@ pub fn request(
     let text = answer.text().map_err(std::io::Error::other)?;
     Ok((status, text))
 }
+
+/// `/jobs/NAME`, the name percent-encoded as a path segment.
+pub fn job_path(name: &str) -> String {
+    let mut url = reqwest::Url::parse("http://x/jobs/").expect("a fixed URL");
+    url.path_segments_mut()
+        .expect("an http URL has segments")
+        .pop_if_empty()
+        .push(name);
+    url.path().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    /// A name is one path segment, whatever it holds (a peer forwarded `a?b` as job `a`).
+    #[test]
+    fn a_job_name_is_one_path_segment() {
+        assert_eq!(super::job_path("a?b/c#d%"), "/jobs/a%3Fb%2Fc%23d%25");
+        assert_eq!(super::job_path("订单"), "/jobs/%E8%AE%A2%E5%8D%95");
+    }
+}

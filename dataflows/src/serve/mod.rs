@@ -194,8 +194,13 @@ impl Supervisor {
             " (not the service's state); move it away to start empty",
         )?;
         let mut jobs = BTreeMap::new();
-        for s in saved.jobs {
+        for mut s in saved.jobs {
             let job = Job::load(&s.path).ok().map(Arc::new);
+            if let Some(Err(Refusal::Bad(why))) = job.as_ref().map(|j| renamed(&s.name, &s.path, j))
+            {
+                tracing::warn!("job `{}` not resumed: {why}", s.name);
+                s.desired = Desired::Stopped;
+            }
             if s.desired == Desired::Running {
                 tracing::info!("resuming job `{}` ({})", s.name, s.path.display());
             }
@@ -222,8 +227,19 @@ impl Supervisor {
     }
 
     /// Submits the job file at `path` (absolute): checked as `tidings run` loads it, then
-    /// started. A job of the same name that is stopped is replaced.
+    /// started. A job of the same name that is stopped is replaced. A file under `uploads/` is
+    /// refused: an upload's files are checked as one job ([`Supervisor::submit_upload`]), and
+    /// another file sent with it, submitted by its path, would reach past them.
     pub fn submit(&self, path: &Path) -> Result<Value, Refusal> {
+        let uploads = self.dir.join("uploads").canonicalize().ok();
+        if let (Some(uploads), Ok(file)) = (uploads, path.canonicalize())
+            && file.starts_with(&uploads)
+        {
+            return Err(Refusal::Bad(format!(
+                "{}: a file of an upload is submitted by uploading it (tidings submit --upload)",
+                path.display()
+            )));
+        }
         let Some(peers) = self.peers.get() else {
             return self.submit_with(path, None);
         };
@@ -236,7 +252,7 @@ impl Supervisor {
             let _ = self.delete(&name, true);
             let _ = peers.forward(
                 reqwest::Method::DELETE,
-                &format!("/jobs/{name}?forwarded=true"),
+                &format!("{}?forwarded=true", client::job_path(&name)),
                 None,
             );
             return Err(Refusal::Failed(format!(
@@ -328,6 +344,10 @@ impl Supervisor {
                 )));
             }
         }
+        // One upload at a time: two would share the scratch directory (made in the same
+        // millisecond), and two of one name would both pass the running check and write.
+        static UPLOADING: Mutex<()> = Mutex::new(());
+        let _one = UPLOADING.lock().unwrap_or_else(|p| p.into_inner());
         let failed = |e: std::io::Error| Refusal::Failed(e.to_string());
         let uploads = self.dir.join("uploads");
         let scratch = uploads.join(format!(".incoming-{}-{}", std::process::id(), wall_ms()));
@@ -371,7 +391,7 @@ impl Supervisor {
         let home = earlier.unwrap_or_else(|| uploads.join(file_name(&name)));
         write_all(&home).map_err(failed)?;
         let path = home.canonicalize().map_err(failed)?.join("job.toml");
-        self.submit(&path)
+        self.submit_with(&path, None)
     }
 
     /// Every job, by name.
@@ -483,8 +503,8 @@ impl Supervisor {
             return Ok(());
         }
         let path = match what {
-            "" => format!("/jobs/{name}?forwarded=true"),
-            w => format!("/jobs/{name}/{w}?forwarded=true"),
+            "" => format!("{}?forwarded=true", client::job_path(name)),
+            w => format!("{}/{w}?forwarded=true", client::job_path(name)),
         };
         peers
             .forward(method, &path, None)
@@ -526,6 +546,7 @@ impl Supervisor {
             jobs.get(name).ok_or_else(|| not_found(name))?.path.clone()
         };
         let job = Job::load(&path).map_err(|e| Refusal::BadJob(e.problems))?;
+        renamed(name, &path, &job)?;
         self.stop_here(name)?;
         let mut jobs = self.lock();
         let e = jobs.get_mut(name).ok_or_else(|| not_found(name))?;
@@ -546,6 +567,16 @@ impl Supervisor {
         let answer = self.stop_here(name)?;
         self.pass_on(name, forwarded, reqwest::Method::DELETE, "")?;
         let mut jobs = self.lock();
+        // Submitted again while it stopped: that job is not the one asked to go (removing
+        // it would leave its process running, unlisted).
+        if jobs
+            .get(name)
+            .is_some_and(|e| e.desired == Desired::Running || e.child.is_some())
+        {
+            return Err(Refusal::Conflict(format!(
+                "job `{name}` was submitted again while it stopped; delete it again"
+            )));
+        }
         jobs.remove(name);
         // What was made for it goes with it: its send API (and the API's metrics), its tables.
         self.gateways
@@ -656,7 +687,10 @@ impl Supervisor {
             if let (Some(hosts), Some(peers)) = (&e.cluster, self.peers.get()) {
                 // Process `me` of the job's cluster; every node runs the job's `workers`
                 // (1 when the job file sets none: the processes must agree).
-                let file = self.dir.join("cluster").join(format!("{name}.hosts"));
+                let file = self
+                    .dir
+                    .join("cluster")
+                    .join(format!("{}.hosts", file_name(name)));
                 std::fs::create_dir_all(self.dir.join("cluster"))?;
                 std::fs::write(&file, hosts.join("\n") + "\n")?;
                 let workers = e.job.as_ref().and_then(|j| j.file.workers).unwrap_or(1);
@@ -789,6 +823,19 @@ fn loaded(e: &Entry) -> Result<Arc<Job>, Refusal> {
             .map(Arc::new)
             .map_err(|e| Refusal::BadJob(e.problems)),
     }
+}
+
+/// Refuses a job whose file now names another job than the one it was submitted as (the
+/// entry would run job `b` under `a`, and a submit of `b` run it twice).
+fn renamed(name: &str, path: &Path, job: &Job) -> Result<(), Refusal> {
+    if job.file.name == name {
+        return Ok(());
+    }
+    Err(Refusal::Bad(format!(
+        "{}: the file now names job `{}`, not `{name}`: delete `{name}` and submit it again",
+        path.display(),
+        job.file.name
+    )))
 }
 
 fn not_found(name: &str) -> Refusal {
