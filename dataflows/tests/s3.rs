@@ -411,3 +411,29 @@ fn checkpoints_on_s3_resume_a_cluster_on_a_machine_without_its_state() {
         expected.lines().count()
     );
 }
+
+/// With `state_dir` on the store, the campaigns' fired times are kept there too: a job moved
+/// to a machine without its local state (a new pod) does not send a recorded time again.
+#[test]
+fn a_campaign_fired_on_one_machine_is_not_fired_again_on_another() {
+    use tidings_dataflows::campaign::Fired;
+    let store = ObjectDir::parse(&format!("s3://{}/job", bucket())).unwrap();
+    let (here, there) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let at = 1_796_000_000_000;
+    let mut fired = Fired::open(here.path(), Some(&store)).unwrap();
+    assert_eq!(fired.last(7), None);
+    fired.record(7, at).unwrap();
+    // The other machine: nothing local, the store's time.
+    assert_eq!(
+        Fired::open(there.path(), Some(&store)).unwrap().last(7),
+        Some(at)
+    );
+    // A later time recorded locally only (before this version) is kept: the later of the two.
+    std::fs::write(
+        there.path().join("campaigns.json"),
+        format!("{{\"7\": {}}}", at + 60_000),
+    )
+    .unwrap();
+    let fired = Fired::open(there.path(), Some(&store)).unwrap();
+    assert_eq!(fired.last(7), Some(at + 60_000));
+}

@@ -32,6 +32,8 @@ use tidings_operators::live::Live;
 
 pub use cron::Cron;
 
+use tidings_sinks::tracking::ObjectDir;
+
 use crate::kafka::{KafkaSettings, Outgoing, produce_until};
 
 /// How old a missed time may be and still be fired at the job's start.
@@ -249,21 +251,41 @@ pub fn fire(
     Ok(members.len())
 }
 
-/// `state_dir/campaigns.json`: the last time fired, per template.
+/// `state_dir/campaigns.json`: the last time fired, per template. With `state_dir` on an
+/// object store it is kept there too (`prefix/campaigns.json`), so a job moved to another
+/// machine does not send a time again.
 pub struct Fired {
     path: PathBuf,
     last: BTreeMap<i64, i64>,
+    store: Option<ObjectDir>,
 }
 
+const FIRED: &str = "campaigns.json";
+
 impl Fired {
-    /// Reads the file (none yet: nothing fired).
-    pub fn open(state_dir: &Path) -> anyhow::Result<Fired> {
-        let path = state_dir.join("campaigns.json");
-        let last = crate::read_json_or_default(
-            &path,
-            "; delete it to fire each campaign's next time only",
-        )?;
-        Ok(Fired { path, last })
+    /// Reads the file (none yet: nothing fired), and the store's copy: each template's later
+    /// time of the two.
+    pub fn open(state_dir: &Path, store: Option<&ObjectDir>) -> anyhow::Result<Fired> {
+        let path = state_dir.join(FIRED);
+        let if_bad = "; delete it to fire each campaign's next time only";
+        let mut last: BTreeMap<i64, i64> = crate::read_json_or_default(&path, if_bad)?;
+        if let Some(store) = store {
+            let kept: BTreeMap<i64, i64> = match store.get(FIRED) {
+                Ok(body) => serde_json::from_slice(&body)
+                    .map_err(|e| anyhow::anyhow!("{}/{FIRED}: {e}{if_bad}", store.url()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(e) => return Err(e.into()),
+            };
+            for (id, at) in kept {
+                let t = last.entry(id).or_insert(at);
+                *t = (*t).max(at);
+            }
+        }
+        Ok(Fired {
+            path,
+            last,
+            store: store.cloned(),
+        })
     }
 
     /// The last time `template_id` was fired.
@@ -271,11 +293,16 @@ impl Fired {
         self.last.get(&template_id).copied()
     }
 
-    fn record(&mut self, template_id: i64, at_ms: i64) -> std::io::Result<()> {
+    /// Records that `template_id` was fired at `at_ms` (the file, then the store's copy).
+    pub fn record(&mut self, template_id: i64, at_ms: i64) -> std::io::Result<()> {
         let last = self.last.entry(template_id).or_insert(at_ms);
         *last = (*last).max(at_ms);
         let body = serde_json::to_vec_pretty(&self.last).unwrap_or_default();
-        write_durably(&self.path, &body)
+        write_durably(&self.path, &body)?;
+        match &self.store {
+            Some(store) => store.put(FIRED, body),
+            None => Ok(()),
+        }
     }
 }
 
@@ -392,12 +419,12 @@ pub fn schedule(
     crowd_dir: PathBuf,
     tz: Tz,
     kafka: KafkaSettings,
-    state_dir: &Path,
+    (state_dir, store): (&Path, Option<&ObjectDir>),
     clock: Clock,
     finished: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let mut fired = Fired::open(state_dir)?;
+    let mut fired = Fired::open(state_dir, store)?;
     for (c, missed) in missed(&campaigns, tz, &fired, clock.now_ms()) {
         tracing::warn!(
             "campaign of template {} ({}): its times from {} on were missed while the job was down (more than {} minutes ago); not sent",
@@ -583,7 +610,7 @@ mod tests {
         // Set before the send.
         let e = fire(&kafka, &c, Some(0), &stop).unwrap_err();
         assert!(e.to_string().contains("stopped"), "{e:#}");
-        let mut fired = Fired::open(dir.path()).unwrap();
+        let mut fired = Fired::open(dir.path(), None).unwrap();
         let now = Clock::Fixed(1_000);
         assert!(fire_due(
             &[c],
@@ -622,7 +649,7 @@ mod tests {
         // Started 20 minutes after the next day's time, yesterday's recorded: that time is
         // missed, and said so at the start; within its 10 minutes it is due, not missed.
         let dir = tempfile::tempdir().unwrap();
-        let mut fired = Fired::open(dir.path()).unwrap();
+        let mut fired = Fired::open(dir.path(), None).unwrap();
         let campaigns = [c];
         assert!(missed(&campaigns, tz, &fired, ten + day + 20 * 60_000).is_empty());
         fired.record(1, ten).unwrap();

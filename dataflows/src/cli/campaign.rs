@@ -59,7 +59,8 @@ pub fn run(args: CampaignArgs) -> Result<(), Failure> {
 
 fn list(path: PathBuf, format: OutputFormat) -> Result<(), Failure> {
     let job = load_for_reading(&path)?;
-    let fired = Fired::open(&job.state_dir).map_err(|e| Failure::Failed(format!("{e:#}")))?;
+    let fired = Fired::open(&job.state_dir, job.state_store.as_ref())
+        .map_err(|e| Failure::Failed(format!("{e:#}")))?;
     let now = tidings_model::time::wall_ms();
     let rows: Vec<serde_json::Value> = current(&job)?
         .iter()

@@ -235,7 +235,7 @@ impl Services {
                     job.crowd_dir.clone(),
                     job.tz,
                     k.clone(),
-                    &job.state_dir,
+                    (&job.state_dir, job.state_store.as_ref()),
                     opts.clock,
                     finished.clone(),
                     stop.clone(),
