@@ -27,6 +27,11 @@ use crate::book::{Book, Found};
 /// without being parsed.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
+/// The most content one request renders: a record of a megabyte holds tens of thousands of
+/// params, and each renders the whole template (50 KB of mail each would be gigabytes). Once
+/// a request's rendered contents pass it, its later params are dead letters.
+pub const MAX_RENDERED_PER_REQUEST: usize = 64 << 20;
+
 /// Turns records into messages. Shared read-only state only.
 #[derive(Debug, Clone)]
 pub struct Validator {
@@ -188,6 +193,7 @@ impl Validator {
         let date = local_date(self.tz, event_time);
         let business_id = ids::business_id(template.template_type.code(), template.id, date);
         let empty = Variables::new();
+        let mut rendered_bytes = 0;
         for (index, param) in request.params.iter().enumerate() {
             let at = |reason: String| {
                 if request.params.len() > 1 {
@@ -196,6 +202,13 @@ impl Validator {
                     reason
                 }
             };
+            if rendered_bytes > MAX_RENDERED_PER_REQUEST {
+                out.dead.push(dead(at(format!(
+                    "the request's contents rendered so far pass {} MiB: split the list into requests of fewer params",
+                    MAX_RENDERED_PER_REQUEST >> 20
+                ))));
+                continue;
+            }
             let listed = match &param.receiver {
                 Some(list) => receivers_of(list, MAX_RECEIVERS),
                 None => Ok(Default::default()),
@@ -234,6 +247,7 @@ impl Validator {
                     continue;
                 }
             };
+            rendered_bytes += content.len();
             let index = index as u32;
             let seq = ((rec.partition as u32 as u128) << 96)
                 | ((rec.offset as u64 as u128) << 32)
@@ -349,6 +363,35 @@ content = "code {$code}"
             far.dead[0].reason.contains("max_future_ms"),
             "{}",
             far.dead[0].reason
+        );
+    }
+
+    /// A request whose params render more than [`MAX_RENDERED_PER_REQUEST`] in all (a long
+    /// mail to tens of thousands): the params after that are dead letters, the first sent.
+    #[test]
+    fn a_request_renders_a_bounded_amount() {
+        let body = "x".repeat(1 << 20);
+        let text = format!(
+            "[[template]]\nid = 2\nname = \"mail\"\nchannel = \"email\"\nmsg_type = \"notice\"\n\
+             id_type = \"email\"\naccount = \"a\"\n[template.content]\ntitle = \"t\"\ncontent = \"{body}\"\n"
+        );
+        let v = Validator::new(
+            Arc::new(Templates::parse("t.toml", &text).unwrap()),
+            "Asia/Shanghai".parse().unwrap(),
+        );
+        let params: Vec<_> = (0..70)
+            .map(|i| json!({"receiver": format!("u{i}@example.com")}))
+            .collect();
+        let line = json!({"code": "send", "messageTemplateId": 2, "messageParamList": params});
+        let out = v.validate(&record(&line.to_string()), NOW);
+        // Each renders a little over 1 MiB: 64 pass the bound.
+        let sent = MAX_RENDERED_PER_REQUEST >> 20;
+        assert_eq!((out.messages.len(), out.dead.len()), (sent, 70 - sent));
+        assert!(
+            out.dead[0].reason.starts_with(&format!("messageParamList[{sent}]: "))
+                && out.dead[0].reason.contains("split the list"),
+            "{}",
+            out.dead[0].reason
         );
     }
 
