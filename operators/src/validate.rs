@@ -388,7 +388,9 @@ content = "code {$code}"
         let sent = MAX_RENDERED_PER_REQUEST >> 20;
         assert_eq!((out.messages.len(), out.dead.len()), (sent, 70 - sent));
         assert!(
-            out.dead[0].reason.starts_with(&format!("messageParamList[{sent}]: "))
+            out.dead[0]
+                .reason
+                .starts_with(&format!("messageParamList[{sent}]: "))
                 && out.dead[0].reason.contains("split the list"),
             "{}",
             out.dead[0].reason

@@ -42,6 +42,11 @@ pub const MISFIRE_MS: i64 = 10 * 60 * 1000;
 /// MessageParams per request: austin's batch of a crowd.
 const PER_REQUEST: usize = 100;
 
+/// The largest request a campaign produces: under the broker's default `message.max.bytes`
+/// (1,000,000) and the job's `max_record_bytes` (1 MiB), so a crowd of long variables is
+/// sent in more, smaller requests instead of failing at the broker.
+pub const REQUEST_BYTES: usize = 900_000;
+
 /// One campaign of a job.
 #[derive(Debug, Clone)]
 pub struct Campaign {
@@ -208,26 +213,39 @@ fn open_crowd(
 }
 
 /// The requests of a campaign: its crowd in requests of up to 100 MessageParams
-/// (`messageParamList`), each stamped `stamp` (`None`: the moment it is produced).
-pub fn requests(template_id: i64, members: &[Member], stamp: Option<i64>) -> Vec<Outgoing> {
-    members
-        .chunks(PER_REQUEST)
-        .map(|chunk| {
-            let list: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|(receiver, variables)| {
-                    serde_json::json!({"receiver": receiver, "variables": variables})
-                })
-                .collect();
-            Outgoing {
-                key: Some(format!("campaign-{template_id}")),
-                payload: serde_json::json!({"code": "send", "messageTemplateId": template_id,
-                    "messageParamList": list})
-                .to_string(),
-                timestamp: stamp,
-            }
-        })
-        .collect()
+/// (`messageParamList`) and [`REQUEST_BYTES`], each stamped `stamp` (`None`: the moment it is
+/// produced). A receiver whose param alone is larger is refused, naming it.
+pub fn requests(
+    template_id: i64,
+    members: &[Member],
+    stamp: Option<i64>,
+) -> Result<Vec<Outgoing>, String> {
+    let head = format!(r#"{{"code":"send","messageTemplateId":{template_id},"messageParamList":["#);
+    let request = |params: &[String]| Outgoing {
+        key: Some(format!("campaign-{template_id}")),
+        payload: format!("{head}{}]}}", params.join(",")),
+        timestamp: stamp,
+    };
+    let (mut out, mut params, mut bytes) = (Vec::new(), Vec::new(), head.len());
+    for (receiver, variables) in members {
+        let param = serde_json::json!({"receiver": receiver, "variables": variables}).to_string();
+        if head.len() + param.len() + 2 > REQUEST_BYTES {
+            return Err(format!(
+                "receiver {receiver}: its row is {} bytes as a request, more than the {REQUEST_BYTES} a request may be; shorten its variables",
+                param.len()
+            ));
+        }
+        if params.len() == PER_REQUEST || bytes + param.len() + 2 > REQUEST_BYTES {
+            out.push(request(&params));
+            (params, bytes) = (Vec::new(), head.len());
+        }
+        bytes += param.len() + 1;
+        params.push(param);
+    }
+    if !params.is_empty() {
+        out.push(request(&params));
+    }
+    Ok(out)
 }
 
 /// Sends a campaign's crowd to the job's topic, its requests stamped `stamp` (`None`: each
@@ -239,7 +257,8 @@ pub fn fire(
     stop: &AtomicBool,
 ) -> anyhow::Result<usize> {
     let members = read_crowd(&c.crowd).map_err(anyhow::Error::msg)?;
-    let records = requests(c.template_id, &members, stamp);
+    let records = requests(c.template_id, &members, stamp)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", c.crowd.display()))?;
     produce_until(
         &kafka.brokers,
         &kafka.properties,
@@ -543,7 +562,7 @@ mod tests {
         assert_eq!(members[1].1["amount"], "");
         check_crowd(&path).unwrap();
 
-        let requests = requests(7, &members, Some(1_000));
+        let requests = requests(7, &members, Some(1_000)).unwrap();
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].timestamp, Some(1_000));
         let r: serde_json::Value = serde_json::from_str(&requests[0].payload).unwrap();
@@ -553,7 +572,35 @@ mod tests {
         let many: Vec<Member> = (0..250)
             .map(|i| (format!("u{i}"), Default::default()))
             .collect();
-        assert_eq!(super::requests(7, &many, None).len(), 3);
+        assert_eq!(super::requests(7, &many, None).unwrap().len(), 3);
+        // Long variables: requests of at most REQUEST_BYTES, every receiver once, in order.
+        let long: Vec<Member> = (0..30)
+            .map(|i| {
+                let mut v = serde_json::Map::new();
+                v.insert("offer".into(), "x".repeat(100_000).into());
+                (format!("u{i}"), v)
+            })
+            .collect();
+        let split = super::requests(7, &long, None).unwrap();
+        assert_eq!(split.len(), 4);
+        let mut receivers = Vec::new();
+        for r in &split {
+            assert!(r.payload.len() <= REQUEST_BYTES, "{}", r.payload.len());
+            let v: serde_json::Value = serde_json::from_str(&r.payload).unwrap();
+            for p in v["messageParamList"].as_array().unwrap() {
+                receivers.push(p["receiver"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(
+            receivers,
+            (0..30).map(|i| format!("u{i}")).collect::<Vec<_>>()
+        );
+        let mut huge = long[..1].to_vec();
+        huge[0]
+            .1
+            .insert("offer".into(), "x".repeat(REQUEST_BYTES).into());
+        let e = super::requests(7, &huge, None).unwrap_err();
+        assert!(e.contains("receiver u0") && e.contains("shorten"), "{e}");
     }
 
     #[test]
@@ -603,7 +650,7 @@ mod tests {
         };
         // Set while the records wait for the broker's acknowledgement (the flush).
         let stop = AtomicBool::new(false);
-        let records = requests(1, &read_crowd(&c.crowd).unwrap(), Some(0));
+        let records = requests(1, &read_crowd(&c.crowd).unwrap(), Some(0)).unwrap();
         let set = || stop.store(true, Ordering::Relaxed);
         let e = produce_until(&kafka.brokers, &[], "t", records, set, &stop).unwrap_err();
         assert!(e.to_string().contains("stopped"), "{e:#}");
