@@ -81,8 +81,10 @@ pub struct Gateway {
     /// Where the door keeps the changes it made (`state_dir/gateway-templates.json`), so a
     /// restarted door still knows them.
     book_path: std::path::PathBuf,
-    /// One change at a time: checked, produced and applied in the order the topic has them.
-    changing: tokio::sync::Mutex<()>,
+    /// One change at a time: checked, produced and applied in the order the topic has them
+    /// (written). A request is stamped and judged between two changes (read): one stamped
+    /// after a change's event time is judged with it applied, as the graph judges it.
+    changing: tokio::sync::RwLock<()>,
     callers: Callers,
     /// Where a campaign's crowd is read from, and the job's zone (a campaign put is checked
     /// as the job file's are).
@@ -168,7 +170,7 @@ impl Gateway {
             producer,
             validator: std::sync::RwLock::new(door_validator(job, &book_path)?),
             book_path,
-            changing: tokio::sync::Mutex::new(()),
+            changing: tokio::sync::RwLock::new(()),
             accounts: job.file.accounts.clone(),
             callers: Callers::new(&job.gateway.callers),
             crowd_dir: job.crowd_dir.clone(),
@@ -280,7 +282,7 @@ impl Gateway {
             }
             Err(refused) => return refused,
         }
-        let _one_at_a_time = self.changing.lock().await;
+        let _one_at_a_time = self.changing.write().await;
         let (id, body) = {
             let v = self.validator.read().unwrap_or_else(|p| p.into_inner());
             match &op {
@@ -481,8 +483,12 @@ impl Gateway {
                 body.len()
             ));
         }
-        let now = wall_ms();
-        let ids = match self.check(route, body, now) {
+        let (now, checked) = {
+            let _between_changes = self.changing.read().await;
+            let now = wall_ms();
+            (now, self.check(route, body, now))
+        };
+        let ids = match checked {
             Ok(ids) => ids,
             Err(refused) => return refused,
         };
