@@ -386,7 +386,12 @@ fn bits(s: &str, lo: u32, hi: u32, names: &[&str], shift: u32) -> Result<u64, St
         }
         // As Quartz: a range whose end is below its start runs past the field's end and on
         // from its start (hours `22-2`, weekdays `FRI-MON`).
-        let span = hi - lo + 1;
+        // Crontab's weekdays 0-7 name Sunday twice: a week is still 7.
+        let span = if names == &WEEKDAYS[..] {
+            7
+        } else {
+            hi - lo + 1
+        };
         let end = if a > b { b + span } else { b };
         for v in (a..=end).step_by(step as usize) {
             set |= 1 << (lo + (v - lo) % span);
@@ -501,6 +506,9 @@ mod tests {
             0 0 9 ? * FRI-MON     | 2026-12-08 10:00:00 | 2026-12-11 09:00:00 Fri
             0 0 9 ? * 6-2         | 2026-12-13 10:00:00 | 2026-12-14 09:00:00 Mon
             0 9 * * 5-1           | 2026-12-13 10:00:00 | 2026-12-14 09:00:00 Mon
+            0 9 * * 5-1/2         | 2026-12-12 10:00:00 | 2026-12-13 09:00:00 Sun
+            0 9 * * 5-1/2         | 2026-12-13 10:00:00 | 2026-12-18 09:00:00 Fri
+            0 9 * * 6-1/2         | 2026-12-12 10:00:00 | 2026-12-14 09:00:00 Mon
             0 0 9 30-2 * ?        | 2026-12-03 00:00:00 | 2026-12-30 09:00:00 Wed
             0 0 9 30-2 * ?        | 2026-12-31 10:00:00 | 2027-01-01 09:00:00 Fri
             0 0 22-3/2 * * ?      | 2026-12-07 22:30:00 | 2026-12-08 00:00:00 Tue

@@ -161,8 +161,7 @@ pub fn read_crowd(path: &Path) -> Result<Vec<Member>, String> {
         let row = row.map_err(|e| format!("{shown}: {e}"))?;
         let receiver = row.get(at).unwrap_or_default();
         if receiver.is_empty() {
-            // The line the row begins on (blank lines and quoted line breaks before it count).
-            let line = row.position().map_or(0, |p| p.line());
+            let line = row.position().map_or(0, |p| line_at(path, p.byte()));
             return Err(format!(
                 "{shown}: line {line}: no receiver in column `{}`",
                 &header[at]
@@ -178,6 +177,22 @@ pub fn read_crowd(path: &Path) -> Result<Vec<Member>, String> {
         members.push((receiver.to_string(), variables));
     }
     Ok(members)
+}
+
+/// The line of `path` a row the reader placed at `byte` is on: the reader's own line count
+/// misses blank lines it skipped and the `\n` of a CRLF before the row, so its byte is
+/// stepped past line ends and the lines before it counted.
+fn line_at(path: &Path, byte: u64) -> u64 {
+    let Ok(text) = std::fs::read(path) else {
+        return 0;
+    };
+    let start = usize::try_from(byte).unwrap_or(usize::MAX).min(text.len());
+    let at = start
+        + text[start..]
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+    text[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1
 }
 
 /// Checks a crowd file's header (at load: the rows are read when the campaign fires).
@@ -395,10 +410,11 @@ pub fn fire_due(
         match fire(kafka, c, stamp, stop) {
             Ok(n) => {
                 tracing::info!("{what}: {n} receiver(s) sent to {}", kafka.topic);
+                // (The store's copy is written without the run's lease: a writer that lost it
+                // can only write a time that was sent.)
                 if let Err(e) = fired.record(c.template_id, at) {
                     tracing::error!(
-                        "{}: {e} (the campaign may be sent again)",
-                        fired.path.display()
+                        "{what}: sent, but the time could not be recorded: {e} (it may be sent again)"
                     );
                 }
             }
@@ -620,6 +636,18 @@ mod tests {
         std::fs::write(&path, "receiver,name\n\n1,\"a\nb\"\n,c\n").unwrap();
         let e = read_crowd(&path).unwrap_err();
         assert!(e.contains("line 5: no receiver"), "{e}");
+        // CRLF line ends, and a blank line just before the row.
+        for (text, line) in [
+            ("receiver,name\r\n1,a\r\n,b\r\n", 3),
+            ("receiver,name\n1,a\n\n,b\n", 4),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = read_crowd(&path).unwrap_err();
+            assert!(
+                e.contains(&format!("line {line}: no receiver")),
+                "{text:?}: {e}"
+            );
+        }
         std::fs::write(&path, "receiver,name\n1,a,extra\n").unwrap();
         assert!(read_crowd(&path).is_err());
         let e = check_crowd(&dir.path().join("none.csv")).unwrap_err();

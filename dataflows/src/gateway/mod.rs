@@ -85,6 +85,9 @@ pub struct Gateway {
     /// (written). A request is stamped and judged between two changes (read): one stamped
     /// after a change's event time is judged with it applied, as the graph judges it.
     changing: tokio::sync::RwLock<()>,
+    /// The latest stamp a request took between two changes: a change is stamped after it (one
+    /// in the same millisecond would be in effect at the request's event time, `at <= t`).
+    stamped: std::sync::atomic::AtomicI64,
     callers: Callers,
     /// Where a campaign's crowd is read from, and the job's zone (a campaign put is checked
     /// as the job file's are).
@@ -171,6 +174,7 @@ impl Gateway {
             validator: std::sync::RwLock::new(door_validator(job, &book_path)?),
             book_path,
             changing: tokio::sync::RwLock::new(()),
+            stamped: std::sync::atomic::AtomicI64::new(i64::MIN),
             accounts: job.file.accounts.clone(),
             callers: Callers::new(&job.gateway.callers),
             crowd_dir: job.crowd_dir.clone(),
@@ -327,7 +331,11 @@ impl Gateway {
                 Op::Bad(why) => return Answer::bad(why),
             }
         };
-        let now = wall_ms();
+        let now = wall_ms().max(
+            self.stamped
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .saturating_add(1),
+        );
         let bytes = body.to_string().into_bytes();
         let account = match &op {
             Op::Account { name, .. } => Some(name.clone()),
@@ -486,6 +494,8 @@ impl Gateway {
         let (now, checked) = {
             let _between_changes = self.changing.read().await;
             let now = wall_ms();
+            self.stamped
+                .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
             (now, self.check(route, body, now))
         };
         let ids = match checked {

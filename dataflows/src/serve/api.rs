@@ -245,7 +245,9 @@ async fn send_to(
         Ok(g) => g,
         // A token that is not the service's learns nothing of the jobs from a lookup that
         // failed (which exist, their files): a job's own callers are told apart by its door.
-        Err(_) if token.is_some() && !given.as_deref().is_some_and(is_service) => {
+        Err(Refusal::NotFound(_))
+            if token.is_some() && !given.as_deref().is_some_and(is_service) =>
+        {
             return Answer::new(
                 StatusCode::UNAUTHORIZED,
                 UNAUTHORIZED,

@@ -78,9 +78,18 @@ impl Getui {
             "timestamp": ts.to_string(), "appkey": self.config.app_key});
         let (status, answer) =
             http::call_raw(NAME, self.client.post(self.url("auth")).json(&body)).await?;
+        Self::read_auth(status, &answer)
+    }
+
+    /// An auth answer of any HTTP status, as [`Getui::read`] reads a send's: a 5xx or 429 is
+    /// tried again whatever code it carries.
+    pub fn read_auth(
+        status: reqwest::StatusCode,
+        answer: &str,
+    ) -> Result<(String, std::time::Duration), SendError> {
         let coded =
-            serde_json::from_str::<Value>(&answer).is_ok_and(|v| v["code"].as_i64().is_some());
-        http::judged(NAME, status, &answer, coded, Self::auth_answer)
+            serde_json::from_str::<Value>(answer).is_ok_and(|v| v["code"].as_i64().is_some());
+        http::judged(NAME, status, answer, coded, Self::auth_answer)
     }
 
     /// Reads an auth answer: code 0 and a token is the token (until its `expire_time`); over

@@ -151,4 +151,11 @@ fn auth_answers_are_told_apart() {
     }
     let e = Getui::auth_answer(r#"{"code":10002,"msg":"appkey错误"}"#).unwrap_err();
     assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
+    // An outage with a code of its own: tried again, not taken for bad credentials.
+    use reqwest::StatusCode;
+    let busy = r#"{"code":-1,"msg":"busy"}"#;
+    let e = Getui::read_auth(StatusCode::SERVICE_UNAVAILABLE, busy).unwrap_err();
+    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    let e = Getui::read_auth(StatusCode::UNAUTHORIZED, r#"{"code":10002,"msg":"x"}"#).unwrap_err();
+    assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
 }

@@ -98,8 +98,8 @@ pub fn unreadable(provider: &str, answer: &str) -> SendError {
 
 /// An answer of any HTTP status, for a provider that puts its own codes in the body of
 /// non-2xx answers: judged by `judge` when the body carries a code (`coded`), else by the
-/// status; a code `judge` calls final yields to a status that says to try again (a 5xx or
-/// 429 with a code of its own: an internal error, a throttle).
+/// status; a code `judge` calls final or refused credentials yields to a status that says to
+/// try again (a 5xx or 429 with a code of its own: an internal error, a throttle).
 pub fn judged<T>(
     provider: &str,
     code: StatusCode,
@@ -111,7 +111,7 @@ pub fn judged<T>(
         status(provider, code, body)?;
     }
     let judged = judge(body);
-    if let Err(SendError::Permanent(_)) = judged
+    if let Err(SendError::Permanent(_) | SendError::Unauthorized(_)) = judged
         && let Err(again @ SendError::Transient(_)) = status(provider, code, body)
     {
         return Err(again);

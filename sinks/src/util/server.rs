@@ -32,7 +32,7 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a stop waits for the requests being answered (the send API's answer from the
-/// broker takes at most 10 s; twice that for a slow client's body).
+/// broker takes at most 10 s, after a template change it waits for, which takes as long).
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// A listening server.
