@@ -256,6 +256,17 @@ async fn send_to(
             )
             .into_response();
         }
+        // Nor the job's file or its problems: its own callers learn the service failed.
+        Err(Refusal::BadJob(_) | Refusal::Failed(_))
+            if token.is_some() && !given.as_deref().is_some_and(is_service) =>
+        {
+            return Answer::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVICE_ERROR,
+                "服务执行异常: the job's send API cannot be made now; try again later".into(),
+            )
+            .into_response();
+        }
         Err(r) => {
             let (status, code, msg) = match r {
                 Refusal::NotFound(m) => (StatusCode::NOT_FOUND, BAD_REQUEST, m),
