@@ -232,12 +232,14 @@ async fn send_to(
             .as_ref()
             .is_some_and(|r| crate::admin::same(g.as_bytes(), r.as_bytes()))
     };
-    let is_service = |g: &str| {
-        read_only(g)
-            || token
-                .as_ref()
-                .is_some_and(|t| crate::admin::same(g.as_bytes(), t.as_bytes()))
-    };
+    // A token the service has set, and the caller's is not the service's.
+    let outsider = token.is_some()
+        && !given.as_deref().is_some_and(|g| {
+            read_only(g)
+                || token
+                    .as_ref()
+                    .is_some_and(|t| crate::admin::same(g.as_bytes(), t.as_bytes()))
+        });
     let found = tokio::task::spawn_blocking(move || s.gateway(name.as_deref()))
         .await
         .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())));
@@ -245,9 +247,7 @@ async fn send_to(
         Ok(g) => g,
         // A token that is not the service's learns nothing of the jobs from a lookup that
         // failed (which exist, their files): a job's own callers are told apart by its door.
-        Err(Refusal::NotFound(_))
-            if token.is_some() && !given.as_deref().is_some_and(is_service) =>
-        {
+        Err(Refusal::NotFound(_)) if outsider => {
             return Answer::new(
                 StatusCode::UNAUTHORIZED,
                 UNAUTHORIZED,
@@ -257,9 +257,7 @@ async fn send_to(
             .into_response();
         }
         // Nor the job's file or its problems: its own callers learn the service failed.
-        Err(Refusal::BadJob(_) | Refusal::Failed(_))
-            if token.is_some() && !given.as_deref().is_some_and(is_service) =>
-        {
+        Err(Refusal::BadJob(_) | Refusal::Failed(_)) if outsider => {
             return Answer::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 SERVICE_ERROR,

@@ -196,8 +196,7 @@ impl Supervisor {
         let mut jobs = BTreeMap::new();
         for mut s in saved.jobs {
             let job = Job::load(&s.path).ok().map(Arc::new);
-            if let Some(Err(Refusal::Bad(why))) = job.as_ref().map(|j| renamed(&s.name, &s.path, j))
-            {
+            if let Some(Err(why)) = job.as_ref().map(|j| renamed(&s.name, &s.path, j)) {
                 tracing::warn!("job `{}` not resumed: {why}", s.name);
                 s.desired = Desired::Stopped;
             }
@@ -546,7 +545,7 @@ impl Supervisor {
             jobs.get(name).ok_or_else(|| not_found(name))?.path.clone()
         };
         let job = Job::load(&path).map_err(|e| Refusal::BadJob(e.problems))?;
-        renamed(name, &path, &job)?;
+        renamed(name, &path, &job).map_err(Refusal::Bad)?;
         self.stop_here(name)?;
         let mut jobs = self.lock();
         let e = jobs.get_mut(name).ok_or_else(|| not_found(name))?;
@@ -827,15 +826,15 @@ fn loaded(e: &Entry) -> Result<Arc<Job>, Refusal> {
 
 /// Refuses a job whose file now names another job than the one it was submitted as (the
 /// entry would run job `b` under `a`, and a submit of `b` run it twice).
-fn renamed(name: &str, path: &Path, job: &Job) -> Result<(), Refusal> {
+fn renamed(name: &str, path: &Path, job: &Job) -> Result<(), String> {
     if job.file.name == name {
         return Ok(());
     }
-    Err(Refusal::Bad(format!(
+    Err(format!(
         "{}: the file now names job `{}`, not `{name}`: delete `{name}` and submit it again",
         path.display(),
         job.file.name
-    )))
+    ))
 }
 
 fn not_found(name: &str) -> Refusal {

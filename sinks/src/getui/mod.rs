@@ -54,6 +54,11 @@ pub fn auth_sign(app_key: &str, timestamp: i64, master_secret: &str) -> String {
     )))
 }
 
+/// Whether an answer carries GeTui's `code` (then it is judged by it, whatever its status).
+fn coded(answer: &str) -> bool {
+    serde_json::from_str::<Value>(answer).is_ok_and(|v| v["code"].as_i64().is_some())
+}
+
 impl Getui {
     /// An app pushing through `client`.
     pub fn new(config: GetuiConfig, client: reqwest::Client) -> Self {
@@ -87,9 +92,7 @@ impl Getui {
         status: reqwest::StatusCode,
         answer: &str,
     ) -> Result<(String, std::time::Duration), SendError> {
-        let coded =
-            serde_json::from_str::<Value>(answer).is_ok_and(|v| v["code"].as_i64().is_some());
-        http::judged(NAME, status, answer, coded, Self::auth_answer)
+        http::judged(NAME, status, answer, coded(answer), Self::auth_answer)
     }
 
     /// Reads an auth answer: code 0 and a token is the token (until its `expire_time`); over
@@ -182,9 +185,7 @@ impl Getui {
     /// (a proxy's error page) by the status; a code it calls final yields to a 5xx or 429
     /// (an internal error or a throttle with a code of its own is tried again: `http::judged`).
     pub fn read(status: reqwest::StatusCode, answer: &str) -> Result<Answer<Value>, SendError> {
-        let coded =
-            serde_json::from_str::<Value>(answer).is_ok_and(|v| v["code"].as_i64().is_some());
-        http::judged(NAME, status, answer, coded, Self::judge)
+        http::judged(NAME, status, answer, coded(answer), Self::judge)
     }
 
     async fn call(&self, path: &str, body: &Value) -> Result<Value, SendError> {

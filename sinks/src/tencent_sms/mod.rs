@@ -370,7 +370,11 @@ impl Provider for TencentSms {
         batch: &SendBatch,
         receivers: &[Receiver],
     ) -> Result<Delivered, SendError> {
-        let mainland = |r: &Receiver| e164(r, self.calling_code).starts_with("+86");
+        // As `e164` writes it, without making the string: a national number is the region's.
+        let mainland = |r: &Receiver| match r.strip_prefix('+') {
+            Some(digits) => digits.starts_with("86"),
+            None => self.calling_code == 86,
+        };
         let home = receivers.iter().filter(|r| mainland(r)).count();
         if home == 0 || home == receivers.len() {
             return self.send_sms(batch, receivers).await;
