@@ -246,6 +246,9 @@ pub fn env_value(v: &str) -> Result<String, String> {
 /// bound is the same everywhere, so a job file valid on one machine is valid on another.
 pub const MAX_WORKERS: usize = 256;
 
+/// The most sends of one content to one receiver `dedup.content` may allow per window.
+pub const MAX_CONTENT_NUM: u32 = 1_000_000;
+
 /// How a job file is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadMode {
@@ -540,6 +543,17 @@ fn check_rules(
         bad(
             "dedup.content",
             "num and time must be at least 1, e.g. { num = 1, time = 300 }".into(),
+        );
+    }
+    // A key keeps one admission time per send in its window; a checkpoint part holds a key's
+    // list in one block, and each admission copies it.
+    if file.dedup.content.num > MAX_CONTENT_NUM {
+        bad(
+            "dedup.content.num",
+            format!(
+                "{} is more than {MAX_CONTENT_NUM}; use at most that (default 1)",
+                file.dedup.content.num
+            ),
         );
     }
     // Seconds held as milliseconds in an i64: a year bounds them far below its overflow.
@@ -1988,7 +2002,7 @@ mod tests {
         let job = write(
             dir.path(),
             "job.toml",
-            "name = \"x\"\ntimezone = \"Mars/Base\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"missing.jsonl\"\nepoch_ms = 100\nbacklog_epoch_ms = 150\n[shield]\nnight = \"late\"\n[accounts.other]\nchannel = \"email\"\nprovider = \"outbox\"\n",
+            "name = \"x\"\ntimezone = \"Mars/Base\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"missing.jsonl\"\nepoch_ms = 100\nbacklog_epoch_ms = 150\n[dedup]\ncontent = { num = 10000000, time = 60 }\n[shield]\nnight = \"late\"\n[accounts.other]\nchannel = \"email\"\nprovider = \"outbox\"\n",
         );
         let err = Job::load(&job).unwrap_err();
         let text = err.to_string();
@@ -1999,6 +2013,7 @@ mod tests {
             "accounts.other.dir",
             "account `sms-main` is not defined",
             "source.backlog_epoch_ms: 150 is not a multiple of source.epoch_ms (100)",
+            "dedup.content.num: 10000000 is more than 1000000",
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }

@@ -407,6 +407,7 @@ impl Coordinator {
                         .is_some_and(|d| d.contains_key(&worker))
             })
             .collect();
+        let mut restop = false;
         for c in lost {
             tracing::info!(
                 "checkpoint {c} abandoned: source {worker} finished past it before it knew of it"
@@ -416,6 +417,12 @@ impl Coordinator {
             self.files.remove(&c);
             self.positions.remove(&c);
             self.abandoned.insert(c);
+            if self.stop_at == Some(c) {
+                // The stop's cut is lost: the sources hold at it for ever. The stop is agreed
+                // again, at a cut past every finished source's records.
+                self.stop_at = None;
+                restop = true;
+            }
         }
         self.finished_max = self.finished_max.max(given_max);
         self.finished.insert(worker, positions);
@@ -438,6 +445,9 @@ impl Coordinator {
             } else {
                 self.agree();
             }
+        }
+        if restop && self.reading() > 0 {
+            self.start_round();
         }
     }
 
@@ -601,6 +611,58 @@ mod tests {
             files: Vec::new(),
         });
         assert_eq!(c.completable(None), Some(12));
+    }
+
+    /// A graceful stop whose cut is abandoned (a source finished past it before it knew of it)
+    /// is agreed again at a later cut: the sources held at the lost cut would otherwise wait
+    /// for it until the drain timeout.
+    #[test]
+    fn a_stop_whose_cut_is_abandoned_is_agreed_again() {
+        let mut c = coordinator(1);
+        let mut p = Local::default();
+        c.handle(Ctl::Stop);
+        for m in std::mem::take(&mut c.out) {
+            p.apply(m, true);
+        }
+        c.handle(join(1, 0, 5));
+        c.handle(join(1, 1, 7));
+        for m in std::mem::take(&mut c.out) {
+            p.apply(m, true);
+        }
+        assert_eq!(p.stop_at, Some(7));
+        c.handle(Ctl::Finished {
+            worker: 1,
+            given_max: 9,
+            positions: BTreeMap::new(),
+        });
+        assert_eq!(
+            c.out,
+            vec![Ctl::Request { round: 2 }],
+            "the stop was not agreed again"
+        );
+        for m in std::mem::take(&mut c.out) {
+            p.apply(m, true);
+        }
+        c.handle(join(2, 0, 8));
+        let agreed = std::mem::take(&mut c.out);
+        assert_eq!(
+            agreed,
+            vec![Ctl::Agreed {
+                round: 2,
+                cut: Some(9),
+                stop: true
+            }]
+        );
+        for m in agreed {
+            p.apply(m, true);
+        }
+        assert_eq!(p.stop_at, Some(9), "the sources still hold at the lost cut");
+        c.handle(deposit(9, 0));
+        c.handle(Ctl::Part {
+            cut: 9,
+            files: Vec::new(),
+        });
+        assert_eq!(c.completable(None), Some(9));
     }
 
     /// In a cluster the sources move on only once every process acknowledged the cut.

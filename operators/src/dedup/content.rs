@@ -304,15 +304,22 @@ mod tests {
     fn eviction_follows_the_watermark() {
         let mut d = ContentDedup::new(2, 60_000, 1000, Arc::new(Templates::default()));
         d.admit(1, 0).unwrap();
-        d.admit(2, 100_000).unwrap();
         d.admit(2, 110_000).unwrap();
+        d.admit(2, 130_000).unwrap();
         d.evict(60_999);
         assert_eq!(d.keys(), 2);
-        d.evict(170_000);
+        // Sweeps evict up to the minute step the horizon (watermark − lateness) is in.
+        d.evict(150_000);
+        assert_eq!(
+            (d.keys(), d.admissions()),
+            (1, 2),
+            "key 1 gone; the step 120000 keeps both of key 2"
+        );
+        d.evict(182_000);
         assert_eq!(
             (d.keys(), d.admissions()),
             (1, 1),
-            "key 1 gone, key 2 keeps 110000"
+            "the step 180000 leaves key 2 its 130000"
         );
         d.evict(1_000_000);
         assert_eq!(d.keys(), 0);

@@ -958,8 +958,11 @@ impl Swept {
 }
 
 /// When to sweep a rule's state: eviction scans the whole map, so it runs only when the
-/// eviction horizon (`W(e) − lateness`) has moved `every` ms since the last sweep. The horizon
-/// is a function of the global watermark, so sweeps happen at the same epochs on every worker.
+/// eviction horizon (`W(e−1) − lateness`) enters a new `every`-ms step, and evicts up to the
+/// step. What a sweep leaves is so a function of the global watermark alone: the same on every
+/// worker (one that judges an extra epoch, a night release, sweeps only a step the others
+/// sweep at their next epoch) and across a restart (the first sweep after it evicts up to the
+/// step the run had reached, which takes nothing the run had kept).
 #[derive(Debug, Clone, Copy)]
 pub struct Sweep {
     lateness: Millis,
@@ -977,16 +980,16 @@ impl Sweep {
         }
     }
 
-    /// The horizon to evict up to, when a sweep is due at `watermark`.
+    /// The horizon to evict up to, when a sweep is due at `watermark`: the start of the
+    /// `every`-ms step the horizon is in, once per step.
     pub fn due(&mut self, watermark: Millis) -> Option<Millis> {
         let horizon = watermark.saturating_sub(self.lateness);
-        match self.last {
-            Some(last) if horizon < last.saturating_add(self.every) => None,
-            _ => {
-                self.last = Some(horizon);
-                Some(horizon)
-            }
+        let step = horizon.saturating_sub(horizon.rem_euclid(self.every));
+        if self.last.is_some_and(|last| step <= last) {
+            return None;
         }
+        self.last = Some(step);
+        Some(step)
     }
 }
 
@@ -1006,6 +1009,28 @@ mod tests {
 
     /// A delivery's own `dedup` decides (the template it was made with), not its template read
     /// again; unknown (a park line of an older binary), the template is read. Both rules.
+
+    /// What a sweep evicts depends on the watermark alone: a worker that sees extra epochs
+    /// (a night release) or starts again after a restore sweeps up to the same steps.
+    #[test]
+    fn sweeps_fall_on_steps_of_the_watermark() {
+        let run = |watermarks: &[Millis]| -> Vec<Millis> {
+            let mut s = Sweep::new(1_000, 60_000);
+            watermarks.iter().filter_map(|&w| s.due(w)).collect()
+        };
+        assert_eq!(
+            run(&[61_000, 150_000, 182_000]),
+            vec![60_000, 120_000, 180_000]
+        );
+        assert_eq!(
+            run(&[61_000, 90_000, 150_000, 170_000, 182_000]),
+            vec![60_000, 120_000, 180_000],
+            "extra epochs sweep nothing else"
+        );
+        // Restored after 150_000: the first sweep evicts up to the step the run had reached.
+        assert_eq!(run(&[150_000, 182_000]), vec![120_000, 180_000]);
+        assert_eq!(Sweep::new(1_000, 60_000).due(i64::MIN + 5), Some(i64::MIN));
+    }
     #[test]
     fn a_delivery_says_whether_it_is_deduplicated() {
         fn check<R: KeyedRule>(mut rule: R) {
