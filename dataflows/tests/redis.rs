@@ -562,3 +562,46 @@ fn each_row_once(prefix: &str) {
         assert_eq!((entries.len(), distinct.len()), (100, 100), "m{m}");
     }
 }
+
+/// On Redis 7 a writer's first chunk already writes expiries only later (`NX`/`GT`): a
+/// receiver's list another writer kept to a later day (a peer, or rows of today while this
+/// run backfills yesterday's spool) keeps its day.
+#[test]
+fn a_writers_first_rows_never_shorten_a_receivers_list() {
+    let url = redis_url();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = redis::cmd("INFO").arg("server").query(&mut con).unwrap();
+    if !info.contains("redis_version:7") && !info.contains("redis_version:8") {
+        eprintln!("skipped: NX/GT expiries need Redis 7");
+        return;
+    }
+    let prefix = format!("tidings:test-{}:", common::unique());
+    let key = format!("{prefix}user:r0");
+    let in_two_days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 2 * 86_400;
+    let _: () = redis::pipe()
+        .rpush(&key, "kept")
+        .ignore()
+        .cmd("EXPIREAT")
+        .arg(&key)
+        .arg(in_two_days)
+        .ignore()
+        .query(&mut con)
+        .unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let stats = write_through(&url, &prefix, spool.path(), Duration::from_secs(30), 1);
+    assert_eq!(stats.written, 1, "{stats:?}");
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut con).unwrap();
+    assert!(
+        ttl > 86_400,
+        "the list's expiry went from two days to {ttl} s"
+    );
+    let len: i64 = redis::cmd("LLEN").arg(&key).query(&mut con).unwrap();
+    assert_eq!(len, 2);
+}

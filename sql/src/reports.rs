@@ -91,13 +91,19 @@ impl Report {
 
     /// The query with its placeholders replaced.
     pub fn render(&self, p: &Params) -> Result<String, ReportError> {
-        if let Some(d) = &p.date
-            && chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err()
-        {
-            return Err(ReportError::Param(format!(
-                "--date {d:?}: write YYYY-MM-DD"
-            )));
-        }
+        // The tables' `date` is written YYYY-MM-DD; a date chrono reads otherwise ("2025-1-5",
+        // " 2025-01-05") is compared in that form, or it would match no row.
+        let date = match &p.date {
+            Some(d) => match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+                Ok(day) => Some(day.format("%Y-%m-%d").to_string()),
+                Err(_) => {
+                    return Err(ReportError::Param(format!(
+                        "--date {d:?}: write YYYY-MM-DD"
+                    )));
+                }
+            },
+            None => None,
+        };
         let tz = p.timezone.as_deref().unwrap_or("Asia/Shanghai");
         if tz.parse::<chrono_tz::Tz>().is_err() {
             return Err(ReportError::Param(format!("unknown time zone {tz:?}")));
@@ -106,7 +112,7 @@ impl Report {
             .sql
             .replace(
                 "{{date}}",
-                &p.date
+                &date
                     .as_deref()
                     .map(quote)
                     .unwrap_or_else(|| "CAST(NULL AS VARCHAR)".into()),
@@ -158,6 +164,21 @@ mod tests {
             }),
             Err(ReportError::Param(_))
         ));
+        // A date chrono reads in a looser form is compared as the tables write it.
+        let daily = REPORTS
+            .iter()
+            .find(|r| r.params().contains(&"date"))
+            .unwrap();
+        let sql = daily
+            .render(&Params {
+                date: Some(" 2025-1-5".into()),
+                ..Params::default()
+            })
+            .unwrap();
+        assert!(
+            sql.contains("'2025-01-05'") && !sql.contains("2025-1-5"),
+            "{sql}"
+        );
         assert_eq!(
             Report::find("nope").unwrap_err(),
             ReportError::Unknown("nope".into())

@@ -664,6 +664,17 @@ impl Writer {
         if rows.is_empty() {
             return Ok(());
         }
+        // Connected first: the server's version decides how expiries are written (a first
+        // chunk packed before it was known wrote Redis 6's EXPIREAT, which can shorten a list
+        // another writer had kept to a later day).
+        if let Err(e) = self.connection() {
+            self.con = None;
+            self.stats.failures += 1;
+            if self.stats.failures == 1 || self.backoff >= Duration::from_secs(2) {
+                tracing::warn!("redis tracking: {e} (rows queue and are backfilled)");
+            }
+            return Err(0);
+        }
         let prefix = self.settings.prefix.clone();
         let mut done = 0;
         // The chunk sent and not answered yet: its commands, rows and batch key.
