@@ -81,13 +81,21 @@ pub fn run_local(job: &Job, n: usize) -> Result<(), Failure> {
 
 /// This binary's arguments without `--local N` (and, on a restart, without `--from-start`).
 /// The processes agree on one backlog line at each start (process 0's).
-fn child_args(restart: bool) -> Vec<String> {
+/// Taken as they were given: a path need not be UTF-8.
+fn child_args(restart: bool) -> Vec<std::ffi::OsString> {
+    without_local(std::env::args_os().skip(1), restart)
+}
+
+fn without_local(
+    mut args: impl Iterator<Item = std::ffi::OsString>,
+    restart: bool,
+) -> Vec<std::ffi::OsString> {
     let mut out = Vec::new();
-    let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--local" {
             args.next();
-        } else if a.starts_with("--local=") || (restart && a == "--from-start") {
+        } else if a.as_encoded_bytes().starts_with(b"--local=") || (restart && a == "--from-start")
+        {
         } else {
             out.push(a);
         }
@@ -97,7 +105,11 @@ fn child_args(restart: bool) -> Vec<String> {
 
 /// Starts the `n` processes on free localhost ports (written to `dir/hosts`, their pids to
 /// `dir/pids`, one per line in index order).
-fn start(dir: &std::path::Path, n: usize, args: &[String]) -> Result<Vec<Child>, Failure> {
+fn start(
+    dir: &std::path::Path,
+    n: usize,
+    args: &[std::ffi::OsString],
+) -> Result<Vec<Child>, Failure> {
     let failed = |what: String| Failure::Failed(format!("local cluster: {what}"));
     let mut ports = Vec::new();
     {
@@ -206,5 +218,27 @@ fn kill_all(procs: &mut [Child]) {
             let _ = c.kill();
         }
         let _ = c.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    /// A job file's path that is not UTF-8 is passed on as it was given.
+    #[test]
+    fn the_processes_get_the_arguments_without_local() {
+        let path = OsString::from_vec(b"job\xff.toml".to_vec());
+        let given = ["run".into(), path.clone(), "--local".into(), "2".into()];
+        assert_eq!(
+            super::without_local(given.into_iter(), false),
+            vec![OsString::from("run"), path.clone()]
+        );
+        let given = ["run", "--local=2", "--from-start", "-w", "1"].map(OsString::from);
+        assert_eq!(
+            super::without_local(given.into_iter(), true),
+            ["run", "-w", "1"].map(OsString::from)
+        );
     }
 }

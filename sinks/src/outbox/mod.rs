@@ -63,7 +63,7 @@ impl Outbox {
                 files.entry(batch.channel).or_insert(f)
             }
         };
-        file.write_all(&buf)
+        crate::util::append_whole(file, &buf)
             .map_err(|e| SendError::Transient(format!("outbox: {e}")))
     }
 }
@@ -81,7 +81,7 @@ impl Outbox {
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .and_then(|mut f| crate::util::append_whole(&mut f, line.as_bytes()))
             .map_err(|e| SendError::Transient(format!("outbox: {e}")))
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -100,14 +100,8 @@ impl RecallBook {
         if let Some(f) = self.file.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             let mut line = serde_json::to_vec(e).unwrap_or_default();
             line.push(b'\n');
-            // A write cut short (a full disk) is taken back: no torn line for the next append
-            // to run into.
-            let before = f.metadata().map(|m| m.len());
-            if let Err(err) = f.write_all(&line) {
+            if let Err(err) = crate::util::append_whole(f, &line) {
                 tracing::warn!("recall book: {err}");
-                if let Ok(len) = before {
-                    let _ = f.set_len(len);
-                }
             }
         }
     }
