@@ -13,6 +13,9 @@ fn client() -> &'static reqwest::blocking::Client {
         reqwest::blocking::Client::builder()
             // A stop waits for the job's drain (at most `STOP_BOUND`).
             .timeout(super::STOP_BOUND + Duration::from_secs(15))
+            // An address nobody answers (a node down, a packet filter) fails in seconds, not
+            // at the total bound: a cluster's submit reaches its nodes one after another.
+            .connect_timeout(Duration::from_secs(3))
             .no_proxy()
             .build()
             .unwrap_or_else(|_| reqwest::blocking::Client::new())

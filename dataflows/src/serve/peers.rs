@@ -105,11 +105,43 @@ impl Peers {
             match request(method.clone(), api, path, body, self.token.as_deref()) {
                 Ok((status, _)) if status < 300 => {}
                 Ok((status, text)) => {
-                    return Err(format!("peer {i} ({api}) answered {status}: {text}"));
+                    return Err(format!(
+                        "peer {i} ({api}) answered {status}: {}",
+                        said(&text)
+                    ));
                 }
                 Err(e) => return Err(format!("peer {i} ({api}): {e}")),
             }
         }
         Ok(())
+    }
+}
+
+/// What a peer's refusal says, on one line: its `{"error": …}`, or the start of a page that is
+/// not one (a proxy's).
+fn said(text: &str) -> String {
+    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(text)
+        && let Some(Value::String(e)) = o.get("error")
+    {
+        return e.clone();
+    }
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_peers_refusal_is_one_line() {
+        assert_eq!(super::said(r#"{"error":"job x: bad"}"#), "job x: bad");
+        let page = format!("<html>\n<body>\n{}</body></html>", "x".repeat(500));
+        let said = super::said(&page);
+        assert!(
+            !said.contains('\n') && said.chars().count() == 201,
+            "{said}"
+        );
     }
 }
