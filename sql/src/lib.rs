@@ -383,11 +383,20 @@ impl Tracking {
         let Some(dir) = &self.dir else {
             return SqlError::Query(e);
         };
-        // A mistake in the statement is about the statement, whatever the files hold.
-        if matches!(
-            e.find_root(),
-            E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_)
-        ) {
+        // Only a failure to read can be a file's; a mistake in the statement, or its failure
+        // as it runs (a cast, a division by zero, memory), is the statement's whatever the
+        // files hold, and the files are not read again to say so.
+        let reading = match e.find_root() {
+            E::ParquetError(_) | E::IoError(_) | E::ObjectStore(_) | E::External(_) => true,
+            E::ArrowError(a, _) => matches!(
+                **a,
+                datafusion::arrow::error::ArrowError::ParquetError(_)
+                    | datafusion::arrow::error::ArrowError::IoError(..)
+                    | datafusion::arrow::error::ArrowError::ExternalError(_)
+            ),
+            _ => false,
+        };
+        if !reading {
             return SqlError::Query(e);
         }
         let mut files = Vec::new();
@@ -777,9 +786,16 @@ mod tests {
         let rt = rt();
         let t = rt.block_on(Tracking::open(dir.path())).unwrap();
         assert_names(&rt, &t, &bad);
-        // A mistake in the statement is still about the statement.
-        let e = rt.block_on(t.query("SELEC 1")).unwrap_err();
-        assert!(matches!(e, SqlError::Query(_)), "{e}");
+        // A mistake in the statement is still about the statement, and so is its failure
+        // as it runs.
+        for sql in [
+            "SELEC 1",
+            "SELECT CAST('x' AS BIGINT)",
+            "SELECT 1 / 0",
+        ] {
+            let e = rt.block_on(t.query(sql)).unwrap_err();
+            assert!(matches!(e, SqlError::Query(_)), "{sql}: {e}");
+        }
         let t = rt
             .block_on(Tracking::open_with(dir.path(), Corrupt::Skip))
             .unwrap();
