@@ -338,6 +338,7 @@ impl Tracking {
         &self,
         receiver: Option<&str>,
         message_id: Option<&str>,
+        limit: Option<usize>,
     ) -> Result<Vec<RecordBatch>, SqlError> {
         use datafusion::prelude::{col, lit};
         let mut df = self.ctx.table("events").await?;
@@ -365,7 +366,8 @@ impl Tracking {
                 col("time").sort(true, false),
                 col("state_code").sort(true, false),
                 col("receiver").sort(true, false),
-            ])?;
+            ])?
+            .limit(0, limit)?;
         collected(df).await.map_err(|e| self.name_corrupt(e))
     }
 
@@ -426,16 +428,18 @@ impl Tracking {
         }
     }
 
-    /// Runs a report with its parameters.
+    /// Runs a report with its parameters; its first `limit` rows, when given.
     pub async fn report(
         &self,
         report: &reports::Report,
         params: &reports::Params,
+        limit: Option<usize>,
     ) -> Result<Vec<RecordBatch>, SqlError> {
         let sql = report.render(params).map_err(|e| {
             SqlError::Query(datafusion::error::DataFusionError::Plan(e.to_string()))
         })?;
-        self.query(&sql).await
+        let result = async { collected(self.ctx.sql(&sql).await?.limit(0, limit)?).await }.await;
+        result.map_err(|e| self.name_corrupt(e))
     }
 
     /// The registered tables, sorted.
@@ -560,7 +564,18 @@ pub fn json_table(batches: &[RecordBatch], limit: usize) -> Result<serde_json::V
                 .collect()
         })
         .unwrap_or_default();
-    let text = format(batches, Format::Json)?;
+    // Only the rows shown (and one to tell there are more) are written out.
+    let mut kept = Vec::new();
+    let mut room = limit.saturating_add(1);
+    for b in batches {
+        if room == 0 {
+            break;
+        }
+        let n = b.num_rows().min(room);
+        kept.push(b.slice(0, n));
+        room -= n;
+    }
+    let text = format(&kept, Format::Json)?;
     let mut rows = Vec::new();
     let mut truncated = false;
     for line in text.lines().filter(|l| !l.is_empty()) {
@@ -666,6 +681,30 @@ fn unique_names(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, SqlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table for the console is cut at its limit across batches, and says so.
+    #[test]
+    fn a_json_table_stops_at_its_limit() {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = |from: i64| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(from..from + 3))],
+            )
+            .unwrap()
+        };
+        let batches = [batch(0), batch(3), batch(6)];
+        let t = json_table(&batches, 4).unwrap();
+        assert_eq!(t["rows"], serde_json::json!([[0], [1], [2], [3]]));
+        assert_eq!(t["truncated"], true);
+        let t = json_table(&batches, 9).unwrap();
+        assert_eq!(
+            (t["rows"].as_array().unwrap().len(), &t["truncated"]),
+            (9, &serde_json::json!(false))
+        );
+    }
 
     /// Two columns of one name keep their own values in JSON, as `x` and `x_3` (the result
     /// has an `x_2` of its own).
@@ -788,11 +827,7 @@ mod tests {
         assert_names(&rt, &t, &bad);
         // A mistake in the statement is still about the statement, and so is its failure
         // as it runs.
-        for sql in [
-            "SELEC 1",
-            "SELECT CAST('x' AS BIGINT)",
-            "SELECT 1 / 0",
-        ] {
+        for sql in ["SELEC 1", "SELECT CAST('x' AS BIGINT)", "SELECT 1 / 0"] {
             let e = rt.block_on(t.query(sql)).unwrap_err();
             assert!(matches!(e, SqlError::Query(_)), "{sql}: {e}");
         }

@@ -77,7 +77,7 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
     let text = rt
         .block_on(async {
             let t = open_tracking(&dir, on_corrupt).await?;
-            let batches = t.report(&report, &params).await?;
+            let batches = t.report(&report, &params, None).await?;
             tidings_sql::format(&batches, format)
         })
         .map_err(|e| Failure::Failed(format!("report {}: {e}", report.name)))?;

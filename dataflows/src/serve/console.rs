@@ -305,8 +305,12 @@ async fn trace(
     let live = redis_trace(&job, receiver.clone(), message.clone()).await;
     let (r, m) = (receiver.clone(), message.clone());
     match query_json(&s, &job, |t| async move {
-        t.trace(r.as_deref().map(str::trim), m.as_deref().map(str::trim))
-            .await
+        t.trace(
+            r.as_deref().map(str::trim),
+            m.as_deref().map(str::trim),
+            Some(MAX_ROWS + 1),
+        )
+        .await
     })
     .await
     {
@@ -399,11 +403,9 @@ async fn report(
     if let Err(e) = report.render(&params) {
         return Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response();
     }
-    answer(
-        &s,
-        &job,
-        |t| async move { t.report(&report, &params).await },
-    )
+    answer(&s, &job, |t| async move {
+        t.report(&report, &params, Some(MAX_ROWS + 1)).await
+    })
     .await
 }
 
@@ -502,7 +504,19 @@ where
     Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>,
 {
     let t = tables(s, job).await?;
-    f(t).await
+    // Trace and reports are bounded as typed SQL is: a receiver of millions of rows, or a
+    // report over every day, is cut off rather than holding the service's threads.
+    let Ok(result) = tokio::time::timeout(SQL_TIMEOUT, f(t)).await else {
+        return Err(Problem(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the query ran longer than {} s and was cancelled; narrow it (a date, a template)",
+                SQL_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response());
+    };
+    result
         .and_then(|b| tidings_sql::json_table(&b, MAX_ROWS))
         .map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }
