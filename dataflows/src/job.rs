@@ -1414,6 +1414,20 @@ pub struct Job {
 }
 
 impl Job {
+    /// The forms a receiver a user typed may be tracked under: as typed, and as the gate
+    /// writes it when it reads as a phone number (`+86 138 0013 8000` is tracked as
+    /// `13800138000`). Both are looked up: a user id that also reads as a phone keeps its own.
+    pub fn receiver_forms(&self, typed: &str) -> Vec<String> {
+        let typed = typed.trim();
+        let mut forms = vec![typed.to_string()];
+        if let Ok(n) = self.receivers.phone(typed)
+            && n != typed
+        {
+            forms.push(n);
+        }
+        forms
+    }
+
     /// Reads, parses and checks a job file to run it.
     pub fn load(path: &Path) -> Result<Job, JobError> {
         Job::load_as(path, LoadMode::Run)
@@ -1993,6 +2007,26 @@ mod tests {
             err.contains("job.toml") && err.contains("contnet") && err.contains("line 7"),
             "{err}"
         );
+    }
+
+    /// A receiver typed to trace is looked up as typed and as the gate tracks a phone.
+    #[test]
+    fn a_traced_phone_is_looked_up_as_it_is_tracked() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "t.toml", TEMPLATES);
+        write(dir.path(), "r.jsonl", "");
+        let job = write(
+            dir.path(),
+            "job.toml",
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
+        );
+        let job = Job::load(&job).unwrap();
+        assert_eq!(
+            job.receiver_forms(" +86 138 0013 8000"),
+            ["+86 138 0013 8000", "13800138000"]
+        );
+        assert_eq!(job.receiver_forms("13800138000"), ["13800138000"]);
+        assert_eq!(job.receiver_forms("alice"), ["alice"]);
     }
 
     #[test]

@@ -331,19 +331,20 @@ impl Tracking {
         }
     }
 
-    /// A receiver's or a message's event rows, oldest first: `time`, `event_time`,
+    /// The event rows of a receiver (in any of `receivers`' forms) or a message, oldest first: `time`, `event_time`,
     /// `message_id`, `template_id`, `channel`, `receiver`, `state`, `state_code`, `reason`,
     /// `biz_id`. Values are matched exactly (no SQL is built from them).
     pub async fn trace(
         &self,
-        receiver: Option<&str>,
+        receivers: &[String],
         message_id: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Vec<RecordBatch>, SqlError> {
         use datafusion::prelude::{col, lit};
         let mut df = self.ctx.table("events").await?;
-        if let Some(r) = receiver {
-            df = df.filter(col("receiver").eq(lit(r)))?;
+        if !receivers.is_empty() {
+            let any = receivers.iter().map(|r| lit(r.as_str())).collect();
+            df = df.filter(col("receiver").in_list(any, false))?;
         }
         if let Some(m) = message_id {
             df = df.filter(col("message_id").eq(lit(m)))?;

@@ -71,7 +71,12 @@ pub fn run(args: TraceArgs) -> Result<(), Failure> {
     let mut redis = RedisTrace::connect(&url, &prefix).map_err(failed)?;
     let rows = match args.what {
         TraceWhat::Message { id } => redis.message(&id).map_err(failed)?,
-        TraceWhat::User { receiver } => redis.user(&receiver).map_err(failed)?,
+        TraceWhat::User { receiver } => {
+            let forms = job
+                .as_ref()
+                .map_or_else(|| vec![receiver.clone()], |j| j.receiver_forms(&receiver));
+            redis.users(&forms).map_err(failed)?
+        }
         TraceWhat::Template { id, date } => {
             let tz = job.as_ref().map_or(args.timezone, |j| j.tz);
             let date = local_date(tz, date)?;

@@ -302,15 +302,14 @@ async fn trace(
         Ok(j) => j,
         Err(r) => return r,
     };
-    let live = redis_trace(&job, receiver.clone(), message.clone()).await;
-    let (r, m) = (receiver.clone(), message.clone());
+    let forms = receiver
+        .as_deref()
+        .map_or_else(Vec::new, |r| job.receiver_forms(r));
+    let live = redis_trace(&job, forms.clone(), message.clone()).await;
+    let m = message.clone();
     match query_json(&s, &job, |t| async move {
-        t.trace(
-            r.as_deref().map(str::trim),
-            m.as_deref().map(str::trim),
-            Some(MAX_ROWS + 1),
-        )
-        .await
+        t.trace(&forms, m.as_deref().map(str::trim), Some(MAX_ROWS + 1))
+            .await
     })
     .await
     {
@@ -324,17 +323,16 @@ async fn trace(
 
 /// The real-time trace from the job's Redis (`tracking.redis`): a message's rows, else a
 /// receiver's (kept until the end of its local day). `null` when the job has no Redis.
-async fn redis_trace(job: &crate::Job, receiver: Option<String>, message: Option<String>) -> Value {
+async fn redis_trace(job: &crate::Job, receivers: Vec<String>, message: Option<String>) -> Value {
     let Some(url) = job.file.tracking.redis.clone() else {
         return Value::Null;
     };
     let prefix = job.file.tracking.redis_prefix.clone();
     let read = tokio::task::spawn_blocking(move || {
         let mut r = tidings_sinks::tracking::redis::RedisTrace::connect(&url, &prefix)?;
-        match (message, receiver) {
-            (Some(m), _) => r.message(m.trim()),
-            (None, Some(u)) => r.user(u.trim()),
-            (None, None) => Ok(Vec::new()),
+        match message {
+            Some(m) => r.message(m.trim()),
+            None => r.users(&receivers),
         }
     })
     .await;

@@ -1092,6 +1092,18 @@ impl RedisTrace {
         self.list(&user_key(&self.prefix.clone(), receiver))
     }
 
+    /// The lists of a receiver written in several forms, merged oldest first.
+    pub fn users(&mut self, forms: &[String]) -> redis::RedisResult<Vec<serde_json::Value>> {
+        let mut rows = Vec::new();
+        for f in forms {
+            rows.extend(self.user(f)?);
+        }
+        if forms.len() > 1 {
+            rows.sort_by_key(|r| r["time"].as_i64());
+        }
+        Ok(rows)
+    }
+
     /// State counts of a businessId.
     pub fn business(&mut self, business_id: i64) -> redis::RedisResult<BTreeMap<String, i64>> {
         redis::cmd("HGETALL")
