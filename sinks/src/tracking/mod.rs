@@ -151,6 +151,8 @@ trait Columns: Sized {
     /// Empty columns; `chunk`: sized for a whole chunk (the date is busy).
     fn new(chunk: bool) -> Self;
     fn push(&mut self, templates: &Templates, row: &Self::Row);
+    /// The bytes of the fullest string column: an arrow string array holds at most 2 GiB.
+    fn bytes(&self) -> usize;
     /// The columns as a record batch.
     fn finish(self) -> Result<RecordBatch, arrow_schema::ArrowError>;
     fn schema() -> SchemaRef;
@@ -176,7 +178,7 @@ impl<C: Columns> Encoding<C> {
     fn push(&mut self, row: &C::Row, templates: &Templates) {
         self.columns.push(templates, row);
         self.pending += 1;
-        if self.pending >= CHUNK_ROWS {
+        if self.pending >= CHUNK_ROWS || self.columns.bytes() >= CHUNK_BYTES {
             self.encode(true);
         }
     }
@@ -460,6 +462,18 @@ impl Columns for EventColumns {
         self.template_version.push(r.meta.template_version() as i32);
     }
 
+    fn bytes(&self) -> usize {
+        [
+            self.message_id.values_slice().len(),
+            self.receiver.values_slice().len(),
+            self.reason.bytes(),
+            self.biz_id.bytes(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+
     fn finish(mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
         let utc = |v: Vec<i64>| TimestampMillisecondArray::from(v).with_timezone("UTC");
         let columns: Vec<ArrayRef> = vec![
@@ -507,6 +521,10 @@ impl MostlyNull {
                 self.values = Some(b);
             }
         }
+    }
+
+    fn bytes(&self) -> usize {
+        self.values.as_ref().map_or(0, |b| b.values_slice().len())
     }
 
     fn finish(self) -> StringArray {
@@ -583,6 +601,11 @@ fn props() -> parquet::file::properties::WriterPropertiesBuilder {
 /// rows and columns beside the file's encoded pages, not the whole file's rows
 /// (bench/MEASURED.md, "A burst, paced" and "Tracking files encoded as rows come").
 pub const CHUNK_ROWS: usize = 16_384;
+
+/// A chunk is encoded sooner once a string column holds this many bytes: 16,384 rows of
+/// 1 MiB receivers or payloads (a record's bound) were past the 2 GiB an arrow string array
+/// can hold, and appending to it panicked the worker.
+const CHUNK_BYTES: usize = 64 << 20;
 
 /// A Parquet error as an I/O error, keeping the I/O error's kind (e.g. a full disk) when it
 /// is one.
@@ -664,6 +687,14 @@ impl Columns for DeadColumns {
         self.source.append_value(&r.source);
         self.payload.append_value(&r.payload);
         self.reason.append_value(&r.reason);
+    }
+
+    fn bytes(&self) -> usize {
+        self.payload
+            .values_slice()
+            .len()
+            .max(self.source.values_slice().len())
+            .max(self.reason.values_slice().len())
     }
 
     fn finish(mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
@@ -894,6 +925,34 @@ account = "b"
         }
         let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
         assert_eq!(receivers, expected);
+    }
+
+    /// Rows of large values are encoded in chunks of at most [`CHUNK_BYTES`] a column, not
+    /// [`CHUNK_ROWS`] rows: an arrow string array holds at most 2 GiB.
+    #[test]
+    fn a_chunk_of_large_values_is_encoded_by_its_bytes() {
+        let meta = meta(None);
+        let big = "1".repeat(1 << 20);
+        let t = 1_763_742_600_000;
+        let n = (CHUNK_BYTES >> 20) + 2;
+        let mut e = Encoding::<EventColumns>::default();
+        for i in 0..n {
+            e.push(
+                &EventRow {
+                    time: t + i as i64,
+                    event_time: t,
+                    meta: meta.clone(),
+                    receiver: big.as_str().into(),
+                    state: State::ReceiverInvalid,
+                    reason: None,
+                },
+                &Templates::default(),
+            );
+        }
+        assert!(e.encoded >= CHUNK_BYTES >> 20, "{} rows encoded", e.encoded);
+        assert_eq!(e.len(), n);
+        let (_, rows) = e.finish().unwrap();
+        assert_eq!(rows, n);
     }
 
     /// A `.tmp` a crashed run left (its pid gone) is removed at start; one of a live writer
