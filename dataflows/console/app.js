@@ -288,7 +288,10 @@ const pages = {
     const run = async () => {
       const body = {};
       if (date.value.trim()) body.date = date.value.trim();
-      if (template.value.trim()) body.template = Number(template.value.trim());
+      // Not an integer: sent as typed, and the service says what it wants (Number("7x") was
+      // NaN, sent as null: a report over every template).
+      const t = template.value.trim();
+      if (t) body.template = /^-?\d+$/.test(t) ? Number(t) : t;
       if (receiver.value.trim()) body.receiver = receiver.value.trim();
       try {
         const r = await api("POST", `/jobs/${encodeURIComponent(job())}/reports/${encodeURIComponent(pick.value)}`, body);
