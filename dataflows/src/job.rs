@@ -1991,16 +1991,24 @@ mod tests {
         );
     }
 
+    /// `job.toml` in `dir`: a file source, one blackhole SMS account, and `extra` (sections)
+    /// between them.
+    fn small_job(dir: &Path, extra: &str) -> PathBuf {
+        write(dir, "t.toml", TEMPLATES);
+        write(dir, "r.jsonl", "");
+        write(
+            dir,
+            "job.toml",
+            &format!(
+                "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n{extra}[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"blackhole\"\n"
+            ),
+        )
+    }
+
     #[test]
     fn unknown_key_is_one_line_naming_file_and_key() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "t.toml", TEMPLATES);
-        write(dir.path(), "r.jsonl", "");
-        let job = write(
-            dir.path(),
-            "job.toml",
-            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[dedup]\ncontnet = { num = 1, time = 3 }\n[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
-        );
+        let job = small_job(dir.path(), "[dedup]\ncontnet = { num = 1, time = 3 }\n");
         let err = Job::load(&job).unwrap_err().to_string();
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
@@ -2013,14 +2021,7 @@ mod tests {
     #[test]
     fn a_traced_phone_is_looked_up_as_it_is_tracked() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "t.toml", TEMPLATES);
-        write(dir.path(), "r.jsonl", "");
-        let job = write(
-            dir.path(),
-            "job.toml",
-            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[accounts.sms-main]\nchannel = \"sms\"\nprovider = \"blackhole\"\n",
-        );
-        let job = Job::load(&job).unwrap();
+        let job = Job::load(&small_job(dir.path(), "")).unwrap();
         assert_eq!(
             job.receiver_forms(" +86 138 0013 8000"),
             ["+86 138 0013 8000", "13800138000"]

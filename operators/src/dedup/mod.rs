@@ -1007,9 +1007,6 @@ mod tests {
 
     type Rows = Vec<(Epoch, Vec<(u128, String, String)>)>;
 
-    /// A delivery's own `dedup` decides (the template it was made with), not its template read
-    /// again; unknown (a park line of an older binary), the template is read. Both rules.
-
     /// What a sweep evicts depends on the watermark alone: a worker that sees extra epochs
     /// (a night release) or starts again after a restore sweeps up to the same steps.
     #[test]
@@ -1031,6 +1028,9 @@ mod tests {
         assert_eq!(run(&[150_000, 182_000]), vec![120_000, 180_000]);
         assert_eq!(Sweep::new(1_000, 60_000).due(i64::MIN + 5), Some(i64::MIN));
     }
+
+    /// A delivery's own `dedup` decides (the template it was made with), not its template read
+    /// again; unknown (a park line of an older binary), the template is read. Both rules.
     #[test]
     fn a_delivery_says_whether_it_is_deduplicated() {
         fn check<R: KeyedRule>(mut rule: R) {
