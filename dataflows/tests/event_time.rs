@@ -169,6 +169,22 @@ fn following(
     (job, child, sent)
 }
 
+/// A [`following`] job that read its first two requests and was stopped, and two more
+/// requests appended to its file while it is down: the job, the file, and the wait for sends.
+fn stopped_then_appended(
+    dir: &Path,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    impl Fn(usize, &str) + use<>,
+) {
+    let (job, child, sent) = following(dir, &[]);
+    interrupt(child, "the following job");
+    let path = dir.join("requests.jsonl");
+    append(&path, &requests(2, 4));
+    (job, path, sent)
+}
+
 /// Appends `text` to the file at `path`.
 fn append(path: &Path, text: &str) {
     use std::io::Write as _;
@@ -275,10 +291,7 @@ fn rotated_run(workers: &str, then: &str) -> String {
 #[test]
 fn a_file_rotated_while_its_job_was_down_is_read_on_under_its_new_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (job, child, _) = following(dir.path(), &[]);
-    interrupt(child, "the following job");
-    let path = dir.path().join("requests.jsonl");
-    append(&path, &requests(2, 4));
+    let (job, path, _) = stopped_then_appended(dir.path());
     let rotated = |n: u32| dir.path().join(format!("requests.jsonl.{n}"));
     std::fs::rename(&path, rotated(1)).unwrap();
     std::fs::write(&path, requests(4, 6)).unwrap();
@@ -344,10 +357,7 @@ fn a_file_rotated_while_its_job_was_down_is_read_on_under_its_new_name() {
 #[test]
 fn a_followed_path_with_no_file_yet_is_read_once_one_is_made() {
     let dir = tempfile::tempdir().unwrap();
-    let (job, child, sent) = following(dir.path(), &[]);
-    interrupt(child, "the following job");
-    let path = dir.path().join("requests.jsonl");
-    append(&path, &requests(2, 4));
+    let (job, path, sent) = stopped_then_appended(dir.path());
     std::fs::rename(&path, dir.path().join("requests.jsonl.1")).unwrap();
     let child = spawn_run(&job, &["-w", "2"]);
     sent(4, "the old file's two, read on under its new name");

@@ -331,7 +331,8 @@ impl Tracking {
         }
     }
 
-    /// The event rows of a receiver (in any of `receivers`' forms) or a message, oldest first: `time`, `event_time`,
+    /// The event rows of a receiver (in any of `receivers`' forms) or a message, oldest
+    /// first, the first `limit` when given: `time`, `event_time`,
     /// `message_id`, `template_id`, `channel`, `receiver`, `state`, `state_code`, `reason`,
     /// `biz_id`. Values are matched exactly (no SQL is built from them).
     pub async fn trace(
@@ -375,7 +376,16 @@ impl Tracking {
     /// Runs one statement and collects its result. A failure caused by a file that is not
     /// Parquet names the file.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
-        let result = async { collected(self.ctx.sql(sql).await?).await }.await;
+        self.query_at_most(sql, None).await
+    }
+
+    /// [`Tracking::query`], its first `limit` rows when given (the plan stops there).
+    async fn query_at_most(
+        &self,
+        sql: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<RecordBatch>, SqlError> {
+        let result = async { collected(self.ctx.sql(sql).await?.limit(0, limit)?).await }.await;
         result.map_err(|e| self.name_corrupt(e))
     }
 
@@ -439,8 +449,7 @@ impl Tracking {
         let sql = report.render(params).map_err(|e| {
             SqlError::Query(datafusion::error::DataFusionError::Plan(e.to_string()))
         })?;
-        let result = async { collected(self.ctx.sql(&sql).await?.limit(0, limit)?).await }.await;
-        result.map_err(|e| self.name_corrupt(e))
+        self.query_at_most(&sql, limit).await
     }
 
     /// The registered tables, sorted.

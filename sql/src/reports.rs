@@ -93,17 +93,15 @@ impl Report {
     pub fn render(&self, p: &Params) -> Result<String, ReportError> {
         // The tables' `date` is written YYYY-MM-DD; a date chrono reads otherwise ("2025-1-5",
         // " 2025-01-05") is compared in that form, or it would match no row.
-        let date = match &p.date {
-            Some(d) => match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
-                Ok(day) => Some(day.format("%Y-%m-%d").to_string()),
-                Err(_) => {
-                    return Err(ReportError::Param(format!(
-                        "--date {d:?}: write YYYY-MM-DD"
-                    )));
-                }
-            },
-            None => None,
-        };
+        let date = p
+            .date
+            .as_deref()
+            .map(|d| {
+                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map(|day| day.format("%Y-%m-%d").to_string())
+                    .map_err(|_| ReportError::Param(format!("--date {d:?}: write YYYY-MM-DD")))
+            })
+            .transpose()?;
         let tz = p.timezone.as_deref().unwrap_or("Asia/Shanghai");
         if tz.parse::<chrono_tz::Tz>().is_err() {
             return Err(ReportError::Param(format!("unknown time zone {tz:?}")));

@@ -306,10 +306,13 @@ async fn trace(
         .as_deref()
         .map_or_else(Vec::new, |r| job.receiver_forms(r));
     let live = redis_trace(&job, forms.clone(), message.clone()).await;
-    let m = message.clone();
     match query_json(&s, &job, |t| async move {
-        t.trace(&forms, m.as_deref().map(str::trim), Some(MAX_ROWS + 1))
-            .await
+        t.trace(
+            &forms,
+            message.as_deref().map(str::trim),
+            Some(MAX_ROWS + 1),
+        )
+        .await
     })
     .await
     {

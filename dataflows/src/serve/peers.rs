@@ -126,9 +126,11 @@ fn said(text: &str) -> String {
         return e.clone();
     }
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(200) {
-        Some((at, _)) => format!("{}…", &line[..at]),
-        None => line,
+    let shown = tidings_sinks::util::http::excerpt(&line);
+    if shown.len() < line.len() {
+        format!("{shown}…")
+    } else {
+        shown
     }
 }
 

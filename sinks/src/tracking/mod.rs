@@ -178,7 +178,10 @@ impl<C: Columns> Encoding<C> {
     fn push(&mut self, row: &C::Row, templates: &Templates) {
         self.columns.push(templates, row);
         self.pending += 1;
-        if self.pending >= CHUNK_ROWS || self.columns.bytes() >= CHUNK_BYTES {
+        // Bytes looked at every 64 rows (rows are at most 1 MiB a value: far below 2 GiB).
+        if self.pending >= CHUNK_ROWS
+            || (self.pending.is_multiple_of(64) && self.columns.bytes() >= CHUNK_BYTES)
+        {
             self.encode(true);
         }
     }

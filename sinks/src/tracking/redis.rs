@@ -655,6 +655,16 @@ impl Writer {
         Ok(self.con.as_mut().expect("just connected"))
     }
 
+    /// A write failed: the connection is dropped, and said so (the first time, and while
+    /// retries are slow).
+    fn lost(&mut self, e: &redis::RedisError) {
+        self.con = None;
+        self.stats.failures += 1;
+        if self.stats.failures == 1 || self.backoff >= Duration::from_secs(2) {
+            tracing::warn!("redis tracking: {e} (rows queue and are backfilled)");
+        }
+    }
+
     /// Writes rows chunk by chunk, each chunk one pipeline; the next chunk is sent before the
     /// replies of the one before are read, so packing a chunk here and running the one before
     /// in Redis overlap (one round trip at a time left both sides idle half the time). On
@@ -668,11 +678,7 @@ impl Writer {
         // chunk packed before it was known wrote Redis 6's EXPIREAT, which can shorten a list
         // another writer had kept to a later day).
         if let Err(e) = self.connection() {
-            self.con = None;
-            self.stats.failures += 1;
-            if self.stats.failures == 1 || self.backoff >= Duration::from_secs(2) {
-                tracing::warn!("redis tracking: {e} (rows queue and are backfilled)");
-            }
+            self.lost(&e);
             return Err(0);
         }
         let prefix = self.settings.prefix.clone();
@@ -698,11 +704,7 @@ impl Writer {
                 Ok(())
             });
             if let Err(e) = result {
-                self.con = None;
-                self.stats.failures += 1;
-                if self.stats.failures == 1 || self.backoff >= Duration::from_secs(2) {
-                    tracing::warn!("redis tracking: {e} (rows queue and are backfilled)");
-                }
+                self.lost(&e);
                 // A chunk's bytes may have reached Redis whole even when sending failed.
                 let next = next.filter(|_| sent).map(|(_, n, batch)| (batch, n));
                 let batches: Vec<(String, usize)> = unanswered
