@@ -42,10 +42,11 @@ impl Drop for Returned {
         self.health.send_returned();
     }
 }
-use tidings_operators::container::Trimming;
+use tidings_operators::container::{self, Trimming};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{ProbeHandle, StreamVec};
 
 /// What the send stage needs, shared by all workers.
@@ -365,75 +366,171 @@ pub fn send<'s>(
     })
 }
 
+/// One process's answer to a recall order: `known` rows are its provider calls of a message
+/// (recalled or not); an unknown row says it made none. A row is keyed by its order's source.
+type Answer = (String, bool, EventRow);
+
 /// Runs `recall` requests once every send of their epoch and the ones before it has finished
 /// on every worker (the `sent` probe has passed the epoch), so a recall always finds the
 /// messages sent before it. Emits RECALL_SUCCESS / RECALL_FAIL rows, holding each epoch until
 /// its recalls are done.
 ///
+/// Each process keeps its own recall books (the calls its workers made), so in
+/// [`SendMode::Main`] an order goes to the first worker of every process (`threads` workers
+/// each), each recalls the calls its process made, and one worker per order merges the
+/// answers: a message is "not recallable" only if no process knew it. The account topics'
+/// graph (one reader, in process 0) runs a recall where it was read.
+///
 /// In the main graph a recall for a `kafka`-queued account is handed to the account's topic
-/// instead, behind the deliveries handed off before it (which may not be sent yet): the
-/// account-topic dataflow runs it (`SendMode::Accounts`) once it has sent them.
+/// instead (by process 0), behind the deliveries handed off before it (which may not be sent
+/// yet): the account-topic dataflow runs it (`SendMode::Accounts`) once it has sent them.
 pub fn recall<'s>(
     orders: StreamVec<'s, Epoch, RecallOrder>,
     ctx: Arc<SendContext>,
     clock: Clock,
     sent: ProbeHandle<Epoch>,
     mode: SendMode,
+    threads: usize,
 ) -> StreamVec<'s, Epoch, Tracked> {
     let scope = orders.scope();
-    orders.unary_frontier::<Trimming<Tracked>, _, _, _>(Pipeline, "Recall", move |_, info| {
-        let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
-        let later = scope.activator_for(info.address.clone());
-        let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
-        // Per epoch: its capability, orders waiting for the sends, recalls still out.
-        let mut epochs: BTreeMap<Epoch, (Capability<Epoch>, Vec<RecallOrder>, usize)> =
-            BTreeMap::new();
-        move |(input, frontier), output| {
-            input.for_each_stamp(|cap, batches| {
-                let Some(&epoch) = cap.least() else { return };
-                let entry = epochs
-                    .entry(epoch)
-                    .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new(), 0));
-                for batch in batches {
-                    entry.1.append(batch);
+    let (index, peers) = (scope.index(), scope.peers());
+    let threads = threads.clamp(1, peers);
+    let first_process = index < threads;
+    let targets: Vec<usize> = match mode {
+        SendMode::Main => (0..peers).step_by(threads).collect(),
+        SendMode::Accounts => vec![index],
+    };
+    let spread = orders.flat_map(move |o| {
+        let targets = targets.clone();
+        targets.into_iter().map(move |w| (w, o.clone()))
+    });
+    let answers = spread.unary_frontier::<Trimming<Answer>, _, _, _>(
+        container::exchange(|(w, _): &(usize, RecallOrder)| *w as u64),
+        "Recall",
+        move |_, info| {
+            let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+            let later = scope.activator_for(info.address.clone());
+            let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<Answer>)>();
+            // Per epoch: its capability, orders waiting for the sends, recalls still out.
+            let mut epochs: BTreeMap<Epoch, (Capability<Epoch>, Vec<RecallOrder>, usize)> =
+                BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, batches| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = epochs
+                        .entry(epoch)
+                        .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new(), 0));
+                    for batch in batches {
+                        entry.1.extend(batch.drain(..).map(|(_, o)| o));
+                    }
+                });
+                while let Ok((epoch, answers)) = done_rx.try_recv() {
+                    if let Some((cap, _, out)) = epochs.get_mut(&epoch) {
+                        *out -= 1;
+                        output
+                            .session_with_builder(cap)
+                            .give_iterator(answers.into_iter());
+                    }
                 }
-            });
-            let mut waiting = false;
-            for (&epoch, (_, orders, out)) in epochs.iter_mut() {
-                if orders.is_empty() {
-                    continue;
+                // One order at a time: epoch by epoch, once all its orders are in, by event
+                // time and source; so each finds the books as the orders before it left them
+                // (a whole template's recall does not list what a recall before it is taking
+                // back), on any number of workers.
+                let mut waiting = false;
+                let idle = epochs.values().all(|(_, _, out)| *out == 0);
+                let next = epochs
+                    .iter_mut()
+                    .find(|(_, (_, orders, _))| !orders.is_empty());
+                if let (true, Some((&epoch, (_, orders, out)))) = (idle, next)
+                    && !frontier.less_equal(&epoch)
+                {
+                    if sent.less_equal(&epoch) {
+                        waiting = true;
+                    } else {
+                        orders.sort_by(|a, b| {
+                            (&b.event_time, &b.source).cmp(&(&a.event_time, &a.source))
+                        });
+                        let Some(r) = orders.pop() else { return };
+                        *out += 1;
+                        let (ctx, done, activator) =
+                            (ctx.clone(), done_tx.clone(), activator.clone());
+                        ctx.clone().runtime.spawn(async move {
+                            let rows = recall_rows(&ctx, &r, clock, mode, first_process).await;
+                            let answers = rows
+                                .into_iter()
+                                .map(|(known, row)| (r.source.clone(), known, row))
+                                .collect();
+                            let _ = done.send((epoch, answers));
+                            let _ = activator.activate();
+                        });
+                    }
                 }
-                if sent.less_equal(&epoch) {
-                    waiting = true;
-                    continue;
-                }
-                for r in orders.drain(..) {
-                    *out += 1;
-                    let (ctx, done, activator) = (ctx.clone(), done_tx.clone(), activator.clone());
-                    ctx.clone().runtime.spawn(async move {
-                        let rows = recall_rows(&ctx, &r, clock, mode).await;
-                        let _ = done.send((epoch, rows));
-                        let _ = activator.activate();
-                    });
+                epochs.retain(|epoch, (_, orders, out)| {
+                    !orders.is_empty() || *out > 0 || frontier.less_equal(epoch)
+                });
+                if waiting {
+                    // The probe moves without telling this operator: look again shortly.
+                    later.activate_after(std::time::Duration::from_millis(5));
                 }
             }
-            while let Ok((epoch, rows)) = done_rx.try_recv() {
-                if let Some((cap, _, out)) = epochs.get_mut(&epoch) {
-                    *out -= 1;
+        },
+    );
+    merge_answers(answers)
+}
+
+/// Merges the processes' answers to each order (on one worker per order, once its epoch is
+/// complete): every known row, and a message's unknown row (once) only if no process knew it.
+fn merge_answers<'s>(answers: StreamVec<'s, Epoch, Answer>) -> StreamVec<'s, Epoch, Tracked> {
+    let route = |(source, _, _): &Answer| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        source.hash(&mut h);
+        h.finish()
+    };
+    answers.unary_frontier::<Trimming<Tracked>, _, _, _>(
+        container::exchange(route),
+        "RecallMerge",
+        |_, _| {
+            let mut epochs: BTreeMap<Epoch, (Capability<Epoch>, Vec<Answer>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, batches| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let entry = epochs
+                        .entry(epoch)
+                        .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new()));
+                    for batch in batches {
+                        entry.1.append(batch);
+                    }
+                });
+                while let Some(entry) = epochs.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (cap, answers) = entry.remove();
                     output
-                        .session_with_builder(cap)
-                        .give_iterator(rows.into_iter().map(Tracked::Row));
+                        .session_with_builder(&cap)
+                        .give_iterator(merged(answers).map(Tracked::Row));
                 }
             }
-            epochs.retain(|epoch, (_, orders, out)| {
-                !orders.is_empty() || *out > 0 || frontier.less_equal(epoch)
-            });
-            if waiting {
-                // The probe moves without telling this operator: look again shortly.
-                later.activate_after(std::time::Duration::from_millis(5));
-            }
-        }
-    })
+        },
+    )
+}
+
+/// The rows of one epoch's answers: the known rows, and each (order, message) unknown to
+/// every process once.
+fn merged(answers: Vec<Answer>) -> impl Iterator<Item = EventRow> {
+    let known: std::collections::HashSet<(String, String)> = answers
+        .iter()
+        .filter(|(_, known, _)| *known)
+        .map(|(source, _, row)| (source.clone(), row.meta.message_id.to_string()))
+        .collect();
+    let mut unknown = std::collections::HashSet::new();
+    answers
+        .into_iter()
+        .filter_map(move |(source, is_known, row)| {
+            let key = (source, row.meta.message_id.to_string());
+            (is_known || (!known.contains(&key) && unknown.insert(key))).then_some(row)
+        })
 }
 
 /// Recalls the messages of one `recall` request through the template's accounts: one
@@ -444,7 +541,8 @@ async fn recall_rows(
     r: &RecallOrder,
     clock: Clock,
     mode: SendMode,
-) -> Vec<EventRow> {
+    first_process: bool,
+) -> Vec<(bool, EventRow)> {
     let route = match &r.account {
         Some(a) => ctx.route_by_name.get(a),
         None => ctx.route_of.get(&r.template_id),
@@ -457,6 +555,9 @@ async fn recall_rows(
     if let (&[account], SendMode::Main) = (&*order, mode)
         && ctx.queues.in_kafka(account)
     {
+        if !first_process {
+            return Vec::new();
+        }
         match ctx.queues.hand_off_recall(account, r).await {
             Ok(()) => return Vec::new(),
             Err(e) => tracing::warn!(
@@ -493,18 +594,23 @@ async fn recall_rows(
             Ok(()) => (State::RecallSuccess, None),
             Err(why) => (State::RecallFail, Some(why)),
         };
-        let receivers = if rec.receivers.is_empty() {
-            vec![String::new()]
-        } else {
+        // A message no account of this process knew: one row with an empty receiver.
+        let known = !rec.receivers.is_empty();
+        let receivers = if known {
             rec.receivers
+        } else {
+            vec![String::new()]
         };
-        rows.extend(receivers.into_iter().map(|receiver| EventRow {
-            time: now,
-            event_time: r.event_time,
-            meta: meta.clone(),
-            receiver: receiver.into(),
-            state,
-            reason: reason.clone(),
+        rows.extend(receivers.into_iter().map(|receiver| {
+            let row = EventRow {
+                time: now,
+                event_time: r.event_time,
+                meta: meta.clone(),
+                receiver: receiver.into(),
+                state,
+                reason: reason.clone(),
+            };
+            (known, row)
         }));
     }
     rows

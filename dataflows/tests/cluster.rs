@@ -642,3 +642,112 @@ fn a_fail_stopped_process_spools_what_it_owed_redis() {
         .sum();
     assert!(rows > 0, "nothing spooled in {}: {said}", spool.display());
 }
+
+/// Each process of a cluster keeps its own recall book (the calls its workers made); a recall
+/// asks every process and merges their answers. 24 WeCom messages over 4 partitions, then a
+/// recall naming half of them and an unknown id, and a recall of the whole template: every
+/// receiver is recalled once and only the unknown id fails, on 2 processes as on 1.
+#[test]
+fn a_recall_in_a_cluster_reaches_the_calls_of_every_process() {
+    const T0: i64 = 1_763_776_800_000; // NOW
+    let template = "[[template]]\nid = 1\nname = \"t1\"\nchannel = \"enterprise_we_chat\"\nmsg_type = \"notice\"\nid_type = \"enterprise_user_id\"\naccount = \"wecom\"\ndedup = false\n[template.content]\ncontent = \"task {$v}\"\n";
+    let accounts = "state_dir = \"var/state\"\n[accounts.wecom]\nchannel = \"enterprise_we_chat\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n";
+    let write = |dir: &Path, parts: [Vec<String>; 4]| {
+        for (p, lines) in parts.iter().enumerate() {
+            let file = dir.join(format!("requests/p{p}.jsonl"));
+            std::fs::write(file, lines.join("\n")).unwrap();
+        }
+    };
+    let recall = |ts: i64, ids: &[String]| {
+        let payload = serde_json::json!({"code": "recall", "messageTemplateId": 1,
+            "recallMessageIds": ids});
+        serde_json::json!({"ts": ts, "key": "k", "payload": payload.to_string()}).to_string()
+    };
+    let mut seen = Vec::new();
+    for (processes, workers) in [(2, 1), (1, 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = common::write_job(dir.path(), template, "", accounts);
+        let text = std::fs::read_to_string(&job)
+            .unwrap()
+            .replace("path = \"requests.jsonl\"", "path = \"requests\"");
+        std::fs::write(&job, text).unwrap();
+        std::fs::create_dir_all(dir.path().join("requests")).unwrap();
+        write(
+            dir.path(),
+            std::array::from_fn(|p| {
+                (0..6)
+                    .map(|k| {
+                        let ts = T0 - 600_000 + (p as i64 * 6 + k) * 1_000;
+                        common::envelope(ts, 1, &format!("u{p}-{k}"), "a")
+                    })
+                    .collect()
+            }),
+        );
+        run(&job, workers, processes);
+        let tracking = dir.path().join("var/tracking");
+        let sent = common::sql_csv(
+            &tracking,
+            "SELECT receiver, message_id FROM events WHERE state = 'SEND_SUCCESS' ORDER BY 1",
+        );
+        let ids: Vec<(String, String)> = sent
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (r, m) = l.split_once(',').unwrap();
+                (r.to_string(), m.to_string())
+            })
+            .collect();
+        assert_eq!(ids.len(), 24, "{sent}");
+        if processes == 2 {
+            // Both processes made calls: each book holds some.
+            let book = dir.path().join("var/state/recall");
+            for file in [book.join("wecom.jsonl"), book.join("p1/wecom.jsonl")] {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                assert!(text.lines().count() > 0, "{} is empty", file.display());
+            }
+        }
+        // Half the messages by id (of every partition) and an unknown id, from partition 0;
+        // the whole template later, from partition 3.
+        let mut named: Vec<String> = ids.iter().step_by(2).map(|(_, m)| m.clone()).collect();
+        named.push("no-such-message".into());
+        write(
+            dir.path(),
+            [
+                vec![recall(T0 - 100_000, &named)],
+                vec![],
+                vec![],
+                vec![recall(T0 - 90_000, &[])],
+            ],
+        );
+        run(&job, workers, processes);
+        let recalled = common::sql_csv(
+            &tracking,
+            "SELECT receiver, message_id, state, coalesce(reason, '') FROM events \
+             WHERE state LIKE 'RECALL%' ORDER BY 1, 2, 3",
+        );
+        let lines: Vec<&str> = recalled.lines().skip(1).collect();
+        let ok: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.contains("RECALL_SUCCESS"))
+            .copied()
+            .collect();
+        assert_eq!(ok.len(), 24, "{processes} x {workers}: {recalled}");
+        let failed: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.contains("RECALL_FAIL"))
+            .copied()
+            .collect();
+        assert_eq!(failed.len(), 1, "{processes} x {workers}: {recalled}");
+        assert!(
+            failed[0].contains("no-such-message") && failed[0].contains("not recallable"),
+            "{failed:?}"
+        );
+        // The same receivers whatever the shape (message ids are per run).
+        let receivers: Vec<String> = lines
+            .iter()
+            .map(|l| l.split(',').next().unwrap().to_string())
+            .collect();
+        seen.push(receivers);
+    }
+    assert_eq!(seen[0], seen[1]);
+}

@@ -143,6 +143,7 @@ pub(crate) fn main_dataflow(
             clock,
             sent.clone(),
             SendMode::Main,
+            s.opts.workers,
         );
         let rows = scope.concatenate([
             admitted.rows,
@@ -210,6 +211,7 @@ pub(crate) fn accounts_dataflow(
             clock,
             sent,
             SendMode::Accounts,
+            s.opts.workers,
         );
         let rows = scope.concatenate([read.rows, outcomes, recalled]);
         track(
