@@ -350,6 +350,8 @@ pub struct KafkaReader {
     peers: usize,
     /// Where the restored checkpoint resumes each partition.
     restored: BTreeMap<i32, Position>,
+    /// `--from-start`: read every partition from its beginning, whatever the group committed.
+    from_start: bool,
     /// The partitions this worker reads, once assigned.
     parts: RefCell<Option<BTreeMap<i32, Partition>>>,
     /// When to try the brokers again, and how long to wait after that.
@@ -426,6 +428,7 @@ impl KafkaReader {
         worker: usize,
         peers: usize,
         restored: BTreeMap<i32, Position>,
+        from_start: bool,
         live: Live,
     ) -> anyhow::Result<Rc<KafkaReader>> {
         let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
@@ -465,6 +468,7 @@ impl KafkaReader {
             worker,
             peers: peers.max(1),
             restored,
+            from_start,
             parts: RefCell::new(None),
             retry: std::cell::Cell::new((Instant::now(), Duration::from_millis(500))),
             told: RefCell::new(String::new()),
@@ -530,26 +534,24 @@ impl KafkaReader {
         let owned: Vec<i32> = (0..count as i32)
             .filter(|p| *p as usize % self.peers == self.worker)
             .collect();
-        // Without a checkpoint, start at the group's committed offsets (or the beginning).
-        let mut committed = HashMap::new();
+        // Without a checkpoint, start at the group's committed offsets (or the beginning);
+        // `--from-start` reads from the beginning (it restored no parked messages either).
         let fresh: Vec<i32> = owned
             .iter()
             .copied()
-            .filter(|p| !self.restored.contains_key(p))
+            .filter(|p| !self.restored.contains_key(p) && !self.from_start)
             .collect();
-        if !fresh.is_empty() {
-            let mut ask = TopicPartitionList::new();
-            for &p in &fresh {
-                ask.add_partition(&self.topic, p);
+        let committed = match self.committed(&fresh) {
+            Ok(c) => c,
+            Err(why) => {
+                // Not "nothing committed": that would read the whole topic again.
+                self.tell(format!(
+                    "kafka: cannot read the group's committed offsets of {} ({why}); retrying",
+                    self.topic
+                ));
+                return false;
             }
-            if let Ok(got) = self.consumer.committed_offsets(ask, Duration::from_secs(5)) {
-                for e in got.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        committed.insert(e.partition(), o);
-                    }
-                }
-            }
-        }
+        };
         let mut tpl = TopicPartitionList::new();
         let mut parts = BTreeMap::new();
         for p in owned {
@@ -589,6 +591,31 @@ impl KafkaReader {
         }
         *self.parts.borrow_mut() = Some(parts);
         true
+    }
+
+    /// The group's committed offsets of `partitions` (one without a commit is missing).
+    fn committed(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, String> {
+        let mut committed = HashMap::new();
+        if partitions.is_empty() {
+            return Ok(committed);
+        }
+        let mut ask = TopicPartitionList::new();
+        for &p in partitions {
+            ask.add_partition(&self.topic, p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(ask, Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        for e in got.elements() {
+            if let Err(why) = e.error() {
+                return Err(format!("partition {}: {why}", e.partition()));
+            }
+            if let Offset::Offset(o) = e.offset() {
+                committed.insert(e.partition(), o);
+            }
+        }
+        Ok(committed)
     }
 
     /// This worker's positions as of cut `cut`.

@@ -70,6 +70,17 @@ fn collect_with(
     now: i64,
     workers: usize,
 ) -> (Collected, usize) {
+    collect_run(job, idle_exit, now, workers, false)
+}
+
+/// [`collect_with`], `--from-start` or not.
+fn collect_run(
+    job: &std::path::Path,
+    idle_exit: Option<Duration>,
+    now: i64,
+    workers: usize,
+    from_start: bool,
+) -> (Collected, usize) {
     let job = Job::load(job).unwrap_or_else(|e| panic!("{e}"));
     let memory = MemoryTracking::default();
     let opts = RunOptions {
@@ -78,7 +89,7 @@ fn collect_with(
         tracking: TrackingTarget::Memory(memory.clone()),
         in_flight: 20_000,
         in_flight_receivers: 100_000,
-        from_start: false,
+        from_start,
         handle_signals: false,
         idle_exit,
         stop: None,
@@ -266,6 +277,29 @@ fn dedup_windows_and_parks_survive_a_restart() {
         1,
         "only the new record is read again: {rows:?}"
     );
+
+    // `--from-start` (the group has committed offsets by now): no checkpoint and no parked
+    // messages are restored, so every record is read again from the topic's beginning, the
+    // night delivery among them (it was not read again: its park was lost).
+    let (c, parked) = collect_run(
+        &job,
+        Some(Duration::from_secs(6)),
+        1_763_776_800_000,
+        2,
+        true,
+    );
+    let (rows, _) = decisions_of(c);
+    assert_eq!(
+        rows.iter().filter(|r| r.3 == "RECEIVE").count(),
+        3,
+        "every record is read again: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| (r.0, r.1.as_str(), r.3.as_str()) == (2, "13800138005", "SEND_SUCCESS")),
+        "{rows:?}"
+    );
+    assert_eq!(parked, 0);
 }
 
 #[test]

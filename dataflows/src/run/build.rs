@@ -190,7 +190,7 @@ impl Services {
         let dead_letters = dead_letter_producers(job, opts.workers.max(1))?;
         if let Some(k) = &job.kafka {
             // The consumer's settings are checked here; each worker makes its own.
-            KafkaReader::connect(k, 0, 1, Default::default(), live.clone())
+            KafkaReader::connect(k, 0, 1, Default::default(), false, live.clone())
                 .map_err(|e| anyhow::anyhow!("kafka {}: {e}", k.brokers))?;
             if queues.any() {
                 BacklogReader::done_positions(&job.state_dir)?;

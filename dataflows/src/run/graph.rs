@@ -70,7 +70,7 @@ pub(crate) fn main_dataflow(
     let done = ProbeHandle::<Epoch>::new();
     let reader = job.kafka.as_ref().map(|k| {
         let restored = s.checkpoints.restored_positions();
-        KafkaReader::connect(k, index, peers, restored, s.live.clone())
+        KafkaReader::connect(k, index, peers, restored, s.opts.from_start, s.live.clone())
             .unwrap_or_else(|e| panic!("kafka {}: {e}", k.brokers))
     });
     let store = if index == 0 {
