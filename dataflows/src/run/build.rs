@@ -120,11 +120,11 @@ impl Services {
             .thread_name("tidings-send")
             .build()?;
         let mut accounts = Accounts::build(
-            &share_rates(job, opts),
+            &share_rates(job, opts, process),
             &job.base,
             job.receivers.calling_code(),
         )?
-        .shared_by(processes(opts));
+        .shared_by(processes(opts), |name| sends_whole(job, process, name));
         accounts.halt_with(health.halt_flag());
         // Each process of a cluster keeps books of its own: processes on one machine share the
         // state directory, and one book rewritten by two at their start failed one's start
@@ -321,17 +321,34 @@ fn check_directories(job: &Job, opts: &RunOptions, first: bool) -> anyhow::Resul
 
 /// The accounts of this process: in a cluster of N processes each sends at 1/N of an
 /// account's rate (rounded up), so the cluster keeps the account's limit while the sends are
-/// spread evenly over the processes (they are: deliveries go to workers by receiver).
+/// spread evenly over the processes (they are: deliveries go to workers by receiver); but an
+/// account queued in Kafka is sent by process 0 alone (worker 0 reads the account topics),
+/// which keeps its whole rate.
 fn share_rates(
     job: &Job,
     opts: &RunOptions,
+    process: usize,
 ) -> std::collections::BTreeMap<String, tidings_sinks::account::AccountConfig> {
     let n = processes(opts);
     job.file
         .accounts
         .iter()
-        .map(|(name, a)| (name.clone(), a.shared_by(n)))
+        .map(|(name, a)| match sends_whole(job, process, name) {
+            true => (name.clone(), a.clone()),
+            false => (name.clone(), a.shared_by(n)),
+        })
         .collect()
+}
+
+/// Whether process `process` sends account `name` at its whole rate: it is queued in Kafka
+/// and this is process 0, which sends every account topic's deliveries.
+fn sends_whole(job: &Job, process: usize, name: &str) -> bool {
+    process == 0
+        && job
+            .file
+            .accounts
+            .get(name)
+            .is_some_and(|a| a.queues_in_kafka(job.kafka.is_some()))
 }
 
 /// The number of processes of the run.
@@ -523,5 +540,42 @@ mod tests {
         let now = 1_763_740_800_000;
         assert_eq!(line_before(None, now, 200), 1_763_740_739_800);
         assert_eq!(line_before(Some(5), now, 200), 5);
+    }
+
+    /// In a cluster of 2, an account queued in Kafka keeps its whole rate in process 0 (worker
+    /// 0 sends every account topic's deliveries) and half in process 1 (its direct sends);
+    /// an account queued in memory is sent by both, at half each.
+    #[test]
+    fn a_kafka_queued_account_keeps_its_whole_rate_where_its_topic_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.toml"),
+            "[[template]]\nid = 1\nname = \"t\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"queued\"\n[template.content]\ncontent = \"hi\"\n",
+        )
+        .unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            "name = \"x\"\ntemplates = \"t.toml\"\n[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\ngroup = \"g\"\n\
+             [accounts.queued]\nchannel = \"sms\"\nprovider = \"blackhole\"\nrate_limit = { per_second = 100 }\n\
+             [accounts.memory]\nchannel = \"sms\"\nprovider = \"blackhole\"\nqueue = \"memory\"\nrate_limit = { per_second = 100 }\n",
+        )
+        .unwrap();
+        let job = Job::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut opts = RunOptions::for_job(&job);
+        opts.cluster = Some(super::super::Cluster {
+            process: 0,
+            addresses: vec!["a:1".into(), "b:1".into()],
+            connect_timeout: std::time::Duration::from_secs(1),
+        });
+        let rate = |process: usize, name: &str| {
+            share_rates(&job, &opts, process)[name]
+                .rate_limit
+                .and_then(|r| r.per_second)
+        };
+        assert_eq!(rate(0, "queued"), Some(100));
+        assert_eq!(rate(1, "queued"), Some(50));
+        assert_eq!(rate(0, "memory"), Some(50));
+        assert_eq!(rate(1, "memory"), Some(50));
     }
 }

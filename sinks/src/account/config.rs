@@ -40,6 +40,31 @@ pub struct RateLimitConfig {
     pub strategy: RateStrategy,
 }
 
+impl RateLimitConfig {
+    /// 1/`n` of the limit, rounded down, so `n` processes together never pass it (a robot
+    /// past its quota is stopped for minutes): a per-second limit `n` does not divide is
+    /// shared as a per-minute one; at least one a minute.
+    pub fn shared_by(self, n: u32) -> RateLimitConfig {
+        let n = n.max(1);
+        let per_minute = match (self.per_second, self.per_minute) {
+            (Some(s), _) if s % n == 0 => {
+                return RateLimitConfig {
+                    per_second: Some(s / n),
+                    ..self
+                };
+            }
+            (Some(s), _) => s.saturating_mul(60),
+            (None, Some(m)) => m,
+            (None, None) => return self,
+        };
+        RateLimitConfig {
+            per_second: None,
+            per_minute: Some((per_minute / n).max(1)),
+            ..self
+        }
+    }
+}
+
 /// One `[accounts.NAME]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,16 +206,12 @@ impl RateLimitConfig {
 }
 
 impl AccountConfig {
-    /// The account as one of `n` processes sends with it: 1/`n` of its rate (rounded up; its
-    /// provider's own quota too), so the cluster keeps the account's limit.
+    /// The account as one of `n` processes sends with it: 1/`n` of its rate (its provider's
+    /// own quota too), [`RateLimitConfig::shared_by`].
     pub fn shared_by(&self, n: u32) -> AccountConfig {
         let mut a = self.clone();
         if n > 1 {
-            a.rate_limit = a.effective_rate_limit();
-            if let Some(r) = a.rate_limit.as_mut() {
-                r.per_second = r.per_second.map(|x| x.div_ceil(n));
-                r.per_minute = r.per_minute.map(|x| x.div_ceil(n));
-            }
+            a.rate_limit = a.effective_rate_limit().map(|r| r.shared_by(n));
         }
         a
     }
@@ -307,5 +328,43 @@ impl AccountConfig {
             p.push(format!("{key}.max_queued: must be at least 1"));
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(per_second: Option<u32>, per_minute: Option<u32>) -> RateLimitConfig {
+        RateLimitConfig {
+            per_second,
+            per_minute,
+            strategy: RateStrategy::default(),
+        }
+    }
+
+    /// Shared by `n` processes, a limit is never passed by all of them together: a DingTalk
+    /// robot's 20 a minute over 3 is 6 each (7, rounded up, made 21), 1 a second over 4 is
+    /// 15 a minute each, and what `n` divides stays per second.
+    #[test]
+    fn processes_together_never_pass_the_limit() {
+        let each = |r: RateLimitConfig, n| {
+            let s = r.shared_by(n);
+            (s.per_second, s.per_minute)
+        };
+        assert_eq!(each(limit(None, Some(20)), 3), (None, Some(6)));
+        assert_eq!(each(limit(Some(1), None), 4), (None, Some(15)));
+        assert_eq!(each(limit(Some(100), None), 2), (Some(50), None));
+        assert_eq!(each(limit(Some(100), None), 3), (None, Some(2000)));
+        assert_eq!(each(limit(None, Some(2)), 3), (None, Some(1)));
+        assert_eq!(each(limit(Some(7), None), 1), (Some(7), None));
+        for (r, n) in [
+            (limit(None, Some(20)), 3),
+            (limit(Some(1), None), 4),
+            (limit(Some(100), None), 3),
+        ] {
+            let total = r.permits_per_second();
+            assert!(r.shared_by(n).permits_per_second() * f64::from(n) <= total + 1e-9);
+        }
     }
 }

@@ -242,6 +242,8 @@ pub struct Accounts {
 struct Maker {
     /// The processes of the run: each sends at 1/n of a version's rate, as of the job file's.
     processes: u32,
+    /// Accounts whose versions keep their whole rate in this process.
+    whole: std::collections::HashSet<String>,
     base: PathBuf,
     /// The job region's country calling code: national phone numbers are dialled with it.
     calling_code: u16,
@@ -384,9 +386,14 @@ impl Accounts {
     }
 
     /// Versions made by change records send at 1/`n` of their rate, as the job file's
-    /// accounts of a process of an `n`-process cluster do.
-    pub fn shared_by(mut self, n: u32) -> Accounts {
+    /// accounts of a process of an `n`-process cluster do; those of the accounts `whole` names
+    /// keep their whole rate (the one process that sends them, as of the job file's).
+    pub fn shared_by(mut self, n: u32, whole: impl Fn(&str) -> bool) -> Accounts {
         self.maker.processes = n.max(1);
+        self.maker.whole = (self.list.iter())
+            .filter(|a| whole(&a.name))
+            .map(|a| a.name.clone())
+            .collect();
         self
     }
 
@@ -419,7 +426,10 @@ impl Accounts {
         };
         let c: AccountConfig = serde_json::from_value(live.settings.clone())
             .map_err(|e| why(format!("not an [accounts.NAME] table: {e}")))?;
-        let c = c.shared_by(self.maker.processes);
+        let c = match self.maker.whole.contains(&base.name) {
+            true => c,
+            false => c.shared_by(self.maker.processes),
+        };
         // Its own secrets and the job file's: neither may leave in a reason.
         let secrets = {
             let mut s = Secrets::of_settings(&c.settings);
