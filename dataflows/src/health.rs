@@ -211,6 +211,10 @@ fn message_of(payload: &(dyn std::any::Any + Send)) -> String {
 /// The first panic of a timely network thread (a cluster peer's connection broke).
 static NETWORK_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// Whether a worker of this process panicked: a network thread's panic after it (its queue
+/// poisoned by the worker's unwinding) is that panic's doing, not a peer's going.
+static WORKER_PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Why a cluster's connection to a peer broke, if it did.
 pub fn network_failure() -> Option<String> {
     NETWORK_FAILURE.get().cloned()
@@ -239,10 +243,11 @@ fn install_hook() {
             });
             // timely's network threads panic when a peer process's connection breaks; the
             // workers then fail, and the run names the cause once.
-            let network = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with("timely:"));
-            if network {
+            if guarded {
+                WORKER_PANICKED.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let network = !guarded && network_thread(std::thread::current().name());
+            if network && !WORKER_PANICKED.load(std::sync::atomic::Ordering::SeqCst) {
                 let _ = NETWORK_FAILURE.set(
                     message_of(info.payload())
                         .trim_start_matches(": ")
@@ -258,8 +263,26 @@ fn install_hook() {
     });
 }
 
+/// Whether a thread of this name is one of timely's network threads (`timely:send-N`,
+/// `timely:recv-N`; its workers are `timely:work-N`, and a worker's panic is a bug's).
+fn network_thread(name: Option<&str>) -> bool {
+    name.is_some_and(|n| n.starts_with("timely:send-") || n.starts_with("timely:recv-"))
+}
+
 #[cfg(test)]
 mod tests {
+    /// A worker thread's panic is not blamed on the network (timely names its workers
+    /// `timely:work-N`: the hook once read every `timely:` thread as a network thread, so a
+    /// bug's panic in a cluster said "a peer process of the cluster is gone").
+    #[test]
+    fn only_timelys_send_and_receive_threads_are_the_network() {
+        assert!(super::network_thread(Some("timely:send-1")));
+        assert!(super::network_thread(Some("timely:recv-0")));
+        assert!(!super::network_thread(Some("timely:work-0")));
+        assert!(!super::network_thread(Some("main")));
+        assert!(!super::network_thread(None));
+    }
+
     use super::*;
     use std::time::{Duration, Instant};
     use timely::dataflow::ProbeHandle;

@@ -379,6 +379,16 @@ impl Drop for Procs {
 /// process `I` with `extra[I]` too (`--now NOW` unless it gives another); returns them and
 /// their stderr files.
 fn hand_started(dir: &Path, job: &Path, extra: [&[&str]; 2]) -> (Procs, Vec<PathBuf>) {
+    hand_started_with(dir, job, extra, [&[], &[]])
+}
+
+/// [`hand_started`], process `I` with the environment variables `env[I]` too.
+fn hand_started_with(
+    dir: &Path,
+    job: &Path,
+    extra: [&[&str]; 2],
+    env: [&[(&str, &str)]; 2],
+) -> (Procs, Vec<PathBuf>) {
     let ports: Vec<u16> = (0..2)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -412,6 +422,8 @@ fn hand_started(dir: &Path, job: &Path, extra: [&[&str]; 2]) -> (Procs, Vec<Path
                     .args(["-n", "2", "-p", &i.to_string(), "-h"])
                     .arg(&hosts)
                     .args(extra[i])
+                    .envs(env[i].iter().copied())
+                    .env_remove("RUST_BACKTRACE")
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(std::fs::File::create(&logs[i]).unwrap())
@@ -597,6 +609,41 @@ fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
         "{told}: {}",
         said[0]
     );
+}
+
+/// A bug's panic in a worker of a cluster is said as one (its worker and place), not blamed on
+/// a peer: timely names its workers `timely:work-N`, and every `timely:` thread was once read
+/// as a network thread. The other process says its peer ended early.
+#[test]
+fn a_workers_panic_in_a_cluster_is_said_as_a_panic() {
+    let (dir, job) = partitioned_demo(1);
+    let (mut procs, logs) = hand_started_with(
+        dir.path(),
+        &job,
+        [&[], &[]],
+        [&[], &[("TIDINGS_FAIL_WORKER", "1")]],
+    );
+    let procs = &mut procs.0;
+    let failed = common::wait_within(&mut procs[1], Duration::from_secs(60), "process 1");
+    let told = common::wait_within(&mut procs[0], Duration::from_secs(60), "process 0");
+    let said: Vec<String> = logs
+        .iter()
+        .map(|l| std::fs::read_to_string(l).unwrap())
+        .collect();
+    let errors: Vec<&str> = said[1]
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert!(!failed.success(), "{}", said[1]);
+    assert_eq!(errors.len(), 1, "{}", said[1]);
+    assert!(
+        errors[0].contains("worker 1 panicked at ")
+            && errors[0].contains("injected fault (TIDINGS_FAIL_WORKER=1)")
+            && !errors[0].contains("peer process"),
+        "{}",
+        said[1]
+    );
+    assert!(!told.success(), "{}", said[0]);
 }
 
 /// A process of a cluster that fails because a peer is gone leaves the rows it had not yet
