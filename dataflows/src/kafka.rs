@@ -369,6 +369,18 @@ pub struct SourceContext {
     topic: String,
     /// What librdkafka last reported wrong (said with "cannot reach the brokers").
     heard: Heard,
+    /// The partitions whose fetching is stopped, as of the last statistics: their broker is
+    /// not up (unreachable, restarting) or their fetch is not active. A caught-up partition
+    /// among them does not move its watermark with the wall clock: records produced to it
+    /// meanwhile are read when it comes back, and must not find the watermark past them.
+    stalled: std::sync::Mutex<std::collections::HashSet<i32>>,
+}
+
+impl SourceContext {
+    /// [`SourceContext::stalled`], now.
+    fn stalled(&self) -> std::collections::HashSet<i32> {
+        self.stalled.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -380,6 +392,17 @@ impl ClientContext for SourceContext {
         let Some(t) = s.topics.get(&self.topic) else {
             return;
         };
+        let up: std::collections::HashSet<i32> = (s.brokers.values())
+            .filter(|b| b.state == "UP")
+            .map(|b| b.nodeid)
+            .collect();
+        let stalled = (t.partitions.iter())
+            .filter(|(p, tp)| **p >= 0 && (tp.fetch_state != "active" || !up.contains(&tp.broker)))
+            .map(|(p, _)| *p)
+            .collect();
+        if let Ok(mut s) = self.stalled.lock() {
+            *s = stalled;
+        }
         for (&p, tp) in &t.partitions {
             // -1 is librdkafka's "unassigned" pseudo-partition; "none" is not ours (any more).
             if p < 0 || tp.fetch_state == "none" || tp.hi_offset < 0 {
@@ -458,6 +481,7 @@ impl KafkaReader {
                 live: live.clone(),
                 topic: s.topic.clone(),
                 heard: Heard::default(),
+                stalled: Default::default(),
             })?;
         Ok(Rc::new(KafkaReader {
             batch: RefCell::new(BatchQueue::new(&consumer)),
@@ -725,7 +749,10 @@ pub fn kafka_source<'s>(
             let now = clock.now_ms();
             let mut parts_ref = reader.parts.borrow_mut();
             let parts = parts_ref.as_mut().expect("assigned");
-            if flight.full(&progress, *c.time(), in_flight) {
+            // Only a turn that read moves caught-up partitions with the wall clock: what was
+            // produced while the source was held back is still to be read.
+            let polled = !flight.full(&progress, *c.time(), in_flight);
+            if !polled {
                 last_record = Instant::now();
             } else {
                 poll_batch(
@@ -745,7 +772,12 @@ pub fn kafka_source<'s>(
                 given_max = given_max.max(*e);
             }
             give_stamped(output, c, &mut batch);
-            let mut target = least_watermark(parts, now, &event, &live).unwrap_or(*c.time());
+            let stalled = reader.consumer.context().stalled();
+            let raise = Raise {
+                now: polled.then_some(now),
+                stalled: &stalled,
+            };
+            let mut target = least_watermark(parts, raise, &event, &live).unwrap_or(*c.time());
             if let Some(h) = hold {
                 target = target.min(h);
             }
@@ -782,24 +814,38 @@ impl KafkaReader {
     }
 }
 
+/// How a turn moves caught-up partitions with the wall clock.
+struct Raise<'a> {
+    /// The wall clock, on a turn that read (`None`: held back, nothing moves).
+    now: Option<Millis>,
+    /// Partitions whose fetching is stopped: they do not move.
+    stalled: &'a std::collections::HashSet<i32>,
+}
+
 /// The least watermark epoch of the worker's partitions (none assigned: the wall clock's),
 /// once the caught-up ones moved with the wall clock (a caught-up partition never holds the
-/// frontier); `None` while a partition has no watermark yet.
+/// frontier), unless the turn did not read or the partition's fetching is stopped; `None`
+/// while a partition has no watermark yet.
 fn least_watermark(
     parts: &mut BTreeMap<i32, Partition>,
-    now: Millis,
+    raise: Raise<'_>,
     event: &EventTime,
     live: &Live,
 ) -> Option<Epoch> {
-    let floor = now.saturating_sub(event.max_out_of_order_ms);
+    let floor = raise
+        .now
+        .map(|now| now.saturating_sub(event.max_out_of_order_ms));
     for part in parts.values_mut() {
-        if part.caught_up {
+        if let Some(floor) = floor
+            && part.caught_up
+            && !raise.stalled.contains(&part.id)
+        {
             part.clock.raise(floor);
         }
         live.source().set_watermark(part.id, part.clock.watermark);
     }
     if parts.is_empty() {
-        return Some(event.epoch_of(floor));
+        return floor.map(|f| event.epoch_of(f));
     }
     parts
         .values()

@@ -1482,3 +1482,80 @@ fn a_campaign_is_listed_and_sent_by_hand_as_at_a_time() {
     );
     assert!(!dir.path().join("var/state/campaigns.json").exists());
 }
+
+/// A caught-up partition's watermark follows the wall clock only on turns that read it: a
+/// record produced while the source is held back (4 records in flight, sent at 2 a second)
+/// is judged at its own time when it is read, not late by the time it waited. (Before, the
+/// watermark moved on while nothing was read, and the record was judged at it.)
+#[test]
+fn a_record_produced_while_the_source_is_held_back_is_not_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let topic = format!("held-{unique}");
+    let job = sms_job(
+        dir.path(),
+        "held",
+        &brokers(),
+        &topic,
+        &format!("g-{unique}"),
+        "",
+    );
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace(
+            "[source]\n",
+            "[source]\nin_flight = 4\nmax_out_of_order_ms = 1000\n",
+        )
+        .replace(
+            "provider = \"blackhole\"\n",
+            "provider = \"outbox\"\ndir = \"var/outbox\"\nqueue = \"memory\"\nrate_limit = { per_second = 2 }\n",
+        );
+    assert!(text.contains("in_flight = 4") && text.contains("per_second = 2"));
+    std::fs::write(&job, text).unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let request = |ts: i64, to: &str| Outgoing::of_line(&common::envelope(ts, 1, to, "x"));
+    let first = now();
+    let records = (0..8).map(|i| request(first, &format!("1380013800{i}")));
+    produce(&brokers(), &topic, records, || {}).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["run", job.to_str().unwrap(), "-w", "1", "--idle-exit", "4"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Three sent: the source has read the eight (and reached the partition's end) and has
+    // been held back for a second.
+    let outbox = dir.path().join("var/outbox");
+    common::wait_until(Duration::from_secs(60), "three sends", || {
+        std::fs::read_dir(&outbox).is_ok_and(|d| {
+            d.flatten()
+                .map(|f| {
+                    std::fs::read_to_string(f.path())
+                        .unwrap_or_default()
+                        .lines()
+                        .count()
+                })
+                .sum::<usize>()
+                >= 3
+        })
+    });
+    let late = now();
+    produce(&brokers(), &topic, [request(late, "13900139000")], || {}).unwrap();
+    let status = common::wait_within(&mut child, LIMIT, "the held-back run");
+    assert!(status.success(), "{status}");
+    let rows = common::sql_csv(
+        &dir.path().join("var/tracking"),
+        "SELECT receiver, CAST(event_time AS BIGINT) AS t FROM events \
+         WHERE state = 'RECEIVE' ORDER BY 1",
+    );
+    assert_eq!(rows.lines().count(), 10, "{rows}");
+    assert!(
+        rows.contains(&format!("13900139000,{late}")),
+        "judged at its own time {late}: {rows}"
+    );
+}
