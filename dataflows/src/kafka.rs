@@ -1330,11 +1330,36 @@ impl rdkafka::producer::ProducerContext for Undelivered {
     }
 }
 
-/// Produces dead letters to a topic; [`DeadLetterTopic::flush`] waits for every
-/// acknowledgement, and the tracking stage calls it before letting an epoch go.
+/// Produces dead letters to a topic; [`DeadLetterTopic::flush`] produces what was queued and
+/// waits for every acknowledgement, and the tracking stage calls it before letting an epoch
+/// go. A letter the topic refused (it does not exist, the brokers are away) is kept and
+/// produced again by the next flush: the flush fails, and tracking retries it with backoff,
+/// holding the epoch, as it does a tracking write that fails. Nothing panics, nothing is lost.
 pub struct DeadLetterTopic {
-    producer: BaseProducer,
+    producer: BaseProducer<Acks>,
     topic: String,
+    /// Letters not yet acknowledged: (key, body).
+    pending: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+/// The producer's delivery reports: the letters (by their place in the flush) refused.
+#[derive(Default)]
+struct Acks {
+    refused: std::sync::Mutex<Vec<(usize, String)>>,
+}
+
+impl ClientContext for Acks {}
+
+impl rdkafka::producer::ProducerContext for Acks {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, place: Box<usize>) {
+        if let Err((e, _)) = result
+            && let Ok(mut refused) = self.refused.lock()
+        {
+            refused.push((*place, e.to_string()));
+        }
+    }
 }
 
 impl DeadLetterTopic {
@@ -1343,35 +1368,92 @@ impl DeadLetterTopic {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", &k.brokers)
             .set("linger.ms", "5")
+            // A letter the brokers cannot take is reported within this, and kept for the
+            // next flush (librdkafka's default is 5 minutes).
+            .set("message.timeout.ms", "30000")
             .with_properties(&k.properties)
-            .create()?;
+            .create_with_context(Acks::default())?;
         Ok(DeadLetterTopic {
             producer,
             topic: topic.to_string(),
+            pending: Default::default(),
         })
     }
 
-    /// Queues one dead letter (keyed by its source position).
+    /// Queues one dead letter (keyed by its source position); the next flush produces it.
     pub fn send(&self, d: &tidings_model::DeadLetter) {
         let body = serde_json::json!({"time": d.time, "source": d.source, "payload": d.payload, "reason": d.reason})
             .to_string();
-        loop {
-            match self
-                .producer
-                .send(BaseRecord::to(&self.topic).key(&d.source).payload(&body))
-            {
-                Ok(()) => return,
-                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => panic!("dead-letter topic {}: {e}", self.topic),
-            }
-        }
+        self.lock().push((d.source.clone(), body));
     }
 
-    /// Waits until every queued dead letter is acknowledged.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Produces the queued letters and waits until each is acknowledged; those refused stay
+    /// queued, and the error says how many and why.
     pub fn flush(&self) -> anyhow::Result<()> {
-        Ok(self.producer.flush(Duration::from_secs(60))?)
+        let letters = std::mem::take(&mut *self.lock());
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut refused: Vec<(usize, String)> = Vec::new();
+        for (place, (key, body)) in letters.iter().enumerate() {
+            let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(place))
+                .key(key.as_str())
+                .payload(body.as_str());
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, back))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                    {
+                        self.producer.poll(Duration::from_millis(50));
+                        record = back;
+                    }
+                    Err((e, _)) => {
+                        refused.push((place, e.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+        let flushed = self.producer.flush(Duration::from_secs(60));
+        if let Ok(mut r) = self.producer.context().refused.lock() {
+            refused.append(&mut r);
+        }
+        if let Err(e) = flushed {
+            // Not all acknowledged: every letter is produced again (a letter twice on the
+            // topic rather than none).
+            let mut pending = self.lock();
+            let later = std::mem::replace(&mut *pending, letters);
+            pending.extend(later);
+            anyhow::bail!("dead-letter topic {}: {e}", self.topic);
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        refused.sort();
+        let why = refused[0].1.clone();
+        let count = refused.len();
+        let mut again: Vec<(String, String)> = Vec::with_capacity(count);
+        let mut places = refused.iter().map(|(p, _)| *p).peekable();
+        for (place, letter) in letters.into_iter().enumerate() {
+            if places.peek() == Some(&place) {
+                again.push(letter);
+                while places.peek() == Some(&place) {
+                    places.next();
+                }
+            }
+        }
+        let mut pending = self.lock();
+        again.append(&mut pending);
+        *pending = again;
+        anyhow::bail!(
+            "dead-letter topic {}: {count} letter(s) refused ({why}); they are produced again",
+            self.topic
+        )
     }
 }
 

@@ -1559,3 +1559,43 @@ fn a_record_produced_while_the_source_is_held_back_is_not_late() {
         "judged at its own time {late}: {rows}"
     );
 }
+
+/// A dead-letter topic that refuses a letter (here a name no broker takes) does not panic the
+/// job: the flush fails saying why, and keeps the letter for the next flush (tracking retries
+/// it, holding the epoch, as a failed tracking write); a topic that takes them acknowledges.
+#[test]
+fn a_refused_dead_letter_is_kept_and_said_not_a_panic() {
+    use tidings_dataflows::kafka::{DeadLetterTopic, KafkaSettings};
+    let settings = KafkaSettings {
+        brokers: brokers(),
+        topic: "unused".into(),
+        group: "unused".into(),
+        dead_letter_topic: None,
+        checkpoint: Duration::from_secs(1),
+        tick: Duration::from_millis(10),
+        properties: Vec::new(),
+        unresolved: Vec::new(),
+    };
+    let letter = |n: u32| tidings_model::DeadLetter {
+        time: 0,
+        source: format!("t/0/{n}"),
+        payload: "{broken".into(),
+        reason: "unparsable JSON".into(),
+    };
+    let bad = DeadLetterTopic::connect(&settings, "no topic/may have this name").unwrap();
+    bad.send(&letter(1));
+    bad.send(&letter(2));
+    let err = bad.flush().unwrap_err().to_string();
+    assert!(
+        err.contains("no topic/may have this name") && err.contains("2 letter(s) refused"),
+        "{err}"
+    );
+    // Kept: the next flush produces them again, and says so again.
+    let err = bad.flush().unwrap_err().to_string();
+    assert!(err.contains("2 letter(s) refused"), "{err}");
+
+    let good = DeadLetterTopic::connect(&settings, &format!("dead-{}", common::unique())).unwrap();
+    good.send(&letter(3));
+    good.flush().unwrap();
+    good.flush().unwrap();
+}
