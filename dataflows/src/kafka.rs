@@ -936,6 +936,17 @@ impl Stamping<'_> {
         let Some(part) = parts.get_mut(&p) else {
             return;
         };
+        if o < part.next {
+            // Offsets go back only when librdkafka reset a position out of range to the
+            // beginning (the topic was made again, its log cut): these records were never
+            // read, so none is skipped as inside the restored cut. (Their message ids are
+            // those of the old records at the same offsets.)
+            tracing::warn!(
+                "kafka: partition {p} went back from offset {} to {o} (its position was out of range: the topic made again, or its log cut); reading on from {o}",
+                part.next
+            );
+            part.rewound(o);
+        }
         let now = self.now;
         // No timestamp (librdkafka's -1, a v0 record): the read time, as a file line without
         // `ts`; any other is the record's own, so 0 is a dead letter (before 2000) as a
@@ -1501,6 +1512,32 @@ mod tests {
     /// dead letter, the partition's later items in that read are dropped and it is sought one
     /// past; another partition's items are taken. The report again from the fetch after the
     /// seek stands for the next offset. A refused seek drops nothing.
+    #[test]
+    fn records_after_a_reset_to_the_beginning_are_read_not_skipped() {
+        let fixture = Fixture::new();
+        let at = fixture.at();
+        // Restored at offset 500 (everything before it read); the topic was made again, and
+        // librdkafka reset the out-of-range position to the beginning.
+        let restored = Position {
+            offset: 500,
+            byte: 0,
+            clock: Default::default(),
+            read_to: 520,
+            after: vec![510],
+            fingerprint: None,
+            tail: None,
+        };
+        let mut parts: BTreeMap<i32, Partition> =
+            [(0, Partition::new(0, Some(restored), 500))].into();
+        let mut batch = Vec::new();
+        for o in 0..3 {
+            at.take(&mut parts, &mut batch, 0, o, b"{}", Some(NOW));
+        }
+        let offsets: Vec<i64> = batch.iter().map(|(_, r)| r.offset).collect();
+        assert_eq!(offsets, [0, 1, 2], "none skipped as inside the cut");
+        assert_eq!(parts[&0].next, 3);
+    }
+
     #[test]
     fn a_report_makes_one_dead_letter_and_drops_the_rest_of_its_partition() {
         let fixture = Fixture::new();

@@ -182,6 +182,15 @@ impl Partition {
         Some(stamped)
     }
 
+    /// The partition's reader went back to `offset` (a Kafka position reset to the
+    /// beginning): records from there were never read, and none is skipped as inside a
+    /// restored cut.
+    pub fn rewound(&mut self, offset: i64) {
+        self.next = offset;
+        self.read_to = offset;
+        self.after.clear();
+    }
+
     /// The epoch this partition lets its source's capability reach (None: it holds it).
     pub fn watermark_epoch(&self, event: &EventTime) -> Option<Epoch> {
         self.clock.watermark.map(|w| event.epoch_of(w))
