@@ -379,15 +379,17 @@ impl Drop for Procs {
 /// process `I` with `extra[I]` too (`--now NOW` unless it gives another); returns them and
 /// their stderr files.
 fn hand_started(dir: &Path, job: &Path, extra: [&[&str]; 2]) -> (Procs, Vec<PathBuf>) {
-    hand_started_with(dir, job, extra, [&[], &[]])
+    hand_started_with(dir, job, extra, [&[], &[]], Some(NOW))
 }
 
-/// [`hand_started`], process `I` with the environment variables `env[I]` too.
+/// [`hand_started`], process `I` with the environment variables `env[I]` too, the clock at
+/// `now` (`None`: the system's).
 fn hand_started_with(
     dir: &Path,
     job: &Path,
     extra: [&[&str]; 2],
     env: [&[(&str, &str)]; 2],
+    now: Option<&str>,
 ) -> (Procs, Vec<PathBuf>) {
     let ports: Vec<u16> = (0..2)
         .map(|_| {
@@ -411,10 +413,9 @@ fn hand_started_with(
     let procs = Procs(
         (0..2)
             .map(|i| {
-                let now: &[&str] = if extra[i].contains(&"--now") {
-                    &[]
-                } else {
-                    &["--now", NOW]
+                let now: Vec<&str> = match now {
+                    Some(now) if !extra[i].contains(&"--now") => vec!["--now", now],
+                    _ => vec![],
                 };
                 Command::new(env!("CARGO_BIN_EXE_tidings"))
                     .args(["run", job.to_str().unwrap(), "-w", "1"])
@@ -622,6 +623,7 @@ fn a_workers_panic_in_a_cluster_is_said_as_a_panic() {
         &job,
         [&[], &[]],
         [&[], &[("TIDINGS_FAIL_WORKER", "1")]],
+        Some(NOW),
     );
     let procs = &mut procs.0;
     let failed = common::wait_within(&mut procs[1], Duration::from_secs(60), "process 1");
@@ -797,4 +799,80 @@ fn a_recall_in_a_cluster_reaches_the_calls_of_every_process() {
         seen.push(receivers);
     }
     assert_eq!(seen[0], seen[1]);
+}
+
+/// A graceful stop asked of process 1 alone (a pod evicted, a hand-started process signalled)
+/// stops the whole cluster at one cut, every process exiting 0: process 0, which reads the
+/// account topics, stops them too (it waited for a stop of its own, and the cluster was
+/// halted at the drain timeout, exiting 1).
+#[test]
+fn a_stop_asked_of_process_1_stops_a_cluster_with_account_topics() {
+    use tidings_dataflows::kafka::{Outgoing, produce};
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let topic = format!("stop1-{unique}");
+    std::fs::write(
+        dir.path().join("templates.toml"),
+        common::sms_template(1, "none", false, "phone"),
+    )
+    .unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"stop1\"\ntemplates = \"templates.toml\"\nstate_dir = \"var/state\"\n[source]\nkind = \"kafka\"\n\
+             brokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"g-{unique}\"\ncheckpoint_ms = 200\n\
+             [tracking]\ndir = \"var/tracking\"\n\
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n\
+             rate_limit = {{ per_second = 20 }}\nmax_queued = 20\n"
+        ),
+    )
+    .unwrap();
+    // 200 requests at 20 a second: the run is stopped mid-way (and its account drains the 20
+    // it holds within a second).
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let records = (0..200).map(|i| Outgoing {
+        key: Some(format!("k{i}")),
+        ..Outgoing::of_line(&common::envelope(ts + i, 1, &format!("138{i:08}"), "x"))
+    });
+    produce(&brokers, &topic, records, || {}).unwrap();
+    let drain: &[&str] = &["--drain-timeout", "20"];
+    // The system clock: a stop waits for the caught-up watermark to pass its cut.
+    let (mut procs, logs) = hand_started_with(dir.path(), &job, [drain, drain], [&[], &[]], None);
+    let procs = &mut procs.0;
+    let outbox = dir.path().join("var/outbox");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !std::fs::read_dir(&outbox)
+        .is_ok_and(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no send within 90 s: {}\n{}",
+            std::fs::read_to_string(&logs[0]).unwrap_or_default(),
+            std::fs::read_to_string(&logs[1]).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &procs[1].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let one = common::wait_within(&mut procs[1], Duration::from_secs(60), "process 1");
+    let zero = common::wait_within(&mut procs[0], Duration::from_secs(60), "process 0");
+    let said: Vec<String> = logs
+        .iter()
+        .map(|l| std::fs::read_to_string(l).unwrap())
+        .collect();
+    assert!(
+        one.success(),
+        "process 1 {one}: {}\n0: {}",
+        said[1],
+        said[0]
+    );
+    assert!(zero.success(), "process 0 {zero}: {}", said[0]);
 }
