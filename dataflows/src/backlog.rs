@@ -323,7 +323,9 @@ const RECALL_KEY: &str = "\u{0}tidings-recall";
 struct AccountConsumer {
     account: usize,
     topic: String,
-    consumer: GroupConsumer,
+    /// Its errors said as the source's are (librdkafka's default context logged a
+    /// partition's end, seen as a "Global error", at error level).
+    consumer: GroupConsumer<crate::kafka::Heard>,
     pending: RefCell<BTreeMap<Epoch, HashMap<i32, i64>>>,
     /// Records below these offsets were sent by an earlier run (`account-offsets.json`).
     skip_below: BTreeMap<i32, i64>,
@@ -380,7 +382,7 @@ impl BacklogReader {
         let positions = Self::done_positions(state_dir)?;
         let mut consumers = Vec::new();
         for (account, topic) in queues.topics() {
-            let consumer: BaseConsumer = ClientConfig::new()
+            let consumer: BaseConsumer<crate::kafka::Heard> = ClientConfig::new()
                 .set("bootstrap.servers", &k.brokers)
                 .set("group.id", format!("{}.{topic}", k.group))
                 .set("enable.auto.commit", "false")
@@ -403,7 +405,7 @@ impl BacklogReader {
                 // The run ends only once every partition is read to its end.
                 .set("enable.partition.eof", "true")
                 .with_properties(&k.properties)
-                .create()?;
+                .create_with_context(crate::kafka::Heard::default())?;
             consumers.push(AccountConsumer {
                 account,
                 topic: topic.to_string(),

@@ -1152,7 +1152,7 @@ fn failed<C: ConsumerContext>(
 /// answer: librdkafka reports an identical broker error once in 30 s, so a retry in between
 /// hears nothing new).
 #[derive(Default)]
-struct Heard(std::sync::Mutex<Option<String>>);
+pub(crate) struct Heard(std::sync::Mutex<Option<String>>);
 
 impl Heard {
     fn last(&self) -> Option<String> {
