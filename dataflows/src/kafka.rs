@@ -1445,19 +1445,13 @@ impl DeadLetterTopic {
         if refused.is_empty() {
             return Ok(());
         }
-        refused.sort();
         let why = refused[0].1.clone();
-        let count = refused.len();
-        let mut again: Vec<(String, String)> = Vec::with_capacity(count);
-        let mut places = refused.iter().map(|(p, _)| *p).peekable();
-        for (place, letter) in letters.into_iter().enumerate() {
-            if places.peek() == Some(&place) {
-                again.push(letter);
-                while places.peek() == Some(&place) {
-                    places.next();
-                }
-            }
-        }
+        let places: std::collections::HashSet<usize> = refused.iter().map(|(p, _)| *p).collect();
+        let count = places.len();
+        let mut again: Vec<(String, String)> = (letters.into_iter().enumerate())
+            .filter(|(place, _)| places.contains(place))
+            .map(|(_, letter)| letter)
+            .collect();
         let mut pending = self.lock();
         again.append(&mut pending);
         *pending = again;

@@ -390,8 +390,6 @@ fn finish(
     })
 }
 
-/// Watches the run from the side: the drain (progress, `drain_timeout`) and tracking that has
-/// failed for longer than `tracking_give_up`.
 /// Compacts the Parquet tables (and applies `tracking.retain_days`) every
 /// `tracking.compact_every_secs` until the run has finished, on a thread of its own; a failed
 /// pass is a warning and the next one tries again. Compaction never changes what a query sees
@@ -487,6 +485,8 @@ pub(crate) fn compact_in_background(
     }
 }
 
+/// Watches the run from the side: the drain (progress, `drain_timeout`) and tracking that has
+/// failed for longer than `tracking_give_up`.
 pub(crate) fn watch_run(
     runtime: &tokio::runtime::Runtime,
     job: &Job,
