@@ -558,7 +558,8 @@ fn read_record(key: Option<&[u8]>, payload: &[u8]) -> Result<Read, serde_json::E
 }
 
 /// Reads the account topics at each account's pace (worker 0; other workers pass `None`).
-/// Ends on `stop`, or once the main dataflow is done, everything it handed off this run has
+/// Ends on `stop`, or on a stop the cluster agreed (asked of any process: `checkpoints`
+/// knows its cut), or once the main dataflow is done, everything it handed off this run has
 /// been read back and sent, and nothing more (e.g. left by an earlier run) has come for two
 /// seconds since the reader got its partitions.
 pub fn backlog_source<'s>(
@@ -567,6 +568,7 @@ pub fn backlog_source<'s>(
     queues: Arc<Queues>,
     clock: Clock,
     stop: Arc<AtomicBool>,
+    checkpoints: tidings_operators::checkpoint::Checkpoints,
     main_done: Arc<AtomicBool>,
 ) -> Backlog<'s> {
     let read = source::<_, Trimming<Read>, _, _>(scope, "AccountTopics", move |cap, info| {
@@ -612,7 +614,8 @@ pub fn backlog_source<'s>(
                 && idle
                 && queues.read.load(Ordering::Relaxed) >= queues.handed.load(Ordering::Relaxed)
                 && quiet_since.elapsed() >= Duration::from_secs(2);
-            if stop.load(Ordering::Relaxed) || drained {
+            let stopping = stop.load(Ordering::Relaxed) || checkpoints.stop_cut().is_some();
+            if stopping || drained {
                 cap = None;
                 return;
             }

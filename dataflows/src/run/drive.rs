@@ -77,11 +77,6 @@ pub(crate) fn drive_worker(
         if done.done() {
             s.main_done.store(true, Ordering::Relaxed);
         }
-        // A stop agreed by the cluster (asked of any process) stops this process as if it
-        // were signalled: process 0's account-topic source ends, and its drain is bounded.
-        if s.checkpoints.stop_cut().is_some() && !s.stop.load(Ordering::SeqCst) {
-            s.stop.store(true, Ordering::SeqCst);
-        }
         if let Some(r) = &account_reader {
             let f = done_accounts.with_frontier(|f| f.first().copied());
             if f != accounts_seen {

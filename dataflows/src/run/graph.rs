@@ -200,6 +200,7 @@ pub(crate) fn accounts_dataflow(
             s.queues.clone(),
             clock,
             s.stop.clone(),
+            s.checkpoints.clone(),
             s.main_done.clone(),
         );
         let sent = ProbeHandle::<Epoch>::new();
