@@ -271,21 +271,21 @@ fn network_thread(name: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+    use timely::dataflow::ProbeHandle;
+
     /// A worker thread's panic is not blamed on the network (timely names its workers
     /// `timely:work-N`: the hook once read every `timely:` thread as a network thread, so a
     /// bug's panic in a cluster said "a peer process of the cluster is gone").
     #[test]
     fn only_timelys_send_and_receive_threads_are_the_network() {
-        assert!(super::network_thread(Some("timely:send-1")));
-        assert!(super::network_thread(Some("timely:recv-0")));
-        assert!(!super::network_thread(Some("timely:work-0")));
-        assert!(!super::network_thread(Some("main")));
-        assert!(!super::network_thread(None));
+        assert!(network_thread(Some("timely:send-1")));
+        assert!(network_thread(Some("timely:recv-0")));
+        assert!(!network_thread(Some("timely:work-0")));
+        assert!(!network_thread(Some("main")));
+        assert!(!network_thread(None));
     }
-
-    use super::*;
-    use std::time::{Duration, Instant};
-    use timely::dataflow::ProbeHandle;
     use timely::dataflow::operators::{Input, Inspect, Probe};
 
     /// Worker 1 panics inside an operator while worker 0 waits on the shared frontier: without

@@ -377,9 +377,10 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
-    /// [`SourceContext::stalled`], now.
-    fn stalled(&self) -> std::collections::HashSet<i32> {
-        self.stalled.lock().map(|s| s.clone()).unwrap_or_default()
+    /// [`SourceContext::stalled`], now (held while the turn's watermarks move; the
+    /// statistics come on the same thread, in a poll).
+    fn stalled(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i32>> {
+        self.stalled.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -400,9 +401,7 @@ impl ClientContext for SourceContext {
             .filter(|(p, tp)| **p >= 0 && (tp.fetch_state != "active" || !up.contains(&tp.broker)))
             .map(|(p, _)| *p)
             .collect();
-        if let Ok(mut s) = self.stalled.lock() {
-            *s = stalled;
-        }
+        *self.stalled() = stalled;
         for (&p, tp) in &t.partitions {
             // -1 is librdkafka's "unassigned" pseudo-partition; "none" is not ours (any more).
             if p < 0 || tp.fetch_state == "none" || tp.hi_offset < 0 {
@@ -1273,7 +1272,8 @@ pub fn produce_until(
             if stop.load(Ordering::Relaxed) {
                 return Err(stopped());
             }
-            let mut rec = BaseRecord::<String, String>::to(topic).payload(&r.payload);
+            let mut rec =
+                BaseRecord::<String, String, usize>::with_opaque_to(topic, n).payload(&r.payload);
             if let Some(k) = &r.key {
                 rec = rec.key(k);
             }
@@ -1302,41 +1302,39 @@ pub fn produce_until(
             return Err(e.into());
         }
     }
-    let failed = producer.context();
-    match failed
-        .first
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
-        None => Ok(n),
-        Some(e) => anyhow::bail!(
-            "{} of {n} record(s) not delivered: {e}",
-            failed.count.load(Ordering::Relaxed)
+    match producer.context().take()[..] {
+        [] => Ok(n as u64),
+        ref failed => anyhow::bail!(
+            "{} of {n} record(s) not delivered: {}",
+            failed.len(),
+            failed[0].1
         ),
     }
 }
 
-/// Counts the records the broker did not take (librdkafka reports each once, after its
-/// retries), so [`produce_with`] fails instead of saying they were sent.
+/// The records the broker did not take, by the place each was produced with, and why
+/// (librdkafka reports each once, after its retries): [`produce_until`] fails instead of
+/// saying they were sent, and [`DeadLetterTopic::flush`] keeps them.
 #[derive(Default)]
 struct Undelivered {
-    count: std::sync::atomic::AtomicU64,
-    first: std::sync::Mutex<Option<String>>,
+    refused: std::sync::Mutex<Vec<(usize, String)>>,
+}
+
+impl Undelivered {
+    /// The records refused since the last call.
+    fn take(&self) -> Vec<(usize, String)> {
+        std::mem::take(&mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl ClientContext for Undelivered {}
 
 impl rdkafka::producer::ProducerContext for Undelivered {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, place: usize) {
         if let Err((e, _)) = result {
-            self.count.fetch_add(1, Ordering::Relaxed);
-            self.first
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(|| e.to_string());
+            (self.refused.lock().unwrap_or_else(|p| p.into_inner())).push((place, e.to_string()));
         }
     }
 }
@@ -1347,30 +1345,10 @@ impl rdkafka::producer::ProducerContext for Undelivered {
 /// produced again by the next flush: the flush fails, and tracking retries it with backoff,
 /// holding the epoch, as it does a tracking write that fails. Nothing panics, nothing is lost.
 pub struct DeadLetterTopic {
-    producer: BaseProducer<Acks>,
+    producer: BaseProducer<Undelivered>,
     topic: String,
     /// Letters not yet acknowledged: (key, body).
     pending: std::sync::Mutex<Vec<(String, String)>>,
-}
-
-/// The producer's delivery reports: the letters (by their place in the flush) refused.
-#[derive(Default)]
-struct Acks {
-    refused: std::sync::Mutex<Vec<(usize, String)>>,
-}
-
-impl ClientContext for Acks {}
-
-impl rdkafka::producer::ProducerContext for Acks {
-    type DeliveryOpaque = Box<usize>;
-
-    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, place: Box<usize>) {
-        if let Err((e, _)) = result
-            && let Ok(mut refused) = self.refused.lock()
-        {
-            refused.push((*place, e.to_string()));
-        }
-    }
 }
 
 impl DeadLetterTopic {
@@ -1383,7 +1361,7 @@ impl DeadLetterTopic {
             // next flush (librdkafka's default is 5 minutes).
             .set("message.timeout.ms", "30000")
             .with_properties(&k.properties)
-            .create_with_context(Acks::default())?;
+            .create_with_context(Undelivered::default())?;
         Ok(DeadLetterTopic {
             producer,
             topic: topic.to_string(),
@@ -1411,7 +1389,7 @@ impl DeadLetterTopic {
         }
         let mut refused: Vec<(usize, String)> = Vec::new();
         for (place, (key, body)) in letters.iter().enumerate() {
-            let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(place))
+            let mut record = BaseRecord::with_opaque_to(&self.topic, place)
                 .key(key.as_str())
                 .payload(body.as_str());
             loop {
@@ -1431,9 +1409,7 @@ impl DeadLetterTopic {
             }
         }
         let flushed = self.producer.flush(Duration::from_secs(60));
-        if let Ok(mut r) = self.producer.context().refused.lock() {
-            refused.append(&mut r);
-        }
+        refused.extend(self.producer.context().take());
         if let Err(e) = flushed {
             // Not all acknowledged: every letter is produced again (a letter twice on the
             // topic rather than none).
@@ -1501,11 +1477,8 @@ mod tests {
         }
     }
 
-    /// A read's items as the batch queue gives them when a fetch response held a batch that
-    /// failed its CRC and more after it (librdkafka then reads on past it): the report is a
-    /// dead letter, the partition's later items in that read are dropped and it is sought one
-    /// past; another partition's items are taken. The report again from the fetch after the
-    /// seek stands for the next offset. A refused seek drops nothing.
+    /// A partition whose offsets go back (librdkafka reset a position out of range to the
+    /// beginning) has its records read, none skipped as inside the restored cut.
     #[test]
     fn records_after_a_reset_to_the_beginning_are_read_not_skipped() {
         let fixture = Fixture::new();
@@ -1532,6 +1505,11 @@ mod tests {
         assert_eq!(parts[&0].next, 3);
     }
 
+    /// A read's items as the batch queue gives them when a fetch response held a batch that
+    /// failed its CRC and more after it (librdkafka then reads on past it): the report is a
+    /// dead letter, the partition's later items in that read are dropped and it is sought one
+    /// past; another partition's items are taken. The report again from the fetch after the
+    /// seek stands for the next offset. A refused seek drops nothing.
     #[test]
     fn a_report_makes_one_dead_letter_and_drops_the_rest_of_its_partition() {
         let fixture = Fixture::new();

@@ -411,22 +411,24 @@ pub fn recall<'s>(
             let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
             let later = scope.activator_for(info.address.clone());
             let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<Answer>)>();
-            // Per epoch: its capability, orders waiting for the sends, recalls still out.
-            let mut epochs: BTreeMap<Epoch, (Capability<Epoch>, Vec<RecallOrder>, usize)> =
+            // Per epoch: its capability and the orders still to run.
+            let mut epochs: BTreeMap<Epoch, (Capability<Epoch>, Vec<RecallOrder>)> =
                 BTreeMap::new();
+            // The epoch of the order out, if one is.
+            let mut running: Option<Epoch> = None;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, batches| {
                     let Some(&epoch) = cap.least() else { return };
                     let entry = epochs
                         .entry(epoch)
-                        .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new(), 0));
+                        .or_insert_with(|| (cap.delayed(&epoch, 0), Vec::new()));
                     for batch in batches {
                         entry.1.extend(batch.drain(..).map(|(_, o)| o));
                     }
                 });
                 while let Ok((epoch, answers)) = done_rx.try_recv() {
-                    if let Some((cap, _, out)) = epochs.get_mut(&epoch) {
-                        *out -= 1;
+                    running = None;
+                    if let Some((cap, _)) = epochs.get(&epoch) {
                         output
                             .session_with_builder(cap)
                             .give_iterator(answers.into_iter());
@@ -437,36 +439,38 @@ pub fn recall<'s>(
                 // (a whole template's recall does not list what a recall before it is taking
                 // back), on any number of workers.
                 let mut waiting = false;
-                let idle = epochs.values().all(|(_, _, out)| *out == 0);
                 let next = epochs
                     .iter_mut()
-                    .find(|(_, (_, orders, _))| !orders.is_empty());
-                if let (true, Some((&epoch, (_, orders, out)))) = (idle, next)
+                    .find(|(_, (_, orders))| !orders.is_empty());
+                if let (None, Some((&epoch, (_, orders)))) = (running, next)
                     && !frontier.less_equal(&epoch)
                 {
                     if sent.less_equal(&epoch) {
                         waiting = true;
                     } else {
-                        orders.sort_by(|a, b| {
-                            (&b.event_time, &b.source).cmp(&(&a.event_time, &a.source))
-                        });
-                        let Some(r) = orders.pop() else { return };
-                        *out += 1;
-                        let (ctx, done, activator) =
-                            (ctx.clone(), done_tx.clone(), activator.clone());
-                        ctx.clone().runtime.spawn(async move {
-                            let rows = recall_rows(&ctx, &r, clock, mode, first_process).await;
-                            let answers = rows
-                                .into_iter()
-                                .map(|(known, row)| (r.source.clone(), known, row))
-                                .collect();
-                            let _ = done.send((epoch, answers));
-                            let _ = activator.activate();
-                        });
+                        let first = (orders.iter().enumerate())
+                            .min_by(|(_, a), (_, b)| {
+                                (a.event_time, &a.source).cmp(&(b.event_time, &b.source))
+                            })
+                            .map(|(i, _)| i);
+                        if let Some(r) = first.map(|i| orders.swap_remove(i)) {
+                            running = Some(epoch);
+                            let (ctx, done, activator) =
+                                (ctx.clone(), done_tx.clone(), activator.clone());
+                            ctx.clone().runtime.spawn(async move {
+                                let rows = recall_rows(&ctx, &r, clock, mode, first_process).await;
+                                let answers = rows
+                                    .into_iter()
+                                    .map(|(known, row)| (r.source.clone(), known, row))
+                                    .collect();
+                                let _ = done.send((epoch, answers));
+                                let _ = activator.activate();
+                            });
+                        }
                     }
                 }
-                epochs.retain(|epoch, (_, orders, out)| {
-                    !orders.is_empty() || *out > 0 || frontier.less_equal(epoch)
+                epochs.retain(|epoch, (_, orders)| {
+                    !orders.is_empty() || running == Some(*epoch) || frontier.less_equal(epoch)
                 });
                 if waiting {
                     // The probe moves without telling this operator: look again shortly.

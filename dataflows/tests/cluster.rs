@@ -333,10 +333,7 @@ fn a_second_signal_to_the_supervisor_leaves_no_process_behind() {
         .collect();
     // Sending: the processes are past their start (signal handlers installed).
     let outbox = dir.path().join("var/outbox");
-    common::wait_until(Duration::from_secs(90), "the first sends", || {
-        std::fs::read_dir(&outbox)
-            .is_ok_and(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
-    });
+    first_sends(&outbox);
     let interrupt = || {
         Command::new("kill")
             .args(["-INT", &child.id().to_string()])
@@ -373,6 +370,20 @@ impl Drop for Procs {
             let _ = c.wait();
         }
     }
+}
+
+/// Waits (90 s at most) until the outbox under `outbox` holds a send.
+fn first_sends(outbox: &Path) {
+    common::wait_until(Duration::from_secs(90), "the first sends", || {
+        common::count_lines(outbox) > 0
+    });
+}
+
+/// The text of each of `logs`.
+fn read_all(logs: &[PathBuf]) -> Vec<String> {
+    logs.iter()
+        .map(|l| std::fs::read_to_string(l).unwrap())
+        .collect()
 }
 
 /// Starts `job` as a 2-process cluster by hand (`-n 2 -p I -h HOSTS` each, no supervisor),
@@ -565,10 +576,7 @@ fn a_cluster_takes_process_0s_backlog_line() {
     // seconds; process 1's own would be an hour later.
     assert_eq!((first, second), (now - 360_000, now - 360_000));
     let outbox = dir.path().join("var/outbox");
-    common::wait_until(Duration::from_secs(90), "the first sends", || {
-        std::fs::read_dir(&outbox)
-            .is_ok_and(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
-    });
+    first_sends(&outbox);
 }
 
 /// A cluster started by hand is fail-stop too: a process halted by a second signal tells the
@@ -579,10 +587,7 @@ fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
     let (mut procs, logs) = hand_started(dir.path(), &job, [&[], &[]]);
     let procs = &mut procs.0;
     let outbox = dir.path().join("var/outbox");
-    common::wait_until(Duration::from_secs(90), "the first sends", || {
-        std::fs::read_dir(&outbox)
-            .is_ok_and(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
-    });
+    first_sends(&outbox);
     let interrupt = |pid: u32| {
         Command::new("kill")
             .args(["-INT", &pid.to_string()])
@@ -596,10 +601,7 @@ fn a_halted_process_of_a_hand_started_cluster_halts_the_other() {
     interrupt(procs[1].id());
     let halted = common::wait_within(&mut procs[1], Duration::from_secs(30), "process 1");
     let told = common::wait_within(&mut procs[0], Duration::from_secs(30), "process 0");
-    let said: Vec<String> = logs
-        .iter()
-        .map(|l| std::fs::read_to_string(l).unwrap())
-        .collect();
+    let said = read_all(&logs);
     assert!(
         !halted.success() && said[1].contains("stopped at once"),
         "{halted}: {}",
@@ -628,10 +630,7 @@ fn a_workers_panic_in_a_cluster_is_said_as_a_panic() {
     let procs = &mut procs.0;
     let failed = common::wait_within(&mut procs[1], Duration::from_secs(60), "process 1");
     let told = common::wait_within(&mut procs[0], Duration::from_secs(60), "process 0");
-    let said: Vec<String> = logs
-        .iter()
-        .map(|l| std::fs::read_to_string(l).unwrap())
-        .collect();
+    let said = read_all(&logs);
     let errors: Vec<&str> = said[1]
         .lines()
         .filter(|l| l.starts_with("error:"))
@@ -845,18 +844,7 @@ fn a_stop_asked_of_process_1_stops_a_cluster_with_account_topics() {
     let (mut procs, logs) = hand_started_with(dir.path(), &job, [drain, drain], [&[], &[]], None);
     let procs = &mut procs.0;
     let outbox = dir.path().join("var/outbox");
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !std::fs::read_dir(&outbox)
-        .is_ok_and(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no send within 90 s: {}\n{}",
-            std::fs::read_to_string(&logs[0]).unwrap_or_default(),
-            std::fs::read_to_string(&logs[1]).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    first_sends(&outbox);
     let status = Command::new("kill")
         .args(["-TERM", &procs[1].id().to_string()])
         .status()
@@ -864,10 +852,7 @@ fn a_stop_asked_of_process_1_stops_a_cluster_with_account_topics() {
     assert!(status.success());
     let one = common::wait_within(&mut procs[1], Duration::from_secs(60), "process 1");
     let zero = common::wait_within(&mut procs[0], Duration::from_secs(60), "process 0");
-    let said: Vec<String> = logs
-        .iter()
-        .map(|l| std::fs::read_to_string(l).unwrap())
-        .collect();
+    let said = read_all(&logs);
     assert!(
         one.success(),
         "process 1 {one}: {}\n0: {}",

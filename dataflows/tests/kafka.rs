@@ -1532,17 +1532,7 @@ fn a_record_produced_while_the_source_is_held_back_is_not_late() {
     // been held back for a second.
     let outbox = dir.path().join("var/outbox");
     common::wait_until(Duration::from_secs(60), "three sends", || {
-        std::fs::read_dir(&outbox).is_ok_and(|d| {
-            d.flatten()
-                .map(|f| {
-                    std::fs::read_to_string(f.path())
-                        .unwrap_or_default()
-                        .lines()
-                        .count()
-                })
-                .sum::<usize>()
-                >= 3
-        })
+        common::count_lines(&outbox) >= 3
     });
     let late = now();
     produce(&brokers(), &topic, [request(late, "13900139000")], || {}).unwrap();

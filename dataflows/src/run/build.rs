@@ -320,7 +320,7 @@ fn check_directories(job: &Job, opts: &RunOptions, first: bool) -> anyhow::Resul
 }
 
 /// The accounts of this process: in a cluster of N processes each sends at 1/N of an
-/// account's rate (rounded up), so the cluster keeps the account's limit while the sends are
+/// account's rate (rounded down), so the cluster keeps the account's limit while the sends are
 /// spread evenly over the processes (they are: deliveries go to workers by receiver); but an
 /// account queued in Kafka is sent by process 0 alone (worker 0 reads the account topics),
 /// which keeps its whole rate.

@@ -745,6 +745,24 @@ mod tests {
     }
 
     /// A message's facts for test rows.
+    /// A row of `meta` to `receiver`, reached at `time`, without a reason.
+    fn row(
+        meta: &Arc<MessageMeta>,
+        time: i64,
+        event_time: i64,
+        receiver: &str,
+        state: State,
+    ) -> EventRow {
+        EventRow {
+            time,
+            event_time,
+            meta: meta.clone(),
+            receiver: receiver.into(),
+            state,
+            reason: None,
+        }
+    }
+
     fn meta(biz_id: Option<&str>) -> Arc<MessageMeta> {
         Arc::new(MessageMeta {
             live: None,
@@ -847,14 +865,7 @@ account = "b"
             (1_763_742_600_000, State::Receive),
             (1_763_742_600_000 - 3_600_000, State::SendSuccess),
         ] {
-            w.event(EventRow {
-                time: t,
-                event_time: t,
-                meta: meta.clone(),
-                receiver: "r".into(),
-                state,
-                reason: None,
-            });
+            w.event(row(&meta, t, t, "r", state));
         }
         w.dead(DeadLetter {
             time: 1_763_742_600_000,
@@ -902,14 +913,7 @@ account = "b"
         let n = 2 * CHUNK_ROWS + 7;
         let t = 1_763_742_600_000;
         for i in 0..n {
-            w.event(EventRow {
-                time: t + i as i64,
-                event_time: t,
-                meta: meta.clone(),
-                receiver: i.to_string().into(),
-                state: State::Receive,
-                reason: None,
-            });
+            w.event(row(&meta, t + i as i64, t, &i.to_string(), State::Receive));
         }
         assert_eq!(w.buffered(), n);
         assert!(w.flush().is_err());
@@ -941,14 +945,7 @@ account = "b"
         let mut e = Encoding::<EventColumns>::default();
         for i in 0..n {
             e.push(
-                &EventRow {
-                    time: t + i as i64,
-                    event_time: t,
-                    meta: meta.clone(),
-                    receiver: big.as_str().into(),
-                    state: State::ReceiverInvalid,
-                    reason: None,
-                },
+                &row(&meta, t + i as i64, t, &big, State::ReceiverInvalid),
                 &Templates::default(),
             );
         }
