@@ -22,11 +22,11 @@
 //!   them: in the main graph it would find nothing of what still waits in the topic.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -78,6 +78,21 @@ pub struct Queues {
     /// Deliveries handed to account topics, and read back from them, in this run.
     handed: AtomicUsize,
     read: AtomicUsize,
+    /// What the account-topic graph gave up at a stop or a halt (its sends waiting for a
+    /// permit, its recall orders not run): the reader commits short of their records.
+    given_up: Mutex<HashSet<ReadKey>>,
+}
+
+/// Which record of an account topic a delivery or recall order was: (account, message id,
+/// receiver index) of a delivery; (`usize::MAX`, source, `u32::MAX`) of a recall order.
+type ReadKey = (usize, String, u32);
+
+fn delivery_key(account: usize, d: &Delivery) -> ReadKey {
+    (account, d.meta.message_id.to_string(), d.index)
+}
+
+fn recall_key(order: &RecallOrder) -> ReadKey {
+    (usize::MAX, order.source.clone(), u32::MAX)
 }
 
 impl Queues {
@@ -144,6 +159,7 @@ impl Queues {
             hand_off_room: tokio::sync::Semaphore::new(HAND_OFF_WINDOW),
             handed: AtomicUsize::new(0),
             read: AtomicUsize::new(0),
+            given_up: Mutex::default(),
         })
     }
 
@@ -186,6 +202,19 @@ impl Queues {
             self.handed.load(Ordering::Relaxed),
             self.read.load(Ordering::Relaxed),
         )
+    }
+
+    /// A delivery of `account` read from its topic was not sent: a stop or a halt came while
+    /// it waited for its permit. Its record is not committed: the next run sends it.
+    pub fn gave_up(&self, account: usize, d: &Delivery) {
+        let mut given_up = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
+        given_up.insert(delivery_key(account, d));
+    }
+
+    /// A recall order read from an account topic was not run (a stop or a halt came first).
+    pub fn gave_up_recall(&self, order: &RecallOrder) {
+        let mut given_up = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
+        given_up.insert(recall_key(order));
     }
 
     /// `n` deliveries of `account` have been sent (or failed).
@@ -329,11 +358,55 @@ struct AccountConsumer {
     pending: RefCell<BTreeMap<Epoch, HashMap<i32, i64>>>,
     /// Records below these offsets were sent by an earlier run (`account-offsets.json`).
     skip_below: BTreeMap<i32, i64>,
+    /// Records at or above the committed offset that an earlier run sent (or ran) before a
+    /// stop left the ones it had not sent in the topic (`account-sent.json`).
+    sent_above: RefCell<BTreeMap<i32, BTreeSet<i64>>>,
+    /// Every record read and not yet committed, by (partition, offset): the delivery or recall
+    /// order it was (`None`: a dead letter), to find those that gave up.
+    read: RefCell<BTreeMap<(i32, i64), Option<ReadKey>>>,
     /// Per partition: whether the broker said it is at its end since the last record.
     at_end: RefCell<HashMap<i32, bool>>,
 }
 
 impl AccountConsumer {
+    /// Lowers `next` (per partition, the offset to commit) to the first record that gave up,
+    /// keeping the offsets read above it that did not (sent, or run) in `sent_above`, and
+    /// forgets what is committed. Returns whether `sent_above` changed.
+    fn short_of(&self, next: &mut HashMap<i32, i64>, given_up: &HashSet<ReadKey>) -> bool {
+        let mut read = self.read.borrow_mut();
+        let mut sent_above = self.sent_above.borrow_mut();
+        let gave_up = |k: &Option<ReadKey>| k.as_ref().is_some_and(|k| given_up.contains(k));
+        let mut changed = false;
+        for (&p, n) in next.iter_mut() {
+            let first = (!given_up.is_empty())
+                .then(|| read.range((p, i64::MIN)..(p, *n)).find(|(_, k)| gave_up(k)))
+                .flatten()
+                .map(|(&(_, o), _)| o);
+            if let Some(first) = first {
+                let sent = sent_above.entry(p).or_default();
+                for (&(_, o), k) in read.range((p, first)..(p, *n)) {
+                    if !gave_up(k) {
+                        sent.insert(o);
+                    }
+                }
+                *n = first;
+                changed = true;
+            }
+            let n = *n;
+            read.retain(|&(q, o), _| q != p || o >= n);
+            if let Some(sent) = sent_above.get_mut(&p)
+                && sent.first().is_some_and(|&o| o < n)
+            {
+                *sent = sent.split_off(&n);
+                changed = true;
+                if sent.is_empty() {
+                    sent_above.remove(&p);
+                }
+            }
+        }
+        changed
+    }
+
     /// Whether every partition it was given is read to its end.
     fn drained(&self) -> bool {
         let at_end = self.at_end.borrow();
@@ -358,6 +431,9 @@ pub struct BacklogReader {
     /// group (or a group that lost its commits) does not send them again.
     positions_path: PathBuf,
     positions: RefCell<BTreeMap<String, BTreeMap<i32, i64>>>,
+    /// `state_dir/account-sent.json`: per account topic and partition, the records above its
+    /// position that were sent before a stop (written before the positions).
+    sent_path: PathBuf,
     /// When to try assigning the topics' partitions again.
     retry_at: Cell<Instant>,
 }
@@ -371,6 +447,12 @@ impl BacklogReader {
         crate::read_json_or_default(&state_dir.join("account-offsets.json"), "")
     }
 
+    /// What `state_dir/account-sent.json` says was sent above those positions (checked before
+    /// the workers start too).
+    pub fn sent_above(state_dir: &Path) -> anyhow::Result<SentAbove> {
+        crate::read_json_or_default(&state_dir.join("account-sent.json"), "")
+    }
+
     /// Reads every account topic (assigned, see [`BacklogReader::assign`]), each from its group's committed offsets, skipping
     /// what `state_dir/account-offsets.json` says is done.
     pub fn connect(
@@ -380,6 +462,7 @@ impl BacklogReader {
     ) -> anyhow::Result<Rc<BacklogReader>> {
         let positions_path = state_dir.join("account-offsets.json");
         let positions = Self::done_positions(state_dir)?;
+        let sent = Self::sent_above(state_dir)?;
         let mut consumers = Vec::new();
         for (account, topic) in queues.topics() {
             let consumer: BaseConsumer<crate::kafka::Heard> = ClientConfig::new()
@@ -412,6 +495,8 @@ impl BacklogReader {
                 consumer: GroupConsumer::new(consumer),
                 pending: RefCell::new(BTreeMap::new()),
                 skip_below: positions.get(topic).cloned().unwrap_or_default(),
+                sent_above: RefCell::new(sent.get(topic).cloned().unwrap_or_default()),
+                read: RefCell::default(),
                 at_end: RefCell::new(HashMap::new()),
             });
         }
@@ -420,6 +505,7 @@ impl BacklogReader {
             tick: k.tick,
             positions_path,
             positions: RefCell::new(positions),
+            sent_path: state_dir.join("account-sent.json"),
             retry_at: Cell::new(Instant::now()),
         }))
     }
@@ -481,9 +567,13 @@ impl BacklogReader {
         all
     }
 
-    /// Commits what the backlog dataflow has finished: epochs before `frontier`, or all.
-    pub fn commit_done(&self, frontier: Option<Epoch>, mode: CommitMode) {
+    /// Commits what the backlog dataflow has finished: epochs before `frontier`, or all; but
+    /// never a record that gave up (`Queues::gave_up`) nor any after it: those it sent are
+    /// written to `account-sent.json`, and the next run skips them.
+    pub fn commit_done(&self, frontier: Option<Epoch>, mode: CommitMode, queues: &Queues) {
         let mut commits = Vec::new();
+        let mut sent_changed = false;
+        let given_up = queues.given_up.lock().unwrap_or_else(|p| p.into_inner());
         for c in &self.consumers {
             let done = {
                 let mut pending = c.pending.borrow_mut();
@@ -503,6 +593,7 @@ impl BacklogReader {
             if next.is_empty() {
                 continue;
             }
+            sent_changed |= c.short_of(&mut next, &given_up);
             let mut positions = self.positions.borrow_mut();
             let known = positions.entry(c.topic.clone()).or_default();
             let mut tpl = TopicPartitionList::new();
@@ -513,10 +604,25 @@ impl BacklogReader {
             }
             commits.push((c, tpl));
         }
+        drop(given_up);
         if commits.is_empty() {
             return;
         }
-        // The file first: the group may lag behind it, never run ahead of it.
+        // The files first: the group may lag behind them, never run ahead of them; what was
+        // sent above a position before it (a crash in between skips only what was sent).
+        if sent_changed {
+            let sent: SentAbove = self
+                .consumers
+                .iter()
+                .map(|c| (c.topic.clone(), c.sent_above.borrow().clone()))
+                .filter(|(_, s)| !s.is_empty())
+                .collect();
+            let body = serde_json::to_vec(&sent).unwrap_or_default();
+            if let Err(e) = write_durably(&self.sent_path, &body) {
+                tracing::warn!("{}: {e}", self.sent_path.display());
+                return;
+            }
+        }
         let body = serde_json::to_vec(&*self.positions.borrow()).unwrap_or_default();
         if let Err(e) = write_durably(&self.positions_path, &body) {
             tracing::warn!("{}: {e}", self.positions_path.display());
@@ -543,6 +649,9 @@ pub struct Backlog<'s> {
     /// Dead letters of records that are neither.
     pub rows: StreamVec<'s, Epoch, Tracked>,
 }
+
+/// Per account topic and partition: offsets at or above its committed one already sent.
+pub type SentAbove = BTreeMap<String, BTreeMap<i32, BTreeSet<i64>>>;
 
 /// One record of an account topic, read.
 type Read = Result<Delivery, Result<RecallOrder, DeadLetter>>;
@@ -648,11 +757,25 @@ pub fn backlog_source<'s>(
                         .entry(epoch)
                         .or_default()
                         .insert(p, o);
-                    if c.skip_below.get(&p).is_some_and(|&s| o < s) {
+                    if c.skip_below.get(&p).is_some_and(|&s| o < s)
+                        || c.sent_above
+                            .borrow()
+                            .get(&p)
+                            .is_some_and(|s| s.contains(&o))
+                    {
                         continue;
                     }
                     let payload = m.payload().unwrap_or_default();
-                    match read_record(m.key(), payload) {
+                    let record = read_record(m.key(), payload);
+                    c.read.borrow_mut().insert(
+                        (p, o),
+                        match &record {
+                            Ok(Ok(d)) => Some(delivery_key(c.account, d)),
+                            Ok(Err(Ok(order))) => Some(recall_key(order)),
+                            _ => None,
+                        },
+                    );
+                    match record {
                         Ok(Ok(d)) => {
                             queues.queued[c.account].fetch_add(1, Ordering::Relaxed);
                             queues.read.fetch_add(1, Ordering::Relaxed);

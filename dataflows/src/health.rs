@@ -27,6 +27,9 @@ pub struct Health {
     /// connection to a peer that ended first).
     panicked_first: AtomicBool,
     halt: Arc<tidings_sinks::account::Halt>,
+    /// The halt of the `kafka`-queued accounts: raised by a halt, and by a graceful stop
+    /// (their deliveries still waiting for a permit stay in their topics for the next run).
+    queued: Arc<tidings_sinks::account::Halt>,
     halt_reason: Mutex<Option<String>>,
     /// Sends handed to the runtime whose outcome has not come back to their worker.
     outstanding: AtomicUsize,
@@ -93,6 +96,7 @@ impl Health {
         }
         self.halted_at.get_or_init(Instant::now);
         self.halt.raise();
+        self.queued.raise();
         if let Some(s) = &self.stop {
             s.store(true, Ordering::SeqCst);
         }
@@ -140,6 +144,25 @@ impl Health {
     /// The flag a halt raises (accounts stop waiting for permits on it).
     pub fn halt_flag(&self) -> Arc<tidings_sinks::account::Halt> {
         self.halt.clone()
+    }
+
+    /// The flag the `kafka`-queued accounts wait on instead (raised by a halt too).
+    pub fn queued_flag(&self) -> Arc<tidings_sinks::account::Halt> {
+        self.queued.clone()
+    }
+
+    /// A graceful stop: the `kafka`-queued accounts' sends still waiting for a permit give up
+    /// (their deliveries are read again from their topics by the next run), so a stop is not
+    /// held for the minutes a slow account's room takes to send.
+    pub fn stop_queued(&self) {
+        if !self.queued.is_raised() {
+            self.queued.raise();
+        }
+    }
+
+    /// Whether the `kafka`-queued accounts' sends give up (a stop or a halt).
+    pub fn queued_stopped(&self) -> bool {
+        self.queued.is_raised()
     }
 
     /// A send was handed to the runtime.

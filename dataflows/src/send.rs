@@ -4,6 +4,7 @@
 //! "sent".
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,15 +25,16 @@ use crate::track::Counts;
 /// A send's way back to its worker; the run's count of outstanding sends drops as it goes
 /// (however the task ends).
 struct Returned {
-    tx: mpsc::Sender<(Epoch, Vec<EventRow>)>,
+    tx: mpsc::Sender<Done>,
     health: Arc<Health>,
 }
 
+/// A send task's epoch, its rows, and whether one of its sends gave up (the run halted, or a
+/// stop came while a `kafka`-queued account's send waited for its permit): no row, not sent.
+type Done = (Epoch, Vec<EventRow>, bool);
+
 impl Returned {
-    fn send(
-        &self,
-        v: (Epoch, Vec<EventRow>),
-    ) -> Result<(), mpsc::SendError<(Epoch, Vec<EventRow>)>> {
+    fn send(&self, v: Done) -> Result<(), mpsc::SendError<Done>> {
         self.tx.send(v)
     }
 }
@@ -166,7 +168,15 @@ type SendRows = smallvec::SmallVec<[EventRow; 1]>;
 
 /// Sends one message's deliveries through its route (or, on the main graph, hands them to
 /// their account's topic); gives their SEND_SUCCESS / SEND_FAIL rows (none when handed off).
-async fn send_one(ctx: &SendContext, mode: SendMode, clock: Clock, ds: &[Delivery]) -> SendRows {
+/// A send that gave up sets `gave_up` (in the account-topic graph it is also told to
+/// [`Queues::gave_up`]: its record is read again by the next run).
+async fn send_one(
+    ctx: &SendContext,
+    mode: SendMode,
+    clock: Clock,
+    ds: &[Delivery],
+    gave_up: &AtomicBool,
+) -> SendRows {
     let order = ctx
         .route(&ds[0].meta)
         .map(|r| r.order(&ds[0].meta.message_id))
@@ -238,8 +248,15 @@ async fn send_one(ctx: &SendContext, mode: SendMode, clock: Clock, ds: &[Deliver
     for (d, o) in ds.iter().zip(outcomes) {
         rows.push(match o {
             Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
-            // Not sent as the run halted: no row; a new run sends it.
-            Err(reason) if reason.ends_with(NOT_SENT_HALTED) => continue,
+            // Not sent as the run halted (or a stop came for a queued account): no row; a
+            // new run sends it.
+            Err(reason) if reason.ends_with(NOT_SENT_HALTED) => {
+                gave_up.store(true, Ordering::Relaxed);
+                if mode == SendMode::Accounts {
+                    ctx.queues.gave_up(account, d);
+                }
+                continue;
+            }
             Err(reason) => EventRow::of(d, State::SendFail, Some(reason), now),
         });
     }
@@ -259,7 +276,7 @@ async fn send_some(
     mode: SendMode,
     clock: Clock,
     messages: &Messages,
-) -> Vec<EventRow> {
+) -> (Vec<EventRow>, bool) {
     use futures_util::stream::{FuturesUnordered, StreamExt};
     use std::future::Future;
     use std::task::Poll;
@@ -267,6 +284,7 @@ async fn send_some(
     // refusal, a halted run) gives its rows without joining the set of sends in progress (a
     // task of its own there, linked, woken and unlinked: a fifth of the send threads' time in
     // the 1M-request bench). The rest wait in the set, polled from then on with its wakers.
+    let gave_up = AtomicBool::new(false);
     let (mut rows, waiting) = std::future::poll_fn(|cx| {
         let (mut rows, mut waiting) = (Vec::new(), Vec::new());
         // The box of a send that finished at once, its next send written into it (no
@@ -276,7 +294,7 @@ async fn send_some(
             // Boxed: its future (1,016 bytes in a release build) stays within mimalloc's small
             // sizes (up to 1 KiB), whose allocation is the fast one (1,032 bytes cost ~70
             // instructions more a send, bench/MEASURED.md).
-            let next = send_one(ctx, mode, clock, ds);
+            let next = send_one(ctx, mode, clock, ds, &gave_up);
             let mut send = match spare.take() {
                 Some(mut done) => {
                     std::pin::Pin::set(&mut done, next);
@@ -299,7 +317,8 @@ async fn send_some(
     while let Some(r) = sends.next().await {
         rows.extend(r);
     }
-    rows
+    drop(sends);
+    (rows, gave_up.into_inner())
 }
 
 /// Sends every delivery; emits its SEND_SUCCESS / SEND_FAIL row.
@@ -313,9 +332,10 @@ pub fn send<'s>(
     deliveries.unary_frontier::<Trimming<Tracked>, _, _, _>(Pipeline, "Send", move |_, info| {
         let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
         let recheck = scope.activator_for(info.address.clone());
-        let (done_tx, done_rx) = mpsc::channel::<(Epoch, Vec<EventRow>)>();
-        // Per epoch: its capability and the number of send tasks still out.
-        let mut inflight: BTreeMap<Epoch, (Capability<Epoch>, usize)> = BTreeMap::new();
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        // Per epoch: its capability, the number of send tasks still out, and whether a send
+        // of it gave up.
+        let mut inflight: BTreeMap<Epoch, (Capability<Epoch>, usize, bool)> = BTreeMap::new();
         move |(input, frontier), output| {
             // Held: deliveries stay in the input (their epochs with them, so the source's
             // backpressure stops reading) until tracking can take rows again.
@@ -327,7 +347,7 @@ pub fn send<'s>(
                     let Some(&epoch) = cap.least() else { return };
                     let entry = inflight
                         .entry(epoch)
-                        .or_insert_with(|| (cap.delayed(&epoch, 0), 0));
+                        .or_insert_with(|| (cap.delayed(&epoch, 0), 0, false));
                     for messages in by_message(batches, MESSAGES_PER_TASK) {
                         entry.1 += 1;
                         let ctx = ctx.clone();
@@ -338,9 +358,9 @@ pub fn send<'s>(
                         ctx.health.send_started();
                         let activator = activator.clone();
                         ctx.clone().runtime.spawn(async move {
-                            let rows = send_some(&ctx, mode, clock, &messages).await;
+                            let (rows, gave_up) = send_some(&ctx, mode, clock, &messages).await;
                             // The worker may have stopped only if the job is being torn down.
-                            let _ = done.send((epoch, rows));
+                            let _ = done.send((epoch, rows, gave_up));
                             let _ = activator.activate();
                         });
                     }
@@ -349,19 +369,26 @@ pub fn send<'s>(
             // Completions are gathered per epoch and given in one session each: a session per
             // completion would ship one nearly empty container per provider call.
             let mut finished: BTreeMap<Epoch, Vec<EventRow>> = BTreeMap::new();
-            while let Ok((epoch, rows)) = done_rx.try_recv() {
+            while let Ok((epoch, rows, gave_up)) = done_rx.try_recv() {
                 finished.entry(epoch).or_default().extend(rows);
                 let entry = inflight
                     .get_mut(&epoch)
                     .expect("an epoch with sends out keeps its entry");
                 entry.1 -= 1;
+                entry.2 |= gave_up && mode == SendMode::Main;
             }
             for (epoch, rows) in finished {
                 output
                     .session_with_builder(&inflight[&epoch].0)
                     .give_iterator(rows.into_iter().map(Tracked::Row));
             }
-            inflight.retain(|epoch, (_, out)| *out > 0 || frontier.less_equal(epoch));
+            // An epoch of the main graph with a send that gave up is held for good: the send
+            // wrote no row, and were its epoch let go, the "done" frontier would pass it and a
+            // cut complete without it (its offsets committed: lost). Held, the frontier stays
+            // before it on every process, and a new run sends it. (The account-topic graph
+            // lets its epochs go: its reader commits short of what gave up, `Queues::gave_up`.)
+            inflight
+                .retain(|epoch, (_, out, held)| *out > 0 || *held || frontier.less_equal(epoch));
         }
     })
 }
@@ -458,7 +485,15 @@ pub fn recall<'s>(
                             let (ctx, done, activator) =
                                 (ctx.clone(), done_tx.clone(), activator.clone());
                             ctx.clone().runtime.spawn(async move {
-                                let rows = recall_rows(&ctx, &r, clock, mode, first_process).await;
+                                // After a stop the account topics' orders wait for the next
+                                // run, behind the deliveries that gave up before them.
+                                let rows =
+                                    if mode == SendMode::Accounts && ctx.health.queued_stopped() {
+                                        ctx.queues.gave_up_recall(&r);
+                                        Vec::new()
+                                    } else {
+                                        recall_rows(&ctx, &r, clock, mode, first_process).await
+                                    };
                                 let answers = rows
                                     .into_iter()
                                     .map(|(known, row)| (r.source.clone(), known, row))

@@ -141,6 +141,8 @@ impl Services {
             job.kafka.as_ref(),
             &runtime,
         )?);
+        // A graceful stop leaves what a queued account has not sent yet in its topic.
+        accounts.halt_some_with(health.queued_flag(), |i| queues.in_kafka(i));
         let counts = Arc::new(Mutex::new(Counts::default()));
         let send = Arc::new(SendContext {
             accounts,
@@ -194,6 +196,7 @@ impl Services {
                 .map_err(|e| anyhow::anyhow!("kafka {}: {e}", k.brokers))?;
             if queues.any() {
                 BacklogReader::done_positions(&job.state_dir)?;
+                BacklogReader::sent_above(&job.state_dir)?;
             }
         }
         let mut job = job.clone();

@@ -77,10 +77,20 @@ pub(crate) fn drive_worker(
         if done.done() {
             s.main_done.store(true, Ordering::Relaxed);
         }
-        if let Some(r) = &account_reader {
+        // A stop the cluster agreed on: the queued accounts' sends waiting for a permit give
+        // up (what they hold stays in their topics), instead of holding the stop for the
+        // minutes a slow account takes to send its room.
+        if s.checkpoints.stop_cut().is_some() {
+            s.health.stop_queued();
+        }
+        // Once they may give up, the account topics are committed only at the end, short of
+        // the first record that did (`BacklogReader::commit_done`).
+        if let Some(r) = &account_reader
+            && !s.health.queued_stopped()
+        {
             let f = done_accounts.with_frontier(|f| f.first().copied());
             if f != accounts_seen {
-                r.commit_done(f, CommitMode::Async);
+                r.commit_done(f, CommitMode::Async, &s.queues);
                 accounts_seen = f;
             }
         }
@@ -114,7 +124,7 @@ pub(crate) fn drive_worker(
         {
             committer.commit(s, CommitMode::Sync);
             if let Some(r) = &account_reader {
-                r.commit_done(None, CommitMode::Sync);
+                r.commit_done(None, CommitMode::Sync, &s.queues);
             }
             count_parked(s, index);
             pump(&mut control);
@@ -125,7 +135,7 @@ pub(crate) fn drive_worker(
     pump(&mut control);
     committer.commit(s, CommitMode::Sync);
     if let Some(r) = &account_reader {
-        r.commit_done(None, CommitMode::Sync);
+        r.commit_done(None, CommitMode::Sync, &s.queues);
     }
     count_parked(s, index);
 }

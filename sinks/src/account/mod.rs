@@ -502,6 +502,16 @@ impl Accounts {
         }
     }
 
+    /// The accounts at the indexes `which` picks wait on `halt` instead (the `kafka`-queued
+    /// accounts: a graceful stop raises theirs alone).
+    pub fn halt_some_with(&mut self, halt: Arc<Halt>, which: impl Fn(usize) -> bool) {
+        for (i, a) in self.list.iter_mut().enumerate() {
+            if which(i) {
+                a.halt = halt.clone();
+            }
+        }
+    }
+
     /// The index of an account by name.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.list.iter().position(|a| a.name == name)
