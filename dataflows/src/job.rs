@@ -388,7 +388,7 @@ fn campaigns_of(
     let mut campaigns = Vec::new();
     for t in templates.iter() {
         // Reading verbs (sql, trace, campaign list) need no crowd file.
-        match crate::campaign::checked(t, kafka, dir, tz, run) {
+        match crate::campaign::checked(t, kafka, dir, tz, run, true) {
             Ok(Some(c)) => campaigns.push(c),
             Ok(None) => {}
             Err(why) => problems.push(format!(

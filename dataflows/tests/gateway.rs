@@ -423,6 +423,10 @@ fn templates_change_through_the_door_from_their_event_time() {
         for (cron, why) in [
             ("0 0 10 * * ?", "crowd: "),
             ("0 0 0 31 2 ?", "names no time in the next five years"),
+            (
+                "0 0 12 11 11 ? 2020",
+                "every time `0 0 12 11 11 ? 2020` names has passed",
+            ),
             ("0 0 25 * * ?", "cron: hour `25`"),
         ] {
             campaign["cron"] = json!(cron);

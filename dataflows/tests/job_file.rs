@@ -746,6 +746,13 @@ fn a_campaigns_problems_name_the_template_key_and_fix() {
             "cron",
             "cron = \"0 0 0 31 2 ?\"\ncrowd = \"crowd.csv\"\n",
         ),
+        // A one-off campaign of a year gone by: kept (it fires nothing), not a load error (a
+        // job stopped loading once its date passed).
+        t(
+            8,
+            "cron",
+            "cron = \"0 0 12 11 11 ? 2020\"\ncrowd = \"crowd.csv\"\n",
+        ),
     ];
     write(dir.path(), "t.toml", &templates.join("\n"));
     // A job over t.toml reading `source`.
@@ -788,4 +795,7 @@ fn a_campaigns_problems_name_the_template_key_and_fix() {
     let job = tidings_dataflows::Job::load(&kafka).unwrap();
     assert_eq!(job.campaigns.len(), 1);
     assert_eq!(job.campaigns[0].crowd, dir.path().join("crowd.csv"));
+    write(dir.path(), "t.toml", &templates[7]);
+    let job = tidings_dataflows::Job::load(&kafka).unwrap();
+    assert_eq!(job.campaigns[0].template_id, 8);
 }

@@ -206,6 +206,11 @@ impl Cron {
             }
     }
 
+    /// The first year its year field names (`None`: any year).
+    pub fn first_year(&self) -> Option<i32> {
+        self.years.iter().min().copied()
+    }
+
     /// The first local time after `after` (to the second) that the expression names,
     /// within five years. A local time a clock change skips is passed over; one it repeats
     /// is taken at its first occurrence.
@@ -381,7 +386,9 @@ fn bits(s: &str, lo: u32, hi: u32, names: &[&str], shift: u32) -> Result<u64, St
             let a = number(range, names, shift)?;
             (a, if stepped { hi } else { a })
         };
-        if a < lo || b > hi {
+        // Either end outside the field: `99/5` fired at :39 (99 wrapped), `70-5` named no
+        // second at all (and a look for its next time scanned five years a second at a time).
+        if !(lo..=hi).contains(&a) || !(lo..=hi).contains(&b) {
             return Err(format!("`{item}` is outside {lo}-{hi}"));
         }
         // As Quartz: a range whose end is below its start runs past the field's end and on
@@ -600,6 +607,10 @@ mod tests {
         for (expr, why) in [
             ("0 0 10 * * ? * 1", "has 8 fields"),
             ("0 0 25 * * ?", "hour `25`: `25` is outside 0-23"),
+            ("0 99/5 * * * ?", "minute `99/5`: `99/5` is outside 0-59"),
+            ("70-5 * * * * ?", "second `70-5`: `70-5` is outside 0-59"),
+            ("0 0 25-3 * * ?", "hour `25-3`: `25-3` is outside 0-23"),
+            ("0 0 10 5-0 * ?", "`5-0` is outside 1-31"),
             (
                 "0 0 10 L-31 * ?",
                 "day of month `L-31`: `L-31`: L-n and L-nW need n from 0 to 30",

@@ -79,30 +79,55 @@ pub fn of_template(t: &Template, kafka: bool, dir: &Path) -> Result<Option<Campa
 }
 
 /// Refuses a campaign whose expression names no time in the next five years (from the wall
-/// clock: a check at the door, never a judgement of the graph).
-pub fn fires(c: &Campaign, tz: Tz) -> Result<(), String> {
-    match c.cron.next_after(tz, tidings_model::time::wall_ms()) {
-        Some(_) => Ok(()),
-        None => Err(format!(
+/// clock: a check at the door, never a judgement of the graph). With `past_ok` (a job file's,
+/// loaded) one whose times have all passed (a one-off campaign of a year gone by) is said and
+/// kept, firing nothing: a job must not stop loading because a date went by.
+pub fn fires(c: &Campaign, tz: Tz, past_ok: bool) -> Result<(), String> {
+    let now = tidings_model::time::wall_ms();
+    if c.cron.next_after(tz, now).is_some() {
+        return Ok(());
+    }
+    let passed = c
+        .cron
+        .first_year()
+        .and_then(|y| tz.with_ymd_and_hms(y, 1, 1, 0, 0, 0).earliest())
+        .map(|start| start.timestamp_millis() - 1_000)
+        .is_some_and(|from| from < now && c.cron.next_after(tz, from).is_some());
+    match (passed, past_ok) {
+        (true, true) => {
+            tracing::warn!(
+                "template {}: every time its cron `{}` names has passed: it sends nothing",
+                c.template_id,
+                c.expr
+            );
+            Ok(())
+        }
+        (true, false) => Err(format!(
+            "cron: every time `{}` names has passed; check its year",
+            c.expr
+        )),
+        (false, _) => Err(format!(
             "cron: `{}` names no time in the next five years; check its day, month and year",
             c.expr
         )),
     }
 }
 
-/// A template's campaign checked as a job file's is: [`of_template`], [`fires`] and, with
-/// `read_crowd`, the crowd's header. `Ok(None)`: the template is no campaign.
+/// A template's campaign checked as a job file's is: [`of_template`], [`fires`] (`past_ok`
+/// as it says) and, with `read_crowd`, the crowd's header. `Ok(None)`: the template is no
+/// campaign.
 pub fn checked(
     t: &Template,
     kafka: bool,
     dir: &Path,
     tz: Tz,
     read_crowd: bool,
+    past_ok: bool,
 ) -> Result<Option<Campaign>, String> {
     let Some(c) = of_template(t, kafka, dir)? else {
         return Ok(None);
     };
-    fires(&c, tz)?;
+    fires(&c, tz, past_ok)?;
     if read_crowd {
         check_crowd(&c.crowd).map_err(|why| format!("crowd: {why}"))?;
     }
