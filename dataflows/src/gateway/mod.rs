@@ -185,7 +185,7 @@ impl Gateway {
     /// A campaign put checked as the job file's are, beyond the book's check: its expression
     /// names a time in the next five years and its crowd's header names its receivers.
     fn check_campaign(&self, t: &tidings_model::Template) -> Result<(), String> {
-        crate::campaign::checked(t, true, &self.crowd_dir, self.tz, true)
+        crate::campaign::checked(t, true, &self.crowd_dir, self.tz, true, false)
             .map(|_| ())
             .map_err(|why| format!("template change: template {}: {why}", t.id))
     }
@@ -336,6 +336,10 @@ impl Gateway {
                 .load(std::sync::atomic::Ordering::SeqCst)
                 .saturating_add(1),
         );
+        // Requests answered after this change are stamped at or after it, even if the wall
+        // clock steps back (NTP, a VM resumed): they are judged with it, as its answer says.
+        self.stamped
+            .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
         let bytes = body.to_string().into_bytes();
         let account = match &op {
             Op::Account { name, .. } => Some(name.clone()),
@@ -493,7 +497,8 @@ impl Gateway {
         }
         let (now, checked) = {
             let _between_changes = self.changing.read().await;
-            let now = wall_ms();
+            // Never before the last change's stamp (a wall clock stepped back).
+            let now = wall_ms().max(self.stamped.load(std::sync::atomic::Ordering::SeqCst));
             self.stamped
                 .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
             (now, self.check(route, body, now))

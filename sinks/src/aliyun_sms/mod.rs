@@ -204,11 +204,13 @@ impl AliyunSms {
         match code {
             "OK" => Ok(Delivered::All),
             "isv.BUSINESS_LIMIT_CONTROL"
-            | "Throttling.User"
             // A nonce seen before (a retry is signed with a new one).
             | "SignatureNonceUsed"
             | "isp.SYSTEM_ERROR"
             | "ServiceUnavailable" => Err(SendError::Transient(text)),
+            // Every throttle (`Throttling`, `Throttling.User`, `Throttling.Api`, sent with HTTP
+            // 400): Aliyun asks for a wait and a retry, not a refusal.
+            c if c.starts_with("Throttling") => Err(SendError::Transient(text)),
             c if c.starts_with("InvalidAccessKeyId")
                 || c == "SignatureDoesNotMatch"
                 || c == "IncompleteSignature" =>
@@ -231,7 +233,9 @@ impl Provider for AliyunSms {
 
     // One `Code` answers a whole call: these name a number or a parameter of one message
     // (or one number's rate limit), so a shared call refused with them is made again in
-    // halves; the others (credentials, balance, signature, template) are the account's.
+    // halves; the others (credentials, balance, signature, template, the account's daily cap
+    // `isv.DAY_LIMIT_CONTROL`: halving that made ~2n calls all refused alike) are the
+    // account's.
     fn refuses_one(error: &SendError) -> bool {
         let code = error.reason().split_whitespace().nth(1).unwrap_or("");
         [
@@ -244,7 +248,8 @@ impl Provider for AliyunSms {
             "isv.PARAM_NOT_SUPPORT_URL",
             "isv.BLACK_KEY_CONTROL_LIMIT",
             "isv.BUSINESS_LIMIT_CONTROL",
-            "isv.DAY_LIMIT_CONTROL",
+            // A mainland number on an international template (or the other way round).
+            "isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
         ]
         .contains(&code)
     }

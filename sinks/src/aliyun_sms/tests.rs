@@ -172,6 +172,7 @@ fn which_refusals_may_be_one_messages() {
         "isv.MOBILE_NUMBER_ILLEGAL",
         "isv.BUSINESS_LIMIT_CONTROL",
         "isv.TEMPLATE_PARAMS_ILLEGAL",
+        "isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
     ] {
         assert!(AliyunSms::refuses_one(&refusal(one)), "{one}");
     }
@@ -180,6 +181,8 @@ fn which_refusals_may_be_one_messages() {
         "SignatureDoesNotMatch",
         "isv.SMS_SIGNATURE_ILLEGAL",
         "isv.SMS_TEMPLATE_ILLEGAL",
+        // The account's daily cap: every half would be refused alike.
+        "isv.DAY_LIMIT_CONTROL",
     ] {
         assert!(!AliyunSms::refuses_one(&refusal(all)), "{all}");
     }
@@ -220,6 +223,13 @@ fn an_answers_code_decides_whatever_its_status() {
     let throttled = r#"{"RequestId":"A1","Message":"Request was denied due to user flow control.","Code":"Throttling.User"}"#;
     let e = AliyunSms::read(StatusCode::BAD_REQUEST, throttled).unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    for code in ["Throttling", "Throttling.Api"] {
+        let answer = format!(
+            r#"{{"RequestId":"A1","Message":"Request was denied due to flow control.","Code":"{code}"}}"#
+        );
+        let e = AliyunSms::read(StatusCode::BAD_REQUEST, &answer).unwrap_err();
+        assert!(matches!(e, SendError::Transient(_)), "{code}: {e:?}");
+    }
     let signature = r#"{"RequestId":"A2","Message":"Specified signature is not matched with our calculation.","Code":"SignatureDoesNotMatch"}"#;
     let e = AliyunSms::read(StatusCode::BAD_REQUEST, signature).unwrap_err();
     assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");

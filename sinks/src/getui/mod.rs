@@ -46,6 +46,11 @@ const NAME: &str = "getui";
 const TOKEN_INVALID: i64 = 10001;
 /// Calls over the allowed rate.
 const RATE_LIMITED: i64 = 10005;
+/// Auth calls over the allowed rate (a cluster's processes refreshing at once): not refused
+/// credentials.
+const AUTH_RATE_LIMITED: i64 = 10003;
+/// "The service is starting, please wait" (HTTP 200).
+const STARTING: i64 = 2;
 
 /// The auth signature: `hex(sha256(appkey + timestamp + mastersecret))`.
 pub fn auth_sign(app_key: &str, timestamp: i64, master_secret: &str) -> String {
@@ -117,7 +122,9 @@ impl Getui {
                 let left = expires.saturating_sub(now).max(0) as u64;
                 Ok((token.to_string(), std::time::Duration::from_millis(left)))
             }
-            (Some(RATE_LIMITED), _) => Err(SendError::Transient(why())),
+            (Some(RATE_LIMITED | AUTH_RATE_LIMITED | STARTING), _) => {
+                Err(SendError::Transient(why()))
+            }
             (None, _) => Err(http::unreadable(NAME, answer)),
             _ => Err(SendError::Unauthorized(why())),
         }
@@ -167,15 +174,16 @@ impl Getui {
         json!({"audience": {"cid": receivers}, "taskid": taskid, "is_async": false})
     }
 
-    /// Reads a `{"code", "msg", "data"}` answer: 0 is done, 10001 rejects the token, 10005
-    /// (calls over the rate) is transient, other codes are permanent.
+    /// Reads a `{"code", "msg", "data"}` answer: 0 is done, 10001 rejects the token, 10005 and
+    /// 10003 (calls over the rate) and 2 (the service is starting) are transient, other codes
+    /// are permanent.
     pub fn judge(answer: &str) -> Result<Answer<Value>, SendError> {
         let v: Value = serde_json::from_str(answer).map_err(|_| http::unreadable(NAME, answer))?;
         let msg = || format!("{NAME}: {} {}", v["code"], v["msg"].as_str().unwrap_or(""));
         match v["code"].as_i64() {
             Some(0) => Ok(Answer::Done(v.clone())),
             Some(TOKEN_INVALID) => Ok(Answer::TokenRejected(msg())),
-            Some(RATE_LIMITED) => Err(SendError::Transient(msg())),
+            Some(RATE_LIMITED | AUTH_RATE_LIMITED | STARTING) => Err(SendError::Transient(msg())),
             _ => Err(SendError::Permanent(msg())),
         }
     }

@@ -135,14 +135,25 @@ fn coded_answers_of_any_status_are_judged_by_their_code() {
 /// the page's first characters as the reason; other codes are refused credentials.
 #[test]
 fn auth_answers_are_told_apart() {
+    use reqwest::StatusCode;
     let (token, lifetime) = Getui::auth_answer(
         r#"{"code":0,"msg":"success","data":{"expire_time":"99999999999999","token":"T"}}"#,
     )
     .unwrap();
     assert_eq!(token, "T");
     assert!(lifetime > std::time::Duration::from_secs(86_400));
-    let e = Getui::auth_answer(r#"{"code":10005,"msg":"调用频率超限"}"#).unwrap_err();
-    assert!(matches!(e, SendError::Transient(_)), "{e:?}");
+    // Over the rate, of calls or of auth calls (GeTui's code table), or starting: not refused
+    // credentials.
+    for busy in [
+        r#"{"code":10005,"msg":"调用频率超限"}"#,
+        r#"{"code":10003,"msg":"每分钟鉴权频率超限"}"#,
+        r#"{"code":2,"msg":"服务正在启动"}"#,
+    ] {
+        let e = Getui::auth_answer(busy).unwrap_err();
+        assert!(matches!(e, SendError::Transient(_)), "{busy}: {e:?}");
+        let e = Getui::read(StatusCode::UNAUTHORIZED, busy).unwrap_err();
+        assert!(matches!(e, SendError::Transient(_)), "{busy}: {e:?}");
+    }
     let page = format!("<html>{}</html>", "x".repeat(100_000));
     for unread in ["", page.as_str()] {
         let e = Getui::auth_answer(unread).unwrap_err();
@@ -152,7 +163,6 @@ fn auth_answers_are_told_apart() {
     let e = Getui::auth_answer(r#"{"code":10002,"msg":"appkey错误"}"#).unwrap_err();
     assert!(matches!(e, SendError::Unauthorized(_)), "{e:?}");
     // An outage with a code of its own: tried again, not taken for bad credentials.
-    use reqwest::StatusCode;
     let busy = r#"{"code":-1,"msg":"busy"}"#;
     let e = Getui::read_auth(StatusCode::SERVICE_UNAVAILABLE, busy).unwrap_err();
     assert!(matches!(e, SendError::Transient(_)), "{e:?}");
