@@ -1256,18 +1256,57 @@ pub fn produce_until(
     properties: &[(String, String)],
     topic: &str,
     records: impl IntoIterator<Item = Outgoing>,
+    progress: impl FnMut(),
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<u64> {
+    produce_acked(brokers, properties, topic, records, progress, stop).0
+}
+
+/// [`produce_until`], also returning the places (in `records`) of the records the broker
+/// acknowledged, whatever the outcome: a caller that tries again produces only the others.
+/// The producer is idempotent (`acks=all`): its own retries never write a record twice.
+pub fn produce_acked(
+    brokers: &str,
+    properties: &[(String, String)],
+    topic: &str,
+    records: impl IntoIterator<Item = Outgoing>,
+    progress: impl FnMut(),
+    stop: &std::sync::atomic::AtomicBool,
+) -> (anyhow::Result<u64>, Vec<usize>) {
+    let producer: BaseProducer<Undelivered> = match ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .with_properties(properties)
+        .create_with_context(Undelivered {
+            acked: Some(Default::default()),
+            ..Undelivered::default()
+        }) {
+        Ok(p) => p,
+        Err(e) => return (Err(e.into()), Vec::new()),
+    };
+    let produced = produce_on(&producer, topic, records, progress, stop);
+    // The reports already in (a failure returns before the last flush).
+    producer.poll(Duration::ZERO);
+    let acked = producer.context().take_acked();
+    (produced, acked)
+}
+
+fn produce_on(
+    producer: &BaseProducer<Undelivered>,
+    topic: &str,
+    records: impl IntoIterator<Item = Outgoing>,
     mut progress: impl FnMut(),
     stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<u64> {
     let stopped = || anyhow::anyhow!("stopped before the broker acknowledged every record");
-    let producer: BaseProducer<Undelivered> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "200000")
-        .with_properties(properties)
-        .create_with_context(Undelivered::default())?;
     let mut n = 0;
-    for r in records {
+    // A record refused before it was queued (larger than `message.max.bytes`) ends the
+    // producing; what was queued is still flushed, so its acknowledgements are known.
+    let mut refused: Option<KafkaError> = None;
+    'records: for r in records {
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Err(stopped());
@@ -1285,7 +1324,10 @@ pub fn produce_until(
                 Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     producer.poll(Duration::from_millis(50));
                 }
-                Err((e, _)) => return Err(e.into()),
+                Err((e, _)) => {
+                    refused = Some(e);
+                    break 'records;
+                }
             }
         }
         n += 1;
@@ -1301,6 +1343,9 @@ pub fn produce_until(
         if std::time::Instant::now() >= deadline {
             return Err(e.into());
         }
+    }
+    if let Some(e) = refused {
+        return Err(anyhow::anyhow!("record {n} refused: {e}"));
     }
     match producer.context().take()[..] {
         [] => Ok(n as u64),
@@ -1318,12 +1363,21 @@ pub fn produce_until(
 #[derive(Default)]
 struct Undelivered {
     refused: std::sync::Mutex<Vec<(usize, String)>>,
+    /// When kept: the places of the records acknowledged ([`produce_acked`]).
+    acked: Option<std::sync::Mutex<Vec<usize>>>,
 }
 
 impl Undelivered {
     /// The records refused since the last call.
     fn take(&self) -> Vec<(usize, String)> {
         std::mem::take(&mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The records acknowledged, when kept.
+    fn take_acked(&self) -> Vec<usize> {
+        self.acked.as_ref().map_or_else(Vec::new, |a| {
+            std::mem::take(&mut *a.lock().unwrap_or_else(|p| p.into_inner()))
+        })
     }
 }
 
@@ -1333,8 +1387,11 @@ impl rdkafka::producer::ProducerContext for Undelivered {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, place: usize) {
-        if let Err((e, _)) = result {
-            (self.refused.lock().unwrap_or_else(|p| p.into_inner())).push((place, e.to_string()));
+        match (result, &self.acked) {
+            (Err((e, _)), _) => (self.refused.lock().unwrap_or_else(|p| p.into_inner()))
+                .push((place, e.to_string())),
+            (Ok(_), Some(acked)) => acked.lock().unwrap_or_else(|p| p.into_inner()).push(place),
+            (Ok(_), None) => {}
         }
     }
 }

@@ -1364,6 +1364,75 @@ fn a_recall_reaches_deliveries_still_queued_in_an_account_topic() {
     assert_eq!(seen[0], seen[1]);
 }
 
+/// The records in `topic` (the sum of its partitions' high watermarks).
+fn records_in(topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = md.topics()[0].partitions().len() as i32;
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum()
+}
+
+/// A campaign's send that fails part-way (here a request larger than the producer takes) is
+/// tried again every 10 s while its time is due: the requests the broker already
+/// acknowledged are not produced again (each copy was a new message to its receivers, up to
+/// 60 times over the 10 minutes).
+#[test]
+fn a_campaign_tried_again_does_not_produce_what_was_acknowledged() {
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicBool;
+    use tidings_dataflows::campaign::{Campaign, fire};
+    use tidings_dataflows::kafka::KafkaSettings;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("fire-{}", common::unique());
+    // 100 short rows (the first request), then one of ~30 KB (the second).
+    let mut crowd = String::from("userId,v\n");
+    for i in 0..100 {
+        crowd += &format!("138{i:08},x\n");
+    }
+    crowd += &format!("13900000000,{}\n", "y".repeat(30_000));
+    std::fs::write(dir.path().join("c.csv"), crowd).unwrap();
+    let c = Campaign {
+        template_id: 1,
+        name: "c".into(),
+        expr: "* * * * * ?".into(),
+        cron: tidings_model::cron::Cron::parse("* * * * * ?").unwrap(),
+        crowd: dir.path().join("c.csv"),
+    };
+    let mut kafka = KafkaSettings {
+        brokers: brokers(),
+        topic: topic.clone(),
+        group: "g".into(),
+        dead_letter_topic: None,
+        checkpoint: Duration::from_secs(1),
+        tick: Duration::from_millis(100),
+        properties: vec![("message.max.bytes".into(), "20000".into())],
+        unresolved: Vec::new(),
+    };
+    let stop = AtomicBool::new(false);
+    let mut acked = HashSet::new();
+    for _ in 0..3 {
+        let e = fire(&kafka, &c, None, &stop, &mut acked).unwrap_err();
+        assert!(format!("{e:#}").contains("refused"), "{e:#}");
+    }
+    assert_eq!(records_in(&topic), 1, "the first request, once");
+    kafka.properties.clear();
+    assert_eq!(fire(&kafka, &c, None, &stop, &mut acked).unwrap(), 101);
+    assert_eq!(records_in(&topic), 2, "then the second");
+}
+
 /// A local time of the campaign jobs' zone (Asia/Shanghai, the default), as epoch ms.
 fn shanghai_ms(year: i32, month: u32, day: u32, hour: u32, minute: u32) -> i64 {
     use chrono::TimeZone;

@@ -16,7 +16,8 @@
 
 pub use tidings_model::cron;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +35,7 @@ pub use cron::Cron;
 
 use tidings_sinks::tracking::ObjectDir;
 
-use crate::kafka::{KafkaSettings, Outgoing, produce_until};
+use crate::kafka::{KafkaSettings, Outgoing, produce_acked};
 
 /// How old a missed time may be and still be fired at the job's start.
 pub const MISFIRE_MS: i64 = 10 * 60 * 1000;
@@ -290,23 +291,39 @@ pub fn requests(
 
 /// Sends a campaign's crowd to the job's topic, its requests stamped `stamp` (`None`: each
 /// when it is produced); returns the receivers once every request was acknowledged.
+/// `acked` holds the requests (by a hash of their body) acknowledged by earlier tries of the
+/// same time: those are not produced again (a failed try was tried again whole, every 10 s
+/// for 10 minutes, and each copy was a new message to its receivers), and this try's are
+/// added.
 pub fn fire(
     kafka: &KafkaSettings,
     c: &Campaign,
     stamp: Option<i64>,
     stop: &AtomicBool,
+    acked: &mut HashSet<u64>,
 ) -> anyhow::Result<usize> {
     let members = read_crowd(&c.crowd).map_err(anyhow::Error::msg)?;
-    let records = requests(c.template_id, &members, stamp)
-        .map_err(|why| anyhow::anyhow!("{}: {why}", c.crowd.display()))?;
-    produce_until(
+    let hash = |r: &Outgoing| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        r.payload.hash(&mut h);
+        h.finish()
+    };
+    let (hashes, records): (Vec<u64>, Vec<Outgoing>) = requests(c.template_id, &members, stamp)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", c.crowd.display()))?
+        .into_iter()
+        .map(|r| (hash(&r), r))
+        .filter(|(h, _)| !acked.contains(h))
+        .unzip();
+    let (produced, now_acked) = produce_acked(
         &kafka.brokers,
         &kafka.properties,
         &kafka.topic,
         records,
         || {},
         stop,
-    )?;
+    );
+    acked.extend(now_acked.into_iter().filter_map(|i| hashes.get(i)));
+    produced?;
     Ok(members.len())
 }
 
@@ -402,8 +419,15 @@ pub fn fire_due(
     fired: &mut Fired,
     clock: Clock,
     stop: &AtomicBool,
+    tries: &mut Tries,
 ) -> bool {
     let now_ms = clock.now_ms();
+    // A time no longer due (sent, or past its 10 minutes) needs no memory of its tries.
+    tries.retain(|&(id, at), _| {
+        campaigns
+            .iter()
+            .any(|c| c.template_id == id && due(c, tz, fired.last(id), now_ms) == Some(at))
+    });
     // Stamped as produced (the system clock: librdkafka's time), as any request is: a
     // request stamped with the scheduled time would be late by the time it is read.
     let stamp = match clock {
@@ -432,8 +456,15 @@ pub fn fire_due(
                 MISFIRE_MS / 60_000
             );
         }
-        match fire(kafka, c, stamp, stop) {
+        match fire(
+            kafka,
+            c,
+            stamp,
+            stop,
+            tries.entry((c.template_id, at)).or_default(),
+        ) {
             Ok(n) => {
+                tries.remove(&(c.template_id, at));
                 tracing::info!("{what}: {n} receiver(s) sent to {}", kafka.topic);
                 // (The store's copy is written without the run's lease: a writer that lost it
                 // can only write a time that was sent.)
@@ -457,6 +488,9 @@ pub fn fire_due(
     }
     failed
 }
+
+/// Per (template, time) being tried: the requests the broker acknowledged ([`fire`]).
+pub type Tries = HashMap<(i64, i64), HashSet<u64>>;
 
 /// A time as the job's zone writes it.
 pub fn shown(tz: Tz, ms: i64) -> String {
@@ -494,10 +528,12 @@ pub fn schedule(
             MISFIRE_MS / 60_000
         );
     }
-    let mut not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock, &stop) {
-        true => clock.now_ms() + RETRY_MS,
-        false => i64::MIN,
-    };
+    let mut tries = Tries::new();
+    let mut not_before =
+        match fire_due(&campaigns, tz, &kafka, &mut fired, clock, &stop, &mut tries) {
+            true => clock.now_ms() + RETRY_MS,
+            false => i64::MIN,
+        };
     let thread = std::thread::Builder::new()
         .name("campaigns".into())
         .spawn(move || {
@@ -520,7 +556,9 @@ pub fn schedule(
                     .iter()
                     .any(|c| due(c, tz, fired.last(c.template_id), now).is_some());
                 if any_due && now >= not_before {
-                    not_before = match fire_due(&campaigns, tz, &kafka, &mut fired, clock, &stop) {
+                    not_before = match fire_due(
+                        &campaigns, tz, &kafka, &mut fired, clock, &stop, &mut tries,
+                    ) {
                         true => now + RETRY_MS,
                         false => i64::MIN,
                     };
@@ -705,10 +743,11 @@ mod tests {
         let stop = AtomicBool::new(false);
         let records = requests(1, &read_crowd(&c.crowd).unwrap(), Some(0)).unwrap();
         let set = || stop.store(true, Ordering::Relaxed);
-        let e = produce_until(&kafka.brokers, &[], "t", records, set, &stop).unwrap_err();
+        let e =
+            crate::kafka::produce_until(&kafka.brokers, &[], "t", records, set, &stop).unwrap_err();
         assert!(e.to_string().contains("stopped"), "{e:#}");
         // Set before the send.
-        let e = fire(&kafka, &c, Some(0), &stop).unwrap_err();
+        let e = fire(&kafka, &c, Some(0), &stop, &mut HashSet::new()).unwrap_err();
         assert!(e.to_string().contains("stopped"), "{e:#}");
         let mut fired = Fired::open(dir.path(), None).unwrap();
         let now = Clock::Fixed(1_000);
@@ -718,7 +757,8 @@ mod tests {
             &kafka,
             &mut fired,
             now,
-            &stop
+            &stop,
+            &mut Tries::new()
         ));
         assert_eq!(fired.last(1), None);
     }

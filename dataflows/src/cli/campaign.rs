@@ -137,8 +137,14 @@ fn send(
                 ))
             })?,
     };
-    let n = campaign::fire(&kafka, c, Some(at_ms), &Default::default())
-        .map_err(|e| Failure::Failed(format!("{e:#}")))?;
+    let n = campaign::fire(
+        &kafka,
+        c,
+        Some(at_ms),
+        &Default::default(),
+        &mut Default::default(),
+    )
+    .map_err(|e| Failure::Failed(format!("{e:#}")))?;
     eprintln!(
         "sent the crowd of template {template} ({n} receiver(s)) to {} as at {}",
         kafka.topic,
