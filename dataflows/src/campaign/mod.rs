@@ -529,11 +529,12 @@ pub fn schedule(
         );
     }
     let mut tries = Tries::new();
-    let mut not_before =
-        match fire_due(&campaigns, tz, &kafka, &mut fired, clock, &stop, &mut tries) {
-            true => clock.now_ms() + RETRY_MS,
-            false => i64::MIN,
-        };
+    // Real time, not the job's clock: under `--now` (a fixed clock) a failed try was never
+    // tried again.
+    let retry_at = |failed: bool| failed.then(|| std::time::Instant::now() + RETRY);
+    let mut not_before = retry_at(fire_due(
+        &campaigns, tz, &kafka, &mut fired, clock, &stop, &mut tries,
+    ));
     let thread = std::thread::Builder::new()
         .name("campaigns".into())
         .spawn(move || {
@@ -555,13 +556,10 @@ pub fn schedule(
                 let any_due = campaigns
                     .iter()
                     .any(|c| due(c, tz, fired.last(c.template_id), now).is_some());
-                if any_due && now >= not_before {
-                    not_before = match fire_due(
+                if any_due && not_before.is_none_or(|t| std::time::Instant::now() >= t) {
+                    not_before = retry_at(fire_due(
                         &campaigns, tz, &kafka, &mut fired, clock, &stop, &mut tries,
-                    ) {
-                        true => now + RETRY_MS,
-                        false => i64::MIN,
-                    };
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -618,7 +616,7 @@ pub fn follow(
 }
 
 /// How long a campaign that could not be sent waits before it is tried again.
-const RETRY_MS: i64 = 10_000;
+const RETRY: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
