@@ -94,10 +94,21 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
                 String::from_utf8_lossy(&out.stderr)
             )
         };
+        // The template discarded from the CLI: the preview says so (it read the job file's
+        // lists, not the live ones).
+        let discarded = cli(&["lists", "--discard", "1"]);
+        let preview = reqwest::blocking::Client::new()
+            .post(format!("{url}/jobs/live/preview"))
+            .bearer_auth("op-token")
+            .json(&serde_json::json!({"template": 1, "variables": {"v": "x"}}))
+            .send()
+            .and_then(|r| r.json::<serde_json::Value>())
+            .map(|v| v["rules"]["discarded"].clone());
         Some((
             cli(&["account", "out", table.to_str().unwrap()]),
             cli(&["accounts"]),
             refusals(&url),
+            (discarded, preview.ok()),
         ))
     } else {
         None
@@ -113,7 +124,8 @@ fn the_console_signs_in_submits_traces_and_queries_in_chromium() {
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
     );
-    let (changed, listed, refused) = account.unwrap();
+    let (changed, listed, refused, (discarded, preview)) = account.unwrap();
+    assert_eq!(preview, Some(serde_json::json!(true)), "{discarded}");
     assert_eq!(
         refused,
         [

@@ -235,13 +235,16 @@ async fn preview(
         Ok(j) => j,
         Err(r) => return r,
     };
-    // A Kafka job's newest version as its door knows it; else the job file's.
-    let live = match job.kafka {
-        Some(_) => door_of(s, job.file.name.clone())
-            .await
-            .ok()
-            .and_then(|g| g.template(body.template)),
-        None => job.templates.get(body.template).map(|t| (**t).clone()),
+    // A Kafka job's newest version and lists as its door knows them; else the job file's.
+    let (live, lists) = match job.kafka {
+        Some(_) => match door_of(s, job.file.name.clone()).await.ok() {
+            Some(g) => (g.template(body.template), Some(g.lists())),
+            None => (None, None),
+        },
+        None => (
+            job.templates.get(body.template).map(|t| (**t).clone()),
+            None,
+        ),
     };
     let Some(t) = live.as_ref() else {
         return Problem(
@@ -258,8 +261,14 @@ async fn preview(
         // The template's `dedup` switches both rules; the job sets their limits.
         "content_dedup": t.dedup.then(|| format!("at most {} of the same content in {} s", dedup.content.num, dedup.content.time)),
         "frequency_dedup": t.dedup.then(|| format!("at most {} per receiver and channel a day", dedup.frequency.num)),
-        "discarded": job.file.discard.templates.contains(&t.id),
-        "whitelist": job.file.whitelist.receivers,
+        "discarded": match &lists {
+            Some(l) => l["data"]["discard"].as_array().is_some_and(|d| d.contains(&json!(t.id))),
+            None => job.file.discard.templates.contains(&t.id),
+        },
+        "whitelist": match &lists {
+            Some(l) => l["data"]["whitelist"].clone(),
+            None => json!(job.file.whitelist.receivers),
+        },
         "account": account,
     });
     match tidings_model::render::render(&t.content, &body.variables) {
