@@ -4,7 +4,6 @@
 //! "sent".
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -168,15 +167,15 @@ type SendRows = smallvec::SmallVec<[EventRow; 1]>;
 
 /// Sends one message's deliveries through its route (or, on the main graph, hands them to
 /// their account's topic); gives their SEND_SUCCESS / SEND_FAIL rows (none when handed off).
-/// A send that gave up sets `gave_up` (in the account-topic graph it is also told to
-/// [`Queues::gave_up`]: its record is read again by the next run).
+/// And whether a send gave up (in the account-topic graph it is also told to
+/// [`Queues::gave_up`]: its record is read again by the next run). Returned, not set through
+/// a reference: one held across the awaits would grow every send's future past 1 KiB.
 async fn send_one(
     ctx: &SendContext,
     mode: SendMode,
     clock: Clock,
     ds: &[Delivery],
-    gave_up: &AtomicBool,
-) -> SendRows {
+) -> (SendRows, bool) {
     let order = ctx
         .route(&ds[0].meta)
         .map(|r| r.order(&ds[0].meta.message_id))
@@ -192,17 +191,18 @@ async fn send_one(
             ds[0].meta.template_version()
         );
         let now = clock.now_ms();
-        return ds
+        let rows = ds
             .iter()
             .map(|d| EventRow::of(d, State::SendFail, Some(reason.clone()), now))
             .collect();
+        return (rows, false);
     };
     let rest: Vec<Delivery>;
     let ds = if mode == SendMode::Main && ctx.queues.in_kafka(account) {
         // Boxed: only messages of queued accounts carry the hand-off's future.
         match Box::pin(ctx.queues.hand_off(account, ds)).await {
             // Durable in the account's topic: the epoch may go.
-            Ok(()) => return SendRows::new(),
+            Ok(()) => return (SendRows::new(), false),
             // Never lost: those not acknowledged are sent from here instead, holding the epoch
             // (the others are in the topic and sent from there).
             Err((left, e)) => {
@@ -219,7 +219,7 @@ async fn send_one(
         ds
     };
     if ds.is_empty() {
-        return SendRows::new();
+        return (SendRows::new(), false);
     }
     let (channel, msg_type) = ds[0]
         .meta
@@ -245,13 +245,14 @@ async fn send_one(
     // Pushed into a list of the rows' size (collected, the outcomes' list was tried in place
     // first and then grown: a realloc per send); one row held in place.
     let mut rows = SendRows::with_capacity(ds.len());
+    let mut gave_up = false;
     for (d, o) in ds.iter().zip(outcomes) {
         rows.push(match o {
             Ok(()) => EventRow::of(d, State::SendSuccess, None, now),
             // Not sent as the run halted (or a stop came for a queued account): no row; a
             // new run sends it.
             Err(reason) if reason.ends_with(NOT_SENT_HALTED) => {
-                gave_up.store(true, Ordering::Relaxed);
+                gave_up = true;
                 if mode == SendMode::Accounts {
                     ctx.queues.gave_up(account, d);
                 }
@@ -260,7 +261,7 @@ async fn send_one(
             Err(reason) => EventRow::of(d, State::SendFail, Some(reason), now),
         });
     }
-    rows
+    (rows, gave_up)
 }
 
 /// Messages one send task carries: a stamp's messages go to the runtime in tasks of at most
@@ -284,7 +285,7 @@ async fn send_some(
     // refusal, a halted run) gives its rows without joining the set of sends in progress (a
     // task of its own there, linked, woken and unlinked: a fifth of the send threads' time in
     // the 1M-request bench). The rest wait in the set, polled from then on with its wakers.
-    let gave_up = AtomicBool::new(false);
+    let mut gave_up = false;
     let (mut rows, waiting) = std::future::poll_fn(|cx| {
         let (mut rows, mut waiting) = (Vec::new(), Vec::new());
         // The box of a send that finished at once, its next send written into it (no
@@ -294,7 +295,7 @@ async fn send_some(
             // Boxed: its future (1,016 bytes in a release build) stays within mimalloc's small
             // sizes (up to 1 KiB), whose allocation is the fast one (1,032 bytes cost ~70
             // instructions more a send, bench/MEASURED.md).
-            let next = send_one(ctx, mode, clock, ds, &gave_up);
+            let next = send_one(ctx, mode, clock, ds);
             let mut send = match spare.take() {
                 Some(mut done) => {
                     std::pin::Pin::set(&mut done, next);
@@ -303,8 +304,9 @@ async fn send_some(
                 None => Box::pin(next),
             };
             match send.as_mut().poll(cx) {
-                Poll::Ready(r) => {
+                Poll::Ready((r, g)) => {
                     rows.extend(r);
+                    gave_up |= g;
                     spare = Some(send);
                 }
                 Poll::Pending => waiting.push(send),
@@ -314,11 +316,11 @@ async fn send_some(
     })
     .await;
     let mut sends: FuturesUnordered<_> = waiting.into_iter().collect();
-    while let Some(r) = sends.next().await {
+    while let Some((r, g)) = sends.next().await {
         rows.extend(r);
+        gave_up |= g;
     }
-    drop(sends);
-    (rows, gave_up.into_inner())
+    (rows, gave_up)
 }
 
 /// Sends every delivery; emits its SEND_SUCCESS / SEND_FAIL row.
