@@ -1259,32 +1259,14 @@ pub fn produce_until(
     progress: impl FnMut(),
     stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<u64> {
-    let producer = producer(brokers, properties, false)?;
-    produce_on(&producer, topic, records, progress, stop)
-}
-
-/// A producer for [`produce_until`] and [`produce_acked`]; `acked`: keeping the places of the
-/// records acknowledged. Not idempotent: such a producer first asks the broker for its id,
-/// and its first records, stamped as produced, waited for it past a caught-up source's
-/// out-of-order bound (four of five records late in `admin.rs`).
-fn producer(
-    brokers: &str,
-    properties: &[(String, String)],
-    acked: bool,
-) -> anyhow::Result<BaseProducer<Undelivered>> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "200000")
-        .with_properties(properties)
-        .create_with_context(Undelivered {
-            acked: acked.then(Default::default),
-            ..Undelivered::default()
-        })?)
+    produce_acked(brokers, properties, topic, records, progress, stop).0
 }
 
 /// [`produce_until`], also returning the places (in `records`) of the records the broker
 /// acknowledged, whatever the outcome: a caller that tries again produces only the others.
+/// The producer is not idempotent: such a producer first asks the broker for its id, and its
+/// first records, stamped as produced, waited for it past a caught-up source's out-of-order
+/// bound (four of five records late in `admin.rs`).
 pub fn produce_acked(
     brokers: &str,
     properties: &[(String, String)],
@@ -1293,9 +1275,17 @@ pub fn produce_acked(
     progress: impl FnMut(),
     stop: &std::sync::atomic::AtomicBool,
 ) -> (anyhow::Result<u64>, Vec<usize>) {
-    let producer = match producer(brokers, properties, true) {
+    let producer = match ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .with_properties(properties)
+        .create_with_context(Undelivered {
+            acked: Some(Default::default()),
+            ..Undelivered::default()
+        }) {
         Ok(p) => p,
-        Err(e) => return (Err(e), Vec::new()),
+        Err(e) => return (Err(e.into()), Vec::new()),
     };
     let produced = produce_on(&producer, topic, records, progress, stop);
     // The reports already in (a failure returns before the last flush).

@@ -80,7 +80,9 @@ pub(crate) fn drive_worker(
         // A stop the cluster agreed on: the queued accounts' sends waiting for a permit give
         // up (what they hold stays in their topics), instead of holding the stop for the
         // minutes a slow account takes to send its room.
-        if s.checkpoints.stop_cut().is_some() {
+        // The stop's cut, once agreed: looked up once a turn.
+        let stop_cut = s.checkpoints.stop_cut();
+        if stop_cut.is_some() {
             s.health.stop_queued();
         }
         // Once they may give up, the account topics are committed only at the end, short of
@@ -96,10 +98,8 @@ pub(crate) fn drive_worker(
         }
         let frontier = done.with_frontier(|f| f.first().copied());
         // A stop's frontier stays at its cut: a deposit that comes after it is looked for.
-        let stop_owed = s
-            .checkpoints
-            .stop_cut()
-            .is_some_and(|c| s.checkpoints.completed().is_none_or(|(e, _)| e != c));
+        let stop_owed =
+            stop_cut.is_some_and(|c| s.checkpoints.completed().is_none_or(|(e, _)| e != c));
         // In a cluster, parts and positions arrive as messages: look whenever one may have.
         if index == 0
             && (frontier != seen || stop_owed || control.is_some())
@@ -118,7 +118,7 @@ pub(crate) fn drive_worker(
         committer.commit(s, CommitMode::Async);
         // A graceful stop ends here once its cut is complete (and the account topics
         // drained): what was read past the cut is dropped, the next run reads it again.
-        if let Some(cut) = s.checkpoints.stop_cut()
+        if let Some(cut) = stop_cut
             && s.checkpoints.completed().is_some_and(|(e, _)| e == cut)
             && done_accounts.done()
         {
