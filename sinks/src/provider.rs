@@ -7,6 +7,7 @@
 use std::time::Duration;
 use tidings_model::Receiver;
 
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tidings_model::Channel;
@@ -227,6 +228,61 @@ registry! {
     Getui => crate::getui::Getui,
     /// Alipay mini program template message ([`crate::alipay_mini_program`]).
     AlipayMiniProgram => crate::alipay_mini_program::AlipayMiniProgram,
+}
+
+impl Remote {
+    /// One message's call to `receivers`. A refusal that may be one number's
+    /// ([`Provider::refuses_one`]: Aliyun refuses a whole `SendSms` for one illegal number in
+    /// it) is answered by making the call again in halves, one after the other, down to the
+    /// number at fault alone, so no other number's outcome depends on it (about 2·log2(n)
+    /// calls more for one bad number among n, made in the call's slot and without rate-limit
+    /// permits, as a shared call's halves are).
+    ///
+    /// Boxed: a provider call's future is kilobytes, and the halves recurse.
+    pub fn send_halving<'a>(
+        &'a self,
+        batch: &'a SendBatch,
+        receivers: &'a [Receiver],
+    ) -> BoxFuture<'a, Result<Delivered, SendError>> {
+        Box::pin(async move {
+            match self.send(batch, receivers).await {
+                Err(e) if receivers.len() > 1 && self.refuses_one(&e) => {
+                    let (first, second) = receivers.split_at(receivers.len() / 2);
+                    let mut each = each_of(self.send_halving(batch, first).await, first.len());
+                    each.extend(each_of(
+                        self.send_halving(batch, second).await,
+                        second.len(),
+                    ));
+                    Ok(Delivered::Each(each))
+                }
+                answer => answer,
+            }
+        })
+    }
+}
+
+/// A call's answer for each of its `n` receivers. A provider reference is not kept: no
+/// provider that refuses one number for a whole call answers with one.
+fn each_of(answer: Result<Delivered, SendError>, n: usize) -> Vec<Result<(), SendError>> {
+    match answer {
+        Ok(Delivered::All | Delivered::Tracked { each: None, .. }) => vec![Ok(()); n],
+        Ok(
+            Delivered::Each(mut each)
+            | Delivered::Tracked {
+                each: Some(mut each),
+                ..
+            },
+        ) => {
+            each.resize(
+                n,
+                Err(SendError::Transient(
+                    "the provider answered for fewer receivers than it was sent".into(),
+                )),
+            );
+            each
+        }
+        Err(e) => vec![Err(e); n],
+    }
 }
 
 impl ProviderKind {

@@ -222,6 +222,59 @@ fn a_bad_message_fails_alone_and_codes_go_one_by_one() {
     sim.stop();
 }
 
+/// Aliyun refuses a whole `SendSms` for one illegal number in it: a message alone (a code,
+/// or a notice with nothing to share its call) is sent again in halves down to that number,
+/// which alone fails; each other number is reached once and accepted.
+#[test]
+fn one_bad_number_fails_alone_in_a_message_sent_alone() {
+    let sim = Simulator::start("127.0.0.1:0", Credentials::default(), vec![]).unwrap();
+    let acc = accounts(&sim, 2);
+    let to: Vec<String> = (0..7)
+        .map(|n| {
+            if n == 4 {
+                "13800300000".to_string()
+            } else {
+                format!("1371234{n:03}5")
+            }
+        })
+        .collect();
+    for (i, kind) in [(0, MsgType::AuthCode), (1, MsgType::Notice)] {
+        let before = sim.received().len();
+        let out = send_together(&acc, &[message(i, kind, &to)]);
+        for (n, o) in out[0].iter().enumerate() {
+            if n == 4 {
+                let why = o.as_ref().unwrap_err();
+                assert!(why.contains("isv.MOBILE_NUMBER_ILLEGAL"), "{why}");
+            } else {
+                assert!(o.is_ok(), "{kind:?} number {n}: {o:?}");
+            }
+        }
+        let got = &sim.received()[before..];
+        assert!(got.iter().all(|r| r.valid), "{got:#?}");
+        // The six good numbers each in exactly one accepted call (the calls without the bad
+        // one), and the calls are few: the whole, then halves down to the bad number.
+        let accepted: Vec<Received> = got
+            .iter()
+            .filter(|r| {
+                !r.body["PhoneNumbers"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("13800300000"))
+            })
+            .cloned()
+            .collect();
+        let mut want: Vec<(String, String)> = to
+            .iter()
+            .filter(|n| !n.ends_with("0000"))
+            .map(|n| (n.clone(), i.to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(reached(&accepted), want, "{kind:?}");
+        assert!(got.len() <= 7, "{kind:?}: {} calls", got.len());
+        assert_eq!(actions(got), (0, got.len()), "{kind:?}: one SendSms a call");
+    }
+    sim.stop();
+}
+
 #[test]
 fn a_halt_gives_back_what_waits_for_a_slot() {
     // Every call answered after 400 ms, one call at a time: once the first message's call has
