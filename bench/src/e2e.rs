@@ -125,14 +125,27 @@ pub struct Row {
     pub template_id: i64,
     pub state: String,
     pub time: i64,
+    /// The record's own event time (its Kafka timestamp): a late record's rows carry its
+    /// partition's watermark as their `event_time` column, and its own time only in its
+    /// RECEIVE row's reason; [`read_events`] puts the own time back on each of its rows, so a
+    /// latency is never counted from the watermark (which would cut a late record's).
     pub event_time: i64,
+}
+
+impl Row {
+    /// Produce (Kafka timestamp) → this row, in milliseconds.
+    pub fn latency(&self) -> i64 {
+        self.time - self.event_time
+    }
 }
 
 /// Every events row under `events/`.
 pub fn read_events(events: &Path) -> anyhow::Result<Vec<Row>> {
     let mut out = Vec::new();
+    // Late records: message id → own event time.
+    let mut late: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let Ok(dates) = std::fs::read_dir(events) else {
-        return Ok(out);
+        return Ok(Vec::new());
     };
     for date in dates {
         for file in std::fs::read_dir(date?.path())? {
@@ -157,27 +170,45 @@ pub fn read_events(events: &Path) -> anyhow::Result<Vec<Row>> {
                     .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
                     .ok_or_else(|| anyhow::anyhow!("{}: column template_id", path.display()))?
                     .clone();
-                let state = batch
-                    .column_by_name("state")
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                    .ok_or_else(|| anyhow::anyhow!("{}: column state", path.display()))?
-                    .clone();
+                let text = |name: &str| -> anyhow::Result<StringArray> {
+                    Ok(batch
+                        .column_by_name(name)
+                        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                        .ok_or_else(|| anyhow::anyhow!("{}: column {name}", path.display()))?
+                        .clone())
+                };
+                let (state, message, reason) =
+                    (text("state")?, text("message_id")?, text("reason")?);
                 for i in 0..batch.num_rows() {
-                    out.push(Row {
-                        template_id: template.value(i),
-                        state: if state.is_null(i) {
-                            String::new()
-                        } else {
-                            state.value(i).to_string()
+                    let state = if state.is_null(i) { "" } else { state.value(i) };
+                    if state == "RECEIVE"
+                        && !reason.is_null(i)
+                        && let Some(own) = tidings_operators::admit::late_own_time(reason.value(i))
+                    {
+                        late.insert(message.value(i).to_string(), own);
+                    }
+                    out.push((
+                        message.value(i).to_string(),
+                        Row {
+                            template_id: template.value(i),
+                            state: state.to_string(),
+                            time: time.value(i),
+                            event_time: event_time.value(i),
                         },
-                        time: time.value(i),
-                        event_time: event_time.value(i),
-                    });
+                    ));
                 }
             }
         }
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .map(|(message, mut row)| {
+            if let Some(&own) = late.get(&message) {
+                row.event_time = own;
+            }
+            row
+        })
+        .collect())
 }
 
 /// CPU seconds (user + system) of this process so far.
@@ -645,7 +676,7 @@ impl E2e {
         let of = |state: &str| -> Vec<(i64, i64)> {
             rows.iter()
                 .filter(|r| r.state == state && r.event_time >= start_ms)
-                .map(|r| (r.event_time, r.time - r.event_time))
+                .map(|r| (r.event_time, r.latency()))
                 .collect()
         };
         let sent = of("SEND_SUCCESS");

@@ -83,6 +83,13 @@ pub struct Pace {
 /// How soon a paced admit stage looks at the send stage's probe again.
 const PACE_LOOK: Duration = Duration::from_millis(2);
 
+/// A late record's own event time, read back from its RECEIVE row's reason (written by
+/// [`note_late`]); the row's `event_time` column holds the watermark it was judged at.
+pub fn late_own_time(reason: &str) -> Option<i64> {
+    let rest = reason.strip_prefix("late: event time ")?;
+    rest[..rest.find(' ')?].parse().ok()
+}
+
 /// Says on a late record's RECEIVE rows that it was judged at its partition's watermark.
 fn note_late(verdicts: &mut [Verdict], rec: &SourceRecord) {
     let own = rec.event_time - rec.late_by;
@@ -539,6 +546,10 @@ mod tests {
                 .unwrap_or_default()
         };
         assert_eq!(reason("13800138000"), "");
+        // The harness reads a late record's own time back (bench: latency from the Kafka
+        // timestamp, not the watermark).
+        assert_eq!(late_own_time(&reason("13800138002")), Some(later - 90_000));
+        assert_eq!(late_own_time(&reason("13800138000")), None);
         assert!(
             reason("13800138002").starts_with(&format!(
                 "late: event time {} came 90000 ms behind",
