@@ -260,6 +260,18 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
         )
         .await;
         assert_eq!(status, 401);
+        // The scheme's name in any case, as HTTP's are.
+        let r = client
+            .post(url("/send"))
+            .header("Authorization", "bearer bulk-token")
+            .header("Content-Type", "application/json")
+            .body(send_body("13800138001", "x").to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().await.unwrap();
+        let lower_id = v["data"][0]["messageId"].as_str().unwrap().to_string();
 
         // The slow caller: 2 requests/s with a burst of 2; the third at once is 429.
         let mut statuses = Vec::new();
@@ -293,6 +305,21 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
         assert_eq!(doc["openapi"], "3.0.3");
         for p in ["/send", "/batchSend", "/recall"] {
             assert!(doc["paths"][p]["post"].is_object(), "{p}");
+        }
+        // Every route it names is the door's (refused here for the missing token, not 404).
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let at = url(&path.replace("{id}", "1").replace("{name}", "sms-main"));
+            for method in item.as_object().unwrap().keys() {
+                let r = match method.as_str() {
+                    "get" => client.get(&at),
+                    "post" => client.post(&at).header("Content-Type", "application/json"),
+                    other => panic!("{path}: {other}"),
+                }
+                .send()
+                .await
+                .unwrap();
+                assert_eq!(r.status().as_u16(), 401, "{method} {path}");
+            }
         }
 
         // 1,000 concurrent calls: every one answered with an id.
@@ -336,7 +363,7 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
                 .parse()
                 .unwrap()
         };
-        assert_eq!(count("/send", "00000"), 1003);
+        assert_eq!(count("/send", "00000"), 1004);
         assert_eq!(count("/batchSend", "00000"), 1);
         assert_eq!(count("/send", "A0429"), 1);
         assert!(
@@ -346,6 +373,7 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
         let mut answered = vec![three];
         answered.extend(batch_ids);
         answered.extend(slow_ids);
+        answered.push(lower_id);
         (answered, concurrent)
     });
     drop(gw);
@@ -353,7 +381,7 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
     let rows = tracked(&job);
     // Exactly the answered messages were produced (nothing from the refused requests).
     let all: BTreeSet<&String> = answered.iter().chain(&concurrent).collect();
-    assert_eq!(all.len(), 1005, "distinct ids");
+    assert_eq!(all.len(), 1006, "distinct ids");
     assert_eq!(rows.keys().collect::<BTreeSet<_>>(), all);
     // The 3-receiver message: each receiver reached SEND_SUCCESS under the answered id.
     let three: BTreeSet<&str> = rows[&answered[0]]

@@ -168,11 +168,7 @@ pub(crate) async fn bearer(
     request: Request,
     next: Next,
 ) -> Response {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = bearer_token(request.headers());
     match token {
         Some(t) if !given.is_some_and(|g| same(g.as_bytes(), t.as_bytes())) => Problem(
             StatusCode::UNAUTHORIZED,
@@ -181,6 +177,16 @@ pub(crate) async fn bearer(
         .into_response(),
         _ => next.run(request).await,
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header (the scheme's name in any case, as
+/// HTTP's are; RFC 9110 11.1).
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Compares two secrets in time that depends on their length only.
@@ -528,6 +534,21 @@ mod tests {
 
     /// `at=-9223372036854775808` (which made an operator's subtraction overflow and killed a
     /// worker) and other times out of range are refused with 400 before any operator sees them.
+    #[test]
+    fn a_bearer_token_is_read_whatever_the_schemes_case() {
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            bearer_token(&h).map(str::to_string)
+        };
+        assert_eq!(with("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("BEARER  abc").as_deref(), Some("abc"));
+        assert_eq!(with("Basic abc"), None);
+        assert_eq!(with("Bearerabc"), None);
+        assert_eq!(bearer_token(&axum::http::HeaderMap::new()), None);
+    }
+
     #[test]
     fn at_out_of_range_is_a_bad_request() {
         for v in [

@@ -3,7 +3,7 @@
 
 use std::num::NonZeroU32;
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -58,10 +58,7 @@ impl Callers {
         if self.list.is_empty() {
             return Ok(None);
         }
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given = crate::admin::bearer_token(headers);
         let Some(given) = given else {
             return Err(Answer::new(
                 StatusCode::UNAUTHORIZED,
@@ -157,7 +154,7 @@ mod tests {
     fn bearer(token: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(
-            header::AUTHORIZATION,
+            axum::http::header::AUTHORIZATION,
             format!("Bearer {token}").parse().unwrap(),
         );
         h

@@ -21,8 +21,9 @@ struct Timed {
 }
 
 fn buckets() -> Histogram {
-    // 0.5 ms to about 4 s.
-    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+    // 0.5 ms to about 16 s: a slow broker's answers (10 s, and a wait behind changes) fall
+    // in a bucket of their own, not only in +Inf.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 /// The counters of one gateway.
@@ -53,7 +54,8 @@ impl Metrics {
             seconds.clone(),
         );
         Metrics {
-            job: job.to_string(),
+            // prometheus-client writes label values as given: a job name is any string.
+            job: crate::admin::metrics::escape(job),
             registry,
             requests,
             seconds,
@@ -82,5 +84,33 @@ impl Metrics {
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job name with quotes and a backslash is escaped in every series, so one job's name
+    /// never breaks the page (`serve` merges every job's into its own); a 10 s answer has a
+    /// bucket below +Inf.
+    #[test]
+    fn a_job_name_is_escaped_and_slow_answers_have_a_bucket() {
+        let m = Metrics::new("shop \"eu\"\\x");
+        m.answered("send", "B0001", 10.0);
+        let text = m.text();
+        assert!(
+            text.contains(r#"tidings_gateway_requests_total{job="shop \"eu\"\\x",route="send",code="B0001"} 1"#),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("tidings_gateway_request_seconds_bucket")
+                    && l.ends_with(" 1")
+                    && !l.contains("+Inf")
+            })
+            .unwrap_or_else(|| panic!("no finite bucket holds a 10 s answer: {text}"));
+        assert!(line.contains(r#"le="16.384""#), "{line}");
     }
 }

@@ -59,6 +59,10 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// within [`PRODUCE_TIMEOUT`] as docs/api.md says (a full queue is refused at once: nothing
 /// was sent, retry).
 const QUEUE_TIMEOUT: Duration = Duration::ZERO;
+/// How long a request waits for the template changes ahead of it (each produced under
+/// [`PRODUCE_TIMEOUT`]): a slow broker behind several queued changes is answered 503 (nothing
+/// sent) instead of holding the caller for their sum.
+const CHANGE_WAIT: Duration = PRODUCE_TIMEOUT;
 
 /// Which route a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +89,9 @@ pub struct Gateway {
     /// (written). A request is stamped and judged between two changes (read): one stamped
     /// after a change's event time is judged with it applied, as the graph judges it.
     changing: tokio::sync::RwLock<()>,
+    /// One save of the door's book at a time, each of the newest book (after the change lock
+    /// is let go: requests are judged meanwhile).
+    saving: tokio::sync::Mutex<()>,
     /// The latest stamp a request took between two changes: a change is stamped after it (one
     /// in the same millisecond would be in effect at the request's event time, `at <= t`).
     stamped: std::sync::atomic::AtomicI64,
@@ -174,6 +181,7 @@ impl Gateway {
             validator: std::sync::RwLock::new(door_validator(job, &book_path)?),
             book_path,
             changing: tokio::sync::RwLock::new(()),
+            saving: tokio::sync::Mutex::new(()),
             stamped: std::sync::atomic::AtomicI64::new(i64::MIN),
             accounts: job.file.accounts.clone(),
             callers: Callers::new(&job.gateway.callers),
@@ -357,11 +365,13 @@ impl Gateway {
         let delivered = match self.producer.send(record, QUEUE_TIMEOUT).await {
             Ok(d) => d,
             Err((e, _)) => {
+                // A change made twice is the same change (the later one in effect): sending
+                // it again is safe whether or not this one was written.
                 return Answer::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     SERVICE_ERROR,
                     format!(
-                        "服务执行异常: the broker did not acknowledge the change ({e}); look at GET /templates before sending it again"
+                        "服务执行异常: the broker did not acknowledge the change ({e}); it may or may not have been written (this door has not applied it): send the same change again"
                     ),
                 );
             }
@@ -379,18 +389,29 @@ impl Gateway {
             op,
             bytes,
         };
-        let (version, book) = {
-            let mut v = self.validator.write().unwrap_or_else(|p| p.into_inner());
-            let version = match v.book_mut().apply(&change) {
-                Ok(
-                    tidings_operators::book::Applied::Template { version, .. }
-                    | tidings_operators::book::Applied::Account { version },
-                ) => Some(version),
-                _ => None,
-            };
-            (version, v.book().clone())
+        let applied = self
+            .validator
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .book_mut()
+            .apply(&change);
+        let version = match applied {
+            Ok(
+                tidings_operators::book::Applied::Template { version, .. }
+                | tidings_operators::book::Applied::Account { version },
+            ) => Some(version),
+            _ => None,
         };
-        // Written outside the lock: requests are judged meanwhile.
+        // Saved outside the change lock: requests are judged meanwhile; the newest book each
+        // time, one save at a time, so a save never writes an older book over a newer one.
+        drop(_one_at_a_time);
+        let _one_save = self.saving.lock().await;
+        let book = self
+            .validator
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .book()
+            .clone();
         let path = self.book_path.clone();
         let saved = tokio::task::spawn_blocking(move || book.save(&path))
             .await
@@ -496,7 +517,18 @@ impl Gateway {
             ));
         }
         let (now, checked) = {
-            let _between_changes = self.changing.read().await;
+            let Ok(_between_changes) =
+                tokio::time::timeout(CHANGE_WAIT, self.changing.read()).await
+            else {
+                return Answer::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVICE_ERROR,
+                    format!(
+                        "服务执行异常: template changes ahead of this request waited {} s for the broker; nothing was sent: retry it",
+                        CHANGE_WAIT.as_secs()
+                    ),
+                );
+            };
             // Never before the last change's stamp (a wall clock stepped back).
             let now = wall_ms().max(self.stamped.load(std::sync::atomic::Ordering::SeqCst));
             self.stamped

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-/// The document.
+/// The document of a job's door (`tidings gateway`).
 pub fn document() -> Value {
     let param = json!({
         "type": "object",
@@ -31,16 +31,19 @@ pub fn document() -> Value {
             "200": {"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
             "400": {"description": "refused at the door (A0100); nothing was produced", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
             "401": {"description": "missing or wrong bearer token (A0401)"},
+            "403": {"description": "a browser says a page of another site sent it: {error}"},
+            "413": {"description": "the body is over 1 MiB (plain text)"},
+            "415": {"description": "the body is not sent as Content-Type: application/json (A0100)"},
             "429": {"description": "over the caller's rate (A0429); Retry-After says when"},
-            "503": {"description": "the broker did not acknowledge (B0001); nothing was sent, retry"}
+            "503": {"description": "B0001: the broker refused the request, its queue is full, or changes ahead of it waited 10 s: nothing was sent, retry; or the broker did not acknowledge it within 10 s: it may or may not have been written, look it up by bizId before sending again (msg says which)"}
         })
     };
     let change = json!({
-        "200": {"description": "the change record was acknowledged: {code, msg, data: {id, version, eventTime, source}}; it applies from eventTime on"},
+        "200": {"description": "the change record was acknowledged: {code, msg, data: {id, version, eventTime, source}} ({account, version, eventTime, source} for an account); it applies from eventTime on"},
         "400": {"description": "refused at the door (A0100): unknown account, channel mismatch, unknown template; nothing was produced"},
         "401": {"description": "missing or wrong bearer token (A0401)"},
-        "403": {"description": "the caller may not change templates (templates = true)"},
-        "503": {"description": "the broker did not acknowledge (B0001)"}
+        "403": {"description": "the caller may not change templates (templates = true), or a browser says a page of another site sent it"},
+        "503": {"description": "the broker did not acknowledge (B0001): the change may or may not have been written and the door has not applied it; send the same change again"}
     });
     let body = |schema: &str| json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
     json!({
@@ -131,4 +134,94 @@ pub fn document() -> Value {
                 "responses": change}}
         }
     })
+}
+
+/// The document `tidings serve` answers: the send routes at the root (the job named by the
+/// token or the only one) and under `/jobs/{name}`, and the door's change routes under
+/// `/jobs/{name}` only, behind the service's token.
+pub fn serve_document() -> Value {
+    let mut doc = document();
+    let door = doc["paths"].as_object().cloned().unwrap_or_default();
+    let job = json!({"name": "name", "in": "path", "required": true,
+        "description": "the job's name", "schema": {"type": "string"}});
+    let mut paths = serde_json::Map::new();
+    for (path, mut item) in door {
+        if matches!(path.as_str(), "/send" | "/batchSend" | "/recall") {
+            paths.insert(path.clone(), item.clone());
+        }
+        let under = format!("/jobs/{{name}}{}", path.replace("{name}", "{account}"));
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            let mut parameters = vec![job.clone()];
+            for mut p in op["parameters"].as_array().cloned().unwrap_or_default() {
+                if p["name"] == "name" {
+                    p["name"] = json!("account");
+                }
+                parameters.push(p);
+            }
+            op["parameters"] = Value::Array(parameters);
+        }
+        paths.insert(under, item);
+    }
+    doc["paths"] = Value::Object(paths);
+    doc["info"]["description"] = json!(
+        "tidings serve: each job's send API (austin-compatible /send, /batchSend, /recall) and its door's template, list and account changes under /jobs/{name}."
+    );
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `serve`'s document names the routes `serve` has: the change routes only under a job,
+    /// with the job (and an account's name) as path parameters.
+    #[test]
+    fn serves_document_names_its_own_routes() {
+        let doc = serve_document();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut names: Vec<&str> = paths.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "/batchSend",
+                "/jobs/{name}/accounts",
+                "/jobs/{name}/accounts/{account}",
+                "/jobs/{name}/batchSend",
+                "/jobs/{name}/lists",
+                "/jobs/{name}/recall",
+                "/jobs/{name}/send",
+                "/jobs/{name}/templates",
+                "/jobs/{name}/templates/{id}/disable",
+                "/recall",
+                "/send",
+            ]
+        );
+        let params = |path: &str, method: &str| -> Vec<String> {
+            paths[path][method]["parameters"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| p["name"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            params("/jobs/{name}/accounts/{account}", "post"),
+            ["name", "account"]
+        );
+        assert_eq!(
+            params("/jobs/{name}/templates/{id}/disable", "post"),
+            ["name", "id"]
+        );
+        assert_eq!(params("/jobs/{name}/send", "post"), ["name"]);
+        assert!(params("/send", "post").is_empty());
+        // The door's own document is unchanged.
+        assert!(document()["paths"]["/accounts/{name}"].is_object());
+    }
 }

@@ -121,12 +121,7 @@ async fn authorize(
     let Some(admin) = &tokens.admin else {
         return next.run(request).await;
     };
-    let given = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::as_bytes);
+    let given = crate::admin::bearer_token(request.headers()).map(str::as_bytes);
     let is = |t: &Option<Arc<str>>| matches!((given, t), (Some(g), Some(t)) if crate::admin::same(g, t.as_bytes()));
     if is(&Some(admin.clone())) {
         return next.run(request).await;
@@ -196,7 +191,7 @@ fn send_routes(supervisor: Arc<Supervisor>, tokens: Tokens) -> Router {
         .route("/jobs/{name}/recall", routing::post(named(Route::Recall)))
         .route(
             "/openapi.json",
-            routing::get(|| async { Json(crate::gateway::openapi::document()) }),
+            routing::get(|| async { Json(crate::gateway::openapi::serve_document()) }),
         )
         .with_state(state)
 }
@@ -211,11 +206,7 @@ async fn send_to(
     body: Bytes,
 ) -> Response {
     use crate::gateway::{Answer, BAD_REQUEST, SERVICE_ERROR, UNAUTHORIZED};
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
+    let given = crate::admin::bearer_token(&headers).map(str::to_string);
     let token = tokens.admin;
     // With a service token, a request without any token learns nothing about the jobs.
     if token.is_some() && given.is_none() {
