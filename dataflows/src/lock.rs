@@ -155,11 +155,39 @@ fn owner_id(local: &Path) -> anyhow::Result<String> {
             .as_nanos(),
     );
     h.write_u32(std::process::id());
+    let drawn = h.finish();
     let local_shown = std::fs::canonicalize(local).unwrap_or_else(|_| local.to_path_buf());
-    let id = format!("{:016x}@{host}:{}", h.finish(), local_shown.display());
-    tidings_operators::checkpoint::write_durably(&path, id.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(id)
+    let id = format!("{drawn:016x}@{host}:{}", local_shown.display());
+    // The processes of a cluster on one machine share the directory and may all start here
+    // at once: each writes its id aside under a name of its own, and the first to link it
+    // in place wins (a link never replaces a file); the others read the winner's.
+    let named = |p: &Path, e: std::io::Error| anyhow::anyhow!("{}: {e}", p.display());
+    let aside = local.join(format!(".store-lock.id.{drawn:016x}"));
+    let linked = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&aside)?;
+        f.write_all(id.as_bytes())?;
+        f.sync_data()?;
+        std::fs::hard_link(&aside, &path)
+    })();
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => {
+            tidings_operators::checkpoint::sync_parent(&path).map_err(|e| named(&path, e))?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let theirs = std::fs::read_to_string(&path).map_err(|e| named(&path, e))?;
+            if !theirs.trim().is_empty() {
+                return Ok(theirs.trim().to_string());
+            }
+            // An empty file (of no writer of this code): replaced.
+            tidings_operators::checkpoint::write_durably(&path, id.as_bytes())
+                .map_err(|e| named(&path, e))?;
+            Ok(id)
+        }
+        Err(e) => Err(named(&path, e)),
+    }
 }
 
 impl StoreLock {
@@ -299,6 +327,26 @@ pub fn probe_writable(key: &str, dir: &Path) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// Processes of one machine starting at once in a fresh directory all take one owner id
+    /// (none fails, none is left with an id the file does not hold).
+    #[test]
+    fn runners_starting_at_once_share_one_owner_id() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let ids: Vec<String> = std::thread::scope(|s| {
+                let all: Vec<_> = (0..6)
+                    .map(|_| s.spawn(|| super::owner_id(dir.path()).unwrap()))
+                    .collect();
+                all.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let held = std::fs::read_to_string(dir.path().join("store-lock.id")).unwrap();
+            assert!(ids.iter().all(|id| *id == held), "{ids:?} vs {held}");
+            let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+            assert_eq!(names.len(), 1, "nothing left aside: {names:?}");
+            assert_eq!(super::owner_id(dir.path()).unwrap(), held);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,11 +1,13 @@
 //! `state_dir = "s3://bucket/prefix"`: the checkpoints kept on an object store, so processes
 //! of a cluster on machines without a shared file system restore from one place. Each part is
 //! written to the local state directory first (as always), then copied to
-//! `prefix/checkpoints/<cut>/<part>` before it counts as written; the manifest follows every
+//! `prefix/checkpoints/<cut>/<part>` before it counts as written (a part over 16 MiB in a
+//! multipart upload, and fetched back in ranges, so its size is not bound by one request's
+//! timeout or held in memory); the manifest follows every
 //! part; a run fetches the newest complete cut from there before it starts. The run lock is a
 //! lease beside them ([`crate::lock::StoreLock`]).
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use tidings_operators::checkpoint::Mirror;
@@ -58,16 +60,11 @@ impl Mirror for ObjectMirror {
 
     fn put(&self, rel: &str, from: &Path) -> io::Result<()> {
         self.held()?;
-        let body = std::fs::read(from)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", from.display())))?;
-        self.dir.put(&Self::rel(rel), body)
+        self.dir.put_file(&Self::rel(rel), from)
     }
 
     fn get(&self, rel: &str, to: &Path) -> io::Result<()> {
-        let body = self.dir.get(&Self::rel(rel))?;
-        let mut f = std::fs::File::create(to)?;
-        f.write_all(&body)?;
-        f.sync_data()
+        self.dir.get_file(&Self::rel(rel), to)
     }
 
     fn delete(&self, rel: &str) -> io::Result<()> {

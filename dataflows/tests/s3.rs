@@ -437,3 +437,51 @@ fn a_campaign_fired_on_one_machine_is_not_fired_again_on_another() {
     let fired = Fired::open(there.path(), Some(&store)).unwrap();
     assert_eq!(fired.last(7), Some(at + 60_000));
 }
+
+/// A checkpoint part larger than one part goes up in a multipart upload and comes back in
+/// ranged GETs, byte for byte; an empty file and one under a part go whole.
+#[test]
+fn a_large_file_goes_up_in_parts_and_comes_back_in_ranges() {
+    let url = format!("s3://{}/big", bucket());
+    let dir = ObjectDir::parse(&url).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    const MIB: u64 = 1 << 20;
+    // 12 MiB and a bit in parts of 5 MiB (S3's least but for the last): three parts.
+    let body: Vec<u8> = (0..12 * MIB + 777).map(|i| (i * 31 % 251) as u8).collect();
+    let small: Vec<u8> = b"a small part".to_vec();
+    for (name, bytes) in [
+        ("big.bin", &body),
+        ("small.bin", &small),
+        ("empty.bin", &Vec::new()),
+    ] {
+        let from = tmp.path().join(name);
+        std::fs::write(&from, bytes).unwrap();
+        dir.put_file_in(name, &from, 5 * MIB).unwrap();
+        let listed = dir.list("").unwrap();
+        let on_store = listed.iter().find(|l| l.rel == name).unwrap();
+        assert_eq!(on_store.size, bytes.len() as u64, "{name}");
+        // S3 names a multipart object's ETag by its parts: "…-3".
+        let etag = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(object_store::ObjectStoreExt::head(
+                &dir.store(),
+                &dir.path(name),
+            ))
+            .unwrap()
+            .e_tag
+            .unwrap();
+        assert_eq!(etag.ends_with("-3\""), name == "big.bin", "{name}: {etag}");
+        let back = tmp.path().join(format!("{name}.back"));
+        dir.get_file_in(name, &back, 5 * MIB).unwrap();
+        assert!(
+            std::fs::read(&back).unwrap() == *bytes,
+            "{name}: not the same bytes"
+        );
+    }
+    // A missing object is NotFound, naming it.
+    let e = dir
+        .get_file("missing.bin", &tmp.path().join("m"))
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("missing.bin"), "{e}");
+}

@@ -493,7 +493,7 @@ fn fetch_newest(
     for entry in std::fs::read_dir(dir).map_err(at(dir))? {
         let path = entry.map_err(at(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if newest.is_none_or(|(d, _)| d != name) {
+        if newest.is_none_or(|(d, _)| d != name) && !fetching(name) {
             remove_path(&path).map_err(at(&path))?;
         }
     }
@@ -505,9 +505,7 @@ fn fetch_newest(
     for entry in std::fs::read_dir(&local).map_err(at(&local))? {
         let path = entry.map_err(at(&local))?.path();
         let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        // (Another process of this machine may be fetching into the same directory.)
-        let fetching = file.starts_with('.') && file.ends_with(".fetch");
-        if !fetching && !files.iter().any(|f| f == file) {
+        if !fetching(file) && !files.iter().any(|f| f == file) {
             remove_path(&path).map_err(at(&path))?;
         }
     }
@@ -1185,6 +1183,13 @@ fn unrestorable(why: &str) -> io::Error {
 /// itself made durable (the directory fsynced).
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomically(path, bytes, true)
+}
+
+/// A file another process of this machine is fetching from the checkpoint store into the
+/// same directory (`.NAME.PID.fetch`): a cleanup leaves it (the processes of a cluster on one
+/// machine share the local state directory).
+fn fetching(file: &str) -> bool {
+    file.starts_with('.') && file.ends_with(".fetch")
 }
 
 /// Writes `bytes` to `path` atomically (aside, then renamed); with `sync`, durably too

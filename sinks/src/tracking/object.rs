@@ -192,6 +192,78 @@ impl ObjectDir {
             .map_err(|e| self.error(rel, e))
     }
 
+    /// Writes the file `from` as object `rel`: whole in one PUT up to [`PART_BYTES`], larger
+    /// in a multipart upload of parts that large, read from the file one at a time.
+    pub fn put_file(&self, rel: &str, from: &Path) -> io::Result<()> {
+        self.put_file_in(rel, from, PART_BYTES)
+    }
+
+    /// [`ObjectDir::put_file`] in parts of `part` bytes (S3 takes at least 5 MiB but for the
+    /// last).
+    pub fn put_file_in(&self, rel: &str, from: &Path, part: u64) -> io::Result<()> {
+        use std::io::Read;
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", from.display()));
+        let mut file = std::fs::File::open(from).map_err(named)?;
+        let size = file.metadata().map_err(named)?.len();
+        if size <= part {
+            let mut body = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut body).map_err(named)?;
+            return self.put(rel, body);
+        }
+        let (store, path) = (self.store.clone(), self.path(rel));
+        let shown = from.display().to_string();
+        block_on(async move {
+            let mut upload = store.put_multipart(&path).await?;
+            let sent = async {
+                loop {
+                    let mut chunk = Vec::with_capacity(part as usize);
+                    (&mut file)
+                        .take(part)
+                        .read_to_end(&mut chunk)
+                        .map_err(|e| local(&shown, e))?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    upload.put_part(chunk.into()).await?;
+                }
+                upload.complete().await.map(|_| ())
+            }
+            .await;
+            if sent.is_err() {
+                let _ = upload.abort().await;
+            }
+            sent
+        })
+        .map_err(|e| self.error(rel, e))
+    }
+
+    /// Reads object `rel` into the file `to` (created, made durable), in ranged GETs of at
+    /// most [`PART_BYTES`]: never whole in memory.
+    pub fn get_file(&self, rel: &str, to: &Path) -> io::Result<()> {
+        self.get_file_in(rel, to, PART_BYTES)
+    }
+
+    /// [`ObjectDir::get_file`] in ranges of `part` bytes.
+    pub fn get_file_in(&self, rel: &str, to: &Path, part: u64) -> io::Result<()> {
+        use std::io::Write;
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", to.display()));
+        let mut file = std::fs::File::create(to).map_err(named)?;
+        let (store, path) = (self.store.clone(), self.path(rel));
+        let shown = to.display().to_string();
+        block_on(async move {
+            let size = store.head(&path).await?.size;
+            let mut at = 0;
+            while at < size {
+                let end = size.min(at + part);
+                let bytes = store.get_range(&path, at..end).await?;
+                file.write_all(&bytes).map_err(|e| local(&shown, e))?;
+                at = end;
+            }
+            file.sync_data().map_err(|e| local(&shown, e))
+        })
+        .map_err(|e| self.error(rel, e))
+    }
+
     /// The store's clock: the time it stamps on a marker object written now. Ages of objects
     /// are measured against it, so this machine's clock does not matter.
     pub fn server_now(&self) -> io::Result<chrono::DateTime<chrono::Utc>> {
@@ -412,6 +484,20 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, object_store::Error> {
 
 /// Runs `fut` to completion from synchronous code, on [`runtime`]; from a helper thread when
 /// this thread is already inside a runtime (which cannot block).
+/// A larger object goes up and comes back in parts this large ([`ObjectDir::put_file`],
+/// [`ObjectDir::get_file`]): each part is one request under the client's 30 s timeout, where
+/// a checkpoint part of a gigabyte in one request never finished at 30 MB/s (and was held
+/// whole in memory, twice on the way back).
+pub const PART_BYTES: u64 = 16 << 20;
+
+/// A local file's error in a store request's future.
+fn local(file: &str, e: io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "local file",
+        source: format!("{file}: {e}").into(),
+    }
+}
+
 fn block_on<F, T>(fut: F) -> Result<T, object_store::Error>
 where
     F: std::future::Future<Output = Result<T, object_store::Error>> + Send,
