@@ -103,6 +103,9 @@ pub struct StoreLock {
     owner: String,
     clock: LeaseClock,
     stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// Disconnected once the renewal thread has ended: the lease is released after it, so a
+    /// renewal in flight cannot put the lease back after the release.
+    renewing: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 /// What to check when an object store does not answer.
@@ -227,11 +230,13 @@ impl StoreLock {
             stop.clone(),
             clock.clone(),
         );
-        // Not joined when the lock goes: a renewal stuck on an unreachable store must not hold
-        // up the end of the run. It stops at its next turn.
+        // Waited for at most a few seconds when the lock goes (`renewing`): a renewal stuck on
+        // an unreachable store must not hold up the end of the run. It stops at its next turn.
+        let (renewing_tx, renewing) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("tidings-lock".into())
             .spawn(move || {
+                let _renewing = renewing_tx;
                 loop {
                     let (m, cv) = &*flag;
                     let stopped = m.lock().unwrap_or_else(|p| p.into_inner());
@@ -269,6 +274,7 @@ impl StoreLock {
             owner,
             clock,
             stop,
+            renewing: std::sync::Mutex::new(renewing),
         })
     }
 
@@ -283,6 +289,13 @@ impl Drop for StoreLock {
         let (m, cv) = &*self.stop;
         *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
         cv.notify_all();
+        // A renewal in flight ends first (else it could write the lease again after the
+        // release, holding the next runner off for a lease's time).
+        let _ = self
+            .renewing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recv_timeout(std::time::Duration::from_secs(5));
         // Given up for the next runner, waiting at most a few seconds for the store.
         let (dir, name, owner) = (self.dir.clone(), self.name.clone(), self.owner.clone());
         let (tx, rx) = std::sync::mpsc::channel();

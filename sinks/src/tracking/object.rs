@@ -398,7 +398,9 @@ impl ObjectDir {
         }
         match put(PutMode::Update(UpdateVersion { e_tag, version })) {
             Ok(()) => Ok(true),
-            Err(e) if lost(&e) => Ok(false),
+            // A PUT retried after a 5xx whose first try was applied is refused as if taken:
+            // the lease then holds this very body (its stamp is this call's own).
+            Err(e) if lost(&e) => Ok(self.get(rel).is_ok_and(|held| held == body)),
             Err(e) => Err(self.error(rel, e)),
         }
     }
