@@ -141,9 +141,13 @@ impl Row {
 
 /// Every events row under `events/`.
 pub fn read_events(events: &Path) -> anyhow::Result<Vec<Row>> {
+    use std::hash::BuildHasher;
+    // Rows with a 64-bit hash of their message id (no id kept: the rows are read after the
+    // job, in the process whose peak RSS is reported), and late records' own event times by
+    // that hash.
     let mut out = Vec::new();
-    // Late records: message id → own event time.
-    let mut late: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut late: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
+    let ids = std::collections::hash_map::RandomState::new();
     let Ok(dates) = std::fs::read_dir(events) else {
         return Ok(Vec::new());
     };
@@ -185,10 +189,10 @@ pub fn read_events(events: &Path) -> anyhow::Result<Vec<Row>> {
                         && !reason.is_null(i)
                         && let Some(own) = tidings_operators::admit::late_own_time(reason.value(i))
                     {
-                        late.insert(message.value(i).to_string(), own);
+                        late.insert(ids.hash_one(message.value(i)), own);
                     }
                     out.push((
-                        message.value(i).to_string(),
+                        ids.hash_one(message.value(i)),
                         Row {
                             template_id: template.value(i),
                             state: state.to_string(),

@@ -179,6 +179,13 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether an error of one message's call may be one number's fault.
+            pub fn refuses_one_number(&self, e: &SendError) -> bool {
+                match self {
+                    $(Remote::$variant(_) => <$ty as Provider>::refuses_one_number(e),)*
+                }
+            }
+
             /// A receiver as the provider writes it in a call.
             pub fn number(&self, r: &Receiver) -> String {
                 match self {
@@ -232,8 +239,8 @@ registry! {
 
 impl Remote {
     /// One message's call to `receivers`. A refusal that may be one number's
-    /// ([`Provider::refuses_one`]: Aliyun refuses a whole `SendSms` for one illegal number in
-    /// it) is answered by making the call again in halves, one after the other, down to the
+    /// ([`Provider::refuses_one_number`]: Aliyun refuses a whole `SendSms` for one illegal
+    /// number in it) is answered by making the call again in halves, one after the other, down to the
     /// number at fault alone, so no other number's outcome depends on it (about 2·log2(n)
     /// calls more for one bad number among n, made in the call's slot and without rate-limit
     /// permits, as a shared call's halves are).
@@ -246,7 +253,7 @@ impl Remote {
     ) -> BoxFuture<'a, Result<Delivered, SendError>> {
         Box::pin(async move {
             match self.send(batch, receivers).await {
-                Err(e) if receivers.len() > 1 && self.refuses_one(&e) => {
+                Err(e) if receivers.len() > 1 && self.refuses_one_number(&e) => {
                     let (first, second) = receivers.split_at(receivers.len() / 2);
                     let mut each = each_of(self.send_halving(batch, first).await, first.len());
                     each.extend(each_of(

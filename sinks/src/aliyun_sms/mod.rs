@@ -254,6 +254,19 @@ impl Provider for AliyunSms {
         .contains(&code)
     }
 
+    // Of those, the ones a single number of a message's call may be at fault for (the others
+    // are its one parameter set's, every half's alike).
+    fn refuses_one_number(error: &SendError) -> bool {
+        let code = error.reason().split_whitespace().nth(1).unwrap_or("");
+        [
+            "isv.MOBILE_NUMBER_ILLEGAL",
+            "isv.MOBILE_COUNT_OVER_LIMIT",
+            "isv.BUSINESS_LIMIT_CONTROL",
+            "isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
+        ]
+        .contains(&code)
+    }
+
     fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
         url_checked(key, endpoint_url(&settings.endpoint, DEFAULT_ENDPOINT, ""))
     }

@@ -185,6 +185,28 @@ fn which_refusals_may_be_one_messages() {
         "isv.DAY_LIMIT_CONTROL",
     ] {
         assert!(!AliyunSms::refuses_one(&refusal(all)), "{all}");
+        assert!(!AliyunSms::refuses_one_number(&refusal(all)), "{all}");
+    }
+    // One message's call is halved by its numbers only for a number's fault: its one
+    // parameter set is every half's.
+    for number in [
+        "isv.MOBILE_NUMBER_ILLEGAL",
+        "isv.BUSINESS_LIMIT_CONTROL",
+        "isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
+    ] {
+        assert!(AliyunSms::refuses_one_number(&refusal(number)), "{number}");
+    }
+    for content in [
+        "isv.TEMPLATE_PARAMS_ILLEGAL",
+        "isv.INVALID_JSON_PARAM",
+        "isv.PARAM_LENGTH_LIMIT",
+        "isv.BLACK_KEY_CONTROL_LIMIT",
+    ] {
+        assert!(AliyunSms::refuses_one(&refusal(content)), "{content}");
+        assert!(
+            !AliyunSms::refuses_one_number(&refusal(content)),
+            "{content}"
+        );
     }
 }
 

@@ -261,7 +261,11 @@ impl ObjectDir {
             }
             file.sync_data().map_err(|e| local(&shown, e))
         })
-        .map_err(|e| self.error(rel, e))
+        .map_err(|e| {
+            // Nothing half-fetched is left (a cleanup leaves `.fetch` files alone).
+            let _ = std::fs::remove_file(to);
+            self.error(rel, e)
+        })
     }
 
     /// The store's clock: the time it stamps on a marker object written now. Ages of objects
@@ -400,7 +404,7 @@ impl ObjectDir {
             Ok(()) => Ok(true),
             // A PUT retried after a 5xx whose first try was applied is refused as if taken:
             // the lease then holds this very body (its stamp is this call's own).
-            Err(e) if lost(&e) => Ok(self.get(rel).is_ok_and(|held| held == body)),
+            Err(e) if lost(&e) => Ok(self.get(rel)? == body),
             Err(e) => Err(self.error(rel, e)),
         }
     }
@@ -484,8 +488,6 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, object_store::Error> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
-/// Runs `fut` to completion from synchronous code, on [`runtime`]; from a helper thread when
-/// this thread is already inside a runtime (which cannot block).
 /// A larger object goes up and comes back in parts this large ([`ObjectDir::put_file`],
 /// [`ObjectDir::get_file`]): each part is one request under the client's 30 s timeout, where
 /// a checkpoint part of a gigabyte in one request never finished at 30 MB/s (and was held
@@ -500,6 +502,8 @@ fn local(file: &str, e: io::Error) -> object_store::Error {
     }
 }
 
+/// Runs `fut` to completion from synchronous code, on [`runtime`]; from a helper thread when
+/// this thread is already inside a runtime (which cannot block).
 fn block_on<F, T>(fut: F) -> Result<T, object_store::Error>
 where
     F: std::future::Future<Output = Result<T, object_store::Error>> + Send,

@@ -86,6 +86,15 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// Whether `error`, answered to a call for one message's numbers, may be one number's
+    /// fault (an illegal number, a number's own rate limit): the call is then made again in
+    /// halves of its numbers ([`crate::provider::Remote::send_halving`]). By default no. Of
+    /// [`Provider::refuses_one`]'s errors, not a bad parameter: a message's parameters are
+    /// every half's, and halving would make ~2n calls all refused alike.
+    fn refuses_one_number(_error: &SendError) -> bool {
+        false
+    }
+
     /// A receiver as the provider writes it in a call (two receivers written alike are one
     /// number: never twice in one call).
     fn number(receiver: &Receiver) -> String {

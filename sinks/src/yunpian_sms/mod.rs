@@ -364,6 +364,11 @@ impl Provider for YunpianSms {
         names_a_number(error.reason())
     }
 
+    // What `refuses_one` takes names a number.
+    fn refuses_one_number(error: &SendError) -> bool {
+        names_a_number(error.reason())
+    }
+
     fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {
         url_checked(key, Self::call_url(settings))
     }
