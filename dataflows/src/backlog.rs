@@ -207,14 +207,16 @@ impl Queues {
     /// A delivery of `account` read from its topic was not sent: a stop or a halt came while
     /// it waited for its permit. Its record is not committed: the next run sends it.
     pub fn gave_up(&self, account: usize, d: &Delivery) {
-        let mut given_up = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
-        given_up.insert(delivery_key(account, d));
+        self.give_up(delivery_key(account, d));
     }
 
     /// A recall order read from an account topic was not run (a stop or a halt came first).
     pub fn gave_up_recall(&self, order: &RecallOrder) {
-        let mut given_up = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
-        given_up.insert(recall_key(order));
+        self.give_up(recall_key(order));
+    }
+
+    fn give_up(&self, key: ReadKey) {
+        (self.given_up.lock().unwrap_or_else(|p| p.into_inner())).insert(key);
     }
 
     /// `n` deliveries of `account` have been sent (or failed).

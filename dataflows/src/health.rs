@@ -297,6 +297,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
     use timely::dataflow::ProbeHandle;
+    use timely::dataflow::operators::{Input, Inspect, Probe};
 
     /// A worker thread's panic is not blamed on the network (timely names its workers
     /// `timely:work-N`: the hook once read every `timely:` thread as a network thread, so a
@@ -309,7 +310,6 @@ mod tests {
         assert!(!network_thread(Some("main")));
         assert!(!network_thread(None));
     }
-    use timely::dataflow::operators::{Input, Inspect, Probe};
 
     /// Worker 1 panics inside an operator while worker 0 waits on the shared frontier: without
     /// the guard worker 0 spins forever on its dead peer; with it both leave and the failure is

@@ -1245,25 +1245,14 @@ pub fn produce_with(
     records: impl IntoIterator<Item = Outgoing>,
     progress: impl FnMut(),
 ) -> anyhow::Result<u64> {
-    let never = std::sync::atomic::AtomicBool::new(false);
-    produce_until(brokers, properties, topic, records, progress, &never)
+    let never = AtomicBool::new(false);
+    produce_acked(brokers, properties, topic, records, progress, &never).0
 }
 
 /// [`produce_with`] that gives up as soon as `stop` is set (a Ctrl-C), failing: records
-/// produced by then may or may not have been delivered.
-pub fn produce_until(
-    brokers: &str,
-    properties: &[(String, String)],
-    topic: &str,
-    records: impl IntoIterator<Item = Outgoing>,
-    progress: impl FnMut(),
-    stop: &std::sync::atomic::AtomicBool,
-) -> anyhow::Result<u64> {
-    produce_acked(brokers, properties, topic, records, progress, stop).0
-}
-
-/// [`produce_until`], also returning the places (in `records`) of the records the broker
-/// acknowledged, whatever the outcome: a caller that tries again produces only the others.
+/// produced by then may or may not have been delivered. Also returns the places (in
+/// `records`) of the records the broker acknowledged, whatever the outcome: a caller that
+/// tries again produces only the others.
 /// The producer is not idempotent: such a producer first asks the broker for its id, and its
 /// first records, stamped as produced, waited for it past a caught-up source's out-of-order
 /// bound (four of five records late in `admin.rs`).
@@ -1306,28 +1295,21 @@ fn produce_on(
     // A record refused before it was queued (larger than `message.max.bytes`) ends the
     // producing; what was queued is still flushed, so its acknowledgements are known.
     let mut refused: Option<KafkaError> = None;
-    'records: for r in records {
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return Err(stopped());
-            }
-            let mut rec =
-                BaseRecord::<String, String, usize>::with_opaque_to(topic, n).payload(&r.payload);
-            if let Some(k) = &r.key {
-                rec = rec.key(k);
-            }
-            if let Some(ts) = r.timestamp {
-                rec = rec.timestamp(ts);
-            }
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => {
-                    refused = Some(e);
-                    break 'records;
-                }
+    for r in records {
+        let mut rec =
+            BaseRecord::<String, String, usize>::with_opaque_to(topic, n).payload(&r.payload);
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        if let Some(ts) = r.timestamp {
+            rec = rec.timestamp(ts);
+        }
+        match send_when_room(producer, rec, stop) {
+            Ok(()) => {}
+            Err(None) => return Err(stopped()),
+            Err(Some(e)) => {
+                refused = Some(e);
+                break;
             }
         }
         n += 1;
@@ -1357,8 +1339,30 @@ fn produce_on(
     }
 }
 
+/// Sends `record`, polling while the producer's queue is full: `Err(None)` once `stop` is set
+/// first, `Err(Some(e))` for a record refused otherwise (larger than `message.max.bytes`).
+fn send_when_room<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    producer: &BaseProducer<Undelivered>,
+    mut record: BaseRecord<'_, K, P, usize>,
+    stop: &AtomicBool,
+) -> Result<(), Option<KafkaError>> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(None);
+        }
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                producer.poll(Duration::from_millis(50));
+                record = back;
+            }
+            Err((e, _)) => return Err(Some(e)),
+        }
+    }
+}
+
 /// The records the broker did not take, by the place each was produced with, and why
-/// (librdkafka reports each once, after its retries): [`produce_until`] fails instead of
+/// (librdkafka reports each once, after its retries): [`produce_acked`] fails instead of
 /// saying they were sent, and [`DeadLetterTopic::flush`] keeps them.
 #[derive(Default)]
 struct Undelivered {
@@ -1446,23 +1450,11 @@ impl DeadLetterTopic {
         }
         let mut refused: Vec<(usize, String)> = Vec::new();
         for (place, (key, body)) in letters.iter().enumerate() {
-            let mut record = BaseRecord::with_opaque_to(&self.topic, place)
+            let record = BaseRecord::with_opaque_to(&self.topic, place)
                 .key(key.as_str())
                 .payload(body.as_str());
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        self.producer.poll(Duration::from_millis(50));
-                        record = back;
-                    }
-                    Err((e, _)) => {
-                        refused.push((place, e.to_string()));
-                        break;
-                    }
-                }
+            if let Err(Some(e)) = send_when_room(&self.producer, record, &AtomicBool::new(false)) {
+                refused.push((place, e.to_string()));
             }
         }
         let flushed = self.producer.flush(Duration::from_secs(60));

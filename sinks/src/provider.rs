@@ -268,9 +268,13 @@ impl Remote {
     }
 }
 
-/// A call's answer for each of its `n` receivers. A provider reference is not kept: no
-/// provider that refuses one number for a whole call answers with one.
-fn each_of(answer: Result<Delivered, SendError>, n: usize) -> Vec<Result<(), SendError>> {
+/// A call's answer for each of its `n` receivers (an answer for fewer is padded with a
+/// transient error: those are sent again). A provider reference is not kept: no provider
+/// that refuses one number for a whole call answers with one.
+pub(crate) fn each_of(
+    answer: Result<Delivered, SendError>,
+    n: usize,
+) -> Vec<Result<(), SendError>> {
     match answer {
         Ok(Delivered::All | Delivered::Tracked { each: None, .. }) => vec![Ok(()); n],
         Ok(

@@ -741,8 +741,9 @@ mod tests {
         let stop = AtomicBool::new(false);
         let records = requests(1, &read_crowd(&c.crowd).unwrap(), Some(0)).unwrap();
         let set = || stop.store(true, Ordering::Relaxed);
-        let e =
-            crate::kafka::produce_until(&kafka.brokers, &[], "t", records, set, &stop).unwrap_err();
+        let e = produce_acked(&kafka.brokers, &[], "t", records, set, &stop)
+            .0
+            .unwrap_err();
         assert!(e.to_string().contains("stopped"), "{e:#}");
         // Set before the send.
         let e = fire(&kafka, &c, Some(0), &stop, &mut HashSet::new()).unwrap_err();

@@ -336,9 +336,13 @@ fn share_rates(
     job.file
         .accounts
         .iter()
-        .map(|(name, a)| match sends_whole(job, process, name) {
-            true => (name.clone(), a.clone()),
-            false => (name.clone(), a.shared_by(n)),
+        .map(|(name, a)| {
+            let mine = if sends_whole(job, process, name) {
+                a.clone()
+            } else {
+                a.shared_by(n)
+            };
+            (name.clone(), mine)
         })
         .collect()
 }

@@ -77,10 +77,10 @@ pub(crate) fn drive_worker(
         if done.done() {
             s.main_done.store(true, Ordering::Relaxed);
         }
-        // A stop the cluster agreed on: the queued accounts' sends waiting for a permit give
-        // up (what they hold stays in their topics), instead of holding the stop for the
-        // minutes a slow account takes to send its room.
-        // The stop's cut, once agreed: looked up once a turn.
+        // The stop's cut, once the cluster agreed it (looked up once a turn). Then the queued
+        // accounts' sends waiting for a permit give up (what they hold stays in their
+        // topics), instead of holding the stop for the minutes a slow account takes to send
+        // its room.
         let stop_cut = s.checkpoints.stop_cut();
         if stop_cut.is_some() {
             s.health.stop_queued();

@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Account, Halt};
 use crate::SendBatch;
-use crate::provider::Remote;
+use crate::provider::{Remote, each_of};
 use crate::util::kit::Delivered;
 use crate::util::retry::SendError;
 use crate::util::stats::SendStats;
@@ -304,17 +304,7 @@ fn split(d: Delivered, counts: &[usize]) -> Vec<Delivered> {
         let mut each = each.into_iter();
         counts
             .iter()
-            .map(|&n| {
-                (0..n)
-                    .map(|_| {
-                        each.next().unwrap_or_else(|| {
-                            Err(SendError::Transient(
-                                "the provider answered for fewer receivers than it was sent".into(),
-                            ))
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            })
+            .map(|&n| each_of(Ok(Delivered::Each(each.by_ref().take(n).collect())), n))
             .collect::<Vec<_>>()
     };
     match d {

@@ -426,9 +426,10 @@ impl Accounts {
         };
         let c: AccountConfig = serde_json::from_value(live.settings.clone())
             .map_err(|e| why(format!("not an [accounts.NAME] table: {e}")))?;
-        let c = match self.maker.whole.contains(&base.name) {
-            true => c,
-            false => c.shared_by(self.maker.processes),
+        let c = if self.maker.whole.contains(&base.name) {
+            c
+        } else {
+            c.shared_by(self.maker.processes)
         };
         // Its own secrets and the job file's: neither may leave in a reason.
         let secrets = {

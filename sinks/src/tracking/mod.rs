@@ -744,7 +744,6 @@ mod tests {
         }
     }
 
-    /// A message's facts for test rows.
     /// A row of `meta` to `receiver`, reached at `time`, without a reason.
     fn row(
         meta: &Arc<MessageMeta>,
@@ -763,6 +762,7 @@ mod tests {
         }
     }
 
+    /// A message's facts for test rows.
     fn meta(biz_id: Option<&str>) -> Arc<MessageMeta> {
         Arc::new(MessageMeta {
             live: None,
