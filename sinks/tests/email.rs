@@ -136,3 +136,59 @@ fn attachments_to_private_addresses_or_other_schemes_are_refused() {
     );
     assert!(mail_for(&bob).is_none(), "nothing was sent");
 }
+
+/// A server that accepts connections and never says a word (a stalled relay, a firewall that
+/// holds the connection): each connection is counted and held open.
+fn silent_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(c);
+        }
+    });
+    (port, accepted)
+}
+
+/// lettre's timeout bounds the connect only: a server that accepts and then is silent held a
+/// send (and `tidings check`) forever. Each receiver's SMTP transaction is bounded by the
+/// account's `timeout_secs`, and once the server failed the receivers after are not tried
+/// (each would wait out its own timeout): one connection per attempt, not per receiver.
+#[test]
+fn a_silent_server_fails_the_call_within_its_timeout_and_the_check_too() {
+    let (port, accepted) = silent_server();
+    let accounts = common::accounts(&format!(
+        "[mail]\nchannel = \"email\"\nprovider = \"smtp\"\nattempts = 2\ntimeout_secs = 0.3\n\
+         settings = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\", from = \"noreply@example.com\" }}\n"
+    ));
+    let receivers: Vec<String> = (0..3).map(|i| format!("r{i}@example.com")).collect();
+    let out = send(&accounts, "mail", &batch("", &receivers));
+    assert_eq!(out.len(), 3);
+    for r in &out {
+        let why = r.as_ref().unwrap_err();
+        assert!(
+            why.contains("did not finish answering within 0.3 s"),
+            "{out:?}"
+        );
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one connection per attempt"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let checked = rt.block_on(accounts.get(accounts.index("mail").unwrap()).check());
+    assert!(
+        checked
+            .as_ref()
+            .is_err_and(|e| e.contains("did not finish answering")),
+        "{checked:?}"
+    );
+}

@@ -107,18 +107,36 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+                || (a == 198 && (18..20).contains(&b)) // benchmarking
                 || a == 0
+                || a >= 240 // reserved
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // An IPv4 address inside an IPv6 one reaches that IPv4 address: mapped
+            // (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d) and 6to4
+            // (2002:aabb:ccdd::), each judged as its IPv4 address.
+            let [.., hi, lo] = s;
+            let embedded = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            if (s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified())
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+            {
+                return is_private(IpAddr::V4(embedded(hi, lo)));
+            }
+            if s[0] == 0x2002 {
+                return is_private(IpAddr::V4(embedded(s[1], s[2])));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated, still routed inside)
         }
     }
 }
@@ -150,12 +168,15 @@ impl Email {
         })
     }
 
-    /// Whether the server answers (connect, EHLO, TLS, login): the account's health check.
-    pub async fn check_server(&self) -> Result<(), String> {
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!("{NAME}: {} did not answer", self.config.host)),
-            Err(e) => Err(format!("{NAME}: {}: {e}", self.config.host)),
+    /// Whether the server answers (connect, EHLO, TLS, login) within `timeout`: the account's
+    /// health check. (lettre's own timeout bounds the connect only: a server that accepts and
+    /// then says nothing would hold `tidings check` forever.)
+    pub async fn check_server(&self, timeout: std::time::Duration) -> Result<(), String> {
+        match tokio::time::timeout(timeout, self.transport.test_connection()).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(format!("{NAME}: {} did not answer", self.config.host)),
+            Ok(Err(e)) => Err(format!("{NAME}: {}: {e}", self.config.host)),
+            Err(_) => Err(silent(&self.config.host, timeout)),
         }
     }
 
@@ -190,7 +211,10 @@ impl Email {
                 a.ip()
             )));
         }
+        // No proxy: a proxy (HTTP(S)_PROXY) would resolve the host itself, past the check
+        // above and the address pinned below.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .timeout(self.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .resolve(&host, first)
@@ -282,6 +306,7 @@ impl Email {
         }
     }
 
+    /// One receiver's message; `Err((_, true))` when the server itself failed (no reply).
     async fn send_one(
         &self,
         to: &str,
@@ -289,13 +314,32 @@ impl Email {
         html: &str,
         attachments: &[(String, Vec<u8>, String)],
         batch: &SendBatch,
-    ) -> Result<(), SendError> {
-        let message = self.payload(to, subject, html, attachments, batch)?;
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(Self::judge(e.status(), format!("{NAME}: {e}"))),
+    ) -> Result<(), (SendError, bool)> {
+        let message = self
+            .payload(to, subject, html, attachments, batch)
+            .map_err(|e| (e, false))?;
+        // The whole SMTP transaction (greeting, TLS, login, DATA) within the call's timeout:
+        // lettre's own bounds the connect only.
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err((
+                Self::judge(e.status(), format!("{NAME}: {e}")),
+                e.status().is_none(),
+            )),
+            Err(_) => Err((
+                SendError::Transient(silent(&self.config.host, self.timeout)),
+                true,
+            )),
         }
     }
+}
+
+/// A server that did not finish answering within `timeout`.
+fn silent(host: &str, timeout: std::time::Duration) -> String {
+    format!(
+        "{NAME}: {host} did not finish answering within {} s",
+        timeout.as_secs_f64()
+    )
 }
 
 impl Provider for Email {
@@ -342,8 +386,22 @@ impl Provider for Email {
             attachments.push(self.fetch(url).await?);
         }
         let mut each = Vec::with_capacity(receivers.len());
+        // Once the server itself failed (no reply: refused, TLS, silent), the receivers after
+        // are not tried: each would wait out its own timeout for the same failure (100
+        // receivers of a server that is down took 100 timeouts). They fail alike, retried.
+        let mut down: Option<SendError> = None;
         for r in receivers {
-            each.push(self.send_one(r, &subject, &html, &attachments, batch).await);
+            each.push(if let Some(e) = &down {
+                Err(e.clone())
+            } else {
+                let sent = self.send_one(r, &subject, &html, &attachments, batch).await;
+                sent.map_err(|(e, server)| {
+                    if server {
+                        down = Some(e.clone());
+                    }
+                    e
+                })
+            });
         }
         // A failure of the connection itself fails the call (and is retried); refusals of
         // single receivers stay theirs.
@@ -357,8 +415,8 @@ impl Provider for Email {
         Ok(Delivered::Each(each))
     }
 
-    async fn check(&self, base_url: &str, _timeout: std::time::Duration) -> Result<String, String> {
-        self.check_server()
+    async fn check(&self, base_url: &str, timeout: std::time::Duration) -> Result<String, String> {
+        self.check_server(timeout)
             .await
             .map(|()| format!("{base_url} answered"))
     }

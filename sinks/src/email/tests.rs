@@ -137,10 +137,27 @@ fn private_addresses_are_recognised() {
         "fe80::1",
         "fd00::1",
         "::ffff:127.0.0.1",
+        // An IPv4 address inside an IPv6 one: compatible, NAT64, 6to4.
+        "::127.0.0.1",
+        "::10.0.0.1",
+        "64:ff9b::a9fe:a9fe",
+        "2002:7f00:1::",
+        "2002:a00:1::5",
+        "fec0::1",
+        "198.18.0.1",
+        "240.0.0.1",
+        "255.255.255.254",
     ] {
         assert!(is_private(ip.parse().unwrap()), "{ip}");
     }
-    for ip in ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"] {
+    for ip in [
+        "93.184.216.34",
+        "2606:2800:220:1::1",
+        "8.8.8.8",
+        "64:ff9b::808:808",
+        "2002:808:808::1",
+        "198.20.0.1",
+    ] {
         assert!(!is_private(ip.parse().unwrap()), "{ip}");
     }
 }
