@@ -108,14 +108,18 @@ pub struct Outboxes {
 }
 
 impl Outboxes {
-    /// The outbox of `dir`.
+    /// The outbox of `dir`, by the directory itself: `var/outbox` and `./var/outbox` are one
+    /// outbox (two would append to one file under two locks, and a write taken back after a
+    /// short write could cut the other's line).
     pub fn get(&self, dir: &Path) -> io::Result<Arc<Outbox>> {
+        std::fs::create_dir_all(dir)?;
+        let key = dir.canonicalize()?;
         let mut map = self.by_dir.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(o) = map.get(dir) {
+        if let Some(o) = map.get(&key) {
             return Ok(o.clone());
         }
         let o = Arc::new(Outbox::new(dir)?);
-        map.insert(dir.to_path_buf(), o.clone());
+        map.insert(key, o.clone());
         Ok(o)
     }
 }
@@ -124,6 +128,18 @@ impl Outboxes {
 mod tests {
     use super::*;
     use tidings_model::MessageMeta;
+
+    /// One directory written two ways is one outbox.
+    #[test]
+    fn a_directory_is_one_outbox_however_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let boxes = Outboxes::default();
+        let a = boxes.get(&dir.path().join("out")).unwrap();
+        let b = boxes.get(&dir.path().join("x/../out/.")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = boxes.get(&dir.path().join("other")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
 
     #[test]
     fn writes_contract_lines() {

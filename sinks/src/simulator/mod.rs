@@ -185,7 +185,7 @@ impl Simulator {
             .route("/{provider}/", any(answer))
             .route("/{provider}/{*rest}", any(answer))
             .with_state((shared.clone(), Arc::new(credentials)));
-        let server = server::Server::start(bind, router)?;
+        let server = server::Server::start_for_any_host(bind, router)?;
         Ok(Simulator {
             addr: server.addr,
             server,

@@ -46,6 +46,24 @@ pub struct Server {
 impl Server {
     /// Binds `bind` and serves `router` until [`Server::stop`] (or drop).
     pub fn start(bind: impl std::net::ToSocketAddrs, router: Router) -> std::io::Result<Server> {
+        Server::start_as(bind, router, true)
+    }
+
+    /// [`Server::start`] for a stand-in of servers reached under their own names (the
+    /// provider simulator: a client signs `Host: sms.tencentcloudapi.com` and connects to
+    /// 127.0.0.1): any `Host` is answered on loopback too.
+    pub fn start_for_any_host(
+        bind: impl std::net::ToSocketAddrs,
+        router: Router,
+    ) -> std::io::Result<Server> {
+        Server::start_as(bind, router, false)
+    }
+
+    fn start_as(
+        bind: impl std::net::ToSocketAddrs,
+        router: Router,
+        loopback_names_only: bool,
+    ) -> std::io::Result<Server> {
         let listener = std::net::TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -57,7 +75,9 @@ impl Server {
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("http {addr}"))
-            .spawn(move || runtime.block_on(accept(listener, router, stopped)))?;
+            .spawn(move || {
+                runtime.block_on(accept(listener, router, loopback_names_only, stopped))
+            })?;
         Ok(Server {
             addr,
             stop: Some(stop),
@@ -92,11 +112,33 @@ impl Drop for Server {
 /// routes take no token on loopback by default. Browsers name the page's site in
 /// `Sec-Fetch-Site` (or, older ones, its origin in `Origin`); clients that are not browsers
 /// (curl, the CLI, producers) send neither and are let through, as is the console's own page.
+///
+/// On a loopback address, it also refuses (403) any request whose `Host` is not a loopback
+/// name (`localhost`, `*.localhost`, a loopback address): a page of a site whose name was
+/// pointed at 127.0.0.1 after it loaded (DNS rebinding) is of the same origin to the browser,
+/// so it sends and reads with neither header above, and a loopback server takes no token.
 async fn same_site_only(
+    axum::extract::State(loopback): axum::extract::State<bool>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    if loopback
+        && let Some(host) = request.headers().get("host")
+        && !names_loopback(host.to_str().unwrap_or(""))
+    {
+        let why = format!(
+            "refused: Host {:?} is not a name of this machine's loopback, which this server \
+             listens on (a site's name pointed at 127.0.0.1 by its DNS); reach it as \
+             127.0.0.1 or localhost, or serve it on another address",
+            String::from_utf8_lossy(host.as_bytes())
+        );
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({"error": why})),
+        )
+            .into_response();
+    }
     let safe = matches!(
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
@@ -113,6 +155,23 @@ async fn same_site_only(
             .into_response();
     }
     next.run(request).await
+}
+
+/// Whether `host` (a `Host` header: a name or address, with or without a port) names the
+/// loopback: `localhost` and its subdomains (browsers never ask DNS for them) or a loopback
+/// address.
+fn names_loopback(host: &str) -> bool {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The other site a browser says a request came from, if it did.
@@ -154,6 +213,7 @@ fn cross_site(headers: &axum::http::HeaderMap) -> Option<String> {
 async fn accept(
     listener: std::net::TcpListener,
     router: Router,
+    loopback_names_only: bool,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -163,8 +223,12 @@ async fn accept(
             return;
         }
     };
+    let loopback = loopback_names_only && listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let router = router
-        .layer(axum::middleware::from_fn(same_site_only))
+        .layer(axum::middleware::from_fn_with_state(
+            loopback,
+            same_site_only,
+        ))
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(MAX_BODY));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -271,7 +335,7 @@ mod tests {
         let server = Server::start("127.0.0.1:0", echo_len()).unwrap();
         let ok = ask(
             server.addr,
-            b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc",
         );
         assert!(
             ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("{\"got\":3}"),
@@ -280,7 +344,7 @@ mod tests {
         // A body far beyond the cap is refused from its length, before it is read.
         let big = ask(
             server.addr,
-            b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 999999999999\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999999999\r\n\r\n",
         );
         assert!(big.starts_with("HTTP/1.1 413"), "{big}");
         // A head without an end is cut at the head limit.
@@ -289,7 +353,7 @@ mod tests {
         let cut = ask(server.addr, &long);
         assert!(cut.is_empty() || cut.starts_with("HTTP/1.1 431"), "{cut}");
         // Still serving.
-        let again = ask(server.addr, b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n");
+        let again = ask(server.addr, b"GET /y HTTP/1.1\r\nHost: localhost\r\n\r\n");
         assert!(again.starts_with("HTTP/1.1 200 OK"), "{again}");
         server.stop();
     }
@@ -333,9 +397,57 @@ mod tests {
         }
         let read = ask(
             server.addr,
-            b"GET /jobs HTTP/1.1\r\nHost: h\r\nSec-Fetch-Site: cross-site\r\n\r\n",
+            b"GET /jobs HTTP/1.1\r\nHost: localhost\r\nSec-Fetch-Site: cross-site\r\n\r\n",
         );
         assert!(read.starts_with("HTTP/1.1 200 OK"), "{read}");
+        server.stop();
+    }
+
+    /// A server on loopback answers only its loopback names: a page whose site's name was
+    /// pointed at 127.0.0.1 (DNS rebinding) is refused, reads too, whatever else it sends.
+    #[test]
+    fn a_loopback_server_answers_only_loopback_names() {
+        let server = Server::start("127.0.0.1:0", echo_len()).unwrap();
+        for host in [
+            "evil.example:7070",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1",
+        ] {
+            for method in ["GET", "POST"] {
+                let answer = ask(
+                    server.addr,
+                    format!("{method} /jobs HTTP/1.1\r\nHost: {host}\r\nSec-Fetch-Site: same-origin\r\nContent-Length: 0\r\n\r\n")
+                        .as_bytes(),
+                );
+                assert!(
+                    answer.starts_with("HTTP/1.1 403") && answer.contains("loopback"),
+                    "{method} {host}: {answer}"
+                );
+            }
+        }
+        for host in [
+            "localhost:7070",
+            "LOCALHOST.",
+            "app.localhost:1",
+            "127.0.0.2",
+            "[::1]:7070",
+        ] {
+            let answer = ask(
+                server.addr,
+                format!("POST /jobs HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n")
+                    .as_bytes(),
+            );
+            assert!(answer.starts_with("HTTP/1.1 200 OK"), "{host}: {answer}");
+        }
+        server.stop();
+        // A stand-in of servers reached under their own names answers them.
+        let server = Server::start_for_any_host("127.0.0.1:0", echo_len()).unwrap();
+        let answer = ask(
+            server.addr,
+            b"GET /x HTTP/1.1\r\nHost: sms.tencentcloudapi.com\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         server.stop();
     }
 
@@ -359,8 +471,9 @@ mod tests {
         let server = Server::start("127.0.0.1:0", router).unwrap();
         let addr = server.addr;
         let mut idle = TcpStream::connect(addr).unwrap();
-        let asking =
-            std::thread::spawn(move || ask(addr, b"POST /send HTTP/1.1\r\nHost: h\r\n\r\n"));
+        let asking = std::thread::spawn(move || {
+            ask(addr, b"POST /send HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        });
         start_seen.recv_timeout(Duration::from_secs(5)).unwrap();
         let stopping = Instant::now();
         let stopper = std::thread::spawn(move || server.stop());
@@ -405,7 +518,10 @@ mod tests {
             slow.push(s);
         }
         let asked = Instant::now();
-        let answer = ask(server.addr, b"GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n");
+        let answer = ask(
+            server.addr,
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        );
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
         assert!(
             asked.elapsed() < Duration::from_secs(2),
