@@ -11,6 +11,12 @@ pub enum RenderError {
     /// A placeholder's value is `null`: it has no value, like a missing one.
     #[error("missing variable `{0}`: its value is null; give it a string, number or boolean")]
     NullVariable(String),
+    /// A placeholder's value is an empty or blank string: austin refuses it as missing (its
+    /// `ContentHolderUtil` checks `StrUtil.isBlank`), and "Your code is ." is never meant.
+    #[error(
+        "missing variable `{0}`: its value is empty or blank; give it the text to fill the placeholder"
+    )]
+    BlankVariable(String),
     /// A placeholder's value is an object or an array: there is no one text for it.
     #[error(
         "variable `{0}` is {1}: a placeholder takes a string, number or boolean, not an object or array"
@@ -30,6 +36,9 @@ fn push_value(
     text: impl Fn(&mut String, &str),
 ) -> Result<(), RenderError> {
     match v {
+        Value::String(s) if s.trim().is_empty() => {
+            return Err(RenderError::BlankVariable(name.to_string()));
+        }
         Value::String(s) => text(out, s),
         Value::Number(n) => push_number(out, n),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -380,7 +389,8 @@ mod tests {
         }
     }
 
-    /// `null` is no value (like a missing variable); objects and arrays have no one text.
+    /// `null`, `""` and blank are no value (like a missing variable); objects and arrays have
+    /// no one text.
     #[test]
     fn null_and_structured_values_are_refused() {
         let cases: &[(Value, &str)] = &[
@@ -390,6 +400,15 @@ mod tests {
             ),
             (json!({"code": {"a": 1}}), "variable `code` is an object"),
             (json!({"code": [1, 2]}), "variable `code` is an array"),
+            // Empty and blank, as austin refuses them ("Your code is ." is never meant).
+            (
+                json!({"code": ""}),
+                "missing variable `code`: its value is empty or blank",
+            ),
+            (
+                json!({"code": " \t"}),
+                "missing variable `code`: its value is empty or blank",
+            ),
         ];
         for (v, want) in cases {
             let err = render_str("Your code is {$code}.", &vars(v.clone())).unwrap_err();

@@ -17,11 +17,11 @@ mod fast;
 #[serde(rename_all = "camelCase")]
 pub struct MessageParam {
     /// The producer's own id for this message.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text_or_number")]
     pub biz_id: Option<String>,
     /// Comma-separated receivers: shared, so that the one receiver most requests name becomes
     /// the message's without a copy ([`crate::receiver::receivers_of`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text_or_number")]
     pub receiver: Option<crate::Receiver>,
     /// Placeholder values.
     #[serde(default)]
@@ -31,6 +31,42 @@ pub struct MessageParam {
     /// vector copies, not a `memcpy` call).
     #[serde(default)]
     pub extra: Option<Box<Map<String, Value>>>,
+}
+
+/// A text field producers may write as a whole number, as austin reads it (its `MessageParam`
+/// fields are Java strings, which Jackson fills from `13800138000` as `"13800138000"`): a
+/// phone number written as a number sank the whole request, every param of its list.
+fn text_or_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: for<'a> From<&'a str>,
+{
+    struct Text<T>(std::marker::PhantomData<T>);
+    impl<'de, T: for<'a> From<&'a str>> serde::de::Visitor<'de> for Text<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string (or a whole number)")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<T>, E> {
+            Ok(Some(T::from(v)))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Option<T>, E> {
+            Ok(Some(T::from(v.to_string().as_str())))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Option<T>, E> {
+            Ok(Some(T::from(v.to_string().as_str())))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    d.deserialize_option(Text(std::marker::PhantomData))
 }
 
 /// What a request asks for.
@@ -320,6 +356,37 @@ mod tests {
                     || e.contains("is not an integer"),
                 "{bad}: {e}"
             );
+        }
+    }
+
+    /// austin reads a receiver or bizId written as a whole number as its text (Jackson fills
+    /// its Java strings so): one such param sank every param of its list.
+    #[test]
+    fn a_receiver_or_biz_id_written_as_a_number_is_its_text() {
+        let r = decode_request(
+            br#"{"code":"send","messageTemplateId":1,"messageParamList":[{"receiver":13800138000,"bizId":77},{"receiver":"a","bizId":null},{"receiver":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.params.len(), 3);
+        assert_eq!(r.params[0].receiver.as_deref(), Some("13800138000"));
+        assert_eq!(r.params[0].biz_id.as_deref(), Some("77"));
+        assert_eq!(
+            (
+                r.params[1].receiver.as_deref(),
+                r.params[1].biz_id.as_deref()
+            ),
+            (Some("a"), None)
+        );
+        assert_eq!(r.params[2].receiver, None);
+        for bad in ["13800138000.5", "true", "[1]"] {
+            let e = decode_request(
+                format!(
+                    r#"{{"code":"send","messageTemplateId":1,"messageParam":{{"receiver":{bad}}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap_err();
+            assert!(e.contains("a string (or a whole number)"), "{bad}: {e}");
         }
     }
 

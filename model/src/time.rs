@@ -216,7 +216,10 @@ pub fn to_utc(t: Millis) -> DateTime<Utc> {
 /// taken; in a DST fold, the earlier one.
 pub fn local_instant(tz: Tz, date: NaiveDate, time: NaiveTime) -> Millis {
     let naive = date.and_time(time);
-    for step in 0..=120 {
+    // Two days of minutes: a zone that skipped a whole day (Pacific/Apia's 2011-12-30) has no
+    // valid minute for 24 hours (a 2-hour search fell back to reading the time as UTC, an
+    // instant a day early).
+    for step in 0..=2 * 24 * 60 {
         let Some(probe) = naive.checked_add_signed(Duration::minutes(step)) else {
             break;
         };

@@ -120,6 +120,35 @@ mod tests {
         }
     }
 
+    /// A zone that skipped a whole day (Samoa went from UTC-10 to UTC+14 over 2011-12-30): a
+    /// message of the 29th's night is released at the first instant after the missing 09:00,
+    /// never before its own time (a 2-hour search for a valid minute fell back to reading
+    /// 09:00 as UTC, 30 minutes before the message).
+    #[test]
+    fn a_skipped_day_releases_after_the_message_never_before() {
+        let tz = chrono_tz::Pacific::Apia;
+        let rule = NightShield {
+            window: NightWindow::parse("22:00-08:00").unwrap(),
+            release_at: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+            tz,
+        };
+        let local = |d: u32, h: u32, m: u32| {
+            tz.from_local_datetime(
+                &NaiveDate::from_ymd_opt(2011, 12, d)
+                    .unwrap()
+                    .and_hms_opt(h, m, 0)
+                    .unwrap(),
+            )
+            .unwrap()
+            .timestamp_millis()
+        };
+        let t = local(29, 23, 30);
+        assert_eq!(
+            rule.decide(Shield::NightDelay, t),
+            Decision::DeferUntil(local(31, 0, 0))
+        );
+    }
+
     /// Issue 12: any instant is decided without a panic.
     #[test]
     fn extreme_times_never_panic() {

@@ -193,6 +193,21 @@ impl Validator {
         let date = local_date(self.tz, event_time);
         let business_id = ids::business_id(template.template_type.code(), template.id, date);
         let empty = Variables::new();
+        // The record's first dead letter keeps its payload; params after it that fail too keep
+        // their reason only (a 1 MiB list of 349k empty params made 349k copies of 4 KiB).
+        let payload_kept = std::cell::Cell::new(false);
+        let dead_param = |reason: String| {
+            if payload_kept.replace(true) {
+                DeadLetter {
+                    time: now,
+                    source: rec.position(),
+                    payload: String::new(),
+                    reason: format!("{reason} (the payload is in this record's first dead letter)"),
+                }
+            } else {
+                dead(reason)
+            }
+        };
         let mut rendered_bytes = 0;
         for (index, param) in request.params.iter().enumerate() {
             let at = |reason: String| {
@@ -203,7 +218,7 @@ impl Validator {
                 }
             };
             if rendered_bytes > MAX_RENDERED_PER_REQUEST {
-                out.dead.push(dead(at(format!(
+                out.dead.push(dead_param(at(format!(
                     "the request's contents rendered so far pass {} MiB: split the list into requests of fewer params",
                     MAX_RENDERED_PER_REQUEST >> 20
                 ))));
@@ -215,12 +230,12 @@ impl Validator {
             };
             let receivers = match listed {
                 Ok(r) if r.is_empty() => {
-                    out.dead.push(dead(at("no receivers".into())));
+                    out.dead.push(dead_param(at("no receivers".into())));
                     continue;
                 }
                 Ok(r) => r,
                 Err(reason) => {
-                    out.dead.push(dead(at(reason)));
+                    out.dead.push(dead_param(at(reason)));
                     continue;
                 }
             };
@@ -243,7 +258,7 @@ impl Validator {
             let content = match rendered {
                 Ok(c) => c,
                 Err(reason) => {
-                    out.dead.push(dead(at(reason)));
+                    out.dead.push(dead_param(at(reason)));
                     continue;
                 }
             };
@@ -395,6 +410,28 @@ content = "code {$code}"
             "{}",
             out.dead[0].reason
         );
+    }
+
+    #[test]
+    fn a_records_payload_is_kept_once_however_many_params_fail() {
+        // A list of many empty params: each is a dead letter, the record's bytes kept once.
+        let params: Vec<_> = (0..10_000).map(|_| json!({})).collect();
+        let line =
+            json!({"code": "send", "messageTemplateId": 1, "messageParamList": params}).to_string();
+        let out = v().validate(&record(&line), NOW);
+        assert_eq!((out.messages.len(), out.dead.len()), (0, 10_000));
+        assert!(
+            out.dead[0].payload.starts_with("{\"code\""),
+            "{:?}",
+            out.dead[0]
+        );
+        let kept: usize = out.dead.iter().map(|d| d.payload.len()).sum();
+        assert_eq!(kept, out.dead[0].payload.len());
+        assert_eq!(
+            out.dead[9_999].reason,
+            "messageParamList[9999]: no receivers (the payload is in this record's first dead letter)"
+        );
+        assert!(out.dead.iter().all(|d| d.source == out.dead[0].source));
     }
 
     #[test]
