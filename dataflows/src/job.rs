@@ -1418,14 +1418,7 @@ impl Job {
     /// writes it when it reads as a phone number (`+86 138 0013 8000` is tracked as
     /// `13800138000`). Both are looked up: a user id that also reads as a phone keeps its own.
     pub fn receiver_forms(&self, typed: &str) -> Vec<String> {
-        let typed = typed.trim();
-        let mut forms = vec![typed.to_string()];
-        if let Ok(n) = self.receivers.phone(typed)
-            && n != typed
-        {
-            forms.push(n);
-        }
-        forms
+        receiver_forms(&self.receivers, typed)
     }
 
     /// Reads, parses and checks a job file to run it.
@@ -2099,4 +2092,17 @@ mod tests {
             assert!(err.contains("job.toml: ") && err.contains(want), "{err}");
         }
     }
+}
+
+/// The forms `typed` may be tracked under: as typed (trimmed), and, when it reads as a phone
+/// number of `receivers`' region, its normal form (`+86 138 0013 8000` → `13800138000`).
+pub fn receiver_forms(receivers: &ReceiverValidator, typed: &str) -> Vec<String> {
+    let typed = typed.trim();
+    let mut forms = vec![typed.to_string()];
+    if let Ok(n) = receivers.phone(typed)
+        && n != typed
+    {
+        forms.push(n);
+    }
+    forms
 }

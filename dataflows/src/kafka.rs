@@ -1119,12 +1119,22 @@ pub fn reach(k: &KafkaSettings) -> Result<String, String> {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(5))
         .map_err(|e| failed(&consumer, |c| c, &e))?;
-    let partitions = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
+    // The topic's own error is in the answer, not the request's: a topic that does not exist
+    // (or that the credentials may not describe) was reported "0 partition(s)", and passed.
+    let fix = "create it, or fix source.topic (the job waits for it)";
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Err(format!("topic {topic}: not in the brokers' answer; {fix}"));
+    };
+    if let Some(e) = t.error() {
+        return Err(format!(
+            "topic {topic}: {}; {fix}",
+            RDKafkaErrorCode::from(e)
+        ));
+    }
+    let partitions = t.partitions().len();
+    if partitions == 0 {
+        return Err(format!("topic {topic}: no partitions; {fix}"));
+    }
     Ok(format!(
         "{} broker(s); topic {topic}: {partitions} partition(s)",
         md.brokers().len()
@@ -1204,25 +1214,38 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// A file line as a record: a kcat `-J` envelope gives key, timestamp and payload; any
-    /// other line is the payload itself.
-    pub fn of_line(line: &str) -> Outgoing {
-        let v: Option<serde_json::Value> = serde_json::from_str(line).ok();
-        if let Some(obj) = v.as_ref().and_then(|v| v.as_object())
-            && !obj.contains_key("code")
-            && let Some(payload) = obj.get("payload").and_then(|p| p.as_str())
-        {
-            return Outgoing {
-                key: obj.get("key").and_then(|k| k.as_str()).map(str::to_string),
-                payload: payload.to_string(),
-                timestamp: obj.get("ts").and_then(|t| t.as_i64()),
-            };
-        }
-        Outgoing {
-            key: None,
-            payload: line.to_string(),
-            timestamp: None,
-        }
+    /// A file line as a record, read as the file source reads it (`read_line`): a kcat `-J`
+    /// envelope gives key, timestamp and payload; any other line is the payload itself. `Err`:
+    /// why the job would refuse the line's time (a `ts` that is not a number of milliseconds,
+    /// or before 2000: the producer would stamp a `ts` of 0 with the wall clock, and the job
+    /// accept what its file source refuses).
+    pub fn of_line(line: &str) -> Result<Outgoing, String> {
+        let bytes = tidings_model::request::strip_bom(line.as_bytes());
+        let read = tidings_operators::event_time::read_line(bytes, 0);
+        read.time?;
+        let whole = || String::from_utf8_lossy(bytes).into_owned();
+        let Some(payload) = read.payload else {
+            // Not an envelope, or one whose payload the job refuses (as it is, whole).
+            return Ok(Outgoing {
+                key: None,
+                payload: whole(),
+                timestamp: None,
+            });
+        };
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let timestamp = match v.get("ts").and_then(|t| t.as_i64()) {
+            None | Some(-1) => None,
+            // The bounds of any event time (the future's is the job's, checked as it reads).
+            Some(t) => {
+                tidings_model::time::check_event_time(t, t, 0)?;
+                Some(t)
+            }
+        };
+        Ok(Outgoing {
+            key: v.get("key").and_then(|k| k.as_str()).map(str::to_string),
+            payload: String::from_utf8(payload).unwrap_or_else(|_| whole()),
+            timestamp,
+        })
     }
 }
 
@@ -1493,6 +1516,44 @@ mod tests {
 
     /// The wall clock of the stamping tests.
     const NOW: Millis = 1_763_740_800_000;
+
+    /// `tidings send -f` reads a line as the file source does: an envelope's `ts` the job
+    /// would refuse is refused before anything is sent (a `ts` of 0 was given to the producer,
+    /// which stamps 0 with the wall clock: the job then accepted what its file source refuses).
+    #[test]
+    fn a_file_line_is_read_as_the_file_source_reads_it() {
+        let request = r#"{"code":"send","messageTemplateId":1}"#;
+        let bare = Outgoing::of_line(request).unwrap();
+        assert_eq!(
+            (bare.key, bare.payload.as_str(), bare.timestamp),
+            (None, request, None)
+        );
+        let envelope = |ts: &str| {
+            format!(
+                r#"{{"ts": {ts}, "key": "k1", "payload": {}}}"#,
+                serde_json::json!(request)
+            )
+        };
+        let e = Outgoing::of_line(&format!("\u{feff}{}", envelope("1763770200000"))).unwrap();
+        assert_eq!(
+            (e.key.as_deref(), e.payload.as_str(), e.timestamp),
+            (Some("k1"), request, Some(1_763_770_200_000))
+        );
+        assert_eq!(Outgoing::of_line(&envelope("-1")).unwrap().timestamp, None);
+        assert_eq!(
+            Outgoing::of_line(&envelope("null")).unwrap().timestamp,
+            None
+        );
+        let zero = Outgoing::of_line(&envelope("0")).unwrap_err();
+        assert!(zero.contains("before 2000-01-01"), "{zero}");
+        let text = Outgoing::of_line(&envelope("\"1763770200000\"")).unwrap_err();
+        assert!(text.contains("is not a number of milliseconds"), "{text}");
+        let float = Outgoing::of_line(&envelope("1.5")).unwrap_err();
+        assert!(float.contains("not a whole number"), "{float}");
+        // An envelope whose payload is not a string goes whole, for the job to refuse.
+        let odd = r#"{"ts": 1763770200000, "payload": 7}"#;
+        assert_eq!(Outgoing::of_line(odd).unwrap().payload, odd);
+    }
 
     /// What a test's [`Stamping`] borrows: 10 ms epochs, 200 ms out of order, a day ahead.
     struct Fixture {

@@ -240,7 +240,7 @@ fn a_kafka_burst_over_four_partitions_decides_alike_on_1x2_3x1_and_2x2() {
     // Every line its own key: the broker spreads them over the topic's 4 partitions.
     let records = text.lines().enumerate().map(|(i, l)| Outgoing {
         key: Some(format!("k{i}")),
-        ..Outgoing::of_line(l)
+        ..Outgoing::of_line(l).unwrap()
     });
     produce(&brokers, &topic, records, || {}).unwrap();
     let mut seen: Vec<(String, String)> = Vec::new();
@@ -836,7 +836,7 @@ fn a_stop_asked_of_process_1_stops_a_cluster_with_account_topics() {
         .as_millis() as i64;
     let records = (0..200).map(|i| Outgoing {
         key: Some(format!("k{i}")),
-        ..Outgoing::of_line(&common::envelope(ts + i, 1, &format!("138{i:08}"), "x"))
+        ..Outgoing::of_line(&common::envelope(ts + i, 1, &format!("138{i:08}"), "x")).unwrap()
     });
     produce(&brokers, &topic, records, || {}).unwrap();
     let drain: &[&str] = &["--drain-timeout", "20"];

@@ -489,7 +489,7 @@ fn a_quiet_topic_releases_a_parked_message_on_time() {
         "messageParam": {"receiver": "night-owl", "variables": {"v": "x"}}})
     .to_string();
     let child = spawn_run(&job, &[]);
-    produce(&brokers, &topic, [Outgoing::of_line(&line)], || {}).unwrap();
+    produce(&brokers, &topic, [Outgoing::of_line(&line).unwrap()], || {}).unwrap();
     let outbox = dir.path().join("var/outbox/sms.jsonl");
     let release_ms = Utc
         .timestamp_millis_opt(release.timestamp_millis())

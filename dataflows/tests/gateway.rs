@@ -403,6 +403,47 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
 /// Templates changed through the door while the job's topic fills: a request before the
 /// change renders the old text, one after it the new, a disabled template is refused at the
 /// door; only a caller with `templates = true` may change them.
+/// A request the broker refuses as too large is refused 400 (split it), not 503 (retry):
+/// sent again it is refused again. Here the job's producer takes records of at most 1,000
+/// bytes (`message.max.bytes`, refused by the client as a broker's own limit refuses it).
+#[test]
+fn a_request_too_large_for_the_broker_is_told_to_split_not_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    let mut text = std::fs::read_to_string(&job).unwrap();
+    text.push_str("[source.properties]\n\"message.max.bytes\" = \"1000\"\n");
+    std::fs::write(&job, text).unwrap();
+    let gw = start(&job);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/batchSend", gw.url);
+    let params: Vec<Value> = (0..40)
+        .map(|i| json!({"receiver": format!("138001380{i:02}"), "variables": {"v": "x"}}))
+        .collect();
+    let big = json!({"code": "send", "messageTemplateId": 1, "messageParamList": params});
+    let (status, answer) = rt.block_on(post(&client, &url, Some("bulk-token"), &big));
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["code"], "A0100", "{answer}");
+    let msg = answer["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("split the request") && msg.contains("nothing was sent"),
+        "{msg}"
+    );
+    // A small one still goes.
+    let url = format!("{}/send", gw.url);
+    let (status, answer) = rt.block_on(post(
+        &client,
+        &url,
+        Some("bulk-token"),
+        &send_body("13800138000", "x"),
+    ));
+    assert_eq!(
+        (status, &answer["code"]),
+        (200, &json!("00000")),
+        "{answer}"
+    );
+}
+
 #[test]
 fn templates_change_through_the_door_from_their_event_time() {
     let dir = tempfile::tempdir().unwrap();

@@ -145,7 +145,7 @@ fn kafka_and_file_reach_the_same_decisions_and_commit_behind_the_frontier() {
     // One key: one partition, so Kafka keeps the file's order.
     let records = lines.iter().map(|(_, l)| Outgoing {
         key: Some("k".into()),
-        ..Outgoing::of_line(l)
+        ..Outgoing::of_line(l).unwrap()
     });
     let sent = produce(&brokers(), &topic, records, || {}).unwrap();
     assert_eq!(sent as usize, lines.len());
@@ -206,7 +206,7 @@ fn dedup_windows_and_parks_survive_a_restart() {
     )
     .unwrap();
     let request = |ts: i64, template: i64, to: &str| {
-        Outgoing::of_line(&common::envelope(ts, template, to, "x"))
+        Outgoing::of_line(&common::envelope(ts, template, to, "x")).unwrap()
     };
     // 02:00 and 08:30 in Shanghai: one delivery parks until 09:00, one is sent.
     let night = 1_763_748_000_000;
@@ -476,6 +476,7 @@ fn records_compressed_by_each_codec_are_read() {
                 // would not make it smaller), within an SMS's 500 characters.
                 &format!("{codec:-<8}").repeat(50),
             ))
+            .unwrap()
         });
         let properties = [("compression.codec".to_string(), codec.to_string())];
         tidings_dataflows::kafka::produce_with(&brokers(), &properties, &topic, records, || {})
@@ -792,8 +793,9 @@ fn a_broker_over_tls_is_reached_with_its_ca_and_refused_without() {
 
     let k = settings(&with_ca);
     let ts = 1_763_784_000_000i64;
-    let records = (0..3)
-        .map(|n| Outgoing::of_line(&common::envelope(ts + n, 1, &format!("1380013{n:04}"), "x")));
+    let records = (0..3).map(|n| {
+        Outgoing::of_line(&common::envelope(ts + n, 1, &format!("1380013{n:04}"), "x")).unwrap()
+    });
     tidings_dataflows::kafka::produce_with(&k.brokers, &k.properties, &topic, records, || {})
         .unwrap();
     let reached = tidings_dataflows::kafka::reach(&k).unwrap();
@@ -813,6 +815,35 @@ fn a_broker_over_tls_is_reached_with_its_ca_and_refused_without() {
         "{rows:?}"
     );
     assert!(dead.is_empty(), "{dead:?}");
+}
+
+/// `tidings check` reads the topic's own error in the brokers' answer: a topic they do not
+/// have fails the check naming it (it was "0 partition(s)", and passed). (The test broker
+/// does not make a topic a metadata request names.)
+#[test]
+fn check_names_a_topic_the_brokers_do_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let unique = common::unique();
+    let topic = format!("never-{unique}");
+    let job = sms_job(
+        dir.path(),
+        "j",
+        &brokers(),
+        &topic,
+        &format!("g-{unique}"),
+        "",
+    );
+    let k = Job::load(&job)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .kafka
+        .unwrap();
+    let why = tidings_dataflows::kafka::reach(&k).expect_err("a topic the brokers do not have");
+    assert!(
+        why.contains(&format!("topic {topic}: "))
+            && why.contains("Unknown topic")
+            && why.contains("fix source.topic"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -930,7 +961,7 @@ fn a_stop_leaves_a_slow_queued_accounts_room_in_its_topic_and_sends_each_once() 
     let n = 150;
     let records = (0..n).map(|i| Outgoing {
         key: Some(format!("k{i}")),
-        ..Outgoing::of_line(&common::envelope(now + i, 1, &format!("138{i:08}"), "x"))
+        ..Outgoing::of_line(&common::envelope(now + i, 1, &format!("138{i:08}"), "x")).unwrap()
     });
     produce(&brokers(), &topic, records, || {}).unwrap();
     let outbox = dir.path().join("var/outbox/sms.jsonl");
@@ -1019,7 +1050,7 @@ fn a_burst_over_four_partitions_decides_as_the_file_does_twice() {
         // in the file's order.
         let records = text.lines().enumerate().map(|(i, l)| Outgoing {
             key: Some(format!("k{i}")),
-            ..Outgoing::of_line(l)
+            ..Outgoing::of_line(l).unwrap()
         });
         produce(&brokers(), &topic, records, || {}).unwrap();
         path
@@ -1078,7 +1109,7 @@ fn a_graceful_stop_mid_burst_and_a_restart_decide_as_the_file_does() {
     std::fs::write(&path, job_text).unwrap();
     let records = text.lines().enumerate().map(|(i, l)| Outgoing {
         key: Some(format!("k{i}")),
-        ..Outgoing::of_line(l)
+        ..Outgoing::of_line(l).unwrap()
     });
     produce(&brokers(), &topic, records, || {}).unwrap();
     let from_file = decisions_at(&file_job, None, 1_800_000_000_000).0;
@@ -1688,7 +1719,7 @@ fn a_record_produced_while_the_source_is_held_back_is_not_late() {
             .unwrap()
             .as_millis() as i64
     };
-    let request = |ts: i64, to: &str| Outgoing::of_line(&common::envelope(ts, 1, to, "x"));
+    let request = |ts: i64, to: &str| Outgoing::of_line(&common::envelope(ts, 1, to, "x")).unwrap();
     let first = now();
     let records = (0..8).map(|i| request(first, &format!("1380013800{i}")));
     produce(&brokers(), &topic, records, || {}).unwrap();

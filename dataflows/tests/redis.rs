@@ -102,6 +102,21 @@ fn redis_holds_what_parquet_holds_and_trace_reads_it() {
     let user = common::tidings(&["trace", "--job", j, "--format", "json", "user", receiver]);
     assert!(user.contains(message), "{user}");
 
+    // Without the job, a phone typed with its country code and spaces is found as tracked
+    // (in `--region`, default CN, as a job's default region reads it).
+    let csv = common::sql_csv(
+        &tracking,
+        "SELECT message_id, receiver FROM events WHERE state = 'SEND_SUCCESS' \
+         AND channel = 'sms' AND receiver LIKE '1%' ORDER BY message_id LIMIT 1",
+    );
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let typed = format!(" +86 {} {} {} ", &row[1][..3], &row[1][3..7], &row[1][7..]);
+    let url = redis_url();
+    let user = common::tidings(&[
+        "trace", "--redis", &url, "--prefix", &prefix, "--format", "json", "user", &typed,
+    ]);
+    assert!(user.contains(row[0]), "{typed}: {user}");
+
     // The template funnel of that day equals the Parquet counts for its businessIds.
     let funnel = common::tidings(&[
         "trace", "--job", j, "--format", "csv", "template", template, "--date", &date,

@@ -175,4 +175,31 @@ fn reports_match_their_golden_files_on_the_demo() {
     assert!(stdout.contains(r#"{"one":1}"#), "{stdout}");
     let saved = std::fs::read_to_string(history.path()).unwrap();
     assert!(saved.contains("SELECT 1 AS one;"), "{saved}");
+
+    // A script's mistaken command fails the run (it exited 0), and the rest still runs.
+    for (script, said) in [
+        (
+            &b"\\format xml\nSELECT 2 AS two;\n"[..],
+            "unknown format xml",
+        ),
+        (b"\\schema\nSELECT 2 AS two;\n", "\\schema takes a table"),
+        (b"\\nope\nSELECT 2 AS two;\n", "unknown command \\nope"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["sql", "--job", job_s, "--format", "csv"])
+            .env("TIDINGS_HISTORY", history.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(script).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(said), "{stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("two"),
+            "{stderr}"
+        );
+    }
 }

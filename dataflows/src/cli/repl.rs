@@ -91,9 +91,24 @@ pub fn run(rt: &tokio::runtime::Runtime, tracking: &Tracking, mut format: Format
                     "table" => format = Format::Table,
                     "csv" => format = Format::Csv,
                     "json" => format = Format::Json,
-                    other => eprintln!("error: unknown format {other}; use table, csv or json"),
+                    other => {
+                        eprintln!("error: unknown format {other}; use table, csv or json");
+                        ok = false;
+                    }
                 },
-                _ => eprintln!("error: unknown command {trimmed}; \\help lists them"),
+                // A script's mistake fails the run as a bad statement does.
+                (Some(c @ ("\\schema" | "\\d")), None) => {
+                    eprintln!("error: {c} takes a table, e.g. `{c} events`");
+                    ok = false;
+                }
+                (Some("\\format"), None) => {
+                    eprintln!("error: \\format takes table, csv or json");
+                    ok = false;
+                }
+                _ => {
+                    eprintln!("error: unknown command {trimmed}; \\help lists them");
+                    ok = false;
+                }
             }
             continue;
         }

@@ -87,15 +87,28 @@ fn send_file(
 ) -> Result<u64, Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::Failed(format!("{}: {e}", file.display())))?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let bar = indicatif::ProgressBar::new(lines.len() as u64);
+    // Every line is read before any is sent: a line the job would refuse the time of names
+    // its line number, and nothing was sent (not half the file, sent again on a rerun).
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        records.push(Outgoing::of_line(line).map_err(|e| {
+            Failure::Failed(format!(
+                "{}:{}: {e}; nothing was sent",
+                file.display(),
+                i + 1
+            ))
+        })?);
+    }
+    let bar = indicatif::ProgressBar::new(records.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} requests {per_sec} eta {eta}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let records = lines.iter().map(|l| Outgoing::of_line(l));
     let r = produce_with(brokers, properties, topic, records, || bar.inc(1));
     bar.finish();
     r.map_err(|e| kafka_failed(brokers, e))

@@ -23,6 +23,10 @@ pub struct TraceArgs {
     /// With `--redis`: the time zone of a template's day (a job's `timezone`).
     #[arg(long, requires = "redis", default_value = "Asia/Shanghai", value_parser = super::parse_timezone)]
     timezone: chrono_tz::Tz,
+    /// With `--redis`: the region of phone numbers written without a country code (a job's
+    /// `region`), for `user`'s lookup of a phone as tracked.
+    #[arg(long, requires = "redis", default_value = "CN", value_parser = parse_region)]
+    region: tidings_model::receiver::ReceiverValidator,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: OutputFormat,
@@ -72,9 +76,10 @@ pub fn run(args: TraceArgs) -> Result<(), Failure> {
     let rows = match args.what {
         TraceWhat::Message { id } => redis.message(&id).map_err(failed)?,
         TraceWhat::User { receiver } => {
-            let forms = job
-                .as_ref()
-                .map_or_else(|| vec![receiver.clone()], |j| j.receiver_forms(&receiver));
+            let forms = job.as_ref().map_or_else(
+                || tidings_dataflows::job::receiver_forms(&args.region, &receiver),
+                |j| j.receiver_forms(&receiver),
+            );
             redis.users(&forms).map_err(failed)?
         }
         TraceWhat::Template { id, date } => {
@@ -85,6 +90,12 @@ pub fn run(args: TraceArgs) -> Result<(), Failure> {
     };
     print_json_rows(&rows, args.format);
     Ok(())
+}
+
+/// `--region`: an ISO 3166 region code.
+fn parse_region(code: &str) -> Result<tidings_model::receiver::ReceiverValidator, String> {
+    tidings_model::receiver::ReceiverValidator::new(code)
+        .ok_or_else(|| format!("unknown region `{code}`; use an ISO 3166 code such as \"CN\""))
 }
 
 /// `--date`, or today in `tz` (the job's, or `--timezone`).

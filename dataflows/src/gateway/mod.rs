@@ -550,6 +550,17 @@ impl Gateway {
             Ok(d) => d,
             Err((e, _)) => {
                 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+                // Too large for the brokers (or the client's `message.max.bytes`): sent again,
+                // it is refused again; the caller is told to split it, not to retry.
+                if matches!(
+                    e,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+                ) {
+                    return Answer::bad(format!(
+                        "the broker refuses a record of {} bytes (message.max.bytes): split the request into smaller ones; nothing was sent",
+                        body.len()
+                    ));
+                }
                 // A timeout leaves the record's fate unknown: it may have been written.
                 let unknown = matches!(
                     e,

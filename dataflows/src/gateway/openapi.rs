@@ -29,7 +29,7 @@ pub fn document() -> Value {
     let responses = |what: &str| {
         json!({
             "200": {"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
-            "400": {"description": "refused at the door (A0100); nothing was produced", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
+            "400": {"description": "refused at the door (A0100), or by the broker as too large (split it); nothing was produced", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
             "401": {"description": "missing or wrong bearer token (A0401)"},
             "403": {"description": "a browser says a page of another site sent it: {error}"},
             "413": {"description": "the body is over 1 MiB (plain text)"},
