@@ -1655,6 +1655,19 @@ impl Job {
     }
 }
 
+/// The forms `typed` may be tracked under: as typed (trimmed), and, when it reads as a phone
+/// number of `receivers`' region, its normal form (`+86 138 0013 8000` → `13800138000`).
+pub fn receiver_forms(receivers: &ReceiverValidator, typed: &str) -> Vec<String> {
+    let typed = typed.trim();
+    let mut forms = vec![typed.to_string()];
+    if let Ok(n) = receivers.phone(typed)
+        && n != typed
+    {
+        forms.push(n);
+    }
+    forms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2092,17 +2105,4 @@ mod tests {
             assert!(err.contains("job.toml: ") && err.contains(want), "{err}");
         }
     }
-}
-
-/// The forms `typed` may be tracked under: as typed (trimmed), and, when it reads as a phone
-/// number of `receivers`' region, its normal form (`+86 138 0013 8000` → `13800138000`).
-pub fn receiver_forms(receivers: &ReceiverValidator, typed: &str) -> Vec<String> {
-    let typed = typed.trim();
-    let mut forms = vec![typed.to_string()];
-    if let Ok(n) = receivers.phone(typed)
-        && n != typed
-    {
-        forms.push(n);
-    }
-    forms
 }
