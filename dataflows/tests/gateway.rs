@@ -400,9 +400,6 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
     }
 }
 
-/// Templates changed through the door while the job's topic fills: a request before the
-/// change renders the old text, one after it the new, a disabled template is refused at the
-/// door; only a caller with `templates = true` may change them.
 /// A request the broker refuses as too large is refused 400 (split it), not 503 (retry):
 /// sent again it is refused again. Here the job's producer takes records of at most 1,000
 /// bytes (`message.max.bytes`, refused by the client as a broker's own limit refuses it).
@@ -444,6 +441,9 @@ fn a_request_too_large_for_the_broker_is_told_to_split_not_to_retry() {
     );
 }
 
+/// Templates changed through the door while the job's topic fills: a request before the
+/// change renders the old text, one after it the new, a disabled template is refused at the
+/// door; only a caller with `templates = true` may change them.
 #[test]
 fn templates_change_through_the_door_from_their_event_time() {
     let dir = tempfile::tempdir().unwrap();

@@ -88,21 +88,24 @@ fn send_file(
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::Failed(format!("{}: {e}", file.display())))?;
     // Every line is read before any is sent: a line the job would refuse the time of names
-    // its line number, and nothing was sent (not half the file, sent again on a rerun).
-    let mut records = Vec::new();
+    // its line number, and nothing was sent (not half the file, sent again on a rerun). The
+    // records are made again as they are sent (not held: the file is in memory already).
+    let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        records.push(Outgoing::of_line(line).map_err(|e| {
-            Failure::Failed(format!(
+        if let Err(e) = Outgoing::of_line(line) {
+            return Err(Failure::Failed(format!(
                 "{}:{}: {e}; nothing was sent",
                 file.display(),
                 i + 1
-            ))
-        })?);
+            )));
+        }
+        lines.push(line);
     }
-    let bar = indicatif::ProgressBar::new(records.len() as u64);
+    let records = lines.iter().filter_map(|l| Outgoing::of_line(l).ok());
+    let bar = indicatif::ProgressBar::new(lines.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} requests {per_sec} eta {eta}",

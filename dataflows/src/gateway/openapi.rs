@@ -8,8 +8,8 @@ pub fn document() -> Value {
     let param = json!({
         "type": "object",
         "properties": {
-            "bizId": {"type": "string", "description": "the caller's own id, returned and tracked"},
-            "receiver": {"type": "string", "description": "receivers, comma-separated, 1 to 100"},
+            "bizId": {"oneOf": [{"type": "string"}, {"type": "integer"}], "description": "the caller's own id, returned and tracked (a whole number is read as its text)"},
+            "receiver": {"oneOf": [{"type": "string"}, {"type": "integer"}], "description": "receivers, comma-separated, 1 to 100 (a whole number is read as its text)"},
             "variables": {"type": "object", "additionalProperties": true,
                 "description": "placeholder values (strings, numbers, booleans)"},
             "extra": {"type": "object", "additionalProperties": true}
@@ -31,7 +31,7 @@ pub fn document() -> Value {
             "200": {"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
             "400": {"description": "refused at the door (A0100), or by the broker as too large (split it); nothing was produced", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
             "401": {"description": "missing or wrong bearer token (A0401)"},
-            "403": {"description": "a browser says a page of another site sent it: {error}"},
+            "403": {"description": "a browser says a page of another site sent it, or a server on loopback was asked under a name that is not loopback's: {error}"},
             "413": {"description": "the body is over 1 MiB (plain text)"},
             "415": {"description": "the body is not sent as Content-Type: application/json (A0100)"},
             "429": {"description": "over the caller's rate (A0429); Retry-After says when"},

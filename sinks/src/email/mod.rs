@@ -322,9 +322,11 @@ impl Email {
         // lettre's own bounds the connect only.
         match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
+            // The server's own failure: no reply, and not this message's fault (a client
+            // error, such as a non-ASCII address the server cannot take, is the receiver's).
             Ok(Err(e)) => Err((
                 Self::judge(e.status(), format!("{NAME}: {e}")),
-                e.status().is_none(),
+                e.status().is_none() && !e.is_client(),
             )),
             Err(_) => Err((
                 SendError::Transient(silent(&self.config.host, self.timeout)),
