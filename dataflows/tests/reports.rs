@@ -136,23 +136,11 @@ fn reports_match_their_golden_files_on_the_demo() {
 
     // The SQL shell: commands, a statement over two lines, history written where asked.
     let history = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["sql", "--job", job_s, "--format", "csv"])
-        .env("TIDINGS_HISTORY", history.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"\\tables\n\\schema events\nSELECT count(*) AS sent\n  FROM events WHERE state = 'SEND_SUCCESS';\n\\format json\nSELECT 1 AS one;\n\\q\n",
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = sql_script(
+        job_s,
+        history.path(),
+        b"\\tables\n\\schema events\nSELECT count(*) AS sent\n  FROM events WHERE state = 'SEND_SUCCESS';\n\\format json\nSELECT 1 AS one;\n\\q\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -185,16 +173,7 @@ fn reports_match_their_golden_files_on_the_demo() {
         (b"\\schema\nSELECT 2 AS two;\n", "\\schema takes a table"),
         (b"\\nope\nSELECT 2 AS two;\n", "unknown command \\nope"),
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(["sql", "--job", job_s, "--format", "csv"])
-            .env("TIDINGS_HISTORY", history.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(script).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = sql_script(job_s, history.path(), script);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(said), "{stderr}");
         assert!(
@@ -202,4 +181,18 @@ fn reports_match_their_golden_files_on_the_demo() {
             "{stderr}"
         );
     }
+}
+
+/// `tidings sql` over `job` with `script` on its stdin (its history in `history`).
+fn sql_script(job: &str, history: &std::path::Path, script: &[u8]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["sql", "--job", job, "--format", "csv"])
+        .env("TIDINGS_HISTORY", history)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(script).unwrap();
+    child.wait_with_output().unwrap()
 }
