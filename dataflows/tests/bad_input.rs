@@ -81,3 +81,110 @@ fn bad_records_become_dead_letters_and_the_job_keeps_running() {
         .unwrap();
     assert_eq!(bare.event_time, ts + 1000);
 }
+
+/// Requests as austin's producers write them decide alike on 1, 2 and 4 workers: a receiver
+/// and bizId written as numbers are read as their text and sent; a blank variable is a dead
+/// letter; a list whose params fail keeps the record's payload in its first dead letter only,
+/// whichever worker judged which param.
+#[test]
+fn austin_shaped_params_decide_alike_on_any_worker_count() {
+    let ts = 1_763_784_000_000; // 2025-11-22 12:00 Shanghai
+    let line = |n: i64, payload: serde_json::Value| {
+        serde_json::json!({"ts": ts + n, "key": "k", "payload": payload.to_string()}).to_string()
+    };
+    let list: Vec<serde_json::Value> = (0..6)
+        .map(|i| {
+            if i % 2 == 0 {
+                serde_json::json!({"variables": {"v": "x"}})
+            } else {
+                serde_json::json!({"receiver": format!("1380013800{i}"), "variables": {"v": "x"}})
+            }
+        })
+        .collect();
+    let lines = [
+        line(
+            0,
+            serde_json::json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": 13900139000u64, "bizId": 7, "variables": {"v": "a"}}}),
+        ),
+        line(
+            1,
+            serde_json::json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": "13900139001", "variables": {"v": " "}}}),
+        ),
+        line(
+            2,
+            serde_json::json!({"code": "send", "messageTemplateId": 1, "messageParamList": list}),
+        ),
+    ];
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let decided = |workers: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let job = common::write_job(
+            dir.path(),
+            &common::sms_template(1, "none", true, "phone"),
+            &body,
+            "",
+        );
+        let (events, dead, _) = common::run_memory(&job, workers, ts + 3_600_000);
+        let mut rows: Vec<String> = events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {} {:?} {:?}",
+                    e.meta.message_id,
+                    e.receiver,
+                    e.state.name(),
+                    e.meta.biz_id,
+                    e.reason
+                )
+            })
+            .collect();
+        rows.sort();
+        let mut letters: Vec<(String, String, String)> = dead
+            .into_iter()
+            .map(|d| (d.source, d.reason, d.payload))
+            .collect();
+        letters.sort();
+        (rows, letters)
+    };
+    let (rows, letters) = decided(1);
+    let sent = |to: &str| {
+        rows.iter()
+            .any(|r| r.contains(&format!(" {to} SEND_SUCCESS ")))
+    };
+    assert!(sent("13900139000"), "{rows:#?}");
+    assert!(rows.iter().any(|r| r.contains("Some(\"7\")")), "{rows:#?}");
+    assert!(
+        sent("13800138001") && sent("13800138003") && sent("13800138005"),
+        "{rows:#?}"
+    );
+    assert!(!rows.iter().any(|r| r.contains("13900139001")), "{rows:#?}");
+    let blank: Vec<_> = letters
+        .iter()
+        .filter(|l| l.1.contains("empty or blank"))
+        .collect();
+    assert_eq!(blank.len(), 1, "{letters:#?}");
+    let listed: Vec<_> = letters
+        .iter()
+        .filter(|l| l.1.contains("no receivers"))
+        .collect();
+    assert_eq!(listed.len(), 3, "{letters:#?}");
+    assert_eq!(
+        listed.iter().filter(|l| !l.2.is_empty()).count(),
+        1,
+        "one of the list's dead letters keeps the payload: {letters:#?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.1.starts_with("messageParamList[0]: ") && !l.2.is_empty())
+    );
+    for workers in [2, 4] {
+        assert_eq!(
+            decided(workers),
+            (rows.clone(), letters.clone()),
+            "{workers} workers"
+        );
+    }
+}
