@@ -185,14 +185,15 @@ pub fn read_events(events: &Path) -> anyhow::Result<Vec<Row>> {
                     (text("state")?, text("message_id")?, text("reason")?);
                 for i in 0..batch.num_rows() {
                     let state = if state.is_null(i) { "" } else { state.value(i) };
+                    let id = ids.hash_one(message.value(i));
                     if state == "RECEIVE"
                         && !reason.is_null(i)
                         && let Some(own) = tidings_operators::admit::late_own_time(reason.value(i))
                     {
-                        late.insert(ids.hash_one(message.value(i)), own);
+                        late.insert(id, own);
                     }
                     out.push((
-                        ids.hash_one(message.value(i)),
+                        id,
                         Row {
                             template_id: template.value(i),
                             state: state.to_string(),

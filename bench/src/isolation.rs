@@ -56,17 +56,22 @@ content = "Your order {$order} has shipped."
 /// The peak RSS of the run: the kernel's own peak (`VmHWM`, reset at the start), so a spike
 /// between samples counts; sampled every 100 ms on a thread of its own where the reset is not
 /// available.
-struct PeakRss {
-    peak: Arc<AtomicU64>,
-    sampling: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-    /// Whether `VmHWM` was reset at the start (and so is this run's peak).
-    reset: bool,
+enum PeakRss {
+    /// `VmHWM` was reset at the start: it is this run's peak.
+    Kernel,
+    /// Sampled until stopped.
+    Sampled {
+        peak: Arc<AtomicU64>,
+        sampling: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+    },
 }
 
 impl PeakRss {
     fn start() -> PeakRss {
-        let reset = crate::reset_peak_rss().is_some();
+        if crate::reset_peak_rss().is_some() {
+            return PeakRss::Kernel;
+        }
         let peak = Arc::new(AtomicU64::new(0));
         let sampling = Arc::new(AtomicBool::new(true));
         let thread = {
@@ -79,22 +84,28 @@ impl PeakRss {
                 }
             })
         };
-        PeakRss {
+        PeakRss::Sampled {
             peak,
             sampling,
             thread,
-            reset,
         }
     }
 
     /// Stops sampling; the peak of the run.
     fn stop(self) -> u64 {
-        self.sampling.store(false, Ordering::Relaxed);
-        let _ = self.thread.join();
-        let sampled = self.peak.load(Ordering::Relaxed);
-        match self.reset.then(crate::peak_rss_bytes).flatten() {
-            Some(hwm) => hwm.max(sampled),
-            None => sampled,
+        match self {
+            PeakRss::Kernel => crate::peak_rss_bytes()
+                .or_else(crate::rss_bytes)
+                .unwrap_or(0),
+            PeakRss::Sampled {
+                peak,
+                sampling,
+                thread,
+            } => {
+                sampling.store(false, Ordering::Relaxed);
+                let _ = thread.join();
+                peak.load(Ordering::Relaxed)
+            }
         }
     }
 }

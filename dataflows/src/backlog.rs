@@ -83,16 +83,22 @@ pub struct Queues {
     given_up: Mutex<HashSet<ReadKey>>,
 }
 
-/// Which record of an account topic a delivery or recall order was: (account, message id,
-/// receiver index) of a delivery; (`usize::MAX`, source, `u32::MAX`) of a recall order.
-type ReadKey = (usize, String, u32);
+/// Which record of an account topic a delivery or recall order was.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ReadKey {
+    /// (account, message id, receiver index): the id is kept inline, so a record read costs
+    /// no allocation for its key.
+    Delivery(usize, tidings_model::ids::MessageId, u32),
+    /// A recall order, by its source.
+    Recall(String),
+}
 
 fn delivery_key(account: usize, d: &Delivery) -> ReadKey {
-    (account, d.meta.message_id.to_string(), d.index)
+    ReadKey::Delivery(account, d.meta.message_id.clone(), d.index)
 }
 
 fn recall_key(order: &RecallOrder) -> ReadKey {
-    (usize::MAX, order.source.clone(), u32::MAX)
+    ReadKey::Recall(order.source.clone())
 }
 
 impl Queues {
@@ -380,10 +386,13 @@ impl AccountConsumer {
         let gave_up = |k: &Option<ReadKey>| k.as_ref().is_some_and(|k| given_up.contains(k));
         let mut changed = false;
         for (&p, n) in next.iter_mut() {
-            let first = (!given_up.is_empty())
-                .then(|| read.range((p, i64::MIN)..(p, *n)).find(|(_, k)| gave_up(k)))
-                .flatten()
-                .map(|(&(_, o), _)| o);
+            let first = if given_up.is_empty() {
+                None
+            } else {
+                read.range((p, i64::MIN)..(p, *n))
+                    .find(|(_, k)| gave_up(k))
+                    .map(|(&(_, o), _)| o)
+            };
             if let Some(first) = first {
                 let sent = sent_above.entry(p).or_default();
                 for (&(_, o), k) in read.range((p, first)..(p, *n)) {
@@ -395,7 +404,6 @@ impl AccountConsumer {
                 changed = true;
             }
             let n = *n;
-            read.retain(|&(q, o), _| q != p || o >= n);
             if let Some(sent) = sent_above.get_mut(&p)
                 && sent.first().is_some_and(|&o| o < n)
             {
@@ -406,6 +414,8 @@ impl AccountConsumer {
                 }
             }
         }
+        // What is committed is forgotten, every partition in one pass.
+        read.retain(|&(q, o), _| next.get(&q).is_none_or(|&n| o >= n));
         changed
     }
 

@@ -27,8 +27,17 @@ pub struct JobError {
 fn default_timezone() -> String {
     "Asia/Shanghai".into()
 }
+/// The region of phone numbers written without a country code, unless a job says another.
+pub const DEFAULT_REGION: &str = "CN";
+
 fn default_region() -> String {
-    "CN".into()
+    DEFAULT_REGION.into()
+}
+
+/// The receivers of `code`'s region (a job's `region`, `trace --region`), or why not.
+pub fn region(code: &str) -> Result<ReceiverValidator, String> {
+    ReceiverValidator::new(code)
+        .ok_or_else(|| format!("unknown region `{code}`; use an ISO 3166 code such as \"CN\""))
 }
 
 /// The job file as written.
@@ -488,15 +497,9 @@ fn check_rules(
         );
         Tz::UTC
     });
-    let receivers = ReceiverValidator::new(&file.region).unwrap_or_else(|| {
-        bad(
-            "region",
-            format!(
-                "unknown region `{}`; use an ISO 3166 code such as \"CN\"",
-                file.region
-            ),
-        );
-        ReceiverValidator::new("CN").expect("CN is a region")
+    let receivers = region(&file.region).unwrap_or_else(|why| {
+        bad("region", why);
+        ReceiverValidator::new(DEFAULT_REGION).expect("CN is a region")
     });
     let night = NightWindow::parse(&file.shield.night).unwrap_or_else(|| {
         bad(

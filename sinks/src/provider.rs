@@ -154,8 +154,8 @@ macro_rules! registry {
                 }
             }
 
-            /// One provider call.
-            pub async fn send(
+            /// One provider call, as the provider answers it ([`Remote::send`] halves it).
+            async fn send_once(
                 &self,
                 batch: &SendBatch,
                 receivers: &[Receiver],
@@ -246,20 +246,17 @@ impl Remote {
     /// permits, as a shared call's halves are).
     ///
     /// Boxed: a provider call's future is kilobytes, and the halves recurse.
-    pub fn send_halving<'a>(
+    pub fn send<'a>(
         &'a self,
         batch: &'a SendBatch,
         receivers: &'a [Receiver],
     ) -> BoxFuture<'a, Result<Delivered, SendError>> {
         Box::pin(async move {
-            match self.send(batch, receivers).await {
+            match self.send_once(batch, receivers).await {
                 Err(e) if receivers.len() > 1 && self.refuses_one_number(&e) => {
                     let (first, second) = receivers.split_at(receivers.len() / 2);
-                    let mut each = each_of(self.send_halving(batch, first).await, first.len());
-                    each.extend(each_of(
-                        self.send_halving(batch, second).await,
-                        second.len(),
-                    ));
+                    let mut each = each_of(self.send(batch, first).await, first.len());
+                    each.extend(each_of(self.send(batch, second).await, second.len()));
                     Ok(Delivered::Each(each))
                 }
                 answer => answer,

@@ -64,51 +64,47 @@ pub fn run(rt: &tokio::runtime::Runtime, tracking: &Tracking, mut format: Format
         if buffer.is_empty() && trimmed.starts_with('\\') {
             let _ = editor.add_history_entry(trimmed);
             let mut words = trimmed.split_whitespace();
-            match (words.next(), words.next()) {
+            // A script's mistake fails the run as a bad statement does.
+            let done = match (words.next(), words.next()) {
                 (Some("\\q" | "\\quit"), _) => break,
-                (Some("\\help" | "\\?"), _) => println!("{HELP}"),
+                (Some("\\help" | "\\?"), _) => {
+                    println!("{HELP}");
+                    Ok(())
+                }
                 (Some("\\tables" | "\\dt"), _) => {
                     for t in tracking.tables() {
                         println!("{t}");
                     }
+                    Ok(())
                 }
-                (Some("\\schema" | "\\d"), Some(table)) => {
-                    match rt.block_on(tracking.schema(table)) {
-                        Ok(cols) => {
-                            let w = cols.iter().map(|c| c.0.len()).max().unwrap_or(0);
-                            for (name, ty, nullable) in cols {
-                                let null = if nullable { "" } else { "  not null" };
-                                println!("{name:<w$}  {ty}{null}");
-                            }
+                (Some("\\schema" | "\\d"), Some(table)) => rt
+                    .block_on(tracking.schema(table))
+                    .map(|cols| {
+                        let w = cols.iter().map(|c| c.0.len()).max().unwrap_or(0);
+                        for (name, ty, nullable) in cols {
+                            let null = if nullable { "" } else { "  not null" };
+                            println!("{name:<w$}  {ty}{null}");
                         }
-                        Err(e) => {
-                            eprintln!("error: {e}");
-                            ok = false;
-                        }
-                    }
+                    })
+                    .map_err(|e| e.to_string()),
+                (Some("\\format"), Some(f)) => {
+                    let chosen = match f {
+                        "table" => Ok(Format::Table),
+                        "csv" => Ok(Format::Csv),
+                        "json" => Ok(Format::Json),
+                        other => Err(format!("unknown format {other}; use table, csv or json")),
+                    };
+                    chosen.map(|f| format = f)
                 }
-                (Some("\\format"), Some(f)) => match f {
-                    "table" => format = Format::Table,
-                    "csv" => format = Format::Csv,
-                    "json" => format = Format::Json,
-                    other => {
-                        eprintln!("error: unknown format {other}; use table, csv or json");
-                        ok = false;
-                    }
-                },
-                // A script's mistake fails the run as a bad statement does.
                 (Some(c @ ("\\schema" | "\\d")), None) => {
-                    eprintln!("error: {c} takes a table, e.g. `{c} events`");
-                    ok = false;
+                    Err(format!("{c} takes a table, e.g. `{c} events`"))
                 }
-                (Some("\\format"), None) => {
-                    eprintln!("error: \\format takes table, csv or json");
-                    ok = false;
-                }
-                _ => {
-                    eprintln!("error: unknown command {trimmed}; \\help lists them");
-                    ok = false;
-                }
+                (Some("\\format"), None) => Err("\\format takes table, csv or json".into()),
+                _ => Err(format!("unknown command {trimmed}; \\help lists them")),
+            };
+            if let Err(e) = done {
+                eprintln!("error: {e}");
+                ok = false;
             }
             continue;
         }

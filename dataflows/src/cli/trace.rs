@@ -25,7 +25,8 @@ pub struct TraceArgs {
     timezone: chrono_tz::Tz,
     /// With `--redis`: the region of phone numbers written without a country code (a job's
     /// `region`), for `user`'s lookup of a phone as tracked.
-    #[arg(long, requires = "redis", default_value = "CN", value_parser = parse_region)]
+    #[arg(long, requires = "redis", default_value = tidings_dataflows::job::DEFAULT_REGION,
+        value_parser = tidings_dataflows::job::region)]
     region: tidings_model::receiver::ReceiverValidator,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -90,12 +91,6 @@ pub fn run(args: TraceArgs) -> Result<(), Failure> {
     };
     print_json_rows(&rows, args.format);
     Ok(())
-}
-
-/// `--region`: an ISO 3166 region code.
-fn parse_region(code: &str) -> Result<tidings_model::receiver::ReceiverValidator, String> {
-    tidings_model::receiver::ReceiverValidator::new(code)
-        .ok_or_else(|| format!("unknown region `{code}`; use an ISO 3166 code such as \"CN\""))
 }
 
 /// `--date`, or today in `tz` (the job's, or `--timezone`).

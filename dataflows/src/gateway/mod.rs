@@ -530,9 +530,11 @@ impl Gateway {
                 );
             };
             // Never before the last change's stamp (a wall clock stepped back).
-            let now = wall_ms().max(self.stamped.load(std::sync::atomic::Ordering::SeqCst));
-            self.stamped
-                .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            let wall = wall_ms();
+            let now = self
+                .stamped
+                .fetch_max(wall, std::sync::atomic::Ordering::SeqCst)
+                .max(wall);
             (now, self.check(route, body, now))
         };
         let ids = match checked {

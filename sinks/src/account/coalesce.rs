@@ -14,7 +14,7 @@
 //!   number, a bad parameter, a number's own rate limit) is answered by making the call again
 //!   in halves, one after the other, down to the message at fault alone (about 2·log2(n) calls
 //!   more for one among n, made in the call's slot and without rate-limit permits), and a
-//!   message alone down to its number at fault ([`Remote::send_halving`]);
+//!   message alone down to its number at fault ([`Remote::send`]);
 //! - any other error is the account's or the content's, the same for each message alone: each
 //!   gets it, and its own retry policy decides;
 //! - per-number answers go back to their messages, and a number is never twice in one call.
@@ -261,7 +261,7 @@ fn answer<'a>(
     Box::pin(async move {
         if group.len() == 1 {
             let w = group.pop().expect("one");
-            let a = remote.send_halving(&w.batch, &w.batch.receivers).await;
+            let a = remote.send(&w.batch, &w.batch.receivers).await;
             let _ = w.answer.send(Reply::Answer(a));
             return;
         }

@@ -498,9 +498,7 @@ impl Accounts {
     /// Sends still waiting for permits give up once `halt` is raised (calls already made are
     /// let finish).
     pub fn halt_with(&mut self, halt: Arc<Halt>) {
-        for a in &mut self.list {
-            a.halt = halt.clone();
-        }
+        self.halt_some_with(halt, |_| true);
     }
 
     /// The accounts at the indexes `which` picks wait on `halt` instead (the `kafka`-queued

@@ -45,10 +45,10 @@ impl Attempt for Call<'_> {
         match &self.account.backend {
             Backend::Outbox(o) => o.send(self.batch, receivers).map(|()| Delivered::All),
             Backend::Blackhole => Ok(Delivered::All),
-            // Boxed (by `send_halving`): an HTTP call's future is kilobytes, and every send's
+            // Boxed (by `Remote::send`): an HTTP call's future is kilobytes, and every send's
             // future (one per message in flight) would carry that size even for the blackhole
             // and the outbox.
-            Backend::Remote(_, r, _) => r.send_halving(self.batch, receivers).await,
+            Backend::Remote(_, r, _) => r.send(self.batch, receivers).await,
         }
     }
 }

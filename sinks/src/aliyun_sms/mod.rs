@@ -222,6 +222,32 @@ impl AliyunSms {
     }
 }
 
+/// Refusals a single number of a message's call may be at fault for (it is made again in
+/// halves of its numbers: [`crate::provider::Remote::send`]).
+const ONE_NUMBER: &[&str] = &[
+    "isv.MOBILE_NUMBER_ILLEGAL",
+    "isv.MOBILE_COUNT_OVER_LIMIT",
+    "isv.BUSINESS_LIMIT_CONTROL",
+    // A mainland number on an international template (or the other way round).
+    "isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
+];
+
+/// Refusals of one message's parameter set: every half of its numbers is refused alike, but a
+/// shared call is made again in halves of its messages.
+const ONE_PARAMETER_SET: &[&str] = &[
+    "isv.INVALID_PARAMETERS",
+    "isv.INVALID_JSON_PARAM",
+    "isv.TEMPLATE_PARAMS_ILLEGAL",
+    "isv.PARAM_LENGTH_LIMIT",
+    "isv.PARAM_NOT_SUPPORT_URL",
+    "isv.BLACK_KEY_CONTROL_LIMIT",
+];
+
+/// The `Code` of a refusal (its reason reads "aliyun_sms: CODE message").
+fn code_of(error: &SendError) -> &str {
+    error.reason().split_whitespace().nth(1).unwrap_or("")
+}
+
 impl Provider for AliyunSms {
     type Settings = AliyunSmsConfig;
     const KIND: &'static str = NAME;
@@ -237,34 +263,12 @@ impl Provider for AliyunSms {
     // `isv.DAY_LIMIT_CONTROL`: halving that made ~2n calls all refused alike) are the
     // account's.
     fn refuses_one(error: &SendError) -> bool {
-        let code = error.reason().split_whitespace().nth(1).unwrap_or("");
-        [
-            "isv.MOBILE_NUMBER_ILLEGAL",
-            "isv.MOBILE_COUNT_OVER_LIMIT",
-            "isv.INVALID_PARAMETERS",
-            "isv.INVALID_JSON_PARAM",
-            "isv.TEMPLATE_PARAMS_ILLEGAL",
-            "isv.PARAM_LENGTH_LIMIT",
-            "isv.PARAM_NOT_SUPPORT_URL",
-            "isv.BLACK_KEY_CONTROL_LIMIT",
-            "isv.BUSINESS_LIMIT_CONTROL",
-            // A mainland number on an international template (or the other way round).
-            "isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
-        ]
-        .contains(&code)
+        let code = code_of(error);
+        ONE_NUMBER.contains(&code) || ONE_PARAMETER_SET.contains(&code)
     }
 
-    // Of those, the ones a single number of a message's call may be at fault for (the others
-    // are its one parameter set's, every half's alike).
     fn refuses_one_number(error: &SendError) -> bool {
-        let code = error.reason().split_whitespace().nth(1).unwrap_or("");
-        [
-            "isv.MOBILE_NUMBER_ILLEGAL",
-            "isv.MOBILE_COUNT_OVER_LIMIT",
-            "isv.BUSINESS_LIMIT_CONTROL",
-            "isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
-        ]
-        .contains(&code)
+        ONE_NUMBER.contains(&code_of(error))
     }
 
     fn validate(key: &str, settings: &Self::Settings) -> Result<(), String> {

@@ -114,26 +114,23 @@ pub fn is_private(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => {
             let s = v6.segments();
             // An IPv4 address inside an IPv6 one reaches that IPv4 address: mapped
-            // (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d) and 6to4
-            // (2002:aabb:ccdd::), each judged as its IPv4 address.
-            let [.., hi, lo] = s;
-            let embedded = |hi: u16, lo: u16| {
-                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
-            };
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // (::ffff:a.b.c.d), compatible (::a.b.c.d; `::1` and `::` read as 0.0.0.1 and
+            // 0.0.0.0, private too), NAT64 (64:ff9b::a.b.c.d) and 6to4 (2002:aabb:ccdd::),
+            // each judged as its IPv4 address.
+            if let Some(v4) = v6.to_ipv4() {
                 return is_private(IpAddr::V4(v4));
             }
-            if (s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified())
-                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
-            {
-                return is_private(IpAddr::V4(embedded(hi, lo)));
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_private(IpAddr::V4(std::net::Ipv4Addr::from_bits(
+                    v6.to_bits() as u32
+                )));
             }
             if s[0] == 0x2002 {
-                return is_private(IpAddr::V4(embedded(s[1], s[2])));
+                return is_private(IpAddr::V4(std::net::Ipv4Addr::from_bits(
+                    (v6.to_bits() >> 80) as u32,
+                )));
             }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
+            v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
                 || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated, still routed inside)
@@ -391,19 +388,14 @@ impl Provider for Email {
         // Once the server itself failed (no reply: refused, TLS, silent), the receivers after
         // are not tried: each would wait out its own timeout for the same failure (100
         // receivers of a server that is down took 100 timeouts). They fail alike, retried.
-        let mut down: Option<SendError> = None;
         for r in receivers {
-            each.push(if let Some(e) = &down {
-                Err(e.clone())
-            } else {
-                let sent = self.send_one(r, &subject, &html, &attachments, batch).await;
-                sent.map_err(|(e, server)| {
-                    if server {
-                        down = Some(e.clone());
-                    }
-                    e
-                })
-            });
+            match self.send_one(r, &subject, &html, &attachments, batch).await {
+                Err((e, true)) => {
+                    each.resize(receivers.len(), Err(e));
+                    break;
+                }
+                sent => each.push(sent.map_err(|(e, _)| e)),
+            }
         }
         // A failure of the connection itself fails the call (and is retried); refusals of
         // single receivers stay theirs.

@@ -88,7 +88,7 @@ pub trait Provider: Sized + Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether `error`, answered to a call for one message's numbers, may be one number's
     /// fault (an illegal number, a number's own rate limit): the call is then made again in
-    /// halves of its numbers ([`crate::provider::Remote::send_halving`]). By default no. Of
+    /// halves of its numbers ([`crate::provider::Remote::send`]). By default no. Of
     /// [`Provider::refuses_one`]'s errors, not a bad parameter: a message's parameters are
     /// every half's, and halving would make ~2n calls all refused alike.
     fn refuses_one_number(_error: &SendError) -> bool {

@@ -73,11 +73,10 @@ impl Server {
             .enable_all()
             .build()?;
         let (stop, stopped) = oneshot::channel();
+        let loopback = loopback_names_only && addr.ip().is_loopback();
         let thread = std::thread::Builder::new()
             .name(format!("http {addr}"))
-            .spawn(move || {
-                runtime.block_on(accept(listener, router, loopback_names_only, stopped))
-            })?;
+            .spawn(move || runtime.block_on(accept(listener, router, loopback, stopped)))?;
         Ok(Server {
             addr,
             stop: Some(stop),
@@ -213,7 +212,7 @@ fn cross_site(headers: &axum::http::HeaderMap) -> Option<String> {
 async fn accept(
     listener: std::net::TcpListener,
     router: Router,
-    loopback_names_only: bool,
+    loopback: bool,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -223,7 +222,6 @@ async fn accept(
             return;
         }
     };
-    let loopback = loopback_names_only && listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let router = router
         .layer(axum::middleware::from_fn_with_state(
             loopback,
