@@ -415,6 +415,23 @@ mod tests {
         assert_eq!(r, r2);
     }
 
+    /// A price written `9.90` fills `{$price}` as `9.90`, whether the request is a Kafka
+    /// record's value, a file line or an envelope's payload (austin keeps a number's text).
+    #[test]
+    fn a_fraction_variable_keeps_its_text_on_every_path() {
+        let bare = br#"{"code":"send","messageTemplateId":1,"messageParam":{"receiver":"1","variables":{"price":9.90}}}"#;
+        let env = serde_json::json!({"ts": 7, "payload": String::from_utf8_lossy(bare)});
+        let requests = [
+            decode_request(bare).unwrap(),
+            decode_line(bare, 1).unwrap().1,
+            decode_line(env.to_string().as_bytes(), 1).unwrap().1,
+        ];
+        for r in requests {
+            let vars = r.params[0].variables.as_ref().unwrap();
+            assert_eq!(crate::render::render_str("{$price}", vars).unwrap(), "9.90");
+        }
+    }
+
     #[test]
     fn envelope_ts_is_kept_as_written_except_kcats_no_timestamp() {
         let payload = r#"{"code":"send","messageTemplateId":1,"messageParam":{"receiver":"1"}}"#;

@@ -1,5 +1,7 @@
 //! [`Variables`]: the values a message's placeholders are filled with.
 
+use serde::de::Error as _;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
@@ -11,8 +13,8 @@ type Name = Text<14>;
 /// The variables of one message (`messageParam.variables`): each name once, a name given
 /// twice keeping its last value, as serde's map reads it.
 ///
-/// How a value fills a placeholder: a string as it is; a number or boolean as JSON writes it
-/// (`4711`, `9.5`, `true`); `null` is no value, like a missing variable (dead letter); an object
+/// How a value fills a placeholder: a string as it is; a number as written (`4711`, `9.90`);
+/// a boolean as JSON writes it (`true`); `null` is no value, like a missing variable (dead letter); an object
 /// or array has no one text and is a dead letter too.
 ///
 /// A request names a few: up to [`Variables::FEW`] are held in a list in the order given and
@@ -125,6 +127,21 @@ impl From<Map<String, Value>> for Variables {
     }
 }
 
+/// A variable's value from its JSON text: a number that is not a whole number serde holds
+/// exactly (`9.90`, `1e3`, `-0`, digits beyond 64 bits) keeps the text as written, as austin
+/// fills its `Map<String, String>` (Jackson takes a number's text as it is): read as a float it
+/// would fill `{$price}` with `9.9`, and an order number of 25 digits with `1.2345…e24`.
+fn value_of(raw: &str) -> serde_json::Result<Value> {
+    if let Some(b'-' | b'0'..=b'9') = raw.as_bytes().first() {
+        let n: serde_json::Number = serde_json::from_str(raw)?;
+        if n.is_u64() || n.is_i64() {
+            return Ok(Value::Number(n));
+        }
+        return Ok(Value::String(raw.to_string()));
+    }
+    serde_json::from_str(raw)
+}
+
 impl<'de> serde::Deserialize<'de> for Variables {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Variables, D::Error> {
         struct Visitor;
@@ -140,8 +157,9 @@ impl<'de> serde::Deserialize<'de> for Variables {
                 mut m: A,
             ) -> Result<Variables, A::Error> {
                 let mut vars = Variables::new();
-                while let Some((name, value)) = m.next_entry::<String, Value>()? {
-                    vars.insert(&name, value);
+                while let Some(name) = m.next_key::<String>()? {
+                    let raw = m.next_value::<Box<RawValue>>()?;
+                    vars.insert(&name, value_of(raw.get()).map_err(A::Error::custom)?);
                 }
                 Ok(vars)
             }
@@ -215,5 +233,33 @@ mod tests {
         let read: Variables = serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
         let listed: Vec<(&str, &Value)> = read.iter().collect();
         assert_eq!(listed, [("b", &json!(3)), ("a", &json!(2))]);
+    }
+
+    /// A number fills its placeholder as the producer wrote it (austin keeps a number's text):
+    /// a price's trailing zero, an exponent, digits beyond 64 bits; a whole number of 64 bits
+    /// stays a number, as the hand reader holds it.
+    #[test]
+    fn a_number_fills_its_placeholder_as_written() {
+        let text = r#"{"price":9.90,"e":1E3,"z":-0,"order":123456789012345678901234,
+            "n":-7,"u":18446744073709551615,"s":"9.90","t":true,"o":{"a":[1.50]}}"#;
+        let vars: Variables = serde_json::from_str(text).unwrap();
+        let rendered =
+            crate::render::render_str("{$price} {$e} {$z} {$order} {$n} {$u} {$s} {$t}", &vars)
+                .unwrap();
+        assert_eq!(
+            rendered,
+            "9.90 1E3 -0 123456789012345678901234 -7 18446744073709551615 9.90 true"
+        );
+        assert_eq!(vars.get("n"), Some(&json!(-7)));
+        assert_eq!(vars.get("u"), Some(&json!(u64::MAX)));
+        assert_eq!(vars.get("o"), Some(&json!({"a": [1.5]})));
+        // Read from bytes, and from a value already parsed (a float's text is gone by then).
+        let from_bytes: Variables = serde_json::from_slice(text.as_bytes()).unwrap();
+        assert_eq!(from_bytes, vars);
+        let from_value: Variables = serde_json::from_value(json!({"p": 9.5, "n": 7})).unwrap();
+        assert_eq!(from_value.get("n"), Some(&json!(7)));
+        assert_eq!(from_value.get("p"), Some(&json!("9.5")));
+        // Bad JSON inside is serde's error, as before.
+        assert!(serde_json::from_str::<Variables>(r#"{"a":01}"#).is_err());
     }
 }
