@@ -1350,7 +1350,8 @@ fn produce_on(
         }
     }
     if let Some(e) = refused {
-        return Err(anyhow::anyhow!("record {n} refused: {e}"));
+        // Counted from 1, as a file's lines are: the record after the `n` queued.
+        return Err(anyhow::anyhow!("record {} refused: {e}", n + 1));
     }
     match producer.context().take()[..] {
         [] => Ok(n as u64),

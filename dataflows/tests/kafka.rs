@@ -347,6 +347,8 @@ fn tidings_send_produces_single_requests_and_files() {
         "a record over message.max.bytes was sent: {err}"
     );
     assert!(err.to_lowercase().contains("too large"), "{err}");
+    // Counted from 1: the one record sent is record 1.
+    assert!(err.contains("record 1 refused"), "{err}");
     let ts = 1_763_784_000_000i64;
     let file = dir.path().join("requests.jsonl");
     std::fs::write(

@@ -6,7 +6,8 @@
 //! [`HEAD_TIMEOUT`] (hyper's header-read timeout, which also closes a kept-alive connection
 //! that sends nothing for that long), its body within [`BODY_TIMEOUT`], a body over
 //! [`MAX_BODY`] is answered 413 from its `Content-Length` before anything is read, and a head
-//! over [`MAX_HEAD`] is answered 431. Connections are tasks, not threads; past
+//! over [`MAX_HEAD`] is answered 431, and an answer the client stops reading is cut after
+//! [`WRITE_TIMEOUT`] ([`WriteDeadline`]). Connections are tasks, not threads; past
 //! [`MAX_CONNECTIONS`] a new connection is closed at once (idle ones leave within the head
 //! timeout, so room comes back).
 
@@ -31,6 +32,9 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// The longest an answer's write may wait for the client to read (a client that asks and
+/// never reads would hold its connection, and a slot, for ever).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stop waits for the requests being answered (the send API's answer from the
 /// broker takes at most 10 s, after a template change it waits for, which takes as long).
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
@@ -257,7 +261,7 @@ async fn accept(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(WriteDeadline::new(stream)), service);
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
@@ -278,6 +282,102 @@ async fn accept(
     let finished = async { while connections.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(STOP_GRACE, finished).await;
     connections.abort_all();
+}
+
+/// A connection whose writes fail with `TimedOut` once one has waited [`WRITE_TIMEOUT`] for
+/// room (the client reads nothing): hyper then closes it. Reads are as they are (hyper bounds
+/// a head's; tower-http a body's).
+struct WriteDeadline {
+    stream: tokio::net::TcpStream,
+    /// Set while a write waits for room; cleared by any progress.
+    waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn new(stream: tokio::net::TcpStream) -> WriteDeadline {
+        WriteDeadline {
+            stream,
+            waiting: None,
+        }
+    }
+
+    /// `poll` of the stream, unless it has waited too long: the deadline starts at the first
+    /// `Pending` and ends at the first answer.
+    fn bounded<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: impl FnOnce(
+            std::pin::Pin<&mut tokio::net::TcpStream>,
+            &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future;
+        use std::task::Poll;
+        match poll(std::pin::Pin::new(&mut self.stream), cx) {
+            Poll::Ready(done) => {
+                self.waiting = None;
+                Poll::Ready(done)
+            }
+            Poll::Pending => {
+                let waiting = self
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
+                match waiting.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client read nothing of its answer for the write timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.bounded(cx, |s, cx| s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.bounded(cx, |s, cx| s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.bounded(cx, |s, cx| s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.bounded(cx, |s, cx| s.poll_shutdown(cx))
+    }
 }
 
 #[cfg(test)]
@@ -497,6 +597,41 @@ mod tests {
             answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("done"),
             "{answer:?}"
         );
+    }
+
+    /// A client that asks for a large answer and reads none of it has its connection cut
+    /// after the write timeout (it held a slot for ever): it reads what the sockets' buffers
+    /// held, then the end, not the whole answer.
+    #[test]
+    fn an_answer_the_client_does_not_read_is_cut_at_the_write_timeout() {
+        const BIG: usize = 64 * 1024 * 1024;
+        let router = echo_len().route("/big", axum::routing::get(|| async { vec![b'x'; BIG] }));
+        let server = Server::start("127.0.0.1:0", router).unwrap();
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(WRITE_TIMEOUT + Duration::from_secs(3));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let ended = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => got += n,
+                Err(e) => {
+                    break !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    );
+                }
+            }
+        };
+        assert!(ended, "the connection was left open after {got} bytes");
+        assert!(got > 0 && got < BIG, "read {got} of {BIG} bytes");
+        // The server still answers.
+        let answer = ask(server.addr, b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+        server.stop();
     }
 
     /// 100 idle connections and 64 slow-loris ones (a byte of a head, then nothing) are held
