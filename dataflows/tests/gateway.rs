@@ -154,7 +154,7 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
         )
         .await;
         assert_eq!(status, 200, "{v}");
-        assert_eq!(v["code"], "00000");
+        assert_eq!(v["code"], "0", "austin's SUCCESS");
         assert_eq!(v["msg"], "操作成功");
         let data = v["data"].as_array().unwrap();
         assert_eq!(data.len(), 1, "{v}");
@@ -169,7 +169,8 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
             {"receiver": "13800138004", "variables": {}}]});
         let (status, v) = post(&client, &url("/batchSend"), bulk, &batch).await;
         assert_eq!(status, 400, "{v}");
-        assert_eq!(v["code"], "A0100");
+        assert_eq!(v["code"], "A0001", "austin's CLIENT_BAD_PARAMETERS");
+        assert_eq!(v["data"], Value::Null, "{v}");
         assert!(
             v["msg"].as_str().unwrap().contains("missing variable `v`"),
             "{v}"
@@ -190,7 +191,8 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
             .map(|d| d["messageId"].as_str().unwrap().to_string())
             .collect();
 
-        // 101 receivers, an unknown template, a list on /send: A0100.
+        // 101 receivers: austin's TOO_MANY_RECEIVER (A0003); an unknown template: its
+        // TEMPLATE_NOT_FOUND (A0002), each with austin's words and the cause.
         let many: Vec<String> = (0..101).map(|i| format!("1380013{i:04}")).collect();
         let (status, v) = post(
             &client,
@@ -199,12 +201,25 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
             &send_body(&many.join(","), "x"),
         )
         .await;
-        assert_eq!((status, v["code"].as_str()), (400, Some("A0100")), "{v}");
+        assert_eq!((status, v["code"].as_str()), (400, Some("A0003")), "{v}");
+        assert!(
+            v["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("传入的接收者大于100个: 101 receivers"),
+            "{v}"
+        );
         let unknown = json!({"code": "send", "messageTemplateId": 99,
             "messageParam": {"receiver": "13800138000", "variables": {"v": "x"}}});
         let (status, v) = post(&client, &url("/send"), bulk, &unknown).await;
-        assert_eq!((status, v["code"].as_str()), (400, Some("A0100")), "{v}");
-        assert!(v["msg"].as_str().unwrap().contains("99"), "{v}");
+        assert_eq!((status, v["code"].as_str()), (400, Some("A0002")), "{v}");
+        assert!(
+            v["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("找不到模板或模板已被删除: unknown template 99"),
+            "{v}"
+        );
         // A field given as null is not given, and a recall needs no recallMessageIds (every
         // message of the template): both judged on, here refused for the unknown template.
         let recall_all = json!({"code": "recall", "messageTemplateId": 99});
@@ -227,7 +242,7 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
             "messageTemplateId": 1, "messageParamList": []}),
         )
         .await;
-        assert_eq!((status, v["code"].as_str()), (400, Some("A0100")), "{v}");
+        assert_eq!((status, v["code"].as_str()), (400, Some("A0001")), "{v}");
         let r = client
             .post(url("/send"))
             .bearer_auth("bulk-token")
@@ -363,8 +378,8 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
                 .parse()
                 .unwrap()
         };
-        assert_eq!(count("/send", "00000"), 1004);
-        assert_eq!(count("/batchSend", "00000"), 1);
+        assert_eq!(count("/send", "0"), 1004);
+        assert_eq!(count("/batchSend", "0"), 1);
         assert_eq!(count("/send", "A0429"), 1);
         assert!(
             metrics.contains("tidings_gateway_request_seconds_bucket"),
@@ -420,7 +435,7 @@ fn a_request_too_large_for_the_broker_is_told_to_split_not_to_retry() {
     let big = json!({"code": "send", "messageTemplateId": 1, "messageParamList": params});
     let (status, answer) = rt.block_on(post(&client, &url, Some("bulk-token"), &big));
     assert_eq!(status, 400, "{answer}");
-    assert_eq!(answer["code"], "A0100", "{answer}");
+    assert_eq!(answer["code"], "A0001", "{answer}");
     let msg = answer["msg"].as_str().unwrap();
     assert!(
         msg.contains("split the request") && msg.contains("nothing was sent"),
@@ -434,11 +449,7 @@ fn a_request_too_large_for_the_broker_is_told_to_split_not_to_retry() {
         Some("bulk-token"),
         &send_body("13800138000", "x"),
     ));
-    assert_eq!(
-        (status, &answer["code"]),
-        (200, &json!("00000")),
-        "{answer}"
-    );
+    assert_eq!((status, &answer["code"]), (200, &json!("0")), "{answer}");
 }
 
 /// Templates changed through the door while the job's topic fills: a request before the

@@ -607,29 +607,51 @@ fn the_send_api_of_a_served_job_answers_ids_its_tracking_carries() {
             "name = \"sendapi\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\n\
              brokers = \"{brokers}\"\ntopic = \"serve-send-{unique}\"\ngroup = \"serve-send-{unique}\"\n\
              [tracking]\ndir = \"var/tracking\"\nflush_interval_ms = 100\n\
-             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n"
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n\
+             [gateway.callers.app]\ntoken_sha256 = \"{}\"\n",
+            tidings_dataflows::gateway::hash_token("app-token")
         ),
     )
     .unwrap();
-    let serve = Serve::start(&dir.path().join("serve"), Some("svc-token"), &[]);
+    let serve = Serve::start_at(
+        &dir.path().join("serve"),
+        "127.0.0.1:0",
+        &["--read-token", "support-token"],
+        Some("svc-token"),
+        &[],
+    );
     let (status, v) = submit(&serve, &job);
     assert_eq!(status, 201, "{v}");
     serve.wait_state("sendapi", "running");
     let body = json!({"code": "send", "messageTemplateId": 1,
         "messageParam": {"receiver": "alice,bob", "variables": {"v": "hi"}}});
-    // The job has no [gateway.callers]: the service's token is required.
+    // Without a token: refused.
     let (status, v) = request(Method::POST, &serve.addr, "/send", Some(&body), None).unwrap();
     assert_eq!(status, 401, "{v}");
-    // By name, and at the root (the only Kafka job).
+    // The operators' token sends past the job's callers (the console's test send); the
+    // support staff's token never sends; a caller's token sends, a wrong one is the callers'
+    // 401.
     let mut ids = Vec::new();
+    for (token, want) in [("support-token", 403), ("app-token", 200), ("guess", 401)] {
+        let (status, v) = request(
+            Method::POST,
+            &serve.addr,
+            "/jobs/sendapi/send",
+            Some(&body),
+            Some(token),
+        )
+        .unwrap();
+        assert_eq!(status, want, "{token}: {v}");
+    }
+    // By name, and at the root (the only Kafka job).
     for path in ["/jobs/sendapi/send", "/send"] {
         let (status, v) = serve.call(Method::POST, path, Some(body.clone()));
         assert_eq!(status, 200, "{path}: {v}");
-        assert_eq!(v["code"], "00000");
+        assert_eq!(v["code"], "0");
         ids.push(v["data"][0]["messageId"].as_str().unwrap().to_string());
     }
     let (status, v) = serve.call(Method::POST, "/jobs/nosuch/send", Some(body.clone()));
-    assert_eq!((status, v["code"].as_str()), (404, Some("A0100")), "{v}");
+    assert_eq!((status, v["code"].as_str()), (404, Some("A0001")), "{v}");
     // A token that is not the service's learns nothing of which jobs exist.
     let nosuch = "/jobs/nosuch/send";
     let (status, v) = request(
@@ -656,9 +678,9 @@ fn the_send_api_of_a_served_job_answers_ids_its_tracking_carries() {
     let api_metrics = |serve: &Serve| {
         let (status, text) = serve.call(Method::GET, "/metrics", None);
         assert_eq!(status, 200, "{text}");
-        text.as_str().unwrap().contains(
-            r#"tidings_gateway_requests_total{job="sendapi",route="/send",code="00000"} 2"#,
-        )
+        text.as_str()
+            .unwrap()
+            .contains(r#"tidings_gateway_requests_total{job="sendapi",route="/send",code="0"} 3"#)
     };
     assert!(api_metrics(&serve));
     let (status, v) = serve.call(Method::DELETE, "/jobs/sendapi", None);

@@ -74,11 +74,14 @@ pub fn receivers_of(
     split_receivers_at_most(list, max)
 }
 
+/// The words of every refusal for too many receivers (the send API codes it apart: A0003).
+pub const TOO_MANY_RECEIVERS: &str = " receivers listed, more than ";
+
 /// Why `list` is refused for holding more than `max` distinct receivers.
 fn too_many(list: &str, max: usize) -> String {
     let listed = list.split(',').filter(|r| !r.trim().is_empty()).count();
     format!(
-        "{listed} receivers listed, more than {max}: at most {max} per message \
+        "{listed}{TOO_MANY_RECEIVERS}{max}: at most {max} per message \
          (read up to the {}th distinct one); split them over several messages",
         max.saturating_add(1)
     )

@@ -38,10 +38,15 @@ pub use callers::{Callers, hash_token};
 use crate::Job;
 use crate::kafka::WithProperties;
 
-/// austin's answer codes.
-pub const OK: &str = "00000";
-/// A request the door refuses (austin's CLIENT_BAD_PARAMETERS).
-pub const BAD_REQUEST: &str = "A0100";
+/// austin's answer codes (its `RespStatusEnum`): accepted (SUCCESS).
+pub const OK: &str = "0";
+/// A request the door refuses (austin's CLIENT_BAD_PARAMETERS, "客户端参数错误").
+pub const BAD_REQUEST: &str = "A0001";
+/// The request's template is unknown or disabled (austin's TEMPLATE_NOT_FOUND,
+/// "找不到模板或模板已被删除").
+pub const TEMPLATE_NOT_FOUND: &str = "A0002";
+/// A param lists more than 100 receivers (austin's TOO_MANY_RECEIVER, "传入的接收者大于100个").
+pub const TOO_MANY_RECEIVERS: &str = "A0003";
 /// A missing or wrong token.
 pub const UNAUTHORIZED: &str = "A0401";
 /// A caller over its rate.
@@ -117,18 +122,40 @@ impl Answer {
     pub fn new(status: StatusCode, code: &str, msg: String) -> Answer {
         Answer {
             status,
-            body: json!({"code": code, "msg": msg}),
+            // austin's SendResponse: a refusal's `data` is null.
+            body: json!({"code": code, "msg": msg, "data": null}),
             retry_after: None,
         }
     }
 
-    /// 400, A0100: austin's "客户端参数错误" and why.
+    /// 400, A0001: austin's "客户端参数错误" and why.
     pub fn bad(why: impl std::fmt::Display) -> Answer {
         Answer::new(
             StatusCode::BAD_REQUEST,
             BAD_REQUEST,
             format!("客户端参数错误: {why}"),
         )
+    }
+
+    /// 400 for a request the job's validator refuses, with every reason, coded as austin codes
+    /// the same refusal: an unknown or disabled template A0002, a param of more than 100
+    /// receivers A0003, anything else A0001.
+    fn refused(reasons: &[&str]) -> Answer {
+        let why = reasons.join("; ");
+        let (code, text) = if reasons.iter().any(|r| {
+            r.starts_with("unknown template ")
+                || (r.starts_with("template ") && r.contains(" is disabled (version "))
+        }) {
+            (TEMPLATE_NOT_FOUND, "找不到模板或模板已被删除")
+        } else if reasons
+            .iter()
+            .any(|r| r.contains(tidings_model::receiver::TOO_MANY_RECEIVERS))
+        {
+            (TOO_MANY_RECEIVERS, "传入的接收者大于100个")
+        } else {
+            (BAD_REQUEST, "客户端参数错误")
+        };
+        Answer::new(StatusCode::BAD_REQUEST, code, format!("{text}: {why}"))
     }
 }
 
@@ -473,8 +500,20 @@ impl Gateway {
 
     /// Judges, produces and answers one request (and counts it).
     pub async fn handle(&self, route: Route, headers: &HeaderMap, body: &[u8]) -> Answer {
+        self.handle_as(route, headers, body, false).await
+    }
+
+    /// [`Gateway::handle`]; an `operator` (`tidings serve`'s operators' token, checked by the
+    /// service) is let past the job's `[gateway.callers]` as no caller: not rate-limited.
+    pub async fn handle_as(
+        &self,
+        route: Route,
+        headers: &HeaderMap,
+        body: &[u8],
+        operator: bool,
+    ) -> Answer {
         let start = std::time::Instant::now();
-        let answer = self.answer(route, headers, body).await;
+        let answer = self.answer(route, headers, body, operator).await;
         let code = answer.body["code"].as_str().unwrap_or("");
         let path = match route {
             Route::Send => "/send",
@@ -488,10 +527,19 @@ impl Gateway {
 
     /// Judges, produces and answers one request: the caller's token (401), the body (400,
     /// 415), the caller's rate in messages (429), then the broker.
-    async fn answer(&self, route: Route, headers: &HeaderMap, body: &[u8]) -> Answer {
-        let caller = match self.callers.identify(headers) {
-            Ok(c) => c,
-            Err(refused) => return refused,
+    async fn answer(
+        &self,
+        route: Route,
+        headers: &HeaderMap,
+        body: &[u8],
+        operator: bool,
+    ) -> Answer {
+        let caller = match operator {
+            true => None,
+            false => match self.callers.identify(headers) {
+                Ok(c) => c,
+                Err(refused) => return refused,
+            },
         };
         // A browser can post text/plain or a form to any address without asking first; only
         // JSON is taken, so a page cannot make an operator's browser send messages.
@@ -582,6 +630,14 @@ impl Gateway {
                 );
             }
         };
+        // A recall's `data` is null, as austin's RecallService answers.
+        if route == Route::Recall {
+            return Answer {
+                status: StatusCode::OK,
+                body: json!({"code": OK, "msg": "操作成功", "data": null}),
+                retry_after: None,
+            };
+        }
         let data: Vec<Value> = ids
             .into_iter()
             .enumerate()
@@ -672,7 +728,7 @@ impl Gateway {
             .validate(&record, now);
         if !judged.dead.is_empty() {
             let reasons: Vec<&str> = judged.dead.iter().map(|d| d.reason.as_str()).collect();
-            return Err(Answer::bad(reasons.join("; ")));
+            return Err(Answer::refused(&reasons));
         }
         if route == Route::Recall {
             return Ok(Vec::new());

@@ -19,8 +19,8 @@ pub fn document() -> Value {
     let answer = json!({
         "type": "object",
         "properties": {
-            "code": {"type": "string", "example": "00000",
-                "description": "00000 accepted; A0100 refused at the door; A0401 token; A0429 rate; B0001 broker"},
+            "code": {"type": "string", "example": "0",
+                "description": "austin's codes: 0 accepted; A0001 refused at the door; A0002 template unknown or disabled; A0003 more than 100 receivers; A0401 token; A0429 rate; B0001 broker"},
             "msg": {"type": "string", "example": "操作成功"},
             "data": {"type": "array", "items": {"$ref": "#/components/schemas/SimpleTaskInfo"}}
         },
@@ -29,18 +29,18 @@ pub fn document() -> Value {
     let responses = |what: &str| {
         json!({
             "200": {"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
-            "400": {"description": "refused at the door (A0100), or by the broker as too large (split it); nothing was produced", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
+            "400": {"description": "refused at the door (A0001; A0002 template unknown or disabled; A0003 more than 100 receivers), or by the broker as too large (split it); nothing was produced", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResponse"}}}},
             "401": {"description": "missing or wrong bearer token (A0401)"},
             "403": {"description": "a browser says a page of another site sent it, or a server on loopback was asked under a name that is not loopback's: {error}"},
             "413": {"description": "the body is over 1 MiB (plain text)"},
-            "415": {"description": "the body is not sent as Content-Type: application/json (A0100)"},
+            "415": {"description": "the body is not sent as Content-Type: application/json (A0001)"},
             "429": {"description": "over the caller's rate (A0429); Retry-After says when"},
             "503": {"description": "B0001: the broker refused the request, its queue is full, or changes ahead of it waited 10 s: nothing was sent, retry; or the broker did not acknowledge it within 10 s: it may or may not have been written, look it up by bizId before sending again (msg says which)"}
         })
     };
     let change = json!({
         "200": {"description": "the change record was acknowledged: {code, msg, data: {id, version, eventTime, source}} ({account, version, eventTime, source} for an account); it applies from eventTime on"},
-        "400": {"description": "refused at the door (A0100): unknown account, channel mismatch, unknown template; nothing was produced"},
+        "400": {"description": "refused at the door (A0001): unknown account, channel mismatch, unknown template; nothing was produced"},
         "401": {"description": "missing or wrong bearer token (A0401)"},
         "403": {"description": "the caller may not change templates (templates = true), or a browser says a page of another site sent it"},
         "503": {"description": "the broker did not acknowledge (B0001): the change may or may not have been written and the door has not applied it; send the same change again"}
@@ -102,7 +102,7 @@ pub fn document() -> Value {
             "/batchSend": {"post": {"summary": "Send several messages of one template (messageParamList)",
                 "requestBody": body("BatchSendRequest"), "responses": responses("accepted: one SimpleTaskInfo per param, in order")}},
             "/recall": {"post": {"summary": "Recall sent messages",
-                "requestBody": body("RecallRequest"), "responses": responses("accepted: data is empty")}},
+                "requestBody": body("RecallRequest"), "responses": responses("accepted: data is null")}},
             "/templates": {
                 "get": {"summary": "The templates the door knows, each with its version and whether it is enabled",
                     "responses": {"200": {"description": "{code, msg, data: [{id, version, enabled, template}]}"}}},

@@ -274,21 +274,23 @@ async fn send_to(
             return Answer::new(status, code, format!("{text}: {msg}")).into_response();
         }
     };
-    if !gateway.has_callers()
-        && let Some(t) = token
-        && !given
+    // The support staff's token reads, never sends, whether or not the job has callers.
+    if given.as_deref().is_some_and(read_only) {
+        return Answer::new(
+            StatusCode::FORBIDDEN,
+            UNAUTHORIZED,
+            "the read-only token (serve --read-token) may not send; use the operators' token"
+                .into(),
+        )
+        .into_response();
+    }
+    // The operators' token sends to any job, past its callers too (the console's test send).
+    let operator = token.as_ref().is_some_and(|t| {
+        given
             .as_deref()
             .is_some_and(|g| crate::admin::same(g.as_bytes(), t.as_bytes()))
-    {
-        if given.as_deref().is_some_and(read_only) {
-            return Answer::new(
-                StatusCode::FORBIDDEN,
-                UNAUTHORIZED,
-                "the read-only token (serve --read-token) may not send; use the operators' token"
-                    .into(),
-            )
-            .into_response();
-        }
+    });
+    if !gateway.has_callers() && token.is_some() && !operator {
         return Answer::new(
             StatusCode::UNAUTHORIZED,
             UNAUTHORIZED,
@@ -296,7 +298,10 @@ async fn send_to(
         )
         .into_response();
     }
-    gateway.handle(route, &headers, &body).await.into_response()
+    gateway
+        .handle_as(route, &headers, &body, operator)
+        .await
+        .into_response()
 }
 
 impl IntoResponse for Refusal {
