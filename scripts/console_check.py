@@ -81,8 +81,12 @@ try:
     wait.until(EC.visibility_of_element_located((By.ID, "submit-path")))
     console_errors("login")
 
-    # Submit the job; wait until its file is read (stopped) and its rows are there.
+    # Submit the job; wait until its file is read (stopped) and its rows are there. What is
+    # typed survives the list's refresh (every 3 s) first.
     driver.find_element(By.ID, "submit-path").send_keys(job_path)
+    time.sleep(3.5)
+    typed = driver.find_element(By.ID, "submit-path").get_attribute("value")
+    check(typed == job_path, f"the jobs list's refresh wiped what was typed: {typed!r}")
     driver.find_element(By.ID, "submit-job").click()
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#jobs tr[data-job='demo']")))
     deadline = time.time() + 90
@@ -201,6 +205,21 @@ try:
     check(text("#job-state") in ("starting", "running"), f"live job state {text('#job-state')}")
     shot("live-job")
     console_errors("live job")
+
+    # Live state: the test send's receiver's frequency count (by its template) and dedup
+    # windows (by its template and variables), from the running job's admin API.
+    driver.get(f"{url}/#/state")
+    wait.until(EC.visibility_of_element_located((By.ID, "state-receiver"))).send_keys("13800138000")
+    driver.find_element(By.ID, "state-template").send_keys("1")
+    driver.find_element(By.ID, "state-frequency").click()
+    wait.until(lambda d: "count_that_day" in text("#state-out"))
+    check(not driver.find_element(By.ID, "error").is_displayed(), f"frequency: {text('#error')}")
+    driver.find_element(By.ID, "state-variables").send_keys('{"v": "x"}')
+    driver.find_element(By.ID, "state-content").click()
+    wait.until(lambda d: "admissions_ms" in text("#state-out"))
+    check(not driver.find_element(By.ID, "error").is_displayed(), f"dedup windows: {text('#error')}")
+    shot("live-state")
+    console_errors("live state")
 
     # The read-only token reads but cannot submit (the refusal is expected: its network error
     # in the console is not a page error).

@@ -5,6 +5,14 @@
 const $ = (sel) => document.querySelector(sel);
 const main = $("#main");
 let refresh = null;
+// The route being shown: a page's answer that comes back after another route began is dropped
+// (a slow job page must not draw over the SQL page opened meanwhile).
+let seq = 0;
+// Whether the banner shows a page's own failure to load (cleared once it loads again).
+let loadError = false;
+
+// For a page: whether the route it was drawn for is still the one shown.
+function current() { const gen = seq; return () => gen === seq; }
 
 function token() { return sessionStorage.getItem("tidings-token") || ""; }
 function job() { return sessionStorage.getItem("tidings-job") || ""; }
@@ -15,7 +23,8 @@ function showError(msg) {
   e.hidden = !msg;
 }
 
-async function api(method, path, body) {
+// `signingIn`: the sign-in page's own check, whose 401 is the answer, not a lost sign-in.
+async function api(method, path, body, signingIn) {
   const headers = { "Accept": "application/json" };
   if (token()) headers["Authorization"] = "Bearer " + token();
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -30,7 +39,7 @@ async function api(method, path, body) {
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
   // The service's own token layer answers {"error": …}; a job's send API answers austin's
   // {"code": …}, whose 401 is about its callers, not this sign-in.
-  if (r.status === 401 && path !== "/jobs" && data && data.error) { logout(); }
+  if (r.status === 401 && !signingIn && data && data.error) { logout(); }
   if (!r.ok) {
     const msg = (data && (data.error || data.msg)) || text || r.statusText;
     const err = new Error(r.status + ": " + msg);
@@ -99,9 +108,10 @@ function pre(value, id) { return el("pre", { id: id || "" }, JSON.stringify(valu
 async function loadJobs() {
   const jobs = await api("GET", "/jobs");
   const pick = $("#job");
-  const current = job();
+  const picked = job();
   pick.replaceChildren(...jobs.map((j) => el("option", { value: j.name }, j.name)));
-  if (jobs.length && !jobs.some((j) => j.name === current)) sessionStorage.setItem("tidings-job", jobs[0].name);
+  if (jobs.length && !jobs.some((j) => j.name === picked)) sessionStorage.setItem("tidings-job", jobs[0].name);
+  if (!jobs.length) sessionStorage.removeItem("tidings-job");
   pick.value = job();
   return jobs;
 }
@@ -118,7 +128,7 @@ const pages = {
     const form = el("form", { id: "login", on: { submit: async (e) => {
       e.preventDefault();
       sessionStorage.setItem("tidings-token", input.value);
-      try { await api("GET", "/jobs"); location.hash = "#/jobs"; }
+      try { await api("GET", "/jobs", undefined, true); location.hash = "#/jobs"; }
       catch (err) { sessionStorage.removeItem("tidings-token"); showError("sign-in failed: " + err.message); }
     } } }, el("h1", {}, "Sign in"), el("div", { class: "row" }, input, el("button", { id: "signin", type: "submit" }, "Sign in")),
       el("p", { class: "muted" }, "The service's --token (operators) or --read-token (support: read-only)."));
@@ -126,11 +136,13 @@ const pages = {
   },
 
   async jobs() {
+    const shown = current();
     const jobs = await loadJobs();
+    if (!shown()) return;
     const path = el("input", { id: "submit-path", placeholder: "/abs/path/job.toml", size: 50 });
     const submit = el("form", { id: "submit-form", on: { submit: async (e) => {
       e.preventDefault();
-      try { await api("POST", "/jobs", { path: path.value }); showError(""); route(); }
+      try { await api("POST", "/jobs", { path: path.value }); path.value = ""; showError(""); route(); }
       catch (err) { showError(err.message); }
     } } }, el("div", { class: "row" }, path, el("button", { type: "submit", id: "submit-job" }, "Submit job")));
     const act = (name, what) => async () => {
@@ -147,14 +159,18 @@ const pages = {
       el("td", {}, el("button", { class: "plain", on: { click: act(j.name, "stop") } }, "Stop"), " ",
         el("button", { class: "plain", on: { click: act(j.name, "restart") } }, "Restart"), " ",
         el("button", { class: "plain", on: { click: act(j.name, "delete") } }, "Delete"))));
+    // Already shown (a refresh): only the rows change, so what is typed in the form stays.
+    const body = $("#jobs tbody");
+    if (body && $("#submit-form")) { body.replaceChildren(...rows); return; }
     main.replaceChildren(el("h1", {}, "Jobs"), submit,
       el("table", { id: "jobs" }, el("thead", {}, el("tr", {}, ["name", "state", "pid", "restarts", "started", "last exit", ""].map((c) => el("th", {}, c)))),
         el("tbody", {}, rows)));
-    refresh = setTimeout(route, 3000);
   },
 
   async job(name) {
+    const shown = current();
     const j = await api("GET", "/jobs/" + encodeURIComponent(name));
+    if (!shown()) return;
     const parts = [el("h1", {}, "Job " + name), el("p", {}, "state: ", el("span", { id: "job-state", class: "state-" + j.state }, j.state))];
     const live = j.live && !j.live.error ? j.live : null;
     if (live) {
@@ -174,13 +190,14 @@ const pages = {
     }
     parts.push(el("h2", {}, "Status"), pre(j, "job-detail"));
     main.replaceChildren(...parts);
-    refresh = setTimeout(route, 3000);
   },
 
   async templates() {
+    const shown = current();
     await loadJobs();
-    if (!needJob()) return;
+    if (!shown() || !needJob()) return;
     const data = await api("GET", `/jobs/${encodeURIComponent(job())}/templates`);
+    if (!shown()) return;
     // A Kafka job's door knows the versions made through the service; a file job has none.
     const versions = Object.fromEntries((data.versions || []).map((v) => [v.id, v]));
     const rows = data.templates.map((t) => ({ ...t, version: versions[t.id] ? versions[t.id].version : 0,
@@ -196,9 +213,11 @@ const pages = {
         el("td", {}, el("button", { class: "plain", "data-template": t.id, on: { click: () => editor(versions[t.id] && versions[t.id].template ? { ...versions[t.id].template, variables: t.variables } : t) } }, "Open"))))));
     const box = el("div", { id: "editor" });
     main.replaceChildren(el("h1", {}, "Templates of " + data.job), list,
-      el("p", { class: "muted" }, data.versions
-        ? "Changes apply to requests accepted after they are saved, in every worker, and survive restarts (docs/templates.md)."
-        : "This job reads a file: a change is a line appended to it (docs/templates.md, Live changes)."), box);
+      data.versions_error
+        ? el("p", { class: "state-failed", id: "versions-error" }, "The job's send API cannot be made now, so its live versions are unknown: " + data.versions_error)
+        : el("p", { class: "muted" }, data.versions
+          ? "Changes apply to requests accepted after they are saved, in every worker, and survive restarts (docs/templates.md)."
+          : "This job reads a file: a change is a line appended to it (docs/templates.md, Live changes)."), box);
     function editor(t) {
       const inputs = Object.fromEntries((t.variables || []).map((v) => [v, el("input", { name: v, placeholder: v })]));
       const out = el("div", { id: "preview" });
@@ -222,7 +241,9 @@ const pages = {
         el("div", { class: "row" },
           el("button", { id: "do-preview", on: { click: async () => {
             try { const p = await api("POST", `/jobs/${encodeURIComponent(job())}/preview`, { template: t.id, variables: vars() });
-              out.replaceChildren(el("h2", {}, "Rendered"), pre(p.rendered, "rendered"), el("h2", {}, "Rules that apply"), pre(p.rules, "rules")); showError(""); }
+              out.replaceChildren(el("h2", {}, "Rendered"), pre(p.rendered, "rendered"),
+                p.too_long ? el("p", { class: "state-failed", id: "too-long" }, "Too long for the channel: a request with these values would be a dead letter: " + p.too_long) : null,
+                el("h2", {}, "Rules that apply"), pre(p.rules, "rules")); showError(""); }
             catch (err) { out.replaceChildren(el("p", { class: "state-failed", id: "render-error" }, err.message)); }
           } } }, "Preview"),
           receiver,
@@ -244,8 +265,9 @@ const pages = {
   },
 
   async trace() {
+    const shown = current();
     await loadJobs();
-    if (!needJob()) return;
+    if (!shown() || !needJob()) return;
     const q = new URLSearchParams(location.hash.split("?")[1] || "");
     const receiver = el("input", { id: "trace-receiver", placeholder: "receiver", value: q.get("receiver") || "" });
     const message = el("input", { id: "trace-message", placeholder: "messageId", value: q.get("message") || "" });
@@ -260,12 +282,14 @@ const pages = {
         // Real time from Redis when the job tracks there (Parquet lags by a flush interval).
         if (t.redis && t.redis.rows) {
           const cols = [...new Set(t.redis.rows.flatMap((r) => Object.keys(r)))];
-          parts.push(el("h2", {}, "Live (Redis)"), el("p", { class: "muted" }, `${t.redis.rows.length} state(s), oldest first`),
+          parts.push(el("h2", {}, "Live (Redis)"), el("p", { class: "muted" }, `${t.redis.rows.length} state(s), oldest first` +
+              (t.redis.truncated ? ": the newest only, older ones left out" : "")),
             table(cols, t.redis.rows.map((r) => cols.map((c) => (c === "time" && typeof r[c] === "number" ? new Date(r[c]).toISOString() : r[c]))), "redis-timeline"));
         } else if (t.redis && t.redis.error) {
           parts.push(el("p", { class: "state-failed" }, t.redis.error));
         }
-        parts.push(el("h2", {}, "History (Parquet)"), el("p", { class: "muted" }, `${t.rows.length} state(s), oldest first`), table(t.columns, t.rows, "timeline"));
+        parts.push(el("h2", {}, "History (Parquet)"), el("p", { class: "muted", id: "timeline-note" }, `${t.rows.length} state(s), oldest first` +
+            (t.truncated ? ": the newest only, older ones left out (narrow it to a messageId, or ask SQL)" : "")), table(t.columns, t.rows, "timeline"));
         out.replaceChildren(...parts);
         showError("");
       } catch (err) { showError(err.message); }
@@ -277,9 +301,11 @@ const pages = {
   },
 
   async reports() {
+    const shown = current();
     await loadJobs();
-    if (!needJob()) return;
+    if (!shown() || !needJob()) return;
     const list = await api("GET", "/reports");
+    if (!shown()) return;
     const pick = el("select", { id: "report-name" }, list.map((r) => el("option", { value: r.name }, `${r.name}: ${r.description}`)));
     const date = el("input", { id: "report-date", placeholder: "date YYYY-MM-DD (all)", size: 22 });
     const template = el("input", { id: "report-template", placeholder: "template id (all)", size: 14 });
@@ -296,6 +322,7 @@ const pages = {
       try {
         const r = await api("POST", `/jobs/${encodeURIComponent(job())}/reports/${encodeURIComponent(pick.value)}`, body);
         const parts = [table(r.columns, r.rows, "report-result")];
+        if (r.truncated) parts.unshift(el("p", { class: "muted" }, "first rows only"));
         // A label and a number: charted too (the last numeric column against the first).
         const n = r.columns.length;
         if (n >= 2 && r.rows.length && r.rows.every((x) => typeof x[n - 1] === "number")) {
@@ -311,8 +338,9 @@ const pages = {
   },
 
   async sql() {
+    const shown = current();
     await loadJobs();
-    if (!needJob()) return;
+    if (!shown() || !needJob()) return;
     const text = el("textarea", { id: "sql-text", rows: 6 });
     text.value = sessionStorage.getItem("tidings-sql") || "SELECT state, count(*) AS n FROM events GROUP BY state ORDER BY n DESC";
     const out = el("div", { id: "sql-out" });
@@ -333,24 +361,42 @@ const pages = {
   },
 
   async state() {
+    const shown = current();
     await loadJobs();
-    if (!needJob()) return;
+    if (!shown() || !needJob()) return;
     const receiver = el("input", { id: "state-receiver", placeholder: "receiver" });
+    // A frequency count is per receiver and channel (a template names its channel); dedup
+    // windows are per receiver and rendered content (a template and its variables).
+    const template = el("input", { id: "state-template", placeholder: "template id", size: 12 });
+    const channel = el("input", { id: "state-channel", placeholder: "or channel (frequency)", size: 20 });
+    const variables = el("input", { id: "state-variables", placeholder: 'variables, e.g. {"code": "4711"}', size: 32 });
     const out = el("div", { id: "state-out" });
     const show = (path) => async () => {
       try { out.replaceChildren(pre(await api("GET", `/jobs/${encodeURIComponent(job())}${path}`), "state-json")); showError(""); }
       catch (err) { showError(err.message); }
     };
-    const r = () => encodeURIComponent(receiver.value);
+    const keyed = (what, withVariables) => () => {
+      const q = new URLSearchParams({ receiver: receiver.value.trim() });
+      if (template.value.trim()) q.set("template", template.value.trim());
+      if (!withVariables && channel.value.trim()) q.set("channel", channel.value.trim());
+      if (withVariables && variables.value.trim()) {
+        let vars;
+        try { vars = JSON.parse(variables.value); } catch (err) { showError("variables: not JSON: " + err.message); return; }
+        if (vars === null || typeof vars !== "object" || Array.isArray(vars)) { showError('variables: a JSON object, e.g. {"code": "4711"}'); return; }
+        for (const [k, v] of Object.entries(vars)) q.set("var." + k, typeof v === "string" ? v : JSON.stringify(v));
+      }
+      return show(`/state/${what}?${q}`)();
+    };
     main.replaceChildren(el("h1", {}, "Live state"),
       el("div", { class: "row" },
         el("button", { class: "plain", on: { click: show("/state") } }, "Summary"),
         el("button", { class: "plain", on: { click: show("/state/park") } }, "Parked"),
         el("button", { class: "plain", on: { click: show("/state/accounts") } }, "Account queues"),
         el("button", { class: "plain", on: { click: show("/state/source") } }, "Source")),
-      el("div", { class: "row" }, receiver,
-        el("button", { class: "plain", on: { click: () => show("/state/frequency?receiver=" + r())() } }, "Frequency count"),
-        el("button", { class: "plain", on: { click: () => show("/state/content?receiver=" + r())() } }, "Dedup windows")),
+      el("div", { class: "row" }, receiver, template, channel,
+        el("button", { class: "plain", id: "state-frequency", on: { click: keyed("frequency", false) } }, "Frequency count")),
+      el("div", { class: "row" }, variables,
+        el("button", { class: "plain", id: "state-content", on: { click: keyed("content", true) } }, "Dedup windows")),
       out);
   },
 };
@@ -362,6 +408,8 @@ function logout() {
 
 async function route() {
   clearTimeout(refresh);
+  refresh = null;
+  const gen = ++seq;
   const hash = location.hash || "#/jobs";
   const [path] = hash.slice(2).split("?");
   const [page, arg] = path.split("/");
@@ -370,14 +418,23 @@ async function route() {
     $("#nav").hidden = false; $("#job-pick").hidden = false; $("#logout").hidden = false;
     for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === page);
   }
+  // The jobs list and a job's page are drawn again every 3 s, whether or not this time failed
+  // (a service restarting answers again soon).
+  const refreshing = page !== "login" && (!pages[page] || page === "jobs" || page === "job");
   try {
     await (pages[page] || pages.jobs)(arg && decodeURIComponent(arg));
+    if (loadError && gen === seq) { showError(""); loadError = false; }
   } catch (err) {
-    showError(err.message);
+    if (gen === seq) { showError(err.message); loadError = true; }
+  } finally {
+    if (refreshing && gen === seq) refresh = setTimeout(route, 3000);
   }
 }
 
-$("#job").addEventListener("change", (e) => { sessionStorage.setItem("tidings-job", e.target.value); route(); });
+// Another page, or another job: the last page's message goes.
+function navigate() { showError(""); loadError = false; route(); }
+
+$("#job").addEventListener("change", (e) => { sessionStorage.setItem("tidings-job", e.target.value); navigate(); });
 $("#logout").addEventListener("click", logout);
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", navigate);
 route();

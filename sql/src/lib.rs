@@ -332,7 +332,7 @@ impl Tracking {
     }
 
     /// The event rows of a receiver (in any of `receivers`' forms) or a message, oldest
-    /// first, the first `limit` when given: `time`, `event_time`,
+    /// first; the newest `limit` when given (what support asks about is today's): `time`, `event_time`,
     /// `message_id`, `template_id`, `channel`, `receiver`, `state`, `state_code`, `reason`,
     /// `biz_id`. Values are matched exactly (no SQL is built from them).
     pub async fn trace(
@@ -350,26 +350,33 @@ impl Tracking {
         if let Some(m) = message_id {
             df = df.filter(col("message_id").eq(lit(m)))?;
         }
-        let df = df
-            .select_columns(&[
-                "time",
-                "event_time",
-                "message_id",
-                "template_id",
-                "template_version",
-                "channel",
-                "receiver",
-                "state",
-                "state_code",
-                "reason",
-                "biz_id",
-            ])?
-            .sort(vec![
-                col("time").sort(true, false),
-                col("state_code").sort(true, false),
-                col("receiver").sort(true, false),
-            ])?
-            .limit(0, limit)?;
+        let df = df.select_columns(&[
+            "time",
+            "event_time",
+            "message_id",
+            "template_id",
+            "template_version",
+            "channel",
+            "receiver",
+            "state",
+            "state_code",
+            "reason",
+            "biz_id",
+        ])?;
+        let order = |ascending| {
+            vec![
+                col("time").sort(ascending, false),
+                col("state_code").sort(ascending, false),
+                col("receiver").sort(ascending, false),
+            ]
+        };
+        let df = match limit {
+            None => df.sort(order(true))?,
+            Some(n) => df
+                .sort(order(false))?
+                .limit(0, Some(n))?
+                .sort(order(true))?,
+        };
         collected(df).await.map_err(|e| self.name_corrupt(e))
     }
 
@@ -481,6 +488,17 @@ impl Tracking {
     }
 }
 
+/// The most memory a process's queries may hold at once ([`limit_memory`]); none unless set.
+static MEMORY_LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Bounds the memory of every query this process runs from now on to `bytes`: sorts and
+/// aggregations spill to disk beyond it, and a query that cannot fails with DataFusion's
+/// "Resources exhausted" instead of growing the process (`tidings serve`, whose console's
+/// queries share the process with its send API, sets it). The first call's bound holds.
+pub fn limit_memory(bytes: usize) {
+    let _ = MEMORY_LIMIT.set(bytes);
+}
+
 /// A session whose local files are read through [`compacted::Compacted`]: every listing
 /// leaves out the files a compacted file in the same listing replaces.
 fn session() -> Result<SessionContext, SqlError> {
@@ -493,12 +511,15 @@ fn session_leaving_out(
 ) -> Result<SessionContext, SqlError> {
     // Every query lists the files anew (DataFusion keeps a listing for good by default): a
     // shell's later queries see the files written since, and none a compaction has removed.
-    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+    let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_cache_manager(
             datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
                 .with_list_files_cache_limit(0),
-        )
-        .build_arc()?;
+        );
+    if let Some(&bytes) = MEMORY_LIMIT.get() {
+        runtime = runtime.with_memory_limit(bytes, 1.0);
+    }
+    let runtime = runtime.build_arc()?;
     let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
     let local = object_store::local::LocalFileSystem::new();
     let url = url::Url::parse("file://").map_err(|e| {

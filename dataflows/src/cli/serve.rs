@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// This node's line in --peers, from 0 (when --bind is not written as in the file).
     #[arg(long, value_name = "I", requires = "peers")]
     peer_index: Option<usize>,
+    /// The most memory the console's queries (trace, reports, SQL) may hold at once, in MiB:
+    /// sorts and aggregations spill to disk beyond it, and a query that cannot is refused
+    /// ("Resources exhausted") rather than growing the service.
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..))]
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
+    sql_memory_mb: u64,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
@@ -49,6 +55,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Failed(format!("cannot find the tidings binary: {e}")))?;
     let supervisor = Supervisor::open(&args.state_dir, exe)?;
+    #[cfg(feature = "sql")]
+    tidings_sql::limit_memory(usize::try_from(args.sql_memory_mb << 20).unwrap_or(usize::MAX));
     if let Some(file) = &args.peers {
         let peers = tidings_dataflows::serve::peers::Peers::load(
             file,

@@ -116,17 +116,31 @@ async fn door_of(
     s: Arc<Supervisor>,
     name: String,
 ) -> Result<Arc<crate::gateway::Gateway>, Response> {
+    door(s, name).await.map_err(|r| match r {
+        Refusal::Bad(m) if m.contains("source.kind") => Problem(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{m}; a file job takes template changes as lines of its file (docs/templates.md)"
+            ),
+        )
+        .into_response(),
+        r => r.into_response(),
+    })
+}
+
+/// Job `name`'s door (its send API), made if need be, or why it cannot be.
+async fn door(s: Arc<Supervisor>, name: String) -> Result<Arc<crate::gateway::Gateway>, Refusal> {
     tokio::task::spawn_blocking(move || s.gateway(Some(&name)))
         .await
         .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())))
-        .map_err(|r| match r {
-            Refusal::Bad(m) if m.contains("source.kind") => Problem(
-                StatusCode::BAD_REQUEST,
-                format!("{m}; a file job takes template changes as lines of its file (docs/templates.md)"),
-            )
-            .into_response(),
-            r => r.into_response(),
-        })
+}
+
+/// A refusal's words, for a page that shows them beside what it could read.
+fn refusal_text(r: Refusal) -> String {
+    match r {
+        Refusal::BadJob(problems) => problems.join("; "),
+        Refusal::Bad(m) | Refusal::NotFound(m) | Refusal::Conflict(m) | Refusal::Failed(m) => m,
+    }
 }
 
 /// `POST /jobs/{name}/templates`: a template (JSON) to create or replace from now on. The
@@ -203,15 +217,19 @@ async fn templates(State(s): State<Arc<Supervisor>>, Path(name): Path<String>) -
             v
         })
         .collect();
-    // A Kafka job's door knows the changes made through it: each template's newest version.
-    let live = match job.kafka {
-        Some(_) => door_of(s, job.file.name.clone())
-            .await
-            .ok()
-            .map(|g| g.templates()["data"].clone()),
-        None => None,
+    // A Kafka job's door knows the changes made through it: each template's newest version;
+    // when the door cannot be made, why (not taken for a file job's having none).
+    let (live, error) = match job.kafka {
+        Some(_) => match door(s, job.file.name.clone()).await {
+            Ok(g) => (Some(g.templates()["data"].clone()), None),
+            Err(e) => (None, Some(refusal_text(e))),
+        },
+        None => (None, None),
     };
-    Json(json!({"job": job.file.name, "templates": list, "versions": live})).into_response()
+    Json(
+        json!({"job": job.file.name, "templates": list, "versions": live, "versions_error": error}),
+    )
+    .into_response()
 }
 
 /// `POST /jobs/{name}/preview`.
@@ -237,9 +255,19 @@ async fn preview(
     };
     // A Kafka job's newest version and lists as its door knows them; else the job file's.
     let (live, lists) = match job.kafka {
-        Some(_) => match door_of(s, job.file.name.clone()).await.ok() {
-            Some(g) => (g.template(body.template), Some(g.lists())),
-            None => (None, None),
+        Some(_) => match door(s, job.file.name.clone()).await {
+            Ok(g) => (g.template(body.template), Some(g.lists())),
+            Err(e) => {
+                return Problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "job {}: its send API cannot be made now, so its newest templates are unknown: {}",
+                        job.file.name,
+                        refusal_text(e)
+                    ),
+                )
+                .into_response();
+            }
         },
         None => (
             job.templates.get(body.template).map(|t| (**t).clone()),
@@ -315,7 +343,8 @@ async fn trace(
         .as_deref()
         .map_or_else(Vec::new, |r| job.receiver_forms(r));
     let live = redis_trace(&job, forms.clone(), message.clone()).await;
-    match query_json(&s, &job, |t| async move {
+    // The newest rows, oldest first: one more than shown tells the oldest were left out.
+    let batches = match run_query(&s, &job, |t| async move {
         t.trace(
             &forms,
             message.as_deref().map(str::trim),
@@ -325,12 +354,42 @@ async fn trace(
     })
     .await
     {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let (kept, cut) = last_rows(batches, MAX_ROWS);
+    match tidings_sql::json_table(&kept, MAX_ROWS) {
         Ok(mut v) => {
+            v["truncated"] = json!(cut);
             v["redis"] = live;
             Json(v).into_response()
         }
-        Err(refused) => refused,
+        Err(e) => Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
+}
+
+/// The last `keep` rows of `batches`, and whether any before them were left out.
+fn last_rows(
+    batches: Vec<tidings_sql::RecordBatch>,
+    keep: usize,
+) -> (Vec<tidings_sql::RecordBatch>, bool) {
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut skip = total.saturating_sub(keep);
+    let cut = skip > 0;
+    let kept = batches
+        .into_iter()
+        .filter_map(|b| {
+            let n = b.num_rows();
+            if skip >= n {
+                skip -= n;
+                return None;
+            }
+            let rest = b.slice(skip, n - skip);
+            skip = 0;
+            Some(rest)
+        })
+        .collect();
+    (kept, cut)
 }
 
 /// The real-time trace from the job's Redis (`tracking.redis`): a message's rows, else a
@@ -341,7 +400,9 @@ async fn redis_trace(job: &crate::Job, receivers: Vec<String>, message: Option<S
     };
     let prefix = job.file.tracking.redis_prefix.clone();
     let read = tokio::task::spawn_blocking(move || {
-        let mut r = tidings_sinks::tracking::redis::RedisTrace::connect(&url, &prefix)?;
+        // One more than shown tells that older rows were left out.
+        let mut r = tidings_sinks::tracking::redis::RedisTrace::connect(&url, &prefix)?
+            .newest(MAX_ROWS + 1);
         match message {
             Some(m) => r.message(m.trim()),
             None => r.users(&receivers),
@@ -349,7 +410,12 @@ async fn redis_trace(job: &crate::Job, receivers: Vec<String>, message: Option<S
     })
     .await;
     match read {
-        Ok(Ok(rows)) => json!({"rows": rows}),
+        Ok(Ok(mut rows)) => {
+            // Oldest first: the newest MAX_ROWS are the last.
+            let cut = rows.len().saturating_sub(MAX_ROWS);
+            rows.drain(..cut);
+            json!({"rows": rows, "truncated": cut > 0})
+        }
         Ok(Err(e)) => json!({"error": format!("redis: {e}")}),
         Err(e) => json!({"error": e.to_string()}),
     }
@@ -455,7 +521,9 @@ async fn sql(
 async fn answer<F, Fut>(s: &Supervisor, job: &Arc<crate::Job>, f: F) -> Response
 where
     F: FnOnce(Arc<tidings_sql::Tracking>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>,
+    Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>
+        + Send
+        + 'static,
 {
     match query_json(s, job, f).await {
         Ok(v) => Json(v).into_response(),
@@ -511,12 +579,47 @@ async fn open_tables(job: &crate::Job) -> Result<tidings_sql::Tracking, Response
 async fn query_json<F, Fut>(s: &Supervisor, job: &Arc<crate::Job>, f: F) -> Result<Value, Response>
 where
     F: FnOnce(Arc<tidings_sql::Tracking>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>,
+    Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>
+        + Send
+        + 'static,
+{
+    run_query(s, job, f).await.and_then(|b| {
+        tidings_sql::json_table(&b, MAX_ROWS)
+            .map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response())
+    })
+}
+
+/// Runs `f` over the job's tracking tables, within [`SQL_TIMEOUT`].
+async fn run_query<F, Fut>(
+    s: &Supervisor,
+    job: &Arc<crate::Job>,
+    f: F,
+) -> Result<Vec<tidings_sql::RecordBatch>, Response>
+where
+    F: FnOnce(Arc<tidings_sql::Tracking>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<tidings_sql::RecordBatch>, tidings_sql::SqlError>>
+        + Send
+        + 'static,
 {
     let t = tables(s, job).await?;
     // Trace and reports are bounded as typed SQL is: a receiver of millions of rows, or a
     // report over every day, is cut off rather than holding the service's threads.
-    let Ok(result) = tokio::time::timeout(SQL_TIMEOUT, f(t)).await else {
+    let bounded = tokio::time::timeout(SQL_TIMEOUT, f(t));
+    let ran = match queries() {
+        // Cancelled if the caller goes away first (its handler dropped).
+        Some(runtime) => {
+            let mut task = Aborting(runtime.spawn(bounded));
+            (&mut task.0).await.map_err(|e| {
+                Problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the query failed: {e}"),
+                )
+                .into_response()
+            })?
+        }
+        None => bounded.await,
+    };
+    let Ok(result) = ran else {
         return Err(Problem(
             StatusCode::BAD_REQUEST,
             format!(
@@ -526,7 +629,32 @@ where
         )
         .into_response());
     };
-    result
-        .and_then(|b| tidings_sql::json_table(&b, MAX_ROWS))
-        .map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response())
+    result.map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response())
+}
+
+/// The runtime console queries run on: two threads of their own, so that DataFusion's work over
+/// a day of rows does not take the HTTP server's threads, which answer the send API too. `None`
+/// if it cannot be made (no threads left): queries then run where they are asked.
+fn queries() -> Option<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("tidings-sql")
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// A task aborted when dropped.
+struct Aborting<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -1067,6 +1067,8 @@ fn writer_loop(
 pub struct RedisTrace {
     con: redis::Connection,
     prefix: String,
+    /// Read at most this many of a list, the last written ([`RedisTrace::newest`]).
+    newest: Option<usize>,
 }
 
 impl RedisTrace {
@@ -1081,7 +1083,15 @@ impl RedisTrace {
         Ok(RedisTrace {
             con,
             prefix: prefix.to_string(),
+            newest: None,
         })
+    }
+
+    /// Reads at most `rows` entries of a list, the last written (the newest): a load test's
+    /// receiver of a million rows today is not read whole into one answer.
+    pub fn newest(mut self, rows: usize) -> RedisTrace {
+        self.newest = Some(rows);
+        self
     }
 
     /// The states of a message, oldest first.
@@ -1114,9 +1124,13 @@ impl RedisTrace {
     }
 
     fn list(&mut self, key: &str) -> redis::RedisResult<Vec<serde_json::Value>> {
+        // A list is appended to as rows come: its last entries are the newest.
+        let from = self
+            .newest
+            .map_or(0, |n| -(i64::try_from(n).unwrap_or(i64::MAX)));
         let raw: Vec<String> = redis::cmd("LRANGE")
             .arg(key)
-            .arg(0)
+            .arg(from)
             .arg(-1)
             .query(&mut self.con)?;
         Ok(oldest_first(
