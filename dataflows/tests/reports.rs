@@ -181,6 +181,28 @@ fn reports_match_their_golden_files_on_the_demo() {
             "{stderr}"
         );
     }
+
+    // A trace with a limit (the console's) keeps the newest rows, oldest first: the last of
+    // the whole trace.
+    let tracking = job.parent().unwrap().join("var/tracking");
+    let rows = |limit: Option<usize>| -> Vec<String> {
+        let batches = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let t = tidings_sql::Tracking::open(&tracking).await.unwrap();
+            t.trace(&["user4@example.com".to_string()], None, limit)
+                .await
+                .unwrap()
+        });
+        let table = tidings_sql::json_table(&batches, 1000).unwrap();
+        table["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    };
+    let all = rows(None);
+    assert!(all.len() > 2, "{all:?}");
+    assert_eq!(rows(Some(2)), all[all.len() - 2..], "{all:?}");
 }
 
 /// `tidings sql` over `job` with `script` on its stdin (its history in `history`).

@@ -108,13 +108,15 @@ impl MsgType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdType {
-    /// An internal user id.
+    /// An internal user id (austin's code `userId` is read too).
+    #[serde(alias = "userId")]
     UserId,
     /// A device id.
     Did,
     /// A mobile phone number.
     Phone,
-    /// A WeChat open id.
+    /// A WeChat open id (austin's code `openId` is read too).
+    #[serde(alias = "openId")]
     OpenId,
     /// An email address.
     Email,
@@ -463,6 +465,23 @@ content = "Your code is {$code}."
             err.contains("t.toml") && err.contains("colour") && err.contains("line 8"),
             "{err}"
         );
+    }
+
+    /// austin's own codes `userId` and `openId` name the same receiver kinds as ours.
+    #[test]
+    fn austins_id_type_codes_are_read() {
+        for (code, want) in [
+            ("userId", IdType::UserId),
+            ("user_id", IdType::UserId),
+            ("openId", IdType::OpenId),
+            ("open_id", IdType::OpenId),
+        ] {
+            let text = format!(
+                "[[template]]\nid = 1\nname = \"x\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"{code}\"\naccount = \"a\"\n"
+            );
+            let t = Templates::parse("t.toml", &text).unwrap();
+            assert_eq!(t.get(1).unwrap().id_type, want, "{code}");
+        }
     }
 
     #[test]

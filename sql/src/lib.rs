@@ -363,12 +363,12 @@ impl Tracking {
             "reason",
             "biz_id",
         ])?;
+        // A total order (rows of one `time` are many when a run stamps them alike, as with
+        // `--now`): the newest `limit` are then the last `limit` of the whole trace.
         let order = |ascending| {
-            vec![
-                col("time").sort(ascending, false),
-                col("state_code").sort(ascending, false),
-                col("receiver").sort(ascending, false),
-            ]
+            ["time", "state_code", "receiver", "event_time", "message_id"]
+                .map(|c| col(c).sort(ascending, false))
+                .to_vec()
         };
         let df = match limit {
             None => df.sort(order(true))?,

@@ -82,7 +82,7 @@ fn list(path: PathBuf, format: OutputFormat) -> Result<(), Failure> {
         })
         .collect();
     if rows.is_empty() {
-        eprintln!(
+        tracing::info!(
             "{}: no campaigns (a cron template with cron and crowd)",
             path.display()
         );
@@ -145,7 +145,7 @@ fn send(
         &mut Default::default(),
     )
     .map_err(|e| Failure::Failed(format!("{e:#}")))?;
-    eprintln!(
+    tracing::info!(
         "sent the crowd of template {template} ({n} receiver(s)) to {} as at {}",
         kafka.topic,
         campaign::shown(job.tz, at_ms)

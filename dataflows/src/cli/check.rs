@@ -76,7 +76,7 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
     if failed == 0 {
         Ok(())
     } else {
-        eprintln!("{failed} check(s) failed");
+        tracing::error!("{failed} check(s) failed");
         Err(Failure::Silent)
     }
 }

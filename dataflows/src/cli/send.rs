@@ -52,7 +52,7 @@ pub fn run(args: SendArgs) -> Result<(), Failure> {
         Some(file) => send_file(file, brokers, &kafka.properties, topic)?,
         None => send_one(&args, brokers, &kafka.properties, topic)?,
     };
-    eprintln!("sent {n} request(s) to {topic} on {brokers}");
+    tracing::info!("sent {n} request(s) to {topic} on {brokers}");
     Ok(())
 }
 

@@ -226,8 +226,8 @@ fn watch_formation(c: &Cluster, formed: Arc<Formed>, job: &Job) {
             .wait_timeout_while(done, timeout, |done| !*done)
             .unwrap_or_else(|p| p.into_inner());
         if !*done {
-            eprintln!(
-                "error: {}: the cluster did not form within {} s: process {process} of {} \
+            tracing::error!(
+                "{}: the cluster did not form within {} s: process {process} of {} \
                      waited for the others to connect ({}); start every process with the same \
                      job file, -n, -w and hostfile (--connect-timeout sets the wait)",
                 path.display(),
@@ -302,8 +302,8 @@ fn fail_stop(guards: &timely::communication::WorkerGuards<()>, services: &mut Se
             }
             _ => f,
         };
-        eprintln!(
-            "error: {}: {why}; the job runs again from its newest complete checkpoint",
+        tracing::error!(
+            "{}: {why}; the job runs again from its newest complete checkpoint",
             job.path.display()
         );
         std::process::exit(1);
