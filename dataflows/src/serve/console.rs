@@ -583,10 +583,9 @@ where
         + Send
         + 'static,
 {
-    run_query(s, job, f).await.and_then(|b| {
-        tidings_sql::json_table(&b, MAX_ROWS)
-            .map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response())
-    })
+    let batches = run_query(s, job, f).await?;
+    tidings_sql::json_table(&batches, MAX_ROWS)
+        .map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }
 
 /// Runs `f` over the job's tracking tables, within [`SQL_TIMEOUT`].
