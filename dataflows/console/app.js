@@ -369,13 +369,14 @@ const pages = {
     // windows are per receiver and rendered content (a template and its variables).
     const template = el("input", { id: "state-template", placeholder: "template id", size: 12 });
     const channel = el("input", { id: "state-channel", placeholder: "or channel (frequency)", size: 20 });
-    const variables = el("input", { id: "state-variables", placeholder: 'variables, e.g. {"code": "4711"}', size: 32 });
+    const variables = el("input", { id: "state-variables", placeholder: 'variables, e.g. {"code": "4711", "price": "9.90"}', size: 40 });
     const out = el("div", { id: "state-out" });
     const show = (path) => async () => {
       try { out.replaceChildren(pre(await api("GET", `/jobs/${encodeURIComponent(job())}${path}`), "state-json")); showError(""); }
       catch (err) { showError(err.message); }
     };
     const keyed = (what, withVariables) => () => {
+      if (!receiver.value.trim()) { showError("give a receiver"); return; }
       const q = new URLSearchParams({ receiver: receiver.value.trim() });
       if (template.value.trim()) q.set("template", template.value.trim());
       if (!withVariables && channel.value.trim()) q.set("channel", channel.value.trim());

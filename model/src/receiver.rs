@@ -75,13 +75,13 @@ pub fn receivers_of(
 }
 
 /// The words of every refusal for too many receivers (the send API codes it apart: A0003).
-pub const TOO_MANY_RECEIVERS: &str = " receivers listed, more than ";
+pub const TOO_MANY_SAID: &str = " receivers listed, more than ";
 
 /// Why `list` is refused for holding more than `max` distinct receivers.
 fn too_many(list: &str, max: usize) -> String {
     let listed = list.split(',').filter(|r| !r.trim().is_empty()).count();
     format!(
-        "{listed}{TOO_MANY_RECEIVERS}{max}: at most {max} per message \
+        "{listed}{TOO_MANY_SAID}{max}: at most {max} per message \
          (read up to the {}th distinct one); split them over several messages",
         max.saturating_add(1)
     )

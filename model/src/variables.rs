@@ -133,11 +133,12 @@ impl From<Map<String, Value>> for Variables {
 /// would fill `{$price}` with `9.9`, and an order number of 25 digits with `1.2345…e24`.
 fn value_of(raw: &str) -> serde_json::Result<Value> {
     if let Some(b'-' | b'0'..=b'9') = raw.as_bytes().first() {
-        let n: serde_json::Number = serde_json::from_str(raw)?;
-        if n.is_u64() || n.is_i64() {
-            return Ok(Value::Number(n));
-        }
-        return Ok(Value::String(raw.to_string()));
+        // Beyond a float's range (`1e400`) serde refuses it as a number: its text is kept too
+        // (the raw value already checked its syntax).
+        return Ok(match serde_json::from_str::<serde_json::Number>(raw) {
+            Ok(n) if n.is_u64() || n.is_i64() => Value::Number(n),
+            _ => Value::String(raw.to_string()),
+        });
     }
     serde_json::from_str(raw)
 }
@@ -240,15 +241,17 @@ mod tests {
     /// stays a number, as the hand reader holds it.
     #[test]
     fn a_number_fills_its_placeholder_as_written() {
-        let text = r#"{"price":9.90,"e":1E3,"z":-0,"order":123456789012345678901234,
+        let text = r#"{"price":9.90,"e":1E3,"z":-0,"order":123456789012345678901234,"huge":1e400,
             "n":-7,"u":18446744073709551615,"s":"9.90","t":true,"o":{"a":[1.50]}}"#;
         let vars: Variables = serde_json::from_str(text).unwrap();
-        let rendered =
-            crate::render::render_str("{$price} {$e} {$z} {$order} {$n} {$u} {$s} {$t}", &vars)
-                .unwrap();
+        let rendered = crate::render::render_str(
+            "{$price} {$e} {$z} {$order} {$huge} {$n} {$u} {$s} {$t}",
+            &vars,
+        )
+        .unwrap();
         assert_eq!(
             rendered,
-            "9.90 1E3 -0 123456789012345678901234 -7 18446744073709551615 9.90 true"
+            "9.90 1E3 -0 123456789012345678901234 1e400 -7 18446744073709551615 9.90 true"
         );
         assert_eq!(vars.get("n"), Some(&json!(-7)));
         assert_eq!(vars.get("u"), Some(&json!(u64::MAX)));

@@ -23,6 +23,12 @@ use tidings_model::{DeadLetter, Message, MessageMeta, Templates, ids};
 use crate::SourceRecord;
 use crate::book::{Book, Found};
 
+/// The words of a dead letter for an unknown template, before its id (the send API codes it
+/// apart: A0002).
+pub const UNKNOWN_TEMPLATE: &str = "unknown template ";
+/// The words of a dead letter for a disabled template, between its id and its version (A0002).
+pub const DISABLED: &str = " is disabled (version ";
+
 /// The largest record the validator parses by default: 1 MiB. A larger one is a dead letter
 /// without being parsed.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -159,7 +165,7 @@ impl Validator {
             }
             Found::Disabled { version, at } => {
                 out.dead.push(dead(format!(
-                    "template {} is disabled (version {version}, from event time {})",
+                    "template {}{DISABLED}{version}, from event time {})",
                     request.template_id,
                     crate::live::iso(at)
                 )));
@@ -167,7 +173,7 @@ impl Validator {
             }
             Found::Unknown => {
                 out.dead
-                    .push(dead(format!("unknown template {}", request.template_id)));
+                    .push(dead(format!("{UNKNOWN_TEMPLATE}{}", request.template_id)));
                 return;
             }
         };

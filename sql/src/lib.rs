@@ -488,15 +488,20 @@ impl Tracking {
     }
 }
 
-/// The most memory a process's queries may hold at once ([`limit_memory`]); none unless set.
-static MEMORY_LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+/// The memory every query of this process draws from ([`limit_memory`]); unbounded unless set.
+static MEMORY_POOL: std::sync::OnceLock<Arc<dyn datafusion::execution::memory_pool::MemoryPool>> =
+    std::sync::OnceLock::new();
 
 /// Bounds the memory of every query this process runs from now on to `bytes`: sorts and
 /// aggregations spill to disk beyond it, and a query that cannot fails with DataFusion's
 /// "Resources exhausted" instead of growing the process (`tidings serve`, whose console's
 /// queries share the process with its send API, sets it). The first call's bound holds.
 pub fn limit_memory(bytes: usize) {
-    let _ = MEMORY_LIMIT.set(bytes);
+    // One pool for every session (one per job the console reads), so the bound is the
+    // process's, not each session's.
+    let _ = MEMORY_POOL.set(Arc::new(
+        datafusion::execution::memory_pool::GreedyMemoryPool::new(bytes),
+    ));
 }
 
 /// A session whose local files are read through [`compacted::Compacted`]: every listing
@@ -516,8 +521,8 @@ fn session_leaving_out(
             datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
                 .with_list_files_cache_limit(0),
         );
-    if let Some(&bytes) = MEMORY_LIMIT.get() {
-        runtime = runtime.with_memory_limit(bytes, 1.0);
+    if let Some(pool) = MEMORY_POOL.get() {
+        runtime = runtime.with_memory_pool(pool.clone());
     }
     let runtime = runtime.build_arc()?;
     let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);

@@ -56,7 +56,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Failed(format!("cannot find the tidings binary: {e}")))?;
     let supervisor = Supervisor::open(&args.state_dir, exe)?;
     #[cfg(feature = "sql")]
-    tidings_sql::limit_memory(usize::try_from(args.sql_memory_mb << 20).unwrap_or(usize::MAX));
+    tidings_sql::limit_memory(
+        usize::try_from(args.sql_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+    );
     if let Some(file) = &args.peers {
         let peers = tidings_dataflows::serve::peers::Peers::load(
             file,

@@ -142,14 +142,14 @@ impl Answer {
     /// receivers A0003, anything else A0001.
     fn refused(reasons: &[&str]) -> Answer {
         let why = reasons.join("; ");
+        use tidings_operators::validate::{DISABLED, UNKNOWN_TEMPLATE};
         let (code, text) = if reasons.iter().any(|r| {
-            r.starts_with("unknown template ")
-                || (r.starts_with("template ") && r.contains(" is disabled (version "))
+            r.starts_with(UNKNOWN_TEMPLATE) || (r.starts_with("template ") && r.contains(DISABLED))
         }) {
             (TEMPLATE_NOT_FOUND, "找不到模板或模板已被删除")
         } else if reasons
             .iter()
-            .any(|r| r.contains(tidings_model::receiver::TOO_MANY_RECEIVERS))
+            .any(|r| r.contains(tidings_model::receiver::TOO_MANY_SAID))
         {
             (TOO_MANY_RECEIVERS, "传入的接收者大于100个")
         } else {
@@ -630,14 +630,6 @@ impl Gateway {
                 );
             }
         };
-        // A recall's `data` is null, as austin's RecallService answers.
-        if route == Route::Recall {
-            return Answer {
-                status: StatusCode::OK,
-                body: json!({"code": OK, "msg": "操作成功", "data": null}),
-                retry_after: None,
-            };
-        }
         let data: Vec<Value> = ids
             .into_iter()
             .enumerate()
@@ -649,6 +641,11 @@ impl Gateway {
                 })
             })
             .collect();
+        // A recall's `data` is null, as austin's RecallService answers.
+        let data = match route {
+            Route::Recall => Value::Null,
+            _ => Value::Array(data),
+        };
         Answer {
             status: StatusCode::OK,
             body: json!({"code": OK, "msg": "操作成功", "data": data}),

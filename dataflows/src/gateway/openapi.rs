@@ -22,7 +22,8 @@ pub fn document() -> Value {
             "code": {"type": "string", "example": "0",
                 "description": "austin's codes: 0 accepted; A0001 refused at the door; A0002 template unknown or disabled; A0003 more than 100 receivers; A0401 token; A0429 rate; B0001 broker"},
             "msg": {"type": "string", "example": "操作成功"},
-            "data": {"type": "array", "items": {"$ref": "#/components/schemas/SimpleTaskInfo"}}
+            "data": {"type": "array", "nullable": true, "items": {"$ref": "#/components/schemas/SimpleTaskInfo"},
+                "description": "one per message; null on a refusal and for a recall"}
         },
         "required": ["code", "msg"]
     });

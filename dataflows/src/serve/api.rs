@@ -217,20 +217,17 @@ async fn send_to(
         )
         .into_response();
     }
-    let read_only = |g: &str| {
-        tokens
-            .read
-            .as_ref()
-            .is_some_and(|r| crate::admin::same(g.as_bytes(), r.as_bytes()))
+    let is = |set: &Option<Arc<str>>| {
+        set.as_ref().is_some_and(|t| {
+            given
+                .as_deref()
+                .is_some_and(|g| crate::admin::same(g.as_bytes(), t.as_bytes()))
+        })
     };
+    // The operators' token, and the support staff's (read-only).
+    let (operator, read_only) = (is(&token), is(&tokens.read));
     // A token the service has set, and the caller's is not the service's.
-    let outsider = token.is_some()
-        && !given.as_deref().is_some_and(|g| {
-            read_only(g)
-                || token
-                    .as_ref()
-                    .is_some_and(|t| crate::admin::same(g.as_bytes(), t.as_bytes()))
-        });
+    let outsider = token.is_some() && !operator && !read_only;
     let found = tokio::task::spawn_blocking(move || s.gateway(name.as_deref()))
         .await
         .unwrap_or_else(|e| Err(Refusal::Failed(e.to_string())));
@@ -275,7 +272,7 @@ async fn send_to(
         }
     };
     // The support staff's token reads, never sends, whether or not the job has callers.
-    if given.as_deref().is_some_and(read_only) {
+    if read_only {
         return Answer::new(
             StatusCode::FORBIDDEN,
             UNAUTHORIZED,
@@ -285,11 +282,6 @@ async fn send_to(
         .into_response();
     }
     // The operators' token sends to any job, past its callers too (the console's test send).
-    let operator = token.as_ref().is_some_and(|t| {
-        given
-            .as_deref()
-            .is_some_and(|g| crate::admin::same(g.as_bytes(), t.as_bytes()))
-    });
     if !gateway.has_callers() && token.is_some() && !operator {
         return Answer::new(
             StatusCode::UNAUTHORIZED,

@@ -380,7 +380,8 @@ fn last_rows(
         .into_iter()
         .filter_map(|b| {
             let n = b.num_rows();
-            if skip >= n {
+            // (An empty batch with nothing to skip is kept: it holds the columns.)
+            if skip > 0 && skip >= n {
                 skip -= n;
                 return None;
             }
@@ -603,7 +604,9 @@ where
     let t = tables(s, job).await?;
     // Trace and reports are bounded as typed SQL is: a receiver of millions of rows, or a
     // report over every day, is cut off rather than holding the service's threads.
-    let bounded = tokio::time::timeout(SQL_TIMEOUT, f(t));
+    // The timer is made where the query runs (a timer belongs to the runtime that makes it).
+    let query = f(t);
+    let bounded = async move { tokio::time::timeout(SQL_TIMEOUT, query).await };
     let ran = match queries() {
         // Cancelled if the caller goes away first (its handler dropped).
         Some(runtime) => {

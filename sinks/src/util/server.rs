@@ -33,8 +33,11 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// The longest an answer's write may wait for the client to read (a client that asks and
-/// never reads would hold its connection, and a slot, for ever).
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// never reads would hold its connection, and a slot, for ever). A minute: Linux wakes a
+/// blocked writer only once a third of the socket's send buffer has drained, which a client
+/// reading slowly but steadily may take many seconds to do. (10 s in this crate's own tests,
+/// which wait it out.)
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(if cfg!(test) { 10 } else { 60 });
 /// How long a stop waits for the requests being answered (the send API's answer from the
 /// broker takes at most 10 s, after a template change it waits for, which takes as long).
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
