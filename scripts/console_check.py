@@ -84,7 +84,9 @@ try:
     # Submit the job; wait until its file is read (stopped) and its rows are there. What is
     # typed survives the list's refresh (every 3 s) first.
     driver.find_element(By.ID, "submit-path").send_keys(job_path)
-    time.sleep(3.5)
+    drawn = driver.find_element(By.CSS_SELECTOR, "#jobs tbody").get_attribute("data-refreshes")
+    WebDriverWait(driver, 15).until(lambda d: d.find_element(
+        By.CSS_SELECTOR, "#jobs tbody").get_attribute("data-refreshes") != drawn)
     typed = driver.find_element(By.ID, "submit-path").get_attribute("value")
     check(typed == job_path, f"the jobs list's refresh wiped what was typed: {typed!r}")
     driver.find_element(By.ID, "submit-job").click()

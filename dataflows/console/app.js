@@ -161,7 +161,12 @@ const pages = {
         el("button", { class: "plain", on: { click: act(j.name, "delete") } }, "Delete"))));
     // Already shown (a refresh): only the rows change, so what is typed in the form stays.
     const body = $("#jobs tbody");
-    if (body && $("#submit-form")) { body.replaceChildren(...rows); return; }
+    if (body && $("#submit-form")) {
+      body.replaceChildren(...rows);
+      // How many times the rows were drawn again (the browser test waits on it).
+      body.dataset.refreshes = String(Number(body.dataset.refreshes || 0) + 1);
+      return;
+    }
     main.replaceChildren(el("h1", {}, "Jobs"), submit,
       el("table", { id: "jobs" }, el("thead", {}, el("tr", {}, ["name", "state", "pid", "restarts", "started", "last exit", ""].map((c) => el("th", {}, c)))),
         el("tbody", {}, rows)));

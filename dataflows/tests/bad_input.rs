@@ -116,6 +116,11 @@ fn austin_shaped_params_decide_alike_on_any_worker_count() {
             2,
             serde_json::json!({"code": "send", "messageTemplateId": 1, "messageParamList": list}),
         ),
+        // A price written as the number 9.90: its text fills the content on every worker.
+        line(3, serde_json::json!("PAYLOAD")).replace(
+            r#""\"PAYLOAD\"""#,
+            r#""{\"code\":\"send\",\"messageTemplateId\":1,\"messageParam\":{\"receiver\":\"13900139002\",\"variables\":{\"v\":9.90}}}""#,
+        ),
     ];
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let decided = |workers: usize| {
@@ -131,12 +136,13 @@ fn austin_shaped_params_decide_alike_on_any_worker_count() {
             .iter()
             .map(|e| {
                 format!(
-                    "{} {} {} {:?} {:?}",
+                    "{} {} {} {:?} {:?} {}",
                     e.meta.message_id,
                     e.receiver,
                     e.state.name(),
                     e.meta.biz_id,
-                    e.reason
+                    e.reason,
+                    e.meta.content
                 )
             })
             .collect();
@@ -160,6 +166,11 @@ fn austin_shaped_params_decide_alike_on_any_worker_count() {
         "{rows:#?}"
     );
     assert!(!rows.iter().any(|r| r.contains("13900139001")), "{rows:#?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(" 13900139002 SEND_SUCCESS ") && r.contains("hi 9.90")),
+        "{rows:#?}"
+    );
     let blank: Vec<_> = letters
         .iter()
         .filter(|l| l.1.contains("empty or blank"))

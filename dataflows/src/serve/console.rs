@@ -608,16 +608,22 @@ where
     let query = f(t);
     let bounded = async move { tokio::time::timeout(SQL_TIMEOUT, query).await };
     let ran = match queries() {
-        // Cancelled if the caller goes away first (its handler dropped).
+        // Cancelled if the caller goes away first (its handler dropped: a JoinSet aborts
+        // its tasks when dropped).
         Some(runtime) => {
-            let mut task = Aborting(runtime.spawn(bounded));
-            (&mut task.0).await.map_err(|e| {
+            let mut task = tokio::task::JoinSet::new();
+            task.spawn_on(bounded, runtime.handle());
+            let failed = |why: String| {
                 Problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the query failed: {e}"),
+                    format!("the query failed: {why}"),
                 )
                 .into_response()
-            })?
+            };
+            match task.join_next().await {
+                Some(joined) => joined.map_err(|e| failed(e.to_string()))?,
+                None => return Err(failed("its task was not run".into())),
+            }
         }
         None => bounded.await,
     };
@@ -650,13 +656,4 @@ fn queries() -> Option<&'static tokio::runtime::Runtime> {
                 .ok()
         })
         .as_ref()
-}
-
-/// A task aborted when dropped.
-struct Aborting<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for Aborting<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

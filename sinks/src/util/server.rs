@@ -48,6 +48,8 @@ pub struct Server {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// A permit per connection not open.
+    slots: Arc<Semaphore>,
 }
 
 impl Server {
@@ -81,14 +83,22 @@ impl Server {
             .build()?;
         let (stop, stopped) = oneshot::channel();
         let loopback = loopback_names_only && addr.ip().is_loopback();
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let open = slots.clone();
         let thread = std::thread::Builder::new()
             .name(format!("http {addr}"))
-            .spawn(move || runtime.block_on(accept(listener, router, loopback, stopped)))?;
+            .spawn(move || runtime.block_on(accept(listener, router, loopback, open, stopped)))?;
         Ok(Server {
             addr,
             stop: Some(stop),
             thread: Some(thread),
+            slots,
         })
+    }
+
+    /// The connections open now.
+    pub fn connections(&self) -> usize {
+        MAX_CONNECTIONS - self.slots.available_permits()
     }
 
     /// Stops listening, lets the requests being answered finish (at most [`STOP_GRACE`]) and
@@ -220,6 +230,7 @@ async fn accept(
     listener: std::net::TcpListener,
     router: Router,
     loopback: bool,
+    slots: Arc<Semaphore>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -236,7 +247,6 @@ async fn accept(
         ))
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(MAX_BODY));
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -613,28 +623,51 @@ mod tests {
         let mut s = TcpStream::connect(server.addr).unwrap();
         s.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
-        std::thread::sleep(WRITE_TIMEOUT + Duration::from_secs(3));
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut got = 0usize;
-        let mut buf = vec![0u8; 1 << 16];
-        let ended = loop {
-            match s.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(n) => got += n,
-                Err(e) => {
-                    break !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    );
-                }
+        // Nothing read until the server has taken the connection and then let it go (its
+        // slot back).
+        let waited = Instant::now();
+        let wait_for = |open: usize| {
+            while server.connections() != open {
+                assert!(
+                    waited.elapsed() < WRITE_TIMEOUT + Duration::from_secs(10),
+                    "{} connection(s) open after {:?}, not {open}",
+                    server.connections(),
+                    waited.elapsed()
+                );
+                std::thread::park_timeout(Duration::from_millis(100));
             }
         };
+        wait_for(1);
+        wait_for(0);
+        assert!(waited.elapsed() >= WRITE_TIMEOUT - Duration::from_secs(1));
+        let (got, ended) = read_until_closed(&mut s, Duration::from_secs(5));
         assert!(ended, "the connection was left open after {got} bytes");
         assert!(got > 0 && got < BIG, "read {got} of {BIG} bytes");
         // The server still answers.
         let answer = ask(server.addr, b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n");
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
         server.stop();
+    }
+
+    /// Reads `s` until the server closes it (`true`) or nothing comes for `quiet` (`false`):
+    /// the bytes read, and which.
+    fn read_until_closed(s: &mut TcpStream, quiet: Duration) -> (usize, bool) {
+        s.set_read_timeout(Some(quiet)).unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (got, true),
+                Ok(n) => got += n,
+                Err(e) => {
+                    let closed = !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    );
+                    return (got, closed);
+                }
+            }
+        }
     }
 
     /// 100 idle connections and 64 slow-loris ones (a byte of a head, then nothing) are held
@@ -667,23 +700,9 @@ mod tests {
         // A slow head and an idle connection are each closed by the server within the head
         // timeout (read gives 0 or an error, never a hang past the bound).
         for s in [&mut slow[63], &mut held[99]] {
-            s.set_read_timeout(Some(HEAD_TIMEOUT + Duration::from_secs(5)))
-                .unwrap();
             let waited = Instant::now();
-            let mut buf = [0u8; 256];
             // Whatever hyper says before closing (perhaps a 408), the connection ends.
-            let closed = loop {
-                match s.read(&mut buf) {
-                    Ok(0) => break true,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        break !matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        );
-                    }
-                }
-            };
+            let (_, closed) = read_until_closed(s, HEAD_TIMEOUT + Duration::from_secs(5));
             assert!(
                 closed && waited.elapsed() < HEAD_TIMEOUT + Duration::from_secs(2),
                 "closed: {closed} after {:?}",
