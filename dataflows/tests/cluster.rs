@@ -694,7 +694,8 @@ fn a_fail_stopped_process_spools_what_it_owed_redis() {
 /// Each process of a cluster keeps its own recall book (the calls its workers made); a recall
 /// asks every process and merges their answers. 24 WeCom messages over 4 partitions, then a
 /// recall naming half of them and an unknown id, and a recall of the whole template: every
-/// receiver is recalled once and only the unknown id fails, on 2 processes as on 1.
+/// receiver is recalled once and only the unknown id fails, on 2 processes as on 1, and on 1
+/// after 2 sent (process 0 takes in the book of the process the cluster no longer has).
 #[test]
 fn a_recall_in_a_cluster_reaches_the_calls_of_every_process() {
     const T0: i64 = 1_763_776_800_000; // NOW
@@ -712,7 +713,9 @@ fn a_recall_in_a_cluster_reaches_the_calls_of_every_process() {
         serde_json::json!({"ts": ts, "key": "k", "payload": payload.to_string()}).to_string()
     };
     let mut seen = Vec::new();
-    for (processes, workers) in [(2, 1), (1, 2)] {
+    for ((processes, workers), (recall_processes, recall_workers)) in
+        [((2, 1), (2, 1)), ((1, 2), (1, 2)), ((2, 1), (1, 2))]
+    {
         let dir = tempfile::tempdir().unwrap();
         let job = common::write_job(dir.path(), template, "", accounts);
         let text = std::fs::read_to_string(&job)
@@ -767,7 +770,14 @@ fn a_recall_in_a_cluster_reaches_the_calls_of_every_process() {
                 vec![recall(T0 - 90_000, &[])],
             ],
         );
-        run(&job, workers, processes);
+        run(&job, recall_workers, recall_processes);
+        let orphan = dir.path().join("var/state/recall/p1");
+        assert_eq!(
+            orphan.exists(),
+            recall_processes == 2,
+            "{}",
+            orphan.display()
+        );
         let recalled = common::sql_csv(
             &tracking,
             "SELECT receiver, message_id, state, coalesce(reason, '') FROM events \
@@ -779,13 +789,21 @@ fn a_recall_in_a_cluster_reaches_the_calls_of_every_process() {
             .filter(|l| l.contains("RECALL_SUCCESS"))
             .copied()
             .collect();
-        assert_eq!(ok.len(), 24, "{processes} x {workers}: {recalled}");
+        assert_eq!(
+            ok.len(),
+            24,
+            "{processes} x {workers}, then {recall_processes} x {recall_workers}: {recalled}"
+        );
         let failed: Vec<&str> = lines
             .iter()
             .filter(|l| l.contains("RECALL_FAIL"))
             .copied()
             .collect();
-        assert_eq!(failed.len(), 1, "{processes} x {workers}: {recalled}");
+        assert_eq!(
+            failed.len(),
+            1,
+            "{processes} x {workers}, then {recall_processes} x {recall_workers}: {recalled}"
+        );
         assert!(
             failed[0].contains("no-such-message") && failed[0].contains("not recallable"),
             "{failed:?}"

@@ -130,11 +130,16 @@ impl Services {
         // state directory, and one book rewritten by two at their start failed one's start
         // (its rename found the other's file gone) or lost one's appends (to a file the
         // other's rename replaced). A recall finds the calls its own process made.
-        let recall = match process {
-            0 => job.state_dir.join("recall"),
-            p => job.state_dir.join("recall").join(format!("p{p}")),
+        // Process 0 takes in the books of processes the cluster no longer has (as their
+        // spools): the calls they made stay recallable after the cluster shrank.
+        let adopt: Vec<PathBuf> = match process {
+            0 => (processes(opts) as usize..)
+                .map(|p| recall_dir(&job.state_dir, p))
+                .take_while(|d| d.is_dir())
+                .collect(),
+            _ => Vec::new(),
         };
-        accounts.keep_recall_books(&recall, wall_ms())?;
+        accounts.keep_recall_books(&recall_dir(&job.state_dir, process), wall_ms(), &adopt)?;
         let (route_of, route_by_name) = routes(job, &accounts);
         let queues = Arc::new(Queues::build(
             &job.file.accounts,
@@ -361,6 +366,14 @@ fn sends_whole(job: &Job, process: usize, name: &str) -> bool {
 /// The number of processes of the run.
 fn processes(opts: &RunOptions) -> u32 {
     opts.cluster.as_ref().map_or(1, |c| c.processes()) as u32
+}
+
+/// The recall books of process `p` (processes on one machine share the state directory).
+fn recall_dir(state_dir: &Path, p: usize) -> PathBuf {
+    match p {
+        0 => state_dir.join("recall"),
+        p => state_dir.join("recall").join(format!("p{p}")),
+    }
 }
 
 /// The spool directory of process `p`: each process of a cluster spools its own rows, and

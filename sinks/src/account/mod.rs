@@ -484,13 +484,27 @@ impl Accounts {
 
     /// Keeps each recall-channel account's recallable messages in `dir/<account>.jsonl`
     /// (loaded now, so a recall reaches messages sent before a restart). Without it they
-    /// are kept in memory only.
-    pub fn keep_recall_books(&mut self, dir: &Path, now: i64) -> std::io::Result<()> {
+    /// are kept in memory only. Each account's book also takes in its books under the
+    /// directories `adopt` (of processes a cluster no longer has), which are removed once
+    /// empty.
+    pub fn keep_recall_books(
+        &mut self,
+        dir: &Path,
+        now: i64,
+        adopt: &[std::path::PathBuf],
+    ) -> std::io::Result<()> {
         for a in self.list.iter_mut().filter(|a| a.channel.supports_recall()) {
-            a.book = Arc::new(crate::recall::RecallBook::open(
-                &dir.join(format!("{}.jsonl", a.name)),
+            let file = format!("{}.jsonl", a.name);
+            let others: Vec<_> = adopt.iter().map(|d| d.join(&file)).collect();
+            a.book = Arc::new(crate::recall::RecallBook::open_adopting(
+                &dir.join(&file),
                 now,
+                &others,
             )?);
+        }
+        for d in adopt {
+            // Books of accounts the job no longer has stay (as in `dir`).
+            let _ = std::fs::remove_dir(d);
         }
         Ok(())
     }

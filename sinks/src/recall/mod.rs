@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -54,30 +54,21 @@ pub struct RecallBook {
 impl RecallBook {
     /// Loads (and from now on appends to) `path`; entries sent before `now - 24 h` are dropped.
     pub fn open(path: &Path, now: i64) -> std::io::Result<RecallBook> {
+        RecallBook::open_adopting(path, now, &[])
+    }
+
+    /// Loads `path` as [`RecallBook::open`] and takes in the books `adopt` (those a cluster's
+    /// processes kept that the cluster no longer has: its calls stay recallable after it
+    /// shrank). The merged book replaces `path` before the adopted files are removed; a crash
+    /// between the two reads them again next time, and a line already held is not kept twice.
+    pub fn open_adopting(path: &Path, now: i64, adopt: &[PathBuf]) -> std::io::Result<RecallBook> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let mut entries = HashMap::new();
-        if let Ok(f) = File::open(path) {
-            for line in BufReader::new(f).split(b'\n') {
-                // A torn last line (a crash mid-write) is skipped, and gone once the book is
-                // rewritten below.
-                let line = line?;
-                let Ok(e) = serde_json::from_slice::<Entry>(&line) else {
-                    if !line.trim_ascii().is_empty() {
-                        tracing::warn!(
-                            "{}: a line that is not a whole record ({} bytes) is dropped",
-                            path.display(),
-                            line.len()
-                        );
-                    }
-                    continue;
-                };
-                if e.recalled {
-                    remove(&mut entries, &e.message_id, &e.reference);
-                } else if e.time >= now - RECALL_WINDOW_MS {
-                    entries.entry(e.message_id.clone()).or_default().push(e);
-                }
+        for file in std::iter::once(path).chain(adopt.iter().map(PathBuf::as_path)) {
+            if let Ok(f) = File::open(file) {
+                load(file, f, now, &mut entries)?;
             }
         }
         // Rewrite what is still live, so the file does not grow forever.
@@ -89,6 +80,12 @@ impl RecallBook {
         let tmp = path.with_extension("jsonl.tmp");
         std::fs::write(&tmp, &body)?;
         std::fs::rename(&tmp, path)?;
+        for file in adopt {
+            match std::fs::remove_file(file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         let file = OpenOptions::new().append(true).open(path)?;
         Ok(RecallBook {
             entries: Mutex::new(entries),
@@ -172,6 +169,40 @@ impl RecallBook {
             });
         }
     }
+}
+
+/// Reads a book's lines into `entries`: a recalled line removes its call, a call sent before
+/// `now - 24 h` or already held is left out.
+fn load(
+    path: &Path,
+    f: File,
+    now: i64,
+    entries: &mut HashMap<String, Vec<Entry>>,
+) -> std::io::Result<()> {
+    for line in BufReader::new(f).split(b'\n') {
+        // A torn last line (a crash mid-write) is skipped, and gone once the book is
+        // rewritten.
+        let line = line?;
+        let Ok(e) = serde_json::from_slice::<Entry>(&line) else {
+            if !line.trim_ascii().is_empty() {
+                tracing::warn!(
+                    "{}: a line that is not a whole record ({} bytes) is dropped",
+                    path.display(),
+                    line.len()
+                );
+            }
+            continue;
+        };
+        if e.recalled {
+            remove(entries, &e.message_id, &e.reference);
+        } else if e.time >= now - RECALL_WINDOW_MS {
+            let calls = entries.entry(e.message_id.clone()).or_default();
+            if !calls.contains(&e) {
+                calls.push(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a recall of event time `up_to` at wall-clock `now` can take back `e`.
@@ -278,5 +309,44 @@ mod tests {
         .unwrap();
         let book = RecallBook::open(&path, now).unwrap();
         assert_eq!(ids(&book, 2_000), ["before", "old-book", "same"]);
+    }
+
+    /// A book of a process the cluster no longer has is taken in whole (its recalls too) and
+    /// its file removed; read again after a crash between the two, nothing is held twice.
+    #[test]
+    fn an_adopted_book_is_merged_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("recall/acc.jsonl");
+        let other = dir.path().join("recall/p1/acc.jsonl");
+        let now = 100 * RECALL_WINDOW_MS;
+        let book = RecallBook::open(&own, now).unwrap();
+        book.record(entry("a", now - 10));
+        drop(book);
+        let book = RecallBook::open(&other, now).unwrap();
+        let (mut b1, mut b2) = (entry("b", now - 5), entry("b", now - 5));
+        b1.receivers = vec!["u1".into()];
+        b2.receivers = vec!["u2".into()];
+        book.record(b1);
+        book.record(b2);
+        book.record(entry("c", now - 4));
+        book.forget("c", "ref-c");
+        drop(book);
+        let kept = std::fs::read(&other).unwrap();
+        let book = RecallBook::open_adopting(&own, now, std::slice::from_ref(&other)).unwrap();
+        assert!(!other.exists(), "the adopted file is removed");
+        let calls = |b: &RecallBook, id| b.get(id, now, 0).len();
+        assert_eq!(
+            (calls(&book, "a"), calls(&book, "b"), calls(&book, "c")),
+            (1, 2, 0),
+            "two calls of b (outbox calls share a reference), c recalled"
+        );
+        drop(book);
+        // A crash after the merged book replaced ours, before the other was removed.
+        std::fs::write(&other, kept).unwrap();
+        let book = RecallBook::open_adopting(&own, now, std::slice::from_ref(&other)).unwrap();
+        assert_eq!((calls(&book, "a"), calls(&book, "b")), (1, 2));
+        assert_eq!(book.of_template(6, now, 0).len(), 2);
+        let lines = std::fs::read_to_string(&own).unwrap();
+        assert_eq!(lines.lines().count(), 3, "{lines}");
     }
 }
