@@ -126,6 +126,22 @@ pub struct GatewayConfig {
     /// a loopback address.
     #[serde(default)]
     pub callers: BTreeMap<String, CallerConfig>,
+    /// The HTTP status of a send, batchSend or recall answer: `"tidings"` (default) says what
+    /// happened (400, 401, 429, 503...); `"austin"` answers 200 with the code in the body, as
+    /// austin does (clients whose HTTP library throws on a 4xx).
+    #[serde(default)]
+    pub http_status: HttpStatus,
+}
+
+/// `gateway.http_status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpStatus {
+    /// The status says what happened.
+    #[default]
+    Tidings,
+    /// 200 for every answer with a code, as austin.
+    Austin,
 }
 
 /// `[gateway.callers.NAME]`.
@@ -151,6 +167,8 @@ pub struct GatewaySettings {
     pub bind: std::net::SocketAddr,
     /// The callers (none: anyone on loopback).
     pub callers: Vec<Caller>,
+    /// The statuses of the send routes' answers.
+    pub http_status: HttpStatus,
 }
 
 /// One caller of the send API.
@@ -183,6 +201,7 @@ fn gateway_settings(
     let default = GatewayConfig {
         bind: default_gateway_bind(),
         callers: BTreeMap::new(),
+        http_status: HttpStatus::default(),
     };
     let g = config.unwrap_or(&default);
     let bind = g.bind.parse().unwrap_or_else(|_| {
@@ -240,7 +259,11 @@ fn gateway_settings(
             ),
         );
     }
-    GatewaySettings { bind, callers }
+    GatewaySettings {
+        bind,
+        callers,
+        http_status: g.http_status,
+    }
 }
 
 /// Expands every `${NAME}` in `v` from the environment, whole or inside a longer string

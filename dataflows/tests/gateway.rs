@@ -418,6 +418,92 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
 /// A request the broker refuses as too large is refused 400 (split it), not 503 (retry):
 /// sent again it is refused again. Here the job's producer takes records of at most 1,000
 /// bytes (`message.max.bytes`, refused by the client as a broker's own limit refuses it).
+/// `gateway.http_status = "austin"`: every answer with a code is HTTP 200, the code in the
+/// body as austin answers (a RestTemplate client reads it instead of catching a 4xx); the rate
+/// refusal keeps its Retry-After; an answer without a code (a cross-site post) keeps its
+/// status.
+#[test]
+fn with_austin_statuses_every_coded_answer_is_200() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path());
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "[gateway]\nbind = \"127.0.0.1:0\"\n",
+        "[gateway]\nbind = \"127.0.0.1:0\"\nhttp_status = \"austin\"\n",
+    );
+    assert!(text.contains("http_status"));
+    std::fs::write(&job, text).unwrap();
+    let gw = start(&job);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", gw.url);
+    rt.block_on(async {
+        let unknown = json!({"code": "send", "messageTemplateId": 99,
+            "messageParam": {"receiver": "13800138000", "variables": {"v": "x"}}});
+        let many: Vec<String> = (0..101).map(|i| format!("1380013{i:04}")).collect();
+        let cases = [
+            (
+                "/send",
+                Some("bulk-token"),
+                send_body("13800138000", "x"),
+                "0",
+            ),
+            ("/send", Some("bulk-token"), unknown, "A0002"),
+            (
+                "/send",
+                Some("bulk-token"),
+                send_body(&many.join(","), "x"),
+                "A0003",
+            ),
+            (
+                "/send",
+                Some("bulk-token"),
+                json!({"code": "send"}),
+                "A0001",
+            ),
+            ("/send", None, send_body("13800138000", "x"), "A0401"),
+            (
+                "/recall",
+                Some("bulk-token"),
+                json!({"code": "recall", "messageTemplateId": 99}),
+                "A0002",
+            ),
+        ];
+        for (path, token, body, code) in cases {
+            let (status, v) = post(&client, &url(path), token, &body).await;
+            assert_eq!(
+                (status, v["code"].as_str()),
+                (200, Some(code)),
+                "{path}: {v}"
+            );
+        }
+        let mut codes = Vec::new();
+        for i in 0..3 {
+            let r = client
+                .post(url("/send"))
+                .bearer_auth("slow-token")
+                .json(&send_body(&format!("1390013900{i}"), "s"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            let retry = r.headers().get("retry-after").is_some();
+            let v: Value = r.json().await.unwrap();
+            codes.push((v["code"].as_str().unwrap().to_string(), retry));
+        }
+        let want = [("0", false), ("0", false), ("A0429", true)];
+        assert_eq!(codes, want.map(|(c, r)| (c.to_string(), r)));
+        let r = client
+            .post(url("/send"))
+            .bearer_auth("bulk-token")
+            .header("Sec-Fetch-Site", "cross-site")
+            .json(&send_body("13800138000", "x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+    });
+}
+
 #[test]
 fn a_request_too_large_for_the_broker_is_told_to_split_not_to_retry() {
     let dir = tempfile::tempdir().unwrap();

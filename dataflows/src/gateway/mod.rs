@@ -101,6 +101,8 @@ pub struct Gateway {
     /// in the same millisecond would be in effect at the request's event time, `at <= t`).
     stamped: std::sync::atomic::AtomicI64,
     callers: Callers,
+    /// `gateway.http_status = "austin"`: a send route's coded answer is HTTP 200.
+    austin_status: bool,
     /// Where a campaign's crowd is read from, and the job's zone (a campaign put is checked
     /// as the job file's are).
     crowd_dir: std::path::PathBuf,
@@ -212,6 +214,7 @@ impl Gateway {
             stamped: std::sync::atomic::AtomicI64::new(i64::MIN),
             accounts: job.file.accounts.clone(),
             callers: Callers::new(&job.gateway.callers),
+            austin_status: job.gateway.http_status == crate::job::HttpStatus::Austin,
             crowd_dir: job.crowd_dir.clone(),
             tz: job.tz,
         })
@@ -513,8 +516,12 @@ impl Gateway {
         operator: bool,
     ) -> Answer {
         let start = std::time::Instant::now();
-        let answer = self.answer(route, headers, body, operator).await;
+        let mut answer = self.answer(route, headers, body, operator).await;
         let code = answer.body["code"].as_str().unwrap_or("");
+        if self.austin_status && !code.is_empty() {
+            // austin answers every refusal 200, the code in the body (Retry-After stays).
+            answer.status = StatusCode::OK;
+        }
         let path = match route {
             Route::Send => "/send",
             Route::BatchSend => "/batchSend",
