@@ -13,6 +13,9 @@ let loadError = false;
 
 // For a page: whether the route it was drawn for is still the one shown.
 function current() { const gen = seq; return () => gen === seq; }
+// For a button: whether the page it was pressed on is still open (its refreshes included), so
+// a late answer neither shows its error over nor redraws a page opened since.
+function onPage() { const at = location.hash; return () => location.hash === at; }
 
 function token() { return sessionStorage.getItem("tidings-token") || ""; }
 function job() { return sessionStorage.getItem("tidings-job") || ""; }
@@ -142,15 +145,17 @@ const pages = {
     const path = el("input", { id: "submit-path", placeholder: "/abs/path/job.toml", size: 50 });
     const submit = el("form", { id: "submit-form", on: { submit: async (e) => {
       e.preventDefault();
-      try { await api("POST", "/jobs", { path: path.value }); path.value = ""; showError(""); route(); }
-      catch (err) { showError(err.message); }
+      const here = onPage();
+      try { await api("POST", "/jobs", { path: path.value }); path.value = ""; if (here()) { showError(""); route(); } }
+      catch (err) { if (here()) showError(err.message); }
     } } }, el("div", { class: "row" }, path, el("button", { type: "submit", id: "submit-job" }, "Submit job")));
     const act = (name, what) => async () => {
+      const here = onPage();
       try {
         if (what === "delete") await api("DELETE", "/jobs/" + encodeURIComponent(name));
         else await api("POST", `/jobs/${encodeURIComponent(name)}/${what}`);
-        showError(""); route();
-      } catch (err) { showError(err.message); }
+        if (here()) { showError(""); route(); }
+      } catch (err) { if (here()) showError(err.message); }
     };
     const rows = jobs.map((j) => el("tr", { "data-job": j.name },
       el("td", {}, el("a", { href: "#/job/" + encodeURIComponent(j.name) }, j.name)),
@@ -233,30 +238,34 @@ const pages = {
       const source = el("textarea", { id: "template-json", rows: 12 });
       source.value = JSON.stringify(editable, null, 2);
       const change = (path, body) => async () => {
+        const here = onPage();
         try {
           const r = await api("POST", `/jobs/${encodeURIComponent(job())}/templates${path}`, body === undefined ? undefined : body());
+          if (!here()) return;
           showError("");
           await pages.templates();
-          $("#editor").append(el("p", { id: "saved" }, `saved: template ${r.data.id} version ${r.data.version} from ${new Date(r.data.eventTime).toISOString()} (${r.data.source})`));
-        } catch (err) { showError(err.message); }
+          if (here()) $("#editor").append(el("p", { id: "saved" }, `saved: template ${r.data.id} version ${r.data.version} from ${new Date(r.data.eventTime).toISOString()} (${r.data.source})`));
+        } catch (err) { if (here()) showError(err.message); }
       };
       const parse = () => JSON.parse(source.value);
       box.replaceChildren(el("h2", {}, `Template ${t.id}: ${t.name}`), pre(t.content, "template-content"),
         ...Object.entries(inputs).map(([k, i]) => el("div", { class: "row" }, el("label", {}, k + " "), i)),
         el("div", { class: "row" },
           el("button", { id: "do-preview", on: { click: async () => {
+            const here = onPage();
             try { const p = await api("POST", `/jobs/${encodeURIComponent(job())}/preview`, { template: t.id, variables: vars() });
               out.replaceChildren(el("h2", {}, "Rendered"), pre(p.rendered, "rendered"),
                 p.too_long ? el("p", { class: "state-failed", id: "too-long" }, "Too long for the channel: a request with these values would be a dead letter: " + p.too_long) : null,
-                el("h2", {}, "Rules that apply"), pre(p.rules, "rules")); showError(""); }
+                el("h2", {}, "Rules that apply"), pre(p.rules, "rules")); if (here()) showError(""); }
             catch (err) { out.replaceChildren(el("p", { class: "state-failed", id: "render-error" }, err.message)); }
           } } }, "Preview"),
           receiver,
           el("button", { id: "test-send", on: { click: async () => {
+            const here = onPage();
             try { const r = await api("POST", `/jobs/${encodeURIComponent(job())}/send`, { code: "send", messageTemplateId: t.id,
                 messageParam: { receiver: receiver.value, variables: vars() } });
-              out.replaceChildren(el("p", { id: "sent" }, "sent: messageId ", (r.data && r.data[0] && r.data[0].messageId) || "")); showError(""); }
-            catch (err) { showError(err.message); }
+              out.replaceChildren(el("p", { id: "sent" }, "sent: messageId ", (r.data && r.data[0] && r.data[0].messageId) || "")); if (here()) showError(""); }
+            catch (err) { if (here()) showError(err.message); }
           } } }, "Test send")),
         out,
         el("h2", {}, "Edit"), source,
@@ -278,6 +287,7 @@ const pages = {
     const message = el("input", { id: "trace-message", placeholder: "messageId", value: q.get("message") || "" });
     const out = el("div", { id: "trace-out" });
     const run = async () => {
+      const here = onPage();
       const params = new URLSearchParams();
       if (receiver.value) params.set("receiver", receiver.value);
       if (message.value) params.set("message", message.value);
@@ -296,8 +306,8 @@ const pages = {
         parts.push(el("h2", {}, "History (Parquet)"), el("p", { class: "muted", id: "timeline-note" }, `${t.rows.length} state(s), oldest first` +
             (t.truncated ? ": the newest only, older ones left out (narrow it to a messageId, or ask SQL)" : "")), table(t.columns, t.rows, "timeline"));
         out.replaceChildren(...parts);
-        showError("");
-      } catch (err) { showError(err.message); }
+        if (here()) showError("");
+      } catch (err) { if (here()) showError(err.message); }
     };
     main.replaceChildren(el("h1", {}, "Why did (or didn't) they get it?"),
       el("form", { on: { submit: (e) => { e.preventDefault(); run(); } } },
@@ -317,6 +327,7 @@ const pages = {
     const receiver = el("input", { id: "report-receiver", placeholder: "receiver (all)", size: 18 });
     const out = el("div", { id: "report-out" });
     const run = async () => {
+      const here = onPage();
       const body = {};
       if (date.value.trim()) body.date = date.value.trim();
       // Not an integer: sent as typed, and the service says what it wants (Number("7x") was
@@ -334,8 +345,8 @@ const pages = {
           parts.push(barChart(r.rows.map((x) => [x.slice(0, n - 1).join(" · "), x[n - 1]])));
         }
         out.replaceChildren(...parts);
-        showError("");
-      } catch (err) { showError(err.message); }
+        if (here()) showError("");
+      } catch (err) { if (here()) showError(err.message); }
     };
     main.replaceChildren(el("h1", {}, "Reports"),
       el("div", { class: "row" }, pick, date, template, receiver, el("button", { id: "report-run", on: { click: run } }, "Run")),
@@ -350,6 +361,7 @@ const pages = {
     text.value = sessionStorage.getItem("tidings-sql") || "SELECT state, count(*) AS n FROM events GROUP BY state ORDER BY n DESC";
     const out = el("div", { id: "sql-out" });
     const run = async () => {
+      const here = onPage();
       sessionStorage.setItem("tidings-sql", text.value);
       try {
         const r = await api("POST", `/jobs/${encodeURIComponent(job())}/sql`, { query: text.value });
@@ -357,8 +369,8 @@ const pages = {
         if (r.truncated) parts.unshift(el("p", { class: "muted" }, "first rows only"));
         if (r.columns.length === 2 && r.rows.length && r.rows.every((x) => typeof x[1] === "number")) parts.push(barChart(r.rows));
         out.replaceChildren(...parts);
-        showError("");
-      } catch (err) { showError(err.message); }
+        if (here()) showError("");
+      } catch (err) { if (here()) showError(err.message); }
     };
     main.replaceChildren(el("h1", {}, "SQL over events and dead_letters"), text,
       el("div", { class: "row" }, el("button", { id: "sql-run", on: { click: run } }, "Run"),
@@ -377,8 +389,9 @@ const pages = {
     const variables = el("input", { id: "state-variables", placeholder: 'variables, e.g. {"code": "4711", "price": "9.90"}', size: 40 });
     const out = el("div", { id: "state-out" });
     const show = (path) => async () => {
-      try { out.replaceChildren(pre(await api("GET", `/jobs/${encodeURIComponent(job())}${path}`), "state-json")); showError(""); }
-      catch (err) { showError(err.message); }
+      const here = onPage();
+      try { out.replaceChildren(pre(await api("GET", `/jobs/${encodeURIComponent(job())}${path}`), "state-json")); if (here()) showError(""); }
+      catch (err) { if (here()) showError(err.message); }
     };
     const keyed = (what, withVariables) => () => {
       if (!receiver.value.trim()) { showError("give a receiver"); return; }
