@@ -46,6 +46,13 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let token = args.token.filter(|t| !t.is_empty());
+    if token.is_none() && args.read_token.as_deref().is_some_and(|t| !t.is_empty()) {
+        // Without an operators' token every request is an operator's: the read-only token
+        // would restrict nothing.
+        return Err(Failure::Usage(
+            "--read-token needs a non-empty --token: without one anyone may stop jobs".into(),
+        ));
+    }
     if !args.bind.ip().is_loopback() && token.is_none() {
         return Err(Failure::Usage(format!(
             "--bind {}: not a loopback address, so --token is required",

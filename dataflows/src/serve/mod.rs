@@ -89,6 +89,9 @@ struct Entry {
     desired: Desired,
     phase: Phase,
     child: Option<Child>,
+    /// When a stop asked of its child gives up waiting and kills it ([`STOP_BOUND`] after the
+    /// stop): each stop's own, so one stop's deadline never kills a job stopped after it.
+    kill_at: Option<Instant>,
     spawned: Option<Instant>,
     started_at: Option<String>,
     restarts: u64,
@@ -110,6 +113,7 @@ impl Entry {
                 Desired::Stopped => Phase::Stopped,
             },
             child: None,
+            kill_at: None,
             spawned: None,
             started_at: None,
             restarts,
@@ -161,6 +165,10 @@ pub struct Supervisor {
     jobs: Mutex<BTreeMap<String, Entry>>,
     changed: Condvar,
     stopping: AtomicBool,
+    /// How long a stop waits before it kills ([`STOP_BOUND`]; shorter in tests).
+    stop_bound: Duration,
+    /// `serve.lock` in the state directory, held while the service runs.
+    _lock: crate::lock::RunLock,
     /// The other service nodes a submitted job runs on as one cluster (`--peers`).
     peers: std::sync::OnceLock<Peers>,
     /// Each job's send API (`POST /jobs/{name}/send`).
@@ -188,6 +196,14 @@ impl Supervisor {
     pub fn open(dir: &Path, exe: PathBuf) -> anyhow::Result<Arc<Supervisor>> {
         std::fs::create_dir_all(dir.join("logs"))
             .map_err(|e| anyhow::anyhow!("--state-dir {}: {e}", dir.display()))?;
+        // Two services on one state directory would each resume every job (one of each pair
+        // failing on the job's lock) and overwrite each other's serve.json.
+        let lock = crate::lock::RunLock::acquire_named(dir, "serve.lock").map_err(|_| {
+            anyhow::anyhow!(
+                "--state-dir {}: another `tidings serve` uses it (it holds serve.lock); stop that one, or give this one a --state-dir of its own",
+                dir.display()
+            )
+        })?;
         let file = dir.join("serve.json");
         let saved: Saved = crate::read_json_or_default(
             &file,
@@ -213,6 +229,8 @@ impl Supervisor {
             jobs: Mutex::new(jobs),
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
+            stop_bound: STOP_BOUND,
+            _lock: lock,
             peers: std::sync::OnceLock::new(),
             gateways: Mutex::new(BTreeMap::new()),
             #[cfg(feature = "sql")]
@@ -308,8 +326,15 @@ impl Supervisor {
             Some(Arc::new(job)),
         );
         entry.cluster = cluster;
-        jobs.insert(name.clone(), entry);
-        self.persist(&jobs)?;
+        let before = jobs.insert(name.clone(), entry);
+        if let Err(refused) = self.persist(&jobs) {
+            // Not saved: not submitted (the ticker would start what the caller was refused).
+            match before {
+                Some(e) => jobs.insert(name, e),
+                None => jobs.remove(&name),
+            };
+            return Err(refused);
+        }
         tracing::info!("job `{name}` submitted ({})", path.display());
         let answer = describe(&name, &jobs[&name]);
         drop(jobs);
@@ -513,15 +538,25 @@ impl Supervisor {
     fn stop_here(&self, name: &str) -> Result<Value, Refusal> {
         let mut jobs = self.lock();
         let e = jobs.get_mut(name).ok_or_else(|| not_found(name))?;
+        let was = (e.desired, e.phase);
         e.desired = Desired::Stopped;
         let pid = e.child.as_ref().map(Child::id);
         if pid.is_none() {
             e.phase = Phase::Stopped;
         }
-        self.persist(&jobs)?;
-        if let Some(pid) = pid {
+        if let Err(refused) = self.persist(&jobs) {
+            // Not saved: not stopped either (the job would resume at the next start).
+            if let Some(e) = jobs.get_mut(name) {
+                (e.desired, e.phase) = was;
+            }
+            return Err(refused);
+        }
+        if let Some(pid) = pid
+            && let Some(e) = jobs.get_mut(name)
+        {
             tracing::info!("stopping job `{name}` (SIGTERM to pid {pid})");
             terminate(pid);
+            e.kill_at.get_or_insert(Instant::now() + self.stop_bound);
         }
         let jobs = self.wait_gone(jobs, |jobs| {
             jobs.get(name).is_none_or(|e| e.child.is_none())
@@ -554,7 +589,13 @@ impl Supervisor {
         e.backoff = FIRST_BACKOFF;
         e.next_start = Instant::now();
         e.job = Some(Arc::new(job));
-        self.persist(&jobs)?;
+        if let Err(refused) = self.persist(&jobs) {
+            // Not saved: left stopped, as it was saved.
+            if let Some(e) = jobs.get_mut(name) {
+                (e.desired, e.phase) = (Desired::Stopped, Phase::Stopped);
+            }
+            return Err(refused);
+        }
         let answer = describe(name, &jobs[name]);
         drop(jobs);
         self.changed.notify_all();
@@ -576,7 +617,14 @@ impl Supervisor {
                 "job `{name}` was submitted again while it stopped; delete it again"
             )));
         }
-        jobs.remove(name);
+        let removed = jobs.remove(name);
+        if let Err(refused) = self.persist(&jobs) {
+            // Not saved: still listed (the next start would bring it back unlisted otherwise).
+            if let Some(e) = removed {
+                jobs.insert(name.to_string(), e);
+            }
+            return Err(refused);
+        }
         // What was made for it goes with it: its send API (and the API's metrics), its tables.
         self.gateways
             .lock()
@@ -587,7 +635,6 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-        self.persist(&jobs)?;
         Ok(json!({"deleted": name, "last": answer}))
     }
 
@@ -641,6 +688,7 @@ impl Supervisor {
     fn exited(&self, name: &str, e: &mut Entry, status: ExitStatus, stopping: bool) -> bool {
         let ran = e.spawned.map_or(Duration::ZERO, |s| s.elapsed());
         e.child = None;
+        e.kill_at = None;
         e.last_exit = Some(exit_text(status));
         if e.desired == Desired::Stopped || stopping {
             e.phase = Phase::Stopped;
@@ -725,32 +773,35 @@ impl Supervisor {
     /// them) and waits for them; used when the service itself is stopped.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let jobs = self.lock();
-        for (name, e) in jobs.iter() {
+        let mut jobs = self.lock();
+        for (name, e) in jobs.iter_mut() {
             if let Some(c) = &e.child {
                 tracing::info!("stopping job `{name}` (SIGTERM to pid {})", c.id());
                 terminate(c.id());
+                e.kill_at.get_or_insert(Instant::now() + self.stop_bound);
             }
         }
         drop(self.wait_gone(jobs, |jobs| jobs.values().all(|e| e.child.is_none())));
     }
 
-    /// Waits (ticking) until `done`, at most [`STOP_BOUND`]; then kills what is left.
+    /// Waits (ticking) until `done`, at most [`STOP_BOUND`]; then kills the children whose
+    /// stop is as old (`Entry::kill_at`).
     fn wait_gone<'a>(
         &'a self,
         mut jobs: MutexGuard<'a, BTreeMap<String, Entry>>,
         done: impl Fn(&BTreeMap<String, Entry>) -> bool,
     ) -> MutexGuard<'a, BTreeMap<String, Entry>> {
-        let deadline = Instant::now() + STOP_BOUND;
+        let deadline = Instant::now() + self.stop_bound;
         while !done(&jobs) {
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 for (name, e) in jobs.iter_mut() {
-                    let asked =
-                        e.desired == Desired::Stopped || self.stopping.load(Ordering::SeqCst);
-                    if asked && let Some(c) = &mut e.child {
+                    if e.kill_at.is_some_and(|at| at <= now)
+                        && let Some(c) = &mut e.child
+                    {
                         tracing::warn!(
                             "job `{name}` did not stop within {} s; killing it",
-                            STOP_BOUND.as_secs()
+                            self.stop_bound.as_secs()
                         );
                         let _ = c.kill();
                     }
@@ -941,7 +992,71 @@ fn outside_upload(f: &crate::job::JobFile) -> Result<String, Refusal> {
 
 #[cfg(test)]
 mod tests {
-    use super::file_name;
+    use super::*;
+
+    /// Each stop kills only its own job at its own deadline: job `a`, stopped first, is killed
+    /// at its bound while `b`, stopped later, is still given the rest of its own (one stop's
+    /// deadline killed every job being stopped, mid-drain).
+    #[cfg(unix)]
+    #[test]
+    fn a_stop_kills_only_its_own_job_at_its_own_deadline() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A job that does not stop on SIGTERM.
+        let exe = dir.path().join("stubborn");
+        std::fs::write(&exe, "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 1; done\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("t.toml"),
+            "[[template]]\nid = 1\nname = \"t\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"o\"\n[template.content]\ncontent = \"x\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("r.jsonl"), "").unwrap();
+        let mut sup = Supervisor::open(&dir.path().join("serve"), exe.clone()).unwrap();
+        let second = Supervisor::open(&dir.path().join("serve"), exe)
+            .err()
+            .unwrap();
+        assert!(
+            second
+                .to_string()
+                .contains("another `tidings serve` uses it"),
+            "{second}"
+        );
+        Arc::get_mut(&mut sup).unwrap().stop_bound = Duration::from_secs(3);
+        for name in ["a", "b"] {
+            let job = dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &job,
+                format!("name = \"{name}\"\ntemplates = \"t.toml\"\n[source]\nkind = \"file\"\npath = \"r.jsonl\"\n[accounts.o]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"out-{name}\"\n"),
+            )
+            .unwrap();
+            sup.submit(&job).unwrap();
+        }
+        sup.tick();
+        let alive = |name: &str| sup.lock()[name].child.is_some();
+        assert!(alive("a") && alive("b"));
+        let first = {
+            let sup = sup.clone();
+            std::thread::spawn(move || sup.stop_here("a"))
+        };
+        // `b` is stopped a second after `a` (its SIGTERM sent): the gap between the two
+        // stops' deadlines is what is tested, not a wait for something to happen.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sup.lock()["a"].kill_at.is_none() {
+            assert!(Instant::now() < deadline, "a's stop did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let second = {
+            let sup = sup.clone();
+            std::thread::spawn(move || sup.stop_here("b"))
+        };
+        first.join().unwrap().unwrap();
+        assert!(!alive("a"), "a was killed at its deadline");
+        assert!(alive("b"), "b was killed at a's deadline, before its own");
+        second.join().unwrap().unwrap();
+        assert!(!alive("b"));
+    }
 
     #[test]
     fn two_job_names_never_share_a_directory() {
