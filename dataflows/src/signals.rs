@@ -16,6 +16,10 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long after a halt the process is ended if its workers have not left by then.
 const HALT_GRACE: Duration = Duration::from_secs(10);
 
+/// Set by `tidings serve` for its children, whose stdin is a pipe it holds: the pipe closing
+/// (the service gone, however it ended) is a stop, as SIGTERM.
+pub const STOP_WITH_STDIN: &str = "TIDINGS_STOP_WITH_STDIN";
+
 /// Describes what a drain still waits for, e.g. `120 received, 80 done`.
 pub type Progress = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -51,6 +55,16 @@ pub fn handle_signals(
                     }
                     Err(e) => tracing::warn!("cannot handle {name}: {e}"),
                 }
+            }
+            if std::env::var_os(STOP_WITH_STDIN).is_some() {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let mut buf = [0u8; 64];
+                    // Whatever is written is ignored; the end of the pipe is the stop.
+                    while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+                    let _ = tx.send("its service's pipe closed");
+                });
             }
             drop(tx);
             let mut seen = 0;

@@ -370,6 +370,43 @@ fn a_killed_service_resumes_its_job() {
     );
 }
 
+/// The service killed outright (kill -9, the OOM killer) leaves no job running that no service
+/// knows of: the child sees its pipe to the service close and stops as on SIGTERM (a drain, a
+/// final checkpoint), and the next service resumes it where it stopped, nothing read twice.
+/// (A child left running held the job's lock: the next service's child failed on it again
+/// and again while the orphan kept sending.)
+#[test]
+fn a_job_stops_when_its_service_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = follow_job(dir.path(), 0..3);
+    let state = dir.path().join("serve");
+    let serve = Serve::start(&state, None, &[]);
+    assert_eq!(submit(&serve, &job).0, 201);
+    let pid = serve.wait_state("t", "running")["pid"].as_u64().unwrap();
+    common::wait_until(LIMIT, "the three tracked", || {
+        serve.job("t")["live"]["tracking"]["rows"]["RECEIVE"] == 3
+    });
+    serve.kill9();
+    common::wait_until(LIMIT, "the job's child stopped on its own", || !alive(pid));
+    let log = std::fs::read_to_string(state.join("logs/t.log")).unwrap_or_default();
+    assert!(log.contains("its service's pipe closed"), "{log}");
+    append(dir.path(), 3..5);
+    let serve = Serve::start(&state, None, &[]);
+    let again = serve.wait_state("t", "running");
+    assert_ne!(again["pid"].as_u64(), Some(pid));
+    assert_eq!(again["restarts"], 0, "resumed, not crash-looping: {again}");
+    common::wait_until(LIMIT, "the appended two sent", || {
+        common::count_lines(&dir.path().join("var/outbox/sms.jsonl")) == 5
+    });
+    let (status, v) = serve.call(Method::POST, "/jobs/t/stop", None);
+    assert_eq!((status, &v["state"]), (200, &json!("stopped")), "{v}");
+    assert_eq!(
+        receives(dir.path()),
+        vec![5, 5],
+        "every line's RECEIVE once"
+    );
+}
+
 #[test]
 fn a_crashing_job_is_restarted_with_backoff() {
     let dir = tempfile::tempdir().unwrap();

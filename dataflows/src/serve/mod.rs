@@ -746,7 +746,13 @@ impl Supervisor {
                     .args(["-p", &peers.me.to_string(), "-h"])
                     .arg(&file);
             }
-            command.stdin(Stdio::null()).stdout(out).stderr(err);
+            // The child stops (as on SIGTERM) when this pipe closes: a service killed outright
+            // leaves no job running that no service knows of.
+            command
+                .stdin(Stdio::piped())
+                .env(crate::signals::STOP_WITH_STDIN, "1")
+                .stdout(out)
+                .stderr(err);
             #[cfg(unix)]
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
             command.spawn()
