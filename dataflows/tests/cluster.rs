@@ -816,6 +816,7 @@ fn a_recall_in_a_cluster_reaches_the_calls_of_every_process() {
         seen.push(receivers);
     }
     assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0], seen[2]);
 }
 
 /// A graceful stop asked of process 1 alone (a pod evicted, a hand-started process signalled)

@@ -627,6 +627,104 @@ fn a_job_submitted_to_one_peer_runs_as_one_cluster_over_both() {
     assert_eq!(status, 400, "{answer}");
 }
 
+/// A node's service stopped (to restart or upgrade it) stops a Kafka job's cluster on every
+/// node; the other node starts its process again (it marked the job stopped, and the
+/// service's process, back, waited for it), so the cluster forms again and sends. A stop of
+/// the job asked of one node still stops it on both for good.
+#[test]
+fn a_cluster_job_forms_again_when_a_node_service_comes_back() {
+    use tidings_dataflows::kafka::{Outgoing, produce};
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let unique = common::unique();
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let topic = format!("serve-rejoin-{unique}");
+    std::fs::write(
+        dir.join("templates.toml"),
+        common::sms_template(1, "none", false, "user_id"),
+    )
+    .unwrap();
+    let job = dir.join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"rejoin\"\ntemplates = \"templates.toml\"\n[source]\nkind = \"kafka\"\n\
+             brokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"{topic}\"\n\
+             [tracking]\ndir = \"var/tracking\"\n\
+             [accounts.out]\nchannel = \"sms\"\nprovider = \"outbox\"\ndir = \"var/outbox\"\n"
+        ),
+    )
+    .unwrap();
+    let ports: Vec<u16> = {
+        let held: Vec<std::net::TcpListener> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        held.iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect()
+    };
+    let apis: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let peers = dir.join("peers");
+    std::fs::write(&peers, apis.join("\n") + "\n").unwrap();
+    let start = |i: usize| {
+        Serve::start_at(
+            &dir.join(format!("node{i}")),
+            &apis[i],
+            &["--peers", peers.to_str().unwrap()],
+            Some("t"),
+            &[],
+        )
+    };
+    let send = |receiver: &str| {
+        let line = serde_json::json!({"code": "send", "messageTemplateId": 1,
+            "messageParam": {"receiver": receiver, "variables": {"v": "x"}}})
+        .to_string();
+        let record = Outgoing {
+            key: Some("k".into()),
+            ..Outgoing::of_line(&line).unwrap()
+        };
+        produce(&brokers, &topic, [record], || {}).unwrap();
+    };
+    let sent = |n: usize| {
+        common::wait_until(LIMIT, &format!("{n} sent"), || {
+            common::count_lines(&dir.join("var/outbox/sms.jsonl")) == n
+        })
+    };
+    // The topic exists before the job starts.
+    send("u1");
+    let node0 = start(0);
+    let node1 = start(1);
+    let (status, answer) = node0.call(Method::POST, "/jobs", Some(json!({"path": job})));
+    assert_eq!(status, 201, "{answer}");
+    sent(1);
+    let pid1 = node1.wait_state("rejoin", "running")["pid"].clone();
+    // Node 0's service stops (SIGTERM): its process stops, and the cluster with it (each
+    // process exits 0).
+    drop(node0);
+    common::wait_until(LIMIT, "node 1's process started again", || {
+        let j = node1.job("rejoin");
+        assert_ne!(j["state"], "stopped", "{j}");
+        j["pid"].is_u64() && j["pid"] != pid1
+    });
+    assert_eq!(node1.job("rejoin")["restarts"], 0, "not a crash");
+    let node0 = start(0);
+    node0.wait_state("rejoin", "running");
+    send("u2");
+    sent(2);
+    let (status, v) = node1.call(Method::POST, "/jobs/rejoin/stop", None);
+    assert_eq!((status, &v["state"]), (200, &json!("stopped")), "{v}");
+    node0.wait_state("rejoin", "stopped");
+    // Past the rejoin delay, both are still stopped (the stop reached node 0 too).
+    let until = Instant::now() + tidings_dataflows::serve::REJOIN_AFTER + Duration::from_secs(2);
+    while Instant::now() < until {
+        for node in [&node0, &node1] {
+            let j = node.job("rejoin");
+            assert_eq!(j["state"], "stopped", "{j}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn the_send_api_of_a_served_job_answers_ids_its_tracking_carries() {
     let dir = tempfile::tempdir().unwrap();

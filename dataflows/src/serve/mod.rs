@@ -55,6 +55,9 @@ pub const BACKOFF_RESET: Duration = Duration::from_secs(60);
 /// How long a stop waits for the child: its drain bound (`tidings run`'s default
 /// `--drain-timeout`) and the halt's grace; then the child is killed.
 pub const STOP_BOUND: Duration = Duration::from_secs(crate::run::DRAIN_TIMEOUT.as_secs() + 15);
+/// How long a cluster's process that stopped at another node's request waits before it starts
+/// again to rejoin (a stop of the job asked on another node reaches this one well before).
+pub const REJOIN_AFTER: Duration = Duration::from_secs(5);
 /// How often the supervisor looks at its children.
 pub const TICK: Duration = Duration::from_millis(100);
 
@@ -693,6 +696,23 @@ impl Supervisor {
         if e.desired == Desired::Stopped || stopping {
             e.phase = Phase::Stopped;
             tracing::info!("job `{name}` stopped ({})", exit_text(status));
+            false
+        } else if status.success()
+            && e.cluster.is_some()
+            && e.job.as_ref().is_some_and(|j| j.kafka.is_some())
+        {
+            // A Kafka job's cluster ends only when a stop is asked of one of its processes:
+            // here (not this), of the job on another node (whose forwarded stop is on its way
+            // and finds it stopped), or of another node's service (stopped or restarting).
+            // Started again after REJOIN_AFTER unless that stop came, so the cluster forms
+            // again when the other service is back; marking it stopped left the job stopped
+            // here while the other node's resumed process waited for it.
+            e.phase = Phase::Restarting;
+            e.next_start = Instant::now() + REJOIN_AFTER;
+            tracing::info!(
+                "job `{name}`: its cluster stopped at another node's request; starting it again in {} s unless it is stopped here too",
+                REJOIN_AFTER.as_secs()
+            );
             false
         } else if status.success() {
             e.phase = Phase::Stopped;
