@@ -281,6 +281,22 @@ pub enum TemplateError {
     },
 }
 
+/// The template ids a job may define: austin's businessId writes `type * 1,000,000 + id`
+/// (types 10 and 20), so an id of 10,000,000 or more would share a realtime template's
+/// businessId (cron template 10,000,001 and realtime template 1 both give 20,000,001…).
+pub const TEMPLATE_IDS: std::ops::RangeInclusive<i64> = 1..=9_999_999;
+
+/// Why `id` cannot be a template's, if it cannot.
+pub fn check_id(id: i64) -> Result<(), String> {
+    if TEMPLATE_IDS.contains(&id) {
+        return Ok(());
+    }
+    Err(format!(
+        "template id {id} is out of range: give 1 to 9999999 (austin's businessId holds the id \
+         in 7 digits; a larger one would share another template's businessId)"
+    ))
+}
+
 /// All templates of a job, by id. Shared read-only by every worker.
 ///
 /// A message's template is looked up by id five times on its way (validation, the gate, the
@@ -294,12 +310,16 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// Builds the registry; returns every problem at once (duplicate ids).
+    /// Builds the registry; returns every problem at once (duplicate ids, ids out of
+    /// [`TEMPLATE_IDS`]).
     pub fn new(list: Vec<Template>) -> Result<Templates, Vec<String>> {
         let mut sorted = BTreeMap::new();
         let mut problems = Vec::new();
         for t in list {
             let id = t.id;
+            if let Err(why) = check_id(id) {
+                problems.push(why);
+            }
             if sorted.insert(id, Arc::new(t)).is_some() {
                 problems.push(format!(
                     "template id {id} is defined twice; give each template its own id"
@@ -493,9 +513,34 @@ content = "Your code is {$code}."
         assert!(err.contains("defined twice"), "{err}");
     }
 
+    /// Ids austin's businessId cannot hold apart are refused, each named: cron template
+    /// 10,000,001 gave the businessId of realtime template 1.
+    #[test]
+    fn ids_outside_seven_digits_are_refused() {
+        let of = |id: i64| {
+            format!(
+                "[[template]]\nid = {id}\nname = \"t{id}\"\nchannel = \"sms\"\nmsg_type = \"notice\"\nid_type = \"phone\"\naccount = \"a\"\n"
+            )
+        };
+        let text: String = [0, -1, 10_000_000, 1].into_iter().map(of).collect();
+        let err = Templates::parse("t.toml", &text).unwrap_err().to_string();
+        for id in ["0", "-1", "10000000"] {
+            assert!(
+                err.contains(&format!("template id {id} is out of range")),
+                "{err}"
+            );
+        }
+        assert!(!err.contains("template id 1 "), "{err}");
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        assert_ne!(
+            crate::ids::business_id(10, 9_999_999, d),
+            crate::ids::business_id(20, 1, d)
+        );
+    }
+
     #[test]
     fn templates_are_found_by_id_and_listed_in_id_order() {
-        let text: String = [30, -2, 7, 1000, 0]
+        let text: String = [30, 2, 7, 1000, 9_999_999]
             .iter()
             .map(|id| {
                 format!(
@@ -505,7 +550,7 @@ content = "Your code is {$code}."
             .collect();
         let t = Templates::parse("t.toml", &text).unwrap();
         let listed: Vec<i64> = t.iter().map(|t| t.id).collect();
-        assert_eq!(listed, [-2, 0, 7, 30, 1000]);
+        assert_eq!(listed, [2, 7, 30, 1000, 9_999_999]);
         assert_eq!(t.len(), 5);
         for id in listed {
             assert_eq!(t.get(id).map(|t| t.name.clone()), Some(format!("t{id}")));

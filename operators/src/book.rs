@@ -558,12 +558,7 @@ impl Book {
 
     /// Why `t` cannot be put, if it cannot: its account must exist and send its channel.
     pub fn check(&self, t: &Template) -> Result<(), String> {
-        if t.id <= 0 {
-            return Err(format!(
-                "template change: id {} must be a positive number",
-                t.id
-            ));
-        }
+        tidings_model::template::check_id(t.id).map_err(|why| format!("template change: {why}"))?;
         tidings_model::cron::campaign_cron(t, self.campaigns)
             .map_err(|why| format!("template change: template {}: {why}", t.id))?;
         match self.accounts.get(&t.account) {
