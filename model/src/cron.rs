@@ -148,6 +148,13 @@ impl Cron {
             }
         };
         let field = |i: usize, name: &str, lo: u32, hi: u32, names: &[&str], shift: u32| {
+            if f[i].contains('?') {
+                // As Quartz: `?` is "no specific value", for the day or the weekday only.
+                return Err(format!(
+                    "{name} `{}`: ? stands only for the day of month or the weekday; write *",
+                    f[i]
+                ));
+            }
             bits(f[i], lo, hi, names, shift).map_err(|why| format!("{name} `{}`: {why}", f[i]))
         };
         let seconds = field(0, "second", 0, 59, &[], 0)?;
@@ -640,6 +647,11 @@ mod tests {
                 "year `2030-2027`: `2030-2027` runs backwards",
             ),
             ("10 * * *", "has 4 fields"),
+            (
+                "0 ? 10 * * ?",
+                "minute `?`: ? stands only for the day of month or the weekday",
+            ),
+            ("0 0 10 * ? *", "month `?`"),
         ] {
             let e = Cron::parse(expr).err().unwrap_or_default();
             assert!(e.contains(why), "{expr}: {e}");
