@@ -13,9 +13,10 @@ let loadError = false;
 
 // For a page: whether the route it was drawn for is still the one shown.
 function current() { const gen = seq; return () => gen === seq; }
-// For a button: whether the page it was pressed on is still open (its refreshes included), so
+// For a button: whether the page it was pressed on is still open, for the same job (its
+// refreshes included), so
 // a late answer neither shows its error over nor redraws a page opened since.
-function onPage() { const at = location.hash; return () => location.hash === at; }
+function onPage() { const at = location.hash, of = job(); return () => location.hash === at && job() === of; }
 
 function token() { return sessionStorage.getItem("tidings-token") || ""; }
 function job() { return sessionStorage.getItem("tidings-job") || ""; }

@@ -62,7 +62,13 @@ pub fn handle_signals(
                     use std::io::Read;
                     let mut buf = [0u8; 64];
                     // Whatever is written is ignored; the end of the pipe is the stop.
-                    while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+                    loop {
+                        match std::io::stdin().read(&mut buf) {
+                            Ok(0) => break,
+                            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => break,
+                            _ => {}
+                        }
+                    }
                     let _ = tx.send("its service's pipe closed");
                 });
             }

@@ -819,6 +819,67 @@ fn a_recall_in_a_cluster_reaches_the_calls_of_every_process() {
     assert_eq!(seen[0], seen[2]);
 }
 
+/// A process waiting for its cluster to form stops at once on SIGTERM, exit 0 (nothing was
+/// read): it ignored the stop until the whole drain bound passed and it was killed, which
+/// under `serve --peers` was every stop of a job whose other node's service was down.
+#[test]
+fn a_process_waiting_for_its_cluster_stops_on_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = common::write_job(
+        dir.path(),
+        &common::sms_template(1, "none", false, "user_id"),
+        "",
+        "",
+    );
+    let ports: Vec<u16> = {
+        let held: Vec<std::net::TcpListener> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        held.iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect()
+    };
+    let hosts = dir.path().join("hosts");
+    let lines: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    std::fs::write(&hosts, lines.join("\n") + "\n").unwrap();
+    let log = dir.path().join("p1.log");
+    // Process 1 alone: process 0 is never started. (timely says it retries on stdout.)
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "-w",
+            "1",
+            "-n",
+            "2",
+            "-p",
+            "1",
+            "-h",
+        ])
+        .arg(&hosts)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    common::wait_until(
+        Duration::from_secs(60),
+        "process 1 trying to connect",
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connecting")),
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status =
+        common::wait_within_showing(&mut child, Duration::from_secs(10), "process 1", || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{status}: {text}");
+    assert!(text.contains("stopped before the cluster formed"), "{text}");
+}
+
 /// A graceful stop asked of process 1 alone (a pod evicted, a hand-started process signalled)
 /// stops the whole cluster at one cut, every process exiting 0: process 0, which reads the
 /// account topics, stops them too (it waited for a stop of its own, and the cluster was

@@ -415,9 +415,6 @@ fn the_send_api_answers_as_austin_and_its_ids_are_the_tracked_ones() {
     }
 }
 
-/// A request the broker refuses as too large is refused 400 (split it), not 503 (retry):
-/// sent again it is refused again. Here the job's producer takes records of at most 1,000
-/// bytes (`message.max.bytes`, refused by the client as a broker's own limit refuses it).
 /// `gateway.http_status = "austin"`: every answer with a code is HTTP 200, the code in the
 /// body as austin answers (a RestTemplate client reads it instead of catching a 4xx); the rate
 /// refusal keeps its Retry-After; an answer without a code (a cross-site post) keeps its
@@ -504,6 +501,9 @@ fn with_austin_statuses_every_coded_answer_is_200() {
     });
 }
 
+/// A request the broker refuses as too large is refused 400 (split it), not 503 (retry):
+/// sent again it is refused again. Here the job's producer takes records of at most 1,000
+/// bytes (`message.max.bytes`, refused by the client as a broker's own limit refuses it).
 #[test]
 fn a_request_too_large_for_the_broker_is_told_to_split_not_to_retry() {
     let dir = tempfile::tempdir().unwrap();

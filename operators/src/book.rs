@@ -739,6 +739,15 @@ impl Book {
         self.lists = saved.lists;
         self.lists.sort_by_key(|e| (e.at, e.order));
         for e in saved.templates {
+            // Saved before ids were bounded: a version austin's businessId cannot tell apart.
+            if let Err(why) = tidings_model::template::check_id(e.id) {
+                tracing::warn!(
+                    "{}: a change of template {} dropped: {why}",
+                    path.display(),
+                    e.id
+                );
+                continue;
+            }
             self.history.entry(e.id).or_default().push(e);
         }
         for entries in self.history.values_mut() {

@@ -164,7 +164,7 @@ pub fn run(job: &Job, opts: &RunOptions) -> anyhow::Result<Summary> {
     // Set once the cluster formed, or timely gave up forming it (its error is the run's).
     let formed = Arc::new(Formed::default());
     if let Some(c) = &opts.cluster {
-        watch_formation(c, formed.clone(), job);
+        watch_formation(c, formed.clone(), job, shared.stop.clone());
     }
     let formed_in_worker = formed.clone();
     let guards = timely::execute(timely_config(opts), move |worker| {
@@ -216,15 +216,29 @@ impl Drop for Ended {
 /// Fails the process (one line, exit 1) if the cluster has not formed within its connect
 /// timeout: timely waits for every process to connect with no limit of its own, so a peer
 /// that failed at its start, or was never started, would leave this one waiting for ever.
-fn watch_formation(c: &Cluster, formed: Arc<Formed>, job: &Job) {
+/// A stop asked while it waits (a signal, `serve`'s pipe closing) ends the process at once,
+/// exit 0: nothing was read yet (it waited the whole drain bound, then was killed).
+fn watch_formation(c: &Cluster, formed: Arc<Formed>, job: &Job, stop: Arc<AtomicBool>) {
     let (timeout, process, addresses) = (c.connect_timeout, c.process, c.addresses.clone());
     let path = job.path.clone();
     std::thread::spawn(move || {
-        let done = formed.done.lock().unwrap_or_else(|p| p.into_inner());
-        let (done, _) = formed
-            .changed
-            .wait_timeout_while(done, timeout, |done| !*done)
-            .unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + timeout;
+        let mut done = formed.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done && Instant::now() < deadline {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                tracing::info!(
+                    "{}: stopped before the cluster formed (process {process} of {}): nothing was read",
+                    path.display(),
+                    addresses.len()
+                );
+                std::process::exit(0);
+            }
+            done = formed
+                .changed
+                .wait_timeout(done, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
         if !*done {
             tracing::error!(
                 "{}: the cluster did not form within {} s: process {process} of {} \

@@ -201,11 +201,15 @@ impl Supervisor {
             .map_err(|e| anyhow::anyhow!("--state-dir {}: {e}", dir.display()))?;
         // Two services on one state directory would each resume every job (one of each pair
         // failing on the job's lock) and overwrite each other's serve.json.
-        let lock = crate::lock::RunLock::acquire_named(dir, "serve.lock").map_err(|_| {
-            anyhow::anyhow!(
-                "--state-dir {}: another `tidings serve` uses it (it holds serve.lock); stop that one, or give this one a --state-dir of its own",
-                dir.display()
-            )
+        let lock = crate::lock::RunLock::acquire_named(dir, "serve.lock").map_err(|e| {
+            // Held (`acquire_named` names its holder); any other failure says its own.
+            match e.to_string().contains("holds the lock") {
+                true => anyhow::anyhow!(
+                    "--state-dir {}: another `tidings serve` uses it (it holds serve.lock); stop that one, or give this one a --state-dir of its own",
+                    dir.display()
+                ),
+                false => e,
+            }
         })?;
         let file = dir.join("serve.json");
         let saved: Saved = crate::read_json_or_default(
