@@ -831,16 +831,8 @@ fn a_process_waiting_for_its_cluster_stops_on_a_signal() {
         "",
         "",
     );
-    let ports: Vec<u16> = {
-        let held: Vec<std::net::TcpListener> = (0..2)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        held.iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect()
-    };
     let hosts = dir.path().join("hosts");
-    let lines: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let lines = common::free_addresses(2);
     std::fs::write(&hosts, lines.join("\n") + "\n").unwrap();
     let log = dir.path().join("p1.log");
     // Process 1 alone: process 0 is never started. (timely says it retries on stdout.)

@@ -570,15 +570,7 @@ fn a_job_submitted_to_one_peer_runs_as_one_cluster_over_both() {
     let expected = common::sql_csv(&plain.parent().unwrap().join("var/tracking"), query);
 
     let (_dir, job) = common::demo_copy();
-    let ports: Vec<u16> = {
-        let held: Vec<std::net::TcpListener> = (0..2)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        held.iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect()
-    };
-    let apis: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let apis = common::free_addresses(2);
     let peers = root.path().join("peers");
     std::fs::write(&peers, apis.join("\n") + "\n").unwrap();
     let nodes: Vec<Serve> = apis
@@ -655,15 +647,7 @@ fn a_cluster_job_forms_again_when_a_node_service_comes_back() {
         ),
     )
     .unwrap();
-    let ports: Vec<u16> = {
-        let held: Vec<std::net::TcpListener> = (0..2)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        held.iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect()
-    };
-    let apis: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let apis = common::free_addresses(2);
     let peers = dir.join("peers");
     std::fs::write(&peers, apis.join("\n") + "\n").unwrap();
     let start = |i: usize| {

@@ -229,6 +229,17 @@ pub fn join_within<T: Send + 'static>(
     within(limit, what, move || handle.join()).unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
+/// `n` loopback addresses (`127.0.0.1:PORT`) free a moment ago: held together while their
+/// ports are picked, so no two are the same.
+pub fn free_addresses(n: usize) -> Vec<String> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| format!("127.0.0.1:{}", l.local_addr().unwrap().port()))
+        .collect()
+}
+
 /// Waits until `cond` holds, polling every 20 ms, at most `limit` (then fails naming `what`).
 #[allow(dead_code)]
 pub fn wait_until(limit: std::time::Duration, what: &str, mut cond: impl FnMut() -> bool) {
