@@ -132,13 +132,7 @@ impl Services {
         // other's rename replaced). A recall finds the calls its own process made.
         // Process 0 takes in the books of processes the cluster no longer has (as their
         // spools): the calls they made stay recallable after the cluster shrank.
-        let adopt: Vec<PathBuf> = match process {
-            0 => (processes(opts) as usize..)
-                .map(|p| recall_dir(&job.state_dir, p))
-                .take_while(|d| d.is_dir())
-                .collect(),
-            _ => Vec::new(),
-        };
+        let adopt = departed(job, process, processes(opts) as usize, recall_dir);
         accounts.keep_recall_books(&recall_dir(&job.state_dir, process), wall_ms(), &adopt)?;
         let (route_of, route_by_name) = routes(job, &accounts);
         let queues = Arc::new(Queues::build(
@@ -368,6 +362,23 @@ fn processes(opts: &RunOptions) -> u32 {
     opts.cluster.as_ref().map_or(1, |c| c.processes()) as u32
 }
 
+/// For process 0, the directories `dir_of(state_dir, p)` of processes `p` the cluster of
+/// `processes` no longer has (they are taken in: spools, recall books); none for another.
+fn departed(
+    job: &Job,
+    process: usize,
+    processes: usize,
+    dir_of: fn(&Path, usize) -> PathBuf,
+) -> Vec<PathBuf> {
+    match process {
+        0 => (processes..)
+            .map(|p| dir_of(&job.state_dir, p))
+            .take_while(|d| d.is_dir())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The recall books of process `p` (processes on one machine share the state directory).
 fn recall_dir(state_dir: &Path, p: usize) -> PathBuf {
     match p {
@@ -396,14 +407,7 @@ fn redis_writer(
     let Some(url) = &job.file.tracking.redis else {
         return Ok((None, None));
     };
-    let adopt = if process == 0 {
-        (processes..)
-            .map(|p| spool_dir(&job.state_dir, p))
-            .take_while(|d| d.is_dir())
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let adopt = departed(job, process, processes, spool_dir);
     let (writer, sink) = RedisWriter::start(RedisSettings {
         url: url.clone(),
         prefix: job.file.tracking.redis_prefix.clone(),

@@ -168,8 +168,6 @@ pub struct Supervisor {
     jobs: Mutex<BTreeMap<String, Entry>>,
     changed: Condvar,
     stopping: AtomicBool,
-    /// How long a stop waits before it kills ([`STOP_BOUND`]; shorter in tests).
-    stop_bound: Duration,
     /// `serve.lock` in the state directory, held while the service runs.
     _lock: crate::lock::RunLock,
     /// The other service nodes a submitted job runs on as one cluster (`--peers`).
@@ -236,7 +234,6 @@ impl Supervisor {
             jobs: Mutex::new(jobs),
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
-            stop_bound: STOP_BOUND,
             _lock: lock,
             peers: std::sync::OnceLock::new(),
             gateways: Mutex::new(BTreeMap::new()),
@@ -334,14 +331,11 @@ impl Supervisor {
         );
         entry.cluster = cluster;
         let before = jobs.insert(name.clone(), entry);
-        if let Err(refused) = self.persist(&jobs) {
-            // Not saved: not submitted (the ticker would start what the caller was refused).
-            match before {
-                Some(e) => jobs.insert(name, e),
-                None => jobs.remove(&name),
-            };
-            return Err(refused);
-        }
+        // Not saved: not submitted (the ticker would start what the caller was refused).
+        self.persist_or_undo(&mut jobs, |jobs| match before {
+            Some(e) => drop(jobs.insert(name.clone(), e)),
+            None => drop(jobs.remove(&name)),
+        })?;
         tracing::info!("job `{name}` submitted ({})", path.display());
         let answer = describe(&name, &jobs[&name]);
         drop(jobs);
@@ -551,19 +545,18 @@ impl Supervisor {
         if pid.is_none() {
             e.phase = Phase::Stopped;
         }
-        if let Err(refused) = self.persist(&jobs) {
-            // Not saved: not stopped either (the job would resume at the next start).
+        // Not saved: not stopped either (the job would resume at the next start).
+        self.persist_or_undo(&mut jobs, |jobs| {
             if let Some(e) = jobs.get_mut(name) {
                 (e.desired, e.phase) = was;
             }
-            return Err(refused);
-        }
+        })?;
         if let Some(pid) = pid
             && let Some(e) = jobs.get_mut(name)
         {
             tracing::info!("stopping job `{name}` (SIGTERM to pid {pid})");
             terminate(pid);
-            e.kill_at.get_or_insert(Instant::now() + self.stop_bound);
+            e.kill_at.get_or_insert(Instant::now() + STOP_BOUND);
         }
         let jobs = self.wait_gone(jobs, |jobs| {
             jobs.get(name).is_none_or(|e| e.child.is_none())
@@ -596,13 +589,12 @@ impl Supervisor {
         e.backoff = FIRST_BACKOFF;
         e.next_start = Instant::now();
         e.job = Some(Arc::new(job));
-        if let Err(refused) = self.persist(&jobs) {
-            // Not saved: left stopped, as it was saved.
+        // Not saved: left stopped, as it was saved.
+        self.persist_or_undo(&mut jobs, |jobs| {
             if let Some(e) = jobs.get_mut(name) {
                 (e.desired, e.phase) = (Desired::Stopped, Phase::Stopped);
             }
-            return Err(refused);
-        }
+        })?;
         let answer = describe(name, &jobs[name]);
         drop(jobs);
         self.changed.notify_all();
@@ -625,13 +617,12 @@ impl Supervisor {
             )));
         }
         let removed = jobs.remove(name);
-        if let Err(refused) = self.persist(&jobs) {
-            // Not saved: still listed (the next start would bring it back unlisted otherwise).
+        // Not saved: still listed (the next start would bring it back unlisted otherwise).
+        self.persist_or_undo(&mut jobs, |jobs| {
             if let Some(e) = removed {
                 jobs.insert(name.to_string(), e);
             }
-            return Err(refused);
-        }
+        })?;
         // What was made for it goes with it: its send API (and the API's metrics), its tables.
         self.gateways
             .lock()
@@ -808,7 +799,7 @@ impl Supervisor {
             if let Some(c) = &e.child {
                 tracing::info!("stopping job `{name}` (SIGTERM to pid {})", c.id());
                 terminate(c.id());
-                e.kill_at.get_or_insert(Instant::now() + self.stop_bound);
+                e.kill_at.get_or_insert(Instant::now() + STOP_BOUND);
             }
         }
         drop(self.wait_gone(jobs, |jobs| jobs.values().all(|e| e.child.is_none())));
@@ -821,21 +812,11 @@ impl Supervisor {
         mut jobs: MutexGuard<'a, BTreeMap<String, Entry>>,
         done: impl Fn(&BTreeMap<String, Entry>) -> bool,
     ) -> MutexGuard<'a, BTreeMap<String, Entry>> {
-        let deadline = Instant::now() + self.stop_bound;
+        let deadline = Instant::now() + STOP_BOUND;
         while !done(&jobs) {
             let now = Instant::now();
             if now >= deadline {
-                for (name, e) in jobs.iter_mut() {
-                    if e.kill_at.is_some_and(|at| at <= now)
-                        && let Some(c) = &mut e.child
-                    {
-                        tracing::warn!(
-                            "job `{name}` did not stop within {} s; killing it",
-                            self.stop_bound.as_secs()
-                        );
-                        let _ = c.kill();
-                    }
-                }
+                kill_overdue(&mut jobs, now);
                 drop(jobs);
                 std::thread::sleep(TICK);
                 self.tick();
@@ -852,6 +833,17 @@ impl Supervisor {
             jobs = self.lock();
         }
         jobs
+    }
+
+    /// [`Supervisor::persist`]; when `serve.json` cannot take the change just made in
+    /// memory, `undo` takes it back there too, so the service never runs what it would
+    /// forget at its next start, nor forgets what it runs.
+    fn persist_or_undo(
+        &self,
+        jobs: &mut BTreeMap<String, Entry>,
+        undo: impl FnOnce(&mut BTreeMap<String, Entry>),
+    ) -> Result<(), Refusal> {
+        self.persist(jobs).inspect_err(|_| undo(jobs))
     }
 
     /// Writes `serve.json` aside and renames it over the old one.
@@ -1020,21 +1012,41 @@ fn outside_upload(f: &crate::job::JobFile) -> Result<String, Refusal> {
     Ok(f.name.clone())
 }
 
+/// Kills the children whose stop was asked [`STOP_BOUND`] or more before `now`: each by its
+/// own `Entry::kill_at`, so a stop asked later is not killed at an earlier one's deadline.
+/// Their names.
+fn kill_overdue(jobs: &mut BTreeMap<String, Entry>, now: Instant) -> Vec<String> {
+    let mut killed = Vec::new();
+    for (name, e) in jobs.iter_mut() {
+        if e.kill_at.is_some_and(|at| at <= now)
+            && let Some(c) = &mut e.child
+        {
+            tracing::warn!(
+                "job `{name}` did not stop within {} s; killing it",
+                STOP_BOUND.as_secs()
+            );
+            let _ = c.kill();
+            killed.push(name.clone());
+        }
+    }
+    killed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Each stop kills only its own job at its own deadline: job `a`, stopped first, is killed
-    /// at its bound while `b`, stopped later, is still given the rest of its own (one stop's
-    /// deadline killed every job being stopped, mid-drain).
+    /// Each stop kills only its own job at its own deadline: job `a`, whose stop is past its
+    /// bound, is killed, while `b`, stopped later, keeps the rest of its own (one stop's
+    /// deadline killed every job being stopped, mid-drain). And one service per directory.
     #[cfg(unix)]
     #[test]
     fn a_stop_kills_only_its_own_job_at_its_own_deadline() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        // A job that does not stop on SIGTERM.
+        // A job that does not stop on SIGTERM: it waits for its pipe from the service.
         let exe = dir.path().join("stubborn");
-        std::fs::write(&exe, "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 1; done\n").unwrap();
+        std::fs::write(&exe, "#!/bin/sh\ntrap '' TERM\nread -r _\n").unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(
             dir.path().join("t.toml"),
@@ -1042,7 +1054,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("r.jsonl"), "").unwrap();
-        let mut sup = Supervisor::open(&dir.path().join("serve"), exe.clone()).unwrap();
+        let sup = Supervisor::open(&dir.path().join("serve"), exe.clone()).unwrap();
         let second = Supervisor::open(&dir.path().join("serve"), exe)
             .err()
             .unwrap();
@@ -1052,7 +1064,6 @@ mod tests {
                 .contains("another `tidings serve` uses it"),
             "{second}"
         );
-        Arc::get_mut(&mut sup).unwrap().stop_bound = Duration::from_secs(3);
         for name in ["a", "b"] {
             let job = dir.path().join(format!("{name}.toml"));
             std::fs::write(
@@ -1063,29 +1074,21 @@ mod tests {
             sup.submit(&job).unwrap();
         }
         sup.tick();
-        let alive = |name: &str| sup.lock()[name].child.is_some();
-        assert!(alive("a") && alive("b"));
-        let first = {
-            let sup = sup.clone();
-            std::thread::spawn(move || sup.stop_here("a"))
-        };
-        // `b` is stopped a second after `a` (its SIGTERM sent): the gap between the two
-        // stops' deadlines is what is tested, not a wait for something to happen.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sup.lock()["a"].kill_at.is_none() {
-            assert!(Instant::now() < deadline, "a's stop did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-        let second = {
-            let sup = sup.clone();
-            std::thread::spawn(move || sup.stop_here("b"))
-        };
-        first.join().unwrap().unwrap();
-        assert!(!alive("a"), "a was killed at its deadline");
-        assert!(alive("b"), "b was killed at a's deadline, before its own");
-        second.join().unwrap().unwrap();
-        assert!(!alive("b"));
+        let mut jobs = sup.lock();
+        let now = Instant::now();
+        // `a`'s stop was asked a whole bound ago, `b`'s a second ago.
+        jobs.get_mut("a").unwrap().kill_at = Some(now);
+        jobs.get_mut("b").unwrap().kill_at = Some(now + STOP_BOUND - Duration::from_secs(1));
+        assert_eq!(kill_overdue(&mut jobs, now), ["a"]);
+        let mut child = |name: &str| jobs.get_mut(name).unwrap().child.take().unwrap();
+        let (mut a, mut b) = (child("a"), child("b"));
+        assert!(!a.wait().unwrap().success(), "a was killed at its deadline");
+        assert!(
+            b.try_wait().unwrap().is_none(),
+            "b was killed at a's deadline, before its own"
+        );
+        b.kill().unwrap();
+        b.wait().unwrap();
     }
 
     #[test]
